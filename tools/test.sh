@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The whole test suite: installs what is missing, builds twice (plain, and
+# with AddressSanitizer + UndefinedBehaviorSanitizer) and runs every suite in
+# both. Idempotent; exits non-zero if any test fails, times out or is skipped
+# (every peer a test needs is installed by tools/deps.sh, so a skip would
+# hide an untested path).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+tools/deps.sh
+
+tools/build.sh build
+tools/build.sh build-san -Db_sanitize=address,undefined -Db_lundef=false
+
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:strict_string_checks=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
+
+total_ok=0 total_fail=0 total_skip=0
+for dir in build build-san; do
+  echo "== meson test ($dir)"
+  set +e
+  meson test -C "$dir" --print-errorlogs --num-processes 2 "$@" | tee "$dir/test-summary.txt"
+  set -e
+  ok=$(awk '/^Ok:/{print $2}' "$dir/test-summary.txt")
+  fail=$(awk '/^(Fail|Unexpected Pass|Timeout):/{s+=$NF} END{print s+0}' "$dir/test-summary.txt")
+  skip=$(awk '/^Skipped:/{print $2}' "$dir/test-summary.txt")
+  total_ok=$((total_ok + ${ok:-0}))
+  total_fail=$((total_fail + ${fail:-0}))
+  total_skip=$((total_skip + ${skip:-0}))
+  [ -n "$ok" ] || total_fail=$((total_fail + 1))   # meson itself failed
+done
+echo "tests: $total_ok passed, $total_fail failed, $total_skip skipped"
+[ "$total_fail" -eq 0 ] && [ "$total_skip" -eq 0 ]
