@@ -8,6 +8,7 @@
 
 #include "asym.h"
 
+#include <limits.h>
 #include <string.h>
 
 #include <openssl/bn.h>
@@ -751,6 +752,77 @@ CK_RV kt_ossl_spki(const EVP_PKEY *key, kt_ossl_buf *out)
     out->data = der;
     out->len = (size_t)len;
     return CKR_OK;
+}
+
+CK_RV kt_ossl_key_id(const EVP_PKEY *key, unsigned char id[KT_KEY_ID_LEN])
+{
+    unsigned char buf[1 + 2 * 66];
+    size_t len = 0;
+    kt_rsa_parts rsa;
+    unsigned int md_len = KT_KEY_ID_LEN;
+    int ok;
+
+    switch (kt_ossl_key_type(key)) {
+    case CKK_RSA:
+        if (kt_ossl_rsa_export(key, 0, &rsa) != CKR_OK)
+            return CKR_GENERAL_ERROR;
+        ok = EVP_Digest(rsa.n.data, rsa.n.len, id, &md_len, EVP_sha1(), NULL);
+        kt_rsa_parts_free(&rsa);
+        break;
+    case CKK_EC:
+        ok = EVP_PKEY_get_octet_string_param(key, OSSL_PKEY_PARAM_PUB_KEY, buf,
+                                             sizeof(buf), &len) &&
+             EVP_Digest(buf, len, id, &md_len, EVP_sha1(), NULL);
+        break;
+    default:
+        return CKR_KEY_TYPE_INCONSISTENT;
+    }
+    ERR_clear_error();
+    return ok ? CKR_OK : CKR_GENERAL_ERROR;
+}
+
+/* ---- certificates ---------------------------------------------------- */
+
+void kt_cert_fields_free(kt_cert_fields *f)
+{
+    OPENSSL_free(f->subject.data);
+    OPENSSL_free(f->issuer.data);
+    OPENSSL_free(f->serial.data);
+    memset(f, 0, sizeof(*f));
+}
+
+CK_RV kt_ossl_cert_fields(const unsigned char *der, size_t len,
+                          kt_cert_fields *out)
+{
+    const unsigned char *p = der;
+    X509 *x = NULL;
+    int n1, n2, n3;
+    CK_RV rv = CKR_ATTRIBUTE_VALUE_INVALID;
+
+    memset(out, 0, sizeof(*out));
+    if (der == NULL || len == 0 || len > LONG_MAX)
+        return rv;
+    x = d2i_X509(NULL, &p, (long)len);
+    if (x == NULL || p != der + len)
+        goto out;
+    rv = CKR_HOST_MEMORY;
+    /* With a NULL output pointer i2d allocates, and allocates nothing when
+     * it fails. */
+    n1 = i2d_X509_NAME(X509_get_subject_name(x), &out->subject.data);
+    n2 = i2d_X509_NAME(X509_get_issuer_name(x), &out->issuer.data);
+    n3 = i2d_ASN1_INTEGER(X509_get0_serialNumber(x), &out->serial.data);
+    if (n1 <= 0 || n2 <= 0 || n3 <= 0) {
+        kt_cert_fields_free(out);
+        goto out;
+    }
+    out->subject.len = (size_t)n1;
+    out->issuer.len = (size_t)n2;
+    out->serial.len = (size_t)n3;
+    rv = CKR_OK;
+out:
+    ERR_clear_error();
+    X509_free(x);
+    return rv;
 }
 
 /* ---- operations ------------------------------------------------------ */

@@ -91,6 +91,23 @@ kt_ossl_ec_import(const kt_ec_parts *parts, int is_private, EVP_PKEY **out);
 __attribute__((warn_unused_result)) CK_RV kt_ossl_spki(const EVP_PKEY *key,
                                                        kt_ossl_buf *out);
 
+/* A CKA_ID for a key pair generated without one: SHA-1 of the modulus
+ * (RSA) or of the encoded public point (EC), as NSS and OpenSC make it. */
+#define KT_KEY_ID_LEN 20
+__attribute__((warn_unused_result)) CK_RV
+kt_ossl_key_id(const EVP_PKEY *key, unsigned char id[KT_KEY_ID_LEN]);
+
+/* An X.509 certificate (CKA_VALUE of a CKC_X_509 object): the DER of its
+ * subject and issuer names and of its serial number INTEGER, as
+ * CKA_SUBJECT, CKA_ISSUER and CKA_SERIAL_NUMBER hold them.
+ * CKR_ATTRIBUTE_VALUE_INVALID unless der is exactly one certificate. */
+typedef struct kt_cert_fields {
+    kt_ossl_buf subject, issuer, serial;
+} kt_cert_fields;
+__attribute__((warn_unused_result)) CK_RV
+kt_ossl_cert_fields(const unsigned char *der, size_t len, kt_cert_fields *out);
+void kt_cert_fields_free(kt_cert_fields *f);
+
 /* CKK_RSA, CKK_EC, or CKK_VENDOR_DEFINED for anything else. */
 CK_KEY_TYPE kt_ossl_key_type(const EVP_PKEY *key);
 /* RSA modulus bits or EC order bits. */

@@ -401,6 +401,97 @@ START_TEST(test_spki)
 }
 END_TEST
 
+START_TEST(test_key_id)
+{
+    unsigned char a[KT_KEY_ID_LEN], b[KT_KEY_ID_LEN];
+    EVP_PKEY *pub = public_half(ec256);
+
+    ck_assert_uint_eq(kt_ossl_key_id(ec256, a), CKR_OK);
+    ck_assert_uint_eq(kt_ossl_key_id(pub, b), CKR_OK);
+    ck_assert_mem_eq(a, b, sizeof(a)); /* both halves get the same id */
+    ck_assert_uint_eq(kt_ossl_key_id(ec384, b), CKR_OK);
+    ck_assert(memcmp(a, b, sizeof(a)) != 0);
+    ck_assert_uint_eq(kt_ossl_key_id(rsa2048, b), CKR_OK);
+    ck_assert(memcmp(a, b, sizeof(a)) != 0);
+    EVP_PKEY_free(pub);
+}
+END_TEST
+
+/* A self-signed certificate made with OpenSSL directly. */
+static unsigned char *make_cert(size_t *len)
+{
+    X509 *x = X509_new();
+    X509_NAME *subj = X509_NAME_new(), *iss = X509_NAME_new();
+    unsigned char *der = NULL;
+    int n;
+
+    X509_NAME_add_entry_by_txt(subj, "CN", MBSTRING_ASC,
+                               (const unsigned char *)"keytier subject", -1, -1,
+                               0);
+    X509_NAME_add_entry_by_txt(iss, "CN", MBSTRING_ASC,
+                               (const unsigned char *)"keytier issuer", -1, -1,
+                               0);
+    X509_set_version(x, 2);
+    ASN1_INTEGER_set(X509_get_serialNumber(x), 0x1234);
+    X509_set_subject_name(x, subj);
+    X509_set_issuer_name(x, iss);
+    X509_gmtime_adj(X509_getm_notBefore(x), 0);
+    X509_gmtime_adj(X509_getm_notAfter(x), 3600);
+    X509_set_pubkey(x, ec256);
+    ck_assert_int_gt(X509_sign(x, ec256, EVP_sha256()), 0);
+    n = i2d_X509(x, &der);
+    ck_assert_int_gt(n, 0);
+    *len = (size_t)n;
+    X509_NAME_free(subj);
+    X509_NAME_free(iss);
+    X509_free(x);
+    return der;
+}
+
+START_TEST(test_cert_fields)
+{
+    static const unsigned char serial[] = {0x02, 0x02, 0x12, 0x34};
+    kt_cert_fields f;
+    const unsigned char *p;
+    X509_NAME *name;
+    size_t len;
+    unsigned char *der = make_cert(&len);
+    char buf[64];
+
+    ck_assert_uint_eq(kt_ossl_cert_fields(der, len, &f), CKR_OK);
+    ck_assert_uint_eq(f.serial.len, sizeof(serial));
+    ck_assert_mem_eq(f.serial.data, serial, sizeof(serial));
+    p = f.subject.data;
+    name = d2i_X509_NAME(NULL, &p, (long)f.subject.len);
+    ck_assert_ptr_nonnull(name);
+    X509_NAME_get_text_by_NID(name, NID_commonName, buf, sizeof(buf));
+    ck_assert_str_eq(buf, "keytier subject");
+    X509_NAME_free(name);
+    p = f.issuer.data;
+    name = d2i_X509_NAME(NULL, &p, (long)f.issuer.len);
+    X509_NAME_get_text_by_NID(name, NID_commonName, buf, sizeof(buf));
+    ck_assert_str_eq(buf, "keytier issuer");
+    X509_NAME_free(name);
+    kt_cert_fields_free(&f);
+
+    /* truncated, trailing garbage, empty */
+    ck_assert_uint_eq(kt_ossl_cert_fields(der, len - 1, &f),
+                      CKR_ATTRIBUTE_VALUE_INVALID);
+    ck_assert_uint_eq(kt_ossl_cert_fields(der, 0, &f),
+                      CKR_ATTRIBUTE_VALUE_INVALID);
+    {
+        unsigned char *more = OPENSSL_malloc(len + 1);
+        memcpy(more, der, len);
+        more[len] = 0;
+        ck_assert_uint_eq(kt_ossl_cert_fields(more, len + 1, &f),
+                          CKR_ATTRIBUTE_VALUE_INVALID);
+        OPENSSL_free(more);
+    }
+    ck_assert_ptr_null(f.subject.data);
+    OPENSSL_free(der);
+}
+END_TEST
+
 /* ---- signatures ------------------------------------------------------ */
 
 static const struct sigcase {
@@ -905,6 +996,8 @@ static Suite *asym_suite(void)
     tcase_add_loop_test(imp, test_ec_import_roundtrip, 0, 3);
     tcase_add_test(imp, test_ec_import_bad_value);
     tcase_add_test(imp, test_spki);
+    tcase_add_test(imp, test_key_id);
+    tcase_add_test(imp, test_cert_fields);
     suite_add_tcase(s, imp);
 
     tcase_add_unchecked_fixture(ops, setup, NULL);
