@@ -130,6 +130,10 @@ struct kt_object {
     size_t blob_len;
     unsigned char mac[32];
     uint64_t gen;
+    /* Parsed key of asymmetric ops (an EVP_PKEY *, owned; see
+     * kt_object_set_pkey). Dropped when the object changes or the secret
+     * attributes are resealed at logout. */
+    void *pkey;
 };
 void kt_object_free(struct kt_object *o);
 /* Builds a new object from completed attributes. */
@@ -282,6 +286,9 @@ KT_NODISCARD CK_RV kt_find_init(struct kt_session *s, const CK_ATTRIBUTE *t,
 /* Snapshot of a key for an operation: usage is the attribute that must be
  * CK_TRUE (CKA_ENCRYPT...), or 0. CKR_KEY_HANDLE_INVALID,
  * CKR_KEY_FUNCTION_NOT_PERMITTED, CKR_USER_NOT_LOGGED_IN. */
+/* Caches a parsed key on the object (takes ownership of pkey, an EVP_PKEY
+ * *, unless the object already has one or is gone: then pkey is freed). */
+void kt_object_set_pkey(struct kt_token *t, CK_OBJECT_HANDLE h, void *pkey);
 KT_NODISCARD CK_RV kt_key_snapshot(struct kt_token *t, CK_OBJECT_HANDLE h,
                                    CK_ATTRIBUTE_TYPE usage, struct kt_key *key);
 

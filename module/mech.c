@@ -126,6 +126,8 @@ bool kt_mech_key_type_ok(const struct kt_mech *m, CK_KEY_TYPE kt)
 
 void kt_key_clear(struct kt_key *k)
 {
+    kt_ossl_pkey_free(k->pkey);
+    k->pkey = NULL;
     kt_attrs_clear(&k->attrs);
     k->value = NULL;
     k->value_len = 0;

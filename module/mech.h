@@ -33,6 +33,9 @@ struct kt_key {
     kt_attrs attrs;
     const unsigned char *value;
     size_t value_len;
+    /* The object's cached parsed key (EVP_PKEY *, a reference of our own,
+     * dropped by kt_key_clear), or NULL. */
+    void *pkey;
 };
 void kt_key_clear(struct kt_key *k);
 
@@ -57,26 +60,26 @@ struct kt_op {
  * before the work may return an upper bound. */
 struct kt_mech_ops {
     /* Parameter and key checks; creates op->ctx. */
-    CK_RV (*init)
+    CK_RV(*init)
     (struct kt_op *op, const CK_MECHANISM *m, const struct kt_key *key);
     /* Encrypt/decrypt single part; sign single part (out = signature);
      * digest single part. */
-    CK_RV (*oneshot)
+    CK_RV(*oneshot)
     (struct kt_op *op, const unsigned char *in, size_t in_len,
      unsigned char *out, CK_ULONG *out_len);
     /* Encrypt/decrypt update (output), sign/verify/digest update
      * (out == NULL and out_len == NULL). */
-    CK_RV (*update)
+    CK_RV(*update)
     (struct kt_op *op, const unsigned char *in, size_t in_len,
      unsigned char *out, CK_ULONG *out_len);
     /* Final computed once into op->stash by the helper kt_op_final(). */
     CK_RV (*final)(struct kt_op *op, unsigned char **out, size_t *out_len);
     /* Upper bound of the final output (for length queries). */
     size_t (*final_len)(struct kt_op *op);
-    CK_RV (*verify)
+    CK_RV(*verify)
     (struct kt_op *op, const unsigned char *data, size_t len,
      const unsigned char *sig, size_t sig_len);
-    CK_RV (*verify_final)
+    CK_RV(*verify_final)
     (struct kt_op *op, const unsigned char *sig, size_t sig_len);
     void (*free)(struct kt_op *op);
 };

@@ -3,13 +3,28 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ossl/ossl.h"
+
 void kt_object_free(struct kt_object *o)
 {
     if (o == NULL)
         return;
     kt_attrs_clear(&o->attrs);
+    kt_ossl_pkey_free(o->pkey);
     free(o->blob);
     free(o);
+}
+
+void kt_object_set_pkey(struct kt_token *t, CK_OBJECT_HANDLE h, void *pkey)
+{
+    pthread_rwlock_wrlock(&t->lock);
+    struct kt_object *o = kt_hmap_get(&t->objects, h);
+    if (o != NULL && o->pkey == NULL && o->unsealed) {
+        o->pkey = pkey;
+        pkey = NULL;
+    }
+    pthread_rwlock_unlock(&t->lock);
+    kt_ossl_pkey_free(pkey);
 }
 
 CK_RV kt_object_new(const kt_attrs *attrs, struct kt_object **out)
@@ -357,6 +372,7 @@ CK_RV kt_key_snapshot(struct kt_token *t, CK_OBJECT_HANDLE h,
         key->handle = h;
         key->cls = o->cls;
         key->type = o->key_type;
+        key->pkey = kt_ossl_pkey_ref(o->pkey);
     }
     pthread_rwlock_unlock(&t->lock);
     if (rv != CKR_OK) {

@@ -283,6 +283,8 @@ void kt_token_reseal_all(struct kt_token *t)
         kt_attrs_clear(&o->attrs);
         o->attrs = sealed;
         o->unsealed = false;
+        kt_ossl_pkey_free(o->pkey);
+        o->pkey = NULL;
     }
 }
 
@@ -407,6 +409,10 @@ CK_RV kt_token_update_object(struct kt_token *t, CK_OBJECT_HANDLE h,
             fresh->blob_len = bl;
             memcpy(o->mac, fresh->mac, 32);
             o->private_ = fresh->private_;
+            /* The parsed key belonged to the old attributes. */
+            void *pk = o->pkey;
+            o->pkey = fresh->pkey;
+            fresh->pkey = pk;
             o->verified = o->unsealed = true;
         }
         pthread_rwlock_unlock(&t->lock);

@@ -386,3 +386,15 @@ CK_RV kt_ossl_scrypt(const unsigned char *pin, size_t pin_len,
     EVP_KDF_CTX_free(k);
     return rv;
 }
+
+void *kt_ossl_pkey_ref(void *pkey)
+{
+    if (pkey != NULL && EVP_PKEY_up_ref(pkey) != 1)
+        return NULL;
+    return pkey;
+}
+
+void kt_ossl_pkey_free(void *pkey)
+{
+    EVP_PKEY_free(pkey);
+}

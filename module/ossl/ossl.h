@@ -78,6 +78,10 @@ KT_NODISCARD CK_RV kt_ossl_hmac256(const unsigned char *key, size_t key_len,
                                    size_t l2, const void *p3, size_t l3,
                                    unsigned char out[32]);
 
+/* Reference counting of cached EVP_PKEYs (void * outside ossl/). */
+void *kt_ossl_pkey_ref(void *pkey);
+void kt_ossl_pkey_free(void *pkey);
+
 /* scrypt with N = 2^cost, r = 8, p = 1. */
 KT_NODISCARD CK_RV kt_ossl_scrypt(const unsigned char *pin, size_t pin_len,
                                   const unsigned char *salt, size_t salt_len,
