@@ -26,7 +26,9 @@ enum kt_op_kind {
  * the operation then runs with no lock held. `attrs` holds every attribute
  * including unsealed secret ones (asymmetric ops build their EVP_PKEY from
  * it); `value` points into attrs at CKA_VALUE when present. */
+struct kt_token;
 struct kt_key {
+    struct kt_token *token; /* for kt_object_set_pkey() */
     CK_OBJECT_HANDLE handle;
     CK_OBJECT_CLASS cls;
     CK_KEY_TYPE type;

@@ -369,6 +369,7 @@ CK_RV kt_key_snapshot(struct kt_token *t, CK_OBJECT_HANDLE h,
     if (rv == CKR_OK)
         rv = kt_attrs_copy(&key->attrs, &o->attrs);
     if (rv == CKR_OK) {
+        key->token = t;
         key->handle = h;
         key->cls = o->cls;
         key->type = o->key_type;
