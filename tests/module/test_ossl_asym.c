@@ -16,7 +16,7 @@
 #include <openssl/rsa.h>
 #include <openssl/x509.h>
 
-#include "asym.h"
+#include "ossl/asym.h"
 
 static EVP_PKEY *rsa2048, *ec256, *ec384, *ec521;
 
