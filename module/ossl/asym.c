@@ -27,6 +27,16 @@
 #define KT_ECDSA_DER_MAX  160
 #define KT_PKCS1_OVERHEAD 11
 
+/*
+ * Key management is fetched by the algorithms' OIDs, which are provider
+ * names without a legacy NID: a host application that made an ENGINE the
+ * default for RSA/EC (openssl -engine pkcs11 does, for libp11) would
+ * otherwise get that engine's EVP_PKEY_METHOD, which cannot import
+ * (EVP_PKEY_fromdata) or generate provider keys.
+ */
+#define KT_ALG_RSA "1.2.840.113549.1.1.1" /* rsaEncryption */
+#define KT_ALG_EC  "1.2.840.10045.2.1"    /* id-ecPublicKey */
+
 void kt_ossl_buf_free(kt_ossl_buf *buf)
 {
     if (buf == NULL)
@@ -123,7 +133,7 @@ enum {
     M_ED = M_ENCRYPT | M_DECRYPT,
 };
 
-enum asym_pad { PAD_NONE, PAD_PKCS1, PAD_PSS, PAD_OAEP };
+enum asym_pad { PAD_NONE, PAD_PKCS1, PAD_PSS, PAD_OAEP, PAD_RAW };
 
 struct asym_mech {
     CK_MECHANISM_TYPE mech;
@@ -135,6 +145,9 @@ struct asym_mech {
 
 static const struct asym_mech asym_mechs[] = {
     {CKM_RSA_PKCS, CKK_RSA, 0, PAD_PKCS1, M_SV | M_ED},
+    /* Raw RSA: what libp11's engine asks for when OpenSSL pads itself
+     * (TLS 1.3 RSA-PSS through its RSA_METHOD). Signatures only. */
+    {CKM_RSA_X_509, CKK_RSA, 0, PAD_RAW, M_SV},
     {CKM_SHA1_RSA_PKCS, CKK_RSA, CKM_SHA_1, PAD_PKCS1, M_SV},
     {CKM_SHA224_RSA_PKCS, CKK_RSA, CKM_SHA224, PAD_PKCS1, M_SV},
     {CKM_SHA256_RSA_PKCS, CKK_RSA, CKM_SHA256, PAD_PKCS1, M_SV},
@@ -212,6 +225,21 @@ static int key_has_private(const EVP_PKEY *key)
     BN_clear_free(bn);
     ERR_clear_error();
     return ok;
+}
+
+int kt_ossl_key_is_private(const EVP_PKEY *key)
+{
+    return key_has_private(key);
+}
+
+EVP_PKEY *kt_ossl_key_ref(EVP_PKEY *key)
+{
+    return key != NULL && EVP_PKEY_up_ref(key) ? key : NULL;
+}
+
+void kt_ossl_key_unref(EVP_PKEY *key)
+{
+    EVP_PKEY_free(key);
 }
 
 /* ---- EC parameters --------------------------------------------------- */
@@ -349,7 +377,7 @@ CK_RV kt_ossl_rsa_generate(CK_ULONG bits, const unsigned char *exp,
         rv = CKR_ATTRIBUTE_VALUE_INVALID;
         goto out;
     }
-    ctx = EVP_PKEY_CTX_new_from_name(NULL, "RSA", NULL);
+    ctx = EVP_PKEY_CTX_new_from_name(NULL, KT_ALG_RSA, NULL);
     if (ctx == NULL || EVP_PKEY_keygen_init(ctx) <= 0 ||
         EVP_PKEY_CTX_set_rsa_keygen_bits(ctx, (int)bits) <= 0 ||
         EVP_PKEY_CTX_set1_rsa_keygen_pubexp(ctx, e) <= 0 ||
@@ -375,7 +403,7 @@ CK_RV kt_ossl_ec_generate(const unsigned char *params, size_t params_len,
     if (rv != CKR_OK)
         return rv;
     rv = CKR_GENERAL_ERROR;
-    ctx = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL);
+    ctx = EVP_PKEY_CTX_new_from_name(NULL, KT_ALG_EC, NULL);
     if (ctx == NULL || EVP_PKEY_keygen_init(ctx) <= 0 ||
         EVP_PKEY_CTX_set_group_name(ctx, OBJ_nid2sn(nid)) <= 0 ||
         EVP_PKEY_generate(ctx, out) <= 0)
@@ -605,8 +633,9 @@ CK_RV kt_ossl_rsa_import(const kt_rsa_parts *parts, int is_private,
                       &bns[7])))
             goto out;
     }
-    rv = fromdata("RSA", is_private ? EVP_PKEY_KEYPAIR : EVP_PKEY_PUBLIC_KEY,
-                  bld, out);
+    rv =
+        fromdata(KT_ALG_RSA,
+                 is_private ? EVP_PKEY_KEYPAIR : EVP_PKEY_PUBLIC_KEY, bld, out);
     if (rv != CKR_OK)
         goto out;
     bits = kt_ossl_key_bits(*out);
@@ -731,8 +760,9 @@ CK_RV kt_ossl_ec_import(const kt_ec_parts *parts, int is_private,
     if (!OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, pt,
                                           pt_len))
         goto out;
-    rv = fromdata("EC", is_private ? EVP_PKEY_KEYPAIR : EVP_PKEY_PUBLIC_KEY,
-                  bld, out);
+    rv =
+        fromdata(KT_ALG_EC, is_private ? EVP_PKEY_KEYPAIR : EVP_PKEY_PUBLIC_KEY,
+                 bld, out);
 out:
     ERR_clear_error();
     BN_clear_free(d);
@@ -864,6 +894,14 @@ static CK_RV check_pss(const struct asym_mech *m, const CK_MECHANISM *mech,
 
 static CK_RV check_oaep(const CK_MECHANISM *mech, CK_RSA_PKCS_OAEP_PARAMS *oaep)
 {
+    /* No parameter at all means RFC 8017's defaults (SHA-1, MGF1-SHA-1, no
+     * label): pkcs11-tool 0.23 --wrap/--unwrap sends none. */
+    if (mech->pParameter == NULL && mech->ulParameterLen == 0) {
+        memset(oaep, 0, sizeof(*oaep));
+        oaep->hashAlg = CKM_SHA_1;
+        oaep->mgf = CKG_MGF1_SHA1;
+        return CKR_OK;
+    }
     if (mech->pParameter == NULL ||
         mech->ulParameterLen != sizeof(CK_RSA_PKCS_OAEP_PARAMS))
         return CKR_MECHANISM_PARAM_INVALID;
@@ -891,6 +929,13 @@ static CK_RV set_rsa_padding(kt_asym_op *op, EVP_PKEY_CTX *ctx,
     CK_RV rv;
 
     switch (m->pad) {
+    case PAD_RAW:
+        if (mech->pParameter != NULL || mech->ulParameterLen != 0)
+            return CKR_MECHANISM_PARAM_INVALID;
+        if (EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_NO_PADDING) <= 0)
+            return CKR_GENERAL_ERROR;
+        op->max_in = k;
+        return CKR_OK;
     case PAD_PKCS1:
         if (mech->pParameter != NULL || mech->ulParameterLen != 0)
             return CKR_MECHANISM_PARAM_INVALID;
@@ -1142,9 +1187,22 @@ static CK_RV finish_sig(const kt_asym_op *op, const unsigned char *tmp,
     return CKR_OK;
 }
 
+/* CKM_RSA_X_509 input shorter than the modulus is a big-endian integer:
+ * left-padded with zeros to k bytes (PKCS#11 v2.40 §2.1.7). */
+static CK_RV raw_block(const kt_asym_op *op, const unsigned char *data,
+                       size_t len, unsigned char *block)
+{
+    if (len > op->out_len)
+        return CKR_DATA_LEN_RANGE;
+    memset(block, 0, op->out_len - len);
+    memcpy(block + op->out_len - len, data, len);
+    return CKR_OK;
+}
+
 CK_RV kt_ossl_asym_sign(kt_asym_op *op, const unsigned char *data, size_t len,
                         unsigned char *sig, size_t *sig_len)
 {
+    unsigned char block[KT_RSA_MAX_BYTES];
     unsigned char tmp[KT_RSA_MAX_BYTES > KT_ECDSA_DER_MAX ? KT_RSA_MAX_BYTES
                                                           : KT_ECDSA_DER_MAX];
     size_t tmp_len = sizeof(tmp);
@@ -1159,12 +1217,21 @@ CK_RV kt_ossl_asym_sign(kt_asym_op *op, const unsigned char *data, size_t len,
     rv = check_raw_input(op, len);
     if (rv != CKR_OK)
         return rv;
-    if (EVP_PKEY_sign(op->pctx, tmp, &tmp_len, data, len) <= 0) {
-        ERR_clear_error();
-        return CKR_FUNCTION_FAILED;
+    if (op->m->pad == PAD_RAW) {
+        rv = raw_block(op, data, len, block);
+        data = block;
+        len = op->out_len;
     }
-    rv = finish_sig(op, tmp, tmp_len, sig, sig_len);
+    if (rv == CKR_OK &&
+        EVP_PKEY_sign(op->pctx, tmp, &tmp_len, data, len) <= 0) {
+        ERR_clear_error();
+        /* Raw RSA input that is not below the modulus. */
+        rv = op->m->pad == PAD_RAW ? CKR_DATA_INVALID : CKR_FUNCTION_FAILED;
+    }
+    if (rv == CKR_OK)
+        rv = finish_sig(op, tmp, tmp_len, sig, sig_len);
     OPENSSL_cleanse(tmp, sizeof(tmp));
+    OPENSSL_cleanse(block, sizeof(block));
     return rv;
 }
 
@@ -1231,6 +1298,7 @@ static CK_RV prepare_sig(const kt_asym_op *op, const unsigned char *sig,
 CK_RV kt_ossl_asym_verify(kt_asym_op *op, const unsigned char *data, size_t len,
                           const unsigned char *sig, size_t sig_len)
 {
+    unsigned char block[KT_RSA_MAX_BYTES];
     unsigned char der[KT_ECDSA_DER_MAX];
     size_t der_len = 0, use_len = 0;
     const unsigned char *use = NULL;
@@ -1248,11 +1316,17 @@ CK_RV kt_ossl_asym_verify(kt_asym_op *op, const unsigned char *data, size_t len,
     rv = prepare_sig(op, sig, sig_len, der, &der_len, &use, &use_len);
     if (rv != CKR_OK)
         return rv;
-    if (EVP_PKEY_verify(op->pctx, use, use_len, data, len) != 1) {
-        ERR_clear_error();
-        return CKR_SIGNATURE_INVALID;
+    if (op->m->pad == PAD_RAW) {
+        rv = raw_block(op, data, len, block);
+        data = block;
+        len = op->out_len;
     }
-    return CKR_OK;
+    if (rv == CKR_OK &&
+        EVP_PKEY_verify(op->pctx, use, use_len, data, len) != 1) {
+        ERR_clear_error();
+        rv = CKR_SIGNATURE_INVALID;
+    }
+    return rv;
 }
 
 CK_RV kt_ossl_asym_verify_final(kt_asym_op *op, const unsigned char *sig,

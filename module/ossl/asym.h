@@ -108,6 +108,13 @@ __attribute__((warn_unused_result)) CK_RV
 kt_ossl_cert_fields(const unsigned char *der, size_t len, kt_cert_fields *out);
 void kt_cert_fields_free(kt_cert_fields *f);
 
+/* References on a parsed key (the cache hands them to operations). Keys
+ * holding private parts are wiped by OpenSSL when the last reference goes. */
+EVP_PKEY *kt_ossl_key_ref(EVP_PKEY *key);
+void kt_ossl_key_unref(EVP_PKEY *key);
+/* Does the key hold its private half? */
+int kt_ossl_key_is_private(const EVP_PKEY *key);
+
 /* CKK_RSA, CKK_EC, or CKK_VENDOR_DEFINED for anything else. */
 CK_KEY_TYPE kt_ossl_key_type(const EVP_PKEY *key);
 /* RSA modulus bits or EC order bits. */

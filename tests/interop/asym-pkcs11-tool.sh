@@ -62,6 +62,11 @@ verify_openssl()
             -in "$sig" -out "$sig.rec"
         assert_files_eq "$data" "$sig.rec" "RSA-PKCS recovered input"
         ;;
+    RSA-X-509)
+        expect_ok ossl pkeyutl -verifyrecover -pubin -inkey "$pub" \
+            -pkeyopt rsa_padding_mode:none -in "$sig" -out "$sig.rec"
+        assert_files_eq "$data" "$sig.rec" "RSA-X-509 recovered input"
+        ;;
     RSA-PKCS-PSS)
         expect_ok ossl pkeyutl -verify -pubin -inkey "$pub" -in "$data" \
             -sigfile "$sig" -pkeyopt rsa_padding_mode:pss \
@@ -97,6 +102,9 @@ group_sign()
     # A DigestInfo for raw RSA-PKCS, so the input is what a signer sends.
     printf '\x30\x31\x30\x0d\x06\x09\x60\x86\x48\x01\x65\x03\x04\x02\x01\x05\x00\x04\x20' |
         cat - msg.sha256 >msg.di
+    # A raw RSA block below any 2048-bit modulus (leading zero byte).
+    { printf '\x00'; head -c 255 /dev/urandom; } >msg.raw
+    { printf '\x00'; head -c 255 /dev/urandom; } >msg.raw.other
     # The same shapes over other data, for the negative checks.
     head -c 3000 /dev/urandom >msg.bin.other
     ossl dgst -sha256 -binary -out msg.sha256.other msg.bin.other
@@ -109,6 +117,7 @@ group_sign()
         case $mech in
         RSA-PKCS) ids="01"; input=msg.di ;;
         RSA-PKCS-PSS) ids="01"; input=msg.sha256 ;;
+        RSA-X-509) ids="01"; input=msg.raw ;;
         SHA1-RSA-PKCS | SHA224-RSA-PKCS | SHA256-RSA-PKCS | SHA384-RSA-PKCS | \
             SHA512-RSA-PKCS | SHA1-RSA-PKCS-PSS | SHA224-RSA-PKCS-PSS | \
             SHA256-RSA-PKCS-PSS | SHA384-RSA-PKCS-PSS | SHA512-RSA-PKCS-PSS)
@@ -226,7 +235,12 @@ group_selftest()
         --token-label asym --login --pin 123456 --session-rw --test --allow-sw
     assert_not_contains "$KT_LAST_OUTPUT" "ERR" "pkcs11-tool --test"
     assert_not_contains "$KT_LAST_OUTPUT" "FAIL" "pkcs11-tool --test"
-    assert_contains "$KT_LAST_OUTPUT" "RSA-PKCS-OAEP: OK" "pkcs11-tool --test"
+    # OAEP with SHA-256 and a label, then without: both must say OK.
+    [ "$(grep -A1 -c '^ *RSA-PKCS-OAEP:' <<<"$KT_LAST_OUTPUT")" -ge 2 ] &&
+        [ "$(grep -A1 '^ *RSA-PKCS-OAEP:' <<<"$KT_LAST_OUTPUT" |
+            grep -c '^OK$')" = 2 ] ||
+        kt_fail "pkcs11-tool --test: RSA-PKCS-OAEP not OK twice: $KT_LAST_OUTPUT"
+    assert_contains "$KT_LAST_OUTPUT" "Label) present" "pkcs11-tool --test"
     assert_contains "$KT_LAST_OUTPUT" "No errors" "pkcs11-tool --test"
     kt_log "pkcs11-tool --test-ec --allow-sw"
     expect_ok timeout 300 pkcs11-tool --module "$KT_P11_MODULE" \

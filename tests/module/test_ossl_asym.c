@@ -864,7 +864,7 @@ START_TEST(test_oaep_params)
     ck_assert_uint_eq(kt_ossl_asym_init(&m, rsa2048, KT_ASYM_ENCRYPT, &op),
                       CKR_MECHANISM_PARAM_INVALID);
     m.pParameter = NULL;
-    m.ulParameterLen = 0;
+    m.ulParameterLen = sizeof(p);
     ck_assert_uint_eq(kt_ossl_asym_init(&m, rsa2048, KT_ASYM_ENCRYPT, &op),
                       CKR_MECHANISM_PARAM_INVALID);
     /* OAEP does not sign; EC keys do not encrypt */
@@ -975,6 +975,67 @@ START_TEST(test_ecdh)
 }
 END_TEST
 
+/* No OAEP parameter: SHA-1/MGF1-SHA-1 without label, what plain OpenSSL
+ * does by default. */
+START_TEST(test_oaep_default_params)
+{
+    CK_RSA_PKCS_OAEP_PARAMS p = {CKM_SHA_1, CKG_MGF1_SHA1, CKZ_DATA_SPECIFIED,
+                                 NULL, 0};
+    CK_MECHANISM none = {CKM_RSA_PKCS_OAEP, NULL, 0};
+    CK_MECHANISM sha1 = {CKM_RSA_PKCS_OAEP, &p, sizeof(p)};
+    unsigned char in[16] = "0123456789abcdef", ct[256], pt[256];
+    size_t ct_len = 0, pt_len = sizeof(pt);
+    kt_asym_op *op = NULL;
+
+    ck_assert_uint_eq(kt_ossl_asym_init(&none, rsa2048, KT_ASYM_ENCRYPT, &op),
+                      CKR_OK);
+    ck_assert_uint_eq(kt_ossl_asym_encrypt(op, in, sizeof(in), ct, &ct_len),
+                      CKR_OK);
+    kt_ossl_asym_free(op);
+    ck_assert_uint_eq(kt_ossl_asym_init(&sha1, rsa2048, KT_ASYM_DECRYPT, &op),
+                      CKR_OK);
+    ck_assert_uint_eq(kt_ossl_asym_decrypt(op, ct, ct_len, pt, &pt_len),
+                      CKR_OK);
+    ck_assert_uint_eq(pt_len, sizeof(in));
+    ck_assert_mem_eq(pt, in, sizeof(in));
+    kt_ossl_asym_free(op);
+}
+END_TEST
+
+/* CKM_RSA_X_509: raw RSA; short input is an integer left-padded to k. */
+START_TEST(test_rsa_x509)
+{
+    CK_MECHANISM raw = {CKM_RSA_X_509, NULL, 0};
+    unsigned char in[257], sig[256], sig2[256];
+    size_t n = 0;
+    kt_asym_op *op = NULL;
+
+    memset(in, 0, sizeof(in));
+    memset(in + 200, 0x42, 56);
+    n = sign_once(rsa2048, &raw, in + 200, 56, sig);
+    ck_assert_uint_eq(n, 256);
+    ck_assert_uint_eq(sign_once(rsa2048, &raw, in, 256, sig2), 256);
+    ck_assert_mem_eq(sig, sig2, 256);
+    ck_assert_uint_eq(verify_once(rsa2048, &raw, in + 200, 56, sig, n), CKR_OK);
+    ck_assert_uint_eq(verify_once(rsa2048, &raw, in, 256, sig, n), CKR_OK);
+    in[255] ^= 1;
+    ck_assert_uint_eq(verify_once(rsa2048, &raw, in, 256, sig, n),
+                      CKR_SIGNATURE_INVALID);
+    /* not below the modulus; longer than the modulus */
+    memset(in, 0xff, sizeof(in));
+    ck_assert_uint_eq(kt_ossl_asym_init(&raw, rsa2048, KT_ASYM_SIGN, &op),
+                      CKR_OK);
+    ck_assert_uint_eq(kt_ossl_asym_sign(op, in, 256, sig, &n),
+                      CKR_DATA_INVALID);
+    ck_assert_uint_eq(kt_ossl_asym_sign(op, in, 257, sig, &n),
+                      CKR_DATA_LEN_RANGE);
+    kt_ossl_asym_free(op);
+    /* signatures only */
+    ck_assert_uint_eq(kt_ossl_asym_init(&raw, rsa2048, KT_ASYM_DECRYPT, &op),
+                      CKR_MECHANISM_INVALID);
+}
+END_TEST
+
 static Suite *asym_suite(void)
 {
     Suite *s = suite_create("ossl_asym");
@@ -1008,6 +1069,8 @@ static Suite *asym_suite(void)
     tcase_add_test(ops, test_pss_params);
     tcase_add_loop_test(ops, test_oaep, 0, 4);
     tcase_add_test(ops, test_oaep_params);
+    tcase_add_test(ops, test_oaep_default_params);
+    tcase_add_test(ops, test_rsa_x509);
     tcase_add_test(ops, test_rsa_pkcs_encrypt);
     tcase_add_test(ops, test_ecdh);
     suite_add_tcase(s, ops);
