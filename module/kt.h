@@ -130,12 +130,23 @@ struct kt_object {
     size_t blob_len;
     unsigned char mac[32];
     uint64_t gen;
+    /* Cached from attrs (kt_object_refresh): CKA_SENSITIVE or not
+     * CKA_EXTRACTABLE on a secret or private key. */
+    bool sensitive;
+    /* Label index (token.c): objects whose labels hash alike, doubly
+     * linked so removal is O(1). */
+    CK_ULONG label_hash;
+    struct kt_object *label_prev;
+    struct kt_object *label_next;
     /* Parsed key of asymmetric ops (an EVP_PKEY *, owned; see
      * kt_object_set_pkey). Dropped when the object changes or the secret
      * attributes are resealed at logout. */
     void *pkey;
 };
 void kt_object_free(struct kt_object *o);
+/* Recomputes the cached fields (class, key type, token, private,
+ * sensitive) from attrs. */
+void kt_object_refresh(struct kt_object *o);
 /* Builds a new object from completed attributes. */
 KT_NODISCARD CK_RV kt_object_new(const kt_attrs *attrs, struct kt_object **out);
 
@@ -167,6 +178,8 @@ struct kt_token {
     pthread_rwlock_t lock;
     kt_hmap objects; /* handle -> struct kt_object */
     kt_hmap by_id;   /* store id -> struct kt_object */
+    kt_hmap labels;  /* label hash -> first struct kt_object of a chain */
+    struct sqlite3_stmt *dv_stmt; /* PRAGMA data_version, kept prepared */
     CK_USER_TYPE login;
     unsigned char mk[KT_MASTER_KEY_LEN];
     unsigned char mac_key[32];
@@ -182,6 +195,9 @@ struct kt_token {
 
 /* Visibility of an object to the application in its current login state. */
 bool kt_token_visible(const struct kt_token *t, const struct kt_object *o);
+/* Label index lookup (lock held): first object whose label hashes alike, 0
+ * for an empty label (not indexed). */
+CK_ULONG kt_label_hash(const void *label, size_t len);
 /* Looks an object handle up (token lock held by the caller). */
 struct kt_object *kt_token_object(struct kt_token *t, CK_OBJECT_HANDLE h);
 KT_NODISCARD CK_RV kt_token_open(const char *path, CK_SLOT_ID slot,

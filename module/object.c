@@ -15,6 +15,21 @@ void kt_object_free(struct kt_object *o)
     free(o);
 }
 
+void kt_object_refresh(struct kt_object *o)
+{
+    if (kt_attrs_get_ulong(&o->attrs, CKA_CLASS, &o->cls) != CKR_OK)
+        o->cls = CK_UNAVAILABLE_INFORMATION;
+    if (kt_attrs_get_ulong(&o->attrs, CKA_KEY_TYPE, &o->key_type) != CKR_OK)
+        o->key_type = CK_UNAVAILABLE_INFORMATION;
+    o->token = kt_attrs_get_bool(&o->attrs, CKA_TOKEN, false);
+    o->private_ = kt_attrs_get_bool(&o->attrs, CKA_PRIVATE, true);
+    o->sensitive = (o->cls == CKO_SECRET_KEY || o->cls == CKO_PRIVATE_KEY) &&
+                   (kt_attrs_get_bool(&o->attrs, CKA_SENSITIVE, true) ||
+                    !kt_attrs_get_bool(&o->attrs, CKA_EXTRACTABLE, false));
+    const CK_ATTRIBUTE *l = kt_attrs_find(&o->attrs, CKA_LABEL);
+    o->label_hash = l != NULL ? kt_label_hash(l->pValue, l->ulValueLen) : 0;
+}
+
 void kt_object_set_pkey(struct kt_token *t, CK_OBJECT_HANDLE h, void *pkey)
 {
     pthread_rwlock_wrlock(&t->lock);
@@ -40,10 +55,7 @@ CK_RV kt_object_new(const kt_attrs *attrs, struct kt_object **out)
         kt_object_free(o);
         return rv == CKR_TEMPLATE_INCOMPLETE ? CKR_GENERAL_ERROR : rv;
     }
-    if (kt_attrs_get_ulong(&o->attrs, CKA_KEY_TYPE, &o->key_type) != CKR_OK)
-        o->key_type = CK_UNAVAILABLE_INFORMATION;
-    o->token = kt_attrs_get_bool(&o->attrs, CKA_TOKEN, false);
-    o->private_ = kt_attrs_get_bool(&o->attrs, CKA_PRIVATE, false);
+    kt_object_refresh(o);
     o->verified = true;
     o->unsealed = true;
     *out = o;
@@ -108,10 +120,7 @@ CK_RV kt_object_create(struct kt_session *s, kt_attrs *attrs,
 
 static bool object_sensitive(const struct kt_object *o)
 {
-    if (o->cls != CKO_SECRET_KEY && o->cls != CKO_PRIVATE_KEY)
-        return false;
-    return kt_attrs_get_bool(&o->attrs, CKA_SENSITIVE, true) ||
-           !kt_attrs_get_bool(&o->attrs, CKA_EXTRACTABLE, false);
+    return o->sensitive;
 }
 
 CK_RV kt_object_get(struct kt_session *s, CK_OBJECT_HANDLE h, CK_ATTRIBUTE *t,
@@ -333,11 +342,21 @@ CK_RV kt_find_init(struct kt_session *s, const CK_ATTRIBUTE *t, CK_ULONG n)
         rv = CKR_HOST_MEMORY;
         goto out;
     }
-    void *v;
-    for (size_t i = 0; kt_hmap_iter(&tok->objects, &i, NULL, &v);) {
-        const struct kt_object *o = v;
-        if (kt_token_visible(tok, o) && find_match(o, &tmpl))
-            hs[k++] = o->handle;
+    const CK_ATTRIBUTE *lbl = kt_attrs_find(&tmpl, CKA_LABEL);
+    CK_ULONG lh = lbl != NULL ? kt_label_hash(lbl->pValue, lbl->ulValueLen) : 0;
+    if (lh != 0) {
+        /* The label index: O(matches), not O(objects). */
+        for (const struct kt_object *o = kt_hmap_get(&tok->labels, lh);
+             o != NULL; o = o->label_next)
+            if (k < cap && kt_token_visible(tok, o) && find_match(o, &tmpl))
+                hs[k++] = o->handle;
+    } else {
+        void *v;
+        for (size_t i = 0; kt_hmap_iter(&tok->objects, &i, NULL, &v);) {
+            const struct kt_object *o = v;
+            if (kt_token_visible(tok, o) && find_match(o, &tmpl))
+                hs[k++] = o->handle;
+        }
     }
     pthread_rwlock_unlock(&tok->lock);
     qsort(hs, k, sizeof(*hs), handle_cmp);

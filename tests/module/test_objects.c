@@ -388,6 +388,49 @@ START_TEST(test_find_objects)
 }
 END_TEST
 
+/* The label index follows creation, renames, copies and destruction. */
+START_TEST(test_find_by_label_index)
+{
+    CK_OBJECT_HANDLE h[40];
+    char label[16];
+    for (int i = 0; i < 40; i++) {
+        snprintf(label, sizeof(label), "idx-%d", i % 4);
+        CK_ATTRIBUTE t[] = {{CKA_CLASS, &c_data, sizeof(c_data)},
+                            {CKA_LABEL, label, strlen(label)},
+                            {CKA_TOKEN, i % 3 ? &no : &yes, 1}};
+        CK(P->C_CreateObject(s, t, 3, &h[i]));
+    }
+    ck_assert_uint_eq(count_label(s, "idx-1"), 10);
+    ck_assert_uint_eq(count_label(s, "idx-"), 0);
+    for (int i = 1; i < 40; i += 4)
+        if (i % 8 == 1)
+            CK(P->C_DestroyObject(s, h[i]));
+    ck_assert_uint_eq(count_label(s, "idx-1"), 5);
+    CK_ATTRIBUTE rn = {CKA_LABEL, "idx-moved", 9};
+    CK(P->C_SetAttributeValue(s, h[2], &rn, 1));
+    CK(P->C_SetAttributeValue(s, h[3], &rn, 1));
+    ck_assert_uint_eq(count_label(s, "idx-2"), 9);
+    ck_assert_uint_eq(count_label(s, "idx-moved"), 2);
+    CK_OBJECT_HANDLE c;
+    CK(P->C_CopyObject(s, h[0], &rn, 1, &c));
+    ck_assert_uint_eq(count_label(s, "idx-moved"), 3);
+    ck_assert_uint_eq(count_label(s, "idx-0"), 10);
+    CK_ATTRIBUTE both[] = {{CKA_LABEL, "idx-0", 5}, {CKA_TOKEN, &yes, 1}};
+    CK_OBJECT_HANDLE got[16];
+    CK_ULONG n = 0;
+    CK(P->C_FindObjectsInit(s, both, 2));
+    CK(P->C_FindObjects(s, got, 16, &n));
+    CK(P->C_FindObjectsFinal(s));
+    ck_assert_uint_eq(n, 4);
+    /* persisted objects are indexed when loaded again */
+    CK(P->C_Finalize(NULL));
+    CK(P->C_Initialize(NULL));
+    s = kt_test_user_session(kt_test_token_slot("objects"));
+    ck_assert_uint_eq(count_label(s, "idx-0"), 4);
+    ck_assert_uint_eq(count_label(s, "idx-moved"), 2);
+}
+END_TEST
+
 /* ---- the non-extractable matrix ----------------------------------------- */
 
 static const CK_MECHANISM_TYPE wrap_mechs[] = {
@@ -667,6 +710,7 @@ static Suite *objects_suite(void)
     tcase_add_test(tc, test_set_attribute_rules);
     tcase_add_test(tc, test_copy_and_destroy_rules);
     tcase_add_test(tc, test_find_objects);
+    tcase_add_test(tc, test_find_by_label_index);
     tcase_add_test(tc, test_non_extractable_matrix);
     tcase_add_test(tc, test_wrap_with_trusted_and_wrap_template);
     tcase_add_test(tc, test_unwrap_template_enforced);
