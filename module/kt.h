@@ -111,6 +111,14 @@ KT_NODISCARD CK_RV kt_schema_check_value(CK_OBJECT_CLASS cls, CK_KEY_TYPE kt,
 /* ---- objects (object.c) --------------------------------------------- */
 struct kt_token;
 
+/* An immutable, reference-counted copy of an object's attributes: key
+ * snapshots share it instead of copying attributes on every operation. */
+struct kt_shared_attrs {
+    atomic_int refs;
+    kt_attrs attrs;
+};
+void kt_shared_attrs_unref(struct kt_shared_attrs *sa);
+
 struct kt_object {
     CK_OBJECT_HANDLE handle;
     int64_t id;                /* store row id; 0 for session objects */
@@ -138,6 +146,9 @@ struct kt_object {
     CK_ULONG label_hash;
     struct kt_object *label_prev;
     struct kt_object *label_next;
+    /* Shared copy of attrs for key snapshots; dropped (under the write
+     * lock) whenever attrs change. */
+    _Atomic(struct kt_shared_attrs *) shared;
     /* Parsed key of asymmetric ops (an EVP_PKEY *, owned; see
      * kt_object_set_pkey). Dropped when the object changes or the secret
      * attributes are resealed at logout. */
@@ -147,6 +158,10 @@ void kt_object_free(struct kt_object *o);
 /* Recomputes the cached fields (class, key type, token, private,
  * sensitive) from attrs. */
 void kt_object_refresh(struct kt_object *o);
+/* attrs changed (lock held for writing): drop the shared copy. */
+void kt_object_attrs_changed(struct kt_object *o);
+/* Builds a new object taking the attributes (attrs is left empty). */
+KT_NODISCARD CK_RV kt_object_new_take(kt_attrs *attrs, struct kt_object **out);
 /* Builds a new object from completed attributes. */
 KT_NODISCARD CK_RV kt_object_new(const kt_attrs *attrs, struct kt_object **out);
 
@@ -359,6 +374,9 @@ struct kt_module {
     struct kt_slot *slots;
     size_t n_slots;
     CK_SLOT_ID next_free_id;
+    /* The session table has its own lock so that looking a session up (every
+     * call) never waits on slot work; taken after `lock`, never before. */
+    pthread_rwlock_t sess_lock;
     kt_hmap sessions;
 };
 extern struct kt_module kt_g;

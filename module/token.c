@@ -219,6 +219,7 @@ CK_RV kt_object_unseal(struct kt_token *t, struct kt_object *o)
     }
     o->verified = true;
     o->unsealed = true;
+    kt_object_attrs_changed(o);
     return CKR_OK;
 }
 
@@ -343,6 +344,7 @@ void kt_token_reseal_all(struct kt_token *t)
         kt_attrs_init(&sealed);
         if (kt_attrs_parse(&sealed, o->blob, o->blob_len) != CKR_OK)
             continue; /* was parsed before: cannot fail */
+        kt_object_attrs_changed(o);
         kt_attrs_clear(&o->attrs);
         o->attrs = sealed;
         o->unsealed = false;
@@ -459,6 +461,7 @@ CK_RV kt_token_update_object(struct kt_token *t, CK_OBJECT_HANDLE h,
             /* Swap contents so the handle and id entries stay; the label
              * may change. */
             index_del(t, o);
+            kt_object_attrs_changed(o);
             kt_attrs tmp = o->attrs;
             o->attrs = fresh->attrs;
             fresh->attrs = tmp;
