@@ -52,6 +52,11 @@ static CK_RV check_pin(struct kt_token *t, int which, const unsigned char *pin,
         set_failures(t, which, p.failures + 1);
     } else if (rv == CKR_OK && p.failures > 0) {
         set_failures(t, which, 0);
+    } else if (rv == CKR_DEVICE_ERROR) {
+        kt_log(KT_LOG_ERROR,
+               "token %s: %s PIN record damaged (the verifier matched but "
+               "the wrapped master key does not authenticate)",
+               t->path, which == KT_PIN_SO ? "SO" : "user");
     }
 out:
     kt_wipe(&p, sizeof(p));

@@ -31,9 +31,27 @@ static void kt_atfork_child(void)
     kt_hmap_init(&kt_g.sessions);
 }
 
+/* No SQLite transaction may be in flight at fork(): SQLite keeps per-file
+ * lock bookkeeping per process, which the child inherits. The slot lock
+ * and every token's database lock are held across fork() (lock order as
+ * everywhere: slot table, then database). */
+static void kt_atfork_prepare(void)
+{
+    pthread_mutex_lock(&kt_g.lock);
+    for (size_t i = 0; i < kt_g.n_slots; i++)
+        pthread_mutex_lock(&kt_g.slots[i].token->dblock);
+}
+
+static void kt_atfork_parent(void)
+{
+    for (size_t i = kt_g.n_slots; i > 0; i--)
+        pthread_mutex_unlock(&kt_g.slots[i - 1].token->dblock);
+    pthread_mutex_unlock(&kt_g.lock);
+}
+
 static void kt_atfork_register(void)
 {
-    pthread_atfork(NULL, NULL, kt_atfork_child);
+    pthread_atfork(kt_atfork_prepare, kt_atfork_parent, kt_atfork_child);
 }
 
 CK_RV kt_check_init(void)
