@@ -259,6 +259,9 @@ KT_NODISCARD CK_RV kt_pin_make(struct kt_pin *p, const unsigned char *pin,
  * writing). */
 void kt_token_unseal_all(struct kt_token *t);
 void kt_token_reseal_all(struct kt_token *t);
+/* At logout (lock held for writing): private session objects are
+ * destroyed, private token objects get new handles. */
+void kt_token_forget_private(struct kt_token *t);
 KT_NODISCARD CK_RV kt_object_unseal(struct kt_token *t, struct kt_object *o);
 
 /* ---- sessions (session.c) ------------------------------------------- */

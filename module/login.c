@@ -93,6 +93,9 @@ out:
 void kt_logout(struct kt_token *t)
 {
     pthread_rwlock_wrlock(&t->lock);
+    /* PKCS#11 v2.40 §5.6 C_Logout: handles to private objects become
+     * invalid (for good), private session objects are destroyed. */
+    kt_token_forget_private(t);
     t->login = KT_NO_LOGIN;
     t->mk_loaded = false;
     kt_wipe(t->mk, sizeof(t->mk));

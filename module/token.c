@@ -333,6 +333,37 @@ void kt_token_unseal_all(struct kt_token *t)
     } while (n_bad == 64);
 }
 
+void kt_token_forget_private(struct kt_token *t)
+{
+    size_t n = 0, cap = t->objects.n;
+    struct kt_object **priv = malloc((cap ? cap : 1) * sizeof(*priv));
+    void *v;
+    for (size_t i = 0; kt_hmap_iter(&t->objects, &i, NULL, &v);) {
+        struct kt_object *o = v;
+        if (o->private_ && priv != NULL && n < cap)
+            priv[n++] = o;
+    }
+    for (size_t i = 0; i < n; i++) {
+        struct kt_object *o = priv[i];
+        if (!o->token) {
+            drop_object(t, o);
+            continue;
+        }
+        kt_hmap_del(&t->objects, o->handle);
+        o->handle = kt_handle_next();
+        if (kt_hmap_put(&t->objects, o->handle, o) != CKR_OK) {
+            /* Out of memory: the object leaves the table until reloaded. */
+            index_del(t, o);
+            if (o->id != 0)
+                kt_hmap_del(&t->by_id, (CK_ULONG)o->id);
+            kt_object_free(o);
+            t->loaded = false;
+            t->seen_gen = -1;
+        }
+    }
+    free(priv);
+}
+
 void kt_token_reseal_all(struct kt_token *t)
 {
     void *v;

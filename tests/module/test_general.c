@@ -314,6 +314,12 @@ START_TEST(test_init_pin_and_set_pin)
     RV(CKR_PIN_INCORRECT,
        P->C_Login(rw, CKU_USER, (CK_UTF8CHAR_PTR)USER_PIN, strlen(USER_PIN)));
     CK(P->C_Login(rw, CKU_USER, (CK_UTF8CHAR_PTR) "new-pin", 7));
+    CK_ATTRIBUTE q = {CKA_LABEL, "survivor", 8};
+    CK_ULONG n = 0;
+    CK(P->C_FindObjectsInit(rw, &q, 1));
+    CK(P->C_FindObjects(rw, &k, 1, &n));
+    CK(P->C_FindObjectsFinal(rw));
+    ck_assert_uint_eq(n, 1);
     unsigned char iv[16] = {0}, in[16] = {1}, out[32];
     CK_ULONG ol = sizeof(out);
     CK_MECHANISM m = {CKM_AES_CBC, iv, sizeof(iv)};

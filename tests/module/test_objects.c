@@ -195,8 +195,31 @@ START_TEST(test_private_objects_invisible_until_login)
     CK_MECHANISM m = {CKM_AES_CBC, iv, 16};
     RV(CKR_KEY_HANDLE_INVALID, P->C_EncryptInit(s, &m, k));
     CK(P->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)USER_PIN, strlen(USER_PIN)));
-    CK(P->C_GetAttributeValue(s, k, &g, 1));
-    CK(P->C_EncryptInit(s, &m, k));
+    /* §5.6: handles to private objects stay invalid after a new login */
+    RV(CKR_OBJECT_HANDLE_INVALID, P->C_GetAttributeValue(s, k, &g, 1));
+    CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+    CK_ATTRIBUTE q[] = {{CKA_LABEL, "secret-key", 10},
+                        {CKA_CLASS, &cls, sizeof(cls)}};
+    CK_OBJECT_HANDLE found[2];
+    CK_ULONG n = 0;
+    CK(P->C_FindObjectsInit(s, q, 2));
+    CK(P->C_FindObjects(s, found, 2, &n));
+    CK(P->C_FindObjectsFinal(s));
+    ck_assert_uint_eq(n, 1);
+    ck_assert_uint_ne(found[0], k);
+    CK(P->C_GetAttributeValue(s, found[0], &g, 1));
+    CK(P->C_EncryptInit(s, &m, found[0]));
+    /* private session objects are destroyed by the logout */
+    CK_OBJECT_HANDLE sk = kt_test_aes_key(s, 16, false, false, "sess");
+    CK_ATTRIBUTE pd[] = {{CKA_CLASS, &c_data, sizeof(c_data)},
+                         {CKA_PRIVATE, &no, 1}};
+    CK_OBJECT_HANDLE pub_sess;
+    CK(P->C_CreateObject(s, pd, 2, &pub_sess));
+    CK(P->C_Logout(s));
+    CK(P->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)USER_PIN, strlen(USER_PIN)));
+    ck_assert_uint_eq(count_label(s, "sess"), 0);
+    RV(CKR_OBJECT_HANDLE_INVALID, P->C_GetAttributeValue(s, sk, &g, 1));
+    CK(P->C_GetAttributeValue(s, pub_sess, &g, 1));
 }
 END_TEST
 
