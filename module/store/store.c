@@ -102,7 +102,25 @@ CK_RV kt_store_create(const char *path, const char *label, const char *serial,
                strerror(errno));
         return CKR_DEVICE_ERROR;
     }
+    if (fsync(fd) != 0) {
+        close(fd);
+        unlink(path);
+        return CKR_DEVICE_ERROR;
+    }
     close(fd);
+    /* The new directory entry must survive a power cut too. */
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof(dir), "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash != NULL && slash != dir) {
+        *slash = '\0';
+        int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd >= 0) {
+            if (fsync(dfd) != 0)
+                kt_log(KT_LOG_WARNING, "token_dir %s: fsync failed", dir);
+            close(dfd);
+        }
+    }
     if (sqlite3_open_v2(path, &db,
                         SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX,
                         NULL) != SQLITE_OK) {
