@@ -150,6 +150,14 @@ CK_RV kt_object_create(struct kt_session *s, kt_attrs *attrs,
     return kt_token_add_object(t, o, out);
 }
 
+/* Secret attribute values are still sealed (a token key before login);
+ * objects without secret attributes are usable as read. */
+static bool kt_object_sealed(const struct kt_object *o)
+{
+    return o->token && !o->unsealed &&
+           (o->cls == CKO_SECRET_KEY || o->cls == CKO_PRIVATE_KEY);
+}
+
 static bool object_sensitive(const struct kt_object *o)
 {
     return o->sensitive;
@@ -203,7 +211,7 @@ static CK_RV object_snapshot(struct kt_token *t, CK_OBJECT_HANDLE h,
     struct kt_object *o = kt_token_object(t, h);
     if (o == NULL)
         rv = CKR_OBJECT_HANDLE_INVALID;
-    else if (o->token && !o->unsealed)
+    else if (kt_object_sealed(o))
         rv = CKR_USER_NOT_LOGGED_IN;
     if (rv == CKR_OK)
         rv = kt_attrs_copy(out, &o->attrs);
@@ -415,7 +423,7 @@ CK_RV kt_key_snapshot(struct kt_token *t, CK_OBJECT_HANDLE h,
         rv = CKR_KEY_HANDLE_INVALID;
     else if (usage != 0 && !kt_attrs_get_bool(&o->attrs, usage, false))
         rv = CKR_KEY_FUNCTION_NOT_PERMITTED;
-    else if (o->token && !o->unsealed)
+    else if (kt_object_sealed(o))
         rv = CKR_USER_NOT_LOGGED_IN;
     if (rv == CKR_OK) {
         /* The hot path of wrap/unwrap: share one immutable copy of the
