@@ -50,6 +50,10 @@ static CK_RV check_pin(struct kt_token *t, int which, const unsigned char *pin,
     rv = kt_pin_open(&p, pin, len, mk);
     if (rv == CKR_PIN_INCORRECT) {
         set_failures(t, which, p.failures + 1);
+        kt_log(KT_LOG_WARNING, "token %s: %s PIN incorrect (%lu of %lu tries)",
+               t->path, which == KT_PIN_SO ? "SO" : "user",
+               (unsigned long)(p.failures + 1),
+               (unsigned long)kt_g.cfg.pin_max_retries);
     } else if (rv == CKR_OK && p.failures > 0) {
         set_failures(t, which, 0);
     } else if (rv == CKR_DEVICE_ERROR) {

@@ -71,6 +71,7 @@ CK_RV kt_token_open(const char *path, CK_SLOT_ID slot, struct kt_token **out)
         return rv;
     }
     t->initialized = true;
+    kt_log(KT_LOG_INFO, "token %s opened", path);
     *out = t;
     return CKR_OK;
 }
@@ -664,6 +665,7 @@ CK_RV kt_token_init(struct kt_token *t, const char *dir,
     rv = sync_locked(t);
     pthread_mutex_unlock(&t->dblock);
     t->initialized = true;
+    kt_log(KT_LOG_INFO, "token %s created", t->path);
 out:
     kt_wipe(mk, sizeof(mk));
     kt_wipe(&so, sizeof(so));
