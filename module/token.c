@@ -600,15 +600,16 @@ CK_RV kt_token_init(struct kt_token *t, const char *dir,
         if (cur.failures >= kt_g.cfg.pin_max_retries)
             return CKR_PIN_LOCKED;
         rv = kt_pin_open(&cur, so_pin, len, mk);
+        CK_ULONG failures = cur.failures;
+        kt_wipe(&cur, sizeof(cur));
         if (rv == CKR_PIN_INCORRECT) {
             pthread_mutex_lock(&t->dblock);
-            if (kt_store_set_failures(t->db, KT_PIN_SO, cur.failures + 1) !=
-                CKR_OK)
+            if (kt_store_set_failures(t->db, KT_PIN_SO, failures + 1) != CKR_OK)
                 kt_log(KT_LOG_ERROR, "token %s: cannot record PIN failure",
                        t->path);
             pthread_mutex_unlock(&t->dblock);
             pthread_rwlock_wrlock(&t->lock);
-            t->pins[KT_PIN_SO].failures = cur.failures + 1;
+            t->pins[KT_PIN_SO].failures = failures + 1;
             pthread_rwlock_unlock(&t->lock);
         }
         if (rv != CKR_OK)
@@ -636,6 +637,10 @@ CK_RV kt_token_init(struct kt_token *t, const char *dir,
             t->loaded = false;
             t->seen_gen = -1;
             rv = sync_locked(t);
+            kt_log(KT_LOG_INFO,
+                   "token %s re-initialised: objects and user "
+                   "PIN removed",
+                   t->path);
         }
         pthread_mutex_unlock(&t->dblock);
         goto out;
