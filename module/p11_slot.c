@@ -152,10 +152,15 @@ CK_RV C_InitToken(CK_SLOT_ID slot, CK_UTF8CHAR_PTR pin, CK_ULONG pin_len,
         rv = CKR_SLOT_ID_INVALID;
     else if (t->session_count > 0)
         rv = CKR_SESSION_EXISTS;
+    /* The label is blank padded UTF-8 (§3.2); a NUL would cut it short in
+     * the store. */
+    CK_UTF8CHAR lbl[KT_LABEL_LEN];
+    for (size_t i = 0; i < KT_LABEL_LEN; i++)
+        lbl[i] = label[i] != 0 ? label[i] : ' ';
     /* The slot table lock is held through the (slow) KDF so that no
      * session opens on a token being initialised. */
     if (rv == CKR_OK)
-        rv = kt_token_init(t, kt_g.cfg.token_dir, pin, pin_len, label);
+        rv = kt_token_init(t, kt_g.cfg.token_dir, pin, pin_len, lbl);
     if (rv == CKR_OK)
         rv = kt_slots_add_free();
     pthread_mutex_unlock(&kt_g.lock);

@@ -547,19 +547,18 @@ CK_RV kt_token_destroy_object(struct kt_token *t, CK_OBJECT_HANDLE h)
 void kt_token_destroy_session_objects(struct kt_token *t, CK_SESSION_HANDLE s)
 {
     pthread_rwlock_wrlock(&t->lock);
-    bool more = true;
-    while (more) {
-        more = false;
-        void *v;
-        for (size_t i = 0; kt_hmap_iter(&t->objects, &i, NULL, &v);) {
-            struct kt_object *o = v;
-            if (!o->token && (s == 0 || o->session == s)) {
-                drop_object(t, o);
-                more = true;
-                break;
-            }
-        }
+    size_t n = 0, cap = t->objects.n;
+    struct kt_object **gone = malloc((cap ? cap : 1) * sizeof(*gone));
+    void *v;
+    for (size_t i = 0;
+         gone != NULL && kt_hmap_iter(&t->objects, &i, NULL, &v);) {
+        struct kt_object *o = v;
+        if (!o->token && (s == 0 || o->session == s) && n < cap)
+            gone[n++] = o;
     }
+    for (size_t i = 0; i < n; i++)
+        drop_object(t, gone[i]);
+    free(gone);
     pthread_rwlock_unlock(&t->lock);
 }
 

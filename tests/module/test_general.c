@@ -634,6 +634,22 @@ START_TEST(test_null_arguments)
 }
 END_TEST
 
+/* A label given as a NUL-padded C string is stored blank padded. */
+START_TEST(test_init_token_nul_padded_label)
+{
+    CK(P->C_Initialize(NULL));
+    CK_UTF8CHAR label[32] = "c-string";
+    CK_SLOT_ID slot = kt_test_free_slot();
+    CK(P->C_InitToken(slot, (CK_UTF8CHAR_PTR)SO_PIN, strlen(SO_PIN), label));
+    CK(P->C_Finalize(NULL));
+    CK(P->C_Initialize(NULL));
+    slot = kt_test_token_slot("c-string");
+    CK_TOKEN_INFO ti;
+    CK(P->C_GetTokenInfo(slot, &ti));
+    ck_assert(ti.flags & CKF_TOKEN_INITIALIZED);
+}
+END_TEST
+
 START_TEST(test_so_pin_lockout)
 {
     CK(P->C_Initialize(NULL));
@@ -725,6 +741,7 @@ static Suite *general_suite(void)
     tcase_add_test(tc, test_unsupported_entry_points);
     tcase_add_test(tc, test_null_arguments);
     tcase_add_test(tc, test_so_pin_lockout);
+    tcase_add_test(tc, test_init_token_nul_padded_label);
     tcase_add_test(tc, test_other_process_tokens_and_counters);
     suite_add_tcase(su, tc);
     return su;
