@@ -425,6 +425,24 @@ START_TEST(test_config_errors)
 }
 END_TEST
 
+/* Without KEYTIER_CONF: tokens under $XDG_DATA_HOME/keytier, made 0700. */
+START_TEST(test_default_config_location)
+{
+    char xdg[300];
+    snprintf(xdg, sizeof(xdg), "%s/xdg", kt_test_dir);
+    unsetenv("KEYTIER_CONF");
+    setenv("XDG_DATA_HOME", xdg, 1);
+    CK(P->C_Initialize(NULL));
+    (void)kt_test_new_token("default");
+    CK(P->C_Finalize(NULL));
+    ck_assert_int_eq(
+        kt_test_sh("test \"$(stat -c %%a '%s/keytier')\" = 700", xdg), 0);
+    ck_assert_int_eq(kt_test_sh("ls '%s/keytier/'*.db >/dev/null", xdg), 0);
+    CK(P->C_Initialize(NULL));
+    (void)kt_test_token_slot("default");
+}
+END_TEST
+
 START_TEST(test_slots_limit)
 {
     kt_test_write_config("slots = 2\n");
@@ -736,6 +754,7 @@ static Suite *general_suite(void)
     tcase_add_test(tc, test_pin_retry_counter_and_lockout);
     tcase_add_test(tc, test_config_errors);
     tcase_add_test(tc, test_slots_limit);
+    tcase_add_test(tc, test_default_config_location);
     tcase_add_test(tc, test_fork_child_uses_token);
     tcase_add_test(tc, test_random);
     tcase_add_test(tc, test_unsupported_entry_points);
