@@ -201,6 +201,7 @@ struct kt_token {
     bool mk_loaded;
     struct kt_pin pins[2]; /* [0] SO, [1] user */
     /* Under kt_g.lock */
+    bool busy; /* C_InitToken runs its KDF and writes with kt_g.lock free */
     CK_ULONG session_count;
     CK_ULONG rw_session_count;
 };
