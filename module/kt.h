@@ -338,6 +338,8 @@ KT_NODISCARD CK_RV kt_op_update(struct kt_session *s, enum kt_op_kind kind,
                                 unsigned char *out, CK_ULONG *out_len);
 KT_NODISCARD CK_RV kt_op_finish(struct kt_session *s, enum kt_op_kind kind,
                                 unsigned char *out, CK_ULONG *out_len);
+/* The operation of this kind is active in the session. */
+bool kt_op_active(struct kt_session *s, enum kt_op_kind kind);
 /* Ends an operation after an error of the C_* layer (§5.2). */
 void kt_op_abort(struct kt_session *s, enum kt_op_kind kind);
 KT_NODISCARD CK_RV kt_op_verify_oneshot(struct kt_session *s,

@@ -484,6 +484,10 @@ START_TEST(test_digests)
     CK_OBJECT_HANDLE k = secret(kv, 16, CKK_AES, true);
     CK_MECHANISM m = {CKM_SHA256, NULL, 0};
     CK_ULONG l1 = 32, l2 = 32;
+    RV(CKR_OPERATION_NOT_INITIALIZED, P->C_DigestKey(s, k));
+    CK(P->C_DigestInit(s, &m));
+    RV(CKR_KEY_HANDLE_INVALID, P->C_DigestKey(s, 0x7777777));
+    RV(CKR_OPERATION_NOT_INITIALIZED, P->C_DigestFinal(s, d1, &l1));
     CK(P->C_DigestInit(s, &m));
     CK(P->C_DigestKey(s, k));
     CK(P->C_DigestFinal(s, d1, &l1));
