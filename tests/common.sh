@@ -206,7 +206,15 @@ kt_server_start()
     . "$out"
     [ -n "$P11_KIT_SERVER_PID" ] || kt_fail "p11-kit server printed no PID"
     KT_SERVER_PIDS+=("$P11_KIT_SERVER_PID")
-    [ -S "$sock" ] || kt_fail "p11-kit server socket $sock missing"
+    # The daemon may print its address before the socket exists.
+    local i
+    for ((i = 0; i < 100; i++)); do
+        [ -S "$sock" ] && break
+        kill -0 "$P11_KIT_SERVER_PID" 2>/dev/null ||
+            kt_fail "p11-kit server exited: $(cat "$out.err")"
+        sleep 0.05
+    done
+    [ -S "$sock" ] || kt_fail "p11-kit server socket $sock missing after 5 s"
     export P11_KIT_SERVER_ADDRESS P11_KIT_SERVER_PID
 }
 
