@@ -237,6 +237,30 @@ kt_server_stop()
     ! kill -0 "$pid" 2>/dev/null
 }
 
+# kt_server_freeze PID / kt_server_thaw PID
+#   SIGSTOP / SIGCONT the server with this PID: a frozen server accepts
+#   connections but never answers, so client calls hang (the shape of a
+#   vault outage); a killed one makes them fail. kt_server_stop thaws
+#   before it stops, so a frozen server never outlives the test.
+kt_server_freeze()
+{
+    kill -STOP "$1"
+}
+kt_server_thaw()
+{
+    kill -CONT "$1"
+}
+
+# kt_use_remote
+#   After kt_server_start: makes kt_p11 talk to the served token through
+#   p11-kit-client.so (KT_P11_MODULE), as a remote application would.
+kt_use_remote()
+{
+    [ -n "${P11_KIT_SERVER_ADDRESS:-}" ] || kt_fail "no p11-kit server started"
+    KT_P11_MODULE=$P11KIT_CLIENT_MODULE
+    export KT_P11_MODULE
+}
+
 # assert_eq EXPECTED ACTUAL [WHAT]
 #   Fails the test unless the two strings are equal.
 assert_eq()
