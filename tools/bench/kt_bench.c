@@ -11,6 +11,7 @@
  * ran without a PKCS#11 error, never whether a target was met.
  */
 #include <errno.h>
+#include <limits.h>
 #include <ftw.h>
 #include <getopt.h>
 #include <pthread.h>
@@ -443,8 +444,16 @@ static bool kt_bench_setup(kt_bench_mod *m)
     CK_C_INITIALIZE_ARGS args;
     CK_UTF8CHAR label[32];
     CK_SLOT_ID free_slot;
+    char abs[PATH_MAX];
 
-    m->fl = p11_kit_module_load(m->path, P11_KIT_MODULE_UNMANAGED);
+    /* p11-kit resolves a relative path against its module directory. */
+    if (realpath(m->path, abs) == NULL) {
+        fprintf(stderr, "kt-bench: %s: %s: %s\n", m->name, m->path,
+                strerror(errno));
+        kt_bench_errors = true;
+        return false;
+    }
+    m->fl = p11_kit_module_load(abs, P11_KIT_MODULE_UNMANAGED);
     if (m->fl == NULL) {
         fprintf(stderr, "kt-bench: %s: cannot load %s: %s\n", m->name, m->path,
                 p11_kit_message());
