@@ -221,7 +221,7 @@ group_unwrap()
     done
     # A corrupted blob is refused and creates nothing.
     cp kwp.bin bad.bin
-    printf '\xff' | dd of=bad.bin bs=1 seek=9 conv=notrunc status=none
+    kt_flip_byte bad.bin 9
     local before after rc=0
     before=$(p11u --list-objects 2>/dev/null | grep -c 'Secret Key Object')
     p11u --unwrap -m 0x210A --id 20 -i bad.bin --key-type AES:32 \
