@@ -1520,6 +1520,32 @@ static bool kt_bench_parse_sizes(kt_bench_opts *o, const char *s)
     return o->n_find_sizes > 0;
 }
 
+/* Every name in --only must be a benchmark: a typo must not pass silently. */
+static bool kt_bench_check_only(const char *only)
+{
+    static const char *const names[] = {"keygen", "wrap", "unwrap",  "gcm",
+                                        "create", "find", "threads", "rsa",
+                                        "oaep",   "ecdsa"};
+    const char *p = only;
+
+    while (*p != '\0') {
+        size_t len = strcspn(p, ",");
+        bool known = false;
+
+        for (size_t i = 0; i < KT_NELEMS(names) && !known; i++)
+            known = strlen(names[i]) == len && strncmp(p, names[i], len) == 0;
+        if (!known) {
+            fprintf(stderr, "kt-bench: unknown benchmark '%.*s' in --only\n",
+                    (int)len, p);
+            return false;
+        }
+        p += len;
+        if (*p == ',')
+            p++;
+    }
+    return true;
+}
+
 static bool kt_bench_parse(kt_bench_opts *o, int argc, char **argv)
 {
     static const struct option longopts[] = {
@@ -1587,6 +1613,8 @@ static bool kt_bench_parse(kt_bench_opts *o, int argc, char **argv)
             break;
         case 'o':
             o->only = optarg;
+            if (!kt_bench_check_only(optarg))
+                return false;
             break;
         case 'd':
             o->dir = optarg;
