@@ -29,6 +29,11 @@ void testenv_setup(struct testenv *t)
     snprintf(t->softhsm_conf, sizeof t->softhsm_conf, "%s/softhsm2.conf",
              t->dir);
     snprintf(t->conf, sizeof t->conf, "%s/keytier-lib.conf", t->dir);
+    t->service = "Service";
+    const char *ktm = getenv("KT_MODULE");
+    snprintf(t->keytier_module, sizeof t->keytier_module, "%s", ktm ? ktm : "");
+    snprintf(t->keytier_conf, sizeof t->keytier_conf, "%s/keytier.conf",
+             t->dir);
     snprintf(t->store, sizeof t->store, "%s/store/keytier.db", t->dir);
     char cmd[1024];
     snprintf(cmd, sizeof cmd, "mkdir -p %s/softhsm", t->dir);
@@ -77,9 +82,17 @@ struct raw {
     CK_SESSION_HANDLE s;
 };
 
+static const char *module_of(struct testenv *t, const char *token)
+{
+    for (int i = 0; i < t->n_kt; i++)
+        if (strcmp(t->kt_labels[i], token) == 0)
+            return t->keytier_module;
+    return t->softhsm_module;
+}
+
 static void raw_open(struct testenv *t, const char *token, struct raw *r)
 {
-    r->fl = p11_kit_module_load(t->softhsm_module, 0);
+    r->fl = p11_kit_module_load(module_of(t, token), 0);
     ck_assert_ptr_nonnull(r->fl);
     ck_assert_int_eq(p11_kit_module_initialize(r->fl), CKR_OK);
     CK_SLOT_ID slots[16];
@@ -188,22 +201,90 @@ void testenv_destroy(struct testenv *t, const char *token, const char *label)
     raw_close(&r);
 }
 
+void testenv_keytier_token(struct testenv *t, const char *label)
+{
+    ck_assert_msg(t->keytier_module[0] != '\0', "KT_MODULE not set");
+    ck_assert_int_lt(t->n_kt, 8);
+    FILE *f = fopen(t->keytier_conf, "w");
+    ck_assert_ptr_nonnull(f);
+    fprintf(f,
+            "token_dir = %s/kt-tokens\nslots = 8\npin_kdf_cost = 10\n"
+            "log_level = error\n",
+            t->dir);
+    fclose(f);
+    setenv("KEYTIER_CONF", t->keytier_conf, 1);
+
+    CK_FUNCTION_LIST *fl = p11_kit_module_load(t->keytier_module, 0);
+    ck_assert_ptr_nonnull(fl);
+    ck_assert_int_eq(p11_kit_module_initialize(fl), CKR_OK);
+    CK_SLOT_ID slots[16];
+    CK_ULONG n = 16;
+    ck_assert_int_eq(fl->C_GetSlotList(CK_TRUE, slots, &n), CKR_OK);
+    CK_SLOT_ID slot = (CK_SLOT_ID)-1;
+    for (CK_ULONG i = 0; i < n && slot == (CK_SLOT_ID)-1; i++) {
+        CK_TOKEN_INFO ti;
+        ck_assert_int_eq(fl->C_GetTokenInfo(slots[i], &ti), CKR_OK);
+        if (!(ti.flags & CKF_TOKEN_INITIALIZED))
+            slot = slots[i];
+    }
+    ck_assert_msg(slot != (CK_SLOT_ID)-1, "no free keytier slot");
+    CK_UTF8CHAR lab[32];
+    memset(lab, ' ', sizeof lab);
+    memcpy(lab, label, strlen(label));
+    ck_assert_int_eq(fl->C_InitToken(slot, (CK_UTF8CHAR *)"5678", 4, lab),
+                     CKR_OK);
+    /* The slot list may change after C_InitToken: find it again. */
+    n = 16;
+    ck_assert_int_eq(fl->C_GetSlotList(CK_TRUE, slots, &n), CKR_OK);
+    CK_SESSION_HANDLE s = CK_INVALID_HANDLE;
+    for (CK_ULONG i = 0; i < n; i++) {
+        CK_TOKEN_INFO ti;
+        ck_assert_int_eq(fl->C_GetTokenInfo(slots[i], &ti), CKR_OK);
+        if (memcmp(ti.label, lab, 32) == 0) {
+            ck_assert_int_eq(
+                fl->C_OpenSession(slots[i], CKF_SERIAL_SESSION | CKF_RW_SESSION,
+                                  NULL, NULL, &s),
+                CKR_OK);
+            break;
+        }
+    }
+    ck_assert(s != CK_INVALID_HANDLE);
+    ck_assert_int_eq(fl->C_Login(s, CKU_SO, (CK_UTF8CHAR *)"5678", 4), CKR_OK);
+    ck_assert_int_eq(fl->C_InitPIN(s, (CK_UTF8CHAR *)"1234", 4), CKR_OK);
+    fl->C_Logout(s);
+    fl->C_CloseSession(s);
+    p11_kit_module_finalize(fl);
+    p11_kit_module_release(fl);
+    snprintf(t->kt_labels[t->n_kt++], 33, "%s", label);
+}
+
 void testenv_write_conf(struct testenv *t, const char *extra)
+{
+    testenv_write_conf_mods(t, MOD_SOFTHSM | (t->n_kt ? MOD_KEYTIER : 0),
+                            extra);
+}
+
+void testenv_write_conf_mods(struct testenv *t, int mods, const char *extra)
 {
     FILE *f = fopen(t->conf, "w");
     ck_assert_ptr_nonnull(f);
+    fprintf(f, "# written by testenv\n");
+    if (mods & MOD_SOFTHSM)
+        fprintf(f, "module = %s\n", t->softhsm_module);
+    if (mods & MOD_KEYTIER)
+        fprintf(f, "module = %s\n", t->keytier_module);
     fprintf(f,
-            "# written by testenv\n"
-            "module = %s\n"
-            "service_token = pkcs11:token=Service\n"
+            "service_token = pkcs11:token=%s\n"
             "store = %s\n"
             "pin.VaultA = file:%s/pin-a\n"
             "pin.VaultB = env:KT_TEST_PIN_B\n"
             "pin.VaultC = value:1234\n"
             "pin.Service = value:1234\n"
-            "log_level = warning\n"
-            "%s\n",
-            t->softhsm_module, t->store, t->dir, extra ? extra : "");
+            "log_level = warning\n",
+            t->service, t->store, t->dir);
+    for (int i = 0; i < t->n_kt; i++)
+        fprintf(f, "pin.%s = value:1234\n", t->kt_labels[i]);
+    fprintf(f, "%s\n", extra ? extra : "");
     fclose(f);
 }
 

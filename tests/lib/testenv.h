@@ -15,7 +15,14 @@ struct testenv {
     char conf[320];
     char store[320];
     char softhsm_module[256];
+    char keytier_module[256]; /* $KT_MODULE */
+    char keytier_conf[320];
+    char kt_labels[8][33]; /* tokens created on keytier's module */
+    int n_kt;
+    const char *service; /* service token label (default "Service") */
 };
+
+enum { MOD_SOFTHSM = 1, MOD_KEYTIER = 2 };
 
 /* Creates the temp dir and SoftHSM2 tokens VaultA, VaultB, VaultC and
  * Service (user PIN 1234, SO PIN 5678 for all).  PINs come to the library
@@ -33,9 +40,16 @@ void testenv_root_rsa(struct testenv *t, const char *token, const char *label,
 /* Destroys every object labelled `label` in token. */
 void testenv_destroy(struct testenv *t, const char *token, const char *label);
 
-/* Writes the config file: SoftHSM2 module, PINs, service token, store; then
- * `extra` lines.  drop_module: do not list the SoftHSM2 module. */
+/* Creates an initialised token `label` (user PIN 1234) on keytier's own
+ * module; roots made with testenv_root_* in it then live there. */
+void testenv_keytier_token(struct testenv *t, const char *label);
+
+/* Writes the config file: both modules (if keytier tokens exist), PINs,
+ * service token, store; then `extra` lines. */
 void testenv_write_conf(struct testenv *t, const char *extra);
+/* The same, listing only the modules in `mods` (MOD_*): a token whose
+ * module is not listed is "removed from the configuration". */
+void testenv_write_conf_mods(struct testenv *t, int mods, const char *extra);
 /* Opens a context on the written config (asserts success). */
 keytier_ctx *testenv_ctx(struct testenv *t);
 
