@@ -77,7 +77,8 @@ struct kt_module {
     char *path;
     CK_FUNCTION_LIST *fl;
     CK_INFO info;
-    bool initialized;
+    bool initialized; /* we called C_Initialize and must finalize */
+    bool ready;       /* initialised and C_GetInfo answered */
 };
 
 struct kt_token {

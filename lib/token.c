@@ -25,6 +25,31 @@ static void kt_label_trim(const CK_UTF8CHAR *src, size_t n, char *dst)
 /* ---- modules -------------------------------------------------------------
  */
 
+/* Initialises a loaded module.  A module that cannot initialise now (a
+ * remote vault that is down) is not fatal: the context opens without its
+ * tokens and the next token lookup tries again. */
+static bool kt_module_start(keytier_ctx *ctx, struct kt_module *mod)
+{
+    if (mod->ready)
+        return true;
+    if (!mod->initialized) {
+        CK_RV rv = kt_p11_initialize(ctx, mod);
+        if (rv != CKR_OK && rv != CKR_CRYPTOKI_ALREADY_INITIALIZED) {
+            kt_log_event(ctx->log, KT_LOG_WARNING,
+                         "module failed to initialise; will retry", mod->path);
+            return false;
+        }
+        mod->initialized = rv == CKR_OK;
+    }
+    if (kt_p11_get_info(ctx, mod, &mod->info) != CKR_OK) {
+        kt_log_event(ctx->log, KT_LOG_WARNING,
+                     "module C_GetInfo failed; will retry", mod->path);
+        return false;
+    }
+    mod->ready = true;
+    return true;
+}
+
 keytier_err kt_tokens_load(keytier_ctx *ctx)
 {
     pthread_mutex_init(&ctx->tokens_mu, NULL);
@@ -32,21 +57,14 @@ keytier_err kt_tokens_load(keytier_ctx *ctx)
         struct kt_module *mod = &ctx->modules[ctx->n_modules];
         const char *path = ctx->cfg.modules[i];
         memset(mod, 0, sizeof *mod);
+        /* A module that cannot even be loaded is a configuration error. */
         mod->fl = p11_kit_module_load(path, 0);
         if (mod->fl == NULL)
             return kt_err(KEYTIER_E_MODULE, "%s: %s", path,
                           p11_kit_message() ? p11_kit_message() : "");
         mod->path = ctx->cfg.modules[i];
         ctx->n_modules++;
-        CK_RV rv = kt_p11_initialize(ctx, mod);
-        if (rv != CKR_OK && rv != CKR_CRYPTOKI_ALREADY_INITIALIZED)
-            return kt_err(KEYTIER_E_MODULE, "%s: C_Initialize: %s", path,
-                          kt_p11_rv_text(rv));
-        mod->initialized = rv == CKR_OK;
-        rv = kt_p11_get_info(ctx, mod, &mod->info);
-        if (rv != CKR_OK)
-            return kt_err(KEYTIER_E_MODULE, "%s: C_GetInfo: %s", path,
-                          kt_p11_rv_text(rv));
+        (void)kt_module_start(ctx, mod);
     }
     return KEYTIER_OK;
 }
@@ -86,7 +104,8 @@ static keytier_err kt_tokens_scan(keytier_ctx *ctx)
         struct kt_module *mod = &ctx->modules[m];
         CK_SLOT_ID slots[KT_MAX_SLOTS];
         CK_ULONG n = KT_MAX_SLOTS;
-        if (kt_p11_get_slot_list(ctx, mod, slots, &n) != CKR_OK)
+        if (!kt_module_start(ctx, mod) ||
+            kt_p11_get_slot_list(ctx, mod, slots, &n) != CKR_OK)
             continue;
         for (CK_ULONG i = 0; i < n && i < KT_MAX_SLOTS; i++) {
             bool known = false;
