@@ -456,6 +456,15 @@ keytier_err kt_root_resolve(keytier_ctx *ctx, const char *what, const char *uri,
         goto out;
     }
 
+    out->tok = tok;
+    out->key = key;
+    out->pub = key;
+    if (!for_wrap) {
+        /* Reading: the copy's mechanism is recorded and the token enforces
+         * CKA_UNWRAP at C_UnwrapKey; no attribute round trip. */
+        out->type = 0;
+        goto out;
+    }
     CK_OBJECT_CLASS oclass = 0;
     CK_KEY_TYPE ktype = 0;
     CK_BBOOL extractable = CK_TRUE, unwrap = CK_FALSE;
@@ -471,9 +480,6 @@ keytier_err kt_root_resolve(keytier_ctx *ctx, const char *what, const char *uri,
                    kt_p11_rv_text(rv));
         goto out;
     }
-    out->tok = tok;
-    out->key = key;
-    out->pub = key;
     out->type = ktype;
     if (!(oclass == CKO_SECRET_KEY && ktype == CKK_AES) &&
         !(oclass == CKO_PRIVATE_KEY && ktype == CKK_RSA)) {
@@ -482,8 +488,6 @@ keytier_err kt_root_resolve(keytier_ctx *ctx, const char *what, const char *uri,
                    uri);
         goto out;
     }
-    if (!for_wrap)
-        goto out; /* reading: the token enforces the rest at unwrap */
     if (extractable) {
         e = kt_err(KEYTIER_E_KEY_EXTRACTABLE,
                    "%s %s: CKA_EXTRACTABLE is true; a root must never leave "
