@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "call_pool.h"
+#include "kt_base.h"
 
 enum kt_job_state { KT_JOB_QUEUED, KT_JOB_RUNNING, KT_JOB_DONE };
 
@@ -45,14 +46,6 @@ struct kt_pool {
     unsigned refs; /* the owner + one per worker thread */
     bool stopping;
 };
-
-static uint64_t kt_now_ns(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 static void kt_waiter_init(kt_waiter *w)
 {
