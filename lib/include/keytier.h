@@ -81,7 +81,12 @@ extern "C" {
     X(KEYTIER_E_CRYPTO, 36, "cryptographic library failure")                   \
     X(KEYTIER_E_UNWRAP, 37, "no customer key could unwrap the DEP key")        \
     X(KEYTIER_E_BUFFER, 38, "output buffer too small")                         \
-    X(KEYTIER_E_INTERNAL, 39, "internal error")
+    X(KEYTIER_E_INTERNAL, 39, "internal error")                              \
+    /* 40..49: availability (lib-avail) */                                     \
+    X(KEYTIER_E_REVOKED, 40, "access revoked: the customer keys refused")      \
+    X(KEYTIER_E_UNAVAILABLE, 41, "customer keys unavailable")                  \
+    X(KEYTIER_E_AUDIT, 42, "audit log could not be written")                   \
+    X(KEYTIER_E_AUDIT_TAMPERED, 43, "audit log altered")
 
 #define KEYTIER_ERROR_ENUM_(name, value, msg) name = value,
 typedef enum keytier_err {
@@ -98,6 +103,24 @@ KEYTIER_API const char *keytier_error_name(keytier_err err);
  * the object and reason ("root key is extractable: pkcs11:token=A;object=r").
  * Valid until the thread's next libkeytier call.  Never NULL. */
 KEYTIER_API const char *keytier_last_error_detail(void);
+
+/* ==== availability (lib-avail): fallback, cache, audit ===================
+ * Kept in one block so lib-core and lib-avail edit different lines. */
+
+/*
+ * Checks the audit log at path (DESIGN.md §2 "Audit"): every line must be
+ * exactly as written and carry the hash of the line before it.  Returns
+ * KEYTIER_OK, or KEYTIER_E_AUDIT_TAMPERED with *bad_line the 1-based number
+ * of the first line that was edited, removed (the line after the gap),
+ * reordered or forged, and the reason in keytier_last_error_detail(); or
+ * KEYTIER_E_IO.  *records (may be NULL) gets the number of intact records
+ * before the first bad line.
+ */
+KEYTIER_API keytier_err keytier_audit_verify(const char *path,
+                                             uint64_t *bad_line,
+                                             uint64_t *records);
+
+/* ==== end availability ================================================== */
 
 #ifdef __cplusplus
 }
