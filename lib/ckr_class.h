@@ -12,6 +12,8 @@
 
 #include <p11-kit/pkcs11.h>
 
+#include "keytier.h"
+
 /*
  * Failures that are not a CK_RV returned by a token but still need a class.
  * They live in the vendor-defined range (PKCS#11 v2.40 §3.6) so that one
@@ -45,6 +47,18 @@ const char *kt_ckr_name(CK_RV rv, char buf[KT_CKR_NAME_MAX]);
 
 /* "system", "denied" or "ok" */
 const char *kt_ckr_class_name(kt_ckr_class cls);
+
+/*
+ * The outcome of a root-key operation that failed before or without a
+ * token error code (the library checked attributes or the result itself),
+ * as the CK_RV it stands for: rv itself when the token returned one;
+ * otherwise KEYTIER_E_KEY_NOT_FOUND -> KT_CKR_NO_MATCH, KEYTIER_E_KEY_USAGE
+ * -> CKR_KEY_FUNCTION_NOT_PERMITTED, KEYTIER_E_AUTH (the copy unwrapped to
+ * another key) -> CKR_WRAPPED_KEY_INVALID, KEYTIER_E_TOKEN_NOT_FOUND and
+ * KEYTIER_E_MODULE -> KT_CKR_UNREACHABLE, KEYTIER_OK -> CKR_OK, anything
+ * else -> CKR_GENERAL_ERROR (system).
+ */
+CK_RV kt_ckr_from_err(keytier_err err, CK_RV rv);
 
 /* Rows of the table, for tests that walk every row. */
 typedef struct kt_ckr_row {

@@ -123,6 +123,31 @@ START_TEST(test_unknown_codes_are_system)
 }
 END_TEST
 
+/* Library-side failures map onto the table's classes. */
+START_TEST(test_from_err)
+{
+    ck_assert_uint_eq(kt_ckr_from_err(KEYTIER_OK, CKR_OK), CKR_OK);
+    ck_assert_uint_eq(kt_ckr_from_err(KEYTIER_E_LOGIN, CKR_PIN_INCORRECT),
+                      CKR_PIN_INCORRECT);
+    ck_assert_uint_eq(kt_ckr_from_err(KEYTIER_E_KEY_NOT_FOUND, CKR_OK),
+                      KT_CKR_NO_MATCH);
+    ck_assert_uint_eq(kt_ckr_from_err(KEYTIER_E_KEY_USAGE, CKR_OK),
+                      CKR_KEY_FUNCTION_NOT_PERMITTED);
+    ck_assert_uint_eq(kt_ckr_from_err(KEYTIER_E_AUTH, CKR_OK),
+                      CKR_WRAPPED_KEY_INVALID);
+    ck_assert_uint_eq(kt_ckr_from_err(KEYTIER_E_TOKEN_NOT_FOUND, CKR_OK),
+                      KT_CKR_UNREACHABLE);
+    ck_assert_uint_eq(kt_ckr_from_err(KEYTIER_E_MODULE, CKR_OK),
+                      KT_CKR_UNREACHABLE);
+    ck_assert_uint_eq(kt_ckr_from_err(KEYTIER_E_STORE, CKR_OK),
+                      CKR_GENERAL_ERROR);
+    ck_assert_int_eq(kt_ckr_classify(kt_ckr_from_err(KEYTIER_E_KEY_USAGE, 0)),
+                     KT_CKR_CLASS_DENIED);
+    ck_assert_int_eq(kt_ckr_classify(kt_ckr_from_err(KEYTIER_E_PIN, 0)),
+                     KT_CKR_CLASS_SYSTEM);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("ckr_class");
@@ -134,6 +159,7 @@ int main(void)
     tcase_add_loop_test(rows, test_row, 0, N_EXPECTED);
     tcase_add_test(table, test_table_matches_expectations);
     tcase_add_test(table, test_unknown_codes_are_system);
+    tcase_add_test(table, test_from_err);
     suite_add_tcase(s, rows);
     suite_add_tcase(s, table);
     sr = srunner_create(s);
