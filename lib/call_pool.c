@@ -5,6 +5,7 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <time.h>
@@ -158,11 +159,34 @@ static void kt_job_discard(kt_job *job)
     kt_job_release(job);
 }
 
+/* A token reached over a socket (p11-kit-client) whose server died makes
+ * the next write raise SIGPIPE, which would kill the whole process: on a
+ * worker it stays blocked (the call then fails with the token's error) and
+ * is consumed after each call. */
+static void kt_worker_block_sigpipe(sigset_t *set)
+{
+    sigemptyset(set);
+    sigaddset(set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, set, NULL);
+}
+
+static void kt_worker_drain_sigpipe(const sigset_t *set)
+{
+    struct timespec zero = {0, 0};
+    sigset_t pending;
+
+    sigpending(&pending);
+    if (sigismember(&pending, SIGPIPE))
+        sigtimedwait(set, NULL, &zero);
+}
+
 static void *kt_worker_main(void *arg)
 {
     kt_pool *pool = arg;
+    sigset_t pipe_set;
     bool last;
 
+    kt_worker_block_sigpipe(&pipe_set);
     pthread_mutex_lock(&pool->lock);
     for (;;) {
         kt_job *job = kt_queue_take(pool);
@@ -180,6 +204,7 @@ static void *kt_worker_main(void *arg)
         pthread_mutex_unlock(&pool->lock);
 
         CK_RV rv = job->call.run(job->call.ctx);
+        kt_worker_drain_sigpipe(&pipe_set);
 
         pthread_mutex_lock(&pool->lock);
         job->rv = rv;

@@ -426,6 +426,33 @@ START_TEST(test_hedge_both_succeed_loser_discarded)
 }
 END_TEST
 
+/* A write to a dead peer (what p11-kit-client does when its server died)
+ * raises SIGPIPE on the worker: the process must survive and the call fail
+ * with its own error. */
+static CK_RV write_dead_pipe(void *p)
+{
+    int fd[2];
+    ssize_t w;
+
+    (void)p;
+    ck_assert_int_eq(pipe(fd), 0);
+    close(fd[0]);
+    w = write(fd[1], "x", 1);
+    close(fd[1]);
+    return w < 0 && errno == EPIPE ? CKR_DEVICE_REMOVED : CKR_OK;
+}
+
+START_TEST(test_sigpipe_on_worker)
+{
+    kt_pool *pool = mkpool(2, 1);
+    kt_call c = {.name = "dead peer", .token = 1, .run = write_dead_pipe};
+
+    ck_assert_uint_eq(kt_pool_run(pool, &c, 60000), CKR_DEVICE_REMOVED);
+    ck_assert_uint_eq(kt_pool_run(pool, &c, 60000), CKR_DEVICE_REMOVED);
+    kt_pool_free(pool);
+}
+END_TEST
+
 typedef struct many_arg {
     kt_pool *pool;
     stats *st;
@@ -487,6 +514,7 @@ int main(void)
     tcase_add_test(tc, test_hedge_both_hung);
     tcase_add_test(tc, test_hedge_both_succeed_loser_discarded);
     tcase_add_test(tc, test_many_threads);
+    tcase_add_test(tc, test_sigpipe_on_worker);
     suite_add_tcase(s, tc);
     sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
