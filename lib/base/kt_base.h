@@ -13,7 +13,7 @@
 
 #include "keytier.h"
 
-#define KT_MUST_CHECK __attribute__((warn_unused_result))
+#define KT_MUST_CHECK   __attribute__((warn_unused_result))
 #define KT_PRINTF(f, a) __attribute__((format(printf, f, a)))
 
 /* ---- errors (kt_error.c) ---------------------------------------------- */
@@ -22,6 +22,10 @@
  * err, so that `return kt_err(KEYTIER_E_X, "...", ...)` reads naturally.
  * The text must name objects (URIs, ids) and reasons, never secrets. */
 keytier_err kt_err(keytier_err err, const char *fmt, ...) KT_PRINTF(2, 3);
+/* Like kt_err, keeping the detail already recorded (by a deeper call) after
+ * the new text: "<message>: <new text> (<previous detail>)". */
+keytier_err kt_err_context(keytier_err err, const char *fmt, ...)
+    KT_PRINTF(2, 3);
 /* Clears this thread's detail (called on entry of every public function). */
 void kt_err_clear(void);
 
@@ -126,8 +130,8 @@ enum kt_log_level {
 typedef struct kt_log kt_log;
 
 /* path NULL logs to stderr.  Thread-safe; one line per record. */
-KT_MUST_CHECK keytier_err kt_log_open(const char *path,
-                                      enum kt_log_level level, kt_log **out);
+KT_MUST_CHECK keytier_err kt_log_open(const char *path, enum kt_log_level level,
+                                      kt_log **out);
 void kt_log_close(kt_log *log);
 bool kt_log_enabled(const kt_log *log, enum kt_log_level level);
 /* Parses "error" | "warning" | "info" | "debug". */

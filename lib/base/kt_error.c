@@ -21,8 +21,7 @@ static _Thread_local char kt_error_detail[KT_ERROR_DETAIL_MAX];
 
 static const struct kt_error_row *kt_error_find(keytier_err err)
 {
-    for (size_t i = 0; i < sizeof kt_error_rows / sizeof kt_error_rows[0];
-         i++)
+    for (size_t i = 0; i < sizeof kt_error_rows / sizeof kt_error_rows[0]; i++)
         if (kt_error_rows[i].code == err)
             return &kt_error_rows[i];
     return NULL;
@@ -64,4 +63,17 @@ keytier_err kt_err(keytier_err err, const char *fmt, ...)
         va_end(ap);
     }
     return err;
+}
+
+keytier_err kt_err_context(keytier_err err, const char *fmt, ...)
+{
+    char prev[KT_ERROR_DETAIL_MAX], now[KT_ERROR_DETAIL_MAX];
+    snprintf(prev, sizeof prev, "%s", kt_error_detail);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(now, sizeof now, fmt, ap);
+    va_end(ap);
+    if (prev[0] != '\0')
+        return kt_err(err, "%s (%s)", now, prev);
+    return kt_err(err, "%s", now);
 }

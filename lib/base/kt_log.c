@@ -17,8 +17,7 @@ struct kt_log {
     pthread_mutex_t mu;
 };
 
-static const char *const kt_log_names[] = {"error", "warning", "info",
-                                           "debug"};
+static const char *const kt_log_names[] = {"error", "warning", "info", "debug"};
 
 bool kt_log_level_parse(const char *s, enum kt_log_level *out)
 {
@@ -30,8 +29,7 @@ bool kt_log_level_parse(const char *s, enum kt_log_level *out)
     return false;
 }
 
-keytier_err kt_log_open(const char *path, enum kt_log_level level,
-                        kt_log **out)
+keytier_err kt_log_open(const char *path, enum kt_log_level level, kt_log **out)
 {
     kt_log *log = calloc(1, sizeof *log);
     if (log == NULL)

@@ -128,7 +128,10 @@ START_TEST(writer_bounds)
     ck_assert(kt_wr_lv8(&wr, "abc", 3));
     ck_assert(kt_wr_ok(&wr));
     ck_assert_uint_eq(wr.len, 6);
-    ck_assert_mem_eq(buf, "\x01\x02\x03" "abc", 6);
+    ck_assert_mem_eq(buf,
+                     "\x01\x02\x03"
+                     "abc",
+                     6);
     ck_assert(!kt_wr_u32(&wr, 7)); /* does not fit */
     ck_assert(!kt_wr_ok(&wr));
     ck_assert(!kt_wr_u8(&wr, 1)); /* sticky even if it would fit */
@@ -170,9 +173,9 @@ START_TEST(logger_writes_calls_and_events)
     FILE *f = fopen(path, "r");
     char line[512];
     ck_assert_ptr_nonnull(fgets(line, sizeof line, f));
-    ck_assert_ptr_nonnull(strstr(
-        line, "debug call=C_UnwrapKey rv=0x00000030 (CKR_DEVICE_ERROR) "
-              "latency_us=1.5"));
+    ck_assert_ptr_nonnull(
+        strstr(line, "debug call=C_UnwrapKey rv=0x00000030 (CKR_DEVICE_ERROR) "
+                     "latency_us=1.5"));
     ck_assert_ptr_nonnull(fgets(line, sizeof line, f));
     ck_assert_ptr_nonnull(strstr(line, "info DEP created: dep-1"));
     ck_assert_ptr_null(fgets(line, sizeof line, f));

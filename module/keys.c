@@ -1,0 +1,231 @@
+/* Key management behind C_GenerateKey, C_WrapKey and C_UnwrapKey. The key
+ * material is copied out of the object table under the token lock; the
+ * cryptography runs with no lock held. */
+#include "kt.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static CK_RV map_wrapping_error(CK_RV rv, bool unwrap)
+{
+    switch (rv) {
+    case CKR_KEY_HANDLE_INVALID:
+        return unwrap ? CKR_UNWRAPPING_KEY_HANDLE_INVALID
+                      : CKR_WRAPPING_KEY_HANDLE_INVALID;
+    case CKR_KEY_TYPE_INCONSISTENT:
+        return unwrap ? CKR_UNWRAPPING_KEY_TYPE_INCONSISTENT
+                      : CKR_WRAPPING_KEY_TYPE_INCONSISTENT;
+    case CKR_KEY_SIZE_RANGE:
+        return unwrap ? CKR_UNWRAPPING_KEY_SIZE_RANGE
+                      : CKR_WRAPPING_KEY_SIZE_RANGE;
+    default:
+        return rv;
+    }
+}
+
+/* Snapshot, checks and operation setup for the wrapping/unwrapping key. */
+static CK_RV wrap_op_start(struct kt_session *s, const CK_MECHANISM *mech,
+                           CK_OBJECT_HANDLE h, bool unwrap, struct kt_op *op,
+                           struct kt_key *k)
+{
+    const struct kt_mech *m = kt_mech_find(mech->mechanism);
+    if (m == NULL || m->ops == NULL ||
+        !(m->info.flags & (unwrap ? CKF_UNWRAP : CKF_WRAP)))
+        return CKR_MECHANISM_INVALID;
+    CK_RV rv = kt_key_snapshot(s->token, h, unwrap ? CKA_UNWRAP : CKA_WRAP, k);
+    if (rv != CKR_OK)
+        return map_wrapping_error(rv, unwrap);
+    rv = kt_op_check_key(m, k);
+    if (rv != CKR_OK) {
+        kt_key_clear(k);
+        return map_wrapping_error(rv, unwrap);
+    }
+    memset(op, 0, sizeof(*op));
+    op->mech = m;
+    op->kind = unwrap ? KT_OP_DECRYPT : KT_OP_ENCRYPT;
+    rv = m->ops->init(op, mech, k);
+    if (rv != CKR_OK) {
+        memset(op, 0, sizeof(*op));
+        kt_key_clear(k);
+        return map_wrapping_error(rv, unwrap);
+    }
+    op->active = true;
+    return CKR_OK;
+}
+
+CK_RV kt_keys_wrap(struct kt_session *s, const CK_MECHANISM *mech,
+                   CK_OBJECT_HANDLE wrapping, CK_OBJECT_HANDLE key,
+                   unsigned char *out, CK_ULONG *out_len)
+{
+    struct kt_token *t = s->token;
+    struct kt_key wk, k;
+    struct kt_op op;
+    kt_attrs_init(&k.attrs);
+    memset(&op, 0, sizeof(op));
+    CK_RV rv = wrap_op_start(s, mech, wrapping, false, &op, &wk);
+    if (rv != CKR_OK)
+        return rv;
+    rv = kt_key_snapshot(t, key, 0, &k);
+    if (rv != CKR_OK)
+        goto out;
+    /* PKCS#11 v2.40 §4.9: a key leaves only if extractable, under a trusted
+     * key if it asks for one, and if it matches the wrapping key's
+     * CKA_WRAP_TEMPLATE. */
+    if (k.cls != CKO_SECRET_KEY || k.value == NULL) {
+        rv = CKR_KEY_NOT_WRAPPABLE;
+        goto out;
+    }
+    if (!kt_attrs_get_bool(&k.attrs, CKA_EXTRACTABLE, false)) {
+        rv = CKR_KEY_UNEXTRACTABLE;
+        goto out;
+    }
+    if (kt_attrs_get_bool(&k.attrs, CKA_WRAP_WITH_TRUSTED, false) &&
+        !kt_attrs_get_bool(&wk.attrs, CKA_TRUSTED, false)) {
+        rv = CKR_KEY_NOT_WRAPPABLE;
+        goto out;
+    }
+    const CK_ATTRIBUTE *wt = kt_attrs_find(&wk.attrs, CKA_WRAP_TEMPLATE);
+    if (wt != NULL) {
+        kt_attrs tmpl;
+        kt_attrs_init(&tmpl);
+        rv = kt_attrs_parse(&tmpl, wt->pValue, wt->ulValueLen);
+        bool ok = rv == CKR_OK && kt_attrs_match(&k.attrs, &tmpl);
+        kt_attrs_clear(&tmpl);
+        if (!ok) {
+            rv = CKR_KEY_NOT_WRAPPABLE;
+            goto out;
+        }
+    }
+    rv = op.mech->ops->oneshot(&op, k.value, k.value_len, out, out_len);
+    if (rv == CKR_DATA_LEN_RANGE)
+        rv = CKR_KEY_SIZE_RANGE;
+out:
+    kt_op_release(&op);
+    kt_key_clear(&wk);
+    kt_key_clear(&k);
+    return rv;
+}
+
+/* PKCS#11 v2.40 §4.9 CKA_UNWRAP_TEMPLATE: its attributes are forced on the
+ * new key; a template that contradicts them is inconsistent. */
+static CK_RV apply_unwrap_template(const struct kt_key *uk, kt_attrs *a)
+{
+    const CK_ATTRIBUTE *ut = kt_attrs_find(&uk->attrs, CKA_UNWRAP_TEMPLATE);
+    if (ut == NULL)
+        return CKR_OK;
+    kt_attrs tmpl;
+    kt_attrs_init(&tmpl);
+    CK_RV rv = kt_attrs_parse(&tmpl, ut->pValue, ut->ulValueLen);
+    for (size_t i = 0; rv == CKR_OK && i < tmpl.n; i++) {
+        const CK_ATTRIBUTE *have = kt_attrs_find(a, tmpl.v[i].type);
+        if (have != NULL && !kt_attr_equal(have, &tmpl.v[i]))
+            rv = CKR_TEMPLATE_INCONSISTENT;
+        else if (have == NULL)
+            rv = kt_attrs_set(a, tmpl.v[i].type, tmpl.v[i].pValue,
+                              tmpl.v[i].ulValueLen);
+    }
+    kt_attrs_clear(&tmpl);
+    return rv;
+}
+
+CK_RV kt_keys_unwrap(struct kt_session *s, const CK_MECHANISM *mech,
+                     CK_OBJECT_HANDLE unwrapping, const unsigned char *wrapped,
+                     CK_ULONG len, const CK_ATTRIBUTE *t, CK_ULONG n,
+                     CK_OBJECT_HANDLE *out)
+{
+    struct kt_key uk;
+    struct kt_op op;
+    kt_attrs a;
+    unsigned char *plain = NULL;
+    CK_ULONG plain_len = len + 16;
+    kt_attrs_init(&a);
+    memset(&op, 0, sizeof(op));
+    CK_RV rv = wrap_op_start(s, mech, unwrapping, true, &op, &uk);
+    if (rv != CKR_OK)
+        return rv;
+    rv = kt_attrs_from_template(&a, t, n);
+    if (rv == CKR_OK)
+        rv = apply_unwrap_template(&uk, &a);
+    if (rv != CKR_OK)
+        goto out;
+    if (kt_attrs_has(&a, CKA_VALUE)) {
+        rv = CKR_TEMPLATE_INCONSISTENT;
+        goto out;
+    }
+    CK_OBJECT_CLASS cls = 0;
+    rv = kt_attrs_get_ulong(&a, CKA_CLASS, &cls);
+    if (rv != CKR_OK)
+        goto out;
+    if (cls != CKO_SECRET_KEY) {
+        rv = CKR_TEMPLATE_INCONSISTENT;
+        goto out;
+    }
+    plain = malloc(plain_len);
+    if (plain == NULL) {
+        rv = CKR_HOST_MEMORY;
+        goto out;
+    }
+    rv = op.mech->ops->oneshot(&op, wrapped, len, plain, &plain_len);
+    if (rv == CKR_ENCRYPTED_DATA_INVALID || rv == CKR_DATA_INVALID)
+        rv = CKR_WRAPPED_KEY_INVALID;
+    else if (rv == CKR_ENCRYPTED_DATA_LEN_RANGE)
+        rv = CKR_WRAPPED_KEY_LEN_RANGE;
+    if (rv != CKR_OK)
+        goto out;
+    if (plain_len == 0) {
+        rv = CKR_WRAPPED_KEY_INVALID;
+        goto out;
+    }
+    rv = kt_attrs_set(&a, CKA_VALUE, plain, plain_len);
+    if (rv != CKR_OK)
+        goto out;
+    rv = kt_object_create(s, &a, KT_CREATE_UNWRAP, NULL, NULL, out);
+    /* A decrypted value of the wrong size for the key type is a bad blob,
+     * not a bad template. */
+    if (rv == CKR_ATTRIBUTE_VALUE_INVALID)
+        rv = CKR_WRAPPED_KEY_INVALID;
+out:
+    kt_free_secret(plain, len + 16);
+    kt_op_release(&op);
+    kt_key_clear(&uk);
+    kt_attrs_clear(&a);
+    return rv;
+}
+
+CK_RV kt_keys_generate(struct kt_session *s, const CK_MECHANISM *mech,
+                       const CK_ATTRIBUTE *t, CK_ULONG n, CK_OBJECT_HANDLE *out)
+{
+    kt_attrs a;
+    kt_attrs_init(&a);
+    const struct kt_mech *m = kt_mech_find(mech->mechanism);
+    if (m == NULL || m->generate == NULL || !(m->info.flags & CKF_GENERATE))
+        return CKR_MECHANISM_INVALID;
+    if (mech->pParameter != NULL || mech->ulParameterLen != 0)
+        return CKR_MECHANISM_PARAM_INVALID;
+    CK_RV rv = kt_attrs_from_template(&a, t, n);
+    if (rv != CKR_OK)
+        return rv;
+    CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+    CK_KEY_TYPE kt = m->key_types[0];
+    CK_ULONG x = 0;
+    if (kt_attrs_has(&a, CKA_CLASS)) {
+        rv = kt_attrs_get_ulong(&a, CKA_CLASS, &x);
+        if (rv == CKR_OK && x != cls)
+            rv = CKR_TEMPLATE_INCONSISTENT;
+    }
+    if (rv == CKR_OK && kt_attrs_has(&a, CKA_KEY_TYPE)) {
+        rv = kt_attrs_get_ulong(&a, CKA_KEY_TYPE, &x);
+        if (rv == CKR_OK && x != kt)
+            rv = CKR_TEMPLATE_INCONSISTENT;
+    }
+    if (rv == CKR_OK && kt_attrs_has(&a, CKA_VALUE))
+        rv = CKR_TEMPLATE_INCONSISTENT;
+    if (rv == CKR_OK)
+        rv = kt_attrs_set_ulong(&a, CKA_CLASS, cls);
+    if (rv == CKR_OK)
+        rv = kt_attrs_set_ulong(&a, CKA_KEY_TYPE, kt);
+    if (rv == CKR_OK)
+        rv = kt_object_create(s, &a, KT_CREATE_GENERATE, m, mech, out);
+    kt_attrs_clear(&a);
+    return rv;
+}

@@ -1,0 +1,360 @@
+/* keytier-pkcs11 internals shared by every file of the module. */
+#ifndef KT_H
+#define KT_H
+
+#include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <p11-kit/pkcs11.h>
+
+#include "attrs.h"
+
+#ifndef CKM_AES_KEY_WRAP_KWP
+#define CKM_AES_KEY_WRAP_KWP 0x210BUL
+#endif
+
+#define KT_PRINTF(f, a) __attribute__((format(printf, f, a)))
+
+#define KT_LABEL_LEN      32
+#define KT_SERIAL_LEN     16
+#define KT_MASTER_KEY_LEN 32
+#define KT_NO_LOGIN       ((CK_USER_TYPE)CK_UNAVAILABLE_INFORMATION)
+
+/* ---- secrets -------------------------------------------------------- */
+void kt_wipe(void *p, size_t len);
+void kt_free_secret(void *p, size_t len);
+
+/* ---- log (log.c) ---------------------------------------------------- */
+enum kt_log_level { KT_LOG_ERROR, KT_LOG_WARNING, KT_LOG_INFO, KT_LOG_DEBUG };
+void kt_log(enum kt_log_level level, const char *fmt, ...) KT_PRINTF(2, 3);
+void kt_log_open(enum kt_log_level level, const char *file);
+void kt_log_close(void);
+const char *kt_rv_name(CK_RV rv);
+
+/* ---- config (config.c) ---------------------------------------------- */
+struct kt_config {
+    char token_dir[PATH_MAX];
+    CK_ULONG slots;
+    enum kt_log_level log_level;
+    char log_file[PATH_MAX];
+    CK_ULONG pin_min_length;
+    CK_ULONG pin_max_length;
+    CK_ULONG pin_max_retries;
+    unsigned pin_kdf_cost;
+};
+/* Reads KEYTIER_CONF (or the defaults). Failures are logged to stderr with
+ * the file, line and key, and give CKR_ARGUMENTS_BAD... per TEAM.md. */
+KT_NODISCARD CK_RV kt_config_load(struct kt_config *cfg);
+KT_NODISCARD CK_RV kt_config_parse_file(struct kt_config *cfg,
+                                        const char *path);
+void kt_config_defaults(struct kt_config *cfg);
+
+/* ---- handles (handles.c): counters never reused, looked up in a hash -- */
+typedef struct kt_hmap {
+    CK_ULONG *keys; /* 0 = empty */
+    void **vals;
+    size_t cap;
+    size_t n;
+} kt_hmap;
+CK_ULONG kt_handle_next(void);
+void kt_hmap_init(kt_hmap *m);
+void kt_hmap_free(kt_hmap *m);
+KT_NODISCARD CK_RV kt_hmap_put(kt_hmap *m, CK_ULONG key, void *val);
+void *kt_hmap_get(const kt_hmap *m, CK_ULONG key);
+void *kt_hmap_del(kt_hmap *m, CK_ULONG key);
+/* Iterate: for (size_t i = 0; kt_hmap_iter(m, &i, &k, &v);) */
+bool kt_hmap_iter(const kt_hmap *m, size_t *pos, CK_ULONG *key, void **val);
+
+/* ---- schema (schema.c): the per-class attribute policy table -------- */
+enum kt_kind {
+    KT_KIND_BYTES,
+    KT_KIND_BOOL,
+    KT_KIND_ULONG,
+    KT_KIND_DATE,
+    KT_KIND_TEMPLATE,
+    KT_KIND_MECHS,
+};
+enum kt_kind kt_schema_kind(CK_ATTRIBUTE_TYPE type);
+/* The attribute is valid for objects of this class / key type. */
+bool kt_schema_valid(CK_OBJECT_CLASS cls, CK_KEY_TYPE kt,
+                     CK_ATTRIBUTE_TYPE type);
+/* The value is sealed in the store and never leaves a sensitive or
+ * non-extractable object. */
+bool kt_schema_secret(CK_OBJECT_CLASS cls, CK_ATTRIBUTE_TYPE type);
+
+enum kt_create_how {
+    KT_CREATE_OBJECT,   /* C_CreateObject */
+    KT_CREATE_GENERATE, /* C_GenerateKey / C_GenerateKeyPair */
+    KT_CREATE_UNWRAP,   /* C_UnwrapKey */
+    KT_CREATE_DERIVE,   /* C_DeriveKey */
+};
+/* Checks a template for a new object and completes it with defaults and
+ * token-maintained attributes. `keygen_mech` is the generating mechanism
+ * (CK_UNAVAILABLE_INFORMATION unless generated). is_so: the SO is the
+ * logged-in user (CKA_TRUSTED). */
+KT_NODISCARD CK_RV kt_schema_create(kt_attrs *a, enum kt_create_how how,
+                                    CK_MECHANISM_TYPE keygen_mech, bool is_so);
+/* Checks one C_SetAttributeValue / C_CopyObject change against the current
+ * object. */
+KT_NODISCARD CK_RV kt_schema_modify(const kt_attrs *obj,
+                                    const CK_ATTRIBUTE *change, bool copying,
+                                    bool is_so);
+/* Value checks for key material per key type (lengths). */
+KT_NODISCARD CK_RV kt_schema_check_value(CK_OBJECT_CLASS cls, CK_KEY_TYPE kt,
+                                         const kt_attrs *a);
+
+/* ---- objects (object.c) --------------------------------------------- */
+struct kt_token;
+
+struct kt_object {
+    CK_OBJECT_HANDLE handle;
+    int64_t id;                /* store row id; 0 for session objects */
+    CK_SESSION_HANDLE session; /* owner of a session object */
+    CK_OBJECT_CLASS cls;
+    CK_KEY_TYPE key_type; /* CK_UNAVAILABLE_INFORMATION if not a key */
+    bool token;
+    bool private_;
+    /* Token objects: the MAC over the stored record has been checked with the
+     * master key, and secret attributes hold plaintext. */
+    bool verified;
+    bool unsealed;
+    kt_attrs attrs;
+    /* Token objects: the stored record as read, kept to re-verify and to
+     * reseal after logout. */
+    unsigned char *blob;
+    size_t blob_len;
+    unsigned char mac[32];
+    uint64_t gen;
+    /* Parsed key of asymmetric ops (an EVP_PKEY *, owned; see
+     * kt_object_set_pkey). Dropped when the object changes or the secret
+     * attributes are resealed at logout. */
+    void *pkey;
+};
+void kt_object_free(struct kt_object *o);
+/* Builds a new object from completed attributes. */
+KT_NODISCARD CK_RV kt_object_new(const kt_attrs *attrs, struct kt_object **out);
+
+/* ---- tokens (token.c, login.c) -------------------------------------- */
+struct kt_pin {
+    bool present;
+    unsigned char salt[16];
+    unsigned cost;
+    unsigned char verifier[32];
+    unsigned char wrapped[12 + KT_MASTER_KEY_LEN + 16];
+    CK_ULONG failures;
+};
+
+struct kt_token {
+    CK_SLOT_ID slot_id;
+    bool initialized;
+    char path[PATH_MAX];
+    char label[KT_LABEL_LEN];
+    char serial[KT_SERIAL_LEN];
+    /* Serialises use of the database connection. Taken before `lock`,
+     * never after it. */
+    pthread_mutex_t dblock;
+    struct sqlite3 *db;
+    int64_t data_version;
+    int64_t seen_gen;
+    bool loaded;
+    /* Guards objects, login state, master key and PIN records. Held only
+     * for table work, never during cryptography or I/O. */
+    pthread_rwlock_t lock;
+    kt_hmap objects; /* handle -> struct kt_object */
+    kt_hmap by_id;   /* store id -> struct kt_object */
+    CK_USER_TYPE login;
+    unsigned char mk[KT_MASTER_KEY_LEN];
+    unsigned char mac_key[32];
+    bool mk_loaded;
+    struct kt_pin pins[2]; /* [0] SO, [1] user */
+    /* Under kt_g.lock */
+    CK_ULONG session_count;
+    CK_ULONG rw_session_count;
+};
+
+#define KT_PIN_SO   0
+#define KT_PIN_USER 1
+
+/* Visibility of an object to the application in its current login state. */
+bool kt_token_visible(const struct kt_token *t, const struct kt_object *o);
+/* Looks an object handle up (token lock held by the caller). */
+struct kt_object *kt_token_object(struct kt_token *t, CK_OBJECT_HANDLE h);
+KT_NODISCARD CK_RV kt_token_open(const char *path, CK_SLOT_ID slot,
+                                 struct kt_token **out);
+struct kt_token *kt_token_new_free(CK_SLOT_ID slot);
+void kt_token_free(struct kt_token *t);
+/* Notices other processes' commits (PRAGMA data_version) and reloads only
+ * changed rows. */
+KT_NODISCARD CK_RV kt_token_sync(struct kt_token *t);
+KT_NODISCARD CK_RV kt_token_init(struct kt_token *t, const char *dir,
+                                 const unsigned char *so_pin, CK_ULONG len,
+                                 const unsigned char *label);
+/* Inserts a completed object: token objects are sealed, MACed and committed
+ * before they become visible. Takes ownership of o. */
+KT_NODISCARD CK_RV kt_token_add_object(struct kt_token *t, struct kt_object *o,
+                                       CK_OBJECT_HANDLE *handle);
+/* Replaces the attributes of an object (after schema checks). */
+KT_NODISCARD CK_RV kt_token_update_object(struct kt_token *t,
+                                          CK_OBJECT_HANDLE h,
+                                          const kt_attrs *attrs);
+KT_NODISCARD CK_RV kt_token_destroy_object(struct kt_token *t,
+                                           CK_OBJECT_HANDLE h);
+void kt_token_destroy_session_objects(struct kt_token *t, CK_SESSION_HANDLE s);
+void kt_token_token_info(struct kt_token *t, CK_TOKEN_INFO *info);
+
+KT_NODISCARD CK_RV kt_login(struct kt_token *t, CK_USER_TYPE user,
+                            const unsigned char *pin, CK_ULONG len);
+void kt_logout(struct kt_token *t);
+KT_NODISCARD CK_RV kt_login_init_pin(struct kt_token *t,
+                                     const unsigned char *pin, CK_ULONG len);
+KT_NODISCARD CK_RV kt_login_set_pin(struct kt_token *t, int which,
+                                    const unsigned char *old_pin,
+                                    CK_ULONG old_len,
+                                    const unsigned char *new_pin,
+                                    CK_ULONG new_len);
+KT_NODISCARD CK_RV kt_login_check_pin_len(CK_ULONG len);
+/* Derives the PIN keys and opens the wrapped master key (no lock held). */
+KT_NODISCARD CK_RV kt_pin_open(const struct kt_pin *p, const unsigned char *pin,
+                               CK_ULONG len, unsigned char mk[32]);
+KT_NODISCARD CK_RV kt_pin_make(struct kt_pin *p, const unsigned char *pin,
+                               CK_ULONG len, unsigned cost,
+                               const unsigned char mk[32]);
+/* With the master key loaded: check MACs and unseal (lock held for
+ * writing). */
+void kt_token_unseal_all(struct kt_token *t);
+void kt_token_reseal_all(struct kt_token *t);
+KT_NODISCARD CK_RV kt_object_unseal(struct kt_token *t, struct kt_object *o);
+
+/* ---- sessions (session.c) ------------------------------------------- */
+#include "mech.h"
+
+struct kt_find {
+    bool active;
+    CK_OBJECT_HANDLE *handles;
+    size_t n;
+    size_t pos;
+};
+
+struct kt_session {
+    CK_SESSION_HANDLE handle;
+    struct kt_token *token;
+    CK_SLOT_ID slot;
+    CK_FLAGS flags;
+    atomic_int refs;
+    /* Guards this session's operation state; only this session's own calls
+     * take it, so independent sessions never wait on each other. */
+    pthread_mutex_t lock;
+    struct kt_op ops[KT_OP_KIND_MAX];
+    struct kt_find find;
+};
+
+KT_NODISCARD CK_RV kt_session_ref(CK_SESSION_HANDLE h, struct kt_session **out);
+void kt_session_unref(struct kt_session *s);
+KT_NODISCARD CK_RV kt_session_open(CK_SLOT_ID slot, CK_FLAGS flags,
+                                   CK_SESSION_HANDLE *out);
+KT_NODISCARD CK_RV kt_session_close(CK_SESSION_HANDLE h);
+KT_NODISCARD CK_RV kt_session_close_all(CK_SLOT_ID slot);
+CK_STATE kt_session_state(const struct kt_session *s);
+bool kt_session_rw(const struct kt_session *s);
+void kt_session_reset_ops(struct kt_session *s);
+
+/* ---- object operations behind the C_* object functions (object.c) ---- */
+/* Completes (schema), generates (gen != NULL), checks and stores a new
+ * object for session s. */
+KT_NODISCARD CK_RV kt_object_create(struct kt_session *s, kt_attrs *attrs,
+                                    enum kt_create_how how,
+                                    const struct kt_mech *gen,
+                                    const CK_MECHANISM *mech,
+                                    CK_OBJECT_HANDLE *out);
+KT_NODISCARD CK_RV kt_object_get(struct kt_session *s, CK_OBJECT_HANDLE h,
+                                 CK_ATTRIBUTE *t, CK_ULONG n);
+KT_NODISCARD CK_RV kt_object_set(struct kt_session *s, CK_OBJECT_HANDLE h,
+                                 const CK_ATTRIBUTE *t, CK_ULONG n);
+KT_NODISCARD CK_RV kt_object_copy(struct kt_session *s, CK_OBJECT_HANDLE h,
+                                  const CK_ATTRIBUTE *t, CK_ULONG n,
+                                  CK_OBJECT_HANDLE *out);
+KT_NODISCARD CK_RV kt_object_destroy(struct kt_session *s, CK_OBJECT_HANDLE h);
+KT_NODISCARD CK_RV kt_object_size(struct kt_session *s, CK_OBJECT_HANDLE h,
+                                  CK_ULONG *size);
+KT_NODISCARD CK_RV kt_find_init(struct kt_session *s, const CK_ATTRIBUTE *t,
+                                CK_ULONG n);
+/* Snapshot of a key for an operation: usage is the attribute that must be
+ * CK_TRUE (CKA_ENCRYPT...), or 0. CKR_KEY_HANDLE_INVALID,
+ * CKR_KEY_FUNCTION_NOT_PERMITTED, CKR_USER_NOT_LOGGED_IN. */
+/* Caches a parsed key on the object (takes ownership of pkey, an EVP_PKEY
+ * *, unless the object already has one or is gone: then pkey is freed). */
+void kt_object_set_pkey(struct kt_token *t, CK_OBJECT_HANDLE h, void *pkey);
+KT_NODISCARD CK_RV kt_key_snapshot(struct kt_token *t, CK_OBJECT_HANDLE h,
+                                   CK_ATTRIBUTE_TYPE usage, struct kt_key *key);
+
+/* ---- session operation state (opstate.c) --------------------------- */
+KT_NODISCARD CK_RV kt_op_begin(struct kt_session *s, enum kt_op_kind kind,
+                               const CK_MECHANISM *mech, CK_OBJECT_HANDLE key);
+KT_NODISCARD CK_RV kt_op_oneshot(struct kt_session *s, enum kt_op_kind kind,
+                                 const unsigned char *in, CK_ULONG in_len,
+                                 unsigned char *out, CK_ULONG *out_len);
+KT_NODISCARD CK_RV kt_op_update(struct kt_session *s, enum kt_op_kind kind,
+                                const unsigned char *in, CK_ULONG in_len,
+                                unsigned char *out, CK_ULONG *out_len);
+KT_NODISCARD CK_RV kt_op_finish(struct kt_session *s, enum kt_op_kind kind,
+                                unsigned char *out, CK_ULONG *out_len);
+KT_NODISCARD CK_RV kt_op_verify_oneshot(struct kt_session *s,
+                                        const unsigned char *data, CK_ULONG len,
+                                        const unsigned char *sig,
+                                        CK_ULONG sig_len);
+KT_NODISCARD CK_RV kt_op_verify_finish(struct kt_session *s,
+                                       const unsigned char *sig,
+                                       CK_ULONG sig_len);
+/* Checks a key against a mechanism row (type, size, allowed mechanisms). */
+KT_NODISCARD CK_RV kt_op_check_key(const struct kt_mech *m,
+                                   const struct kt_key *key);
+KT_NODISCARD CK_RV kt_keys_wrap(struct kt_session *s, const CK_MECHANISM *mech,
+                                CK_OBJECT_HANDLE wrapping, CK_OBJECT_HANDLE key,
+                                unsigned char *out, CK_ULONG *out_len);
+KT_NODISCARD CK_RV kt_keys_unwrap(struct kt_session *s,
+                                  const CK_MECHANISM *mech,
+                                  CK_OBJECT_HANDLE unwrapping,
+                                  const unsigned char *wrapped, CK_ULONG len,
+                                  const CK_ATTRIBUTE *t, CK_ULONG n,
+                                  CK_OBJECT_HANDLE *out);
+KT_NODISCARD CK_RV kt_keys_generate(struct kt_session *s,
+                                    const CK_MECHANISM *mech,
+                                    const CK_ATTRIBUTE *t, CK_ULONG n,
+                                    CK_OBJECT_HANDLE *out);
+
+/* ---- the module (p11_general.c) ------------------------------------- */
+struct kt_slot {
+    CK_SLOT_ID id;
+    struct kt_token *token;
+};
+
+struct kt_module {
+    pthread_mutex_t lock; /* slot and session tables */
+    bool initialized;
+    pid_t pid;
+    struct kt_config cfg;
+    struct kt_slot *slots;
+    size_t n_slots;
+    CK_SLOT_ID next_free_id;
+    kt_hmap sessions;
+};
+extern struct kt_module kt_g;
+
+/* CKR_CRYPTOKI_NOT_INITIALIZED unless C_Initialize ran in this process. */
+CK_RV kt_check_init(void);
+/* Slot lookup and the token directory scan (token.c; kt_g.lock held). */
+struct kt_token *kt_slot_token(CK_SLOT_ID id);
+KT_NODISCARD CK_RV kt_slots_scan(void);
+void kt_slots_free(void);
+/* A new free slot after C_InitToken consumed the last one. */
+KT_NODISCARD CK_RV kt_slots_add_free(void);
+
+/* Trace of one entry point's result at debug level. */
+CK_RV kt_trace(const char *fn, CK_RV rv);
+
+#endif

@@ -1,0 +1,153 @@
+/* Login state, PINs and the retry counter (PKCS#11 v2.40 §5.6). The
+ * counters live in the store so they survive restarts and are shared with
+ * other processes. */
+#include "kt.h"
+
+#include <string.h>
+
+#include "ossl/ossl.h"
+#include "store/store.h"
+
+CK_RV kt_login_check_pin_len(CK_ULONG len)
+{
+    if (len < kt_g.cfg.pin_min_length || len > kt_g.cfg.pin_max_length)
+        return CKR_PIN_LEN_RANGE;
+    return CKR_OK;
+}
+
+static void set_failures(struct kt_token *t, int which, CK_ULONG n)
+{
+    pthread_mutex_lock(&t->dblock);
+    CK_RV rv = kt_store_set_failures(t->db, which, n);
+    pthread_mutex_unlock(&t->dblock);
+    if (rv != CKR_OK)
+        kt_log(KT_LOG_ERROR, "token %s: cannot record PIN failure count",
+               t->path);
+    pthread_rwlock_wrlock(&t->lock);
+    t->pins[which].failures = n;
+    pthread_rwlock_unlock(&t->lock);
+}
+
+/* Checks a PIN against a record, counting failures. The KDF runs with no
+ * lock held. */
+static CK_RV check_pin(struct kt_token *t, int which, const unsigned char *pin,
+                       CK_ULONG len, unsigned char mk[32])
+{
+    CK_RV rv = kt_token_sync(t); /* counters written by other processes */
+    if (rv != CKR_OK)
+        return rv;
+    pthread_rwlock_rdlock(&t->lock);
+    struct kt_pin p = t->pins[which];
+    pthread_rwlock_unlock(&t->lock);
+    if (!p.present) {
+        rv = CKR_USER_PIN_NOT_INITIALIZED;
+        goto out;
+    }
+    if (p.failures >= kt_g.cfg.pin_max_retries) {
+        rv = CKR_PIN_LOCKED;
+        goto out;
+    }
+    rv = kt_pin_open(&p, pin, len, mk);
+    if (rv == CKR_PIN_INCORRECT) {
+        set_failures(t, which, p.failures + 1);
+    } else if (rv == CKR_OK && p.failures > 0) {
+        set_failures(t, which, 0);
+    }
+out:
+    kt_wipe(&p, sizeof(p));
+    return rv;
+}
+
+CK_RV kt_login(struct kt_token *t, CK_USER_TYPE user, const unsigned char *pin,
+               CK_ULONG len)
+{
+    unsigned char mk[32];
+    int which = user == CKU_SO ? KT_PIN_SO : KT_PIN_USER;
+    CK_RV rv = check_pin(t, which, pin, len, mk);
+    if (rv != CKR_OK)
+        goto out;
+    pthread_rwlock_wrlock(&t->lock);
+    if (t->login != KT_NO_LOGIN) {
+        rv = t->login == user ? CKR_USER_ALREADY_LOGGED_IN
+                              : CKR_USER_ANOTHER_ALREADY_LOGGED_IN;
+    } else {
+        memcpy(t->mk, mk, sizeof(mk));
+        kt_seal_mac_key(t->mk, t->mac_key);
+        t->mk_loaded = true;
+        t->login = user;
+        /* Every object is authenticated before any logged-in use, and key
+         * material is unsealed once, here, not per operation. */
+        kt_token_unseal_all(t);
+    }
+    pthread_rwlock_unlock(&t->lock);
+out:
+    kt_wipe(mk, sizeof(mk));
+    return rv;
+}
+
+void kt_logout(struct kt_token *t)
+{
+    pthread_rwlock_wrlock(&t->lock);
+    t->login = KT_NO_LOGIN;
+    t->mk_loaded = false;
+    kt_wipe(t->mk, sizeof(t->mk));
+    kt_wipe(t->mac_key, sizeof(t->mac_key));
+    kt_token_reseal_all(t);
+    pthread_rwlock_unlock(&t->lock);
+}
+
+CK_RV kt_login_init_pin(struct kt_token *t, const unsigned char *pin,
+                        CK_ULONG len)
+{
+    unsigned char mk[32];
+    struct kt_pin p;
+    pthread_rwlock_rdlock(&t->lock);
+    bool loaded = t->mk_loaded;
+    memcpy(mk, t->mk, sizeof(mk));
+    pthread_rwlock_unlock(&t->lock);
+    CK_RV rv = loaded ? CKR_OK : CKR_USER_NOT_LOGGED_IN;
+    if (rv == CKR_OK)
+        rv = kt_pin_make(&p, pin, len, kt_g.cfg.pin_kdf_cost, mk);
+    if (rv == CKR_OK) {
+        pthread_mutex_lock(&t->dblock);
+        rv = kt_store_write_pin(t->db, KT_PIN_USER, &p);
+        pthread_mutex_unlock(&t->dblock);
+    }
+    if (rv == CKR_OK) {
+        pthread_rwlock_wrlock(&t->lock);
+        t->pins[KT_PIN_USER] = p;
+        pthread_rwlock_unlock(&t->lock);
+    }
+    kt_wipe(mk, sizeof(mk));
+    kt_wipe(&p, sizeof(p));
+    return rv;
+}
+
+CK_RV kt_login_set_pin(struct kt_token *t, int which,
+                       const unsigned char *old_pin, CK_ULONG old_len,
+                       const unsigned char *new_pin, CK_ULONG new_len)
+{
+    unsigned char mk[32];
+    struct kt_pin p;
+    memset(&p, 0, sizeof(p));
+    /* The master key is rewrapped under the new PIN; objects stay as they
+     * are (DESIGN.md §1). */
+    CK_RV rv = check_pin(t, which, old_pin, old_len, mk);
+    if (rv == CKR_OK)
+        rv = kt_login_check_pin_len(new_len);
+    if (rv == CKR_OK)
+        rv = kt_pin_make(&p, new_pin, new_len, kt_g.cfg.pin_kdf_cost, mk);
+    if (rv == CKR_OK) {
+        pthread_mutex_lock(&t->dblock);
+        rv = kt_store_write_pin(t->db, which, &p);
+        pthread_mutex_unlock(&t->dblock);
+    }
+    if (rv == CKR_OK) {
+        pthread_rwlock_wrlock(&t->lock);
+        t->pins[which] = p;
+        pthread_rwlock_unlock(&t->lock);
+    }
+    kt_wipe(mk, sizeof(mk));
+    kt_wipe(&p, sizeof(p));
+    return rv;
+}

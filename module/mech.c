@@ -1,0 +1,199 @@
+/* The mechanism table: C_GetMechanismList/Info are answered from it, and
+ * every C_*Init looks its mechanism up here. */
+#include "kt.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "ossl/ossl.h"
+
+#define AES_KEYS {CKK_AES}, 1
+#define HMAC_KEYS                                                              \
+    {CKK_GENERIC_SECRET, CKK_SHA256_HMAC, CKK_SHA384_HMAC, CKK_SHA512_HMAC}, 4
+#define NO_KEYS {0}, 0
+#define CRYPT   (CKF_ENCRYPT | CKF_DECRYPT)
+#define WRAPS   (CKF_WRAP | CKF_UNWRAP)
+
+static const struct kt_mech mechs[] = {
+    {CKM_AES_KEY_GEN,
+     "CKM_AES_KEY_GEN",
+     {16, 32, CKF_GENERATE},
+     AES_KEYS,
+     NULL,
+     kt_gen_secret},
+    {CKM_GENERIC_SECRET_KEY_GEN,
+     "CKM_GENERIC_SECRET_KEY_GEN",
+     {8, 4096, CKF_GENERATE},
+     {CKK_GENERIC_SECRET},
+     1,
+     NULL,
+     kt_gen_secret},
+    {CKM_AES_ECB, "CKM_AES_ECB", {16, 32, CRYPT}, AES_KEYS, &kt_ops_aes, NULL},
+    {CKM_AES_CBC, "CKM_AES_CBC", {16, 32, CRYPT}, AES_KEYS, &kt_ops_aes, NULL},
+    {CKM_AES_CBC_PAD,
+     "CKM_AES_CBC_PAD",
+     {16, 32, CRYPT | WRAPS},
+     AES_KEYS,
+     &kt_ops_aes,
+     NULL},
+    {CKM_AES_GCM,
+     "CKM_AES_GCM",
+     {16, 32, CRYPT | WRAPS},
+     AES_KEYS,
+     &kt_ops_aes,
+     NULL},
+    {CKM_AES_KEY_WRAP,
+     "CKM_AES_KEY_WRAP",
+     {16, 32, CRYPT | WRAPS},
+     AES_KEYS,
+     &kt_ops_aes,
+     NULL},
+    {CKM_AES_KEY_WRAP_PAD,
+     "CKM_AES_KEY_WRAP_PAD",
+     {16, 32, CRYPT | WRAPS},
+     AES_KEYS,
+     &kt_ops_aes,
+     NULL},
+    {CKM_AES_KEY_WRAP_KWP,
+     "CKM_AES_KEY_WRAP_KWP",
+     {16, 32, CRYPT | WRAPS},
+     AES_KEYS,
+     &kt_ops_aes,
+     NULL},
+    {CKM_SHA256,
+     "CKM_SHA256",
+     {0, 0, CKF_DIGEST},
+     NO_KEYS,
+     &kt_ops_digest,
+     NULL},
+    {CKM_SHA384,
+     "CKM_SHA384",
+     {0, 0, CKF_DIGEST},
+     NO_KEYS,
+     &kt_ops_digest,
+     NULL},
+    {CKM_SHA512,
+     "CKM_SHA512",
+     {0, 0, CKF_DIGEST},
+     NO_KEYS,
+     &kt_ops_digest,
+     NULL},
+    {CKM_SHA256_HMAC,
+     "CKM_SHA256_HMAC",
+     {1, 512, CKF_SIGN | CKF_VERIFY},
+     HMAC_KEYS,
+     &kt_ops_hmac,
+     NULL},
+    {CKM_SHA384_HMAC,
+     "CKM_SHA384_HMAC",
+     {1, 512, CKF_SIGN | CKF_VERIFY},
+     HMAC_KEYS,
+     &kt_ops_hmac,
+     NULL},
+    {CKM_SHA512_HMAC,
+     "CKM_SHA512_HMAC",
+     {1, 512, CKF_SIGN | CKF_VERIFY},
+     HMAC_KEYS,
+     &kt_ops_hmac,
+     NULL},
+};
+
+const struct kt_mech *kt_mech_find(CK_MECHANISM_TYPE type)
+{
+    for (size_t i = 0; i < sizeof(mechs) / sizeof(mechs[0]); i++)
+        if (mechs[i].type == type)
+            return &mechs[i];
+    return NULL;
+}
+
+size_t kt_mech_count(void)
+{
+    return sizeof(mechs) / sizeof(mechs[0]);
+}
+
+const struct kt_mech *kt_mech_at(size_t i)
+{
+    return i < kt_mech_count() ? &mechs[i] : NULL;
+}
+
+bool kt_mech_key_type_ok(const struct kt_mech *m, CK_KEY_TYPE kt)
+{
+    for (size_t i = 0; i < m->n_key_types; i++)
+        if (m->key_types[i] == kt)
+            return true;
+    return false;
+}
+
+void kt_key_clear(struct kt_key *k)
+{
+    kt_ossl_pkey_free(k->pkey);
+    k->pkey = NULL;
+    kt_attrs_clear(&k->attrs);
+    k->value = NULL;
+    k->value_len = 0;
+}
+
+void kt_op_release(struct kt_op *op)
+{
+    if (op->mech != NULL && op->mech->ops != NULL &&
+        op->mech->ops->free != NULL)
+        op->mech->ops->free(op);
+    kt_free_secret(op->stash, op->stash_len);
+    memset(op, 0, sizeof(*op));
+}
+
+CK_RV kt_out_check(unsigned char *out, CK_ULONG *out_len, size_t need,
+                   bool *done)
+{
+    *done = true;
+    if (out == NULL) {
+        *out_len = need;
+        return CKR_OK;
+    }
+    if (*out_len < need) {
+        *out_len = need;
+        return CKR_BUFFER_TOO_SMALL;
+    }
+    *done = false;
+    return CKR_OK;
+}
+
+CK_RV kt_op_final(struct kt_op *op, unsigned char *out, CK_ULONG *out_len)
+{
+    if (!op->stashed) {
+        if (out == NULL) {
+            *out_len = op->mech->ops->final_len(op);
+            return CKR_OK;
+        }
+        CK_RV rv = op->mech->ops->final(op, &op->stash, &op->stash_len);
+        if (rv != CKR_OK)
+            return rv;
+        op->stashed = true;
+    }
+    bool done = false;
+    CK_RV rv = kt_out_check(out, out_len, op->stash_len, &done);
+    if (done)
+        return rv;
+    if (op->stash_len > 0)
+        memcpy(out, op->stash, op->stash_len);
+    *out_len = op->stash_len;
+    return CKR_OK;
+}
+
+CK_RV kt_gen_secret(const CK_MECHANISM *m, kt_attrs *key)
+{
+    CK_ULONG len = 0;
+    CK_RV rv = kt_attrs_get_ulong(key, CKA_VALUE_LEN, &len);
+    if (rv != CKR_OK)
+        return rv;
+    if (m->mechanism == CKM_AES_KEY_GEN && len != 16 && len != 24 && len != 32)
+        return CKR_ATTRIBUTE_VALUE_INVALID;
+    if (len < 1 || len > 512)
+        return CKR_ATTRIBUTE_VALUE_INVALID;
+    unsigned char buf[512];
+    rv = kt_ossl_random(buf, len);
+    if (rv == CKR_OK)
+        rv = kt_attrs_set(key, CKA_VALUE, buf, len);
+    kt_wipe(buf, sizeof(buf));
+    return rv;
+}

@@ -1,0 +1,389 @@
+#include "kt.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "ossl/ossl.h"
+
+void kt_object_free(struct kt_object *o)
+{
+    if (o == NULL)
+        return;
+    kt_attrs_clear(&o->attrs);
+    kt_ossl_pkey_free(o->pkey);
+    free(o->blob);
+    free(o);
+}
+
+void kt_object_set_pkey(struct kt_token *t, CK_OBJECT_HANDLE h, void *pkey)
+{
+    pthread_rwlock_wrlock(&t->lock);
+    struct kt_object *o = kt_hmap_get(&t->objects, h);
+    if (o != NULL && o->pkey == NULL && o->unsealed) {
+        o->pkey = pkey;
+        pkey = NULL;
+    }
+    pthread_rwlock_unlock(&t->lock);
+    kt_ossl_pkey_free(pkey);
+}
+
+CK_RV kt_object_new(const kt_attrs *attrs, struct kt_object **out)
+{
+    struct kt_object *o = calloc(1, sizeof(*o));
+    if (o == NULL)
+        return CKR_HOST_MEMORY;
+    kt_attrs_init(&o->attrs);
+    CK_RV rv = kt_attrs_copy(&o->attrs, attrs);
+    if (rv == CKR_OK)
+        rv = kt_attrs_get_ulong(&o->attrs, CKA_CLASS, &o->cls);
+    if (rv != CKR_OK) {
+        kt_object_free(o);
+        return rv == CKR_TEMPLATE_INCOMPLETE ? CKR_GENERAL_ERROR : rv;
+    }
+    if (kt_attrs_get_ulong(&o->attrs, CKA_KEY_TYPE, &o->key_type) != CKR_OK)
+        o->key_type = CK_UNAVAILABLE_INFORMATION;
+    o->token = kt_attrs_get_bool(&o->attrs, CKA_TOKEN, false);
+    o->private_ = kt_attrs_get_bool(&o->attrs, CKA_PRIVATE, false);
+    o->verified = true;
+    o->unsealed = true;
+    *out = o;
+    return CKR_OK;
+}
+
+/* ---- object operations ------------------------------------------------- */
+
+static bool is_so(const struct kt_token *t)
+{
+    return t->login == CKU_SO;
+}
+
+CK_RV kt_object_create(struct kt_session *s, kt_attrs *attrs,
+                       enum kt_create_how how, const struct kt_mech *gen,
+                       const CK_MECHANISM *mech, CK_OBJECT_HANDLE *out)
+{
+    struct kt_token *t = s->token;
+    struct kt_object *o = NULL;
+    CK_RV rv = kt_schema_create(
+        attrs, how, mech != NULL ? mech->mechanism : CK_UNAVAILABLE_INFORMATION,
+        is_so(t));
+    if (rv != CKR_OK)
+        return rv;
+    bool token = kt_attrs_get_bool(attrs, CKA_TOKEN, false);
+    bool priv = kt_attrs_get_bool(attrs, CKA_PRIVATE, false);
+    if (token && !kt_session_rw(s))
+        return CKR_SESSION_READ_ONLY;
+    if (priv && t->login != CKU_USER)
+        return CKR_USER_NOT_LOGGED_IN;
+    /* Token objects are sealed and MACed under the master key, which only
+     * a login provides. */
+    if (token && !t->mk_loaded)
+        return CKR_USER_NOT_LOGGED_IN;
+    if (gen != NULL) {
+        rv = gen->generate(mech, attrs);
+        if (rv != CKR_OK)
+            return rv;
+    }
+    CK_OBJECT_CLASS cls = 0;
+    CK_KEY_TYPE kt = CK_UNAVAILABLE_INFORMATION;
+    rv = kt_attrs_get_ulong(attrs, CKA_CLASS, &cls);
+    if (rv != CKR_OK)
+        return rv;
+    if (kt_attrs_get_ulong(attrs, CKA_KEY_TYPE, &kt) != CKR_OK)
+        kt = CK_UNAVAILABLE_INFORMATION;
+    rv = kt_schema_check_value(cls, kt, attrs);
+    if (rv != CKR_OK)
+        return rv;
+    if (cls == CKO_SECRET_KEY) {
+        const CK_ATTRIBUTE *v = kt_attrs_find(attrs, CKA_VALUE);
+        rv = kt_attrs_set_ulong(attrs, CKA_VALUE_LEN, v->ulValueLen);
+        if (rv != CKR_OK)
+            return rv;
+    }
+    rv = kt_object_new(attrs, &o);
+    if (rv != CKR_OK)
+        return rv;
+    o->session = token ? 0 : s->handle;
+    return kt_token_add_object(t, o, out);
+}
+
+static bool object_sensitive(const struct kt_object *o)
+{
+    if (o->cls != CKO_SECRET_KEY && o->cls != CKO_PRIVATE_KEY)
+        return false;
+    return kt_attrs_get_bool(&o->attrs, CKA_SENSITIVE, true) ||
+           !kt_attrs_get_bool(&o->attrs, CKA_EXTRACTABLE, false);
+}
+
+CK_RV kt_object_get(struct kt_session *s, CK_OBJECT_HANDLE h, CK_ATTRIBUTE *t,
+                    CK_ULONG n)
+{
+    struct kt_token *tok = s->token;
+    CK_RV rv = kt_token_sync(tok);
+    if (rv != CKR_OK)
+        return rv;
+    pthread_rwlock_rdlock(&tok->lock);
+    struct kt_object *o = kt_token_object(tok, h);
+    if (o == NULL) {
+        rv = CKR_OBJECT_HANDLE_INVALID;
+        goto out;
+    }
+    bool sensitive = object_sensitive(o);
+    /* PKCS#11 v2.40 §5.7: every attribute is processed; each failing one
+     * gets CK_UNAVAILABLE_INFORMATION and the call reports an error. */
+    for (CK_ULONG i = 0; i < n; i++) {
+        CK_RV r = CKR_OK;
+        const CK_ATTRIBUTE *at = kt_attrs_find(&o->attrs, t[i].type);
+        if (at == NULL) {
+            r = CKR_ATTRIBUTE_TYPE_INVALID;
+        } else if (kt_schema_secret(o->cls, t[i].type) &&
+                   (sensitive || !o->unsealed)) {
+            r = CKR_ATTRIBUTE_SENSITIVE;
+        } else {
+            r = kt_attr_export(at, &t[i]);
+        }
+        if (r != CKR_OK) {
+            if (r != CKR_BUFFER_TOO_SMALL)
+                t[i].ulValueLen = CK_UNAVAILABLE_INFORMATION;
+            if (rv == CKR_OK)
+                rv = r;
+        }
+    }
+out:
+    pthread_rwlock_unlock(&tok->lock);
+    return rv;
+}
+
+/* Copies the attributes of a visible object. */
+static CK_RV object_snapshot(struct kt_token *t, CK_OBJECT_HANDLE h,
+                             kt_attrs *out, struct kt_object *meta)
+{
+    CK_RV rv = CKR_OK;
+    pthread_rwlock_rdlock(&t->lock);
+    struct kt_object *o = kt_token_object(t, h);
+    if (o == NULL)
+        rv = CKR_OBJECT_HANDLE_INVALID;
+    else if (o->token && !o->unsealed)
+        rv = CKR_USER_NOT_LOGGED_IN;
+    if (rv == CKR_OK)
+        rv = kt_attrs_copy(out, &o->attrs);
+    if (rv == CKR_OK && meta != NULL) {
+        *meta = *o;
+        kt_attrs_init(&meta->attrs);
+        meta->blob = NULL;
+    }
+    pthread_rwlock_unlock(&t->lock);
+    return rv;
+}
+
+static CK_RV apply_changes(struct kt_token *tok, kt_attrs *cur,
+                           const CK_ATTRIBUTE *t, CK_ULONG n, bool copying)
+{
+    kt_attrs ch;
+    kt_attrs_init(&ch);
+    CK_RV rv = kt_attrs_from_template(&ch, t, n);
+    for (size_t i = 0; rv == CKR_OK && i < ch.n; i++) {
+        rv = kt_schema_modify(cur, &ch.v[i], copying, is_so(tok));
+        if (rv == CKR_OK)
+            rv = kt_attrs_set(cur, ch.v[i].type, ch.v[i].pValue,
+                              ch.v[i].ulValueLen);
+    }
+    kt_attrs_clear(&ch);
+    return rv;
+}
+
+CK_RV kt_object_set(struct kt_session *s, CK_OBJECT_HANDLE h,
+                    const CK_ATTRIBUTE *t, CK_ULONG n)
+{
+    struct kt_token *tok = s->token;
+    struct kt_object meta;
+    kt_attrs cur;
+    kt_attrs_init(&cur);
+    CK_RV rv = kt_token_sync(tok);
+    if (rv == CKR_OK)
+        rv = object_snapshot(tok, h, &cur, &meta);
+    if (rv != CKR_OK)
+        goto out;
+    if (meta.token && !kt_session_rw(s)) {
+        rv = CKR_SESSION_READ_ONLY;
+        goto out;
+    }
+    if (!kt_attrs_get_bool(&cur, CKA_MODIFIABLE, true)) {
+        rv = CKR_ACTION_PROHIBITED;
+        goto out;
+    }
+    rv = apply_changes(tok, &cur, t, n, false);
+    if (rv == CKR_OK)
+        rv = kt_token_update_object(tok, h, &cur);
+out:
+    kt_attrs_clear(&cur);
+    return rv;
+}
+
+CK_RV kt_object_copy(struct kt_session *s, CK_OBJECT_HANDLE h,
+                     const CK_ATTRIBUTE *t, CK_ULONG n, CK_OBJECT_HANDLE *out)
+{
+    struct kt_token *tok = s->token;
+    struct kt_object *o = NULL;
+    kt_attrs cur;
+    kt_attrs_init(&cur);
+    CK_RV rv = kt_token_sync(tok);
+    if (rv == CKR_OK)
+        rv = object_snapshot(tok, h, &cur, NULL);
+    if (rv != CKR_OK)
+        goto out;
+    if (!kt_attrs_get_bool(&cur, CKA_COPYABLE, true)) {
+        rv = CKR_ACTION_PROHIBITED;
+        goto out;
+    }
+    rv = apply_changes(tok, &cur, t, n, true);
+    if (rv != CKR_OK)
+        goto out;
+    bool token = kt_attrs_get_bool(&cur, CKA_TOKEN, false);
+    bool priv = kt_attrs_get_bool(&cur, CKA_PRIVATE, false);
+    if (token && !kt_session_rw(s))
+        rv = CKR_SESSION_READ_ONLY;
+    else if ((priv && tok->login != CKU_USER) || (token && !tok->mk_loaded))
+        rv = CKR_USER_NOT_LOGGED_IN;
+    if (rv == CKR_OK)
+        rv = kt_object_new(&cur, &o);
+    if (rv == CKR_OK) {
+        o->session = token ? 0 : s->handle;
+        rv = kt_token_add_object(tok, o, out);
+    }
+out:
+    kt_attrs_clear(&cur);
+    return rv;
+}
+
+CK_RV kt_object_destroy(struct kt_session *s, CK_OBJECT_HANDLE h)
+{
+    struct kt_token *tok = s->token;
+    CK_RV rv = kt_token_sync(tok);
+    if (rv != CKR_OK)
+        return rv;
+    pthread_rwlock_rdlock(&tok->lock);
+    struct kt_object *o = kt_token_object(tok, h);
+    if (o == NULL)
+        rv = CKR_OBJECT_HANDLE_INVALID;
+    else if (o->token && !kt_session_rw(s))
+        rv = CKR_SESSION_READ_ONLY;
+    else if (!kt_attrs_get_bool(&o->attrs, CKA_DESTROYABLE, true))
+        rv = CKR_ACTION_PROHIBITED;
+    pthread_rwlock_unlock(&tok->lock);
+    if (rv != CKR_OK)
+        return rv;
+    return kt_token_destroy_object(tok, h);
+}
+
+CK_RV kt_object_size(struct kt_session *s, CK_OBJECT_HANDLE h, CK_ULONG *size)
+{
+    struct kt_token *tok = s->token;
+    CK_RV rv = CKR_OK;
+    pthread_rwlock_rdlock(&tok->lock);
+    struct kt_object *o = kt_token_object(tok, h);
+    if (o == NULL) {
+        rv = CKR_OBJECT_HANDLE_INVALID;
+    } else {
+        CK_ULONG sz = 4;
+        for (size_t i = 0; i < o->attrs.n; i++)
+            sz += 12 + o->attrs.v[i].ulValueLen;
+        *size = sz;
+    }
+    pthread_rwlock_unlock(&tok->lock);
+    return rv;
+}
+
+static int handle_cmp(const void *a, const void *b)
+{
+    CK_OBJECT_HANDLE x = *(const CK_OBJECT_HANDLE *)a;
+    CK_OBJECT_HANDLE y = *(const CK_OBJECT_HANDLE *)b;
+    return x < y ? -1 : x > y;
+}
+
+static bool find_match(const struct kt_object *o, const kt_attrs *tmpl)
+{
+    bool sensitive = object_sensitive(o) || !o->unsealed;
+    for (size_t i = 0; i < tmpl->n; i++) {
+        /* Secret values never serve as a search oracle. */
+        if (sensitive && kt_schema_secret(o->cls, tmpl->v[i].type))
+            return false;
+        const CK_ATTRIBUTE *have = kt_attrs_find(&o->attrs, tmpl->v[i].type);
+        if (have == NULL || !kt_attr_equal(have, &tmpl->v[i]))
+            return false;
+    }
+    return true;
+}
+
+CK_RV kt_find_init(struct kt_session *s, const CK_ATTRIBUTE *t, CK_ULONG n)
+{
+    struct kt_token *tok = s->token;
+    kt_attrs tmpl;
+    kt_attrs_init(&tmpl);
+    CK_RV rv = kt_attrs_from_template(&tmpl, t, n);
+    if (rv != CKR_OK)
+        return rv;
+    rv = kt_token_sync(tok);
+    if (rv != CKR_OK)
+        goto out;
+    pthread_rwlock_rdlock(&tok->lock);
+    size_t cap = tok->objects.n + 1, k = 0;
+    CK_OBJECT_HANDLE *hs = malloc(cap * sizeof(*hs));
+    if (hs == NULL) {
+        pthread_rwlock_unlock(&tok->lock);
+        rv = CKR_HOST_MEMORY;
+        goto out;
+    }
+    void *v;
+    for (size_t i = 0; kt_hmap_iter(&tok->objects, &i, NULL, &v);) {
+        const struct kt_object *o = v;
+        if (kt_token_visible(tok, o) && find_match(o, &tmpl))
+            hs[k++] = o->handle;
+    }
+    pthread_rwlock_unlock(&tok->lock);
+    qsort(hs, k, sizeof(*hs), handle_cmp);
+    free(s->find.handles);
+    s->find.handles = hs;
+    s->find.n = k;
+    s->find.pos = 0;
+    s->find.active = true;
+out:
+    kt_attrs_clear(&tmpl);
+    return rv;
+}
+
+CK_RV kt_key_snapshot(struct kt_token *t, CK_OBJECT_HANDLE h,
+                      CK_ATTRIBUTE_TYPE usage, struct kt_key *key)
+{
+    CK_RV rv = CKR_OK;
+    memset(key, 0, sizeof(*key));
+    kt_attrs_init(&key->attrs);
+    pthread_rwlock_rdlock(&t->lock);
+    struct kt_object *o = kt_token_object(t, h);
+    if (o == NULL || (o->cls != CKO_SECRET_KEY && o->cls != CKO_PUBLIC_KEY &&
+                      o->cls != CKO_PRIVATE_KEY))
+        rv = CKR_KEY_HANDLE_INVALID;
+    else if (usage != 0 && !kt_attrs_get_bool(&o->attrs, usage, false))
+        rv = CKR_KEY_FUNCTION_NOT_PERMITTED;
+    else if (o->token && !o->unsealed)
+        rv = CKR_USER_NOT_LOGGED_IN;
+    if (rv == CKR_OK)
+        rv = kt_attrs_copy(&key->attrs, &o->attrs);
+    if (rv == CKR_OK) {
+        key->token = t;
+        key->handle = h;
+        key->cls = o->cls;
+        key->type = o->key_type;
+        key->pkey = kt_ossl_pkey_ref(o->pkey);
+    }
+    pthread_rwlock_unlock(&t->lock);
+    if (rv != CKR_OK) {
+        kt_key_clear(key);
+        return rv;
+    }
+    const CK_ATTRIBUTE *v = kt_attrs_find(&key->attrs, CKA_VALUE);
+    if (v != NULL) {
+        key->value = v->pValue;
+        key->value_len = v->ulValueLen;
+    }
+    return CKR_OK;
+}

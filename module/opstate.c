@@ -1,0 +1,171 @@
+/* Session operation state: one operation per kind per session, started by
+ * C_*Init, ended per PKCS#11 v2.40 §5.2 (every result but
+ * CKR_BUFFER_TOO_SMALL and a successful length query ends it). */
+#include "kt.h"
+
+#include <string.h>
+
+static const CK_FLAGS kind_flag[KT_OP_KIND_MAX] = {
+    CKF_ENCRYPT, CKF_DECRYPT, CKF_SIGN, CKF_VERIFY, CKF_DIGEST,
+};
+static const CK_ATTRIBUTE_TYPE kind_usage[KT_OP_KIND_MAX] = {
+    CKA_ENCRYPT, CKA_DECRYPT, CKA_SIGN, CKA_VERIFY, 0,
+};
+
+CK_RV kt_op_check_key(const struct kt_mech *m, const struct kt_key *key)
+{
+    if (!kt_mech_key_type_ok(m, key->type))
+        return CKR_KEY_TYPE_INCONSISTENT;
+    if (key->cls == CKO_SECRET_KEY && key->value != NULL &&
+        m->info.ulMaxKeySize > 0 &&
+        (key->value_len < m->info.ulMinKeySize ||
+         key->value_len > m->info.ulMaxKeySize))
+        return CKR_KEY_SIZE_RANGE;
+    const CK_ATTRIBUTE *am = kt_attrs_find(&key->attrs, CKA_ALLOWED_MECHANISMS);
+    if (am != NULL) {
+        const CK_MECHANISM_TYPE *list = am->pValue;
+        size_t n = am->ulValueLen / sizeof(CK_MECHANISM_TYPE);
+        bool ok = false;
+        for (size_t i = 0; i < n && !ok; i++) {
+            CK_MECHANISM_TYPE x;
+            memcpy(&x, &list[i], sizeof(x));
+            ok = x == m->type;
+        }
+        if (!ok)
+            return CKR_MECHANISM_INVALID;
+    }
+    return CKR_OK;
+}
+
+CK_RV kt_op_begin(struct kt_session *s, enum kt_op_kind kind,
+                  const CK_MECHANISM *mech, CK_OBJECT_HANDLE key)
+{
+    struct kt_key k;
+    CK_RV rv = CKR_OK;
+    memset(&k, 0, sizeof(k));
+    const struct kt_mech *m = kt_mech_find(mech->mechanism);
+    if (m == NULL || m->ops == NULL || !(m->info.flags & kind_flag[kind]))
+        return CKR_MECHANISM_INVALID;
+    pthread_mutex_lock(&s->lock);
+    struct kt_op *op = &s->ops[kind];
+    if (op->active) {
+        rv = CKR_OPERATION_ACTIVE;
+        goto out;
+    }
+    if (kind != KT_OP_DIGEST) {
+        rv = kt_key_snapshot(s->token, key, kind_usage[kind], &k);
+        if (rv == CKR_OK)
+            rv = kt_op_check_key(m, &k);
+        if (rv != CKR_OK)
+            goto out;
+    }
+    memset(op, 0, sizeof(*op));
+    op->mech = m;
+    op->kind = kind;
+    op->key = key;
+    rv = m->ops->init(op, mech, &k);
+    if (rv == CKR_OK)
+        op->active = true;
+    else
+        memset(op, 0, sizeof(*op));
+out:
+    pthread_mutex_unlock(&s->lock);
+    kt_key_clear(&k);
+    return rv;
+}
+
+static bool op_continues(CK_RV rv, const unsigned char *out)
+{
+    return rv == CKR_BUFFER_TOO_SMALL || (rv == CKR_OK && out == NULL);
+}
+
+CK_RV kt_op_oneshot(struct kt_session *s, enum kt_op_kind kind,
+                    const unsigned char *in, CK_ULONG in_len,
+                    unsigned char *out, CK_ULONG *out_len)
+{
+    CK_RV rv;
+    pthread_mutex_lock(&s->lock);
+    struct kt_op *op = &s->ops[kind];
+    if (!op->active) {
+        rv = CKR_OPERATION_NOT_INITIALIZED;
+    } else if (op->multi) {
+        rv = CKR_OPERATION_ACTIVE;
+    } else {
+        rv = op->mech->ops->oneshot(op, in, in_len, out, out_len);
+        if (!op_continues(rv, out))
+            kt_op_release(op);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return rv;
+}
+
+CK_RV kt_op_update(struct kt_session *s, enum kt_op_kind kind,
+                   const unsigned char *in, CK_ULONG in_len, unsigned char *out,
+                   CK_ULONG *out_len)
+{
+    CK_RV rv;
+    pthread_mutex_lock(&s->lock);
+    struct kt_op *op = &s->ops[kind];
+    if (!op->active) {
+        rv = CKR_OPERATION_NOT_INITIALIZED;
+    } else {
+        op->multi = true;
+        rv = op->mech->ops->update(op, in, in_len, out, out_len);
+        if (rv != CKR_OK && rv != CKR_BUFFER_TOO_SMALL)
+            kt_op_release(op);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return rv;
+}
+
+CK_RV kt_op_finish(struct kt_session *s, enum kt_op_kind kind,
+                   unsigned char *out, CK_ULONG *out_len)
+{
+    CK_RV rv;
+    pthread_mutex_lock(&s->lock);
+    struct kt_op *op = &s->ops[kind];
+    if (!op->active) {
+        rv = CKR_OPERATION_NOT_INITIALIZED;
+    } else {
+        rv = kt_op_final(op, out, out_len);
+        if (!op_continues(rv, out))
+            kt_op_release(op);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return rv;
+}
+
+CK_RV kt_op_verify_oneshot(struct kt_session *s, const unsigned char *data,
+                           CK_ULONG len, const unsigned char *sig,
+                           CK_ULONG sig_len)
+{
+    CK_RV rv;
+    pthread_mutex_lock(&s->lock);
+    struct kt_op *op = &s->ops[KT_OP_VERIFY];
+    if (!op->active) {
+        rv = CKR_OPERATION_NOT_INITIALIZED;
+    } else if (op->multi) {
+        rv = CKR_OPERATION_ACTIVE;
+    } else {
+        rv = op->mech->ops->verify(op, data, len, sig, sig_len);
+        kt_op_release(op);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return rv;
+}
+
+CK_RV kt_op_verify_finish(struct kt_session *s, const unsigned char *sig,
+                          CK_ULONG sig_len)
+{
+    CK_RV rv;
+    pthread_mutex_lock(&s->lock);
+    struct kt_op *op = &s->ops[KT_OP_VERIFY];
+    if (!op->active) {
+        rv = CKR_OPERATION_NOT_INITIALIZED;
+    } else {
+        rv = op->mech->ops->verify_final(op, sig, sig_len);
+        kt_op_release(op);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return rv;
+}

@@ -1,0 +1,400 @@
+#include "ossl.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/kdf.h>
+#include <openssl/params.h>
+#include <openssl/rand.h>
+
+/* Algorithms fetched once at C_Initialize: fetching per call costs more than
+ * the AES work of a key wrap. */
+static EVP_CIPHER *ciphers[5][3];
+static EVP_MD *mds[3];
+static EVP_MAC *hmac_alg;
+static EVP_KDF *scrypt_alg;
+
+static const char *const cipher_names[5][3] = {
+    {"AES-128-ECB", "AES-192-ECB", "AES-256-ECB"},
+    {"AES-128-CBC", "AES-192-CBC", "AES-256-CBC"},
+    {"AES-128-GCM", "AES-192-GCM", "AES-256-GCM"},
+    {"AES-128-WRAP", "AES-192-WRAP", "AES-256-WRAP"},
+    {"AES-128-WRAP-PAD", "AES-192-WRAP-PAD", "AES-256-WRAP-PAD"},
+};
+static const char *const md_names[3] = {"SHA256", "SHA384", "SHA512"};
+
+CK_RV kt_ossl_init(void)
+{
+    for (int m = 0; m < 5; m++)
+        for (int k = 0; k < 3; k++)
+            if (ciphers[m][k] == NULL &&
+                (ciphers[m][k] =
+                     EVP_CIPHER_fetch(NULL, cipher_names[m][k], NULL)) == NULL)
+                return CKR_GENERAL_ERROR;
+    for (int i = 0; i < 3; i++)
+        if (mds[i] == NULL &&
+            (mds[i] = EVP_MD_fetch(NULL, md_names[i], NULL)) == NULL)
+            return CKR_GENERAL_ERROR;
+    if (hmac_alg == NULL &&
+        (hmac_alg = EVP_MAC_fetch(NULL, OSSL_MAC_NAME_HMAC, NULL)) == NULL)
+        return CKR_GENERAL_ERROR;
+    if (scrypt_alg == NULL &&
+        (scrypt_alg = EVP_KDF_fetch(NULL, OSSL_KDF_NAME_SCRYPT, NULL)) == NULL)
+        return CKR_GENERAL_ERROR;
+    return CKR_OK;
+}
+
+void kt_ossl_fini(void)
+{
+    for (int m = 0; m < 5; m++)
+        for (int k = 0; k < 3; k++) {
+            EVP_CIPHER_free(ciphers[m][k]);
+            ciphers[m][k] = NULL;
+        }
+    for (int i = 0; i < 3; i++) {
+        EVP_MD_free(mds[i]);
+        mds[i] = NULL;
+    }
+    EVP_MAC_free(hmac_alg);
+    hmac_alg = NULL;
+    EVP_KDF_free(scrypt_alg);
+    scrypt_alg = NULL;
+}
+
+CK_RV kt_ossl_random(unsigned char *buf, size_t len)
+{
+    if (len == 0)
+        return CKR_OK;
+    if (len > INT32_MAX || RAND_bytes(buf, (int)len) != 1)
+        return CKR_FUNCTION_FAILED;
+    return CKR_OK;
+}
+
+void kt_ossl_seed(const unsigned char *buf, size_t len)
+{
+    if (len > 0 && len <= INT32_MAX)
+        RAND_seed(buf, (int)len);
+}
+
+void kt_ossl_cleanse(void *p, size_t len)
+{
+    if (p != NULL && len > 0)
+        OPENSSL_cleanse(p, len);
+}
+
+int kt_ossl_memcmp(const void *a, const void *b, size_t len)
+{
+    return CRYPTO_memcmp(a, b, len);
+}
+
+/* ---- ciphers -------------------------------------------------------- */
+
+struct kt_cipher {
+    EVP_CIPHER_CTX *ctx;
+    enum kt_cipher_mode mode;
+    bool encrypt;
+};
+
+CK_RV kt_ossl_cipher_new(kt_cipher **out, enum kt_cipher_mode mode,
+                         const unsigned char *key, size_t key_len,
+                         const unsigned char *iv, size_t iv_len, bool encrypt,
+                         bool pad)
+{
+    int k = key_len == 16 ? 0 : key_len == 24 ? 1 : key_len == 32 ? 2 : -1;
+    if (k < 0)
+        return CKR_KEY_SIZE_RANGE;
+    kt_cipher *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return CKR_HOST_MEMORY;
+    c->mode = mode;
+    c->encrypt = encrypt;
+    c->ctx = EVP_CIPHER_CTX_new();
+    if (c->ctx == NULL)
+        goto fail;
+    EVP_CIPHER_CTX_set_flags(c->ctx, EVP_CIPHER_CTX_FLAG_WRAP_ALLOW);
+    if (EVP_CipherInit_ex2(c->ctx, ciphers[mode][k], NULL, NULL,
+                           encrypt ? 1 : 0, NULL) != 1)
+        goto fail;
+    if (mode == KT_AES_GCM) {
+        OSSL_PARAM p[2] = {
+            OSSL_PARAM_construct_size_t(OSSL_CIPHER_PARAM_AEAD_IVLEN, &iv_len),
+            OSSL_PARAM_construct_end()};
+        if (EVP_CIPHER_CTX_set_params(c->ctx, p) != 1)
+            goto fail;
+    } else if (iv != NULL &&
+               (size_t)EVP_CIPHER_CTX_get_iv_length(c->ctx) != iv_len) {
+        goto fail;
+    }
+    if (EVP_CipherInit_ex2(c->ctx, NULL, key, iv, encrypt ? 1 : 0, NULL) != 1)
+        goto fail;
+    if (mode == KT_AES_ECB || mode == KT_AES_CBC)
+        EVP_CIPHER_CTX_set_padding(c->ctx, pad ? 1 : 0);
+    *out = c;
+    return CKR_OK;
+fail:
+    kt_ossl_cipher_free(c);
+    return CKR_FUNCTION_FAILED;
+}
+
+CK_RV kt_ossl_cipher_aad(kt_cipher *c, const unsigned char *aad, size_t len)
+{
+    int outl = 0;
+    if (len == 0)
+        return CKR_OK;
+    if (len > INT32_MAX ||
+        EVP_CipherUpdate(c->ctx, NULL, &outl, aad, (int)len) != 1)
+        return CKR_FUNCTION_FAILED;
+    return CKR_OK;
+}
+
+CK_RV kt_ossl_cipher_update(kt_cipher *c, const unsigned char *in,
+                            size_t in_len, unsigned char *out, size_t *out_len)
+{
+    int outl = 0;
+    if (in_len > INT32_MAX - 64)
+        return CKR_DATA_LEN_RANGE;
+    if (EVP_CipherUpdate(c->ctx, out, &outl, in, (int)in_len) != 1)
+        return (c->mode == KT_AES_WRAP || c->mode == KT_AES_WRAP_PAD) &&
+                       !c->encrypt
+                   ? CKR_ENCRYPTED_DATA_INVALID
+                   : CKR_FUNCTION_FAILED;
+    *out_len = (size_t)outl;
+    return CKR_OK;
+}
+
+CK_RV kt_ossl_cipher_final(kt_cipher *c, unsigned char *out, size_t *out_len)
+{
+    int outl = 0;
+    if (EVP_CipherFinal_ex(c->ctx, out, &outl) != 1)
+        return c->encrypt ? CKR_FUNCTION_FAILED : CKR_ENCRYPTED_DATA_INVALID;
+    *out_len = (size_t)outl;
+    return CKR_OK;
+}
+
+CK_RV kt_ossl_cipher_get_tag(kt_cipher *c, unsigned char *tag, size_t len)
+{
+    if (EVP_CIPHER_CTX_ctrl(c->ctx, EVP_CTRL_AEAD_GET_TAG, (int)len, tag) != 1)
+        return CKR_FUNCTION_FAILED;
+    return CKR_OK;
+}
+
+CK_RV kt_ossl_cipher_set_tag(kt_cipher *c, const unsigned char *tag, size_t len)
+{
+    if (EVP_CIPHER_CTX_ctrl(c->ctx, EVP_CTRL_AEAD_SET_TAG, (int)len,
+                            (void *)tag) != 1)
+        return CKR_FUNCTION_FAILED;
+    return CKR_OK;
+}
+
+void kt_ossl_cipher_free(kt_cipher *c)
+{
+    if (c == NULL)
+        return;
+    EVP_CIPHER_CTX_free(c->ctx);
+    free(c);
+}
+
+CK_RV kt_ossl_seal(const unsigned char key[32], const unsigned char *aad,
+                   size_t aad_len, const unsigned char *in, size_t in_len,
+                   unsigned char *out)
+{
+    kt_cipher *c = NULL;
+    size_t l1 = 0, l2 = 0;
+    CK_RV rv = kt_ossl_random(out, 12);
+    if (rv == CKR_OK)
+        rv = kt_ossl_cipher_new(&c, KT_AES_GCM, key, 32, out, 12, true, false);
+    if (rv == CKR_OK)
+        rv = kt_ossl_cipher_aad(c, aad, aad_len);
+    if (rv == CKR_OK)
+        rv = kt_ossl_cipher_update(c, in, in_len, out + 12, &l1);
+    if (rv == CKR_OK)
+        rv = kt_ossl_cipher_final(c, out + 12 + l1, &l2);
+    if (rv == CKR_OK)
+        rv = kt_ossl_cipher_get_tag(c, out + 12 + in_len, 16);
+    kt_ossl_cipher_free(c);
+    return rv;
+}
+
+CK_RV kt_ossl_open(const unsigned char key[32], const unsigned char *aad,
+                   size_t aad_len, const unsigned char *in, size_t in_len,
+                   unsigned char *out)
+{
+    kt_cipher *c = NULL;
+    size_t l1 = 0, l2 = 0;
+    if (in_len < KT_SEAL_OVERHEAD)
+        return CKR_ENCRYPTED_DATA_INVALID;
+    size_t ct_len = in_len - KT_SEAL_OVERHEAD;
+    CK_RV rv =
+        kt_ossl_cipher_new(&c, KT_AES_GCM, key, 32, in, 12, false, false);
+    if (rv == CKR_OK)
+        rv = kt_ossl_cipher_aad(c, aad, aad_len);
+    if (rv == CKR_OK)
+        rv = kt_ossl_cipher_update(c, in + 12, ct_len, out, &l1);
+    if (rv == CKR_OK)
+        rv = kt_ossl_cipher_set_tag(c, in + 12 + ct_len, 16);
+    if (rv == CKR_OK)
+        rv = kt_ossl_cipher_final(c, out + l1, &l2);
+    if (rv != CKR_OK) {
+        OPENSSL_cleanse(out, ct_len);
+        rv = CKR_ENCRYPTED_DATA_INVALID;
+    }
+    kt_ossl_cipher_free(c);
+    return rv;
+}
+
+/* ---- digests and HMAC ----------------------------------------------- */
+
+size_t kt_ossl_md_size(enum kt_md md)
+{
+    return md == KT_MD_SHA256 ? 32 : md == KT_MD_SHA384 ? 48 : 64;
+}
+
+struct kt_digest {
+    EVP_MD_CTX *ctx;
+};
+
+CK_RV kt_ossl_digest_new(kt_digest **out, enum kt_md md)
+{
+    kt_digest *d = calloc(1, sizeof(*d));
+    if (d == NULL)
+        return CKR_HOST_MEMORY;
+    d->ctx = EVP_MD_CTX_new();
+    if (d->ctx == NULL || EVP_DigestInit_ex2(d->ctx, mds[md], NULL) != 1) {
+        kt_ossl_digest_free(d);
+        return CKR_FUNCTION_FAILED;
+    }
+    *out = d;
+    return CKR_OK;
+}
+
+CK_RV kt_ossl_digest_update(kt_digest *d, const void *in, size_t len)
+{
+    return EVP_DigestUpdate(d->ctx, in, len) == 1 ? CKR_OK
+                                                  : CKR_FUNCTION_FAILED;
+}
+
+CK_RV kt_ossl_digest_final(kt_digest *d, unsigned char *out)
+{
+    unsigned int l = 0;
+    return EVP_DigestFinal_ex(d->ctx, out, &l) == 1 ? CKR_OK
+                                                    : CKR_FUNCTION_FAILED;
+}
+
+void kt_ossl_digest_free(kt_digest *d)
+{
+    if (d == NULL)
+        return;
+    EVP_MD_CTX_free(d->ctx);
+    free(d);
+}
+
+struct kt_hmac {
+    EVP_MAC_CTX *ctx;
+    size_t size;
+};
+
+CK_RV kt_ossl_hmac_new(kt_hmac **out, enum kt_md md, const unsigned char *key,
+                       size_t key_len)
+{
+    kt_hmac *h = calloc(1, sizeof(*h));
+    if (h == NULL)
+        return CKR_HOST_MEMORY;
+    h->size = kt_ossl_md_size(md);
+    h->ctx = EVP_MAC_CTX_new(hmac_alg);
+    OSSL_PARAM p[2] = {OSSL_PARAM_construct_utf8_string(
+                           OSSL_MAC_PARAM_DIGEST, (char *)md_names[md], 0),
+                       OSSL_PARAM_construct_end()};
+    /* HMAC with an empty key is legal; OpenSSL wants a non-NULL pointer. */
+    static const unsigned char empty[1];
+    if (h->ctx == NULL ||
+        EVP_MAC_init(h->ctx, key_len ? key : empty, key_len, p) != 1) {
+        kt_ossl_hmac_free(h);
+        return CKR_FUNCTION_FAILED;
+    }
+    *out = h;
+    return CKR_OK;
+}
+
+CK_RV kt_ossl_hmac_update(kt_hmac *h, const void *in, size_t len)
+{
+    if (len == 0)
+        return CKR_OK;
+    return EVP_MAC_update(h->ctx, in, len) == 1 ? CKR_OK : CKR_FUNCTION_FAILED;
+}
+
+CK_RV kt_ossl_hmac_final(kt_hmac *h, unsigned char *out)
+{
+    size_t l = 0;
+    return EVP_MAC_final(h->ctx, out, &l, h->size) == 1 ? CKR_OK
+                                                        : CKR_FUNCTION_FAILED;
+}
+
+void kt_ossl_hmac_free(kt_hmac *h)
+{
+    if (h == NULL)
+        return;
+    EVP_MAC_CTX_free(h->ctx);
+    free(h);
+}
+
+CK_RV kt_ossl_hmac256(const unsigned char *key, size_t key_len, const void *p1,
+                      size_t l1, const void *p2, size_t l2, const void *p3,
+                      size_t l3, unsigned char out[32])
+{
+    kt_hmac *h = NULL;
+    CK_RV rv = kt_ossl_hmac_new(&h, KT_MD_SHA256, key, key_len);
+    if (rv == CKR_OK)
+        rv = kt_ossl_hmac_update(h, p1, l1);
+    if (rv == CKR_OK)
+        rv = kt_ossl_hmac_update(h, p2, l2);
+    if (rv == CKR_OK)
+        rv = kt_ossl_hmac_update(h, p3, l3);
+    if (rv == CKR_OK)
+        rv = kt_ossl_hmac_final(h, out);
+    kt_ossl_hmac_free(h);
+    return rv;
+}
+
+CK_RV kt_ossl_scrypt(const unsigned char *pin, size_t pin_len,
+                     const unsigned char *salt, size_t salt_len, unsigned cost,
+                     unsigned char *out, size_t out_len)
+{
+    if (cost < 1 || cost > 30)
+        return CKR_ARGUMENTS_BAD;
+    uint64_t n = (uint64_t)1 << cost;
+    uint32_t r = 8, p = 1;
+    uint64_t maxmem = 1024 * 1024 * 1024;
+    EVP_KDF_CTX *k = EVP_KDF_CTX_new(scrypt_alg);
+    static const unsigned char empty[1];
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_octet_string(
+            OSSL_KDF_PARAM_PASSWORD, (void *)(pin_len ? pin : empty), pin_len),
+        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT, (void *)salt,
+                                          salt_len),
+        OSSL_PARAM_construct_uint64(OSSL_KDF_PARAM_SCRYPT_N, &n),
+        OSSL_PARAM_construct_uint32(OSSL_KDF_PARAM_SCRYPT_R, &r),
+        OSSL_PARAM_construct_uint32(OSSL_KDF_PARAM_SCRYPT_P, &p),
+        OSSL_PARAM_construct_uint64(OSSL_KDF_PARAM_SCRYPT_MAXMEM, &maxmem),
+        OSSL_PARAM_construct_end()};
+    CK_RV rv = CKR_OK;
+    if (k == NULL || EVP_KDF_derive(k, out, out_len, params) != 1)
+        rv = CKR_FUNCTION_FAILED;
+    EVP_KDF_CTX_free(k);
+    return rv;
+}
+
+void *kt_ossl_pkey_ref(void *pkey)
+{
+    if (pkey != NULL && EVP_PKEY_up_ref(pkey) != 1)
+        return NULL;
+    return pkey;
+}
+
+void kt_ossl_pkey_free(void *pkey)
+{
+    EVP_PKEY_free(pkey);
+}

@@ -1,0 +1,91 @@
+/* Thin OpenSSL wrappers: the only code of the module that calls OpenSSL. */
+#ifndef KT_OSSL_H
+#define KT_OSSL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <p11-kit/pkcs11.h>
+
+#include "../attrs.h"
+
+KT_NODISCARD CK_RV kt_ossl_init(void);
+void kt_ossl_fini(void);
+
+KT_NODISCARD CK_RV kt_ossl_random(unsigned char *buf, size_t len);
+void kt_ossl_seed(const unsigned char *buf, size_t len);
+void kt_ossl_cleanse(void *p, size_t len);
+int kt_ossl_memcmp(const void *a, const void *b, size_t len);
+
+enum kt_cipher_mode {
+    KT_AES_ECB,
+    KT_AES_CBC,
+    KT_AES_GCM,
+    KT_AES_WRAP,     /* RFC 3394 */
+    KT_AES_WRAP_PAD, /* RFC 5649 */
+};
+typedef struct kt_cipher kt_cipher;
+/* pad: PKCS#7 padding for ECB/CBC. iv may be NULL for the wrap modes'
+ * default IVs. */
+KT_NODISCARD CK_RV kt_ossl_cipher_new(kt_cipher **c, enum kt_cipher_mode mode,
+                                      const unsigned char *key, size_t key_len,
+                                      const unsigned char *iv, size_t iv_len,
+                                      bool encrypt, bool pad);
+KT_NODISCARD CK_RV kt_ossl_cipher_aad(kt_cipher *c, const unsigned char *aad,
+                                      size_t len);
+/* out must hold in_len + 16 (block modes) / in_len + 8 (wrap). */
+KT_NODISCARD CK_RV kt_ossl_cipher_update(kt_cipher *c, const unsigned char *in,
+                                         size_t in_len, unsigned char *out,
+                                         size_t *out_len);
+/* CKR_ENCRYPTED_DATA_INVALID when padding or a tag does not check. */
+KT_NODISCARD CK_RV kt_ossl_cipher_final(kt_cipher *c, unsigned char *out,
+                                        size_t *out_len);
+KT_NODISCARD CK_RV kt_ossl_cipher_get_tag(kt_cipher *c, unsigned char *tag,
+                                          size_t len);
+KT_NODISCARD CK_RV kt_ossl_cipher_set_tag(kt_cipher *c,
+                                          const unsigned char *tag, size_t len);
+void kt_ossl_cipher_free(kt_cipher *c);
+
+/* AES-256-GCM sealing of stored secrets: out = nonce(12) | ct | tag(16). */
+#define KT_SEAL_OVERHEAD 28
+KT_NODISCARD CK_RV kt_ossl_seal(const unsigned char key[32],
+                                const unsigned char *aad, size_t aad_len,
+                                const unsigned char *in, size_t in_len,
+                                unsigned char *out);
+KT_NODISCARD CK_RV kt_ossl_open(const unsigned char key[32],
+                                const unsigned char *aad, size_t aad_len,
+                                const unsigned char *in, size_t in_len,
+                                unsigned char *out);
+
+enum kt_md { KT_MD_SHA256, KT_MD_SHA384, KT_MD_SHA512 };
+size_t kt_ossl_md_size(enum kt_md md);
+
+typedef struct kt_digest kt_digest;
+KT_NODISCARD CK_RV kt_ossl_digest_new(kt_digest **d, enum kt_md md);
+KT_NODISCARD CK_RV kt_ossl_digest_update(kt_digest *d, const void *in,
+                                         size_t len);
+KT_NODISCARD CK_RV kt_ossl_digest_final(kt_digest *d, unsigned char *out);
+void kt_ossl_digest_free(kt_digest *d);
+
+typedef struct kt_hmac kt_hmac;
+KT_NODISCARD CK_RV kt_ossl_hmac_new(kt_hmac **h, enum kt_md md,
+                                    const unsigned char *key, size_t key_len);
+KT_NODISCARD CK_RV kt_ossl_hmac_update(kt_hmac *h, const void *in, size_t len);
+KT_NODISCARD CK_RV kt_ossl_hmac_final(kt_hmac *h, unsigned char *out);
+void kt_ossl_hmac_free(kt_hmac *h);
+/* One-shot HMAC-SHA-256 over the concatenation of up to 3 parts. */
+KT_NODISCARD CK_RV kt_ossl_hmac256(const unsigned char *key, size_t key_len,
+                                   const void *p1, size_t l1, const void *p2,
+                                   size_t l2, const void *p3, size_t l3,
+                                   unsigned char out[32]);
+
+/* Reference counting of cached EVP_PKEYs (void * outside ossl/). */
+void *kt_ossl_pkey_ref(void *pkey);
+void kt_ossl_pkey_free(void *pkey);
+
+/* scrypt with N = 2^cost, r = 8, p = 1. */
+KT_NODISCARD CK_RV kt_ossl_scrypt(const unsigned char *pin, size_t pin_len,
+                                  const unsigned char *salt, size_t salt_len,
+                                  unsigned cost, unsigned char *out,
+                                  size_t out_len);
+
+#endif

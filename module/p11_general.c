@@ -1,0 +1,247 @@
+/* General-purpose functions (PKCS#11 v2.40 §5.4). */
+#include "kt.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "ossl/ossl.h"
+
+struct kt_module kt_g = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+/* Serialises C_Initialize / C_Finalize against each other. */
+static pthread_mutex_t init_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+/* A child after fork() must not touch its parent's SQLite connections or
+ * locks (SQLite "How To Corrupt" §2.6): it starts uninitialised and the
+ * inherited state is abandoned, never freed or closed. */
+static void kt_atfork_child(void)
+{
+    pthread_mutex_t fresh = PTHREAD_MUTEX_INITIALIZER;
+    pthread_mutex_t fresh2 = PTHREAD_MUTEX_INITIALIZER;
+    memcpy(&kt_g.lock, &fresh, sizeof(fresh));
+    memcpy(&init_lock, &fresh2, sizeof(fresh2));
+    kt_g.initialized = false;
+    kt_g.slots = NULL;
+    kt_g.n_slots = 0;
+    kt_hmap_init(&kt_g.sessions);
+}
+
+static void kt_atfork_register(void)
+{
+    pthread_atfork(NULL, NULL, kt_atfork_child);
+}
+
+CK_RV kt_check_init(void)
+{
+    return kt_g.initialized ? CKR_OK : CKR_CRYPTOKI_NOT_INITIALIZED;
+}
+
+static CK_RV check_init_args(const CK_C_INITIALIZE_ARGS *a)
+{
+    if (a->pReserved != NULL)
+        return CKR_ARGUMENTS_BAD;
+    int set = (a->CreateMutex != NULL) + (a->DestroyMutex != NULL) +
+              (a->LockMutex != NULL) + (a->UnlockMutex != NULL);
+    if (set != 0 && set != 4)
+        return CKR_ARGUMENTS_BAD;
+    /* PKCS#11 v2.40 §5.4: with application mutex functions and without
+     * CKF_OS_LOCKING_OK we would have to use the application's locks; this
+     * module only uses OS locks. */
+    if (set == 4 && !(a->flags & CKF_OS_LOCKING_OK))
+        return CKR_CANT_LOCK;
+    return CKR_OK;
+}
+
+CK_RV C_Initialize(CK_VOID_PTR init_args)
+{
+    CK_RV rv = CKR_OK;
+    pthread_once(&atfork_once, kt_atfork_register);
+    if (init_args != NULL) {
+        rv = check_init_args(init_args);
+        if (rv != CKR_OK)
+            return kt_trace("C_Initialize", rv);
+    }
+    pthread_mutex_lock(&init_lock);
+    if (kt_g.initialized) {
+        rv = CKR_CRYPTOKI_ALREADY_INITIALIZED;
+        goto out;
+    }
+    struct kt_config cfg;
+    rv = kt_config_load(&cfg);
+    if (rv != CKR_OK) {
+        rv = CKR_GENERAL_ERROR;
+        goto out;
+    }
+    kt_log_open(cfg.log_level, cfg.log_file);
+    rv = kt_ossl_init();
+    if (rv != CKR_OK) {
+        kt_log(KT_LOG_ERROR, "OpenSSL algorithms unavailable");
+        goto out;
+    }
+    pthread_mutex_lock(&kt_g.lock);
+    kt_g.cfg = cfg;
+    kt_g.pid = getpid();
+    kt_g.next_free_id = 0;
+    kt_hmap_init(&kt_g.sessions);
+    rv = kt_slots_scan();
+    if (rv == CKR_OK)
+        kt_g.initialized = true;
+    else
+        kt_slots_free();
+    pthread_mutex_unlock(&kt_g.lock);
+out:
+    pthread_mutex_unlock(&init_lock);
+    return kt_trace("C_Initialize", rv);
+}
+
+CK_RV C_Finalize(CK_VOID_PTR reserved)
+{
+    CK_RV rv = CKR_OK;
+    if (reserved != NULL)
+        return kt_trace("C_Finalize", CKR_ARGUMENTS_BAD);
+    pthread_mutex_lock(&init_lock);
+    if (!kt_g.initialized) {
+        rv = CKR_CRYPTOKI_NOT_INITIALIZED;
+        goto out;
+    }
+    pthread_mutex_lock(&kt_g.lock);
+    kt_g.initialized = false;
+    void *v;
+    for (size_t i = 0; kt_hmap_iter(&kt_g.sessions, &i, NULL, &v);)
+        kt_session_unref(v);
+    kt_hmap_free(&kt_g.sessions);
+    kt_slots_free();
+    pthread_mutex_unlock(&kt_g.lock);
+    kt_ossl_fini();
+    kt_log_close();
+out:
+    pthread_mutex_unlock(&init_lock);
+    return kt_trace("C_Finalize", rv);
+}
+
+static void pad_copy(unsigned char *dst, const char *src, size_t len)
+{
+    size_t l = strlen(src);
+    memset(dst, ' ', len);
+    memcpy(dst, src, l < len ? l : len);
+}
+
+CK_RV C_GetInfo(CK_INFO_PTR info)
+{
+    CK_RV rv = kt_check_init();
+    if (rv == CKR_OK && info == NULL)
+        rv = CKR_ARGUMENTS_BAD;
+    if (rv == CKR_OK) {
+        memset(info, 0, sizeof(*info));
+        info->cryptokiVersion.major = 2;
+        info->cryptokiVersion.minor = 40;
+        pad_copy(info->manufacturerID, "keytier", sizeof(info->manufacturerID));
+        pad_copy(info->libraryDescription, "keytier software token",
+                 sizeof(info->libraryDescription));
+        info->libraryVersion.major = 0;
+        info->libraryVersion.minor = 1;
+    }
+    return kt_trace("C_GetInfo", rv);
+}
+
+static CK_FUNCTION_LIST function_list = {
+    {2, 40},
+    C_Initialize,
+    C_Finalize,
+    C_GetInfo,
+    C_GetFunctionList,
+    C_GetSlotList,
+    C_GetSlotInfo,
+    C_GetTokenInfo,
+    C_GetMechanismList,
+    C_GetMechanismInfo,
+    C_InitToken,
+    C_InitPIN,
+    C_SetPIN,
+    C_OpenSession,
+    C_CloseSession,
+    C_CloseAllSessions,
+    C_GetSessionInfo,
+    C_GetOperationState,
+    C_SetOperationState,
+    C_Login,
+    C_Logout,
+    C_CreateObject,
+    C_CopyObject,
+    C_DestroyObject,
+    C_GetObjectSize,
+    C_GetAttributeValue,
+    C_SetAttributeValue,
+    C_FindObjectsInit,
+    C_FindObjects,
+    C_FindObjectsFinal,
+    C_EncryptInit,
+    C_Encrypt,
+    C_EncryptUpdate,
+    C_EncryptFinal,
+    C_DecryptInit,
+    C_Decrypt,
+    C_DecryptUpdate,
+    C_DecryptFinal,
+    C_DigestInit,
+    C_Digest,
+    C_DigestUpdate,
+    C_DigestKey,
+    C_DigestFinal,
+    C_SignInit,
+    C_Sign,
+    C_SignUpdate,
+    C_SignFinal,
+    C_SignRecoverInit,
+    C_SignRecover,
+    C_VerifyInit,
+    C_Verify,
+    C_VerifyUpdate,
+    C_VerifyFinal,
+    C_VerifyRecoverInit,
+    C_VerifyRecover,
+    C_DigestEncryptUpdate,
+    C_DecryptDigestUpdate,
+    C_SignEncryptUpdate,
+    C_DecryptVerifyUpdate,
+    C_GenerateKey,
+    C_GenerateKeyPair,
+    C_WrapKey,
+    C_UnwrapKey,
+    C_DeriveKey,
+    C_SeedRandom,
+    C_GenerateRandom,
+    C_GetFunctionStatus,
+    C_CancelFunction,
+    C_WaitForSlotEvent,
+};
+
+__attribute__((visibility("default"))) CK_RV
+C_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR list)
+{
+    if (list == NULL)
+        return CKR_ARGUMENTS_BAD;
+    *list = &function_list;
+    return CKR_OK;
+}
+
+/* PKCS#11 v2.40 §5.17: legacy parallel functions. */
+CK_RV C_GetFunctionStatus(CK_SESSION_HANDLE h)
+{
+    struct kt_session *s = NULL;
+    CK_RV rv = kt_session_ref(h, &s);
+    kt_session_unref(s);
+    return kt_trace("C_GetFunctionStatus",
+                    rv == CKR_OK ? CKR_FUNCTION_NOT_PARALLEL : rv);
+}
+
+CK_RV C_CancelFunction(CK_SESSION_HANDLE h)
+{
+    struct kt_session *s = NULL;
+    CK_RV rv = kt_session_ref(h, &s);
+    kt_session_unref(s);
+    return kt_trace("C_CancelFunction",
+                    rv == CKR_OK ? CKR_FUNCTION_NOT_PARALLEL : rv);
+}

@@ -1,0 +1,173 @@
+/* Sessions: a table of counters-as-handles, each session referenced while a
+ * call uses it so C_CloseSession on another thread cannot free it. */
+#include "kt.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+CK_RV kt_session_ref(CK_SESSION_HANDLE h, struct kt_session **out)
+{
+    pthread_mutex_lock(&kt_g.lock);
+    if (!kt_g.initialized) {
+        pthread_mutex_unlock(&kt_g.lock);
+        return CKR_CRYPTOKI_NOT_INITIALIZED;
+    }
+    struct kt_session *s = kt_hmap_get(&kt_g.sessions, h);
+    if (s != NULL)
+        atomic_fetch_add(&s->refs, 1);
+    pthread_mutex_unlock(&kt_g.lock);
+    if (s == NULL)
+        return CKR_SESSION_HANDLE_INVALID;
+    *out = s;
+    return CKR_OK;
+}
+
+static void session_free(struct kt_session *s)
+{
+    for (int i = 0; i < KT_OP_KIND_MAX; i++)
+        kt_op_release(&s->ops[i]);
+    free(s->find.handles);
+    pthread_mutex_destroy(&s->lock);
+    free(s);
+}
+
+void kt_session_unref(struct kt_session *s)
+{
+    if (s != NULL && atomic_fetch_sub(&s->refs, 1) == 1)
+        session_free(s);
+}
+
+void kt_session_reset_ops(struct kt_session *s)
+{
+    for (int i = 0; i < KT_OP_KIND_MAX; i++)
+        kt_op_release(&s->ops[i]);
+    free(s->find.handles);
+    memset(&s->find, 0, sizeof(s->find));
+}
+
+bool kt_session_rw(const struct kt_session *s)
+{
+    return (s->flags & CKF_RW_SESSION) != 0;
+}
+
+CK_STATE kt_session_state(const struct kt_session *s)
+{
+    CK_USER_TYPE login = s->token->login;
+    bool rw = kt_session_rw(s);
+    if (login == CKU_SO)
+        return CKS_RW_SO_FUNCTIONS;
+    if (login == CKU_USER)
+        return rw ? CKS_RW_USER_FUNCTIONS : CKS_RO_USER_FUNCTIONS;
+    return rw ? CKS_RW_PUBLIC_SESSION : CKS_RO_PUBLIC_SESSION;
+}
+
+CK_RV kt_session_open(CK_SLOT_ID slot, CK_FLAGS flags, CK_SESSION_HANDLE *out)
+{
+    CK_RV rv = CKR_OK;
+    struct kt_session *s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return CKR_HOST_MEMORY;
+    pthread_mutex_init(&s->lock, NULL);
+    atomic_init(&s->refs, 1);
+    s->flags = flags;
+    s->slot = slot;
+    pthread_mutex_lock(&kt_g.lock);
+    struct kt_token *t = kt_slot_token(slot);
+    if (t == NULL) {
+        rv = CKR_SLOT_ID_INVALID;
+        goto out;
+    }
+    if (!t->initialized) {
+        rv = CKR_TOKEN_NOT_RECOGNIZED;
+        goto out;
+    }
+    /* PKCS#11 v2.40 §5.6: no read-only session while the SO is logged
+     * in. */
+    if (!(flags & CKF_RW_SESSION) && t->login == CKU_SO) {
+        rv = CKR_SESSION_READ_WRITE_SO_EXISTS;
+        goto out;
+    }
+    s->token = t;
+    s->handle = kt_handle_next();
+    rv = kt_hmap_put(&kt_g.sessions, s->handle, s);
+    if (rv != CKR_OK)
+        goto out;
+    t->session_count++;
+    if (flags & CKF_RW_SESSION)
+        t->rw_session_count++;
+    *out = s->handle;
+out:
+    pthread_mutex_unlock(&kt_g.lock);
+    if (rv != CKR_OK) {
+        session_free(s);
+        return rv;
+    }
+    /* The first session loads the token's objects; later ones notice other
+     * processes' changes. */
+    rv = kt_token_sync(t);
+    if (rv != CKR_OK) {
+        CK_RV ignored = kt_session_close(*out);
+        (void)ignored;
+        return rv;
+    }
+    return CKR_OK;
+}
+
+/* kt_g.lock held; removes the session from the table. */
+static struct kt_session *session_detach(CK_SESSION_HANDLE h, bool *last)
+{
+    struct kt_session *s = kt_hmap_del(&kt_g.sessions, h);
+    if (s == NULL)
+        return NULL;
+    struct kt_token *t = s->token;
+    t->session_count--;
+    if (s->flags & CKF_RW_SESSION)
+        t->rw_session_count--;
+    *last = t->session_count == 0;
+    return s;
+}
+
+CK_RV kt_session_close(CK_SESSION_HANDLE h)
+{
+    bool last = false;
+    pthread_mutex_lock(&kt_g.lock);
+    struct kt_session *s = session_detach(h, &last);
+    pthread_mutex_unlock(&kt_g.lock);
+    if (s == NULL)
+        return CKR_SESSION_HANDLE_INVALID;
+    kt_token_destroy_session_objects(s->token, s->handle);
+    /* The application is logged out when its last session closes. */
+    if (last)
+        kt_logout(s->token);
+    kt_session_unref(s);
+    return CKR_OK;
+}
+
+CK_RV kt_session_close_all(CK_SLOT_ID slot)
+{
+    pthread_mutex_lock(&kt_g.lock);
+    struct kt_token *t = kt_slot_token(slot);
+    if (t == NULL) {
+        pthread_mutex_unlock(&kt_g.lock);
+        return CKR_SLOT_ID_INVALID;
+    }
+    CK_SESSION_HANDLE hs[64];
+    size_t n;
+    do {
+        n = 0;
+        void *v;
+        CK_ULONG k;
+        for (size_t i = 0; n < 64 && kt_hmap_iter(&kt_g.sessions, &i, &k, &v);)
+            if (((struct kt_session *)v)->token == t)
+                hs[n++] = k;
+        pthread_mutex_unlock(&kt_g.lock);
+        for (size_t i = 0; i < n; i++)
+            if (kt_session_close(hs[i]) != CKR_OK)
+                continue; /* closed meanwhile by another thread */
+        pthread_mutex_lock(&kt_g.lock);
+    } while (n == 64);
+    pthread_mutex_unlock(&kt_g.lock);
+    kt_token_destroy_session_objects(t, 0);
+    kt_logout(t);
+    return CKR_OK;
+}

@@ -1,0 +1,117 @@
+#include <stdlib.h>
+#include <string.h>
+
+#include "../ossl/ossl.h"
+#include "store.h"
+
+static const char mac_label[] = "keytier object mac key v1";
+static const char rec_label[] = "keytier object v1";
+
+void kt_seal_mac_key(const unsigned char mk[32], unsigned char out[32])
+{
+    if (kt_ossl_hmac256(mk, 32, mac_label, sizeof(mac_label), NULL, 0, NULL, 0,
+                        out) != CKR_OK)
+        memset(out, 0, 32);
+}
+
+static void le64(unsigned char *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static void aad_of(int64_t id, CK_ATTRIBUTE_TYPE type, unsigned char aad[16])
+{
+    le64(aad, (uint64_t)id);
+    le64(aad + 8, (uint64_t)type);
+}
+
+static CK_RV record_mac(const unsigned char mac_key[32], int64_t id,
+                        const unsigned char *blob, size_t len,
+                        unsigned char out[32])
+{
+    unsigned char idb[8];
+    le64(idb, (uint64_t)id);
+    return kt_ossl_hmac256(mac_key, 32, rec_label, sizeof(rec_label), idb,
+                           sizeof(idb), blob, len, out);
+}
+
+CK_RV kt_seal_object(const unsigned char mk[32],
+                     const unsigned char mac_key[32], int64_t id,
+                     CK_OBJECT_CLASS cls, const kt_attrs *plain,
+                     unsigned char **blob, size_t *len, unsigned char mac[32])
+{
+    kt_attrs sealed;
+    CK_RV rv = CKR_OK;
+    kt_attrs_init(&sealed);
+    for (size_t i = 0; i < plain->n && rv == CKR_OK; i++) {
+        const CK_ATTRIBUTE *a = &plain->v[i];
+        if (!kt_schema_secret(cls, a->type)) {
+            rv = kt_attrs_set(&sealed, a->type, a->pValue, a->ulValueLen);
+            continue;
+        }
+        unsigned char aad[16];
+        size_t sl = a->ulValueLen + KT_SEAL_OVERHEAD;
+        unsigned char *s = malloc(sl);
+        if (s == NULL) {
+            rv = CKR_HOST_MEMORY;
+            break;
+        }
+        aad_of(id, a->type, aad);
+        rv = kt_ossl_seal(mk, aad, sizeof(aad), a->pValue, a->ulValueLen, s);
+        if (rv == CKR_OK)
+            rv = kt_attrs_set(&sealed, a->type, s, sl);
+        free(s);
+    }
+    if (rv == CKR_OK)
+        rv = kt_attrs_serialize(&sealed, blob, len);
+    if (rv == CKR_OK) {
+        rv = record_mac(mac_key, id, *blob, *len, mac);
+        if (rv != CKR_OK) {
+            free(*blob);
+            *blob = NULL;
+        }
+    }
+    kt_attrs_clear(&sealed);
+    return rv;
+}
+
+CK_RV kt_seal_verify(const unsigned char mac_key[32], int64_t id,
+                     const unsigned char *blob, size_t len,
+                     const unsigned char *mac)
+{
+    unsigned char want[32];
+    CK_RV rv = record_mac(mac_key, id, blob, len, want);
+    if (rv == CKR_OK && kt_ossl_memcmp(want, mac, 32) != 0)
+        rv = CKR_DATA_INVALID;
+    kt_wipe(want, sizeof(want));
+    return rv;
+}
+
+CK_RV kt_seal_open_attrs(const unsigned char mk[32], int64_t id,
+                         CK_OBJECT_CLASS cls, kt_attrs *attrs)
+{
+    for (size_t i = 0; i < attrs->n; i++) {
+        CK_ATTRIBUTE *a = &attrs->v[i];
+        if (!kt_schema_secret(cls, a->type))
+            continue;
+        if (a->ulValueLen < KT_SEAL_OVERHEAD)
+            return CKR_DATA_INVALID;
+        unsigned char aad[16];
+        size_t pl = a->ulValueLen - KT_SEAL_OVERHEAD;
+        unsigned char *p = malloc(pl ? pl : 1);
+        if (p == NULL)
+            return CKR_HOST_MEMORY;
+        aad_of(id, a->type, aad);
+        CK_RV rv =
+            kt_ossl_open(mk, aad, sizeof(aad), a->pValue, a->ulValueLen, p);
+        if (rv != CKR_OK) {
+            free(p);
+            return CKR_DATA_INVALID;
+        }
+        kt_free_secret(a->pValue, a->ulValueLen);
+        a->pValue = p;
+        a->ulValueLen = pl;
+    }
+    return CKR_OK;
+}

@@ -1,0 +1,488 @@
+#include "store.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static CK_RV db_fail(sqlite3 *db, const char *what)
+{
+    kt_log(KT_LOG_ERROR, "store %s: %s: %s", sqlite3_db_filename(db, "main"),
+           what, sqlite3_errmsg(db));
+    return CKR_DEVICE_ERROR;
+}
+
+static CK_RV exec(sqlite3 *db, const char *sql)
+{
+    char *err = NULL;
+    if (sqlite3_exec(db, sql, NULL, NULL, &err) != SQLITE_OK) {
+        kt_log(KT_LOG_ERROR, "store %s: %s", sqlite3_db_filename(db, "main"),
+               err != NULL ? err : "error");
+        sqlite3_free(err);
+        return CKR_DEVICE_ERROR;
+    }
+    return CKR_OK;
+}
+
+static CK_RV configure(sqlite3 *db)
+{
+    sqlite3_busy_timeout(db, 10000);
+    /* WAL: readers never block the writer; synchronous=FULL: a commit that
+     * returned is on disk (an object whose create returned CKR_OK survives
+     * a power cut). */
+    CK_RV rv = exec(db, "PRAGMA journal_mode=WAL");
+    if (rv == CKR_OK)
+        rv = exec(db, "PRAGMA synchronous=FULL");
+    if (rv == CKR_OK)
+        rv = exec(db, "PRAGMA secure_delete=ON");
+    return rv;
+}
+
+static CK_RV bind_pin(sqlite3_stmt *st, int which, const struct kt_pin *p)
+{
+    if (sqlite3_bind_int(st, 1, which) != SQLITE_OK ||
+        sqlite3_bind_blob(st, 2, p->salt, sizeof(p->salt), SQLITE_STATIC) !=
+            SQLITE_OK ||
+        sqlite3_bind_int(st, 3, (int)p->cost) != SQLITE_OK ||
+        sqlite3_bind_blob(st, 4, p->verifier, sizeof(p->verifier),
+                          SQLITE_STATIC) != SQLITE_OK ||
+        sqlite3_bind_blob(st, 5, p->wrapped, sizeof(p->wrapped),
+                          SQLITE_STATIC) != SQLITE_OK ||
+        sqlite3_bind_int64(st, 6, (sqlite3_int64)p->failures) != SQLITE_OK)
+        return CKR_DEVICE_ERROR;
+    return CKR_OK;
+}
+
+static CK_RV put_pin(sqlite3 *db, int which, const struct kt_pin *p)
+{
+    sqlite3_stmt *st = NULL;
+    CK_RV rv = CKR_OK;
+    if (sqlite3_prepare_v2(db,
+                           "INSERT OR REPLACE INTO pins(who, salt, cost, "
+                           "verifier, wrapped, failures) VALUES "
+                           "(?,?,?,?,?,?)",
+                           -1, &st, NULL) != SQLITE_OK)
+        return db_fail(db, "prepare pin");
+    rv = bind_pin(st, which, p);
+    if (rv == CKR_OK && sqlite3_step(st) != SQLITE_DONE)
+        rv = db_fail(db, "write pin");
+    sqlite3_finalize(st);
+    return rv;
+}
+
+static CK_RV put_meta(sqlite3 *db, const char *k, const char *v)
+{
+    sqlite3_stmt *st = NULL;
+    CK_RV rv = CKR_OK;
+    if (sqlite3_prepare_v2(db, "INSERT OR REPLACE INTO meta(k, v) VALUES(?,?)",
+                           -1, &st, NULL) != SQLITE_OK)
+        return db_fail(db, "prepare meta");
+    sqlite3_bind_text(st, 1, k, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, v, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) != SQLITE_DONE)
+        rv = db_fail(db, "write meta");
+    sqlite3_finalize(st);
+    return rv;
+}
+
+CK_RV kt_store_create(const char *path, const char *label, const char *serial,
+                      const struct kt_pin *so, sqlite3 **out)
+{
+    sqlite3 *db = NULL;
+    CK_RV rv;
+    char lbl[KT_LABEL_LEN + 1], ser[KT_SERIAL_LEN + 1];
+    /* The file exists with mode 0600 before SQLite opens it; SQLite gives
+     * its -wal and -shm files the same mode. */
+    int fd = open(path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        kt_log(KT_LOG_ERROR, "store %s: cannot create: %s", path,
+               strerror(errno));
+        return CKR_DEVICE_ERROR;
+    }
+    close(fd);
+    if (sqlite3_open_v2(path, &db,
+                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX,
+                        NULL) != SQLITE_OK) {
+        kt_log(KT_LOG_ERROR, "store %s: cannot open new database", path);
+        sqlite3_close(db);
+        unlink(path);
+        return CKR_DEVICE_ERROR;
+    }
+    memcpy(lbl, label, KT_LABEL_LEN);
+    lbl[KT_LABEL_LEN] = '\0';
+    memcpy(ser, serial, KT_SERIAL_LEN);
+    ser[KT_SERIAL_LEN] = '\0';
+    rv = configure(db);
+    if (rv == CKR_OK)
+        rv = exec(db,
+                  "BEGIN IMMEDIATE;"
+                  "CREATE TABLE meta(k TEXT PRIMARY KEY, v NOT NULL);"
+                  "CREATE TABLE pins(who INTEGER PRIMARY KEY, salt BLOB NOT "
+                  "NULL, cost INTEGER NOT NULL, verifier BLOB NOT NULL, "
+                  "wrapped BLOB NOT NULL, failures INTEGER NOT NULL);"
+                  "CREATE TABLE objects(id INTEGER PRIMARY KEY, gen INTEGER "
+                  "NOT NULL, attrs BLOB NOT NULL, mac BLOB NOT NULL);"
+                  "CREATE INDEX objects_gen ON objects(gen);"
+                  "CREATE TABLE deleted(id INTEGER PRIMARY KEY, gen INTEGER "
+                  "NOT NULL);"
+                  "INSERT INTO meta(k, v) VALUES ('format', '" KT_STORE_FORMAT
+                  "'), ('gen', 0);");
+    if (rv == CKR_OK)
+        rv = put_meta(db, "label", lbl);
+    if (rv == CKR_OK)
+        rv = put_meta(db, "serial", ser);
+    if (rv == CKR_OK)
+        rv = put_pin(db, KT_PIN_SO, so);
+    if (rv == CKR_OK)
+        rv = exec(db, "COMMIT");
+    if (rv != CKR_OK) {
+        sqlite3_close(db);
+        unlink(path);
+        return rv;
+    }
+    *out = db;
+    return CKR_OK;
+}
+
+CK_RV kt_store_open(const char *path, sqlite3 **out)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    CK_RV rv = CKR_OK;
+    if (sqlite3_open_v2(path, &db,
+                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX,
+                        NULL) != SQLITE_OK) {
+        kt_log(KT_LOG_ERROR, "token %s refused: cannot open: %s", path,
+               db != NULL ? sqlite3_errmsg(db) : "out of memory");
+        sqlite3_close(db);
+        return CKR_DEVICE_ERROR;
+    }
+    sqlite3_busy_timeout(db, 10000);
+    if (sqlite3_prepare_v2(db, "SELECT v FROM meta WHERE k = 'format'", -1, &st,
+                           NULL) != SQLITE_OK ||
+        sqlite3_step(st) != SQLITE_ROW ||
+        sqlite3_column_type(st, 0) != SQLITE_TEXT ||
+        strcmp((const char *)sqlite3_column_text(st, 0), KT_STORE_FORMAT) !=
+            0) {
+        kt_log(KT_LOG_ERROR,
+               "token %s refused: not a keytier token database or damaged "
+               "(%s)",
+               path, sqlite3_errmsg(db));
+        rv = CKR_DEVICE_ERROR;
+    }
+    sqlite3_finalize(st);
+    if (rv == CKR_OK)
+        rv = configure(db);
+    if (rv != CKR_OK) {
+        sqlite3_close(db);
+        return rv;
+    }
+    *out = db;
+    return CKR_OK;
+}
+
+void kt_store_close(sqlite3 *db)
+{
+    sqlite3_close_v2(db);
+}
+
+static bool read_text(sqlite3 *db, const char *k, char *out, size_t len)
+{
+    sqlite3_stmt *st = NULL;
+    bool ok = false;
+    if (sqlite3_prepare_v2(db, "SELECT v FROM meta WHERE k = ?", -1, &st,
+                           NULL) == SQLITE_OK) {
+        sqlite3_bind_text(st, 1, k, -1, SQLITE_STATIC);
+        if (sqlite3_step(st) == SQLITE_ROW &&
+            sqlite3_column_type(st, 0) == SQLITE_TEXT &&
+            (size_t)sqlite3_column_bytes(st, 0) == len) {
+            memcpy(out, sqlite3_column_text(st, 0), len);
+            ok = true;
+        }
+    }
+    sqlite3_finalize(st);
+    return ok;
+}
+
+CK_RV kt_store_read_meta(sqlite3 *db, const char *path,
+                         char label[KT_LABEL_LEN], char serial[KT_SERIAL_LEN])
+{
+    if (!read_text(db, "label", label, KT_LABEL_LEN) ||
+        !read_text(db, "serial", serial, KT_SERIAL_LEN)) {
+        kt_log(KT_LOG_ERROR, "token %s refused: label or serial damaged", path);
+        return CKR_DEVICE_ERROR;
+    }
+    return CKR_OK;
+}
+
+CK_RV kt_store_read_pins(sqlite3 *db, const char *path, struct kt_pin pins[2])
+{
+    sqlite3_stmt *st = NULL;
+    CK_RV rv = CKR_OK;
+    memset(pins, 0, 2 * sizeof(pins[0]));
+    if (sqlite3_prepare_v2(db,
+                           "SELECT who, salt, cost, verifier, wrapped, "
+                           "failures FROM pins",
+                           -1, &st, NULL) != SQLITE_OK)
+        return db_fail(db, "read pins");
+    int r;
+    while ((r = sqlite3_step(st)) == SQLITE_ROW) {
+        int who = sqlite3_column_int(st, 0);
+        if (who != KT_PIN_SO && who != KT_PIN_USER)
+            goto bad;
+        struct kt_pin *p = &pins[who];
+        if ((size_t)sqlite3_column_bytes(st, 1) != sizeof(p->salt) ||
+            (size_t)sqlite3_column_bytes(st, 3) != sizeof(p->verifier) ||
+            (size_t)sqlite3_column_bytes(st, 4) != sizeof(p->wrapped))
+            goto bad;
+        memcpy(p->salt, sqlite3_column_blob(st, 1), sizeof(p->salt));
+        p->cost = (unsigned)sqlite3_column_int(st, 2);
+        memcpy(p->verifier, sqlite3_column_blob(st, 3), sizeof(p->verifier));
+        memcpy(p->wrapped, sqlite3_column_blob(st, 4), sizeof(p->wrapped));
+        sqlite3_int64 f = sqlite3_column_int64(st, 5);
+        if (p->cost < 1 || p->cost > 30 || f < 0)
+            goto bad;
+        p->failures = (CK_ULONG)f;
+        p->present = true;
+    }
+    if (r != SQLITE_DONE)
+        rv = db_fail(db, "read pins");
+    else if (!pins[KT_PIN_SO].present)
+        goto bad;
+    sqlite3_finalize(st);
+    return rv;
+bad:
+    sqlite3_finalize(st);
+    kt_log(KT_LOG_ERROR, "token %s refused: PIN records damaged", path);
+    return CKR_DEVICE_ERROR;
+}
+
+CK_RV kt_store_write_pin(sqlite3 *db, int which, const struct kt_pin *p)
+{
+    CK_RV rv = exec(db, "BEGIN IMMEDIATE");
+    if (rv != CKR_OK)
+        return rv;
+    rv = put_pin(db, which, p);
+    if (rv == CKR_OK)
+        rv = exec(db, "COMMIT");
+    if (rv != CKR_OK)
+        (void)exec(db, "ROLLBACK");
+    return rv;
+}
+
+CK_RV kt_store_set_failures(sqlite3 *db, int which, CK_ULONG failures)
+{
+    sqlite3_stmt *st = NULL;
+    CK_RV rv = CKR_OK;
+    if (sqlite3_prepare_v2(db, "UPDATE pins SET failures = ? WHERE who = ?", -1,
+                           &st, NULL) != SQLITE_OK)
+        return db_fail(db, "prepare failures");
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)failures);
+    sqlite3_bind_int(st, 2, which);
+    if (sqlite3_step(st) != SQLITE_DONE)
+        rv = db_fail(db, "write failures");
+    sqlite3_finalize(st);
+    return rv;
+}
+
+CK_RV kt_store_data_version(sqlite3 *db, int64_t *v)
+{
+    sqlite3_stmt *st = NULL;
+    CK_RV rv = CKR_OK;
+    if (sqlite3_prepare_v2(db, "PRAGMA data_version", -1, &st, NULL) !=
+            SQLITE_OK ||
+        sqlite3_step(st) != SQLITE_ROW)
+        rv = db_fail(db, "data_version");
+    else
+        *v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return rv;
+}
+
+CK_RV kt_store_changes(sqlite3 *db, int64_t since, kt_store_row_fn row,
+                       kt_store_del_fn del, void *ctx, int64_t *max_gen)
+{
+    sqlite3_stmt *st = NULL;
+    CK_RV rv = CKR_OK;
+    int r;
+    /* One read transaction so objects and deletions are one snapshot. */
+    rv = exec(db, "BEGIN");
+    if (rv != CKR_OK)
+        return rv;
+    if (sqlite3_prepare_v2(db,
+                           "SELECT id, gen, attrs, mac FROM objects WHERE "
+                           "gen > ? ORDER BY gen",
+                           -1, &st, NULL) != SQLITE_OK) {
+        rv = db_fail(db, "read objects");
+        goto out;
+    }
+    sqlite3_bind_int64(st, 1, since);
+    while ((r = sqlite3_step(st)) == SQLITE_ROW) {
+        int64_t id = sqlite3_column_int64(st, 0);
+        int64_t gen = sqlite3_column_int64(st, 1);
+        const void *blob = sqlite3_column_blob(st, 2);
+        size_t blen = (size_t)sqlite3_column_bytes(st, 2);
+        const void *mac = sqlite3_column_blob(st, 3);
+        size_t mlen = (size_t)sqlite3_column_bytes(st, 3);
+        if (gen > *max_gen)
+            *max_gen = gen;
+        rv = row(ctx, id, gen, blob, blen, mac, mlen);
+        if (rv != CKR_OK)
+            goto out;
+    }
+    if (r != SQLITE_DONE) {
+        rv = db_fail(db, "read objects");
+        goto out;
+    }
+    sqlite3_finalize(st);
+    st = NULL;
+    if (sqlite3_prepare_v2(db, "SELECT id, gen FROM deleted WHERE gen > ?", -1,
+                           &st, NULL) != SQLITE_OK) {
+        rv = db_fail(db, "read deletions");
+        goto out;
+    }
+    sqlite3_bind_int64(st, 1, since);
+    while ((r = sqlite3_step(st)) == SQLITE_ROW) {
+        int64_t gen = sqlite3_column_int64(st, 1);
+        if (gen > *max_gen)
+            *max_gen = gen;
+        del(ctx, sqlite3_column_int64(st, 0));
+    }
+    if (r != SQLITE_DONE)
+        rv = db_fail(db, "read deletions");
+out:
+    sqlite3_finalize(st);
+    (void)exec(db, "COMMIT");
+    return rv;
+}
+
+static CK_RV next_gen(sqlite3 *db, int64_t *gen)
+{
+    sqlite3_stmt *st = NULL;
+    CK_RV rv = exec(db, "UPDATE meta SET v = v + 1 WHERE k = 'gen'");
+    if (rv != CKR_OK)
+        return rv;
+    if (sqlite3_prepare_v2(db, "SELECT v FROM meta WHERE k = 'gen'", -1, &st,
+                           NULL) != SQLITE_OK ||
+        sqlite3_step(st) != SQLITE_ROW)
+        rv = db_fail(db, "read gen");
+    else
+        *gen = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return rv;
+}
+
+CK_RV kt_store_put_object(sqlite3 *db, int64_t id, const unsigned char *blob,
+                          size_t len, const unsigned char mac[32],
+                          bool must_be_new)
+{
+    sqlite3_stmt *st = NULL;
+    int64_t gen = 0;
+    CK_RV rv = exec(db, "BEGIN IMMEDIATE");
+    if (rv != CKR_OK)
+        return rv;
+    rv = next_gen(db, &gen);
+    if (rv != CKR_OK)
+        goto out;
+    if (sqlite3_prepare_v2(db,
+                           must_be_new
+                               ? "INSERT INTO objects(id, gen, attrs, mac) "
+                                 "VALUES (?,?,?,?)"
+                               : "UPDATE objects SET gen = ?2, attrs = ?3, "
+                                 "mac = ?4 WHERE id = ?1",
+                           -1, &st, NULL) != SQLITE_OK) {
+        rv = db_fail(db, "prepare object");
+        goto out;
+    }
+    sqlite3_bind_int64(st, 1, id);
+    sqlite3_bind_int64(st, 2, gen);
+    sqlite3_bind_blob(st, 3, blob, (int)len, SQLITE_STATIC);
+    sqlite3_bind_blob(st, 4, mac, 32, SQLITE_STATIC);
+    int r = sqlite3_step(st);
+    if (r == SQLITE_CONSTRAINT)
+        rv = CKR_FUNCTION_FAILED; /* id collision: caller retries */
+    else if (r != SQLITE_DONE)
+        rv = db_fail(db, "write object");
+    else if (!must_be_new && sqlite3_changes(db) != 1)
+        rv = CKR_OBJECT_HANDLE_INVALID; /* destroyed by another process */
+    sqlite3_finalize(st);
+    if (rv == CKR_OK)
+        rv = exec(db, "COMMIT");
+out:
+    if (rv != CKR_OK)
+        (void)exec(db, "ROLLBACK");
+    return rv;
+}
+
+CK_RV kt_store_delete_object(sqlite3 *db, int64_t id)
+{
+    sqlite3_stmt *st = NULL;
+    int64_t gen = 0;
+    CK_RV rv = exec(db, "BEGIN IMMEDIATE");
+    if (rv != CKR_OK)
+        return rv;
+    rv = next_gen(db, &gen);
+    if (rv != CKR_OK)
+        goto out;
+    if (sqlite3_prepare_v2(db, "DELETE FROM objects WHERE id = ?", -1, &st,
+                           NULL) != SQLITE_OK) {
+        rv = db_fail(db, "prepare delete");
+        goto out;
+    }
+    sqlite3_bind_int64(st, 1, id);
+    if (sqlite3_step(st) != SQLITE_DONE)
+        rv = db_fail(db, "delete object");
+    sqlite3_finalize(st);
+    st = NULL;
+    if (rv == CKR_OK &&
+        sqlite3_prepare_v2(db,
+                           "INSERT OR REPLACE INTO deleted(id, gen) VALUES "
+                           "(?,?)",
+                           -1, &st, NULL) == SQLITE_OK) {
+        sqlite3_bind_int64(st, 1, id);
+        sqlite3_bind_int64(st, 2, gen);
+        if (sqlite3_step(st) != SQLITE_DONE)
+            rv = db_fail(db, "record deletion");
+    } else if (rv == CKR_OK) {
+        rv = db_fail(db, "prepare deletion");
+    }
+    sqlite3_finalize(st);
+    if (rv == CKR_OK)
+        rv = exec(db, "COMMIT");
+out:
+    if (rv != CKR_OK)
+        (void)exec(db, "ROLLBACK");
+    return rv;
+}
+
+CK_RV kt_store_reinit(sqlite3 *db, const char *label, const struct kt_pin *so)
+{
+    char lbl[KT_LABEL_LEN + 1];
+    int64_t gen = 0;
+    memcpy(lbl, label, KT_LABEL_LEN);
+    lbl[KT_LABEL_LEN] = '\0';
+    CK_RV rv = exec(db, "BEGIN IMMEDIATE");
+    if (rv != CKR_OK)
+        return rv;
+    rv = next_gen(db, &gen);
+    if (rv == CKR_OK) {
+        char sql[256];
+        snprintf(sql, sizeof(sql),
+                 "INSERT OR REPLACE INTO deleted(id, gen) SELECT id, %lld "
+                 "FROM objects; DELETE FROM objects; DELETE FROM pins",
+                 (long long)gen);
+        rv = exec(db, sql);
+    }
+    if (rv == CKR_OK)
+        rv = put_meta(db, "label", lbl);
+    if (rv == CKR_OK)
+        rv = put_pin(db, KT_PIN_SO, so);
+    if (rv == CKR_OK)
+        rv = exec(db, "COMMIT");
+    if (rv != CKR_OK)
+        (void)exec(db, "ROLLBACK");
+    return rv;
+}

@@ -1,0 +1,66 @@
+/* The token database: one SQLite file per token (DESIGN.md §1). */
+#ifndef KT_STORE_H
+#define KT_STORE_H
+
+#include <stdint.h>
+#include <sqlite3.h>
+
+#include "../kt.h"
+
+#define KT_STORE_FORMAT "keytier-token-1"
+
+/* Creates a new token database (file 0600, WAL, synchronous=FULL). */
+KT_NODISCARD CK_RV kt_store_create(const char *path, const char *label,
+                                   const char *serial, const struct kt_pin *so,
+                                   sqlite3 **out);
+/* Opens an existing database; a damaged or foreign file is refused with a
+ * logged reason naming it. */
+KT_NODISCARD CK_RV kt_store_open(const char *path, sqlite3 **out);
+void kt_store_close(sqlite3 *db);
+KT_NODISCARD CK_RV kt_store_read_meta(sqlite3 *db, const char *path,
+                                      char label[KT_LABEL_LEN],
+                                      char serial[KT_SERIAL_LEN]);
+KT_NODISCARD CK_RV kt_store_read_pins(sqlite3 *db, const char *path,
+                                      struct kt_pin pins[2]);
+KT_NODISCARD CK_RV kt_store_write_pin(sqlite3 *db, int which,
+                                      const struct kt_pin *p);
+KT_NODISCARD CK_RV kt_store_set_failures(sqlite3 *db, int which,
+                                         CK_ULONG failures);
+KT_NODISCARD CK_RV kt_store_data_version(sqlite3 *db, int64_t *v);
+
+typedef CK_RV (*kt_store_row_fn)(void *ctx, int64_t id, int64_t gen,
+                                 const unsigned char *blob, size_t len,
+                                 const unsigned char *mac, size_t mac_len);
+typedef void (*kt_store_del_fn)(void *ctx, int64_t id);
+/* Rows changed after `since` (objects, then deletions). *max_gen gets the
+ * largest generation seen. */
+KT_NODISCARD CK_RV kt_store_changes(sqlite3 *db, int64_t since,
+                                    kt_store_row_fn row, kt_store_del_fn del,
+                                    void *ctx, int64_t *max_gen);
+/* One transaction each. */
+KT_NODISCARD CK_RV kt_store_put_object(sqlite3 *db, int64_t id,
+                                       const unsigned char *blob, size_t len,
+                                       const unsigned char mac[32],
+                                       bool must_be_new);
+KT_NODISCARD CK_RV kt_store_delete_object(sqlite3 *db, int64_t id);
+/* C_InitToken on an existing token: every object gone, new label, new SO
+ * record, no user PIN. */
+KT_NODISCARD CK_RV kt_store_reinit(sqlite3 *db, const char *label,
+                                   const struct kt_pin *so);
+
+/* Sealing (seal.c): secret attributes under AES-256-GCM with the object id
+ * and attribute type as AAD, the whole record under an HMAC. */
+void kt_seal_mac_key(const unsigned char mk[32], unsigned char out[32]);
+KT_NODISCARD CK_RV kt_seal_object(const unsigned char mk[32],
+                                  const unsigned char mac_key[32], int64_t id,
+                                  CK_OBJECT_CLASS cls, const kt_attrs *plain,
+                                  unsigned char **blob, size_t *len,
+                                  unsigned char mac[32]);
+KT_NODISCARD CK_RV kt_seal_verify(const unsigned char mac_key[32], int64_t id,
+                                  const unsigned char *blob, size_t len,
+                                  const unsigned char *mac);
+/* Replaces sealed values in attrs by their plaintext. */
+KT_NODISCARD CK_RV kt_seal_open_attrs(const unsigned char mk[32], int64_t id,
+                                      CK_OBJECT_CLASS cls, kt_attrs *attrs);
+
+#endif

@@ -1,0 +1,787 @@
+/* Tokens: slots, the in-memory object index and its synchronisation with
+ * the token database. */
+#include "kt.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "ossl/ossl.h"
+#include "store/store.h"
+
+static struct kt_token *token_alloc(CK_SLOT_ID slot)
+{
+    struct kt_token *t = calloc(1, sizeof(*t));
+    if (t == NULL)
+        return NULL;
+    t->slot_id = slot;
+    t->login = KT_NO_LOGIN;
+    t->seen_gen = -1;
+    pthread_mutex_init(&t->dblock, NULL);
+    pthread_rwlock_init(&t->lock, NULL);
+    kt_hmap_init(&t->objects);
+    kt_hmap_init(&t->by_id);
+    return t;
+}
+
+struct kt_token *kt_token_new_free(CK_SLOT_ID slot)
+{
+    return token_alloc(slot);
+}
+
+void kt_token_free(struct kt_token *t)
+{
+    if (t == NULL)
+        return;
+    void *v;
+    for (size_t i = 0; kt_hmap_iter(&t->objects, &i, NULL, &v);)
+        kt_object_free(v);
+    kt_hmap_free(&t->objects);
+    kt_hmap_free(&t->by_id);
+    if (t->db != NULL)
+        kt_store_close(t->db);
+    kt_wipe(t->mk, sizeof(t->mk));
+    kt_wipe(t->mac_key, sizeof(t->mac_key));
+    pthread_mutex_destroy(&t->dblock);
+    pthread_rwlock_destroy(&t->lock);
+    free(t);
+}
+
+CK_RV kt_token_open(const char *path, CK_SLOT_ID slot, struct kt_token **out)
+{
+    struct kt_token *t = token_alloc(slot);
+    if (t == NULL)
+        return CKR_HOST_MEMORY;
+    snprintf(t->path, sizeof(t->path), "%s", path);
+    CK_RV rv = kt_store_open(path, &t->db);
+    if (rv == CKR_OK)
+        rv = kt_store_read_meta(t->db, path, t->label, t->serial);
+    if (rv == CKR_OK)
+        rv = kt_store_read_pins(t->db, path, t->pins);
+    if (rv == CKR_OK)
+        rv = kt_store_data_version(t->db, &t->data_version);
+    if (rv != CKR_OK) {
+        kt_token_free(t);
+        return rv;
+    }
+    t->initialized = true;
+    *out = t;
+    return CKR_OK;
+}
+
+bool kt_token_visible(const struct kt_token *t, const struct kt_object *o)
+{
+    if (o->token && !o->verified && t->mk_loaded)
+        return false;
+    return !o->private_ || t->login == CKU_USER;
+}
+
+struct kt_object *kt_token_object(struct kt_token *t, CK_OBJECT_HANDLE h)
+{
+    struct kt_object *o = kt_hmap_get(&t->objects, h);
+    if (o == NULL || !kt_token_visible(t, o))
+        return NULL;
+    return o;
+}
+
+/* ---- loading rows ----------------------------------------------------- */
+
+/* A token object as read from a row: parsed, and when the master key is
+ * loaded, verified and unsealed. Lock held for writing. */
+static CK_RV object_from_row(struct kt_token *t, int64_t id,
+                             const unsigned char *blob, size_t len,
+                             const unsigned char *mac, size_t mac_len,
+                             struct kt_object **out)
+{
+    struct kt_object *o = calloc(1, sizeof(*o));
+    if (o == NULL)
+        return CKR_HOST_MEMORY;
+    kt_attrs_init(&o->attrs);
+    o->id = id;
+    o->token = true;
+    CK_RV rv = mac_len == 32 ? CKR_OK : CKR_DATA_INVALID;
+    if (rv == CKR_OK)
+        rv = kt_attrs_parse(&o->attrs, blob, len);
+    if (rv == CKR_OK)
+        rv = kt_attrs_get_ulong(&o->attrs, CKA_CLASS, &o->cls);
+    if (rv != CKR_OK) {
+        kt_object_free(o);
+        return CKR_DATA_INVALID;
+    }
+    memcpy(o->mac, mac, 32);
+    o->blob = malloc(len);
+    if (o->blob == NULL) {
+        kt_object_free(o);
+        return CKR_HOST_MEMORY;
+    }
+    memcpy(o->blob, blob, len);
+    o->blob_len = len;
+    if (kt_attrs_get_ulong(&o->attrs, CKA_KEY_TYPE, &o->key_type) != CKR_OK)
+        o->key_type = CK_UNAVAILABLE_INFORMATION;
+    o->private_ = kt_attrs_get_bool(&o->attrs, CKA_PRIVATE, true);
+    if (t->mk_loaded) {
+        rv = kt_object_unseal(t, o);
+        if (rv != CKR_OK) {
+            kt_object_free(o);
+            return rv;
+        }
+    }
+    *out = o;
+    return CKR_OK;
+}
+
+CK_RV kt_object_unseal(struct kt_token *t, struct kt_object *o)
+{
+    if (!o->token || o->unsealed)
+        return CKR_OK;
+    CK_RV rv = kt_seal_verify(t->mac_key, o->id, o->blob, o->blob_len, o->mac);
+    if (rv == CKR_OK)
+        rv = kt_seal_open_attrs(t->mk, o->id, o->cls, &o->attrs);
+    if (rv != CKR_OK) {
+        kt_log(KT_LOG_ERROR,
+               "token %s: object %lld refused: integrity check failed (the "
+               "stored attributes were changed outside the token)",
+               t->path, (long long)o->id);
+        return CKR_DATA_INVALID;
+    }
+    o->verified = true;
+    o->unsealed = true;
+    return CKR_OK;
+}
+
+static void drop_object(struct kt_token *t, struct kt_object *o)
+{
+    kt_hmap_del(&t->objects, o->handle);
+    if (o->id != 0)
+        kt_hmap_del(&t->by_id, (CK_ULONG)o->id);
+    kt_object_free(o);
+}
+
+static CK_RV sync_row(void *ctx, int64_t id, int64_t gen,
+                      const unsigned char *blob, size_t len,
+                      const unsigned char *mac, size_t mac_len)
+{
+    struct kt_token *t = ctx;
+    struct kt_object *old = kt_hmap_get(&t->by_id, (CK_ULONG)id);
+    (void)gen;
+    if (old != NULL && old->blob_len == len && mac_len == 32 &&
+        memcmp(old->mac, mac, 32) == 0 && memcmp(old->blob, blob, len) == 0)
+        return CKR_OK;
+    struct kt_object *o = NULL;
+    CK_RV rv = object_from_row(t, id, blob, len, mac, mac_len, &o);
+    if (rv == CKR_HOST_MEMORY)
+        return rv;
+    if (rv != CKR_OK) {
+        if (rv == CKR_DATA_INVALID && !t->mk_loaded)
+            kt_log(KT_LOG_ERROR,
+                   "token %s: object %lld refused: damaged "
+                   "record",
+                   t->path, (long long)id);
+        if (old != NULL)
+            drop_object(t, old);
+        return CKR_OK;
+    }
+    if (old != NULL) {
+        /* Same handle, new attributes. */
+        o->handle = old->handle;
+        kt_hmap_del(&t->objects, old->handle);
+        kt_hmap_del(&t->by_id, (CK_ULONG)id);
+        kt_object_free(old);
+    } else {
+        o->handle = kt_handle_next();
+    }
+    if (kt_hmap_put(&t->objects, o->handle, o) != CKR_OK ||
+        kt_hmap_put(&t->by_id, (CK_ULONG)id, o) != CKR_OK) {
+        kt_hmap_del(&t->objects, o->handle);
+        kt_object_free(o);
+        return CKR_HOST_MEMORY;
+    }
+    return CKR_OK;
+}
+
+static void sync_del(void *ctx, int64_t id)
+{
+    struct kt_token *t = ctx;
+    struct kt_object *o = kt_hmap_get(&t->by_id, (CK_ULONG)id);
+    if (o != NULL)
+        drop_object(t, o);
+}
+
+/* dblock held. */
+static CK_RV sync_locked(struct kt_token *t)
+{
+    int64_t dv = 0;
+    CK_RV rv;
+    if (t->loaded) {
+        rv = kt_store_data_version(t->db, &dv);
+        if (rv != CKR_OK)
+            return rv;
+        if (dv == t->data_version)
+            return CKR_OK;
+    }
+    struct kt_pin pins[2];
+    rv = kt_store_read_pins(t->db, t->path, pins);
+    if (rv != CKR_OK)
+        return rv;
+    pthread_rwlock_wrlock(&t->lock);
+    memcpy(t->pins, pins, sizeof(pins));
+    int64_t max_gen = t->seen_gen;
+    rv = kt_store_changes(t->db, t->seen_gen, sync_row, sync_del, t, &max_gen);
+    if (rv == CKR_OK) {
+        t->seen_gen = max_gen;
+        t->loaded = true;
+        if (dv == 0)
+            rv = kt_store_data_version(t->db, &dv);
+        t->data_version = dv;
+    }
+    pthread_rwlock_unlock(&t->lock);
+    kt_wipe(pins, sizeof(pins));
+    return rv;
+}
+
+CK_RV kt_token_sync(struct kt_token *t)
+{
+    if (!t->initialized)
+        return CKR_OK;
+    pthread_mutex_lock(&t->dblock);
+    CK_RV rv = sync_locked(t);
+    pthread_mutex_unlock(&t->dblock);
+    return rv;
+}
+
+void kt_token_unseal_all(struct kt_token *t)
+{
+    struct kt_object *bad[64];
+    size_t n_bad;
+    do {
+        n_bad = 0;
+        void *v;
+        for (size_t i = 0; kt_hmap_iter(&t->objects, &i, NULL, &v);) {
+            struct kt_object *o = v;
+            if (kt_object_unseal(t, o) != CKR_OK && n_bad < 64)
+                bad[n_bad++] = o;
+        }
+        for (size_t i = 0; i < n_bad; i++)
+            drop_object(t, bad[i]);
+    } while (n_bad == 64);
+}
+
+void kt_token_reseal_all(struct kt_token *t)
+{
+    void *v;
+    for (size_t i = 0; kt_hmap_iter(&t->objects, &i, NULL, &v);) {
+        struct kt_object *o = v;
+        if (!o->token || !o->unsealed)
+            continue;
+        kt_attrs sealed;
+        kt_attrs_init(&sealed);
+        if (kt_attrs_parse(&sealed, o->blob, o->blob_len) != CKR_OK)
+            continue; /* was parsed before: cannot fail */
+        kt_attrs_clear(&o->attrs);
+        o->attrs = sealed;
+        o->unsealed = false;
+        kt_ossl_pkey_free(o->pkey);
+        o->pkey = NULL;
+    }
+}
+
+/* ---- changes ------------------------------------------------------------ */
+
+static CK_RV seal_into(struct kt_token *t, struct kt_object *o)
+{
+    unsigned char mk[32], mac_key[32];
+    unsigned char *blob = NULL;
+    size_t len = 0;
+    pthread_rwlock_rdlock(&t->lock);
+    bool loaded = t->mk_loaded;
+    memcpy(mk, t->mk, 32);
+    memcpy(mac_key, t->mac_key, 32);
+    pthread_rwlock_unlock(&t->lock);
+    CK_RV rv = loaded ? CKR_OK : CKR_USER_NOT_LOGGED_IN;
+    if (rv == CKR_OK)
+        rv = kt_seal_object(mk, mac_key, o->id, o->cls, &o->attrs, &blob, &len,
+                            o->mac);
+    if (rv == CKR_OK) {
+        free(o->blob);
+        o->blob = blob;
+        o->blob_len = len;
+    }
+    kt_wipe(mk, sizeof(mk));
+    kt_wipe(mac_key, sizeof(mac_key));
+    return rv;
+}
+
+CK_RV kt_token_add_object(struct kt_token *t, struct kt_object *o,
+                          CK_OBJECT_HANDLE *handle)
+{
+    CK_RV rv = CKR_OK;
+    o->handle = kt_handle_next();
+    if (!o->token) {
+        pthread_rwlock_wrlock(&t->lock);
+        rv = kt_hmap_put(&t->objects, o->handle, o);
+        pthread_rwlock_unlock(&t->lock);
+        if (rv != CKR_OK)
+            kt_object_free(o);
+        else
+            *handle = o->handle;
+        return rv;
+    }
+    for (int attempt = 0; attempt < 4; attempt++) {
+        uint64_t id = 0;
+        rv = kt_ossl_random((unsigned char *)&id, sizeof(id));
+        if (rv != CKR_OK)
+            break;
+        o->id = (int64_t)(id >> 2) + 1;
+        rv = seal_into(t, o);
+        if (rv != CKR_OK)
+            break;
+        pthread_mutex_lock(&t->dblock);
+        rv = kt_store_put_object(t->db, o->id, o->blob, o->blob_len, o->mac,
+                                 true);
+        if (rv == CKR_OK) {
+            pthread_rwlock_wrlock(&t->lock);
+            rv = kt_hmap_put(&t->objects, o->handle, o);
+            if (rv == CKR_OK)
+                rv = kt_hmap_put(&t->by_id, (CK_ULONG)o->id, o);
+            if (rv != CKR_OK)
+                kt_hmap_del(&t->objects, o->handle);
+            pthread_rwlock_unlock(&t->lock);
+        }
+        pthread_mutex_unlock(&t->dblock);
+        if (rv != CKR_FUNCTION_FAILED)
+            break;
+    }
+    if (rv != CKR_OK) {
+        kt_object_free(o);
+        return rv;
+    }
+    *handle = o->handle;
+    return CKR_OK;
+}
+
+CK_RV kt_token_update_object(struct kt_token *t, CK_OBJECT_HANDLE h,
+                             const kt_attrs *attrs)
+{
+    struct kt_object *fresh = NULL;
+    CK_RV rv = kt_object_new(attrs, &fresh);
+    if (rv != CKR_OK)
+        return rv;
+    pthread_rwlock_rdlock(&t->lock);
+    struct kt_object *o = kt_token_object(t, h);
+    if (o != NULL) {
+        fresh->id = o->id;
+        fresh->session = o->session;
+    }
+    pthread_rwlock_unlock(&t->lock);
+    if (o == NULL) {
+        kt_object_free(fresh);
+        return CKR_OBJECT_HANDLE_INVALID;
+    }
+    fresh->handle = h;
+    if (fresh->token) {
+        rv = seal_into(t, fresh);
+        if (rv != CKR_OK) {
+            kt_object_free(fresh);
+            return rv;
+        }
+        pthread_mutex_lock(&t->dblock);
+        rv = kt_store_put_object(t->db, fresh->id, fresh->blob, fresh->blob_len,
+                                 fresh->mac, false);
+    }
+    if (rv == CKR_OK) {
+        pthread_rwlock_wrlock(&t->lock);
+        o = kt_hmap_get(&t->objects, h);
+        if (o == NULL) {
+            rv = CKR_OBJECT_HANDLE_INVALID;
+        } else {
+            /* Swap contents so the handle and index entries stay. */
+            kt_attrs tmp = o->attrs;
+            o->attrs = fresh->attrs;
+            fresh->attrs = tmp;
+            unsigned char *b = o->blob;
+            size_t bl = o->blob_len;
+            o->blob = fresh->blob;
+            o->blob_len = fresh->blob_len;
+            fresh->blob = b;
+            fresh->blob_len = bl;
+            memcpy(o->mac, fresh->mac, 32);
+            o->private_ = fresh->private_;
+            /* The parsed key belonged to the old attributes. */
+            void *pk = o->pkey;
+            o->pkey = fresh->pkey;
+            fresh->pkey = pk;
+            o->verified = o->unsealed = true;
+        }
+        pthread_rwlock_unlock(&t->lock);
+    }
+    if (fresh->token)
+        pthread_mutex_unlock(&t->dblock);
+    kt_object_free(fresh);
+    return rv;
+}
+
+CK_RV kt_token_destroy_object(struct kt_token *t, CK_OBJECT_HANDLE h)
+{
+    CK_RV rv = CKR_OK;
+    pthread_mutex_lock(&t->dblock);
+    pthread_rwlock_rdlock(&t->lock);
+    struct kt_object *o = kt_token_object(t, h);
+    int64_t id = o != NULL ? o->id : 0;
+    bool is_token = o != NULL && o->token;
+    pthread_rwlock_unlock(&t->lock);
+    if (o == NULL)
+        rv = CKR_OBJECT_HANDLE_INVALID;
+    if (rv == CKR_OK && is_token)
+        rv = kt_store_delete_object(t->db, id);
+    if (rv == CKR_OK) {
+        pthread_rwlock_wrlock(&t->lock);
+        o = kt_hmap_get(&t->objects, h);
+        if (o != NULL)
+            drop_object(t, o);
+        pthread_rwlock_unlock(&t->lock);
+    }
+    pthread_mutex_unlock(&t->dblock);
+    return rv;
+}
+
+void kt_token_destroy_session_objects(struct kt_token *t, CK_SESSION_HANDLE s)
+{
+    pthread_rwlock_wrlock(&t->lock);
+    bool more = true;
+    while (more) {
+        more = false;
+        void *v;
+        for (size_t i = 0; kt_hmap_iter(&t->objects, &i, NULL, &v);) {
+            struct kt_object *o = v;
+            if (!o->token && (s == 0 || o->session == s)) {
+                drop_object(t, o);
+                more = true;
+                break;
+            }
+        }
+    }
+    pthread_rwlock_unlock(&t->lock);
+}
+
+/* ---- C_InitToken ----------------------------------------------------------
+ */
+
+static CK_RV mkdir_p(const char *dir)
+{
+    char tmp[PATH_MAX];
+    snprintf(tmp, sizeof(tmp), "%s", dir);
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(tmp, 0700) != 0 && errno != EEXIST)
+            return CKR_DEVICE_ERROR;
+        *p = '/';
+    }
+    if (mkdir(tmp, 0700) != 0 && errno != EEXIST)
+        return CKR_DEVICE_ERROR;
+    return CKR_OK;
+}
+
+CK_RV kt_token_init(struct kt_token *t, const char *dir,
+                    const unsigned char *so_pin, CK_ULONG len,
+                    const unsigned char *label)
+{
+    unsigned char mk[32];
+    struct kt_pin so;
+    CK_RV rv;
+    memset(&so, 0, sizeof(so));
+    if (t->initialized) {
+        /* Re-initialisation: the SO proves the PIN (and pays a retry on
+         * failure), then every object goes. */
+        pthread_rwlock_rdlock(&t->lock);
+        struct kt_pin cur = t->pins[KT_PIN_SO];
+        pthread_rwlock_unlock(&t->lock);
+        if (cur.failures >= kt_g.cfg.pin_max_retries)
+            return CKR_PIN_LOCKED;
+        rv = kt_pin_open(&cur, so_pin, len, mk);
+        if (rv == CKR_PIN_INCORRECT) {
+            pthread_mutex_lock(&t->dblock);
+            if (kt_store_set_failures(t->db, KT_PIN_SO, cur.failures + 1) !=
+                CKR_OK)
+                kt_log(KT_LOG_ERROR, "token %s: cannot record PIN failure",
+                       t->path);
+            pthread_mutex_unlock(&t->dblock);
+            pthread_rwlock_wrlock(&t->lock);
+            t->pins[KT_PIN_SO].failures = cur.failures + 1;
+            pthread_rwlock_unlock(&t->lock);
+        }
+        if (rv != CKR_OK)
+            goto out;
+    }
+    rv = kt_ossl_random(mk, sizeof(mk));
+    if (rv == CKR_OK)
+        rv = kt_pin_make(&so, so_pin, len, kt_g.cfg.pin_kdf_cost, mk);
+    if (rv != CKR_OK)
+        goto out;
+    if (t->initialized) {
+        pthread_mutex_lock(&t->dblock);
+        rv = kt_store_reinit(t->db, (const char *)label, &so);
+        if (rv == CKR_OK) {
+            pthread_rwlock_wrlock(&t->lock);
+            memcpy(t->label, label, KT_LABEL_LEN);
+            void *v;
+            while (t->objects.n > 0) {
+                size_t i = 0;
+                if (!kt_hmap_iter(&t->objects, &i, NULL, &v))
+                    break;
+                drop_object(t, v);
+            }
+            pthread_rwlock_unlock(&t->lock);
+            t->loaded = false;
+            t->seen_gen = -1;
+            rv = sync_locked(t);
+        }
+        pthread_mutex_unlock(&t->dblock);
+        goto out;
+    }
+    rv = mkdir_p(dir);
+    if (rv != CKR_OK) {
+        kt_log(KT_LOG_ERROR, "token_dir %s: cannot create: %s", dir,
+               strerror(errno));
+        goto out;
+    }
+    unsigned char sr[8];
+    rv = kt_ossl_random(sr, sizeof(sr));
+    if (rv != CKR_OK)
+        goto out;
+    char serial[KT_SERIAL_LEN + 1];
+    for (int i = 0; i < 8; i++)
+        snprintf(serial + 2 * i, 3, "%02x", sr[i]);
+    snprintf(t->path, sizeof(t->path), "%s/%s.db", dir, serial);
+    rv = kt_store_create(t->path, (const char *)label, serial, &so, &t->db);
+    if (rv != CKR_OK)
+        goto out;
+    memcpy(t->serial, serial, KT_SERIAL_LEN);
+    memcpy(t->label, label, KT_LABEL_LEN);
+    t->pins[KT_PIN_SO] = so;
+    memset(&t->pins[KT_PIN_USER], 0, sizeof(t->pins[KT_PIN_USER]));
+    pthread_mutex_lock(&t->dblock);
+    rv = sync_locked(t);
+    pthread_mutex_unlock(&t->dblock);
+    t->initialized = true;
+out:
+    kt_wipe(mk, sizeof(mk));
+    kt_wipe(&so, sizeof(so));
+    return rv;
+}
+
+/* ---- slots ------------------------------------------------------------------
+ */
+
+static CK_SLOT_ID slot_id_for(const char *serial)
+{
+    char hex[9];
+    memcpy(hex, serial, 8);
+    hex[8] = '\0';
+    /* Serial-derived IDs are stable across processes; free slots count from
+     * 0, below this range. */
+    return (CK_SLOT_ID)((strtoul(hex, NULL, 16) & 0x0fffffffUL) | 0x10000000UL);
+}
+
+static bool slot_known(const char *path)
+{
+    for (size_t i = 0; i < kt_g.n_slots; i++)
+        if (kt_g.slots[i].token->initialized &&
+            strcmp(kt_g.slots[i].token->path, path) == 0)
+            return true;
+    return false;
+}
+
+static bool slot_id_used(CK_SLOT_ID id)
+{
+    for (size_t i = 0; i < kt_g.n_slots; i++)
+        if (kt_g.slots[i].id == id)
+            return true;
+    return false;
+}
+
+static CK_RV slot_append(struct kt_token *t)
+{
+    struct kt_slot *ns = realloc(kt_g.slots, (kt_g.n_slots + 1) * sizeof(*ns));
+    if (ns == NULL)
+        return CKR_HOST_MEMORY;
+    kt_g.slots = ns;
+    kt_g.slots[kt_g.n_slots].id = t->slot_id;
+    kt_g.slots[kt_g.n_slots].token = t;
+    kt_g.n_slots++;
+    return CKR_OK;
+}
+
+static int name_cmp(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+CK_RV kt_slots_add_free(void)
+{
+    size_t free_slots = 0;
+    for (size_t i = 0; i < kt_g.n_slots; i++)
+        if (!kt_g.slots[i].token->initialized)
+            free_slots++;
+    if (free_slots > 0 || kt_g.n_slots >= kt_g.cfg.slots)
+        return CKR_OK;
+    while (slot_id_used(kt_g.next_free_id))
+        kt_g.next_free_id++;
+    struct kt_token *t = kt_token_new_free(kt_g.next_free_id++);
+    if (t == NULL)
+        return CKR_HOST_MEMORY;
+    CK_RV rv = slot_append(t);
+    if (rv != CKR_OK)
+        kt_token_free(t);
+    return rv;
+}
+
+CK_RV kt_slots_scan(void)
+{
+    const char *dir = kt_g.cfg.token_dir;
+    DIR *d = opendir(dir);
+    char **names = NULL;
+    size_t n = 0, cap = 0;
+    CK_RV rv = CKR_OK;
+    if (d == NULL) {
+        if (errno != ENOENT)
+            kt_log(KT_LOG_ERROR, "token_dir %s: %s", dir, strerror(errno));
+        return kt_slots_add_free();
+    }
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        size_t l = strlen(e->d_name);
+        if (l != KT_SERIAL_LEN + 3 || strcmp(e->d_name + l - 3, ".db") != 0)
+            continue;
+        if (n == cap) {
+            cap = cap ? cap * 2 : 16;
+            char **nn = realloc(names, cap * sizeof(*nn));
+            if (nn == NULL) {
+                rv = CKR_HOST_MEMORY;
+                break;
+            }
+            names = nn;
+        }
+        names[n] = strdup(e->d_name);
+        if (names[n] == NULL) {
+            rv = CKR_HOST_MEMORY;
+            break;
+        }
+        n++;
+    }
+    closedir(d);
+    if (n > 0)
+        qsort(names, n, sizeof(*names), name_cmp);
+    /* Slots beyond the configured maximum keep one place for the free
+     * slot. */
+    for (size_t i = 0; i < n && rv == CKR_OK; i++) {
+        char path[PATH_MAX + 32];
+        snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
+        if (slot_known(path))
+            continue;
+        size_t inited = 0;
+        for (size_t j = 0; j < kt_g.n_slots; j++)
+            if (kt_g.slots[j].token->initialized)
+                inited++;
+        if (inited + 1 >= kt_g.cfg.slots) {
+            kt_log(KT_LOG_WARNING, "token %s not loaded: slots = %lu reached",
+                   path, (unsigned long)kt_g.cfg.slots);
+            continue;
+        }
+        struct kt_token *t = NULL;
+        if (kt_token_open(path, 0, &t) != CKR_OK)
+            continue; /* logged; the file is left untouched */
+        CK_SLOT_ID id = slot_id_for(t->serial);
+        while (slot_id_used(id))
+            id++;
+        t->slot_id = id;
+        rv = slot_append(t);
+        if (rv != CKR_OK)
+            kt_token_free(t);
+    }
+    for (size_t i = 0; i < n; i++)
+        free(names[i]);
+    free(names);
+    if (rv == CKR_OK)
+        rv = kt_slots_add_free();
+    return rv;
+}
+
+void kt_slots_free(void)
+{
+    for (size_t i = 0; i < kt_g.n_slots; i++)
+        kt_token_free(kt_g.slots[i].token);
+    free(kt_g.slots);
+    kt_g.slots = NULL;
+    kt_g.n_slots = 0;
+}
+
+struct kt_token *kt_slot_token(CK_SLOT_ID id)
+{
+    for (size_t i = 0; i < kt_g.n_slots; i++)
+        if (kt_g.slots[i].id == id)
+            return kt_g.slots[i].token;
+    return NULL;
+}
+
+static void pad_copy(unsigned char *dst, const char *src, size_t len)
+{
+    size_t l = strlen(src);
+    memset(dst, ' ', len);
+    memcpy(dst, src, l < len ? l : len);
+}
+
+void kt_token_token_info(struct kt_token *t, CK_TOKEN_INFO *info)
+{
+    memset(info, 0, sizeof(*info));
+    pad_copy(info->manufacturerID, "keytier", sizeof(info->manufacturerID));
+    pad_copy(info->model, "keytier soft", sizeof(info->model));
+    info->flags = CKF_RNG | CKF_LOGIN_REQUIRED | CKF_RESTORE_KEY_NOT_NEEDED;
+    pthread_rwlock_rdlock(&t->lock);
+    if (t->initialized) {
+        memcpy(info->label, t->label, sizeof(info->label));
+        memcpy(info->serialNumber, t->serial, sizeof(info->serialNumber));
+        info->flags |= CKF_TOKEN_INITIALIZED;
+        const CK_ULONG max = kt_g.cfg.pin_max_retries;
+        const struct kt_pin *u = &t->pins[KT_PIN_USER];
+        const struct kt_pin *so = &t->pins[KT_PIN_SO];
+        if (u->present) {
+            info->flags |= CKF_USER_PIN_INITIALIZED;
+            if (u->failures >= max)
+                info->flags |= CKF_USER_PIN_LOCKED;
+            else if (u->failures + 1 == max)
+                info->flags |= CKF_USER_PIN_FINAL_TRY;
+            if (u->failures > 0 && u->failures < max)
+                info->flags |= CKF_USER_PIN_COUNT_LOW;
+        }
+        if (so->failures >= max)
+            info->flags |= CKF_SO_PIN_LOCKED;
+        else if (so->failures + 1 == max)
+            info->flags |= CKF_SO_PIN_FINAL_TRY;
+        if (so->failures > 0 && so->failures < max)
+            info->flags |= CKF_SO_PIN_COUNT_LOW;
+    } else {
+        memset(info->label, ' ', sizeof(info->label));
+        memset(info->serialNumber, ' ', sizeof(info->serialNumber));
+    }
+    pthread_rwlock_unlock(&t->lock);
+    info->ulMaxSessionCount = CK_EFFECTIVELY_INFINITE;
+    info->ulMaxRwSessionCount = CK_EFFECTIVELY_INFINITE;
+    info->ulSessionCount = t->session_count;
+    info->ulRwSessionCount = t->rw_session_count;
+    info->ulMaxPinLen = kt_g.cfg.pin_max_length;
+    info->ulMinPinLen = kt_g.cfg.pin_min_length;
+    info->ulTotalPublicMemory = CK_UNAVAILABLE_INFORMATION;
+    info->ulFreePublicMemory = CK_UNAVAILABLE_INFORMATION;
+    info->ulTotalPrivateMemory = CK_UNAVAILABLE_INFORMATION;
+    info->ulFreePrivateMemory = CK_UNAVAILABLE_INFORMATION;
+    info->hardwareVersion.major = 0;
+    info->hardwareVersion.minor = 1;
+    info->firmwareVersion.major = 0;
+    info->firmwareVersion.minor = 1;
+    memset(info->utcTime, ' ', sizeof(info->utcTime));
+}
