@@ -30,6 +30,7 @@ static void kt_config_defaults(struct kt_config *cfg)
     cfg->log_level = KT_LOG_WARNING;
     cfg->dep_limit = KT_DEFAULT_DEP_LIMIT;
     cfg->chunk_size = KT_DEFAULT_CHUNK_SIZE;
+    kt_avail_config_defaults(&cfg->avail); /* lib-avail */
     for (size_t i = 0;
          i < sizeof kt_default_workloads / sizeof kt_default_workloads[0]; i++)
         cfg->workloads[cfg->n_workloads++] = kt_default_workloads[i];
@@ -233,6 +234,8 @@ static keytier_err kt_config_line(struct kt_config *cfg, const char *where,
         cfg->chunk_size = (uint32_t)n;
         return KEYTIER_OK;
     }
+    if (!strncmp(key, "avail.", 6)) /* lib-avail */
+        return kt_avail_config_set(&cfg->avail, where, key + 6, v);
     return KT_BAD("%s: unknown key '%s'", where, key);
 }
 
@@ -314,6 +317,7 @@ void kt_config_free(struct kt_config *cfg)
     free(cfg->service_token);
     free(cfg->store_path);
     free(cfg->log_file);
+    kt_avail_config_free(&cfg->avail); /* lib-avail */
     memset(cfg, 0, sizeof *cfg);
 }
 

@@ -382,7 +382,7 @@ static keytier_err kt_key_not_found(struct kt_token *tok, const char *what,
 
 keytier_err kt_root_resolve(keytier_ctx *ctx, const char *what, const char *uri,
                             bool for_wrap, struct kt_root *out,
-                            CK_SESSION_HANDLE *sp)
+                            CK_SESSION_HANDLE *sp, CK_RV *rvp)
 {
     P11KitUri *u = NULL;
     struct kt_token *tok = NULL;
@@ -537,6 +537,10 @@ keytier_err kt_root_resolve(keytier_ctx *ctx, const char *what, const char *uri,
     }
     out->pub = pub;
 out:
+    /* lib-avail: the token's own code (e.g. CKR_PIN_INCORRECT from the
+     * login) lets the fallback rule tell a revocation from an outage. */
+    if (rvp)
+        *rvp = e == KEYTIER_OK ? CKR_OK : rv;
     if (e == KEYTIER_OK) {
         *sp = s;
     } else if (tok != NULL) {
