@@ -45,6 +45,10 @@ struct kt_pin_cfg {
 #define KT_MAX_PINS      32
 #define KT_MAX_WORKLOADS 16
 
+/* lib-avail: a `remote = ADDRESS` line is kept in `modules` as this prefix
+ * followed by the address. */
+#define KT_REMOTE_PREFIX "remote:"
+
 struct kt_config {
     char *modules[KT_MAX_MODULES];
     size_t n_modules;
