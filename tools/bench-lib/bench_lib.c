@@ -182,7 +182,9 @@ static void write_conf(int softhsm, int keytier)
     fprintf(f,
             "service_token = pkcs11:token=KService\nstore = %s/store.db\n"
             "pin.VaultA = value:1234\npin.KVaultB = value:1234\n"
-            "pin.KService = value:1234\n",
+            "pin.KService = value:1234\n"
+            "# every DEP-key read goes to a token (no lib-avail cache)\n"
+            "avail.cache_ttl_ms = 0\n",
             dir);
     if (getenv("KT_BENCH_CHUNK"))
         fprintf(f, "envelope_chunk_size = %s\n", getenv("KT_BENCH_CHUNK"));
