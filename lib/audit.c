@@ -1,0 +1,652 @@
+/*
+ * The tamper-evident audit log (see audit.h for the line format).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+
+#include "audit.h"
+
+/* json-c flags shared by writer and verifier: the hash covers exactly this
+ * serialisation. */
+#define KT_JSON_FLAGS (JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
+/* A record is small; anything longer is not ours. */
+#define KT_AUDIT_LINE_MAX (64u * 1024u)
+
+static const char kt_audit_zero_hash[KT_AUDIT_HASH_HEX + 1] =
+    "0000000000000000000000000000000000000000000000000000000000000000";
+
+static const char *const kt_audit_reserved[] = {
+    "Seq", "CreationTime", "Id", "RecordType", "Activity", "PrevHash", "Hash",
+};
+
+struct kt_audit {
+    pthread_mutex_t lock; /* flock does not exclude threads sharing fd */
+    int fd;
+    char *path;
+    /* The tail as of our last append, valid while the size is unchanged. */
+    bool tail_known;
+    off_t tail_size;
+    uint64_t tail_seq;
+    char tail_hash[KT_AUDIT_HASH_HEX + 1];
+};
+
+static void kt_hex(const unsigned char *in, size_t n, char *out)
+{
+    static const char digits[] = "0123456789abcdef";
+
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = digits[in[i] >> 4];
+        out[2 * i + 1] = digits[in[i] & 15];
+    }
+    out[2 * n] = '\0';
+}
+
+static bool kt_sha256_hex(const char *data, size_t len,
+                          char out[KT_AUDIT_HASH_HEX + 1])
+{
+    unsigned char md[32];
+    unsigned int mdlen = 0;
+
+    if (!EVP_Digest(data, len, md, &mdlen, EVP_sha256(), NULL) || mdlen != 32)
+        return false;
+    kt_hex(md, sizeof md, out);
+    return true;
+}
+
+static bool kt_is_hash_hex(const char *s)
+{
+    if (strlen(s) != KT_AUDIT_HASH_HEX)
+        return false;
+    for (const char *p = s; *p; p++)
+        if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')))
+            return false;
+    return true;
+}
+
+/* Random (version 4) UUID, RFC 4122 §4.4. */
+static bool kt_uuid4(char out[37])
+{
+    unsigned char b[16];
+    char h[33];
+
+    if (RAND_bytes(b, sizeof b) != 1)
+        return false;
+    b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
+    b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
+    kt_hex(b, sizeof b, h);
+    snprintf(out, 37, "%.8s-%.4s-%.4s-%.4s-%.12s", h, h + 8, h + 12, h + 16,
+             h + 20);
+    return true;
+}
+
+/* UTC, ISO 8601 with milliseconds: 2026-11-23T15:30:00.123Z */
+static void kt_utc_now(char out[32])
+{
+    struct timespec ts;
+    struct tm tm;
+    size_t n;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    n = strftime(out, 32, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out + n, 32 - n, ".%03uZ",
+             (unsigned)(ts.tv_nsec / 1000000L) % 1000u);
+}
+
+static keytier_err kt_fsync_dir(const char *path)
+{
+    char *dir = strdup(path);
+    char *slash;
+    int dfd;
+    keytier_err err = KEYTIER_OK;
+
+    if (!dir)
+        return KEYTIER_E_NOMEM;
+    slash = strrchr(dir, '/');
+    if (!slash)
+        strcpy(dir, ".");
+    else if (slash == dir)
+        slash[1] = '\0';
+    else
+        *slash = '\0';
+    dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0 || fsync(dfd) != 0)
+        err = kt_err(KEYTIER_E_AUDIT, "cannot sync directory of %s", path);
+    if (dfd >= 0)
+        close(dfd);
+    free(dir);
+    return err;
+}
+
+keytier_err kt_audit_open(const char *path, kt_audit **out)
+{
+    kt_audit *a;
+    bool created = false;
+    int fd;
+
+    if (!path || !out)
+        return kt_err(KEYTIER_E_ARGS, "audit log path missing");
+    *out = NULL;
+    fd = open(path, O_RDWR | O_APPEND | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd >= 0)
+        created = true;
+    else if (errno == EEXIST)
+        fd = open(path, O_RDWR | O_APPEND | O_CLOEXEC);
+    if (fd < 0)
+        return kt_err(KEYTIER_E_AUDIT, "cannot open audit log %s: %s", path,
+                      strerror(errno));
+    /* The new directory entry must survive a crash like the records. */
+    if (created && kt_fsync_dir(path) != KEYTIER_OK) {
+        close(fd);
+        return KEYTIER_E_AUDIT;
+    }
+    a = calloc(1, sizeof *a);
+    if (!a || !(a->path = strdup(path))) {
+        free(a);
+        close(fd);
+        return kt_err(KEYTIER_E_NOMEM, "audit log %s", path);
+    }
+    pthread_mutex_init(&a->lock, NULL);
+    a->fd = fd;
+    *out = a;
+    return KEYTIER_OK;
+}
+
+void kt_audit_close(kt_audit *a)
+{
+    if (!a)
+        return;
+    close(a->fd);
+    pthread_mutex_destroy(&a->lock);
+    free(a->path);
+    free(a);
+}
+
+/* Parses one line (no newline) into an object; NULL if it is not exactly
+ * one JSON object. */
+static json_object *kt_audit_parse(const char *line, size_t len)
+{
+    json_tokener *tok = json_tokener_new();
+    json_object *obj;
+
+    if (!tok)
+        return NULL;
+    obj = json_tokener_parse_ex(tok, line, (int)len);
+    if (obj && (json_tokener_get_error(tok) != json_tokener_success ||
+                json_tokener_get_parse_end(tok) != len ||
+                !json_object_is_type(obj, json_type_object))) {
+        json_object_put(obj);
+        obj = NULL;
+    }
+    json_tokener_free(tok);
+    return obj;
+}
+
+/*
+ * Finds the last record of the file (under flock): its Seq and Hash.  A
+ * trailing line without a newline is a record whose append never completed
+ * (it was not reported written): it is cut off.
+ */
+static keytier_err kt_audit_read_tail(kt_audit *a, off_t *size)
+{
+    char *buf = NULL;
+    size_t cap = 4096;
+    keytier_err err = KEYTIER_OK;
+    json_object *obj = NULL, *seq, *hash;
+
+    for (;;) {
+        off_t start, end = *size, nl = -1, prev_nl = -1;
+        size_t n;
+
+        if (end == 0) {
+            a->tail_seq = 0;
+            memcpy(a->tail_hash, kt_audit_zero_hash, sizeof a->tail_hash);
+            goto out;
+        }
+        start = end > (off_t)cap ? end - (off_t)cap : 0;
+        n = (size_t)(end - start);
+        free(buf);
+        buf = malloc(n + 1);
+        if (!buf) {
+            err = kt_err(KEYTIER_E_NOMEM, "audit log %s", a->path);
+            goto out;
+        }
+        if (pread(a->fd, buf, n, start) != (ssize_t)n) {
+            err = kt_err(KEYTIER_E_AUDIT, "cannot read audit log %s", a->path);
+            goto out;
+        }
+        for (size_t i = n; i-- > 0;) {
+            if (buf[i] != '\n')
+                continue;
+            if (nl < 0)
+                nl = (off_t)i;
+            else {
+                prev_nl = (off_t)i;
+                break;
+            }
+        }
+        if (nl >= 0 && (size_t)nl != n - 1) {
+            /* Partial last line: drop it (it was never acknowledged). */
+            off_t keep = start + nl + 1;
+            if (ftruncate(a->fd, keep) != 0) {
+                err = kt_err(KEYTIER_E_AUDIT, "cannot repair audit log %s",
+                             a->path);
+                goto out;
+            }
+            *size = keep;
+            continue;
+        }
+        if (nl < 0 && start == 0) {
+            /* No complete line at all. */
+            if (ftruncate(a->fd, 0) != 0) {
+                err = kt_err(KEYTIER_E_AUDIT, "cannot repair audit log %s",
+                             a->path);
+                goto out;
+            }
+            *size = 0;
+            continue;
+        }
+        if (prev_nl < 0 && start > 0) {
+            if (cap >= KT_AUDIT_LINE_MAX) {
+                err = kt_err(KEYTIER_E_AUDIT_TAMPERED,
+                             "last line of %s is too long", a->path);
+                goto out;
+            }
+            cap *= 4;
+            continue;
+        }
+        /* The last line is buf[prev_nl + 1 .. nl). */
+        obj = kt_audit_parse(buf + prev_nl + 1, (size_t)(nl - prev_nl - 1));
+        break;
+    }
+    if (!obj || !json_object_object_get_ex(obj, "Seq", &seq) ||
+        !json_object_object_get_ex(obj, "Hash", &hash) ||
+        !json_object_is_type(seq, json_type_int) ||
+        !json_object_is_type(hash, json_type_string) ||
+        !kt_is_hash_hex(json_object_get_string(hash))) {
+        err = kt_err(KEYTIER_E_AUDIT_TAMPERED,
+                     "last line of %s is not an audit record", a->path);
+        goto out;
+    }
+    a->tail_seq = (uint64_t)json_object_get_int64(seq);
+    memcpy(a->tail_hash, json_object_get_string(hash), sizeof a->tail_hash);
+out:
+    json_object_put(obj);
+    free(buf);
+    return err;
+}
+
+static keytier_err kt_write_all(int fd, const char *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return KEYTIER_E_AUDIT;
+        p += w;
+        n -= (size_t)w;
+    }
+    return KEYTIER_OK;
+}
+
+/* Builds the line for the next record (seq, prev) around fields. */
+static keytier_err kt_audit_build(const char *activity, json_object *fields,
+                                  uint64_t seq, const char *prev, char **line,
+                                  size_t *len)
+{
+    json_object *rec = json_object_new_object();
+    char id[37], when[32], hash[KT_AUDIT_HASH_HEX + 1];
+    const char *text;
+    keytier_err err = KEYTIER_OK;
+
+    *line = NULL;
+    kt_utc_now(when);
+    if (!rec || !kt_uuid4(id)) {
+        err = kt_err(KEYTIER_E_CRYPTO, "cannot make an audit record id");
+        goto out;
+    }
+    json_object_object_add(rec, "Seq", json_object_new_int64((int64_t)seq));
+    json_object_object_add(rec, "CreationTime", json_object_new_string(when));
+    json_object_object_add(rec, "Id", json_object_new_string(id));
+    json_object_object_add(rec, "RecordType",
+                           json_object_new_string(KT_AUDIT_RECORD_TYPE));
+    json_object_object_add(rec, "Activity", json_object_new_string(activity));
+    if (fields) {
+        json_object_object_foreach(fields, key, val)
+        {
+            json_object_object_add(rec, key, json_object_get(val));
+        }
+    }
+    json_object_object_add(rec, "PrevHash", json_object_new_string(prev));
+    text = json_object_to_json_string_length(rec, KT_JSON_FLAGS, len);
+    if (!text || !kt_sha256_hex(text, *len, hash)) {
+        err = kt_err(KEYTIER_E_CRYPTO, "cannot hash an audit record");
+        goto out;
+    }
+    json_object_object_add(rec, "Hash", json_object_new_string(hash));
+    text = json_object_to_json_string_length(rec, KT_JSON_FLAGS, len);
+    if (!text || !(*line = malloc(*len + 1))) {
+        err = kt_err(KEYTIER_E_NOMEM, "audit record");
+        goto out;
+    }
+    memcpy(*line, text, *len);
+    (*line)[(*len)++] = '\n';
+out:
+    json_object_put(rec);
+    return err;
+}
+
+keytier_err kt_audit_append(kt_audit *a, const char *activity,
+                            json_object *fields, uint64_t *seq_out)
+{
+    char *line = NULL;
+    size_t len = 0;
+    struct stat st;
+    off_t size;
+    keytier_err err = KEYTIER_OK;
+    bool locked = false;
+
+    if (!a || !activity ||
+        (fields && !json_object_is_type(fields, json_type_object))) {
+        json_object_put(fields);
+        return kt_err(KEYTIER_E_ARGS, "audit record without activity");
+    }
+    for (size_t i = 0;
+         fields && i < sizeof kt_audit_reserved / sizeof kt_audit_reserved[0];
+         i++)
+        if (json_object_object_get_ex(fields, kt_audit_reserved[i], NULL)) {
+            json_object_put(fields);
+            return kt_err(KEYTIER_E_ARGS, "audit field %s is reserved",
+                          kt_audit_reserved[i]);
+        }
+    pthread_mutex_lock(&a->lock);
+    if (flock(a->fd, LOCK_EX) != 0) {
+        err = kt_err(KEYTIER_E_AUDIT, "cannot lock audit log %s", a->path);
+        goto out;
+    }
+    locked = true;
+    if (fstat(a->fd, &st) != 0) {
+        err = kt_err(KEYTIER_E_AUDIT, "cannot stat audit log %s", a->path);
+        goto out;
+    }
+    size = st.st_size;
+    /* Another process may have appended since: then read its last hash. */
+    if (!a->tail_known || a->tail_size != size) {
+        a->tail_known = false;
+        err = kt_audit_read_tail(a, &size);
+        if (err != KEYTIER_OK)
+            goto out;
+    }
+    err = kt_audit_build(activity, fields, a->tail_seq + 1, a->tail_hash, &line,
+                         &len);
+    if (err != KEYTIER_OK)
+        goto out;
+    if (kt_write_all(a->fd, line, len) != KEYTIER_OK) {
+        /* Leave no partial line behind: cut back to the old end. */
+        if (ftruncate(a->fd, size) != 0)
+            a->tail_known = false;
+        err = kt_err(KEYTIER_E_AUDIT, "cannot write audit log %s: %s", a->path,
+                     strerror(errno));
+        goto out;
+    }
+    /* A record reported written must survive a crash. */
+    if (fdatasync(a->fd) != 0) {
+        a->tail_known = false;
+        err = kt_err(KEYTIER_E_AUDIT, "cannot sync audit log %s", a->path);
+        goto out;
+    }
+    a->tail_seq++;
+    /* The new tail hash is the Hash of the line just written. */
+    memcpy(a->tail_hash, line + len - 1 - 2 - KT_AUDIT_HASH_HEX,
+           KT_AUDIT_HASH_HEX);
+    a->tail_size = size + (off_t)len;
+    a->tail_known = true;
+    if (seq_out)
+        *seq_out = a->tail_seq;
+out:
+    if (locked)
+        flock(a->fd, LOCK_UN);
+    pthread_mutex_unlock(&a->lock);
+    json_object_put(fields);
+    free(line);
+    return err;
+}
+
+static void kt_add_str(json_object *o, const char *key, const char *val)
+{
+    if (val)
+        json_object_object_add(o, key, json_object_new_string(val));
+}
+
+static json_object *kt_audit_request_fields(const kt_audit_request *req)
+{
+    json_object *o = json_object_new_object();
+
+    if (!o)
+        return NULL;
+    kt_add_str(o, "Workload", req->workload);
+    kt_add_str(o, "OrganizationId", req->org_id);
+    kt_add_str(o, "DataEncryptionPolicyId", req->dep_id);
+    kt_add_str(o, "PolicyId", req->policy_id);
+    kt_add_str(o, "RequestId", req->request_id);
+    kt_add_str(o, "RequestKind", req->kind);
+    kt_add_str(o, "Operation", req->operation);
+    return o;
+}
+
+/* "pkcs11:token=A;object=r" from a URI: the query part (where a PIN could
+ * be) never reaches the log. */
+static json_object *kt_audit_uri(const char *uri)
+{
+    size_t n = strcspn(uri ? uri : "", "?");
+
+    return json_object_new_string_len(uri ? uri : "", (int)n);
+}
+
+static json_object *kt_audit_key_errors(const kt_audit_key_error errs[2])
+{
+    json_object *arr = json_object_new_array();
+    char name[KT_CKR_NAME_MAX];
+
+    for (int i = 0; arr && i < 2; i++) {
+        json_object *e = json_object_new_object();
+        if (!e)
+            break;
+        kt_add_str(e, "Key", errs[i].key);
+        json_object_object_add(e, "Uri", kt_audit_uri(errs[i].uri));
+        kt_add_str(e, "Error", kt_ckr_name(errs[i].rv, name));
+        json_object_object_add(e, "Code",
+                               json_object_new_int64((int64_t)errs[i].rv));
+        kt_add_str(e, "Class", kt_ckr_class_name(kt_ckr_classify(errs[i].rv)));
+        json_object_array_add(arr, e);
+    }
+    return arr;
+}
+
+static keytier_err kt_audit_keys_event(kt_audit *a, const char *activity,
+                                       const kt_audit_request *req,
+                                       const kt_audit_key_error errs[2])
+{
+    json_object *o = kt_audit_request_fields(req);
+
+    if (!o)
+        return kt_err(KEYTIER_E_NOMEM, "audit record");
+    json_object_object_add(o, "CustomerKeyErrors", kt_audit_key_errors(errs));
+    return kt_audit_append(a, activity, o, NULL);
+}
+
+keytier_err kt_audit_fallback(kt_audit *a, const kt_audit_request *req,
+                              const kt_audit_key_error errs[2])
+{
+    return kt_audit_keys_event(a, KT_AUDIT_FALLBACK, req, errs);
+}
+
+keytier_err kt_audit_denied(kt_audit *a, const kt_audit_request *req,
+                            const kt_audit_key_error errs[2])
+{
+    return kt_audit_keys_event(a, KT_AUDIT_DENIED, req, errs);
+}
+
+keytier_err kt_audit_dep_created(kt_audit *a, const kt_audit_request *req)
+{
+    json_object *o = kt_audit_request_fields(req);
+
+    if (!o)
+        return kt_err(KEYTIER_E_NOMEM, "audit record");
+    return kt_audit_append(a, KT_AUDIT_DEP_CREATED, o, NULL);
+}
+
+keytier_err kt_audit_cache_alert(kt_audit *a, const char *org_id,
+                                 const char *dep_id, const char *entry,
+                                 uint64_t failing_ms, uint64_t expires_in_ms)
+{
+    json_object *o = json_object_new_object();
+
+    if (!o)
+        return kt_err(KEYTIER_E_NOMEM, "audit record");
+    kt_add_str(o, "OrganizationId", org_id);
+    kt_add_str(o, "DataEncryptionPolicyId", dep_id);
+    kt_add_str(o, "CacheEntry", entry);
+    json_object_object_add(o, "RefreshFailingMs",
+                           json_object_new_int64((int64_t)failing_ms));
+    json_object_object_add(o, "ExpiresInMs",
+                           json_object_new_int64((int64_t)expires_in_ms));
+    return kt_audit_append(a, KT_AUDIT_CACHE_ALERT, o, NULL);
+}
+
+/* Checks one line (without its newline) against the chain so far. */
+static keytier_err kt_audit_check_line(const char *line, size_t len,
+                                       uint64_t line_no, uint64_t want_seq,
+                                       char prev[KT_AUDIT_HASH_HEX + 1])
+{
+    json_object *obj = NULL, *seq, *hash, *prev_hash;
+    char want[KT_AUDIT_HASH_HEX + 1];
+    const char *text;
+    size_t tlen;
+    keytier_err err = KEYTIER_E_AUDIT_TAMPERED;
+
+    if (memchr(line, '\0', len) || !(obj = kt_audit_parse(line, len))) {
+        kt_err(err, "line %llu is not a JSON object",
+               (unsigned long long)line_no);
+        goto out;
+    }
+    /* Any byte changed, even whitespace, shows: the writer's exact text. */
+    text = json_object_to_json_string_length(obj, KT_JSON_FLAGS, &tlen);
+    if (!text || tlen != len || memcmp(text, line, len) != 0) {
+        kt_err(err, "line %llu was edited (not as written)",
+               (unsigned long long)line_no);
+        goto out;
+    }
+    if (!json_object_object_get_ex(obj, "Hash", &hash) ||
+        !json_object_is_type(hash, json_type_string) ||
+        !kt_is_hash_hex(json_object_get_string(hash)) ||
+        !json_object_object_get_ex(obj, "PrevHash", &prev_hash) ||
+        !json_object_is_type(prev_hash, json_type_string) ||
+        !json_object_object_get_ex(obj, "Seq", &seq) ||
+        !json_object_is_type(seq, json_type_int)) {
+        kt_err(err, "line %llu lacks Seq, PrevHash or Hash",
+               (unsigned long long)line_no);
+        goto out;
+    }
+    memcpy(want, json_object_get_string(hash), sizeof want);
+    json_object_object_del(obj, "Hash");
+    text = json_object_to_json_string_length(obj, KT_JSON_FLAGS, &tlen);
+    {
+        char got[KT_AUDIT_HASH_HEX + 1];
+        if (!text || !kt_sha256_hex(text, tlen, got) ||
+            memcmp(got, want, KT_AUDIT_HASH_HEX) != 0) {
+            kt_err(err, "line %llu was edited (hash mismatch)",
+                   (unsigned long long)line_no);
+            goto out;
+        }
+    }
+    if (strcmp(json_object_get_string(prev_hash), prev) != 0) {
+        kt_err(err,
+               "line %llu does not follow the record before it (removed, "
+               "reordered or forged line)",
+               (unsigned long long)line_no);
+        goto out;
+    }
+    if (json_object_get_int64(seq) < 0 ||
+        (uint64_t)json_object_get_int64(seq) != want_seq) {
+        kt_err(err, "line %llu has sequence %lld, expected %llu",
+               (unsigned long long)line_no,
+               (long long)json_object_get_int64(seq),
+               (unsigned long long)want_seq);
+        goto out;
+    }
+    memcpy(prev, want, KT_AUDIT_HASH_HEX + 1);
+    err = KEYTIER_OK;
+out:
+    json_object_put(obj);
+    return err;
+}
+
+keytier_err kt_audit_verify(const char *path, uint64_t *bad_line,
+                            uint64_t *records)
+{
+    char prev[KT_AUDIT_HASH_HEX + 1];
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    uint64_t line_no = 0;
+    keytier_err err = KEYTIER_OK;
+    FILE *f;
+
+    if (!path || !bad_line)
+        return kt_err(KEYTIER_E_ARGS, "audit verify: path missing");
+    *bad_line = 0;
+    if (records)
+        *records = 0;
+    f = fopen(path, "re");
+    if (!f)
+        return kt_err(KEYTIER_E_IO, "cannot open audit log %s: %s", path,
+                      strerror(errno));
+    memcpy(prev, kt_audit_zero_hash, sizeof prev);
+    while ((n = getline(&line, &cap, f)) > 0) {
+        line_no++;
+        if (line[n - 1] != '\n') {
+            err = kt_err(KEYTIER_E_AUDIT_TAMPERED,
+                         "line %llu is incomplete (no newline)",
+                         (unsigned long long)line_no);
+        } else if ((size_t)n > KT_AUDIT_LINE_MAX) {
+            err = kt_err(KEYTIER_E_AUDIT_TAMPERED, "line %llu is too long",
+                         (unsigned long long)line_no);
+        } else {
+            err = kt_audit_check_line(line, (size_t)n - 1, line_no, line_no,
+                                      prev);
+        }
+        if (err != KEYTIER_OK) {
+            *bad_line = line_no;
+            break;
+        }
+        if (records)
+            *records = line_no;
+    }
+    if (err == KEYTIER_OK && ferror(f))
+        err = kt_err(KEYTIER_E_IO, "cannot read audit log %s", path);
+    free(line);
+    fclose(f);
+    return err;
+}
+
+KEYTIER_API keytier_err keytier_audit_verify(const char *path,
+                                             uint64_t *bad_line,
+                                             uint64_t *records)
+{
+    kt_err_clear();
+    return kt_audit_verify(path, bad_line, records);
+}

@@ -1,0 +1,91 @@
+/*
+ * The audit log (DESIGN.md §2 "Audit"): append-only JSON lines, each
+ * carrying the SHA-256 of the previous record so that an edited, removed,
+ * reordered or forged line breaks the chain at a line verify can name.
+ *
+ * A line is the json-c serialisation (plain, no spaces) of an object whose
+ * keys are, in order: Seq, CreationTime, Id, RecordType, Activity, the
+ * event's fields, PrevHash and Hash.  Hash is the hex SHA-256 of the same
+ * serialisation without the Hash key; PrevHash is the previous line's Hash
+ * (64 zeros for the first line).  Appends take an exclusive flock (and a
+ * mutex, as flock does not exclude threads sharing a descriptor) around
+ * reading the last hash and writing, and fdatasync before reporting success.
+ *
+ * Not detectable from the file alone: removal of the newest records (keep
+ * kt_audit_head() somewhere else to anchor the tail).
+ */
+#ifndef KT_AUDIT_H
+#define KT_AUDIT_H
+
+#include <stdint.h>
+
+#include <json-c/json.h>
+
+#include "ckr_class.h"
+#include "kt_base.h"
+
+#define KT_AUDIT_RECORD_TYPE "CustomerKeyServiceEncryption"
+#define KT_AUDIT_FALLBACK    "Fallback to availability key"
+#define KT_AUDIT_DENIED      "Request denied: customer keys revoked"
+#define KT_AUDIT_DEP_CREATED "DEP created"
+#define KT_AUDIT_CACHE_ALERT "Cache refresh failing"
+#define KT_AUDIT_HASH_HEX    64
+
+typedef struct kt_audit kt_audit;
+
+/* Opens (creating 0600 if needed) the log at path for appending. */
+KT_MUST_CHECK keytier_err kt_audit_open(const char *path, kt_audit **out);
+void kt_audit_close(kt_audit *audit);
+
+/*
+ * Appends one record: the standard fields are added around fields (a JSON
+ * object; ownership is taken, even on failure; NULL for none).  Returns once
+ * the line is on disk.  *seq_out (if not NULL) gets the record's Seq.
+ */
+KT_MUST_CHECK keytier_err kt_audit_append(kt_audit *audit, const char *activity,
+                                          json_object *fields,
+                                          uint64_t *seq_out);
+
+/* The request a record is about (DESIGN.md §2 fallback record fields). */
+typedef struct kt_audit_request {
+    const char *workload; /* Exchange, SharePoint, ... */
+    const char *org_id;   /* organisation (tenant) id */
+    const char *dep_id;
+    const char *policy_id;
+    const char *request_id;
+    const char *kind;      /* "user" or "internal" */
+    const char *operation; /* internal operation (index, ...), or NULL */
+} kt_audit_request;
+
+/* One customer key's failure: which key ("A"/"B"), its URI (without any
+ * query part: no PIN ever reaches the log) and the outcome. */
+typedef struct kt_audit_key_error {
+    const char *key;
+    const char *uri;
+    CK_RV rv;
+} kt_audit_key_error;
+
+KT_MUST_CHECK keytier_err kt_audit_fallback(kt_audit *audit,
+                                            const kt_audit_request *req,
+                                            const kt_audit_key_error errs[2]);
+KT_MUST_CHECK keytier_err kt_audit_denied(kt_audit *audit,
+                                          const kt_audit_request *req,
+                                          const kt_audit_key_error errs[2]);
+KT_MUST_CHECK keytier_err kt_audit_dep_created(kt_audit *audit,
+                                               const kt_audit_request *req);
+/* The cache could not refresh entry for failing_ms; it expires in
+ * expires_in_ms unless a refresh succeeds. */
+KT_MUST_CHECK keytier_err kt_audit_cache_alert(
+    kt_audit *audit, const char *org_id, const char *dep_id, const char *entry,
+    uint64_t failing_ms, uint64_t expires_in_ms);
+
+/*
+ * Checks every line of the log at path.  KEYTIER_OK when the chain is
+ * intact; otherwise KEYTIER_E_AUDIT_TAMPERED with *bad_line the 1-based
+ * number of the first bad line (and the reason in the error detail), or
+ * KEYTIER_E_IO.  *records gets the number of good records (may be NULL).
+ */
+KT_MUST_CHECK keytier_err kt_audit_verify(const char *path, uint64_t *bad_line,
+                                          uint64_t *records);
+
+#endif

@@ -1,0 +1,115 @@
+/* Logger: one line per record, "time level kind ...".  Token calls are
+ * logged by name, result and latency only; events by a fixed text and a
+ * subject.  There is no formatting entry point for arbitrary data. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "kt_base.h"
+
+struct kt_log {
+    FILE *fp;
+    bool owned;
+    enum kt_log_level level;
+    pthread_mutex_t mu;
+};
+
+static const char *const kt_log_names[] = {"error", "warning", "info", "debug"};
+
+bool kt_log_level_parse(const char *s, enum kt_log_level *out)
+{
+    for (size_t i = 0; i < sizeof kt_log_names / sizeof kt_log_names[0]; i++)
+        if (strcmp(s, kt_log_names[i]) == 0) {
+            *out = (enum kt_log_level)i;
+            return true;
+        }
+    return false;
+}
+
+keytier_err kt_log_open(const char *path, enum kt_log_level level, kt_log **out)
+{
+    kt_log *log = calloc(1, sizeof *log);
+    if (log == NULL)
+        return kt_err(KEYTIER_E_NOMEM, NULL);
+    if (path != NULL) {
+        log->fp = fopen(path, "ae");
+        if (log->fp == NULL) {
+            int e = errno;
+            free(log);
+            return kt_err(KEYTIER_E_CONFIG, "log file %s: %s", path,
+                          strerror(e));
+        }
+        log->owned = true;
+    } else {
+        log->fp = stderr;
+    }
+    log->level = level;
+    pthread_mutex_init(&log->mu, NULL);
+    *out = log;
+    return KEYTIER_OK;
+}
+
+void kt_log_close(kt_log *log)
+{
+    if (log == NULL)
+        return;
+    if (log->owned)
+        fclose(log->fp);
+    pthread_mutex_destroy(&log->mu);
+    free(log);
+}
+
+bool kt_log_enabled(const kt_log *log, enum kt_log_level level)
+{
+    return log != NULL && level <= log->level;
+}
+
+uint64_t kt_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void kt_log_stamp(char *buf, size_t cap)
+{
+    struct timespec ts;
+    struct tm tm;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    size_t n = strftime(buf, cap, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(buf + n, cap - n, ".%03ldZ", ts.tv_nsec / 1000000);
+}
+
+void kt_log_call(kt_log *log, const char *call, unsigned long rv,
+                 const char *rv_text, uint64_t latency_ns)
+{
+    enum kt_log_level lvl = KT_LOG_DEBUG;
+    if (!kt_log_enabled(log, lvl))
+        return;
+    char stamp[40];
+    kt_log_stamp(stamp, sizeof stamp);
+    pthread_mutex_lock(&log->mu);
+    fprintf(log->fp, "%s keytier %s call=%s rv=0x%08lx (%s) latency_us=%.1f\n",
+            stamp, kt_log_names[lvl], call, rv, rv_text ? rv_text : "",
+            (double)latency_ns / 1000.0);
+    fflush(log->fp);
+    pthread_mutex_unlock(&log->mu);
+}
+
+void kt_log_event_(kt_log *log, enum kt_log_level level, const char *event,
+                   const char *subject)
+{
+    if (!kt_log_enabled(log, level))
+        return;
+    char stamp[40];
+    kt_log_stamp(stamp, sizeof stamp);
+    pthread_mutex_lock(&log->mu);
+    fprintf(log->fp, "%s keytier %s %s%s%s\n", stamp, kt_log_names[level],
+            event, subject ? ": " : "", subject ? subject : "");
+    fflush(log->fp);
+    pthread_mutex_unlock(&log->mu);
+}

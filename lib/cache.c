@@ -1,0 +1,657 @@
+/*
+ * The key cache (see cache.h).  A read-write lock guards the table; hits
+ * take it shared.  Key bytes live in locked slabs, never in the entries.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cache.h"
+
+typedef struct kt_slab {
+    struct kt_slab *next;
+    unsigned char *page;
+} kt_slab;
+
+typedef struct kt_centry {
+    char *id, *org_id, *dep_id, *roots[KT_CACHE_ROOTS];
+    uint64_t hash, gen;
+    unsigned char *key; /* a slot of a slab */
+    size_t len;
+    uint64_t expires, next_refresh, failing_since;
+    bool alerted;
+    struct kt_centry *next;
+} kt_centry;
+
+/* What the maintenance pass hands to the refresh callback, unlocked. */
+typedef struct kt_refresh_job {
+    char *id, *dep_id;
+    uint64_t gen;
+} kt_refresh_job;
+
+struct kt_cache {
+    kt_cache_config cfg;
+    pthread_rwlock_t lock;
+    kt_centry **buckets;
+    size_t nbuckets, count;
+    uint64_t next_gen;
+    /* slabs of locked pages, cut into KT_CACHE_KEY_MAX slots */
+    kt_slab *slabs;
+    unsigned char *free_slots; /* linked through the slots themselves */
+    size_t page_size;
+    /* maintenance thread */
+    pthread_mutex_t tlock;
+    pthread_cond_t tcond;
+    pthread_t thread;
+    bool thread_started, stopping, poke;
+    pthread_mutex_t maintain_lock; /* one maintenance pass at a time */
+    /* counters */
+    atomic_uint_fast64_t hits, misses, refreshes, refresh_failures, fallbacks,
+        alerts, evictions, invalidations, locked_pages, unlocked_pages;
+};
+
+static uint64_t kt_cache_now(kt_cache *c)
+{
+    struct timespec ts;
+
+    if (c->cfg.clock)
+        return c->cfg.clock(c->cfg.clock_arg);
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* FNV-1a: ids are ours (DEP ids, key paths), not attacker-chosen. */
+static uint64_t kt_hash_str(const char *s)
+{
+    uint64_t h = 1469598103934665603ull;
+
+    for (; *s; s++) {
+        h ^= (unsigned char)*s;
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
+static unsigned char *kt_slot_get(kt_cache *c)
+{
+    unsigned char *slot;
+
+    if (!c->free_slots) {
+        kt_slab *slab = calloc(1, sizeof *slab);
+        void *page;
+        if (!slab)
+            return NULL;
+        page = mmap(NULL, c->page_size, PROT_READ | PROT_WRITE,
+                    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (page == MAP_FAILED) {
+            free(slab);
+            return NULL;
+        }
+        /* Locked where RLIMIT_MEMLOCK allows; without it we still work.
+         * The raw system call: sanitizer runtimes turn mlock() into a
+         * no-op that reports success. */
+        if (syscall(SYS_mlock, page, c->page_size) == 0)
+            atomic_fetch_add(&c->locked_pages, 1);
+        else
+            atomic_fetch_add(&c->unlocked_pages, 1);
+        madvise(page, c->page_size, MADV_DONTDUMP);
+        slab->page = page;
+        slab->next = c->slabs;
+        c->slabs = slab;
+        for (size_t off = 0; off + KT_CACHE_KEY_MAX <= c->page_size;
+             off += KT_CACHE_KEY_MAX) {
+            unsigned char *s = slab->page + off;
+            memcpy(s, &c->free_slots, sizeof c->free_slots);
+            c->free_slots = s;
+        }
+    }
+    slot = c->free_slots;
+    memcpy(&c->free_slots, slot, sizeof c->free_slots);
+    kt_wipe(slot, KT_CACHE_KEY_MAX);
+    return slot;
+}
+
+static void kt_slot_put(kt_cache *c, unsigned char *slot)
+{
+    kt_wipe(slot, KT_CACHE_KEY_MAX);
+    memcpy(slot, &c->free_slots, sizeof c->free_slots);
+    c->free_slots = slot;
+}
+
+static void kt_centry_free(kt_cache *c, kt_centry *e)
+{
+    if (e->key)
+        kt_slot_put(c, e->key);
+    free(e->id);
+    free(e->org_id);
+    free(e->dep_id);
+    for (int i = 0; i < KT_CACHE_ROOTS; i++)
+        free(e->roots[i]);
+    free(e);
+}
+
+static kt_centry **kt_cache_slot_of(kt_cache *c, const char *id, uint64_t h)
+{
+    kt_centry **pp = &c->buckets[h & (c->nbuckets - 1)];
+
+    while (*pp && ((*pp)->hash != h || strcmp((*pp)->id, id) != 0))
+        pp = &(*pp)->next;
+    return pp;
+}
+
+/* Unlinks and wipes *pp.  Under the write lock. */
+static void kt_cache_remove(kt_cache *c, kt_centry **pp)
+{
+    kt_centry *e = *pp;
+
+    *pp = e->next;
+    c->count--;
+    kt_centry_free(c, e);
+}
+
+static void *kt_cache_thread(void *arg);
+
+keytier_err kt_cache_new(const kt_cache_config *cfg, kt_cache **out)
+{
+    kt_cache *c;
+    size_t nb = 64;
+
+    *out = NULL;
+    if (!cfg || cfg->ttl_ms == 0)
+        return kt_err(KEYTIER_E_CONFIG, "cache ttl must be positive");
+    if (cfg->refresh_ahead_ms > cfg->ttl_ms)
+        return kt_err(KEYTIER_E_CONFIG,
+                      "cache refresh_ahead (%llu ms) exceeds ttl (%llu ms)",
+                      (unsigned long long)cfg->refresh_ahead_ms,
+                      (unsigned long long)cfg->ttl_ms);
+    if (cfg->refresh_ahead_ms && (!cfg->refresh || cfg->retry_ms == 0))
+        return kt_err(KEYTIER_E_CONFIG,
+                      "cache refresh needs a callback and a retry interval");
+    if (cfg->refresh_ahead_ms && cfg->alert_after_ms >= cfg->refresh_ahead_ms)
+        return kt_err(KEYTIER_E_CONFIG,
+                      "cache alert window (%llu ms) must be shorter than "
+                      "refresh_ahead (%llu ms) to fire before expiry",
+                      (unsigned long long)cfg->alert_after_ms,
+                      (unsigned long long)cfg->refresh_ahead_ms);
+    if (cfg->max_entries == 0)
+        return kt_err(KEYTIER_E_CONFIG, "cache max_entries must be positive");
+    c = calloc(1, sizeof *c);
+    if (!c)
+        return kt_err(KEYTIER_E_NOMEM, "cache");
+    while (nb < cfg->max_entries && nb < (1u << 20))
+        nb <<= 1;
+    c->buckets = calloc(nb, sizeof *c->buckets);
+    if (!c->buckets) {
+        free(c);
+        return kt_err(KEYTIER_E_NOMEM, "cache");
+    }
+    c->nbuckets = nb;
+    c->cfg = *cfg;
+    c->page_size = (size_t)sysconf(_SC_PAGESIZE);
+    pthread_rwlock_init(&c->lock, NULL);
+    pthread_mutex_init(&c->tlock, NULL);
+    pthread_mutex_init(&c->maintain_lock, NULL);
+    {
+        pthread_condattr_t attr;
+        pthread_condattr_init(&attr);
+        pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+        pthread_cond_init(&c->tcond, &attr);
+        pthread_condattr_destroy(&attr);
+    }
+    if (cfg->background) {
+        if (pthread_create(&c->thread, NULL, kt_cache_thread, c) != 0) {
+            kt_cache_free(c);
+            return kt_err(KEYTIER_E_INTERNAL, "cannot start cache thread");
+        }
+        c->thread_started = true;
+    }
+    *out = c;
+    return KEYTIER_OK;
+}
+
+void kt_cache_free(kt_cache *c)
+{
+    if (!c)
+        return;
+    if (c->thread_started) {
+        pthread_mutex_lock(&c->tlock);
+        c->stopping = true;
+        pthread_cond_signal(&c->tcond);
+        pthread_mutex_unlock(&c->tlock);
+        pthread_join(c->thread, NULL);
+    }
+    kt_cache_invalidate_all(c);
+    while (c->slabs) {
+        kt_slab *s = c->slabs;
+        c->slabs = s->next;
+        kt_wipe(s->page, c->page_size);
+        syscall(SYS_munlock, s->page, c->page_size);
+        munmap(s->page, c->page_size);
+        free(s);
+    }
+    pthread_cond_destroy(&c->tcond);
+    pthread_mutex_destroy(&c->tlock);
+    pthread_mutex_destroy(&c->maintain_lock);
+    pthread_rwlock_destroy(&c->lock);
+    free(c->buckets);
+    free(c);
+}
+
+static char *kt_strdup0(const char *s, bool *ok)
+{
+    char *d;
+
+    if (!s)
+        return NULL;
+    d = strdup(s);
+    if (!d)
+        *ok = false;
+    return d;
+}
+
+/* Evicts the entry closest to expiry to make room.  Under the write lock. */
+static void kt_cache_evict_one(kt_cache *c)
+{
+    kt_centry **victim = NULL;
+
+    for (size_t b = 0; b < c->nbuckets; b++)
+        for (kt_centry **pp = &c->buckets[b]; *pp; pp = &(*pp)->next)
+            if (!victim || (*pp)->expires < (*victim)->expires)
+                victim = pp;
+    if (victim) {
+        kt_cache_remove(c, victim);
+        atomic_fetch_add(&c->evictions, 1);
+    }
+}
+
+static void kt_cache_poke(kt_cache *c)
+{
+    if (!c->thread_started)
+        return;
+    pthread_mutex_lock(&c->tlock);
+    c->poke = true;
+    pthread_cond_signal(&c->tcond);
+    pthread_mutex_unlock(&c->tlock);
+}
+
+keytier_err kt_cache_put(kt_cache *c, const char *id, const kt_cache_tags *tags,
+                         const unsigned char *key, size_t len)
+{
+    kt_centry *e, **pp;
+    uint64_t h, now;
+    bool ok = true;
+
+    if (!c || !id || !tags || !key || len == 0 || len > KT_CACHE_KEY_MAX)
+        return kt_err(KEYTIER_E_ARGS, "cache entry %s", id ? id : "(null)");
+    e = calloc(1, sizeof *e);
+    if (!e)
+        return kt_err(KEYTIER_E_NOMEM, "cache entry %s", id);
+    e->id = kt_strdup0(id, &ok);
+    e->org_id = kt_strdup0(tags->org_id, &ok);
+    e->dep_id = kt_strdup0(tags->dep_id, &ok);
+    for (int i = 0; i < KT_CACHE_ROOTS; i++)
+        e->roots[i] = kt_strdup0(tags->roots[i], &ok);
+    e->hash = h = kt_hash_str(id);
+    pthread_rwlock_wrlock(&c->lock);
+    if (ok)
+        e->key = kt_slot_get(c);
+    if (!ok || !e->key) {
+        pthread_rwlock_unlock(&c->lock);
+        kt_centry_free(c, e);
+        return kt_err(KEYTIER_E_NOMEM, "cache entry %s", id);
+    }
+    memcpy(e->key, key, len);
+    e->len = len;
+    now = kt_cache_now(c);
+    e->expires = now + c->cfg.ttl_ms;
+    e->gen = ++c->next_gen;
+    pp = kt_cache_slot_of(c, id, h);
+    if (*pp)
+        kt_cache_remove(c, pp);
+    else if (c->count >= c->cfg.max_entries)
+        kt_cache_evict_one(c);
+    pp = &c->buckets[h & (c->nbuckets - 1)];
+    e->next = *pp;
+    *pp = e;
+    c->count++;
+    pthread_rwlock_unlock(&c->lock);
+    kt_cache_poke(c);
+    return KEYTIER_OK;
+}
+
+bool kt_cache_get(kt_cache *c, const char *id, unsigned char *out, size_t cap,
+                  size_t *len)
+{
+    uint64_t h = kt_hash_str(id), now = kt_cache_now(c);
+    kt_centry *e;
+    bool hit = false, expired = false;
+
+    pthread_rwlock_rdlock(&c->lock);
+    e = *kt_cache_slot_of(c, id, h);
+    if (e && now < e->expires && e->len <= cap) {
+        memcpy(out, e->key, e->len);
+        *len = e->len;
+        hit = true;
+    } else if (e && now >= e->expires) {
+        expired = true;
+    }
+    pthread_rwlock_unlock(&c->lock);
+    if (hit) {
+        atomic_fetch_add_explicit(&c->hits, 1, memory_order_relaxed);
+        return true;
+    }
+    atomic_fetch_add_explicit(&c->misses, 1, memory_order_relaxed);
+    if (expired) {
+        /* Expired keys do not wait for the maintenance pass to be wiped. */
+        pthread_rwlock_wrlock(&c->lock);
+        kt_centry **pp = kt_cache_slot_of(c, id, h);
+        if (*pp && kt_cache_now(c) >= (*pp)->expires) {
+            kt_cache_remove(c, pp);
+            atomic_fetch_add(&c->evictions, 1);
+        }
+        pthread_rwlock_unlock(&c->lock);
+    }
+    return false;
+}
+
+typedef bool (*kt_match_fn)(const kt_centry *e, const char *what);
+
+static size_t kt_cache_invalidate(kt_cache *c, kt_match_fn match,
+                                  const char *what)
+{
+    size_t n = 0;
+
+    pthread_rwlock_wrlock(&c->lock);
+    for (size_t b = 0; b < c->nbuckets; b++) {
+        kt_centry **pp = &c->buckets[b];
+        while (*pp) {
+            if (match(*pp, what)) {
+                kt_cache_remove(c, pp);
+                n++;
+            } else {
+                pp = &(*pp)->next;
+            }
+        }
+    }
+    pthread_rwlock_unlock(&c->lock);
+    atomic_fetch_add(&c->invalidations, n);
+    return n;
+}
+
+static bool kt_eq(const char *a, const char *b)
+{
+    return a && b && strcmp(a, b) == 0;
+}
+
+static bool kt_match_id(const kt_centry *e, const char *w)
+{
+    return kt_eq(e->id, w);
+}
+
+static bool kt_match_dep(const kt_centry *e, const char *w)
+{
+    return kt_eq(e->dep_id, w);
+}
+
+static bool kt_match_tenant(const kt_centry *e, const char *w)
+{
+    return kt_eq(e->org_id, w);
+}
+
+static bool kt_match_root(const kt_centry *e, const char *w)
+{
+    for (int i = 0; i < KT_CACHE_ROOTS; i++)
+        if (kt_eq(e->roots[i], w))
+            return true;
+    return false;
+}
+
+static bool kt_match_all(const kt_centry *e, const char *w)
+{
+    (void)e;
+    (void)w;
+    return true;
+}
+
+size_t kt_cache_invalidate_id(kt_cache *c, const char *id)
+{
+    return id ? kt_cache_invalidate(c, kt_match_id, id) : 0;
+}
+
+size_t kt_cache_invalidate_dep(kt_cache *c, const char *dep_id)
+{
+    return dep_id ? kt_cache_invalidate(c, kt_match_dep, dep_id) : 0;
+}
+
+size_t kt_cache_invalidate_tenant(kt_cache *c, const char *org_id)
+{
+    return org_id ? kt_cache_invalidate(c, kt_match_tenant, org_id) : 0;
+}
+
+size_t kt_cache_invalidate_root(kt_cache *c, const char *root_uri)
+{
+    return root_uri ? kt_cache_invalidate(c, kt_match_root, root_uri) : 0;
+}
+
+size_t kt_cache_invalidate_all(kt_cache *c)
+{
+    return kt_cache_invalidate(c, kt_match_all, "");
+}
+
+/* The refresh of one entry has returned: apply it.  Fires the alert (after
+ * unlocking) when refreshing has failed long enough. */
+static void kt_cache_refresh_done(kt_cache *c, const kt_refresh_job *job,
+                                  CK_RV rv, const unsigned char *key,
+                                  size_t len)
+{
+    kt_cache_alert alert = {0};
+    char *org = NULL, *dep = NULL;
+    bool fire = false;
+    kt_centry **pp, *e;
+    uint64_t now;
+
+    pthread_rwlock_wrlock(&c->lock);
+    now = kt_cache_now(c);
+    pp = kt_cache_slot_of(c, job->id, kt_hash_str(job->id));
+    e = *pp;
+    /* Invalidated or replaced while we were asking the token: drop it. */
+    if (!e || e->gen != job->gen) {
+        pthread_rwlock_unlock(&c->lock);
+        return;
+    }
+    if (rv == CKR_OK && len > 0 && len <= KT_CACHE_KEY_MAX) {
+        kt_wipe(e->key, KT_CACHE_KEY_MAX);
+        memcpy(e->key, key, len);
+        e->len = len;
+        e->expires = now + c->cfg.ttl_ms;
+        e->failing_since = 0;
+        e->next_refresh = 0;
+        e->alerted = false;
+        atomic_fetch_add(&c->refreshes, 1);
+    } else if (kt_ckr_classify(rv) == KT_CKR_CLASS_DENIED) {
+        /* The customer revoked the key: nothing may be served from it. */
+        kt_cache_remove(c, pp);
+        atomic_fetch_add(&c->refresh_failures, 1);
+        atomic_fetch_add(&c->invalidations, 1);
+    } else {
+        atomic_fetch_add(&c->refresh_failures, 1);
+        if (!e->failing_since)
+            e->failing_since = now;
+        e->next_refresh = now + c->cfg.retry_ms;
+        if (!e->alerted && now < e->expires &&
+            now - e->failing_since >= c->cfg.alert_after_ms) {
+            e->alerted = true;
+            fire = true;
+            alert.failing_ms = now - e->failing_since;
+            alert.expires_in_ms = e->expires - now;
+            alert.last_error = rv;
+            org = e->org_id ? strdup(e->org_id) : NULL;
+            dep = e->dep_id ? strdup(e->dep_id) : NULL;
+        }
+    }
+    pthread_rwlock_unlock(&c->lock);
+    if (!fire)
+        return;
+    atomic_fetch_add(&c->alerts, 1);
+    alert.id = job->id;
+    alert.org_id = org;
+    alert.dep_id = dep;
+    if (c->cfg.audit &&
+        kt_audit_cache_alert(c->cfg.audit, org, dep, job->id, alert.failing_ms,
+                             alert.expires_in_ms) != KEYTIER_OK) {
+        /* The callback still fires: the alert must not be lost. */
+    }
+    if (c->cfg.alert)
+        c->cfg.alert(c->cfg.alert_arg, &alert);
+    free(org);
+    free(dep);
+}
+
+void kt_cache_maintain(kt_cache *c)
+{
+    kt_refresh_job *jobs = NULL;
+    size_t njobs = 0, cap = 0;
+    uint64_t now;
+
+    pthread_mutex_lock(&c->maintain_lock);
+    pthread_rwlock_wrlock(&c->lock);
+    now = kt_cache_now(c);
+    for (size_t b = 0; b < c->nbuckets; b++) {
+        kt_centry **pp = &c->buckets[b];
+        while (*pp) {
+            kt_centry *e = *pp;
+            if (now >= e->expires) {
+                kt_cache_remove(c, pp);
+                atomic_fetch_add(&c->evictions, 1);
+                continue;
+            }
+            pp = &e->next;
+            if (!c->cfg.refresh_ahead_ms ||
+                now < e->expires - c->cfg.refresh_ahead_ms ||
+                now < e->next_refresh)
+                continue;
+            if (njobs == cap) {
+                size_t ncap = cap ? 2 * cap : 8;
+                kt_refresh_job *nj = realloc(jobs, ncap * sizeof *nj);
+                if (!nj)
+                    continue;
+                jobs = nj;
+                cap = ncap;
+            }
+            jobs[njobs].id = strdup(e->id);
+            jobs[njobs].dep_id = e->dep_id ? strdup(e->dep_id) : NULL;
+            jobs[njobs].gen = e->gen;
+            if (jobs[njobs].id)
+                njobs++;
+            else
+                free(jobs[njobs].dep_id);
+        }
+    }
+    pthread_rwlock_unlock(&c->lock);
+    /* Token calls happen unlocked: hits go on while a vault is slow. */
+    for (size_t i = 0; i < njobs; i++) {
+        unsigned char key[KT_CACHE_KEY_MAX];
+        size_t len = 0;
+        CK_RV rv = c->cfg.refresh(c->cfg.refresh_arg, jobs[i].id,
+                                  jobs[i].dep_id, key, &len);
+        kt_cache_refresh_done(c, &jobs[i], rv, key, len);
+        kt_wipe(key, sizeof key);
+        free(jobs[i].id);
+        free(jobs[i].dep_id);
+    }
+    free(jobs);
+    pthread_mutex_unlock(&c->maintain_lock);
+}
+
+/* When the next maintenance pass is due (cache clock), or UINT64_MAX. */
+static uint64_t kt_cache_next_due(kt_cache *c)
+{
+    uint64_t due = UINT64_MAX;
+
+    pthread_rwlock_rdlock(&c->lock);
+    for (size_t b = 0; b < c->nbuckets; b++)
+        for (kt_centry *e = c->buckets[b]; e; e = e->next) {
+            uint64_t t = e->expires;
+            if (c->cfg.refresh_ahead_ms) {
+                uint64_t r = e->expires - c->cfg.refresh_ahead_ms;
+                if (e->next_refresh > r)
+                    r = e->next_refresh;
+                if (r < t)
+                    t = r;
+            }
+            if (t < due)
+                due = t;
+        }
+    pthread_rwlock_unlock(&c->lock);
+    return due;
+}
+
+static void *kt_cache_thread(void *arg)
+{
+    kt_cache *c = arg;
+
+    pthread_mutex_lock(&c->tlock);
+    while (!c->stopping) {
+        uint64_t due, now, wait_ms;
+        struct timespec ts;
+
+        pthread_mutex_unlock(&c->tlock);
+        kt_cache_maintain(c);
+        due = kt_cache_next_due(c);
+        now = kt_cache_now(c);
+        pthread_mutex_lock(&c->tlock);
+        if (c->stopping)
+            break;
+        if (c->poke) {
+            c->poke = false;
+            continue;
+        }
+        /* An injected clock may not follow real time: re-check each second. */
+        wait_ms = due > now ? due - now : 0;
+        if (wait_ms > 1000)
+            wait_ms = 1000;
+        if (wait_ms == 0)
+            continue;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_sec += (time_t)(wait_ms / 1000);
+        ts.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        while (!c->stopping && !c->poke &&
+               pthread_cond_timedwait(&c->tcond, &c->tlock, &ts) != ETIMEDOUT)
+            ;
+        c->poke = false;
+    }
+    pthread_mutex_unlock(&c->tlock);
+    return NULL;
+}
+
+void kt_cache_count_fallback(kt_cache *c)
+{
+    atomic_fetch_add(&c->fallbacks, 1);
+}
+
+void kt_cache_get_stats(kt_cache *c, kt_cache_stats *s)
+{
+    s->hits = atomic_load(&c->hits);
+    s->misses = atomic_load(&c->misses);
+    s->refreshes = atomic_load(&c->refreshes);
+    s->refresh_failures = atomic_load(&c->refresh_failures);
+    s->fallbacks = atomic_load(&c->fallbacks);
+    s->alerts = atomic_load(&c->alerts);
+    s->evictions = atomic_load(&c->evictions);
+    s->invalidations = atomic_load(&c->invalidations);
+    s->locked_pages = atomic_load(&c->locked_pages);
+    s->unlocked_pages = atomic_load(&c->unlocked_pages);
+    pthread_rwlock_rdlock(&c->lock);
+    s->entries = c->count;
+    pthread_rwlock_unlock(&c->lock);
+}

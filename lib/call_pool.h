@@ -1,0 +1,87 @@
+/*
+ * A bounded pool of worker threads that runs token calls with a deadline.
+ *
+ * PKCS#11 calls cannot be cancelled (v2.40 §5.15 C_CancelFunction is a
+ * legacy no-op), so a call that misses its deadline keeps its worker until
+ * the token answers; the caller has already been told KT_CKR_TIMEOUT (a
+ * "system" failure) and the late result is dropped through the call's
+ * discard hook (e.g. destroy the object a late C_UnwrapKey created).
+ *
+ * A hung token cannot take the whole pool: at most per_token calls of one
+ * token run at once, and once per_token of its calls are hung past their
+ * deadline, new calls to that token fail at once with KT_CKR_TOKEN_HUNG
+ * instead of waiting for a worker.  Calls to other tokens keep their
+ * workers.
+ */
+#ifndef KT_CALL_POOL_H
+#define KT_CALL_POOL_H
+
+#include <stdint.h>
+
+#include <p11-kit/pkcs11.h>
+
+#include "ckr_class.h"
+
+typedef struct kt_pool kt_pool;
+
+typedef struct kt_pool_config {
+    unsigned max_workers; /* threads in all; started on demand */
+    unsigned per_token;   /* running (and hung) calls of one token */
+} kt_pool_config;
+
+/*
+ * One token call.  The callbacks run in this order and each at most once:
+ *   run(ctx)          on a worker: the PKCS#11 work; its CK_RV is the result
+ *   accept(ctx, rv)   on the caller's thread, when the caller takes the
+ *                     result (copy outputs out of ctx here)
+ *   discard(ctx, rv)  when nobody takes the result (deadline passed, or the
+ *                     hedge partner won): undo side effects of a success
+ *   release(ctx)      always, exactly once, last: free ctx
+ * Only run is required.  ctx must not point into the caller's stack: a late
+ * call outlives the caller.
+ */
+typedef struct kt_call {
+    const char *name; /* for logs, e.g. "C_UnwrapKey" */
+    uint64_t token;   /* identity of the token the call needs */
+    CK_RV (*run)(void *ctx);
+    void (*accept)(void *ctx, CK_RV rv);
+    void (*discard)(void *ctx, CK_RV rv);
+    void (*release)(void *ctx);
+    void *ctx;
+} kt_call;
+
+/* NULL on bad config (zero sizes) or allocation failure. */
+kt_pool *kt_pool_new(const kt_pool_config *config);
+
+/*
+ * Stops idle workers and drops the caller's reference; workers still inside
+ * a (hung) token call finish it, discard its result and exit; the last one
+ * frees the pool.  No kt_pool_run may be in progress or start afterwards.
+ */
+void kt_pool_free(kt_pool *pool);
+
+/*
+ * Runs call on a worker and waits at most deadline_ms.  Returns the call's
+ * CK_RV, or KT_CKR_TIMEOUT (deadline passed, result will be discarded),
+ * KT_CKR_TOKEN_HUNG (too many calls of this token hung), CKR_HOST_MEMORY.
+ */
+CK_RV kt_pool_run(kt_pool *pool, const kt_call *call, unsigned deadline_ms);
+
+/*
+ * The hedged pair of DESIGN.md §2: starts calls[0]; starts calls[1] as soon
+ * as calls[0] has failed or hedge_ms have passed with calls[0] pending.
+ * The first success wins; the other result is discarded whenever it comes.
+ * Each call has its own deadline of deadline_ms from its start.
+ *
+ * Returns CKR_OK with *winner set (0 or 1) when a call succeeded; otherwise
+ * the failure of calls[0], with rv[0] and rv[1] holding both failures
+ * (KT_CKR_NOT_STARTED for a call never started).  On success the loser's
+ * rv[] entry is KT_CKR_NOT_STARTED if it never ran, otherwise unspecified.
+ */
+CK_RV kt_pool_hedge(kt_pool *pool, const kt_call calls[2], unsigned hedge_ms,
+                    unsigned deadline_ms, int *winner, CK_RV rv[2]);
+
+/* Calls of this token that are past their deadline and still running. */
+unsigned kt_pool_hung(kt_pool *pool, uint64_t token);
+
+#endif

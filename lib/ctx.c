@@ -1,0 +1,55 @@
+/* The library context: configuration, logger, modules, store. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "kt_lib.h"
+
+KEYTIER_API keytier_err keytier_ctx_open(const char *config_path,
+                                         keytier_ctx **out)
+{
+    kt_err_clear();
+    if (out == NULL)
+        return kt_err(KEYTIER_E_ARGS, "keytier_ctx_open");
+    if (config_path == NULL) {
+        const char *env = getenv("KEYTIER_LIB_CONF");
+        if (env != NULL && *env != '\0')
+            config_path = env;
+    }
+    keytier_ctx *ctx = calloc(1, sizeof *ctx);
+    if (ctx == NULL)
+        return kt_err(KEYTIER_E_NOMEM, NULL);
+    keytier_err e = kt_config_load(config_path, &ctx->cfg);
+    if (e != KEYTIER_OK) {
+        free(ctx);
+        return e;
+    }
+    e = kt_log_open(ctx->cfg.log_file, ctx->cfg.log_level, &ctx->log);
+    if (e != KEYTIER_OK) {
+        kt_config_free(&ctx->cfg);
+        free(ctx);
+        return e;
+    }
+    e = kt_tokens_load(ctx);
+    if (e == KEYTIER_OK)
+        e = kt_store_open(ctx->cfg.store_path, &ctx->store);
+    if (e == KEYTIER_OK)
+        e = kt_avail_open(ctx); /* lib-avail: pool, cache, audit log */
+    if (e != KEYTIER_OK) {
+        keytier_ctx_close(ctx);
+        return e;
+    }
+    *out = ctx;
+    return KEYTIER_OK;
+}
+
+KEYTIER_API void keytier_ctx_close(keytier_ctx *ctx)
+{
+    if (ctx == NULL)
+        return;
+    kt_avail_close(ctx); /* lib-avail: first, it uses tokens and store */
+    kt_store_close(ctx->store);
+    kt_tokens_unload(ctx);
+    kt_log_close(ctx->log);
+    kt_config_free(&ctx->cfg);
+    free(ctx);
+}

@@ -1,0 +1,321 @@
+/*
+ * Data encryption policies: create, show, list, disable
+ * (shared/DESIGN.md §2).  Creating a DEP is the only time the library
+ * wraps with root keys; reading a DEP key is dep_key.c.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "p11call.h"
+
+bool kt_dep_check_value(const kt_secret *dep_key, const struct kt_dep_rec *dep,
+                        uint8_t out[KT_CHECK_SIZE])
+{
+    /* Binds the DEP key to its tenant and DEP id: a wrapped copy moved from
+     * another DEP (even one under the same root) unwraps to a key whose
+     * check value does not match. */
+    uint8_t info[64 + KEYTIER_TENANT_MAX + KEYTIER_ID_SIZE];
+    struct kt_wr wr;
+    kt_wr_init(&wr, info, sizeof info);
+    kt_wr_bytes(&wr, "keytier dep key check v1", 24);
+    kt_wr_lv8(&wr, dep->tenant, strlen(dep->tenant));
+    kt_wr_lv8(&wr, dep->dep_id, strlen(dep->dep_id));
+    return kt_wr_ok(&wr) && kt_hkdf(dep_key, info, wr.len, out, KT_CHECK_SIZE);
+}
+
+static void kt_dep_info_fill(const struct kt_dep_rec *d, keytier_dep_info *o)
+{
+    memset(o, 0, sizeof *o);
+    kt_strlcpy(o->dep_id, d->dep_id, sizeof o->dep_id);
+    kt_strlcpy(o->policy_id, d->policy_id, sizeof o->policy_id);
+    kt_strlcpy(o->tenant, d->tenant, sizeof o->tenant);
+    kt_strlcpy(o->workload, d->workload, sizeof o->workload);
+    o->state = (keytier_dep_state)d->state;
+    o->created = d->created;
+    for (int i = 0; i < 3; i++) {
+        kt_strlcpy(o->root_uri[i], d->roots[i].uri, sizeof o->root_uri[i]);
+        kt_strlcpy(o->wrap_mech[i], d->roots[i].mech, sizeof o->wrap_mech[i]);
+    }
+}
+
+/* Wraps the DEP key with a root and proves the copy by unwrapping it: the
+ * probe that tells whether the token really supports the mechanism.  RSA
+ * roots use OAEP SHA-256; SHA-1 only when allow_oaep_sha1 is set and the
+ * token refused SHA-256 (SoftHSM2 2.6 accepts SHA-1 only). */
+static keytier_err kt_wrap_verified(keytier_ctx *ctx, const char *what,
+                                    const char *uri, const struct kt_root *root,
+                                    CK_SESSION_HANDLE s, const kt_secret *key,
+                                    struct kt_root_rec *rec, CK_RV *rv)
+{
+    enum kt_wrap_mech mechs[2];
+    size_t n = 0;
+    if (root->type == CKK_AES) {
+        mechs[n++] = KT_WRAP_AES_KWP;
+    } else {
+        mechs[n++] = KT_WRAP_RSA_OAEP_SHA256;
+        if (ctx->cfg.allow_oaep_sha1)
+            mechs[n++] = KT_WRAP_RSA_OAEP_SHA1;
+    }
+    keytier_err e = KEYTIER_E_INTERNAL;
+    for (size_t i = 0; i < n; i++) {
+        size_t len = sizeof rec->wrapped;
+        kt_secret *back = NULL;
+        e = kt_root_wrap(root, s, mechs[i], key, rec->wrapped, &len, rv);
+        if (e == KEYTIER_OK) {
+            e = kt_root_unwrap(root, s, mechs[i], rec->wrapped, len, &back, rv);
+            if (e == KEYTIER_OK &&
+                !kt_ct_equal(kt_secret_cdata(back), kt_secret_cdata(key),
+                             KT_KEY_SIZE))
+                e = kt_err(KEYTIER_E_TOKEN,
+                           "%s %s: token '%s' unwrapped a different key", what,
+                           uri, root->tok->label);
+            else if (e == KEYTIER_E_TOKEN &&
+                     (*rv == CKR_MECHANISM_INVALID ||
+                      *rv == CKR_MECHANISM_PARAM_INVALID ||
+                      *rv == CKR_ARGUMENTS_BAD))
+                e = KEYTIER_E_MECHANISM;
+            kt_secret_free(back);
+        }
+        if (e == KEYTIER_OK) {
+            rec->wrapped_len = len;
+            kt_strlcpy(rec->mech, kt_wrap_mech_name(mechs[i]),
+                       sizeof rec->mech);
+            kt_strlcpy(rec->uri, uri, sizeof rec->uri);
+            return KEYTIER_OK;
+        }
+        if (e != KEYTIER_E_MECHANISM)
+            return kt_err_context(e, "%s %s", what, uri);
+    }
+    if (root->type == CKK_RSA)
+        return kt_err(KEYTIER_E_MECHANISM,
+                      "%s %s: token '%s' refuses RSA-OAEP with SHA-256%s", what,
+                      uri, root->tok->label,
+                      ctx->cfg.allow_oaep_sha1
+                          ? " and with SHA-1"
+                          : " (allow_oaep_sha1 = yes accepts SHA-1)");
+    return kt_err(KEYTIER_E_MECHANISM,
+                  "%s %s: token '%s' refuses AES key wrap with padding "
+                  "(RFC 5649)",
+                  what, uri, root->tok->label);
+}
+
+KEYTIER_API keytier_err keytier_dep_create(keytier_ctx *ctx, const char *tenant,
+                                           const char *workload,
+                                           const char *uri_a, const char *uri_b,
+                                           keytier_dep_info *out)
+{
+    kt_err_clear();
+    if (ctx == NULL || out == NULL || !kt_text_ok(tenant, KEYTIER_TENANT_MAX) ||
+        !kt_text_ok(workload, KEYTIER_WORKLOAD_MAX) ||
+        !kt_text_ok(uri_a, KEYTIER_URI_MAX - 1) ||
+        !kt_text_ok(uri_b, KEYTIER_URI_MAX - 1))
+        return kt_err(KEYTIER_E_ARGS, "keytier_dep_create");
+    const struct kt_workload_cfg *w = kt_config_workload(&ctx->cfg, workload);
+    if (w == NULL)
+        return kt_err(KEYTIER_E_CONFIG, "unknown workload '%s'", workload);
+    unsigned limit = w->dep_limit ? w->dep_limit : ctx->cfg.dep_limit;
+    keytier_err e = kt_uri_check("customer key A", uri_a);
+    if (e == KEYTIER_OK)
+        e = kt_uri_check("customer key B", uri_b);
+    if (e != KEYTIER_OK)
+        return e;
+
+    struct kt_dep_rec *dep = calloc(1, sizeof *dep);
+    kt_secret *key = NULL;
+    struct kt_root roots[3];
+    CK_SESSION_HANDLE sess[3] = {CK_INVALID_HANDLE, CK_INVALID_HANDLE,
+                                 CK_INVALID_HANDLE};
+    CK_RV rv[3] = {CKR_OK, CKR_OK, CKR_OK};
+    char *avail_uri = NULL;
+    bool avail_made = false;
+    memset(roots, 0, sizeof roots);
+    if (dep == NULL)
+        return kt_err(KEYTIER_E_NOMEM, NULL);
+
+    unsigned count;
+    e = kt_store_dep_count(ctx->store, tenant, workload, &count);
+    if (e != KEYTIER_OK)
+        goto out;
+    if (count >= limit) {
+        e = kt_err(KEYTIER_E_DEP_LIMIT,
+                   "tenant %s already has %u DEPs for workload %s (limit %u)",
+                   tenant, count, workload, limit);
+        goto out;
+    }
+
+    /* Two different tokens first: the most basic promise of a DEP. */
+    struct kt_token *ta, *tb;
+    e = kt_token_find(ctx, uri_a, &ta);
+    if (e != KEYTIER_OK) {
+        e = kt_err_context(e, "customer key A %s", uri_a);
+        goto out;
+    }
+    e = kt_token_find(ctx, uri_b, &tb);
+    if (e != KEYTIER_OK) {
+        e = kt_err_context(e, "customer key B %s", uri_b);
+        goto out;
+    }
+    if (kt_token_same(ta, tb)) {
+        e = kt_err(KEYTIER_E_SAME_TOKEN,
+                   "customer keys %s and %s are both in token '%s'", uri_a,
+                   uri_b, ta->label);
+        goto out;
+    }
+    e = kt_root_resolve(ctx, "customer key A", uri_a, true, &roots[0],
+                        &sess[0], NULL);
+    if (e != KEYTIER_OK)
+        goto out;
+    e = kt_root_resolve(ctx, "customer key B", uri_b, true, &roots[1],
+                        &sess[1], NULL);
+    if (e != KEYTIER_OK)
+        goto out;
+
+    uint8_t dep_id[KT_UUID_BYTES], policy_id[KT_UUID_BYTES];
+    key = kt_secret_random(KT_KEY_SIZE);
+    if (key == NULL || !kt_uuid_new(dep_id) || !kt_uuid_new(policy_id)) {
+        e = kt_err(KEYTIER_E_CRYPTO, "random generation failed");
+        goto out;
+    }
+    kt_uuid_format(dep_id, dep->dep_id);
+    kt_uuid_format(policy_id, dep->policy_id);
+    kt_strlcpy(dep->tenant, tenant, sizeof dep->tenant);
+    kt_strlcpy(dep->workload, workload, sizeof dep->workload);
+    dep->state = KEYTIER_DEP_REGISTERED;
+    dep->created = (int64_t)time(NULL);
+
+    e = kt_wrap_verified(ctx, "customer key A", uri_a, &roots[0], sess[0], key,
+                         &dep->roots[KEYTIER_ROOT_A], &rv[0]);
+    if (e != KEYTIER_OK)
+        goto out;
+    e = kt_wrap_verified(ctx, "customer key B", uri_b, &roots[1], sess[1], key,
+                         &dep->roots[KEYTIER_ROOT_B], &rv[1]);
+    if (e != KEYTIER_OK)
+        goto out;
+
+    char label[64];
+    snprintf(label, sizeof label, "keytier-avail-%s", dep->dep_id);
+    e = kt_avail_generate(ctx, w->avail, dep_id, label, &roots[2], &sess[2],
+                          &avail_uri);
+    if (e != KEYTIER_OK)
+        goto out;
+    avail_made = true;
+    if (strlen(avail_uri) >= KEYTIER_URI_MAX) {
+        e = kt_err(KEYTIER_E_INTERNAL, "availability key URI too long");
+        goto out;
+    }
+    e = kt_wrap_verified(ctx, "availability key", avail_uri, &roots[2], sess[2],
+                         key, &dep->roots[KEYTIER_ROOT_AVAIL], &rv[2]);
+    if (e != KEYTIER_OK)
+        goto out;
+
+    if (!kt_dep_check_value(key, dep, dep->check)) {
+        e = kt_err(KEYTIER_E_CRYPTO, "deriving the DEP key check value");
+        goto out;
+    }
+    e = kt_store_dep_insert(ctx->store, dep, limit);
+    if (e != KEYTIER_OK)
+        goto out;
+    avail_made = false; /* kept: the DEP now owns it */
+    kt_dep_info_fill(dep, out);
+    kt_log_event(ctx->log, KT_LOG_INFO, "DEP created", dep->dep_id);
+    /* lib-avail: the audit log records every DEP; the DEP exists either way */
+    if (kt_avail_dep_created(ctx, dep) != KEYTIER_OK)
+        kt_log_event(ctx->log, KT_LOG_ERROR, "DEP created, audit record lost",
+                     dep->dep_id);
+out:
+    if (avail_made)
+        kt_avail_destroy(&roots[2], sess[2]);
+    for (int i = 0; i < 3; i++)
+        if (roots[i].tok != NULL)
+            kt_session_put(roots[i].tok, sess[i], rv[i]);
+    free(avail_uri);
+    kt_secret_free(key);
+    kt_wipe(dep, sizeof *dep);
+    free(dep);
+    return e;
+}
+
+static keytier_err kt_dep_get_tenant(keytier_ctx *ctx, const char *tenant,
+                                     const char *dep_id, struct kt_dep_rec *d)
+{
+    keytier_err e = kt_store_dep_get(ctx->store, dep_id, d);
+    if (e != KEYTIER_OK)
+        return e;
+    if (strcmp(d->tenant, tenant) != 0)
+        return kt_err(KEYTIER_E_WRONG_TENANT,
+                      "DEP %s does not belong to tenant %s", dep_id, tenant);
+    return KEYTIER_OK;
+}
+
+KEYTIER_API keytier_err keytier_dep_show(keytier_ctx *ctx, const char *tenant,
+                                         const char *dep_id,
+                                         keytier_dep_info *out)
+{
+    kt_err_clear();
+    if (ctx == NULL || out == NULL || !kt_text_ok(tenant, KEYTIER_TENANT_MAX) ||
+        !kt_text_ok(dep_id, KEYTIER_ID_SIZE - 1))
+        return kt_err(KEYTIER_E_ARGS, "keytier_dep_show");
+    struct kt_dep_rec *d = malloc(sizeof *d);
+    if (d == NULL)
+        return kt_err(KEYTIER_E_NOMEM, NULL);
+    keytier_err e = kt_dep_get_tenant(ctx, tenant, dep_id, d);
+    if (e == KEYTIER_OK)
+        kt_dep_info_fill(d, out);
+    free(d);
+    return e;
+}
+
+KEYTIER_API keytier_err keytier_dep_list(keytier_ctx *ctx, const char *tenant,
+                                         const char *workload,
+                                         keytier_dep_info **out, size_t *count)
+{
+    kt_err_clear();
+    if (ctx == NULL || out == NULL || count == NULL ||
+        !kt_text_ok(tenant, KEYTIER_TENANT_MAX) ||
+        (workload != NULL && !kt_text_ok(workload, KEYTIER_WORKLOAD_MAX)))
+        return kt_err(KEYTIER_E_ARGS, "keytier_dep_list");
+    struct kt_dep_rec *recs = NULL;
+    size_t n = 0;
+    keytier_err e = kt_store_dep_list(ctx->store, tenant, workload, &recs, &n);
+    if (e != KEYTIER_OK)
+        return e;
+    keytier_dep_info *list = calloc(n ? n : 1, sizeof *list);
+    if (list == NULL) {
+        free(recs);
+        return kt_err(KEYTIER_E_NOMEM, NULL);
+    }
+    for (size_t i = 0; i < n; i++)
+        kt_dep_info_fill(&recs[i], &list[i]);
+    free(recs);
+    *out = list;
+    *count = n;
+    return KEYTIER_OK;
+}
+
+KEYTIER_API void keytier_dep_list_free(keytier_dep_info *list)
+{
+    free(list);
+}
+
+KEYTIER_API keytier_err keytier_dep_disable(keytier_ctx *ctx,
+                                            const char *tenant,
+                                            const char *dep_id)
+{
+    kt_err_clear();
+    if (ctx == NULL || !kt_text_ok(tenant, KEYTIER_TENANT_MAX) ||
+        !kt_text_ok(dep_id, KEYTIER_ID_SIZE - 1))
+        return kt_err(KEYTIER_E_ARGS, "keytier_dep_disable");
+    struct kt_dep_rec *d = malloc(sizeof *d);
+    if (d == NULL)
+        return kt_err(KEYTIER_E_NOMEM, NULL);
+    keytier_err e = kt_dep_get_tenant(ctx, tenant, dep_id, d);
+    free(d);
+    if (e != KEYTIER_OK)
+        return e;
+    e = kt_store_dep_set_state(ctx->store, dep_id, KEYTIER_DEP_DISABLED);
+    if (e == KEYTIER_OK)
+        kt_log_event(ctx->log, KT_LOG_INFO, "DEP disabled", dep_id);
+    return e;
+}

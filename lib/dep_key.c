@@ -1,0 +1,59 @@
+/*
+ * Reading a DEP key: THE single place where libkeytier uses root keys
+ * after a DEP is created.  Customer key A or B is picked at random, then
+ * the other (shared/DESIGN.md §2, the fallback rule, steps 1-2).  The
+ * availability fallback, hedging, deadlines and the cache (lib-avail) plug
+ * in here.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include <openssl/rand.h>
+
+#include "p11call.h"
+
+keytier_err kt_dep_key_unwrap_slot(keytier_ctx *ctx,
+                                   const struct kt_dep_rec *dep, int slot,
+                                   kt_secret **out, CK_RV *rv)
+{
+    static const char *const names[] = {"customer key A", "customer key B",
+                                        "availability key"};
+    const struct kt_root_rec *r = &dep->roots[slot];
+    struct kt_root root;
+    CK_SESSION_HANDLE s = CK_INVALID_HANDLE;
+    kt_secret *key = NULL;
+    enum kt_wrap_mech mech;
+    uint8_t check[KT_CHECK_SIZE];
+    *rv = CKR_OK;
+    if (!kt_wrap_mech_parse(r->mech, &mech))
+        return kt_err(KEYTIER_E_FORMAT, "DEP %s: unknown wrap mechanism '%s'",
+                      dep->dep_id, r->mech);
+    memset(&root, 0, sizeof root);
+    keytier_err e =
+        kt_root_resolve(ctx, names[slot], r->uri, false, &root, &s, rv);
+    if (e != KEYTIER_OK)
+        return e;
+    e = kt_root_unwrap(&root, s, mech, r->wrapped, r->wrapped_len, &key, rv);
+    kt_session_put(root.tok, s, *rv);
+    if (e != KEYTIER_OK)
+        return kt_err_context(e, "%s %s", names[slot], r->uri);
+    if (!kt_dep_check_value(key, dep, check)) {
+        kt_secret_free(key);
+        return kt_err(KEYTIER_E_CRYPTO, "deriving the DEP key check value");
+    }
+    if (!kt_ct_equal(check, dep->check, KT_CHECK_SIZE)) {
+        kt_secret_free(key);
+        return kt_err(KEYTIER_E_AUTH,
+                      "%s %s: the wrapped copy does not belong to DEP %s",
+                      names[slot], r->uri, dep->dep_id);
+    }
+    *out = key;
+    return KEYTIER_OK;
+}
+
+keytier_err kt_dep_key_read(keytier_ctx *ctx, const struct kt_dep_rec *dep,
+                            const keytier_request *req, kt_secret **out)
+{
+    /* The fallback rule, hedging, deadlines and the cache: lib/fallback.c */
+    return kt_avail_dep_key_read(ctx, dep, req, out);
+}

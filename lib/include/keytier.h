@@ -1,0 +1,401 @@
+/*
+ * keytier.h - public API of libkeytier.
+ *
+ * libkeytier encrypts tenant data under a data encryption policy (DEP) whose
+ * key is wrapped by two customer root keys held in two different PKCS#11
+ * tokens and by a service-held availability key (shared/DESIGN.md §2).
+ *
+ * Conventions
+ *  - Every function returns a keytier_err; KEYTIER_OK is 0.  On failure,
+ *    keytier_strerror() gives the fixed message of the code and
+ *    keytier_last_error_detail() a sentence (per thread) naming the object
+ *    and the reason, e.g. the key URI that turned out extractable.  Neither
+ *    ever contains key material or a PIN.
+ *  - Types are opaque; objects returned through an out pointer are released
+ *    with the matching *_free / *_close function.  No PKCS#11 or OpenSSL
+ *    type appears here.
+ *  - A keytier_ctx may be shared by many threads.  Opened keys
+ *    (keytier_key) may be used by many threads for sealing and opening.
+ */
+#ifndef KEYTIER_H
+#define KEYTIER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define KEYTIER_API        __attribute__((visibility("default")))
+#define KEYTIER_MUST_CHECK __attribute__((warn_unused_result))
+#else
+#define KEYTIER_API
+#define KEYTIER_MUST_CHECK
+#endif
+
+/*
+ * The error table: the only list of errors of the library.  Each row gives
+ * the enum name, its value and its message; the enum, keytier_strerror()
+ * and keytier_error_name() are all generated from it.  Values are stable
+ * (they may be stored or sent over the wire): append, never renumber.
+ */
+#define KEYTIER_ERROR_TABLE(X)                                                 \
+    X(KEYTIER_OK, 0, "success")                                                \
+    X(KEYTIER_E_ARGS, 1, "invalid argument")                                   \
+    X(KEYTIER_E_NOMEM, 2, "out of memory")                                     \
+    X(KEYTIER_E_CONFIG, 3, "invalid configuration")                            \
+    X(KEYTIER_E_MODULE, 4, "PKCS#11 module could not be loaded")               \
+    X(KEYTIER_E_URI, 5, "malformed PKCS#11 URI")                               \
+    X(KEYTIER_E_TOKEN_NOT_FOUND, 6, "no configured token matches")             \
+    X(KEYTIER_E_TOKEN_AMBIGUOUS, 7, "several tokens match")                    \
+    X(KEYTIER_E_KEY_NOT_FOUND, 8, "root key not found")                        \
+    X(KEYTIER_E_KEY_AMBIGUOUS, 9, "several keys match")                        \
+    X(KEYTIER_E_KEY_EXTRACTABLE, 10, "root key is extractable")                \
+    X(KEYTIER_E_KEY_USAGE, 11, "root key may not wrap or unwrap")              \
+    X(KEYTIER_E_KEY_TYPE, 12, "unsupported root key type")                     \
+    X(KEYTIER_E_SAME_TOKEN, 13, "customer keys are in the same token")         \
+    X(KEYTIER_E_MECHANISM, 14, "token does not support the wrap mechanism")    \
+    X(KEYTIER_E_PIN, 15, "PIN unavailable")                                    \
+    X(KEYTIER_E_LOGIN, 16, "token login failed")                               \
+    X(KEYTIER_E_TOKEN, 17, "token operation failed")                           \
+    X(KEYTIER_E_DEP_LIMIT, 18, "too many DEPs for this tenant and workload")   \
+    X(KEYTIER_E_DEP_NOT_FOUND, 19, "DEP not found")                            \
+    X(KEYTIER_E_DEP_DISABLED, 20, "DEP is disabled")                           \
+    X(KEYTIER_E_WRONG_TENANT, 21, "object belongs to another tenant")          \
+    X(KEYTIER_E_NOT_FOUND, 22, "key not found")                                \
+    X(KEYTIER_E_WRONG_PARENT, 23, "key is not under this parent")              \
+    X(KEYTIER_E_DEPTH, 24, "key tier depth exceeded")                          \
+    X(KEYTIER_E_EXISTS, 25, "already exists")                                  \
+    X(KEYTIER_E_AUTH, 26, "authentication failed: data altered or wrong key")  \
+    X(KEYTIER_E_COMMITMENT, 27, "key commitment mismatch")                     \
+    X(KEYTIER_E_FORMAT, 28, "malformed envelope or record")                    \
+    X(KEYTIER_E_VERSION, 29, "unsupported format version")                     \
+    X(KEYTIER_E_WRONG_KEY, 30, "envelope was sealed under another key")        \
+    X(KEYTIER_E_TRUNCATED, 31, "stream truncated")                             \
+    X(KEYTIER_E_IO, 32, "input/output error")                                  \
+    X(KEYTIER_E_STORE, 33, "store error")                                      \
+    X(KEYTIER_E_STORE_VERSION, 34, "store schema is newer than this library")  \
+    X(KEYTIER_E_CRYPTO, 35, "cryptographic library failure")                   \
+    X(KEYTIER_E_UNWRAP, 36, "no customer key could unwrap the DEP key")        \
+    X(KEYTIER_E_BUFFER, 37, "output buffer too small")                         \
+    X(KEYTIER_E_INTERNAL, 38, "internal error")                                \
+    /* 40..49: availability (lib-avail) */                                     \
+    X(KEYTIER_E_REVOKED, 40, "access revoked: the customer keys refused")      \
+    X(KEYTIER_E_UNAVAILABLE, 41, "customer keys unavailable")                  \
+    X(KEYTIER_E_AUDIT, 42, "audit log could not be written")                   \
+    X(KEYTIER_E_AUDIT_TAMPERED, 43, "audit log altered")
+
+#define KEYTIER_ERROR_ENUM_(name, value, msg) name = value,
+typedef enum keytier_err {
+    KEYTIER_ERROR_TABLE(KEYTIER_ERROR_ENUM_)
+} keytier_err;
+#undef KEYTIER_ERROR_ENUM_
+
+/* Fixed message of an error code ("unknown error" for values not in the
+ * table).  Never NULL. */
+KEYTIER_API const char *keytier_strerror(keytier_err err);
+/* Symbolic name of an error code ("KEYTIER_E_AUTH"); never NULL. */
+KEYTIER_API const char *keytier_error_name(keytier_err err);
+/* Detail of the last error returned to this thread: the message followed by
+ * the object and reason ("root key is extractable: pkcs11:token=A;object=r").
+ * Valid until the thread's next libkeytier call.  Never NULL. */
+KEYTIER_API const char *keytier_last_error_detail(void);
+
+/* ======================================================================
+ * Context
+ * ====================================================================== */
+
+typedef struct keytier_ctx keytier_ctx;
+
+/*
+ * Opens a context from a configuration file (format: hsm-config/
+ * keytier-lib.conf.example).  config_path NULL uses $KEYTIER_LIB_CONF, and
+ * without it the embedded default (no modules, store at
+ * $XDG_DATA_HOME/keytier/keytier.db or ~/.local/share/keytier/keytier.db).
+ * Loads the configured PKCS#11 modules (p11-kit) and opens the store.
+ * Errors: KEYTIER_E_CONFIG (file, line and key named in the detail),
+ * KEYTIER_E_MODULE, KEYTIER_E_STORE, KEYTIER_E_STORE_VERSION.
+ */
+KEYTIER_API KEYTIER_MUST_CHECK keytier_err
+keytier_ctx_open(const char *config_path, keytier_ctx **out);
+/* Closes sessions, finalizes modules, closes the store.  NULL-safe. */
+KEYTIER_API void keytier_ctx_close(keytier_ctx *ctx);
+
+/* ======================================================================
+ * Requests
+ * ====================================================================== */
+
+typedef enum keytier_request_kind {
+    KEYTIER_REQUEST_USER = 0,     /* on behalf of a user */
+    KEYTIER_REQUEST_INTERNAL = 1, /* service operation named by `operation` */
+} keytier_request_kind;
+
+/* Who asks: every operation that needs a DEP key carries one.  `operation`
+ * (internal requests: "index", "move", "malware-scan", "ediscovery", "dlp",
+ * "migrate", "recover", ...) and `request_id` are copied into audit records;
+ * both may be NULL for user requests. */
+typedef struct keytier_request {
+    keytier_request_kind kind;
+    const char *operation;
+    const char *request_id;
+} keytier_request;
+
+/* ======================================================================
+ * Data encryption policies (DEPs)
+ * ====================================================================== */
+
+#define KEYTIER_ID_SIZE      37  /* a UUID in text form and its NUL */
+#define KEYTIER_TENANT_MAX   128 /* bytes of a tenant (organisation) id */
+#define KEYTIER_WORKLOAD_MAX 64
+#define KEYTIER_NAME_MAX     255 /* mailbox / site / blob names */
+#define KEYTIER_URI_MAX      1024
+
+typedef enum keytier_dep_state {
+    KEYTIER_DEP_REGISTERING = 0,
+    KEYTIER_DEP_REGISTERED = 1,
+    KEYTIER_DEP_ROLLING = 2,
+    KEYTIER_DEP_MIGRATING = 3,
+    KEYTIER_DEP_DISABLED = 4,
+    KEYTIER_DEP_PURGED = 5,
+} keytier_dep_state;
+
+/* Root slots of a DEP. */
+enum { KEYTIER_ROOT_A = 0, KEYTIER_ROOT_B = 1, KEYTIER_ROOT_AVAIL = 2 };
+
+typedef struct keytier_dep_info {
+    char dep_id[KEYTIER_ID_SIZE];
+    char policy_id[KEYTIER_ID_SIZE];
+    char tenant[KEYTIER_TENANT_MAX + 1];
+    char workload[KEYTIER_WORKLOAD_MAX + 1];
+    keytier_dep_state state;
+    int64_t created; /* seconds since the epoch, UTC */
+    /* Per root (KEYTIER_ROOT_*): its PKCS#11 URI and the mechanism its
+     * wrapped copy of the DEP key was made with ("aes-key-wrap-pad",
+     * "rsa-oaep-sha256", "rsa-oaep-sha1"). */
+    char root_uri[3][KEYTIER_URI_MAX];
+    char wrap_mech[3][32];
+} keytier_dep_info;
+
+/*
+ * Creates a DEP for a tenant and workload from two customer root keys named
+ * by PKCS#11 URIs.  The roots must be in two different tokens, non-
+ * extractable, allowed to wrap and unwrap, AES (wrap: RFC 5649) or RSA >=
+ * 2048 (wrap: OAEP SHA-256).  An availability key is generated in the
+ * service token, a random DEP key is wrapped by all three roots (each wrap
+ * verified by an unwrap), and only the wrapped copies are stored.  Disabled
+ * DEPs count toward the per-tenant, per-workload limit.
+ * Errors: KEYTIER_E_SAME_TOKEN, KEYTIER_E_KEY_NOT_FOUND,
+ * KEYTIER_E_KEY_EXTRACTABLE, KEYTIER_E_KEY_USAGE, KEYTIER_E_KEY_TYPE,
+ * KEYTIER_E_MECHANISM, KEYTIER_E_DEP_LIMIT, KEYTIER_E_TOKEN_NOT_FOUND,
+ * KEYTIER_E_URI, KEYTIER_E_LOGIN, KEYTIER_E_PIN, KEYTIER_E_CONFIG (unknown
+ * workload), KEYTIER_E_ARGS.
+ */
+KEYTIER_API KEYTIER_MUST_CHECK keytier_err keytier_dep_create(
+    keytier_ctx *ctx, const char *tenant, const char *workload,
+    const char *root_uri_a, const char *root_uri_b, keytier_dep_info *out);
+/* KEYTIER_E_DEP_NOT_FOUND, KEYTIER_E_WRONG_TENANT. */
+KEYTIER_API KEYTIER_MUST_CHECK keytier_err
+keytier_dep_show(keytier_ctx *ctx, const char *tenant, const char *dep_id,
+                 keytier_dep_info *out);
+/* The tenant's DEPs (workload NULL: all), oldest first; free the array
+ * with keytier_dep_list_free. */
+KEYTIER_API KEYTIER_MUST_CHECK keytier_err
+keytier_dep_list(keytier_ctx *ctx, const char *tenant, const char *workload,
+                 keytier_dep_info **out, size_t *count);
+KEYTIER_API void keytier_dep_list_free(keytier_dep_info *list);
+/* A disabled DEP accepts no new keys; data under it stays readable. */
+KEYTIER_API KEYTIER_MUST_CHECK keytier_err
+keytier_dep_disable(keytier_ctx *ctx, const char *tenant, const char *dep_id);
+
+/* ======================================================================
+ * Key tiers
+ *
+ * Level 0 is the DEP key.  The workload's shape says how deep keys go:
+ * mail: DEP key -> mailbox key (level 1) -> items; files: DEP key -> site
+ * key (1) -> blob key (2) -> blob.  Every key below the DEP key is stored
+ * only wrapped (AES-256-GCM) by its parent, with tenant, DEP, parent, key id,
+ * level and name bound as associated data.
+ * ====================================================================== */
+
+typedef struct keytier_key keytier_key;
+
+typedef struct keytier_key_info {
+    char key_id[KEYTIER_ID_SIZE];
+    char parent_id[KEYTIER_ID_SIZE]; /* the DEP id for level-1 keys */
+    char dep_id[KEYTIER_ID_SIZE];
+    char tenant[KEYTIER_TENANT_MAX + 1];
+    char name[KEYTIER_NAME_MAX + 1];
+    unsigned level;
+    int64_t created;
+} keytier_key_info;
+
+/* Opens the DEP key (level 0) of a DEP: the only path to a root key.
+ * Errors: KEYTIER_E_DEP_NOT_FOUND, KEYTIER_E_WRONG_TENANT, KEYTIER_E_UNWRAP
+ * (detail: both customer keys' errors), KEYTIER_E_AUTH (a wrapped copy that
+ * unwraps to another key). */
+KEYTIER_API KEYTIER_MUST_CHECK keytier_err
+keytier_dep_key_open(keytier_ctx *ctx, const keytier_request *req,
+                     const char *tenant, const char *dep_id, keytier_key **out);
+/*
+ * Creates a key one level below `parent` (level-1 names, the mailbox or
+ * site name, are unique per tenant and workload).  out_id may be NULL.
+ * Errors: KEYTIER_E_DEPTH, KEYTIER_E_EXISTS, KEYTIER_E_DEP_DISABLED.
+ */
+KEYTIER_API KEYTIER_MUST_CHECK keytier_err keytier_key_create(
+    keytier_key *parent, const char *name, char out_id[KEYTIER_ID_SIZE]);
+/* Opens a key directly under `parent`.  KEYTIER_E_NOT_FOUND,
+ * KEYTIER_E_WRONG_PARENT, KEYTIER_E_WRONG_TENANT, KEYTIER_E_AUTH (stored key
+ * altered or moved). */
+KEYTIER_API KEYTIER_MUST_CHECK keytier_err keytier_key_open(keytier_key *parent,
+                                                            const char *key_id,
+                                                            keytier_key **out);
+/* Opens any key of a tenant by id, unwrapping the chain from its DEP key. */
+KEYTIER_API KEYTIER_MUST_CHECK keytier_err keytier_key_open_path(
+    keytier_ctx *ctx, const keytier_request *req, const char *tenant,
+    const char *key_id, keytier_key **out);
+/* Opens a level-1 key (mailbox, site) by name. */
+KEYTIER_API KEYTIER_MUST_CHECK keytier_err keytier_key_open_name(
+    keytier_ctx *ctx, const keytier_request *req, const char *tenant,
+    const char *workload, const char *name, keytier_key **out);
+KEYTIER_API void keytier_key_close(keytier_key *key); /* wipes; NULL-safe */
+KEYTIER_API void keytier_key_get_info(const keytier_key *key,
+                                      keytier_key_info *out);
+/* Children of `parent_id` (a DEP id or a key id) of a tenant, oldest first;
+ * free with keytier_key_list_free. */
+KEYTIER_API KEYTIER_MUST_CHECK keytier_err
+keytier_key_list(keytier_ctx *ctx, const char *tenant, const char *parent_id,
+                 keytier_key_info **out, size_t *count);
+KEYTIER_API void keytier_key_list_free(keytier_key_info *list);
+
+/* ======================================================================
+ * Status of a mailbox or site (a level-1 key by name)
+ * ====================================================================== */
+
+typedef struct keytier_status {
+    int encrypted; /* 1 when the name has a key under a DEP */
+    char dep_id[KEYTIER_ID_SIZE];
+    char policy_id[KEYTIER_ID_SIZE];
+    char key_id[KEYTIER_ID_SIZE];
+    keytier_dep_state dep_state;
+} keytier_status;
+
+KEYTIER_API KEYTIER_MUST_CHECK keytier_err
+keytier_status_get(keytier_ctx *ctx, const char *tenant, const char *workload,
+                   const char *name, keytier_status *out);
+
+/* ======================================================================
+ * Envelopes (format: lib/ENVELOPE.md)
+ *
+ * Data is sealed under a key of level >= 1.  `aad` is the caller's context
+ * (e.g. an item id), bound to every chunk and not stored: the same bytes
+ * must be given to open.
+ * ====================================================================== */
+
+/* Largest envelope keytier_seal can produce for pt_len bytes under key. */
+KEYTIER_API size_t keytier_seal_bound(const keytier_key *key, size_t pt_len);
+/* KEYTIER_E_BUFFER when out_cap < keytier_seal_bound; KEYTIER_E_ARGS for
+ * a level-0 (DEP) key. */
+KEYTIER_API KEYTIER_MUST_CHECK keytier_err
+keytier_seal(keytier_key *key, const void *aad, size_t aad_len, const void *pt,
+             size_t pt_len, void *out, size_t out_cap, size_t *out_len);
+/* Authenticates everything before returning plaintext; on any error the
+ * output is wiped.  out_cap >= env_len is always enough.  Errors:
+ * KEYTIER_E_FORMAT, KEYTIER_E_VERSION, KEYTIER_E_WRONG_KEY,
+ * KEYTIER_E_COMMITMENT, KEYTIER_E_AUTH (also for data appended after the
+ * final chunk), KEYTIER_E_TRUNCATED, KEYTIER_E_BUFFER. */
+KEYTIER_API KEYTIER_MUST_CHECK keytier_err
+keytier_open(keytier_key *key, const void *aad, size_t aad_len, const void *env,
+             size_t env_len, void *out, size_t out_cap, size_t *out_len);
+/* Streams from in_fd to out_fd until end of input. */
+KEYTIER_API KEYTIER_MUST_CHECK keytier_err keytier_seal_stream(
+    keytier_key *key, const void *aad, size_t aad_len, int in_fd, int out_fd);
+/* Writes each chunk only after it authenticated.  A stream that ends
+ * without its final chunk gives KEYTIER_E_TRUNCATED after the chunks
+ * before have been written: the caller must discard the output of a
+ * failed call. */
+KEYTIER_API KEYTIER_MUST_CHECK keytier_err keytier_open_stream(
+    keytier_key *key, const void *aad, size_t aad_len, int in_fd, int out_fd);
+/* Reads the tenant and key id an envelope (or stream prefix) names, to
+ * find the key to open it with. */
+KEYTIER_API KEYTIER_MUST_CHECK keytier_err keytier_envelope_peek(
+    const void *env, size_t env_len, char tenant[KEYTIER_TENANT_MAX + 1],
+    char key_id[KEYTIER_ID_SIZE]);
+
+/* ==== availability (lib-avail): fallback, cache, audit ===================
+ * Kept in one block so lib-core and lib-avail edit different lines. */
+
+/*
+ * Checks the audit log at path (DESIGN.md §2 "Audit"): every line must be
+ * exactly as written and carry the hash of the line before it.  Returns
+ * KEYTIER_OK, or KEYTIER_E_AUDIT_TAMPERED with *bad_line the 1-based number
+ * of the first line that was edited, removed (the line after the gap),
+ * reordered or forged, and the reason in keytier_last_error_detail(); or
+ * KEYTIER_E_IO.  *records (may be NULL) gets the number of intact records
+ * before the first bad line.
+ */
+KEYTIER_API keytier_err keytier_audit_verify(const char *path,
+                                             uint64_t *bad_line,
+                                             uint64_t *records);
+
+typedef struct keytier_ctx keytier_ctx; /* (also declared above) */
+
+/*
+ * Counters of a context's availability machinery (DESIGN.md §2), since the
+ * context was opened.  token_reads counts root-key reads sent to a token
+ * (customer and availability keys, refreshes included): a read served by
+ * the cache adds a cache hit and no token read.
+ */
+typedef struct keytier_avail_stats {
+    uint64_t cache_hits, cache_misses;
+    uint64_t cache_refreshes, cache_refresh_failures, cache_alerts;
+    uint64_t cache_entries, cache_locked_pages;
+    uint64_t fallbacks;   /* reads served through the availability key */
+    uint64_t denied;      /* requests refused: customer keys revoked */
+    uint64_t unavailable; /* requests refused: outage, no fallback allowed */
+    uint64_t token_reads; /* root-key reads that reached a worker */
+    uint64_t timeouts;    /* root-key reads past their deadline */
+} keytier_avail_stats;
+
+KEYTIER_API KEYTIER_MUST_CHECK keytier_err
+keytier_avail_stats_get(keytier_ctx *ctx, keytier_avail_stats *out);
+
+/*
+ * The cache alert: refreshing a cached DEP key with the customer keys has
+ * failed for avail.cache_alert_after_ms and the entry expires in
+ * expires_in_ms.  The same event is written to the audit log.  Called on
+ * the cache's thread; the strings are valid during the call only.
+ */
+typedef struct keytier_alert {
+    const char *tenant;
+    const char *dep_id;
+    uint64_t failing_ms;
+    uint64_t expires_in_ms;
+    const char *last_error; /* "timeout", "CKR_DEVICE_ERROR", ... */
+} keytier_alert;
+typedef void (*keytier_alert_fn)(void *arg, const keytier_alert *alert);
+
+/* Sets (fn NULL: clears) the alert callback of ctx. */
+KEYTIER_API KEYTIER_MUST_CHECK keytier_err
+keytier_alert_callback_set(keytier_ctx *ctx, keytier_alert_fn fn, void *arg);
+
+typedef enum keytier_invalidate_scope {
+    KEYTIER_INVALIDATE_ROOT = 0,   /* value: a root key URI (revoked) */
+    KEYTIER_INVALIDATE_DEP = 1,    /* value: a DEP id (changed) */
+    KEYTIER_INVALIDATE_TENANT = 2, /* value: a tenant id (purged) */
+    KEYTIER_INVALIDATE_ALL = 3,    /* value ignored */
+} keytier_invalidate_scope;
+
+/* Wipes at once every cached key under the given root, DEP or tenant;
+ * *count (may be NULL) gets the number of entries wiped. */
+KEYTIER_API KEYTIER_MUST_CHECK keytier_err
+keytier_cache_invalidate(keytier_ctx *ctx, keytier_invalidate_scope scope,
+                         const char *value, size_t *count);
+
+/* ==== end availability ================================================== */
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* KEYTIER_H */

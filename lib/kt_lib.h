@@ -1,0 +1,232 @@
+/*
+ * kt_lib.h - internal types of libkeytier shared by its source files.
+ * Only p11call.c calls C_* functions; everything else reaches tokens
+ * through kt_p11_* (p11call.h) and the token layer (token.c).
+ */
+#ifndef KT_LIB_H
+#define KT_LIB_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include <p11-kit/pkcs11.h>
+
+#include "kt_base.h"
+#include "store.h"
+#include "avail.h" /* lib-avail */
+
+#define KT_KEY_SIZE    32 /* DEP and tier keys: AES-256 */
+#define KT_UUID_BYTES  16
+#define KT_CHECK_SIZE  32 /* DEP key check value */
+#define KT_CONFIG_LINE 4096
+
+/* ---- configuration (config.c) ----------------------------------------- */
+
+enum kt_shape { KT_SHAPE_MAIL = 0, KT_SHAPE_FILES = 1 };
+enum kt_avail_type { KT_AVAIL_AES256 = 0, KT_AVAIL_RSA2048 = 1 };
+
+struct kt_workload_cfg {
+    char name[KEYTIER_WORKLOAD_MAX + 1];
+    enum kt_shape shape;
+    enum kt_avail_type avail;
+    unsigned dep_limit; /* 0: the global dep_limit */
+};
+
+enum kt_pin_kind { KT_PIN_ENV, KT_PIN_FILE, KT_PIN_VALUE };
+
+struct kt_pin_cfg {
+    char label[33]; /* token label, as in CK_TOKEN_INFO, trimmed */
+    enum kt_pin_kind kind;
+    char *where;      /* env var name or file path (not secret) */
+    kt_secret *value; /* KT_PIN_VALUE only */
+};
+
+#define KT_MAX_MODULES   16
+#define KT_MAX_PINS      32
+#define KT_MAX_WORKLOADS 16
+
+/* lib-avail: a `remote = ADDRESS` line is kept in `modules` as this prefix
+ * followed by the address. */
+#define KT_REMOTE_PREFIX "remote:"
+
+struct kt_config {
+    char *modules[KT_MAX_MODULES];
+    size_t n_modules;
+    char *service_token; /* PKCS#11 URI naming a token */
+    char *store_path;
+    char *log_file;
+    enum kt_log_level log_level;
+    unsigned dep_limit;
+    bool allow_oaep_sha1;
+    uint32_t chunk_size;
+    struct kt_pin_cfg pins[KT_MAX_PINS];
+    size_t n_pins;
+    struct kt_workload_cfg workloads[KT_MAX_WORKLOADS];
+    size_t n_workloads;
+    struct kt_avail_cfg avail; /* lib-avail: avail.* keys */
+};
+
+KT_MUST_CHECK keytier_err kt_config_load(const char *path,
+                                         struct kt_config *cfg);
+void kt_config_free(struct kt_config *cfg);
+const struct kt_workload_cfg *kt_config_workload(const struct kt_config *cfg,
+                                                 const char *name);
+const struct kt_pin_cfg *kt_config_pin(const struct kt_config *cfg,
+                                       const char *label);
+/* Reads a PIN from its source into a fresh secret (never logs it). */
+KT_MUST_CHECK keytier_err kt_pin_read(const struct kt_pin_cfg *pin,
+                                      kt_secret **out);
+
+/* ---- modules, tokens, sessions (token.c) ------------------------------ */
+
+struct kt_module {
+    char *path;
+    CK_FUNCTION_LIST *fl;
+    CK_INFO info;
+    bool initialized; /* we called C_Initialize and must finalize */
+    bool ready;       /* initialised and C_GetInfo answered */
+};
+
+struct kt_token {
+    keytier_ctx *ctx;
+    struct kt_module *mod;
+    CK_SLOT_ID slot;
+    CK_TOKEN_INFO info;
+    char label[33]; /* trimmed copy of info.label */
+    pthread_mutex_t mu;
+    CK_SESSION_HANDLE *idle; /* idle sessions, reused */
+    size_t n_idle, cap_idle;
+};
+
+struct keytier_ctx {
+    struct kt_config cfg;
+    kt_log *log;
+    struct kt_module modules[KT_MAX_MODULES];
+    size_t n_modules;
+    pthread_mutex_t tokens_mu;
+    struct kt_token **tokens; /* stable pointers, freed at close */
+    size_t n_tokens, cap_tokens;
+    struct kt_store *store;
+    struct kt_avail *avail; /* lib-avail: pool, cache, audit */
+};
+
+/* A resolved root key. */
+struct kt_root {
+    struct kt_token *tok;
+    CK_OBJECT_HANDLE key; /* the secret key, or the RSA private key */
+    CK_OBJECT_HANDLE pub; /* wrapping object: the key itself, or RSA public */
+    CK_KEY_TYPE type;     /* CKK_AES or CKK_RSA */
+};
+
+KT_MUST_CHECK keytier_err kt_tokens_load(keytier_ctx *ctx);
+void kt_tokens_unload(keytier_ctx *ctx);
+/* Finds the single token a URI names (rescanning slots once if none). */
+/* Parses a URI once to refuse malformed ones and ones carrying a PIN
+ * (whose text must then never be echoed). */
+KT_MUST_CHECK keytier_err kt_uri_check(const char *what, const char *uri);
+KT_MUST_CHECK keytier_err kt_token_find(keytier_ctx *ctx, const char *uri,
+                                        struct kt_token **out);
+KT_MUST_CHECK keytier_err kt_session_get(struct kt_token *tok,
+                                         CK_SESSION_HANDLE *out, CK_RV *rv);
+/* Returns a session to the pool, or closes it if `rv` says it is broken. */
+void kt_session_put(struct kt_token *tok, CK_SESSION_HANDLE s, CK_RV rv);
+/* Two tokens are the same token (manufacturer, model, serial, label). */
+bool kt_token_same(const struct kt_token *a, const struct kt_token *b);
+
+/* Wrap mechanisms recorded with each wrapped copy. */
+enum kt_wrap_mech {
+    KT_WRAP_AES_KWP = 0,
+    KT_WRAP_RSA_OAEP_SHA256 = 1,
+    KT_WRAP_RSA_OAEP_SHA1 = 2,
+};
+const char *kt_wrap_mech_name(enum kt_wrap_mech m);
+KT_MUST_CHECK bool kt_wrap_mech_parse(const char *s, enum kt_wrap_mech *m);
+
+/* Resolves a root-key URI in session s of its token and checks that the key
+ * can unwrap (and wrap, when for_wrap) and is not extractable.  `what`
+ * ("customer key A") names it in errors. */
+KT_MUST_CHECK keytier_err kt_root_resolve(keytier_ctx *ctx, const char *what,
+                                          const char *uri, bool for_wrap,
+                                          struct kt_root *out,
+                                          CK_SESSION_HANDLE *s, CK_RV *rv);
+/* Wraps key with root (in session s); out/out_len: capacity in, length out. */
+KT_MUST_CHECK keytier_err kt_root_wrap(const struct kt_root *root,
+                                       CK_SESSION_HANDLE s,
+                                       enum kt_wrap_mech mech,
+                                       const kt_secret *key, uint8_t *out,
+                                       size_t *out_len, CK_RV *rv);
+/* Unwraps a wrapped copy into a secret. */
+KT_MUST_CHECK keytier_err kt_root_unwrap(
+    const struct kt_root *root, CK_SESSION_HANDLE s, enum kt_wrap_mech mech,
+    const uint8_t *wrapped, size_t wrapped_len, kt_secret **out, CK_RV *rv);
+/* Generates an availability key in the service token; returns its URI and
+ * the resolved root. */
+KT_MUST_CHECK keytier_err kt_avail_generate(
+    keytier_ctx *ctx, enum kt_avail_type type, const uint8_t id[KT_UUID_BYTES],
+    const char *label, struct kt_root *out, CK_SESSION_HANDLE *s, char **uri);
+/* Destroys the availability key objects (rollback of a failed create). */
+void kt_avail_destroy(struct kt_root *root, CK_SESSION_HANDLE s);
+
+/* ---- ids, KDF (util.c) ------------------------------------------------ */
+
+KT_MUST_CHECK bool kt_uuid_new(uint8_t out[KT_UUID_BYTES]);
+void kt_uuid_format(const uint8_t in[KT_UUID_BYTES], char out[KEYTIER_ID_SIZE]);
+KT_MUST_CHECK bool kt_uuid_parse(const char *s, uint8_t out[KT_UUID_BYTES]);
+/* AES-256-GCM, fetched once per process (NULL if unavailable). */
+const struct evp_cipher_st *kt_aes256gcm(void);
+/* HKDF-SHA-256 (OpenSSL EVP_KDF) with an empty salt. */
+KT_MUST_CHECK bool kt_hkdf(const kt_secret *ikm, const void *info,
+                           size_t info_len, uint8_t *out, size_t out_len);
+/* Checks a text argument: non-NULL, 1..max bytes, no NUL inside. */
+KT_MUST_CHECK bool kt_text_ok(const char *s, size_t max);
+/* Copies a string into a fixed field (truncates, always terminates). */
+void kt_strlcpy(char *dst, const char *src, size_t cap);
+
+/* ---- DEP keys (dep.c, dep_key.c) -------------------------------------- */
+
+/* The DEP key check value: binds a DEP key to its tenant and DEP id. */
+KT_MUST_CHECK bool kt_dep_check_value(const kt_secret *dep_key,
+                                      const struct kt_dep_rec *dep,
+                                      uint8_t out[KT_CHECK_SIZE]);
+
+/*
+ * THE single place where root keys are used to read a DEP key.
+ * Picks customer key A or B at random, then the other; the first copy that
+ * unwraps and matches the DEP's key check value wins.  Errors:
+ * KEYTIER_E_UNWRAP (detail: both customer keys' errors).
+ */
+KT_MUST_CHECK keytier_err kt_dep_key_read(keytier_ctx *ctx,
+                                          const struct kt_dep_rec *dep,
+                                          const keytier_request *req,
+                                          kt_secret **out);
+/* Unwraps one copy (slot KEYTIER_ROOT_A/B/AVAIL) and checks it. */
+KT_MUST_CHECK keytier_err kt_dep_key_unwrap_slot(keytier_ctx *ctx,
+                                                 const struct kt_dep_rec *dep,
+                                                 int slot, kt_secret **out,
+                                                 CK_RV *rv);
+
+/* ---- tier keys (tier.c) ----------------------------------------------- */
+
+struct kt_cipher_pool;
+
+struct keytier_key {
+    keytier_ctx *ctx;
+    keytier_key_info info;
+    char workload[KEYTIER_WORKLOAD_MAX + 1];
+    uint8_t key_id_bin[KT_UUID_BYTES];
+    uint8_t dep_id_bin[KT_UUID_BYTES];
+    unsigned max_level; /* deepest level of the workload's shape */
+    kt_secret *key;     /* the key itself (wraps children) */
+    kt_secret *enc_key; /* envelope encryption key (HKDF) */
+    uint8_t commit[32]; /* envelope key commitment (HKDF) */
+    struct kt_cipher_pool *pool;
+};
+
+unsigned kt_shape_depth(enum kt_shape shape);
+
+/* ---- envelopes (envelope.c) ------------------------------------------- */
+
+KT_MUST_CHECK keytier_err kt_envelope_key_init(keytier_key *key);
+void kt_envelope_key_free(keytier_key *key);
+
+#endif /* KT_LIB_H */

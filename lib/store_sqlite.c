@@ -1,0 +1,718 @@
+/*
+ * SQLite implementation of store.h.
+ *
+ * WAL journal (readers never block the writer), a busy timeout so several
+ * processes can share one file, and BEGIN IMMEDIATE for every change so a
+ * check and the write that depends on it (the DEP limit) see the same
+ * state.  synchronous=NORMAL: in WAL mode a crash keeps the database
+ * consistent (old or new state); a power loss may drop the last commits.
+ *
+ * The schema is versioned with PRAGMA user_version; kt_migrations[i] moves
+ * version i to i+1 and runs inside the same transaction as the version bump.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+#include "kt_lib.h"
+
+#define KT_BUSY_TIMEOUT_MS 10000
+
+#define KT_STMT_CACHE 24
+
+struct kt_store {
+    sqlite3 *db;
+    pthread_mutex_t mu; /* one connection, statements grouped per call */
+    /* Prepared statements, keyed by their SQL text's address (every query
+     * is a literal), reused under mu. */
+    struct {
+        const char *sql;
+        sqlite3_stmt *q;
+    } cache[KT_STMT_CACHE];
+};
+
+/* Prepares sql once per store; later calls return the same statement,
+ * reset.  Release with kt_done (never sqlite3_finalize). */
+static int kt_prep(struct kt_store *st, const char *sql, sqlite3_stmt **q)
+{
+    size_t i;
+    for (i = 0; i < KT_STMT_CACHE && st->cache[i].sql != NULL; i++)
+        if (st->cache[i].sql == sql) {
+            *q = st->cache[i].q;
+            return SQLITE_OK;
+        }
+    int rc =
+        sqlite3_prepare_v3(st->db, sql, -1, SQLITE_PREPARE_PERSISTENT, q, NULL);
+    if (rc == SQLITE_OK && i < KT_STMT_CACHE) {
+        st->cache[i].sql = sql;
+        st->cache[i].q = *q;
+    }
+    return rc;
+}
+
+static void kt_done(struct kt_store *st, sqlite3_stmt *q)
+{
+    if (q == NULL)
+        return;
+    for (size_t i = 0; i < KT_STMT_CACHE && st->cache[i].sql != NULL; i++)
+        if (st->cache[i].q == q) {
+            sqlite3_reset(q);
+            sqlite3_clear_bindings(q);
+            return;
+        }
+    sqlite3_finalize(q); /* cache full: not kept */
+}
+
+static const char *const kt_migrations[] = {
+    /* 0 -> 1: DEPs, their wrapped copies, tier keys. */
+    "CREATE TABLE deps ("
+    "  dep_id TEXT PRIMARY KEY,"
+    "  policy_id TEXT NOT NULL UNIQUE,"
+    "  tenant TEXT NOT NULL,"
+    "  workload TEXT NOT NULL,"
+    "  state INTEGER NOT NULL,"
+    "  created INTEGER NOT NULL,"
+    "  key_check BLOB NOT NULL);"
+    "CREATE TABLE dep_roots ("
+    "  dep_id TEXT NOT NULL REFERENCES deps(dep_id),"
+    "  slot INTEGER NOT NULL CHECK (slot BETWEEN 0 AND 2),"
+    "  uri TEXT NOT NULL,"
+    "  mech TEXT NOT NULL,"
+    "  wrapped BLOB NOT NULL,"
+    "  PRIMARY KEY (dep_id, slot));"
+    "CREATE TABLE tier_keys ("
+    "  key_id TEXT PRIMARY KEY,"
+    "  tenant TEXT NOT NULL,"
+    "  workload TEXT NOT NULL,"
+    "  dep_id TEXT NOT NULL REFERENCES deps(dep_id),"
+    "  parent_id TEXT NOT NULL,"
+    "  level INTEGER NOT NULL CHECK (level >= 1),"
+    "  name TEXT NOT NULL,"
+    "  created INTEGER NOT NULL,"
+    "  wrapped BLOB NOT NULL);"
+    "CREATE INDEX tier_keys_parent ON tier_keys(tenant, parent_id);"
+    "CREATE UNIQUE INDEX tier_keys_top_name ON tier_keys(tenant, workload, "
+    "  name) WHERE level = 1;",
+    /* 1 -> 2: counting a tenant's DEPs per workload (the DEP limit) without
+     * a scan. */
+    "CREATE INDEX deps_tenant_workload ON deps(tenant, workload, created);",
+};
+
+#define KT_SCHEMA_LATEST ((int)(sizeof kt_migrations / sizeof kt_migrations[0]))
+
+int kt_store_schema_latest(void)
+{
+    return KT_SCHEMA_LATEST;
+}
+
+static keytier_err kt_store_fail(struct kt_store *st, const char *what)
+{
+    return kt_err(KEYTIER_E_STORE, "%s: %s", what, sqlite3_errmsg(st->db));
+}
+
+static int kt_exec(struct kt_store *st, const char *sql)
+{
+    return sqlite3_exec(st->db, sql, NULL, NULL, NULL);
+}
+
+static keytier_err kt_begin(struct kt_store *st)
+{
+    if (kt_exec(st, "BEGIN IMMEDIATE") != SQLITE_OK)
+        return kt_store_fail(st, "begin");
+    return KEYTIER_OK;
+}
+
+static keytier_err kt_commit(struct kt_store *st)
+{
+    if (kt_exec(st, "COMMIT") != SQLITE_OK) {
+        keytier_err e = kt_store_fail(st, "commit");
+        kt_exec(st, "ROLLBACK");
+        return e;
+    }
+    return KEYTIER_OK;
+}
+
+static void kt_rollback(struct kt_store *st)
+{
+    kt_exec(st, "ROLLBACK");
+}
+
+static int kt_user_version(struct kt_store *st)
+{
+    sqlite3_stmt *q;
+    int v = -1;
+    if (sqlite3_prepare_v2(st->db, "PRAGMA user_version", -1, &q, NULL) !=
+        SQLITE_OK)
+        return -1;
+    if (sqlite3_step(q) == SQLITE_ROW)
+        v = sqlite3_column_int(q, 0);
+    sqlite3_finalize(q);
+    return v;
+}
+
+int kt_store_schema_version(struct kt_store *st)
+{
+    pthread_mutex_lock(&st->mu);
+    int v = kt_user_version(st);
+    pthread_mutex_unlock(&st->mu);
+    return v;
+}
+
+static keytier_err kt_migrate(struct kt_store *st, const char *path)
+{
+    keytier_err e = kt_begin(st);
+    if (e != KEYTIER_OK)
+        return e;
+    int v = kt_user_version(st); /* read inside the write lock */
+    if (v < 0) {
+        e = kt_store_fail(st, path);
+        goto fail;
+    }
+    if (v > KT_SCHEMA_LATEST) {
+        e = kt_err(KEYTIER_E_STORE_VERSION,
+                   "%s has schema version %d, this library knows up to %d",
+                   path, v, KT_SCHEMA_LATEST);
+        goto fail;
+    }
+    for (; v < KT_SCHEMA_LATEST; v++) {
+        char bump[64];
+        if (kt_exec(st, kt_migrations[v]) != SQLITE_OK) {
+            e = kt_store_fail(st, "migration");
+            goto fail;
+        }
+        snprintf(bump, sizeof bump, "PRAGMA user_version = %d", v + 1);
+        if (kt_exec(st, bump) != SQLITE_OK) {
+            e = kt_store_fail(st, "migration");
+            goto fail;
+        }
+    }
+    return kt_commit(st);
+fail:
+    kt_rollback(st);
+    return e;
+}
+
+/* Creates the parent directories of path (0700). */
+static keytier_err kt_mkdirs(const char *path)
+{
+    char buf[PATH_MAX];
+    if (strlen(path) >= sizeof buf)
+        return kt_err(KEYTIER_E_CONFIG, "store path too long");
+    kt_strlcpy(buf, path, sizeof buf);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(buf, 0700) != 0 && errno != EEXIST)
+            return kt_err(KEYTIER_E_STORE, "cannot create %s: %s", buf,
+                          strerror(errno));
+        *p = '/';
+    }
+    return KEYTIER_OK;
+}
+
+keytier_err kt_store_open(const char *path, struct kt_store **out)
+{
+    keytier_err e = kt_mkdirs(path);
+    if (e != KEYTIER_OK)
+        return e;
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return kt_err(KEYTIER_E_STORE, "cannot open %s: %s", path,
+                      strerror(errno));
+    close(fd);
+
+    struct kt_store *st = calloc(1, sizeof *st);
+    if (st == NULL)
+        return kt_err(KEYTIER_E_NOMEM, NULL);
+    pthread_mutex_init(&st->mu, NULL);
+    if (sqlite3_open_v2(path, &st->db,
+                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX,
+                        NULL) != SQLITE_OK) {
+        e = kt_err(KEYTIER_E_STORE, "cannot open %s: %s", path,
+                   st->db ? sqlite3_errmsg(st->db) : "out of memory");
+        goto fail;
+    }
+    sqlite3_busy_timeout(st->db, KT_BUSY_TIMEOUT_MS);
+    sqlite3_stmt *q = NULL;
+    /* journal_mode returns the mode in force: WAL must really be on. */
+    if (sqlite3_prepare_v2(st->db, "PRAGMA journal_mode=WAL", -1, &q, NULL) !=
+            SQLITE_OK ||
+        sqlite3_step(q) != SQLITE_ROW ||
+        strcmp((const char *)sqlite3_column_text(q, 0), "wal") != 0) {
+        sqlite3_finalize(q);
+        e = kt_store_fail(st, "cannot enable WAL");
+        goto fail;
+    }
+    sqlite3_finalize(q);
+    if (kt_exec(st, "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON") !=
+        SQLITE_OK) {
+        e = kt_store_fail(st, path);
+        goto fail;
+    }
+    e = kt_migrate(st, path);
+    if (e != KEYTIER_OK)
+        goto fail;
+    *out = st;
+    return KEYTIER_OK;
+fail:
+    kt_store_close(st);
+    return e;
+}
+
+void kt_store_close(struct kt_store *st)
+{
+    if (st == NULL)
+        return;
+    for (size_t i = 0; i < KT_STMT_CACHE; i++)
+        sqlite3_finalize(st->cache[i].q);
+    sqlite3_close(st->db);
+    pthread_mutex_destroy(&st->mu);
+    free(st);
+}
+
+/* ---- helpers ------------------------------------------------------------ */
+
+static void kt_col_text(sqlite3_stmt *q, int col, char *dst, size_t cap)
+{
+    const unsigned char *t = sqlite3_column_text(q, col);
+    kt_strlcpy(dst, t ? (const char *)t : "", cap);
+}
+
+/* Copies a blob column into dst, false if it does not fit exactly/at most. */
+static bool kt_col_blob(sqlite3_stmt *q, int col, uint8_t *dst, size_t cap,
+                        size_t *len)
+{
+    int n = sqlite3_column_bytes(q, col);
+    const void *p = sqlite3_column_blob(q, col);
+    struct kt_rd rd;
+    kt_rd_init(&rd, p, n > 0 ? (size_t)n : 0);
+    if (n < 0 || !kt_rd_copy(&rd, dst, cap, (size_t)n))
+        return false;
+    *len = (size_t)n;
+    return true;
+}
+
+/* ---- DEPs --------------------------------------------------------------- */
+
+static keytier_err kt_dep_count_locked(struct kt_store *st, const char *tenant,
+                                       const char *workload, unsigned *count)
+{
+    sqlite3_stmt *q;
+    if (kt_prep(st,
+                "SELECT count(*) FROM deps WHERE tenant = ?1 AND "
+                "workload = ?2 AND state != ?3",
+                &q) != SQLITE_OK)
+        return kt_store_fail(st, "count DEPs");
+    sqlite3_bind_text(q, 1, tenant, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 2, workload, -1, SQLITE_STATIC);
+    sqlite3_bind_int(q, 3, KEYTIER_DEP_PURGED);
+    keytier_err e = KEYTIER_OK;
+    if (sqlite3_step(q) == SQLITE_ROW)
+        *count = (unsigned)sqlite3_column_int(q, 0);
+    else
+        e = kt_store_fail(st, "count DEPs");
+    kt_done(st, q);
+    return e;
+}
+
+keytier_err kt_store_dep_count(struct kt_store *st, const char *tenant,
+                               const char *workload, unsigned *count)
+{
+    pthread_mutex_lock(&st->mu);
+    keytier_err e = kt_dep_count_locked(st, tenant, workload, count);
+    pthread_mutex_unlock(&st->mu);
+    return e;
+}
+
+keytier_err kt_store_dep_insert(struct kt_store *st,
+                                const struct kt_dep_rec *dep, unsigned limit)
+{
+    sqlite3_stmt *q = NULL;
+    unsigned count = 0;
+    pthread_mutex_lock(&st->mu);
+    keytier_err e = kt_begin(st);
+    if (e != KEYTIER_OK)
+        goto out;
+    e = kt_dep_count_locked(st, dep->tenant, dep->workload, &count);
+    if (e != KEYTIER_OK)
+        goto fail;
+    if (count >= limit) {
+        e = kt_err(KEYTIER_E_DEP_LIMIT,
+                   "tenant %s already has %u DEPs for workload %s (limit %u)",
+                   dep->tenant, count, dep->workload, limit);
+        goto fail;
+    }
+    if (kt_prep(st,
+                "INSERT INTO deps(dep_id, policy_id, tenant, "
+                "workload, state, created, key_check) "
+                "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                &q) != SQLITE_OK) {
+        e = kt_store_fail(st, "insert DEP");
+        goto fail;
+    }
+    sqlite3_bind_text(q, 1, dep->dep_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 2, dep->policy_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 3, dep->tenant, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 4, dep->workload, -1, SQLITE_STATIC);
+    sqlite3_bind_int(q, 5, dep->state);
+    sqlite3_bind_int64(q, 6, dep->created);
+    sqlite3_bind_blob(q, 7, dep->check, sizeof dep->check, SQLITE_STATIC);
+    if (sqlite3_step(q) != SQLITE_DONE) {
+        e = kt_store_fail(st, "insert DEP");
+        goto fail;
+    }
+    kt_done(st, q);
+    q = NULL;
+    for (int slot = 0; slot < 3; slot++) {
+        const struct kt_root_rec *r = &dep->roots[slot];
+        if (kt_prep(st,
+                    "INSERT INTO dep_roots(dep_id, slot, uri, "
+                    "mech, wrapped) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    &q) != SQLITE_OK) {
+            e = kt_store_fail(st, "insert DEP root");
+            goto fail;
+        }
+        sqlite3_bind_text(q, 1, dep->dep_id, -1, SQLITE_STATIC);
+        sqlite3_bind_int(q, 2, slot);
+        sqlite3_bind_text(q, 3, r->uri, -1, SQLITE_STATIC);
+        sqlite3_bind_text(q, 4, r->mech, -1, SQLITE_STATIC);
+        sqlite3_bind_blob(q, 5, r->wrapped, (int)r->wrapped_len, SQLITE_STATIC);
+        if (sqlite3_step(q) != SQLITE_DONE) {
+            e = kt_store_fail(st, "insert DEP root");
+            goto fail;
+        }
+        kt_done(st, q);
+        q = NULL;
+    }
+    e = kt_commit(st);
+    goto out;
+fail:
+    kt_done(st, q);
+    kt_rollback(st);
+out:
+    pthread_mutex_unlock(&st->mu);
+    return e;
+}
+
+#define KT_DEP_COLS                                                            \
+    "dep_id, policy_id, tenant, workload, state, created, key_check"
+
+static keytier_err kt_dep_row(struct kt_store *st, sqlite3_stmt *q,
+                              struct kt_dep_rec *d)
+{
+    memset(d, 0, sizeof *d);
+    kt_col_text(q, 0, d->dep_id, sizeof d->dep_id);
+    kt_col_text(q, 1, d->policy_id, sizeof d->policy_id);
+    kt_col_text(q, 2, d->tenant, sizeof d->tenant);
+    kt_col_text(q, 3, d->workload, sizeof d->workload);
+    d->state = sqlite3_column_int(q, 4);
+    d->created = sqlite3_column_int64(q, 5);
+    size_t n;
+    if (!kt_col_blob(q, 6, d->check, sizeof d->check, &n) ||
+        n != sizeof d->check)
+        return kt_err(KEYTIER_E_FORMAT, "DEP %s: bad key check value",
+                      d->dep_id);
+
+    sqlite3_stmt *r;
+    if (kt_prep(st,
+                "SELECT slot, uri, mech, wrapped FROM dep_roots "
+                "WHERE dep_id = ?1",
+                &r) != SQLITE_OK)
+        return kt_store_fail(st, "read DEP roots");
+    sqlite3_bind_text(r, 1, d->dep_id, -1, SQLITE_STATIC);
+    unsigned seen = 0;
+    keytier_err e = KEYTIER_OK;
+    int rc;
+    while ((rc = sqlite3_step(r)) == SQLITE_ROW) {
+        int slot = sqlite3_column_int(r, 0);
+        if (slot < 0 || slot > 2) {
+            e = kt_err(KEYTIER_E_FORMAT, "DEP %s: bad root slot", d->dep_id);
+            break;
+        }
+        struct kt_root_rec *rr = &d->roots[slot];
+        kt_col_text(r, 1, rr->uri, sizeof rr->uri);
+        kt_col_text(r, 2, rr->mech, sizeof rr->mech);
+        if (!kt_col_blob(r, 3, rr->wrapped, sizeof rr->wrapped,
+                         &rr->wrapped_len)) {
+            e = kt_err(KEYTIER_E_FORMAT, "DEP %s: wrapped copy too large",
+                       d->dep_id);
+            break;
+        }
+        seen |= 1u << slot;
+    }
+    if (e == KEYTIER_OK && rc != SQLITE_DONE && rc != SQLITE_ROW)
+        e = kt_store_fail(st, "read DEP roots");
+    if (e == KEYTIER_OK && seen != 7)
+        e = kt_err(KEYTIER_E_FORMAT, "DEP %s: missing wrapped copies",
+                   d->dep_id);
+    kt_done(st, r);
+    return e;
+}
+
+keytier_err kt_store_dep_get(struct kt_store *st, const char *dep_id,
+                             struct kt_dep_rec *out)
+{
+    sqlite3_stmt *q;
+    keytier_err e;
+    pthread_mutex_lock(&st->mu);
+    if (kt_prep(st, "SELECT " KT_DEP_COLS " FROM deps WHERE dep_id = ?1", &q) !=
+        SQLITE_OK) {
+        e = kt_store_fail(st, "read DEP");
+        goto out;
+    }
+    sqlite3_bind_text(q, 1, dep_id, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(q);
+    if (rc == SQLITE_ROW)
+        e = kt_dep_row(st, q, out);
+    else if (rc == SQLITE_DONE)
+        e = kt_err(KEYTIER_E_DEP_NOT_FOUND, "%s", dep_id);
+    else
+        e = kt_store_fail(st, "read DEP");
+    kt_done(st, q);
+out:
+    pthread_mutex_unlock(&st->mu);
+    return e;
+}
+
+keytier_err kt_store_dep_list(struct kt_store *st, const char *tenant,
+                              const char *workload, struct kt_dep_rec **out,
+                              size_t *count)
+{
+    sqlite3_stmt *q;
+    keytier_err e = KEYTIER_OK;
+    struct kt_dep_rec *list = NULL;
+    size_t n = 0, cap = 0;
+    pthread_mutex_lock(&st->mu);
+    if (kt_prep(st,
+                "SELECT " KT_DEP_COLS " FROM deps WHERE tenant = ?1 "
+                "AND (?2 IS NULL OR workload = ?2) "
+                "ORDER BY created, rowid",
+                &q) != SQLITE_OK) {
+        e = kt_store_fail(st, "list DEPs");
+        goto out;
+    }
+    sqlite3_bind_text(q, 1, tenant, -1, SQLITE_STATIC);
+    if (workload)
+        sqlite3_bind_text(q, 2, workload, -1, SQLITE_STATIC);
+    int rc;
+    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+        if (n == cap) {
+            size_t ncap = cap ? cap * 2 : 8;
+            struct kt_dep_rec *nl = reallocarray(list, ncap, sizeof *nl);
+            if (nl == NULL) {
+                e = kt_err(KEYTIER_E_NOMEM, NULL);
+                break;
+            }
+            list = nl;
+            cap = ncap;
+        }
+        e = kt_dep_row(st, q, &list[n]);
+        if (e != KEYTIER_OK)
+            break;
+        n++;
+    }
+    if (e == KEYTIER_OK && rc != SQLITE_DONE)
+        e = kt_store_fail(st, "list DEPs");
+    kt_done(st, q);
+out:
+    pthread_mutex_unlock(&st->mu);
+    if (e != KEYTIER_OK) {
+        free(list);
+        return e;
+    }
+    *out = list;
+    *count = n;
+    return KEYTIER_OK;
+}
+
+keytier_err kt_store_dep_set_state(struct kt_store *st, const char *dep_id,
+                                   int state)
+{
+    sqlite3_stmt *q;
+    keytier_err e;
+    pthread_mutex_lock(&st->mu);
+    if (kt_prep(st, "UPDATE deps SET state = ?2 WHERE dep_id = ?1", &q) !=
+        SQLITE_OK) {
+        e = kt_store_fail(st, "update DEP");
+        goto out;
+    }
+    sqlite3_bind_text(q, 1, dep_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int(q, 2, state);
+    if (sqlite3_step(q) != SQLITE_DONE)
+        e = kt_store_fail(st, "update DEP");
+    else if (sqlite3_changes(st->db) == 0)
+        e = kt_err(KEYTIER_E_DEP_NOT_FOUND, "%s", dep_id);
+    else
+        e = KEYTIER_OK;
+    kt_done(st, q);
+out:
+    pthread_mutex_unlock(&st->mu);
+    return e;
+}
+
+/* ---- tier keys ---------------------------------------------------------- */
+
+#define KT_KEY_COLS                                                            \
+    "key_id, tenant, workload, dep_id, parent_id, level, name, created, "      \
+    "wrapped"
+
+keytier_err kt_store_key_insert(struct kt_store *st, const struct kt_key_rec *k)
+{
+    sqlite3_stmt *q;
+    keytier_err e;
+    pthread_mutex_lock(&st->mu);
+    if (kt_prep(st,
+                "INSERT INTO tier_keys(" KT_KEY_COLS ") VALUES "
+                "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                &q) != SQLITE_OK) {
+        e = kt_store_fail(st, "insert key");
+        goto out;
+    }
+    sqlite3_bind_text(q, 1, k->key_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 2, k->tenant, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 3, k->workload, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 4, k->dep_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 5, k->parent_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int(q, 6, (int)k->level);
+    sqlite3_bind_text(q, 7, k->name, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(q, 8, k->created);
+    sqlite3_bind_blob(q, 9, k->wrapped, sizeof k->wrapped, SQLITE_STATIC);
+    int rc = sqlite3_step(q);
+    if (rc == SQLITE_DONE)
+        e = KEYTIER_OK;
+    else if (sqlite3_extended_errcode(st->db) == SQLITE_CONSTRAINT_UNIQUE ||
+             sqlite3_extended_errcode(st->db) == SQLITE_CONSTRAINT_PRIMARYKEY)
+        e = kt_err(KEYTIER_E_EXISTS, "tenant %s already has '%s' in %s",
+                   k->tenant, k->name, k->workload);
+    else
+        e = kt_store_fail(st, "insert key");
+    kt_done(st, q);
+out:
+    pthread_mutex_unlock(&st->mu);
+    return e;
+}
+
+static keytier_err kt_key_row(sqlite3_stmt *q, struct kt_key_rec *k)
+{
+    memset(k, 0, sizeof *k);
+    kt_col_text(q, 0, k->key_id, sizeof k->key_id);
+    kt_col_text(q, 1, k->tenant, sizeof k->tenant);
+    kt_col_text(q, 2, k->workload, sizeof k->workload);
+    kt_col_text(q, 3, k->dep_id, sizeof k->dep_id);
+    kt_col_text(q, 4, k->parent_id, sizeof k->parent_id);
+    k->level = (unsigned)sqlite3_column_int(q, 5);
+    kt_col_text(q, 6, k->name, sizeof k->name);
+    k->created = sqlite3_column_int64(q, 7);
+    size_t n;
+    if (!kt_col_blob(q, 8, k->wrapped, sizeof k->wrapped, &n) ||
+        n != sizeof k->wrapped)
+        return kt_err(KEYTIER_E_AUTH, "key %s: wrapped key has wrong length",
+                      k->key_id);
+    return KEYTIER_OK;
+}
+
+static keytier_err kt_key_get_one(struct kt_store *st, const char *sql,
+                                  const char *a, const char *b, const char *c,
+                                  const char *what, struct kt_key_rec *out)
+{
+    sqlite3_stmt *q;
+    keytier_err e;
+    pthread_mutex_lock(&st->mu);
+    if (kt_prep(st, sql, &q) != SQLITE_OK) {
+        e = kt_store_fail(st, "read key");
+        goto out;
+    }
+    sqlite3_bind_text(q, 1, a, -1, SQLITE_STATIC);
+    if (b)
+        sqlite3_bind_text(q, 2, b, -1, SQLITE_STATIC);
+    if (c)
+        sqlite3_bind_text(q, 3, c, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(q);
+    if (rc == SQLITE_ROW)
+        e = kt_key_row(q, out);
+    else if (rc == SQLITE_DONE)
+        e = kt_err(KEYTIER_E_NOT_FOUND, "%s", what);
+    else
+        e = kt_store_fail(st, "read key");
+    kt_done(st, q);
+out:
+    pthread_mutex_unlock(&st->mu);
+    return e;
+}
+
+keytier_err kt_store_key_get(struct kt_store *st, const char *key_id,
+                             struct kt_key_rec *out)
+{
+    return kt_key_get_one(
+        st, "SELECT " KT_KEY_COLS " FROM tier_keys WHERE key_id = ?1", key_id,
+        NULL, NULL, key_id, out);
+}
+
+keytier_err kt_store_key_get_by_name(struct kt_store *st, const char *tenant,
+                                     const char *workload, const char *name,
+                                     struct kt_key_rec *out)
+{
+    return kt_key_get_one(st,
+                          "SELECT " KT_KEY_COLS " FROM tier_keys WHERE "
+                          "tenant = ?1 AND workload = ?2 AND name = ?3 AND "
+                          "level = 1",
+                          tenant, workload, name, name, out);
+}
+
+keytier_err kt_store_key_list(struct kt_store *st, const char *tenant,
+                              const char *parent_id, struct kt_key_rec **out,
+                              size_t *count)
+{
+    sqlite3_stmt *q;
+    keytier_err e = KEYTIER_OK;
+    struct kt_key_rec *list = NULL;
+    size_t n = 0, cap = 0;
+    pthread_mutex_lock(&st->mu);
+    if (kt_prep(st,
+                "SELECT " KT_KEY_COLS " FROM tier_keys WHERE "
+                "tenant = ?1 AND parent_id = ?2 "
+                "ORDER BY created, rowid",
+                &q) != SQLITE_OK) {
+        e = kt_store_fail(st, "list keys");
+        goto out;
+    }
+    sqlite3_bind_text(q, 1, tenant, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 2, parent_id, -1, SQLITE_STATIC);
+    int rc;
+    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+        if (n == cap) {
+            size_t ncap = cap ? cap * 2 : 16;
+            struct kt_key_rec *nl = reallocarray(list, ncap, sizeof *nl);
+            if (nl == NULL) {
+                e = kt_err(KEYTIER_E_NOMEM, NULL);
+                break;
+            }
+            list = nl;
+            cap = ncap;
+        }
+        e = kt_key_row(q, &list[n]);
+        if (e != KEYTIER_OK)
+            break;
+        n++;
+    }
+    if (e == KEYTIER_OK && rc != SQLITE_DONE)
+        e = kt_store_fail(st, "list keys");
+    kt_done(st, q);
+out:
+    pthread_mutex_unlock(&st->mu);
+    if (e != KEYTIER_OK) {
+        free(list);
+        return e;
+    }
+    *out = list;
+    *count = n;
+    return KEYTIER_OK;
+}

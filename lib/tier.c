@@ -1,0 +1,477 @@
+/*
+ * Key tiers below the DEP key, depth as data: the workload's shape says how
+ * many levels there are (mail: mailbox; files: site, blob).  Every tier key
+ * is stored only wrapped by its parent with AES-256-GCM; the ids that place
+ * it (tenant, workload, DEP, parent, key id, level, name) are the AAD, so a
+ * wrapped key moved to another parent or tenant fails to open.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+
+#include "kt_lib.h"
+
+#define KT_GCM_NONCE 12
+#define KT_GCM_TAG   16
+
+/* Levels below the DEP key per shape. */
+static const unsigned kt_shape_depths[] = {
+    [KT_SHAPE_MAIL] = 1,  /* mailbox key -> items */
+    [KT_SHAPE_FILES] = 2, /* site key -> blob key -> blob */
+};
+
+unsigned kt_shape_depth(enum kt_shape shape)
+{
+    return kt_shape_depths[shape];
+}
+
+static bool kt_tier_aad(const struct kt_key_rec *r, uint8_t *buf, size_t cap,
+                        size_t *len)
+{
+    struct kt_wr wr;
+    kt_wr_init(&wr, buf, cap);
+    kt_wr_lv8(&wr, "keytier tier key v1", 19);
+    kt_wr_lv8(&wr, r->tenant, strlen(r->tenant));
+    kt_wr_lv8(&wr, r->workload, strlen(r->workload));
+    kt_wr_lv8(&wr, r->dep_id, strlen(r->dep_id));
+    kt_wr_lv8(&wr, r->parent_id, strlen(r->parent_id));
+    kt_wr_lv8(&wr, r->key_id, strlen(r->key_id));
+    kt_wr_u8(&wr, (uint8_t)r->level);
+    kt_wr_lv8(&wr, r->name, strlen(r->name));
+    *len = wr.len;
+    return kt_wr_ok(&wr);
+}
+
+#define KT_AAD_MAX 1024
+
+/* enc: wraps `key` into r->wrapped; !enc: unwraps r->wrapped into `key`. */
+static keytier_err kt_tier_gcm(const kt_secret *kek, struct kt_key_rec *r,
+                               kt_secret *key, int enc)
+{
+    uint8_t aad[KT_AAD_MAX];
+    size_t aad_len;
+    int n;
+    keytier_err e = KEYTIER_OK;
+    if (!kt_tier_aad(r, aad, sizeof aad, &aad_len))
+        return kt_err(KEYTIER_E_INTERNAL, "tier AAD");
+    uint8_t *nonce = r->wrapped, *ct = r->wrapped + KT_GCM_NONCE,
+            *tag = ct + KT_KEY_SIZE;
+    if (enc && RAND_bytes(nonce, KT_GCM_NONCE) != 1)
+        return kt_err(KEYTIER_E_CRYPTO, "random generation failed");
+    EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
+    if (c == NULL ||
+        EVP_CipherInit_ex2(c, kt_aes256gcm(), kt_secret_cdata(kek), nonce, enc,
+                           NULL) != 1 ||
+        (!enc &&
+         EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_TAG, KT_GCM_TAG, tag) != 1) ||
+        EVP_CipherUpdate(c, NULL, &n, aad, (int)aad_len) != 1) {
+        e = kt_err(KEYTIER_E_CRYPTO, "AES-GCM");
+        goto out;
+    }
+    if (enc) {
+        if (EVP_CipherUpdate(c, ct, &n, kt_secret_cdata(key), KT_KEY_SIZE) !=
+                1 ||
+            EVP_CipherFinal_ex(c, ct + KT_KEY_SIZE, &n) != 1 ||
+            EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_GET_TAG, KT_GCM_TAG, tag) != 1)
+            e = kt_err(KEYTIER_E_CRYPTO, "AES-GCM");
+    } else {
+        if (EVP_CipherUpdate(c, kt_secret_data(key), &n, ct, KT_KEY_SIZE) !=
+                1 ||
+            EVP_CipherFinal_ex(c, kt_secret_data(key) + KT_KEY_SIZE, &n) != 1) {
+            kt_wipe(kt_secret_data(key), KT_KEY_SIZE);
+            e = kt_err(KEYTIER_E_AUTH,
+                       "stored key %s does not open under its parent %s "
+                       "(altered or moved)",
+                       r->key_id, r->parent_id);
+        }
+    }
+out:
+    EVP_CIPHER_CTX_free(c);
+    return e;
+}
+
+static keytier_key *kt_key_alloc(keytier_ctx *ctx)
+{
+    keytier_key *k = calloc(1, sizeof *k);
+    if (k != NULL)
+        k->ctx = ctx;
+    return k;
+}
+
+KEYTIER_API void keytier_key_close(keytier_key *key)
+{
+    if (key == NULL)
+        return;
+    kt_envelope_key_free(key);
+    kt_secret_free(key->key);
+    kt_wipe(key, sizeof *key);
+    free(key);
+}
+
+KEYTIER_API void keytier_key_get_info(const keytier_key *key,
+                                      keytier_key_info *out)
+{
+    if (key != NULL && out != NULL)
+        *out = key->info;
+}
+
+static keytier_err kt_shape_of(keytier_ctx *ctx, const char *workload,
+                               unsigned *depth)
+{
+    const struct kt_workload_cfg *w = kt_config_workload(&ctx->cfg, workload);
+    if (w == NULL)
+        return kt_err(KEYTIER_E_CONFIG, "unknown workload '%s'", workload);
+    *depth = kt_shape_depth(w->shape);
+    return KEYTIER_OK;
+}
+
+KEYTIER_API keytier_err keytier_dep_key_open(keytier_ctx *ctx,
+                                             const keytier_request *req,
+                                             const char *tenant,
+                                             const char *dep_id,
+                                             keytier_key **out)
+{
+    kt_err_clear();
+    if (ctx == NULL || req == NULL || out == NULL ||
+        !kt_text_ok(tenant, KEYTIER_TENANT_MAX) ||
+        !kt_text_ok(dep_id, KEYTIER_ID_SIZE - 1))
+        return kt_err(KEYTIER_E_ARGS, "keytier_dep_key_open");
+    struct kt_dep_rec *d = malloc(sizeof *d);
+    keytier_key *k = kt_key_alloc(ctx);
+    keytier_err e;
+    if (d == NULL || k == NULL) {
+        e = kt_err(KEYTIER_E_NOMEM, NULL);
+        goto out;
+    }
+    e = kt_store_dep_get(ctx->store, dep_id, d);
+    if (e != KEYTIER_OK)
+        goto out;
+    if (strcmp(d->tenant, tenant) != 0) {
+        e = kt_err(KEYTIER_E_WRONG_TENANT,
+                   "DEP %s does not belong to tenant %s", dep_id, tenant);
+        goto out;
+    }
+    if (!kt_uuid_parse(d->dep_id, k->dep_id_bin)) {
+        e = kt_err(KEYTIER_E_FORMAT, "DEP id %s", d->dep_id);
+        goto out;
+    }
+    e = kt_shape_of(ctx, d->workload, &k->max_level);
+    if (e != KEYTIER_OK)
+        goto out;
+    e = kt_dep_key_read(ctx, d, req, &k->key);
+    if (e != KEYTIER_OK)
+        goto out;
+    memcpy(k->key_id_bin, k->dep_id_bin, KT_UUID_BYTES);
+    kt_strlcpy(k->info.key_id, d->dep_id, sizeof k->info.key_id);
+    kt_strlcpy(k->info.dep_id, d->dep_id, sizeof k->info.dep_id);
+    kt_strlcpy(k->info.tenant, d->tenant, sizeof k->info.tenant);
+    kt_strlcpy(k->workload, d->workload, sizeof k->workload);
+    k->info.level = 0;
+    k->info.created = d->created;
+    *out = k;
+    k = NULL;
+out:
+    keytier_key_close(k);
+    if (d != NULL) {
+        kt_wipe(d, sizeof *d);
+        free(d);
+    }
+    return e;
+}
+
+KEYTIER_API keytier_err keytier_key_create(keytier_key *parent,
+                                           const char *name,
+                                           char out_id[KEYTIER_ID_SIZE])
+{
+    kt_err_clear();
+    if (parent == NULL || !kt_text_ok(name, KEYTIER_NAME_MAX))
+        return kt_err(KEYTIER_E_ARGS, "keytier_key_create");
+    keytier_ctx *ctx = parent->ctx;
+    if (parent->info.level >= parent->max_level)
+        return kt_err(KEYTIER_E_DEPTH,
+                      "workload %s has %u levels below the DEP key; %s is at "
+                      "level %u",
+                      parent->workload, parent->max_level, parent->info.key_id,
+                      parent->info.level);
+    struct kt_dep_rec *d = malloc(sizeof *d);
+    struct kt_key_rec r;
+    kt_secret *key = NULL;
+    uint8_t id[KT_UUID_BYTES];
+    keytier_err e;
+    if (d == NULL)
+        return kt_err(KEYTIER_E_NOMEM, NULL);
+    e = kt_store_dep_get(ctx->store, parent->info.dep_id, d);
+    if (e != KEYTIER_OK)
+        goto out;
+    if (d->state == KEYTIER_DEP_DISABLED || d->state == KEYTIER_DEP_PURGED) {
+        e = kt_err(KEYTIER_E_DEP_DISABLED, "DEP %s accepts no new keys",
+                   d->dep_id);
+        goto out;
+    }
+    key = kt_secret_random(KT_KEY_SIZE);
+    if (key == NULL || !kt_uuid_new(id)) {
+        e = kt_err(KEYTIER_E_CRYPTO, "random generation failed");
+        goto out;
+    }
+    memset(&r, 0, sizeof r);
+    kt_uuid_format(id, r.key_id);
+    kt_strlcpy(r.tenant, parent->info.tenant, sizeof r.tenant);
+    kt_strlcpy(r.workload, parent->workload, sizeof r.workload);
+    kt_strlcpy(r.dep_id, parent->info.dep_id, sizeof r.dep_id);
+    kt_strlcpy(r.parent_id, parent->info.key_id, sizeof r.parent_id);
+    kt_strlcpy(r.name, name, sizeof r.name);
+    r.level = parent->info.level + 1;
+    r.created = (int64_t)time(NULL);
+    e = kt_tier_gcm(parent->key, &r, key, 1);
+    if (e != KEYTIER_OK)
+        goto out;
+    e = kt_store_key_insert(ctx->store, &r);
+    if (e != KEYTIER_OK)
+        goto out;
+    if (out_id != NULL)
+        kt_strlcpy(out_id, r.key_id, KEYTIER_ID_SIZE);
+out:
+    kt_secret_free(key);
+    free(d);
+    return e;
+}
+
+/* Opens record r under parent (r already read and checked to be a child of
+ * parent). */
+static keytier_err kt_key_open_rec(keytier_key *parent, struct kt_key_rec *r,
+                                   keytier_key **out)
+{
+    keytier_key *k = kt_key_alloc(parent->ctx);
+    keytier_err e;
+    if (k == NULL || (k->key = kt_secret_new(KT_KEY_SIZE + 16)) == NULL) {
+        e = kt_err(KEYTIER_E_NOMEM, NULL);
+        goto out;
+    }
+    /* The AAD is rebuilt from where the key is being opened (the parent
+     * handle), not only from the stored columns. */
+    kt_strlcpy(r->parent_id, parent->info.key_id, sizeof r->parent_id);
+    kt_strlcpy(r->dep_id, parent->info.dep_id, sizeof r->dep_id);
+    kt_strlcpy(r->tenant, parent->info.tenant, sizeof r->tenant);
+    kt_strlcpy(r->workload, parent->workload, sizeof r->workload);
+    r->level = parent->info.level + 1;
+    e = kt_tier_gcm(parent->key, r, k->key, 0);
+    if (e != KEYTIER_OK)
+        goto out;
+    kt_secret_truncate(k->key, KT_KEY_SIZE);
+    if (!kt_uuid_parse(r->key_id, k->key_id_bin)) {
+        e = kt_err(KEYTIER_E_FORMAT, "key id %s", r->key_id);
+        goto out;
+    }
+    memcpy(k->dep_id_bin, parent->dep_id_bin, KT_UUID_BYTES);
+    kt_strlcpy(k->info.key_id, r->key_id, sizeof k->info.key_id);
+    kt_strlcpy(k->info.parent_id, r->parent_id, sizeof k->info.parent_id);
+    kt_strlcpy(k->info.dep_id, r->dep_id, sizeof k->info.dep_id);
+    kt_strlcpy(k->info.tenant, r->tenant, sizeof k->info.tenant);
+    kt_strlcpy(k->info.name, r->name, sizeof k->info.name);
+    kt_strlcpy(k->workload, r->workload, sizeof k->workload);
+    k->info.level = r->level;
+    k->info.created = r->created;
+    k->max_level = parent->max_level;
+    e = kt_envelope_key_init(k);
+    if (e != KEYTIER_OK)
+        goto out;
+    *out = k;
+    k = NULL;
+out:
+    keytier_key_close(k);
+    return e;
+}
+
+KEYTIER_API keytier_err keytier_key_open(keytier_key *parent,
+                                         const char *key_id, keytier_key **out)
+{
+    kt_err_clear();
+    if (parent == NULL || out == NULL ||
+        !kt_text_ok(key_id, KEYTIER_ID_SIZE - 1))
+        return kt_err(KEYTIER_E_ARGS, "keytier_key_open");
+    struct kt_key_rec r;
+    keytier_err e = kt_store_key_get(parent->ctx->store, key_id, &r);
+    if (e == KEYTIER_OK && strcmp(r.tenant, parent->info.tenant) != 0)
+        e = kt_err(KEYTIER_E_WRONG_TENANT,
+                   "key %s does not belong to tenant %s", key_id,
+                   parent->info.tenant);
+    else if (e == KEYTIER_OK && strcmp(r.parent_id, parent->info.key_id) != 0)
+        e = kt_err(KEYTIER_E_WRONG_PARENT, "key %s is not under %s", key_id,
+                   parent->info.key_id);
+    if (e == KEYTIER_OK)
+        e = kt_key_open_rec(parent, &r, out);
+    kt_wipe(&r, sizeof r);
+    return e;
+}
+
+#define KT_MAX_DEPTH 8
+
+static keytier_err kt_open_chain(keytier_ctx *ctx, const keytier_request *req,
+                                 const char *tenant, struct kt_key_rec *leaf,
+                                 keytier_key **out)
+{
+    /* Walk up to the DEP, then open down from the DEP key. */
+    struct kt_key_rec *chain = calloc(KT_MAX_DEPTH, sizeof *chain);
+    keytier_key *cur = NULL, *next = NULL;
+    size_t n = 0;
+    keytier_err e = KEYTIER_OK;
+    if (chain == NULL)
+        return kt_err(KEYTIER_E_NOMEM, NULL);
+    chain[n++] = *leaf;
+    while (chain[n - 1].level > 1) {
+        if (n == KT_MAX_DEPTH) {
+            e = kt_err(KEYTIER_E_DEPTH, "key %s", leaf->key_id);
+            goto out;
+        }
+        e = kt_store_key_get(ctx->store, chain[n - 1].parent_id, &chain[n]);
+        if (e != KEYTIER_OK)
+            goto out;
+        if (strcmp(chain[n].tenant, tenant) != 0) {
+            e = kt_err(KEYTIER_E_WRONG_TENANT, "key %s", chain[n].key_id);
+            goto out;
+        }
+        n++;
+    }
+    e = keytier_dep_key_open(ctx, req, tenant, chain[n - 1].parent_id, &cur);
+    if (e != KEYTIER_OK)
+        goto out;
+    while (n > 0) {
+        struct kt_key_rec *r = &chain[--n];
+        if (strcmp(r->parent_id, cur->info.key_id) != 0) {
+            e = kt_err(KEYTIER_E_WRONG_PARENT, "key %s", r->key_id);
+            goto out;
+        }
+        e = kt_key_open_rec(cur, r, &next);
+        if (e != KEYTIER_OK)
+            goto out;
+        keytier_key_close(cur);
+        cur = next;
+        next = NULL;
+    }
+    *out = cur;
+    cur = NULL;
+out:
+    keytier_key_close(cur);
+    kt_wipe(chain, KT_MAX_DEPTH * sizeof *chain);
+    free(chain);
+    return e;
+}
+
+KEYTIER_API keytier_err keytier_key_open_path(keytier_ctx *ctx,
+                                              const keytier_request *req,
+                                              const char *tenant,
+                                              const char *key_id,
+                                              keytier_key **out)
+{
+    kt_err_clear();
+    if (ctx == NULL || req == NULL || out == NULL ||
+        !kt_text_ok(tenant, KEYTIER_TENANT_MAX) ||
+        !kt_text_ok(key_id, KEYTIER_ID_SIZE - 1))
+        return kt_err(KEYTIER_E_ARGS, "keytier_key_open_path");
+    struct kt_key_rec r;
+    keytier_err e = kt_store_key_get(ctx->store, key_id, &r);
+    if (e == KEYTIER_OK && strcmp(r.tenant, tenant) != 0)
+        e = kt_err(KEYTIER_E_WRONG_TENANT,
+                   "key %s does not belong to tenant %s", key_id, tenant);
+    if (e == KEYTIER_OK)
+        e = kt_open_chain(ctx, req, tenant, &r, out);
+    kt_wipe(&r, sizeof r);
+    return e;
+}
+
+KEYTIER_API keytier_err keytier_key_open_name(
+    keytier_ctx *ctx, const keytier_request *req, const char *tenant,
+    const char *workload, const char *name, keytier_key **out)
+{
+    kt_err_clear();
+    if (ctx == NULL || req == NULL || out == NULL ||
+        !kt_text_ok(tenant, KEYTIER_TENANT_MAX) ||
+        !kt_text_ok(workload, KEYTIER_WORKLOAD_MAX) ||
+        !kt_text_ok(name, KEYTIER_NAME_MAX))
+        return kt_err(KEYTIER_E_ARGS, "keytier_key_open_name");
+    struct kt_key_rec r;
+    keytier_err e =
+        kt_store_key_get_by_name(ctx->store, tenant, workload, name, &r);
+    if (e == KEYTIER_OK)
+        e = kt_open_chain(ctx, req, tenant, &r, out);
+    kt_wipe(&r, sizeof r);
+    return e;
+}
+
+KEYTIER_API keytier_err keytier_key_list(keytier_ctx *ctx, const char *tenant,
+                                         const char *parent_id,
+                                         keytier_key_info **out, size_t *count)
+{
+    kt_err_clear();
+    if (ctx == NULL || out == NULL || count == NULL ||
+        !kt_text_ok(tenant, KEYTIER_TENANT_MAX) ||
+        !kt_text_ok(parent_id, KEYTIER_ID_SIZE - 1))
+        return kt_err(KEYTIER_E_ARGS, "keytier_key_list");
+    struct kt_key_rec *recs = NULL;
+    size_t n = 0;
+    keytier_err e = kt_store_key_list(ctx->store, tenant, parent_id, &recs, &n);
+    if (e != KEYTIER_OK)
+        return e;
+    keytier_key_info *list = calloc(n ? n : 1, sizeof *list);
+    if (list == NULL) {
+        free(recs);
+        return kt_err(KEYTIER_E_NOMEM, NULL);
+    }
+    for (size_t i = 0; i < n; i++) {
+        keytier_key_info *o = &list[i];
+        kt_strlcpy(o->key_id, recs[i].key_id, sizeof o->key_id);
+        kt_strlcpy(o->parent_id, recs[i].parent_id, sizeof o->parent_id);
+        kt_strlcpy(o->dep_id, recs[i].dep_id, sizeof o->dep_id);
+        kt_strlcpy(o->tenant, recs[i].tenant, sizeof o->tenant);
+        kt_strlcpy(o->name, recs[i].name, sizeof o->name);
+        o->level = recs[i].level;
+        o->created = recs[i].created;
+    }
+    free(recs);
+    *out = list;
+    *count = n;
+    return KEYTIER_OK;
+}
+
+KEYTIER_API void keytier_key_list_free(keytier_key_info *list)
+{
+    free(list);
+}
+
+KEYTIER_API keytier_err keytier_status_get(keytier_ctx *ctx, const char *tenant,
+                                           const char *workload,
+                                           const char *name,
+                                           keytier_status *out)
+{
+    kt_err_clear();
+    if (ctx == NULL || out == NULL || !kt_text_ok(tenant, KEYTIER_TENANT_MAX) ||
+        !kt_text_ok(workload, KEYTIER_WORKLOAD_MAX) ||
+        !kt_text_ok(name, KEYTIER_NAME_MAX))
+        return kt_err(KEYTIER_E_ARGS, "keytier_status_get");
+    memset(out, 0, sizeof *out);
+    struct kt_key_rec r;
+    keytier_err e =
+        kt_store_key_get_by_name(ctx->store, tenant, workload, name, &r);
+    if (e == KEYTIER_E_NOT_FOUND) {
+        kt_err_clear();
+        return KEYTIER_OK; /* not encrypted */
+    }
+    if (e != KEYTIER_OK)
+        return e;
+    struct kt_dep_rec *d = malloc(sizeof *d);
+    if (d == NULL)
+        return kt_err(KEYTIER_E_NOMEM, NULL);
+    e = kt_store_dep_get(ctx->store, r.dep_id, d);
+    if (e == KEYTIER_OK) {
+        out->encrypted = 1;
+        kt_strlcpy(out->dep_id, d->dep_id, sizeof out->dep_id);
+        kt_strlcpy(out->policy_id, d->policy_id, sizeof out->policy_id);
+        kt_strlcpy(out->key_id, r.key_id, sizeof out->key_id);
+        out->dep_state = (keytier_dep_state)d->state;
+    }
+    free(d);
+    return e;
+}

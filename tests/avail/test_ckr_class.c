@@ -1,0 +1,170 @@
+/*
+ * One test per row of the CK_RV -> {system, denied} table: the expected
+ * class of each code is written here independently of lib/ckr_class.c, and
+ * every row of the table must have an expectation here (and vice versa).
+ */
+#include <check.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ckr_class.h"
+
+typedef struct expect {
+    CK_RV rv;
+    kt_ckr_class cls;
+} expect;
+
+#define D(rv)                                                                  \
+    {                                                                          \
+        rv, KT_CKR_CLASS_DENIED                                                \
+    }
+#define S(rv)                                                                  \
+    {                                                                          \
+        rv, KT_CKR_CLASS_SYSTEM                                                \
+    }
+
+static const expect expected[] = {
+    {CKR_OK, KT_CKR_CLASS_OK},
+    /* denied: key destroyed or not found */
+    D(CKR_OBJECT_HANDLE_INVALID),
+    D(CKR_KEY_HANDLE_INVALID),
+    D(KT_CKR_NO_MATCH),
+    D(CKR_KEY_TYPE_INCONSISTENT),
+    /* denied: CKA_UNWRAP off */
+    D(CKR_KEY_FUNCTION_NOT_PERMITTED),
+    /* denied: login refused */
+    D(CKR_PIN_INCORRECT),
+    D(CKR_PIN_INVALID),
+    D(CKR_PIN_LEN_RANGE),
+    D(CKR_PIN_EXPIRED),
+    D(CKR_PIN_LOCKED),
+    D(CKR_USER_PIN_NOT_INITIALIZED),
+    /* denied: wrapped blob refused */
+    D(CKR_WRAPPED_KEY_INVALID),
+    D(CKR_WRAPPED_KEY_LEN_RANGE),
+    D(CKR_ENCRYPTED_DATA_INVALID),
+    D(CKR_ENCRYPTED_DATA_LEN_RANGE),
+    D(CKR_UNWRAPPING_KEY_HANDLE_INVALID),
+    D(CKR_UNWRAPPING_KEY_SIZE_RANGE),
+    D(CKR_UNWRAPPING_KEY_TYPE_INCONSISTENT),
+    /* system */
+    S(CKR_DEVICE_ERROR),
+    S(CKR_DEVICE_MEMORY),
+    S(CKR_DEVICE_REMOVED),
+    S(CKR_TOKEN_NOT_PRESENT),
+    S(CKR_TOKEN_NOT_RECOGNIZED),
+    S(CKR_SLOT_ID_INVALID),
+    S(CKR_SESSION_HANDLE_INVALID),
+    S(CKR_SESSION_CLOSED),
+    S(CKR_SESSION_COUNT),
+    S(CKR_USER_NOT_LOGGED_IN),
+    S(CKR_GENERAL_ERROR),
+    S(CKR_FUNCTION_FAILED),
+    S(CKR_HOST_MEMORY),
+    S(CKR_CRYPTOKI_NOT_INITIALIZED),
+    S(CKR_FUNCTION_CANCELED),
+    S(CKR_OPERATION_ACTIVE),
+    S(KT_CKR_TIMEOUT),
+    S(KT_CKR_UNREACHABLE),
+    S(KT_CKR_TOKEN_HUNG),
+    S(KT_CKR_NOT_STARTED),
+};
+#define N_EXPECTED (int)(sizeof expected / sizeof expected[0])
+
+/* One test per row (tcase_add_loop_test runs each index separately). */
+START_TEST(test_row)
+{
+    char buf[KT_CKR_NAME_MAX];
+    const expect *e = &expected[_i];
+
+    ck_assert_msg(kt_ckr_classify(e->rv) == e->cls, "%s: class %s, want %s",
+                  kt_ckr_name(e->rv, buf),
+                  kt_ckr_class_name(kt_ckr_classify(e->rv)),
+                  kt_ckr_class_name(e->cls));
+    /* every expected code has its own name, not the unknown-code form */
+    ck_assert_msg(strncmp(kt_ckr_name(e->rv, buf), "CKR_0x", 6) != 0,
+                  "row 0x%lx has no name", (unsigned long)e->rv);
+}
+END_TEST
+
+START_TEST(test_table_matches_expectations)
+{
+    size_t n;
+    const kt_ckr_row *rows = kt_ckr_rows(&n);
+
+    ck_assert_int_eq((int)n, N_EXPECTED);
+    for (size_t i = 0; i < n; i++) {
+        int found = 0;
+        for (int j = 0; j < N_EXPECTED; j++)
+            if (expected[j].rv == rows[i].rv) {
+                ck_assert_int_eq(expected[j].cls, rows[i].cls);
+                found++;
+            }
+        ck_assert_msg(found == 1, "row %s expected %d times", rows[i].name,
+                      found);
+    }
+}
+END_TEST
+
+START_TEST(test_unknown_codes_are_system)
+{
+    char buf[KT_CKR_NAME_MAX];
+    const CK_RV unknown[] = {CKR_VENDOR_DEFINED,    CKR_VENDOR_DEFINED | 0x1234,
+                             KT_CKR_BASE | 0xff,    0x0fffffff,
+                             CKR_MECHANISM_INVALID, CKR_ARGUMENTS_BAD};
+
+    for (size_t i = 0; i < sizeof unknown / sizeof unknown[0]; i++)
+        ck_assert_int_eq(kt_ckr_classify(unknown[i]), KT_CKR_CLASS_SYSTEM);
+    ck_assert_str_eq(kt_ckr_name(0x0fffffff, buf), "CKR_0x0fffffff");
+    ck_assert_str_eq(kt_ckr_name(CKR_PIN_LOCKED, buf), "CKR_PIN_LOCKED");
+    ck_assert_str_eq(kt_ckr_name(KT_CKR_TIMEOUT, buf), "timeout");
+    ck_assert_str_eq(kt_ckr_class_name(KT_CKR_CLASS_DENIED), "denied");
+    ck_assert_str_eq(kt_ckr_class_name(KT_CKR_CLASS_SYSTEM), "system");
+}
+END_TEST
+
+/* Library-side failures map onto the table's classes. */
+START_TEST(test_from_err)
+{
+    ck_assert_uint_eq(kt_ckr_from_err(KEYTIER_OK, CKR_OK), CKR_OK);
+    ck_assert_uint_eq(kt_ckr_from_err(KEYTIER_E_LOGIN, CKR_PIN_INCORRECT),
+                      CKR_PIN_INCORRECT);
+    ck_assert_uint_eq(kt_ckr_from_err(KEYTIER_E_KEY_NOT_FOUND, CKR_OK),
+                      KT_CKR_NO_MATCH);
+    ck_assert_uint_eq(kt_ckr_from_err(KEYTIER_E_KEY_USAGE, CKR_OK),
+                      CKR_KEY_FUNCTION_NOT_PERMITTED);
+    ck_assert_uint_eq(kt_ckr_from_err(KEYTIER_E_AUTH, CKR_OK),
+                      CKR_WRAPPED_KEY_INVALID);
+    ck_assert_uint_eq(kt_ckr_from_err(KEYTIER_E_TOKEN_NOT_FOUND, CKR_OK),
+                      KT_CKR_UNREACHABLE);
+    ck_assert_uint_eq(kt_ckr_from_err(KEYTIER_E_MODULE, CKR_OK),
+                      KT_CKR_UNREACHABLE);
+    ck_assert_uint_eq(kt_ckr_from_err(KEYTIER_E_STORE, CKR_OK),
+                      CKR_GENERAL_ERROR);
+    ck_assert_int_eq(kt_ckr_classify(kt_ckr_from_err(KEYTIER_E_KEY_USAGE, 0)),
+                     KT_CKR_CLASS_DENIED);
+    ck_assert_int_eq(kt_ckr_classify(kt_ckr_from_err(KEYTIER_E_PIN, 0)),
+                     KT_CKR_CLASS_SYSTEM);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("ckr_class");
+    TCase *rows = tcase_create("rows");
+    TCase *table = tcase_create("table");
+    SRunner *sr;
+    int failed;
+
+    tcase_add_loop_test(rows, test_row, 0, N_EXPECTED);
+    tcase_add_test(table, test_table_matches_expectations);
+    tcase_add_test(table, test_unknown_codes_are_system);
+    tcase_add_test(table, test_from_err);
+    suite_add_tcase(s, rows);
+    suite_add_tcase(s, table);
+    sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

@@ -1,0 +1,492 @@
+/* Envelopes: round trips, the key commitment, and tamper tests - every
+ * single byte of an envelope flipped, truncation at every length, chunks
+ * dropped, repeated, swapped, data appended - for the buffer and the
+ * streaming API.  Chunks are 256 bytes here so envelopes have several. */
+#include <check.h>
+#include <pthread.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "testenv.h"
+
+#define CHUNK 256
+#define HDR   (88 + 5) /* tenant "org-1" */
+#define FULL  (CHUNK + 16)
+
+static struct testenv T;
+static keytier_ctx *ctx;
+static keytier_key *dep, *mbx, *mbx2;
+static const keytier_request user = {KEYTIER_REQUEST_USER, NULL, "req-1"};
+
+static void assert_err(keytier_err got, keytier_err want)
+{
+    ck_assert_msg(got == want, "got %s (%s), want %s", keytier_error_name(got),
+                  keytier_last_error_detail(), keytier_error_name(want));
+}
+
+static void setup(void)
+{
+    testenv_setup(&T);
+    testenv_root_aes(&T, "VaultA", "rootA", 0);
+    testenv_root_aes(&T, "VaultB", "rootB", 0);
+    testenv_write_conf(&T, "envelope_chunk_size = 256");
+    ctx = testenv_ctx(&T);
+    keytier_dep_info d;
+    assert_err(keytier_dep_create(ctx, "org-1", "Exchange",
+                                  testenv_uri("VaultA", "rootA"),
+                                  testenv_uri("VaultB", "rootB"), &d),
+               KEYTIER_OK);
+    assert_err(keytier_dep_key_open(ctx, &user, "org-1", d.dep_id, &dep),
+               KEYTIER_OK);
+    char id[KEYTIER_ID_SIZE], id2[KEYTIER_ID_SIZE];
+    assert_err(keytier_key_create(dep, "alice", id), KEYTIER_OK);
+    assert_err(keytier_key_create(dep, "bob", id2), KEYTIER_OK);
+    assert_err(keytier_key_open(dep, id, &mbx), KEYTIER_OK);
+    assert_err(keytier_key_open(dep, id2, &mbx2), KEYTIER_OK);
+}
+
+static void teardown(void)
+{
+    keytier_key_close(mbx);
+    keytier_key_close(mbx2);
+    keytier_key_close(dep);
+    keytier_ctx_close(ctx);
+    testenv_teardown(&T);
+}
+
+static uint8_t *pattern(size_t n)
+{
+    uint8_t *p = malloc(n ? n : 1);
+    for (size_t i = 0; i < n; i++)
+        p[i] = (uint8_t)(i * 7 + 3);
+    return p;
+}
+
+/* Seals n bytes; returns the envelope (malloc) and its length. */
+static uint8_t *seal(keytier_key *k, size_t n, size_t *len)
+{
+    uint8_t *pt = pattern(n);
+    size_t cap = keytier_seal_bound(k, n);
+    uint8_t *env = malloc(cap);
+    assert_err(keytier_seal(k, "ctx", 3, pt, n, env, cap, len), KEYTIER_OK);
+    ck_assert_uint_le(*len, cap);
+    free(pt);
+    return env;
+}
+
+/* Opens and asserts the error; on failure the output must hold no
+ * plaintext (untouched 0xAA, or wiped to 0). */
+static void open_expect(const uint8_t *env, size_t len, keytier_err want,
+                        size_t pt_len)
+{
+    size_t cap = len + 16;
+    uint8_t *out = malloc(cap);
+    memset(out, 0xAA, cap);
+    size_t n = 0;
+    keytier_err e = keytier_open(mbx, "ctx", 3, env, len, out, cap, &n);
+    assert_err(e, want);
+    if (want == KEYTIER_OK) {
+        uint8_t *pt = pattern(pt_len);
+        ck_assert_uint_eq(n, pt_len);
+        ck_assert_mem_eq(out, pt, pt_len);
+        free(pt);
+    } else {
+        bool untouched = true, wiped = true;
+        for (size_t i = 0; i < cap; i++) {
+            untouched &= out[i] == 0xAA;
+            wiped &= out[i] == 0;
+        }
+        ck_assert_msg(untouched || wiped, "output holds data after %s",
+                      keytier_error_name(e));
+    }
+    free(out);
+}
+
+START_TEST(round_trips)
+{
+    static const size_t sizes[] = {0, 1, 255, 256, 257, 511, 512, 1000, 4096};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        size_t len;
+        uint8_t *env = seal(mbx, sizes[i], &len);
+        ck_assert_uint_eq(len, HDR + sizes[i] + 16 * (sizes[i] / CHUNK + 1));
+        open_expect(env, len, KEYTIER_OK, sizes[i]);
+        char tenant[KEYTIER_TENANT_MAX + 1], kid[KEYTIER_ID_SIZE];
+        assert_err(keytier_envelope_peek(env, len, tenant, kid), KEYTIER_OK);
+        keytier_key_info info;
+        keytier_key_get_info(mbx, &info);
+        ck_assert_str_eq(tenant, "org-1");
+        ck_assert_str_eq(kid, info.key_id);
+        free(env);
+    }
+}
+END_TEST
+
+START_TEST(errors)
+{
+    size_t len, n;
+    uint8_t *env = seal(mbx, 600, &len);
+    uint8_t out[1024];
+    /* Another caller context. */
+    assert_err(keytier_open(mbx, "ctY", 3, env, len, out, sizeof out, &n),
+               KEYTIER_E_AUTH);
+    assert_err(keytier_open(mbx, NULL, 0, env, len, out, sizeof out, &n),
+               KEYTIER_E_AUTH);
+    /* Another key. */
+    assert_err(keytier_open(mbx2, "ctx", 3, env, len, out, sizeof out, &n),
+               KEYTIER_E_WRONG_KEY);
+    /* Output too small: refused before anything is decrypted. */
+    assert_err(keytier_open(mbx, "ctx", 3, env, len, out, 599, &n),
+               KEYTIER_E_BUFFER);
+    assert_err(keytier_seal(mbx, NULL, 0, out, 10, env, 10, &n),
+               KEYTIER_E_BUFFER);
+    assert_err(keytier_seal(NULL, NULL, 0, out, 10, env, len, &n),
+               KEYTIER_E_ARGS);
+    assert_err(keytier_open(mbx, NULL, 5, env, len, out, sizeof out, &n),
+               KEYTIER_E_ARGS);
+    /* Not an envelope / future version. */
+    assert_err(keytier_open(mbx, NULL, 0, "hello", 5, out, sizeof out, &n),
+               KEYTIER_E_FORMAT);
+    char tenant[KEYTIER_TENANT_MAX + 1], kid[KEYTIER_ID_SIZE];
+    assert_err(keytier_envelope_peek("KTEV", 4, tenant, kid), KEYTIER_E_FORMAT);
+    env[4] = 2;
+    assert_err(keytier_envelope_peek(env, len, tenant, kid), KEYTIER_E_VERSION);
+    free(env);
+}
+END_TEST
+
+/* The exact error for a flip at byte i of an envelope of `len` bytes whose
+ * header is HDR bytes. */
+static keytier_err expected_flip(const uint8_t *env, size_t len, size_t i)
+{
+    if (i < 4)
+        return KEYTIER_E_FORMAT; /* magic */
+    if (i == 4)
+        return KEYTIER_E_VERSION;
+    if (i == 5 || i == 6)
+        return KEYTIER_E_FORMAT; /* algorithm, flags */
+    if (i >= 7 && i < 11) {
+        uint32_t c = (uint32_t)env[7] << 24 | (uint32_t)env[8] << 16 |
+                     (uint32_t)env[9] << 8 | env[10];
+        if (c < 256 || c > (16u << 20))
+            return KEYTIER_E_FORMAT;
+        size_t rest = (len - HDR) % (c + 16);
+        return rest < 16 ? KEYTIER_E_TRUNCATED : KEYTIER_E_AUTH;
+    }
+    if (i == 11) /* tenant length: out of range, or another tenant */
+        return env[11] == 0 || env[11] > 128 ? KEYTIER_E_FORMAT
+                                             : KEYTIER_E_WRONG_KEY;
+    if (i < 12 + 5 + 32)
+        return KEYTIER_E_WRONG_KEY; /* tenant, DEP id, key id */
+    if (i < 12 + 5 + 32 + 12)
+        return KEYTIER_E_AUTH; /* nonce */
+    if (i < HDR)
+        return KEYTIER_E_COMMITMENT;
+    return KEYTIER_E_AUTH; /* ciphertext, tags, chunk boundaries */
+}
+
+START_TEST(flip_every_byte)
+{
+    size_t len;
+    uint8_t *env = seal(mbx, 600, &len); /* 3 chunks: 256, 256, 88 */
+    ck_assert_uint_eq(len, HDR + 600 + 48);
+    for (size_t i = 0; i < len; i++) {
+        for (int bit = 0; bit < 8; bit += 7) {
+            env[i] ^= (uint8_t)(1u << bit);
+            open_expect(env, len, expected_flip(env, len, i), 0);
+            env[i] ^= (uint8_t)(1u << bit);
+        }
+    }
+    open_expect(env, len, KEYTIER_OK, 600);
+    free(env);
+}
+END_TEST
+
+START_TEST(truncate_every_length)
+{
+    size_t len;
+    uint8_t *env = seal(mbx, 600, &len);
+    for (size_t l = 0; l < len; l++) {
+        keytier_err want;
+        if (l < HDR)
+            want = KEYTIER_E_FORMAT;
+        else if ((l - HDR) % FULL < 16)
+            want = KEYTIER_E_TRUNCATED; /* at or just past a boundary */
+        else
+            want = KEYTIER_E_AUTH; /* a shortened chunk taken as final */
+        open_expect(env, l, want, 0);
+    }
+    free(env);
+}
+END_TEST
+
+START_TEST(chunks_dropped_repeated_swapped_appended)
+{
+    size_t len;
+    uint8_t *sealed = seal(mbx, 700, &len); /* chunks 256, 256, 188 */
+    static uint8_t env[HDR + 3 * FULL], buf[HDR + 6 * FULL];
+    ck_assert_uint_eq(len, HDR + 2 * FULL + 188 + 16);
+    memcpy(env, sealed, len);
+    free(sealed);
+    const uint8_t *c0 = env + HDR, *c1 = c0 + FULL, *c2 = c1 + FULL;
+    size_t last = len - HDR - 2 * FULL;
+    /* Drop chunk 1. */
+    memcpy(buf, env, HDR + FULL);
+    memcpy(buf + HDR + FULL, c2, last);
+    open_expect(buf, HDR + FULL + last, KEYTIER_E_AUTH, 0);
+    /* Drop the final chunk: ends on a boundary. */
+    open_expect(env, HDR + 2 * FULL, KEYTIER_E_TRUNCATED, 0);
+    /* Repeat chunk 0. */
+    memcpy(buf, env, HDR + FULL);
+    memcpy(buf + HDR + FULL, c0, FULL);
+    memcpy(buf + HDR + 2 * FULL, c1, FULL);
+    memcpy(buf + HDR + 3 * FULL, c2, last);
+    open_expect(buf, len + FULL, KEYTIER_E_AUTH, 0);
+    /* Swap chunks 0 and 1. */
+    memcpy(buf, env, HDR);
+    memcpy(buf + HDR, c1, FULL);
+    memcpy(buf + HDR + FULL, c0, FULL);
+    memcpy(buf + HDR + 2 * FULL, c2, last);
+    open_expect(buf, len, KEYTIER_E_AUTH, 0);
+    /* Append bytes after the final chunk. */
+    memcpy(buf, env, len);
+    for (size_t extra = 1; extra <= FULL + 1; extra += 17) {
+        memset(buf + len, 0, extra);
+        /* The boundaries shift: the last piece is a bad final chunk, or
+         * too short to be one. */
+        open_expect(buf, len + extra,
+                    (len + extra - HDR) % FULL < 16 ? KEYTIER_E_TRUNCATED
+                                                    : KEYTIER_E_AUTH,
+                    0);
+    }
+    /* Append a whole copy of the final chunk. */
+    memcpy(buf + len, c2, last);
+    open_expect(buf, len + last, KEYTIER_E_AUTH, 0);
+    /* Splice the header of another envelope (other nonce) onto this body. */
+    size_t len2;
+    uint8_t *env2 = seal(mbx, 700, &len2);
+    memcpy(buf, env2, HDR);
+    memcpy(buf + HDR, env + HDR, len - HDR);
+    open_expect(buf, len, KEYTIER_E_AUTH, 0);
+    free(env2);
+}
+END_TEST
+
+/* ---- streams ------------------------------------------------------------ */
+
+static int tmpfile_with(const uint8_t *p, size_t n)
+{
+    char path[400];
+    snprintf(path, sizeof path, "%s/s-XXXXXX", T.dir);
+    int fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    unlink(path);
+    ck_assert_int_eq(write(fd, p, n), (ssize_t)n);
+    lseek(fd, 0, SEEK_SET);
+    return fd;
+}
+
+static uint8_t *slurp(int fd, size_t *n)
+{
+    off_t end = lseek(fd, 0, SEEK_END);
+    uint8_t *p = malloc((size_t)end + 1);
+    lseek(fd, 0, SEEK_SET);
+    ck_assert_int_eq(read(fd, p, (size_t)end), end);
+    *n = (size_t)end;
+    return p;
+}
+
+static uint8_t *seal_stream(size_t n, size_t *len)
+{
+    uint8_t *pt = pattern(n);
+    int in = tmpfile_with(pt, n), out = tmpfile_with(NULL, 0);
+    assert_err(keytier_seal_stream(mbx, "ctx", 3, in, out), KEYTIER_OK);
+    uint8_t *env = slurp(out, len);
+    close(in);
+    close(out);
+    free(pt);
+    return env;
+}
+
+/* Opens a stream; returns the plaintext bytes released. */
+static size_t open_stream_expect(const uint8_t *env, size_t len,
+                                 keytier_err want)
+{
+    int in = tmpfile_with(env, len), out = tmpfile_with(NULL, 0);
+    assert_err(keytier_open_stream(mbx, "ctx", 3, in, out), want);
+    size_t n;
+    uint8_t *pt = slurp(out, &n);
+    uint8_t *ref = pattern(n);
+    /* Whatever was released is authentic plaintext, in order. */
+    ck_assert_mem_eq(pt, ref, n);
+    free(ref);
+    free(pt);
+    close(in);
+    close(out);
+    return n;
+}
+
+START_TEST(stream_round_trips_and_buffer_compat)
+{
+    static const size_t sizes[] = {0, 1, 255, 256, 257, 512, 5000};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        size_t len;
+        uint8_t *env = seal_stream(sizes[i], &len);
+        ck_assert_uint_eq(open_stream_expect(env, len, KEYTIER_OK), sizes[i]);
+        /* One format: the buffer API opens a sealed stream and back. */
+        open_expect(env, len, KEYTIER_OK, sizes[i]);
+        free(env);
+        env = seal(mbx, sizes[i], &len);
+        ck_assert_uint_eq(open_stream_expect(env, len, KEYTIER_OK), sizes[i]);
+        free(env);
+    }
+}
+END_TEST
+
+START_TEST(stream_tamper)
+{
+    size_t len;
+    uint8_t *env = seal_stream(700, &len);
+    /* Truncated at a chunk boundary: the two full chunks were authentic
+     * and released, then the missing final chunk is reported. */
+    ck_assert_uint_eq(
+        open_stream_expect(env, HDR + 2 * FULL, KEYTIER_E_TRUNCATED), 512);
+    ck_assert_uint_eq(open_stream_expect(env, HDR, KEYTIER_E_TRUNCATED), 0);
+    ck_assert_uint_eq(
+        open_stream_expect(env, HDR + FULL + 5, KEYTIER_E_TRUNCATED), 256);
+    /* Cut inside the final chunk: the shortened chunk fails. */
+    ck_assert_uint_eq(open_stream_expect(env, len - 1, KEYTIER_E_AUTH), 512);
+    ck_assert_uint_eq(open_stream_expect(env, 10, KEYTIER_E_FORMAT), 0);
+    /* A chunk dropped / repeated. */
+    uint8_t *buf = malloc(len + FULL);
+    memcpy(buf, env, HDR + FULL);
+    memcpy(buf + HDR + FULL, env + HDR + 2 * FULL, len - HDR - 2 * FULL);
+    ck_assert_uint_eq(open_stream_expect(buf, len - FULL, KEYTIER_E_AUTH), 256);
+    memcpy(buf, env, HDR + FULL);
+    memcpy(buf + HDR + FULL, env + HDR, len - HDR);
+    ck_assert_uint_eq(open_stream_expect(buf, len + FULL, KEYTIER_E_AUTH), 256);
+    /* Appended data. */
+    memcpy(buf, env, len);
+    memset(buf + len, 'x', 7);
+    open_stream_expect(buf, len + 7, KEYTIER_E_AUTH);
+    /* Every single byte flipped: an error, and never an unauthenticated
+     * chunk released (checked in open_stream_expect). */
+    for (size_t i = 0; i < len; i++) {
+        env[i] ^= 0x01;
+        int in = tmpfile_with(env, len), out = tmpfile_with(NULL, 0);
+        keytier_err e = keytier_open_stream(mbx, "ctx", 3, in, out);
+        ck_assert_msg(e == expected_flip(env, len, i),
+                      "byte %zu: got %s want %s", i, keytier_error_name(e),
+                      keytier_error_name(expected_flip(env, len, i)));
+        size_t n;
+        uint8_t *pt = slurp(out, &n);
+        uint8_t *ref = pattern(n);
+        ck_assert_mem_eq(pt, ref, n);
+        /* Only chunks before the flipped one can have been released. */
+        if (i >= HDR)
+            ck_assert_uint_le(n, (i - HDR) / FULL * CHUNK);
+        else
+            ck_assert_uint_eq(n, 0);
+        free(pt);
+        free(ref);
+        close(in);
+        close(out);
+        env[i] ^= 0x01;
+    }
+    free(buf);
+    free(env);
+}
+END_TEST
+
+struct feeder {
+    int fd;
+    const uint8_t *p;
+    size_t n;
+};
+
+static void *feed(void *arg)
+{
+    /* Writes in odd-sized pieces so reads come back short. */
+    struct feeder *f = arg;
+    size_t off = 0, piece = 1;
+    while (off < f->n) {
+        size_t k = piece < f->n - off ? piece : f->n - off;
+        ssize_t w = write(f->fd, f->p + off, k);
+        if (w <= 0)
+            break;
+        off += (size_t)w;
+        piece = piece * 3 % 1000 + 1;
+    }
+    close(f->fd);
+    return NULL;
+}
+
+START_TEST(streams_over_pipes)
+{
+    /* Pipes give short reads: the chunking must not depend on them. */
+    size_t n = 3000, len;
+    uint8_t *pt = pattern(n);
+    int in[2], mid = tmpfile_with(NULL, 0);
+    ck_assert_int_eq(pipe(in), 0);
+    struct feeder f = {in[1], pt, n};
+    pthread_t th;
+    ck_assert_int_eq(pthread_create(&th, NULL, feed, &f), 0);
+    assert_err(keytier_seal_stream(mbx, "ctx", 3, in[0], mid), KEYTIER_OK);
+    pthread_join(th, NULL);
+    close(in[0]);
+    uint8_t *env = slurp(mid, &len);
+    close(mid);
+    ck_assert_uint_eq(len, HDR + n + 16 * (n / CHUNK + 1));
+
+    int in2[2], out = tmpfile_with(NULL, 0);
+    ck_assert_int_eq(pipe(in2), 0);
+    struct feeder g = {in2[1], env, len};
+    ck_assert_int_eq(pthread_create(&th, NULL, feed, &g), 0);
+    assert_err(keytier_open_stream(mbx, "ctx", 3, in2[0], out), KEYTIER_OK);
+    pthread_join(th, NULL);
+    close(in2[0]);
+    size_t got;
+    uint8_t *back = slurp(out, &got);
+    close(out);
+    ck_assert_uint_eq(got, n);
+    ck_assert_mem_eq(back, pt, n);
+    free(back);
+    free(env);
+    free(pt);
+}
+END_TEST
+
+START_TEST(stream_errors)
+{
+    assert_err(keytier_seal_stream(mbx, NULL, 0, -1, 1), KEYTIER_E_ARGS);
+    assert_err(keytier_open_stream(dep, NULL, 0, 0, 1), KEYTIER_E_ARGS);
+    int fd = open("/dev/null", O_RDONLY);
+    assert_err(keytier_seal_stream(mbx, NULL, 0, fd, fd), KEYTIER_E_IO);
+    close(fd);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("envelope");
+    TCase *tc = tcase_create("envelope");
+    tcase_set_timeout(tc, 120);
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, round_trips);
+    tcase_add_test(tc, errors);
+    tcase_add_test(tc, flip_every_byte);
+    tcase_add_test(tc, truncate_every_length);
+    tcase_add_test(tc, chunks_dropped_repeated_swapped_appended);
+    tcase_add_test(tc, stream_round_trips_and_buffer_compat);
+    tcase_add_test(tc, stream_tamper);
+    tcase_add_test(tc, stream_errors);
+    tcase_add_test(tc, streams_over_pipes);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? 1 : 0;
+}
