@@ -30,6 +30,7 @@ static void kt_config_defaults(struct kt_config *cfg)
     cfg->log_level = KT_LOG_WARNING;
     cfg->dep_limit = KT_DEFAULT_DEP_LIMIT;
     cfg->chunk_size = KT_DEFAULT_CHUNK_SIZE;
+    kt_avail_config_defaults(&cfg->avail); /* lib-avail */
     for (size_t i = 0;
          i < sizeof kt_default_workloads / sizeof kt_default_workloads[0]; i++)
         cfg->workloads[cfg->n_workloads++] = kt_default_workloads[i];
@@ -187,11 +188,24 @@ static keytier_err kt_config_line(struct kt_config *cfg, const char *where,
         return kt_set_pin(cfg, where, key + 4, v);
     if (!strncmp(key, "workload.", 9))
         return kt_set_workload(cfg, where, key, v);
-    if (!strcmp(key, "module")) {
+    /* lib-avail: `remote = unix:path=...` is a token served by a
+     * `p11-kit server`, reached through p11-kit-client.so (token.c). */
+    if (!strcmp(key, "module") || !strcmp(key, "remote")) {
         if (cfg->n_modules == KT_MAX_MODULES)
-            return KT_BAD("%s: key 'module': more than %d modules", where,
+            return KT_BAD("%s: key '%s': more than %d modules", where, key,
                           KT_MAX_MODULES);
-        cfg->modules[cfg->n_modules] = strdup(v);
+        if (key[0] == 'r' && strncmp(v, "unix:path=", 10) != 0)
+            return KT_BAD("%s: key 'remote': expected unix:path=SOCKET",
+                          where);
+        if (key[0] == 'r') {
+            size_t len = strlen(v) + sizeof KT_REMOTE_PREFIX;
+            cfg->modules[cfg->n_modules] = malloc(len);
+            if (cfg->modules[cfg->n_modules] != NULL)
+                snprintf(cfg->modules[cfg->n_modules], len, "%s%s",
+                         KT_REMOTE_PREFIX, v);
+        } else {
+            cfg->modules[cfg->n_modules] = strdup(v);
+        }
         if (cfg->modules[cfg->n_modules] == NULL)
             return kt_err(KEYTIER_E_NOMEM, NULL);
         cfg->n_modules++;
@@ -233,6 +247,8 @@ static keytier_err kt_config_line(struct kt_config *cfg, const char *where,
         cfg->chunk_size = (uint32_t)n;
         return KEYTIER_OK;
     }
+    if (!strncmp(key, "avail.", 6)) /* lib-avail */
+        return kt_avail_config_set(&cfg->avail, where, key + 6, v);
     return KT_BAD("%s: unknown key '%s'", where, key);
 }
 
@@ -314,6 +330,7 @@ void kt_config_free(struct kt_config *cfg)
     free(cfg->service_token);
     free(cfg->store_path);
     free(cfg->log_file);
+    kt_avail_config_free(&cfg->avail); /* lib-avail */
     memset(cfg, 0, sizeof *cfg);
 }
 

@@ -32,6 +32,8 @@ KEYTIER_API keytier_err keytier_ctx_open(const char *config_path,
     e = kt_tokens_load(ctx);
     if (e == KEYTIER_OK)
         e = kt_store_open(ctx->cfg.store_path, &ctx->store);
+    if (e == KEYTIER_OK)
+        e = kt_avail_open(ctx); /* lib-avail: pool, cache, audit log */
     if (e != KEYTIER_OK) {
         keytier_ctx_close(ctx);
         return e;
@@ -44,6 +46,7 @@ KEYTIER_API void keytier_ctx_close(keytier_ctx *ctx)
 {
     if (ctx == NULL)
         return;
+    kt_avail_close(ctx); /* lib-avail: first, it uses tokens and store */
     kt_store_close(ctx->store);
     kt_tokens_unload(ctx);
     kt_log_close(ctx->log);

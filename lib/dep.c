@@ -164,11 +164,11 @@ KEYTIER_API keytier_err keytier_dep_create(keytier_ctx *ctx, const char *tenant,
         goto out;
     }
     e = kt_root_resolve(ctx, "customer key A", uri_a, true, &roots[0],
-                        &sess[0]);
+                        &sess[0], NULL);
     if (e != KEYTIER_OK)
         goto out;
     e = kt_root_resolve(ctx, "customer key B", uri_b, true, &roots[1],
-                        &sess[1]);
+                        &sess[1], NULL);
     if (e != KEYTIER_OK)
         goto out;
 
@@ -220,6 +220,10 @@ KEYTIER_API keytier_err keytier_dep_create(keytier_ctx *ctx, const char *tenant,
     avail_made = false; /* kept: the DEP now owns it */
     kt_dep_info_fill(dep, out);
     kt_log_event(ctx->log, KT_LOG_INFO, "DEP created", dep->dep_id);
+    /* lib-avail: the audit log records every DEP; the DEP exists either way */
+    if (kt_avail_dep_created(ctx, dep) != KEYTIER_OK)
+        kt_log_event(ctx->log, KT_LOG_ERROR, "DEP created, audit record lost",
+                     dep->dep_id);
 out:
     if (avail_made)
         kt_avail_destroy(&roots[2], sess[2]);

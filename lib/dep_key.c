@@ -29,7 +29,8 @@ keytier_err kt_dep_key_unwrap_slot(keytier_ctx *ctx,
         return kt_err(KEYTIER_E_FORMAT, "DEP %s: unknown wrap mechanism '%s'",
                       dep->dep_id, r->mech);
     memset(&root, 0, sizeof root);
-    keytier_err e = kt_root_resolve(ctx, names[slot], r->uri, false, &root, &s);
+    keytier_err e =
+        kt_root_resolve(ctx, names[slot], r->uri, false, &root, &s, rv);
     if (e != KEYTIER_OK)
         return e;
     e = kt_root_unwrap(&root, s, mech, r->wrapped, r->wrapped_len, &key, rv);
@@ -53,22 +54,6 @@ keytier_err kt_dep_key_unwrap_slot(keytier_ctx *ctx,
 keytier_err kt_dep_key_read(keytier_ctx *ctx, const struct kt_dep_rec *dep,
                             const keytier_request *req, kt_secret **out)
 {
-    (void)req; /* request kind and id: used by the fallback rule (step 3) */
-    unsigned char coin = 0;
-    if (RAND_bytes(&coin, 1) != 1)
-        return kt_err(KEYTIER_E_CRYPTO, "random generation failed");
-    int first = coin & 1 ? KEYTIER_ROOT_B : KEYTIER_ROOT_A;
-    int order[2] = {first,
-                    first == KEYTIER_ROOT_A ? KEYTIER_ROOT_B : KEYTIER_ROOT_A};
-    char why[2][384];
-    CK_RV rv[2];
-    for (int i = 0; i < 2; i++) {
-        keytier_err e = kt_dep_key_unwrap_slot(ctx, dep, order[i], out, &rv[i]);
-        if (e == KEYTIER_OK)
-            return KEYTIER_OK;
-        snprintf(why[order[i]], sizeof why[0], "%s",
-                 keytier_last_error_detail());
-    }
-    return kt_err(KEYTIER_E_UNWRAP, "DEP %s: [A] %s; [B] %s", dep->dep_id,
-                  why[KEYTIER_ROOT_A], why[KEYTIER_ROOT_B]);
+    /* The fallback rule, hedging, deadlines and the cache: lib/fallback.c */
+    return kt_avail_dep_key_read(ctx, dep, req, out);
 }

@@ -13,6 +13,7 @@
 
 #include "kt_base.h"
 #include "store.h"
+#include "avail.h" /* lib-avail */
 
 #define KT_KEY_SIZE    32 /* DEP and tier keys: AES-256 */
 #define KT_UUID_BYTES  16
@@ -44,6 +45,10 @@ struct kt_pin_cfg {
 #define KT_MAX_PINS      32
 #define KT_MAX_WORKLOADS 16
 
+/* lib-avail: a `remote = ADDRESS` line is kept in `modules` as this prefix
+ * followed by the address. */
+#define KT_REMOTE_PREFIX "remote:"
+
 struct kt_config {
     char *modules[KT_MAX_MODULES];
     size_t n_modules;
@@ -58,6 +63,7 @@ struct kt_config {
     size_t n_pins;
     struct kt_workload_cfg workloads[KT_MAX_WORKLOADS];
     size_t n_workloads;
+    struct kt_avail_cfg avail; /* lib-avail: avail.* keys */
 };
 
 KT_MUST_CHECK keytier_err kt_config_load(const char *path,
@@ -100,6 +106,7 @@ struct keytier_ctx {
     struct kt_token **tokens; /* stable pointers, freed at close */
     size_t n_tokens, cap_tokens;
     struct kt_store *store;
+    struct kt_avail *avail; /* lib-avail: pool, cache, audit */
 };
 
 /* A resolved root key. */
@@ -140,7 +147,7 @@ KT_MUST_CHECK bool kt_wrap_mech_parse(const char *s, enum kt_wrap_mech *m);
 KT_MUST_CHECK keytier_err kt_root_resolve(keytier_ctx *ctx, const char *what,
                                           const char *uri, bool for_wrap,
                                           struct kt_root *out,
-                                          CK_SESSION_HANDLE *s);
+                                          CK_SESSION_HANDLE *s, CK_RV *rv);
 /* Wraps key with root (in session s); out/out_len: capacity in, length out. */
 KT_MUST_CHECK keytier_err kt_root_wrap(const struct kt_root *root,
                                        CK_SESSION_HANDLE s,

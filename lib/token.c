@@ -25,6 +25,37 @@ static void kt_label_trim(const CK_UTF8CHAR *src, size_t n, char *dst)
 /* ---- modules -------------------------------------------------------------
  */
 
+/*
+ * lib-avail: a token behind `p11-kit server`.  p11-kit-client.so reads
+ * P11_KIT_SERVER_ADDRESS in each C_GetFunctionList and returns a new
+ * function list each time, so several servers can be reached from one
+ * process by loading it once per address with the variable set.  The
+ * variable is changed under a lock and restored; other threads reading the
+ * environment at that moment could see it (contexts are opened at start).
+ */
+#include "kt_avail_config.h" /* KT_P11KIT_CLIENT_MODULE */
+static pthread_mutex_t kt_remote_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static CK_FUNCTION_LIST *kt_remote_load(const char *address)
+{
+    CK_FUNCTION_LIST *fl;
+    const char *old = getenv("P11_KIT_SERVER_ADDRESS");
+    char *saved = old ? strdup(old) : NULL;
+
+    if (old && !saved)
+        return NULL;
+    pthread_mutex_lock(&kt_remote_mu);
+    setenv("P11_KIT_SERVER_ADDRESS", address, 1);
+    fl = p11_kit_module_load(KT_P11KIT_CLIENT_MODULE, 0);
+    if (saved)
+        setenv("P11_KIT_SERVER_ADDRESS", saved, 1);
+    else
+        unsetenv("P11_KIT_SERVER_ADDRESS");
+    pthread_mutex_unlock(&kt_remote_mu);
+    free(saved);
+    return fl;
+}
+
 keytier_err kt_tokens_load(keytier_ctx *ctx)
 {
     pthread_mutex_init(&ctx->tokens_mu, NULL);
@@ -32,7 +63,10 @@ keytier_err kt_tokens_load(keytier_ctx *ctx)
         struct kt_module *mod = &ctx->modules[ctx->n_modules];
         const char *path = ctx->cfg.modules[i];
         memset(mod, 0, sizeof *mod);
-        mod->fl = p11_kit_module_load(path, 0);
+        if (!strncmp(path, KT_REMOTE_PREFIX, strlen(KT_REMOTE_PREFIX)))
+            mod->fl = kt_remote_load(path + strlen(KT_REMOTE_PREFIX));
+        else
+            mod->fl = p11_kit_module_load(path, 0);
         if (mod->fl == NULL)
             return kt_err(KEYTIER_E_MODULE, "%s: %s", path,
                           p11_kit_message() ? p11_kit_message() : "");
@@ -382,7 +416,7 @@ static keytier_err kt_key_not_found(struct kt_token *tok, const char *what,
 
 keytier_err kt_root_resolve(keytier_ctx *ctx, const char *what, const char *uri,
                             bool for_wrap, struct kt_root *out,
-                            CK_SESSION_HANDLE *sp)
+                            CK_SESSION_HANDLE *sp, CK_RV *rvp)
 {
     P11KitUri *u = NULL;
     struct kt_token *tok = NULL;
@@ -537,6 +571,10 @@ keytier_err kt_root_resolve(keytier_ctx *ctx, const char *what, const char *uri,
     }
     out->pub = pub;
 out:
+    /* lib-avail: the token's own code (e.g. CKR_PIN_INCORRECT from the
+     * login) lets the fallback rule tell a revocation from an outage. */
+    if (rvp)
+        *rvp = e == KEYTIER_OK ? CKR_OK : rv;
     if (e == KEYTIER_OK) {
         *sp = s;
     } else if (tok != NULL) {

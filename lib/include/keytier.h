@@ -338,6 +338,60 @@ KEYTIER_API keytier_err keytier_audit_verify(const char *path,
                                              uint64_t *bad_line,
                                              uint64_t *records);
 
+typedef struct keytier_ctx keytier_ctx; /* (also declared above) */
+
+/*
+ * Counters of a context's availability machinery (DESIGN.md §2), since the
+ * context was opened.  token_reads counts root-key reads sent to a token
+ * (customer and availability keys, refreshes included): a read served by
+ * the cache adds a cache hit and no token read.
+ */
+typedef struct keytier_avail_stats {
+    uint64_t cache_hits, cache_misses;
+    uint64_t cache_refreshes, cache_refresh_failures, cache_alerts;
+    uint64_t cache_entries, cache_locked_pages;
+    uint64_t fallbacks;   /* reads served through the availability key */
+    uint64_t denied;      /* requests refused: customer keys revoked */
+    uint64_t unavailable; /* requests refused: outage, no fallback allowed */
+    uint64_t token_reads; /* root-key reads that reached a worker */
+    uint64_t timeouts;    /* root-key reads past their deadline */
+} keytier_avail_stats;
+
+KEYTIER_API KEYTIER_MUST_CHECK keytier_err
+keytier_avail_stats_get(keytier_ctx *ctx, keytier_avail_stats *out);
+
+/*
+ * The cache alert: refreshing a cached DEP key with the customer keys has
+ * failed for avail.cache_alert_after_ms and the entry expires in
+ * expires_in_ms.  The same event is written to the audit log.  Called on
+ * the cache's thread; the strings are valid during the call only.
+ */
+typedef struct keytier_alert {
+    const char *tenant;
+    const char *dep_id;
+    uint64_t failing_ms;
+    uint64_t expires_in_ms;
+    const char *last_error; /* "timeout", "CKR_DEVICE_ERROR", ... */
+} keytier_alert;
+typedef void (*keytier_alert_fn)(void *arg, const keytier_alert *alert);
+
+/* Sets (fn NULL: clears) the alert callback of ctx. */
+KEYTIER_API KEYTIER_MUST_CHECK keytier_err
+keytier_alert_callback_set(keytier_ctx *ctx, keytier_alert_fn fn, void *arg);
+
+typedef enum keytier_invalidate_scope {
+    KEYTIER_INVALIDATE_ROOT = 0,   /* value: a root key URI (revoked) */
+    KEYTIER_INVALIDATE_DEP = 1,    /* value: a DEP id (changed) */
+    KEYTIER_INVALIDATE_TENANT = 2, /* value: a tenant id (purged) */
+    KEYTIER_INVALIDATE_ALL = 3,    /* value ignored */
+} keytier_invalidate_scope;
+
+/* Wipes at once every cached key under the given root, DEP or tenant;
+ * *count (may be NULL) gets the number of entries wiped. */
+KEYTIER_API KEYTIER_MUST_CHECK keytier_err
+keytier_cache_invalidate(keytier_ctx *ctx, keytier_invalidate_scope scope,
+                         const char *value, size_t *count);
+
 /* ==== end availability ================================================== */
 
 /* ==== administration (cli): tokens and root keys ========================

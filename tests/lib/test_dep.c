@@ -129,7 +129,7 @@ START_TEST(dep_key_reads_through_either_customer_key)
     /* Both gone: a clear error naming both. */
     testenv_destroy(&T, "VaultB", "rootB");
     assert_err(keytier_dep_key_open(ctx, &user, "org-1", d.dep_id, &k),
-               KEYTIER_E_UNWRAP, "[A] root key not found");
+               KEYTIER_E_REVOKED, "[A] root key not found");
     ck_assert_ptr_nonnull(
         strstr(keytier_last_error_detail(), "[B] root key not found"));
 }

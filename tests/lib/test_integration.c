@@ -125,13 +125,13 @@ START_TEST(a_on_softhsm_b_on_keytier_aes)
     read_item(ctx, e2, l2, "item-2", "written through B alone");
     keytier_ctx_close(ctx);
 
-    /* Neither customer token configured: the DEP key cannot be read (the
-     * availability fallback is lib-avail's). */
+    /* Neither customer token configured, nor the service token: an outage
+     * (system errors) with no availability key reachable either. */
     testenv_write_conf_mods(&T, 0, NULL);
     ctx = testenv_ctx(&T);
     keytier_key *k;
     assert_err(keytier_dep_key_open(ctx, &user, "org-1", d.dep_id, &k),
-               KEYTIER_E_UNWRAP);
+               KEYTIER_E_UNAVAILABLE);
     ck_assert_ptr_nonnull(
         strstr(keytier_last_error_detail(), "[A] no configured token matches"));
     keytier_ctx_close(ctx);

@@ -358,7 +358,7 @@ START_TEST(dep_copy_moved_between_deps)
     testenv_destroy(&T, "VaultB", "rootB");
     keytier_key *k;
     assert_err(keytier_dep_key_open(ctx, &user, "org-1", mail1.dep_id, &k),
-               KEYTIER_E_UNWRAP);
+               KEYTIER_E_REVOKED);
     ck_assert_ptr_nonnull(
         strstr(keytier_last_error_detail(), "[A] authentication failed"));
     ck_assert_ptr_nonnull(
@@ -410,7 +410,7 @@ START_TEST(dep_copy_tamper)
         keytier_err e =
             keytier_dep_key_open(ctx, &user, "org-1", mail1.dep_id, &k);
         if (i < n) {
-            assert_err(e, KEYTIER_E_UNWRAP);
+            assert_err(e, KEYTIER_E_REVOKED);
             ck_assert_ptr_null(k);
             ck_assert_ptr_nonnull(strstr(keytier_last_error_detail(),
                                          "[A] token operation "

@@ -280,7 +280,10 @@ void testenv_write_conf_mods(struct testenv *t, int mods, const char *extra)
             "pin.VaultB = env:KT_TEST_PIN_B\n"
             "pin.VaultC = value:1234\n"
             "pin.Service = value:1234\n"
-            "log_level = warning\n",
+            "log_level = warning\n"
+            /* lib-avail: these tests read through the tokens every time;
+             * the DEP key cache is tested in tests/avail. */
+            "avail.cache_ttl_ms = 0\n",
             t->service, t->store, t->dir);
     for (int i = 0; i < t->n_kt; i++)
         fprintf(f, "pin.%s = value:1234\n", t->kt_labels[i]);

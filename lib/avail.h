@@ -1,0 +1,84 @@
+/*
+ * Availability of DEP keys (DESIGN.md §2 "Reading a DEP key", "Cache",
+ * "Audit"): the fallback rule, hedged and time-limited root-key reads on a
+ * bounded worker pool, the key cache and the audit log, per context.
+ *
+ * Configuration keys (in the library config file, prefix "avail."):
+ *   avail.call_deadline_ms = 2000  a root-key read slower than this is a
+ *                                  "system" failure (its late result is
+ *                                  dropped)
+ *   avail.hedge_ms = 150           ask the second customer key after this
+ *                                  while the first is still pending
+ *   avail.workers = 32             worker threads for token calls
+ *   avail.per_token = 4            calls of one token at once (and hung)
+ *   avail.cache_ttl_ms = 300000    0 disables the cache
+ *   avail.cache_refresh_ahead_ms = 60000
+ *   avail.cache_retry_ms = 5000
+ *   avail.cache_alert_after_ms = 30000  (< cache_refresh_ahead_ms)
+ *   avail.cache_max_entries = 10000
+ *   avail.audit_log = PATH         default: the store path + ".audit.jsonl"
+ *   avail.outage_fallback.WORKLOAD = yes|no
+ *                                  default yes for the mail shape, no for
+ *                                  the files shape (there only the internal
+ *                                  operation "recover" uses the
+ *                                  availability key)
+ */
+#ifndef KT_AVAIL_H
+#define KT_AVAIL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "kt_base.h"
+
+#define KT_AVAIL_MAX_OVERRIDES 16
+
+struct kt_avail_override {
+    char workload[KEYTIER_WORKLOAD_MAX + 1];
+    bool outage_fallback;
+};
+
+struct kt_avail_cfg {
+    unsigned call_deadline_ms;
+    unsigned hedge_ms;
+    unsigned workers;
+    unsigned per_token;
+    uint64_t cache_ttl_ms;
+    uint64_t cache_refresh_ahead_ms;
+    uint64_t cache_retry_ms;
+    uint64_t cache_alert_after_ms;
+    unsigned cache_max_entries;
+    char *audit_log;
+    struct kt_avail_override overrides[KT_AVAIL_MAX_OVERRIDES];
+    size_t n_overrides;
+};
+
+void kt_avail_config_defaults(struct kt_avail_cfg *cfg);
+/* key without the "avail." prefix; where names file:line for errors. */
+KT_MUST_CHECK keytier_err kt_avail_config_set(struct kt_avail_cfg *cfg,
+                                              const char *where,
+                                              const char *key,
+                                              const char *value);
+void kt_avail_config_free(struct kt_avail_cfg *cfg);
+
+struct kt_avail;
+struct kt_dep_rec;
+
+/* Starts the pool, the cache (and its refresh thread) and opens the audit
+ * log of ctx (after its store and modules are up). */
+KT_MUST_CHECK keytier_err kt_avail_open(keytier_ctx *ctx);
+/* Stops everything; waits for token calls still running on workers (a
+ * hung token holds close until it answers or its connection drops). */
+void kt_avail_close(keytier_ctx *ctx);
+
+/* The fallback rule, behind kt_dep_key_read(). */
+KT_MUST_CHECK keytier_err kt_avail_dep_key_read(keytier_ctx *ctx,
+                                                const struct kt_dep_rec *dep,
+                                                const keytier_request *req,
+                                                kt_secret **out);
+
+/* Writes a "DEP created" audit record. */
+KT_MUST_CHECK keytier_err kt_avail_dep_created(keytier_ctx *ctx,
+                                               const struct kt_dep_rec *dep);
+
+#endif

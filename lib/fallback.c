@@ -1,0 +1,744 @@
+/*
+ * The fallback rule (DESIGN.md §2 "Reading a DEP key"), the one road from
+ * a DEP to its key:
+ *
+ *   cache hit -> done, no token call;
+ *   customer key A or B (random) on a pool worker with a deadline; the other
+ *   one hedged after hedge_ms (or at once when the first fails); first
+ *   success wins and is cached;
+ *   both failed -> each failure classified (ckr_class.c):
+ *     user request:     both "system" and outage fallback on for the
+ *                       workload -> availability key + a fallback record;
+ *                       any "denied" -> KEYTIER_E_REVOKED + a denied record;
+ *                       otherwise KEYTIER_E_UNAVAILABLE;
+ *     internal request: availability key whatever the class, when the
+ *                       workload falls back on outages or the operation is
+ *                       "recover"; until the availability key is gone.
+ *   A key obtained through the availability key is never cached: every
+ *   such read is audited, and the customer keys are asked again next time.
+ */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/rand.h>
+
+#include "audit.h"
+#include "avail.h"
+#include "cache.h"
+#include "call_pool.h"
+#include "kt_lib.h"
+
+#define KT_DETAIL_MAX 384
+
+struct kt_avail {
+    keytier_ctx *ctx;
+    struct kt_avail_cfg *cfg;
+    kt_pool *pool;
+    kt_cache *cache; /* NULL when cache_ttl_ms is 0 */
+    kt_audit *audit;
+    /* root-key reads still on a worker (late ones included) */
+    pthread_mutex_t lock;
+    pthread_cond_t idle;
+    unsigned inflight;
+    keytier_alert_fn alert_fn;
+    void *alert_arg;
+    atomic_uint_fast64_t token_reads, timeouts, fallbacks, denied, unavailable;
+};
+
+/* ---- configuration --------------------------------------------------- */
+
+void kt_avail_config_defaults(struct kt_avail_cfg *c)
+{
+    memset(c, 0, sizeof *c);
+    c->call_deadline_ms = 2000;
+    c->hedge_ms = 150;
+    c->workers = 32;
+    c->per_token = 4;
+    c->cache_ttl_ms = 300000;
+    c->cache_refresh_ahead_ms = 60000;
+    c->cache_retry_ms = 5000;
+    c->cache_alert_after_ms = 30000;
+    c->cache_max_entries = 10000;
+}
+
+void kt_avail_config_free(struct kt_avail_cfg *c)
+{
+    free(c->audit_log);
+    c->audit_log = NULL;
+}
+
+static bool kt_avail_parse_u64(const char *v, uint64_t min, uint64_t max,
+                               uint64_t *out)
+{
+    char *end;
+    unsigned long long x;
+
+    if (*v < '0' || *v > '9')
+        return false;
+    x = strtoull(v, &end, 10);
+    if (*end != '\0' || x < min || x > max)
+        return false;
+    *out = x;
+    return true;
+}
+
+keytier_err kt_avail_config_set(struct kt_avail_cfg *c, const char *where,
+                                const char *key, const char *v)
+{
+    static const struct {
+        const char *key;
+        size_t off, size;
+        uint64_t min, max;
+    } nums[] = {
+#define N(f, lo, hi)                                                           \
+    {#f, offsetof(struct kt_avail_cfg, f),                                     \
+     sizeof(((struct kt_avail_cfg *)0)->f), lo, hi}
+        N(call_deadline_ms, 1, 3600000),
+        N(hedge_ms, 0, 3600000),
+        N(workers, 1, 1024),
+        N(per_token, 1, 1024),
+        N(cache_ttl_ms, 0, 86400000),
+        N(cache_refresh_ahead_ms, 0, 86400000),
+        N(cache_retry_ms, 1, 86400000),
+        N(cache_alert_after_ms, 0, 86400000),
+        N(cache_max_entries, 1, 10000000),
+#undef N
+    };
+    uint64_t x;
+
+    for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++) {
+        if (strcmp(key, nums[i].key) != 0)
+            continue;
+        if (!kt_avail_parse_u64(v, nums[i].min, nums[i].max, &x))
+            return kt_err(KEYTIER_E_CONFIG,
+                          "%s: key 'avail.%s': expected %llu..%llu", where, key,
+                          (unsigned long long)nums[i].min,
+                          (unsigned long long)nums[i].max);
+        if (nums[i].size == sizeof(unsigned)) {
+            unsigned u = (unsigned)x;
+            memcpy((char *)c + nums[i].off, &u, sizeof u);
+        } else {
+            memcpy((char *)c + nums[i].off, &x, sizeof x);
+        }
+        return KEYTIER_OK;
+    }
+    if (!strcmp(key, "audit_log")) {
+        if (c->audit_log)
+            return kt_err(KEYTIER_E_CONFIG,
+                          "%s: key 'avail.audit_log': set twice", where);
+        c->audit_log = strdup(v);
+        return c->audit_log ? KEYTIER_OK : kt_err(KEYTIER_E_NOMEM, NULL);
+    }
+    if (!strncmp(key, "outage_fallback.", 16) && key[16]) {
+        const char *w = key + 16;
+        struct kt_avail_override *o = NULL;
+        bool on;
+        if (!strcmp(v, "yes"))
+            on = true;
+        else if (!strcmp(v, "no"))
+            on = false;
+        else
+            return kt_err(KEYTIER_E_CONFIG,
+                          "%s: key 'avail.%s': expected yes or no", where, key);
+        if (strlen(w) > KEYTIER_WORKLOAD_MAX)
+            return kt_err(KEYTIER_E_CONFIG,
+                          "%s: key 'avail.%s': workload name too long", where,
+                          key);
+        for (size_t i = 0; i < c->n_overrides; i++)
+            if (!strcmp(c->overrides[i].workload, w))
+                o = &c->overrides[i];
+        if (!o) {
+            if (c->n_overrides == KT_AVAIL_MAX_OVERRIDES)
+                return kt_err(KEYTIER_E_CONFIG,
+                              "%s: key 'avail.%s': too many workloads", where,
+                              key);
+            o = &c->overrides[c->n_overrides++];
+            snprintf(o->workload, sizeof o->workload, "%s", w);
+        }
+        o->outage_fallback = on;
+        return KEYTIER_OK;
+    }
+    return kt_err(KEYTIER_E_CONFIG, "%s: unknown key 'avail.%s'", where, key);
+}
+
+/* Outage fallback for a workload: its override, else on for the mail
+ * shape and off for the files shape (DESIGN.md §2). */
+static bool kt_avail_outage_fallback(keytier_ctx *ctx, const char *workload)
+{
+    const struct kt_avail_cfg *c = &ctx->cfg.avail;
+    const struct kt_workload_cfg *w;
+
+    for (size_t i = 0; i < c->n_overrides; i++)
+        if (!strcmp(c->overrides[i].workload, workload))
+            return c->overrides[i].outage_fallback;
+    w = kt_config_workload(&ctx->cfg, workload);
+    return !(w && w->shape == KT_SHAPE_FILES);
+}
+
+/* ---- one root-key read on a worker ------------------------------------ */
+
+/* What the caller gets back from a slot read it took. */
+struct kt_slot_result {
+    kt_secret *key;
+    keytier_err err;
+    CK_RV rv; /* the CK_RV the failure stands for (kt_ckr_from_err) */
+    char detail[KT_DETAIL_MAX];
+};
+
+struct kt_slot_job {
+    struct kt_avail *av;
+    struct kt_dep_rec dep; /* a copy: a late job outlives the caller */
+    int slot;
+    struct kt_slot_result res;
+    struct kt_slot_result *sink; /* the caller's, valid while it waits */
+};
+
+static CK_RV kt_slot_run(void *p)
+{
+    struct kt_slot_job *j = p;
+    CK_RV rv = CKR_OK;
+
+    atomic_fetch_add(&j->av->token_reads, 1);
+    kt_err_clear();
+    j->res.err =
+        kt_dep_key_unwrap_slot(j->av->ctx, &j->dep, j->slot, &j->res.key, &rv);
+    j->res.rv = kt_ckr_from_err(j->res.err, rv);
+    if (j->res.err != KEYTIER_OK)
+        snprintf(j->res.detail, sizeof j->res.detail, "%s",
+                 keytier_last_error_detail());
+    return j->res.rv;
+}
+
+static void kt_slot_accept(void *p, CK_RV rv)
+{
+    struct kt_slot_job *j = p;
+
+    (void)rv;
+    *j->sink = j->res;
+    j->res.key = NULL; /* moved to the caller */
+}
+
+static void kt_slot_discard(void *p, CK_RV rv)
+{
+    struct kt_slot_job *j = p;
+
+    (void)rv;
+    /* A late or losing unwrap: its key is wiped, never used. */
+    kt_secret_free(j->res.key);
+    j->res.key = NULL;
+}
+
+static void kt_slot_release(void *p)
+{
+    struct kt_slot_job *j = p;
+    struct kt_avail *av = j->av;
+
+    kt_secret_free(j->res.key);
+    free(j);
+    pthread_mutex_lock(&av->lock);
+    if (--av->inflight == 0)
+        pthread_cond_broadcast(&av->idle);
+    pthread_mutex_unlock(&av->lock);
+}
+
+/* A token identity for the pool's per-token bound: the token of the URI's
+ * "token=" attribute, hashed (the pool only compares them). */
+static uint64_t kt_slot_token_id(const char *uri)
+{
+    const char *t = strstr(uri, "token=");
+    uint64_t h = 1469598103934665603ull;
+    size_t n;
+
+    if (!t)
+        t = uri;
+    n = strcspn(t, ";?");
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)t[i];
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
+static bool kt_slot_call(struct kt_avail *av, const struct kt_dep_rec *dep,
+                         int slot, struct kt_slot_result *sink, kt_call *call)
+{
+    static const char *const names[] = {"unwrap A", "unwrap B",
+                                        "unwrap availability"};
+    struct kt_slot_job *j = calloc(1, sizeof *j);
+
+    if (!j)
+        return false;
+    j->av = av;
+    j->dep = *dep;
+    j->slot = slot;
+    j->sink = sink;
+    pthread_mutex_lock(&av->lock);
+    av->inflight++;
+    pthread_mutex_unlock(&av->lock);
+    *call = (kt_call){.name = names[slot],
+                      .token = kt_slot_token_id(dep->roots[slot].uri),
+                      .run = kt_slot_run,
+                      .accept = kt_slot_accept,
+                      .discard = kt_slot_discard,
+                      .release = kt_slot_release,
+                      .ctx = j};
+    return true;
+}
+
+/* Hedged read with the two customer keys (no fallback).  On success *key
+ * and the winning slot; otherwise res[KEYTIER_ROOT_A/B] hold both failures
+ * with their CK_RV (timeouts included). */
+static keytier_err kt_avail_customer_read(struct kt_avail *av,
+                                          const struct kt_dep_rec *dep,
+                                          kt_secret **key,
+                                          struct kt_slot_result res[2])
+{
+    unsigned char coin = 0;
+    int order[2];
+    kt_call calls[2];
+    CK_RV rv[2];
+    int winner = -1;
+
+    memset(res, 0, 2 * sizeof *res);
+    if (RAND_bytes(&coin, 1) != 1)
+        return kt_err(KEYTIER_E_CRYPTO, "random generation failed");
+    order[0] = coin & 1 ? KEYTIER_ROOT_B : KEYTIER_ROOT_A;
+    order[1] = order[0] == KEYTIER_ROOT_A ? KEYTIER_ROOT_B : KEYTIER_ROOT_A;
+    for (int i = 0; i < 2; i++) {
+        /* rv stays KT_CKR_NOT_STARTED unless the call is taken */
+        res[order[i]].rv = KT_CKR_NOT_STARTED;
+        res[order[i]].err = KEYTIER_E_UNAVAILABLE;
+    }
+    if (!kt_slot_call(av, dep, order[0], &res[order[0]], &calls[0]))
+        return kt_err(KEYTIER_E_NOMEM, "DEP %s", dep->dep_id);
+    if (!kt_slot_call(av, dep, order[1], &res[order[1]], &calls[1])) {
+        calls[0].release(calls[0].ctx);
+        return kt_err(KEYTIER_E_NOMEM, "DEP %s", dep->dep_id);
+    }
+    if (kt_pool_hedge(av->pool, calls, av->cfg->hedge_ms,
+                      av->cfg->call_deadline_ms, &winner, rv) == CKR_OK) {
+        *key = res[order[winner]].key;
+        res[order[winner]].key = NULL;
+        return KEYTIER_OK;
+    }
+    for (int i = 0; i < 2; i++) {
+        struct kt_slot_result *r = &res[order[i]];
+        /* A leg not taken (timed out, never started, refused as hung)
+         * carries the pool's code instead of the token's. */
+        if (r->rv == KT_CKR_NOT_STARTED || rv[i] == KT_CKR_TIMEOUT ||
+            rv[i] == KT_CKR_TOKEN_HUNG) {
+            r->rv = rv[i];
+            char name[KT_CKR_NAME_MAX];
+            snprintf(r->detail, sizeof r->detail, "%s %s: %s",
+                     order[i] == KEYTIER_ROOT_A ? "customer key A"
+                                                : "customer key B",
+                     dep->roots[order[i]].uri, kt_ckr_name(rv[i], name));
+        }
+        if (rv[i] == KT_CKR_TIMEOUT)
+            atomic_fetch_add(&av->timeouts, 1);
+    }
+    return KEYTIER_E_UNWRAP;
+}
+
+/* ---- the cache's refresh and alert ------------------------------------ */
+
+static CK_RV kt_avail_refresh(void *arg, const char *id, const char *dep_id,
+                              unsigned char *out, size_t *out_len)
+{
+    struct kt_avail *av = arg;
+    struct kt_dep_rec *dep = malloc(sizeof *dep);
+    struct kt_slot_result res[2];
+    kt_secret *key = NULL;
+    CK_RV rv = CKR_GENERAL_ERROR;
+
+    (void)id;
+    if (!dep)
+        return CKR_HOST_MEMORY;
+    if (kt_store_dep_get(av->ctx->store, dep_id, dep) != KEYTIER_OK) {
+        /* The DEP is gone from the store: nothing to serve. */
+        free(dep);
+        return KT_CKR_NO_MATCH;
+    }
+    if (kt_avail_customer_read(av, dep, &key, res) == KEYTIER_OK) {
+        if (kt_secret_len(key) <= KT_CACHE_KEY_MAX) {
+            memcpy(out, kt_secret_cdata(key), kt_secret_len(key));
+            *out_len = kt_secret_len(key);
+            rv = CKR_OK;
+        }
+        kt_secret_free(key);
+    } else {
+        /* A denied answer evicts the entry: the customer revoked. */
+        rv = res[0].rv;
+        if (kt_ckr_classify(res[1].rv) == KT_CKR_CLASS_DENIED)
+            rv = res[1].rv;
+    }
+    kt_secret_free(res[0].key);
+    kt_secret_free(res[1].key);
+    free(dep);
+    return rv;
+}
+
+static void kt_avail_alert(void *arg, const kt_cache_alert *a)
+{
+    struct kt_avail *av = arg;
+    char name[KT_CKR_NAME_MAX];
+    keytier_alert_fn fn;
+    void *fn_arg;
+    keytier_alert pub = {
+        .tenant = a->org_id,
+        .dep_id = a->dep_id,
+        .failing_ms = a->failing_ms,
+        .expires_in_ms = a->expires_in_ms,
+        .last_error = kt_ckr_name(a->last_error, name),
+    };
+
+    kt_log_event(av->ctx->log, KT_LOG_WARNING,
+                 "cache refresh failing, DEP key expires soon", a->dep_id);
+    pthread_mutex_lock(&av->lock);
+    fn = av->alert_fn;
+    fn_arg = av->alert_arg;
+    pthread_mutex_unlock(&av->lock);
+    if (fn)
+        fn(fn_arg, &pub);
+}
+
+/* ---- open / close ----------------------------------------------------- */
+
+keytier_err kt_avail_open(keytier_ctx *ctx)
+{
+    struct kt_avail_cfg *c = &ctx->cfg.avail;
+    struct kt_avail *av = calloc(1, sizeof *av);
+    kt_pool_config pc = {.max_workers = c->workers, .per_token = c->per_token};
+    keytier_err e;
+    char *path = NULL;
+
+    if (!av)
+        return kt_err(KEYTIER_E_NOMEM, "availability state");
+    av->ctx = ctx;
+    av->cfg = c;
+    pthread_mutex_init(&av->lock, NULL);
+    pthread_cond_init(&av->idle, NULL);
+    ctx->avail = av;
+    av->pool = kt_pool_new(&pc);
+    if (!av->pool) {
+        e = kt_err(KEYTIER_E_NOMEM, "call pool");
+        goto fail;
+    }
+    if (!c->audit_log) {
+        size_t n = strlen(ctx->cfg.store_path) + sizeof ".audit.jsonl";
+        path = malloc(n);
+        if (!path) {
+            e = kt_err(KEYTIER_E_NOMEM, "audit log path");
+            goto fail;
+        }
+        snprintf(path, n, "%s.audit.jsonl", ctx->cfg.store_path);
+    }
+    e = kt_audit_open(c->audit_log ? c->audit_log : path, &av->audit);
+    free(path);
+    if (e != KEYTIER_OK)
+        goto fail;
+    if (c->cache_ttl_ms) {
+        kt_cache_config cc = {
+            .ttl_ms = c->cache_ttl_ms,
+            .refresh_ahead_ms = c->cache_refresh_ahead_ms,
+            .retry_ms = c->cache_retry_ms,
+            .alert_after_ms = c->cache_alert_after_ms,
+            .max_entries = c->cache_max_entries,
+            .background = c->cache_refresh_ahead_ms > 0,
+            .refresh = kt_avail_refresh,
+            .refresh_arg = av,
+            .alert = kt_avail_alert,
+            .alert_arg = av,
+            .audit = av->audit,
+        };
+        e = kt_cache_new(&cc, &av->cache);
+        if (e != KEYTIER_OK)
+            goto fail;
+    }
+    return KEYTIER_OK;
+fail:
+    kt_avail_close(ctx);
+    return e;
+}
+
+void kt_avail_close(keytier_ctx *ctx)
+{
+    struct kt_avail *av = ctx->avail;
+
+    if (!av)
+        return;
+    /* The cache thread first: it makes token calls of its own. */
+    kt_cache_free(av->cache);
+    pthread_mutex_lock(&av->lock);
+    while (av->inflight)
+        pthread_cond_wait(&av->idle, &av->lock);
+    pthread_mutex_unlock(&av->lock);
+    kt_pool_free(av->pool);
+    kt_audit_close(av->audit);
+    pthread_cond_destroy(&av->idle);
+    pthread_mutex_destroy(&av->lock);
+    free(av);
+    ctx->avail = NULL;
+}
+
+/* ---- the rule --------------------------------------------------------- */
+
+static void kt_avail_key_errors(const struct kt_dep_rec *dep,
+                                const struct kt_slot_result res[2],
+                                kt_audit_key_error errs[2])
+{
+    errs[0] = (kt_audit_key_error){"A", dep->roots[KEYTIER_ROOT_A].uri,
+                                   res[KEYTIER_ROOT_A].rv};
+    errs[1] = (kt_audit_key_error){"B", dep->roots[KEYTIER_ROOT_B].uri,
+                                   res[KEYTIER_ROOT_B].rv};
+}
+
+keytier_err kt_avail_dep_key_read(keytier_ctx *ctx,
+                                  const struct kt_dep_rec *dep,
+                                  const keytier_request *req, kt_secret **out)
+{
+    struct kt_avail *av = ctx->avail;
+    struct kt_slot_result res[2], avail_res;
+    kt_audit_key_error errs[2];
+    kt_audit_request areq;
+    kt_call call;
+    char cache_id[8 + KEYTIER_ID_SIZE], req_id[40];
+    unsigned char buf[KT_CACHE_KEY_MAX];
+    size_t len;
+    kt_secret *key = NULL;
+    keytier_err e;
+    bool internal, any_denied, allowed;
+    CK_RV rv;
+
+    *out = NULL;
+    if (!req || (req->kind != KEYTIER_REQUEST_USER &&
+                 req->kind != KEYTIER_REQUEST_INTERNAL))
+        return kt_err(KEYTIER_E_ARGS, "a request must say its kind");
+    internal = req->kind == KEYTIER_REQUEST_INTERNAL;
+    if (internal && (!req->operation || !req->operation[0]))
+        return kt_err(KEYTIER_E_ARGS,
+                      "an internal request must name its operation");
+    if (!av)
+        return kt_err(KEYTIER_E_INTERNAL, "availability state not open");
+
+    /* 0. the cache: no token call at all */
+    snprintf(cache_id, sizeof cache_id, "dep:%s", dep->dep_id);
+    if (av->cache && kt_cache_get(av->cache, cache_id, buf, sizeof buf, &len)) {
+        *out = kt_secret_from(buf, len);
+        kt_wipe(buf, sizeof buf);
+        return *out ? KEYTIER_OK : kt_err(KEYTIER_E_NOMEM, "DEP key");
+    }
+
+    /* 1-2. the customer keys, hedged */
+    e = kt_avail_customer_read(av, dep, &key, res);
+    if (e == KEYTIER_OK) {
+        if (av->cache) {
+            kt_cache_tags tags = {
+                .org_id = dep->tenant,
+                .dep_id = dep->dep_id,
+                .roots = {dep->roots[0].uri, dep->roots[1].uri,
+                          dep->roots[2].uri},
+            };
+            if (kt_cache_put(av->cache, cache_id, &tags, kt_secret_cdata(key),
+                             kt_secret_len(key)) != KEYTIER_OK)
+                kt_log_event(ctx->log, KT_LOG_WARNING, "DEP key not cached",
+                             dep->dep_id);
+        }
+        *out = key;
+        return KEYTIER_OK;
+    }
+    if (e != KEYTIER_E_UNWRAP)
+        return e;
+
+    /* 3-4. both failed: classify */
+    any_denied =
+        kt_ckr_classify(res[KEYTIER_ROOT_A].rv) == KT_CKR_CLASS_DENIED ||
+        kt_ckr_classify(res[KEYTIER_ROOT_B].rv) == KT_CKR_CLASS_DENIED;
+    if (internal)
+        allowed = !strcmp(req->operation, "recover") ||
+                  kt_avail_outage_fallback(ctx, dep->workload);
+    else
+        allowed = !any_denied && kt_avail_outage_fallback(ctx, dep->workload);
+
+    if (!req->request_id || !req->request_id[0]) {
+        uint8_t rid[KT_UUID_BYTES];
+        if (!kt_uuid_new(rid))
+            return kt_err(KEYTIER_E_CRYPTO, "request id");
+        kt_uuid_format(rid, req_id);
+    } else {
+        snprintf(req_id, sizeof req_id, "%s", req->request_id);
+    }
+    areq = (kt_audit_request){
+        .workload = dep->workload,
+        .org_id = dep->tenant,
+        .dep_id = dep->dep_id,
+        .policy_id = dep->policy_id,
+        .request_id =
+            req->request_id && req->request_id[0] ? req->request_id : req_id,
+        .kind = internal ? "internal" : "user",
+        .operation = internal ? req->operation : NULL,
+    };
+    kt_avail_key_errors(dep, res, errs);
+
+    if (!allowed) {
+        if (any_denied) {
+            atomic_fetch_add(&av->denied, 1);
+            if (av->cache)
+                kt_cache_invalidate_dep(av->cache, dep->dep_id);
+            e = kt_audit_denied(av->audit, &areq, errs);
+            if (e != KEYTIER_OK)
+                kt_log_event(ctx->log, KT_LOG_ERROR,
+                             "audit record of a denied request not written",
+                             dep->dep_id);
+            return kt_err(KEYTIER_E_REVOKED, "DEP %s: [A] %s; [B] %s",
+                          dep->dep_id, res[KEYTIER_ROOT_A].detail,
+                          res[KEYTIER_ROOT_B].detail);
+        }
+        atomic_fetch_add(&av->unavailable, 1);
+        return kt_err(KEYTIER_E_UNAVAILABLE,
+                      "DEP %s (workload %s, no outage fallback): [A] %s; "
+                      "[B] %s",
+                      dep->dep_id, dep->workload, res[KEYTIER_ROOT_A].detail,
+                      res[KEYTIER_ROOT_B].detail);
+    }
+
+    /* the availability key, audited */
+    memset(&avail_res, 0, sizeof avail_res);
+    avail_res.err = KEYTIER_E_UNAVAILABLE;
+    if (!kt_slot_call(av, dep, KEYTIER_ROOT_AVAIL, &avail_res, &call))
+        return kt_err(KEYTIER_E_NOMEM, "DEP %s", dep->dep_id);
+    rv = kt_pool_run(av->pool, &call, av->cfg->call_deadline_ms);
+    if (rv != CKR_OK) {
+        char name[KT_CKR_NAME_MAX];
+        if (rv == KT_CKR_TIMEOUT)
+            atomic_fetch_add(&av->timeouts, 1);
+        if (any_denied) {
+            atomic_fetch_add(&av->denied, 1);
+            if (kt_audit_denied(av->audit, &areq, errs) != KEYTIER_OK)
+                kt_log_event(ctx->log, KT_LOG_ERROR,
+                             "audit record of a denied request not written",
+                             dep->dep_id);
+        }
+        return kt_err(
+            any_denied ? KEYTIER_E_REVOKED : KEYTIER_E_UNAVAILABLE,
+            "DEP %s: [A] %s; [B] %s; availability key: %s", dep->dep_id,
+            res[KEYTIER_ROOT_A].detail, res[KEYTIER_ROOT_B].detail,
+            avail_res.detail[0] ? avail_res.detail : kt_ckr_name(rv, name));
+    }
+    key = avail_res.key;
+    /* No unaudited use of the availability key. */
+    e = kt_audit_fallback(av->audit, &areq, errs);
+    if (e != KEYTIER_OK) {
+        kt_secret_free(key);
+        return e;
+    }
+    atomic_fetch_add(&av->fallbacks, 1);
+    if (av->cache)
+        kt_cache_count_fallback(av->cache);
+    kt_log_event(ctx->log, KT_LOG_WARNING, "fallback to availability key",
+                 dep->dep_id);
+    *out = key;
+    return KEYTIER_OK;
+}
+
+keytier_err kt_avail_dep_created(keytier_ctx *ctx, const struct kt_dep_rec *dep)
+{
+    kt_audit_request areq = {
+        .workload = dep->workload,
+        .org_id = dep->tenant,
+        .dep_id = dep->dep_id,
+        .policy_id = dep->policy_id,
+    };
+
+    if (!ctx->avail)
+        return KEYTIER_OK;
+    return kt_audit_dep_created(ctx->avail->audit, &areq);
+}
+
+/* ---- public API (keytier.h, availability block) ----------------------- */
+
+KEYTIER_API keytier_err keytier_avail_stats_get(keytier_ctx *ctx,
+                                                keytier_avail_stats *out)
+{
+    struct kt_avail *av;
+    kt_cache_stats cs = {0};
+
+    kt_err_clear();
+    if (!ctx || !out)
+        return kt_err(KEYTIER_E_ARGS, "stats: context or output missing");
+    av = ctx->avail;
+    if (!av)
+        return kt_err(KEYTIER_E_INTERNAL, "availability state not open");
+    if (av->cache)
+        kt_cache_get_stats(av->cache, &cs);
+    *out = (keytier_avail_stats){
+        .cache_hits = cs.hits,
+        .cache_misses = cs.misses,
+        .cache_refreshes = cs.refreshes,
+        .cache_refresh_failures = cs.refresh_failures,
+        .cache_alerts = cs.alerts,
+        .cache_entries = cs.entries,
+        .cache_locked_pages = cs.locked_pages,
+        .fallbacks = atomic_load(&av->fallbacks),
+        .denied = atomic_load(&av->denied),
+        .unavailable = atomic_load(&av->unavailable),
+        .token_reads = atomic_load(&av->token_reads),
+        .timeouts = atomic_load(&av->timeouts),
+    };
+    return KEYTIER_OK;
+}
+
+KEYTIER_API keytier_err keytier_alert_callback_set(keytier_ctx *ctx,
+                                                   keytier_alert_fn fn,
+                                                   void *arg)
+{
+    kt_err_clear();
+    if (!ctx || !ctx->avail)
+        return kt_err(KEYTIER_E_ARGS, "alert callback: no context");
+    pthread_mutex_lock(&ctx->avail->lock);
+    ctx->avail->alert_fn = fn;
+    ctx->avail->alert_arg = arg;
+    pthread_mutex_unlock(&ctx->avail->lock);
+    return KEYTIER_OK;
+}
+
+KEYTIER_API keytier_err keytier_cache_invalidate(keytier_ctx *ctx,
+                                                 keytier_invalidate_scope scope,
+                                                 const char *value,
+                                                 size_t *count)
+{
+    size_t n = 0;
+    kt_cache *c;
+
+    kt_err_clear();
+    if (!ctx || !ctx->avail)
+        return kt_err(KEYTIER_E_ARGS, "invalidate: no context");
+    if (scope != KEYTIER_INVALIDATE_ALL && (!value || !value[0]))
+        return kt_err(KEYTIER_E_ARGS, "invalidate: value missing");
+    c = ctx->avail->cache;
+    if (c) {
+        switch (scope) {
+        case KEYTIER_INVALIDATE_ROOT:
+            n = kt_cache_invalidate_root(c, value);
+            break;
+        case KEYTIER_INVALIDATE_DEP:
+            n = kt_cache_invalidate_dep(c, value);
+            break;
+        case KEYTIER_INVALIDATE_TENANT:
+            n = kt_cache_invalidate_tenant(c, value);
+            break;
+        case KEYTIER_INVALIDATE_ALL:
+            n = kt_cache_invalidate_all(c);
+            break;
+        default:
+            return kt_err(KEYTIER_E_ARGS, "invalidate: unknown scope %d",
+                          (int)scope);
+        }
+    }
+    if (count)
+        *count = n;
+    return KEYTIER_OK;
+}
