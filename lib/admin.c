@@ -14,15 +14,15 @@
 #include <openssl/rand.h>
 #include <p11-kit/uri.h>
 
-#include "ckr_class.h"
+#include "ckr_names.h"
 #include "p11call.h"
 
 #define KT_ADMIN_MAX_SLOTS 64
 #define KT_ROOT_ID_BYTES   16
 
-static const char *kt_admin_rv(CK_RV rv, char buf[KT_CKR_NAME_MAX])
+static const char *kt_admin_rv(CK_RV rv, char buf[KT_CKR_FULL_NAME_MAX])
 {
-    return kt_ckr_name(rv, buf);
+    return kt_ckr_full_name(rv, buf);
 }
 
 static void kt_admin_close(keytier_ctx *ctx)
@@ -113,6 +113,8 @@ static keytier_err kt_admin_info(unsigned long slot, const CK_TOKEN_INFO *ti,
                   out->manufacturer);
     kt_admin_trim(ti->model, sizeof ti->model, out->model);
     kt_admin_trim(ti->serialNumber, sizeof ti->serialNumber, out->serial);
+    if (!out->initialized)
+        return KEYTIER_OK; /* a free slot's token has no name yet */
     return kt_admin_token_uri(ti, out->uri);
 }
 
@@ -121,7 +123,7 @@ static keytier_err kt_admin_slots(keytier_ctx *ctx, CK_SLOT_ID *slots,
                                   CK_TOKEN_INFO *infos, CK_ULONG *n)
 {
     struct kt_module *mod = &ctx->modules[0];
-    char nb[KT_CKR_NAME_MAX];
+    char nb[KT_CKR_FULL_NAME_MAX];
     *n = KT_ADMIN_MAX_SLOTS;
     CK_RV rv = kt_p11_get_slot_list(ctx, mod, slots, n);
     if (rv != CKR_OK)
@@ -201,7 +203,7 @@ KEYTIER_API keytier_err keytier_token_init(const char *module_path,
     kt_secret *so = NULL, *user = NULL;
     CK_SESSION_HANDLE s = CK_INVALID_HANDLE;
     struct kt_token tok = {0};
-    char nb[KT_CKR_NAME_MAX];
+    char nb[KT_CKR_FULL_NAME_MAX];
     CK_RV rv = CKR_OK;
     keytier_err e = kt_admin_open(module_path, &ctx);
     if (e != KEYTIER_OK)
@@ -300,7 +302,7 @@ static keytier_err kt_admin_key_uri(const CK_TOKEN_INFO *ti, const char *label,
     if (u == NULL)
         return kt_err(KEYTIER_E_NOMEM, NULL);
     CK_TOKEN_INFO *uti = p11_kit_uri_get_token_info(u);
-    memset(uti, ' ', sizeof *uti);
+    memset(uti, 0, sizeof *uti); /* p11-kit leaves out fields not set */
     memcpy(uti->label, ti->label, sizeof uti->label);
     memcpy(uti->serialNumber, ti->serialNumber, sizeof uti->serialNumber);
     CK_ATTRIBUTE attrs[] = {
@@ -330,7 +332,7 @@ static keytier_err kt_admin_generate(struct kt_token *tok, CK_SESSION_HANDLE s,
                                      CK_OBJECT_CLASS *cls)
 {
     CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
-    char nb[KT_CKR_NAME_MAX];
+    char nb[KT_CKR_FULL_NAME_MAX];
     CK_RV rv;
     CK_OBJECT_HANDLE h = CK_INVALID_HANDLE, pub = CK_INVALID_HANDLE;
     CK_ULONG label_len = strlen(label);
@@ -418,7 +420,7 @@ KEYTIER_API keytier_err keytier_root_generate(const char *module_path,
     kt_secret *pin = NULL;
     CK_SESSION_HANDLE s = CK_INVALID_HANDLE;
     struct kt_token tok = {0};
-    char nb[KT_CKR_NAME_MAX];
+    char nb[KT_CKR_FULL_NAME_MAX];
     CK_RV rv = CKR_OK;
     keytier_err e = kt_admin_open(module_path, &ctx);
     if (e != KEYTIER_OK)
@@ -497,4 +499,19 @@ out:
     kt_secret_free(pin);
     kt_admin_close(ctx);
     return e;
+}
+
+KEYTIER_API keytier_err keytier_audit_log_path(keytier_ctx *ctx, char *out,
+                                               size_t cap)
+{
+    kt_err_clear();
+    if (ctx == NULL || out == NULL || cap == 0)
+        return kt_err(KEYTIER_E_ARGS, "keytier_audit_log_path");
+    /* Same rule as kt_avail_open (lib/fallback.c). */
+    int n = ctx->cfg.avail.audit_log
+                ? snprintf(out, cap, "%s", ctx->cfg.avail.audit_log)
+                : snprintf(out, cap, "%s.audit.jsonl", ctx->cfg.store_path);
+    if (n < 0 || (size_t)n >= cap)
+        return kt_err(KEYTIER_E_BUFFER, "audit log path");
+    return KEYTIER_OK;
 }

@@ -464,6 +464,12 @@ KEYTIER_API KEYTIER_MUST_CHECK keytier_err keytier_root_generate(
     const char *module_path, const char *token_label, const char *user_pin,
     const char *key_label, keytier_root_type type, char uri[KEYTIER_URI_MAX]);
 
+/* The audit log the context writes (avail.audit_log, default: the store
+ * path + ".audit.jsonl"), for `keytier audit list/verify`.
+ * KEYTIER_E_BUFFER when cap is too small. */
+KEYTIER_API KEYTIER_MUST_CHECK keytier_err
+keytier_audit_log_path(keytier_ctx *ctx, char *out, size_t cap);
+
 /* ==== end administration ================================================ */
 
 #ifdef __cplusplus
