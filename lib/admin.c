@@ -399,43 +399,42 @@ static keytier_err kt_admin_generate(struct kt_token *tok, CK_SESSION_HANDLE s,
     return KEYTIER_OK;
 }
 
-KEYTIER_API keytier_err keytier_root_generate(const char *module_path,
-                                              const char *token_label,
-                                              const char *user_pin,
-                                              const char *key_label,
-                                              keytier_root_type type,
-                                              char uri[KEYTIER_URI_MAX])
+/* A logged-in user session on the initialised token labelled token_label. */
+struct kt_admin_user {
+    keytier_ctx *ctx;
+    struct kt_token tok;
+    CK_TOKEN_INFO info;
+    CK_SESSION_HANDLE s;
+    bool logged_in;
+};
+
+static void kt_admin_user_end(struct kt_admin_user *u)
 {
-    kt_err_clear();
-    if (!kt_admin_label_ok(token_label))
-        return kt_err(KEYTIER_E_ARGS, "token label: 1 to %d bytes required",
-                      KEYTIER_LABEL_MAX);
-    if (!kt_text_ok(key_label, KEYTIER_NAME_MAX))
-        return kt_err(KEYTIER_E_ARGS, "key label: 1 to %d bytes required",
-                      KEYTIER_NAME_MAX);
-    if (user_pin == NULL || uri == NULL || type < KEYTIER_ROOT_TYPE_AES256 ||
-        type > KEYTIER_ROOT_TYPE_RSA4096)
-        return kt_err(KEYTIER_E_ARGS, "keytier_root_generate");
-    keytier_ctx *ctx = NULL;
-    kt_secret *pin = NULL;
-    CK_SESSION_HANDLE s = CK_INVALID_HANDLE;
-    struct kt_token tok = {0};
+    if (u->logged_in)
+        (void)kt_p11_logout(&u->tok, u->s);
+    if (u->s != CK_INVALID_HANDLE)
+        (void)kt_p11_close_session(&u->tok, u->s);
+    kt_admin_close(u->ctx);
+    u->ctx = NULL;
+}
+
+static keytier_err kt_admin_user_begin(const char *module_path,
+                                       const char *token_label,
+                                       const char *user_pin,
+                                       struct kt_admin_user *u)
+{
+    memset(u, 0, sizeof *u);
+    u->s = CK_INVALID_HANDLE;
     char nb[KT_CKR_FULL_NAME_MAX];
-    CK_RV rv = CKR_OK;
-    keytier_err e = kt_admin_open(module_path, &ctx);
+    keytier_err e = kt_admin_open(module_path, &u->ctx);
     if (e != KEYTIER_OK)
         return e;
-    pin = kt_secret_from(user_pin, strlen(user_pin));
-    if (pin == NULL) {
-        e = kt_err(KEYTIER_E_NOMEM, NULL);
-        goto out;
-    }
     CK_SLOT_ID slots[KT_ADMIN_MAX_SLOTS];
     CK_TOKEN_INFO infos[KT_ADMIN_MAX_SLOTS];
     CK_ULONG n = 0, found = 0, at = 0;
-    e = kt_admin_slots(ctx, slots, infos, &n);
+    e = kt_admin_slots(u->ctx, slots, infos, &n);
     if (e != KEYTIER_OK)
-        goto out;
+        goto fail;
     for (CK_ULONG i = 0; i < n; i++) {
         char have[KEYTIER_LABEL_MAX + 1];
         kt_admin_trim(infos[i].label, sizeof infos[i].label, have);
@@ -450,54 +449,139 @@ KEYTIER_API keytier_err keytier_root_generate(const char *module_path,
                          : KEYTIER_E_TOKEN_NOT_FOUND,
                    "token '%s' in %s%s", token_label, module_path,
                    found ? ": several tokens have this label" : "");
-        goto out;
+        goto fail;
     }
-    tok.ctx = ctx;
-    tok.mod = &ctx->modules[0];
-    tok.slot = slots[at];
-    kt_strlcpy(tok.label, token_label, sizeof tok.label);
-    rv = kt_p11_open_session(&tok, &s);
+    u->info = infos[at];
+    u->tok.ctx = u->ctx;
+    u->tok.mod = &u->ctx->modules[0];
+    u->tok.slot = slots[at];
+    kt_strlcpy(u->tok.label, token_label, sizeof u->tok.label);
+    CK_RV rv = kt_p11_open_session(&u->tok, &u->s);
     if (rv != CKR_OK) {
+        u->s = CK_INVALID_HANDLE;
         e = kt_err(KEYTIER_E_TOKEN, "token '%s': C_OpenSession: %s",
                    token_label, kt_admin_rv(rv, nb));
-        goto out;
+        goto fail;
     }
-    rv = kt_p11_login_as(&tok, s, CKU_USER, pin);
+    kt_secret *pin = kt_secret_from(user_pin, strlen(user_pin));
+    if (pin == NULL) {
+        e = kt_err(KEYTIER_E_NOMEM, NULL);
+        goto fail;
+    }
+    rv = kt_p11_login_as(&u->tok, u->s, CKU_USER, pin);
+    kt_secret_free(pin);
     if (rv != CKR_OK && rv != CKR_USER_ALREADY_LOGGED_IN) {
         e = kt_err(KEYTIER_E_LOGIN, "token '%s': C_Login: %s", token_label,
                    kt_admin_rv(rv, nb));
-        goto out;
+        goto fail;
     }
+    u->logged_in = rv == CKR_OK;
+    return KEYTIER_OK;
+fail:
+    kt_admin_user_end(u);
+    return e;
+}
+
+static keytier_err kt_admin_args(const char *token_label,
+                                 const char *key_label, const char *user_pin)
+{
+    if (!kt_admin_label_ok(token_label))
+        return kt_err(KEYTIER_E_ARGS, "token label: 1 to %d bytes required",
+                      KEYTIER_LABEL_MAX);
+    if (!kt_text_ok(key_label, KEYTIER_NAME_MAX))
+        return kt_err(KEYTIER_E_ARGS, "key label: 1 to %d bytes required",
+                      KEYTIER_NAME_MAX);
+    if (user_pin == NULL)
+        return kt_err(KEYTIER_E_ARGS, "token '%s': user PIN required",
+                      token_label);
+    return KEYTIER_OK;
+}
+
+/* Objects labelled key_label (any class), up to max. */
+static keytier_err kt_admin_find_label(struct kt_admin_user *u,
+                                       const char *key_label,
+                                       CK_OBJECT_HANDLE *out, CK_ULONG max,
+                                       CK_ULONG *count)
+{
+    char nb[KT_CKR_FULL_NAME_MAX];
     CK_ATTRIBUTE lt[] = {{CKA_LABEL, (void *)key_label, strlen(key_label)}};
+    CK_RV rv = kt_p11_find_objects(&u->tok, u->s, lt, 1, out, max, count);
+    if (rv != CKR_OK)
+        return kt_err(KEYTIER_E_TOKEN, "token '%s': C_FindObjects: %s",
+                      u->tok.label, kt_admin_rv(rv, nb));
+    return KEYTIER_OK;
+}
+
+KEYTIER_API keytier_err keytier_root_generate(const char *module_path,
+                                              const char *token_label,
+                                              const char *user_pin,
+                                              const char *key_label,
+                                              keytier_root_type type,
+                                              char uri[KEYTIER_URI_MAX])
+{
+    kt_err_clear();
+    keytier_err e = kt_admin_args(token_label, key_label, user_pin);
+    if (e != KEYTIER_OK)
+        return e;
+    if (uri == NULL || type < KEYTIER_ROOT_TYPE_AES256 ||
+        type > KEYTIER_ROOT_TYPE_RSA4096)
+        return kt_err(KEYTIER_E_ARGS, "keytier_root_generate");
+    struct kt_admin_user u;
+    e = kt_admin_user_begin(module_path, token_label, user_pin, &u);
+    if (e != KEYTIER_OK)
+        return e;
     CK_OBJECT_HANDLE h;
     CK_ULONG count = 0;
-    rv = kt_p11_find_objects(&tok, s, lt, 1, &h, 1, &count);
-    if (rv != CKR_OK) {
-        e = kt_err(KEYTIER_E_TOKEN, "token '%s': C_FindObjects: %s",
-                   token_label, kt_admin_rv(rv, nb));
-        goto logout;
-    }
-    if (count > 0) {
+    e = kt_admin_find_label(&u, key_label, &h, 1, &count);
+    if (e == KEYTIER_OK && count > 0)
         e = kt_err(KEYTIER_E_EXISTS, "token '%s' already has a key '%s'",
                    token_label, key_label);
-        goto logout;
-    }
     uint8_t id[KT_ROOT_ID_BYTES];
-    if (RAND_bytes(id, sizeof id) != 1) {
+    if (e == KEYTIER_OK && RAND_bytes(id, sizeof id) != 1)
         e = kt_err(KEYTIER_E_CRYPTO, "RAND_bytes");
-        goto logout;
-    }
     CK_OBJECT_CLASS cls = 0;
-    e = kt_admin_generate(&tok, s, type, key_label, id, sizeof id, &cls);
     if (e == KEYTIER_OK)
-        e = kt_admin_key_uri(&infos[at], key_label, id, sizeof id, cls, uri);
-logout:
-    (void)kt_p11_logout(&tok, s);
-out:
-    if (s != CK_INVALID_HANDLE)
-        (void)kt_p11_close_session(&tok, s);
-    kt_secret_free(pin);
-    kt_admin_close(ctx);
+        e = kt_admin_generate(&u.tok, u.s, type, key_label, id, sizeof id,
+                              &cls);
+    if (e == KEYTIER_OK)
+        e = kt_admin_key_uri(&u.info, key_label, id, sizeof id, cls, uri);
+    kt_admin_user_end(&u);
+    return e;
+}
+
+KEYTIER_API keytier_err keytier_root_destroy(const char *module_path,
+                                             const char *token_label,
+                                             const char *user_pin,
+                                             const char *key_label,
+                                             size_t *destroyed)
+{
+    kt_err_clear();
+    keytier_err e = kt_admin_args(token_label, key_label, user_pin);
+    if (e != KEYTIER_OK)
+        return e;
+    struct kt_admin_user u;
+    e = kt_admin_user_begin(module_path, token_label, user_pin, &u);
+    if (e != KEYTIER_OK)
+        return e;
+    CK_OBJECT_HANDLE objs[8];
+    CK_ULONG count = 0, done = 0;
+    char nb[KT_CKR_FULL_NAME_MAX];
+    e = kt_admin_find_label(&u, key_label, objs, 8, &count);
+    if (e == KEYTIER_OK && count == 0)
+        e = kt_err(KEYTIER_E_KEY_NOT_FOUND, "token '%s' has no key '%s'",
+                   token_label, key_label);
+    for (CK_ULONG i = 0; e == KEYTIER_OK && i < count; i++) {
+        CK_RV rv = kt_p11_destroy_object(&u.tok, u.s, objs[i]);
+        if (rv != CKR_OK)
+            e = kt_err(KEYTIER_E_TOKEN, "token '%s' key '%s': "
+                       "C_DestroyObject: %s", token_label, key_label,
+                       kt_admin_rv(rv, nb));
+        else
+            done++;
+    }
+    if (destroyed != NULL)
+        *destroyed = done;
+    kt_admin_user_end(&u);
     return e;
 }
 

@@ -400,8 +400,8 @@ keytier_cache_invalidate(keytier_ctx *ctx, keytier_invalidate_scope scope,
  * edit different lines.
  *
  * Each call loads the PKCS#11 module at module_path with p11-kit (any
- * module: keytier's, SoftHSM2, p11-kit-client.so for a remote token), works
- * on it and releases it; no context or store is needed.  PINs are taken
+ * module: keytier's, SoftHSM2, ...; "remote:unix:path=SOCKET" reaches a
+ * token served by `p11-kit server`), works on it and releases it; no context or store is needed.  PINs are taken
  * from the caller's NUL-terminated strings, copied into buffers that are
  * wiped after use, and never logged or put in error text.  Token failures
  * name the call and its CKR_ code in keytier_last_error_detail().
@@ -463,6 +463,18 @@ typedef enum keytier_root_type {
 KEYTIER_API KEYTIER_MUST_CHECK keytier_err keytier_root_generate(
     const char *module_path, const char *token_label, const char *user_pin,
     const char *key_label, keytier_root_type type, char uri[KEYTIER_URI_MAX]);
+
+/*
+ * Destroys every object labelled key_label in token token_label (the key,
+ * or both halves of an RSA pair): the customer revoking a root.  DEPs
+ * whose customer keys are both gone refuse user reads ("access revoked").
+ * *destroyed (may be NULL) gets the number of objects destroyed.
+ * Errors: KEYTIER_E_KEY_NOT_FOUND, KEYTIER_E_TOKEN_NOT_FOUND,
+ * KEYTIER_E_LOGIN, KEYTIER_E_TOKEN, KEYTIER_E_ARGS, KEYTIER_E_MODULE.
+ */
+KEYTIER_API KEYTIER_MUST_CHECK keytier_err keytier_root_destroy(
+    const char *module_path, const char *token_label, const char *user_pin,
+    const char *key_label, size_t *destroyed);
 
 /* The audit log the context writes (avail.audit_log, default: the store
  * path + ".audit.jsonl"), for `keytier audit list/verify`.

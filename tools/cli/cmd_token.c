@@ -223,6 +223,54 @@ static int cmd_token_keygen(struct cli *cli, int argc, char **argv)
     return CLI_OK;
 }
 
+static int cmd_token_destroy_key(struct cli *cli, int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"module", required_argument, NULL, OPT_MODULE},
+        {"token", required_argument, NULL, OPT_TOKEN},
+        {"label", required_argument, NULL, OPT_LABEL},
+        PIN_OPTIONS,
+        {0},
+    };
+    const char *module = cli_default_module(), *token = NULL, *label = NULL;
+    struct cli_pin_src user = {0};
+    int c;
+    while ((c = cli_getopt(cli, argc, argv, "", opts)) != -1) {
+        switch (c) {
+        case OPT_MODULE: module = optarg; break;
+        case OPT_TOKEN: token = optarg; break;
+        case OPT_LABEL: label = optarg; break;
+        case OPT_PIN: user.value = optarg; break;
+        case OPT_PIN_ENV: user.env = optarg; break;
+        case OPT_PIN_FILE: user.file = optarg; break;
+        default: return cli_usage_error(cli, "unknown option %s", argv[optind - 1]);
+        }
+    }
+    if (optind != argc)
+        return cli_usage_error(cli, "unexpected argument '%s'", argv[optind]);
+    if (token == NULL || label == NULL)
+        return cli_usage_error(cli, "--token and --label are required");
+    char *pin = cli_pin_get(cli, &user, "user PIN", false);
+    if (pin == NULL)
+        return CLI_USAGE;
+    size_t n = 0;
+    keytier_err e = keytier_root_destroy(module, token, pin, label, &n);
+    cli_pin_free(pin);
+    if (e != KEYTIER_OK)
+        return cli_fail_lib(cli, e);
+    if (cli->json) {
+        json_object *o = json_object_new_object();
+        cli_json_str(o, "token", token);
+        cli_json_str(o, "label", label);
+        json_object_object_add(o, "destroyed", json_object_new_int64((int64_t)n));
+        cli_json_put(o);
+    } else {
+        printf("destroyed key '%s' in token '%s' (%zu object%s)\n", label,
+               token, n, n == 1 ? "" : "s");
+    }
+    return CLI_OK;
+}
+
 #define PIN_HELP                                                               \
     "PIN sources (one of; default: a prompt without echo on the terminal):\n" \
     "  --pin-env VAR     read the user PIN from environment variable VAR\n"    \
@@ -267,5 +315,18 @@ const struct cli_cmd cli_token_cmds[] = {
      "                    installed keytier-pkcs11.so)\n" PIN_HELP
      "JSON: {token, label, type, uri, module}\n",
      cmd_token_keygen},
+    {"token", "destroy-key", "destroy a root key (the customer revokes it)",
+     "usage: keytier token destroy-key --token L --label K [--module PATH]\n"
+     "                                 [PIN options]\n"
+     "\n"
+     "Destroys every object labelled K in token L (an AES root, or both\n"
+     "halves of an RSA pair). When both customer keys of a DEP are gone,\n"
+     "user reads are refused (access revoked, exit 4) while internal\n"
+     "operations may still use the availability key.\n"
+     "\n"
+     "  --module PATH     PKCS#11 module (default: $KEYTIER_MODULE, else the\n"
+     "                    installed keytier-pkcs11.so)\n" PIN_HELP
+     "JSON: {token, label, destroyed}\n",
+     cmd_token_destroy_key},
     {0},
 };
