@@ -88,7 +88,7 @@ struct cli_pin_src {
     char *value; /* argv string, wiped after reading */
 };
 char *cli_pin_get(struct cli *cli, const struct cli_pin_src *src,
-                  const char *what, bool confirm);
+                  const char *what, bool confirm, int *rc);
 void cli_pin_free(char *pin);
 
 /* Output files (util.c): written to a temp file beside FILE, renamed over

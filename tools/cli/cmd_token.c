@@ -87,13 +87,14 @@ static int cmd_token_init(struct cli *cli, int argc, char **argv)
         return cli_usage_error(cli, "unexpected argument '%s'", argv[optind]);
     if (label == NULL)
         return cli_usage_error(cli, "--label is required");
-    char *so_pin = cli_pin_get(cli, &so, "SO PIN", true);
+    int rc;
+    char *so_pin = cli_pin_get(cli, &so, "SO PIN", true, &rc);
     if (so_pin == NULL)
-        return CLI_USAGE;
-    char *user_pin = cli_pin_get(cli, &user, "user PIN", true);
+        return rc;
+    char *user_pin = cli_pin_get(cli, &user, "user PIN", true, &rc);
     if (user_pin == NULL) {
         cli_pin_free(so_pin);
-        return CLI_USAGE;
+        return rc;
     }
     keytier_token_info info;
     keytier_err e = keytier_token_init(module, label, so_pin, user_pin, &info);
@@ -200,9 +201,10 @@ static int cmd_token_keygen(struct cli *cli, int argc, char **argv)
     if (t == sizeof key_types / sizeof key_types[0])
         return cli_usage_error(
             cli, "--type %s: use aes256, rsa2048, rsa3072 or rsa4096", type);
-    char *pin = cli_pin_get(cli, &user, "user PIN", false);
+    int rc;
+    char *pin = cli_pin_get(cli, &user, "user PIN", false, &rc);
     if (pin == NULL)
-        return CLI_USAGE;
+        return rc;
     char uri[KEYTIER_URI_MAX];
     keytier_err e =
         keytier_root_generate(module, token, pin, label, key_types[t].type, uri);
@@ -250,9 +252,10 @@ static int cmd_token_destroy_key(struct cli *cli, int argc, char **argv)
         return cli_usage_error(cli, "unexpected argument '%s'", argv[optind]);
     if (token == NULL || label == NULL)
         return cli_usage_error(cli, "--token and --label are required");
-    char *pin = cli_pin_get(cli, &user, "user PIN", false);
+    int rc;
+    char *pin = cli_pin_get(cli, &user, "user PIN", false, &rc);
     if (pin == NULL)
-        return CLI_USAGE;
+        return rc;
     size_t n = 0;
     keytier_err e = keytier_root_destroy(module, token, pin, label, &n);
     cli_pin_free(pin);

@@ -37,14 +37,14 @@ static bool cli_pin_finish(char *buf, size_t n)
 }
 
 static char *cli_pin_read_file(struct cli *cli, const char *path,
-                               const char *what)
+                               const char *what, int *rc)
 {
     char *buf = calloc(1, CLI_PIN_MAX);
     if (buf == NULL)
         return NULL;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
-        cli_fail(cli, CLI_IO, "%s: cannot read PIN file %s: %s", what, path,
+        *rc = cli_fail(cli, CLI_IO, "%s: cannot read PIN file %s: %s", what, path,
                  strerror(errno));
         cli_pin_free(buf);
         return NULL;
@@ -52,7 +52,7 @@ static char *cli_pin_read_file(struct cli *cli, const char *path,
     ssize_t n = read(fd, buf, CLI_PIN_MAX - 1);
     close(fd);
     if (n < 0) {
-        cli_fail(cli, CLI_IO, "%s: cannot read PIN file %s: %s", what, path,
+        *rc = cli_fail(cli, CLI_IO, "%s: cannot read PIN file %s: %s", what, path,
                  strerror(errno));
         cli_pin_free(buf);
         return NULL;
@@ -96,8 +96,9 @@ static char *cli_pin_prompt_once(const char *prompt)
 }
 
 char *cli_pin_get(struct cli *cli, const struct cli_pin_src *src,
-                  const char *what, bool confirm)
+                  const char *what, bool confirm, int *rc)
 {
+    *rc = CLI_USAGE;
     int sources = (src->env != NULL) + (src->file != NULL) +
                   (src->value != NULL);
     if (sources > 1) {
@@ -123,7 +124,7 @@ char *cli_pin_get(struct cli *cli, const struct cli_pin_src *src,
         return buf;
     }
     if (src->file != NULL)
-        return cli_pin_read_file(cli, src->file, what);
+        return cli_pin_read_file(cli, src->file, what, rc);
     if (src->value != NULL) {
         size_t n = strlen(src->value);
         char *buf = calloc(1, CLI_PIN_MAX);
