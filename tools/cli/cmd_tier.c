@@ -43,9 +43,24 @@ static int tier_create(struct cli *cli, int argc, char **argv,
     int rc = cli_ctx(cli, &ctx);
     if (rc != CLI_OK)
         return rc;
+    /* The built-in workloads have a fixed shape: a site under a mail DEP
+     * (or a mailbox under a files DEP) would never be found by name. */
+    keytier_dep_info info;
+    keytier_err e = keytier_dep_show(ctx, tenant, dep, &info);
+    if (e != KEYTIER_OK)
+        return cli_fail_lib(cli, e);
+    bool mail_dep = !strcmp(info.workload, "Exchange") ||
+                    !strcmp(info.workload, "M365DataAtRestEncryption");
+    bool files_dep = !strcmp(info.workload, "SharePoint");
+    if ((!strcmp(kind, "site") && mail_dep) ||
+        (!strcmp(kind, "mailbox") && files_dep))
+        return cli_usage_error(cli, "DEP %s is for workload %s (%s shape): "
+                               "use 'keytier %s create'", dep, info.workload,
+                               mail_dep ? "mail" : "files",
+                               mail_dep ? "mailbox" : "site");
     keytier_request req = {KEYTIER_REQUEST_USER, NULL, rid};
     keytier_key *dk = NULL;
-    keytier_err e = keytier_dep_key_open(ctx, &req, tenant, dep, &dk);
+    e = keytier_dep_key_open(ctx, &req, tenant, dep, &dk);
     if (e != KEYTIER_OK)
         return cli_fail_lib(cli, e);
     char id[KEYTIER_ID_SIZE];
@@ -60,10 +75,12 @@ static int tier_create(struct cli *cli, int argc, char **argv,
         cli_json_str(o, "name", name);
         cli_json_str(o, "key_id", id);
         cli_json_str(o, "dep_id", dep);
+        cli_json_str(o, "workload", info.workload);
         cli_json_str(o, "request_id", rid);
         cli_json_put(o);
     } else {
-        printf("%s '%s' created under DEP %s (key %s)\n", kind, name, dep, id);
+        printf("%s '%s' created under DEP %s (%s, key %s)\n", kind, name,
+               dep, info.workload, id);
     }
     return CLI_OK;
 }
@@ -180,14 +197,14 @@ const struct cli_cmd cli_tier_cmds[] = {
      "Opens the DEP key (through a customer key, DESIGN.md fallback rule)\n"
      "and creates mailbox NAME's key under it; items are then encrypted\n"
      "under the mailbox key (keytier encrypt --mailbox NAME).\n"
-     "JSON: {kind, tenant, name, key_id, dep_id, request_id}\n",
+     "JSON: {kind, tenant, name, key_id, dep_id, workload, request_id}\n",
      cmd_mailbox_create},
     {"site", "create", "create a site key under a DEP (files shape)",
      "usage: keytier site create --tenant T --dep ID [--request-id R] NAME\n"
      "\n"
      "Creates site NAME's key under the DEP key; each blob gets its own\n"
      "blob key under the site key (keytier encrypt --site NAME --blob B).\n"
-     "JSON: {kind, tenant, name, key_id, dep_id, request_id}\n",
+     "JSON: {kind, tenant, name, key_id, dep_id, workload, request_id}\n",
      cmd_site_create},
     {"status", NULL, "is a mailbox or site encrypted, under which DEP",
      "usage: keytier status --tenant T [--mailbox M | --site S] [--workload W]\n"
