@@ -314,6 +314,12 @@ START_TEST(test_init_pin_and_set_pin)
     RV(CKR_PIN_INCORRECT,
        P->C_Login(rw, CKU_USER, (CK_UTF8CHAR_PTR)USER_PIN, strlen(USER_PIN)));
     CK(P->C_Login(rw, CKU_USER, (CK_UTF8CHAR_PTR) "new-pin", 7));
+    CK_ATTRIBUTE q = {CKA_LABEL, "survivor", 8};
+    CK_ULONG n = 0;
+    CK(P->C_FindObjectsInit(rw, &q, 1));
+    CK(P->C_FindObjects(rw, &k, 1, &n));
+    CK(P->C_FindObjectsFinal(rw));
+    ck_assert_uint_eq(n, 1);
     unsigned char iv[16] = {0}, in[16] = {1}, out[32];
     CK_ULONG ol = sizeof(out);
     CK_MECHANISM m = {CKM_AES_CBC, iv, sizeof(iv)};
@@ -528,6 +534,106 @@ START_TEST(test_unsupported_entry_points)
 }
 END_TEST
 
+/* NULL where a pointer is required: CKR_ARGUMENTS_BAD from every function,
+ * never a crash. */
+START_TEST(test_null_arguments)
+{
+    CK(P->C_Initialize(NULL));
+    CK_SLOT_ID slot = kt_test_new_token("nulls");
+    CK_SESSION_HANDLE s = kt_test_user_session(slot);
+    CK_OBJECT_HANDLE k = kt_test_aes_key(s, 32, false, false, "k");
+    CK_OBJECT_HANDLE h;
+    CK_ULONG n = 0, l = 16;
+    unsigned char buf[64], iv[16] = {0};
+    CK_UTF8CHAR label[32];
+    memset(label, ' ', 32);
+    CK_ATTRIBUTE t = {CKA_LABEL, "x", 1};
+    CK_MECHANISM ecb = {CKM_AES_ECB, NULL, 0};
+    CK_MECHANISM cbc = {CKM_AES_CBC, iv, 16};
+    CK_MECHANISM hm = {CKM_SHA256_HMAC, NULL, 0};
+    RV(CKR_ARGUMENTS_BAD, P->C_GetInfo(NULL));
+    RV(CKR_ARGUMENTS_BAD, P->C_GetSlotList(CK_TRUE, NULL, NULL));
+    RV(CKR_ARGUMENTS_BAD, P->C_GetSlotInfo(slot, NULL));
+    RV(CKR_ARGUMENTS_BAD, P->C_GetTokenInfo(slot, NULL));
+    RV(CKR_ARGUMENTS_BAD, P->C_GetMechanismList(slot, NULL, NULL));
+    RV(CKR_ARGUMENTS_BAD, P->C_GetMechanismInfo(slot, CKM_AES_ECB, NULL));
+    RV(CKR_ARGUMENTS_BAD, P->C_InitToken(slot, NULL, 4, label));
+    RV(CKR_ARGUMENTS_BAD, P->C_InitPIN(s, NULL, 4));
+    RV(CKR_ARGUMENTS_BAD, P->C_SetPIN(s, NULL, 4, (CK_UTF8CHAR_PTR) "1234", 4));
+    RV(CKR_ARGUMENTS_BAD, P->C_SetPIN(s, (CK_UTF8CHAR_PTR) "1234", 4, NULL, 4));
+    RV(CKR_ARGUMENTS_BAD,
+       P->C_OpenSession(slot, CKF_SERIAL_SESSION, NULL, NULL, NULL));
+    RV(CKR_ARGUMENTS_BAD, P->C_GetSessionInfo(s, NULL));
+    RV(CKR_ARGUMENTS_BAD, P->C_GetOperationState(s, NULL, NULL));
+    RV(CKR_ARGUMENTS_BAD, P->C_Login(s, CKU_USER, NULL, 4));
+    RV(CKR_ARGUMENTS_BAD, P->C_CreateObject(s, NULL, 1, &h));
+    RV(CKR_ARGUMENTS_BAD, P->C_CreateObject(s, &t, 1, NULL));
+    RV(CKR_ARGUMENTS_BAD, P->C_CopyObject(s, k, NULL, 1, &h));
+    RV(CKR_ARGUMENTS_BAD, P->C_CopyObject(s, k, &t, 1, NULL));
+    RV(CKR_ARGUMENTS_BAD, P->C_GetObjectSize(s, k, NULL));
+    RV(CKR_ARGUMENTS_BAD, P->C_GetAttributeValue(s, k, NULL, 1));
+    RV(CKR_ARGUMENTS_BAD, P->C_SetAttributeValue(s, k, NULL, 1));
+    RV(CKR_ARGUMENTS_BAD, P->C_FindObjectsInit(s, NULL, 1));
+    CK(P->C_FindObjectsInit(s, &t, 1));
+    RV(CKR_ARGUMENTS_BAD, P->C_FindObjects(s, NULL, 1, &n));
+    RV(CKR_ARGUMENTS_BAD, P->C_FindObjects(s, &h, 1, NULL));
+    CK(P->C_FindObjectsFinal(s));
+    RV(CKR_ARGUMENTS_BAD, P->C_EncryptInit(s, NULL, k));
+    CK(P->C_EncryptInit(s, &ecb, k));
+    RV(CKR_ARGUMENTS_BAD, P->C_Encrypt(s, NULL, 16, buf, &l));
+    RV(CKR_ARGUMENTS_BAD, P->C_Encrypt(s, buf, 16, buf, NULL));
+    RV(CKR_ARGUMENTS_BAD, P->C_EncryptUpdate(s, NULL, 16, buf, &l));
+    RV(CKR_ARGUMENTS_BAD, P->C_EncryptUpdate(s, buf, 16, buf, NULL));
+    RV(CKR_ARGUMENTS_BAD, P->C_EncryptFinal(s, buf, NULL));
+    RV(CKR_ARGUMENTS_BAD, P->C_DecryptInit(s, NULL, k));
+    CK(P->C_DecryptInit(s, &cbc, k));
+    RV(CKR_ARGUMENTS_BAD, P->C_Decrypt(s, NULL, 16, buf, &l));
+    RV(CKR_ARGUMENTS_BAD, P->C_Decrypt(s, buf, 16, buf, NULL));
+    RV(CKR_ARGUMENTS_BAD, P->C_DecryptUpdate(s, NULL, 16, buf, &l));
+    RV(CKR_ARGUMENTS_BAD, P->C_DecryptFinal(s, buf, NULL));
+    RV(CKR_ARGUMENTS_BAD, P->C_DigestInit(s, NULL));
+    CK_MECHANISM sha = {CKM_SHA256, NULL, 0};
+    CK(P->C_DigestInit(s, &sha));
+    RV(CKR_ARGUMENTS_BAD, P->C_Digest(s, NULL, 4, buf, &l));
+    RV(CKR_ARGUMENTS_BAD, P->C_Digest(s, buf, 4, buf, NULL));
+    RV(CKR_ARGUMENTS_BAD, P->C_DigestUpdate(s, NULL, 4));
+    RV(CKR_ARGUMENTS_BAD, P->C_DigestFinal(s, buf, NULL));
+    RV(CKR_ARGUMENTS_BAD, P->C_SignInit(s, NULL, k));
+    RV(CKR_ARGUMENTS_BAD, P->C_Sign(s, NULL, 4, buf, &l));
+    RV(CKR_ARGUMENTS_BAD, P->C_Sign(s, buf, 4, buf, NULL));
+    RV(CKR_ARGUMENTS_BAD, P->C_SignUpdate(s, NULL, 4));
+    RV(CKR_ARGUMENTS_BAD, P->C_SignFinal(s, buf, NULL));
+    RV(CKR_ARGUMENTS_BAD, P->C_VerifyInit(s, NULL, k));
+    RV(CKR_ARGUMENTS_BAD, P->C_Verify(s, NULL, 4, buf, 4));
+    RV(CKR_ARGUMENTS_BAD, P->C_Verify(s, buf, 4, NULL, 4));
+    RV(CKR_ARGUMENTS_BAD, P->C_VerifyUpdate(s, NULL, 4));
+    RV(CKR_ARGUMENTS_BAD, P->C_VerifyFinal(s, NULL, 4));
+    RV(CKR_ARGUMENTS_BAD, P->C_SignRecoverInit(s, NULL, k));
+    RV(CKR_ARGUMENTS_BAD, P->C_VerifyRecover(s, buf, 4, buf, NULL));
+    CK_MECHANISM gen = {CKM_AES_KEY_GEN, NULL, 0};
+    RV(CKR_ARGUMENTS_BAD, P->C_GenerateKey(s, NULL, &t, 1, &h));
+    RV(CKR_ARGUMENTS_BAD, P->C_GenerateKey(s, &gen, NULL, 1, &h));
+    RV(CKR_ARGUMENTS_BAD, P->C_GenerateKey(s, &gen, &t, 1, NULL));
+    RV(CKR_ARGUMENTS_BAD, P->C_GenerateKeyPair(s, NULL, &t, 1, &t, 1, &h, &h));
+    RV(CKR_ARGUMENTS_BAD,
+       P->C_GenerateKeyPair(s, &gen, &t, 1, &t, 1, NULL, &h));
+    CK_MECHANISM wp = {CKM_AES_KEY_WRAP_PAD, NULL, 0};
+    RV(CKR_ARGUMENTS_BAD, P->C_WrapKey(s, NULL, k, k, buf, &l));
+    RV(CKR_ARGUMENTS_BAD, P->C_WrapKey(s, &wp, k, k, buf, NULL));
+    RV(CKR_ARGUMENTS_BAD, P->C_UnwrapKey(s, NULL, k, buf, 24, &t, 1, &h));
+    RV(CKR_ARGUMENTS_BAD, P->C_UnwrapKey(s, &wp, k, NULL, 24, &t, 1, &h));
+    RV(CKR_ARGUMENTS_BAD, P->C_UnwrapKey(s, &wp, k, buf, 24, NULL, 1, &h));
+    RV(CKR_ARGUMENTS_BAD, P->C_UnwrapKey(s, &wp, k, buf, 24, &t, 1, NULL));
+    RV(CKR_ARGUMENTS_BAD, P->C_DeriveKey(s, NULL, k, &t, 1, &h));
+    RV(CKR_ARGUMENTS_BAD, P->C_DeriveKey(s, &hm, k, &t, 1, NULL));
+    RV(CKR_ARGUMENTS_BAD, P->C_SeedRandom(s, NULL, 4));
+    RV(CKR_ARGUMENTS_BAD, P->C_GenerateRandom(s, NULL, 4));
+    RV(CKR_ARGUMENTS_BAD, P->C_WaitForSlotEvent(0, NULL, NULL));
+    /* out-of-range lengths of templates */
+    RV(CKR_ARGUMENTS_BAD, P->C_CreateObject(s, &t, (CK_ULONG)-1, &h));
+}
+END_TEST
+
 static Suite *general_suite(void)
 {
     Suite *su = suite_create("general");
@@ -548,6 +654,7 @@ static Suite *general_suite(void)
     tcase_add_test(tc, test_fork_child_uses_token);
     tcase_add_test(tc, test_random);
     tcase_add_test(tc, test_unsupported_entry_points);
+    tcase_add_test(tc, test_null_arguments);
     suite_add_tcase(su, tc);
     return su;
 }
