@@ -87,3 +87,12 @@ assert_contains "$KT_LAST_OUTPUT" "$KT_TMP/bad.conf:2"
 assert_contains "$KT_LAST_OUTPUT" "bogus"
 assert_contains "$KT_LAST_OUTPUT" "[KEYTIER_E_CONFIG]"
 kt_log "ok"
+kt_log "hsm-config/keytier-cli.conf.example is accepted (paths moved here)"
+sed -e "s|/var/lib/keytier|$KT_TMP/ex|; s|/var/log/keytier|$KT_TMP/ex|" \
+    -e '/^remote = /d; /^module = /d' \
+    "$KT_SOURCE_ROOT/hsm-config/keytier-cli.conf.example" >"$KT_TMP/example.conf"
+mkdir -p "$KT_TMP/ex"
+expect_ok kt --config "$KT_TMP/example.conf" dep list --tenant t
+expect_ok kt --config "$KT_TMP/example.conf" --json audit verify
+assert_eq "$KT_TMP/ex/audit.jsonl" "$(jf .log <<<"$KT_LAST_OUTPUT")"
+kt_log "ok (example)"
