@@ -171,3 +171,42 @@ CK_RV kt_p11_unwrap_key(struct kt_token *tok, CK_SESSION_HANDLE s,
         (s, mech, unwrapping, (CK_BYTE *)wrapped, wrapped_len, tmpl, n, obj));
     return rv;
 }
+
+/* ---- administration (cli: lib/admin.c) --------------------------------- */
+
+CK_RV kt_p11_init_token(keytier_ctx *ctx, struct kt_module *mod,
+                        CK_SLOT_ID slot, const kt_secret *so_pin,
+                        const CK_UTF8CHAR label[32])
+{
+    CK_RV rv;
+    KT_CALL(ctx->log, mod->fl, C_InitToken,
+            (slot, (CK_UTF8CHAR *)kt_secret_cdata(so_pin),
+             kt_secret_len(so_pin), (CK_UTF8CHAR *)label));
+    return rv;
+}
+
+CK_RV kt_p11_login_as(struct kt_token *tok, CK_SESSION_HANDLE s,
+                      CK_USER_TYPE user_type, const kt_secret *pin)
+{
+    CK_RV rv;
+    KT_CALL(tok->ctx->log, tok->mod->fl, C_Login,
+            (s, user_type, (CK_UTF8CHAR *)kt_secret_cdata(pin),
+             kt_secret_len(pin)));
+    return rv;
+}
+
+CK_RV kt_p11_logout(struct kt_token *tok, CK_SESSION_HANDLE s)
+{
+    CK_RV rv;
+    KT_CALL(tok->ctx->log, tok->mod->fl, C_Logout, (s));
+    return rv;
+}
+
+CK_RV kt_p11_init_pin(struct kt_token *tok, CK_SESSION_HANDLE s,
+                      const kt_secret *pin)
+{
+    CK_RV rv;
+    KT_CALL(tok->ctx->log, tok->mod->fl, C_InitPIN,
+            (s, (CK_UTF8CHAR *)kt_secret_cdata(pin), kt_secret_len(pin)));
+    return rv;
+}

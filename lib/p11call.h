@@ -51,6 +51,19 @@ CK_RV kt_p11_unwrap_key(struct kt_token *tok, CK_SESSION_HANDLE s,
                         const uint8_t *wrapped, CK_ULONG wrapped_len,
                         CK_ATTRIBUTE *tmpl, CK_ULONG n, CK_OBJECT_HANDLE *obj);
 
+/* ---- administration (cli: lib/admin.c) ---------------------------------
+ * Token preparation for the keytier command line; same door, same log. */
+CK_RV kt_p11_init_token(keytier_ctx *ctx, struct kt_module *mod,
+                        CK_SLOT_ID slot, const kt_secret *so_pin,
+                        const CK_UTF8CHAR label[32]);
+/* C_Login as user_type (CKU_SO or CKU_USER). */
+CK_RV kt_p11_login_as(struct kt_token *tok, CK_SESSION_HANDLE s,
+                      CK_USER_TYPE user_type, const kt_secret *pin);
+CK_RV kt_p11_logout(struct kt_token *tok, CK_SESSION_HANDLE s);
+CK_RV kt_p11_init_pin(struct kt_token *tok, CK_SESSION_HANDLE s,
+                      const kt_secret *pin);
+/* ---- end administration ------------------------------------------------ */
+
 /* Text of a CK_RV for logs and error details. */
 const char *kt_p11_rv_text(CK_RV rv);
 

@@ -303,6 +303,8 @@ KT_NODISCARD CK_RV kt_op_update(struct kt_session *s, enum kt_op_kind kind,
                                 unsigned char *out, CK_ULONG *out_len);
 KT_NODISCARD CK_RV kt_op_finish(struct kt_session *s, enum kt_op_kind kind,
                                 unsigned char *out, CK_ULONG *out_len);
+/* Ends an operation after an error of the C_* layer (§5.2). */
+void kt_op_abort(struct kt_session *s, enum kt_op_kind kind);
 KT_NODISCARD CK_RV kt_op_verify_oneshot(struct kt_session *s,
                                         const unsigned char *data, CK_ULONG len,
                                         const unsigned char *sig,

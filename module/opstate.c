@@ -169,3 +169,10 @@ CK_RV kt_op_verify_finish(struct kt_session *s, const unsigned char *sig,
     pthread_mutex_unlock(&s->lock);
     return rv;
 }
+
+void kt_op_abort(struct kt_session *s, enum kt_op_kind kind)
+{
+    pthread_mutex_lock(&s->lock);
+    kt_op_release(&s->ops[kind]);
+    pthread_mutex_unlock(&s->lock);
+}

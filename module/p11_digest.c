@@ -63,6 +63,8 @@ CK_RV C_DigestKey(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE key)
         rv = CKR_KEY_INDIGESTIBLE;
     if (rv == CKR_OK)
         rv = kt_op_update(s, KT_OP_DIGEST, k.value, k.value_len, NULL, NULL);
+    else if (s != NULL)
+        kt_op_abort(s, KT_OP_DIGEST); /* an error ends the digest (§5.10) */
     kt_key_clear(&k);
     kt_session_unref(s);
     return kt_trace("C_DigestKey", rv);

@@ -359,7 +359,7 @@ CK_RV kt_schema_modify(const kt_attrs *obj, const CK_ATTRIBUTE *change,
     if (!kt_schema_valid(cls, kt, change->type))
         return CKR_ATTRIBUTE_TYPE_INVALID;
     const CK_ATTRIBUTE *cur = kt_attrs_find(obj, change->type);
-    if (r == NULL) {
+    if (r == NULL || (r->classes & class_bit(cls)) == 0) {
         /* Key material: never changed after creation. */
         return CKR_ATTRIBUTE_READ_ONLY;
     }

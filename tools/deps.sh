@@ -12,6 +12,7 @@ pkgs=(
   check                                                # unit tests
   softhsm2 opensc libengine-pkcs11-openssl gnutls-bin  # real peers in tests
   procps time util-linux psmisc                        # test harness (pkill, /usr/bin/time, unshare)
+  jq                                                   # cli tests: JSON fields of --json output
 )
 
 missing=()

@@ -394,6 +394,96 @@ keytier_cache_invalidate(keytier_ctx *ctx, keytier_invalidate_scope scope,
 
 /* ==== end availability ================================================== */
 
+/* ==== administration (cli): tokens and root keys ========================
+ * What the keytier command line needs to prepare tokens; a service that
+ * only encrypts needs none of it.  Kept in one block so the library areas
+ * edit different lines.
+ *
+ * Each call loads the PKCS#11 module at module_path with p11-kit (any
+ * module: keytier's, SoftHSM2, ...; "remote:unix:path=SOCKET" reaches a
+ * token served by `p11-kit server`), works on it and releases it; no context or store is needed.  PINs are taken
+ * from the caller's NUL-terminated strings, copied into buffers that are
+ * wiped after use, and never logged or put in error text.  Token failures
+ * name the call and its CKR_ code in keytier_last_error_detail().
+ */
+
+#define KEYTIER_LABEL_MAX 32 /* bytes of a token or object label */
+
+typedef struct keytier_token_info {
+    unsigned long slot; /* slot ID, valid in this process only */
+    int initialized;    /* CKF_TOKEN_INITIALIZED */
+    int user_pin_set;   /* CKF_USER_PIN_INITIALIZED */
+    int pin_locked;     /* CKF_USER_PIN_LOCKED */
+    char label[KEYTIER_LABEL_MAX + 1]; /* trimmed */
+    char manufacturer[33];
+    char model[17];
+    char serial[17];
+    char uri[KEYTIER_URI_MAX]; /* token URI (RFC 7512) */
+} keytier_token_info;
+
+/* Every slot of the module that has a token, initialised or not, in slot
+ * order.  Free with keytier_token_list_free.  KEYTIER_E_MODULE. */
+KEYTIER_API KEYTIER_MUST_CHECK keytier_err
+keytier_token_list(const char *module_path, keytier_token_info **out,
+                   size_t *count);
+KEYTIER_API void keytier_token_list_free(keytier_token_info *list);
+
+/*
+ * Initialises the token of the module's first free slot (one whose token
+ * is not initialised) as `label` with so_pin, then sets the user PIN as the
+ * security officer (C_InitToken, C_Login(SO), C_InitPIN).  out may be NULL.
+ * Errors: KEYTIER_E_EXISTS (an initialised token already has this label),
+ * KEYTIER_E_TOKEN_NOT_FOUND (no free slot), KEYTIER_E_TOKEN (a token call
+ * failed, e.g. CKR_PIN_LEN_RANGE), KEYTIER_E_ARGS, KEYTIER_E_MODULE.
+ */
+KEYTIER_API KEYTIER_MUST_CHECK keytier_err
+keytier_token_init(const char *module_path, const char *label,
+                   const char *so_pin, const char *user_pin,
+                   keytier_token_info *out);
+
+typedef enum keytier_root_type {
+    KEYTIER_ROOT_TYPE_AES256 = 0,
+    KEYTIER_ROOT_TYPE_RSA2048 = 1,
+    KEYTIER_ROOT_TYPE_RSA3072 = 2,
+    KEYTIER_ROOT_TYPE_RSA4096 = 3,
+} keytier_root_type;
+
+/*
+ * Generates a root key in the initialised token labelled token_label,
+ * logged in as user: AES-256 (CKA_WRAP/CKA_UNWRAP) or an RSA key pair
+ * (public: CKA_WRAP; private: CKA_UNWRAP), always CKA_TOKEN, CKA_PRIVATE,
+ * CKA_SENSITIVE, never extractable, with CKA_LABEL key_label and a random
+ * 16-byte CKA_ID.  Writes the key's PKCS#11 URI (token label and serial,
+ * object label, id, type) to uri, usable with keytier_dep_create.
+ * Errors: KEYTIER_E_TOKEN_NOT_FOUND, KEYTIER_E_EXISTS (a key with this
+ * label exists), KEYTIER_E_LOGIN (CKR_PIN_INCORRECT, CKR_PIN_LOCKED named
+ * in the detail), KEYTIER_E_TOKEN (CKR_MECHANISM_INVALID, ...),
+ * KEYTIER_E_ARGS, KEYTIER_E_MODULE.
+ */
+KEYTIER_API KEYTIER_MUST_CHECK keytier_err keytier_root_generate(
+    const char *module_path, const char *token_label, const char *user_pin,
+    const char *key_label, keytier_root_type type, char uri[KEYTIER_URI_MAX]);
+
+/*
+ * Destroys every object labelled key_label in token token_label (the key,
+ * or both halves of an RSA pair): the customer revoking a root.  DEPs
+ * whose customer keys are both gone refuse user reads ("access revoked").
+ * *destroyed (may be NULL) gets the number of objects destroyed.
+ * Errors: KEYTIER_E_KEY_NOT_FOUND, KEYTIER_E_TOKEN_NOT_FOUND,
+ * KEYTIER_E_LOGIN, KEYTIER_E_TOKEN, KEYTIER_E_ARGS, KEYTIER_E_MODULE.
+ */
+KEYTIER_API KEYTIER_MUST_CHECK keytier_err keytier_root_destroy(
+    const char *module_path, const char *token_label, const char *user_pin,
+    const char *key_label, size_t *destroyed);
+
+/* The audit log the context writes (avail.audit_log, default: the store
+ * path + ".audit.jsonl"), for `keytier audit list/verify`.
+ * KEYTIER_E_BUFFER when cap is too small. */
+KEYTIER_API KEYTIER_MUST_CHECK keytier_err
+keytier_audit_log_path(keytier_ctx *ctx, char *out, size_t cap);
+
+/* ==== end administration ================================================ */
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,601 @@
+/*
+ * Token administration for the keytier command line (keytier.h block
+ * "administration"): list tokens, initialise one, generate a root key.
+ *
+ * Each entry point builds a private context that holds just the one module
+ * (loaded by kt_tokens_load, i.e. p11-kit) and a logger; no store and no
+ * availability machinery, because preparing a token must work before any
+ * library configuration exists.  Every C_* call goes through p11call.c.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/rand.h>
+#include <p11-kit/uri.h>
+
+#include "ckr_names.h"
+#include "p11call.h"
+
+#define KT_ADMIN_MAX_SLOTS 64
+#define KT_ROOT_ID_BYTES   16
+
+static const char *kt_admin_rv(CK_RV rv, char buf[KT_CKR_FULL_NAME_MAX])
+{
+    return kt_ckr_full_name(rv, buf);
+}
+
+static void kt_admin_close(keytier_ctx *ctx)
+{
+    if (ctx == NULL)
+        return;
+    kt_tokens_unload(ctx);
+    kt_log_close(ctx->log);
+    for (size_t i = 0; i < ctx->cfg.n_modules; i++)
+        free(ctx->cfg.modules[i]);
+    free(ctx);
+}
+
+static keytier_err kt_admin_open(const char *module_path, keytier_ctx **out)
+{
+    if (!kt_text_ok(module_path, 4096))
+        return kt_err(KEYTIER_E_ARGS, "module path");
+    keytier_ctx *ctx = calloc(1, sizeof *ctx);
+    if (ctx == NULL)
+        return kt_err(KEYTIER_E_NOMEM, NULL);
+    ctx->cfg.modules[0] = strdup(module_path);
+    if (ctx->cfg.modules[0] == NULL) {
+        free(ctx);
+        return kt_err(KEYTIER_E_NOMEM, NULL);
+    }
+    ctx->cfg.n_modules = 1;
+    keytier_err e = kt_log_open(NULL, KT_LOG_WARNING, &ctx->log);
+    if (e != KEYTIER_OK) {
+        free(ctx->cfg.modules[0]);
+        free(ctx);
+        return e;
+    }
+    e = kt_tokens_load(ctx);
+    if (e != KEYTIER_OK) {
+        kt_admin_close(ctx);
+        return e;
+    }
+    *out = ctx;
+    return KEYTIER_OK;
+}
+
+static void kt_admin_trim(const CK_UTF8CHAR *src, size_t n, char *dst)
+{
+    /* PKCS#11 v2.40 §3.2: token strings are blank-padded. */
+    while (n > 0 && (src[n - 1] == ' ' || src[n - 1] == '\0'))
+        n--;
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
+static void kt_admin_pad(const char *src, CK_UTF8CHAR *dst, size_t n)
+{
+    size_t len = strlen(src);
+    memset(dst, ' ', n);
+    memcpy(dst, src, len < n ? len : n);
+}
+
+/* Token URI: manufacturer, model, serial, label (RFC 7512). */
+static keytier_err kt_admin_token_uri(const CK_TOKEN_INFO *ti,
+                                      char out[KEYTIER_URI_MAX])
+{
+    P11KitUri *u = p11_kit_uri_new();
+    if (u == NULL)
+        return kt_err(KEYTIER_E_NOMEM, NULL);
+    *p11_kit_uri_get_token_info(u) = *ti;
+    char *s = NULL;
+    int r = p11_kit_uri_format(u, P11_KIT_URI_FOR_TOKEN, &s);
+    p11_kit_uri_free(u);
+    if (r != P11_KIT_URI_OK || strlen(s) >= KEYTIER_URI_MAX) {
+        free(s);
+        return kt_err(KEYTIER_E_URI, "cannot format the token's URI");
+    }
+    kt_strlcpy(out, s, KEYTIER_URI_MAX);
+    free(s);
+    return KEYTIER_OK;
+}
+
+static keytier_err kt_admin_info(unsigned long slot, const CK_TOKEN_INFO *ti,
+                                 keytier_token_info *out)
+{
+    memset(out, 0, sizeof *out);
+    out->slot = slot;
+    out->initialized = (ti->flags & CKF_TOKEN_INITIALIZED) != 0;
+    out->user_pin_set = (ti->flags & CKF_USER_PIN_INITIALIZED) != 0;
+    out->pin_locked = (ti->flags & CKF_USER_PIN_LOCKED) != 0;
+    kt_admin_trim(ti->label, sizeof ti->label, out->label);
+    kt_admin_trim(ti->manufacturerID, sizeof ti->manufacturerID,
+                  out->manufacturer);
+    kt_admin_trim(ti->model, sizeof ti->model, out->model);
+    kt_admin_trim(ti->serialNumber, sizeof ti->serialNumber, out->serial);
+    if (!out->initialized)
+        return KEYTIER_OK; /* a free slot's token has no name yet */
+    return kt_admin_token_uri(ti, out->uri);
+}
+
+/* Slots with a token present, and their token infos. */
+static keytier_err kt_admin_slots(keytier_ctx *ctx, CK_SLOT_ID *slots,
+                                  CK_TOKEN_INFO *infos, CK_ULONG *n)
+{
+    struct kt_module *mod = &ctx->modules[0];
+    char nb[KT_CKR_FULL_NAME_MAX];
+    *n = KT_ADMIN_MAX_SLOTS;
+    CK_RV rv = kt_p11_get_slot_list(ctx, mod, slots, n);
+    if (rv != CKR_OK)
+        return kt_err(KEYTIER_E_TOKEN, "%s: C_GetSlotList: %s", mod->path,
+                      kt_admin_rv(rv, nb));
+    for (CK_ULONG i = 0; i < *n; i++) {
+        rv = kt_p11_get_token_info(ctx, mod, slots[i], &infos[i]);
+        if (rv != CKR_OK)
+            return kt_err(KEYTIER_E_TOKEN, "%s: slot %lu: C_GetTokenInfo: %s",
+                          mod->path, (unsigned long)slots[i],
+                          kt_admin_rv(rv, nb));
+    }
+    return KEYTIER_OK;
+}
+
+KEYTIER_API keytier_err keytier_token_list(const char *module_path,
+                                           keytier_token_info **out,
+                                           size_t *count)
+{
+    kt_err_clear();
+    if (out == NULL || count == NULL)
+        return kt_err(KEYTIER_E_ARGS, "keytier_token_list");
+    *out = NULL;
+    *count = 0;
+    keytier_ctx *ctx = NULL;
+    keytier_err e = kt_admin_open(module_path, &ctx);
+    if (e != KEYTIER_OK)
+        return e;
+    CK_SLOT_ID slots[KT_ADMIN_MAX_SLOTS];
+    CK_TOKEN_INFO infos[KT_ADMIN_MAX_SLOTS];
+    CK_ULONG n = 0;
+    keytier_token_info *list = NULL;
+    e = kt_admin_slots(ctx, slots, infos, &n);
+    if (e != KEYTIER_OK)
+        goto out;
+    list = calloc(n ? n : 1, sizeof *list);
+    if (list == NULL) {
+        e = kt_err(KEYTIER_E_NOMEM, NULL);
+        goto out;
+    }
+    for (CK_ULONG i = 0; i < n && e == KEYTIER_OK; i++)
+        e = kt_admin_info(slots[i], &infos[i], &list[i]);
+    if (e == KEYTIER_OK) {
+        *out = list;
+        *count = n;
+        list = NULL;
+    }
+out:
+    free(list);
+    kt_admin_close(ctx);
+    return e;
+}
+
+KEYTIER_API void keytier_token_list_free(keytier_token_info *list)
+{
+    free(list);
+}
+
+static bool kt_admin_label_ok(const char *label)
+{
+    return kt_text_ok(label, KEYTIER_LABEL_MAX);
+}
+
+KEYTIER_API keytier_err keytier_token_init(const char *module_path,
+                                           const char *label,
+                                           const char *so_pin,
+                                           const char *user_pin,
+                                           keytier_token_info *out)
+{
+    kt_err_clear();
+    if (!kt_admin_label_ok(label))
+        return kt_err(KEYTIER_E_ARGS,
+                      "token label: 1 to %d bytes required", KEYTIER_LABEL_MAX);
+    if (so_pin == NULL || user_pin == NULL)
+        return kt_err(KEYTIER_E_ARGS, "token '%s': PINs required", label);
+    keytier_ctx *ctx = NULL;
+    kt_secret *so = NULL, *user = NULL;
+    CK_SESSION_HANDLE s = CK_INVALID_HANDLE;
+    struct kt_token tok = {0};
+    char nb[KT_CKR_FULL_NAME_MAX];
+    CK_RV rv = CKR_OK;
+    keytier_err e = kt_admin_open(module_path, &ctx);
+    if (e != KEYTIER_OK)
+        return e;
+    so = kt_secret_from(so_pin, strlen(so_pin));
+    user = kt_secret_from(user_pin, strlen(user_pin));
+    if (so == NULL || user == NULL) {
+        e = kt_err(KEYTIER_E_NOMEM, NULL);
+        goto out;
+    }
+
+    CK_SLOT_ID slots[KT_ADMIN_MAX_SLOTS];
+    CK_TOKEN_INFO infos[KT_ADMIN_MAX_SLOTS];
+    CK_ULONG n = 0;
+    e = kt_admin_slots(ctx, slots, infos, &n);
+    if (e != KEYTIER_OK)
+        goto out;
+    CK_ULONG free_slot = n;
+    for (CK_ULONG i = 0; i < n; i++) {
+        char have[KEYTIER_LABEL_MAX + 1];
+        kt_admin_trim(infos[i].label, sizeof infos[i].label, have);
+        if ((infos[i].flags & CKF_TOKEN_INITIALIZED) && !strcmp(have, label)) {
+            e = kt_err(KEYTIER_E_EXISTS, "token '%s' already exists in %s",
+                       label, module_path);
+            goto out;
+        }
+        if (!(infos[i].flags & CKF_TOKEN_INITIALIZED) && free_slot == n)
+            free_slot = i;
+    }
+    if (free_slot == n) {
+        e = kt_err(KEYTIER_E_TOKEN_NOT_FOUND,
+                   "%s has no free slot (every token is initialised)",
+                   module_path);
+        goto out;
+    }
+
+    CK_UTF8CHAR padded[32];
+    kt_admin_pad(label, padded, sizeof padded);
+    tok.ctx = ctx;
+    tok.mod = &ctx->modules[0];
+    tok.slot = slots[free_slot];
+    kt_strlcpy(tok.label, label, sizeof tok.label);
+    rv = kt_p11_init_token(ctx, tok.mod, tok.slot, so, padded);
+    if (rv != CKR_OK) {
+        e = kt_err(KEYTIER_E_TOKEN, "token '%s': C_InitToken: %s", label,
+                   kt_admin_rv(rv, nb));
+        goto out;
+    }
+    /* PKCS#11 v2.40 §5.6: the user PIN is set by the SO in an R/W session. */
+    rv = kt_p11_open_session(&tok, &s);
+    if (rv != CKR_OK) {
+        e = kt_err(KEYTIER_E_TOKEN, "token '%s': C_OpenSession: %s", label,
+                   kt_admin_rv(rv, nb));
+        goto out;
+    }
+    rv = kt_p11_login_as(&tok, s, CKU_SO, so);
+    if (rv != CKR_OK) {
+        e = kt_err(KEYTIER_E_LOGIN, "token '%s': C_Login (SO): %s", label,
+                   kt_admin_rv(rv, nb));
+        goto out;
+    }
+    rv = kt_p11_init_pin(&tok, s, user);
+    (void)kt_p11_logout(&tok, s);
+    if (rv != CKR_OK) {
+        e = kt_err(KEYTIER_E_TOKEN, "token '%s': C_InitPIN: %s", label,
+                   kt_admin_rv(rv, nb));
+        goto out;
+    }
+    if (out != NULL) {
+        CK_TOKEN_INFO ti;
+        rv = kt_p11_get_token_info(ctx, tok.mod, tok.slot, &ti);
+        if (rv != CKR_OK) {
+            e = kt_err(KEYTIER_E_TOKEN, "token '%s': C_GetTokenInfo: %s",
+                       label, kt_admin_rv(rv, nb));
+            goto out;
+        }
+        e = kt_admin_info(tok.slot, &ti, out);
+    }
+out:
+    if (s != CK_INVALID_HANDLE)
+        (void)kt_p11_close_session(&tok, s);
+    kt_secret_free(so);
+    kt_secret_free(user);
+    kt_admin_close(ctx);
+    return e;
+}
+
+/* Object URI of a generated root: token label and serial (enough to name
+ * one token), object label, id and type. */
+static keytier_err kt_admin_key_uri(const CK_TOKEN_INFO *ti, const char *label,
+                                    const uint8_t *id, size_t id_len,
+                                    CK_OBJECT_CLASS cls,
+                                    char out[KEYTIER_URI_MAX])
+{
+    P11KitUri *u = p11_kit_uri_new();
+    if (u == NULL)
+        return kt_err(KEYTIER_E_NOMEM, NULL);
+    CK_TOKEN_INFO *uti = p11_kit_uri_get_token_info(u);
+    memset(uti, 0, sizeof *uti); /* p11-kit leaves out fields not set */
+    memcpy(uti->label, ti->label, sizeof uti->label);
+    memcpy(uti->serialNumber, ti->serialNumber, sizeof uti->serialNumber);
+    CK_ATTRIBUTE attrs[] = {
+        {CKA_LABEL, (void *)label, strlen(label)},
+        {CKA_ID, (void *)id, id_len},
+        {CKA_CLASS, &cls, sizeof cls},
+    };
+    int r = P11_KIT_URI_OK;
+    for (size_t i = 0; i < 3 && r == P11_KIT_URI_OK; i++)
+        r = p11_kit_uri_set_attribute(u, &attrs[i]);
+    char *s = NULL;
+    if (r == P11_KIT_URI_OK)
+        r = p11_kit_uri_format(u, P11_KIT_URI_FOR_OBJECT_ON_TOKEN, &s);
+    p11_kit_uri_free(u);
+    if (r != P11_KIT_URI_OK || strlen(s) >= KEYTIER_URI_MAX) {
+        free(s);
+        return kt_err(KEYTIER_E_URI, "cannot format the key's URI");
+    }
+    kt_strlcpy(out, s, KEYTIER_URI_MAX);
+    free(s);
+    return KEYTIER_OK;
+}
+
+static keytier_err kt_admin_generate(struct kt_token *tok, CK_SESSION_HANDLE s,
+                                     keytier_root_type type, const char *label,
+                                     const uint8_t *id, size_t id_len,
+                                     CK_OBJECT_CLASS *cls)
+{
+    CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+    char nb[KT_CKR_FULL_NAME_MAX];
+    CK_RV rv;
+    CK_OBJECT_HANDLE h = CK_INVALID_HANDLE, pub = CK_INVALID_HANDLE;
+    CK_ULONG label_len = strlen(label);
+    if (type == KEYTIER_ROOT_TYPE_AES256) {
+        CK_OBJECT_CLASS c = CKO_SECRET_KEY;
+        CK_KEY_TYPE kt = CKK_AES;
+        CK_ULONG len = 32;
+        CK_MECHANISM m = {CKM_AES_KEY_GEN, NULL, 0};
+        CK_ATTRIBUTE t[] = {
+            {CKA_CLASS, &c, sizeof c},
+            {CKA_KEY_TYPE, &kt, sizeof kt},
+            {CKA_VALUE_LEN, &len, sizeof len},
+            {CKA_TOKEN, &yes, sizeof yes},
+            {CKA_PRIVATE, &yes, sizeof yes},
+            {CKA_SENSITIVE, &yes, sizeof yes},
+            {CKA_EXTRACTABLE, &no, sizeof no},
+            {CKA_WRAP, &yes, sizeof yes},
+            {CKA_UNWRAP, &yes, sizeof yes},
+            {CKA_LABEL, (void *)label, label_len},
+            {CKA_ID, (void *)id, id_len},
+        };
+        rv = kt_p11_generate_key(tok, s, &m, t, sizeof t / sizeof t[0], &h);
+        *cls = CKO_SECRET_KEY;
+        if (rv != CKR_OK)
+            return kt_err(KEYTIER_E_TOKEN, "token '%s': C_GenerateKey: %s",
+                          tok->label, kt_admin_rv(rv, nb));
+        return KEYTIER_OK;
+    }
+    static const CK_ULONG bits[] = {
+        [KEYTIER_ROOT_TYPE_RSA2048] = 2048,
+        [KEYTIER_ROOT_TYPE_RSA3072] = 3072,
+        [KEYTIER_ROOT_TYPE_RSA4096] = 4096,
+    };
+    CK_ULONG mbits = bits[type];
+    CK_BYTE e65537[] = {0x01, 0x00, 0x01};
+    CK_MECHANISM m = {CKM_RSA_PKCS_KEY_PAIR_GEN, NULL, 0};
+    CK_ATTRIBUTE pt[] = {
+        {CKA_TOKEN, &yes, sizeof yes},
+        {CKA_MODULUS_BITS, &mbits, sizeof mbits},
+        {CKA_PUBLIC_EXPONENT, e65537, sizeof e65537},
+        {CKA_WRAP, &yes, sizeof yes},
+        {CKA_ENCRYPT, &no, sizeof no},
+        {CKA_VERIFY, &no, sizeof no},
+        {CKA_LABEL, (void *)label, label_len},
+        {CKA_ID, (void *)id, id_len},
+    };
+    CK_ATTRIBUTE kt_[] = {
+        {CKA_TOKEN, &yes, sizeof yes},
+        {CKA_PRIVATE, &yes, sizeof yes},
+        {CKA_SENSITIVE, &yes, sizeof yes},
+        {CKA_EXTRACTABLE, &no, sizeof no},
+        {CKA_UNWRAP, &yes, sizeof yes},
+        {CKA_DECRYPT, &no, sizeof no},
+        {CKA_SIGN, &no, sizeof no},
+        {CKA_LABEL, (void *)label, label_len},
+        {CKA_ID, (void *)id, id_len},
+    };
+    rv = kt_p11_generate_key_pair(tok, s, &m, pt, sizeof pt / sizeof pt[0],
+                                  kt_, sizeof kt_ / sizeof kt_[0], &pub, &h);
+    *cls = CKO_PRIVATE_KEY;
+    if (rv != CKR_OK)
+        return kt_err(KEYTIER_E_TOKEN, "token '%s': C_GenerateKeyPair: %s",
+                      tok->label, kt_admin_rv(rv, nb));
+    return KEYTIER_OK;
+}
+
+/* A logged-in user session on the initialised token labelled token_label. */
+struct kt_admin_user {
+    keytier_ctx *ctx;
+    struct kt_token tok;
+    CK_TOKEN_INFO info;
+    CK_SESSION_HANDLE s;
+    bool logged_in;
+};
+
+static void kt_admin_user_end(struct kt_admin_user *u)
+{
+    if (u->logged_in)
+        (void)kt_p11_logout(&u->tok, u->s);
+    if (u->s != CK_INVALID_HANDLE)
+        (void)kt_p11_close_session(&u->tok, u->s);
+    kt_admin_close(u->ctx);
+    u->ctx = NULL;
+}
+
+static keytier_err kt_admin_user_begin(const char *module_path,
+                                       const char *token_label,
+                                       const char *user_pin,
+                                       struct kt_admin_user *u)
+{
+    memset(u, 0, sizeof *u);
+    u->s = CK_INVALID_HANDLE;
+    char nb[KT_CKR_FULL_NAME_MAX];
+    keytier_err e = kt_admin_open(module_path, &u->ctx);
+    if (e != KEYTIER_OK)
+        return e;
+    CK_SLOT_ID slots[KT_ADMIN_MAX_SLOTS];
+    CK_TOKEN_INFO infos[KT_ADMIN_MAX_SLOTS];
+    CK_ULONG n = 0, found = 0, at = 0;
+    e = kt_admin_slots(u->ctx, slots, infos, &n);
+    if (e != KEYTIER_OK)
+        goto fail;
+    for (CK_ULONG i = 0; i < n; i++) {
+        char have[KEYTIER_LABEL_MAX + 1];
+        kt_admin_trim(infos[i].label, sizeof infos[i].label, have);
+        if ((infos[i].flags & CKF_TOKEN_INITIALIZED) &&
+            !strcmp(have, token_label)) {
+            found++;
+            at = i;
+        }
+    }
+    if (found != 1) {
+        e = kt_err(found ? KEYTIER_E_TOKEN_AMBIGUOUS
+                         : KEYTIER_E_TOKEN_NOT_FOUND,
+                   "token '%s' in %s%s", token_label, module_path,
+                   found ? ": several tokens have this label" : "");
+        goto fail;
+    }
+    u->info = infos[at];
+    u->tok.ctx = u->ctx;
+    u->tok.mod = &u->ctx->modules[0];
+    u->tok.slot = slots[at];
+    kt_strlcpy(u->tok.label, token_label, sizeof u->tok.label);
+    CK_RV rv = kt_p11_open_session(&u->tok, &u->s);
+    if (rv != CKR_OK) {
+        u->s = CK_INVALID_HANDLE;
+        e = kt_err(KEYTIER_E_TOKEN, "token '%s': C_OpenSession: %s",
+                   token_label, kt_admin_rv(rv, nb));
+        goto fail;
+    }
+    kt_secret *pin = kt_secret_from(user_pin, strlen(user_pin));
+    if (pin == NULL) {
+        e = kt_err(KEYTIER_E_NOMEM, NULL);
+        goto fail;
+    }
+    rv = kt_p11_login_as(&u->tok, u->s, CKU_USER, pin);
+    kt_secret_free(pin);
+    if (rv != CKR_OK && rv != CKR_USER_ALREADY_LOGGED_IN) {
+        e = kt_err(KEYTIER_E_LOGIN, "token '%s': C_Login: %s", token_label,
+                   kt_admin_rv(rv, nb));
+        goto fail;
+    }
+    u->logged_in = rv == CKR_OK;
+    return KEYTIER_OK;
+fail:
+    kt_admin_user_end(u);
+    return e;
+}
+
+static keytier_err kt_admin_args(const char *token_label,
+                                 const char *key_label, const char *user_pin)
+{
+    if (!kt_admin_label_ok(token_label))
+        return kt_err(KEYTIER_E_ARGS, "token label: 1 to %d bytes required",
+                      KEYTIER_LABEL_MAX);
+    if (!kt_text_ok(key_label, KEYTIER_NAME_MAX))
+        return kt_err(KEYTIER_E_ARGS, "key label: 1 to %d bytes required",
+                      KEYTIER_NAME_MAX);
+    if (user_pin == NULL)
+        return kt_err(KEYTIER_E_ARGS, "token '%s': user PIN required",
+                      token_label);
+    return KEYTIER_OK;
+}
+
+/* Objects labelled key_label (any class), up to max. */
+static keytier_err kt_admin_find_label(struct kt_admin_user *u,
+                                       const char *key_label,
+                                       CK_OBJECT_HANDLE *out, CK_ULONG max,
+                                       CK_ULONG *count)
+{
+    char nb[KT_CKR_FULL_NAME_MAX];
+    CK_ATTRIBUTE lt[] = {{CKA_LABEL, (void *)key_label, strlen(key_label)}};
+    CK_RV rv = kt_p11_find_objects(&u->tok, u->s, lt, 1, out, max, count);
+    if (rv != CKR_OK)
+        return kt_err(KEYTIER_E_TOKEN, "token '%s': C_FindObjects: %s",
+                      u->tok.label, kt_admin_rv(rv, nb));
+    return KEYTIER_OK;
+}
+
+KEYTIER_API keytier_err keytier_root_generate(const char *module_path,
+                                              const char *token_label,
+                                              const char *user_pin,
+                                              const char *key_label,
+                                              keytier_root_type type,
+                                              char uri[KEYTIER_URI_MAX])
+{
+    kt_err_clear();
+    keytier_err e = kt_admin_args(token_label, key_label, user_pin);
+    if (e != KEYTIER_OK)
+        return e;
+    if (uri == NULL || type < KEYTIER_ROOT_TYPE_AES256 ||
+        type > KEYTIER_ROOT_TYPE_RSA4096)
+        return kt_err(KEYTIER_E_ARGS, "keytier_root_generate");
+    struct kt_admin_user u;
+    e = kt_admin_user_begin(module_path, token_label, user_pin, &u);
+    if (e != KEYTIER_OK)
+        return e;
+    CK_OBJECT_HANDLE h;
+    CK_ULONG count = 0;
+    e = kt_admin_find_label(&u, key_label, &h, 1, &count);
+    if (e == KEYTIER_OK && count > 0)
+        e = kt_err(KEYTIER_E_EXISTS, "token '%s' already has a key '%s'",
+                   token_label, key_label);
+    uint8_t id[KT_ROOT_ID_BYTES];
+    if (e == KEYTIER_OK && RAND_bytes(id, sizeof id) != 1)
+        e = kt_err(KEYTIER_E_CRYPTO, "RAND_bytes");
+    CK_OBJECT_CLASS cls = 0;
+    if (e == KEYTIER_OK)
+        e = kt_admin_generate(&u.tok, u.s, type, key_label, id, sizeof id,
+                              &cls);
+    if (e == KEYTIER_OK)
+        e = kt_admin_key_uri(&u.info, key_label, id, sizeof id, cls, uri);
+    kt_admin_user_end(&u);
+    return e;
+}
+
+KEYTIER_API keytier_err keytier_root_destroy(const char *module_path,
+                                             const char *token_label,
+                                             const char *user_pin,
+                                             const char *key_label,
+                                             size_t *destroyed)
+{
+    kt_err_clear();
+    keytier_err e = kt_admin_args(token_label, key_label, user_pin);
+    if (e != KEYTIER_OK)
+        return e;
+    struct kt_admin_user u;
+    e = kt_admin_user_begin(module_path, token_label, user_pin, &u);
+    if (e != KEYTIER_OK)
+        return e;
+    CK_OBJECT_HANDLE objs[8];
+    CK_ULONG count = 0, done = 0;
+    char nb[KT_CKR_FULL_NAME_MAX];
+    e = kt_admin_find_label(&u, key_label, objs, 8, &count);
+    if (e == KEYTIER_OK && count == 0)
+        e = kt_err(KEYTIER_E_KEY_NOT_FOUND, "token '%s' has no key '%s'",
+                   token_label, key_label);
+    for (CK_ULONG i = 0; e == KEYTIER_OK && i < count; i++) {
+        CK_RV rv = kt_p11_destroy_object(&u.tok, u.s, objs[i]);
+        if (rv != CKR_OK)
+            e = kt_err(KEYTIER_E_TOKEN, "token '%s' key '%s': "
+                       "C_DestroyObject: %s", token_label, key_label,
+                       kt_admin_rv(rv, nb));
+        else
+            done++;
+    }
+    if (destroyed != NULL)
+        *destroyed = done;
+    kt_admin_user_end(&u);
+    return e;
+}
+
+KEYTIER_API keytier_err keytier_audit_log_path(keytier_ctx *ctx, char *out,
+                                               size_t cap)
+{
+    kt_err_clear();
+    if (ctx == NULL || out == NULL || cap == 0)
+        return kt_err(KEYTIER_E_ARGS, "keytier_audit_log_path");
+    /* Same rule as kt_avail_open (lib/fallback.c). */
+    int n = ctx->cfg.avail.audit_log
+                ? snprintf(out, cap, "%s", ctx->cfg.avail.audit_log)
+                : snprintf(out, cap, "%s.audit.jsonl", ctx->cfg.store_path);
+    if (n < 0 || (size_t)n >= cap)
+        return kt_err(KEYTIER_E_BUFFER, "audit log path");
+    return KEYTIER_OK;
+}

@@ -1,0 +1,255 @@
+/*
+ * keytier encrypt | decrypt: streaming envelopes (lib/ENVELOPE.md) under a
+ * mailbox key (mail shape) or a blob key below a site key (files shape).
+ *
+ * Memory stays constant whatever the size: the library streams chunk by
+ * chunk between file descriptors.  Output to a file goes to a temp file
+ * beside it that is renamed over FILE only after the whole stream
+ * succeeded, so a failed run leaves no partial or unauthenticated FILE.
+ * Decryption to standard output writes each chunk only after that chunk
+ * authenticated; a later bad chunk or a missing end stops the stream with
+ * a non-zero exit, so a consumer of the pipe must discard the output of a
+ * failed run (`keytier help envelope`).
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+enum { OPT_TENANT = 256, OPT_MAILBOX, OPT_SITE, OPT_BLOB, OPT_WORKLOAD,
+       OPT_REQUEST_ID, OPT_INTERNAL };
+
+struct crypt_args {
+    const char *tenant, *mailbox, *site, *blob, *workload;
+    const char *in, *out, *request_id, *internal;
+    char uuid[KEYTIER_ID_SIZE];
+};
+
+static int crypt_parse(struct cli *cli, int argc, char **argv, bool decrypt,
+                       struct crypt_args *a)
+{
+    static const struct option opts[] = {
+        {"tenant", required_argument, NULL, OPT_TENANT},
+        {"mailbox", required_argument, NULL, OPT_MAILBOX},
+        {"site", required_argument, NULL, OPT_SITE},
+        {"blob", required_argument, NULL, OPT_BLOB},
+        {"workload", required_argument, NULL, OPT_WORKLOAD},
+        {"request-id", required_argument, NULL, OPT_REQUEST_ID},
+        {"internal", required_argument, NULL, OPT_INTERNAL},
+        {"in", required_argument, NULL, 'i'},
+        {"out", required_argument, NULL, 'o'},
+        {0},
+    };
+    memset(a, 0, sizeof *a);
+    int c;
+    while ((c = cli_getopt(cli, argc, argv, "i:o:", opts)) != -1) {
+        switch (c) {
+        case OPT_TENANT: a->tenant = optarg; break;
+        case OPT_MAILBOX: a->mailbox = optarg; break;
+        case OPT_SITE: a->site = optarg; break;
+        case OPT_BLOB: a->blob = optarg; break;
+        case OPT_WORKLOAD: a->workload = optarg; break;
+        case OPT_REQUEST_ID: a->request_id = optarg; break;
+        case OPT_INTERNAL:
+            if (!decrypt)
+                return cli_usage_error(cli, "--internal is for decrypt");
+            a->internal = optarg;
+            break;
+        case 'i': a->in = optarg; break;
+        case 'o': a->out = optarg; break;
+        default:
+            return cli_usage_error(cli, "unknown option or missing value: %s",
+                                   argv[optind - 1]);
+        }
+    }
+    if (optind != argc)
+        return cli_usage_error(cli, "unexpected argument '%s'", argv[optind]);
+    if (a->tenant == NULL)
+        return cli_usage_error(cli, "--tenant is required");
+    if ((a->mailbox == NULL) == (a->site == NULL))
+        return cli_usage_error(cli, "give --mailbox M or --site S --blob B");
+    if (a->site != NULL && a->blob == NULL)
+        return cli_usage_error(cli, "--site needs --blob NAME");
+    if (a->mailbox != NULL && a->blob != NULL)
+        return cli_usage_error(cli, "--blob goes with --site");
+    if (a->workload == NULL)
+        a->workload = a->mailbox ? "Exchange" : "SharePoint";
+    if (a->request_id == NULL) {
+        if (!cli_uuid(a->uuid))
+            return cli_fail(cli, CLI_ERROR, "no random bytes for a request id");
+        a->request_id = a->uuid;
+    }
+    return CLI_OK;
+}
+
+/* The key data is sealed under: the mailbox key, or the blob's key below
+ * the site key (created on first encryption of that blob). */
+static int crypt_key(struct cli *cli, const struct crypt_args *a, bool create,
+                     keytier_key **out)
+{
+    keytier_ctx *ctx;
+    int rc = cli_ctx(cli, &ctx);
+    if (rc != CLI_OK)
+        return rc;
+    keytier_request req = {
+        a->internal ? KEYTIER_REQUEST_INTERNAL : KEYTIER_REQUEST_USER,
+        a->internal, a->request_id};
+    const char *name = a->mailbox ? a->mailbox : a->site;
+    keytier_key *k = NULL;
+    keytier_err e =
+        keytier_key_open_name(ctx, &req, a->tenant, a->workload, name, &k);
+    if (e != KEYTIER_OK)
+        return cli_fail_lib_in(cli, e, "%s '%s' of tenant %s (%s)",
+                               a->mailbox ? "mailbox" : "site", name,
+                               a->tenant, a->workload);
+    if (a->mailbox != NULL) {
+        *out = k;
+        return CLI_OK;
+    }
+    keytier_key_info si;
+    keytier_key_get_info(k, &si);
+    keytier_key_info *kids = NULL;
+    size_t n = 0;
+    e = keytier_key_list(ctx, a->tenant, si.key_id, &kids, &n);
+    if (e != KEYTIER_OK) {
+        keytier_key_close(k);
+        return cli_fail_lib(cli, e);
+    }
+    char id[KEYTIER_ID_SIZE] = "";
+    for (size_t i = 0; i < n; i++)
+        if (!strcmp(kids[i].name, a->blob))
+            memcpy(id, kids[i].key_id, sizeof id);
+    keytier_key_list_free(kids);
+    if (id[0] == '\0') {
+        if (!create) {
+            keytier_key_close(k);
+            return cli_fail(cli, CLI_NOT_FOUND,
+                            "blob '%s' not found in site '%s' of tenant %s",
+                            a->blob, a->site, a->tenant);
+        }
+        e = keytier_key_create(k, a->blob, id);
+        if (e != KEYTIER_OK) {
+            keytier_key_close(k);
+            return cli_fail_lib(cli, e);
+        }
+    }
+    keytier_key *blob = NULL;
+    e = keytier_key_open(k, id, &blob);
+    keytier_key_close(k);
+    if (e != KEYTIER_OK)
+        return cli_fail_lib(cli, e);
+    *out = blob;
+    return CLI_OK;
+}
+
+static int crypt_run(struct cli *cli, int argc, char **argv, bool decrypt)
+{
+    struct crypt_args a;
+    int rc = crypt_parse(cli, argc, argv, decrypt, &a);
+    if (rc != CLI_OK)
+        return rc;
+    if (a.out == NULL && !decrypt && isatty(STDOUT_FILENO))
+        return cli_usage_error(cli, "refusing to write ciphertext to a "
+                                    "terminal: use -o FILE or a pipe");
+    int in = -1;
+    rc = cli_in_open(cli, a.in, &in);
+    if (rc != CLI_OK)
+        return rc;
+    keytier_key *key = NULL;
+    rc = crypt_key(cli, &a, !decrypt, &key);
+    if (rc != CLI_OK)
+        goto out;
+    struct cli_out o;
+    rc = cli_out_open(cli, &o, a.out);
+    if (rc != CLI_OK)
+        goto out;
+    struct cli_progress *p =
+        cli_progress_start(cli, in, decrypt ? "decrypting" : "encrypting");
+    keytier_err e = decrypt ? keytier_open_stream(key, NULL, 0, in, o.fd)
+                            : keytier_seal_stream(key, NULL, 0, in, o.fd);
+    cli_progress_stop(p, e == KEYTIER_OK);
+    if (e != KEYTIER_OK) {
+        cli_out_abort(&o);
+        rc = cli_fail_lib(cli, e);
+        goto out;
+    }
+    rc = cli_out_commit(cli, &o);
+    if (rc == CLI_OK && cli->json) {
+        keytier_key_info ki;
+        keytier_key_get_info(key, &ki);
+        json_object *j = json_object_new_object();
+        cli_json_str(j, "operation", decrypt ? "decrypt" : "encrypt");
+        cli_json_str(j, "tenant", a.tenant);
+        cli_json_str(j, a.mailbox ? "mailbox" : "site",
+                     a.mailbox ? a.mailbox : a.site);
+        cli_json_str(j, "blob", a.blob);
+        cli_json_str(j, "key_id", ki.key_id);
+        cli_json_str(j, "dep_id", ki.dep_id);
+        cli_json_str(j, "request_id", a.request_id);
+        cli_json_str(j, "internal", a.internal);
+        cli_json_str(j, "output", a.out ? a.out : "-");
+        /* With output on stdout the data is the document: no JSON. */
+        if (a.out != NULL)
+            cli_json_put(j);
+        else
+            json_object_put(j);
+    }
+out:
+    keytier_key_close(key);
+    if (in > STDERR_FILENO)
+        close(in);
+    return rc;
+}
+
+static int cmd_encrypt(struct cli *cli, int argc, char **argv)
+{
+    return crypt_run(cli, argc, argv, false);
+}
+
+static int cmd_decrypt(struct cli *cli, int argc, char **argv)
+{
+    return crypt_run(cli, argc, argv, true);
+}
+
+#define CRYPT_COMMON                                                           \
+    "  --tenant T          the tenant (organisation id)\n"                     \
+    "  --mailbox M         mail shape: data under mailbox M's key\n"           \
+    "  --site S --blob B   files shape: data under blob B's key in site S\n"   \
+    "  --workload W        default Exchange (--mailbox), SharePoint (--site)\n" \
+    "  -i, --in FILE       input (default: standard input)\n"                  \
+    "  -o, --out FILE      output (default: standard output); written to a\n"  \
+    "                      temp file beside FILE and renamed only on success\n" \
+    "  --request-id R      copied into audit records (default: a new UUID)\n"
+
+const struct cli_cmd cli_crypt_cmds[] = {
+    {"encrypt", NULL, "encrypt a stream into an envelope",
+     "usage: keytier encrypt --tenant T (--mailbox M | --site S --blob B)\n"
+     "                       [-i FILE] [-o FILE] [--request-id R]\n"
+     "\n"
+     "Seals the input into a chunked AES-256-GCM envelope (lib/ENVELOPE.md)\n"
+     "in constant memory. A blob key is created on first use.\n" CRYPT_COMMON
+     "JSON (with -o FILE): {operation, tenant, mailbox|site, blob, key_id,\n"
+     "dep_id, request_id, output}\n",
+     cmd_encrypt},
+    {"decrypt", NULL, "decrypt an envelope",
+     "usage: keytier decrypt --tenant T (--mailbox M | --site S --blob B)\n"
+     "                       [-i FILE] [-o FILE] [--request-id R]\n"
+     "                       [--internal OP]\n"
+     "\n"
+     "Opens an envelope made by `keytier encrypt`. The DEP key is read by\n"
+     "the fallback rule (`keytier help fallback`): a user request fails with\n"
+     "exit 4 when the customer has revoked its keys.\n" CRYPT_COMMON
+     "  --internal OP       an internal operation (index, move, malware-scan,\n"
+     "                      ediscovery, dlp, migrate, recover, ...): may use\n"
+     "                      the availability key whatever the error class\n"
+     "With -o FILE, FILE appears only after every chunk authenticated. On\n"
+     "standard output each chunk is written only after it authenticated;\n"
+     "when a later chunk is bad or the stream is truncated, decrypt stops\n"
+     "with exit 3 and the reader must discard what it received.\n"
+     "JSON (with -o FILE): {operation, tenant, mailbox|site, blob, key_id,\n"
+     "dep_id, request_id, internal, output}\n",
+     cmd_decrypt},
+    {0},
+};

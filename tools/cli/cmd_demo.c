@@ -1,0 +1,783 @@
+/*
+ * keytier demo: the story of shared/DESIGN.md in one command.
+ *
+ * Everything happens in a fresh temp dir that is removed at the end: two
+ * customer tokens (vault A on SoftHSM2 when it is installed, vault B on
+ * keytier's module), each served by its own `p11-kit server` and reached
+ * through p11-kit-client.so as a remote HSM would be; the service's token
+ * on keytier's module; a DEP, a mailbox, data written and read back; vault
+ * A frozen (SIGSTOP) and the read still served by B; both frozen and the
+ * audited fallback to the availability key; the customer revoking its
+ * keys and a user read refused; the audit chain verified.
+ *
+ * Each step prints one line ("ok N: ..."); a step that does not behave as
+ * claimed prints "FAILED N: ..." and the demo exits 1.  The servers are
+ * stopped by PID (and their process group: one child per connection) on
+ * every exit path, signals included.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+#define DEMO_TENANT   "contoso"
+#define DEMO_WORKLOAD "Exchange"
+#define DEMO_MAILBOX  "alice@contoso.example"
+#define DEMO_DEADLINE_MS 1000
+#define DEMO_HEDGE_MS    100
+#define DEMO_SOFTHSM2 "/usr/lib/softhsm/libsofthsm2.so"
+
+enum { OPT_MODULE = 256, OPT_SOFTHSM2, OPT_NO_SOFTHSM2 };
+
+/* State the signal handler needs: only plain values. */
+static volatile pid_t demo_servers[2];
+#define DEMO_DIR_MAX  256
+#define DEMO_PATH_MAX 320
+static char demo_dir[DEMO_DIR_MAX];
+
+struct demo {
+    struct cli *cli;
+    int step;
+    const char *module;   /* keytier-pkcs11.so */
+    const char *softhsm2; /* NULL: vault A on keytier's module too */
+    char pin[33];         /* one random user PIN for the demo's tokens */
+    char so_pin[33];
+    const char *vault_module[2];
+    char vault_conf[2][DEMO_PATH_MAX]; /* KEYTIER_CONF of a keytier vault */
+    char sock[2][DEMO_PATH_MAX];
+    char uri[2][KEYTIER_URI_MAX];
+    char service_conf[DEMO_PATH_MAX];
+    keytier_ctx *ctx;
+    char dep_id[KEYTIER_ID_SIZE];
+    char audit[DEMO_PATH_MAX];
+    bool frozen[2];
+};
+
+static const char *const vault_label[2] = {"vault-a", "vault-b"};
+static const char *const root_label[2] = {"contoso-root-a", "contoso-root-b"};
+
+static void demo_ok(struct demo *d, const char *fmt, ...) CLI_PRINTF(2, 3);
+static void demo_ok(struct demo *d, const char *fmt, ...)
+{
+    char msg[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    d->step++;
+    if (d->cli->json) {
+        json_object *o = json_object_new_object();
+        json_object_object_add(o, "step", json_object_new_int(d->step));
+        json_object_object_add(o, "ok", json_object_new_boolean(1));
+        cli_json_str(o, "message", msg);
+        cli_json_put(o);
+    } else {
+        printf("ok %d: %s\n", d->step, msg);
+    }
+    fflush(stdout);
+}
+
+static int demo_fail(struct demo *d, const char *fmt, ...) CLI_PRINTF(2, 3);
+static int demo_fail(struct demo *d, const char *fmt, ...)
+{
+    char msg[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    d->step++;
+    if (d->cli->json) {
+        json_object *o = json_object_new_object();
+        json_object_object_add(o, "step", json_object_new_int(d->step));
+        json_object_object_add(o, "ok", json_object_new_boolean(0));
+        cli_json_str(o, "message", msg);
+        cli_json_put(o);
+    } else {
+        printf("FAILED %d: %s\n", d->step, msg);
+    }
+    fflush(stdout);
+    return CLI_ERROR;
+}
+
+static int demo_fail_lib(struct demo *d, const char *what, keytier_err e)
+{
+    return demo_fail(d, "%s: %s [%s]", what, keytier_last_error_detail(),
+                     keytier_error_name(e));
+}
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+/* ---- servers ------------------------------------------------------------ */
+
+/* Signals a server and every process of its group (p11-kit server forks
+ * one p11-kit-remote child per connection, which keeps the group) and any
+ * child that left the group.  Not for the signal handler (reads /proc). */
+static void demo_signal(pid_t pid, int sig)
+{
+    if (pid <= 0)
+        return;
+    kill(pid, sig);
+    kill(-pid, sig);
+    DIR *dir = opendir("/proc");
+    if (dir == NULL)
+        return;
+    struct dirent *de;
+    while ((de = readdir(dir)) != NULL) {
+        char path[300], buf[512];
+        if (de->d_name[0] < '0' || de->d_name[0] > '9')
+            continue;
+        snprintf(path, sizeof path, "/proc/%s/stat", de->d_name);
+        FILE *f = fopen(path, "re");
+        if (f == NULL)
+            continue;
+        size_t n = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[n] = '\0';
+        char *rp = strrchr(buf, ')');
+        char state;
+        long ppid;
+        if (rp != NULL && sscanf(rp + 1, " %c %ld", &state, &ppid) == 2 &&
+            ppid == pid)
+            kill((pid_t)atol(de->d_name), sig);
+    }
+    closedir(dir);
+}
+
+static bool demo_alive(pid_t pid)
+{
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "re");
+    if (f == NULL)
+        return false;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    char *rp = strrchr(buf, ')');
+    return rp != NULL && rp[1] == ' ' && rp[2] != 'Z';
+}
+
+static void demo_server_stop(int i)
+{
+    pid_t pid = demo_servers[i];
+    if (pid <= 0)
+        return;
+    demo_signal(pid, SIGCONT);
+    demo_signal(pid, SIGTERM);
+    for (int t = 0; t < 50 && demo_alive(pid); t++)
+        usleep(100 * 1000);
+    demo_signal(pid, SIGKILL);
+    demo_servers[i] = 0;
+}
+
+/* Runs argv with `env` added, output to out_path; waits for it. */
+static int demo_spawn(char *const argv[], const char *conf_env,
+                      const char *out_path)
+{
+    pid_t pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid == 0) {
+        int fd = open(out_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        int nul = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        if (fd < 0 || nul < 0)
+            _exit(127);
+        dup2(nul, STDIN_FILENO);
+        dup2(fd, STDOUT_FILENO);
+        dup2(fd, STDERR_FILENO);
+        if (conf_env != NULL)
+            setenv("KEYTIER_CONF", conf_env, 1);
+        execvp(argv[0], argv);
+        _exit(127);
+    }
+    int st;
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+        ;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* `p11-kit server --sh` daemonises and prints its PID. */
+static int demo_server_start(struct demo *d, int i)
+{
+    char out[DEMO_PATH_MAX], uri[64];
+    snprintf(d->sock[i], sizeof d->sock[i], "%s/%s.sock", demo_dir,
+             vault_label[i]);
+    snprintf(out, sizeof out, "%s/%s-server.out", demo_dir, vault_label[i]);
+    snprintf(uri, sizeof uri, "pkcs11:token=%s", vault_label[i]);
+    char *argv[] = {"p11-kit", "server", "--sh", "--provider",
+                    (char *)d->vault_module[i], "-n", d->sock[i], uri, NULL};
+    int rc = demo_spawn(argv, d->vault_conf[i][0] ? d->vault_conf[i] : NULL,
+                        out);
+    FILE *f = fopen(out, "re");
+    char line[1024];
+    long pid = 0;
+    while (f != NULL && fgets(line, sizeof line, f) != NULL) {
+        const char *p = strstr(line, "P11_KIT_SERVER_PID=");
+        if (p != NULL)
+            pid = atol(p + strlen("P11_KIT_SERVER_PID="));
+    }
+    if (f != NULL)
+        fclose(f);
+    if (rc != 0 || pid <= 0)
+        return demo_fail(d, "start p11-kit server for %s (exit %d, see %s)",
+                         vault_label[i], rc, out);
+    demo_servers[i] = (pid_t)pid;
+    struct stat st;
+    for (int t = 0; t < 100 && stat(d->sock[i], &st) != 0; t++)
+        usleep(50 * 1000);
+    if (stat(d->sock[i], &st) != 0)
+        return demo_fail(d, "p11-kit server for %s: no socket %s",
+                         vault_label[i], d->sock[i]);
+    return CLI_OK;
+}
+
+static void demo_freeze(struct demo *d, int i, bool freeze)
+{
+    demo_signal(demo_servers[i], freeze ? SIGSTOP : SIGCONT);
+    d->frozen[i] = freeze;
+}
+
+/* ---- cleanup ------------------------------------------------------------ */
+
+static void demo_rmtree(void)
+{
+    if (demo_dir[0] == '\0')
+        return;
+    char *argv[] = {"rm", "-rf", "--", demo_dir, NULL};
+    pid_t pid = fork();
+    if (pid == 0) {
+        execv("/bin/rm", argv);
+        _exit(127);
+    }
+    if (pid > 0)
+        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+            ;
+    demo_dir[0] = '\0';
+}
+
+/* Async-signal-safe: stop the servers (and their groups), remove the
+ * temp dir, die of the same signal. */
+static void demo_on_signal(int sig)
+{
+    for (int i = 0; i < 2; i++) {
+        pid_t pid = demo_servers[i];
+        if (pid > 0) {
+            kill(-pid, SIGKILL);
+            kill(pid, SIGKILL);
+        }
+    }
+    if (demo_dir[0] != '\0') {
+        pid_t pid = fork();
+        if (pid == 0) {
+            char *argv[] = {"rm", "-rf", "--", demo_dir, NULL};
+            execv("/bin/rm", argv);
+            _exit(127);
+        }
+        if (pid > 0)
+            waitpid(pid, NULL, 0);
+    }
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+static void demo_cleanup(struct demo *d)
+{
+    /* Thaw first: closing the context waits for calls still running on
+     * its workers, and a frozen server would hold them forever. */
+    for (int i = 0; i < 2; i++)
+        if (d->frozen[i])
+            demo_freeze(d, i, false);
+    keytier_ctx_close(d->ctx);
+    d->ctx = NULL;
+    for (int i = 0; i < 2; i++)
+        demo_server_stop(i);
+    demo_rmtree();
+}
+
+/* ---- steps -------------------------------------------------------------- */
+
+static bool demo_random_pin(char out[33])
+{
+    unsigned char b[16];
+    if (getrandom(b, sizeof b, 0) != (ssize_t)sizeof b)
+        return false;
+    for (int i = 0; i < 16; i++)
+        snprintf(out + 2 * i, 3, "%02x", b[i]);
+    return true;
+}
+
+static int demo_write(struct demo *d, const char *path, const char *text)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    size_t n = strlen(text);
+    if (fd < 0 || write(fd, text, n) != (ssize_t)n || close(fd) != 0)
+        return demo_fail(d, "write %s: %s", path, strerror(errno));
+    return CLI_OK;
+}
+
+/* A keytier module config of its own for one token directory. */
+static int demo_keytier_conf(struct demo *d, const char *name, char *out,
+                             size_t cap)
+{
+    char text[4096];
+    snprintf(out, cap, "%s/%s.conf", demo_dir, name);
+    snprintf(text, sizeof text,
+             "# keytier module config of the demo's %s\n"
+             "token_dir = %s/%s-tokens\n"
+             "log_level = warning\n"
+             "log_file = %s/%s.log\n"
+             "pin_kdf_cost = 10\n",
+             name, demo_dir, name, demo_dir, name);
+    return demo_write(d, out, text);
+}
+
+static int demo_setup(struct demo *d)
+{
+    int rc;
+    if (!demo_random_pin(d->pin) || !demo_random_pin(d->so_pin))
+        return demo_fail(d, "no random bytes for PINs");
+    d->vault_module[0] = d->softhsm2 ? d->softhsm2 : d->module;
+    d->vault_module[1] = d->module;
+    if (d->softhsm2 != NULL) {
+        char conf[DEMO_PATH_MAX], text[4096];
+        snprintf(conf, sizeof conf, "%s/softhsm2.conf", demo_dir);
+        snprintf(text, sizeof text, "%s/softhsm2-tokens", demo_dir);
+        if (mkdir(text, 0700) != 0)
+            return demo_fail(d, "mkdir %s: %s", text, strerror(errno));
+        snprintf(text, sizeof text,
+                 "directories.tokendir = %s/softhsm2-tokens\n"
+                 "objectstore.backend = file\nlog.level = ERROR\n",
+                 demo_dir);
+        if ((rc = demo_write(d, conf, text)) != CLI_OK)
+            return rc;
+        setenv("SOFTHSM2_CONF", conf, 1);
+    } else if ((rc = demo_keytier_conf(d, vault_label[0], d->vault_conf[0],
+                                       sizeof d->vault_conf[0])) != CLI_OK) {
+        return rc;
+    }
+    if ((rc = demo_keytier_conf(d, vault_label[1], d->vault_conf[1],
+                                sizeof d->vault_conf[1])) != CLI_OK ||
+        (rc = demo_keytier_conf(d, "keytier-service", d->service_conf,
+                                sizeof d->service_conf)) != CLI_OK)
+        return rc;
+    keytier_err e;
+
+    /* Customer tokens and their roots, each in its own token directory
+     * (the module reads KEYTIER_CONF at C_Initialize).  The roots are
+     * RSA-2048: p11-kit's RPC carries RSA-OAEP but not the AES key-wrap
+     * mechanisms, and the vaults are remote. */
+    for (int i = 0; i < 2; i++) {
+        const char *note = "";
+        if (d->vault_conf[i][0])
+            setenv("KEYTIER_CONF", d->vault_conf[i], 1);
+        e = keytier_token_init(d->vault_module[i], vault_label[i],
+                                           d->so_pin, d->pin, NULL);
+        if (e != KEYTIER_OK)
+            return demo_fail_lib(d, "create customer token", e);
+        e = keytier_root_generate(d->vault_module[i], vault_label[i], d->pin,
+                                  root_label[i], KEYTIER_ROOT_TYPE_RSA2048,
+                                  d->uri[i]);
+        if (e == KEYTIER_E_TOKEN && d->vault_module[i] == d->module &&
+            d->softhsm2 != NULL &&
+            strstr(keytier_last_error_detail(), "CKR_FUNCTION_NOT_SUPPORTED")) {
+            /* A keytier module built without RSA key pairs: the vault
+             * moves to SoftHSM2 and the line says so. */
+            d->vault_module[i] = d->softhsm2;
+            d->vault_conf[i][0] = '\0';
+            note = " (keytier's module here has no RSA key pairs)";
+            e = keytier_token_init(d->vault_module[i], vault_label[i],
+                                   d->so_pin, d->pin, NULL);
+            if (e == KEYTIER_OK)
+                e = keytier_root_generate(d->vault_module[i], vault_label[i],
+                                          d->pin, root_label[i],
+                                          KEYTIER_ROOT_TYPE_RSA2048, d->uri[i]);
+        }
+        if (e != KEYTIER_OK)
+            return demo_fail_lib(d, "generate customer root key", e);
+        demo_ok(d,
+                "customer vault %c: token '%s' on %s%s with root key '%s' "
+                "(RSA-2048, private key never extractable)",
+                'A' + i, vault_label[i],
+                d->vault_module[i] == d->softhsm2 ? "SoftHSM2" : "keytier",
+                note, root_label[i]);
+    }
+    setenv("KEYTIER_CONF", d->service_conf, 1);
+    e = keytier_token_init(d->module, "keytier-service", d->so_pin, d->pin,
+                           NULL);
+    if (e != KEYTIER_OK)
+        return demo_fail_lib(d, "create the service token", e);
+    demo_ok(d, "service token 'keytier-service' on keytier (holds the "
+               "availability keys)");
+
+    for (int i = 0; i < 2; i++)
+        if ((rc = demo_server_start(d, i)) != CLI_OK)
+            return rc;
+    demo_ok(d,
+            "each vault is remote: p11-kit server pid %d serves vault A, pid "
+            "%d vault B (unix sockets in the temp dir)",
+            (int)demo_servers[0], (int)demo_servers[1]);
+
+    /* The library: both vaults through p11-kit-client.so, the service
+     * token directly; no cache so every read asks the tokens. */
+    char pinfile[DEMO_PATH_MAX], conf[DEMO_PATH_MAX], text[8192];
+    snprintf(pinfile, sizeof pinfile, "%s/user.pin", demo_dir);
+    char pinline[40];
+    snprintf(pinline, sizeof pinline, "%s\n", d->pin);
+    if ((rc = demo_write(d, pinfile, pinline)) != CLI_OK)
+        return rc;
+    snprintf(conf, sizeof conf, "%s/keytier-lib.conf", demo_dir);
+    snprintf(text, sizeof text,
+             "# libkeytier config of the demo\n"
+             "remote = unix:path=%s\n"
+             "remote = unix:path=%s\n"
+             "module = %s\n"
+             "service_token = pkcs11:token=keytier-service\n"
+             "store = %s/keytier.db\n"
+             "pin.vault-a = file:%s\n"
+             "pin.vault-b = file:%s\n"
+             "pin.keytier-service = file:%s\n"
+             "log_file = %s/lib.log\n"
+             "# SoftHSM2 2.6 does RSA-OAEP with SHA-1 only\n"
+             "allow_oaep_sha1 = yes\n"
+             "avail.cache_ttl_ms = 0\n"
+             "avail.call_deadline_ms = %d\n"
+             "avail.hedge_ms = %d\n",
+             d->sock[0], d->sock[1], d->module, demo_dir, pinfile, pinfile,
+             pinfile, demo_dir, DEMO_DEADLINE_MS, DEMO_HEDGE_MS);
+    if ((rc = demo_write(d, conf, text)) != CLI_OK)
+        return rc;
+    e = keytier_ctx_open(conf, &d->ctx);
+    if (e != KEYTIER_OK)
+        return demo_fail_lib(d, "open the library", e);
+    e = keytier_audit_log_path(d->ctx, d->audit, sizeof d->audit);
+    if (e != KEYTIER_OK)
+        return demo_fail_lib(d, "audit log path", e);
+    return CLI_OK;
+}
+
+static const char demo_message[] =
+    "From: cfo@contoso.example\nSubject: Q3 numbers\n\n"
+    "Revenue up 12%. Do not forward.\n";
+
+/* Opens the mailbox key (a DEP-key read by the fallback rule) and reads
+ * the envelope back. */
+static keytier_err demo_read(struct demo *d, const keytier_request *req,
+                             const unsigned char *env, size_t env_len,
+                             double *ms)
+{
+    double t0 = now_ms();
+    keytier_key *k = NULL;
+    keytier_err e = keytier_key_open_name(d->ctx, req, DEMO_TENANT,
+                                          DEMO_WORKLOAD, DEMO_MAILBOX, &k);
+    unsigned char out[sizeof demo_message + 256];
+    size_t n = 0;
+    if (e == KEYTIER_OK)
+        e = keytier_open(k, DEMO_MAILBOX, strlen(DEMO_MAILBOX), env, env_len,
+                         out, sizeof out, &n);
+    keytier_key_close(k);
+    *ms = now_ms() - t0;
+    if (e == KEYTIER_OK && (n != strlen(demo_message) ||
+                            memcmp(out, demo_message, n) != 0))
+        e = KEYTIER_E_INTERNAL;
+    return e;
+}
+
+/* The last record of the audit log (NULL if none). */
+static json_object *demo_audit_last(struct demo *d, uint64_t *count)
+{
+    FILE *f = fopen(d->audit, "re");
+    *count = 0;
+    if (f == NULL)
+        return NULL;
+    char *line = NULL, *last = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    while ((n = getline(&line, &cap, f)) > 0) {
+        (*count)++;
+        free(last);
+        last = strdup(line);
+    }
+    free(line);
+    fclose(f);
+    json_object *o = last ? json_tokener_parse(last) : NULL;
+    free(last);
+    return o;
+}
+
+static const char *demo_jstr(json_object *o, const char *key)
+{
+    json_object *v;
+    return json_object_object_get_ex(o, key, &v) ? json_object_get_string(v)
+                                                 : "?";
+}
+
+/* "A timeout (system), B timeout (system)" from a fallback record. */
+static void demo_key_errors(json_object *rec, char *out, size_t cap)
+{
+    json_object *errs;
+    out[0] = '\0';
+    if (!json_object_object_get_ex(rec, "CustomerKeyErrors", &errs))
+        return;
+    size_t len = 0;
+    for (size_t i = 0; i < json_object_array_length(errs); i++) {
+        json_object *e = json_object_array_get_idx(errs, i);
+        int n = snprintf(out + len, cap - len, "%s%s %s (%s)", i ? ", " : "",
+                         demo_jstr(e, "Key"), demo_jstr(e, "Error"),
+                         demo_jstr(e, "Class"));
+        if (n < 0 || (size_t)n >= cap - len)
+            return;
+        len += (size_t)n;
+    }
+}
+
+static int demo_story(struct demo *d)
+{
+    keytier_dep_info dep;
+    keytier_err e = keytier_dep_create(d->ctx, DEMO_TENANT, DEMO_WORKLOAD,
+                                       d->uri[0], d->uri[1], &dep);
+    if (e != KEYTIER_OK)
+        return demo_fail_lib(d, "create the DEP", e);
+    memcpy(d->dep_id, dep.dep_id, sizeof d->dep_id);
+    demo_ok(d,
+            "DEP %s for tenant '%s' (%s): its key is stored only wrapped by "
+            "vault A, vault B and a new availability key",
+            dep.dep_id, DEMO_TENANT, DEMO_WORKLOAD);
+
+    char rid[KEYTIER_ID_SIZE];
+    if (!cli_uuid(rid))
+        return demo_fail(d, "no random bytes");
+    keytier_request user = {KEYTIER_REQUEST_USER, NULL, rid};
+    keytier_key *dk = NULL, *mk = NULL;
+    char mid[KEYTIER_ID_SIZE];
+    e = keytier_dep_key_open(d->ctx, &user, DEMO_TENANT, d->dep_id, &dk);
+    if (e == KEYTIER_OK)
+        e = keytier_key_create(dk, DEMO_MAILBOX, mid);
+    keytier_key_close(dk);
+    if (e != KEYTIER_OK)
+        return demo_fail_lib(d, "create the mailbox", e);
+    e = keytier_key_open_name(d->ctx, &user, DEMO_TENANT, DEMO_WORKLOAD,
+                              DEMO_MAILBOX, &mk);
+    unsigned char env[sizeof demo_message + 1024];
+    size_t env_len = 0;
+    if (e == KEYTIER_OK)
+        e = keytier_seal(mk, DEMO_MAILBOX, strlen(DEMO_MAILBOX), demo_message,
+                         strlen(demo_message), env, sizeof env, &env_len);
+    keytier_key_close(mk);
+    if (e != KEYTIER_OK)
+        return demo_fail_lib(d, "encrypt a message", e);
+    if (memmem(env, env_len, "Revenue", 7) != NULL)
+        return demo_fail(d, "the envelope contains the plaintext");
+    double ms;
+    e = demo_read(d, &user, env, env_len, &ms);
+    if (e != KEYTIER_OK)
+        return demo_fail_lib(d, "read the message back", e);
+    demo_ok(d,
+            "mailbox '%s' created; a %zu-byte message sealed into a %zu-byte "
+            "envelope and read back intact",
+            DEMO_MAILBOX, strlen(demo_message), env_len);
+
+    keytier_avail_stats st0, st1;
+    uint64_t records0 = 0, records1 = 0;
+    json_object *rec = NULL;
+    if (keytier_avail_stats_get(d->ctx, &st0) != KEYTIER_OK)
+        return demo_fail_lib(d, "availability counters", KEYTIER_E_INTERNAL);
+    json_object_put(demo_audit_last(d, &records0));
+
+    /* Vault A down: B answers (after the hedge offset at most). */
+    demo_freeze(d, 0, true);
+    e = demo_read(d, &user, env, env_len, &ms);
+    if (e != KEYTIER_OK)
+        return demo_fail_lib(d, "read with vault A frozen", e);
+    if (keytier_avail_stats_get(d->ctx, &st1) != KEYTIER_OK ||
+        st1.fallbacks != st0.fallbacks)
+        return demo_fail(d, "read with vault A frozen used the availability "
+                            "key");
+    json_object_put(demo_audit_last(d, &records1));
+    if (records1 != records0)
+        return demo_fail(d, "read with vault A frozen wrote an audit record");
+    demo_ok(d,
+            "vault A frozen (SIGSTOP on its p11-kit server): read still "
+            "served by vault B in %.0f ms, no fallback, no audit record",
+            ms);
+
+    /* Both down: the deadline passes, the availability key answers and
+     * the fallback is audited. */
+    demo_freeze(d, 1, true);
+    e = demo_read(d, &user, env, env_len, &ms);
+    if (e != KEYTIER_OK)
+        return demo_fail_lib(d, "read with both vaults frozen", e);
+    if (keytier_avail_stats_get(d->ctx, &st1) != KEYTIER_OK ||
+        st1.fallbacks != st0.fallbacks + 1)
+        return demo_fail(d, "read with both vaults frozen: expected one "
+                            "fallback");
+    rec = demo_audit_last(d, &records1);
+    if (rec == NULL || strcmp(demo_jstr(rec, "Activity"),
+                              "Fallback to availability key") != 0 ||
+        strcmp(demo_jstr(rec, "RequestId"), rid) != 0) {
+        json_object_put(rec);
+        return demo_fail(d, "no 'Fallback to availability key' record for "
+                            "request %s in %s",
+                         rid, d->audit);
+    }
+    char errs[256];
+    demo_key_errors(rec, errs, sizeof errs);
+    json_object_put(rec);
+    demo_ok(d,
+            "both vaults frozen: read served by the availability key after "
+            "%.1f s; audited 'Fallback to availability key' (%s)",
+            ms / 1000, errs);
+
+    demo_freeze(d, 0, false);
+    demo_freeze(d, 1, false);
+    e = demo_read(d, &user, env, env_len, &ms);
+    if (e != KEYTIER_OK)
+        return demo_fail_lib(d, "read with both vaults back", e);
+    if (keytier_avail_stats_get(d->ctx, &st0) != KEYTIER_OK ||
+        st0.fallbacks != st1.fallbacks)
+        return demo_fail(d, "read with both vaults back used the "
+                            "availability key");
+    demo_ok(d, "vaults back (SIGCONT): read served by a customer key again "
+               "(%.0f ms), no new fallback", ms);
+
+    /* The customer revokes: destroys both roots in its vaults (through
+     * the same servers the service uses). */
+    for (int i = 0; i < 2; i++) {
+        char remote[DEMO_PATH_MAX + 32];
+        snprintf(remote, sizeof remote, "remote:unix:path=%s", d->sock[i]);
+        e = keytier_root_destroy(remote, vault_label[i], d->pin, root_label[i],
+                                 NULL);
+        if (e != KEYTIER_OK)
+            return demo_fail_lib(d, "revoke a customer key", e);
+    }
+    e = demo_read(d, &user, env, env_len, &ms);
+    if (e != KEYTIER_E_REVOKED)
+        return demo_fail(d, "user read after revocation: expected "
+                            "KEYTIER_E_REVOKED, got %s (%s)",
+                         keytier_error_name(e), keytier_last_error_detail());
+    demo_ok(d, "the customer destroyed both root keys: a user read is "
+               "refused: %s", keytier_strerror(e));
+
+    char rid2[KEYTIER_ID_SIZE];
+    if (!cli_uuid(rid2))
+        return demo_fail(d, "no random bytes");
+    keytier_request internal = {KEYTIER_REQUEST_INTERNAL, "index", rid2};
+    e = demo_read(d, &internal, env, env_len, &ms);
+    if (e != KEYTIER_OK)
+        return demo_fail_lib(d, "internal read after revocation", e);
+    rec = demo_audit_last(d, &records1);
+    bool audited = rec != NULL &&
+                   !strcmp(demo_jstr(rec, "Operation"), "index") &&
+                   !strcmp(demo_jstr(rec, "RequestId"), rid2);
+    json_object_put(rec);
+    if (!audited)
+        return demo_fail(d, "internal read: no audit record naming 'index'");
+    demo_ok(d, "an internal operation ('index') still reads through the "
+               "availability key, and the audit log says so");
+
+    uint64_t bad = 0, records = 0;
+    e = keytier_audit_verify(d->audit, &bad, &records);
+    if (e != KEYTIER_OK)
+        return demo_fail(d, "audit log: line %" PRIu64 ": %s", bad,
+                         keytier_last_error_detail());
+    demo_ok(d, "audit log: %" PRIu64 " records, hash chain verified", records);
+    return CLI_OK;
+}
+
+static int cmd_demo(struct cli *cli, int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"module", required_argument, NULL, OPT_MODULE},
+        {"softhsm2", required_argument, NULL, OPT_SOFTHSM2},
+        {"no-softhsm2", no_argument, NULL, OPT_NO_SOFTHSM2},
+        {0},
+    };
+    struct demo d = {.cli = cli, .module = cli_default_module()};
+    const char *env = getenv("SOFTHSM2_MODULE");
+    d.softhsm2 = env != NULL && *env ? env : DEMO_SOFTHSM2;
+    int c;
+    while ((c = cli_getopt(cli, argc, argv, "", opts)) != -1) {
+        switch (c) {
+        case OPT_MODULE: d.module = optarg; break;
+        case OPT_SOFTHSM2: d.softhsm2 = optarg; break;
+        case OPT_NO_SOFTHSM2: d.softhsm2 = NULL; break;
+        default: return cli_usage_error(cli, "unknown option %s", argv[optind - 1]);
+        }
+    }
+    if (optind != argc)
+        return cli_usage_error(cli, "unexpected argument '%s'", argv[optind]);
+    if (d.softhsm2 != NULL && access(d.softhsm2, R_OK) != 0)
+        d.softhsm2 = NULL; /* not installed: vault A on keytier too */
+    if (access(d.module, R_OK) != 0)
+        return cli_fail(cli, CLI_NOT_FOUND, "module %s: %s", d.module,
+                        strerror(errno));
+
+    const char *tmp = getenv("TMPDIR");
+    if (tmp == NULL || *tmp == '\0' || strlen(tmp) > 128)
+        tmp = "/tmp";
+    snprintf(demo_dir, sizeof demo_dir, "%s/keytier-demo.XXXXXX", tmp);
+    if (mkdtemp(demo_dir) == NULL) {
+        int err = errno;
+        demo_dir[0] = '\0';
+        return cli_fail(cli, CLI_IO, "cannot create a temp dir: %s",
+                        strerror(err));
+    }
+    struct sigaction sa = {.sa_handler = demo_on_signal};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+    if (!cli->json)
+        printf("== keytier demo in %s (removed at the end)\n", demo_dir);
+    fflush(stdout);
+    int rc = demo_setup(&d);
+    if (rc == CLI_OK)
+        rc = demo_story(&d);
+    demo_cleanup(&d);
+    if (rc == CLI_OK && !cli->json)
+        printf("== demo complete: %d steps behaved as claimed; servers "
+               "stopped, temp dir removed\n",
+               d.step);
+    return rc;
+}
+
+const struct cli_cmd cli_demo_cmds[] = {
+    {"demo", NULL, "the DESIGN.md story end to end, in a temp dir",
+     "usage: keytier demo [--module PATH] [--softhsm2 PATH | --no-softhsm2]\n"
+     "\n"
+     "In a fresh temp dir (removed at the end): customer vault A (SoftHSM2\n"
+     "when installed) and vault B (keytier), each behind its own `p11-kit\n"
+     "server`; the service token; a DEP and a mailbox; a message written\n"
+     "and read back; vault A frozen (SIGSTOP) and the read served by B;\n"
+     "both frozen and the audited fallback to the availability key; both\n"
+     "root keys destroyed and a user read refused while an internal one\n"
+     "still works; the audit chain verified. One line per step: `ok N: ...`\n"
+     "or `FAILED N: ...` (exit 1). The servers are stopped by PID on every\n"
+     "exit path.\n"
+     "\n"
+     "  --module PATH     keytier-pkcs11.so (default: $KEYTIER_MODULE, else\n"
+     "                    the installed one)\n"
+     "  --softhsm2 PATH   SoftHSM2 for vault A (default: $SOFTHSM2_MODULE,\n"
+     "                    else " DEMO_SOFTHSM2 ")\n"
+     "JSON lines: {step, ok, message}\n",
+     cmd_demo},
+    {0},
+};

@@ -1,0 +1,205 @@
+/*
+ * keytier dep create | list | show: data encryption policies.
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "cli.h"
+
+enum { OPT_TENANT = 256, OPT_WORKLOAD, OPT_KEY_A, OPT_KEY_B };
+
+static const char *const slot_names[3] = {"a", "b", "availability"};
+
+static void time_iso(int64_t t, char out[32])
+{
+    time_t tt = (time_t)t;
+    struct tm tm;
+    if (gmtime_r(&tt, &tm) == NULL ||
+        strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+        snprintf(out, 32, "%lld", (long long)t);
+}
+
+static json_object *dep_json(const keytier_dep_info *d)
+{
+    char when[32];
+    time_iso(d->created, when);
+    json_object *o = json_object_new_object();
+    cli_json_str(o, "dep_id", d->dep_id);
+    cli_json_str(o, "policy_id", d->policy_id);
+    cli_json_str(o, "tenant", d->tenant);
+    cli_json_str(o, "workload", d->workload);
+    cli_json_str(o, "state", cli_dep_state_name(d->state));
+    cli_json_str(o, "created", when);
+    json_object *roots = json_object_new_object();
+    for (int i = 0; i < 3; i++) {
+        json_object *r = json_object_new_object();
+        cli_json_str(r, "uri", d->root_uri[i]);
+        cli_json_str(r, "wrap", d->wrap_mech[i]);
+        json_object_object_add(roots, slot_names[i], r);
+    }
+    json_object_object_add(o, "roots", roots);
+    return o;
+}
+
+static void dep_print(const keytier_dep_info *d)
+{
+    char when[32];
+    time_iso(d->created, when);
+    printf("DEP %s\n  policy    %s\n  tenant    %s\n  workload  %s\n"
+           "  state     %s\n  created   %s\n",
+           d->dep_id, d->policy_id, d->tenant, d->workload,
+           cli_dep_state_name(d->state), when);
+    static const char *const titles[3] = {"key A", "key B", "avail"};
+    for (int i = 0; i < 3; i++)
+        printf("  %-9s %s (%s)\n", titles[i], d->root_uri[i], d->wrap_mech[i]);
+}
+
+static int cmd_dep_create(struct cli *cli, int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"tenant", required_argument, NULL, OPT_TENANT},
+        {"workload", required_argument, NULL, OPT_WORKLOAD},
+        {"key-a", required_argument, NULL, OPT_KEY_A},
+        {"key-b", required_argument, NULL, OPT_KEY_B},
+        {0},
+    };
+    const char *tenant = NULL, *workload = NULL, *a = NULL, *b = NULL;
+    int c;
+    while ((c = cli_getopt(cli, argc, argv, "", opts)) != -1) {
+        switch (c) {
+        case OPT_TENANT: tenant = optarg; break;
+        case OPT_WORKLOAD: workload = optarg; break;
+        case OPT_KEY_A: a = optarg; break;
+        case OPT_KEY_B: b = optarg; break;
+        default: return cli_usage_error(cli, "unknown option %s", argv[optind - 1]);
+        }
+    }
+    if (optind != argc)
+        return cli_usage_error(cli, "unexpected argument '%s'", argv[optind]);
+    if (!tenant || !workload || !a || !b)
+        return cli_usage_error(
+            cli, "--tenant, --workload, --key-a and --key-b are required");
+    keytier_ctx *ctx;
+    int rc = cli_ctx(cli, &ctx);
+    if (rc != CLI_OK)
+        return rc;
+    keytier_dep_info d;
+    keytier_err e = keytier_dep_create(ctx, tenant, workload, a, b, &d);
+    if (e != KEYTIER_OK)
+        return cli_fail_lib(cli, e);
+    if (cli->json)
+        cli_json_put(dep_json(&d));
+    else
+        dep_print(&d);
+    return CLI_OK;
+}
+
+static int cmd_dep_list(struct cli *cli, int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"tenant", required_argument, NULL, OPT_TENANT},
+        {"workload", required_argument, NULL, OPT_WORKLOAD},
+        {0},
+    };
+    const char *tenant = NULL, *workload = NULL;
+    int c;
+    while ((c = cli_getopt(cli, argc, argv, "", opts)) != -1) {
+        switch (c) {
+        case OPT_TENANT: tenant = optarg; break;
+        case OPT_WORKLOAD: workload = optarg; break;
+        default: return cli_usage_error(cli, "unknown option %s", argv[optind - 1]);
+        }
+    }
+    if (optind != argc)
+        return cli_usage_error(cli, "unexpected argument '%s'", argv[optind]);
+    if (tenant == NULL)
+        return cli_usage_error(cli, "--tenant is required");
+    keytier_ctx *ctx;
+    int rc = cli_ctx(cli, &ctx);
+    if (rc != CLI_OK)
+        return rc;
+    keytier_dep_info *list = NULL;
+    size_t n = 0;
+    keytier_err e = keytier_dep_list(ctx, tenant, workload, &list, &n);
+    if (e != KEYTIER_OK)
+        return cli_fail_lib(cli, e);
+    if (!cli->json)
+        printf("%-36s %-36s %-24s %-11s %s\n", "DEP", "POLICY", "WORKLOAD",
+               "STATE", "CREATED");
+    for (size_t i = 0; i < n; i++) {
+        if (cli->json) {
+            cli_json_put(dep_json(&list[i]));
+            continue;
+        }
+        char when[32];
+        time_iso(list[i].created, when);
+        printf("%-36s %-36s %-24s %-11s %s\n", list[i].dep_id,
+               list[i].policy_id, list[i].workload,
+               cli_dep_state_name(list[i].state), when);
+    }
+    keytier_dep_list_free(list);
+    return CLI_OK;
+}
+
+static int cmd_dep_show(struct cli *cli, int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"tenant", required_argument, NULL, OPT_TENANT},
+        {0},
+    };
+    const char *tenant = NULL;
+    int c;
+    while ((c = cli_getopt(cli, argc, argv, "", opts)) != -1) {
+        if (c != OPT_TENANT)
+            return cli_usage_error(cli, "unknown option %s", argv[optind - 1]);
+        tenant = optarg;
+    }
+    if (tenant == NULL)
+        return cli_usage_error(cli, "--tenant is required");
+    if (optind + 1 != argc)
+        return cli_usage_error(cli, "one DEP id expected");
+    keytier_ctx *ctx;
+    int rc = cli_ctx(cli, &ctx);
+    if (rc != CLI_OK)
+        return rc;
+    keytier_dep_info d;
+    keytier_err e = keytier_dep_show(ctx, tenant, argv[optind], &d);
+    if (e != KEYTIER_OK)
+        return cli_fail_lib(cli, e);
+    if (cli->json)
+        cli_json_put(dep_json(&d));
+    else
+        dep_print(&d);
+    return CLI_OK;
+}
+
+#define DEP_JSON_HELP                                                          \
+    "JSON: {dep_id, policy_id, tenant, workload, state, created,\n"           \
+    "roots: {a|b|availability: {uri, wrap}}}\n"
+
+const struct cli_cmd cli_dep_cmds[] = {
+    {"dep", "create", "create a DEP from two customer root keys",
+     "usage: keytier dep create --tenant T --workload W --key-a URI --key-b URI\n"
+     "\n"
+     "Creates a data encryption policy for tenant T and workload W (Exchange,\n"
+     "SharePoint, M365DataAtRestEncryption or one of the configuration). The\n"
+     "two customer root keys, named by PKCS#11 URIs, must be in two different\n"
+     "tokens, non-extractable and allowed to wrap and unwrap. An availability\n"
+     "key is generated in the service token; the DEP key is wrapped by all\n"
+     "three. The tokens' PINs come from the configuration (pin.LABEL).\n" DEP_JSON_HELP,
+     cmd_dep_create},
+    {"dep", "list", "list a tenant's DEPs",
+     "usage: keytier dep list --tenant T [--workload W]\n"
+     "\n"
+     "The tenant's DEPs, oldest first.\n"
+     "JSON lines, one per DEP: " DEP_JSON_HELP,
+     cmd_dep_list},
+    {"dep", "show", "show one DEP",
+     "usage: keytier dep show --tenant T ID\n"
+     "\n"
+     "The DEP's ids, state and root keys with their wrap mechanisms.\n" DEP_JSON_HELP,
+     cmd_dep_show},
+    {0},
+};

@@ -1,0 +1,109 @@
+/*
+ * keytier help [TOPIC]: the configuration file, the fallback rule and the
+ * envelope guarantees, for people at a terminal.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+static const char help_configuration[] =
+    "keytier help configuration\n"
+    "\n"
+    "The library reads one file: --config FILE, else $KEYTIER_LIB_CONF, else\n"
+    "built-in defaults (no modules; store at $XDG_DATA_HOME/keytier/\n"
+    "keytier.db or ~/.local/share/keytier/keytier.db). A commented example:\n"
+    "hsm-config/keytier-lib.conf.example.\n"
+    "\n"
+    "Format: `key = value` lines; `#` starts a comment. An unknown key, a bad\n"
+    "value or a key given twice is an error naming the file, line and key.\n"
+    "\n"
+    "  module = PATH          a PKCS#11 module to load (repeatable)\n"
+    "  remote = unix:path=S   a token served by `p11-kit server` on socket S\n"
+    "                         (through p11-kit-client.so; repeatable)\n"
+    "  service_token = URI    the token that holds availability keys\n"
+    "  store = PATH           the metadata store (SQLite)\n"
+    "  pin.LABEL = SRC        user PIN of token LABEL: env:VAR, file:PATH or\n"
+    "                         value:PIN (then keep the file 0600)\n"
+    "  log_level, log_file    error|warning|info|debug; default stderr\n"
+    "  dep_limit = 50         DEPs per tenant and workload\n"
+    "  allow_oaep_sha1 = no   RSA roots on tokens without OAEP SHA-256\n"
+    "  envelope_chunk_size    plaintext bytes per envelope chunk\n"
+    "  workload.W.shape = mail|files, workload.W.availability_key =\n"
+    "  aes256|rsa2048, workload.W.dep_limit = N\n"
+    "  avail.call_deadline_ms, avail.hedge_ms, avail.cache_ttl_ms,\n"
+    "  avail.audit_log = PATH (default: the store path + .audit.jsonl),\n"
+    "  avail.outage_fallback.W = yes|no   (`keytier help fallback`)\n"
+    "\n"
+    "Token commands (token init/list/keygen) need no configuration: they\n"
+    "work on --module PATH, default $KEYTIER_MODULE, else the installed\n"
+    "keytier-pkcs11.so, whose own file is named by $KEYTIER_CONF\n"
+    "(hsm-config/keytier.conf.example).\n";
+
+static const char help_fallback[] =
+    "keytier help fallback\n"
+    "\n"
+    "Reading a DEP key (every decrypt, every mailbox/site create):\n"
+    " 1. one customer key, picked at random, is asked to unwrap it;\n"
+    " 2. if it fails (or is slower than avail.hedge_ms) the other one too;\n"
+    " 3. if both fail, each failure is classified by its CKR_ code:\n"
+    "    - system (token absent, device error, session lost, server\n"
+    "      unreachable, call past avail.call_deadline_ms): the\n"
+    "      availability key unwraps it and an audit record `Fallback to\n"
+    "      availability key` names both errors and the request id;\n"
+    "    - denied (key destroyed, CKA_UNWRAP off, PIN changed or locked,\n"
+    "      wrapped key refused): a user request fails with `access\n"
+    "      revoked` (exit 4) and no fallback.\n"
+    " 4. internal operations (`decrypt --internal OP`: index, move,\n"
+    "    malware-scan, ediscovery, dlp, migrate, recover) may use the\n"
+    "    availability key whatever the class, until it is deleted.\n"
+    "\n"
+    "Per workload: mail-shaped workloads fall back on outages; the files\n"
+    "shape (SharePoint) only for the internal operation `recover`\n"
+    "(avail.outage_fallback.W = yes|no changes it). Unwrapped DEP keys are\n"
+    "cached for avail.cache_ttl_ms. `keytier audit list` shows the records,\n"
+    "`keytier audit verify` checks their hash chain.\n";
+
+static const char help_envelope[] =
+    "keytier help envelope\n"
+    "\n"
+    "`keytier encrypt` writes a chunked AES-256-GCM envelope (lib/ENVELOPE.md):\n"
+    "a header naming the tenant and key and committing to the key, then\n"
+    "chunks each authenticated with its index, the last one marked final.\n"
+    "\n"
+    "`keytier decrypt -o FILE` writes to a temp file beside FILE and renames\n"
+    "it only after the final chunk authenticated: a failed run leaves no\n"
+    "FILE (an existing FILE is untouched). To standard output, a chunk is\n"
+    "written only after it authenticated; a bad chunk, a dropped, repeated\n"
+    "or reordered chunk, or a missing end stops decrypt with exit 3 and an\n"
+    "error line: what the reader received so far is authentic but\n"
+    "incomplete, and must be discarded (check the exit status).\n"
+    "`keytier encrypt -o FILE` likewise leaves no partial FILE.\n";
+
+static const struct {
+    const char *name;
+    const char *text;
+} topics[] = {
+    {"configuration", help_configuration},
+    {"fallback", help_fallback},
+    {"envelope", help_envelope},
+};
+
+static int cmd_help(struct cli *cli, int argc, char **argv)
+{
+    if (argc != 2)
+        return cli_usage_error(cli,
+                               "one topic: configuration, fallback, envelope");
+    for (size_t i = 0; i < sizeof topics / sizeof topics[0]; i++)
+        if (!strcmp(argv[1], topics[i].name)) {
+            fputs(topics[i].text, stdout);
+            return CLI_OK;
+        }
+    return cli_usage_error(cli, "no help topic '%s'", argv[1]);
+}
+
+const struct cli_cmd cli_help_cmds[] = {
+    {"help", NULL, "help on a topic: configuration, fallback, envelope",
+     "usage: keytier help configuration | fallback | envelope\n", cmd_help},
+    {0},
+};

@@ -1,0 +1,221 @@
+/*
+ * keytier mailbox create | site create | status: the level-1 keys of the
+ * two shapes (mail: DEP key -> mailbox key -> items; files: DEP key ->
+ * site key -> blob key -> blob) and whether a name is encrypted.
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+enum { OPT_TENANT = 256, OPT_DEP, OPT_MAILBOX, OPT_SITE, OPT_WORKLOAD,
+       OPT_REQUEST_ID };
+
+static int tier_create(struct cli *cli, int argc, char **argv,
+                       const char *kind)
+{
+    static const struct option opts[] = {
+        {"tenant", required_argument, NULL, OPT_TENANT},
+        {"dep", required_argument, NULL, OPT_DEP},
+        {"request-id", required_argument, NULL, OPT_REQUEST_ID},
+        {0},
+    };
+    const char *tenant = NULL, *dep = NULL, *rid = NULL;
+    int c;
+    while ((c = cli_getopt(cli, argc, argv, "", opts)) != -1) {
+        switch (c) {
+        case OPT_TENANT: tenant = optarg; break;
+        case OPT_DEP: dep = optarg; break;
+        case OPT_REQUEST_ID: rid = optarg; break;
+        default: return cli_usage_error(cli, "unknown option %s", argv[optind - 1]);
+        }
+    }
+    if (tenant == NULL || dep == NULL)
+        return cli_usage_error(cli, "--tenant and --dep are required");
+    if (optind + 1 != argc)
+        return cli_usage_error(cli, "one %s name expected", kind);
+    const char *name = argv[optind];
+    char uuid[KEYTIER_ID_SIZE];
+    if (rid == NULL && cli_uuid(uuid))
+        rid = uuid;
+    keytier_ctx *ctx;
+    int rc = cli_ctx(cli, &ctx);
+    if (rc != CLI_OK)
+        return rc;
+    /* The built-in workloads have a fixed shape: a site under a mail DEP
+     * (or a mailbox under a files DEP) would never be found by name. */
+    keytier_dep_info info;
+    keytier_err e = keytier_dep_show(ctx, tenant, dep, &info);
+    if (e != KEYTIER_OK)
+        return cli_fail_lib(cli, e);
+    bool mail_dep = !strcmp(info.workload, "Exchange") ||
+                    !strcmp(info.workload, "M365DataAtRestEncryption");
+    bool files_dep = !strcmp(info.workload, "SharePoint");
+    if ((!strcmp(kind, "site") && mail_dep) ||
+        (!strcmp(kind, "mailbox") && files_dep))
+        return cli_usage_error(cli, "DEP %s is for workload %s (%s shape): "
+                               "use 'keytier %s create'", dep, info.workload,
+                               mail_dep ? "mail" : "files",
+                               mail_dep ? "mailbox" : "site");
+    keytier_request req = {KEYTIER_REQUEST_USER, NULL, rid};
+    keytier_key *dk = NULL;
+    e = keytier_dep_key_open(ctx, &req, tenant, dep, &dk);
+    if (e != KEYTIER_OK)
+        return cli_fail_lib(cli, e);
+    char id[KEYTIER_ID_SIZE];
+    e = keytier_key_create(dk, name, id);
+    keytier_key_close(dk);
+    if (e != KEYTIER_OK)
+        return cli_fail_lib(cli, e);
+    if (cli->json) {
+        json_object *o = json_object_new_object();
+        cli_json_str(o, "kind", kind);
+        cli_json_str(o, "tenant", tenant);
+        cli_json_str(o, "name", name);
+        cli_json_str(o, "key_id", id);
+        cli_json_str(o, "dep_id", dep);
+        cli_json_str(o, "workload", info.workload);
+        cli_json_str(o, "request_id", rid);
+        cli_json_put(o);
+    } else {
+        printf("%s '%s' created under DEP %s (%s, key %s)\n", kind, name,
+               dep, info.workload, id);
+    }
+    return CLI_OK;
+}
+
+static int cmd_mailbox_create(struct cli *cli, int argc, char **argv)
+{
+    return tier_create(cli, argc, argv, "mailbox");
+}
+
+static int cmd_site_create(struct cli *cli, int argc, char **argv)
+{
+    return tier_create(cli, argc, argv, "site");
+}
+
+static int cmd_status(struct cli *cli, int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"tenant", required_argument, NULL, OPT_TENANT},
+        {"mailbox", required_argument, NULL, OPT_MAILBOX},
+        {"site", required_argument, NULL, OPT_SITE},
+        {"workload", required_argument, NULL, OPT_WORKLOAD},
+        {0},
+    };
+    const char *tenant = NULL, *mailbox = NULL, *site = NULL, *wl = NULL;
+    int c;
+    while ((c = cli_getopt(cli, argc, argv, "", opts)) != -1) {
+        switch (c) {
+        case OPT_TENANT: tenant = optarg; break;
+        case OPT_MAILBOX: mailbox = optarg; break;
+        case OPT_SITE: site = optarg; break;
+        case OPT_WORKLOAD: wl = optarg; break;
+        default: return cli_usage_error(cli, "unknown option %s", argv[optind - 1]);
+        }
+    }
+    if (optind != argc)
+        return cli_usage_error(cli, "unexpected argument '%s'", argv[optind]);
+    if (tenant == NULL)
+        return cli_usage_error(cli, "--tenant is required");
+    if (mailbox != NULL && site != NULL)
+        return cli_usage_error(cli, "--mailbox and --site exclude each other");
+    keytier_ctx *ctx;
+    int rc = cli_ctx(cli, &ctx);
+    if (rc != CLI_OK)
+        return rc;
+    if (mailbox == NULL && site == NULL) {
+        /* The tenant: its DEPs and their states. */
+        keytier_dep_info *list = NULL;
+        size_t n = 0;
+        keytier_err e = keytier_dep_list(ctx, tenant, wl, &list, &n);
+        if (e != KEYTIER_OK)
+            return cli_fail_lib(cli, e);
+        if (cli->json) {
+            json_object *o = json_object_new_object();
+            json_object *deps = json_object_new_array();
+            cli_json_str(o, "tenant", tenant);
+            for (size_t i = 0; i < n; i++) {
+                json_object *d = json_object_new_object();
+                cli_json_str(d, "dep_id", list[i].dep_id);
+                cli_json_str(d, "policy_id", list[i].policy_id);
+                cli_json_str(d, "workload", list[i].workload);
+                cli_json_str(d, "state", cli_dep_state_name(list[i].state));
+                json_object_array_add(deps, d);
+            }
+            json_object_object_add(o, "deps", deps);
+            cli_json_put(o);
+        } else {
+            printf("tenant %s: %zu DEP%s\n", tenant, n, n == 1 ? "" : "s");
+            for (size_t i = 0; i < n; i++)
+                printf("  %s (policy %s) %s: %s\n", list[i].dep_id,
+                       list[i].policy_id, list[i].workload,
+                       cli_dep_state_name(list[i].state));
+        }
+        keytier_dep_list_free(list);
+        return CLI_OK;
+    }
+    const char *kind = mailbox ? "mailbox" : "site";
+    const char *name = mailbox ? mailbox : site;
+    if (wl == NULL)
+        wl = mailbox ? "Exchange" : "SharePoint";
+    keytier_status st;
+    keytier_err e = keytier_status_get(ctx, tenant, wl, name, &st);
+    if (e != KEYTIER_OK)
+        return cli_fail_lib(cli, e);
+    if (cli->json) {
+        json_object *o = json_object_new_object();
+        cli_json_str(o, "tenant", tenant);
+        cli_json_str(o, "kind", kind);
+        cli_json_str(o, "name", name);
+        cli_json_str(o, "workload", wl);
+        json_object_object_add(o, "encrypted",
+                               json_object_new_boolean(st.encrypted));
+        if (st.encrypted) {
+            cli_json_str(o, "dep_id", st.dep_id);
+            cli_json_str(o, "policy_id", st.policy_id);
+            cli_json_str(o, "key_id", st.key_id);
+            cli_json_str(o, "dep_state", cli_dep_state_name(st.dep_state));
+        }
+        cli_json_put(o);
+    } else if (st.encrypted) {
+        printf("%s '%s' (%s): encrypted under DEP %s (policy %s), DEP %s\n",
+               kind, name, wl, st.dep_id, st.policy_id,
+               cli_dep_state_name(st.dep_state));
+    } else {
+        printf("%s '%s' (%s): not encrypted under a customer key\n", kind,
+               name, wl);
+    }
+    return CLI_OK;
+}
+
+const struct cli_cmd cli_tier_cmds[] = {
+    {"mailbox", "create", "create a mailbox key under a DEP (mail shape)",
+     "usage: keytier mailbox create --tenant T --dep ID [--request-id R] NAME\n"
+     "\n"
+     "Opens the DEP key (through a customer key, DESIGN.md fallback rule)\n"
+     "and creates mailbox NAME's key under it; items are then encrypted\n"
+     "under the mailbox key (keytier encrypt --mailbox NAME).\n"
+     "JSON: {kind, tenant, name, key_id, dep_id, workload, request_id}\n",
+     cmd_mailbox_create},
+    {"site", "create", "create a site key under a DEP (files shape)",
+     "usage: keytier site create --tenant T --dep ID [--request-id R] NAME\n"
+     "\n"
+     "Creates site NAME's key under the DEP key; each blob gets its own\n"
+     "blob key under the site key (keytier encrypt --site NAME --blob B).\n"
+     "JSON: {kind, tenant, name, key_id, dep_id, workload, request_id}\n",
+     cmd_site_create},
+    {"status", NULL, "is a mailbox or site encrypted, under which DEP",
+     "usage: keytier status --tenant T [--mailbox M | --site S] [--workload W]\n"
+     "\n"
+     "With --mailbox or --site: whether the name is encrypted under a\n"
+     "customer-key DEP, its DEP id, policy id and DEP state (workload\n"
+     "default: Exchange for mailboxes, SharePoint for sites). Without: the\n"
+     "tenant's DEPs and their states.\n"
+     "JSON: {tenant, kind, name, workload, encrypted, dep_id, policy_id,\n"
+     "key_id, dep_state} or {tenant, deps: [{dep_id, policy_id, workload,\n"
+     "state}]}\n",
+     cmd_status},
+    {0},
+};
