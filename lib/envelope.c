@@ -228,13 +228,15 @@ static keytier_err kt_header_parse(const uint8_t *buf, size_t len,
     return KEYTIER_OK;
 }
 
-/* The header names this key and commits to it. */
+/* The header names this key and commits to it.  lifecycle: the DEP id is
+ * the DEP the key was under when sealing; a key migrated to another DEP
+ * (keytier_assign) keeps its id and still opens its envelopes, so the DEP
+ * id is not compared here (it stays authenticated: the header is AAD). */
 static keytier_err kt_header_check(const keytier_key *key,
                                    const struct kt_env_parsed *p)
 {
     size_t tl = strlen(key->info.tenant);
     if (p->tenant_len != tl || memcmp(p->tenant, key->info.tenant, tl) != 0 ||
-        memcmp(p->dep_id, key->dep_id_bin, KT_UUID_BYTES) != 0 ||
         memcmp(p->key_id, key->key_id_bin, KT_UUID_BYTES) != 0)
         return kt_err(KEYTIER_E_WRONG_KEY, "envelope names another key than %s",
                       key->info.key_id);

@@ -229,4 +229,19 @@ unsigned kt_shape_depth(enum kt_shape shape);
 KT_MUST_CHECK keytier_err kt_envelope_key_init(keytier_key *key);
 void kt_envelope_key_free(keytier_key *key);
 
+/* ---- lifecycle (lifecycle.c, migrate.c, secrets.c) -------------------- */
+
+/* Wraps (enc) `key` into r->wrapped under kek with r's ids as AAD, or
+ * unwraps r->wrapped into `key` (KT_KEY_SIZE + 16 bytes of room). */
+KT_MUST_CHECK keytier_err kt_tier_gcm(const kt_secret *kek,
+                                      struct kt_key_rec *r, kt_secret *key,
+                                      int enc);
+/* Appends a lifecycle audit record to the context's audit log. */
+struct json_object;
+KT_MUST_CHECK keytier_err kt_lc_audit(keytier_ctx *ctx, const char *activity,
+                                      const struct kt_dep_rec *dep,
+                                      struct json_object *fields);
+/* Seconds since the epoch; tests of rollover may move it (internal). */
+extern int64_t (*kt_lc_clock)(void);
+
 #endif /* KT_LIB_H */

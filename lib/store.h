@@ -100,4 +100,117 @@ KT_MUST_CHECK keytier_err kt_store_key_list(struct kt_store *st,
                                             struct kt_key_rec **out,
                                             size_t *count);
 
+/* ==== lifecycle: rolls, migrations, purge, keysets (lib/lifecycle.c,
+ * migrate.c, secrets.c) ================================================= */
+
+/* A roll: the new copy of slot's wrapped DEP key waits in dep_roll (state
+ * ROLLING) until it has been read back; then one transaction moves it into
+ * dep_roots (commit) or drops it (abort), back to REGISTERED. */
+KT_MUST_CHECK keytier_err kt_store_roll_begin(struct kt_store *st,
+                                              const char *dep_id, int slot,
+                                              const struct kt_root_rec *pending,
+                                              int64_t now);
+KT_MUST_CHECK keytier_err kt_store_roll_get(struct kt_store *st,
+                                            const char *dep_id, int *slot,
+                                            struct kt_root_rec *out);
+KT_MUST_CHECK keytier_err kt_store_roll_end(struct kt_store *st,
+                                            const char *dep_id, bool commit);
+/* Deletes every wrapped copy and tier key of the tenant and marks its DEPs
+ * PURGED, in one transaction (secure_delete, WAL truncated after). */
+KT_MUST_CHECK keytier_err kt_store_tenant_purge(struct kt_store *st,
+                                                const char *tenant,
+                                                size_t *keys);
+
+struct kt_mig_rec {
+    char migration_id[KEYTIER_ID_SIZE];
+    char tenant[KEYTIER_TENANT_MAX + 1];
+    char workload[KEYTIER_WORKLOAD_MAX + 1];
+    char target_dep[KEYTIER_ID_SIZE];
+    char scope[KEYTIER_NAME_MAX + 8]; /* "all", "name:N", "dep:ID" */
+    char operation[32];               /* "migrate" or "recover" */
+    int state;                        /* 0 running, 1 done */
+    int64_t created;
+    uint64_t total, done;
+};
+
+/* One row change of a migration batch.  `item` marks a level-1 key (its
+ * migration item is marked done with it); the rows after it up to the next
+ * item are its subtree.  `gone`: the key no longer exists. */
+struct kt_mig_update {
+    char key_id[KEYTIER_ID_SIZE];
+    char old_dep[KEYTIER_ID_SIZE];
+    char dep_id[KEYTIER_ID_SIZE];
+    char parent_id[KEYTIER_ID_SIZE];
+    uint8_t wrapped[KT_TIER_WRAPPED_SIZE];
+    bool item, gone;
+};
+
+KT_MUST_CHECK keytier_err kt_store_mig_create(struct kt_store *st,
+                                              const struct kt_mig_rec *m,
+                                              size_t *total);
+KT_MUST_CHECK keytier_err kt_store_mig_add(struct kt_store *st,
+                                           const struct kt_mig_rec *m,
+                                           size_t *added);
+KT_MUST_CHECK keytier_err kt_store_mig_get(struct kt_store *st, const char *id,
+                                           struct kt_mig_rec *out);
+KT_MUST_CHECK keytier_err kt_store_mig_list(struct kt_store *st,
+                                            const char *tenant,
+                                            struct kt_mig_rec **out,
+                                            size_t *count);
+KT_MUST_CHECK keytier_err kt_store_mig_todo(struct kt_store *st, const char *id,
+                                            size_t max,
+                                            char (*ids)[KEYTIER_ID_SIZE],
+                                            size_t *n);
+/* Applies a batch in one transaction; a row whose dep_id is no longer
+ * old_dep is skipped with its subtree (its item stays to do). */
+KT_MUST_CHECK keytier_err kt_store_mig_apply(struct kt_store *st,
+                                             const char *id,
+                                             const struct kt_mig_update *u,
+                                             size_t n, size_t *applied);
+KT_MUST_CHECK keytier_err kt_store_mig_finish(struct kt_store *st,
+                                              const char *id,
+                                              const char *target_dep);
+
+#define KT_KEYSET_NAME_MAX 128
+
+struct kt_keyset_rec {
+    char name[KT_KEYSET_NAME_MAX + 1];
+    char root_uri[KEYTIER_URI_MAX];
+    int64_t rollover_after, retire_after; /* seconds */
+    int64_t created;
+};
+
+struct kt_ks_key_rec {
+    char name[KT_KEYSET_NAME_MAX + 1];
+    uint32_t version;
+    char mech[32];
+    uint8_t wrapped[KT_WRAPPED_MAX];
+    size_t wrapped_len; /* 0 once retired */
+    int64_t created, archived;
+    int state; /* 0 current, 1 archived, 2 retired */
+};
+
+KT_MUST_CHECK keytier_err kt_store_keyset_insert(
+    struct kt_store *st, const struct kt_keyset_rec *ks,
+    const struct kt_ks_key_rec *first);
+KT_MUST_CHECK keytier_err kt_store_keyset_get(struct kt_store *st,
+                                              const char *name,
+                                              struct kt_keyset_rec *out);
+KT_MUST_CHECK keytier_err kt_store_ks_key_get(struct kt_store *st,
+                                              const char *name,
+                                              uint32_t version,
+                                              struct kt_ks_key_rec *out);
+/* Archives `current` and inserts `next` as current; KEYTIER_E_EXISTS when
+ * `current` was not current any more. */
+KT_MUST_CHECK keytier_err kt_store_ks_rollover(struct kt_store *st,
+                                               uint32_t current,
+                                               const struct kt_ks_key_rec *next,
+                                               int64_t now);
+KT_MUST_CHECK keytier_err kt_store_ks_retire(struct kt_store *st,
+                                             const char *name,
+                                             int64_t archived_before,
+                                             uint32_t *versions, size_t max,
+                                             size_t *n);
+/* ==== end lifecycle ==================================================== */
+
 #endif /* KT_STORE_H */

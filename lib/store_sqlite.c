@@ -103,6 +103,46 @@ static const char *const kt_migrations[] = {
     /* 1 -> 2: counting a tenant's DEPs per workload (the DEP limit) without
      * a scan. */
     "CREATE INDEX deps_tenant_workload ON deps(tenant, workload, created);",
+    /* 2 -> 3 (lifecycle): the pending copy of a roll, migrations with
+     * per-key progress, keysets of service secrets. */
+    "CREATE TABLE IF NOT EXISTS dep_roll ("
+    "  dep_id TEXT PRIMARY KEY REFERENCES deps(dep_id),"
+    "  slot INTEGER NOT NULL CHECK (slot BETWEEN 0 AND 1),"
+    "  uri TEXT NOT NULL,"
+    "  mech TEXT NOT NULL,"
+    "  wrapped BLOB NOT NULL,"
+    "  started INTEGER NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS migrations ("
+    "  migration_id TEXT PRIMARY KEY,"
+    "  tenant TEXT NOT NULL,"
+    "  workload TEXT NOT NULL,"
+    "  target_dep TEXT NOT NULL REFERENCES deps(dep_id),"
+    "  scope TEXT NOT NULL,"
+    "  operation TEXT NOT NULL,"
+    "  state INTEGER NOT NULL,"
+    "  created INTEGER NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS migration_items ("
+    "  migration_id TEXT NOT NULL REFERENCES migrations(migration_id),"
+    "  key_id TEXT NOT NULL,"
+    "  done INTEGER NOT NULL DEFAULT 0,"
+    "  PRIMARY KEY (migration_id, key_id));"
+    "CREATE INDEX IF NOT EXISTS migration_items_todo ON migration_items(migration_id, done);"
+    "CREATE INDEX IF NOT EXISTS tier_keys_dep ON tier_keys(dep_id, level);"
+    "CREATE TABLE IF NOT EXISTS keysets ("
+    "  name TEXT PRIMARY KEY,"
+    "  root_uri TEXT NOT NULL,"
+    "  rollover_after INTEGER NOT NULL,"
+    "  retire_after INTEGER NOT NULL,"
+    "  created INTEGER NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS keyset_keys ("
+    "  name TEXT NOT NULL REFERENCES keysets(name),"
+    "  version INTEGER NOT NULL,"
+    "  mech TEXT NOT NULL,"
+    "  wrapped BLOB NOT NULL,"
+    "  created INTEGER NOT NULL,"
+    "  archived INTEGER,"
+    "  state INTEGER NOT NULL,"
+    "  PRIMARY KEY (name, version));",
 };
 
 #define KT_SCHEMA_LATEST ((int)(sizeof kt_migrations / sizeof kt_migrations[0]))
@@ -450,7 +490,9 @@ static keytier_err kt_dep_row(struct kt_store *st, sqlite3_stmt *q,
     }
     if (e == KEYTIER_OK && rc != SQLITE_DONE && rc != SQLITE_ROW)
         e = kt_store_fail(st, "read DEP roots");
-    if (e == KEYTIER_OK && seen != 7)
+    /* lifecycle: a purged DEP keeps its row, without wrapped copies. */
+    if (e == KEYTIER_OK && seen != 7 &&
+        !(seen == 0 && d->state == KEYTIER_DEP_PURGED))
         e = kt_err(KEYTIER_E_FORMAT, "DEP %s: missing wrapped copies",
                    d->dep_id);
     kt_done(st, r);
@@ -716,3 +758,710 @@ out:
     *count = n;
     return KEYTIER_OK;
 }
+
+/* ==== lifecycle: rolls, migrations, purge, keysets ======================
+ * Marked block (lifecycle) so lib-core and lifecycle edit different lines.
+ */
+
+/* Runs one statement with text binds (NULL: bind NULL) to completion. */
+static keytier_err kt_run(struct kt_store *st, const char *sql,
+                          const char *const *texts, size_t n, int64_t i1,
+                          const char *what)
+{
+    sqlite3_stmt *q;
+    if (kt_prep(st, sql, &q) != SQLITE_OK)
+        return kt_store_fail(st, what);
+    for (size_t i = 0; i < n; i++)
+        if (texts[i])
+            sqlite3_bind_text(q, (int)i + 1, texts[i], -1, SQLITE_STATIC);
+    if (sqlite3_bind_parameter_count(q) > (int)n)
+        sqlite3_bind_int64(q, (int)n + 1, i1);
+    int rc = sqlite3_step(q);
+    kt_done(st, q);
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW)
+        return kt_store_fail(st, what);
+    return KEYTIER_OK;
+}
+
+keytier_err kt_store_roll_begin(struct kt_store *st, const char *dep_id,
+                                int slot, const struct kt_root_rec *pending,
+                                int64_t now)
+{
+    sqlite3_stmt *q = NULL;
+    pthread_mutex_lock(&st->mu);
+    keytier_err e = kt_begin(st);
+    if (e != KEYTIER_OK)
+        goto out;
+    if (kt_prep(st,
+                "INSERT OR REPLACE INTO dep_roll(dep_id, slot, uri, mech, "
+                "wrapped, started) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                &q) != SQLITE_OK) {
+        e = kt_store_fail(st, "roll");
+        goto fail;
+    }
+    sqlite3_bind_text(q, 1, dep_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int(q, 2, slot);
+    sqlite3_bind_text(q, 3, pending->uri, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 4, pending->mech, -1, SQLITE_STATIC);
+    sqlite3_bind_blob(q, 5, pending->wrapped, (int)pending->wrapped_len,
+                      SQLITE_STATIC);
+    sqlite3_bind_int64(q, 6, now);
+    int rc = sqlite3_step(q);
+    kt_done(st, q);
+    if (rc != SQLITE_DONE) {
+        e = kt_store_fail(st, "roll");
+        goto fail;
+    }
+    const char *t[] = {dep_id};
+    e = kt_run(st, "UPDATE deps SET state = ?2 WHERE dep_id = ?1", t, 1,
+               KEYTIER_DEP_ROLLING, "roll");
+    if (e != KEYTIER_OK)
+        goto fail;
+    e = kt_commit(st);
+    goto out;
+fail:
+    kt_rollback(st);
+out:
+    pthread_mutex_unlock(&st->mu);
+    return e;
+}
+
+keytier_err kt_store_roll_get(struct kt_store *st, const char *dep_id,
+                              int *slot, struct kt_root_rec *out)
+{
+    sqlite3_stmt *q;
+    keytier_err e;
+    pthread_mutex_lock(&st->mu);
+    if (kt_prep(st,
+                "SELECT slot, uri, mech, wrapped FROM dep_roll WHERE "
+                "dep_id = ?1",
+                &q) != SQLITE_OK) {
+        e = kt_store_fail(st, "read roll");
+        goto out;
+    }
+    sqlite3_bind_text(q, 1, dep_id, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(q);
+    if (rc == SQLITE_ROW) {
+        memset(out, 0, sizeof *out);
+        *slot = sqlite3_column_int(q, 0);
+        kt_col_text(q, 1, out->uri, sizeof out->uri);
+        kt_col_text(q, 2, out->mech, sizeof out->mech);
+        e = kt_col_blob(q, 3, out->wrapped, sizeof out->wrapped,
+                        &out->wrapped_len)
+                ? KEYTIER_OK
+                : kt_err(KEYTIER_E_FORMAT, "DEP %s: pending copy", dep_id);
+    } else if (rc == SQLITE_DONE) {
+        e = kt_err(KEYTIER_E_NOT_FOUND, "DEP %s has no roll pending", dep_id);
+    } else {
+        e = kt_store_fail(st, "read roll");
+    }
+    kt_done(st, q);
+out:
+    pthread_mutex_unlock(&st->mu);
+    return e;
+}
+
+keytier_err kt_store_roll_end(struct kt_store *st, const char *dep_id,
+                              bool commit)
+{
+    const char *t[] = {dep_id};
+    pthread_mutex_lock(&st->mu);
+    keytier_err e = kt_begin(st);
+    if (e != KEYTIER_OK)
+        goto out;
+    if (commit) {
+        e = kt_run(st,
+                   "UPDATE dep_roots SET (uri, mech, wrapped) = "
+                   "(SELECT uri, mech, wrapped FROM dep_roll r WHERE "
+                   "r.dep_id = dep_roots.dep_id) WHERE dep_id = ?1 AND "
+                   "slot = (SELECT slot FROM dep_roll WHERE dep_id = ?1)",
+                   t, 1, 0, "roll");
+        if (e == KEYTIER_OK && sqlite3_changes(st->db) != 1)
+            e = kt_err(KEYTIER_E_NOT_FOUND, "DEP %s has no roll pending",
+                       dep_id);
+        if (e != KEYTIER_OK)
+            goto fail;
+    }
+    e = kt_run(st, "DELETE FROM dep_roll WHERE dep_id = ?1", t, 1, 0, "roll");
+    if (e == KEYTIER_OK)
+        e = kt_run(st,
+                   "UPDATE deps SET state = ?2 WHERE dep_id = ?1 AND "
+                   "state = 2",
+                   t, 1, KEYTIER_DEP_REGISTERED, "roll");
+    if (e != KEYTIER_OK)
+        goto fail;
+    e = kt_commit(st);
+    goto out;
+fail:
+    kt_rollback(st);
+out:
+    pthread_mutex_unlock(&st->mu);
+    return e;
+}
+
+keytier_err kt_store_tenant_purge(struct kt_store *st, const char *tenant,
+                                  size_t *keys)
+{
+    const char *t[] = {tenant};
+    pthread_mutex_lock(&st->mu);
+    /* Deleted pages are overwritten with zeros, and the WAL is emptied
+     * afterwards: the wrapped copies leave the file, not just the index. */
+    keytier_err e = kt_exec(st, "PRAGMA secure_delete = ON") == SQLITE_OK
+                        ? kt_begin(st)
+                        : kt_store_fail(st, "purge");
+    if (e != KEYTIER_OK)
+        goto out;
+    static const char *const sql[] = {
+        "DELETE FROM dep_roll WHERE dep_id IN "
+        "(SELECT dep_id FROM deps WHERE tenant = ?1)",
+        "DELETE FROM dep_roots WHERE dep_id IN "
+        "(SELECT dep_id FROM deps WHERE tenant = ?1)",
+        "DELETE FROM migration_items WHERE migration_id IN "
+        "(SELECT migration_id FROM migrations WHERE tenant = ?1)",
+        "DELETE FROM migrations WHERE tenant = ?1",
+        "DELETE FROM tier_keys WHERE tenant = ?1",
+        "UPDATE deps SET state = ?2 WHERE tenant = ?1",
+    };
+    *keys = 0;
+    for (size_t i = 0; i < sizeof sql / sizeof sql[0]; i++) {
+        e = kt_run(st, sql[i], t, 1, KEYTIER_DEP_PURGED, "purge");
+        if (e != KEYTIER_OK)
+            goto fail;
+        if (i == 4)
+            *keys = (size_t)sqlite3_changes(st->db);
+    }
+    e = kt_commit(st);
+    if (e == KEYTIER_OK)
+        kt_exec(st, "PRAGMA wal_checkpoint(TRUNCATE)");
+    goto out;
+fail:
+    kt_rollback(st);
+out:
+    pthread_mutex_unlock(&st->mu);
+    return e;
+}
+
+/* ---- migrations ---- */
+
+/* Adds to migration m every level-1 key of its tenant and workload that is
+ * not under its target DEP, restricted to one name or one source DEP. */
+static keytier_err kt_mig_add_locked(struct kt_store *st,
+                                     const struct kt_mig_rec *m,
+                                     size_t *added)
+{
+    sqlite3_stmt *q;
+    if (kt_prep(st,
+                "INSERT OR IGNORE INTO migration_items(migration_id, key_id) "
+                "SELECT ?1, key_id FROM tier_keys WHERE tenant = ?2 AND "
+                "workload = ?3 AND level = 1 AND dep_id != ?4 AND "
+                "(?5 IS NULL OR name = ?5) AND (?6 IS NULL OR dep_id = ?6)",
+                &q) != SQLITE_OK)
+        return kt_store_fail(st, "migration items");
+    sqlite3_bind_text(q, 1, m->migration_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 2, m->tenant, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 3, m->workload, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 4, m->target_dep, -1, SQLITE_STATIC);
+    if (!strncmp(m->scope, "name:", 5))
+        sqlite3_bind_text(q, 5, m->scope + 5, -1, SQLITE_STATIC);
+    if (!strncmp(m->scope, "dep:", 4))
+        sqlite3_bind_text(q, 6, m->scope + 4, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(q);
+    kt_done(st, q);
+    if (rc != SQLITE_DONE)
+        return kt_store_fail(st, "migration items");
+    *added = (size_t)sqlite3_changes(st->db);
+    return KEYTIER_OK;
+}
+
+keytier_err kt_store_mig_create(struct kt_store *st, const struct kt_mig_rec *m,
+                                size_t *total)
+{
+    sqlite3_stmt *q;
+    pthread_mutex_lock(&st->mu);
+    keytier_err e = kt_begin(st);
+    if (e != KEYTIER_OK)
+        goto out;
+    if (kt_prep(st,
+                "INSERT INTO migrations(migration_id, tenant, workload, "
+                "target_dep, scope, operation, state, created) VALUES "
+                "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                &q) != SQLITE_OK) {
+        e = kt_store_fail(st, "create migration");
+        goto fail;
+    }
+    sqlite3_bind_text(q, 1, m->migration_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 2, m->tenant, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 3, m->workload, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 4, m->target_dep, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 5, m->scope, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 6, m->operation, -1, SQLITE_STATIC);
+    sqlite3_bind_int(q, 7, m->state);
+    sqlite3_bind_int64(q, 8, m->created);
+    int rc = sqlite3_step(q);
+    kt_done(st, q);
+    if (rc != SQLITE_DONE) {
+        e = kt_store_fail(st, "create migration");
+        goto fail;
+    }
+    e = kt_mig_add_locked(st, m, total);
+    if (e != KEYTIER_OK)
+        goto fail;
+    const char *t[] = {m->target_dep};
+    e = kt_run(st,
+               "UPDATE deps SET state = ?2 WHERE dep_id = ?1 AND state = 1", t,
+               1, KEYTIER_DEP_MIGRATING, "create migration");
+    if (e != KEYTIER_OK)
+        goto fail;
+    e = kt_commit(st);
+    goto out;
+fail:
+    kt_rollback(st);
+out:
+    pthread_mutex_unlock(&st->mu);
+    return e;
+}
+
+keytier_err kt_store_mig_add(struct kt_store *st, const struct kt_mig_rec *m,
+                             size_t *added)
+{
+    pthread_mutex_lock(&st->mu);
+    keytier_err e = kt_mig_add_locked(st, m, added);
+    pthread_mutex_unlock(&st->mu);
+    return e;
+}
+
+#define KT_MIG_COLS                                                            \
+    "m.migration_id, m.tenant, m.workload, m.target_dep, m.scope, "            \
+    "m.operation, m.state, m.created, "                                        \
+    "(SELECT count(*) FROM migration_items i WHERE "                           \
+    " i.migration_id = m.migration_id), "                                      \
+    "(SELECT count(*) FROM migration_items i WHERE "                           \
+    " i.migration_id = m.migration_id AND i.done = 1)"
+
+static void kt_mig_row(sqlite3_stmt *q, struct kt_mig_rec *m)
+{
+    memset(m, 0, sizeof *m);
+    kt_col_text(q, 0, m->migration_id, sizeof m->migration_id);
+    kt_col_text(q, 1, m->tenant, sizeof m->tenant);
+    kt_col_text(q, 2, m->workload, sizeof m->workload);
+    kt_col_text(q, 3, m->target_dep, sizeof m->target_dep);
+    kt_col_text(q, 4, m->scope, sizeof m->scope);
+    kt_col_text(q, 5, m->operation, sizeof m->operation);
+    m->state = sqlite3_column_int(q, 6);
+    m->created = sqlite3_column_int64(q, 7);
+    m->total = (uint64_t)sqlite3_column_int64(q, 8);
+    m->done = (uint64_t)sqlite3_column_int64(q, 9);
+}
+
+keytier_err kt_store_mig_get(struct kt_store *st, const char *id,
+                             struct kt_mig_rec *out)
+{
+    sqlite3_stmt *q;
+    keytier_err e;
+    pthread_mutex_lock(&st->mu);
+    if (kt_prep(st,
+                "SELECT " KT_MIG_COLS " FROM migrations m WHERE "
+                "m.migration_id = ?1",
+                &q) != SQLITE_OK) {
+        e = kt_store_fail(st, "read migration");
+        goto out;
+    }
+    sqlite3_bind_text(q, 1, id, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(q);
+    if (rc == SQLITE_ROW) {
+        kt_mig_row(q, out);
+        e = KEYTIER_OK;
+    } else if (rc == SQLITE_DONE) {
+        e = kt_err(KEYTIER_E_NOT_FOUND, "migration %s", id);
+    } else {
+        e = kt_store_fail(st, "read migration");
+    }
+    kt_done(st, q);
+out:
+    pthread_mutex_unlock(&st->mu);
+    return e;
+}
+
+keytier_err kt_store_mig_list(struct kt_store *st, const char *tenant,
+                              struct kt_mig_rec **out, size_t *count)
+{
+    sqlite3_stmt *q;
+    keytier_err e = KEYTIER_OK;
+    struct kt_mig_rec *list = NULL;
+    size_t n = 0, cap = 0;
+    pthread_mutex_lock(&st->mu);
+    if (kt_prep(st,
+                "SELECT " KT_MIG_COLS " FROM migrations m WHERE "
+                "m.tenant = ?1 ORDER BY m.created, m.rowid",
+                &q) != SQLITE_OK) {
+        e = kt_store_fail(st, "list migrations");
+        goto out;
+    }
+    sqlite3_bind_text(q, 1, tenant, -1, SQLITE_STATIC);
+    int rc;
+    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+        if (n == cap) {
+            size_t ncap = cap ? cap * 2 : 4;
+            struct kt_mig_rec *nl = reallocarray(list, ncap, sizeof *nl);
+            if (nl == NULL) {
+                e = kt_err(KEYTIER_E_NOMEM, NULL);
+                break;
+            }
+            list = nl;
+            cap = ncap;
+        }
+        kt_mig_row(q, &list[n++]);
+    }
+    if (e == KEYTIER_OK && rc != SQLITE_DONE)
+        e = kt_store_fail(st, "list migrations");
+    kt_done(st, q);
+out:
+    pthread_mutex_unlock(&st->mu);
+    if (e != KEYTIER_OK) {
+        free(list);
+        return e;
+    }
+    *out = list;
+    *count = n;
+    return KEYTIER_OK;
+}
+
+keytier_err kt_store_mig_todo(struct kt_store *st, const char *id, size_t max,
+                              char (*ids)[KEYTIER_ID_SIZE], size_t *n)
+{
+    sqlite3_stmt *q;
+    keytier_err e = KEYTIER_OK;
+    *n = 0;
+    pthread_mutex_lock(&st->mu);
+    if (kt_prep(st,
+                "SELECT key_id FROM migration_items WHERE migration_id = ?1 "
+                "AND done = 0 LIMIT ?2",
+                &q) != SQLITE_OK) {
+        e = kt_store_fail(st, "migration items");
+        goto out;
+    }
+    sqlite3_bind_text(q, 1, id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(q, 2, (sqlite3_int64)max);
+    int rc;
+    while ((rc = sqlite3_step(q)) == SQLITE_ROW && *n < max)
+        kt_col_text(q, 0, ids[(*n)++], KEYTIER_ID_SIZE);
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW)
+        e = kt_store_fail(st, "migration items");
+    kt_done(st, q);
+out:
+    pthread_mutex_unlock(&st->mu);
+    return e;
+}
+
+keytier_err kt_store_mig_apply(struct kt_store *st, const char *id,
+                               const struct kt_mig_update *u, size_t n,
+                               size_t *applied)
+{
+    sqlite3_stmt *q = NULL;
+    bool skip = false;
+    *applied = 0;
+    pthread_mutex_lock(&st->mu);
+    keytier_err e = kt_begin(st);
+    if (e != KEYTIER_OK)
+        goto out;
+    for (size_t i = 0; i < n; i++) {
+        if (u[i].item)
+            skip = false;
+        if (skip)
+            continue;
+        if (u[i].gone) {
+            /* The key was deleted since the item was listed. */
+        } else {
+            if (kt_prep(st,
+                        "UPDATE tier_keys SET dep_id = ?2, parent_id = ?3, "
+                        "wrapped = ?4 WHERE key_id = ?1 AND dep_id = ?5",
+                        &q) != SQLITE_OK) {
+                e = kt_store_fail(st, "migrate key");
+                goto fail;
+            }
+            sqlite3_bind_text(q, 1, u[i].key_id, -1, SQLITE_STATIC);
+            sqlite3_bind_text(q, 2, u[i].dep_id, -1, SQLITE_STATIC);
+            sqlite3_bind_text(q, 3, u[i].parent_id, -1, SQLITE_STATIC);
+            sqlite3_bind_blob(q, 4, u[i].wrapped, sizeof u[i].wrapped,
+                              SQLITE_STATIC);
+            sqlite3_bind_text(q, 5, u[i].old_dep, -1, SQLITE_STATIC);
+            int rc = sqlite3_step(q);
+            kt_done(st, q);
+            if (rc != SQLITE_DONE) {
+                e = kt_store_fail(st, "migrate key");
+                goto fail;
+            }
+            if (sqlite3_changes(st->db) == 0) {
+                /* Moved by another run since we read it: its subtree is
+                 * left alone and the item stays to do. */
+                skip = u[i].item;
+                continue;
+            }
+        }
+        if (u[i].item) {
+            const char *t[] = {id, u[i].key_id};
+            e = kt_run(st,
+                       "UPDATE migration_items SET done = 1 WHERE "
+                       "migration_id = ?1 AND key_id = ?2",
+                       t, 2, 0, "migrate key");
+            if (e != KEYTIER_OK)
+                goto fail;
+            (*applied)++;
+        }
+    }
+    e = kt_commit(st);
+    goto out;
+fail:
+    kt_rollback(st);
+    *applied = 0;
+out:
+    pthread_mutex_unlock(&st->mu);
+    return e;
+}
+
+keytier_err kt_store_mig_finish(struct kt_store *st, const char *id,
+                                const char *target_dep)
+{
+    const char *t[] = {id};
+    const char *d[] = {target_dep};
+    pthread_mutex_lock(&st->mu);
+    keytier_err e = kt_begin(st);
+    if (e == KEYTIER_OK)
+        e = kt_run(st, "UPDATE migrations SET state = ?2 WHERE "
+                       "migration_id = ?1",
+                   t, 1, 1, "finish migration");
+    /* The target leaves `migrating` once no other migration to it runs. */
+    if (e == KEYTIER_OK)
+        e = kt_run(st,
+                   "UPDATE deps SET state = ?2 WHERE dep_id = ?1 AND "
+                   "state = 3 AND NOT EXISTS (SELECT 1 FROM migrations WHERE "
+                   "target_dep = ?1 AND state = 0)",
+                   d, 1, KEYTIER_DEP_REGISTERED, "finish migration");
+    if (e == KEYTIER_OK)
+        e = kt_commit(st);
+    else
+        kt_rollback(st);
+    pthread_mutex_unlock(&st->mu);
+    return e;
+}
+
+/* ---- keysets ---- */
+
+static keytier_err kt_store_ks_key_insert_locked(struct kt_store *st,
+                                                 const struct kt_ks_key_rec *k)
+{
+    sqlite3_stmt *q;
+    if (kt_prep(st,
+                "INSERT INTO keyset_keys(name, version, mech, wrapped, "
+                "created, archived, state) VALUES (?1, ?2, ?3, ?4, ?5, NULL, "
+                "0)",
+                &q) != SQLITE_OK)
+        return kt_store_fail(st, "keyset key");
+    sqlite3_bind_text(q, 1, k->name, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(q, 2, k->version);
+    sqlite3_bind_text(q, 3, k->mech, -1, SQLITE_STATIC);
+    sqlite3_bind_blob(q, 4, k->wrapped, (int)k->wrapped_len, SQLITE_STATIC);
+    sqlite3_bind_int64(q, 5, k->created);
+    int rc = sqlite3_step(q);
+    kt_done(st, q);
+    if (rc != SQLITE_DONE)
+        return kt_store_fail(st, "keyset key");
+    return KEYTIER_OK;
+}
+
+keytier_err kt_store_keyset_insert(struct kt_store *st,
+                                   const struct kt_keyset_rec *ks,
+                                   const struct kt_ks_key_rec *first)
+{
+    sqlite3_stmt *q;
+    pthread_mutex_lock(&st->mu);
+    keytier_err e = kt_begin(st);
+    if (e != KEYTIER_OK)
+        goto out;
+    if (kt_prep(st,
+                "INSERT INTO keysets(name, root_uri, rollover_after, "
+                "retire_after, created) VALUES (?1, ?2, ?3, ?4, ?5)",
+                &q) != SQLITE_OK) {
+        e = kt_store_fail(st, "create keyset");
+        goto fail;
+    }
+    sqlite3_bind_text(q, 1, ks->name, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 2, ks->root_uri, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(q, 3, ks->rollover_after);
+    sqlite3_bind_int64(q, 4, ks->retire_after);
+    sqlite3_bind_int64(q, 5, ks->created);
+    int rc = sqlite3_step(q);
+    bool dup = rc != SQLITE_DONE && sqlite3_extended_errcode(st->db) ==
+                                        SQLITE_CONSTRAINT_PRIMARYKEY;
+    kt_done(st, q);
+    if (rc != SQLITE_DONE) {
+        e = dup ? kt_err(KEYTIER_E_EXISTS, "keyset %s", ks->name)
+                : kt_store_fail(st, "create keyset");
+        goto fail;
+    }
+    e = kt_store_ks_key_insert_locked(st, first);
+    if (e != KEYTIER_OK)
+        goto fail;
+    e = kt_commit(st);
+    goto out;
+fail:
+    kt_rollback(st);
+out:
+    pthread_mutex_unlock(&st->mu);
+    return e;
+}
+
+keytier_err kt_store_keyset_get(struct kt_store *st, const char *name,
+                                struct kt_keyset_rec *out)
+{
+    sqlite3_stmt *q;
+    keytier_err e;
+    pthread_mutex_lock(&st->mu);
+    if (kt_prep(st,
+                "SELECT name, root_uri, rollover_after, retire_after, created "
+                "FROM keysets WHERE name = ?1",
+                &q) != SQLITE_OK) {
+        e = kt_store_fail(st, "read keyset");
+        goto out;
+    }
+    sqlite3_bind_text(q, 1, name, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(q);
+    if (rc == SQLITE_ROW) {
+        memset(out, 0, sizeof *out);
+        kt_col_text(q, 0, out->name, sizeof out->name);
+        kt_col_text(q, 1, out->root_uri, sizeof out->root_uri);
+        out->rollover_after = sqlite3_column_int64(q, 2);
+        out->retire_after = sqlite3_column_int64(q, 3);
+        out->created = sqlite3_column_int64(q, 4);
+        e = KEYTIER_OK;
+    } else if (rc == SQLITE_DONE) {
+        e = kt_err(KEYTIER_E_NOT_FOUND, "keyset %s", name);
+    } else {
+        e = kt_store_fail(st, "read keyset");
+    }
+    kt_done(st, q);
+out:
+    pthread_mutex_unlock(&st->mu);
+    return e;
+}
+
+/* version 0: the current key. */
+keytier_err kt_store_ks_key_get(struct kt_store *st, const char *name,
+                                uint32_t version, struct kt_ks_key_rec *out)
+{
+    sqlite3_stmt *q;
+    keytier_err e;
+    pthread_mutex_lock(&st->mu);
+    if (kt_prep(st,
+                "SELECT name, version, mech, wrapped, created, "
+                "coalesce(archived, 0), state FROM keyset_keys WHERE "
+                "name = ?1 AND ((?2 = 0 AND state = 0) OR version = ?2)",
+                &q) != SQLITE_OK) {
+        e = kt_store_fail(st, "read keyset key");
+        goto out;
+    }
+    sqlite3_bind_text(q, 1, name, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(q, 2, version);
+    int rc = sqlite3_step(q);
+    if (rc == SQLITE_ROW) {
+        memset(out, 0, sizeof *out);
+        kt_col_text(q, 0, out->name, sizeof out->name);
+        out->version = (uint32_t)sqlite3_column_int64(q, 1);
+        kt_col_text(q, 2, out->mech, sizeof out->mech);
+        out->created = sqlite3_column_int64(q, 4);
+        out->archived = sqlite3_column_int64(q, 5);
+        out->state = sqlite3_column_int(q, 6);
+        e = kt_col_blob(q, 3, out->wrapped, sizeof out->wrapped,
+                        &out->wrapped_len)
+                ? KEYTIER_OK
+                : kt_err(KEYTIER_E_FORMAT, "keyset %s: wrapped key", name);
+    } else if (rc == SQLITE_DONE) {
+        e = kt_err(KEYTIER_E_NOT_FOUND, "keyset %s has no key version %u",
+                   name, (unsigned)version);
+    } else {
+        e = kt_store_fail(st, "read keyset key");
+    }
+    kt_done(st, q);
+out:
+    pthread_mutex_unlock(&st->mu);
+    return e;
+}
+
+keytier_err kt_store_ks_rollover(struct kt_store *st, uint32_t current,
+                                 const struct kt_ks_key_rec *next, int64_t now)
+{
+    const char *t[] = {next->name};
+    char cur[16];
+    snprintf(cur, sizeof cur, "%u", (unsigned)current);
+    const char *t2[] = {next->name, cur};
+    pthread_mutex_lock(&st->mu);
+    keytier_err e = kt_begin(st);
+    if (e != KEYTIER_OK)
+        goto out;
+    /* Only if `current` is still current: two processes rolling at once
+     * make one new version, not two. */
+    e = kt_run(st,
+               "UPDATE keyset_keys SET state = 1, archived = ?3 WHERE "
+               "name = ?1 AND version = CAST(?2 AS INTEGER) AND state = 0",
+               t2, 2, now, "keyset rollover");
+    if (e != KEYTIER_OK)
+        goto fail;
+    if (sqlite3_changes(st->db) != 1) {
+        e = kt_err(KEYTIER_E_EXISTS, "keyset %s was rolled over already",
+                   next->name);
+        goto fail;
+    }
+    (void)t;
+    e = kt_store_ks_key_insert_locked(st, next);
+    if (e != KEYTIER_OK)
+        goto fail;
+    e = kt_commit(st);
+    goto out;
+fail:
+    kt_rollback(st);
+out:
+    pthread_mutex_unlock(&st->mu);
+    return e;
+}
+
+keytier_err kt_store_ks_retire(struct kt_store *st, const char *name,
+                               int64_t archived_before, uint32_t *versions,
+                               size_t max, size_t *n)
+{
+    sqlite3_stmt *q;
+    *n = 0;
+    pthread_mutex_lock(&st->mu);
+    keytier_err e = kt_exec(st, "PRAGMA secure_delete = ON") == SQLITE_OK
+                        ? kt_begin(st)
+                        : kt_store_fail(st, "retire");
+    if (e != KEYTIER_OK)
+        goto out;
+    /* Retired keys lose their wrapped copy: nothing can open under them. */
+    if (kt_prep(st,
+                "UPDATE keyset_keys SET state = 2, wrapped = x'' WHERE "
+                "name = ?1 AND state = 1 AND archived <= ?2 RETURNING version",
+                &q) != SQLITE_OK) {
+        e = kt_store_fail(st, "retire");
+        goto fail;
+    }
+    sqlite3_bind_text(q, 1, name, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(q, 2, archived_before);
+    int rc;
+    while ((rc = sqlite3_step(q)) == SQLITE_ROW)
+        if (*n < max)
+            versions[(*n)++] = (uint32_t)sqlite3_column_int64(q, 0);
+    kt_done(st, q);
+    if (rc != SQLITE_DONE) {
+        e = kt_store_fail(st, "retire");
+        goto fail;
+    }
+    e = kt_commit(st);
+    goto out;
+fail:
+    kt_rollback(st);
+    *n = 0;
+out:
+    pthread_mutex_unlock(&st->mu);
+    return e;
+}
+/* ==== end lifecycle ===================================================== */

@@ -47,8 +47,9 @@ static bool kt_tier_aad(const struct kt_key_rec *r, uint8_t *buf, size_t cap,
 
 #define KT_AAD_MAX 1024
 
-/* enc: wraps `key` into r->wrapped; !enc: unwraps r->wrapped into `key`. */
-static keytier_err kt_tier_gcm(const kt_secret *kek, struct kt_key_rec *r,
+/* enc: wraps `key` into r->wrapped; !enc: unwraps r->wrapped into `key`.
+ * (lifecycle: not static, migrate.c rewraps with it) */
+keytier_err kt_tier_gcm(const kt_secret *kek, struct kt_key_rec *r,
                                kt_secret *key, int enc)
 {
     uint8_t aad[KT_AAD_MAX];

@@ -85,7 +85,12 @@ extern "C" {
     X(KEYTIER_E_REVOKED, 40, "access revoked: the customer keys refused")      \
     X(KEYTIER_E_UNAVAILABLE, 41, "customer keys unavailable")                  \
     X(KEYTIER_E_AUDIT, 42, "audit log could not be written")                   \
-    X(KEYTIER_E_AUDIT_TAMPERED, 43, "audit log altered")
+    X(KEYTIER_E_AUDIT_TAMPERED, 43, "audit log altered")                      \
+    /* 60..69: lifecycle */                                                    \
+    X(KEYTIER_E_PURGED, 60, "tenant purged: its keys were destroyed")         \
+    X(KEYTIER_E_DEP_STATE, 61, "DEP state does not allow this operation")     \
+    X(KEYTIER_E_RETIRED, 62,                                                   \
+      "secret key retired: secrets protected under it cannot be opened")
 
 #define KEYTIER_ERROR_ENUM_(name, value, msg) name = value,
 typedef enum keytier_err {
@@ -484,6 +489,177 @@ KEYTIER_API KEYTIER_MUST_CHECK keytier_err
 keytier_audit_log_path(keytier_ctx *ctx, char *out, size_t cap);
 
 /* ==== end administration ================================================ */
+
+/* ==== lifecycle: roll, purge, assign/migrate, recover, secrets ==========
+ * (shared/DESIGN.md §2 "Lifecycle").  Kept in one block so the library
+ * areas edit different lines.  Every event below writes an audit record to
+ * the context's audit log.
+ */
+
+/*
+ * Rolls customer key `slot` (KEYTIER_ROOT_A or KEYTIER_ROOT_B) of a DEP to
+ * a new version of the root: a distinct key object named by new_root_uri
+ * (e.g. the same label with a new CKA_ID).  The DEP key is read (internal
+ * operation "roll"), wrapped under the new root and stored beside the old
+ * copy (DEP state ROLLING); once the stored new copy has been unwrapped by
+ * the token and matched, one store transaction replaces the old copy.  No
+ * data and no tier key is touched.  out may be NULL.
+ * Errors: KEYTIER_E_KEY_EXTRACTABLE, KEYTIER_E_KEY_USAGE (cannot wrap or
+ * unwrap), KEYTIER_E_KEY_TYPE, KEYTIER_E_SAME_TOKEN (in the other customer
+ * key's token), KEYTIER_E_KEY_NOT_FOUND, KEYTIER_E_EXISTS (already this
+ * key), KEYTIER_E_DEP_STATE (disabled, purged or migrating DEP),
+ * KEYTIER_E_MECHANISM, KEYTIER_E_DEP_NOT_FOUND, KEYTIER_E_WRONG_TENANT.
+ */
+KEYTIER_API KEYTIER_MUST_CHECK keytier_err
+keytier_dep_roll(keytier_ctx *ctx, const char *tenant, const char *dep_id,
+                 int slot, const char *new_root_uri, keytier_dep_info *out);
+
+#define KEYTIER_PURGE_CUSTOMER_KEYS 1u /* also destroy the customer roots */
+
+typedef struct keytier_purge_report {
+    size_t deps;                    /* DEPs purged by this call */
+    size_t avail_keys_destroyed;    /* availability key objects */
+    size_t customer_keys_destroyed; /* customer root objects */
+    size_t tier_keys_deleted;
+    size_t cache_entries_wiped;
+} keytier_purge_report;
+
+/*
+ * Purges a tenant that leaves (crypto-shredding): destroys the availability
+ * key of each of its DEPs in the service token, with
+ * KEYTIER_PURGE_CUSTOMER_KEYS also its customer roots (the configuration
+ * must hold those tokens' PINs), wipes its cached keys, then deletes every
+ * wrapped DEP-key copy and tier key of the tenant from the store (secure
+ * delete) and marks its DEPs PURGED.  Afterwards nothing of the tenant
+ * opens, for any request kind, in this process or another: opening a DEP
+ * key gives KEYTIER_E_PURGED, a tier key KEYTIER_E_NOT_FOUND.  Keys the
+ * caller still holds open (keytier_key) are the caller's to close.
+ * Safe to run again after a failure (keys already gone count as
+ * destroyed).  out may be NULL.  Errors: KEYTIER_E_TOKEN, KEYTIER_E_LOGIN,
+ * KEYTIER_E_PIN, KEYTIER_E_TOKEN_NOT_FOUND (nothing changed in the store).
+ */
+KEYTIER_API KEYTIER_MUST_CHECK keytier_err
+keytier_tenant_purge(keytier_ctx *ctx, const char *tenant, unsigned flags,
+                     keytier_purge_report *out);
+
+/* Progress of a migration (assign / recover). */
+typedef struct keytier_migration {
+    char migration_id[KEYTIER_ID_SIZE];
+    char tenant[KEYTIER_TENANT_MAX + 1];
+    char workload[KEYTIER_WORKLOAD_MAX + 1];
+    char target_dep_id[KEYTIER_ID_SIZE];
+    char scope[KEYTIER_NAME_MAX + 8]; /* "all", "name:NAME", "dep:ID" */
+    char operation[32];               /* "migrate" or "recover" */
+    int finished;
+    uint64_t done, total; /* mailbox / site keys */
+    double percent;       /* 100 * done / total (100 when total is 0) */
+    double rate;          /* keys per second in this run (0 if unknown) */
+    double eta_seconds;   /* time left at that rate (-1 if unknown) */
+} keytier_migration;
+
+/*
+ * Assigns DEP dep_id to mailbox/site `name` of the tenant's workload, or
+ * (name NULL) to all of them.  A name without a key yet gets its key under
+ * the DEP at once (out->total 0, finished).  Otherwise a migration is
+ * recorded (state of the DEP: MIGRATING) with one item per level-1 key not
+ * yet under the DEP; keytier_migrate_run does the rewrapping.
+ * Errors: KEYTIER_E_DEP_NOT_FOUND, KEYTIER_E_WRONG_TENANT, KEYTIER_E_ARGS
+ * (DEP of another workload), KEYTIER_E_DEP_STATE (disabled/purged/rolling).
+ */
+KEYTIER_API KEYTIER_MUST_CHECK keytier_err
+keytier_assign(keytier_ctx *ctx, const char *tenant, const char *workload,
+               const char *name, const char *dep_id, keytier_migration *out);
+
+/* Called after every batch; returning non-zero stops the run (resumable). */
+typedef int (*keytier_progress_fn)(void *arg, const keytier_migration *p);
+
+/*
+ * Runs (or resumes) a migration until it is finished or fn asks to stop:
+ * every key is unwrapped under its current DEP key and rewrapped under the
+ * target's (for the files shape, with the keys below it, whose ids bind the
+ * DEP), in batches, each batch one store transaction that also marks its
+ * items done - a process killed at any point loses no key and wraps none
+ * twice; the next run continues.  Readers keep working throughout: a key is
+ * always complete under exactly one DEP.  DEP keys are read as the
+ * internal operation named by the migration ("migrate", or "recover",
+ * which may use the availability key).  out (may be NULL) gets the final
+ * progress.  Errors: KEYTIER_E_NOT_FOUND (migration), errors reading DEP
+ * keys (KEYTIER_E_REVOKED, KEYTIER_E_UNAVAILABLE, ...).
+ */
+KEYTIER_API KEYTIER_MUST_CHECK keytier_err
+keytier_migrate_run(keytier_ctx *ctx, const char *migration_id,
+                    keytier_progress_fn fn, void *arg, keytier_migration *out);
+/* Progress as stored (rate and eta unknown). */
+KEYTIER_API KEYTIER_MUST_CHECK keytier_err
+keytier_migration_get(keytier_ctx *ctx, const char *tenant,
+                      const char *migration_id, keytier_migration *out);
+/* The tenant's migrations, oldest first; free with free(). */
+KEYTIER_API KEYTIER_MUST_CHECK keytier_err
+keytier_migration_list(keytier_ctx *ctx, const char *tenant,
+                       keytier_migration **out, size_t *count);
+
+/*
+ * Recovery when both customer keys of DEP old_dep_id are lost: creates a
+ * new DEP for the same tenant and workload from two new customer keys
+ * (checked as keytier_dep_create does) and records a migration
+ * (operation "recover") of every key under the old DEP; run it with
+ * keytier_migrate_run.  The old DEP key is then read through the
+ * availability key (audited fallback); when the migration finishes the old
+ * DEP is disabled.  new_dep and mig may be NULL.
+ */
+KEYTIER_API KEYTIER_MUST_CHECK keytier_err keytier_dep_recover(
+    keytier_ctx *ctx, const char *tenant, const char *old_dep_id,
+    const char *root_uri_a, const char *root_uri_b, keytier_dep_info *new_dep,
+    keytier_migration *mig);
+
+/*
+ * Secrets with rollover, for small service secrets (connected-account
+ * credentials...).  A keyset has one current key and archived older keys,
+ * each AES-256, stored only wrapped by a root key (AES: RFC 5649; RSA:
+ * OAEP SHA-256).  Protect uses the current key; the protected form names
+ * the keyset and key version:
+ *   "KTS1" | u8 name length | name | u32 version (big-endian) |
+ *   12-byte nonce | AES-256-GCM ciphertext | 16-byte tag
+ * with everything before the ciphertext, then the caller's aad, as GCM AAD.
+ * Rollover is automatic: at each protect, a current key older than
+ * rollover_after seconds is archived and a new one made.  Archived keys
+ * older than retire_after seconds (since archiving) are retired: their
+ * wrapped copy is deleted, and unprotecting a secret still under one fails
+ * with KEYTIER_E_RETIRED (the documented error: protect it again before
+ * retire_after).  0 disables either.
+ */
+typedef struct keytier_keyset_info {
+    char name[129];
+    char root_uri[KEYTIER_URI_MAX];
+    uint32_t current_version;
+    int64_t current_created;
+    int64_t rollover_after, retire_after;
+} keytier_keyset_info;
+
+KEYTIER_API KEYTIER_MUST_CHECK keytier_err keytier_keyset_create(
+    keytier_ctx *ctx, const char *name, const char *root_uri,
+    int64_t rollover_after, int64_t retire_after);
+KEYTIER_API KEYTIER_MUST_CHECK keytier_err keytier_keyset_get(
+    keytier_ctx *ctx, const char *name, keytier_keyset_info *out);
+/* Rolls over now (whatever the age); *version (may be NULL): the new one. */
+KEYTIER_API KEYTIER_MUST_CHECK keytier_err keytier_keyset_rollover(
+    keytier_ctx *ctx, const char *name, uint32_t *version);
+/* Automatic rollover and retirement by age, as protect does. */
+KEYTIER_API KEYTIER_MUST_CHECK keytier_err keytier_keyset_maintain(
+    keytier_ctx *ctx, const char *name, int *rolled, size_t *retired);
+/* *out is malloc'd (free with keytier_secret_free). */
+KEYTIER_API KEYTIER_MUST_CHECK keytier_err keytier_secret_protect(
+    keytier_ctx *ctx, const char *keyset, const void *aad, size_t aad_len,
+    const void *pt, size_t pt_len, uint8_t **out, size_t *out_len);
+/* Errors: KEYTIER_E_RETIRED, KEYTIER_E_NOT_FOUND (no such keyset or
+ * version), KEYTIER_E_FORMAT, KEYTIER_E_AUTH (altered, or other aad). */
+KEYTIER_API KEYTIER_MUST_CHECK keytier_err keytier_secret_unprotect(
+    keytier_ctx *ctx, const char *keyset, const void *aad, size_t aad_len,
+    const void *env, size_t env_len, uint8_t **out, size_t *out_len);
+/* Wipes and frees a buffer from protect/unprotect; NULL-safe. */
+KEYTIER_API void keytier_secret_free(uint8_t *buf, size_t len);
+
+/* ==== end lifecycle ===================================================== */
 
 #ifdef __cplusplus
 }

@@ -178,8 +178,14 @@ static keytier_err expected_flip(const uint8_t *env, size_t len, size_t i)
     if (i == 11) /* tenant length: out of range, or another tenant */
         return env[11] == 0 || env[11] > 128 ? KEYTIER_E_FORMAT
                                              : KEYTIER_E_WRONG_KEY;
+    if (i < 12 + 5)
+        return KEYTIER_E_WRONG_KEY; /* tenant */
+    /* lifecycle: the DEP id (the DEP at sealing time) is not compared with
+     * the key's current DEP (migrations); it is authenticated as AAD. */
+    if (i < 12 + 5 + 16)
+        return KEYTIER_E_AUTH;
     if (i < 12 + 5 + 32)
-        return KEYTIER_E_WRONG_KEY; /* tenant, DEP id, key id */
+        return KEYTIER_E_WRONG_KEY; /* key id */
     if (i < 12 + 5 + 32 + 12)
         return KEYTIER_E_AUTH; /* nonce */
     if (i < HDR)

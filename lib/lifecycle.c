@@ -1,0 +1,378 @@
+/*
+ * Key lifecycle (shared/DESIGN.md §2 "Lifecycle"): rolling a customer root
+ * and purging a tenant.  Assign/migrate/recover are in migrate.c, secrets
+ * with rollover in secrets.c.  Every event is an audit record.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <json-c/json.h>
+
+#include "audit.h"
+#include "p11call.h"
+
+static int64_t kt_lc_time(void)
+{
+    return (int64_t)time(NULL);
+}
+
+int64_t (*kt_lc_clock)(void) = kt_lc_time;
+
+/* ---- audit ------------------------------------------------------------ */
+
+keytier_err kt_lc_audit(keytier_ctx *ctx, const char *activity,
+                        const struct kt_dep_rec *dep, json_object *fields)
+{
+    char path[4096];
+    kt_audit *a = NULL;
+    json_object *o = fields ? fields : json_object_new_object();
+    if (o == NULL)
+        return kt_err(KEYTIER_E_NOMEM, "audit record");
+    if (dep != NULL) {
+        json_object_object_add(o, "Workload",
+                               json_object_new_string(dep->workload));
+        json_object_object_add(o, "OrganizationId",
+                               json_object_new_string(dep->tenant));
+        json_object_object_add(o, "DataEncryptionPolicyId",
+                               json_object_new_string(dep->dep_id));
+        json_object_object_add(o, "PolicyId",
+                               json_object_new_string(dep->policy_id));
+    }
+    /* keytier_audit_log_path clears the thread's error: keep ours. */
+    keytier_err e = keytier_audit_log_path(ctx, path, sizeof path);
+    if (e == KEYTIER_OK)
+        e = kt_audit_open(path, &a);
+    if (e != KEYTIER_OK) {
+        json_object_put(o);
+        return e;
+    }
+    /* A handle of our own: appends take an exclusive flock, so the chain
+     * stays whole beside the availability machinery's handle. */
+    e = kt_audit_append(a, activity, o, NULL);
+    kt_audit_close(a);
+    return e;
+}
+
+/* Wipes cached keys in scope; the count of entries wiped. */
+static size_t kt_lc_uncache(keytier_ctx *ctx, keytier_invalidate_scope scope,
+                            const char *value)
+{
+    size_t n = 0;
+    if (keytier_cache_invalidate(ctx, scope, value, &n) != KEYTIER_OK)
+        kt_log_event(ctx->log, KT_LOG_ERROR, "cache not invalidated", value);
+    return n;
+}
+
+/* The URI without any query part (where a PIN could be). */
+static json_object *kt_lc_uri(const char *uri)
+{
+    return json_object_new_string_len(uri, (int)strcspn(uri, "?"));
+}
+
+static keytier_err kt_lc_dep_get(keytier_ctx *ctx, const char *tenant,
+                                 const char *dep_id, struct kt_dep_rec *d)
+{
+    keytier_err e = kt_store_dep_get(ctx->store, dep_id, d);
+    if (e == KEYTIER_OK && strcmp(d->tenant, tenant) != 0)
+        e = kt_err(KEYTIER_E_WRONG_TENANT,
+                   "DEP %s does not belong to tenant %s", dep_id, tenant);
+    return e;
+}
+
+/* ---- roll ------------------------------------------------------------- */
+
+static const char *const kt_slot_names[] = {"customer key A", "customer key B"};
+
+/* Wraps the DEP key under the new root with the first mechanism the token
+ * takes (RSA: OAEP SHA-256, SHA-1 only when allowed). */
+static keytier_err kt_roll_wrap(keytier_ctx *ctx, const char *what,
+                                const char *uri, const struct kt_root *root,
+                                CK_SESSION_HANDLE s, const kt_secret *key,
+                                struct kt_root_rec *rec, CK_RV *rv)
+{
+    enum kt_wrap_mech mechs[2];
+    size_t n = 0;
+    keytier_err e = KEYTIER_E_INTERNAL;
+    if (root->type == CKK_AES) {
+        mechs[n++] = KT_WRAP_AES_KWP;
+    } else {
+        mechs[n++] = KT_WRAP_RSA_OAEP_SHA256;
+        if (ctx->cfg.allow_oaep_sha1)
+            mechs[n++] = KT_WRAP_RSA_OAEP_SHA1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        size_t len = sizeof rec->wrapped;
+        e = kt_root_wrap(root, s, mechs[i], key, rec->wrapped, &len, rv);
+        if (e == KEYTIER_OK) {
+            rec->wrapped_len = len;
+            kt_strlcpy(rec->mech, kt_wrap_mech_name(mechs[i]),
+                       sizeof rec->mech);
+            kt_strlcpy(rec->uri, uri, sizeof rec->uri);
+            return KEYTIER_OK;
+        }
+        if (e != KEYTIER_E_MECHANISM)
+            break;
+    }
+    return kt_err_context(e, "%s %s", what, uri);
+}
+
+KEYTIER_API keytier_err keytier_dep_roll(keytier_ctx *ctx, const char *tenant,
+                                         const char *dep_id, int slot,
+                                         const char *new_uri,
+                                         keytier_dep_info *out)
+{
+    kt_err_clear();
+    if (ctx == NULL || !kt_text_ok(tenant, KEYTIER_TENANT_MAX) ||
+        !kt_text_ok(dep_id, KEYTIER_ID_SIZE - 1) ||
+        !kt_text_ok(new_uri, KEYTIER_URI_MAX - 1) ||
+        (slot != KEYTIER_ROOT_A && slot != KEYTIER_ROOT_B))
+        return kt_err(KEYTIER_E_ARGS, "keytier_dep_roll");
+    const char *what = kt_slot_names[slot];
+    const keytier_request req = {KEYTIER_REQUEST_INTERNAL, "roll", NULL};
+    struct kt_dep_rec *dep = calloc(1, sizeof *dep);
+    struct kt_root_rec *pending = calloc(1, sizeof *pending);
+    struct kt_root root;
+    CK_SESSION_HANDLE s = CK_INVALID_HANDLE;
+    CK_RV rv = CKR_OK;
+    kt_secret *key = NULL, *back = NULL;
+    bool begun = false;
+    char old_uri[KEYTIER_URI_MAX];
+    uint64_t t0 = kt_now_ns();
+    keytier_err e;
+    memset(&root, 0, sizeof root);
+    if (dep == NULL || pending == NULL) {
+        e = kt_err(KEYTIER_E_NOMEM, NULL);
+        goto out;
+    }
+    e = kt_lc_dep_get(ctx, tenant, dep_id, dep);
+    if (e != KEYTIER_OK)
+        goto out;
+    if (dep->state == KEYTIER_DEP_ROLLING) {
+        /* An earlier roll stopped before its read-back: its pending copy
+         * was never trusted; drop it and roll again. */
+        e = kt_store_roll_end(ctx->store, dep_id, false);
+        if (e != KEYTIER_OK)
+            goto out;
+        dep->state = KEYTIER_DEP_REGISTERED;
+    }
+    if (dep->state != KEYTIER_DEP_REGISTERED) {
+        e = kt_err(KEYTIER_E_DEP_STATE,
+                   "DEP %s is %s; only a registered DEP can roll", dep_id,
+                   dep->state == KEYTIER_DEP_MIGRATING  ? "migrating"
+                   : dep->state == KEYTIER_DEP_DISABLED ? "disabled"
+                   : dep->state == KEYTIER_DEP_PURGED   ? "purged"
+                                                        : "registering");
+        goto out;
+    }
+    e = kt_uri_check(what, new_uri);
+    if (e != KEYTIER_OK)
+        goto out;
+    if (strcmp(dep->roots[slot].uri, new_uri) == 0) {
+        e = kt_err(KEYTIER_E_EXISTS,
+                   "%s of DEP %s is already %s; a roll needs a new key", what,
+                   dep_id, new_uri);
+        goto out;
+    }
+    /* The two customer keys stay in two different tokens. */
+    struct kt_token *tnew, *tother;
+    e = kt_token_find(ctx, new_uri, &tnew);
+    if (e != KEYTIER_OK) {
+        e = kt_err_context(e, "new %s %s", what, new_uri);
+        goto out;
+    }
+    const char *other = dep->roots[1 - slot].uri;
+    e = kt_token_find(ctx, other, &tother);
+    if (e != KEYTIER_OK) {
+        e = kt_err_context(e, "%s %s", kt_slot_names[1 - slot], other);
+        goto out;
+    }
+    if (kt_token_same(tnew, tother)) {
+        e = kt_err(KEYTIER_E_SAME_TOKEN,
+                   "new %s %s is in token '%s', like %s %s", what, new_uri,
+                   tnew->label, kt_slot_names[1 - slot], other);
+        goto out;
+    }
+    /* Non-extractable, able to wrap and unwrap, AES-256 or RSA >= 2048. */
+    e = kt_root_resolve(ctx, what, new_uri, true, &root, &s, &rv);
+    if (e != KEYTIER_OK) {
+        root.tok = NULL;
+        goto out;
+    }
+    e = kt_dep_key_read(ctx, dep, &req, &key);
+    if (e != KEYTIER_OK)
+        goto out;
+    e = kt_roll_wrap(ctx, what, new_uri, &root, s, key, pending, &rv);
+    if (e != KEYTIER_OK)
+        goto out;
+    kt_session_put(root.tok, s, rv);
+    root.tok = NULL;
+    e = kt_store_roll_begin(ctx->store, dep_id, slot, pending, kt_lc_clock());
+    if (e != KEYTIER_OK)
+        goto out;
+    begun = true;
+
+    /* Read back what the store holds, through the token, as a reader
+     * would: only then does the new copy replace the old one. */
+    int pslot;
+    e = kt_store_roll_get(ctx->store, dep_id, &pslot, pending);
+    if (e != KEYTIER_OK)
+        goto out;
+    kt_strlcpy(old_uri, dep->roots[slot].uri, sizeof old_uri);
+    dep->roots[slot] = *pending;
+    e = kt_dep_key_unwrap_slot(ctx, dep, slot, &back, &rv);
+    if (e != KEYTIER_OK) {
+        e = kt_err_context(e, "reading back the new copy of %s", what);
+        goto out;
+    }
+    if (!kt_ct_equal(kt_secret_cdata(back), kt_secret_cdata(key),
+                     KT_KEY_SIZE)) {
+        e = kt_err(KEYTIER_E_AUTH, "new %s %s unwrapped another key", what,
+                   new_uri);
+        goto out;
+    }
+    e = kt_store_roll_end(ctx->store, dep_id, true);
+    if (e != KEYTIER_OK)
+        goto out;
+    begun = false;
+    /* Cached entries are tagged with the old root URI. */
+    (void)kt_lc_uncache(ctx, KEYTIER_INVALIDATE_DEP, dep_id);
+    dep->state = KEYTIER_DEP_REGISTERED;
+    kt_log_event(ctx->log, KT_LOG_INFO, "customer key rolled", dep_id);
+    json_object *f = json_object_new_object();
+    if (f != NULL) {
+        json_object_object_add(f, "Key",
+                               json_object_new_string(slot ? "B" : "A"));
+        json_object_object_add(f, "OldKeyUri", kt_lc_uri(old_uri));
+        json_object_object_add(f, "NewKeyUri", kt_lc_uri(new_uri));
+        json_object_object_add(f, "Mechanism",
+                               json_object_new_string(pending->mech));
+        json_object_object_add(
+            f, "DurationMs",
+            json_object_new_int64((int64_t)((kt_now_ns() - t0) / 1000000)));
+    }
+    e = kt_lc_audit(ctx, "Customer key rolled", dep, f);
+    if (e != KEYTIER_OK)
+        goto out;
+    if (out != NULL) {
+        e = keytier_dep_show(ctx, tenant, dep_id, out);
+    }
+out:
+    if (begun && kt_store_roll_end(ctx->store, dep_id, false) != KEYTIER_OK)
+        kt_log_event(ctx->log, KT_LOG_ERROR, "roll: pending copy not dropped",
+                     dep_id);
+    if (root.tok != NULL)
+        kt_session_put(root.tok, s, rv);
+    kt_secret_free(key);
+    kt_secret_free(back);
+    if (dep != NULL)
+        kt_wipe(dep, sizeof *dep);
+    free(dep);
+    free(pending);
+    return e;
+}
+
+/* ---- purge ------------------------------------------------------------ */
+
+/* Destroys the root a URI names (both halves of an RSA pair).  A key that
+ * is already gone counts as destroyed: purge can be run again. */
+static keytier_err kt_purge_root(keytier_ctx *ctx, const char *what,
+                                 const char *uri, size_t *destroyed)
+{
+    struct kt_root root;
+    CK_SESSION_HANDLE s = CK_INVALID_HANDLE;
+    CK_RV rv = CKR_OK;
+    memset(&root, 0, sizeof root);
+    keytier_err e = kt_root_resolve(ctx, what, uri, true, &root, &s, &rv);
+    if (e == KEYTIER_E_KEY_NOT_FOUND) {
+        kt_err_clear();
+        return KEYTIER_OK;
+    }
+    if (e != KEYTIER_OK)
+        return e;
+    rv = kt_p11_destroy_object(root.tok, s, root.key);
+    if (rv == CKR_OK && root.pub != root.key)
+        rv = kt_p11_destroy_object(root.tok, s, root.pub);
+    kt_session_put(root.tok, s, rv);
+    if (rv != CKR_OK)
+        return kt_err(KEYTIER_E_TOKEN, "%s %s: C_DestroyObject: %s", what, uri,
+                      kt_p11_rv_text(rv));
+    (*destroyed)++;
+    return KEYTIER_OK;
+}
+
+KEYTIER_API keytier_err keytier_tenant_purge(keytier_ctx *ctx,
+                                             const char *tenant, unsigned flags,
+                                             keytier_purge_report *out)
+{
+    kt_err_clear();
+    if (ctx == NULL || !kt_text_ok(tenant, KEYTIER_TENANT_MAX) ||
+        (flags & ~(unsigned)KEYTIER_PURGE_CUSTOMER_KEYS) != 0)
+        return kt_err(KEYTIER_E_ARGS, "keytier_tenant_purge");
+    keytier_purge_report rep;
+    struct kt_dep_rec *deps = NULL;
+    size_t n = 0, wiped = 0;
+    memset(&rep, 0, sizeof rep);
+    keytier_err e = kt_store_dep_list(ctx->store, tenant, NULL, &deps, &n);
+    if (e != KEYTIER_OK)
+        return e;
+    /* Whatever the cache holds of the tenant goes first. */
+    wiped = kt_lc_uncache(ctx, KEYTIER_INVALIDATE_TENANT, tenant);
+    rep.cache_entries_wiped = wiped;
+    /* Roots first, store after: the store keeps the URIs until every root
+     * is gone, so a purge that fails half-way can be run again. */
+    for (size_t i = 0; i < n && e == KEYTIER_OK; i++) {
+        if (deps[i].state == KEYTIER_DEP_PURGED)
+            continue;
+        rep.deps++;
+        if (flags & KEYTIER_PURGE_CUSTOMER_KEYS) {
+            e = kt_purge_root(ctx, "customer key A",
+                              deps[i].roots[KEYTIER_ROOT_A].uri,
+                              &rep.customer_keys_destroyed);
+            if (e == KEYTIER_OK)
+                e = kt_purge_root(ctx, "customer key B",
+                                  deps[i].roots[KEYTIER_ROOT_B].uri,
+                                  &rep.customer_keys_destroyed);
+        }
+        if (e == KEYTIER_OK)
+            e = kt_purge_root(ctx, "availability key",
+                              deps[i].roots[KEYTIER_ROOT_AVAIL].uri,
+                              &rep.avail_keys_destroyed);
+    }
+    if (e != KEYTIER_OK) {
+        e = kt_err_context(e, "purge of tenant %s stopped (run it again)",
+                           tenant);
+        goto out;
+    }
+    e = kt_store_tenant_purge(ctx->store, tenant, &rep.tier_keys_deleted);
+    if (e != KEYTIER_OK)
+        goto out;
+    /* A read that started before the store change may have cached again. */
+    wiped = kt_lc_uncache(ctx, KEYTIER_INVALIDATE_TENANT, tenant);
+    rep.cache_entries_wiped += wiped;
+    kt_log_event(ctx->log, KT_LOG_WARNING, "tenant purged", tenant);
+    for (size_t i = 0; i < n; i++) {
+        if (deps[i].state == KEYTIER_DEP_PURGED)
+            continue;
+        json_object *f = json_object_new_object();
+        if (f != NULL) {
+            json_object_object_add(
+                f, "AvailabilityKeyUri",
+                kt_lc_uri(deps[i].roots[KEYTIER_ROOT_AVAIL].uri));
+            json_object_object_add(
+                f, "CustomerKeysDestroyed",
+                json_object_new_boolean(flags & KEYTIER_PURGE_CUSTOMER_KEYS));
+        }
+        keytier_err ae = kt_lc_audit(ctx, "Tenant purged", &deps[i], f);
+        if (ae != KEYTIER_OK && e == KEYTIER_OK)
+            e = ae;
+    }
+    if (out != NULL)
+        *out = rep;
+out:
+    if (deps != NULL)
+        kt_wipe(deps, n * sizeof *deps);
+    free(deps);
+    return e;
+}

@@ -1,0 +1,579 @@
+/*
+ * Assigning a DEP and migrating keys to it (shared/DESIGN.md §2
+ * "Lifecycle"), and recovery from lost customer keys, which is a migration
+ * whose old DEP key comes through the availability key.
+ *
+ * Resumability: a migration is a list of items (level-1 keys) in the
+ * store.  A batch rewraps some keys and, in the same transaction, marks
+ * their items done; each row update is conditional on the key still being
+ * under the DEP it was read under.  A process killed anywhere leaves each
+ * key complete under either its old or its new DEP and its item in step,
+ * so the next run neither loses nor double-wraps a key.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <json-c/json.h>
+
+#include "kt_lib.h"
+
+#define KT_MIG_BATCH   256
+#define KT_MIG_DEPS    64 /* DEP keys kept open during one run */
+#define KT_MIG_SUBTREE 4096
+
+struct kt_mig_run {
+    keytier_ctx *ctx;
+    struct kt_mig_rec m;
+    keytier_request req;
+    struct kt_dep_rec *target;
+    kt_secret *target_key;
+    unsigned depth; /* levels below the DEP key */
+    struct {
+        char dep_id[KEYTIER_ID_SIZE];
+        kt_secret *key;
+    } deps[KT_MIG_DEPS];
+    size_t n_deps;
+    struct kt_mig_update *u;
+    size_t n_u, cap_u;
+};
+
+static void kt_mig_fill(const struct kt_mig_rec *m, keytier_migration *o)
+{
+    memset(o, 0, sizeof *o);
+    kt_strlcpy(o->migration_id, m->migration_id, sizeof o->migration_id);
+    kt_strlcpy(o->tenant, m->tenant, sizeof o->tenant);
+    kt_strlcpy(o->workload, m->workload, sizeof o->workload);
+    kt_strlcpy(o->target_dep_id, m->target_dep, sizeof o->target_dep_id);
+    kt_strlcpy(o->scope, m->scope, sizeof o->scope);
+    kt_strlcpy(o->operation, m->operation, sizeof o->operation);
+    o->finished = m->state == 1;
+    o->done = m->done;
+    o->total = m->total;
+    o->percent = m->total ? 100.0 * (double)m->done / (double)m->total : 100.0;
+    o->eta_seconds = o->finished ? 0 : -1;
+}
+
+static json_object *kt_mig_fields(const keytier_migration *p)
+{
+    json_object *f = json_object_new_object();
+    if (f == NULL)
+        return NULL;
+    json_object_object_add(f, "MigrationId",
+                           json_object_new_string(p->migration_id));
+    json_object_object_add(f, "Scope", json_object_new_string(p->scope));
+    json_object_object_add(f, "Operation",
+                           json_object_new_string(p->operation));
+    json_object_object_add(f, "Done", json_object_new_int64((int64_t)p->done));
+    json_object_object_add(f, "Total",
+                           json_object_new_int64((int64_t)p->total));
+    json_object_object_add(f, "Percent", json_object_new_double(p->percent));
+    return f;
+}
+
+/* The DEP key of dep_id, read once per run. */
+static keytier_err kt_mig_dep_key(struct kt_mig_run *r, const char *dep_id,
+                                  const kt_secret **out)
+{
+    for (size_t i = 0; i < r->n_deps; i++)
+        if (strcmp(r->deps[i].dep_id, dep_id) == 0) {
+            *out = r->deps[i].key;
+            return KEYTIER_OK;
+        }
+    if (r->n_deps == KT_MIG_DEPS) {
+        kt_secret_free(r->deps[0].key);
+        memmove(&r->deps[0], &r->deps[1],
+                (KT_MIG_DEPS - 1) * sizeof r->deps[0]);
+        r->n_deps--;
+    }
+    struct kt_dep_rec *d = malloc(sizeof *d);
+    if (d == NULL)
+        return kt_err(KEYTIER_E_NOMEM, NULL);
+    keytier_err e = kt_store_dep_get(r->ctx->store, dep_id, d);
+    if (e == KEYTIER_OK && strcmp(d->tenant, r->m.tenant) != 0)
+        e = kt_err(KEYTIER_E_WRONG_TENANT, "DEP %s", dep_id);
+    kt_secret *key = NULL;
+    if (e == KEYTIER_OK)
+        e = kt_dep_key_read(r->ctx, d, &r->req, &key);
+    kt_wipe(d, sizeof *d);
+    free(d);
+    if (e != KEYTIER_OK)
+        return e;
+    kt_strlcpy(r->deps[r->n_deps].dep_id, dep_id, KEYTIER_ID_SIZE);
+    r->deps[r->n_deps].key = key;
+    *out = r->deps[r->n_deps++].key;
+    return KEYTIER_OK;
+}
+
+static struct kt_mig_update *kt_mig_push(struct kt_mig_run *r)
+{
+    if (r->n_u == r->cap_u) {
+        size_t ncap = r->cap_u ? r->cap_u * 2 : KT_MIG_BATCH;
+        struct kt_mig_update *nu = reallocarray(r->u, ncap, sizeof *nu);
+        if (nu == NULL)
+            return NULL;
+        r->u = nu;
+        r->cap_u = ncap;
+    }
+    struct kt_mig_update *u = &r->u[r->n_u++];
+    memset(u, 0, sizeof *u);
+    return u;
+}
+
+/* Rewraps the keys below `parent` (already open as pkey): same parent key,
+ * the AAD now naming the target DEP. */
+static keytier_err kt_mig_subtree(struct kt_mig_run *r,
+                                  const struct kt_key_rec *parent,
+                                  const kt_secret *pkey, unsigned left)
+{
+    struct kt_key_rec *kids = NULL;
+    size_t n = 0;
+    keytier_err e = kt_store_key_list(r->ctx->store, r->m.tenant,
+                                      parent->key_id, &kids, &n);
+    if (e != KEYTIER_OK)
+        return e;
+    kt_secret *key = kt_secret_new(KT_KEY_SIZE + 16);
+    if (key == NULL)
+        e = kt_err(KEYTIER_E_NOMEM, NULL);
+    for (size_t i = 0; i < n && e == KEYTIER_OK; i++) {
+        struct kt_key_rec *c = &kids[i];
+        if (strcmp(c->dep_id, parent->dep_id) != 0) {
+            e = kt_err(KEYTIER_E_WRONG_PARENT,
+                       "key %s is under DEP %s, its parent %s under %s",
+                       c->key_id, c->dep_id, parent->key_id, parent->dep_id);
+            break;
+        }
+        e = kt_tier_gcm(pkey, c, key, 0);
+        if (e != KEYTIER_OK)
+            break;
+        struct kt_mig_update *u = kt_mig_push(r);
+        if (u == NULL) {
+            e = kt_err(KEYTIER_E_NOMEM, NULL);
+            break;
+        }
+        struct kt_key_rec nc = *c;
+        kt_strlcpy(nc.dep_id, r->m.target_dep, sizeof nc.dep_id);
+        e = kt_tier_gcm(pkey, &nc, key, 1);
+        if (e != KEYTIER_OK)
+            break;
+        kt_strlcpy(u->key_id, c->key_id, sizeof u->key_id);
+        kt_strlcpy(u->old_dep, c->dep_id, sizeof u->old_dep);
+        kt_strlcpy(u->dep_id, nc.dep_id, sizeof u->dep_id);
+        kt_strlcpy(u->parent_id, c->parent_id, sizeof u->parent_id);
+        memcpy(u->wrapped, nc.wrapped, sizeof u->wrapped);
+        kt_wipe(&nc, sizeof nc);
+        if (left > 1) {
+            kt_secret *ck = kt_secret_from(kt_secret_cdata(key), KT_KEY_SIZE);
+            if (ck == NULL) {
+                e = kt_err(KEYTIER_E_NOMEM, NULL);
+                break;
+            }
+            struct kt_key_rec oc = *c; /* its children carry the old DEP */
+            e = kt_mig_subtree(r, &oc, ck, left - 1);
+            kt_secret_free(ck);
+        }
+    }
+    kt_secret_free(key);
+    free(kids);
+    return e;
+}
+
+/* Adds the updates that move item key_id (and its subtree). */
+static keytier_err kt_mig_item(struct kt_mig_run *r, const char *key_id)
+{
+    struct kt_key_rec rec;
+    keytier_err e = kt_store_key_get(r->ctx->store, key_id, &rec);
+    struct kt_mig_update *u = kt_mig_push(r);
+    if (u == NULL)
+        return kt_err(KEYTIER_E_NOMEM, NULL);
+    u->item = true;
+    kt_strlcpy(u->key_id, key_id, sizeof u->key_id);
+    if (e == KEYTIER_E_NOT_FOUND) {
+        kt_err_clear();
+        u->gone = true; /* deleted since: nothing to move */
+        return KEYTIER_OK;
+    }
+    if (e != KEYTIER_OK)
+        return e;
+    if (strcmp(rec.dep_id, r->m.target_dep) == 0) {
+        u->gone = true; /* already there */
+        return KEYTIER_OK;
+    }
+    const kt_secret *old = NULL;
+    e = kt_mig_dep_key(r, rec.dep_id, &old);
+    if (e != KEYTIER_OK)
+        return e;
+    kt_secret *key = kt_secret_new(KT_KEY_SIZE + 16);
+    if (key == NULL)
+        return kt_err(KEYTIER_E_NOMEM, NULL);
+    e = kt_tier_gcm(old, &rec, key, 0);
+    struct kt_key_rec nr = rec;
+    if (e == KEYTIER_OK) {
+        kt_strlcpy(nr.dep_id, r->m.target_dep, sizeof nr.dep_id);
+        kt_strlcpy(nr.parent_id, r->m.target_dep, sizeof nr.parent_id);
+        e = kt_tier_gcm(r->target_key, &nr, key, 1);
+    }
+    if (e == KEYTIER_OK) {
+        u = &r->u[r->n_u - 1]; /* (no push since) */
+        kt_strlcpy(u->old_dep, rec.dep_id, sizeof u->old_dep);
+        kt_strlcpy(u->dep_id, nr.dep_id, sizeof u->dep_id);
+        kt_strlcpy(u->parent_id, nr.parent_id, sizeof u->parent_id);
+        memcpy(u->wrapped, nr.wrapped, sizeof u->wrapped);
+    }
+    if (e == KEYTIER_OK && r->depth > 1) {
+        kt_secret *k1 = kt_secret_from(kt_secret_cdata(key), KT_KEY_SIZE);
+        e = k1 ? kt_mig_subtree(r, &rec, k1, r->depth - 1)
+               : kt_err(KEYTIER_E_NOMEM, NULL);
+        kt_secret_free(k1);
+    }
+    kt_secret_free(key);
+    kt_wipe(&nr, sizeof nr);
+    kt_wipe(&rec, sizeof rec);
+    return e;
+}
+
+static void kt_mig_run_free(struct kt_mig_run *r)
+{
+    for (size_t i = 0; i < r->n_deps; i++)
+        kt_secret_free(r->deps[i].key);
+    kt_secret_free(r->target_key);
+    if (r->u != NULL)
+        kt_wipe(r->u, r->cap_u * sizeof *r->u);
+    free(r->u);
+    free(r->target);
+}
+
+KEYTIER_API keytier_err keytier_migrate_run(keytier_ctx *ctx,
+                                            const char *migration_id,
+                                            keytier_progress_fn fn, void *arg,
+                                            keytier_migration *out)
+{
+    kt_err_clear();
+    if (ctx == NULL || !kt_text_ok(migration_id, KEYTIER_ID_SIZE - 1))
+        return kt_err(KEYTIER_E_ARGS, "keytier_migrate_run");
+    struct kt_mig_run r;
+    keytier_migration p;
+    char(*todo)[KEYTIER_ID_SIZE] = NULL;
+    memset(&r, 0, sizeof r);
+    r.ctx = ctx;
+    keytier_err e = kt_store_mig_get(ctx->store, migration_id, &r.m);
+    if (e != KEYTIER_OK)
+        return e;
+    kt_mig_fill(&r.m, &p);
+    if (r.m.state == 1)
+        goto report;
+    r.req = (keytier_request){KEYTIER_REQUEST_INTERNAL, r.m.operation,
+                              r.m.migration_id};
+    const struct kt_workload_cfg *w =
+        kt_config_workload(&ctx->cfg, r.m.workload);
+    r.target = malloc(sizeof *r.target);
+    todo = calloc(KT_MIG_BATCH, sizeof *todo);
+    if (w == NULL) {
+        e = kt_err(KEYTIER_E_CONFIG, "unknown workload '%s'", r.m.workload);
+        goto out;
+    }
+    if (r.target == NULL || todo == NULL) {
+        e = kt_err(KEYTIER_E_NOMEM, NULL);
+        goto out;
+    }
+    r.depth = kt_shape_depth(w->shape);
+    e = kt_store_dep_get(ctx->store, r.m.target_dep, r.target);
+    if (e != KEYTIER_OK)
+        goto out;
+    if (r.target->state == KEYTIER_DEP_DISABLED ||
+        r.target->state == KEYTIER_DEP_PURGED) {
+        e = kt_err(KEYTIER_E_DEP_STATE, "target DEP %s is %s", r.target->dep_id,
+                   r.target->state == KEYTIER_DEP_PURGED ? "purged"
+                                                         : "disabled");
+        goto out;
+    }
+    e = kt_dep_key_read(ctx, r.target, &r.req, &r.target_key);
+    if (e != KEYTIER_OK)
+        goto out;
+
+    uint64_t t0 = kt_now_ns(), moved = 0;
+    int decile = (int)(p.percent / 10);
+    for (;;) {
+        size_t n = 0, applied = 0;
+        e = kt_store_mig_todo(ctx->store, migration_id, KT_MIG_BATCH, todo, &n);
+        if (e != KEYTIER_OK)
+            goto out;
+        if (n == 0) {
+            /* Keys created under another DEP while migrating join in. */
+            size_t added = 0;
+            if (strncmp(r.m.scope, "name:", 5) != 0) {
+                e = kt_store_mig_add(ctx->store, &r.m, &added);
+                if (e != KEYTIER_OK)
+                    goto out;
+            }
+            if (added == 0)
+                break;
+            continue;
+        }
+        r.n_u = 0;
+        for (size_t i = 0; i < n && e == KEYTIER_OK; i++)
+            e = kt_mig_item(&r, todo[i]);
+        if (e == KEYTIER_OK)
+            e = kt_store_mig_apply(ctx->store, migration_id, r.u, r.n_u,
+                                   &applied);
+        if (e != KEYTIER_OK)
+            goto out;
+        moved += applied;
+        e = kt_store_mig_get(ctx->store, migration_id, &r.m);
+        if (e != KEYTIER_OK)
+            goto out;
+        kt_mig_fill(&r.m, &p);
+        double secs = (double)(kt_now_ns() - t0) / 1e9;
+        if (secs > 0 && moved > 0) {
+            p.rate = (double)moved / secs;
+            p.eta_seconds = (double)(p.total - p.done) / p.rate;
+        }
+        if ((int)(p.percent / 10) != decile && p.done < p.total) {
+            decile = (int)(p.percent / 10);
+            e = kt_lc_audit(ctx, "Migration progress", r.target,
+                            kt_mig_fields(&p));
+            if (e != KEYTIER_OK)
+                goto out;
+        }
+        if (fn != NULL && fn(arg, &p) != 0)
+            goto report; /* paused: the next run continues */
+    }
+    e = kt_store_mig_finish(ctx->store, migration_id, r.m.target_dep);
+    if (e != KEYTIER_OK)
+        goto out;
+    if (strcmp(r.m.operation, "recover") == 0 &&
+        strncmp(r.m.scope, "dep:", 4) == 0) {
+        /* The lost DEP holds nothing any more. */
+        e = kt_store_dep_set_state(ctx->store, r.m.scope + 4,
+                                   KEYTIER_DEP_DISABLED);
+        if (e != KEYTIER_OK)
+            goto out;
+    }
+    e = kt_store_mig_get(ctx->store, migration_id, &r.m);
+    if (e != KEYTIER_OK)
+        goto out;
+    double rate = p.rate;
+    kt_mig_fill(&r.m, &p);
+    p.rate = rate;
+    p.eta_seconds = 0;
+    e = kt_lc_audit(ctx, "Migration completed", r.target, kt_mig_fields(&p));
+    if (e != KEYTIER_OK)
+        goto out;
+    if (fn != NULL)
+        (void)fn(arg, &p);
+report:
+    if (out != NULL)
+        *out = p;
+out:
+    kt_mig_run_free(&r);
+    free(todo);
+    return e;
+}
+
+static keytier_err kt_target_check(keytier_ctx *ctx, const char *tenant,
+                                   const char *workload, const char *dep_id,
+                                   struct kt_dep_rec *d)
+{
+    keytier_err e = kt_store_dep_get(ctx->store, dep_id, d);
+    if (e != KEYTIER_OK)
+        return e;
+    if (strcmp(d->tenant, tenant) != 0)
+        return kt_err(KEYTIER_E_WRONG_TENANT,
+                      "DEP %s does not belong to tenant %s", dep_id, tenant);
+    if (strcmp(d->workload, workload) != 0)
+        return kt_err(KEYTIER_E_ARGS, "DEP %s is for workload %s, not %s",
+                      dep_id, d->workload, workload);
+    if (d->state != KEYTIER_DEP_REGISTERED && d->state != KEYTIER_DEP_MIGRATING)
+        return kt_err(KEYTIER_E_DEP_STATE,
+                      "DEP %s is not registered (state %d): nothing can be "
+                      "assigned to it",
+                      dep_id, d->state);
+    return KEYTIER_OK;
+}
+
+static keytier_err kt_mig_record(keytier_ctx *ctx, const struct kt_dep_rec *d,
+                                 const char *scope, const char *operation,
+                                 keytier_migration *out)
+{
+    struct kt_mig_rec m;
+    uint8_t id[KT_UUID_BYTES];
+    size_t total = 0;
+    memset(&m, 0, sizeof m);
+    if (!kt_uuid_new(id))
+        return kt_err(KEYTIER_E_CRYPTO, "random generation failed");
+    kt_uuid_format(id, m.migration_id);
+    kt_strlcpy(m.tenant, d->tenant, sizeof m.tenant);
+    kt_strlcpy(m.workload, d->workload, sizeof m.workload);
+    kt_strlcpy(m.target_dep, d->dep_id, sizeof m.target_dep);
+    kt_strlcpy(m.scope, scope, sizeof m.scope);
+    kt_strlcpy(m.operation, operation, sizeof m.operation);
+    m.created = kt_lc_clock();
+    keytier_err e = kt_store_mig_create(ctx->store, &m, &total);
+    if (e != KEYTIER_OK)
+        return e;
+    m.total = total;
+    keytier_migration p;
+    kt_mig_fill(&m, &p);
+    e = kt_lc_audit(ctx,
+                    strcmp(operation, "recover") == 0 ? "DEP recovery started"
+                                                      : "DEP assigned",
+                    d, kt_mig_fields(&p));
+    if (out != NULL)
+        *out = p;
+    return e;
+}
+
+KEYTIER_API keytier_err keytier_assign(keytier_ctx *ctx, const char *tenant,
+                                       const char *workload, const char *name,
+                                       const char *dep_id,
+                                       keytier_migration *out)
+{
+    kt_err_clear();
+    if (ctx == NULL || !kt_text_ok(tenant, KEYTIER_TENANT_MAX) ||
+        !kt_text_ok(workload, KEYTIER_WORKLOAD_MAX) ||
+        (name != NULL && !kt_text_ok(name, KEYTIER_NAME_MAX)) ||
+        !kt_text_ok(dep_id, KEYTIER_ID_SIZE - 1))
+        return kt_err(KEYTIER_E_ARGS, "keytier_assign");
+    struct kt_dep_rec *d = malloc(sizeof *d);
+    struct kt_key_rec rec;
+    char scope[KEYTIER_NAME_MAX + 8];
+    if (d == NULL)
+        return kt_err(KEYTIER_E_NOMEM, NULL);
+    keytier_err e = kt_target_check(ctx, tenant, workload, dep_id, d);
+    if (e != KEYTIER_OK)
+        goto out;
+    if (name != NULL) {
+        e = kt_store_key_get_by_name(ctx->store, tenant, workload, name, &rec);
+        if (e == KEYTIER_E_NOT_FOUND) {
+            /* Nothing written yet: whatever comes is under the DEP from the
+             * first byte. */
+            keytier_request req = {KEYTIER_REQUEST_INTERNAL, "assign", NULL};
+            keytier_key *dk = NULL;
+            kt_err_clear();
+            e = keytier_dep_key_open(ctx, &req, tenant, dep_id, &dk);
+            if (e == KEYTIER_OK)
+                e = keytier_key_create(dk, name, NULL);
+            keytier_key_close(dk);
+            if (e != KEYTIER_OK)
+                goto out;
+            json_object *f = json_object_new_object();
+            if (f != NULL)
+                json_object_object_add(f, "Scope",
+                                       json_object_new_string(name));
+            e = kt_lc_audit(ctx, "DEP assigned", d, f);
+            if (out != NULL) {
+                struct kt_mig_rec m;
+                memset(&m, 0, sizeof m);
+                kt_strlcpy(m.tenant, tenant, sizeof m.tenant);
+                kt_strlcpy(m.workload, workload, sizeof m.workload);
+                kt_strlcpy(m.target_dep, dep_id, sizeof m.target_dep);
+                snprintf(m.scope, sizeof m.scope, "name:%s", name);
+                kt_strlcpy(m.operation, "migrate", sizeof m.operation);
+                m.state = 1;
+                kt_mig_fill(&m, out);
+            }
+            goto out;
+        }
+        if (e != KEYTIER_OK)
+            goto out;
+        snprintf(scope, sizeof scope, "name:%s", name);
+    } else {
+        kt_strlcpy(scope, "all", sizeof scope);
+    }
+    e = kt_mig_record(ctx, d, scope, "migrate", out);
+out:
+    kt_wipe(&rec, sizeof rec);
+    free(d);
+    return e;
+}
+
+KEYTIER_API keytier_err keytier_dep_recover(
+    keytier_ctx *ctx, const char *tenant, const char *old_dep_id,
+    const char *uri_a, const char *uri_b, keytier_dep_info *new_dep,
+    keytier_migration *mig)
+{
+    kt_err_clear();
+    if (ctx == NULL || !kt_text_ok(tenant, KEYTIER_TENANT_MAX) ||
+        !kt_text_ok(old_dep_id, KEYTIER_ID_SIZE - 1))
+        return kt_err(KEYTIER_E_ARGS, "keytier_dep_recover");
+    struct kt_dep_rec *old = malloc(sizeof *old);
+    struct kt_dep_rec *nd = malloc(sizeof *nd);
+    keytier_dep_info info;
+    char scope[KEYTIER_ID_SIZE + 8];
+    keytier_err e;
+    if (old == NULL || nd == NULL) {
+        e = kt_err(KEYTIER_E_NOMEM, NULL);
+        goto out;
+    }
+    e = kt_store_dep_get(ctx->store, old_dep_id, old);
+    if (e == KEYTIER_OK && strcmp(old->tenant, tenant) != 0)
+        e = kt_err(KEYTIER_E_WRONG_TENANT,
+                   "DEP %s does not belong to tenant %s", old_dep_id, tenant);
+    if (e == KEYTIER_OK && old->state == KEYTIER_DEP_PURGED)
+        e = kt_err(KEYTIER_E_PURGED, "DEP %s was purged", old_dep_id);
+    if (e != KEYTIER_OK)
+        goto out;
+    e = keytier_dep_create(ctx, tenant, old->workload, uri_a, uri_b, &info);
+    if (e != KEYTIER_OK)
+        goto out;
+    e = kt_store_dep_get(ctx->store, info.dep_id, nd);
+    if (e != KEYTIER_OK)
+        goto out;
+    snprintf(scope, sizeof scope, "dep:%s", old_dep_id);
+    e = kt_mig_record(ctx, nd, scope, "recover", mig);
+    if (e != KEYTIER_OK)
+        goto out;
+    if (new_dep != NULL)
+        e = keytier_dep_show(ctx, tenant, info.dep_id, new_dep);
+out:
+    free(old);
+    free(nd);
+    return e;
+}
+
+KEYTIER_API keytier_err keytier_migration_get(keytier_ctx *ctx,
+                                              const char *tenant,
+                                              const char *migration_id,
+                                              keytier_migration *out)
+{
+    kt_err_clear();
+    if (ctx == NULL || out == NULL || !kt_text_ok(tenant, KEYTIER_TENANT_MAX) ||
+        !kt_text_ok(migration_id, KEYTIER_ID_SIZE - 1))
+        return kt_err(KEYTIER_E_ARGS, "keytier_migration_get");
+    struct kt_mig_rec m;
+    keytier_err e = kt_store_mig_get(ctx->store, migration_id, &m);
+    if (e == KEYTIER_OK && strcmp(m.tenant, tenant) != 0)
+        e = kt_err(KEYTIER_E_WRONG_TENANT,
+                   "migration %s does not belong to tenant %s", migration_id,
+                   tenant);
+    if (e == KEYTIER_OK)
+        kt_mig_fill(&m, out);
+    return e;
+}
+
+KEYTIER_API keytier_err keytier_migration_list(keytier_ctx *ctx,
+                                               const char *tenant,
+                                               keytier_migration **out,
+                                               size_t *count)
+{
+    kt_err_clear();
+    if (ctx == NULL || out == NULL || count == NULL ||
+        !kt_text_ok(tenant, KEYTIER_TENANT_MAX))
+        return kt_err(KEYTIER_E_ARGS, "keytier_migration_list");
+    struct kt_mig_rec *recs = NULL;
+    size_t n = 0;
+    keytier_err e = kt_store_mig_list(ctx->store, tenant, &recs, &n);
+    if (e != KEYTIER_OK)
+        return e;
+    keytier_migration *list = calloc(n ? n : 1, sizeof *list);
+    if (list == NULL) {
+        free(recs);
+        return kt_err(KEYTIER_E_NOMEM, NULL);
+    }
+    for (size_t i = 0; i < n; i++)
+        kt_mig_fill(&recs[i], &list[i]);
+    free(recs);
+    *out = list;
+    *count = n;
+    return KEYTIER_OK;
+}

@@ -1,0 +1,419 @@
+/*
+ * Secrets with rollover (shared/DESIGN.md §2 "Lifecycle"): keysets of
+ * AES-256 keys wrapped by a root key, one current and archived older ones,
+ * automatic rollover by age and retirement of old keys.  Format of a
+ * protected secret: keytier.h, block "lifecycle".
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <json-c/json.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+
+#include "kt_lib.h"
+
+#define KT_SEC_MAGIC   "KTS1"
+#define KT_SEC_NONCE   12
+#define KT_SEC_TAG     16
+#define KT_SEC_MAX     (1u << 20) /* secrets are small */
+#define KT_SEC_RETIRES 64
+
+static keytier_err kt_ks_audit(keytier_ctx *ctx, const char *activity,
+                               const char *name, uint32_t version)
+{
+    json_object *f = json_object_new_object();
+    if (f != NULL) {
+        json_object_object_add(f, "Keyset", json_object_new_string(name));
+        json_object_object_add(f, "KeyVersion",
+                               json_object_new_int64((int64_t)version));
+    }
+    return kt_lc_audit(ctx, activity, NULL, f);
+}
+
+/* Makes a new random key wrapped by the keyset's root. */
+static keytier_err kt_ks_key_new(keytier_ctx *ctx, const char *root_uri,
+                                 struct kt_ks_key_rec *k)
+{
+    struct kt_root root;
+    CK_SESSION_HANDLE s = CK_INVALID_HANDLE;
+    CK_RV rv = CKR_OK;
+    memset(&root, 0, sizeof root);
+    keytier_err e =
+        kt_root_resolve(ctx, "keyset root", root_uri, true, &root, &s, &rv);
+    if (e != KEYTIER_OK)
+        return e;
+    kt_secret *key = kt_secret_random(KT_KEY_SIZE);
+    if (key == NULL) {
+        e = kt_err(KEYTIER_E_CRYPTO, "random generation failed");
+        goto out;
+    }
+    enum kt_wrap_mech m = root.type == CKK_AES       ? KT_WRAP_AES_KWP
+                          : ctx->cfg.allow_oaep_sha1 ? KT_WRAP_RSA_OAEP_SHA1
+                                                     : KT_WRAP_RSA_OAEP_SHA256;
+    size_t len = sizeof k->wrapped;
+    e = kt_root_wrap(&root, s, m, key, k->wrapped, &len, &rv);
+    if (e != KEYTIER_OK) {
+        e = kt_err_context(e, "keyset root %s", root_uri);
+        goto out;
+    }
+    k->wrapped_len = len;
+    kt_strlcpy(k->mech, kt_wrap_mech_name(m), sizeof k->mech);
+    k->created = kt_lc_clock();
+out:
+    kt_session_put(root.tok, s, rv);
+    kt_secret_free(key);
+    return e;
+}
+
+static keytier_err kt_ks_key_open(keytier_ctx *ctx,
+                                  const struct kt_keyset_rec *ks,
+                                  const struct kt_ks_key_rec *k,
+                                  kt_secret **out)
+{
+    struct kt_root root;
+    CK_SESSION_HANDLE s = CK_INVALID_HANDLE;
+    CK_RV rv = CKR_OK;
+    enum kt_wrap_mech m;
+    if (k->state == 2 || k->wrapped_len == 0)
+        return kt_err(KEYTIER_E_RETIRED,
+                      "keyset %s key version %u was retired; protect the "
+                      "secret again before keys retire",
+                      ks->name, (unsigned)k->version);
+    if (!kt_wrap_mech_parse(k->mech, &m))
+        return kt_err(KEYTIER_E_FORMAT, "keyset %s: unknown mechanism '%s'",
+                      ks->name, k->mech);
+    memset(&root, 0, sizeof root);
+    keytier_err e = kt_root_resolve(ctx, "keyset root", ks->root_uri, false,
+                                    &root, &s, &rv);
+    if (e != KEYTIER_OK)
+        return e;
+    e = kt_root_unwrap(&root, s, m, k->wrapped, k->wrapped_len, out, &rv);
+    kt_session_put(root.tok, s, rv);
+    if (e != KEYTIER_OK)
+        return kt_err_context(e, "keyset %s key version %u", ks->name,
+                              (unsigned)k->version);
+    if (kt_secret_len(*out) != KT_KEY_SIZE) {
+        kt_secret_free(*out);
+        *out = NULL;
+        return kt_err(KEYTIER_E_FORMAT, "keyset %s key version %u: length",
+                      ks->name, (unsigned)k->version);
+    }
+    return KEYTIER_OK;
+}
+
+KEYTIER_API keytier_err keytier_keyset_create(keytier_ctx *ctx,
+                                              const char *name,
+                                              const char *root_uri,
+                                              int64_t rollover_after,
+                                              int64_t retire_after)
+{
+    kt_err_clear();
+    if (ctx == NULL || !kt_text_ok(name, KT_KEYSET_NAME_MAX) ||
+        !kt_text_ok(root_uri, KEYTIER_URI_MAX - 1) || rollover_after < 0 ||
+        retire_after < 0)
+        return kt_err(KEYTIER_E_ARGS, "keytier_keyset_create");
+    keytier_err e = kt_uri_check("keyset root", root_uri);
+    if (e != KEYTIER_OK)
+        return e;
+    struct kt_keyset_rec ks;
+    struct kt_ks_key_rec *k = calloc(1, sizeof *k);
+    if (k == NULL)
+        return kt_err(KEYTIER_E_NOMEM, NULL);
+    memset(&ks, 0, sizeof ks);
+    kt_strlcpy(ks.name, name, sizeof ks.name);
+    kt_strlcpy(ks.root_uri, root_uri, sizeof ks.root_uri);
+    ks.rollover_after = rollover_after;
+    ks.retire_after = retire_after;
+    ks.created = kt_lc_clock();
+    kt_strlcpy(k->name, name, sizeof k->name);
+    k->version = 1;
+    e = kt_ks_key_new(ctx, root_uri, k);
+    if (e == KEYTIER_OK)
+        e = kt_store_keyset_insert(ctx->store, &ks, k);
+    if (e == KEYTIER_OK)
+        e = kt_ks_audit(ctx, "Keyset created", name, 1);
+    free(k);
+    return e;
+}
+
+KEYTIER_API keytier_err keytier_keyset_rollover(keytier_ctx *ctx,
+                                                const char *name,
+                                                uint32_t *version)
+{
+    kt_err_clear();
+    if (ctx == NULL || !kt_text_ok(name, KT_KEYSET_NAME_MAX))
+        return kt_err(KEYTIER_E_ARGS, "keytier_keyset_rollover");
+    struct kt_keyset_rec ks;
+    struct kt_ks_key_rec *cur = calloc(1, sizeof *cur);
+    struct kt_ks_key_rec *next = calloc(1, sizeof *next);
+    keytier_err e;
+    if (cur == NULL || next == NULL) {
+        e = kt_err(KEYTIER_E_NOMEM, NULL);
+        goto out;
+    }
+    e = kt_store_keyset_get(ctx->store, name, &ks);
+    if (e == KEYTIER_OK)
+        e = kt_store_ks_key_get(ctx->store, name, 0, cur);
+    if (e != KEYTIER_OK)
+        goto out;
+    kt_strlcpy(next->name, name, sizeof next->name);
+    next->version = cur->version + 1;
+    e = kt_ks_key_new(ctx, ks.root_uri, next);
+    if (e == KEYTIER_OK)
+        e = kt_store_ks_rollover(ctx->store, cur->version, next, kt_lc_clock());
+    if (e == KEYTIER_OK)
+        e = kt_ks_audit(ctx, "Keyset rollover", name, next->version);
+    if (e == KEYTIER_OK && version != NULL)
+        *version = next->version;
+out:
+    free(cur);
+    free(next);
+    return e;
+}
+
+KEYTIER_API keytier_err keytier_keyset_maintain(keytier_ctx *ctx,
+                                                const char *name, int *rolled,
+                                                size_t *retired)
+{
+    kt_err_clear();
+    if (ctx == NULL || !kt_text_ok(name, KT_KEYSET_NAME_MAX))
+        return kt_err(KEYTIER_E_ARGS, "keytier_keyset_maintain");
+    struct kt_keyset_rec ks;
+    struct kt_ks_key_rec *cur = calloc(1, sizeof *cur);
+    uint32_t versions[KT_SEC_RETIRES];
+    size_t n = 0;
+    int64_t now = kt_lc_clock();
+    if (rolled != NULL)
+        *rolled = 0;
+    if (retired != NULL)
+        *retired = 0;
+    if (cur == NULL)
+        return kt_err(KEYTIER_E_NOMEM, NULL);
+    keytier_err e = kt_store_keyset_get(ctx->store, name, &ks);
+    if (e == KEYTIER_OK)
+        e = kt_store_ks_key_get(ctx->store, name, 0, cur);
+    if (e == KEYTIER_OK && ks.rollover_after > 0 &&
+        now - cur->created >= ks.rollover_after) {
+        e = keytier_keyset_rollover(ctx, name, NULL);
+        if (e == KEYTIER_E_EXISTS) /* another process rolled it */
+            e = KEYTIER_OK;
+        else if (e == KEYTIER_OK && rolled != NULL)
+            *rolled = 1;
+    }
+    if (e == KEYTIER_OK && ks.retire_after > 0) {
+        e = kt_store_ks_retire(ctx->store, name, now - ks.retire_after,
+                               versions, KT_SEC_RETIRES, &n);
+        for (size_t i = 0; i < n && e == KEYTIER_OK; i++)
+            e = kt_ks_audit(ctx, "Keyset key retired", name, versions[i]);
+        if (retired != NULL)
+            *retired = n;
+    }
+    free(cur);
+    return e;
+}
+
+KEYTIER_API keytier_err keytier_keyset_get(keytier_ctx *ctx, const char *name,
+                                           keytier_keyset_info *out)
+{
+    kt_err_clear();
+    if (ctx == NULL || out == NULL || !kt_text_ok(name, KT_KEYSET_NAME_MAX))
+        return kt_err(KEYTIER_E_ARGS, "keytier_keyset_get");
+    struct kt_keyset_rec ks;
+    struct kt_ks_key_rec *cur = calloc(1, sizeof *cur);
+    if (cur == NULL)
+        return kt_err(KEYTIER_E_NOMEM, NULL);
+    keytier_err e = kt_store_keyset_get(ctx->store, name, &ks);
+    if (e == KEYTIER_OK)
+        e = kt_store_ks_key_get(ctx->store, name, 0, cur);
+    if (e == KEYTIER_OK) {
+        memset(out, 0, sizeof *out);
+        kt_strlcpy(out->name, ks.name, sizeof out->name);
+        kt_strlcpy(out->root_uri, ks.root_uri, sizeof out->root_uri);
+        out->current_version = cur->version;
+        out->current_created = cur->created;
+        out->rollover_after = ks.rollover_after;
+        out->retire_after = ks.retire_after;
+    }
+    free(cur);
+    return e;
+}
+
+/* Header of a protected secret: magic, name, version, nonce. */
+static bool kt_sec_header(struct kt_wr *wr, const char *name, uint32_t version,
+                          const uint8_t nonce[KT_SEC_NONCE])
+{
+    kt_wr_bytes(wr, KT_SEC_MAGIC, 4);
+    kt_wr_lv8(wr, name, strlen(name));
+    kt_wr_u32(wr, version);
+    kt_wr_bytes(wr, nonce, KT_SEC_NONCE);
+    return kt_wr_ok(wr);
+}
+
+static keytier_err kt_sec_gcm(const kt_secret *key, int enc, const uint8_t *hdr,
+                              size_t hdr_len, const void *aad, size_t aad_len,
+                              const uint8_t *in, size_t in_len, uint8_t *out,
+                              uint8_t tag[KT_SEC_TAG])
+{
+    const uint8_t *nonce = hdr + hdr_len - KT_SEC_NONCE;
+    EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
+    int n;
+    keytier_err e = KEYTIER_OK;
+    if (c == NULL ||
+        EVP_CipherInit_ex2(c, kt_aes256gcm(), kt_secret_cdata(key), nonce, enc,
+                           NULL) != 1 ||
+        EVP_CipherUpdate(c, NULL, &n, hdr, (int)hdr_len) != 1 ||
+        (aad_len > 0 &&
+         EVP_CipherUpdate(c, NULL, &n, aad, (int)aad_len) != 1) ||
+        (!enc &&
+         EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_TAG, KT_SEC_TAG, tag) != 1) ||
+        (in_len > 0 && EVP_CipherUpdate(c, out, &n, in, (int)in_len) != 1)) {
+        e = kt_err(KEYTIER_E_CRYPTO, "AES-GCM");
+        goto out;
+    }
+    if (EVP_CipherFinal_ex(c, out + in_len, &n) != 1) {
+        kt_wipe(out, in_len);
+        e = enc ? kt_err(KEYTIER_E_CRYPTO, "AES-GCM")
+                : kt_err(KEYTIER_E_AUTH,
+                         "protected secret altered or opened with other aad");
+        goto out;
+    }
+    if (enc &&
+        EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_GET_TAG, KT_SEC_TAG, tag) != 1)
+        e = kt_err(KEYTIER_E_CRYPTO, "AES-GCM");
+out:
+    EVP_CIPHER_CTX_free(c);
+    return e;
+}
+
+KEYTIER_API void keytier_secret_free(uint8_t *buf, size_t len)
+{
+    if (buf != NULL) {
+        kt_wipe(buf, len);
+        free(buf);
+    }
+}
+
+KEYTIER_API keytier_err keytier_secret_protect(keytier_ctx *ctx,
+                                               const char *keyset,
+                                               const void *aad, size_t aad_len,
+                                               const void *pt, size_t pt_len,
+                                               uint8_t **out, size_t *out_len)
+{
+    kt_err_clear();
+    if (ctx == NULL || out == NULL || out_len == NULL ||
+        !kt_text_ok(keyset, KT_KEYSET_NAME_MAX) || (pt == NULL && pt_len) ||
+        (aad == NULL && aad_len) || pt_len > KT_SEC_MAX || aad_len > KT_SEC_MAX)
+        return kt_err(KEYTIER_E_ARGS, "keytier_secret_protect");
+    struct kt_keyset_rec ks;
+    struct kt_ks_key_rec *cur = calloc(1, sizeof *cur);
+    kt_secret *key = NULL;
+    uint8_t *buf = NULL;
+    keytier_err e;
+    if (cur == NULL)
+        return kt_err(KEYTIER_E_NOMEM, NULL);
+    /* Rollover and retirement by age happen here, as secrets are used. */
+    e = keytier_keyset_maintain(ctx, keyset, NULL, NULL);
+    if (e == KEYTIER_OK)
+        e = kt_store_keyset_get(ctx->store, keyset, &ks);
+    if (e == KEYTIER_OK)
+        e = kt_store_ks_key_get(ctx->store, keyset, 0, cur);
+    if (e == KEYTIER_OK)
+        e = kt_ks_key_open(ctx, &ks, cur, &key);
+    if (e != KEYTIER_OK)
+        goto out;
+    size_t hdr_max = 4 + 1 + strlen(keyset) + 4 + KT_SEC_NONCE;
+    size_t total = hdr_max + pt_len + KT_SEC_TAG;
+    buf = malloc(total);
+    if (buf == NULL) {
+        e = kt_err(KEYTIER_E_NOMEM, NULL);
+        goto out;
+    }
+    uint8_t nonce[KT_SEC_NONCE];
+    if (RAND_bytes(nonce, sizeof nonce) != 1) {
+        e = kt_err(KEYTIER_E_CRYPTO, "random generation failed");
+        goto out;
+    }
+    struct kt_wr wr;
+    kt_wr_init(&wr, buf, hdr_max);
+    if (!kt_sec_header(&wr, keyset, cur->version, nonce)) {
+        e = kt_err(KEYTIER_E_INTERNAL, "secret header");
+        goto out;
+    }
+    e = kt_sec_gcm(key, 1, buf, wr.len, aad, aad_len, pt, pt_len, buf + wr.len,
+                   buf + wr.len + pt_len);
+    if (e != KEYTIER_OK)
+        goto out;
+    *out = buf;
+    *out_len = total;
+    buf = NULL;
+out:
+    free(buf);
+    kt_secret_free(key);
+    free(cur);
+    return e;
+}
+
+KEYTIER_API keytier_err keytier_secret_unprotect(
+    keytier_ctx *ctx, const char *keyset, const void *aad, size_t aad_len,
+    const void *env, size_t env_len, uint8_t **out, size_t *out_len)
+{
+    kt_err_clear();
+    if (ctx == NULL || out == NULL || out_len == NULL || env == NULL ||
+        !kt_text_ok(keyset, KT_KEYSET_NAME_MAX) || (aad == NULL && aad_len) ||
+        aad_len > KT_SEC_MAX)
+        return kt_err(KEYTIER_E_ARGS, "keytier_secret_unprotect");
+    struct kt_rd rd;
+    uint8_t magic[4], name_len;
+    char name[KT_KEYSET_NAME_MAX + 1];
+    uint32_t version;
+    kt_rd_init(&rd, env, env_len);
+    if (!kt_rd_copy(&rd, magic, sizeof magic, 4) ||
+        memcmp(magic, KT_SEC_MAGIC, 4) != 0 || !kt_rd_u8(&rd, &name_len) ||
+        !kt_rd_copy(&rd, name, sizeof name - 1, name_len) ||
+        !kt_rd_u32(&rd, &version) || version == 0 ||
+        env_len < rd.pos + KT_SEC_NONCE + KT_SEC_TAG)
+        return kt_err(KEYTIER_E_FORMAT, "not a protected secret");
+    name[name_len] = '\0';
+    if (strcmp(name, keyset) != 0)
+        return kt_err(KEYTIER_E_WRONG_KEY,
+                      "secret was protected under keyset %s, not %s", name,
+                      keyset);
+    size_t hdr_len = rd.pos + KT_SEC_NONCE;
+    size_t ct_len = env_len - hdr_len - KT_SEC_TAG;
+    struct kt_keyset_rec ks;
+    struct kt_ks_key_rec *k = calloc(1, sizeof *k);
+    kt_secret *key = NULL;
+    uint8_t *buf = NULL, tag[KT_SEC_TAG];
+    if (k == NULL)
+        return kt_err(KEYTIER_E_NOMEM, NULL);
+    /* Retirement by age applies before any key is used. */
+    keytier_err e = keytier_keyset_maintain(ctx, keyset, NULL, NULL);
+    if (e == KEYTIER_OK)
+        e = kt_store_keyset_get(ctx->store, keyset, &ks);
+    if (e == KEYTIER_OK)
+        e = kt_store_ks_key_get(ctx->store, keyset, version, k);
+    if (e == KEYTIER_OK)
+        e = kt_ks_key_open(ctx, &ks, k, &key);
+    if (e != KEYTIER_OK)
+        goto out;
+    buf = malloc(ct_len + 1);
+    if (buf == NULL) {
+        e = kt_err(KEYTIER_E_NOMEM, NULL);
+        goto out;
+    }
+    memcpy(tag, (const uint8_t *)env + hdr_len + ct_len, KT_SEC_TAG);
+    e = kt_sec_gcm(key, 0, env, hdr_len, aad, aad_len,
+                   (const uint8_t *)env + hdr_len, ct_len, buf, tag);
+    if (e != KEYTIER_OK)
+        goto out;
+    *out = buf;
+    *out_len = ct_len;
+    buf = NULL;
+out:
+    keytier_secret_free(buf, ct_len + 1);
+    kt_secret_free(key);
+    free(k);
+    return e;
+}

@@ -1,0 +1,105 @@
+/* Helpers shared by the lifecycle tests (on top of tests/lib/testenv). */
+#ifndef KT_LCTEST_H
+#define KT_LCTEST_H
+
+#include <check.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "keytier.h"
+#include "testenv.h"
+
+#define assert_ok(call)                                                        \
+    do {                                                                       \
+        keytier_err e_ = (call);                                               \
+        ck_assert_msg(e_ == KEYTIER_OK, "%s: %s (%s)", #call,                  \
+                      keytier_error_name(e_), keytier_last_error_detail());    \
+    } while (0)
+
+#define assert_err(call, want)                                                 \
+    do {                                                                       \
+        keytier_err e_ = (call);                                               \
+        ck_assert_msg(e_ == (want), "%s: got %s, want %s (%s)", #call,         \
+                      keytier_error_name(e_), keytier_error_name(want),        \
+                      keytier_last_error_detail());                            \
+    } while (0)
+
+static const keytier_request lc_user = {KEYTIER_REQUEST_USER, NULL, "req-1"};
+static const keytier_request lc_index = {KEYTIER_REQUEST_INTERNAL, "index",
+                                         "req-2"};
+
+/* Seals `msg` under mailbox `name` of the tenant's workload. */
+static inline size_t lc_seal(keytier_ctx *ctx, const char *tenant,
+                             const char *workload, const char *name,
+                             const char *msg, uint8_t *env, size_t cap)
+{
+    keytier_key *k = NULL;
+    size_t n = 0;
+    assert_ok(keytier_key_open_name(ctx, &lc_user, tenant, workload, name, &k));
+    assert_ok(
+        keytier_seal(k, name, strlen(name), msg, strlen(msg), env, cap, &n));
+    keytier_key_close(k);
+    return n;
+}
+
+/* Opens env under mailbox `name` and compares with msg; returns the error
+ * of the first failing call (KEYTIER_OK when it matched). */
+static inline keytier_err lc_open(keytier_ctx *ctx, const keytier_request *req,
+                                  const char *tenant, const char *workload,
+                                  const char *name, const uint8_t *env,
+                                  size_t env_len, const char *msg)
+{
+    keytier_key *k = NULL;
+    uint8_t out[4096];
+    size_t n = 0;
+    keytier_err e = keytier_key_open_name(ctx, req, tenant, workload, name, &k);
+    if (e != KEYTIER_OK)
+        return e;
+    e = keytier_open(k, name, strlen(name), env, env_len, out, sizeof out, &n);
+    keytier_key_close(k);
+    if (e != KEYTIER_OK)
+        return e;
+    ck_assert_uint_eq(n, strlen(msg));
+    ck_assert_mem_eq(out, msg, n);
+    return KEYTIER_OK;
+}
+
+#endif
+
+#include <sqlite3.h>
+
+/* An integer from the store file (a second connection, as an auditor). */
+static inline long long lc_sql_int(const char *db_path, const char *q,
+                                   const char *arg)
+{
+    sqlite3 *db;
+    sqlite3_stmt *st;
+    long long v = -1;
+    ck_assert_int_eq(sqlite3_open(db_path, &db), SQLITE_OK);
+    sqlite3_busy_timeout(db, 10000);
+    ck_assert_msg(sqlite3_prepare_v2(db, q, -1, &st, NULL) == SQLITE_OK, "%s",
+                  sqlite3_errmsg(db));
+    if (arg)
+        sqlite3_bind_text(st, 1, arg, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) == SQLITE_ROW)
+        v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return v;
+}
+
+/* Counts lines of the audit log that contain `needle`. */
+static inline int lc_audit_count(keytier_ctx *ctx, const char *needle)
+{
+    char path[4096], line[8192];
+    int n = 0;
+    assert_ok(keytier_audit_log_path(ctx, path, sizeof path));
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return 0;
+    while (fgets(line, sizeof line, f))
+        n += strstr(line, needle) != NULL;
+    fclose(f);
+    return n;
+}

@@ -1,0 +1,414 @@
+/* lib/lifecycle.c: rolling customer roots (AES and RSA, keytier's module
+ * and SoftHSM2) and purging a tenant, on real tokens. */
+#include <fcntl.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "lctest.h"
+
+static struct testenv T;
+
+static void setup(void)
+{
+    testenv_setup(&T);
+}
+
+static void teardown(void)
+{
+    testenv_teardown(&T);
+}
+
+static const char *const MSG = "mail item written before the lifecycle event";
+
+/* ---- roll ------------------------------------------------------------- */
+
+/* Creates a DEP (A, B), a mailbox with one sealed item, rolls `slot` to
+ * new_uri and checks data, store and audit. */
+static void roll_case(const char *uri_a, const char *uri_b, int slot,
+                      const char *new_uri, const char *expect_mech)
+{
+    keytier_ctx *ctx = testenv_ctx(&T);
+    keytier_dep_info dep, after;
+    keytier_key *dk = NULL;
+    uint8_t env[1024], before[2048];
+    assert_ok(keytier_dep_create(ctx, "org-1", "Exchange", uri_a, uri_b, &dep));
+    assert_ok(keytier_dep_key_open(ctx, &lc_user, "org-1", dep.dep_id, &dk));
+    assert_ok(keytier_key_create(dk, "alice", NULL));
+    keytier_key_close(dk);
+    size_t n = lc_seal(ctx, "org-1", "Exchange", "alice", MSG, env, sizeof env);
+    long long items =
+        lc_sql_int(T.store, "SELECT count(*) FROM tier_keys", NULL);
+    /* The tier key's stored bytes must not change in a roll. */
+    sqlite3 *db;
+    sqlite3_stmt *st;
+    ck_assert_int_eq(sqlite3_open(T.store, &db), SQLITE_OK);
+    ck_assert_int_eq(sqlite3_prepare_v2(db,
+                                        "SELECT wrapped FROM tier_keys WHERE "
+                                        "name = 'alice'",
+                                        -1, &st, NULL),
+                     SQLITE_OK);
+    ck_assert_int_eq(sqlite3_step(st), SQLITE_ROW);
+    int blen = sqlite3_column_bytes(st, 0);
+    memcpy(before, sqlite3_column_blob(st, 0), (size_t)blen);
+    sqlite3_finalize(st);
+
+    assert_ok(
+        keytier_dep_roll(ctx, "org-1", dep.dep_id, slot, new_uri, &after));
+    ck_assert_str_eq(after.root_uri[slot], new_uri);
+    ck_assert_str_eq(after.root_uri[1 - slot], dep.root_uri[1 - slot]);
+    ck_assert_str_eq(after.wrap_mech[slot], expect_mech);
+    ck_assert_int_eq(after.state, KEYTIER_DEP_REGISTERED);
+    /* Data written before the roll reads back after it. */
+    assert_ok(
+        lc_open(ctx, &lc_user, "org-1", "Exchange", "alice", env, n, MSG));
+
+    /* The store holds only the new copy: one row per slot, the new URI,
+     * nothing pending; the tier keys are untouched byte for byte. */
+    ck_assert_int_eq(lc_sql_int(T.store,
+                                "SELECT count(*) FROM dep_roots WHERE "
+                                "dep_id = ?1",
+                                dep.dep_id),
+                     3);
+    ck_assert_int_eq(lc_sql_int(T.store, "SELECT count(*) FROM dep_roll", NULL),
+                     0);
+    ck_assert_int_eq(lc_sql_int(T.store,
+                                "SELECT count(*) FROM dep_roots WHERE uri = ?1",
+                                dep.root_uri[slot]),
+                     0);
+    ck_assert_int_eq(
+        lc_sql_int(T.store, "SELECT count(*) FROM tier_keys", NULL), items);
+    ck_assert_int_eq(sqlite3_prepare_v2(db,
+                                        "SELECT wrapped FROM tier_keys WHERE "
+                                        "name = 'alice'",
+                                        -1, &st, NULL),
+                     SQLITE_OK);
+    ck_assert_int_eq(sqlite3_step(st), SQLITE_ROW);
+    ck_assert_int_eq(sqlite3_column_bytes(st, 0), blen);
+    ck_assert_mem_eq(sqlite3_column_blob(st, 0), before, (size_t)blen);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    ck_assert_int_eq(lc_audit_count(ctx, "\"Customer key rolled\""), 1);
+    char apath[4096];
+    uint64_t bad = 0;
+    assert_ok(keytier_audit_log_path(ctx, apath, sizeof apath));
+    assert_ok(keytier_audit_verify(apath, &bad, NULL));
+    keytier_ctx_close(ctx);
+}
+
+/* The new copy alone opens the data: the other customer key and the old
+ * version are destroyed, the read goes through the new version. */
+static void read_through_new_only(const char *token_old, const char *old_label,
+                                  const char *token_other,
+                                  const char *other_label)
+{
+    testenv_destroy(&T, token_old, old_label);
+    testenv_destroy(&T, token_other, other_label);
+    keytier_ctx *ctx = testenv_ctx(&T);
+    keytier_key *k = NULL;
+    assert_ok(
+        keytier_key_open_name(ctx, &lc_user, "org-1", "Exchange", "alice", &k));
+    keytier_key_close(k);
+    keytier_avail_stats s;
+    assert_ok(keytier_avail_stats_get(ctx, &s));
+    ck_assert_uint_eq(s.fallbacks, 0);
+    keytier_ctx_close(ctx);
+}
+
+START_TEST(roll_aes_softhsm2)
+{
+    testenv_root_aes(&T, "VaultA", "A1", 0);
+    testenv_root_aes(&T, "VaultB", "B1", 0);
+    testenv_root_aes(&T, "VaultA", "A2", 0);
+    testenv_write_conf(&T, NULL);
+    roll_case(testenv_uri("VaultA", "A1"), testenv_uri("VaultB", "B1"),
+              KEYTIER_ROOT_A, testenv_uri("VaultA", "A2"), "aes-key-wrap-pad");
+    read_through_new_only("VaultA", "A1", "VaultB", "B1");
+}
+END_TEST
+
+START_TEST(roll_aes_keytier)
+{
+    testenv_keytier_token(&T, "KtVault");
+    testenv_root_aes(&T, "KtVault", "B1", 0);
+    testenv_root_aes(&T, "VaultA", "A1", 0);
+    testenv_root_aes(&T, "KtVault", "B2", 0);
+    testenv_write_conf(&T, NULL);
+    roll_case(testenv_uri("VaultA", "A1"), testenv_uri("KtVault", "B1"),
+              KEYTIER_ROOT_B, testenv_uri("KtVault", "B2"), "aes-key-wrap-pad");
+    read_through_new_only("KtVault", "B1", "VaultA", "A1");
+}
+END_TEST
+
+START_TEST(roll_rsa_keytier)
+{
+    testenv_keytier_token(&T, "KtVault");
+    testenv_root_rsa(&T, "KtVault", "R1", 0);
+    testenv_root_rsa(&T, "KtVault", "R2", 0);
+    testenv_root_aes(&T, "VaultB", "B1", 0);
+    testenv_write_conf(&T, NULL);
+    roll_case(testenv_uri("KtVault", "R1"), testenv_uri("VaultB", "B1"),
+              KEYTIER_ROOT_A, testenv_uri("KtVault", "R2"), "rsa-oaep-sha256");
+    read_through_new_only("KtVault", "R1", "VaultB", "B1");
+}
+END_TEST
+
+/* Bad new versions are refused with their error and change nothing. */
+START_TEST(roll_refused)
+{
+    testenv_root_aes(&T, "VaultA", "A1", 0);
+    testenv_root_aes(&T, "VaultB", "B1", 0);
+    testenv_root_aes(&T, "VaultA", "Ext", ROOT_EXTRACTABLE);
+    testenv_root_aes(&T, "VaultA", "NoUnwrap", ROOT_NO_UNWRAP);
+    testenv_root_aes(&T, "VaultB", "InB", 0);
+    testenv_write_conf(&T, NULL);
+    keytier_ctx *ctx = testenv_ctx(&T);
+    keytier_dep_info dep;
+    assert_ok(keytier_dep_create(ctx, "org-1", "Exchange",
+                                 testenv_uri("VaultA", "A1"),
+                                 testenv_uri("VaultB", "B1"), &dep));
+    assert_err(keytier_dep_roll(ctx, "org-1", dep.dep_id, KEYTIER_ROOT_A,
+                                testenv_uri("VaultA", "Ext"), NULL),
+               KEYTIER_E_KEY_EXTRACTABLE);
+    ck_assert_ptr_nonnull(strstr(keytier_last_error_detail(), "Ext"));
+    assert_err(keytier_dep_roll(ctx, "org-1", dep.dep_id, KEYTIER_ROOT_A,
+                                testenv_uri("VaultA", "NoUnwrap"), NULL),
+               KEYTIER_E_KEY_USAGE);
+    assert_err(keytier_dep_roll(ctx, "org-1", dep.dep_id, KEYTIER_ROOT_A,
+                                testenv_uri("VaultB", "InB"), NULL),
+               KEYTIER_E_SAME_TOKEN);
+    ck_assert_ptr_nonnull(strstr(keytier_last_error_detail(), "VaultB"));
+    assert_err(keytier_dep_roll(ctx, "org-1", dep.dep_id, KEYTIER_ROOT_A,
+                                testenv_uri("VaultA", "Missing"), NULL),
+               KEYTIER_E_KEY_NOT_FOUND);
+    assert_err(keytier_dep_roll(ctx, "org-1", dep.dep_id, KEYTIER_ROOT_A,
+                                testenv_uri("VaultA", "A1"), NULL),
+               KEYTIER_E_EXISTS);
+    assert_err(keytier_dep_roll(ctx, "org-2", dep.dep_id, KEYTIER_ROOT_A,
+                                testenv_uri("VaultA", "A2"), NULL),
+               KEYTIER_E_WRONG_TENANT);
+    assert_err(keytier_dep_roll(ctx, "org-1", dep.dep_id, KEYTIER_ROOT_AVAIL,
+                                testenv_uri("VaultA", "A2"), NULL),
+               KEYTIER_E_ARGS);
+    /* Nothing changed. */
+    keytier_dep_info now;
+    assert_ok(keytier_dep_show(ctx, "org-1", dep.dep_id, &now));
+    ck_assert_str_eq(now.root_uri[0], dep.root_uri[0]);
+    ck_assert_int_eq(now.state, KEYTIER_DEP_REGISTERED);
+    ck_assert_int_eq(lc_sql_int(T.store, "SELECT count(*) FROM dep_roll", NULL),
+                     0);
+    assert_ok(keytier_dep_disable(ctx, "org-1", dep.dep_id));
+    testenv_root_aes(&T, "VaultA", "A2", 0);
+    assert_err(keytier_dep_roll(ctx, "org-1", dep.dep_id, KEYTIER_ROOT_A,
+                                testenv_uri("VaultA", "A2"), NULL),
+               KEYTIER_E_DEP_STATE);
+    ck_assert_int_eq(lc_audit_count(ctx, "\"Customer key rolled\""), 0);
+    keytier_ctx_close(ctx);
+}
+END_TEST
+
+/* ---- purge ------------------------------------------------------------ */
+
+static void copy_file(const char *from, const char *to)
+{
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "cp '%s' '%s'", from, to);
+    ck_assert_int_eq(system(cmd), 0);
+}
+
+/* In a fresh process: every read of org-1 fails with `want`, org-2's item
+ * opens.  Exit status 0 when so. */
+static void fresh_process_check(const uint8_t *env1, size_t n1,
+                                const uint8_t *env2, size_t n2)
+{
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        keytier_ctx *ctx = NULL;
+        if (keytier_ctx_open(T.conf, &ctx) != KEYTIER_OK)
+            _exit(10);
+        keytier_key *k = NULL;
+        if (lc_open(ctx, &lc_user, "org-1", "Exchange", "alice", env1, n1,
+                    MSG) != KEYTIER_E_NOT_FOUND)
+            _exit(11);
+        if (lc_open(ctx, &lc_index, "org-1", "Exchange", "alice", env1, n1,
+                    MSG) != KEYTIER_E_NOT_FOUND)
+            _exit(12);
+        keytier_dep_info *l = NULL;
+        size_t c = 0;
+        if (keytier_dep_list(ctx, "org-1", NULL, &l, &c) != KEYTIER_OK ||
+            c != 1)
+            _exit(13);
+        if (keytier_dep_key_open(ctx, &lc_index, "org-1", l[0].dep_id, &k) !=
+            KEYTIER_E_PURGED)
+            _exit(14);
+        keytier_dep_list_free(l);
+        if (lc_open(ctx, &lc_user, "org-2", "Exchange", "bob", env2, n2,
+                    "org-2 stays") != KEYTIER_OK)
+            _exit(15);
+        keytier_ctx_close(ctx);
+        _exit(0);
+    }
+    int status;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+                  "fresh process check failed (status %d)", status);
+}
+
+START_TEST(purge_tenant)
+{
+    testenv_root_aes(&T, "VaultA", "A1", 0);
+    testenv_root_aes(&T, "VaultB", "B1", 0);
+    testenv_root_aes(&T, "VaultA", "A9", 0);
+    testenv_root_aes(&T, "VaultB", "B9", 0);
+    /* The cache is on: purge must empty it. */
+    testenv_write_conf(&T, "avail.cache_ttl_ms = 600000");
+    keytier_ctx *ctx = testenv_ctx(&T);
+    keytier_dep_info d1, d2;
+    keytier_key *dk = NULL;
+    assert_ok(keytier_dep_create(ctx, "org-1", "Exchange",
+                                 testenv_uri("VaultA", "A1"),
+                                 testenv_uri("VaultB", "B1"), &d1));
+    assert_ok(keytier_dep_create(ctx, "org-2", "Exchange",
+                                 testenv_uri("VaultA", "A9"),
+                                 testenv_uri("VaultB", "B9"), &d2));
+    assert_ok(keytier_dep_key_open(ctx, &lc_user, "org-1", d1.dep_id, &dk));
+    assert_ok(keytier_key_create(dk, "alice", NULL));
+    keytier_key_close(dk);
+    assert_ok(keytier_dep_key_open(ctx, &lc_user, "org-2", d2.dep_id, &dk));
+    assert_ok(keytier_key_create(dk, "bob", NULL));
+    keytier_key_close(dk);
+    uint8_t env1[1024], env2[1024];
+    size_t n1 =
+        lc_seal(ctx, "org-1", "Exchange", "alice", MSG, env1, sizeof env1);
+    size_t n2 = lc_seal(ctx, "org-2", "Exchange", "bob", "org-2 stays", env2,
+                        sizeof env2);
+    keytier_ctx_close(ctx);
+    /* The metadata as it was before the purge, byte for byte. */
+    char snap[300];
+    snprintf(snap, sizeof snap, "%.250s/before-purge.db", T.dir);
+    copy_file(T.store, snap);
+
+    ctx = testenv_ctx(&T);
+    assert_ok(
+        lc_open(ctx, &lc_user, "org-1", "Exchange", "alice", env1, n1, MSG));
+    keytier_avail_stats s;
+    assert_ok(keytier_avail_stats_get(ctx, &s));
+    ck_assert_uint_ge(s.cache_entries, 1);
+    keytier_purge_report rep;
+    assert_ok(
+        keytier_tenant_purge(ctx, "org-1", KEYTIER_PURGE_CUSTOMER_KEYS, &rep));
+    ck_assert_uint_eq(rep.deps, 1);
+    ck_assert_uint_eq(rep.avail_keys_destroyed, 1);
+    ck_assert_uint_eq(rep.customer_keys_destroyed, 2);
+    ck_assert_uint_eq(rep.tier_keys_deleted, 1);
+    ck_assert_uint_ge(rep.cache_entries_wiped, 1);
+
+    /* This process: nothing of org-1 opens, whatever the request kind. */
+    assert_err(
+        lc_open(ctx, &lc_user, "org-1", "Exchange", "alice", env1, n1, MSG),
+        KEYTIER_E_NOT_FOUND);
+    assert_err(
+        lc_open(ctx, &lc_index, "org-1", "Exchange", "alice", env1, n1, MSG),
+        KEYTIER_E_NOT_FOUND);
+    assert_err(keytier_dep_key_open(ctx, &lc_user, "org-1", d1.dep_id, &dk),
+               KEYTIER_E_PURGED);
+    keytier_request recover = {KEYTIER_REQUEST_INTERNAL, "recover", "r"};
+    assert_err(keytier_dep_key_open(ctx, &recover, "org-1", d1.dep_id, &dk),
+               KEYTIER_E_PURGED);
+    keytier_dep_info now;
+    assert_ok(keytier_dep_show(ctx, "org-1", d1.dep_id, &now));
+    ck_assert_int_eq(now.state, KEYTIER_DEP_PURGED);
+    ck_assert_int_eq(lc_sql_int(T.store,
+                                "SELECT count(*) FROM dep_roots WHERE "
+                                "dep_id = ?1",
+                                d1.dep_id),
+                     0);
+    /* The other tenant is untouched. */
+    assert_ok(lc_open(ctx, &lc_user, "org-2", "Exchange", "bob", env2, n2,
+                      "org-2 stays"));
+    /* Audited, chain intact; a second purge finds nothing left. */
+    ck_assert_int_eq(lc_audit_count(ctx, "\"Tenant purged\""), 1);
+    char apath[4096];
+    assert_ok(keytier_audit_log_path(ctx, apath, sizeof apath));
+    uint64_t bad = 0;
+    assert_ok(keytier_audit_verify(apath, &bad, NULL));
+    assert_ok(keytier_tenant_purge(ctx, "org-1", 0, &rep));
+    ck_assert_uint_eq(rep.deps, 0);
+    keytier_ctx_close(ctx);
+
+    /* A fresh process. */
+    fresh_process_check(env1, n1, env2, n2);
+
+    /* Even the old metadata restored: the envelope written before the
+     * purge does not open, for a user or an internal request (the roots
+     * that could unwrap its DEP key are gone). */
+    snprintf(T.store, sizeof T.store, "%s", snap);
+    testenv_write_conf(&T, NULL);
+    ctx = testenv_ctx(&T);
+    assert_err(
+        lc_open(ctx, &lc_user, "org-1", "Exchange", "alice", env1, n1, MSG),
+        KEYTIER_E_REVOKED);
+    assert_err(
+        lc_open(ctx, &lc_index, "org-1", "Exchange", "alice", env1, n1, MSG),
+        KEYTIER_E_REVOKED);
+    assert_err(
+        lc_open(ctx, &recover, "org-1", "Exchange", "alice", env1, n1, MSG),
+        KEYTIER_E_REVOKED);
+    keytier_ctx_close(ctx);
+}
+END_TEST
+
+/* Without the customer keys: the store alone shreds the tenant. */
+START_TEST(purge_keeps_customer_keys)
+{
+    testenv_root_aes(&T, "VaultA", "A1", 0);
+    testenv_root_aes(&T, "VaultB", "B1", 0);
+    testenv_write_conf(&T, NULL);
+    keytier_ctx *ctx = testenv_ctx(&T);
+    keytier_dep_info d1;
+    keytier_key *dk = NULL;
+    assert_ok(keytier_dep_create(ctx, "org-1", "Exchange",
+                                 testenv_uri("VaultA", "A1"),
+                                 testenv_uri("VaultB", "B1"), &d1));
+    assert_ok(keytier_dep_key_open(ctx, &lc_user, "org-1", d1.dep_id, &dk));
+    assert_ok(keytier_key_create(dk, "alice", NULL));
+    keytier_key_close(dk);
+    keytier_purge_report rep;
+    assert_ok(keytier_tenant_purge(ctx, "org-1", 0, &rep));
+    ck_assert_uint_eq(rep.avail_keys_destroyed, 1);
+    ck_assert_uint_eq(rep.customer_keys_destroyed, 0);
+    assert_err(
+        keytier_key_open_name(ctx, &lc_user, "org-1", "Exchange", "alice", &dk),
+        KEYTIER_E_NOT_FOUND);
+    assert_err(keytier_dep_key_open(ctx, &lc_user, "org-1", d1.dep_id, &dk),
+               KEYTIER_E_PURGED);
+    /* The customer's roots are still there for the customer. */
+    testenv_destroy(&T, "VaultA", "A1");
+    keytier_ctx_close(ctx);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("lifecycle");
+    TCase *tc = tcase_create("roll");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, roll_aes_softhsm2);
+    tcase_add_test(tc, roll_aes_keytier);
+    tcase_add_test(tc, roll_rsa_keytier);
+    tcase_add_test(tc, roll_refused);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("purge");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, purge_tenant);
+    tcase_add_test(tc, purge_keeps_customer_keys);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

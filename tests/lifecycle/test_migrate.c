@@ -1,0 +1,428 @@
+/* lib/migrate.c: assigning DEPs, resumable migration killed at random
+ * points, the files shape, and recovery with both customer tokens deleted.
+ *
+ * The migrating process is this test binary run again ("migrate-child
+ * CONF ID"), so that SIGKILL hits a real, separate process. */
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/rand.h>
+
+#include "lctest.h"
+
+static struct testenv T;
+
+static void setup(void)
+{
+    testenv_setup(&T);
+}
+
+static void teardown(void)
+{
+    testenv_teardown(&T);
+}
+
+#define N_KEYS  10000
+#define N_ITEMS 100 /* mailboxes with a sealed item, read during migration */
+
+/* The child paces itself so the parent can watch it between batches. */
+static int child_pace(void *arg, const keytier_migration *p)
+{
+    (void)arg;
+    (void)p;
+    struct timespec ts = {0, 15 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+    return 0;
+}
+
+static int migrate_child(const char *conf, const char *id)
+{
+    keytier_ctx *ctx = NULL;
+    if (keytier_ctx_open(conf, &ctx) != KEYTIER_OK)
+        return 20;
+    keytier_migration p;
+    keytier_err e = keytier_migrate_run(ctx, id, child_pace, NULL, &p);
+    keytier_ctx_close(ctx);
+    return e == KEYTIER_OK && p.finished ? 0 : 21;
+}
+
+static pid_t spawn_child(const char *id)
+{
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        execl("/proc/self/exe", "test-lifecycle-migrate", "migrate-child",
+              T.conf, id, (char *)NULL);
+        _exit(127);
+    }
+    return pid;
+}
+
+static unsigned rnd(unsigned n)
+{
+    unsigned v;
+    ck_assert_int_eq(RAND_bytes((unsigned char *)&v, sizeof v), 1);
+    return v % n;
+}
+
+/* Invariants that hold at every instant: all keys exist, each under
+ * exactly one of the two DEPs, and an item is done iff its key moved. */
+static void check_invariants(const char *dep1, const char *dep2,
+                             const char *mig)
+{
+    long long total = lc_sql_int(
+        T.store, "SELECT count(*) FROM tier_keys WHERE tenant = 'org-1'", NULL);
+    long long under1 = lc_sql_int(
+        T.store, "SELECT count(*) FROM tier_keys WHERE dep_id = ?1", dep1);
+    long long under2 = lc_sql_int(
+        T.store, "SELECT count(*) FROM tier_keys WHERE dep_id = ?1", dep2);
+    long long done = lc_sql_int(T.store,
+                                "SELECT count(*) FROM migration_items WHERE "
+                                "migration_id = ?1 AND done = 1",
+                                mig);
+    ck_assert_int_eq(total, N_KEYS);
+    ck_assert_int_eq(under1 + under2, N_KEYS);
+    ck_assert_int_eq(done, under2);
+}
+
+START_TEST(migrate_10000_killed_three_times)
+{
+    testenv_root_aes(&T, "VaultA", "A1", 0);
+    testenv_root_aes(&T, "VaultB", "B1", 0);
+    testenv_root_aes(&T, "VaultA", "A2", 0);
+    testenv_root_aes(&T, "VaultB", "B2", 0);
+    testenv_write_conf(&T, "avail.cache_ttl_ms = 600000");
+    keytier_ctx *ctx = testenv_ctx(&T);
+    keytier_dep_info d1, d2;
+    assert_ok(keytier_dep_create(ctx, "org-1", "Exchange",
+                                 testenv_uri("VaultA", "A1"),
+                                 testenv_uri("VaultB", "B1"), &d1));
+    assert_ok(keytier_dep_create(ctx, "org-1", "Exchange",
+                                 testenv_uri("VaultA", "A2"),
+                                 testenv_uri("VaultB", "B2"), &d2));
+    keytier_key *dk = NULL;
+    assert_ok(keytier_dep_key_open(ctx, &lc_user, "org-1", d1.dep_id, &dk));
+    char name[32];
+    for (int i = 0; i < N_KEYS; i++) {
+        snprintf(name, sizeof name, "mbx-%05d", i);
+        assert_ok(keytier_key_create(dk, name, NULL));
+    }
+    keytier_key_close(dk);
+    static uint8_t env[N_ITEMS][256];
+    static size_t env_len[N_ITEMS];
+    static char msg[N_ITEMS][48];
+    for (int i = 0; i < N_ITEMS; i++) {
+        snprintf(name, sizeof name, "mbx-%05d", i * (N_KEYS / N_ITEMS));
+        snprintf(msg[i], sizeof msg[i], "item %d of %s", i, name);
+        env_len[i] = lc_seal(ctx, "org-1", "Exchange", name, msg[i], env[i],
+                             sizeof env[i]);
+    }
+
+    keytier_migration m;
+    assert_ok(keytier_assign(ctx, "org-1", "Exchange", NULL, d2.dep_id, &m));
+    ck_assert_uint_eq(m.total, N_KEYS);
+    ck_assert_uint_eq(m.done, 0);
+    keytier_dep_info st;
+    assert_ok(keytier_dep_show(ctx, "org-1", d2.dep_id, &st));
+    ck_assert_int_eq(st.state, KEYTIER_DEP_MIGRATING);
+
+    unsigned reads = 0;
+    uint64_t last_done = 0;
+    for (int kill_no = 0; kill_no < 3; kill_no++) {
+        /* A random point in the next third of what is left. */
+        uint64_t left = N_KEYS - last_done;
+        uint64_t target = last_done + left / 10 + rnd((unsigned)(left / 4));
+        pid_t pid = spawn_child(m.migration_id);
+        keytier_migration p;
+        for (;;) {
+            /* Reads while the other process migrates: all succeed. */
+            unsigned i = rnd(N_ITEMS);
+            snprintf(name, sizeof name, "mbx-%05u", i * (N_KEYS / N_ITEMS));
+            assert_ok(lc_open(ctx, &lc_user, "org-1", "Exchange", name, env[i],
+                              env_len[i], msg[i]));
+            reads++;
+            assert_ok(keytier_migration_get(ctx, "org-1", m.migration_id, &p));
+            if (p.done >= target)
+                break;
+            int status;
+            ck_assert_msg(waitpid(pid, &status, WNOHANG) == 0,
+                          "migration process ended before the kill point "
+                          "(status %d)",
+                          status);
+            struct timespec ts = {0, 2 * 1000 * 1000};
+            nanosleep(&ts, NULL);
+        }
+        ck_assert_int_eq(kill(pid, SIGKILL), 0);
+        int status;
+        ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+        ck_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+        check_invariants(d1.dep_id, d2.dep_id, m.migration_id);
+        assert_ok(keytier_migration_get(ctx, "org-1", m.migration_id, &p));
+        ck_assert(!p.finished);
+        ck_assert_uint_ge(p.done, last_done);
+        last_done = p.done;
+    }
+
+    /* The last run finishes it. */
+    pid_t pid = spawn_child(m.migration_id);
+    int status;
+    for (;;) {
+        unsigned i = rnd(N_ITEMS);
+        snprintf(name, sizeof name, "mbx-%05u", i * (N_KEYS / N_ITEMS));
+        assert_ok(lc_open(ctx, &lc_user, "org-1", "Exchange", name, env[i],
+                          env_len[i], msg[i]));
+        reads++;
+        pid_t w = waitpid(pid, &status, WNOHANG);
+        if (w == pid)
+            break;
+        ck_assert_int_eq(w, 0);
+        struct timespec ts = {0, 5 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+                  "final migration run failed (status %d)", status);
+    ck_assert_uint_gt(reads, 3);
+
+    keytier_migration p;
+    assert_ok(keytier_migration_get(ctx, "org-1", m.migration_id, &p));
+    ck_assert(p.finished);
+    ck_assert_uint_eq(p.done, N_KEYS);
+    ck_assert_uint_eq(p.total, N_KEYS);
+    ck_assert(p.percent == 100.0);
+    check_invariants(d1.dep_id, d2.dep_id, m.migration_id);
+    assert_ok(keytier_dep_show(ctx, "org-1", d2.dep_id, &st));
+    ck_assert_int_eq(st.state, KEYTIER_DEP_REGISTERED);
+
+    /* Every key opens under the new DEP key, none under the old. */
+    keytier_key_info *list = NULL;
+    size_t n = 0;
+    assert_ok(keytier_key_list(ctx, "org-1", d1.dep_id, &list, &n));
+    ck_assert_uint_eq(n, 0);
+    keytier_key_list_free(list);
+    assert_ok(keytier_key_list(ctx, "org-1", d2.dep_id, &list, &n));
+    ck_assert_uint_eq(n, N_KEYS);
+    assert_ok(keytier_dep_key_open(ctx, &lc_user, "org-1", d2.dep_id, &dk));
+    for (size_t i = 0; i < n; i++) {
+        keytier_key *k = NULL;
+        assert_ok(keytier_key_open(dk, list[i].key_id, &k));
+        keytier_key_close(k);
+    }
+    keytier_key_close(dk);
+    keytier_key_list_free(list);
+    for (int i = 0; i < N_ITEMS; i++) {
+        snprintf(name, sizeof name, "mbx-%05d", i * (N_KEYS / N_ITEMS));
+        assert_ok(lc_open(ctx, &lc_user, "org-1", "Exchange", name, env[i],
+                          env_len[i], msg[i]));
+    }
+    keytier_status s;
+    assert_ok(keytier_status_get(ctx, "org-1", "Exchange", "mbx-04242", &s));
+    ck_assert_int_eq(s.encrypted, 1);
+    ck_assert_str_eq(s.dep_id, d2.dep_id);
+    ck_assert_str_eq(s.policy_id, d2.policy_id);
+    ck_assert_int_eq(lc_audit_count(ctx, "\"Migration completed\""), 1);
+    ck_assert_int_ge(lc_audit_count(ctx, "\"Migration progress\""), 1);
+    char apath[4096];
+    uint64_t bad = 0;
+    assert_ok(keytier_audit_log_path(ctx, apath, sizeof apath));
+    assert_ok(keytier_audit_verify(apath, &bad, NULL));
+    /* Running it again does nothing more. */
+    assert_ok(keytier_migrate_run(ctx, m.migration_id, NULL, NULL, &p));
+    ck_assert(p.finished);
+    keytier_ctx_close(ctx);
+}
+END_TEST
+
+/* Files shape: a site's blob keys bind the DEP id and move with it; a
+ * name without a key gets one under the assigned DEP at once. */
+START_TEST(assign_files_shape_and_new_name)
+{
+    testenv_root_aes(&T, "VaultA", "A1", 0);
+    testenv_root_aes(&T, "VaultB", "B1", 0);
+    testenv_root_aes(&T, "VaultA", "A2", 0);
+    testenv_root_aes(&T, "VaultB", "B2", 0);
+    testenv_write_conf(&T, "workload.Files.shape = files\n"
+                           "workload.Files.availability_key = aes256");
+    keytier_ctx *ctx = testenv_ctx(&T);
+    keytier_dep_info d1, d2;
+    assert_ok(keytier_dep_create(ctx, "org-1", "Files",
+                                 testenv_uri("VaultA", "A1"),
+                                 testenv_uri("VaultB", "B1"), &d1));
+    assert_ok(keytier_dep_create(ctx, "org-1", "Files",
+                                 testenv_uri("VaultA", "A2"),
+                                 testenv_uri("VaultB", "B2"), &d2));
+    keytier_key *dk = NULL, *site = NULL, *blob = NULL;
+    char blob_ids[3][3][KEYTIER_ID_SIZE];
+    uint8_t env[3][3][256];
+    size_t env_len[3][3];
+    assert_ok(keytier_dep_key_open(ctx, &lc_user, "org-1", d1.dep_id, &dk));
+    for (int s = 0; s < 3; s++) {
+        char sname[16], site_id[KEYTIER_ID_SIZE];
+        snprintf(sname, sizeof sname, "site-%d", s);
+        assert_ok(keytier_key_create(dk, sname, site_id));
+        assert_ok(keytier_key_open(dk, site_id, &site));
+        for (int b = 0; b < 3; b++) {
+            char bname[16];
+            snprintf(bname, sizeof bname, "blob-%d", b);
+            assert_ok(keytier_key_create(site, bname, blob_ids[s][b]));
+            assert_ok(keytier_key_open(site, blob_ids[s][b], &blob));
+            assert_ok(keytier_seal(blob, "ctx", 3, bname, strlen(bname),
+                                   env[s][b], sizeof env[s][b],
+                                   &env_len[s][b]));
+            keytier_key_close(blob);
+        }
+        keytier_key_close(site);
+    }
+    keytier_key_close(dk);
+    keytier_migration m;
+    assert_ok(keytier_assign(ctx, "org-1", "Files", NULL, d2.dep_id, &m));
+    ck_assert_uint_eq(m.total, 3);
+    assert_ok(keytier_migrate_run(ctx, m.migration_id, NULL, NULL, &m));
+    ck_assert(m.finished);
+    ck_assert_uint_eq(m.done, 3);
+    ck_assert_int_eq(lc_sql_int(T.store,
+                                "SELECT count(*) FROM tier_keys WHERE "
+                                "dep_id = ?1",
+                                d2.dep_id),
+                     12);
+    for (int s = 0; s < 3; s++)
+        for (int b = 0; b < 3; b++) {
+            uint8_t out[64];
+            size_t n = 0;
+            char bname[16];
+            snprintf(bname, sizeof bname, "blob-%d", b);
+            assert_ok(keytier_key_open_path(ctx, &lc_user, "org-1",
+                                            blob_ids[s][b], &blob));
+            keytier_key_info info;
+            keytier_key_get_info(blob, &info);
+            ck_assert_str_eq(info.dep_id, d2.dep_id);
+            assert_ok(keytier_open(blob, "ctx", 3, env[s][b], env_len[s][b],
+                                   out, sizeof out, &n));
+            ck_assert_uint_eq(n, strlen(bname));
+            ck_assert_mem_eq(out, bname, n);
+            keytier_key_close(blob);
+        }
+    /* A site with no data yet: encrypted under the DEP from the start. */
+    keytier_status s;
+    assert_ok(keytier_status_get(ctx, "org-1", "Files", "site-new", &s));
+    ck_assert_int_eq(s.encrypted, 0);
+    assert_ok(keytier_assign(ctx, "org-1", "Files", "site-new", d1.dep_id, &m));
+    ck_assert(m.finished);
+    ck_assert_uint_eq(m.total, 0);
+    assert_ok(keytier_status_get(ctx, "org-1", "Files", "site-new", &s));
+    ck_assert_int_eq(s.encrypted, 1);
+    ck_assert_str_eq(s.dep_id, d1.dep_id);
+    ck_assert_str_eq(s.policy_id, d1.policy_id);
+    /* Errors: another tenant's DEP, a DEP of another workload, unknown. */
+    assert_err(keytier_assign(ctx, "org-2", "Files", NULL, d2.dep_id, &m),
+               KEYTIER_E_WRONG_TENANT);
+    assert_err(keytier_assign(ctx, "org-1", "Exchange", NULL, d2.dep_id, &m),
+               KEYTIER_E_ARGS);
+    assert_err(keytier_assign(ctx, "org-1", "Files", NULL,
+                              "00000000-0000-4000-8000-000000000000", &m),
+               KEYTIER_E_DEP_NOT_FOUND);
+    assert_ok(keytier_dep_disable(ctx, "org-1", d1.dep_id));
+    assert_err(keytier_assign(ctx, "org-1", "Files", "site-0", d1.dep_id, &m),
+               KEYTIER_E_DEP_STATE);
+    assert_err(keytier_migrate_run(ctx, "00000000-0000-4000-8000-000000000000",
+                                   NULL, NULL, &m),
+               KEYTIER_E_NOT_FOUND);
+    keytier_ctx_close(ctx);
+}
+END_TEST
+
+START_TEST(recover_both_customer_tokens_deleted)
+{
+    testenv_root_aes(&T, "VaultA", "A1", 0);
+    testenv_root_aes(&T, "VaultB", "B1", 0);
+    testenv_root_aes(&T, "VaultC", "C1", 0);
+    testenv_keytier_token(&T, "KtVault");
+    testenv_root_aes(&T, "KtVault", "K1", 0);
+    testenv_write_conf(&T, NULL);
+    keytier_ctx *ctx = testenv_ctx(&T);
+    keytier_dep_info d1, d2;
+    assert_ok(keytier_dep_create(ctx, "org-1", "Exchange",
+                                 testenv_uri("VaultA", "A1"),
+                                 testenv_uri("VaultB", "B1"), &d1));
+    keytier_key *dk = NULL;
+    assert_ok(keytier_dep_key_open(ctx, &lc_user, "org-1", d1.dep_id, &dk));
+    uint8_t env[20][256];
+    size_t env_len[20];
+    char name[16], msg[32];
+    for (int i = 0; i < 20; i++) {
+        snprintf(name, sizeof name, "mbx-%d", i);
+        assert_ok(keytier_key_create(dk, name, NULL));
+    }
+    keytier_key_close(dk);
+    for (int i = 0; i < 20; i++) {
+        snprintf(name, sizeof name, "mbx-%d", i);
+        snprintf(msg, sizeof msg, "message %d", i);
+        env_len[i] =
+            lc_seal(ctx, "org-1", "Exchange", name, msg, env[i], sizeof env[i]);
+    }
+    keytier_ctx_close(ctx);
+
+    /* Both customer tokens are gone for good. */
+    ck_assert_int_eq(system("softhsm2-util --delete-token --token VaultA "
+                            ">/dev/null"),
+                     0);
+    ck_assert_int_eq(system("softhsm2-util --delete-token --token VaultB "
+                            ">/dev/null"),
+                     0);
+    ctx = testenv_ctx(&T);
+    keytier_migration m;
+    assert_ok(keytier_dep_recover(ctx, "org-1", d1.dep_id,
+                                  testenv_uri("VaultC", "C1"),
+                                  testenv_uri("KtVault", "K1"), &d2, &m));
+    ck_assert_str_ne(d2.dep_id, d1.dep_id);
+    ck_assert_str_eq(m.operation, "recover");
+    ck_assert_uint_eq(m.total, 20);
+    assert_ok(keytier_migrate_run(ctx, m.migration_id, NULL, NULL, &m));
+    ck_assert(m.finished);
+    ck_assert_uint_eq(m.done, 20);
+    /* All data readable under the new DEP, by users, through its customer
+     * keys alone (no fallback for these reads). */
+    keytier_avail_stats before, after;
+    assert_ok(keytier_avail_stats_get(ctx, &before));
+    for (int i = 0; i < 20; i++) {
+        snprintf(name, sizeof name, "mbx-%d", i);
+        snprintf(msg, sizeof msg, "message %d", i);
+        assert_ok(lc_open(ctx, &lc_user, "org-1", "Exchange", name, env[i],
+                          env_len[i], msg));
+        keytier_status s;
+        assert_ok(keytier_status_get(ctx, "org-1", "Exchange", name, &s));
+        ck_assert_str_eq(s.dep_id, d2.dep_id);
+    }
+    assert_ok(keytier_avail_stats_get(ctx, &after));
+    ck_assert_uint_eq(after.fallbacks, before.fallbacks);
+    keytier_dep_info old;
+    assert_ok(keytier_dep_show(ctx, "org-1", d1.dep_id, &old));
+    ck_assert_int_eq(old.state, KEYTIER_DEP_DISABLED);
+    /* The availability key covered the gap, audited as "recover". */
+    ck_assert_int_ge(lc_audit_count(ctx, "\"Operation\":\"recover\""), 1);
+    ck_assert_int_ge(lc_audit_count(ctx, "Fallback to availability key"), 1);
+    ck_assert_int_eq(lc_audit_count(ctx, "\"DEP recovery started\""), 1);
+    keytier_ctx_close(ctx);
+}
+END_TEST
+
+int main(int argc, char **argv)
+{
+    if (argc == 4 && strcmp(argv[1], "migrate-child") == 0)
+        return migrate_child(argv[2], argv[3]);
+    Suite *s = suite_create("migrate");
+    TCase *tc = tcase_create("migrate");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 240);
+    tcase_add_test(tc, migrate_10000_killed_three_times);
+    tcase_add_test(tc, assign_files_shape_and_new_name);
+    tcase_add_test(tc, recover_both_customer_tokens_deleted);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
