@@ -36,7 +36,7 @@ step 12 "audit log: 4 records, hash chain verified$"
 assert_contains "$out" "== demo complete: 12 steps behaved as claimed; servers stopped, temp dir removed"
 ! grep -q FAILED <<<"$out" || kt_fail "a step failed"
 for pid in $(grep -oE 'pid [0-9]+' <<<"$out" | cut -d' ' -f2); do
-    ! kt_pid_alive "$pid" || kt_fail "p11-kit server $pid still runs after the demo"
+    ! pid_alive "$pid" || kt_fail "p11-kit server $pid still runs after the demo"
 done
 assert_eq "" "$(ls -A "$TMPDIR")" "temp dir left by the demo"
 
@@ -62,7 +62,7 @@ for at in 4 7; do
     wait "$demo_pid" || rc=$?
     assert_eq 143 "$rc" "demo killed by SIGTERM"
     for pid in $pids; do
-        ! kt_pid_alive "$pid" || kt_fail "server $pid survived the demo's SIGTERM at step $at"
+        ! pid_alive "$pid" || kt_fail "server $pid survived the demo's SIGTERM at step $at"
     done
     assert_eq "" "$(ls -A "$TMPDIR")" "temp dir left after SIGTERM at step $at"
 done
