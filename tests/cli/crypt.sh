@@ -138,6 +138,19 @@ expect_rc 7 kt encrypt --tenant acme --mailbox alice -i "$w" -o failed.ct
 no_temp_left
 expect_rc 7 bash -c '"$KT_CLI" encrypt --tenant acme --mailbox alice -i pt >/dev/full'
 
+kt_log "progress bar on a terminal only"
+head -c $((8 << 20)) /dev/urandom >eight
+tty_out=$(script -qec "'$KT_CLI' encrypt --tenant acme --mailbox alice -i eight -o eight.ct" /dev/null </dev/null)
+assert_contains "$tty_out" "encrypting ["
+assert_contains "$tty_out" "] 100% 8/8 MiB"
+tty_out=$(script -qec "'$KT_CLI' decrypt --tenant acme --mailbox alice -i eight.ct -o eight.out" /dev/null </dev/null)
+assert_contains "$tty_out" "decrypting ["
+assert_files_eq eight eight.out
+kt encrypt --tenant acme --mailbox alice -i eight -o eight2.ct 2>stderr.txt
+assert_eq "" "$(cat stderr.txt)" "stderr when not on a terminal"
+tty_out=$(script -qec "'$KT_CLI' --json encrypt --tenant acme --mailbox alice -i eight -o eight3.ct" /dev/null </dev/null)
+assert_not_contains "$tty_out" "encrypting [" "progress with --json"
+
 kt_log "usage errors"
 expect_fail "keytier encrypt: give --mailbox M or --site S --blob B (see 'keytier encrypt --help')" \
     kt encrypt --tenant acme -i pt -o x
