@@ -74,14 +74,6 @@
  * EVP_CIPHER_CTXs keyed once per key and reused (only the IV changes per
  * chunk), kept in a small per-key pool; the fetched cipher is shared. */
 
-static EVP_CIPHER *kt_gcm;
-static pthread_once_t kt_gcm_once = PTHREAD_ONCE_INIT;
-
-static void kt_gcm_fetch(void)
-{
-    kt_gcm = EVP_CIPHER_fetch(NULL, "AES-256-GCM", NULL);
-}
-
 struct kt_cipher_pool {
     pthread_mutex_t mu;
     EVP_CIPHER_CTX *idle[2][KT_POOL_MAX]; /* [0] decrypt, [1] encrypt */
@@ -101,8 +93,8 @@ static EVP_CIPHER_CTX *kt_cipher_get(keytier_key *key, int enc)
     c = EVP_CIPHER_CTX_new();
     if (c == NULL)
         return NULL;
-    if (EVP_CipherInit_ex2(c, kt_gcm, kt_secret_cdata(key->enc_key), NULL, enc,
-                           NULL) != 1) {
+    if (EVP_CipherInit_ex2(c, kt_aes256gcm(), kt_secret_cdata(key->enc_key),
+                           NULL, enc, NULL) != 1) {
         EVP_CIPHER_CTX_free(c);
         return NULL;
     }
@@ -126,8 +118,7 @@ keytier_err kt_envelope_key_init(keytier_key *key)
     static const char lk[] = "keytier envelope v1 key";
     static const char lc[] = "keytier envelope v1 commit";
     uint8_t info[64];
-    pthread_once(&kt_gcm_once, kt_gcm_fetch);
-    if (kt_gcm == NULL)
+    if (kt_aes256gcm() == NULL)
         return kt_err(KEYTIER_E_CRYPTO, "AES-256-GCM unavailable");
     key->enc_key = kt_secret_new(KT_KEY_SIZE);
     key->pool = calloc(1, sizeof *key->pool);
@@ -283,11 +274,22 @@ static bool kt_chunk(const struct kt_chunk_ctx *k, int enc, uint64_t idx,
     if (!enc &&
         EVP_CIPHER_CTX_ctrl(k->c, EVP_CTRL_GCM_SET_TAG, KT_TAG_SIZE, tag) != 1)
         return false;
-    if (EVP_CipherUpdate(k->c, NULL, &n, k->hdr, (int)k->hdr_len) != 1 ||
-        (k->aad_len > 0 &&
-         EVP_CipherUpdate(k->c, NULL, &n, k->aad, (int)k->aad_len) != 1) ||
-        EVP_CipherUpdate(k->c, NULL, &n, tail, sizeof tail) != 1)
+    /* One AAD call when it fits a stack buffer: each EVP call costs about
+     * as much as hashing a few hundred AAD bytes. */
+    uint8_t joined[512];
+    if (k->hdr_len + k->aad_len + sizeof tail <= sizeof joined) {
+        memcpy(joined, k->hdr, k->hdr_len); /* hdr_len <= header max */
+        if (k->aad_len > 0)
+            memcpy(joined + k->hdr_len, k->aad, k->aad_len); /* fits */
+        memcpy(joined + k->hdr_len + k->aad_len, tail, sizeof tail);
+        if (EVP_CipherUpdate(k->c, NULL, &n, joined,
+                             (int)(k->hdr_len + k->aad_len + sizeof tail)) != 1)
+            return false;
+    } else if (EVP_CipherUpdate(k->c, NULL, &n, k->hdr, (int)k->hdr_len) != 1 ||
+               EVP_CipherUpdate(k->c, NULL, &n, k->aad, (int)k->aad_len) != 1 ||
+               EVP_CipherUpdate(k->c, NULL, &n, tail, sizeof tail) != 1) {
         return false;
+    }
     if (len > 0 && EVP_CipherUpdate(k->c, out, &n, in, (int)len) != 1)
         return false;
     if (EVP_CipherFinal_ex(k->c, out + len, &n) != 1)

@@ -83,7 +83,8 @@ struct kt_module {
     char *path;
     CK_FUNCTION_LIST *fl;
     CK_INFO info;
-    bool initialized;
+    bool initialized; /* we called C_Initialize and must finalize */
+    bool ready;       /* initialised and C_GetInfo answered */
 };
 
 struct kt_token {
@@ -171,6 +172,8 @@ void kt_avail_destroy(struct kt_root *root, CK_SESSION_HANDLE s);
 KT_MUST_CHECK bool kt_uuid_new(uint8_t out[KT_UUID_BYTES]);
 void kt_uuid_format(const uint8_t in[KT_UUID_BYTES], char out[KEYTIER_ID_SIZE]);
 KT_MUST_CHECK bool kt_uuid_parse(const char *s, uint8_t out[KT_UUID_BYTES]);
+/* AES-256-GCM, fetched once per process (NULL if unavailable). */
+const struct evp_cipher_st *kt_aes256gcm(void);
 /* HKDF-SHA-256 (OpenSSL EVP_KDF) with an empty salt. */
 KT_MUST_CHECK bool kt_hkdf(const kt_secret *ikm, const void *info,
                            size_t info_len, uint8_t *out, size_t out_len);

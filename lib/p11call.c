@@ -15,7 +15,10 @@
 
 const char *kt_p11_rv_text(CK_RV rv)
 {
-    return p11_kit_strerror(rv);
+    if (rv == CKR_OK)
+        return "ok"; /* p11_kit_strerror gives "" */
+    const char *t = p11_kit_strerror(rv);
+    return t != NULL && *t != '\0' ? t : "unknown error";
 }
 
 CK_RV kt_p11_initialize(keytier_ctx *ctx, struct kt_module *mod)

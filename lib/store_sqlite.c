@@ -25,10 +25,50 @@
 
 #define KT_BUSY_TIMEOUT_MS 10000
 
+#define KT_STMT_CACHE 24
+
 struct kt_store {
     sqlite3 *db;
     pthread_mutex_t mu; /* one connection, statements grouped per call */
+    /* Prepared statements, keyed by their SQL text's address (every query
+     * is a literal), reused under mu. */
+    struct {
+        const char *sql;
+        sqlite3_stmt *q;
+    } cache[KT_STMT_CACHE];
 };
+
+/* Prepares sql once per store; later calls return the same statement,
+ * reset.  Release with kt_done (never sqlite3_finalize). */
+static int kt_prep(struct kt_store *st, const char *sql, sqlite3_stmt **q)
+{
+    size_t i;
+    for (i = 0; i < KT_STMT_CACHE && st->cache[i].sql != NULL; i++)
+        if (st->cache[i].sql == sql) {
+            *q = st->cache[i].q;
+            return SQLITE_OK;
+        }
+    int rc =
+        sqlite3_prepare_v3(st->db, sql, -1, SQLITE_PREPARE_PERSISTENT, q, NULL);
+    if (rc == SQLITE_OK && i < KT_STMT_CACHE) {
+        st->cache[i].sql = sql;
+        st->cache[i].q = *q;
+    }
+    return rc;
+}
+
+static void kt_done(struct kt_store *st, sqlite3_stmt *q)
+{
+    if (q == NULL)
+        return;
+    for (size_t i = 0; i < KT_STMT_CACHE && st->cache[i].sql != NULL; i++)
+        if (st->cache[i].q == q) {
+            sqlite3_reset(q);
+            sqlite3_clear_bindings(q);
+            return;
+        }
+    sqlite3_finalize(q); /* cache full: not kept */
+}
 
 static const char *const kt_migrations[] = {
     /* 0 -> 1: DEPs, their wrapped copies, tier keys. */
@@ -231,6 +271,8 @@ void kt_store_close(struct kt_store *st)
 {
     if (st == NULL)
         return;
+    for (size_t i = 0; i < KT_STMT_CACHE; i++)
+        sqlite3_finalize(st->cache[i].q);
     sqlite3_close(st->db);
     pthread_mutex_destroy(&st->mu);
     free(st);
@@ -264,10 +306,10 @@ static keytier_err kt_dep_count_locked(struct kt_store *st, const char *tenant,
                                        const char *workload, unsigned *count)
 {
     sqlite3_stmt *q;
-    if (sqlite3_prepare_v2(st->db,
-                           "SELECT count(*) FROM deps WHERE tenant = ?1 AND "
-                           "workload = ?2 AND state != ?3",
-                           -1, &q, NULL) != SQLITE_OK)
+    if (kt_prep(st,
+                "SELECT count(*) FROM deps WHERE tenant = ?1 AND "
+                "workload = ?2 AND state != ?3",
+                &q) != SQLITE_OK)
         return kt_store_fail(st, "count DEPs");
     sqlite3_bind_text(q, 1, tenant, -1, SQLITE_STATIC);
     sqlite3_bind_text(q, 2, workload, -1, SQLITE_STATIC);
@@ -277,7 +319,7 @@ static keytier_err kt_dep_count_locked(struct kt_store *st, const char *tenant,
         *count = (unsigned)sqlite3_column_int(q, 0);
     else
         e = kt_store_fail(st, "count DEPs");
-    sqlite3_finalize(q);
+    kt_done(st, q);
     return e;
 }
 
@@ -308,11 +350,11 @@ keytier_err kt_store_dep_insert(struct kt_store *st,
                    dep->tenant, count, dep->workload, limit);
         goto fail;
     }
-    if (sqlite3_prepare_v2(st->db,
-                           "INSERT INTO deps(dep_id, policy_id, tenant, "
-                           "workload, state, created, key_check) "
-                           "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                           -1, &q, NULL) != SQLITE_OK) {
+    if (kt_prep(st,
+                "INSERT INTO deps(dep_id, policy_id, tenant, "
+                "workload, state, created, key_check) "
+                "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                &q) != SQLITE_OK) {
         e = kt_store_fail(st, "insert DEP");
         goto fail;
     }
@@ -327,14 +369,14 @@ keytier_err kt_store_dep_insert(struct kt_store *st,
         e = kt_store_fail(st, "insert DEP");
         goto fail;
     }
-    sqlite3_finalize(q);
+    kt_done(st, q);
     q = NULL;
     for (int slot = 0; slot < 3; slot++) {
         const struct kt_root_rec *r = &dep->roots[slot];
-        if (sqlite3_prepare_v2(st->db,
-                               "INSERT INTO dep_roots(dep_id, slot, uri, "
-                               "mech, wrapped) VALUES (?1, ?2, ?3, ?4, ?5)",
-                               -1, &q, NULL) != SQLITE_OK) {
+        if (kt_prep(st,
+                    "INSERT INTO dep_roots(dep_id, slot, uri, "
+                    "mech, wrapped) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    &q) != SQLITE_OK) {
             e = kt_store_fail(st, "insert DEP root");
             goto fail;
         }
@@ -347,13 +389,13 @@ keytier_err kt_store_dep_insert(struct kt_store *st,
             e = kt_store_fail(st, "insert DEP root");
             goto fail;
         }
-        sqlite3_finalize(q);
+        kt_done(st, q);
         q = NULL;
     }
     e = kt_commit(st);
     goto out;
 fail:
-    sqlite3_finalize(q);
+    kt_done(st, q);
     kt_rollback(st);
 out:
     pthread_mutex_unlock(&st->mu);
@@ -380,10 +422,10 @@ static keytier_err kt_dep_row(struct kt_store *st, sqlite3_stmt *q,
                       d->dep_id);
 
     sqlite3_stmt *r;
-    if (sqlite3_prepare_v2(st->db,
-                           "SELECT slot, uri, mech, wrapped FROM dep_roots "
-                           "WHERE dep_id = ?1",
-                           -1, &r, NULL) != SQLITE_OK)
+    if (kt_prep(st,
+                "SELECT slot, uri, mech, wrapped FROM dep_roots "
+                "WHERE dep_id = ?1",
+                &r) != SQLITE_OK)
         return kt_store_fail(st, "read DEP roots");
     sqlite3_bind_text(r, 1, d->dep_id, -1, SQLITE_STATIC);
     unsigned seen = 0;
@@ -411,7 +453,7 @@ static keytier_err kt_dep_row(struct kt_store *st, sqlite3_stmt *q,
     if (e == KEYTIER_OK && seen != 7)
         e = kt_err(KEYTIER_E_FORMAT, "DEP %s: missing wrapped copies",
                    d->dep_id);
-    sqlite3_finalize(r);
+    kt_done(st, r);
     return e;
 }
 
@@ -421,9 +463,8 @@ keytier_err kt_store_dep_get(struct kt_store *st, const char *dep_id,
     sqlite3_stmt *q;
     keytier_err e;
     pthread_mutex_lock(&st->mu);
-    if (sqlite3_prepare_v2(st->db,
-                           "SELECT " KT_DEP_COLS " FROM deps WHERE dep_id = ?1",
-                           -1, &q, NULL) != SQLITE_OK) {
+    if (kt_prep(st, "SELECT " KT_DEP_COLS " FROM deps WHERE dep_id = ?1", &q) !=
+        SQLITE_OK) {
         e = kt_store_fail(st, "read DEP");
         goto out;
     }
@@ -435,7 +476,7 @@ keytier_err kt_store_dep_get(struct kt_store *st, const char *dep_id,
         e = kt_err(KEYTIER_E_DEP_NOT_FOUND, "%s", dep_id);
     else
         e = kt_store_fail(st, "read DEP");
-    sqlite3_finalize(q);
+    kt_done(st, q);
 out:
     pthread_mutex_unlock(&st->mu);
     return e;
@@ -450,11 +491,11 @@ keytier_err kt_store_dep_list(struct kt_store *st, const char *tenant,
     struct kt_dep_rec *list = NULL;
     size_t n = 0, cap = 0;
     pthread_mutex_lock(&st->mu);
-    if (sqlite3_prepare_v2(st->db,
-                           "SELECT " KT_DEP_COLS " FROM deps WHERE tenant = ?1 "
-                           "AND (?2 IS NULL OR workload = ?2) "
-                           "ORDER BY created, rowid",
-                           -1, &q, NULL) != SQLITE_OK) {
+    if (kt_prep(st,
+                "SELECT " KT_DEP_COLS " FROM deps WHERE tenant = ?1 "
+                "AND (?2 IS NULL OR workload = ?2) "
+                "ORDER BY created, rowid",
+                &q) != SQLITE_OK) {
         e = kt_store_fail(st, "list DEPs");
         goto out;
     }
@@ -480,7 +521,7 @@ keytier_err kt_store_dep_list(struct kt_store *st, const char *tenant,
     }
     if (e == KEYTIER_OK && rc != SQLITE_DONE)
         e = kt_store_fail(st, "list DEPs");
-    sqlite3_finalize(q);
+    kt_done(st, q);
 out:
     pthread_mutex_unlock(&st->mu);
     if (e != KEYTIER_OK) {
@@ -498,9 +539,8 @@ keytier_err kt_store_dep_set_state(struct kt_store *st, const char *dep_id,
     sqlite3_stmt *q;
     keytier_err e;
     pthread_mutex_lock(&st->mu);
-    if (sqlite3_prepare_v2(st->db,
-                           "UPDATE deps SET state = ?2 WHERE dep_id = ?1", -1,
-                           &q, NULL) != SQLITE_OK) {
+    if (kt_prep(st, "UPDATE deps SET state = ?2 WHERE dep_id = ?1", &q) !=
+        SQLITE_OK) {
         e = kt_store_fail(st, "update DEP");
         goto out;
     }
@@ -512,7 +552,7 @@ keytier_err kt_store_dep_set_state(struct kt_store *st, const char *dep_id,
         e = kt_err(KEYTIER_E_DEP_NOT_FOUND, "%s", dep_id);
     else
         e = KEYTIER_OK;
-    sqlite3_finalize(q);
+    kt_done(st, q);
 out:
     pthread_mutex_unlock(&st->mu);
     return e;
@@ -529,10 +569,10 @@ keytier_err kt_store_key_insert(struct kt_store *st, const struct kt_key_rec *k)
     sqlite3_stmt *q;
     keytier_err e;
     pthread_mutex_lock(&st->mu);
-    if (sqlite3_prepare_v2(st->db,
-                           "INSERT INTO tier_keys(" KT_KEY_COLS ") VALUES "
-                           "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                           -1, &q, NULL) != SQLITE_OK) {
+    if (kt_prep(st,
+                "INSERT INTO tier_keys(" KT_KEY_COLS ") VALUES "
+                "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                &q) != SQLITE_OK) {
         e = kt_store_fail(st, "insert key");
         goto out;
     }
@@ -554,7 +594,7 @@ keytier_err kt_store_key_insert(struct kt_store *st, const struct kt_key_rec *k)
                    k->tenant, k->name, k->workload);
     else
         e = kt_store_fail(st, "insert key");
-    sqlite3_finalize(q);
+    kt_done(st, q);
 out:
     pthread_mutex_unlock(&st->mu);
     return e;
@@ -586,7 +626,7 @@ static keytier_err kt_key_get_one(struct kt_store *st, const char *sql,
     sqlite3_stmt *q;
     keytier_err e;
     pthread_mutex_lock(&st->mu);
-    if (sqlite3_prepare_v2(st->db, sql, -1, &q, NULL) != SQLITE_OK) {
+    if (kt_prep(st, sql, &q) != SQLITE_OK) {
         e = kt_store_fail(st, "read key");
         goto out;
     }
@@ -602,7 +642,7 @@ static keytier_err kt_key_get_one(struct kt_store *st, const char *sql,
         e = kt_err(KEYTIER_E_NOT_FOUND, "%s", what);
     else
         e = kt_store_fail(st, "read key");
-    sqlite3_finalize(q);
+    kt_done(st, q);
 out:
     pthread_mutex_unlock(&st->mu);
     return e;
@@ -636,11 +676,11 @@ keytier_err kt_store_key_list(struct kt_store *st, const char *tenant,
     struct kt_key_rec *list = NULL;
     size_t n = 0, cap = 0;
     pthread_mutex_lock(&st->mu);
-    if (sqlite3_prepare_v2(st->db,
-                           "SELECT " KT_KEY_COLS " FROM tier_keys WHERE "
-                           "tenant = ?1 AND parent_id = ?2 "
-                           "ORDER BY created, rowid",
-                           -1, &q, NULL) != SQLITE_OK) {
+    if (kt_prep(st,
+                "SELECT " KT_KEY_COLS " FROM tier_keys WHERE "
+                "tenant = ?1 AND parent_id = ?2 "
+                "ORDER BY created, rowid",
+                &q) != SQLITE_OK) {
         e = kt_store_fail(st, "list keys");
         goto out;
     }
@@ -665,7 +705,7 @@ keytier_err kt_store_key_list(struct kt_store *st, const char *tenant,
     }
     if (e == KEYTIER_OK && rc != SQLITE_DONE)
         e = kt_store_fail(st, "list keys");
-    sqlite3_finalize(q);
+    kt_done(st, q);
 out:
     pthread_mutex_unlock(&st->mu);
     if (e != KEYTIER_OK) {

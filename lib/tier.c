@@ -63,8 +63,8 @@ static keytier_err kt_tier_gcm(const kt_secret *kek, struct kt_key_rec *r,
         return kt_err(KEYTIER_E_CRYPTO, "random generation failed");
     EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
     if (c == NULL ||
-        EVP_CipherInit_ex2(c, EVP_aes_256_gcm(), kt_secret_cdata(kek), nonce,
-                           enc, NULL) != 1 ||
+        EVP_CipherInit_ex2(c, kt_aes256gcm(), kt_secret_cdata(kek), nonce, enc,
+                           NULL) != 1 ||
         (!enc &&
          EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_TAG, KT_GCM_TAG, tag) != 1) ||
         EVP_CipherUpdate(c, NULL, &n, aad, (int)aad_len) != 1) {

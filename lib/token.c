@@ -56,6 +56,31 @@ static CK_FUNCTION_LIST *kt_remote_load(const char *address)
     return fl;
 }
 
+/* Initialises a loaded module.  A module that cannot initialise now (a
+ * remote vault that is down) is not fatal: the context opens without its
+ * tokens and the next token lookup tries again. */
+static bool kt_module_start(keytier_ctx *ctx, struct kt_module *mod)
+{
+    if (mod->ready)
+        return true;
+    if (!mod->initialized) {
+        CK_RV rv = kt_p11_initialize(ctx, mod);
+        if (rv != CKR_OK && rv != CKR_CRYPTOKI_ALREADY_INITIALIZED) {
+            kt_log_event(ctx->log, KT_LOG_WARNING,
+                         "module failed to initialise; will retry", mod->path);
+            return false;
+        }
+        mod->initialized = rv == CKR_OK;
+    }
+    if (kt_p11_get_info(ctx, mod, &mod->info) != CKR_OK) {
+        kt_log_event(ctx->log, KT_LOG_WARNING,
+                     "module C_GetInfo failed; will retry", mod->path);
+        return false;
+    }
+    mod->ready = true;
+    return true;
+}
+
 keytier_err kt_tokens_load(keytier_ctx *ctx)
 {
     pthread_mutex_init(&ctx->tokens_mu, NULL);
@@ -63,6 +88,7 @@ keytier_err kt_tokens_load(keytier_ctx *ctx)
         struct kt_module *mod = &ctx->modules[ctx->n_modules];
         const char *path = ctx->cfg.modules[i];
         memset(mod, 0, sizeof *mod);
+        /* A module that cannot even be loaded is a configuration error. */
         if (!strncmp(path, KT_REMOTE_PREFIX, strlen(KT_REMOTE_PREFIX)))
             mod->fl = kt_remote_load(path + strlen(KT_REMOTE_PREFIX));
         else
@@ -72,15 +98,7 @@ keytier_err kt_tokens_load(keytier_ctx *ctx)
                           p11_kit_message() ? p11_kit_message() : "");
         mod->path = ctx->cfg.modules[i];
         ctx->n_modules++;
-        CK_RV rv = kt_p11_initialize(ctx, mod);
-        if (rv != CKR_OK && rv != CKR_CRYPTOKI_ALREADY_INITIALIZED)
-            return kt_err(KEYTIER_E_MODULE, "%s: C_Initialize: %s", path,
-                          kt_p11_rv_text(rv));
-        mod->initialized = rv == CKR_OK;
-        rv = kt_p11_get_info(ctx, mod, &mod->info);
-        if (rv != CKR_OK)
-            return kt_err(KEYTIER_E_MODULE, "%s: C_GetInfo: %s", path,
-                          kt_p11_rv_text(rv));
+        (void)kt_module_start(ctx, mod);
     }
     return KEYTIER_OK;
 }
@@ -120,7 +138,8 @@ static keytier_err kt_tokens_scan(keytier_ctx *ctx)
         struct kt_module *mod = &ctx->modules[m];
         CK_SLOT_ID slots[KT_MAX_SLOTS];
         CK_ULONG n = KT_MAX_SLOTS;
-        if (kt_p11_get_slot_list(ctx, mod, slots, &n) != CKR_OK)
+        if (!kt_module_start(ctx, mod) ||
+            kt_p11_get_slot_list(ctx, mod, slots, &n) != CKR_OK)
             continue;
         for (CK_ULONG i = 0; i < n && i < KT_MAX_SLOTS; i++) {
             bool known = false;
@@ -471,6 +490,15 @@ keytier_err kt_root_resolve(keytier_ctx *ctx, const char *what, const char *uri,
         goto out;
     }
 
+    out->tok = tok;
+    out->key = key;
+    out->pub = key;
+    if (!for_wrap) {
+        /* Reading: the copy's mechanism is recorded and the token enforces
+         * CKA_UNWRAP at C_UnwrapKey; no attribute round trip. */
+        out->type = 0;
+        goto out;
+    }
     CK_OBJECT_CLASS oclass = 0;
     CK_KEY_TYPE ktype = 0;
     CK_BBOOL extractable = CK_TRUE, unwrap = CK_FALSE;
@@ -480,15 +508,13 @@ keytier_err kt_root_resolve(keytier_ctx *ctx, const char *what, const char *uri,
         {CKA_EXTRACTABLE, &extractable, sizeof extractable},
         {CKA_UNWRAP, &unwrap, sizeof unwrap},
     };
-    rv = kt_p11_get_attributes(tok, s, key, a, 4);
+    /* Class and type first: other classes may lack the usage attributes. */
+    rv = kt_p11_get_attributes(tok, s, key, a, 2);
     if (rv != CKR_OK) {
         e = kt_err(KEYTIER_E_TOKEN, "%s %s: C_GetAttributeValue: %s", what, uri,
                    kt_p11_rv_text(rv));
         goto out;
     }
-    out->tok = tok;
-    out->key = key;
-    out->pub = key;
     out->type = ktype;
     if (!(oclass == CKO_SECRET_KEY && ktype == CKK_AES) &&
         !(oclass == CKO_PRIVATE_KEY && ktype == CKK_RSA)) {
@@ -497,8 +523,12 @@ keytier_err kt_root_resolve(keytier_ctx *ctx, const char *what, const char *uri,
                    uri);
         goto out;
     }
-    if (!for_wrap)
-        goto out; /* reading: the token enforces the rest at unwrap */
+    rv = kt_p11_get_attributes(tok, s, key, a + 2, 2);
+    if (rv != CKR_OK) {
+        e = kt_err(KEYTIER_E_TOKEN, "%s %s: C_GetAttributeValue: %s", what, uri,
+                   kt_p11_rv_text(rv));
+        goto out;
+    }
     if (extractable) {
         e = kt_err(KEYTIER_E_KEY_EXTRACTABLE,
                    "%s %s: CKA_EXTRACTABLE is true; a root must never leave "

@@ -2,6 +2,7 @@
 #include <string.h>
 
 #include <openssl/core_names.h>
+#include <openssl/evp.h>
 #include <openssl/kdf.h>
 #include <openssl/params.h>
 #include <openssl/rand.h>
@@ -62,11 +63,29 @@ bool kt_uuid_parse(const char *s, uint8_t out[KT_UUID_BYTES])
     return o == KT_UUID_BYTES;
 }
 
+/* Algorithms are fetched once per process (an implicit fetch per call
+ * costs more than the operation on small inputs). */
+static EVP_KDF *kt_hkdf_alg;
+static EVP_CIPHER *kt_gcm_alg;
+static pthread_once_t kt_algs_once = PTHREAD_ONCE_INIT;
+
+static void kt_algs_fetch(void)
+{
+    kt_hkdf_alg = EVP_KDF_fetch(NULL, OSSL_KDF_NAME_HKDF, NULL);
+    kt_gcm_alg = EVP_CIPHER_fetch(NULL, "AES-256-GCM", NULL);
+}
+
+const EVP_CIPHER *kt_aes256gcm(void)
+{
+    pthread_once(&kt_algs_once, kt_algs_fetch);
+    return kt_gcm_alg;
+}
+
 bool kt_hkdf(const kt_secret *ikm, const void *info, size_t info_len,
              uint8_t *out, size_t out_len)
 {
-    EVP_KDF *kdf = EVP_KDF_fetch(NULL, OSSL_KDF_NAME_HKDF, NULL);
-    EVP_KDF_CTX *kctx = kdf ? EVP_KDF_CTX_new(kdf) : NULL;
+    pthread_once(&kt_algs_once, kt_algs_fetch);
+    EVP_KDF_CTX *kctx = kt_hkdf_alg ? EVP_KDF_CTX_new(kt_hkdf_alg) : NULL;
     bool ok = false;
     if (kctx == NULL)
         goto out;
@@ -82,7 +101,6 @@ bool kt_hkdf(const kt_secret *ikm, const void *info, size_t info_len,
     ok = EVP_KDF_derive(kctx, out, out_len, params) == 1;
 out:
     EVP_KDF_CTX_free(kctx);
-    EVP_KDF_free(kdf);
     return ok;
 }
 

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "ossl/ossl.h"
+#include "kt_asym.h" /* module-asym */
 
 void kt_shared_attrs_unref(struct kt_shared_attrs *sa)
 {
@@ -137,6 +138,13 @@ CK_RV kt_object_create(struct kt_session *s, kt_attrs *attrs,
     rv = kt_schema_check_value(cls, kt, attrs);
     if (rv != CKR_OK)
         return rv;
+    /* RSA/EC key material and certificates (module-asym); generated pairs
+     * come complete from kt_asym_generate_pair(). */
+    if (how != KT_CREATE_GENERATE) {
+        rv = kt_asym_complete(attrs);
+        if (rv != CKR_OK)
+            return rv;
+    }
     if (cls == CKO_SECRET_KEY) {
         const CK_ATTRIBUTE *v = kt_attrs_find(attrs, CKA_VALUE);
         rv = kt_attrs_set_ulong(attrs, CKA_VALUE_LEN, v->ulValueLen);

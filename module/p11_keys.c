@@ -1,5 +1,6 @@
 /* Key management (PKCS#11 v2.40 §5.13). */
 #include "kt.h"
+#include "kt_asym.h" /* module-asym: key pairs, ECDH */
 
 CK_RV C_GenerateKey(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech,
                     CK_ATTRIBUTE_PTR t, CK_ULONG n, CK_OBJECT_HANDLE_PTR out)
@@ -29,9 +30,9 @@ CK_RV C_GenerateKeyPair(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech,
         rv = CKR_ARGUMENTS_BAD;
     if (rv == CKR_OK)
         rv = kt_session_ref(h, &s);
-    /* Key pairs arrive with the asymmetric mechanisms. */
     if (rv == CKR_OK)
-        rv = CKR_FUNCTION_NOT_SUPPORTED;
+        rv = kt_keys_generate_pair(s, mech, pub_t, pub_n, priv_t, priv_n, pub,
+                                   priv);
     kt_session_unref(s);
     return kt_trace("C_GenerateKeyPair", rv);
 }
@@ -76,15 +77,13 @@ CK_RV C_DeriveKey(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech,
                   CK_OBJECT_HANDLE_PTR out)
 {
     struct kt_session *s = NULL;
-    (void)base;
     CK_RV rv = kt_check_init();
     if (rv == CKR_OK && (mech == NULL || (t == NULL && n > 0) || out == NULL))
         rv = CKR_ARGUMENTS_BAD;
     if (rv == CKR_OK)
         rv = kt_session_ref(h, &s);
-    /* No derivation mechanism in the core token. */
     if (rv == CKR_OK)
-        rv = CKR_MECHANISM_INVALID;
+        rv = kt_keys_derive(s, mech, base, t, n, out);
     kt_session_unref(s);
     return kt_trace("C_DeriveKey", rv);
 }

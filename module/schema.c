@@ -86,6 +86,25 @@ static const struct kt_attr_rule rules[] = {
     {CKA_VALUE_LEN, KT_KIND_ULONG, C_SECRET,
      F_CREATE | F_NOT_CREATE | F_GEN_NEED, D_NONE},
     {CKA_DERIVE_TEMPLATE, KT_KIND_TEMPLATE, C_KEY, F_CREATE, D_NONE},
+    /* --- asymmetric keys and certificates (module-asym): PKCS#11 v2.40
+     * §4.6 (certificates), §4.8-4.9 (public/private keys). The key
+     * material itself is checked and completed by kt_asym_complete(). */
+    {CKA_SUBJECT, KT_KIND_BYTES, C_PUB | C_PRIV | C_CERT, CM, D_EMPTY},
+    {CKA_PUBLIC_KEY_INFO, KT_KIND_BYTES, C_PUB | C_PRIV, F_CREATE, D_NONE},
+    {CKA_SIGN_RECOVER, KT_KIND_BOOL, C_PRIV, CM, D_FALSE},
+    {CKA_VERIFY_RECOVER, KT_KIND_BOOL, C_PUB, CM, D_FALSE},
+    {CKA_ALWAYS_AUTHENTICATE, KT_KIND_BOOL, C_PRIV, F_CREATE, D_FALSE},
+    {CKA_CERTIFICATE_TYPE, KT_KIND_ULONG, C_CERT, F_CREATE | F_REQUIRED,
+     D_NONE},
+    {CKA_ISSUER, KT_KIND_BYTES, C_CERT, CM, D_EMPTY},
+    {CKA_SERIAL_NUMBER, KT_KIND_BYTES, C_CERT, CM, D_EMPTY},
+    {CKA_CERTIFICATE_CATEGORY, KT_KIND_ULONG, C_CERT, F_CREATE, D_NONE},
+    {CKA_URL, KT_KIND_BYTES, C_CERT, F_CREATE, D_NONE},
+    {CKA_HASH_OF_SUBJECT_PUBLIC_KEY, KT_KIND_BYTES, C_CERT, F_CREATE, D_NONE},
+    {CKA_HASH_OF_ISSUER_PUBLIC_KEY, KT_KIND_BYTES, C_CERT, F_CREATE, D_NONE},
+    {CKA_JAVA_MIDP_SECURITY_DOMAIN, KT_KIND_ULONG, C_CERT, F_CREATE, D_NONE},
+    {CKA_NAME_HASH_ALGORITHM, KT_KIND_ULONG, C_CERT, F_CREATE, D_NONE},
+    /* --- end asymmetric keys and certificates */
 };
 #undef CM
 
@@ -257,9 +276,6 @@ CK_RV kt_schema_create(kt_attrs *a, enum kt_create_how how,
             return rv;
         if (!key_type_fits(cls, kt))
             return CKR_TEMPLATE_INCONSISTENT;
-    } else if (bit == C_CERT) {
-        /* Certificates are not among the object types this token makes. */
-        return CKR_TEMPLATE_INCONSISTENT;
     }
     for (size_t i = 0; i < a->n; i++) {
         const CK_ATTRIBUTE *at = &a->v[i];

@@ -2,6 +2,7 @@
  * per-thread error detail. */
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "kt_base.h"
 
@@ -73,7 +74,12 @@ keytier_err kt_err_context(keytier_err err, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(now, sizeof now, fmt, ap);
     va_end(ap);
-    if (prev[0] != '\0')
-        return kt_err(err, "%s (%s)", now, prev);
+    /* Do not repeat the message: "x not found: A (x not found: B)". */
+    const char *msg = keytier_strerror(err), *p = prev;
+    size_t ml = strlen(msg);
+    if (strncmp(p, msg, ml) == 0 && p[ml] == ':' && p[ml + 1] == ' ')
+        p += ml + 2;
+    if (*p != '\0')
+        return kt_err(err, "%s (%s)", now, p);
     return kt_err(err, "%s", now);
 }

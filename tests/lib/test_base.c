@@ -36,6 +36,20 @@ START_TEST(error_detail_names_object)
                      "root key is extractable: key pkcs11:object=r");
     kt_err(KEYTIER_E_NOMEM, NULL);
     ck_assert_str_eq(keytier_last_error_detail(), "out of memory");
+    /* Context keeps the deeper detail, without repeating the message. */
+    kt_err(KEYTIER_E_URI, "bad:x: no scheme");
+    kt_err_context(KEYTIER_E_URI, "customer key A %s", "bad:x");
+    ck_assert_str_eq(keytier_last_error_detail(),
+                     "malformed PKCS#11 URI: customer key A bad:x (bad:x: no "
+                     "scheme)");
+    kt_err(KEYTIER_E_TOKEN, "C_UnwrapKey: failed");
+    kt_err_context(KEYTIER_E_UNWRAP, "DEP d");
+    ck_assert_str_eq(keytier_last_error_detail(),
+                     "no customer key could unwrap the DEP key: DEP d (token "
+                     "operation failed: C_UnwrapKey: failed)");
+    kt_err_clear();
+    kt_err_context(KEYTIER_E_IO, "x");
+    ck_assert_str_eq(keytier_last_error_detail(), "input/output error: x");
 }
 END_TEST
 

@@ -1,6 +1,7 @@
 /* DEPs on real SoftHSM2 tokens: create, show, list, disable, every error,
  * and reading the DEP key through either customer key. */
 #include <check.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -170,6 +171,30 @@ START_TEST(root_usage_refused)
 }
 END_TEST
 
+START_TEST(root_type_refused)
+{
+    testenv_root_aes(&T, "VaultB", "aes128", ROOT_SMALL);
+    testenv_root_rsa(&T, "VaultB", "rsa1024", ROOT_SMALL);
+    keytier_dep_info d;
+    assert_err(keytier_dep_create(ctx, "org-1", "Exchange", URI_A,
+                                  testenv_uri("VaultB", "aes128"), &d),
+               KEYTIER_E_KEY_TYPE, "aes128: AES roots are 256-bit");
+    assert_err(keytier_dep_create(ctx, "org-1", "Exchange", URI_A,
+                                  testenv_uri("VaultB", "rsa1024"), &d),
+               KEYTIER_E_KEY_TYPE, "rsa1024: RSA roots are 2048 bits or more");
+    /* A URI naming the public half only. */
+    assert_err(keytier_dep_create(ctx, "org-1", "Exchange", URI_A,
+                                  "pkcs11:token=VaultB;object=rsa1024;"
+                                  "type=public",
+                                  &d),
+               KEYTIER_E_KEY_TYPE, "roots are AES secret keys or RSA private");
+    /* A URI matching several keys. */
+    testenv_root_aes(&T, "VaultB", "rootB", 0);
+    assert_err(keytier_dep_create(ctx, "org-1", "Exchange", URI_A, URI_B, &d),
+               KEYTIER_E_KEY_AMBIGUOUS, "several keys match");
+}
+END_TEST
+
 START_TEST(missing_key_and_token_refused)
 {
     keytier_dep_info d;
@@ -334,6 +359,134 @@ START_TEST(pin_sources)
 }
 END_TEST
 
+START_TEST(bad_arguments)
+{
+    keytier_dep_info d, *list;
+    keytier_key *k = NULL;
+    keytier_key_info *kl;
+    keytier_status st;
+    size_t n;
+    char big[300];
+    memset(big, 't', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    assert_err(keytier_dep_create(ctx, big, "Exchange", URI_A, URI_B, &d),
+               KEYTIER_E_ARGS, "keytier_dep_create");
+    assert_err(keytier_dep_create(ctx, "o", "Exchange", URI_A, NULL, &d),
+               KEYTIER_E_ARGS, NULL);
+    assert_err(keytier_dep_create(ctx, "o", "Exchange", URI_A, URI_B, NULL),
+               KEYTIER_E_ARGS, NULL);
+    assert_err(keytier_dep_show(ctx, "o", NULL, &d), KEYTIER_E_ARGS, NULL);
+    assert_err(keytier_dep_show(NULL, "o", "x", &d), KEYTIER_E_ARGS, NULL);
+    assert_err(keytier_dep_list(ctx, "o", NULL, NULL, &n), KEYTIER_E_ARGS,
+               NULL);
+    assert_err(keytier_dep_list(ctx, big, NULL, &list, &n), KEYTIER_E_ARGS,
+               NULL);
+    assert_err(keytier_dep_disable(ctx, "", "x"), KEYTIER_E_ARGS, NULL);
+    assert_err(keytier_dep_key_open(ctx, NULL, "o", "x", &k), KEYTIER_E_ARGS,
+               NULL);
+    assert_err(keytier_dep_key_open(ctx, &user, "o", "x", NULL), KEYTIER_E_ARGS,
+               NULL);
+    assert_err(keytier_dep_key_open(ctx, &user, "o", "x", &k),
+               KEYTIER_E_DEP_NOT_FOUND, NULL);
+    assert_err(keytier_key_create(NULL, "n", NULL), KEYTIER_E_ARGS, NULL);
+    assert_err(keytier_key_open(NULL, "x", &k), KEYTIER_E_ARGS, NULL);
+    assert_err(keytier_key_open_path(ctx, &user, "o", "", &k), KEYTIER_E_ARGS,
+               NULL);
+    assert_err(keytier_key_open_path(ctx, &user, "o", "nope", &k),
+               KEYTIER_E_NOT_FOUND, NULL);
+    assert_err(keytier_key_open_name(ctx, &user, "o", NULL, "n", &k),
+               KEYTIER_E_ARGS, NULL);
+    assert_err(keytier_key_list(ctx, "o", NULL, &kl, &n), KEYTIER_E_ARGS, NULL);
+    assert_err(keytier_status_get(ctx, "o", "Exchange", "n", NULL),
+               KEYTIER_E_ARGS, NULL);
+    assert_err(keytier_status_get(NULL, "o", "Exchange", "n", &st),
+               KEYTIER_E_ARGS, NULL);
+    ck_assert_ptr_null(k);
+    ck_assert_uint_eq(keytier_seal_bound(NULL, 1), SIZE_MAX);
+    keytier_key_close(NULL);
+    keytier_key_get_info(NULL, NULL);
+    keytier_dep_list_free(NULL);
+    keytier_key_list_free(NULL);
+}
+END_TEST
+
+START_TEST(service_token_missing)
+{
+    keytier_ctx_close(ctx);
+    testenv_write_conf(&T, NULL);
+    /* Point the service token at a token that does not exist. */
+    FILE *f = fopen(T.conf, "r");
+    char text[4096];
+    size_t len = fread(text, 1, sizeof text - 1, f);
+    fclose(f);
+    text[len] = '\0';
+    char *p = strstr(text, "token=Service");
+    ck_assert_ptr_nonnull(p);
+    memcpy(p, "token=Servic2", 13);
+    f = fopen(T.conf, "w");
+    fputs(text, f);
+    fclose(f);
+    ctx = testenv_ctx(&T);
+    keytier_dep_info d;
+    assert_err(keytier_dep_create(ctx, "org-1", "Exchange", URI_A, URI_B, &d),
+               KEYTIER_E_TOKEN_NOT_FOUND, "service token pkcs11:token=Servic2");
+}
+END_TEST
+
+START_TEST(calls_logged_without_arguments_sessions_reused)
+{
+    /* At debug level every token call is logged by name, result and
+     * latency; lines have no room for arguments, and sessions are reused
+     * (one C_OpenSession per token however many reads). */
+    char log[400], extra[512];
+    snprintf(log, sizeof log, "%s/lib.log", T.dir);
+    snprintf(extra, sizeof extra, "log_level = debug\nlog_file = %s", log);
+    keytier_ctx_close(ctx);
+    testenv_write_conf(&T, extra);
+    ctx = testenv_ctx(&T);
+    keytier_dep_info d;
+    assert_err(keytier_dep_create(ctx, "org-1", "Exchange", URI_A, URI_B, &d),
+               KEYTIER_OK, NULL);
+    for (int i = 0; i < 8; i++) {
+        keytier_key *k;
+        assert_err(keytier_dep_key_open(ctx, &user, "org-1", d.dep_id, &k),
+                   KEYTIER_OK, NULL);
+        keytier_key_close(k);
+    }
+    keytier_ctx_close(ctx);
+    ctx = NULL;
+    FILE *f = fopen(log, "r");
+    ck_assert_ptr_nonnull(f);
+    char line[512];
+    int opens = 0, unwraps = 0, logins = 0, events = 0;
+    while (fgets(line, sizeof line, f)) {
+        char name[64], text[128], level[16];
+        unsigned long rv;
+        double us;
+        if (strstr(line, " call=") != NULL) {
+            ck_assert_msg(sscanf(line,
+                                 "%*s keytier %15s call=%63s rv=0x%lx "
+                                 "(%127[^)]) latency_us=%lf",
+                                 level, name, &rv, text, &us) == 5,
+                          "unexpected log line: %s", line);
+            ck_assert_str_eq(level, "debug");
+            ck_assert_ptr_null(strstr(line, "pin"));
+            opens += strcmp(name, "C_OpenSession") == 0;
+            unwraps += strcmp(name, "C_UnwrapKey") == 0;
+            logins += strcmp(name, "C_Login") == 0;
+        } else {
+            ck_assert_ptr_nonnull(strstr(line, "info DEP created: "));
+            events++;
+        }
+    }
+    fclose(f);
+    ck_assert_int_eq(events, 1);
+    ck_assert_int_eq(opens, 3); /* VaultA, VaultB, Service */
+    ck_assert_int_eq(logins, 3);
+    ck_assert_int_ge(unwraps, 3 + 8); /* 3 wrap proofs + 8 reads */
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("dep");
@@ -346,11 +499,15 @@ int main(void)
     tcase_add_test(tc, extractable_root_refused);
     tcase_add_test(tc, root_usage_refused);
     tcase_add_test(tc, missing_key_and_token_refused);
+    tcase_add_test(tc, root_type_refused);
     tcase_add_test(tc, dep_limit);
     tcase_add_test(tc, default_limit_is_50);
     tcase_add_test(tc, rsa_roots);
     tcase_add_test(tc, files_availability_without_sha1);
     tcase_add_test(tc, pin_sources);
+    tcase_add_test(tc, bad_arguments);
+    tcase_add_test(tc, service_token_missing);
+    tcase_add_test(tc, calls_logged_without_arguments_sessions_reused);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_set_fork_status(sr, CK_FORK);

@@ -5,6 +5,7 @@
  * (keytier's module removed), and data written through one side alone
  * reads back through the other. */
 #include <check.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -156,6 +157,110 @@ START_TEST(keytier_refuses_extractable_and_same_token)
 }
 END_TEST
 
+START_TEST(rsa_roots_on_keytier)
+{
+    /* RSA roots: B is an RSA-2048 key pair on keytier's module, which does
+     * OAEP with SHA-256; the files workload's availability key is RSA-2048
+     * on the keytier service token.  Blobs written with both tokens read
+     * back through the RSA root alone. */
+    testenv_root_rsa(&T, "KVaultB", "rsaB", 0);
+    keytier_ctx *ctx = ctx_mods(MOD_SOFTHSM | MOD_KEYTIER);
+    keytier_dep_info d;
+    assert_err(keytier_dep_create(ctx, "org-1", "SharePoint",
+                                  testenv_uri("VaultA", "rootA"),
+                                  testenv_uri("KVaultB", "rsaB"), &d),
+               KEYTIER_OK);
+    ck_assert_str_eq(d.wrap_mech[KEYTIER_ROOT_A], "aes-key-wrap-pad");
+    ck_assert_str_eq(d.wrap_mech[KEYTIER_ROOT_B], "rsa-oaep-sha256");
+    ck_assert_str_eq(d.wrap_mech[KEYTIER_ROOT_AVAIL], "rsa-oaep-sha256");
+    ck_assert_ptr_nonnull(
+        strstr(d.root_uri[KEYTIER_ROOT_AVAIL], "type=private"));
+    keytier_key *dk, *site, *blob;
+    char site_id[KEYTIER_ID_SIZE], blob_id[KEYTIER_ID_SIZE];
+    assert_err(keytier_dep_key_open(ctx, &user, "org-1", d.dep_id, &dk),
+               KEYTIER_OK);
+    assert_err(keytier_key_create(dk, "sites/finance", site_id), KEYTIER_OK);
+    assert_err(keytier_key_open(dk, site_id, &site), KEYTIER_OK);
+    assert_err(keytier_key_create(site, "q3.xlsx", blob_id), KEYTIER_OK);
+    assert_err(keytier_key_open(site, blob_id, &blob), KEYTIER_OK);
+    uint8_t env[256];
+    size_t el;
+    assert_err(keytier_seal(blob, "q3", 2, "figures", 7, env, sizeof env, &el),
+               KEYTIER_OK);
+    keytier_key_close(blob);
+    keytier_key_close(site);
+    keytier_key_close(dk);
+    keytier_ctx_close(ctx);
+
+    ctx = ctx_mods(MOD_KEYTIER); /* A's SoftHSM2 token gone */
+    for (int i = 0; i < 3; i++)
+        read_item(ctx, env, el, "q3", "figures");
+    keytier_ctx_close(ctx);
+    ctx = ctx_mods(MOD_SOFTHSM); /* the RSA root's token gone */
+    read_item(ctx, env, el, "q3", "figures");
+    keytier_ctx_close(ctx);
+}
+END_TEST
+
+struct worker {
+    keytier_ctx *ctx;
+    const char *key_id;
+    int ok;
+};
+
+static void *worker_run(void *arg)
+{
+    struct worker *w = arg;
+    keytier_request req = {KEYTIER_REQUEST_USER, NULL, "thread"};
+    for (int i = 0; i < 15; i++) {
+        keytier_key *k;
+        if (keytier_key_open_path(w->ctx, &req, "org-1", w->key_id, &k) !=
+            KEYTIER_OK)
+            return NULL;
+        uint8_t env[256], out[64];
+        size_t el, ol;
+        keytier_err e =
+            keytier_seal(k, NULL, 0, "abc", 3, env, sizeof env, &el);
+        if (e == KEYTIER_OK)
+            e = keytier_open(k, NULL, 0, env, el, out, sizeof out, &ol);
+        keytier_key_close(k);
+        if (e != KEYTIER_OK || ol != 3 || memcmp(out, "abc", 3) != 0)
+            return NULL;
+    }
+    w->ok = 1;
+    return NULL;
+}
+
+START_TEST(threads_share_one_context)
+{
+    /* Sessions are pooled per token and shared by threads: 4 threads each
+     * unwrap the DEP key (on both tokens, in random order) 15 times. */
+    keytier_ctx *ctx = ctx_mods(MOD_SOFTHSM | MOD_KEYTIER);
+    keytier_dep_info d;
+    assert_err(keytier_dep_create(ctx, "org-1", "Exchange",
+                                  testenv_uri("VaultA", "rootA"),
+                                  testenv_uri("KVaultB", "rootB"), &d),
+               KEYTIER_OK);
+    keytier_key *dk;
+    char mbx[KEYTIER_ID_SIZE];
+    assert_err(keytier_dep_key_open(ctx, &user, "org-1", d.dep_id, &dk),
+               KEYTIER_OK);
+    assert_err(keytier_key_create(dk, "shared", mbx), KEYTIER_OK);
+    keytier_key_close(dk);
+    pthread_t th[4];
+    struct worker w[4];
+    for (int i = 0; i < 4; i++) {
+        w[i] = (struct worker){ctx, mbx, 0};
+        ck_assert_int_eq(pthread_create(&th[i], NULL, worker_run, &w[i]), 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        ck_assert_int_eq(w[i].ok, 1);
+    }
+    keytier_ctx_close(ctx);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("integration");
@@ -164,6 +269,8 @@ int main(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, a_on_softhsm_b_on_keytier_aes);
     tcase_add_test(tc, keytier_refuses_extractable_and_same_token);
+    tcase_add_test(tc, threads_share_one_context);
+    tcase_add_test(tc, rsa_roots_on_keytier);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

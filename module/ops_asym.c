@@ -1,0 +1,569 @@
+/* RSA and EC keys (issue 4): mechanism operations over module/ossl/asym.c,
+ * key pair generation, completion of imported keys and certificates, ECDH,
+ * and the cache of parsed keys that keeps per-call work to the signature
+ * itself. */
+#include "kt_asym.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "ossl/asym.h"
+
+/* ---- keys from attributes -------------------------------------------- */
+
+/* A non-owning view of an attribute's value (empty when absent). */
+static kt_ossl_buf view(const kt_attrs *a, CK_ATTRIBUTE_TYPE type)
+{
+    const CK_ATTRIBUTE *at = kt_attrs_find(a, type);
+    kt_ossl_buf b = {NULL, 0};
+    if (at != NULL && at->ulValueLen > 0) {
+        b.data = at->pValue;
+        b.len = at->ulValueLen;
+    }
+    return b;
+}
+
+static CK_RV key_build(CK_OBJECT_CLASS cls, CK_KEY_TYPE type, const kt_attrs *a,
+                       EVP_PKEY **out)
+{
+    bool priv = cls == CKO_PRIVATE_KEY;
+
+    *out = NULL;
+    if (cls != CKO_PRIVATE_KEY && cls != CKO_PUBLIC_KEY)
+        return CKR_KEY_TYPE_INCONSISTENT;
+    if (type == CKK_RSA) {
+        kt_rsa_parts p = {
+            .n = view(a, CKA_MODULUS),
+            .e = view(a, CKA_PUBLIC_EXPONENT),
+        };
+        if (priv) {
+            p.d = view(a, CKA_PRIVATE_EXPONENT);
+            p.p = view(a, CKA_PRIME_1);
+            p.q = view(a, CKA_PRIME_2);
+            p.dp = view(a, CKA_EXPONENT_1);
+            p.dq = view(a, CKA_EXPONENT_2);
+            p.qinv = view(a, CKA_COEFFICIENT);
+        }
+        return kt_ossl_rsa_import(&p, priv, out);
+    }
+    if (type == CKK_EC) {
+        kt_ec_parts p = {.params = view(a, CKA_EC_PARAMS)};
+        if (priv)
+            p.value = view(a, CKA_VALUE);
+        else
+            p.point = view(a, CKA_EC_POINT);
+        return kt_ossl_ec_import(&p, priv, out);
+    }
+    return CKR_KEY_TYPE_INCONSISTENT;
+}
+
+/* A referenced EVP_PKEY for the key snapshot; the caller unrefs it. The
+ * object keeps the parsed key (kt_object.pkey) from its first use until it
+ * changes or the user logs out, so an operation normally only signs. */
+static CK_RV key_get(const struct kt_key *k, EVP_PKEY **out)
+{
+    CK_RV rv;
+
+    if (k->pkey != NULL) {
+        *out = kt_ossl_key_ref(k->pkey);
+        return *out != NULL ? CKR_OK : CKR_GENERAL_ERROR;
+    }
+    /* Built with no lock held: parsing is the slow part. */
+    rv = key_build(k->cls, k->type, &k->attrs, out);
+    if (rv != CKR_OK)
+        return rv == CKR_TEMPLATE_INCOMPLETE ? CKR_KEY_TYPE_INCONSISTENT : rv;
+    if (k->token != NULL)
+        kt_object_set_pkey(k->token, k->handle, kt_ossl_key_ref(*out));
+    return CKR_OK;
+}
+
+/* ---- operations ------------------------------------------------------ */
+
+struct asym_ctx {
+    kt_asym_op *op;
+};
+
+static CK_RV asym_init(struct kt_op *op, const CK_MECHANISM *m,
+                       const struct kt_key *key)
+{
+    kt_asym_mode mode;
+    CK_OBJECT_CLASS want;
+    struct asym_ctx *c;
+    EVP_PKEY *pkey = NULL;
+    CK_RV rv;
+
+    switch (op->kind) {
+    case KT_OP_SIGN:
+        mode = KT_ASYM_SIGN, want = CKO_PRIVATE_KEY;
+        break;
+    case KT_OP_VERIFY:
+        mode = KT_ASYM_VERIFY, want = CKO_PUBLIC_KEY;
+        break;
+    case KT_OP_ENCRYPT:
+        mode = KT_ASYM_ENCRYPT, want = CKO_PUBLIC_KEY;
+        break;
+    case KT_OP_DECRYPT:
+        mode = KT_ASYM_DECRYPT, want = CKO_PRIVATE_KEY;
+        break;
+    default:
+        return CKR_MECHANISM_INVALID;
+    }
+    if (key->cls != want)
+        return CKR_KEY_TYPE_INCONSISTENT;
+    rv = key_get(key, &pkey);
+    if (rv != CKR_OK)
+        return rv;
+    c = calloc(1, sizeof(*c));
+    if (c == NULL) {
+        kt_ossl_key_unref(pkey);
+        return CKR_HOST_MEMORY;
+    }
+    rv = kt_ossl_asym_init(m, pkey, mode, &c->op);
+    kt_ossl_key_unref(pkey);
+    if (rv != CKR_OK) {
+        free(c);
+        return rv;
+    }
+    op->ctx = c;
+    return CKR_OK;
+}
+
+static CK_RV asym_oneshot(struct kt_op *op, const unsigned char *in,
+                          size_t in_len, unsigned char *out, CK_ULONG *out_len)
+{
+    struct asym_ctx *c = op->ctx;
+    size_t need = kt_ossl_asym_out_len(c->op), n = 0;
+    bool done = false;
+    CK_RV rv;
+
+    if (op->kind == KT_OP_DECRYPT) {
+        /* The plaintext length is known only after decryption: answer a
+         * length query with the upper bound, and let a buffer smaller
+         * than that but big enough succeed. */
+        if (out == NULL) {
+            *out_len = need;
+            return CKR_OK;
+        }
+        n = *out_len;
+        rv = kt_ossl_asym_decrypt(c->op, in, in_len, out, &n);
+        if (rv == CKR_OK || rv == CKR_BUFFER_TOO_SMALL)
+            *out_len = n;
+        return rv;
+    }
+    rv = kt_out_check(out, out_len, need, &done);
+    if (done)
+        return rv;
+    switch (op->kind) {
+    case KT_OP_SIGN:
+        rv = kt_ossl_asym_sign(c->op, in, in_len, out, &n);
+        break;
+    case KT_OP_ENCRYPT:
+        rv = kt_ossl_asym_encrypt(c->op, in, in_len, out, &n);
+        break;
+    default:
+        return CKR_OPERATION_NOT_INITIALIZED;
+    }
+    if (rv == CKR_OK)
+        *out_len = n;
+    return rv;
+}
+
+static CK_RV asym_update(struct kt_op *op, const unsigned char *in,
+                         size_t in_len, unsigned char *out, CK_ULONG *out_len)
+{
+    struct asym_ctx *c = op->ctx;
+    (void)out;
+    (void)out_len;
+    /* RSA encryption and the raw signature mechanisms are single-part
+     * (PKCS#11 v2.40 §2.1 mechanism table). */
+    if (op->kind != KT_OP_SIGN && op->kind != KT_OP_VERIFY)
+        return CKR_FUNCTION_NOT_SUPPORTED;
+    return kt_ossl_asym_update(c->op, in, in_len);
+}
+
+static CK_RV asym_final(struct kt_op *op, unsigned char **out, size_t *out_len)
+{
+    struct asym_ctx *c = op->ctx;
+    size_t need = kt_ossl_asym_out_len(c->op);
+    unsigned char *buf;
+    CK_RV rv;
+
+    if (op->kind != KT_OP_SIGN)
+        return CKR_FUNCTION_NOT_SUPPORTED;
+    buf = malloc(need);
+    if (buf == NULL)
+        return CKR_HOST_MEMORY;
+    rv = kt_ossl_asym_sign_final(c->op, buf, out_len);
+    if (rv != CKR_OK) {
+        free(buf);
+        return rv;
+    }
+    *out = buf;
+    return CKR_OK;
+}
+
+static size_t asym_final_len(struct kt_op *op)
+{
+    struct asym_ctx *c = op->ctx;
+    return kt_ossl_asym_out_len(c->op);
+}
+
+static CK_RV asym_verify(struct kt_op *op, const unsigned char *data,
+                         size_t len, const unsigned char *sig, size_t sig_len)
+{
+    struct asym_ctx *c = op->ctx;
+    return kt_ossl_asym_verify(c->op, data, len, sig, sig_len);
+}
+
+static CK_RV asym_verify_final(struct kt_op *op, const unsigned char *sig,
+                               size_t sig_len)
+{
+    struct asym_ctx *c = op->ctx;
+    return kt_ossl_asym_verify_final(c->op, sig, sig_len);
+}
+
+static void asym_free(struct kt_op *op)
+{
+    struct asym_ctx *c = op->ctx;
+    if (c == NULL)
+        return;
+    kt_ossl_asym_free(c->op);
+    free(c);
+    op->ctx = NULL;
+}
+
+const struct kt_mech_ops kt_ops_asym = {
+    .init = asym_init,
+    .oneshot = asym_oneshot,
+    .update = asym_update,
+    .final = asym_final,
+    .final_len = asym_final_len,
+    .verify = asym_verify,
+    .verify_final = asym_verify_final,
+    .free = asym_free,
+};
+
+/* ---- attributes the token computes ---------------------------------- */
+
+/* Sets type to value, or when the template already holds it checks it is
+ * the same (CKR_TEMPLATE_INCONSISTENT otherwise). */
+static CK_RV set_or_match(kt_attrs *a, CK_ATTRIBUTE_TYPE type,
+                          const kt_ossl_buf *v)
+{
+    const CK_ATTRIBUTE *cur = kt_attrs_find(a, type);
+    if (cur != NULL && cur->ulValueLen > 0) {
+        if (cur->ulValueLen != v->len ||
+            memcmp(cur->pValue, v->data, v->len) != 0)
+            return CKR_TEMPLATE_INCONSISTENT;
+        return CKR_OK;
+    }
+    return kt_attrs_set(a, type, v->data, v->len);
+}
+
+static CK_RV set_public_attrs(kt_attrs *a, const EVP_PKEY *key,
+                              CK_OBJECT_CLASS cls)
+{
+    kt_ossl_buf spki = {NULL, 0};
+    CK_RV rv;
+
+    if (kt_ossl_key_type(key) == CKK_RSA) {
+        kt_rsa_parts p;
+        rv = kt_ossl_rsa_export(key, 0, &p);
+        if (rv != CKR_OK)
+            return rv;
+        /* Canonical big-endian forms (no leading zeros). */
+        rv = kt_attrs_set(a, CKA_MODULUS, p.n.data, p.n.len);
+        if (rv == CKR_OK)
+            rv = kt_attrs_set(a, CKA_PUBLIC_EXPONENT, p.e.data, p.e.len);
+        kt_rsa_parts_free(&p);
+        if (rv == CKR_OK && cls == CKO_PUBLIC_KEY) {
+            CK_ULONG bits = kt_ossl_key_bits(key);
+            kt_ossl_buf b = {(unsigned char *)&bits, sizeof(bits)};
+            rv = set_or_match(a, CKA_MODULUS_BITS, &b);
+        }
+    } else {
+        kt_ec_parts p;
+        rv = kt_ossl_ec_export(key, 0, &p);
+        if (rv != CKR_OK)
+            return rv;
+        /* The canonical OID replaces a printable curve name. */
+        rv = kt_attrs_set(a, CKA_EC_PARAMS, p.params.data, p.params.len);
+        if (rv == CKR_OK && cls == CKO_PUBLIC_KEY)
+            rv = kt_attrs_set(a, CKA_EC_POINT, p.point.data, p.point.len);
+        kt_ec_parts_free(&p);
+    }
+    if (rv != CKR_OK)
+        return rv;
+    rv = kt_ossl_spki(key, &spki);
+    if (rv == CKR_OK)
+        rv = kt_attrs_set(a, CKA_PUBLIC_KEY_INFO, spki.data, spki.len);
+    kt_ossl_buf_free(&spki);
+    return rv;
+}
+
+static CK_RV set_private_attrs(kt_attrs *a, const EVP_PKEY *key)
+{
+    CK_RV rv;
+
+    if (kt_ossl_key_type(key) == CKK_RSA) {
+        kt_rsa_parts p;
+        rv = kt_ossl_rsa_export(key, 1, &p);
+        if (rv != CKR_OK)
+            return rv;
+        rv = kt_attrs_set(a, CKA_PRIVATE_EXPONENT, p.d.data, p.d.len);
+        if (rv == CKR_OK)
+            rv = kt_attrs_set(a, CKA_PRIME_1, p.p.data, p.p.len);
+        if (rv == CKR_OK)
+            rv = kt_attrs_set(a, CKA_PRIME_2, p.q.data, p.q.len);
+        if (rv == CKR_OK)
+            rv = kt_attrs_set(a, CKA_EXPONENT_1, p.dp.data, p.dp.len);
+        if (rv == CKR_OK)
+            rv = kt_attrs_set(a, CKA_EXPONENT_2, p.dq.data, p.dq.len);
+        if (rv == CKR_OK)
+            rv = kt_attrs_set(a, CKA_COEFFICIENT, p.qinv.data, p.qinv.len);
+        kt_rsa_parts_free(&p);
+    } else {
+        kt_ec_parts p;
+        rv = kt_ossl_ec_export(key, 1, &p);
+        if (rv != CKR_OK)
+            return rv;
+        rv = kt_attrs_set(a, CKA_VALUE, p.value.data, p.value.len);
+        kt_ec_parts_free(&p);
+    }
+    return rv;
+}
+
+/* Both halves get the same CKA_ID: the one given for either, or one
+ * computed from the public value. */
+static CK_RV share_id(kt_attrs *pub, kt_attrs *priv, const EVP_PKEY *key)
+{
+    kt_ossl_buf p = view(pub, CKA_ID), v = view(priv, CKA_ID);
+    unsigned char id[KT_KEY_ID_LEN];
+    CK_RV rv;
+
+    if (p.len > 0 && v.len == 0)
+        return kt_attrs_set(priv, CKA_ID, p.data, p.len);
+    if (v.len > 0 && p.len == 0)
+        return kt_attrs_set(pub, CKA_ID, v.data, v.len);
+    if (p.len > 0)
+        return CKR_OK;
+    rv = kt_ossl_key_id(key, id);
+    if (rv == CKR_OK)
+        rv = kt_attrs_set(pub, CKA_ID, id, sizeof(id));
+    if (rv == CKR_OK)
+        rv = kt_attrs_set(priv, CKA_ID, id, sizeof(id));
+    return rv;
+}
+
+/* The private template may not carry key material of its own. */
+static bool has_material(const kt_attrs *a)
+{
+    static const CK_ATTRIBUTE_TYPE types[] = {
+        CKA_MODULUS,    CKA_PRIVATE_EXPONENT, CKA_PRIME_1,     CKA_PRIME_2,
+        CKA_EXPONENT_1, CKA_EXPONENT_2,       CKA_COEFFICIENT, CKA_VALUE,
+        CKA_EC_POINT,   CKA_PUBLIC_KEY_INFO,
+    };
+    for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++)
+        if (kt_attrs_has(a, types[i]))
+            return true;
+    return false;
+}
+
+/* When both templates name a curve, they name the same one. */
+static CK_RV same_curve(const kt_attrs *pub, const kt_attrs *priv)
+{
+    kt_ossl_buf a = view(pub, CKA_EC_PARAMS), b = view(priv, CKA_EC_PARAMS);
+    kt_ossl_buf ca = {NULL, 0}, cb = {NULL, 0};
+    CK_RV rv;
+
+    if (a.len == 0 || b.len == 0)
+        return CKR_OK;
+    rv = kt_ossl_ec_params_canon(a.data, a.len, &ca);
+    if (rv == CKR_OK)
+        rv = kt_ossl_ec_params_canon(b.data, b.len, &cb);
+    if (rv == CKR_OK &&
+        (ca.len != cb.len || memcmp(ca.data, cb.data, ca.len) != 0))
+        rv = CKR_TEMPLATE_INCONSISTENT;
+    kt_ossl_buf_free(&ca);
+    kt_ossl_buf_free(&cb);
+    return rv == CKR_CURVE_NOT_SUPPORTED ? CKR_ATTRIBUTE_VALUE_INVALID : rv;
+}
+
+CK_RV kt_asym_generate_pair(const CK_MECHANISM *m, kt_attrs *pub,
+                            kt_attrs *priv)
+{
+    EVP_PKEY *key = NULL;
+    kt_ossl_buf exp, params;
+    CK_ULONG bits = 0;
+    CK_RV rv;
+
+    if (m->pParameter != NULL || m->ulParameterLen != 0)
+        return CKR_MECHANISM_PARAM_INVALID;
+    if (has_material(priv) || kt_attrs_has(pub, CKA_MODULUS) ||
+        kt_attrs_has(pub, CKA_EC_POINT) ||
+        kt_attrs_has(pub, CKA_PUBLIC_KEY_INFO))
+        return CKR_TEMPLATE_INCONSISTENT;
+    switch (m->mechanism) {
+    case CKM_RSA_PKCS_KEY_PAIR_GEN:
+        rv = kt_attrs_get_ulong(pub, CKA_MODULUS_BITS, &bits);
+        if (rv != CKR_OK)
+            return rv;
+        exp = view(pub, CKA_PUBLIC_EXPONENT);
+        rv = kt_ossl_rsa_generate(bits, exp.data, exp.len, &key);
+        break;
+    case CKM_EC_KEY_PAIR_GEN:
+        params = view(pub, CKA_EC_PARAMS);
+        if (params.len == 0)
+            params = view(priv, CKA_EC_PARAMS);
+        if (params.len == 0)
+            return CKR_TEMPLATE_INCOMPLETE;
+        rv = same_curve(pub, priv);
+        if (rv == CKR_OK)
+            rv = kt_ossl_ec_generate(params.data, params.len, &key);
+        if (rv == CKR_CURVE_NOT_SUPPORTED)
+            rv = CKR_ATTRIBUTE_VALUE_INVALID;
+        break;
+    default:
+        return CKR_MECHANISM_INVALID;
+    }
+    if (rv != CKR_OK)
+        goto out;
+    rv = set_public_attrs(pub, key, CKO_PUBLIC_KEY);
+    if (rv == CKR_OK)
+        rv = set_public_attrs(priv, key, CKO_PRIVATE_KEY);
+    if (rv == CKR_OK)
+        rv = set_private_attrs(priv, key);
+    if (rv == CKR_OK)
+        rv = share_id(pub, priv, key);
+out:
+    kt_ossl_key_unref(key);
+    return rv;
+}
+
+/* ---- C_CreateObject of keys and certificates ------------------------ */
+
+static CK_RV complete_cert(kt_attrs *a)
+{
+    CK_CERTIFICATE_TYPE type = 0;
+    kt_ossl_buf der = view(a, CKA_VALUE);
+    kt_cert_fields f;
+    CK_RV rv = kt_attrs_get_ulong(a, CKA_CERTIFICATE_TYPE, &type);
+
+    if (rv != CKR_OK)
+        return rv;
+    if (type != CKC_X_509)
+        return CKR_ATTRIBUTE_VALUE_INVALID;
+    if (der.len == 0)
+        return CKR_TEMPLATE_INCOMPLETE;
+    rv = kt_ossl_cert_fields(der.data, der.len, &f);
+    if (rv != CKR_OK)
+        return rv;
+    rv = set_or_match(a, CKA_SUBJECT, &f.subject);
+    if (rv == CKR_OK)
+        rv = set_or_match(a, CKA_ISSUER, &f.issuer);
+    if (rv == CKR_OK)
+        rv = set_or_match(a, CKA_SERIAL_NUMBER, &f.serial);
+    kt_cert_fields_free(&f);
+    return rv;
+}
+
+/* A private key whose parts do not belong together is refused at import
+ * rather than producing wrong signatures later: sign and verify once. */
+static CK_RV pairwise_check(EVP_PKEY *key)
+{
+    static const unsigned char digest[32] = "keytier pairwise consistency";
+    CK_MECHANISM m = {
+        kt_ossl_key_type(key) == CKK_RSA ? CKM_RSA_PKCS : CKM_ECDSA, NULL, 0};
+    unsigned char sig[1024];
+    size_t sig_len = 0;
+    kt_asym_op *op = NULL;
+    CK_RV rv = kt_ossl_asym_init(&m, key, KT_ASYM_SIGN, &op);
+
+    if (rv == CKR_OK)
+        rv = kt_ossl_asym_sign(op, digest, sizeof(digest), sig, &sig_len);
+    kt_ossl_asym_free(op);
+    op = NULL;
+    if (rv == CKR_OK)
+        rv = kt_ossl_asym_init(&m, key, KT_ASYM_VERIFY, &op);
+    if (rv == CKR_OK)
+        rv = kt_ossl_asym_verify(op, digest, sizeof(digest), sig, sig_len);
+    kt_ossl_asym_free(op);
+    return rv == CKR_OK ? CKR_OK : CKR_ATTRIBUTE_VALUE_INVALID;
+}
+
+CK_RV kt_asym_complete(kt_attrs *a)
+{
+    CK_OBJECT_CLASS cls = 0;
+    CK_KEY_TYPE type = 0;
+    EVP_PKEY *key = NULL;
+    CK_RV rv = kt_attrs_get_ulong(a, CKA_CLASS, &cls);
+
+    if (rv != CKR_OK)
+        return rv;
+    if (cls == CKO_CERTIFICATE)
+        return complete_cert(a);
+    if (cls != CKO_PUBLIC_KEY && cls != CKO_PRIVATE_KEY)
+        return CKR_OK;
+    rv = kt_attrs_get_ulong(a, CKA_KEY_TYPE, &type);
+    if (rv != CKR_OK)
+        return rv;
+    if (type != CKK_RSA && type != CKK_EC)
+        return CKR_OK;
+    /* PKCS#11 v2.40 §2.1.2: CKA_MODULUS_BITS is the token's to compute on
+     * C_CreateObject (a consistent value is tolerated). */
+    rv = key_build(cls, type, a, &key);
+    if (rv == CKR_CURVE_NOT_SUPPORTED)
+        rv = CKR_ATTRIBUTE_VALUE_INVALID;
+    if (rv == CKR_OK && cls == CKO_PRIVATE_KEY)
+        rv = pairwise_check(key);
+    if (rv == CKR_OK) {
+        const CK_ATTRIBUTE *given = kt_attrs_find(a, CKA_PUBLIC_KEY_INFO);
+        kt_ossl_buf spki = {NULL, 0};
+        rv = kt_ossl_spki(key, &spki);
+        if (rv == CKR_OK && given != NULL && given->ulValueLen > 0 &&
+            (given->ulValueLen != spki.len ||
+             memcmp(given->pValue, spki.data, spki.len) != 0))
+            rv = CKR_ATTRIBUTE_VALUE_INVALID;
+        kt_ossl_buf_free(&spki);
+    }
+    if (rv == CKR_OK)
+        rv = set_public_attrs(a, key, cls);
+    kt_ossl_key_unref(key);
+    return rv;
+}
+
+/* ---- ECDH ------------------------------------------------------------ */
+
+CK_RV kt_asym_ecdh(const CK_MECHANISM *m, const struct kt_key *base, size_t len,
+                   unsigned char **secret, size_t *secret_len)
+{
+    kt_ossl_buf s = {NULL, 0};
+    EVP_PKEY *pkey = NULL;
+    CK_RV rv;
+
+    *secret = NULL;
+    *secret_len = 0;
+    if (base->cls != CKO_PRIVATE_KEY || base->type != CKK_EC)
+        return CKR_KEY_TYPE_INCONSISTENT;
+    rv = key_get(base, &pkey);
+    if (rv != CKR_OK)
+        return rv;
+    rv = kt_ossl_ecdh_derive(pkey, m, &s);
+    kt_ossl_key_unref(pkey);
+    if (rv != CKR_OK)
+        return rv;
+    if (len > s.len) {
+        kt_ossl_buf_free(&s);
+        return CKR_TEMPLATE_INCONSISTENT;
+    }
+    /* A shorter key takes the leading bytes of Z (ANSI X9.63 order). */
+    *secret_len = len != 0 ? len : s.len;
+    *secret = malloc(*secret_len);
+    if (*secret == NULL) {
+        kt_ossl_buf_free(&s);
+        return CKR_HOST_MEMORY;
+    }
+    memcpy(*secret, s.data, *secret_len);
+    kt_ossl_buf_free(&s);
+    return CKR_OK;
+}

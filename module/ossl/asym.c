@@ -1,0 +1,1469 @@
+/*
+ * Asymmetric primitives over OpenSSL 3 EVP (see asym.h). Only non-deprecated
+ * OpenSSL 3 interfaces: EVP_PKEY with OSSL_PARAM for key material, EVP
+ * signature/asym-cipher/derive contexts for operations.
+ */
+#define OPENSSL_API_COMPAT    30000
+#define OPENSSL_NO_DEPRECATED 1
+
+#include "asym.h"
+
+#include <limits.h>
+#include <string.h>
+
+#include <openssl/bn.h>
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
+#include <openssl/ec.h>
+#include <openssl/err.h>
+#include <openssl/obj_mac.h>
+#include <openssl/objects.h>
+#include <openssl/param_build.h>
+#include <openssl/rsa.h>
+#include <openssl/x509.h>
+
+#define KT_RSA_MAX_BYTES (KT_RSA_MAX_BITS / 8)
+/* Largest DER ECDSA-Sig-Value for P-521: SEQUENCE of two 67-byte INTEGERs. */
+#define KT_ECDSA_DER_MAX  160
+#define KT_PKCS1_OVERHEAD 11
+
+/*
+ * Key management is fetched by the algorithms' OIDs, which are provider
+ * names without a legacy NID: a host application that made an ENGINE the
+ * default for RSA/EC (openssl -engine pkcs11 does, for libp11) would
+ * otherwise get that engine's EVP_PKEY_METHOD, which cannot import
+ * (EVP_PKEY_fromdata) or generate provider keys.
+ */
+#define KT_ALG_RSA "1.2.840.113549.1.1.1" /* rsaEncryption */
+#define KT_ALG_EC  "1.2.840.10045.2.1"    /* id-ecPublicKey */
+
+void kt_ossl_buf_free(kt_ossl_buf *buf)
+{
+    if (buf == NULL)
+        return;
+    OPENSSL_clear_free(buf->data, buf->len);
+    buf->data = NULL;
+    buf->len = 0;
+}
+
+void kt_rsa_parts_free(kt_rsa_parts *parts)
+{
+    kt_ossl_buf_free(&parts->n);
+    kt_ossl_buf_free(&parts->e);
+    kt_ossl_buf_free(&parts->d);
+    kt_ossl_buf_free(&parts->p);
+    kt_ossl_buf_free(&parts->q);
+    kt_ossl_buf_free(&parts->dp);
+    kt_ossl_buf_free(&parts->dq);
+    kt_ossl_buf_free(&parts->qinv);
+}
+
+void kt_ec_parts_free(kt_ec_parts *parts)
+{
+    kt_ossl_buf_free(&parts->params);
+    kt_ossl_buf_free(&parts->point);
+    kt_ossl_buf_free(&parts->value);
+}
+
+/* ---- hashes ---------------------------------------------------------- */
+
+static const char *hash_name(CK_MECHANISM_TYPE hash)
+{
+    switch (hash) {
+    case CKM_SHA_1:
+        return "SHA1";
+    case CKM_SHA224:
+        return "SHA224";
+    case CKM_SHA256:
+        return "SHA256";
+    case CKM_SHA384:
+        return "SHA384";
+    case CKM_SHA512:
+        return "SHA512";
+    default:
+        return NULL;
+    }
+}
+
+static size_t hash_len(CK_MECHANISM_TYPE hash)
+{
+    switch (hash) {
+    case CKM_SHA_1:
+        return 20;
+    case CKM_SHA224:
+        return 28;
+    case CKM_SHA256:
+        return 32;
+    case CKM_SHA384:
+        return 48;
+    case CKM_SHA512:
+        return 64;
+    default:
+        return 0;
+    }
+}
+
+/* The hash CKG_MGF1_<x> uses, or 0 for an unknown generator. */
+static CK_MECHANISM_TYPE mgf_hash(CK_RSA_PKCS_MGF_TYPE mgf)
+{
+    switch (mgf) {
+    case CKG_MGF1_SHA1:
+        return CKM_SHA_1;
+    case CKG_MGF1_SHA224:
+        return CKM_SHA224;
+    case CKG_MGF1_SHA256:
+        return CKM_SHA256;
+    case CKG_MGF1_SHA384:
+        return CKM_SHA384;
+    case CKG_MGF1_SHA512:
+        return CKM_SHA512;
+    default:
+        return 0;
+    }
+}
+
+/* ---- mechanism table ------------------------------------------------- */
+
+enum {
+    M_SIGN = 1 << KT_ASYM_SIGN,
+    M_VERIFY = 1 << KT_ASYM_VERIFY,
+    M_ENCRYPT = 1 << KT_ASYM_ENCRYPT,
+    M_DECRYPT = 1 << KT_ASYM_DECRYPT,
+    M_SV = M_SIGN | M_VERIFY,
+    M_ED = M_ENCRYPT | M_DECRYPT,
+};
+
+enum asym_pad { PAD_NONE, PAD_PKCS1, PAD_PSS, PAD_OAEP, PAD_RAW };
+
+struct asym_mech {
+    CK_MECHANISM_TYPE mech;
+    CK_KEY_TYPE key_type;
+    CK_MECHANISM_TYPE hash; /* hashing mechanisms; 0 for raw input */
+    enum asym_pad pad;
+    unsigned modes;
+};
+
+static const struct asym_mech asym_mechs[] = {
+    {CKM_RSA_PKCS, CKK_RSA, 0, PAD_PKCS1, M_SV | M_ED},
+    /* Raw RSA: what libp11's engine asks for when OpenSSL pads itself
+     * (TLS 1.3 RSA-PSS through its RSA_METHOD). Signatures only. */
+    {CKM_RSA_X_509, CKK_RSA, 0, PAD_RAW, M_SV},
+    {CKM_SHA1_RSA_PKCS, CKK_RSA, CKM_SHA_1, PAD_PKCS1, M_SV},
+    {CKM_SHA224_RSA_PKCS, CKK_RSA, CKM_SHA224, PAD_PKCS1, M_SV},
+    {CKM_SHA256_RSA_PKCS, CKK_RSA, CKM_SHA256, PAD_PKCS1, M_SV},
+    {CKM_SHA384_RSA_PKCS, CKK_RSA, CKM_SHA384, PAD_PKCS1, M_SV},
+    {CKM_SHA512_RSA_PKCS, CKK_RSA, CKM_SHA512, PAD_PKCS1, M_SV},
+    {CKM_RSA_PKCS_PSS, CKK_RSA, 0, PAD_PSS, M_SV},
+    {CKM_SHA1_RSA_PKCS_PSS, CKK_RSA, CKM_SHA_1, PAD_PSS, M_SV},
+    {CKM_SHA224_RSA_PKCS_PSS, CKK_RSA, CKM_SHA224, PAD_PSS, M_SV},
+    {CKM_SHA256_RSA_PKCS_PSS, CKK_RSA, CKM_SHA256, PAD_PSS, M_SV},
+    {CKM_SHA384_RSA_PKCS_PSS, CKK_RSA, CKM_SHA384, PAD_PSS, M_SV},
+    {CKM_SHA512_RSA_PKCS_PSS, CKK_RSA, CKM_SHA512, PAD_PSS, M_SV},
+    {CKM_RSA_PKCS_OAEP, CKK_RSA, 0, PAD_OAEP, M_ED},
+    {CKM_ECDSA, CKK_EC, 0, PAD_NONE, M_SV},
+    {CKM_ECDSA_SHA1, CKK_EC, CKM_SHA_1, PAD_NONE, M_SV},
+    {CKM_ECDSA_SHA224, CKK_EC, CKM_SHA224, PAD_NONE, M_SV},
+    {CKM_ECDSA_SHA256, CKK_EC, CKM_SHA256, PAD_NONE, M_SV},
+    {CKM_ECDSA_SHA384, CKK_EC, CKM_SHA384, PAD_NONE, M_SV},
+    {CKM_ECDSA_SHA512, CKK_EC, CKM_SHA512, PAD_NONE, M_SV},
+};
+
+static const struct asym_mech *mech_find(CK_MECHANISM_TYPE mech)
+{
+    for (size_t i = 0; i < sizeof(asym_mechs) / sizeof(asym_mechs[0]); i++)
+        if (asym_mechs[i].mech == mech)
+            return &asym_mechs[i];
+    return NULL;
+}
+
+int kt_ossl_asym_mech_known(CK_MECHANISM_TYPE mech, CK_KEY_TYPE *key_type)
+{
+    const struct asym_mech *m = mech_find(mech);
+    if (m == NULL)
+        return 0;
+    if (key_type != NULL)
+        *key_type = m->key_type;
+    return 1;
+}
+
+int kt_ossl_asym_mech_multipart(CK_MECHANISM_TYPE mech)
+{
+    const struct asym_mech *m = mech_find(mech);
+    return m != NULL && m->hash != 0;
+}
+
+/* ---- key facts ------------------------------------------------------- */
+
+CK_KEY_TYPE kt_ossl_key_type(const EVP_PKEY *key)
+{
+    switch (EVP_PKEY_get_base_id(key)) {
+    case EVP_PKEY_RSA:
+        return CKK_RSA;
+    case EVP_PKEY_EC:
+        return CKK_EC;
+    default:
+        return CKK_VENDOR_DEFINED;
+    }
+}
+
+CK_ULONG kt_ossl_key_bits(const EVP_PKEY *key)
+{
+    int bits = EVP_PKEY_get_bits(key);
+    return bits > 0 ? (CK_ULONG)bits : 0;
+}
+
+/* Does the key hold its private half? OpenSSL only notices at the first
+ * sign/decrypt; PKCS#11 wants the answer at C_*Init. */
+static int key_has_private(const EVP_PKEY *key)
+{
+    BIGNUM *bn = NULL;
+    const char *name = kt_ossl_key_type(key) == CKK_RSA
+                           ? OSSL_PKEY_PARAM_RSA_D
+                           : OSSL_PKEY_PARAM_PRIV_KEY;
+    int ok = EVP_PKEY_get_bn_param(key, name, &bn);
+
+    BN_clear_free(bn);
+    ERR_clear_error();
+    return ok;
+}
+
+int kt_ossl_key_is_private(const EVP_PKEY *key)
+{
+    return key_has_private(key);
+}
+
+EVP_PKEY *kt_ossl_key_ref(EVP_PKEY *key)
+{
+    return key != NULL && EVP_PKEY_up_ref(key) ? key : NULL;
+}
+
+void kt_ossl_key_unref(EVP_PKEY *key)
+{
+    EVP_PKEY_free(key);
+}
+
+/* ---- EC parameters --------------------------------------------------- */
+
+static const int ec_nids[] = {NID_X9_62_prime256v1, NID_secp384r1,
+                              NID_secp521r1};
+
+static int ec_nid_supported(int nid)
+{
+    for (size_t i = 0; i < sizeof(ec_nids) / sizeof(ec_nids[0]); i++)
+        if (ec_nids[i] == nid)
+            return 1;
+    return 0;
+}
+
+/* A curve name as users write it: "prime256v1", "secp384r1", "P-521". */
+static int ec_nid_from_name(const char *name)
+{
+    int nid = EC_curve_nist2nid(name);
+    if (nid == NID_undef)
+        nid = OBJ_sn2nid(name);
+    if (nid == NID_undef)
+        nid = OBJ_ln2nid(name);
+    return nid;
+}
+
+/*
+ * CKA_EC_PARAMS: PKCS#11 v2.40 §2.3.3 allows ecParameters, namedCurve or
+ * implicitlyCA; the token supports named curves only. PKCS#11 v3.0 adds a
+ * PrintableString with the curve name, which some tools send.
+ */
+static CK_RV ec_params_nid(const unsigned char *params, size_t len, int *nid)
+{
+    const unsigned char *p = params;
+    CK_RV rv = CKR_ATTRIBUTE_VALUE_INVALID;
+
+    if (params == NULL || len < 2 || len > 256)
+        return CKR_ATTRIBUTE_VALUE_INVALID;
+    *nid = NID_undef;
+    if (params[0] == V_ASN1_OBJECT) {
+        ASN1_OBJECT *obj = d2i_ASN1_OBJECT(NULL, &p, (long)len);
+        if (obj == NULL || p != params + len)
+            goto out_obj;
+        *nid = OBJ_obj2nid(obj);
+        rv = CKR_OK;
+    out_obj:
+        ASN1_OBJECT_free(obj);
+    } else if (params[0] == V_ASN1_PRINTABLESTRING) {
+        ASN1_STRING *str = d2i_ASN1_PRINTABLESTRING(NULL, &p, (long)len);
+        char name[64];
+        int n;
+        if (str == NULL || p != params + len)
+            goto out_str;
+        n = ASN1_STRING_length(str);
+        if (n <= 0 || (size_t)n >= sizeof(name))
+            goto out_str;
+        memcpy(name, ASN1_STRING_get0_data(str), (size_t)n);
+        name[n] = '\0';
+        *nid = ec_nid_from_name(name);
+        rv = CKR_OK;
+    out_str:
+        ASN1_STRING_free(str);
+    } else if (params[0] == (V_ASN1_SEQUENCE | V_ASN1_CONSTRUCTED)) {
+        /* Explicit curve parameters: well formed, but not offered. */
+        return CKR_CURVE_NOT_SUPPORTED;
+    }
+    ERR_clear_error();
+    if (rv != CKR_OK)
+        return rv;
+    return ec_nid_supported(*nid) ? CKR_OK : CKR_CURVE_NOT_SUPPORTED;
+}
+
+static CK_RV ec_params_der(int nid, kt_ossl_buf *out)
+{
+    ASN1_OBJECT *obj = OBJ_nid2obj(nid);
+    unsigned char *der = NULL;
+    int len;
+
+    if (obj == NULL)
+        return CKR_GENERAL_ERROR;
+    len = i2d_ASN1_OBJECT(obj, &der);
+    if (len <= 0)
+        return CKR_HOST_MEMORY;
+    out->data = der;
+    out->len = (size_t)len;
+    return CKR_OK;
+}
+
+CK_RV kt_ossl_ec_params_canon(const unsigned char *params, size_t params_len,
+                              kt_ossl_buf *canon)
+{
+    int nid;
+    CK_RV rv = ec_params_nid(params, params_len, &nid);
+    if (rv != CKR_OK)
+        return rv;
+    return ec_params_der(nid, canon);
+}
+
+static int ec_key_nid(const EVP_PKEY *key)
+{
+    char name[64];
+    size_t len = 0;
+    if (!EVP_PKEY_get_utf8_string_param(key, OSSL_PKEY_PARAM_GROUP_NAME, name,
+                                        sizeof(name), &len))
+        return NID_undef;
+    return ec_nid_from_name(name);
+}
+
+/* ---- generation ------------------------------------------------------ */
+
+CK_RV kt_ossl_rsa_generate(CK_ULONG bits, const unsigned char *exp,
+                           size_t exp_len, EVP_PKEY **out)
+{
+    EVP_PKEY_CTX *ctx = NULL;
+    BIGNUM *e = NULL;
+    CK_RV rv = CKR_GENERAL_ERROR;
+
+    *out = NULL;
+    if (bits < KT_RSA_MIN_BITS || bits > KT_RSA_MAX_BITS || bits % 8 != 0)
+        return CKR_KEY_SIZE_RANGE;
+    if (exp != NULL && exp_len > 0) {
+        if (exp_len > 8)
+            return CKR_ATTRIBUTE_VALUE_INVALID;
+        e = BN_bin2bn(exp, (int)exp_len, NULL);
+    } else {
+        e = BN_new();
+        if (e != NULL && !BN_set_word(e, RSA_F4)) {
+            BN_free(e);
+            e = NULL;
+        }
+    }
+    if (e == NULL)
+        return CKR_HOST_MEMORY;
+    if (!BN_is_odd(e) || BN_cmp(e, BN_value_one()) <= 0 || BN_num_bits(e) < 2) {
+        rv = CKR_ATTRIBUTE_VALUE_INVALID;
+        goto out;
+    }
+    ctx = EVP_PKEY_CTX_new_from_name(NULL, KT_ALG_RSA, NULL);
+    if (ctx == NULL || EVP_PKEY_keygen_init(ctx) <= 0 ||
+        EVP_PKEY_CTX_set_rsa_keygen_bits(ctx, (int)bits) <= 0 ||
+        EVP_PKEY_CTX_set1_rsa_keygen_pubexp(ctx, e) <= 0 ||
+        EVP_PKEY_generate(ctx, out) <= 0)
+        goto out;
+    rv = CKR_OK;
+out:
+    ERR_clear_error();
+    EVP_PKEY_CTX_free(ctx);
+    BN_free(e);
+    return rv;
+}
+
+CK_RV kt_ossl_ec_generate(const unsigned char *params, size_t params_len,
+                          EVP_PKEY **out)
+{
+    EVP_PKEY_CTX *ctx = NULL;
+    int nid;
+    CK_RV rv;
+
+    *out = NULL;
+    rv = ec_params_nid(params, params_len, &nid);
+    if (rv != CKR_OK)
+        return rv;
+    rv = CKR_GENERAL_ERROR;
+    ctx = EVP_PKEY_CTX_new_from_name(NULL, KT_ALG_EC, NULL);
+    if (ctx == NULL || EVP_PKEY_keygen_init(ctx) <= 0 ||
+        EVP_PKEY_CTX_set_group_name(ctx, OBJ_nid2sn(nid)) <= 0 ||
+        EVP_PKEY_generate(ctx, out) <= 0)
+        goto out;
+    rv = CKR_OK;
+out:
+    ERR_clear_error();
+    EVP_PKEY_CTX_free(ctx);
+    return rv;
+}
+
+/* ---- export ---------------------------------------------------------- */
+
+static CK_RV bn_param(const EVP_PKEY *key, const char *name, kt_ossl_buf *out,
+                      int required)
+{
+    BIGNUM *bn = NULL;
+    CK_RV rv = CKR_OK;
+    int len;
+
+    if (!EVP_PKEY_get_bn_param(key, name, &bn)) {
+        ERR_clear_error();
+        return required ? CKR_GENERAL_ERROR : CKR_OK;
+    }
+    len = BN_num_bytes(bn);
+    out->len = (size_t)(len > 0 ? len : 1);
+    out->data = OPENSSL_zalloc(out->len);
+    if (out->data == NULL)
+        rv = CKR_HOST_MEMORY;
+    else if (BN_bn2binpad(bn, out->data, (int)out->len) < 0)
+        rv = CKR_GENERAL_ERROR;
+    BN_clear_free(bn);
+    if (rv != CKR_OK)
+        kt_ossl_buf_free(out);
+    return rv;
+}
+
+CK_RV kt_ossl_rsa_export(const EVP_PKEY *key, int with_private,
+                         kt_rsa_parts *out)
+{
+    CK_RV rv;
+
+    memset(out, 0, sizeof(*out));
+    if (kt_ossl_key_type(key) != CKK_RSA)
+        return CKR_KEY_TYPE_INCONSISTENT;
+    if ((rv = bn_param(key, OSSL_PKEY_PARAM_RSA_N, &out->n, 1)) != CKR_OK ||
+        (rv = bn_param(key, OSSL_PKEY_PARAM_RSA_E, &out->e, 1)) != CKR_OK)
+        goto out;
+    if (!with_private)
+        return CKR_OK;
+    if ((rv = bn_param(key, OSSL_PKEY_PARAM_RSA_D, &out->d, 1)) != CKR_OK)
+        goto out;
+    /* CRT values are absent for keys imported from n, e, d only. */
+    if ((rv = bn_param(key, OSSL_PKEY_PARAM_RSA_FACTOR1, &out->p, 0)) !=
+            CKR_OK ||
+        (rv = bn_param(key, OSSL_PKEY_PARAM_RSA_FACTOR2, &out->q, 0)) !=
+            CKR_OK ||
+        (rv = bn_param(key, OSSL_PKEY_PARAM_RSA_EXPONENT1, &out->dp, 0)) !=
+            CKR_OK ||
+        (rv = bn_param(key, OSSL_PKEY_PARAM_RSA_EXPONENT2, &out->dq, 0)) !=
+            CKR_OK ||
+        (rv = bn_param(key, OSSL_PKEY_PARAM_RSA_COEFFICIENT1, &out->qinv, 0)) !=
+            CKR_OK)
+        goto out;
+    return CKR_OK;
+out:
+    kt_rsa_parts_free(out);
+    return rv;
+}
+
+/* CKA_EC_POINT is the DER encoding of an OCTET STRING holding the point
+ * (PKCS#11 v2.40 §2.3.3). */
+static CK_RV ec_point_der(const unsigned char *pt, size_t len, kt_ossl_buf *out)
+{
+    ASN1_OCTET_STRING *os = ASN1_OCTET_STRING_new();
+    unsigned char *der = NULL;
+    int der_len;
+    CK_RV rv = CKR_HOST_MEMORY;
+
+    if (os == NULL || !ASN1_OCTET_STRING_set(os, pt, (int)len))
+        goto out;
+    der_len = i2d_ASN1_OCTET_STRING(os, &der);
+    if (der_len <= 0)
+        goto out;
+    out->data = der;
+    out->len = (size_t)der_len;
+    rv = CKR_OK;
+out:
+    ASN1_OCTET_STRING_free(os);
+    return rv;
+}
+
+static size_t ec_field_len(int nid)
+{
+    switch (nid) {
+    case NID_X9_62_prime256v1:
+        return 32;
+    case NID_secp384r1:
+        return 48;
+    case NID_secp521r1:
+        return 66;
+    default:
+        return 0;
+    }
+}
+
+CK_RV kt_ossl_ec_export(const EVP_PKEY *key, int with_private, kt_ec_parts *out)
+{
+    unsigned char pt[1 + 2 * 66];
+    size_t pt_len = 0;
+    BIGNUM *priv = NULL;
+    int nid;
+    CK_RV rv;
+
+    memset(out, 0, sizeof(*out));
+    if (kt_ossl_key_type(key) != CKK_EC)
+        return CKR_KEY_TYPE_INCONSISTENT;
+    nid = ec_key_nid(key);
+    if (!ec_nid_supported(nid))
+        return CKR_CURVE_NOT_SUPPORTED;
+    if ((rv = ec_params_der(nid, &out->params)) != CKR_OK)
+        goto out;
+    if (!EVP_PKEY_get_octet_string_param(key, OSSL_PKEY_PARAM_PUB_KEY, pt,
+                                         sizeof(pt), &pt_len)) {
+        rv = CKR_GENERAL_ERROR;
+        goto out;
+    }
+    if ((rv = ec_point_der(pt, pt_len, &out->point)) != CKR_OK)
+        goto out;
+    if (with_private) {
+        size_t flen = ec_field_len(nid);
+        rv = CKR_GENERAL_ERROR;
+        if (!EVP_PKEY_get_bn_param(key, OSSL_PKEY_PARAM_PRIV_KEY, &priv))
+            goto out;
+        out->value.data = OPENSSL_zalloc(flen);
+        if (out->value.data == NULL) {
+            rv = CKR_HOST_MEMORY;
+            goto out;
+        }
+        out->value.len = flen;
+        if (BN_bn2binpad(priv, out->value.data, (int)flen) < 0)
+            goto out;
+    }
+    rv = CKR_OK;
+out:
+    ERR_clear_error();
+    BN_clear_free(priv);
+    if (rv != CKR_OK)
+        kt_ec_parts_free(out);
+    return rv;
+}
+
+/* ---- import ---------------------------------------------------------- */
+
+static int present(const kt_ossl_buf *b)
+{
+    return b->data != NULL && b->len > 0;
+}
+
+/* Pushes a big-endian integer; the BIGNUM is remembered in bns[] so the
+ * caller can wipe and free it after EVP_PKEY_fromdata copied it. */
+static int push_bn(OSSL_PARAM_BLD *bld, const char *name, const kt_ossl_buf *b,
+                   BIGNUM **slot)
+{
+    if (b->len > INT32_MAX)
+        return 0;
+    *slot = BN_secure_new();
+    if (*slot == NULL || BN_bin2bn(b->data, (int)b->len, *slot) == NULL)
+        return 0;
+    return OSSL_PARAM_BLD_push_BN(bld, name, *slot);
+}
+
+static CK_RV fromdata(const char *type, int selection, OSSL_PARAM_BLD *bld,
+                      EVP_PKEY **out)
+{
+    OSSL_PARAM *params = OSSL_PARAM_BLD_to_param(bld);
+    EVP_PKEY_CTX *ctx = NULL;
+    CK_RV rv = CKR_HOST_MEMORY;
+
+    if (params == NULL)
+        goto out;
+    rv = CKR_ATTRIBUTE_VALUE_INVALID;
+    ctx = EVP_PKEY_CTX_new_from_name(NULL, type, NULL);
+    if (ctx == NULL || EVP_PKEY_fromdata_init(ctx) <= 0 ||
+        EVP_PKEY_fromdata(ctx, out, selection, params) <= 0)
+        goto out;
+    rv = CKR_OK;
+out:
+    OSSL_PARAM_free(params); /* secure (BN_secure_new) parts are wiped */
+    EVP_PKEY_CTX_free(ctx);
+    return rv;
+}
+
+CK_RV kt_ossl_rsa_import(const kt_rsa_parts *parts, int is_private,
+                         EVP_PKEY **out)
+{
+    OSSL_PARAM_BLD *bld = NULL;
+    BIGNUM *bns[8] = {NULL};
+    int crt;
+    CK_ULONG bits;
+    CK_RV rv = CKR_HOST_MEMORY;
+
+    *out = NULL;
+    if (!present(&parts->n) || !present(&parts->e) ||
+        (is_private && !present(&parts->d)))
+        return CKR_TEMPLATE_INCOMPLETE;
+    crt = present(&parts->p) + present(&parts->q) + present(&parts->dp) +
+          present(&parts->dq) + present(&parts->qinv);
+    if (is_private && crt != 0 && crt != 5)
+        return CKR_TEMPLATE_INCOMPLETE;
+    bld = OSSL_PARAM_BLD_new();
+    if (bld == NULL ||
+        !push_bn(bld, OSSL_PKEY_PARAM_RSA_N, &parts->n, &bns[0]) ||
+        !push_bn(bld, OSSL_PKEY_PARAM_RSA_E, &parts->e, &bns[1]))
+        goto out;
+    if (is_private) {
+        if (!push_bn(bld, OSSL_PKEY_PARAM_RSA_D, &parts->d, &bns[2]))
+            goto out;
+        if (crt == 5 &&
+            (!push_bn(bld, OSSL_PKEY_PARAM_RSA_FACTOR1, &parts->p, &bns[3]) ||
+             !push_bn(bld, OSSL_PKEY_PARAM_RSA_FACTOR2, &parts->q, &bns[4]) ||
+             !push_bn(bld, OSSL_PKEY_PARAM_RSA_EXPONENT1, &parts->dp,
+                      &bns[5]) ||
+             !push_bn(bld, OSSL_PKEY_PARAM_RSA_EXPONENT2, &parts->dq,
+                      &bns[6]) ||
+             !push_bn(bld, OSSL_PKEY_PARAM_RSA_COEFFICIENT1, &parts->qinv,
+                      &bns[7])))
+            goto out;
+    }
+    rv =
+        fromdata(KT_ALG_RSA,
+                 is_private ? EVP_PKEY_KEYPAIR : EVP_PKEY_PUBLIC_KEY, bld, out);
+    if (rv != CKR_OK)
+        goto out;
+    bits = kt_ossl_key_bits(*out);
+    if (bits < KT_RSA_MIN_BITS || bits > KT_RSA_MAX_BITS ||
+        !BN_is_odd(bns[1]) || BN_is_one(bns[1])) {
+        rv = CKR_ATTRIBUTE_VALUE_INVALID;
+        EVP_PKEY_free(*out);
+        *out = NULL;
+    }
+out:
+    ERR_clear_error();
+    for (size_t i = 0; i < sizeof(bns) / sizeof(bns[0]); i++)
+        BN_clear_free(bns[i]);
+    OSSL_PARAM_BLD_free(bld);
+    return rv;
+}
+
+/* The raw point inside CKA_EC_POINT. A DER OCTET STRING is what the spec
+ * says; some applications send the bare point, accepted when the lengths
+ * make the reading unambiguous. */
+static CK_RV ec_point_raw(const kt_ossl_buf *in, size_t flen, unsigned char *pt,
+                          size_t *pt_len)
+{
+    const unsigned char *p = in->data;
+    ASN1_OCTET_STRING *os;
+    size_t want = 1 + 2 * flen;
+
+    os = d2i_ASN1_OCTET_STRING(NULL, &p, (long)in->len);
+    if (os != NULL && p == in->data + in->len &&
+        (size_t)ASN1_STRING_length(os) == want) {
+        memcpy(pt, ASN1_STRING_get0_data(os), want);
+        *pt_len = want;
+        ASN1_OCTET_STRING_free(os);
+        return CKR_OK;
+    }
+    ASN1_OCTET_STRING_free(os);
+    ERR_clear_error();
+    if (in->len == want && in->data[0] == POINT_CONVERSION_UNCOMPRESSED) {
+        memcpy(pt, in->data, want);
+        *pt_len = want;
+        return CKR_OK;
+    }
+    return CKR_ATTRIBUTE_VALUE_INVALID;
+}
+
+/* Q = d*G for an EC private key imported without its public point. */
+static CK_RV ec_public_from_private(int nid, const BIGNUM *d, unsigned char *pt,
+                                    size_t *pt_len, size_t cap)
+{
+    EC_GROUP *group = EC_GROUP_new_by_curve_name(nid);
+    EC_POINT *q = NULL;
+    CK_RV rv = CKR_HOST_MEMORY;
+
+    if (group == NULL || (q = EC_POINT_new(group)) == NULL)
+        goto out;
+    rv = CKR_ATTRIBUTE_VALUE_INVALID;
+    if (BN_is_zero(d) || BN_is_negative(d) ||
+        BN_cmp(d, EC_GROUP_get0_order(group)) >= 0)
+        goto out;
+    if (!EC_POINT_mul(group, q, d, NULL, NULL, NULL))
+        goto out;
+    *pt_len = EC_POINT_point2oct(group, q, POINT_CONVERSION_UNCOMPRESSED, pt,
+                                 cap, NULL);
+    if (*pt_len == 0)
+        goto out;
+    rv = CKR_OK;
+out:
+    EC_POINT_free(q);
+    EC_GROUP_free(group);
+    return rv;
+}
+
+CK_RV kt_ossl_ec_import(const kt_ec_parts *parts, int is_private,
+                        EVP_PKEY **out)
+{
+    OSSL_PARAM_BLD *bld = NULL;
+    BIGNUM *d = NULL;
+    unsigned char pt[1 + 2 * 66];
+    size_t pt_len = 0, flen;
+    int nid;
+    CK_RV rv;
+
+    *out = NULL;
+    if (!present(&parts->params) ||
+        (is_private ? !present(&parts->value) : !present(&parts->point)))
+        return CKR_TEMPLATE_INCOMPLETE;
+    rv = ec_params_nid(parts->params.data, parts->params.len, &nid);
+    if (rv != CKR_OK)
+        return rv;
+    flen = ec_field_len(nid);
+    rv = CKR_HOST_MEMORY;
+    bld = OSSL_PARAM_BLD_new();
+    if (bld == NULL || !OSSL_PARAM_BLD_push_utf8_string(
+                           bld, OSSL_PKEY_PARAM_GROUP_NAME, OBJ_nid2sn(nid), 0))
+        goto out;
+    if (is_private) {
+        if (parts->value.len > flen) {
+            rv = CKR_ATTRIBUTE_VALUE_INVALID;
+            goto out;
+        }
+        if (!push_bn(bld, OSSL_PKEY_PARAM_PRIV_KEY, &parts->value, &d))
+            goto out;
+        rv = ec_public_from_private(nid, d, pt, &pt_len, sizeof(pt));
+        if (rv != CKR_OK)
+            goto out;
+        if (present(&parts->point)) {
+            unsigned char given[sizeof(pt)];
+            size_t given_len = 0;
+            rv = ec_point_raw(&parts->point, flen, given, &given_len);
+            if (rv == CKR_OK &&
+                (given_len != pt_len || memcmp(given, pt, pt_len) != 0))
+                rv = CKR_ATTRIBUTE_VALUE_INVALID;
+            if (rv != CKR_OK)
+                goto out;
+        }
+    } else {
+        rv = ec_point_raw(&parts->point, flen, pt, &pt_len);
+        if (rv != CKR_OK)
+            goto out;
+    }
+    rv = CKR_HOST_MEMORY;
+    if (!OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, pt,
+                                          pt_len))
+        goto out;
+    rv =
+        fromdata(KT_ALG_EC, is_private ? EVP_PKEY_KEYPAIR : EVP_PKEY_PUBLIC_KEY,
+                 bld, out);
+out:
+    ERR_clear_error();
+    BN_clear_free(d);
+    OSSL_PARAM_BLD_free(bld);
+    return rv;
+}
+
+CK_RV kt_ossl_spki(const EVP_PKEY *key, kt_ossl_buf *out)
+{
+    unsigned char *der = NULL;
+    int len = i2d_PUBKEY(key, &der);
+
+    if (len <= 0) {
+        ERR_clear_error();
+        return CKR_GENERAL_ERROR;
+    }
+    out->data = der;
+    out->len = (size_t)len;
+    return CKR_OK;
+}
+
+CK_RV kt_ossl_key_id(const EVP_PKEY *key, unsigned char id[KT_KEY_ID_LEN])
+{
+    unsigned char buf[1 + 2 * 66];
+    size_t len = 0;
+    kt_rsa_parts rsa;
+    unsigned int md_len = KT_KEY_ID_LEN;
+    int ok;
+
+    switch (kt_ossl_key_type(key)) {
+    case CKK_RSA:
+        if (kt_ossl_rsa_export(key, 0, &rsa) != CKR_OK)
+            return CKR_GENERAL_ERROR;
+        ok = EVP_Digest(rsa.n.data, rsa.n.len, id, &md_len, EVP_sha1(), NULL);
+        kt_rsa_parts_free(&rsa);
+        break;
+    case CKK_EC:
+        ok = EVP_PKEY_get_octet_string_param(key, OSSL_PKEY_PARAM_PUB_KEY, buf,
+                                             sizeof(buf), &len) &&
+             EVP_Digest(buf, len, id, &md_len, EVP_sha1(), NULL);
+        break;
+    default:
+        return CKR_KEY_TYPE_INCONSISTENT;
+    }
+    ERR_clear_error();
+    return ok ? CKR_OK : CKR_GENERAL_ERROR;
+}
+
+/* ---- certificates ---------------------------------------------------- */
+
+void kt_cert_fields_free(kt_cert_fields *f)
+{
+    OPENSSL_free(f->subject.data);
+    OPENSSL_free(f->issuer.data);
+    OPENSSL_free(f->serial.data);
+    memset(f, 0, sizeof(*f));
+}
+
+CK_RV kt_ossl_cert_fields(const unsigned char *der, size_t len,
+                          kt_cert_fields *out)
+{
+    const unsigned char *p = der;
+    X509 *x = NULL;
+    int n1, n2, n3;
+    CK_RV rv = CKR_ATTRIBUTE_VALUE_INVALID;
+
+    memset(out, 0, sizeof(*out));
+    if (der == NULL || len == 0 || len > LONG_MAX)
+        return rv;
+    x = d2i_X509(NULL, &p, (long)len);
+    if (x == NULL || p != der + len)
+        goto out;
+    rv = CKR_HOST_MEMORY;
+    /* With a NULL output pointer i2d allocates, and allocates nothing when
+     * it fails. */
+    n1 = i2d_X509_NAME(X509_get_subject_name(x), &out->subject.data);
+    n2 = i2d_X509_NAME(X509_get_issuer_name(x), &out->issuer.data);
+    n3 = i2d_ASN1_INTEGER(X509_get0_serialNumber(x), &out->serial.data);
+    if (n1 <= 0 || n2 <= 0 || n3 <= 0) {
+        kt_cert_fields_free(out);
+        goto out;
+    }
+    out->subject.len = (size_t)n1;
+    out->issuer.len = (size_t)n2;
+    out->serial.len = (size_t)n3;
+    rv = CKR_OK;
+out:
+    ERR_clear_error();
+    X509_free(x);
+    return rv;
+}
+
+/* ---- operations ------------------------------------------------------ */
+
+struct kt_asym_op {
+    const struct asym_mech *m;
+    kt_asym_mode mode;
+    EVP_PKEY *key;
+    EVP_PKEY_CTX *pctx; /* raw sign/verify, encrypt/decrypt; owned */
+    EVP_MD_CTX *mctx;   /* hashing sign/verify (owns its pkey ctx) */
+    size_t out_len;     /* signature length, or maximum cipher output */
+    size_t max_in;      /* raw input limit (0: any) */
+    size_t exact_in;    /* raw input must be exactly this long (0: any) */
+    size_t ec_half;     /* ECDSA: bytes of r and of s */
+};
+
+static CK_RV check_pss(const struct asym_mech *m, const CK_MECHANISM *mech,
+                       const EVP_PKEY *key, CK_RSA_PKCS_PSS_PARAMS *pss)
+{
+    size_t em_len, h_len;
+
+    if (mech->pParameter == NULL ||
+        mech->ulParameterLen != sizeof(CK_RSA_PKCS_PSS_PARAMS))
+        return CKR_MECHANISM_PARAM_INVALID;
+    memcpy(pss, mech->pParameter, sizeof(*pss));
+    h_len = hash_len(pss->hashAlg);
+    /* The hashing variants name their hash; the parameter must agree, and
+     * the mask generator must use the same hash. */
+    if (h_len == 0 || (m->hash != 0 && pss->hashAlg != m->hash) ||
+        mgf_hash(pss->mgf) != pss->hashAlg)
+        return CKR_MECHANISM_PARAM_INVALID;
+    /* RFC 8017 §9.1.1: emLen >= hLen + sLen + 2, emLen = ceil((modBits-1)/8) */
+    em_len = (kt_ossl_key_bits(key) - 1 + 7) / 8;
+    if (pss->sLen > em_len || em_len < h_len + 2 ||
+        pss->sLen > em_len - h_len - 2)
+        return CKR_MECHANISM_PARAM_INVALID;
+    return CKR_OK;
+}
+
+static CK_RV check_oaep(const CK_MECHANISM *mech, CK_RSA_PKCS_OAEP_PARAMS *oaep)
+{
+    /* No parameter at all means RFC 8017's defaults (SHA-1, MGF1-SHA-1, no
+     * label): pkcs11-tool 0.23 --wrap/--unwrap sends none. */
+    if (mech->pParameter == NULL && mech->ulParameterLen == 0) {
+        memset(oaep, 0, sizeof(*oaep));
+        oaep->hashAlg = CKM_SHA_1;
+        oaep->mgf = CKG_MGF1_SHA1;
+        return CKR_OK;
+    }
+    if (mech->pParameter == NULL ||
+        mech->ulParameterLen != sizeof(CK_RSA_PKCS_OAEP_PARAMS))
+        return CKR_MECHANISM_PARAM_INVALID;
+    memcpy(oaep, mech->pParameter, sizeof(*oaep));
+    if (hash_len(oaep->hashAlg) == 0 || mgf_hash(oaep->mgf) != oaep->hashAlg)
+        return CKR_MECHANISM_PARAM_INVALID;
+    /* PKCS#11 v2.40 §2.1.8: CKZ_DATA_SPECIFIED is the only source; a zero
+     * source with no data (an empty label) is what pkcs11-tool sends. */
+    if (oaep->source == CKZ_DATA_SPECIFIED) {
+        if (oaep->pSourceData == NULL && oaep->ulSourceDataLen != 0)
+            return CKR_MECHANISM_PARAM_INVALID;
+    } else if (oaep->source != 0 || oaep->pSourceData != NULL ||
+               oaep->ulSourceDataLen != 0) {
+        return CKR_MECHANISM_PARAM_INVALID;
+    }
+    return CKR_OK;
+}
+
+static CK_RV set_rsa_padding(kt_asym_op *op, EVP_PKEY_CTX *ctx,
+                             const CK_MECHANISM *mech, size_t k)
+{
+    const struct asym_mech *m = op->m;
+    CK_RSA_PKCS_PSS_PARAMS pss;
+    CK_RSA_PKCS_OAEP_PARAMS oaep;
+    CK_RV rv;
+
+    switch (m->pad) {
+    case PAD_RAW:
+        if (mech->pParameter != NULL || mech->ulParameterLen != 0)
+            return CKR_MECHANISM_PARAM_INVALID;
+        if (EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_NO_PADDING) <= 0)
+            return CKR_GENERAL_ERROR;
+        op->max_in = k;
+        return CKR_OK;
+    case PAD_PKCS1:
+        if (mech->pParameter != NULL || mech->ulParameterLen != 0)
+            return CKR_MECHANISM_PARAM_INVALID;
+        if (EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_PADDING) <= 0)
+            return CKR_GENERAL_ERROR;
+        if (m->hash == 0)
+            op->max_in = k - KT_PKCS1_OVERHEAD;
+        return CKR_OK;
+    case PAD_PSS:
+        rv = check_pss(m, mech, op->key, &pss);
+        if (rv != CKR_OK)
+            return rv;
+        if (EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_PSS_PADDING) <= 0 ||
+            (m->hash == 0 &&
+             EVP_PKEY_CTX_set_signature_md(
+                 ctx, EVP_get_digestbyname(hash_name(pss.hashAlg))) <= 0) ||
+            EVP_PKEY_CTX_set_rsa_mgf1_md_name(ctx, hash_name(pss.hashAlg),
+                                              NULL) <= 0 ||
+            EVP_PKEY_CTX_set_rsa_pss_saltlen(ctx, (int)pss.sLen) <= 0)
+            return CKR_GENERAL_ERROR;
+        if (m->hash == 0)
+            op->exact_in = hash_len(pss.hashAlg);
+        return CKR_OK;
+    case PAD_OAEP:
+        rv = check_oaep(mech, &oaep);
+        if (rv != CKR_OK)
+            return rv;
+        if (EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_OAEP_PADDING) <= 0 ||
+            EVP_PKEY_CTX_set_rsa_oaep_md_name(ctx, hash_name(oaep.hashAlg),
+                                              NULL) <= 0 ||
+            EVP_PKEY_CTX_set_rsa_mgf1_md_name(ctx, hash_name(oaep.hashAlg),
+                                              NULL) <= 0)
+            return CKR_GENERAL_ERROR;
+        if (oaep.ulSourceDataLen > 0) {
+            /* set0 takes ownership of the label copy. */
+            void *label =
+                OPENSSL_memdup(oaep.pSourceData, oaep.ulSourceDataLen);
+            if (label == NULL)
+                return CKR_HOST_MEMORY;
+            if (EVP_PKEY_CTX_set0_rsa_oaep_label(
+                    ctx, label, (int)oaep.ulSourceDataLen) <= 0) {
+                OPENSSL_free(label);
+                return CKR_GENERAL_ERROR;
+            }
+        }
+        if (k < 2 * hash_len(oaep.hashAlg) + 2)
+            return CKR_KEY_SIZE_RANGE;
+        op->max_in = k - 2 * hash_len(oaep.hashAlg) - 2;
+        return CKR_OK;
+    default:
+        return CKR_GENERAL_ERROR;
+    }
+}
+
+CK_RV kt_ossl_asym_init(const CK_MECHANISM *mech, EVP_PKEY *key,
+                        kt_asym_mode mode, kt_asym_op **out)
+{
+    const struct asym_mech *m;
+    kt_asym_op *op = NULL;
+    EVP_PKEY_CTX *ctx = NULL;
+    CK_ULONG bits;
+    size_t k;
+    int r;
+    CK_RV rv;
+
+    *out = NULL;
+    if (mech == NULL || key == NULL)
+        return CKR_ARGUMENTS_BAD;
+    m = mech_find(mech->mechanism);
+    if (m == NULL || !(m->modes & (1u << mode)))
+        return CKR_MECHANISM_INVALID;
+    if (kt_ossl_key_type(key) != m->key_type)
+        return CKR_KEY_TYPE_INCONSISTENT;
+    bits = kt_ossl_key_bits(key);
+    if (m->key_type == CKK_RSA
+            ? (bits < KT_RSA_MIN_BITS || bits > KT_RSA_MAX_BITS)
+            : !ec_nid_supported(ec_key_nid(key)))
+        return CKR_KEY_SIZE_RANGE;
+    if ((mode == KT_ASYM_SIGN || mode == KT_ASYM_DECRYPT) &&
+        !key_has_private(key))
+        return CKR_KEY_TYPE_INCONSISTENT;
+    if (m->key_type == CKK_EC && m->pad == PAD_NONE &&
+        (mech->pParameter != NULL || mech->ulParameterLen != 0))
+        return CKR_MECHANISM_PARAM_INVALID;
+
+    op = OPENSSL_zalloc(sizeof(*op));
+    if (op == NULL)
+        return CKR_HOST_MEMORY;
+    op->m = m;
+    op->mode = mode;
+    if (!EVP_PKEY_up_ref(key)) {
+        OPENSSL_free(op);
+        return CKR_GENERAL_ERROR;
+    }
+    op->key = key;
+    k = (bits + 7) / 8;
+    if (m->key_type == CKK_EC) {
+        op->ec_half = k;
+        op->out_len = 2 * k;
+    } else {
+        op->out_len = k;
+    }
+
+    rv = CKR_GENERAL_ERROR;
+    if (m->hash != 0) {
+        const char *md = hash_name(m->hash);
+        op->mctx = EVP_MD_CTX_new();
+        if (op->mctx == NULL) {
+            rv = CKR_HOST_MEMORY;
+            goto out;
+        }
+        r = mode == KT_ASYM_SIGN
+                ? EVP_DigestSignInit_ex(op->mctx, &ctx, md, NULL, NULL, key,
+                                        NULL)
+                : EVP_DigestVerifyInit_ex(op->mctx, &ctx, md, NULL, NULL, key,
+                                          NULL);
+        if (r <= 0)
+            goto out;
+    } else {
+        op->pctx = ctx = EVP_PKEY_CTX_new_from_pkey(NULL, key, NULL);
+        if (ctx == NULL)
+            goto out;
+        switch (mode) {
+        case KT_ASYM_SIGN:
+            r = EVP_PKEY_sign_init(ctx);
+            break;
+        case KT_ASYM_VERIFY:
+            r = EVP_PKEY_verify_init(ctx);
+            break;
+        case KT_ASYM_ENCRYPT:
+            r = EVP_PKEY_encrypt_init(ctx);
+            break;
+        default:
+            r = EVP_PKEY_decrypt_init(ctx);
+            break;
+        }
+        if (r <= 0) {
+            /* e.g. signing or decrypting with a public-only key */
+            rv = CKR_KEY_TYPE_INCONSISTENT;
+            goto out;
+        }
+    }
+    if (m->key_type == CKK_RSA) {
+        rv = set_rsa_padding(op, ctx, mech, k);
+        if (rv != CKR_OK)
+            goto out;
+    }
+    *out = op;
+    op = NULL;
+    rv = CKR_OK;
+out:
+    ERR_clear_error();
+    kt_ossl_asym_free(op);
+    return rv;
+}
+
+void kt_ossl_asym_free(kt_asym_op *op)
+{
+    if (op == NULL)
+        return;
+    EVP_MD_CTX_free(op->mctx);
+    EVP_PKEY_CTX_free(op->pctx);
+    EVP_PKEY_free(op->key);
+    OPENSSL_clear_free(op, sizeof(*op));
+}
+
+size_t kt_ossl_asym_out_len(const kt_asym_op *op)
+{
+    return op->out_len;
+}
+
+/* ECDSA-Sig-Value DER -> r || s, each left-padded to half bytes
+ * (PKCS#11 v2.40 §2.3.1). */
+static CK_RV ecdsa_der_to_raw(const unsigned char *der, size_t der_len,
+                              size_t half, unsigned char *out)
+{
+    const unsigned char *p = der;
+    ECDSA_SIG *sig = d2i_ECDSA_SIG(NULL, &p, (long)der_len);
+    const BIGNUM *r, *s;
+    CK_RV rv = CKR_GENERAL_ERROR;
+
+    if (sig == NULL)
+        return rv;
+    ECDSA_SIG_get0(sig, &r, &s);
+    if (BN_bn2binpad(r, out, (int)half) == (int)half &&
+        BN_bn2binpad(s, out + half, (int)half) == (int)half)
+        rv = CKR_OK;
+    ECDSA_SIG_free(sig);
+    return rv;
+}
+
+static CK_RV ecdsa_raw_to_der(const unsigned char *raw, size_t half,
+                              unsigned char *der, size_t *der_len)
+{
+    ECDSA_SIG *sig = ECDSA_SIG_new();
+    BIGNUM *r = BN_bin2bn(raw, (int)half, NULL);
+    BIGNUM *s = BN_bin2bn(raw + half, (int)half, NULL);
+    unsigned char *p = der;
+    CK_RV rv = CKR_HOST_MEMORY;
+    int len;
+
+    if (sig == NULL || r == NULL || s == NULL)
+        goto out;
+    ECDSA_SIG_set0(sig, r, s);
+    r = s = NULL;
+    len = i2d_ECDSA_SIG(sig, NULL);
+    if (len <= 0 || (size_t)len > KT_ECDSA_DER_MAX) {
+        rv = CKR_GENERAL_ERROR;
+        goto out;
+    }
+    *der_len = (size_t)i2d_ECDSA_SIG(sig, &p);
+    rv = CKR_OK;
+out:
+    BN_free(r);
+    BN_free(s);
+    ECDSA_SIG_free(sig);
+    return rv;
+}
+
+static CK_RV check_mode(const kt_asym_op *op, kt_asym_mode mode)
+{
+    return op != NULL && op->mode == mode ? CKR_OK
+                                          : CKR_OPERATION_NOT_INITIALIZED;
+}
+
+static CK_RV check_raw_input(const kt_asym_op *op, size_t len)
+{
+    if ((op->exact_in && len != op->exact_in) ||
+        (op->max_in && len > op->max_in) || len == 0)
+        return CKR_DATA_LEN_RANGE;
+    return CKR_OK;
+}
+
+/* Writes the final signature: DER from OpenSSL for ECDSA becomes r||s. */
+static CK_RV finish_sig(const kt_asym_op *op, const unsigned char *tmp,
+                        size_t tmp_len, unsigned char *sig, size_t *sig_len)
+{
+    if (op->m->key_type == CKK_EC) {
+        CK_RV rv = ecdsa_der_to_raw(tmp, tmp_len, op->ec_half, sig);
+        if (rv != CKR_OK)
+            return rv;
+        *sig_len = 2 * op->ec_half;
+        return CKR_OK;
+    }
+    if (tmp_len != op->out_len)
+        return CKR_GENERAL_ERROR;
+    memcpy(sig, tmp, tmp_len);
+    *sig_len = tmp_len;
+    return CKR_OK;
+}
+
+/* CKM_RSA_X_509 input shorter than the modulus is a big-endian integer:
+ * left-padded with zeros to k bytes (PKCS#11 v2.40 §2.1.7). */
+static CK_RV raw_block(const kt_asym_op *op, const unsigned char *data,
+                       size_t len, unsigned char *block)
+{
+    if (len > op->out_len)
+        return CKR_DATA_LEN_RANGE;
+    memset(block, 0, op->out_len - len);
+    memcpy(block + op->out_len - len, data, len);
+    return CKR_OK;
+}
+
+CK_RV kt_ossl_asym_sign(kt_asym_op *op, const unsigned char *data, size_t len,
+                        unsigned char *sig, size_t *sig_len)
+{
+    unsigned char block[KT_RSA_MAX_BYTES];
+    unsigned char tmp[KT_RSA_MAX_BYTES > KT_ECDSA_DER_MAX ? KT_RSA_MAX_BYTES
+                                                          : KT_ECDSA_DER_MAX];
+    size_t tmp_len = sizeof(tmp);
+    CK_RV rv = check_mode(op, KT_ASYM_SIGN);
+
+    if (rv != CKR_OK)
+        return rv;
+    if (op->mctx != NULL) {
+        rv = kt_ossl_asym_update(op, data, len);
+        return rv != CKR_OK ? rv : kt_ossl_asym_sign_final(op, sig, sig_len);
+    }
+    rv = check_raw_input(op, len);
+    if (rv != CKR_OK)
+        return rv;
+    if (op->m->pad == PAD_RAW) {
+        rv = raw_block(op, data, len, block);
+        data = block;
+        len = op->out_len;
+    }
+    if (rv == CKR_OK &&
+        EVP_PKEY_sign(op->pctx, tmp, &tmp_len, data, len) <= 0) {
+        ERR_clear_error();
+        /* Raw RSA input that is not below the modulus. */
+        rv = op->m->pad == PAD_RAW ? CKR_DATA_INVALID : CKR_FUNCTION_FAILED;
+    }
+    if (rv == CKR_OK)
+        rv = finish_sig(op, tmp, tmp_len, sig, sig_len);
+    OPENSSL_cleanse(tmp, sizeof(tmp));
+    OPENSSL_cleanse(block, sizeof(block));
+    return rv;
+}
+
+CK_RV kt_ossl_asym_update(kt_asym_op *op, const unsigned char *data, size_t len)
+{
+    int r;
+
+    if (op == NULL || (op->mode != KT_ASYM_SIGN && op->mode != KT_ASYM_VERIFY))
+        return CKR_OPERATION_NOT_INITIALIZED;
+    if (op->mctx == NULL)
+        return CKR_FUNCTION_NOT_SUPPORTED;
+    if (len == 0)
+        return CKR_OK;
+    r = op->mode == KT_ASYM_SIGN ? EVP_DigestSignUpdate(op->mctx, data, len)
+                                 : EVP_DigestVerifyUpdate(op->mctx, data, len);
+    if (r <= 0) {
+        ERR_clear_error();
+        return CKR_FUNCTION_FAILED;
+    }
+    return CKR_OK;
+}
+
+CK_RV kt_ossl_asym_sign_final(kt_asym_op *op, unsigned char *sig,
+                              size_t *sig_len)
+{
+    unsigned char tmp[KT_RSA_MAX_BYTES > KT_ECDSA_DER_MAX ? KT_RSA_MAX_BYTES
+                                                          : KT_ECDSA_DER_MAX];
+    size_t tmp_len = sizeof(tmp);
+    CK_RV rv = check_mode(op, KT_ASYM_SIGN);
+
+    if (rv != CKR_OK)
+        return rv;
+    if (op->mctx == NULL)
+        return CKR_FUNCTION_NOT_SUPPORTED;
+    if (EVP_DigestSignFinal(op->mctx, tmp, &tmp_len) <= 0) {
+        ERR_clear_error();
+        return CKR_FUNCTION_FAILED;
+    }
+    rv = finish_sig(op, tmp, tmp_len, sig, sig_len);
+    OPENSSL_cleanse(tmp, sizeof(tmp));
+    return rv;
+}
+
+/* The signature in the form OpenSSL verifies (DER for ECDSA). */
+static CK_RV prepare_sig(const kt_asym_op *op, const unsigned char *sig,
+                         size_t sig_len, unsigned char *der, size_t *der_len,
+                         const unsigned char **use, size_t *use_len)
+{
+    if (sig_len != op->out_len)
+        return CKR_SIGNATURE_LEN_RANGE;
+    if (op->m->key_type == CKK_EC) {
+        CK_RV rv = ecdsa_raw_to_der(sig, op->ec_half, der, der_len);
+        if (rv != CKR_OK)
+            return rv;
+        *use = der;
+        *use_len = *der_len;
+    } else {
+        *use = sig;
+        *use_len = sig_len;
+    }
+    return CKR_OK;
+}
+
+CK_RV kt_ossl_asym_verify(kt_asym_op *op, const unsigned char *data, size_t len,
+                          const unsigned char *sig, size_t sig_len)
+{
+    unsigned char block[KT_RSA_MAX_BYTES];
+    unsigned char der[KT_ECDSA_DER_MAX];
+    size_t der_len = 0, use_len = 0;
+    const unsigned char *use = NULL;
+    CK_RV rv = check_mode(op, KT_ASYM_VERIFY);
+
+    if (rv != CKR_OK)
+        return rv;
+    if (op->mctx != NULL) {
+        rv = kt_ossl_asym_update(op, data, len);
+        return rv != CKR_OK ? rv : kt_ossl_asym_verify_final(op, sig, sig_len);
+    }
+    rv = check_raw_input(op, len);
+    if (rv != CKR_OK)
+        return rv;
+    rv = prepare_sig(op, sig, sig_len, der, &der_len, &use, &use_len);
+    if (rv != CKR_OK)
+        return rv;
+    if (op->m->pad == PAD_RAW) {
+        rv = raw_block(op, data, len, block);
+        data = block;
+        len = op->out_len;
+    }
+    if (rv == CKR_OK &&
+        EVP_PKEY_verify(op->pctx, use, use_len, data, len) != 1) {
+        ERR_clear_error();
+        rv = CKR_SIGNATURE_INVALID;
+    }
+    return rv;
+}
+
+CK_RV kt_ossl_asym_verify_final(kt_asym_op *op, const unsigned char *sig,
+                                size_t sig_len)
+{
+    unsigned char der[KT_ECDSA_DER_MAX];
+    size_t der_len = 0, use_len = 0;
+    const unsigned char *use = NULL;
+    CK_RV rv = check_mode(op, KT_ASYM_VERIFY);
+
+    if (rv != CKR_OK)
+        return rv;
+    if (op->mctx == NULL)
+        return CKR_FUNCTION_NOT_SUPPORTED;
+    rv = prepare_sig(op, sig, sig_len, der, &der_len, &use, &use_len);
+    if (rv != CKR_OK)
+        return rv;
+    if (EVP_DigestVerifyFinal(op->mctx, use, use_len) != 1) {
+        ERR_clear_error();
+        return CKR_SIGNATURE_INVALID;
+    }
+    return CKR_OK;
+}
+
+CK_RV kt_ossl_asym_encrypt(kt_asym_op *op, const unsigned char *in,
+                           size_t in_len, unsigned char *out, size_t *out_len)
+{
+    size_t len = op != NULL ? op->out_len : 0;
+    CK_RV rv = check_mode(op, KT_ASYM_ENCRYPT);
+
+    if (rv != CKR_OK)
+        return rv;
+    if (in_len > op->max_in)
+        return CKR_DATA_LEN_RANGE;
+    if (EVP_PKEY_encrypt(op->pctx, out, &len, in, in_len) <= 0) {
+        ERR_clear_error();
+        return CKR_FUNCTION_FAILED;
+    }
+    *out_len = len;
+    return CKR_OK;
+}
+
+CK_RV kt_ossl_asym_decrypt(kt_asym_op *op, const unsigned char *in,
+                           size_t in_len, unsigned char *out, size_t *out_len)
+{
+    /* OpenSSL may write into the output before it has checked the padding;
+     * decrypt into a wiped scratch buffer, copy only what authenticated. */
+    unsigned char tmp[KT_RSA_MAX_BYTES];
+    size_t len = sizeof(tmp);
+    CK_RV rv = check_mode(op, KT_ASYM_DECRYPT);
+
+    if (rv != CKR_OK)
+        return rv;
+    if (in_len != op->out_len)
+        return CKR_ENCRYPTED_DATA_LEN_RANGE;
+    if (EVP_PKEY_decrypt(op->pctx, tmp, &len, in, in_len) <= 0) {
+        ERR_clear_error();
+        rv = CKR_ENCRYPTED_DATA_INVALID;
+        goto out;
+    }
+    if (len > *out_len) {
+        *out_len = len;
+        rv = CKR_BUFFER_TOO_SMALL;
+        goto out;
+    }
+    memcpy(out, tmp, len);
+    *out_len = len;
+out:
+    OPENSSL_cleanse(tmp, sizeof(tmp));
+    return rv;
+}
+
+/* ---- ECDH ------------------------------------------------------------ */
+
+CK_RV kt_ossl_ecdh_derive(EVP_PKEY *priv, const CK_MECHANISM *mech,
+                          kt_ossl_buf *secret)
+{
+    CK_ECDH1_DERIVE_PARAMS prm;
+    kt_ec_parts peer_parts = {{NULL, 0}, {NULL, 0}, {NULL, 0}};
+    EVP_PKEY *peer = NULL;
+    EVP_PKEY_CTX *ctx = NULL;
+    size_t len = 0;
+    CK_RV rv;
+
+    memset(secret, 0, sizeof(*secret));
+    if (mech == NULL || mech->mechanism != CKM_ECDH1_DERIVE)
+        return CKR_MECHANISM_INVALID;
+    if (mech->pParameter == NULL ||
+        mech->ulParameterLen != sizeof(CK_ECDH1_DERIVE_PARAMS))
+        return CKR_MECHANISM_PARAM_INVALID;
+    memcpy(&prm, mech->pParameter, sizeof(prm));
+    if (prm.kdf != CKD_NULL || prm.pSharedData != NULL ||
+        prm.ulSharedDataLen != 0 || prm.pPublicData == NULL ||
+        prm.ulPublicDataLen == 0)
+        return CKR_MECHANISM_PARAM_INVALID;
+    if (kt_ossl_key_type(priv) != CKK_EC)
+        return CKR_KEY_TYPE_INCONSISTENT;
+
+    rv = kt_ossl_ec_export(priv, 0, &peer_parts);
+    if (rv != CKR_OK)
+        return rv;
+    /* Reuse the curve of our key; the peer's point replaces ours. */
+    kt_ossl_buf_free(&peer_parts.point);
+    peer_parts.point.data = prm.pPublicData;
+    peer_parts.point.len = prm.ulPublicDataLen;
+    rv = kt_ossl_ec_import(&peer_parts, 0, &peer);
+    peer_parts.point.data = NULL;
+    peer_parts.point.len = 0;
+    kt_ec_parts_free(&peer_parts);
+    if (rv != CKR_OK) {
+        rv = CKR_MECHANISM_PARAM_INVALID;
+        goto out;
+    }
+    rv = CKR_GENERAL_ERROR;
+    ctx = EVP_PKEY_CTX_new_from_pkey(NULL, priv, NULL);
+    if (ctx == NULL || EVP_PKEY_derive_init(ctx) <= 0)
+        goto out;
+    if (EVP_PKEY_derive_set_peer(ctx, peer) <= 0) {
+        rv = CKR_MECHANISM_PARAM_INVALID;
+        goto out;
+    }
+    if (EVP_PKEY_derive(ctx, NULL, &len) <= 0 || len == 0)
+        goto out;
+    secret->data = OPENSSL_malloc(len);
+    if (secret->data == NULL) {
+        rv = CKR_HOST_MEMORY;
+        goto out;
+    }
+    secret->len = len;
+    if (EVP_PKEY_derive(ctx, secret->data, &secret->len) <= 0) {
+        kt_ossl_buf_free(secret);
+        goto out;
+    }
+    rv = CKR_OK;
+out:
+    ERR_clear_error();
+    EVP_PKEY_CTX_free(ctx);
+    EVP_PKEY_free(peer);
+    return rv;
+}

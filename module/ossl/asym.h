@@ -1,0 +1,192 @@
+/*
+ * Thin OpenSSL 3 wrappers for the asymmetric families of the token: RSA and
+ * EC key generation, conversion between PKCS#11 attribute values and
+ * EVP_PKEYs, signatures, RSA encryption (PKCS#1 v1.5, OAEP) and ECDH.
+ *
+ * Everything here speaks PKCS#11 (CK_RV, CK_MECHANISM) on one side and
+ * EVP_PKEY on the other; nothing here knows about sessions, objects or the
+ * store. An EVP_PKEY built here is immutable after construction and may be
+ * used by many threads at once (each operation gets its own context), which
+ * is what lets the core cache one per object and run crypto without a lock.
+ */
+#ifndef KT_OSSL_ASYM_H
+#define KT_OSSL_ASYM_H
+
+#include <stddef.h>
+#include <p11-kit/pkcs11.h>
+#include <openssl/evp.h>
+
+#define KT_RSA_MIN_BITS 2048
+#define KT_RSA_MAX_BITS 4096
+#define KT_EC_MIN_BITS  256
+#define KT_EC_MAX_BITS  521
+
+/* A heap buffer that is wiped when freed (key components, shared secrets). */
+typedef struct kt_ossl_buf {
+    unsigned char *data;
+    size_t len;
+} kt_ossl_buf;
+
+void kt_ossl_buf_free(kt_ossl_buf *buf);
+
+/*
+ * RSA components as big-endian unsigned integers, the form of CKA_MODULUS,
+ * CKA_PUBLIC_EXPONENT, CKA_PRIVATE_EXPONENT, CKA_PRIME_1 ... A NULL data
+ * pointer means "absent".
+ */
+typedef struct kt_rsa_parts {
+    kt_ossl_buf n, e, d, p, q, dp, dq, qinv;
+} kt_rsa_parts;
+
+void kt_rsa_parts_free(kt_rsa_parts *parts);
+
+/*
+ * EC components: params is the DER of CKA_EC_PARAMS as the token stores it
+ * (always the named-curve OID), point is CKA_EC_POINT (a DER OCTET STRING
+ * around the uncompressed point), value is CKA_VALUE of the private key
+ * (big-endian, padded to the order's length).
+ */
+typedef struct kt_ec_parts {
+    kt_ossl_buf params, point, value;
+} kt_ec_parts;
+
+void kt_ec_parts_free(kt_ec_parts *parts);
+
+/* Key generation. bits in [2048, 4096] and a multiple of 8; exponent odd and
+ * >= 3 (NULL/0 means 65537). */
+__attribute__((warn_unused_result)) CK_RV
+kt_ossl_rsa_generate(CK_ULONG bits, const unsigned char *exp, size_t exp_len,
+                     EVP_PKEY **out);
+
+/* params: CKA_EC_PARAMS as the caller sent it (named-curve OID DER, or a DER
+ * PrintableString with a curve name, as some tools send). */
+__attribute__((warn_unused_result)) CK_RV
+kt_ossl_ec_generate(const unsigned char *params, size_t params_len,
+                    EVP_PKEY **out);
+
+/* Canonical CKA_EC_PARAMS (OID DER) for what a caller sent, or
+ * CKR_CURVE_NOT_SUPPORTED / CKR_ATTRIBUTE_VALUE_INVALID. */
+__attribute__((warn_unused_result)) CK_RV
+kt_ossl_ec_params_canon(const unsigned char *params, size_t params_len,
+                        kt_ossl_buf *canon);
+
+/* Components out of a key: with_private selects whether the private parts
+ * are exported too (only for storing them sealed). */
+__attribute__((warn_unused_result)) CK_RV
+kt_ossl_rsa_export(const EVP_PKEY *key, int with_private, kt_rsa_parts *out);
+__attribute__((warn_unused_result)) CK_RV
+kt_ossl_ec_export(const EVP_PKEY *key, int with_private, kt_ec_parts *out);
+
+/* Keys from components. RSA private: n, e, d required; p, q, dp, dq, qinv
+ * all or none. RSA public: n, e. EC private: params, value (point optional,
+ * computed when absent). EC public: params, point (DER OCTET STRING or the
+ * raw point). Bad values give CKR_ATTRIBUTE_VALUE_INVALID (or
+ * CKR_CURVE_NOT_SUPPORTED, CKR_TEMPLATE_INCOMPLETE). */
+__attribute__((warn_unused_result)) CK_RV
+kt_ossl_rsa_import(const kt_rsa_parts *parts, int is_private, EVP_PKEY **out);
+__attribute__((warn_unused_result)) CK_RV
+kt_ossl_ec_import(const kt_ec_parts *parts, int is_private, EVP_PKEY **out);
+
+/* CKA_PUBLIC_KEY_INFO: DER SubjectPublicKeyInfo of the key's public half. */
+__attribute__((warn_unused_result)) CK_RV kt_ossl_spki(const EVP_PKEY *key,
+                                                       kt_ossl_buf *out);
+
+/* A CKA_ID for a key pair generated without one: SHA-1 of the modulus
+ * (RSA) or of the encoded public point (EC), as NSS and OpenSC make it. */
+#define KT_KEY_ID_LEN 20
+__attribute__((warn_unused_result)) CK_RV
+kt_ossl_key_id(const EVP_PKEY *key, unsigned char id[KT_KEY_ID_LEN]);
+
+/* An X.509 certificate (CKA_VALUE of a CKC_X_509 object): the DER of its
+ * subject and issuer names and of its serial number INTEGER, as
+ * CKA_SUBJECT, CKA_ISSUER and CKA_SERIAL_NUMBER hold them.
+ * CKR_ATTRIBUTE_VALUE_INVALID unless der is exactly one certificate. */
+typedef struct kt_cert_fields {
+    kt_ossl_buf subject, issuer, serial;
+} kt_cert_fields;
+__attribute__((warn_unused_result)) CK_RV
+kt_ossl_cert_fields(const unsigned char *der, size_t len, kt_cert_fields *out);
+void kt_cert_fields_free(kt_cert_fields *f);
+
+/* References on a parsed key (the cache hands them to operations). Keys
+ * holding private parts are wiped by OpenSSL when the last reference goes. */
+EVP_PKEY *kt_ossl_key_ref(EVP_PKEY *key);
+void kt_ossl_key_unref(EVP_PKEY *key);
+/* Does the key hold its private half? */
+int kt_ossl_key_is_private(const EVP_PKEY *key);
+
+/* CKK_RSA, CKK_EC, or CKK_VENDOR_DEFINED for anything else. */
+CK_KEY_TYPE kt_ossl_key_type(const EVP_PKEY *key);
+/* RSA modulus bits or EC order bits. */
+CK_ULONG kt_ossl_key_bits(const EVP_PKEY *key);
+
+/* Operations. One kt_asym_op per C_*Init; freed by the caller when the
+ * operation ends (successfully or not). */
+typedef enum kt_asym_mode {
+    KT_ASYM_SIGN,
+    KT_ASYM_VERIFY,
+    KT_ASYM_ENCRYPT,
+    KT_ASYM_DECRYPT,
+} kt_asym_mode;
+
+typedef struct kt_asym_op kt_asym_op;
+
+/* Is mech one of the asymmetric mechanisms handled here, and for which key
+ * type (CKK_RSA / CKK_EC)? */
+int kt_ossl_asym_mech_known(CK_MECHANISM_TYPE mech, CK_KEY_TYPE *key_type);
+/* Does the mechanism allow C_SignUpdate/C_VerifyUpdate? */
+int kt_ossl_asym_mech_multipart(CK_MECHANISM_TYPE mech);
+
+/* Validates the mechanism and its parameter against the key and mode:
+ * CKR_MECHANISM_INVALID, CKR_MECHANISM_PARAM_INVALID,
+ * CKR_KEY_TYPE_INCONSISTENT, CKR_KEY_SIZE_RANGE. Takes a reference on key. */
+__attribute__((warn_unused_result)) CK_RV
+kt_ossl_asym_init(const CK_MECHANISM *mech, EVP_PKEY *key, kt_asym_mode mode,
+                  kt_asym_op **out);
+void kt_ossl_asym_free(kt_asym_op *op);
+
+/* Exact signature length for sign/verify; maximum output length for
+ * encrypt/decrypt. */
+size_t kt_ossl_asym_out_len(const kt_asym_op *op);
+
+/* Single-part sign/verify (the whole message, or for CKM_RSA_PKCS,
+ * CKM_RSA_PKCS_PSS and CKM_ECDSA the already hashed input). sig must hold
+ * kt_ossl_asym_out_len() bytes; *sig_len receives the length written. */
+__attribute__((warn_unused_result)) CK_RV
+kt_ossl_asym_sign(kt_asym_op *op, const unsigned char *data, size_t len,
+                  unsigned char *sig, size_t *sig_len);
+/* CKR_OK, CKR_SIGNATURE_INVALID or CKR_SIGNATURE_LEN_RANGE. */
+__attribute__((warn_unused_result)) CK_RV
+kt_ossl_asym_verify(kt_asym_op *op, const unsigned char *data, size_t len,
+                    const unsigned char *sig, size_t sig_len);
+
+/* Multi-part forms (hashing mechanisms only). */
+__attribute__((warn_unused_result)) CK_RV
+kt_ossl_asym_update(kt_asym_op *op, const unsigned char *data, size_t len);
+__attribute__((warn_unused_result)) CK_RV
+kt_ossl_asym_sign_final(kt_asym_op *op, unsigned char *sig, size_t *sig_len);
+__attribute__((warn_unused_result)) CK_RV
+kt_ossl_asym_verify_final(kt_asym_op *op, const unsigned char *sig,
+                          size_t sig_len);
+
+/* RSA encryption. Encrypt: out must hold kt_ossl_asym_out_len() bytes;
+ * CKR_DATA_LEN_RANGE when the input is too long. Decrypt: *out_len is the
+ * capacity of out on entry (CKR_BUFFER_TOO_SMALL with the needed length in
+ * *out_len, nothing written, when short); CKR_ENCRYPTED_DATA_LEN_RANGE for a
+ * wrong input length, CKR_ENCRYPTED_DATA_INVALID for bad padding (nothing
+ * written to out in either case). */
+__attribute__((warn_unused_result)) CK_RV
+kt_ossl_asym_encrypt(kt_asym_op *op, const unsigned char *in, size_t in_len,
+                     unsigned char *out, size_t *out_len);
+__attribute__((warn_unused_result)) CK_RV
+kt_ossl_asym_decrypt(kt_asym_op *op, const unsigned char *in, size_t in_len,
+                     unsigned char *out, size_t *out_len);
+
+/* CKM_ECDH1_DERIVE: the raw shared secret (x coordinate) between an EC
+ * private key and the peer point in params (CKD_NULL only, no shared data;
+ * the point either raw or as a DER OCTET STRING). */
+__attribute__((warn_unused_result)) CK_RV
+kt_ossl_ecdh_derive(EVP_PKEY *priv, const CK_MECHANISM *mech,
+                    kt_ossl_buf *secret);
+
+#endif

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# The module as p11-kit and gnutls users load it: with its p11-kit module
+# file installed, `p11-kit list-modules` shows the token and
+# `p11tool --list-all` lists its objects by PKCS#11 URI.
+#
+#   asym-p11kit.sh keytier|softhsm2
+#
+# For keytier the module and its module file come from `meson install
+# --destdir` of the build under test. Nothing is written to system
+# directories: as root (p11-kit then reads only the system module config
+# directory) the checks run in a private mount namespace (unshare -m) where
+# the test's own directories are bind-mounted over p11-kit's; otherwise they
+# run with the test's own HOME, whose user config p11-kit reads.
+if [ "${1:-}" = --inside ]; then
+    # In the private mount namespace: runs the tools, leaves their output
+    # in $KT_TMP for the outer script to check.
+    set -euo pipefail
+    mount --bind "$KT_TMP/p11kit-modules" "$P11KIT_CONFIGS"
+    if [ -n "${KT_DEST_MODULE_DIR:-}" ]; then
+        mount --bind "$KT_DEST_MODULE_DIR" "$PKCS11_MODULE_DIR"
+    fi
+    p11-kit list-modules >"$KT_TMP/list-modules.out" 2>&1
+    GNUTLS_PIN=123456 p11tool --login --list-all "pkcs11:token=asym" \
+        >"$KT_TMP/p11tool.out" 2>&1
+    exit 0
+fi
+
+. "$(dirname "$0")/../common.sh"
+self=$(readlink -f "$0")
+
+kt_tmpdir
+kt_module_use "$1"
+kt_token_init asym 87654321 123456
+cd "$KT_TMP"
+p11() { kt_p11 --token-label asym --login --pin 123456 "$@"; }
+expect_ok p11 --keypairgen --key-type rsa:2048 --id 01 --label rsa1
+expect_ok p11 --keypairgen --key-type EC:prime256v1 --id 02 --label ec1
+
+P11KIT_CONFIGS=$(pkg-config p11-kit-1 --variable=p11_module_configs)
+PKCS11_MODULE_DIR=$(pkg-config p11-kit-1 --variable=p11_module_path)
+export P11KIT_CONFIGS PKCS11_MODULE_DIR
+mkdir -p p11kit-modules
+case $1 in
+keytier)
+    kt_log "meson install into a destdir"
+    [ -n "${KT_BUILD_ROOT:-}" ] || kt_fail "KT_BUILD_ROOT is not set"
+    expect_ok meson install -C "$KT_BUILD_ROOT" --no-rebuild --quiet \
+        --destdir "$KT_TMP/dest"
+    [ -f "dest$P11KIT_CONFIGS/keytier.module" ] ||
+        kt_fail "meson install did not install keytier.module into $P11KIT_CONFIGS"
+    [ -f "dest$PKCS11_MODULE_DIR/keytier-pkcs11.so" ] ||
+        kt_fail "meson install did not install the module into $PKCS11_MODULE_DIR"
+    cp "dest$P11KIT_CONFIGS/keytier.module" p11kit-modules/
+    module_name=keytier
+    export KT_DEST_MODULE_DIR=$KT_TMP/dest$PKCS11_MODULE_DIR
+    ;;
+softhsm2)
+    echo "module: $KT_P11_MODULE" >p11kit-modules/softhsm2-asym.module
+    module_name=softhsm2-asym
+    ;;
+esac
+
+if [ "$(id -u)" = 0 ]; then
+    kt_log "p11-kit and p11tool in a private mount namespace"
+    expect_ok unshare -m bash "$self" --inside
+else
+    kt_log "p11-kit and p11tool with the test's own HOME"
+    mkdir -p "$HOME/.config/pkcs11/modules"
+    sed "s|^module: keytier-pkcs11.so|module: ${KT_DEST_MODULE_DIR:-}/keytier-pkcs11.so|" \
+        p11kit-modules/*.module >"$HOME/.config/pkcs11/modules/$module_name.module"
+    p11-kit list-modules >list-modules.out 2>&1
+    GNUTLS_PIN=123456 p11tool --login --list-all "pkcs11:token=asym" \
+        >p11tool.out 2>&1
+fi
+
+list=$(cat list-modules.out)
+assert_contains "$list" "$module_name: " "p11-kit list-modules"
+assert_contains "$list" "token: asym" "p11-kit list-modules"
+out=$(cat p11tool.out)
+for obj in "id=%01;object=rsa1;type=public" "id=%01;object=rsa1;type=private" \
+    "id=%02;object=ec1;type=public" "id=%02;object=ec1;type=private"; do
+    grep -Eq "URL: pkcs11:.*token=asym;$obj\$" <<<"$out" ||
+        kt_fail "p11tool --list-all does not list $obj: $out"
+done
+# The system directories are untouched.
+[ ! -e "$P11KIT_CONFIGS/$module_name.module" ] ||
+    kt_fail "a module file was left in $P11KIT_CONFIGS"
+kt_log "ok"
