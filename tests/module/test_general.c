@@ -634,6 +634,75 @@ START_TEST(test_null_arguments)
 }
 END_TEST
 
+START_TEST(test_so_pin_lockout)
+{
+    CK(P->C_Initialize(NULL));
+    CK_SLOT_ID slot = kt_test_new_token("so-lock");
+    CK_SESSION_HANDLE s;
+    CK_TOKEN_INFO ti;
+    CK_UTF8CHAR label[32];
+    memset(label, ' ', 32);
+    CK(P->C_OpenSession(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL,
+                        &s));
+    RV(CKR_PIN_INCORRECT, P->C_Login(s, CKU_SO, (CK_UTF8CHAR_PTR) "nope", 4));
+    RV(CKR_PIN_INCORRECT, P->C_Login(s, CKU_SO, (CK_UTF8CHAR_PTR) "nope", 4));
+    CK(P->C_GetTokenInfo(slot, &ti));
+    ck_assert(ti.flags & CKF_SO_PIN_FINAL_TRY);
+    RV(CKR_PIN_INCORRECT, P->C_Login(s, CKU_SO, (CK_UTF8CHAR_PTR) "nope", 4));
+    CK(P->C_GetTokenInfo(slot, &ti));
+    ck_assert(ti.flags & CKF_SO_PIN_LOCKED);
+    RV(CKR_PIN_LOCKED,
+       P->C_Login(s, CKU_SO, (CK_UTF8CHAR_PTR)SO_PIN, strlen(SO_PIN)));
+    CK(P->C_CloseSession(s));
+    /* a locked SO cannot re-initialise the token either */
+    RV(CKR_PIN_LOCKED,
+       P->C_InitToken(slot, (CK_UTF8CHAR_PTR)SO_PIN, strlen(SO_PIN), label));
+    /* the user is unaffected */
+    s = kt_test_user_session(slot);
+    CK_SESSION_INFO si;
+    CK(P->C_GetSessionInfo(s, &si));
+    ck_assert_uint_eq(si.state, CKS_RW_USER_FUNCTIONS);
+}
+END_TEST
+
+/* Tokens made and PIN failures counted by another process show up. */
+START_TEST(test_other_process_tokens_and_counters)
+{
+    CK(P->C_Initialize(NULL));
+    CK_SLOT_ID slot = kt_test_new_token("counted");
+    pid_t pid = fork();
+    if (pid == 0) {
+        int code = 0;
+        if (P->C_Initialize(NULL) != CKR_OK)
+            _exit(50);
+        CK_SESSION_HANDLE cs;
+        CK_SLOT_ID sl = kt_test_token_slot("counted");
+        if (P->C_OpenSession(sl, CKF_SERIAL_SESSION, NULL, NULL, &cs) !=
+                CKR_OK ||
+            P->C_Login(cs, CKU_USER, (CK_UTF8CHAR_PTR) "nope", 4) !=
+                CKR_PIN_INCORRECT)
+            code = 51;
+        (void)kt_test_new_token("from-child");
+        P->C_Finalize(NULL);
+        _exit(code);
+    }
+    int st;
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+    ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    CK_TOKEN_INFO ti;
+    CK(P->C_GetTokenInfo(slot, &ti));
+    ck_assert(ti.flags & CKF_USER_PIN_COUNT_LOW);
+    CK_ULONG n = 0;
+    CK(P->C_GetSlotList(CK_TRUE, NULL, &n));
+    ck_assert_uint_eq(n, 3); /* counted, from-child, the free slot */
+    CK_SESSION_HANDLE s =
+        kt_test_user_session(kt_test_token_slot("from-child"));
+    CK_SESSION_INFO si;
+    CK(P->C_GetSessionInfo(s, &si));
+    ck_assert_uint_eq(si.state, CKS_RW_USER_FUNCTIONS);
+}
+END_TEST
+
 static Suite *general_suite(void)
 {
     Suite *su = suite_create("general");
@@ -655,6 +724,8 @@ static Suite *general_suite(void)
     tcase_add_test(tc, test_random);
     tcase_add_test(tc, test_unsupported_entry_points);
     tcase_add_test(tc, test_null_arguments);
+    tcase_add_test(tc, test_so_pin_lockout);
+    tcase_add_test(tc, test_other_process_tokens_and_counters);
     suite_add_tcase(su, tc);
     return su;
 }
