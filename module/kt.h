@@ -201,6 +201,7 @@ struct kt_token {
     bool mk_loaded;
     struct kt_pin pins[2]; /* [0] SO, [1] user */
     /* Under kt_g.lock */
+    bool busy; /* C_InitToken runs its KDF and writes with kt_g.lock free */
     CK_ULONG session_count;
     CK_ULONG rw_session_count;
 };
@@ -337,6 +338,8 @@ KT_NODISCARD CK_RV kt_op_update(struct kt_session *s, enum kt_op_kind kind,
                                 unsigned char *out, CK_ULONG *out_len);
 KT_NODISCARD CK_RV kt_op_finish(struct kt_session *s, enum kt_op_kind kind,
                                 unsigned char *out, CK_ULONG *out_len);
+/* The operation of this kind is active in the session. */
+bool kt_op_active(struct kt_session *s, enum kt_op_kind kind);
 /* Ends an operation after an error of the C_* layer (§5.2). */
 void kt_op_abort(struct kt_session *s, enum kt_op_kind kind);
 KT_NODISCARD CK_RV kt_op_verify_oneshot(struct kt_session *s,

@@ -55,6 +55,10 @@ CK_RV C_DigestKey(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE key)
     CK_RV rv = kt_check_init();
     if (rv == CKR_OK)
         rv = kt_session_ref(h, &s);
+    if (rv == CKR_OK && !kt_op_active(s, KT_OP_DIGEST)) {
+        kt_session_unref(s);
+        return kt_trace("C_DigestKey", CKR_OPERATION_NOT_INITIALIZED);
+    }
     if (rv == CKR_OK)
         rv = kt_key_snapshot(s->token, key, 0, &k);
     /* A digest of a key is key material leaving the token: only keys that

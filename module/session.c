@@ -77,7 +77,7 @@ CK_RV kt_session_open(CK_SLOT_ID slot, CK_FLAGS flags, CK_SESSION_HANDLE *out)
         rv = CKR_SLOT_ID_INVALID;
         goto out;
     }
-    if (!t->initialized) {
+    if (!t->initialized || t->busy) {
         rv = CKR_TOKEN_NOT_RECOGNIZED;
         goto out;
     }

@@ -547,19 +547,18 @@ CK_RV kt_token_destroy_object(struct kt_token *t, CK_OBJECT_HANDLE h)
 void kt_token_destroy_session_objects(struct kt_token *t, CK_SESSION_HANDLE s)
 {
     pthread_rwlock_wrlock(&t->lock);
-    bool more = true;
-    while (more) {
-        more = false;
-        void *v;
-        for (size_t i = 0; kt_hmap_iter(&t->objects, &i, NULL, &v);) {
-            struct kt_object *o = v;
-            if (!o->token && (s == 0 || o->session == s)) {
-                drop_object(t, o);
-                more = true;
-                break;
-            }
-        }
+    size_t n = 0, cap = t->objects.n;
+    struct kt_object **gone = malloc((cap ? cap : 1) * sizeof(*gone));
+    void *v;
+    for (size_t i = 0;
+         gone != NULL && kt_hmap_iter(&t->objects, &i, NULL, &v);) {
+        struct kt_object *o = v;
+        if (!o->token && (s == 0 || o->session == s) && n < cap)
+            gone[n++] = o;
     }
+    for (size_t i = 0; i < n; i++)
+        drop_object(t, gone[i]);
+    free(gone);
     pthread_rwlock_unlock(&t->lock);
 }
 
@@ -662,14 +661,18 @@ CK_RV kt_token_init(struct kt_token *t, const char *dir,
     rv = kt_store_create(t->path, (const char *)label, serial, &so, &t->db);
     if (rv != CKR_OK)
         goto out;
+    pthread_rwlock_wrlock(&t->lock);
     memcpy(t->serial, serial, KT_SERIAL_LEN);
     memcpy(t->label, label, KT_LABEL_LEN);
     t->pins[KT_PIN_SO] = so;
     memset(&t->pins[KT_PIN_USER], 0, sizeof(t->pins[KT_PIN_USER]));
+    pthread_rwlock_unlock(&t->lock);
     pthread_mutex_lock(&t->dblock);
     rv = sync_locked(t);
     pthread_mutex_unlock(&t->dblock);
+    pthread_rwlock_wrlock(&t->lock);
     t->initialized = true;
+    pthread_rwlock_unlock(&t->lock);
     kt_log(KT_LOG_INFO, "token %s created", t->path);
 out:
     kt_wipe(mk, sizeof(mk));
@@ -746,6 +749,10 @@ CK_RV kt_slots_add_free(void)
 CK_RV kt_slots_scan(void)
 {
     const char *dir = kt_g.cfg.token_dir;
+    /* A token being created has a file but no slot yet: scan later. */
+    for (size_t i = 0; i < kt_g.n_slots; i++)
+        if (kt_g.slots[i].token->busy)
+            return CKR_OK;
     DIR *d = opendir(dir);
     char **names = NULL;
     size_t n = 0, cap = 0;

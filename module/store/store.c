@@ -73,7 +73,7 @@ static CK_RV put_pin(sqlite3 *db, int which, const struct kt_pin *p)
     return rv;
 }
 
-static CK_RV put_meta(sqlite3 *db, const char *k, const char *v)
+static CK_RV put_meta(sqlite3 *db, const char *k, const char *v, int len)
 {
     sqlite3_stmt *st = NULL;
     CK_RV rv = CKR_OK;
@@ -81,7 +81,7 @@ static CK_RV put_meta(sqlite3 *db, const char *k, const char *v)
                            -1, &st, NULL) != SQLITE_OK)
         return db_fail(db, "prepare meta");
     sqlite3_bind_text(st, 1, k, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, v, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, v, len, SQLITE_STATIC);
     if (sqlite3_step(st) != SQLITE_DONE)
         rv = db_fail(db, "write meta");
     sqlite3_finalize(st);
@@ -149,9 +149,9 @@ CK_RV kt_store_create(const char *path, const char *label, const char *serial,
                   "INSERT INTO meta(k, v) VALUES ('format', '" KT_STORE_FORMAT
                   "'), ('gen', 0);");
     if (rv == CKR_OK)
-        rv = put_meta(db, "label", lbl);
+        rv = put_meta(db, "label", lbl, KT_LABEL_LEN);
     if (rv == CKR_OK)
-        rv = put_meta(db, "serial", ser);
+        rv = put_meta(db, "serial", ser, KT_SERIAL_LEN);
     if (rv == CKR_OK)
         rv = put_pin(db, KT_PIN_SO, so);
     if (rv == CKR_OK)
@@ -496,7 +496,7 @@ CK_RV kt_store_reinit(sqlite3 *db, const char *label, const struct kt_pin *so)
         rv = exec(db, sql);
     }
     if (rv == CKR_OK)
-        rv = put_meta(db, "label", lbl);
+        rv = put_meta(db, "label", lbl, KT_LABEL_LEN);
     if (rv == CKR_OK)
         rv = put_pin(db, KT_PIN_SO, so);
     if (rv == CKR_OK)

@@ -425,6 +425,24 @@ START_TEST(test_config_errors)
 }
 END_TEST
 
+/* Without KEYTIER_CONF: tokens under $XDG_DATA_HOME/keytier, made 0700. */
+START_TEST(test_default_config_location)
+{
+    char xdg[300];
+    snprintf(xdg, sizeof(xdg), "%s/xdg", kt_test_dir);
+    unsetenv("KEYTIER_CONF");
+    setenv("XDG_DATA_HOME", xdg, 1);
+    CK(P->C_Initialize(NULL));
+    (void)kt_test_new_token("default");
+    CK(P->C_Finalize(NULL));
+    ck_assert_int_eq(
+        kt_test_sh("test \"$(stat -c %%a '%s/keytier')\" = 700", xdg), 0);
+    ck_assert_int_eq(kt_test_sh("ls '%s/keytier/'*.db >/dev/null", xdg), 0);
+    CK(P->C_Initialize(NULL));
+    (void)kt_test_token_slot("default");
+}
+END_TEST
+
 START_TEST(test_slots_limit)
 {
     kt_test_write_config("slots = 2\n");
@@ -634,6 +652,22 @@ START_TEST(test_null_arguments)
 }
 END_TEST
 
+/* A label given as a NUL-padded C string is stored blank padded. */
+START_TEST(test_init_token_nul_padded_label)
+{
+    CK(P->C_Initialize(NULL));
+    CK_UTF8CHAR label[32] = "c-string";
+    CK_SLOT_ID slot = kt_test_free_slot();
+    CK(P->C_InitToken(slot, (CK_UTF8CHAR_PTR)SO_PIN, strlen(SO_PIN), label));
+    CK(P->C_Finalize(NULL));
+    CK(P->C_Initialize(NULL));
+    slot = kt_test_token_slot("c-string");
+    CK_TOKEN_INFO ti;
+    CK(P->C_GetTokenInfo(slot, &ti));
+    ck_assert(ti.flags & CKF_TOKEN_INITIALIZED);
+}
+END_TEST
+
 START_TEST(test_so_pin_lockout)
 {
     CK(P->C_Initialize(NULL));
@@ -720,11 +754,13 @@ static Suite *general_suite(void)
     tcase_add_test(tc, test_pin_retry_counter_and_lockout);
     tcase_add_test(tc, test_config_errors);
     tcase_add_test(tc, test_slots_limit);
+    tcase_add_test(tc, test_default_config_location);
     tcase_add_test(tc, test_fork_child_uses_token);
     tcase_add_test(tc, test_random);
     tcase_add_test(tc, test_unsupported_entry_points);
     tcase_add_test(tc, test_null_arguments);
     tcase_add_test(tc, test_so_pin_lockout);
+    tcase_add_test(tc, test_init_token_nul_padded_label);
     tcase_add_test(tc, test_other_process_tokens_and_counters);
     suite_add_tcase(su, tc);
     return su;
