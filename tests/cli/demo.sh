@@ -45,6 +45,17 @@ expect_ok kt --json demo
 assert_eq 12 "$(jq -s 'map(select(.ok)) | length' <<<"$KT_LAST_OUTPUT")"
 assert_eq 12 "$(jq -s 'last | .step' <<<"$KT_LAST_OUTPUT")"
 
+kt_log "--no-softhsm2: both vaults on keytier's module"
+expect_ok kt demo --no-softhsm2 --module "$KT_MODULE"
+assert_contains "$KT_LAST_OUTPUT" "ok 1: customer vault A: token 'vault-a' on keytier with root key 'contoso-root-a'"
+assert_contains "$KT_LAST_OUTPUT" "== demo complete: 12 steps behaved as claimed"
+expect_fail "keytier demo: --softhsm2 $KT_TMP/none.so: No such file or directory" \
+    kt demo --softhsm2 "$KT_TMP/none.so"
+expect_rc 6 kt demo --softhsm2 "$KT_TMP/none.so"
+expect_fail "keytier demo: module $KT_TMP/none.so: No such file or directory" \
+    kt demo --module "$KT_TMP/none.so"
+assert_eq "" "$(ls -A "$TMPDIR")" "temp dir left by the demo"
+
 kt_log "SIGTERM while vault A is frozen: servers stopped, temp dir removed"
 for at in 4 7; do
     fifo=$KT_TMP/demo-out-$at

@@ -705,6 +705,7 @@ static int cmd_demo(struct cli *cli, int argc, char **argv)
     struct demo d = {.cli = cli, .module = cli_default_module()};
     const char *env = getenv("SOFTHSM2_MODULE");
     d.softhsm2 = env != NULL && *env ? env : DEMO_SOFTHSM2;
+    bool explicit_softhsm2 = false;
     int c;
     while ((c = cli_getopt(cli, argc, argv, "", opts)) != -1) {
         switch (c) {
@@ -713,6 +714,7 @@ static int cmd_demo(struct cli *cli, int argc, char **argv)
             break;
         case OPT_SOFTHSM2:
             d.softhsm2 = optarg;
+            explicit_softhsm2 = true;
             break;
         case OPT_NO_SOFTHSM2:
             d.softhsm2 = NULL;
@@ -723,8 +725,12 @@ static int cmd_demo(struct cli *cli, int argc, char **argv)
     }
     if (optind != argc)
         return cli_usage_error(cli, "unexpected argument '%s'", argv[optind]);
-    if (d.softhsm2 != NULL && access(d.softhsm2, R_OK) != 0)
+    if (d.softhsm2 != NULL && access(d.softhsm2, R_OK) != 0) {
+        if (explicit_softhsm2)
+            return cli_fail(cli, CLI_NOT_FOUND, "--softhsm2 %s: %s", d.softhsm2,
+                            strerror(errno));
         d.softhsm2 = NULL; /* not installed: vault A on keytier too */
+    }
     if (access(d.module, R_OK) != 0)
         return cli_fail(cli, CLI_NOT_FOUND, "module %s: %s", d.module,
                         strerror(errno));
