@@ -32,4 +32,4 @@ softhsm2-util --init-token --free --label Service --so-pin 5678 --pin 1234 \
 export KT_OUTAGE_DIR=$KT_TMP
 kt_log "vault A: $KT_OUTAGE_ADDR_A (pid $KT_OUTAGE_PID_A)," \
     "vault B: $KT_OUTAGE_ADDR_B (pid $KT_OUTAGE_PID_B)"
-"$1"
+"$@"
