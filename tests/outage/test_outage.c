@@ -598,6 +598,18 @@ START_TEST(both_killed_availability_key)
     fprintf(stderr, "errors: A %s, B %s\n", field(key_error(rec, 0), "Error"),
             field(key_error(rec, 1), "Error"));
     json_object_put(rec);
+
+    /* a service (re)started while both vaults are gone still opens and
+     * serves through the availability key */
+    keytier_ctx_close(ctx);
+    ctx = NULL;
+    ctx_open("avail.cache_ttl_ms = 0");
+    assert_ok(read_dep(&user, d.dep_id, &ms));
+    fprintf(stderr, "restarted with A and B gone: %.1f ms\n", ms);
+    ck_assert_int_eq(audit_count("Fallback to availability key", &rec), 2);
+    ck_assert_str_eq(field(key_error(rec, 0), "Class"), "system");
+    ck_assert_str_eq(field(key_error(rec, 1), "Class"), "system");
+    json_object_put(rec);
     assert_audit_intact();
 }
 END_TEST
