@@ -206,27 +206,136 @@ kt_server_start()
     . "$out"
     [ -n "$P11_KIT_SERVER_PID" ] || kt_fail "p11-kit server printed no PID"
     KT_SERVER_PIDS+=("$P11_KIT_SERVER_PID")
-    [ -S "$sock" ] || kt_fail "p11-kit server socket $sock missing"
+    # The daemon may print its address before the socket exists.
+    local i
+    for ((i = 0; i < 100; i++)); do
+        [ -S "$sock" ] && break
+        kt_pid_alive "$P11_KIT_SERVER_PID" ||
+            kt_fail "p11-kit server exited: $(cat "$out.err")"
+        sleep 0.05
+    done
+    [ -S "$sock" ] || kt_fail "p11-kit server socket $sock missing after 5 s"
+    kt_server_watchdog "$P11_KIT_SERVER_PID" "$sock"
     export P11_KIT_SERVER_ADDRESS P11_KIT_SERVER_PID
 }
 
+# kt_pid_alive PID
+#   True if PID runs (a zombie counts as dead: a daemonised server is
+#   reparented to init, which may reap it only a while later). Reads /proc
+#   in bash: no ps, which can hang under the sanitizer build's ASan preload.
+kt_pid_alive()
+{
+    local line
+    { read -r line <"/proc/$1/stat"; } 2>/dev/null || return 1
+    line=${line##*) }
+    [ "${line:0:1}" != Z ] && [ "${line:0:1}" != X ]
+}
+
+# kt_server_procs PID
+#   Prints PID and the PIDs of its children: `p11-kit server` forks one
+#   p11-kit-remote child per client connection, and a signal to the server
+#   alone does not reach connections that are already open.
+kt_server_procs()
+{
+    local f line rest
+    echo "$1"
+    for f in /proc/[0-9]*/stat; do
+        { read -r line <"$f"; } 2>/dev/null || continue
+        rest=${line##*) }   # "state ppid ..."
+        rest=${rest#* }
+        if [ "${rest%% *}" = "$1" ]; then
+            f=${f#/proc/}
+            echo "${f%/stat}"
+        fi
+    done
+}
+
+# kt_server_signal SIGNAL PID
+#   Sends SIGNAL to the server PID first (so it forks no new child) and
+#   then to each of its connection children.
+kt_server_signal()
+{
+    local sig=$1 p
+    for p in $(kt_server_procs "$2"); do
+        kill "-$sig" "$p" 2>/dev/null || true
+    done
+}
+
 # kt_server_stop PID
-#   Stops the server with this PID: SIGCONT (it may have been SIGSTOPped
-#   by an outage test), SIGTERM, waits up to 5 s, then SIGKILL. Never kills
-#   by name. Returns 0 when the process is gone.
+#   Stops the server with this PID and its connection children: SIGCONT
+#   (they may have been frozen by an outage test), SIGTERM, waits up to
+#   5 s, then SIGKILL. Never kills by name. Returns 0 when the server is
+#   gone.
 kt_server_stop()
 {
-    local pid=$1 i
-    kill -0 "$pid" 2>/dev/null || return 0
-    kill -CONT "$pid" 2>/dev/null || true
-    kill -TERM "$pid" 2>/dev/null || true
+    local pid=$1 i procs
+    kt_pid_alive "$pid" || return 0
+    procs=$(kt_server_procs "$pid")
+    kt_server_signal CONT "$pid"
+    kt_server_signal TERM "$pid"
     for ((i = 0; i < 50; i++)); do
-        kill -0 "$pid" 2>/dev/null || return 0
+        kt_pid_alive "$pid" || break
         sleep 0.1
     done
-    kill -KILL "$pid" 2>/dev/null || true
+    for i in $procs; do
+        if kt_pid_alive "$i"; then kill -KILL "$i" 2>/dev/null || true; fi
+    done
     sleep 0.1
-    ! kill -0 "$pid" 2>/dev/null
+    ! kt_pid_alive "$pid"
+}
+
+# kt_server_watchdog PID SOCKET (called by kt_server_start)
+#   A background guard for the case where the test itself is SIGKILLed (a
+#   meson timeout) and its exit trap never runs: once the test's shell is
+#   gone, it kills the server and its children, provided PID is still the
+#   server on SOCKET (never a recycled PID), and removes KT_TMP. Detached
+#   from the test's output, so meson does not wait for it.
+kt_server_watchdog()
+{
+    local pid=$1 sock=$2 test_pid=$$ tmp=$KT_TMP
+    (
+        trap '' HUP INT TERM
+        while kt_pid_alive "$test_pid"; do sleep 1; done
+        if kt_pid_alive "$pid" &&
+            grep -qF -- "$sock" "/proc/$pid/cmdline" 2>/dev/null; then
+            kt_server_signal CONT "$pid"
+            kt_server_signal KILL "$pid"
+        fi
+        rm -rf -- "$tmp"
+    ) </dev/null >/dev/null 2>&1 &
+}
+
+# kt_server_freeze PID / kt_server_thaw PID
+#   SIGSTOP / SIGCONT the server and its connection children: calls from
+#   connected and new clients hang (the shape of a vault outage).
+#   kt_server_stop thaws before it stops, so a frozen server never
+#   outlives the test.
+kt_server_freeze()
+{
+    kt_server_signal STOP "$1"
+}
+kt_server_thaw()
+{
+    kt_server_signal CONT "$1"
+}
+
+# kt_server_crash PID
+#   SIGKILL the server and its connection children at once (the shape of a
+#   vault that died): client calls on open sessions then fail (after a
+#   SIGPIPE, which a C client must ignore, they return CKR_DEVICE_REMOVED).
+kt_server_crash()
+{
+    kt_server_signal KILL "$1"
+}
+
+# kt_use_remote
+#   After kt_server_start: makes kt_p11 talk to the served token through
+#   p11-kit-client.so (KT_P11_MODULE), as a remote application would.
+kt_use_remote()
+{
+    [ -n "${P11_KIT_SERVER_ADDRESS:-}" ] || kt_fail "no p11-kit server started"
+    KT_P11_MODULE=$P11KIT_CLIENT_MODULE
+    export KT_P11_MODULE
 }
 
 # assert_eq EXPECTED ACTUAL [WHAT]
@@ -264,6 +373,24 @@ assert_files_eq()
     [ -f "$1" ] || kt_fail "${3:-file}: $1 missing"
     [ -f "$2" ] || kt_fail "${3:-file}: $2 missing"
     cmp -s "$1" "$2" || kt_fail "${3:-file}: $1 and $2 differ"
+}
+
+# kt_flip_byte FILE OFFSET
+#   Tampers with FILE in place: XORs the byte at OFFSET (from 0) with 0x01,
+#   so the file surely changes. Uses only bash, od, head and tail (dd
+#   aborts under the ASan preload of the sanitizer build).
+kt_flip_byte()
+{
+    local file=$1 off=$2 size b
+    size=$(stat -c %s "$file")
+    [ "$off" -lt "$size" ] || kt_fail "kt_flip_byte: offset $off beyond $file"
+    b=$(od -An -tu1 -j "$off" -N1 "$file" | tr -d ' ')
+    {
+        head -c "$off" "$file"
+        printf "\\$(printf '%03o' $((b ^ 1)))"
+        tail -c +$((off + 2)) "$file"
+    } >"$file.flip"
+    mv -f "$file.flip" "$file"
 }
 
 # expect_fail MESSAGE COMMAND [ARGS...]

@@ -58,7 +58,7 @@ case $P11_KIT_SERVER_ADDRESS in
 unix:path=$KT_TMP/*) ;;
 *) kt_fail "P11_KIT_SERVER_ADDRESS=$P11_KIT_SERVER_ADDRESS" ;;
 esac
-kill -0 "$P11_KIT_SERVER_PID" || kt_fail "server PID not running"
+kt_pid_alive "$P11_KIT_SERVER_PID" || kt_fail "server PID not running"
 expect_ok pkcs11-tool --module "$P11KIT_CLIENT_MODULE" -L
 assert_contains "$KT_LAST_OUTPUT" "token label        : remote" "remote -L"
 expect_ok pkcs11-tool --module "$P11KIT_CLIENT_MODULE" --token-label remote \
@@ -66,8 +66,26 @@ expect_ok pkcs11-tool --module "$P11KIT_CLIENT_MODULE" --token-label remote \
 assert_contains "$KT_LAST_OUTPUT" "label:      k" "remote -O"
 
 pid=$P11_KIT_SERVER_PID
-kill -STOP "$pid"
+local_module=$KT_P11_MODULE
+kt_use_remote
+expect_ok kt_p11 --token-label remote -I
+kt_server_freeze "$pid"
+# A frozen server: the client hangs, so bound the call.
+rc=0
+timeout 2 pkcs11-tool --module "$P11KIT_CLIENT_MODULE" -L >/dev/null 2>&1 || rc=$?
+assert_eq 124 "$rc" "pkcs11-tool on a frozen server (timeout's status)"
+kt_server_thaw "$pid"
+expect_ok kt_p11 -L
+kt_server_freeze "$pid"
 kt_server_stop "$pid" || kt_fail "server $pid still running after stop"
-if kill -0 "$pid" 2>/dev/null; then kt_fail "server $pid survived"; fi
+KT_P11_MODULE=$local_module
+if kt_pid_alive "$pid"; then kt_fail "server $pid survived"; fi
+
+# A crashed server (SIGKILL): gone at once, clients fail.
+kt_server_start "$KT_P11_MODULE" remote
+pid=$P11_KIT_SERVER_PID
+kt_server_crash "$pid"
+sleep 0.2
+if kt_pid_alive "$pid"; then kt_fail "crashed server $pid alive"; fi
 expect_fail "No slots." pkcs11-tool --module "$P11KIT_CLIENT_MODULE" -L
 kt_log PASS
