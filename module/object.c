@@ -147,7 +147,17 @@ CK_RV kt_object_create(struct kt_session *s, kt_attrs *attrs,
     }
     if (cls == CKO_SECRET_KEY) {
         const CK_ATTRIBUTE *v = kt_attrs_find(attrs, CKA_VALUE);
+        unsigned char cv[3];
+        rv = kt_ossl_check_value(kt, v->pValue, v->ulValueLen, cv);
+        if (rv != CKR_OK)
+            return rv;
+        const CK_ATTRIBUTE *given = kt_attrs_find(attrs, CKA_CHECK_VALUE);
+        if (given != NULL && given->ulValueLen != 0 &&
+            (given->ulValueLen != 3 || memcmp(given->pValue, cv, 3) != 0))
+            return CKR_ATTRIBUTE_VALUE_INVALID;
         rv = kt_attrs_set_ulong(attrs, CKA_VALUE_LEN, v->ulValueLen);
+        if (rv == CKR_OK)
+            rv = kt_attrs_set(attrs, CKA_CHECK_VALUE, cv, 3);
         if (rv != CKR_OK)
             return rv;
     }
