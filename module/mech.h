@@ -35,6 +35,9 @@ struct kt_key {
     kt_attrs attrs;
     const unsigned char *value;
     size_t value_len;
+    /* attrs is read-only: it may be a view of the object's shared copy
+     * (struct kt_shared_attrs), released by kt_key_clear. */
+    void *shared;
     /* The object's cached parsed key (EVP_PKEY *, a reference of our own,
      * dropped by kt_key_clear), or NULL. */
     void *pkey;
@@ -54,6 +57,9 @@ struct kt_op {
     size_t stash_len;
     bool stashed;
     CK_OBJECT_HANDLE key;
+    /* CKA_ALWAYS_AUTHENTICATE (module-asym): the key may not be used until
+     * C_Login(CKU_CONTEXT_SPECIFIC) succeeds for this operation. */
+    bool need_auth;
 };
 
 /* Output conventions (PKCS#11 v2.40 §5.2): out == NULL asks the length;

@@ -15,8 +15,8 @@
 #define USER_PIN "user-secret"
 
 extern CK_FUNCTION_LIST_PTR P;
-extern char kt_test_dir[];
-extern char kt_test_log[];
+extern char kt_test_dir[256];
+extern char kt_test_log[300];
 
 /* Each test: a fresh temp dir with a config, the module loaded. */
 void kt_test_setup(void);

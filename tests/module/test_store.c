@@ -1,0 +1,394 @@
+/* Storage: persistence across C_Finalize and processes, two processes on
+ * one token, a writer killed with SIGKILL, file modes, and tampering with
+ * the database file. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+#include "harness.h"
+
+static CK_ULONG find_label(CK_SESSION_HANDLE s, const char *label,
+                           CK_OBJECT_HANDLE *out)
+{
+    CK_ATTRIBUTE t = {CKA_LABEL, (void *)label, strlen(label)};
+    CK_OBJECT_HANDLE h[8];
+    CK_ULONG n = 0;
+    CK(P->C_FindObjectsInit(s, &t, 1));
+    CK(P->C_FindObjects(s, h, 8, &n));
+    CK(P->C_FindObjectsFinal(s));
+    if (out != NULL && n > 0)
+        *out = h[0];
+    return n;
+}
+
+static void encrypt_block(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE k,
+                          unsigned char out[16])
+{
+    unsigned char in[16] = {7};
+    CK_ULONG ol = 16;
+    CK_MECHANISM m = {CKM_AES_ECB, NULL, 0};
+    CK(P->C_EncryptInit(s, &m, k));
+    CK(P->C_Encrypt(s, in, 16, out, &ol));
+}
+
+static void token_db_path(char *out, size_t len)
+{
+    char cmd[400];
+    snprintf(cmd, sizeof(cmd), "ls %s/tokens/*.db", kt_test_dir);
+    FILE *fp = popen(cmd, "r");
+    ck_assert_ptr_nonnull(fp);
+    ck_assert_ptr_nonnull(fgets(out, (int)len, fp));
+    out[strcspn(out, "\n")] = '\0';
+    pclose(fp);
+}
+
+START_TEST(test_objects_survive_finalize_and_process)
+{
+    CK(P->C_Initialize(NULL));
+    CK_SLOT_ID slot = kt_test_new_token("persist");
+    CK_SESSION_HANDLE s = kt_test_user_session(slot);
+    CK_OBJECT_HANDLE k = kt_test_aes_key(s, 32, true, false, "durable");
+    (void)kt_test_aes_key(s, 32, false, false, "ephemeral");
+    unsigned char c1[16], c2[16];
+    encrypt_block(s, k, c1);
+    CK(P->C_Finalize(NULL));
+    CK(P->C_Initialize(NULL));
+    slot = kt_test_token_slot("persist");
+    s = kt_test_user_session(slot);
+    ck_assert_uint_eq(find_label(s, "durable", &k), 1);
+    ck_assert_uint_eq(find_label(s, "ephemeral", NULL), 0);
+    encrypt_block(s, k, c2);
+    ck_assert_mem_eq(c1, c2, 16);
+    CK(P->C_Finalize(NULL));
+    /* a new process */
+    pid_t pid = fork();
+    if (pid == 0) {
+        int code = 0;
+        CK_OBJECT_HANDLE ck;
+        unsigned char c3[16];
+        if (P->C_Initialize(NULL) != CKR_OK)
+            _exit(20);
+        CK_SESSION_HANDLE cs =
+            kt_test_user_session(kt_test_token_slot("persist"));
+        if (find_label(cs, "durable", &ck) != 1)
+            code = 21;
+        else {
+            encrypt_block(cs, ck, c3);
+            code = memcmp(c1, c3, 16) == 0 ? 0 : 22;
+        }
+        P->C_Finalize(NULL);
+        _exit(code);
+    }
+    int st;
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+    ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    /* files are private */
+    char db[512];
+    struct stat sb;
+    token_db_path(db, sizeof(db));
+    ck_assert_int_eq(stat(db, &sb), 0);
+    ck_assert_int_eq(sb.st_mode & 0777, 0600);
+    char dir[300];
+    snprintf(dir, sizeof(dir), "%s/tokens", kt_test_dir);
+    ck_assert_int_eq(
+        kt_test_sh("test -z \"$(find %s -type f -perm /077)\"", dir), 0);
+}
+END_TEST
+
+/* Two processes on one token see each other's objects, changes and
+ * deletions. */
+START_TEST(test_two_processes_see_each_other)
+{
+    CK(P->C_Initialize(NULL));
+    CK_SLOT_ID slot = kt_test_new_token("shared");
+    CK_SESSION_HANDLE s = kt_test_user_session(slot);
+    int to_child[2], to_parent[2];
+    ck_assert_int_eq(pipe(to_child), 0);
+    ck_assert_int_eq(pipe(to_parent), 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        char c;
+        int code = 0;
+        close(to_child[1]);
+        close(to_parent[0]);
+        if (P->C_Initialize(NULL) != CKR_OK)
+            _exit(30);
+        CK_SESSION_HANDLE cs =
+            kt_test_user_session(kt_test_token_slot("shared"));
+        (void)kt_test_aes_key(cs, 16, true, false, "from-child");
+        if (write(to_parent[1], "1", 1) != 1 || read(to_child[0], &c, 1) != 1)
+            _exit(31);
+        /* the parent made one, renamed mine */
+        if (find_label(cs, "from-parent", NULL) != 1)
+            code = 32;
+        if (find_label(cs, "renamed-by-parent", NULL) != 1)
+            code = 33;
+        CK_OBJECT_HANDLE h;
+        if (find_label(cs, "from-parent", &h) == 1 &&
+            P->C_DestroyObject(cs, h) != CKR_OK)
+            code = 34;
+        if (write(to_parent[1], "2", 1) != 1)
+            code = 35;
+        P->C_Finalize(NULL);
+        _exit(code);
+    }
+    close(to_child[0]);
+    close(to_parent[1]);
+    char c;
+    ck_assert_int_eq(read(to_parent[0], &c, 1), 1);
+    CK_OBJECT_HANDLE h;
+    ck_assert_uint_eq(find_label(s, "from-child", &h), 1);
+    CK_ATTRIBUTE l = {CKA_LABEL, "renamed-by-parent", 17};
+    CK(P->C_SetAttributeValue(s, h, &l, 1));
+    (void)kt_test_aes_key(s, 16, true, false, "from-parent");
+    ck_assert_int_eq(write(to_child[1], "go", 1), 1);
+    ck_assert_int_eq(read(to_parent[0], &c, 1), 1);
+    int st;
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+    ck_assert(WIFEXITED(st));
+    ck_assert_int_eq(WEXITSTATUS(st), 0);
+    ck_assert_uint_eq(find_label(s, "from-parent", NULL), 0);
+    ck_assert_uint_eq(find_label(s, "renamed-by-parent", NULL), 1);
+}
+END_TEST
+
+/* A writer killed with SIGKILL in the middle of writes: every object it
+ * was told about (CKR_OK returned, then reported over a pipe) is there. */
+START_TEST(test_sigkill_during_writes_keeps_acknowledged_objects)
+{
+    CK(P->C_Initialize(NULL));
+    CK_SLOT_ID slot = kt_test_new_token("crash");
+    CK(P->C_Finalize(NULL));
+    (void)slot;
+    int fds[2];
+    ck_assert_int_eq(pipe(fds), 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(fds[0]);
+        if (P->C_Initialize(NULL) != CKR_OK)
+            _exit(40);
+        CK_SESSION_HANDLE cs =
+            kt_test_user_session(kt_test_token_slot("crash"));
+        for (unsigned i = 0;; i++) {
+            char label[32];
+            snprintf(label, sizeof(label), "k%06u", i);
+            (void)kt_test_aes_key(cs, 32, true, false, label);
+            if (write(fds[1], label, 7) != 7)
+                _exit(41);
+        }
+    }
+    close(fds[1]);
+    char labels[2000][8];
+    size_t n = 0;
+    while (n < 40 && read(fds[0], labels[n], 7) == 7)
+        labels[n++][7] = '\0';
+    kill(pid, SIGKILL);
+    int st;
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+    ck_assert(WIFSIGNALED(st));
+    /* what was written to the pipe before the kill was acknowledged */
+    while (n < 2000 && read(fds[0], labels[n], 7) == 7)
+        labels[n++][7] = '\0';
+    close(fds[0]);
+    ck_assert_uint_ge(n, 40);
+    CK(P->C_Initialize(NULL));
+    CK_SESSION_HANDLE s = kt_test_user_session(kt_test_token_slot("crash"));
+    for (size_t i = 0; i < n; i++) {
+        CK_OBJECT_HANDLE h;
+        ck_assert_msg(find_label(s, labels[i], &h) == 1, "%s lost", labels[i]);
+        unsigned char c[16];
+        encrypt_block(s, h, c);
+    }
+}
+END_TEST
+
+static void db_exec(const char *db, const char *sql)
+{
+    sqlite3 *h;
+    ck_assert_int_eq(sqlite3_open(db, &h), SQLITE_OK);
+    char *err = NULL;
+    ck_assert_msg(sqlite3_exec(h, sql, NULL, NULL, &err) == SQLITE_OK, "%s",
+                  err ? err : "");
+    sqlite3_close(h);
+}
+
+/* Flips CKA_EXTRACTABLE (type 0x162) to TRUE in the stored record of the
+ * object labelled "root": u32 count, then u64 type, u32 len, value. */
+static void flip_extractable(const char *db)
+{
+    sqlite3 *h;
+    sqlite3_stmt *st;
+    ck_assert_int_eq(sqlite3_open(db, &h), SQLITE_OK);
+    ck_assert_int_eq(
+        sqlite3_prepare_v2(h, "SELECT id, attrs FROM objects", -1, &st, NULL),
+        SQLITE_OK);
+    bool done = false;
+    while (!done && sqlite3_step(st) == SQLITE_ROW) {
+        sqlite3_int64 id = sqlite3_column_int64(st, 0);
+        int len = sqlite3_column_bytes(st, 1);
+        unsigned char *b = malloc(len);
+        memcpy(b, sqlite3_column_blob(st, 1), len);
+        if (memmem(b, len, "root", 4) == NULL) {
+            free(b);
+            continue;
+        }
+        size_t off = 4;
+        while (off + 12 <= (size_t)len) {
+            unsigned long type = 0, vl = 0;
+            for (int i = 0; i < 8; i++)
+                type |= (unsigned long)b[off + i] << (8 * i);
+            for (int i = 0; i < 4; i++)
+                vl |= (unsigned long)b[off + 8 + i] << (8 * i);
+            if (type == CKA_EXTRACTABLE && vl == 1) {
+                ck_assert_int_eq(b[off + 12], 0);
+                b[off + 12] = 1;
+                done = true;
+            }
+            off += 12 + vl;
+        }
+        sqlite3_stmt *up;
+        ck_assert_int_eq(sqlite3_prepare_v2(h,
+                                            "UPDATE objects SET attrs = ? "
+                                            "WHERE id = ?",
+                                            -1, &up, NULL),
+                         SQLITE_OK);
+        sqlite3_bind_blob(up, 1, b, len, SQLITE_TRANSIENT);
+        sqlite3_bind_int64(up, 2, id);
+        ck_assert_int_eq(sqlite3_step(up), SQLITE_DONE);
+        sqlite3_finalize(up);
+        free(b);
+    }
+    sqlite3_finalize(st);
+    sqlite3_close(h);
+    ck_assert(done);
+}
+
+START_TEST(test_tampered_object_refused)
+{
+    CK(P->C_Initialize(NULL));
+    CK_SLOT_ID slot = kt_test_new_token("tamper");
+    CK_SESSION_HANDLE s = kt_test_user_session(slot);
+    (void)kt_test_aes_key(s, 32, true, false, "root");
+    (void)kt_test_aes_key(s, 32, true, false, "bystander");
+    CK(P->C_Finalize(NULL));
+    char db[512];
+    token_db_path(db, sizeof(db));
+    flip_extractable(db);
+    CK(P->C_Initialize(NULL));
+    s = kt_test_user_session(kt_test_token_slot("tamper"));
+    ck_assert_uint_eq(find_label(s, "root", NULL), 0);
+    ck_assert_uint_eq(find_label(s, "bystander", NULL), 1);
+    ck_assert(kt_test_log_contains("refused: integrity check failed"));
+    ck_assert(kt_test_log_contains(db));
+    CK(P->C_Finalize(NULL));
+    /* the file is left as it was: refused, not repaired */
+    sqlite3 *h;
+    sqlite3_stmt *st;
+    ck_assert_int_eq(sqlite3_open(db, &h), SQLITE_OK);
+    ck_assert_int_eq(
+        sqlite3_prepare_v2(h, "SELECT count(*) FROM objects", -1, &st, NULL),
+        SQLITE_OK);
+    ck_assert_int_eq(sqlite3_step(st), SQLITE_ROW);
+    ck_assert_int_eq(sqlite3_column_int(st, 0), 2);
+    sqlite3_finalize(st);
+    sqlite3_close(h);
+}
+END_TEST
+
+/* A change made by another process while this one is logged in is checked
+ * when it is reloaded. */
+START_TEST(test_tamper_noticed_while_logged_in)
+{
+    CK(P->C_Initialize(NULL));
+    CK_SLOT_ID slot = kt_test_new_token("tamper2");
+    CK_SESSION_HANDLE s = kt_test_user_session(slot);
+    (void)kt_test_aes_key(s, 32, true, false, "root");
+    ck_assert_uint_eq(find_label(s, "root", NULL), 1);
+    char db[512];
+    token_db_path(db, sizeof(db));
+    flip_extractable(db);
+    ck_assert_uint_eq(find_label(s, "root", NULL), 0);
+    ck_assert(kt_test_log_contains("refused: integrity check failed"));
+}
+END_TEST
+
+START_TEST(test_damaged_database_refused)
+{
+    CK(P->C_Initialize(NULL));
+    (void)kt_test_new_token("victim");
+    CK(P->C_Finalize(NULL));
+    char db[512];
+    token_db_path(db, sizeof(db));
+    /* wrong format marker */
+    db_exec(db, "UPDATE meta SET v = 'something-else' WHERE k = 'format'");
+    CK(P->C_Initialize(NULL));
+    CK_ULONG n = 0;
+    CK(P->C_GetSlotList(CK_TRUE, NULL, &n));
+    ck_assert_uint_eq(n, 1); /* the free slot only */
+    ck_assert(kt_test_log_contains("refused: not a keytier token database"));
+    ck_assert(kt_test_log_contains(db));
+    CK(P->C_Finalize(NULL));
+    /* garbage file */
+    ck_assert_int_eq(kt_test_sh("head -c 4096 /dev/urandom > '%s'; rm -f "
+                                "'%s-wal' '%s-shm'",
+                                db, db, db),
+                     0);
+    struct stat before, after;
+    ck_assert_int_eq(stat(db, &before), 0);
+    CK(P->C_Initialize(NULL));
+    CK(P->C_GetSlotList(CK_TRUE, NULL, &n));
+    ck_assert_uint_eq(n, 1);
+    CK(P->C_Finalize(NULL));
+    ck_assert_int_eq(stat(db, &after), 0);
+    ck_assert_int_eq(before.st_size, after.st_size);
+    ck_assert_int_eq(before.st_mtime, after.st_mtime);
+}
+END_TEST
+
+START_TEST(test_secrets_not_in_file)
+{
+    CK(P->C_Initialize(NULL));
+    CK_SLOT_ID slot = kt_test_new_token("sealed");
+    CK_SESSION_HANDLE s = kt_test_user_session(slot);
+    static const unsigned char marker[32] = "KEYMATERIAL-MUST-NOT-APPEAR-0123";
+    CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+    CK_KEY_TYPE kt = CKK_AES;
+    CK_BBOOL yes = CK_TRUE;
+    CK_ATTRIBUTE t[] = {{CKA_CLASS, &cls, sizeof(cls)},
+                        {CKA_KEY_TYPE, &kt, sizeof(kt)},
+                        {CKA_VALUE, (void *)marker, 32},
+                        {CKA_TOKEN, &yes, 1}};
+    CK_OBJECT_HANDLE h;
+    CK(P->C_CreateObject(s, t, 4, &h));
+    CK(P->C_Finalize(NULL));
+    char db[512];
+    token_db_path(db, sizeof(db));
+    ck_assert_int_ne(kt_test_sh("cat '%s'* | grep -q KEYMATERIAL-MUST", db), 0);
+    ck_assert_int_ne(kt_test_sh("cat '%s'* | grep -q '%s'", db, USER_PIN), 0);
+}
+END_TEST
+
+static Suite *store_suite(void)
+{
+    Suite *su = suite_create("store");
+    TCase *tc = tcase_create("store");
+    tcase_add_checked_fixture(tc, kt_test_setup, kt_test_teardown);
+    tcase_set_timeout(tc, 90);
+    tcase_add_test(tc, test_objects_survive_finalize_and_process);
+    tcase_add_test(tc, test_two_processes_see_each_other);
+    tcase_add_test(tc, test_sigkill_during_writes_keeps_acknowledged_objects);
+    tcase_add_test(tc, test_tampered_object_refused);
+    tcase_add_test(tc, test_tamper_noticed_while_logged_in);
+    tcase_add_test(tc, test_damaged_database_refused);
+    tcase_add_test(tc, test_secrets_not_in_file);
+    suite_add_tcase(su, tc);
+    return su;
+}
+
+KT_TEST_MAIN(store_suite)
