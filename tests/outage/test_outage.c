@@ -458,6 +458,40 @@ START_TEST(both_frozen_availability_key_then_thawed)
 }
 END_TEST
 
+/* The files shape does not fall back on an outage, except for the
+ * internal operation "recover". */
+START_TEST(files_workload_outage)
+{
+    keytier_dep_info d;
+    json_object *rec;
+    const keytier_request recover = {KEYTIER_REQUEST_INTERNAL, "recover",
+                                     "req-recover-1"};
+
+    ctx_open("avail.cache_ttl_ms = 0");
+    assert_ok(keytier_dep_create(ctx, "org-1", "SharePoint",
+                                 uri("VaultA", "rootA"), uri("VaultB", "rootB"),
+                                 &d));
+    server_signal(pid_a, SIGSTOP);
+    server_signal(pid_b, SIGSTOP);
+    ck_assert_int_eq(read_dep(&user, d.dep_id, NULL), KEYTIER_E_UNAVAILABLE);
+    ck_assert_ptr_nonnull(
+        strstr(keytier_last_error_detail(), "no outage fallback"));
+    ck_assert_int_eq(read_dep(&index_op, d.dep_id, NULL),
+                     KEYTIER_E_UNAVAILABLE);
+    ck_assert_int_eq(audit_count("Fallback to availability key", NULL), 0);
+    assert_ok(read_dep(&recover, d.dep_id, NULL));
+    ck_assert_int_eq(audit_count("Fallback to availability key", &rec), 1);
+    ck_assert_str_eq(field(rec, "Workload"), "SharePoint");
+    ck_assert_str_eq(field(rec, "Operation"), "recover");
+    ck_assert_str_eq(field(key_error(rec, 0), "Class"), "system");
+    json_object_put(rec);
+    ck_assert_uint_eq(stats().unavailable, 2);
+    server_signal(pid_a, SIGCONT);
+    server_signal(pid_b, SIGCONT);
+    assert_audit_intact();
+}
+END_TEST
+
 static sem_t alert_sem;
 static keytier_alert alert_seen;
 static char alert_dep[64];
@@ -657,6 +691,7 @@ int main(void)
     tcase_add_test(tc, healthy_then_cached);
     tcase_add_test(tc, vault_a_frozen_b_answers);
     tcase_add_test(tc, both_frozen_availability_key_then_thawed);
+    tcase_add_test(tc, files_workload_outage);
     tcase_add_test(tc, cache_refresh_alert_while_vaults_down);
     tcase_add_test(tc, revoked_on_both_vaults);
     tcase_add_test(tc, both_killed_availability_key);
