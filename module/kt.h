@@ -153,6 +153,8 @@ struct kt_object {
      * kt_object_set_pkey). Dropped when the object changes or the secret
      * attributes are resealed at logout. */
     void *pkey;
+    /* Family cache (see struct kt_cache in mech.h), dropped like pkey. */
+    struct kt_cache *cache;
 };
 void kt_object_free(struct kt_object *o);
 /* Recomputes the cached fields (class, key type, token, private,
@@ -239,6 +241,12 @@ KT_NODISCARD CK_RV kt_token_destroy_object(struct kt_token *t,
 void kt_token_destroy_session_objects(struct kt_token *t, CK_SESSION_HANDLE s);
 void kt_token_token_info(struct kt_token *t, CK_TOKEN_INFO *info);
 
+/* module-asym: CKU_CONTEXT_SPECIFIC (login.c, opstate.c) */
+struct kt_session;
+KT_NODISCARD CK_RV kt_login_context(struct kt_token *t,
+                                    const unsigned char *pin, CK_ULONG len);
+KT_NODISCARD CK_RV kt_op_context_login(struct kt_session *s,
+                                       const unsigned char *pin, CK_ULONG len);
 KT_NODISCARD CK_RV kt_login(struct kt_token *t, CK_USER_TYPE user,
                             const unsigned char *pin, CK_ULONG len);
 void kt_logout(struct kt_token *t);
@@ -324,6 +332,12 @@ KT_NODISCARD CK_RV kt_find_init(struct kt_session *s, const CK_ATTRIBUTE *t,
 /* Caches a parsed key on the object (takes ownership of pkey, an EVP_PKEY
  * *, unless the object already has one or is gone: then pkey is freed). */
 void kt_object_set_pkey(struct kt_token *t, CK_OBJECT_HANDLE h, void *pkey);
+/* Installs a family cache on the object (takes the caller's reference;
+ * dropped instead if the object already has one, is gone, or is sealed).
+ * Caches are dropped whenever the object's attributes change and at
+ * logout, like the cached EVP_PKEY. */
+void kt_object_set_cache(struct kt_token *t, CK_OBJECT_HANDLE h,
+                         struct kt_cache *cache);
 KT_NODISCARD CK_RV kt_key_snapshot(struct kt_token *t, CK_OBJECT_HANDLE h,
                                    CK_ATTRIBUTE_TYPE usage, struct kt_key *key);
 

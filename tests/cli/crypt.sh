@@ -85,7 +85,7 @@ expect_rc 3 kt decrypt --tenant acme --mailbox bob -i ct -o wrong
 
 kt_log "tampered input: exit 3, no output file, an existing file untouched"
 cp ct bad
-printf '\x55' | dd of=bad bs=1 seek=150000 conv=notrunc 2>/dev/null
+flip_byte bad 150000
 cmp -s ct bad && kt_fail "tampering changed nothing"
 expect_fail "keytier decrypt: bad: authentication failed: data altered or wrong key: chunk 2 of the stream [KEYTIER_E_AUTH]" \
     kt decrypt --tenant acme --mailbox alice -i bad -o tampered.out
@@ -103,7 +103,7 @@ assert_eq 131072 "$(stat -c %s partial)" "bytes before the bad chunk"
 cmp -s partial <(head -c 131072 pt) || kt_fail "the chunks written are not the plaintext"
 kt_log "tampered header: no plaintext at all"
 cp ct bad-head
-printf '\x55' | dd of=bad-head bs=1 seek=60 conv=notrunc 2>/dev/null
+flip_byte bad-head 60
 rc=0
 kt decrypt --tenant acme --mailbox alice -i bad-head >nothing 2>err || rc=$?
 assert_eq 3 "$rc" "exit"
@@ -137,6 +137,19 @@ expect_rc 7 kt encrypt --tenant acme --mailbox alice -i "$w" -o failed.ct
 [ ! -e failed.ct ] || kt_fail "a failed encrypt left its output file"
 no_temp_left
 expect_rc 7 bash -c '"$KT_CLI" encrypt --tenant acme --mailbox alice -i pt >/dev/full'
+
+kt_log "progress bar on a terminal only"
+head -c $((8 << 20)) /dev/urandom >eight
+tty_out=$(script -qec "'$KT_CLI' encrypt --tenant acme --mailbox alice -i eight -o eight.ct" /dev/null </dev/null)
+assert_contains "$tty_out" "encrypting ["
+assert_contains "$tty_out" "] 100% 8/8 MiB"
+tty_out=$(script -qec "'$KT_CLI' decrypt --tenant acme --mailbox alice -i eight.ct -o eight.out" /dev/null </dev/null)
+assert_contains "$tty_out" "decrypting ["
+assert_files_eq eight eight.out
+kt encrypt --tenant acme --mailbox alice -i eight -o eight2.ct 2>stderr.txt
+assert_eq "" "$(cat stderr.txt)" "stderr when not on a terminal"
+tty_out=$(script -qec "'$KT_CLI' --json encrypt --tenant acme --mailbox alice -i eight -o eight3.ct" /dev/null </dev/null)
+assert_not_contains "$tty_out" "encrypting [" "progress with --json"
 
 kt_log "usage errors"
 expect_fail "keytier encrypt: give --mailbox M or --site S --blob B (see 'keytier encrypt --help')" \

@@ -918,6 +918,56 @@ START_TEST(test_ecdh)
 }
 END_TEST
 
+/* ---- CKA_ALWAYS_AUTHENTICATE ---------------------------------------- */
+
+START_TEST(test_always_authenticate)
+{
+    CK_MECHANISM gen = {CKM_EC_KEY_PAIR_GEN, NULL, 0};
+    CK_MECHANISM m = {CKM_ECDSA_SHA256, NULL, 0};
+    CK_BBOOL yes = CK_TRUE;
+    CK_ATTRIBUTE pt[] = {{CKA_EC_PARAMS, (void *)oid_p256, sizeof(oid_p256)}};
+    CK_ATTRIBUTE vt[] = {{CKA_ALWAYS_AUTHENTICATE, &yes, 1}};
+    CK_OBJECT_HANDLE pub, priv;
+    unsigned char sig[64];
+    CK_ULONG n = sizeof(sig), len;
+
+    RV(CKR_OK, P->C_GenerateKeyPair(s, &gen, pt, 1, vt, 1, &pub, &priv));
+    unsigned char *a = attr(priv, CKA_ALWAYS_AUTHENTICATE, &len, NULL);
+    ck_assert_int_eq(a[0], CK_TRUE);
+    free(a);
+    /* no operation waits for a context login */
+    RV(CKR_OPERATION_NOT_INITIALIZED,
+       P->C_Login(s, CKU_CONTEXT_SPECIFIC, (CK_UTF8CHAR_PTR)USER_PIN,
+                  strlen(USER_PIN)));
+    RV(CKR_OK, P->C_SignInit(s, &m, priv));
+    /* a length query is fine, the signature needs the PIN again */
+    RV(CKR_OK, P->C_Sign(s, (CK_BYTE_PTR)msg, sizeof(msg), NULL, &n));
+    RV(CKR_USER_NOT_LOGGED_IN,
+       P->C_Sign(s, (CK_BYTE_PTR)msg, sizeof(msg), sig, &n));
+    RV(CKR_PIN_INCORRECT,
+       P->C_Login(s, CKU_CONTEXT_SPECIFIC, (CK_UTF8CHAR_PTR) "wrong-pin", 9));
+    RV(CKR_USER_NOT_LOGGED_IN,
+       P->C_Sign(s, (CK_BYTE_PTR)msg, sizeof(msg), sig, &n));
+    RV(CKR_OK, P->C_Login(s, CKU_CONTEXT_SPECIFIC, (CK_UTF8CHAR_PTR)USER_PIN,
+                          strlen(USER_PIN)));
+    RV(CKR_OK, P->C_Sign(s, (CK_BYTE_PTR)msg, sizeof(msg), sig, &n));
+    RV(CKR_OK, verify(&m, pub, msg, sizeof(msg), sig, n));
+    /* the next operation asks again, multi-part too */
+    RV(CKR_OK, P->C_SignInit(s, &m, priv));
+    RV(CKR_USER_NOT_LOGGED_IN, P->C_SignUpdate(s, (CK_BYTE_PTR)msg, 4));
+    RV(CKR_OK, P->C_Login(s, CKU_CONTEXT_SPECIFIC, (CK_UTF8CHAR_PTR)USER_PIN,
+                          strlen(USER_PIN)));
+    RV(CKR_OK, P->C_SignUpdate(s, (CK_BYTE_PTR)msg, sizeof(msg)));
+    n = sizeof(sig);
+    RV(CKR_OK, P->C_SignFinal(s, sig, &n));
+    RV(CKR_OK, verify(&m, pub, msg, sizeof(msg), sig, n));
+    /* the session is still logged in normally */
+    CK_SESSION_INFO info;
+    RV(CKR_OK, P->C_GetSessionInfo(s, &info));
+    ck_assert_uint_eq(info.state, CKS_RW_USER_FUNCTIONS);
+}
+END_TEST
+
 Suite *asym_suite(void);
 Suite *asym_suite(void)
 {
@@ -940,6 +990,7 @@ Suite *asym_suite(void)
     tcase_add_test(ops, test_bad_params);
     tcase_add_test(ops, test_unwrap_corrupted);
     tcase_add_test(ops, test_ecdh);
+    tcase_add_test(ops, test_always_authenticate);
     suite_add_tcase(su, ops);
 
     tcase_add_checked_fixture(imp, setup, kt_test_teardown);

@@ -88,6 +88,7 @@ typedef struct kt_bench_row {
     double ops[KT_BENCH_MODULES];
     char note[KT_BENCH_MODULES][48];
     double openssl; /* ops/s of `openssl speed` for the same primitive */
+    double cpu_us[KT_BENCH_MODULES]; /* thread rows: CPU us per operation */
     bool used;
 } kt_bench_row;
 
@@ -971,7 +972,8 @@ static void *kt_bench_thread_main(void *arg)
  * load); busy cores well under n means threads waited (lock contention).
  */
 static double kt_bench_unwrap_threads(kt_bench_mod *m, const kt_bench_opts *o,
-                                      int n, char *note, size_t note_len)
+                                      int n, char *note, size_t note_len,
+                                      double *cpu_us)
 {
     double wall0 = 0, wall, cpu = 0;
     unsigned long ops = 0;
@@ -1018,9 +1020,11 @@ static double kt_bench_unwrap_threads(kt_bench_mod *m, const kt_bench_opts *o,
             ops += t[i].done;
         }
         wall = kt_bench_now() - wall0;
-        if (ops > 0 && wall > 0)
-            snprintf(note, note_len, "CPU %.1f us/op, %.2f cores busy",
-                     cpu * 1e6 / (double)ops, cpu / wall);
+        if (ops > 0 && wall > 0) {
+            *cpu_us = cpu * 1e6 / (double)ops;
+            snprintf(note, note_len, "CPU %.1f us/op, %.2f cores busy", *cpu_us,
+                     cpu / wall);
+        }
         if (started < n)
             total = -1;
     } else {
@@ -1051,10 +1055,12 @@ static void kt_bench_threads(kt_bench_mod *m, int col, const kt_bench_opts *o)
         return;
     }
     kt_bench_progress("%s: unwrap on 1 and 2 threads", m->name);
-    r = kt_bench_unwrap_threads(m, o, 1, note, sizeof(note));
+    r = kt_bench_unwrap_threads(m, o, 1, note, sizeof(note),
+                                &kt_rows[ROW_UNWRAP_T1].cpu_us[col]);
     kt_bench_row_set(ROW_UNWRAP_T1, col, r, r < 0 ? "error" : note);
     note[0] = '\0';
-    r = kt_bench_unwrap_threads(m, o, 2, note, sizeof(note));
+    r = kt_bench_unwrap_threads(m, o, 2, note, sizeof(note),
+                                &kt_rows[ROW_UNWRAP_T2].cpu_us[col]);
     kt_bench_row_set(ROW_UNWRAP_T2, col, r, r < 0 ? "error" : note);
 }
 
@@ -1270,7 +1276,11 @@ static void kt_bench_asym(kt_bench_mod *m, int col, const kt_bench_opts *o)
     }
 }
 
-/* `openssl speed` for the raw primitives, in its machine-readable form. */
+/*
+ * `openssl speed` for the raw primitives, in its machine-readable form.
+ * -elapsed: by default openssl speed divides by its user CPU time, which
+ * on a busy machine flatters it against our wall-clock figures.
+ */
 static void kt_bench_openssl_speed(const kt_bench_opts *o)
 {
     char cmd[128], line[256];
@@ -1282,7 +1292,8 @@ static void kt_bench_openssl_speed(const kt_bench_opts *o)
     if (!kt_rows[ROW_RSA_SIGN].used && !kt_rows[ROW_ECDSA_SIGN].used)
         return;
     snprintf(cmd, sizeof(cmd),
-             "openssl speed -mr -seconds %d rsa2048 ecdsap256 2>/dev/null",
+             "openssl speed -elapsed -mr -seconds %d rsa2048 ecdsap256 "
+             "2>/dev/null",
              secs);
     kt_bench_progress("%s", cmd);
     p = popen(cmd, "r");
@@ -1339,6 +1350,13 @@ static void kt_bench_print_machine(const kt_bench_opts *o)
            u.sysname, u.release, model, sysconf(_SC_NPROCESSORS_ONLN));
     printf("tokens in %s (%s); %.2f s or %lu ops per figure\n", o->dir,
            kt_bench_fs_name(o->dir), o->seconds, o->max_ops);
+    f = fopen("/proc/loadavg", "r");
+    if (f && fgets(line, sizeof(line), f)) {
+        line[strcspn(line, "\n")] = '\0';
+        printf("load average at start: %s\n", line);
+    }
+    if (f)
+        fclose(f);
     for (int i = 0; i < KT_BENCH_MODULES; i++) {
         if (o->paths[i])
             printf("  %-9s %s\n", kt_bench_mod_names[i], o->paths[i]);
@@ -1702,12 +1720,13 @@ int main(int argc, char **argv)
         if (mods[i].ready)
             kt_bench_asym(&mods[i], i, &o);
     }
+    /* Right after the module's RSA/EC figures, under the same load. */
+    if (o.openssl_speed)
+        kt_bench_openssl_speed(&o);
     for (i = 0; i < KT_BENCH_MODULES; i++) {
         if (mods[i].ready)
             kt_bench_objects(&mods[i], i, &o);
     }
-    if (o.openssl_speed)
-        kt_bench_openssl_speed(&o);
     for (i = 0; i < KT_BENCH_MODULES; i++)
         kt_bench_teardown(&mods[i]);
 
