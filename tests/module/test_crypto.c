@@ -432,6 +432,35 @@ START_TEST(test_cbc_pad_decrypt_update_exact_lengths)
 }
 END_TEST
 
+/* CKA_CHECK_VALUE (§2.8): the first 3 bytes of AES-ECB(key, 0^128). */
+START_TEST(test_check_value)
+{
+    unsigned char key[32] = {9, 8, 7}, zero[16] = {0}, ct[16], cv[3];
+    CK_OBJECT_HANDLE k = secret(key, 32, CKK_AES, false);
+    CK_MECHANISM ecb = {CKM_AES_ECB, NULL, 0};
+    CK_ULONG l = sizeof(ct);
+    CK(P->C_EncryptInit(s, &ecb, k));
+    CK(P->C_Encrypt(s, zero, 16, ct, &l));
+    CK_ATTRIBUTE g = {CKA_CHECK_VALUE, cv, sizeof(cv)};
+    CK(P->C_GetAttributeValue(s, k, &g, 1)); /* readable on a sensitive key */
+    ck_assert_uint_eq(g.ulValueLen, 3);
+    ck_assert_mem_eq(cv, ct, 3);
+    CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+    CK_KEY_TYPE kt = CKK_AES;
+    unsigned char wrong[3] = {ct[0] ^ 1, ct[1], ct[2]};
+    CK_ATTRIBUTE t[] = {{CKA_CLASS, &cls, sizeof(cls)},
+                        {CKA_KEY_TYPE, &kt, sizeof(kt)},
+                        {CKA_VALUE, key, 32},
+                        {CKA_CHECK_VALUE, wrong, 3}};
+    CK_OBJECT_HANDLE h;
+    RV(CKR_ATTRIBUTE_VALUE_INVALID, P->C_CreateObject(s, t, 4, &h));
+    t[3].pValue = ct;
+    CK(P->C_CreateObject(s, t, 4, &h));
+    CK_ATTRIBUTE set = {CKA_CHECK_VALUE, wrong, 3};
+    RV(CKR_ATTRIBUTE_READ_ONLY, P->C_SetAttributeValue(s, h, &set, 1));
+}
+END_TEST
+
 START_TEST(test_digests)
 {
     struct {
@@ -600,6 +629,7 @@ Suite *crypto_suite(void)
     tcase_add_test(tc, test_gcm_vector_and_params);
     tcase_add_test(tc, test_ecb_cbc_vectors_and_multipart);
     tcase_add_test(tc, test_cbc_pad_decrypt_update_exact_lengths);
+    tcase_add_test(tc, test_check_value);
     tcase_add_test(tc, test_digests);
     tcase_add_test(tc, test_hmac);
     tcase_add_test(tc, test_not_logged_in_and_wrong_session);
