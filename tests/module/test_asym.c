@@ -267,6 +267,17 @@ START_TEST(test_generate_bad_templates)
                          {CKA_KEY_TYPE, &kt, sizeof(kt)}};
     RV(CKR_TEMPLATE_INCONSISTENT,
        P->C_GenerateKeyPair(s, &ec, e5, 2, NULL, 0, &pub, &priv));
+    /* the private template fails after the public half was stored: neither
+     * half remains, even a public half that asked not to be destroyable */
+    CK_BBOOL no = CK_FALSE, yes = CK_TRUE;
+    CK_ATTRIBUTE e6[] = {{CKA_EC_PARAMS, (void *)oid_p256, sizeof(oid_p256)},
+                         {CKA_TOKEN, &yes, 1},
+                         {CKA_DESTROYABLE, &no, 1}};
+    CK_ATTRIBUTE v6[] = {{CKA_TOKEN, &yes, 1},
+                         {CKA_MODULUS_BITS, &bits, sizeof(bits)}};
+    /* CKA_MODULUS_BITS is no attribute of an EC private key */
+    RV(CKR_ATTRIBUTE_TYPE_INVALID,
+       P->C_GenerateKeyPair(s, &ec, e6, N(e6), v6, N(v6), &pub, &priv));
     ck_assert_uint_eq(count_objects(), before);
     /* the printable curve name works and is stored as the OID */
     RV(CKR_OK, P->C_GenerateKeyPair(s, &ec, e3, 1, NULL, 0, &pub, &priv));
@@ -453,10 +464,12 @@ START_TEST(test_every_mechanism)
         CK_MECHANISM_TYPE t = list[i];
         bool rsa = t == CKM_RSA_PKCS || t == CKM_RSA_X_509 ||
                    t == CKM_RSA_PKCS_OAEP || is_pss(t) ||
-                   (t >= CKM_SHA1_RSA_PKCS && t <= CKM_SHA512_RSA_PKCS) ||
-                   t == CKM_SHA224_RSA_PKCS;
-        bool ec =
-            t == CKM_ECDSA || (t >= CKM_ECDSA_SHA1 && t <= CKM_ECDSA_SHA512);
+                   t == CKM_SHA1_RSA_PKCS || t == CKM_SHA224_RSA_PKCS ||
+                   t == CKM_SHA256_RSA_PKCS || t == CKM_SHA384_RSA_PKCS ||
+                   t == CKM_SHA512_RSA_PKCS;
+        bool ec = t == CKM_ECDSA || t == CKM_ECDSA_SHA1 ||
+                  t == CKM_ECDSA_SHA224 || t == CKM_ECDSA_SHA256 ||
+                  t == CKM_ECDSA_SHA384 || t == CKM_ECDSA_SHA512;
         if (!rsa && !ec)
             continue;
         RV(CKR_OK, P->C_GetMechanismInfo(slot, t, &info));
