@@ -2,6 +2,7 @@
  * every asymmetric mechanism through every function its flags claim, OAEP
  * wrapping, ECDH, and the negative paths. Results are checked with plain
  * OpenSSL, independently of the module. */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -981,6 +982,66 @@ START_TEST(test_always_authenticate)
 }
 END_TEST
 
+/* ---- threads --------------------------------------------------------- */
+
+struct signer {
+    CK_OBJECT_HANDLE priv, pub;
+    CK_MECHANISM_TYPE mech;
+    int ok;
+};
+
+/* Each thread: its own session, many sign/verify rounds on the shared key
+ * objects (one parsed key and its templates, used concurrently). */
+static void *signer_run(void *arg)
+{
+    struct signer *w = arg;
+    CK_SESSION_HANDLE ss;
+    CK_MECHANISM m = {w->mech, NULL, 0};
+    unsigned char h[32], sig[512];
+
+    memset(h, 0x3c, sizeof(h));
+    if (P->C_OpenSession(slot, CKF_SERIAL_SESSION, NULL, NULL, &ss) != CKR_OK)
+        return NULL;
+    for (int i = 0; i < 40; i++) {
+        CK_ULONG n = sizeof(sig);
+        h[0] = (unsigned char)i;
+        if (P->C_SignInit(ss, &m, w->priv) != CKR_OK ||
+            P->C_Sign(ss, h, sizeof(h), sig, &n) != CKR_OK ||
+            P->C_VerifyInit(ss, &m, w->pub) != CKR_OK ||
+            P->C_Verify(ss, h, sizeof(h), sig, n) != CKR_OK)
+            break;
+        sig[n / 2] ^= 1;
+        if (P->C_VerifyInit(ss, &m, w->pub) != CKR_OK ||
+            P->C_Verify(ss, h, sizeof(h), sig, n) != CKR_SIGNATURE_INVALID)
+            break;
+        w->ok++;
+    }
+    P->C_CloseSession(ss);
+    return NULL;
+}
+
+START_TEST(test_threads_share_keys)
+{
+    struct keys k;
+    struct signer w[4];
+    pthread_t t[4];
+
+    rsa_pair(2048, &k.rsa_pub, &k.rsa_priv);
+    ec_pair(oid_p256, sizeof(oid_p256), &k.ec_pub[0], &k.ec_priv[0]);
+    for (int i = 0; i < 4; i++) {
+        w[i].priv = i % 2 ? k.rsa_priv : k.ec_priv[0];
+        w[i].pub = i % 2 ? k.rsa_pub : k.ec_pub[0];
+        w[i].mech = i % 2 ? CKM_SHA256_RSA_PKCS : CKM_ECDSA;
+        w[i].ok = 0;
+        ck_assert_int_eq(pthread_create(&t[i], NULL, signer_run, &w[i]), 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        ck_assert_int_eq(pthread_join(t[i], NULL), 0);
+        ck_assert_int_eq(w[i].ok, 40);
+    }
+}
+END_TEST
+
 Suite *asym_suite(void);
 Suite *asym_suite(void)
 {
@@ -1004,6 +1065,7 @@ Suite *asym_suite(void)
     tcase_add_test(ops, test_unwrap_corrupted);
     tcase_add_test(ops, test_ecdh);
     tcase_add_test(ops, test_always_authenticate);
+    tcase_add_test(ops, test_threads_share_keys);
     suite_add_tcase(su, ops);
 
     tcase_add_checked_fixture(imp, setup, kt_test_teardown);
