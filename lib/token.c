@@ -508,7 +508,8 @@ keytier_err kt_root_resolve(keytier_ctx *ctx, const char *what, const char *uri,
         {CKA_EXTRACTABLE, &extractable, sizeof extractable},
         {CKA_UNWRAP, &unwrap, sizeof unwrap},
     };
-    rv = kt_p11_get_attributes(tok, s, key, a, 4);
+    /* Class and type first: other classes may lack the usage attributes. */
+    rv = kt_p11_get_attributes(tok, s, key, a, 2);
     if (rv != CKR_OK) {
         e = kt_err(KEYTIER_E_TOKEN, "%s %s: C_GetAttributeValue: %s", what, uri,
                    kt_p11_rv_text(rv));
@@ -520,6 +521,12 @@ keytier_err kt_root_resolve(keytier_ctx *ctx, const char *what, const char *uri,
         e = kt_err(KEYTIER_E_KEY_TYPE,
                    "%s %s: roots are AES secret keys or RSA private keys", what,
                    uri);
+        goto out;
+    }
+    rv = kt_p11_get_attributes(tok, s, key, a + 2, 2);
+    if (rv != CKR_OK) {
+        e = kt_err(KEYTIER_E_TOKEN, "%s %s: C_GetAttributeValue: %s", what, uri,
+                   kt_p11_rv_text(rv));
         goto out;
     }
     if (extractable) {

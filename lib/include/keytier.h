@@ -189,7 +189,8 @@ typedef struct keytier_dep_info {
  * extractable, allowed to wrap and unwrap, AES (wrap: RFC 5649) or RSA >=
  * 2048 (wrap: OAEP SHA-256).  An availability key is generated in the
  * service token, a random DEP key is wrapped by all three roots (each wrap
- * verified by an unwrap), and only the wrapped copies are stored.
+ * verified by an unwrap), and only the wrapped copies are stored.  Disabled
+ * DEPs count toward the per-tenant, per-workload limit.
  * Errors: KEYTIER_E_SAME_TOKEN, KEYTIER_E_KEY_NOT_FOUND,
  * KEYTIER_E_KEY_EXTRACTABLE, KEYTIER_E_KEY_USAGE, KEYTIER_E_KEY_TYPE,
  * KEYTIER_E_MECHANISM, KEYTIER_E_DEP_LIMIT, KEYTIER_E_TOKEN_NOT_FOUND,

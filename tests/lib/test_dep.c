@@ -171,6 +171,30 @@ START_TEST(root_usage_refused)
 }
 END_TEST
 
+START_TEST(root_type_refused)
+{
+    testenv_root_aes(&T, "VaultB", "aes128", ROOT_SMALL);
+    testenv_root_rsa(&T, "VaultB", "rsa1024", ROOT_SMALL);
+    keytier_dep_info d;
+    assert_err(keytier_dep_create(ctx, "org-1", "Exchange", URI_A,
+                                  testenv_uri("VaultB", "aes128"), &d),
+               KEYTIER_E_KEY_TYPE, "aes128: AES roots are 256-bit");
+    assert_err(keytier_dep_create(ctx, "org-1", "Exchange", URI_A,
+                                  testenv_uri("VaultB", "rsa1024"), &d),
+               KEYTIER_E_KEY_TYPE, "rsa1024: RSA roots are 2048 bits or more");
+    /* A URI naming the public half only. */
+    assert_err(keytier_dep_create(ctx, "org-1", "Exchange", URI_A,
+                                  "pkcs11:token=VaultB;object=rsa1024;"
+                                  "type=public",
+                                  &d),
+               KEYTIER_E_KEY_TYPE, "roots are AES secret keys or RSA private");
+    /* A URI matching several keys. */
+    testenv_root_aes(&T, "VaultB", "rootB", 0);
+    assert_err(keytier_dep_create(ctx, "org-1", "Exchange", URI_A, URI_B, &d),
+               KEYTIER_E_KEY_AMBIGUOUS, "several keys match");
+}
+END_TEST
+
 START_TEST(missing_key_and_token_refused)
 {
     keytier_dep_info d;
@@ -475,6 +499,7 @@ int main(void)
     tcase_add_test(tc, extractable_root_refused);
     tcase_add_test(tc, root_usage_refused);
     tcase_add_test(tc, missing_key_and_token_refused);
+    tcase_add_test(tc, root_type_refused);
     tcase_add_test(tc, dep_limit);
     tcase_add_test(tc, default_limit_is_50);
     tcase_add_test(tc, rsa_roots);

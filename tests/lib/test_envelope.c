@@ -3,6 +3,7 @@
  * dropped, repeated, swapped, data appended - for the buffer and the
  * streaming API.  Chunks are 256 bytes here so envelopes have several. */
 #include <check.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -405,6 +406,64 @@ START_TEST(stream_tamper)
 }
 END_TEST
 
+struct feeder {
+    int fd;
+    const uint8_t *p;
+    size_t n;
+};
+
+static void *feed(void *arg)
+{
+    /* Writes in odd-sized pieces so reads come back short. */
+    struct feeder *f = arg;
+    size_t off = 0, piece = 1;
+    while (off < f->n) {
+        size_t k = piece < f->n - off ? piece : f->n - off;
+        ssize_t w = write(f->fd, f->p + off, k);
+        if (w <= 0)
+            break;
+        off += (size_t)w;
+        piece = piece * 3 % 1000 + 1;
+    }
+    close(f->fd);
+    return NULL;
+}
+
+START_TEST(streams_over_pipes)
+{
+    /* Pipes give short reads: the chunking must not depend on them. */
+    size_t n = 3000, len;
+    uint8_t *pt = pattern(n);
+    int in[2], mid = tmpfile_with(NULL, 0);
+    ck_assert_int_eq(pipe(in), 0);
+    struct feeder f = {in[1], pt, n};
+    pthread_t th;
+    ck_assert_int_eq(pthread_create(&th, NULL, feed, &f), 0);
+    assert_err(keytier_seal_stream(mbx, "ctx", 3, in[0], mid), KEYTIER_OK);
+    pthread_join(th, NULL);
+    close(in[0]);
+    uint8_t *env = slurp(mid, &len);
+    close(mid);
+    ck_assert_uint_eq(len, HDR + n + 16 * (n / CHUNK + 1));
+
+    int in2[2], out = tmpfile_with(NULL, 0);
+    ck_assert_int_eq(pipe(in2), 0);
+    struct feeder g = {in2[1], env, len};
+    ck_assert_int_eq(pthread_create(&th, NULL, feed, &g), 0);
+    assert_err(keytier_open_stream(mbx, "ctx", 3, in2[0], out), KEYTIER_OK);
+    pthread_join(th, NULL);
+    close(in2[0]);
+    size_t got;
+    uint8_t *back = slurp(out, &got);
+    close(out);
+    ck_assert_uint_eq(got, n);
+    ck_assert_mem_eq(back, pt, n);
+    free(back);
+    free(env);
+    free(pt);
+}
+END_TEST
+
 START_TEST(stream_errors)
 {
     assert_err(keytier_seal_stream(mbx, NULL, 0, -1, 1), KEYTIER_E_ARGS);
@@ -429,6 +488,7 @@ int main(void)
     tcase_add_test(tc, stream_round_trips_and_buffer_compat);
     tcase_add_test(tc, stream_tamper);
     tcase_add_test(tc, stream_errors);
+    tcase_add_test(tc, streams_over_pipes);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

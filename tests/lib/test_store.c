@@ -6,7 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <signal.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "kt_lib.h"
@@ -249,6 +251,52 @@ START_TEST(processes_share_the_store)
 }
 END_TEST
 
+START_TEST(killed_mid_write_keeps_whole_deps)
+{
+    /* A process inserting DEPs (four rows each) is SIGKILLed at a random
+     * moment, several times: the store is intact and every DEP has all
+     * three copies (no half-written DEP). */
+    struct kt_store *st;
+    ck_assert_int_eq(kt_store_open(path, &st), KEYTIER_OK);
+    kt_store_close(st);
+    for (int round = 0; round < 4; round++) {
+        pid_t pid = fork();
+        ck_assert_int_ge(pid, 0);
+        if (pid == 0) {
+            struct kt_store *cs;
+            if (kt_store_open(path, &cs) != KEYTIER_OK)
+                _exit(100);
+            for (int i = 0;; i++) {
+                struct kt_dep_rec d;
+                dep_rec(&d, round * 1000000 + i, "org-1");
+                if (kt_store_dep_insert(cs, &d, 100000) != KEYTIER_OK)
+                    _exit(101);
+            }
+        }
+        struct timespec ts = {0, (80 + 37 * round) * 1000000L};
+        nanosleep(&ts, NULL);
+        ck_assert_int_eq(kill(pid, SIGKILL), 0);
+        int status;
+        ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+        ck_assert(WIFSIGNALED(status));
+        ck_assert_int_eq(kt_store_open(path, &st), KEYTIER_OK);
+        kt_store_close(st);
+        ck_assert_int_eq(sql_int("SELECT count(*) FROM pragma_integrity_check "
+                                 "WHERE integrity_check != 'ok'"),
+                         0);
+        ck_assert_int_eq(sql_int("SELECT count(*) FROM deps d WHERE "
+                                 "(SELECT count(*) FROM dep_roots r WHERE "
+                                 "r.dep_id = d.dep_id) != 3"),
+                         0);
+        ck_assert_int_eq(sql_int("SELECT count(*) FROM dep_roots r WHERE "
+                                 "NOT EXISTS (SELECT 1 FROM deps d WHERE "
+                                 "d.dep_id = r.dep_id)"),
+                         0);
+    }
+    ck_assert_int_gt(sql_int("SELECT count(*) FROM deps"), 0);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("store");
@@ -260,6 +308,7 @@ int main(void)
     tcase_add_test(tc, newer_schema_refused);
     tcase_add_test(tc, multi_row_changes_are_atomic);
     tcase_add_test(tc, processes_share_the_store);
+    tcase_add_test(tc, killed_mid_write_keeps_whole_deps);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

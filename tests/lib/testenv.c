@@ -128,7 +128,7 @@ void testenv_root_aes(struct testenv *t, const char *token, const char *label,
     struct raw r;
     raw_open(t, token, &r);
     CK_MECHANISM mech = {CKM_AES_KEY_GEN, NULL, 0};
-    CK_ULONG len = 32;
+    CK_ULONG len = (flags & ROOT_SMALL) ? 16 : 32;
     CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
     CK_BBOOL ext = (flags & ROOT_EXTRACTABLE) ? CK_TRUE : CK_FALSE;
     CK_BBOOL unw = (flags & ROOT_NO_UNWRAP) ? CK_FALSE : CK_TRUE;
@@ -156,7 +156,7 @@ void testenv_root_rsa(struct testenv *t, const char *token, const char *label,
     struct raw r;
     raw_open(t, token, &r);
     CK_MECHANISM mech = {CKM_RSA_PKCS_KEY_PAIR_GEN, NULL, 0};
-    CK_ULONG bits = 2048;
+    CK_ULONG bits = (flags & ROOT_SMALL) ? 1024 : 2048;
     CK_BYTE exp[] = {1, 0, 1};
     CK_BBOOL yes = CK_TRUE;
     CK_BBOOL ext = (flags & ROOT_EXTRACTABLE) ? CK_TRUE : CK_FALSE;

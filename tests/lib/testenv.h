@@ -30,7 +30,12 @@ enum { MOD_SOFTHSM = 1, MOD_KEYTIER = 2 };
 void testenv_setup(struct testenv *t);
 void testenv_teardown(struct testenv *t);
 
-enum { ROOT_EXTRACTABLE = 1, ROOT_NO_UNWRAP = 2, ROOT_NO_WRAP = 4 };
+enum {
+    ROOT_EXTRACTABLE = 1,
+    ROOT_NO_UNWRAP = 2,
+    ROOT_NO_WRAP = 4,
+    ROOT_SMALL = 8, /* AES-128 / RSA-1024 */
+};
 /* Creates an AES-256 root key `label` (CKA_ID = label bytes) in token. */
 void testenv_root_aes(struct testenv *t, const char *token, const char *label,
                       int flags);
