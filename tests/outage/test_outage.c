@@ -1,0 +1,655 @@
+/*
+ * The fallback rule against real vault outages (run by outage.sh, which
+ * serves vault tokens A and B from two `p11-kit server` processes and
+ * passes their addresses and PIDs).  Through the public API only:
+ *
+ *   A frozen (SIGSTOP): user reads succeed through B, no fallback record;
+ *   A and B frozen: a user read succeeds through the availability key after
+ *     the deadline, with exactly one fallback record, fields checked one by
+ *     one; thawed (SIGCONT): the customer keys serve again, no new record;
+ *   the cache: a read within the TTL makes no token call; with both vaults
+ *     frozen the refresh fails and the alert fires while the entry is still
+ *     served; thawed, the refresh succeeds; revocation through the API
+ *     empties the cache at once;
+ *   roots destroyed on both vaults: user read "access revoked", internal
+ *     read (index) through the availability key, audited; availability key
+ *     destroyed too: the internal read fails;
+ *   A and B killed (SIGKILL): user read through the availability key.
+ *
+ * Durations are printed for the log, never asserted.
+ */
+#include <check.h>
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <semaphore.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <json-c/json.h>
+#include <p11-kit/p11-kit.h>
+#include <p11-kit/uri.h>
+
+#include "keytier.h"
+
+#define DEADLINE_MS 1000
+#define HEDGE_MS    200
+
+static const char *addr_a, *addr_b, *top_dir, *softhsm_module, *client_module;
+static pid_t pid_a, pid_b;
+static char dir[512], conf[600], audit_path[600];
+static keytier_ctx *ctx;
+
+/* ---- the vault servers ------------------------------------------------ */
+
+/* Signals the server and each of its per-connection children, by PID.
+ * The children are listed first: once the server is killed they belong to
+ * init and can no longer be told apart. */
+static void server_signal(pid_t pid, int sig)
+{
+    DIR *d = opendir("/proc");
+    struct dirent *e;
+    pid_t kids[64];
+    int n = 0;
+
+    while (d && (e = readdir(d)) && n < 64) {
+        char path[300], buf[512];
+        FILE *f;
+        long ppid = -1;
+        if (!isdigit((unsigned char)e->d_name[0]))
+            continue;
+        snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
+        f = fopen(path, "r");
+        if (!f)
+            continue;
+        if (fgets(buf, sizeof buf, f)) {
+            /* pid (comm) state ppid ...; comm may hold spaces */
+            char *rp = strrchr(buf, ')');
+            if (rp)
+                sscanf(rp + 2, "%*c %ld", &ppid);
+        }
+        fclose(f);
+        if (ppid == (long)pid)
+            kids[n++] = (pid_t)atol(e->d_name);
+    }
+    if (d)
+        closedir(d);
+    kill(pid, sig); /* first, so that it forks no new child */
+    for (int i = 0; i < n; i++)
+        kill(kids[i], sig);
+}
+
+static double now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+/* ---- raw PKCS#11: what the customer (or the service admin) does ------- */
+
+struct raw {
+    CK_FUNCTION_LIST *fl;
+    CK_SESSION_HANDLE s;
+};
+
+static void raw_open(const char *address, const char *token, struct raw *r)
+{
+    CK_SLOT_ID slots[16];
+    CK_ULONG n = 16;
+
+    if (address) {
+        setenv("P11_KIT_SERVER_ADDRESS", address, 1);
+        r->fl = p11_kit_module_load(client_module, 0);
+        unsetenv("P11_KIT_SERVER_ADDRESS");
+    } else {
+        r->fl = p11_kit_module_load(softhsm_module, 0);
+    }
+    ck_assert_ptr_nonnull(r->fl);
+    ck_assert_int_eq(p11_kit_module_initialize(r->fl), CKR_OK);
+    ck_assert_int_eq(r->fl->C_GetSlotList(CK_TRUE, slots, &n), CKR_OK);
+    for (CK_ULONG i = 0; i < n; i++) {
+        CK_TOKEN_INFO ti;
+        size_t l = strlen(token);
+        ck_assert_int_eq(r->fl->C_GetTokenInfo(slots[i], &ti), CKR_OK);
+        if (memcmp(ti.label, token, l) != 0 || ti.label[l] != ' ')
+            continue;
+        ck_assert_int_eq(
+            r->fl->C_OpenSession(slots[i], CKF_SERIAL_SESSION | CKF_RW_SESSION,
+                                 NULL, NULL, &r->s),
+            CKR_OK);
+        CK_RV rv = r->fl->C_Login(r->s, CKU_USER, (CK_UTF8CHAR *)"1234", 4);
+        ck_assert(rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN);
+        return;
+    }
+    ck_abort_msg("token %s not found", token);
+}
+
+static void raw_close(struct raw *r)
+{
+    r->fl->C_CloseSession(r->s);
+    p11_kit_module_finalize(r->fl);
+    p11_kit_module_release(r->fl);
+}
+
+/* A customer root: RSA-2048, the private key never extractable and able
+ * to unwrap, the public key able to wrap.  (RSA because p11-kit's RPC
+ * carries RSA-OAEP but not the AES key-wrap mechanisms.) */
+static void root_create(const char *address, const char *token,
+                        const char *label)
+{
+    struct raw r;
+    CK_MECHANISM mech = {CKM_RSA_PKCS_KEY_PAIR_GEN, NULL, 0};
+    CK_ULONG bits = 2048;
+    CK_BYTE exp[] = {1, 0, 1};
+    CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+    CK_ATTRIBUTE pub[] = {
+        {CKA_TOKEN, &yes, sizeof yes},
+        {CKA_MODULUS_BITS, &bits, sizeof bits},
+        {CKA_PUBLIC_EXPONENT, exp, sizeof exp},
+        {CKA_WRAP, &yes, sizeof yes},
+        {CKA_LABEL, (void *)label, strlen(label)},
+        {CKA_ID, (void *)label, strlen(label)},
+    };
+    CK_ATTRIBUTE priv[] = {
+        {CKA_TOKEN, &yes, sizeof yes},
+        {CKA_PRIVATE, &yes, sizeof yes},
+        {CKA_SENSITIVE, &yes, sizeof yes},
+        {CKA_EXTRACTABLE, &no, sizeof no},
+        {CKA_UNWRAP, &yes, sizeof yes},
+        {CKA_LABEL, (void *)label, strlen(label)},
+        {CKA_ID, (void *)label, strlen(label)},
+    };
+    CK_OBJECT_HANDLE hp, hq;
+
+    raw_open(address, token, &r);
+    ck_assert_int_eq(
+        r.fl->C_GenerateKeyPair(r.s, &mech, pub, 6, priv, 7, &hp, &hq), CKR_OK);
+    raw_close(&r);
+}
+
+/* Destroys the objects matching one attribute. */
+static void destroy_where(const char *address, const char *token,
+                          CK_ATTRIBUTE *match)
+{
+    struct raw r;
+    CK_OBJECT_HANDLE objs[8];
+    CK_ULONG n = 0;
+
+    raw_open(address, token, &r);
+    ck_assert_int_eq(r.fl->C_FindObjectsInit(r.s, match, 1), CKR_OK);
+    ck_assert_int_eq(r.fl->C_FindObjects(r.s, objs, 8, &n), CKR_OK);
+    r.fl->C_FindObjectsFinal(r.s);
+    ck_assert_uint_gt(n, 0);
+    for (CK_ULONG i = 0; i < n; i++)
+        ck_assert_int_eq(r.fl->C_DestroyObject(r.s, objs[i]), CKR_OK);
+    raw_close(&r);
+}
+
+static void root_destroy(const char *address, const char *token,
+                         const char *label)
+{
+    CK_ATTRIBUTE m = {CKA_LABEL, (void *)label, strlen(label)};
+
+    destroy_where(address, token, &m);
+}
+
+static void avail_destroy(const char *uri)
+{
+    P11KitUri *u = p11_kit_uri_new();
+
+    ck_assert_int_eq(p11_kit_uri_parse(uri, P11_KIT_URI_FOR_ANY, u),
+                     P11_KIT_URI_OK);
+    destroy_where(NULL, "Service", p11_kit_uri_get_attribute(u, CKA_ID));
+    p11_kit_uri_free(u);
+}
+
+/* ---- library context -------------------------------------------------- */
+
+static const char *uri(const char *token, const char *label)
+{
+    static char buf[4][128];
+    static int i;
+
+    i = (i + 1) % 4;
+    snprintf(buf[i], sizeof buf[i], "pkcs11:token=%s;object=%s", token, label);
+    return buf[i];
+}
+
+static void ctx_open(const char *extra)
+{
+    FILE *f = fopen(conf, "w");
+    keytier_err e;
+
+    ck_assert_ptr_nonnull(f);
+    fprintf(f,
+            "remote = %s\nremote = %s\nmodule = %s\n"
+            "service_token = pkcs11:token=Service\nstore = %s/store.db\n"
+            "pin.VaultA = value:1234\npin.VaultB = value:1234\n"
+            "pin.Service = value:1234\nlog_level = warning\n"
+            /* SoftHSM2 does RSA-OAEP with SHA-1 only */
+            "allow_oaep_sha1 = yes\n"
+            "avail.audit_log = %s\navail.call_deadline_ms = %d\n"
+            "avail.hedge_ms = %d\navail.per_token = 4\n%s\n",
+            addr_a, addr_b, softhsm_module, dir, audit_path, DEADLINE_MS,
+            HEDGE_MS, extra);
+    fclose(f);
+    e = keytier_ctx_open(conf, &ctx);
+    ck_assert_msg(e == KEYTIER_OK, "keytier_ctx_open: %s",
+                  keytier_last_error_detail());
+}
+
+static void setup(void)
+{
+    /* a test that failed may have left a vault frozen */
+    server_signal(pid_a, SIGCONT);
+    server_signal(pid_b, SIGCONT);
+    snprintf(dir, sizeof dir, "%s/case-XXXXXX", top_dir);
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    snprintf(conf, sizeof conf, "%s/keytier-lib.conf", dir);
+    snprintf(audit_path, sizeof audit_path, "%s/audit.jsonl", dir);
+}
+
+static void teardown(void)
+{
+    server_signal(pid_a, SIGCONT);
+    server_signal(pid_b, SIGCONT);
+    keytier_ctx_close(ctx);
+    ctx = NULL;
+}
+
+static keytier_avail_stats stats(void)
+{
+    keytier_avail_stats s;
+
+    ck_assert_int_eq(keytier_avail_stats_get(ctx, &s), KEYTIER_OK);
+    return s;
+}
+
+static keytier_err read_dep(const keytier_request *req, const char *dep_id,
+                            double *ms)
+{
+    keytier_key *k = NULL;
+    double t0 = now_ms();
+    keytier_err e = keytier_dep_key_open(ctx, req, "org-1", dep_id, &k);
+
+    if (ms)
+        *ms = now_ms() - t0;
+    if (e == KEYTIER_OK)
+        ck_assert_ptr_nonnull(k);
+    else
+        ck_assert_ptr_null(k);
+    keytier_key_close(k);
+    return e;
+}
+
+static void assert_ok(keytier_err e)
+{
+    ck_assert_msg(e == KEYTIER_OK, "%s: %s", keytier_error_name(e),
+                  keytier_last_error_detail());
+}
+
+/* ---- audit log -------------------------------------------------------- */
+
+static int audit_count(const char *activity, json_object **last)
+{
+    FILE *f = fopen(audit_path, "r");
+    char line[8192];
+    int n = 0;
+
+    if (last)
+        *last = NULL;
+    if (!f)
+        return 0;
+    while (fgets(line, sizeof line, f)) {
+        json_object *o = json_tokener_parse(line), *a;
+        ck_assert_ptr_nonnull(o);
+        if (json_object_object_get_ex(o, "Activity", &a) &&
+            !strcmp(json_object_get_string(a), activity)) {
+            n++;
+            if (last) {
+                json_object_put(*last);
+                *last = json_object_get(o);
+            }
+        }
+        json_object_put(o);
+    }
+    fclose(f);
+    return n;
+}
+
+static const char *field(json_object *o, const char *key)
+{
+    json_object *v;
+
+    ck_assert_msg(json_object_object_get_ex(o, key, &v), "no field %s", key);
+    return json_object_get_string(v);
+}
+
+static json_object *key_error(json_object *rec, int i)
+{
+    json_object *errs;
+
+    ck_assert(json_object_object_get_ex(rec, "CustomerKeyErrors", &errs));
+    ck_assert_int_eq((int)json_object_array_length(errs), 2);
+    return json_object_array_get_idx(errs, i);
+}
+
+static void assert_audit_intact(void)
+{
+    uint64_t bad = 0, n = 0;
+
+    ck_assert_msg(keytier_audit_verify(audit_path, &bad, &n) == KEYTIER_OK,
+                  "%s", keytier_last_error_detail());
+}
+
+/* ---- scenarios -------------------------------------------------------- */
+
+static const keytier_request user = {KEYTIER_REQUEST_USER, NULL,
+                                     "req-outage-1"};
+static const keytier_request index_op = {KEYTIER_REQUEST_INTERNAL, "index",
+                                         "req-index-1"};
+
+static void dep_create(const char *la, const char *lb, keytier_dep_info *d)
+{
+    assert_ok(keytier_dep_create(ctx, "org-1", "Exchange", uri("VaultA", la),
+                                 uri("VaultB", lb), d));
+}
+
+START_TEST(healthy_then_cached)
+{
+    keytier_dep_info d;
+    keytier_avail_stats s1, s2;
+    double ms;
+
+    ctx_open("avail.cache_ttl_ms = 60000\navail.cache_refresh_ahead_ms = 0");
+    dep_create("rootA", "rootB", &d);
+    assert_ok(read_dep(&user, d.dep_id, &ms));
+    fprintf(stderr, "healthy cold read: %.1f ms\n", ms);
+    s1 = stats();
+    ck_assert_uint_ge(s1.token_reads, 1);
+    assert_ok(read_dep(&user, d.dep_id, &ms));
+    fprintf(stderr, "cached read: %.3f ms\n", ms);
+    s2 = stats();
+    ck_assert_uint_eq(s2.token_reads, s1.token_reads);
+    ck_assert_uint_eq(s2.cache_hits, s1.cache_hits + 1);
+    ck_assert_uint_eq(s2.fallbacks, 0);
+    ck_assert_int_eq(audit_count("Fallback to availability key", NULL), 0);
+}
+END_TEST
+
+START_TEST(vault_a_frozen_b_answers)
+{
+    keytier_dep_info d;
+    double ms;
+
+    ctx_open("avail.cache_ttl_ms = 0");
+    dep_create("rootA", "rootB", &d);
+    server_signal(pid_a, SIGSTOP);
+    for (int i = 0; i < 4; i++) {
+        assert_ok(read_dep(&user, d.dep_id, &ms));
+        fprintf(stderr, "A frozen, read %d: %.1f ms (hedge %d ms)\n", i, ms,
+                HEDGE_MS);
+    }
+    ck_assert_int_eq(audit_count("Fallback to availability key", NULL), 0);
+    ck_assert_uint_eq(stats().fallbacks, 0);
+    server_signal(pid_a, SIGCONT);
+}
+END_TEST
+
+START_TEST(both_frozen_availability_key_then_thawed)
+{
+    keytier_dep_info d;
+    json_object *rec;
+    const char *t;
+    double ms;
+
+    ctx_open("avail.cache_ttl_ms = 0");
+    dep_create("rootA", "rootB", &d);
+    server_signal(pid_a, SIGSTOP);
+    server_signal(pid_b, SIGSTOP);
+    assert_ok(read_dep(&user, d.dep_id, &ms));
+    fprintf(stderr, "A and B frozen: %.1f ms (deadline %d ms)\n", ms,
+            DEADLINE_MS);
+    ck_assert_int_eq(audit_count("Fallback to availability key", &rec), 1);
+    /* the fallback record, field by field (DESIGN.md §2 "Audit") */
+    t = field(rec, "CreationTime");
+    ck_assert_int_eq(strlen(t), 24);
+    ck_assert(t[4] == '-' && t[10] == 'T' && t[19] == '.' && t[23] == 'Z');
+    ck_assert_int_eq(strlen(field(rec, "Id")), 36);
+    ck_assert_str_eq(field(rec, "RecordType"), "CustomerKeyServiceEncryption");
+    ck_assert_str_eq(field(rec, "Activity"), "Fallback to availability key");
+    ck_assert_str_eq(field(rec, "Workload"), "Exchange");
+    ck_assert_str_eq(field(rec, "OrganizationId"), "org-1");
+    ck_assert_str_eq(field(rec, "DataEncryptionPolicyId"), d.dep_id);
+    ck_assert_str_eq(field(rec, "PolicyId"), d.policy_id);
+    ck_assert_str_eq(field(rec, "RequestId"), "req-outage-1");
+    ck_assert_str_eq(field(rec, "RequestKind"), "user");
+    ck_assert(!json_object_object_get_ex(rec, "Operation", NULL));
+    ck_assert_str_eq(field(key_error(rec, 0), "Key"), "A");
+    ck_assert_str_eq(field(key_error(rec, 0), "Uri"),
+                     "pkcs11:token=VaultA;object=rootA");
+    ck_assert_str_eq(field(key_error(rec, 0), "Error"), "timeout");
+    ck_assert_str_eq(field(key_error(rec, 0), "Class"), "system");
+    ck_assert_str_eq(field(key_error(rec, 1), "Key"), "B");
+    ck_assert_str_eq(field(key_error(rec, 1), "Uri"),
+                     "pkcs11:token=VaultB;object=rootB");
+    ck_assert_str_eq(field(key_error(rec, 1), "Error"), "timeout");
+    ck_assert_str_eq(field(key_error(rec, 1), "Class"), "system");
+    json_object_put(rec);
+    ck_assert_uint_eq(stats().fallbacks, 1);
+    ck_assert_uint_ge(stats().timeouts, 2);
+
+    /* the vaults come back: the customer keys serve again */
+    server_signal(pid_a, SIGCONT);
+    server_signal(pid_b, SIGCONT);
+    assert_ok(read_dep(&user, d.dep_id, &ms));
+    fprintf(stderr, "thawed: %.1f ms\n", ms);
+    ck_assert_int_eq(audit_count("Fallback to availability key", NULL), 1);
+    ck_assert_uint_eq(stats().fallbacks, 1);
+    assert_audit_intact();
+}
+END_TEST
+
+static sem_t alert_sem;
+static keytier_alert alert_seen;
+static char alert_dep[64];
+
+static void on_alert(void *arg, const keytier_alert *a)
+{
+    (void)arg;
+    alert_seen = *a;
+    snprintf(alert_dep, sizeof alert_dep, "%s", a->dep_id ? a->dep_id : "");
+    alert_seen.dep_id = alert_dep;
+    alert_seen.tenant = NULL;
+    alert_seen.last_error = NULL;
+    sem_post(&alert_sem);
+}
+
+static void wait_sem(sem_t *s)
+{
+    struct timespec ts;
+    int r;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += 30;
+    while ((r = sem_timedwait(s, &ts)) != 0 && errno == EINTR)
+        ;
+    ck_assert_msg(r == 0, "the event did not come");
+}
+
+START_TEST(cache_refresh_alert_while_vaults_down)
+{
+    keytier_dep_info d;
+    keytier_avail_stats s1, s2;
+    json_object *rec;
+    size_t n;
+
+    sem_init(&alert_sem, 0, 0);
+    ctx_open("avail.cache_ttl_ms = 8000\navail.cache_refresh_ahead_ms = 7000\n"
+             "avail.cache_retry_ms = 100\navail.cache_alert_after_ms = 1000");
+    ck_assert_int_eq(keytier_alert_callback_set(ctx, on_alert, NULL),
+                     KEYTIER_OK);
+    dep_create("rootA", "rootB", &d);
+    assert_ok(read_dep(&user, d.dep_id, NULL));
+    server_signal(pid_a, SIGSTOP);
+    server_signal(pid_b, SIGSTOP);
+    wait_sem(&alert_sem);
+    /* the alert comes before expiry: the entry is still served, with no
+     * token call and no fallback */
+    s1 = stats();
+    assert_ok(read_dep(&user, d.dep_id, NULL));
+    s2 = stats();
+    ck_assert_uint_eq(s2.cache_hits, s1.cache_hits + 1);
+    ck_assert_uint_eq(s2.token_reads, s1.token_reads);
+    ck_assert_uint_eq(s2.fallbacks, 0);
+    ck_assert_uint_gt(alert_seen.expires_in_ms, 0);
+    ck_assert_uint_ge(alert_seen.failing_ms, 1000);
+    ck_assert_str_eq(alert_dep, d.dep_id);
+    ck_assert_uint_eq(s2.cache_alerts, 1);
+    ck_assert_int_eq(audit_count("Cache refresh failing", &rec), 1);
+    ck_assert_str_eq(field(rec, "DataEncryptionPolicyId"), d.dep_id);
+    ck_assert_str_eq(field(rec, "OrganizationId"), "org-1");
+    json_object_put(rec);
+    fprintf(stderr, "alert: failing %llu ms, expires in %llu ms\n",
+            (unsigned long long)alert_seen.failing_ms,
+            (unsigned long long)alert_seen.expires_in_ms);
+
+    /* thawed: a refresh succeeds (bounded wait for it) */
+    server_signal(pid_a, SIGCONT);
+    server_signal(pid_b, SIGCONT);
+    for (int i = 0; i < 300 && stats().cache_refreshes == 0; i++)
+        usleep(100000);
+    ck_assert_uint_ge(stats().cache_refreshes, 1);
+    ck_assert_uint_eq(stats().cache_entries, 1);
+
+    /* revoked through the API: the cache empties at once */
+    ck_assert_int_eq(keytier_cache_invalidate(ctx, KEYTIER_INVALIDATE_ROOT,
+                                              uri("VaultA", "rootA"), &n),
+                     KEYTIER_OK);
+    ck_assert_uint_eq(n, 1);
+    ck_assert_uint_eq(stats().cache_entries, 0);
+    s1 = stats();
+    assert_ok(read_dep(&user, d.dep_id, NULL));
+    ck_assert_uint_gt(stats().token_reads, s1.token_reads);
+    assert_audit_intact();
+}
+END_TEST
+
+START_TEST(revoked_on_both_vaults)
+{
+    keytier_dep_info d;
+    json_object *rec;
+
+    root_create(addr_a, "VaultA", "revA");
+    root_create(addr_b, "VaultB", "revB");
+    ctx_open("avail.cache_ttl_ms = 0");
+    dep_create("revA", "revB", &d);
+    assert_ok(read_dep(&user, d.dep_id, NULL));
+    root_destroy(addr_a, "VaultA", "revA");
+    root_destroy(addr_b, "VaultB", "revB");
+
+    ck_assert_int_eq(read_dep(&user, d.dep_id, NULL), KEYTIER_E_REVOKED);
+    ck_assert_str_eq(keytier_strerror(KEYTIER_E_REVOKED),
+                     "access revoked: the customer keys refused");
+    ck_assert_int_eq(audit_count("Fallback to availability key", NULL), 0);
+    ck_assert_int_eq(audit_count("Request denied: customer keys revoked", &rec),
+                     1);
+    ck_assert_str_eq(field(key_error(rec, 0), "Class"), "denied");
+    ck_assert_str_eq(field(key_error(rec, 1), "Class"), "denied");
+    json_object_put(rec);
+
+    assert_ok(read_dep(&index_op, d.dep_id, NULL));
+    ck_assert_int_eq(audit_count("Fallback to availability key", &rec), 1);
+    ck_assert_str_eq(field(rec, "RequestKind"), "internal");
+    ck_assert_str_eq(field(rec, "Operation"), "index");
+    ck_assert_str_eq(field(rec, "RequestId"), "req-index-1");
+    ck_assert_str_eq(field(key_error(rec, 0), "Class"), "denied");
+    json_object_put(rec);
+
+    avail_destroy(d.root_uri[KEYTIER_ROOT_AVAIL]);
+    ck_assert_int_eq(read_dep(&index_op, d.dep_id, NULL), KEYTIER_E_REVOKED);
+    ck_assert_int_eq(audit_count("Fallback to availability key", NULL), 1);
+    assert_audit_intact();
+}
+END_TEST
+
+/* Last: the vault servers do not come back. */
+START_TEST(both_killed_availability_key)
+{
+    keytier_dep_info d;
+    json_object *rec;
+    double ms;
+
+    ctx_open("avail.cache_ttl_ms = 0");
+    dep_create("rootA", "rootB", &d);
+    server_signal(pid_a, SIGKILL);
+    server_signal(pid_b, SIGKILL);
+    assert_ok(read_dep(&user, d.dep_id, &ms));
+    fprintf(stderr, "A and B killed: %.1f ms\n", ms);
+    ck_assert_int_eq(audit_count("Fallback to availability key", &rec), 1);
+    ck_assert_str_eq(field(key_error(rec, 0), "Class"), "system");
+    ck_assert_str_eq(field(key_error(rec, 1), "Class"), "system");
+    fprintf(stderr, "errors: A %s, B %s\n", field(key_error(rec, 0), "Error"),
+            field(key_error(rec, 1), "Error"));
+    json_object_put(rec);
+    assert_audit_intact();
+}
+END_TEST
+
+static void once(void)
+{
+    root_create(addr_a, "VaultA", "rootA");
+    root_create(addr_b, "VaultB", "rootB");
+}
+
+static const char *env(const char *name)
+{
+    const char *v = getenv(name);
+
+    if (!v || !*v) {
+        fprintf(stderr, "%s is not set (run through outage.sh)\n", name);
+        exit(EXIT_FAILURE);
+    }
+    return v;
+}
+
+int main(void)
+{
+    Suite *s = suite_create("outage");
+    TCase *tc = tcase_create("outage");
+    SRunner *sr;
+    int failed;
+
+    /* p11-kit-client writes to the server socket: a killed server must
+     * give CKR_DEVICE_REMOVED, not end this process. */
+    signal(SIGPIPE, SIG_IGN);
+    addr_a = env("KT_OUTAGE_ADDR_A");
+    addr_b = env("KT_OUTAGE_ADDR_B");
+    pid_a = (pid_t)atol(env("KT_OUTAGE_PID_A"));
+    pid_b = (pid_t)atol(env("KT_OUTAGE_PID_B"));
+    top_dir = env("KT_OUTAGE_DIR");
+    softhsm_module = env("SOFTHSM2_MODULE");
+    client_module = env("P11KIT_CLIENT_MODULE");
+
+    tcase_add_unchecked_fixture(tc, once, NULL);
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, healthy_then_cached);
+    tcase_add_test(tc, vault_a_frozen_b_answers);
+    tcase_add_test(tc, both_frozen_availability_key_then_thawed);
+    tcase_add_test(tc, cache_refresh_alert_while_vaults_down);
+    tcase_add_test(tc, revoked_on_both_vaults);
+    tcase_add_test(tc, both_killed_availability_key);
+    suite_add_tcase(s, tc);
+    sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
