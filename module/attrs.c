@@ -122,6 +122,28 @@ void kt_attrs_remove(kt_attrs *a, CK_ATTRIBUTE_TYPE type)
 
 CK_RV kt_attrs_copy(kt_attrs *dst, const kt_attrs *src)
 {
+    if (dst->n == 0 && src->n > 0) {
+        /* Into an empty array: no duplicate lookups, one array. */
+        CK_ATTRIBUTE *v = realloc(dst->v, src->n * sizeof(*v));
+        if (v == NULL)
+            return CKR_HOST_MEMORY;
+        dst->v = v;
+        dst->cap = src->n;
+        for (size_t i = 0; i < src->n; i++) {
+            v[i] = src->v[i];
+            v[i].pValue = NULL;
+            if (src->v[i].ulValueLen > 0) {
+                v[i].pValue = malloc(src->v[i].ulValueLen);
+                if (v[i].pValue == NULL) {
+                    dst->n = i;
+                    return CKR_HOST_MEMORY;
+                }
+                memcpy(v[i].pValue, src->v[i].pValue, src->v[i].ulValueLen);
+            }
+            dst->n = i + 1;
+        }
+        return CKR_OK;
+    }
     for (size_t i = 0; i < src->n; i++) {
         CK_RV rv = kt_attrs_set(dst, src->v[i].type, src->v[i].pValue,
                                 src->v[i].ulValueLen);

@@ -60,6 +60,7 @@ CK_RV kt_keys_wrap(struct kt_session *s, const CK_MECHANISM *mech,
     struct kt_token *t = s->token;
     struct kt_key wk, k;
     struct kt_op op;
+    memset(&k, 0, sizeof(k));
     kt_attrs_init(&k.attrs);
     memset(&op, 0, sizeof(op));
     CK_RV rv = wrap_op_start(s, mech, wrapping, false, &op, &wk);

@@ -111,6 +111,14 @@ KT_NODISCARD CK_RV kt_schema_check_value(CK_OBJECT_CLASS cls, CK_KEY_TYPE kt,
 /* ---- objects (object.c) --------------------------------------------- */
 struct kt_token;
 
+/* An immutable, reference-counted copy of an object's attributes: key
+ * snapshots share it instead of copying attributes on every operation. */
+struct kt_shared_attrs {
+    atomic_int refs;
+    kt_attrs attrs;
+};
+void kt_shared_attrs_unref(struct kt_shared_attrs *sa);
+
 struct kt_object {
     CK_OBJECT_HANDLE handle;
     int64_t id;                /* store row id; 0 for session objects */
@@ -130,12 +138,30 @@ struct kt_object {
     size_t blob_len;
     unsigned char mac[32];
     uint64_t gen;
+    /* Cached from attrs (kt_object_refresh): CKA_SENSITIVE or not
+     * CKA_EXTRACTABLE on a secret or private key. */
+    bool sensitive;
+    /* Label index (token.c): objects whose labels hash alike, doubly
+     * linked so removal is O(1). */
+    CK_ULONG label_hash;
+    struct kt_object *label_prev;
+    struct kt_object *label_next;
+    /* Shared copy of attrs for key snapshots; dropped (under the write
+     * lock) whenever attrs change. */
+    _Atomic(struct kt_shared_attrs *) shared;
     /* Parsed key of asymmetric ops (an EVP_PKEY *, owned; see
      * kt_object_set_pkey). Dropped when the object changes or the secret
      * attributes are resealed at logout. */
     void *pkey;
 };
 void kt_object_free(struct kt_object *o);
+/* Recomputes the cached fields (class, key type, token, private,
+ * sensitive) from attrs. */
+void kt_object_refresh(struct kt_object *o);
+/* attrs changed (lock held for writing): drop the shared copy. */
+void kt_object_attrs_changed(struct kt_object *o);
+/* Builds a new object taking the attributes (attrs is left empty). */
+KT_NODISCARD CK_RV kt_object_new_take(kt_attrs *attrs, struct kt_object **out);
 /* Builds a new object from completed attributes. */
 KT_NODISCARD CK_RV kt_object_new(const kt_attrs *attrs, struct kt_object **out);
 
@@ -167,12 +193,15 @@ struct kt_token {
     pthread_rwlock_t lock;
     kt_hmap objects; /* handle -> struct kt_object */
     kt_hmap by_id;   /* store id -> struct kt_object */
+    kt_hmap labels;  /* label hash -> first struct kt_object of a chain */
+    struct sqlite3_stmt *dv_stmt; /* PRAGMA data_version, kept prepared */
     CK_USER_TYPE login;
     unsigned char mk[KT_MASTER_KEY_LEN];
     unsigned char mac_key[32];
     bool mk_loaded;
     struct kt_pin pins[2]; /* [0] SO, [1] user */
     /* Under kt_g.lock */
+    bool busy; /* C_InitToken runs its KDF and writes with kt_g.lock free */
     CK_ULONG session_count;
     CK_ULONG rw_session_count;
 };
@@ -182,6 +211,9 @@ struct kt_token {
 
 /* Visibility of an object to the application in its current login state. */
 bool kt_token_visible(const struct kt_token *t, const struct kt_object *o);
+/* Label index lookup (lock held): first object whose label hashes alike, 0
+ * for an empty label (not indexed). */
+CK_ULONG kt_label_hash(const void *label, size_t len);
 /* Looks an object handle up (token lock held by the caller). */
 struct kt_object *kt_token_object(struct kt_token *t, CK_OBJECT_HANDLE h);
 KT_NODISCARD CK_RV kt_token_open(const char *path, CK_SLOT_ID slot,
@@ -228,6 +260,9 @@ KT_NODISCARD CK_RV kt_pin_make(struct kt_pin *p, const unsigned char *pin,
  * writing). */
 void kt_token_unseal_all(struct kt_token *t);
 void kt_token_reseal_all(struct kt_token *t);
+/* At logout (lock held for writing): private session objects are
+ * destroyed, private token objects get new handles. */
+void kt_token_forget_private(struct kt_token *t);
 KT_NODISCARD CK_RV kt_object_unseal(struct kt_token *t, struct kt_object *o);
 
 /* ---- sessions (session.c) ------------------------------------------- */
@@ -303,6 +338,8 @@ KT_NODISCARD CK_RV kt_op_update(struct kt_session *s, enum kt_op_kind kind,
                                 unsigned char *out, CK_ULONG *out_len);
 KT_NODISCARD CK_RV kt_op_finish(struct kt_session *s, enum kt_op_kind kind,
                                 unsigned char *out, CK_ULONG *out_len);
+/* The operation of this kind is active in the session. */
+bool kt_op_active(struct kt_session *s, enum kt_op_kind kind);
 /* Ends an operation after an error of the C_* layer (§5.2). */
 void kt_op_abort(struct kt_session *s, enum kt_op_kind kind);
 KT_NODISCARD CK_RV kt_op_verify_oneshot(struct kt_session *s,
@@ -343,6 +380,9 @@ struct kt_module {
     struct kt_slot *slots;
     size_t n_slots;
     CK_SLOT_ID next_free_id;
+    /* The session table has its own lock so that looking a session up (every
+     * call) never waits on slot work; taken after `lock`, never before. */
+    pthread_rwlock_t sess_lock;
     kt_hmap sessions;
 };
 extern struct kt_module kt_g;

@@ -50,8 +50,17 @@ static CK_RV check_pin(struct kt_token *t, int which, const unsigned char *pin,
     rv = kt_pin_open(&p, pin, len, mk);
     if (rv == CKR_PIN_INCORRECT) {
         set_failures(t, which, p.failures + 1);
+        kt_log(KT_LOG_WARNING, "token %s: %s PIN incorrect (%lu of %lu tries)",
+               t->path, which == KT_PIN_SO ? "SO" : "user",
+               (unsigned long)(p.failures + 1),
+               (unsigned long)kt_g.cfg.pin_max_retries);
     } else if (rv == CKR_OK && p.failures > 0) {
         set_failures(t, which, 0);
+    } else if (rv == CKR_DEVICE_ERROR) {
+        kt_log(KT_LOG_ERROR,
+               "token %s: %s PIN record damaged (the verifier matched but "
+               "the wrapped master key does not authenticate)",
+               t->path, which == KT_PIN_SO ? "SO" : "user");
     }
 out:
     kt_wipe(&p, sizeof(p));
@@ -88,6 +97,9 @@ out:
 void kt_logout(struct kt_token *t)
 {
     pthread_rwlock_wrlock(&t->lock);
+    /* PKCS#11 v2.40 §5.6 C_Logout: handles to private objects become
+     * invalid (for good), private session objects are destroyed. */
+    kt_token_forget_private(t);
     t->login = KT_NO_LOGIN;
     t->mk_loaded = false;
     kt_wipe(t->mk, sizeof(t->mk));

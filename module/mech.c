@@ -172,7 +172,13 @@ void kt_key_clear(struct kt_key *k)
 {
     kt_ossl_pkey_free(k->pkey);
     k->pkey = NULL;
-    kt_attrs_clear(&k->attrs);
+    if (k->shared != NULL) {
+        kt_shared_attrs_unref(k->shared);
+        k->shared = NULL;
+        kt_attrs_init(&k->attrs);
+    } else {
+        kt_attrs_clear(&k->attrs);
+    }
     k->value = NULL;
     k->value_len = 0;
 }

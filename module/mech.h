@@ -35,6 +35,9 @@ struct kt_key {
     kt_attrs attrs;
     const unsigned char *value;
     size_t value_len;
+    /* attrs is read-only: it may be a view of the object's shared copy
+     * (struct kt_shared_attrs), released by kt_key_clear. */
+    void *shared;
     /* The object's cached parsed key (EVP_PKEY *, a reference of our own,
      * dropped by kt_key_clear), or NULL. */
     void *pkey;

@@ -6,14 +6,43 @@
 #include "ossl/ossl.h"
 #include "kt_asym.h" /* module-asym */
 
+void kt_shared_attrs_unref(struct kt_shared_attrs *sa)
+{
+    if (sa != NULL && atomic_fetch_sub(&sa->refs, 1) == 1) {
+        kt_attrs_clear(&sa->attrs);
+        free(sa);
+    }
+}
+
+void kt_object_attrs_changed(struct kt_object *o)
+{
+    kt_shared_attrs_unref(atomic_exchange(&o->shared, NULL));
+}
+
 void kt_object_free(struct kt_object *o)
 {
     if (o == NULL)
         return;
+    kt_object_attrs_changed(o);
     kt_attrs_clear(&o->attrs);
     kt_ossl_pkey_free(o->pkey);
     free(o->blob);
     free(o);
+}
+
+void kt_object_refresh(struct kt_object *o)
+{
+    if (kt_attrs_get_ulong(&o->attrs, CKA_CLASS, &o->cls) != CKR_OK)
+        o->cls = CK_UNAVAILABLE_INFORMATION;
+    if (kt_attrs_get_ulong(&o->attrs, CKA_KEY_TYPE, &o->key_type) != CKR_OK)
+        o->key_type = CK_UNAVAILABLE_INFORMATION;
+    o->token = kt_attrs_get_bool(&o->attrs, CKA_TOKEN, false);
+    o->private_ = kt_attrs_get_bool(&o->attrs, CKA_PRIVATE, true);
+    o->sensitive = (o->cls == CKO_SECRET_KEY || o->cls == CKO_PRIVATE_KEY) &&
+                   (kt_attrs_get_bool(&o->attrs, CKA_SENSITIVE, true) ||
+                    !kt_attrs_get_bool(&o->attrs, CKA_EXTRACTABLE, false));
+    const CK_ATTRIBUTE *l = kt_attrs_find(&o->attrs, CKA_LABEL);
+    o->label_hash = l != NULL ? kt_label_hash(l->pValue, l->ulValueLen) : 0;
 }
 
 void kt_object_set_pkey(struct kt_token *t, CK_OBJECT_HANDLE h, void *pkey)
@@ -26,6 +55,24 @@ void kt_object_set_pkey(struct kt_token *t, CK_OBJECT_HANDLE h, void *pkey)
     }
     pthread_rwlock_unlock(&t->lock);
     kt_ossl_pkey_free(pkey);
+}
+
+CK_RV kt_object_new_take(kt_attrs *attrs, struct kt_object **out)
+{
+    struct kt_object *o = calloc(1, sizeof(*o));
+    if (o == NULL)
+        return CKR_HOST_MEMORY;
+    o->attrs = *attrs;
+    kt_attrs_init(attrs);
+    if (kt_attrs_get_ulong(&o->attrs, CKA_CLASS, &o->cls) != CKR_OK) {
+        kt_object_free(o);
+        return CKR_GENERAL_ERROR;
+    }
+    kt_object_refresh(o);
+    o->verified = true;
+    o->unsealed = true;
+    *out = o;
+    return CKR_OK;
 }
 
 CK_RV kt_object_new(const kt_attrs *attrs, struct kt_object **out)
@@ -41,10 +88,7 @@ CK_RV kt_object_new(const kt_attrs *attrs, struct kt_object **out)
         kt_object_free(o);
         return rv == CKR_TEMPLATE_INCOMPLETE ? CKR_GENERAL_ERROR : rv;
     }
-    if (kt_attrs_get_ulong(&o->attrs, CKA_KEY_TYPE, &o->key_type) != CKR_OK)
-        o->key_type = CK_UNAVAILABLE_INFORMATION;
-    o->token = kt_attrs_get_bool(&o->attrs, CKA_TOKEN, false);
-    o->private_ = kt_attrs_get_bool(&o->attrs, CKA_PRIVATE, false);
+    kt_object_refresh(o);
     o->verified = true;
     o->unsealed = true;
     *out = o;
@@ -103,23 +147,38 @@ CK_RV kt_object_create(struct kt_session *s, kt_attrs *attrs,
     }
     if (cls == CKO_SECRET_KEY) {
         const CK_ATTRIBUTE *v = kt_attrs_find(attrs, CKA_VALUE);
+        unsigned char cv[3];
+        rv = kt_ossl_check_value(kt, v->pValue, v->ulValueLen, cv);
+        if (rv != CKR_OK)
+            return rv;
+        const CK_ATTRIBUTE *given = kt_attrs_find(attrs, CKA_CHECK_VALUE);
+        if (given != NULL && given->ulValueLen != 0 &&
+            (given->ulValueLen != 3 || memcmp(given->pValue, cv, 3) != 0))
+            return CKR_ATTRIBUTE_VALUE_INVALID;
         rv = kt_attrs_set_ulong(attrs, CKA_VALUE_LEN, v->ulValueLen);
+        if (rv == CKR_OK)
+            rv = kt_attrs_set(attrs, CKA_CHECK_VALUE, cv, 3);
         if (rv != CKR_OK)
             return rv;
     }
-    rv = kt_object_new(attrs, &o);
+    rv = kt_object_new_take(attrs, &o);
     if (rv != CKR_OK)
         return rv;
     o->session = token ? 0 : s->handle;
     return kt_token_add_object(t, o, out);
 }
 
+/* Secret attribute values are still sealed (a token key before login);
+ * objects without secret attributes are usable as read. */
+static bool kt_object_sealed(const struct kt_object *o)
+{
+    return o->token && !o->unsealed &&
+           (o->cls == CKO_SECRET_KEY || o->cls == CKO_PRIVATE_KEY);
+}
+
 static bool object_sensitive(const struct kt_object *o)
 {
-    if (o->cls != CKO_SECRET_KEY && o->cls != CKO_PRIVATE_KEY)
-        return false;
-    return kt_attrs_get_bool(&o->attrs, CKA_SENSITIVE, true) ||
-           !kt_attrs_get_bool(&o->attrs, CKA_EXTRACTABLE, false);
+    return o->sensitive;
 }
 
 CK_RV kt_object_get(struct kt_session *s, CK_OBJECT_HANDLE h, CK_ATTRIBUTE *t,
@@ -170,7 +229,7 @@ static CK_RV object_snapshot(struct kt_token *t, CK_OBJECT_HANDLE h,
     struct kt_object *o = kt_token_object(t, h);
     if (o == NULL)
         rv = CKR_OBJECT_HANDLE_INVALID;
-    else if (o->token && !o->unsealed)
+    else if (kt_object_sealed(o))
         rv = CKR_USER_NOT_LOGGED_IN;
     if (rv == CKR_OK)
         rv = kt_attrs_copy(out, &o->attrs);
@@ -253,7 +312,7 @@ CK_RV kt_object_copy(struct kt_session *s, CK_OBJECT_HANDLE h,
     else if ((priv && tok->login != CKU_USER) || (token && !tok->mk_loaded))
         rv = CKR_USER_NOT_LOGGED_IN;
     if (rv == CKR_OK)
-        rv = kt_object_new(&cur, &o);
+        rv = kt_object_new_take(&cur, &o);
     if (rv == CKR_OK) {
         o->session = token ? 0 : s->handle;
         rv = kt_token_add_object(tok, o, out);
@@ -266,9 +325,9 @@ out:
 CK_RV kt_object_destroy(struct kt_session *s, CK_OBJECT_HANDLE h)
 {
     struct kt_token *tok = s->token;
-    CK_RV rv = kt_token_sync(tok);
-    if (rv != CKR_OK)
-        return rv;
+    CK_RV rv = CKR_OK;
+    /* No store sync here: deleting a row another process already deleted
+     * is harmless, and session objects never touch the store. */
     pthread_rwlock_rdlock(&tok->lock);
     struct kt_object *o = kt_token_object(tok, h);
     if (o == NULL)
@@ -341,11 +400,21 @@ CK_RV kt_find_init(struct kt_session *s, const CK_ATTRIBUTE *t, CK_ULONG n)
         rv = CKR_HOST_MEMORY;
         goto out;
     }
-    void *v;
-    for (size_t i = 0; kt_hmap_iter(&tok->objects, &i, NULL, &v);) {
-        const struct kt_object *o = v;
-        if (kt_token_visible(tok, o) && find_match(o, &tmpl))
-            hs[k++] = o->handle;
+    const CK_ATTRIBUTE *lbl = kt_attrs_find(&tmpl, CKA_LABEL);
+    CK_ULONG lh = lbl != NULL ? kt_label_hash(lbl->pValue, lbl->ulValueLen) : 0;
+    if (lh != 0) {
+        /* The label index: O(matches), not O(objects). */
+        for (const struct kt_object *o = kt_hmap_get(&tok->labels, lh);
+             o != NULL; o = o->label_next)
+            if (k < cap && kt_token_visible(tok, o) && find_match(o, &tmpl))
+                hs[k++] = o->handle;
+    } else {
+        void *v;
+        for (size_t i = 0; kt_hmap_iter(&tok->objects, &i, NULL, &v);) {
+            const struct kt_object *o = v;
+            if (kt_token_visible(tok, o) && find_match(o, &tmpl))
+                hs[k++] = o->handle;
+        }
     }
     pthread_rwlock_unlock(&tok->lock);
     qsort(hs, k, sizeof(*hs), handle_cmp);
@@ -372,16 +441,44 @@ CK_RV kt_key_snapshot(struct kt_token *t, CK_OBJECT_HANDLE h,
         rv = CKR_KEY_HANDLE_INVALID;
     else if (usage != 0 && !kt_attrs_get_bool(&o->attrs, usage, false))
         rv = CKR_KEY_FUNCTION_NOT_PERMITTED;
-    else if (o->token && !o->unsealed)
+    else if (kt_object_sealed(o))
         rv = CKR_USER_NOT_LOGGED_IN;
-    if (rv == CKR_OK)
-        rv = kt_attrs_copy(&key->attrs, &o->attrs);
     if (rv == CKR_OK) {
-        key->token = t;
-        key->handle = h;
-        key->cls = o->cls;
-        key->type = o->key_type;
-        key->pkey = kt_ossl_pkey_ref(o->pkey);
+        /* The hot path of wrap/unwrap: share one immutable copy of the
+         * attributes instead of copying them per operation. Writers hold
+         * the lock for writing, so under the read lock o->shared only goes
+         * from NULL to a value. */
+        struct kt_shared_attrs *sa = atomic_load(&o->shared);
+        if (sa == NULL) {
+            struct kt_shared_attrs *fresh = calloc(1, sizeof(*fresh));
+            if (fresh == NULL) {
+                rv = CKR_HOST_MEMORY;
+            } else {
+                atomic_init(&fresh->refs, 1); /* the object's reference */
+                kt_attrs_init(&fresh->attrs);
+                rv = kt_attrs_copy(&fresh->attrs, &o->attrs);
+                struct kt_shared_attrs *expect = NULL;
+                if (rv != CKR_OK) {
+                    kt_shared_attrs_unref(fresh);
+                } else if (atomic_compare_exchange_strong(&o->shared, &expect,
+                                                          fresh)) {
+                    sa = fresh;
+                } else {
+                    kt_shared_attrs_unref(fresh);
+                    sa = expect;
+                }
+            }
+        }
+        if (rv == CKR_OK) {
+            atomic_fetch_add(&sa->refs, 1);
+            key->shared = sa;
+            key->attrs = sa->attrs;
+            key->token = t;
+            key->handle = h;
+            key->cls = o->cls;
+            key->type = o->key_type;
+            key->pkey = kt_ossl_pkey_ref(o->pkey);
+        }
     }
     pthread_rwlock_unlock(&t->lock);
     if (rv != CKR_OK) {

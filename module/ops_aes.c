@@ -337,9 +337,15 @@ static CK_RV aes_update(struct kt_op *op, const unsigned char *in,
         *out_len = 0;
         return CKR_OK;
     }
-    size_t need = c->mode == KT_AES_GCM
-                      ? in_len
-                      : (c->held + in_len) / AES_BLOCK * AES_BLOCK;
+    /* The exact output of this call (PKCS#11 v2.40 §5.2): a CBC-PAD
+     * decryption holds back the last complete block, it may be padding. */
+    size_t total = c->held + in_len, need;
+    if (c->mode == KT_AES_GCM)
+        need = in_len;
+    else if (c->pad && !c->enc)
+        need = total == 0 ? 0 : (total - 1) / AES_BLOCK * AES_BLOCK;
+    else
+        need = total / AES_BLOCK * AES_BLOCK;
     bool done = false;
     rv = kt_out_check(out, out_len, need, &done);
     if (done)
@@ -349,11 +355,27 @@ static CK_RV aes_update(struct kt_op *op, const unsigned char *in,
         if (rv != CKR_OK)
             return rv;
     }
+    /* OpenSSL may use in_len + one block of room; a smaller caller buffer
+     * gets the exact output through a temporary. */
     size_t got = 0;
-    rv = kt_ossl_cipher_update(c->c, in, in_len, out, &got);
+    unsigned char *tmp = NULL;
+    bool direct = c->mode == KT_AES_GCM || *out_len >= in_len + AES_BLOCK;
+    if (!direct) {
+        tmp = malloc(in_len + AES_BLOCK);
+        if (tmp == NULL)
+            return CKR_HOST_MEMORY;
+    }
+    rv = kt_ossl_cipher_update(c->c, in, in_len, direct ? out : tmp, &got);
+    if (rv == CKR_OK && !direct) {
+        if (got > *out_len)
+            rv = CKR_GENERAL_ERROR; /* cannot happen: need was exact */
+        else if (got > 0)
+            memcpy(out, tmp, got);
+    }
+    kt_free_secret(tmp, in_len + AES_BLOCK);
     if (rv != CKR_OK)
         return rv;
-    c->held = c->held + in_len - got;
+    c->held = total - got;
     *out_len = got;
     return CKR_OK;
 }

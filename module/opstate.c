@@ -176,3 +176,11 @@ void kt_op_abort(struct kt_session *s, enum kt_op_kind kind)
     kt_op_release(&s->ops[kind]);
     pthread_mutex_unlock(&s->lock);
 }
+
+bool kt_op_active(struct kt_session *s, enum kt_op_kind kind)
+{
+    pthread_mutex_lock(&s->lock);
+    bool active = s->ops[kind].active;
+    pthread_mutex_unlock(&s->lock);
+    return active;
+}

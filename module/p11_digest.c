@@ -1,6 +1,8 @@
 /* Message digesting (PKCS#11 v2.40 §5.10). */
 #include "kt.h"
 
+#include <string.h>
+
 CK_RV C_DigestInit(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech)
 {
     struct kt_session *s = NULL;
@@ -48,11 +50,15 @@ CK_RV C_DigestKey(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE key)
 {
     struct kt_session *s = NULL;
     struct kt_key k;
+    memset(&k, 0, sizeof(k));
     kt_attrs_init(&k.attrs);
-    k.value = NULL;
     CK_RV rv = kt_check_init();
     if (rv == CKR_OK)
         rv = kt_session_ref(h, &s);
+    if (rv == CKR_OK && !kt_op_active(s, KT_OP_DIGEST)) {
+        kt_session_unref(s);
+        return kt_trace("C_DigestKey", CKR_OPERATION_NOT_INITIALIZED);
+    }
     if (rv == CKR_OK)
         rv = kt_key_snapshot(s->token, key, 0, &k);
     /* A digest of a key is key material leaving the token: only keys that

@@ -7,7 +7,8 @@
 
 #include "ossl/ossl.h"
 
-struct kt_module kt_g = {.lock = PTHREAD_MUTEX_INITIALIZER};
+struct kt_module kt_g = {.lock = PTHREAD_MUTEX_INITIALIZER,
+                         .sess_lock = PTHREAD_RWLOCK_INITIALIZER};
 
 /* Serialises C_Initialize / C_Finalize against each other. */
 static pthread_mutex_t init_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -22,15 +23,35 @@ static void kt_atfork_child(void)
     pthread_mutex_t fresh2 = PTHREAD_MUTEX_INITIALIZER;
     memcpy(&kt_g.lock, &fresh, sizeof(fresh));
     memcpy(&init_lock, &fresh2, sizeof(fresh2));
+    pthread_rwlock_t fresh3 = PTHREAD_RWLOCK_INITIALIZER;
+    memcpy(&kt_g.sess_lock, &fresh3, sizeof(fresh3));
     kt_g.initialized = false;
     kt_g.slots = NULL;
     kt_g.n_slots = 0;
     kt_hmap_init(&kt_g.sessions);
 }
 
+/* No SQLite transaction may be in flight at fork(): SQLite keeps per-file
+ * lock bookkeeping per process, which the child inherits. The slot lock
+ * and every token's database lock are held across fork() (lock order as
+ * everywhere: slot table, then database). */
+static void kt_atfork_prepare(void)
+{
+    pthread_mutex_lock(&kt_g.lock);
+    for (size_t i = 0; i < kt_g.n_slots; i++)
+        pthread_mutex_lock(&kt_g.slots[i].token->dblock);
+}
+
+static void kt_atfork_parent(void)
+{
+    for (size_t i = kt_g.n_slots; i > 0; i--)
+        pthread_mutex_unlock(&kt_g.slots[i - 1].token->dblock);
+    pthread_mutex_unlock(&kt_g.lock);
+}
+
 static void kt_atfork_register(void)
 {
-    pthread_atfork(NULL, NULL, kt_atfork_child);
+    pthread_atfork(kt_atfork_prepare, kt_atfork_parent, kt_atfork_child);
 }
 
 CK_RV kt_check_init(void)
@@ -86,9 +107,11 @@ CK_RV C_Initialize(CK_VOID_PTR init_args)
     kt_g.next_free_id = 0;
     kt_hmap_init(&kt_g.sessions);
     rv = kt_slots_scan();
+    pthread_rwlock_wrlock(&kt_g.sess_lock);
     if (rv == CKR_OK)
         kt_g.initialized = true;
-    else
+    pthread_rwlock_unlock(&kt_g.sess_lock);
+    if (rv != CKR_OK)
         kt_slots_free();
     pthread_mutex_unlock(&kt_g.lock);
 out:
@@ -107,11 +130,13 @@ CK_RV C_Finalize(CK_VOID_PTR reserved)
         goto out;
     }
     pthread_mutex_lock(&kt_g.lock);
+    pthread_rwlock_wrlock(&kt_g.sess_lock);
     kt_g.initialized = false;
     void *v;
     for (size_t i = 0; kt_hmap_iter(&kt_g.sessions, &i, NULL, &v);)
         kt_session_unref(v);
     kt_hmap_free(&kt_g.sessions);
+    pthread_rwlock_unlock(&kt_g.sess_lock);
     kt_slots_free();
     pthread_mutex_unlock(&kt_g.lock);
     kt_ossl_fini();

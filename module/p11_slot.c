@@ -152,10 +152,23 @@ CK_RV C_InitToken(CK_SLOT_ID slot, CK_UTF8CHAR_PTR pin, CK_ULONG pin_len,
         rv = CKR_SLOT_ID_INVALID;
     else if (t->session_count > 0)
         rv = CKR_SESSION_EXISTS;
-    /* The slot table lock is held through the (slow) KDF so that no
-     * session opens on a token being initialised. */
+    else if (t->busy)
+        rv = CKR_FUNCTION_FAILED; /* another thread initialises it */
     if (rv == CKR_OK)
-        rv = kt_token_init(t, kt_g.cfg.token_dir, pin, pin_len, label);
+        t->busy = true;
+    pthread_mutex_unlock(&kt_g.lock);
+    if (rv != CKR_OK)
+        return kt_trace("C_InitToken", rv);
+    /* The label is blank padded UTF-8 (§3.2); a NUL would cut it short in
+     * the store. */
+    CK_UTF8CHAR lbl[KT_LABEL_LEN];
+    for (size_t i = 0; i < KT_LABEL_LEN; i++)
+        lbl[i] = label[i] != 0 ? label[i] : ' ';
+    /* The KDF runs with no global lock: `busy` keeps sessions and other
+     * initialisations off this token meanwhile. */
+    rv = kt_token_init(t, kt_g.cfg.token_dir, pin, pin_len, lbl);
+    pthread_mutex_lock(&kt_g.lock);
+    t->busy = false;
     if (rv == CKR_OK)
         rv = kt_slots_add_free();
     pthread_mutex_unlock(&kt_g.lock);

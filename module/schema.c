@@ -82,7 +82,9 @@ static const struct kt_attr_rule rules[] = {
      D_FALSE},
     {CKA_WRAP_TEMPLATE, KT_KIND_TEMPLATE, C_SECRET | C_PUB, F_CREATE, D_NONE},
     /* Secret keys */
-    {CKA_CHECK_VALUE, KT_KIND_BYTES, C_SECRET, F_TOKEN, D_NONE},
+    /* May be given at creation; it must then match (checked with the
+     * value). */
+    {CKA_CHECK_VALUE, KT_KIND_BYTES, C_SECRET, F_CREATE, D_NONE},
     {CKA_VALUE_LEN, KT_KIND_ULONG, C_SECRET,
      F_CREATE | F_NOT_CREATE | F_GEN_NEED, D_NONE},
     {CKA_DERIVE_TEMPLATE, KT_KIND_TEMPLATE, C_KEY, F_CREATE, D_NONE},

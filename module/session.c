@@ -7,15 +7,15 @@
 
 CK_RV kt_session_ref(CK_SESSION_HANDLE h, struct kt_session **out)
 {
-    pthread_mutex_lock(&kt_g.lock);
+    pthread_rwlock_rdlock(&kt_g.sess_lock);
     if (!kt_g.initialized) {
-        pthread_mutex_unlock(&kt_g.lock);
+        pthread_rwlock_unlock(&kt_g.sess_lock);
         return CKR_CRYPTOKI_NOT_INITIALIZED;
     }
     struct kt_session *s = kt_hmap_get(&kt_g.sessions, h);
     if (s != NULL)
         atomic_fetch_add(&s->refs, 1);
-    pthread_mutex_unlock(&kt_g.lock);
+    pthread_rwlock_unlock(&kt_g.sess_lock);
     if (s == NULL)
         return CKR_SESSION_HANDLE_INVALID;
     *out = s;
@@ -77,7 +77,7 @@ CK_RV kt_session_open(CK_SLOT_ID slot, CK_FLAGS flags, CK_SESSION_HANDLE *out)
         rv = CKR_SLOT_ID_INVALID;
         goto out;
     }
-    if (!t->initialized) {
+    if (!t->initialized || t->busy) {
         rv = CKR_TOKEN_NOT_RECOGNIZED;
         goto out;
     }
@@ -89,7 +89,9 @@ CK_RV kt_session_open(CK_SLOT_ID slot, CK_FLAGS flags, CK_SESSION_HANDLE *out)
     }
     s->token = t;
     s->handle = kt_handle_next();
+    pthread_rwlock_wrlock(&kt_g.sess_lock);
     rv = kt_hmap_put(&kt_g.sessions, s->handle, s);
+    pthread_rwlock_unlock(&kt_g.sess_lock);
     if (rv != CKR_OK)
         goto out;
     t->session_count++;
@@ -116,7 +118,9 @@ out:
 /* kt_g.lock held; removes the session from the table. */
 static struct kt_session *session_detach(CK_SESSION_HANDLE h, bool *last)
 {
+    pthread_rwlock_wrlock(&kt_g.sess_lock);
     struct kt_session *s = kt_hmap_del(&kt_g.sessions, h);
+    pthread_rwlock_unlock(&kt_g.sess_lock);
     if (s == NULL)
         return NULL;
     struct kt_token *t = s->token;
@@ -157,9 +161,11 @@ CK_RV kt_session_close_all(CK_SLOT_ID slot)
         n = 0;
         void *v;
         CK_ULONG k;
+        pthread_rwlock_rdlock(&kt_g.sess_lock);
         for (size_t i = 0; n < 64 && kt_hmap_iter(&kt_g.sessions, &i, &k, &v);)
             if (((struct kt_session *)v)->token == t)
                 hs[n++] = k;
+        pthread_rwlock_unlock(&kt_g.sess_lock);
         pthread_mutex_unlock(&kt_g.lock);
         for (size_t i = 0; i < n; i++)
             if (kt_session_close(hs[i]) != CKR_OK)

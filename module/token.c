@@ -24,6 +24,7 @@ static struct kt_token *token_alloc(CK_SLOT_ID slot)
     pthread_rwlock_init(&t->lock, NULL);
     kt_hmap_init(&t->objects);
     kt_hmap_init(&t->by_id);
+    kt_hmap_init(&t->labels);
     return t;
 }
 
@@ -41,6 +42,8 @@ void kt_token_free(struct kt_token *t)
         kt_object_free(v);
     kt_hmap_free(&t->objects);
     kt_hmap_free(&t->by_id);
+    kt_hmap_free(&t->labels);
+    sqlite3_finalize(t->dv_stmt);
     if (t->db != NULL)
         kt_store_close(t->db);
     kt_wipe(t->mk, sizeof(t->mk));
@@ -62,12 +65,13 @@ CK_RV kt_token_open(const char *path, CK_SLOT_ID slot, struct kt_token **out)
     if (rv == CKR_OK)
         rv = kt_store_read_pins(t->db, path, t->pins);
     if (rv == CKR_OK)
-        rv = kt_store_data_version(t->db, &t->data_version);
+        rv = kt_store_data_version(t->db, &t->dv_stmt, &t->data_version);
     if (rv != CKR_OK) {
         kt_token_free(t);
         return rv;
     }
     t->initialized = true;
+    kt_log(KT_LOG_INFO, "token %s opened", path);
     *out = t;
     return CKR_OK;
 }
@@ -85,6 +89,74 @@ struct kt_object *kt_token_object(struct kt_token *t, CK_OBJECT_HANDLE h)
     if (o == NULL || !kt_token_visible(t, o))
         return NULL;
     return o;
+}
+
+CK_ULONG kt_label_hash(const void *label, size_t len)
+{
+    if (len == 0)
+        return 0;
+    const unsigned char *p = label;
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ p[i]) * 0x100000001b3ull;
+    return (CK_ULONG)(h | 1);
+}
+
+static CK_RV index_add(struct kt_token *t, struct kt_object *o)
+{
+    o->label_prev = o->label_next = NULL;
+    if (o->label_hash == 0)
+        return CKR_OK;
+    struct kt_object *head = kt_hmap_get(&t->labels, o->label_hash);
+    CK_RV rv = kt_hmap_put(&t->labels, o->label_hash, o);
+    if (rv != CKR_OK)
+        return rv;
+    o->label_next = head;
+    if (head != NULL)
+        head->label_prev = o;
+    return CKR_OK;
+}
+
+static void index_del(struct kt_token *t, struct kt_object *o)
+{
+    if (o->label_hash == 0)
+        return;
+    if (o->label_next != NULL)
+        o->label_next->label_prev = o->label_prev;
+    if (o->label_prev != NULL)
+        o->label_prev->label_next = o->label_next;
+    else if (o->label_next != NULL) {
+        /* Replaces an existing key: no allocation, cannot fail. */
+        CK_RV r = kt_hmap_put(&t->labels, o->label_hash, o->label_next);
+        (void)r;
+    } else
+        kt_hmap_del(&t->labels, o->label_hash);
+    o->label_prev = o->label_next = NULL;
+}
+
+/* Object tables: handle map, id map, label index (lock held for
+ * writing). */
+static CK_RV table_add(struct kt_token *t, struct kt_object *o)
+{
+    CK_RV rv = kt_hmap_put(&t->objects, o->handle, o);
+    if (rv == CKR_OK && o->id != 0)
+        rv = kt_hmap_put(&t->by_id, (CK_ULONG)o->id, o);
+    if (rv == CKR_OK)
+        rv = index_add(t, o);
+    if (rv != CKR_OK) {
+        kt_hmap_del(&t->objects, o->handle);
+        if (o->id != 0 && kt_hmap_get(&t->by_id, (CK_ULONG)o->id) == o)
+            kt_hmap_del(&t->by_id, (CK_ULONG)o->id);
+    }
+    return rv;
+}
+
+static void table_del(struct kt_token *t, struct kt_object *o)
+{
+    index_del(t, o);
+    kt_hmap_del(&t->objects, o->handle);
+    if (o->id != 0)
+        kt_hmap_del(&t->by_id, (CK_ULONG)o->id);
 }
 
 /* ---- loading rows ----------------------------------------------------- */
@@ -119,9 +191,8 @@ static CK_RV object_from_row(struct kt_token *t, int64_t id,
     }
     memcpy(o->blob, blob, len);
     o->blob_len = len;
-    if (kt_attrs_get_ulong(&o->attrs, CKA_KEY_TYPE, &o->key_type) != CKR_OK)
-        o->key_type = CK_UNAVAILABLE_INFORMATION;
-    o->private_ = kt_attrs_get_bool(&o->attrs, CKA_PRIVATE, true);
+    kt_object_refresh(o);
+    o->token = true;
     if (t->mk_loaded) {
         rv = kt_object_unseal(t, o);
         if (rv != CKR_OK) {
@@ -149,14 +220,13 @@ CK_RV kt_object_unseal(struct kt_token *t, struct kt_object *o)
     }
     o->verified = true;
     o->unsealed = true;
+    kt_object_attrs_changed(o);
     return CKR_OK;
 }
 
 static void drop_object(struct kt_token *t, struct kt_object *o)
 {
-    kt_hmap_del(&t->objects, o->handle);
-    if (o->id != 0)
-        kt_hmap_del(&t->by_id, (CK_ULONG)o->id);
+    table_del(t, o);
     kt_object_free(o);
 }
 
@@ -187,19 +257,14 @@ static CK_RV sync_row(void *ctx, int64_t id, int64_t gen,
     if (old != NULL) {
         /* Same handle, new attributes. */
         o->handle = old->handle;
-        kt_hmap_del(&t->objects, old->handle);
-        kt_hmap_del(&t->by_id, (CK_ULONG)id);
-        kt_object_free(old);
+        drop_object(t, old);
     } else {
         o->handle = kt_handle_next();
     }
-    if (kt_hmap_put(&t->objects, o->handle, o) != CKR_OK ||
-        kt_hmap_put(&t->by_id, (CK_ULONG)id, o) != CKR_OK) {
-        kt_hmap_del(&t->objects, o->handle);
+    CK_RV rv2 = table_add(t, o);
+    if (rv2 != CKR_OK)
         kt_object_free(o);
-        return CKR_HOST_MEMORY;
-    }
-    return CKR_OK;
+    return rv2;
 }
 
 static void sync_del(void *ctx, int64_t id)
@@ -216,7 +281,7 @@ static CK_RV sync_locked(struct kt_token *t)
     int64_t dv = 0;
     CK_RV rv;
     if (t->loaded) {
-        rv = kt_store_data_version(t->db, &dv);
+        rv = kt_store_data_version(t->db, &t->dv_stmt, &dv);
         if (rv != CKR_OK)
             return rv;
         if (dv == t->data_version)
@@ -234,7 +299,7 @@ static CK_RV sync_locked(struct kt_token *t)
         t->seen_gen = max_gen;
         t->loaded = true;
         if (dv == 0)
-            rv = kt_store_data_version(t->db, &dv);
+            rv = kt_store_data_version(t->db, &t->dv_stmt, &dv);
         t->data_version = dv;
     }
     pthread_rwlock_unlock(&t->lock);
@@ -269,6 +334,37 @@ void kt_token_unseal_all(struct kt_token *t)
     } while (n_bad == 64);
 }
 
+void kt_token_forget_private(struct kt_token *t)
+{
+    size_t n = 0, cap = t->objects.n;
+    struct kt_object **priv = malloc((cap ? cap : 1) * sizeof(*priv));
+    void *v;
+    for (size_t i = 0; kt_hmap_iter(&t->objects, &i, NULL, &v);) {
+        struct kt_object *o = v;
+        if (o->private_ && priv != NULL && n < cap)
+            priv[n++] = o;
+    }
+    for (size_t i = 0; i < n; i++) {
+        struct kt_object *o = priv[i];
+        if (!o->token) {
+            drop_object(t, o);
+            continue;
+        }
+        kt_hmap_del(&t->objects, o->handle);
+        o->handle = kt_handle_next();
+        if (kt_hmap_put(&t->objects, o->handle, o) != CKR_OK) {
+            /* Out of memory: the object leaves the table until reloaded. */
+            index_del(t, o);
+            if (o->id != 0)
+                kt_hmap_del(&t->by_id, (CK_ULONG)o->id);
+            kt_object_free(o);
+            t->loaded = false;
+            t->seen_gen = -1;
+        }
+    }
+    free(priv);
+}
+
 void kt_token_reseal_all(struct kt_token *t)
 {
     void *v;
@@ -280,6 +376,7 @@ void kt_token_reseal_all(struct kt_token *t)
         kt_attrs_init(&sealed);
         if (kt_attrs_parse(&sealed, o->blob, o->blob_len) != CKR_OK)
             continue; /* was parsed before: cannot fail */
+        kt_object_attrs_changed(o);
         kt_attrs_clear(&o->attrs);
         o->attrs = sealed;
         o->unsealed = false;
@@ -321,7 +418,7 @@ CK_RV kt_token_add_object(struct kt_token *t, struct kt_object *o,
     o->handle = kt_handle_next();
     if (!o->token) {
         pthread_rwlock_wrlock(&t->lock);
-        rv = kt_hmap_put(&t->objects, o->handle, o);
+        rv = table_add(t, o);
         pthread_rwlock_unlock(&t->lock);
         if (rv != CKR_OK)
             kt_object_free(o);
@@ -343,11 +440,7 @@ CK_RV kt_token_add_object(struct kt_token *t, struct kt_object *o,
                                  true);
         if (rv == CKR_OK) {
             pthread_rwlock_wrlock(&t->lock);
-            rv = kt_hmap_put(&t->objects, o->handle, o);
-            if (rv == CKR_OK)
-                rv = kt_hmap_put(&t->by_id, (CK_ULONG)o->id, o);
-            if (rv != CKR_OK)
-                kt_hmap_del(&t->objects, o->handle);
+            rv = table_add(t, o);
             pthread_rwlock_unlock(&t->lock);
         }
         pthread_mutex_unlock(&t->dblock);
@@ -397,7 +490,10 @@ CK_RV kt_token_update_object(struct kt_token *t, CK_OBJECT_HANDLE h,
         if (o == NULL) {
             rv = CKR_OBJECT_HANDLE_INVALID;
         } else {
-            /* Swap contents so the handle and index entries stay. */
+            /* Swap contents so the handle and id entries stay; the label
+             * may change. */
+            index_del(t, o);
+            kt_object_attrs_changed(o);
             kt_attrs tmp = o->attrs;
             o->attrs = fresh->attrs;
             fresh->attrs = tmp;
@@ -408,7 +504,8 @@ CK_RV kt_token_update_object(struct kt_token *t, CK_OBJECT_HANDLE h,
             fresh->blob = b;
             fresh->blob_len = bl;
             memcpy(o->mac, fresh->mac, 32);
-            o->private_ = fresh->private_;
+            kt_object_refresh(o);
+            rv = index_add(t, o);
             /* The parsed key belonged to the old attributes. */
             void *pk = o->pkey;
             o->pkey = fresh->pkey;
@@ -450,19 +547,18 @@ CK_RV kt_token_destroy_object(struct kt_token *t, CK_OBJECT_HANDLE h)
 void kt_token_destroy_session_objects(struct kt_token *t, CK_SESSION_HANDLE s)
 {
     pthread_rwlock_wrlock(&t->lock);
-    bool more = true;
-    while (more) {
-        more = false;
-        void *v;
-        for (size_t i = 0; kt_hmap_iter(&t->objects, &i, NULL, &v);) {
-            struct kt_object *o = v;
-            if (!o->token && (s == 0 || o->session == s)) {
-                drop_object(t, o);
-                more = true;
-                break;
-            }
-        }
+    size_t n = 0, cap = t->objects.n;
+    struct kt_object **gone = malloc((cap ? cap : 1) * sizeof(*gone));
+    void *v;
+    for (size_t i = 0;
+         gone != NULL && kt_hmap_iter(&t->objects, &i, NULL, &v);) {
+        struct kt_object *o = v;
+        if (!o->token && (s == 0 || o->session == s) && n < cap)
+            gone[n++] = o;
     }
+    for (size_t i = 0; i < n; i++)
+        drop_object(t, gone[i]);
+    free(gone);
     pthread_rwlock_unlock(&t->lock);
 }
 
@@ -503,15 +599,16 @@ CK_RV kt_token_init(struct kt_token *t, const char *dir,
         if (cur.failures >= kt_g.cfg.pin_max_retries)
             return CKR_PIN_LOCKED;
         rv = kt_pin_open(&cur, so_pin, len, mk);
+        CK_ULONG failures = cur.failures;
+        kt_wipe(&cur, sizeof(cur));
         if (rv == CKR_PIN_INCORRECT) {
             pthread_mutex_lock(&t->dblock);
-            if (kt_store_set_failures(t->db, KT_PIN_SO, cur.failures + 1) !=
-                CKR_OK)
+            if (kt_store_set_failures(t->db, KT_PIN_SO, failures + 1) != CKR_OK)
                 kt_log(KT_LOG_ERROR, "token %s: cannot record PIN failure",
                        t->path);
             pthread_mutex_unlock(&t->dblock);
             pthread_rwlock_wrlock(&t->lock);
-            t->pins[KT_PIN_SO].failures = cur.failures + 1;
+            t->pins[KT_PIN_SO].failures = failures + 1;
             pthread_rwlock_unlock(&t->lock);
         }
         if (rv != CKR_OK)
@@ -539,6 +636,10 @@ CK_RV kt_token_init(struct kt_token *t, const char *dir,
             t->loaded = false;
             t->seen_gen = -1;
             rv = sync_locked(t);
+            kt_log(KT_LOG_INFO,
+                   "token %s re-initialised: objects and user "
+                   "PIN removed",
+                   t->path);
         }
         pthread_mutex_unlock(&t->dblock);
         goto out;
@@ -560,14 +661,19 @@ CK_RV kt_token_init(struct kt_token *t, const char *dir,
     rv = kt_store_create(t->path, (const char *)label, serial, &so, &t->db);
     if (rv != CKR_OK)
         goto out;
+    pthread_rwlock_wrlock(&t->lock);
     memcpy(t->serial, serial, KT_SERIAL_LEN);
     memcpy(t->label, label, KT_LABEL_LEN);
     t->pins[KT_PIN_SO] = so;
     memset(&t->pins[KT_PIN_USER], 0, sizeof(t->pins[KT_PIN_USER]));
+    pthread_rwlock_unlock(&t->lock);
     pthread_mutex_lock(&t->dblock);
     rv = sync_locked(t);
     pthread_mutex_unlock(&t->dblock);
+    pthread_rwlock_wrlock(&t->lock);
     t->initialized = true;
+    pthread_rwlock_unlock(&t->lock);
+    kt_log(KT_LOG_INFO, "token %s created", t->path);
 out:
     kt_wipe(mk, sizeof(mk));
     kt_wipe(&so, sizeof(so));
@@ -643,6 +749,10 @@ CK_RV kt_slots_add_free(void)
 CK_RV kt_slots_scan(void)
 {
     const char *dir = kt_g.cfg.token_dir;
+    /* A token being created has a file but no slot yet: scan later. */
+    for (size_t i = 0; i < kt_g.n_slots; i++)
+        if (kt_g.slots[i].token->busy)
+            return CKR_OK;
     DIR *d = opendir(dir);
     char **names = NULL;
     size_t n = 0, cap = 0;

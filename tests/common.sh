@@ -215,20 +215,20 @@ kt_server_start()
         sleep 0.05
     done
     [ -S "$sock" ] || kt_fail "p11-kit server socket $sock missing after 5 s"
+    kt_server_watchdog "$P11_KIT_SERVER_PID" "$sock"
     export P11_KIT_SERVER_ADDRESS P11_KIT_SERVER_PID
 }
 
 # kt_pid_alive PID
 #   True if PID runs (a zombie counts as dead: a daemonised server is
-#   reparented to init, which may reap it only a while later).
+#   reparented to init, which may reap it only a while later). Reads /proc
+#   in bash: no ps, which can hang under the sanitizer build's ASan preload.
 kt_pid_alive()
 {
-    local st
-    st=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
-    case $st in
-    Z*) return 1 ;;
-    *) return 0 ;;
-    esac
+    local line
+    { read -r line <"/proc/$1/stat"; } 2>/dev/null || return 1
+    line=${line##*) }
+    [ "${line:0:1}" != Z ] && [ "${line:0:1}" != X ]
 }
 
 # kt_server_procs PID
@@ -237,8 +237,17 @@ kt_pid_alive()
 #   alone does not reach connections that are already open.
 kt_server_procs()
 {
+    local f line rest
     echo "$1"
-    ps -o pid= --ppid "$1" 2>/dev/null | tr -d ' ' || true
+    for f in /proc/[0-9]*/stat; do
+        { read -r line <"$f"; } 2>/dev/null || continue
+        rest=${line##*) }   # "state ppid ..."
+        rest=${rest#* }
+        if [ "${rest%% *}" = "$1" ]; then
+            f=${f#/proc/}
+            echo "${f%/stat}"
+        fi
+    done
 }
 
 # kt_server_signal SIGNAL PID
@@ -273,6 +282,27 @@ kt_server_stop()
     done
     sleep 0.1
     ! kt_pid_alive "$pid"
+}
+
+# kt_server_watchdog PID SOCKET (called by kt_server_start)
+#   A background guard for the case where the test itself is SIGKILLed (a
+#   meson timeout) and its exit trap never runs: once the test's shell is
+#   gone, it kills the server and its children, provided PID is still the
+#   server on SOCKET (never a recycled PID), and removes KT_TMP. Detached
+#   from the test's output, so meson does not wait for it.
+kt_server_watchdog()
+{
+    local pid=$1 sock=$2 test_pid=$$ tmp=$KT_TMP
+    (
+        trap '' HUP INT TERM
+        while kt_pid_alive "$test_pid"; do sleep 1; done
+        if kt_pid_alive "$pid" &&
+            grep -qF -- "$sock" "/proc/$pid/cmdline" 2>/dev/null; then
+            kt_server_signal CONT "$pid"
+            kt_server_signal KILL "$pid"
+        fi
+        rm -rf -- "$tmp"
+    ) </dev/null >/dev/null 2>&1 &
 }
 
 # kt_server_freeze PID / kt_server_thaw PID
@@ -343,6 +373,24 @@ assert_files_eq()
     [ -f "$1" ] || kt_fail "${3:-file}: $1 missing"
     [ -f "$2" ] || kt_fail "${3:-file}: $2 missing"
     cmp -s "$1" "$2" || kt_fail "${3:-file}: $1 and $2 differ"
+}
+
+# kt_flip_byte FILE OFFSET
+#   Tampers with FILE in place: XORs the byte at OFFSET (from 0) with 0x01,
+#   so the file surely changes. Uses only bash, od, head and tail (dd
+#   aborts under the ASan preload of the sanitizer build).
+kt_flip_byte()
+{
+    local file=$1 off=$2 size b
+    size=$(stat -c %s "$file")
+    [ "$off" -lt "$size" ] || kt_fail "kt_flip_byte: offset $off beyond $file"
+    b=$(od -An -tu1 -j "$off" -N1 "$file" | tr -d ' ')
+    {
+        head -c "$off" "$file"
+        printf "\\$(printf '%03o' $((b ^ 1)))"
+        tail -c +$((off + 2)) "$file"
+    } >"$file.flip"
+    mv -f "$file.flip" "$file"
 }
 
 # expect_fail MESSAGE COMMAND [ARGS...]

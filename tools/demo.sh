@@ -1,13 +1,20 @@
 #!/usr/bin/env bash
-# keytier demo: a root key that never leaves the token, wrapping and
-# unwrapping the keys below it. Everything happens through the PKCS#11 API
-# (OpenSC's pkcs11-tool) on a token created in a fresh temp dir, which is
-# removed at the end: running it again starts from scratch.
+# keytier demo.
 #
-#   tools/demo.sh                 install missing packages, build, run
-#   tools/demo.sh --module PATH   run the demo steps only, on PATH
-#                                 (default build/module/keytier-pkcs11.so;
-#                                 the 'interop' test suite uses this form)
+#   tools/demo.sh                 install missing packages, build, and run
+#                                 `keytier demo`: the DESIGN.md story end to
+#                                 end (two remote customer vaults behind
+#                                 p11-kit servers, a DEP, a mailbox, an
+#                                 outage, the audited fallback, a
+#                                 revocation, the audit chain), everything in
+#                                 a temp dir that is removed at the end
+#   tools/demo.sh --built DIR     the same with an existing build directory
+#                                 (the 'cli' test suite uses this form)
+#   tools/demo.sh --module PATH   the token-level steps only, on PATH: a root
+#                                 key that never leaves the token, wrapping
+#                                 and unwrapping the keys below it, through
+#                                 OpenSC's pkcs11-tool (the 'interop' suite
+#                                 uses this form)
 #
 # Every step prints one line; a step that does not behave as claimed prints
 # "FAILED: ..." with what happened, and the demo exits 1.
@@ -17,20 +24,28 @@ cd "$(dirname "$0")/.."
 module=
 case ${1:-} in
 --module)
-    [ $# -eq 2 ] || { echo "usage: $0 [--module PATH]" >&2; exit 2; }
+    [ $# -eq 2 ] || { echo "usage: $0 [--built DIR | --module PATH]" >&2; exit 2; }
     module=$2
     ;;
-"") ;;
-*) echo "usage: $0 [--module PATH]" >&2; exit 2 ;;
-esac
-
-if [ -z "$module" ]; then
+--built)
+    [ $# -eq 2 ] || { echo "usage: $0 [--built DIR | --module PATH]" >&2; exit 2; }
+    exec "$2/tools/cli/keytier" demo --module "$2/module/keytier-pkcs11.so"
+    ;;
+"")
     echo "== installing missing packages (tools/deps.sh)"
     tools/deps.sh
     echo "== building (tools/build.sh build)"
     tools/build.sh build
-    module=$PWD/build/module/keytier-pkcs11.so
-fi
+    exec build/tools/cli/keytier demo --module "$PWD/build/module/keytier-pkcs11.so"
+    ;;
+*) echo "usage: $0 [--built DIR | --module PATH]" >&2; exit 2 ;;
+esac
+
+# ---- token-level steps (--module PATH) -----------------------------------
+# A root key that never leaves the token, wrapping and unwrapping the keys
+# below it. Everything happens through the PKCS#11 API (OpenSC's
+# pkcs11-tool) on a token created in a fresh temp dir, which is removed at
+# the end: running it again starts from scratch.
 [ -f "$module" ] || { echo "FAILED: no module at $module" >&2; exit 1; }
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/keytier-demo.XXXXXX")

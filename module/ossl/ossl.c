@@ -398,3 +398,26 @@ void kt_ossl_pkey_free(void *pkey)
 {
     EVP_PKEY_free(pkey);
 }
+
+CK_RV kt_ossl_check_value(CK_KEY_TYPE kt, const unsigned char *key, size_t len,
+                          unsigned char out[3])
+{
+    unsigned char block[64] = {0}, res[64];
+    CK_RV rv = CKR_OK;
+    if (kt == CKK_AES) {
+        kt_cipher *c = NULL;
+        size_t l = 0;
+        rv = kt_ossl_cipher_new(&c, KT_AES_ECB, key, len, NULL, 0, true, false);
+        if (rv == CKR_OK)
+            rv = kt_ossl_cipher_update(c, block, 16, res, &l);
+        kt_ossl_cipher_free(c);
+    } else {
+        unsigned int l = 0;
+        if (EVP_Digest(key, len, res, &l, EVP_sha1(), NULL) != 1)
+            rv = CKR_FUNCTION_FAILED;
+    }
+    if (rv == CKR_OK)
+        memcpy(out, res, 3);
+    OPENSSL_cleanse(res, sizeof(res));
+    return rv;
+}

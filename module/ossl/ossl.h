@@ -78,6 +78,11 @@ KT_NODISCARD CK_RV kt_ossl_hmac256(const unsigned char *key, size_t key_len,
                                    size_t l2, const void *p3, size_t l3,
                                    unsigned char out[32]);
 
+/* CKA_CHECK_VALUE of a secret key (PKCS#11 v2.40 §2.8 / §2.3.1): AES: the
+ * first 3 bytes of AES-ECB(key, zero block); others: of SHA-1(key). */
+KT_NODISCARD CK_RV kt_ossl_check_value(CK_KEY_TYPE kt, const unsigned char *key,
+                                       size_t len, unsigned char out[3]);
+
 /* Reference counting of cached EVP_PKEYs (void * outside ossl/). */
 void *kt_ossl_pkey_ref(void *pkey);
 void kt_ossl_pkey_free(void *pkey);

@@ -56,10 +56,8 @@ CK_RV kt_pin_open(const struct kt_pin *p, const unsigned char *pin,
     }
     rv = kt_ossl_open(kek, (const unsigned char *)wrap_aad, sizeof(wrap_aad),
                       p->wrapped, sizeof(p->wrapped), mk);
-    if (rv != CKR_OK) {
-        kt_log(KT_LOG_ERROR, "wrapped master key fails authentication");
-        rv = CKR_DEVICE_ERROR;
-    }
+    if (rv != CKR_OK)
+        rv = CKR_DEVICE_ERROR; /* logged with the file by the caller */
 out:
     kt_wipe(kek, sizeof(kek));
     kt_wipe(verifier, sizeof(verifier));

@@ -14,6 +14,15 @@ void kt_seal_mac_key(const unsigned char mk[32], unsigned char out[32])
         memset(out, 0, 32);
 }
 
+/* Sealed in the store: secret key material, and the value of private data
+ * objects (applications keep secrets there too). */
+static bool sealed_attr(CK_OBJECT_CLASS cls, bool priv, CK_ATTRIBUTE_TYPE type)
+{
+    if (kt_schema_secret(cls, type))
+        return true;
+    return priv && cls == CKO_DATA && type == CKA_VALUE;
+}
+
 static void le64(unsigned char *p, uint64_t v)
 {
     for (int i = 0; i < 8; i++)
@@ -43,10 +52,11 @@ CK_RV kt_seal_object(const unsigned char mk[32],
 {
     kt_attrs sealed;
     CK_RV rv = CKR_OK;
+    bool priv = kt_attrs_get_bool(plain, CKA_PRIVATE, true);
     kt_attrs_init(&sealed);
     for (size_t i = 0; i < plain->n && rv == CKR_OK; i++) {
         const CK_ATTRIBUTE *a = &plain->v[i];
-        if (!kt_schema_secret(cls, a->type)) {
+        if (!sealed_attr(cls, priv, a->type)) {
             rv = kt_attrs_set(&sealed, a->type, a->pValue, a->ulValueLen);
             continue;
         }
@@ -91,9 +101,10 @@ CK_RV kt_seal_verify(const unsigned char mac_key[32], int64_t id,
 CK_RV kt_seal_open_attrs(const unsigned char mk[32], int64_t id,
                          CK_OBJECT_CLASS cls, kt_attrs *attrs)
 {
+    bool priv = kt_attrs_get_bool(attrs, CKA_PRIVATE, true);
     for (size_t i = 0; i < attrs->n; i++) {
         CK_ATTRIBUTE *a = &attrs->v[i];
-        if (!kt_schema_secret(cls, a->type))
+        if (!sealed_attr(cls, priv, a->type))
             continue;
         if (a->ulValueLen < KT_SEAL_OVERHEAD)
             return CKR_DATA_INVALID;

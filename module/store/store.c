@@ -73,7 +73,7 @@ static CK_RV put_pin(sqlite3 *db, int which, const struct kt_pin *p)
     return rv;
 }
 
-static CK_RV put_meta(sqlite3 *db, const char *k, const char *v)
+static CK_RV put_meta(sqlite3 *db, const char *k, const char *v, int len)
 {
     sqlite3_stmt *st = NULL;
     CK_RV rv = CKR_OK;
@@ -81,7 +81,7 @@ static CK_RV put_meta(sqlite3 *db, const char *k, const char *v)
                            -1, &st, NULL) != SQLITE_OK)
         return db_fail(db, "prepare meta");
     sqlite3_bind_text(st, 1, k, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, v, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, v, len, SQLITE_STATIC);
     if (sqlite3_step(st) != SQLITE_DONE)
         rv = db_fail(db, "write meta");
     sqlite3_finalize(st);
@@ -102,7 +102,25 @@ CK_RV kt_store_create(const char *path, const char *label, const char *serial,
                strerror(errno));
         return CKR_DEVICE_ERROR;
     }
+    if (fsync(fd) != 0) {
+        close(fd);
+        unlink(path);
+        return CKR_DEVICE_ERROR;
+    }
     close(fd);
+    /* The new directory entry must survive a power cut too. */
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof(dir), "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash != NULL && slash != dir) {
+        *slash = '\0';
+        int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd >= 0) {
+            if (fsync(dfd) != 0)
+                kt_log(KT_LOG_WARNING, "token_dir %s: fsync failed", dir);
+            close(dfd);
+        }
+    }
     if (sqlite3_open_v2(path, &db,
                         SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX,
                         NULL) != SQLITE_OK) {
@@ -131,9 +149,9 @@ CK_RV kt_store_create(const char *path, const char *label, const char *serial,
                   "INSERT INTO meta(k, v) VALUES ('format', '" KT_STORE_FORMAT
                   "'), ('gen', 0);");
     if (rv == CKR_OK)
-        rv = put_meta(db, "label", lbl);
+        rv = put_meta(db, "label", lbl, KT_LABEL_LEN);
     if (rv == CKR_OK)
-        rv = put_meta(db, "serial", ser);
+        rv = put_meta(db, "serial", ser, KT_SERIAL_LEN);
     if (rv == CKR_OK)
         rv = put_pin(db, KT_PIN_SO, so);
     if (rv == CKR_OK)
@@ -288,17 +306,18 @@ CK_RV kt_store_set_failures(sqlite3 *db, int which, CK_ULONG failures)
     return rv;
 }
 
-CK_RV kt_store_data_version(sqlite3 *db, int64_t *v)
+CK_RV kt_store_data_version(sqlite3 *db, sqlite3_stmt **cache, int64_t *v)
 {
-    sqlite3_stmt *st = NULL;
     CK_RV rv = CKR_OK;
-    if (sqlite3_prepare_v2(db, "PRAGMA data_version", -1, &st, NULL) !=
-            SQLITE_OK ||
-        sqlite3_step(st) != SQLITE_ROW)
+    if (*cache == NULL &&
+        sqlite3_prepare_v3(db, "PRAGMA data_version", -1,
+                           SQLITE_PREPARE_PERSISTENT, cache, NULL) != SQLITE_OK)
+        return db_fail(db, "data_version");
+    if (sqlite3_step(*cache) != SQLITE_ROW)
         rv = db_fail(db, "data_version");
     else
-        *v = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
+        *v = sqlite3_column_int64(*cache, 0);
+    sqlite3_reset(*cache);
     return rv;
 }
 
@@ -477,7 +496,7 @@ CK_RV kt_store_reinit(sqlite3 *db, const char *label, const struct kt_pin *so)
         rv = exec(db, sql);
     }
     if (rv == CKR_OK)
-        rv = put_meta(db, "label", lbl);
+        rv = put_meta(db, "label", lbl, KT_LABEL_LEN);
     if (rv == CKR_OK)
         rv = put_pin(db, KT_PIN_SO, so);
     if (rv == CKR_OK)

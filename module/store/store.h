@@ -26,7 +26,9 @@ KT_NODISCARD CK_RV kt_store_write_pin(sqlite3 *db, int which,
                                       const struct kt_pin *p);
 KT_NODISCARD CK_RV kt_store_set_failures(sqlite3 *db, int which,
                                          CK_ULONG failures);
-KT_NODISCARD CK_RV kt_store_data_version(sqlite3 *db, int64_t *v);
+/* *cache keeps the prepared statement (finalize it before closing). */
+KT_NODISCARD CK_RV kt_store_data_version(sqlite3 *db, sqlite3_stmt **cache,
+                                         int64_t *v);
 
 typedef CK_RV (*kt_store_row_fn)(void *ctx, int64_t id, int64_t gen,
                                  const unsigned char *blob, size_t len,

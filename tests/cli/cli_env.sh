@@ -67,3 +67,30 @@ expect_rc()
     [ "$rc" -eq "$want" ] ||
         kt_fail "'$*' exited $rc, expected $want; output: $KT_LAST_OUTPUT"
 }
+
+# pid_alive PID: true if PID runs (not a zombie). Reads /proc directly:
+# `ps` under the sanitizer build's LD_PRELOAD=libasan can hang on a futex.
+pid_alive()
+{
+    local stat rest
+    [ -r "/proc/$1/stat" ] || return 1
+    read -r stat <"/proc/$1/stat" 2>/dev/null || return 1
+    rest=${stat##*) }
+    [ "${rest:0:1}" != Z ]
+}
+
+# flip_byte FILE OFFSET: overwrites the byte at OFFSET
+# with 0x55 (or 0xaa if it already is 0x55), without dd (which aborts under
+# the sanitizer build's LD_PRELOAD).
+flip_byte()
+{
+    local f=$1 off=$2 old new
+    old=$(od -An -tx1 -j "$off" -N1 "$f" | tr -d ' ')
+    if [ "$old" = 55 ]; then new='\xaa'; else new='\x55'; fi
+    {
+        head -c "$off" "$f"
+        printf "$new"
+        tail -c +$((off + 2)) "$f"
+    } >"$f.flip"
+    mv "$f.flip" "$f"
+}

@@ -144,3 +144,40 @@ for secret in "$PIN" "$SO_PIN"; do
         kt_fail "a PIN appears in the module log"
 done
 kt_log "ok"
+
+kt_log "PINs from a terminal prompt (a pty from script(1)): no echo, asked twice"
+# tty_run COMMAND PROMPT ANSWER...: runs COMMAND on a pty; each time the
+# next PROMPT ("SO PIN") is shown (echo is off by then) sends its ANSWER.
+tty_run()
+{
+    local cmd=$1 chunk prompt answer
+    shift
+    TTY_OUT=
+    coproc TTY { script -qec "$cmd" /dev/null 2>&1; }
+    while [ $# -ge 2 ]; do
+        prompt=$1 answer=$2
+        shift 2
+        while :; do
+            IFS= read -r -d ':' -t 60 chunk <&"${TTY[0]}" ||
+                kt_fail "no prompt '$prompt' from '$cmd': $TTY_OUT"
+            TTY_OUT+="$chunk:"
+            [[ $chunk == *"$prompt" ]] && break
+        done
+        printf '%s\n' "$answer" >&"${TTY[1]}"
+    done
+    TTY_OUT+=$(cat <&"${TTY[0]}")
+    wait "$TTY_PID" || true
+}
+tty_run "'$KT_CLI' token init --label tty" "SO PIN" "$SO_PIN" "SO PIN (again)" "$SO_PIN" \
+    "user PIN" "$PIN" "user PIN (again)" "$PIN"
+assert_contains "$TTY_OUT" "token 'tty' initialised"
+assert_not_contains "$TTY_OUT" "$PIN" "echoed PIN"
+assert_not_contains "$TTY_OUT" "$SO_PIN" "echoed SO PIN"
+tty_run "'$KT_CLI' token keygen --token tty --label k --type aes256" "user PIN" "$PIN"
+assert_contains "$TTY_OUT" ";token=tty;id=%"
+assert_not_contains "$TTY_OUT" "$PIN" "echoed PIN"
+tty_run "'$KT_CLI' token init --label tty2; echo rc=\$?" "SO PIN" "$SO_PIN" \
+    "SO PIN (again)" "different"
+assert_contains "$TTY_OUT" "keytier token init: SO PIN: the two entries differ"
+assert_contains "$TTY_OUT" "rc=2"
+kt_log "ok (terminal)"

@@ -385,6 +385,82 @@ START_TEST(test_ecb_cbc_vectors_and_multipart)
 }
 END_TEST
 
+/* pkcs11-tool's pattern: 1024-byte updates into a 1024-byte buffer; a
+ * CBC-PAD decrypt update outputs at most what it was given minus the
+ * held-back block. */
+START_TEST(test_cbc_pad_decrypt_update_exact_lengths)
+{
+    unsigned char key[32] = {3}, iv[16] = {4};
+    static unsigned char pt[2048], ct[2064], back[2048];
+    for (size_t i = 0; i < sizeof(pt); i++)
+        pt[i] = (unsigned char)i;
+    CK_OBJECT_HANDLE k = secret(key, 32, CKK_AES, false);
+    CK_MECHANISM m = {CKM_AES_CBC_PAD, iv, 16};
+    CK_ULONG cl = sizeof(ct);
+    CK(P->C_EncryptInit(s, &m, k));
+    CK(P->C_Encrypt(s, pt, sizeof(pt), ct, &cl));
+    ck_assert_uint_eq(cl, 2064);
+    CK(P->C_DecryptInit(s, &m, k));
+    size_t off = 0, got = 0;
+    while (off < cl) {
+        size_t n = cl - off < 1024 ? cl - off : 1024;
+        unsigned char buf[1024];
+        CK_ULONG bl = sizeof(buf);
+        CK(P->C_DecryptUpdate(s, ct + off, n, buf, &bl));
+        ck_assert_uint_le(bl, 1024);
+        memcpy(back + got, buf, bl);
+        got += bl;
+        off += n;
+    }
+    unsigned char last[16];
+    CK_ULONG ll = sizeof(last);
+    CK(P->C_DecryptFinal(s, last, &ll));
+    memcpy(back + got, last, ll);
+    got += ll;
+    ck_assert_uint_eq(got, sizeof(pt));
+    ck_assert_mem_eq(back, pt, sizeof(pt));
+    /* an update whose output is exactly one block fits a 16-byte buffer */
+    CK(P->C_DecryptInit(s, &m, k));
+    unsigned char b16[16];
+    CK_ULONG l16 = sizeof(b16);
+    CK(P->C_DecryptUpdate(s, ct, 32, b16, &l16));
+    ck_assert_uint_eq(l16, 16);
+    ck_assert_mem_eq(b16, pt, 16);
+    l16 = 0;
+    RV(CKR_BUFFER_TOO_SMALL, P->C_DecryptUpdate(s, ct + 32, 16, b16, &l16));
+    ck_assert_uint_eq(l16, 16);
+}
+END_TEST
+
+/* CKA_CHECK_VALUE (§2.8): the first 3 bytes of AES-ECB(key, 0^128). */
+START_TEST(test_check_value)
+{
+    unsigned char key[32] = {9, 8, 7}, zero[16] = {0}, ct[16], cv[3];
+    CK_OBJECT_HANDLE k = secret(key, 32, CKK_AES, false);
+    CK_MECHANISM ecb = {CKM_AES_ECB, NULL, 0};
+    CK_ULONG l = sizeof(ct);
+    CK(P->C_EncryptInit(s, &ecb, k));
+    CK(P->C_Encrypt(s, zero, 16, ct, &l));
+    CK_ATTRIBUTE g = {CKA_CHECK_VALUE, cv, sizeof(cv)};
+    CK(P->C_GetAttributeValue(s, k, &g, 1)); /* readable on a sensitive key */
+    ck_assert_uint_eq(g.ulValueLen, 3);
+    ck_assert_mem_eq(cv, ct, 3);
+    CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+    CK_KEY_TYPE kt = CKK_AES;
+    unsigned char wrong[3] = {ct[0] ^ 1, ct[1], ct[2]};
+    CK_ATTRIBUTE t[] = {{CKA_CLASS, &cls, sizeof(cls)},
+                        {CKA_KEY_TYPE, &kt, sizeof(kt)},
+                        {CKA_VALUE, key, 32},
+                        {CKA_CHECK_VALUE, wrong, 3}};
+    CK_OBJECT_HANDLE h;
+    RV(CKR_ATTRIBUTE_VALUE_INVALID, P->C_CreateObject(s, t, 4, &h));
+    t[3].pValue = ct;
+    CK(P->C_CreateObject(s, t, 4, &h));
+    CK_ATTRIBUTE set = {CKA_CHECK_VALUE, wrong, 3};
+    RV(CKR_ATTRIBUTE_READ_ONLY, P->C_SetAttributeValue(s, h, &set, 1));
+}
+END_TEST
+
 START_TEST(test_digests)
 {
     struct {
@@ -437,6 +513,10 @@ START_TEST(test_digests)
     CK_OBJECT_HANDLE k = secret(kv, 16, CKK_AES, true);
     CK_MECHANISM m = {CKM_SHA256, NULL, 0};
     CK_ULONG l1 = 32, l2 = 32;
+    RV(CKR_OPERATION_NOT_INITIALIZED, P->C_DigestKey(s, k));
+    CK(P->C_DigestInit(s, &m));
+    RV(CKR_KEY_HANDLE_INVALID, P->C_DigestKey(s, 0x7777777));
+    RV(CKR_OPERATION_NOT_INITIALIZED, P->C_DigestFinal(s, d1, &l1));
     CK(P->C_DigestInit(s, &m));
     CK(P->C_DigestKey(s, k));
     CK(P->C_DigestFinal(s, d1, &l1));
@@ -548,6 +628,8 @@ Suite *crypto_suite(void)
     tcase_add_test(tc, test_wrap_unwrap_all_mechanisms);
     tcase_add_test(tc, test_gcm_vector_and_params);
     tcase_add_test(tc, test_ecb_cbc_vectors_and_multipart);
+    tcase_add_test(tc, test_cbc_pad_decrypt_update_exact_lengths);
+    tcase_add_test(tc, test_check_value);
     tcase_add_test(tc, test_digests);
     tcase_add_test(tc, test_hmac);
     tcase_add_test(tc, test_not_logged_in_and_wrong_session);

@@ -314,6 +314,12 @@ START_TEST(test_init_pin_and_set_pin)
     RV(CKR_PIN_INCORRECT,
        P->C_Login(rw, CKU_USER, (CK_UTF8CHAR_PTR)USER_PIN, strlen(USER_PIN)));
     CK(P->C_Login(rw, CKU_USER, (CK_UTF8CHAR_PTR) "new-pin", 7));
+    CK_ATTRIBUTE q = {CKA_LABEL, "survivor", 8};
+    CK_ULONG n = 0;
+    CK(P->C_FindObjectsInit(rw, &q, 1));
+    CK(P->C_FindObjects(rw, &k, 1, &n));
+    CK(P->C_FindObjectsFinal(rw));
+    ck_assert_uint_eq(n, 1);
     unsigned char iv[16] = {0}, in[16] = {1}, out[32];
     CK_ULONG ol = sizeof(out);
     CK_MECHANISM m = {CKM_AES_CBC, iv, sizeof(iv)};
@@ -416,6 +422,24 @@ START_TEST(test_config_errors)
     snprintf(kt_test_log, sizeof(kt_test_log), "%s/module.log", kt_test_dir);
     kt_test_write_config("slots = 2\n");
     CK(P->C_Initialize(NULL));
+}
+END_TEST
+
+/* Without KEYTIER_CONF: tokens under $XDG_DATA_HOME/keytier, made 0700. */
+START_TEST(test_default_config_location)
+{
+    char xdg[300];
+    snprintf(xdg, sizeof(xdg), "%s/xdg", kt_test_dir);
+    unsetenv("KEYTIER_CONF");
+    setenv("XDG_DATA_HOME", xdg, 1);
+    CK(P->C_Initialize(NULL));
+    (void)kt_test_new_token("default");
+    CK(P->C_Finalize(NULL));
+    ck_assert_int_eq(
+        kt_test_sh("test \"$(stat -c %%a '%s/keytier')\" = 700", xdg), 0);
+    ck_assert_int_eq(kt_test_sh("ls '%s/keytier/'*.db >/dev/null", xdg), 0);
+    CK(P->C_Initialize(NULL));
+    (void)kt_test_token_slot("default");
 }
 END_TEST
 
@@ -528,6 +552,191 @@ START_TEST(test_unsupported_entry_points)
 }
 END_TEST
 
+/* NULL where a pointer is required: CKR_ARGUMENTS_BAD from every function,
+ * never a crash. */
+START_TEST(test_null_arguments)
+{
+    CK(P->C_Initialize(NULL));
+    CK_SLOT_ID slot = kt_test_new_token("nulls");
+    CK_SESSION_HANDLE s = kt_test_user_session(slot);
+    CK_OBJECT_HANDLE k = kt_test_aes_key(s, 32, false, false, "k");
+    CK_OBJECT_HANDLE h;
+    CK_ULONG n = 0, l = 16;
+    unsigned char buf[64], iv[16] = {0};
+    CK_UTF8CHAR label[32];
+    memset(label, ' ', 32);
+    CK_ATTRIBUTE t = {CKA_LABEL, "x", 1};
+    CK_MECHANISM ecb = {CKM_AES_ECB, NULL, 0};
+    CK_MECHANISM cbc = {CKM_AES_CBC, iv, 16};
+    CK_MECHANISM hm = {CKM_SHA256_HMAC, NULL, 0};
+    RV(CKR_ARGUMENTS_BAD, P->C_GetInfo(NULL));
+    RV(CKR_ARGUMENTS_BAD, P->C_GetSlotList(CK_TRUE, NULL, NULL));
+    RV(CKR_ARGUMENTS_BAD, P->C_GetSlotInfo(slot, NULL));
+    RV(CKR_ARGUMENTS_BAD, P->C_GetTokenInfo(slot, NULL));
+    RV(CKR_ARGUMENTS_BAD, P->C_GetMechanismList(slot, NULL, NULL));
+    RV(CKR_ARGUMENTS_BAD, P->C_GetMechanismInfo(slot, CKM_AES_ECB, NULL));
+    RV(CKR_ARGUMENTS_BAD, P->C_InitToken(slot, NULL, 4, label));
+    RV(CKR_ARGUMENTS_BAD, P->C_InitPIN(s, NULL, 4));
+    RV(CKR_ARGUMENTS_BAD, P->C_SetPIN(s, NULL, 4, (CK_UTF8CHAR_PTR) "1234", 4));
+    RV(CKR_ARGUMENTS_BAD, P->C_SetPIN(s, (CK_UTF8CHAR_PTR) "1234", 4, NULL, 4));
+    RV(CKR_ARGUMENTS_BAD,
+       P->C_OpenSession(slot, CKF_SERIAL_SESSION, NULL, NULL, NULL));
+    RV(CKR_ARGUMENTS_BAD, P->C_GetSessionInfo(s, NULL));
+    RV(CKR_ARGUMENTS_BAD, P->C_GetOperationState(s, NULL, NULL));
+    RV(CKR_ARGUMENTS_BAD, P->C_Login(s, CKU_USER, NULL, 4));
+    RV(CKR_ARGUMENTS_BAD, P->C_CreateObject(s, NULL, 1, &h));
+    RV(CKR_ARGUMENTS_BAD, P->C_CreateObject(s, &t, 1, NULL));
+    RV(CKR_ARGUMENTS_BAD, P->C_CopyObject(s, k, NULL, 1, &h));
+    RV(CKR_ARGUMENTS_BAD, P->C_CopyObject(s, k, &t, 1, NULL));
+    RV(CKR_ARGUMENTS_BAD, P->C_GetObjectSize(s, k, NULL));
+    RV(CKR_ARGUMENTS_BAD, P->C_GetAttributeValue(s, k, NULL, 1));
+    RV(CKR_ARGUMENTS_BAD, P->C_SetAttributeValue(s, k, NULL, 1));
+    RV(CKR_ARGUMENTS_BAD, P->C_FindObjectsInit(s, NULL, 1));
+    CK(P->C_FindObjectsInit(s, &t, 1));
+    RV(CKR_ARGUMENTS_BAD, P->C_FindObjects(s, NULL, 1, &n));
+    RV(CKR_ARGUMENTS_BAD, P->C_FindObjects(s, &h, 1, NULL));
+    CK(P->C_FindObjectsFinal(s));
+    RV(CKR_ARGUMENTS_BAD, P->C_EncryptInit(s, NULL, k));
+    CK(P->C_EncryptInit(s, &ecb, k));
+    RV(CKR_ARGUMENTS_BAD, P->C_Encrypt(s, NULL, 16, buf, &l));
+    RV(CKR_ARGUMENTS_BAD, P->C_Encrypt(s, buf, 16, buf, NULL));
+    RV(CKR_ARGUMENTS_BAD, P->C_EncryptUpdate(s, NULL, 16, buf, &l));
+    RV(CKR_ARGUMENTS_BAD, P->C_EncryptUpdate(s, buf, 16, buf, NULL));
+    RV(CKR_ARGUMENTS_BAD, P->C_EncryptFinal(s, buf, NULL));
+    RV(CKR_ARGUMENTS_BAD, P->C_DecryptInit(s, NULL, k));
+    CK(P->C_DecryptInit(s, &cbc, k));
+    RV(CKR_ARGUMENTS_BAD, P->C_Decrypt(s, NULL, 16, buf, &l));
+    RV(CKR_ARGUMENTS_BAD, P->C_Decrypt(s, buf, 16, buf, NULL));
+    RV(CKR_ARGUMENTS_BAD, P->C_DecryptUpdate(s, NULL, 16, buf, &l));
+    RV(CKR_ARGUMENTS_BAD, P->C_DecryptFinal(s, buf, NULL));
+    RV(CKR_ARGUMENTS_BAD, P->C_DigestInit(s, NULL));
+    CK_MECHANISM sha = {CKM_SHA256, NULL, 0};
+    CK(P->C_DigestInit(s, &sha));
+    RV(CKR_ARGUMENTS_BAD, P->C_Digest(s, NULL, 4, buf, &l));
+    RV(CKR_ARGUMENTS_BAD, P->C_Digest(s, buf, 4, buf, NULL));
+    RV(CKR_ARGUMENTS_BAD, P->C_DigestUpdate(s, NULL, 4));
+    RV(CKR_ARGUMENTS_BAD, P->C_DigestFinal(s, buf, NULL));
+    RV(CKR_ARGUMENTS_BAD, P->C_SignInit(s, NULL, k));
+    RV(CKR_ARGUMENTS_BAD, P->C_Sign(s, NULL, 4, buf, &l));
+    RV(CKR_ARGUMENTS_BAD, P->C_Sign(s, buf, 4, buf, NULL));
+    RV(CKR_ARGUMENTS_BAD, P->C_SignUpdate(s, NULL, 4));
+    RV(CKR_ARGUMENTS_BAD, P->C_SignFinal(s, buf, NULL));
+    RV(CKR_ARGUMENTS_BAD, P->C_VerifyInit(s, NULL, k));
+    RV(CKR_ARGUMENTS_BAD, P->C_Verify(s, NULL, 4, buf, 4));
+    RV(CKR_ARGUMENTS_BAD, P->C_Verify(s, buf, 4, NULL, 4));
+    RV(CKR_ARGUMENTS_BAD, P->C_VerifyUpdate(s, NULL, 4));
+    RV(CKR_ARGUMENTS_BAD, P->C_VerifyFinal(s, NULL, 4));
+    RV(CKR_ARGUMENTS_BAD, P->C_SignRecoverInit(s, NULL, k));
+    RV(CKR_ARGUMENTS_BAD, P->C_VerifyRecover(s, buf, 4, buf, NULL));
+    CK_MECHANISM gen = {CKM_AES_KEY_GEN, NULL, 0};
+    RV(CKR_ARGUMENTS_BAD, P->C_GenerateKey(s, NULL, &t, 1, &h));
+    RV(CKR_ARGUMENTS_BAD, P->C_GenerateKey(s, &gen, NULL, 1, &h));
+    RV(CKR_ARGUMENTS_BAD, P->C_GenerateKey(s, &gen, &t, 1, NULL));
+    RV(CKR_ARGUMENTS_BAD, P->C_GenerateKeyPair(s, NULL, &t, 1, &t, 1, &h, &h));
+    RV(CKR_ARGUMENTS_BAD,
+       P->C_GenerateKeyPair(s, &gen, &t, 1, &t, 1, NULL, &h));
+    CK_MECHANISM wp = {CKM_AES_KEY_WRAP_PAD, NULL, 0};
+    RV(CKR_ARGUMENTS_BAD, P->C_WrapKey(s, NULL, k, k, buf, &l));
+    RV(CKR_ARGUMENTS_BAD, P->C_WrapKey(s, &wp, k, k, buf, NULL));
+    RV(CKR_ARGUMENTS_BAD, P->C_UnwrapKey(s, NULL, k, buf, 24, &t, 1, &h));
+    RV(CKR_ARGUMENTS_BAD, P->C_UnwrapKey(s, &wp, k, NULL, 24, &t, 1, &h));
+    RV(CKR_ARGUMENTS_BAD, P->C_UnwrapKey(s, &wp, k, buf, 24, NULL, 1, &h));
+    RV(CKR_ARGUMENTS_BAD, P->C_UnwrapKey(s, &wp, k, buf, 24, &t, 1, NULL));
+    RV(CKR_ARGUMENTS_BAD, P->C_DeriveKey(s, NULL, k, &t, 1, &h));
+    RV(CKR_ARGUMENTS_BAD, P->C_DeriveKey(s, &hm, k, &t, 1, NULL));
+    RV(CKR_ARGUMENTS_BAD, P->C_SeedRandom(s, NULL, 4));
+    RV(CKR_ARGUMENTS_BAD, P->C_GenerateRandom(s, NULL, 4));
+    RV(CKR_ARGUMENTS_BAD, P->C_WaitForSlotEvent(0, NULL, NULL));
+    /* out-of-range lengths of templates */
+    RV(CKR_ARGUMENTS_BAD, P->C_CreateObject(s, &t, (CK_ULONG)-1, &h));
+}
+END_TEST
+
+/* A label given as a NUL-padded C string is stored blank padded. */
+START_TEST(test_init_token_nul_padded_label)
+{
+    CK(P->C_Initialize(NULL));
+    CK_UTF8CHAR label[32] = "c-string";
+    CK_SLOT_ID slot = kt_test_free_slot();
+    CK(P->C_InitToken(slot, (CK_UTF8CHAR_PTR)SO_PIN, strlen(SO_PIN), label));
+    CK(P->C_Finalize(NULL));
+    CK(P->C_Initialize(NULL));
+    slot = kt_test_token_slot("c-string");
+    CK_TOKEN_INFO ti;
+    CK(P->C_GetTokenInfo(slot, &ti));
+    ck_assert(ti.flags & CKF_TOKEN_INITIALIZED);
+}
+END_TEST
+
+START_TEST(test_so_pin_lockout)
+{
+    CK(P->C_Initialize(NULL));
+    CK_SLOT_ID slot = kt_test_new_token("so-lock");
+    CK_SESSION_HANDLE s;
+    CK_TOKEN_INFO ti;
+    CK_UTF8CHAR label[32];
+    memset(label, ' ', 32);
+    CK(P->C_OpenSession(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL,
+                        &s));
+    RV(CKR_PIN_INCORRECT, P->C_Login(s, CKU_SO, (CK_UTF8CHAR_PTR) "nope", 4));
+    RV(CKR_PIN_INCORRECT, P->C_Login(s, CKU_SO, (CK_UTF8CHAR_PTR) "nope", 4));
+    CK(P->C_GetTokenInfo(slot, &ti));
+    ck_assert(ti.flags & CKF_SO_PIN_FINAL_TRY);
+    RV(CKR_PIN_INCORRECT, P->C_Login(s, CKU_SO, (CK_UTF8CHAR_PTR) "nope", 4));
+    CK(P->C_GetTokenInfo(slot, &ti));
+    ck_assert(ti.flags & CKF_SO_PIN_LOCKED);
+    RV(CKR_PIN_LOCKED,
+       P->C_Login(s, CKU_SO, (CK_UTF8CHAR_PTR)SO_PIN, strlen(SO_PIN)));
+    CK(P->C_CloseSession(s));
+    /* a locked SO cannot re-initialise the token either */
+    RV(CKR_PIN_LOCKED,
+       P->C_InitToken(slot, (CK_UTF8CHAR_PTR)SO_PIN, strlen(SO_PIN), label));
+    /* the user is unaffected */
+    s = kt_test_user_session(slot);
+    CK_SESSION_INFO si;
+    CK(P->C_GetSessionInfo(s, &si));
+    ck_assert_uint_eq(si.state, CKS_RW_USER_FUNCTIONS);
+}
+END_TEST
+
+/* Tokens made and PIN failures counted by another process show up. */
+START_TEST(test_other_process_tokens_and_counters)
+{
+    CK(P->C_Initialize(NULL));
+    CK_SLOT_ID slot = kt_test_new_token("counted");
+    pid_t pid = fork();
+    if (pid == 0) {
+        int code = 0;
+        if (P->C_Initialize(NULL) != CKR_OK)
+            _exit(50);
+        CK_SESSION_HANDLE cs;
+        CK_SLOT_ID sl = kt_test_token_slot("counted");
+        if (P->C_OpenSession(sl, CKF_SERIAL_SESSION, NULL, NULL, &cs) !=
+                CKR_OK ||
+            P->C_Login(cs, CKU_USER, (CK_UTF8CHAR_PTR) "nope", 4) !=
+                CKR_PIN_INCORRECT)
+            code = 51;
+        (void)kt_test_new_token("from-child");
+        P->C_Finalize(NULL);
+        _exit(code);
+    }
+    int st;
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+    ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    CK_TOKEN_INFO ti;
+    CK(P->C_GetTokenInfo(slot, &ti));
+    ck_assert(ti.flags & CKF_USER_PIN_COUNT_LOW);
+    CK_ULONG n = 0;
+    CK(P->C_GetSlotList(CK_TRUE, NULL, &n));
+    ck_assert_uint_eq(n, 3); /* counted, from-child, the free slot */
+    CK_SESSION_HANDLE s =
+        kt_test_user_session(kt_test_token_slot("from-child"));
+    CK_SESSION_INFO si;
+    CK(P->C_GetSessionInfo(s, &si));
+    ck_assert_uint_eq(si.state, CKS_RW_USER_FUNCTIONS);
+}
+END_TEST
+
 static Suite *general_suite(void)
 {
     Suite *su = suite_create("general");
@@ -545,9 +754,14 @@ static Suite *general_suite(void)
     tcase_add_test(tc, test_pin_retry_counter_and_lockout);
     tcase_add_test(tc, test_config_errors);
     tcase_add_test(tc, test_slots_limit);
+    tcase_add_test(tc, test_default_config_location);
     tcase_add_test(tc, test_fork_child_uses_token);
     tcase_add_test(tc, test_random);
     tcase_add_test(tc, test_unsupported_entry_points);
+    tcase_add_test(tc, test_null_arguments);
+    tcase_add_test(tc, test_so_pin_lockout);
+    tcase_add_test(tc, test_init_token_nul_padded_label);
+    tcase_add_test(tc, test_other_process_tokens_and_counters);
     suite_add_tcase(su, tc);
     return su;
 }

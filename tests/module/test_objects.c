@@ -63,8 +63,8 @@ START_TEST(test_create_and_get_data_object)
                          {0x7fff1234UL, val, sizeof(val)},
                          {CKA_PRIVATE, &priv, 1},
                          {CKA_ENCRYPT, val, sizeof(val)}};
-    CK_RV rv = P->C_GetAttributeValue(s, h, g2, 4);
-    ck_assert(rv == CKR_BUFFER_TOO_SMALL || rv == CKR_ATTRIBUTE_TYPE_INVALID);
+    /* several failures: the first one is reported (§5.7 lets the token pick) */
+    RV(CKR_BUFFER_TOO_SMALL, P->C_GetAttributeValue(s, h, g2, 4));
     ck_assert_uint_eq(g2[0].ulValueLen, CK_UNAVAILABLE_INFORMATION);
     ck_assert_uint_eq(g2[1].ulValueLen, CK_UNAVAILABLE_INFORMATION);
     ck_assert_uint_eq(g2[2].ulValueLen, 1);
@@ -172,6 +172,12 @@ START_TEST(test_session_state_for_objects)
     RV(CKR_USER_NOT_LOGGED_IN, P->C_CreateObject(s, priv, 2, &h));
     CK_ATTRIBUTE g = {CKA_LABEL, NULL, 0};
     CK(P->C_GetAttributeValue(s, h, &g, 1)); /* public token object */
+    /* copied into a session object without a login; changed only with one */
+    CK_ATTRIBUTE to_session = {CKA_TOKEN, &no, 1};
+    CK_OBJECT_HANDLE hc;
+    CK(P->C_CopyObject(s, h, &to_session, 1, &hc));
+    RV(CKR_USER_NOT_LOGGED_IN, P->C_SetAttributeValue(s, h, &lbl, 1));
+    RV(CKR_USER_NOT_LOGGED_IN, P->C_CopyObject(s, h, NULL, 0, &hc));
     /* session objects vanish with their session */
     CK(P->C_CloseSession(ro));
     RV(CKR_OBJECT_HANDLE_INVALID, P->C_GetAttributeValue(s, hs, &g, 1));
@@ -195,8 +201,31 @@ START_TEST(test_private_objects_invisible_until_login)
     CK_MECHANISM m = {CKM_AES_CBC, iv, 16};
     RV(CKR_KEY_HANDLE_INVALID, P->C_EncryptInit(s, &m, k));
     CK(P->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)USER_PIN, strlen(USER_PIN)));
-    CK(P->C_GetAttributeValue(s, k, &g, 1));
-    CK(P->C_EncryptInit(s, &m, k));
+    /* §5.6: handles to private objects stay invalid after a new login */
+    RV(CKR_OBJECT_HANDLE_INVALID, P->C_GetAttributeValue(s, k, &g, 1));
+    CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+    CK_ATTRIBUTE q[] = {{CKA_LABEL, "secret-key", 10},
+                        {CKA_CLASS, &cls, sizeof(cls)}};
+    CK_OBJECT_HANDLE found[2];
+    CK_ULONG n = 0;
+    CK(P->C_FindObjectsInit(s, q, 2));
+    CK(P->C_FindObjects(s, found, 2, &n));
+    CK(P->C_FindObjectsFinal(s));
+    ck_assert_uint_eq(n, 1);
+    ck_assert_uint_ne(found[0], k);
+    CK(P->C_GetAttributeValue(s, found[0], &g, 1));
+    CK(P->C_EncryptInit(s, &m, found[0]));
+    /* private session objects are destroyed by the logout */
+    CK_OBJECT_HANDLE sk = kt_test_aes_key(s, 16, false, false, "sess");
+    CK_ATTRIBUTE pd[] = {{CKA_CLASS, &c_data, sizeof(c_data)},
+                         {CKA_PRIVATE, &no, 1}};
+    CK_OBJECT_HANDLE pub_sess;
+    CK(P->C_CreateObject(s, pd, 2, &pub_sess));
+    CK(P->C_Logout(s));
+    CK(P->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)USER_PIN, strlen(USER_PIN)));
+    ck_assert_uint_eq(count_label(s, "sess"), 0);
+    RV(CKR_OBJECT_HANDLE_INVALID, P->C_GetAttributeValue(s, sk, &g, 1));
+    CK(P->C_GetAttributeValue(s, pub_sess, &g, 1));
 }
 END_TEST
 
@@ -385,6 +414,49 @@ START_TEST(test_find_objects)
     CK(P->C_FindObjects(s, got, 8, &n));
     CK(P->C_FindObjectsFinal(s));
     ck_assert_uint_eq(n, 0);
+}
+END_TEST
+
+/* The label index follows creation, renames, copies and destruction. */
+START_TEST(test_find_by_label_index)
+{
+    CK_OBJECT_HANDLE h[40];
+    char label[16];
+    for (int i = 0; i < 40; i++) {
+        snprintf(label, sizeof(label), "idx-%d", i % 4);
+        CK_ATTRIBUTE t[] = {{CKA_CLASS, &c_data, sizeof(c_data)},
+                            {CKA_LABEL, label, strlen(label)},
+                            {CKA_TOKEN, i % 3 ? &no : &yes, 1}};
+        CK(P->C_CreateObject(s, t, 3, &h[i]));
+    }
+    ck_assert_uint_eq(count_label(s, "idx-1"), 10);
+    ck_assert_uint_eq(count_label(s, "idx-"), 0);
+    for (int i = 1; i < 40; i += 4)
+        if (i % 8 == 1)
+            CK(P->C_DestroyObject(s, h[i]));
+    ck_assert_uint_eq(count_label(s, "idx-1"), 5);
+    CK_ATTRIBUTE rn = {CKA_LABEL, "idx-moved", 9};
+    CK(P->C_SetAttributeValue(s, h[2], &rn, 1));
+    CK(P->C_SetAttributeValue(s, h[3], &rn, 1));
+    ck_assert_uint_eq(count_label(s, "idx-2"), 9);
+    ck_assert_uint_eq(count_label(s, "idx-moved"), 2);
+    CK_OBJECT_HANDLE c;
+    CK(P->C_CopyObject(s, h[0], &rn, 1, &c));
+    ck_assert_uint_eq(count_label(s, "idx-moved"), 3);
+    ck_assert_uint_eq(count_label(s, "idx-0"), 10);
+    CK_ATTRIBUTE both[] = {{CKA_LABEL, "idx-0", 5}, {CKA_TOKEN, &yes, 1}};
+    CK_OBJECT_HANDLE got[16];
+    CK_ULONG n = 0;
+    CK(P->C_FindObjectsInit(s, both, 2));
+    CK(P->C_FindObjects(s, got, 16, &n));
+    CK(P->C_FindObjectsFinal(s));
+    ck_assert_uint_eq(n, 4);
+    /* persisted objects are indexed when loaded again */
+    CK(P->C_Finalize(NULL));
+    CK(P->C_Initialize(NULL));
+    s = kt_test_user_session(kt_test_token_slot("objects"));
+    ck_assert_uint_eq(count_label(s, "idx-0"), 4);
+    ck_assert_uint_eq(count_label(s, "idx-moved"), 2);
 }
 END_TEST
 
@@ -667,6 +739,7 @@ static Suite *objects_suite(void)
     tcase_add_test(tc, test_set_attribute_rules);
     tcase_add_test(tc, test_copy_and_destroy_rules);
     tcase_add_test(tc, test_find_objects);
+    tcase_add_test(tc, test_find_by_label_index);
     tcase_add_test(tc, test_non_extractable_matrix);
     tcase_add_test(tc, test_wrap_with_trusted_and_wrap_template);
     tcase_add_test(tc, test_unwrap_template_enforced);

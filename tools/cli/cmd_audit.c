@@ -125,9 +125,8 @@ static int cmd_audit_list(struct cli *cli, int argc, char **argv)
                     (dep == NULL || (d != NULL && !strcmp(d, dep)));
         if (keep) {
             shown++;
-            if (cli->json)
-                puts(json_object_to_json_string_ext(rec,
-                                                    JSON_C_TO_STRING_PLAIN));
+            if (cli->json) /* the record exactly as stored */
+                fputs(line, stdout);
             else
                 audit_print(rec);
         }

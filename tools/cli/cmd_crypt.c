@@ -172,7 +172,7 @@ static int crypt_run(struct cli *cli, int argc, char **argv, bool decrypt)
     cli_progress_stop(p, e == KEYTIER_OK);
     if (e != KEYTIER_OK) {
         cli_out_abort(&o);
-        rc = cli_fail_lib(cli, e);
+        rc = cli_fail_lib_in(cli, e, "%s", a.in ? a.in : "standard input");
         goto out;
     }
     rc = cli_out_commit(cli, &o);

@@ -75,17 +75,19 @@ static char *cli_pin_prompt_once(const char *prompt)
         return NULL;
     struct termios old, quiet;
     bool restore = tcgetattr(fd, &old) == 0;
+    /* TCSANOW, not TCSAFLUSH: PINs typed ahead (or piped by a script
+     * through a pty) must not be thrown away. */
     if (restore) {
         quiet = old;
         quiet.c_lflag &= (tcflag_t) ~(ECHO | ECHONL);
         quiet.c_lflag |= ICANON;
-        (void)tcsetattr(fd, TCSAFLUSH, &quiet);
+        (void)tcsetattr(fd, TCSANOW, &quiet);
     }
     (void)!write(fd, prompt, strlen(prompt));
     char *buf = calloc(1, CLI_PIN_MAX);
     ssize_t n = buf ? read(fd, buf, CLI_PIN_MAX - 1) : -1;
     if (restore)
-        (void)tcsetattr(fd, TCSAFLUSH, &old);
+        (void)tcsetattr(fd, TCSANOW, &old);
     (void)!write(fd, "\n", 1);
     close(fd);
     if (n <= 0 || !cli_pin_finish(buf, (size_t)n)) {

@@ -136,7 +136,8 @@ int cli_usage_error(struct cli *cli, const char *fmt, ...)
 
 void cli_json_put(json_object *obj)
 {
-    puts(json_object_to_json_string_ext(obj, JSON_C_TO_STRING_PLAIN));
+    puts(json_object_to_json_string_ext(
+        obj, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
     json_object_put(obj);
 }
 

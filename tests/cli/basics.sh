@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# The command table: --help on every command, the documented exit codes,
+# help topics, usage errors and the --json error document.
+. "$KT_SOURCE_ROOT/tests/common.sh"
+. "$KT_SOURCE_ROOT/tests/cli/cli_env.sh"
+cli_setup
+
+kt_log "keytier --help lists every command and the exit codes"
+expect_ok kt --help
+top=$KT_LAST_OUTPUT
+for code in "0  success" "1  failure" "2  bad command line" \
+    "3  data refused" "4  access revoked" "5  keys unavailable" \
+    "6  not found" "7  a file could not be read or written" \
+    "8  audit log altered"; do
+    assert_contains "$top" "  $code"
+done
+cmds=$(awk '/^Commands:/ {on = 1; next} /^$/ {on = 0} on {print $1 " " $2}' <<<"$top")
+n=0
+while read -r fam verb; do
+    case $verb in
+    init | list | keygen | destroy-key | create | show | verify) args=("$fam" "$verb") ;;
+    *) args=("$fam") ;;
+    esac
+    expect_ok kt "${args[@]}" --help
+    assert_contains "$KT_LAST_OUTPUT" "usage: keytier ${args[*]}" "help of ${args[*]}"
+    expect_ok kt --json "${args[@]}" -h
+    assert_contains "$KT_LAST_OUTPUT" "usage: keytier ${args[*]}"
+    n=$((n + 1))
+done <<<"$cmds"
+# token init/list/keygen/destroy-key, dep create/list/show, mailbox create,
+# site create, status, encrypt, decrypt, audit list/verify, demo, help
+assert_eq 16 "$n" "commands in keytier --help"
+for c in "token init" "token list" "token keygen" "dep create" "dep list" \
+    "dep show" "mailbox create" "site create" "status" "encrypt" \
+    "decrypt" "audit list" "audit verify" "demo" "help"; do
+    assert_contains "$top" "  $c " "command $c"
+done
+
+kt_log "help topics"
+expect_ok kt help configuration
+assert_contains "$KT_LAST_OUTPUT" "pin.LABEL = SRC"
+assert_contains "$KT_LAST_OUTPUT" "hsm-config/keytier-lib.conf.example"
+expect_ok kt help fallback
+assert_contains "$KT_LAST_OUTPUT" "    - system (token absent, device error"
+assert_contains "$KT_LAST_OUTPUT" "    - denied (key destroyed, CKA_UNWRAP off"
+expect_ok kt help envelope
+assert_contains "$KT_LAST_OUTPUT" "must be discarded"
+expect_fail "keytier help: no help topic 'nope' (see 'keytier help --help')" kt help nope
+expect_rc 2 kt help nope
+
+kt_log "usage errors"
+expect_rc 2 kt
+assert_contains "$KT_LAST_OUTPUT" "usage: keytier [--config FILE] [--json] COMMAND"
+expect_fail "keytier: unknown command 'frobnicate' (see keytier --help)" kt frobnicate
+expect_rc 2 kt frobnicate
+expect_fail "keytier: unknown option --nope (see keytier --help)" kt --nope token list
+expect_rc 2 kt token
+assert_contains "$KT_LAST_OUTPUT" "keytier token: commands:"
+assert_contains "$KT_LAST_OUTPUT" "  keytier token keygen "
+expect_fail "keytier token list: unexpected argument 'extra' (see 'keytier token list --help')" \
+    kt token list extra
+
+kt_log "--json errors: one document on stdout, the line on stderr"
+rc=0
+out=$(kt --json dep show --tenant t 00000000-0000-4000-8000-000000000000 \
+    --config "$KT_TMP/none" 2>"$KT_TMP/err") || rc=$?
+assert_eq 2 "$rc"
+assert_eq usage "$(jf .error.name <<<"$out")"
+assert_eq "dep show" "$(jf .error.command <<<"$out")"
+assert_eq 2 "$(jf .error.exit <<<"$out")"
+cat >"$KT_TMP/lib.conf" <<CONF
+store = $KT_TMP/store.db
+CONF
+rc=0
+out=$(kt --config "$KT_TMP/lib.conf" --json dep show --tenant t \
+    00000000-0000-4000-8000-000000000000 2>"$KT_TMP/err") || rc=$?
+assert_eq 6 "$rc"
+assert_eq KEYTIER_E_DEP_NOT_FOUND "$(jf .error.name <<<"$out")"
+assert_eq "DEP not found: 00000000-0000-4000-8000-000000000000" "$(jf .error.message <<<"$out")"
+assert_eq 6 "$(jf .error.exit <<<"$out")"
+assert_eq "keytier dep show: DEP not found: 00000000-0000-4000-8000-000000000000 [KEYTIER_E_DEP_NOT_FOUND]" \
+    "$(cat "$KT_TMP/err")"
+kt_log "--config with an unknown key names file, line and key"
+printf 'store = %s/s.db\nbogus = 1\n' "$KT_TMP" >"$KT_TMP/bad.conf"
+expect_rc 1 kt --config "$KT_TMP/bad.conf" dep list --tenant t
+assert_contains "$KT_LAST_OUTPUT" "$KT_TMP/bad.conf:2"
+assert_contains "$KT_LAST_OUTPUT" "bogus"
+assert_contains "$KT_LAST_OUTPUT" "[KEYTIER_E_CONFIG]"
+kt_log "ok"
+kt_log "hsm-config/keytier-cli.conf.example is accepted (paths moved here)"
+sed -e "s|/var/lib/keytier|$KT_TMP/ex|; s|/var/log/keytier|$KT_TMP/ex|" \
+    -e '/^remote = /d; /^module = /d' \
+    "$KT_SOURCE_ROOT/hsm-config/keytier-cli.conf.example" >"$KT_TMP/example.conf"
+mkdir -p "$KT_TMP/ex"
+expect_ok kt --config "$KT_TMP/example.conf" dep list --tenant t
+expect_ok kt --config "$KT_TMP/example.conf" --json audit verify
+assert_eq "$KT_TMP/ex/audit.jsonl" "$(jf .log <<<"$KT_LAST_OUTPUT")"
+kt_log "ok (example)"

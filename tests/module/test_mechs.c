@@ -1,0 +1,187 @@
+/* The mechanism table's promise: every mechanism C_GetMechanismList names
+ * works through every function its C_GetMechanismInfo flags claim, at the
+ * smallest and largest key sizes it announces. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+
+static CK_SESSION_HANDLE s;
+static CK_SLOT_ID slot;
+
+static void setup(void)
+{
+    kt_test_setup();
+    CK(P->C_Initialize(NULL));
+    slot = kt_test_new_token("mechs");
+    s = kt_test_user_session(slot);
+}
+
+/* Asymmetric families are exercised by the module-asym suites. */
+static bool asymmetric(CK_MECHANISM_TYPE m)
+{
+    return m <= 0x4f || (m >= 0x1040 && m <= 0x1056) ||
+           (m >= 0x1200 && m <= 0x1230);
+}
+
+static bool is_hmac(CK_MECHANISM_TYPE m)
+{
+    return m == CKM_SHA256_HMAC || m == CKM_SHA384_HMAC || m == CKM_SHA512_HMAC;
+}
+
+static CK_OBJECT_HANDLE make_key(CK_MECHANISM_TYPE m, CK_ULONG len)
+{
+    CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+    CK_KEY_TYPE kt = is_hmac(m) ? CKK_GENERIC_SECRET : CKK_AES;
+    CK_BBOOL yes = CK_TRUE;
+    unsigned char v[512];
+    memset(v, 0x42, sizeof(v));
+    CK_ATTRIBUTE t[] = {{CKA_CLASS, &cls, sizeof(cls)},
+                        {CKA_KEY_TYPE, &kt, sizeof(kt)},
+                        {CKA_VALUE, v, len},
+                        {CKA_EXTRACTABLE, &yes, 1},
+                        {CKA_SENSITIVE, &(CK_BBOOL){CK_FALSE}, 1}};
+    CK_OBJECT_HANDLE h;
+    CK(P->C_CreateObject(s, t, 5, &h));
+    return h;
+}
+
+static CK_GCM_PARAMS gcm;
+static unsigned char iv[16] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
+
+static CK_MECHANISM params_for(CK_MECHANISM_TYPE m)
+{
+    CK_MECHANISM mech = {m, NULL, 0};
+    if (m == CKM_AES_CBC || m == CKM_AES_CBC_PAD) {
+        mech.pParameter = iv;
+        mech.ulParameterLen = 16;
+    } else if (m == CKM_AES_GCM) {
+        gcm = (CK_GCM_PARAMS){iv, 12, 96, (CK_BYTE_PTR) "aad", 3, 128};
+        mech.pParameter = &gcm;
+        mech.ulParameterLen = sizeof(gcm);
+    }
+    return mech;
+}
+
+static void check_crypt(CK_MECHANISM_TYPE m, CK_OBJECT_HANDLE k)
+{
+    CK_MECHANISM mech = params_for(m);
+    unsigned char in[32], out[128], back[128];
+    for (int i = 0; i < 32; i++)
+        in[i] = (unsigned char)i;
+    CK_ULONG ol = sizeof(out), bl = sizeof(back);
+    CK(P->C_EncryptInit(s, &mech, k));
+    CK(P->C_Encrypt(s, in, 32, out, &ol));
+    CK(P->C_DecryptInit(s, &mech, k));
+    CK(P->C_Decrypt(s, out, ol, back, &bl));
+    ck_assert_uint_eq(bl, 32);
+    ck_assert_mem_eq(back, in, 32);
+}
+
+static void check_wrap(CK_MECHANISM_TYPE m, CK_OBJECT_HANDLE k)
+{
+    CK_MECHANISM mech = params_for(m);
+    CK_OBJECT_HANDLE dek = make_key(CKM_AES_KEY_GEN, 32), back;
+    unsigned char w[128], v1[32], v2[32];
+    CK_ULONG wl = sizeof(w);
+    CK(P->C_WrapKey(s, &mech, k, dek, w, &wl));
+    CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+    CK_KEY_TYPE kt = CKK_AES;
+    CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+    CK_ATTRIBUTE t[] = {{CKA_CLASS, &cls, sizeof(cls)},
+                        {CKA_KEY_TYPE, &kt, sizeof(kt)},
+                        {CKA_EXTRACTABLE, &yes, 1},
+                        {CKA_SENSITIVE, &no, 1}};
+    CK(P->C_UnwrapKey(s, &mech, k, w, wl, t, 4, &back));
+    CK_ATTRIBUTE g1 = {CKA_VALUE, v1, 32}, g2 = {CKA_VALUE, v2, 32};
+    CK(P->C_GetAttributeValue(s, dek, &g1, 1));
+    CK(P->C_GetAttributeValue(s, back, &g2, 1));
+    ck_assert_mem_eq(v1, v2, 32);
+}
+
+static void check_sign(CK_MECHANISM_TYPE m, CK_OBJECT_HANDLE k, bool verify)
+{
+    CK_MECHANISM mech = {m, NULL, 0};
+    unsigned char sig[128];
+    CK_ULONG sl = sizeof(sig);
+    CK(P->C_SignInit(s, &mech, k));
+    CK(P->C_Sign(s, (CK_BYTE_PTR) "data", 4, sig, &sl));
+    if (verify) {
+        CK(P->C_VerifyInit(s, &mech, k));
+        CK(P->C_Verify(s, (CK_BYTE_PTR) "data", 4, sig, sl));
+    }
+}
+
+START_TEST(test_every_mechanism_every_flag)
+{
+    CK_ULONG n = 0;
+    CK(P->C_GetMechanismList(slot, NULL, &n));
+    CK_MECHANISM_TYPE *list = calloc(n, sizeof(*list));
+    CK(P->C_GetMechanismList(slot, list, &n));
+    size_t checked = 0;
+    for (CK_ULONG i = 0; i < n; i++) {
+        CK_MECHANISM_TYPE m = list[i];
+        CK_MECHANISM_INFO info;
+        CK(P->C_GetMechanismInfo(slot, m, &info));
+        if (asymmetric(m))
+            continue;
+        const CK_FLAGS known = CKF_ENCRYPT | CKF_DECRYPT | CKF_WRAP |
+                               CKF_UNWRAP | CKF_SIGN | CKF_VERIFY | CKF_DIGEST |
+                               CKF_GENERATE;
+        ck_assert_msg((info.flags & ~known) == 0,
+                      "mechanism 0x%lx claims flags this test cannot check", m);
+        if (info.flags & CKF_DIGEST) {
+            CK_MECHANISM mech = {m, NULL, 0};
+            unsigned char d[64];
+            CK_ULONG dl = sizeof(d);
+            CK(P->C_DigestInit(s, &mech));
+            CK(P->C_Digest(s, (CK_BYTE_PTR) "abc", 3, d, &dl));
+            checked++;
+            continue;
+        }
+        if (info.flags & CKF_GENERATE) {
+            CK_ULONG lens[2] = {info.ulMinKeySize, info.ulMaxKeySize};
+            for (int j = 0; j < 2; j++) {
+                /* key gen sizes: bytes for AES, bits for generic secrets */
+                CK_ULONG len = m == CKM_AES_KEY_GEN ? lens[j] : lens[j] / 8;
+                CK_MECHANISM mech = {m, NULL, 0};
+                CK_ATTRIBUTE t = {CKA_VALUE_LEN, &len, sizeof(len)};
+                CK_OBJECT_HANDLE h;
+                CK(P->C_GenerateKey(s, &mech, &t, 1, &h));
+            }
+            checked++;
+            continue;
+        }
+        CK_ULONG sizes[2] = {info.ulMinKeySize, info.ulMaxKeySize};
+        for (int j = 0; j < 2; j++) {
+            CK_OBJECT_HANDLE k = make_key(m, sizes[j]);
+            if (info.flags & (CKF_ENCRYPT | CKF_DECRYPT)) {
+                ck_assert((info.flags & (CKF_ENCRYPT | CKF_DECRYPT)) ==
+                          (CKF_ENCRYPT | CKF_DECRYPT));
+                check_crypt(m, k);
+            }
+            if (info.flags & (CKF_WRAP | CKF_UNWRAP))
+                check_wrap(m, k);
+            if (info.flags & CKF_SIGN)
+                check_sign(m, k, (info.flags & CKF_VERIFY) != 0);
+        }
+        checked++;
+    }
+    free(list);
+    ck_assert_uint_ge(checked, 15);
+}
+END_TEST
+
+static Suite *mechs_suite(void)
+{
+    Suite *su = suite_create("mechs");
+    TCase *tc = tcase_create("mechs");
+    tcase_add_checked_fixture(tc, setup, kt_test_teardown);
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_every_mechanism_every_flag);
+    suite_add_tcase(su, tc);
+    return su;
+}
+
+KT_TEST_MAIN(mechs_suite)

@@ -1,0 +1,111 @@
+/* Many threads, many sessions: operations on independent sessions run
+ * concurrently and give the same results as alone (CKF_OS_LOCKING_OK). */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+
+#define THREADS 4
+#define ROUNDS  150
+
+static CK_SLOT_ID slot;
+static CK_OBJECT_HANDLE root;
+
+static void *worker(void *arg)
+{
+    long id = (long)arg;
+    CK_SESSION_HANDLE s;
+    CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+    CK_KEY_TYPE kt = CKK_AES;
+    CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+    CK_MECHANISM wm = {CKM_AES_KEY_WRAP_PAD, NULL, 0};
+    CK_MECHANISM ecb = {CKM_AES_ECB, NULL, 0};
+    if (P->C_OpenSession(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL,
+                         &s) != CKR_OK)
+        return (void *)1;
+    for (int i = 0; i < ROUNDS; i++) {
+        char label[32];
+        snprintf(label, sizeof(label), "t%ld-%d", id, i);
+        CK_OBJECT_HANDLE dek = kt_test_aes_key(s, 32, false, true, label);
+        unsigned char w[64], c1[16], c2[16], in[16] = {(unsigned char)i};
+        CK_ULONG wl = sizeof(w), l1 = 16, l2 = 16;
+        CK_OBJECT_HANDLE back;
+        CK_ATTRIBUTE t[] = {{CKA_CLASS, &cls, sizeof(cls)},
+                            {CKA_KEY_TYPE, &kt, sizeof(kt)},
+                            {CKA_TOKEN, &no, 1},
+                            {CKA_ENCRYPT, &yes, 1}};
+        if (P->C_WrapKey(s, &wm, root, dek, w, &wl) != CKR_OK ||
+            P->C_UnwrapKey(s, &wm, root, w, wl, t, 4, &back) != CKR_OK ||
+            P->C_EncryptInit(s, &ecb, dek) != CKR_OK ||
+            P->C_Encrypt(s, in, 16, c1, &l1) != CKR_OK ||
+            P->C_EncryptInit(s, &ecb, back) != CKR_OK ||
+            P->C_Encrypt(s, in, 16, c2, &l2) != CKR_OK ||
+            memcmp(c1, c2, 16) != 0)
+            return (void *)2;
+        CK_ATTRIBUTE q = {CKA_LABEL, label, strlen(label)};
+        CK_OBJECT_HANDLE found[4];
+        CK_ULONG n = 0;
+        if (P->C_FindObjectsInit(s, &q, 1) != CKR_OK ||
+            P->C_FindObjects(s, found, 4, &n) != CKR_OK ||
+            P->C_FindObjectsFinal(s) != CKR_OK || n != 1 || found[0] != dek)
+            return (void *)3;
+        if (P->C_DestroyObject(s, dek) != CKR_OK ||
+            P->C_DestroyObject(s, back) != CKR_OK)
+            return (void *)4;
+        if (i % 50 == 0) {
+            /* a durable object now and then, and a short-lived session */
+            CK_OBJECT_HANDLE tk = kt_test_aes_key(s, 16, true, false, label);
+            CK_SESSION_HANDLE extra;
+            if (P->C_OpenSession(slot, CKF_SERIAL_SESSION, NULL, NULL,
+                                 &extra) != CKR_OK ||
+                P->C_CloseSession(extra) != CKR_OK ||
+                P->C_DestroyObject(s, tk) != CKR_OK)
+                return (void *)5;
+        }
+    }
+    return P->C_CloseSession(s) == CKR_OK ? NULL : (void *)6;
+}
+
+START_TEST(test_concurrent_sessions)
+{
+    CK_C_INITIALIZE_ARGS args;
+    memset(&args, 0, sizeof(args));
+    args.flags = CKF_OS_LOCKING_OK;
+    CK(P->C_Initialize(&args));
+    slot = kt_test_new_token("threads");
+    CK_SESSION_HANDLE s = kt_test_user_session(slot);
+    root = kt_test_aes_key(s, 32, true, false, "root");
+    pthread_t th[THREADS];
+    for (long i = 0; i < THREADS; i++)
+        ck_assert_int_eq(pthread_create(&th[i], NULL, worker, (void *)i), 0);
+    for (int i = 0; i < THREADS; i++) {
+        void *r;
+        ck_assert_int_eq(pthread_join(th[i], &r), 0);
+        ck_assert_msg(r == NULL, "worker %d failed at step %ld", i, (long)r);
+    }
+    CK_TOKEN_INFO ti;
+    CK(P->C_GetTokenInfo(slot, &ti));
+    ck_assert_uint_eq(ti.ulSessionCount, 1);
+    CK_OBJECT_HANDLE h[8];
+    CK_ULONG n = 0;
+    CK(P->C_FindObjectsInit(s, NULL, 0));
+    CK(P->C_FindObjects(s, h, 8, &n));
+    CK(P->C_FindObjectsFinal(s));
+    ck_assert_uint_eq(n, 1); /* the root only */
+}
+END_TEST
+
+static Suite *threads_suite(void)
+{
+    Suite *su = suite_create("threads");
+    TCase *tc = tcase_create("threads");
+    tcase_add_checked_fixture(tc, kt_test_setup, kt_test_teardown);
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_concurrent_sessions);
+    suite_add_tcase(su, tc);
+    return su;
+}
+
+KT_TEST_MAIN(threads_suite)

@@ -1,0 +1,360 @@
+/* Unit tests of the module internals: attribute arrays and their stored
+ * form, the handle table, the config parser, the policy table, sealing and
+ * PIN records. */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "kt.h"
+#include "ossl/ossl.h"
+#include "store/store.h"
+
+static void setup(void)
+{
+    ck_assert_int_eq(kt_ossl_init(), CKR_OK);
+    kt_g.cfg.pin_kdf_cost = 10;
+}
+
+static void teardown(void)
+{
+    kt_ossl_fini();
+}
+
+static void sample(kt_attrs *a)
+{
+    CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+    kt_attrs_init(a);
+    ck_assert_int_eq(kt_attrs_set(a, CKA_CLASS, &cls, sizeof(cls)), CKR_OK);
+    ck_assert_int_eq(kt_attrs_set(a, CKA_LABEL, "label", 5), CKR_OK);
+    ck_assert_int_eq(kt_attrs_set_bool(a, CKA_TOKEN, true), CKR_OK);
+    ck_assert_int_eq(kt_attrs_set(a, CKA_VALUE, "0123456789abcdef", 16),
+                     CKR_OK);
+    ck_assert_int_eq(kt_attrs_set(a, CKA_ID, NULL, 0), CKR_OK);
+}
+
+START_TEST(test_attrs_roundtrip_and_finders)
+{
+    kt_attrs a, b;
+    unsigned char *buf;
+    size_t len;
+    sample(&a);
+    ck_assert(kt_attrs_get_bool(&a, CKA_TOKEN, false));
+    ck_assert(!kt_attrs_get_bool(&a, CKA_PRIVATE, false));
+    CK_ULONG x = 0;
+    ck_assert_int_eq(kt_attrs_get_ulong(&a, CKA_CLASS, &x), CKR_OK);
+    ck_assert_uint_eq(x, CKO_SECRET_KEY);
+    ck_assert_int_eq(kt_attrs_get_ulong(&a, CKA_KEY_TYPE, &x),
+                     CKR_TEMPLATE_INCOMPLETE);
+    ck_assert_int_eq(kt_attrs_get_ulong(&a, CKA_LABEL, &x),
+                     CKR_ATTRIBUTE_VALUE_INVALID);
+    ck_assert_int_eq(kt_attrs_serialize(&a, &buf, &len), CKR_OK);
+    kt_attrs_init(&b);
+    ck_assert_int_eq(kt_attrs_parse(&b, buf, len), CKR_OK);
+    ck_assert_uint_eq(b.n, a.n);
+    ck_assert(kt_attrs_match(&b, &a) && kt_attrs_match(&a, &b));
+    kt_attrs_remove(&b, CKA_LABEL);
+    ck_assert(!kt_attrs_match(&b, &a));
+    ck_assert(kt_attrs_match(&a, &b));
+    kt_attrs_clear(&b);
+    /* every truncation and every extension is refused */
+    for (size_t cut = 0; cut < len; cut++) {
+        kt_attrs_init(&b);
+        ck_assert_int_eq(kt_attrs_parse(&b, buf, cut), CKR_DATA_INVALID);
+        ck_assert_uint_eq(b.n, 0);
+    }
+    unsigned char *longer = malloc(len + 1);
+    memcpy(longer, buf, len);
+    longer[len] = 0;
+    ck_assert_int_eq(kt_attrs_parse(&b, longer, len + 1), CKR_DATA_INVALID);
+    /* a length field pointing past the end, a huge count, a duplicate */
+    longer[4 + 8] = 0xff;
+    ck_assert_int_eq(kt_attrs_parse(&b, longer, len), CKR_DATA_INVALID);
+    memcpy(longer, buf, len);
+    longer[3] = 0x7f;
+    ck_assert_int_eq(kt_attrs_parse(&b, longer, len), CKR_DATA_INVALID);
+    free(longer);
+    free(buf);
+    kt_attrs dup;
+    kt_attrs_init(&dup);
+    ck_assert_int_eq(kt_attrs_set(&dup, CKA_LABEL, "a", 1), CKR_OK);
+    ck_assert_int_eq(kt_attrs_serialize(&dup, &buf, &len), CKR_OK);
+    unsigned char two[64];
+    memcpy(two, buf, len);
+    memcpy(two + len, buf + 4, len - 4);
+    two[0] = 2;
+    ck_assert_int_eq(kt_attrs_parse(&b, two, 2 * len - 4), CKR_DATA_INVALID);
+    free(buf);
+    kt_attrs_clear(&dup);
+    kt_attrs_clear(&a);
+}
+END_TEST
+
+START_TEST(test_attrs_from_template)
+{
+    CK_BBOOL t = CK_TRUE;
+    CK_ATTRIBUTE inner[] = {{CKA_ENCRYPT, &t, 1}};
+    CK_ATTRIBUTE tmpl[] = {{CKA_LABEL, "x", 1},
+                           {CKA_WRAP_TEMPLATE, inner, sizeof(inner)}};
+    kt_attrs a;
+    kt_attrs_init(&a);
+    ck_assert_int_eq(kt_attrs_from_template(&a, tmpl, 2), CKR_OK);
+    CK_ATTRIBUTE *w = kt_attrs_find(&a, CKA_WRAP_TEMPLATE);
+    ck_assert_ptr_nonnull(w);
+    kt_attrs parsed;
+    kt_attrs_init(&parsed);
+    ck_assert_int_eq(kt_attrs_parse(&parsed, w->pValue, w->ulValueLen), CKR_OK);
+    ck_assert(kt_attrs_get_bool(&parsed, CKA_ENCRYPT, false));
+    kt_attrs_clear(&parsed);
+    kt_attrs_clear(&a);
+    CK_ATTRIBUTE bad_nested[] = {{CKA_WRAP_TEMPLATE, inner, 5}};
+    ck_assert_int_eq(kt_attrs_from_template(&a, bad_nested, 1),
+                     CKR_ATTRIBUTE_VALUE_INVALID);
+    CK_ATTRIBUTE deep[] = {{CKA_UNWRAP_TEMPLATE, tmpl, sizeof(tmpl)}};
+    ck_assert_int_eq(kt_attrs_from_template(&a, deep, 1),
+                     CKR_ATTRIBUTE_VALUE_INVALID);
+    ck_assert_int_eq(kt_attrs_from_template(&a, NULL, 1), CKR_ARGUMENTS_BAD);
+    ck_assert_uint_eq(a.n, 0);
+}
+END_TEST
+
+START_TEST(test_hmap)
+{
+    kt_hmap m;
+    kt_hmap_init(&m);
+    static int vals[10001];
+    for (CK_ULONG k = 1; k <= 10000; k++)
+        ck_assert_int_eq(kt_hmap_put(&m, k * 7919, &vals[k]), CKR_OK);
+    ck_assert_uint_eq(m.n, 10000);
+    for (CK_ULONG k = 2; k <= 10000; k += 2)
+        ck_assert_ptr_eq(kt_hmap_del(&m, k * 7919), &vals[k]);
+    ck_assert_ptr_null(kt_hmap_del(&m, 2 * 7919));
+    for (CK_ULONG k = 1; k <= 10000; k++)
+        ck_assert_ptr_eq(kt_hmap_get(&m, k * 7919),
+                         k % 2 ? (void *)&vals[k] : NULL);
+    size_t seen = 0;
+    void *v;
+    for (size_t i = 0; kt_hmap_iter(&m, &i, NULL, &v);)
+        seen++;
+    ck_assert_uint_eq(seen, 5000);
+    ck_assert_int_ne(kt_hmap_put(&m, 0, NULL), CKR_OK);
+    kt_hmap_free(&m);
+    CK_ULONG a = kt_handle_next(), b = kt_handle_next();
+    ck_assert_uint_gt(b, a);
+}
+END_TEST
+
+static CK_RV parse_config(const char *text, struct kt_config *cfg)
+{
+    char path[] = "/tmp/kt-unit-conf-XXXXXX";
+    int fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+    kt_config_defaults(cfg);
+    CK_RV rv = kt_config_parse_file(cfg, path);
+    unlink(path);
+    return rv;
+}
+
+START_TEST(test_config_parser)
+{
+    struct kt_config c;
+    ck_assert_int_eq(parse_config("# comment\n\ntoken_dir = /x/y # tail\n"
+                                  "slots=3\nlog_level = debug\n"
+                                  "log_file = /tmp/l\npin_min_length = 6\n"
+                                  "pin_max_length = 32\npin_max_retries = 5\n"
+                                  "pin_kdf_cost = 12\n",
+                                  &c),
+                     CKR_OK);
+    ck_assert_str_eq(c.token_dir, "/x/y");
+    ck_assert_uint_eq(c.slots, 3);
+    ck_assert_int_eq(c.log_level, KT_LOG_DEBUG);
+    ck_assert_str_eq(c.log_file, "/tmp/l");
+    ck_assert_uint_eq(c.pin_min_length, 6);
+    ck_assert_uint_eq(c.pin_max_length, 32);
+    ck_assert_uint_eq(c.pin_max_retries, 5);
+    ck_assert_uint_eq(c.pin_kdf_cost, 12);
+    const char *bad[] = {
+        "nokey\n",
+        "what = 1\n",
+        "slots = 0\n",
+        "slots = -1\n",
+        "slots = 9x\n",
+        "token_dir = rel\n",
+        "log_level = x\n",
+        "pin_kdf_cost = 9\n",
+        "pin_max_retries = \n",
+        "pin_min_length = 10\npin_max_length = 5\n",
+        "log_file = x\n",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        ck_assert_msg(parse_config(bad[i], &c) == CKR_ARGUMENTS_BAD,
+                      "accepted: %s", bad[i]);
+}
+END_TEST
+
+static void secret_key_attrs(kt_attrs *a)
+{
+    CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+    CK_KEY_TYPE kt = CKK_AES;
+    kt_attrs_init(a);
+    ck_assert_int_eq(kt_attrs_set(a, CKA_CLASS, &cls, sizeof(cls)), CKR_OK);
+    ck_assert_int_eq(kt_attrs_set(a, CKA_KEY_TYPE, &kt, sizeof(kt)), CKR_OK);
+    ck_assert_int_eq(kt_attrs_set(a, CKA_VALUE, "0123456789abcdef", 16),
+                     CKR_OK);
+}
+
+START_TEST(test_schema_table)
+{
+    kt_attrs a;
+    secret_key_attrs(&a);
+    ck_assert_int_eq(kt_schema_create(&a, KT_CREATE_OBJECT,
+                                      CK_UNAVAILABLE_INFORMATION, false),
+                     CKR_OK);
+    /* defaults and token-maintained attributes */
+    ck_assert(kt_attrs_get_bool(&a, CKA_SENSITIVE, false));
+    ck_assert(!kt_attrs_get_bool(&a, CKA_EXTRACTABLE, true));
+    ck_assert(!kt_attrs_get_bool(&a, CKA_LOCAL, true));
+    ck_assert(!kt_attrs_get_bool(&a, CKA_ALWAYS_SENSITIVE, true));
+    ck_assert(kt_attrs_get_bool(&a, CKA_PRIVATE, false));
+    ck_assert(kt_schema_secret(CKO_SECRET_KEY, CKA_VALUE));
+    ck_assert(!kt_schema_secret(CKO_DATA, CKA_VALUE));
+    ck_assert(!kt_schema_secret(CKO_SECRET_KEY, CKA_LABEL));
+    CK_BBOOL t = CK_TRUE, f = CK_FALSE;
+    struct {
+        CK_ATTRIBUTE_TYPE type;
+        CK_BBOOL *v;
+        bool copying, so;
+        CK_RV want;
+    } rows[] = {
+        {CKA_SENSITIVE, &f, false, false, CKR_ATTRIBUTE_READ_ONLY},
+        {CKA_SENSITIVE, &t, false, false, CKR_OK},
+        {CKA_EXTRACTABLE, &t, false, false, CKR_ATTRIBUTE_READ_ONLY},
+        {CKA_EXTRACTABLE, &f, false, false, CKR_OK},
+        {CKA_TOKEN, &t, false, false, CKR_ATTRIBUTE_READ_ONLY},
+        {CKA_TOKEN, &t, true, false, CKR_OK},
+        {CKA_PRIVATE, &f, true, false, CKR_OK},
+        {CKA_MODIFIABLE, &f, true, false, CKR_OK},
+        {CKA_LOCAL, &t, true, false, CKR_ATTRIBUTE_READ_ONLY},
+        {CKA_TRUSTED, &t, false, false, CKR_ATTRIBUTE_READ_ONLY},
+        {CKA_TRUSTED, &t, false, true, CKR_OK},
+        {CKA_ENCRYPT, &f, false, false, CKR_OK},
+        {CKA_ALWAYS_SENSITIVE, &t, false, false, CKR_ATTRIBUTE_READ_ONLY},
+        {CKA_NEVER_EXTRACTABLE, &t, false, false, CKR_ATTRIBUTE_READ_ONLY},
+        {CKA_APPLICATION, &t, false, false, CKR_ATTRIBUTE_TYPE_INVALID},
+    };
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        CK_ATTRIBUTE ch = {rows[i].type, rows[i].v, 1};
+        ck_assert_msg(kt_schema_modify(&a, &ch, rows[i].copying, rows[i].so) ==
+                          rows[i].want,
+                      "row %zu", i);
+    }
+    CK_ATTRIBUTE v = {CKA_VALUE, "x", 1};
+    ck_assert_int_eq(kt_schema_modify(&a, &v, false, false),
+                     CKR_ATTRIBUTE_READ_ONLY);
+    kt_attrs_clear(&a);
+    /* generated keys: LOCAL and the ALWAYS/NEVER pair from the template */
+    secret_key_attrs(&a);
+    kt_attrs_remove(&a, CKA_VALUE);
+    ck_assert_int_eq(
+        kt_schema_create(&a, KT_CREATE_GENERATE, CKM_AES_KEY_GEN, false),
+        CKR_TEMPLATE_INCOMPLETE); /* no CKA_VALUE_LEN */
+    ck_assert_int_eq(kt_attrs_set_ulong(&a, CKA_VALUE_LEN, 16), CKR_OK);
+    ck_assert_int_eq(kt_attrs_set_bool(&a, CKA_EXTRACTABLE, true), CKR_OK);
+    ck_assert_int_eq(
+        kt_schema_create(&a, KT_CREATE_GENERATE, CKM_AES_KEY_GEN, false),
+        CKR_OK);
+    ck_assert(kt_attrs_get_bool(&a, CKA_LOCAL, false));
+    ck_assert(kt_attrs_get_bool(&a, CKA_ALWAYS_SENSITIVE, false));
+    ck_assert(!kt_attrs_get_bool(&a, CKA_NEVER_EXTRACTABLE, true));
+    kt_attrs_clear(&a);
+}
+END_TEST
+
+START_TEST(test_seal_and_mac)
+{
+    unsigned char mk[32] = {1}, mac_key[32], mac[32];
+    unsigned char *blob;
+    size_t len;
+    kt_attrs a;
+    sample(&a);
+    kt_seal_mac_key(mk, mac_key);
+    ck_assert_int_eq(
+        kt_seal_object(mk, mac_key, 42, CKO_SECRET_KEY, &a, &blob, &len, mac),
+        CKR_OK);
+    ck_assert_ptr_null(memmem(blob, len, "0123456789abcdef", 16));
+    ck_assert_int_eq(kt_seal_verify(mac_key, 42, blob, len, mac), CKR_OK);
+    ck_assert_int_eq(kt_seal_verify(mac_key, 43, blob, len, mac),
+                     CKR_DATA_INVALID);
+    for (size_t i = 0; i < len; i++) {
+        blob[i] ^= 0x01;
+        ck_assert_int_eq(kt_seal_verify(mac_key, 42, blob, len, mac),
+                         CKR_DATA_INVALID);
+        blob[i] ^= 0x01;
+    }
+    kt_attrs b;
+    kt_attrs_init(&b);
+    ck_assert_int_eq(kt_attrs_parse(&b, blob, len), CKR_OK);
+    ck_assert_int_eq(kt_seal_open_attrs(mk, 42, CKO_SECRET_KEY, &b), CKR_OK);
+    ck_assert(kt_attrs_match(&b, &a));
+    kt_attrs_clear(&b);
+    /* the sealed value is bound to its object id */
+    kt_attrs_init(&b);
+    ck_assert_int_eq(kt_attrs_parse(&b, blob, len), CKR_OK);
+    ck_assert_int_eq(kt_seal_open_attrs(mk, 41, CKO_SECRET_KEY, &b),
+                     CKR_DATA_INVALID);
+    kt_attrs_clear(&b);
+    free(blob);
+    kt_attrs_clear(&a);
+}
+END_TEST
+
+START_TEST(test_pin_records)
+{
+    unsigned char mk[32], out[32];
+    struct kt_pin p;
+    memset(mk, 0x5a, sizeof(mk));
+    ck_assert_int_eq(kt_pin_make(&p, (const unsigned char *)"1234", 4, 10, mk),
+                     CKR_OK);
+    ck_assert(p.present);
+    ck_assert_int_eq(kt_pin_open(&p, (const unsigned char *)"1234", 4, out),
+                     CKR_OK);
+    ck_assert_mem_eq(out, mk, 32);
+    ck_assert_int_eq(kt_pin_open(&p, (const unsigned char *)"1235", 4, out),
+                     CKR_PIN_INCORRECT);
+    ck_assert_int_eq(kt_pin_open(&p, (const unsigned char *)"123", 3, out),
+                     CKR_PIN_INCORRECT);
+    /* a damaged wrapped key is an error, never a wrong master key */
+    p.wrapped[20] ^= 1;
+    ck_assert_int_eq(kt_pin_open(&p, (const unsigned char *)"1234", 4, out),
+                     CKR_DEVICE_ERROR);
+}
+END_TEST
+
+static Suite *units_suite(void)
+{
+    Suite *su = suite_create("units");
+    TCase *tc = tcase_create("units");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 30);
+    tcase_add_test(tc, test_attrs_roundtrip_and_finders);
+    tcase_add_test(tc, test_attrs_from_template);
+    tcase_add_test(tc, test_hmap);
+    tcase_add_test(tc, test_config_parser);
+    tcase_add_test(tc, test_schema_table);
+    tcase_add_test(tc, test_seal_and_mac);
+    tcase_add_test(tc, test_pin_records);
+    suite_add_tcase(su, tc);
+    return su;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(units_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? 0 : 1;
+}
