@@ -577,3 +577,88 @@ KEYTIER_API keytier_err keytier_migration_list(keytier_ctx *ctx,
     *count = n;
     return KEYTIER_OK;
 }
+
+/* ---- background runs ---------------------------------------------------- */
+
+struct keytier_migrator {
+    keytier_ctx *ctx;
+    char id[KEYTIER_ID_SIZE];
+    keytier_progress_fn fn;
+    void *arg;
+    pthread_t thread;
+    atomic_bool stop;
+    keytier_err result;
+    char detail[512];
+    keytier_migration progress;
+};
+
+static int kt_migrator_progress(void *arg, const keytier_migration *p)
+{
+    keytier_migrator *m = arg;
+    if (m->fn != NULL && m->fn(m->arg, p) != 0)
+        return 1;
+    return atomic_load(&m->stop) ? 1 : 0;
+}
+
+static void *kt_migrator_main(void *arg)
+{
+    keytier_migrator *m = arg;
+    m->result = keytier_migrate_run(m->ctx, m->id, kt_migrator_progress, m,
+                                    &m->progress);
+    /* The error detail is per thread: carried over to the waiter. */
+    if (m->result != KEYTIER_OK) {
+        const char *d = keytier_last_error_detail();
+        size_t n = strlen(keytier_strerror(m->result));
+        if (strncmp(d, keytier_strerror(m->result), n) == 0 && d[n] == ':')
+            d += n + 2; /* kt_err puts the message back */
+        kt_strlcpy(m->detail, d, sizeof m->detail);
+    }
+    return NULL;
+}
+
+KEYTIER_API keytier_err keytier_migrate_start(keytier_ctx *ctx,
+                                              const char *migration_id,
+                                              keytier_progress_fn fn, void *arg,
+                                              keytier_migrator **out)
+{
+    kt_err_clear();
+    if (ctx == NULL || out == NULL ||
+        !kt_text_ok(migration_id, KEYTIER_ID_SIZE - 1))
+        return kt_err(KEYTIER_E_ARGS, "keytier_migrate_start");
+    keytier_migrator *m = calloc(1, sizeof *m);
+    if (m == NULL)
+        return kt_err(KEYTIER_E_NOMEM, NULL);
+    m->ctx = ctx;
+    kt_strlcpy(m->id, migration_id, sizeof m->id);
+    m->fn = fn;
+    m->arg = arg;
+    atomic_init(&m->stop, false);
+    if (pthread_create(&m->thread, NULL, kt_migrator_main, m) != 0) {
+        free(m);
+        return kt_err(KEYTIER_E_INTERNAL, "cannot start a migration thread");
+    }
+    *out = m;
+    return KEYTIER_OK;
+}
+
+KEYTIER_API void keytier_migrate_stop(keytier_migrator *m)
+{
+    if (m != NULL)
+        atomic_store(&m->stop, true);
+}
+
+KEYTIER_API keytier_err keytier_migrate_wait(keytier_migrator *m,
+                                             keytier_migration *out)
+{
+    kt_err_clear();
+    if (m == NULL)
+        return kt_err(KEYTIER_E_ARGS, "keytier_migrate_wait");
+    pthread_join(m->thread, NULL);
+    keytier_err e = m->result;
+    if (e != KEYTIER_OK)
+        e = kt_err(e, "%s", m->detail);
+    else if (out != NULL)
+        *out = m->progress;
+    free(m);
+    return e;
+}

@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "kt_lib.h" /* ctx->store: a roll interrupted by a crash */
 #include "lctest.h"
 
 static struct testenv T;
@@ -207,6 +208,49 @@ START_TEST(roll_refused)
 }
 END_TEST
 
+/* A roll interrupted after storing its new copy (process killed before the
+ * read-back): the DEP shows `rolling`, readers keep using the old copies,
+ * and the next roll drops the untrusted pending copy and completes. */
+START_TEST(roll_interrupted)
+{
+    testenv_root_aes(&T, "VaultA", "A1", 0);
+    testenv_root_aes(&T, "VaultB", "B1", 0);
+    testenv_root_aes(&T, "VaultA", "A2", 0);
+    testenv_write_conf(&T, NULL);
+    keytier_ctx *ctx = testenv_ctx(&T);
+    keytier_dep_info dep, now;
+    keytier_key *dk = NULL;
+    uint8_t env[1024];
+    assert_ok(keytier_dep_create(ctx, "org-1", "Exchange",
+                                 testenv_uri("VaultA", "A1"),
+                                 testenv_uri("VaultB", "B1"), &dep));
+    assert_ok(keytier_dep_key_open(ctx, &lc_user, "org-1", dep.dep_id, &dk));
+    assert_ok(keytier_key_create(dk, "alice", NULL));
+    keytier_key_close(dk);
+    size_t n = lc_seal(ctx, "org-1", "Exchange", "alice", MSG, env, sizeof env);
+    struct kt_root_rec junk;
+    memset(&junk, 0, sizeof junk);
+    snprintf(junk.uri, sizeof junk.uri, "%s", testenv_uri("VaultA", "A2"));
+    snprintf(junk.mech, sizeof junk.mech, "aes-key-wrap-pad");
+    junk.wrapped_len = 40;
+    memset(junk.wrapped, 0xA5, junk.wrapped_len);
+    assert_ok(
+        kt_store_roll_begin(ctx->store, dep.dep_id, KEYTIER_ROOT_A, &junk, 1));
+    assert_ok(keytier_dep_show(ctx, "org-1", dep.dep_id, &now));
+    ck_assert_int_eq(now.state, KEYTIER_DEP_ROLLING);
+    ck_assert_str_eq(now.root_uri[0], dep.root_uri[0]); /* old copy kept */
+    assert_ok(
+        lc_open(ctx, &lc_user, "org-1", "Exchange", "alice", env, n, MSG));
+    assert_ok(keytier_dep_roll(ctx, "org-1", dep.dep_id, KEYTIER_ROOT_A,
+                               testenv_uri("VaultA", "A2"), &now));
+    ck_assert_int_eq(now.state, KEYTIER_DEP_REGISTERED);
+    ck_assert_int_eq(lc_sql_int(T.store, "SELECT count(*) FROM dep_roll", NULL),
+                     0);
+    keytier_ctx_close(ctx);
+    read_through_new_only("VaultA", "A1", "VaultB", "B1");
+}
+END_TEST
+
 /* ---- purge ------------------------------------------------------------ */
 
 static void copy_file(const char *from, const char *to)
@@ -399,6 +443,7 @@ int main(void)
     tcase_add_test(tc, roll_aes_keytier);
     tcase_add_test(tc, roll_rsa_keytier);
     tcase_add_test(tc, roll_refused);
+    tcase_add_test(tc, roll_interrupted);
     suite_add_tcase(s, tc);
     tc = tcase_create("purge");
     tcase_add_checked_fixture(tc, setup, teardown);
