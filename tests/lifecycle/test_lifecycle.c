@@ -154,6 +154,20 @@ START_TEST(roll_rsa_keytier)
 }
 END_TEST
 
+/* SoftHSM2 2.6 does RSA-OAEP with SHA-1 only: with allow_oaep_sha1 the
+ * new copy is made and read back with SHA-1, and recorded so. */
+START_TEST(roll_rsa_softhsm2)
+{
+    testenv_root_rsa(&T, "VaultA", "R1", 0);
+    testenv_root_rsa(&T, "VaultA", "R2", 0);
+    testenv_root_aes(&T, "VaultB", "B1", 0);
+    testenv_write_conf(&T, "allow_oaep_sha1 = yes");
+    roll_case(testenv_uri("VaultA", "R1"), testenv_uri("VaultB", "B1"),
+              KEYTIER_ROOT_A, testenv_uri("VaultA", "R2"), "rsa-oaep-sha1");
+    read_through_new_only("VaultA", "R1", "VaultB", "B1");
+}
+END_TEST
+
 /* Bad new versions are refused with their error and change nothing. */
 START_TEST(roll_refused)
 {
@@ -442,6 +456,7 @@ int main(void)
     tcase_add_test(tc, roll_aes_softhsm2);
     tcase_add_test(tc, roll_aes_keytier);
     tcase_add_test(tc, roll_rsa_keytier);
+    tcase_add_test(tc, roll_rsa_softhsm2);
     tcase_add_test(tc, roll_refused);
     tcase_add_test(tc, roll_interrupted);
     suite_add_tcase(s, tc);
