@@ -1,9 +1,12 @@
 /* lib/lifecycle.c: rolling customer roots (AES and RSA, keytier's module
  * and SoftHSM2) and purging a tenant, on real tokens. */
 #include <fcntl.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include <p11-kit/p11-kit.h>
 
 #include "kt_lib.h" /* ctx->store: a roll interrupted by a crash */
 #include "lctest.h"
@@ -267,6 +270,47 @@ END_TEST
 
 /* ---- purge ------------------------------------------------------------ */
 
+/* The customer's own action on a SoftHSM2 root: CKA_UNWRAP turned off
+ * (off) or the objects labelled `label` counted. */
+static CK_ULONG softhsm_root(const char *token, const char *label, bool off)
+{
+    CK_FUNCTION_LIST *fl = p11_kit_module_load(T.softhsm_module, 0);
+    CK_SLOT_ID slots[16];
+    CK_ULONG n = 16, count = 0;
+    CK_SESSION_HANDLE s = CK_INVALID_HANDLE;
+    ck_assert_ptr_nonnull(fl);
+    ck_assert_int_eq(p11_kit_module_initialize(fl), CKR_OK);
+    ck_assert_int_eq(fl->C_GetSlotList(CK_TRUE, slots, &n), CKR_OK);
+    for (CK_ULONG i = 0; i < n && s == CK_INVALID_HANDLE; i++) {
+        CK_TOKEN_INFO ti;
+        size_t l = strlen(token);
+        ck_assert_int_eq(fl->C_GetTokenInfo(slots[i], &ti), CKR_OK);
+        if (memcmp(ti.label, token, l) == 0 && ti.label[l] == ' ')
+            ck_assert_int_eq(
+                fl->C_OpenSession(slots[i], CKF_SERIAL_SESSION | CKF_RW_SESSION,
+                                  NULL, NULL, &s),
+                CKR_OK);
+    }
+    ck_assert(s != CK_INVALID_HANDLE);
+    CK_RV rv = fl->C_Login(s, CKU_USER, (CK_UTF8CHAR *)"1234", 4);
+    ck_assert(rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN);
+    CK_ATTRIBUTE find[] = {{CKA_LABEL, (void *)label, strlen(label)}};
+    CK_OBJECT_HANDLE h[4];
+    ck_assert_int_eq(fl->C_FindObjectsInit(s, find, 1), CKR_OK);
+    ck_assert_int_eq(fl->C_FindObjects(s, h, 4, &count), CKR_OK);
+    fl->C_FindObjectsFinal(s);
+    if (off) {
+        CK_BBOOL no = CK_FALSE;
+        CK_ATTRIBUTE set[] = {{CKA_UNWRAP, &no, sizeof no}};
+        ck_assert_uint_eq(count, 1);
+        ck_assert_int_eq(fl->C_SetAttributeValue(s, h[0], set, 1), CKR_OK);
+    }
+    fl->C_CloseSession(s);
+    p11_kit_module_finalize(fl);
+    p11_kit_module_release(fl);
+    return count;
+}
+
 static void copy_file(const char *from, const char *to)
 {
     char cmd[1024];
@@ -353,9 +397,15 @@ START_TEST(purge_tenant)
     keytier_avail_stats s;
     assert_ok(keytier_avail_stats_get(ctx, &s));
     ck_assert_uint_ge(s.cache_entries, 1);
+    /* The customer had already turned one root off: destroyed all the
+     * same. */
+    softhsm_root("VaultB", "B1", true);
     keytier_purge_report rep;
     assert_ok(
         keytier_tenant_purge(ctx, "org-1", KEYTIER_PURGE_CUSTOMER_KEYS, &rep));
+    ck_assert_uint_eq(softhsm_root("VaultA", "A1", false), 0);
+    ck_assert_uint_eq(softhsm_root("VaultB", "B1", false), 0);
+    ck_assert_uint_eq(softhsm_root("VaultA", "A9", false), 1);
     ck_assert_uint_eq(rep.deps, 1);
     ck_assert_uint_eq(rep.avail_keys_destroyed, 1);
     ck_assert_uint_eq(rep.customer_keys_destroyed, 2);
