@@ -120,7 +120,9 @@ static const char *const kt_migrations[] = {
     "  scope TEXT NOT NULL,"
     "  operation TEXT NOT NULL,"
     "  state INTEGER NOT NULL,"
-    "  created INTEGER NOT NULL);"
+    "  created INTEGER NOT NULL,"
+    "  total INTEGER NOT NULL DEFAULT 0," /* items, kept with them */
+    "  done INTEGER NOT NULL DEFAULT 0);"
     "CREATE TABLE IF NOT EXISTS migration_items ("
     "  migration_id TEXT NOT NULL REFERENCES migrations(migration_id),"
     "  key_id TEXT NOT NULL,"
@@ -970,7 +972,14 @@ static keytier_err kt_mig_add_locked(struct kt_store *st,
     if (rc != SQLITE_DONE)
         return kt_store_fail(st, "migration items");
     *added = (size_t)sqlite3_changes(st->db);
-    return KEYTIER_OK;
+    if (*added == 0)
+        return KEYTIER_OK;
+    /* The counters move with the items, so progress is one row read. */
+    const char *t[] = {m->migration_id};
+    return kt_run(st,
+                  "UPDATE migrations SET total = total + ?2 WHERE "
+                  "migration_id = ?1",
+                  t, 1, (int64_t)*added, "migration items");
 }
 
 keytier_err kt_store_mig_create(struct kt_store *st, const struct kt_mig_rec *m,
@@ -1025,18 +1034,21 @@ keytier_err kt_store_mig_add(struct kt_store *st, const struct kt_mig_rec *m,
                              size_t *added)
 {
     pthread_mutex_lock(&st->mu);
-    keytier_err e = kt_mig_add_locked(st, m, added);
+    keytier_err e = kt_begin(st);
+    if (e == KEYTIER_OK) {
+        e = kt_mig_add_locked(st, m, added);
+        if (e == KEYTIER_OK)
+            e = kt_commit(st);
+        else
+            kt_rollback(st);
+    }
     pthread_mutex_unlock(&st->mu);
     return e;
 }
 
 #define KT_MIG_COLS                                                            \
     "m.migration_id, m.tenant, m.workload, m.target_dep, m.scope, "            \
-    "m.operation, m.state, m.created, "                                        \
-    "(SELECT count(*) FROM migration_items i WHERE "                           \
-    " i.migration_id = m.migration_id), "                                      \
-    "(SELECT count(*) FROM migration_items i WHERE "                           \
-    " i.migration_id = m.migration_id AND i.done = 1)"
+    "m.operation, m.state, m.created, m.total, m.done"
 
 static void kt_mig_row(sqlite3_stmt *q, struct kt_mig_rec *m)
 {
@@ -1202,12 +1214,22 @@ keytier_err kt_store_mig_apply(struct kt_store *st, const char *id,
             const char *t[] = {id, u[i].key_id};
             e = kt_run(st,
                        "UPDATE migration_items SET done = 1 WHERE "
-                       "migration_id = ?1 AND key_id = ?2",
+                       "migration_id = ?1 AND key_id = ?2 AND done = 0",
                        t, 2, 0, "migrate key");
             if (e != KEYTIER_OK)
                 goto fail;
-            (*applied)++;
+            if (sqlite3_changes(st->db) == 1)
+                (*applied)++;
         }
+    }
+    if (*applied > 0) {
+        const char *t[] = {id};
+        e = kt_run(st,
+                   "UPDATE migrations SET done = done + ?2 WHERE "
+                   "migration_id = ?1",
+                   t, 1, (int64_t)*applied, "migrate key");
+        if (e != KEYTIER_OK)
+            goto fail;
     }
     e = kt_commit(st);
     goto out;

@@ -86,6 +86,17 @@ static void check_invariants(const char *dep1, const char *dep2,
     ck_assert_int_eq(total, N_KEYS);
     ck_assert_int_eq(under1 + under2, N_KEYS);
     ck_assert_int_eq(done, under2);
+    /* The progress counters move in the same transactions. */
+    ck_assert_int_eq(lc_sql_int(T.store,
+                                "SELECT done FROM migrations WHERE "
+                                "migration_id = ?1",
+                                mig),
+                     done);
+    ck_assert_int_eq(lc_sql_int(T.store,
+                                "SELECT total FROM migrations WHERE "
+                                "migration_id = ?1",
+                                mig),
+                     N_KEYS);
 }
 
 START_TEST(migrate_10000_killed_three_times)
