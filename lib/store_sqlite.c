@@ -1478,6 +1478,8 @@ keytier_err kt_store_ks_retire(struct kt_store *st, const char *name,
         goto fail;
     }
     e = kt_commit(st);
+    if (e == KEYTIER_OK && *n > 0)
+        kt_exec(st, "PRAGMA wal_checkpoint(TRUNCATE)");
     goto out;
 fail:
     kt_rollback(st);
