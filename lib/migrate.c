@@ -178,23 +178,20 @@ static keytier_err kt_mig_subtree(struct kt_mig_run *r,
     return e;
 }
 
-/* Adds the updates that move item key_id (and its subtree). */
-static keytier_err kt_mig_item(struct kt_mig_run *r, const char *key_id)
+/* Adds the updates that move item t (and its subtree). */
+static keytier_err kt_mig_item(struct kt_mig_run *r, struct kt_mig_todo *t)
 {
-    struct kt_key_rec rec;
-    keytier_err e = kt_store_key_get(r->ctx->store, key_id, &rec);
+    struct kt_key_rec rec = t->rec;
+    keytier_err e = KEYTIER_OK;
     struct kt_mig_update *u = kt_mig_push(r);
     if (u == NULL)
         return kt_err(KEYTIER_E_NOMEM, NULL);
     u->item = true;
-    kt_strlcpy(u->key_id, key_id, sizeof u->key_id);
-    if (e == KEYTIER_E_NOT_FOUND) {
-        kt_err_clear();
+    kt_strlcpy(u->key_id, t->key_id, sizeof u->key_id);
+    if (t->gone) {
         u->gone = true; /* deleted since: nothing to move */
         return KEYTIER_OK;
     }
-    if (e != KEYTIER_OK)
-        return e;
     if (strcmp(rec.dep_id, r->m.target_dep) == 0) {
         u->gone = true; /* already there */
         return KEYTIER_OK;
@@ -253,7 +250,7 @@ KEYTIER_API keytier_err keytier_migrate_run(keytier_ctx *ctx,
         return kt_err(KEYTIER_E_ARGS, "keytier_migrate_run");
     struct kt_mig_run r;
     keytier_migration p;
-    char(*todo)[KEYTIER_ID_SIZE] = NULL;
+    struct kt_mig_todo *todo = NULL;
     memset(&r, 0, sizeof r);
     r.ctx = ctx;
     keytier_err e = kt_store_mig_get(ctx->store, migration_id, &r.m);
@@ -312,7 +309,7 @@ KEYTIER_API keytier_err keytier_migrate_run(keytier_ctx *ctx,
         }
         r.n_u = 0;
         for (size_t i = 0; i < n && e == KEYTIER_OK; i++)
-            e = kt_mig_item(&r, todo[i]);
+            e = kt_mig_item(&r, &todo[i]);
         if (e == KEYTIER_OK)
             e = kt_store_mig_apply(ctx->store, migration_id, r.u, r.n_u,
                                    &applied);
@@ -366,6 +363,8 @@ report:
         *out = p;
 out:
     kt_mig_run_free(&r);
+    if (todo != NULL)
+        kt_wipe(todo, KT_MIG_BATCH * sizeof *todo);
     free(todo);
     return e;
 }

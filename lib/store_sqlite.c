@@ -1139,25 +1139,40 @@ out:
 }
 
 keytier_err kt_store_mig_todo(struct kt_store *st, const char *id, size_t max,
-                              char (*ids)[KEYTIER_ID_SIZE], size_t *n)
+                              struct kt_mig_todo *out, size_t *n)
 {
     sqlite3_stmt *q;
     keytier_err e = KEYTIER_OK;
     *n = 0;
     pthread_mutex_lock(&st->mu);
+    /* The items to do with their keys, in one read (a deleted key comes
+     * back with NULL columns). */
     if (kt_prep(st,
-                "SELECT key_id FROM migration_items WHERE migration_id = ?1 "
-                "AND done = 0 LIMIT ?2",
+                "SELECT k.key_id, k.tenant, k.workload, k.dep_id, "
+                "k.parent_id, k.level, k.name, k.created, k.wrapped, "
+                "i.key_id FROM migration_items i LEFT JOIN tier_keys k ON "
+                "k.key_id = i.key_id WHERE i.migration_id = ?1 AND "
+                "i.done = 0 LIMIT ?2",
                 &q) != SQLITE_OK) {
         e = kt_store_fail(st, "migration items");
         goto out;
     }
     sqlite3_bind_text(q, 1, id, -1, SQLITE_STATIC);
     sqlite3_bind_int64(q, 2, (sqlite3_int64)max);
-    int rc;
-    while ((rc = sqlite3_step(q)) == SQLITE_ROW && *n < max)
-        kt_col_text(q, 0, ids[(*n)++], KEYTIER_ID_SIZE);
-    if (rc != SQLITE_DONE && rc != SQLITE_ROW)
+    int rc = SQLITE_DONE;
+    while (*n < max && (rc = sqlite3_step(q)) == SQLITE_ROW) {
+        struct kt_mig_todo *t = &out[*n];
+        memset(t, 0, sizeof *t);
+        kt_col_text(q, 9, t->key_id, sizeof t->key_id);
+        t->gone = sqlite3_column_type(q, 0) == SQLITE_NULL;
+        if (!t->gone) {
+            e = kt_key_row(q, &t->rec);
+            if (e != KEYTIER_OK)
+                break;
+        }
+        (*n)++;
+    }
+    if (e == KEYTIER_OK && *n < max && rc != SQLITE_DONE)
         e = kt_store_fail(st, "migration items");
     kt_done(st, q);
 out:
