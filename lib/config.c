@@ -195,8 +195,7 @@ static keytier_err kt_config_line(struct kt_config *cfg, const char *where,
             return KT_BAD("%s: key '%s': more than %d modules", where, key,
                           KT_MAX_MODULES);
         if (key[0] == 'r' && strncmp(v, "unix:path=", 10) != 0)
-            return KT_BAD("%s: key 'remote': expected unix:path=SOCKET",
-                          where);
+            return KT_BAD("%s: key 'remote': expected unix:path=SOCKET", where);
         if (key[0] == 'r') {
             size_t len = strlen(v) + sizeof KT_REMOTE_PREFIX;
             cfg->modules[cfg->n_modules] = malloc(len);

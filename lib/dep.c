@@ -163,12 +163,12 @@ KEYTIER_API keytier_err keytier_dep_create(keytier_ctx *ctx, const char *tenant,
                    uri_b, ta->label);
         goto out;
     }
-    e = kt_root_resolve(ctx, "customer key A", uri_a, true, &roots[0],
-                        &sess[0], NULL);
+    e = kt_root_resolve(ctx, "customer key A", uri_a, true, &roots[0], &sess[0],
+                        NULL);
     if (e != KEYTIER_OK)
         goto out;
-    e = kt_root_resolve(ctx, "customer key B", uri_b, true, &roots[1],
-                        &sess[1], NULL);
+    e = kt_root_resolve(ctx, "customer key B", uri_b, true, &roots[1], &sess[1],
+                        NULL);
     if (e != KEYTIER_OK)
         goto out;
 

@@ -77,6 +77,9 @@ KT_MUST_CHECK keytier_err kt_store_dep_list(struct kt_store *st,
                                             const char *workload,
                                             struct kt_dep_rec **out,
                                             size_t *count);
+/* The state alone (KEYTIER_E_DEP_NOT_FOUND). */
+KT_MUST_CHECK keytier_err kt_store_dep_state(struct kt_store *st,
+                                             const char *dep_id, int *state);
 KT_MUST_CHECK keytier_err kt_store_dep_set_state(struct kt_store *st,
                                                  const char *dep_id, int state);
 

@@ -577,6 +577,33 @@ out:
     return KEYTIER_OK;
 }
 
+keytier_err kt_store_dep_state(struct kt_store *st, const char *dep_id,
+                               int *state)
+{
+    sqlite3_stmt *q;
+    keytier_err e;
+    pthread_mutex_lock(&st->mu);
+    if (kt_prep(st, "SELECT state FROM deps WHERE dep_id = ?1", &q) !=
+        SQLITE_OK) {
+        e = kt_store_fail(st, "read DEP state");
+        goto out;
+    }
+    sqlite3_bind_text(q, 1, dep_id, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(q);
+    if (rc == SQLITE_ROW) {
+        *state = sqlite3_column_int(q, 0);
+        e = KEYTIER_OK;
+    } else if (rc == SQLITE_DONE) {
+        e = kt_err(KEYTIER_E_DEP_NOT_FOUND, "%s", dep_id);
+    } else {
+        e = kt_store_fail(st, "read DEP state");
+    }
+    kt_done(st, q);
+out:
+    pthread_mutex_unlock(&st->mu);
+    return e;
+}
+
 keytier_err kt_store_dep_set_state(struct kt_store *st, const char *dep_id,
                                    int state)
 {

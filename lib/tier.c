@@ -197,19 +197,16 @@ KEYTIER_API keytier_err keytier_key_create(keytier_key *parent,
                       "level %u",
                       parent->workload, parent->max_level, parent->info.key_id,
                       parent->info.level);
-    struct kt_dep_rec *d = malloc(sizeof *d);
     struct kt_key_rec r;
     kt_secret *key = NULL;
     uint8_t id[KT_UUID_BYTES];
-    keytier_err e;
-    if (d == NULL)
-        return kt_err(KEYTIER_E_NOMEM, NULL);
-    e = kt_store_dep_get(ctx->store, parent->info.dep_id, d);
+    int state = 0;
+    keytier_err e = kt_store_dep_state(ctx->store, parent->info.dep_id, &state);
     if (e != KEYTIER_OK)
         goto out;
-    if (d->state == KEYTIER_DEP_DISABLED || d->state == KEYTIER_DEP_PURGED) {
+    if (state == KEYTIER_DEP_DISABLED || state == KEYTIER_DEP_PURGED) {
         e = kt_err(KEYTIER_E_DEP_DISABLED, "DEP %s accepts no new keys",
-                   d->dep_id);
+                   parent->info.dep_id);
         goto out;
     }
     key = kt_secret_random(KT_KEY_SIZE);
@@ -236,7 +233,6 @@ KEYTIER_API keytier_err keytier_key_create(keytier_key *parent,
         kt_strlcpy(out_id, r.key_id, KEYTIER_ID_SIZE);
 out:
     kt_secret_free(key);
-    free(d);
     return e;
 }
 
