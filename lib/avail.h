@@ -51,6 +51,7 @@ struct kt_avail_cfg {
     char *audit_log;
     struct kt_avail_override overrides[KT_AVAIL_MAX_OVERRIDES];
     size_t n_overrides;
+    unsigned set; /* numeric keys seen, to refuse a key set twice */
 };
 
 void kt_avail_config_defaults(struct kt_avail_cfg *cfg);

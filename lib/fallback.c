@@ -112,6 +112,11 @@ keytier_err kt_avail_config_set(struct kt_avail_cfg *c, const char *where,
     for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++) {
         if (strcmp(key, nums[i].key) != 0)
             continue;
+        /* like every other key: set twice is an error, not an override */
+        if (c->set & (1u << i))
+            return kt_err(KEYTIER_E_CONFIG, "%s: key 'avail.%s': set twice",
+                          where, key);
+        c->set |= 1u << i;
         if (!kt_avail_parse_u64(v, nums[i].min, nums[i].max, &x))
             return kt_err(KEYTIER_E_CONFIG,
                           "%s: key 'avail.%s': expected %llu..%llu", where, key,

@@ -94,6 +94,23 @@ out:
     return rv;
 }
 
+/* C_Login(CKU_CONTEXT_SPECIFIC) (module-asym): the user PIN again, for one
+ * operation on a CKA_ALWAYS_AUTHENTICATE key; the login state is unchanged.
+ */
+CK_RV kt_login_context(struct kt_token *t, const unsigned char *pin,
+                       CK_ULONG len)
+{
+    unsigned char mk[32];
+    pthread_rwlock_rdlock(&t->lock);
+    bool user = t->login == CKU_USER;
+    pthread_rwlock_unlock(&t->lock);
+    if (!user)
+        return CKR_USER_NOT_LOGGED_IN;
+    CK_RV rv = check_pin(t, KT_PIN_USER, pin, len, mk);
+    kt_wipe(mk, sizeof(mk));
+    return rv;
+}
+
 void kt_logout(struct kt_token *t)
 {
     pthread_rwlock_wrlock(&t->lock);

@@ -57,6 +57,9 @@ struct kt_op {
     size_t stash_len;
     bool stashed;
     CK_OBJECT_HANDLE key;
+    /* CKA_ALWAYS_AUTHENTICATE (module-asym): the key may not be used until
+     * C_Login(CKU_CONTEXT_SPECIFIC) succeeds for this operation. */
+    bool need_auth;
 };
 
 /* Output conventions (PKCS#11 v2.40 §5.2): out == NULL asks the length;

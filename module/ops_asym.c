@@ -467,27 +467,52 @@ static CK_RV complete_cert(kt_attrs *a)
     return rv;
 }
 
-/* A private key whose parts do not belong together is refused at import
- * rather than producing wrong signatures later: sign and verify once. */
-static CK_RV pairwise_check(EVP_PKEY *key)
+static CK_RV sign_digest(EVP_PKEY *key, unsigned char *sig, size_t *sig_len)
 {
     static const unsigned char digest[32] = "keytier pairwise consistency";
     CK_MECHANISM m = {
         kt_ossl_key_type(key) == CKK_RSA ? CKM_RSA_PKCS : CKM_ECDSA, NULL, 0};
-    unsigned char sig[1024];
-    size_t sig_len = 0;
     kt_asym_op *op = NULL;
     CK_RV rv = kt_ossl_asym_init(&m, key, KT_ASYM_SIGN, &op);
 
     if (rv == CKR_OK)
-        rv = kt_ossl_asym_sign(op, digest, sizeof(digest), sig, &sig_len);
+        rv = kt_ossl_asym_sign(op, digest, sizeof(digest), sig, sig_len);
     kt_ossl_asym_free(op);
     op = NULL;
     if (rv == CKR_OK)
         rv = kt_ossl_asym_init(&m, key, KT_ASYM_VERIFY, &op);
     if (rv == CKR_OK)
-        rv = kt_ossl_asym_verify(op, digest, sizeof(digest), sig, sig_len);
+        rv = kt_ossl_asym_verify(op, digest, sizeof(digest), sig, *sig_len);
     kt_ossl_asym_free(op);
+    return rv;
+}
+
+/* A private key whose parts do not belong together is refused at import
+ * rather than producing wrong results later: it must sign and verify, and
+ * an RSA key given with CRT values must sign as its n, e, d alone (OpenSSL
+ * signs with the CRT values and never looks at d). */
+static CK_RV pairwise_check(EVP_PKEY *key, const kt_attrs *a)
+{
+    unsigned char sig[KT_RSA_MAX_BITS / 8 + 200], sig2[KT_RSA_MAX_BITS / 8];
+    size_t len = 0, len2 = 0;
+    EVP_PKEY *ned = NULL;
+    CK_RV rv = sign_digest(key, sig, &len);
+
+    if (rv == CKR_OK && kt_ossl_key_type(key) == CKK_RSA &&
+        view(a, CKA_PRIME_1).len > 0) {
+        kt_rsa_parts p = {
+            .n = view(a, CKA_MODULUS),
+            .e = view(a, CKA_PUBLIC_EXPONENT),
+            .d = view(a, CKA_PRIVATE_EXPONENT),
+        };
+        rv = kt_ossl_rsa_import(&p, 1, &ned);
+        if (rv == CKR_OK)
+            rv = sign_digest(ned, sig2, &len2);
+        /* PKCS#1 v1.5 signatures are deterministic */
+        if (rv == CKR_OK && (len != len2 || memcmp(sig, sig2, len) != 0))
+            rv = CKR_ATTRIBUTE_VALUE_INVALID;
+        kt_ossl_key_unref(ned);
+    }
     return rv == CKR_OK ? CKR_OK : CKR_ATTRIBUTE_VALUE_INVALID;
 }
 
@@ -515,7 +540,7 @@ CK_RV kt_asym_complete(kt_attrs *a)
     if (rv == CKR_CURVE_NOT_SUPPORTED)
         rv = CKR_ATTRIBUTE_VALUE_INVALID;
     if (rv == CKR_OK && cls == CKO_PRIVATE_KEY)
-        rv = pairwise_check(key);
+        rv = pairwise_check(key, a);
     if (rv == CKR_OK) {
         const CK_ATTRIBUTE *given = kt_attrs_find(a, CKA_PUBLIC_KEY_INFO);
         kt_ossl_buf spki = {NULL, 0};

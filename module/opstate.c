@@ -68,6 +68,11 @@ CK_RV kt_op_begin(struct kt_session *s, enum kt_op_kind kind,
         op->active = true;
     else
         memset(op, 0, sizeof(*op));
+    /* PKCS#11 v2.40 §4.9 CKA_ALWAYS_AUTHENTICATE (module-asym): each sign
+     * or decrypt operation needs its own C_Login(CKU_CONTEXT_SPECIFIC). */
+    if (rv == CKR_OK && (kind == KT_OP_SIGN || kind == KT_OP_DECRYPT))
+        op->need_auth =
+            kt_attrs_get_bool(&k.attrs, CKA_ALWAYS_AUTHENTICATE, false);
 out:
     pthread_mutex_unlock(&s->lock);
     kt_key_clear(&k);
@@ -90,6 +95,8 @@ CK_RV kt_op_oneshot(struct kt_session *s, enum kt_op_kind kind,
         rv = CKR_OPERATION_NOT_INITIALIZED;
     } else if (op->multi) {
         rv = CKR_OPERATION_ACTIVE;
+    } else if (op->need_auth && out != NULL) {
+        rv = CKR_USER_NOT_LOGGED_IN; /* module-asym: context login first */
     } else {
         rv = op->mech->ops->oneshot(op, in, in_len, out, out_len);
         if (!op_continues(rv, out))
@@ -108,6 +115,8 @@ CK_RV kt_op_update(struct kt_session *s, enum kt_op_kind kind,
     struct kt_op *op = &s->ops[kind];
     if (!op->active) {
         rv = CKR_OPERATION_NOT_INITIALIZED;
+    } else if (op->need_auth) {
+        rv = CKR_USER_NOT_LOGGED_IN; /* module-asym: context login first */
     } else {
         op->multi = true;
         rv = op->mech->ops->update(op, in, in_len, out, out_len);
@@ -126,6 +135,8 @@ CK_RV kt_op_finish(struct kt_session *s, enum kt_op_kind kind,
     struct kt_op *op = &s->ops[kind];
     if (!op->active) {
         rv = CKR_OPERATION_NOT_INITIALIZED;
+    } else if (op->need_auth && out != NULL) {
+        rv = CKR_USER_NOT_LOGGED_IN; /* module-asym: context login first */
     } else {
         rv = kt_op_final(op, out, out_len);
         if (!op_continues(rv, out))
@@ -183,4 +194,28 @@ bool kt_op_active(struct kt_session *s, enum kt_op_kind kind)
     bool active = s->ops[kind].active;
     pthread_mutex_unlock(&s->lock);
     return active;
+}
+
+/* C_Login(CKU_CONTEXT_SPECIFIC) (module-asym): authorises the pending sign
+ * or decrypt operation of a CKA_ALWAYS_AUTHENTICATE key. The PIN is checked
+ * (and failures counted) with no session lock held. */
+CK_RV kt_op_context_login(struct kt_session *s, const unsigned char *pin,
+                          CK_ULONG len)
+{
+    CK_RV rv = CKR_OPERATION_NOT_INITIALIZED;
+    pthread_mutex_lock(&s->lock);
+    if ((s->ops[KT_OP_SIGN].active && s->ops[KT_OP_SIGN].need_auth) ||
+        (s->ops[KT_OP_DECRYPT].active && s->ops[KT_OP_DECRYPT].need_auth))
+        rv = CKR_OK;
+    pthread_mutex_unlock(&s->lock);
+    if (rv != CKR_OK)
+        return rv;
+    rv = kt_login_context(s->token, pin, len);
+    if (rv != CKR_OK)
+        return rv;
+    pthread_mutex_lock(&s->lock);
+    s->ops[KT_OP_SIGN].need_auth = false;
+    s->ops[KT_OP_DECRYPT].need_auth = false;
+    pthread_mutex_unlock(&s->lock);
+    return CKR_OK;
 }

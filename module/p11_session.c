@@ -119,8 +119,8 @@ CK_RV C_Login(CK_SESSION_HANDLE h, CK_USER_TYPE user, CK_UTF8CHAR_PTR pin,
     if (rv != CKR_OK)
         goto out;
     if (user == CKU_CONTEXT_SPECIFIC) {
-        /* No mechanism of this token needs per-operation authentication. */
-        rv = CKR_OPERATION_NOT_INITIALIZED;
+        /* CKA_ALWAYS_AUTHENTICATE keys (module-asym) */
+        rv = kt_op_context_login(s, pin, pin_len);
         goto out;
     }
     if (user != CKU_SO && user != CKU_USER) {

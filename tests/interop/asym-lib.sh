@@ -19,7 +19,8 @@ asym_engine_conf()
 
 # asym_pubkey TOKEN LABEL OUT.pem
 #   Exports the public key object LABEL through the engine as PEM (pkcs11-tool
-#   0.23 --read-object cannot build P-384/P-521 public keys).
+#   0.23 --read-object of EC public keys reads freed memory: wrong keys or
+#   an ASan abort).
 asym_pubkey()
 {
     expect_ok env OPENSSL_CONF="$KT_TMP/engine.cnf" openssl pkey \

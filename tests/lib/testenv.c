@@ -280,11 +280,12 @@ void testenv_write_conf_mods(struct testenv *t, int mods, const char *extra)
             "pin.VaultB = env:KT_TEST_PIN_B\n"
             "pin.VaultC = value:1234\n"
             "pin.Service = value:1234\n"
-            "log_level = warning\n"
-            /* lib-avail: these tests read through the tokens every time;
-             * the DEP key cache is tested in tests/avail. */
-            "avail.cache_ttl_ms = 0\n",
+            "log_level = warning\n",
             t->service, t->store, t->dir);
+    /* lib-avail: these tests read through the tokens every time, unless
+     * they set the cache themselves (tests/avail). */
+    if (!extra || !strstr(extra, "avail.cache_ttl_ms"))
+        fputs("avail.cache_ttl_ms = 0\n", f);
     for (int i = 0; i < t->n_kt; i++)
         fprintf(f, "pin.%s = value:1234\n", t->kt_labels[i]);
     fprintf(f, "%s\n", extra ? extra : "");

@@ -391,7 +391,9 @@ START_TEST(vault_a_frozen_b_answers)
     ctx_open("avail.cache_ttl_ms = 0");
     dep_create("rootA", "rootB", &d);
     server_signal(pid_a, SIGSTOP);
-    for (int i = 0; i < 4; i++) {
+    /* more reads than avail.per_token: once A has that many hung calls it
+     * is refused at once and B answers without waiting for the hedge */
+    for (int i = 0; i < 10; i++) {
         assert_ok(read_dep(&user, d.dep_id, &ms));
         fprintf(stderr, "A frozen, read %d: %.1f ms (hedge %d ms)\n", i, ms,
                 HEDGE_MS);
@@ -452,6 +454,40 @@ START_TEST(both_frozen_availability_key_then_thawed)
     fprintf(stderr, "thawed: %.1f ms\n", ms);
     ck_assert_int_eq(audit_count("Fallback to availability key", NULL), 1);
     ck_assert_uint_eq(stats().fallbacks, 1);
+    assert_audit_intact();
+}
+END_TEST
+
+/* The files shape does not fall back on an outage, except for the
+ * internal operation "recover". */
+START_TEST(files_workload_outage)
+{
+    keytier_dep_info d;
+    json_object *rec;
+    const keytier_request recover = {KEYTIER_REQUEST_INTERNAL, "recover",
+                                     "req-recover-1"};
+
+    ctx_open("avail.cache_ttl_ms = 0");
+    assert_ok(keytier_dep_create(ctx, "org-1", "SharePoint",
+                                 uri("VaultA", "rootA"), uri("VaultB", "rootB"),
+                                 &d));
+    server_signal(pid_a, SIGSTOP);
+    server_signal(pid_b, SIGSTOP);
+    ck_assert_int_eq(read_dep(&user, d.dep_id, NULL), KEYTIER_E_UNAVAILABLE);
+    ck_assert_ptr_nonnull(
+        strstr(keytier_last_error_detail(), "no outage fallback"));
+    ck_assert_int_eq(read_dep(&index_op, d.dep_id, NULL),
+                     KEYTIER_E_UNAVAILABLE);
+    ck_assert_int_eq(audit_count("Fallback to availability key", NULL), 0);
+    assert_ok(read_dep(&recover, d.dep_id, NULL));
+    ck_assert_int_eq(audit_count("Fallback to availability key", &rec), 1);
+    ck_assert_str_eq(field(rec, "Workload"), "SharePoint");
+    ck_assert_str_eq(field(rec, "Operation"), "recover");
+    ck_assert_str_eq(field(key_error(rec, 0), "Class"), "system");
+    json_object_put(rec);
+    ck_assert_uint_eq(stats().unavailable, 2);
+    server_signal(pid_a, SIGCONT);
+    server_signal(pid_b, SIGCONT);
     assert_audit_intact();
 }
 END_TEST
@@ -598,6 +634,18 @@ START_TEST(both_killed_availability_key)
     fprintf(stderr, "errors: A %s, B %s\n", field(key_error(rec, 0), "Error"),
             field(key_error(rec, 1), "Error"));
     json_object_put(rec);
+
+    /* a service (re)started while both vaults are gone still opens and
+     * serves through the availability key */
+    keytier_ctx_close(ctx);
+    ctx = NULL;
+    ctx_open("avail.cache_ttl_ms = 0");
+    assert_ok(read_dep(&user, d.dep_id, &ms));
+    fprintf(stderr, "restarted with A and B gone: %.1f ms\n", ms);
+    ck_assert_int_eq(audit_count("Fallback to availability key", &rec), 2);
+    ck_assert_str_eq(field(key_error(rec, 0), "Class"), "system");
+    ck_assert_str_eq(field(key_error(rec, 1), "Class"), "system");
+    json_object_put(rec);
     assert_audit_intact();
 }
 END_TEST
@@ -643,6 +691,7 @@ int main(void)
     tcase_add_test(tc, healthy_then_cached);
     tcase_add_test(tc, vault_a_frozen_b_answers);
     tcase_add_test(tc, both_frozen_availability_key_then_thawed);
+    tcase_add_test(tc, files_workload_outage);
     tcase_add_test(tc, cache_refresh_alert_while_vaults_down);
     tcase_add_test(tc, revoked_on_both_vaults);
     tcase_add_test(tc, both_killed_availability_key);

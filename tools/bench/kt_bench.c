@@ -88,6 +88,7 @@ typedef struct kt_bench_row {
     double ops[KT_BENCH_MODULES];
     char note[KT_BENCH_MODULES][48];
     double openssl; /* ops/s of `openssl speed` for the same primitive */
+    double cpu_us[KT_BENCH_MODULES]; /* thread rows: CPU us per operation */
     bool used;
 } kt_bench_row;
 
@@ -971,7 +972,8 @@ static void *kt_bench_thread_main(void *arg)
  * load); busy cores well under n means threads waited (lock contention).
  */
 static double kt_bench_unwrap_threads(kt_bench_mod *m, const kt_bench_opts *o,
-                                      int n, char *note, size_t note_len)
+                                      int n, char *note, size_t note_len,
+                                      double *cpu_us)
 {
     double wall0 = 0, wall, cpu = 0;
     unsigned long ops = 0;
@@ -1018,9 +1020,11 @@ static double kt_bench_unwrap_threads(kt_bench_mod *m, const kt_bench_opts *o,
             ops += t[i].done;
         }
         wall = kt_bench_now() - wall0;
-        if (ops > 0 && wall > 0)
-            snprintf(note, note_len, "CPU %.1f us/op, %.2f cores busy",
-                     cpu * 1e6 / (double)ops, cpu / wall);
+        if (ops > 0 && wall > 0) {
+            *cpu_us = cpu * 1e6 / (double)ops;
+            snprintf(note, note_len, "CPU %.1f us/op, %.2f cores busy", *cpu_us,
+                     cpu / wall);
+        }
         if (started < n)
             total = -1;
     } else {
@@ -1051,10 +1055,12 @@ static void kt_bench_threads(kt_bench_mod *m, int col, const kt_bench_opts *o)
         return;
     }
     kt_bench_progress("%s: unwrap on 1 and 2 threads", m->name);
-    r = kt_bench_unwrap_threads(m, o, 1, note, sizeof(note));
+    r = kt_bench_unwrap_threads(m, o, 1, note, sizeof(note),
+                                &kt_rows[ROW_UNWRAP_T1].cpu_us[col]);
     kt_bench_row_set(ROW_UNWRAP_T1, col, r, r < 0 ? "error" : note);
     note[0] = '\0';
-    r = kt_bench_unwrap_threads(m, o, 2, note, sizeof(note));
+    r = kt_bench_unwrap_threads(m, o, 2, note, sizeof(note),
+                                &kt_rows[ROW_UNWRAP_T2].cpu_us[col]);
     kt_bench_row_set(ROW_UNWRAP_T2, col, r, r < 0 ? "error" : note);
 }
 
@@ -1339,6 +1345,13 @@ static void kt_bench_print_machine(const kt_bench_opts *o)
            u.sysname, u.release, model, sysconf(_SC_NPROCESSORS_ONLN));
     printf("tokens in %s (%s); %.2f s or %lu ops per figure\n", o->dir,
            kt_bench_fs_name(o->dir), o->seconds, o->max_ops);
+    f = fopen("/proc/loadavg", "r");
+    if (f && fgets(line, sizeof(line), f)) {
+        line[strcspn(line, "\n")] = '\0';
+        printf("load average at start: %s\n", line);
+    }
+    if (f)
+        fclose(f);
     for (int i = 0; i < KT_BENCH_MODULES; i++) {
         if (o->paths[i])
             printf("  %-9s %s\n", kt_bench_mod_names[i], o->paths[i]);
