@@ -195,8 +195,8 @@ KEYTIER_API keytier_err keytier_token_init(const char *module_path,
 {
     kt_err_clear();
     if (!kt_admin_label_ok(label))
-        return kt_err(KEYTIER_E_ARGS,
-                      "token label: 1 to %d bytes required", KEYTIER_LABEL_MAX);
+        return kt_err(KEYTIER_E_ARGS, "token label: 1 to %d bytes required",
+                      KEYTIER_LABEL_MAX);
     if (so_pin == NULL || user_pin == NULL)
         return kt_err(KEYTIER_E_ARGS, "token '%s': PINs required", label);
     keytier_ctx *ctx = NULL;
@@ -276,8 +276,8 @@ KEYTIER_API keytier_err keytier_token_init(const char *module_path,
         CK_TOKEN_INFO ti;
         rv = kt_p11_get_token_info(ctx, tok.mod, tok.slot, &ti);
         if (rv != CKR_OK) {
-            e = kt_err(KEYTIER_E_TOKEN, "token '%s': C_GetTokenInfo: %s",
-                       label, kt_admin_rv(rv, nb));
+            e = kt_err(KEYTIER_E_TOKEN, "token '%s': C_GetTokenInfo: %s", label,
+                       kt_admin_rv(rv, nb));
             goto out;
         }
         e = kt_admin_info(tok.slot, &ti, out);
@@ -390,8 +390,8 @@ static keytier_err kt_admin_generate(struct kt_token *tok, CK_SESSION_HANDLE s,
         {CKA_LABEL, (void *)label, label_len},
         {CKA_ID, (void *)id, id_len},
     };
-    rv = kt_p11_generate_key_pair(tok, s, &m, pt, sizeof pt / sizeof pt[0],
-                                  kt_, sizeof kt_ / sizeof kt_[0], &pub, &h);
+    rv = kt_p11_generate_key_pair(tok, s, &m, pt, sizeof pt / sizeof pt[0], kt_,
+                                  sizeof kt_ / sizeof kt_[0], &pub, &h);
     *cls = CKO_PRIVATE_KEY;
     if (rv != CKR_OK)
         return kt_err(KEYTIER_E_TOKEN, "token '%s': C_GenerateKeyPair: %s",
@@ -482,8 +482,8 @@ fail:
     return e;
 }
 
-static keytier_err kt_admin_args(const char *token_label,
-                                 const char *key_label, const char *user_pin)
+static keytier_err kt_admin_args(const char *token_label, const char *key_label,
+                                 const char *user_pin)
 {
     if (!kt_admin_label_ok(token_label))
         return kt_err(KEYTIER_E_ARGS, "token label: 1 to %d bytes required",
@@ -512,12 +512,9 @@ static keytier_err kt_admin_find_label(struct kt_admin_user *u,
     return KEYTIER_OK;
 }
 
-KEYTIER_API keytier_err keytier_root_generate(const char *module_path,
-                                              const char *token_label,
-                                              const char *user_pin,
-                                              const char *key_label,
-                                              keytier_root_type type,
-                                              char uri[KEYTIER_URI_MAX])
+KEYTIER_API keytier_err keytier_root_generate(
+    const char *module_path, const char *token_label, const char *user_pin,
+    const char *key_label, keytier_root_type type, char uri[KEYTIER_URI_MAX])
 {
     kt_err_clear();
     keytier_err e = kt_admin_args(token_label, key_label, user_pin);
@@ -573,9 +570,10 @@ KEYTIER_API keytier_err keytier_root_destroy(const char *module_path,
     for (CK_ULONG i = 0; e == KEYTIER_OK && i < count; i++) {
         CK_RV rv = kt_p11_destroy_object(&u.tok, u.s, objs[i]);
         if (rv != CKR_OK)
-            e = kt_err(KEYTIER_E_TOKEN, "token '%s' key '%s': "
-                       "C_DestroyObject: %s", token_label, key_label,
-                       kt_admin_rv(rv, nb));
+            e = kt_err(KEYTIER_E_TOKEN,
+                       "token '%s' key '%s': "
+                       "C_DestroyObject: %s",
+                       token_label, key_label, kt_admin_rv(rv, nb));
         else
             done++;
     }

@@ -7,7 +7,10 @@
 
 #include "ckr_names.h"
 
-#define ROW(x) {x, #x}
+#define ROW(x)                                                                 \
+    {                                                                          \
+        x, #x                                                                  \
+    }
 
 static const struct {
     CK_RV rv;

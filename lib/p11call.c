@@ -2,8 +2,10 @@
  * The only code of libkeytier that calls C_* functions (see p11call.h).
  * Each wrapper times the call and logs its name, result and latency.
  */
+#include <stdio.h>
 #include <p11-kit/p11-kit.h>
 
+#include "ckr_names.h" /* cli */
 #include "p11call.h"
 
 #define KT_CALL(log, fl, fn, args)                                             \
@@ -15,10 +17,20 @@
 
 const char *kt_p11_rv_text(CK_RV rv)
 {
+    /* cli: "CKR_PIN_INCORRECT (The PIN is incorrect)": the code's name,
+     * which people search for and the CLI issue asks errors to show, then
+     * p11-kit's words.  Per thread, valid until this thread's next call
+     * (every caller formats one result at a time). */
+    static _Thread_local char buf[160];
+    char name[KT_CKR_FULL_NAME_MAX];
     if (rv == CKR_OK)
         return "ok"; /* p11_kit_strerror gives "" */
     const char *t = p11_kit_strerror(rv);
-    return t != NULL && *t != '\0' ? t : "unknown error";
+    if (t != NULL && *t != '\0')
+        snprintf(buf, sizeof buf, "%s (%s)", kt_ckr_full_name(rv, name), t);
+    else
+        snprintf(buf, sizeof buf, "%s", kt_ckr_full_name(rv, name));
+    return buf;
 }
 
 CK_RV kt_p11_initialize(keytier_ctx *ctx, struct kt_module *mod)

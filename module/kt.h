@@ -153,6 +153,8 @@ struct kt_object {
      * kt_object_set_pkey). Dropped when the object changes or the secret
      * attributes are resealed at logout. */
     void *pkey;
+    /* Family cache (see struct kt_cache in mech.h), dropped like pkey. */
+    struct kt_cache *cache;
 };
 void kt_object_free(struct kt_object *o);
 /* Recomputes the cached fields (class, key type, token, private,
@@ -330,6 +332,12 @@ KT_NODISCARD CK_RV kt_find_init(struct kt_session *s, const CK_ATTRIBUTE *t,
 /* Caches a parsed key on the object (takes ownership of pkey, an EVP_PKEY
  * *, unless the object already has one or is gone: then pkey is freed). */
 void kt_object_set_pkey(struct kt_token *t, CK_OBJECT_HANDLE h, void *pkey);
+/* Installs a family cache on the object (takes the caller's reference;
+ * dropped instead if the object already has one, is gone, or is sealed).
+ * Caches are dropped whenever the object's attributes change and at
+ * logout, like the cached EVP_PKEY. */
+void kt_object_set_cache(struct kt_token *t, CK_OBJECT_HANDLE h,
+                         struct kt_cache *cache);
 KT_NODISCARD CK_RV kt_key_snapshot(struct kt_token *t, CK_OBJECT_HANDLE h,
                                    CK_ATTRIBUTE_TYPE usage, struct kt_key *key);
 

@@ -26,8 +26,22 @@ void kt_object_free(struct kt_object *o)
     kt_object_attrs_changed(o);
     kt_attrs_clear(&o->attrs);
     kt_ossl_pkey_free(o->pkey);
+    kt_cache_unref(o->cache);
     free(o->blob);
     free(o);
+}
+
+void kt_object_set_cache(struct kt_token *t, CK_OBJECT_HANDLE h,
+                         struct kt_cache *cache)
+{
+    pthread_rwlock_wrlock(&t->lock);
+    struct kt_object *o = kt_hmap_get(&t->objects, h);
+    if (o != NULL && o->cache == NULL && o->unsealed) {
+        o->cache = cache;
+        cache = NULL;
+    }
+    pthread_rwlock_unlock(&t->lock);
+    kt_cache_unref(cache);
 }
 
 void kt_object_refresh(struct kt_object *o)
@@ -478,6 +492,7 @@ CK_RV kt_key_snapshot(struct kt_token *t, CK_OBJECT_HANDLE h,
             key->cls = o->cls;
             key->type = o->key_type;
             key->pkey = kt_ossl_pkey_ref(o->pkey);
+            key->cache = kt_cache_ref(o->cache);
         }
     }
     pthread_rwlock_unlock(&t->lock);

@@ -382,6 +382,8 @@ void kt_token_reseal_all(struct kt_token *t)
         o->unsealed = false;
         kt_ossl_pkey_free(o->pkey);
         o->pkey = NULL;
+        kt_cache_unref(o->cache);
+        o->cache = NULL;
     }
 }
 
@@ -510,6 +512,9 @@ CK_RV kt_token_update_object(struct kt_token *t, CK_OBJECT_HANDLE h,
             void *pk = o->pkey;
             o->pkey = fresh->pkey;
             fresh->pkey = pk;
+            struct kt_cache *kc = o->cache;
+            o->cache = fresh->cache;
+            fresh->cache = kc;
             o->verified = o->unsealed = true;
         }
         pthread_rwlock_unlock(&t->lock);

@@ -22,7 +22,7 @@ step()
         kt_fail "step $1: expected '$2'; output: $(grep -E "^ok $1: " <<<"$out")"
 }
 step 1 "customer vault A: token 'vault-a' on SoftHSM2 with root key 'contoso-root-a' \(RSA-2048, private key never extractable\)$"
-step 2 "customer vault B: token 'vault-b' on (keytier|SoftHSM2 \(keytier's module here has no RSA key pairs\)) with root key 'contoso-root-b'"
+step 2 "customer vault B: token 'vault-b' on keytier with root key 'contoso-root-b' \(RSA-2048, private key never extractable\)$"
 step 3 "service token 'keytier-service' on keytier \(holds the availability keys\)$"
 step 4 "each vault is remote: p11-kit server pid [0-9]+ serves vault A, pid [0-9]+ vault B"
 step 5 "DEP [0-9a-f-]{36} for tenant 'contoso' \(Exchange\): its key is stored only wrapped by vault A, vault B and a new availability key$"
@@ -44,6 +44,17 @@ kt_log "--json: one document per step"
 expect_ok kt --json demo
 assert_eq 12 "$(jq -s 'map(select(.ok)) | length' <<<"$KT_LAST_OUTPUT")"
 assert_eq 12 "$(jq -s 'last | .step' <<<"$KT_LAST_OUTPUT")"
+
+kt_log "--no-softhsm2: both vaults on keytier's module"
+expect_ok kt demo --no-softhsm2 --module "$KT_MODULE"
+assert_contains "$KT_LAST_OUTPUT" "ok 1: customer vault A: token 'vault-a' on keytier with root key 'contoso-root-a'"
+assert_contains "$KT_LAST_OUTPUT" "== demo complete: 12 steps behaved as claimed"
+expect_fail "keytier demo: --softhsm2 $KT_TMP/none.so: No such file or directory" \
+    kt demo --softhsm2 "$KT_TMP/none.so"
+expect_rc 6 kt demo --softhsm2 "$KT_TMP/none.so"
+expect_fail "keytier demo: module $KT_TMP/none.so: No such file or directory" \
+    kt demo --module "$KT_TMP/none.so"
+assert_eq "" "$(ls -A "$TMPDIR")" "temp dir left by the demo"
 
 kt_log "SIGTERM while vault A is frozen: servers stopped, temp dir removed"
 for at in 4 7; do

@@ -7,8 +7,8 @@
 . "$KT_SOURCE_ROOT/tests/cli/cli_env.sh"
 cli_setup
 cli_tokens
-# A files-shaped workload whose availability key is AES (the module's RSA
-# key pairs come with module-asym).
+# A files-shaped workload whose availability key is AES (SharePoint's is
+# RSA-2048).
 echo "workload.Files.shape = files" >>"$KEYTIER_LIB_CONF"
 
 kt_log "dep create errors"
@@ -18,12 +18,12 @@ expect_rc 1 kt dep create --tenant acme --workload Exchange --key-a "$URI_A" --k
 expect_fail "keytier dep create: root key not found: customer key A pkcs11:token=vault-a;object=nope: no such key in token 'vault-a' [KEYTIER_E_KEY_NOT_FOUND]" \
     kt dep create --tenant acme --workload Exchange --key-a "pkcs11:token=vault-a;object=nope" --key-b "$URI_B"
 expect_rc 6 kt dep create --tenant acme --workload Exchange --key-a "pkcs11:token=vault-a;object=nope" --key-b "$URI_B"
-expect_fail "keytier dep create: malformed PKCS#11 URI: customer key A notauri (malformed PKCS#11 URI: notauri: URI scheme must be 'pkcs11:') [KEYTIER_E_URI]" \
+expect_fail "keytier dep create: malformed PKCS#11 URI: customer key A notauri (notauri: URI scheme must be 'pkcs11:') [KEYTIER_E_URI]" \
     kt dep create --tenant acme --workload Exchange --key-a notauri --key-b "$URI_B"
 expect_fail "keytier dep create: malformed PKCS#11 URI: customer key A: PINs are configured per token (pin.LABEL), not in URIs: pin-value/pin-source refused [KEYTIER_E_URI]" \
     kt dep create --tenant acme --workload Exchange --key-a "pkcs11:token=vault-a;object=root-a;pin-value=$PIN" --key-b "$URI_B"
 assert_not_contains "$KT_LAST_OUTPUT" "$PIN" "PIN in a URI echoed"
-expect_fail "keytier dep create: no configured token matches: customer key B pkcs11:token=vault-z;object=root-b (no configured token matches: pkcs11:token=vault-z;object=root-b) [KEYTIER_E_TOKEN_NOT_FOUND]" \
+expect_fail "keytier dep create: no configured token matches: customer key B pkcs11:token=vault-z;object=root-b (pkcs11:token=vault-z;object=root-b) [KEYTIER_E_TOKEN_NOT_FOUND]" \
     kt dep create --tenant acme --workload Exchange --key-a "$URI_A" --key-b "pkcs11:token=vault-z;object=root-b"
 expect_fail "keytier dep create: invalid configuration: unknown workload 'Nope' [KEYTIER_E_CONFIG]" \
     kt dep create --tenant acme --workload Nope --key-a "$URI_A" --key-b "$URI_B"
@@ -33,9 +33,7 @@ expect_rc 2 kt dep create --tenant acme --key-a "$URI_A"
 kt_log "a wrong PIN in the configuration names the token and CKR code"
 sed 's/^pin.vault-b = env:PIN$/pin.vault-b = value:0000-wrong/' "$KEYTIER_LIB_CONF" >"$KT_TMP/wrong-pin.conf"
 expect_rc 1 kt --config "$KT_TMP/wrong-pin.conf" dep create --tenant acme --workload Exchange --key-a "$URI_A" --key-b "$URI_B"
-assert_contains "$KT_LAST_OUTPUT" "keytier dep create: token login failed: "
-assert_contains "$KT_LAST_OUTPUT" "token 'vault-b': C_Login: "
-assert_contains "$KT_LAST_OUTPUT" "[KEYTIER_E_LOGIN]"
+assert_contains "$KT_LAST_OUTPUT" "keytier dep create: token login failed: token 'vault-b': C_Login: CKR_PIN_INCORRECT (The password or PIN is incorrect) [KEYTIER_E_LOGIN]"
 assert_not_contains "$KT_LAST_OUTPUT" "0000-wrong" "PIN in the error"
 expect_fail "keytier dep list: invalid configuration: cannot open $KT_TMP/none.conf: No such file or directory [KEYTIER_E_CONFIG]" \
     kt --config "$KT_TMP/none.conf" dep list --tenant acme
@@ -112,6 +110,21 @@ assert_eq Files "$(jf .workload <<<"$KT_LAST_OUTPUT")"
 [[ $(jf .request_id <<<"$KT_LAST_OUTPUT") =~ ^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$ ]] ||
     kt_fail "generated request id is not a UUID v4"
 
+kt_log "SharePoint: an RSA-2048 availability key, sites by default workload"
+expect_ok kt --json dep create --tenant acme --workload SharePoint --key-a "$URI_A" --key-b "$URI_B"
+spdep=$(jf .dep_id <<<"$KT_LAST_OUTPUT")
+assert_eq rsa-oaep-sha256 "$(jf .roots.availability.wrap <<<"$KT_LAST_OUTPUT")"
+assert_contains "$(jf .roots.availability.uri <<<"$KT_LAST_OUTPUT")" ";type=private"
+expect_ok kt site create --tenant acme --dep "$spdep" hr
+assert_contains "$KT_LAST_OUTPUT" "site 'hr' created under DEP $spdep (SharePoint, key "
+expect_fail "keytier mailbox create: DEP $spdep is for workload SharePoint (files shape): use 'keytier site create' (see 'keytier mailbox create --help')" \
+    kt mailbox create --tenant acme --dep "$spdep" carol
+expect_ok kt status --tenant acme --site hr
+assert_contains "$KT_LAST_OUTPUT" "site 'hr' (SharePoint): encrypted under DEP $spdep"
+echo "hello" | kt encrypt --tenant acme --site hr --blob memo.txt >"$KT_TMP/memo.kt" ||
+    kt_fail "encrypt a SharePoint blob"
+assert_eq hello "$(kt decrypt --tenant acme --site hr --blob memo.txt <"$KT_TMP/memo.kt")"
+
 kt_log "status"
 expect_ok kt --json status --tenant acme --mailbox alice
 s=$KT_LAST_OUTPUT
@@ -131,9 +144,9 @@ assert_eq "mailbox 'nobody' (Exchange): not encrypted under a customer key" "$KT
 expect_ok kt status --tenant acme --site finance --workload Files
 assert_contains "$KT_LAST_OUTPUT" "site 'finance' (Files): encrypted under DEP $fdep"
 expect_ok kt --json status --tenant acme
-assert_eq "$dep $fdep" "$(jq -r '.deps[].dep_id' <<<"$KT_LAST_OUTPUT" | xargs)"
+assert_eq "$dep $fdep $spdep" "$(jq -r '.deps[].dep_id' <<<"$KT_LAST_OUTPUT" | xargs)"
 expect_ok kt status --tenant acme
-assert_contains "$KT_LAST_OUTPUT" "tenant acme: 2 DEPs"
+assert_contains "$KT_LAST_OUTPUT" "tenant acme: 3 DEPs"
 expect_fail "keytier status: --mailbox and --site exclude each other (see 'keytier status --help')" \
     kt status --tenant acme --mailbox a --site b
 kt_log "ok"

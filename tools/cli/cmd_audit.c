@@ -84,11 +84,20 @@ static int cmd_audit_list(struct cli *cli, int argc, char **argv)
     int c;
     while ((c = cli_getopt(cli, argc, argv, "", opts)) != -1) {
         switch (c) {
-        case OPT_LOG: log = optarg; break;
-        case OPT_SINCE: since = optarg; break;
-        case OPT_ACTIVITY: activity = optarg; break;
-        case OPT_DEP: dep = optarg; break;
-        default: return cli_usage_error(cli, "unknown option %s", argv[optind - 1]);
+        case OPT_LOG:
+            log = optarg;
+            break;
+        case OPT_SINCE:
+            since = optarg;
+            break;
+        case OPT_ACTIVITY:
+            activity = optarg;
+            break;
+        case OPT_DEP:
+            dep = optarg;
+            break;
+        default:
+            return cli_usage_error(cli, "unknown option %s", argv[optind - 1]);
         }
     }
     if (optind != argc)
@@ -210,7 +219,8 @@ const struct cli_cmd cli_audit_cmds[] = {
      "`keytier help configuration`), oldest first, filtered by\n"
      "  --since TIME    CreationTime at or after TIME (UTC ISO 8601, e.g.\n"
      "                  2026-11-23 or 2026-11-23T16:00:00Z)\n"
-     "  --activity A    e.g. \"Fallback to availability key\", \"DEP created\",\n"
+     "  --activity A    e.g. \"Fallback to availability key\", \"DEP "
+     "created\",\n"
      "                  \"Request denied: customer keys revoked\"\n"
      "  --dep ID        records about this DEP\n"
      "JSON lines: the records as stored (Seq, CreationTime, Id, RecordType,\n"

@@ -18,8 +18,15 @@
 
 #include "cli.h"
 
-enum { OPT_TENANT = 256, OPT_MAILBOX, OPT_SITE, OPT_BLOB, OPT_WORKLOAD,
-       OPT_REQUEST_ID, OPT_INTERNAL };
+enum {
+    OPT_TENANT = 256,
+    OPT_MAILBOX,
+    OPT_SITE,
+    OPT_BLOB,
+    OPT_WORKLOAD,
+    OPT_REQUEST_ID,
+    OPT_INTERNAL
+};
 
 struct crypt_args {
     const char *tenant, *mailbox, *site, *blob, *workload;
@@ -46,19 +53,35 @@ static int crypt_parse(struct cli *cli, int argc, char **argv, bool decrypt,
     int c;
     while ((c = cli_getopt(cli, argc, argv, "i:o:", opts)) != -1) {
         switch (c) {
-        case OPT_TENANT: a->tenant = optarg; break;
-        case OPT_MAILBOX: a->mailbox = optarg; break;
-        case OPT_SITE: a->site = optarg; break;
-        case OPT_BLOB: a->blob = optarg; break;
-        case OPT_WORKLOAD: a->workload = optarg; break;
-        case OPT_REQUEST_ID: a->request_id = optarg; break;
+        case OPT_TENANT:
+            a->tenant = optarg;
+            break;
+        case OPT_MAILBOX:
+            a->mailbox = optarg;
+            break;
+        case OPT_SITE:
+            a->site = optarg;
+            break;
+        case OPT_BLOB:
+            a->blob = optarg;
+            break;
+        case OPT_WORKLOAD:
+            a->workload = optarg;
+            break;
+        case OPT_REQUEST_ID:
+            a->request_id = optarg;
+            break;
         case OPT_INTERNAL:
             if (!decrypt)
                 return cli_usage_error(cli, "--internal is for decrypt");
             a->internal = optarg;
             break;
-        case 'i': a->in = optarg; break;
-        case 'o': a->out = optarg; break;
+        case 'i':
+            a->in = optarg;
+            break;
+        case 'o':
+            a->out = optarg;
+            break;
         default:
             return cli_usage_error(cli, "unknown option or missing value: %s",
                                    argv[optind - 1]);
@@ -93,17 +116,17 @@ static int crypt_key(struct cli *cli, const struct crypt_args *a, bool create,
     int rc = cli_ctx(cli, &ctx);
     if (rc != CLI_OK)
         return rc;
-    keytier_request req = {
-        a->internal ? KEYTIER_REQUEST_INTERNAL : KEYTIER_REQUEST_USER,
-        a->internal, a->request_id};
+    keytier_request req = {a->internal ? KEYTIER_REQUEST_INTERNAL
+                                       : KEYTIER_REQUEST_USER,
+                           a->internal, a->request_id};
     const char *name = a->mailbox ? a->mailbox : a->site;
     keytier_key *k = NULL;
     keytier_err e =
         keytier_key_open_name(ctx, &req, a->tenant, a->workload, name, &k);
     if (e != KEYTIER_OK)
         return cli_fail_lib_in(cli, e, "%s '%s' of tenant %s (%s)",
-                               a->mailbox ? "mailbox" : "site", name,
-                               a->tenant, a->workload);
+                               a->mailbox ? "mailbox" : "site", name, a->tenant,
+                               a->workload);
     if (a->mailbox != NULL) {
         *out = k;
         return CLI_OK;
@@ -217,10 +240,12 @@ static int cmd_decrypt(struct cli *cli, int argc, char **argv)
     "  --tenant T          the tenant (organisation id)\n"                     \
     "  --mailbox M         mail shape: data under mailbox M's key\n"           \
     "  --site S --blob B   files shape: data under blob B's key in site S\n"   \
-    "  --workload W        default Exchange (--mailbox), SharePoint (--site)\n" \
+    "  --workload W        default Exchange (--mailbox), SharePoint "          \
+    "(--site)\n"                                                               \
     "  -i, --in FILE       input (default: standard input)\n"                  \
     "  -o, --out FILE      output (default: standard output); written to a\n"  \
-    "                      temp file beside FILE and renamed only on success\n" \
+    "                      temp file beside FILE and renamed only on "         \
+    "success\n"                                                                \
     "  --request-id R      copied into audit records (default: a new UUID)\n"
 
 const struct cli_cmd cli_crypt_cmds[] = {

@@ -34,12 +34,12 @@
 
 #include "cli.h"
 
-#define DEMO_TENANT   "contoso"
-#define DEMO_WORKLOAD "Exchange"
-#define DEMO_MAILBOX  "alice@contoso.example"
+#define DEMO_TENANT      "contoso"
+#define DEMO_WORKLOAD    "Exchange"
+#define DEMO_MAILBOX     "alice@contoso.example"
 #define DEMO_DEADLINE_MS 1000
 #define DEMO_HEDGE_MS    100
-#define DEMO_SOFTHSM2 "/usr/lib/softhsm/libsofthsm2.so"
+#define DEMO_SOFTHSM2    "/usr/lib/softhsm/libsofthsm2.so"
 
 enum { OPT_MODULE = 256, OPT_SOFTHSM2, OPT_NO_SOFTHSM2 };
 
@@ -223,10 +223,11 @@ static int demo_server_start(struct demo *d, int i)
              vault_label[i]);
     snprintf(out, sizeof out, "%s/%s-server.out", demo_dir, vault_label[i]);
     snprintf(uri, sizeof uri, "pkcs11:token=%s", vault_label[i]);
-    char *argv[] = {"p11-kit", "server", "--sh", "--provider",
-                    (char *)d->vault_module[i], "-n", d->sock[i], uri, NULL};
-    int rc = demo_spawn(argv, d->vault_conf[i][0] ? d->vault_conf[i] : NULL,
-                        out);
+    char *argv[] = {
+        "p11-kit", "server",   "--sh", "--provider", (char *)d->vault_module[i],
+        "-n",      d->sock[i], uri,    NULL};
+    int rc =
+        demo_spawn(argv, d->vault_conf[i][0] ? d->vault_conf[i] : NULL, out);
     FILE *f = fopen(out, "re");
     char line[1024];
     long pid = 0;
@@ -386,39 +387,23 @@ static int demo_setup(struct demo *d)
      * RSA-2048: p11-kit's RPC carries RSA-OAEP but not the AES key-wrap
      * mechanisms, and the vaults are remote. */
     for (int i = 0; i < 2; i++) {
-        const char *note = "";
         if (d->vault_conf[i][0])
             setenv("KEYTIER_CONF", d->vault_conf[i], 1);
-        e = keytier_token_init(d->vault_module[i], vault_label[i],
-                                           d->so_pin, d->pin, NULL);
+        e = keytier_token_init(d->vault_module[i], vault_label[i], d->so_pin,
+                               d->pin, NULL);
         if (e != KEYTIER_OK)
             return demo_fail_lib(d, "create customer token", e);
         e = keytier_root_generate(d->vault_module[i], vault_label[i], d->pin,
                                   root_label[i], KEYTIER_ROOT_TYPE_RSA2048,
                                   d->uri[i]);
-        if (e == KEYTIER_E_TOKEN && d->vault_module[i] == d->module &&
-            d->softhsm2 != NULL &&
-            strstr(keytier_last_error_detail(), "CKR_FUNCTION_NOT_SUPPORTED")) {
-            /* A keytier module built without RSA key pairs: the vault
-             * moves to SoftHSM2 and the line says so. */
-            d->vault_module[i] = d->softhsm2;
-            d->vault_conf[i][0] = '\0';
-            note = " (keytier's module here has no RSA key pairs)";
-            e = keytier_token_init(d->vault_module[i], vault_label[i],
-                                   d->so_pin, d->pin, NULL);
-            if (e == KEYTIER_OK)
-                e = keytier_root_generate(d->vault_module[i], vault_label[i],
-                                          d->pin, root_label[i],
-                                          KEYTIER_ROOT_TYPE_RSA2048, d->uri[i]);
-        }
         if (e != KEYTIER_OK)
             return demo_fail_lib(d, "generate customer root key", e);
         demo_ok(d,
-                "customer vault %c: token '%s' on %s%s with root key '%s' "
+                "customer vault %c: token '%s' on %s with root key '%s' "
                 "(RSA-2048, private key never extractable)",
                 'A' + i, vault_label[i],
                 d->vault_module[i] == d->softhsm2 ? "SoftHSM2" : "keytier",
-                note, root_label[i]);
+                root_label[i]);
     }
     setenv("KEYTIER_CONF", d->service_conf, 1);
     e = keytier_token_init(d->module, "keytier-service", d->so_pin, d->pin,
@@ -495,8 +480,8 @@ static keytier_err demo_read(struct demo *d, const keytier_request *req,
                          out, sizeof out, &n);
     keytier_key_close(k);
     *ms = now_ms() - t0;
-    if (e == KEYTIER_OK && (n != strlen(demo_message) ||
-                            memcmp(out, demo_message, n) != 0))
+    if (e == KEYTIER_OK &&
+        (n != strlen(demo_message) || memcmp(out, demo_message, n) != 0))
         e = KEYTIER_E_INTERNAL;
     return e;
 }
@@ -630,12 +615,14 @@ static int demo_story(struct demo *d)
         return demo_fail(d, "read with both vaults frozen: expected one "
                             "fallback");
     rec = demo_audit_last(d, &records1);
-    if (rec == NULL || strcmp(demo_jstr(rec, "Activity"),
-                              "Fallback to availability key") != 0 ||
+    if (rec == NULL ||
+        strcmp(demo_jstr(rec, "Activity"), "Fallback to availability key") !=
+            0 ||
         strcmp(demo_jstr(rec, "RequestId"), rid) != 0) {
         json_object_put(rec);
-        return demo_fail(d, "no 'Fallback to availability key' record for "
-                            "request %s in %s",
+        return demo_fail(d,
+                         "no 'Fallback to availability key' record for "
+                         "request %s in %s",
                          rid, d->audit);
     }
     char errs[256];
@@ -655,8 +642,10 @@ static int demo_story(struct demo *d)
         st0.fallbacks != st1.fallbacks)
         return demo_fail(d, "read with both vaults back used the "
                             "availability key");
-    demo_ok(d, "vaults back (SIGCONT): read served by a customer key again "
-               "(%.0f ms), no new fallback", ms);
+    demo_ok(d,
+            "vaults back (SIGCONT): read served by a customer key again "
+            "(%.0f ms), no new fallback",
+            ms);
 
     /* The customer revokes: destroys both roots in its vaults (through
      * the same servers the service uses). */
@@ -670,11 +659,14 @@ static int demo_story(struct demo *d)
     }
     e = demo_read(d, &user, env, env_len, &ms);
     if (e != KEYTIER_E_REVOKED)
-        return demo_fail(d, "user read after revocation: expected "
-                            "KEYTIER_E_REVOKED, got %s (%s)",
+        return demo_fail(d,
+                         "user read after revocation: expected "
+                         "KEYTIER_E_REVOKED, got %s (%s)",
                          keytier_error_name(e), keytier_last_error_detail());
-    demo_ok(d, "the customer destroyed both root keys: a user read is "
-               "refused: %s", keytier_strerror(e));
+    demo_ok(d,
+            "the customer destroyed both root keys: a user read is "
+            "refused: %s",
+            keytier_strerror(e));
 
     char rid2[KEYTIER_ID_SIZE];
     if (!cli_uuid(rid2))
@@ -713,19 +705,32 @@ static int cmd_demo(struct cli *cli, int argc, char **argv)
     struct demo d = {.cli = cli, .module = cli_default_module()};
     const char *env = getenv("SOFTHSM2_MODULE");
     d.softhsm2 = env != NULL && *env ? env : DEMO_SOFTHSM2;
+    bool explicit_softhsm2 = false;
     int c;
     while ((c = cli_getopt(cli, argc, argv, "", opts)) != -1) {
         switch (c) {
-        case OPT_MODULE: d.module = optarg; break;
-        case OPT_SOFTHSM2: d.softhsm2 = optarg; break;
-        case OPT_NO_SOFTHSM2: d.softhsm2 = NULL; break;
-        default: return cli_usage_error(cli, "unknown option %s", argv[optind - 1]);
+        case OPT_MODULE:
+            d.module = optarg;
+            break;
+        case OPT_SOFTHSM2:
+            d.softhsm2 = optarg;
+            explicit_softhsm2 = true;
+            break;
+        case OPT_NO_SOFTHSM2:
+            d.softhsm2 = NULL;
+            break;
+        default:
+            return cli_usage_error(cli, "unknown option %s", argv[optind - 1]);
         }
     }
     if (optind != argc)
         return cli_usage_error(cli, "unexpected argument '%s'", argv[optind]);
-    if (d.softhsm2 != NULL && access(d.softhsm2, R_OK) != 0)
+    if (d.softhsm2 != NULL && access(d.softhsm2, R_OK) != 0) {
+        if (explicit_softhsm2)
+            return cli_fail(cli, CLI_NOT_FOUND, "--softhsm2 %s: %s", d.softhsm2,
+                            strerror(errno));
         d.softhsm2 = NULL; /* not installed: vault A on keytier too */
+    }
     if (access(d.module, R_OK) != 0)
         return cli_fail(cli, CLI_NOT_FOUND, "module %s: %s", d.module,
                         strerror(errno));

@@ -69,11 +69,20 @@ static int cmd_dep_create(struct cli *cli, int argc, char **argv)
     int c;
     while ((c = cli_getopt(cli, argc, argv, "", opts)) != -1) {
         switch (c) {
-        case OPT_TENANT: tenant = optarg; break;
-        case OPT_WORKLOAD: workload = optarg; break;
-        case OPT_KEY_A: a = optarg; break;
-        case OPT_KEY_B: b = optarg; break;
-        default: return cli_usage_error(cli, "unknown option %s", argv[optind - 1]);
+        case OPT_TENANT:
+            tenant = optarg;
+            break;
+        case OPT_WORKLOAD:
+            workload = optarg;
+            break;
+        case OPT_KEY_A:
+            a = optarg;
+            break;
+        case OPT_KEY_B:
+            b = optarg;
+            break;
+        default:
+            return cli_usage_error(cli, "unknown option %s", argv[optind - 1]);
         }
     }
     if (optind != argc)
@@ -107,9 +116,14 @@ static int cmd_dep_list(struct cli *cli, int argc, char **argv)
     int c;
     while ((c = cli_getopt(cli, argc, argv, "", opts)) != -1) {
         switch (c) {
-        case OPT_TENANT: tenant = optarg; break;
-        case OPT_WORKLOAD: workload = optarg; break;
-        default: return cli_usage_error(cli, "unknown option %s", argv[optind - 1]);
+        case OPT_TENANT:
+            tenant = optarg;
+            break;
+        case OPT_WORKLOAD:
+            workload = optarg;
+            break;
+        default:
+            return cli_usage_error(cli, "unknown option %s", argv[optind - 1]);
         }
     }
     if (optind != argc)
@@ -176,19 +190,21 @@ static int cmd_dep_show(struct cli *cli, int argc, char **argv)
 }
 
 #define DEP_JSON_HELP                                                          \
-    "JSON: {dep_id, policy_id, tenant, workload, state, created,\n"           \
+    "JSON: {dep_id, policy_id, tenant, workload, state, created,\n"            \
     "roots: {a|b|availability: {uri, wrap}}}\n"
 
 const struct cli_cmd cli_dep_cmds[] = {
     {"dep", "create", "create a DEP from two customer root keys",
-     "usage: keytier dep create --tenant T --workload W --key-a URI --key-b URI\n"
+     "usage: keytier dep create --tenant T --workload W --key-a URI --key-b "
+     "URI\n"
      "\n"
      "Creates a data encryption policy for tenant T and workload W (Exchange,\n"
      "SharePoint, M365DataAtRestEncryption or one of the configuration). The\n"
      "two customer root keys, named by PKCS#11 URIs, must be in two different\n"
      "tokens, non-extractable and allowed to wrap and unwrap. An availability\n"
      "key is generated in the service token; the DEP key is wrapped by all\n"
-     "three. The tokens' PINs come from the configuration (pin.LABEL).\n" DEP_JSON_HELP,
+     "three. The tokens' PINs come from the configuration "
+     "(pin.LABEL).\n" DEP_JSON_HELP,
      cmd_dep_create},
     {"dep", "list", "list a tenant's DEPs",
      "usage: keytier dep list --tenant T [--workload W]\n"
@@ -199,7 +215,8 @@ const struct cli_cmd cli_dep_cmds[] = {
     {"dep", "show", "show one DEP",
      "usage: keytier dep show --tenant T ID\n"
      "\n"
-     "The DEP's ids, state and root keys with their wrap mechanisms.\n" DEP_JSON_HELP,
+     "The DEP's ids, state and root keys with their wrap "
+     "mechanisms.\n" DEP_JSON_HELP,
      cmd_dep_show},
     {0},
 };

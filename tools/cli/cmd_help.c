@@ -68,7 +68,8 @@ static const char help_fallback[] =
 static const char help_envelope[] =
     "keytier help envelope\n"
     "\n"
-    "`keytier encrypt` writes a chunked AES-256-GCM envelope (lib/ENVELOPE.md):\n"
+    "`keytier encrypt` writes a chunked AES-256-GCM envelope "
+    "(lib/ENVELOPE.md):\n"
     "a header naming the tenant and key and committing to the key, then\n"
     "chunks each authenticated with its index, the last one marked final.\n"
     "\n"

@@ -9,11 +9,16 @@
 
 #include "cli.h"
 
-enum { OPT_TENANT = 256, OPT_DEP, OPT_MAILBOX, OPT_SITE, OPT_WORKLOAD,
-       OPT_REQUEST_ID };
+enum {
+    OPT_TENANT = 256,
+    OPT_DEP,
+    OPT_MAILBOX,
+    OPT_SITE,
+    OPT_WORKLOAD,
+    OPT_REQUEST_ID
+};
 
-static int tier_create(struct cli *cli, int argc, char **argv,
-                       const char *kind)
+static int tier_create(struct cli *cli, int argc, char **argv, const char *kind)
 {
     static const struct option opts[] = {
         {"tenant", required_argument, NULL, OPT_TENANT},
@@ -25,10 +30,17 @@ static int tier_create(struct cli *cli, int argc, char **argv,
     int c;
     while ((c = cli_getopt(cli, argc, argv, "", opts)) != -1) {
         switch (c) {
-        case OPT_TENANT: tenant = optarg; break;
-        case OPT_DEP: dep = optarg; break;
-        case OPT_REQUEST_ID: rid = optarg; break;
-        default: return cli_usage_error(cli, "unknown option %s", argv[optind - 1]);
+        case OPT_TENANT:
+            tenant = optarg;
+            break;
+        case OPT_DEP:
+            dep = optarg;
+            break;
+        case OPT_REQUEST_ID:
+            rid = optarg;
+            break;
+        default:
+            return cli_usage_error(cli, "unknown option %s", argv[optind - 1]);
         }
     }
     if (tenant == NULL || dep == NULL)
@@ -54,9 +66,10 @@ static int tier_create(struct cli *cli, int argc, char **argv,
     bool files_dep = !strcmp(info.workload, "SharePoint");
     if ((!strcmp(kind, "site") && mail_dep) ||
         (!strcmp(kind, "mailbox") && files_dep))
-        return cli_usage_error(cli, "DEP %s is for workload %s (%s shape): "
-                               "use 'keytier %s create'", dep, info.workload,
-                               mail_dep ? "mail" : "files",
+        return cli_usage_error(cli,
+                               "DEP %s is for workload %s (%s shape): "
+                               "use 'keytier %s create'",
+                               dep, info.workload, mail_dep ? "mail" : "files",
                                mail_dep ? "mailbox" : "site");
     keytier_request req = {KEYTIER_REQUEST_USER, NULL, rid};
     keytier_key *dk = NULL;
@@ -79,8 +92,8 @@ static int tier_create(struct cli *cli, int argc, char **argv,
         cli_json_str(o, "request_id", rid);
         cli_json_put(o);
     } else {
-        printf("%s '%s' created under DEP %s (%s, key %s)\n", kind, name,
-               dep, info.workload, id);
+        printf("%s '%s' created under DEP %s (%s, key %s)\n", kind, name, dep,
+               info.workload, id);
     }
     return CLI_OK;
 }
@@ -108,11 +121,20 @@ static int cmd_status(struct cli *cli, int argc, char **argv)
     int c;
     while ((c = cli_getopt(cli, argc, argv, "", opts)) != -1) {
         switch (c) {
-        case OPT_TENANT: tenant = optarg; break;
-        case OPT_MAILBOX: mailbox = optarg; break;
-        case OPT_SITE: site = optarg; break;
-        case OPT_WORKLOAD: wl = optarg; break;
-        default: return cli_usage_error(cli, "unknown option %s", argv[optind - 1]);
+        case OPT_TENANT:
+            tenant = optarg;
+            break;
+        case OPT_MAILBOX:
+            mailbox = optarg;
+            break;
+        case OPT_SITE:
+            site = optarg;
+            break;
+        case OPT_WORKLOAD:
+            wl = optarg;
+            break;
+        default:
+            return cli_usage_error(cli, "unknown option %s", argv[optind - 1]);
         }
     }
     if (optind != argc)
@@ -184,8 +206,8 @@ static int cmd_status(struct cli *cli, int argc, char **argv)
                kind, name, wl, st.dep_id, st.policy_id,
                cli_dep_state_name(st.dep_state));
     } else {
-        printf("%s '%s' (%s): not encrypted under a customer key\n", kind,
-               name, wl);
+        printf("%s '%s' (%s): not encrypted under a customer key\n", kind, name,
+               wl);
     }
     return CLI_OK;
 }
@@ -207,7 +229,8 @@ const struct cli_cmd cli_tier_cmds[] = {
      "JSON: {kind, tenant, name, key_id, dep_id, workload, request_id}\n",
      cmd_site_create},
     {"status", NULL, "is a mailbox or site encrypted, under which DEP",
-     "usage: keytier status --tenant T [--mailbox M | --site S] [--workload W]\n"
+     "usage: keytier status --tenant T [--mailbox M | --site S] [--workload "
+     "W]\n"
      "\n"
      "With --mailbox or --site: whether the name is encrypted under a\n"
      "customer-key DEP, its DEP id, policy id and DEP state (workload\n"

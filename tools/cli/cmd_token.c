@@ -35,7 +35,9 @@ enum {
 #define PIN_OPTIONS                                                            \
     {"pin", required_argument, NULL, OPT_PIN},                                 \
         {"pin-env", required_argument, NULL, OPT_PIN_ENV},                     \
-        {"pin-file", required_argument, NULL, OPT_PIN_FILE}
+    {                                                                          \
+        "pin-file", required_argument, NULL, OPT_PIN_FILE                      \
+    }
 
 static json_object *token_json(const keytier_token_info *t)
 {
@@ -72,15 +74,32 @@ static int cmd_token_init(struct cli *cli, int argc, char **argv)
     int c;
     while ((c = cli_getopt(cli, argc, argv, "", opts)) != -1) {
         switch (c) {
-        case OPT_MODULE: module = optarg; break;
-        case OPT_LABEL: label = optarg; break;
-        case OPT_PIN: user.value = optarg; break;
-        case OPT_PIN_ENV: user.env = optarg; break;
-        case OPT_PIN_FILE: user.file = optarg; break;
-        case OPT_SO_PIN: so.value = optarg; break;
-        case OPT_SO_PIN_ENV: so.env = optarg; break;
-        case OPT_SO_PIN_FILE: so.file = optarg; break;
-        default: return cli_usage_error(cli, "unknown option %s", argv[optind - 1]);
+        case OPT_MODULE:
+            module = optarg;
+            break;
+        case OPT_LABEL:
+            label = optarg;
+            break;
+        case OPT_PIN:
+            user.value = optarg;
+            break;
+        case OPT_PIN_ENV:
+            user.env = optarg;
+            break;
+        case OPT_PIN_FILE:
+            user.file = optarg;
+            break;
+        case OPT_SO_PIN:
+            so.value = optarg;
+            break;
+        case OPT_SO_PIN_ENV:
+            so.env = optarg;
+            break;
+        case OPT_SO_PIN_FILE:
+            so.file = optarg;
+            break;
+        default:
+            return cli_usage_error(cli, "unknown option %s", argv[optind - 1]);
         }
     }
     if (optind != argc)
@@ -142,8 +161,8 @@ static int cmd_token_list(struct cli *cli, int argc, char **argv)
             cli_json_put(token_json(t));
             continue;
         }
-        const char *state = !t->initialized   ? "free"
-                            : t->pin_locked   ? "pin-locked"
+        const char *state = !t->initialized    ? "free"
+                            : t->pin_locked    ? "pin-locked"
                             : !t->user_pin_set ? "no-user-pin"
                                                : "ready";
         printf("0x%-8lx %-32s %-16s %-13s %s\n", t->slot,
@@ -180,14 +199,29 @@ static int cmd_token_keygen(struct cli *cli, int argc, char **argv)
     int c;
     while ((c = cli_getopt(cli, argc, argv, "", opts)) != -1) {
         switch (c) {
-        case OPT_MODULE: module = optarg; break;
-        case OPT_TOKEN: token = optarg; break;
-        case OPT_LABEL: label = optarg; break;
-        case OPT_TYPE: type = optarg; break;
-        case OPT_PIN: user.value = optarg; break;
-        case OPT_PIN_ENV: user.env = optarg; break;
-        case OPT_PIN_FILE: user.file = optarg; break;
-        default: return cli_usage_error(cli, "unknown option %s", argv[optind - 1]);
+        case OPT_MODULE:
+            module = optarg;
+            break;
+        case OPT_TOKEN:
+            token = optarg;
+            break;
+        case OPT_LABEL:
+            label = optarg;
+            break;
+        case OPT_TYPE:
+            type = optarg;
+            break;
+        case OPT_PIN:
+            user.value = optarg;
+            break;
+        case OPT_PIN_ENV:
+            user.env = optarg;
+            break;
+        case OPT_PIN_FILE:
+            user.file = optarg;
+            break;
+        default:
+            return cli_usage_error(cli, "unknown option %s", argv[optind - 1]);
         }
     }
     if (optind != argc)
@@ -206,8 +240,8 @@ static int cmd_token_keygen(struct cli *cli, int argc, char **argv)
     if (pin == NULL)
         return rc;
     char uri[KEYTIER_URI_MAX];
-    keytier_err e =
-        keytier_root_generate(module, token, pin, label, key_types[t].type, uri);
+    keytier_err e = keytier_root_generate(module, token, pin, label,
+                                          key_types[t].type, uri);
     cli_pin_free(pin);
     if (e != KEYTIER_OK)
         return cli_fail_lib(cli, e);
@@ -239,13 +273,26 @@ static int cmd_token_destroy_key(struct cli *cli, int argc, char **argv)
     int c;
     while ((c = cli_getopt(cli, argc, argv, "", opts)) != -1) {
         switch (c) {
-        case OPT_MODULE: module = optarg; break;
-        case OPT_TOKEN: token = optarg; break;
-        case OPT_LABEL: label = optarg; break;
-        case OPT_PIN: user.value = optarg; break;
-        case OPT_PIN_ENV: user.env = optarg; break;
-        case OPT_PIN_FILE: user.file = optarg; break;
-        default: return cli_usage_error(cli, "unknown option %s", argv[optind - 1]);
+        case OPT_MODULE:
+            module = optarg;
+            break;
+        case OPT_TOKEN:
+            token = optarg;
+            break;
+        case OPT_LABEL:
+            label = optarg;
+            break;
+        case OPT_PIN:
+            user.value = optarg;
+            break;
+        case OPT_PIN_ENV:
+            user.env = optarg;
+            break;
+        case OPT_PIN_FILE:
+            user.file = optarg;
+            break;
+        default:
+            return cli_usage_error(cli, "unknown option %s", argv[optind - 1]);
         }
     }
     if (optind != argc)
@@ -265,7 +312,8 @@ static int cmd_token_destroy_key(struct cli *cli, int argc, char **argv)
         json_object *o = json_object_new_object();
         cli_json_str(o, "token", token);
         cli_json_str(o, "label", label);
-        json_object_object_add(o, "destroyed", json_object_new_int64((int64_t)n));
+        json_object_object_add(o, "destroyed",
+                               json_object_new_int64((int64_t)n));
         cli_json_put(o);
     } else {
         printf("destroyed key '%s' in token '%s' (%zu object%s)\n", label,
@@ -275,10 +323,10 @@ static int cmd_token_destroy_key(struct cli *cli, int argc, char **argv)
 }
 
 #define PIN_HELP                                                               \
-    "PIN sources (one of; default: a prompt without echo on the terminal):\n" \
+    "PIN sources (one of; default: a prompt without echo on the terminal):\n"  \
     "  --pin-env VAR     read the user PIN from environment variable VAR\n"    \
-    "  --pin-file FILE   read it from the first line of FILE\n"               \
-    "  --pin PIN         on the command line (visible to other users: a\n"    \
+    "  --pin-file FILE   read it from the first line of FILE\n"                \
+    "  --pin PIN         on the command line (visible to other users: a\n"     \
     "                    warning is printed)\n"
 
 const struct cli_cmd cli_token_cmds[] = {
@@ -294,7 +342,8 @@ const struct cli_cmd cli_token_cmds[] = {
      "  --so-pin-env VAR, --so-pin-file FILE, --so-pin PIN\n"
      "                    the security officer PIN, likewise\n"
      "A prompt asks each PIN twice.\n"
-     "JSON: {slot, initialized, user_pin_set, pin_locked, label, manufacturer,\n"
+     "JSON: {slot, initialized, user_pin_set, pin_locked, label, "
+     "manufacturer,\n"
      "model, serial, uri, module}\n",
      cmd_token_init},
     {"token", "list", "list the module's tokens",

@@ -35,36 +35,37 @@ static void usage(FILE *f)
     for (size_t i = 0; i < N_FAMILIES; i++)
         for (const struct cli_cmd *c = families[i]; c->family; c++) {
             char name[40];
-            snprintf(name, sizeof name, "%s%s%s", c->family,
-                     c->verb ? " " : "", c->verb ? c->verb : "");
+            snprintf(name, sizeof name, "%s%s%s", c->family, c->verb ? " " : "",
+                     c->verb ? c->verb : "");
             fprintf(f, "  %-18s %s\n", name, c->summary);
         }
-    fputs("\n"
-          "Options:\n"
-          "  --config FILE  library configuration (default: $KEYTIER_LIB_CONF,\n"
-          "                 else the built-in defaults; `keytier help\n"
-          "                 configuration`)\n"
-          "  --json         one JSON document per command on stdout (JSON\n"
-          "                 lines for lists); errors as {\"error\": {command,\n"
-          "                 name, message, exit}}\n"
-          "  --help         this text; `keytier COMMAND --help` for a command\n"
-          "\n"
-          "Exit codes:\n"
-          "  0  success\n"
-          "  1  failure (token, store, configuration, ...)\n"
-          "  2  bad command line\n"
-          "  3  data refused: altered, truncated or under another key\n"
-          "  4  access revoked: the customer keys refused (user request)\n"
-          "  5  keys unavailable: no customer key answered, no fallback\n"
-          "  6  not found: tenant, DEP, mailbox, site, blob, token or key\n"
-          "  7  a file could not be read or written\n"
-          "  8  audit log altered (keytier audit verify)\n"
-          "\n"
-          "Errors are one line on stderr: `keytier COMMAND: what failed and\n"
-          "why [KEYTIER_E_NAME]`, naming the key URI, token or file and the\n"
-          "CKR_ code where a token call failed. PINs never appear.\n"
-          "Help topics: keytier help configuration | fallback | envelope\n",
-          f);
+    fputs(
+        "\n"
+        "Options:\n"
+        "  --config FILE  library configuration (default: $KEYTIER_LIB_CONF,\n"
+        "                 else the built-in defaults; `keytier help\n"
+        "                 configuration`)\n"
+        "  --json         one JSON document per command on stdout (JSON\n"
+        "                 lines for lists); errors as {\"error\": {command,\n"
+        "                 name, message, exit}}\n"
+        "  --help         this text; `keytier COMMAND --help` for a command\n"
+        "\n"
+        "Exit codes:\n"
+        "  0  success\n"
+        "  1  failure (token, store, configuration, ...)\n"
+        "  2  bad command line\n"
+        "  3  data refused: altered, truncated or under another key\n"
+        "  4  access revoked: the customer keys refused (user request)\n"
+        "  5  keys unavailable: no customer key answered, no fallback\n"
+        "  6  not found: tenant, DEP, mailbox, site, blob, token or key\n"
+        "  7  a file could not be read or written\n"
+        "  8  audit log altered (keytier audit verify)\n"
+        "\n"
+        "Errors are one line on stderr: `keytier COMMAND: what failed and\n"
+        "why [KEYTIER_E_NAME]`, naming the key URI, token or file and the\n"
+        "CKR_ code where a token call failed. PINs never appear.\n"
+        "Help topics: keytier help configuration | fallback | envelope\n",
+        f);
 }
 
 static const struct cli_cmd *find_cmd(int argc, char **argv, int *used)

@@ -44,16 +44,16 @@ static char *cli_pin_read_file(struct cli *cli, const char *path,
         return NULL;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
-        *rc = cli_fail(cli, CLI_IO, "%s: cannot read PIN file %s: %s", what, path,
-                 strerror(errno));
+        *rc = cli_fail(cli, CLI_IO, "%s: cannot read PIN file %s: %s", what,
+                       path, strerror(errno));
         cli_pin_free(buf);
         return NULL;
     }
     ssize_t n = read(fd, buf, CLI_PIN_MAX - 1);
     close(fd);
     if (n < 0) {
-        *rc = cli_fail(cli, CLI_IO, "%s: cannot read PIN file %s: %s", what, path,
-                 strerror(errno));
+        *rc = cli_fail(cli, CLI_IO, "%s: cannot read PIN file %s: %s", what,
+                       path, strerror(errno));
         cli_pin_free(buf);
         return NULL;
     }
@@ -101,8 +101,8 @@ char *cli_pin_get(struct cli *cli, const struct cli_pin_src *src,
                   const char *what, bool confirm, int *rc)
 {
     *rc = CLI_USAGE;
-    int sources = (src->env != NULL) + (src->file != NULL) +
-                  (src->value != NULL);
+    int sources =
+        (src->env != NULL) + (src->file != NULL) + (src->value != NULL);
     if (sources > 1) {
         cli_usage_error(cli, "%s: give one PIN source", what);
         return NULL;
