@@ -91,6 +91,10 @@ int main(int argc, char **argv)
     char kt_mod[512], sh_mod[512], path[256], text[2048];
     if (realpath(argv[1], kt_mod) == NULL || realpath(argv[2], sh_mod) == NULL)
         DIE("module path");
+    double load[3] = {0, 0, 0};
+    if (getloadavg(load, 3) == 3)
+        printf("load average at start         %.2f %.2f %.2f\n", load[0],
+               load[1], load[2]);
     long n_keys = argc > 3 ? atol(argv[3]) : 100000;
     int rolls = argc > 4 ? atoi(argv[4]) : 20;
     if (n_keys < 1 || rolls < 1)
