@@ -20,7 +20,7 @@
 
 #include "keytier.h"
 
-static char dir[64];
+static char dir[200];
 
 #define DIE(...)                                                               \
     do {                                                                       \
@@ -88,7 +88,7 @@ int main(int argc, char **argv)
     if (argc < 3)
         DIE("usage: bench-lifecycle KEYTIER_MODULE SOFTHSM2_MODULE "
             "[mailbox-keys] [rolls]");
-    char kt_mod[512], sh_mod[512], path[256], text[2048];
+    char kt_mod[512], sh_mod[512], path[320], text[2048];
     if (realpath(argv[1], kt_mod) == NULL || realpath(argv[2], sh_mod) == NULL)
         DIE("module path");
     double load[3] = {0, 0, 0};
@@ -99,7 +99,10 @@ int main(int argc, char **argv)
     int rolls = argc > 4 ? atoi(argv[4]) : 20;
     if (n_keys < 1 || rolls < 1)
         DIE("counts must be positive");
-    snprintf(dir, sizeof dir, "/tmp/kt-bench-lc-XXXXXX");
+    const char *tmp = getenv("TMPDIR");
+    if (tmp == NULL || *tmp == '\0' || strlen(tmp) > 150)
+        tmp = "/tmp";
+    snprintf(dir, sizeof dir, "%s/kt-bench-lc-XXXXXX", tmp);
     if (mkdtemp(dir) == NULL)
         DIE("mkdtemp");
     snprintf(path, sizeof path, "%s/keytier.conf", dir);
