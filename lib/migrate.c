@@ -343,6 +343,24 @@ KEYTIER_API keytier_err keytier_migrate_run(keytier_ctx *ctx,
         /* The lost DEP holds nothing any more. */
         e = kt_store_dep_set_state(ctx->store, r.m.scope + 4,
                                    KEYTIER_DEP_DISABLED);
+        struct kt_dep_rec *old = e == KEYTIER_OK ? malloc(sizeof *old) : NULL;
+        if (e == KEYTIER_OK && old == NULL)
+            e = kt_err(KEYTIER_E_NOMEM, NULL);
+        if (e == KEYTIER_OK)
+            e = kt_store_dep_get(ctx->store, r.m.scope + 4, old);
+        if (e == KEYTIER_OK) {
+            json_object *f = json_object_new_object();
+            if (f != NULL) {
+                json_object_object_add(
+                    f, "MigrationId", json_object_new_string(r.m.migration_id));
+                json_object_object_add(f, "ReplacedBy",
+                                       json_object_new_string(r.m.target_dep));
+            }
+            e = kt_lc_audit(ctx, "DEP disabled after recovery", old, f);
+        }
+        if (old != NULL)
+            kt_wipe(old, sizeof *old);
+        free(old);
         if (e != KEYTIER_OK)
             goto out;
     }

@@ -476,6 +476,7 @@ START_TEST(recover_both_customer_tokens_deleted)
     ck_assert_int_ge(lc_audit_count(ctx, "\"Operation\":\"recover\""), 1);
     ck_assert_int_ge(lc_audit_count(ctx, "Fallback to availability key"), 1);
     ck_assert_int_eq(lc_audit_count(ctx, "\"DEP recovery started\""), 1);
+    ck_assert_int_eq(lc_audit_count(ctx, "\"DEP disabled after recovery\""), 1);
     keytier_ctx_close(ctx);
 }
 END_TEST
