@@ -285,6 +285,14 @@ static keytier_err kt_purge_root(keytier_ctx *ctx, const char *what,
     CK_RV rv = CKR_OK;
     memset(&root, 0, sizeof root);
     keytier_err e = kt_root_resolve(ctx, what, uri, true, &root, &s, &rv);
+    if (e == KEYTIER_E_KEY_USAGE || e == KEYTIER_E_KEY_EXTRACTABLE ||
+        e == KEYTIER_E_KEY_TYPE) {
+        /* A root the customer already disabled (CKA_UNWRAP off...) is
+         * destroyed all the same: found without the usage checks (an RSA
+         * root's public half, which can only wrap, then stays). */
+        memset(&root, 0, sizeof root);
+        e = kt_root_resolve(ctx, what, uri, false, &root, &s, &rv);
+    }
     if (e == KEYTIER_E_KEY_NOT_FOUND) {
         kt_err_clear();
         return KEYTIER_OK;

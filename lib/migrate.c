@@ -178,23 +178,20 @@ static keytier_err kt_mig_subtree(struct kt_mig_run *r,
     return e;
 }
 
-/* Adds the updates that move item key_id (and its subtree). */
-static keytier_err kt_mig_item(struct kt_mig_run *r, const char *key_id)
+/* Adds the updates that move item t (and its subtree). */
+static keytier_err kt_mig_item(struct kt_mig_run *r, struct kt_mig_todo *t)
 {
-    struct kt_key_rec rec;
-    keytier_err e = kt_store_key_get(r->ctx->store, key_id, &rec);
+    struct kt_key_rec rec = t->rec;
+    keytier_err e = KEYTIER_OK;
     struct kt_mig_update *u = kt_mig_push(r);
     if (u == NULL)
         return kt_err(KEYTIER_E_NOMEM, NULL);
     u->item = true;
-    kt_strlcpy(u->key_id, key_id, sizeof u->key_id);
-    if (e == KEYTIER_E_NOT_FOUND) {
-        kt_err_clear();
+    kt_strlcpy(u->key_id, t->key_id, sizeof u->key_id);
+    if (t->gone) {
         u->gone = true; /* deleted since: nothing to move */
         return KEYTIER_OK;
     }
-    if (e != KEYTIER_OK)
-        return e;
     if (strcmp(rec.dep_id, r->m.target_dep) == 0) {
         u->gone = true; /* already there */
         return KEYTIER_OK;
@@ -253,7 +250,7 @@ KEYTIER_API keytier_err keytier_migrate_run(keytier_ctx *ctx,
         return kt_err(KEYTIER_E_ARGS, "keytier_migrate_run");
     struct kt_mig_run r;
     keytier_migration p;
-    char(*todo)[KEYTIER_ID_SIZE] = NULL;
+    struct kt_mig_todo *todo = NULL;
     memset(&r, 0, sizeof r);
     r.ctx = ctx;
     keytier_err e = kt_store_mig_get(ctx->store, migration_id, &r.m);
@@ -312,7 +309,7 @@ KEYTIER_API keytier_err keytier_migrate_run(keytier_ctx *ctx,
         }
         r.n_u = 0;
         for (size_t i = 0; i < n && e == KEYTIER_OK; i++)
-            e = kt_mig_item(&r, todo[i]);
+            e = kt_mig_item(&r, &todo[i]);
         if (e == KEYTIER_OK)
             e = kt_store_mig_apply(ctx->store, migration_id, r.u, r.n_u,
                                    &applied);
@@ -346,6 +343,24 @@ KEYTIER_API keytier_err keytier_migrate_run(keytier_ctx *ctx,
         /* The lost DEP holds nothing any more. */
         e = kt_store_dep_set_state(ctx->store, r.m.scope + 4,
                                    KEYTIER_DEP_DISABLED);
+        struct kt_dep_rec *old = e == KEYTIER_OK ? malloc(sizeof *old) : NULL;
+        if (e == KEYTIER_OK && old == NULL)
+            e = kt_err(KEYTIER_E_NOMEM, NULL);
+        if (e == KEYTIER_OK)
+            e = kt_store_dep_get(ctx->store, r.m.scope + 4, old);
+        if (e == KEYTIER_OK) {
+            json_object *f = json_object_new_object();
+            if (f != NULL) {
+                json_object_object_add(
+                    f, "MigrationId", json_object_new_string(r.m.migration_id));
+                json_object_object_add(f, "ReplacedBy",
+                                       json_object_new_string(r.m.target_dep));
+            }
+            e = kt_lc_audit(ctx, "DEP disabled after recovery", old, f);
+        }
+        if (old != NULL)
+            kt_wipe(old, sizeof *old);
+        free(old);
         if (e != KEYTIER_OK)
             goto out;
     }
@@ -366,6 +381,8 @@ report:
         *out = p;
 out:
     kt_mig_run_free(&r);
+    if (todo != NULL)
+        kt_wipe(todo, KT_MIG_BATCH * sizeof *todo);
     free(todo);
     return e;
 }
@@ -576,4 +593,89 @@ KEYTIER_API keytier_err keytier_migration_list(keytier_ctx *ctx,
     *out = list;
     *count = n;
     return KEYTIER_OK;
+}
+
+/* ---- background runs ---------------------------------------------------- */
+
+struct keytier_migrator {
+    keytier_ctx *ctx;
+    char id[KEYTIER_ID_SIZE];
+    keytier_progress_fn fn;
+    void *arg;
+    pthread_t thread;
+    atomic_bool stop;
+    keytier_err result;
+    char detail[512];
+    keytier_migration progress;
+};
+
+static int kt_migrator_progress(void *arg, const keytier_migration *p)
+{
+    keytier_migrator *m = arg;
+    if (m->fn != NULL && m->fn(m->arg, p) != 0)
+        return 1;
+    return atomic_load(&m->stop) ? 1 : 0;
+}
+
+static void *kt_migrator_main(void *arg)
+{
+    keytier_migrator *m = arg;
+    m->result = keytier_migrate_run(m->ctx, m->id, kt_migrator_progress, m,
+                                    &m->progress);
+    /* The error detail is per thread: carried over to the waiter. */
+    if (m->result != KEYTIER_OK) {
+        const char *d = keytier_last_error_detail();
+        size_t n = strlen(keytier_strerror(m->result));
+        if (strncmp(d, keytier_strerror(m->result), n) == 0 && d[n] == ':')
+            d += n + 2; /* kt_err puts the message back */
+        kt_strlcpy(m->detail, d, sizeof m->detail);
+    }
+    return NULL;
+}
+
+KEYTIER_API keytier_err keytier_migrate_start(keytier_ctx *ctx,
+                                              const char *migration_id,
+                                              keytier_progress_fn fn, void *arg,
+                                              keytier_migrator **out)
+{
+    kt_err_clear();
+    if (ctx == NULL || out == NULL ||
+        !kt_text_ok(migration_id, KEYTIER_ID_SIZE - 1))
+        return kt_err(KEYTIER_E_ARGS, "keytier_migrate_start");
+    keytier_migrator *m = calloc(1, sizeof *m);
+    if (m == NULL)
+        return kt_err(KEYTIER_E_NOMEM, NULL);
+    m->ctx = ctx;
+    kt_strlcpy(m->id, migration_id, sizeof m->id);
+    m->fn = fn;
+    m->arg = arg;
+    atomic_init(&m->stop, false);
+    if (pthread_create(&m->thread, NULL, kt_migrator_main, m) != 0) {
+        free(m);
+        return kt_err(KEYTIER_E_INTERNAL, "cannot start a migration thread");
+    }
+    *out = m;
+    return KEYTIER_OK;
+}
+
+KEYTIER_API void keytier_migrate_stop(keytier_migrator *m)
+{
+    if (m != NULL)
+        atomic_store(&m->stop, true);
+}
+
+KEYTIER_API keytier_err keytier_migrate_wait(keytier_migrator *m,
+                                             keytier_migration *out)
+{
+    kt_err_clear();
+    if (m == NULL)
+        return kt_err(KEYTIER_E_ARGS, "keytier_migrate_wait");
+    pthread_join(m->thread, NULL);
+    keytier_err e = m->result;
+    if (e != KEYTIER_OK)
+        e = kt_err(e, "%s", m->detail);
+    else if (out != NULL)
+        *out = m->progress;
+    free(m);
+    return e;
 }

@@ -160,9 +160,15 @@ KT_MUST_CHECK keytier_err kt_store_mig_list(struct kt_store *st,
                                             const char *tenant,
                                             struct kt_mig_rec **out,
                                             size_t *count);
+/* An item still to do and its key as stored now (gone: deleted since). */
+struct kt_mig_todo {
+    char key_id[KEYTIER_ID_SIZE];
+    bool gone;
+    struct kt_key_rec rec;
+};
 KT_MUST_CHECK keytier_err kt_store_mig_todo(struct kt_store *st, const char *id,
                                             size_t max,
-                                            char (*ids)[KEYTIER_ID_SIZE],
+                                            struct kt_mig_todo *out,
                                             size_t *n);
 /* Applies a batch in one transaction; a row whose dep_id is no longer
  * old_dep is skipped with its subtree (its item stays to do). */

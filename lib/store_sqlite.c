@@ -120,7 +120,9 @@ static const char *const kt_migrations[] = {
     "  scope TEXT NOT NULL,"
     "  operation TEXT NOT NULL,"
     "  state INTEGER NOT NULL,"
-    "  created INTEGER NOT NULL);"
+    "  created INTEGER NOT NULL,"
+    "  total INTEGER NOT NULL DEFAULT 0," /* items, kept with them */
+    "  done INTEGER NOT NULL DEFAULT 0);"
     "CREATE TABLE IF NOT EXISTS migration_items ("
     "  migration_id TEXT NOT NULL REFERENCES migrations(migration_id),"
     "  key_id TEXT NOT NULL,"
@@ -997,7 +999,14 @@ static keytier_err kt_mig_add_locked(struct kt_store *st,
     if (rc != SQLITE_DONE)
         return kt_store_fail(st, "migration items");
     *added = (size_t)sqlite3_changes(st->db);
-    return KEYTIER_OK;
+    if (*added == 0)
+        return KEYTIER_OK;
+    /* The counters move with the items, so progress is one row read. */
+    const char *t[] = {m->migration_id};
+    return kt_run(st,
+                  "UPDATE migrations SET total = total + ?2 WHERE "
+                  "migration_id = ?1",
+                  t, 1, (int64_t)*added, "migration items");
 }
 
 keytier_err kt_store_mig_create(struct kt_store *st, const struct kt_mig_rec *m,
@@ -1052,18 +1061,21 @@ keytier_err kt_store_mig_add(struct kt_store *st, const struct kt_mig_rec *m,
                              size_t *added)
 {
     pthread_mutex_lock(&st->mu);
-    keytier_err e = kt_mig_add_locked(st, m, added);
+    keytier_err e = kt_begin(st);
+    if (e == KEYTIER_OK) {
+        e = kt_mig_add_locked(st, m, added);
+        if (e == KEYTIER_OK)
+            e = kt_commit(st);
+        else
+            kt_rollback(st);
+    }
     pthread_mutex_unlock(&st->mu);
     return e;
 }
 
 #define KT_MIG_COLS                                                            \
     "m.migration_id, m.tenant, m.workload, m.target_dep, m.scope, "            \
-    "m.operation, m.state, m.created, "                                        \
-    "(SELECT count(*) FROM migration_items i WHERE "                           \
-    " i.migration_id = m.migration_id), "                                      \
-    "(SELECT count(*) FROM migration_items i WHERE "                           \
-    " i.migration_id = m.migration_id AND i.done = 1)"
+    "m.operation, m.state, m.created, m.total, m.done"
 
 static void kt_mig_row(sqlite3_stmt *q, struct kt_mig_rec *m)
 {
@@ -1154,25 +1166,40 @@ out:
 }
 
 keytier_err kt_store_mig_todo(struct kt_store *st, const char *id, size_t max,
-                              char (*ids)[KEYTIER_ID_SIZE], size_t *n)
+                              struct kt_mig_todo *out, size_t *n)
 {
     sqlite3_stmt *q;
     keytier_err e = KEYTIER_OK;
     *n = 0;
     pthread_mutex_lock(&st->mu);
+    /* The items to do with their keys, in one read (a deleted key comes
+     * back with NULL columns). */
     if (kt_prep(st,
-                "SELECT key_id FROM migration_items WHERE migration_id = ?1 "
-                "AND done = 0 LIMIT ?2",
+                "SELECT k.key_id, k.tenant, k.workload, k.dep_id, "
+                "k.parent_id, k.level, k.name, k.created, k.wrapped, "
+                "i.key_id FROM migration_items i LEFT JOIN tier_keys k ON "
+                "k.key_id = i.key_id WHERE i.migration_id = ?1 AND "
+                "i.done = 0 LIMIT ?2",
                 &q) != SQLITE_OK) {
         e = kt_store_fail(st, "migration items");
         goto out;
     }
     sqlite3_bind_text(q, 1, id, -1, SQLITE_STATIC);
     sqlite3_bind_int64(q, 2, (sqlite3_int64)max);
-    int rc;
-    while ((rc = sqlite3_step(q)) == SQLITE_ROW && *n < max)
-        kt_col_text(q, 0, ids[(*n)++], KEYTIER_ID_SIZE);
-    if (rc != SQLITE_DONE && rc != SQLITE_ROW)
+    int rc = SQLITE_DONE;
+    while (*n < max && (rc = sqlite3_step(q)) == SQLITE_ROW) {
+        struct kt_mig_todo *t = &out[*n];
+        memset(t, 0, sizeof *t);
+        kt_col_text(q, 9, t->key_id, sizeof t->key_id);
+        t->gone = sqlite3_column_type(q, 0) == SQLITE_NULL;
+        if (!t->gone) {
+            e = kt_key_row(q, &t->rec);
+            if (e != KEYTIER_OK)
+                break;
+        }
+        (*n)++;
+    }
+    if (e == KEYTIER_OK && *n < max && rc != SQLITE_DONE)
         e = kt_store_fail(st, "migration items");
     kt_done(st, q);
 out:
@@ -1229,12 +1256,22 @@ keytier_err kt_store_mig_apply(struct kt_store *st, const char *id,
             const char *t[] = {id, u[i].key_id};
             e = kt_run(st,
                        "UPDATE migration_items SET done = 1 WHERE "
-                       "migration_id = ?1 AND key_id = ?2",
+                       "migration_id = ?1 AND key_id = ?2 AND done = 0",
                        t, 2, 0, "migrate key");
             if (e != KEYTIER_OK)
                 goto fail;
-            (*applied)++;
+            if (sqlite3_changes(st->db) == 1)
+                (*applied)++;
         }
+    }
+    if (*applied > 0) {
+        const char *t[] = {id};
+        e = kt_run(st,
+                   "UPDATE migrations SET done = done + ?2 WHERE "
+                   "migration_id = ?1",
+                   t, 1, (int64_t)*applied, "migrate key");
+        if (e != KEYTIER_OK)
+            goto fail;
     }
     e = kt_commit(st);
     goto out;
@@ -1483,6 +1520,8 @@ keytier_err kt_store_ks_retire(struct kt_store *st, const char *name,
         goto fail;
     }
     e = kt_commit(st);
+    if (e == KEYTIER_OK && *n > 0)
+        kt_exec(st, "PRAGMA wal_checkpoint(TRUNCATE)");
     goto out;
 fail:
     kt_rollback(st);

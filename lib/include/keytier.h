@@ -589,6 +589,20 @@ typedef int (*keytier_progress_fn)(void *arg, const keytier_migration *p);
 KEYTIER_API KEYTIER_MUST_CHECK keytier_err
 keytier_migrate_run(keytier_ctx *ctx, const char *migration_id,
                     keytier_progress_fn fn, void *arg, keytier_migration *out);
+/*
+ * The same in the background: a thread of the library runs the migration
+ * (fn, if not NULL, is called on that thread).  keytier_migrate_stop asks
+ * it to stop after the current batch; keytier_migrate_wait joins it, gives
+ * its result and final progress (out may be NULL) and frees m.  ctx must
+ * stay open until then.
+ */
+typedef struct keytier_migrator keytier_migrator;
+KEYTIER_API KEYTIER_MUST_CHECK keytier_err
+keytier_migrate_start(keytier_ctx *ctx, const char *migration_id,
+                      keytier_progress_fn fn, void *arg, keytier_migrator **m);
+KEYTIER_API void keytier_migrate_stop(keytier_migrator *m);
+KEYTIER_API KEYTIER_MUST_CHECK keytier_err
+keytier_migrate_wait(keytier_migrator *m, keytier_migration *out);
 /* Progress as stored (rate and eta unknown). */
 KEYTIER_API KEYTIER_MUST_CHECK keytier_err
 keytier_migration_get(keytier_ctx *ctx, const char *tenant,

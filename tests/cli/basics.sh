@@ -19,6 +19,7 @@ n=0
 while read -r fam verb; do
     case $verb in
     init | list | keygen | destroy-key | create | show | verify) args=("$fam" "$verb") ;;
+    roll | protect | unprotect | rollover) args=("$fam" "$verb") ;; # lifecycle
     *) args=("$fam") ;;
     esac
     expect_ok kt "${args[@]}" --help
@@ -29,7 +30,9 @@ while read -r fam verb; do
 done <<<"$cmds"
 # token init/list/keygen/destroy-key, dep create/list/show, mailbox create,
 # site create, status, encrypt, decrypt, audit list/verify, demo, help
-assert_eq 16 "$n" "commands in keytier --help"
+# lifecycle: dep roll, assign, migrate, recover, purge, secret create/
+# protect/unprotect/rollover/show
+assert_eq 26 "$n" "commands in keytier --help"
 for c in "token init" "token list" "token keygen" "dep create" "dep list" \
     "dep show" "mailbox create" "site create" "status" "encrypt" \
     "decrypt" "audit list" "audit verify" "demo" "help"; do

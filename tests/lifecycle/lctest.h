@@ -89,6 +89,18 @@ static inline long long lc_sql_int(const char *db_path, const char *q,
     return v;
 }
 
+/* Runs SQL on the store file (a second connection). */
+static inline void lc_sql_exec(const char *db_path, const char *sql)
+{
+    sqlite3 *db;
+    char *err = NULL;
+    ck_assert_int_eq(sqlite3_open(db_path, &db), SQLITE_OK);
+    sqlite3_busy_timeout(db, 10000);
+    ck_assert_msg(sqlite3_exec(db, sql, NULL, NULL, &err) == SQLITE_OK, "%s",
+                  err ? err : "");
+    sqlite3_close(db);
+}
+
 /* Counts lines of the audit log that contain `needle`. */
 static inline int lc_audit_count(keytier_ctx *ctx, const char *needle)
 {

@@ -1,10 +1,14 @@
 /* lib/lifecycle.c: rolling customer roots (AES and RSA, keytier's module
  * and SoftHSM2) and purging a tenant, on real tokens. */
 #include <fcntl.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <p11-kit/p11-kit.h>
+
+#include "kt_lib.h" /* ctx->store: a roll interrupted by a crash */
 #include "lctest.h"
 
 static struct testenv T;
@@ -153,6 +157,20 @@ START_TEST(roll_rsa_keytier)
 }
 END_TEST
 
+/* SoftHSM2 2.6 does RSA-OAEP with SHA-1 only: with allow_oaep_sha1 the
+ * new copy is made and read back with SHA-1, and recorded so. */
+START_TEST(roll_rsa_softhsm2)
+{
+    testenv_root_rsa(&T, "VaultA", "R1", 0);
+    testenv_root_rsa(&T, "VaultA", "R2", 0);
+    testenv_root_aes(&T, "VaultB", "B1", 0);
+    testenv_write_conf(&T, "allow_oaep_sha1 = yes");
+    roll_case(testenv_uri("VaultA", "R1"), testenv_uri("VaultB", "B1"),
+              KEYTIER_ROOT_A, testenv_uri("VaultA", "R2"), "rsa-oaep-sha1");
+    read_through_new_only("VaultA", "R1", "VaultB", "B1");
+}
+END_TEST
+
 /* Bad new versions are refused with their error and change nothing. */
 START_TEST(roll_refused)
 {
@@ -207,7 +225,91 @@ START_TEST(roll_refused)
 }
 END_TEST
 
+/* A roll interrupted after storing its new copy (process killed before the
+ * read-back): the DEP shows `rolling`, readers keep using the old copies,
+ * and the next roll drops the untrusted pending copy and completes. */
+START_TEST(roll_interrupted)
+{
+    testenv_root_aes(&T, "VaultA", "A1", 0);
+    testenv_root_aes(&T, "VaultB", "B1", 0);
+    testenv_root_aes(&T, "VaultA", "A2", 0);
+    testenv_write_conf(&T, NULL);
+    keytier_ctx *ctx = testenv_ctx(&T);
+    keytier_dep_info dep, now;
+    keytier_key *dk = NULL;
+    uint8_t env[1024];
+    assert_ok(keytier_dep_create(ctx, "org-1", "Exchange",
+                                 testenv_uri("VaultA", "A1"),
+                                 testenv_uri("VaultB", "B1"), &dep));
+    assert_ok(keytier_dep_key_open(ctx, &lc_user, "org-1", dep.dep_id, &dk));
+    assert_ok(keytier_key_create(dk, "alice", NULL));
+    keytier_key_close(dk);
+    size_t n = lc_seal(ctx, "org-1", "Exchange", "alice", MSG, env, sizeof env);
+    struct kt_root_rec junk;
+    memset(&junk, 0, sizeof junk);
+    snprintf(junk.uri, sizeof junk.uri, "%s", testenv_uri("VaultA", "A2"));
+    snprintf(junk.mech, sizeof junk.mech, "aes-key-wrap-pad");
+    junk.wrapped_len = 40;
+    memset(junk.wrapped, 0xA5, junk.wrapped_len);
+    assert_ok(
+        kt_store_roll_begin(ctx->store, dep.dep_id, KEYTIER_ROOT_A, &junk, 1));
+    assert_ok(keytier_dep_show(ctx, "org-1", dep.dep_id, &now));
+    ck_assert_int_eq(now.state, KEYTIER_DEP_ROLLING);
+    ck_assert_str_eq(now.root_uri[0], dep.root_uri[0]); /* old copy kept */
+    assert_ok(
+        lc_open(ctx, &lc_user, "org-1", "Exchange", "alice", env, n, MSG));
+    assert_ok(keytier_dep_roll(ctx, "org-1", dep.dep_id, KEYTIER_ROOT_A,
+                               testenv_uri("VaultA", "A2"), &now));
+    ck_assert_int_eq(now.state, KEYTIER_DEP_REGISTERED);
+    ck_assert_int_eq(lc_sql_int(T.store, "SELECT count(*) FROM dep_roll", NULL),
+                     0);
+    keytier_ctx_close(ctx);
+    read_through_new_only("VaultA", "A1", "VaultB", "B1");
+}
+END_TEST
+
 /* ---- purge ------------------------------------------------------------ */
+
+/* The customer's own action on a SoftHSM2 root: CKA_UNWRAP turned off
+ * (off) or the objects labelled `label` counted. */
+static CK_ULONG softhsm_root(const char *token, const char *label, bool off)
+{
+    CK_FUNCTION_LIST *fl = p11_kit_module_load(T.softhsm_module, 0);
+    CK_SLOT_ID slots[16];
+    CK_ULONG n = 16, count = 0;
+    CK_SESSION_HANDLE s = CK_INVALID_HANDLE;
+    ck_assert_ptr_nonnull(fl);
+    ck_assert_int_eq(p11_kit_module_initialize(fl), CKR_OK);
+    ck_assert_int_eq(fl->C_GetSlotList(CK_TRUE, slots, &n), CKR_OK);
+    for (CK_ULONG i = 0; i < n && s == CK_INVALID_HANDLE; i++) {
+        CK_TOKEN_INFO ti;
+        size_t l = strlen(token);
+        ck_assert_int_eq(fl->C_GetTokenInfo(slots[i], &ti), CKR_OK);
+        if (memcmp(ti.label, token, l) == 0 && ti.label[l] == ' ')
+            ck_assert_int_eq(
+                fl->C_OpenSession(slots[i], CKF_SERIAL_SESSION | CKF_RW_SESSION,
+                                  NULL, NULL, &s),
+                CKR_OK);
+    }
+    ck_assert(s != CK_INVALID_HANDLE);
+    CK_RV rv = fl->C_Login(s, CKU_USER, (CK_UTF8CHAR *)"1234", 4);
+    ck_assert(rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN);
+    CK_ATTRIBUTE find[] = {{CKA_LABEL, (void *)label, strlen(label)}};
+    CK_OBJECT_HANDLE h[4];
+    ck_assert_int_eq(fl->C_FindObjectsInit(s, find, 1), CKR_OK);
+    ck_assert_int_eq(fl->C_FindObjects(s, h, 4, &count), CKR_OK);
+    fl->C_FindObjectsFinal(s);
+    if (off) {
+        CK_BBOOL no = CK_FALSE;
+        CK_ATTRIBUTE set[] = {{CKA_UNWRAP, &no, sizeof no}};
+        ck_assert_uint_eq(count, 1);
+        ck_assert_int_eq(fl->C_SetAttributeValue(s, h[0], set, 1), CKR_OK);
+    }
+    fl->C_CloseSession(s);
+    p11_kit_module_finalize(fl);
+    p11_kit_module_release(fl);
+    return count;
+}
 
 static void copy_file(const char *from, const char *to)
 {
@@ -295,9 +397,15 @@ START_TEST(purge_tenant)
     keytier_avail_stats s;
     assert_ok(keytier_avail_stats_get(ctx, &s));
     ck_assert_uint_ge(s.cache_entries, 1);
+    /* The customer had already turned one root off: destroyed all the
+     * same. */
+    softhsm_root("VaultB", "B1", true);
     keytier_purge_report rep;
     assert_ok(
         keytier_tenant_purge(ctx, "org-1", KEYTIER_PURGE_CUSTOMER_KEYS, &rep));
+    ck_assert_uint_eq(softhsm_root("VaultA", "A1", false), 0);
+    ck_assert_uint_eq(softhsm_root("VaultB", "B1", false), 0);
+    ck_assert_uint_eq(softhsm_root("VaultA", "A9", false), 1);
     ck_assert_uint_eq(rep.deps, 1);
     ck_assert_uint_eq(rep.avail_keys_destroyed, 1);
     ck_assert_uint_eq(rep.customer_keys_destroyed, 2);
@@ -398,7 +506,9 @@ int main(void)
     tcase_add_test(tc, roll_aes_softhsm2);
     tcase_add_test(tc, roll_aes_keytier);
     tcase_add_test(tc, roll_rsa_keytier);
+    tcase_add_test(tc, roll_rsa_softhsm2);
     tcase_add_test(tc, roll_refused);
+    tcase_add_test(tc, roll_interrupted);
     suite_add_tcase(s, tc);
     tc = tcase_create("purge");
     tcase_add_checked_fixture(tc, setup, teardown);

@@ -86,6 +86,17 @@ static void check_invariants(const char *dep1, const char *dep2,
     ck_assert_int_eq(total, N_KEYS);
     ck_assert_int_eq(under1 + under2, N_KEYS);
     ck_assert_int_eq(done, under2);
+    /* The progress counters move in the same transactions. */
+    ck_assert_int_eq(lc_sql_int(T.store,
+                                "SELECT done FROM migrations WHERE "
+                                "migration_id = ?1",
+                                mig),
+                     done);
+    ck_assert_int_eq(lc_sql_int(T.store,
+                                "SELECT total FROM migrations WHERE "
+                                "migration_id = ?1",
+                                mig),
+                     N_KEYS);
 }
 
 START_TEST(migrate_10000_killed_three_times)
@@ -235,6 +246,63 @@ START_TEST(migrate_10000_killed_three_times)
 }
 END_TEST
 
+/* The background API: reads go on in this thread while the library's
+ * thread migrates; a stopped run resumes. */
+START_TEST(migrate_in_background)
+{
+    testenv_root_aes(&T, "VaultA", "A1", 0);
+    testenv_root_aes(&T, "VaultB", "B1", 0);
+    testenv_root_aes(&T, "VaultA", "A2", 0);
+    testenv_root_aes(&T, "VaultB", "B2", 0);
+    testenv_write_conf(&T, "avail.cache_ttl_ms = 600000");
+    keytier_ctx *ctx = testenv_ctx(&T);
+    keytier_dep_info d1, d2;
+    assert_ok(keytier_dep_create(ctx, "org-1", "Exchange",
+                                 testenv_uri("VaultA", "A1"),
+                                 testenv_uri("VaultB", "B1"), &d1));
+    assert_ok(keytier_dep_create(ctx, "org-1", "Exchange",
+                                 testenv_uri("VaultA", "A2"),
+                                 testenv_uri("VaultB", "B2"), &d2));
+    keytier_key *dk = NULL;
+    assert_ok(keytier_dep_key_open(ctx, &lc_user, "org-1", d1.dep_id, &dk));
+    char name[32];
+    for (int i = 0; i < 2000; i++) {
+        snprintf(name, sizeof name, "mbx-%04d", i);
+        assert_ok(keytier_key_create(dk, name, NULL));
+    }
+    keytier_key_close(dk);
+    uint8_t env[256];
+    size_t n = lc_seal(ctx, "org-1", "Exchange", "mbx-1999", "last one", env,
+                       sizeof env);
+    keytier_migration m, p;
+    keytier_migrator *bg = NULL;
+    assert_ok(keytier_assign(ctx, "org-1", "Exchange", NULL, d2.dep_id, &m));
+    /* Stopped after its first batch: not finished, resumable. */
+    assert_ok(keytier_migrate_start(ctx, m.migration_id, NULL, NULL, &bg));
+    keytier_migrate_stop(bg);
+    assert_ok(keytier_migrate_wait(bg, &p));
+    ck_assert(!p.finished);
+    ck_assert_uint_gt(p.done, 0);
+    ck_assert_uint_lt(p.done, 2000);
+    assert_ok(keytier_migrate_start(ctx, m.migration_id, NULL, NULL, &bg));
+    unsigned reads = 0;
+    do {
+        assert_ok(lc_open(ctx, &lc_user, "org-1", "Exchange", "mbx-1999", env,
+                          n, "last one"));
+        reads++;
+        assert_ok(keytier_migration_get(ctx, "org-1", m.migration_id, &p));
+    } while (!p.finished);
+    assert_ok(keytier_migrate_wait(bg, &p));
+    ck_assert(p.finished);
+    ck_assert_uint_eq(p.done, 2000);
+    ck_assert_uint_gt(reads, 0);
+    keytier_status s;
+    assert_ok(keytier_status_get(ctx, "org-1", "Exchange", "mbx-0000", &s));
+    ck_assert_str_eq(s.dep_id, d2.dep_id);
+    keytier_ctx_close(ctx);
+}
+END_TEST
+
 /* Files shape: a site's blob keys bind the DEP id and move with it; a
  * name without a key gets one under the assigned DEP at once. */
 START_TEST(assign_files_shape_and_new_name)
@@ -279,6 +347,10 @@ START_TEST(assign_files_shape_and_new_name)
     keytier_migration m;
     assert_ok(keytier_assign(ctx, "org-1", "Files", NULL, d2.dep_id, &m));
     ck_assert_uint_eq(m.total, 3);
+    /* A site deleted between assign and migrate counts as done. */
+    lc_sql_exec(T.store, "DELETE FROM tier_keys WHERE parent_id IN (SELECT "
+                         "key_id FROM tier_keys WHERE name = 'site-2'); "
+                         "DELETE FROM tier_keys WHERE name = 'site-2'");
     assert_ok(keytier_migrate_run(ctx, m.migration_id, NULL, NULL, &m));
     ck_assert(m.finished);
     ck_assert_uint_eq(m.done, 3);
@@ -286,8 +358,8 @@ START_TEST(assign_files_shape_and_new_name)
                                 "SELECT count(*) FROM tier_keys WHERE "
                                 "dep_id = ?1",
                                 d2.dep_id),
-                     12);
-    for (int s = 0; s < 3; s++)
+                     8);
+    for (int s = 0; s < 2; s++)
         for (int b = 0; b < 3; b++) {
             uint8_t out[64];
             size_t n = 0;
@@ -404,6 +476,7 @@ START_TEST(recover_both_customer_tokens_deleted)
     ck_assert_int_ge(lc_audit_count(ctx, "\"Operation\":\"recover\""), 1);
     ck_assert_int_ge(lc_audit_count(ctx, "Fallback to availability key"), 1);
     ck_assert_int_eq(lc_audit_count(ctx, "\"DEP recovery started\""), 1);
+    ck_assert_int_eq(lc_audit_count(ctx, "\"DEP disabled after recovery\""), 1);
     keytier_ctx_close(ctx);
 }
 END_TEST
@@ -417,6 +490,7 @@ int main(int argc, char **argv)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 240);
     tcase_add_test(tc, migrate_10000_killed_three_times);
+    tcase_add_test(tc, migrate_in_background);
     tcase_add_test(tc, assign_files_shape_and_new_name);
     tcase_add_test(tc, recover_both_customer_tokens_deleted);
     suite_add_tcase(s, tc);

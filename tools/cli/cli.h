@@ -120,6 +120,7 @@ extern const struct cli_cmd cli_crypt_cmds[];
 extern const struct cli_cmd cli_audit_cmds[];
 extern const struct cli_cmd cli_demo_cmds[];
 extern const struct cli_cmd cli_help_cmds[];
+extern const struct cli_cmd cli_lifecycle_cmds[]; /* lifecycle */
 
 /* Default module for token commands: $KEYTIER_MODULE, else the installed
  * keytier-pkcs11.so. */
