@@ -252,12 +252,20 @@ KT_NODISCARD CK_RV kt_login_set_pin(struct kt_token *t, int which,
                                     const unsigned char *new_pin,
                                     CK_ULONG new_len);
 KT_NODISCARD CK_RV kt_login_check_pin_len(CK_ULONG len);
-/* Derives the PIN keys and opens the wrapped master key (no lock held). */
+/* Derives the PIN keys and opens the wrapped master key (no lock held).
+ * The record is bound to its role (KT_PIN_SO / KT_PIN_USER) and to the
+ * token serial: a record moved to another role or token does not open. */
 KT_NODISCARD CK_RV kt_pin_open(const struct kt_pin *p, const unsigned char *pin,
-                               CK_ULONG len, unsigned char mk[32]);
+                               CK_ULONG len, unsigned char mk[32], int role,
+                               const char serial[KT_SERIAL_LEN]);
 KT_NODISCARD CK_RV kt_pin_make(struct kt_pin *p, const unsigned char *pin,
                                CK_ULONG len, unsigned cost,
-                               const unsigned char mk[32]);
+                               const unsigned char mk[32], int role,
+                               const char serial[KT_SERIAL_LEN]);
+/* Checks a PIN, charging the retry counter first (login.c). */
+KT_NODISCARD CK_RV kt_login_verify_pin(struct kt_token *t, int which,
+                                       const unsigned char *pin, CK_ULONG len,
+                                       unsigned char mk[32]);
 /* With the master key loaded: check MACs and unseal (lock held for
  * writing). */
 void kt_token_unseal_all(struct kt_token *t);

@@ -595,33 +595,26 @@ CK_RV kt_token_init(struct kt_token *t, const char *dir,
     struct kt_pin so;
     CK_RV rv;
     memset(&so, 0, sizeof(so));
+    char serial[KT_SERIAL_LEN + 1];
     if (t->initialized) {
-        /* Re-initialisation: the SO proves the PIN (and pays a retry on
-         * failure), then every object goes. */
-        pthread_rwlock_rdlock(&t->lock);
-        struct kt_pin cur = t->pins[KT_PIN_SO];
-        pthread_rwlock_unlock(&t->lock);
-        if (cur.failures >= kt_g.cfg.pin_max_retries)
-            return CKR_PIN_LOCKED;
-        rv = kt_pin_open(&cur, so_pin, len, mk);
-        CK_ULONG failures = cur.failures;
-        kt_wipe(&cur, sizeof(cur));
-        if (rv == CKR_PIN_INCORRECT) {
-            pthread_mutex_lock(&t->dblock);
-            if (kt_store_set_failures(t->db, KT_PIN_SO, failures + 1) != CKR_OK)
-                kt_log(KT_LOG_ERROR, "token %s: cannot record PIN failure",
-                       t->path);
-            pthread_mutex_unlock(&t->dblock);
-            pthread_rwlock_wrlock(&t->lock);
-            t->pins[KT_PIN_SO].failures = failures + 1;
-            pthread_rwlock_unlock(&t->lock);
-        }
+        /* Re-initialisation: the SO proves the PIN (a try is charged first,
+         * as at login), then every object goes. */
+        rv = kt_login_verify_pin(t, KT_PIN_SO, so_pin, len, mk);
         if (rv != CKR_OK)
             goto out;
+        memcpy(serial, t->serial, KT_SERIAL_LEN);
+    } else {
+        unsigned char sr[8];
+        rv = kt_ossl_random(sr, sizeof(sr));
+        if (rv != CKR_OK)
+            goto out;
+        for (int i = 0; i < 8; i++)
+            snprintf(serial + 2 * i, 3, "%02x", sr[i]);
     }
     rv = kt_ossl_random(mk, sizeof(mk));
     if (rv == CKR_OK)
-        rv = kt_pin_make(&so, so_pin, len, kt_g.cfg.pin_kdf_cost, mk);
+        rv = kt_pin_make(&so, so_pin, len, kt_g.cfg.pin_kdf_cost, mk, KT_PIN_SO,
+                         serial);
     if (rv != CKR_OK)
         goto out;
     if (t->initialized) {
@@ -655,13 +648,6 @@ CK_RV kt_token_init(struct kt_token *t, const char *dir,
                strerror(errno));
         goto out;
     }
-    unsigned char sr[8];
-    rv = kt_ossl_random(sr, sizeof(sr));
-    if (rv != CKR_OK)
-        goto out;
-    char serial[KT_SERIAL_LEN + 1];
-    for (int i = 0; i < 8; i++)
-        snprintf(serial + 2 * i, 3, "%02x", sr[i]);
     snprintf(t->path, sizeof(t->path), "%s/%s.db", dir, serial);
     rv = kt_store_create(t->path, (const char *)label, serial, &so, &t->db);
     if (rv != CKR_OK)

@@ -306,6 +306,48 @@ CK_RV kt_store_set_failures(sqlite3 *db, int which, CK_ULONG failures)
     return rv;
 }
 
+CK_RV kt_store_pin_charge(sqlite3 *db, int which, CK_ULONG max,
+                          CK_ULONG *failures)
+{
+    sqlite3_stmt *st = NULL;
+    CK_RV rv = exec(db, "BEGIN IMMEDIATE");
+    if (rv != CKR_OK)
+        return rv;
+    if (sqlite3_prepare_v2(db, "SELECT failures FROM pins WHERE who = ?", -1,
+                           &st, NULL) != SQLITE_OK) {
+        rv = db_fail(db, "read failures");
+        goto out;
+    }
+    sqlite3_bind_int(st, 1, which);
+    int r = sqlite3_step(st);
+    sqlite3_int64 f = r == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+    sqlite3_finalize(st);
+    st = NULL;
+    if (r == SQLITE_DONE) {
+        rv = CKR_USER_PIN_NOT_INITIALIZED;
+        goto out;
+    }
+    if (r != SQLITE_ROW || f < 0) {
+        rv = db_fail(db, "read failures");
+        goto out;
+    }
+    *failures = (CK_ULONG)f;
+    if ((CK_ULONG)f >= max) {
+        rv = CKR_PIN_LOCKED;
+        goto out;
+    }
+    rv = kt_store_set_failures(db, which, (CK_ULONG)f + 1);
+    if (rv == CKR_OK)
+        rv = exec(db, "COMMIT");
+    if (rv == CKR_OK) {
+        *failures = (CK_ULONG)f + 1;
+        return CKR_OK;
+    }
+out:
+    (void)exec(db, "ROLLBACK");
+    return rv;
+}
+
 CK_RV kt_store_data_version(sqlite3 *db, sqlite3_stmt **cache, int64_t *v)
 {
     CK_RV rv = CKR_OK;

@@ -27,6 +27,12 @@ KT_NODISCARD CK_RV kt_store_write_pin(sqlite3 *db, int which,
 KT_NODISCARD CK_RV kt_store_set_failures(sqlite3 *db, int which,
                                          CK_ULONG failures);
 /* *cache keeps the prepared statement (finalize it before closing). */
+/* Charges one try to a PIN counter before the PIN is checked, in one
+ * transaction: CKR_PIN_LOCKED at the limit (nothing written),
+ * CKR_USER_PIN_NOT_INITIALIZED without a record. *failures gets the stored
+ * count after the call. */
+KT_NODISCARD CK_RV kt_store_pin_charge(sqlite3 *db, int which, CK_ULONG max,
+                                       CK_ULONG *failures);
 KT_NODISCARD CK_RV kt_store_data_version(sqlite3 *db, sqlite3_stmt **cache,
                                          int64_t *v);
 

@@ -97,6 +97,49 @@ START_TEST(test_concurrent_sessions)
 }
 END_TEST
 
+static CK_RV guess_rv[16];
+
+static void *guesser(void *arg)
+{
+    long i = (long)arg;
+    CK_SESSION_HANDLE s;
+    if (P->C_OpenSession(slot, CKF_SERIAL_SESSION, NULL, NULL, &s) != CKR_OK)
+        return (void *)1;
+    guess_rv[i] = P->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR) "wrong-pin", 9);
+    return NULL;
+}
+
+/* Parallel wrong guesses (threads here, processes alike: the try is charged
+ * in the store before the PIN is checked) never get more than
+ * pin_max_retries (3 in the harness config) attempts. */
+START_TEST(test_parallel_guesses_respect_lockout)
+{
+    CK(P->C_Initialize(NULL));
+    slot = kt_test_new_token("guesses");
+    CK_SESSION_HANDLE keep;
+    CK(P->C_OpenSession(slot, CKF_SERIAL_SESSION, NULL, NULL, &keep));
+    pthread_t th[16];
+    for (long i = 0; i < 16; i++)
+        ck_assert_int_eq(pthread_create(&th[i], NULL, guesser, (void *)i), 0);
+    for (int i = 0; i < 16; i++) {
+        void *r;
+        ck_assert_int_eq(pthread_join(th[i], &r), 0);
+        ck_assert_ptr_null(r);
+    }
+    int incorrect = 0, locked = 0;
+    for (int i = 0; i < 16; i++) {
+        if (guess_rv[i] == CKR_PIN_INCORRECT)
+            incorrect++;
+        else if (guess_rv[i] == CKR_PIN_LOCKED)
+            locked++;
+    }
+    ck_assert_int_eq(incorrect, 3);
+    ck_assert_int_eq(locked, 13);
+    RV(CKR_PIN_LOCKED,
+       P->C_Login(keep, CKU_USER, (CK_UTF8CHAR_PTR)USER_PIN, strlen(USER_PIN)));
+}
+END_TEST
+
 static Suite *threads_suite(void)
 {
     Suite *su = suite_create("threads");
@@ -104,6 +147,7 @@ static Suite *threads_suite(void)
     tcase_add_checked_fixture(tc, kt_test_setup, kt_test_teardown);
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_concurrent_sessions);
+    tcase_add_test(tc, test_parallel_guesses_respect_lockout);
     suite_add_tcase(su, tc);
     return su;
 }
