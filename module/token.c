@@ -367,6 +367,8 @@ void kt_token_forget_private(struct kt_token *t)
 
 void kt_token_reseal_all(struct kt_token *t)
 {
+    struct kt_object *bad[64];
+    size_t n_bad = 0;
     void *v;
     for (size_t i = 0; kt_hmap_iter(&t->objects, &i, NULL, &v);) {
         struct kt_object *o = v;
@@ -374,8 +376,14 @@ void kt_token_reseal_all(struct kt_token *t)
             continue;
         kt_attrs sealed;
         kt_attrs_init(&sealed);
-        if (kt_attrs_parse(&sealed, o->blob, o->blob_len) != CKR_OK)
-            continue; /* was parsed before: cannot fail */
+        if (kt_attrs_parse(&sealed, o->blob, o->blob_len) != CKR_OK) {
+            /* Out of memory: never leave plaintext behind; the object is
+             * reloaded from the store at the next sync. */
+            bad[n_bad++] = o;
+            if (n_bad == sizeof(bad) / sizeof(bad[0]))
+                break;
+            continue;
+        }
         kt_object_attrs_changed(o);
         kt_attrs_clear(&o->attrs);
         o->attrs = sealed;
@@ -384,6 +392,12 @@ void kt_token_reseal_all(struct kt_token *t)
         o->pkey = NULL;
         kt_cache_unref(o->cache);
         o->cache = NULL;
+    }
+    for (size_t k = 0; k < n_bad; k++)
+        drop_object(t, bad[k]);
+    if (n_bad > 0) {
+        t->loaded = false;
+        t->seen_gen = -1;
     }
 }
 
