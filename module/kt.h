@@ -24,6 +24,9 @@
 #define KT_SERIAL_LEN     16
 #define KT_MASTER_KEY_LEN 32
 #define KT_NO_LOGIN       ((CK_USER_TYPE)CK_UNAVAILABLE_INFORMATION)
+/* Internal only, never returned by a C_* function: the object changed
+ * since it was read; read it again and retry. */
+#define KT_CKR_RETRY ((CK_RV)(CKR_VENDOR_DEFINED | 0x4b540001UL))
 
 /* ---- secrets -------------------------------------------------------- */
 void kt_wipe(void *p, size_t len);
@@ -232,10 +235,20 @@ KT_NODISCARD CK_RV kt_token_init(struct kt_token *t, const char *dir,
  * before they become visible. Takes ownership of o. */
 KT_NODISCARD CK_RV kt_token_add_object(struct kt_token *t, struct kt_object *o,
                                        CK_OBJECT_HANDLE *handle);
-/* Replaces the attributes of an object (after schema checks). */
+/* Replaces the attributes of an object (after schema checks) if it is
+ * still at generation expect_gen (compare-and-swap, in memory and in the
+ * store); KT_CKR_RETRY otherwise. */
 KT_NODISCARD CK_RV kt_token_update_object(struct kt_token *t,
                                           CK_OBJECT_HANDLE h,
-                                          const kt_attrs *attrs);
+                                          const kt_attrs *attrs,
+                                          uint64_t expect_gen);
+/* Changes a token object inside one store write transaction: change gets
+ * the current attributes (from the store, verified and unsealed) and
+ * edits them in place; the result is sealed, written and installed. */
+typedef CK_RV (*kt_change_fn)(void *ctx, kt_attrs *attrs);
+KT_NODISCARD CK_RV kt_token_modify_object(struct kt_token *t,
+                                          CK_OBJECT_HANDLE h,
+                                          kt_change_fn change, void *ctx);
 KT_NODISCARD CK_RV kt_token_destroy_object(struct kt_token *t,
                                            CK_OBJECT_HANDLE h);
 void kt_token_destroy_session_objects(struct kt_token *t, CK_SESSION_HANDLE s);

@@ -236,10 +236,11 @@ static CK_RV sync_row(void *ctx, int64_t id, int64_t gen,
 {
     struct kt_token *t = ctx;
     struct kt_object *old = kt_hmap_get(&t->by_id, (CK_ULONG)id);
-    (void)gen;
     if (old != NULL && old->blob_len == len && mac_len == 32 &&
-        memcmp(old->mac, mac, 32) == 0 && memcmp(old->blob, blob, len) == 0)
+        memcmp(old->mac, mac, 32) == 0 && memcmp(old->blob, blob, len) == 0) {
+        old->gen = (uint64_t)gen;
         return CKR_OK;
+    }
     struct kt_object *o = NULL;
     CK_RV rv = object_from_row(t, id, blob, len, mac, mac_len, &o);
     if (rv == CKR_HOST_MEMORY)
@@ -254,6 +255,7 @@ static CK_RV sync_row(void *ctx, int64_t id, int64_t gen,
             drop_object(t, old);
         return CKR_OK;
     }
+    o->gen = (uint64_t)gen;
     if (old != NULL) {
         /* Same handle, new attributes. */
         o->handle = old->handle;
@@ -452,8 +454,10 @@ CK_RV kt_token_add_object(struct kt_token *t, struct kt_object *o,
         if (rv != CKR_OK)
             break;
         pthread_mutex_lock(&t->dblock);
+        int64_t gen = 0;
         rv = kt_store_put_object(t->db, o->id, o->blob, o->blob_len, o->mac,
-                                 true);
+                                 true, 0, &gen);
+        o->gen = (uint64_t)gen;
         if (rv == CKR_OK) {
             pthread_rwlock_wrlock(&t->lock);
             rv = table_add(t, o);
@@ -472,8 +476,9 @@ CK_RV kt_token_add_object(struct kt_token *t, struct kt_object *o,
 }
 
 CK_RV kt_token_update_object(struct kt_token *t, CK_OBJECT_HANDLE h,
-                             const kt_attrs *attrs)
+                             const kt_attrs *attrs, uint64_t expect_gen)
 {
+    int64_t new_gen = (int64_t)expect_gen + 1;
     struct kt_object *fresh = NULL;
     CK_RV rv = kt_object_new(attrs, &fresh);
     if (rv != CKR_OK)
@@ -497,15 +502,29 @@ CK_RV kt_token_update_object(struct kt_token *t, CK_OBJECT_HANDLE h,
             return rv;
         }
         pthread_mutex_lock(&t->dblock);
-        rv = kt_store_put_object(t->db, fresh->id, fresh->blob, fresh->blob_len,
-                                 fresh->mac, false);
+        /* Compare-and-swap: the copy the change was made on must still be
+         * the current version, here and in the store (another process). */
+        pthread_rwlock_rdlock(&t->lock);
+        o = kt_hmap_get(&t->objects, h);
+        if (o == NULL)
+            rv = CKR_OBJECT_HANDLE_INVALID;
+        else if (o->gen != expect_gen)
+            rv = KT_CKR_RETRY;
+        pthread_rwlock_unlock(&t->lock);
+        if (rv == CKR_OK)
+            rv = kt_store_put_object(t->db, fresh->id, fresh->blob,
+                                     fresh->blob_len, fresh->mac, false,
+                                     (int64_t)expect_gen, &new_gen);
     }
     if (rv == CKR_OK) {
         pthread_rwlock_wrlock(&t->lock);
         o = kt_hmap_get(&t->objects, h);
         if (o == NULL) {
             rv = CKR_OBJECT_HANDLE_INVALID;
+        } else if (o->gen != expect_gen) {
+            rv = KT_CKR_RETRY;
         } else {
+            o->gen = (uint64_t)new_gen;
             /* Swap contents so the handle and id entries stay; the label
              * may change. */
             index_del(t, o);
@@ -536,6 +555,118 @@ CK_RV kt_token_update_object(struct kt_token *t, CK_OBJECT_HANDLE h,
     if (fresh->token)
         pthread_mutex_unlock(&t->dblock);
     kt_object_free(fresh);
+    return rv;
+}
+
+struct modify_ctx {
+    struct kt_token *t;
+    int64_t id;
+    CK_OBJECT_CLASS cls;
+    unsigned char mk[32];
+    unsigned char mac_key[32];
+    kt_change_fn change;
+    void *change_ctx;
+    kt_attrs plain;
+    unsigned char *blob;
+    size_t blob_len;
+    unsigned char mac[32];
+};
+
+static CK_RV modify_cb(void *vctx, const unsigned char *blob, size_t len,
+                       const unsigned char *mac, size_t mac_len,
+                       unsigned char **new_blob, size_t *new_len,
+                       unsigned char new_mac[32])
+{
+    struct modify_ctx *c = vctx;
+    CK_RV rv = mac_len == 32 ? kt_seal_verify(c->mac_key, c->id, blob, len, mac)
+                             : CKR_DATA_INVALID;
+    if (rv == CKR_OK)
+        rv = kt_attrs_parse(&c->plain, blob, len);
+    if (rv == CKR_OK)
+        rv = kt_seal_open_attrs(c->mk, c->id, c->cls, &c->plain);
+    if (rv != CKR_OK) {
+        kt_log(KT_LOG_ERROR,
+               "token %s: object %lld refused: integrity check failed (the "
+               "stored attributes were changed outside the token)",
+               c->t->path, (long long)c->id);
+        return CKR_DEVICE_ERROR;
+    }
+    rv = c->change(c->change_ctx, &c->plain);
+    if (rv == CKR_OK)
+        rv = kt_seal_object(c->mk, c->mac_key, c->id, c->cls, &c->plain,
+                            new_blob, new_len, new_mac);
+    if (rv == CKR_OK) {
+        c->blob = malloc(*new_len);
+        if (c->blob == NULL)
+            return CKR_HOST_MEMORY;
+        memcpy(c->blob, *new_blob, *new_len);
+        c->blob_len = *new_len;
+        memcpy(c->mac, new_mac, 32);
+    }
+    return rv;
+}
+
+CK_RV kt_token_modify_object(struct kt_token *t, CK_OBJECT_HANDLE h,
+                             kt_change_fn change, void *ctx)
+{
+    struct modify_ctx c;
+    int64_t gen = 0;
+    CK_RV rv = CKR_OK;
+    memset(&c, 0, sizeof(c));
+    kt_attrs_init(&c.plain);
+    c.t = t;
+    c.change = change;
+    c.change_ctx = ctx;
+    pthread_mutex_lock(&t->dblock);
+    pthread_rwlock_rdlock(&t->lock);
+    struct kt_object *o = kt_token_object(t, h);
+    if (o == NULL || !o->token)
+        rv = CKR_OBJECT_HANDLE_INVALID;
+    else if (!t->mk_loaded)
+        rv = CKR_USER_NOT_LOGGED_IN;
+    if (rv == CKR_OK) {
+        c.id = o->id;
+        c.cls = o->cls;
+        memcpy(c.mk, t->mk, 32);
+        memcpy(c.mac_key, t->mac_key, 32);
+    }
+    pthread_rwlock_unlock(&t->lock);
+    if (rv == CKR_OK)
+        rv = kt_store_update_object(t->db, c.id, modify_cb, &c, &gen);
+    if (rv == CKR_OK) {
+        struct kt_object *fresh = NULL;
+        rv = kt_object_new_take(&c.plain, &fresh);
+        pthread_rwlock_wrlock(&t->lock);
+        o = kt_hmap_get(&t->objects, h);
+        if (rv == CKR_OK && o != NULL) {
+            index_del(t, o);
+            kt_object_attrs_changed(o);
+            kt_attrs tmp = o->attrs;
+            o->attrs = fresh->attrs;
+            fresh->attrs = tmp;
+            free(o->blob);
+            o->blob = c.blob;
+            o->blob_len = c.blob_len;
+            c.blob = NULL;
+            memcpy(o->mac, c.mac, 32);
+            o->gen = (uint64_t)gen;
+            kt_object_refresh(o);
+            o->token = true;
+            rv = index_add(t, o);
+            kt_ossl_pkey_free(o->pkey);
+            o->pkey = NULL;
+            kt_cache_unref(o->cache);
+            o->cache = NULL;
+            o->verified = o->unsealed = true;
+        }
+        pthread_rwlock_unlock(&t->lock);
+        kt_object_free(fresh);
+    }
+    pthread_mutex_unlock(&t->dblock);
+    kt_wipe(c.mk, sizeof(c.mk));
+    kt_wipe(c.mac_key, sizeof(c.mac_key));
+    kt_attrs_clear(&c.plain);
+    free(c.blob);
     return rv;
 }
 
