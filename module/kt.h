@@ -283,6 +283,9 @@ KT_NODISCARD CK_RV kt_login_verify_pin(struct kt_token *t, int which,
  * writing). */
 void kt_token_unseal_all(struct kt_token *t);
 void kt_token_reseal_all(struct kt_token *t);
+/* With the master key loaded: verifies and unseals every token object not
+ * yet unsealed, the cryptography outside the token lock (takes it). */
+void kt_token_unseal_pending(struct kt_token *t);
 /* At logout (lock held for writing): private session objects are
  * destroyed, private token objects get new handles. */
 void kt_token_forget_private(struct kt_token *t);

@@ -99,11 +99,13 @@ CK_RV kt_login(struct kt_token *t, CK_USER_TYPE user, const unsigned char *pin,
         kt_seal_mac_key(t->mk, t->mac_key);
         t->mk_loaded = true;
         t->login = user;
-        /* Every object is authenticated before any logged-in use, and key
-         * material is unsealed once, here, not per operation. */
-        kt_token_unseal_all(t);
     }
     pthread_rwlock_unlock(&t->lock);
+    /* Every object is authenticated before any logged-in use (unverified
+     * objects are invisible meanwhile), and key material is unsealed once,
+     * here, not per operation; the cryptography runs outside the lock. */
+    if (rv == CKR_OK)
+        kt_token_unseal_pending(t);
 out:
     kt_wipe(mk, sizeof(mk));
     return rv;

@@ -193,13 +193,7 @@ static CK_RV object_from_row(struct kt_token *t, int64_t id,
     o->blob_len = len;
     kt_object_refresh(o);
     o->token = true;
-    if (t->mk_loaded) {
-        rv = kt_object_unseal(t, o);
-        if (rv != CKR_OK) {
-            kt_object_free(o);
-            return rv;
-        }
-    }
+    (void)t; /* verified and unsealed later, outside the lock */
     *out = o;
     return CKR_OK;
 }
@@ -246,7 +240,7 @@ static CK_RV sync_row(void *ctx, int64_t id, int64_t gen,
     if (rv == CKR_HOST_MEMORY)
         return rv;
     if (rv != CKR_OK) {
-        if (rv == CKR_DATA_INVALID && !t->mk_loaded)
+        if (rv == CKR_DATA_INVALID)
             kt_log(KT_LOG_ERROR,
                    "token %s: object %lld refused: damaged "
                    "record",
@@ -277,11 +271,86 @@ static void sync_del(void *ctx, int64_t id)
         drop_object(t, o);
 }
 
-/* dblock held. */
+struct sync_rows {
+    struct sync_row {
+        int64_t id;
+        int64_t gen;
+        unsigned char *blob;
+        size_t len;
+        unsigned char *mac;
+        size_t mac_len;
+    } * v;
+    size_t n, cap;
+    int64_t *dels;
+    size_t nd, capd;
+};
+
+static CK_RV collect_row(void *ctx, int64_t id, int64_t gen,
+                         const unsigned char *blob, size_t len,
+                         const unsigned char *mac, size_t mac_len)
+{
+    struct sync_rows *r = ctx;
+    if (r->n == r->cap) {
+        size_t cap = r->cap ? r->cap * 2 : 64;
+        struct sync_row *nv = realloc(r->v, cap * sizeof(*nv));
+        if (nv == NULL)
+            return CKR_HOST_MEMORY;
+        r->v = nv;
+        r->cap = cap;
+    }
+    struct sync_row *row = &r->v[r->n];
+    row->id = id;
+    row->gen = gen;
+    row->len = len;
+    row->mac_len = mac_len;
+    row->blob = malloc(len ? len : 1);
+    row->mac = malloc(mac_len ? mac_len : 1);
+    if (row->blob == NULL || row->mac == NULL) {
+        free(row->blob);
+        free(row->mac);
+        return CKR_HOST_MEMORY;
+    }
+    if (len > 0)
+        memcpy(row->blob, blob, len);
+    if (mac_len > 0)
+        memcpy(row->mac, mac, mac_len);
+    r->n++;
+    return CKR_OK;
+}
+
+static void collect_del(void *ctx, int64_t id)
+{
+    struct sync_rows *r = ctx;
+    if (r->nd == r->capd) {
+        size_t cap = r->capd ? r->capd * 2 : 64;
+        int64_t *nd = realloc(r->dels, cap * sizeof(*nd));
+        if (nd == NULL)
+            return; /* reloaded at the next full sync */
+        r->dels = nd;
+        r->capd = cap;
+    }
+    r->dels[r->nd++] = id;
+}
+
+static void sync_rows_free(struct sync_rows *r)
+{
+    for (size_t i = 0; i < r->n; i++) {
+        free(r->v[i].blob);
+        free(r->v[i].mac);
+    }
+    free(r->v);
+    free(r->dels);
+}
+
+/* dblock held. The store is read and the rows copied with no token lock;
+ * the table is changed under the write lock (no I/O, no cryptography);
+ * changed objects are verified and unsealed afterwards, outside it. */
 static CK_RV sync_locked(struct kt_token *t)
 {
     int64_t dv = 0;
     CK_RV rv;
+    struct sync_rows rows;
+    memset(&rows, 0, sizeof(rows));
     if (t->loaded) {
         rv = kt_store_data_version(t->db, &t->dv_stmt, &dv);
         if (rv != CKR_OK)
@@ -293,19 +362,30 @@ static CK_RV sync_locked(struct kt_token *t)
     rv = kt_store_read_pins(t->db, t->path, pins);
     if (rv != CKR_OK)
         return rv;
-    pthread_rwlock_wrlock(&t->lock);
-    memcpy(t->pins, pins, sizeof(pins));
     int64_t max_gen = t->seen_gen;
-    rv = kt_store_changes(t->db, t->seen_gen, sync_row, sync_del, t, &max_gen);
+    rv = kt_store_changes(t->db, t->seen_gen, collect_row, collect_del, &rows,
+                          &max_gen);
+    if (rv == CKR_OK && dv == 0)
+        rv = kt_store_data_version(t->db, &t->dv_stmt, &dv);
     if (rv == CKR_OK) {
-        t->seen_gen = max_gen;
-        t->loaded = true;
-        if (dv == 0)
-            rv = kt_store_data_version(t->db, &t->dv_stmt, &dv);
-        t->data_version = dv;
+        pthread_rwlock_wrlock(&t->lock);
+        memcpy(t->pins, pins, sizeof(pins));
+        for (size_t i = 0; i < rows.n && rv == CKR_OK; i++)
+            rv = sync_row(t, rows.v[i].id, rows.v[i].gen, rows.v[i].blob,
+                          rows.v[i].len, rows.v[i].mac, rows.v[i].mac_len);
+        for (size_t i = 0; i < rows.nd; i++)
+            sync_del(t, rows.dels[i]);
+        if (rv == CKR_OK) {
+            t->seen_gen = max_gen;
+            t->loaded = true;
+            t->data_version = dv;
+        }
+        pthread_rwlock_unlock(&t->lock);
     }
-    pthread_rwlock_unlock(&t->lock);
+    sync_rows_free(&rows);
     kt_wipe(pins, sizeof(pins));
+    if (rv == CKR_OK)
+        kt_token_unseal_pending(t);
     return rv;
 }
 
@@ -317,6 +397,93 @@ CK_RV kt_token_sync(struct kt_token *t)
     CK_RV rv = sync_locked(t);
     pthread_mutex_unlock(&t->dblock);
     return rv;
+}
+
+struct pending {
+    CK_OBJECT_HANDLE h;
+    int64_t id;
+    CK_OBJECT_CLASS cls;
+    unsigned char *blob;
+    size_t len;
+    unsigned char mac[32];
+    kt_attrs plain;
+    CK_RV rv;
+};
+
+void kt_token_unseal_pending(struct kt_token *t)
+{
+    unsigned char mk[32], mac_key[32];
+    struct pending *p = NULL;
+    size_t n = 0;
+    pthread_rwlock_rdlock(&t->lock);
+    if (t->mk_loaded) {
+        memcpy(mk, t->mk, 32);
+        memcpy(mac_key, t->mac_key, 32);
+        p = calloc(t->objects.n + 1, sizeof(*p));
+        void *v;
+        for (size_t i = 0;
+             p != NULL && kt_hmap_iter(&t->objects, &i, NULL, &v);) {
+            struct kt_object *o = v;
+            if (!o->token || o->unsealed)
+                continue;
+            struct pending *q = &p[n];
+            q->blob = malloc(o->blob_len ? o->blob_len : 1);
+            if (q->blob == NULL)
+                break;
+            memcpy(q->blob, o->blob, o->blob_len);
+            q->len = o->blob_len;
+            q->h = o->handle;
+            q->id = o->id;
+            q->cls = o->cls;
+            memcpy(q->mac, o->mac, 32);
+            kt_attrs_init(&q->plain);
+            n++;
+        }
+    }
+    pthread_rwlock_unlock(&t->lock);
+    if (p == NULL)
+        return;
+    /* The cryptography: no lock held. */
+    for (size_t i = 0; i < n; i++) {
+        struct pending *q = &p[i];
+        q->rv = kt_seal_verify(mac_key, q->id, q->blob, q->len, q->mac);
+        if (q->rv == CKR_OK)
+            q->rv = kt_attrs_parse(&q->plain, q->blob, q->len);
+        if (q->rv == CKR_OK)
+            q->rv = kt_seal_open_attrs(mk, q->id, q->cls, &q->plain);
+    }
+    pthread_rwlock_wrlock(&t->lock);
+    for (size_t i = 0; t->mk_loaded && i < n; i++) {
+        struct pending *q = &p[i];
+        struct kt_object *o = kt_hmap_get(&t->objects, q->h);
+        /* Changed or gone meanwhile: left to the pass below. */
+        if (o == NULL || o->unsealed || o->blob_len != q->len ||
+            memcmp(o->blob, q->blob, q->len) != 0)
+            continue;
+        if (q->rv != CKR_OK) {
+            kt_log(KT_LOG_ERROR,
+                   "token %s: object %lld refused: integrity check failed "
+                   "(the stored attributes were changed outside the token)",
+                   t->path, (long long)o->id);
+            drop_object(t, o);
+            continue;
+        }
+        kt_object_attrs_changed(o);
+        kt_attrs tmp = o->attrs;
+        o->attrs = q->plain;
+        q->plain = tmp;
+        o->verified = o->unsealed = true;
+    }
+    if (t->mk_loaded)
+        kt_token_unseal_all(t); /* the few that changed meanwhile */
+    pthread_rwlock_unlock(&t->lock);
+    for (size_t i = 0; i < n; i++) {
+        kt_attrs_clear(&p[i].plain);
+        free(p[i].blob);
+    }
+    free(p);
+    kt_wipe(mk, sizeof(mk));
+    kt_wipe(mac_key, sizeof(mac_key));
 }
 
 void kt_token_unseal_all(struct kt_token *t)
