@@ -82,6 +82,9 @@ out:
     return rv;
 }
 
+/* The earlier name, used by module-asym's kt_login_context. */
+#define check_pin kt_login_verify_pin
+
 CK_RV kt_login(struct kt_token *t, CK_USER_TYPE user, const unsigned char *pin,
                CK_ULONG len)
 {
