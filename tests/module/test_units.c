@@ -314,21 +314,36 @@ END_TEST
 START_TEST(test_pin_records)
 {
     unsigned char mk[32], out[32];
+    const char serial[KT_SERIAL_LEN] = "0123456789abcdef";
+    const char other[KT_SERIAL_LEN] = "fedcba9876543210";
     struct kt_pin p;
     memset(mk, 0x5a, sizeof(mk));
-    ck_assert_int_eq(kt_pin_make(&p, (const unsigned char *)"1234", 4, 10, mk),
+    ck_assert_int_eq(kt_pin_make(&p, (const unsigned char *)"1234", 4, 10, mk,
+                                 KT_PIN_USER, serial),
                      CKR_OK);
     ck_assert(p.present);
-    ck_assert_int_eq(kt_pin_open(&p, (const unsigned char *)"1234", 4, out),
+    ck_assert_int_eq(kt_pin_open(&p, (const unsigned char *)"1234", 4, out,
+                                 KT_PIN_USER, serial),
                      CKR_OK);
     ck_assert_mem_eq(out, mk, 32);
-    ck_assert_int_eq(kt_pin_open(&p, (const unsigned char *)"1235", 4, out),
+    ck_assert_int_eq(kt_pin_open(&p, (const unsigned char *)"1235", 4, out,
+                                 KT_PIN_USER, serial),
                      CKR_PIN_INCORRECT);
-    ck_assert_int_eq(kt_pin_open(&p, (const unsigned char *)"123", 3, out),
+    ck_assert_int_eq(kt_pin_open(&p, (const unsigned char *)"123", 3, out,
+                                 KT_PIN_USER, serial),
+                     CKR_PIN_INCORRECT);
+    /* bound to its role and token: a user record moved to the SO row, or to
+     * another token, does not open */
+    ck_assert_int_eq(kt_pin_open(&p, (const unsigned char *)"1234", 4, out,
+                                 KT_PIN_SO, serial),
+                     CKR_PIN_INCORRECT);
+    ck_assert_int_eq(kt_pin_open(&p, (const unsigned char *)"1234", 4, out,
+                                 KT_PIN_USER, other),
                      CKR_PIN_INCORRECT);
     /* a damaged wrapped key is an error, never a wrong master key */
     p.wrapped[20] ^= 1;
-    ck_assert_int_eq(kt_pin_open(&p, (const unsigned char *)"1234", 4, out),
+    ck_assert_int_eq(kt_pin_open(&p, (const unsigned char *)"1234", 4, out,
+                                 KT_PIN_USER, serial),
                      CKR_DEVICE_ERROR);
 }
 END_TEST
