@@ -96,6 +96,12 @@ struct kt_token {
     pthread_mutex_t mu;
     CK_SESSION_HANDLE *idle; /* idle sessions, reused */
     size_t n_idle, cap_idle;
+    /* The configured PIN this token last refused and the code it gave. A
+     * refused PIN is never offered again (every retry would spend the
+     * customer's PIN retry counter until the PIN locks for everyone); a
+     * changed PIN source is tried again. Guarded by mu. */
+    kt_secret *refused_pin;
+    CK_RV refused_rv;
 };
 
 struct keytier_ctx {

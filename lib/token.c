@@ -108,6 +108,7 @@ static void kt_token_free(struct kt_token *tok)
     for (size_t i = 0; i < tok->n_idle; i++)
         (void)kt_p11_close_session(tok, tok->idle[i]);
     free(tok->idle);
+    kt_secret_free(tok->refused_pin);
     pthread_mutex_destroy(&tok->mu);
     free(tok);
 }
@@ -273,6 +274,42 @@ bool kt_token_same(const struct kt_token *a, const struct kt_token *b)
 /* ---- sessions ------------------------------------------------------------
  */
 
+static bool kt_rv_refuses_pin(CK_RV rv)
+{
+    return rv == CKR_PIN_INCORRECT || rv == CKR_PIN_LOCKED ||
+           rv == CKR_PIN_EXPIRED || rv == CKR_PIN_INVALID ||
+           rv == CKR_PIN_LEN_RANGE;
+}
+
+/* C_Login with the configured PIN unless the token already refused exactly
+ * this PIN: then its earlier answer stands and the token is not asked. */
+static CK_RV kt_login_once(struct kt_token *tok, CK_SESSION_HANDLE s,
+                           kt_secret *pin)
+{
+    pthread_mutex_lock(&tok->mu);
+    bool refused = tok->refused_pin != NULL &&
+                   kt_secret_len(tok->refused_pin) == kt_secret_len(pin) &&
+                   kt_ct_equal(kt_secret_cdata(tok->refused_pin),
+                               kt_secret_cdata(pin), kt_secret_len(pin));
+    CK_RV rv = tok->refused_rv;
+    pthread_mutex_unlock(&tok->mu);
+    if (refused)
+        return rv;
+
+    rv = kt_p11_login(tok, s, pin);
+    pthread_mutex_lock(&tok->mu);
+    if (kt_rv_refuses_pin(rv)) {
+        kt_secret_free(tok->refused_pin);
+        tok->refused_pin = kt_secret_dup(pin); /* NULL on OOM: asks again */
+        tok->refused_rv = rv;
+    } else if (rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN) {
+        kt_secret_free(tok->refused_pin);
+        tok->refused_pin = NULL;
+    }
+    pthread_mutex_unlock(&tok->mu);
+    return rv;
+}
+
 keytier_err kt_session_get(struct kt_token *tok, CK_SESSION_HANDLE *out,
                            CK_RV *rvp)
 {
@@ -303,7 +340,7 @@ keytier_err kt_session_get(struct kt_token *tok, CK_SESSION_HANDLE *out,
             (void)kt_p11_close_session(tok, s);
             return e;
         }
-        rv = kt_p11_login(tok, s, pin);
+        rv = kt_login_once(tok, s, pin);
         kt_secret_free(pin);
         if (rv != CKR_OK && rv != CKR_USER_ALREADY_LOGGED_IN) {
             *rvp = rv;

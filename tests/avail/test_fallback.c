@@ -32,7 +32,7 @@ static const keytier_request recover_op = {KEYTIER_REQUEST_INTERNAL, "recover",
 
 static void write_conf(const char *extra)
 {
-    char lines[1024];
+    char lines[2048];
 
     snprintf(lines, sizeof lines,
              "avail.audit_log = %s\navail.call_deadline_ms = 20000\n"
@@ -411,6 +411,40 @@ START_TEST(revoked_pin_changed)
 }
 END_TEST
 
+/* A refused PIN is not offered again: each retry would spend the customer's
+ * PIN retry counter until its PIN locked for everyone. Reads after a PIN
+ * change reach C_Login once per token, not once per read. */
+START_TEST(refused_pin_not_retried)
+{
+    keytier_dep_info d;
+    char log_path[450], line[1024], extra[512];
+
+    assert_err(keytier_dep_create(ctx, "org-1", "Exchange", URI_A, URI_B, &d),
+               KEYTIER_OK, NULL);
+    keytier_ctx_close(ctx);
+    ctx = NULL;
+    token_pin_change("VaultA");
+    token_pin_change("VaultB");
+    snprintf(log_path, sizeof log_path, "%s/lib.log", T.dir);
+    snprintf(extra, sizeof extra, "log_level = debug\nlog_file = %s\n",
+             log_path);
+    write_conf(extra);
+    ctx = testenv_ctx(&T);
+    for (int i = 0; i < 5; i++)
+        assert_err(open_dep(&user, d.dep_id), KEYTIER_E_REVOKED, NULL);
+
+    FILE *f = fopen(log_path, "r");
+    int refused = 0;
+    ck_assert_ptr_nonnull(f);
+    while (fgets(line, sizeof line, f))
+        if (strstr(line, "call=C_Login ") && strstr(line, "CKR_PIN_INCORRECT"))
+            refused++;
+    fclose(f);
+    /* one refused login per customer token, however many reads */
+    ck_assert_int_eq(refused, 2);
+}
+END_TEST
+
 /* The files shape: no outage fallback by default; the availability key
  * only for the internal operation "recover". */
 START_TEST(files_workload_falls_back_for_recover_only)
@@ -478,6 +512,7 @@ int main(void)
     tcase_add_test(tc, revoked_roots_destroyed);
     tcase_add_test(tc, revoked_unwrap_turned_off);
     tcase_add_test(tc, revoked_pin_changed);
+    tcase_add_test(tc, refused_pin_not_retried);
     tcase_add_test(tc, files_workload_falls_back_for_recover_only);
     tcase_add_test(tc, config_errors_name_the_key);
     suite_add_tcase(s, tc);
