@@ -37,6 +37,20 @@ static const kt_ckr_row kt_ckr_table[] = {
     ROW(CKR_UNWRAPPING_KEY_HANDLE_INVALID, DENIED),
     ROW(CKR_UNWRAPPING_KEY_SIZE_RANGE, DENIED),
     ROW(CKR_UNWRAPPING_KEY_TYPE_INCONSISTENT, DENIED),
+    {KT_CKR_BLOB_REFUSED, KT_CKR_CLASS_DENIED, "wrapped key refused"},
+    /* Some tokens report a refused OAEP block as bad data. */
+    ROW(CKR_DATA_INVALID, DENIED),
+    ROW(CKR_DATA_LEN_RANGE, DENIED),
+    /* The customer restricted the root: CKA_ALLOWED_MECHANISMS, an
+     * CKA_UNWRAP_TEMPLATE the unwrapped key cannot meet, a policy. The
+     * mechanism and template worked when the DEP was created. */
+    ROW(CKR_MECHANISM_INVALID, DENIED),
+    ROW(CKR_MECHANISM_PARAM_INVALID, DENIED),
+    ROW(CKR_TEMPLATE_INCONSISTENT, DENIED),
+    ROW(CKR_ACTION_PROHIBITED, DENIED),
+    /* The unwrapping key's template made the DEP key unreadable. */
+    ROW(CKR_ATTRIBUTE_SENSITIVE, DENIED),
+    ROW(CKR_KEY_UNEXTRACTABLE, DENIED),
 
     /* The vault is absent, broken or lost our session. */
     ROW(CKR_DEVICE_ERROR, SYSTEM),

@@ -30,6 +30,11 @@
 #define KT_CKR_TOKEN_HUNG (KT_CKR_BASE | 0x04UL)
 /* the call was not started because the request's deadline had passed */
 #define KT_CKR_NOT_STARTED (KT_CKR_BASE | 0x05UL)
+/* C_UnwrapKey failed with a generic code (CKR_GENERAL_ERROR,
+ * CKR_FUNCTION_FAILED) on a session and key the token had just served:
+ * the key refused the wrapped blob. SoftHSM2 2.6 answers a blob that does
+ * not unwrap under the key (a root replaced under the same URI) this way. */
+#define KT_CKR_BLOB_REFUSED (KT_CKR_BASE | 0x06UL)
 
 typedef enum kt_ckr_class {
     KT_CKR_CLASS_OK = 0, /* CKR_OK: not a failure */

@@ -9,6 +9,7 @@
 #include <p11-kit/p11-kit.h>
 #include <p11-kit/uri.h>
 
+#include "ckr_class.h"
 #include "p11call.h"
 
 #define KT_MAX_SLOTS 64
@@ -717,6 +718,17 @@ keytier_err kt_root_unwrap(const struct kt_root *root, CK_SESSION_HANDLE s,
     kt_mech_fill(m, &mech, &oaep);
     CK_RV rv = kt_p11_unwrap_key(root->tok, s, &mech, root->key, wrapped,
                                  wrapped_len, tmpl, 5, &obj);
+    /* The token has just found the key and read its attributes on this
+     * session, so a generic failure of the unwrap itself is the key refusing
+     * the blob, not an outage (ckr_class.h, KT_CKR_BLOB_REFUSED). */
+    if (rv == CKR_GENERAL_ERROR || rv == CKR_FUNCTION_FAILED) {
+        e = kt_err(KEYTIER_E_TOKEN,
+                   "token '%s': C_UnwrapKey: %s: the key refused the wrapped "
+                   "copy",
+                   root->tok->label, kt_p11_rv_text(rv));
+        rv = KT_CKR_BLOB_REFUSED;
+        goto out;
+    }
     if (rv != CKR_OK) {
         e = kt_err(KEYTIER_E_TOKEN, "token '%s': C_UnwrapKey: %s",
                    root->tok->label, kt_p11_rv_text(rv));

@@ -47,6 +47,16 @@ static const expect expected[] = {
     D(CKR_UNWRAPPING_KEY_HANDLE_INVALID),
     D(CKR_UNWRAPPING_KEY_SIZE_RANGE),
     D(CKR_UNWRAPPING_KEY_TYPE_INCONSISTENT),
+    D(KT_CKR_BLOB_REFUSED),
+    D(CKR_DATA_INVALID),
+    D(CKR_DATA_LEN_RANGE),
+    /* denied: the customer restricted the root's mechanisms or templates */
+    D(CKR_MECHANISM_INVALID),
+    D(CKR_MECHANISM_PARAM_INVALID),
+    D(CKR_TEMPLATE_INCONSISTENT),
+    D(CKR_ACTION_PROHIBITED),
+    D(CKR_ATTRIBUTE_SENSITIVE),
+    D(CKR_KEY_UNEXTRACTABLE),
     /* system */
     S(CKR_DEVICE_ERROR),
     S(CKR_DEVICE_MEMORY),
@@ -111,7 +121,7 @@ START_TEST(test_unknown_codes_are_system)
     char buf[KT_CKR_NAME_MAX];
     const CK_RV unknown[] = {CKR_VENDOR_DEFINED,    CKR_VENDOR_DEFINED | 0x1234,
                              KT_CKR_BASE | 0xff,    0x0fffffff,
-                             CKR_MECHANISM_INVALID, CKR_ARGUMENTS_BAD};
+                             CKR_SIGNATURE_INVALID, CKR_ARGUMENTS_BAD};
 
     for (size_t i = 0; i < sizeof unknown / sizeof unknown[0]; i++)
         ck_assert_int_eq(kt_ckr_classify(unknown[i]), KT_CKR_CLASS_SYSTEM);

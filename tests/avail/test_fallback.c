@@ -383,6 +383,24 @@ START_TEST(revoked_roots_destroyed)
 }
 END_TEST
 
+/* The customer replaces both roots with new keys under the same URIs: the
+ * blob the DEP stored no longer unwraps. SoftHSM2 2.6 answers that with
+ * CKR_GENERAL_ERROR, which must still count as a revocation, never as an
+ * outage that lets a user read through the availability key. */
+START_TEST(revoked_roots_replaced)
+{
+    keytier_dep_info d;
+
+    assert_err(keytier_dep_create(ctx, "org-1", "Exchange", URI_A, URI_B, &d),
+               KEYTIER_OK, NULL);
+    testenv_destroy(&T, "VaultA", "rootA");
+    testenv_destroy(&T, "VaultB", "rootB");
+    testenv_root_aes(&T, "VaultA", "rootA", 0);
+    testenv_root_aes(&T, "VaultB", "rootB", 0);
+    check_revoked(&d, "refused the wrapped copy");
+}
+END_TEST
+
 START_TEST(revoked_unwrap_turned_off)
 {
     keytier_dep_info d;
@@ -512,6 +530,7 @@ int main(void)
     tcase_add_test(tc, revoked_roots_destroyed);
     tcase_add_test(tc, revoked_unwrap_turned_off);
     tcase_add_test(tc, revoked_pin_changed);
+    tcase_add_test(tc, revoked_roots_replaced);
     tcase_add_test(tc, refused_pin_not_retried);
     tcase_add_test(tc, files_workload_falls_back_for_recover_only);
     tcase_add_test(tc, config_errors_name_the_key);
