@@ -608,6 +608,81 @@ START_TEST(assign_revoked_unwrap_off)
 }
 END_TEST
 
+/* A plain migration needs the customer keys of the DEPs it reads: during
+ * an outage of both (their token's module not configured: system errors)
+ * the run is refused with KEYTIER_E_UNAVAILABLE, although the
+ * availability key is reachable (user reads fall back to it), and nothing
+ * moves; once the customer keys answer, the same migration completes. */
+START_TEST(migrate_refused_in_customer_outage)
+{
+    testenv_keytier_token(&T, "KService");
+    testenv_keytier_token(&T, "Kt1");
+    testenv_keytier_token(&T, "Kt2");
+    T.service = "KService";
+    testenv_root_aes(&T, "VaultA", "A1", 0);
+    testenv_root_aes(&T, "VaultB", "B1", 0);
+    testenv_root_aes(&T, "Kt1", "K1", 0);
+    testenv_root_aes(&T, "Kt2", "K2", 0);
+    testenv_write_conf(&T, NULL);
+    keytier_ctx *ctx = testenv_ctx(&T);
+    keytier_dep_info d1, d2;
+    keytier_key *dk = NULL;
+    static const char *const MSG = "written before the outage";
+    uint8_t env[1024];
+    assert_ok(keytier_dep_create(ctx, "org-1", "Exchange",
+                                 testenv_uri("VaultA", "A1"),
+                                 testenv_uri("VaultB", "B1"), &d1));
+    assert_ok(keytier_dep_create(ctx, "org-1", "Exchange",
+                                 testenv_uri("Kt1", "K1"),
+                                 testenv_uri("Kt2", "K2"), &d2));
+    ck_assert_ptr_nonnull(
+        strstr(d1.root_uri[KEYTIER_ROOT_AVAIL], "token=KService"));
+    assert_ok(keytier_dep_key_open(ctx, &lc_user, "org-1", d1.dep_id, &dk));
+    assert_ok(keytier_key_create(dk, "alice", NULL));
+    keytier_key_close(dk);
+    size_t n = lc_seal(ctx, "org-1", "Exchange", "alice", MSG, env, sizeof env);
+    static const char tier_q[] =
+        "SELECT dep_id || ' ' || hex(wrapped) FROM tier_keys WHERE name = "
+        "'alice'";
+    char *tier_before = lc_sql_text(T.store, tier_q, NULL);
+    keytier_ctx_close(ctx);
+
+    /* SoftHSM2 (both customer keys of d1) is gone from the configuration. */
+    testenv_write_conf_mods(&T, MOD_KEYTIER, NULL);
+    ctx = testenv_ctx(&T);
+    assert_ok(
+        lc_open(ctx, &lc_user, "org-1", "Exchange", "alice", env, n, MSG));
+    keytier_avail_stats st;
+    assert_ok(keytier_avail_stats_get(ctx, &st));
+    ck_assert_uint_eq(st.fallbacks, 1); /* the availability key answers */
+    keytier_migration m;
+    assert_ok(keytier_assign(ctx, "org-1", "Exchange", "alice", d2.dep_id, &m));
+    assert_err(keytier_migrate_run(ctx, m.migration_id, NULL, NULL, &m),
+               KEYTIER_E_UNAVAILABLE);
+    ck_assert_ptr_nonnull(strstr(keytier_last_error_detail(), d1.dep_id));
+    assert_ok(keytier_avail_stats_get(ctx, &st));
+    ck_assert_uint_eq(st.fallbacks, 1);
+    char *tier_after = lc_sql_text(T.store, tier_q, NULL);
+    ck_assert_str_eq(tier_after, tier_before);
+    keytier_ctx_close(ctx);
+
+    /* The customer keys answer again: the same migration completes. */
+    testenv_write_conf(&T, NULL);
+    ctx = testenv_ctx(&T);
+    assert_ok(keytier_migrate_run(ctx, m.migration_id, NULL, NULL, &m));
+    ck_assert(m.finished);
+    ck_assert_uint_eq(m.done, 1);
+    keytier_status ks;
+    assert_ok(keytier_status_get(ctx, "org-1", "Exchange", "alice", &ks));
+    ck_assert_str_eq(ks.dep_id, d2.dep_id);
+    assert_ok(
+        lc_open(ctx, &lc_user, "org-1", "Exchange", "alice", env, n, MSG));
+    free(tier_before);
+    free(tier_after);
+    keytier_ctx_close(ctx);
+}
+END_TEST
+
 int main(int argc, char **argv)
 {
     if (argc == 4 && strcmp(argv[1], "migrate-child") == 0)
@@ -622,6 +697,7 @@ int main(int argc, char **argv)
     tcase_add_test(tc, recover_both_customer_tokens_deleted);
     tcase_add_test(tc, assign_revoked_roots_destroyed);
     tcase_add_test(tc, assign_revoked_unwrap_off);
+    tcase_add_test(tc, migrate_refused_in_customer_outage);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
