@@ -78,6 +78,15 @@ KT_MUST_CHECK keytier_err kt_avail_dep_key_read(keytier_ctx *ctx,
                                                 const keytier_request *req,
                                                 kt_secret **out);
 
+/* lifecycle-fix: the DEP key through the customer keys only, never the
+ * cache nor the availability key (roll, assign/migrate: a lasting rewrap
+ * must not undo a revocation).  req: internal, naming its operation.
+ * Errors: KEYTIER_E_REVOKED (a customer key denied; audited as denied),
+ * KEYTIER_E_UNAVAILABLE (both failed for system reasons), KEYTIER_E_PURGED. */
+KT_MUST_CHECK keytier_err
+kt_avail_dep_key_read_customer(keytier_ctx *ctx, const struct kt_dep_rec *dep,
+                               const keytier_request *req, kt_secret **out);
+
 /* Writes a "DEP created" audit record. */
 KT_MUST_CHECK keytier_err kt_avail_dep_created(keytier_ctx *ctx,
                                                const struct kt_dep_rec *dep);

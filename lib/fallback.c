@@ -649,6 +649,93 @@ keytier_err kt_avail_dep_key_read(keytier_ctx *ctx,
     return KEYTIER_OK;
 }
 
+/* ---- customer keys only (lifecycle: roll, assign/migrate) -------------
+ * Added by lifecycle-fix.  Operations that make a lasting new copy of a DEP
+ * key, or of the keys under it (rolling a root, moving tier keys to another
+ * DEP), must not undo a revocation: the availability key would let them
+ * rewrap a key the customer has denied, and users would read again.  So
+ * they read through the customer keys alone: no cache (the tokens must
+ * answer now), no availability key whatever the error class. */
+keytier_err kt_avail_dep_key_read_customer(keytier_ctx *ctx,
+                                           const struct kt_dep_rec *dep,
+                                           const keytier_request *req,
+                                           kt_secret **out)
+{
+    struct kt_avail *av = ctx->avail;
+    struct kt_slot_result res[2];
+    kt_audit_key_error errs[2];
+    kt_audit_request areq;
+    char req_id[40];
+    kt_secret *key = NULL;
+    keytier_err e;
+    bool any_denied;
+
+    *out = NULL;
+    if (!req || req->kind != KEYTIER_REQUEST_INTERNAL || !req->operation ||
+        !req->operation[0])
+        return kt_err(KEYTIER_E_ARGS,
+                      "a customer-keys-only read is an internal request "
+                      "naming its operation");
+    if (!av)
+        return kt_err(KEYTIER_E_INTERNAL, "availability state not open");
+    if (dep->state == KEYTIER_DEP_PURGED)
+        return kt_err(KEYTIER_E_PURGED, "DEP %s of tenant %s was purged",
+                      dep->dep_id, dep->tenant);
+
+    e = kt_avail_customer_read(av, dep, &key, res);
+    kt_secret_free(res[0].key);
+    kt_secret_free(res[1].key);
+    if (e == KEYTIER_OK) {
+        *out = key;
+        return KEYTIER_OK;
+    }
+    if (e != KEYTIER_E_UNWRAP)
+        return e;
+
+    any_denied =
+        kt_ckr_classify(res[KEYTIER_ROOT_A].rv) == KT_CKR_CLASS_DENIED ||
+        kt_ckr_classify(res[KEYTIER_ROOT_B].rv) == KT_CKR_CLASS_DENIED;
+    if (!any_denied) {
+        atomic_fetch_add(&av->unavailable, 1);
+        return kt_err(KEYTIER_E_UNAVAILABLE,
+                      "DEP %s: %s needs a customer key and neither answers "
+                      "(retry when one does): [A] %s; [B] %s",
+                      dep->dep_id, req->operation, res[KEYTIER_ROOT_A].detail,
+                      res[KEYTIER_ROOT_B].detail);
+    }
+    if (req->request_id && req->request_id[0]) {
+        snprintf(req_id, sizeof req_id, "%s", req->request_id);
+    } else {
+        uint8_t rid[KT_UUID_BYTES];
+        if (!kt_uuid_new(rid))
+            return kt_err(KEYTIER_E_CRYPTO, "request id");
+        kt_uuid_format(rid, req_id);
+    }
+    areq = (kt_audit_request){
+        .workload = dep->workload,
+        .org_id = dep->tenant,
+        .dep_id = dep->dep_id,
+        .policy_id = dep->policy_id,
+        .request_id = req_id,
+        .kind = "internal",
+        .operation = req->operation,
+    };
+    kt_avail_key_errors(dep, res, errs);
+    atomic_fetch_add(&av->denied, 1);
+    if (av->cache)
+        kt_cache_invalidate_dep(av->cache, dep->dep_id);
+    if (kt_audit_denied(av->audit, &areq, errs) != KEYTIER_OK)
+        kt_log_event(ctx->log, KT_LOG_ERROR,
+                     "audit record of a denied request not written",
+                     dep->dep_id);
+    return kt_err(KEYTIER_E_REVOKED,
+                  "DEP %s: the customer revoked its keys; %s refused (it "
+                  "never uses the availability key): [A] %s; [B] %s",
+                  dep->dep_id, req->operation, res[KEYTIER_ROOT_A].detail,
+                  res[KEYTIER_ROOT_B].detail);
+}
+/* ---- end of the lifecycle-fix addition -------------------------------- */
+
 keytier_err kt_avail_dep_created(keytier_ctx *ctx, const struct kt_dep_rec *dep)
 {
     kt_audit_request areq = {

@@ -200,7 +200,11 @@ KEYTIER_API keytier_err keytier_dep_roll(keytier_ctx *ctx, const char *tenant,
         root.tok = NULL;
         goto out;
     }
-    e = kt_dep_key_read(ctx, dep, &req, &key);
+    /* Through the customer keys only: a roll makes a new lasting copy, and
+     * one made through the availability key would undo a revocation (the
+     * rolled copy would open for users again).  Revoked: refused; both
+     * down: refused too, the customer rolls again when a key answers. */
+    e = kt_avail_dep_key_read_customer(ctx, dep, &req, &key);
     if (e != KEYTIER_OK)
         goto out;
     e = kt_roll_wrap(ctx, what, new_uri, &root, s, key, pending, &rv);

@@ -3,6 +3,15 @@
  * "Lifecycle"), and recovery from lost customer keys, which is a migration
  * whose old DEP key comes through the availability key.
  *
+ * Revocation: moving a key to another DEP rewraps it under a key the
+ * customer may not have revoked.  A plain assign/migrate therefore reads
+ * every DEP key (the old ones and the target) through the customer keys
+ * only (kt_avail_dep_key_read_customer): out of or into a revoked DEP it
+ * is refused with KEYTIER_E_REVOKED, during an outage with
+ * KEYTIER_E_UNAVAILABLE (run it again later).  Only a migration recorded
+ * by keytier_dep_recover (operation "recover", an explicit, audited
+ * service operation) reads the OLD DEP key through the availability key.
+ *
  * Resumability: a migration is a list of items (level-1 keys) in the
  * store.  A batch rewraps some keys and, in the same transaction, marks
  * their items done; each row update is conditional on the key still being
@@ -93,8 +102,12 @@ static keytier_err kt_mig_dep_key(struct kt_mig_run *r, const char *dep_id,
     if (e == KEYTIER_OK && strcmp(d->tenant, r->m.tenant) != 0)
         e = kt_err(KEYTIER_E_WRONG_TENANT, "DEP %s", dep_id);
     kt_secret *key = NULL;
-    if (e == KEYTIER_OK)
+    /* Only recovery may take the old DEP key through the availability key;
+     * a plain migration out of a revoked DEP would undo the revocation. */
+    if (e == KEYTIER_OK && strcmp(r->m.operation, "recover") == 0)
         e = kt_dep_key_read(r->ctx, d, &r->req, &key);
+    else if (e == KEYTIER_OK)
+        e = kt_avail_dep_key_read_customer(r->ctx, d, &r->req, &key);
     kt_wipe(d, sizeof *d);
     free(d);
     if (e != KEYTIER_OK)
@@ -284,7 +297,9 @@ KEYTIER_API keytier_err keytier_migrate_run(keytier_ctx *ctx,
                                                          : "disabled");
         goto out;
     }
-    e = kt_dep_key_read(ctx, r.target, &r.req, &r.target_key);
+    /* The target through its customer keys only, recovery included (its
+     * new customer keys must work): nothing moves into a revoked DEP. */
+    e = kt_avail_dep_key_read_customer(ctx, r.target, &r.req, &r.target_key);
     if (e != KEYTIER_OK)
         goto out;
 
@@ -408,6 +423,23 @@ static keytier_err kt_target_check(keytier_ctx *ctx, const char *tenant,
     return KEYTIER_OK;
 }
 
+/* Refuses an assignment out of or into a DEP whose customer revoked it
+ * (KEYTIER_E_REVOKED), before anything is recorded; an outage does not
+ * refuse (keytier_migrate_run checks again, and then needs the keys). */
+static keytier_err kt_assign_not_revoked(keytier_ctx *ctx,
+                                         const struct kt_dep_rec *d,
+                                         const keytier_request *req)
+{
+    kt_secret *key = NULL;
+    keytier_err e = kt_avail_dep_key_read_customer(ctx, d, req, &key);
+    kt_secret_free(key);
+    if (e == KEYTIER_E_UNAVAILABLE) {
+        kt_err_clear();
+        e = KEYTIER_OK;
+    }
+    return e;
+}
+
 static keytier_err kt_mig_record(keytier_ctx *ctx, const struct kt_dep_rec *d,
                                  const char *scope, const char *operation,
                                  keytier_migration *out)
@@ -452,11 +484,16 @@ KEYTIER_API keytier_err keytier_assign(keytier_ctx *ctx, const char *tenant,
         !kt_text_ok(dep_id, KEYTIER_ID_SIZE - 1))
         return kt_err(KEYTIER_E_ARGS, "keytier_assign");
     struct kt_dep_rec *d = malloc(sizeof *d);
+    struct kt_dep_rec *src = NULL;
     struct kt_key_rec rec;
     char scope[KEYTIER_NAME_MAX + 8];
+    const keytier_request req = {KEYTIER_REQUEST_INTERNAL, "assign", NULL};
+    memset(&rec, 0, sizeof rec);
     if (d == NULL)
         return kt_err(KEYTIER_E_NOMEM, NULL);
     keytier_err e = kt_target_check(ctx, tenant, workload, dep_id, d);
+    if (e == KEYTIER_OK)
+        e = kt_assign_not_revoked(ctx, d, &req);
     if (e != KEYTIER_OK)
         goto out;
     if (name != NULL) {
@@ -464,7 +501,6 @@ KEYTIER_API keytier_err keytier_assign(keytier_ctx *ctx, const char *tenant,
         if (e == KEYTIER_E_NOT_FOUND) {
             /* Nothing written yet: whatever comes is under the DEP from the
              * first byte. */
-            keytier_request req = {KEYTIER_REQUEST_INTERNAL, "assign", NULL};
             keytier_key *dk = NULL;
             kt_err_clear();
             e = keytier_dep_key_open(ctx, &req, tenant, dep_id, &dk);
@@ -493,6 +529,16 @@ KEYTIER_API keytier_err keytier_assign(keytier_ctx *ctx, const char *tenant,
         }
         if (e != KEYTIER_OK)
             goto out;
+        if (strcmp(rec.dep_id, dep_id) != 0) {
+            /* Out of a revoked DEP: refused now, nothing recorded. */
+            src = malloc(sizeof *src);
+            e = src ? kt_store_dep_get(ctx->store, rec.dep_id, src)
+                    : kt_err(KEYTIER_E_NOMEM, NULL);
+            if (e == KEYTIER_OK)
+                e = kt_assign_not_revoked(ctx, src, &req);
+            if (e != KEYTIER_OK)
+                goto out;
+        }
         snprintf(scope, sizeof scope, "name:%s", name);
     } else {
         kt_strlcpy(scope, "all", sizeof scope);
@@ -500,6 +546,9 @@ KEYTIER_API keytier_err keytier_assign(keytier_ctx *ctx, const char *tenant,
     e = kt_mig_record(ctx, d, scope, "migrate", out);
 out:
     kt_wipe(&rec, sizeof rec);
+    if (src != NULL)
+        kt_wipe(src, sizeof *src);
+    free(src);
     free(d);
     return e;
 }

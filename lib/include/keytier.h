@@ -500,11 +500,16 @@ keytier_audit_log_path(keytier_ctx *ctx, char *out, size_t cap);
  * Rolls customer key `slot` (KEYTIER_ROOT_A or KEYTIER_ROOT_B) of a DEP to
  * a new version of the root: a distinct key object named by new_root_uri
  * (e.g. the same label with a new CKA_ID).  The DEP key is read (internal
- * operation "roll"), wrapped under the new root and stored beside the old
- * copy (DEP state ROLLING); once the stored new copy has been unwrapped by
- * the token and matched, one store transaction replaces the old copy.  No
- * data and no tier key is touched.  out may be NULL.
- * Errors: KEYTIER_E_KEY_EXTRACTABLE, KEYTIER_E_KEY_USAGE (cannot wrap or
+ * operation "roll") through the customer keys ONLY - never the cache nor
+ * the availability key, so a roll cannot undo a revocation - wrapped under
+ * the new root and stored beside the old copy (DEP state ROLLING); once
+ * the stored new copy has been unwrapped by the token and matched, one
+ * store transaction replaces the old copy.  No data and no tier key is
+ * touched.  out may be NULL.
+ * Errors: KEYTIER_E_REVOKED (the customer denied its keys: destroyed,
+ * CKA_UNWRAP off, login refused...; the detail names the DEP and both
+ * keys' errors), KEYTIER_E_UNAVAILABLE (neither customer key answers: roll
+ * again later), KEYTIER_E_KEY_EXTRACTABLE, KEYTIER_E_KEY_USAGE (cannot wrap or
  * unwrap), KEYTIER_E_KEY_TYPE, KEYTIER_E_SAME_TOKEN (in the other customer
  * key's token), KEYTIER_E_KEY_NOT_FOUND, KEYTIER_E_EXISTS (already this
  * key), KEYTIER_E_DEP_STATE (disabled, purged or migrating DEP),
@@ -562,9 +567,14 @@ typedef struct keytier_migration {
  * (name NULL) to all of them.  A name without a key yet gets its key under
  * the DEP at once (out->total 0, finished).  Otherwise a migration is
  * recorded (state of the DEP: MIGRATING) with one item per level-1 key not
- * yet under the DEP; keytier_migrate_run does the rewrapping.
+ * yet under the DEP; keytier_migrate_run does the rewrapping.  A revoked
+ * DEP is neither left nor entered: the target's customer keys (and for a
+ * named mailbox, its current DEP's) are asked first.
  * Errors: KEYTIER_E_DEP_NOT_FOUND, KEYTIER_E_WRONG_TENANT, KEYTIER_E_ARGS
- * (DEP of another workload), KEYTIER_E_DEP_STATE (disabled/purged/rolling).
+ * (DEP of another workload), KEYTIER_E_DEP_STATE (disabled/purged/rolling),
+ * KEYTIER_E_REVOKED (the customer denied the target's or the mailbox's
+ * DEP keys; nothing recorded).  An outage of those keys does not refuse
+ * the assignment; the run then needs them.
  */
 KEYTIER_API KEYTIER_MUST_CHECK keytier_err
 keytier_assign(keytier_ctx *ctx, const char *tenant, const char *workload,
@@ -581,8 +591,11 @@ typedef int (*keytier_progress_fn)(void *arg, const keytier_migration *p);
  * items done - a process killed at any point loses no key and wraps none
  * twice; the next run continues.  Readers keep working throughout: a key is
  * always complete under exactly one DEP.  DEP keys are read as the
- * internal operation named by the migration ("migrate", or "recover",
- * which may use the availability key).  out (may be NULL) gets the final
+ * internal operation named by the migration, through the customer keys
+ * only (a move out of or into a revoked DEP would undo the revocation:
+ * KEYTIER_E_REVOKED; both down: KEYTIER_E_UNAVAILABLE, run again later),
+ * except the OLD DEP keys of a "recover" migration, which may come through
+ * the availability key (audited).  out (may be NULL) gets the final
  * progress.  Errors: KEYTIER_E_NOT_FOUND (migration), errors reading DEP
  * keys (KEYTIER_E_REVOKED, KEYTIER_E_UNAVAILABLE, ...).
  */
@@ -620,6 +633,15 @@ keytier_migration_list(keytier_ctx *ctx, const char *tenant,
  * keytier_migrate_run.  The old DEP key is then read through the
  * availability key (audited fallback); when the migration finishes the old
  * DEP is disabled.  new_dep and mig may be NULL.
+ * This is the only lifecycle operation that uses the availability key for
+ * a DEP whose customer keys fail.  "Lost" (tokens deleted, vault gone for
+ * good: system errors) is its purpose.  It also goes through when the
+ * customer DELIBERATELY revoked the keys (denied errors): recovery is an
+ * explicit service operation, audited ("DEP recovery started", one
+ * fallback record per old DEP read naming both customer-key errors, "DEP
+ * disabled after recovery"), and the new DEP's keys are the customer's
+ * own new ones - the caller must only start it on the customer's request.
+ * A plain keytier_assign / keytier_dep_roll never does this.
  */
 KEYTIER_API KEYTIER_MUST_CHECK keytier_err keytier_dep_recover(
     keytier_ctx *ctx, const char *tenant, const char *old_dep_id,

@@ -115,3 +115,81 @@ static inline int lc_audit_count(keytier_ctx *ctx, const char *needle)
     fclose(f);
     return n;
 }
+
+/* A text value from the store file (a second connection); malloc'd, ""
+ * when the query gives no row or NULL. */
+static inline char *lc_sql_text(const char *db_path, const char *q,
+                                const char *arg)
+{
+    sqlite3 *db;
+    sqlite3_stmt *st;
+    char *v = NULL;
+    ck_assert_int_eq(sqlite3_open(db_path, &db), SQLITE_OK);
+    sqlite3_busy_timeout(db, 10000);
+    ck_assert_msg(sqlite3_prepare_v2(db, q, -1, &st, NULL) == SQLITE_OK, "%s",
+                  sqlite3_errmsg(db));
+    if (arg)
+        sqlite3_bind_text(st, 1, arg, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_text(st, 0))
+        v = strdup((const char *)sqlite3_column_text(st, 0));
+    else
+        v = strdup("");
+    ck_assert_ptr_nonnull(v);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return v;
+}
+
+#include <p11-kit/p11-kit.h>
+
+/* The customer turns CKA_UNWRAP off on its root `label` in SoftHSM2 token
+ * `token` (user PIN 1234), through PKCS#11 as the customer would. */
+static inline void lc_unwrap_off(const char *softhsm_module, const char *token,
+                                 const char *label)
+{
+    CK_FUNCTION_LIST *fl = p11_kit_module_load(softhsm_module, 0);
+    CK_SLOT_ID slots[16];
+    CK_ULONG n = 16, found = 0;
+    CK_SESSION_HANDLE s = CK_INVALID_HANDLE;
+    CK_BBOOL no = CK_FALSE;
+    CK_ATTRIBUTE find[] = {{CKA_LABEL, (void *)label, strlen(label)}};
+    CK_ATTRIBUTE set[] = {{CKA_UNWRAP, &no, sizeof no}};
+    CK_OBJECT_HANDLE h;
+    ck_assert_ptr_nonnull(fl);
+    ck_assert_int_eq(p11_kit_module_initialize(fl), CKR_OK);
+    ck_assert_int_eq(fl->C_GetSlotList(CK_TRUE, slots, &n), CKR_OK);
+    for (CK_ULONG i = 0; i < n && s == CK_INVALID_HANDLE; i++) {
+        CK_TOKEN_INFO ti;
+        size_t l = strlen(token);
+        ck_assert_int_eq(fl->C_GetTokenInfo(slots[i], &ti), CKR_OK);
+        if (memcmp(ti.label, token, l) != 0 || ti.label[l] != ' ')
+            continue;
+        ck_assert_int_eq(fl->C_OpenSession(slots[i],
+                                           CKF_SERIAL_SESSION | CKF_RW_SESSION,
+                                           NULL, NULL, &s),
+                         CKR_OK);
+    }
+    ck_assert_msg(s != CK_INVALID_HANDLE, "token %s not found", token);
+    ck_assert_int_eq(fl->C_Login(s, CKU_USER, (CK_UTF8CHAR *)"1234", 4),
+                     CKR_OK);
+    ck_assert_int_eq(fl->C_FindObjectsInit(s, find, 1), CKR_OK);
+    ck_assert_int_eq(fl->C_FindObjects(s, &h, 1, &found), CKR_OK);
+    ck_assert_int_eq(fl->C_FindObjectsFinal(s), CKR_OK);
+    ck_assert_uint_eq(found, 1);
+    ck_assert_int_eq(fl->C_SetAttributeValue(s, h, set, 1), CKR_OK);
+    fl->C_CloseSession(s);
+    p11_kit_module_finalize(fl);
+    p11_kit_module_release(fl);
+}
+
+/* How a test revokes a customer root. */
+enum lc_revoke { LC_DESTROY, LC_UNWRAP_OFF };
+
+static inline void lc_revoke_root(struct testenv *t, enum lc_revoke how,
+                                  const char *token, const char *label)
+{
+    if (how == LC_DESTROY)
+        testenv_destroy(t, token, label);
+    else
+        lc_unwrap_off(t->softhsm_module, token, label);
+}

@@ -225,6 +225,100 @@ START_TEST(roll_refused)
 }
 END_TEST
 
+/* Security review: a roll must not resurrect a revoked DEP.  The customer
+ * revokes both customer keys (`how`); rolling A to a fresh key would, through
+ * the availability key, rewrap the DEP key under a key that works and users
+ * would read again.  It is refused (KEYTIER_E_REVOKED, naming the DEP and
+ * both keys' errors), nothing in the store changes, no availability key is
+ * used, and users stay revoked. */
+static void roll_revoked_case(enum lc_revoke how)
+{
+    testenv_root_aes(&T, "VaultA", "A1", 0);
+    testenv_root_aes(&T, "VaultB", "B1", 0);
+    testenv_root_aes(&T, "VaultA", "A2", 0);
+    testenv_write_conf(&T, NULL);
+    keytier_ctx *ctx = testenv_ctx(&T);
+    keytier_dep_info dep, now;
+    keytier_key *dk = NULL;
+    uint8_t env[1024];
+    assert_ok(keytier_dep_create(ctx, "org-1", "Exchange",
+                                 testenv_uri("VaultA", "A1"),
+                                 testenv_uri("VaultB", "B1"), &dep));
+    assert_ok(keytier_dep_key_open(ctx, &lc_user, "org-1", dep.dep_id, &dk));
+    assert_ok(keytier_key_create(dk, "alice", NULL));
+    keytier_key_close(dk);
+    size_t n = lc_seal(ctx, "org-1", "Exchange", "alice", MSG, env, sizeof env);
+    static const char roots_q[] =
+        "SELECT group_concat(slot || ' ' || uri || ' ' || mech || ' ' || "
+        "hex(wrapped), '|') FROM (SELECT * FROM dep_roots WHERE dep_id = ?1 "
+        "ORDER BY slot)";
+    static const char tier_q[] =
+        "SELECT dep_id || ' ' || hex(wrapped) FROM tier_keys WHERE name = "
+        "'alice'";
+    char *roots_before = lc_sql_text(T.store, roots_q, dep.dep_id);
+    char *tier_before = lc_sql_text(T.store, tier_q, NULL);
+    ck_assert_ptr_nonnull(strstr(roots_before, "A1"));
+    keytier_ctx_close(ctx);
+
+    lc_revoke_root(&T, how, "VaultA", "A1");
+    lc_revoke_root(&T, how, "VaultB", "B1");
+    ctx = testenv_ctx(&T);
+    assert_err(keytier_dep_roll(ctx, "org-1", dep.dep_id, KEYTIER_ROOT_A,
+                                testenv_uri("VaultA", "A2"), &now),
+               KEYTIER_E_REVOKED);
+    const char *detail = keytier_last_error_detail();
+    ck_assert_msg(strstr(detail, dep.dep_id) && strstr(detail, "[A] ") &&
+                      strstr(detail, "[B] ") &&
+                      strstr(detail, testenv_uri("VaultA", "A1")) &&
+                      strstr(detail, testenv_uri("VaultB", "B1")),
+                  "%s", detail);
+
+    /* Nothing changed: the old wrapped copies byte for byte, nothing
+     * pending, the DEP still registered, no roll record, no fallback. */
+    char *roots_after = lc_sql_text(T.store, roots_q, dep.dep_id);
+    char *tier_after = lc_sql_text(T.store, tier_q, NULL);
+    ck_assert_str_eq(roots_after, roots_before);
+    ck_assert_str_eq(tier_after, tier_before);
+    ck_assert_int_eq(lc_sql_int(T.store, "SELECT count(*) FROM dep_roll", NULL),
+                     0);
+    assert_ok(keytier_dep_show(ctx, "org-1", dep.dep_id, &now));
+    ck_assert_int_eq(now.state, KEYTIER_DEP_REGISTERED);
+    ck_assert_str_eq(now.root_uri[KEYTIER_ROOT_A],
+                     dep.root_uri[KEYTIER_ROOT_A]);
+    ck_assert_int_eq(lc_audit_count(ctx, "\"Customer key rolled\""), 0);
+    ck_assert_int_eq(lc_audit_count(ctx, "Fallback to availability key"), 0);
+    ck_assert_int_ge(lc_audit_count(ctx, "\"Operation\":\"roll\""), 1);
+
+    /* Users are still revoked. */
+    assert_err(
+        lc_open(ctx, &lc_user, "org-1", "Exchange", "alice", env, n, MSG),
+        KEYTIER_E_REVOKED);
+    keytier_avail_stats st;
+    assert_ok(keytier_avail_stats_get(ctx, &st));
+    ck_assert_uint_eq(st.fallbacks, 0);
+    char apath[4096];
+    uint64_t bad = 0;
+    assert_ok(keytier_audit_log_path(ctx, apath, sizeof apath));
+    assert_ok(keytier_audit_verify(apath, &bad, NULL));
+    free(roots_before);
+    free(roots_after);
+    free(tier_before);
+    free(tier_after);
+    keytier_ctx_close(ctx);
+}
+
+START_TEST(roll_revoked_roots_destroyed)
+{
+    roll_revoked_case(LC_DESTROY);
+}
+END_TEST
+
+START_TEST(roll_revoked_unwrap_off)
+{
+    roll_revoked_case(LC_UNWRAP_OFF);
+}
+END_TEST
+
 /* A roll interrupted after storing its new copy (process killed before the
  * read-back): the DEP shows `rolling`, readers keep using the old copies,
  * and the next roll drops the untrusted pending copy and completes. */
@@ -509,6 +603,8 @@ int main(void)
     tcase_add_test(tc, roll_rsa_softhsm2);
     tcase_add_test(tc, roll_refused);
     tcase_add_test(tc, roll_interrupted);
+    tcase_add_test(tc, roll_revoked_roots_destroyed);
+    tcase_add_test(tc, roll_revoked_unwrap_off);
     suite_add_tcase(s, tc);
     tc = tcase_create("purge");
     tcase_add_checked_fixture(tc, setup, teardown);

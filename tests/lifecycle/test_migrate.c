@@ -481,6 +481,208 @@ START_TEST(recover_both_customer_tokens_deleted)
 }
 END_TEST
 
+/* Security review: assign/migrate must not undo a revocation.  The
+ * customer revokes both customer keys of DEP d1 (`how`).  Moving a mailbox
+ * out of d1 to the healthy d2 would read d1's key through the availability
+ * key and rewrap the mailbox key under d2, where users read again; moving
+ * one into d1 would put it under a revoked DEP.  Both are refused with
+ * KEYTIER_E_REVOKED (at assign for a named mailbox, at run for "all"),
+ * nothing moves, users stay revoked.  Recovery, the explicit audited
+ * service operation, still takes d1's key through the availability key. */
+static void assign_revoked_case(enum lc_revoke how)
+{
+    testenv_root_aes(&T, "VaultA", "A1", 0);
+    testenv_root_aes(&T, "VaultB", "B1", 0);
+    testenv_root_aes(&T, "VaultA", "A2", 0);
+    testenv_root_aes(&T, "VaultB", "B2", 0);
+    testenv_root_aes(&T, "VaultC", "C3", 0);
+    testenv_root_aes(&T, "VaultB", "B3", 0);
+    testenv_write_conf(&T, NULL);
+    keytier_ctx *ctx = testenv_ctx(&T);
+    keytier_dep_info d1, d2, d3;
+    keytier_key *dk = NULL;
+    static const char *const MSG = "written before the revocation";
+    uint8_t env[1024], carol_env[1024];
+    assert_ok(keytier_dep_create(ctx, "org-1", "Exchange",
+                                 testenv_uri("VaultA", "A1"),
+                                 testenv_uri("VaultB", "B1"), &d1));
+    assert_ok(keytier_dep_create(ctx, "org-1", "Exchange",
+                                 testenv_uri("VaultA", "A2"),
+                                 testenv_uri("VaultB", "B2"), &d2));
+    assert_ok(keytier_dep_key_open(ctx, &lc_user, "org-1", d1.dep_id, &dk));
+    assert_ok(keytier_key_create(dk, "alice", NULL));
+    assert_ok(keytier_key_create(dk, "bob", NULL));
+    keytier_key_close(dk);
+    assert_ok(keytier_dep_key_open(ctx, &lc_user, "org-1", d2.dep_id, &dk));
+    assert_ok(keytier_key_create(dk, "carol", NULL));
+    keytier_key_close(dk);
+    size_t n = lc_seal(ctx, "org-1", "Exchange", "alice", MSG, env, sizeof env);
+    size_t cn = lc_seal(ctx, "org-1", "Exchange", "carol", MSG, carol_env,
+                        sizeof carol_env);
+    static const char tier_q[] =
+        "SELECT group_concat(name || ' ' || dep_id || ' ' || hex(wrapped), "
+        "'|') FROM (SELECT * FROM tier_keys ORDER BY key_id)";
+    char *tier_before = lc_sql_text(T.store, tier_q, NULL);
+    keytier_ctx_close(ctx);
+
+    lc_revoke_root(&T, how, "VaultA", "A1");
+    lc_revoke_root(&T, how, "VaultB", "B1");
+    ctx = testenv_ctx(&T);
+    keytier_migration m;
+    keytier_migration *list = NULL;
+    size_t count = 0;
+
+    /* Out of the revoked DEP, one mailbox: refused, nothing recorded. */
+    assert_err(keytier_assign(ctx, "org-1", "Exchange", "alice", d2.dep_id, &m),
+               KEYTIER_E_REVOKED);
+    ck_assert_msg(strstr(keytier_last_error_detail(), d1.dep_id) &&
+                      strstr(keytier_last_error_detail(), "[A] ") &&
+                      strstr(keytier_last_error_detail(), "[B] "),
+                  "%s", keytier_last_error_detail());
+    assert_ok(keytier_migration_list(ctx, "org-1", &list, &count));
+    ck_assert_uint_eq(count, 0);
+    free(list);
+    /* Into the revoked DEP: an existing mailbox, and a new name. */
+    assert_err(keytier_assign(ctx, "org-1", "Exchange", "carol", d1.dep_id, &m),
+               KEYTIER_E_REVOKED);
+    assert_err(keytier_assign(ctx, "org-1", "Exchange", "dave", d1.dep_id, &m),
+               KEYTIER_E_REVOKED);
+    ck_assert_int_eq(lc_sql_int(T.store,
+                                "SELECT count(*) FROM tier_keys WHERE name = "
+                                "'dave'",
+                                NULL),
+                     0);
+    /* Everything to the healthy DEP: recorded, but the run refuses to read
+     * d1's key through the availability key. */
+    assert_ok(keytier_assign(ctx, "org-1", "Exchange", NULL, d2.dep_id, &m));
+    ck_assert_str_eq(m.operation, "migrate");
+    assert_err(keytier_migrate_run(ctx, m.migration_id, NULL, NULL, &m),
+               KEYTIER_E_REVOKED);
+    ck_assert_ptr_nonnull(strstr(keytier_last_error_detail(), d1.dep_id));
+
+    /* Nothing moved, byte for byte; no availability key used. */
+    char *tier_after = lc_sql_text(T.store, tier_q, NULL);
+    ck_assert_str_eq(tier_after, tier_before);
+    keytier_status st;
+    assert_ok(keytier_status_get(ctx, "org-1", "Exchange", "alice", &st));
+    ck_assert_str_eq(st.dep_id, d1.dep_id);
+    ck_assert_int_eq(lc_audit_count(ctx, "Fallback to availability key"), 0);
+    keytier_avail_stats as;
+    assert_ok(keytier_avail_stats_get(ctx, &as));
+    ck_assert_uint_eq(as.fallbacks, 0);
+    /* Users of d1 are still revoked; d2's users are not affected. */
+    assert_err(
+        lc_open(ctx, &lc_user, "org-1", "Exchange", "alice", env, n, MSG),
+        KEYTIER_E_REVOKED);
+    assert_ok(lc_open(ctx, &lc_user, "org-1", "Exchange", "carol", carol_env,
+                      cn, MSG));
+
+    /* Recovery (explicit, audited) may still move d1's keys. */
+    assert_ok(keytier_dep_recover(ctx, "org-1", d1.dep_id,
+                                  testenv_uri("VaultC", "C3"),
+                                  testenv_uri("VaultB", "B3"), &d3, &m));
+    assert_ok(keytier_migrate_run(ctx, m.migration_id, NULL, NULL, &m));
+    ck_assert(m.finished);
+    ck_assert_uint_eq(m.done, 2);
+    assert_ok(keytier_status_get(ctx, "org-1", "Exchange", "alice", &st));
+    ck_assert_str_eq(st.dep_id, d3.dep_id);
+    ck_assert_int_ge(lc_audit_count(ctx, "Fallback to availability key"), 1);
+    char apath[4096];
+    uint64_t bad = 0;
+    assert_ok(keytier_audit_log_path(ctx, apath, sizeof apath));
+    assert_ok(keytier_audit_verify(apath, &bad, NULL));
+    free(tier_before);
+    free(tier_after);
+    keytier_ctx_close(ctx);
+}
+
+START_TEST(assign_revoked_roots_destroyed)
+{
+    assign_revoked_case(LC_DESTROY);
+}
+END_TEST
+
+START_TEST(assign_revoked_unwrap_off)
+{
+    assign_revoked_case(LC_UNWRAP_OFF);
+}
+END_TEST
+
+/* A plain migration needs the customer keys of the DEPs it reads: during
+ * an outage of both (their token's module not configured: system errors)
+ * the run is refused with KEYTIER_E_UNAVAILABLE, although the
+ * availability key is reachable (user reads fall back to it), and nothing
+ * moves; once the customer keys answer, the same migration completes. */
+START_TEST(migrate_refused_in_customer_outage)
+{
+    testenv_keytier_token(&T, "KService");
+    testenv_keytier_token(&T, "Kt1");
+    testenv_keytier_token(&T, "Kt2");
+    T.service = "KService";
+    testenv_root_aes(&T, "VaultA", "A1", 0);
+    testenv_root_aes(&T, "VaultB", "B1", 0);
+    testenv_root_aes(&T, "Kt1", "K1", 0);
+    testenv_root_aes(&T, "Kt2", "K2", 0);
+    testenv_write_conf(&T, NULL);
+    keytier_ctx *ctx = testenv_ctx(&T);
+    keytier_dep_info d1, d2;
+    keytier_key *dk = NULL;
+    static const char *const MSG = "written before the outage";
+    uint8_t env[1024];
+    assert_ok(keytier_dep_create(ctx, "org-1", "Exchange",
+                                 testenv_uri("VaultA", "A1"),
+                                 testenv_uri("VaultB", "B1"), &d1));
+    assert_ok(keytier_dep_create(ctx, "org-1", "Exchange",
+                                 testenv_uri("Kt1", "K1"),
+                                 testenv_uri("Kt2", "K2"), &d2));
+    ck_assert_ptr_nonnull(
+        strstr(d1.root_uri[KEYTIER_ROOT_AVAIL], "token=KService"));
+    assert_ok(keytier_dep_key_open(ctx, &lc_user, "org-1", d1.dep_id, &dk));
+    assert_ok(keytier_key_create(dk, "alice", NULL));
+    keytier_key_close(dk);
+    size_t n = lc_seal(ctx, "org-1", "Exchange", "alice", MSG, env, sizeof env);
+    static const char tier_q[] =
+        "SELECT dep_id || ' ' || hex(wrapped) FROM tier_keys WHERE name = "
+        "'alice'";
+    char *tier_before = lc_sql_text(T.store, tier_q, NULL);
+    keytier_ctx_close(ctx);
+
+    /* SoftHSM2 (both customer keys of d1) is gone from the configuration. */
+    testenv_write_conf_mods(&T, MOD_KEYTIER, NULL);
+    ctx = testenv_ctx(&T);
+    assert_ok(
+        lc_open(ctx, &lc_user, "org-1", "Exchange", "alice", env, n, MSG));
+    keytier_avail_stats st;
+    assert_ok(keytier_avail_stats_get(ctx, &st));
+    ck_assert_uint_eq(st.fallbacks, 1); /* the availability key answers */
+    keytier_migration m;
+    assert_ok(keytier_assign(ctx, "org-1", "Exchange", "alice", d2.dep_id, &m));
+    assert_err(keytier_migrate_run(ctx, m.migration_id, NULL, NULL, &m),
+               KEYTIER_E_UNAVAILABLE);
+    ck_assert_ptr_nonnull(strstr(keytier_last_error_detail(), d1.dep_id));
+    assert_ok(keytier_avail_stats_get(ctx, &st));
+    ck_assert_uint_eq(st.fallbacks, 1);
+    char *tier_after = lc_sql_text(T.store, tier_q, NULL);
+    ck_assert_str_eq(tier_after, tier_before);
+    keytier_ctx_close(ctx);
+
+    /* The customer keys answer again: the same migration completes. */
+    testenv_write_conf(&T, NULL);
+    ctx = testenv_ctx(&T);
+    assert_ok(keytier_migrate_run(ctx, m.migration_id, NULL, NULL, &m));
+    ck_assert(m.finished);
+    ck_assert_uint_eq(m.done, 1);
+    keytier_status ks;
+    assert_ok(keytier_status_get(ctx, "org-1", "Exchange", "alice", &ks));
+    ck_assert_str_eq(ks.dep_id, d2.dep_id);
+    assert_ok(
+        lc_open(ctx, &lc_user, "org-1", "Exchange", "alice", env, n, MSG));
+    free(tier_before);
+    free(tier_after);
+    keytier_ctx_close(ctx);
+}
+END_TEST
+
 int main(int argc, char **argv)
 {
     if (argc == 4 && strcmp(argv[1], "migrate-child") == 0)
@@ -493,6 +695,9 @@ int main(int argc, char **argv)
     tcase_add_test(tc, migrate_in_background);
     tcase_add_test(tc, assign_files_shape_and_new_name);
     tcase_add_test(tc, recover_both_customer_tokens_deleted);
+    tcase_add_test(tc, assign_revoked_roots_destroyed);
+    tcase_add_test(tc, assign_revoked_unwrap_off);
+    tcase_add_test(tc, migrate_refused_in_customer_outage);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
