@@ -690,7 +690,9 @@ const struct cli_cmd cli_lifecycle_cmds[] = {
      "new copy read back through the token, then it replaces the old copy in\n"
      "one store transaction. No data is re-encrypted. Refused for a key that\n"
      "is extractable, cannot wrap/unwrap, or sits in the other customer key's\n"
-     "token.\n"
+     "token. The DEP key is read through the customer keys only, never the\n"
+     "availability key: after the customer revoked both keys the roll is\n"
+     "refused (exit 4), during an outage of both it fails (exit 5).\n"
      "JSON: {dep_id, policy_id, key, uri, wrap, state}\n",
      cmd_dep_roll},
     {"assign", NULL, "assign a DEP to a mailbox, site or all of a tenant's",
@@ -701,7 +703,9 @@ const struct cli_cmd cli_lifecycle_cmds[] = {
      "Assigns DEP ID. A mailbox or site without a key gets one under the DEP\n"
      "at once; existing keys are recorded as a migration (see migrate), run\n"
      "now with --run. The workload defaults to Exchange (SharePoint with\n"
-     "--site).\n" MIG_JSON_HELP,
+     "--site). DEP keys are read through customer keys only: assigning out of\n"
+     "or into a DEP whose customer revoked its keys is refused (exit "
+     "4).\n" MIG_JSON_HELP,
      cmd_assign},
     {"migrate", NULL, "run (or resume) a tenant's migrations",
      "usage: keytier migrate --tenant T [--status] [ID]\n"
@@ -718,6 +722,9 @@ const struct cli_cmd cli_lifecycle_cmds[] = {
      "Creates a new DEP from two new customer keys and migrates every key of\n"
      "DEP ID to it, reading the old DEP key through the availability key\n"
      "(internal operation 'recover', audited). The old DEP is then disabled.\n"
+     "The one lifecycle command that uses the availability key: meant for\n"
+     "customer keys that are lost; run it after a deliberate revocation only\n"
+     "at the customer's request.\n"
      "JSON: the migration document plus old_dep_id, new_dep_id, "
      "new_policy_id,\nthen the migration's progress lines.\n",
      cmd_recover},
