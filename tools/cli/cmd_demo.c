@@ -276,7 +276,10 @@ static void demo_rmtree(void)
 }
 
 /* Async-signal-safe: stop the servers (and their groups), remove the
- * temp dir, die of the same signal. */
+ * temp dir, die of the same signal. _Fork, not fork: fork runs the
+ * pthread_atfork handlers of every loaded PKCS#11 module, and the signal may
+ * have interrupted this thread inside one of those modules holding the very
+ * lock its prepare handler takes (seen: keytier-pkcs11.so, a hang). */
 static void demo_on_signal(int sig)
 {
     for (int i = 0; i < 2; i++) {
@@ -287,7 +290,7 @@ static void demo_on_signal(int sig)
         }
     }
     if (demo_dir[0] != '\0') {
-        pid_t pid = fork();
+        pid_t pid = _Fork();
         if (pid == 0) {
             char *argv[] = {"rm", "-rf", "--", demo_dir, NULL};
             execv("/bin/rm", argv);
