@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define KT_WRAPPED_MAX (64u * 1024)
+
 static CK_RV map_wrapping_error(CK_RV rv, bool unwrap)
 {
     switch (rv) {
@@ -141,6 +143,10 @@ CK_RV kt_keys_unwrap(struct kt_session *s, const CK_MECHANISM *mech,
     CK_ULONG plain_len = len + 16;
     kt_attrs_init(&a);
     memset(&op, 0, sizeof(op));
+    /* No wrapped secret key is anywhere near this size; it also bounds the
+     * buffer below. */
+    if (len > KT_WRAPPED_MAX)
+        return CKR_WRAPPED_KEY_LEN_RANGE;
     CK_RV rv = wrap_op_start(s, mech, unwrapping, true, &op, &uk);
     if (rv != CKR_OK)
         return rv;

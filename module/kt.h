@@ -24,6 +24,9 @@
 #define KT_SERIAL_LEN     16
 #define KT_MASTER_KEY_LEN 32
 #define KT_NO_LOGIN       ((CK_USER_TYPE)CK_UNAVAILABLE_INFORMATION)
+/* Internal only, never returned by a C_* function: the object changed
+ * since it was read; read it again and retry. */
+#define KT_CKR_RETRY ((CK_RV)(CKR_VENDOR_DEFINED | 0x4b540001UL))
 
 /* ---- secrets -------------------------------------------------------- */
 void kt_wipe(void *p, size_t len);
@@ -153,6 +156,8 @@ struct kt_object {
      * kt_object_set_pkey). Dropped when the object changes or the secret
      * attributes are resealed at logout. */
     void *pkey;
+    /* Family cache (see struct kt_cache in mech.h), dropped like pkey. */
+    struct kt_cache *cache;
 };
 void kt_object_free(struct kt_object *o);
 /* Recomputes the cached fields (class, key type, token, private,
@@ -230,10 +235,20 @@ KT_NODISCARD CK_RV kt_token_init(struct kt_token *t, const char *dir,
  * before they become visible. Takes ownership of o. */
 KT_NODISCARD CK_RV kt_token_add_object(struct kt_token *t, struct kt_object *o,
                                        CK_OBJECT_HANDLE *handle);
-/* Replaces the attributes of an object (after schema checks). */
+/* Replaces the attributes of an object (after schema checks) if it is
+ * still at generation expect_gen (compare-and-swap, in memory and in the
+ * store); KT_CKR_RETRY otherwise. */
 KT_NODISCARD CK_RV kt_token_update_object(struct kt_token *t,
                                           CK_OBJECT_HANDLE h,
-                                          const kt_attrs *attrs);
+                                          const kt_attrs *attrs,
+                                          uint64_t expect_gen);
+/* Changes a token object inside one store write transaction: change gets
+ * the current attributes (from the store, verified and unsealed) and
+ * edits them in place; the result is sealed, written and installed. */
+typedef CK_RV (*kt_change_fn)(void *ctx, kt_attrs *attrs);
+KT_NODISCARD CK_RV kt_token_modify_object(struct kt_token *t,
+                                          CK_OBJECT_HANDLE h,
+                                          kt_change_fn change, void *ctx);
 KT_NODISCARD CK_RV kt_token_destroy_object(struct kt_token *t,
                                            CK_OBJECT_HANDLE h);
 void kt_token_destroy_session_objects(struct kt_token *t, CK_SESSION_HANDLE s);
@@ -256,16 +271,27 @@ KT_NODISCARD CK_RV kt_login_set_pin(struct kt_token *t, int which,
                                     const unsigned char *new_pin,
                                     CK_ULONG new_len);
 KT_NODISCARD CK_RV kt_login_check_pin_len(CK_ULONG len);
-/* Derives the PIN keys and opens the wrapped master key (no lock held). */
+/* Derives the PIN keys and opens the wrapped master key (no lock held).
+ * The record is bound to its role (KT_PIN_SO / KT_PIN_USER) and to the
+ * token serial: a record moved to another role or token does not open. */
 KT_NODISCARD CK_RV kt_pin_open(const struct kt_pin *p, const unsigned char *pin,
-                               CK_ULONG len, unsigned char mk[32]);
+                               CK_ULONG len, unsigned char mk[32], int role,
+                               const char serial[KT_SERIAL_LEN]);
 KT_NODISCARD CK_RV kt_pin_make(struct kt_pin *p, const unsigned char *pin,
                                CK_ULONG len, unsigned cost,
-                               const unsigned char mk[32]);
+                               const unsigned char mk[32], int role,
+                               const char serial[KT_SERIAL_LEN]);
+/* Checks a PIN, charging the retry counter first (login.c). */
+KT_NODISCARD CK_RV kt_login_verify_pin(struct kt_token *t, int which,
+                                       const unsigned char *pin, CK_ULONG len,
+                                       unsigned char mk[32]);
 /* With the master key loaded: check MACs and unseal (lock held for
  * writing). */
 void kt_token_unseal_all(struct kt_token *t);
 void kt_token_reseal_all(struct kt_token *t);
+/* With the master key loaded: verifies and unseals every token object not
+ * yet unsealed, the cryptography outside the token lock (takes it). */
+void kt_token_unseal_pending(struct kt_token *t);
 /* At logout (lock held for writing): private session objects are
  * destroyed, private token objects get new handles. */
 void kt_token_forget_private(struct kt_token *t);
@@ -330,6 +356,12 @@ KT_NODISCARD CK_RV kt_find_init(struct kt_session *s, const CK_ATTRIBUTE *t,
 /* Caches a parsed key on the object (takes ownership of pkey, an EVP_PKEY
  * *, unless the object already has one or is gone: then pkey is freed). */
 void kt_object_set_pkey(struct kt_token *t, CK_OBJECT_HANDLE h, void *pkey);
+/* Installs a family cache on the object (takes the caller's reference;
+ * dropped instead if the object already has one, is gone, or is sealed).
+ * Caches are dropped whenever the object's attributes change and at
+ * logout, like the cached EVP_PKEY. */
+void kt_object_set_cache(struct kt_token *t, CK_OBJECT_HANDLE h,
+                         struct kt_cache *cache);
 KT_NODISCARD CK_RV kt_key_snapshot(struct kt_token *t, CK_OBJECT_HANDLE h,
                                    CK_ATTRIBUTE_TYPE usage, struct kt_key *key);
 

@@ -28,12 +28,16 @@ static void set_failures(struct kt_token *t, int which, CK_ULONG n)
     pthread_rwlock_unlock(&t->lock);
 }
 
-/* Checks a PIN against a record, counting failures. The KDF runs with no
- * lock held. */
-static CK_RV check_pin(struct kt_token *t, int which, const unsigned char *pin,
-                       CK_ULONG len, unsigned char mk[32])
+/* Checks a PIN against a record. One try is charged to the counter, in the
+ * store, BEFORE the PIN is checked, so parallel guesses (threads or
+ * processes) never get more than pin_max_retries wrong attempts; a success
+ * gives the try back. The KDF runs with no lock held. */
+CK_RV kt_login_verify_pin(struct kt_token *t, int which,
+                          const unsigned char *pin, CK_ULONG len,
+                          unsigned char mk[32])
 {
-    CK_RV rv = kt_token_sync(t); /* counters written by other processes */
+    CK_ULONG failures = 0;
+    CK_RV rv = kt_token_sync(t); /* a record changed by another process */
     if (rv != CKR_OK)
         return rv;
     pthread_rwlock_rdlock(&t->lock);
@@ -43,19 +47,30 @@ static CK_RV check_pin(struct kt_token *t, int which, const unsigned char *pin,
         rv = CKR_USER_PIN_NOT_INITIALIZED;
         goto out;
     }
-    if (p.failures >= kt_g.cfg.pin_max_retries) {
-        rv = CKR_PIN_LOCKED;
+    pthread_mutex_lock(&t->dblock);
+    rv = kt_store_pin_charge(t->db, which, kt_g.cfg.pin_max_retries, &failures);
+    pthread_mutex_unlock(&t->dblock);
+    if (rv == CKR_OK || rv == CKR_PIN_LOCKED) {
+        pthread_rwlock_wrlock(&t->lock);
+        t->pins[which].failures = failures;
+        pthread_rwlock_unlock(&t->lock);
+    }
+    if (rv != CKR_OK) {
+        if (rv == CKR_DEVICE_ERROR)
+            kt_log(KT_LOG_ERROR,
+                   "token %s: cannot charge the PIN retry counter; PIN not "
+                   "checked",
+                   t->path);
         goto out;
     }
-    rv = kt_pin_open(&p, pin, len, mk);
-    if (rv == CKR_PIN_INCORRECT) {
-        set_failures(t, which, p.failures + 1);
+    rv = kt_pin_open(&p, pin, len, mk, which, t->serial);
+    if (rv == CKR_OK) {
+        set_failures(t, which, 0);
+    } else if (rv == CKR_PIN_INCORRECT) {
         kt_log(KT_LOG_WARNING, "token %s: %s PIN incorrect (%lu of %lu tries)",
                t->path, which == KT_PIN_SO ? "SO" : "user",
-               (unsigned long)(p.failures + 1),
+               (unsigned long)failures,
                (unsigned long)kt_g.cfg.pin_max_retries);
-    } else if (rv == CKR_OK && p.failures > 0) {
-        set_failures(t, which, 0);
     } else if (rv == CKR_DEVICE_ERROR) {
         kt_log(KT_LOG_ERROR,
                "token %s: %s PIN record damaged (the verifier matched but "
@@ -67,12 +82,15 @@ out:
     return rv;
 }
 
+/* The earlier name, used by module-asym's kt_login_context. */
+#define check_pin kt_login_verify_pin
+
 CK_RV kt_login(struct kt_token *t, CK_USER_TYPE user, const unsigned char *pin,
                CK_ULONG len)
 {
     unsigned char mk[32];
     int which = user == CKU_SO ? KT_PIN_SO : KT_PIN_USER;
-    CK_RV rv = check_pin(t, which, pin, len, mk);
+    CK_RV rv = kt_login_verify_pin(t, which, pin, len, mk);
     if (rv != CKR_OK)
         goto out;
     pthread_rwlock_wrlock(&t->lock);
@@ -84,11 +102,13 @@ CK_RV kt_login(struct kt_token *t, CK_USER_TYPE user, const unsigned char *pin,
         kt_seal_mac_key(t->mk, t->mac_key);
         t->mk_loaded = true;
         t->login = user;
-        /* Every object is authenticated before any logged-in use, and key
-         * material is unsealed once, here, not per operation. */
-        kt_token_unseal_all(t);
     }
     pthread_rwlock_unlock(&t->lock);
+    /* Every object is authenticated before any logged-in use (unverified
+     * objects are invisible meanwhile), and key material is unsealed once,
+     * here, not per operation; the cryptography runs outside the lock. */
+    if (rv == CKR_OK)
+        kt_token_unseal_pending(t);
 out:
     kt_wipe(mk, sizeof(mk));
     return rv;
@@ -136,7 +156,8 @@ CK_RV kt_login_init_pin(struct kt_token *t, const unsigned char *pin,
     pthread_rwlock_unlock(&t->lock);
     CK_RV rv = loaded ? CKR_OK : CKR_USER_NOT_LOGGED_IN;
     if (rv == CKR_OK)
-        rv = kt_pin_make(&p, pin, len, kt_g.cfg.pin_kdf_cost, mk);
+        rv = kt_pin_make(&p, pin, len, kt_g.cfg.pin_kdf_cost, mk, KT_PIN_USER,
+                         t->serial);
     if (rv == CKR_OK) {
         pthread_mutex_lock(&t->dblock);
         rv = kt_store_write_pin(t->db, KT_PIN_USER, &p);
@@ -161,11 +182,12 @@ CK_RV kt_login_set_pin(struct kt_token *t, int which,
     memset(&p, 0, sizeof(p));
     /* The master key is rewrapped under the new PIN; objects stay as they
      * are (DESIGN.md §1). */
-    CK_RV rv = check_pin(t, which, old_pin, old_len, mk);
+    CK_RV rv = kt_login_verify_pin(t, which, old_pin, old_len, mk);
     if (rv == CKR_OK)
         rv = kt_login_check_pin_len(new_len);
     if (rv == CKR_OK)
-        rv = kt_pin_make(&p, new_pin, new_len, kt_g.cfg.pin_kdf_cost, mk);
+        rv = kt_pin_make(&p, new_pin, new_len, kt_g.cfg.pin_kdf_cost, mk, which,
+                         t->serial);
     if (rv == CKR_OK) {
         pthread_mutex_lock(&t->dblock);
         rv = kt_store_write_pin(t->db, which, &p);

@@ -168,8 +168,23 @@ bool kt_mech_key_type_ok(const struct kt_mech *m, CK_KEY_TYPE kt)
     return false;
 }
 
+struct kt_cache *kt_cache_ref(struct kt_cache *c)
+{
+    if (c != NULL)
+        atomic_fetch_add(&c->refs, 1);
+    return c;
+}
+
+void kt_cache_unref(struct kt_cache *c)
+{
+    if (c != NULL && atomic_fetch_sub(&c->refs, 1) == 1)
+        c->destroy(c);
+}
+
 void kt_key_clear(struct kt_key *k)
 {
+    kt_cache_unref(k->cache);
+    k->cache = NULL;
     kt_ossl_pkey_free(k->pkey);
     k->pkey = NULL;
     if (k->shared != NULL) {

@@ -7,6 +7,7 @@
 #ifndef KT_MECH_H
 #define KT_MECH_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <p11-kit/pkcs11.h>
@@ -27,6 +28,19 @@ enum kt_op_kind {
  * including unsealed secret ones (asymmetric ops build their EVP_PKEY from
  * it); `value` points into attrs at CKA_VALUE when present. */
 struct kt_token;
+
+/* A per-object cache of mechanism-family state (e.g. a parsed key with its
+ * facts and initialised EVP_PKEY_CTX templates). Embed it as the first
+ * member of your own struct; `destroy` frees that struct when the last
+ * reference goes. The object holds one reference; every key snapshot
+ * holds one while its operation runs. */
+struct kt_cache {
+    atomic_int refs;
+    void (*destroy)(struct kt_cache *c);
+};
+struct kt_cache *kt_cache_ref(struct kt_cache *c);
+void kt_cache_unref(struct kt_cache *c);
+
 struct kt_key {
     struct kt_token *token; /* for kt_object_set_pkey() */
     CK_OBJECT_HANDLE handle;
@@ -38,6 +52,9 @@ struct kt_key {
     /* attrs is read-only: it may be a view of the object's shared copy
      * (struct kt_shared_attrs), released by kt_key_clear. */
     void *shared;
+    /* The object's family cache (a reference of our own, dropped by
+     * kt_key_clear), or NULL: see kt_object_set_cache(). */
+    struct kt_cache *cache;
     /* The object's cached parsed key (EVP_PKEY *, a reference of our own,
      * dropped by kt_key_clear), or NULL. */
     void *pkey;

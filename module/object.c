@@ -26,8 +26,22 @@ void kt_object_free(struct kt_object *o)
     kt_object_attrs_changed(o);
     kt_attrs_clear(&o->attrs);
     kt_ossl_pkey_free(o->pkey);
+    kt_cache_unref(o->cache);
     free(o->blob);
     free(o);
+}
+
+void kt_object_set_cache(struct kt_token *t, CK_OBJECT_HANDLE h,
+                         struct kt_cache *cache)
+{
+    pthread_rwlock_wrlock(&t->lock);
+    struct kt_object *o = kt_hmap_get(&t->objects, h);
+    if (o != NULL && o->cache == NULL && o->unsealed) {
+        o->cache = cache;
+        cache = NULL;
+    }
+    pthread_rwlock_unlock(&t->lock);
+    kt_cache_unref(cache);
 }
 
 void kt_object_refresh(struct kt_object *o)
@@ -258,32 +272,60 @@ static CK_RV apply_changes(struct kt_token *tok, kt_attrs *cur,
     return rv;
 }
 
+struct set_ctx {
+    struct kt_token *tok;
+    const CK_ATTRIBUTE *t;
+    CK_ULONG n;
+};
+
+static CK_RV set_change(void *vctx, kt_attrs *cur)
+{
+    struct set_ctx *c = vctx;
+    if (!kt_attrs_get_bool(cur, CKA_MODIFIABLE, true))
+        return CKR_ACTION_PROHIBITED;
+    return apply_changes(c->tok, cur, c->t, c->n, false);
+}
+
 CK_RV kt_object_set(struct kt_session *s, CK_OBJECT_HANDLE h,
                     const CK_ATTRIBUTE *t, CK_ULONG n)
 {
     struct kt_token *tok = s->token;
-    struct kt_object meta;
-    kt_attrs cur;
-    kt_attrs_init(&cur);
+    struct set_ctx ctx = {tok, t, n};
     CK_RV rv = kt_token_sync(tok);
-    if (rv == CKR_OK)
-        rv = object_snapshot(tok, h, &cur, &meta);
     if (rv != CKR_OK)
-        goto out;
-    if (meta.token && !kt_session_rw(s)) {
-        rv = CKR_SESSION_READ_ONLY;
-        goto out;
+        return rv;
+    pthread_rwlock_rdlock(&tok->lock);
+    struct kt_object *o = kt_token_object(tok, h);
+    bool token = o != NULL && o->token;
+    if (o == NULL)
+        rv = CKR_OBJECT_HANDLE_INVALID;
+    else if (kt_object_sealed(o) || (token && !tok->mk_loaded))
+        rv = CKR_USER_NOT_LOGGED_IN;
+    pthread_rwlock_unlock(&tok->lock);
+    if (rv != CKR_OK)
+        return rv;
+    if (token) {
+        if (!kt_session_rw(s))
+            return CKR_SESSION_READ_ONLY;
+        /* Read, change and write in one store transaction: a concurrent
+         * change from another thread or process is never lost, so nothing
+         * brings back CKA_EXTRACTABLE=TRUE or CKA_SENSITIVE=FALSE. */
+        return kt_token_modify_object(tok, h, set_change, &ctx);
     }
-    if (!kt_attrs_get_bool(&cur, CKA_MODIFIABLE, true)) {
-        rv = CKR_ACTION_PROHIBITED;
-        goto out;
+    /* Session objects: compare-and-swap on the object's generation. */
+    rv = KT_CKR_RETRY;
+    for (int attempt = 0; attempt < 64 && rv == KT_CKR_RETRY; attempt++) {
+        struct kt_object meta;
+        kt_attrs cur;
+        kt_attrs_init(&cur);
+        rv = object_snapshot(tok, h, &cur, &meta);
+        if (rv == CKR_OK)
+            rv = set_change(&ctx, &cur);
+        if (rv == CKR_OK)
+            rv = kt_token_update_object(tok, h, &cur, meta.gen);
+        kt_attrs_clear(&cur);
     }
-    rv = apply_changes(tok, &cur, t, n, false);
-    if (rv == CKR_OK)
-        rv = kt_token_update_object(tok, h, &cur);
-out:
-    kt_attrs_clear(&cur);
-    return rv;
+    return rv == KT_CKR_RETRY ? CKR_FUNCTION_FAILED : rv;
 }
 
 CK_RV kt_object_copy(struct kt_session *s, CK_OBJECT_HANDLE h,
@@ -478,6 +520,7 @@ CK_RV kt_key_snapshot(struct kt_token *t, CK_OBJECT_HANDLE h,
             key->cls = o->cls;
             key->type = o->key_type;
             key->pkey = kt_ossl_pkey_ref(o->pkey);
+            key->cache = kt_cache_ref(o->cache);
         }
     }
     pthread_rwlock_unlock(&t->lock);

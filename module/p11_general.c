@@ -19,6 +19,24 @@ static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
  * inherited state is abandoned, never freed or closed. */
 static void kt_atfork_child(void)
 {
+    /* Nothing of the parent's secrets stays readable in the child: master
+     * keys, unsealed values, cached keys and operation states are wiped
+     * (the child is single-threaded here; the containers are abandoned). */
+    for (size_t i = 0; i < kt_g.n_slots; i++) {
+        struct kt_token *t = kt_g.slots[i].token;
+        kt_wipe(t->mk, sizeof(t->mk));
+        kt_wipe(t->mac_key, sizeof(t->mac_key));
+        t->mk_loaded = false;
+        void *v;
+        for (size_t j = 0; kt_hmap_iter(&t->objects, &j, NULL, &v);)
+            kt_object_free(v);
+    }
+    void *sv;
+    for (size_t j = 0; kt_hmap_iter(&kt_g.sessions, &j, NULL, &sv);) {
+        struct kt_session *s = sv;
+        for (int k = 0; k < KT_OP_KIND_MAX; k++)
+            kt_op_release(&s->ops[k]);
+    }
     pthread_mutex_t fresh = PTHREAD_MUTEX_INITIALIZER;
     pthread_mutex_t fresh2 = PTHREAD_MUTEX_INITIALIZER;
     memcpy(&kt_g.lock, &fresh, sizeof(fresh));

@@ -193,13 +193,7 @@ static CK_RV object_from_row(struct kt_token *t, int64_t id,
     o->blob_len = len;
     kt_object_refresh(o);
     o->token = true;
-    if (t->mk_loaded) {
-        rv = kt_object_unseal(t, o);
-        if (rv != CKR_OK) {
-            kt_object_free(o);
-            return rv;
-        }
-    }
+    (void)t; /* verified and unsealed later, outside the lock */
     *out = o;
     return CKR_OK;
 }
@@ -236,16 +230,17 @@ static CK_RV sync_row(void *ctx, int64_t id, int64_t gen,
 {
     struct kt_token *t = ctx;
     struct kt_object *old = kt_hmap_get(&t->by_id, (CK_ULONG)id);
-    (void)gen;
     if (old != NULL && old->blob_len == len && mac_len == 32 &&
-        memcmp(old->mac, mac, 32) == 0 && memcmp(old->blob, blob, len) == 0)
+        memcmp(old->mac, mac, 32) == 0 && memcmp(old->blob, blob, len) == 0) {
+        old->gen = (uint64_t)gen;
         return CKR_OK;
+    }
     struct kt_object *o = NULL;
     CK_RV rv = object_from_row(t, id, blob, len, mac, mac_len, &o);
     if (rv == CKR_HOST_MEMORY)
         return rv;
     if (rv != CKR_OK) {
-        if (rv == CKR_DATA_INVALID && !t->mk_loaded)
+        if (rv == CKR_DATA_INVALID)
             kt_log(KT_LOG_ERROR,
                    "token %s: object %lld refused: damaged "
                    "record",
@@ -254,6 +249,7 @@ static CK_RV sync_row(void *ctx, int64_t id, int64_t gen,
             drop_object(t, old);
         return CKR_OK;
     }
+    o->gen = (uint64_t)gen;
     if (old != NULL) {
         /* Same handle, new attributes. */
         o->handle = old->handle;
@@ -275,11 +271,86 @@ static void sync_del(void *ctx, int64_t id)
         drop_object(t, o);
 }
 
-/* dblock held. */
+struct sync_rows {
+    struct sync_row {
+        int64_t id;
+        int64_t gen;
+        unsigned char *blob;
+        size_t len;
+        unsigned char *mac;
+        size_t mac_len;
+    } * v;
+    size_t n, cap;
+    int64_t *dels;
+    size_t nd, capd;
+};
+
+static CK_RV collect_row(void *ctx, int64_t id, int64_t gen,
+                         const unsigned char *blob, size_t len,
+                         const unsigned char *mac, size_t mac_len)
+{
+    struct sync_rows *r = ctx;
+    if (r->n == r->cap) {
+        size_t cap = r->cap ? r->cap * 2 : 64;
+        struct sync_row *nv = realloc(r->v, cap * sizeof(*nv));
+        if (nv == NULL)
+            return CKR_HOST_MEMORY;
+        r->v = nv;
+        r->cap = cap;
+    }
+    struct sync_row *row = &r->v[r->n];
+    row->id = id;
+    row->gen = gen;
+    row->len = len;
+    row->mac_len = mac_len;
+    row->blob = malloc(len ? len : 1);
+    row->mac = malloc(mac_len ? mac_len : 1);
+    if (row->blob == NULL || row->mac == NULL) {
+        free(row->blob);
+        free(row->mac);
+        return CKR_HOST_MEMORY;
+    }
+    if (len > 0)
+        memcpy(row->blob, blob, len);
+    if (mac_len > 0)
+        memcpy(row->mac, mac, mac_len);
+    r->n++;
+    return CKR_OK;
+}
+
+static void collect_del(void *ctx, int64_t id)
+{
+    struct sync_rows *r = ctx;
+    if (r->nd == r->capd) {
+        size_t cap = r->capd ? r->capd * 2 : 64;
+        int64_t *nd = realloc(r->dels, cap * sizeof(*nd));
+        if (nd == NULL)
+            return; /* reloaded at the next full sync */
+        r->dels = nd;
+        r->capd = cap;
+    }
+    r->dels[r->nd++] = id;
+}
+
+static void sync_rows_free(struct sync_rows *r)
+{
+    for (size_t i = 0; i < r->n; i++) {
+        free(r->v[i].blob);
+        free(r->v[i].mac);
+    }
+    free(r->v);
+    free(r->dels);
+}
+
+/* dblock held. The store is read and the rows copied with no token lock;
+ * the table is changed under the write lock (no I/O, no cryptography);
+ * changed objects are verified and unsealed afterwards, outside it. */
 static CK_RV sync_locked(struct kt_token *t)
 {
     int64_t dv = 0;
     CK_RV rv;
+    struct sync_rows rows;
+    memset(&rows, 0, sizeof(rows));
     if (t->loaded) {
         rv = kt_store_data_version(t->db, &t->dv_stmt, &dv);
         if (rv != CKR_OK)
@@ -291,19 +362,30 @@ static CK_RV sync_locked(struct kt_token *t)
     rv = kt_store_read_pins(t->db, t->path, pins);
     if (rv != CKR_OK)
         return rv;
-    pthread_rwlock_wrlock(&t->lock);
-    memcpy(t->pins, pins, sizeof(pins));
     int64_t max_gen = t->seen_gen;
-    rv = kt_store_changes(t->db, t->seen_gen, sync_row, sync_del, t, &max_gen);
+    rv = kt_store_changes(t->db, t->seen_gen, collect_row, collect_del, &rows,
+                          &max_gen);
+    if (rv == CKR_OK && dv == 0)
+        rv = kt_store_data_version(t->db, &t->dv_stmt, &dv);
     if (rv == CKR_OK) {
-        t->seen_gen = max_gen;
-        t->loaded = true;
-        if (dv == 0)
-            rv = kt_store_data_version(t->db, &t->dv_stmt, &dv);
-        t->data_version = dv;
+        pthread_rwlock_wrlock(&t->lock);
+        memcpy(t->pins, pins, sizeof(pins));
+        for (size_t i = 0; i < rows.n && rv == CKR_OK; i++)
+            rv = sync_row(t, rows.v[i].id, rows.v[i].gen, rows.v[i].blob,
+                          rows.v[i].len, rows.v[i].mac, rows.v[i].mac_len);
+        for (size_t i = 0; i < rows.nd; i++)
+            sync_del(t, rows.dels[i]);
+        if (rv == CKR_OK) {
+            t->seen_gen = max_gen;
+            t->loaded = true;
+            t->data_version = dv;
+        }
+        pthread_rwlock_unlock(&t->lock);
     }
-    pthread_rwlock_unlock(&t->lock);
+    sync_rows_free(&rows);
     kt_wipe(pins, sizeof(pins));
+    if (rv == CKR_OK)
+        kt_token_unseal_pending(t);
     return rv;
 }
 
@@ -315,6 +397,93 @@ CK_RV kt_token_sync(struct kt_token *t)
     CK_RV rv = sync_locked(t);
     pthread_mutex_unlock(&t->dblock);
     return rv;
+}
+
+struct pending {
+    CK_OBJECT_HANDLE h;
+    int64_t id;
+    CK_OBJECT_CLASS cls;
+    unsigned char *blob;
+    size_t len;
+    unsigned char mac[32];
+    kt_attrs plain;
+    CK_RV rv;
+};
+
+void kt_token_unseal_pending(struct kt_token *t)
+{
+    unsigned char mk[32], mac_key[32];
+    struct pending *p = NULL;
+    size_t n = 0;
+    pthread_rwlock_rdlock(&t->lock);
+    if (t->mk_loaded) {
+        memcpy(mk, t->mk, 32);
+        memcpy(mac_key, t->mac_key, 32);
+        p = calloc(t->objects.n + 1, sizeof(*p));
+        void *v;
+        for (size_t i = 0;
+             p != NULL && kt_hmap_iter(&t->objects, &i, NULL, &v);) {
+            struct kt_object *o = v;
+            if (!o->token || o->unsealed)
+                continue;
+            struct pending *q = &p[n];
+            q->blob = malloc(o->blob_len ? o->blob_len : 1);
+            if (q->blob == NULL)
+                break;
+            memcpy(q->blob, o->blob, o->blob_len);
+            q->len = o->blob_len;
+            q->h = o->handle;
+            q->id = o->id;
+            q->cls = o->cls;
+            memcpy(q->mac, o->mac, 32);
+            kt_attrs_init(&q->plain);
+            n++;
+        }
+    }
+    pthread_rwlock_unlock(&t->lock);
+    if (p == NULL)
+        return;
+    /* The cryptography: no lock held. */
+    for (size_t i = 0; i < n; i++) {
+        struct pending *q = &p[i];
+        q->rv = kt_seal_verify(mac_key, q->id, q->blob, q->len, q->mac);
+        if (q->rv == CKR_OK)
+            q->rv = kt_attrs_parse(&q->plain, q->blob, q->len);
+        if (q->rv == CKR_OK)
+            q->rv = kt_seal_open_attrs(mk, q->id, q->cls, &q->plain);
+    }
+    pthread_rwlock_wrlock(&t->lock);
+    for (size_t i = 0; t->mk_loaded && i < n; i++) {
+        struct pending *q = &p[i];
+        struct kt_object *o = kt_hmap_get(&t->objects, q->h);
+        /* Changed or gone meanwhile: left to the pass below. */
+        if (o == NULL || o->unsealed || o->blob_len != q->len ||
+            memcmp(o->blob, q->blob, q->len) != 0)
+            continue;
+        if (q->rv != CKR_OK) {
+            kt_log(KT_LOG_ERROR,
+                   "token %s: object %lld refused: integrity check failed "
+                   "(the stored attributes were changed outside the token)",
+                   t->path, (long long)o->id);
+            drop_object(t, o);
+            continue;
+        }
+        kt_object_attrs_changed(o);
+        kt_attrs tmp = o->attrs;
+        o->attrs = q->plain;
+        q->plain = tmp;
+        o->verified = o->unsealed = true;
+    }
+    if (t->mk_loaded)
+        kt_token_unseal_all(t); /* the few that changed meanwhile */
+    pthread_rwlock_unlock(&t->lock);
+    for (size_t i = 0; i < n; i++) {
+        kt_attrs_clear(&p[i].plain);
+        free(p[i].blob);
+    }
+    free(p);
+    kt_wipe(mk, sizeof(mk));
+    kt_wipe(mac_key, sizeof(mac_key));
 }
 
 void kt_token_unseal_all(struct kt_token *t)
@@ -367,6 +536,8 @@ void kt_token_forget_private(struct kt_token *t)
 
 void kt_token_reseal_all(struct kt_token *t)
 {
+    struct kt_object *bad[64];
+    size_t n_bad = 0;
     void *v;
     for (size_t i = 0; kt_hmap_iter(&t->objects, &i, NULL, &v);) {
         struct kt_object *o = v;
@@ -374,14 +545,28 @@ void kt_token_reseal_all(struct kt_token *t)
             continue;
         kt_attrs sealed;
         kt_attrs_init(&sealed);
-        if (kt_attrs_parse(&sealed, o->blob, o->blob_len) != CKR_OK)
-            continue; /* was parsed before: cannot fail */
+        if (kt_attrs_parse(&sealed, o->blob, o->blob_len) != CKR_OK) {
+            /* Out of memory: never leave plaintext behind; the object is
+             * reloaded from the store at the next sync. */
+            bad[n_bad++] = o;
+            if (n_bad == sizeof(bad) / sizeof(bad[0]))
+                break;
+            continue;
+        }
         kt_object_attrs_changed(o);
         kt_attrs_clear(&o->attrs);
         o->attrs = sealed;
         o->unsealed = false;
         kt_ossl_pkey_free(o->pkey);
         o->pkey = NULL;
+        kt_cache_unref(o->cache);
+        o->cache = NULL;
+    }
+    for (size_t k = 0; k < n_bad; k++)
+        drop_object(t, bad[k]);
+    if (n_bad > 0) {
+        t->loaded = false;
+        t->seen_gen = -1;
     }
 }
 
@@ -436,8 +621,10 @@ CK_RV kt_token_add_object(struct kt_token *t, struct kt_object *o,
         if (rv != CKR_OK)
             break;
         pthread_mutex_lock(&t->dblock);
+        int64_t gen = 0;
         rv = kt_store_put_object(t->db, o->id, o->blob, o->blob_len, o->mac,
-                                 true);
+                                 true, 0, &gen);
+        o->gen = (uint64_t)gen;
         if (rv == CKR_OK) {
             pthread_rwlock_wrlock(&t->lock);
             rv = table_add(t, o);
@@ -456,8 +643,9 @@ CK_RV kt_token_add_object(struct kt_token *t, struct kt_object *o,
 }
 
 CK_RV kt_token_update_object(struct kt_token *t, CK_OBJECT_HANDLE h,
-                             const kt_attrs *attrs)
+                             const kt_attrs *attrs, uint64_t expect_gen)
 {
+    int64_t new_gen = (int64_t)expect_gen + 1;
     struct kt_object *fresh = NULL;
     CK_RV rv = kt_object_new(attrs, &fresh);
     if (rv != CKR_OK)
@@ -481,15 +669,29 @@ CK_RV kt_token_update_object(struct kt_token *t, CK_OBJECT_HANDLE h,
             return rv;
         }
         pthread_mutex_lock(&t->dblock);
-        rv = kt_store_put_object(t->db, fresh->id, fresh->blob, fresh->blob_len,
-                                 fresh->mac, false);
+        /* Compare-and-swap: the copy the change was made on must still be
+         * the current version, here and in the store (another process). */
+        pthread_rwlock_rdlock(&t->lock);
+        o = kt_hmap_get(&t->objects, h);
+        if (o == NULL)
+            rv = CKR_OBJECT_HANDLE_INVALID;
+        else if (o->gen != expect_gen)
+            rv = KT_CKR_RETRY;
+        pthread_rwlock_unlock(&t->lock);
+        if (rv == CKR_OK)
+            rv = kt_store_put_object(t->db, fresh->id, fresh->blob,
+                                     fresh->blob_len, fresh->mac, false,
+                                     (int64_t)expect_gen, &new_gen);
     }
     if (rv == CKR_OK) {
         pthread_rwlock_wrlock(&t->lock);
         o = kt_hmap_get(&t->objects, h);
         if (o == NULL) {
             rv = CKR_OBJECT_HANDLE_INVALID;
+        } else if (o->gen != expect_gen) {
+            rv = KT_CKR_RETRY;
         } else {
+            o->gen = (uint64_t)new_gen;
             /* Swap contents so the handle and id entries stay; the label
              * may change. */
             index_del(t, o);
@@ -510,6 +712,9 @@ CK_RV kt_token_update_object(struct kt_token *t, CK_OBJECT_HANDLE h,
             void *pk = o->pkey;
             o->pkey = fresh->pkey;
             fresh->pkey = pk;
+            struct kt_cache *kc = o->cache;
+            o->cache = fresh->cache;
+            fresh->cache = kc;
             o->verified = o->unsealed = true;
         }
         pthread_rwlock_unlock(&t->lock);
@@ -517,6 +722,118 @@ CK_RV kt_token_update_object(struct kt_token *t, CK_OBJECT_HANDLE h,
     if (fresh->token)
         pthread_mutex_unlock(&t->dblock);
     kt_object_free(fresh);
+    return rv;
+}
+
+struct modify_ctx {
+    struct kt_token *t;
+    int64_t id;
+    CK_OBJECT_CLASS cls;
+    unsigned char mk[32];
+    unsigned char mac_key[32];
+    kt_change_fn change;
+    void *change_ctx;
+    kt_attrs plain;
+    unsigned char *blob;
+    size_t blob_len;
+    unsigned char mac[32];
+};
+
+static CK_RV modify_cb(void *vctx, const unsigned char *blob, size_t len,
+                       const unsigned char *mac, size_t mac_len,
+                       unsigned char **new_blob, size_t *new_len,
+                       unsigned char new_mac[32])
+{
+    struct modify_ctx *c = vctx;
+    CK_RV rv = mac_len == 32 ? kt_seal_verify(c->mac_key, c->id, blob, len, mac)
+                             : CKR_DATA_INVALID;
+    if (rv == CKR_OK)
+        rv = kt_attrs_parse(&c->plain, blob, len);
+    if (rv == CKR_OK)
+        rv = kt_seal_open_attrs(c->mk, c->id, c->cls, &c->plain);
+    if (rv != CKR_OK) {
+        kt_log(KT_LOG_ERROR,
+               "token %s: object %lld refused: integrity check failed (the "
+               "stored attributes were changed outside the token)",
+               c->t->path, (long long)c->id);
+        return CKR_DEVICE_ERROR;
+    }
+    rv = c->change(c->change_ctx, &c->plain);
+    if (rv == CKR_OK)
+        rv = kt_seal_object(c->mk, c->mac_key, c->id, c->cls, &c->plain,
+                            new_blob, new_len, new_mac);
+    if (rv == CKR_OK) {
+        c->blob = malloc(*new_len);
+        if (c->blob == NULL)
+            return CKR_HOST_MEMORY;
+        memcpy(c->blob, *new_blob, *new_len);
+        c->blob_len = *new_len;
+        memcpy(c->mac, new_mac, 32);
+    }
+    return rv;
+}
+
+CK_RV kt_token_modify_object(struct kt_token *t, CK_OBJECT_HANDLE h,
+                             kt_change_fn change, void *ctx)
+{
+    struct modify_ctx c;
+    int64_t gen = 0;
+    CK_RV rv = CKR_OK;
+    memset(&c, 0, sizeof(c));
+    kt_attrs_init(&c.plain);
+    c.t = t;
+    c.change = change;
+    c.change_ctx = ctx;
+    pthread_mutex_lock(&t->dblock);
+    pthread_rwlock_rdlock(&t->lock);
+    struct kt_object *o = kt_token_object(t, h);
+    if (o == NULL || !o->token)
+        rv = CKR_OBJECT_HANDLE_INVALID;
+    else if (!t->mk_loaded)
+        rv = CKR_USER_NOT_LOGGED_IN;
+    if (rv == CKR_OK) {
+        c.id = o->id;
+        c.cls = o->cls;
+        memcpy(c.mk, t->mk, 32);
+        memcpy(c.mac_key, t->mac_key, 32);
+    }
+    pthread_rwlock_unlock(&t->lock);
+    if (rv == CKR_OK)
+        rv = kt_store_update_object(t->db, c.id, modify_cb, &c, &gen);
+    if (rv == CKR_OK) {
+        struct kt_object *fresh = NULL;
+        rv = kt_object_new_take(&c.plain, &fresh);
+        pthread_rwlock_wrlock(&t->lock);
+        o = kt_hmap_get(&t->objects, h);
+        if (rv == CKR_OK && o != NULL) {
+            index_del(t, o);
+            kt_object_attrs_changed(o);
+            kt_attrs tmp = o->attrs;
+            o->attrs = fresh->attrs;
+            fresh->attrs = tmp;
+            free(o->blob);
+            o->blob = c.blob;
+            o->blob_len = c.blob_len;
+            c.blob = NULL;
+            memcpy(o->mac, c.mac, 32);
+            o->gen = (uint64_t)gen;
+            kt_object_refresh(o);
+            o->token = true;
+            rv = index_add(t, o);
+            kt_ossl_pkey_free(o->pkey);
+            o->pkey = NULL;
+            kt_cache_unref(o->cache);
+            o->cache = NULL;
+            o->verified = o->unsealed = true;
+        }
+        pthread_rwlock_unlock(&t->lock);
+        kt_object_free(fresh);
+    }
+    pthread_mutex_unlock(&t->dblock);
+    kt_wipe(c.mk, sizeof(c.mk));
+    kt_wipe(c.mac_key, sizeof(c.mac_key));
+    kt_attrs_clear(&c.plain);
+    free(c.blob);
     return rv;
 }
 
@@ -590,33 +907,26 @@ CK_RV kt_token_init(struct kt_token *t, const char *dir,
     struct kt_pin so;
     CK_RV rv;
     memset(&so, 0, sizeof(so));
+    char serial[KT_SERIAL_LEN + 1];
     if (t->initialized) {
-        /* Re-initialisation: the SO proves the PIN (and pays a retry on
-         * failure), then every object goes. */
-        pthread_rwlock_rdlock(&t->lock);
-        struct kt_pin cur = t->pins[KT_PIN_SO];
-        pthread_rwlock_unlock(&t->lock);
-        if (cur.failures >= kt_g.cfg.pin_max_retries)
-            return CKR_PIN_LOCKED;
-        rv = kt_pin_open(&cur, so_pin, len, mk);
-        CK_ULONG failures = cur.failures;
-        kt_wipe(&cur, sizeof(cur));
-        if (rv == CKR_PIN_INCORRECT) {
-            pthread_mutex_lock(&t->dblock);
-            if (kt_store_set_failures(t->db, KT_PIN_SO, failures + 1) != CKR_OK)
-                kt_log(KT_LOG_ERROR, "token %s: cannot record PIN failure",
-                       t->path);
-            pthread_mutex_unlock(&t->dblock);
-            pthread_rwlock_wrlock(&t->lock);
-            t->pins[KT_PIN_SO].failures = failures + 1;
-            pthread_rwlock_unlock(&t->lock);
-        }
+        /* Re-initialisation: the SO proves the PIN (a try is charged first,
+         * as at login), then every object goes. */
+        rv = kt_login_verify_pin(t, KT_PIN_SO, so_pin, len, mk);
         if (rv != CKR_OK)
             goto out;
+        memcpy(serial, t->serial, KT_SERIAL_LEN);
+    } else {
+        unsigned char sr[8];
+        rv = kt_ossl_random(sr, sizeof(sr));
+        if (rv != CKR_OK)
+            goto out;
+        for (int i = 0; i < 8; i++)
+            snprintf(serial + 2 * i, 3, "%02x", sr[i]);
     }
     rv = kt_ossl_random(mk, sizeof(mk));
     if (rv == CKR_OK)
-        rv = kt_pin_make(&so, so_pin, len, kt_g.cfg.pin_kdf_cost, mk);
+        rv = kt_pin_make(&so, so_pin, len, kt_g.cfg.pin_kdf_cost, mk, KT_PIN_SO,
+                         serial);
     if (rv != CKR_OK)
         goto out;
     if (t->initialized) {
@@ -650,13 +960,6 @@ CK_RV kt_token_init(struct kt_token *t, const char *dir,
                strerror(errno));
         goto out;
     }
-    unsigned char sr[8];
-    rv = kt_ossl_random(sr, sizeof(sr));
-    if (rv != CKR_OK)
-        goto out;
-    char serial[KT_SERIAL_LEN + 1];
-    for (int i = 0; i < 8; i++)
-        snprintf(serial + 2 * i, 3, "%02x", sr[i]);
     snprintf(t->path, sizeof(t->path), "%s/%s.db", dir, serial);
     rv = kt_store_create(t->path, (const char *)label, serial, &so, &t->db);
     if (rv != CKR_OK)

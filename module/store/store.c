@@ -306,6 +306,48 @@ CK_RV kt_store_set_failures(sqlite3 *db, int which, CK_ULONG failures)
     return rv;
 }
 
+CK_RV kt_store_pin_charge(sqlite3 *db, int which, CK_ULONG max,
+                          CK_ULONG *failures)
+{
+    sqlite3_stmt *st = NULL;
+    CK_RV rv = exec(db, "BEGIN IMMEDIATE");
+    if (rv != CKR_OK)
+        return rv;
+    if (sqlite3_prepare_v2(db, "SELECT failures FROM pins WHERE who = ?", -1,
+                           &st, NULL) != SQLITE_OK) {
+        rv = db_fail(db, "read failures");
+        goto out;
+    }
+    sqlite3_bind_int(st, 1, which);
+    int r = sqlite3_step(st);
+    sqlite3_int64 f = r == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+    sqlite3_finalize(st);
+    st = NULL;
+    if (r == SQLITE_DONE) {
+        rv = CKR_USER_PIN_NOT_INITIALIZED;
+        goto out;
+    }
+    if (r != SQLITE_ROW || f < 0) {
+        rv = db_fail(db, "read failures");
+        goto out;
+    }
+    *failures = (CK_ULONG)f;
+    if ((CK_ULONG)f >= max) {
+        rv = CKR_PIN_LOCKED;
+        goto out;
+    }
+    rv = kt_store_set_failures(db, which, (CK_ULONG)f + 1);
+    if (rv == CKR_OK)
+        rv = exec(db, "COMMIT");
+    if (rv == CKR_OK) {
+        *failures = (CK_ULONG)f + 1;
+        return CKR_OK;
+    }
+out:
+    (void)exec(db, "ROLLBACK");
+    return rv;
+}
+
 CK_RV kt_store_data_version(sqlite3 *db, sqlite3_stmt **cache, int64_t *v)
 {
     CK_RV rv = CKR_OK;
@@ -396,7 +438,8 @@ static CK_RV next_gen(sqlite3 *db, int64_t *gen)
 
 CK_RV kt_store_put_object(sqlite3 *db, int64_t id, const unsigned char *blob,
                           size_t len, const unsigned char mac[32],
-                          bool must_be_new)
+                          bool must_be_new, int64_t expect_gen,
+                          int64_t *new_gen)
 {
     sqlite3_stmt *st = NULL;
     int64_t gen = 0;
@@ -411,7 +454,7 @@ CK_RV kt_store_put_object(sqlite3 *db, int64_t id, const unsigned char *blob,
                                ? "INSERT INTO objects(id, gen, attrs, mac) "
                                  "VALUES (?,?,?,?)"
                                : "UPDATE objects SET gen = ?2, attrs = ?3, "
-                                 "mac = ?4 WHERE id = ?1",
+                                 "mac = ?4 WHERE id = ?1 AND gen = ?5",
                            -1, &st, NULL) != SQLITE_OK) {
         rv = db_fail(db, "prepare object");
         goto out;
@@ -420,19 +463,88 @@ CK_RV kt_store_put_object(sqlite3 *db, int64_t id, const unsigned char *blob,
     sqlite3_bind_int64(st, 2, gen);
     sqlite3_bind_blob(st, 3, blob, (int)len, SQLITE_STATIC);
     sqlite3_bind_blob(st, 4, mac, 32, SQLITE_STATIC);
+    if (!must_be_new)
+        sqlite3_bind_int64(st, 5, expect_gen);
     int r = sqlite3_step(st);
     if (r == SQLITE_CONSTRAINT)
         rv = CKR_FUNCTION_FAILED; /* id collision: caller retries */
     else if (r != SQLITE_DONE)
         rv = db_fail(db, "write object");
     else if (!must_be_new && sqlite3_changes(db) != 1)
-        rv = CKR_OBJECT_HANDLE_INVALID; /* destroyed by another process */
+        rv = KT_CKR_RETRY; /* changed or destroyed by another process */
     sqlite3_finalize(st);
     if (rv == CKR_OK)
         rv = exec(db, "COMMIT");
+    if (rv == CKR_OK)
+        *new_gen = gen;
 out:
     if (rv != CKR_OK)
         (void)exec(db, "ROLLBACK");
+    return rv;
+}
+
+CK_RV kt_store_update_object(sqlite3 *db, int64_t id, kt_store_update_fn fn,
+                             void *ctx, int64_t *new_gen)
+{
+    sqlite3_stmt *st = NULL;
+    unsigned char *nb = NULL;
+    size_t nl = 0;
+    unsigned char nm[32];
+    int64_t gen = 0;
+    CK_RV rv = exec(db, "BEGIN IMMEDIATE");
+    if (rv != CKR_OK)
+        return rv;
+    if (sqlite3_prepare_v2(db, "SELECT attrs, mac FROM objects WHERE id = ?",
+                           -1, &st, NULL) != SQLITE_OK) {
+        rv = db_fail(db, "read object");
+        goto out;
+    }
+    sqlite3_bind_int64(st, 1, id);
+    int r = sqlite3_step(st);
+    if (r == SQLITE_DONE) {
+        rv = CKR_OBJECT_HANDLE_INVALID;
+        goto out;
+    }
+    if (r != SQLITE_ROW) {
+        rv = db_fail(db, "read object");
+        goto out;
+    }
+    rv = fn(ctx, sqlite3_column_blob(st, 0),
+            (size_t)sqlite3_column_bytes(st, 0), sqlite3_column_blob(st, 1),
+            (size_t)sqlite3_column_bytes(st, 1), &nb, &nl, nm);
+    sqlite3_finalize(st);
+    st = NULL;
+    if (rv != CKR_OK)
+        goto out;
+    rv = next_gen(db, &gen);
+    if (rv != CKR_OK)
+        goto out;
+    if (sqlite3_prepare_v2(db,
+                           "UPDATE objects SET gen = ?2, attrs = ?3, mac = ?4 "
+                           "WHERE id = ?1",
+                           -1, &st, NULL) != SQLITE_OK) {
+        rv = db_fail(db, "prepare object");
+        goto out;
+    }
+    sqlite3_bind_int64(st, 1, id);
+    sqlite3_bind_int64(st, 2, gen);
+    sqlite3_bind_blob(st, 3, nb, (int)nl, SQLITE_STATIC);
+    sqlite3_bind_blob(st, 4, nm, 32, SQLITE_STATIC);
+    if (sqlite3_step(st) != SQLITE_DONE)
+        rv = db_fail(db, "write object");
+    sqlite3_finalize(st);
+    st = NULL;
+    if (rv == CKR_OK)
+        rv = exec(db, "COMMIT");
+    if (rv == CKR_OK) {
+        *new_gen = gen;
+        free(nb);
+        return CKR_OK;
+    }
+out:
+    sqlite3_finalize(st);
+    free(nb);
+    (void)exec(db, "ROLLBACK");
     return rv;
 }
 

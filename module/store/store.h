@@ -27,6 +27,12 @@ KT_NODISCARD CK_RV kt_store_write_pin(sqlite3 *db, int which,
 KT_NODISCARD CK_RV kt_store_set_failures(sqlite3 *db, int which,
                                          CK_ULONG failures);
 /* *cache keeps the prepared statement (finalize it before closing). */
+/* Charges one try to a PIN counter before the PIN is checked, in one
+ * transaction: CKR_PIN_LOCKED at the limit (nothing written),
+ * CKR_USER_PIN_NOT_INITIALIZED without a record. *failures gets the stored
+ * count after the call. */
+KT_NODISCARD CK_RV kt_store_pin_charge(sqlite3 *db, int which, CK_ULONG max,
+                                       CK_ULONG *failures);
 KT_NODISCARD CK_RV kt_store_data_version(sqlite3 *db, sqlite3_stmt **cache,
                                          int64_t *v);
 
@@ -40,10 +46,24 @@ KT_NODISCARD CK_RV kt_store_changes(sqlite3 *db, int64_t since,
                                     kt_store_row_fn row, kt_store_del_fn del,
                                     void *ctx, int64_t *max_gen);
 /* One transaction each. */
+/* An update replaces the row only if it is still at expect_gen
+ * (KT_CKR_RETRY otherwise); *new_gen gets the row's new generation. */
 KT_NODISCARD CK_RV kt_store_put_object(sqlite3 *db, int64_t id,
                                        const unsigned char *blob, size_t len,
                                        const unsigned char mac[32],
-                                       bool must_be_new);
+                                       bool must_be_new, int64_t expect_gen,
+                                       int64_t *new_gen);
+/* Read-modify-write of one row inside one write transaction: fn gets the
+ * current row and produces its replacement, so a change is never made on a
+ * stale copy (no lost update across processes). CKR_OBJECT_HANDLE_INVALID
+ * if the row is gone. */
+typedef CK_RV (*kt_store_update_fn)(void *ctx, const unsigned char *blob,
+                                    size_t len, const unsigned char *mac,
+                                    size_t mac_len, unsigned char **new_blob,
+                                    size_t *new_len, unsigned char new_mac[32]);
+KT_NODISCARD CK_RV kt_store_update_object(sqlite3 *db, int64_t id,
+                                          kt_store_update_fn fn, void *ctx,
+                                          int64_t *new_gen);
 KT_NODISCARD CK_RV kt_store_delete_object(sqlite3 *db, int64_t id);
 /* C_InitToken on an existing token: every object gone, new label, new SO
  * record, no user PIN. */

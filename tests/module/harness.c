@@ -48,7 +48,9 @@ void kt_test_write_config(const char *extra)
 
 void kt_test_setup(void)
 {
-    snprintf(kt_test_dir, sizeof(kt_test_dir), "/tmp/kt-module-XXXXXX");
+    const char *tmp = getenv("TMPDIR");
+    snprintf(kt_test_dir, sizeof(kt_test_dir), "%s/kt-module-XXXXXX",
+             tmp != NULL && tmp[0] == '/' ? tmp : "/tmp");
     ck_assert_ptr_nonnull(mkdtemp(kt_test_dir));
     snprintf(kt_test_log, sizeof(kt_test_log), "%s/module.log", kt_test_dir);
     char tokens[300];

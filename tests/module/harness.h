@@ -39,8 +39,11 @@ bool kt_test_log_contains(const char *needle);
 int kt_test_sh(const char *fmt, ...);
 
 #define CK(call)                                                               \
-    ck_assert_msg((call) == CKR_OK, "%s failed: 0x%lx", #call,                 \
-                  (unsigned long)(call))
+    do {                                                                       \
+        CK_RV ck_rv_ = (call);                                                 \
+        ck_assert_msg(ck_rv_ == CKR_OK, "%s failed: 0x%lx", #call,             \
+                      (unsigned long)ck_rv_);                                  \
+    } while (0)
 #define RV(expect, call)                                                       \
     do {                                                                       \
         CK_RV rv_ = (call);                                                    \

@@ -664,6 +664,9 @@ START_TEST(test_unwrap_template_enforced)
        P->C_UnwrapKey(s, &m, kek, w, wl, badlen, 3, &back));
     RV(CKR_WRAPPED_KEY_LEN_RANGE,
        P->C_UnwrapKey(s, &m, kek, w, 12, t, 2, &back));
+    /* an absurd length is refused before anything is read or allocated */
+    RV(CKR_WRAPPED_KEY_LEN_RANGE,
+       P->C_UnwrapKey(s, &m, kek, w, (CK_ULONG)-8, t, 2, &back));
     RV(CKR_UNWRAPPING_KEY_HANDLE_INVALID,
        P->C_UnwrapKey(s, &m, 0x7777777, w, wl, t, 2, &back));
     RV(CKR_ARGUMENTS_BAD, P->C_UnwrapKey(s, &m, kek, NULL, wl, t, 2, &back));

@@ -108,6 +108,7 @@ START_TEST(test_two_processes_see_each_other)
     CK(P->C_Initialize(NULL));
     CK_SLOT_ID slot = kt_test_new_token("shared");
     CK_SESSION_HANDLE s = kt_test_user_session(slot);
+    CK_OBJECT_HANDLE stable = kt_test_aes_key(s, 16, true, false, "stable");
     int to_child[2], to_parent[2];
     ck_assert_int_eq(pipe(to_child), 0);
     ck_assert_int_eq(pipe(to_parent), 0);
@@ -155,6 +156,11 @@ START_TEST(test_two_processes_see_each_other)
     ck_assert_int_eq(WEXITSTATUS(st), 0);
     ck_assert_uint_eq(find_label(s, "from-parent", NULL), 0);
     ck_assert_uint_eq(find_label(s, "renamed-by-parent", NULL), 1);
+    /* only changed rows were reloaded: an untouched object keeps its
+     * handle */
+    CK_OBJECT_HANDLE again;
+    ck_assert_uint_eq(find_label(s, "stable", &again), 1);
+    ck_assert_uint_eq(again, stable);
 }
 END_TEST
 

@@ -314,22 +314,90 @@ END_TEST
 START_TEST(test_pin_records)
 {
     unsigned char mk[32], out[32];
+    const char serial[KT_SERIAL_LEN] = "0123456789abcdef";
+    const char other[KT_SERIAL_LEN] = "fedcba9876543210";
     struct kt_pin p;
     memset(mk, 0x5a, sizeof(mk));
-    ck_assert_int_eq(kt_pin_make(&p, (const unsigned char *)"1234", 4, 10, mk),
+    ck_assert_int_eq(kt_pin_make(&p, (const unsigned char *)"1234", 4, 10, mk,
+                                 KT_PIN_USER, serial),
                      CKR_OK);
     ck_assert(p.present);
-    ck_assert_int_eq(kt_pin_open(&p, (const unsigned char *)"1234", 4, out),
+    ck_assert_int_eq(kt_pin_open(&p, (const unsigned char *)"1234", 4, out,
+                                 KT_PIN_USER, serial),
                      CKR_OK);
     ck_assert_mem_eq(out, mk, 32);
-    ck_assert_int_eq(kt_pin_open(&p, (const unsigned char *)"1235", 4, out),
+    ck_assert_int_eq(kt_pin_open(&p, (const unsigned char *)"1235", 4, out,
+                                 KT_PIN_USER, serial),
                      CKR_PIN_INCORRECT);
-    ck_assert_int_eq(kt_pin_open(&p, (const unsigned char *)"123", 3, out),
+    ck_assert_int_eq(kt_pin_open(&p, (const unsigned char *)"123", 3, out,
+                                 KT_PIN_USER, serial),
+                     CKR_PIN_INCORRECT);
+    /* bound to its role and token: a user record moved to the SO row, or to
+     * another token, does not open */
+    ck_assert_int_eq(kt_pin_open(&p, (const unsigned char *)"1234", 4, out,
+                                 KT_PIN_SO, serial),
+                     CKR_PIN_INCORRECT);
+    ck_assert_int_eq(kt_pin_open(&p, (const unsigned char *)"1234", 4, out,
+                                 KT_PIN_USER, other),
                      CKR_PIN_INCORRECT);
     /* a damaged wrapped key is an error, never a wrong master key */
     p.wrapped[20] ^= 1;
-    ck_assert_int_eq(kt_pin_open(&p, (const unsigned char *)"1234", 4, out),
+    ck_assert_int_eq(kt_pin_open(&p, (const unsigned char *)"1234", 4, out,
+                                 KT_PIN_USER, serial),
                      CKR_DEVICE_ERROR);
+}
+END_TEST
+
+struct dummy_cache {
+    struct kt_cache c;
+    int *destroyed;
+};
+
+static void dummy_destroy(struct kt_cache *c)
+{
+    struct dummy_cache *d = (struct dummy_cache *)c;
+    (*d->destroyed)++;
+    free(d);
+}
+
+static struct kt_cache *dummy_new(int *destroyed)
+{
+    struct dummy_cache *d = calloc(1, sizeof(*d));
+    atomic_init(&d->c.refs, 1);
+    d->c.destroy = dummy_destroy;
+    d->destroyed = destroyed;
+    return &d->c;
+}
+
+/* The per-object family cache: installed once, shared by key snapshots,
+ * alive while an operation holds it after the object is gone. */
+START_TEST(test_object_cache)
+{
+    struct kt_token *t = kt_token_new_free(0);
+    kt_attrs a;
+    secret_key_attrs(&a);
+    ck_assert_int_eq(kt_attrs_set_bool(&a, CKA_PRIVATE, false), CKR_OK);
+    struct kt_object *o;
+    ck_assert_int_eq(kt_object_new(&a, &o), CKR_OK);
+    kt_attrs_clear(&a);
+    o->handle = kt_handle_next();
+    ck_assert_int_eq(kt_hmap_put(&t->objects, o->handle, o), CKR_OK);
+    int destroyed = 0;
+    struct kt_cache *c1 = dummy_new(&destroyed);
+    kt_object_set_cache(t, o->handle, c1);
+    kt_object_set_cache(t, o->handle, dummy_new(&destroyed));
+    ck_assert_int_eq(destroyed, 1); /* the second one was not installed */
+    struct kt_key k;
+    ck_assert_int_eq(kt_key_snapshot(t, o->handle, 0, &k), CKR_OK);
+    ck_assert_ptr_eq(k.cache, c1);
+    ck_assert_int_eq(atomic_load(&c1->refs), 2);
+    ck_assert_uint_eq(k.value_len, 16);
+    kt_object_set_cache(t, 0x7777777, dummy_new(&destroyed));
+    ck_assert_int_eq(destroyed, 2);
+    kt_token_free(t); /* drops the object's reference */
+    ck_assert_int_eq(destroyed, 2);
+    kt_key_clear(&k);
+    ck_assert_int_eq(destroyed, 3);
 }
 END_TEST
 
@@ -346,6 +414,7 @@ static Suite *units_suite(void)
     tcase_add_test(tc, test_schema_table);
     tcase_add_test(tc, test_seal_and_mac);
     tcase_add_test(tc, test_pin_records);
+    tcase_add_test(tc, test_object_cache);
     suite_add_tcase(su, tc);
     return su;
 }
