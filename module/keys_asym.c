@@ -55,9 +55,11 @@ CK_RV kt_keys_generate_pair(struct kt_session *s, const CK_MECHANISM *mech,
     if (rv == CKR_OK) {
         rv = kt_object_create(s, &priv, KT_CREATE_GENERATE, NULL, mech, priv_h);
         if (rv != CKR_OK) {
-            /* Neither half survives a failure of the other. */
-            CK_RV r2 = kt_object_destroy(s, *pub_h);
-            (void)r2;
+            /* Neither half survives a failure of the other (whatever the
+             * public template said about CKA_DESTROYABLE). */
+            if (kt_token_destroy_object(s->token, *pub_h) != CKR_OK)
+                kt_log(KT_LOG_ERROR, "C_GenerateKeyPair: cannot remove the "
+                                     "public half of a failed pair");
             *pub_h = CK_INVALID_HANDLE;
         }
     }

@@ -1,7 +1,7 @@
 /* RSA and EC keys (issue 4): mechanism operations over module/ossl/asym.c,
  * key pair generation, completion of imported keys and certificates, ECDH,
- * and the cache of parsed keys that keeps per-call work to the signature
- * itself. */
+ * and the per-object cache of parsed keys that keeps per-call work to the
+ * signature itself. */
 #include "kt_asym.h"
 
 #include <stdlib.h>
@@ -57,23 +57,55 @@ static CK_RV key_build(CK_OBJECT_CLASS cls, CK_KEY_TYPE type, const kt_attrs *a,
     return CKR_KEY_TYPE_INCONSISTENT;
 }
 
-/* A referenced EVP_PKEY for the key snapshot; the caller unrefs it. The
- * object keeps the parsed key (kt_object.pkey) from its first use until it
- * changes or the user logs out, so an operation normally only signs. */
-static CK_RV key_get(const struct kt_key *k, EVP_PKEY **out)
+/* The object's family cache: the parsed key with its facts and operation
+ * templates (ossl/asym.c), built on first use after login and kept on the
+ * object (kt_object_set_cache) until it changes or the user logs out. */
+struct asym_cache {
+    struct kt_cache base; /* first: the core holds this */
+    kt_asym_key *key;
+};
+
+static void asym_cache_destroy(struct kt_cache *c)
 {
+    struct asym_cache *a = (struct asym_cache *)c;
+    kt_ossl_asym_key_free(a->key);
+    free(a);
+}
+
+/* A referenced cache for the key snapshot; the caller drops it with
+ * kt_cache_unref() once the operation holds what it needs. */
+static CK_RV key_get(const struct kt_key *k, struct asym_cache **out)
+{
+    struct asym_cache *c;
+    EVP_PKEY *pkey = NULL;
     CK_RV rv;
 
-    if (k->pkey != NULL) {
-        *out = kt_ossl_key_ref(k->pkey);
-        return *out != NULL ? CKR_OK : CKR_GENERAL_ERROR;
+    *out = NULL;
+    if (k->cache != NULL && k->cache->destroy == asym_cache_destroy) {
+        *out = (struct asym_cache *)kt_cache_ref(k->cache);
+        return CKR_OK;
     }
-    /* Built with no lock held: parsing is the slow part. */
-    rv = key_build(k->cls, k->type, &k->attrs, out);
+    /* Built with no token lock held: parsing is the slow part. */
+    rv = key_build(k->cls, k->type, &k->attrs, &pkey);
     if (rv != CKR_OK)
         return rv == CKR_TEMPLATE_INCOMPLETE ? CKR_KEY_TYPE_INCONSISTENT : rv;
+    c = calloc(1, sizeof(*c));
+    if (c == NULL) {
+        kt_ossl_key_unref(pkey);
+        return CKR_HOST_MEMORY;
+    }
+    rv = kt_ossl_asym_key_new(pkey, &c->key);
+    kt_ossl_key_unref(pkey);
+    if (rv != CKR_OK) {
+        free(c);
+        return rv;
+    }
+    c->base.destroy = asym_cache_destroy;
+    /* One reference for the caller, one for the object (if it takes it). */
+    atomic_init(&c->base.refs, k->token != NULL ? 2 : 1);
     if (k->token != NULL)
-        kt_object_set_pkey(k->token, k->handle, kt_ossl_key_ref(*out));
+        kt_object_set_cache(k->token, k->handle, &c->base);
+    *out = c;
     return CKR_OK;
 }
 
@@ -89,7 +121,7 @@ static CK_RV asym_init(struct kt_op *op, const CK_MECHANISM *m,
     kt_asym_mode mode;
     CK_OBJECT_CLASS want;
     struct asym_ctx *c;
-    EVP_PKEY *pkey = NULL;
+    struct asym_cache *kc = NULL;
     CK_RV rv;
 
     switch (op->kind) {
@@ -110,16 +142,16 @@ static CK_RV asym_init(struct kt_op *op, const CK_MECHANISM *m,
     }
     if (key->cls != want)
         return CKR_KEY_TYPE_INCONSISTENT;
-    rv = key_get(key, &pkey);
+    rv = key_get(key, &kc);
     if (rv != CKR_OK)
         return rv;
     c = calloc(1, sizeof(*c));
     if (c == NULL) {
-        kt_ossl_key_unref(pkey);
+        kt_cache_unref(&kc->base);
         return CKR_HOST_MEMORY;
     }
-    rv = kt_ossl_asym_init(m, pkey, mode, &c->op);
-    kt_ossl_key_unref(pkey);
+    rv = kt_ossl_asym_init_key(m, kc->key, mode, &c->op);
+    kt_cache_unref(&kc->base);
     if (rv != CKR_OK) {
         free(c);
         return rv;
@@ -563,18 +595,18 @@ CK_RV kt_asym_ecdh(const CK_MECHANISM *m, const struct kt_key *base, size_t len,
                    unsigned char **secret, size_t *secret_len)
 {
     kt_ossl_buf s = {NULL, 0};
-    EVP_PKEY *pkey = NULL;
+    struct asym_cache *kc = NULL;
     CK_RV rv;
 
     *secret = NULL;
     *secret_len = 0;
     if (base->cls != CKO_PRIVATE_KEY || base->type != CKK_EC)
         return CKR_KEY_TYPE_INCONSISTENT;
-    rv = key_get(base, &pkey);
+    rv = key_get(base, &kc);
     if (rv != CKR_OK)
         return rv;
-    rv = kt_ossl_ecdh_derive(pkey, m, &s);
-    kt_ossl_key_unref(pkey);
+    rv = kt_ossl_ecdh_derive(kt_ossl_asym_key_pkey(kc->key), m, &s);
+    kt_cache_unref(&kc->base);
     if (rv != CKR_OK)
         return rv;
     if (len > s.len) {

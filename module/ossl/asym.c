@@ -9,6 +9,7 @@
 #include "asym.h"
 
 #include <limits.h>
+#include <pthread.h>
 #include <string.h>
 
 #include <openssl/bn.h>
@@ -990,9 +991,137 @@ static CK_RV set_rsa_padding(kt_asym_op *op, EVP_PKEY_CTX *ctx,
     }
 }
 
+/* A parsed key with the facts every C_*Init needs and, per mechanism and
+ * mode without a parameter, one initialised EVP_PKEY_CTX that operations
+ * duplicate: no provider fetch or key inspection per operation. The
+ * templates are filled on first use; the lock guards them only. */
+#define KT_ASYM_TMPL_MAX 12
+struct kt_asym_key {
+    EVP_PKEY *pkey;
+    CK_KEY_TYPE type;
+    CK_ULONG bits;
+    int has_private;
+    int size_ok; /* RSA size in range, or a supported curve */
+    pthread_mutex_t lock;
+    struct asym_tmpl {
+        CK_MECHANISM_TYPE mech;
+        kt_asym_mode mode;
+        EVP_PKEY_CTX *ctx;
+        size_t max_in, exact_in;
+    } tmpl[KT_ASYM_TMPL_MAX];
+    size_t n_tmpl;
+};
+
+CK_RV kt_ossl_asym_key_new(EVP_PKEY *pkey, kt_asym_key **out)
+{
+    kt_asym_key *k;
+
+    *out = NULL;
+    if (pkey == NULL)
+        return CKR_ARGUMENTS_BAD;
+    k = OPENSSL_zalloc(sizeof(*k));
+    if (k == NULL)
+        return CKR_HOST_MEMORY;
+    if (!EVP_PKEY_up_ref(pkey) || pthread_mutex_init(&k->lock, NULL) != 0) {
+        OPENSSL_free(k);
+        return CKR_GENERAL_ERROR;
+    }
+    k->pkey = pkey;
+    k->type = kt_ossl_key_type(pkey);
+    k->bits = kt_ossl_key_bits(pkey);
+    k->has_private = key_has_private(pkey);
+    if (k->type == CKK_RSA)
+        k->size_ok = k->bits >= KT_RSA_MIN_BITS && k->bits <= KT_RSA_MAX_BITS;
+    else if (k->type == CKK_EC)
+        k->size_ok = ec_nid_supported(ec_key_nid(pkey));
+    ERR_clear_error();
+    *out = k;
+    return CKR_OK;
+}
+
+void kt_ossl_asym_key_free(kt_asym_key *k)
+{
+    if (k == NULL)
+        return;
+    for (size_t i = 0; i < k->n_tmpl; i++)
+        EVP_PKEY_CTX_free(k->tmpl[i].ctx);
+    pthread_mutex_destroy(&k->lock);
+    EVP_PKEY_free(k->pkey);
+    OPENSSL_clear_free(k, sizeof(*k));
+}
+
+EVP_PKEY *kt_ossl_asym_key_pkey(const kt_asym_key *k)
+{
+    return k->pkey;
+}
+
+/* Operations duplicate a template only for mechanisms without parameter:
+ * a parameter (PSS, OAEP label) may differ from one operation to the next.
+ */
+static struct asym_tmpl *tmpl_find(kt_asym_key *k, CK_MECHANISM_TYPE mech,
+                                   kt_asym_mode mode)
+{
+    for (size_t i = 0; i < k->n_tmpl; i++)
+        if (k->tmpl[i].mech == mech && k->tmpl[i].mode == mode)
+            return &k->tmpl[i];
+    return NULL;
+}
+
+static void tmpl_add(kt_asym_key *k, const kt_asym_op *op,
+                     CK_MECHANISM_TYPE mech)
+{
+    EVP_PKEY_CTX *dup = NULL;
+
+    pthread_mutex_lock(&k->lock);
+    if (k->n_tmpl < KT_ASYM_TMPL_MAX && tmpl_find(k, mech, op->mode) == NULL &&
+        (dup = EVP_PKEY_CTX_dup(op->pctx)) != NULL) {
+        struct asym_tmpl *t = &k->tmpl[k->n_tmpl++];
+        t->mech = mech;
+        t->mode = op->mode;
+        t->ctx = dup;
+        t->max_in = op->max_in;
+        t->exact_in = op->exact_in;
+    }
+    pthread_mutex_unlock(&k->lock);
+    ERR_clear_error();
+}
+
+/* The operation's context from a template; 0 when there is none. */
+static int tmpl_use(kt_asym_key *k, kt_asym_op *op, CK_MECHANISM_TYPE mech)
+{
+    struct asym_tmpl *t;
+
+    pthread_mutex_lock(&k->lock);
+    t = tmpl_find(k, mech, op->mode);
+    if (t != NULL && (op->pctx = EVP_PKEY_CTX_dup(t->ctx)) != NULL) {
+        op->max_in = t->max_in;
+        op->exact_in = t->exact_in;
+    }
+    pthread_mutex_unlock(&k->lock);
+    return op->pctx != NULL;
+}
+
 CK_RV kt_ossl_asym_init(const CK_MECHANISM *mech, EVP_PKEY *key,
                         kt_asym_mode mode, kt_asym_op **out)
 {
+    kt_asym_key *k = NULL;
+    CK_RV rv;
+
+    *out = NULL;
+    if (mech == NULL || key == NULL)
+        return CKR_ARGUMENTS_BAD;
+    rv = kt_ossl_asym_key_new(key, &k);
+    if (rv == CKR_OK)
+        rv = kt_ossl_asym_init_key(mech, k, mode, out);
+    kt_ossl_asym_key_free(k);
+    return rv;
+}
+
+CK_RV kt_ossl_asym_init_key(const CK_MECHANISM *mech, kt_asym_key *kf,
+                            kt_asym_mode mode, kt_asym_op **out)
+{
+    EVP_PKEY *key = kf != NULL ? kf->pkey : NULL;
+    int cacheable;
     const struct asym_mech *m;
     kt_asym_op *op = NULL;
     EVP_PKEY_CTX *ctx = NULL;
@@ -1007,15 +1136,12 @@ CK_RV kt_ossl_asym_init(const CK_MECHANISM *mech, EVP_PKEY *key,
     m = mech_find(mech->mechanism);
     if (m == NULL || !(m->modes & (1u << mode)))
         return CKR_MECHANISM_INVALID;
-    if (kt_ossl_key_type(key) != m->key_type)
+    if (kf->type != m->key_type)
         return CKR_KEY_TYPE_INCONSISTENT;
-    bits = kt_ossl_key_bits(key);
-    if (m->key_type == CKK_RSA
-            ? (bits < KT_RSA_MIN_BITS || bits > KT_RSA_MAX_BITS)
-            : !ec_nid_supported(ec_key_nid(key)))
+    bits = kf->bits;
+    if (!kf->size_ok)
         return CKR_KEY_SIZE_RANGE;
-    if ((mode == KT_ASYM_SIGN || mode == KT_ASYM_DECRYPT) &&
-        !key_has_private(key))
+    if ((mode == KT_ASYM_SIGN || mode == KT_ASYM_DECRYPT) && !kf->has_private)
         return CKR_KEY_TYPE_INCONSISTENT;
     if (m->key_type == CKK_EC && m->pad == PAD_NONE &&
         (mech->pParameter != NULL || mech->ulParameterLen != 0))
@@ -1040,6 +1166,12 @@ CK_RV kt_ossl_asym_init(const CK_MECHANISM *mech, EVP_PKEY *key,
     }
 
     rv = CKR_GENERAL_ERROR;
+    cacheable =
+        m->hash == 0 && mech->pParameter == NULL && mech->ulParameterLen == 0;
+    if (cacheable && tmpl_use(kf, op, mech->mechanism)) {
+        *out = op;
+        return CKR_OK;
+    }
     if (m->hash != 0) {
         const char *md = hash_name(m->hash);
         op->mctx = EVP_MD_CTX_new();
@@ -1083,6 +1215,8 @@ CK_RV kt_ossl_asym_init(const CK_MECHANISM *mech, EVP_PKEY *key,
         if (rv != CKR_OK)
             goto out;
     }
+    if (cacheable)
+        tmpl_add(kf, op, mech->mechanism);
     *out = op;
     op = NULL;
     rv = CKR_OK;

@@ -137,6 +137,19 @@ int kt_ossl_asym_mech_known(CK_MECHANISM_TYPE mech, CK_KEY_TYPE *key_type);
 /* Does the mechanism allow C_SignUpdate/C_VerifyUpdate? */
 int kt_ossl_asym_mech_multipart(CK_MECHANISM_TYPE mech);
 
+/* A parsed key with its facts (type, size, private half) and the
+ * initialised operation contexts later operations duplicate: what the
+ * token caches per key object. Thread-safe; takes a reference on pkey. */
+typedef struct kt_asym_key kt_asym_key;
+__attribute__((warn_unused_result)) CK_RV
+kt_ossl_asym_key_new(EVP_PKEY *pkey, kt_asym_key **out);
+void kt_ossl_asym_key_free(kt_asym_key *k);
+EVP_PKEY *kt_ossl_asym_key_pkey(const kt_asym_key *k);
+/* kt_ossl_asym_init on a cached key. */
+__attribute__((warn_unused_result)) CK_RV
+kt_ossl_asym_init_key(const CK_MECHANISM *mech, kt_asym_key *key,
+                      kt_asym_mode mode, kt_asym_op **out);
+
 /* Validates the mechanism and its parameter against the key and mode:
  * CKR_MECHANISM_INVALID, CKR_MECHANISM_PARAM_INVALID,
  * CKR_KEY_TYPE_INCONSISTENT, CKR_KEY_SIZE_RANGE. Takes a reference on key. */

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Helpers shared by the asym-*.sh interop tests (sourced after common.sh,
 # kt_tmpdir and kt_module_use).
 

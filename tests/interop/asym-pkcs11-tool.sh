@@ -14,6 +14,9 @@
 #               OAEP SHA-1 and SHA-256), --decrypt gets the data back
 #   wrap        --wrap/--unwrap of an AES key under RSA-PKCS-OAEP (and
 #               RSA-PKCS); the unwrapped key encrypts like the original
+#   import      --write-object of an X.509 certificate, RSA and EC private
+#               keys and an RSA public key made by openssl; the imported
+#               private keys sign what openssl verifies with the originals
 #   selftest    pkcs11-tool --test --allow-sw and --test-ec --allow-sw
 . "$(dirname "$0")/../common.sh"
 . "$(dirname "$0")/asym-lib.sh"
@@ -229,6 +232,43 @@ group_wrap()
     done
 }
 
+group_import()
+{
+    local spec
+    ossl req -x509 -newkey rsa:2048 -nodes -keyout rsa.pem -subj /CN=imported \
+        -days 2 -out cert.pem 2>/dev/null
+    ossl x509 -in cert.pem -outform DER -out cert.der
+    ossl pkey -in rsa.pem -outform DER -out rsa.der
+    ossl pkey -in rsa.pem -pubout -out rsa.pub.pem
+    ossl pkey -in rsa.pem -pubout -outform DER -out rsa.pub.der
+    ossl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-384 -out ec.pem
+    ossl pkey -in ec.pem -outform DER -out ec.der
+    ossl pkey -in ec.pem -pubout -out ec.pub.pem
+    for spec in cert.der:cert:42 rsa.der:privkey:42 rsa.pub.der:pubkey:42 \
+        ec.der:privkey:43; do
+        kt_log "--write-object ${spec%%:*} as ${spec#*:}"
+        IFS=: read -r file type id <<<"$spec"
+        expect_ok p11 --write-object "$file" --type "$type" --id "$id" \
+            --label "imp$id"
+    done
+    expect_ok p11 --list-objects --type cert
+    assert_contains "$KT_LAST_OUTPUT" "subject:    DN: CN=imported" \
+        "imported certificate"
+    head -c 500 /dev/urandom >msg.bin
+    kt_log "imported private keys sign, openssl verifies"
+    expect_ok p11 --sign -m SHA256-RSA-PKCS --id 42 -i msg.bin -o rsa.sig
+    expect_ok ossl dgst -sha256 -verify rsa.pub.pem -signature rsa.sig msg.bin
+    expect_ok p11 --verify -m SHA256-RSA-PKCS --id 42 -i msg.bin \
+        --signature-file rsa.sig
+    assert_contains "$KT_LAST_OUTPUT" "Signature is valid"
+    ossl dgst -sha384 -binary -out msg.sha384 msg.bin
+    expect_ok p11 --sign -m ECDSA --id 43 -i msg.sha384 -o ec.sig \
+        --signature-format openssl
+    expect_ok ossl pkeyutl -verify -pubin -inkey ec.pub.pem -in msg.sha384 \
+        -sigfile ec.sig
+    assert_contains "$KT_LAST_OUTPUT" "Signature Verified Successfully"
+}
+
 group_selftest()
 {
     kt_log "pkcs11-tool --test --allow-sw"
@@ -271,6 +311,7 @@ wrap)
         group_wrap "$1" "RSA-PKCS"
     fi
     ;;
+import) group_import ;;
 selftest) group_selftest ;;
 *) kt_fail "unknown group '$group'" ;;
 esac

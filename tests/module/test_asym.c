@@ -2,6 +2,7 @@
  * every asymmetric mechanism through every function its flags claim, OAEP
  * wrapping, ECDH, and the negative paths. Results are checked with plain
  * OpenSSL, independently of the module. */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -267,6 +268,17 @@ START_TEST(test_generate_bad_templates)
                          {CKA_KEY_TYPE, &kt, sizeof(kt)}};
     RV(CKR_TEMPLATE_INCONSISTENT,
        P->C_GenerateKeyPair(s, &ec, e5, 2, NULL, 0, &pub, &priv));
+    /* the private template fails after the public half was stored: neither
+     * half remains, even a public half that asked not to be destroyable */
+    CK_BBOOL no = CK_FALSE, yes = CK_TRUE;
+    CK_ATTRIBUTE e6[] = {{CKA_EC_PARAMS, (void *)oid_p256, sizeof(oid_p256)},
+                         {CKA_TOKEN, &yes, 1},
+                         {CKA_DESTROYABLE, &no, 1}};
+    CK_ATTRIBUTE v6[] = {{CKA_TOKEN, &yes, 1},
+                         {CKA_MODULUS_BITS, &bits, sizeof(bits)}};
+    /* CKA_MODULUS_BITS is no attribute of an EC private key */
+    RV(CKR_ATTRIBUTE_TYPE_INVALID,
+       P->C_GenerateKeyPair(s, &ec, e6, N(e6), v6, N(v6), &pub, &priv));
     ck_assert_uint_eq(count_objects(), before);
     /* the printable curve name works and is stored as the OID */
     RV(CKR_OK, P->C_GenerateKeyPair(s, &ec, e3, 1, NULL, 0, &pub, &priv));
@@ -453,10 +465,12 @@ START_TEST(test_every_mechanism)
         CK_MECHANISM_TYPE t = list[i];
         bool rsa = t == CKM_RSA_PKCS || t == CKM_RSA_X_509 ||
                    t == CKM_RSA_PKCS_OAEP || is_pss(t) ||
-                   (t >= CKM_SHA1_RSA_PKCS && t <= CKM_SHA512_RSA_PKCS) ||
-                   t == CKM_SHA224_RSA_PKCS;
-        bool ec =
-            t == CKM_ECDSA || (t >= CKM_ECDSA_SHA1 && t <= CKM_ECDSA_SHA512);
+                   t == CKM_SHA1_RSA_PKCS || t == CKM_SHA224_RSA_PKCS ||
+                   t == CKM_SHA256_RSA_PKCS || t == CKM_SHA384_RSA_PKCS ||
+                   t == CKM_SHA512_RSA_PKCS;
+        bool ec = t == CKM_ECDSA || t == CKM_ECDSA_SHA1 ||
+                  t == CKM_ECDSA_SHA224 || t == CKM_ECDSA_SHA256 ||
+                  t == CKM_ECDSA_SHA384 || t == CKM_ECDSA_SHA512;
         if (!rsa && !ec)
             continue;
         RV(CKR_OK, P->C_GetMechanismInfo(slot, t, &info));
@@ -968,6 +982,66 @@ START_TEST(test_always_authenticate)
 }
 END_TEST
 
+/* ---- threads --------------------------------------------------------- */
+
+struct signer {
+    CK_OBJECT_HANDLE priv, pub;
+    CK_MECHANISM_TYPE mech;
+    int ok;
+};
+
+/* Each thread: its own session, many sign/verify rounds on the shared key
+ * objects (one parsed key and its templates, used concurrently). */
+static void *signer_run(void *arg)
+{
+    struct signer *w = arg;
+    CK_SESSION_HANDLE ss;
+    CK_MECHANISM m = {w->mech, NULL, 0};
+    unsigned char h[32], sig[512];
+
+    memset(h, 0x3c, sizeof(h));
+    if (P->C_OpenSession(slot, CKF_SERIAL_SESSION, NULL, NULL, &ss) != CKR_OK)
+        return NULL;
+    for (int i = 0; i < 40; i++) {
+        CK_ULONG n = sizeof(sig);
+        h[0] = (unsigned char)i;
+        if (P->C_SignInit(ss, &m, w->priv) != CKR_OK ||
+            P->C_Sign(ss, h, sizeof(h), sig, &n) != CKR_OK ||
+            P->C_VerifyInit(ss, &m, w->pub) != CKR_OK ||
+            P->C_Verify(ss, h, sizeof(h), sig, n) != CKR_OK)
+            break;
+        sig[n / 2] ^= 1;
+        if (P->C_VerifyInit(ss, &m, w->pub) != CKR_OK ||
+            P->C_Verify(ss, h, sizeof(h), sig, n) != CKR_SIGNATURE_INVALID)
+            break;
+        w->ok++;
+    }
+    P->C_CloseSession(ss);
+    return NULL;
+}
+
+START_TEST(test_threads_share_keys)
+{
+    struct keys k;
+    struct signer w[4];
+    pthread_t t[4];
+
+    rsa_pair(2048, &k.rsa_pub, &k.rsa_priv);
+    ec_pair(oid_p256, sizeof(oid_p256), &k.ec_pub[0], &k.ec_priv[0]);
+    for (int i = 0; i < 4; i++) {
+        w[i].priv = i % 2 ? k.rsa_priv : k.ec_priv[0];
+        w[i].pub = i % 2 ? k.rsa_pub : k.ec_pub[0];
+        w[i].mech = i % 2 ? CKM_SHA256_RSA_PKCS : CKM_ECDSA;
+        w[i].ok = 0;
+        ck_assert_int_eq(pthread_create(&t[i], NULL, signer_run, &w[i]), 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        ck_assert_int_eq(pthread_join(t[i], NULL), 0);
+        ck_assert_int_eq(w[i].ok, 40);
+    }
+}
+END_TEST
+
 Suite *asym_suite(void);
 Suite *asym_suite(void)
 {
@@ -991,6 +1065,7 @@ Suite *asym_suite(void)
     tcase_add_test(ops, test_unwrap_corrupted);
     tcase_add_test(ops, test_ecdh);
     tcase_add_test(ops, test_always_authenticate);
+    tcase_add_test(ops, test_threads_share_keys);
     suite_add_tcase(su, ops);
 
     tcase_add_checked_fixture(imp, setup, kt_test_teardown);

@@ -1036,6 +1036,63 @@ START_TEST(test_rsa_x509)
 }
 END_TEST
 
+/* A cached key: later operations start from a duplicated template and
+ * behave exactly like the first (also across modes and mechanisms). */
+START_TEST(test_cached_key_templates)
+{
+    CK_MECHANISM ecdsa = {CKM_ECDSA, NULL, 0};
+    CK_MECHANISM pkcs = {CKM_RSA_PKCS, NULL, 0};
+    unsigned char h[32], sig[512], ct[256], pt[256];
+    kt_asym_key *ek = NULL, *rk = NULL;
+    kt_asym_op *op = NULL;
+    size_t n = 0, ctl = 0, ptl;
+
+    sha256(msg, sizeof(msg), h);
+    ck_assert_uint_eq(kt_ossl_asym_key_new(ec256, &ek), CKR_OK);
+    ck_assert_uint_eq(kt_ossl_asym_key_new(rsa2048, &rk), CKR_OK);
+    for (int i = 0; i < 3; i++) {
+        ck_assert_uint_eq(kt_ossl_asym_init_key(&ecdsa, ek, KT_ASYM_SIGN, &op),
+                          CKR_OK);
+        ck_assert_uint_eq(kt_ossl_asym_sign(op, h, sizeof(h), sig, &n), CKR_OK);
+        kt_ossl_asym_free(op);
+        ck_assert_uint_eq(
+            kt_ossl_asym_init_key(&ecdsa, ek, KT_ASYM_VERIFY, &op), CKR_OK);
+        ck_assert_uint_eq(kt_ossl_asym_verify(op, h, sizeof(h), sig, n),
+                          CKR_OK);
+        sig[3] ^= 1;
+        ck_assert_uint_eq(kt_ossl_asym_verify(op, h, sizeof(h), sig, n),
+                          CKR_SIGNATURE_INVALID);
+        kt_ossl_asym_free(op);
+
+        ck_assert_uint_eq(
+            kt_ossl_asym_init_key(&pkcs, rk, KT_ASYM_ENCRYPT, &op), CKR_OK);
+        ck_assert_uint_eq(kt_ossl_asym_encrypt(op, h, sizeof(h), ct, &ctl),
+                          CKR_OK);
+        kt_ossl_asym_free(op);
+        ck_assert_uint_eq(
+            kt_ossl_asym_init_key(&pkcs, rk, KT_ASYM_DECRYPT, &op), CKR_OK);
+        ptl = sizeof(pt);
+        ck_assert_uint_eq(kt_ossl_asym_decrypt(op, ct, ctl, pt, &ptl), CKR_OK);
+        ck_assert_uint_eq(ptl, sizeof(h));
+        ck_assert_mem_eq(pt, h, sizeof(h));
+        /* the input limit comes with the template */
+        ck_assert_uint_eq(kt_ossl_asym_encrypt(op, h, sizeof(h), ct, &ctl),
+                          CKR_OPERATION_NOT_INITIALIZED);
+        kt_ossl_asym_free(op);
+        ck_assert_uint_eq(kt_ossl_asym_init_key(&pkcs, rk, KT_ASYM_SIGN, &op),
+                          CKR_OK);
+        ck_assert_uint_eq(kt_ossl_asym_sign(op, sig, 246, sig, &n),
+                          CKR_DATA_LEN_RANGE);
+        kt_ossl_asym_free(op);
+    }
+    /* the wrong key type is still refused from the cached facts */
+    ck_assert_uint_eq(kt_ossl_asym_init_key(&ecdsa, rk, KT_ASYM_SIGN, &op),
+                      CKR_KEY_TYPE_INCONSISTENT);
+    kt_ossl_asym_key_free(ek);
+    kt_ossl_asym_key_free(rk);
+}
+END_TEST
+
 static Suite *asym_suite(void)
 {
     Suite *s = suite_create("ossl_asym");
@@ -1071,6 +1128,7 @@ static Suite *asym_suite(void)
     tcase_add_test(ops, test_oaep_params);
     tcase_add_test(ops, test_oaep_default_params);
     tcase_add_test(ops, test_rsa_x509);
+    tcase_add_test(ops, test_cached_key_templates);
     tcase_add_test(ops, test_rsa_pkcs_encrypt);
     tcase_add_test(ops, test_ecdh);
     suite_add_tcase(s, ops);
