@@ -544,8 +544,12 @@ CK_RV kt_store_changes(sqlite3 *db, int64_t since, kt_store_row_fn row,
     }
     sqlite3_finalize(st);
     st = NULL;
-    if (sqlite3_prepare_v2(db, "SELECT id, gen FROM deleted WHERE gen > ?", -1,
-                           &st, NULL) != SQLITE_OK) {
+    /* A row in objects is live whatever the tombstones say (a destroyed
+     * record put back is then loaded, and caught by the manifest). */
+    if (sqlite3_prepare_v2(db,
+                           "SELECT id, gen FROM deleted WHERE gen > ? AND id "
+                           "NOT IN (SELECT id FROM objects)",
+                           -1, &st, NULL) != SQLITE_OK) {
         rv = db_fail(db, "read deletions");
         goto out;
     }
