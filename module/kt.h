@@ -432,6 +432,10 @@ KT_NODISCARD CK_RV kt_keys_unwrap(struct kt_session *s,
                                   const unsigned char *wrapped, CK_ULONG len,
                                   const CK_ATTRIBUTE *t, CK_ULONG n,
                                   CK_OBJECT_HANDLE *out);
+/* Forces the base/unwrapping key's CKA_UNWRAP_TEMPLATE or
+ * CKA_DERIVE_TEMPLATE (which) on the new key's attributes a. */
+KT_NODISCARD CK_RV kt_keys_apply_template(const struct kt_key *k,
+                                          CK_ATTRIBUTE_TYPE which, kt_attrs *a);
 KT_NODISCARD CK_RV kt_keys_generate(struct kt_session *s,
                                     const CK_MECHANISM *mech,
                                     const CK_ATTRIBUTE *t, CK_ULONG n,
