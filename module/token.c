@@ -212,7 +212,7 @@ CK_RV kt_object_unseal(struct kt_token *t, struct kt_object *o)
 {
     if (!o->token || o->unsealed)
         return CKR_OK;
-    if (!o->has_term &&
+    if (!o->has_term && t->mk_loaded &&
         kt_seal_manifest_term(t->man_key, o->id, (int64_t)o->gen, o->mac, 32,
                               o->term) == CKR_OK)
         o->has_term = true;
