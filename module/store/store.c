@@ -328,12 +328,20 @@ CK_RV kt_store_open(const char *path, sqlite3 **out)
         return CKR_DEVICE_ERROR;
     }
     sqlite3_busy_timeout(db, 10000);
+    const char *fmt = NULL;
     if (sqlite3_prepare_v2(db, "SELECT v FROM meta WHERE k = 'format'", -1, &st,
-                           NULL) != SQLITE_OK ||
-        sqlite3_step(st) != SQLITE_ROW ||
-        sqlite3_column_type(st, 0) != SQLITE_TEXT ||
-        strcmp((const char *)sqlite3_column_text(st, 0), KT_STORE_FORMAT) !=
-            0) {
+                           NULL) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW &&
+        sqlite3_column_type(st, 0) == SQLITE_TEXT)
+        fmt = (const char *)sqlite3_column_text(st, 0);
+    if (fmt != NULL && strcmp(fmt, "keytier-token-1") == 0) {
+        kt_log(KT_LOG_ERROR,
+               "token %s refused: format keytier-token-1 has no object "
+               "manifest; this module reads " KT_STORE_FORMAT
+               " (re-create the token)",
+               path);
+        rv = CKR_DEVICE_ERROR;
+    } else if (fmt == NULL || strcmp(fmt, KT_STORE_FORMAT) != 0) {
         kt_log(KT_LOG_ERROR,
                "token %s refused: not a keytier token database or damaged "
                "(%s)",

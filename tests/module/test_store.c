@@ -649,6 +649,27 @@ START_TEST(test_concurrent_writer_not_flagged)
 }
 END_TEST
 
+/* A format 1 file (no manifest) is refused, not upgraded: creating the
+ * manifest over whatever rows it holds would bless a rolled-back set. */
+START_TEST(test_format1_refused)
+{
+    CK(P->C_Initialize(NULL));
+    CK_SESSION_HANDLE s = kt_test_user_session(kt_test_new_token("old"));
+    (void)kt_test_aes_key(s, 16, true, false, "k");
+    CK(P->C_Finalize(NULL));
+    char db[512];
+    token_db_path(db, sizeof(db));
+    db_exec(db, "UPDATE meta SET v = 'keytier-token-1' WHERE k = 'format'; "
+                "DELETE FROM meta WHERE k = 'manifest'");
+    CK(P->C_Initialize(NULL));
+    CK_ULONG n = 0;
+    CK(P->C_GetSlotList(CK_TRUE, NULL, &n));
+    ck_assert_uint_eq(n, 1); /* the free slot only */
+    ck_assert(log_line_has(db, "refused: format keytier-token-1 has no "
+                               "object manifest"));
+}
+END_TEST
+
 static Suite *store_suite(void)
 {
     Suite *su = suite_create("store");
@@ -666,6 +687,7 @@ static Suite *store_suite(void)
     tcase_add_test(tc, test_reinserted_record_refused);
     tcase_add_test(tc, test_removed_record_detected);
     tcase_add_test(tc, test_concurrent_writer_not_flagged);
+    tcase_add_test(tc, test_format1_refused);
     suite_add_tcase(su, tc);
     return su;
 }
