@@ -109,11 +109,13 @@ out:
     return rv;
 }
 
-/* PKCS#11 v2.40 §4.9 CKA_UNWRAP_TEMPLATE: its attributes are forced on the
- * new key; a template that contradicts them is inconsistent. */
-static CK_RV apply_unwrap_template(const struct kt_key *uk, kt_attrs *a)
+/* PKCS#11 v2.40 §4.9 CKA_UNWRAP_TEMPLATE / CKA_DERIVE_TEMPLATE: its
+ * attributes are forced on the new key; a template that contradicts them is
+ * inconsistent. */
+CK_RV kt_keys_apply_template(const struct kt_key *k, CK_ATTRIBUTE_TYPE which,
+                             kt_attrs *a)
 {
-    const CK_ATTRIBUTE *ut = kt_attrs_find(&uk->attrs, CKA_UNWRAP_TEMPLATE);
+    const CK_ATTRIBUTE *ut = kt_attrs_find(&k->attrs, which);
     if (ut == NULL)
         return CKR_OK;
     kt_attrs tmpl;
@@ -152,7 +154,7 @@ CK_RV kt_keys_unwrap(struct kt_session *s, const CK_MECHANISM *mech,
         return rv;
     rv = kt_attrs_from_template(&a, t, n);
     if (rv == CKR_OK)
-        rv = apply_unwrap_template(&uk, &a);
+        rv = kt_keys_apply_template(&uk, CKA_UNWRAP_TEMPLATE, &a);
     if (rv != CKR_OK)
         goto out;
     if (kt_attrs_has(&a, CKA_VALUE)) {

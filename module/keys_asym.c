@@ -89,6 +89,12 @@ CK_RV kt_keys_derive(struct kt_session *s, const CK_MECHANISM *mech,
     kt_attrs_init(&k.attrs);
     kt_attrs_init(&a);
     rv = kt_attrs_from_template(&a, t, n);
+    /* The base key's CKA_DERIVE_TEMPLATE is forced before the checks, so
+     * they see the attributes the key will have. */
+    if (rv == CKR_OK)
+        rv = kt_key_snapshot(s->token, base, CKA_DERIVE, &k);
+    if (rv == CKR_OK)
+        rv = kt_keys_apply_template(&k, CKA_DERIVE_TEMPLATE, &a);
     if (rv != CKR_OK)
         goto out;
     if (kt_attrs_has(&a, CKA_CLASS)) {
@@ -109,9 +115,7 @@ CK_RV kt_keys_derive(struct kt_session *s, const CK_MECHANISM *mech,
         rv = CKR_TEMPLATE_INCONSISTENT;
     if (rv != CKR_OK)
         goto out;
-    rv = kt_key_snapshot(s->token, base, CKA_DERIVE, &k);
-    if (rv == CKR_OK)
-        rv = kt_op_check_key(m, &k);
+    rv = kt_op_check_key(m, &k);
     if (rv == CKR_OK)
         rv = kt_asym_ecdh(mech, &k, len, &secret, &secret_len);
     if (rv != CKR_OK)

@@ -141,6 +141,12 @@ struct kt_object {
     size_t blob_len;
     unsigned char mac[32];
     uint64_t gen;
+    /* Token objects: the object's term in the manifest (computed with the
+     * MAC check), and whether its record failed that check (kept, hidden,
+     * so the manifest still accounts for it). */
+    unsigned char term[32];
+    bool has_term;
+    bool refused;
     /* Cached from attrs (kt_object_refresh): CKA_SENSITIVE or not
      * CKA_EXTRACTABLE on a secret or private key. */
     bool sensitive;
@@ -180,6 +186,24 @@ struct kt_pin {
     CK_ULONG failures;
 };
 
+/* The token-wide object manifest (DESIGN.md §1 Storage): count and acc =
+ * XOR of kt_seal_manifest_term(id, gen, record mac) over the live object
+ * rows, and a write counter, under one MAC; written in the transaction of
+ * every object write. */
+struct kt_manifest {
+    bool present;
+    int64_t count;
+    int64_t ctr;
+    unsigned char acc[32];
+    unsigned char mac[32];
+};
+
+/* Keys a store write needs: the record MAC key and the manifest key. */
+struct kt_store_keys {
+    unsigned char mac[32];
+    unsigned char manifest[32];
+};
+
 struct kt_token {
     CK_SLOT_ID slot_id;
     bool initialized;
@@ -203,7 +227,16 @@ struct kt_token {
     CK_USER_TYPE login;
     unsigned char mk[KT_MASTER_KEY_LEN];
     unsigned char mac_key[32];
+    unsigned char man_key[32];
     bool mk_loaded;
+    /* The manifest as last read or written (with the rows it covers), the
+     * highest authentic write counter seen, and the verdict of the last
+     * check: a token whose object set does not match is refused whole. */
+    struct kt_manifest man;
+    int64_t man_ctr_seen;
+    bool man_dirty; /* rows or manifest reloaded since the last check */
+    bool man_stale; /* our write followed another process's: wait for sync */
+    bool man_refused;
     struct kt_pin pins[2]; /* [0] SO, [1] user */
     /* Under kt_g.lock */
     bool busy; /* C_InitToken runs its KDF and writes with kt_g.lock free */
@@ -399,6 +432,10 @@ KT_NODISCARD CK_RV kt_keys_unwrap(struct kt_session *s,
                                   const unsigned char *wrapped, CK_ULONG len,
                                   const CK_ATTRIBUTE *t, CK_ULONG n,
                                   CK_OBJECT_HANDLE *out);
+/* Forces the base/unwrapping key's CKA_UNWRAP_TEMPLATE or
+ * CKA_DERIVE_TEMPLATE (which) on the new key's attributes a. */
+KT_NODISCARD CK_RV kt_keys_apply_template(const struct kt_key *k,
+                                          CK_ATTRIBUTE_TYPE which, kt_attrs *a);
 KT_NODISCARD CK_RV kt_keys_generate(struct kt_session *s,
                                     const CK_MECHANISM *mech,
                                     const CK_ATTRIBUTE *t, CK_ULONG n,

@@ -100,7 +100,10 @@ CK_RV kt_login(struct kt_token *t, CK_USER_TYPE user, const unsigned char *pin,
     } else {
         memcpy(t->mk, mk, sizeof(mk));
         kt_seal_mac_key(t->mk, t->mac_key);
+        kt_seal_manifest_key(t->mk, t->man_key);
         t->mk_loaded = true;
+        /* Every record is verified now: the set is checked with them. */
+        t->man_dirty = true;
         t->login = user;
     }
     pthread_rwlock_unlock(&t->lock);
@@ -141,6 +144,7 @@ void kt_logout(struct kt_token *t)
     t->mk_loaded = false;
     kt_wipe(t->mk, sizeof(t->mk));
     kt_wipe(t->mac_key, sizeof(t->mac_key));
+    kt_wipe(t->man_key, sizeof(t->man_key));
     kt_token_reseal_all(t);
     pthread_rwlock_unlock(&t->lock);
 }

@@ -48,6 +48,7 @@ void kt_token_free(struct kt_token *t)
         kt_store_close(t->db);
     kt_wipe(t->mk, sizeof(t->mk));
     kt_wipe(t->mac_key, sizeof(t->mac_key));
+    kt_wipe(t->man_key, sizeof(t->man_key));
     pthread_mutex_destroy(&t->dblock);
     pthread_rwlock_destroy(&t->lock);
     free(t);
@@ -78,6 +79,8 @@ CK_RV kt_token_open(const char *path, CK_SLOT_ID slot, struct kt_token **out)
 
 bool kt_token_visible(const struct kt_token *t, const struct kt_object *o)
 {
+    if (o->token && (o->refused || t->man_refused))
+        return false;
     if (o->token && !o->verified && t->mk_loaded)
         return false;
     return !o->private_ || t->login == CKU_USER;
@@ -161,8 +164,9 @@ static void table_del(struct kt_token *t, struct kt_object *o)
 
 /* ---- loading rows ----------------------------------------------------- */
 
-/* A token object as read from a row: parsed, and when the master key is
- * loaded, verified and unsealed. Lock held for writing. */
+/* A token object as read from a row: parsed (verified and unsealed later,
+ * outside the lock). A damaged row becomes a refused placeholder: hidden,
+ * but still accounted for in the manifest. Lock held for writing. */
 static CK_RV object_from_row(struct kt_token *t, int64_t id,
                              const unsigned char *blob, size_t len,
                              const unsigned char *mac, size_t mac_len,
@@ -179,11 +183,15 @@ static CK_RV object_from_row(struct kt_token *t, int64_t id,
         rv = kt_attrs_parse(&o->attrs, blob, len);
     if (rv == CKR_OK)
         rv = kt_attrs_get_ulong(&o->attrs, CKA_CLASS, &o->cls);
-    if (rv != CKR_OK) {
+    if (rv == CKR_HOST_MEMORY) {
         kt_object_free(o);
-        return CKR_DATA_INVALID;
+        return rv;
     }
-    memcpy(o->mac, mac, 32);
+    if (rv != CKR_OK) {
+        kt_attrs_clear(&o->attrs);
+        o->refused = true;
+    }
+    memcpy(o->mac, mac, mac_len < 32 ? mac_len : 32);
     o->blob = malloc(len);
     if (o->blob == NULL) {
         kt_object_free(o);
@@ -193,7 +201,9 @@ static CK_RV object_from_row(struct kt_token *t, int64_t id,
     o->blob_len = len;
     kt_object_refresh(o);
     o->token = true;
-    (void)t; /* verified and unsealed later, outside the lock */
+    if (o->refused)
+        kt_log(KT_LOG_ERROR, "token %s: object %lld refused: damaged record",
+               t->path, (long long)id);
     *out = o;
     return CKR_OK;
 }
@@ -202,7 +212,14 @@ CK_RV kt_object_unseal(struct kt_token *t, struct kt_object *o)
 {
     if (!o->token || o->unsealed)
         return CKR_OK;
-    CK_RV rv = kt_seal_verify(t->mac_key, o->id, o->blob, o->blob_len, o->mac);
+    if (!o->has_term && t->mk_loaded &&
+        kt_seal_manifest_term(t->man_key, o->id, (int64_t)o->gen, o->mac, 32,
+                              o->term) == CKR_OK)
+        o->has_term = true;
+    if (o->refused)
+        return CKR_DATA_INVALID;
+    CK_RV rv = kt_seal_verify(t->mac_key, o->id, (int64_t)o->gen, o->blob,
+                              o->blob_len, o->mac);
     if (rv == CKR_OK)
         rv = kt_seal_open_attrs(t->mk, o->id, o->cls, &o->attrs);
     if (rv != CKR_OK) {
@@ -210,6 +227,9 @@ CK_RV kt_object_unseal(struct kt_token *t, struct kt_object *o)
                "token %s: object %lld refused: integrity check failed (the "
                "stored attributes were changed outside the token)",
                t->path, (long long)o->id);
+        /* Kept (hidden) so the manifest still accounts for its row; its
+         * attributes stay as stored (sealed). */
+        o->refused = true;
         return CKR_DATA_INVALID;
     }
     o->verified = true;
@@ -230,25 +250,16 @@ static CK_RV sync_row(void *ctx, int64_t id, int64_t gen,
 {
     struct kt_token *t = ctx;
     struct kt_object *old = kt_hmap_get(&t->by_id, (CK_ULONG)id);
-    if (old != NULL && old->blob_len == len && mac_len == 32 &&
-        memcmp(old->mac, mac, 32) == 0 && memcmp(old->blob, blob, len) == 0) {
-        old->gen = (uint64_t)gen;
+    /* The generation is part of the record MAC and of the manifest term:
+     * a row is unchanged only if it matches too. */
+    if (old != NULL && old->gen == (uint64_t)gen && old->blob_len == len &&
+        mac_len == 32 && memcmp(old->mac, mac, 32) == 0 &&
+        memcmp(old->blob, blob, len) == 0)
         return CKR_OK;
-    }
     struct kt_object *o = NULL;
     CK_RV rv = object_from_row(t, id, blob, len, mac, mac_len, &o);
-    if (rv == CKR_HOST_MEMORY)
+    if (rv != CKR_OK)
         return rv;
-    if (rv != CKR_OK) {
-        if (rv == CKR_DATA_INVALID)
-            kt_log(KT_LOG_ERROR,
-                   "token %s: object %lld refused: damaged "
-                   "record",
-                   t->path, (long long)id);
-        if (old != NULL)
-            drop_object(t, old);
-        return CKR_OK;
-    }
     o->gen = (uint64_t)gen;
     if (old != NULL) {
         /* Same handle, new attributes. */
@@ -363,8 +374,9 @@ static CK_RV sync_locked(struct kt_token *t)
     if (rv != CKR_OK)
         return rv;
     int64_t max_gen = t->seen_gen;
+    struct kt_manifest man;
     rv = kt_store_changes(t->db, t->seen_gen, collect_row, collect_del, &rows,
-                          &max_gen);
+                          &max_gen, &man);
     if (rv == CKR_OK && dv == 0)
         rv = kt_store_data_version(t->db, &t->dv_stmt, &dv);
     if (rv == CKR_OK) {
@@ -379,6 +391,11 @@ static CK_RV sync_locked(struct kt_token *t)
             t->seen_gen = max_gen;
             t->loaded = true;
             t->data_version = dv;
+            /* The rows and this manifest are one snapshot: checked against
+             * each other once the changed rows are verified (below). */
+            t->man = man;
+            t->man_stale = false;
+            t->man_dirty = true;
         }
         pthread_rwlock_unlock(&t->lock);
     }
@@ -402,29 +419,94 @@ CK_RV kt_token_sync(struct kt_token *t)
 struct pending {
     CK_OBJECT_HANDLE h;
     int64_t id;
+    int64_t gen;
     CK_OBJECT_CLASS cls;
+    bool refused;
     unsigned char *blob;
     size_t len;
     unsigned char mac[32];
+    unsigned char term[32];
     kt_attrs plain;
     CK_RV rv;
+    CK_RV term_rv;
 };
+
+static bool manifest_equal(const struct kt_manifest *a,
+                           const struct kt_manifest *b)
+{
+    return a->present == b->present && a->count == b->count &&
+           a->ctr == b->ctr && memcmp(a->acc, b->acc, 32) == 0 &&
+           memcmp(a->mac, b->mac, 32) == 0;
+}
+
+/* Lock held for writing, every token object verified: the in-memory object
+ * set against the manifest read with it (man_ok: its MAC verified). O(n)
+ * XORs, no cryptography; only after a reload or a login, never on the
+ * operation paths. A mismatch hides every token object (never repaired:
+ * the file is left as it is). */
+static void manifest_verdict(struct kt_token *t, bool man_ok)
+{
+    unsigned char acc[32];
+    int64_t count = 0;
+    void *v;
+    if (!t->man_dirty || t->man_stale)
+        return;
+    memset(acc, 0, sizeof(acc));
+    for (size_t i = 0; kt_hmap_iter(&t->objects, &i, NULL, &v);) {
+        struct kt_object *o = v;
+        if (!o->token)
+            continue;
+        if (!o->has_term)
+            return; /* not all verified yet (out of memory): next time */
+        for (int k = 0; k < 32; k++)
+            acc[k] ^= o->term[k];
+        count++;
+    }
+    const char *why = NULL;
+    if (!t->man.present)
+        why = "has no object manifest";
+    else if (!man_ok)
+        why = "object manifest is not authentic";
+    else if (t->man.ctr < t->man_ctr_seen)
+        why = "object manifest went back to an older write";
+    else if ((kt_ossl_memcmp(acc, t->man.acc, 32) != 0) |
+             (count != t->man.count))
+        why = "object set does not match its manifest: a record was rolled "
+              "back, removed or re-inserted";
+    t->man_dirty = false;
+    if (why == NULL) {
+        t->man_ctr_seen = t->man.ctr;
+        if (t->man_refused)
+            kt_log(KT_LOG_WARNING,
+                   "token %s: object set matches its manifest again", t->path);
+        t->man_refused = false;
+        return;
+    }
+    if (!t->man_refused)
+        kt_log(KT_LOG_ERROR, "token %s refused: %s; its objects are refused",
+               t->path, why);
+    t->man_refused = true;
+}
 
 void kt_token_unseal_pending(struct kt_token *t)
 {
-    unsigned char mk[32], mac_key[32];
+    unsigned char mk[32], mac_key[32], man_key[32];
+    struct kt_manifest man;
+    bool man_ok = false;
     struct pending *p = NULL;
     size_t n = 0;
     pthread_rwlock_rdlock(&t->lock);
     if (t->mk_loaded) {
         memcpy(mk, t->mk, 32);
         memcpy(mac_key, t->mac_key, 32);
+        memcpy(man_key, t->man_key, 32);
+        man = t->man;
         p = calloc(t->objects.n + 1, sizeof(*p));
         void *v;
         for (size_t i = 0;
              p != NULL && kt_hmap_iter(&t->objects, &i, NULL, &v);) {
             struct kt_object *o = v;
-            if (!o->token || o->unsealed)
+            if (!o->token || o->unsealed || (o->refused && o->has_term))
                 continue;
             struct pending *q = &p[n];
             q->blob = malloc(o->blob_len ? o->blob_len : 1);
@@ -434,7 +516,9 @@ void kt_token_unseal_pending(struct kt_token *t)
             q->len = o->blob_len;
             q->h = o->handle;
             q->id = o->id;
+            q->gen = (int64_t)o->gen;
             q->cls = o->cls;
+            q->refused = o->refused;
             memcpy(q->mac, o->mac, 32);
             kt_attrs_init(&q->plain);
             n++;
@@ -444,9 +528,14 @@ void kt_token_unseal_pending(struct kt_token *t)
     if (p == NULL)
         return;
     /* The cryptography: no lock held. */
+    man_ok = kt_seal_manifest_check(man_key, &man) == CKR_OK;
     for (size_t i = 0; i < n; i++) {
         struct pending *q = &p[i];
-        q->rv = kt_seal_verify(mac_key, q->id, q->blob, q->len, q->mac);
+        q->term_rv =
+            kt_seal_manifest_term(man_key, q->id, q->gen, q->mac, 32, q->term);
+        q->rv = q->refused ? CKR_DATA_INVALID
+                           : kt_seal_verify(mac_key, q->id, q->gen, q->blob,
+                                            q->len, q->mac);
         if (q->rv == CKR_OK)
             q->rv = kt_attrs_parse(&q->plain, q->blob, q->len);
         if (q->rv == CKR_OK)
@@ -457,15 +546,23 @@ void kt_token_unseal_pending(struct kt_token *t)
         struct pending *q = &p[i];
         struct kt_object *o = kt_hmap_get(&t->objects, q->h);
         /* Changed or gone meanwhile: left to the pass below. */
-        if (o == NULL || o->unsealed || o->blob_len != q->len ||
-            memcmp(o->blob, q->blob, q->len) != 0)
+        if (o == NULL || o->unsealed || o->gen != (uint64_t)q->gen ||
+            o->blob_len != q->len || memcmp(o->blob, q->blob, q->len) != 0 ||
+            memcmp(o->mac, q->mac, 32) != 0)
             continue;
+        if (q->term_rv == CKR_OK) {
+            memcpy(o->term, q->term, 32);
+            o->has_term = true;
+        }
         if (q->rv != CKR_OK) {
-            kt_log(KT_LOG_ERROR,
-                   "token %s: object %lld refused: integrity check failed "
-                   "(the stored attributes were changed outside the token)",
-                   t->path, (long long)o->id);
-            drop_object(t, o);
+            if (!o->refused)
+                kt_log(KT_LOG_ERROR,
+                       "token %s: object %lld refused: integrity check "
+                       "failed (the stored attributes were changed outside "
+                       "the token)",
+                       t->path, (long long)o->id);
+            /* Kept, hidden: its row still counts in the manifest. */
+            o->refused = true;
             continue;
         }
         kt_object_attrs_changed(o);
@@ -474,8 +571,12 @@ void kt_token_unseal_pending(struct kt_token *t)
         q->plain = tmp;
         o->verified = o->unsealed = true;
     }
-    if (t->mk_loaded)
+    if (t->mk_loaded) {
         kt_token_unseal_all(t); /* the few that changed meanwhile */
+        if (!manifest_equal(&man, &t->man))
+            man_ok = kt_seal_manifest_check(t->man_key, &t->man) == CKR_OK;
+        manifest_verdict(t, man_ok);
+    }
     pthread_rwlock_unlock(&t->lock);
     for (size_t i = 0; i < n; i++) {
         kt_attrs_clear(&p[i].plain);
@@ -484,23 +585,17 @@ void kt_token_unseal_pending(struct kt_token *t)
     free(p);
     kt_wipe(mk, sizeof(mk));
     kt_wipe(mac_key, sizeof(mac_key));
+    kt_wipe(man_key, sizeof(man_key));
 }
 
 void kt_token_unseal_all(struct kt_token *t)
 {
-    struct kt_object *bad[64];
-    size_t n_bad;
-    do {
-        n_bad = 0;
-        void *v;
-        for (size_t i = 0; kt_hmap_iter(&t->objects, &i, NULL, &v);) {
-            struct kt_object *o = v;
-            if (kt_object_unseal(t, o) != CKR_OK && n_bad < 64)
-                bad[n_bad++] = o;
-        }
-        for (size_t i = 0; i < n_bad; i++)
-            drop_object(t, bad[i]);
-    } while (n_bad == 64);
+    void *v;
+    /* A record that fails is marked refused by kt_object_unseal. */
+    for (size_t i = 0; kt_hmap_iter(&t->objects, &i, NULL, &v);) {
+        CK_RV rv = kt_object_unseal(t, v);
+        (void)rv;
+    }
 }
 
 void kt_token_forget_private(struct kt_token *t)
@@ -572,27 +667,53 @@ void kt_token_reseal_all(struct kt_token *t)
 
 /* ---- changes ------------------------------------------------------------ */
 
-static CK_RV seal_into(struct kt_token *t, struct kt_object *o)
+/* Copies of the keys a store write needs (CKR_USER_NOT_LOGGED_IN without
+ * the master key). */
+static CK_RV write_keys(struct kt_token *t, struct kt_store_keys *k,
+                        unsigned char *mk)
 {
-    unsigned char mk[32], mac_key[32];
-    unsigned char *blob = NULL;
-    size_t len = 0;
     pthread_rwlock_rdlock(&t->lock);
     bool loaded = t->mk_loaded;
-    memcpy(mk, t->mk, 32);
-    memcpy(mac_key, t->mac_key, 32);
+    if (mk != NULL)
+        memcpy(mk, t->mk, 32);
+    memcpy(k->mac, t->mac_key, 32);
+    memcpy(k->manifest, t->man_key, 32);
     pthread_rwlock_unlock(&t->lock);
-    CK_RV rv = loaded ? CKR_OK : CKR_USER_NOT_LOGGED_IN;
+    return loaded ? CKR_OK : CKR_USER_NOT_LOGGED_IN;
+}
+
+/* Lock held for writing: our own write committed w. The manifest it wrote
+ * describes our object set only if no other process wrote since our last
+ * reload; otherwise the next sync (data_version changed) brings both. */
+static void adopt_written(struct kt_token *t, struct kt_object *o,
+                          const struct kt_store_written *w)
+{
+    if (o != NULL) {
+        o->gen = (uint64_t)w->gen;
+        memcpy(o->mac, w->mac, 32);
+        memcpy(o->term, w->term, 32);
+        o->has_term = true;
+    }
+    if (!t->man.present || w->man.ctr != t->man.ctr + 1)
+        t->man_stale = true;
+    t->man = w->man;
+}
+
+static CK_RV seal_into(struct kt_token *t, struct kt_object *o,
+                       struct kt_store_keys *k)
+{
+    unsigned char mk[32];
+    unsigned char *blob = NULL;
+    size_t len = 0;
+    CK_RV rv = write_keys(t, k, mk);
     if (rv == CKR_OK)
-        rv = kt_seal_object(mk, mac_key, o->id, o->cls, &o->attrs, &blob, &len,
-                            o->mac);
+        rv = kt_seal_object(mk, o->id, o->cls, &o->attrs, &blob, &len);
     if (rv == CKR_OK) {
         free(o->blob);
         o->blob = blob;
         o->blob_len = len;
     }
     kt_wipe(mk, sizeof(mk));
-    kt_wipe(mac_key, sizeof(mac_key));
     return rv;
 }
 
@@ -600,6 +721,7 @@ CK_RV kt_token_add_object(struct kt_token *t, struct kt_object *o,
                           CK_OBJECT_HANDLE *handle)
 {
     CK_RV rv = CKR_OK;
+    struct kt_store_keys k;
     o->handle = kt_handle_next();
     if (!o->token) {
         pthread_rwlock_wrlock(&t->lock);
@@ -617,23 +739,26 @@ CK_RV kt_token_add_object(struct kt_token *t, struct kt_object *o,
         if (rv != CKR_OK)
             break;
         o->id = (int64_t)(id >> 2) + 1;
-        rv = seal_into(t, o);
+        rv = seal_into(t, o, &k);
         if (rv != CKR_OK)
             break;
         pthread_mutex_lock(&t->dblock);
-        int64_t gen = 0;
-        rv = kt_store_put_object(t->db, o->id, o->blob, o->blob_len, o->mac,
-                                 true, 0, &gen);
-        o->gen = (uint64_t)gen;
+        struct kt_store_written w;
+        rv = kt_store_put_object(t->db, &k, o->id, o->blob, o->blob_len, true,
+                                 0, &w);
         if (rv == CKR_OK) {
             pthread_rwlock_wrlock(&t->lock);
+            adopt_written(t, o, &w);
             rv = table_add(t, o);
+            if (rv != CKR_OK)
+                t->man_stale = true; /* in the store, not in memory */
             pthread_rwlock_unlock(&t->lock);
         }
         pthread_mutex_unlock(&t->dblock);
         if (rv != CKR_FUNCTION_FAILED)
             break;
     }
+    kt_wipe(&k, sizeof(k));
     if (rv != CKR_OK) {
         kt_object_free(o);
         return rv;
@@ -645,8 +770,12 @@ CK_RV kt_token_add_object(struct kt_token *t, struct kt_object *o,
 CK_RV kt_token_update_object(struct kt_token *t, CK_OBJECT_HANDLE h,
                              const kt_attrs *attrs, uint64_t expect_gen)
 {
-    int64_t new_gen = (int64_t)expect_gen + 1;
+    struct kt_store_written w;
+    struct kt_store_keys k;
     struct kt_object *fresh = NULL;
+    memset(&w, 0, sizeof(w));
+    memset(&k, 0, sizeof(k));
+    w.gen = (int64_t)expect_gen + 1;
     CK_RV rv = kt_object_new(attrs, &fresh);
     if (rv != CKR_OK)
         return rv;
@@ -663,7 +792,7 @@ CK_RV kt_token_update_object(struct kt_token *t, CK_OBJECT_HANDLE h,
     }
     fresh->handle = h;
     if (fresh->token) {
-        rv = seal_into(t, fresh);
+        rv = seal_into(t, fresh, &k);
         if (rv != CKR_OK) {
             kt_object_free(fresh);
             return rv;
@@ -679,19 +808,23 @@ CK_RV kt_token_update_object(struct kt_token *t, CK_OBJECT_HANDLE h,
             rv = KT_CKR_RETRY;
         pthread_rwlock_unlock(&t->lock);
         if (rv == CKR_OK)
-            rv = kt_store_put_object(t->db, fresh->id, fresh->blob,
-                                     fresh->blob_len, fresh->mac, false,
-                                     (int64_t)expect_gen, &new_gen);
+            rv = kt_store_put_object(t->db, &k, fresh->id, fresh->blob,
+                                     fresh->blob_len, false,
+                                     (int64_t)expect_gen, &w);
+        kt_wipe(&k, sizeof(k));
     }
     if (rv == CKR_OK) {
         pthread_rwlock_wrlock(&t->lock);
         o = kt_hmap_get(&t->objects, h);
-        if (o == NULL) {
-            rv = CKR_OBJECT_HANDLE_INVALID;
-        } else if (o->gen != expect_gen) {
-            rv = KT_CKR_RETRY;
+        if (o == NULL || o->gen != expect_gen) {
+            rv = o == NULL ? CKR_OBJECT_HANDLE_INVALID : KT_CKR_RETRY;
+            if (fresh->token)
+                t->man_stale = true; /* in the store, not in memory */
         } else {
-            o->gen = (uint64_t)new_gen;
+            if (fresh->token)
+                adopt_written(t, o, &w);
+            else
+                o->gen = (uint64_t)w.gen;
             /* Swap contents so the handle and id entries stay; the label
              * may change. */
             index_del(t, o);
@@ -705,7 +838,6 @@ CK_RV kt_token_update_object(struct kt_token *t, CK_OBJECT_HANDLE h,
             o->blob_len = fresh->blob_len;
             fresh->blob = b;
             fresh->blob_len = bl;
-            memcpy(o->mac, fresh->mac, 32);
             kt_object_refresh(o);
             rv = index_add(t, o);
             /* The parsed key belonged to the old attributes. */
@@ -728,25 +860,33 @@ CK_RV kt_token_update_object(struct kt_token *t, CK_OBJECT_HANDLE h,
 struct modify_ctx {
     struct kt_token *t;
     int64_t id;
+    int64_t known_gen;
     CK_OBJECT_CLASS cls;
     unsigned char mk[32];
-    unsigned char mac_key[32];
+    struct kt_store_keys keys;
     kt_change_fn change;
     void *change_ctx;
     kt_attrs plain;
     unsigned char *blob;
     size_t blob_len;
-    unsigned char mac[32];
 };
 
-static CK_RV modify_cb(void *vctx, const unsigned char *blob, size_t len,
-                       const unsigned char *mac, size_t mac_len,
-                       unsigned char **new_blob, size_t *new_len,
-                       unsigned char new_mac[32])
+static CK_RV modify_cb(void *vctx, int64_t gen, const unsigned char *blob,
+                       size_t len, const unsigned char *mac, size_t mac_len,
+                       unsigned char **new_blob, size_t *new_len)
 {
     struct modify_ctx *c = vctx;
-    CK_RV rv = mac_len == 32 ? kt_seal_verify(c->mac_key, c->id, blob, len, mac)
-                             : CKR_DATA_INVALID;
+    /* Generations only grow: an older one is an older copy put back. */
+    if (gen < c->known_gen) {
+        kt_log(KT_LOG_ERROR,
+               "token %s: object %lld refused: its record went back to an "
+               "older generation (rolled back outside the token)",
+               c->t->path, (long long)c->id);
+        return CKR_DEVICE_ERROR;
+    }
+    CK_RV rv = mac_len == 32
+                   ? kt_seal_verify(c->keys.mac, c->id, gen, blob, len, mac)
+                   : CKR_DATA_INVALID;
     if (rv == CKR_OK)
         rv = kt_attrs_parse(&c->plain, blob, len);
     if (rv == CKR_OK)
@@ -760,15 +900,13 @@ static CK_RV modify_cb(void *vctx, const unsigned char *blob, size_t len,
     }
     rv = c->change(c->change_ctx, &c->plain);
     if (rv == CKR_OK)
-        rv = kt_seal_object(c->mk, c->mac_key, c->id, c->cls, &c->plain,
-                            new_blob, new_len, new_mac);
+        rv = kt_seal_object(c->mk, c->id, c->cls, &c->plain, new_blob, new_len);
     if (rv == CKR_OK) {
         c->blob = malloc(*new_len);
         if (c->blob == NULL)
             return CKR_HOST_MEMORY;
         memcpy(c->blob, *new_blob, *new_len);
         c->blob_len = *new_len;
-        memcpy(c->mac, new_mac, 32);
     }
     return rv;
 }
@@ -777,7 +915,7 @@ CK_RV kt_token_modify_object(struct kt_token *t, CK_OBJECT_HANDLE h,
                              kt_change_fn change, void *ctx)
 {
     struct modify_ctx c;
-    int64_t gen = 0;
+    struct kt_store_written w;
     CK_RV rv = CKR_OK;
     memset(&c, 0, sizeof(c));
     kt_attrs_init(&c.plain);
@@ -793,19 +931,24 @@ CK_RV kt_token_modify_object(struct kt_token *t, CK_OBJECT_HANDLE h,
         rv = CKR_USER_NOT_LOGGED_IN;
     if (rv == CKR_OK) {
         c.id = o->id;
+        c.known_gen = (int64_t)o->gen;
         c.cls = o->cls;
         memcpy(c.mk, t->mk, 32);
-        memcpy(c.mac_key, t->mac_key, 32);
+        memcpy(c.keys.mac, t->mac_key, 32);
+        memcpy(c.keys.manifest, t->man_key, 32);
     }
     pthread_rwlock_unlock(&t->lock);
     if (rv == CKR_OK)
-        rv = kt_store_update_object(t->db, c.id, modify_cb, &c, &gen);
+        rv = kt_store_update_object(t->db, &c.keys, c.id, modify_cb, &c, &w);
     if (rv == CKR_OK) {
         struct kt_object *fresh = NULL;
         rv = kt_object_new_take(&c.plain, &fresh);
         pthread_rwlock_wrlock(&t->lock);
         o = kt_hmap_get(&t->objects, h);
+        if (rv != CKR_OK || o == NULL)
+            t->man_stale = true; /* in the store, not in memory */
         if (rv == CKR_OK && o != NULL) {
+            adopt_written(t, o, &w);
             index_del(t, o);
             kt_object_attrs_changed(o);
             kt_attrs tmp = o->attrs;
@@ -815,8 +958,6 @@ CK_RV kt_token_modify_object(struct kt_token *t, CK_OBJECT_HANDLE h,
             o->blob = c.blob;
             o->blob_len = c.blob_len;
             c.blob = NULL;
-            memcpy(o->mac, c.mac, 32);
-            o->gen = (uint64_t)gen;
             kt_object_refresh(o);
             o->token = true;
             rv = index_add(t, o);
@@ -831,7 +972,7 @@ CK_RV kt_token_modify_object(struct kt_token *t, CK_OBJECT_HANDLE h,
     }
     pthread_mutex_unlock(&t->dblock);
     kt_wipe(c.mk, sizeof(c.mk));
-    kt_wipe(c.mac_key, sizeof(c.mac_key));
+    kt_wipe(&c.keys, sizeof(c.keys));
     kt_attrs_clear(&c.plain);
     free(c.blob);
     return rv;
@@ -840,6 +981,8 @@ CK_RV kt_token_modify_object(struct kt_token *t, CK_OBJECT_HANDLE h,
 CK_RV kt_token_destroy_object(struct kt_token *t, CK_OBJECT_HANDLE h)
 {
     CK_RV rv = CKR_OK;
+    struct kt_store_keys k;
+    struct kt_store_written w;
     pthread_mutex_lock(&t->dblock);
     pthread_rwlock_rdlock(&t->lock);
     struct kt_object *o = kt_token_object(t, h);
@@ -848,16 +991,25 @@ CK_RV kt_token_destroy_object(struct kt_token *t, CK_OBJECT_HANDLE h)
     pthread_rwlock_unlock(&t->lock);
     if (o == NULL)
         rv = CKR_OBJECT_HANDLE_INVALID;
+    /* The manifest is updated with the deletion: like creation, that
+     * needs the master key. */
     if (rv == CKR_OK && is_token)
-        rv = kt_store_delete_object(t->db, id);
+        rv = write_keys(t, &k, NULL);
+    if (rv == CKR_OK && is_token)
+        rv = kt_store_delete_object(t->db, &k, id, &w);
     if (rv == CKR_OK) {
         pthread_rwlock_wrlock(&t->lock);
         o = kt_hmap_get(&t->objects, h);
         if (o != NULL)
             drop_object(t, o);
+        else if (is_token)
+            t->man_stale = true;
+        if (is_token)
+            adopt_written(t, NULL, &w);
         pthread_rwlock_unlock(&t->lock);
     }
     pthread_mutex_unlock(&t->dblock);
+    kt_wipe(&k, sizeof(k));
     return rv;
 }
 
@@ -903,7 +1055,7 @@ CK_RV kt_token_init(struct kt_token *t, const char *dir,
                     const unsigned char *so_pin, CK_ULONG len,
                     const unsigned char *label)
 {
-    unsigned char mk[32];
+    unsigned char mk[32], man_key[32];
     struct kt_pin so;
     CK_RV rv;
     memset(&so, 0, sizeof(so));
@@ -929,9 +1081,10 @@ CK_RV kt_token_init(struct kt_token *t, const char *dir,
                          serial);
     if (rv != CKR_OK)
         goto out;
+    kt_seal_manifest_key(mk, man_key);
     if (t->initialized) {
         pthread_mutex_lock(&t->dblock);
-        rv = kt_store_reinit(t->db, (const char *)label, &so);
+        rv = kt_store_reinit(t->db, (const char *)label, &so, man_key);
         if (rv == CKR_OK) {
             pthread_rwlock_wrlock(&t->lock);
             memcpy(t->label, label, KT_LABEL_LEN);
@@ -942,6 +1095,8 @@ CK_RV kt_token_init(struct kt_token *t, const char *dir,
                     break;
                 drop_object(t, v);
             }
+            t->man_refused = false;
+            t->man_ctr_seen = 0;
             pthread_rwlock_unlock(&t->lock);
             t->loaded = false;
             t->seen_gen = -1;
@@ -961,7 +1116,8 @@ CK_RV kt_token_init(struct kt_token *t, const char *dir,
         goto out;
     }
     snprintf(t->path, sizeof(t->path), "%s/%s.db", dir, serial);
-    rv = kt_store_create(t->path, (const char *)label, serial, &so, &t->db);
+    rv = kt_store_create(t->path, (const char *)label, serial, &so, man_key,
+                         &t->db);
     if (rv != CKR_OK)
         goto out;
     pthread_rwlock_wrlock(&t->lock);
@@ -979,6 +1135,7 @@ CK_RV kt_token_init(struct kt_token *t, const char *dir,
     kt_log(KT_LOG_INFO, "token %s created", t->path);
 out:
     kt_wipe(mk, sizeof(mk));
+    kt_wipe(man_key, sizeof(man_key));
     kt_wipe(&so, sizeof(so));
     return rv;
 }

@@ -5,7 +5,10 @@
 #include "store.h"
 
 static const char mac_label[] = "keytier object mac key v1";
-static const char rec_label[] = "keytier object v1";
+static const char rec_label[] = "keytier object v2";
+static const char man_key_label[] = "keytier object manifest key v1";
+static const char term_label[] = "keytier manifest term v1";
+static const char man_label[] = "keytier object manifest v1";
 
 void kt_seal_mac_key(const unsigned char mk[32], unsigned char out[32])
 {
@@ -35,20 +38,71 @@ static void aad_of(int64_t id, CK_ATTRIBUTE_TYPE type, unsigned char aad[16])
     le64(aad + 8, (uint64_t)type);
 }
 
-static CK_RV record_mac(const unsigned char mac_key[32], int64_t id,
-                        const unsigned char *blob, size_t len,
-                        unsigned char out[32])
+static void idgen_of(int64_t id, int64_t gen, unsigned char out[16])
 {
-    unsigned char idb[8];
-    le64(idb, (uint64_t)id);
-    return kt_ossl_hmac256(mac_key, 32, rec_label, sizeof(rec_label), idb,
-                           sizeof(idb), blob, len, out);
+    le64(out, (uint64_t)id);
+    le64(out + 8, (uint64_t)gen);
 }
 
-CK_RV kt_seal_object(const unsigned char mk[32],
-                     const unsigned char mac_key[32], int64_t id,
+/* The generation is bound in: an older authentic copy of a record carries
+ * an older generation, and the manifest (below) names the current one. */
+CK_RV kt_seal_record_mac(const unsigned char mac_key[32], int64_t id,
+                         int64_t gen, const unsigned char *blob, size_t len,
+                         unsigned char out[32])
+{
+    unsigned char ig[16];
+    idgen_of(id, gen, ig);
+    return kt_ossl_hmac256(mac_key, 32, rec_label, sizeof(rec_label), ig,
+                           sizeof(ig), blob, len, out);
+}
+
+void kt_seal_manifest_key(const unsigned char mk[32], unsigned char out[32])
+{
+    if (kt_ossl_hmac256(mk, 32, man_key_label, sizeof(man_key_label), NULL, 0,
+                        NULL, 0, out) != CKR_OK)
+        memset(out, 0, 32);
+}
+
+CK_RV kt_seal_manifest_term(const unsigned char man_key[32], int64_t id,
+                            int64_t gen, const unsigned char *mac,
+                            size_t mac_len, unsigned char out[32])
+{
+    unsigned char ig[16];
+    idgen_of(id, gen, ig);
+    return kt_ossl_hmac256(man_key, 32, term_label, sizeof(term_label), ig,
+                           sizeof(ig), mac, mac_len, out);
+}
+
+static CK_RV manifest_mac(const unsigned char man_key[32],
+                          const struct kt_manifest *m, unsigned char out[32])
+{
+    unsigned char cc[16];
+    le64(cc, (uint64_t)m->count);
+    le64(cc + 8, (uint64_t)m->ctr);
+    return kt_ossl_hmac256(man_key, 32, man_label, sizeof(man_label), cc,
+                           sizeof(cc), m->acc, sizeof(m->acc), out);
+}
+
+CK_RV kt_seal_manifest_sign(const unsigned char man_key[32],
+                            struct kt_manifest *m)
+{
+    return manifest_mac(man_key, m, m->mac);
+}
+
+CK_RV kt_seal_manifest_check(const unsigned char man_key[32],
+                             const struct kt_manifest *m)
+{
+    unsigned char want[32];
+    CK_RV rv = m->present ? manifest_mac(man_key, m, want) : CKR_DATA_INVALID;
+    if (rv == CKR_OK && kt_ossl_memcmp(want, m->mac, 32) != 0)
+        rv = CKR_DATA_INVALID;
+    kt_wipe(want, sizeof(want));
+    return rv;
+}
+
+CK_RV kt_seal_object(const unsigned char mk[32], int64_t id,
                      CK_OBJECT_CLASS cls, const kt_attrs *plain,
-                     unsigned char **blob, size_t *len, unsigned char mac[32])
+                     unsigned char **blob, size_t *len)
 {
     kt_attrs sealed;
     CK_RV rv = CKR_OK;
@@ -75,23 +129,16 @@ CK_RV kt_seal_object(const unsigned char mk[32],
     }
     if (rv == CKR_OK)
         rv = kt_attrs_serialize(&sealed, blob, len);
-    if (rv == CKR_OK) {
-        rv = record_mac(mac_key, id, *blob, *len, mac);
-        if (rv != CKR_OK) {
-            free(*blob);
-            *blob = NULL;
-        }
-    }
     kt_attrs_clear(&sealed);
     return rv;
 }
 
-CK_RV kt_seal_verify(const unsigned char mac_key[32], int64_t id,
+CK_RV kt_seal_verify(const unsigned char mac_key[32], int64_t id, int64_t gen,
                      const unsigned char *blob, size_t len,
                      const unsigned char *mac)
 {
     unsigned char want[32];
-    CK_RV rv = record_mac(mac_key, id, blob, len, want);
+    CK_RV rv = kt_seal_record_mac(mac_key, id, gen, blob, len, want);
     if (rv == CKR_OK && kt_ossl_memcmp(want, mac, 32) != 0)
         rv = CKR_DATA_INVALID;
     kt_wipe(want, sizeof(want));

@@ -88,8 +88,155 @@ static CK_RV put_meta(sqlite3 *db, const char *k, const char *v, int len)
     return rv;
 }
 
+/* The manifest row: count, write counter, acc, MAC (80 bytes). */
+#define MANIFEST_LEN 80
+
+static void put_le64(unsigned char *p, int64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (unsigned char)((uint64_t)v >> (8 * i));
+}
+
+static int64_t get_le64(const unsigned char *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v |= (uint64_t)p[i] << (8 * i);
+    return (int64_t)v;
+}
+
+static CK_RV read_manifest(sqlite3 *db, struct kt_manifest *m)
+{
+    sqlite3_stmt *st = NULL;
+    CK_RV rv = CKR_OK;
+    memset(m, 0, sizeof(*m));
+    if (sqlite3_prepare_v2(db, "SELECT v FROM meta WHERE k = 'manifest'", -1,
+                           &st, NULL) != SQLITE_OK)
+        return db_fail(db, "read manifest");
+    int r = sqlite3_step(st);
+    if (r == SQLITE_ROW && sqlite3_column_type(st, 0) == SQLITE_BLOB &&
+        sqlite3_column_bytes(st, 0) == MANIFEST_LEN) {
+        const unsigned char *b = sqlite3_column_blob(st, 0);
+        m->count = get_le64(b);
+        m->ctr = get_le64(b + 8);
+        memcpy(m->acc, b + 16, 32);
+        memcpy(m->mac, b + 48, 32);
+        m->present = true;
+    } else if (r != SQLITE_ROW && r != SQLITE_DONE) {
+        rv = db_fail(db, "read manifest");
+    }
+    sqlite3_finalize(st);
+    return rv;
+}
+
+/* replace: the row exists (an object write); otherwise it is created. */
+static CK_RV write_manifest(sqlite3 *db, const struct kt_manifest *m,
+                            bool replace)
+{
+    sqlite3_stmt *st = NULL;
+    unsigned char b[MANIFEST_LEN];
+    CK_RV rv = CKR_OK;
+    put_le64(b, m->count);
+    put_le64(b + 8, m->ctr);
+    memcpy(b + 16, m->acc, 32);
+    memcpy(b + 48, m->mac, 32);
+    /* An UPDATE in place: cheaper than REPLACE's delete and insert. */
+    if (sqlite3_prepare_v2(db,
+                           replace ? "UPDATE meta SET v = ? WHERE k = "
+                                     "'manifest'"
+                                   : "INSERT OR REPLACE INTO meta(k, v) "
+                                     "VALUES ('manifest', ?)",
+                           -1, &st, NULL) != SQLITE_OK)
+        return db_fail(db, "prepare manifest");
+    sqlite3_bind_blob(st, 1, b, sizeof(b), SQLITE_STATIC);
+    if (sqlite3_step(st) != SQLITE_DONE ||
+        (replace && sqlite3_changes(db) != 1))
+        rv = db_fail(db, "write manifest");
+    sqlite3_finalize(st);
+    return rv;
+}
+
+/* An empty manifest; the counter continues from `ctr`. */
+static CK_RV new_manifest(sqlite3 *db, const unsigned char man_key[32],
+                          int64_t ctr)
+{
+    struct kt_manifest m;
+    memset(&m, 0, sizeof(m));
+    m.present = true;
+    m.ctr = ctr;
+    CK_RV rv = kt_seal_manifest_sign(man_key, &m);
+    if (rv == CKR_OK)
+        rv = write_manifest(db, &m, false);
+    return rv;
+}
+
+/* Inside an object write transaction: acc ^= old ^ new, count += delta,
+ * counter + 1, new MAC. The stored manifest must be authentic first: this
+ * never signs a set someone else changed. */
+static CK_RV manifest_apply(sqlite3 *db, const unsigned char man_key[32],
+                            const unsigned char *old_term,
+                            const unsigned char *new_term, int64_t delta,
+                            struct kt_manifest *out)
+{
+    struct kt_manifest m;
+    CK_RV rv = read_manifest(db, &m);
+    if (rv != CKR_OK)
+        return rv;
+    if (kt_seal_manifest_check(man_key, &m) != CKR_OK) {
+        kt_log(KT_LOG_ERROR,
+               "token %s: object manifest missing or not authentic; write "
+               "refused",
+               sqlite3_db_filename(db, "main"));
+        return CKR_DEVICE_ERROR;
+    }
+    for (int i = 0; i < 32; i++) {
+        if (old_term != NULL)
+            m.acc[i] ^= old_term[i];
+        if (new_term != NULL)
+            m.acc[i] ^= new_term[i];
+    }
+    m.count += delta;
+    m.ctr++;
+    rv = kt_seal_manifest_sign(man_key, &m);
+    if (rv == CKR_OK)
+        rv = write_manifest(db, &m, true);
+    if (rv == CKR_OK)
+        *out = m;
+    return rv;
+}
+
+/* The current row's generation and MAC; CKR_OBJECT_HANDLE_INVALID if gone
+ * (or, with expect_gen >= 0, not at that generation). */
+static CK_RV row_term(sqlite3 *db, const unsigned char man_key[32], int64_t id,
+                      int64_t expect_gen, unsigned char term[32])
+{
+    sqlite3_stmt *st = NULL;
+    CK_RV rv = CKR_OK;
+    if (sqlite3_prepare_v2(db, "SELECT gen, mac FROM objects WHERE id = ?", -1,
+                           &st, NULL) != SQLITE_OK)
+        return db_fail(db, "read object");
+    sqlite3_bind_int64(st, 1, id);
+    int r = sqlite3_step(st);
+    if (r == SQLITE_ROW) {
+        int64_t gen = sqlite3_column_int64(st, 0);
+        if (expect_gen >= 0 && gen != expect_gen)
+            rv = CKR_OBJECT_HANDLE_INVALID;
+        else
+            rv = kt_seal_manifest_term(
+                man_key, id, gen, sqlite3_column_blob(st, 1),
+                (size_t)sqlite3_column_bytes(st, 1), term);
+    } else if (r == SQLITE_DONE) {
+        rv = CKR_OBJECT_HANDLE_INVALID;
+    } else {
+        rv = db_fail(db, "read object");
+    }
+    sqlite3_finalize(st);
+    return rv;
+}
+
 CK_RV kt_store_create(const char *path, const char *label, const char *serial,
-                      const struct kt_pin *so, sqlite3 **out)
+                      const struct kt_pin *so, const unsigned char man_key[32],
+                      sqlite3 **out)
 {
     sqlite3 *db = NULL;
     CK_RV rv;
@@ -155,6 +302,8 @@ CK_RV kt_store_create(const char *path, const char *label, const char *serial,
     if (rv == CKR_OK)
         rv = put_pin(db, KT_PIN_SO, so);
     if (rv == CKR_OK)
+        rv = new_manifest(db, man_key, 0);
+    if (rv == CKR_OK)
         rv = exec(db, "COMMIT");
     if (rv != CKR_OK) {
         sqlite3_close(db);
@@ -179,12 +328,20 @@ CK_RV kt_store_open(const char *path, sqlite3 **out)
         return CKR_DEVICE_ERROR;
     }
     sqlite3_busy_timeout(db, 10000);
+    const char *fmt = NULL;
     if (sqlite3_prepare_v2(db, "SELECT v FROM meta WHERE k = 'format'", -1, &st,
-                           NULL) != SQLITE_OK ||
-        sqlite3_step(st) != SQLITE_ROW ||
-        sqlite3_column_type(st, 0) != SQLITE_TEXT ||
-        strcmp((const char *)sqlite3_column_text(st, 0), KT_STORE_FORMAT) !=
-            0) {
+                           NULL) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW &&
+        sqlite3_column_type(st, 0) == SQLITE_TEXT)
+        fmt = (const char *)sqlite3_column_text(st, 0);
+    if (fmt != NULL && strcmp(fmt, "keytier-token-1") == 0) {
+        kt_log(KT_LOG_ERROR,
+               "token %s refused: format keytier-token-1 has no object "
+               "manifest; this module reads " KT_STORE_FORMAT
+               " (re-create the token)",
+               path);
+        rv = CKR_DEVICE_ERROR;
+    } else if (fmt == NULL || strcmp(fmt, KT_STORE_FORMAT) != 0) {
         kt_log(KT_LOG_ERROR,
                "token %s refused: not a keytier token database or damaged "
                "(%s)",
@@ -364,7 +521,8 @@ CK_RV kt_store_data_version(sqlite3 *db, sqlite3_stmt **cache, int64_t *v)
 }
 
 CK_RV kt_store_changes(sqlite3 *db, int64_t since, kt_store_row_fn row,
-                       kt_store_del_fn del, void *ctx, int64_t *max_gen)
+                       kt_store_del_fn del, void *ctx, int64_t *max_gen,
+                       struct kt_manifest *man)
 {
     sqlite3_stmt *st = NULL;
     CK_RV rv = CKR_OK;
@@ -400,8 +558,12 @@ CK_RV kt_store_changes(sqlite3 *db, int64_t since, kt_store_row_fn row,
     }
     sqlite3_finalize(st);
     st = NULL;
-    if (sqlite3_prepare_v2(db, "SELECT id, gen FROM deleted WHERE gen > ?", -1,
-                           &st, NULL) != SQLITE_OK) {
+    /* A row in objects is live whatever the tombstones say (a destroyed
+     * record put back is then loaded, and caught by the manifest). */
+    if (sqlite3_prepare_v2(db,
+                           "SELECT id, gen FROM deleted WHERE gen > ? AND id "
+                           "NOT IN (SELECT id FROM objects)",
+                           -1, &st, NULL) != SQLITE_OK) {
         rv = db_fail(db, "read deletions");
         goto out;
     }
@@ -414,6 +576,8 @@ CK_RV kt_store_changes(sqlite3 *db, int64_t since, kt_store_row_fn row,
     }
     if (r != SQLITE_DONE)
         rv = db_fail(db, "read deletions");
+    if (rv == CKR_OK)
+        rv = read_manifest(db, man);
 out:
     sqlite3_finalize(st);
     (void)exec(db, "COMMIT");
@@ -436,17 +600,29 @@ static CK_RV next_gen(sqlite3 *db, int64_t *gen)
     return rv;
 }
 
-CK_RV kt_store_put_object(sqlite3 *db, int64_t id, const unsigned char *blob,
-                          size_t len, const unsigned char mac[32],
+CK_RV kt_store_put_object(sqlite3 *db, const struct kt_store_keys *k,
+                          int64_t id, const unsigned char *blob, size_t len,
                           bool must_be_new, int64_t expect_gen,
-                          int64_t *new_gen)
+                          struct kt_store_written *w)
 {
     sqlite3_stmt *st = NULL;
     int64_t gen = 0;
+    unsigned char old_term[32];
     CK_RV rv = exec(db, "BEGIN IMMEDIATE");
     if (rv != CKR_OK)
         return rv;
+    if (!must_be_new) {
+        rv = row_term(db, k->manifest, id, expect_gen, old_term);
+        if (rv == CKR_OBJECT_HANDLE_INVALID)
+            rv = KT_CKR_RETRY; /* changed or destroyed by another process */
+        if (rv != CKR_OK)
+            goto out;
+    }
     rv = next_gen(db, &gen);
+    if (rv == CKR_OK)
+        rv = kt_seal_record_mac(k->mac, id, gen, blob, len, w->mac);
+    if (rv == CKR_OK)
+        rv = kt_seal_manifest_term(k->manifest, id, gen, w->mac, 32, w->term);
     if (rv != CKR_OK)
         goto out;
     if (sqlite3_prepare_v2(db,
@@ -454,7 +630,7 @@ CK_RV kt_store_put_object(sqlite3 *db, int64_t id, const unsigned char *blob,
                                ? "INSERT INTO objects(id, gen, attrs, mac) "
                                  "VALUES (?,?,?,?)"
                                : "UPDATE objects SET gen = ?2, attrs = ?3, "
-                                 "mac = ?4 WHERE id = ?1 AND gen = ?5",
+                                 "mac = ?4 WHERE id = ?1",
                            -1, &st, NULL) != SQLITE_OK) {
         rv = db_fail(db, "prepare object");
         goto out;
@@ -462,39 +638,40 @@ CK_RV kt_store_put_object(sqlite3 *db, int64_t id, const unsigned char *blob,
     sqlite3_bind_int64(st, 1, id);
     sqlite3_bind_int64(st, 2, gen);
     sqlite3_bind_blob(st, 3, blob, (int)len, SQLITE_STATIC);
-    sqlite3_bind_blob(st, 4, mac, 32, SQLITE_STATIC);
-    if (!must_be_new)
-        sqlite3_bind_int64(st, 5, expect_gen);
+    sqlite3_bind_blob(st, 4, w->mac, 32, SQLITE_STATIC);
     int r = sqlite3_step(st);
     if (r == SQLITE_CONSTRAINT)
         rv = CKR_FUNCTION_FAILED; /* id collision: caller retries */
     else if (r != SQLITE_DONE)
         rv = db_fail(db, "write object");
-    else if (!must_be_new && sqlite3_changes(db) != 1)
-        rv = KT_CKR_RETRY; /* changed or destroyed by another process */
     sqlite3_finalize(st);
+    if (rv == CKR_OK)
+        rv = manifest_apply(db, k->manifest, must_be_new ? NULL : old_term,
+                            w->term, must_be_new ? 1 : 0, &w->man);
     if (rv == CKR_OK)
         rv = exec(db, "COMMIT");
     if (rv == CKR_OK)
-        *new_gen = gen;
+        w->gen = gen;
 out:
     if (rv != CKR_OK)
         (void)exec(db, "ROLLBACK");
     return rv;
 }
 
-CK_RV kt_store_update_object(sqlite3 *db, int64_t id, kt_store_update_fn fn,
-                             void *ctx, int64_t *new_gen)
+CK_RV kt_store_update_object(sqlite3 *db, const struct kt_store_keys *k,
+                             int64_t id, kt_store_update_fn fn, void *ctx,
+                             struct kt_store_written *w)
 {
     sqlite3_stmt *st = NULL;
     unsigned char *nb = NULL;
     size_t nl = 0;
-    unsigned char nm[32];
+    unsigned char old_term[32];
     int64_t gen = 0;
     CK_RV rv = exec(db, "BEGIN IMMEDIATE");
     if (rv != CKR_OK)
         return rv;
-    if (sqlite3_prepare_v2(db, "SELECT attrs, mac FROM objects WHERE id = ?",
+    if (sqlite3_prepare_v2(db,
+                           "SELECT gen, attrs, mac FROM objects WHERE id = ?",
                            -1, &st, NULL) != SQLITE_OK) {
         rv = db_fail(db, "read object");
         goto out;
@@ -509,14 +686,24 @@ CK_RV kt_store_update_object(sqlite3 *db, int64_t id, kt_store_update_fn fn,
         rv = db_fail(db, "read object");
         goto out;
     }
-    rv = fn(ctx, sqlite3_column_blob(st, 0),
-            (size_t)sqlite3_column_bytes(st, 0), sqlite3_column_blob(st, 1),
-            (size_t)sqlite3_column_bytes(st, 1), &nb, &nl, nm);
+    int64_t old_gen = sqlite3_column_int64(st, 0);
+    const unsigned char *old_mac = sqlite3_column_blob(st, 2);
+    size_t old_mac_len = (size_t)sqlite3_column_bytes(st, 2);
+    rv = kt_seal_manifest_term(k->manifest, id, old_gen, old_mac, old_mac_len,
+                               old_term);
+    if (rv == CKR_OK)
+        rv = fn(ctx, old_gen, sqlite3_column_blob(st, 1),
+                (size_t)sqlite3_column_bytes(st, 1), old_mac, old_mac_len, &nb,
+                &nl);
     sqlite3_finalize(st);
     st = NULL;
     if (rv != CKR_OK)
         goto out;
     rv = next_gen(db, &gen);
+    if (rv == CKR_OK)
+        rv = kt_seal_record_mac(k->mac, id, gen, nb, nl, w->mac);
+    if (rv == CKR_OK)
+        rv = kt_seal_manifest_term(k->manifest, id, gen, w->mac, 32, w->term);
     if (rv != CKR_OK)
         goto out;
     if (sqlite3_prepare_v2(db,
@@ -529,15 +716,17 @@ CK_RV kt_store_update_object(sqlite3 *db, int64_t id, kt_store_update_fn fn,
     sqlite3_bind_int64(st, 1, id);
     sqlite3_bind_int64(st, 2, gen);
     sqlite3_bind_blob(st, 3, nb, (int)nl, SQLITE_STATIC);
-    sqlite3_bind_blob(st, 4, nm, 32, SQLITE_STATIC);
+    sqlite3_bind_blob(st, 4, w->mac, 32, SQLITE_STATIC);
     if (sqlite3_step(st) != SQLITE_DONE)
         rv = db_fail(db, "write object");
     sqlite3_finalize(st);
     st = NULL;
     if (rv == CKR_OK)
+        rv = manifest_apply(db, k->manifest, old_term, w->term, 0, &w->man);
+    if (rv == CKR_OK)
         rv = exec(db, "COMMIT");
     if (rv == CKR_OK) {
-        *new_gen = gen;
+        w->gen = gen;
         free(nb);
         return CKR_OK;
     }
@@ -548,14 +737,21 @@ out:
     return rv;
 }
 
-CK_RV kt_store_delete_object(sqlite3 *db, int64_t id)
+CK_RV kt_store_delete_object(sqlite3 *db, const struct kt_store_keys *k,
+                             int64_t id, struct kt_store_written *w)
 {
     sqlite3_stmt *st = NULL;
     int64_t gen = 0;
+    unsigned char old_term[32];
     CK_RV rv = exec(db, "BEGIN IMMEDIATE");
     if (rv != CKR_OK)
         return rv;
-    rv = next_gen(db, &gen);
+    rv = row_term(db, k->manifest, id, -1, old_term);
+    bool present = rv == CKR_OK;
+    if (rv == CKR_OBJECT_HANDLE_INVALID)
+        rv = CKR_OK; /* already gone (another process): nothing to remove */
+    if (rv == CKR_OK)
+        rv = next_gen(db, &gen);
     if (rv != CKR_OK)
         goto out;
     if (sqlite3_prepare_v2(db, "DELETE FROM objects WHERE id = ?", -1, &st,
@@ -582,15 +778,23 @@ CK_RV kt_store_delete_object(sqlite3 *db, int64_t id)
     }
     sqlite3_finalize(st);
     if (rv == CKR_OK)
+        rv = present
+                 ? manifest_apply(db, k->manifest, old_term, NULL, -1, &w->man)
+                 : read_manifest(db, &w->man);
+    if (rv == CKR_OK)
         rv = exec(db, "COMMIT");
+    if (rv == CKR_OK)
+        w->gen = gen;
 out:
     if (rv != CKR_OK)
         (void)exec(db, "ROLLBACK");
     return rv;
 }
 
-CK_RV kt_store_reinit(sqlite3 *db, const char *label, const struct kt_pin *so)
+CK_RV kt_store_reinit(sqlite3 *db, const char *label, const struct kt_pin *so,
+                      const unsigned char man_key[32])
 {
+    struct kt_manifest old;
     char lbl[KT_LABEL_LEN + 1];
     int64_t gen = 0;
     memcpy(lbl, label, KT_LABEL_LEN);
@@ -611,6 +815,12 @@ CK_RV kt_store_reinit(sqlite3 *db, const char *label, const struct kt_pin *so)
         rv = put_meta(db, "label", lbl, KT_LABEL_LEN);
     if (rv == CKR_OK)
         rv = put_pin(db, KT_PIN_SO, so);
+    /* The counter keeps increasing (running processes compare it); the
+     * new master key makes every older manifest invalid anyway. */
+    if (rv == CKR_OK)
+        rv = read_manifest(db, &old);
+    if (rv == CKR_OK)
+        rv = new_manifest(db, man_key, old.present ? old.ctr + 1 : 0);
     if (rv == CKR_OK)
         rv = exec(db, "COMMIT");
     if (rv != CKR_OK)

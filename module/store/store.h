@@ -7,11 +7,26 @@
 
 #include "../kt.h"
 
-#define KT_STORE_FORMAT "keytier-token-1"
+/* Format 2 adds the generation to the record MAC and the object manifest
+ * (meta 'manifest'). Format 1 files (pre-release, tests only) are refused,
+ * not upgraded: an upgrade that creates a missing manifest over whatever
+ * rows exist would let anyone who deletes the manifest roll records back. */
+#define KT_STORE_FORMAT "keytier-token-2"
 
-/* Creates a new token database (file 0600, WAL, synchronous=FULL). */
+/* What an object write committed: the row's generation and record MAC, its
+ * manifest term, and the manifest written with it. */
+struct kt_store_written {
+    int64_t gen;
+    unsigned char mac[32];
+    unsigned char term[32];
+    struct kt_manifest man;
+};
+
+/* Creates a new token database (file 0600, WAL, synchronous=FULL) with an
+ * empty object manifest under man_key. */
 KT_NODISCARD CK_RV kt_store_create(const char *path, const char *label,
                                    const char *serial, const struct kt_pin *so,
+                                   const unsigned char man_key[32],
                                    sqlite3 **out);
 /* Opens an existing database; a damaged or foreign file is refused with a
  * logged reason naming it. */
@@ -40,47 +55,72 @@ typedef CK_RV (*kt_store_row_fn)(void *ctx, int64_t id, int64_t gen,
                                  const unsigned char *blob, size_t len,
                                  const unsigned char *mac, size_t mac_len);
 typedef void (*kt_store_del_fn)(void *ctx, int64_t id);
-/* Rows changed after `since` (objects, then deletions). *max_gen gets the
- * largest generation seen. */
+/* Rows changed after `since` (objects, then deletions), and the manifest,
+ * in one snapshot. *max_gen gets the largest generation seen. */
 KT_NODISCARD CK_RV kt_store_changes(sqlite3 *db, int64_t since,
                                     kt_store_row_fn row, kt_store_del_fn del,
-                                    void *ctx, int64_t *max_gen);
-/* One transaction each. */
+                                    void *ctx, int64_t *max_gen,
+                                    struct kt_manifest *man);
+/* One transaction each, the row's record MAC (over its new generation) and
+ * the manifest update included. A write on a token whose stored manifest is
+ * missing or not authentic is refused (CKR_DEVICE_ERROR, logged): it would
+ * otherwise sign a tampered object set. */
 /* An update replaces the row only if it is still at expect_gen
- * (KT_CKR_RETRY otherwise); *new_gen gets the row's new generation. */
-KT_NODISCARD CK_RV kt_store_put_object(sqlite3 *db, int64_t id,
-                                       const unsigned char *blob, size_t len,
-                                       const unsigned char mac[32],
-                                       bool must_be_new, int64_t expect_gen,
-                                       int64_t *new_gen);
+ * (KT_CKR_RETRY otherwise). */
+KT_NODISCARD CK_RV kt_store_put_object(sqlite3 *db,
+                                       const struct kt_store_keys *k,
+                                       int64_t id, const unsigned char *blob,
+                                       size_t len, bool must_be_new,
+                                       int64_t expect_gen,
+                                       struct kt_store_written *w);
 /* Read-modify-write of one row inside one write transaction: fn gets the
  * current row and produces its replacement, so a change is never made on a
  * stale copy (no lost update across processes). CKR_OBJECT_HANDLE_INVALID
  * if the row is gone. */
-typedef CK_RV (*kt_store_update_fn)(void *ctx, const unsigned char *blob,
-                                    size_t len, const unsigned char *mac,
-                                    size_t mac_len, unsigned char **new_blob,
-                                    size_t *new_len, unsigned char new_mac[32]);
-KT_NODISCARD CK_RV kt_store_update_object(sqlite3 *db, int64_t id,
-                                          kt_store_update_fn fn, void *ctx,
-                                          int64_t *new_gen);
-KT_NODISCARD CK_RV kt_store_delete_object(sqlite3 *db, int64_t id);
+typedef CK_RV (*kt_store_update_fn)(void *ctx, int64_t gen,
+                                    const unsigned char *blob, size_t len,
+                                    const unsigned char *mac, size_t mac_len,
+                                    unsigned char **new_blob, size_t *new_len);
+KT_NODISCARD CK_RV kt_store_update_object(sqlite3 *db,
+                                          const struct kt_store_keys *k,
+                                          int64_t id, kt_store_update_fn fn,
+                                          void *ctx,
+                                          struct kt_store_written *w);
+KT_NODISCARD CK_RV kt_store_delete_object(sqlite3 *db,
+                                          const struct kt_store_keys *k,
+                                          int64_t id,
+                                          struct kt_store_written *w);
 /* C_InitToken on an existing token: every object gone, new label, new SO
- * record, no user PIN. */
+ * record, no user PIN, an empty manifest under the new man_key. */
 KT_NODISCARD CK_RV kt_store_reinit(sqlite3 *db, const char *label,
-                                   const struct kt_pin *so);
+                                   const struct kt_pin *so,
+                                   const unsigned char man_key[32]);
 
 /* Sealing (seal.c): secret attributes under AES-256-GCM with the object id
- * and attribute type as AAD, the whole record under an HMAC. */
+ * and attribute type as AAD, the whole record (id, generation, blob) under
+ * an HMAC, the set of records under the manifest. */
 void kt_seal_mac_key(const unsigned char mk[32], unsigned char out[32]);
-KT_NODISCARD CK_RV kt_seal_object(const unsigned char mk[32],
-                                  const unsigned char mac_key[32], int64_t id,
+void kt_seal_manifest_key(const unsigned char mk[32], unsigned char out[32]);
+KT_NODISCARD CK_RV kt_seal_object(const unsigned char mk[32], int64_t id,
                                   CK_OBJECT_CLASS cls, const kt_attrs *plain,
-                                  unsigned char **blob, size_t *len,
-                                  unsigned char mac[32]);
+                                  unsigned char **blob, size_t *len);
+KT_NODISCARD CK_RV kt_seal_record_mac(const unsigned char mac_key[32],
+                                      int64_t id, int64_t gen,
+                                      const unsigned char *blob, size_t len,
+                                      unsigned char out[32]);
 KT_NODISCARD CK_RV kt_seal_verify(const unsigned char mac_key[32], int64_t id,
-                                  const unsigned char *blob, size_t len,
-                                  const unsigned char *mac);
+                                  int64_t gen, const unsigned char *blob,
+                                  size_t len, const unsigned char *mac);
+/* A record's term in the manifest: PRF(man_key, id || gen || record mac). */
+KT_NODISCARD CK_RV kt_seal_manifest_term(const unsigned char man_key[32],
+                                         int64_t id, int64_t gen,
+                                         const unsigned char *mac,
+                                         size_t mac_len, unsigned char out[32]);
+KT_NODISCARD CK_RV kt_seal_manifest_sign(const unsigned char man_key[32],
+                                         struct kt_manifest *m);
+/* CKR_DATA_INVALID if missing or its MAC does not verify. */
+KT_NODISCARD CK_RV kt_seal_manifest_check(const unsigned char man_key[32],
+                                          const struct kt_manifest *m);
 /* Replaces sealed values in attrs by their plaintext. */
 KT_NODISCARD CK_RV kt_seal_open_attrs(const unsigned char mk[32], int64_t id,
                                       CK_OBJECT_CLASS cls, kt_attrs *attrs);

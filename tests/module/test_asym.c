@@ -932,6 +932,56 @@ START_TEST(test_ecdh)
 }
 END_TEST
 
+/* CKA_DERIVE_TEMPLATE of the base key is forced on the derived key; a
+ * template that contradicts it is refused. */
+START_TEST(test_ecdh_derive_template)
+{
+    CK_MECHANISM gm = {CKM_EC_KEY_PAIR_GEN, NULL, 0};
+    CK_OBJECT_HANDLE pub, priv, dk, out;
+    CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+    CK_KEY_TYPE gk = CKK_GENERIC_SECRET;
+    CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+    CK_ATTRIBUTE forced[] = {{CKA_SENSITIVE, &yes, 1},
+                             {CKA_EXTRACTABLE, &no, 1}};
+    CK_ATTRIBUTE pt[] = {{CKA_EC_PARAMS, (void *)oid_p256, sizeof(oid_p256)}};
+    CK_ATTRIBUTE vt[] = {{CKA_DERIVE, &yes, 1},
+                         {CKA_DERIVE_TEMPLATE, forced, sizeof(forced)}};
+    RV(CKR_OK, P->C_GenerateKeyPair(s, &gm, pt, N(pt), vt, N(vt), &pub, &priv));
+    EVP_PKEY *peer = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    unsigned char ppt[65];
+    size_t pl = 0;
+    ck_assert(EVP_PKEY_get_octet_string_param(peer, OSSL_PKEY_PARAM_PUB_KEY,
+                                              ppt, sizeof(ppt), &pl));
+    CK_ECDH1_DERIVE_PARAMS p = {CKD_NULL, 0, NULL, (CK_ULONG)pl, ppt};
+    CK_MECHANISM m = {CKM_ECDH1_DERIVE, &p, sizeof(p)};
+    /* asking for an exportable key contradicts the base key's template */
+    CK_ATTRIBUTE open_t[] = {{CKA_CLASS, &cls, sizeof(cls)},
+                             {CKA_KEY_TYPE, &gk, sizeof(gk)},
+                             {CKA_SENSITIVE, &no, 1},
+                             {CKA_EXTRACTABLE, &yes, 1}};
+    RV(CKR_TEMPLATE_INCONSISTENT,
+       P->C_DeriveKey(s, &m, priv, open_t, N(open_t), &out));
+    /* silent on them: the template's values are imposed */
+    CK_ATTRIBUTE t[] = {{CKA_CLASS, &cls, sizeof(cls)},
+                        {CKA_KEY_TYPE, &gk, sizeof(gk)}};
+    RV(CKR_OK, P->C_DeriveKey(s, &m, priv, t, N(t), &dk));
+    CK_ULONG l;
+    unsigned char *v = attr(dk, CKA_SENSITIVE, &l, NULL);
+    ck_assert_uint_eq(l, 1);
+    ck_assert_uint_eq(v[0], CK_TRUE);
+    free(v);
+    v = attr(dk, CKA_EXTRACTABLE, &l, NULL);
+    ck_assert_uint_eq(l, 1);
+    ck_assert_uint_eq(v[0], CK_FALSE);
+    free(v);
+    CK_RV rv;
+    v = attr(dk, CKA_VALUE, &l, &rv);
+    ck_assert_int_eq(rv, CKR_ATTRIBUTE_SENSITIVE);
+    free(v);
+    EVP_PKEY_free(peer);
+}
+END_TEST
+
 /* ---- CKA_ALWAYS_AUTHENTICATE ---------------------------------------- */
 
 START_TEST(test_always_authenticate)
@@ -1064,6 +1114,7 @@ Suite *asym_suite(void)
     tcase_add_test(ops, test_bad_params);
     tcase_add_test(ops, test_unwrap_corrupted);
     tcase_add_test(ops, test_ecdh);
+    tcase_add_test(ops, test_ecdh_derive_template);
     tcase_add_test(ops, test_always_authenticate);
     tcase_add_test(ops, test_threads_share_keys);
     suite_add_tcase(su, ops);

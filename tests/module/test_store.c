@@ -380,6 +380,296 @@ START_TEST(test_secrets_not_in_file)
 }
 END_TEST
 
+/* ---- the object manifest: rollback, re-insertion, removal ------------ */
+
+#define MANIFEST_MISMATCH                                                      \
+    "object set does not match its manifest: a record was rolled back, "       \
+    "removed or re-inserted"
+
+struct saved_row {
+    sqlite3_int64 id, gen;
+    void *attrs, *mac;
+    int alen, mlen;
+};
+
+/* The row whose (plaintext) attributes contain label. */
+static void save_row(const char *db, const char *label, struct saved_row *r)
+{
+    sqlite3 *h;
+    sqlite3_stmt *st;
+    bool found = false;
+    ck_assert_int_eq(sqlite3_open(db, &h), SQLITE_OK);
+    ck_assert_int_eq(sqlite3_prepare_v2(h,
+                                        "SELECT id, gen, attrs, mac FROM "
+                                        "objects",
+                                        -1, &st, NULL),
+                     SQLITE_OK);
+    while (!found && sqlite3_step(st) == SQLITE_ROW) {
+        const void *a = sqlite3_column_blob(st, 2);
+        int al = sqlite3_column_bytes(st, 2);
+        if (memmem(a, (size_t)al, label, strlen(label)) == NULL)
+            continue;
+        r->id = sqlite3_column_int64(st, 0);
+        r->gen = sqlite3_column_int64(st, 1);
+        r->alen = al;
+        r->attrs = malloc((size_t)al);
+        memcpy(r->attrs, a, (size_t)al);
+        r->mlen = sqlite3_column_bytes(st, 3);
+        r->mac = malloc((size_t)r->mlen);
+        memcpy(r->mac, sqlite3_column_blob(st, 3), (size_t)r->mlen);
+        found = true;
+    }
+    sqlite3_finalize(st);
+    sqlite3_close(h);
+    ck_assert_msg(found, "no row for %s", label);
+}
+
+/* Writes a saved row back as it was (replacing a newer one, or re-inserting
+ * a deleted one). */
+static void put_row(const char *db, struct saved_row *r)
+{
+    sqlite3 *h;
+    sqlite3_stmt *st;
+    ck_assert_int_eq(sqlite3_open(db, &h), SQLITE_OK);
+    ck_assert_int_eq(sqlite3_prepare_v2(h,
+                                        "INSERT OR REPLACE INTO objects(id, "
+                                        "gen, attrs, mac) VALUES (?,?,?,?)",
+                                        -1, &st, NULL),
+                     SQLITE_OK);
+    sqlite3_bind_int64(st, 1, r->id);
+    sqlite3_bind_int64(st, 2, r->gen);
+    sqlite3_bind_blob(st, 3, r->attrs, r->alen, SQLITE_TRANSIENT);
+    sqlite3_bind_blob(st, 4, r->mac, r->mlen, SQLITE_TRANSIENT);
+    ck_assert_int_eq(sqlite3_step(st), SQLITE_DONE);
+    sqlite3_finalize(st);
+    sqlite3_close(h);
+    free(r->attrs);
+    free(r->mac);
+}
+
+static sqlite3_int64 row_gen(const char *db, sqlite3_int64 id)
+{
+    sqlite3 *h;
+    sqlite3_stmt *st;
+    ck_assert_int_eq(sqlite3_open(db, &h), SQLITE_OK);
+    ck_assert_int_eq(sqlite3_prepare_v2(h,
+                                        "SELECT gen FROM objects WHERE id = ?",
+                                        -1, &st, NULL),
+                     SQLITE_OK);
+    sqlite3_bind_int64(st, 1, id);
+    sqlite3_int64 gen =
+        sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
+    sqlite3_finalize(st);
+    sqlite3_close(h);
+    return gen;
+}
+
+/* One log line names both the file and the reason. */
+static bool log_line_has(const char *a, const char *b)
+{
+    FILE *fp = fopen(kt_test_log, "r");
+    char line[4096];
+    bool found = false;
+    if (fp == NULL)
+        return false;
+    while (!found && fgets(line, sizeof(line), fp) != NULL)
+        found = strstr(line, a) != NULL && strstr(line, b) != NULL;
+    fclose(fp);
+    return found;
+}
+
+static CK_ULONG count_extractable(CK_SESSION_HANDLE s)
+{
+    CK_BBOOL yes = CK_TRUE;
+    CK_ATTRIBUTE t = {CKA_EXTRACTABLE, &yes, sizeof(yes)};
+    CK_OBJECT_HANDLE h[8];
+    CK_ULONG n = 0;
+    CK(P->C_FindObjectsInit(s, &t, 1));
+    CK(P->C_FindObjects(s, h, 8, &n));
+    CK(P->C_FindObjectsFinal(s));
+    return n;
+}
+
+/* An older authentic copy of a record (from while the key was still
+ * extractable) written back over the current one: each record still has a
+ * valid MAC, the set does not match its manifest. */
+START_TEST(test_rolled_back_record_refused)
+{
+    CK(P->C_Initialize(NULL));
+    CK_SLOT_ID slot = kt_test_new_token("rollback");
+    CK_SESSION_HANDLE s = kt_test_user_session(slot);
+    CK_OBJECT_HANDLE k = kt_test_aes_key(s, 32, true, true, "was-exportable");
+    (void)kt_test_aes_key(s, 32, true, false, "bystander");
+    char db[512];
+    token_db_path(db, sizeof(db));
+    struct saved_row old;
+    save_row(db, "was-exportable", &old);
+    CK_BBOOL no = CK_FALSE;
+    CK_ATTRIBUTE a = {CKA_EXTRACTABLE, &no, sizeof(no)};
+    CK(P->C_SetAttributeValue(s, k, &a, 1));
+    ck_assert_uint_eq(count_extractable(s), 0);
+    CK(P->C_Finalize(NULL));
+    sqlite3_int64 id = old.id, gen = old.gen;
+    ck_assert_int_gt(row_gen(db, id), gen);
+    put_row(db, &old);
+    CK(P->C_Initialize(NULL));
+    s = kt_test_user_session(kt_test_token_slot("rollback"));
+    ck_assert_uint_eq(find_label(s, "was-exportable", NULL), 0);
+    ck_assert_uint_eq(count_extractable(s), 0);
+    ck_assert_uint_eq(find_label(s, "bystander", NULL), 0);
+    ck_assert(log_line_has(db, MANIFEST_MISMATCH));
+    /* caught by the manifest: the old record itself is authentic */
+    ck_assert(!kt_test_log_contains("integrity check failed"));
+    CK(P->C_Finalize(NULL));
+    /* refused, not repaired: the file is left as it was */
+    ck_assert_int_eq(row_gen(db, id), gen);
+}
+END_TEST
+
+/* A destroyed object's row re-inserted from a backup. */
+START_TEST(test_reinserted_record_refused)
+{
+    CK(P->C_Initialize(NULL));
+    CK_SLOT_ID slot = kt_test_new_token("reinsert");
+    CK_SESSION_HANDLE s = kt_test_user_session(slot);
+    CK_OBJECT_HANDLE k = kt_test_aes_key(s, 32, true, true, "destroyed-root");
+    (void)kt_test_aes_key(s, 32, true, false, "bystander");
+    char db[512];
+    token_db_path(db, sizeof(db));
+    struct saved_row old;
+    save_row(db, "destroyed-root", &old);
+    CK(P->C_DestroyObject(s, k));
+    CK(P->C_Finalize(NULL));
+    ck_assert_int_eq(row_gen(db, old.id), -1);
+    put_row(db, &old);
+    CK(P->C_Initialize(NULL));
+    s = kt_test_user_session(kt_test_token_slot("reinsert"));
+    ck_assert_uint_eq(find_label(s, "destroyed-root", NULL), 0);
+    ck_assert_uint_eq(find_label(s, "bystander", NULL), 0);
+    ck_assert(log_line_has(db, MANIFEST_MISMATCH));
+    ck_assert(!kt_test_log_contains("integrity check failed"));
+}
+END_TEST
+
+/* A row deleted outside the token. */
+START_TEST(test_removed_record_detected)
+{
+    CK(P->C_Initialize(NULL));
+    CK_SLOT_ID slot = kt_test_new_token("removed");
+    CK_SESSION_HANDLE s = kt_test_user_session(slot);
+    (void)kt_test_aes_key(s, 32, true, false, "vanishes");
+    (void)kt_test_aes_key(s, 32, true, false, "bystander");
+    CK(P->C_Finalize(NULL));
+    char db[512];
+    token_db_path(db, sizeof(db));
+    struct saved_row old;
+    save_row(db, "vanishes", &old);
+    free(old.attrs);
+    free(old.mac);
+    sqlite3 *h;
+    char sql[96];
+    snprintf(sql, sizeof(sql), "DELETE FROM objects WHERE id = %lld",
+             (long long)old.id);
+    ck_assert_int_eq(sqlite3_open(db, &h), SQLITE_OK);
+    ck_assert_int_eq(sqlite3_exec(h, sql, NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(h);
+    CK(P->C_Initialize(NULL));
+    s = kt_test_user_session(kt_test_token_slot("removed"));
+    ck_assert_uint_eq(find_label(s, "bystander", NULL), 0);
+    ck_assert(log_line_has(db, MANIFEST_MISMATCH));
+    CK(P->C_Finalize(NULL));
+    ck_assert_int_eq(row_gen(db, old.id), -1);
+}
+END_TEST
+
+/* Another process creating, changing and destroying objects at the same
+ * time is not taken for tampering: each reload reads rows and manifest in
+ * one snapshot. */
+START_TEST(test_concurrent_writer_not_flagged)
+{
+    CK(P->C_Initialize(NULL));
+    CK_SLOT_ID slot = kt_test_new_token("busy");
+    CK_SESSION_HANDLE s = kt_test_user_session(slot);
+    (void)kt_test_aes_key(s, 16, true, false, "before");
+    int go[2];
+    ck_assert_int_eq(pipe(go), 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        char c;
+        close(go[1]);
+        if (P->C_Initialize(NULL) != CKR_OK)
+            _exit(40);
+        CK_SESSION_HANDLE cs = kt_test_user_session(kt_test_token_slot("busy"));
+        if (read(go[0], &c, 1) != 1)
+            _exit(41);
+        for (int i = 0; i < 30; i++) {
+            char l[32];
+            snprintf(l, sizeof(l), "child-%d", i);
+            CK_OBJECT_HANDLE h = kt_test_aes_key(cs, 16, true, false, l);
+            if (i % 3 == 0 && P->C_DestroyObject(cs, h) != CKR_OK)
+                _exit(42);
+            if (i % 3 == 1) {
+                snprintf(l, sizeof(l), "child-renamed-%d", i);
+                CK_ATTRIBUTE a = {CKA_LABEL, l, strlen(l)};
+                if (P->C_SetAttributeValue(cs, h, &a, 1) != CKR_OK)
+                    _exit(43);
+            }
+            (void)find_label(cs, "parent-0", NULL);
+        }
+        P->C_Finalize(NULL);
+        _exit(0);
+    }
+    close(go[0]);
+    ck_assert_int_eq(write(go[1], "g", 1), 1);
+    for (int i = 0; i < 30; i++) {
+        char l[32];
+        snprintf(l, sizeof(l), "parent-%d", i);
+        CK_OBJECT_HANDLE h = kt_test_aes_key(s, 16, true, false, l);
+        if (i % 3 == 0)
+            CK(P->C_DestroyObject(s, h));
+        (void)find_label(s, "child-1", NULL);
+    }
+    int st;
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+    ck_assert(WIFEXITED(st));
+    ck_assert_int_eq(WEXITSTATUS(st), 0);
+    ck_assert_uint_eq(find_label(s, "before", NULL), 1);
+    ck_assert_uint_eq(find_label(s, "child-renamed-1", NULL), 1);
+    ck_assert_uint_eq(find_label(s, "child-2", NULL), 1);
+    ck_assert_uint_eq(find_label(s, "child-0", NULL), 0);
+    ck_assert_uint_eq(find_label(s, "parent-1", NULL), 1);
+    ck_assert(!kt_test_log_contains("manifest"));
+    /* and a fresh load (every record, the whole set) agrees */
+    CK(P->C_Finalize(NULL));
+    CK(P->C_Initialize(NULL));
+    s = kt_test_user_session(kt_test_token_slot("busy"));
+    ck_assert_uint_eq(find_label(s, "child-renamed-28", NULL), 1);
+    ck_assert_uint_eq(find_label(s, "parent-29", NULL), 1);
+    ck_assert(!kt_test_log_contains("manifest"));
+}
+END_TEST
+
+/* A format 1 file (no manifest) is refused, not upgraded: creating the
+ * manifest over whatever rows it holds would bless a rolled-back set. */
+START_TEST(test_format1_refused)
+{
+    CK(P->C_Initialize(NULL));
+    CK_SESSION_HANDLE s = kt_test_user_session(kt_test_new_token("old"));
+    (void)kt_test_aes_key(s, 16, true, false, "k");
+    CK(P->C_Finalize(NULL));
+    char db[512];
+    token_db_path(db, sizeof(db));
+    db_exec(db, "UPDATE meta SET v = 'keytier-token-1' WHERE k = 'format'; "
+                "DELETE FROM meta WHERE k = 'manifest'");
+    CK(P->C_Initialize(NULL));
+    CK_ULONG n = 0;
+    CK(P->C_GetSlotList(CK_TRUE, NULL, &n));
+    ck_assert_uint_eq(n, 1); /* the free slot only */
+    ck_assert(log_line_has(db, "refused: format keytier-token-1 has no "
+                               "object manifest"));
+}
+END_TEST
+
 static Suite *store_suite(void)
 {
     Suite *su = suite_create("store");
@@ -393,6 +683,11 @@ static Suite *store_suite(void)
     tcase_add_test(tc, test_tamper_noticed_while_logged_in);
     tcase_add_test(tc, test_damaged_database_refused);
     tcase_add_test(tc, test_secrets_not_in_file);
+    tcase_add_test(tc, test_rolled_back_record_refused);
+    tcase_add_test(tc, test_reinserted_record_refused);
+    tcase_add_test(tc, test_removed_record_detected);
+    tcase_add_test(tc, test_concurrent_writer_not_flagged);
+    tcase_add_test(tc, test_format1_refused);
     suite_add_tcase(su, tc);
     return su;
 }

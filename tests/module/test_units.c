@@ -281,16 +281,20 @@ START_TEST(test_seal_and_mac)
     kt_attrs a;
     sample(&a);
     kt_seal_mac_key(mk, mac_key);
-    ck_assert_int_eq(
-        kt_seal_object(mk, mac_key, 42, CKO_SECRET_KEY, &a, &blob, &len, mac),
-        CKR_OK);
+    ck_assert_int_eq(kt_seal_object(mk, 42, CKO_SECRET_KEY, &a, &blob, &len),
+                     CKR_OK);
+    ck_assert_int_eq(kt_seal_record_mac(mac_key, 42, 7, blob, len, mac),
+                     CKR_OK);
     ck_assert_ptr_null(memmem(blob, len, "0123456789abcdef", 16));
-    ck_assert_int_eq(kt_seal_verify(mac_key, 42, blob, len, mac), CKR_OK);
-    ck_assert_int_eq(kt_seal_verify(mac_key, 43, blob, len, mac),
+    ck_assert_int_eq(kt_seal_verify(mac_key, 42, 7, blob, len, mac), CKR_OK);
+    ck_assert_int_eq(kt_seal_verify(mac_key, 43, 7, blob, len, mac),
+                     CKR_DATA_INVALID);
+    /* the generation is bound in: an older copy does not pass as newer */
+    ck_assert_int_eq(kt_seal_verify(mac_key, 42, 8, blob, len, mac),
                      CKR_DATA_INVALID);
     for (size_t i = 0; i < len; i++) {
         blob[i] ^= 0x01;
-        ck_assert_int_eq(kt_seal_verify(mac_key, 42, blob, len, mac),
+        ck_assert_int_eq(kt_seal_verify(mac_key, 42, 7, blob, len, mac),
                          CKR_DATA_INVALID);
         blob[i] ^= 0x01;
     }
