@@ -331,71 +331,20 @@ static keytier_err kt_admin_generate(struct kt_token *tok, CK_SESSION_HANDLE s,
                                      const uint8_t *id, size_t id_len,
                                      CK_OBJECT_CLASS *cls)
 {
-    CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
-    char nb[KT_CKR_FULL_NAME_MAX];
-    CK_RV rv;
-    CK_OBJECT_HANDLE h = CK_INVALID_HANDLE, pub = CK_INVALID_HANDLE;
-    CK_ULONG label_len = strlen(label);
-    if (type == KEYTIER_ROOT_TYPE_AES256) {
-        CK_OBJECT_CLASS c = CKO_SECRET_KEY;
-        CK_KEY_TYPE kt = CKK_AES;
-        CK_ULONG len = 32;
-        CK_MECHANISM m = {CKM_AES_KEY_GEN, NULL, 0};
-        CK_ATTRIBUTE t[] = {
-            {CKA_CLASS, &c, sizeof c},
-            {CKA_KEY_TYPE, &kt, sizeof kt},
-            {CKA_VALUE_LEN, &len, sizeof len},
-            {CKA_TOKEN, &yes, sizeof yes},
-            {CKA_PRIVATE, &yes, sizeof yes},
-            {CKA_SENSITIVE, &yes, sizeof yes},
-            {CKA_EXTRACTABLE, &no, sizeof no},
-            {CKA_WRAP, &yes, sizeof yes},
-            {CKA_UNWRAP, &yes, sizeof yes},
-            {CKA_LABEL, (void *)label, label_len},
-            {CKA_ID, (void *)id, id_len},
-        };
-        rv = kt_p11_generate_key(tok, s, &m, t, sizeof t / sizeof t[0], &h);
-        *cls = CKO_SECRET_KEY;
-        if (rv != CKR_OK)
-            return kt_err(KEYTIER_E_TOKEN, "token '%s': C_GenerateKey: %s",
-                          tok->label, kt_admin_rv(rv, nb));
-        return KEYTIER_OK;
-    }
     static const CK_ULONG bits[] = {
+        [KEYTIER_ROOT_TYPE_AES256] = 0,
         [KEYTIER_ROOT_TYPE_RSA2048] = 2048,
         [KEYTIER_ROOT_TYPE_RSA3072] = 3072,
         [KEYTIER_ROOT_TYPE_RSA4096] = 4096,
     };
-    CK_ULONG mbits = bits[type];
-    CK_BYTE e65537[] = {0x01, 0x00, 0x01};
-    CK_MECHANISM m = {CKM_RSA_PKCS_KEY_PAIR_GEN, NULL, 0};
-    CK_ATTRIBUTE pt[] = {
-        {CKA_TOKEN, &yes, sizeof yes},
-        {CKA_MODULUS_BITS, &mbits, sizeof mbits},
-        {CKA_PUBLIC_EXPONENT, e65537, sizeof e65537},
-        {CKA_WRAP, &yes, sizeof yes},
-        {CKA_ENCRYPT, &no, sizeof no},
-        {CKA_VERIFY, &no, sizeof no},
-        {CKA_LABEL, (void *)label, label_len},
-        {CKA_ID, (void *)id, id_len},
-    };
-    CK_ATTRIBUTE kt_[] = {
-        {CKA_TOKEN, &yes, sizeof yes},
-        {CKA_PRIVATE, &yes, sizeof yes},
-        {CKA_SENSITIVE, &yes, sizeof yes},
-        {CKA_EXTRACTABLE, &no, sizeof no},
-        {CKA_UNWRAP, &yes, sizeof yes},
-        {CKA_DECRYPT, &no, sizeof no},
-        {CKA_SIGN, &no, sizeof no},
-        {CKA_LABEL, (void *)label, label_len},
-        {CKA_ID, (void *)id, id_len},
-    };
-    rv = kt_p11_generate_key_pair(tok, s, &m, pt, sizeof pt / sizeof pt[0], kt_,
-                                  sizeof kt_ / sizeof kt_[0], &pub, &h);
-    *cls = CKO_PRIVATE_KEY;
+    char nb[KT_CKR_FULL_NAME_MAX];
+    CK_OBJECT_HANDLE key = CK_INVALID_HANDLE, pub = CK_INVALID_HANDLE;
+    CK_RV rv = kt_root_keygen(tok, s, bits[type], label, id, id_len, &key, &pub);
+    *cls = bits[type] == 0 ? CKO_SECRET_KEY : CKO_PRIVATE_KEY;
     if (rv != CKR_OK)
-        return kt_err(KEYTIER_E_TOKEN, "token '%s': C_GenerateKeyPair: %s",
-                      tok->label, kt_admin_rv(rv, nb));
+        return kt_err(KEYTIER_E_TOKEN, "token '%s': %s: %s", tok->label,
+                      bits[type] == 0 ? "C_GenerateKey" : "C_GenerateKeyPair",
+                      kt_admin_rv(rv, nb));
     return KEYTIER_OK;
 }
 

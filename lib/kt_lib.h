@@ -151,6 +151,12 @@ KT_MUST_CHECK bool kt_wrap_mech_parse(const char *s, enum kt_wrap_mech *m);
 /* Resolves a root-key URI in session s of its token and checks that the key
  * can unwrap (and wrap, when for_wrap) and is not extractable.  `what`
  * ("customer key A") names it in errors. */
+/* Generates a root key from keytier's one root template (token.c). */
+KT_MUST_CHECK CK_RV kt_root_keygen(struct kt_token *tok, CK_SESSION_HANDLE s,
+                                   CK_ULONG rsa_bits, const char *label,
+                                   const uint8_t *id, size_t id_len,
+                                   CK_OBJECT_HANDLE *key,
+                                   CK_OBJECT_HANDLE *pub);
 KT_MUST_CHECK keytier_err kt_root_resolve(keytier_ctx *ctx, const char *what,
                                           const char *uri, bool for_wrap,
                                           struct kt_root *out,

@@ -762,6 +762,79 @@ out:
     return e;
 }
 
+/* ---- root keys ------------------------------------------------------------
+ */
+
+/* The one template for root keys keytier creates (availability keys, and
+ * customer roots made with `keytier token keygen`): a token object that
+ * never leaves the token (private, sensitive, not extractable) and does
+ * nothing but wrap and unwrap. rsa_bits 0 makes an AES-256 key (RFC 5649
+ * both ways); otherwise an RSA pair with e = 65537 whose public half wraps
+ * and private half unwraps (OAEP). */
+CK_RV kt_root_keygen(struct kt_token *tok, CK_SESSION_HANDLE s,
+                     CK_ULONG rsa_bits, const char *label, const uint8_t *id,
+                     size_t id_len, CK_OBJECT_HANDLE *key,
+                     CK_OBJECT_HANDLE *pub)
+{
+    CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+    CK_OBJECT_CLASS cls = CKO_SECRET_KEY, pcls = CKO_PUBLIC_KEY,
+                    qcls = CKO_PRIVATE_KEY;
+    CK_KEY_TYPE aes = CKK_AES, rsa = CKK_RSA;
+    CK_ULONG len = 32, bits = rsa_bits;
+    CK_BYTE exp[] = {1, 0, 1};
+    size_t ll = strlen(label);
+    if (rsa_bits == 0) {
+        CK_MECHANISM mech = {CKM_AES_KEY_GEN, NULL, 0};
+        CK_ATTRIBUTE t[] = {
+            {CKA_CLASS, &cls, sizeof cls},
+            {CKA_KEY_TYPE, &aes, sizeof aes},
+            {CKA_VALUE_LEN, &len, sizeof len},
+            {CKA_TOKEN, &yes, sizeof yes},
+            {CKA_PRIVATE, &yes, sizeof yes},
+            {CKA_SENSITIVE, &yes, sizeof yes},
+            {CKA_EXTRACTABLE, &no, sizeof no},
+            {CKA_WRAP, &yes, sizeof yes},
+            {CKA_UNWRAP, &yes, sizeof yes},
+            {CKA_ENCRYPT, &no, sizeof no},
+            {CKA_DECRYPT, &no, sizeof no},
+            {CKA_ID, (void *)id, id_len},
+            {CKA_LABEL, (void *)label, ll},
+        };
+        CK_RV rv =
+            kt_p11_generate_key(tok, s, &mech, t, sizeof t / sizeof t[0], key);
+        *pub = *key;
+        return rv;
+    }
+    CK_MECHANISM mech = {CKM_RSA_PKCS_KEY_PAIR_GEN, NULL, 0};
+    CK_ATTRIBUTE pt[] = {
+        {CKA_CLASS, &pcls, sizeof pcls},
+        {CKA_KEY_TYPE, &rsa, sizeof rsa},
+        {CKA_TOKEN, &yes, sizeof yes},
+        {CKA_MODULUS_BITS, &bits, sizeof bits},
+        {CKA_PUBLIC_EXPONENT, exp, sizeof exp},
+        {CKA_WRAP, &yes, sizeof yes},
+        {CKA_ENCRYPT, &no, sizeof no},
+        {CKA_VERIFY, &no, sizeof no},
+        {CKA_ID, (void *)id, id_len},
+        {CKA_LABEL, (void *)label, ll},
+    };
+    CK_ATTRIBUTE qt[] = {
+        {CKA_CLASS, &qcls, sizeof qcls},
+        {CKA_KEY_TYPE, &rsa, sizeof rsa},
+        {CKA_TOKEN, &yes, sizeof yes},
+        {CKA_PRIVATE, &yes, sizeof yes},
+        {CKA_SENSITIVE, &yes, sizeof yes},
+        {CKA_EXTRACTABLE, &no, sizeof no},
+        {CKA_UNWRAP, &yes, sizeof yes},
+        {CKA_DECRYPT, &no, sizeof no},
+        {CKA_SIGN, &no, sizeof no},
+        {CKA_ID, (void *)id, id_len},
+        {CKA_LABEL, (void *)label, ll},
+    };
+    return kt_p11_generate_key_pair(tok, s, &mech, pt, sizeof pt / sizeof pt[0],
+                                    qt, sizeof qt / sizeof qt[0], pub, key);
+}
+
 /* ---- availability keys -------------------------------------------------- */
 
 keytier_err kt_avail_generate(keytier_ctx *ctx, enum kt_avail_type type,
@@ -784,68 +857,11 @@ keytier_err kt_avail_generate(keytier_ctx *ctx, enum kt_avail_type type,
     if (e != KEYTIER_OK)
         return e;
 
-    CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
-    CK_OBJECT_CLASS cls = CKO_SECRET_KEY, pcls = CKO_PUBLIC_KEY,
-                    qcls = CKO_PRIVATE_KEY;
-    CK_KEY_TYPE aes = CKK_AES, rsa = CKK_RSA;
-    CK_ULONG len = 32, bits = 2048;
-    CK_BYTE exp[] = {1, 0, 1};
-    size_t ll = strlen(label);
     memset(out, 0, sizeof *out);
     out->tok = tok;
-    if (type == KT_AVAIL_AES256) {
-        CK_MECHANISM mech = {CKM_AES_KEY_GEN, NULL, 0};
-        CK_ATTRIBUTE t[] = {
-            {CKA_CLASS, &cls, sizeof cls},
-            {CKA_KEY_TYPE, &aes, sizeof aes},
-            {CKA_VALUE_LEN, &len, sizeof len},
-            {CKA_TOKEN, &yes, sizeof yes},
-            {CKA_PRIVATE, &yes, sizeof yes},
-            {CKA_SENSITIVE, &yes, sizeof yes},
-            {CKA_EXTRACTABLE, &no, sizeof no},
-            {CKA_WRAP, &yes, sizeof yes},
-            {CKA_UNWRAP, &yes, sizeof yes},
-            {CKA_ENCRYPT, &no, sizeof no},
-            {CKA_DECRYPT, &no, sizeof no},
-            {CKA_ID, (void *)id, KT_UUID_BYTES},
-            {CKA_LABEL, (void *)label, ll},
-        };
-        rv = kt_p11_generate_key(tok, s, &mech, t, sizeof t / sizeof t[0],
-                                 &out->key);
-        out->pub = out->key;
-        out->type = CKK_AES;
-    } else {
-        CK_MECHANISM mech = {CKM_RSA_PKCS_KEY_PAIR_GEN, NULL, 0};
-        CK_ATTRIBUTE pt[] = {
-            {CKA_CLASS, &pcls, sizeof pcls},
-            {CKA_KEY_TYPE, &rsa, sizeof rsa},
-            {CKA_TOKEN, &yes, sizeof yes},
-            {CKA_MODULUS_BITS, &bits, sizeof bits},
-            {CKA_PUBLIC_EXPONENT, exp, sizeof exp},
-            {CKA_WRAP, &yes, sizeof yes},
-            {CKA_ENCRYPT, &no, sizeof no},
-            {CKA_VERIFY, &no, sizeof no},
-            {CKA_ID, (void *)id, KT_UUID_BYTES},
-            {CKA_LABEL, (void *)label, ll},
-        };
-        CK_ATTRIBUTE qt[] = {
-            {CKA_CLASS, &qcls, sizeof qcls},
-            {CKA_KEY_TYPE, &rsa, sizeof rsa},
-            {CKA_TOKEN, &yes, sizeof yes},
-            {CKA_PRIVATE, &yes, sizeof yes},
-            {CKA_SENSITIVE, &yes, sizeof yes},
-            {CKA_EXTRACTABLE, &no, sizeof no},
-            {CKA_UNWRAP, &yes, sizeof yes},
-            {CKA_DECRYPT, &no, sizeof no},
-            {CKA_SIGN, &no, sizeof no},
-            {CKA_ID, (void *)id, KT_UUID_BYTES},
-            {CKA_LABEL, (void *)label, ll},
-        };
-        rv = kt_p11_generate_key_pair(
-            tok, s, &mech, pt, sizeof pt / sizeof pt[0], qt,
-            sizeof qt / sizeof qt[0], &out->pub, &out->key);
-        out->type = CKK_RSA;
-    }
+    out->type = type == KT_AVAIL_AES256 ? CKK_AES : CKK_RSA;
+    rv = kt_root_keygen(tok, s, type == KT_AVAIL_AES256 ? 0 : 2048, label, id,
+                        KT_UUID_BYTES, &out->key, &out->pub);
     if (rv != CKR_OK) {
         e = kt_err(KEYTIER_E_TOKEN,
                    "service token '%s': generating the availability key: %s",
