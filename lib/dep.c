@@ -8,6 +8,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <openssl/asn1.h>
+
 #include "p11call.h"
 
 bool kt_dep_check_value(const kt_secret *dep_key, const struct kt_dep_rec *dep,
@@ -38,6 +40,38 @@ static void kt_dep_info_fill(const struct kt_dep_rec *d, keytier_dep_info *o)
         kt_strlcpy(o->root_uri[i], d->roots[i].uri, sizeof o->root_uri[i]);
         kt_strlcpy(o->wrap_mech[i], d->roots[i].mech, sizeof o->wrap_mech[i]);
     }
+    kt_strlcpy(o->name, d->name, sizeof o->name);
+}
+
+/* A DEP name is shown in listings and terminals: at most
+ * KEYTIER_DEP_NAME_MAX bytes of valid UTF-8 (OpenSSL's decoder refuses
+ * overlong and truncated sequences) without control characters (C0, DEL,
+ * C1), surrogates or code points beyond U+10FFFF.  The detail never echoes
+ * the name: it may be what a terminal must not see. */
+static keytier_err kt_dep_name_check(const char *name)
+{
+    size_t len = strlen(name);
+    if (len == 0)
+        return kt_err(KEYTIER_E_ARGS, "DEP name is empty");
+    if (len > KEYTIER_DEP_NAME_MAX)
+        return kt_err(KEYTIER_E_ARGS,
+                      "DEP name is %zu bytes long, at most %d allowed", len,
+                      KEYTIER_DEP_NAME_MAX);
+    const unsigned char *p = (const unsigned char *)name;
+    for (size_t i = 0; i < len;) {
+        unsigned long c;
+        int n = UTF8_getc(p + i, (int)(len - i), &c);
+        if (n <= 0 || (c >= 0xD800 && c <= 0xDFFF) || c > 0x10FFFF)
+            return kt_err(KEYTIER_E_ARGS,
+                          "DEP name is not valid UTF-8 (at byte %zu)", i + 1);
+        if (c < 0x20 || (c >= 0x7F && c <= 0x9F))
+            return kt_err(KEYTIER_E_ARGS,
+                          "DEP name contains control character U+%04lX "
+                          "(at byte %zu)",
+                          c, i + 1);
+        i += (size_t)n;
+    }
+    return KEYTIER_OK;
 }
 
 /* Wraps the DEP key with a root and proves the copy by unwrapping it: the
@@ -106,12 +140,26 @@ KEYTIER_API keytier_err keytier_dep_create(keytier_ctx *ctx, const char *tenant,
                                            const char *uri_a, const char *uri_b,
                                            keytier_dep_info *out)
 {
+    return keytier_dep_create_named(ctx, tenant, workload, uri_a, uri_b, NULL,
+                                    out);
+}
+
+KEYTIER_API keytier_err keytier_dep_create_named(
+    keytier_ctx *ctx, const char *tenant, const char *workload,
+    const char *uri_a, const char *uri_b, const char *name,
+    keytier_dep_info *out)
+{
     kt_err_clear();
     if (ctx == NULL || out == NULL || !kt_text_ok(tenant, KEYTIER_TENANT_MAX) ||
         !kt_text_ok(workload, KEYTIER_WORKLOAD_MAX) ||
         !kt_text_ok(uri_a, KEYTIER_URI_MAX - 1) ||
         !kt_text_ok(uri_b, KEYTIER_URI_MAX - 1))
         return kt_err(KEYTIER_E_ARGS, "keytier_dep_create");
+    if (name != NULL) {
+        keytier_err ne = kt_dep_name_check(name);
+        if (ne != KEYTIER_OK)
+            return ne;
+    }
     const struct kt_workload_cfg *w = kt_config_workload(&ctx->cfg, workload);
     if (w == NULL)
         return kt_err(KEYTIER_E_CONFIG, "unknown workload '%s'", workload);
@@ -182,6 +230,8 @@ KEYTIER_API keytier_err keytier_dep_create(keytier_ctx *ctx, const char *tenant,
     kt_uuid_format(policy_id, dep->policy_id);
     kt_strlcpy(dep->tenant, tenant, sizeof dep->tenant);
     kt_strlcpy(dep->workload, workload, sizeof dep->workload);
+    if (name != NULL)
+        kt_strlcpy(dep->name, name, sizeof dep->name);
     dep->state = KEYTIER_DEP_REGISTERED;
     dep->created = (int64_t)time(NULL);
 
@@ -243,7 +293,7 @@ static keytier_err kt_dep_get_tenant(keytier_ctx *ctx, const char *tenant,
     keytier_err e = kt_store_dep_get(ctx->store, dep_id, d);
     if (e != KEYTIER_OK)
         return e;
-    if (strcmp(d->tenant, tenant) != 0)
+    if (tenant != NULL && strcmp(d->tenant, tenant) != 0)
         return kt_err(KEYTIER_E_WRONG_TENANT,
                       "DEP %s does not belong to tenant %s", dep_id, tenant);
     return KEYTIER_OK;
@@ -254,7 +304,8 @@ KEYTIER_API keytier_err keytier_dep_show(keytier_ctx *ctx, const char *tenant,
                                          keytier_dep_info *out)
 {
     kt_err_clear();
-    if (ctx == NULL || out == NULL || !kt_text_ok(tenant, KEYTIER_TENANT_MAX) ||
+    if (ctx == NULL || out == NULL ||
+        (tenant != NULL && !kt_text_ok(tenant, KEYTIER_TENANT_MAX)) ||
         !kt_text_ok(dep_id, KEYTIER_ID_SIZE - 1))
         return kt_err(KEYTIER_E_ARGS, "keytier_dep_show");
     struct kt_dep_rec *d = malloc(sizeof *d);
@@ -273,7 +324,7 @@ KEYTIER_API keytier_err keytier_dep_list(keytier_ctx *ctx, const char *tenant,
 {
     kt_err_clear();
     if (ctx == NULL || out == NULL || count == NULL ||
-        !kt_text_ok(tenant, KEYTIER_TENANT_MAX) ||
+        (tenant != NULL && !kt_text_ok(tenant, KEYTIER_TENANT_MAX)) ||
         (workload != NULL && !kt_text_ok(workload, KEYTIER_WORKLOAD_MAX)))
         return kt_err(KEYTIER_E_ARGS, "keytier_dep_list");
     struct kt_dep_rec *recs = NULL;

@@ -33,6 +33,8 @@ struct kt_dep_rec {
     int64_t created;
     uint8_t check[32];           /* DEP key check value */
     struct kt_root_rec roots[3]; /* KEYTIER_ROOT_A, _B, _AVAIL */
+    /* "" (stored as NULL): the DEP has no name. */
+    char name[KEYTIER_DEP_NAME_MAX + 1];
 };
 
 struct kt_key_rec {
@@ -71,7 +73,7 @@ KT_MUST_CHECK keytier_err kt_store_dep_count(struct kt_store *st,
 KT_MUST_CHECK keytier_err kt_store_dep_get(struct kt_store *st,
                                            const char *dep_id,
                                            struct kt_dep_rec *out);
-/* workload may be NULL.  *out is malloc'd (free()). */
+/* tenant and workload may be NULL (any).  *out is malloc'd (free()). */
 KT_MUST_CHECK keytier_err kt_store_dep_list(struct kt_store *st,
                                             const char *tenant,
                                             const char *workload,

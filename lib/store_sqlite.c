@@ -145,6 +145,8 @@ static const char *const kt_migrations[] = {
     "  archived INTEGER,"
     "  state INTEGER NOT NULL,"
     "  PRIMARY KEY (name, version));",
+    /* 3 -> 4 (cli): a DEP's optional human name; NULL for older DEPs. */
+    "ALTER TABLE deps ADD COLUMN name TEXT;",
 };
 
 #define KT_SCHEMA_LATEST ((int)(sizeof kt_migrations / sizeof kt_migrations[0]))
@@ -394,8 +396,8 @@ keytier_err kt_store_dep_insert(struct kt_store *st,
     }
     if (kt_prep(st,
                 "INSERT INTO deps(dep_id, policy_id, tenant, "
-                "workload, state, created, key_check) "
-                "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "workload, state, created, key_check, name) "
+                "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 &q) != SQLITE_OK) {
         e = kt_store_fail(st, "insert DEP");
         goto fail;
@@ -407,6 +409,10 @@ keytier_err kt_store_dep_insert(struct kt_store *st,
     sqlite3_bind_int(q, 5, dep->state);
     sqlite3_bind_int64(q, 6, dep->created);
     sqlite3_bind_blob(q, 7, dep->check, sizeof dep->check, SQLITE_STATIC);
+    if (dep->name[0] != '\0')
+        sqlite3_bind_text(q, 8, dep->name, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(q, 8); /* no name */
     if (sqlite3_step(q) != SQLITE_DONE) {
         e = kt_store_fail(st, "insert DEP");
         goto fail;
@@ -445,7 +451,7 @@ out:
 }
 
 #define KT_DEP_COLS                                                            \
-    "dep_id, policy_id, tenant, workload, state, created, key_check"
+    "dep_id, policy_id, tenant, workload, state, created, key_check, name"
 
 static keytier_err kt_dep_row(struct kt_store *st, sqlite3_stmt *q,
                               struct kt_dep_rec *d)
@@ -462,6 +468,7 @@ static keytier_err kt_dep_row(struct kt_store *st, sqlite3_stmt *q,
         n != sizeof d->check)
         return kt_err(KEYTIER_E_FORMAT, "DEP %s: bad key check value",
                       d->dep_id);
+    kt_col_text(q, 7, d->name, sizeof d->name); /* NULL: "" */
 
     sqlite3_stmt *r;
     if (kt_prep(st,
@@ -536,14 +543,16 @@ keytier_err kt_store_dep_list(struct kt_store *st, const char *tenant,
     size_t n = 0, cap = 0;
     pthread_mutex_lock(&st->mu);
     if (kt_prep(st,
-                "SELECT " KT_DEP_COLS " FROM deps WHERE tenant = ?1 "
+                "SELECT " KT_DEP_COLS " FROM deps "
+                "WHERE (?1 IS NULL OR tenant = ?1) "
                 "AND (?2 IS NULL OR workload = ?2) "
                 "ORDER BY created, rowid",
                 &q) != SQLITE_OK) {
         e = kt_store_fail(st, "list DEPs");
         goto out;
     }
-    sqlite3_bind_text(q, 1, tenant, -1, SQLITE_STATIC);
+    if (tenant)
+        sqlite3_bind_text(q, 1, tenant, -1, SQLITE_STATIC);
     if (workload)
         sqlite3_bind_text(q, 2, workload, -1, SQLITE_STATIC);
     int rc;

@@ -155,6 +155,7 @@ typedef struct keytier_request {
 #define KEYTIER_TENANT_MAX   128 /* bytes of a tenant (organisation) id */
 #define KEYTIER_WORKLOAD_MAX 64
 #define KEYTIER_NAME_MAX     255 /* mailbox / site / blob names */
+#define KEYTIER_DEP_NAME_MAX 64  /* a DEP's human name, in bytes */
 #define KEYTIER_URI_MAX      1024
 
 typedef enum keytier_dep_state {
@@ -181,6 +182,8 @@ typedef struct keytier_dep_info {
      * "rsa-oaep-sha256", "rsa-oaep-sha1"). */
     char root_uri[3][KEYTIER_URI_MAX];
     char wrap_mech[3][32];
+    /* The human name given at creation; "" when the DEP has none. */
+    char name[KEYTIER_DEP_NAME_MAX + 1];
 } keytier_dep_info;
 
 /*
@@ -200,12 +203,22 @@ typedef struct keytier_dep_info {
 KEYTIER_API KEYTIER_MUST_CHECK keytier_err keytier_dep_create(
     keytier_ctx *ctx, const char *tenant, const char *workload,
     const char *root_uri_a, const char *root_uri_b, keytier_dep_info *out);
-/* KEYTIER_E_DEP_NOT_FOUND, KEYTIER_E_WRONG_TENANT. */
+/* keytier_dep_create with a human name for the DEP (NULL: none).  The name
+ * is at most KEYTIER_DEP_NAME_MAX bytes of printable UTF-8 (no control
+ * characters) and not empty; otherwise KEYTIER_E_ARGS (detail names the
+ * problem) before anything is created.  Names need not be unique. */
+KEYTIER_API KEYTIER_MUST_CHECK keytier_err keytier_dep_create_named(
+    keytier_ctx *ctx, const char *tenant, const char *workload,
+    const char *root_uri_a, const char *root_uri_b, const char *name,
+    keytier_dep_info *out);
+/* A DEP by its id.  tenant NULL: any tenant's (DEP ids are UUIDs, unique
+ * across tenants); otherwise the DEP must be that tenant's.
+ * KEYTIER_E_DEP_NOT_FOUND, KEYTIER_E_WRONG_TENANT. */
 KEYTIER_API KEYTIER_MUST_CHECK keytier_err
 keytier_dep_show(keytier_ctx *ctx, const char *tenant, const char *dep_id,
                  keytier_dep_info *out);
-/* The tenant's DEPs (workload NULL: all), oldest first; free the array
- * with keytier_dep_list_free. */
+/* The tenant's DEPs (tenant NULL: every tenant's; workload NULL: all
+ * workloads), oldest first; free the array with keytier_dep_list_free. */
 KEYTIER_API KEYTIER_MUST_CHECK keytier_err
 keytier_dep_list(keytier_ctx *ctx, const char *tenant, const char *workload,
                  keytier_dep_info **out, size_t *count);

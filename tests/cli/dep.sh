@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # keytier dep create | list | show, mailbox create, site create, status:
 # output, JSON fields, exit codes and the errors (bad URI, same token
-# twice, missing key, PIN in a URI, unknown workload, wrong tenant, unknown
-# DEP, duplicate mailbox, wrong shape).
+# twice, missing key, PIN in a URI, unknown workload, bad DEP name, wrong
+# tenant, unknown DEP, duplicate mailbox, wrong shape).
 . "$KT_SOURCE_ROOT/tests/common.sh"
 . "$KT_SOURCE_ROOT/tests/cli/cli_env.sh"
 cli_setup
@@ -47,6 +47,7 @@ policy=$(jf .policy_id <<<"$d")
 [[ $policy =~ ^[0-9a-f-]{36}$ ]] || kt_fail "policy_id $policy"
 assert_eq acme "$(jf .tenant <<<"$d")"
 assert_eq Exchange "$(jf .workload <<<"$d")"
+assert_eq null "$(jq -r .name <<<"$d")" "no --name: name is null"
 assert_eq registered "$(jf .state <<<"$d")"
 [[ $(jf .created <<<"$d") =~ ^20[0-9]{2}-[0-9]{2}-[0-9]{2}T[0-9:]{8}Z$ ]] || kt_fail "created"
 assert_eq "$URI_A" "$(jf .roots.a.uri <<<"$d")"
@@ -57,8 +58,46 @@ assert_contains "$(jf .roots.availability.uri <<<"$d")" ";token=svc;"
 kt_log "dep create: human output"
 expect_ok kt dep create --tenant acme --workload Files --key-a "$URI_A" --key-b "$URI_B"
 assert_contains "$KT_LAST_OUTPUT" "  workload  Files"
+assert_contains "$KT_LAST_OUTPUT" "  name      (none)"
 assert_contains "$KT_LAST_OUTPUT" "  key A     $URI_A (aes-key-wrap-pad)"
 fdep=$(head -1 <<<"$KT_LAST_OUTPUT" | cut -d' ' -f2)
+
+kt_log "dep create --name: the name round-trips, human and JSON"
+name='Contoso mail – EU'
+expect_ok kt --json dep create --tenant globex --workload Exchange --key-a "$URI_A" --key-b "$URI_B" --name "$name"
+gdep=$(jf .dep_id <<<"$KT_LAST_OUTPUT")
+gpolicy=$(jf .policy_id <<<"$KT_LAST_OUTPUT")
+assert_eq "$name" "$(jf .name <<<"$KT_LAST_OUTPUT")"
+assert_eq globex "$(jf .tenant <<<"$KT_LAST_OUTPUT")"
+expect_ok kt dep show --tenant globex "$gdep"
+assert_contains "$KT_LAST_OUTPUT" "  name      $name"
+expect_ok kt --json dep show --tenant globex "$gdep"
+assert_eq "$name" "$(jf .name <<<"$KT_LAST_OUTPUT")"
+name64=$(printf 'n%.0s' {1..64})
+expect_ok kt dep create --tenant globex --workload Exchange --key-a "$URI_A" --key-b "$URI_B" --name "$name64"
+assert_contains "$KT_LAST_OUTPUT" "  name      $name64"
+
+kt_log "dep create --name: bad names are refused and nothing is stored"
+expect_fail "keytier dep create: invalid argument: DEP name contains control character U+000A (at byte 6) [KEYTIER_E_ARGS]" \
+    kt dep create --tenant globex --workload Exchange --key-a "$URI_A" --key-b "$URI_B" --name $'line1\nline2'
+expect_rc 2 kt dep create --tenant globex --workload Exchange --key-a "$URI_A" --key-b "$URI_B" --name $'esc\e[31m'
+expect_fail "keytier dep create: invalid argument: DEP name contains control character U+001B (at byte 4) [KEYTIER_E_ARGS]" \
+    kt dep create --tenant globex --workload Exchange --key-a "$URI_A" --key-b "$URI_B" --name $'esc\e[31m'
+expect_fail "keytier dep create: invalid argument: DEP name is 65 bytes long, at most 64 allowed [KEYTIER_E_ARGS]" \
+    kt dep create --tenant globex --workload Exchange --key-a "$URI_A" --key-b "$URI_B" --name "${name64}x"
+expect_rc 2 kt dep create --tenant globex --workload Exchange --key-a "$URI_A" --key-b "$URI_B" --name "${name64}x"
+expect_fail "keytier dep create: invalid argument: DEP name is not valid UTF-8 (at byte 5) [KEYTIER_E_ARGS]" \
+    kt dep create --tenant globex --workload Exchange --key-a "$URI_A" --key-b "$URI_B" --name $'bad \xff'
+expect_fail "keytier dep create: invalid argument: DEP name is empty [KEYTIER_E_ARGS]" \
+    kt dep create --tenant globex --workload Exchange --key-a "$URI_A" --key-b "$URI_B" --name ""
+out=$(kt --json dep create --tenant globex --workload Exchange --key-a "$URI_A" --key-b "$URI_B" --name $'tab\there') &&
+    kt_fail "a name with a tab was accepted"
+assert_eq "invalid argument: DEP name contains control character U+0009 (at byte 4)" \
+    "$(jf .error.message <<<"$out")"
+assert_eq 2 "$(jf .error.exit <<<"$out")"
+expect_ok kt --json dep list --tenant globex
+assert_eq "$gdep" "$(jq -r .dep_id <<<"$KT_LAST_OUTPUT" | head -1)"
+assert_eq 2 "$(jq -r .dep_id <<<"$KT_LAST_OUTPUT" | wc -l)" "refused names stored nothing"
 
 kt_log "dep list and show"
 expect_ok kt --json dep list --tenant acme
@@ -66,22 +105,57 @@ assert_eq "$dep $fdep" "$(jq -r .dep_id <<<"$KT_LAST_OUTPUT" | xargs)"
 expect_ok kt --json dep list --tenant acme --workload Files
 assert_eq "$fdep" "$(jq -r .dep_id <<<"$KT_LAST_OUTPUT" | xargs)"
 expect_ok kt dep list --tenant acme
-assert_contains "$KT_LAST_OUTPUT" "$dep $policy Exchange"
+assert_contains "$KT_LAST_OUTPUT" "$dep $policy $(printf %-16s acme) Exchange"
 expect_ok kt dep list --tenant nobody
 assert_eq 1 "$(wc -l <<<"$KT_LAST_OUTPUT")" "header only"
+kt_log "dep list without --tenant: every tenant's DEPs, oldest first"
+expect_ok kt --json dep list
+assert_eq "$dep $fdep $gdep" "$(jq -r .dep_id <<<"$KT_LAST_OUTPUT" | head -3 | xargs)"
+assert_eq "acme acme globex globex" "$(jq -r .tenant <<<"$KT_LAST_OUTPUT" | xargs)"
+assert_eq "null null $name" "$(jq -r .name <<<"$KT_LAST_OUTPUT" | head -3 | paste -sd' ')"
+expect_ok kt dep list
+assert_eq 5 "$(wc -l <<<"$KT_LAST_OUTPUT")" "header and four DEPs"
+assert_contains "$KT_LAST_OUTPUT" "$dep $policy $(printf %-16s acme) Exchange"
+assert_contains "$KT_LAST_OUTPUT" "$gdep $gpolicy $(printf %-16s globex) Exchange"
+assert_contains "$KT_LAST_OUTPUT" " $name"
+expect_ok kt --json dep list --workload Files
+assert_eq "$fdep" "$(jq -r .dep_id <<<"$KT_LAST_OUTPUT" | xargs)"
 expect_ok kt dep show --tenant acme "$dep"
 assert_contains "$KT_LAST_OUTPUT" "DEP $dep"
 assert_contains "$KT_LAST_OUTPUT" "  policy    $policy"
 expect_ok kt dep show --json --tenant acme "$dep"
 assert_eq "$policy" "$(jf .policy_id <<<"$KT_LAST_OUTPUT")"
+kt_log "dep show without --tenant: the id alone finds any tenant's DEP"
+expect_ok kt dep show "$gdep"
+assert_contains "$KT_LAST_OUTPUT" "DEP $gdep"
+assert_contains "$KT_LAST_OUTPUT" "  tenant    globex"
+assert_contains "$KT_LAST_OUTPUT" "  name      $name"
+expect_ok kt --json dep show "$dep"
+assert_eq acme "$(jf .tenant <<<"$KT_LAST_OUTPUT")"
+assert_eq "$policy" "$(jf .policy_id <<<"$KT_LAST_OUTPUT")"
+expect_fail "keytier dep show: DEP not found: 00000000-0000-4000-8000-000000000000 [KEYTIER_E_DEP_NOT_FOUND]" \
+    kt dep show 00000000-0000-4000-8000-000000000000
 expect_fail "keytier dep show: object belongs to another tenant: DEP $dep does not belong to tenant other [KEYTIER_E_WRONG_TENANT]" \
     kt dep show --tenant other "$dep"
+expect_fail "keytier dep show: object belongs to another tenant: DEP $gdep does not belong to tenant acme [KEYTIER_E_WRONG_TENANT]" \
+    kt dep show --tenant acme "$gdep"
+expect_rc 1 kt dep show --tenant acme "$gdep"
 expect_fail "keytier dep show: DEP not found: 00000000-0000-4000-8000-000000000000 [KEYTIER_E_DEP_NOT_FOUND]" \
     kt dep show --tenant acme 00000000-0000-4000-8000-000000000000
 expect_rc 6 kt dep show --tenant acme 00000000-0000-4000-8000-000000000000
 expect_fail "keytier dep show: one DEP id expected (see 'keytier dep show --help')" \
     kt dep show --tenant acme
-expect_fail "keytier dep list: --tenant is required (see 'keytier dep list --help')" kt dep list
+expect_fail "keytier dep show: one DEP id expected (see 'keytier dep show --help')" \
+    kt dep show
+kt_log "help texts"
+expect_ok kt dep create --help
+assert_contains "$KT_LAST_OUTPUT" "[--name N]"
+expect_ok kt dep list --help
+assert_contains "$KT_LAST_OUTPUT" "usage: keytier dep list [--tenant T] [--workload W]"
+expect_ok kt dep show --help
+assert_contains "$KT_LAST_OUTPUT" "usage: keytier dep show [--tenant T] ID"
+expect_ok kt --help
+assert_contains "$KT_LAST_OUTPUT" "list DEPs (every tenant's, or one tenant's)"
 
 kt_log "mailbox and site create"
 expect_ok kt --json mailbox create --tenant acme --dep "$dep" --request-id req-1 alice

@@ -99,6 +99,126 @@ START_TEST(create_show_list_disable)
 }
 END_TEST
 
+static size_t dep_count(const char *tenant)
+{
+    keytier_dep_info *list;
+    size_t n;
+    assert_err(keytier_dep_list(ctx, tenant, NULL, &list, &n), KEYTIER_OK,
+               NULL);
+    keytier_dep_list_free(list);
+    return n;
+}
+
+START_TEST(named_deps_and_any_tenant)
+{
+    keytier_dep_info d, d2, u, s;
+    /* 64 bytes of UTF-8 (two-byte letters included) is the limit. */
+    char name64[KEYTIER_DEP_NAME_MAX + 2];
+    memset(name64, 'n', KEYTIER_DEP_NAME_MAX);
+    memcpy(name64, "Contoso \xc3\xa9t\xc3\xa9 ", 14);
+    name64[KEYTIER_DEP_NAME_MAX] = '\0';
+    assert_err(keytier_dep_create_named(ctx, "org-1", "Exchange", URI_A, URI_B,
+                                        name64, &d),
+               KEYTIER_OK, NULL);
+    ck_assert_str_eq(d.name, name64);
+    assert_err(keytier_dep_create_named(ctx, "org-2", "Exchange", URI_A, URI_B,
+                                        "Fabrikam mail", &d2),
+               KEYTIER_OK, NULL);
+    ck_assert_str_eq(d2.name, "Fabrikam mail");
+    /* The name-less forms: NULL name and the old call. */
+    assert_err(keytier_dep_create_named(ctx, "org-2", "Exchange", URI_A, URI_B,
+                                        NULL, &u),
+               KEYTIER_OK, NULL);
+    ck_assert_str_eq(u.name, "");
+    assert_err(keytier_dep_create(ctx, "org-2", "Exchange", URI_A, URI_B, &u),
+               KEYTIER_OK, NULL);
+    ck_assert_str_eq(u.name, "");
+
+    /* Show: with the owner, without a tenant, and the wrong tenant. */
+    assert_err(keytier_dep_show(ctx, "org-1", d.dep_id, &s), KEYTIER_OK, NULL);
+    ck_assert_mem_eq(&s, &d, sizeof s);
+    assert_err(keytier_dep_show(ctx, NULL, d.dep_id, &s), KEYTIER_OK, NULL);
+    ck_assert_mem_eq(&s, &d, sizeof s);
+    assert_err(keytier_dep_show(ctx, NULL, d2.dep_id, &s), KEYTIER_OK, NULL);
+    ck_assert_mem_eq(&s, &d2, sizeof s);
+    assert_err(keytier_dep_show(ctx, "org-2", d.dep_id, &s),
+               KEYTIER_E_WRONG_TENANT, NULL);
+    char want[160];
+    snprintf(want, sizeof want,
+             "object belongs to another tenant: DEP %s does not belong to "
+             "tenant org-2",
+             d.dep_id);
+    ck_assert_str_eq(keytier_last_error_detail(), want);
+    assert_err(
+        keytier_dep_show(ctx, NULL, "00000000-0000-4000-8000-000000000000", &s),
+        KEYTIER_E_DEP_NOT_FOUND, NULL);
+    ck_assert_str_eq(keytier_last_error_detail(),
+                     "DEP not found: 00000000-0000-4000-8000-000000000000");
+
+    /* List: every tenant's, oldest first, names included. */
+    keytier_dep_info *list;
+    size_t n;
+    assert_err(keytier_dep_list(ctx, NULL, NULL, &list, &n), KEYTIER_OK, NULL);
+    ck_assert_uint_eq(n, 4);
+    ck_assert_mem_eq(&list[0], &d, sizeof d);
+    ck_assert_mem_eq(&list[1], &d2, sizeof d2);
+    ck_assert_str_eq(list[2].tenant, "org-2");
+    ck_assert_str_eq(list[3].name, "");
+    keytier_dep_list_free(list);
+    assert_err(keytier_dep_list(ctx, NULL, "SharePoint", &list, &n), KEYTIER_OK,
+               NULL);
+    ck_assert_uint_eq(n, 0);
+    keytier_dep_list_free(list);
+    ck_assert_uint_eq(dep_count("org-1"), 1);
+    ck_assert_uint_eq(dep_count("org-2"), 3);
+}
+END_TEST
+
+START_TEST(bad_names_refused_nothing_stored)
+{
+    keytier_dep_info d;
+    char name65[KEYTIER_DEP_NAME_MAX + 2];
+    memset(name65, 'n', KEYTIER_DEP_NAME_MAX + 1);
+    name65[KEYTIER_DEP_NAME_MAX + 1] = '\0';
+    static const struct {
+        const char *name, *detail;
+    } bad[] = {
+        {"", "invalid argument: DEP name is empty"},
+        {"line\nbreak",
+         "invalid argument: DEP name contains control character U+000A (at "
+         "byte 5)"},
+        {"tab\there",
+         "invalid argument: DEP name contains control character U+0009 (at "
+         "byte 4)"},
+        {"del\x7f", "invalid argument: DEP name contains control character "
+                    "U+007F (at byte 4)"},
+        {"c1 \xc2\x9b", "invalid argument: DEP name contains control "
+                        "character U+009B (at byte 4)"},
+        {"bad \xff", "invalid argument: DEP name is not valid UTF-8 (at byte "
+                     "5)"},
+        {"cut \xc3", "invalid argument: DEP name is not valid UTF-8 (at byte "
+                     "5)"},
+        {"overlong \xc0\xaf", "invalid argument: DEP name is not valid UTF-8 "
+                              "(at byte 10)"},
+        {"surrogate \xed\xa0\x80", "invalid argument: DEP name is not valid "
+                                   "UTF-8 (at byte 11)"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_err(keytier_dep_create_named(ctx, "org-1", "Exchange", URI_A,
+                                            URI_B, bad[i].name, &d),
+                   KEYTIER_E_ARGS, NULL);
+        ck_assert_str_eq(keytier_last_error_detail(), bad[i].detail);
+    }
+    assert_err(keytier_dep_create_named(ctx, "org-1", "Exchange", URI_A, URI_B,
+                                        name65, &d),
+               KEYTIER_E_ARGS, NULL);
+    ck_assert_str_eq(keytier_last_error_detail(),
+                     "invalid argument: DEP name is 65 bytes long, at most 64 "
+                     "allowed");
+    ck_assert_uint_eq(dep_count("org-1"), 0);
+}
+END_TEST
+
 START_TEST(dep_key_reads_through_either_customer_key)
 {
     keytier_dep_info d;
@@ -494,6 +614,8 @@ int main(void)
     tcase_set_timeout(tc, 120);
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, create_show_list_disable);
+    tcase_add_test(tc, named_deps_and_any_tenant);
+    tcase_add_test(tc, bad_names_refused_nothing_stored);
     tcase_add_test(tc, dep_key_reads_through_either_customer_key);
     tcase_add_test(tc, same_token_refused);
     tcase_add_test(tc, extractable_root_refused);

@@ -79,7 +79,7 @@ START_TEST(fresh_store_is_latest_wal_0600)
     struct kt_store *st;
     ck_assert_int_eq(kt_store_open(path, &st), KEYTIER_OK);
     ck_assert_int_eq(kt_store_schema_version(st), kt_store_schema_latest());
-    ck_assert_int_eq(kt_store_schema_latest(), 3); /* lifecycle: 2 -> 3 */
+    ck_assert_int_eq(kt_store_schema_latest(), 4); /* cli: 3 -> 4 */
     kt_store_close(st);
     struct stat sb;
     ck_assert_int_eq(stat(path, &sb), 0);
@@ -93,7 +93,7 @@ START_TEST(fresh_store_is_latest_wal_0600)
                      1);
     /* Reopening does not migrate again. */
     ck_assert_int_eq(kt_store_open(path, &st), KEYTIER_OK);
-    ck_assert_int_eq(kt_store_schema_version(st), 3);
+    ck_assert_int_eq(kt_store_schema_version(st), 4);
     kt_store_close(st);
 }
 END_TEST
@@ -108,18 +108,47 @@ START_TEST(migrates_version_1)
     dep_rec(&d, 1, "org-1");
     ck_assert_int_eq(kt_store_dep_insert(st, &d, 50), KEYTIER_OK);
     kt_store_close(st);
-    sql("DROP INDEX deps_tenant_workload; PRAGMA user_version = 1");
+    sql("DROP INDEX deps_tenant_workload; ALTER TABLE deps DROP COLUMN name; "
+        "PRAGMA user_version = 1");
     ck_assert_int_eq(sql_int("SELECT count(*) FROM sqlite_master WHERE name = "
                              "'deps_tenant_workload'"),
                      0);
     ck_assert_int_eq(kt_store_open(path, &st), KEYTIER_OK);
-    ck_assert_int_eq(kt_store_schema_version(st), 3);
+    ck_assert_int_eq(kt_store_schema_version(st), 4);
     struct kt_dep_rec got;
     ck_assert_int_eq(kt_store_dep_get(st, d.dep_id, &got), KEYTIER_OK);
     ck_assert_mem_eq(&got, &d, sizeof got);
     kt_store_close(st);
     ck_assert_int_eq(sql_int("SELECT count(*) FROM sqlite_master WHERE name = "
                              "'deps_tenant_workload'"),
+                     1);
+}
+END_TEST
+
+START_TEST(migrates_version_3_names_null)
+{
+    /* A version-3 store (before DEP names): migrating adds the name column,
+     * NULL for the DEPs already there, read back as no name. */
+    struct kt_store *st;
+    ck_assert_int_eq(kt_store_open(path, &st), KEYTIER_OK);
+    struct kt_dep_rec d;
+    dep_rec(&d, 1, "org-1");
+    ck_assert_int_eq(kt_store_dep_insert(st, &d, 50), KEYTIER_OK);
+    kt_store_close(st);
+    sql("ALTER TABLE deps DROP COLUMN name; PRAGMA user_version = 3");
+    ck_assert_int_eq(kt_store_open(path, &st), KEYTIER_OK);
+    ck_assert_int_eq(kt_store_schema_version(st), 4);
+    struct kt_dep_rec got, named;
+    ck_assert_int_eq(kt_store_dep_get(st, d.dep_id, &got), KEYTIER_OK);
+    ck_assert_str_eq(got.name, "");
+    ck_assert_mem_eq(&got, &d, sizeof got);
+    dep_rec(&named, 2, "org-1");
+    snprintf(named.name, sizeof named.name, "Contoso mail \u00e9t\u00e9");
+    ck_assert_int_eq(kt_store_dep_insert(st, &named, 50), KEYTIER_OK);
+    ck_assert_int_eq(kt_store_dep_get(st, named.dep_id, &got), KEYTIER_OK);
+    ck_assert_str_eq(got.name, "Contoso mail \u00e9t\u00e9");
+    kt_store_close(st);
+    ck_assert_int_eq(sql_int("SELECT count(*) FROM deps WHERE name IS NULL"),
                      1);
 }
 END_TEST
@@ -133,7 +162,7 @@ START_TEST(newer_schema_refused)
     ck_assert_int_eq(kt_store_open(path, &st), KEYTIER_E_STORE_VERSION);
     ck_assert_ptr_nonnull(strstr(keytier_last_error_detail(),
                                  "schema version 99, this library knows up "
-                                 "to 3"));
+                                 "to 4"));
 }
 END_TEST
 
@@ -305,6 +334,7 @@ int main(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, fresh_store_is_latest_wal_0600);
     tcase_add_test(tc, migrates_version_1);
+    tcase_add_test(tc, migrates_version_3_names_null);
     tcase_add_test(tc, newer_schema_refused);
     tcase_add_test(tc, multi_row_changes_are_atomic);
     tcase_add_test(tc, processes_share_the_store);

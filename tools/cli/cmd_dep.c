@@ -8,7 +8,7 @@
 
 #include "cli.h"
 
-enum { OPT_TENANT = 256, OPT_WORKLOAD, OPT_KEY_A, OPT_KEY_B };
+enum { OPT_TENANT = 256, OPT_WORKLOAD, OPT_KEY_A, OPT_KEY_B, OPT_NAME };
 
 static const char *const slot_names[3] = {"a", "b", "availability"};
 
@@ -30,6 +30,10 @@ static json_object *dep_json(const keytier_dep_info *d)
     cli_json_str(o, "policy_id", d->policy_id);
     cli_json_str(o, "tenant", d->tenant);
     cli_json_str(o, "workload", d->workload);
+    if (d->name[0] != '\0')
+        cli_json_str(o, "name", d->name);
+    else
+        json_object_object_add(o, "name", NULL); /* null: no name */
     cli_json_str(o, "state", cli_dep_state_name(d->state));
     cli_json_str(o, "created", when);
     json_object *roots = json_object_new_object();
@@ -47,10 +51,10 @@ static void dep_print(const keytier_dep_info *d)
 {
     char when[32];
     time_iso(d->created, when);
-    printf("DEP %s\n  policy    %s\n  tenant    %s\n  workload  %s\n"
-           "  state     %s\n  created   %s\n",
-           d->dep_id, d->policy_id, d->tenant, d->workload,
-           cli_dep_state_name(d->state), when);
+    printf("DEP %s\n  name      %s\n  policy    %s\n  tenant    %s\n"
+           "  workload  %s\n  state     %s\n  created   %s\n",
+           d->dep_id, d->name[0] ? d->name : "(none)", d->policy_id, d->tenant,
+           d->workload, cli_dep_state_name(d->state), when);
     static const char *const titles[3] = {"key A", "key B", "avail"};
     for (int i = 0; i < 3; i++)
         printf("  %-9s %s (%s)\n", titles[i], d->root_uri[i], d->wrap_mech[i]);
@@ -63,9 +67,11 @@ static int cmd_dep_create(struct cli *cli, int argc, char **argv)
         {"workload", required_argument, NULL, OPT_WORKLOAD},
         {"key-a", required_argument, NULL, OPT_KEY_A},
         {"key-b", required_argument, NULL, OPT_KEY_B},
+        {"name", required_argument, NULL, OPT_NAME},
         {0},
     };
     const char *tenant = NULL, *workload = NULL, *a = NULL, *b = NULL;
+    const char *name = NULL;
     int c;
     while ((c = cli_getopt(cli, argc, argv, "", opts)) != -1) {
         switch (c) {
@@ -81,6 +87,9 @@ static int cmd_dep_create(struct cli *cli, int argc, char **argv)
         case OPT_KEY_B:
             b = optarg;
             break;
+        case OPT_NAME:
+            name = optarg;
+            break;
         default:
             return cli_usage_error(cli, "unknown option %s", argv[optind - 1]);
         }
@@ -95,7 +104,8 @@ static int cmd_dep_create(struct cli *cli, int argc, char **argv)
     if (rc != CLI_OK)
         return rc;
     keytier_dep_info d;
-    keytier_err e = keytier_dep_create(ctx, tenant, workload, a, b, &d);
+    keytier_err e =
+        keytier_dep_create_named(ctx, tenant, workload, a, b, name, &d);
     if (e != KEYTIER_OK)
         return cli_fail_lib(cli, e);
     if (cli->json)
@@ -128,8 +138,6 @@ static int cmd_dep_list(struct cli *cli, int argc, char **argv)
     }
     if (optind != argc)
         return cli_usage_error(cli, "unexpected argument '%s'", argv[optind]);
-    if (tenant == NULL)
-        return cli_usage_error(cli, "--tenant is required");
     keytier_ctx *ctx;
     int rc = cli_ctx(cli, &ctx);
     if (rc != CLI_OK)
@@ -140,8 +148,8 @@ static int cmd_dep_list(struct cli *cli, int argc, char **argv)
     if (e != KEYTIER_OK)
         return cli_fail_lib(cli, e);
     if (!cli->json)
-        printf("%-36s %-36s %-24s %-11s %s\n", "DEP", "POLICY", "WORKLOAD",
-               "STATE", "CREATED");
+        printf("%-36s %-36s %-16s %-24s %-11s %-20s %s\n", "DEP", "POLICY",
+               "TENANT", "WORKLOAD", "STATE", "CREATED", "NAME");
     for (size_t i = 0; i < n; i++) {
         if (cli->json) {
             cli_json_put(dep_json(&list[i]));
@@ -149,9 +157,10 @@ static int cmd_dep_list(struct cli *cli, int argc, char **argv)
         }
         char when[32];
         time_iso(list[i].created, when);
-        printf("%-36s %-36s %-24s %-11s %s\n", list[i].dep_id,
-               list[i].policy_id, list[i].workload,
-               cli_dep_state_name(list[i].state), when);
+        printf("%-36s %-36s %-16s %-24s %-11s %-20s %s\n", list[i].dep_id,
+               list[i].policy_id, list[i].tenant, list[i].workload,
+               cli_dep_state_name(list[i].state), when,
+               list[i].name[0] ? list[i].name : "-");
     }
     keytier_dep_list_free(list);
     return CLI_OK;
@@ -170,8 +179,6 @@ static int cmd_dep_show(struct cli *cli, int argc, char **argv)
             return cli_usage_error(cli, "unknown option %s", argv[optind - 1]);
         tenant = optarg;
     }
-    if (tenant == NULL)
-        return cli_usage_error(cli, "--tenant is required");
     if (optind + 1 != argc)
         return cli_usage_error(cli, "one DEP id expected");
     keytier_ctx *ctx;
@@ -179,7 +186,8 @@ static int cmd_dep_show(struct cli *cli, int argc, char **argv)
     if (rc != CLI_OK)
         return rc;
     keytier_dep_info d;
-    keytier_err e = keytier_dep_show(ctx, tenant, argv[optind], &d);
+    keytier_err e =
+        keytier_dep_show(ctx, tenant, argv[optind], &d); /* NULL: any */
     if (e != KEYTIER_OK)
         return cli_fail_lib(cli, e);
     if (cli->json)
@@ -190,33 +198,41 @@ static int cmd_dep_show(struct cli *cli, int argc, char **argv)
 }
 
 #define DEP_JSON_HELP                                                          \
-    "JSON: {dep_id, policy_id, tenant, workload, state, created,\n"            \
-    "roots: {a|b|availability: {uri, wrap}}}\n"
+    "JSON: {dep_id, policy_id, tenant, workload, name (null: none), state,\n"  \
+    "created, roots: {a|b|availability: {uri, wrap}}}\n"
 
 const struct cli_cmd cli_dep_cmds[] = {
     {"dep", "create", "create a DEP from two customer root keys",
      "usage: keytier dep create --tenant T --workload W --key-a URI --key-b "
      "URI\n"
+     "                          [--name N]\n"
      "\n"
      "Creates a data encryption policy for tenant T and workload W (Exchange,\n"
      "SharePoint, M365DataAtRestEncryption or one of the configuration). The\n"
      "two customer root keys, named by PKCS#11 URIs, must be in two different\n"
      "tokens, non-extractable and allowed to wrap and unwrap. An availability\n"
      "key is generated in the service token; the DEP key is wrapped by all\n"
-     "three. The tokens' PINs come from the configuration "
-     "(pin.LABEL).\n" DEP_JSON_HELP,
+     "three. The tokens' PINs come from the configuration (pin.LABEL).\n"
+     "--name gives the DEP a human name, shown by list and show: at most 64\n"
+     "bytes of printable UTF-8, no control characters (exit 2 otherwise).\n"
+     "Names need not be unique; the DEP id is what other commands take.\n"
+     "\n" DEP_JSON_HELP,
      cmd_dep_create},
-    {"dep", "list", "list a tenant's DEPs",
-     "usage: keytier dep list --tenant T [--workload W]\n"
+    {"dep", "list", "list DEPs (every tenant's, or one tenant's)",
+     "usage: keytier dep list [--tenant T] [--workload W]\n"
      "\n"
-     "The tenant's DEPs, oldest first.\n"
+     "DEPs, oldest first: tenant T's with --tenant, every tenant's without;\n"
+     "--workload W keeps that workload's. Columns: DEP, POLICY, TENANT,\n"
+     "WORKLOAD, STATE, CREATED, NAME (- when the DEP has none).\n"
      "JSON lines, one per DEP: " DEP_JSON_HELP,
      cmd_dep_list},
     {"dep", "show", "show one DEP",
-     "usage: keytier dep show --tenant T ID\n"
+     "usage: keytier dep show [--tenant T] ID\n"
      "\n"
-     "The DEP's ids, state and root keys with their wrap "
-     "mechanisms.\n" DEP_JSON_HELP,
+     "The DEP's ids, name, tenant, state and root keys with their wrap\n"
+     "mechanisms. DEP ids are unique across tenants: without --tenant the id\n"
+     "alone finds the DEP; with --tenant a DEP of another tenant is refused\n"
+     "(KEYTIER_E_WRONG_TENANT).\n" DEP_JSON_HELP,
      cmd_dep_show},
     {0},
 };
