@@ -339,7 +339,8 @@ static keytier_err kt_admin_generate(struct kt_token *tok, CK_SESSION_HANDLE s,
     };
     char nb[KT_CKR_FULL_NAME_MAX];
     CK_OBJECT_HANDLE key = CK_INVALID_HANDLE, pub = CK_INVALID_HANDLE;
-    CK_RV rv = kt_root_keygen(tok, s, bits[type], label, id, id_len, &key, &pub);
+    CK_RV rv =
+        kt_root_keygen(tok, s, bits[type], label, id, id_len, &key, &pub);
     *cls = bits[type] == 0 ? CKO_SECRET_KEY : CKO_PRIVATE_KEY;
     if (rv != CKR_OK)
         return kt_err(KEYTIER_E_TOKEN, "token '%s': %s: %s", tok->label,

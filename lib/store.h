@@ -169,8 +169,7 @@ struct kt_mig_todo {
     struct kt_key_rec rec;
 };
 KT_MUST_CHECK keytier_err kt_store_mig_todo(struct kt_store *st, const char *id,
-                                            size_t max,
-                                            struct kt_mig_todo *out,
+                                            size_t max, struct kt_mig_todo *out,
                                             size_t *n);
 /* Applies a batch in one transaction; a row whose dep_id is no longer
  * old_dep is skipped with its subtree (its item stays to do). */
@@ -201,9 +200,9 @@ struct kt_ks_key_rec {
     int state; /* 0 current, 1 archived, 2 retired */
 };
 
-KT_MUST_CHECK keytier_err kt_store_keyset_insert(
-    struct kt_store *st, const struct kt_keyset_rec *ks,
-    const struct kt_ks_key_rec *first);
+KT_MUST_CHECK keytier_err
+kt_store_keyset_insert(struct kt_store *st, const struct kt_keyset_rec *ks,
+                       const struct kt_ks_key_rec *first);
 KT_MUST_CHECK keytier_err kt_store_keyset_get(struct kt_store *st,
                                               const char *name,
                                               struct kt_keyset_rec *out);

@@ -128,7 +128,8 @@ static const char *const kt_migrations[] = {
     "  key_id TEXT NOT NULL,"
     "  done INTEGER NOT NULL DEFAULT 0,"
     "  PRIMARY KEY (migration_id, key_id));"
-    "CREATE INDEX IF NOT EXISTS migration_items_todo ON migration_items(migration_id, done);"
+    "CREATE INDEX IF NOT EXISTS migration_items_todo ON "
+    "migration_items(migration_id, done);"
     "CREATE INDEX IF NOT EXISTS tier_keys_dep ON tier_keys(dep_id, level);"
     "CREATE TABLE IF NOT EXISTS keysets ("
     "  name TEXT PRIMARY KEY,"
@@ -984,8 +985,7 @@ out:
 /* Adds to migration m every level-1 key of its tenant and workload that is
  * not under its target DEP, restricted to one name or one source DEP. */
 static keytier_err kt_mig_add_locked(struct kt_store *st,
-                                     const struct kt_mig_rec *m,
-                                     size_t *added)
+                                     const struct kt_mig_rec *m, size_t *added)
 {
     sqlite3_stmt *q;
     if (kt_prep(st,
@@ -1052,9 +1052,8 @@ keytier_err kt_store_mig_create(struct kt_store *st, const struct kt_mig_rec *m,
     if (e != KEYTIER_OK)
         goto fail;
     const char *t[] = {m->target_dep};
-    e = kt_run(st,
-               "UPDATE deps SET state = ?2 WHERE dep_id = ?1 AND state = 1", t,
-               1, KEYTIER_DEP_MIGRATING, "create migration");
+    e = kt_run(st, "UPDATE deps SET state = ?2 WHERE dep_id = ?1 AND state = 1",
+               t, 1, KEYTIER_DEP_MIGRATING, "create migration");
     if (e != KEYTIER_OK)
         goto fail;
     e = kt_commit(st);
@@ -1300,8 +1299,9 @@ keytier_err kt_store_mig_finish(struct kt_store *st, const char *id,
     pthread_mutex_lock(&st->mu);
     keytier_err e = kt_begin(st);
     if (e == KEYTIER_OK)
-        e = kt_run(st, "UPDATE migrations SET state = ?2 WHERE "
-                       "migration_id = ?1",
+        e = kt_run(st,
+                   "UPDATE migrations SET state = ?2 WHERE "
+                   "migration_id = ?1",
                    t, 1, 1, "finish migration");
     /* The target leaves `migrating` once no other migration to it runs. */
     if (e == KEYTIER_OK)
@@ -1364,8 +1364,8 @@ keytier_err kt_store_keyset_insert(struct kt_store *st,
     sqlite3_bind_int64(q, 4, ks->retire_after);
     sqlite3_bind_int64(q, 5, ks->created);
     int rc = sqlite3_step(q);
-    bool dup = rc != SQLITE_DONE && sqlite3_extended_errcode(st->db) ==
-                                        SQLITE_CONSTRAINT_PRIMARYKEY;
+    bool dup = rc != SQLITE_DONE &&
+               sqlite3_extended_errcode(st->db) == SQLITE_CONSTRAINT_PRIMARYKEY;
     kt_done(st, q);
     if (rc != SQLITE_DONE) {
         e = dup ? kt_err(KEYTIER_E_EXISTS, "keyset %s", ks->name)
@@ -1449,8 +1449,8 @@ keytier_err kt_store_ks_key_get(struct kt_store *st, const char *name,
                 ? KEYTIER_OK
                 : kt_err(KEYTIER_E_FORMAT, "keyset %s: wrapped key", name);
     } else if (rc == SQLITE_DONE) {
-        e = kt_err(KEYTIER_E_NOT_FOUND, "keyset %s has no key version %u",
-                   name, (unsigned)version);
+        e = kt_err(KEYTIER_E_NOT_FOUND, "keyset %s has no key version %u", name,
+                   (unsigned)version);
     } else {
         e = kt_store_fail(st, "read keyset key");
     }

@@ -6,8 +6,8 @@
 #include <string.h>
 
 #include "ossl/ossl.h"
-#include "kt_asym.h"       /* module-asym */
-#include "ossl/asym.h"     /* module-asym: KT_RSA_* and KT_EC_* sizes */
+#include "kt_asym.h"   /* module-asym */
+#include "ossl/asym.h" /* module-asym: KT_RSA_* and KT_EC_* sizes */
 
 #define AES_KEYS {CKK_AES}, 1
 #define HMAC_KEYS                                                              \
@@ -21,11 +21,15 @@
 #define EC_KEYS  {CKK_EC}, 1
 #define EC_FLAGS (CKF_EC_F_P | CKF_EC_NAMEDCURVE | CKF_EC_UNCOMPRESS)
 #define RSA_ROW(mech, flags)                                                   \
-    {mech, #mech, {KT_RSA_MIN_BITS, KT_RSA_MAX_BITS, flags}, RSA_KEYS,         \
-     &kt_ops_asym, NULL}
+    {                                                                          \
+        mech, #mech, {KT_RSA_MIN_BITS, KT_RSA_MAX_BITS, flags}, RSA_KEYS,      \
+            &kt_ops_asym, NULL                                                 \
+    }
 #define EC_ROW(mech, flags, ops)                                               \
-    {mech, #mech, {KT_EC_MIN_BITS, KT_EC_MAX_BITS, (flags) | EC_FLAGS},        \
-     EC_KEYS, ops, NULL}
+    {                                                                          \
+        mech, #mech, {KT_EC_MIN_BITS, KT_EC_MAX_BITS, (flags) | EC_FLAGS},     \
+            EC_KEYS, ops, NULL                                                 \
+    }
 /* --- end RSA and EC */
 
 static const struct kt_mech mechs[] = {
@@ -112,9 +116,12 @@ static const struct kt_mech mechs[] = {
      NULL},
     /* --- RSA and EC (module-asym; ops in ops_asym.c, pairs and ECDH in
      * keys_asym.c). Sizes are modulus bits and curve order bits. */
-    {CKM_RSA_PKCS_KEY_PAIR_GEN, "CKM_RSA_PKCS_KEY_PAIR_GEN",
-     {KT_RSA_MIN_BITS, KT_RSA_MAX_BITS, CKF_GENERATE_KEY_PAIR}, RSA_KEYS,
-     NULL, NULL},
+    {CKM_RSA_PKCS_KEY_PAIR_GEN,
+     "CKM_RSA_PKCS_KEY_PAIR_GEN",
+     {KT_RSA_MIN_BITS, KT_RSA_MAX_BITS, CKF_GENERATE_KEY_PAIR},
+     RSA_KEYS,
+     NULL,
+     NULL},
     RSA_ROW(CKM_RSA_PKCS, SIGNS | CRYPT | WRAPS),
     RSA_ROW(CKM_RSA_X_509, SIGNS),
     RSA_ROW(CKM_SHA1_RSA_PKCS, SIGNS),
@@ -129,9 +136,12 @@ static const struct kt_mech mechs[] = {
     RSA_ROW(CKM_SHA384_RSA_PKCS_PSS, SIGNS),
     RSA_ROW(CKM_SHA512_RSA_PKCS_PSS, SIGNS),
     RSA_ROW(CKM_RSA_PKCS_OAEP, CRYPT | WRAPS),
-    {CKM_EC_KEY_PAIR_GEN, "CKM_EC_KEY_PAIR_GEN",
+    {CKM_EC_KEY_PAIR_GEN,
+     "CKM_EC_KEY_PAIR_GEN",
      {KT_EC_MIN_BITS, KT_EC_MAX_BITS, CKF_GENERATE_KEY_PAIR | EC_FLAGS},
-     EC_KEYS, NULL, NULL},
+     EC_KEYS,
+     NULL,
+     NULL},
     EC_ROW(CKM_ECDSA, SIGNS, &kt_ops_asym),
     EC_ROW(CKM_ECDSA_SHA1, SIGNS, &kt_ops_asym),
     EC_ROW(CKM_ECDSA_SHA224, SIGNS, &kt_ops_asym),

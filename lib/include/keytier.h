@@ -85,10 +85,10 @@ extern "C" {
     X(KEYTIER_E_REVOKED, 40, "access revoked: the customer keys refused")      \
     X(KEYTIER_E_UNAVAILABLE, 41, "customer keys unavailable")                  \
     X(KEYTIER_E_AUDIT, 42, "audit log could not be written")                   \
-    X(KEYTIER_E_AUDIT_TAMPERED, 43, "audit log altered")                      \
+    X(KEYTIER_E_AUDIT_TAMPERED, 43, "audit log altered")                       \
     /* 60..69: lifecycle */                                                    \
-    X(KEYTIER_E_PURGED, 60, "tenant purged: its keys were destroyed")         \
-    X(KEYTIER_E_DEP_STATE, 61, "DEP state does not allow this operation")     \
+    X(KEYTIER_E_PURGED, 60, "tenant purged: its keys were destroyed")          \
+    X(KEYTIER_E_DEP_STATE, 61, "DEP state does not allow this operation")      \
     X(KEYTIER_E_RETIRED, 62,                                                   \
       "secret key retired: secrets protected under it cannot be opened")
 
@@ -420,19 +420,20 @@ keytier_cache_invalidate(keytier_ctx *ctx, keytier_invalidate_scope scope,
  *
  * Each call loads the PKCS#11 module at module_path with p11-kit (any
  * module: keytier's, SoftHSM2, ...; "remote:unix:path=SOCKET" reaches a
- * token served by `p11-kit server`), works on it and releases it; no context or store is needed.  PINs are taken
- * from the caller's NUL-terminated strings, copied into buffers that are
- * wiped after use, and never logged or put in error text.  Token failures
- * name the call and its CKR_ code in keytier_last_error_detail().
+ * token served by `p11-kit server`), works on it and releases it; no context or
+ * store is needed.  PINs are taken from the caller's NUL-terminated strings,
+ * copied into buffers that are wiped after use, and never logged or put in
+ * error text.  Token failures name the call and its CKR_ code in
+ * keytier_last_error_detail().
  */
 
 #define KEYTIER_LABEL_MAX 32 /* bytes of a token or object label */
 
 typedef struct keytier_token_info {
-    unsigned long slot; /* slot ID, valid in this process only */
-    int initialized;    /* CKF_TOKEN_INITIALIZED */
-    int user_pin_set;   /* CKF_USER_PIN_INITIALIZED */
-    int pin_locked;     /* CKF_USER_PIN_LOCKED */
+    unsigned long slot;                /* slot ID, valid in this process only */
+    int initialized;                   /* CKF_TOKEN_INITIALIZED */
+    int user_pin_set;                  /* CKF_USER_PIN_INITIALIZED */
+    int pin_locked;                    /* CKF_USER_PIN_LOCKED */
     char label[KEYTIER_LABEL_MAX + 1]; /* trimmed */
     char manufacturer[33];
     char model[17];
@@ -442,9 +443,8 @@ typedef struct keytier_token_info {
 
 /* Every slot of the module that has a token, initialised or not, in slot
  * order.  Free with keytier_token_list_free.  KEYTIER_E_MODULE. */
-KEYTIER_API KEYTIER_MUST_CHECK keytier_err
-keytier_token_list(const char *module_path, keytier_token_info **out,
-                   size_t *count);
+KEYTIER_API KEYTIER_MUST_CHECK keytier_err keytier_token_list(
+    const char *module_path, keytier_token_info **out, size_t *count);
 KEYTIER_API void keytier_token_list_free(keytier_token_info *list);
 
 /*
@@ -455,10 +455,9 @@ KEYTIER_API void keytier_token_list_free(keytier_token_info *list);
  * KEYTIER_E_TOKEN_NOT_FOUND (no free slot), KEYTIER_E_TOKEN (a token call
  * failed, e.g. CKR_PIN_LEN_RANGE), KEYTIER_E_ARGS, KEYTIER_E_MODULE.
  */
-KEYTIER_API KEYTIER_MUST_CHECK keytier_err
-keytier_token_init(const char *module_path, const char *label,
-                   const char *so_pin, const char *user_pin,
-                   keytier_token_info *out);
+KEYTIER_API KEYTIER_MUST_CHECK keytier_err keytier_token_init(
+    const char *module_path, const char *label, const char *so_pin,
+    const char *user_pin, keytier_token_info *out);
 
 typedef enum keytier_root_type {
     KEYTIER_ROOT_TYPE_AES256 = 0,
@@ -685,14 +684,14 @@ typedef struct keytier_keyset_info {
     int64_t rollover_after, retire_after;
 } keytier_keyset_info;
 
-KEYTIER_API KEYTIER_MUST_CHECK keytier_err keytier_keyset_create(
-    keytier_ctx *ctx, const char *name, const char *root_uri,
-    int64_t rollover_after, int64_t retire_after);
+KEYTIER_API KEYTIER_MUST_CHECK keytier_err
+keytier_keyset_create(keytier_ctx *ctx, const char *name, const char *root_uri,
+                      int64_t rollover_after, int64_t retire_after);
 KEYTIER_API KEYTIER_MUST_CHECK keytier_err keytier_keyset_get(
     keytier_ctx *ctx, const char *name, keytier_keyset_info *out);
 /* Rolls over now (whatever the age); *version (may be NULL): the new one. */
-KEYTIER_API KEYTIER_MUST_CHECK keytier_err keytier_keyset_rollover(
-    keytier_ctx *ctx, const char *name, uint32_t *version);
+KEYTIER_API KEYTIER_MUST_CHECK keytier_err
+keytier_keyset_rollover(keytier_ctx *ctx, const char *name, uint32_t *version);
 /* Automatic rollover and retirement by age, as protect does. */
 KEYTIER_API KEYTIER_MUST_CHECK keytier_err keytier_keyset_maintain(
     keytier_ctx *ctx, const char *name, int *rolled, size_t *retired);

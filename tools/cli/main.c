@@ -15,9 +15,9 @@
 #include "cli.h"
 
 static const struct cli_cmd *const families[] = {
-    cli_token_cmds, cli_dep_cmds,  cli_tier_cmds, cli_crypt_cmds,
-    cli_audit_cmds, cli_demo_cmds, cli_help_cmds,
-    cli_lifecycle_cmds, /* lifecycle */
+    cli_token_cmds, cli_dep_cmds,       cli_tier_cmds,
+    cli_crypt_cmds, cli_audit_cmds,     cli_demo_cmds,
+    cli_help_cmds,  cli_lifecycle_cmds, /* lifecycle */
 };
 
 #define N_FAMILIES (sizeof families / sizeof families[0])
