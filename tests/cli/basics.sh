@@ -47,7 +47,7 @@ expect_ok kt help fallback
 assert_contains "$KT_LAST_OUTPUT" "    - system (token absent, device error"
 assert_contains "$KT_LAST_OUTPUT" "    - denied (key destroyed, CKA_UNWRAP off"
 expect_ok kt help envelope
-assert_contains "$KT_LAST_OUTPUT" "must be discarded"
+assert_contains "$KT_LAST_OUTPUT" "before any"
 expect_fail "keytier help: no help topic 'nope' (see 'keytier help --help')" kt help nope
 expect_rc 2 kt help nope
 

@@ -6,14 +6,19 @@
  * chunk between file descriptors.  Output to a file goes to a temp file
  * beside it that is renamed over FILE only after the whole stream
  * succeeded, so a failed run leaves no partial or unauthenticated FILE.
- * Decryption to standard output writes each chunk only after that chunk
- * authenticated; a later bad chunk or a missing end stops the stream with
- * a non-zero exit, so a consumer of the pipe must discard the output of a
- * failed run (`keytier help envelope`).
+ * Decryption to standard output writes nothing unless the whole envelope
+ * authenticates: a first pass checks every chunk (decrypting into
+ * /dev/null), a second pass writes the plaintext. Input that cannot be read
+ * twice (a pipe) is first spooled, as ciphertext, into an unnamed temp file
+ * (O_TMPFILE, gone with the process), so memory stays constant.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -167,6 +172,83 @@ static int crypt_key(struct cli *cli, const struct crypt_args *a, bool create,
     return CLI_OK;
 }
 
+/* Makes in readable twice: a regular file is used as it is (its start
+ * offset in *start), anything else is copied into an unnamed temp file in
+ * $TMPDIR (or /tmp) whose descriptor replaces *in. Ciphertext only. */
+static int crypt_rewindable(struct cli *cli, int *in, off_t *start,
+                            const char *what)
+{
+    struct stat st;
+    if (fstat(*in, &st) == 0 && S_ISREG(st.st_mode)) {
+        *start = lseek(*in, 0, SEEK_CUR);
+        if (*start >= 0)
+            return CLI_OK;
+    }
+    const char *dir = getenv("TMPDIR");
+    if (dir == NULL || *dir == '\0')
+        dir = "/tmp";
+    int tmp = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (tmp < 0)
+        return cli_fail(cli, CLI_IO,
+                        "cannot spool %s into a temp file in %s: %s", what, dir,
+                        strerror(errno));
+    static unsigned char buf[1 << 16];
+    for (;;) {
+        ssize_t n = read(*in, buf, sizeof buf);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            int err = errno;
+            close(tmp);
+            return cli_fail(cli, CLI_IO, "reading %s: %s", what, strerror(err));
+        }
+        if (n == 0)
+            break;
+        for (ssize_t off = 0; off < n;) {
+            ssize_t w = write(tmp, buf + off, (size_t)(n - off));
+            if (w < 0 && errno == EINTR)
+                continue;
+            if (w < 0) {
+                int err = errno;
+                close(tmp);
+                return cli_fail(cli, CLI_IO, "spooling %s into %s: %s", what,
+                                dir, strerror(err));
+            }
+            off += w;
+        }
+    }
+    if (*in > STDERR_FILENO)
+        close(*in);
+    *in = tmp;
+    *start = 0;
+    if (lseek(tmp, 0, SEEK_SET) != 0)
+        return cli_fail(cli, CLI_IO, "rewinding the spooled %s: %s", what,
+                        strerror(errno));
+    return CLI_OK;
+}
+
+/* Decryption to standard output: authenticate the whole envelope first,
+ * then decrypt it again into the output, so a failed run writes nothing. */
+static keytier_err crypt_open_verified(struct cli *cli, keytier_key *key,
+                                       int in, off_t start, int out)
+{
+    int null = open("/dev/null", O_WRONLY | O_CLOEXEC);
+    if (null < 0)
+        return KEYTIER_E_IO;
+    struct cli_progress *p = cli_progress_start(cli, in, "verifying");
+    keytier_err e = keytier_open_stream(key, NULL, 0, in, null);
+    cli_progress_stop(p, e == KEYTIER_OK);
+    close(null);
+    if (e != KEYTIER_OK)
+        return e;
+    if (lseek(in, start, SEEK_SET) != start)
+        return KEYTIER_E_IO;
+    p = cli_progress_start(cli, in, "decrypting");
+    e = keytier_open_stream(key, NULL, 0, in, out);
+    cli_progress_stop(p, e == KEYTIER_OK);
+    return e;
+}
+
 static int crypt_run(struct cli *cli, int argc, char **argv, bool decrypt)
 {
     struct crypt_args a;
@@ -188,11 +270,20 @@ static int crypt_run(struct cli *cli, int argc, char **argv, bool decrypt)
     rc = cli_out_open(cli, &o, a.out);
     if (rc != CLI_OK)
         goto out;
-    struct cli_progress *p =
-        cli_progress_start(cli, in, decrypt ? "decrypting" : "encrypting");
-    keytier_err e = decrypt ? keytier_open_stream(key, NULL, 0, in, o.fd)
-                            : keytier_seal_stream(key, NULL, 0, in, o.fd);
-    cli_progress_stop(p, e == KEYTIER_OK);
+    keytier_err e;
+    if (decrypt && a.out == NULL) {
+        off_t start = 0;
+        rc = crypt_rewindable(cli, &in, &start, a.in ? a.in : "standard input");
+        if (rc != CLI_OK)
+            goto out;
+        e = crypt_open_verified(cli, key, in, start, o.fd);
+    } else {
+        struct cli_progress *p =
+            cli_progress_start(cli, in, decrypt ? "decrypting" : "encrypting");
+        e = decrypt ? keytier_open_stream(key, NULL, 0, in, o.fd)
+                    : keytier_seal_stream(key, NULL, 0, in, o.fd);
+        cli_progress_stop(p, e == KEYTIER_OK);
+    }
     if (e != KEYTIER_OK) {
         cli_out_abort(&o);
         rc = cli_fail_lib_in(cli, e, "%s", a.in ? a.in : "standard input");
@@ -269,10 +360,10 @@ const struct cli_cmd cli_crypt_cmds[] = {
      "  --internal OP       an internal operation (index, move, malware-scan,\n"
      "                      ediscovery, dlp, migrate, recover, ...): may use\n"
      "                      the availability key whatever the error class\n"
-     "With -o FILE, FILE appears only after every chunk authenticated. On\n"
-     "standard output each chunk is written only after it authenticated;\n"
-     "when a later chunk is bad or the stream is truncated, decrypt stops\n"
-     "with exit 3 and the reader must discard what it received.\n"
+     "With -o FILE, FILE appears only after every chunk authenticated. To\n"
+     "standard output nothing is written unless the whole envelope\n"
+     "authenticates (a first pass checks it; input from a pipe is spooled as\n"
+     "ciphertext into an unnamed temp file); otherwise exit 3.\n"
      "JSON (with -o FILE): {operation, tenant, mailbox|site, blob, key_id,\n"
      "dep_id, request_id, internal, output}\n",
      cmd_decrypt},

@@ -75,11 +75,12 @@ static const char help_envelope[] =
     "\n"
     "`keytier decrypt -o FILE` writes to a temp file beside FILE and renames\n"
     "it only after the final chunk authenticated: a failed run leaves no\n"
-    "FILE (an existing FILE is untouched). To standard output, a chunk is\n"
-    "written only after it authenticated; a bad chunk, a dropped, repeated\n"
-    "or reordered chunk, or a missing end stops decrypt with exit 3 and an\n"
-    "error line: what the reader received so far is authentic but\n"
-    "incomplete, and must be discarded (check the exit status).\n"
+    "FILE (an existing FILE is untouched). To standard output, decrypt\n"
+    "first authenticates the whole envelope, then decrypts it again into\n"
+    "the output: a bad chunk, a dropped, repeated or reordered chunk, or a\n"
+    "missing end stops decrypt with exit 3 and an error line before any\n"
+    "plaintext is written. Input from a pipe is spooled, as ciphertext, into\n"
+    "an unnamed temp file in $TMPDIR (or /tmp) so it can be read twice.\n"
     "`keytier encrypt -o FILE` likewise leaves no partial FILE.\n";
 
 static const struct {
