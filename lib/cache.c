@@ -536,14 +536,8 @@ void kt_cache_maintain(kt_cache *c)
                 now < e->expires - c->cfg.refresh_ahead_ms ||
                 now < e->next_refresh)
                 continue;
-            if (njobs == cap) {
-                size_t ncap = cap ? 2 * cap : 8;
-                kt_refresh_job *nj = realloc(jobs, ncap * sizeof *nj);
-                if (!nj)
-                    continue;
-                jobs = nj;
-                cap = ncap;
-            }
+            if (!kt_array_reserve((void **)&jobs, &cap, njobs, sizeof *jobs, 8))
+                continue;
             jobs[njobs].id = strdup(e->id);
             jobs[njobs].dep_id = e->dep_id ? strdup(e->dep_id) : NULL;
             jobs[njobs].gen = e->gen;

@@ -558,15 +558,9 @@ keytier_err kt_store_dep_list(struct kt_store *st, const char *tenant,
         sqlite3_bind_text(q, 2, workload, -1, SQLITE_STATIC);
     int rc;
     while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
-        if (n == cap) {
-            size_t ncap = cap ? cap * 2 : 8;
-            struct kt_dep_rec *nl = reallocarray(list, ncap, sizeof *nl);
-            if (nl == NULL) {
-                e = kt_err(KEYTIER_E_NOMEM, NULL);
-                break;
-            }
-            list = nl;
-            cap = ncap;
+        if (!kt_array_reserve((void **)&list, &cap, n, sizeof *list, 8)) {
+            e = kt_err(KEYTIER_E_NOMEM, NULL);
+            break;
         }
         e = kt_dep_row(st, q, &list[n]);
         if (e != KEYTIER_OK)
@@ -769,15 +763,9 @@ keytier_err kt_store_key_list(struct kt_store *st, const char *tenant,
     sqlite3_bind_text(q, 2, parent_id, -1, SQLITE_STATIC);
     int rc;
     while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
-        if (n == cap) {
-            size_t ncap = cap ? cap * 2 : 16;
-            struct kt_key_rec *nl = reallocarray(list, ncap, sizeof *nl);
-            if (nl == NULL) {
-                e = kt_err(KEYTIER_E_NOMEM, NULL);
-                break;
-            }
-            list = nl;
-            cap = ncap;
+        if (!kt_array_reserve((void **)&list, &cap, n, sizeof *list, 16)) {
+            e = kt_err(KEYTIER_E_NOMEM, NULL);
+            break;
         }
         e = kt_key_row(q, &list[n]);
         if (e != KEYTIER_OK)
@@ -1147,15 +1135,9 @@ keytier_err kt_store_mig_list(struct kt_store *st, const char *tenant,
     sqlite3_bind_text(q, 1, tenant, -1, SQLITE_STATIC);
     int rc;
     while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
-        if (n == cap) {
-            size_t ncap = cap ? cap * 2 : 4;
-            struct kt_mig_rec *nl = reallocarray(list, ncap, sizeof *nl);
-            if (nl == NULL) {
-                e = kt_err(KEYTIER_E_NOMEM, NULL);
-                break;
-            }
-            list = nl;
-            cap = ncap;
+        if (!kt_array_reserve((void **)&list, &cap, n, sizeof *list, 4)) {
+            e = kt_err(KEYTIER_E_NOMEM, NULL);
+            break;
         }
         kt_mig_row(q, &list[n++]);
     }

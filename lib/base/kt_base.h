@@ -152,4 +152,10 @@ void kt_log_event_(kt_log *log, enum kt_log_level level, const char *event,
 /* Monotonic clock in nanoseconds (for latencies). */
 uint64_t kt_now_ns(void);
 
+/* Makes room for one more element in a growing array of elem-byte items
+ * holding n (capacity *cap, doubled from first): false, array untouched,
+ * when memory runs out or the size would overflow. */
+KT_MUST_CHECK bool kt_array_reserve(void **arr, size_t *cap, size_t n,
+                                    size_t elem, size_t first);
+
 #endif /* KT_BASE_H */

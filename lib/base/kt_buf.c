@@ -2,6 +2,8 @@
  * what remains before any byte moves. */
 #include <string.h>
 
+#include <stdlib.h>
+
 #include "kt_base.h"
 
 void kt_rd_init(struct kt_rd *rd, const void *buf, size_t len)
@@ -166,4 +168,20 @@ bool kt_wr_lv8(struct kt_wr *wr, const void *src, size_t n)
 bool kt_wr_ok(const struct kt_wr *wr)
 {
     return !wr->failed;
+}
+
+bool kt_array_reserve(void **arr, size_t *cap, size_t n, size_t elem,
+                      size_t first)
+{
+    if (n < *cap)
+        return true;
+    size_t ncap = *cap ? *cap * 2 : first;
+    if (ncap < *cap)
+        return false;
+    void *na = reallocarray(*arr, ncap, elem);
+    if (na == NULL)
+        return false;
+    *arr = na;
+    *cap = ncap;
+    return true;
 }

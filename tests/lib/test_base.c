@@ -206,6 +206,29 @@ START_TEST(logger_writes_calls_and_events)
 }
 END_TEST
 
+START_TEST(array_reserve_grows_and_refuses_overflow)
+{
+    int *a = NULL;
+    size_t cap = 0, n = 0;
+    for (int i = 0; i < 100; i++) {
+        ck_assert(kt_array_reserve((void **)&a, &cap, n, sizeof *a, 4));
+        ck_assert_uint_gt(cap, n);
+        a[n++] = i;
+    }
+    ck_assert_uint_eq(cap, 128); /* 4 doubled five times */
+    for (int i = 0; i < 100; i++)
+        ck_assert_int_eq(a[i], i);
+    /* a size that would overflow: refused, array and capacity untouched */
+    size_t huge = SIZE_MAX / 2 + 1;
+    size_t c2 = huge;
+    int *keep = a;
+    ck_assert(!kt_array_reserve((void **)&a, &c2, huge, sizeof *a, 4));
+    ck_assert_ptr_eq(a, keep);
+    ck_assert_uint_eq(c2, huge);
+    free(a);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("base");
@@ -217,6 +240,7 @@ int main(void)
     tcase_add_test(tc, reader_bounds);
     tcase_add_test(tc, writer_bounds);
     tcase_add_test(tc, logger_writes_calls_and_events);
+    tcase_add_test(tc, array_reserve_grows_and_refuses_overflow);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
