@@ -315,6 +315,8 @@ static void demo_cleanup(struct demo *d)
     for (int i = 0; i < 2; i++)
         demo_server_stop(i);
     demo_rmtree();
+    explicit_bzero(d->pin, sizeof d->pin);
+    explicit_bzero(d->so_pin, sizeof d->so_pin);
 }
 
 /* ---- steps -------------------------------------------------------------- */
