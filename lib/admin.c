@@ -29,11 +29,23 @@ static void kt_admin_close(keytier_ctx *ctx)
 {
     if (ctx == NULL)
         return;
-    kt_tokens_unload(ctx);
-    kt_log_close(ctx->log);
-    for (size_t i = 0; i < ctx->cfg.n_modules; i++)
-        free(ctx->cfg.modules[i]);
-    free(ctx);
+    kt_ctx_drain(ctx); /* lib-deadline: never waits for a hung module */
+}
+
+/* The module answered its start (C_Initialize, C_GetInfo) in time; a
+ * module that answered with an error is reported by the call that needs
+ * it. */
+static keytier_err kt_admin_ready(keytier_ctx *ctx)
+{
+    struct kt_module *mod = &ctx->modules[0];
+
+    pthread_mutex_lock(&mod->mu);
+    bool hung = mod->hung;
+    pthread_mutex_unlock(&mod->mu);
+    if (hung)
+        return kt_err(KEYTIER_E_UNAVAILABLE, "%s: no answer within %u ms",
+                      mod->path, kt_admin_deadline_ms(ctx));
+    return KEYTIER_OK;
 }
 
 static keytier_err kt_admin_open(const char *module_path, keytier_ctx **out)
@@ -49,13 +61,21 @@ static keytier_err kt_admin_open(const char *module_path, keytier_ctx **out)
         return kt_err(KEYTIER_E_NOMEM, NULL);
     }
     ctx->cfg.n_modules = 1;
+    /* lib-deadline: the module starts on the pool; a module that does not
+     * answer within the administration deadline is reported, not waited
+     * for. */
+    kt_avail_config_defaults(&ctx->cfg.avail);
+    ctx->cfg.avail.call_deadline_ms = ctx->cfg.avail.admin_deadline_ms;
     keytier_err e = kt_log_open(NULL, KT_LOG_WARNING, &ctx->log);
     if (e != KEYTIER_OK) {
         free(ctx->cfg.modules[0]);
         free(ctx);
         return e;
     }
+    kt_ctx_init_calls(ctx);
     e = kt_tokens_load(ctx);
+    if (e == KEYTIER_OK)
+        e = kt_admin_ready(ctx);
     if (e != KEYTIER_OK) {
         kt_admin_close(ctx);
         return e;

@@ -7,6 +7,20 @@
  *   avail.call_deadline_ms = 2000  a root-key read slower than this is a
  *                                  "system" failure (its late result is
  *                                  dropped)
+ *   avail.admin_deadline_ms = 30000
+ *                                  lib-deadline: every other token call
+ *                                  (DEP creation: finding and checking
+ *                                  the customer roots, wrapping, generating
+ *                                  the availability key; roll; purge;
+ *                                  keyset keys; the CLI's token commands)
+ *                                  fails with KEYTIER_E_UNAVAILABLE naming
+ *                                  the key/token after this.  Longer than
+ *                                  call_deadline_ms because such a step is
+ *                                  several calls and may generate an RSA
+ *                                  key.  Module start (C_Initialize) and
+ *                                  slot scans use call_deadline_ms; so does
+ *                                  keytier_ctx_close when it waits for
+ *                                  calls still hung (then it returns).
  *   avail.hedge_ms = 150           ask the second customer key after this
  *                                  while the first is still pending
  *   avail.workers = 32             worker threads for token calls
@@ -40,6 +54,7 @@ struct kt_avail_override {
 
 struct kt_avail_cfg {
     unsigned call_deadline_ms;
+    unsigned admin_deadline_ms; /* lib-deadline */
     unsigned hedge_ms;
     unsigned workers;
     unsigned per_token;
@@ -65,12 +80,14 @@ void kt_avail_config_free(struct kt_avail_cfg *cfg);
 struct kt_avail;
 struct kt_dep_rec;
 
-/* Starts the pool, the cache (and its refresh thread) and opens the audit
- * log of ctx (after its store and modules are up). */
+/* Starts the cache (and its refresh thread) and opens the audit log of
+ * ctx (after its store, modules and pool are up). */
 KT_MUST_CHECK keytier_err kt_avail_open(keytier_ctx *ctx);
-/* Stops everything; waits for token calls still running on workers (a
- * hung token holds close until it answers or its connection drops). */
+/* Stops the cache thread and closes the audit log.  Token calls still
+ * running on workers hold the context, not this state (lib-deadline). */
 void kt_avail_close(keytier_ctx *ctx);
+/* Frees the state itself, once no token job is left (kt_ctx_drain). */
+void kt_avail_free(keytier_ctx *ctx);
 
 /* The fallback rule, behind kt_dep_key_read(). */
 KT_MUST_CHECK keytier_err kt_avail_dep_key_read(keytier_ctx *ctx,

@@ -32,6 +32,7 @@ typedef struct kt_job {
     kt_tok *tok;
     enum kt_job_state state;
     bool abandoned; /* the caller left: the worker discards and releases */
+    bool posted;    /* kt_pool_post: nobody waits; the worker takes it */
     CK_RV rv;
     kt_waiter *waiter; /* signalled when the job is done */
     struct kt_job *next;
@@ -180,12 +181,24 @@ static void kt_worker_drain_sigpipe(const sigset_t *set)
         sigtimedwait(set, NULL, &zero);
 }
 
+/* Code that runs on a worker must not wait for another job of the pool
+ * (all workers could end up waiting for jobs no worker is free to run). */
+static _Thread_local bool kt_on_worker;
+
+bool kt_pool_on_worker(void)
+{
+    return kt_on_worker;
+}
+
+static CK_RV kt_job_take(kt_job *job);
+
 static void *kt_worker_main(void *arg)
 {
     kt_pool *pool = arg;
     sigset_t pipe_set;
     bool last;
 
+    kt_on_worker = true;
     kt_worker_block_sigpipe(&pipe_set);
     pthread_mutex_lock(&pool->lock);
     for (;;) {
@@ -219,6 +232,11 @@ static void *kt_worker_main(void *arg)
              * discard may make another call to the same token. */
             pthread_mutex_unlock(&pool->lock);
             kt_job_discard(job);
+            pthread_mutex_lock(&pool->lock);
+        } else if (job->posted) {
+            /* Nobody waits: the worker hands the result over itself. */
+            pthread_mutex_unlock(&pool->lock);
+            (void)kt_job_take(job);
             pthread_mutex_lock(&pool->lock);
         } else {
             pthread_cond_signal(&job->waiter->cond);
@@ -495,6 +513,19 @@ CK_RV kt_pool_hedge(kt_pool *pool, const kt_call calls[2], unsigned hedge_ms,
     }
     *winner = -1;
     return rv[0];
+}
+
+CK_RV kt_pool_post(kt_pool *pool, const kt_call *call)
+{
+    kt_job *job;
+    CK_RV rv = CKR_OK;
+
+    pthread_mutex_lock(&pool->lock);
+    job = kt_job_submit(pool, call, NULL, &rv);
+    if (job)
+        job->posted = true;
+    pthread_mutex_unlock(&pool->lock);
+    return job ? CKR_OK : rv;
 }
 
 unsigned kt_pool_hung(kt_pool *pool, uint64_t token)

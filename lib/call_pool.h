@@ -16,6 +16,7 @@
 #ifndef KT_CALL_POOL_H
 #define KT_CALL_POOL_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include <p11-kit/pkcs11.h>
@@ -80,6 +81,19 @@ CK_RV kt_pool_run(kt_pool *pool, const kt_call *call, unsigned deadline_ms);
  */
 CK_RV kt_pool_hedge(kt_pool *pool, const kt_call calls[2], unsigned hedge_ms,
                     unsigned deadline_ms, int *winner, CK_RV rv[2]);
+
+/*
+ * Runs call on a worker without waiting for it (work whose outcome the
+ * caller learns some other way, e.g. a module scan that updates shared
+ * state).  The worker calls accept(ctx, rv) then release(ctx) when the
+ * call returns; discard is never called.  Returns CKR_OK, or
+ * KT_CKR_TOKEN_HUNG / CKR_HOST_MEMORY with the call already released.
+ */
+CK_RV kt_pool_post(kt_pool *pool, const kt_call *call);
+
+/* True on a worker thread of any pool: such code runs token calls inline
+ * and never waits for another job (the pool could be full of waiters). */
+bool kt_pool_on_worker(void);
 
 /* Calls of this token that are past their deadline and still running. */
 unsigned kt_pool_hung(kt_pool *pool, uint64_t token);

@@ -36,13 +36,10 @@
 struct kt_avail {
     keytier_ctx *ctx;
     struct kt_avail_cfg *cfg;
-    kt_pool *pool;
+    kt_pool *pool;   /* the context's (lib-deadline: ctx->pool) */
     kt_cache *cache; /* NULL when cache_ttl_ms is 0 */
     kt_audit *audit;
-    /* root-key reads still on a worker (late ones included) */
-    pthread_mutex_t lock;
-    pthread_cond_t idle;
-    unsigned inflight;
+    pthread_mutex_t lock; /* guards the alert callback */
     keytier_alert_fn alert_fn;
     void *alert_arg;
     atomic_uint_fast64_t token_reads, timeouts, fallbacks, denied, unavailable;
@@ -54,6 +51,7 @@ void kt_avail_config_defaults(struct kt_avail_cfg *c)
 {
     memset(c, 0, sizeof *c);
     c->call_deadline_ms = 2000;
+    c->admin_deadline_ms = 30000;
     c->hedge_ms = 150;
     c->workers = 32;
     c->per_token = 4;
@@ -97,6 +95,7 @@ keytier_err kt_avail_config_set(struct kt_avail_cfg *c, const char *where,
     {#f, offsetof(struct kt_avail_cfg, f),                                     \
      sizeof(((struct kt_avail_cfg *)0)->f), lo, hi}
         N(call_deadline_ms, 1, 3600000),
+        N(admin_deadline_ms, 1, 3600000),
         N(hedge_ms, 0, 3600000),
         N(workers, 1, 1024),
         N(per_token, 1, 1024),
@@ -194,6 +193,7 @@ struct kt_slot_result {
 };
 
 struct kt_slot_job {
+    keytier_ctx *ctx; /* held until release (lib-deadline) */
     struct kt_avail *av;
     struct kt_dep_rec dep; /* a copy: a late job outlives the caller */
     int slot;
@@ -206,10 +206,12 @@ static CK_RV kt_slot_run(void *p)
     struct kt_slot_job *j = p;
     CK_RV rv = CKR_OK;
 
+    /* av lives as long as the context (kt_avail_free), which this job
+     * holds until release. */
     atomic_fetch_add(&j->av->token_reads, 1);
     kt_err_clear();
     j->res.err =
-        kt_dep_key_unwrap_slot(j->av->ctx, &j->dep, j->slot, &j->res.key, &rv);
+        kt_dep_key_unwrap_slot(j->ctx, &j->dep, j->slot, &j->res.key, &rv);
     j->res.rv = kt_ckr_from_err(j->res.err, rv);
     if (j->res.err != KEYTIER_OK)
         snprintf(j->res.detail, sizeof j->res.detail, "%s",
@@ -239,32 +241,11 @@ static void kt_slot_discard(void *p, CK_RV rv)
 static void kt_slot_release(void *p)
 {
     struct kt_slot_job *j = p;
-    struct kt_avail *av = j->av;
+    keytier_ctx *ctx = j->ctx;
 
     kt_secret_free(j->res.key);
     free(j);
-    pthread_mutex_lock(&av->lock);
-    if (--av->inflight == 0)
-        pthread_cond_broadcast(&av->idle);
-    pthread_mutex_unlock(&av->lock);
-}
-
-/* A token identity for the pool's per-token bound: the token of the URI's
- * "token=" attribute, hashed (the pool only compares them). */
-static uint64_t kt_slot_token_id(const char *uri)
-{
-    const char *t = strstr(uri, "token=");
-    uint64_t h = 1469598103934665603ull;
-    size_t n;
-
-    if (!t)
-        t = uri;
-    n = strcspn(t, ";?");
-    for (size_t i = 0; i < n; i++) {
-        h ^= (unsigned char)t[i];
-        h *= 1099511628211ull;
-    }
-    return h;
+    kt_ctx_release(ctx); /* may be the last user of a closed context */
 }
 
 static bool kt_slot_call(struct kt_avail *av, const struct kt_dep_rec *dep,
@@ -276,15 +257,14 @@ static bool kt_slot_call(struct kt_avail *av, const struct kt_dep_rec *dep,
 
     if (!j)
         return false;
+    j->ctx = av->ctx;
     j->av = av;
     j->dep = *dep;
     j->slot = slot;
     j->sink = sink;
-    pthread_mutex_lock(&av->lock);
-    av->inflight++;
-    pthread_mutex_unlock(&av->lock);
+    kt_ctx_hold(av->ctx);
     *call = (kt_call){.name = names[slot],
-                      .token = kt_slot_token_id(dep->roots[slot].uri),
+                      .token = kt_uri_token_id(dep->roots[slot].uri),
                       .run = kt_slot_run,
                       .accept = kt_slot_accept,
                       .discard = kt_slot_discard,
@@ -416,7 +396,6 @@ keytier_err kt_avail_open(keytier_ctx *ctx)
 {
     struct kt_avail_cfg *c = &ctx->cfg.avail;
     struct kt_avail *av = calloc(1, sizeof *av);
-    kt_pool_config pc = {.max_workers = c->workers, .per_token = c->per_token};
     keytier_err e;
     char *path = NULL;
 
@@ -425,13 +404,8 @@ keytier_err kt_avail_open(keytier_ctx *ctx)
     av->ctx = ctx;
     av->cfg = c;
     pthread_mutex_init(&av->lock, NULL);
-    pthread_cond_init(&av->idle, NULL);
     ctx->avail = av;
-    av->pool = kt_pool_new(&pc);
-    if (!av->pool) {
-        e = kt_err(KEYTIER_E_NOMEM, "call pool");
-        goto fail;
-    }
+    av->pool = ctx->pool;
     if (!c->audit_log) {
         size_t n = strlen(ctx->cfg.store_path) + sizeof ".audit.jsonl";
         path = malloc(n);
@@ -475,15 +449,22 @@ void kt_avail_close(keytier_ctx *ctx)
 
     if (!av)
         return;
-    /* The cache thread first: it makes token calls of its own. */
+    /* The cache thread first: it makes token calls of its own (each
+     * bounded by the call deadline).  Root-key reads still running on a
+     * worker are late ones: they hold the context, not this state
+     * (lib-deadline: keytier_ctx_close never waits for a hung token). */
     kt_cache_free(av->cache);
-    pthread_mutex_lock(&av->lock);
-    while (av->inflight)
-        pthread_cond_wait(&av->idle, &av->lock);
-    pthread_mutex_unlock(&av->lock);
-    kt_pool_free(av->pool);
+    av->cache = NULL;
     kt_audit_close(av->audit);
-    pthread_cond_destroy(&av->idle);
+    av->audit = NULL;
+}
+
+void kt_avail_free(keytier_ctx *ctx)
+{
+    struct kt_avail *av = ctx->avail;
+
+    if (!av)
+        return;
     pthread_mutex_destroy(&av->lock);
     free(av);
     ctx->avail = NULL;

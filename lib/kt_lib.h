@@ -79,12 +79,24 @@ KT_MUST_CHECK keytier_err kt_pin_read(const struct kt_pin_cfg *pin,
 
 /* ---- modules, tokens, sessions (token.c) ------------------------------ */
 
+/*
+ * lib-deadline: a module is started (C_Initialize, C_GetInfo) and its slots
+ * scanned by one job at a time, on the call pool, never under tokens_mu.
+ * A scan that misses its deadline marks the module hung: later lookups
+ * skip it instead of waiting, until the late call returns (the job then
+ * clears the mark and adds what it found).
+ */
 struct kt_module {
     char *path;
     CK_FUNCTION_LIST *fl;
-    CK_INFO info;
-    bool initialized; /* we called C_Initialize and must finalize */
-    bool ready;       /* initialised and C_GetInfo answered */
+    CK_INFO info;       /* written by the scan job before ready */
+    pthread_mutex_t mu; /* guards the state below */
+    pthread_cond_t cv;  /* a scan finished (CLOCK_MONOTONIC) */
+    bool initialized;   /* we called C_Initialize and must finalize */
+    bool ready;         /* initialised and C_GetInfo answered */
+    bool scanning;      /* a start/scan job is under way */
+    bool hung;          /* that job missed a deadline: skip the module */
+    CK_RV last_rv;      /* why it is not ready (for error details) */
 };
 
 struct kt_token {
@@ -113,8 +125,78 @@ struct keytier_ctx {
     struct kt_token **tokens; /* stable pointers, freed at close */
     size_t n_tokens, cap_tokens;
     struct kt_store *store;
-    struct kt_avail *avail; /* lib-avail: pool, cache, audit */
+    struct kt_avail *avail; /* lib-avail: cache, audit */
+    /* lib-deadline: every token call of the context runs on this pool with
+     * a deadline.  A call that missed its deadline still runs on its
+     * worker and holds a reference (calls) on the context: close waits a
+     * bounded time for them, then leaves the last one to free what they
+     * use (modules, tokens, sessions, log, config; ctx.c). */
+    struct kt_pool *pool;
+    pthread_mutex_t calls_mu;
+    pthread_cond_t calls_cv;
+    unsigned calls;
+    bool closing;
 };
+
+/* ---- context lifetime and token work with a deadline (ctx.c,
+ * token_job.c; lib-deadline) ------------------------------------------ */
+
+/* A token job holds the context alive until it ends (even past close). */
+void kt_ctx_hold(keytier_ctx *ctx);
+void kt_ctx_release(keytier_ctx *ctx);
+/* Waits at most the call deadline for token jobs still running, then
+ * frees the modules, tokens, log, config and ctx now, or, when some are
+ * hung, leaves that to the last of them.  Store and availability state
+ * must be closed already. */
+void kt_ctx_drain(keytier_ctx *ctx);
+/* Initialises the call count (before kt_tokens_load, which makes the
+ * pool). */
+void kt_ctx_init_calls(keytier_ctx *ctx);
+
+/* Deadlines: reads and lookups, and administration (lib/avail.h). */
+unsigned kt_call_deadline_ms(const keytier_ctx *ctx);
+unsigned kt_admin_deadline_ms(const keytier_ctx *ctx);
+
+#define KT_TJOB_DETAIL 512
+
+/*
+ * Token work that runs on the pool with a deadline.  A job is a struct
+ * whose first member is struct kt_tjob, made by kt_tjob_new; everything
+ * run touches must be inside it (copies, never the caller's stack), as a
+ * late job outlives its caller.
+ */
+struct kt_tjob {
+    keytier_ctx *ctx;
+    /* on a worker: the token work; its error and detail are carried back */
+    keytier_err (*run)(struct kt_tjob *job);
+    /* optional: the job succeeded after its caller left: undo it (destroy
+     * a key it generated) */
+    void (*undo)(struct kt_tjob *job);
+    /* optional: frees what the job owns (wipes secrets), at the end */
+    void (*cleanup)(struct kt_tjob *job);
+    keytier_err err;
+    CK_RV rv; /* the token's CK_RV behind err, if any */
+    char detail[KT_TJOB_DETAIL];
+    bool taken; /* the caller has the result (written on its thread) */
+    atomic_uint refs;
+};
+
+/* A zeroed job of size bytes (>= sizeof(struct kt_tjob)), or NULL. */
+KT_MUST_CHECK void *kt_tjob_new(keytier_ctx *ctx, size_t size,
+                                keytier_err (*run)(struct kt_tjob *job));
+/*
+ * Runs job on the context's pool and waits at most deadline_ms.  Returns
+ * the job's error (with its detail, on this thread), or
+ * KEYTIER_E_UNAVAILABLE naming `what` and `uri` when the token did not
+ * answer in time or has too many calls hung already.  job->taken says
+ * whether its outputs may be read.  The caller still calls kt_tjob_put.
+ * On a pool worker the job runs inline.
+ */
+KT_MUST_CHECK keytier_err kt_tjob_run(struct kt_tjob *job, const char *what,
+                                      const char *uri, unsigned deadline_ms);
+void kt_tjob_put(struct kt_tjob *job);
+/* The pool's identity of the token a URI names (its token= part). */
+uint64_t kt_uri_token_id(const char *uri);
 
 /* A resolved root key. */
 struct kt_root {

@@ -3,12 +3,15 @@
  * Modules are loaded and URIs (RFC 7512) parsed with p11-kit; every C_*
  * call goes through p11call.c.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <p11-kit/p11-kit.h>
 #include <p11-kit/uri.h>
 
+#include "call_pool.h"
 #include "ckr_class.h"
 #include "p11call.h"
 
@@ -57,34 +60,200 @@ static CK_FUNCTION_LIST *kt_remote_load(const char *address)
     return fl;
 }
 
-/* Initialises a loaded module.  A module that cannot initialise now (a
- * remote vault that is down) is not fatal: the context opens without its
- * tokens and the next token lookup tries again. */
-static bool kt_module_start(keytier_ctx *ctx, struct kt_module *mod)
+/* Starts a loaded module (C_Initialize, C_GetInfo).  Only its scan job
+ * calls this (module->scanning), on a worker.  A module that cannot
+ * initialise now (a remote vault that is down) is not fatal: the context
+ * opens without its tokens and the next lookup that finds no token tries
+ * again. */
+static CK_RV kt_module_start(keytier_ctx *ctx, struct kt_module *mod)
 {
+    CK_RV rv;
+
     if (mod->ready)
-        return true;
+        return CKR_OK;
     if (!mod->initialized) {
-        CK_RV rv = kt_p11_initialize(ctx, mod);
+        rv = kt_p11_initialize(ctx, mod);
         if (rv != CKR_OK && rv != CKR_CRYPTOKI_ALREADY_INITIALIZED) {
             kt_log_event(ctx->log, KT_LOG_WARNING,
                          "module failed to initialise; will retry", mod->path);
-            return false;
+            return rv;
         }
         mod->initialized = rv == CKR_OK;
     }
-    if (kt_p11_get_info(ctx, mod, &mod->info) != CKR_OK) {
+    rv = kt_p11_get_info(ctx, mod, &mod->info);
+    if (rv != CKR_OK)
         kt_log_event(ctx->log, KT_LOG_WARNING,
                      "module C_GetInfo failed; will retry", mod->path);
+    return rv;
+}
+
+/* Adds a token under tokens_mu unless another scan added it meanwhile. */
+static void kt_token_add(keytier_ctx *ctx, struct kt_module *mod,
+                         CK_SLOT_ID slot, const CK_TOKEN_INFO *info)
+{
+    pthread_mutex_lock(&ctx->tokens_mu);
+    for (size_t t = 0; t < ctx->n_tokens; t++)
+        if (ctx->tokens[t]->mod == mod && ctx->tokens[t]->slot == slot)
+            goto out;
+    if (ctx->n_tokens == ctx->cap_tokens) {
+        size_t ncap = ctx->cap_tokens ? ctx->cap_tokens * 2 : 8;
+        struct kt_token **nt = reallocarray(ctx->tokens, ncap, sizeof *nt);
+        if (nt == NULL)
+            goto out; /* not found this time; the next scan tries again */
+        ctx->tokens = nt;
+        ctx->cap_tokens = ncap;
+    }
+    struct kt_token *tok = calloc(1, sizeof *tok);
+    if (tok == NULL)
+        goto out;
+    tok->ctx = ctx;
+    tok->mod = mod;
+    tok->slot = slot;
+    tok->info = *info;
+    kt_label_trim(info->label, sizeof info->label, tok->label);
+    pthread_mutex_init(&tok->mu, NULL);
+    ctx->tokens[ctx->n_tokens++] = tok;
+out:
+    pthread_mutex_unlock(&ctx->tokens_mu);
+}
+
+static bool kt_token_known(keytier_ctx *ctx, struct kt_module *mod,
+                           CK_SLOT_ID slot)
+{
+    bool known = false;
+
+    pthread_mutex_lock(&ctx->tokens_mu);
+    for (size_t t = 0; t < ctx->n_tokens && !known; t++)
+        known = ctx->tokens[t]->mod == mod && ctx->tokens[t]->slot == slot;
+    pthread_mutex_unlock(&ctx->tokens_mu);
+    return known;
+}
+
+/* lib-deadline: one module's start and slot scan, on a worker.  Token
+ * calls are made without any lock held; tokens_mu is taken only to add
+ * what was found, so a hung module never blocks lookups of other tokens. */
+static void kt_module_scan(keytier_ctx *ctx, struct kt_module *mod)
+{
+    CK_SLOT_ID slots[KT_MAX_SLOTS];
+    CK_ULONG n = KT_MAX_SLOTS;
+    CK_RV rv = kt_module_start(ctx, mod);
+
+    if (rv == CKR_OK) {
+        pthread_mutex_lock(&mod->mu);
+        mod->ready = true;
+        pthread_mutex_unlock(&mod->mu);
+        rv = kt_p11_get_slot_list(ctx, mod, slots, &n);
+    }
+    for (CK_ULONG i = 0; rv == CKR_OK && i < n && i < KT_MAX_SLOTS; i++) {
+        CK_TOKEN_INFO info;
+        if (kt_token_known(ctx, mod, slots[i]) ||
+            kt_p11_get_token_info(ctx, mod, slots[i], &info) != CKR_OK ||
+            !(info.flags & CKF_TOKEN_INITIALIZED))
+            continue;
+        kt_token_add(ctx, mod, slots[i], &info);
+    }
+    pthread_mutex_lock(&mod->mu);
+    if (mod->hung)
+        kt_log_event(ctx->log, KT_LOG_WARNING,
+                     "module answers again after missing its deadline",
+                     mod->path);
+    mod->scanning = false;
+    mod->hung = false;
+    mod->last_rv = rv;
+    pthread_cond_broadcast(&mod->cv);
+    pthread_mutex_unlock(&mod->mu);
+}
+
+struct kt_scan_job {
+    keytier_ctx *ctx;
+    struct kt_module *mod;
+};
+
+static CK_RV kt_scan_job_run(void *p)
+{
+    struct kt_scan_job *j = p;
+
+    kt_module_scan(j->ctx, j->mod);
+    return CKR_OK;
+}
+
+static void kt_scan_job_release(void *p)
+{
+    struct kt_scan_job *j = p;
+    keytier_ctx *ctx = j->ctx;
+
+    free(j);
+    kt_ctx_release(ctx); /* may be the last user of a closed context */
+}
+
+/* Posts a scan of mod.  Under mod->mu.  False if it could not start. */
+static bool kt_scan_post(keytier_ctx *ctx, struct kt_module *mod)
+{
+    struct kt_scan_job *j = calloc(1, sizeof *j);
+
+    if (j == NULL || ctx->pool == NULL) {
+        free(j);
         return false;
     }
-    mod->ready = true;
-    return true;
+    j->ctx = ctx;
+    j->mod = mod;
+    kt_ctx_hold(ctx);
+    kt_call call = {.name = "module scan",
+                    .token = (uint64_t)(uintptr_t)mod,
+                    .run = kt_scan_job_run,
+                    .release = kt_scan_job_release,
+                    .ctx = j};
+    return kt_pool_post(ctx->pool, &call) == CKR_OK;
+}
+
+/*
+ * Starts a scan of every module that is neither hung nor being scanned
+ * already, in parallel, and waits for them at most the call deadline.  A
+ * module whose scan is still running then is marked hung: later lookups
+ * skip it until its late calls return.  Never called with tokens_mu held.
+ */
+static void kt_tokens_scan(keytier_ctx *ctx)
+{
+    uint64_t until =
+        kt_now_ns() + (uint64_t)kt_call_deadline_ms(ctx) * 1000000u;
+
+    for (size_t m = 0; m < ctx->n_modules; m++) {
+        struct kt_module *mod = &ctx->modules[m];
+        pthread_mutex_lock(&mod->mu);
+        if (!mod->hung && !mod->scanning)
+            mod->scanning = kt_scan_post(ctx, mod);
+        pthread_mutex_unlock(&mod->mu);
+    }
+    for (size_t m = 0; m < ctx->n_modules; m++) {
+        struct kt_module *mod = &ctx->modules[m];
+        struct timespec ts = {.tv_sec = (time_t)(until / 1000000000u),
+                              .tv_nsec = (long)(until % 1000000000u)};
+        pthread_mutex_lock(&mod->mu);
+        while (mod->scanning && !mod->hung && kt_now_ns() < until)
+            pthread_cond_timedwait(&mod->cv, &mod->mu, &ts);
+        if (mod->scanning && !mod->hung) {
+            mod->hung = true;
+            kt_log_event(ctx->log, KT_LOG_WARNING,
+                         "module did not answer within the deadline; "
+                         "skipped until it does",
+                         mod->path);
+        }
+        pthread_mutex_unlock(&mod->mu);
+    }
 }
 
 keytier_err kt_tokens_load(keytier_ctx *ctx)
 {
+    kt_pool_config pc = {.max_workers = ctx->cfg.avail.workers,
+                         .per_token = ctx->cfg.avail.per_token};
+    pthread_condattr_t attr;
+
     pthread_mutex_init(&ctx->tokens_mu, NULL);
+    ctx->pool = kt_pool_new(&pc);
+    if (ctx->pool == NULL)
+        return kt_err(KEYTIER_E_NOMEM, "call pool");
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
     for (size_t i = 0; i < ctx->cfg.n_modules; i++) {
         struct kt_module *mod = &ctx->modules[ctx->n_modules];
         const char *path = ctx->cfg.modules[i];
@@ -94,13 +263,21 @@ keytier_err kt_tokens_load(keytier_ctx *ctx)
             mod->fl = kt_remote_load(path + strlen(KT_REMOTE_PREFIX));
         else
             mod->fl = p11_kit_module_load(path, 0);
-        if (mod->fl == NULL)
+        if (mod->fl == NULL) {
+            pthread_condattr_destroy(&attr);
             return kt_err(KEYTIER_E_MODULE, "%s: %s", path,
                           p11_kit_message() ? p11_kit_message() : "");
+        }
         mod->path = ctx->cfg.modules[i];
+        pthread_mutex_init(&mod->mu, NULL);
+        pthread_cond_init(&mod->cv, &attr);
         ctx->n_modules++;
-        (void)kt_module_start(ctx, mod);
     }
+    pthread_condattr_destroy(&attr);
+    /* lib-deadline: C_Initialize of a frozen vault never returns; every
+     * module starts on the pool and open waits at most the call deadline
+     * (kt_tokens_scan). */
+    kt_tokens_scan(ctx);
     return KEYTIER_OK;
 }
 
@@ -114,6 +291,7 @@ static void kt_token_free(struct kt_token *tok)
     free(tok);
 }
 
+/* Called once no token job is left (kt_ctx_drain). */
 void kt_tokens_unload(keytier_ctx *ctx)
 {
     for (size_t i = 0; i < ctx->n_tokens; i++)
@@ -126,56 +304,13 @@ void kt_tokens_unload(keytier_ctx *ctx)
         if (mod->initialized)
             (void)kt_p11_finalize(ctx, mod);
         p11_kit_module_release(mod->fl);
+        pthread_cond_destroy(&mod->cv);
+        pthread_mutex_destroy(&mod->mu);
     }
     ctx->n_modules = 0;
+    kt_pool_free(ctx->pool); /* NULL after kt_ctx_drain */
+    ctx->pool = NULL;
     pthread_mutex_destroy(&ctx->tokens_mu);
-}
-
-/* Adds the initialised tokens of every module not seen yet.  Caller holds
- * tokens_mu.  A module that fails to list its slots is skipped (its tokens
- * are simply not found). */
-static keytier_err kt_tokens_scan(keytier_ctx *ctx)
-{
-    for (size_t m = 0; m < ctx->n_modules; m++) {
-        struct kt_module *mod = &ctx->modules[m];
-        CK_SLOT_ID slots[KT_MAX_SLOTS];
-        CK_ULONG n = KT_MAX_SLOTS;
-        if (!kt_module_start(ctx, mod) ||
-            kt_p11_get_slot_list(ctx, mod, slots, &n) != CKR_OK)
-            continue;
-        for (CK_ULONG i = 0; i < n && i < KT_MAX_SLOTS; i++) {
-            bool known = false;
-            for (size_t t = 0; t < ctx->n_tokens && !known; t++)
-                known = ctx->tokens[t]->mod == mod &&
-                        ctx->tokens[t]->slot == slots[i];
-            if (known)
-                continue;
-            CK_TOKEN_INFO info;
-            if (kt_p11_get_token_info(ctx, mod, slots[i], &info) != CKR_OK ||
-                !(info.flags & CKF_TOKEN_INITIALIZED))
-                continue;
-            if (ctx->n_tokens == ctx->cap_tokens) {
-                size_t ncap = ctx->cap_tokens ? ctx->cap_tokens * 2 : 8;
-                struct kt_token **nt =
-                    reallocarray(ctx->tokens, ncap, sizeof *nt);
-                if (nt == NULL)
-                    return kt_err(KEYTIER_E_NOMEM, NULL);
-                ctx->tokens = nt;
-                ctx->cap_tokens = ncap;
-            }
-            struct kt_token *tok = calloc(1, sizeof *tok);
-            if (tok == NULL)
-                return kt_err(KEYTIER_E_NOMEM, NULL);
-            tok->ctx = ctx;
-            tok->mod = mod;
-            tok->slot = slots[i];
-            tok->info = info;
-            kt_label_trim(info.label, sizeof info.label, tok->label);
-            pthread_mutex_init(&tok->mu, NULL);
-            ctx->tokens[ctx->n_tokens++] = tok;
-        }
-    }
-    return KEYTIER_OK;
 }
 
 static keytier_err kt_uri_parse(const char *uri, P11KitUri **out)
@@ -200,31 +335,69 @@ static keytier_err kt_uri_parse(const char *uri, P11KitUri **out)
     return KEYTIER_OK;
 }
 
-static keytier_err kt_token_match(keytier_ctx *ctx, P11KitUri *u,
-                                  const char *uri, struct kt_token **out)
+static unsigned kt_token_match_known(keytier_ctx *ctx, P11KitUri *u,
+                                     struct kt_token **found)
 {
-    keytier_err e = KEYTIER_OK;
-    struct kt_token *found = NULL;
     unsigned matches = 0;
+
     pthread_mutex_lock(&ctx->tokens_mu);
-    for (int pass = 0; pass < 2 && matches == 0; pass++) {
-        if (pass == 1 || ctx->n_tokens == 0) {
-            e = kt_tokens_scan(ctx); /* a token may have been added */
-            if (e != KEYTIER_OK)
-                break;
-        }
-        for (size_t i = 0; i < ctx->n_tokens; i++) {
-            struct kt_token *t = ctx->tokens[i];
-            if (p11_kit_uri_match_module_info(u, &t->mod->info) &&
-                p11_kit_uri_match_token_info(u, &t->info)) {
-                found = t;
-                matches++;
-            }
+    for (size_t i = 0; i < ctx->n_tokens; i++) {
+        struct kt_token *t = ctx->tokens[i];
+        if (p11_kit_uri_match_module_info(u, &t->mod->info) &&
+            p11_kit_uri_match_token_info(u, &t->info)) {
+            *found = t;
+            matches++;
         }
     }
     pthread_mutex_unlock(&ctx->tokens_mu);
-    if (e != KEYTIER_OK)
-        return e;
+    return matches;
+}
+
+/* The modules that did not answer their last scan (hung past the
+ * deadline, or failed to start), as text; false if every module answers. */
+static bool kt_modules_down(keytier_ctx *ctx, char *out, size_t cap)
+{
+    size_t len = 0;
+
+    out[0] = '\0';
+    for (size_t m = 0; m < ctx->n_modules; m++) {
+        struct kt_module *mod = &ctx->modules[m];
+        char why[96];
+        pthread_mutex_lock(&mod->mu);
+        bool down = mod->hung || !mod->ready || mod->last_rv != CKR_OK;
+        if (mod->hung)
+            snprintf(why, sizeof why, "no answer within %u ms",
+                     kt_call_deadline_ms(ctx));
+        else
+            snprintf(why, sizeof why, "%s", kt_p11_rv_text(mod->last_rv));
+        pthread_mutex_unlock(&mod->mu);
+        if (!down || len >= cap)
+            continue;
+        int n = snprintf(out + len, cap - len, "%s%s (%s)", len ? ", " : "",
+                         mod->path, why);
+        if (n > 0)
+            len += (size_t)n;
+    }
+    return len > 0;
+}
+
+static keytier_err kt_token_match(keytier_ctx *ctx, P11KitUri *u,
+                                  const char *uri, struct kt_token **out)
+{
+    struct kt_token *found = NULL;
+    unsigned matches = kt_token_match_known(ctx, u, &found);
+    char down[512];
+
+    if (matches == 0) {
+        kt_tokens_scan(ctx); /* a token may have been added */
+        matches = kt_token_match_known(ctx, u, &found);
+    }
+    if (matches == 0 && kt_modules_down(ctx, down, sizeof down))
+        /* It may be in a module that does not answer: an outage, not a
+         * wrong URI. */
+        return kt_err(KEYTIER_E_UNAVAILABLE,
+                      "%s: no token that answers matches; not answering: %s",
+                      uri, down);
     if (matches == 0)
         return kt_err(KEYTIER_E_TOKEN_NOT_FOUND, "%s", uri);
     if (matches > 1)

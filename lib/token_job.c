@@ -1,0 +1,141 @@
+/*
+ * Token work with a deadline (lib-deadline, issue 6 point 3): every token
+ * call of the library outside the fallback path (DEP creation, roll,
+ * purge, keyset keys, administration) runs as a job on the context's call
+ * pool and its caller waits at most a deadline.  PKCS#11 calls cannot be
+ * cancelled, so a late job keeps running on its worker: it owns everything
+ * it touches (its struct, copies of keys and URIs), holds the context
+ * (kt_ctx_hold), and undoes a success nobody took (undo hook).  The
+ * caller's reference and the pool's are counted; the last one frees.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "call_pool.h"
+#include "ckr_class.h"
+#include "kt_lib.h"
+
+void *kt_tjob_new(keytier_ctx *ctx, size_t size,
+                  keytier_err (*run)(struct kt_tjob *job))
+{
+    struct kt_tjob *j;
+
+    if (size < sizeof *j)
+        return NULL;
+    j = calloc(1, size);
+    if (j == NULL)
+        return NULL;
+    j->ctx = ctx;
+    j->run = run;
+    atomic_init(&j->refs, 1);
+    kt_ctx_hold(ctx);
+    return j;
+}
+
+void kt_tjob_put(struct kt_tjob *j)
+{
+    keytier_ctx *ctx;
+
+    if (j == NULL || atomic_fetch_sub(&j->refs, 1) != 1)
+        return;
+    ctx = j->ctx;
+    if (j->cleanup)
+        j->cleanup(j);
+    free(j);
+    kt_ctx_release(ctx); /* may be the last user of a closed context */
+}
+
+/* Runs the work and keeps its error and detail in the job (the detail is
+ * thread-local: the worker's is not the caller's). */
+static CK_RV kt_tjob_call_run(void *p)
+{
+    struct kt_tjob *j = p;
+
+    kt_err_clear();
+    j->rv = CKR_OK;
+    j->err = j->run(j);
+    if (j->err != KEYTIER_OK)
+        snprintf(j->detail, sizeof j->detail, "%s",
+                 keytier_last_error_detail());
+    return j->err == KEYTIER_OK ? CKR_OK : kt_ckr_from_err(j->err, j->rv);
+}
+
+static void kt_tjob_call_accept(void *p, CK_RV rv)
+{
+    struct kt_tjob *j = p;
+
+    (void)rv;
+    j->taken = true;
+}
+
+static void kt_tjob_call_discard(void *p, CK_RV rv)
+{
+    struct kt_tjob *j = p;
+
+    (void)rv;
+    if (j->err == KEYTIER_OK && j->undo)
+        j->undo(j);
+}
+
+static void kt_tjob_call_release(void *p)
+{
+    kt_tjob_put(p);
+}
+
+keytier_err kt_tjob_run(struct kt_tjob *j, const char *what, const char *uri,
+                        unsigned deadline_ms)
+{
+    keytier_ctx *ctx = j->ctx;
+    char name[KT_CKR_NAME_MAX];
+    CK_RV rv;
+
+    if (kt_pool_on_worker() || ctx->pool == NULL) {
+        /* Already on a worker (bounded by its own caller): inline. */
+        (void)kt_tjob_call_run(j);
+        j->taken = true;
+    } else {
+        kt_call call = {.name = what,
+                        .token = kt_uri_token_id(uri),
+                        .run = kt_tjob_call_run,
+                        .accept = kt_tjob_call_accept,
+                        .discard = kt_tjob_call_discard,
+                        .release = kt_tjob_call_release,
+                        .ctx = j};
+        atomic_fetch_add(&j->refs, 1); /* the pool's */
+        rv = kt_pool_run(ctx->pool, &call, deadline_ms);
+        if (!j->taken) {
+            if (rv == KT_CKR_TOKEN_HUNG)
+                return kt_err(KEYTIER_E_UNAVAILABLE,
+                              "%s %s: its token has calls hung past their "
+                              "deadline; not asked again until they return",
+                              what, uri);
+            if (rv == KT_CKR_TIMEOUT || rv == KT_CKR_NOT_STARTED)
+                return kt_err(KEYTIER_E_UNAVAILABLE,
+                              "%s %s: the token did not answer within %u ms",
+                              what, uri, deadline_ms);
+            return kt_err(KEYTIER_E_NOMEM, "%s %s: %s", what, uri,
+                          kt_ckr_name(rv, name));
+        }
+    }
+    if (j->err != KEYTIER_OK)
+        return kt_err(j->err, "%s", j->detail);
+    return KEYTIER_OK;
+}
+
+/* FNV-1a of the URI's "token=" attribute: the pool only compares them. */
+uint64_t kt_uri_token_id(const char *uri)
+{
+    const char *t = strstr(uri, "token=");
+    uint64_t h = 1469598103934665603ull;
+    size_t n;
+
+    if (!t)
+        t = uri;
+    n = strcspn(t, ";?");
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)t[i];
+        h *= 1099511628211ull;
+    }
+    return h;
+}
