@@ -135,6 +135,166 @@ static keytier_err kt_wrap_verified(keytier_ctx *ctx, const char *what,
                   what, uri, root->tok->label);
 }
 
+/* ---- lib-deadline: DEP creation's token work, on the call pool --------
+ * Each step runs as a job with avail.admin_deadline_ms (token_job.c).  A
+ * job owns copies of what it uses: when its token hangs the caller fails
+ * with KEYTIER_E_UNAVAILABLE naming the key, and the late job finishes on
+ * its worker, undoing what it made (the availability key) itself. */
+
+/* A customer root: find it, check it, wrap the DEP key and unwrap it back
+ * (kt_wrap_verified).  Leaves nothing in the token. */
+struct kt_wrap_job {
+    struct kt_tjob base;
+    const char *what; /* static */
+    char uri[KEYTIER_URI_MAX];
+    kt_secret *key;
+    struct kt_root_rec rec;
+};
+
+static keytier_err kt_wrap_job_run(struct kt_tjob *tj)
+{
+    struct kt_wrap_job *j = (struct kt_wrap_job *)tj;
+    struct kt_root root;
+    CK_SESSION_HANDLE s = CK_INVALID_HANDLE;
+    CK_RV rv = CKR_OK;
+    memset(&root, 0, sizeof root);
+    keytier_err e =
+        kt_root_resolve(tj->ctx, j->what, j->uri, true, &root, &s, &rv);
+    if (e == KEYTIER_OK) {
+        e = kt_wrap_verified(tj->ctx, j->what, j->uri, &root, s, j->key,
+                             &j->rec, &rv);
+        kt_session_put(root.tok, s, rv);
+    }
+    tj->rv = rv;
+    return e;
+}
+
+static void kt_wrap_job_cleanup(struct kt_tjob *tj)
+{
+    struct kt_wrap_job *j = (struct kt_wrap_job *)tj;
+    kt_secret_free(j->key);
+}
+
+static keytier_err kt_dep_wrap_customer(keytier_ctx *ctx, const char *what,
+                                        const char *uri, const kt_secret *key,
+                                        struct kt_root_rec *rec)
+{
+    struct kt_wrap_job *j = kt_tjob_new(ctx, sizeof *j, kt_wrap_job_run);
+    if (j == NULL)
+        return kt_err(KEYTIER_E_NOMEM, NULL);
+    j->base.cleanup = kt_wrap_job_cleanup;
+    j->what = what;
+    kt_strlcpy(j->uri, uri, sizeof j->uri);
+    j->key = kt_secret_dup(key);
+    keytier_err e = j->key == NULL ? kt_err(KEYTIER_E_NOMEM, NULL)
+                                   : kt_tjob_run(&j->base, what, uri,
+                                                 kt_admin_deadline_ms(ctx));
+    if (e == KEYTIER_OK)
+        *rec = j->rec;
+    kt_tjob_put(&j->base);
+    return e;
+}
+
+/* The availability key: generated in the service token, then the DEP key
+ * wrapped with it and read back.  A late success is destroyed (undo). */
+struct kt_avail_job {
+    struct kt_tjob base;
+    enum kt_avail_type type;
+    uint8_t id[KT_UUID_BYTES];
+    char label[64];
+    kt_secret *key;
+    struct kt_root root;
+    char uri[KEYTIER_URI_MAX];
+    struct kt_root_rec rec;
+};
+
+/* Destroys a generated availability key in a session of its own. */
+static void kt_avail_job_destroy(keytier_ctx *ctx, struct kt_root *root)
+{
+    CK_SESSION_HANDLE s = CK_INVALID_HANDLE;
+    CK_RV rv = CKR_OK;
+    if (kt_session_get(root->tok, &s, &rv) != KEYTIER_OK) {
+        kt_log_event(ctx->log, KT_LOG_ERROR,
+                     "availability key of a failed DEP creation not "
+                     "destroyed",
+                     root->tok->label);
+        return;
+    }
+    kt_avail_destroy(root, s);
+    kt_session_put(root->tok, s, rv);
+}
+
+static keytier_err kt_avail_job_run(struct kt_tjob *tj)
+{
+    struct kt_avail_job *j = (struct kt_avail_job *)tj;
+    CK_SESSION_HANDLE s = CK_INVALID_HANDLE;
+    CK_RV rv = CKR_OK;
+    char *uri = NULL;
+    keytier_err e = kt_avail_generate(tj->ctx, j->type, j->id, j->label,
+                                      &j->root, &s, &uri);
+    if (e != KEYTIER_OK)
+        return e;
+    if (strlen(uri) >= sizeof j->uri)
+        e = kt_err(KEYTIER_E_INTERNAL, "availability key URI too long");
+    else
+        kt_strlcpy(j->uri, uri, sizeof j->uri);
+    free(uri);
+    if (e == KEYTIER_OK)
+        e = kt_wrap_verified(tj->ctx, "availability key", j->uri, &j->root, s,
+                             j->key, &j->rec, &rv);
+    if (e != KEYTIER_OK)
+        kt_avail_destroy(&j->root, s);
+    kt_session_put(j->root.tok, s, rv);
+    tj->rv = rv;
+    return e;
+}
+
+static void kt_avail_job_undo(struct kt_tjob *tj)
+{
+    struct kt_avail_job *j = (struct kt_avail_job *)tj;
+    kt_avail_job_destroy(tj->ctx, &j->root);
+}
+
+static void kt_avail_job_cleanup(struct kt_tjob *tj)
+{
+    struct kt_avail_job *j = (struct kt_avail_job *)tj;
+    kt_secret_free(j->key);
+}
+
+/* Destroys the availability key of a DEP that was not stored. */
+struct kt_destroy_job {
+    struct kt_tjob base;
+    struct kt_root root;
+};
+
+static keytier_err kt_destroy_job_run(struct kt_tjob *tj)
+{
+    struct kt_destroy_job *j = (struct kt_destroy_job *)tj;
+    kt_avail_job_destroy(tj->ctx, &j->root);
+    return KEYTIER_OK;
+}
+
+static void kt_dep_avail_rollback(keytier_ctx *ctx, const struct kt_root *root)
+{
+    struct kt_destroy_job *j = kt_tjob_new(ctx, sizeof *j, kt_destroy_job_run);
+    if (j == NULL) {
+        kt_log_event(ctx->log, KT_LOG_ERROR,
+                     "availability key of a failed DEP creation not "
+                     "destroyed",
+                     root->tok->label);
+        return;
+    }
+    j->root = *root;
+    /* A late job still destroys it when the token answers. */
+    if (kt_tjob_run(&j->base, "service token", ctx->cfg.service_token,
+                    kt_admin_deadline_ms(ctx)) != KEYTIER_OK)
+        kt_log_event(ctx->log, KT_LOG_WARNING,
+                     "availability key of a failed DEP creation: destroy "
+                     "still pending",
+                     root->tok->label);
+    kt_tjob_put(&j->base);
+}
+
 KEYTIER_API keytier_err keytier_dep_create(keytier_ctx *ctx, const char *tenant,
                                            const char *workload,
                                            const char *uri_a, const char *uri_b,
@@ -172,13 +332,9 @@ KEYTIER_API keytier_err keytier_dep_create_named(
 
     struct kt_dep_rec *dep = calloc(1, sizeof *dep);
     kt_secret *key = NULL;
-    struct kt_root roots[3];
-    CK_SESSION_HANDLE sess[3] = {CK_INVALID_HANDLE, CK_INVALID_HANDLE,
-                                 CK_INVALID_HANDLE};
-    CK_RV rv[3] = {CKR_OK, CKR_OK, CKR_OK};
-    char *avail_uri = NULL;
+    struct kt_root avail_root;
     bool avail_made = false;
-    memset(roots, 0, sizeof roots);
+    memset(&avail_root, 0, sizeof avail_root);
     if (dep == NULL)
         return kt_err(KEYTIER_E_NOMEM, NULL);
 
@@ -211,14 +367,6 @@ KEYTIER_API keytier_err keytier_dep_create_named(
                    uri_b, ta->label);
         goto out;
     }
-    e = kt_root_resolve(ctx, "customer key A", uri_a, true, &roots[0], &sess[0],
-                        NULL);
-    if (e != KEYTIER_OK)
-        goto out;
-    e = kt_root_resolve(ctx, "customer key B", uri_b, true, &roots[1], &sess[1],
-                        NULL);
-    if (e != KEYTIER_OK)
-        goto out;
 
     uint8_t dep_id[KT_UUID_BYTES], policy_id[KT_UUID_BYTES];
     key = kt_secret_random(KT_KEY_SIZE);
@@ -235,28 +383,44 @@ KEYTIER_API keytier_err keytier_dep_create_named(
     dep->state = KEYTIER_DEP_REGISTERED;
     dep->created = (int64_t)time(NULL);
 
-    e = kt_wrap_verified(ctx, "customer key A", uri_a, &roots[0], sess[0], key,
-                         &dep->roots[KEYTIER_ROOT_A], &rv[0]);
+    /* Each root on the pool with the administration deadline: a vault
+     * that does not answer fails the creation (KEYTIER_E_UNAVAILABLE,
+     * naming the key) before the availability key exists. */
+    e = kt_dep_wrap_customer(ctx, "customer key A", uri_a, key,
+                             &dep->roots[KEYTIER_ROOT_A]);
     if (e != KEYTIER_OK)
         goto out;
-    e = kt_wrap_verified(ctx, "customer key B", uri_b, &roots[1], sess[1], key,
-                         &dep->roots[KEYTIER_ROOT_B], &rv[1]);
+    e = kt_dep_wrap_customer(ctx, "customer key B", uri_b, key,
+                             &dep->roots[KEYTIER_ROOT_B]);
     if (e != KEYTIER_OK)
         goto out;
 
-    char label[64];
-    snprintf(label, sizeof label, "keytier-avail-%s", dep->dep_id);
-    e = kt_avail_generate(ctx, w->avail, dep_id, label, &roots[2], &sess[2],
-                          &avail_uri);
-    if (e != KEYTIER_OK)
-        goto out;
-    avail_made = true;
-    if (strlen(avail_uri) >= KEYTIER_URI_MAX) {
-        e = kt_err(KEYTIER_E_INTERNAL, "availability key URI too long");
+    if (ctx->cfg.service_token == NULL) {
+        e = kt_err(KEYTIER_E_CONFIG,
+                   "no service_token configured for availability keys");
         goto out;
     }
-    e = kt_wrap_verified(ctx, "availability key", avail_uri, &roots[2], sess[2],
-                         key, &dep->roots[KEYTIER_ROOT_AVAIL], &rv[2]);
+    struct kt_avail_job *aj = kt_tjob_new(ctx, sizeof *aj, kt_avail_job_run);
+    if (aj == NULL) {
+        e = kt_err(KEYTIER_E_NOMEM, NULL);
+        goto out;
+    }
+    aj->base.undo = kt_avail_job_undo;
+    aj->base.cleanup = kt_avail_job_cleanup;
+    aj->type = w->avail;
+    memcpy(aj->id, dep_id, sizeof aj->id);
+    snprintf(aj->label, sizeof aj->label, "keytier-avail-%s", dep->dep_id);
+    aj->key = kt_secret_dup(key);
+    e = aj->key == NULL
+            ? kt_err(KEYTIER_E_NOMEM, NULL)
+            : kt_tjob_run(&aj->base, "service token", ctx->cfg.service_token,
+                          kt_admin_deadline_ms(ctx));
+    if (e == KEYTIER_OK) {
+        avail_root = aj->root;
+        avail_made = true;
+        dep->roots[KEYTIER_ROOT_AVAIL] = aj->rec;
+    }
+    kt_tjob_put(&aj->base);
     if (e != KEYTIER_OK)
         goto out;
 
@@ -276,11 +440,7 @@ KEYTIER_API keytier_err keytier_dep_create_named(
                      dep->dep_id);
 out:
     if (avail_made)
-        kt_avail_destroy(&roots[2], sess[2]);
-    for (int i = 0; i < 3; i++)
-        if (roots[i].tok != NULL)
-            kt_session_put(roots[i].tok, sess[i], rv[i]);
-    free(avail_uri);
+        kt_dep_avail_rollback(ctx, &avail_root);
     kt_secret_free(key);
     kt_wipe(dep, sizeof *dep);
     free(dep);

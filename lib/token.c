@@ -209,8 +209,8 @@ static bool kt_scan_post(keytier_ctx *ctx, struct kt_module *mod)
 /*
  * Starts a scan of every module that is neither hung nor being scanned
  * already, in parallel, and waits for them at most the call deadline.  A
- * module whose scan is still running then is marked hung: later lookups
- * skip it until its late calls return.  Never called with tokens_mu held.
+ * module whose scan is still running then is marked hung: it is not asked
+ * again until its late calls return.  Never called with tokens_mu held.
  */
 static void kt_tokens_scan(keytier_ctx *ctx)
 {
@@ -229,7 +229,12 @@ static void kt_tokens_scan(keytier_ctx *ctx)
         struct timespec ts = {.tv_sec = (time_t)(until / 1000000000u),
                               .tv_nsec = (long)(until % 1000000000u)};
         pthread_mutex_lock(&mod->mu);
-        while (mod->scanning && !mod->hung && kt_now_ns() < until)
+        /* A module that never answered yet (its first start, e.g. slow
+         * under load, or a vault frozen since open) may hold the token
+         * looked for: waited for again, at most the deadline.  One that
+         * answered before and hangs now is skipped: its tokens are known. */
+        while (mod->scanning && (!mod->hung || !mod->ready) &&
+               kt_now_ns() < until)
             pthread_cond_timedwait(&mod->cv, &mod->mu, &ts);
         if (mod->scanning && !mod->hung) {
             mod->hung = true;

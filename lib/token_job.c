@@ -55,9 +55,16 @@ static CK_RV kt_tjob_call_run(void *p)
     kt_err_clear();
     j->rv = CKR_OK;
     j->err = j->run(j);
-    if (j->err != KEYTIER_OK)
-        snprintf(j->detail, sizeof j->detail, "%s",
-                 keytier_last_error_detail());
+    if (j->err != KEYTIER_OK) {
+        /* The detail reads "<message>: <text>"; kt_err adds the message
+         * again on the caller's thread. */
+        const char *d = keytier_last_error_detail();
+        const char *m = keytier_strerror(j->err);
+        size_t ml = strlen(m);
+        if (!strncmp(d, m, ml) && d[ml] == ':' && d[ml + 1] == ' ')
+            d += ml + 2;
+        snprintf(j->detail, sizeof j->detail, "%s", d);
+    }
     return j->err == KEYTIER_OK ? CKR_OK : kt_ckr_from_err(j->err, j->rv);
 }
 
