@@ -59,8 +59,9 @@ const char *kt_ckr_class_name(kt_ckr_class cls);
  * as the CK_RV it stands for: rv itself when the token returned one;
  * otherwise KEYTIER_E_KEY_NOT_FOUND -> KT_CKR_NO_MATCH, KEYTIER_E_KEY_USAGE
  * -> CKR_KEY_FUNCTION_NOT_PERMITTED, KEYTIER_E_AUTH (the copy unwrapped to
- * another key) -> CKR_WRAPPED_KEY_INVALID, KEYTIER_E_TOKEN_NOT_FOUND and
- * KEYTIER_E_MODULE -> KT_CKR_UNREACHABLE, KEYTIER_OK -> CKR_OK, anything
+ * another key) -> CKR_WRAPPED_KEY_INVALID, KEYTIER_E_TOKEN_NOT_FOUND,
+ * KEYTIER_E_MODULE and KEYTIER_E_UNAVAILABLE (the token's module does not
+ * answer) -> KT_CKR_UNREACHABLE, KEYTIER_OK -> CKR_OK, anything
  * else -> CKR_GENERAL_ERROR (system).
  */
 CK_RV kt_ckr_from_err(keytier_err err, CK_RV rv);

@@ -10,6 +10,7 @@
 
 #include <openssl/rand.h>
 
+#include "ckr_class.h"
 #include "p11call.h"
 
 keytier_err kt_dep_key_unwrap_slot(keytier_ctx *ctx,
@@ -49,6 +50,56 @@ keytier_err kt_dep_key_unwrap_slot(keytier_ctx *ctx,
     }
     *out = key;
     return KEYTIER_OK;
+}
+
+/* lib-deadline: kt_dep_key_unwrap_slot as a job owning a copy of the DEP. */
+struct kt_unwrap_job {
+    struct kt_tjob base;
+    struct kt_dep_rec dep;
+    int slot;
+    kt_secret *key;
+};
+
+static keytier_err kt_unwrap_job_run(struct kt_tjob *tj)
+{
+    struct kt_unwrap_job *j = (struct kt_unwrap_job *)tj;
+    return kt_dep_key_unwrap_slot(tj->ctx, &j->dep, j->slot, &j->key, &tj->rv);
+}
+
+static void kt_unwrap_job_cleanup(struct kt_tjob *tj)
+{
+    struct kt_unwrap_job *j = (struct kt_unwrap_job *)tj;
+    kt_secret_free(j->key);
+    kt_wipe(&j->dep, sizeof j->dep);
+}
+
+keytier_err kt_dep_key_unwrap_slot_bounded(keytier_ctx *ctx,
+                                           const struct kt_dep_rec *dep,
+                                           int slot, kt_secret **out, CK_RV *rv,
+                                           unsigned deadline_ms)
+{
+    static const char *const names[] = {"customer key A", "customer key B",
+                                        "availability key"};
+    struct kt_unwrap_job *j = kt_tjob_new(ctx, sizeof *j, kt_unwrap_job_run);
+    *rv = CKR_OK;
+    if (j == NULL)
+        return kt_err(KEYTIER_E_NOMEM, NULL);
+    j->base.cleanup = kt_unwrap_job_cleanup;
+    j->dep = *dep;
+    j->slot = slot;
+    keytier_err e =
+        kt_tjob_run(&j->base, names[slot], dep->roots[slot].uri, deadline_ms);
+    if (j->base.taken) {
+        *rv = j->base.rv;
+        if (e == KEYTIER_OK) {
+            *out = j->key;
+            j->key = NULL;
+        }
+    } else {
+        *rv = KT_CKR_TIMEOUT;
+    }
+    kt_tjob_put(&j->base);
+    return e;
 }
 
 keytier_err kt_dep_key_read(keytier_ctx *ctx, const struct kt_dep_rec *dep,

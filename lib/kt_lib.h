@@ -198,6 +198,27 @@ void kt_tjob_put(struct kt_tjob *job);
 /* The pool's identity of the token a URI names (its token= part). */
 uint64_t kt_uri_token_id(const char *uri);
 
+struct kt_root;
+/* A job on one root key: kt_root_resolve(uri, for_wrap) on a worker, then
+ * op (if any) in the root's session, which is returned to its token
+ * after.  Site structs embed it first and add their copies. */
+struct kt_root_job {
+    struct kt_tjob base;
+    const char *what; /* static: "customer key A", "keyset root" */
+    char uri[KEYTIER_URI_MAX];
+    bool for_wrap;
+    keytier_err (*op)(struct kt_root_job *job, const struct kt_root *root,
+                      CK_SESSION_HANDLE s, CK_RV *rv);
+};
+KT_MUST_CHECK void *kt_root_job_new(
+    keytier_ctx *ctx, size_t size, const char *what, const char *uri,
+    bool for_wrap,
+    keytier_err (*op)(struct kt_root_job *job, const struct kt_root *root,
+                      CK_SESSION_HANDLE s, CK_RV *rv));
+/* kt_tjob_run for a root job: names its key and URI. */
+KT_MUST_CHECK keytier_err kt_root_job_run(struct kt_root_job *job,
+                                          unsigned deadline_ms);
+
 /* A resolved root key. */
 struct kt_root {
     struct kt_token *tok;
@@ -298,6 +319,11 @@ KT_MUST_CHECK keytier_err kt_dep_key_unwrap_slot(keytier_ctx *ctx,
                                                  const struct kt_dep_rec *dep,
                                                  int slot, kt_secret **out,
                                                  CK_RV *rv);
+/* lib-deadline: the same on the call pool, waiting at most deadline_ms
+ * (KEYTIER_E_UNAVAILABLE naming the key when its token does not answer). */
+KT_MUST_CHECK keytier_err kt_dep_key_unwrap_slot_bounded(
+    keytier_ctx *ctx, const struct kt_dep_rec *dep, int slot, kt_secret **out,
+    CK_RV *rv, unsigned deadline_ms);
 
 /* ---- tier keys (tier.c) ----------------------------------------------- */
 

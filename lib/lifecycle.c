@@ -118,6 +118,50 @@ static keytier_err kt_roll_wrap(keytier_ctx *ctx, const char *what,
     return kt_err_context(e, "%s %s", what, uri);
 }
 
+/* lib-deadline: the new root's work on the call pool (admin deadline). */
+struct kt_roll_job {
+    struct kt_root_job rj;
+    kt_secret *key; /* a copy: a late job outlives the caller */
+    struct kt_root_rec rec;
+};
+
+static keytier_err kt_roll_job_op(struct kt_root_job *rj,
+                                  const struct kt_root *root,
+                                  CK_SESSION_HANDLE s, CK_RV *rv)
+{
+    struct kt_roll_job *j = (struct kt_roll_job *)rj;
+    return kt_roll_wrap(rj->base.ctx, rj->what, rj->uri, root, s, j->key,
+                        &j->rec, rv);
+}
+
+static void kt_roll_job_cleanup(struct kt_tjob *tj)
+{
+    struct kt_roll_job *j = (struct kt_roll_job *)tj;
+    kt_secret_free(j->key);
+}
+
+/* Checks the new root (non-extractable, can wrap and unwrap, AES-256 or
+ * RSA >= 2048); with key, also wraps key under it into *rec. */
+static keytier_err kt_roll_root(keytier_ctx *ctx, const char *what,
+                                const char *uri, const kt_secret *key,
+                                struct kt_root_rec *rec)
+{
+    struct kt_roll_job *j = kt_root_job_new(
+        ctx, sizeof *j, what, uri, true, key != NULL ? kt_roll_job_op : NULL);
+    if (j == NULL)
+        return kt_err(KEYTIER_E_NOMEM, NULL);
+    j->rj.base.cleanup = kt_roll_job_cleanup;
+    keytier_err e = KEYTIER_OK;
+    if (key != NULL && (j->key = kt_secret_dup(key)) == NULL)
+        e = kt_err(KEYTIER_E_NOMEM, NULL);
+    if (e == KEYTIER_OK)
+        e = kt_root_job_run(&j->rj, kt_admin_deadline_ms(ctx));
+    if (e == KEYTIER_OK && rec != NULL)
+        *rec = j->rec;
+    kt_tjob_put(&j->rj.base);
+    return e;
+}
+
 KEYTIER_API keytier_err keytier_dep_roll(keytier_ctx *ctx, const char *tenant,
                                          const char *dep_id, int slot,
                                          const char *new_uri,
@@ -133,15 +177,12 @@ KEYTIER_API keytier_err keytier_dep_roll(keytier_ctx *ctx, const char *tenant,
     const keytier_request req = {KEYTIER_REQUEST_INTERNAL, "roll", NULL};
     struct kt_dep_rec *dep = calloc(1, sizeof *dep);
     struct kt_root_rec *pending = calloc(1, sizeof *pending);
-    struct kt_root root;
-    CK_SESSION_HANDLE s = CK_INVALID_HANDLE;
     CK_RV rv = CKR_OK;
     kt_secret *key = NULL, *back = NULL;
     bool begun = false;
     char old_uri[KEYTIER_URI_MAX];
     uint64_t t0 = kt_now_ns();
     keytier_err e;
-    memset(&root, 0, sizeof root);
     if (dep == NULL || pending == NULL) {
         e = kt_err(KEYTIER_E_NOMEM, NULL);
         goto out;
@@ -195,11 +236,9 @@ KEYTIER_API keytier_err keytier_dep_roll(keytier_ctx *ctx, const char *tenant,
         goto out;
     }
     /* Non-extractable, able to wrap and unwrap, AES-256 or RSA >= 2048. */
-    e = kt_root_resolve(ctx, what, new_uri, true, &root, &s, &rv);
-    if (e != KEYTIER_OK) {
-        root.tok = NULL;
+    e = kt_roll_root(ctx, what, new_uri, NULL, NULL);
+    if (e != KEYTIER_OK)
         goto out;
-    }
     /* Through the customer keys only: a roll makes a new lasting copy, and
      * one made through the availability key would undo a revocation (the
      * rolled copy would open for users again).  Revoked: refused; both
@@ -207,11 +246,9 @@ KEYTIER_API keytier_err keytier_dep_roll(keytier_ctx *ctx, const char *tenant,
     e = kt_avail_dep_key_read_customer(ctx, dep, &req, &key);
     if (e != KEYTIER_OK)
         goto out;
-    e = kt_roll_wrap(ctx, what, new_uri, &root, s, key, pending, &rv);
+    e = kt_roll_root(ctx, what, new_uri, key, pending);
     if (e != KEYTIER_OK)
         goto out;
-    kt_session_put(root.tok, s, rv);
-    root.tok = NULL;
     e = kt_store_roll_begin(ctx->store, dep_id, slot, pending, kt_lc_clock());
     if (e != KEYTIER_OK)
         goto out;
@@ -225,7 +262,8 @@ KEYTIER_API keytier_err keytier_dep_roll(keytier_ctx *ctx, const char *tenant,
         goto out;
     kt_strlcpy(old_uri, dep->roots[slot].uri, sizeof old_uri);
     dep->roots[slot] = *pending;
-    e = kt_dep_key_unwrap_slot(ctx, dep, slot, &back, &rv);
+    e = kt_dep_key_unwrap_slot_bounded(ctx, dep, slot, &back, &rv,
+                                       kt_admin_deadline_ms(ctx));
     if (e != KEYTIER_OK) {
         e = kt_err_context(e, "reading back the new copy of %s", what);
         goto out;
@@ -266,8 +304,6 @@ out:
     if (begun && kt_store_roll_end(ctx->store, dep_id, false) != KEYTIER_OK)
         kt_log_event(ctx->log, KT_LOG_ERROR, "roll: pending copy not dropped",
                      dep_id);
-    if (root.tok != NULL)
-        kt_session_put(root.tok, s, rv);
     kt_secret_free(key);
     kt_secret_free(back);
     if (dep != NULL)
@@ -281,8 +317,8 @@ out:
 
 /* Destroys the root a URI names (both halves of an RSA pair).  A key that
  * is already gone counts as destroyed: purge can be run again. */
-static keytier_err kt_purge_root(keytier_ctx *ctx, const char *what,
-                                 const char *uri, size_t *destroyed)
+static keytier_err kt_purge_root_now(keytier_ctx *ctx, const char *what,
+                                     const char *uri, size_t *destroyed)
 {
     struct kt_root root;
     CK_SESSION_HANDLE s = CK_INVALID_HANDLE;
@@ -312,6 +348,36 @@ static keytier_err kt_purge_root(keytier_ctx *ctx, const char *what,
                       kt_p11_rv_text(rv));
     (*destroyed)++;
     return KEYTIER_OK;
+}
+
+/* lib-deadline: on the call pool (admin deadline); a late destroy still
+ * happens when the token answers, and purge can be run again. */
+struct kt_purge_job {
+    struct kt_tjob base;
+    const char *what;
+    char uri[KEYTIER_URI_MAX];
+    size_t destroyed;
+};
+
+static keytier_err kt_purge_job_run(struct kt_tjob *tj)
+{
+    struct kt_purge_job *j = (struct kt_purge_job *)tj;
+    return kt_purge_root_now(tj->ctx, j->what, j->uri, &j->destroyed);
+}
+
+static keytier_err kt_purge_root(keytier_ctx *ctx, const char *what,
+                                 const char *uri, size_t *destroyed)
+{
+    struct kt_purge_job *j = kt_tjob_new(ctx, sizeof *j, kt_purge_job_run);
+    if (j == NULL)
+        return kt_err(KEYTIER_E_NOMEM, NULL);
+    j->what = what;
+    kt_strlcpy(j->uri, uri, sizeof j->uri);
+    keytier_err e = kt_tjob_run(&j->base, what, uri, kt_admin_deadline_ms(ctx));
+    if (e == KEYTIER_OK)
+        *destroyed += j->destroyed;
+    kt_tjob_put(&j->base);
+    return e;
 }
 
 KEYTIER_API keytier_err keytier_tenant_purge(keytier_ctx *ctx,

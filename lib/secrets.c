@@ -32,18 +32,34 @@ static keytier_err kt_ks_audit(keytier_ctx *ctx, const char *activity,
     return kt_lc_audit(ctx, activity, NULL, f);
 }
 
-/* Makes a new random key wrapped by the keyset's root. */
-static keytier_err kt_ks_key_new(keytier_ctx *ctx, const char *root_uri,
-                                 struct kt_ks_key_rec *k)
+/* lib-deadline: keyset keys are made and opened on the call pool.  The
+ * job owns a copy of the key record; a late one is simply dropped (a
+ * wrap leaves nothing in the token). */
+struct kt_ks_job {
+    struct kt_root_job rj;
+    struct kt_ks_key_rec k;
+    kt_secret *key; /* the opened key */
+};
+
+static void kt_ks_job_cleanup(struct kt_tjob *tj)
 {
-    struct kt_root root;
-    CK_SESSION_HANDLE s = CK_INVALID_HANDLE;
+    struct kt_ks_job *j = (struct kt_ks_job *)tj;
+    kt_secret_free(j->key);
+    kt_wipe(&j->k, sizeof j->k);
+}
+
+/* Makes a new random key wrapped by the keyset's root (in a job). */
+static keytier_err kt_ks_key_wrap(struct kt_root_job *rj,
+                                  const struct kt_root *rootp,
+                                  CK_SESSION_HANDLE s, CK_RV *rvp)
+{
+    struct kt_ks_job *j = (struct kt_ks_job *)rj;
+    keytier_ctx *ctx = rj->base.ctx;
+    const char *root_uri = rj->uri;
+    struct kt_ks_key_rec *k = &j->k;
+    struct kt_root root = *rootp;
     CK_RV rv = CKR_OK;
-    memset(&root, 0, sizeof root);
-    keytier_err e =
-        kt_root_resolve(ctx, "keyset root", root_uri, true, &root, &s, &rv);
-    if (e != KEYTIER_OK)
-        return e;
+    keytier_err e = KEYTIER_OK;
     kt_secret *key = kt_secret_random(KT_KEY_SIZE);
     if (key == NULL) {
         e = kt_err(KEYTIER_E_CRYPTO, "random generation failed");
@@ -62,9 +78,37 @@ static keytier_err kt_ks_key_new(keytier_ctx *ctx, const char *root_uri,
     kt_strlcpy(k->mech, kt_wrap_mech_name(m), sizeof k->mech);
     k->created = kt_lc_clock();
 out:
-    kt_session_put(root.tok, s, rv);
+    *rvp = rv;
     kt_secret_free(key);
     return e;
+}
+
+static keytier_err kt_ks_key_new(keytier_ctx *ctx, const char *root_uri,
+                                 struct kt_ks_key_rec *k)
+{
+    struct kt_ks_job *j = kt_root_job_new(ctx, sizeof *j, "keyset root",
+                                          root_uri, true, kt_ks_key_wrap);
+    if (j == NULL)
+        return kt_err(KEYTIER_E_NOMEM, NULL);
+    j->rj.base.cleanup = kt_ks_job_cleanup;
+    j->k = *k;
+    keytier_err e = kt_root_job_run(&j->rj, kt_admin_deadline_ms(ctx));
+    if (e == KEYTIER_OK)
+        *k = j->k;
+    kt_tjob_put(&j->rj.base);
+    return e;
+}
+
+static keytier_err kt_ks_key_unwrap(struct kt_root_job *rj,
+                                    const struct kt_root *root,
+                                    CK_SESSION_HANDLE s, CK_RV *rv)
+{
+    struct kt_ks_job *j = (struct kt_ks_job *)rj;
+    enum kt_wrap_mech m;
+    if (!kt_wrap_mech_parse(j->k.mech, &m))
+        return kt_err(KEYTIER_E_FORMAT, "unknown mechanism '%s'", j->k.mech);
+    return kt_root_unwrap(root, s, m, j->k.wrapped, j->k.wrapped_len, &j->key,
+                          rv);
 }
 
 static keytier_err kt_ks_key_open(keytier_ctx *ctx,
@@ -72,9 +116,6 @@ static keytier_err kt_ks_key_open(keytier_ctx *ctx,
                                   const struct kt_ks_key_rec *k,
                                   kt_secret **out)
 {
-    struct kt_root root;
-    CK_SESSION_HANDLE s = CK_INVALID_HANDLE;
-    CK_RV rv = CKR_OK;
     enum kt_wrap_mech m;
     if (k->state == 2 || k->wrapped_len == 0)
         return kt_err(KEYTIER_E_RETIRED,
@@ -84,13 +125,19 @@ static keytier_err kt_ks_key_open(keytier_ctx *ctx,
     if (!kt_wrap_mech_parse(k->mech, &m))
         return kt_err(KEYTIER_E_FORMAT, "keyset %s: unknown mechanism '%s'",
                       ks->name, k->mech);
-    memset(&root, 0, sizeof root);
-    keytier_err e = kt_root_resolve(ctx, "keyset root", ks->root_uri, false,
-                                    &root, &s, &rv);
-    if (e != KEYTIER_OK)
-        return e;
-    e = kt_root_unwrap(&root, s, m, k->wrapped, k->wrapped_len, out, &rv);
-    kt_session_put(root.tok, s, rv);
+    (void)m;
+    struct kt_ks_job *j = kt_root_job_new(
+        ctx, sizeof *j, "keyset root", ks->root_uri, false, kt_ks_key_unwrap);
+    if (j == NULL)
+        return kt_err(KEYTIER_E_NOMEM, NULL);
+    j->rj.base.cleanup = kt_ks_job_cleanup;
+    j->k = *k;
+    keytier_err e = kt_root_job_run(&j->rj, kt_admin_deadline_ms(ctx));
+    if (e == KEYTIER_OK) {
+        *out = j->key;
+        j->key = NULL;
+    }
+    kt_tjob_put(&j->rj.base);
     if (e != KEYTIER_OK)
         return kt_err_context(e, "keyset %s key version %u", ks->name,
                               (unsigned)k->version);

@@ -146,3 +146,49 @@ uint64_t kt_uri_token_id(const char *uri)
     }
     return h;
 }
+
+/* ---- a job on one root key ------------------------------------------- */
+
+static keytier_err kt_root_job_work(struct kt_tjob *tj)
+{
+    struct kt_root_job *j = (struct kt_root_job *)tj;
+    struct kt_root root;
+    CK_SESSION_HANDLE s = CK_INVALID_HANDLE;
+    CK_RV rv = CKR_OK;
+
+    memset(&root, 0, sizeof root);
+    keytier_err e =
+        kt_root_resolve(tj->ctx, j->what, j->uri, j->for_wrap, &root, &s, &rv);
+    if (e == KEYTIER_OK) {
+        if (j->op)
+            e = j->op(j, &root, s, &rv);
+        kt_session_put(root.tok, s, rv);
+    }
+    tj->rv = rv;
+    return e;
+}
+
+void *kt_root_job_new(keytier_ctx *ctx, size_t size, const char *what,
+                      const char *uri, bool for_wrap,
+                      keytier_err (*op)(struct kt_root_job *job,
+                                        const struct kt_root *root,
+                                        CK_SESSION_HANDLE s, CK_RV *rv))
+{
+    struct kt_root_job *j;
+
+    if (size < sizeof *j || strlen(uri) >= sizeof j->uri)
+        return NULL;
+    j = kt_tjob_new(ctx, size, kt_root_job_work);
+    if (j == NULL)
+        return NULL;
+    j->what = what;
+    kt_strlcpy(j->uri, uri, sizeof j->uri);
+    j->for_wrap = for_wrap;
+    j->op = op;
+    return j;
+}
+
+keytier_err kt_root_job_run(struct kt_root_job *j, unsigned deadline_ms)
+{
+    return kt_tjob_run(&j->base, j->what, j->uri, deadline_ms);
+}

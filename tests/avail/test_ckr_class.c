@@ -149,6 +149,8 @@ START_TEST(test_from_err)
                       KT_CKR_UNREACHABLE);
     ck_assert_uint_eq(kt_ckr_from_err(KEYTIER_E_MODULE, CKR_OK),
                       KT_CKR_UNREACHABLE);
+    ck_assert_uint_eq(kt_ckr_from_err(KEYTIER_E_UNAVAILABLE, CKR_OK),
+                      KT_CKR_UNREACHABLE);
     ck_assert_uint_eq(kt_ckr_from_err(KEYTIER_E_STORE, CKR_OK),
                       CKR_GENERAL_ERROR);
     ck_assert_int_eq(kt_ckr_classify(kt_ckr_from_err(KEYTIER_E_KEY_USAGE, 0)),
