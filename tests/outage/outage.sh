@@ -54,6 +54,10 @@ unset P11_KIT_SERVER_ADDRESS P11_KIT_SERVER_PID
 kt_softhsm2_conf "$KT_TMP/service"
 softhsm2-util --init-token --free --label Service --so-pin 5678 --pin 1234 \
     >/dev/null || kt_fail "softhsm2-util --init-token Service"
+# lib-deadline: a customer vault loaded directly (not through a server), for
+# DEPs that do not need vault A while A is frozen.
+softhsm2-util --init-token --free --label VaultL --so-pin 5678 --pin 1234 \
+    >/dev/null || kt_fail "softhsm2-util --init-token VaultL"
 
 export KT_OUTAGE_DIR=$KT_TMP
 kt_log "vault A: $KT_OUTAGE_ADDR_A (pid $KT_OUTAGE_PID_A)," \

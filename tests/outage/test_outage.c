@@ -16,6 +16,15 @@
  *     destroyed too: the internal read fails;
  *   A and B killed (SIGKILL): user read through the availability key.
  *
+ * lib-deadline (every token call has a deadline, issue 6 point 3):
+ *   a context opened while A is frozen opens, reads through B, refuses a
+ *   DEP on A with KEYTIER_E_UNAVAILABLE, and uses A again once thawed;
+ *   opened while both are frozen it falls back with one audit record;
+ *   DEP creation with a frozen vault fails naming it and leaves no DEP and
+ *   no availability key; a DEP on healthy vaults reads through a customer
+ *   key while an unrelated vault is frozen (and a lookup is stuck on it);
+ *   keytier_ctx_close returns with calls hung on a frozen vault.
+ *
  * Durations are printed for the log, never asserted.
  */
 #include <check.h>
@@ -23,6 +32,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <semaphore.h>
+#include <stdbool.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -231,7 +241,8 @@ static void ctx_open(const char *extra)
             "remote = %s\nremote = %s\nmodule = %s\n"
             "service_token = pkcs11:token=Service\nstore = %s/store.db\n"
             "pin.VaultA = value:1234\npin.VaultB = value:1234\n"
-            "pin.Service = value:1234\nlog_level = warning\n"
+            "pin.Service = value:1234\npin.VaultL = value:1234\n"
+            "log_level = warning\n"
             /* SoftHSM2 does RSA-OAEP with SHA-1 only */
             "allow_oaep_sha1 = yes\n"
             "avail.audit_log = %s\navail.call_deadline_ms = %d\n"
@@ -244,11 +255,16 @@ static void ctx_open(const char *extra)
                   keytier_last_error_detail());
 }
 
+/* lib-deadline: set by a test whose process must end with vault A still
+ * frozen (the next setup thaws it): see close_with_a_frozen_vault. */
+static bool keep_a_frozen;
+
 static void setup(void)
 {
     /* a test that failed may have left a vault frozen */
     server_signal(pid_a, SIGCONT);
     server_signal(pid_b, SIGCONT);
+    keep_a_frozen = false;
     snprintf(dir, sizeof dir, "%s/case-XXXXXX", top_dir);
     ck_assert_ptr_nonnull(mkdtemp(dir));
     snprintf(conf, sizeof conf, "%s/keytier-lib.conf", dir);
@@ -257,7 +273,8 @@ static void setup(void)
 
 static void teardown(void)
 {
-    server_signal(pid_a, SIGCONT);
+    if (!keep_a_frozen)
+        server_signal(pid_a, SIGCONT);
     server_signal(pid_b, SIGCONT);
     keytier_ctx_close(ctx);
     ctx = NULL;
@@ -650,6 +667,226 @@ START_TEST(both_killed_availability_key)
 }
 END_TEST
 
+/* ---- lib-deadline: a frozen vault never hangs the library ------------ */
+
+#define ADMIN_DEADLINE "avail.admin_deadline_ms = 3000\n"
+
+/* Objects the service token holds (availability keys and their halves). */
+static CK_ULONG service_objects(void)
+{
+    struct raw r;
+    CK_OBJECT_HANDLE objs[256];
+    CK_ULONG n = 0;
+
+    raw_open(NULL, "Service", &r);
+    ck_assert_int_eq(r.fl->C_FindObjectsInit(r.s, NULL, 0), CKR_OK);
+    ck_assert_int_eq(r.fl->C_FindObjects(r.s, objs, 256, &n), CKR_OK);
+    r.fl->C_FindObjectsFinal(r.s);
+    raw_close(&r);
+    return n;
+}
+
+static size_t dep_count(void)
+{
+    keytier_dep_info *l = NULL;
+    size_t n = 0;
+
+    assert_ok(keytier_dep_list(ctx, "org-1", NULL, &l, &n));
+    keytier_dep_list_free(l);
+    return n;
+}
+
+static void assert_detail_has(const char *what)
+{
+    ck_assert_msg(strstr(keytier_last_error_detail(), what) != NULL,
+                  "'%s' not in: %s", what, keytier_last_error_detail());
+}
+
+/* DEP creation with one vault frozen: KEYTIER_E_UNAVAILABLE naming it,
+ * and nothing left behind (no DEP, no availability key). */
+static void assert_create_unavailable(const char *token, const char *what)
+{
+    keytier_dep_info d;
+    size_t deps = dep_count();
+    CK_ULONG objs = service_objects();
+
+    ck_assert_int_eq(keytier_dep_create(ctx, "org-1", "Exchange",
+                                        uri("VaultA", "rootA"),
+                                        uri("VaultB", "rootB"), &d),
+                     KEYTIER_E_UNAVAILABLE);
+    fprintf(stderr, "create with %s frozen: %s\n", token,
+            keytier_last_error_detail());
+    assert_detail_has(what);
+    assert_detail_has(token);
+    ck_assert_uint_eq(dep_count(), deps);
+    ck_assert_uint_eq(service_objects(), objs);
+}
+
+/* After SIGCONT the vault's late calls return and it serves again: a DEP
+ * on A and B can be created (bounded wait for the late calls). */
+static void wait_create_ok(keytier_dep_info *d)
+{
+    keytier_err e = KEYTIER_E_UNAVAILABLE;
+
+    for (int i = 0; i < 100 && e == KEYTIER_E_UNAVAILABLE; i++) {
+        e = keytier_dep_create(ctx, "org-1", "Exchange", uri("VaultA", "rootA"),
+                               uri("VaultB", "rootB"), d);
+        if (e == KEYTIER_E_UNAVAILABLE)
+            usleep(100000);
+    }
+    assert_ok(e);
+}
+
+START_TEST(open_with_a_frozen)
+{
+    keytier_dep_info d, d2;
+
+    ctx_open("avail.cache_ttl_ms = 0\n" ADMIN_DEADLINE);
+    dep_create("rootA", "rootB", &d);
+    keytier_ctx_close(ctx);
+    ctx = NULL;
+
+    /* a service starting while vault A is frozen: C_Initialize of A's
+     * module never returns */
+    server_signal(pid_a, SIGSTOP);
+    ctx_open("avail.cache_ttl_ms = 0\n" ADMIN_DEADLINE);
+    for (int i = 0; i < 4; i++)
+        assert_ok(read_dep(&user, d.dep_id, NULL));
+    ck_assert_int_eq(audit_count("Fallback to availability key", NULL), 0);
+    ck_assert_uint_eq(stats().fallbacks, 0);
+    assert_create_unavailable("VaultA", "customer key A");
+
+    /* thawed: A's late start returns and A serves again, alone */
+    server_signal(pid_a, SIGCONT);
+    wait_create_ok(&d2);
+    server_signal(pid_b, SIGSTOP);
+    assert_ok(read_dep(&user, d2.dep_id, NULL));
+    assert_ok(read_dep(&user, d.dep_id, NULL));
+    ck_assert_int_eq(audit_count("Fallback to availability key", NULL), 0);
+    ck_assert_uint_eq(stats().fallbacks, 0);
+    server_signal(pid_b, SIGCONT);
+    assert_audit_intact();
+}
+END_TEST
+
+START_TEST(open_with_both_frozen)
+{
+    keytier_dep_info d;
+    json_object *rec;
+    uint64_t before;
+
+    ctx_open("avail.cache_ttl_ms = 0\n" ADMIN_DEADLINE);
+    dep_create("rootA", "rootB", &d);
+    keytier_ctx_close(ctx);
+    ctx = NULL;
+
+    server_signal(pid_a, SIGSTOP);
+    server_signal(pid_b, SIGSTOP);
+    ctx_open("avail.cache_ttl_ms = 0\n" ADMIN_DEADLINE);
+    assert_ok(read_dep(&user, d.dep_id, NULL));
+    ck_assert_int_eq(audit_count("Fallback to availability key", &rec), 1);
+    ck_assert_str_eq(field(rec, "DataEncryptionPolicyId"), d.dep_id);
+    ck_assert_str_eq(field(rec, "RequestId"), "req-outage-1");
+    ck_assert_str_eq(field(key_error(rec, 0), "Class"), "system");
+    ck_assert_str_eq(field(key_error(rec, 1), "Class"), "system");
+    fprintf(stderr, "opened with A and B frozen: errors A %s, B %s\n",
+            field(key_error(rec, 0), "Error"),
+            field(key_error(rec, 1), "Error"));
+    json_object_put(rec);
+    ck_assert_uint_eq(stats().fallbacks, 1);
+
+    /* thawed: the customer keys serve again (bounded wait for the late
+     * module starts), and then no read falls back */
+    server_signal(pid_a, SIGCONT);
+    server_signal(pid_b, SIGCONT);
+    before = stats().fallbacks + 1;
+    for (int i = 0; i < 100 && stats().fallbacks != before; i++) {
+        before = stats().fallbacks;
+        assert_ok(read_dep(&user, d.dep_id, NULL));
+        if (stats().fallbacks != before)
+            usleep(100000);
+    }
+    ck_assert_uint_eq(stats().fallbacks, before);
+    before = stats().fallbacks;
+    assert_ok(read_dep(&user, d.dep_id, NULL));
+    ck_assert_uint_eq(stats().fallbacks, before);
+    assert_audit_intact();
+}
+END_TEST
+
+START_TEST(create_with_a_frozen_vault)
+{
+    keytier_dep_info d;
+
+    ctx_open("avail.cache_ttl_ms = 0\n" ADMIN_DEADLINE);
+    dep_create("rootA", "rootB", &d); /* both tokens known, sessions idle */
+    server_signal(pid_a, SIGSTOP);
+    assert_create_unavailable("VaultA", "customer key A");
+    server_signal(pid_a, SIGCONT);
+    /* B frozen: A answers first, B fails before the availability key */
+    server_signal(pid_b, SIGSTOP);
+    assert_create_unavailable("VaultB", "customer key B");
+    server_signal(pid_b, SIGCONT);
+    wait_create_ok(&d);
+    ck_assert_int_eq(audit_count("Fallback to availability key", NULL), 0);
+}
+END_TEST
+
+START_TEST(healthy_dep_while_unrelated_vault_frozen)
+{
+    keytier_dep_info d, dl;
+    keytier_avail_stats s1;
+
+    root_create(NULL, "VaultL", "rootL");
+    ctx_open("avail.cache_ttl_ms = 0\n" ADMIN_DEADLINE);
+    dep_create("rootA", "rootB", &d);
+    assert_ok(keytier_dep_create(ctx, "org-1", "Exchange",
+                                 uri("VaultL", "rootL"), uri("VaultB", "rootB"),
+                                 &dl));
+    server_signal(pid_a, SIGSTOP);
+    /* a URI that matches no known token makes a scan of every module: the
+     * one of A hangs (past the deadline it is reported, not waited for) */
+    ck_assert_int_eq(keytier_dep_create(ctx, "org-1", "Exchange",
+                                        uri("Nowhere", "x"),
+                                        uri("VaultB", "rootB"), &d),
+                     KEYTIER_E_UNAVAILABLE);
+    assert_detail_has("Nowhere");
+    /* cold reads of the DEP on L and B: through a customer key */
+    s1 = stats();
+    for (int i = 0; i < 4; i++)
+        assert_ok(read_dep(&user, dl.dep_id, NULL));
+    ck_assert_uint_ge(stats().token_reads, s1.token_reads + 4);
+    ck_assert_uint_eq(stats().fallbacks, 0);
+    ck_assert_int_eq(audit_count("Fallback to availability key", NULL), 0);
+    server_signal(pid_a, SIGCONT);
+}
+END_TEST
+
+START_TEST(close_with_a_frozen_vault)
+{
+    keytier_dep_info d;
+
+    ctx_open("avail.cache_ttl_ms = 0\n" ADMIN_DEADLINE);
+    dep_create("rootA", "rootB", &d);
+    server_signal(pid_a, SIGSTOP);
+    /* a creation leaves a call hung on A; reads may leave more */
+    assert_create_unavailable("VaultA", "customer key A");
+    for (int i = 0; i < 4; i++)
+        assert_ok(read_dep(&user, d.dep_id, NULL));
+    keytier_ctx_close(ctx); /* returns; the late calls free the rest */
+    ctx = NULL;
+    /* and a context whose module start is still hung */
+    ctx_open("avail.cache_ttl_ms = 0\n" ADMIN_DEADLINE);
+    keytier_ctx_close(ctx);
+    ctx = NULL;
+    /* Vault A stays frozen until this process has exited: a late call
+     * that returned while the process exits would run into modules that
+     * exit handlers are tearing down (libkeytier cannot order that; a call
+     * still blocked at exit is harmless). */
+    keep_a_frozen = true;
+}
+END_TEST
+
 static void once(void)
 {
     root_create(addr_a, "VaultA", "rootA");
@@ -694,6 +931,11 @@ int main(void)
     tcase_add_test(tc, files_workload_outage);
     tcase_add_test(tc, cache_refresh_alert_while_vaults_down);
     tcase_add_test(tc, revoked_on_both_vaults);
+    tcase_add_test(tc, open_with_a_frozen);
+    tcase_add_test(tc, open_with_both_frozen);
+    tcase_add_test(tc, create_with_a_frozen_vault);
+    tcase_add_test(tc, healthy_dep_while_unrelated_vault_frozen);
+    tcase_add_test(tc, close_with_a_frozen_vault);
     tcase_add_test(tc, both_killed_availability_key);
     suite_add_tcase(s, tc);
     sr = srunner_create(s);
