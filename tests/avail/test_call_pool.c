@@ -191,6 +191,53 @@ START_TEST(test_timeout_late_result_discarded)
 }
 END_TEST
 
+/* lib-deadline: a posted call (module scans) runs without a waiter; the
+ * worker hands its result to accept, then releases it; it counts toward
+ * its token's running calls like any other, and is never discarded. */
+static _Thread_local int on_worker_seen;
+
+static CK_RV t_run_worker(void *p)
+{
+    on_worker_seen = kt_pool_on_worker() ? 1 : -1;
+    return t_run(p);
+}
+
+static void t_accept_worker(void *p, CK_RV rv)
+{
+    tctx *c = p;
+
+    ck_assert_int_eq(on_worker_seen, 1); /* same thread as run */
+    t_accept(c, rv);
+}
+
+START_TEST(test_post_runs_without_waiter)
+{
+    kt_pool *pool = mkpool(2, 1);
+    stats st;
+    kt_call c;
+
+    gate_setup();
+    stats_init(&st);
+    ck_assert(!kt_pool_on_worker());
+    c = mk(&st, 3, 1, CKR_DEVICE_ERROR);
+    c.run = t_run_worker;
+    c.accept = t_accept_worker;
+    ck_assert_uint_eq(kt_pool_post(pool, &c), CKR_OK);
+    wait_sem(&st.started, 1);
+    ck_assert_int_eq(st.accepts, 0);
+    /* its token's one slot is taken: a call of it waits in the queue */
+    c = mk(&st, 3, 0, CKR_OK);
+    ck_assert_uint_eq(kt_pool_run(pool, &c, 50), KT_CKR_TIMEOUT);
+    gate_open(1);
+    wait_sem(&st.released, 2);
+    ck_assert_int_eq(st.accepts, 1);
+    ck_assert_uint_eq(st.last_accept, CKR_DEVICE_ERROR);
+    ck_assert_int_eq(st.discards, 0);
+    ck_assert_int_eq(st.runs, 1);
+    kt_pool_free(pool);
+}
+END_TEST
+
 START_TEST(test_hung_token_bounded)
 {
     kt_pool *pool = mkpool(3, 2);
@@ -515,6 +562,7 @@ int main(void)
     tcase_add_test(tc, test_hedge_both_succeed_loser_discarded);
     tcase_add_test(tc, test_many_threads);
     tcase_add_test(tc, test_sigpipe_on_worker);
+    tcase_add_test(tc, test_post_runs_without_waiter);
     suite_add_tcase(s, tc);
     sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
