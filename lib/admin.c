@@ -76,6 +76,10 @@ static keytier_err kt_admin_open(const char *module_path, keytier_ctx **out)
     e = kt_tokens_load(ctx);
     if (e == KEYTIER_OK)
         e = kt_admin_ready(ctx);
+    /* closing waits for late calls only the usual call deadline */
+    struct kt_avail_cfg defaults;
+    kt_avail_config_defaults(&defaults);
+    ctx->cfg.avail.call_deadline_ms = defaults.call_deadline_ms;
     if (e != KEYTIER_OK) {
         kt_admin_close(ctx);
         return e;
@@ -159,6 +163,94 @@ static keytier_err kt_admin_slots(keytier_ctx *ctx, CK_SLOT_ID *slots,
     return KEYTIER_OK;
 }
 
+/* ---- lib-deadline: each command's token work is one job -------------
+ * on the command's private context (kt_admin_open), run with
+ * avail.admin_deadline_ms: a module that stops answering makes the command
+ * fail with KEYTIER_E_UNAVAILABLE instead of hanging.  The job owns copies
+ * of the labels and PINs (wiped); a late one finishes on its worker and
+ * frees the context (kt_ctx_drain). */
+struct kt_admin_job {
+    struct kt_tjob base;
+    const char *module_path; /* the context's: lives as long as the job */
+    char token_label[KEYTIER_LABEL_MAX + 1];
+    char key_label[KEYTIER_NAME_MAX + 1];
+    kt_secret *so, *user;
+    keytier_root_type type;
+    bool want_info;
+    /* outputs */
+    keytier_token_info info;
+    keytier_token_info *list;
+    size_t count;
+    char uri[KEYTIER_URI_MAX];
+    size_t destroyed;
+};
+
+static void kt_admin_job_cleanup(struct kt_tjob *tj)
+{
+    struct kt_admin_job *j = (struct kt_admin_job *)tj;
+    kt_secret_free(j->so);
+    kt_secret_free(j->user);
+    free(j->list);
+}
+
+/* Opens the command's context and a job for run, or fails. */
+static keytier_err kt_admin_job_begin(const char *module_path,
+                                      keytier_err (*run)(struct kt_tjob *),
+                                      struct kt_admin_job **out)
+{
+    keytier_ctx *ctx = NULL;
+    keytier_err e = kt_admin_open(module_path, &ctx);
+    if (e != KEYTIER_OK)
+        return e;
+    struct kt_admin_job *j = kt_tjob_new(ctx, sizeof *j, run);
+    if (j == NULL) {
+        kt_admin_close(ctx);
+        return kt_err(KEYTIER_E_NOMEM, NULL);
+    }
+    j->base.cleanup = kt_admin_job_cleanup;
+    j->module_path = ctx->cfg.modules[0];
+    *out = j;
+    return KEYTIER_OK;
+}
+
+/* Runs the job; the caller reads its outputs if e is KEYTIER_OK, then
+ * calls kt_admin_job_end. */
+static keytier_err kt_admin_job_run(struct kt_admin_job *j)
+{
+    return kt_tjob_run(&j->base, "module", j->module_path,
+                       kt_admin_deadline_ms(j->base.ctx));
+}
+
+static void kt_admin_job_end(struct kt_admin_job *j)
+{
+    keytier_ctx *ctx = j->base.ctx;
+    kt_tjob_put(&j->base);
+    kt_admin_close(ctx);
+}
+
+static keytier_err kt_admin_list_run(struct kt_tjob *tj)
+{
+    struct kt_admin_job *j = (struct kt_admin_job *)tj;
+    CK_SLOT_ID slots[KT_ADMIN_MAX_SLOTS];
+    CK_TOKEN_INFO infos[KT_ADMIN_MAX_SLOTS];
+    CK_ULONG n = 0;
+    keytier_err e = kt_admin_slots(tj->ctx, slots, infos, &n);
+    if (e != KEYTIER_OK)
+        return e;
+    keytier_token_info *list = calloc(n ? n : 1, sizeof *list);
+    if (list == NULL)
+        return kt_err(KEYTIER_E_NOMEM, NULL);
+    for (CK_ULONG i = 0; i < n && e == KEYTIER_OK; i++)
+        e = kt_admin_info(slots[i], &infos[i], &list[i]);
+    if (e != KEYTIER_OK) {
+        free(list);
+        return e;
+    }
+    j->list = list;
+    j->count = n;
+    return KEYTIER_OK;
+}
+
 KEYTIER_API keytier_err keytier_token_list(const char *module_path,
                                            keytier_token_info **out,
                                            size_t *count)
@@ -168,32 +260,17 @@ KEYTIER_API keytier_err keytier_token_list(const char *module_path,
         return kt_err(KEYTIER_E_ARGS, "keytier_token_list");
     *out = NULL;
     *count = 0;
-    keytier_ctx *ctx = NULL;
-    keytier_err e = kt_admin_open(module_path, &ctx);
+    struct kt_admin_job *j;
+    keytier_err e = kt_admin_job_begin(module_path, kt_admin_list_run, &j);
     if (e != KEYTIER_OK)
         return e;
-    CK_SLOT_ID slots[KT_ADMIN_MAX_SLOTS];
-    CK_TOKEN_INFO infos[KT_ADMIN_MAX_SLOTS];
-    CK_ULONG n = 0;
-    keytier_token_info *list = NULL;
-    e = kt_admin_slots(ctx, slots, infos, &n);
-    if (e != KEYTIER_OK)
-        goto out;
-    list = calloc(n ? n : 1, sizeof *list);
-    if (list == NULL) {
-        e = kt_err(KEYTIER_E_NOMEM, NULL);
-        goto out;
-    }
-    for (CK_ULONG i = 0; i < n && e == KEYTIER_OK; i++)
-        e = kt_admin_info(slots[i], &infos[i], &list[i]);
+    e = kt_admin_job_run(j);
     if (e == KEYTIER_OK) {
-        *out = list;
-        *count = n;
-        list = NULL;
+        *out = j->list;
+        *count = j->count;
+        j->list = NULL;
     }
-out:
-    free(list);
-    kt_admin_close(ctx);
+    kt_admin_job_end(j);
     return e;
 }
 
@@ -207,38 +284,19 @@ static bool kt_admin_label_ok(const char *label)
     return kt_text_ok(label, KEYTIER_LABEL_MAX);
 }
 
-KEYTIER_API keytier_err keytier_token_init(const char *module_path,
-                                           const char *label,
-                                           const char *so_pin,
-                                           const char *user_pin,
-                                           keytier_token_info *out)
+static keytier_err kt_admin_init_run(struct kt_tjob *tj)
 {
-    kt_err_clear();
-    if (!kt_admin_label_ok(label))
-        return kt_err(KEYTIER_E_ARGS, "token label: 1 to %d bytes required",
-                      KEYTIER_LABEL_MAX);
-    if (so_pin == NULL || user_pin == NULL)
-        return kt_err(KEYTIER_E_ARGS, "token '%s': PINs required", label);
-    keytier_ctx *ctx = NULL;
-    kt_secret *so = NULL, *user = NULL;
+    struct kt_admin_job *j = (struct kt_admin_job *)tj;
+    keytier_ctx *ctx = tj->ctx;
+    const char *label = j->token_label, *module_path = j->module_path;
     CK_SESSION_HANDLE s = CK_INVALID_HANDLE;
     struct kt_token tok = {0};
     char nb[KT_CKR_FULL_NAME_MAX];
     CK_RV rv = CKR_OK;
-    keytier_err e = kt_admin_open(module_path, &ctx);
-    if (e != KEYTIER_OK)
-        return e;
-    so = kt_secret_from(so_pin, strlen(so_pin));
-    user = kt_secret_from(user_pin, strlen(user_pin));
-    if (so == NULL || user == NULL) {
-        e = kt_err(KEYTIER_E_NOMEM, NULL);
-        goto out;
-    }
-
     CK_SLOT_ID slots[KT_ADMIN_MAX_SLOTS];
     CK_TOKEN_INFO infos[KT_ADMIN_MAX_SLOTS];
     CK_ULONG n = 0;
-    e = kt_admin_slots(ctx, slots, infos, &n);
+    keytier_err e = kt_admin_slots(ctx, slots, infos, &n);
     if (e != KEYTIER_OK)
         goto out;
     CK_ULONG free_slot = n;
@@ -266,7 +324,7 @@ KEYTIER_API keytier_err keytier_token_init(const char *module_path,
     tok.mod = &ctx->modules[0];
     tok.slot = slots[free_slot];
     kt_strlcpy(tok.label, label, sizeof tok.label);
-    rv = kt_p11_init_token(ctx, tok.mod, tok.slot, so, padded);
+    rv = kt_p11_init_token(ctx, tok.mod, tok.slot, j->so, padded);
     if (rv != CKR_OK) {
         e = kt_err(KEYTIER_E_TOKEN, "token '%s': C_InitToken: %s", label,
                    kt_admin_rv(rv, nb));
@@ -279,20 +337,20 @@ KEYTIER_API keytier_err keytier_token_init(const char *module_path,
                    kt_admin_rv(rv, nb));
         goto out;
     }
-    rv = kt_p11_login_as(&tok, s, CKU_SO, so);
+    rv = kt_p11_login_as(&tok, s, CKU_SO, j->so);
     if (rv != CKR_OK) {
         e = kt_err(KEYTIER_E_LOGIN, "token '%s': C_Login (SO): %s", label,
                    kt_admin_rv(rv, nb));
         goto out;
     }
-    rv = kt_p11_init_pin(&tok, s, user);
+    rv = kt_p11_init_pin(&tok, s, j->user);
     (void)kt_p11_logout(&tok, s);
     if (rv != CKR_OK) {
         e = kt_err(KEYTIER_E_TOKEN, "token '%s': C_InitPIN: %s", label,
                    kt_admin_rv(rv, nb));
         goto out;
     }
-    if (out != NULL) {
+    if (j->want_info) {
         CK_TOKEN_INFO ti;
         rv = kt_p11_get_token_info(ctx, tok.mod, tok.slot, &ti);
         if (rv != CKR_OK) {
@@ -300,14 +358,41 @@ KEYTIER_API keytier_err keytier_token_init(const char *module_path,
                        kt_admin_rv(rv, nb));
             goto out;
         }
-        e = kt_admin_info(tok.slot, &ti, out);
+        e = kt_admin_info(tok.slot, &ti, &j->info);
     }
 out:
     if (s != CK_INVALID_HANDLE)
         (void)kt_p11_close_session(&tok, s);
-    kt_secret_free(so);
-    kt_secret_free(user);
-    kt_admin_close(ctx);
+    return e;
+}
+
+KEYTIER_API keytier_err keytier_token_init(const char *module_path,
+                                           const char *label,
+                                           const char *so_pin,
+                                           const char *user_pin,
+                                           keytier_token_info *out)
+{
+    kt_err_clear();
+    if (!kt_admin_label_ok(label))
+        return kt_err(KEYTIER_E_ARGS, "token label: 1 to %d bytes required",
+                      KEYTIER_LABEL_MAX);
+    if (so_pin == NULL || user_pin == NULL)
+        return kt_err(KEYTIER_E_ARGS, "token '%s': PINs required", label);
+    struct kt_admin_job *j;
+    keytier_err e = kt_admin_job_begin(module_path, kt_admin_init_run, &j);
+    if (e != KEYTIER_OK)
+        return e;
+    kt_strlcpy(j->token_label, label, sizeof j->token_label);
+    j->want_info = out != NULL;
+    j->so = kt_secret_from(so_pin, strlen(so_pin));
+    j->user = kt_secret_from(user_pin, strlen(user_pin));
+    if (j->so == NULL || j->user == NULL)
+        e = kt_err(KEYTIER_E_NOMEM, NULL);
+    else
+        e = kt_admin_job_run(j);
+    if (e == KEYTIER_OK && out != NULL)
+        *out = j->info;
+    kt_admin_job_end(j);
     return e;
 }
 
@@ -371,7 +456,6 @@ static keytier_err kt_admin_generate(struct kt_token *tok, CK_SESSION_HANDLE s,
 
 /* A logged-in user session on the initialised token labelled token_label. */
 struct kt_admin_user {
-    keytier_ctx *ctx;
     struct kt_token tok;
     CK_TOKEN_INFO info;
     CK_SESSION_HANDLE s;
@@ -384,25 +468,21 @@ static void kt_admin_user_end(struct kt_admin_user *u)
         (void)kt_p11_logout(&u->tok, u->s);
     if (u->s != CK_INVALID_HANDLE)
         (void)kt_p11_close_session(&u->tok, u->s);
-    kt_admin_close(u->ctx);
-    u->ctx = NULL;
 }
 
-static keytier_err kt_admin_user_begin(const char *module_path,
+static keytier_err kt_admin_user_begin(keytier_ctx *ctx,
+                                       const char *module_path,
                                        const char *token_label,
-                                       const char *user_pin,
+                                       const kt_secret *pin,
                                        struct kt_admin_user *u)
 {
     memset(u, 0, sizeof *u);
     u->s = CK_INVALID_HANDLE;
     char nb[KT_CKR_FULL_NAME_MAX];
-    keytier_err e = kt_admin_open(module_path, &u->ctx);
-    if (e != KEYTIER_OK)
-        return e;
     CK_SLOT_ID slots[KT_ADMIN_MAX_SLOTS];
     CK_TOKEN_INFO infos[KT_ADMIN_MAX_SLOTS];
     CK_ULONG n = 0, found = 0, at = 0;
-    e = kt_admin_slots(u->ctx, slots, infos, &n);
+    keytier_err e = kt_admin_slots(ctx, slots, infos, &n);
     if (e != KEYTIER_OK)
         goto fail;
     for (CK_ULONG i = 0; i < n; i++) {
@@ -422,8 +502,8 @@ static keytier_err kt_admin_user_begin(const char *module_path,
         goto fail;
     }
     u->info = infos[at];
-    u->tok.ctx = u->ctx;
-    u->tok.mod = &u->ctx->modules[0];
+    u->tok.ctx = ctx;
+    u->tok.mod = &ctx->modules[0];
     u->tok.slot = slots[at];
     kt_strlcpy(u->tok.label, token_label, sizeof u->tok.label);
     CK_RV rv = kt_p11_open_session(&u->tok, &u->s);
@@ -433,13 +513,7 @@ static keytier_err kt_admin_user_begin(const char *module_path,
                    token_label, kt_admin_rv(rv, nb));
         goto fail;
     }
-    kt_secret *pin = kt_secret_from(user_pin, strlen(user_pin));
-    if (pin == NULL) {
-        e = kt_err(KEYTIER_E_NOMEM, NULL);
-        goto fail;
-    }
     rv = kt_p11_login_as(&u->tok, u->s, CKU_USER, pin);
-    kt_secret_free(pin);
     if (rv != CKR_OK && rv != CKR_USER_ALREADY_LOGGED_IN) {
         e = kt_err(KEYTIER_E_LOGIN, "token '%s': C_Login: %s", token_label,
                    kt_admin_rv(rv, nb));
@@ -482,19 +556,13 @@ static keytier_err kt_admin_find_label(struct kt_admin_user *u,
     return KEYTIER_OK;
 }
 
-KEYTIER_API keytier_err keytier_root_generate(
-    const char *module_path, const char *token_label, const char *user_pin,
-    const char *key_label, keytier_root_type type, char uri[KEYTIER_URI_MAX])
+static keytier_err kt_admin_generate_run(struct kt_tjob *tj)
 {
-    kt_err_clear();
-    keytier_err e = kt_admin_args(token_label, key_label, user_pin);
-    if (e != KEYTIER_OK)
-        return e;
-    if (uri == NULL || type < KEYTIER_ROOT_TYPE_AES256 ||
-        type > KEYTIER_ROOT_TYPE_RSA4096)
-        return kt_err(KEYTIER_E_ARGS, "keytier_root_generate");
+    struct kt_admin_job *j = (struct kt_admin_job *)tj;
+    const char *token_label = j->token_label, *key_label = j->key_label;
     struct kt_admin_user u;
-    e = kt_admin_user_begin(module_path, token_label, user_pin, &u);
+    keytier_err e =
+        kt_admin_user_begin(tj->ctx, j->module_path, token_label, j->user, &u);
     if (e != KEYTIER_OK)
         return e;
     CK_OBJECT_HANDLE h;
@@ -508,10 +576,66 @@ KEYTIER_API keytier_err keytier_root_generate(
         e = kt_err(KEYTIER_E_CRYPTO, "RAND_bytes");
     CK_OBJECT_CLASS cls = 0;
     if (e == KEYTIER_OK)
-        e = kt_admin_generate(&u.tok, u.s, type, key_label, id, sizeof id,
+        e = kt_admin_generate(&u.tok, u.s, j->type, key_label, id, sizeof id,
                               &cls);
     if (e == KEYTIER_OK)
-        e = kt_admin_key_uri(&u.info, key_label, id, sizeof id, cls, uri);
+        e = kt_admin_key_uri(&u.info, key_label, id, sizeof id, cls, j->uri);
+    kt_admin_user_end(&u);
+    return e;
+}
+
+KEYTIER_API keytier_err keytier_root_generate(
+    const char *module_path, const char *token_label, const char *user_pin,
+    const char *key_label, keytier_root_type type, char uri[KEYTIER_URI_MAX])
+{
+    kt_err_clear();
+    keytier_err e = kt_admin_args(token_label, key_label, user_pin);
+    if (e != KEYTIER_OK)
+        return e;
+    if (uri == NULL || type < KEYTIER_ROOT_TYPE_AES256 ||
+        type > KEYTIER_ROOT_TYPE_RSA4096)
+        return kt_err(KEYTIER_E_ARGS, "keytier_root_generate");
+    struct kt_admin_job *j;
+    e = kt_admin_job_begin(module_path, kt_admin_generate_run, &j);
+    if (e != KEYTIER_OK)
+        return e;
+    kt_strlcpy(j->token_label, token_label, sizeof j->token_label);
+    kt_strlcpy(j->key_label, key_label, sizeof j->key_label);
+    j->type = type;
+    j->user = kt_secret_from(user_pin, strlen(user_pin));
+    e = j->user == NULL ? kt_err(KEYTIER_E_NOMEM, NULL) : kt_admin_job_run(j);
+    if (e == KEYTIER_OK)
+        kt_strlcpy(uri, j->uri, KEYTIER_URI_MAX);
+    kt_admin_job_end(j);
+    return e;
+}
+
+static keytier_err kt_admin_destroy_run(struct kt_tjob *tj)
+{
+    struct kt_admin_job *j = (struct kt_admin_job *)tj;
+    const char *token_label = j->token_label, *key_label = j->key_label;
+    struct kt_admin_user u;
+    keytier_err e =
+        kt_admin_user_begin(tj->ctx, j->module_path, token_label, j->user, &u);
+    if (e != KEYTIER_OK)
+        return e;
+    CK_OBJECT_HANDLE objs[8];
+    CK_ULONG count = 0;
+    char nb[KT_CKR_FULL_NAME_MAX];
+    e = kt_admin_find_label(&u, key_label, objs, 8, &count);
+    if (e == KEYTIER_OK && count == 0)
+        e = kt_err(KEYTIER_E_KEY_NOT_FOUND, "token '%s' has no key '%s'",
+                   token_label, key_label);
+    for (CK_ULONG i = 0; e == KEYTIER_OK && i < count; i++) {
+        CK_RV rv = kt_p11_destroy_object(&u.tok, u.s, objs[i]);
+        if (rv != CKR_OK)
+            e = kt_err(KEYTIER_E_TOKEN,
+                       "token '%s' key '%s': "
+                       "C_DestroyObject: %s",
+                       token_label, key_label, kt_admin_rv(rv, nb));
+        else
+            j->destroyed++;
+    }
     kt_admin_user_end(&u);
     return e;
 }
@@ -526,30 +650,18 @@ KEYTIER_API keytier_err keytier_root_destroy(const char *module_path,
     keytier_err e = kt_admin_args(token_label, key_label, user_pin);
     if (e != KEYTIER_OK)
         return e;
-    struct kt_admin_user u;
-    e = kt_admin_user_begin(module_path, token_label, user_pin, &u);
+    struct kt_admin_job *j;
+    e = kt_admin_job_begin(module_path, kt_admin_destroy_run, &j);
     if (e != KEYTIER_OK)
         return e;
-    CK_OBJECT_HANDLE objs[8];
-    CK_ULONG count = 0, done = 0;
-    char nb[KT_CKR_FULL_NAME_MAX];
-    e = kt_admin_find_label(&u, key_label, objs, 8, &count);
-    if (e == KEYTIER_OK && count == 0)
-        e = kt_err(KEYTIER_E_KEY_NOT_FOUND, "token '%s' has no key '%s'",
-                   token_label, key_label);
-    for (CK_ULONG i = 0; e == KEYTIER_OK && i < count; i++) {
-        CK_RV rv = kt_p11_destroy_object(&u.tok, u.s, objs[i]);
-        if (rv != CKR_OK)
-            e = kt_err(KEYTIER_E_TOKEN,
-                       "token '%s' key '%s': "
-                       "C_DestroyObject: %s",
-                       token_label, key_label, kt_admin_rv(rv, nb));
-        else
-            done++;
-    }
+    kt_strlcpy(j->token_label, token_label, sizeof j->token_label);
+    kt_strlcpy(j->key_label, key_label, sizeof j->key_label);
+    j->user = kt_secret_from(user_pin, strlen(user_pin));
+    e = j->user == NULL ? kt_err(KEYTIER_E_NOMEM, NULL) : kt_admin_job_run(j);
+    /* destroyed counts what was done, also when a later destroy failed */
     if (destroyed != NULL)
-        *destroyed = done;
-    kt_admin_user_end(&u);
+        *destroyed = j->base.taken ? j->destroyed : 0;
+    kt_admin_job_end(j);
     return e;
 }
 

@@ -887,6 +887,30 @@ START_TEST(close_with_a_frozen_vault)
 }
 END_TEST
 
+/* The CLI's token commands (keytier_token_list & co.) on a frozen vault
+ * reached through p11-kit-client.so: KEYTIER_E_UNAVAILABLE naming the
+ * module after avail.admin_deadline_ms (their default, 30 s: they read no
+ * library configuration). */
+START_TEST(token_commands_with_a_frozen_vault)
+{
+    keytier_token_info *list = NULL;
+    size_t n = 0;
+
+    setenv("P11_KIT_SERVER_ADDRESS", addr_a, 1);
+    assert_ok(keytier_token_list(client_module, &list, &n));
+    ck_assert_uint_ge(n, 1);
+    keytier_token_list_free(list);
+    list = NULL;
+    server_signal(pid_a, SIGSTOP);
+    ck_assert_int_eq(keytier_token_list(client_module, &list, &n),
+                     KEYTIER_E_UNAVAILABLE);
+    ck_assert_ptr_null(list);
+    assert_detail_has(client_module);
+    unsetenv("P11_KIT_SERVER_ADDRESS");
+    keep_a_frozen = true; /* see close_with_a_frozen_vault */
+}
+END_TEST
+
 static void once(void)
 {
     root_create(addr_a, "VaultA", "rootA");
@@ -936,6 +960,7 @@ int main(void)
     tcase_add_test(tc, create_with_a_frozen_vault);
     tcase_add_test(tc, healthy_dep_while_unrelated_vault_frozen);
     tcase_add_test(tc, close_with_a_frozen_vault);
+    tcase_add_test(tc, token_commands_with_a_frozen_vault);
     tcase_add_test(tc, both_killed_availability_key);
     suite_add_tcase(s, tc);
     sr = srunner_create(s);
