@@ -58,16 +58,14 @@ unsigned kt_admin_deadline_ms(const keytier_ctx *ctx)
  * of them frees those (kt_ctx_release).  A token that never answers keeps
  * them (and its worker thread) until the process exits: a deliberate,
  * bounded leak (one context's modules and tokens), logged, in exchange for
- * a close that never hangs.  The pool itself is released now: its hung
- * workers hold their own reference and exit when their call returns.
+ * a close that never hangs.  The pool goes with the rest (kt_tokens_unload):
+ * a late call on a worker may still post a module scan to it.
  */
 void kt_ctx_drain(keytier_ctx *ctx)
 {
     struct timespec ts;
     unsigned hung;
 
-    kt_pool_free(ctx->pool);
-    ctx->pool = NULL;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     uint64_t ms = kt_call_deadline_ms(ctx);
     ts.tv_sec += (time_t)(ms / 1000);

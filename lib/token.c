@@ -313,7 +313,7 @@ void kt_tokens_unload(keytier_ctx *ctx)
         pthread_mutex_destroy(&mod->mu);
     }
     ctx->n_modules = 0;
-    kt_pool_free(ctx->pool); /* NULL after kt_ctx_drain */
+    kt_pool_free(ctx->pool); /* its hung workers hold it until they exit */
     ctx->pool = NULL;
     pthread_mutex_destroy(&ctx->tokens_mu);
 }
