@@ -60,6 +60,11 @@ unsigned kt_admin_deadline_ms(const keytier_ctx *ctx)
  * bounded leak (one context's modules and tokens), logged, in exchange for
  * a close that never hangs.  The pool goes with the rest (kt_tokens_unload):
  * a late call on a worker may still post a module scan to it.
+ *
+ * A process that exits while such a call is returning races with the exit
+ * handlers of p11-kit and the modules (which tear down what the returning
+ * call still uses); nothing here can order that.  Exiting while the call
+ * is still blocked is harmless.
  */
 void kt_ctx_drain(keytier_ctx *ctx)
 {
@@ -79,17 +84,18 @@ void kt_ctx_drain(keytier_ctx *ctx)
            pthread_cond_timedwait(&ctx->calls_cv, &ctx->calls_mu, &ts) == 0)
         ;
     hung = ctx->calls;
+    if (hung > 0)
+        /* Logged under the lock: once it is released, ctx belongs to the
+         * hung calls and the last one may free it at once. */
+        kt_log_event(ctx->log, KT_LOG_WARNING,
+                     "context closed with token calls hung past their "
+                     "deadline; its modules and tokens are released when "
+                     "they return",
+                     "close");
     ctx->closing = hung > 0;
     pthread_mutex_unlock(&ctx->calls_mu);
-    if (hung == 0) {
+    if (hung == 0)
         kt_ctx_finish(ctx);
-        return;
-    }
-    /* From here on ctx belongs to the hung calls. */
-    kt_log_event(ctx->log, KT_LOG_WARNING,
-                 "context closed with token calls hung past their deadline; "
-                 "its modules and tokens are released when they return",
-                 "close");
 }
 
 /* The mutex, condition and pool every context needs before its modules
