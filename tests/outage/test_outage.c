@@ -749,7 +749,10 @@ START_TEST(open_with_a_frozen)
     /* a service starting while vault A is frozen: C_Initialize of A's
      * module never returns */
     server_signal(pid_a, SIGSTOP);
+    double t0 = now_ms();
     ctx_open("avail.cache_ttl_ms = 0\n" ADMIN_DEADLINE);
+    fprintf(stderr, "open with A frozen: %.1f ms (deadline %d ms)\n",
+            now_ms() - t0, DEADLINE_MS);
     for (int i = 0; i < 4; i++)
         assert_ok(read_dep(&user, d.dep_id, NULL));
     ck_assert_int_eq(audit_count("Fallback to availability key", NULL), 0);
@@ -873,8 +876,10 @@ START_TEST(close_with_a_frozen_vault)
     assert_create_unavailable("VaultA", "customer key A");
     for (int i = 0; i < 4; i++)
         assert_ok(read_dep(&user, d.dep_id, NULL));
+    double t0 = now_ms();
     keytier_ctx_close(ctx); /* returns; the late calls free the rest */
     ctx = NULL;
+    fprintf(stderr, "close with calls hung on A: %.1f ms\n", now_ms() - t0);
     /* and a context whose module start is still hung */
     ctx_open("avail.cache_ttl_ms = 0\n" ADMIN_DEADLINE);
     keytier_ctx_close(ctx);
