@@ -374,6 +374,13 @@ typedef struct keytier_avail_stats {
     uint64_t unavailable; /* requests refused: outage, no fallback allowed */
     uint64_t token_reads; /* root-key reads that reached a worker */
     uint64_t timeouts;    /* root-key reads past their deadline */
+    /* lib-cache (appended): entries wiped by invalidations (this
+     * process's changes, and rows other processes recorded); syncs that
+     * read the store's invalidation rows (avail.cache_sync_ms), rows
+     * applied, and syncs that failed (retried; while the last good sync
+     * is older than twice the interval, hits sync first). */
+    uint64_t cache_invalidations;
+    uint64_t cache_syncs, cache_sync_rows, cache_sync_failures;
 } keytier_avail_stats;
 
 KEYTIER_API KEYTIER_MUST_CHECK keytier_err
@@ -405,8 +412,12 @@ typedef enum keytier_invalidate_scope {
     KEYTIER_INVALIDATE_ALL = 3,    /* value ignored */
 } keytier_invalidate_scope;
 
-/* Wipes at once every cached key under the given root, DEP or tenant;
- * *count (may be NULL) gets the number of entries wiped. */
+/* Wipes at once every cached key under the given root, DEP or tenant
+ * (DEP keys and the tier keys below them); *count (may be NULL) gets the
+ * number of entries wiped here.  The invalidation is also recorded in the
+ * store, so every other context sharing it drops the same keys within
+ * avail.cache_sync_ms.  Errors: KEYTIER_E_ARGS, KEYTIER_E_STORE (wiped
+ * here, not recorded for the others). */
 KEYTIER_API KEYTIER_MUST_CHECK keytier_err
 keytier_cache_invalidate(keytier_ctx *ctx, keytier_invalidate_scope scope,
                          const char *value, size_t *count);
