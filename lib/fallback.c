@@ -469,8 +469,11 @@ static size_t kt_avail_apply(keytier_ctx *ctx, kt_cache *c, int scope,
         return kt_cache_invalidate_tenant(c, value);
     case KT_INVAL_ROOT:
         return kt_avail_apply_root(ctx, c, value);
-    case KT_INVAL_KEY:
-        return kt_cache_invalidate_tree(c, value);
+    case KT_INVAL_KEY: {
+        char id[KT_AVAIL_CACHE_ID];
+        kt_avail_cache_id(id, "key:", value);
+        return kt_cache_invalidate_tree(c, id);
+    }
     default: /* KT_INVAL_ALL, and any scope a newer library adds */
         return kt_cache_invalidate_all(c);
     }
@@ -501,14 +504,16 @@ static bool kt_avail_sync_locked(struct kt_avail *av)
             /* Rows we never saw were pruned: drop everything. */
             kt_cache_invalidate_all(av->cache);
         } else {
+            /* Our own rows were applied when written. */
             for (size_t i = 0; i < n; i++)
-                kt_avail_apply(av->ctx, av->cache, rows[i].scope,
-                               rows[i].value);
+                if (!rows[i].own) {
+                    kt_avail_apply(av->ctx, av->cache, rows[i].scope,
+                                   rows[i].value);
+                    atomic_fetch_add(&av->sync_applied, 1);
+                }
         }
-        if (n > 0) {
+        if (n > 0)
             av->sync_seq = rows[n - 1].seq;
-            atomic_fetch_add(&av->sync_applied, n);
-        }
         if (n < KT_SYNC_BATCH)
             break;
     }
@@ -602,15 +607,18 @@ void kt_avail_cache_put_key(keytier_ctx *ctx, const char *key_id,
                             size_t len, const struct kt_avail_fill *fill)
 {
     struct kt_avail *av = ctx->avail;
-    char id[KT_AVAIL_CACHE_ID];
+    char id[KT_AVAIL_CACHE_ID], parent[KT_AVAIL_CACHE_ID];
 
     if (!av || !av->cache)
         return;
     kt_avail_cache_id(id, "key:", key_id);
+    /* the parent as a cache id, so that its invalidation finds us (a
+     * level-1 key's parent is its DEP, whose entry is "dep:") */
+    kt_avail_cache_id(parent, "key:", parent_id);
     kt_cache_tags tags = {
         .org_id = tenant,
         .dep_id = dep_id,
-        .parent_id = parent_id,
+        .parent_id = parent,
         .aux = fill->aux,
         .aux_len = fill->aux_len,
         .no_refresh = true,

@@ -241,6 +241,7 @@ struct kt_inval_rec {
     int64_t seq;
     int scope; /* enum kt_inval_scope */
     char value[KEYTIER_URI_MAX];
+    bool own; /* written through this store handle */
 };
 
 /* Appends one row in a transaction of its own. */

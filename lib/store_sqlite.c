@@ -22,6 +22,7 @@
 
 #include <stdatomic.h>
 
+#include <openssl/rand.h>
 #include <sqlite3.h>
 
 #include "kt_lib.h"
@@ -40,6 +41,9 @@ struct kt_store {
         sqlite3_stmt *q;
     } cache[KT_STMT_CACHE];
     atomic_uint_fast64_t ops; /* statements run (kt_store_ops) */
+    /* lib-cache: this connection's mark on the invalidation rows it
+     * writes, so that its context skips them (it invalidated at once). */
+    char origin[33];
 };
 
 /* Prepares sql once per store; later calls return the same statement,
@@ -161,6 +165,7 @@ static const char *const kt_migrations[] = {
     "  scope INTEGER NOT NULL CHECK (scope BETWEEN 1 AND 5),"
     "  value TEXT NOT NULL,"
     "  reason TEXT NOT NULL,"
+    "  origin TEXT NOT NULL,"
     "  created INTEGER NOT NULL);"
     "CREATE INDEX IF NOT EXISTS cache_invalidations_created ON "
     "cache_invalidations(created);",
@@ -294,6 +299,13 @@ keytier_err kt_store_open(const char *path, struct kt_store **out)
     struct kt_store *st = calloc(1, sizeof *st);
     if (st == NULL)
         return kt_err(KEYTIER_E_NOMEM, NULL);
+    uint8_t origin[16];
+    if (RAND_bytes(origin, sizeof origin) != 1) {
+        free(st);
+        return kt_err(KEYTIER_E_CRYPTO, "random generation failed");
+    }
+    for (size_t i = 0; i < sizeof origin; i++)
+        snprintf(st->origin + 2 * i, 3, "%02x", origin[i]);
     pthread_mutex_init(&st->mu, NULL);
     if (sqlite3_open_v2(path, &st->db,
                         SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX,
@@ -1579,13 +1591,14 @@ static keytier_err kt_inval_add_locked(struct kt_store *st, int scope,
     sqlite3_stmt *q;
     if (kt_prep(st,
                 "INSERT INTO cache_invalidations(scope, value, reason, "
-                "created) VALUES (?1, ?2, ?3, ?4)",
+                "created, origin) VALUES (?1, ?2, ?3, ?4, ?5)",
                 &q) != SQLITE_OK)
         return kt_store_fail(st, "record cache invalidation");
     sqlite3_bind_int(q, 1, scope);
     sqlite3_bind_text(q, 2, value, -1, SQLITE_STATIC);
     sqlite3_bind_text(q, 3, reason, -1, SQLITE_STATIC);
     sqlite3_bind_int64(q, 4, (int64_t)time(NULL));
+    sqlite3_bind_text(q, 5, st->origin, -1, SQLITE_STATIC);
     int rc = sqlite3_step(q);
     kt_done(st, q);
     if (rc != SQLITE_DONE)
@@ -1643,19 +1656,21 @@ keytier_err kt_store_inval_read(struct kt_store *st, int64_t after,
     *gap = false;
     pthread_mutex_lock(&st->mu);
     if (kt_prep(st,
-                "SELECT seq, scope, value FROM cache_invalidations WHERE "
-                "seq > ?1 ORDER BY seq LIMIT ?2",
+                "SELECT seq, scope, value, origin = ?3 FROM "
+                "cache_invalidations WHERE seq > ?1 ORDER BY seq LIMIT ?2",
                 &q) != SQLITE_OK) {
         e = kt_store_fail(st, "cache invalidations");
         goto out;
     }
     sqlite3_bind_int64(q, 1, after);
     sqlite3_bind_int64(q, 2, (sqlite3_int64)max);
+    sqlite3_bind_text(q, 3, st->origin, -1, SQLITE_STATIC);
     while (*n < max && (rc = sqlite3_step(q)) == SQLITE_ROW) {
         struct kt_inval_rec *r = &out[*n];
         r->seq = sqlite3_column_int64(q, 0);
         r->scope = sqlite3_column_int(q, 1);
         kt_col_text(q, 2, r->value, sizeof r->value);
+        r->own = sqlite3_column_int(q, 3) != 0;
         /* Seqs come one after the other (AUTOINCREMENT, rolled-back
          * inserts give theirs back): a hole is a pruned row. */
         if (r->seq != (*n ? out[*n - 1].seq : after) + 1)

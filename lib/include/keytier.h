@@ -376,8 +376,8 @@ typedef struct keytier_avail_stats {
     uint64_t timeouts;    /* root-key reads past their deadline */
     /* lib-cache (appended): entries wiped by invalidations (this
      * process's changes, and rows other processes recorded); syncs that
-     * read the store's invalidation rows (avail.cache_sync_ms), rows
-     * applied, and syncs that failed (retried; while the last good sync
+     * read the store's invalidation rows (avail.cache_sync_ms), rows of
+     * other contexts applied, and syncs that failed (retried; while the last good sync
      * is older than twice the interval, hits sync first). */
     uint64_t cache_invalidations;
     uint64_t cache_syncs, cache_sync_rows, cache_sync_failures;
