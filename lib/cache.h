@@ -16,6 +16,14 @@
  * fires once: an audit record (if an audit log is set) and the alert
  * callback.  Entries are tagged with their tenant, DEP and root URIs so that
  * revoke, purge and DEP change empty the entries under them at once.
+ *
+ * lib-cache: tier keys are entries too (tagged with their tenant, DEP and
+ * parent, never refreshed), so a DEP, tenant or root invalidation takes
+ * them with their DEP key, and a key's invalidation takes the keys below
+ * it.  Each entry may carry an aux (ids the hit path needs, checked by the
+ * caller under the read lock).  Every invalidation moves an epoch on, and
+ * a fill that started before it is not kept.  A sync callback, run on the
+ * thread every sync_ms, applies other processes' invalidations.
  */
 #ifndef KT_CACHE_H
 #define KT_CACHE_H
