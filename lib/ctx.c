@@ -50,16 +50,116 @@ unsigned kt_admin_deadline_ms(const keytier_ctx *ctx)
     return ctx->cfg.avail.admin_deadline_ms;
 }
 
+static void kt_deadline_ts(struct timespec *ts, unsigned ms)
+{
+    clock_gettime(CLOCK_MONOTONIC, ts);
+    ts->tv_sec += (time_t)(ms / 1000);
+    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000L;
+    }
+}
+
+/* The last step of a close, on a worker: closing idle sessions and
+ * C_Finalize are token calls too (a frozen vault hangs them).  The closing
+ * thread waits for `done` at most the call deadline; the wait object is
+ * shared and counted, as the job may outlive that wait. */
+struct kt_finish_wait {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool done;
+    atomic_uint refs;
+};
+
+struct kt_finish_job {
+    keytier_ctx *ctx;
+    struct kt_finish_wait *w;
+};
+
+static void kt_finish_wait_put(struct kt_finish_wait *w)
+{
+    if (atomic_fetch_sub(&w->refs, 1) != 1)
+        return;
+    pthread_cond_destroy(&w->cv);
+    pthread_mutex_destroy(&w->mu);
+    free(w);
+}
+
+static CK_RV kt_finish_job_run(void *p)
+{
+    struct kt_finish_job *j = p;
+
+    kt_ctx_finish(j->ctx); /* frees ctx (and releases its pool) */
+    j->ctx = NULL;
+    pthread_mutex_lock(&j->w->mu);
+    j->w->done = true;
+    pthread_cond_broadcast(&j->w->cv);
+    pthread_mutex_unlock(&j->w->mu);
+    return CKR_OK;
+}
+
+static void kt_finish_job_release(void *p)
+{
+    struct kt_finish_job *j = p;
+
+    kt_finish_wait_put(j->w);
+    free(j);
+}
+
+/* Runs kt_ctx_finish on a worker and waits for it at most the call
+ * deadline.  False if it could not be started (then nothing was done). */
+static bool kt_ctx_finish_bounded(keytier_ctx *ctx)
+{
+    struct kt_finish_wait *w = calloc(1, sizeof *w);
+    struct kt_finish_job *j = calloc(1, sizeof *j);
+    pthread_condattr_t attr;
+    struct timespec ts;
+
+    if (w == NULL || j == NULL || ctx->pool == NULL) {
+        free(w);
+        free(j);
+        return false;
+    }
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&w->cv, &attr);
+    pthread_condattr_destroy(&attr);
+    atomic_init(&w->refs, 2);
+    j->ctx = ctx;
+    j->w = w;
+    kt_deadline_ts(&ts, kt_call_deadline_ms(ctx));
+    kt_call call = {.name = "close",
+                    .token = (uint64_t)(uintptr_t)ctx,
+                    .run = kt_finish_job_run,
+                    .release = kt_finish_job_release,
+                    .ctx = j};
+    if (kt_pool_post(ctx->pool, &call) != CKR_OK) {
+        /* refused: the job was released (its reference to w with it) */
+        kt_finish_wait_put(w);
+        return false;
+    }
+    /* ctx may be gone from here on. */
+    pthread_mutex_lock(&w->mu);
+    while (!w->done && pthread_cond_timedwait(&w->cv, &w->mu, &ts) == 0)
+        ;
+    pthread_mutex_unlock(&w->mu);
+    kt_finish_wait_put(w);
+    return true;
+}
+
 /*
  * PKCS#11 calls cannot be cancelled: a call past its deadline keeps its
  * worker until the token answers, and uses the modules, tokens, sessions,
  * logger and PIN configuration of the context.  Close gives such calls one
  * more call deadline; if some are still hung it returns anyway and the last
- * of them frees those (kt_ctx_release).  A token that never answers keeps
- * them (and its worker thread) until the process exits: a deliberate,
- * bounded leak (one context's modules and tokens), logged, in exchange for
- * a close that never hangs.  The pool goes with the rest (kt_tokens_unload):
- * a late call on a worker may still post a module scan to it.
+ * of them frees those (kt_ctx_release).  Otherwise the context is freed on
+ * a worker (closing sessions and C_Finalize are token calls) and close
+ * waits for that at most one more call deadline.  A token that never
+ * answers keeps the context (and a worker thread) until the process exits:
+ * a deliberate, bounded leak (one context's modules, tokens and log),
+ * logged, in exchange for a close that never hangs.
  *
  * A process that exits while such a call is returning races with the exit
  * handlers of p11-kit and the modules (which tear down what the returning
@@ -71,14 +171,7 @@ void kt_ctx_drain(keytier_ctx *ctx)
     struct timespec ts;
     unsigned hung;
 
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    uint64_t ms = kt_call_deadline_ms(ctx);
-    ts.tv_sec += (time_t)(ms / 1000);
-    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
+    kt_deadline_ts(&ts, kt_call_deadline_ms(ctx));
     pthread_mutex_lock(&ctx->calls_mu);
     while (ctx->calls > 0 &&
            pthread_cond_timedwait(&ctx->calls_cv, &ctx->calls_mu, &ts) == 0)
@@ -94,7 +187,7 @@ void kt_ctx_drain(keytier_ctx *ctx)
                      "close");
     ctx->closing = hung > 0;
     pthread_mutex_unlock(&ctx->calls_mu);
-    if (hung == 0)
+    if (hung == 0 && !kt_ctx_finish_bounded(ctx))
         kt_ctx_finish(ctx);
 }
 

@@ -931,18 +931,33 @@ END_TEST
 START_TEST(close_with_a_frozen_vault)
 {
     keytier_dep_info d;
+    double t0;
 
+    /* nothing in flight, but idle sessions on A: closing them and
+     * C_Finalize are token calls too */
     ctx_open("avail.cache_ttl_ms = 0\n" ADMIN_DEADLINE);
     dep_create("rootA", "rootB", &d);
+    for (int i = 0; i < 4; i++)
+        assert_ok(read_dep(&user, d.dep_id, NULL));
     server_signal(pid_a, SIGSTOP);
-    /* a creation leaves a call hung on A; reads may leave more */
+    t0 = now_ms();
+    keytier_ctx_close(ctx);
+    ctx = NULL;
+    fprintf(stderr, "close with idle sessions on frozen A: %.1f ms\n",
+            now_ms() - t0);
+    server_signal(pid_a, SIGCONT);
+
+    /* calls hung on A: a creation leaves one; reads may leave more */
+    ctx_open("avail.cache_ttl_ms = 0\n" ADMIN_DEADLINE);
+    server_signal(pid_a, SIGSTOP);
     assert_create_unavailable("VaultA", "customer key A");
     for (int i = 0; i < 4; i++)
         assert_ok(read_dep(&user, d.dep_id, NULL));
-    double t0 = now_ms();
+    t0 = now_ms();
     keytier_ctx_close(ctx); /* returns; the late calls free the rest */
     ctx = NULL;
     fprintf(stderr, "close with calls hung on A: %.1f ms\n", now_ms() - t0);
+
     /* and a context whose module start is still hung */
     ctx_open("avail.cache_ttl_ms = 0\n" ADMIN_DEADLINE);
     keytier_ctx_close(ctx);
