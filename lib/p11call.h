@@ -6,9 +6,10 @@
  * deadlines, hedging and error classification (lib-avail) apply to all of
  * them.  The functions return the module's CK_RV unchanged.
  *
- * lib-deadline: they are called only on call-pool workers (root-key reads:
+ * lib-deadline: they are called on call-pool workers only (root-key reads:
  * fallback.c; module start and scans: token.c; every other token job:
- * token_job.c; the last step of a close: ctx.c), so that a caller never
+ * token_job.c; the last step of a close: ctx.c, inline only if that job
+ * cannot be posted), so that a caller never
  * waits longer than a deadline for a token.
  */
 #ifndef KT_P11CALL_H
