@@ -9,8 +9,8 @@
  * lib-deadline: they are called on call-pool workers only (root-key reads:
  * fallback.c; module start and scans: token.c; every other token job:
  * token_job.c; the last step of a close: ctx.c, inline only if that job
- * cannot be posted), so that a caller never
- * waits longer than a deadline for a token.
+ * cannot be posted), so that a caller never waits longer than a deadline
+ * for a token.
  */
 #ifndef KT_P11CALL_H
 #define KT_P11CALL_H
