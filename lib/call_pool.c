@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include <openssl/crypto.h>
+
 #include "call_pool.h"
 #include "kt_base.h"
 
@@ -41,10 +43,12 @@ typedef struct kt_job {
 struct kt_pool {
     pthread_mutex_t lock;
     pthread_cond_t work; /* idle workers wait here */
+    pthread_cond_t gone; /* a worker has left (kt_pool_free waits) */
     kt_pool_config config;
     kt_job *head, *tail; /* queued jobs, oldest first */
     kt_tok *toks;
     unsigned threads, idle;
+    unsigned busy; /* workers inside a call */
     unsigned refs; /* the owner + one per worker thread */
     bool stopping;
 };
@@ -76,6 +80,7 @@ static void kt_pool_destroy(kt_pool *pool)
         free(t);
     }
     pthread_cond_destroy(&pool->work);
+    pthread_cond_destroy(&pool->gone);
     pthread_mutex_destroy(&pool->lock);
     free(pool);
 }
@@ -214,6 +219,7 @@ static void *kt_worker_main(void *arg)
         }
         job->state = KT_JOB_RUNNING;
         job->tok->running++;
+        pool->busy++;
         pthread_mutex_unlock(&pool->lock);
 
         CK_RV rv = job->call.run(job->call.ctx);
@@ -222,6 +228,7 @@ static void *kt_worker_main(void *arg)
         pthread_mutex_lock(&pool->lock);
         job->rv = rv;
         job->state = KT_JOB_DONE;
+        pool->busy--;
         job->tok->running--;
         if (job->abandoned)
             job->tok->hung--;
@@ -245,7 +252,14 @@ static void *kt_worker_main(void *arg)
         if (pool->head && pool->idle)
             pthread_cond_signal(&pool->work);
     }
+    /* OpenSSL's per-thread state (used by the calls: HKDF, the modules)
+     * is freed here, not by the thread-exit destructor: that one may run
+     * while the process exits and OPENSSL_cleanup frees the same state. */
+    pthread_mutex_unlock(&pool->lock);
+    OPENSSL_thread_stop();
+    pthread_mutex_lock(&pool->lock);
     pool->threads--;
+    pthread_cond_broadcast(&pool->gone);
     last = --pool->refs == 0;
     pthread_mutex_unlock(&pool->lock);
     if (last)
@@ -264,6 +278,7 @@ kt_pool *kt_pool_new(const kt_pool_config *config)
         return NULL;
     pthread_mutex_init(&pool->lock, NULL);
     pthread_cond_init(&pool->work, NULL);
+    pthread_cond_init(&pool->gone, NULL);
     pool->config = *config;
     pool->refs = 1;
     return pool;
@@ -278,6 +293,11 @@ void kt_pool_free(kt_pool *pool)
     pthread_mutex_lock(&pool->lock);
     pool->stopping = true;
     pthread_cond_broadcast(&pool->work);
+    /* Idle workers leave at once: wait for them (a process that exits
+     * right after must not race their teardown).  Workers inside a call
+     * (hung ones) finish it later and leave on their own. */
+    while (pool->threads > pool->busy)
+        pthread_cond_wait(&pool->gone, &pool->lock);
     last = --pool->refs == 0;
     pthread_mutex_unlock(&pool->lock);
     if (last)

@@ -55,9 +55,11 @@ typedef struct kt_call {
 kt_pool *kt_pool_new(const kt_pool_config *config);
 
 /*
- * Stops idle workers and drops the caller's reference; workers still inside
- * a (hung) token call finish it, discard its result and exit; the last one
- * frees the pool.  No kt_pool_run may be in progress or start afterwards.
+ * Stops idle workers (and waits until they have left, queued jobs run
+ * first) and drops the caller's reference; workers still inside a (hung)
+ * token call finish it, discard its result and exit; the last one frees
+ * the pool.  No kt_pool_run may be in progress or start afterwards.  May
+ * be called from a worker of the pool (it is then not waited for).
  */
 void kt_pool_free(kt_pool *pool);
 
