@@ -8,16 +8,24 @@
 
 /* Everything a token job may touch: modules, tokens and their sessions,
  * the logger and the configuration (PIN sources).  Runs once no token job
- * is left, on the caller's thread or on the worker of the last late job. */
-static void kt_ctx_finish(keytier_ctx *ctx)
+ * is left and the modules are finalized (kt_ctx_finish). */
+static void kt_ctx_free(keytier_ctx *ctx)
 {
-    kt_tokens_unload(ctx);
+    kt_tokens_free(ctx);
     kt_avail_free(ctx);
     kt_log_close(ctx->log);
     kt_config_free(&ctx->cfg);
     pthread_cond_destroy(&ctx->calls_cv);
     pthread_mutex_destroy(&ctx->calls_mu);
     free(ctx);
+}
+
+/* Token calls, then memory: on the caller's thread or on the worker of
+ * the last late job. */
+static void kt_ctx_finish(keytier_ctx *ctx)
+{
+    kt_tokens_finalize(ctx);
+    kt_ctx_free(ctx);
 }
 
 void kt_ctx_hold(keytier_ctx *ctx)
@@ -61,14 +69,18 @@ static void kt_deadline_ts(struct timespec *ts, unsigned ms)
     }
 }
 
-/* The last step of a close, on a worker: closing idle sessions and
- * C_Finalize are token calls too (a frozen vault hangs them).  The closing
- * thread waits for `done` at most the call deadline; the wait object is
- * shared and counted, as the job may outlive that wait. */
+/* The last step of a close: closing idle sessions and C_Finalize are token
+ * calls too (a frozen vault hangs them), so they run on a worker while the
+ * closing thread waits at most the call deadline.  If they end in time
+ * the closing thread frees the memory itself, after the pool's idle
+ * workers (this one included) have left: a process that exits right after
+ * close then races no thread of ours.  Otherwise the worker frees it.  The
+ * wait object is shared and counted. */
 struct kt_finish_wait {
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    bool done;
+    bool done;    /* the token calls ended; the closer frees */
+    bool gave_up; /* the closer left; the worker frees */
     atomic_uint refs;
 };
 
@@ -89,13 +101,17 @@ static void kt_finish_wait_put(struct kt_finish_wait *w)
 static CK_RV kt_finish_job_run(void *p)
 {
     struct kt_finish_job *j = p;
+    bool free_here;
 
-    kt_ctx_finish(j->ctx); /* frees ctx (and releases its pool) */
-    j->ctx = NULL;
+    kt_tokens_finalize(j->ctx);
     pthread_mutex_lock(&j->w->mu);
-    j->w->done = true;
+    free_here = j->w->gave_up;
+    j->w->done = !free_here;
     pthread_cond_broadcast(&j->w->cv);
     pthread_mutex_unlock(&j->w->mu);
+    if (free_here)
+        kt_ctx_free(j->ctx); /* releases the pool this worker belongs to */
+    j->ctx = NULL;
     return CKR_OK;
 }
 
@@ -107,14 +123,16 @@ static void kt_finish_job_release(void *p)
     free(j);
 }
 
-/* Runs kt_ctx_finish on a worker and waits for it at most the call
- * deadline.  False if it could not be started (then nothing was done). */
+/* Runs kt_ctx_finish with its token calls on a worker, waiting for them at
+ * most the call deadline.  False if that could not be started (then
+ * nothing was done). */
 static bool kt_ctx_finish_bounded(keytier_ctx *ctx)
 {
     struct kt_finish_wait *w = calloc(1, sizeof *w);
     struct kt_finish_job *j = calloc(1, sizeof *j);
     pthread_condattr_t attr;
     struct timespec ts;
+    bool done;
 
     if (w == NULL || j == NULL || ctx->pool == NULL) {
         free(w);
@@ -140,12 +158,15 @@ static bool kt_ctx_finish_bounded(keytier_ctx *ctx)
         kt_finish_wait_put(w);
         return false;
     }
-    /* ctx may be gone from here on. */
     pthread_mutex_lock(&w->mu);
     while (!w->done && pthread_cond_timedwait(&w->cv, &w->mu, &ts) == 0)
         ;
+    done = w->done;
+    w->gave_up = !done;
     pthread_mutex_unlock(&w->mu);
     kt_finish_wait_put(w);
+    if (done)
+        kt_ctx_free(ctx); /* ctx is the worker's otherwise */
     return true;
 }
 

@@ -228,7 +228,11 @@ struct kt_root {
 };
 
 KT_MUST_CHECK keytier_err kt_tokens_load(keytier_ctx *ctx);
-void kt_tokens_unload(keytier_ctx *ctx);
+/* lib-deadline: an unload in two steps (kt_ctx_drain): the token calls
+ * (close idle sessions, C_Finalize, release the modules), then the memory
+ * (and the call pool). */
+void kt_tokens_finalize(keytier_ctx *ctx);
+void kt_tokens_free(keytier_ctx *ctx);
 /* Finds the single token a URI names (rescanning slots once if none). */
 /* Parses a URI once to refuse malformed ones and ones carrying a PIN
  * (whose text must then never be echoed). */

@@ -288,16 +288,34 @@ keytier_err kt_tokens_load(keytier_ctx *ctx)
 
 static void kt_token_free(struct kt_token *tok)
 {
-    for (size_t i = 0; i < tok->n_idle; i++)
-        (void)kt_p11_close_session(tok, tok->idle[i]);
     free(tok->idle);
     kt_secret_free(tok->refused_pin);
     pthread_mutex_destroy(&tok->mu);
     free(tok);
 }
 
-/* Called once no token job is left (kt_ctx_drain). */
-void kt_tokens_unload(keytier_ctx *ctx)
+/* The token calls of an unload: idle sessions closed, modules finalized
+ * and released.  Once no token job is left (kt_ctx_drain). */
+void kt_tokens_finalize(keytier_ctx *ctx)
+{
+    for (size_t i = 0; i < ctx->n_tokens; i++) {
+        struct kt_token *tok = ctx->tokens[i];
+        for (size_t k = 0; k < tok->n_idle; k++)
+            (void)kt_p11_close_session(tok, tok->idle[k]);
+        tok->n_idle = 0;
+    }
+    for (size_t i = 0; i < ctx->n_modules; i++) {
+        struct kt_module *mod = &ctx->modules[i];
+        if (mod->initialized)
+            (void)kt_p11_finalize(ctx, mod);
+        mod->initialized = false;
+        p11_kit_module_release(mod->fl);
+        mod->fl = NULL;
+    }
+}
+
+/* The memory of an unload, after kt_tokens_finalize; frees the pool. */
+void kt_tokens_free(keytier_ctx *ctx)
 {
     for (size_t i = 0; i < ctx->n_tokens; i++)
         kt_token_free(ctx->tokens[i]);
@@ -306,9 +324,6 @@ void kt_tokens_unload(keytier_ctx *ctx)
     ctx->n_tokens = 0;
     for (size_t i = 0; i < ctx->n_modules; i++) {
         struct kt_module *mod = &ctx->modules[i];
-        if (mod->initialized)
-            (void)kt_p11_finalize(ctx, mod);
-        p11_kit_module_release(mod->fl);
         pthread_cond_destroy(&mod->cv);
         pthread_mutex_destroy(&mod->mu);
     }
