@@ -49,6 +49,11 @@ struct kt_pool {
     kt_tok *toks;
     unsigned threads, idle;
     unsigned busy; /* workers inside a call */
+    /* Workers are joinable: kt_pool_free joins those that leave while it
+     * waits (their thread teardown included); later ones detach. */
+    pthread_t *exited;
+    unsigned n_exited;
+    bool joined;
     unsigned refs; /* the owner + one per worker thread */
     bool stopping;
 };
@@ -82,6 +87,7 @@ static void kt_pool_destroy(kt_pool *pool)
     pthread_cond_destroy(&pool->work);
     pthread_cond_destroy(&pool->gone);
     pthread_mutex_destroy(&pool->lock);
+    free(pool->exited);
     free(pool);
 }
 
@@ -259,6 +265,10 @@ static void *kt_worker_main(void *arg)
     OPENSSL_thread_stop();
     pthread_mutex_lock(&pool->lock);
     pool->threads--;
+    if (pool->joined || pool->n_exited == pool->config.max_workers)
+        pthread_detach(pthread_self());
+    else
+        pool->exited[pool->n_exited++] = pthread_self();
     pthread_cond_broadcast(&pool->gone);
     last = --pool->refs == 0;
     pthread_mutex_unlock(&pool->lock);
@@ -276,6 +286,11 @@ kt_pool *kt_pool_new(const kt_pool_config *config)
     pool = calloc(1, sizeof *pool);
     if (!pool)
         return NULL;
+    pool->exited = calloc(config->max_workers, sizeof *pool->exited);
+    if (!pool->exited) {
+        free(pool);
+        return NULL;
+    }
     pthread_mutex_init(&pool->lock, NULL);
     pthread_cond_init(&pool->work, NULL);
     pthread_cond_init(&pool->gone, NULL);
@@ -293,11 +308,19 @@ void kt_pool_free(kt_pool *pool)
     pthread_mutex_lock(&pool->lock);
     pool->stopping = true;
     pthread_cond_broadcast(&pool->work);
-    /* Idle workers leave at once: wait for them (a process that exits
-     * right after must not race their teardown).  Workers inside a call
-     * (hung ones) finish it later and leave on their own. */
+    /* Idle workers leave at once: wait for them and join them, so that
+     * their thread teardown (other libraries' thread-exit destructors
+     * too) is over before a process that exits right after runs its exit
+     * handlers.  Workers inside a call (hung ones) finish it later and
+     * leave on their own, detached. */
     while (pool->threads > pool->busy)
         pthread_cond_wait(&pool->gone, &pool->lock);
+    unsigned n = pool->n_exited;
+    pool->joined = true; /* exited[] is not written any more */
+    pthread_mutex_unlock(&pool->lock);
+    for (unsigned i = 0; i < n; i++)
+        pthread_join(pool->exited[i], NULL);
+    pthread_mutex_lock(&pool->lock);
     last = --pool->refs == 0;
     pthread_mutex_unlock(&pool->lock);
     if (last)
@@ -317,7 +340,7 @@ static void kt_pool_wake(kt_pool *pool)
     if (pool->threads >= pool->config.max_workers)
         return; /* a busy worker takes the job when it finishes */
     pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    /* joinable: kt_pool_free joins or the worker detaches itself */
     if (pthread_create(&thread, &attr, kt_worker_main, pool) == 0) {
         pool->threads++;
         pool->refs++;
