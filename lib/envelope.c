@@ -557,9 +557,14 @@ KEYTIER_API keytier_err keytier_seal_stream(keytier_key *key, const void *aad,
     if (st.k.c == NULL)
         return kt_err(KEYTIER_E_CRYPTO, "cipher context");
     size_t k = kt_slot_chunks(chunk);
-    struct kt_stream_cfg cfg = {
-        in_fd,     out_fd,       k * chunk, k * KT_TAG_SIZE,
-        2 * k + 1, kt_seal_slot, &st};
+    struct kt_stream_cfg cfg = {.in_fd = in_fd,
+                                .out_fd = out_fd,
+                                .unit = chunk,
+                                .read_size = k * chunk,
+                                .aux_size = k * KT_TAG_SIZE, /* the tags */
+                                .iov_max = 2 * k + 1, /* header, chunk, tag */
+                                .fn = kt_seal_slot,
+                                .arg = &st};
     e = kt_stream_run(&cfg);
     kt_cipher_put(key, 1, st.k.c);
     return e;
@@ -643,9 +648,14 @@ KEYTIER_API keytier_err keytier_open_stream(keytier_key *key, const void *aad,
     if (st.k.c == NULL)
         return kt_err(KEYTIER_E_CRYPTO, "cipher context");
     size_t k = kt_slot_chunks(h.chunk);
-    struct kt_stream_cfg cfg = {
-        in_fd,        out_fd, k * ((size_t)h.chunk + KT_TAG_SIZE), 0, k,
-        kt_open_slot, &st};
+    size_t piece = (size_t)h.chunk + KT_TAG_SIZE;
+    struct kt_stream_cfg cfg = {.in_fd = in_fd,
+                                .out_fd = out_fd,
+                                .unit = piece,
+                                .read_size = k * piece,
+                                .iov_max = k,
+                                .fn = kt_open_slot,
+                                .arg = &st};
     e = kt_stream_run(&cfg);
     kt_cipher_put(key, 0, st.k.c);
     return e;

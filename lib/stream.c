@@ -57,20 +57,23 @@ static void kt_stream_stop(struct kt_stream *s)
 
 /* ---- reader ------------------------------------------------------------- */
 
-/* Reads up to n bytes, stopping early only at end of input, on an error
- * (*err = errno) or when the stream is stopped (returns false). */
-static bool kt_stream_read(struct kt_stream *s, uint8_t *buf, size_t n,
-                           size_t *got, bool *eof, int *err)
+/* Fills buf, which already holds *off bytes, up to n bytes.  Stops early
+ * at end of input (*eof), on an error (*err = errno) and, once it holds a
+ * whole unit, when the input has nothing more ready: a slow pipe or socket
+ * gets each chunk through as soon as it is complete, as it did when chunks
+ * were read one at a time, instead of waiting for a full slot.  Returns
+ * false when the stream was stopped. */
+static bool kt_stream_fill(struct kt_stream *s, uint8_t *buf, size_t n,
+                           size_t *off, bool *eof, int *err)
 {
     struct pollfd p[2] = {{s->cfg->in_fd, POLLIN, 0}, {s->wake_fd, POLLIN, 0}};
-    size_t off = 0;
     *eof = false;
     *err = 0;
-    while (off < n) {
-        /* Wait for input or for the stop, so that a failed stream does not
-         * hang on a pipe whose writer is slow or stalled (a regular file
-         * polls readable at once). */
-        if (poll(p, 2, -1) < 0) {
+    while (*off < n) {
+        /* Also waits for the stop, so that a failed stream does not hang on
+         * a stalled pipe (a regular file polls readable at once). */
+        int ready = poll(p, 2, *off >= s->cfg->unit ? 0 : -1);
+        if (ready < 0) {
             if (errno == EINTR)
                 continue;
             *err = errno;
@@ -78,7 +81,9 @@ static bool kt_stream_read(struct kt_stream *s, uint8_t *buf, size_t n,
         }
         if (p[1].revents != 0)
             return false;
-        ssize_t r = read(s->cfg->in_fd, buf + off, n - off);
+        if (ready == 0)
+            break; /* nothing more yet: hand over the whole units */
+        ssize_t r = read(s->cfg->in_fd, buf + *off, n - *off);
         if (r < 0 && (errno == EINTR || errno == EAGAIN))
             continue; /* EAGAIN: a non-blocking fd; poll() waits */
         if (r < 0) {
@@ -89,15 +94,16 @@ static bool kt_stream_read(struct kt_stream *s, uint8_t *buf, size_t n,
             *eof = true;
             break;
         }
-        off += (size_t)r;
+        *off += (size_t)r;
     }
-    *got = off;
     return true;
 }
 
 static void *kt_stream_reader(void *arg)
 {
     struct kt_stream *s = arg;
+    const uint8_t *carry_from = NULL; /* a partial unit, in the last slot */
+    size_t carry = 0;
     for (;;) {
         pthread_mutex_lock(&s->mu);
         while (s->n_read - s->n_written == KT_STREAM_SLOTS && !s->stop)
@@ -107,19 +113,29 @@ static void *kt_stream_reader(void *arg)
         pthread_mutex_unlock(&s->mu);
         if (stop)
             break;
-        size_t i = seq % KT_STREAM_SLOTS;
+        size_t i = seq % KT_STREAM_SLOTS, off = carry;
         struct kt_stream_slot *sl = &s->slot[i];
-        size_t got;
+        /* The bytes past the last slot's len are the reader's: the
+         * transform and the writer touch only [0, len). */
+        if (carry > 0)
+            memcpy(sl->buf, carry_from, carry);
         bool eof;
         int err;
-        if (!kt_stream_read(s, sl->buf, s->cfg->read_size, &got, &eof, &err))
+        bool go =
+            kt_stream_fill(s, sl->buf, s->cfg->read_size, &off, &eof, &err);
+        if (off > s->used[i])
+            s->used[i] = off;
+        if (!go)
             break;
+        size_t len = off;
+        if (!eof && err == 0)
+            len -= off % s->cfg->unit; /* whole units; the rest carries */
+        carry = off - len;
+        carry_from = sl->buf + len;
         sl->seq = seq;
-        sl->len = got;
+        sl->len = len;
         sl->eof = eof;
         sl->read_errno = err;
-        if (got > s->used[i])
-            s->used[i] = got;
         pthread_mutex_lock(&s->mu);
         s->n_read++;
         pthread_cond_broadcast(&s->cv);

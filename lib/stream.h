@@ -18,6 +18,9 @@
  *     n bytes of a slot reaches the transform with those n bytes (complete
  *     pieces before it are processed first), a transform error stops the
  *     stream after the iovecs it released, a write error stops it at once;
+ *   - a slot goes on as soon as it holds whole units and the input has
+ *     nothing more ready (a slow pipe): each chunk is processed and
+ *     written once it is complete, not when a whole slot has arrived;
  *   - after a failure the reader stops even when blocked on a slow pipe or
  *     socket (it waits in poll() together with a wake-up eventfd), so a
  *     failed call returns without waiting for more input.
@@ -36,12 +39,12 @@
 #include "kt_base.h"
 
 struct kt_stream_slot {
-    uint64_t seq; /* 0, 1, 2 ... in stream order */
-    uint8_t *buf; /* in: bytes read from in_fd */
-    size_t len;   /* in: bytes read (== the read size unless eof/read_errno) */
-    bool eof;     /* in: end of input was reached after len bytes */
-    int read_errno;    /* in: nonzero when reading failed after len bytes */
-    uint8_t *aux;      /* scratch of aux_size bytes for the transform (tags) */
+    uint64_t seq;   /* 0, 1, 2 ... in stream order */
+    uint8_t *buf;   /* in: bytes read from in_fd */
+    size_t len;     /* in: bytes read: whole units unless eof or read_errno */
+    bool eof;       /* in: end of input was reached after len bytes */
+    int read_errno; /* in: nonzero when reading failed after len bytes */
+    uint8_t *aux;   /* scratch of aux_size bytes for the transform (tags) */
     struct iovec *iov; /* out: what the writer writes, iov_max entries */
     size_t iov_n;      /* out */
 };
@@ -56,7 +59,8 @@ typedef keytier_err (*kt_stream_fn)(void *arg, struct kt_stream_slot *slot,
 
 struct kt_stream_cfg {
     int in_fd, out_fd;
-    size_t read_size; /* bytes read into each slot */
+    size_t unit;      /* the transform consumes whole units (chunks) */
+    size_t read_size; /* bytes read into each slot, a multiple of unit */
     size_t aux_size;  /* per-slot scratch */
     size_t iov_max;   /* per-slot iovecs */
     kt_stream_fn fn;
