@@ -7,10 +7,11 @@
  * cost as much as the cryptography itself (BENCHMARKS.md, libkeytier).
  * Overlapped, the stream runs at the speed of the slowest stage.
  *
- * One mutex and one condition variable guard three counters (slots read,
- * transformed, written); a slot's fields are handed from stage to stage by
- * advancing its counter under the mutex, so each stage owns the slots
- * between its counter and the previous stage's.
+ * One mutex guards three counters (slots read, transformed, written); a
+ * slot's fields are handed from stage to stage by advancing its counter
+ * under the mutex, so each stage owns the slots between its counter and
+ * the previous stage's.  Each stage waits on its own condition variable,
+ * so a hand-over wakes only the stage that can use it.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -33,7 +34,7 @@ struct kt_stream {
     struct kt_stream_slot slot[KT_STREAM_SLOTS];
     size_t used[KT_STREAM_SLOTS]; /* bytes of each buffer ever filled */
     pthread_mutex_t mu;
-    pthread_cond_t cv;
+    pthread_cond_t slot_free, slot_read, slot_done; /* wake each stage */
     uint64_t n_read, n_done, n_written;
     uint64_t end;    /* slots to write in all, once the transform knows */
     bool stop;       /* stop reading (and transforming): a failure, or done */
@@ -46,7 +47,9 @@ static void kt_stream_stop(struct kt_stream *s)
     uint64_t one = 1;
     pthread_mutex_lock(&s->mu);
     s->stop = true;
-    pthread_cond_broadcast(&s->cv);
+    pthread_cond_broadcast(&s->slot_free);
+    pthread_cond_broadcast(&s->slot_read);
+    pthread_cond_broadcast(&s->slot_done);
     pthread_mutex_unlock(&s->mu);
     /* Wakes a reader blocked in poll(); the counter stays readable. */
     if (write(s->wake_fd, &one, sizeof one) < 0) {
@@ -107,7 +110,7 @@ static void *kt_stream_reader(void *arg)
     for (;;) {
         pthread_mutex_lock(&s->mu);
         while (s->n_read - s->n_written == KT_STREAM_SLOTS && !s->stop)
-            pthread_cond_wait(&s->cv, &s->mu);
+            pthread_cond_wait(&s->slot_free, &s->mu);
         bool stop = s->stop;
         uint64_t seq = s->n_read;
         pthread_mutex_unlock(&s->mu);
@@ -138,7 +141,7 @@ static void *kt_stream_reader(void *arg)
         sl->read_errno = err;
         pthread_mutex_lock(&s->mu);
         s->n_read++;
-        pthread_cond_broadcast(&s->cv);
+        pthread_cond_signal(&s->slot_read);
         pthread_mutex_unlock(&s->mu);
         if (eof || err != 0)
             break;
@@ -178,7 +181,7 @@ static void *kt_stream_writer(void *arg)
     for (;;) {
         pthread_mutex_lock(&s->mu);
         while (s->n_written == s->n_done && s->n_written != s->end)
-            pthread_cond_wait(&s->cv, &s->mu);
+            pthread_cond_wait(&s->slot_done, &s->mu);
         bool over = s->n_written == s->end;
         uint64_t seq = s->n_written;
         pthread_mutex_unlock(&s->mu);
@@ -202,7 +205,7 @@ static void *kt_stream_writer(void *arg)
         }
         pthread_mutex_lock(&s->mu);
         s->n_written++;
-        pthread_cond_broadcast(&s->cv);
+        pthread_cond_signal(&s->slot_free);
         pthread_mutex_unlock(&s->mu);
     }
     return NULL;
@@ -244,7 +247,7 @@ static keytier_err kt_stream_transform(struct kt_stream *s)
     for (;;) {
         pthread_mutex_lock(&s->mu);
         while (s->n_done == s->n_read && !s->stop)
-            pthread_cond_wait(&s->cv, &s->mu);
+            pthread_cond_wait(&s->slot_read, &s->mu);
         bool stop = s->stop;
         uint64_t seq = s->n_done;
         pthread_mutex_unlock(&s->mu);
@@ -262,7 +265,7 @@ static keytier_err kt_stream_transform(struct kt_stream *s)
         s->n_done++;
         if (e != KEYTIER_OK || last)
             s->end = s->n_done;
-        pthread_cond_broadcast(&s->cv);
+        pthread_cond_signal(&s->slot_done);
         pthread_mutex_unlock(&s->mu);
         if (e != KEYTIER_OK || last)
             break;
@@ -287,7 +290,9 @@ keytier_err kt_stream_run(const struct kt_stream_cfg *cfg)
      * it with ESPIPE, which changes nothing). */
     (void)posix_fadvise(cfg->in_fd, 0, 0, POSIX_FADV_SEQUENTIAL);
     pthread_mutex_init(&s.mu, NULL);
-    pthread_cond_init(&s.cv, NULL);
+    pthread_cond_init(&s.slot_free, NULL);
+    pthread_cond_init(&s.slot_read, NULL);
+    pthread_cond_init(&s.slot_done, NULL);
     have_sync = true;
 
     /* The helpers inherit a mask blocking every signal: the caller's
@@ -335,7 +340,9 @@ out:
     if (have_reader)
         pthread_join(reader, NULL);
     if (have_sync) {
-        pthread_cond_destroy(&s.cv);
+        pthread_cond_destroy(&s.slot_free);
+        pthread_cond_destroy(&s.slot_read);
+        pthread_cond_destroy(&s.slot_done);
         pthread_mutex_destroy(&s.mu);
     }
     if (s.wake_fd >= 0)
