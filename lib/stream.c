@@ -276,6 +276,7 @@ static keytier_err kt_stream_transform(struct kt_stream *s)
 keytier_err kt_stream_run(const struct kt_stream_cfg *cfg)
 {
     struct kt_stream s = {.cfg = cfg, .end = UINT64_MAX, .wake_fd = -1};
+    int cancel_state = -1;
     pthread_t reader, writer;
     bool have_reader = false, have_writer = false, have_sync = false;
     keytier_err e = kt_stream_alloc(&s);
@@ -294,6 +295,10 @@ keytier_err kt_stream_run(const struct kt_stream_cfg *cfg)
     pthread_cond_init(&s.slot_read, NULL);
     pthread_cond_init(&s.slot_done, NULL);
     have_sync = true;
+
+    /* The helpers use this frame's memory: the caller's thread must not
+     * be cancelled (pthread_cancel) in the waits below. */
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel_state);
 
     /* The helpers inherit a mask blocking every signal: the caller's
      * handlers keep running on the caller's threads, and SIGPIPE from a
@@ -348,5 +353,7 @@ out:
     if (s.wake_fd >= 0)
         close(s.wake_fd);
     kt_stream_free(&s);
+    if (cancel_state != -1)
+        pthread_setcancelstate(cancel_state, NULL);
     return e;
 }
