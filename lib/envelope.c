@@ -48,6 +48,7 @@
  * the tag, and only then hands it to the writer.
  */
 #include <errno.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -481,7 +482,8 @@ static size_t kt_slot_chunks(uint32_t chunk)
     return k < 1 ? 1 : k > KT_SLOT_CHUNKS ? KT_SLOT_CHUNKS : k;
 }
 
-/* Reads up to n bytes, stopping early only at end of input. */
+/* Reads up to n bytes, stopping early only at end of input (the header;
+ * the chunks go through the pipeline's reader). */
 static keytier_err kt_read_full(int fd, uint8_t *buf, size_t n, size_t *got)
 {
     size_t off = 0;
@@ -489,6 +491,11 @@ static keytier_err kt_read_full(int fd, uint8_t *buf, size_t n, size_t *got)
         ssize_t r = read(fd, buf + off, n - off);
         if (r < 0 && errno == EINTR)
             continue;
+        if (r < 0 && errno == EAGAIN) { /* a non-blocking fd */
+            struct pollfd p = {fd, POLLIN, 0};
+            if (poll(&p, 1, -1) >= 0 || errno == EINTR)
+                continue;
+        }
         if (r < 0)
             return kt_err(KEYTIER_E_IO, "read: %s", strerror(errno));
         if (r == 0)
