@@ -30,12 +30,38 @@
 #define KT_AUDIT_DEP_CREATED "DEP created"
 #define KT_AUDIT_CACHE_ALERT "Cache refresh failing"
 #define KT_AUDIT_HASH_HEX    64
+#define KT_AUDIT_ID_SIZE     37 /* a record Id (UUID text) and its NUL */
 
 typedef struct kt_audit kt_audit;
+
+/* The head of a log after an append: what an anchor records. */
+typedef struct kt_audit_head {
+    const char *path;                 /* the log as opened */
+    char log_id[KT_AUDIT_ID_SIZE];    /* Id of the log's first record */
+    uint64_t seq;                     /* Seq of the newest record */
+    char hash[KT_AUDIT_HASH_HEX + 1]; /* its Hash */
+} kt_audit_head;
+
+/*
+ * Called after every successful append, under the append lock (flock and
+ * mutex), so calls follow the order of the records.  head is NULL when the
+ * log's identity could not be read (the error is in the thread's detail).
+ * The record is already on disk: the hook cannot fail the append.
+ */
+typedef void (*kt_audit_anchor_fn)(void *arg, const kt_audit_head *head);
 
 /* Opens (creating 0600 if needed) the log at path for appending. */
 KT_MUST_CHECK keytier_err kt_audit_open(const char *path, kt_audit **out);
 void kt_audit_close(kt_audit *audit);
+/* Sets (fn NULL: clears) the anchor hook of a handle. */
+void kt_audit_set_anchor(kt_audit *audit, kt_audit_anchor_fn fn, void *arg);
+/* The path the handle was opened with. */
+const char *kt_audit_path(const kt_audit *audit);
+/* The identity of the log at path: the Id of its first record.
+ * KEYTIER_E_NOT_FOUND (empty log), KEYTIER_E_AUDIT_TAMPERED (line 1 is not
+ * a record with an Id), KEYTIER_E_IO. */
+KT_MUST_CHECK keytier_err kt_audit_log_id(const char *path,
+                                          char out[KT_AUDIT_ID_SIZE]);
 
 /*
  * Appends one record: the standard fields are added around fields (a JSON
@@ -87,5 +113,17 @@ KT_MUST_CHECK keytier_err kt_audit_cache_alert(
  */
 KT_MUST_CHECK keytier_err kt_audit_verify(const char *path, uint64_t *bad_line,
                                           uint64_t *records);
+
+/* kt_audit_verify, also returning the head's Hash and the Hash of record
+ * at_seq (set at_seq before the call; at_hash stays "" when the intact
+ * records do not reach it). */
+typedef struct kt_audit_scan_result {
+    uint64_t at_seq;
+    uint64_t records, bad_line;
+    char at_hash[KT_AUDIT_HASH_HEX + 1];
+    char head_hash[KT_AUDIT_HASH_HEX + 1];
+} kt_audit_scan_result;
+KT_MUST_CHECK keytier_err kt_audit_scan(const char *path,
+                                        kt_audit_scan_result *r);
 
 #endif

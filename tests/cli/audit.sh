@@ -75,7 +75,7 @@ expect_rc 7 kt audit list --log "$KT_TMP/none.jsonl"
 
 kt_log "audit verify: intact"
 expect_ok kt audit verify
-assert_eq "audit log $log: 4 records, hash chain intact" "$KT_LAST_OUTPUT"
+assert_eq "audit log $log: 4 records, hash chain intact, anchored at record 4" "$KT_LAST_OUTPUT"
 expect_ok kt --json audit verify --log "$log"
 assert_eq true "$(jf .intact <<<"$KT_LAST_OUTPUT")"
 assert_eq 4 "$(jf .records <<<"$KT_LAST_OUTPUT")"
