@@ -50,6 +50,7 @@ struct kt_audit {
     /* Called after each append, under the lock (audit_anchor.c). */
     kt_audit_anchor_fn anchor;
     void *anchor_arg;
+    void (*anchor_release)(void *arg);
 };
 
 static void kt_hex(const unsigned char *in, size_t n, char *out)
@@ -175,11 +176,15 @@ keytier_err kt_audit_open(const char *path, kt_audit **out)
     return KEYTIER_OK;
 }
 
-void kt_audit_set_anchor(kt_audit *a, kt_audit_anchor_fn fn, void *arg)
+void kt_audit_set_anchor(kt_audit *a, kt_audit_anchor_fn fn, void *arg,
+                         void (*release)(void *arg))
 {
     pthread_mutex_lock(&a->lock);
+    if (a->anchor_release)
+        a->anchor_release(a->anchor_arg);
     a->anchor = fn;
     a->anchor_arg = arg;
+    a->anchor_release = release;
     pthread_mutex_unlock(&a->lock);
 }
 
@@ -193,6 +198,8 @@ void kt_audit_close(kt_audit *a)
     if (!a)
         return;
     close(a->fd);
+    if (a->anchor_release)
+        a->anchor_release(a->anchor_arg);
     pthread_mutex_destroy(&a->lock);
     free(a->real_path);
     free(a->path);
@@ -439,13 +446,71 @@ out:
     return err;
 }
 
+keytier_err kt_audit_hash_at(kt_audit *a, uint64_t seq,
+                             char out[KT_AUDIT_HASH_HEX + 1])
+{
+    /* Record seq ends at the back-th newline counted from the end. */
+    uint64_t back, seen = 0;
+    off_t pos, end = -1, start = 0;
+    char buf[8192], *line = NULL;
+    json_object *obj = NULL, *s, *h;
+    keytier_err err = KEYTIER_OK;
+
+    if (!a->tail_known || seq == 0 || seq > a->tail_seq)
+        return kt_err(KEYTIER_E_AUDIT_TAMPERED,
+                      "audit log %s has no record %llu", a->path,
+                      (unsigned long long)seq);
+    back = a->tail_seq - seq + 1;
+    pos = a->tail_size;
+    while (pos > 0 && !(end >= 0 && start > 0)) {
+        size_t n = pos > (off_t)sizeof buf ? sizeof buf : (size_t)pos;
+        pos -= (off_t)n;
+        if (pread(a->fd, buf, n, pos) != (ssize_t)n)
+            return kt_err(KEYTIER_E_AUDIT, "cannot read audit log %s", a->path);
+        for (size_t i = n; i-- > 0;) {
+            if (buf[i] != '\n')
+                continue;
+            if (++seen == back) {
+                end = pos + (off_t)i;
+            } else if (seen == back + 1) {
+                start = pos + (off_t)i + 1;
+                break;
+            }
+        }
+        /* Bounded: one record is at most KT_AUDIT_LINE_MAX. */
+        if (end >= 0 && start == 0 && end - pos > (off_t)KT_AUDIT_LINE_MAX)
+            break;
+    }
+    if (end < 0 || end - start > (off_t)KT_AUDIT_LINE_MAX ||
+        !(line = malloc((size_t)(end - start) + 1)) ||
+        pread(a->fd, line, (size_t)(end - start), start) !=
+            (ssize_t)(end - start) ||
+        !(obj = kt_audit_parse(line, (size_t)(end - start))) ||
+        !json_object_object_get_ex(obj, "Seq", &s) ||
+        !json_object_object_get_ex(obj, "Hash", &h) ||
+        !json_object_is_type(s, json_type_int) ||
+        json_object_get_int64(s) != (int64_t)seq ||
+        !json_object_is_type(h, json_type_string) ||
+        !kt_is_hash_hex(json_object_get_string(h))) {
+        err = kt_err(KEYTIER_E_AUDIT_TAMPERED,
+                     "audit log %s: the line of record %llu is not it", a->path,
+                     (unsigned long long)seq);
+        goto out;
+    }
+    memcpy(out, json_object_get_string(h), KT_AUDIT_HASH_HEX + 1);
+out:
+    json_object_put(obj);
+    free(line);
+    return err;
+}
+
 /*
  * Hands the new head to the anchor hook (still under the lock, so anchors
  * follow the order of the records).  The record is written whatever
  * happens here: a failed anchor only lags (audit.h).
  */
 static void kt_audit_anchor_head(kt_audit *a, const struct stat *st,
-                                 const char *id)
+                                 const char *id, const char *prev)
 {
     kt_audit_head head = {.path = a->real_path ? a->real_path : a->path,
                           .seq = a->tail_seq};
@@ -458,7 +523,7 @@ static void kt_audit_anchor_head(kt_audit *a, const struct stat *st,
                a->id_ino != st->st_ino) {
         a->id_known = false;
         if (kt_audit_first_id(a->fd, a->path, a->log_id) != KEYTIER_OK) {
-            a->anchor(a->anchor_arg, NULL); /* reports the error */
+            a->anchor(a->anchor_arg, a, NULL); /* reports the error */
             return;
         }
         a->id_known = true;
@@ -467,13 +532,14 @@ static void kt_audit_anchor_head(kt_audit *a, const struct stat *st,
     a->id_ino = st->st_ino;
     memcpy(head.log_id, a->log_id, sizeof head.log_id);
     memcpy(head.hash, a->tail_hash, sizeof head.hash);
-    a->anchor(a->anchor_arg, &head);
+    memcpy(head.prev_hash, prev, sizeof head.prev_hash);
+    a->anchor(a->anchor_arg, a, &head);
 }
 
 keytier_err kt_audit_append(kt_audit *a, const char *activity,
                             json_object *fields, uint64_t *seq_out)
 {
-    char *line = NULL, id[KT_AUDIT_ID_SIZE];
+    char *line = NULL, id[KT_AUDIT_ID_SIZE], prev[KT_AUDIT_HASH_HEX + 1];
     size_t len = 0;
     struct stat st;
     off_t size;
@@ -529,6 +595,7 @@ keytier_err kt_audit_append(kt_audit *a, const char *activity,
         err = kt_err(KEYTIER_E_AUDIT, "cannot sync audit log %s", a->path);
         goto out;
     }
+    memcpy(prev, a->tail_hash, sizeof prev);
     a->tail_seq++;
     /* The new tail hash is the Hash of the line just written. */
     memcpy(a->tail_hash, line + len - 1 - 2 - KT_AUDIT_HASH_HEX,
@@ -538,7 +605,7 @@ keytier_err kt_audit_append(kt_audit *a, const char *activity,
     if (seq_out)
         *seq_out = a->tail_seq;
     if (a->anchor)
-        kt_audit_anchor_head(a, &st, id);
+        kt_audit_anchor_head(a, &st, id, prev);
 out:
     if (locked)
         flock(a->fd, LOCK_UN);

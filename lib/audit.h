@@ -32,14 +32,13 @@
 #define KT_AUDIT_HASH_HEX    64
 #define KT_AUDIT_ID_SIZE     37 /* a record Id (UUID text) and its NUL */
 
-typedef struct kt_audit kt_audit;
-
 /* The head of a log after an append: what an anchor records. */
 typedef struct kt_audit_head {
-    const char *path;                 /* the log as opened */
-    char log_id[KT_AUDIT_ID_SIZE];    /* Id of the log's first record */
-    uint64_t seq;                     /* Seq of the newest record */
-    char hash[KT_AUDIT_HASH_HEX + 1]; /* its Hash */
+    const char *path;                      /* the log as opened */
+    char log_id[KT_AUDIT_ID_SIZE];         /* Id of the log's first record */
+    uint64_t seq;                          /* Seq of the newest record */
+    char hash[KT_AUDIT_HASH_HEX + 1];      /* its Hash */
+    char prev_hash[KT_AUDIT_HASH_HEX + 1]; /* its PrevHash */
 } kt_audit_head;
 
 /*
@@ -48,13 +47,22 @@ typedef struct kt_audit_head {
  * log's identity could not be read (the error is in the thread's detail).
  * The record is already on disk: the hook cannot fail the append.
  */
-typedef void (*kt_audit_anchor_fn)(void *arg, const kt_audit_head *head);
+typedef struct kt_audit kt_audit;
+typedef void (*kt_audit_anchor_fn)(void *arg, kt_audit *audit,
+                                   const kt_audit_head *head);
 
 /* Opens (creating 0600 if needed) the log at path for appending. */
 KT_MUST_CHECK keytier_err kt_audit_open(const char *path, kt_audit **out);
 void kt_audit_close(kt_audit *audit);
-/* Sets (fn NULL: clears) the anchor hook of a handle. */
-void kt_audit_set_anchor(kt_audit *audit, kt_audit_anchor_fn fn, void *arg);
+/* Sets (fn NULL: clears) the anchor hook of a handle; release (may be
+ * NULL) frees arg when the hook is replaced or the handle closed. */
+void kt_audit_set_anchor(kt_audit *audit, kt_audit_anchor_fn fn, void *arg,
+                         void (*release)(void *arg));
+/* From inside an anchor hook only (append lock held): the Hash of record
+ * seq of this log, read back from its end.  KEYTIER_E_AUDIT_TAMPERED when
+ * the line there is not record seq. */
+KT_MUST_CHECK keytier_err kt_audit_hash_at(kt_audit *audit, uint64_t seq,
+                                           char out[KT_AUDIT_HASH_HEX + 1]);
 /* The path the handle was opened with. */
 const char *kt_audit_path(const kt_audit *audit);
 /* The identity of the log at path: the Id of its first record.

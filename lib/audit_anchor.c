@@ -260,11 +260,67 @@ static keytier_err kt_anchor_mac(keytier_ctx *ctx, bool create,
 
 /* ---- the append hook -------------------------------------------------- */
 
-static void kt_anchor_hook(void *arg, const kt_audit_head *h)
+/* Per log handle: the anchor this handle last wrote or checked (its MAC
+ * known good), so the common case costs one token call per append. */
+struct kt_anchor_state {
+    keytier_ctx *ctx;
+    bool known;
+    struct kt_anchor_rec last;
+};
+
+/*
+ * May the anchor move from old to the new head h?  Only along the log: the
+ * old anchor must be the token's (its MAC; skipped when it is the one this
+ * handle last wrote) and record old->seq of the file must still carry the
+ * anchored Hash.  Otherwise the file was cut or rewritten under the anchor,
+ * which must then stay where it is as the evidence verify will name.
+ */
+static keytier_err kt_anchor_may_move(struct kt_anchor_state *st, kt_audit *a,
+                                      const kt_audit_head *h,
+                                      const struct kt_anchor_rec *old)
 {
-    keytier_ctx *ctx = arg;
+    uint8_t mac[KT_ANCHOR_MAC_SIZE];
+    char hash[KT_AUDIT_HASH_HEX + 1];
+    keytier_err e;
+
+    if (old->seq >= h->seq)
+        return kt_err(KEYTIER_E_AUDIT_TAMPERED,
+                      "audit log %s ends at record %" PRIu64
+                      ", its anchor is at record %" PRIu64 ": records removed",
+                      h->path, h->seq, old->seq);
+    if (!(st->known && !strcmp(st->last.log_id, old->log_id) &&
+          st->last.seq == old->seq && !strcmp(st->last.hash, old->hash) &&
+          !memcmp(st->last.mac, old->mac, sizeof mac))) {
+        e = kt_anchor_mac(st->ctx, true, old->log_id, old->seq, old->hash, mac);
+        if (e != KEYTIER_OK)
+            return e;
+        if (CRYPTO_memcmp(mac, old->mac, sizeof mac) != 0)
+            return kt_err(KEYTIER_E_AUDIT_TAMPERED,
+                          "the audit anchor of %s fails its MAC: the anchor "
+                          "was altered",
+                          h->path);
+    }
+    if (old->seq + 1 == h->seq) {
+        memcpy(hash, h->prev_hash, sizeof hash);
+    } else {
+        e = kt_audit_hash_at(a, old->seq, hash);
+        if (e != KEYTIER_OK)
+            return e;
+    }
+    if (strcmp(hash, old->hash) != 0)
+        return kt_err(KEYTIER_E_AUDIT_TAMPERED,
+                      "audit log %s: record %" PRIu64
+                      " is not the anchored one: the log was rewritten",
+                      h->path, old->seq);
+    return KEYTIER_OK;
+}
+
+static void kt_anchor_hook(void *arg, kt_audit *a, const kt_audit_head *h)
+{
+    struct kt_anchor_state *st = arg;
+    keytier_ctx *ctx = st->ctx;
     char saved[KT_ANCHOR_DETAIL];
-    struct kt_anchor_rec *rec = NULL;
+    struct kt_anchor_rec *rec = NULL, *old = NULL;
     bool applied = false;
     keytier_err e;
 
@@ -278,7 +334,8 @@ static void kt_anchor_hook(void *arg, const kt_audit_head *h)
         goto out;
     }
     rec = calloc(1, sizeof *rec);
-    if (rec == NULL) {
+    old = calloc(1, sizeof *old);
+    if (rec == NULL || old == NULL) {
         kt_log_event(ctx->log, KT_LOG_ERROR, "audit anchor not updated",
                      "out of memory");
         goto out;
@@ -288,33 +345,68 @@ static void kt_anchor_hook(void *arg, const kt_audit_head *h)
     kt_strlcpy(rec->hash, h->hash, sizeof rec->hash);
     rec->seq = h->seq;
     rec->updated = (int64_t)time(NULL);
+    /* The token first: when it is down, nothing else is worth doing. */
     e = kt_anchor_mac(ctx, true, rec->log_id, rec->seq, rec->hash, rec->mac);
     if (e != KEYTIER_OK) {
-        /* Service token unreachable: the record stands, the anchor lags. */
+        /* The record stands, the anchor lags. */
         kt_log_event(ctx->log, KT_LOG_WARNING,
                      "audit anchor lags: service token unreachable",
                      keytier_last_error_detail());
         goto out;
     }
-    e = kt_store_anchor_put(ctx->store, rec, &applied);
-    if (e != KEYTIER_OK)
-        kt_log_event(ctx->log, KT_LOG_WARNING, "audit anchor lags: store",
+    e = kt_store_anchor_get(ctx->store, rec->log_id, old);
+    if (e == KEYTIER_OK)
+        e = kt_anchor_may_move(st, a, h, old);
+    else if (e == KEYTIER_E_NOT_FOUND)
+        e = KEYTIER_OK; /* the log's first anchor */
+    if (e == KEYTIER_E_AUDIT_TAMPERED) {
+        st->known = false;
+        kt_log_event(ctx->log, KT_LOG_ERROR,
+                     "audit anchor kept: the log diverged from it",
                      keytier_last_error_detail());
-    else if (!applied)
-        /* The store anchors this log at this Seq or later already: the file
-         * is shorter than it was (verify will name it). */
+        goto out;
+    }
+    if (e == KEYTIER_OK)
+        e = kt_store_anchor_put(ctx->store, rec, &applied);
+    if (e != KEYTIER_OK) {
+        kt_log_event(ctx->log, KT_LOG_WARNING, "audit anchor lags",
+                     keytier_last_error_detail());
+        goto out;
+    }
+    st->known = applied;
+    if (applied)
+        st->last = *rec;
+    else
+        /* Another writer anchored this Seq or later under our lock: the
+         * file is shorter than it was (verify will name it). */
         kt_log_event(ctx->log, KT_LOG_ERROR,
                      "audit log behind its anchor: records removed", h->path);
 out:
+    free(old);
     free(rec);
     kt_err_restore(saved);
 }
 
+static void kt_anchor_state_free(void *arg)
+{
+    free(arg);
+}
+
 void kt_audit_anchor_attach(keytier_ctx *ctx, kt_audit *a)
 {
-    if (ctx->cfg.service_token != NULL && ctx->store != NULL &&
-        ctx->avail != NULL)
-        kt_audit_set_anchor(a, kt_anchor_hook, ctx);
+    struct kt_anchor_state *st;
+
+    if (ctx->cfg.service_token == NULL || ctx->store == NULL ||
+        ctx->avail == NULL)
+        return;
+    st = calloc(1, sizeof *st);
+    if (st == NULL) {
+        kt_log_event(ctx->log, KT_LOG_ERROR, "audit anchor not attached",
+                     "out of memory");
+        return;
+    }
+    st->ctx = ctx;
+    kt_audit_set_anchor(a, kt_anchor_hook, st, kt_anchor_state_free);
 }
 
 /* ---- verify ----------------------------------------------------------- */
