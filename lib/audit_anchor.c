@@ -525,7 +525,12 @@ static keytier_err kt_anchor_verify(keytier_ctx *ctx, const char *path,
         goto out;
     }
     rep->unanchored = scan.records - anc->seq;
-    if (rep->unanchored > 0)
+    if (rep->unanchored == 1)
+        e = kt_err(KEYTIER_E_AUDIT_UNANCHORED,
+                   "%s: record %" PRIu64 " is after the anchor (record %" PRIu64
+                   ")",
+                   path, scan.records, anc->seq);
+    else if (rep->unanchored > 1)
         e = kt_err(KEYTIER_E_AUDIT_UNANCHORED,
                    "%s: records %" PRIu64 "..%" PRIu64
                    " are after the anchor (record %" PRIu64 ")",
