@@ -7,13 +7,21 @@
  * An unreachable service token leaves records written and the anchor
  * behind: verify says how many records are unanchored, not "tampered".
  * Threads and processes appending together leave the anchor at the head.
+ *
+ * With the argument "outage" (run by tests/outage/outage.sh, which serves
+ * token VaultA by a `p11-kit server`): VaultA is the service token and its
+ * server is frozen (SIGSTOP) between appends.
  */
 #include <check.h>
+#include <ctype.h>
+#include <dirent.h>
 #include <pthread.h>
+#include <signal.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -464,7 +472,119 @@ START_TEST(threads_and_processes_anchor_the_head)
 }
 END_TEST
 
-int main(void)
+/* ---- a frozen service token (argument "outage") ----------------------- */
+
+/* Signals the server and each of its per-connection children, by PID. */
+static void server_signal(pid_t pid, int sig)
+{
+    DIR *d = opendir("/proc");
+    struct dirent *e;
+    pid_t kids[64];
+    int n = 0;
+
+    while (d && (e = readdir(d)) && n < 64) {
+        char path[300], buf[512];
+        FILE *f;
+        long ppid = -1;
+        if (!isdigit((unsigned char)e->d_name[0]))
+            continue;
+        snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
+        f = fopen(path, "r");
+        if (!f)
+            continue;
+        if (fgets(buf, sizeof buf, f)) {
+            char *rp = strrchr(buf, ')'); /* comm may hold spaces */
+            if (rp)
+                sscanf(rp + 2, "%*c %ld", &ppid);
+        }
+        fclose(f);
+        if (ppid == (long)pid)
+            kids[n++] = (pid_t)atol(e->d_name);
+    }
+    if (d)
+        closedir(d);
+    kill(pid, sig);
+    for (int i = 0; i < n; i++)
+        kill(kids[i], sig);
+}
+
+static int lines_now(void)
+{
+    FILE *f = fopen(logpath, "r");
+    int n = 0, c;
+    ck_assert_ptr_nonnull(f);
+    while ((c = fgetc(f)) != EOF)
+        n += c == '\n';
+    fclose(f);
+    return n;
+}
+
+/* Verifies until the service token has answered the calls still hung from
+ * the freeze (the pool refuses a token with hung calls): bounded. */
+static keytier_err verify_thawed(keytier_ctx *ctx, keytier_audit_report *r)
+{
+    keytier_err e = KEYTIER_E_TOKEN;
+    for (int i = 0; i < 100 && e == KEYTIER_E_TOKEN; i++) {
+        e = verify(ctx, r);
+        if (e == KEYTIER_E_TOKEN)
+            usleep(100 * 1000);
+    }
+    return e;
+}
+
+START_TEST(frozen_service_token_record_written)
+{
+    const char *top = getenv("KT_OUTAGE_DIR");
+    const char *addr = getenv("KT_OUTAGE_ADDR_A");
+    const char *pid_s = getenv("KT_OUTAGE_PID_A");
+    ck_assert_msg(top && addr && pid_s, "run through tests/outage/outage.sh");
+    pid_t pid = (pid_t)atol(pid_s);
+    char conf[600];
+    snprintf(T.dir, sizeof T.dir, "%s/anchor", top);
+    ck_assert_int_eq(mkdir(T.dir, 0700), 0);
+    snprintf(logpath, sizeof logpath, "%s/audit.jsonl", T.dir);
+    snprintf(T.store, sizeof T.store, "%s/store.db", T.dir);
+    snprintf(conf, sizeof conf, "%s/lib.conf", T.dir);
+    FILE *f = fopen(conf, "w");
+    ck_assert_ptr_nonnull(f);
+    fprintf(f,
+            "remote = %s\nservice_token = pkcs11:token=VaultA\n"
+            "pin.VaultA = value:1234\nstore = %s\navail.audit_log = %s\n"
+            "avail.call_deadline_ms = 1000\navail.cache_ttl_ms = 0\n"
+            "log_file = %s/lib.log\n",
+            addr, T.store, logpath, T.dir);
+    fclose(f);
+    keytier_ctx *ctx = NULL;
+    assert_err(keytier_ctx_open(conf, &ctx), KEYTIER_OK, NULL);
+    keytier_audit_report r;
+    append(ctx, 2, true);
+    assert_err(verify(ctx, &r), KEYTIER_OK, NULL);
+    ck_assert_uint_eq(r.anchored_seq, 2);
+
+    server_signal(pid, SIGSTOP);
+    /* Each append returns with its record on disk while the token hangs
+     * (the first one after the call deadline, later ones at once: the
+     * pool refuses a token whose calls are hung). */
+    append(ctx, 1, true);
+    ck_assert_int_eq(lines_now(), 3);
+    append(ctx, 2, true);
+    ck_assert_int_eq(lines_now(), 5);
+    server_signal(pid, SIGCONT);
+
+    assert_err(verify_thawed(ctx, &r), KEYTIER_E_AUDIT_UNANCHORED,
+               "records 3..5 are after the anchor (record 2)");
+    ck_assert_uint_eq(r.records, 5);
+    ck_assert_uint_eq(r.anchored_seq, 2);
+    ck_assert_uint_eq(r.unanchored, 3);
+    /* The token back: the next append anchors the whole log. */
+    append(ctx, 1, true);
+    assert_err(verify_thawed(ctx, &r), KEYTIER_OK, NULL);
+    ck_assert_uint_eq(r.anchored_seq, 6);
+    keytier_ctx_close(ctx);
+}
+END_TEST
+
+int main(int argc, char **argv)
 {
     Suite *s = suite_create("audit_anchor");
     TCase *tc = tcase_create("audit_anchor");
@@ -472,12 +592,16 @@ int main(void)
     int failed;
 
     tcase_set_timeout(tc, 240);
-    tcase_add_loop_test(tc, anchor_follows_head_key_stays_in_token, 0, 2);
-    tcase_add_loop_test(tc, truncated_tail_named, 0, 2);
-    tcase_add_loop_test(tc, recomputed_chain_detected, 0, 2);
-    tcase_add_loop_test(tc, forged_anchor_row_detected, 0, 2);
-    tcase_add_loop_test(tc, service_token_down_tail_unanchored, 0, 2);
-    tcase_add_loop_test(tc, threads_and_processes_anchor_the_head, 0, 2);
+    if (argc > 1 && !strcmp(argv[1], "outage")) {
+        tcase_add_test(tc, frozen_service_token_record_written);
+    } else {
+        tcase_add_loop_test(tc, anchor_follows_head_key_stays_in_token, 0, 2);
+        tcase_add_loop_test(tc, truncated_tail_named, 0, 2);
+        tcase_add_loop_test(tc, recomputed_chain_detected, 0, 2);
+        tcase_add_loop_test(tc, forged_anchor_row_detected, 0, 2);
+        tcase_add_loop_test(tc, service_token_down_tail_unanchored, 0, 2);
+        tcase_add_loop_test(tc, threads_and_processes_anchor_the_head, 0, 2);
+    }
     suite_add_tcase(s, tc);
     sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
