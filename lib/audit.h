@@ -11,8 +11,18 @@
  * mutex, as flock does not exclude threads sharing a descriptor) around
  * reading the last hash and writing, and fdatasync before reporting success.
  *
- * Not detectable from the file alone: removal of the newest records (keep
- * kt_audit_head() somewhere else to anchor the tail).
+ * Anchor (audit_anchor.c; SECURITY.md "The audit log").  The chain alone
+ * cannot show a cut tail, and whoever can write the file can recompute
+ * every hash.  So after each append, still under the lock, the anchor
+ * hook records the head (log id = the Id of record 1, Seq, Hash) in the
+ * store, MACed (HMAC-SHA-256) by the service token's non-extractable key
+ * "keytier-audit-anchor".  The record is on disk before the hook runs and
+ * the hook cannot fail the append: with the service token unreachable (its
+ * call has the pool's deadline) or after a crash between append and
+ * anchor, the anchor lags and keytier_audit_verify_anchored reports the
+ * records after it as unanchored (KEYTIER_E_AUDIT_UNANCHORED), not as
+ * tampering.  The anchor never moves backwards, nor over a record whose
+ * Hash differs from the anchored one.
  */
 #ifndef KT_AUDIT_H
 #define KT_AUDIT_H

@@ -353,7 +353,8 @@ KEYTIER_API KEYTIER_MUST_CHECK keytier_err keytier_envelope_peek(
  * of the first line that was edited, removed (the line after the gap),
  * reordered or forged, and the reason in keytier_last_error_detail(); or
  * KEYTIER_E_IO.  *records (may be NULL) gets the number of intact records
- * before the first bad line.
+ * before the first bad line.  The chain alone: a cut tail or a chain
+ * recomputed from scratch passes (keytier_audit_verify_anchored below).
  */
 KEYTIER_API keytier_err keytier_audit_verify(const char *path,
                                              uint64_t *bad_line,
