@@ -4,7 +4,7 @@
 #   tools/bench-avail/audit.sh [BUILD_DIR] [records per round] [rounds]
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
-build=${1:-$root/build}
+build=$(cd "${1:-$root/build}" && pwd)
 export KT_SOURCE_ROOT=$root KT_BUILD_ROOT=$build
 . "$root/tests/common.sh"
 kt_tmpdir
