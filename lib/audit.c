@@ -188,11 +188,6 @@ void kt_audit_set_anchor(kt_audit *a, kt_audit_anchor_fn fn, void *arg,
     pthread_mutex_unlock(&a->lock);
 }
 
-const char *kt_audit_path(const kt_audit *a)
-{
-    return a->path;
-}
-
 void kt_audit_close(kt_audit *a)
 {
     if (!a)

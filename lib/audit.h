@@ -73,8 +73,6 @@ void kt_audit_set_anchor(kt_audit *audit, kt_audit_anchor_fn fn, void *arg,
  * the line there is not record seq. */
 KT_MUST_CHECK keytier_err kt_audit_hash_at(kt_audit *audit, uint64_t seq,
                                            char out[KT_AUDIT_HASH_HEX + 1]);
-/* The path the handle was opened with. */
-const char *kt_audit_path(const kt_audit *audit);
 /* The identity of the log at path: the Id of its first record.
  * KEYTIER_E_NOT_FOUND (empty log), KEYTIER_E_AUDIT_TAMPERED (line 1 is not
  * a record with an Id), KEYTIER_E_IO. */

@@ -357,8 +357,18 @@ static void kt_anchor_hook(void *arg, kt_audit *a, const kt_audit_head *h)
     e = kt_store_anchor_get(ctx->store, rec->log_id, old);
     if (e == KEYTIER_OK)
         e = kt_anchor_may_move(st, a, h, old);
-    else if (e == KEYTIER_E_NOT_FOUND)
-        e = KEYTIER_OK; /* the log's first anchor */
+    else if (e == KEYTIER_E_NOT_FOUND) {
+        /* The log's first anchor.  Anchored, and protected from now on,
+         * even when it replaces another log at this path (verify names
+         * that). */
+        if (kt_store_anchor_other(ctx->store, h->path, h->log_id, old) ==
+            KEYTIER_OK)
+            kt_log_event(ctx->log, KT_LOG_ERROR,
+                         "audit log replaced: another log was anchored at "
+                         "its path",
+                         h->path);
+        e = KEYTIER_OK;
+    }
     if (e == KEYTIER_E_AUDIT_TAMPERED) {
         st->known = false;
         kt_log_event(ctx->log, KT_LOG_ERROR,
@@ -434,40 +444,38 @@ static keytier_err kt_anchor_verify(keytier_ctx *ctx, const char *path,
         rep->bad_line = 1;
         goto out;
     }
-    if (e == KEYTIER_OK)
-        found = kt_store_anchor_get(ctx->store, rep->log_id, anc);
-    else if (e == KEYTIER_E_NOT_FOUND)
-        found = KEYTIER_E_NOT_FOUND; /* empty log */
-    else
+    if (e != KEYTIER_OK && e != KEYTIER_E_NOT_FOUND)
         goto out;
-    if (found == KEYTIER_E_NOT_FOUND) {
-        /* Not this log's: was another log anchored at this path? */
-        found = kt_store_anchor_by_path(ctx->store, real, anc);
-        if (found == KEYTIER_OK) {
-            e = kt_anchor_mac(ctx, false, anc->log_id, anc->seq, anc->hash,
-                              mac);
-            if (e != KEYTIER_OK)
-                goto out;
-            if (CRYPTO_memcmp(mac, anc->mac, sizeof mac) != 0) {
-                e = kt_err(KEYTIER_E_AUDIT_TAMPERED,
-                           "the audit anchor of %s fails its MAC: the anchor "
-                           "was altered",
-                           path);
-                goto out;
-            }
-            rep->bad_line = 1;
-            rep->anchored_seq = anc->seq;
+    /* Another log anchored at this path: this file replaced it (a log
+     * deleted or cut to nothing and started again, or rewritten from its
+     * first record).  A copy elsewhere is checked by its own anchor. */
+    found = kt_store_anchor_other(ctx->store, real, rep->log_id, anc);
+    if (found == KEYTIER_OK) {
+        e = kt_anchor_mac(ctx, false, anc->log_id, anc->seq, anc->hash, mac);
+        if (e != KEYTIER_OK)
+            goto out;
+        if (CRYPTO_memcmp(mac, anc->mac, sizeof mac) != 0) {
             e = kt_err(KEYTIER_E_AUDIT_TAMPERED,
-                       "%s is not the log anchored at this path (log %s, "
-                       "records 1..%" PRIu64
-                       "): replaced, or rewritten from its first record",
-                       path, anc->log_id, anc->seq);
+                       "the audit anchor of log %s at %s fails its MAC: the "
+                       "anchor was altered",
+                       anc->log_id, path);
             goto out;
         }
-        if (found != KEYTIER_E_NOT_FOUND) {
-            e = found;
-            goto out;
-        }
+        rep->bad_line = 1;
+        e = kt_err(KEYTIER_E_AUDIT_TAMPERED,
+                   "%s is not the log anchored at this path (log %s, "
+                   "records 1..%" PRIu64
+                   "): replaced, or rewritten from its first record",
+                   path, anc->log_id, anc->seq);
+        goto out;
+    }
+    if (found != KEYTIER_E_NOT_FOUND) {
+        e = found;
+        goto out;
+    }
+    found = rep->log_id[0] ? kt_store_anchor_get(ctx->store, rep->log_id, anc)
+                           : KEYTIER_E_NOT_FOUND; /* an empty log */
+    if (found == KEYTIER_E_NOT_FOUND) {
         anc->seq = 0; /* no anchor at all */
     } else if (found != KEYTIER_OK) {
         e = found;

@@ -247,10 +247,12 @@ KT_MUST_CHECK keytier_err kt_store_anchor_put(struct kt_store *st,
 KT_MUST_CHECK keytier_err kt_store_anchor_get(struct kt_store *st,
                                               const char *log_id,
                                               struct kt_anchor_rec *out);
-/* The newest anchor recorded for a log at this path (KEYTIER_E_NOT_FOUND). */
-KT_MUST_CHECK keytier_err kt_store_anchor_by_path(struct kt_store *st,
-                                                  const char *path,
-                                                  struct kt_anchor_rec *out);
+/* The newest anchor of a log other than log_id ("": any) recorded at this
+ * path (KEYTIER_E_NOT_FOUND). */
+KT_MUST_CHECK keytier_err kt_store_anchor_other(struct kt_store *st,
+                                                const char *path,
+                                                const char *log_id,
+                                                struct kt_anchor_rec *out);
 /* ==== end audit anchors ================================================= */
 
 #endif /* KT_STORE_H */

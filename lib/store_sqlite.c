@@ -1617,21 +1617,22 @@ out:
     return e;
 }
 
-keytier_err kt_store_anchor_by_path(struct kt_store *st, const char *path,
-                                    struct kt_anchor_rec *out)
+keytier_err kt_store_anchor_other(struct kt_store *st, const char *path,
+                                  const char *log_id, struct kt_anchor_rec *out)
 {
     sqlite3_stmt *q;
     keytier_err e;
     pthread_mutex_lock(&st->mu);
     if (kt_prep(st,
                 "SELECT log_id, path, seq, hash, mac, updated FROM "
-                "audit_anchors WHERE path = ?1 ORDER BY updated DESC, "
-                "rowid DESC LIMIT 1",
+                "audit_anchors WHERE path = ?1 AND log_id != ?2 ORDER BY "
+                "updated DESC, rowid DESC LIMIT 1",
                 &q) != SQLITE_OK) {
         e = kt_store_fail(st, "audit anchor");
         goto out;
     }
     sqlite3_bind_text(q, 1, path, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 2, log_id, -1, SQLITE_STATIC);
     e = kt_anchor_read(st, q, out, path);
     kt_done(st, q);
 out:

@@ -261,6 +261,14 @@ START_TEST(truncated_tail_named)
                "line 6 is not the anchored record 6: the chain was rewritten "
                "at or before it");
     ck_assert_uint_eq(r.bad_line, 6);
+    /* Cut to nothing: the next append starts another log at this path. */
+    save(0);
+    assert_err(verify(ctx, &r), KEYTIER_E_AUDIT_TAMPERED,
+               "is not the log anchored at this path");
+    append(ctx, 2, true);
+    assert_err(verify(ctx, &r), KEYTIER_E_AUDIT_TAMPERED,
+               "is not the log anchored at this path");
+    ck_assert_uint_eq(r.bad_line, 1);
     keytier_ctx_close(ctx);
     env_down();
 }

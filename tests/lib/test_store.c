@@ -359,10 +359,12 @@ START_TEST(audit_anchor_never_moves_back)
     a.seq = 4; /* ahead: taken */
     ck_assert_int_eq(kt_store_anchor_put(st, &a, &applied), KEYTIER_OK);
     ck_assert(applied);
-    ck_assert_int_eq(kt_store_anchor_by_path(st, a.path, &got), KEYTIER_OK);
+    ck_assert_int_eq(kt_store_anchor_other(st, a.path, "", &got), KEYTIER_OK);
     ck_assert_str_eq(got.log_id, a.log_id);
     ck_assert_uint_eq(got.seq, 4);
-    ck_assert_int_eq(kt_store_anchor_by_path(st, "/elsewhere", &got),
+    ck_assert_int_eq(kt_store_anchor_other(st, a.path, a.log_id, &got),
+                     KEYTIER_E_NOT_FOUND);
+    ck_assert_int_eq(kt_store_anchor_other(st, "/elsewhere", "", &got),
                      KEYTIER_E_NOT_FOUND);
     kt_store_close(st);
     /* A row of another shape is refused, not trusted. */
