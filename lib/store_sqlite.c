@@ -25,7 +25,7 @@
 
 #define KT_BUSY_TIMEOUT_MS 10000
 
-#define KT_STMT_CACHE 24
+#define KT_STMT_CACHE 32 /* lib-audit: 29 statements since the anchors */
 
 struct kt_store {
     sqlite3 *db;

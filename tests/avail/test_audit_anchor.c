@@ -50,7 +50,11 @@ static void env_up(int svc)
     }
     snprintf(logpath, sizeof logpath, "%s/audit.jsonl", T.dir);
     char extra[600];
-    snprintf(extra, sizeof extra, "avail.audit_log = %s\n", logpath);
+    /* A deadline no loaded machine reaches: here the anchor lags only
+     * when a test takes the service token away. */
+    snprintf(extra, sizeof extra,
+             "avail.audit_log = %s\navail.call_deadline_ms = 600000\n",
+             logpath);
     testenv_write_conf(&T, extra);
 }
 
@@ -370,7 +374,9 @@ START_TEST(service_token_down_tail_unanchored)
     keytier_ctx_close(ctx);
     T.service = "Nowhere";
     char extra[600];
-    snprintf(extra, sizeof extra, "avail.audit_log = %s\n", logpath);
+    snprintf(extra, sizeof extra,
+             "avail.audit_log = %s\navail.call_deadline_ms = 600000\n",
+             logpath);
     testenv_write_conf(&T, extra);
     ctx = testenv_ctx(&T);
     append(ctx, 2, true); /* every append succeeds */

@@ -308,7 +308,9 @@ const struct cli_cmd cli_audit_cmds[] = {
      "  9  chain intact, but the newest records are after the anchor (the\n"
      "     service token was unreachable when they were written, or a crash\n"
      "     came between append and anchor); the next append anchors them\n"
-     "  1  the anchor could not be checked (service token, store)\n"
+     "  6  the anchor could not be checked: the service token or its\n"
+     "     anchor key not found\n"
+     "  1  the anchor could not be checked: other token or store errors\n"
      "JSON: {log, log_id, intact, records, tail_checked, anchored_seq,\n"
      "unanchored, bad_line, reason}\n",
      cmd_audit_verify},
