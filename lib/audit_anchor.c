@@ -249,6 +249,10 @@ static keytier_err kt_anchor_mac(keytier_ctx *ctx, bool create,
                       "%u ms)",
                       ctx->cfg.service_token, kt_ckr_name(rv, name),
                       ctx->cfg.avail.call_deadline_ms);
+    if (res.err != KEYTIER_OK && res.detail[0] == '\0')
+        return kt_err(KEYTIER_E_TOKEN,
+                      "service token %s: audit anchor HMAC: %s",
+                      ctx->cfg.service_token, kt_ckr_name(rv, name));
     if (res.err != KEYTIER_OK) {
         kt_err_restore(res.detail);
         return res.err;
