@@ -289,8 +289,9 @@ static keytier_err kt_anchor_may_move(struct kt_anchor_state *st, kt_audit *a,
 
     if (old->seq >= h->seq)
         return kt_err(KEYTIER_E_AUDIT_TAMPERED,
-                      "audit log %s ends at record %" PRIu64
-                      ", its anchor is at record %" PRIu64 ": records removed",
+                      "audit log %s: the new record %" PRIu64
+                      " is not past the anchored record %" PRIu64
+                      ": records were removed",
                       h->path, h->seq, old->seq);
     if (!(st->known && !strcmp(st->last.log_id, old->log_id) &&
           st->last.seq == old->seq && !strcmp(st->last.hash, old->hash) &&

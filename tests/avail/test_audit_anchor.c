@@ -415,6 +415,43 @@ START_TEST(service_token_down_tail_unanchored)
 }
 END_TEST
 
+/* Cut while the service token is away, then appended to: the writer back
+ * with the token reads the anchored record back from the log, sees it is
+ * another one, and keeps the anchor where it was. */
+START_TEST(cut_while_token_away_not_laundered)
+{
+    env_up(_i);
+    const char *svc = T.service;
+    char extra[600];
+    keytier_ctx *ctx = testenv_ctx(&T);
+    keytier_audit_report r;
+    append(ctx, 6, true);
+    keytier_ctx_close(ctx);
+    load();
+    save(3);
+    T.service = "Nowhere";
+    snprintf(extra, sizeof extra,
+             "avail.audit_log = %s\navail.call_deadline_ms = 600000\n",
+             logpath);
+    testenv_write_conf(&T, extra);
+    ctx = testenv_ctx(&T);
+    append(ctx, 4, true); /* records 4..7 again, none anchored */
+    keytier_ctx_close(ctx);
+    T.service = svc;
+    testenv_write_conf(&T, extra);
+    ctx = testenv_ctx(&T);
+    append(ctx, 1, true);
+    ck_assert_int_eq(load(), 8);
+    assert_err(verify(ctx, &r), KEYTIER_E_AUDIT_TAMPERED,
+               "line 6 is not the anchored record 6: the chain was rewritten "
+               "at or before it");
+    ck_assert_uint_eq(r.anchored_seq, 6);
+    ck_assert_uint_eq(r.bad_line, 6);
+    keytier_ctx_close(ctx);
+    env_down();
+}
+END_TEST
+
 #define THREADS    4
 #define PER_THREAD 10
 #define PROCS      2
@@ -614,6 +651,7 @@ int main(int argc, char **argv)
         tcase_add_loop_test(tc, recomputed_chain_detected, 0, 2);
         tcase_add_loop_test(tc, forged_anchor_row_detected, 0, 2);
         tcase_add_loop_test(tc, service_token_down_tail_unanchored, 0, 2);
+        tcase_add_loop_test(tc, cut_while_token_away_not_laundered, 0, 2);
         tcase_add_loop_test(tc, threads_and_processes_anchor_the_head, 0, 2);
     }
     suite_add_tcase(s, tc);
