@@ -10,7 +10,8 @@
  *
  * With the argument "outage" (run by tests/outage/outage.sh, which serves
  * token VaultA by a `p11-kit server`): VaultA is the service token and its
- * server is frozen (SIGSTOP) between appends.
+ * server is frozen (SIGSTOP) between appends, and a writer is killed while
+ * its anchor call hangs (a crash between append and anchor).
  */
 #include <check.h>
 #include <ctype.h>
@@ -583,28 +584,35 @@ static keytier_err verify_thawed(keytier_ctx *ctx, keytier_audit_report *r)
     return e;
 }
 
-START_TEST(frozen_service_token_record_written)
+/* A log and store under sub/ of the outage dir, service token VaultA
+ * behind its server; returns the server's PID. */
+static pid_t outage_conf(const char *sub, unsigned deadline_ms, char conf[600])
 {
     const char *top = getenv("KT_OUTAGE_DIR");
     const char *addr = getenv("KT_OUTAGE_ADDR_A");
     const char *pid_s = getenv("KT_OUTAGE_PID_A");
     ck_assert_msg(top && addr && pid_s, "run through tests/outage/outage.sh");
-    pid_t pid = (pid_t)atol(pid_s);
-    char conf[600];
-    snprintf(T.dir, sizeof T.dir, "%s/anchor", top);
+    snprintf(T.dir, sizeof T.dir, "%s/%s", top, sub);
     ck_assert_int_eq(mkdir(T.dir, 0700), 0);
     snprintf(logpath, sizeof logpath, "%s/audit.jsonl", T.dir);
     snprintf(T.store, sizeof T.store, "%s/store.db", T.dir);
-    snprintf(conf, sizeof conf, "%s/lib.conf", T.dir);
+    snprintf(conf, 600, "%s/lib.conf", T.dir);
     FILE *f = fopen(conf, "w");
     ck_assert_ptr_nonnull(f);
     fprintf(f,
             "remote = %s\nservice_token = pkcs11:token=VaultA\n"
             "pin.VaultA = value:1234\nstore = %s\navail.audit_log = %s\n"
-            "avail.call_deadline_ms = 1000\navail.cache_ttl_ms = 0\n"
+            "avail.call_deadline_ms = %u\navail.cache_ttl_ms = 0\n"
             "log_file = %s/lib.log\n",
-            addr, T.store, logpath, T.dir);
+            addr, T.store, logpath, deadline_ms, T.dir);
     fclose(f);
+    return (pid_t)atol(pid_s);
+}
+
+START_TEST(frozen_service_token_record_written)
+{
+    char conf[600];
+    pid_t pid = outage_conf("frozen", 1000, conf);
     keytier_ctx *ctx = NULL;
     assert_err(keytier_ctx_open(conf, &ctx), KEYTIER_OK, NULL);
     keytier_audit_report r;
@@ -635,6 +643,57 @@ START_TEST(frozen_service_token_record_written)
 }
 END_TEST
 
+/* A writer killed (SIGKILL) after its record is on disk and before its
+ * anchor is stored (the service token frozen holds it there): the record
+ * stands and is the one unanchored record; the next append anchors it. */
+START_TEST(crash_between_append_and_anchor)
+{
+    char conf[600];
+    pid_t server = outage_conf("crash", 600000, conf);
+    int ready[2], go[2];
+    ck_assert_int_eq(pipe(ready), 0);
+    ck_assert_int_eq(pipe(go), 0);
+    pid_t child = fork();
+    ck_assert_int_ge(child, 0);
+    if (child == 0) {
+        keytier_ctx *cctx = NULL;
+        char c = 0;
+        if (keytier_ctx_open(conf, &cctx) != KEYTIER_OK)
+            _exit(2);
+        append(cctx, 2, true);
+        if (write(ready[1], "r", 1) != 1 || read(go[0], &c, 1) != 1)
+            _exit(3);
+        append(cctx, 1, true); /* the anchor call hangs: killed here */
+        _exit(4);
+    }
+    char c = 0;
+    ck_assert_int_eq(read(ready[0], &c, 1), 1);
+    server_signal(server, SIGSTOP);
+    ck_assert_int_eq(write(go[1], "g", 1), 1);
+    /* Bounded wait for the record, then the crash. */
+    for (int i = 0; i < 600 && lines_now() < 3; i++)
+        usleep(50 * 1000);
+    ck_assert_int_eq(lines_now(), 3);
+    kill(child, SIGKILL);
+    int status;
+    ck_assert_int_eq(waitpid(child, &status, 0), child);
+    ck_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+    server_signal(server, SIGCONT);
+
+    keytier_ctx *ctx = NULL;
+    keytier_audit_report r;
+    assert_err(keytier_ctx_open(conf, &ctx), KEYTIER_OK, NULL);
+    assert_err(verify_thawed(ctx, &r), KEYTIER_E_AUDIT_UNANCHORED,
+               "record 3 is after the anchor (record 2)");
+    ck_assert_uint_eq(r.records, 3);
+    ck_assert_uint_eq(r.unanchored, 1);
+    append(ctx, 1, true);
+    assert_err(verify_thawed(ctx, &r), KEYTIER_OK, NULL);
+    ck_assert_uint_eq(r.anchored_seq, 4);
+    keytier_ctx_close(ctx);
+}
+END_TEST
+
 int main(int argc, char **argv)
 {
     Suite *s = suite_create("audit_anchor");
@@ -645,6 +704,7 @@ int main(int argc, char **argv)
     tcase_set_timeout(tc, 240);
     if (argc > 1 && !strcmp(argv[1], "outage")) {
         tcase_add_test(tc, frozen_service_token_record_written);
+        tcase_add_test(tc, crash_between_append_and_anchor);
     } else {
         tcase_add_loop_test(tc, anchor_follows_head_key_stays_in_token, 0, 2);
         tcase_add_loop_test(tc, truncated_tail_named, 0, 2);
