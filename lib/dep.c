@@ -368,6 +368,8 @@ KEYTIER_API keytier_err keytier_dep_disable(keytier_ctx *ctx,
     if (e != KEYTIER_OK)
         return e;
     e = kt_store_dep_set_state(ctx->store, dep_id, KEYTIER_DEP_DISABLED);
+    /* lib-cache: here at once; the store recorded it for the others. */
+    (void)kt_avail_uncache(ctx, KT_INVAL_DEP, dep_id);
     if (e == KEYTIER_OK)
         kt_log_event(ctx->log, KT_LOG_INFO, "DEP disabled", dep_id);
     return e;

@@ -223,6 +223,51 @@ KT_MUST_CHECK keytier_err kt_store_ks_retire(struct kt_store *st,
                                              size_t *n);
 /* ==== end lifecycle ==================================================== */
 
+/* ==== cache invalidations (lib-cache) ====================================
+ * Every change that makes a cached key wrong (DEP state change, roll,
+ * purge, a tier key moved to another DEP, a revocation seen by a reader)
+ * appends a row (seq, scope, value, reason) - in the same transaction as
+ * the change when the store makes it - and every context applies rows it
+ * has not seen (seq > its last) to its cache (lib/fallback.c). */
+enum kt_inval_scope {
+    KT_INVAL_DEP = 1,    /* value: DEP id (its key and every key under it) */
+    KT_INVAL_TENANT = 2, /* value: tenant */
+    KT_INVAL_ROOT = 3,   /* value: root key URI */
+    KT_INVAL_KEY = 4,    /* value: tier key id (it and the keys below) */
+    KT_INVAL_ALL = 5,    /* value: "" */
+};
+
+struct kt_inval_rec {
+    int64_t seq;
+    int scope; /* enum kt_inval_scope */
+    char value[KEYTIER_URI_MAX];
+    bool own; /* written through this store handle */
+};
+
+/* Appends one row in a transaction of its own. */
+KT_MUST_CHECK keytier_err kt_store_inval_publish(struct kt_store *st, int scope,
+                                                 const char *value,
+                                                 const char *reason);
+/* The highest seq ever given (0 when none): where a new reader starts. */
+KT_MUST_CHECK keytier_err kt_store_inval_head(struct kt_store *st,
+                                              int64_t *seq);
+/* Up to max rows with seq > after, in seq order.  *gap: rows after `after`
+ * were pruned before this reader saw them (it must drop everything). */
+KT_MUST_CHECK keytier_err kt_store_inval_read(struct kt_store *st,
+                                              int64_t after,
+                                              struct kt_inval_rec *out,
+                                              size_t max, size_t *n, bool *gap);
+/* Deletes rows created before `before` (seconds since the epoch). */
+KT_MUST_CHECK keytier_err kt_store_inval_prune(struct kt_store *st,
+                                               int64_t before);
+/* The DEPs whose copies a root key wraps; *ids is malloc'd (free()). */
+KT_MUST_CHECK keytier_err
+kt_store_inval_root_deps(struct kt_store *st, const char *uri,
+                         char (**ids)[KEYTIER_ID_SIZE], size_t *n);
+/* Statements run on this store so far (tests: a cache hit reads nothing). */
+uint64_t kt_store_ops(struct kt_store *st);
+/* ==== end cache invalidations ========================================== */
+
 /* ==== audit anchors (lib-audit: lib/audit_anchor.c) =====================
  * The head of an audit log (its Seq and Hash) as last anchored, with the
  * service token's HMAC over it (audit.h). */

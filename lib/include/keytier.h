@@ -252,6 +252,9 @@ typedef struct keytier_key_info {
 } keytier_key_info;
 
 /* Opens the DEP key (level 0) of a DEP: the only path to a root key.
+ * A key in the context's cache (avail.cache_ttl_ms) is served without a
+ * store read or a token call, to its own tenant only; other processes'
+ * changes to the DEP reach the cache within about 2 x avail.cache_sync_ms.
  * Errors: KEYTIER_E_DEP_NOT_FOUND, KEYTIER_E_WRONG_TENANT, KEYTIER_E_UNWRAP
  * (detail: both customer keys' errors), KEYTIER_E_AUTH (a wrapped copy that
  * unwraps to another key). */
@@ -265,7 +268,10 @@ keytier_dep_key_open(keytier_ctx *ctx, const keytier_request *req,
  */
 KEYTIER_API KEYTIER_MUST_CHECK keytier_err keytier_key_create(
     keytier_key *parent, const char *name, char out_id[KEYTIER_ID_SIZE]);
-/* Opens a key directly under `parent`.  KEYTIER_E_NOT_FOUND,
+/* Opens a key directly under `parent`.  Keys down to level
+ * avail.cache_tier_levels are cached like DEP keys; a cached key is served
+ * only under the parent, tenant and DEP it was opened under (otherwise the
+ * store is read and the same errors come).  KEYTIER_E_NOT_FOUND,
  * KEYTIER_E_WRONG_PARENT, KEYTIER_E_WRONG_TENANT, KEYTIER_E_AUTH (stored key
  * altered or moved). */
 KEYTIER_API KEYTIER_MUST_CHECK keytier_err keytier_key_open(keytier_key *parent,
@@ -414,6 +420,13 @@ typedef struct keytier_avail_stats {
     uint64_t unavailable; /* requests refused: outage, no fallback allowed */
     uint64_t token_reads; /* root-key reads that reached a worker */
     uint64_t timeouts;    /* root-key reads past their deadline */
+    /* lib-cache (appended): entries wiped by invalidations (this
+     * process's changes, and rows other processes recorded); syncs that
+     * read the store's invalidation rows (avail.cache_sync_ms), rows of
+     * other contexts applied, and syncs that failed (retried; while the last
+     * good sync is older than twice the interval, hits sync first). */
+    uint64_t cache_invalidations;
+    uint64_t cache_syncs, cache_sync_rows, cache_sync_failures;
 } keytier_avail_stats;
 
 KEYTIER_API KEYTIER_MUST_CHECK keytier_err
@@ -445,8 +458,12 @@ typedef enum keytier_invalidate_scope {
     KEYTIER_INVALIDATE_ALL = 3,    /* value ignored */
 } keytier_invalidate_scope;
 
-/* Wipes at once every cached key under the given root, DEP or tenant;
- * *count (may be NULL) gets the number of entries wiped. */
+/* Wipes at once every cached key under the given root, DEP or tenant
+ * (DEP keys and the tier keys below them); *count (may be NULL) gets the
+ * number of entries wiped here.  The invalidation is also recorded in the
+ * store, so every other context sharing it drops the same keys within
+ * avail.cache_sync_ms.  Errors: KEYTIER_E_ARGS, KEYTIER_E_STORE (wiped
+ * here, not recorded for the others). */
 KEYTIER_API KEYTIER_MUST_CHECK keytier_err
 keytier_cache_invalidate(keytier_ctx *ctx, keytier_invalidate_scope scope,
                          const char *value, size_t *count);
