@@ -16,6 +16,16 @@
  *   avail.cache_retry_ms = 5000
  *   avail.cache_alert_after_ms = 30000  (< cache_refresh_ahead_ms)
  *   avail.cache_max_entries = 10000
+ *   avail.cache_tier_levels = 1    deepest tier-key level kept in the cache
+ *                                  beside DEP keys (1: mailbox / site
+ *                                  keys; 0: DEP keys only)
+ *   avail.cache_sync_ms = 200      how often each context applies the
+ *                                  cache invalidations other processes
+ *                                  recorded in the store (purge, disable,
+ *                                  roll, keys moved, revocation seen); a
+ *                                  hit finding the last sync older than
+ *                                  twice this applies them first.  0: no
+ *                                  sync (one process per store only)
  *   avail.audit_log = PATH         default: the store path + ".audit.jsonl"
  *   avail.outage_fallback.WORKLOAD = yes|no
  *                                  default yes for the mail shape, no for
@@ -28,6 +38,8 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+
+#include <p11-kit/pkcs11.h>
 
 #include "kt_base.h"
 
@@ -48,6 +60,8 @@ struct kt_avail_cfg {
     uint64_t cache_retry_ms;
     uint64_t cache_alert_after_ms;
     unsigned cache_max_entries;
+    unsigned cache_tier_levels;
+    uint64_t cache_sync_ms;
     char *audit_log;
     struct kt_avail_override overrides[KT_AVAIL_MAX_OVERRIDES];
     size_t n_overrides;
@@ -72,11 +86,48 @@ KT_MUST_CHECK keytier_err kt_avail_open(keytier_ctx *ctx);
  * hung token holds close until it answers or its connection drops). */
 void kt_avail_close(keytier_ctx *ctx);
 
-/* The fallback rule, behind kt_dep_key_read(). */
-KT_MUST_CHECK keytier_err kt_avail_dep_key_read(keytier_ctx *ctx,
-                                                const struct kt_dep_rec *dep,
-                                                const keytier_request *req,
-                                                kt_secret **out);
+/* What a read that missed the cache puts in it with the key. */
+struct kt_avail_fill {
+    uint64_t epoch;  /* kt_avail_cache_epoch() before the store was read */
+    const void *aux; /* what a hit needs besides the key (not secret) */
+    size_t aux_len;
+};
+
+/* The fallback rule, behind kt_dep_key_read().  A key read through the
+ * customer keys is cached (as "dep:ID") when fill is not NULL. */
+KT_MUST_CHECK keytier_err kt_avail_dep_key_read(
+    keytier_ctx *ctx, const struct kt_dep_rec *dep, const keytier_request *req,
+    const struct kt_avail_fill *fill, kt_secret **out);
+
+/* ---- the cache's fast paths (lib-cache) ----------------------------------
+ * Cache ids: "dep:" DEP id, "key:" tier key id (KT_AVAIL_CACHE_ID bytes). */
+#define KT_AVAIL_CACHE_ID (4 + KEYTIER_ID_SIZE)
+void kt_avail_cache_id(char out[KT_AVAIL_CACHE_ID], const char *prefix,
+                       const char *id);
+/* 0 without a cache. */
+uint64_t kt_avail_cache_epoch(keytier_ctx *ctx);
+/* A hit: the key bytes (cap) and aux (exactly aux_len) of entry id if
+ * accept(aux, arg) takes it; no store read, no token call.  When the sync
+ * thread is late (last sync older than 2 x avail.cache_sync_ms) the other
+ * processes' invalidations are applied first; if that fails, no hit. */
+KT_MUST_CHECK bool
+kt_avail_cache_hit(keytier_ctx *ctx, const char *id, unsigned char *key,
+                   size_t cap, size_t *len, void *aux, size_t aux_len,
+                   bool (*accept)(const void *aux, const void *arg),
+                   const void *arg);
+/* Caches a tier key (never refreshed: it expires at the TTL) tagged with
+ * its tenant, DEP and parent. */
+void kt_avail_cache_put_key(keytier_ctx *ctx, const char *key_id,
+                            const char *tenant, const char *dep_id,
+                            const char *parent_id, const unsigned char *key,
+                            size_t len, const struct kt_avail_fill *fill);
+/* Drops cached keys in this process only (scope: enum kt_inval_scope). */
+size_t kt_avail_uncache(keytier_ctx *ctx, int scope, const char *value);
+/* Drops them here and records the invalidation in the store for every
+ * other process (a change made outside a store transaction, e.g. a
+ * revocation a read found). */
+void kt_avail_publish(keytier_ctx *ctx, int scope, const char *value,
+                      const char *reason);
 
 /* lifecycle-fix: the DEP key through the customer keys only, never the
  * cache nor the availability key (roll, assign/migrate: a lasting rewrap
@@ -86,6 +137,20 @@ KT_MUST_CHECK keytier_err kt_avail_dep_key_read(keytier_ctx *ctx,
 KT_MUST_CHECK keytier_err
 kt_avail_dep_key_read_customer(keytier_ctx *ctx, const struct kt_dep_rec *dep,
                                const keytier_request *req, kt_secret **out);
+
+/* lib-audit: runs a token call of the library (not a root-key read) on
+ * the pool with avail.call_deadline_ms, bounded per token like root-key
+ * reads; kt_avail_close waits for it.  token_uri names the token.  Returns
+ * as kt_pool_run (call.release always runs). */
+struct kt_call;
+KT_MUST_CHECK CK_RV kt_avail_run(keytier_ctx *ctx, const char *token_uri,
+                                 const struct kt_call *call);
+
+/* lib-audit (audit_anchor.c): after every append to a, anchor the log's
+ * head in ctx's store with the service token's MAC (no-op without a
+ * service_token). */
+struct kt_audit;
+void kt_audit_anchor_attach(keytier_ctx *ctx, struct kt_audit *a);
 
 /* Writes a "DEP created" audit record. */
 KT_MUST_CHECK keytier_err kt_avail_dep_created(keytier_ctx *ctx,

@@ -20,12 +20,14 @@ typedef struct kt_slab {
 } kt_slab;
 
 typedef struct kt_centry {
-    char *id, *org_id, *dep_id, *roots[KT_CACHE_ROOTS];
+    char *id, *org_id, *dep_id, *parent_id, *roots[KT_CACHE_ROOTS];
     uint64_t hash, gen;
     unsigned char *key; /* a slot of a slab */
     size_t len;
+    void *aux; /* not secret: ids and the like */
+    size_t aux_len;
     uint64_t expires, next_refresh, failing_since;
-    bool alerted;
+    bool alerted, no_refresh;
     struct kt_centry *next;
 } kt_centry;
 
@@ -41,6 +43,7 @@ struct kt_cache {
     kt_centry **buckets;
     size_t nbuckets, count;
     uint64_t next_gen;
+    atomic_uint_fast64_t epoch; /* moves on at every invalidation */
     /* slabs of locked pages, cut into KT_CACHE_KEY_MAX slots */
     kt_slab *slabs;
     unsigned char *free_slots; /* linked through the slots themselves */
@@ -62,20 +65,39 @@ static uint64_t kt_cache_now(kt_cache *c)
 
     if (c->cfg.clock)
         return c->cfg.clock(c->cfg.clock_arg);
+    /* Every hit reads the clock: the coarse one (a few ms of resolution,
+     * nothing next to a TTL) costs a fraction of the precise one. */
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* Real monotonic milliseconds (the sync interval follows real time even
+ * when a test injects the cache clock). */
+static uint64_t kt_cache_real_now(void)
+{
+    struct timespec ts;
+
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-/* FNV-1a: ids are ours (DEP ids, key paths), not attacker-chosen. */
+/* Ids are ours (DEP ids, key ids), not attacker-chosen: a multiply-xorshift
+ * mix over 8-byte words, which every hit pays (byte-wise FNV was half the
+ * cost of a lookup). */
 static uint64_t kt_hash_str(const char *s)
 {
-    uint64_t h = 1469598103934665603ull;
+    size_t n = strlen(s);
+    uint64_t h = 1469598103934665603ull ^ n, w;
 
-    for (; *s; s++) {
-        h ^= (unsigned char)*s;
-        h *= 1099511628211ull;
+    for (; n >= 8; s += 8, n -= 8) {
+        memcpy(&w, s, 8);
+        h = (h ^ w) * 0x9e3779b97f4a7c15ull;
+        h ^= h >> 32;
     }
-    return h;
+    w = 0;
+    memcpy(&w, s, n);
+    h = (h ^ w) * 0x9e3779b97f4a7c15ull;
+    return h ^ (h >> 29);
 }
 
 static unsigned char *kt_slot_get(kt_cache *c)
@@ -131,6 +153,8 @@ static void kt_centry_free(kt_cache *c, kt_centry *e)
     free(e->id);
     free(e->org_id);
     free(e->dep_id);
+    free(e->parent_id);
+    free(e->aux);
     for (int i = 0; i < KT_CACHE_ROOTS; i++)
         free(e->roots[i]);
     free(e);
@@ -181,6 +205,9 @@ keytier_err kt_cache_new(const kt_cache_config *cfg, kt_cache **out)
                       (unsigned long long)cfg->refresh_ahead_ms);
     if (cfg->max_entries == 0)
         return kt_err(KEYTIER_E_CONFIG, "cache max_entries must be positive");
+    if (cfg->sync_ms && (!cfg->sync || !cfg->background))
+        return kt_err(KEYTIER_E_CONFIG,
+                      "cache sync needs a callback and the background thread");
     c = calloc(1, sizeof *c);
     if (!c)
         return kt_err(KEYTIER_E_NOMEM, "cache");
@@ -287,7 +314,8 @@ keytier_err kt_cache_put(kt_cache *c, const char *id, const kt_cache_tags *tags,
     uint64_t h, now;
     bool ok = true;
 
-    if (!c || !id || !tags || !key || len == 0 || len > KT_CACHE_KEY_MAX)
+    if (!c || !id || !tags || !key || len == 0 || len > KT_CACHE_KEY_MAX ||
+        tags->aux_len > KT_CACHE_AUX_MAX || (tags->aux_len && !tags->aux))
         return kt_err(KEYTIER_E_ARGS, "cache entry %s", id ? id : "(null)");
     e = calloc(1, sizeof *e);
     if (!e)
@@ -295,10 +323,27 @@ keytier_err kt_cache_put(kt_cache *c, const char *id, const kt_cache_tags *tags,
     e->id = kt_strdup0(id, &ok);
     e->org_id = kt_strdup0(tags->org_id, &ok);
     e->dep_id = kt_strdup0(tags->dep_id, &ok);
+    e->parent_id = kt_strdup0(tags->parent_id, &ok);
+    e->no_refresh = tags->no_refresh;
+    if (tags->aux_len) {
+        e->aux = malloc(tags->aux_len);
+        if (e->aux) {
+            memcpy(e->aux, tags->aux, tags->aux_len);
+            e->aux_len = tags->aux_len;
+        } else {
+            ok = false;
+        }
+    }
     for (int i = 0; i < KT_CACHE_ROOTS; i++)
         e->roots[i] = kt_strdup0(tags->roots[i], &ok);
     e->hash = h = kt_hash_str(id);
     pthread_rwlock_wrlock(&c->lock);
+    if (tags->epoch && *tags->epoch != atomic_load(&c->epoch)) {
+        /* Invalidated since the caller read what it is caching. */
+        pthread_rwlock_unlock(&c->lock);
+        kt_centry_free(c, e);
+        return KEYTIER_OK;
+    }
     if (ok)
         e->key = kt_slot_get(c);
     if (!ok || !e->key) {
@@ -325,8 +370,10 @@ keytier_err kt_cache_put(kt_cache *c, const char *id, const kt_cache_tags *tags,
     return KEYTIER_OK;
 }
 
-bool kt_cache_get(kt_cache *c, const char *id, unsigned char *out, size_t cap,
-                  size_t *len)
+bool kt_cache_lookup(kt_cache *c, const char *id, unsigned char *out,
+                     size_t cap, size_t *len, void *aux, size_t aux_len,
+                     kt_cache_accept_fn accept, const void *accept_arg,
+                     bool count_miss)
 {
     uint64_t h = kt_hash_str(id), now = kt_cache_now(c);
     kt_centry *e;
@@ -334,9 +381,13 @@ bool kt_cache_get(kt_cache *c, const char *id, unsigned char *out, size_t cap,
 
     pthread_rwlock_rdlock(&c->lock);
     e = *kt_cache_slot_of(c, id, h);
-    if (e && now < e->expires && e->len <= cap) {
+    if (e && now < e->expires && e->len <= cap &&
+        (!aux || e->aux_len == aux_len) &&
+        (!accept || accept(e->aux, accept_arg))) {
         memcpy(out, e->key, e->len);
         *len = e->len;
+        if (aux)
+            memcpy(aux, e->aux, aux_len);
         hit = true;
     } else if (e && now >= e->expires) {
         expired = true;
@@ -346,7 +397,8 @@ bool kt_cache_get(kt_cache *c, const char *id, unsigned char *out, size_t cap,
         atomic_fetch_add_explicit(&c->hits, 1, memory_order_relaxed);
         return true;
     }
-    atomic_fetch_add_explicit(&c->misses, 1, memory_order_relaxed);
+    if (count_miss)
+        atomic_fetch_add_explicit(&c->misses, 1, memory_order_relaxed);
     if (expired) {
         /* Expired keys do not wait for the maintenance pass to be wiped. */
         pthread_rwlock_wrlock(&c->lock);
@@ -360,18 +412,70 @@ bool kt_cache_get(kt_cache *c, const char *id, unsigned char *out, size_t cap,
     return false;
 }
 
-typedef bool (*kt_match_fn)(const kt_centry *e, const char *what);
+bool kt_cache_get(kt_cache *c, const char *id, unsigned char *out, size_t cap,
+                  size_t *len)
+{
+    return kt_cache_lookup(c, id, out, cap, len, NULL, 0, NULL, NULL, true);
+}
 
-static size_t kt_cache_invalidate(kt_cache *c, kt_match_fn match,
-                                  const char *what)
+uint64_t kt_cache_epoch(kt_cache *c)
+{
+    return atomic_load(&c->epoch);
+}
+
+typedef bool (*kt_match_fn)(const kt_centry *e, const void *what);
+
+/* A set of ids (DEP ids or key ids) an invalidation goes on with. */
+typedef struct kt_idset {
+    char **v;
+    size_t n, cap;
+    bool failed; /* out of memory: the caller drops everything instead */
+} kt_idset;
+
+static bool kt_idset_has(const kt_idset *s, const char *id)
+{
+    for (size_t i = 0; id && i < s->n; i++)
+        if (strcmp(s->v[i], id) == 0)
+            return true;
+    return false;
+}
+
+static void kt_idset_add(kt_idset *s, const char *id)
+{
+    char *d;
+
+    if (!id || kt_idset_has(s, id))
+        return;
+    d = strdup(id);
+    if (!d ||
+        !kt_array_reserve((void **)&s->v, &s->cap, s->n, sizeof *s->v, 8)) {
+        free(d);
+        s->failed = true;
+        return;
+    }
+    s->v[s->n++] = d;
+}
+
+static void kt_idset_free(kt_idset *s)
+{
+    for (size_t i = 0; i < s->n; i++)
+        free(s->v[i]);
+    free(s->v);
+}
+
+/* Removes every entry match() takes; adds each one's dep_id (by_dep) or
+ * id to *collect when not NULL.  Under the write lock. */
+static size_t kt_cache_sweep(kt_cache *c, kt_match_fn match, const void *what,
+                             kt_idset *collect, bool by_dep)
 {
     size_t n = 0;
 
-    pthread_rwlock_wrlock(&c->lock);
     for (size_t b = 0; b < c->nbuckets; b++) {
         kt_centry **pp = &c->buckets[b];
         while (*pp) {
             if (match(*pp, what)) {
+                if (collect)
+                    kt_idset_add(collect, by_dep ? (*pp)->dep_id : (*pp)->id);
                 kt_cache_remove(c, pp);
                 n++;
             } else {
@@ -379,6 +483,17 @@ static size_t kt_cache_invalidate(kt_cache *c, kt_match_fn match,
             }
         }
     }
+    return n;
+}
+
+static size_t kt_cache_invalidate(kt_cache *c, kt_match_fn match,
+                                  const void *what)
+{
+    size_t n;
+
+    pthread_rwlock_wrlock(&c->lock);
+    atomic_fetch_add(&c->epoch, 1);
+    n = kt_cache_sweep(c, match, what, NULL, false);
     pthread_rwlock_unlock(&c->lock);
     atomic_fetch_add(&c->invalidations, n);
     return n;
@@ -389,22 +504,22 @@ static bool kt_eq(const char *a, const char *b)
     return a && b && strcmp(a, b) == 0;
 }
 
-static bool kt_match_id(const kt_centry *e, const char *w)
+static bool kt_match_id(const kt_centry *e, const void *w)
 {
     return kt_eq(e->id, w);
 }
 
-static bool kt_match_dep(const kt_centry *e, const char *w)
+static bool kt_match_dep(const kt_centry *e, const void *w)
 {
     return kt_eq(e->dep_id, w);
 }
 
-static bool kt_match_tenant(const kt_centry *e, const char *w)
+static bool kt_match_tenant(const kt_centry *e, const void *w)
 {
     return kt_eq(e->org_id, w);
 }
 
-static bool kt_match_root(const kt_centry *e, const char *w)
+static bool kt_match_root(const kt_centry *e, const void *w)
 {
     for (int i = 0; i < KT_CACHE_ROOTS; i++)
         if (kt_eq(e->roots[i], w))
@@ -412,7 +527,7 @@ static bool kt_match_root(const kt_centry *e, const char *w)
     return false;
 }
 
-static bool kt_match_all(const kt_centry *e, const char *w)
+static bool kt_match_all(const kt_centry *e, const void *w)
 {
     (void)e;
     (void)w;
@@ -434,9 +549,71 @@ size_t kt_cache_invalidate_tenant(kt_cache *c, const char *org_id)
     return org_id ? kt_cache_invalidate(c, kt_match_tenant, org_id) : 0;
 }
 
+/* `what` is a kt_idset. */
+static bool kt_match_dep_in(const kt_centry *e, const void *w)
+{
+    return kt_idset_has((const kt_idset *)w, e->dep_id);
+}
+
+static bool kt_match_parent_in(const kt_centry *e, const void *w)
+{
+    return kt_idset_has((const kt_idset *)w, e->parent_id);
+}
+
 size_t kt_cache_invalidate_root(kt_cache *c, const char *root_uri)
 {
-    return root_uri ? kt_cache_invalidate(c, kt_match_root, root_uri) : 0;
+    kt_idset deps = {0};
+    size_t n;
+
+    if (!root_uri)
+        return 0;
+    pthread_rwlock_wrlock(&c->lock);
+    atomic_fetch_add(&c->epoch, 1);
+    /* The entries tagged with the root, then every key of their DEPs
+     * (tier keys carry their DEP, not the roots). */
+    n = kt_cache_sweep(c, kt_match_root, root_uri, &deps, true);
+    if (deps.failed)
+        n += kt_cache_sweep(c, kt_match_all, "", NULL, false);
+    else if (deps.n)
+        n += kt_cache_sweep(c, kt_match_dep_in, &deps, NULL, false);
+    pthread_rwlock_unlock(&c->lock);
+    kt_idset_free(&deps);
+    atomic_fetch_add(&c->invalidations, n);
+    return n;
+}
+
+size_t kt_cache_invalidate_tree(kt_cache *c, const char *id)
+{
+    kt_idset ids = {0};
+    size_t n, m, done = 0;
+
+    if (!id)
+        return 0;
+    kt_idset_add(&ids, id);
+    pthread_rwlock_wrlock(&c->lock);
+    atomic_fetch_add(&c->epoch, 1);
+    n = kt_cache_sweep(c, kt_match_id, id, NULL, false);
+    /* Level by level: the children of what was dropped, until none. */
+    while (!ids.failed && done < ids.n) {
+        kt_idset level = {0};
+        for (size_t i = done; i < ids.n; i++)
+            kt_idset_add(&level, ids.v[i]);
+        done = ids.n;
+        if (level.failed) {
+            ids.failed = true;
+            kt_idset_free(&level);
+            break;
+        }
+        m = kt_cache_sweep(c, kt_match_parent_in, &level, &ids, false);
+        n += m;
+        kt_idset_free(&level);
+    }
+    if (ids.failed)
+        n += kt_cache_sweep(c, kt_match_all, "", NULL, false);
+    pthread_rwlock_unlock(&c->lock);
+    kt_idset_free(&ids);
+    atomic_fetch_add(&c->invalidations, n);
+    return n;
 }
 
 size_t kt_cache_invalidate_all(kt_cache *c)
@@ -475,10 +652,17 @@ static void kt_cache_refresh_done(kt_cache *c, const kt_refresh_job *job,
         e->alerted = false;
         atomic_fetch_add(&c->refreshes, 1);
     } else if (kt_ckr_classify(rv) == KT_CKR_CLASS_DENIED) {
-        /* The customer revoked the key: nothing may be served from it. */
+        /* The customer revoked the key: nothing may be served from it,
+         * nor from the tier keys under its DEP. */
+        size_t n = 1;
+        char *gone = e->dep_id ? strdup(e->dep_id) : NULL;
+        atomic_fetch_add(&c->epoch, 1);
         kt_cache_remove(c, pp);
+        if (gone)
+            n += kt_cache_sweep(c, kt_match_dep, gone, NULL, false);
+        free(gone);
         atomic_fetch_add(&c->refresh_failures, 1);
-        atomic_fetch_add(&c->invalidations, 1);
+        atomic_fetch_add(&c->invalidations, n);
     } else {
         atomic_fetch_add(&c->refresh_failures, 1);
         if (!e->failing_since)
@@ -532,7 +716,7 @@ void kt_cache_maintain(kt_cache *c)
                 continue;
             }
             pp = &e->next;
-            if (!c->cfg.refresh_ahead_ms ||
+            if (!c->cfg.refresh_ahead_ms || e->no_refresh ||
                 now < e->expires - c->cfg.refresh_ahead_ms ||
                 now < e->next_refresh)
                 continue;
@@ -572,7 +756,7 @@ static uint64_t kt_cache_next_due(kt_cache *c)
     for (size_t b = 0; b < c->nbuckets; b++)
         for (kt_centry *e = c->buckets[b]; e; e = e->next) {
             uint64_t t = e->expires;
-            if (c->cfg.refresh_ahead_ms) {
+            if (c->cfg.refresh_ahead_ms && !e->no_refresh) {
                 uint64_t r = e->expires - c->cfg.refresh_ahead_ms;
                 if (e->next_refresh > r)
                     r = e->next_refresh;
@@ -589,6 +773,7 @@ static uint64_t kt_cache_next_due(kt_cache *c)
 static void *kt_cache_thread(void *arg)
 {
     kt_cache *c = arg;
+    uint64_t next_sync = 0;
 
     pthread_mutex_lock(&c->tlock);
     while (!c->stopping) {
@@ -596,6 +781,10 @@ static void *kt_cache_thread(void *arg)
         struct timespec ts;
 
         pthread_mutex_unlock(&c->tlock);
+        if (c->cfg.sync_ms && kt_cache_real_now() >= next_sync) {
+            c->cfg.sync(c->cfg.sync_arg);
+            next_sync = kt_cache_real_now() + c->cfg.sync_ms;
+        }
         kt_cache_maintain(c);
         due = kt_cache_next_due(c);
         now = kt_cache_now(c);
@@ -610,6 +799,12 @@ static void *kt_cache_thread(void *arg)
         wait_ms = due > now ? due - now : 0;
         if (wait_ms > 1000)
             wait_ms = 1000;
+        if (c->cfg.sync_ms) {
+            uint64_t r = kt_cache_real_now();
+            uint64_t s = next_sync > r ? next_sync - r : 0;
+            if (s < wait_ms)
+                wait_ms = s;
+        }
         if (wait_ms == 0)
             continue;
         clock_gettime(CLOCK_MONOTONIC, &ts);

@@ -16,6 +16,14 @@
  * fires once: an audit record (if an audit log is set) and the alert
  * callback.  Entries are tagged with their tenant, DEP and root URIs so that
  * revoke, purge and DEP change empty the entries under them at once.
+ *
+ * lib-cache: tier keys are entries too (tagged with their tenant, DEP and
+ * parent, never refreshed), so a DEP, tenant or root invalidation takes
+ * them with their DEP key, and a key's invalidation takes the keys below
+ * it.  Each entry may carry an aux (ids the hit path needs, checked by the
+ * caller under the read lock).  Every invalidation moves an epoch on, and
+ * a fill that started before it is not kept.  A sync callback, run on the
+ * thread every sync_ms, applies other processes' invalidations.
  */
 #ifndef KT_CACHE_H
 #define KT_CACHE_H
@@ -28,8 +36,9 @@
 #include "ckr_class.h"
 #include "kt_base.h"
 
-#define KT_CACHE_KEY_MAX 64 /* bytes of one cached key */
-#define KT_CACHE_ROOTS   3  /* customer A, customer B, availability */
+#define KT_CACHE_KEY_MAX 128  /* bytes of one cached key (with derived keys) */
+#define KT_CACHE_AUX_MAX 1024 /* bytes of an entry's aux */
+#define KT_CACHE_ROOTS   3    /* customer A, customer B, availability */
 
 typedef struct kt_cache kt_cache;
 
@@ -37,6 +46,19 @@ typedef struct kt_cache_tags {
     const char *org_id;
     const char *dep_id;
     const char *roots[KT_CACHE_ROOTS]; /* URIs; NULL entries allowed */
+    /* A tier key's parent key id (NULL for DEP keys): invalidating the
+     * parent's id drops this entry too, and so on down. */
+    const char *parent_id;
+    /* Opaque bytes (not secret) kept with the entry and copied out by
+     * kt_cache_lookup: what a hit needs besides the key (at most
+     * KT_CACHE_AUX_MAX). */
+    const void *aux;
+    size_t aux_len;
+    bool no_refresh; /* expires at its TTL, never refreshed */
+    /* Not NULL: the entry is put only if no invalidation happened since
+     * *epoch was read with kt_cache_epoch() (a fill that read the store
+     * before a change must not outlive the change's invalidation). */
+    const uint64_t *epoch;
 } kt_cache_tags;
 
 typedef struct kt_cache_alert {
@@ -54,6 +76,9 @@ typedef CK_RV (*kt_cache_refresh_fn)(void *arg, const char *id,
 typedef void (*kt_cache_alert_fn)(void *arg, const kt_cache_alert *alert);
 /* Milliseconds on a monotonic clock (tests inject their own). */
 typedef uint64_t (*kt_cache_clock_fn)(void *arg);
+/* Called on the cache's thread every sync_ms (real time): applies
+ * invalidations other processes recorded. */
+typedef void (*kt_cache_sync_fn)(void *arg);
 
 typedef struct kt_cache_config {
     uint64_t ttl_ms;
@@ -69,6 +94,9 @@ typedef struct kt_cache_config {
     kt_audit *audit; /* cache alerts are recorded here (may be NULL) */
     kt_cache_clock_fn clock;
     void *clock_arg;
+    uint64_t sync_ms; /* 0: no sync callback */
+    kt_cache_sync_fn sync;
+    void *sync_arg;
 } kt_cache_config;
 
 typedef struct kt_cache_stats {
@@ -94,9 +122,28 @@ KT_MUST_CHECK keytier_err kt_cache_put(kt_cache *cache, const char *id,
  * miss and returns false when absent or expired. */
 KT_MUST_CHECK bool kt_cache_get(kt_cache *cache, const char *id,
                                 unsigned char *out, size_t cap, size_t *len);
+/* Decides, under the cache's read lock, whether an entry's aux allows this
+ * hit (e.g. the tenant asking is the entry's). */
+typedef bool (*kt_cache_accept_fn)(const void *aux, const void *arg);
+/* The same, also copying the entry's aux into aux (exactly aux_len bytes:
+ * an entry whose aux has another length is not a hit), if accept (may be
+ * NULL) takes it; a refused entry is neither a hit nor copied.  A miss is
+ * counted only when count_miss (a caller that falls to a path which looks
+ * up again counts it there). */
+KT_MUST_CHECK bool kt_cache_lookup(kt_cache *cache, const char *id,
+                                   unsigned char *out, size_t cap, size_t *len,
+                                   void *aux, size_t aux_len,
+                                   kt_cache_accept_fn accept,
+                                   const void *accept_arg, bool count_miss);
 
-/* Immediate invalidation; each returns the number of entries wiped. */
+/* Moves on at every invalidation (see kt_cache_tags.epoch). */
+uint64_t kt_cache_epoch(kt_cache *cache);
+
+/* Immediate invalidation; each returns the number of entries wiped.  A
+ * root drops the entries tagged with it and every entry of their DEPs; a
+ * key (_tree) drops the entry and every entry below it (parent_id). */
 size_t kt_cache_invalidate_id(kt_cache *cache, const char *id);
+size_t kt_cache_invalidate_tree(kt_cache *cache, const char *id);
 size_t kt_cache_invalidate_dep(kt_cache *cache, const char *dep_id);
 size_t kt_cache_invalidate_tenant(kt_cache *cache, const char *org_id);
 size_t kt_cache_invalidate_root(kt_cache *cache, const char *root_uri);

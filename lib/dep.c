@@ -270,16 +270,18 @@ KEYTIER_API keytier_err keytier_dep_create_named(
     avail_made = false; /* kept: the DEP now owns it */
     kt_dep_info_fill(dep, out);
     kt_log_event(ctx->log, KT_LOG_INFO, "DEP created", dep->dep_id);
-    /* lib-avail: the audit log records every DEP; the DEP exists either way */
-    if (kt_avail_dep_created(ctx, dep) != KEYTIER_OK)
-        kt_log_event(ctx->log, KT_LOG_ERROR, "DEP created, audit record lost",
-                     dep->dep_id);
 out:
     if (avail_made)
         kt_avail_destroy(&roots[2], sess[2]);
     for (int i = 0; i < 3; i++)
         if (roots[i].tok != NULL)
             kt_session_put(roots[i].tok, sess[i], rv[i]);
+    /* lib-avail: the audit log records every DEP; the DEP exists either
+     * way.  lib-audit: written once the sessions are back, so the audit
+     * anchor's service token call reuses one. */
+    if (e == KEYTIER_OK && kt_avail_dep_created(ctx, dep) != KEYTIER_OK)
+        kt_log_event(ctx->log, KT_LOG_ERROR, "DEP created, audit record lost",
+                     dep->dep_id);
     free(avail_uri);
     kt_secret_free(key);
     kt_wipe(dep, sizeof *dep);
@@ -366,6 +368,8 @@ KEYTIER_API keytier_err keytier_dep_disable(keytier_ctx *ctx,
     if (e != KEYTIER_OK)
         return e;
     e = kt_store_dep_set_state(ctx->store, dep_id, KEYTIER_DEP_DISABLED);
+    /* lib-cache: here at once; the store recorded it for the others. */
+    (void)kt_avail_uncache(ctx, KT_INVAL_DEP, dep_id);
     if (e == KEYTIER_OK)
         kt_log_event(ctx->log, KT_LOG_INFO, "DEP disabled", dep_id);
     return e;

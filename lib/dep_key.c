@@ -52,12 +52,13 @@ keytier_err kt_dep_key_unwrap_slot(keytier_ctx *ctx,
 }
 
 keytier_err kt_dep_key_read(keytier_ctx *ctx, const struct kt_dep_rec *dep,
-                            const keytier_request *req, kt_secret **out)
+                            const keytier_request *req,
+                            const struct kt_avail_fill *fill, kt_secret **out)
 {
     /* lifecycle: a purged tenant's DEP has no copies and no roots left. */
     if (dep->state == KEYTIER_DEP_PURGED)
         return kt_err(KEYTIER_E_PURGED, "DEP %s of tenant %s was purged",
                       dep->dep_id, dep->tenant);
     /* The fallback rule, hedging, deadlines and the cache: lib/fallback.c */
-    return kt_avail_dep_key_read(ctx, dep, req, out);
+    return kt_avail_dep_key_read(ctx, dep, req, fill, out);
 }

@@ -140,6 +140,20 @@ keytier_err kt_envelope_key_init(keytier_key *key)
     return KEYTIER_OK;
 }
 
+keytier_err kt_envelope_key_restore(keytier_key *key, const uint8_t *enc_key,
+                                    const uint8_t *commit)
+{
+    if (kt_aes256gcm() == NULL)
+        return kt_err(KEYTIER_E_CRYPTO, "AES-256-GCM unavailable");
+    key->enc_key = kt_secret_from(enc_key, KT_KEY_SIZE);
+    key->pool = calloc(1, sizeof *key->pool);
+    if (key->enc_key == NULL || key->pool == NULL)
+        return kt_err(KEYTIER_E_NOMEM, NULL);
+    pthread_mutex_init(&key->pool->mu, NULL);
+    memcpy(key->commit, commit, KT_COMMIT_SIZE);
+    return KEYTIER_OK;
+}
+
 void kt_envelope_key_free(keytier_key *key)
 {
     if (key->pool != NULL) {

@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <openssl/rand.h>
 
@@ -46,6 +47,12 @@ struct kt_avail {
     keytier_alert_fn alert_fn;
     void *alert_arg;
     atomic_uint_fast64_t token_reads, timeouts, fallbacks, denied, unavailable;
+    /* lib-cache: invalidations other processes recorded in the store */
+    pthread_mutex_t sync_mu;           /* one sync at a time */
+    int64_t sync_seq;                  /* last row applied (sync_mu) */
+    uint64_t last_prune_ms;            /* (sync_mu) */
+    atomic_uint_fast64_t last_sync_ms; /* start of the last good sync */
+    atomic_uint_fast64_t syncs, sync_applied, sync_failures;
 };
 
 /* ---- configuration --------------------------------------------------- */
@@ -62,6 +69,8 @@ void kt_avail_config_defaults(struct kt_avail_cfg *c)
     c->cache_retry_ms = 5000;
     c->cache_alert_after_ms = 30000;
     c->cache_max_entries = 10000;
+    c->cache_tier_levels = 1;
+    c->cache_sync_ms = 200;
 }
 
 void kt_avail_config_free(struct kt_avail_cfg *c)
@@ -105,6 +114,8 @@ keytier_err kt_avail_config_set(struct kt_avail_cfg *c, const char *where,
         N(cache_retry_ms, 1, 86400000),
         N(cache_alert_after_ms, 0, 86400000),
         N(cache_max_entries, 1, 10000000),
+        N(cache_tier_levels, 0, 8),
+        N(cache_sync_ms, 0, 3600000),
 #undef N
     };
     uint64_t x;
@@ -267,6 +278,76 @@ static uint64_t kt_slot_token_id(const char *uri)
     return h;
 }
 
+/* ---- other token calls of the library on the pool (audit anchors) ----- */
+
+struct kt_run_job {
+    struct kt_avail *av;
+    kt_call inner;
+};
+
+static CK_RV kt_run_run(void *p)
+{
+    struct kt_run_job *j = p;
+
+    return j->inner.run(j->inner.ctx);
+}
+
+static void kt_run_accept(void *p, CK_RV rv)
+{
+    struct kt_run_job *j = p;
+
+    if (j->inner.accept)
+        j->inner.accept(j->inner.ctx, rv);
+}
+
+static void kt_run_discard(void *p, CK_RV rv)
+{
+    struct kt_run_job *j = p;
+
+    if (j->inner.discard)
+        j->inner.discard(j->inner.ctx, rv);
+}
+
+static void kt_run_release(void *p)
+{
+    struct kt_run_job *j = p;
+    struct kt_avail *av = j->av;
+
+    if (j->inner.release)
+        j->inner.release(j->inner.ctx);
+    free(j);
+    pthread_mutex_lock(&av->lock);
+    if (--av->inflight == 0)
+        pthread_cond_broadcast(&av->idle);
+    pthread_mutex_unlock(&av->lock);
+}
+
+CK_RV kt_avail_run(keytier_ctx *ctx, const char *token_uri, const kt_call *call)
+{
+    struct kt_avail *av = ctx->avail;
+    struct kt_run_job *j;
+    kt_call outer;
+
+    if (!av || !(j = calloc(1, sizeof *j))) {
+        if (call->release)
+            call->release(call->ctx);
+        return CKR_HOST_MEMORY;
+    }
+    j->av = av;
+    j->inner = *call;
+    pthread_mutex_lock(&av->lock);
+    av->inflight++;
+    pthread_mutex_unlock(&av->lock);
+    outer = (kt_call){.name = call->name,
+                      .token = kt_slot_token_id(token_uri),
+                      .run = kt_run_run,
+                      .accept = kt_run_accept,
+                      .discard = kt_run_discard,
+                      .release = kt_run_release,
+                      .ctx = j};
+    return kt_pool_run(av->pool, &outer, av->cfg->call_deadline_ms);
+}
+
 static bool kt_slot_call(struct kt_avail *av, const struct kt_dep_rec *dep,
                          int slot, struct kt_slot_result *sink, kt_call *call)
 {
@@ -379,6 +460,12 @@ static CK_RV kt_avail_refresh(void *arg, const char *id, const char *dep_id,
         rv = res[0].rv;
         if (kt_ckr_classify(res[1].rv) == KT_CKR_CLASS_DENIED)
             rv = res[1].rv;
+        /* lib-cache: and every other process drops it too */
+        if (kt_ckr_classify(rv) == KT_CKR_CLASS_DENIED &&
+            kt_store_inval_publish(av->ctx->store, KT_INVAL_DEP, dep_id,
+                                   "revoked") != KEYTIER_OK)
+            kt_log_event(av->ctx->log, KT_LOG_ERROR,
+                         "revocation not published to other processes", dep_id);
     }
     kt_secret_free(res[0].key);
     kt_secret_free(res[1].key);
@@ -410,6 +497,226 @@ static void kt_avail_alert(void *arg, const kt_cache_alert *a)
         fn(fn_arg, &pub);
 }
 
+/* ---- invalidations across processes (lib-cache) ----------------------- */
+
+/* Coarse is enough for intervals of tens of milliseconds, and cheap on the
+ * hit path. */
+static uint64_t kt_avail_now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* A root: the entries tagged with it (and their DEPs' tier keys), then
+ * the DEPs the store says it wraps (tier keys carry their DEP, not the
+ * roots, and their DEP key may have left the cache already). */
+static size_t kt_avail_apply_root(keytier_ctx *ctx, kt_cache *c,
+                                  const char *uri)
+{
+    char(*ids)[KEYTIER_ID_SIZE] = NULL;
+    size_t n = kt_cache_invalidate_root(c, uri), nd = 0;
+
+    if (kt_store_inval_root_deps(ctx->store, uri, &ids, &nd) != KEYTIER_OK) {
+        /* Cannot tell which DEPs: drop everything rather than too little. */
+        kt_err_clear();
+        return n + kt_cache_invalidate_all(c);
+    }
+    for (size_t i = 0; i < nd; i++)
+        n += kt_cache_invalidate_dep(c, ids[i]);
+    free(ids);
+    return n;
+}
+
+static size_t kt_avail_apply(keytier_ctx *ctx, kt_cache *c, int scope,
+                             const char *value)
+{
+    switch (scope) {
+    case KT_INVAL_DEP:
+        return kt_cache_invalidate_dep(c, value);
+    case KT_INVAL_TENANT:
+        return kt_cache_invalidate_tenant(c, value);
+    case KT_INVAL_ROOT:
+        return kt_avail_apply_root(ctx, c, value);
+    case KT_INVAL_KEY: {
+        char id[KT_AVAIL_CACHE_ID];
+        kt_avail_cache_id(id, "key:", value);
+        return kt_cache_invalidate_tree(c, id);
+    }
+    default: /* KT_INVAL_ALL, and any scope a newer library adds */
+        return kt_cache_invalidate_all(c);
+    }
+}
+
+#define KT_SYNC_BATCH 32
+/* Rows are kept at least this long, and longer than the TTL (a context
+ * that has not synced for longer holds no entry filled before them). */
+#define KT_SYNC_KEEP_S   3600
+#define KT_SYNC_PRUNE_MS 60000
+
+/* Applies the rows recorded since the last sync.  Under sync_mu.  On
+ * failure nothing moves: the next sync (or a hit) tries again. */
+static bool kt_avail_sync_locked(struct kt_avail *av)
+{
+    struct kt_inval_rec *rows = malloc(KT_SYNC_BATCH * sizeof *rows);
+    uint64_t start = kt_avail_now_ms();
+    size_t n;
+    bool gap, ok = rows != NULL;
+
+    while (ok) {
+        if (kt_store_inval_read(av->ctx->store, av->sync_seq, rows,
+                                KT_SYNC_BATCH, &n, &gap) != KEYTIER_OK) {
+            ok = false;
+            break;
+        }
+        if (gap) {
+            /* Rows we never saw were pruned: drop everything. */
+            kt_cache_invalidate_all(av->cache);
+        } else {
+            /* Our own rows were applied when written. */
+            for (size_t i = 0; i < n; i++)
+                if (!rows[i].own) {
+                    kt_avail_apply(av->ctx, av->cache, rows[i].scope,
+                                   rows[i].value);
+                    atomic_fetch_add(&av->sync_applied, 1);
+                }
+        }
+        if (n > 0)
+            av->sync_seq = rows[n - 1].seq;
+        if (n < KT_SYNC_BATCH)
+            break;
+    }
+    free(rows);
+    if (!ok) {
+        atomic_fetch_add(&av->sync_failures, 1);
+        return false;
+    }
+    atomic_fetch_add(&av->syncs, 1);
+    atomic_store(&av->last_sync_ms, start);
+    if (start - av->last_prune_ms >= KT_SYNC_PRUNE_MS) {
+        int64_t keep = (int64_t)(av->cfg->cache_ttl_ms / 1000) * 2;
+        av->last_prune_ms = start;
+        if (keep < KT_SYNC_KEEP_S)
+            keep = KT_SYNC_KEEP_S;
+        if (kt_store_inval_prune(av->ctx->store, (int64_t)time(NULL) - keep) !=
+            KEYTIER_OK)
+            kt_log_event(av->ctx->log, KT_LOG_WARNING,
+                         "old cache invalidations not pruned", NULL);
+    }
+    return true;
+}
+
+/* The cache thread's call, every avail.cache_sync_ms. */
+static void kt_avail_sync(void *arg)
+{
+    struct kt_avail *av = arg;
+
+    pthread_mutex_lock(&av->sync_mu);
+    if (!kt_avail_sync_locked(av))
+        kt_log_event(av->ctx->log, KT_LOG_WARNING,
+                     "cache invalidations not read from the store",
+                     keytier_last_error_detail());
+    pthread_mutex_unlock(&av->sync_mu);
+}
+
+/* A hit may be served: the last sync is recent enough, or one done now
+ * succeeds. */
+static bool kt_avail_sync_fresh(struct kt_avail *av)
+{
+    uint64_t bound = 2 * av->cfg->cache_sync_ms, now;
+    bool ok = true;
+
+    if (!av->cfg->cache_sync_ms)
+        return true;
+    now = kt_avail_now_ms();
+    if (now - atomic_load_explicit(&av->last_sync_ms, memory_order_relaxed) <=
+        bound)
+        return true;
+    /* The thread is late (stalled, or the store is slow): this hit waits
+     * for a sync of its own, so the bound holds whatever the thread does. */
+    pthread_mutex_lock(&av->sync_mu);
+    if (kt_avail_now_ms() - atomic_load(&av->last_sync_ms) > bound)
+        ok = kt_avail_sync_locked(av);
+    pthread_mutex_unlock(&av->sync_mu);
+    return ok;
+}
+
+void kt_avail_cache_id(char out[KT_AVAIL_CACHE_ID], const char *prefix,
+                       const char *id)
+{
+    size_t n = strnlen(id, KEYTIER_ID_SIZE - 1);
+
+    memcpy(out, prefix, 4);
+    memcpy(out + 4, id, n);
+    out[4 + n] = '\0';
+}
+
+uint64_t kt_avail_cache_epoch(keytier_ctx *ctx)
+{
+    return ctx->avail && ctx->avail->cache ? kt_cache_epoch(ctx->avail->cache)
+                                           : 0;
+}
+
+bool kt_avail_cache_hit(keytier_ctx *ctx, const char *id, unsigned char *key,
+                        size_t cap, size_t *len, void *aux, size_t aux_len,
+                        bool (*accept)(const void *aux, const void *arg),
+                        const void *arg)
+{
+    struct kt_avail *av = ctx->avail;
+
+    if (!av || !av->cache || !kt_avail_sync_fresh(av))
+        return false;
+    return kt_cache_lookup(av->cache, id, key, cap, len, aux, aux_len, accept,
+                           arg, false);
+}
+
+void kt_avail_cache_put_key(keytier_ctx *ctx, const char *key_id,
+                            const char *tenant, const char *dep_id,
+                            const char *parent_id, const unsigned char *key,
+                            size_t len, const struct kt_avail_fill *fill)
+{
+    struct kt_avail *av = ctx->avail;
+    char id[KT_AVAIL_CACHE_ID], parent[KT_AVAIL_CACHE_ID];
+
+    if (!av || !av->cache)
+        return;
+    kt_avail_cache_id(id, "key:", key_id);
+    /* the parent as a cache id, so that its invalidation finds us (a
+     * level-1 key's parent is its DEP, whose entry is "dep:") */
+    kt_avail_cache_id(parent, "key:", parent_id);
+    kt_cache_tags tags = {
+        .org_id = tenant,
+        .dep_id = dep_id,
+        .parent_id = parent,
+        .aux = fill->aux,
+        .aux_len = fill->aux_len,
+        .no_refresh = true,
+        .epoch = &fill->epoch,
+    };
+    if (kt_cache_put(av->cache, id, &tags, key, len) != KEYTIER_OK)
+        kt_log_event(ctx->log, KT_LOG_WARNING, "tier key not cached", key_id);
+}
+
+size_t kt_avail_uncache(keytier_ctx *ctx, int scope, const char *value)
+{
+    struct kt_avail *av = ctx->avail;
+
+    if (!av || !av->cache)
+        return 0;
+    return kt_avail_apply(ctx, av->cache, scope, value);
+}
+
+void kt_avail_publish(keytier_ctx *ctx, int scope, const char *value,
+                      const char *reason)
+{
+    (void)kt_avail_uncache(ctx, scope, value);
+    if (kt_store_inval_publish(ctx->store, scope, value, reason) != KEYTIER_OK)
+        kt_log_event(ctx->log, KT_LOG_ERROR,
+                     "cache invalidation not published to other processes",
+                     value);
+}
+
 /* ---- open / close ----------------------------------------------------- */
 
 keytier_err kt_avail_open(keytier_ctx *ctx)
@@ -426,6 +733,7 @@ keytier_err kt_avail_open(keytier_ctx *ctx)
     av->cfg = c;
     pthread_mutex_init(&av->lock, NULL);
     pthread_cond_init(&av->idle, NULL);
+    pthread_mutex_init(&av->sync_mu, NULL);
     ctx->avail = av;
     av->pool = kt_pool_new(&pc);
     if (!av->pool) {
@@ -445,6 +753,7 @@ keytier_err kt_avail_open(keytier_ctx *ctx)
     free(path);
     if (e != KEYTIER_OK)
         goto fail;
+    kt_audit_anchor_attach(ctx, av->audit); /* lib-audit */
     if (c->cache_ttl_ms) {
         kt_cache_config cc = {
             .ttl_ms = c->cache_ttl_ms,
@@ -452,13 +761,23 @@ keytier_err kt_avail_open(keytier_ctx *ctx)
             .retry_ms = c->cache_retry_ms,
             .alert_after_ms = c->cache_alert_after_ms,
             .max_entries = c->cache_max_entries,
-            .background = c->cache_refresh_ahead_ms > 0,
+            .background = c->cache_refresh_ahead_ms > 0 || c->cache_sync_ms > 0,
             .refresh = kt_avail_refresh,
             .refresh_arg = av,
             .alert = kt_avail_alert,
             .alert_arg = av,
             .audit = av->audit,
+            .sync_ms = c->cache_sync_ms,
+            .sync = kt_avail_sync,
+            .sync_arg = av,
         };
+        /* Rows recorded before this context existed concern nothing it
+         * caches. */
+        e = kt_store_inval_head(ctx->store, &av->sync_seq);
+        if (e != KEYTIER_OK)
+            goto fail;
+        av->last_sync_ms = kt_avail_now_ms();
+        av->last_prune_ms = 0;
         e = kt_cache_new(&cc, &av->cache);
         if (e != KEYTIER_OK)
             goto fail;
@@ -483,6 +802,7 @@ void kt_avail_close(keytier_ctx *ctx)
     pthread_mutex_unlock(&av->lock);
     kt_pool_free(av->pool);
     kt_audit_close(av->audit);
+    pthread_mutex_destroy(&av->sync_mu);
     pthread_cond_destroy(&av->idle);
     pthread_mutex_destroy(&av->lock);
     free(av);
@@ -503,14 +823,16 @@ static void kt_avail_key_errors(const struct kt_dep_rec *dep,
 
 keytier_err kt_avail_dep_key_read(keytier_ctx *ctx,
                                   const struct kt_dep_rec *dep,
-                                  const keytier_request *req, kt_secret **out)
+                                  const keytier_request *req,
+                                  const struct kt_avail_fill *fill,
+                                  kt_secret **out)
 {
     struct kt_avail *av = ctx->avail;
     struct kt_slot_result res[2], avail_res;
     kt_audit_key_error errs[2];
     kt_audit_request areq;
     kt_call call;
-    char cache_id[8 + KEYTIER_ID_SIZE], req_id[40];
+    char cache_id[KT_AVAIL_CACHE_ID], req_id[40];
     unsigned char buf[KT_CACHE_KEY_MAX];
     size_t len;
     kt_secret *key = NULL;
@@ -530,7 +852,7 @@ keytier_err kt_avail_dep_key_read(keytier_ctx *ctx,
         return kt_err(KEYTIER_E_INTERNAL, "availability state not open");
 
     /* 0. the cache: no token call at all */
-    snprintf(cache_id, sizeof cache_id, "dep:%s", dep->dep_id);
+    kt_avail_cache_id(cache_id, "dep:", dep->dep_id);
     if (av->cache && kt_cache_get(av->cache, cache_id, buf, sizeof buf, &len)) {
         *out = kt_secret_from(buf, len);
         kt_wipe(buf, sizeof buf);
@@ -540,12 +862,15 @@ keytier_err kt_avail_dep_key_read(keytier_ctx *ctx,
     /* 1-2. the customer keys, hedged */
     e = kt_avail_customer_read(av, dep, &key, res);
     if (e == KEYTIER_OK) {
-        if (av->cache) {
+        if (av->cache && fill) {
             kt_cache_tags tags = {
                 .org_id = dep->tenant,
                 .dep_id = dep->dep_id,
                 .roots = {dep->roots[0].uri, dep->roots[1].uri,
                           dep->roots[2].uri},
+                .aux = fill->aux,
+                .aux_len = fill->aux_len,
+                .epoch = &fill->epoch,
             };
             if (kt_cache_put(av->cache, cache_id, &tags, kt_secret_cdata(key),
                              kt_secret_len(key)) != KEYTIER_OK)
@@ -587,12 +912,14 @@ keytier_err kt_avail_dep_key_read(keytier_ctx *ctx,
         .operation = internal ? req->operation : NULL,
     };
     kt_avail_key_errors(dep, res, errs);
+    /* lib-cache: a revocation seen here empties the caches of every
+     * process (whether or not this request may fall back). */
+    if (any_denied)
+        kt_avail_publish(ctx, KT_INVAL_DEP, dep->dep_id, "revoked");
 
     if (!allowed) {
         if (any_denied) {
             atomic_fetch_add(&av->denied, 1);
-            if (av->cache)
-                kt_cache_invalidate_dep(av->cache, dep->dep_id);
             e = kt_audit_denied(av->audit, &areq, errs);
             if (e != KEYTIER_OK)
                 kt_log_event(ctx->log, KT_LOG_ERROR,
@@ -722,8 +1049,7 @@ keytier_err kt_avail_dep_key_read_customer(keytier_ctx *ctx,
     };
     kt_avail_key_errors(dep, res, errs);
     atomic_fetch_add(&av->denied, 1);
-    if (av->cache)
-        kt_cache_invalidate_dep(av->cache, dep->dep_id);
+    kt_avail_publish(ctx, KT_INVAL_DEP, dep->dep_id, "revoked");
     if (kt_audit_denied(av->audit, &areq, errs) != KEYTIER_OK)
         kt_log_event(ctx->log, KT_LOG_ERROR,
                      "audit record of a denied request not written",
@@ -779,6 +1105,10 @@ KEYTIER_API keytier_err keytier_avail_stats_get(keytier_ctx *ctx,
         .unavailable = atomic_load(&av->unavailable),
         .token_reads = atomic_load(&av->token_reads),
         .timeouts = atomic_load(&av->timeouts),
+        .cache_invalidations = cs.invalidations,
+        .cache_syncs = atomic_load(&av->syncs),
+        .cache_sync_rows = atomic_load(&av->sync_applied),
+        .cache_sync_failures = atomic_load(&av->sync_failures),
     };
     return KEYTIER_OK;
 }
@@ -803,34 +1133,36 @@ KEYTIER_API keytier_err keytier_cache_invalidate(keytier_ctx *ctx,
                                                  size_t *count)
 {
     size_t n = 0;
-    kt_cache *c;
+    int s;
+    keytier_err e;
 
     kt_err_clear();
     if (!ctx || !ctx->avail)
         return kt_err(KEYTIER_E_ARGS, "invalidate: no context");
     if (scope != KEYTIER_INVALIDATE_ALL && (!value || !value[0]))
         return kt_err(KEYTIER_E_ARGS, "invalidate: value missing");
-    c = ctx->avail->cache;
-    if (c) {
-        switch (scope) {
-        case KEYTIER_INVALIDATE_ROOT:
-            n = kt_cache_invalidate_root(c, value);
-            break;
-        case KEYTIER_INVALIDATE_DEP:
-            n = kt_cache_invalidate_dep(c, value);
-            break;
-        case KEYTIER_INVALIDATE_TENANT:
-            n = kt_cache_invalidate_tenant(c, value);
-            break;
-        case KEYTIER_INVALIDATE_ALL:
-            n = kt_cache_invalidate_all(c);
-            break;
-        default:
-            return kt_err(KEYTIER_E_ARGS, "invalidate: unknown scope %d",
-                          (int)scope);
-        }
+    switch (scope) {
+    case KEYTIER_INVALIDATE_ROOT:
+        s = KT_INVAL_ROOT;
+        break;
+    case KEYTIER_INVALIDATE_DEP:
+        s = KT_INVAL_DEP;
+        break;
+    case KEYTIER_INVALIDATE_TENANT:
+        s = KT_INVAL_TENANT;
+        break;
+    case KEYTIER_INVALIDATE_ALL:
+        s = KT_INVAL_ALL;
+        value = "";
+        break;
+    default:
+        return kt_err(KEYTIER_E_ARGS, "invalidate: unknown scope %d",
+                      (int)scope);
     }
+    n = kt_avail_uncache(ctx, s, value);
+    /* Every other process sharing the store drops them too. */
+    e = kt_store_inval_publish(ctx->store, s, value, "invalidate");
     if (count)
         *count = n;
-    return KEYTIER_OK;
+    return e;
 }

@@ -210,6 +210,7 @@ KT_MUST_CHECK bool kt_dep_check_value(const kt_secret *dep_key,
 KT_MUST_CHECK keytier_err kt_dep_key_read(keytier_ctx *ctx,
                                           const struct kt_dep_rec *dep,
                                           const keytier_request *req,
+                                          const struct kt_avail_fill *fill,
                                           kt_secret **out);
 /* Unwraps one copy (slot KEYTIER_ROOT_A/B/AVAIL) and checks it. */
 KT_MUST_CHECK keytier_err kt_dep_key_unwrap_slot(keytier_ctx *ctx,
@@ -236,9 +237,23 @@ struct keytier_key {
 
 unsigned kt_shape_depth(enum kt_shape shape);
 
+/* lib-cache: what a cache hit needs besides the key bytes to rebuild a
+ * keytier_key without the store, kept as the entry's aux. */
+struct kt_key_aux {
+    keytier_key_info info;
+    char workload[KEYTIER_WORKLOAD_MAX + 1];
+    uint8_t key_id_bin[KT_UUID_BYTES];
+    uint8_t dep_id_bin[KT_UUID_BYTES];
+    unsigned max_level;
+};
+
 /* ---- envelopes (envelope.c) ------------------------------------------- */
 
 KT_MUST_CHECK keytier_err kt_envelope_key_init(keytier_key *key);
+/* lib-cache: the same from derived keys kept in the cache (no HKDF). */
+KT_MUST_CHECK keytier_err kt_envelope_key_restore(keytier_key *key,
+                                                  const uint8_t *enc_key,
+                                                  const uint8_t *commit);
 void kt_envelope_key_free(keytier_key *key);
 
 /* ---- lifecycle (lifecycle.c, migrate.c, secrets.c) -------------------- */

@@ -50,19 +50,18 @@ keytier_err kt_lc_audit(keytier_ctx *ctx, const char *activity,
     }
     /* A handle of our own: appends take an exclusive flock, so the chain
      * stays whole beside the availability machinery's handle. */
+    kt_audit_anchor_attach(ctx, a); /* lib-audit */
     e = kt_audit_append(a, activity, o, NULL);
     kt_audit_close(a);
     return e;
 }
 
-/* Wipes cached keys in scope; the count of entries wiped. */
-static size_t kt_lc_uncache(keytier_ctx *ctx, keytier_invalidate_scope scope,
-                            const char *value)
+/* Wipes cached keys in scope in this process; the count of entries wiped.
+ * (lib-cache: the store transaction that made the change recorded it for
+ * the other processes.) */
+static size_t kt_lc_uncache(keytier_ctx *ctx, int scope, const char *value)
 {
-    size_t n = 0;
-    if (keytier_cache_invalidate(ctx, scope, value, &n) != KEYTIER_OK)
-        kt_log_event(ctx->log, KT_LOG_ERROR, "cache not invalidated", value);
-    return n;
+    return kt_avail_uncache(ctx, scope, value);
 }
 
 /* The URI without any query part (where a PIN could be). */
@@ -241,7 +240,7 @@ KEYTIER_API keytier_err keytier_dep_roll(keytier_ctx *ctx, const char *tenant,
         goto out;
     begun = false;
     /* Cached entries are tagged with the old root URI. */
-    (void)kt_lc_uncache(ctx, KEYTIER_INVALIDATE_DEP, dep_id);
+    (void)kt_lc_uncache(ctx, KT_INVAL_DEP, dep_id);
     dep->state = KEYTIER_DEP_REGISTERED;
     kt_log_event(ctx->log, KT_LOG_INFO, "customer key rolled", dep_id);
     json_object *f = json_object_new_object();
@@ -330,7 +329,7 @@ KEYTIER_API keytier_err keytier_tenant_purge(keytier_ctx *ctx,
     if (e != KEYTIER_OK)
         return e;
     /* Whatever the cache holds of the tenant goes first. */
-    wiped = kt_lc_uncache(ctx, KEYTIER_INVALIDATE_TENANT, tenant);
+    wiped = kt_lc_uncache(ctx, KT_INVAL_TENANT, tenant);
     rep.cache_entries_wiped = wiped;
     /* Roots first, store after: the store keeps the URIs until every root
      * is gone, so a purge that fails half-way can be run again. */
@@ -361,7 +360,7 @@ KEYTIER_API keytier_err keytier_tenant_purge(keytier_ctx *ctx,
     if (e != KEYTIER_OK)
         goto out;
     /* A read that started before the store change may have cached again. */
-    wiped = kt_lc_uncache(ctx, KEYTIER_INVALIDATE_TENANT, tenant);
+    wiped = kt_lc_uncache(ctx, KT_INVAL_TENANT, tenant);
     rep.cache_entries_wiped += wiped;
     kt_log_event(ctx->log, KT_LOG_WARNING, "tenant purged", tenant);
     for (size_t i = 0; i < n; i++) {

@@ -105,7 +105,7 @@ static keytier_err kt_mig_dep_key(struct kt_mig_run *r, const char *dep_id,
     /* Only recovery may take the old DEP key through the availability key;
      * a plain migration out of a revoked DEP would undo the revocation. */
     if (e == KEYTIER_OK && strcmp(r->m.operation, "recover") == 0)
-        e = kt_dep_key_read(r->ctx, d, &r->req, &key);
+        e = kt_dep_key_read(r->ctx, d, &r->req, NULL, &key);
     else if (e == KEYTIER_OK)
         e = kt_avail_dep_key_read_customer(r->ctx, d, &r->req, &key);
     kt_wipe(d, sizeof *d);
@@ -330,6 +330,11 @@ KEYTIER_API keytier_err keytier_migrate_run(keytier_ctx *ctx,
                                    &applied);
         if (e != KEYTIER_OK)
             goto out;
+        /* lib-cache: the moved keys leave this process's cache at once
+         * (the store recorded them for the others). */
+        for (size_t i = 0; i < r.n_u; i++)
+            if (r.u[i].item && !r.u[i].gone)
+                (void)kt_avail_uncache(ctx, KT_INVAL_KEY, r.u[i].key_id);
         moved += applied;
         e = kt_store_mig_get(ctx->store, migration_id, &r.m);
         if (e != KEYTIER_OK)
@@ -358,6 +363,7 @@ KEYTIER_API keytier_err keytier_migrate_run(keytier_ctx *ctx,
         /* The lost DEP holds nothing any more. */
         e = kt_store_dep_set_state(ctx->store, r.m.scope + 4,
                                    KEYTIER_DEP_DISABLED);
+        (void)kt_avail_uncache(ctx, KT_INVAL_DEP, r.m.scope + 4);
         struct kt_dep_rec *old = e == KEYTIER_OK ? malloc(sizeof *old) : NULL;
         if (e == KEYTIER_OK && old == NULL)
             e = kt_err(KEYTIER_E_NOMEM, NULL);

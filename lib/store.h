@@ -223,4 +223,81 @@ KT_MUST_CHECK keytier_err kt_store_ks_retire(struct kt_store *st,
                                              size_t *n);
 /* ==== end lifecycle ==================================================== */
 
+/* ==== cache invalidations (lib-cache) ====================================
+ * Every change that makes a cached key wrong (DEP state change, roll,
+ * purge, a tier key moved to another DEP, a revocation seen by a reader)
+ * appends a row (seq, scope, value, reason) - in the same transaction as
+ * the change when the store makes it - and every context applies rows it
+ * has not seen (seq > its last) to its cache (lib/fallback.c). */
+enum kt_inval_scope {
+    KT_INVAL_DEP = 1,    /* value: DEP id (its key and every key under it) */
+    KT_INVAL_TENANT = 2, /* value: tenant */
+    KT_INVAL_ROOT = 3,   /* value: root key URI */
+    KT_INVAL_KEY = 4,    /* value: tier key id (it and the keys below) */
+    KT_INVAL_ALL = 5,    /* value: "" */
+};
+
+struct kt_inval_rec {
+    int64_t seq;
+    int scope; /* enum kt_inval_scope */
+    char value[KEYTIER_URI_MAX];
+    bool own; /* written through this store handle */
+};
+
+/* Appends one row in a transaction of its own. */
+KT_MUST_CHECK keytier_err kt_store_inval_publish(struct kt_store *st, int scope,
+                                                 const char *value,
+                                                 const char *reason);
+/* The highest seq ever given (0 when none): where a new reader starts. */
+KT_MUST_CHECK keytier_err kt_store_inval_head(struct kt_store *st,
+                                              int64_t *seq);
+/* Up to max rows with seq > after, in seq order.  *gap: rows after `after`
+ * were pruned before this reader saw them (it must drop everything). */
+KT_MUST_CHECK keytier_err kt_store_inval_read(struct kt_store *st,
+                                              int64_t after,
+                                              struct kt_inval_rec *out,
+                                              size_t max, size_t *n, bool *gap);
+/* Deletes rows created before `before` (seconds since the epoch). */
+KT_MUST_CHECK keytier_err kt_store_inval_prune(struct kt_store *st,
+                                               int64_t before);
+/* The DEPs whose copies a root key wraps; *ids is malloc'd (free()). */
+KT_MUST_CHECK keytier_err
+kt_store_inval_root_deps(struct kt_store *st, const char *uri,
+                         char (**ids)[KEYTIER_ID_SIZE], size_t *n);
+/* Statements run on this store so far (tests: a cache hit reads nothing). */
+uint64_t kt_store_ops(struct kt_store *st);
+/* ==== end cache invalidations ========================================== */
+
+/* ==== audit anchors (lib-audit: lib/audit_anchor.c) =====================
+ * The head of an audit log (its Seq and Hash) as last anchored, with the
+ * service token's HMAC over it (audit.h). */
+#define KT_ANCHOR_MAC_SIZE 32 /* HMAC-SHA-256 */
+#define KT_ANCHOR_PATH_MAX 4096
+
+struct kt_anchor_rec {
+    char log_id[KEYTIER_ID_SIZE];  /* the Id of the log's first record */
+    char path[KT_ANCHOR_PATH_MAX]; /* the log's real path when anchored */
+    uint64_t seq;
+    char hash[65]; /* hex SHA-256: the Hash of record seq */
+    uint8_t mac[KT_ANCHOR_MAC_SIZE];
+    int64_t updated; /* seconds since the epoch */
+};
+
+/* Sets the anchor of a->log_id unless the stored one is at a Seq >= a->seq
+ * (*applied false then): anchors never move backwards. */
+KT_MUST_CHECK keytier_err kt_store_anchor_put(struct kt_store *st,
+                                              const struct kt_anchor_rec *a,
+                                              bool *applied);
+/* KEYTIER_E_NOT_FOUND when the log has no anchor. */
+KT_MUST_CHECK keytier_err kt_store_anchor_get(struct kt_store *st,
+                                              const char *log_id,
+                                              struct kt_anchor_rec *out);
+/* The newest anchor of a log other than log_id ("": any) recorded at this
+ * path (KEYTIER_E_NOT_FOUND). */
+KT_MUST_CHECK keytier_err kt_store_anchor_other(struct kt_store *st,
+                                                const char *path,
+                                                const char *log_id,
+                                                struct kt_anchor_rec *out);
+/* ==== end audit anchors ================================================= */
+
 #endif /* KT_STORE_H */

@@ -17,15 +17,19 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
+#include <stdatomic.h>
+
+#include <openssl/rand.h>
 #include <sqlite3.h>
 
 #include "kt_lib.h"
 
 #define KT_BUSY_TIMEOUT_MS 10000
 
-#define KT_STMT_CACHE 24
+#define KT_STMT_CACHE 40 /* lib-audit: 33 statements with the anchors */
 
 struct kt_store {
     sqlite3 *db;
@@ -36,6 +40,10 @@ struct kt_store {
         const char *sql;
         sqlite3_stmt *q;
     } cache[KT_STMT_CACHE];
+    atomic_uint_fast64_t ops; /* statements run (kt_store_ops) */
+    /* lib-cache: this connection's mark on the invalidation rows it
+     * writes, so that its context skips them (it invalidated at once). */
+    char origin[33];
 };
 
 /* Prepares sql once per store; later calls return the same statement,
@@ -43,6 +51,7 @@ struct kt_store {
 static int kt_prep(struct kt_store *st, const char *sql, sqlite3_stmt **q)
 {
     size_t i;
+    atomic_fetch_add_explicit(&st->ops, 1, memory_order_relaxed);
     for (i = 0; i < KT_STMT_CACHE && st->cache[i].sql != NULL; i++)
         if (st->cache[i].sql == sql) {
             *q = st->cache[i].q;
@@ -148,6 +157,29 @@ static const char *const kt_migrations[] = {
     "  PRIMARY KEY (name, version));",
     /* 3 -> 4 (cli): a DEP's optional human name; NULL for older DEPs. */
     "ALTER TABLE deps ADD COLUMN name TEXT;",
+    /* 4 -> 5 (lib-cache): changes that make cached keys wrong, for the
+     * caches of every process (store.h "cache invalidations").
+     * AUTOINCREMENT: a seq is never given twice, even after pruning. */
+    "CREATE TABLE IF NOT EXISTS cache_invalidations ("
+    "  seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  scope INTEGER NOT NULL CHECK (scope BETWEEN 1 AND 5),"
+    "  value TEXT NOT NULL,"
+    "  reason TEXT NOT NULL,"
+    "  origin TEXT NOT NULL,"
+    "  created INTEGER NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS cache_invalidations_created ON "
+    "cache_invalidations(created);",
+    /* 5 -> 6 (lib-audit): the keyed anchor of each audit log's head (its
+     * Seq and Hash, MACed by the service token), outside the log file. */
+    "CREATE TABLE IF NOT EXISTS audit_anchors ("
+    "  log_id TEXT PRIMARY KEY,"
+    "  path TEXT NOT NULL,"
+    "  seq INTEGER NOT NULL CHECK (seq >= 1),"
+    "  hash TEXT NOT NULL,"
+    "  mac BLOB NOT NULL,"
+    "  updated INTEGER NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS audit_anchors_path ON audit_anchors(path, "
+    "  updated);",
 };
 
 #define KT_SCHEMA_LATEST ((int)(sizeof kt_migrations / sizeof kt_migrations[0]))
@@ -164,6 +196,7 @@ static keytier_err kt_store_fail(struct kt_store *st, const char *what)
 
 static int kt_exec(struct kt_store *st, const char *sql)
 {
+    atomic_fetch_add_explicit(&st->ops, 1, memory_order_relaxed);
     return sqlite3_exec(st->db, sql, NULL, NULL, NULL);
 }
 
@@ -277,6 +310,13 @@ keytier_err kt_store_open(const char *path, struct kt_store **out)
     struct kt_store *st = calloc(1, sizeof *st);
     if (st == NULL)
         return kt_err(KEYTIER_E_NOMEM, NULL);
+    uint8_t origin[16];
+    if (RAND_bytes(origin, sizeof origin) != 1) {
+        free(st);
+        return kt_err(KEYTIER_E_CRYPTO, "random generation failed");
+    }
+    for (size_t i = 0; i < sizeof origin; i++)
+        snprintf(st->origin + 2 * i, 3, "%02x", origin[i]);
     pthread_mutex_init(&st->mu, NULL);
     if (sqlite3_open_v2(path, &st->db,
                         SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX,
@@ -324,6 +364,9 @@ void kt_store_close(struct kt_store *st)
 }
 
 /* ---- helpers ------------------------------------------------------------ */
+
+static keytier_err kt_inval_add_locked(struct kt_store *st, int scope,
+                                       const char *value, const char *reason);
 
 static void kt_col_text(sqlite3_stmt *q, int col, char *dst, size_t cap)
 {
@@ -612,12 +655,16 @@ keytier_err kt_store_dep_set_state(struct kt_store *st, const char *dep_id,
                                    int state)
 {
     sqlite3_stmt *q;
-    keytier_err e;
     pthread_mutex_lock(&st->mu);
+    /* lib-cache: the state change and its cache invalidation commit
+     * together. */
+    keytier_err e = kt_begin(st);
+    if (e != KEYTIER_OK)
+        goto out;
     if (kt_prep(st, "UPDATE deps SET state = ?2 WHERE dep_id = ?1", &q) !=
         SQLITE_OK) {
         e = kt_store_fail(st, "update DEP");
-        goto out;
+        goto fail;
     }
     sqlite3_bind_text(q, 1, dep_id, -1, SQLITE_STATIC);
     sqlite3_bind_int(q, 2, state);
@@ -628,6 +675,16 @@ keytier_err kt_store_dep_set_state(struct kt_store *st, const char *dep_id,
     else
         e = KEYTIER_OK;
     kt_done(st, q);
+    if (e == KEYTIER_OK)
+        e = kt_inval_add_locked(st, KT_INVAL_DEP, dep_id,
+                                state == KEYTIER_DEP_DISABLED ? "disable"
+                                                              : "state");
+    if (e != KEYTIER_OK)
+        goto fail;
+    e = kt_commit(st);
+    goto out;
+fail:
+    kt_rollback(st);
 out:
     pthread_mutex_unlock(&st->mu);
     return e;
@@ -906,6 +963,9 @@ keytier_err kt_store_roll_end(struct kt_store *st, const char *dep_id,
         if (e == KEYTIER_OK && sqlite3_changes(st->db) != 1)
             e = kt_err(KEYTIER_E_NOT_FOUND, "DEP %s has no roll pending",
                        dep_id);
+        /* lib-cache: cached copies name the old root */
+        if (e == KEYTIER_OK)
+            e = kt_inval_add_locked(st, KT_INVAL_DEP, dep_id, "roll");
         if (e != KEYTIER_OK)
             goto fail;
     }
@@ -957,6 +1017,9 @@ keytier_err kt_store_tenant_purge(struct kt_store *st, const char *tenant,
         if (i == 4)
             *keys = (size_t)sqlite3_changes(st->db);
     }
+    e = kt_inval_add_locked(st, KT_INVAL_TENANT, tenant, "purge");
+    if (e != KEYTIER_OK)
+        goto fail;
     e = kt_commit(st);
     if (e == KEYTIER_OK)
         kt_exec(st, "PRAGMA wal_checkpoint(TRUNCATE)");
@@ -1252,6 +1315,14 @@ keytier_err kt_store_mig_apply(struct kt_store *st, const char *id,
                 goto fail;
             if (sqlite3_changes(st->db) == 1)
                 (*applied)++;
+            /* lib-cache: the key (and those below it) moved to another
+             * DEP: cached copies would open under the old parent. */
+            if (!u[i].gone) {
+                e = kt_inval_add_locked(st, KT_INVAL_KEY, u[i].key_id,
+                                        "migrate");
+                if (e != KEYTIER_OK)
+                    goto fail;
+            }
         }
     }
     if (*applied > 0) {
@@ -1522,3 +1593,273 @@ out:
     return e;
 }
 /* ==== end lifecycle ===================================================== */
+
+/* ==== cache invalidations (lib-cache) ================================== */
+
+static keytier_err kt_inval_add_locked(struct kt_store *st, int scope,
+                                       const char *value, const char *reason)
+{
+    sqlite3_stmt *q;
+    if (kt_prep(st,
+                "INSERT INTO cache_invalidations(scope, value, reason, "
+                "created, origin) VALUES (?1, ?2, ?3, ?4, ?5)",
+                &q) != SQLITE_OK)
+        return kt_store_fail(st, "record cache invalidation");
+    sqlite3_bind_int(q, 1, scope);
+    sqlite3_bind_text(q, 2, value, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 3, reason, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(q, 4, (int64_t)time(NULL));
+    sqlite3_bind_text(q, 5, st->origin, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(q);
+    kt_done(st, q);
+    if (rc != SQLITE_DONE)
+        return kt_store_fail(st, "record cache invalidation");
+    return KEYTIER_OK;
+}
+
+keytier_err kt_store_inval_publish(struct kt_store *st, int scope,
+                                   const char *value, const char *reason)
+{
+    pthread_mutex_lock(&st->mu);
+    keytier_err e = kt_begin(st);
+    if (e == KEYTIER_OK) {
+        e = kt_inval_add_locked(st, scope, value, reason);
+        if (e == KEYTIER_OK)
+            e = kt_commit(st);
+        else
+            kt_rollback(st);
+    }
+    pthread_mutex_unlock(&st->mu);
+    return e;
+}
+
+keytier_err kt_store_inval_head(struct kt_store *st, int64_t *seq)
+{
+    sqlite3_stmt *q;
+    keytier_err e = KEYTIER_OK;
+    pthread_mutex_lock(&st->mu);
+    *seq = 0;
+    if (kt_prep(st,
+                "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE "
+                "name = 'cache_invalidations'), 0)",
+                &q) != SQLITE_OK) {
+        e = kt_store_fail(st, "cache invalidations");
+        goto out;
+    }
+    if (sqlite3_step(q) == SQLITE_ROW)
+        *seq = sqlite3_column_int64(q, 0);
+    else
+        e = kt_store_fail(st, "cache invalidations");
+    kt_done(st, q);
+out:
+    pthread_mutex_unlock(&st->mu);
+    return e;
+}
+
+keytier_err kt_store_inval_read(struct kt_store *st, int64_t after,
+                                struct kt_inval_rec *out, size_t max, size_t *n,
+                                bool *gap)
+{
+    sqlite3_stmt *q;
+    keytier_err e = KEYTIER_OK;
+    int rc = SQLITE_DONE;
+    *n = 0;
+    *gap = false;
+    pthread_mutex_lock(&st->mu);
+    if (kt_prep(st,
+                "SELECT seq, scope, value, origin = ?3 FROM "
+                "cache_invalidations WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+                &q) != SQLITE_OK) {
+        e = kt_store_fail(st, "cache invalidations");
+        goto out;
+    }
+    sqlite3_bind_int64(q, 1, after);
+    sqlite3_bind_int64(q, 2, (sqlite3_int64)max);
+    sqlite3_bind_text(q, 3, st->origin, -1, SQLITE_STATIC);
+    while (*n < max && (rc = sqlite3_step(q)) == SQLITE_ROW) {
+        struct kt_inval_rec *r = &out[*n];
+        r->seq = sqlite3_column_int64(q, 0);
+        r->scope = sqlite3_column_int(q, 1);
+        kt_col_text(q, 2, r->value, sizeof r->value);
+        r->own = sqlite3_column_int(q, 3) != 0;
+        /* Seqs come one after the other (AUTOINCREMENT, rolled-back
+         * inserts give theirs back): a hole is a pruned row. */
+        if (r->seq != (*n ? out[*n - 1].seq : after) + 1)
+            *gap = true;
+        (*n)++;
+    }
+    if (*n < max && rc != SQLITE_DONE)
+        e = kt_store_fail(st, "cache invalidations");
+    kt_done(st, q);
+out:
+    pthread_mutex_unlock(&st->mu);
+    return e;
+}
+
+keytier_err kt_store_inval_prune(struct kt_store *st, int64_t before)
+{
+    const char *none[] = {NULL};
+    pthread_mutex_lock(&st->mu);
+    keytier_err e = kt_begin(st);
+    if (e == KEYTIER_OK) {
+        e = kt_run(st, "DELETE FROM cache_invalidations WHERE created < ?1",
+                   none, 0, before, "prune cache invalidations");
+        if (e == KEYTIER_OK)
+            e = kt_commit(st);
+        else
+            kt_rollback(st);
+    }
+    pthread_mutex_unlock(&st->mu);
+    return e;
+}
+
+keytier_err kt_store_inval_root_deps(struct kt_store *st, const char *uri,
+                                     char (**ids)[KEYTIER_ID_SIZE], size_t *n)
+{
+    sqlite3_stmt *q;
+    keytier_err e = KEYTIER_OK;
+    char(*list)[KEYTIER_ID_SIZE] = NULL;
+    size_t cap = 0;
+    int rc;
+    *n = 0;
+    pthread_mutex_lock(&st->mu);
+    if (kt_prep(st, "SELECT DISTINCT dep_id FROM dep_roots WHERE uri = ?1",
+                &q) != SQLITE_OK) {
+        e = kt_store_fail(st, "DEPs of a root");
+        goto out;
+    }
+    sqlite3_bind_text(q, 1, uri, -1, SQLITE_STATIC);
+    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+        if (!kt_array_reserve((void **)&list, &cap, *n, sizeof *list, 8)) {
+            e = kt_err(KEYTIER_E_NOMEM, NULL);
+            break;
+        }
+        kt_col_text(q, 0, list[*n], sizeof list[*n]);
+        (*n)++;
+    }
+    if (e == KEYTIER_OK && rc != SQLITE_DONE)
+        e = kt_store_fail(st, "DEPs of a root");
+    kt_done(st, q);
+out:
+    pthread_mutex_unlock(&st->mu);
+    if (e != KEYTIER_OK) {
+        free(list);
+        *n = 0;
+        return e;
+    }
+    *ids = list;
+    return KEYTIER_OK;
+}
+
+uint64_t kt_store_ops(struct kt_store *st)
+{
+    return atomic_load(&st->ops);
+}
+/* ==== end cache invalidations ========================================== */
+
+/* ==== audit anchors (lib-audit) ========================================= */
+
+keytier_err kt_store_anchor_put(struct kt_store *st,
+                                const struct kt_anchor_rec *a, bool *applied)
+{
+    sqlite3_stmt *q;
+    keytier_err e = KEYTIER_OK;
+    *applied = false;
+    pthread_mutex_lock(&st->mu);
+    /* One statement, one transaction.  Never backwards: an anchor at or
+     * past this Seq stays (a log cut back and appended to again must keep
+     * the evidence of what it had). */
+    if (kt_prep(st,
+                "INSERT INTO audit_anchors (log_id, path, seq, hash, mac, "
+                "updated) VALUES (?1, ?2, ?3, ?4, ?5, ?6) "
+                "ON CONFLICT (log_id) DO UPDATE SET path = excluded.path, "
+                "seq = excluded.seq, hash = excluded.hash, mac = excluded.mac, "
+                "updated = excluded.updated WHERE excluded.seq > "
+                "audit_anchors.seq",
+                &q) != SQLITE_OK) {
+        e = kt_store_fail(st, "audit anchor");
+        goto out;
+    }
+    sqlite3_bind_text(q, 1, a->log_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 2, a->path, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(q, 3, (sqlite3_int64)a->seq);
+    sqlite3_bind_text(q, 4, a->hash, -1, SQLITE_STATIC);
+    sqlite3_bind_blob(q, 5, a->mac, KT_ANCHOR_MAC_SIZE, SQLITE_STATIC);
+    sqlite3_bind_int64(q, 6, a->updated);
+    if (sqlite3_step(q) != SQLITE_DONE)
+        e = kt_store_fail(st, "audit anchor");
+    else
+        *applied = sqlite3_changes(st->db) > 0;
+    kt_done(st, q);
+out:
+    pthread_mutex_unlock(&st->mu);
+    return e;
+}
+
+static keytier_err kt_anchor_read(struct kt_store *st, sqlite3_stmt *q,
+                                  struct kt_anchor_rec *out, const char *what)
+{
+    int rc = sqlite3_step(q);
+    if (rc == SQLITE_DONE)
+        return kt_err(KEYTIER_E_NOT_FOUND, "no audit anchor for %s", what);
+    if (rc != SQLITE_ROW)
+        return kt_store_fail(st, "audit anchor");
+    memset(out, 0, sizeof *out);
+    kt_col_text(q, 0, out->log_id, sizeof out->log_id);
+    kt_col_text(q, 1, out->path, sizeof out->path);
+    sqlite3_int64 seq = sqlite3_column_int64(q, 2);
+    kt_col_text(q, 3, out->hash, sizeof out->hash);
+    out->updated = sqlite3_column_int64(q, 5);
+    /* A row of another shape is not an anchor: refused like a bad MAC. */
+    if (seq < 1 || sqlite3_column_bytes(q, 4) != KT_ANCHOR_MAC_SIZE)
+        return kt_err(KEYTIER_E_AUDIT_TAMPERED,
+                      "audit anchor of log %s is malformed", out->log_id);
+    out->seq = (uint64_t)seq;
+    memcpy(out->mac, sqlite3_column_blob(q, 4), KT_ANCHOR_MAC_SIZE);
+    return KEYTIER_OK;
+}
+
+keytier_err kt_store_anchor_get(struct kt_store *st, const char *log_id,
+                                struct kt_anchor_rec *out)
+{
+    sqlite3_stmt *q;
+    keytier_err e;
+    pthread_mutex_lock(&st->mu);
+    if (kt_prep(st,
+                "SELECT log_id, path, seq, hash, mac, updated FROM "
+                "audit_anchors WHERE log_id = ?1",
+                &q) != SQLITE_OK) {
+        e = kt_store_fail(st, "audit anchor");
+        goto out;
+    }
+    sqlite3_bind_text(q, 1, log_id, -1, SQLITE_STATIC);
+    e = kt_anchor_read(st, q, out, log_id);
+    kt_done(st, q);
+out:
+    pthread_mutex_unlock(&st->mu);
+    return e;
+}
+
+keytier_err kt_store_anchor_other(struct kt_store *st, const char *path,
+                                  const char *log_id, struct kt_anchor_rec *out)
+{
+    sqlite3_stmt *q;
+    keytier_err e;
+    pthread_mutex_lock(&st->mu);
+    if (kt_prep(st,
+                "SELECT log_id, path, seq, hash, mac, updated FROM "
+                "audit_anchors WHERE path = ?1 AND log_id != ?2 ORDER BY "
+                "updated DESC, rowid DESC LIMIT 1",
+                &q) != SQLITE_OK) {
+        e = kt_store_fail(st, "audit anchor");
+        goto out;
+    }
+    sqlite3_bind_text(q, 1, path, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 2, log_id, -1, SQLITE_STATIC);
+    e = kt_anchor_read(st, q, out, path);
+    kt_done(st, q);
+out:
+    pthread_mutex_unlock(&st->mu);
+    return e;
+}
+/* ==== end audit anchors ================================================== */

@@ -12,6 +12,7 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
+#include "cache.h"
 #include "kt_lib.h"
 
 #define KT_GCM_NONCE 12
@@ -129,6 +130,146 @@ static keytier_err kt_shape_of(keytier_ctx *ctx, const char *workload,
     return KEYTIER_OK;
 }
 
+/* ---- the cache's hit paths (lib-cache) --------------------------------
+ * A hit rebuilds the key from the cache entry alone: the key bytes (for a
+ * tier key followed by its envelope key and commitment, so no HKDF runs)
+ * and a kt_key_aux with everything else.  No store read, no token call.
+ * The entry's aux decides, under the cache lock, whether the asker may
+ * have it; when not, the caller takes the slow path, which gives the exact
+ * error (wrong tenant, wrong parent, altered key). */
+
+static void kt_key_aux_of(const keytier_key *k, struct kt_key_aux *a)
+{
+    memset(a, 0, sizeof *a);
+    a->info = k->info;
+    memcpy(a->workload, k->workload, sizeof a->workload);
+    memcpy(a->key_id_bin, k->key_id_bin, KT_UUID_BYTES);
+    memcpy(a->dep_id_bin, k->dep_id_bin, KT_UUID_BYTES);
+    a->max_level = k->max_level;
+}
+
+static void kt_key_from_aux(keytier_key *k, const struct kt_key_aux *a)
+{
+    k->info = a->info;
+    memcpy(k->workload, a->workload, sizeof k->workload);
+    memcpy(k->key_id_bin, a->key_id_bin, KT_UUID_BYTES);
+    memcpy(k->dep_id_bin, a->dep_id_bin, KT_UUID_BYTES);
+    k->max_level = a->max_level;
+}
+
+static bool kt_dep_hit_ok(const void *aux, const void *tenant)
+{
+    const struct kt_key_aux *a = aux;
+    return strcmp(a->info.tenant, tenant) == 0;
+}
+
+/* A request the slow path would refuse is never a hit. */
+static bool kt_request_ok(const keytier_request *req)
+{
+    return req->kind == KEYTIER_REQUEST_USER ||
+           (req->kind == KEYTIER_REQUEST_INTERNAL && req->operation != NULL &&
+            req->operation[0] != '\0');
+}
+
+static bool kt_dep_key_hit(keytier_ctx *ctx, const keytier_request *req,
+                           const char *tenant, const char *dep_id,
+                           keytier_key **out)
+{
+    char id[KT_AVAIL_CACHE_ID];
+    unsigned char buf[KT_CACHE_KEY_MAX];
+    struct kt_key_aux aux;
+    size_t len = 0;
+    keytier_key *k;
+    if (!kt_request_ok(req))
+        return false;
+    kt_avail_cache_id(id, "dep:", dep_id);
+    if (!kt_avail_cache_hit(ctx, id, buf, sizeof buf, &len, &aux, sizeof aux,
+                            kt_dep_hit_ok, tenant))
+        return false;
+    k = len == KT_KEY_SIZE ? kt_key_alloc(ctx) : NULL;
+    if (k != NULL && (k->key = kt_secret_from(buf, KT_KEY_SIZE)) != NULL) {
+        kt_key_from_aux(k, &aux);
+        *out = k;
+    } else {
+        free(k);
+        k = NULL;
+    }
+    kt_wipe(buf, len);
+    return k != NULL;
+}
+
+/* The cached child's aux must name exactly what the slow path binds: the
+ * parent, its tenant, DEP, workload and the next level (the AAD). */
+static bool kt_tier_hit_ok(const void *aux, const void *arg)
+{
+    const struct kt_key_aux *a = aux;
+    const keytier_key *p = arg;
+    return a->info.level == p->info.level + 1 &&
+           strcmp(a->info.parent_id, p->info.key_id) == 0 &&
+           strcmp(a->info.tenant, p->info.tenant) == 0 &&
+           strcmp(a->info.dep_id, p->info.dep_id) == 0 &&
+           strcmp(a->workload, p->workload) == 0;
+}
+
+static bool kt_tier_cacheable(const keytier_key *parent)
+{
+    return parent->info.level + 1 <= parent->ctx->cfg.avail.cache_tier_levels;
+}
+
+#define KT_TIER_CACHED (3 * KT_KEY_SIZE) /* key, envelope key, commitment */
+
+static bool kt_tier_hit(keytier_key *parent, const char *key_id,
+                        keytier_key **out)
+{
+    char id[KT_AVAIL_CACHE_ID];
+    unsigned char buf[KT_CACHE_KEY_MAX];
+    struct kt_key_aux aux;
+    size_t len = 0;
+    keytier_key *k;
+    if (!kt_tier_cacheable(parent))
+        return false;
+    kt_avail_cache_id(id, "key:", key_id);
+    if (!kt_avail_cache_hit(parent->ctx, id, buf, sizeof buf, &len, &aux,
+                            sizeof aux, kt_tier_hit_ok, parent))
+        return false;
+    k = len == KT_TIER_CACHED ? kt_key_alloc(parent->ctx) : NULL;
+    if (k != NULL) {
+        kt_key_from_aux(k, &aux);
+        k->key = kt_secret_from(buf, KT_KEY_SIZE);
+        if (k->key == NULL ||
+            kt_envelope_key_restore(k, buf + KT_KEY_SIZE,
+                                    buf + 2 * KT_KEY_SIZE) != KEYTIER_OK) {
+            keytier_key_close(k);
+            k = NULL;
+            kt_err_clear();
+        }
+    }
+    kt_wipe(buf, len);
+    if (k != NULL)
+        *out = k;
+    return k != NULL;
+}
+
+/* Caches a tier key just opened the slow way (epoch: read before its
+ * record was). */
+static void kt_tier_put(const keytier_key *k, uint64_t epoch)
+{
+    unsigned char buf[KT_TIER_CACHED];
+    struct kt_key_aux aux;
+    struct kt_avail_fill fill = {epoch, &aux, sizeof aux};
+    if (k->info.level > k->ctx->cfg.avail.cache_tier_levels ||
+        k->enc_key == NULL)
+        return;
+    kt_key_aux_of(k, &aux);
+    memcpy(buf, kt_secret_cdata(k->key), KT_KEY_SIZE);
+    memcpy(buf + KT_KEY_SIZE, kt_secret_cdata(k->enc_key), KT_KEY_SIZE);
+    memcpy(buf + 2 * KT_KEY_SIZE, k->commit, KT_KEY_SIZE);
+    kt_avail_cache_put_key(k->ctx, k->info.key_id, k->info.tenant,
+                           k->info.dep_id, k->info.parent_id, buf, sizeof buf,
+                           &fill);
+    kt_wipe(buf, sizeof buf);
+}
+
 KEYTIER_API keytier_err keytier_dep_key_open(keytier_ctx *ctx,
                                              const keytier_request *req,
                                              const char *tenant,
@@ -140,10 +281,15 @@ KEYTIER_API keytier_err keytier_dep_key_open(keytier_ctx *ctx,
         !kt_text_ok(tenant, KEYTIER_TENANT_MAX) ||
         !kt_text_ok(dep_id, KEYTIER_ID_SIZE - 1))
         return kt_err(KEYTIER_E_ARGS, "keytier_dep_key_open");
+    /* lib-cache: a hit touches neither the store nor a token. */
+    if (kt_dep_key_hit(ctx, req, tenant, dep_id, out))
+        return KEYTIER_OK;
+    uint64_t epoch = kt_avail_cache_epoch(ctx);
     struct kt_dep_rec *d = malloc(sizeof *d);
+    struct kt_key_aux *aux = malloc(sizeof *aux);
     keytier_key *k = kt_key_alloc(ctx);
     keytier_err e;
-    if (d == NULL || k == NULL) {
+    if (d == NULL || aux == NULL || k == NULL) {
         e = kt_err(KEYTIER_E_NOMEM, NULL);
         goto out;
     }
@@ -162,9 +308,6 @@ KEYTIER_API keytier_err keytier_dep_key_open(keytier_ctx *ctx,
     e = kt_shape_of(ctx, d->workload, &k->max_level);
     if (e != KEYTIER_OK)
         goto out;
-    e = kt_dep_key_read(ctx, d, req, &k->key);
-    if (e != KEYTIER_OK)
-        goto out;
     memcpy(k->key_id_bin, k->dep_id_bin, KT_UUID_BYTES);
     kt_strlcpy(k->info.key_id, d->dep_id, sizeof k->info.key_id);
     kt_strlcpy(k->info.dep_id, d->dep_id, sizeof k->info.dep_id);
@@ -172,9 +315,15 @@ KEYTIER_API keytier_err keytier_dep_key_open(keytier_ctx *ctx,
     kt_strlcpy(k->workload, d->workload, sizeof k->workload);
     k->info.level = 0;
     k->info.created = d->created;
+    kt_key_aux_of(k, aux);
+    struct kt_avail_fill fill = {epoch, aux, sizeof *aux};
+    e = kt_dep_key_read(ctx, d, req, &fill, &k->key);
+    if (e != KEYTIER_OK)
+        goto out;
     *out = k;
     k = NULL;
 out:
+    free(aux);
     keytier_key_close(k);
     if (d != NULL) {
         kt_wipe(d, sizeof *d);
@@ -289,6 +438,10 @@ KEYTIER_API keytier_err keytier_key_open(keytier_key *parent,
     if (parent == NULL || out == NULL ||
         !kt_text_ok(key_id, KEYTIER_ID_SIZE - 1))
         return kt_err(KEYTIER_E_ARGS, "keytier_key_open");
+    /* lib-cache: a hit touches neither the store nor the parent key. */
+    if (kt_tier_hit(parent, key_id, out))
+        return KEYTIER_OK;
+    uint64_t epoch = kt_avail_cache_epoch(parent->ctx);
     struct kt_key_rec r;
     keytier_err e = kt_store_key_get(parent->ctx->store, key_id, &r);
     if (e == KEYTIER_OK && strcmp(r.tenant, parent->info.tenant) != 0)
@@ -300,6 +453,8 @@ KEYTIER_API keytier_err keytier_key_open(keytier_key *parent,
                    parent->info.key_id);
     if (e == KEYTIER_OK)
         e = kt_key_open_rec(parent, &r, out);
+    if (e == KEYTIER_OK)
+        kt_tier_put(*out, epoch);
     kt_wipe(&r, sizeof r);
     return e;
 }
@@ -308,7 +463,7 @@ KEYTIER_API keytier_err keytier_key_open(keytier_key *parent,
 
 static keytier_err kt_open_chain(keytier_ctx *ctx, const keytier_request *req,
                                  const char *tenant, struct kt_key_rec *leaf,
-                                 keytier_key **out)
+                                 uint64_t epoch, keytier_key **out)
 {
     /* Walk up to the DEP, then open down from the DEP key. */
     struct kt_key_rec *chain = calloc(KT_MAX_DEPTH, sizeof *chain);
@@ -341,9 +496,12 @@ static keytier_err kt_open_chain(keytier_ctx *ctx, const keytier_request *req,
             e = kt_err(KEYTIER_E_WRONG_PARENT, "key %s", r->key_id);
             goto out;
         }
-        e = kt_key_open_rec(cur, r, &next);
-        if (e != KEYTIER_OK)
-            goto out;
+        if (!kt_tier_hit(cur, r->key_id, &next)) {
+            e = kt_key_open_rec(cur, r, &next);
+            if (e != KEYTIER_OK)
+                goto out;
+            kt_tier_put(next, epoch);
+        }
         keytier_key_close(cur);
         cur = next;
         next = NULL;
@@ -369,20 +527,22 @@ KEYTIER_API keytier_err keytier_key_open_path(keytier_ctx *ctx,
         !kt_text_ok(key_id, KEYTIER_ID_SIZE - 1))
         return kt_err(KEYTIER_E_ARGS, "keytier_key_open_path");
     struct kt_key_rec r;
+    uint64_t epoch = kt_avail_cache_epoch(ctx);
     keytier_err e = kt_store_key_get(ctx->store, key_id, &r);
     if (e == KEYTIER_OK && strcmp(r.tenant, tenant) != 0)
         e = kt_err(KEYTIER_E_WRONG_TENANT,
                    "key %s does not belong to tenant %s", key_id, tenant);
     if (e == KEYTIER_OK)
-        e = kt_open_chain(ctx, req, tenant, &r, out);
+        e = kt_open_chain(ctx, req, tenant, &r, epoch, out);
     /* lifecycle: a migration moves a site and the keys below it in one
      * transaction, but the chain is read row by row: a read that straddled
      * that commit sees old and new rows mixed and fails to authenticate.
      * One fresh read settles it (a really altered key fails again). */
     if (e == KEYTIER_E_AUTH &&
-        kt_store_key_get(ctx->store, key_id, &r) == KEYTIER_OK &&
+        (epoch = kt_avail_cache_epoch(ctx),
+         kt_store_key_get(ctx->store, key_id, &r) == KEYTIER_OK) &&
         strcmp(r.tenant, tenant) == 0)
-        e = kt_open_chain(ctx, req, tenant, &r, out);
+        e = kt_open_chain(ctx, req, tenant, &r, epoch, out);
     kt_wipe(&r, sizeof r);
     return e;
 }
@@ -398,15 +558,17 @@ KEYTIER_API keytier_err keytier_key_open_name(
         !kt_text_ok(name, KEYTIER_NAME_MAX))
         return kt_err(KEYTIER_E_ARGS, "keytier_key_open_name");
     struct kt_key_rec r;
+    uint64_t epoch = kt_avail_cache_epoch(ctx);
     keytier_err e =
         kt_store_key_get_by_name(ctx->store, tenant, workload, name, &r);
     if (e == KEYTIER_OK)
-        e = kt_open_chain(ctx, req, tenant, &r, out);
+        e = kt_open_chain(ctx, req, tenant, &r, epoch, out);
     /* lifecycle: as in keytier_key_open_path, once. */
     if (e == KEYTIER_E_AUTH &&
-        kt_store_key_get_by_name(ctx->store, tenant, workload, name, &r) ==
-            KEYTIER_OK)
-        e = kt_open_chain(ctx, req, tenant, &r, out);
+        (epoch = kt_avail_cache_epoch(ctx),
+         kt_store_key_get_by_name(ctx->store, tenant, workload, name, &r) ==
+             KEYTIER_OK))
+        e = kt_open_chain(ctx, req, tenant, &r, epoch, out);
     kt_wipe(&r, sizeof r);
     return e;
 }

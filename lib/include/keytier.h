@@ -86,6 +86,8 @@ extern "C" {
     X(KEYTIER_E_UNAVAILABLE, 41, "customer keys unavailable")                  \
     X(KEYTIER_E_AUDIT, 42, "audit log could not be written")                   \
     X(KEYTIER_E_AUDIT_TAMPERED, 43, "audit log altered")                       \
+    X(KEYTIER_E_AUDIT_UNANCHORED, 44,                                          \
+      "audit log intact, but its newest records are not anchored")             \
     /* 60..69: lifecycle */                                                    \
     X(KEYTIER_E_PURGED, 60, "tenant purged: its keys were destroyed")          \
     X(KEYTIER_E_DEP_STATE, 61, "DEP state does not allow this operation")      \
@@ -250,6 +252,9 @@ typedef struct keytier_key_info {
 } keytier_key_info;
 
 /* Opens the DEP key (level 0) of a DEP: the only path to a root key.
+ * A key in the context's cache (avail.cache_ttl_ms) is served without a
+ * store read or a token call, to its own tenant only; other processes'
+ * changes to the DEP reach the cache within about 2 x avail.cache_sync_ms.
  * Errors: KEYTIER_E_DEP_NOT_FOUND, KEYTIER_E_WRONG_TENANT, KEYTIER_E_UNWRAP
  * (detail: both customer keys' errors), KEYTIER_E_AUTH (a wrapped copy that
  * unwraps to another key). */
@@ -263,7 +268,10 @@ keytier_dep_key_open(keytier_ctx *ctx, const keytier_request *req,
  */
 KEYTIER_API KEYTIER_MUST_CHECK keytier_err keytier_key_create(
     keytier_key *parent, const char *name, char out_id[KEYTIER_ID_SIZE]);
-/* Opens a key directly under `parent`.  KEYTIER_E_NOT_FOUND,
+/* Opens a key directly under `parent`.  Keys down to level
+ * avail.cache_tier_levels are cached like DEP keys; a cached key is served
+ * only under the parent, tenant and DEP it was opened under (otherwise the
+ * store is read and the same errors come).  KEYTIER_E_NOT_FOUND,
  * KEYTIER_E_WRONG_PARENT, KEYTIER_E_WRONG_TENANT, KEYTIER_E_AUTH (stored key
  * altered or moved). */
 KEYTIER_API KEYTIER_MUST_CHECK keytier_err keytier_key_open(keytier_key *parent,
@@ -359,11 +367,49 @@ KEYTIER_API KEYTIER_MUST_CHECK keytier_err keytier_envelope_peek(
  * of the first line that was edited, removed (the line after the gap),
  * reordered or forged, and the reason in keytier_last_error_detail(); or
  * KEYTIER_E_IO.  *records (may be NULL) gets the number of intact records
- * before the first bad line.
+ * before the first bad line.  The chain alone: a cut tail or a chain
+ * recomputed from scratch passes (keytier_audit_verify_anchored below).
  */
 KEYTIER_API keytier_err keytier_audit_verify(const char *path,
                                              uint64_t *bad_line,
                                              uint64_t *records);
+
+/* lib-audit: what keytier_audit_verify_anchored found. */
+typedef struct keytier_audit_report {
+    uint64_t records;      /* intact records (the whole log when intact) */
+    uint64_t bad_line;     /* 1-based first bad line; 0 when none */
+    uint64_t anchored_seq; /* the anchored record (0: no anchor checked) */
+    uint64_t unanchored;   /* intact records after the anchored one */
+    char log_id[KEYTIER_ID_SIZE]; /* the Id of line 1 ("" if unreadable) */
+} keytier_audit_report;
+
+/*
+ * The audit log's chain AND its keyed anchor (the head recorded in the
+ * store after each append, MACed by the service token's
+ * "keytier-audit-anchor" key): path (NULL: the context's log) must reach
+ * the anchored record with the anchored Hash, and the anchor's MAC must
+ * verify on the service token.  Returns
+ *   KEYTIER_OK                   chain intact, every record anchored;
+ *   KEYTIER_E_AUDIT_UNANCHORED   chain intact up to and including the
+ *                                anchored record, out->unanchored records
+ *                                after it (the service token was
+ *                                unreachable, or a crash came between an
+ *                                append and its anchor; all records when
+ *                                the log has no anchor);
+ *   KEYTIER_E_AUDIT_TAMPERED     out->bad_line names the first bad line: an
+ *                                edited/removed/reordered/forged line, the
+ *                                first missing line of a cut tail ("records
+ *                                N+1..M removed from the end"), the
+ *                                anchored line of a rewritten chain, line 1
+ *                                of a log replacing the one anchored at this
+ *                                path; bad_line 0 when the anchor itself
+ *                                fails its MAC;
+ *   KEYTIER_E_CONFIG (no service_token), token errors (KEYTIER_E_TOKEN,
+ *   KEYTIER_E_TOKEN_NOT_FOUND, KEYTIER_E_LOGIN, KEYTIER_E_KEY_NOT_FOUND:
+ *   the anchor could not be checked), KEYTIER_E_STORE, KEYTIER_E_IO.
+ */
+KEYTIER_API KEYTIER_MUST_CHECK keytier_err keytier_audit_verify_anchored(
+    keytier_ctx *ctx, const char *path, keytier_audit_report *out);
 
 typedef struct keytier_ctx keytier_ctx; /* (also declared above) */
 
@@ -382,6 +428,13 @@ typedef struct keytier_avail_stats {
     uint64_t unavailable; /* requests refused: outage, no fallback allowed */
     uint64_t token_reads; /* root-key reads that reached a worker */
     uint64_t timeouts;    /* root-key reads past their deadline */
+    /* lib-cache (appended): entries wiped by invalidations (this
+     * process's changes, and rows other processes recorded); syncs that
+     * read the store's invalidation rows (avail.cache_sync_ms), rows of
+     * other contexts applied, and syncs that failed (retried; while the last
+     * good sync is older than twice the interval, hits sync first). */
+    uint64_t cache_invalidations;
+    uint64_t cache_syncs, cache_sync_rows, cache_sync_failures;
 } keytier_avail_stats;
 
 KEYTIER_API KEYTIER_MUST_CHECK keytier_err
@@ -413,8 +466,12 @@ typedef enum keytier_invalidate_scope {
     KEYTIER_INVALIDATE_ALL = 3,    /* value ignored */
 } keytier_invalidate_scope;
 
-/* Wipes at once every cached key under the given root, DEP or tenant;
- * *count (may be NULL) gets the number of entries wiped. */
+/* Wipes at once every cached key under the given root, DEP or tenant
+ * (DEP keys and the tier keys below them); *count (may be NULL) gets the
+ * number of entries wiped here.  The invalidation is also recorded in the
+ * store, so every other context sharing it drops the same keys within
+ * avail.cache_sync_ms.  Errors: KEYTIER_E_ARGS, KEYTIER_E_STORE (wiped
+ * here, not recorded for the others). */
 KEYTIER_API KEYTIER_MUST_CHECK keytier_err
 keytier_cache_invalidate(keytier_ctx *ctx, keytier_invalidate_scope scope,
                          const char *value, size_t *count);

@@ -490,6 +490,71 @@ START_TEST(test_concurrent_readers_and_writers)
 }
 END_TEST
 
+static bool accept_org(const void *aux, const void *arg)
+{
+    return strcmp(aux, arg) == 0;
+}
+
+/* lib-cache: tier entries (parent tags, no refresh), aux checked under the
+ * lock, the epoch guard of fills, root invalidation reaching tier keys. */
+START_TEST(test_tier_entries_aux_epoch)
+{
+    kt_cache_config cfg = base_config();
+    kt_cache *c = mkcache(&cfg);
+    char aux[16] = "org-1", out_aux[16];
+    unsigned char buf[KT_CACHE_KEY_MAX];
+    size_t len;
+    kt_cache_tags site = {.org_id = "org-1",
+                          .dep_id = "dep-1",
+                          .parent_id = "dep:dep-1",
+                          .aux = aux,
+                          .aux_len = sizeof aux,
+                          .no_refresh = true};
+    kt_cache_tags blob = site;
+    kt_cache_stats st;
+    uint64_t epoch;
+
+    blob.parent_id = "key:site";
+    ck_assert_int_eq(kt_cache_put(c, "dep:dep-1", &tags1, K1, 32), KEYTIER_OK);
+    ck_assert_int_eq(kt_cache_put(c, "key:site", &site, K2, 32), KEYTIER_OK);
+    ck_assert_int_eq(kt_cache_put(c, "key:blob", &blob, K2, 32), KEYTIER_OK);
+    /* the aux comes back only to a caller it accepts, exactly sized */
+    ck_assert(kt_cache_lookup(c, "key:site", buf, sizeof buf, &len, out_aux,
+                              sizeof out_aux, accept_org, "org-1", false));
+    ck_assert_str_eq(out_aux, "org-1");
+    kt_cache_get_stats(c, &st);
+    ck_assert_uint_eq(st.hits, 1);
+    ck_assert(!kt_cache_lookup(c, "key:site", buf, sizeof buf, &len, out_aux,
+                               sizeof out_aux, accept_org, "org-2", false));
+    ck_assert(!kt_cache_lookup(c, "key:site", buf, sizeof buf, &len, out_aux, 8,
+                               NULL, NULL, false));
+    kt_cache_get_stats(c, &st);
+    ck_assert_uint_eq(st.hits, 1); /* refused: neither hit nor miss */
+    ck_assert_uint_eq(st.misses, 0);
+    /* tier entries are not refreshed: they expire at the TTL */
+    fake_now = 800;
+    kt_cache_maintain(c);
+    ck_assert_int_eq(refresh_calls, 1); /* the DEP key only */
+    /* a root of the DEP takes the tier keys of its DEP too */
+    ck_assert_uint_eq(kt_cache_invalidate_root(c, "pkcs11:token=A;object=root"),
+                      3);
+    /* a key takes the keys below it */
+    ck_assert_int_eq(kt_cache_put(c, "key:site", &site, K2, 32), KEYTIER_OK);
+    ck_assert_int_eq(kt_cache_put(c, "key:blob", &blob, K2, 32), KEYTIER_OK);
+    ck_assert_uint_eq(kt_cache_invalidate_tree(c, "key:site"), 2);
+    /* a fill that read before an invalidation is not kept */
+    epoch = kt_cache_epoch(c);
+    site.epoch = &epoch;
+    kt_cache_invalidate_dep(c, "dep-9"); /* any invalidation */
+    ck_assert_int_eq(kt_cache_put(c, "key:site", &site, K2, 32), KEYTIER_OK);
+    ck_assert(!get_is(c, "key:site", K2));
+    epoch = kt_cache_epoch(c);
+    ck_assert_int_eq(kt_cache_put(c, "key:site", &site, K2, 32), KEYTIER_OK);
+    ck_assert(get_is(c, "key:site", K2));
+    kt_cache_free(c);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("cache");
@@ -511,6 +576,7 @@ int main(void)
     tcase_add_test(tc, test_works_without_mlock);
     tcase_add_test(tc, test_background_thread_alerts);
     tcase_add_test(tc, test_concurrent_readers_and_writers);
+    tcase_add_test(tc, test_tier_entries_aux_epoch);
     suite_add_tcase(s, tc);
     sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -14,7 +14,10 @@
  *   roots destroyed on both vaults: user read "access revoked", internal
  *     read (index) through the availability key, audited; availability key
  *     destroyed too: the internal read fails;
- *   A and B killed (SIGKILL): user read through the availability key.
+ *   A and B killed (SIGKILL): user read through the availability key;
+ *   the cache thread stalled (in the alert callback, vaults frozen): a
+ *   purge by another context still reaches this context's next hit, which
+ *   syncs the store's invalidations itself (lib-cache).
  *
  * Durations are printed for the log, never asserted.
  */
@@ -577,6 +580,66 @@ START_TEST(cache_refresh_alert_while_vaults_down)
 }
 END_TEST
 
+/* lib-cache: an alert callback that holds the cache thread until told. */
+static sem_t stall_sem, release_sem;
+
+static void on_alert_stall(void *arg, const keytier_alert *a)
+{
+    (void)arg;
+    (void)a;
+    sem_post(&stall_sem);
+    while (sem_wait(&release_sem) != 0 && errno == EINTR)
+        ;
+}
+
+START_TEST(stalled_cache_thread_hit_syncs_itself)
+{
+    keytier_dep_info d;
+    keytier_ctx *other = NULL;
+    keytier_avail_stats s1, s2;
+    keytier_purge_report rep;
+
+    sem_init(&stall_sem, 0, 0);
+    sem_init(&release_sem, 0, 0);
+    ctx_open(
+        "avail.cache_ttl_ms = 60000\navail.cache_refresh_ahead_ms = 59000\n"
+        "avail.cache_retry_ms = 100\navail.cache_alert_after_ms = 500\n"
+        "avail.cache_sync_ms = 50");
+    ck_assert_int_eq(keytier_alert_callback_set(ctx, on_alert_stall, NULL),
+                     KEYTIER_OK);
+    dep_create("rootA", "rootB", &d);
+    assert_ok(read_dep(&user, d.dep_id, NULL));
+    /* frozen vaults: refreshing fails until the alert, whose callback
+     * keeps the cache thread (and with it the periodic sync) stopped */
+    server_signal(pid_a, SIGSTOP);
+    server_signal(pid_b, SIGSTOP);
+    wait_sem(&stall_sem);
+    server_signal(pid_a, SIGCONT);
+    server_signal(pid_b, SIGCONT);
+    /* still served from the cache */
+    s1 = stats();
+    assert_ok(read_dep(&user, d.dep_id, NULL));
+    ck_assert_uint_eq(stats().cache_hits, s1.cache_hits + 1);
+
+    /* another context (its own store handle and cache) purges the tenant */
+    ck_assert_int_eq(keytier_ctx_open(conf, &other), KEYTIER_OK);
+    assert_ok(keytier_tenant_purge(other, "org-1", 0, &rep));
+    ck_assert_uint_eq(rep.deps, 1);
+    keytier_ctx_close(other);
+    /* more than twice the sync interval with the thread still stopped
+     * (a wait that only makes the thread certainly late) */
+    usleep(300 * 1000);
+    s1 = stats();
+    ck_assert_int_eq(read_dep(&user, d.dep_id, NULL), KEYTIER_E_PURGED);
+    s2 = stats();
+    ck_assert_uint_gt(s2.cache_syncs, s1.cache_syncs); /* the hit synced */
+    ck_assert_uint_ge(s2.cache_sync_rows, s1.cache_sync_rows + 1);
+    ck_assert_uint_eq(s2.cache_hits, s1.cache_hits);
+    ck_assert_uint_eq(s2.cache_entries, 0);
+    sem_post(&release_sem);
+}
+END_TEST
+
 START_TEST(revoked_on_both_vaults)
 {
     keytier_dep_info d;
@@ -694,7 +757,8 @@ int main(void)
     tcase_add_test(tc, files_workload_outage);
     tcase_add_test(tc, cache_refresh_alert_while_vaults_down);
     tcase_add_test(tc, revoked_on_both_vaults);
-    tcase_add_test(tc, both_killed_availability_key);
+    tcase_add_test(tc, stalled_cache_thread_hit_syncs_itself);
+    tcase_add_test(tc, both_killed_availability_key); /* last: kills */
     suite_add_tcase(s, tc);
     sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
