@@ -58,13 +58,26 @@ KT_NODISCARD CK_RV kt_config_parse_file(struct kt_config *cfg,
 void kt_config_defaults(struct kt_config *cfg);
 
 /* ---- handles (handles.c): counters never reused, looked up in a hash -- */
+/* Tables that threads write concurrently (sessions, session objects) are
+ * split into shards, each with its own lock on its own cache line. */
+#define KT_SHARDS     16
+#define KT_CACHE_LINE 64
 typedef struct kt_hmap {
     CK_ULONG *keys; /* 0 = empty */
     void **vals;
     size_t cap;
     size_t n;
 } kt_hmap;
+/* A new handle h with h % KT_SHARDS == shard: each shard counts on its own
+ * cache line, so sessions of different shards share no counter. Never
+ * reused (the shards' values are disjoint, each counter only grows). */
+CK_ULONG kt_handle_next_in(unsigned shard);
+/* For objects not owned by a session (token objects): shard 0. */
 CK_ULONG kt_handle_next(void);
+static inline unsigned kt_handle_shard(CK_ULONG h)
+{
+    return (unsigned)(h % KT_SHARDS);
+}
 void kt_hmap_init(kt_hmap *m);
 void kt_hmap_free(kt_hmap *m);
 KT_NODISCARD CK_RV kt_hmap_put(kt_hmap *m, CK_ULONG key, void *val);
@@ -447,18 +460,28 @@ struct kt_slot {
     struct kt_token *token;
 };
 
+/* One shard of the session table: a session lives in shard
+ * kt_handle_shard(handle). Sessions are spread over the shards in turn, so
+ * threads on different sessions take different locks on every call. */
+struct kt_sess_shard {
+    _Alignas(KT_CACHE_LINE) pthread_rwlock_t lock;
+    kt_hmap sessions;
+};
+
 struct kt_module {
     pthread_mutex_t lock; /* slot and session tables */
-    bool initialized;
+    /* Set and cleared with every session shard locked for writing. */
+    atomic_bool initialized;
     pid_t pid;
     struct kt_config cfg;
     struct kt_slot *slots;
     size_t n_slots;
     CK_SLOT_ID next_free_id;
-    /* The session table has its own lock so that looking a session up (every
-     * call) never waits on slot work; taken after `lock`, never before. */
-    pthread_rwlock_t sess_lock;
-    kt_hmap sessions;
+    /* The session table has its own locks (one per shard) so that looking a
+     * session up (every call) never waits on slot work; taken after `lock`,
+     * never before, and in shard order when several are held. */
+    struct kt_sess_shard sess[KT_SHARDS];
+    atomic_uint sess_next_shard;
 };
 extern struct kt_module kt_g;
 

@@ -7,15 +7,16 @@
 
 CK_RV kt_session_ref(CK_SESSION_HANDLE h, struct kt_session **out)
 {
-    pthread_rwlock_rdlock(&kt_g.sess_lock);
+    struct kt_sess_shard *sh = &kt_g.sess[kt_handle_shard(h)];
+    pthread_rwlock_rdlock(&sh->lock);
     if (!kt_g.initialized) {
-        pthread_rwlock_unlock(&kt_g.sess_lock);
+        pthread_rwlock_unlock(&sh->lock);
         return CKR_CRYPTOKI_NOT_INITIALIZED;
     }
-    struct kt_session *s = kt_hmap_get(&kt_g.sessions, h);
+    struct kt_session *s = kt_hmap_get(&sh->sessions, h);
     if (s != NULL)
         atomic_fetch_add(&s->refs, 1);
-    pthread_rwlock_unlock(&kt_g.sess_lock);
+    pthread_rwlock_unlock(&sh->lock);
     if (s == NULL)
         return CKR_SESSION_HANDLE_INVALID;
     *out = s;
@@ -88,10 +89,13 @@ CK_RV kt_session_open(CK_SLOT_ID slot, CK_FLAGS flags, CK_SESSION_HANDLE *out)
         goto out;
     }
     s->token = t;
-    s->handle = kt_handle_next();
-    pthread_rwlock_wrlock(&kt_g.sess_lock);
-    rv = kt_hmap_put(&kt_g.sessions, s->handle, s);
-    pthread_rwlock_unlock(&kt_g.sess_lock);
+    /* Sessions take the shards in turn: an application's sessions (one per
+     * thread, typically) then share neither a lock nor a handle counter. */
+    s->handle = kt_handle_next_in(atomic_fetch_add(&kt_g.sess_next_shard, 1));
+    struct kt_sess_shard *sh = &kt_g.sess[kt_handle_shard(s->handle)];
+    pthread_rwlock_wrlock(&sh->lock);
+    rv = kt_hmap_put(&sh->sessions, s->handle, s);
+    pthread_rwlock_unlock(&sh->lock);
     if (rv != CKR_OK)
         goto out;
     t->session_count++;
@@ -118,9 +122,10 @@ out:
 /* kt_g.lock held; removes the session from the table. */
 static struct kt_session *session_detach(CK_SESSION_HANDLE h, bool *last)
 {
-    pthread_rwlock_wrlock(&kt_g.sess_lock);
-    struct kt_session *s = kt_hmap_del(&kt_g.sessions, h);
-    pthread_rwlock_unlock(&kt_g.sess_lock);
+    struct kt_sess_shard *sh = &kt_g.sess[kt_handle_shard(h)];
+    pthread_rwlock_wrlock(&sh->lock);
+    struct kt_session *s = kt_hmap_del(&sh->sessions, h);
+    pthread_rwlock_unlock(&sh->lock);
     if (s == NULL)
         return NULL;
     struct kt_token *t = s->token;
@@ -161,11 +166,15 @@ CK_RV kt_session_close_all(CK_SLOT_ID slot)
         n = 0;
         void *v;
         CK_ULONG k;
-        pthread_rwlock_rdlock(&kt_g.sess_lock);
-        for (size_t i = 0; n < 64 && kt_hmap_iter(&kt_g.sessions, &i, &k, &v);)
-            if (((struct kt_session *)v)->token == t)
-                hs[n++] = k;
-        pthread_rwlock_unlock(&kt_g.sess_lock);
+        for (unsigned j = 0; j < KT_SHARDS && n < 64; j++) {
+            struct kt_sess_shard *sh = &kt_g.sess[j];
+            pthread_rwlock_rdlock(&sh->lock);
+            for (size_t i = 0;
+                 n < 64 && kt_hmap_iter(&sh->sessions, &i, &k, &v);)
+                if (((struct kt_session *)v)->token == t)
+                    hs[n++] = k;
+            pthread_rwlock_unlock(&sh->lock);
+        }
         pthread_mutex_unlock(&kt_g.lock);
         for (size_t i = 0; i < n; i++)
             if (kt_session_close(hs[i]) != CKR_OK)
