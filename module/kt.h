@@ -217,6 +217,20 @@ struct kt_store_keys {
     unsigned char manifest[32];
 };
 
+/* Session objects of a token, in the shard of the session that made them
+ * (their handles are that shard's: kt_handle_shard(handle)). The shard's
+ * lock guards its maps. Creating a session object takes only that lock,
+ * never the token's `lock`, so sessions of different shards never wait on
+ * or write to a common lock. Looking one up takes the token's `lock` (read)
+ * and the shard's lock around the map access; changing or removing one
+ * takes the token's `lock` for writing and then the shard's lock. An object
+ * found under the token's `lock` stays valid until that lock is released. */
+struct kt_obj_shard {
+    _Alignas(KT_CACHE_LINE) pthread_mutex_t lock;
+    kt_hmap objects; /* handle -> struct kt_object (session objects) */
+    kt_hmap labels;  /* label hash -> first session object of a chain */
+};
+
 struct kt_token {
     CK_SLOT_ID slot_id;
     bool initialized;
@@ -233,11 +247,13 @@ struct kt_token {
     /* Guards objects, login state, master key and PIN records. Held only
      * for table work, never during cryptography or I/O. */
     pthread_rwlock_t lock;
-    kt_hmap objects; /* handle -> struct kt_object */
+    kt_hmap objects; /* handle -> token object (session objects: shards) */
     kt_hmap by_id;   /* store id -> struct kt_object */
-    kt_hmap labels;  /* label hash -> first struct kt_object of a chain */
+    kt_hmap labels;  /* label hash -> first token object of a chain */
     struct sqlite3_stmt *dv_stmt; /* PRAGMA data_version, kept prepared */
-    CK_USER_TYPE login;
+    /* Written under `lock` (write); atomic so that a session-object
+     * creation can check it under its shard's lock alone. */
+    _Atomic CK_USER_TYPE login;
     unsigned char mk[KT_MASTER_KEY_LEN];
     unsigned char mac_key[32];
     unsigned char man_key[32];
@@ -255,7 +271,19 @@ struct kt_token {
     bool busy; /* C_InitToken runs its KDF and writes with kt_g.lock free */
     CK_ULONG session_count;
     CK_ULONG rw_session_count;
+    /* Bumped whenever `lock` is taken for writing (kt_token_wrlock): every
+     * change that can affect an existing object's attributes, visibility or
+     * existence does that. A session's cached key snapshot (struct
+     * kt_session.key_cache) is valid while this has not moved. */
+    atomic_ulong objects_seq;
+    struct kt_obj_shard shards[KT_SHARDS];
 };
+
+static inline void kt_token_wrlock(struct kt_token *t)
+{
+    pthread_rwlock_wrlock(&t->lock);
+    atomic_fetch_add(&t->objects_seq, 1);
+}
 
 #define KT_PIN_SO   0
 #define KT_PIN_USER 1
@@ -265,8 +293,10 @@ bool kt_token_visible(const struct kt_token *t, const struct kt_object *o);
 /* Label index lookup (lock held): first object whose label hashes alike, 0
  * for an empty label (not indexed). */
 CK_ULONG kt_label_hash(const void *label, size_t len);
-/* Looks an object handle up (token lock held by the caller). */
+/* Looks an object handle up (token lock held by the caller), visible
+ * objects only / any object. */
 struct kt_object *kt_token_object(struct kt_token *t, CK_OBJECT_HANDLE h);
+struct kt_object *kt_token_get(struct kt_token *t, CK_OBJECT_HANDLE h);
 KT_NODISCARD CK_RV kt_token_open(const char *path, CK_SLOT_ID slot,
                                  struct kt_token **out);
 struct kt_token *kt_token_new_free(CK_SLOT_ID slot);
@@ -278,8 +308,15 @@ KT_NODISCARD CK_RV kt_token_init(struct kt_token *t, const char *dir,
                                  const unsigned char *so_pin, CK_ULONG len,
                                  const unsigned char *label);
 /* Inserts a completed object: token objects are sealed, MACed and committed
- * before they become visible. Takes ownership of o. */
-KT_NODISCARD CK_RV kt_token_add_object(struct kt_token *t, struct kt_object *o,
+ * before they become visible. Takes ownership of o. A session object
+ * (o->session set) belongs to owner and goes into its shard: refused with
+ * CKR_SESSION_CLOSED once the owner is closing, and a private one with
+ * CKR_USER_NOT_LOGGED_IN after a logout (both checked under the shard's
+ * lock, which the close and the logout take after changing those). */
+struct kt_session;
+KT_NODISCARD CK_RV kt_token_add_object(struct kt_token *t,
+                                       const struct kt_session *owner,
+                                       struct kt_object *o,
                                        CK_OBJECT_HANDLE *handle);
 /* Replaces the attributes of an object (after schema checks) if it is
  * still at generation expect_gen (compare-and-swap, in memory and in the
@@ -359,6 +396,8 @@ struct kt_session {
     CK_SLOT_ID slot;
     CK_FLAGS flags;
     atomic_int refs;
+    /* Set before the session's objects are destroyed at close. */
+    atomic_bool closed;
     /* Guards this session's operation state; only this session's own calls
      * take it, so independent sessions never wait on each other. */
     pthread_mutex_t lock;

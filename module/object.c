@@ -34,8 +34,8 @@ void kt_object_free(struct kt_object *o)
 void kt_object_set_cache(struct kt_token *t, CK_OBJECT_HANDLE h,
                          struct kt_cache *cache)
 {
-    pthread_rwlock_wrlock(&t->lock);
-    struct kt_object *o = kt_hmap_get(&t->objects, h);
+    kt_token_wrlock(t);
+    struct kt_object *o = kt_token_get(t, h);
     if (o != NULL && o->cache == NULL && o->unsealed) {
         o->cache = cache;
         cache = NULL;
@@ -61,8 +61,8 @@ void kt_object_refresh(struct kt_object *o)
 
 void kt_object_set_pkey(struct kt_token *t, CK_OBJECT_HANDLE h, void *pkey)
 {
-    pthread_rwlock_wrlock(&t->lock);
-    struct kt_object *o = kt_hmap_get(&t->objects, h);
+    kt_token_wrlock(t);
+    struct kt_object *o = kt_token_get(t, h);
     if (o != NULL && o->pkey == NULL && o->unsealed) {
         o->pkey = pkey;
         pkey = NULL;
@@ -179,7 +179,7 @@ CK_RV kt_object_create(struct kt_session *s, kt_attrs *attrs,
     if (rv != CKR_OK)
         return rv;
     o->session = token ? 0 : s->handle;
-    return kt_token_add_object(t, o, out);
+    return kt_token_add_object(t, s, o, out);
 }
 
 /* Secret attribute values are still sealed (a token key before login);
@@ -357,7 +357,7 @@ CK_RV kt_object_copy(struct kt_session *s, CK_OBJECT_HANDLE h,
         rv = kt_object_new_take(&cur, &o);
     if (rv == CKR_OK) {
         o->session = token ? 0 : s->handle;
-        rv = kt_token_add_object(tok, o, out);
+        rv = kt_token_add_object(tok, s, o, out);
     }
 out:
     kt_attrs_clear(&cur);
@@ -423,6 +423,25 @@ static bool find_match(const struct kt_object *o, const kt_attrs *tmpl)
     return true;
 }
 
+struct find_out {
+    CK_OBJECT_HANDLE *v;
+    size_t n, cap;
+};
+
+static CK_RV find_push(struct find_out *f, CK_OBJECT_HANDLE h)
+{
+    if (f->n == f->cap) {
+        size_t cap = f->cap ? f->cap * 2 : 16;
+        CK_OBJECT_HANDLE *v = realloc(f->v, cap * sizeof(*v));
+        if (v == NULL)
+            return CKR_HOST_MEMORY;
+        f->v = v;
+        f->cap = cap;
+    }
+    f->v[f->n++] = h;
+    return CKR_OK;
+}
+
 CK_RV kt_find_init(struct kt_session *s, const CK_ATTRIBUTE *t, CK_ULONG n)
 {
     struct kt_token *tok = s->token;
@@ -435,28 +454,46 @@ CK_RV kt_find_init(struct kt_session *s, const CK_ATTRIBUTE *t, CK_ULONG n)
     if (rv != CKR_OK)
         goto out;
     pthread_rwlock_rdlock(&tok->lock);
-    size_t cap = tok->objects.n + 1, k = 0;
-    CK_OBJECT_HANDLE *hs = malloc(cap * sizeof(*hs));
-    if (hs == NULL) {
-        pthread_rwlock_unlock(&tok->lock);
-        rv = CKR_HOST_MEMORY;
-        goto out;
-    }
     const CK_ATTRIBUTE *lbl = kt_attrs_find(&tmpl, CKA_LABEL);
     CK_ULONG lh = lbl != NULL ? kt_label_hash(lbl->pValue, lbl->ulValueLen) : 0;
-    if (lh != 0) {
-        /* The label index: O(matches), not O(objects). */
-        for (const struct kt_object *o = kt_hmap_get(&tok->labels, lh);
-             o != NULL; o = o->label_next)
-            if (k < cap && kt_token_visible(tok, o) && find_match(o, &tmpl))
-                hs[k++] = o->handle;
-    } else {
-        void *v;
-        for (size_t i = 0; kt_hmap_iter(&tok->objects, &i, NULL, &v);) {
-            const struct kt_object *o = v;
-            if (kt_token_visible(tok, o) && find_match(o, &tmpl))
-                hs[k++] = o->handle;
+    struct find_out f = {NULL, 0, 0};
+    /* Token objects, then each shard of session objects under its lock. */
+    for (int part = -1; rv == CKR_OK && part < KT_SHARDS; part++) {
+        kt_hmap *objects = &tok->objects, *labels = &tok->labels;
+        if (part >= 0) {
+            objects = &tok->shards[part].objects;
+            labels = &tok->shards[part].labels;
+            pthread_mutex_lock(&tok->shards[part].lock);
         }
+        if (lh != 0) {
+            /* The label index: O(matches), not O(objects). */
+            for (const struct kt_object *o = kt_hmap_get(labels, lh);
+                 rv == CKR_OK && o != NULL; o = o->label_next)
+                if (kt_token_visible(tok, o) && find_match(o, &tmpl))
+                    rv = find_push(&f, o->handle);
+        } else {
+            void *v;
+            for (size_t i = 0;
+                 rv == CKR_OK && kt_hmap_iter(objects, &i, NULL, &v);) {
+                const struct kt_object *o = v;
+                if (kt_token_visible(tok, o) && find_match(o, &tmpl))
+                    rv = find_push(&f, o->handle);
+            }
+        }
+        if (part >= 0)
+            pthread_mutex_unlock(&tok->shards[part].lock);
+    }
+    if (rv == CKR_OK && f.v == NULL) { /* no match: still an array */
+        f.v = malloc(sizeof(*f.v));
+        if (f.v == NULL)
+            rv = CKR_HOST_MEMORY;
+    }
+    CK_OBJECT_HANDLE *hs = f.v;
+    size_t k = f.n;
+    if (rv != CKR_OK) {
+        pthread_rwlock_unlock(&tok->lock);
+        free(hs);
+        goto out;
     }
     pthread_rwlock_unlock(&tok->lock);
     qsort(hs, k, sizeof(*hs), handle_cmp);

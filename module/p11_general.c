@@ -46,6 +46,10 @@ static void kt_atfork_child(void)
         void *v;
         for (size_t j = 0; kt_hmap_iter(&t->objects, &j, NULL, &v);)
             kt_object_free(v);
+        for (unsigned sh = 0; sh < KT_SHARDS; sh++)
+            for (size_t j = 0;
+                 kt_hmap_iter(&t->shards[sh].objects, &j, NULL, &v);)
+                kt_object_free(v);
     }
     void *sv;
     for (unsigned sh = 0; sh < KT_SHARDS; sh++)

@@ -144,6 +144,9 @@ CK_RV kt_session_close(CK_SESSION_HANDLE h)
     pthread_mutex_unlock(&kt_g.lock);
     if (s == NULL)
         return CKR_SESSION_HANDLE_INVALID;
+    /* A call still running on the session (it holds a reference) can no
+     * longer add an object that would outlive it. */
+    s->closed = true;
     kt_token_destroy_session_objects(s->token, s->handle);
     /* The application is logged out when its last session closes. */
     if (last)
