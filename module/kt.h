@@ -390,6 +390,19 @@ struct kt_find {
     size_t pos;
 };
 
+/* The last key a session wrapped or unwrapped with, kept while the token's
+ * objects_seq has not moved: C_WrapKey / C_UnwrapKey with the same key then
+ * take neither the token lock nor a reference shared with other threads.
+ * Guarded by the session's lock; dropped at logout, when the key is
+ * destroyed, and at close (kt_session_forget_keys). */
+struct kt_key_cache {
+    bool valid;
+    CK_OBJECT_HANDLE handle;
+    CK_ATTRIBUTE_TYPE usage;
+    unsigned long seq;
+    struct kt_key key;
+};
+
 struct kt_session {
     CK_SESSION_HANDLE handle;
     struct kt_token *token;
@@ -403,6 +416,7 @@ struct kt_session {
     pthread_mutex_t lock;
     struct kt_op ops[KT_OP_KIND_MAX];
     struct kt_find find;
+    struct kt_key_cache key_cache;
 };
 
 KT_NODISCARD CK_RV kt_session_ref(CK_SESSION_HANDLE h, struct kt_session **out);
@@ -414,6 +428,15 @@ KT_NODISCARD CK_RV kt_session_close_all(CK_SLOT_ID slot);
 CK_STATE kt_session_state(const struct kt_session *s);
 bool kt_session_rw(const struct kt_session *s);
 void kt_session_reset_ops(struct kt_session *s);
+/* The session's snapshot of key h for usage (see struct kt_key_cache),
+ * taken again only when the token's objects changed; valid while the
+ * session's lock (held by the caller) is. */
+KT_NODISCARD CK_RV kt_session_key(struct kt_session *s, CK_OBJECT_HANDLE h,
+                                  CK_ATTRIBUTE_TYPE usage,
+                                  const struct kt_key **out);
+/* Drops the cached key snapshots of token t's sessions: all of them (h =
+ * 0) or those of object h. No token or session lock held by the caller. */
+void kt_session_forget_keys(struct kt_token *t, CK_OBJECT_HANDLE h);
 
 /* ---- object operations behind the C_* object functions (object.c) ---- */
 /* Completes (schema), generates (gen != NULL), checks and stores a new

@@ -149,6 +149,8 @@ void kt_logout(struct kt_token *t)
     kt_wipe(t->man_key, sizeof(t->man_key));
     kt_token_reseal_all(t);
     pthread_rwlock_unlock(&t->lock);
+    /* No unsealed key stays behind in a session's cached snapshot. */
+    kt_session_forget_keys(t, 0);
 }
 
 CK_RV kt_login_init_pin(struct kt_token *t, const unsigned char *pin,

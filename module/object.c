@@ -379,9 +379,12 @@ CK_RV kt_object_destroy(struct kt_session *s, CK_OBJECT_HANDLE h)
     else if (!kt_attrs_get_bool(&o->attrs, CKA_DESTROYABLE, true))
         rv = CKR_ACTION_PROHIBITED;
     pthread_rwlock_unlock(&tok->lock);
-    if (rv != CKR_OK)
-        return rv;
-    return kt_token_destroy_object(tok, h);
+    if (rv == CKR_OK)
+        rv = kt_token_destroy_object(tok, h);
+    /* Its material leaves the sessions' cached snapshots with it. */
+    if (rv == CKR_OK)
+        kt_session_forget_keys(tok, h);
+    return rv;
 }
 
 CK_RV kt_object_size(struct kt_session *s, CK_OBJECT_HANDLE h, CK_ULONG *size)

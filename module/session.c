@@ -23,8 +23,60 @@ CK_RV kt_session_ref(CK_SESSION_HANDLE h, struct kt_session **out)
     return CKR_OK;
 }
 
+static void key_cache_drop(struct kt_key_cache *c)
+{
+    if (c->valid)
+        kt_key_clear(&c->key);
+    memset(c, 0, sizeof(*c));
+}
+
+CK_RV kt_session_key(struct kt_session *s, CK_OBJECT_HANDLE h,
+                     CK_ATTRIBUTE_TYPE usage, const struct kt_key **out)
+{
+    struct kt_key_cache *c = &s->key_cache;
+    /* Read before the snapshot: a change that lands after this read moves
+     * the counter, and the next call takes a new snapshot. */
+    unsigned long seq = atomic_load(&s->token->objects_seq);
+    if (c->valid && c->handle == h && c->usage == usage && c->seq == seq) {
+        *out = &c->key;
+        return CKR_OK;
+    }
+    key_cache_drop(c);
+    CK_RV rv = kt_key_snapshot(s->token, h, usage, &c->key);
+    if (rv != CKR_OK)
+        return rv;
+    c->valid = true;
+    c->handle = h;
+    c->usage = usage;
+    c->seq = seq;
+    *out = &c->key;
+    return CKR_OK;
+}
+
+void kt_session_forget_keys(struct kt_token *t, CK_OBJECT_HANDLE h)
+{
+    /* Lock order: a session shard, then a session's lock (no call takes a
+     * session shard while it holds a session's lock). */
+    for (unsigned i = 0; i < KT_SHARDS; i++) {
+        struct kt_sess_shard *sh = &kt_g.sess[i];
+        void *v;
+        pthread_rwlock_rdlock(&sh->lock);
+        for (size_t j = 0; kt_hmap_iter(&sh->sessions, &j, NULL, &v);) {
+            struct kt_session *s = v;
+            if (s->token != t)
+                continue;
+            pthread_mutex_lock(&s->lock);
+            if (s->key_cache.valid && (h == 0 || s->key_cache.handle == h))
+                key_cache_drop(&s->key_cache);
+            pthread_mutex_unlock(&s->lock);
+        }
+        pthread_rwlock_unlock(&sh->lock);
+    }
+}
+
 static void session_free(struct kt_session *s)
 {
+    key_cache_drop(&s->key_cache);
     for (int i = 0; i < KT_OP_KIND_MAX; i++)
         kt_op_release(&s->ops[i]);
     free(s->find.handles);
@@ -148,6 +200,7 @@ CK_RV kt_session_close(CK_SESSION_HANDLE h)
      * longer add an object that would outlive it. */
     s->closed = true;
     kt_token_destroy_session_objects(s->token, s->handle);
+    kt_session_forget_keys(s->token, 0);
     /* The application is logged out when its last session closes. */
     if (last)
         kt_logout(s->token);
