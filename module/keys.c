@@ -45,6 +45,7 @@ static CK_RV wrap_op_start(struct kt_session *s, const CK_MECHANISM *mech,
     memset(op, 0, sizeof(*op));
     op->mech = m;
     op->kind = unwrap ? KT_OP_DECRYPT : KT_OP_ENCRYPT;
+    op->cipher_slot = &s->wrap_ciphers[unwrap];
     rv = m->ops->init(op, mech, *k);
     if (rv != CKR_OK) {
         memset(op, 0, sizeof(*op));

@@ -417,6 +417,11 @@ struct kt_session {
     struct kt_op ops[KT_OP_KIND_MAX];
     struct kt_find find;
     struct kt_key_cache key_cache;
+    /* Cipher contexts kept for C_WrapKey [0] / C_UnwrapKey [1] with the
+     * cached key, and for the check value of unwrapped AES keys (keyed
+     * with zeros between uses); guarded by `lock`, dropped with key_cache. */
+    struct kt_cipher *wrap_ciphers[2];
+    struct kt_cipher *check_cipher;
 };
 
 KT_NODISCARD CK_RV kt_session_ref(CK_SESSION_HANDLE h, struct kt_session **out);

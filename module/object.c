@@ -162,7 +162,10 @@ CK_RV kt_object_create(struct kt_session *s, kt_attrs *attrs,
     if (cls == CKO_SECRET_KEY) {
         const CK_ATTRIBUTE *v = kt_attrs_find(attrs, CKA_VALUE);
         unsigned char cv[3];
-        rv = kt_ossl_check_value(kt, v->pValue, v->ulValueLen, cv);
+        /* C_UnwrapKey holds the session's lock: its kept context. */
+        rv = kt_ossl_check_value(
+            kt, v->pValue, v->ulValueLen,
+            how == KT_CREATE_UNWRAP ? &s->check_cipher : NULL, cv);
         if (rv != CKR_OK)
             return rv;
         const CK_ATTRIBUTE *given = kt_attrs_find(attrs, CKA_CHECK_VALUE);

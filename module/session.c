@@ -1,6 +1,7 @@
 /* Sessions: a table of counters-as-handles, each session referenced while a
  * call uses it so C_CloseSession on another thread cannot free it. */
 #include "kt.h"
+#include "ossl/ossl.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -23,11 +24,18 @@ CK_RV kt_session_ref(CK_SESSION_HANDLE h, struct kt_session **out)
     return CKR_OK;
 }
 
-static void key_cache_drop(struct kt_key_cache *c)
+/* The session's cached key snapshot and the contexts keyed with it (the
+ * session's lock held, or the session unreachable). */
+static void key_cache_drop(struct kt_session *s)
 {
+    struct kt_key_cache *c = &s->key_cache;
     if (c->valid)
         kt_key_clear(&c->key);
     memset(c, 0, sizeof(*c));
+    for (int i = 0; i < 2; i++) {
+        kt_ossl_cipher_free(s->wrap_ciphers[i]);
+        s->wrap_ciphers[i] = NULL;
+    }
 }
 
 CK_RV kt_session_key(struct kt_session *s, CK_OBJECT_HANDLE h,
@@ -41,7 +49,7 @@ CK_RV kt_session_key(struct kt_session *s, CK_OBJECT_HANDLE h,
         *out = &c->key;
         return CKR_OK;
     }
-    key_cache_drop(c);
+    key_cache_drop(s);
     CK_RV rv = kt_key_snapshot(s->token, h, usage, &c->key);
     if (rv != CKR_OK)
         return rv;
@@ -67,7 +75,7 @@ void kt_session_forget_keys(struct kt_token *t, CK_OBJECT_HANDLE h)
                 continue;
             pthread_mutex_lock(&s->lock);
             if (s->key_cache.valid && (h == 0 || s->key_cache.handle == h))
-                key_cache_drop(&s->key_cache);
+                key_cache_drop(s);
             pthread_mutex_unlock(&s->lock);
         }
         pthread_rwlock_unlock(&sh->lock);
@@ -76,7 +84,8 @@ void kt_session_forget_keys(struct kt_token *t, CK_OBJECT_HANDLE h)
 
 static void session_free(struct kt_session *s)
 {
-    key_cache_drop(&s->key_cache);
+    key_cache_drop(s);
+    kt_ossl_cipher_free(s->check_cipher);
     for (int i = 0; i < KT_OP_KIND_MAX; i++)
         kt_op_release(&s->ops[i]);
     free(s->find.handles);
