@@ -76,7 +76,13 @@ CK_RV kt_object_new_take(kt_attrs *attrs, struct kt_object **out)
     struct kt_object *o = calloc(1, sizeof(*o));
     if (o == NULL)
         return CKR_HOST_MEMORY;
-    o->attrs = *attrs;
+    /* Objects keep their attributes packed in one block (kt_attrs_copy);
+     * without memory for it, as they are. */
+    kt_attrs_init(&o->attrs);
+    if (kt_attrs_copy(&o->attrs, attrs) == CKR_OK)
+        kt_attrs_clear(attrs);
+    else
+        o->attrs = *attrs;
     kt_attrs_init(attrs);
     if (kt_attrs_get_ulong(&o->attrs, CKA_CLASS, &o->cls) != CKR_OK) {
         kt_object_free(o);
