@@ -442,6 +442,9 @@ KT_NODISCARD CK_RV kt_session_key(struct kt_session *s, CK_OBJECT_HANDLE h,
 /* Drops the cached key snapshots of token t's sessions: all of them (h =
  * 0) or those of object h. No token or session lock held by the caller. */
 void kt_session_forget_keys(struct kt_token *t, CK_OBJECT_HANDLE h);
+/* The cached key snapshot and kept cipher contexts, wiped and freed (the
+ * session's lock held, or the session unreachable: fork child). */
+void kt_session_drop_caches(struct kt_session *s);
 
 /* ---- object operations behind the C_* object functions (object.c) ---- */
 /* Completes (schema), generates (gen != NULL), checks and stores a new

@@ -58,6 +58,7 @@ static void kt_atfork_child(void)
             struct kt_session *s = sv;
             for (int k = 0; k < KT_OP_KIND_MAX; k++)
                 kt_op_release(&s->ops[k]);
+            kt_session_drop_caches(s);
         }
     pthread_mutex_t fresh = PTHREAD_MUTEX_INITIALIZER;
     pthread_mutex_t fresh2 = PTHREAD_MUTEX_INITIALIZER;

@@ -29,8 +29,8 @@ CK_RV kt_session_ref(CK_SESSION_HANDLE h, struct kt_session **out)
 static void key_cache_drop(struct kt_session *s)
 {
     struct kt_key_cache *c = &s->key_cache;
-    if (c->valid)
-        kt_key_clear(&c->key);
+    /* Also when not valid: a fork child may find a snapshot half made. */
+    kt_key_clear(&c->key);
     memset(c, 0, sizeof(*c));
     for (int i = 0; i < 2; i++) {
         kt_ossl_cipher_free(s->wrap_ciphers[i]);
@@ -82,10 +82,16 @@ void kt_session_forget_keys(struct kt_token *t, CK_OBJECT_HANDLE h)
     }
 }
 
-static void session_free(struct kt_session *s)
+void kt_session_drop_caches(struct kt_session *s)
 {
     key_cache_drop(s);
     kt_ossl_cipher_free(s->check_cipher);
+    s->check_cipher = NULL;
+}
+
+static void session_free(struct kt_session *s)
+{
+    kt_session_drop_caches(s);
     for (int i = 0; i < KT_OP_KIND_MAX; i++)
         kt_op_release(&s->ops[i]);
     free(s->find.handles);
