@@ -417,6 +417,10 @@ struct kt_session {
     struct kt_op ops[KT_OP_KIND_MAX];
     struct kt_find find;
     struct kt_key_cache key_cache;
+    /* The handle key_cache may hold (0: none), published before the
+     * snapshot is taken: kt_session_forget_keys skips, without taking
+     * `lock`, the sessions that cannot hold the key it drops. */
+    atomic_ulong cached_key;
     /* Cipher contexts kept for C_WrapKey [0] / C_UnwrapKey [1] with the
      * cached key, and for the check value of unwrapped AES keys (keyed
      * with zeros between uses); guarded by `lock`, dropped with key_cache. */

@@ -32,6 +32,7 @@ static void key_cache_drop(struct kt_session *s)
     /* Also when not valid: a fork child may find a snapshot half made. */
     kt_key_clear(&c->key);
     memset(c, 0, sizeof(*c));
+    atomic_store(&s->cached_key, 0);
     for (int i = 0; i < 2; i++) {
         kt_ossl_cipher_free(s->wrap_ciphers[i]);
         s->wrap_ciphers[i] = NULL;
@@ -50,9 +51,14 @@ CK_RV kt_session_key(struct kt_session *s, CK_OBJECT_HANDLE h,
         return CKR_OK;
     }
     key_cache_drop(s);
+    /* Published before the snapshot takes the token lock: a destroy or a
+     * logout that follows the snapshot sees it (kt_session_forget_keys). */
+    atomic_store(&s->cached_key, h);
     CK_RV rv = kt_key_snapshot(s->token, h, usage, &c->key);
-    if (rv != CKR_OK)
+    if (rv != CKR_OK) {
+        atomic_store(&s->cached_key, 0);
         return rv;
+    }
     c->valid = true;
     c->handle = h;
     c->usage = usage;
@@ -71,7 +77,10 @@ void kt_session_forget_keys(struct kt_token *t, CK_OBJECT_HANDLE h)
         pthread_rwlock_rdlock(&sh->lock);
         for (size_t j = 0; kt_hmap_iter(&sh->sessions, &j, NULL, &v);) {
             struct kt_session *s = v;
-            if (s->token != t)
+            /* Sessions busy with other keys are not disturbed (their lock
+             * is their hot path's). */
+            CK_ULONG held = atomic_load(&s->cached_key);
+            if (s->token != t || held == 0 || (h != 0 && held != h))
                 continue;
             pthread_mutex_lock(&s->lock);
             if (s->key_cache.valid && (h == 0 || s->key_cache.handle == h))
