@@ -404,7 +404,10 @@ struct kt_key_cache {
 };
 
 struct kt_session {
-    CK_SESSION_HANDLE handle;
+    /* Sessions start on their own cache line: the lock and the reference
+     * count every call writes never share one with another session (two
+     * sessions opened one after the other would otherwise be neighbours). */
+    _Alignas(KT_CACHE_LINE) CK_SESSION_HANDLE handle;
     struct kt_token *token;
     CK_SLOT_ID slot;
     CK_FLAGS flags;

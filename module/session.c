@@ -141,9 +141,11 @@ CK_STATE kt_session_state(const struct kt_session *s)
 CK_RV kt_session_open(CK_SLOT_ID slot, CK_FLAGS flags, CK_SESSION_HANDLE *out)
 {
     CK_RV rv = CKR_OK;
-    struct kt_session *s = calloc(1, sizeof(*s));
+    struct kt_session *s =
+        aligned_alloc(_Alignof(struct kt_session), sizeof(*s));
     if (s == NULL)
         return CKR_HOST_MEMORY;
+    memset(s, 0, sizeof(*s));
     pthread_mutex_init(&s->lock, NULL);
     atomic_init(&s->refs, 1);
     s->flags = flags;
