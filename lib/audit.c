@@ -35,11 +35,22 @@ struct kt_audit {
     pthread_mutex_t lock; /* flock does not exclude threads sharing fd */
     int fd;
     char *path;
+    char *real_path; /* resolved once at open (anchors name it) */
     /* The tail as of our last append, valid while the size is unchanged. */
     bool tail_known;
     off_t tail_size;
     uint64_t tail_seq;
     char tail_hash[KT_AUDIT_HASH_HEX + 1];
+    /* The log's identity (Id of its first record), for the file it was
+     * read from. */
+    bool id_known;
+    dev_t id_dev;
+    ino_t id_ino;
+    char log_id[KT_AUDIT_ID_SIZE];
+    /* Called after each append, under the lock (audit_anchor.c). */
+    kt_audit_anchor_fn anchor;
+    void *anchor_arg;
+    void (*anchor_release)(void *arg);
 };
 
 static void kt_hex(const unsigned char *in, size_t n, char *out)
@@ -158,10 +169,23 @@ keytier_err kt_audit_open(const char *path, kt_audit **out)
         close(fd);
         return kt_err(KEYTIER_E_NOMEM, "audit log %s", path);
     }
+    a->real_path = realpath(path, NULL); /* NULL: anchors use path */
     pthread_mutex_init(&a->lock, NULL);
     a->fd = fd;
     *out = a;
     return KEYTIER_OK;
+}
+
+void kt_audit_set_anchor(kt_audit *a, kt_audit_anchor_fn fn, void *arg,
+                         void (*release)(void *arg))
+{
+    pthread_mutex_lock(&a->lock);
+    if (a->anchor_release)
+        a->anchor_release(a->anchor_arg);
+    a->anchor = fn;
+    a->anchor_arg = arg;
+    a->anchor_release = release;
+    pthread_mutex_unlock(&a->lock);
 }
 
 void kt_audit_close(kt_audit *a)
@@ -169,7 +193,10 @@ void kt_audit_close(kt_audit *a)
     if (!a)
         return;
     close(a->fd);
+    if (a->anchor_release)
+        a->anchor_release(a->anchor_arg);
     pthread_mutex_destroy(&a->lock);
+    free(a->real_path);
     free(a->path);
     free(a);
 }
@@ -192,6 +219,71 @@ static json_object *kt_audit_parse(const char *line, size_t len)
     }
     json_tokener_free(tok);
     return obj;
+}
+
+/* A record Id as kt_uuid4 writes it: 36 characters of hex and dashes. */
+static bool kt_is_record_id(const char *s)
+{
+    if (strlen(s) != KT_AUDIT_ID_SIZE - 1)
+        return false;
+    for (const char *p = s; *p; p++)
+        if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f') ||
+              *p == '-'))
+            return false;
+    return true;
+}
+
+/*
+ * The log's identity: the Id of its first record (a random UUID covered by
+ * that record's Hash).  KEYTIER_E_NOT_FOUND for an empty file.
+ */
+static keytier_err kt_audit_first_id(int fd, const char *path,
+                                     char out[KT_AUDIT_ID_SIZE])
+{
+    char *buf = malloc(KT_AUDIT_LINE_MAX);
+    ssize_t n = 0, r;
+    char *nl = NULL;
+    json_object *obj = NULL, *id;
+    keytier_err err = KEYTIER_OK;
+
+    if (!buf)
+        return kt_err(KEYTIER_E_NOMEM, "audit log %s", path);
+    /* Bounded: a record is at most KT_AUDIT_LINE_MAX bytes. */
+    while (!nl && n < (ssize_t)KT_AUDIT_LINE_MAX &&
+           (r = pread(fd, buf + n, KT_AUDIT_LINE_MAX - (size_t)n, n)) > 0) {
+        nl = memchr(buf + n, '\n', (size_t)r);
+        n += r;
+    }
+    if (n == 0) {
+        err = kt_err(KEYTIER_E_NOT_FOUND, "audit log %s is empty", path);
+        goto out;
+    }
+    if (!nl || !(obj = kt_audit_parse(buf, (size_t)(nl - buf))) ||
+        !json_object_object_get_ex(obj, "Id", &id) ||
+        !json_object_is_type(id, json_type_string) ||
+        !kt_is_record_id(json_object_get_string(id))) {
+        err = kt_err(KEYTIER_E_AUDIT_TAMPERED,
+                     "line 1 of %s is not an audit record with an Id", path);
+        goto out;
+    }
+    memcpy(out, json_object_get_string(id), KT_AUDIT_ID_SIZE);
+out:
+    json_object_put(obj);
+    free(buf);
+    return err;
+}
+
+keytier_err kt_audit_log_id(const char *path, char out[KT_AUDIT_ID_SIZE])
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    keytier_err err;
+
+    if (fd < 0)
+        return kt_err(KEYTIER_E_IO, "cannot open audit log %s: %s", path,
+                      strerror(errno));
+    err = kt_audit_first_id(fd, path, out);
+    close(fd);
+    return err;
 }
 
 /*
@@ -305,10 +397,10 @@ static keytier_err kt_write_all(int fd, const char *p, size_t n)
 /* Builds the line for the next record (seq, prev) around fields. */
 static keytier_err kt_audit_build(const char *activity, json_object *fields,
                                   uint64_t seq, const char *prev, char **line,
-                                  size_t *len)
+                                  size_t *len, char id[KT_AUDIT_ID_SIZE])
 {
     json_object *rec = json_object_new_object();
-    char id[37], when[32], hash[KT_AUDIT_HASH_HEX + 1];
+    char when[32], hash[KT_AUDIT_HASH_HEX + 1];
     const char *text;
     keytier_err err = KEYTIER_OK;
 
@@ -349,10 +441,100 @@ out:
     return err;
 }
 
+keytier_err kt_audit_hash_at(kt_audit *a, uint64_t seq,
+                             char out[KT_AUDIT_HASH_HEX + 1])
+{
+    /* Record seq ends at the back-th newline counted from the end. */
+    uint64_t back, seen = 0;
+    off_t pos, end = -1, start = 0;
+    char buf[8192], *line = NULL;
+    json_object *obj = NULL, *s, *h;
+    keytier_err err = KEYTIER_OK;
+
+    if (!a->tail_known || seq == 0 || seq > a->tail_seq)
+        return kt_err(KEYTIER_E_AUDIT_TAMPERED,
+                      "audit log %s has no record %llu", a->path,
+                      (unsigned long long)seq);
+    back = a->tail_seq - seq + 1;
+    pos = a->tail_size;
+    while (pos > 0 && !(end >= 0 && start > 0)) {
+        size_t n = pos > (off_t)sizeof buf ? sizeof buf : (size_t)pos;
+        pos -= (off_t)n;
+        if (pread(a->fd, buf, n, pos) != (ssize_t)n)
+            return kt_err(KEYTIER_E_AUDIT, "cannot read audit log %s", a->path);
+        for (size_t i = n; i-- > 0;) {
+            if (buf[i] != '\n')
+                continue;
+            if (++seen == back) {
+                end = pos + (off_t)i;
+            } else if (seen == back + 1) {
+                start = pos + (off_t)i + 1;
+                break;
+            }
+        }
+        /* Bounded: one record is at most KT_AUDIT_LINE_MAX. */
+        if (end >= 0 && start == 0 && end - pos > (off_t)KT_AUDIT_LINE_MAX)
+            break;
+    }
+    if (end < 0 || end - start > (off_t)KT_AUDIT_LINE_MAX ||
+        !(line = malloc((size_t)(end - start) + 1)) ||
+        pread(a->fd, line, (size_t)(end - start), start) !=
+            (ssize_t)(end - start) ||
+        !(obj = kt_audit_parse(line, (size_t)(end - start))) ||
+        !json_object_object_get_ex(obj, "Seq", &s) ||
+        !json_object_object_get_ex(obj, "Hash", &h) ||
+        !json_object_is_type(s, json_type_int) ||
+        json_object_get_int64(s) != (int64_t)seq ||
+        !json_object_is_type(h, json_type_string) ||
+        !kt_is_hash_hex(json_object_get_string(h))) {
+        err = kt_err(KEYTIER_E_AUDIT_TAMPERED,
+                     "audit log %s: the line of record %llu is not it", a->path,
+                     (unsigned long long)seq);
+        goto out;
+    }
+    memcpy(out, json_object_get_string(h), KT_AUDIT_HASH_HEX + 1);
+out:
+    json_object_put(obj);
+    free(line);
+    return err;
+}
+
+/*
+ * Hands the new head to the anchor hook (still under the lock, so anchors
+ * follow the order of the records).  The record is written whatever
+ * happens here: a failed anchor only lags (audit.h).
+ */
+static void kt_audit_anchor_head(kt_audit *a, const struct stat *st,
+                                 const char *id, const char *prev)
+{
+    kt_audit_head head = {.path = a->real_path ? a->real_path : a->path,
+                          .seq = a->tail_seq};
+
+    if (a->tail_seq == 1) {
+        /* We just wrote the first record: its Id names the log. */
+        memcpy(a->log_id, id, sizeof a->log_id);
+        a->id_known = true;
+    } else if (!a->id_known || a->id_dev != st->st_dev ||
+               a->id_ino != st->st_ino) {
+        a->id_known = false;
+        if (kt_audit_first_id(a->fd, a->path, a->log_id) != KEYTIER_OK) {
+            a->anchor(a->anchor_arg, a, NULL); /* reports the error */
+            return;
+        }
+        a->id_known = true;
+    }
+    a->id_dev = st->st_dev;
+    a->id_ino = st->st_ino;
+    memcpy(head.log_id, a->log_id, sizeof head.log_id);
+    memcpy(head.hash, a->tail_hash, sizeof head.hash);
+    memcpy(head.prev_hash, prev, sizeof head.prev_hash);
+    a->anchor(a->anchor_arg, a, &head);
+}
+
 keytier_err kt_audit_append(kt_audit *a, const char *activity,
                             json_object *fields, uint64_t *seq_out)
 {
-    char *line = NULL;
+    char *line = NULL, id[KT_AUDIT_ID_SIZE], prev[KT_AUDIT_HASH_HEX + 1];
     size_t len = 0;
     struct stat st;
     off_t size;
@@ -391,7 +573,7 @@ keytier_err kt_audit_append(kt_audit *a, const char *activity,
             goto out;
     }
     err = kt_audit_build(activity, fields, a->tail_seq + 1, a->tail_hash, &line,
-                         &len);
+                         &len, id);
     if (err != KEYTIER_OK)
         goto out;
     if (kt_write_all(a->fd, line, len) != KEYTIER_OK) {
@@ -408,6 +590,7 @@ keytier_err kt_audit_append(kt_audit *a, const char *activity,
         err = kt_err(KEYTIER_E_AUDIT, "cannot sync audit log %s", a->path);
         goto out;
     }
+    memcpy(prev, a->tail_hash, sizeof prev);
     a->tail_seq++;
     /* The new tail hash is the Hash of the line just written. */
     memcpy(a->tail_hash, line + len - 1 - 2 - KT_AUDIT_HASH_HEX,
@@ -416,6 +599,8 @@ keytier_err kt_audit_append(kt_audit *a, const char *activity,
     a->tail_known = true;
     if (seq_out)
         *seq_out = a->tail_seq;
+    if (a->anchor)
+        kt_audit_anchor_head(a, &st, id, prev);
 out:
     if (locked)
         flock(a->fd, LOCK_UN);
@@ -595,8 +780,7 @@ out:
     return err;
 }
 
-keytier_err kt_audit_verify(const char *path, uint64_t *bad_line,
-                            uint64_t *records)
+keytier_err kt_audit_scan(const char *path, kt_audit_scan_result *r)
 {
     char prev[KT_AUDIT_HASH_HEX + 1];
     char *line = NULL;
@@ -606,16 +790,17 @@ keytier_err kt_audit_verify(const char *path, uint64_t *bad_line,
     keytier_err err = KEYTIER_OK;
     FILE *f;
 
-    if (!path || !bad_line)
+    if (!path || !r)
         return kt_err(KEYTIER_E_ARGS, "audit verify: path missing");
-    *bad_line = 0;
-    if (records)
-        *records = 0;
+    r->bad_line = 0;
+    r->records = 0;
+    r->at_hash[0] = '\0';
     f = fopen(path, "re");
     if (!f)
         return kt_err(KEYTIER_E_IO, "cannot open audit log %s: %s", path,
                       strerror(errno));
     memcpy(prev, kt_audit_zero_hash, sizeof prev);
+    memcpy(r->head_hash, kt_audit_zero_hash, sizeof r->head_hash);
     while ((n = getline(&line, &cap, f)) > 0) {
         line_no++;
         if (line[n - 1] != '\n') {
@@ -630,16 +815,36 @@ keytier_err kt_audit_verify(const char *path, uint64_t *bad_line,
                                       prev);
         }
         if (err != KEYTIER_OK) {
-            *bad_line = line_no;
+            r->bad_line = line_no;
             break;
         }
-        if (records)
-            *records = line_no;
+        r->records = line_no;
+        memcpy(r->head_hash, prev, sizeof r->head_hash);
+        if (line_no == r->at_seq)
+            memcpy(r->at_hash, prev, sizeof r->at_hash);
     }
     if (err == KEYTIER_OK && ferror(f))
         err = kt_err(KEYTIER_E_IO, "cannot read audit log %s", path);
     free(line);
     fclose(f);
+    return err;
+}
+
+keytier_err kt_audit_verify(const char *path, uint64_t *bad_line,
+                            uint64_t *records)
+{
+    kt_audit_scan_result r = {.at_seq = 0};
+    keytier_err err;
+
+    if (!bad_line)
+        return kt_err(KEYTIER_E_ARGS, "audit verify: path missing");
+    *bad_line = 0;
+    if (records)
+        *records = 0;
+    err = kt_audit_scan(path, &r);
+    *bad_line = r.bad_line;
+    if (records)
+        *records = r.records;
     return err;
 }
 

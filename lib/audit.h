@@ -11,8 +11,18 @@
  * mutex, as flock does not exclude threads sharing a descriptor) around
  * reading the last hash and writing, and fdatasync before reporting success.
  *
- * Not detectable from the file alone: removal of the newest records (keep
- * kt_audit_head() somewhere else to anchor the tail).
+ * Anchor (audit_anchor.c; SECURITY.md "The audit log").  The chain alone
+ * cannot show a cut tail, and whoever can write the file can recompute
+ * every hash.  So after each append, still under the lock, the anchor
+ * hook records the head (log id = the Id of record 1, Seq, Hash) in the
+ * store, MACed (HMAC-SHA-256) by the service token's non-extractable key
+ * "keytier-audit-anchor".  The record is on disk before the hook runs and
+ * the hook cannot fail the append: with the service token unreachable (its
+ * call has the pool's deadline) or after a crash between append and
+ * anchor, the anchor lags and keytier_audit_verify_anchored reports the
+ * records after it as unanchored (KEYTIER_E_AUDIT_UNANCHORED), not as
+ * tampering.  The anchor never moves backwards, nor over a record whose
+ * Hash differs from the anchored one.
  */
 #ifndef KT_AUDIT_H
 #define KT_AUDIT_H
@@ -30,12 +40,44 @@
 #define KT_AUDIT_DEP_CREATED "DEP created"
 #define KT_AUDIT_CACHE_ALERT "Cache refresh failing"
 #define KT_AUDIT_HASH_HEX    64
+#define KT_AUDIT_ID_SIZE     37 /* a record Id (UUID text) and its NUL */
 
+/* The head of a log after an append: what an anchor records. */
+typedef struct kt_audit_head {
+    const char *path;                      /* the log as opened */
+    char log_id[KT_AUDIT_ID_SIZE];         /* Id of the log's first record */
+    uint64_t seq;                          /* Seq of the newest record */
+    char hash[KT_AUDIT_HASH_HEX + 1];      /* its Hash */
+    char prev_hash[KT_AUDIT_HASH_HEX + 1]; /* its PrevHash */
+} kt_audit_head;
+
+/*
+ * Called after every successful append, under the append lock (flock and
+ * mutex), so calls follow the order of the records.  head is NULL when the
+ * log's identity could not be read (the error is in the thread's detail).
+ * The record is already on disk: the hook cannot fail the append.
+ */
 typedef struct kt_audit kt_audit;
+typedef void (*kt_audit_anchor_fn)(void *arg, kt_audit *audit,
+                                   const kt_audit_head *head);
 
 /* Opens (creating 0600 if needed) the log at path for appending. */
 KT_MUST_CHECK keytier_err kt_audit_open(const char *path, kt_audit **out);
 void kt_audit_close(kt_audit *audit);
+/* Sets (fn NULL: clears) the anchor hook of a handle; release (may be
+ * NULL) frees arg when the hook is replaced or the handle closed. */
+void kt_audit_set_anchor(kt_audit *audit, kt_audit_anchor_fn fn, void *arg,
+                         void (*release)(void *arg));
+/* From inside an anchor hook only (append lock held): the Hash of record
+ * seq of this log, read back from its end.  KEYTIER_E_AUDIT_TAMPERED when
+ * the line there is not record seq. */
+KT_MUST_CHECK keytier_err kt_audit_hash_at(kt_audit *audit, uint64_t seq,
+                                           char out[KT_AUDIT_HASH_HEX + 1]);
+/* The identity of the log at path: the Id of its first record.
+ * KEYTIER_E_NOT_FOUND (empty log), KEYTIER_E_AUDIT_TAMPERED (line 1 is not
+ * a record with an Id), KEYTIER_E_IO. */
+KT_MUST_CHECK keytier_err kt_audit_log_id(const char *path,
+                                          char out[KT_AUDIT_ID_SIZE]);
 
 /*
  * Appends one record: the standard fields are added around fields (a JSON
@@ -87,5 +129,17 @@ KT_MUST_CHECK keytier_err kt_audit_cache_alert(
  */
 KT_MUST_CHECK keytier_err kt_audit_verify(const char *path, uint64_t *bad_line,
                                           uint64_t *records);
+
+/* kt_audit_verify, also returning the head's Hash and the Hash of record
+ * at_seq (set at_seq before the call; at_hash stays "" when the intact
+ * records do not reach it). */
+typedef struct kt_audit_scan_result {
+    uint64_t at_seq;
+    uint64_t records, bad_line;
+    char at_hash[KT_AUDIT_HASH_HEX + 1];
+    char head_hash[KT_AUDIT_HASH_HEX + 1];
+} kt_audit_scan_result;
+KT_MUST_CHECK keytier_err kt_audit_scan(const char *path,
+                                        kt_audit_scan_result *r);
 
 #endif

@@ -53,6 +53,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include <p11-kit/pkcs11.h>
+
 #include "kt_base.h"
 
 #define KT_AVAIL_MAX_OVERRIDES 16
@@ -152,6 +154,20 @@ void kt_avail_publish(keytier_ctx *ctx, int scope, const char *value,
 KT_MUST_CHECK keytier_err
 kt_avail_dep_key_read_customer(keytier_ctx *ctx, const struct kt_dep_rec *dep,
                                const keytier_request *req, kt_secret **out);
+
+/* lib-audit: runs a token call of the library (not a root-key read) on
+ * the pool with avail.call_deadline_ms, bounded per token like root-key
+ * reads; kt_avail_close waits for it.  token_uri names the token.  Returns
+ * as kt_pool_run (call.release always runs). */
+struct kt_call;
+KT_MUST_CHECK CK_RV kt_avail_run(keytier_ctx *ctx, const char *token_uri,
+                                 const struct kt_call *call);
+
+/* lib-audit (audit_anchor.c): after every append to a, anchor the log's
+ * head in ctx's store with the service token's MAC (no-op without a
+ * service_token). */
+struct kt_audit;
+void kt_audit_anchor_attach(keytier_ctx *ctx, struct kt_audit *a);
 
 /* Writes a "DEP created" audit record. */
 KT_MUST_CHECK keytier_err kt_avail_dep_created(keytier_ctx *ctx,

@@ -434,13 +434,15 @@ KEYTIER_API keytier_err keytier_dep_create_named(
     avail_made = false; /* kept: the DEP now owns it */
     kt_dep_info_fill(dep, out);
     kt_log_event(ctx->log, KT_LOG_INFO, "DEP created", dep->dep_id);
-    /* lib-avail: the audit log records every DEP; the DEP exists either way */
-    if (kt_avail_dep_created(ctx, dep) != KEYTIER_OK)
-        kt_log_event(ctx->log, KT_LOG_ERROR, "DEP created, audit record lost",
-                     dep->dep_id);
 out:
     if (avail_made)
         kt_dep_avail_rollback(ctx, &avail_root);
+    /* lib-avail: the audit log records every DEP; the DEP exists either
+     * way.  lib-audit: written once the sessions are back, so the audit
+     * anchor's service token call reuses one. */
+    if (e == KEYTIER_OK && kt_avail_dep_created(ctx, dep) != KEYTIER_OK)
+        kt_log_event(ctx->log, KT_LOG_ERROR, "DEP created, audit record lost",
+                     dep->dep_id);
     kt_secret_free(key);
     kt_wipe(dep, sizeof *dep);
     free(dep);

@@ -44,10 +44,11 @@
  *
  * Plaintext of a chunk is never released before its tag verifies: the
  * buffer API decrypts everything and wipes the output on any failure; the
- * stream API decrypts each chunk into its buffer, checks the tag, then
- * writes it.
+ * stream API decrypts each chunk in its pipeline slot (stream.h), checks
+ * the tag, and only then hands it to the writer.
  */
 #include <errno.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -56,6 +57,7 @@
 #include <openssl/rand.h>
 
 #include "kt_lib.h"
+#include "stream.h"
 
 #define KT_ENV_MAGIC        "KTEV"
 #define KT_ENV_VERSION      1
@@ -481,7 +483,21 @@ KEYTIER_API keytier_err keytier_envelope_peek(
 
 /* ---- streaming API ------------------------------------------------------ */
 
-/* Reads up to n bytes, stopping early only at end of input. */
+/* The streams run through the pipeline of stream.h: a reader thread, the
+ * cryptography on the caller's thread, a writer thread.  A pipeline slot
+ * holds several chunks (about KT_SLOT_BYTES, at most KT_SLOT_CHUNKS so one
+ * writev() takes a slot) and is encrypted or decrypted in place. */
+#define KT_SLOT_BYTES  (1u << 20)
+#define KT_SLOT_CHUNKS 256u
+
+static size_t kt_slot_chunks(uint32_t chunk)
+{
+    size_t k = KT_SLOT_BYTES / chunk;
+    return k < 1 ? 1 : k > KT_SLOT_CHUNKS ? KT_SLOT_CHUNKS : k;
+}
+
+/* Reads up to n bytes, stopping early only at end of input (the header;
+ * the chunks go through the pipeline's reader). */
 static keytier_err kt_read_full(int fd, uint8_t *buf, size_t n, size_t *got)
 {
     size_t off = 0;
@@ -489,6 +505,11 @@ static keytier_err kt_read_full(int fd, uint8_t *buf, size_t n, size_t *got)
         ssize_t r = read(fd, buf + off, n - off);
         if (r < 0 && errno == EINTR)
             continue;
+        if (r < 0 && errno == EAGAIN) { /* a non-blocking fd */
+            struct pollfd p = {fd, POLLIN, 0};
+            if (poll(&p, 1, -1) >= 0 || errno == EINTR)
+                continue;
+        }
         if (r < 0)
             return kt_err(KEYTIER_E_IO, "read: %s", strerror(errno));
         if (r == 0)
@@ -499,17 +520,39 @@ static keytier_err kt_read_full(int fd, uint8_t *buf, size_t n, size_t *got)
     return KEYTIER_OK;
 }
 
-static keytier_err kt_write_full(int fd, const uint8_t *buf, size_t n)
+struct kt_stream_state {
+    struct kt_chunk_ctx k;
+    uint32_t chunk;
+    const struct kt_env_header *h; /* sealing: written before chunk 0 */
+    uint64_t idx;                  /* next chunk */
+};
+
+/* Sealing a slot: it holds plaintext, C bytes per chunk, contiguous; the
+ * chunks are encrypted in place and their tags kept in aux, and the writer
+ * interleaves them (chunk, tag, chunk, tag ...). */
+static keytier_err kt_seal_slot(void *arg, struct kt_stream_slot *sl,
+                                bool *last)
 {
-    size_t off = 0;
-    while (off < n) {
-        ssize_t w = write(fd, buf + off, n - off);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0)
-            return kt_err(KEYTIER_E_IO, "write: %s", strerror(errno));
-        off += (size_t)w;
+    struct kt_stream_state *st = arg;
+    size_t c = st->chunk, full = sl->len / c;
+    /* At end of input the rest (0 .. C-1 bytes) is the final chunk. */
+    size_t n = full + (sl->eof ? 1 : 0), v = 0;
+    if (sl->seq == 0)
+        sl->iov[v++] = (struct iovec){(void *)st->h->bytes, st->h->len};
+    for (size_t j = 0; j < n; j++, st->idx++) {
+        bool final = j == full;
+        size_t len = final ? sl->len - full * c : c;
+        uint8_t *p = sl->buf + j * c, *tag = sl->aux + j * KT_TAG_SIZE;
+        if (!kt_chunk(&st->k, 1, st->idx, final, p, len, p, tag)) {
+            sl->iov_n = v;
+            return kt_err(KEYTIER_E_CRYPTO, "sealing chunk %llu",
+                          (unsigned long long)st->idx);
+        }
+        sl->iov[v++] = (struct iovec){p, len};
+        sl->iov[v++] = (struct iovec){tag, KT_TAG_SIZE};
     }
+    sl->iov_n = v;
+    *last = sl->eof;
     return KEYTIER_OK;
 }
 
@@ -527,36 +570,63 @@ KEYTIER_API keytier_err keytier_seal_stream(keytier_key *key, const void *aad,
     struct kt_env_header h;
     if (!kt_header_write(key, chunk, &h))
         return kt_err(KEYTIER_E_CRYPTO, "writing the envelope header");
-    uint8_t *buf = malloc((size_t)chunk + KT_TAG_SIZE);
-    struct kt_chunk_ctx k = {
-        kt_cipher_get(key, 1), h.bytes, h.len, h.nonce, aad, aad_len};
-    if (buf == NULL || k.c == NULL) {
-        e = kt_err(KEYTIER_E_NOMEM, NULL);
-        goto out;
-    }
-    e = kt_write_full(out_fd, h.bytes, h.len);
-    for (uint64_t i = 0; e == KEYTIER_OK; i++) {
-        size_t n;
-        e = kt_read_full(in_fd, buf, chunk, &n);
-        if (e != KEYTIER_OK)
-            break;
-        bool final = n < chunk;
-        if (!kt_chunk(&k, 1, i, final, buf, n, buf, buf + n)) {
-            e = kt_err(KEYTIER_E_CRYPTO, "sealing chunk %llu",
-                       (unsigned long long)i);
+    struct kt_stream_state st = {
+        {kt_cipher_get(key, 1), h.bytes, h.len, h.nonce, aad, aad_len},
+        chunk,
+        &h,
+        0};
+    if (st.k.c == NULL)
+        return kt_err(KEYTIER_E_CRYPTO, "cipher context");
+    size_t k = kt_slot_chunks(chunk);
+    struct kt_stream_cfg cfg = {.in_fd = in_fd,
+                                .out_fd = out_fd,
+                                .unit = chunk,
+                                .read_size = k * chunk,
+                                .aux_size = k * KT_TAG_SIZE, /* the tags */
+                                .iov_max = 2 * k + 1, /* header, chunk, tag */
+                                .fn = kt_seal_slot,
+                                .arg = &st};
+    e = kt_stream_run(&cfg);
+    kt_cipher_put(key, 1, st.k.c);
+    return e;
+}
+
+/* Opening a slot: it holds ciphertext as read, chunk after chunk with
+ * their tags; a piece of C+16 bytes is a non-final chunk, the shorter
+ * rest at end of input the final one.  Each chunk is decrypted in place
+ * and released to the writer only once its tag verified. */
+static keytier_err kt_open_slot(void *arg, struct kt_stream_slot *sl,
+                                bool *last)
+{
+    struct kt_stream_state *st = arg;
+    size_t c = st->chunk, piece = c + KT_TAG_SIZE;
+    size_t full = sl->len / piece, rest = sl->len % piece, v = 0;
+    keytier_err e = KEYTIER_OK;
+    for (size_t j = 0; j <= full && e == KEYTIER_OK; j++, st->idx++) {
+        bool final = j == full;
+        if (final && !sl->eof)
+            break; /* the rest (if any) is the start of the next piece;
+                    * only a read error leaves one here */
+        if (final && rest < KT_TAG_SIZE) {
+            /* End of input on a chunk boundary (or inside a tag): the
+             * final chunk is missing. */
+            e = kt_err(KEYTIER_E_TRUNCATED, "stream ends before its final "
+                                            "chunk");
             break;
         }
-        e = kt_write_full(out_fd, buf, n + KT_TAG_SIZE);
-        if (final)
+        size_t len = final ? rest - KT_TAG_SIZE : c;
+        uint8_t *p = sl->buf + j * piece, tag[KT_TAG_SIZE];
+        memcpy(tag, p + len, KT_TAG_SIZE);
+        if (!kt_chunk(&st->k, 0, st->idx, final, p, len, p, tag)) {
+            kt_wipe(p, len);
+            e = kt_err(KEYTIER_E_AUTH, "chunk %llu of the stream",
+                       (unsigned long long)st->idx);
             break;
+        }
+        sl->iov[v++] = (struct iovec){p, len}; /* authenticated: release */
+        *last = final;
     }
-out:
-    if (k.c != NULL)
-        kt_cipher_put(key, 1, k.c);
-    if (buf != NULL) {
-        kt_wipe(buf, (size_t)chunk + KT_TAG_SIZE);
-        free(buf);
-    }
+    sl->iov_n = v;
     return e;
 }
 
@@ -591,45 +661,23 @@ KEYTIER_API keytier_err keytier_open_stream(keytier_key *key, const void *aad,
     if (e != KEYTIER_OK)
         return e;
 
-    size_t full = (size_t)h.chunk + KT_TAG_SIZE;
-    uint8_t *buf = malloc(full);
-    struct kt_chunk_ctx k = {
-        kt_cipher_get(key, 0), hdr, h.len, h.nonce, aad, aad_len};
-    if (buf == NULL || k.c == NULL) {
-        e = kt_err(KEYTIER_E_NOMEM, NULL);
-        goto out;
-    }
-    for (uint64_t i = 0;; i++) {
-        e = kt_read_full(in_fd, buf, full, &got);
-        if (e != KEYTIER_OK)
-            break;
-        if (got < KT_TAG_SIZE) {
-            /* End of input on a chunk boundary (or inside a tag): the final
-             * chunk is missing. */
-            e = kt_err(KEYTIER_E_TRUNCATED, "stream ends before its final "
-                                            "chunk");
-            break;
-        }
-        bool final = got < full;
-        size_t n = got - KT_TAG_SIZE;
-        uint8_t tag[KT_TAG_SIZE];
-        memcpy(tag, buf + n, KT_TAG_SIZE);
-        if (!kt_chunk(&k, 0, i, final, buf, n, buf, tag)) {
-            kt_wipe(buf, full);
-            e = kt_err(KEYTIER_E_AUTH, "chunk %llu of the stream",
-                       (unsigned long long)i);
-            break;
-        }
-        e = kt_write_full(out_fd, buf, n); /* authenticated: release */
-        if (e != KEYTIER_OK || final)
-            break;
-    }
-out:
-    if (k.c != NULL)
-        kt_cipher_put(key, 0, k.c);
-    if (buf != NULL) {
-        kt_wipe(buf, full);
-        free(buf);
-    }
+    struct kt_stream_state st = {
+        {kt_cipher_get(key, 0), hdr, h.len, h.nonce, aad, aad_len},
+        h.chunk,
+        NULL,
+        0};
+    if (st.k.c == NULL)
+        return kt_err(KEYTIER_E_CRYPTO, "cipher context");
+    size_t k = kt_slot_chunks(h.chunk);
+    size_t piece = (size_t)h.chunk + KT_TAG_SIZE;
+    struct kt_stream_cfg cfg = {.in_fd = in_fd,
+                                .out_fd = out_fd,
+                                .unit = piece,
+                                .read_size = k * piece,
+                                .iov_max = k,
+                                .fn = kt_open_slot,
+                                .arg = &st};
+    e = kt_stream_run(&cfg);
+    kt_cipher_put(key, 0, st.k.c);
     return e;
 }

@@ -259,6 +259,71 @@ static void kt_slot_release(void *p)
     kt_ctx_release(ctx); /* may be the last user of a closed context */
 }
 
+/* ---- other token calls of the library on the pool (audit anchors) ----- */
+
+struct kt_run_job {
+    keytier_ctx *ctx; /* held until release (lib-deadline) */
+    kt_call inner;
+};
+
+static CK_RV kt_run_run(void *p)
+{
+    struct kt_run_job *j = p;
+
+    return j->inner.run(j->inner.ctx);
+}
+
+static void kt_run_accept(void *p, CK_RV rv)
+{
+    struct kt_run_job *j = p;
+
+    if (j->inner.accept)
+        j->inner.accept(j->inner.ctx, rv);
+}
+
+static void kt_run_discard(void *p, CK_RV rv)
+{
+    struct kt_run_job *j = p;
+
+    if (j->inner.discard)
+        j->inner.discard(j->inner.ctx, rv);
+}
+
+static void kt_run_release(void *p)
+{
+    struct kt_run_job *j = p;
+    keytier_ctx *ctx = j->ctx;
+
+    if (j->inner.release)
+        j->inner.release(j->inner.ctx);
+    free(j);
+    kt_ctx_release(ctx); /* may be the last user of a closed context */
+}
+
+CK_RV kt_avail_run(keytier_ctx *ctx, const char *token_uri, const kt_call *call)
+{
+    struct kt_avail *av = ctx->avail;
+    struct kt_run_job *j;
+    kt_call outer;
+
+    if (!av || !(j = calloc(1, sizeof *j))) {
+        if (call->release)
+            call->release(call->ctx);
+        return CKR_HOST_MEMORY;
+    }
+    j->ctx = ctx;
+    j->inner = *call;
+    kt_ctx_hold(ctx);
+    outer = (kt_call){.name = call->name,
+                      .token = kt_uri_token_id(token_uri),
+                      .run = kt_run_run,
+                      .accept = kt_run_accept,
+                      .discard = kt_run_discard,
+                      .release = kt_run_release,
+                      .ctx = j};
+    return kt_pool_run(av->pool, &outer, av->cfg->call_deadline_ms);
+}
+
 static bool kt_slot_call(struct kt_avail *av, const struct kt_dep_rec *dep,
                          int slot, struct kt_slot_result *sink, kt_call *call)
 {
@@ -657,6 +722,7 @@ keytier_err kt_avail_open(keytier_ctx *ctx)
     free(path);
     if (e != KEYTIER_OK)
         goto fail;
+    kt_audit_anchor_attach(ctx, av->audit); /* lib-audit */
     if (c->cache_ttl_ms) {
         kt_cache_config cc = {
             .ttl_ms = c->cache_ttl_ms,

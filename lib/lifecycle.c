@@ -50,6 +50,7 @@ keytier_err kt_lc_audit(keytier_ctx *ctx, const char *activity,
     }
     /* A handle of our own: appends take an exclusive flock, so the chain
      * stays whole beside the availability machinery's handle. */
+    kt_audit_anchor_attach(ctx, a); /* lib-audit */
     e = kt_audit_append(a, activity, o, NULL);
     kt_audit_close(a);
     return e;

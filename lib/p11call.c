@@ -184,6 +184,19 @@ CK_RV kt_p11_unwrap_key(struct kt_token *tok, CK_SESSION_HANDLE s,
     return rv;
 }
 
+CK_RV kt_p11_sign(struct kt_token *tok, CK_SESSION_HANDLE s, CK_MECHANISM *mech,
+                  CK_OBJECT_HANDLE key, const uint8_t *in, CK_ULONG in_len,
+                  uint8_t *out, CK_ULONG *out_len)
+{
+    CK_RV rv;
+    KT_CALL(tok->ctx->log, tok->mod->fl, C_SignInit, (s, mech, key));
+    if (rv != CKR_OK)
+        return rv;
+    KT_CALL(tok->ctx->log, tok->mod->fl, C_Sign,
+            (s, (CK_BYTE *)in, in_len, out, out_len));
+    return rv;
+}
+
 /* ---- administration (cli: lib/admin.c) --------------------------------- */
 
 CK_RV kt_p11_init_token(keytier_ctx *ctx, struct kt_module *mod,

@@ -57,6 +57,11 @@ CK_RV kt_p11_unwrap_key(struct kt_token *tok, CK_SESSION_HANDLE s,
                         const uint8_t *wrapped, CK_ULONG wrapped_len,
                         CK_ATTRIBUTE *tmpl, CK_ULONG n, CK_OBJECT_HANDLE *obj);
 
+/* C_SignInit + C_Sign (single part); out_len: capacity in, length out. */
+CK_RV kt_p11_sign(struct kt_token *tok, CK_SESSION_HANDLE s, CK_MECHANISM *mech,
+                  CK_OBJECT_HANDLE key, const uint8_t *in, CK_ULONG in_len,
+                  uint8_t *out, CK_ULONG *out_len);
+
 /* ---- administration (cli: lib/admin.c) ---------------------------------
  * Token preparation for the keytier command line; same door, same log. */
 CK_RV kt_p11_init_token(keytier_ctx *ctx, struct kt_module *mod,

@@ -268,4 +268,36 @@ kt_store_inval_root_deps(struct kt_store *st, const char *uri,
 uint64_t kt_store_ops(struct kt_store *st);
 /* ==== end cache invalidations ========================================== */
 
+/* ==== audit anchors (lib-audit: lib/audit_anchor.c) =====================
+ * The head of an audit log (its Seq and Hash) as last anchored, with the
+ * service token's HMAC over it (audit.h). */
+#define KT_ANCHOR_MAC_SIZE 32 /* HMAC-SHA-256 */
+#define KT_ANCHOR_PATH_MAX 4096
+
+struct kt_anchor_rec {
+    char log_id[KEYTIER_ID_SIZE];  /* the Id of the log's first record */
+    char path[KT_ANCHOR_PATH_MAX]; /* the log's real path when anchored */
+    uint64_t seq;
+    char hash[65]; /* hex SHA-256: the Hash of record seq */
+    uint8_t mac[KT_ANCHOR_MAC_SIZE];
+    int64_t updated; /* seconds since the epoch */
+};
+
+/* Sets the anchor of a->log_id unless the stored one is at a Seq >= a->seq
+ * (*applied false then): anchors never move backwards. */
+KT_MUST_CHECK keytier_err kt_store_anchor_put(struct kt_store *st,
+                                              const struct kt_anchor_rec *a,
+                                              bool *applied);
+/* KEYTIER_E_NOT_FOUND when the log has no anchor. */
+KT_MUST_CHECK keytier_err kt_store_anchor_get(struct kt_store *st,
+                                              const char *log_id,
+                                              struct kt_anchor_rec *out);
+/* The newest anchor of a log other than log_id ("": any) recorded at this
+ * path (KEYTIER_E_NOT_FOUND). */
+KT_MUST_CHECK keytier_err kt_store_anchor_other(struct kt_store *st,
+                                                const char *path,
+                                                const char *log_id,
+                                                struct kt_anchor_rec *out);
+/* ==== end audit anchors ================================================= */
+
 #endif /* KT_STORE_H */

@@ -29,7 +29,7 @@
 
 #define KT_BUSY_TIMEOUT_MS 10000
 
-#define KT_STMT_CACHE 24
+#define KT_STMT_CACHE 40 /* lib-audit: 33 statements with the anchors */
 
 struct kt_store {
     sqlite3 *db;
@@ -169,6 +169,17 @@ static const char *const kt_migrations[] = {
     "  created INTEGER NOT NULL);"
     "CREATE INDEX IF NOT EXISTS cache_invalidations_created ON "
     "cache_invalidations(created);",
+    /* 5 -> 6 (lib-audit): the keyed anchor of each audit log's head (its
+     * Seq and Hash, MACed by the service token), outside the log file. */
+    "CREATE TABLE IF NOT EXISTS audit_anchors ("
+    "  log_id TEXT PRIMARY KEY,"
+    "  path TEXT NOT NULL,"
+    "  seq INTEGER NOT NULL CHECK (seq >= 1),"
+    "  hash TEXT NOT NULL,"
+    "  mac BLOB NOT NULL,"
+    "  updated INTEGER NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS audit_anchors_path ON audit_anchors(path, "
+    "  updated);",
 };
 
 #define KT_SCHEMA_LATEST ((int)(sizeof kt_migrations / sizeof kt_migrations[0]))
@@ -1745,3 +1756,110 @@ uint64_t kt_store_ops(struct kt_store *st)
     return atomic_load(&st->ops);
 }
 /* ==== end cache invalidations ========================================== */
+
+/* ==== audit anchors (lib-audit) ========================================= */
+
+keytier_err kt_store_anchor_put(struct kt_store *st,
+                                const struct kt_anchor_rec *a, bool *applied)
+{
+    sqlite3_stmt *q;
+    keytier_err e = KEYTIER_OK;
+    *applied = false;
+    pthread_mutex_lock(&st->mu);
+    /* One statement, one transaction.  Never backwards: an anchor at or
+     * past this Seq stays (a log cut back and appended to again must keep
+     * the evidence of what it had). */
+    if (kt_prep(st,
+                "INSERT INTO audit_anchors (log_id, path, seq, hash, mac, "
+                "updated) VALUES (?1, ?2, ?3, ?4, ?5, ?6) "
+                "ON CONFLICT (log_id) DO UPDATE SET path = excluded.path, "
+                "seq = excluded.seq, hash = excluded.hash, mac = excluded.mac, "
+                "updated = excluded.updated WHERE excluded.seq > "
+                "audit_anchors.seq",
+                &q) != SQLITE_OK) {
+        e = kt_store_fail(st, "audit anchor");
+        goto out;
+    }
+    sqlite3_bind_text(q, 1, a->log_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 2, a->path, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(q, 3, (sqlite3_int64)a->seq);
+    sqlite3_bind_text(q, 4, a->hash, -1, SQLITE_STATIC);
+    sqlite3_bind_blob(q, 5, a->mac, KT_ANCHOR_MAC_SIZE, SQLITE_STATIC);
+    sqlite3_bind_int64(q, 6, a->updated);
+    if (sqlite3_step(q) != SQLITE_DONE)
+        e = kt_store_fail(st, "audit anchor");
+    else
+        *applied = sqlite3_changes(st->db) > 0;
+    kt_done(st, q);
+out:
+    pthread_mutex_unlock(&st->mu);
+    return e;
+}
+
+static keytier_err kt_anchor_read(struct kt_store *st, sqlite3_stmt *q,
+                                  struct kt_anchor_rec *out, const char *what)
+{
+    int rc = sqlite3_step(q);
+    if (rc == SQLITE_DONE)
+        return kt_err(KEYTIER_E_NOT_FOUND, "no audit anchor for %s", what);
+    if (rc != SQLITE_ROW)
+        return kt_store_fail(st, "audit anchor");
+    memset(out, 0, sizeof *out);
+    kt_col_text(q, 0, out->log_id, sizeof out->log_id);
+    kt_col_text(q, 1, out->path, sizeof out->path);
+    sqlite3_int64 seq = sqlite3_column_int64(q, 2);
+    kt_col_text(q, 3, out->hash, sizeof out->hash);
+    out->updated = sqlite3_column_int64(q, 5);
+    /* A row of another shape is not an anchor: refused like a bad MAC. */
+    if (seq < 1 || sqlite3_column_bytes(q, 4) != KT_ANCHOR_MAC_SIZE)
+        return kt_err(KEYTIER_E_AUDIT_TAMPERED,
+                      "audit anchor of log %s is malformed", out->log_id);
+    out->seq = (uint64_t)seq;
+    memcpy(out->mac, sqlite3_column_blob(q, 4), KT_ANCHOR_MAC_SIZE);
+    return KEYTIER_OK;
+}
+
+keytier_err kt_store_anchor_get(struct kt_store *st, const char *log_id,
+                                struct kt_anchor_rec *out)
+{
+    sqlite3_stmt *q;
+    keytier_err e;
+    pthread_mutex_lock(&st->mu);
+    if (kt_prep(st,
+                "SELECT log_id, path, seq, hash, mac, updated FROM "
+                "audit_anchors WHERE log_id = ?1",
+                &q) != SQLITE_OK) {
+        e = kt_store_fail(st, "audit anchor");
+        goto out;
+    }
+    sqlite3_bind_text(q, 1, log_id, -1, SQLITE_STATIC);
+    e = kt_anchor_read(st, q, out, log_id);
+    kt_done(st, q);
+out:
+    pthread_mutex_unlock(&st->mu);
+    return e;
+}
+
+keytier_err kt_store_anchor_other(struct kt_store *st, const char *path,
+                                  const char *log_id, struct kt_anchor_rec *out)
+{
+    sqlite3_stmt *q;
+    keytier_err e;
+    pthread_mutex_lock(&st->mu);
+    if (kt_prep(st,
+                "SELECT log_id, path, seq, hash, mac, updated FROM "
+                "audit_anchors WHERE path = ?1 AND log_id != ?2 ORDER BY "
+                "updated DESC, rowid DESC LIMIT 1",
+                &q) != SQLITE_OK) {
+        e = kt_store_fail(st, "audit anchor");
+        goto out;
+    }
+    sqlite3_bind_text(q, 1, path, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 2, log_id, -1, SQLITE_STATIC);
+    e = kt_anchor_read(st, q, out, path);
+    kt_done(st, q);
+out:
+    pthread_mutex_unlock(&st->mu);
+    return e;
+}
+/* ==== end audit anchors ================================================== */

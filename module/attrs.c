@@ -20,14 +20,58 @@ void kt_attrs_init(kt_attrs *a)
     a->v = NULL;
     a->n = 0;
     a->cap = 0;
+    a->packed = 0;
 }
 
 void kt_attrs_clear(kt_attrs *a)
 {
-    for (size_t i = 0; i < a->n; i++)
-        kt_free_secret(a->v[i].pValue, a->v[i].ulValueLen);
-    free(a->v);
+    if (a->packed != 0) {
+        kt_free_secret(a->v, a->packed);
+    } else {
+        for (size_t i = 0; i < a->n; i++)
+            kt_free_secret(a->v[i].pValue, a->v[i].ulValueLen);
+        free(a->v);
+    }
     kt_attrs_init(a);
+}
+
+/* Values in a packed block start at multiples of this (the alignment
+ * malloc gives: CKA_ALLOWED_MECHANISMS is read as an array). */
+#define KT_PACK_ALIGN 16u
+
+static size_t pack_round(size_t n)
+{
+    return (n + KT_PACK_ALIGN - 1) & ~(size_t)(KT_PACK_ALIGN - 1);
+}
+
+/* A packed array back to one allocation per value (before a change). */
+static CK_RV attrs_unpack(kt_attrs *a)
+{
+    if (a->packed == 0)
+        return CKR_OK;
+    kt_attrs plain;
+    kt_attrs_init(&plain);
+    size_t cap = a->n > 16 ? a->n : 16;
+    plain.v = malloc(cap * sizeof(*plain.v));
+    if (plain.v == NULL)
+        return CKR_HOST_MEMORY;
+    plain.cap = cap;
+    for (size_t i = 0; i < a->n; i++) {
+        plain.v[i] = a->v[i];
+        plain.v[i].pValue = NULL;
+        if (a->v[i].ulValueLen > 0) {
+            plain.v[i].pValue = malloc(a->v[i].ulValueLen);
+            if (plain.v[i].pValue == NULL) {
+                kt_attrs_clear(&plain);
+                return CKR_HOST_MEMORY;
+            }
+            memcpy(plain.v[i].pValue, a->v[i].pValue, a->v[i].ulValueLen);
+        }
+        plain.n = i + 1;
+    }
+    kt_attrs_clear(a);
+    *a = plain;
+    return CKR_OK;
 }
 
 CK_ATTRIBUTE *kt_attrs_find(const kt_attrs *a, CK_ATTRIBUTE_TYPE type)
@@ -71,7 +115,13 @@ CK_RV kt_attrs_set(kt_attrs *a, CK_ATTRIBUTE_TYPE type, const void *value,
         copy = malloc(len);
         if (copy == NULL)
             return CKR_HOST_MEMORY;
+        /* Before any unpacking: value may point into a itself. */
         memcpy(copy, value, len);
+    }
+    CK_RV rv = attrs_unpack(a);
+    if (rv != CKR_OK) {
+        kt_free_secret(copy, len);
+        return rv;
     }
     CK_ATTRIBUTE *at = kt_attrs_find(a, type);
     if (at != NULL) {
@@ -113,6 +163,13 @@ void kt_attrs_remove(kt_attrs *a, CK_ATTRIBUTE_TYPE type)
     for (size_t i = 0; i < a->n; i++) {
         if (a->v[i].type != type)
             continue;
+        if (a->packed != 0) {
+            /* In place: wiped, and the entry leaves the array. */
+            kt_wipe(a->v[i].pValue, a->v[i].ulValueLen);
+            a->v[i] = a->v[a->n - 1];
+            a->n--;
+            return;
+        }
         kt_free_secret(a->v[i].pValue, a->v[i].ulValueLen);
         a->v[i] = a->v[a->n - 1];
         a->n--;
@@ -123,25 +180,32 @@ void kt_attrs_remove(kt_attrs *a, CK_ATTRIBUTE_TYPE type)
 CK_RV kt_attrs_copy(kt_attrs *dst, const kt_attrs *src)
 {
     if (dst->n == 0 && src->n > 0) {
-        /* Into an empty array: no duplicate lookups, one array. */
-        CK_ATTRIBUTE *v = realloc(dst->v, src->n * sizeof(*v));
-        if (v == NULL)
+        /* Into an empty array: no duplicate lookups, and one allocation
+         * for the array and the values (objects, key snapshots: fewer
+         * allocations and pages per object). */
+        size_t total = pack_round(src->n * sizeof(CK_ATTRIBUTE));
+        for (size_t i = 0; i < src->n; i++)
+            total += pack_round(src->v[i].ulValueLen);
+        unsigned char *block = malloc(total);
+        if (block == NULL)
             return CKR_HOST_MEMORY;
-        dst->v = v;
-        dst->cap = src->n;
+        kt_attrs_clear(dst);
+        CK_ATTRIBUTE *v = (CK_ATTRIBUTE *)(void *)block;
+        size_t off = pack_round(src->n * sizeof(CK_ATTRIBUTE));
         for (size_t i = 0; i < src->n; i++) {
             v[i] = src->v[i];
             v[i].pValue = NULL;
             if (src->v[i].ulValueLen > 0) {
-                v[i].pValue = malloc(src->v[i].ulValueLen);
-                if (v[i].pValue == NULL) {
-                    dst->n = i;
-                    return CKR_HOST_MEMORY;
-                }
+                v[i].pValue = block + off;
                 memcpy(v[i].pValue, src->v[i].pValue, src->v[i].ulValueLen);
+                off += pack_round(src->v[i].ulValueLen);
             }
-            dst->n = i + 1;
         }
+        /* Padding between values is wiped with the block on free. */
+        dst->v = v;
+        dst->n = src->n;
+        dst->cap = src->n;
+        dst->packed = total;
         return CKR_OK;
     }
     for (size_t i = 0; i < src->n; i++) {

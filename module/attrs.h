@@ -13,6 +13,10 @@ typedef struct kt_attrs {
     CK_ATTRIBUTE *v;
     size_t n;
     size_t cap;
+    /* Non-zero: v and every value share one block of this many bytes
+     * (kt_attrs_copy into an empty array makes one); a change first gives
+     * each value its own allocation again. */
+    size_t packed;
 } kt_attrs;
 
 /* Nested templates (CKA_WRAP_TEMPLATE...) are held in their serialized form
@@ -37,6 +41,7 @@ KT_NODISCARD CK_RV kt_attrs_set_bool(kt_attrs *a, CK_ATTRIBUTE_TYPE type,
 KT_NODISCARD CK_RV kt_attrs_set_ulong(kt_attrs *a, CK_ATTRIBUTE_TYPE type,
                                       CK_ULONG value);
 void kt_attrs_remove(kt_attrs *a, CK_ATTRIBUTE_TYPE type);
+/* Into an empty dst: one allocation for the array and every value. */
 KT_NODISCARD CK_RV kt_attrs_copy(kt_attrs *dst, const kt_attrs *src);
 /* Every attribute of tmpl is present in a with an equal value. */
 bool kt_attrs_match(const kt_attrs *a, const kt_attrs *tmpl);

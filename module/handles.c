@@ -4,11 +4,24 @@
 
 /* Handles are counters, never pointers, never reused within a process: a
  * stale handle can only miss, never alias a newer object (STYLE.md). */
-static atomic_ulong handle_counter = 1;
+struct handle_counter {
+    _Alignas(KT_CACHE_LINE) atomic_ulong next;
+};
+static struct handle_counter counters[KT_SHARDS];
+
+CK_ULONG kt_handle_next_in(unsigned shard)
+{
+    shard %= KT_SHARDS;
+    /* Counter values start at 1: no handle is 0 (CK_INVALID_HANDLE). */
+    CK_ULONG n = atomic_fetch_add_explicit(&counters[shard].next, 1,
+                                           memory_order_relaxed) +
+                 1;
+    return n * KT_SHARDS + shard;
+}
 
 CK_ULONG kt_handle_next(void)
 {
-    return atomic_fetch_add(&handle_counter, 1);
+    return kt_handle_next_in(0);
 }
 
 void kt_hmap_init(kt_hmap *m)

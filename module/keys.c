@@ -1,6 +1,7 @@
 /* Key management behind C_GenerateKey, C_WrapKey and C_UnwrapKey. The key
- * material is copied out of the object table under the token lock; the
- * cryptography runs with no lock held. */
+ * material is a snapshot taken under the token lock (the wrapping key's is
+ * kept in the session, see kt_session_key); the cryptography runs with only
+ * the session's own lock held. */
 #include "kt.h"
 
 #include <stdlib.h>
@@ -25,30 +26,29 @@ static CK_RV map_wrapping_error(CK_RV rv, bool unwrap)
     }
 }
 
-/* Snapshot, checks and operation setup for the wrapping/unwrapping key. */
+/* Checks and operation setup for the wrapping/unwrapping key, from the
+ * session's cached snapshot (s->lock held: *k stays valid while it is). */
 static CK_RV wrap_op_start(struct kt_session *s, const CK_MECHANISM *mech,
                            CK_OBJECT_HANDLE h, bool unwrap, struct kt_op *op,
-                           struct kt_key *k)
+                           const struct kt_key **k)
 {
     const struct kt_mech *m = kt_mech_find(mech->mechanism);
     if (m == NULL || m->ops == NULL ||
         !(m->info.flags & (unwrap ? CKF_UNWRAP : CKF_WRAP)))
         return CKR_MECHANISM_INVALID;
-    CK_RV rv = kt_key_snapshot(s->token, h, unwrap ? CKA_UNWRAP : CKA_WRAP, k);
+    CK_RV rv = kt_session_key(s, h, unwrap ? CKA_UNWRAP : CKA_WRAP, k);
     if (rv != CKR_OK)
         return map_wrapping_error(rv, unwrap);
-    rv = kt_op_check_key(m, k);
-    if (rv != CKR_OK) {
-        kt_key_clear(k);
+    rv = kt_op_check_key(m, *k);
+    if (rv != CKR_OK)
         return map_wrapping_error(rv, unwrap);
-    }
     memset(op, 0, sizeof(*op));
     op->mech = m;
     op->kind = unwrap ? KT_OP_DECRYPT : KT_OP_ENCRYPT;
-    rv = m->ops->init(op, mech, k);
+    op->cipher_slot = &s->wrap_ciphers[unwrap];
+    rv = m->ops->init(op, mech, *k);
     if (rv != CKR_OK) {
         memset(op, 0, sizeof(*op));
-        kt_key_clear(k);
         return map_wrapping_error(rv, unwrap);
     }
     op->active = true;
@@ -60,14 +60,16 @@ CK_RV kt_keys_wrap(struct kt_session *s, const CK_MECHANISM *mech,
                    unsigned char *out, CK_ULONG *out_len)
 {
     struct kt_token *t = s->token;
-    struct kt_key wk, k;
+    const struct kt_key *wk = NULL;
+    struct kt_key k;
     struct kt_op op;
     memset(&k, 0, sizeof(k));
     kt_attrs_init(&k.attrs);
     memset(&op, 0, sizeof(op));
+    pthread_mutex_lock(&s->lock);
     CK_RV rv = wrap_op_start(s, mech, wrapping, false, &op, &wk);
     if (rv != CKR_OK)
-        return rv;
+        goto out;
     rv = kt_key_snapshot(t, key, 0, &k);
     if (rv != CKR_OK)
         goto out;
@@ -83,11 +85,11 @@ CK_RV kt_keys_wrap(struct kt_session *s, const CK_MECHANISM *mech,
         goto out;
     }
     if (kt_attrs_get_bool(&k.attrs, CKA_WRAP_WITH_TRUSTED, false) &&
-        !kt_attrs_get_bool(&wk.attrs, CKA_TRUSTED, false)) {
+        !kt_attrs_get_bool(&wk->attrs, CKA_TRUSTED, false)) {
         rv = CKR_KEY_NOT_WRAPPABLE;
         goto out;
     }
-    const CK_ATTRIBUTE *wt = kt_attrs_find(&wk.attrs, CKA_WRAP_TEMPLATE);
+    const CK_ATTRIBUTE *wt = kt_attrs_find(&wk->attrs, CKA_WRAP_TEMPLATE);
     if (wt != NULL) {
         kt_attrs tmpl;
         kt_attrs_init(&tmpl);
@@ -104,7 +106,7 @@ CK_RV kt_keys_wrap(struct kt_session *s, const CK_MECHANISM *mech,
         rv = CKR_KEY_SIZE_RANGE;
 out:
     kt_op_release(&op);
-    kt_key_clear(&wk);
+    pthread_mutex_unlock(&s->lock);
     kt_key_clear(&k);
     return rv;
 }
@@ -138,7 +140,7 @@ CK_RV kt_keys_unwrap(struct kt_session *s, const CK_MECHANISM *mech,
                      CK_ULONG len, const CK_ATTRIBUTE *t, CK_ULONG n,
                      CK_OBJECT_HANDLE *out)
 {
-    struct kt_key uk;
+    const struct kt_key *uk = NULL;
     struct kt_op op;
     kt_attrs a;
     unsigned char *plain = NULL;
@@ -149,12 +151,12 @@ CK_RV kt_keys_unwrap(struct kt_session *s, const CK_MECHANISM *mech,
      * buffer below. */
     if (len > KT_WRAPPED_MAX)
         return CKR_WRAPPED_KEY_LEN_RANGE;
+    pthread_mutex_lock(&s->lock);
     CK_RV rv = wrap_op_start(s, mech, unwrapping, true, &op, &uk);
-    if (rv != CKR_OK)
-        return rv;
-    rv = kt_attrs_from_template(&a, t, n);
     if (rv == CKR_OK)
-        rv = kt_keys_apply_template(&uk, CKA_UNWRAP_TEMPLATE, &a);
+        rv = kt_attrs_from_template(&a, t, n);
+    if (rv == CKR_OK)
+        rv = kt_keys_apply_template(uk, CKA_UNWRAP_TEMPLATE, &a);
     if (rv != CKR_OK)
         goto out;
     if (kt_attrs_has(&a, CKA_VALUE)) {
@@ -196,7 +198,7 @@ CK_RV kt_keys_unwrap(struct kt_session *s, const CK_MECHANISM *mech,
 out:
     kt_free_secret(plain, len + 16);
     kt_op_release(&op);
-    kt_key_clear(&uk);
+    pthread_mutex_unlock(&s->lock);
     kt_attrs_clear(&a);
     return rv;
 }

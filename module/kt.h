@@ -58,13 +58,26 @@ KT_NODISCARD CK_RV kt_config_parse_file(struct kt_config *cfg,
 void kt_config_defaults(struct kt_config *cfg);
 
 /* ---- handles (handles.c): counters never reused, looked up in a hash -- */
+/* Tables that threads write concurrently (sessions, session objects) are
+ * split into shards, each with its own lock on its own cache line. */
+#define KT_SHARDS     16
+#define KT_CACHE_LINE 64
 typedef struct kt_hmap {
     CK_ULONG *keys; /* 0 = empty */
     void **vals;
     size_t cap;
     size_t n;
 } kt_hmap;
+/* A new handle h with h % KT_SHARDS == shard: each shard counts on its own
+ * cache line, so sessions of different shards share no counter. Never
+ * reused (the shards' values are disjoint, each counter only grows). */
+CK_ULONG kt_handle_next_in(unsigned shard);
+/* For objects not owned by a session (token objects): shard 0. */
 CK_ULONG kt_handle_next(void);
+static inline unsigned kt_handle_shard(CK_ULONG h)
+{
+    return (unsigned)(h % KT_SHARDS);
+}
 void kt_hmap_init(kt_hmap *m);
 void kt_hmap_free(kt_hmap *m);
 KT_NODISCARD CK_RV kt_hmap_put(kt_hmap *m, CK_ULONG key, void *val);
@@ -204,6 +217,20 @@ struct kt_store_keys {
     unsigned char manifest[32];
 };
 
+/* Session objects of a token, in the shard of the session that made them
+ * (their handles are that shard's: kt_handle_shard(handle)). The shard's
+ * lock guards its maps. Creating a session object takes only that lock,
+ * never the token's `lock`, so sessions of different shards never wait on
+ * or write to a common lock. Looking one up takes the token's `lock` (read)
+ * and the shard's lock around the map access; changing or removing one
+ * takes the token's `lock` for writing and then the shard's lock. An object
+ * found under the token's `lock` stays valid until that lock is released. */
+struct kt_obj_shard {
+    _Alignas(KT_CACHE_LINE) pthread_mutex_t lock;
+    kt_hmap objects; /* handle -> struct kt_object (session objects) */
+    kt_hmap labels;  /* label hash -> first session object of a chain */
+};
+
 struct kt_token {
     CK_SLOT_ID slot_id;
     bool initialized;
@@ -220,11 +247,13 @@ struct kt_token {
     /* Guards objects, login state, master key and PIN records. Held only
      * for table work, never during cryptography or I/O. */
     pthread_rwlock_t lock;
-    kt_hmap objects; /* handle -> struct kt_object */
+    kt_hmap objects; /* handle -> token object (session objects: shards) */
     kt_hmap by_id;   /* store id -> struct kt_object */
-    kt_hmap labels;  /* label hash -> first struct kt_object of a chain */
+    kt_hmap labels;  /* label hash -> first token object of a chain */
     struct sqlite3_stmt *dv_stmt; /* PRAGMA data_version, kept prepared */
-    CK_USER_TYPE login;
+    /* Written under `lock` (write); atomic so that a session-object
+     * creation can check it under its shard's lock alone. */
+    _Atomic CK_USER_TYPE login;
     unsigned char mk[KT_MASTER_KEY_LEN];
     unsigned char mac_key[32];
     unsigned char man_key[32];
@@ -242,7 +271,19 @@ struct kt_token {
     bool busy; /* C_InitToken runs its KDF and writes with kt_g.lock free */
     CK_ULONG session_count;
     CK_ULONG rw_session_count;
+    /* Bumped whenever `lock` is taken for writing (kt_token_wrlock): every
+     * change that can affect an existing object's attributes, visibility or
+     * existence does that. A session's cached key snapshot (struct
+     * kt_session.key_cache) is valid while this has not moved. */
+    atomic_ulong objects_seq;
+    struct kt_obj_shard shards[KT_SHARDS];
 };
+
+static inline void kt_token_wrlock(struct kt_token *t)
+{
+    pthread_rwlock_wrlock(&t->lock);
+    atomic_fetch_add(&t->objects_seq, 1);
+}
 
 #define KT_PIN_SO   0
 #define KT_PIN_USER 1
@@ -252,8 +293,10 @@ bool kt_token_visible(const struct kt_token *t, const struct kt_object *o);
 /* Label index lookup (lock held): first object whose label hashes alike, 0
  * for an empty label (not indexed). */
 CK_ULONG kt_label_hash(const void *label, size_t len);
-/* Looks an object handle up (token lock held by the caller). */
+/* Looks an object handle up (token lock held by the caller), visible
+ * objects only / any object. */
 struct kt_object *kt_token_object(struct kt_token *t, CK_OBJECT_HANDLE h);
+struct kt_object *kt_token_get(struct kt_token *t, CK_OBJECT_HANDLE h);
 KT_NODISCARD CK_RV kt_token_open(const char *path, CK_SLOT_ID slot,
                                  struct kt_token **out);
 struct kt_token *kt_token_new_free(CK_SLOT_ID slot);
@@ -265,8 +308,15 @@ KT_NODISCARD CK_RV kt_token_init(struct kt_token *t, const char *dir,
                                  const unsigned char *so_pin, CK_ULONG len,
                                  const unsigned char *label);
 /* Inserts a completed object: token objects are sealed, MACed and committed
- * before they become visible. Takes ownership of o. */
-KT_NODISCARD CK_RV kt_token_add_object(struct kt_token *t, struct kt_object *o,
+ * before they become visible. Takes ownership of o. A session object
+ * (o->session set) belongs to owner and goes into its shard: refused with
+ * CKR_SESSION_CLOSED once the owner is closing, and a private one with
+ * CKR_USER_NOT_LOGGED_IN after a logout (both checked under the shard's
+ * lock, which the close and the logout take after changing those). */
+struct kt_session;
+KT_NODISCARD CK_RV kt_token_add_object(struct kt_token *t,
+                                       const struct kt_session *owner,
+                                       struct kt_object *o,
                                        CK_OBJECT_HANDLE *handle);
 /* Replaces the attributes of an object (after schema checks) if it is
  * still at generation expect_gen (compare-and-swap, in memory and in the
@@ -340,17 +390,45 @@ struct kt_find {
     size_t pos;
 };
 
+/* The last key a session wrapped or unwrapped with, kept while the token's
+ * objects_seq has not moved: C_WrapKey / C_UnwrapKey with the same key then
+ * take neither the token lock nor a reference shared with other threads.
+ * Guarded by the session's lock; dropped at logout, when the key is
+ * destroyed, and at close (kt_session_forget_keys). */
+struct kt_key_cache {
+    bool valid;
+    CK_OBJECT_HANDLE handle;
+    CK_ATTRIBUTE_TYPE usage;
+    unsigned long seq;
+    struct kt_key key;
+};
+
 struct kt_session {
-    CK_SESSION_HANDLE handle;
+    /* Sessions start on their own cache line: the lock and the reference
+     * count every call writes never share one with another session (two
+     * sessions opened one after the other would otherwise be neighbours). */
+    _Alignas(KT_CACHE_LINE) CK_SESSION_HANDLE handle;
     struct kt_token *token;
     CK_SLOT_ID slot;
     CK_FLAGS flags;
     atomic_int refs;
+    /* Set before the session's objects are destroyed at close. */
+    atomic_bool closed;
     /* Guards this session's operation state; only this session's own calls
      * take it, so independent sessions never wait on each other. */
     pthread_mutex_t lock;
     struct kt_op ops[KT_OP_KIND_MAX];
     struct kt_find find;
+    struct kt_key_cache key_cache;
+    /* The handle key_cache may hold (0: none), published before the
+     * snapshot is taken: kt_session_forget_keys skips, without taking
+     * `lock`, the sessions that cannot hold the key it drops. */
+    atomic_ulong cached_key;
+    /* Cipher contexts kept for C_WrapKey [0] / C_UnwrapKey [1] with the
+     * cached key, and for the check value of unwrapped AES keys (keyed
+     * with zeros between uses); guarded by `lock`, dropped with key_cache. */
+    struct kt_cipher *wrap_ciphers[2];
+    struct kt_cipher *check_cipher;
 };
 
 KT_NODISCARD CK_RV kt_session_ref(CK_SESSION_HANDLE h, struct kt_session **out);
@@ -362,6 +440,18 @@ KT_NODISCARD CK_RV kt_session_close_all(CK_SLOT_ID slot);
 CK_STATE kt_session_state(const struct kt_session *s);
 bool kt_session_rw(const struct kt_session *s);
 void kt_session_reset_ops(struct kt_session *s);
+/* The session's snapshot of key h for usage (see struct kt_key_cache),
+ * taken again only when the token's objects changed; valid while the
+ * session's lock (held by the caller) is. */
+KT_NODISCARD CK_RV kt_session_key(struct kt_session *s, CK_OBJECT_HANDLE h,
+                                  CK_ATTRIBUTE_TYPE usage,
+                                  const struct kt_key **out);
+/* Drops the cached key snapshots of token t's sessions: all of them (h =
+ * 0) or those of object h. No token or session lock held by the caller. */
+void kt_session_forget_keys(struct kt_token *t, CK_OBJECT_HANDLE h);
+/* The cached key snapshot and kept cipher contexts, wiped and freed (the
+ * session's lock held, or the session unreachable: fork child). */
+void kt_session_drop_caches(struct kt_session *s);
 
 /* ---- object operations behind the C_* object functions (object.c) ---- */
 /* Completes (schema), generates (gen != NULL), checks and stores a new
@@ -447,18 +537,28 @@ struct kt_slot {
     struct kt_token *token;
 };
 
+/* One shard of the session table: a session lives in shard
+ * kt_handle_shard(handle). Sessions are spread over the shards in turn, so
+ * threads on different sessions take different locks on every call. */
+struct kt_sess_shard {
+    _Alignas(KT_CACHE_LINE) pthread_rwlock_t lock;
+    kt_hmap sessions;
+};
+
 struct kt_module {
     pthread_mutex_t lock; /* slot and session tables */
-    bool initialized;
+    /* Set and cleared with every session shard locked for writing. */
+    atomic_bool initialized;
     pid_t pid;
     struct kt_config cfg;
     struct kt_slot *slots;
     size_t n_slots;
     CK_SLOT_ID next_free_id;
-    /* The session table has its own lock so that looking a session up (every
-     * call) never waits on slot work; taken after `lock`, never before. */
-    pthread_rwlock_t sess_lock;
-    kt_hmap sessions;
+    /* The session table has its own locks (one per shard) so that looking a
+     * session up (every call) never waits on slot work; taken after `lock`,
+     * never before, and in shard order when several are held. */
+    struct kt_sess_shard sess[KT_SHARDS];
+    atomic_uint sess_next_shard;
 };
 extern struct kt_module kt_g;
 

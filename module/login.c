@@ -23,7 +23,7 @@ static void set_failures(struct kt_token *t, int which, CK_ULONG n)
     if (rv != CKR_OK)
         kt_log(KT_LOG_ERROR, "token %s: cannot record PIN failure count",
                t->path);
-    pthread_rwlock_wrlock(&t->lock);
+    kt_token_wrlock(t);
     t->pins[which].failures = n;
     pthread_rwlock_unlock(&t->lock);
 }
@@ -51,7 +51,7 @@ CK_RV kt_login_verify_pin(struct kt_token *t, int which,
     rv = kt_store_pin_charge(t->db, which, kt_g.cfg.pin_max_retries, &failures);
     pthread_mutex_unlock(&t->dblock);
     if (rv == CKR_OK || rv == CKR_PIN_LOCKED) {
-        pthread_rwlock_wrlock(&t->lock);
+        kt_token_wrlock(t);
         t->pins[which].failures = failures;
         pthread_rwlock_unlock(&t->lock);
     }
@@ -93,7 +93,7 @@ CK_RV kt_login(struct kt_token *t, CK_USER_TYPE user, const unsigned char *pin,
     CK_RV rv = kt_login_verify_pin(t, which, pin, len, mk);
     if (rv != CKR_OK)
         goto out;
-    pthread_rwlock_wrlock(&t->lock);
+    kt_token_wrlock(t);
     if (t->login != KT_NO_LOGIN) {
         rv = t->login == user ? CKR_USER_ALREADY_LOGGED_IN
                               : CKR_USER_ANOTHER_ALREADY_LOGGED_IN;
@@ -136,17 +136,21 @@ CK_RV kt_login_context(struct kt_token *t, const unsigned char *pin,
 
 void kt_logout(struct kt_token *t)
 {
-    pthread_rwlock_wrlock(&t->lock);
+    kt_token_wrlock(t);
     /* PKCS#11 v2.40 §5.6 C_Logout: handles to private objects become
-     * invalid (for good), private session objects are destroyed. */
-    kt_token_forget_private(t);
+     * invalid (for good), private session objects are destroyed. The login
+     * goes first: a private session object created meanwhile (under its
+     * shard's lock only) is either swept or refused. */
     t->login = KT_NO_LOGIN;
+    kt_token_forget_private(t);
     t->mk_loaded = false;
     kt_wipe(t->mk, sizeof(t->mk));
     kt_wipe(t->mac_key, sizeof(t->mac_key));
     kt_wipe(t->man_key, sizeof(t->man_key));
     kt_token_reseal_all(t);
     pthread_rwlock_unlock(&t->lock);
+    /* No unsealed key stays behind in a session's cached snapshot. */
+    kt_session_forget_keys(t, 0);
 }
 
 CK_RV kt_login_init_pin(struct kt_token *t, const unsigned char *pin,
@@ -168,7 +172,7 @@ CK_RV kt_login_init_pin(struct kt_token *t, const unsigned char *pin,
         pthread_mutex_unlock(&t->dblock);
     }
     if (rv == CKR_OK) {
-        pthread_rwlock_wrlock(&t->lock);
+        kt_token_wrlock(t);
         t->pins[KT_PIN_USER] = p;
         pthread_rwlock_unlock(&t->lock);
     }
@@ -198,7 +202,7 @@ CK_RV kt_login_set_pin(struct kt_token *t, int which,
         pthread_mutex_unlock(&t->dblock);
     }
     if (rv == CKR_OK) {
-        pthread_rwlock_wrlock(&t->lock);
+        kt_token_wrlock(t);
         t->pins[which] = p;
         pthread_rwlock_unlock(&t->lock);
     }

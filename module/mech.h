@@ -62,6 +62,7 @@ struct kt_key {
 void kt_key_clear(struct kt_key *k);
 
 struct kt_mech;
+struct kt_cipher;
 
 struct kt_op {
     const struct kt_mech *mech;
@@ -77,6 +78,9 @@ struct kt_op {
     /* CKA_ALWAYS_AUTHENTICATE (module-asym): the key may not be used until
      * C_Login(CKU_CONTEXT_SPECIFIC) succeeds for this operation. */
     bool need_auth;
+    /* A cipher context the caller keeps between operations (guarded by its
+     * session's lock), for ops that can re-key one; NULL: a fresh one. */
+    struct kt_cipher **cipher_slot;
 };
 
 /* Output conventions (PKCS#11 v2.40 §5.2): out == NULL asks the length;

@@ -34,8 +34,8 @@ void kt_object_free(struct kt_object *o)
 void kt_object_set_cache(struct kt_token *t, CK_OBJECT_HANDLE h,
                          struct kt_cache *cache)
 {
-    pthread_rwlock_wrlock(&t->lock);
-    struct kt_object *o = kt_hmap_get(&t->objects, h);
+    kt_token_wrlock(t);
+    struct kt_object *o = kt_token_get(t, h);
     if (o != NULL && o->cache == NULL && o->unsealed) {
         o->cache = cache;
         cache = NULL;
@@ -61,8 +61,8 @@ void kt_object_refresh(struct kt_object *o)
 
 void kt_object_set_pkey(struct kt_token *t, CK_OBJECT_HANDLE h, void *pkey)
 {
-    pthread_rwlock_wrlock(&t->lock);
-    struct kt_object *o = kt_hmap_get(&t->objects, h);
+    kt_token_wrlock(t);
+    struct kt_object *o = kt_token_get(t, h);
     if (o != NULL && o->pkey == NULL && o->unsealed) {
         o->pkey = pkey;
         pkey = NULL;
@@ -76,7 +76,13 @@ CK_RV kt_object_new_take(kt_attrs *attrs, struct kt_object **out)
     struct kt_object *o = calloc(1, sizeof(*o));
     if (o == NULL)
         return CKR_HOST_MEMORY;
-    o->attrs = *attrs;
+    /* Objects keep their attributes packed in one block (kt_attrs_copy);
+     * without memory for it, as they are. */
+    kt_attrs_init(&o->attrs);
+    if (kt_attrs_copy(&o->attrs, attrs) == CKR_OK)
+        kt_attrs_clear(attrs);
+    else
+        o->attrs = *attrs;
     kt_attrs_init(attrs);
     if (kt_attrs_get_ulong(&o->attrs, CKA_CLASS, &o->cls) != CKR_OK) {
         kt_object_free(o);
@@ -162,7 +168,10 @@ CK_RV kt_object_create(struct kt_session *s, kt_attrs *attrs,
     if (cls == CKO_SECRET_KEY) {
         const CK_ATTRIBUTE *v = kt_attrs_find(attrs, CKA_VALUE);
         unsigned char cv[3];
-        rv = kt_ossl_check_value(kt, v->pValue, v->ulValueLen, cv);
+        /* C_UnwrapKey holds the session's lock: its kept context. */
+        rv = kt_ossl_check_value(
+            kt, v->pValue, v->ulValueLen,
+            how == KT_CREATE_UNWRAP ? &s->check_cipher : NULL, cv);
         if (rv != CKR_OK)
             return rv;
         const CK_ATTRIBUTE *given = kt_attrs_find(attrs, CKA_CHECK_VALUE);
@@ -179,7 +188,7 @@ CK_RV kt_object_create(struct kt_session *s, kt_attrs *attrs,
     if (rv != CKR_OK)
         return rv;
     o->session = token ? 0 : s->handle;
-    return kt_token_add_object(t, o, out);
+    return kt_token_add_object(t, s, o, out);
 }
 
 /* Secret attribute values are still sealed (a token key before login);
@@ -357,7 +366,7 @@ CK_RV kt_object_copy(struct kt_session *s, CK_OBJECT_HANDLE h,
         rv = kt_object_new_take(&cur, &o);
     if (rv == CKR_OK) {
         o->session = token ? 0 : s->handle;
-        rv = kt_token_add_object(tok, o, out);
+        rv = kt_token_add_object(tok, s, o, out);
     }
 out:
     kt_attrs_clear(&cur);
@@ -379,9 +388,12 @@ CK_RV kt_object_destroy(struct kt_session *s, CK_OBJECT_HANDLE h)
     else if (!kt_attrs_get_bool(&o->attrs, CKA_DESTROYABLE, true))
         rv = CKR_ACTION_PROHIBITED;
     pthread_rwlock_unlock(&tok->lock);
-    if (rv != CKR_OK)
-        return rv;
-    return kt_token_destroy_object(tok, h);
+    if (rv == CKR_OK)
+        rv = kt_token_destroy_object(tok, h);
+    /* Its material leaves the sessions' cached snapshots with it. */
+    if (rv == CKR_OK)
+        kt_session_forget_keys(tok, h);
+    return rv;
 }
 
 CK_RV kt_object_size(struct kt_session *s, CK_OBJECT_HANDLE h, CK_ULONG *size)
@@ -423,6 +435,25 @@ static bool find_match(const struct kt_object *o, const kt_attrs *tmpl)
     return true;
 }
 
+struct find_out {
+    CK_OBJECT_HANDLE *v;
+    size_t n, cap;
+};
+
+static CK_RV find_push(struct find_out *f, CK_OBJECT_HANDLE h)
+{
+    if (f->n == f->cap) {
+        size_t cap = f->cap ? f->cap * 2 : 16;
+        CK_OBJECT_HANDLE *v = realloc(f->v, cap * sizeof(*v));
+        if (v == NULL)
+            return CKR_HOST_MEMORY;
+        f->v = v;
+        f->cap = cap;
+    }
+    f->v[f->n++] = h;
+    return CKR_OK;
+}
+
 CK_RV kt_find_init(struct kt_session *s, const CK_ATTRIBUTE *t, CK_ULONG n)
 {
     struct kt_token *tok = s->token;
@@ -435,28 +466,46 @@ CK_RV kt_find_init(struct kt_session *s, const CK_ATTRIBUTE *t, CK_ULONG n)
     if (rv != CKR_OK)
         goto out;
     pthread_rwlock_rdlock(&tok->lock);
-    size_t cap = tok->objects.n + 1, k = 0;
-    CK_OBJECT_HANDLE *hs = malloc(cap * sizeof(*hs));
-    if (hs == NULL) {
-        pthread_rwlock_unlock(&tok->lock);
-        rv = CKR_HOST_MEMORY;
-        goto out;
-    }
     const CK_ATTRIBUTE *lbl = kt_attrs_find(&tmpl, CKA_LABEL);
     CK_ULONG lh = lbl != NULL ? kt_label_hash(lbl->pValue, lbl->ulValueLen) : 0;
-    if (lh != 0) {
-        /* The label index: O(matches), not O(objects). */
-        for (const struct kt_object *o = kt_hmap_get(&tok->labels, lh);
-             o != NULL; o = o->label_next)
-            if (k < cap && kt_token_visible(tok, o) && find_match(o, &tmpl))
-                hs[k++] = o->handle;
-    } else {
-        void *v;
-        for (size_t i = 0; kt_hmap_iter(&tok->objects, &i, NULL, &v);) {
-            const struct kt_object *o = v;
-            if (kt_token_visible(tok, o) && find_match(o, &tmpl))
-                hs[k++] = o->handle;
+    struct find_out f = {NULL, 0, 0};
+    /* Token objects, then each shard of session objects under its lock. */
+    for (int part = -1; rv == CKR_OK && part < KT_SHARDS; part++) {
+        kt_hmap *objects = &tok->objects, *labels = &tok->labels;
+        if (part >= 0) {
+            objects = &tok->shards[part].objects;
+            labels = &tok->shards[part].labels;
+            pthread_mutex_lock(&tok->shards[part].lock);
         }
+        if (lh != 0) {
+            /* The label index: O(matches), not O(objects). */
+            for (const struct kt_object *o = kt_hmap_get(labels, lh);
+                 rv == CKR_OK && o != NULL; o = o->label_next)
+                if (kt_token_visible(tok, o) && find_match(o, &tmpl))
+                    rv = find_push(&f, o->handle);
+        } else {
+            void *v;
+            for (size_t i = 0;
+                 rv == CKR_OK && kt_hmap_iter(objects, &i, NULL, &v);) {
+                const struct kt_object *o = v;
+                if (kt_token_visible(tok, o) && find_match(o, &tmpl))
+                    rv = find_push(&f, o->handle);
+            }
+        }
+        if (part >= 0)
+            pthread_mutex_unlock(&tok->shards[part].lock);
+    }
+    if (rv == CKR_OK && f.v == NULL) { /* no match: still an array */
+        f.v = malloc(sizeof(*f.v));
+        if (f.v == NULL)
+            rv = CKR_HOST_MEMORY;
+    }
+    CK_OBJECT_HANDLE *hs = f.v;
+    size_t k = f.n;
+    if (rv != CKR_OK) {
+        pthread_rwlock_unlock(&tok->lock);
+        free(hs);
+        goto out;
     }
     pthread_rwlock_unlock(&tok->lock);
     qsort(hs, k, sizeof(*hs), handle_cmp);

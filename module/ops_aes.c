@@ -30,6 +30,8 @@ struct aes_ctx {
     unsigned char *aad;
     size_t aad_len;
     size_t tag_len;
+    /* the caller's kept context (struct kt_op.cipher_slot), or NULL */
+    kt_cipher **slot;
     /* multi-part state */
     kt_cipher *c;
     size_t held; /* input bytes not yet returned as output */
@@ -141,6 +143,7 @@ static CK_RV aes_init(struct kt_op *op, const CK_MECHANISM *m,
         return CKR_HOST_MEMORY;
     op->ctx = c;
     c->enc = op->kind == KT_OP_ENCRYPT;
+    c->slot = op->cipher_slot;
     memcpy(c->key, key->value, key->value_len);
     c->key_len = key->value_len;
     switch (m->mechanism) {
@@ -245,9 +248,16 @@ static CK_RV aes_run(struct aes_ctx *c, const unsigned char *in, size_t in_len,
 {
     kt_cipher *k = NULL;
     size_t l1 = 0, l2 = 0, body = in_len;
-    CK_RV rv = aes_start(c, &k);
+    /* Key wrap without an alternative IV: the session's kept context. */
+    bool kept = c->slot != NULL && c->iv == NULL &&
+                (c->mode == KT_AES_WRAP || c->mode == KT_AES_WRAP_PAD);
+    CK_RV rv = kept ? kt_ossl_cipher_reuse(c->slot, c->mode, c->key, c->key_len,
+                                           c->enc, c->pad)
+                    : aes_start(c, &k);
     if (rv != CKR_OK)
         return rv;
+    if (kept)
+        k = *c->slot;
     if (c->mode == KT_AES_GCM && !c->enc) {
         body = in_len - c->tag_len;
         rv = kt_ossl_cipher_set_tag(k, in + body, c->tag_len);
@@ -265,7 +275,8 @@ static CK_RV aes_run(struct aes_ctx *c, const unsigned char *in, size_t in_len,
         if (!c->enc && rv == CKR_FUNCTION_FAILED)
             rv = CKR_ENCRYPTED_DATA_INVALID;
     }
-    kt_ossl_cipher_free(k);
+    if (!kept)
+        kt_ossl_cipher_free(k);
     return rv;
 }
 

@@ -7,8 +7,23 @@
 
 #include "ossl/ossl.h"
 
-struct kt_module kt_g = {.lock = PTHREAD_MUTEX_INITIALIZER,
-                         .sess_lock = PTHREAD_RWLOCK_INITIALIZER};
+struct kt_module kt_g = {
+    .lock = PTHREAD_MUTEX_INITIALIZER,
+    .sess = {[0 ... KT_SHARDS - 1] = {.lock = PTHREAD_RWLOCK_INITIALIZER}}};
+
+/* Every session shard for writing, in shard order (C_Initialize,
+ * C_Finalize: `initialized` changes only with all of them held). */
+static void sess_lock_all(void)
+{
+    for (unsigned i = 0; i < KT_SHARDS; i++)
+        pthread_rwlock_wrlock(&kt_g.sess[i].lock);
+}
+
+static void sess_unlock_all(void)
+{
+    for (unsigned i = KT_SHARDS; i > 0; i--)
+        pthread_rwlock_unlock(&kt_g.sess[i - 1].lock);
+}
 
 /* Serialises C_Initialize / C_Finalize against each other. */
 static pthread_mutex_t init_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -31,23 +46,32 @@ static void kt_atfork_child(void)
         void *v;
         for (size_t j = 0; kt_hmap_iter(&t->objects, &j, NULL, &v);)
             kt_object_free(v);
+        for (unsigned sh = 0; sh < KT_SHARDS; sh++)
+            for (size_t j = 0;
+                 kt_hmap_iter(&t->shards[sh].objects, &j, NULL, &v);)
+                kt_object_free(v);
     }
     void *sv;
-    for (size_t j = 0; kt_hmap_iter(&kt_g.sessions, &j, NULL, &sv);) {
-        struct kt_session *s = sv;
-        for (int k = 0; k < KT_OP_KIND_MAX; k++)
-            kt_op_release(&s->ops[k]);
-    }
+    for (unsigned sh = 0; sh < KT_SHARDS; sh++)
+        for (size_t j = 0;
+             kt_hmap_iter(&kt_g.sess[sh].sessions, &j, NULL, &sv);) {
+            struct kt_session *s = sv;
+            for (int k = 0; k < KT_OP_KIND_MAX; k++)
+                kt_op_release(&s->ops[k]);
+            kt_session_drop_caches(s);
+        }
     pthread_mutex_t fresh = PTHREAD_MUTEX_INITIALIZER;
     pthread_mutex_t fresh2 = PTHREAD_MUTEX_INITIALIZER;
     memcpy(&kt_g.lock, &fresh, sizeof(fresh));
     memcpy(&init_lock, &fresh2, sizeof(fresh2));
     pthread_rwlock_t fresh3 = PTHREAD_RWLOCK_INITIALIZER;
-    memcpy(&kt_g.sess_lock, &fresh3, sizeof(fresh3));
+    for (unsigned sh = 0; sh < KT_SHARDS; sh++) {
+        memcpy(&kt_g.sess[sh].lock, &fresh3, sizeof(fresh3));
+        kt_hmap_init(&kt_g.sess[sh].sessions);
+    }
     kt_g.initialized = false;
     kt_g.slots = NULL;
     kt_g.n_slots = 0;
-    kt_hmap_init(&kt_g.sessions);
 }
 
 /* No SQLite transaction may be in flight at fork(): SQLite keeps per-file
@@ -124,12 +148,13 @@ CK_RV C_Initialize(CK_VOID_PTR init_args)
     kt_g.cfg = cfg;
     kt_g.pid = getpid();
     kt_g.next_free_id = 0;
-    kt_hmap_init(&kt_g.sessions);
+    for (unsigned sh = 0; sh < KT_SHARDS; sh++)
+        kt_hmap_init(&kt_g.sess[sh].sessions);
     rv = kt_slots_scan();
-    pthread_rwlock_wrlock(&kt_g.sess_lock);
+    sess_lock_all();
     if (rv == CKR_OK)
         kt_g.initialized = true;
-    pthread_rwlock_unlock(&kt_g.sess_lock);
+    sess_unlock_all();
     if (rv != CKR_OK)
         kt_slots_free();
     pthread_mutex_unlock(&kt_g.lock);
@@ -149,13 +174,15 @@ CK_RV C_Finalize(CK_VOID_PTR reserved)
         goto out;
     }
     pthread_mutex_lock(&kt_g.lock);
-    pthread_rwlock_wrlock(&kt_g.sess_lock);
+    sess_lock_all();
     kt_g.initialized = false;
     void *v;
-    for (size_t i = 0; kt_hmap_iter(&kt_g.sessions, &i, NULL, &v);)
-        kt_session_unref(v);
-    kt_hmap_free(&kt_g.sessions);
-    pthread_rwlock_unlock(&kt_g.sess_lock);
+    for (unsigned sh = 0; sh < KT_SHARDS; sh++) {
+        for (size_t i = 0; kt_hmap_iter(&kt_g.sess[sh].sessions, &i, NULL, &v);)
+            kt_session_unref(v);
+        kt_hmap_free(&kt_g.sess[sh].sessions);
+    }
+    sess_unlock_all();
     kt_slots_free();
     pthread_mutex_unlock(&kt_g.lock);
     kt_ossl_fini();

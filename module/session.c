@@ -1,29 +1,106 @@
 /* Sessions: a table of counters-as-handles, each session referenced while a
  * call uses it so C_CloseSession on another thread cannot free it. */
 #include "kt.h"
+#include "ossl/ossl.h"
 
 #include <stdlib.h>
 #include <string.h>
 
 CK_RV kt_session_ref(CK_SESSION_HANDLE h, struct kt_session **out)
 {
-    pthread_rwlock_rdlock(&kt_g.sess_lock);
+    struct kt_sess_shard *sh = &kt_g.sess[kt_handle_shard(h)];
+    pthread_rwlock_rdlock(&sh->lock);
     if (!kt_g.initialized) {
-        pthread_rwlock_unlock(&kt_g.sess_lock);
+        pthread_rwlock_unlock(&sh->lock);
         return CKR_CRYPTOKI_NOT_INITIALIZED;
     }
-    struct kt_session *s = kt_hmap_get(&kt_g.sessions, h);
+    struct kt_session *s = kt_hmap_get(&sh->sessions, h);
     if (s != NULL)
         atomic_fetch_add(&s->refs, 1);
-    pthread_rwlock_unlock(&kt_g.sess_lock);
+    pthread_rwlock_unlock(&sh->lock);
     if (s == NULL)
         return CKR_SESSION_HANDLE_INVALID;
     *out = s;
     return CKR_OK;
 }
 
+/* The session's cached key snapshot and the contexts keyed with it (the
+ * session's lock held, or the session unreachable). */
+static void key_cache_drop(struct kt_session *s)
+{
+    struct kt_key_cache *c = &s->key_cache;
+    /* Also when not valid: a fork child may find a snapshot half made. */
+    kt_key_clear(&c->key);
+    memset(c, 0, sizeof(*c));
+    atomic_store(&s->cached_key, 0);
+    for (int i = 0; i < 2; i++) {
+        kt_ossl_cipher_free(s->wrap_ciphers[i]);
+        s->wrap_ciphers[i] = NULL;
+    }
+}
+
+CK_RV kt_session_key(struct kt_session *s, CK_OBJECT_HANDLE h,
+                     CK_ATTRIBUTE_TYPE usage, const struct kt_key **out)
+{
+    struct kt_key_cache *c = &s->key_cache;
+    /* Read before the snapshot: a change that lands after this read moves
+     * the counter, and the next call takes a new snapshot. */
+    unsigned long seq = atomic_load(&s->token->objects_seq);
+    if (c->valid && c->handle == h && c->usage == usage && c->seq == seq) {
+        *out = &c->key;
+        return CKR_OK;
+    }
+    key_cache_drop(s);
+    /* Published before the snapshot takes the token lock: a destroy or a
+     * logout that follows the snapshot sees it (kt_session_forget_keys). */
+    atomic_store(&s->cached_key, h);
+    CK_RV rv = kt_key_snapshot(s->token, h, usage, &c->key);
+    if (rv != CKR_OK) {
+        atomic_store(&s->cached_key, 0);
+        return rv;
+    }
+    c->valid = true;
+    c->handle = h;
+    c->usage = usage;
+    c->seq = seq;
+    *out = &c->key;
+    return CKR_OK;
+}
+
+void kt_session_forget_keys(struct kt_token *t, CK_OBJECT_HANDLE h)
+{
+    /* Lock order: a session shard, then a session's lock (no call takes a
+     * session shard while it holds a session's lock). */
+    for (unsigned i = 0; i < KT_SHARDS; i++) {
+        struct kt_sess_shard *sh = &kt_g.sess[i];
+        void *v;
+        pthread_rwlock_rdlock(&sh->lock);
+        for (size_t j = 0; kt_hmap_iter(&sh->sessions, &j, NULL, &v);) {
+            struct kt_session *s = v;
+            /* Sessions busy with other keys are not disturbed (their lock
+             * is their hot path's). */
+            CK_ULONG held = atomic_load(&s->cached_key);
+            if (s->token != t || held == 0 || (h != 0 && held != h))
+                continue;
+            pthread_mutex_lock(&s->lock);
+            if (s->key_cache.valid && (h == 0 || s->key_cache.handle == h))
+                key_cache_drop(s);
+            pthread_mutex_unlock(&s->lock);
+        }
+        pthread_rwlock_unlock(&sh->lock);
+    }
+}
+
+void kt_session_drop_caches(struct kt_session *s)
+{
+    key_cache_drop(s);
+    kt_ossl_cipher_free(s->check_cipher);
+    s->check_cipher = NULL;
+}
+
 static void session_free(struct kt_session *s)
 {
+    kt_session_drop_caches(s);
     for (int i = 0; i < KT_OP_KIND_MAX; i++)
         kt_op_release(&s->ops[i]);
     free(s->find.handles);
@@ -64,9 +141,11 @@ CK_STATE kt_session_state(const struct kt_session *s)
 CK_RV kt_session_open(CK_SLOT_ID slot, CK_FLAGS flags, CK_SESSION_HANDLE *out)
 {
     CK_RV rv = CKR_OK;
-    struct kt_session *s = calloc(1, sizeof(*s));
+    struct kt_session *s =
+        aligned_alloc(_Alignof(struct kt_session), sizeof(*s));
     if (s == NULL)
         return CKR_HOST_MEMORY;
+    memset(s, 0, sizeof(*s));
     pthread_mutex_init(&s->lock, NULL);
     atomic_init(&s->refs, 1);
     s->flags = flags;
@@ -88,10 +167,13 @@ CK_RV kt_session_open(CK_SLOT_ID slot, CK_FLAGS flags, CK_SESSION_HANDLE *out)
         goto out;
     }
     s->token = t;
-    s->handle = kt_handle_next();
-    pthread_rwlock_wrlock(&kt_g.sess_lock);
-    rv = kt_hmap_put(&kt_g.sessions, s->handle, s);
-    pthread_rwlock_unlock(&kt_g.sess_lock);
+    /* Sessions take the shards in turn: an application's sessions (one per
+     * thread, typically) then share neither a lock nor a handle counter. */
+    s->handle = kt_handle_next_in(atomic_fetch_add(&kt_g.sess_next_shard, 1));
+    struct kt_sess_shard *sh = &kt_g.sess[kt_handle_shard(s->handle)];
+    pthread_rwlock_wrlock(&sh->lock);
+    rv = kt_hmap_put(&sh->sessions, s->handle, s);
+    pthread_rwlock_unlock(&sh->lock);
     if (rv != CKR_OK)
         goto out;
     t->session_count++;
@@ -118,9 +200,10 @@ out:
 /* kt_g.lock held; removes the session from the table. */
 static struct kt_session *session_detach(CK_SESSION_HANDLE h, bool *last)
 {
-    pthread_rwlock_wrlock(&kt_g.sess_lock);
-    struct kt_session *s = kt_hmap_del(&kt_g.sessions, h);
-    pthread_rwlock_unlock(&kt_g.sess_lock);
+    struct kt_sess_shard *sh = &kt_g.sess[kt_handle_shard(h)];
+    pthread_rwlock_wrlock(&sh->lock);
+    struct kt_session *s = kt_hmap_del(&sh->sessions, h);
+    pthread_rwlock_unlock(&sh->lock);
     if (s == NULL)
         return NULL;
     struct kt_token *t = s->token;
@@ -139,7 +222,11 @@ CK_RV kt_session_close(CK_SESSION_HANDLE h)
     pthread_mutex_unlock(&kt_g.lock);
     if (s == NULL)
         return CKR_SESSION_HANDLE_INVALID;
+    /* A call still running on the session (it holds a reference) can no
+     * longer add an object that would outlive it. */
+    s->closed = true;
     kt_token_destroy_session_objects(s->token, s->handle);
+    kt_session_forget_keys(s->token, 0);
     /* The application is logged out when its last session closes. */
     if (last)
         kt_logout(s->token);
@@ -161,11 +248,15 @@ CK_RV kt_session_close_all(CK_SLOT_ID slot)
         n = 0;
         void *v;
         CK_ULONG k;
-        pthread_rwlock_rdlock(&kt_g.sess_lock);
-        for (size_t i = 0; n < 64 && kt_hmap_iter(&kt_g.sessions, &i, &k, &v);)
-            if (((struct kt_session *)v)->token == t)
-                hs[n++] = k;
-        pthread_rwlock_unlock(&kt_g.sess_lock);
+        for (unsigned j = 0; j < KT_SHARDS && n < 64; j++) {
+            struct kt_sess_shard *sh = &kt_g.sess[j];
+            pthread_rwlock_rdlock(&sh->lock);
+            for (size_t i = 0;
+                 n < 64 && kt_hmap_iter(&sh->sessions, &i, &k, &v);)
+                if (((struct kt_session *)v)->token == t)
+                    hs[n++] = k;
+            pthread_rwlock_unlock(&sh->lock);
+        }
         pthread_mutex_unlock(&kt_g.lock);
         for (size_t i = 0; i < n; i++)
             if (kt_session_close(hs[i]) != CKR_OK)

@@ -14,9 +14,16 @@
 
 static struct kt_token *token_alloc(CK_SLOT_ID slot)
 {
-    struct kt_token *t = calloc(1, sizeof(*t));
+    /* The shards are aligned to cache lines. */
+    struct kt_token *t = aligned_alloc(_Alignof(struct kt_token), sizeof(*t));
     if (t == NULL)
         return NULL;
+    memset(t, 0, sizeof(*t));
+    for (unsigned i = 0; i < KT_SHARDS; i++) {
+        pthread_mutex_init(&t->shards[i].lock, NULL);
+        kt_hmap_init(&t->shards[i].objects);
+        kt_hmap_init(&t->shards[i].labels);
+    }
     t->slot_id = slot;
     t->login = KT_NO_LOGIN;
     t->seen_gen = -1;
@@ -43,6 +50,14 @@ void kt_token_free(struct kt_token *t)
     kt_hmap_free(&t->objects);
     kt_hmap_free(&t->by_id);
     kt_hmap_free(&t->labels);
+    for (unsigned i = 0; i < KT_SHARDS; i++) {
+        struct kt_obj_shard *sh = &t->shards[i];
+        for (size_t j = 0; kt_hmap_iter(&sh->objects, &j, NULL, &v);)
+            kt_object_free(v);
+        kt_hmap_free(&sh->objects);
+        kt_hmap_free(&sh->labels);
+        pthread_mutex_destroy(&sh->lock);
+    }
     sqlite3_finalize(t->dv_stmt);
     if (t->db != NULL)
         kt_store_close(t->db);
@@ -86,9 +101,26 @@ bool kt_token_visible(const struct kt_token *t, const struct kt_object *o)
     return !o->private_ || t->login == CKU_USER;
 }
 
-struct kt_object *kt_token_object(struct kt_token *t, CK_OBJECT_HANDLE h)
+static struct kt_obj_shard *shard_of(struct kt_token *t, CK_OBJECT_HANDLE h)
+{
+    return &t->shards[kt_handle_shard(h)];
+}
+
+struct kt_object *kt_token_get(struct kt_token *t, CK_OBJECT_HANDLE h)
 {
     struct kt_object *o = kt_hmap_get(&t->objects, h);
+    if (o == NULL) {
+        struct kt_obj_shard *sh = shard_of(t, h);
+        pthread_mutex_lock(&sh->lock);
+        o = kt_hmap_get(&sh->objects, h);
+        pthread_mutex_unlock(&sh->lock);
+    }
+    return o;
+}
+
+struct kt_object *kt_token_object(struct kt_token *t, CK_OBJECT_HANDLE h)
+{
+    struct kt_object *o = kt_token_get(t, h);
     if (o == NULL || !kt_token_visible(t, o))
         return NULL;
     return o;
@@ -105,13 +137,15 @@ CK_ULONG kt_label_hash(const void *label, size_t len)
     return (CK_ULONG)(h | 1);
 }
 
-static CK_RV index_add(struct kt_token *t, struct kt_object *o)
+/* The label index of a token object's table, or of a session object's
+ * shard (whose lock the caller holds). */
+static CK_RV labels_add(kt_hmap *labels, struct kt_object *o)
 {
     o->label_prev = o->label_next = NULL;
     if (o->label_hash == 0)
         return CKR_OK;
-    struct kt_object *head = kt_hmap_get(&t->labels, o->label_hash);
-    CK_RV rv = kt_hmap_put(&t->labels, o->label_hash, o);
+    struct kt_object *head = kt_hmap_get(labels, o->label_hash);
+    CK_RV rv = kt_hmap_put(labels, o->label_hash, o);
     if (rv != CKR_OK)
         return rv;
     o->label_next = head;
@@ -120,7 +154,7 @@ static CK_RV index_add(struct kt_token *t, struct kt_object *o)
     return CKR_OK;
 }
 
-static void index_del(struct kt_token *t, struct kt_object *o)
+static void labels_del(kt_hmap *labels, struct kt_object *o)
 {
     if (o->label_hash == 0)
         return;
@@ -130,22 +164,70 @@ static void index_del(struct kt_token *t, struct kt_object *o)
         o->label_prev->label_next = o->label_next;
     else if (o->label_next != NULL) {
         /* Replaces an existing key: no allocation, cannot fail. */
-        CK_RV r = kt_hmap_put(&t->labels, o->label_hash, o->label_next);
+        CK_RV r = kt_hmap_put(labels, o->label_hash, o->label_next);
         (void)r;
     } else
-        kt_hmap_del(&t->labels, o->label_hash);
+        kt_hmap_del(labels, o->label_hash);
     o->label_prev = o->label_next = NULL;
 }
 
-/* Object tables: handle map, id map, label index (lock held for
- * writing). */
+/* Label index of any object (token lock held for writing). */
+static CK_RV index_add(struct kt_token *t, struct kt_object *o)
+{
+    if (o->token)
+        return labels_add(&t->labels, o);
+    struct kt_obj_shard *sh = shard_of(t, o->handle);
+    pthread_mutex_lock(&sh->lock);
+    CK_RV rv = labels_add(&sh->labels, o);
+    pthread_mutex_unlock(&sh->lock);
+    return rv;
+}
+
+static void index_del(struct kt_token *t, struct kt_object *o)
+{
+    if (o->token) {
+        labels_del(&t->labels, o);
+        return;
+    }
+    struct kt_obj_shard *sh = shard_of(t, o->handle);
+    pthread_mutex_lock(&sh->lock);
+    labels_del(&sh->labels, o);
+    pthread_mutex_unlock(&sh->lock);
+}
+
+/* A session object into its shard (the shard's lock held). */
+static CK_RV shard_add(struct kt_obj_shard *sh, struct kt_object *o)
+{
+    CK_RV rv = kt_hmap_put(&sh->objects, o->handle, o);
+    if (rv == CKR_OK)
+        rv = labels_add(&sh->labels, o);
+    if (rv != CKR_OK)
+        kt_hmap_del(&sh->objects, o->handle);
+    return rv;
+}
+
+static void shard_del(struct kt_obj_shard *sh, struct kt_object *o)
+{
+    labels_del(&sh->labels, o);
+    kt_hmap_del(&sh->objects, o->handle);
+}
+
+/* Object tables: handle map, id map, label index (token lock held for
+ * writing; session objects: their shard). */
 static CK_RV table_add(struct kt_token *t, struct kt_object *o)
 {
+    if (!o->token) {
+        struct kt_obj_shard *sh = shard_of(t, o->handle);
+        pthread_mutex_lock(&sh->lock);
+        CK_RV rv = shard_add(sh, o);
+        pthread_mutex_unlock(&sh->lock);
+        return rv;
+    }
     CK_RV rv = kt_hmap_put(&t->objects, o->handle, o);
     if (rv == CKR_OK && o->id != 0)
         rv = kt_hmap_put(&t->by_id, (CK_ULONG)o->id, o);
     if (rv == CKR_OK)
-        rv = index_add(t, o);
+        rv = labels_add(&t->labels, o);
     if (rv != CKR_OK) {
         kt_hmap_del(&t->objects, o->handle);
         if (o->id != 0 && kt_hmap_get(&t->by_id, (CK_ULONG)o->id) == o)
@@ -156,7 +238,14 @@ static CK_RV table_add(struct kt_token *t, struct kt_object *o)
 
 static void table_del(struct kt_token *t, struct kt_object *o)
 {
-    index_del(t, o);
+    if (!o->token) {
+        struct kt_obj_shard *sh = shard_of(t, o->handle);
+        pthread_mutex_lock(&sh->lock);
+        shard_del(sh, o);
+        pthread_mutex_unlock(&sh->lock);
+        return;
+    }
+    labels_del(&t->labels, o);
     kt_hmap_del(&t->objects, o->handle);
     if (o->id != 0)
         kt_hmap_del(&t->by_id, (CK_ULONG)o->id);
@@ -380,7 +469,7 @@ static CK_RV sync_locked(struct kt_token *t)
     if (rv == CKR_OK && dv == 0)
         rv = kt_store_data_version(t->db, &t->dv_stmt, &dv);
     if (rv == CKR_OK) {
-        pthread_rwlock_wrlock(&t->lock);
+        kt_token_wrlock(t);
         memcpy(t->pins, pins, sizeof(pins));
         for (size_t i = 0; i < rows.n && rv == CKR_OK; i++)
             rv = sync_row(t, rows.v[i].id, rows.v[i].gen, rows.v[i].blob,
@@ -541,7 +630,7 @@ void kt_token_unseal_pending(struct kt_token *t)
         if (q->rv == CKR_OK)
             q->rv = kt_seal_open_attrs(mk, q->id, q->cls, &q->plain);
     }
-    pthread_rwlock_wrlock(&t->lock);
+    kt_token_wrlock(t);
     for (size_t i = 0; t->mk_loaded && i < n; i++) {
         struct pending *q = &p[i];
         struct kt_object *o = kt_hmap_get(&t->objects, q->h);
@@ -598,8 +687,42 @@ void kt_token_unseal_all(struct kt_token *t)
     }
 }
 
+/* Removes the session objects that match (token lock held for writing):
+ * every one of session s (0: of any session), or only private ones. */
+static void drop_session_objects(struct kt_token *t, CK_SESSION_HANDLE s,
+                                 bool private_only)
+{
+    for (unsigned i = 0; i < KT_SHARDS; i++) {
+        /* A session's objects are all in the session's shard. */
+        if (s != 0 && i != kt_handle_shard(s))
+            continue;
+        struct kt_obj_shard *sh = &t->shards[i];
+        struct kt_object *gone = NULL;
+        void *v;
+        pthread_mutex_lock(&sh->lock);
+        for (size_t j = 0; kt_hmap_iter(&sh->objects, &j, NULL, &v);) {
+            struct kt_object *o = v;
+            if ((s == 0 || o->session == s) && (!private_only || o->private_)) {
+                /* Chained through label_next once out of the index. */
+                labels_del(&sh->labels, o);
+                o->label_next = gone;
+                gone = o;
+            }
+        }
+        for (struct kt_object *o = gone; o != NULL; o = o->label_next)
+            kt_hmap_del(&sh->objects, o->handle);
+        pthread_mutex_unlock(&sh->lock);
+        while (gone != NULL) {
+            struct kt_object *next = gone->label_next;
+            kt_object_free(gone);
+            gone = next;
+        }
+    }
+}
+
 void kt_token_forget_private(struct kt_token *t)
 {
+    drop_session_objects(t, 0, true);
     size_t n = 0, cap = t->objects.n;
     struct kt_object **priv = malloc((cap ? cap : 1) * sizeof(*priv));
     void *v;
@@ -717,22 +840,31 @@ static CK_RV seal_into(struct kt_token *t, struct kt_object *o,
     return rv;
 }
 
-CK_RV kt_token_add_object(struct kt_token *t, struct kt_object *o,
-                          CK_OBJECT_HANDLE *handle)
+CK_RV kt_token_add_object(struct kt_token *t, const struct kt_session *owner,
+                          struct kt_object *o, CK_OBJECT_HANDLE *handle)
 {
     CK_RV rv = CKR_OK;
     struct kt_store_keys k;
-    o->handle = kt_handle_next();
     if (!o->token) {
-        pthread_rwlock_wrlock(&t->lock);
-        rv = table_add(t, o);
-        pthread_rwlock_unlock(&t->lock);
+        /* The hot path of C_UnwrapKey and C_GenerateKey: only the owner's
+         * shard is locked and counted on. */
+        o->handle = kt_handle_next_in(kt_handle_shard(o->session));
+        struct kt_obj_shard *sh = shard_of(t, o->handle);
+        pthread_mutex_lock(&sh->lock);
+        if (owner == NULL || owner->closed)
+            rv = CKR_SESSION_CLOSED;
+        else if (o->private_ && t->login != CKU_USER)
+            rv = CKR_USER_NOT_LOGGED_IN;
+        else
+            rv = shard_add(sh, o);
+        pthread_mutex_unlock(&sh->lock);
         if (rv != CKR_OK)
             kt_object_free(o);
         else
             *handle = o->handle;
         return rv;
     }
+    o->handle = kt_handle_next();
     for (int attempt = 0; attempt < 4; attempt++) {
         uint64_t id = 0;
         rv = kt_ossl_random((unsigned char *)&id, sizeof(id));
@@ -747,7 +879,7 @@ CK_RV kt_token_add_object(struct kt_token *t, struct kt_object *o,
         rv = kt_store_put_object(t->db, &k, o->id, o->blob, o->blob_len, true,
                                  0, &w);
         if (rv == CKR_OK) {
-            pthread_rwlock_wrlock(&t->lock);
+            kt_token_wrlock(t);
             adopt_written(t, o, &w);
             rv = table_add(t, o);
             if (rv != CKR_OK)
@@ -801,7 +933,7 @@ CK_RV kt_token_update_object(struct kt_token *t, CK_OBJECT_HANDLE h,
         /* Compare-and-swap: the copy the change was made on must still be
          * the current version, here and in the store (another process). */
         pthread_rwlock_rdlock(&t->lock);
-        o = kt_hmap_get(&t->objects, h);
+        o = kt_token_get(t, h);
         if (o == NULL)
             rv = CKR_OBJECT_HANDLE_INVALID;
         else if (o->gen != expect_gen)
@@ -814,8 +946,8 @@ CK_RV kt_token_update_object(struct kt_token *t, CK_OBJECT_HANDLE h,
         kt_wipe(&k, sizeof(k));
     }
     if (rv == CKR_OK) {
-        pthread_rwlock_wrlock(&t->lock);
-        o = kt_hmap_get(&t->objects, h);
+        kt_token_wrlock(t);
+        o = kt_token_get(t, h);
         if (o == NULL || o->gen != expect_gen) {
             rv = o == NULL ? CKR_OBJECT_HANDLE_INVALID : KT_CKR_RETRY;
             if (fresh->token)
@@ -943,7 +1075,7 @@ CK_RV kt_token_modify_object(struct kt_token *t, CK_OBJECT_HANDLE h,
     if (rv == CKR_OK) {
         struct kt_object *fresh = NULL;
         rv = kt_object_new_take(&c.plain, &fresh);
-        pthread_rwlock_wrlock(&t->lock);
+        kt_token_wrlock(t);
         o = kt_hmap_get(&t->objects, h);
         if (rv != CKR_OK || o == NULL)
             t->man_stale = true; /* in the store, not in memory */
@@ -998,8 +1130,8 @@ CK_RV kt_token_destroy_object(struct kt_token *t, CK_OBJECT_HANDLE h)
     if (rv == CKR_OK && is_token)
         rv = kt_store_delete_object(t->db, &k, id, &w);
     if (rv == CKR_OK) {
-        pthread_rwlock_wrlock(&t->lock);
-        o = kt_hmap_get(&t->objects, h);
+        kt_token_wrlock(t);
+        o = kt_token_get(t, h);
         if (o != NULL)
             drop_object(t, o);
         else if (is_token)
@@ -1015,19 +1147,8 @@ CK_RV kt_token_destroy_object(struct kt_token *t, CK_OBJECT_HANDLE h)
 
 void kt_token_destroy_session_objects(struct kt_token *t, CK_SESSION_HANDLE s)
 {
-    pthread_rwlock_wrlock(&t->lock);
-    size_t n = 0, cap = t->objects.n;
-    struct kt_object **gone = malloc((cap ? cap : 1) * sizeof(*gone));
-    void *v;
-    for (size_t i = 0;
-         gone != NULL && kt_hmap_iter(&t->objects, &i, NULL, &v);) {
-        struct kt_object *o = v;
-        if (!o->token && (s == 0 || o->session == s) && n < cap)
-            gone[n++] = o;
-    }
-    for (size_t i = 0; i < n; i++)
-        drop_object(t, gone[i]);
-    free(gone);
+    kt_token_wrlock(t);
+    drop_session_objects(t, s, false);
     pthread_rwlock_unlock(&t->lock);
 }
 
@@ -1086,8 +1207,9 @@ CK_RV kt_token_init(struct kt_token *t, const char *dir,
         pthread_mutex_lock(&t->dblock);
         rv = kt_store_reinit(t->db, (const char *)label, &so, man_key);
         if (rv == CKR_OK) {
-            pthread_rwlock_wrlock(&t->lock);
+            kt_token_wrlock(t);
             memcpy(t->label, label, KT_LABEL_LEN);
+            drop_session_objects(t, 0, false);
             void *v;
             while (t->objects.n > 0) {
                 size_t i = 0;
@@ -1120,7 +1242,7 @@ CK_RV kt_token_init(struct kt_token *t, const char *dir,
                          &t->db);
     if (rv != CKR_OK)
         goto out;
-    pthread_rwlock_wrlock(&t->lock);
+    kt_token_wrlock(t);
     memcpy(t->serial, serial, KT_SERIAL_LEN);
     memcpy(t->label, label, KT_LABEL_LEN);
     t->pins[KT_PIN_SO] = so;
@@ -1129,7 +1251,7 @@ CK_RV kt_token_init(struct kt_token *t, const char *dir,
     pthread_mutex_lock(&t->dblock);
     rv = sync_locked(t);
     pthread_mutex_unlock(&t->dblock);
-    pthread_rwlock_wrlock(&t->lock);
+    kt_token_wrlock(t);
     t->initialized = true;
     pthread_rwlock_unlock(&t->lock);
     kt_log(KT_LOG_INFO, "token %s created", t->path);

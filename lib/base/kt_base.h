@@ -28,6 +28,9 @@ keytier_err kt_err_context(keytier_err err, const char *fmt, ...)
     KT_PRINTF(2, 3);
 /* Clears this thread's detail (called on entry of every public function). */
 void kt_err_clear(void);
+/* Puts back a detail saved from keytier_last_error_detail() (for work that
+ * must not disturb the caller's error, such as an audit anchor update). */
+void kt_err_restore(const char *saved);
 
 /* ---- secret buffers (kt_secret.c) ------------------------------------- */
 

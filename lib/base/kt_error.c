@@ -50,6 +50,11 @@ void kt_err_clear(void)
     kt_error_detail[0] = '\0';
 }
 
+void kt_err_restore(const char *saved)
+{
+    snprintf(kt_error_detail, sizeof kt_error_detail, "%s", saved);
+}
+
 keytier_err kt_err(keytier_err err, const char *fmt, ...)
 {
     int n = snprintf(kt_error_detail, sizeof kt_error_detail, "%s",

@@ -86,6 +86,8 @@ extern "C" {
     X(KEYTIER_E_UNAVAILABLE, 41, "customer keys unavailable")                  \
     X(KEYTIER_E_AUDIT, 42, "audit log could not be written")                   \
     X(KEYTIER_E_AUDIT_TAMPERED, 43, "audit log altered")                       \
+    X(KEYTIER_E_AUDIT_UNANCHORED, 44,                                          \
+      "audit log intact, but its newest records are not anchored")             \
     /* 60..69: lifecycle */                                                    \
     X(KEYTIER_E_PURGED, 60, "tenant purged: its keys were destroyed")          \
     X(KEYTIER_E_DEP_STATE, 61, "DEP state does not allow this operation")      \
@@ -332,7 +334,15 @@ keytier_seal(keytier_key *key, const void *aad, size_t aad_len, const void *pt,
 KEYTIER_API KEYTIER_MUST_CHECK keytier_err
 keytier_open(keytier_key *key, const void *aad, size_t aad_len, const void *env,
              size_t env_len, void *out, size_t out_cap, size_t *out_len);
-/* Streams from in_fd to out_fd until end of input. */
+/* Streams from in_fd to out_fd until end of input.  Both stream calls
+ * run a reader and a writer thread beside the caller's (which does the
+ * cryptography) for the duration of the call, with about 4 MiB of
+ * buffers (4 x the chunk size when that is larger).  Each chunk goes
+ * through as soon as it is complete, so a slow pipe or socket is not held
+ * back; a non-blocking in_fd is waited on (poll).  The helper threads
+ * block all signals: a closed output pipe gives KEYTIER_E_IO ("write:
+ * Broken pipe"), never SIGPIPE.  Read and write failures give
+ * KEYTIER_E_IO naming the call and errno's text. */
 KEYTIER_API KEYTIER_MUST_CHECK keytier_err keytier_seal_stream(
     keytier_key *key, const void *aad, size_t aad_len, int in_fd, int out_fd);
 /* Writes each chunk only after it authenticated.  A stream that ends
@@ -357,11 +367,49 @@ KEYTIER_API KEYTIER_MUST_CHECK keytier_err keytier_envelope_peek(
  * of the first line that was edited, removed (the line after the gap),
  * reordered or forged, and the reason in keytier_last_error_detail(); or
  * KEYTIER_E_IO.  *records (may be NULL) gets the number of intact records
- * before the first bad line.
+ * before the first bad line.  The chain alone: a cut tail or a chain
+ * recomputed from scratch passes (keytier_audit_verify_anchored below).
  */
 KEYTIER_API keytier_err keytier_audit_verify(const char *path,
                                              uint64_t *bad_line,
                                              uint64_t *records);
+
+/* lib-audit: what keytier_audit_verify_anchored found. */
+typedef struct keytier_audit_report {
+    uint64_t records;      /* intact records (the whole log when intact) */
+    uint64_t bad_line;     /* 1-based first bad line; 0 when none */
+    uint64_t anchored_seq; /* the anchored record (0: no anchor checked) */
+    uint64_t unanchored;   /* intact records after the anchored one */
+    char log_id[KEYTIER_ID_SIZE]; /* the Id of line 1 ("" if unreadable) */
+} keytier_audit_report;
+
+/*
+ * The audit log's chain AND its keyed anchor (the head recorded in the
+ * store after each append, MACed by the service token's
+ * "keytier-audit-anchor" key): path (NULL: the context's log) must reach
+ * the anchored record with the anchored Hash, and the anchor's MAC must
+ * verify on the service token.  Returns
+ *   KEYTIER_OK                   chain intact, every record anchored;
+ *   KEYTIER_E_AUDIT_UNANCHORED   chain intact up to and including the
+ *                                anchored record, out->unanchored records
+ *                                after it (the service token was
+ *                                unreachable, or a crash came between an
+ *                                append and its anchor; all records when
+ *                                the log has no anchor);
+ *   KEYTIER_E_AUDIT_TAMPERED     out->bad_line names the first bad line: an
+ *                                edited/removed/reordered/forged line, the
+ *                                first missing line of a cut tail ("records
+ *                                N+1..M removed from the end"), the
+ *                                anchored line of a rewritten chain, line 1
+ *                                of a log replacing the one anchored at this
+ *                                path; bad_line 0 when the anchor itself
+ *                                fails its MAC;
+ *   KEYTIER_E_CONFIG (no service_token), token errors (KEYTIER_E_TOKEN,
+ *   KEYTIER_E_TOKEN_NOT_FOUND, KEYTIER_E_LOGIN, KEYTIER_E_KEY_NOT_FOUND:
+ *   the anchor could not be checked), KEYTIER_E_STORE, KEYTIER_E_IO.
+ */
+KEYTIER_API KEYTIER_MUST_CHECK keytier_err keytier_audit_verify_anchored(
+    keytier_ctx *ctx, const char *path, keytier_audit_report *out);
 
 typedef struct keytier_ctx keytier_ctx; /* (also declared above) */
 

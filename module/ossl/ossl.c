@@ -96,7 +96,10 @@ int kt_ossl_memcmp(const void *a, const void *b, size_t len)
 struct kt_cipher {
     EVP_CIPHER_CTX *ctx;
     enum kt_cipher_mode mode;
+    size_t key_len;
     bool encrypt;
+    bool pad;
+    bool iv_given;
 };
 
 CK_RV kt_ossl_cipher_new(kt_cipher **out, enum kt_cipher_mode mode,
@@ -111,7 +114,10 @@ CK_RV kt_ossl_cipher_new(kt_cipher **out, enum kt_cipher_mode mode,
     if (c == NULL)
         return CKR_HOST_MEMORY;
     c->mode = mode;
+    c->key_len = key_len;
     c->encrypt = encrypt;
+    c->pad = pad;
+    c->iv_given = iv != NULL;
     c->ctx = EVP_CIPHER_CTX_new();
     if (c->ctx == NULL)
         goto fail;
@@ -138,6 +144,31 @@ CK_RV kt_ossl_cipher_new(kt_cipher **out, enum kt_cipher_mode mode,
 fail:
     kt_ossl_cipher_free(c);
     return CKR_FUNCTION_FAILED;
+}
+
+CK_RV kt_ossl_cipher_reuse(kt_cipher **cp, enum kt_cipher_mode mode,
+                           const unsigned char *key, size_t key_len,
+                           bool encrypt, bool pad)
+{
+    kt_cipher *c = *cp;
+    /* A context keyed with an explicit IV keeps it: not reused. */
+    if (c != NULL && mode != KT_AES_GCM && c->mode == mode &&
+        c->key_len == key_len && c->encrypt == encrypt && c->pad == pad &&
+        !c->iv_given) {
+        /* No algorithm: the provider context and the algorithm reference
+         * stay, only the key schedule is redone. */
+        if (EVP_CipherInit_ex2(c->ctx, NULL, key, NULL, encrypt ? 1 : 0,
+                               NULL) == 1 &&
+            ((mode != KT_AES_ECB && mode != KT_AES_CBC) ||
+             EVP_CIPHER_CTX_set_padding(c->ctx, pad ? 1 : 0) == 1))
+            return CKR_OK;
+        kt_ossl_cipher_free(c);
+        *cp = NULL;
+        return CKR_FUNCTION_FAILED;
+    }
+    kt_ossl_cipher_free(c);
+    *cp = NULL;
+    return kt_ossl_cipher_new(cp, mode, key, key_len, NULL, 0, encrypt, pad);
 }
 
 CK_RV kt_ossl_cipher_aad(kt_cipher *c, const unsigned char *aad, size_t len)
@@ -400,17 +431,28 @@ void kt_ossl_pkey_free(void *pkey)
 }
 
 CK_RV kt_ossl_check_value(CK_KEY_TYPE kt, const unsigned char *key, size_t len,
-                          unsigned char out[3])
+                          kt_cipher **reuse, unsigned char out[3])
 {
     unsigned char block[64] = {0}, res[64];
     CK_RV rv = CKR_OK;
     if (kt == CKK_AES) {
         kt_cipher *c = NULL;
         size_t l = 0;
-        rv = kt_ossl_cipher_new(&c, KT_AES_ECB, key, len, NULL, 0, true, false);
+        rv = kt_ossl_cipher_reuse(reuse != NULL ? reuse : &c, KT_AES_ECB, key,
+                                  len, true, false);
+        if (reuse != NULL)
+            c = *reuse;
         if (rv == CKR_OK)
             rv = kt_ossl_cipher_update(c, block, 16, res, &l);
-        kt_ossl_cipher_free(c);
+        /* A kept context holds no key schedule of this key afterwards. */
+        if (reuse != NULL && c != NULL &&
+            (rv != CKR_OK || kt_ossl_cipher_reuse(reuse, KT_AES_ECB, block, len,
+                                                  true, false) != CKR_OK)) {
+            kt_ossl_cipher_free(*reuse);
+            *reuse = NULL;
+        }
+        if (reuse == NULL)
+            kt_ossl_cipher_free(c);
     } else {
         unsigned int l = 0;
         if (EVP_Digest(key, len, res, &l, EVP_sha1(), NULL) != 1)

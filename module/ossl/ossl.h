@@ -30,6 +30,14 @@ KT_NODISCARD CK_RV kt_ossl_cipher_new(kt_cipher **c, enum kt_cipher_mode mode,
                                       const unsigned char *key, size_t key_len,
                                       const unsigned char *iv, size_t iv_len,
                                       bool encrypt, bool pad);
+/* *c re-keyed if it is a context of this mode, key size, direction and
+ * padding made without an explicit IV: no allocation and no reference on
+ * the shared algorithm object (a session repeating an operation); replaced
+ * with a new context otherwise. Not for GCM. *c stays the caller's (NULL
+ * after a failure). */
+KT_NODISCARD CK_RV kt_ossl_cipher_reuse(kt_cipher **c, enum kt_cipher_mode mode,
+                                        const unsigned char *key,
+                                        size_t key_len, bool encrypt, bool pad);
 KT_NODISCARD CK_RV kt_ossl_cipher_aad(kt_cipher *c, const unsigned char *aad,
                                       size_t len);
 /* out must hold in_len + 16 (block modes) / in_len + 8 (wrap). */
@@ -80,8 +88,11 @@ KT_NODISCARD CK_RV kt_ossl_hmac256(const unsigned char *key, size_t key_len,
 
 /* CKA_CHECK_VALUE of a secret key (PKCS#11 v2.40 §2.8 / §2.3.1): AES: the
  * first 3 bytes of AES-ECB(key, zero block); others: of SHA-1(key). */
+/* reuse: a context kept by the caller for the AES case (re-keyed with
+ * zeros afterwards), or NULL. */
 KT_NODISCARD CK_RV kt_ossl_check_value(CK_KEY_TYPE kt, const unsigned char *key,
-                                       size_t len, unsigned char out[3]);
+                                       size_t len, kt_cipher **reuse,
+                                       unsigned char out[3]);
 
 /* Reference counting of cached EVP_PKEYs (void * outside ossl/). */
 void *kt_ossl_pkey_ref(void *pkey);

@@ -5,9 +5,11 @@
 #include <check.h>
 #include <pthread.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "testenv.h"
@@ -25,6 +27,12 @@ static void assert_err(keytier_err got, keytier_err want)
 {
     ck_assert_msg(got == want, "got %s (%s), want %s", keytier_error_name(got),
                   keytier_last_error_detail(), keytier_error_name(want));
+}
+
+static void assert_detail(const char *want)
+{
+    ck_assert_msg(strstr(keytier_last_error_detail(), want) != NULL,
+                  "detail '%s' lacks '%s'", keytier_last_error_detail(), want);
 }
 
 static void setup(void)
@@ -429,13 +437,19 @@ static void *feed(void *arg)
     return NULL;
 }
 
-START_TEST(streams_over_pipes)
+/* Pipes give short reads (and, non-blocking, EAGAIN): the chunking must
+ * not depend on them.  The
+ * pipeline hands over whole chunks as they complete and carries a partial
+ * one to the next slot: 3000 bytes fit one slot, the second size spans
+ * several (SLOT below). */
+static void pipes_round_trip(size_t n)
 {
-    /* Pipes give short reads: the chunking must not depend on them. */
-    size_t n = 3000, len;
+    size_t len;
     uint8_t *pt = pattern(n);
     int in[2], mid = tmpfile_with(NULL, 0);
     ck_assert_int_eq(pipe(in), 0);
+    /* Non-blocking input: EAGAIN is waited out, not an error. */
+    ck_assert_int_eq(fcntl(in[0], F_SETFL, O_NONBLOCK), 0);
     struct feeder f = {in[1], pt, n};
     pthread_t th;
     ck_assert_int_eq(pthread_create(&th, NULL, feed, &f), 0);
@@ -445,9 +459,11 @@ START_TEST(streams_over_pipes)
     uint8_t *env = slurp(mid, &len);
     close(mid);
     ck_assert_uint_eq(len, HDR + n + 16 * (n / CHUNK + 1));
+    open_expect(env, len, KEYTIER_OK, n);
 
     int in2[2], out = tmpfile_with(NULL, 0);
     ck_assert_int_eq(pipe(in2), 0);
+    ck_assert_int_eq(fcntl(in2[0], F_SETFL, O_NONBLOCK), 0);
     struct feeder g = {in2[1], env, len};
     ck_assert_int_eq(pthread_create(&th, NULL, feed, &g), 0);
     assert_err(keytier_open_stream(mbx, "ctx", 3, in2[0], out), KEYTIER_OK);
@@ -462,6 +478,12 @@ START_TEST(streams_over_pipes)
     free(env);
     free(pt);
 }
+
+START_TEST(streams_over_pipes)
+{
+    pipes_round_trip(3000);
+    pipes_round_trip(3 * 256 * CHUNK + 77);
+}
 END_TEST
 
 START_TEST(stream_errors)
@@ -470,7 +492,346 @@ START_TEST(stream_errors)
     assert_err(keytier_open_stream(dep, NULL, 0, 0, 1), KEYTIER_E_ARGS);
     int fd = open("/dev/null", O_RDONLY);
     assert_err(keytier_seal_stream(mbx, NULL, 0, fd, fd), KEYTIER_E_IO);
+    assert_detail("write: Bad file descriptor");
     close(fd);
+}
+END_TEST
+
+/* ---- the streaming pipeline (lib/stream.c) -------------------------------
+ * Streams go through slots of several chunks: at this chunk size a slot
+ * holds 256 chunks (lib/envelope.c KT_SLOT_CHUNKS) and the ring has 4
+ * slots (lib/stream.c).  The sizes below sit on and around those edges. */
+#define SLOT_CHUNKS 256
+#define SLOT        (SLOT_CHUNKS * CHUNK)
+
+static size_t env_len_for(size_t n)
+{
+    return HDR + n + 16 * (n / CHUNK + 1);
+}
+
+START_TEST(stream_multi_slot_round_trips)
+{
+    static const size_t sizes[] = {
+        SLOT - 1,             /* one slot, final chunk short */
+        SLOT,                 /* the empty final chunk alone in slot 2 */
+        SLOT + 1,             /* */
+        4 * SLOT,             /* the ring wraps exactly */
+        5 * SLOT + 3 * CHUNK, /* ends on a chunk boundary inside a slot */
+        6 * SLOT + 1000,      /* */
+    };
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        size_t len;
+        uint8_t *env = seal_stream(sizes[i], &len);
+        ck_assert_uint_eq(len, env_len_for(sizes[i]));
+        ck_assert_uint_eq(open_stream_expect(env, len, KEYTIER_OK), sizes[i]);
+        open_expect(env, len, KEYTIER_OK, sizes[i]);
+        free(env);
+        env = seal(mbx, sizes[i], &len);
+        ck_assert_uint_eq(open_stream_expect(env, len, KEYTIER_OK), sizes[i]);
+        free(env);
+    }
+}
+END_TEST
+
+START_TEST(stream_multi_slot_tamper)
+{
+    /* 1281 chunks: 5 full slots and the final chunk in a sixth.  Every
+     * failure releases exactly the chunks before the bad or missing one,
+     * in whichever slot it lies. */
+    size_t n = 5 * SLOT + 1000, len;
+    uint8_t *env = seal_stream(n, &len);
+    size_t chunks = n / CHUNK + 1;
+    uint8_t *buf = malloc(len + FULL);
+    static const size_t flips[] = {0, 255, 256, 700, 1023, 1024, 1280};
+    for (size_t i = 0; i < sizeof flips / sizeof flips[0]; i++) {
+        size_t at = HDR + flips[i] * FULL + 17;
+        env[at] ^= 0x80;
+        ck_assert_uint_eq(open_stream_expect(env, len, KEYTIER_E_AUTH),
+                          flips[i] * CHUNK);
+        env[at] ^= 0x80;
+        /* The tag of the chunk. */
+        at = flips[i] + 1 == chunks ? len - 1 : HDR + flips[i] * FULL + CHUNK;
+        env[at] ^= 0x01;
+        ck_assert_uint_eq(open_stream_expect(env, len, KEYTIER_E_AUTH),
+                          flips[i] * CHUNK);
+        env[at] ^= 0x01;
+    }
+    /* Cut on a slot boundary, on a chunk boundary inside a slot, inside a
+     * tag: the final chunk is missing. */
+    ck_assert_uint_eq(open_stream_expect(env, HDR + 4 * SLOT_CHUNKS * FULL,
+                                         KEYTIER_E_TRUNCATED),
+                      4 * SLOT);
+    ck_assert_uint_eq(
+        open_stream_expect(env, HDR + 1100 * FULL, KEYTIER_E_TRUNCATED),
+        1100 * CHUNK);
+    ck_assert_uint_eq(
+        open_stream_expect(env, HDR + 1100 * FULL + 9, KEYTIER_E_TRUNCATED),
+        1100 * CHUNK);
+    /* Cut inside a chunk: taken as the final chunk, which fails. */
+    ck_assert_uint_eq(
+        open_stream_expect(env, HDR + 600 * FULL + 100, KEYTIER_E_AUTH),
+        600 * CHUNK);
+    /* Chunk 600 dropped; chunks 800 and 801 swapped. */
+    memcpy(buf, env, HDR + 600 * FULL);
+    memcpy(buf + HDR + 600 * FULL, env + HDR + 601 * FULL,
+           len - HDR - 601 * FULL);
+    ck_assert_uint_eq(open_stream_expect(buf, len - FULL, KEYTIER_E_AUTH),
+                      600 * CHUNK);
+    memcpy(buf, env, len);
+    memcpy(buf + HDR + 800 * FULL, env + HDR + 801 * FULL, FULL);
+    memcpy(buf + HDR + 801 * FULL, env + HDR + 800 * FULL, FULL);
+    ck_assert_uint_eq(open_stream_expect(buf, len, KEYTIER_E_AUTH),
+                      800 * CHUNK);
+    /* Data appended after the final chunk. */
+    memcpy(buf, env, len);
+    memset(buf + len, 'x', FULL);
+    ck_assert_uint_eq(open_stream_expect(buf, len + FULL, KEYTIER_E_AUTH),
+                      (chunks - 1) * CHUNK);
+    free(buf);
+    free(env);
+}
+END_TEST
+
+/* A seal or open running on its own thread, so the test can drive both
+ * ends of its pipes. */
+struct stream_call {
+    bool open;
+    int in, out;
+    keytier_err e;
+    char detail[256];
+};
+
+static void *stream_call_main(void *arg)
+{
+    struct stream_call *c = arg;
+    c->e = c->open ? keytier_open_stream(mbx, "ctx", 3, c->in, c->out)
+                   : keytier_seal_stream(mbx, "ctx", 3, c->in, c->out);
+    snprintf(c->detail, sizeof c->detail, "%s", keytier_last_error_detail());
+    return NULL;
+}
+
+static void write_all(int fd, const uint8_t *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+        ck_assert_int_gt(w, 0);
+        p += w;
+        n -= (size_t)w;
+    }
+}
+
+static void read_exact(int fd, uint8_t *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t r = read(fd, p, n);
+        ck_assert_int_gt(r, 0);
+        p += r;
+        n -= (size_t)r;
+    }
+}
+
+START_TEST(stream_releases_each_chunk_when_complete)
+{
+    /* An interactive producer: it sends one chunk and waits for its output
+     * before sending more.  The pipeline must not wait for a full slot
+     * (that would hang until the test's timeout). */
+    uint8_t *pt = pattern(CHUNK + 100), env[HDR + 2 * FULL];
+    int in[2], out[2];
+    ck_assert_int_eq(pipe(in), 0);
+    ck_assert_int_eq(pipe(out), 0);
+    struct stream_call c = {false, in[0], out[1], KEYTIER_E_INTERNAL, ""};
+    pthread_t th;
+    ck_assert_int_eq(pthread_create(&th, NULL, stream_call_main, &c), 0);
+    write_all(in[1], pt, CHUNK);
+    read_exact(out[0], env, HDR + FULL); /* header and chunk 0 */
+    write_all(in[1], pt + CHUNK, 100);
+    close(in[1]);
+    read_exact(out[0], env + HDR + FULL, 100 + 16);
+    pthread_join(th, NULL);
+    assert_err(c.e, KEYTIER_OK);
+    close(in[0]);
+    close(out[1]);
+    close(out[0]);
+    size_t env_len = HDR + FULL + 100 + 16;
+    open_expect(env, env_len, KEYTIER_OK, CHUNK + 100);
+
+    /* The same when opening: chunk 0's plaintext comes out before the
+     * rest of the envelope goes in. */
+    uint8_t back[CHUNK + 100];
+    ck_assert_int_eq(pipe(in), 0);
+    ck_assert_int_eq(pipe(out), 0);
+    struct stream_call d = {true, in[0], out[1], KEYTIER_E_INTERNAL, ""};
+    ck_assert_int_eq(pthread_create(&th, NULL, stream_call_main, &d), 0);
+    write_all(in[1], env, HDR + FULL);
+    read_exact(out[0], back, CHUNK);
+    write_all(in[1], env + HDR + FULL, env_len - HDR - FULL);
+    close(in[1]);
+    read_exact(out[0], back + CHUNK, 100);
+    pthread_join(th, NULL);
+    assert_err(d.e, KEYTIER_OK);
+    ck_assert_mem_eq(back, pt, CHUNK + 100);
+    close(in[0]);
+    close(out[1]);
+    close(out[0]);
+    free(pt);
+}
+END_TEST
+
+START_TEST(stream_failure_does_not_wait_for_input)
+{
+    /* A producer that stalls without closing: once a chunk fails, the
+     * call returns (the reader must not keep waiting for input). */
+    size_t len;
+    uint8_t *env = seal_stream(3 * CHUNK, &len);
+    env[HDR + FULL + 3] ^= 0x01; /* chunk 1 */
+    int in[2], out = tmpfile_with(NULL, 0);
+    ck_assert_int_eq(pipe(in), 0);
+    write_all(in[1], env, HDR + 2 * FULL);
+    assert_err(keytier_open_stream(mbx, "ctx", 3, in[0], out), KEYTIER_E_AUTH);
+    assert_detail("chunk 1 of the stream");
+    size_t n;
+    uint8_t *pt = slurp(out, &n), *ref = pattern(CHUNK);
+    ck_assert_uint_eq(n, CHUNK); /* chunk 0, authentic */
+    ck_assert_mem_eq(pt, ref, CHUNK);
+    free(pt);
+    free(ref);
+    close(out);
+    close(in[0]);
+    close(in[1]);
+
+    /* Sealing into a pipe nobody reads any more, from a stalled producer:
+     * EPIPE, reported at once, and no SIGPIPE kills the process. */
+    int pout[2];
+    signal(SIGPIPE, SIG_DFL);
+    ck_assert_int_eq(pipe(in), 0);
+    ck_assert_int_eq(pipe(pout), 0);
+    close(pout[0]);
+    write_all(in[1], env, CHUNK);
+    assert_err(keytier_seal_stream(mbx, "ctx", 3, in[0], pout[1]),
+               KEYTIER_E_IO);
+    assert_detail("write: Broken pipe");
+    close(in[0]);
+    close(in[1]);
+    close(pout[1]);
+    free(env);
+}
+END_TEST
+
+START_TEST(stream_read_errors)
+{
+    /* The first read, on the reader thread, fails. */
+    int d = open(T.dir, O_RDONLY | O_DIRECTORY), out = tmpfile_with(NULL, 0);
+    ck_assert_int_ge(d, 0);
+    assert_err(keytier_seal_stream(mbx, "ctx", 3, d, out), KEYTIER_E_IO);
+    assert_detail("read: Is a directory");
+    assert_err(keytier_open_stream(mbx, "ctx", 3, d, out), KEYTIER_E_IO);
+    assert_detail("read: Is a directory");
+    close(d);
+    close(out);
+
+    /* A read fails in mid-stream, after 2 chunks and part of a third: a
+     * stream socket whose peer closed with data it had not read gives
+     * ECONNRESET once the data sent before is consumed. */
+    size_t len;
+    uint8_t *env = seal_stream(5 * CHUNK, &len);
+    for (int open_it = 0; open_it <= 1; open_it++) {
+        int sv[2];
+        ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+        if (open_it) {
+            write_all(sv[1], env, HDR + 2 * FULL + 40);
+        } else {
+            uint8_t *pt = pattern(2 * CHUNK + 40);
+            write_all(sv[1], pt, 2 * CHUNK + 40);
+            free(pt);
+        }
+        write_all(sv[0], (const uint8_t *)"x", 1); /* unread by sv[1] */
+        close(sv[1]);
+        out = tmpfile_with(NULL, 0);
+        keytier_err e = open_it
+                            ? keytier_open_stream(mbx, "ctx", 3, sv[0], out)
+                            : keytier_seal_stream(mbx, "ctx", 3, sv[0], out);
+        assert_err(e, KEYTIER_E_IO);
+        assert_detail("read: Connection reset by peer");
+        /* The complete chunks before the failure went through. */
+        size_t n;
+        uint8_t *got = slurp(out, &n);
+        if (open_it) {
+            uint8_t *ref = pattern(2 * CHUNK);
+            ck_assert_uint_eq(n, 2 * CHUNK);
+            ck_assert_mem_eq(got, ref, n);
+            free(ref);
+        } else {
+            ck_assert_uint_eq(n, HDR + 2 * FULL);
+        }
+        free(got);
+        close(out);
+        close(sv[0]);
+    }
+    free(env);
+}
+END_TEST
+
+struct drain {
+    int fd;
+    size_t stop_after, got;
+};
+
+/* Reads stop_after bytes, then closes its end: the writer side then gets
+ * EPIPE in mid-stream. */
+static void *drain_main(void *arg)
+{
+    struct drain *d = arg;
+    uint8_t buf[4096];
+    while (d->got < d->stop_after) {
+        size_t want = d->stop_after - d->got;
+        ssize_t r = read(d->fd, buf, want < sizeof buf ? want : sizeof buf);
+        if (r <= 0)
+            break;
+        d->got += (size_t)r;
+    }
+    close(d->fd);
+    return NULL;
+}
+
+START_TEST(stream_write_errors)
+{
+    /* A full disk. */
+    size_t n = 3 * SLOT + 5, len;
+    uint8_t *pt = pattern(n), *env = seal_stream(n, &len);
+    int full = open("/dev/full", O_WRONLY);
+    ck_assert_int_ge(full, 0);
+    int in = tmpfile_with(pt, n);
+    assert_err(keytier_seal_stream(mbx, "ctx", 3, in, full), KEYTIER_E_IO);
+    assert_detail("write: No space left on device");
+    close(in);
+    in = tmpfile_with(env, len);
+    assert_err(keytier_open_stream(mbx, "ctx", 3, in, full), KEYTIER_E_IO);
+    assert_detail("write: No space left on device");
+    close(in);
+    close(full);
+
+    /* The reader of the output goes away after 100000 bytes, several
+     * slots into the stream: EPIPE, with SIGPIPE at its default action
+     * (which would kill the test). */
+    signal(SIGPIPE, SIG_DFL);
+    for (int open_it = 0; open_it <= 1; open_it++) {
+        int p[2];
+        ck_assert_int_eq(pipe(p), 0);
+        struct drain dr = {p[0], 100000, 0};
+        pthread_t th;
+        ck_assert_int_eq(pthread_create(&th, NULL, drain_main, &dr), 0);
+        in = open_it ? tmpfile_with(env, len) : tmpfile_with(pt, n);
+        keytier_err e = open_it ? keytier_open_stream(mbx, "ctx", 3, in, p[1])
+                                : keytier_seal_stream(mbx, "ctx", 3, in, p[1]);
+        assert_err(e, KEYTIER_E_IO);
+        assert_detail("write: Broken pipe");
+        pthread_join(th, NULL);
+        ck_assert_uint_eq(dr.got, 100000);
+        close(in);
+        close(p[1]);
+    }
+    free(pt);
+    free(env);
 }
 END_TEST
 
@@ -489,6 +850,12 @@ int main(void)
     tcase_add_test(tc, stream_tamper);
     tcase_add_test(tc, stream_errors);
     tcase_add_test(tc, streams_over_pipes);
+    tcase_add_test(tc, stream_multi_slot_round_trips);
+    tcase_add_test(tc, stream_multi_slot_tamper);
+    tcase_add_test(tc, stream_releases_each_chunk_when_complete);
+    tcase_add_test(tc, stream_failure_does_not_wait_for_input);
+    tcase_add_test(tc, stream_read_errors);
+    tcase_add_test(tc, stream_write_errors);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -79,7 +79,7 @@ START_TEST(fresh_store_is_latest_wal_0600)
     struct kt_store *st;
     ck_assert_int_eq(kt_store_open(path, &st), KEYTIER_OK);
     ck_assert_int_eq(kt_store_schema_version(st), kt_store_schema_latest());
-    ck_assert_int_eq(kt_store_schema_latest(), 5); /* lib-cache: 4 -> 5 */
+    ck_assert_int_eq(kt_store_schema_latest(), 6); /* lib-audit: 5 -> 6 */
     kt_store_close(st);
     struct stat sb;
     ck_assert_int_eq(stat(path, &sb), 0);
@@ -93,7 +93,7 @@ START_TEST(fresh_store_is_latest_wal_0600)
                      1);
     /* Reopening does not migrate again. */
     ck_assert_int_eq(kt_store_open(path, &st), KEYTIER_OK);
-    ck_assert_int_eq(kt_store_schema_version(st), 5);
+    ck_assert_int_eq(kt_store_schema_version(st), 6);
     kt_store_close(st);
 }
 END_TEST
@@ -114,7 +114,7 @@ START_TEST(migrates_version_1)
                              "'deps_tenant_workload'"),
                      0);
     ck_assert_int_eq(kt_store_open(path, &st), KEYTIER_OK);
-    ck_assert_int_eq(kt_store_schema_version(st), 5);
+    ck_assert_int_eq(kt_store_schema_version(st), 6);
     struct kt_dep_rec got;
     ck_assert_int_eq(kt_store_dep_get(st, d.dep_id, &got), KEYTIER_OK);
     ck_assert_mem_eq(&got, &d, sizeof got);
@@ -137,7 +137,7 @@ START_TEST(migrates_version_3_names_null)
     kt_store_close(st);
     sql("ALTER TABLE deps DROP COLUMN name; PRAGMA user_version = 3");
     ck_assert_int_eq(kt_store_open(path, &st), KEYTIER_OK);
-    ck_assert_int_eq(kt_store_schema_version(st), 5);
+    ck_assert_int_eq(kt_store_schema_version(st), 6);
     struct kt_dep_rec got, named;
     ck_assert_int_eq(kt_store_dep_get(st, d.dep_id, &got), KEYTIER_OK);
     ck_assert_str_eq(got.name, "");
@@ -163,7 +163,7 @@ START_TEST(migrates_version_4_invalidations)
     kt_store_close(st);
     sql("DROP TABLE cache_invalidations; PRAGMA user_version = 4");
     ck_assert_int_eq(kt_store_open(path, &st), KEYTIER_OK);
-    ck_assert_int_eq(kt_store_schema_version(st), 5);
+    ck_assert_int_eq(kt_store_schema_version(st), 6);
     int64_t head = -1;
     ck_assert_int_eq(kt_store_inval_head(st, &head), KEYTIER_OK);
     ck_assert_int_eq(head, 0);
@@ -203,7 +203,7 @@ START_TEST(newer_schema_refused)
     ck_assert_int_eq(kt_store_open(path, &st), KEYTIER_E_STORE_VERSION);
     ck_assert_ptr_nonnull(strstr(keytier_last_error_detail(),
                                  "schema version 99, this library knows up "
-                                 "to 5"));
+                                 "to 6"));
 }
 END_TEST
 
@@ -367,6 +367,56 @@ START_TEST(killed_mid_write_keeps_whole_deps)
 }
 END_TEST
 
+/* lib-audit: an audit log's anchor only moves forward (a log cut back and
+ * appended to again keeps the evidence), and is found by log id or path. */
+START_TEST(audit_anchor_never_moves_back)
+{
+    struct kt_store *st;
+    ck_assert_int_eq(kt_store_open(path, &st), KEYTIER_OK);
+    struct kt_anchor_rec a, got;
+    bool applied = false;
+    memset(&a, 0, sizeof a);
+    snprintf(a.log_id, sizeof a.log_id, "aaaaaaaa-0000-4000-8000-000000000001");
+    snprintf(a.path, sizeof a.path, "/var/log/k.audit.jsonl");
+    memset(a.hash, 'c', 64);
+    memset(a.mac, 7, sizeof a.mac);
+    a.seq = 3;
+    a.updated = 100;
+    ck_assert_int_eq(kt_store_anchor_get(st, a.log_id, &got),
+                     KEYTIER_E_NOT_FOUND);
+    ck_assert_int_eq(kt_store_anchor_put(st, &a, &applied), KEYTIER_OK);
+    ck_assert(applied);
+    a.seq = 2; /* behind: refused */
+    a.hash[0] = 'd';
+    ck_assert_int_eq(kt_store_anchor_put(st, &a, &applied), KEYTIER_OK);
+    ck_assert(!applied);
+    a.seq = 3; /* same record, other hash: refused too */
+    ck_assert_int_eq(kt_store_anchor_put(st, &a, &applied), KEYTIER_OK);
+    ck_assert(!applied);
+    ck_assert_int_eq(kt_store_anchor_get(st, a.log_id, &got), KEYTIER_OK);
+    ck_assert_uint_eq(got.seq, 3);
+    ck_assert_int_eq(got.hash[0], 'c');
+    ck_assert_mem_eq(got.mac, a.mac, sizeof a.mac);
+    a.seq = 4; /* ahead: taken */
+    ck_assert_int_eq(kt_store_anchor_put(st, &a, &applied), KEYTIER_OK);
+    ck_assert(applied);
+    ck_assert_int_eq(kt_store_anchor_other(st, a.path, "", &got), KEYTIER_OK);
+    ck_assert_str_eq(got.log_id, a.log_id);
+    ck_assert_uint_eq(got.seq, 4);
+    ck_assert_int_eq(kt_store_anchor_other(st, a.path, a.log_id, &got),
+                     KEYTIER_E_NOT_FOUND);
+    ck_assert_int_eq(kt_store_anchor_other(st, "/elsewhere", "", &got),
+                     KEYTIER_E_NOT_FOUND);
+    kt_store_close(st);
+    /* A row of another shape is refused, not trusted. */
+    sql("UPDATE audit_anchors SET mac = x'00'");
+    ck_assert_int_eq(kt_store_open(path, &st), KEYTIER_OK);
+    ck_assert_int_eq(kt_store_anchor_get(st, a.log_id, &got),
+                     KEYTIER_E_AUDIT_TAMPERED);
+    kt_store_close(st);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("store");
@@ -381,6 +431,7 @@ int main(void)
     tcase_add_test(tc, multi_row_changes_are_atomic);
     tcase_add_test(tc, processes_share_the_store);
     tcase_add_test(tc, killed_mid_write_keeps_whole_deps);
+    tcase_add_test(tc, audit_anchor_never_moves_back);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

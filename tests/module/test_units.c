@@ -2,6 +2,7 @@
  * form, the handle table, the config parser, the policy table, sealing and
  * PIN records. */
 #include <check.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -142,6 +143,95 @@ START_TEST(test_hmap)
     kt_hmap_free(&m);
     CK_ULONG a = kt_handle_next(), b = kt_handle_next();
     ck_assert_uint_gt(b, a);
+}
+END_TEST
+
+/* A copy into an empty array is packed in one block; reading it, changing
+ * it (which unpacks), removing from it and copying it again all keep every
+ * value, and a self-referencing set is safe. */
+START_TEST(test_attrs_packed_copy)
+{
+    kt_attrs a, p, q;
+    sample(&a);
+    CK_MECHANISM_TYPE mechs[3] = {CKM_AES_ECB, CKM_AES_GCM, CKM_SHA256};
+    ck_assert_int_eq(
+        kt_attrs_set(&a, CKA_ALLOWED_MECHANISMS, mechs, sizeof(mechs)), CKR_OK);
+    kt_attrs_init(&p);
+    ck_assert_int_eq(kt_attrs_copy(&p, &a), CKR_OK);
+    ck_assert_uint_ne(p.packed, 0);
+    ck_assert_uint_eq(p.n, a.n);
+    for (size_t i = 0; i < a.n; i++) {
+        const CK_ATTRIBUTE *x = kt_attrs_find(&p, a.v[i].type);
+        ck_assert_ptr_nonnull(x);
+        ck_assert(kt_attr_equal(x, &a.v[i]));
+        ck_assert(x->ulValueLen == 0 || x->pValue != a.v[i].pValue);
+    }
+    /* Arrays inside the block are aligned for their element type. */
+    const CK_ATTRIBUTE *am = kt_attrs_find(&p, CKA_ALLOWED_MECHANISMS);
+    ck_assert_uint_eq((uintptr_t)am->pValue % _Alignof(CK_MECHANISM_TYPE), 0);
+    ck_assert_uint_eq(((const CK_MECHANISM_TYPE *)am->pValue)[2], CKM_SHA256);
+    ck_assert(kt_attrs_match(&p, &a));
+    /* Removing in place keeps it packed; setting unpacks. */
+    kt_attrs_remove(&p, CKA_LABEL);
+    ck_assert_uint_ne(p.packed, 0);
+    ck_assert(!kt_attrs_has(&p, CKA_LABEL));
+    const CK_ATTRIBUTE *v = kt_attrs_find(&p, CKA_VALUE);
+    ck_assert_int_eq(kt_attrs_set(&p, CKA_LABEL, v->pValue, v->ulValueLen),
+                     CKR_OK);
+    ck_assert_uint_eq(p.packed, 0);
+    const CK_ATTRIBUTE *l = kt_attrs_find(&p, CKA_LABEL);
+    ck_assert_uint_eq(l->ulValueLen, 16);
+    ck_assert_mem_eq(l->pValue, "0123456789abcdef", 16);
+    ck_assert(kt_attrs_get_bool(&p, CKA_TOKEN, false));
+    ck_assert_int_eq(kt_attrs_set_bool(&p, CKA_TOKEN, false), CKR_OK);
+    ck_assert(!kt_attrs_get_bool(&p, CKA_TOKEN, true));
+    /* A packed copy of a packed copy, and into a non-empty array. */
+    kt_attrs_init(&q);
+    ck_assert_int_eq(kt_attrs_copy(&q, &p), CKR_OK);
+    ck_assert(kt_attrs_match(&q, &p) && kt_attrs_match(&p, &q));
+    ck_assert_int_eq(kt_attrs_copy(&q, &a), CKR_OK);
+    ck_assert_uint_eq(q.packed, 0);
+    ck_assert(kt_attrs_match(&q, &a));
+    /* The stored form of a packed array is the same as of the original. */
+    kt_attrs r;
+    kt_attrs_init(&r);
+    ck_assert_int_eq(kt_attrs_copy(&r, &a), CKR_OK);
+    unsigned char *s1 = NULL, *s2 = NULL;
+    size_t l1 = 0, l2 = 0;
+    ck_assert_int_eq(kt_attrs_serialize(&a, &s1, &l1), CKR_OK);
+    ck_assert_int_eq(kt_attrs_serialize(&r, &s2, &l2), CKR_OK);
+    ck_assert_uint_eq(l1, l2);
+    ck_assert_mem_eq(s1, s2, l1);
+    free(s1);
+    free(s2);
+    kt_attrs_clear(&r);
+    kt_attrs_clear(&q);
+    kt_attrs_clear(&p);
+    kt_attrs_clear(&a);
+    ck_assert_uint_eq(p.packed, 0);
+    ck_assert_ptr_null(p.v);
+}
+END_TEST
+
+/* Handles of each shard are that shard's, grow, and never meet another
+ * shard's. */
+START_TEST(test_handle_shards)
+{
+    CK_ULONG last[KT_SHARDS] = {0};
+    static CK_ULONG seen[KT_SHARDS * 100];
+    size_t n = 0;
+    for (int round = 0; round < 100; round++)
+        for (unsigned sh = 0; sh < KT_SHARDS; sh++) {
+            CK_ULONG h = kt_handle_next_in(sh + KT_SHARDS * (unsigned)round);
+            ck_assert_uint_ne(h, CK_INVALID_HANDLE);
+            ck_assert_uint_eq(kt_handle_shard(h), sh);
+            ck_assert_uint_gt(h, last[sh]);
+            last[sh] = h;
+            seen[n++] = h;
+        }
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = i + 1; j < n; j++)
+            ck_assert_uint_ne(seen[i], seen[j]);
 }
 END_TEST
 
@@ -414,6 +504,8 @@ static Suite *units_suite(void)
     tcase_add_test(tc, test_attrs_roundtrip_and_finders);
     tcase_add_test(tc, test_attrs_from_template);
     tcase_add_test(tc, test_hmap);
+    tcase_add_test(tc, test_attrs_packed_copy);
+    tcase_add_test(tc, test_handle_shards);
     tcase_add_test(tc, test_config_parser);
     tcase_add_test(tc, test_schema_table);
     tcase_add_test(tc, test_seal_and_mac);

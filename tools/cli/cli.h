@@ -32,6 +32,7 @@ enum cli_exit {
     CLI_NOT_FOUND = 6,   /* tenant, DEP, mailbox, site, token or key */
     CLI_IO = 7,          /* a file could not be read or written */
     CLI_TAMPERED = 8,    /* audit log altered */
+    CLI_UNANCHORED = 9,  /* audit log intact, newest records unanchored */
 };
 
 struct cli {

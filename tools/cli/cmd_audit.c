@@ -11,7 +11,7 @@
 
 #include "cli.h"
 
-enum { OPT_LOG = 256, OPT_SINCE, OPT_ACTIVITY, OPT_DEP };
+enum { OPT_LOG = 256, OPT_SINCE, OPT_ACTIVITY, OPT_DEP, OPT_CHAIN_ONLY };
 
 #define AUDIT_PATH_MAX 4096
 
@@ -151,62 +151,123 @@ static int cmd_audit_list(struct cli *cli, int argc, char **argv)
     return rc;
 }
 
+/* --chain-only: the hash chain of a file alone (a copy, no token). */
+static int audit_verify_chain(struct cli *cli, const char *path)
+{
+    uint64_t bad = 0, records = 0;
+    keytier_err e = keytier_audit_verify(path, &bad, &records);
+    if (e != KEYTIER_OK && e != KEYTIER_E_AUDIT_TAMPERED)
+        return cli_fail_lib(cli, e);
+    if (cli->json) {
+        json_object *o = json_object_new_object();
+        cli_json_str(o, "log", path);
+        json_object_object_add(o, "intact",
+                               json_object_new_boolean(e == KEYTIER_OK));
+        json_object_object_add(o, "records",
+                               json_object_new_int64((int64_t)records));
+        json_object_object_add(o, "tail_checked", json_object_new_boolean(0));
+        if (e != KEYTIER_OK) {
+            json_object_object_add(o, "bad_line",
+                                   json_object_new_int64((int64_t)bad));
+            cli_json_str(o, "reason", keytier_last_error_detail());
+        }
+        cli_json_put(o);
+    }
+    if (e != KEYTIER_OK) {
+        fprintf(stderr, "keytier %s: %s: line %" PRIu64 ": %s [%s]\n",
+                cli->name, path, bad, keytier_last_error_detail(),
+                keytier_error_name(e));
+        return CLI_TAMPERED;
+    }
+    if (!cli->json)
+        printf("audit log %s: %" PRIu64 " records, hash chain intact; tail "
+               "NOT checked (--chain-only: removed newest records and a "
+               "recomputed chain need the anchor)\n",
+               path, records);
+    return CLI_OK;
+}
+
 static int cmd_audit_verify(struct cli *cli, int argc, char **argv)
 {
     static const struct option opts[] = {
         {"log", required_argument, NULL, OPT_LOG},
+        {"chain-only", no_argument, NULL, OPT_CHAIN_ONLY},
         {0},
     };
     const char *log = NULL;
+    bool chain_only = false;
     int c;
     while ((c = cli_getopt(cli, argc, argv, "", opts)) != -1) {
-        if (c != OPT_LOG)
+        if (c == OPT_LOG)
+            log = optarg;
+        else if (c == OPT_CHAIN_ONLY)
+            chain_only = true;
+        else
             return cli_usage_error(cli, "unknown option %s", argv[optind - 1]);
-        log = optarg;
     }
     if (optind != argc)
         return cli_usage_error(cli, "unexpected argument '%s'", argv[optind]);
+    if (chain_only && log == NULL)
+        return cli_usage_error(cli, "--chain-only needs --log FILE");
     char path[AUDIT_PATH_MAX];
     int rc = audit_path(cli, log, path);
     if (rc != CLI_OK)
         return rc;
-    uint64_t bad = 0, records = 0;
-    keytier_err e = keytier_audit_verify(path, &bad, &records);
-    if (e != KEYTIER_OK) {
-        if (e == KEYTIER_E_AUDIT_TAMPERED && cli->json) {
-            json_object *o = json_object_new_object();
-            cli_json_str(o, "log", path);
-            json_object_object_add(o, "intact", json_object_new_boolean(0));
-            json_object_object_add(o, "records",
-                                   json_object_new_int64((int64_t)records));
-            json_object_object_add(o, "bad_line",
-                                   json_object_new_int64((int64_t)bad));
-            cli_json_str(o, "reason", keytier_last_error_detail());
-            cli_json_put(o);
-            fprintf(stderr, "keytier %s: %s: line %" PRIu64 ": %s [%s]\n",
-                    cli->name, path, bad, keytier_last_error_detail(),
-                    keytier_error_name(e));
-            return CLI_TAMPERED;
-        }
-        if (e == KEYTIER_E_AUDIT_TAMPERED) {
-            fprintf(stderr, "keytier %s: %s: line %" PRIu64 ": %s [%s]\n",
-                    cli->name, path, bad, keytier_last_error_detail(),
-                    keytier_error_name(e));
-            return CLI_TAMPERED;
-        }
-        return cli_fail_lib(cli, e);
-    }
+    if (chain_only)
+        return audit_verify_chain(cli, path);
+    keytier_ctx *ctx;
+    rc = cli_ctx(cli, &ctx);
+    if (rc != CLI_OK)
+        return rc;
+    keytier_audit_report rep;
+    keytier_err e = keytier_audit_verify_anchored(ctx, path, &rep);
+    if (e != KEYTIER_OK && e != KEYTIER_E_AUDIT_TAMPERED &&
+        e != KEYTIER_E_AUDIT_UNANCHORED)
+        return cli_fail_lib(cli, e); /* the anchor could not be checked */
     if (cli->json) {
         json_object *o = json_object_new_object();
         cli_json_str(o, "log", path);
-        json_object_object_add(o, "intact", json_object_new_boolean(1));
+        cli_json_str(o, "log_id", rep.log_id[0] ? rep.log_id : NULL);
+        json_object_object_add(
+            o, "intact",
+            json_object_new_boolean(e != KEYTIER_E_AUDIT_TAMPERED));
         json_object_object_add(o, "records",
-                               json_object_new_int64((int64_t)records));
+                               json_object_new_int64((int64_t)rep.records));
+        json_object_object_add(o, "tail_checked", json_object_new_boolean(1));
+        json_object_object_add(
+            o, "anchored_seq",
+            json_object_new_int64((int64_t)rep.anchored_seq));
+        json_object_object_add(o, "unanchored",
+                               json_object_new_int64((int64_t)rep.unanchored));
+        if (e != KEYTIER_OK) {
+            json_object_object_add(
+                o, "bad_line", json_object_new_int64((int64_t)rep.bad_line));
+            cli_json_str(o, "reason", keytier_last_error_detail());
+        }
         cli_json_put(o);
-    } else {
-        printf("audit log %s: %" PRIu64 " records, hash chain intact\n", path,
-               records);
     }
+    if (e == KEYTIER_E_AUDIT_TAMPERED) {
+        if (rep.bad_line > 0)
+            fprintf(stderr, "keytier %s: %s: line %" PRIu64 ": %s [%s]\n",
+                    cli->name, path, rep.bad_line, keytier_last_error_detail(),
+                    keytier_error_name(e));
+        else
+            fprintf(stderr, "keytier %s: %s: %s [%s]\n", cli->name, path,
+                    keytier_last_error_detail(), keytier_error_name(e));
+        return CLI_TAMPERED;
+    }
+    if (e == KEYTIER_E_AUDIT_UNANCHORED) {
+        fprintf(stderr,
+                "keytier %s: %" PRIu64 " of %" PRIu64 " records unanchored: "
+                "%s [%s]\n",
+                cli->name, rep.unanchored, rep.records,
+                keytier_last_error_detail(), keytier_error_name(e));
+        return CLI_UNANCHORED;
+    }
+    if (!cli->json)
+        printf("audit log %s: %" PRIu64 " records, hash chain intact, "
+               "anchored at record %" PRIu64 "\n",
+               path, rep.records, rep.anchored_seq);
     return CLI_OK;
 }
 
@@ -227,12 +288,31 @@ const struct cli_cmd cli_audit_cmds[] = {
      "Activity, Workload, OrganizationId, DataEncryptionPolicyId, PolicyId,\n"
      "RequestId, RequestKind, Operation, CustomerKeyErrors, PrevHash, Hash).\n",
      cmd_audit_list},
-    {"audit", "verify", "check the audit log's hash chain",
-     "usage: keytier audit verify [--log FILE]\n"
+    {"audit", "verify", "check the audit log's hash chain and anchor",
+     "usage: keytier audit verify [--log FILE] [--chain-only]\n"
      "\n"
-     "Checks that every record is as written and chained to the one before;\n"
-     "names the first edited, removed, reordered or forged line (exit 8).\n"
-     "JSON: {log, intact, records, bad_line, reason}\n",
+     "Checks that every record is as written and chained to the one before,\n"
+     "and that the log reaches its anchor: the newest record's Seq and Hash\n"
+     "as the library recorded them in its store after each append, MACed\n"
+     "by the service token (key \"keytier-audit-anchor\").  Needs the\n"
+     "configuration (service token and store); --log FILE checks another\n"
+     "file (a copy) against the same anchors.\n"
+     "  --chain-only    the hash chain of --log FILE alone, without the\n"
+     "                  configuration or the token: removed newest records\n"
+     "                  and a chain recomputed from scratch are NOT detected\n"
+     "Exit codes:\n"
+     "  0  intact, every record anchored\n"
+     "  8  altered: names the first edited, removed, reordered or forged\n"
+     "     line, \"records N+1..M removed from the end\", the anchored line\n"
+     "     of a recomputed chain, or an anchor that fails its MAC\n"
+     "  9  chain intact, but the newest records are after the anchor (the\n"
+     "     service token was unreachable when they were written, or a crash\n"
+     "     came between append and anchor); the next append anchors them\n"
+     "  6  the anchor could not be checked: the service token or its\n"
+     "     anchor key not found\n"
+     "  1  the anchor could not be checked: other token or store errors\n"
+     "JSON: {log, log_id, intact, records, tail_checked, anchored_seq,\n"
+     "unanchored, bad_line, reason}\n",
      cmd_audit_verify},
     {0},
 };

@@ -60,6 +60,8 @@ static void usage(FILE *f)
         "  6  not found: tenant, DEP, mailbox, site, blob, token or key\n"
         "  7  a file could not be read or written\n"
         "  8  audit log altered (keytier audit verify)\n"
+        "  9  audit log intact, but its newest records are not anchored\n"
+        "     (keytier audit verify)\n"
         "\n"
         "Errors are one line on stderr: `keytier COMMAND: what failed and\n"
         "why [KEYTIER_E_NAME]`, naming the key URI, token or file and the\n"

@@ -58,6 +58,8 @@ int cli_exit_of(keytier_err e)
         return CLI_IO;
     case KEYTIER_E_AUDIT_TAMPERED:
         return CLI_TAMPERED;
+    case KEYTIER_E_AUDIT_UNANCHORED:
+        return CLI_UNANCHORED;
     default:
         return CLI_ERROR;
     }

@@ -1,0 +1,578 @@
+/*
+ * The keyed anchor of the audit log's head (audit.h "Anchor").
+ *
+ * After every append the head (log id, Seq, Hash) is MACed with an
+ * HMAC-SHA-256 key that lives in the service token (non-extractable,
+ * sensitive, label "keytier-audit-anchor", generated on first use under the
+ * append lock) and stored in the library's store.  Whoever can write the
+ * log file can cut its tail or recompute every hash, but cannot make the
+ * stored anchor agree: verify finds the anchored record missing or
+ * different, or the anchor's MAC wrong.
+ *
+ * The token call runs on the availability pool with the call deadline, so
+ * a hung or absent service token delays an append by at most that and
+ * never loses the record: the anchor lags, and verify reports the records
+ * after it as unanchored (not as tampering).
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <openssl/crypto.h>
+
+#include "audit.h"
+#include "call_pool.h"
+#include "kt_lib.h"
+#include "p11call.h"
+
+#define KT_ANCHOR_LABEL  "keytier-audit-anchor"
+#define KT_ANCHOR_DOMAIN "keytier-audit-anchor-v1"
+#define KT_ANCHOR_MSG    160
+#define KT_ANCHOR_DETAIL 512
+
+/* The MACed text: a domain tag, then the log id, Seq and Hash on lines of
+ * their own (none of them can hold a newline). */
+static size_t kt_anchor_msg(const char *log_id, uint64_t seq, const char *hash,
+                            char out[KT_ANCHOR_MSG])
+{
+    int n = snprintf(out, KT_ANCHOR_MSG, "%s\n%s\n%" PRIu64 "\n%s\n",
+                     KT_ANCHOR_DOMAIN, log_id, seq, hash);
+
+    return n > 0 && n < KT_ANCHOR_MSG ? (size_t)n : 0;
+}
+
+/* The anchor key of the service token, in session s; generated when
+ * absent and create is set. */
+static keytier_err kt_anchor_key(struct kt_token *tok, CK_SESSION_HANDLE s,
+                                 bool create, CK_OBJECT_HANDLE *key, CK_RV *rv)
+{
+    CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+    CK_KEY_TYPE kt = CKK_GENERIC_SECRET;
+    CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+    CK_BBOOL sensitive = CK_FALSE, extractable = CK_TRUE, sign = CK_FALSE;
+    CK_ULONG len = 32, count = 0;
+    CK_OBJECT_HANDLE found[2];
+    CK_ATTRIBUTE find[] = {
+        {CKA_CLASS, &cls, sizeof cls},
+        {CKA_KEY_TYPE, &kt, sizeof kt},
+        {CKA_LABEL, KT_ANCHOR_LABEL, sizeof KT_ANCHOR_LABEL - 1},
+    };
+    CK_ATTRIBUTE check[] = {
+        {CKA_SENSITIVE, &sensitive, sizeof sensitive},
+        {CKA_EXTRACTABLE, &extractable, sizeof extractable},
+        {CKA_SIGN, &sign, sizeof sign},
+    };
+
+    *rv = kt_p11_find_objects(tok, s, find, sizeof find / sizeof find[0], found,
+                              2, &count);
+    if (*rv != CKR_OK)
+        return kt_err(KEYTIER_E_TOKEN,
+                      "service token '%s': finding the audit anchor key: %s",
+                      tok->label, kt_p11_rv_text(*rv));
+    if (count > 1)
+        return kt_err(KEYTIER_E_KEY_AMBIGUOUS,
+                      "service token '%s': several audit anchor keys "
+                      "labelled " KT_ANCHOR_LABEL,
+                      tok->label);
+    if (count == 0 && !create)
+        return kt_err(KEYTIER_E_KEY_NOT_FOUND,
+                      "service token '%s' has no audit anchor key "
+                      "(" KT_ANCHOR_LABEL ")",
+                      tok->label);
+    if (count == 0) {
+        /* Signs and verifies, nothing else; never leaves the token. */
+        CK_MECHANISM mech = {CKM_GENERIC_SECRET_KEY_GEN, NULL, 0};
+        CK_ATTRIBUTE t[] = {
+            {CKA_CLASS, &cls, sizeof cls},
+            {CKA_KEY_TYPE, &kt, sizeof kt},
+            {CKA_VALUE_LEN, &len, sizeof len},
+            {CKA_TOKEN, &yes, sizeof yes},
+            {CKA_PRIVATE, &yes, sizeof yes},
+            {CKA_SENSITIVE, &yes, sizeof yes},
+            {CKA_EXTRACTABLE, &no, sizeof no},
+            {CKA_SIGN, &yes, sizeof yes},
+            {CKA_VERIFY, &yes, sizeof yes},
+            {CKA_DERIVE, &no, sizeof no},
+            {CKA_LABEL, KT_ANCHOR_LABEL, sizeof KT_ANCHOR_LABEL - 1},
+        };
+        *rv =
+            kt_p11_generate_key(tok, s, &mech, t, sizeof t / sizeof t[0], key);
+        if (*rv != CKR_OK)
+            return kt_err(KEYTIER_E_TOKEN,
+                          "service token '%s': generating the audit anchor "
+                          "key: %s",
+                          tok->label, kt_p11_rv_text(*rv));
+        return KEYTIER_OK;
+    }
+    /* A key someone else made must be as safe as ours. */
+    *rv = kt_p11_get_attributes(tok, s, found[0], check,
+                                sizeof check / sizeof check[0]);
+    if (*rv != CKR_OK)
+        return kt_err(KEYTIER_E_TOKEN,
+                      "service token '%s': reading the audit anchor key: %s",
+                      tok->label, kt_p11_rv_text(*rv));
+    if (!sensitive || extractable)
+        return kt_err(KEYTIER_E_KEY_EXTRACTABLE,
+                      "service token '%s': the audit anchor key is "
+                      "extractable or not sensitive",
+                      tok->label);
+    if (!sign)
+        return kt_err(KEYTIER_E_KEY_USAGE,
+                      "service token '%s': the audit anchor key may not sign",
+                      tok->label);
+    *key = found[0];
+    return KEYTIER_OK;
+}
+
+/* HMAC-SHA-256 of msg by the service token's anchor key (on this thread). */
+static keytier_err kt_anchor_mac_here(keytier_ctx *ctx, bool create,
+                                      const char *msg, size_t len,
+                                      uint8_t mac[KT_ANCHOR_MAC_SIZE],
+                                      CK_RV *rv)
+{
+    struct kt_token *tok = NULL;
+    CK_SESSION_HANDLE s = CK_INVALID_HANDLE;
+    CK_OBJECT_HANDLE key = CK_INVALID_HANDLE;
+    CK_MECHANISM mech = {CKM_SHA256_HMAC, NULL, 0};
+    CK_ULONG mlen = KT_ANCHOR_MAC_SIZE;
+    keytier_err e;
+
+    *rv = CKR_OK;
+    e = kt_token_find(ctx, ctx->cfg.service_token, &tok);
+    if (e != KEYTIER_OK)
+        return kt_err_context(e, "service token %s", ctx->cfg.service_token);
+    e = kt_session_get(tok, &s, rv);
+    if (e != KEYTIER_OK)
+        return e;
+    e = kt_anchor_key(tok, s, create, &key, rv);
+    if (e == KEYTIER_OK) {
+        *rv = kt_p11_sign(tok, s, &mech, key, (const uint8_t *)msg,
+                          (CK_ULONG)len, mac, &mlen);
+        if (*rv == CKR_OK && mlen != KT_ANCHOR_MAC_SIZE)
+            *rv = CKR_FUNCTION_FAILED;
+        if (*rv != CKR_OK)
+            e = kt_err(KEYTIER_E_TOKEN,
+                       "service token '%s': HMAC of the audit anchor: %s",
+                       tok->label, kt_p11_rv_text(*rv));
+    }
+    kt_session_put(tok, s, *rv);
+    return e;
+}
+
+/* ---- the same on a pool worker, with the call deadline ---------------- */
+
+struct kt_mac_result {
+    keytier_err err;
+    uint8_t mac[KT_ANCHOR_MAC_SIZE];
+    char detail[KT_ANCHOR_DETAIL];
+};
+
+struct kt_mac_job {
+    keytier_ctx *ctx;
+    bool create;
+    char msg[KT_ANCHOR_MSG];
+    size_t len;
+    struct kt_mac_result res;
+    struct kt_mac_result *sink; /* the caller's, valid while it waits */
+};
+
+static CK_RV kt_mac_run(void *p)
+{
+    struct kt_mac_job *j = p;
+    CK_RV rv = CKR_OK;
+
+    kt_err_clear();
+    j->res.err =
+        kt_anchor_mac_here(j->ctx, j->create, j->msg, j->len, j->res.mac, &rv);
+    snprintf(j->res.detail, sizeof j->res.detail, "%s",
+             keytier_last_error_detail());
+    if (j->res.err != KEYTIER_OK && rv == CKR_OK)
+        rv = CKR_FUNCTION_FAILED;
+    return j->res.err == KEYTIER_OK ? CKR_OK : rv;
+}
+
+static void kt_mac_accept(void *p, CK_RV rv)
+{
+    struct kt_mac_job *j = p;
+
+    (void)rv;
+    *j->sink = j->res;
+}
+
+static void kt_mac_release(void *p)
+{
+    struct kt_mac_job *j = p;
+
+    OPENSSL_cleanse(&j->res, sizeof j->res);
+    free(j);
+}
+
+static keytier_err kt_anchor_mac(keytier_ctx *ctx, bool create,
+                                 const char *log_id, uint64_t seq,
+                                 const char *hash,
+                                 uint8_t mac[KT_ANCHOR_MAC_SIZE])
+{
+    struct kt_mac_result res = {.err = KEYTIER_E_TOKEN};
+    struct kt_mac_job *j;
+    char name[KT_CKR_NAME_MAX];
+    CK_RV rv;
+
+    if (ctx->cfg.service_token == NULL)
+        return kt_err(KEYTIER_E_CONFIG,
+                      "no service_token configured: the audit log cannot "
+                      "be anchored");
+    j = calloc(1, sizeof *j);
+    if (j == NULL)
+        return kt_err(KEYTIER_E_NOMEM, "audit anchor");
+    j->ctx = ctx;
+    j->create = create;
+    j->sink = &res;
+    j->len = kt_anchor_msg(log_id, seq, hash, j->msg);
+    if (j->len == 0) {
+        free(j);
+        return kt_err(KEYTIER_E_INTERNAL, "audit anchor message");
+    }
+    kt_call call = {.name = "audit anchor HMAC",
+                    .run = kt_mac_run,
+                    .accept = kt_mac_accept,
+                    .release = kt_mac_release,
+                    .ctx = j};
+    rv = kt_avail_run(ctx, ctx->cfg.service_token, &call);
+    if (rv == KT_CKR_TIMEOUT || rv == KT_CKR_TOKEN_HUNG ||
+        rv == CKR_HOST_MEMORY || rv == KT_CKR_NOT_STARTED)
+        return kt_err(KEYTIER_E_TOKEN,
+                      "service token %s: audit anchor HMAC: %s (deadline "
+                      "%u ms)",
+                      ctx->cfg.service_token, kt_ckr_name(rv, name),
+                      ctx->cfg.avail.call_deadline_ms);
+    if (res.err != KEYTIER_OK && res.detail[0] == '\0')
+        return kt_err(KEYTIER_E_TOKEN,
+                      "service token %s: audit anchor HMAC: %s",
+                      ctx->cfg.service_token, kt_ckr_name(rv, name));
+    if (res.err != KEYTIER_OK) {
+        kt_err_restore(res.detail);
+        return res.err;
+    }
+    memcpy(mac, res.mac, KT_ANCHOR_MAC_SIZE);
+    OPENSSL_cleanse(&res, sizeof res);
+    return KEYTIER_OK;
+}
+
+/* ---- the append hook -------------------------------------------------- */
+
+/* Per log handle: the anchor this handle last wrote or checked (its MAC
+ * known good), so the common case costs one token call per append. */
+struct kt_anchor_state {
+    keytier_ctx *ctx;
+    bool known;
+    struct kt_anchor_rec last;
+};
+
+/*
+ * May the anchor move from old to the new head h?  Only along the log: the
+ * old anchor must be the token's (its MAC; skipped when it is the one this
+ * handle last wrote) and record old->seq of the file must still carry the
+ * anchored Hash.  Otherwise the file was cut or rewritten under the anchor,
+ * which must then stay where it is as the evidence verify will name.
+ */
+static keytier_err kt_anchor_may_move(struct kt_anchor_state *st, kt_audit *a,
+                                      const kt_audit_head *h,
+                                      const struct kt_anchor_rec *old)
+{
+    uint8_t mac[KT_ANCHOR_MAC_SIZE];
+    char hash[KT_AUDIT_HASH_HEX + 1];
+    keytier_err e;
+
+    if (old->seq >= h->seq)
+        return kt_err(KEYTIER_E_AUDIT_TAMPERED,
+                      "audit log %s: the new record %" PRIu64
+                      " is not past the anchored record %" PRIu64
+                      ": records were removed",
+                      h->path, h->seq, old->seq);
+    if (!(st->known && !strcmp(st->last.log_id, old->log_id) &&
+          st->last.seq == old->seq && !strcmp(st->last.hash, old->hash) &&
+          !memcmp(st->last.mac, old->mac, sizeof mac))) {
+        e = kt_anchor_mac(st->ctx, true, old->log_id, old->seq, old->hash, mac);
+        if (e != KEYTIER_OK)
+            return e;
+        if (CRYPTO_memcmp(mac, old->mac, sizeof mac) != 0)
+            return kt_err(KEYTIER_E_AUDIT_TAMPERED,
+                          "the audit anchor of %s fails its MAC: the anchor "
+                          "was altered",
+                          h->path);
+    }
+    if (old->seq + 1 == h->seq) {
+        memcpy(hash, h->prev_hash, sizeof hash);
+    } else {
+        e = kt_audit_hash_at(a, old->seq, hash);
+        if (e != KEYTIER_OK)
+            return e;
+    }
+    if (strcmp(hash, old->hash) != 0)
+        return kt_err(KEYTIER_E_AUDIT_TAMPERED,
+                      "audit log %s: record %" PRIu64
+                      " is not the anchored one: the log was rewritten",
+                      h->path, old->seq);
+    return KEYTIER_OK;
+}
+
+static void kt_anchor_hook(void *arg, kt_audit *a, const kt_audit_head *h)
+{
+    struct kt_anchor_state *st = arg;
+    keytier_ctx *ctx = st->ctx;
+    char saved[KT_ANCHOR_DETAIL];
+    struct kt_anchor_rec *rec = NULL, *old = NULL;
+    bool applied = false;
+    keytier_err e;
+
+    /* The append succeeded: whatever happens here leaves the caller's
+     * error detail as it was. */
+    snprintf(saved, sizeof saved, "%s", keytier_last_error_detail());
+    if (h == NULL) {
+        kt_log_event(ctx->log, KT_LOG_ERROR,
+                     "audit anchor not updated: log identity unreadable",
+                     keytier_last_error_detail());
+        goto out;
+    }
+    rec = calloc(1, sizeof *rec);
+    old = calloc(1, sizeof *old);
+    if (rec == NULL || old == NULL) {
+        kt_log_event(ctx->log, KT_LOG_ERROR, "audit anchor not updated",
+                     "out of memory");
+        goto out;
+    }
+    kt_strlcpy(rec->log_id, h->log_id, sizeof rec->log_id);
+    kt_strlcpy(rec->path, h->path, sizeof rec->path);
+    kt_strlcpy(rec->hash, h->hash, sizeof rec->hash);
+    rec->seq = h->seq;
+    rec->updated = (int64_t)time(NULL);
+    /* The token first: when it is down, nothing else is worth doing. */
+    e = kt_anchor_mac(ctx, true, rec->log_id, rec->seq, rec->hash, rec->mac);
+    if (e != KEYTIER_OK) {
+        /* The record stands, the anchor lags. */
+        kt_log_event(ctx->log, KT_LOG_WARNING,
+                     "audit anchor lags: service token unreachable",
+                     keytier_last_error_detail());
+        goto out;
+    }
+    e = kt_store_anchor_get(ctx->store, rec->log_id, old);
+    if (e == KEYTIER_OK)
+        e = kt_anchor_may_move(st, a, h, old);
+    else if (e == KEYTIER_E_NOT_FOUND) {
+        /* The log's first anchor.  Anchored, and protected from now on,
+         * even when it replaces another log at this path (verify names
+         * that). */
+        if (kt_store_anchor_other(ctx->store, h->path, h->log_id, old) ==
+            KEYTIER_OK)
+            kt_log_event(ctx->log, KT_LOG_ERROR,
+                         "audit log replaced: another log was anchored at "
+                         "its path",
+                         h->path);
+        e = KEYTIER_OK;
+    }
+    if (e == KEYTIER_E_AUDIT_TAMPERED) {
+        st->known = false;
+        kt_log_event(ctx->log, KT_LOG_ERROR,
+                     "audit anchor kept: the log diverged from it",
+                     keytier_last_error_detail());
+        goto out;
+    }
+    if (e == KEYTIER_OK)
+        e = kt_store_anchor_put(ctx->store, rec, &applied);
+    if (e != KEYTIER_OK) {
+        kt_log_event(ctx->log, KT_LOG_WARNING, "audit anchor lags",
+                     keytier_last_error_detail());
+        goto out;
+    }
+    st->known = applied;
+    if (applied)
+        st->last = *rec;
+    else
+        /* Another writer anchored this Seq or later under our lock: the
+         * file is shorter than it was (verify will name it). */
+        kt_log_event(ctx->log, KT_LOG_ERROR,
+                     "audit log behind its anchor: records removed", h->path);
+out:
+    free(old);
+    free(rec);
+    kt_err_restore(saved);
+}
+
+static void kt_anchor_state_free(void *arg)
+{
+    free(arg);
+}
+
+void kt_audit_anchor_attach(keytier_ctx *ctx, kt_audit *a)
+{
+    struct kt_anchor_state *st;
+
+    if (ctx->cfg.service_token == NULL || ctx->store == NULL ||
+        ctx->avail == NULL)
+        return;
+    st = calloc(1, sizeof *st);
+    if (st == NULL) {
+        kt_log_event(ctx->log, KT_LOG_ERROR, "audit anchor not attached",
+                     "out of memory");
+        return;
+    }
+    st->ctx = ctx;
+    kt_audit_set_anchor(a, kt_anchor_hook, st, kt_anchor_state_free);
+}
+
+/* ---- verify ----------------------------------------------------------- */
+
+static keytier_err kt_anchor_verify(keytier_ctx *ctx, const char *path,
+                                    keytier_audit_report *rep)
+{
+    char real[PATH_MAX];
+    struct kt_anchor_rec *anc = calloc(1, sizeof *anc);
+    kt_audit_scan_result scan = {.at_seq = 0};
+    uint8_t mac[KT_ANCHOR_MAC_SIZE];
+    keytier_err e, found;
+
+    if (anc == NULL)
+        return kt_err(KEYTIER_E_NOMEM, "audit anchor");
+    if (realpath(path, real) == NULL) {
+        e = kt_err(KEYTIER_E_IO, "cannot open audit log %s: %s", path,
+                   strerror(errno));
+        goto out;
+    }
+    /* The anchor is read before the log: appends only move the file ahead
+     * of it, never behind. */
+    e = kt_audit_log_id(path, rep->log_id);
+    if (e == KEYTIER_E_AUDIT_TAMPERED) {
+        rep->bad_line = 1;
+        goto out;
+    }
+    if (e != KEYTIER_OK && e != KEYTIER_E_NOT_FOUND)
+        goto out;
+    /* Another log anchored at this path: this file replaced it (a log
+     * deleted or cut to nothing and started again, or rewritten from its
+     * first record).  A copy elsewhere is checked by its own anchor. */
+    found = kt_store_anchor_other(ctx->store, real, rep->log_id, anc);
+    if (found == KEYTIER_OK) {
+        e = kt_anchor_mac(ctx, false, anc->log_id, anc->seq, anc->hash, mac);
+        if (e != KEYTIER_OK)
+            goto out;
+        if (CRYPTO_memcmp(mac, anc->mac, sizeof mac) != 0) {
+            e = kt_err(KEYTIER_E_AUDIT_TAMPERED,
+                       "the audit anchor of log %s at %s fails its MAC: the "
+                       "anchor was altered",
+                       anc->log_id, path);
+            goto out;
+        }
+        rep->bad_line = 1;
+        e = kt_err(KEYTIER_E_AUDIT_TAMPERED,
+                   "%s is not the log anchored at this path (log %s, "
+                   "records 1..%" PRIu64
+                   "): replaced, or rewritten from its first record",
+                   path, anc->log_id, anc->seq);
+        goto out;
+    }
+    if (found != KEYTIER_E_NOT_FOUND) {
+        e = found;
+        goto out;
+    }
+    found = rep->log_id[0] ? kt_store_anchor_get(ctx->store, rep->log_id, anc)
+                           : KEYTIER_E_NOT_FOUND; /* an empty log */
+    if (found == KEYTIER_E_NOT_FOUND) {
+        anc->seq = 0; /* no anchor at all */
+    } else if (found != KEYTIER_OK) {
+        e = found;
+        goto out;
+    }
+    scan.at_seq = anc->seq;
+    e = kt_audit_scan(path, &scan);
+    rep->records = scan.records;
+    rep->bad_line = scan.bad_line;
+    if (e != KEYTIER_OK)
+        goto out; /* the chain itself is broken: that line is named */
+    if (anc->seq == 0) {
+        rep->unanchored = scan.records;
+        e = scan.records == 0 ? KEYTIER_OK
+                              : kt_err(KEYTIER_E_AUDIT_UNANCHORED,
+                                       "%s: no anchor for this log (%" PRIu64
+                                       " records unanchored)",
+                                       path, scan.records);
+        goto out;
+    }
+    /* The anchor must be the token's before it may accuse the file. */
+    e = kt_anchor_mac(ctx, false, anc->log_id, anc->seq, anc->hash, mac);
+    if (e != KEYTIER_OK)
+        goto out;
+    if (CRYPTO_memcmp(mac, anc->mac, sizeof mac) != 0) {
+        e = kt_err(KEYTIER_E_AUDIT_TAMPERED,
+                   "the audit anchor of %s (record %" PRIu64
+                   ") fails its MAC: the anchor was altered",
+                   path, anc->seq);
+        goto out;
+    }
+    rep->anchored_seq = anc->seq;
+    if (scan.records < anc->seq) {
+        rep->bad_line = scan.records + 1;
+        if (scan.records + 1 == anc->seq)
+            e = kt_err(KEYTIER_E_AUDIT_TAMPERED,
+                       "record %" PRIu64 " removed from the end: the log "
+                       "ends at line %" PRIu64 ", its anchor is at record "
+                       "%" PRIu64,
+                       anc->seq, scan.records, anc->seq);
+        else
+            e = kt_err(KEYTIER_E_AUDIT_TAMPERED,
+                       "records %" PRIu64 "..%" PRIu64
+                       " removed from the end: the log ends at line %" PRIu64
+                       ", its anchor is at record %" PRIu64,
+                       scan.records + 1, anc->seq, scan.records, anc->seq);
+        goto out;
+    }
+    if (strcmp(scan.at_hash, anc->hash) != 0) {
+        rep->bad_line = anc->seq;
+        e = kt_err(KEYTIER_E_AUDIT_TAMPERED,
+                   "line %" PRIu64 " is not the anchored record %" PRIu64
+                   ": the chain was rewritten at or before it",
+                   anc->seq, anc->seq);
+        goto out;
+    }
+    rep->unanchored = scan.records - anc->seq;
+    if (rep->unanchored == 1)
+        e = kt_err(KEYTIER_E_AUDIT_UNANCHORED,
+                   "%s: record %" PRIu64 " is after the anchor (record %" PRIu64
+                   ")",
+                   path, scan.records, anc->seq);
+    else if (rep->unanchored > 1)
+        e = kt_err(KEYTIER_E_AUDIT_UNANCHORED,
+                   "%s: records %" PRIu64 "..%" PRIu64
+                   " are after the anchor (record %" PRIu64 ")",
+                   path, anc->seq + 1, scan.records, anc->seq);
+out:
+    OPENSSL_cleanse(mac, sizeof mac);
+    free(anc);
+    return e;
+}
+
+KEYTIER_API keytier_err keytier_audit_verify_anchored(keytier_ctx *ctx,
+                                                      const char *path,
+                                                      keytier_audit_report *out)
+{
+    char own[4096];
+
+    kt_err_clear();
+    if (ctx == NULL || out == NULL)
+        return kt_err(KEYTIER_E_ARGS, "audit verify: context missing");
+    memset(out, 0, sizeof *out);
+    if (path == NULL) {
+        keytier_err e = keytier_audit_log_path(ctx, own, sizeof own);
+        if (e != KEYTIER_OK)
+            return e;
+        path = own;
+    }
+    if (ctx->cfg.service_token == NULL)
+        return kt_err(KEYTIER_E_CONFIG,
+                      "no service_token configured: the audit log's anchor "
+                      "cannot be checked (verify the chain alone)");
+    return kt_anchor_verify(ctx, path, out);
+}

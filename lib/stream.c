@@ -1,0 +1,359 @@
+/*
+ * The streaming pipeline (stream.h): reader thread -> transform on the
+ * caller's thread -> writer thread, over a ring of KT_STREAM_SLOTS slots.
+ *
+ * Why threads: an fd-to-fd stream pays a read() copy and a write() copy
+ * besides the cryptography; done one after the other on one thread they
+ * cost as much as the cryptography itself (BENCHMARKS.md, libkeytier).
+ * Overlapped, the stream runs at the speed of the slowest stage.
+ *
+ * One mutex guards three counters (slots read, transformed, written); a
+ * slot's fields are handed from stage to stage by advancing its counter
+ * under the mutex, so each stage owns the slots between its counter and
+ * the previous stage's.  Each stage waits on its own condition variable,
+ * so a hand-over wakes only the stage that can use it.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "stream.h"
+
+/* One slot being read, one transformed, one written, one of slack. */
+#define KT_STREAM_SLOTS 4
+
+struct kt_stream {
+    const struct kt_stream_cfg *cfg;
+    struct kt_stream_slot slot[KT_STREAM_SLOTS];
+    size_t used[KT_STREAM_SLOTS]; /* bytes of each buffer ever filled */
+    pthread_mutex_t mu;
+    pthread_cond_t slot_free, slot_read, slot_done; /* wake each stage */
+    uint64_t n_read, n_done, n_written;
+    uint64_t end;    /* slots to write in all, once the transform knows */
+    bool stop;       /* stop reading (and transforming): a failure, or done */
+    int wake_fd;     /* eventfd, readable once stop is set */
+    int write_errno; /* the writer's failure */
+};
+
+static void kt_stream_stop(struct kt_stream *s)
+{
+    uint64_t one = 1;
+    pthread_mutex_lock(&s->mu);
+    s->stop = true;
+    pthread_cond_broadcast(&s->slot_free);
+    pthread_cond_broadcast(&s->slot_read);
+    pthread_cond_broadcast(&s->slot_done);
+    pthread_mutex_unlock(&s->mu);
+    /* Wakes a reader blocked in poll(); the counter stays readable. */
+    if (write(s->wake_fd, &one, sizeof one) < 0) {
+        /* cannot fail short of EINVAL on a valid eventfd; the reader then
+         * stops at its next read instead */
+    }
+}
+
+/* ---- reader ------------------------------------------------------------- */
+
+/* Fills buf, which already holds *off bytes, up to n bytes.  Stops early
+ * at end of input (*eof), on an error (*err = errno) and, once it holds a
+ * whole unit, when the input has nothing more ready: a slow pipe or socket
+ * gets each chunk through as soon as it is complete, as it did when chunks
+ * were read one at a time, instead of waiting for a full slot.  Returns
+ * false when the stream was stopped. */
+static bool kt_stream_fill(struct kt_stream *s, uint8_t *buf, size_t n,
+                           size_t *off, bool *eof, int *err)
+{
+    struct pollfd p[2] = {{s->cfg->in_fd, POLLIN, 0}, {s->wake_fd, POLLIN, 0}};
+    *eof = false;
+    *err = 0;
+    while (*off < n) {
+        /* Also waits for the stop, so that a failed stream does not hang on
+         * a stalled pipe (a regular file polls readable at once). */
+        int ready = poll(p, 2, *off >= s->cfg->unit ? 0 : -1);
+        if (ready < 0) {
+            if (errno == EINTR)
+                continue;
+            *err = errno;
+            break;
+        }
+        if (p[1].revents != 0)
+            return false;
+        if (ready == 0)
+            break; /* nothing more yet: hand over the whole units */
+        ssize_t r = read(s->cfg->in_fd, buf + *off, n - *off);
+        if (r < 0 && (errno == EINTR || errno == EAGAIN))
+            continue; /* EAGAIN: a non-blocking fd; poll() waits */
+        if (r < 0) {
+            *err = errno;
+            break;
+        }
+        if (r == 0) {
+            *eof = true;
+            break;
+        }
+        *off += (size_t)r;
+    }
+    return true;
+}
+
+static void *kt_stream_reader(void *arg)
+{
+    struct kt_stream *s = arg;
+    const uint8_t *carry_from = NULL; /* a partial unit, in the last slot */
+    size_t carry = 0;
+    for (;;) {
+        pthread_mutex_lock(&s->mu);
+        while (s->n_read - s->n_written == KT_STREAM_SLOTS && !s->stop)
+            pthread_cond_wait(&s->slot_free, &s->mu);
+        bool stop = s->stop;
+        uint64_t seq = s->n_read;
+        pthread_mutex_unlock(&s->mu);
+        if (stop)
+            break;
+        size_t i = seq % KT_STREAM_SLOTS, off = carry;
+        struct kt_stream_slot *sl = &s->slot[i];
+        /* The bytes past the last slot's len are the reader's: the
+         * transform and the writer touch only [0, len). */
+        if (carry > 0)
+            memcpy(sl->buf, carry_from, carry);
+        bool eof;
+        int err;
+        bool go =
+            kt_stream_fill(s, sl->buf, s->cfg->read_size, &off, &eof, &err);
+        if (off > s->used[i])
+            s->used[i] = off;
+        if (!go)
+            break;
+        size_t len = off;
+        if (!eof && err == 0)
+            len -= off % s->cfg->unit; /* whole units; the rest carries */
+        carry = off - len;
+        carry_from = sl->buf + len;
+        sl->seq = seq;
+        sl->len = len;
+        sl->eof = eof;
+        sl->read_errno = err;
+        pthread_mutex_lock(&s->mu);
+        s->n_read++;
+        pthread_cond_signal(&s->slot_read);
+        pthread_mutex_unlock(&s->mu);
+        if (eof || err != 0)
+            break;
+    }
+    return NULL;
+}
+
+/* ---- writer ------------------------------------------------------------- */
+
+static int kt_stream_writev(int fd, struct iovec *iov, size_t n)
+{
+    while (n > 0) {
+        int cnt = n > IOV_MAX ? IOV_MAX : (int)n;
+        ssize_t w = writev(fd, iov, cnt);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0)
+            return errno;
+        size_t left = (size_t)w;
+        /* Skip what was written, including empty entries. */
+        while (n > 0 && left >= iov->iov_len) {
+            left -= iov->iov_len;
+            iov++;
+            n--;
+        }
+        if (n > 0) {
+            iov->iov_base = (uint8_t *)iov->iov_base + left;
+            iov->iov_len -= left;
+        }
+    }
+    return 0;
+}
+
+static void *kt_stream_writer(void *arg)
+{
+    struct kt_stream *s = arg;
+    for (;;) {
+        pthread_mutex_lock(&s->mu);
+        while (s->n_written == s->n_done && s->n_written != s->end)
+            pthread_cond_wait(&s->slot_done, &s->mu);
+        bool over = s->n_written == s->end;
+        uint64_t seq = s->n_written;
+        pthread_mutex_unlock(&s->mu);
+        if (over)
+            break;
+        struct kt_stream_slot *sl = &s->slot[seq % KT_STREAM_SLOTS];
+        int err = kt_stream_writev(s->cfg->out_fd, sl->iov, sl->iov_n);
+        if (err != 0) {
+            s->write_errno = err; /* read by the caller after the join */
+            if (err == EPIPE) {
+                /* SIGPIPE is blocked on this thread and pending on it;
+                 * consume it rather than leave it to the thread's exit. */
+                sigset_t pipe_set;
+                struct timespec zero = {0, 0};
+                sigemptyset(&pipe_set);
+                sigaddset(&pipe_set, SIGPIPE);
+                sigtimedwait(&pipe_set, NULL, &zero);
+            }
+            kt_stream_stop(s);
+            break;
+        }
+        pthread_mutex_lock(&s->mu);
+        s->n_written++;
+        pthread_cond_signal(&s->slot_free);
+        pthread_mutex_unlock(&s->mu);
+    }
+    return NULL;
+}
+
+/* ---- the caller's side -------------------------------------------------- */
+
+static keytier_err kt_stream_alloc(struct kt_stream *s)
+{
+    const struct kt_stream_cfg *c = s->cfg;
+    for (size_t i = 0; i < KT_STREAM_SLOTS; i++) {
+        struct kt_stream_slot *sl = &s->slot[i];
+        sl->buf = malloc(c->read_size);
+        sl->aux = malloc(c->aux_size > 0 ? c->aux_size : 1);
+        sl->iov = calloc(c->iov_max, sizeof *sl->iov);
+        if (sl->buf == NULL || sl->aux == NULL || sl->iov == NULL)
+            return kt_err(KEYTIER_E_NOMEM, "stream buffers");
+    }
+    return KEYTIER_OK;
+}
+
+static void kt_stream_free(struct kt_stream *s)
+{
+    for (size_t i = 0; i < KT_STREAM_SLOTS; i++) {
+        struct kt_stream_slot *sl = &s->slot[i];
+        if (sl->buf != NULL)
+            kt_wipe(sl->buf, s->used[i]); /* plaintext passed through */
+        free(sl->buf);
+        free(sl->aux);
+        free(sl->iov);
+    }
+}
+
+/* Transforms slots as the reader delivers them until the last one or a
+ * failure; returns the transform's verdict (the writer's is separate). */
+static keytier_err kt_stream_transform(struct kt_stream *s)
+{
+    keytier_err e = KEYTIER_OK;
+    for (;;) {
+        pthread_mutex_lock(&s->mu);
+        while (s->n_done == s->n_read && !s->stop)
+            pthread_cond_wait(&s->slot_read, &s->mu);
+        bool stop = s->stop;
+        uint64_t seq = s->n_done;
+        pthread_mutex_unlock(&s->mu);
+        if (stop)
+            break; /* the writer failed: its error is the result */
+        struct kt_stream_slot *sl = &s->slot[seq % KT_STREAM_SLOTS];
+        bool last = false;
+        sl->iov_n = 0;
+        e = s->cfg->fn(s->cfg->arg, sl, &last);
+        if (e == KEYTIER_OK && sl->read_errno != 0)
+            e = kt_err(KEYTIER_E_IO, "read: %s", strerror(sl->read_errno));
+        else if (e == KEYTIER_OK && sl->eof && !last)
+            e = kt_err(KEYTIER_E_INTERNAL, "stream transform");
+        pthread_mutex_lock(&s->mu);
+        s->n_done++;
+        if (e != KEYTIER_OK || last)
+            s->end = s->n_done;
+        pthread_cond_signal(&s->slot_done);
+        pthread_mutex_unlock(&s->mu);
+        if (e != KEYTIER_OK || last)
+            break;
+    }
+    return e;
+}
+
+keytier_err kt_stream_run(const struct kt_stream_cfg *cfg)
+{
+    struct kt_stream s = {.cfg = cfg, .end = UINT64_MAX, .wake_fd = -1};
+    int cancel_state = -1;
+    pthread_t reader, writer;
+    bool have_reader = false, have_writer = false, have_sync = false;
+    keytier_err e = kt_stream_alloc(&s);
+    if (e != KEYTIER_OK)
+        goto out;
+    s.wake_fd = eventfd(0, EFD_CLOEXEC);
+    if (s.wake_fd < 0) {
+        e = kt_err(KEYTIER_E_NOMEM, "eventfd: %s", strerror(errno));
+        goto out;
+    }
+    /* Doubles the kernel's read-ahead on a file (an advice: a pipe refuses
+     * it with ESPIPE, which changes nothing). */
+    (void)posix_fadvise(cfg->in_fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+    pthread_mutex_init(&s.mu, NULL);
+    pthread_cond_init(&s.slot_free, NULL);
+    pthread_cond_init(&s.slot_read, NULL);
+    pthread_cond_init(&s.slot_done, NULL);
+    have_sync = true;
+
+    /* The helpers use this frame's memory: the caller's thread must not
+     * be cancelled (pthread_cancel) in the waits below. */
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel_state);
+
+    /* The helpers inherit a mask blocking every signal: the caller's
+     * handlers keep running on the caller's threads, and SIGPIPE from a
+     * closed output pipe becomes EPIPE instead of killing the process. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int rc = pthread_create(&writer, NULL, kt_stream_writer, &s);
+    have_writer = rc == 0;
+    if (rc == 0) {
+        rc = pthread_create(&reader, NULL, kt_stream_reader, &s);
+        have_reader = rc == 0;
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc != 0) {
+        e = kt_err(KEYTIER_E_NOMEM, "starting the stream threads: %s",
+                   strerror(rc));
+        pthread_mutex_lock(&s.mu);
+        s.end = s.n_done; /* nothing to write: the writer ends */
+        pthread_mutex_unlock(&s.mu);
+        kt_stream_stop(&s);
+        goto out;
+    }
+
+    e = kt_stream_transform(&s);
+    pthread_mutex_lock(&s.mu);
+    if (s.end == UINT64_MAX)
+        s.end = s.n_done; /* the writer failed: nothing more to write */
+    pthread_mutex_unlock(&s.mu);
+    /* After a failure the reader stops at once (on success it has already
+     * ended with the last slot); the writer drains what was released. */
+    kt_stream_stop(&s);
+    pthread_join(writer, NULL);
+    have_writer = false;
+    pthread_join(reader, NULL);
+    have_reader = false;
+    if (s.write_errno != 0)
+        /* Written in stream order: an earlier position than any failure
+         * the transform saw. */
+        e = kt_err(KEYTIER_E_IO, "write: %s", strerror(s.write_errno));
+out:
+    if (have_writer)
+        pthread_join(writer, NULL);
+    if (have_reader)
+        pthread_join(reader, NULL);
+    if (have_sync) {
+        pthread_cond_destroy(&s.slot_free);
+        pthread_cond_destroy(&s.slot_read);
+        pthread_cond_destroy(&s.slot_done);
+        pthread_mutex_destroy(&s.mu);
+    }
+    if (s.wake_fd >= 0)
+        close(s.wake_fd);
+    kt_stream_free(&s);
+    if (cancel_state != -1)
+        pthread_setcancelstate(cancel_state, NULL);
+    return e;
+}
