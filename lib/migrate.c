@@ -585,7 +585,11 @@ KEYTIER_API keytier_err keytier_dep_recover(
         e = kt_err(KEYTIER_E_PURGED, "DEP %s was purged", old_dep_id);
     if (e != KEYTIER_OK)
         goto out;
-    e = keytier_dep_create(ctx, tenant, old->workload, uri_a, uri_b, &info);
+    /* The new DEP takes over the old one's name: to the tenant it is the
+     * same policy with new customer keys. */
+    e = keytier_dep_create_named(ctx, tenant, old->workload, uri_a, uri_b,
+                                 old->name[0] != '\0' ? old->name : NULL,
+                                 &info);
     if (e != KEYTIER_OK)
         goto out;
     e = kt_store_dep_get(ctx->store, info.dep_id, nd);

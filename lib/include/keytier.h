@@ -705,11 +705,11 @@ keytier_migration_list(keytier_ctx *ctx, const char *tenant,
 /*
  * Recovery when both customer keys of DEP old_dep_id are lost: creates a
  * new DEP for the same tenant and workload from two new customer keys
- * (checked as keytier_dep_create does) and records a migration
- * (operation "recover") of every key under the old DEP; run it with
- * keytier_migrate_run.  The old DEP key is then read through the
- * availability key (audited fallback); when the migration finishes the old
- * DEP is disabled.  new_dep and mig may be NULL.
+ * (checked as keytier_dep_create does), with the old DEP's name, and
+ * records a migration (operation "recover") of every key under the old
+ * DEP; run it with keytier_migrate_run.  The old DEP key is then read
+ * through the availability key (audited fallback); when the migration
+ * finishes the old DEP is disabled.  new_dep and mig may be NULL.
  * This is the only lifecycle operation that uses the availability key for
  * a DEP whose customer keys fail.  "Lost" (tokens deleted, vault gone for
  * good: system errors) is its purpose.  It also goes through when the

@@ -415,9 +415,9 @@ START_TEST(recover_both_customer_tokens_deleted)
     testenv_write_conf(&T, NULL);
     keytier_ctx *ctx = testenv_ctx(&T);
     keytier_dep_info d1, d2;
-    assert_ok(keytier_dep_create(ctx, "org-1", "Exchange",
-                                 testenv_uri("VaultA", "A1"),
-                                 testenv_uri("VaultB", "B1"), &d1));
+    assert_ok(keytier_dep_create_named(
+        ctx, "org-1", "Exchange", testenv_uri("VaultA", "A1"),
+        testenv_uri("VaultB", "B1"), "Mail EU", &d1));
     keytier_key *dk = NULL;
     assert_ok(keytier_dep_key_open(ctx, &lc_user, "org-1", d1.dep_id, &dk));
     uint8_t env[20][256];
@@ -449,6 +449,8 @@ START_TEST(recover_both_customer_tokens_deleted)
                                   testenv_uri("VaultC", "C1"),
                                   testenv_uri("KtVault", "K1"), &d2, &m));
     ck_assert_str_ne(d2.dep_id, d1.dep_id);
+    /* The recovered DEP keeps the old one's name. */
+    ck_assert_str_eq(d2.name, "Mail EU");
     ck_assert_str_eq(m.operation, "recover");
     ck_assert_uint_eq(m.total, 20);
     assert_ok(keytier_migrate_run(ctx, m.migration_id, NULL, NULL, &m));
