@@ -848,8 +848,9 @@ CK_RV kt_token_add_object(struct kt_token *t, const struct kt_session *owner,
     if (!o->token) {
         /* The hot path of C_UnwrapKey and C_GenerateKey: only the owner's
          * shard is locked and counted on. */
-        o->handle = kt_handle_next_in(kt_handle_shard(o->session));
-        struct kt_obj_shard *sh = shard_of(t, o->handle);
+        CK_OBJECT_HANDLE h = kt_handle_next_in(kt_handle_shard(o->session));
+        o->handle = h;
+        struct kt_obj_shard *sh = shard_of(t, h);
         pthread_mutex_lock(&sh->lock);
         if (owner == NULL || owner->closed)
             rv = CKR_SESSION_CLOSED;
@@ -858,10 +859,12 @@ CK_RV kt_token_add_object(struct kt_token *t, const struct kt_session *owner,
         else
             rv = shard_add(sh, o);
         pthread_mutex_unlock(&sh->lock);
+        /* Once the shard lock is released a logout or a session close may
+         * free the object at once: only the local handle is read now. */
         if (rv != CKR_OK)
             kt_object_free(o);
         else
-            *handle = o->handle;
+            *handle = h;
         return rv;
     }
     o->handle = kt_handle_next();
