@@ -58,23 +58,35 @@ struct kt_pool {
     bool stopping;
 };
 
-static void kt_waiter_init(kt_waiter *w)
+/* A condition whose timed waits use the monotonic clock. */
+static void kt_waiter_cond_init(pthread_cond_t *cond)
 {
     pthread_condattr_t attr;
 
     pthread_condattr_init(&attr);
     pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&w->cond, &attr);
+    pthread_cond_init(cond, &attr);
     pthread_condattr_destroy(&attr);
 }
 
-/* Waits on w until signalled or the monotonic time until_ns. */
-static void kt_waiter_wait(kt_pool *pool, kt_waiter *w, uint64_t until_ns)
+static void kt_waiter_init(kt_waiter *w)
+{
+    kt_waiter_cond_init(&w->cond);
+}
+
+/* Waits on cond until signalled or the monotonic time until_ns. */
+static void kt_cond_wait_until(kt_pool *pool, pthread_cond_t *cond,
+                               uint64_t until_ns)
 {
     struct timespec ts = {.tv_sec = (time_t)(until_ns / 1000000000u),
                           .tv_nsec = (long)(until_ns % 1000000000u)};
 
-    pthread_cond_timedwait(&w->cond, &pool->lock, &ts);
+    pthread_cond_timedwait(cond, &pool->lock, &ts);
+}
+
+static void kt_waiter_wait(kt_pool *pool, kt_waiter *w, uint64_t until_ns)
+{
+    kt_cond_wait_until(pool, &w->cond, until_ns);
 }
 
 static void kt_pool_destroy(kt_pool *pool)
@@ -89,6 +101,16 @@ static void kt_pool_destroy(kt_pool *pool)
     pthread_mutex_destroy(&pool->lock);
     free(pool->exited);
     free(pool);
+}
+
+/* Workers inside an abandoned call, all tokens.  Under lock. */
+static unsigned kt_pool_hung_all(const kt_pool *pool)
+{
+    unsigned n = 0;
+
+    for (const kt_tok *t = pool->toks; t; t = t->next)
+        n += t->hung;
+    return n;
 }
 
 static kt_tok *kt_tok_get(kt_pool *pool, uint64_t token)
@@ -194,11 +216,11 @@ static void kt_worker_drain_sigpipe(const sigset_t *set)
 
 /* Code that runs on a worker must not wait for another job of the pool
  * (all workers could end up waiting for jobs no worker is free to run). */
-static _Thread_local bool kt_on_worker;
+static _Thread_local kt_pool *kt_on_worker; /* the pool of this worker */
 
 bool kt_pool_on_worker(void)
 {
-    return kt_on_worker;
+    return kt_on_worker != NULL;
 }
 
 static CK_RV kt_job_take(kt_job *job);
@@ -209,7 +231,7 @@ static void *kt_worker_main(void *arg)
     sigset_t pipe_set;
     bool last;
 
-    kt_on_worker = true;
+    kt_on_worker = pool;
     kt_worker_block_sigpipe(&pipe_set);
     pthread_mutex_lock(&pool->lock);
     for (;;) {
@@ -293,7 +315,7 @@ kt_pool *kt_pool_new(const kt_pool_config *config)
     }
     pthread_mutex_init(&pool->lock, NULL);
     pthread_cond_init(&pool->work, NULL);
-    pthread_cond_init(&pool->gone, NULL);
+    kt_waiter_cond_init(&pool->gone);
     pool->config = *config;
     pool->refs = 1;
     return pool;
@@ -305,16 +327,24 @@ void kt_pool_free(kt_pool *pool)
 
     if (!pool)
         return;
+    unsigned wait_ms = pool->config.free_wait_ms ? pool->config.free_wait_ms
+                                                 : 1000;
+    uint64_t until = kt_now_ns() + (uint64_t)wait_ms * 1000000u;
+
     pthread_mutex_lock(&pool->lock);
     pool->stopping = true;
     pthread_cond_broadcast(&pool->work);
-    /* Idle workers leave at once: wait for them and join them, so that
-     * their thread teardown (other libraries' thread-exit destructors
-     * too) is over before a process that exits right after runs its exit
-     * handlers.  Workers inside a call (hung ones) finish it later and
-     * leave on their own, detached. */
-    while (pool->threads > pool->busy)
-        pthread_cond_wait(&pool->gone, &pool->lock);
+    /* Idle workers leave at once, and a worker that is just returning
+     * from a call (the one that ran the context's close job, say) a moment
+     * later: wait for them and join them, so that their thread teardown
+     * (OPENSSL_thread_stop, other libraries' thread-exit destructors) is
+     * over before a process that exits right after runs its exit handlers;
+     * OpenSSL's OPENSSL_cleanup frees the same per-thread state without a
+     * lock, and the race shows as a double free or leaks.  Workers inside
+     * an abandoned call may never return: they leave later, detached. */
+    while (pool->threads > kt_pool_hung_all(pool) + (kt_on_worker == pool) &&
+           kt_now_ns() < until)
+        kt_cond_wait_until(pool, &pool->gone, until);
     unsigned n = pool->n_exited;
     pool->joined = true; /* exited[] is not written any more */
     pthread_mutex_unlock(&pool->lock);

@@ -28,6 +28,9 @@ typedef struct kt_pool kt_pool;
 typedef struct kt_pool_config {
     unsigned max_workers; /* threads in all; started on demand */
     unsigned per_token;   /* running (and hung) calls of one token */
+    /* kt_pool_free waits at most this long for workers still finishing a
+     * call nobody has abandoned (0: 1000 ms) */
+    unsigned free_wait_ms;
 } kt_pool_config;
 
 /*
@@ -55,11 +58,15 @@ typedef struct kt_call {
 kt_pool *kt_pool_new(const kt_pool_config *config);
 
 /*
- * Stops idle workers (and waits until they have left, queued jobs run
- * first) and drops the caller's reference; workers still inside a (hung)
- * token call finish it, discard its result and exit; the last one frees
- * the pool.  No kt_pool_run may be in progress or start afterwards.  May
- * be called from a worker of the pool (it is then not waited for).
+ * Stops the workers and drops the caller's reference.  Queued jobs run
+ * first; then every worker that is not inside an abandoned (hung) call is
+ * waited for and joined, at most config.free_wait_ms, so that a process
+ * that exits right after has no worker of ours tearing down its thread
+ * state (OpenSSL's among it) while the exit handlers run.  Workers still
+ * inside a hung call finish it, discard its result and exit detached; the
+ * last one frees the pool.  No kt_pool_run may be in progress or start
+ * afterwards.  May be called from a worker of the pool (that worker is
+ * not waited for).
  */
 void kt_pool_free(kt_pool *pool);
 

@@ -250,7 +250,8 @@ static void kt_tokens_scan(keytier_ctx *ctx)
 keytier_err kt_tokens_load(keytier_ctx *ctx)
 {
     kt_pool_config pc = {.max_workers = ctx->cfg.avail.workers,
-                         .per_token = ctx->cfg.avail.per_token};
+                         .per_token = ctx->cfg.avail.per_token,
+                         .free_wait_ms = kt_call_deadline_ms(ctx)};
     pthread_condattr_t attr;
 
     pthread_mutex_init(&ctx->tokens_mu, NULL);

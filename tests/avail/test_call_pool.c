@@ -5,6 +5,7 @@
  * Nothing here asserts a duration: only outcomes and the order of events.
  */
 #include <check.h>
+#include <dirent.h>
 #include <errno.h>
 #include <pthread.h>
 #include <semaphore.h>
@@ -209,6 +210,54 @@ static void t_accept_worker(void *p, CK_RV rv)
     ck_assert_int_eq(on_worker_seen, 1); /* same thread as run */
     t_accept(c, rv);
 }
+
+/* Threads of this process (entries of /proc/self/task). */
+static int thread_count(void)
+{
+    DIR *d = opendir("/proc/self/task");
+    struct dirent *e;
+    int n = 0;
+
+    ck_assert_ptr_nonnull(d);
+    while ((e = readdir(d)) != NULL)
+        if (e->d_name[0] != '.')
+            n++;
+    closedir(d);
+    return n;
+}
+
+static CK_RV t_run_slow(void *p)
+{
+    CK_RV rv = t_run(p);
+    struct timespec ts = {.tv_sec = 0, .tv_nsec = 200 * 1000000L};
+
+    nanosleep(&ts, NULL);
+    return rv;
+}
+
+/* A worker still returning from a call that nobody abandoned (the context's
+ * close job, say) is waited for and joined: once kt_pool_free returns no
+ * worker of the pool is left to tear down its thread state (OpenSSL's)
+ * while a process that exits right after runs its exit handlers (CI saw a
+ * double free in OPENSSL_cleanup from exactly that). */
+START_TEST(test_free_joins_returning_worker)
+{
+    int before = thread_count();
+    kt_pool *pool = mkpool(2, 1);
+    stats st;
+    kt_call c;
+
+    stats_init(&st);
+    c = mk(&st, 5, 0, CKR_OK);
+    c.run = t_run_slow;
+    ck_assert_uint_eq(kt_pool_post(pool, &c), CKR_OK);
+    wait_sem(&st.started, 1);
+    ck_assert_int_eq(thread_count(), before + 1);
+    kt_pool_free(pool);
+    ck_assert_int_eq(st.releases, 1);
+    ck_assert_int_eq(thread_count(), before);
+}
+END_TEST
 
 START_TEST(test_post_runs_without_waiter)
 {
@@ -563,6 +612,7 @@ int main(void)
     tcase_add_test(tc, test_many_threads);
     tcase_add_test(tc, test_sigpipe_on_worker);
     tcase_add_test(tc, test_post_runs_without_waiter);
+    tcase_add_test(tc, test_free_joins_returning_worker);
     suite_add_tcase(s, tc);
     sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
