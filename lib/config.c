@@ -10,8 +10,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "kt_lib.h"
+#include "stream.h"
 
 #define KT_DEFAULT_DEP_LIMIT  50
 #define KT_DEFAULT_CHUNK_SIZE 65536
@@ -24,12 +26,21 @@ static const struct kt_workload_cfg kt_default_workloads[] = {
     {"M365DataAtRestEncryption", KT_SHAPE_MAIL, KT_AVAIL_AES256, 0},
 };
 
+/* Transform workers of a stream by default: one per online CPU, at most
+ * 4 (past that the reader and writer copies bound a stream anyway). */
+static unsigned kt_default_stream_threads(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : n > 4 ? 4 : (unsigned)n;
+}
+
 static void kt_config_defaults(struct kt_config *cfg)
 {
     memset(cfg, 0, sizeof *cfg);
     cfg->log_level = KT_LOG_WARNING;
     cfg->dep_limit = KT_DEFAULT_DEP_LIMIT;
     cfg->chunk_size = KT_DEFAULT_CHUNK_SIZE;
+    cfg->stream_threads = kt_default_stream_threads();
     kt_avail_config_defaults(&cfg->avail); /* lib-avail */
     for (size_t i = 0;
          i < sizeof kt_default_workloads / sizeof kt_default_workloads[0]; i++)
@@ -244,6 +255,13 @@ static keytier_err kt_config_line(struct kt_config *cfg, const char *where,
             return KT_BAD("%s: key 'envelope_chunk_size': expected %u..%u",
                           where, KT_MIN_CHUNK_SIZE, KT_MAX_CHUNK_SIZE);
         cfg->chunk_size = (uint32_t)n;
+        return KEYTIER_OK;
+    }
+    if (!strcmp(key, "stream_threads")) {
+        if (!kt_parse_uint(v, 1, KT_STREAM_WORKERS_MAX, &n))
+            return KT_BAD("%s: key 'stream_threads': expected 1..%u", where,
+                          KT_STREAM_WORKERS_MAX);
+        cfg->stream_threads = (unsigned)n;
         return KEYTIER_OK;
     }
     if (!strncmp(key, "avail.", 6)) /* lib-avail */

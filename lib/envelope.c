@@ -521,32 +521,61 @@ static keytier_err kt_read_full(int fd, uint8_t *buf, size_t n, size_t *got)
 }
 
 struct kt_stream_state {
-    struct kt_chunk_ctx k;
+    keytier_key *key;
+    int enc;
+    struct kt_chunk_ctx k[KT_STREAM_WORKERS_MAX]; /* c: one per worker */
     uint32_t chunk;
     const struct kt_env_header *h; /* sealing: written before chunk 0 */
-    uint64_t idx;                  /* next chunk */
 };
+
+/* The chunk context of a transform worker; its cipher context is taken on
+ * the worker's first slot (worker 0's before the stream starts). */
+static const struct kt_chunk_ctx *kt_stream_chunk_ctx(struct kt_stream_state *st,
+                                                      unsigned worker)
+{
+    struct kt_chunk_ctx *k = &st->k[worker];
+    if (k->c == NULL) {
+        EVP_CIPHER_CTX *c = kt_cipher_get(st->key, st->enc);
+        if (c == NULL)
+            return NULL;
+        *k = st->k[0];
+        k->c = c;
+    }
+    return k;
+}
+
+/* Returns the workers' cipher contexts to the key's pool. */
+static void kt_stream_state_done(struct kt_stream_state *st)
+{
+    for (unsigned w = 0; w < KT_STREAM_WORKERS_MAX; w++)
+        if (st->k[w].c != NULL)
+            kt_cipher_put(st->key, st->enc, st->k[w].c);
+}
 
 /* Sealing a slot: it holds plaintext, C bytes per chunk, contiguous; the
  * chunks are encrypted in place and their tags kept in aux, and the writer
  * interleaves them (chunk, tag, chunk, tag ...). */
-static keytier_err kt_seal_slot(void *arg, struct kt_stream_slot *sl,
-                                bool *last)
+static keytier_err kt_seal_slot(void *arg, unsigned worker,
+                                struct kt_stream_slot *sl, bool *last)
 {
     struct kt_stream_state *st = arg;
+    const struct kt_chunk_ctx *k = kt_stream_chunk_ctx(st, worker);
     size_t c = st->chunk, full = sl->len / c;
     /* At end of input the rest (0 .. C-1 bytes) is the final chunk. */
     size_t n = full + (sl->eof ? 1 : 0), v = 0;
+    if (k == NULL)
+        return kt_err(KEYTIER_E_CRYPTO, "cipher context");
     if (sl->seq == 0)
         sl->iov[v++] = (struct iovec){(void *)st->h->bytes, st->h->len};
-    for (size_t j = 0; j < n; j++, st->idx++) {
+    for (size_t j = 0; j < n; j++) {
+        uint64_t idx = sl->first_unit + j;
         bool final = j == full;
         size_t len = final ? sl->len - full * c : c;
         uint8_t *p = sl->buf + j * c, *tag = sl->aux + j * KT_TAG_SIZE;
-        if (!kt_chunk(&st->k, 1, st->idx, final, p, len, p, tag)) {
+        if (!kt_chunk(k, 1, idx, final, p, len, p, tag)) {
             sl->iov_n = v;
             return kt_err(KEYTIER_E_CRYPTO, "sealing chunk %llu",
-                          (unsigned long long)st->idx);
+                          (unsigned long long)idx);
         }
         sl->iov[v++] = (struct iovec){p, len};
         sl->iov[v++] = (struct iovec){tag, KT_TAG_SIZE};
@@ -571,11 +600,12 @@ KEYTIER_API keytier_err keytier_seal_stream(keytier_key *key, const void *aad,
     if (!kt_header_write(key, chunk, &h))
         return kt_err(KEYTIER_E_CRYPTO, "writing the envelope header");
     struct kt_stream_state st = {
-        {kt_cipher_get(key, 1), h.bytes, h.len, h.nonce, aad, aad_len},
-        chunk,
-        &h,
-        0};
-    if (st.k.c == NULL)
+        .key = key,
+        .enc = 1,
+        .k = {{kt_cipher_get(key, 1), h.bytes, h.len, h.nonce, aad, aad_len}},
+        .chunk = chunk,
+        .h = &h};
+    if (st.k[0].c == NULL)
         return kt_err(KEYTIER_E_CRYPTO, "cipher context");
     size_t k = kt_slot_chunks(chunk);
     struct kt_stream_cfg cfg = {.in_fd = in_fd,
@@ -584,10 +614,11 @@ KEYTIER_API keytier_err keytier_seal_stream(keytier_key *key, const void *aad,
                                 .read_size = k * chunk,
                                 .aux_size = k * KT_TAG_SIZE, /* the tags */
                                 .iov_max = 2 * k + 1, /* header, chunk, tag */
+                                .workers = key->ctx->cfg.stream_threads,
                                 .fn = kt_seal_slot,
                                 .arg = &st};
     e = kt_stream_run(&cfg);
-    kt_cipher_put(key, 1, st.k.c);
+    kt_stream_state_done(&st);
     return e;
 }
 
@@ -595,14 +626,18 @@ KEYTIER_API keytier_err keytier_seal_stream(keytier_key *key, const void *aad,
  * their tags; a piece of C+16 bytes is a non-final chunk, the shorter
  * rest at end of input the final one.  Each chunk is decrypted in place
  * and released to the writer only once its tag verified. */
-static keytier_err kt_open_slot(void *arg, struct kt_stream_slot *sl,
-                                bool *last)
+static keytier_err kt_open_slot(void *arg, unsigned worker,
+                                struct kt_stream_slot *sl, bool *last)
 {
     struct kt_stream_state *st = arg;
+    const struct kt_chunk_ctx *k = kt_stream_chunk_ctx(st, worker);
     size_t c = st->chunk, piece = c + KT_TAG_SIZE;
     size_t full = sl->len / piece, rest = sl->len % piece, v = 0;
     keytier_err e = KEYTIER_OK;
-    for (size_t j = 0; j <= full && e == KEYTIER_OK; j++, st->idx++) {
+    if (k == NULL)
+        return kt_err(KEYTIER_E_CRYPTO, "cipher context");
+    for (size_t j = 0; j <= full && e == KEYTIER_OK; j++) {
+        uint64_t idx = sl->first_unit + j;
         bool final = j == full;
         if (final && !sl->eof)
             break; /* the rest (if any) is the start of the next piece;
@@ -617,10 +652,10 @@ static keytier_err kt_open_slot(void *arg, struct kt_stream_slot *sl,
         size_t len = final ? rest - KT_TAG_SIZE : c;
         uint8_t *p = sl->buf + j * piece, tag[KT_TAG_SIZE];
         memcpy(tag, p + len, KT_TAG_SIZE);
-        if (!kt_chunk(&st->k, 0, st->idx, final, p, len, p, tag)) {
+        if (!kt_chunk(k, 0, idx, final, p, len, p, tag)) {
             kt_wipe(p, len);
             e = kt_err(KEYTIER_E_AUTH, "chunk %llu of the stream",
-                       (unsigned long long)st->idx);
+                       (unsigned long long)idx);
             break;
         }
         sl->iov[v++] = (struct iovec){p, len}; /* authenticated: release */
@@ -662,11 +697,11 @@ KEYTIER_API keytier_err keytier_open_stream(keytier_key *key, const void *aad,
         return e;
 
     struct kt_stream_state st = {
-        {kt_cipher_get(key, 0), hdr, h.len, h.nonce, aad, aad_len},
-        h.chunk,
-        NULL,
-        0};
-    if (st.k.c == NULL)
+        .key = key,
+        .enc = 0,
+        .k = {{kt_cipher_get(key, 0), hdr, h.len, h.nonce, aad, aad_len}},
+        .chunk = h.chunk};
+    if (st.k[0].c == NULL)
         return kt_err(KEYTIER_E_CRYPTO, "cipher context");
     size_t k = kt_slot_chunks(h.chunk);
     size_t piece = (size_t)h.chunk + KT_TAG_SIZE;
@@ -675,9 +710,10 @@ KEYTIER_API keytier_err keytier_open_stream(keytier_key *key, const void *aad,
                                 .unit = piece,
                                 .read_size = k * piece,
                                 .iov_max = k,
+                                .workers = key->ctx->cfg.stream_threads,
                                 .fn = kt_open_slot,
                                 .arg = &st};
     e = kt_stream_run(&cfg);
-    kt_cipher_put(key, 0, st.k.c);
+    kt_stream_state_done(&st);
     return e;
 }

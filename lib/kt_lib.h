@@ -59,6 +59,7 @@ struct kt_config {
     unsigned dep_limit;
     bool allow_oaep_sha1;
     uint32_t chunk_size;
+    unsigned stream_threads; /* transform workers of a stream (stream.h) */
     struct kt_pin_cfg pins[KT_MAX_PINS];
     size_t n_pins;
     struct kt_workload_cfg workloads[KT_MAX_WORKLOADS];

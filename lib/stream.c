@@ -1,17 +1,24 @@
 /*
- * The streaming pipeline (stream.h): reader thread -> transform on the
- * caller's thread -> writer thread, over a ring of KT_STREAM_SLOTS slots.
+ * The streaming pipeline (stream.h): reader thread -> transform workers
+ * (the caller's thread and helpers) -> writer thread, over a ring of
+ * KT_STREAM_SLOTS slots.
  *
  * Why threads: an fd-to-fd stream pays a read() copy and a write() copy
  * besides the cryptography; done one after the other on one thread they
  * cost as much as the cryptography itself (BENCHMARKS.md, libkeytier).
- * Overlapped, the stream runs at the speed of the slowest stage.
+ * Overlapped, the stream runs at the speed of the slowest stage, and with
+ * two transform workers the cryptography is no longer that stage on a
+ * machine with two cores or more.
  *
- * One mutex guards three counters (slots read, transformed, written); a
- * slot's fields are handed from stage to stage by advancing its counter
- * under the mutex, so each stage owns the slots between its counter and
- * the previous stage's.  Each stage waits on its own condition variable,
- * so a hand-over wakes only the stage that can use it.
+ * One mutex guards the counters (slots read, claimed by a worker, done in
+ * order, written); a slot's fields are handed from stage to stage by
+ * advancing a counter under the mutex, so each stage owns the slots
+ * between its counter and the previous stage's.  Workers finish slots in
+ * any order: each records its result in the slot's kt_stream_result, and
+ * whoever finishes the oldest pending slot moves n_done over every
+ * finished slot that follows (kt_stream_advance), stopping at the first
+ * failure or the last slot.  Each stage waits on its own condition
+ * variable, so a hand-over wakes only the stage that can use it.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -19,43 +26,79 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include "keytier.h"
 #include "stream.h"
 
-/* One slot being read, one transformed, one written, one of slack. */
-#define KT_STREAM_SLOTS 4
+/* One slot being read, one being written, one per worker being
+ * transformed (two workers on two cores), and slack so that a worker that
+ * finishes early finds the next slot read. */
+#define KT_STREAM_SLOTS 6
+
+#define KT_STREAM_DETAIL 768 /* an error's detail, carried between threads */
+
+/* A slot's transform, as its worker left it (read under the mutex). */
+struct kt_stream_result {
+    bool done; /* transformed, not yet passed by n_done */
+    bool last;
+    keytier_err err;
+    char detail[KT_STREAM_DETAIL];
+};
+
+struct kt_stream;
+
+struct kt_stream_helper {
+    struct kt_stream *s;
+    unsigned worker;
+    pthread_t thread;
+};
 
 struct kt_stream {
     const struct kt_stream_cfg *cfg;
     struct kt_stream_slot slot[KT_STREAM_SLOTS];
+    struct kt_stream_result res[KT_STREAM_SLOTS];
     size_t used[KT_STREAM_SLOTS]; /* bytes of each buffer ever filled */
     pthread_mutex_t mu;
     pthread_cond_t slot_free, slot_read, slot_done; /* wake each stage */
-    uint64_t n_read, n_done, n_written;
+    uint64_t n_read, n_claimed, n_done, n_written;
     uint64_t end;    /* slots to write in all, once the transform knows */
     bool stop;       /* stop reading (and transforming): a failure, or done */
     int wake_fd;     /* eventfd, readable once stop is set */
     int write_errno; /* the writer's failure */
+    keytier_err err; /* the transform's verdict, with its detail: */
+    char detail[KT_STREAM_DETAIL];
+    unsigned workers; /* transform workers allowed */
+    struct kt_stream_helper helper[KT_STREAM_WORKERS_MAX - 1];
+    unsigned n_helpers; /* started (and to be joined) */
+    bool starting;      /* a worker is starting a helper */
 };
 
-static void kt_stream_stop(struct kt_stream *s)
+/* Under mu: stops the reader (through the eventfd too) and every waiting
+ * stage. */
+static void kt_stream_stop_locked(struct kt_stream *s)
 {
     uint64_t one = 1;
-    pthread_mutex_lock(&s->mu);
     s->stop = true;
     pthread_cond_broadcast(&s->slot_free);
     pthread_cond_broadcast(&s->slot_read);
     pthread_cond_broadcast(&s->slot_done);
-    pthread_mutex_unlock(&s->mu);
     /* Wakes a reader blocked in poll(); the counter stays readable. */
     if (write(s->wake_fd, &one, sizeof one) < 0) {
         /* cannot fail short of EINVAL on a valid eventfd; the reader then
          * stops at its next read instead */
     }
+}
+
+static void kt_stream_stop(struct kt_stream *s)
+{
+    pthread_mutex_lock(&s->mu);
+    kt_stream_stop_locked(s);
+    pthread_mutex_unlock(&s->mu);
 }
 
 /* ---- reader ------------------------------------------------------------- */
@@ -107,6 +150,7 @@ static void *kt_stream_reader(void *arg)
     struct kt_stream *s = arg;
     const uint8_t *carry_from = NULL; /* a partial unit, in the last slot */
     size_t carry = 0;
+    uint64_t units = 0; /* whole units handed over so far */
     for (;;) {
         pthread_mutex_lock(&s->mu);
         while (s->n_read - s->n_written == KT_STREAM_SLOTS && !s->stop)
@@ -136,6 +180,8 @@ static void *kt_stream_reader(void *arg)
         carry = off - len;
         carry_from = sl->buf + len;
         sl->seq = seq;
+        sl->first_unit = units;
+        units += len / s->cfg->unit;
         sl->len = len;
         sl->eof = eof;
         sl->read_errno = err;
@@ -239,43 +285,125 @@ static void kt_stream_free(struct kt_stream *s)
     }
 }
 
-/* Transforms slots as the reader delivers them until the last one or a
- * failure; returns the transform's verdict (the writer's is separate). */
-static keytier_err kt_stream_transform(struct kt_stream *s)
+/* Under mu: moves n_done over the finished slots that follow it, in
+ * stream order; the first failure or the last slot sets the end and stops
+ * the other stages. */
+static void kt_stream_advance(struct kt_stream *s)
 {
-    keytier_err e = KEYTIER_OK;
+    bool moved = false;
+    while (s->end == UINT64_MAX && s->n_done < s->n_claimed) {
+        struct kt_stream_result *r = &s->res[s->n_done % KT_STREAM_SLOTS];
+        if (!r->done)
+            break;
+        r->done = false;
+        s->n_done++;
+        moved = true;
+        if (r->err != KEYTIER_OK || r->last) {
+            s->end = s->n_done;
+            s->err = r->err;
+            memcpy(s->detail, r->detail, sizeof s->detail);
+            kt_stream_stop_locked(s);
+        }
+    }
+    if (moved)
+        pthread_cond_signal(&s->slot_done);
+}
+
+static void *kt_stream_helper_main(void *arg);
+
+/* Starts one more transform worker (called by a worker that saw slots
+ * queue up).  A helper that cannot start is no failure: the workers
+ * already running carry on. */
+static void kt_stream_grow(struct kt_stream *s)
+{
+    pthread_mutex_lock(&s->mu);
+    if (s->starting || s->stop || s->n_helpers + 1 >= s->workers) {
+        pthread_mutex_unlock(&s->mu);
+        return;
+    }
+    s->starting = true;
+    struct kt_stream_helper *h = &s->helper[s->n_helpers];
+    h->s = s;
+    h->worker = s->n_helpers + 1;
+    pthread_mutex_unlock(&s->mu);
+
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old); /* as the reader and writer */
+    int rc = pthread_create(&h->thread, NULL, kt_stream_helper_main, h);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+
+    pthread_mutex_lock(&s->mu);
+    s->starting = false;
+    if (rc == 0)
+        s->n_helpers++;
+    else
+        s->workers = s->n_helpers + 1; /* do not try again */
+    pthread_cond_broadcast(&s->slot_read); /* kt_stream_run may wait */
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* A transform worker: claims slots as the reader delivers them, in order,
+ * and transforms each, until the stream is stopped (its end found, a
+ * failure, or the writer failed). */
+static void kt_stream_work(struct kt_stream *s, unsigned worker)
+{
     for (;;) {
         pthread_mutex_lock(&s->mu);
-        while (s->n_done == s->n_read && !s->stop)
+        while (s->n_claimed == s->n_read && !s->stop)
             pthread_cond_wait(&s->slot_read, &s->mu);
-        bool stop = s->stop;
-        uint64_t seq = s->n_done;
+        if (s->stop) {
+            pthread_mutex_unlock(&s->mu);
+            break;
+        }
+        uint64_t seq = s->n_claimed++;
+        /* Another slot is read and waits while this one is transformed:
+         * the cryptography is the slowest stage; one more worker. */
+        bool grow = s->n_read > s->n_claimed && !s->starting &&
+                    s->n_helpers + 1 < s->workers;
         pthread_mutex_unlock(&s->mu);
-        if (stop)
-            break; /* the writer failed: its error is the result */
-        struct kt_stream_slot *sl = &s->slot[seq % KT_STREAM_SLOTS];
+        if (grow)
+            kt_stream_grow(s);
+
+        size_t i = seq % KT_STREAM_SLOTS;
+        struct kt_stream_slot *sl = &s->slot[i];
+        struct kt_stream_result *r = &s->res[i];
         bool last = false;
         sl->iov_n = 0;
-        e = s->cfg->fn(s->cfg->arg, sl, &last);
+        keytier_err e = s->cfg->fn(s->cfg->arg, worker, sl, &last);
         if (e == KEYTIER_OK && sl->read_errno != 0)
             e = kt_err(KEYTIER_E_IO, "read: %s", strerror(sl->read_errno));
         else if (e == KEYTIER_OK && sl->eof && !last)
             e = kt_err(KEYTIER_E_INTERNAL, "stream transform");
+        r->err = e;
+        r->last = last;
+        if (e != KEYTIER_OK)
+            snprintf(r->detail, sizeof r->detail, "%s",
+                     keytier_last_error_detail());
+
         pthread_mutex_lock(&s->mu);
-        s->n_done++;
-        if (e != KEYTIER_OK || last)
-            s->end = s->n_done;
-        pthread_cond_signal(&s->slot_done);
+        r->done = true;
+        kt_stream_advance(s);
         pthread_mutex_unlock(&s->mu);
-        if (e != KEYTIER_OK || last)
-            break;
     }
-    return e;
+}
+
+static void *kt_stream_helper_main(void *arg)
+{
+    struct kt_stream_helper *h = arg;
+    kt_stream_work(h->s, h->worker);
+    return NULL;
 }
 
 keytier_err kt_stream_run(const struct kt_stream_cfg *cfg)
 {
-    struct kt_stream s = {.cfg = cfg, .end = UINT64_MAX, .wake_fd = -1};
+    struct kt_stream s = {.cfg = cfg,
+                          .end = UINT64_MAX,
+                          .wake_fd = -1,
+                          .workers = cfg->workers == 0 ? 1
+                                     : cfg->workers > KT_STREAM_WORKERS_MAX
+                                         ? KT_STREAM_WORKERS_MAX
+                                         : cfg->workers};
     int cancel_state = -1;
     pthread_t reader, writer;
     bool have_reader = false, have_writer = false, have_sync = false;
@@ -323,11 +451,24 @@ keytier_err kt_stream_run(const struct kt_stream_cfg *cfg)
         goto out;
     }
 
-    e = kt_stream_transform(&s);
+    kt_stream_work(&s, 0);
+    /* The caller's worker leaves once the stream is stopped: every helper
+     * does too, and none starts any more (growing needs !stop) once the
+     * one being started, if any, is counted. */
+    pthread_mutex_lock(&s.mu);
+    while (s.starting)
+        pthread_cond_wait(&s.slot_read, &s.mu);
+    unsigned helpers = s.n_helpers;
+    pthread_mutex_unlock(&s.mu);
+    for (unsigned i = 0; i < helpers; i++)
+        pthread_join(s.helper[i].thread, NULL);
     pthread_mutex_lock(&s.mu);
     if (s.end == UINT64_MAX)
         s.end = s.n_done; /* the writer failed: nothing more to write */
+    e = s.err;
     pthread_mutex_unlock(&s.mu);
+    if (e != KEYTIER_OK)
+        kt_err_restore(s.detail);
     /* After a failure the reader stops at once (on success it has already
      * ended with the last slot); the writer drains what was released. */
     kt_stream_stop(&s);

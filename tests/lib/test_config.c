@@ -91,6 +91,8 @@ START_TEST(errors_name_file_line_key)
     expect_bad("dep_limit = -1\n", "key 'dep_limit'");
     expect_bad("allow_oaep_sha1 = maybe\n", "key 'allow_oaep_sha1'");
     expect_bad("envelope_chunk_size = 100\n", "key 'envelope_chunk_size'");
+    expect_bad("stream_threads = 0\n", "key 'stream_threads': expected 1..8");
+    expect_bad("stream_threads = 9\n", "key 'stream_threads': expected 1..8");
     expect_bad("service_token = VaultA\n", "key 'service_token'");
     expect_bad("workload.X.shape = round\n", "key 'workload.X.shape'");
     expect_bad("workload.X.availability_key = ec\n",

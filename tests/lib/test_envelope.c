@@ -35,12 +35,17 @@ static void assert_detail(const char *want)
                   "detail '%s' lacks '%s'", keytier_last_error_detail(), want);
 }
 
+/* The configuration's stream_threads line ("" for the default). */
+static const char *threads_conf = "";
+
 static void setup(void)
 {
+    char conf[128];
     testenv_setup(&T);
     testenv_root_aes(&T, "VaultA", "rootA", 0);
     testenv_root_aes(&T, "VaultB", "rootB", 0);
-    testenv_write_conf(&T, "envelope_chunk_size = 256");
+    snprintf(conf, sizeof conf, "envelope_chunk_size = 256\n%s", threads_conf);
+    testenv_write_conf(&T, conf);
     ctx = testenv_ctx(&T);
     keytier_dep_info d;
     assert_err(keytier_dep_create(ctx, "org-1", "Exchange",
@@ -54,6 +59,18 @@ static void setup(void)
     assert_err(keytier_key_create(dep, "bob", id2), KEYTIER_OK);
     assert_err(keytier_key_open(dep, id, &mbx), KEYTIER_OK);
     assert_err(keytier_key_open(dep, id2, &mbx2), KEYTIER_OK);
+}
+
+static void setup_1_thread(void)
+{
+    threads_conf = "stream_threads = 1";
+    setup();
+}
+
+static void setup_4_threads(void)
+{
+    threads_conf = "stream_threads = 4";
+    setup();
 }
 
 static void teardown(void)
@@ -499,7 +516,7 @@ END_TEST
 
 /* ---- the streaming pipeline (lib/stream.c) -------------------------------
  * Streams go through slots of several chunks: at this chunk size a slot
- * holds 256 chunks (lib/envelope.c KT_SLOT_CHUNKS) and the ring has 4
+ * holds 256 chunks (lib/envelope.c KT_SLOT_CHUNKS) and the ring has 6
  * slots (lib/stream.c).  The sizes below sit on and around those edges. */
 #define SLOT_CHUNKS 256
 #define SLOT        (SLOT_CHUNKS * CHUNK)
@@ -515,9 +532,9 @@ START_TEST(stream_multi_slot_round_trips)
         SLOT - 1,             /* one slot, final chunk short */
         SLOT,                 /* the empty final chunk alone in slot 2 */
         SLOT + 1,             /* */
-        4 * SLOT,             /* the ring wraps exactly */
+        6 * SLOT,             /* the ring wraps exactly */
         5 * SLOT + 3 * CHUNK, /* ends on a chunk boundary inside a slot */
-        6 * SLOT + 1000,      /* */
+        7 * SLOT + 1000,      /* */
     };
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
         size_t len;
@@ -588,6 +605,30 @@ START_TEST(stream_multi_slot_tamper)
     ck_assert_uint_eq(open_stream_expect(buf, len + FULL, KEYTIER_E_AUTH),
                       (chunks - 1) * CHUNK);
     free(buf);
+    free(env);
+}
+END_TEST
+
+/* With several transform workers slots finish out of order: a later slot's
+ * failure may be known first, yet the result is the first failure in
+ * stream order, with its own detail, and nothing after it is released. */
+START_TEST(stream_first_failure_in_stream_order)
+{
+    size_t n = 6 * SLOT, len;
+    uint8_t *env = seal_stream(n, &len);
+    env[HDR + 300 * FULL + 5] ^= 0x04;  /* slot 1 */
+    env[HDR + 1200 * FULL + 5] ^= 0x04; /* slot 4 */
+    for (int round = 0; round < 10; round++) {
+        ck_assert_uint_eq(open_stream_expect(env, len, KEYTIER_E_AUTH),
+                          300 * CHUNK);
+        assert_detail("chunk 300 ");
+    }
+    /* A later slot cut short (a missing final chunk) does not hide an
+     * earlier bad chunk either. */
+    ck_assert_uint_eq(
+        open_stream_expect(env, HDR + 1100 * FULL, KEYTIER_E_AUTH),
+        300 * CHUNK);
+    assert_detail("chunk 300 ");
     free(env);
 }
 END_TEST
@@ -856,7 +897,27 @@ int main(void)
     tcase_add_test(tc, stream_failure_does_not_wait_for_input);
     tcase_add_test(tc, stream_read_errors);
     tcase_add_test(tc, stream_write_errors);
+    tcase_add_test(tc, stream_first_failure_in_stream_order);
     suite_add_tcase(s, tc);
+    /* The streaming pipeline with one transform worker and with more than
+     * this machine has cores (slots transformed out of order). */
+    static const struct {
+        const char *name;
+        void (*setup)(void);
+    } threads[] = {{"stream-1-thread", setup_1_thread},
+                   {"stream-4-threads", setup_4_threads}};
+    for (size_t i = 0; i < sizeof threads / sizeof threads[0]; i++) {
+        TCase *t = tcase_create(threads[i].name);
+        tcase_set_timeout(t, 120);
+        tcase_add_checked_fixture(t, threads[i].setup, teardown);
+        tcase_add_test(t, stream_multi_slot_round_trips);
+        tcase_add_test(t, stream_multi_slot_tamper);
+        tcase_add_test(t, stream_first_failure_in_stream_order);
+        tcase_add_test(t, streams_over_pipes);
+        tcase_add_test(t, stream_releases_each_chunk_when_complete);
+        tcase_add_test(t, stream_write_errors);
+        suite_add_tcase(s, t);
+    }
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
