@@ -30,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "keytier.h"
@@ -311,6 +312,22 @@ static void kt_stream_advance(struct kt_stream *s)
 
 static void *kt_stream_helper_main(void *arg);
 
+/* One slot through the transform, and the verdict on it: the transform's
+ * error, else the read error that ended the slot, else a transform that
+ * did not end a stream at its end of input. */
+static keytier_err kt_stream_transform(const struct kt_stream_cfg *cfg,
+                                       unsigned worker,
+                                       struct kt_stream_slot *sl, bool *last)
+{
+    sl->iov_n = 0;
+    keytier_err e = cfg->fn(cfg->arg, worker, sl, last);
+    if (e == KEYTIER_OK && sl->read_errno != 0)
+        e = kt_err(KEYTIER_E_IO, "read: %s", strerror(sl->read_errno));
+    else if (e == KEYTIER_OK && sl->eof && !*last)
+        e = kt_err(KEYTIER_E_INTERNAL, "stream transform");
+    return e;
+}
+
 /* Starts one more transform worker (called by a worker that saw slots
  * queue up).  A helper that cannot start is no failure: the workers
  * already running carry on. */
@@ -369,12 +386,7 @@ static void kt_stream_work(struct kt_stream *s, unsigned worker)
         struct kt_stream_slot *sl = &s->slot[i];
         struct kt_stream_result *r = &s->res[i];
         bool last = false;
-        sl->iov_n = 0;
-        keytier_err e = s->cfg->fn(s->cfg->arg, worker, sl, &last);
-        if (e == KEYTIER_OK && sl->read_errno != 0)
-            e = kt_err(KEYTIER_E_IO, "read: %s", strerror(sl->read_errno));
-        else if (e == KEYTIER_OK && sl->eof && !last)
-            e = kt_err(KEYTIER_E_INTERNAL, "stream transform");
+        keytier_err e = kt_stream_transform(s->cfg, worker, sl, &last);
         r->err = e;
         r->last = last;
         if (e != KEYTIER_OK)
@@ -395,8 +407,104 @@ static void *kt_stream_helper_main(void *arg)
     return NULL;
 }
 
+/* ---- small files: no pipeline ------------------------------------------ */
+
+/* Writes iov on the caller's thread with SIGPIPE blocked, as the writer
+ * thread does: a closed output pipe gives EPIPE, not a signal that would
+ * kill the caller's process.  0 or errno. */
+static int kt_stream_write_here(int fd, struct iovec *iov, size_t n)
+{
+    sigset_t pipe_set, old;
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+    int err = kt_stream_writev(fd, iov, n);
+    if (err == EPIPE && !sigismember(&old, SIGPIPE)) {
+        /* ours, pending on this thread: consume it before unblocking */
+        struct timespec zero = {0, 0};
+        sigtimedwait(&pipe_set, NULL, &zero);
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return err;
+}
+
+/*
+ * A regular file whose rest fits one slot with room to spare (most items;
+ * a slot holding exactly read_size bytes is never the last one in the
+ * pipeline, the end of input comes in the next) goes through one
+ * buffer on the caller's thread: read to its end, transform, write; the
+ * pipeline's threads, eventfd and ring would cost more than the work.
+ * The result is what the pipeline would give.  Returns false, having
+ * consumed nothing (a file that grew meanwhile is put back at its
+ * offset), when the pipeline must run instead.
+ */
+static bool kt_stream_small(const struct kt_stream_cfg *cfg, keytier_err *out)
+{
+    struct stat st;
+    off_t at = lseek(cfg->in_fd, 0, SEEK_CUR);
+    if (at < 0 || fstat(cfg->in_fd, &st) != 0 || !S_ISREG(st.st_mode) ||
+        st.st_size < at || (uint64_t)(st.st_size - at) >= cfg->read_size)
+        return false;
+    struct kt_stream_slot sl = {.eof = false};
+    size_t cap = cfg->read_size, got = 0; /* full: it grew */
+    uint8_t *buf = malloc(cap);
+    if (buf == NULL)
+        return false; /* the pipeline reports the shortage */
+    while (got < cap) {
+        ssize_t r = read(cfg->in_fd, buf + got, cap - got);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            sl.read_errno = errno;
+            break;
+        }
+        if (r == 0) {
+            sl.eof = true;
+            break;
+        }
+        got += (size_t)r;
+    }
+    if (got == cap) { /* it grew: the pipeline takes it all */
+        kt_wipe(buf, got);
+        free(buf);
+        if (lseek(cfg->in_fd, at, SEEK_SET) != at) {
+            *out = kt_err(KEYTIER_E_IO, "seek: %s", strerror(errno));
+            return true;
+        }
+        return false;
+    }
+    sl.buf = buf;
+    sl.len = got; /* < read_size: ended by end of input or a read error */
+    sl.aux = malloc(cfg->aux_size > 0 ? cfg->aux_size : 1);
+    sl.iov = calloc(cfg->iov_max, sizeof *sl.iov);
+    keytier_err e;
+    if (sl.aux == NULL || sl.iov == NULL) {
+        e = kt_err(KEYTIER_E_NOMEM, "stream buffers");
+    } else {
+        bool last = false;
+        e = kt_stream_transform(cfg, 0, &sl, &last);
+        /* What the transform released is written even after its failure,
+         * as the pipeline's writer does; a write error comes first. */
+        int werr = kt_stream_write_here(cfg->out_fd, sl.iov, sl.iov_n);
+        if (werr != 0)
+            e = kt_err(KEYTIER_E_IO, "write: %s", strerror(werr));
+    }
+    kt_wipe(buf, got); /* plaintext passed through */
+    free(buf);
+    free(sl.aux);
+    free(sl.iov);
+    *out = e;
+    return true;
+}
+
+/* ---- the pipeline -------------------------------------------------------- */
+
 keytier_err kt_stream_run(const struct kt_stream_cfg *cfg)
 {
+    keytier_err small;
+    if (kt_stream_small(cfg, &small))
+        return small;
+
     struct kt_stream s = {.cfg = cfg,
                           .end = UINT64_MAX,
                           .wake_fd = -1,

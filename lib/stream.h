@@ -33,6 +33,10 @@
  * The helper threads run with every signal blocked: a write to a pipe
  * whose reader has gone gives EPIPE (KEYTIER_E_IO) instead of a SIGPIPE
  * that would kill the caller's process.
+ *
+ * A regular file whose rest fits one slot skips the pipeline: it is read,
+ * transformed (worker 0) and written on the caller's thread with SIGPIPE
+ * blocked for the write, with the same results and guarantees.
  */
 #ifndef KT_STREAM_H
 #define KT_STREAM_H

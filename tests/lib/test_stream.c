@@ -7,7 +7,9 @@
  * a duration).
  */
 #include <check.h>
+#include <dirent.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,7 +29,23 @@ struct tstate {
     atomic_uint workers_seen; /* bit per worker index */
     atomic_int bad_position;  /* a slot's first_unit or content was wrong */
     atomic_int slots;
+    atomic_int max_threads; /* most threads of the process seen in fn */
 };
+
+/* Threads of this process (entries of /proc/self/task). */
+static int thread_count(void)
+{
+    DIR *d = opendir("/proc/self/task");
+    struct dirent *e;
+    int n = 0;
+
+    ck_assert_ptr_nonnull(d);
+    while ((e = readdir(d)) != NULL)
+        if (e->d_name[0] != '.')
+            n++;
+    closedir(d);
+    return n;
+}
 
 static void nap_ms(long ms)
 {
@@ -51,6 +69,9 @@ static keytier_err t_copy(void *arg, unsigned worker, struct kt_stream_slot *sl,
 
     atomic_fetch_or(&t->workers_seen, 1u << worker);
     atomic_fetch_add(&t->slots, 1);
+    int threads = thread_count();
+    if (threads > atomic_load(&t->max_threads))
+        atomic_store(&t->max_threads, threads);
     if (sl->first_unit != sl->seq * SLOT_UNITS)
         atomic_store(&t->bad_position, 1); /* a file fills every slot */
     nap_ms(sl->seq == t->slow_seq ? 60 : 2);
@@ -99,10 +120,9 @@ static int input_units(uint64_t n)
 /* Runs the pipeline from n units with `workers` workers; returns its
  * result and the bytes it wrote (checked to be units 0, 1, 2 ... in
  * order). */
-static keytier_err run(struct tstate *t, uint64_t n, unsigned workers,
-                       size_t *written)
+static keytier_err run_fds(struct tstate *t, int in, int out,
+                           unsigned workers)
 {
-    int in = input_units(n), out = file_tmp();
     struct kt_stream_cfg cfg = {.in_fd = in,
                                 .out_fd = out,
                                 .unit = UNIT,
@@ -112,7 +132,14 @@ static keytier_err run(struct tstate *t, uint64_t n, unsigned workers,
                                 .workers = workers,
                                 .fn = t_copy,
                                 .arg = t};
-    keytier_err e = kt_stream_run(&cfg);
+    return kt_stream_run(&cfg);
+}
+
+static keytier_err run(struct tstate *t, uint64_t n, unsigned workers,
+                       size_t *written)
+{
+    int in = input_units(n), out = file_tmp();
+    keytier_err e = run_fds(t, in, out, workers);
     off_t end = lseek(out, 0, SEEK_END);
     ck_assert_int_ge(end, 0);
     ck_assert_int_eq(end % UNIT, 0);
@@ -135,6 +162,7 @@ static void tstate_init(struct tstate *t)
     atomic_init(&t->workers_seen, 0);
     atomic_init(&t->bad_position, 0);
     atomic_init(&t->slots, 0);
+    atomic_init(&t->max_threads, 0);
 }
 
 static void setup(void)
@@ -230,6 +258,90 @@ START_TEST(workers_clamped)
 }
 END_TEST
 
+/* A regular file shorter than a slot is read, transformed and written on
+ * the caller's thread, with no helper thread at all; a longer one goes
+ * through the pipeline (reader and writer threads). */
+START_TEST(small_file_without_threads)
+{
+    struct tstate t;
+    size_t w;
+
+    int base = thread_count(); /* 1, or 2 with a sanitizer's own thread */
+    tstate_init(&t);
+    ck_assert_int_eq(run(&t, SLOT_UNITS - 1, 4, &w), KEYTIER_OK);
+    ck_assert_uint_eq(w, (SLOT_UNITS - 1) * UNIT);
+    ck_assert_int_eq(t.slots, 1); /* ended by its end of input */
+    ck_assert_int_eq(t.max_threads, base);
+    ck_assert_int_eq(t.bad_position, 0);
+    tstate_init(&t);
+    ck_assert_int_eq(run(&t, 0, 4, &w), KEYTIER_OK); /* empty */
+    ck_assert_uint_eq(w, 0);
+    ck_assert_int_eq(t.max_threads, base);
+    /* Exactly one slot: its end of input comes in a second, empty slot,
+     * as through the pipeline, which takes it. */
+    tstate_init(&t);
+    ck_assert_int_eq(run(&t, SLOT_UNITS, 4, &w), KEYTIER_OK);
+    ck_assert_uint_eq(w, SLOT_UNITS * UNIT);
+    ck_assert_int_eq(t.slots, 2);
+    ck_assert_int_ge(t.max_threads, base + 2);
+}
+END_TEST
+
+/* The small path starts at the file's offset (as after an envelope
+ * header), releases what the transform released before a failure, and
+ * leaves the input offset at the end of what it read. */
+START_TEST(small_file_offset_and_failure)
+{
+    struct tstate t;
+    int in = file_tmp(), out = file_tmp();
+    uint8_t u[UNIT];
+
+    ck_assert_int_eq(write(in, "junk-before", 11), 11);
+    for (uint64_t i = 0; i < 3; i++) {
+        unit_fill(u, i);
+        ck_assert_int_eq(write(in, u, UNIT), UNIT);
+    }
+    ck_assert_int_eq(lseek(in, 11, SEEK_SET), 11);
+    tstate_init(&t);
+    ck_assert_int_eq(run_fds(&t, in, out, 2), KEYTIER_OK);
+    ck_assert_int_eq(lseek(in, 0, SEEK_CUR), 11 + 3 * UNIT);
+    ck_assert_int_eq(lseek(out, 0, SEEK_END), 3 * UNIT);
+    ck_assert_int_eq(t.bad_position, 0);
+
+    ck_assert_int_eq(lseek(in, 11, SEEK_SET), 11);
+    ck_assert_int_eq(ftruncate(out, 0), 0);
+    ck_assert_int_eq(lseek(out, 0, SEEK_SET), 0);
+    tstate_init(&t);
+    t.fail_a = 2;
+    ck_assert_int_eq(run_fds(&t, in, out, 2), KEYTIER_E_AUTH);
+    ck_assert_int_eq(lseek(out, 0, SEEK_END), 2 * UNIT);
+    close(in);
+    close(out);
+}
+END_TEST
+
+/* Output to a pipe whose reader has gone: EPIPE as an error, no SIGPIPE
+ * delivered (the test process would die of it) nor left pending. */
+START_TEST(small_file_to_closed_pipe)
+{
+    struct tstate t;
+    int in = input_units(2), p[2], base = thread_count();
+    sigset_t pending;
+
+    ck_assert_int_eq(pipe(p), 0);
+    close(p[0]);
+    tstate_init(&t);
+    ck_assert_int_eq(run_fds(&t, in, p[1], 2), KEYTIER_E_IO);
+    ck_assert_str_eq(keytier_last_error_detail(),
+                     "input/output error: write: Broken pipe");
+    ck_assert_int_eq(t.max_threads, base);
+    ck_assert_int_eq(sigpending(&pending), 0);
+    ck_assert(!sigismember(&pending, SIGPIPE));
+    close(in);
+    close(p[1]);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("stream");
@@ -241,6 +353,9 @@ int main(void)
     tcase_add_test(tc, first_failure_in_stream_order);
     tcase_add_test(tc, failure_in_first_unit_writes_nothing);
     tcase_add_test(tc, workers_clamped);
+    tcase_add_test(tc, small_file_without_threads);
+    tcase_add_test(tc, small_file_offset_and_failure);
+    tcase_add_test(tc, small_file_to_closed_pipe);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
