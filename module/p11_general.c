@@ -29,6 +29,27 @@ static void sess_unlock_all(void)
 static pthread_mutex_t init_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 
+/* No SQLite transaction may be in flight at fork(): SQLite keeps per-file
+ * lock bookkeeping per process, which the child inherits. The
+ * initialisation lock (no C_Initialize or C_Finalize half done), the slot
+ * lock and every token's database lock are held across fork() (lock order
+ * as everywhere: initialisation, slot table, then database). */
+static void kt_atfork_prepare(void)
+{
+    pthread_mutex_lock(&init_lock);
+    pthread_mutex_lock(&kt_g.lock);
+    for (size_t i = 0; i < kt_g.n_slots; i++)
+        pthread_mutex_lock(&kt_g.slots[i].token->dblock);
+}
+
+static void kt_atfork_parent(void)
+{
+    for (size_t i = kt_g.n_slots; i > 0; i--)
+        pthread_mutex_unlock(&kt_g.slots[i - 1].token->dblock);
+    pthread_mutex_unlock(&kt_g.lock);
+    pthread_mutex_unlock(&init_lock);
+}
+
 /* A child after fork() must not touch its parent's SQLite connections or
  * locks (SQLite "How To Corrupt" §2.6): it starts uninitialised and the
  * inherited state is abandoned, never freed or closed. */
@@ -60,10 +81,11 @@ static void kt_atfork_child(void)
                 kt_op_release(&s->ops[k]);
             kt_session_drop_caches(s);
         }
-    pthread_mutex_t fresh = PTHREAD_MUTEX_INITIALIZER;
-    pthread_mutex_t fresh2 = PTHREAD_MUTEX_INITIALIZER;
-    memcpy(&kt_g.lock, &fresh, sizeof(fresh));
-    memcpy(&init_lock, &fresh2, sizeof(fresh2));
+    /* The locks kt_atfork_prepare took on this thread (initialisation,
+     * slot table, databases) are released as any lock is; the session
+     * locks may have been held by other threads of the parent, which do
+     * not exist here: they are made anew. */
+    kt_atfork_parent();
     pthread_rwlock_t fresh3 = PTHREAD_RWLOCK_INITIALIZER;
     for (unsigned sh = 0; sh < KT_SHARDS; sh++) {
         memcpy(&kt_g.sess[sh].lock, &fresh3, sizeof(fresh3));
@@ -72,24 +94,6 @@ static void kt_atfork_child(void)
     kt_g.initialized = false;
     kt_g.slots = NULL;
     kt_g.n_slots = 0;
-}
-
-/* No SQLite transaction may be in flight at fork(): SQLite keeps per-file
- * lock bookkeeping per process, which the child inherits. The slot lock
- * and every token's database lock are held across fork() (lock order as
- * everywhere: slot table, then database). */
-static void kt_atfork_prepare(void)
-{
-    pthread_mutex_lock(&kt_g.lock);
-    for (size_t i = 0; i < kt_g.n_slots; i++)
-        pthread_mutex_lock(&kt_g.slots[i].token->dblock);
-}
-
-static void kt_atfork_parent(void)
-{
-    for (size_t i = kt_g.n_slots; i > 0; i--)
-        pthread_mutex_unlock(&kt_g.slots[i - 1].token->dblock);
-    pthread_mutex_unlock(&kt_g.lock);
 }
 
 static void kt_atfork_register(void)
