@@ -171,30 +171,50 @@ static bool kt_request_ok(const keytier_request *req)
             req->operation[0] != '\0');
 }
 
+/*
+ * A key served by the cache: the entry `prefix` + id whose aux the accept
+ * function takes, holding want bytes (the key, then for tier keys its
+ * envelope and commitment keys).  NULL on a miss or a refused entry.
+ */
+static keytier_key *kt_cached_key(keytier_ctx *ctx, const char *prefix,
+                                  const char *id, size_t want,
+                                  kt_cache_accept_fn accept, const void *arg)
+{
+    char cid[KT_AVAIL_CACHE_ID];
+    unsigned char buf[KT_CACHE_KEY_MAX];
+    struct kt_key_aux aux;
+    size_t len = 0;
+    keytier_key *k = NULL;
+    kt_avail_cache_id(cid, prefix, id);
+    if (!kt_avail_cache_hit(ctx, cid, buf, sizeof buf, &len, &aux, sizeof aux,
+                            accept, arg))
+        return NULL;
+    if (len == want && (k = kt_key_alloc(ctx)) != NULL) {
+        kt_key_from_aux(k, &aux);
+        k->key = kt_secret_from(buf, KT_KEY_SIZE);
+        if (k->key == NULL ||
+            (want > KT_KEY_SIZE &&
+             kt_envelope_key_restore(k, buf + KT_KEY_SIZE,
+                                     buf + 2 * KT_KEY_SIZE) != KEYTIER_OK)) {
+            keytier_key_close(k);
+            k = NULL;
+            kt_err_clear();
+        }
+    }
+    kt_wipe(buf, len);
+    return k;
+}
+
 static bool kt_dep_key_hit(keytier_ctx *ctx, const keytier_request *req,
                            const char *tenant, const char *dep_id,
                            keytier_key **out)
 {
-    char id[KT_AVAIL_CACHE_ID];
-    unsigned char buf[KT_CACHE_KEY_MAX];
-    struct kt_key_aux aux;
-    size_t len = 0;
     keytier_key *k;
     if (!kt_request_ok(req))
         return false;
-    kt_avail_cache_id(id, "dep:", dep_id);
-    if (!kt_avail_cache_hit(ctx, id, buf, sizeof buf, &len, &aux, sizeof aux,
-                            kt_dep_hit_ok, tenant))
-        return false;
-    k = len == KT_KEY_SIZE ? kt_key_alloc(ctx) : NULL;
-    if (k != NULL && (k->key = kt_secret_from(buf, KT_KEY_SIZE)) != NULL) {
-        kt_key_from_aux(k, &aux);
+    k = kt_cached_key(ctx, "dep:", dep_id, KT_KEY_SIZE, kt_dep_hit_ok, tenant);
+    if (k != NULL)
         *out = k;
-    } else {
-        free(k);
-        k = NULL;
-    }
-    kt_wipe(buf, len);
     return k != NULL;
 }
 
@@ -221,30 +241,11 @@ static bool kt_tier_cacheable(const keytier_key *parent)
 static bool kt_tier_hit(keytier_key *parent, const char *key_id,
                         keytier_key **out)
 {
-    char id[KT_AVAIL_CACHE_ID];
-    unsigned char buf[KT_CACHE_KEY_MAX];
-    struct kt_key_aux aux;
-    size_t len = 0;
     keytier_key *k;
     if (!kt_tier_cacheable(parent))
         return false;
-    kt_avail_cache_id(id, "key:", key_id);
-    if (!kt_avail_cache_hit(parent->ctx, id, buf, sizeof buf, &len, &aux,
-                            sizeof aux, kt_tier_hit_ok, parent))
-        return false;
-    k = len == KT_TIER_CACHED ? kt_key_alloc(parent->ctx) : NULL;
-    if (k != NULL) {
-        kt_key_from_aux(k, &aux);
-        k->key = kt_secret_from(buf, KT_KEY_SIZE);
-        if (k->key == NULL ||
-            kt_envelope_key_restore(k, buf + KT_KEY_SIZE,
-                                    buf + 2 * KT_KEY_SIZE) != KEYTIER_OK) {
-            keytier_key_close(k);
-            k = NULL;
-            kt_err_clear();
-        }
-    }
-    kt_wipe(buf, len);
+    k = kt_cached_key(parent->ctx, "key:", key_id, KT_TIER_CACHED,
+                      kt_tier_hit_ok, parent);
     if (k != NULL)
         *out = k;
     return k != NULL;
