@@ -1,6 +1,10 @@
 /*
- * The key cache (see cache.h).  A read-write lock guards the table; hits
- * take it shared.  Key bytes live in locked slabs, never in the entries.
+ * The key cache (see cache.h).  A striped read-write lock guards the
+ * table: a reader takes the stripe of its thread shared, a writer takes
+ * every stripe exclusive, in order.  Hits on two cores then touch
+ * different cache lines (the stripe's lock and its hit counter) instead of
+ * bouncing one lock word between them.  Key bytes live in locked slabs,
+ * never in the entries.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -37,9 +41,18 @@ typedef struct kt_refresh_job {
     uint64_t gen;
 } kt_refresh_job;
 
+#define KT_CACHE_STRIPES 16
+
+/* One stripe of the table lock, with the counters its readers bump, on
+ * cache lines of its own. */
+typedef struct kt_cache_stripe {
+    _Alignas(64) pthread_rwlock_t lock;
+    atomic_uint_fast64_t hits, misses;
+} kt_cache_stripe;
+
 struct kt_cache {
+    kt_cache_stripe stripe[KT_CACHE_STRIPES];
     kt_cache_config cfg;
-    pthread_rwlock_t lock;
     kt_centry **buckets;
     size_t nbuckets, count;
     uint64_t next_gen;
@@ -55,9 +68,41 @@ struct kt_cache {
     bool thread_started, stopping, poke;
     pthread_mutex_t maintain_lock; /* one maintenance pass at a time */
     /* counters */
-    atomic_uint_fast64_t hits, misses, refreshes, refresh_failures, fallbacks,
-        alerts, evictions, invalidations, locked_pages, unlocked_pages;
+    atomic_uint_fast64_t refreshes, refresh_failures, fallbacks, alerts,
+        evictions, invalidations, locked_pages, unlocked_pages;
 };
+
+/* The stripe a thread reads under: threads are dealt stripes in turn. */
+static kt_cache_stripe *kt_cache_my_stripe(kt_cache *c)
+{
+    static atomic_uint next;
+    static _Thread_local unsigned mine; /* 0: not dealt yet */
+    if (mine == 0)
+        mine = atomic_fetch_add_explicit(&next, 1, memory_order_relaxed) %
+                   KT_CACHE_STRIPES +
+               1;
+    return &c->stripe[mine - 1];
+}
+
+static kt_cache_stripe *kt_cache_rdlock(kt_cache *c)
+{
+    kt_cache_stripe *st = kt_cache_my_stripe(c);
+    pthread_rwlock_rdlock(&st->lock);
+    return st;
+}
+
+/* Every stripe, in order: the table is the writer's alone. */
+static void kt_cache_wrlock(kt_cache *c)
+{
+    for (unsigned i = 0; i < KT_CACHE_STRIPES; i++)
+        pthread_rwlock_wrlock(&c->stripe[i].lock);
+}
+
+static void kt_cache_wrunlock(kt_cache *c)
+{
+    for (unsigned i = KT_CACHE_STRIPES; i > 0; i--)
+        pthread_rwlock_unlock(&c->stripe[i - 1].lock);
+}
 
 static uint64_t kt_cache_now(kt_cache *c)
 {
@@ -208,7 +253,11 @@ keytier_err kt_cache_new(const kt_cache_config *cfg, kt_cache **out)
     if (cfg->sync_ms && (!cfg->sync || !cfg->background))
         return kt_err(KEYTIER_E_CONFIG,
                       "cache sync needs a callback and the background thread");
-    c = calloc(1, sizeof *c);
+    /* aligned: each stripe on its own cache lines */
+    if (posix_memalign((void **)&c, 64, sizeof *c) != 0)
+        c = NULL;
+    else
+        memset(c, 0, sizeof *c);
     if (!c)
         return kt_err(KEYTIER_E_NOMEM, "cache");
     while (nb < cfg->max_entries && nb < (1u << 20))
@@ -221,7 +270,8 @@ keytier_err kt_cache_new(const kt_cache_config *cfg, kt_cache **out)
     c->nbuckets = nb;
     c->cfg = *cfg;
     c->page_size = (size_t)sysconf(_SC_PAGESIZE);
-    pthread_rwlock_init(&c->lock, NULL);
+    for (unsigned i = 0; i < KT_CACHE_STRIPES; i++)
+        pthread_rwlock_init(&c->stripe[i].lock, NULL);
     pthread_mutex_init(&c->tlock, NULL);
     pthread_mutex_init(&c->maintain_lock, NULL);
     {
@@ -265,7 +315,8 @@ void kt_cache_free(kt_cache *c)
     pthread_cond_destroy(&c->tcond);
     pthread_mutex_destroy(&c->tlock);
     pthread_mutex_destroy(&c->maintain_lock);
-    pthread_rwlock_destroy(&c->lock);
+    for (unsigned i = 0; i < KT_CACHE_STRIPES; i++)
+        pthread_rwlock_destroy(&c->stripe[i].lock);
     free(c->buckets);
     free(c);
 }
@@ -337,17 +388,17 @@ keytier_err kt_cache_put(kt_cache *c, const char *id, const kt_cache_tags *tags,
     for (int i = 0; i < KT_CACHE_ROOTS; i++)
         e->roots[i] = kt_strdup0(tags->roots[i], &ok);
     e->hash = h = kt_hash_str(id);
-    pthread_rwlock_wrlock(&c->lock);
+    kt_cache_wrlock(c);
     if (tags->epoch && *tags->epoch != atomic_load(&c->epoch)) {
         /* Invalidated since the caller read what it is caching. */
-        pthread_rwlock_unlock(&c->lock);
+        kt_cache_wrunlock(c);
         kt_centry_free(c, e);
         return KEYTIER_OK;
     }
     if (ok)
         e->key = kt_slot_get(c);
     if (!ok || !e->key) {
-        pthread_rwlock_unlock(&c->lock);
+        kt_cache_wrunlock(c);
         kt_centry_free(c, e);
         return kt_err(KEYTIER_E_NOMEM, "cache entry %s", id);
     }
@@ -365,7 +416,7 @@ keytier_err kt_cache_put(kt_cache *c, const char *id, const kt_cache_tags *tags,
     e->next = *pp;
     *pp = e;
     c->count++;
-    pthread_rwlock_unlock(&c->lock);
+    kt_cache_wrunlock(c);
     kt_cache_poke(c);
     return KEYTIER_OK;
 }
@@ -379,7 +430,7 @@ bool kt_cache_lookup(kt_cache *c, const char *id, unsigned char *out,
     kt_centry *e;
     bool hit = false, expired = false;
 
-    pthread_rwlock_rdlock(&c->lock);
+    kt_cache_stripe *st = kt_cache_rdlock(c);
     e = *kt_cache_slot_of(c, id, h);
     if (e && now < e->expires && e->len <= cap &&
         (!aux || e->aux_len == aux_len) &&
@@ -392,22 +443,22 @@ bool kt_cache_lookup(kt_cache *c, const char *id, unsigned char *out,
     } else if (e && now >= e->expires) {
         expired = true;
     }
-    pthread_rwlock_unlock(&c->lock);
+    pthread_rwlock_unlock(&st->lock);
     if (hit) {
-        atomic_fetch_add_explicit(&c->hits, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&st->hits, 1, memory_order_relaxed);
         return true;
     }
     if (count_miss)
-        atomic_fetch_add_explicit(&c->misses, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&st->misses, 1, memory_order_relaxed);
     if (expired) {
         /* Expired keys do not wait for the maintenance pass to be wiped. */
-        pthread_rwlock_wrlock(&c->lock);
+        kt_cache_wrlock(c);
         kt_centry **pp = kt_cache_slot_of(c, id, h);
         if (*pp && kt_cache_now(c) >= (*pp)->expires) {
             kt_cache_remove(c, pp);
             atomic_fetch_add(&c->evictions, 1);
         }
-        pthread_rwlock_unlock(&c->lock);
+        kt_cache_wrunlock(c);
     }
     return false;
 }
@@ -491,10 +542,10 @@ static size_t kt_cache_invalidate(kt_cache *c, kt_match_fn match,
 {
     size_t n;
 
-    pthread_rwlock_wrlock(&c->lock);
+    kt_cache_wrlock(c);
     atomic_fetch_add(&c->epoch, 1);
     n = kt_cache_sweep(c, match, what, NULL, false);
-    pthread_rwlock_unlock(&c->lock);
+    kt_cache_wrunlock(c);
     atomic_fetch_add(&c->invalidations, n);
     return n;
 }
@@ -567,7 +618,7 @@ size_t kt_cache_invalidate_root(kt_cache *c, const char *root_uri)
 
     if (!root_uri)
         return 0;
-    pthread_rwlock_wrlock(&c->lock);
+    kt_cache_wrlock(c);
     atomic_fetch_add(&c->epoch, 1);
     /* The entries tagged with the root, then every key of their DEPs
      * (tier keys carry their DEP, not the roots). */
@@ -576,7 +627,7 @@ size_t kt_cache_invalidate_root(kt_cache *c, const char *root_uri)
         n += kt_cache_sweep(c, kt_match_all, "", NULL, false);
     else if (deps.n)
         n += kt_cache_sweep(c, kt_match_dep_in, &deps, NULL, false);
-    pthread_rwlock_unlock(&c->lock);
+    kt_cache_wrunlock(c);
     kt_idset_free(&deps);
     atomic_fetch_add(&c->invalidations, n);
     return n;
@@ -590,7 +641,7 @@ size_t kt_cache_invalidate_tree(kt_cache *c, const char *id)
     if (!id)
         return 0;
     kt_idset_add(&ids, id);
-    pthread_rwlock_wrlock(&c->lock);
+    kt_cache_wrlock(c);
     atomic_fetch_add(&c->epoch, 1);
     n = kt_cache_sweep(c, kt_match_id, id, NULL, false);
     /* Level by level: the children of what was dropped, until none. */
@@ -610,7 +661,7 @@ size_t kt_cache_invalidate_tree(kt_cache *c, const char *id)
     }
     if (ids.failed)
         n += kt_cache_sweep(c, kt_match_all, "", NULL, false);
-    pthread_rwlock_unlock(&c->lock);
+    kt_cache_wrunlock(c);
     kt_idset_free(&ids);
     atomic_fetch_add(&c->invalidations, n);
     return n;
@@ -633,13 +684,13 @@ static void kt_cache_refresh_done(kt_cache *c, const kt_refresh_job *job,
     kt_centry **pp, *e;
     uint64_t now;
 
-    pthread_rwlock_wrlock(&c->lock);
+    kt_cache_wrlock(c);
     now = kt_cache_now(c);
     pp = kt_cache_slot_of(c, job->id, kt_hash_str(job->id));
     e = *pp;
     /* Invalidated or replaced while we were asking the token: drop it. */
     if (!e || e->gen != job->gen) {
-        pthread_rwlock_unlock(&c->lock);
+        kt_cache_wrunlock(c);
         return;
     }
     if (rv == CKR_OK && len > 0 && len <= KT_CACHE_KEY_MAX) {
@@ -679,7 +730,7 @@ static void kt_cache_refresh_done(kt_cache *c, const kt_refresh_job *job,
             dep = e->dep_id ? strdup(e->dep_id) : NULL;
         }
     }
-    pthread_rwlock_unlock(&c->lock);
+    kt_cache_wrunlock(c);
     if (!fire)
         return;
     atomic_fetch_add(&c->alerts, 1);
@@ -704,7 +755,7 @@ void kt_cache_maintain(kt_cache *c)
     uint64_t now;
 
     pthread_mutex_lock(&c->maintain_lock);
-    pthread_rwlock_wrlock(&c->lock);
+    kt_cache_wrlock(c);
     now = kt_cache_now(c);
     for (size_t b = 0; b < c->nbuckets; b++) {
         kt_centry **pp = &c->buckets[b];
@@ -731,7 +782,7 @@ void kt_cache_maintain(kt_cache *c)
                 free(jobs[njobs].dep_id);
         }
     }
-    pthread_rwlock_unlock(&c->lock);
+    kt_cache_wrunlock(c);
     /* Token calls happen unlocked: hits go on while a vault is slow. */
     for (size_t i = 0; i < njobs; i++) {
         unsigned char key[KT_CACHE_KEY_MAX];
@@ -752,7 +803,7 @@ static uint64_t kt_cache_next_due(kt_cache *c)
 {
     uint64_t due = UINT64_MAX;
 
-    pthread_rwlock_rdlock(&c->lock);
+    kt_cache_stripe *st = kt_cache_rdlock(c);
     for (size_t b = 0; b < c->nbuckets; b++)
         for (kt_centry *e = c->buckets[b]; e; e = e->next) {
             uint64_t t = e->expires;
@@ -766,7 +817,7 @@ static uint64_t kt_cache_next_due(kt_cache *c)
             if (t < due)
                 due = t;
         }
-    pthread_rwlock_unlock(&c->lock);
+    pthread_rwlock_unlock(&st->lock);
     return due;
 }
 
@@ -830,8 +881,11 @@ void kt_cache_count_fallback(kt_cache *c)
 
 void kt_cache_get_stats(kt_cache *c, kt_cache_stats *s)
 {
-    s->hits = atomic_load(&c->hits);
-    s->misses = atomic_load(&c->misses);
+    s->hits = s->misses = 0;
+    for (unsigned i = 0; i < KT_CACHE_STRIPES; i++) {
+        s->hits += atomic_load(&c->stripe[i].hits);
+        s->misses += atomic_load(&c->stripe[i].misses);
+    }
     s->refreshes = atomic_load(&c->refreshes);
     s->refresh_failures = atomic_load(&c->refresh_failures);
     s->fallbacks = atomic_load(&c->fallbacks);
@@ -840,7 +894,7 @@ void kt_cache_get_stats(kt_cache *c, kt_cache_stats *s)
     s->invalidations = atomic_load(&c->invalidations);
     s->locked_pages = atomic_load(&c->locked_pages);
     s->unlocked_pages = atomic_load(&c->unlocked_pages);
-    pthread_rwlock_rdlock(&c->lock);
+    kt_cache_stripe *st = kt_cache_rdlock(c);
     s->entries = c->count;
-    pthread_rwlock_unlock(&c->lock);
+    pthread_rwlock_unlock(&st->lock);
 }

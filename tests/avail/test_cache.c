@@ -486,6 +486,11 @@ START_TEST(test_concurrent_readers_and_writers)
     }
     for (int i = 0; i < 3; i++)
         pthread_join(th[i], NULL);
+    /* Each thread counts in its own stripe; the stats add them all up. */
+    kt_cache_stats st;
+    kt_cache_get_stats(c, &st);
+    ck_assert_uint_eq(st.hits, args[0].hits + args[1].hits + args[2].hits);
+    ck_assert_uint_eq(st.hits + st.misses, 3 * 20000);
     kt_cache_free(c);
 }
 END_TEST
