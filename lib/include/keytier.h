@@ -335,14 +335,18 @@ KEYTIER_API KEYTIER_MUST_CHECK keytier_err
 keytier_open(keytier_key *key, const void *aad, size_t aad_len, const void *env,
              size_t env_len, void *out, size_t out_cap, size_t *out_len);
 /* Streams from in_fd to out_fd until end of input.  Both stream calls
- * run a reader and a writer thread beside the caller's (which does the
- * cryptography) for the duration of the call, with about 4 MiB of
- * buffers (4 x the chunk size when that is larger).  Each chunk goes
- * through as soon as it is complete, so a slow pipe or socket is not held
- * back; a non-blocking in_fd is waited on (poll).  The helper threads
- * block all signals: a closed output pipe gives KEYTIER_E_IO ("write:
- * Broken pipe"), never SIGPIPE.  Read and write failures give
- * KEYTIER_E_IO naming the call and errno's text. */
+ * run a reader and a writer thread beside the caller's for the duration
+ * of the call, and the cryptography on the caller's thread plus up to
+ * stream_threads - 1 helpers (configuration; started only once read
+ * slots queue up), with about 6 MiB of buffers (6 x the chunk size when
+ * that is larger).  A regular file shorter than one slot (1 MiB) is done
+ * on the caller's thread alone.  Each chunk goes through as soon as it is
+ * complete, so a slow pipe or socket is not held back; a non-blocking
+ * in_fd is waited on (poll).  The helper threads block all signals and
+ * the caller's thread blocks SIGPIPE while it writes: a closed output
+ * pipe gives KEYTIER_E_IO ("write: Broken pipe"), never SIGPIPE.  Read and
+ * write failures give KEYTIER_E_IO naming the call and errno's text.  The
+ * output is the same whatever the number of threads. */
 KEYTIER_API KEYTIER_MUST_CHECK keytier_err keytier_seal_stream(
     keytier_key *key, const void *aad, size_t aad_len, int in_fd, int out_fd);
 /* Writes each chunk only after it authenticated.  A stream that ends
