@@ -296,6 +296,38 @@ static keytier_err kt_mkdirs(const char *path)
     return KEYTIER_OK;
 }
 
+/*
+ * Puts the file in WAL mode (a no-op when it is already).  The switch needs
+ * the file to itself, and when several processes open a fresh store at
+ * once SQLite may answer SQLITE_BUSY at once, without the busy handler,
+ * since waiting could deadlock two openers that both hold a shared lock.
+ * So a busy answer is retried after a short pause, up to the busy timeout.
+ * journal_mode returns the mode in force: WAL must really be on.
+ */
+static bool kt_enable_wal(struct kt_store *st)
+{
+    uint64_t until = kt_now_ns() + (uint64_t)KT_BUSY_TIMEOUT_MS * 1000000u;
+    for (;;) {
+        sqlite3_stmt *q = NULL;
+        int rc = sqlite3_prepare_v2(st->db, "PRAGMA journal_mode=WAL", -1, &q,
+                                    NULL);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_step(q);
+        const unsigned char *mode =
+            rc == SQLITE_ROW ? sqlite3_column_text(q, 0) : NULL;
+        bool wal = mode != NULL && strcmp((const char *)mode, "wal") == 0;
+        sqlite3_finalize(q);
+        if (wal)
+            return true;
+        if (((rc & 0xff) != SQLITE_BUSY && (rc & 0xff) != SQLITE_LOCKED) ||
+            kt_now_ns() >= until)
+            return false;
+        /* 1-4 ms, varied so that the openers do not retry in step */
+        struct timespec pause = {0, (long)(1000000 + kt_now_ns() % 3000000)};
+        nanosleep(&pause, NULL);
+    }
+}
+
 keytier_err kt_store_open(const char *path, struct kt_store **out)
 {
     keytier_err e = kt_mkdirs(path);
@@ -326,17 +358,10 @@ keytier_err kt_store_open(const char *path, struct kt_store **out)
         goto fail;
     }
     sqlite3_busy_timeout(st->db, KT_BUSY_TIMEOUT_MS);
-    sqlite3_stmt *q = NULL;
-    /* journal_mode returns the mode in force: WAL must really be on. */
-    if (sqlite3_prepare_v2(st->db, "PRAGMA journal_mode=WAL", -1, &q, NULL) !=
-            SQLITE_OK ||
-        sqlite3_step(q) != SQLITE_ROW ||
-        strcmp((const char *)sqlite3_column_text(q, 0), "wal") != 0) {
-        sqlite3_finalize(q);
+    if (!kt_enable_wal(st)) {
         e = kt_store_fail(st, "cannot enable WAL");
         goto fail;
     }
-    sqlite3_finalize(q);
     if (kt_exec(st, "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON") !=
         SQLITE_OK) {
         e = kt_store_fail(st, path);

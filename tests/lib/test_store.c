@@ -242,6 +242,54 @@ START_TEST(multi_row_changes_are_atomic)
 }
 END_TEST
 
+/* Processes opening one store at once, fresh (all race to create the
+ * schema and switch it to WAL) and existing (a closing connection may be
+ * checkpointing): every open succeeds.  SQLite answers the WAL switch
+ * with SQLITE_BUSY without waiting when two openers deadlock on it; the
+ * audit-anchor suite met that once as "cannot enable WAL: database is
+ * locked". */
+START_TEST(processes_open_one_store_at_once)
+{
+    enum { PROCS = 16, ROUNDS = 20, OPENS = 3 };
+    for (int round = 0; round < ROUNDS; round++) {
+        char fresh[200];
+        int gate[2];
+        pid_t pids[PROCS];
+        snprintf(fresh, sizeof fresh, "%s/race-%d/k.db", dir, round);
+        ck_assert_int_eq(pipe(gate), 0);
+        for (int p = 0; p < PROCS; p++) {
+            pids[p] = fork();
+            ck_assert_int_ge(pids[p], 0);
+            if (pids[p] == 0) {
+                char b;
+                close(gate[1]);
+                if (read(gate[0], &b, 1) != 0) /* EOF: all start together */
+                    _exit(3);
+                for (int i = 0; i < OPENS; i++) {
+                    struct kt_store *cs;
+                    if (kt_store_open(fresh, &cs) != KEYTIER_OK) {
+                        fprintf(stderr, "open %d: %s\n", i,
+                                keytier_last_error_detail());
+                        _exit(1);
+                    }
+                    kt_store_close(cs);
+                }
+                _exit(0);
+            }
+        }
+        close(gate[0]);
+        close(gate[1]);
+        for (int p = 0; p < PROCS; p++) {
+            int status;
+            ck_assert_int_eq(waitpid(pids[p], &status, 0), pids[p]);
+            ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+                          "round %d: process %d failed to open the store",
+                          round, p);
+        }
+    }
+}
+END_TEST
+
 START_TEST(processes_share_the_store)
 {
     /* 4 processes each try to add 10 DEPs for one tenant (limit 25) and 50
@@ -430,6 +478,7 @@ int main(void)
     tcase_add_test(tc, newer_schema_refused);
     tcase_add_test(tc, multi_row_changes_are_atomic);
     tcase_add_test(tc, processes_share_the_store);
+    tcase_add_test(tc, processes_open_one_store_at_once);
     tcase_add_test(tc, killed_mid_write_keeps_whole_deps);
     tcase_add_test(tc, audit_anchor_never_moves_back);
     suite_add_tcase(s, tc);
