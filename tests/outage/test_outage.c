@@ -898,6 +898,65 @@ START_TEST(create_with_a_frozen_vault)
 }
 END_TEST
 
+/* A roll during an outage (DESIGN.md §2 "Roll"; the DEP key is read
+ * through the customer keys only).  B frozen: rolling A reads through A
+ * and succeeds.  A frozen: rolling A reads through B, then the wrap under
+ * the new root on A misses the administration deadline: the roll fails
+ * naming A and changes nothing (root, state; reads go on through B with no
+ * fallback).  Thawed, the same roll succeeds and the new root serves
+ * alone. */
+static keytier_err roll_a(const char *dep_id, const char *label,
+                          keytier_dep_info *after)
+{
+    return keytier_dep_roll(ctx, "org-1", dep_id, KEYTIER_ROOT_A,
+                            uri("VaultA", label), after);
+}
+
+START_TEST(roll_with_a_frozen_vault)
+{
+    keytier_dep_info d, after, shown;
+    keytier_err e = KEYTIER_E_UNAVAILABLE;
+
+    root_create(addr_a, "VaultA", "rootA2");
+    root_create(addr_a, "VaultA", "rootA3");
+    ctx_open("avail.cache_ttl_ms = 0\n" ADMIN_DEADLINE);
+    dep_create("rootA", "rootB", &d);
+
+    server_signal(pid_b, SIGSTOP);
+    assert_ok(roll_a(d.dep_id, "rootA2", &after));
+    ck_assert_str_eq(after.root_uri[KEYTIER_ROOT_A], uri("VaultA", "rootA2"));
+    server_signal(pid_b, SIGCONT);
+
+    server_signal(pid_a, SIGSTOP);
+    ck_assert_int_eq(roll_a(d.dep_id, "rootA3", &after),
+                     KEYTIER_E_UNAVAILABLE);
+    fprintf(stderr, "roll with VaultA frozen: %s\n",
+            keytier_last_error_detail());
+    assert_detail_has("VaultA");
+    assert_ok(keytier_dep_show(ctx, "org-1", d.dep_id, &shown));
+    ck_assert_str_eq(shown.root_uri[KEYTIER_ROOT_A], uri("VaultA", "rootA2"));
+    ck_assert_int_eq(shown.state, after.state);
+    assert_ok(read_dep(&user, d.dep_id, NULL)); /* through B */
+    ck_assert_uint_eq(stats().fallbacks, 0);
+    server_signal(pid_a, SIGCONT);
+
+    /* thawed: bounded wait for A's late calls, then the roll goes through */
+    for (int i = 0; i < 100 && e == KEYTIER_E_UNAVAILABLE; i++) {
+        e = roll_a(d.dep_id, "rootA3", &after);
+        if (e == KEYTIER_E_UNAVAILABLE)
+            usleep(100000);
+    }
+    assert_ok(e);
+    ck_assert_str_eq(after.root_uri[KEYTIER_ROOT_A], uri("VaultA", "rootA3"));
+    server_signal(pid_b, SIGSTOP);
+    assert_ok(read_dep(&user, d.dep_id, NULL)); /* through A's new root */
+    server_signal(pid_b, SIGCONT);
+    ck_assert_uint_eq(stats().fallbacks, 0);
+    ck_assert_int_eq(audit_count("Fallback to availability key", NULL), 0);
+    ck_assert_int_eq(audit_count("Customer key rolled", NULL), 2);
+}
+END_TEST
+
 START_TEST(healthy_dep_while_unrelated_vault_frozen)
 {
     keytier_dep_info d, dl;
@@ -1035,6 +1094,7 @@ int main(void)
     tcase_add_test(tc, healthy_then_cached);
     tcase_add_test(tc, vault_a_frozen_b_answers);
     tcase_add_test(tc, both_frozen_availability_key_then_thawed);
+    tcase_add_test(tc, roll_with_a_frozen_vault);
     tcase_add_test(tc, files_workload_outage);
     tcase_add_test(tc, cache_refresh_alert_while_vaults_down);
     tcase_add_test(tc, revoked_on_both_vaults);
