@@ -5,7 +5,6 @@
  * Nothing here asserts a duration: only outcomes and the order of events.
  */
 #include <check.h>
-#include <dirent.h>
 #include <errno.h>
 #include <pthread.h>
 #include <semaphore.h>
@@ -15,6 +14,7 @@
 #include <unistd.h>
 
 #include "call_pool.h"
+#include "testenv.h"
 
 typedef struct stats {
     atomic_int runs, accepts, discards, releases;
@@ -211,20 +211,6 @@ static void t_accept_worker(void *p, CK_RV rv)
     t_accept(c, rv);
 }
 
-/* Threads of this process (entries of /proc/self/task). */
-static int thread_count(void)
-{
-    DIR *d = opendir("/proc/self/task");
-    struct dirent *e;
-    int n = 0;
-
-    ck_assert_ptr_nonnull(d);
-    while ((e = readdir(d)) != NULL)
-        if (e->d_name[0] != '.')
-            n++;
-    closedir(d);
-    return n;
-}
 
 static CK_RV t_run_slow(void *p)
 {
@@ -251,10 +237,10 @@ START_TEST(test_free_joins_returning_worker)
     c.run = t_run_slow;
     ck_assert_uint_eq(kt_pool_post(pool, &c), CKR_OK);
     wait_sem(&st.started, 1);
-    int during = thread_count(); /* the worker, inside its call */
+    int during = testenv_thread_count(); /* the worker, inside its call */
     kt_pool_free(pool);
     ck_assert_int_eq(st.releases, 1);
-    ck_assert_int_eq(thread_count(), during - 1);
+    ck_assert_int_eq(testenv_thread_count(), during - 1);
 }
 END_TEST
 

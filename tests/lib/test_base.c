@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "kt_base.h"
+#include "testenv.h"
 
 START_TEST(error_table_is_complete)
 {
@@ -242,9 +243,5 @@ int main(void)
     tcase_add_test(tc, logger_writes_calls_and_events);
     tcase_add_test(tc, array_reserve_grows_and_refuses_overflow);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return testenv_run(s);
 }

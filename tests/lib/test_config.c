@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "kt_lib.h"
+#include "testenv.h"
 
 static char dir[] = "/tmp/kt-conf-XXXXXX";
 static char path[300];
@@ -225,9 +226,5 @@ int main(void)
     tcase_add_test(tc, pin_sources);
     tcase_add_test(tc, ctx_open_errors);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return testenv_run(s);
 }

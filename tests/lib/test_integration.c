@@ -272,9 +272,5 @@ int main(void)
     tcase_add_test(tc, threads_share_one_context);
     tcase_add_test(tc, rsa_roots_on_keytier);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return testenv_run(s);
 }

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "kt_lib.h"
+#include "testenv.h"
 
 static char dir[64];
 static char path[128];
@@ -482,9 +483,5 @@ int main(void)
     tcase_add_test(tc, killed_mid_write_keeps_whole_deps);
     tcase_add_test(tc, audit_anchor_never_moves_back);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return testenv_run(s);
 }

@@ -7,7 +7,6 @@
  * a duration).
  */
 #include <check.h>
-#include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -19,6 +18,7 @@
 
 #include "keytier.h"
 #include "stream.h"
+#include "testenv.h"
 
 #define UNIT       100
 #define SLOT_UNITS 4
@@ -32,20 +32,6 @@ struct tstate {
     atomic_int max_threads; /* most threads of the process seen in fn */
 };
 
-/* Threads of this process (entries of /proc/self/task). */
-static int thread_count(void)
-{
-    DIR *d = opendir("/proc/self/task");
-    struct dirent *e;
-    int n = 0;
-
-    ck_assert_ptr_nonnull(d);
-    while ((e = readdir(d)) != NULL)
-        if (e->d_name[0] != '.')
-            n++;
-    closedir(d);
-    return n;
-}
 
 static void nap_ms(long ms)
 {
@@ -69,7 +55,7 @@ static keytier_err t_copy(void *arg, unsigned worker, struct kt_stream_slot *sl,
 
     atomic_fetch_or(&t->workers_seen, 1u << worker);
     atomic_fetch_add(&t->slots, 1);
-    int threads = thread_count();
+    int threads = testenv_thread_count();
     if (threads > atomic_load(&t->max_threads))
         atomic_store(&t->max_threads, threads);
     if (sl->first_unit != sl->seq * SLOT_UNITS)
@@ -266,7 +252,8 @@ START_TEST(small_file_without_threads)
     struct tstate t;
     size_t w;
 
-    int base = thread_count(); /* 1, or 2 with a sanitizer's own thread */
+    /* 1, or 2 with a sanitizer's own thread */
+    int base = testenv_thread_count();
     tstate_init(&t);
     ck_assert_int_eq(run(&t, SLOT_UNITS - 1, 4, &w), KEYTIER_OK);
     ck_assert_uint_eq(w, (SLOT_UNITS - 1) * UNIT);
@@ -325,7 +312,7 @@ END_TEST
 START_TEST(small_file_to_closed_pipe)
 {
     struct tstate t;
-    int in = input_units(2), p[2], base = thread_count();
+    int in = input_units(2), p[2], base = testenv_thread_count();
     sigset_t pending;
 
     ck_assert_int_eq(pipe(p), 0);
@@ -357,9 +344,5 @@ int main(void)
     tcase_add_test(tc, small_file_offset_and_failure);
     tcase_add_test(tc, small_file_to_closed_pipe);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? 0 : 1;
+    return testenv_run(s);
 }

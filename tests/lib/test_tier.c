@@ -439,9 +439,5 @@ int main(void)
     tcase_add_test(tc, dep_copy_moved_between_deps);
     tcase_add_test(tc, dep_copy_tamper);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return testenv_run(s);
 }

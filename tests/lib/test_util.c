@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "kt_lib.h"
+#include "testenv.h"
 
 START_TEST(uuid_roundtrip)
 {
@@ -75,9 +76,5 @@ int main(void)
     tcase_add_test(tc, hkdf_rfc5869_case3);
     tcase_add_test(tc, text_and_copies);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return testenv_run(s);
 }

@@ -7,6 +7,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include <check.h>
+
 #include "keytier.h"
 
 struct testenv {
@@ -60,5 +62,11 @@ keytier_ctx *testenv_ctx(struct testenv *t);
 
 /* "pkcs11:token=T;object=L" */
 const char *testenv_uri(const char *token, const char *label);
+
+/* Runs every test of s (forked, libcheck's default); the process's exit
+ * status: 0 when all passed. */
+int testenv_run(Suite *s);
+/* Threads of this process now (entries of /proc/self/task). */
+int testenv_thread_count(void);
 
 #endif
