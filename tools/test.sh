@@ -1,24 +1,38 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what is missing, builds twice (plain, and
 # with AddressSanitizer + UndefinedBehaviorSanitizer) and runs every suite in
-# both. Idempotent; exits non-zero if any test fails, times out or is skipped
+# both; then builds with ThreadSanitizer and runs the suites whose every
+# process is ours (module, lib, avail, lifecycle, fuzz: interop, outage and
+# cli load the module into pkcs11-tool, openssl or p11-kit, which cannot
+# load a TSan-built library, and outage leaks a context on purpose).
+# Idempotent; exits non-zero if any test fails, times out or is skipped
 # (every peer a test needs is installed by tools/deps.sh, so a skip would
-# hide an untested path).
+# hide an untested path).  Arguments (test names) go to meson test; with
+# arguments the TSan pass is left out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/deps.sh
 
 tools/build.sh build
 tools/build.sh build-san -Db_sanitize=address,undefined -Db_lundef=false
+tsan=()
+if [ $# -eq 0 ]; then
+  tools/build.sh build-tsan -Db_sanitize=thread -Db_lundef=false
+  tsan=(build-tsan)
+fi
 
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:strict_string_checks=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
+export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1}
 
 total_ok=0 total_fail=0 total_skip=0
-for dir in build build-san; do
+for dir in build build-san "${tsan[@]}"; do
   echo "== meson test ($dir)"
+  args=("$@")
+  [ "$dir" = build-tsan ] &&
+    args=(--suite module --suite lib --suite avail --suite lifecycle --suite fuzz)
   set +e
-  meson test -C "$dir" --print-errorlogs --num-processes 2 "$@" | tee "$dir/test-summary.txt"
+  meson test -C "$dir" --print-errorlogs --num-processes 2 "${args[@]}" | tee "$dir/test-summary.txt"
   set -e
   ok=$(awk '/^Ok:/{print $2}' "$dir/test-summary.txt")
   fail=$(awk '/^(Fail|Unexpected Pass|Timeout):/{s+=$NF} END{print s+0}' "$dir/test-summary.txt")
