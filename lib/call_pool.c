@@ -327,8 +327,8 @@ void kt_pool_free(kt_pool *pool)
 
     if (!pool)
         return;
-    unsigned wait_ms = pool->config.free_wait_ms ? pool->config.free_wait_ms
-                                                 : 1000;
+    unsigned wait_ms =
+        pool->config.free_wait_ms ? pool->config.free_wait_ms : 1000;
     uint64_t until = kt_now_ns() + (uint64_t)wait_ms * 1000000u;
 
     pthread_mutex_lock(&pool->lock);

@@ -530,8 +530,8 @@ struct kt_stream_state {
 
 /* The chunk context of a transform worker; its cipher context is taken on
  * the worker's first slot (worker 0's before the stream starts). */
-static const struct kt_chunk_ctx *kt_stream_chunk_ctx(struct kt_stream_state *st,
-                                                      unsigned worker)
+static const struct kt_chunk_ctx *
+kt_stream_chunk_ctx(struct kt_stream_state *st, unsigned worker)
 {
     struct kt_chunk_ctx *k = &st->k[worker];
     if (k->c == NULL) {

@@ -309,8 +309,8 @@ static bool kt_enable_wal(struct kt_store *st)
     uint64_t until = kt_now_ns() + (uint64_t)KT_BUSY_TIMEOUT_MS * 1000000u;
     for (;;) {
         sqlite3_stmt *q = NULL;
-        int rc = sqlite3_prepare_v2(st->db, "PRAGMA journal_mode=WAL", -1, &q,
-                                    NULL);
+        int rc =
+            sqlite3_prepare_v2(st->db, "PRAGMA journal_mode=WAL", -1, &q, NULL);
         if (rc == SQLITE_OK)
             rc = sqlite3_step(q);
         const unsigned char *mode =

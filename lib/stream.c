@@ -355,7 +355,7 @@ static void kt_stream_grow(struct kt_stream *s)
     if (rc == 0)
         s->n_helpers++;
     else
-        s->workers = s->n_helpers + 1; /* do not try again */
+        s->workers = s->n_helpers + 1;     /* do not try again */
     pthread_cond_broadcast(&s->slot_read); /* kt_stream_run may wait */
     pthread_mutex_unlock(&s->mu);
 }

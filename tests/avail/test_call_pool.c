@@ -211,7 +211,6 @@ static void t_accept_worker(void *p, CK_RV rv)
     t_accept(c, rv);
 }
 
-
 static CK_RV t_run_slow(void *p)
 {
     CK_RV rv = t_run(p);

@@ -24,14 +24,14 @@
 #define SLOT_UNITS 4
 
 struct tstate {
-    uint64_t fail_a, fail_b; /* units whose transform fails (UINT64_MAX: none) */
-    uint64_t slow_seq;       /* this slot's transform sleeps longer */
+    /* units whose transform fails (UINT64_MAX: none) */
+    uint64_t fail_a, fail_b;
+    uint64_t slow_seq; /* this slot's transform sleeps longer */
     atomic_uint workers_seen; /* bit per worker index */
     atomic_int bad_position;  /* a slot's first_unit or content was wrong */
     atomic_int slots;
     atomic_int max_threads; /* most threads of the process seen in fn */
 };
-
 
 static void nap_ms(long ms)
 {
@@ -106,8 +106,7 @@ static int input_units(uint64_t n)
 /* Runs the pipeline from n units with `workers` workers; returns its
  * result and the bytes it wrote (checked to be units 0, 1, 2 ... in
  * order). */
-static keytier_err run_fds(struct tstate *t, int in, int out,
-                           unsigned workers)
+static keytier_err run_fds(struct tstate *t, int in, int out, unsigned workers)
 {
     struct kt_stream_cfg cfg = {.in_fd = in,
                                 .out_fd = out,
@@ -205,8 +204,7 @@ START_TEST(first_failure_in_stream_order)
         t.fail_a = 10 * SLOT_UNITS + 2;
         t.fail_b = 12 * SLOT_UNITS + 1;
         t.slow_seq = 10;
-        ck_assert_int_eq(run(&t, 40 * SLOT_UNITS, workers, &w),
-                         KEYTIER_E_AUTH);
+        ck_assert_int_eq(run(&t, 40 * SLOT_UNITS, workers, &w), KEYTIER_E_AUTH);
         ck_assert_str_eq(keytier_last_error_detail(),
                          "authentication failed: data altered or wrong key: "
                          "unit 42");

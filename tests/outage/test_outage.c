@@ -928,8 +928,7 @@ START_TEST(roll_with_a_frozen_vault)
     server_signal(pid_b, SIGCONT);
 
     server_signal(pid_a, SIGSTOP);
-    ck_assert_int_eq(roll_a(d.dep_id, "rootA3", &after),
-                     KEYTIER_E_UNAVAILABLE);
+    ck_assert_int_eq(roll_a(d.dep_id, "rootA3", &after), KEYTIER_E_UNAVAILABLE);
     fprintf(stderr, "roll with VaultA frozen: %s\n",
             keytier_last_error_detail());
     assert_detail_has("VaultA");
