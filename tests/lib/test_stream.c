@@ -26,7 +26,7 @@
 struct tstate {
     /* units whose transform fails (UINT64_MAX: none) */
     uint64_t fail_a, fail_b;
-    uint64_t slow_seq; /* this slot's transform sleeps longer */
+    uint64_t slow_seq;        /* this slot's transform sleeps longer */
     atomic_uint workers_seen; /* bit per worker index */
     atomic_int bad_position;  /* a slot's first_unit or content was wrong */
     atomic_int slots;
