@@ -644,6 +644,7 @@ KEYTIER_API keytier_err keytier_status_get(keytier_ctx *ctx, const char *tenant,
         kt_strlcpy(out->policy_id, d->policy_id, sizeof out->policy_id);
         kt_strlcpy(out->key_id, r.key_id, sizeof out->key_id);
         out->dep_state = (keytier_dep_state)d->state;
+        kt_strlcpy(out->dep_name, d->name, sizeof out->dep_name);
     }
     free(d);
     return e;

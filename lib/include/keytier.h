@@ -305,6 +305,8 @@ typedef struct keytier_status {
     char policy_id[KEYTIER_ID_SIZE];
     char key_id[KEYTIER_ID_SIZE];
     keytier_dep_state dep_state;
+    /* The DEP's name given at creation; "" when it has none. */
+    char dep_name[KEYTIER_DEP_NAME_MAX + 1];
 } keytier_status;
 
 KEYTIER_API KEYTIER_MUST_CHECK keytier_err

@@ -208,6 +208,13 @@ assert_eq "$policy" "$(jf .policy_id <<<"$s")"
 assert_eq "$mkey" "$(jf .key_id <<<"$s")"
 assert_eq registered "$(jf .dep_state <<<"$s")"
 assert_eq Exchange "$(jf .workload <<<"$s")"
+assert_eq null "$(jq -r .dep_name <<<"$s")" "an unnamed DEP: dep_name is null"
+expect_ok kt mailbox create --tenant globex --dep "$gdep" gina
+expect_ok kt --json status --tenant globex --mailbox gina
+assert_eq "$name" "$(jf .dep_name <<<"$KT_LAST_OUTPUT")"
+assert_eq "$gdep" "$(jf .dep_id <<<"$KT_LAST_OUTPUT")"
+expect_ok kt status --tenant globex --mailbox gina
+assert_eq "mailbox 'gina' (Exchange): encrypted under DEP $gdep '$name' (policy $gpolicy), DEP registered" "$KT_LAST_OUTPUT"
 expect_ok kt status --tenant acme --mailbox alice
 assert_eq "mailbox 'alice' (Exchange): encrypted under DEP $dep (policy $policy), DEP registered" "$KT_LAST_OUTPUT"
 expect_ok kt --json status --tenant acme --mailbox nobody

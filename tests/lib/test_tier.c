@@ -321,6 +321,20 @@ START_TEST(status_and_disabled_dep)
     ck_assert_str_eq(st.policy_id, mail1.policy_id);
     ck_assert_str_eq(st.key_id, alice);
     ck_assert_int_eq(st.dep_state, KEYTIER_DEP_REGISTERED);
+    ck_assert_str_eq(st.dep_name, ""); /* created without a name */
+    /* A named DEP's name comes with the status. */
+    keytier_dep_info named;
+    char bob[KEYTIER_ID_SIZE];
+    assert_err(keytier_dep_create_named(ctx, "org-1", "Exchange", URI_A,
+                                        URI_B, "Mail EU", &named),
+               KEYTIER_OK);
+    keytier_key *nd = dep_key(&named);
+    assert_err(keytier_key_create(nd, "bob", bob), KEYTIER_OK);
+    keytier_key_close(nd);
+    assert_err(keytier_status_get(ctx, "org-1", "Exchange", "bob", &st),
+               KEYTIER_OK);
+    ck_assert_str_eq(st.dep_id, named.dep_id);
+    ck_assert_str_eq(st.dep_name, "Mail EU");
     /* Per tenant and workload. */
     assert_err(keytier_status_get(ctx, "org-2", "Exchange", "alice", &st),
                KEYTIER_OK);

@@ -199,8 +199,17 @@ static int cmd_status(struct cli *cli, int argc, char **argv)
             cli_json_str(o, "policy_id", st.policy_id);
             cli_json_str(o, "key_id", st.key_id);
             cli_json_str(o, "dep_state", cli_dep_state_name(st.dep_state));
+            if (st.dep_name[0] != '\0')
+                cli_json_str(o, "dep_name", st.dep_name);
+            else
+                json_object_object_add(o, "dep_name", NULL); /* no name */
         }
         cli_json_put(o);
+    } else if (st.encrypted && st.dep_name[0] != '\0') {
+        printf("%s '%s' (%s): encrypted under DEP %s '%s' (policy %s), "
+               "DEP %s\n",
+               kind, name, wl, st.dep_id, st.dep_name, st.policy_id,
+               cli_dep_state_name(st.dep_state));
     } else if (st.encrypted) {
         printf("%s '%s' (%s): encrypted under DEP %s (policy %s), DEP %s\n",
                kind, name, wl, st.dep_id, st.policy_id,
