@@ -48,7 +48,6 @@ struct kt_pool {
     kt_job *head, *tail; /* queued jobs, oldest first */
     kt_tok *toks;
     unsigned threads, idle;
-    unsigned busy; /* workers inside a call */
     /* Workers are joinable: kt_pool_free joins those that leave while it
      * waits (their thread teardown included); later ones detach. */
     pthread_t *exited;
@@ -247,7 +246,6 @@ static void *kt_worker_main(void *arg)
         }
         job->state = KT_JOB_RUNNING;
         job->tok->running++;
-        pool->busy++;
         pthread_mutex_unlock(&pool->lock);
 
         CK_RV rv = job->call.run(job->call.ctx);
@@ -256,7 +254,6 @@ static void *kt_worker_main(void *arg)
         pthread_mutex_lock(&pool->lock);
         job->rv = rv;
         job->state = KT_JOB_DONE;
-        pool->busy--;
         job->tok->running--;
         if (job->abandoned)
             job->tok->hung--;

@@ -34,9 +34,9 @@
  * whose reader has gone gives EPIPE (KEYTIER_E_IO) instead of a SIGPIPE
  * that would kill the caller's process.
  *
- * A regular file whose rest fits one slot skips the pipeline: it is read,
- * transformed (worker 0) and written on the caller's thread with SIGPIPE
- * blocked for the write, with the same results and guarantees.
+ * A regular file whose rest is shorter than a slot skips the pipeline: it
+ * is read, transformed (worker 0) and written on the caller's thread with
+ * SIGPIPE blocked for the write, with the same results and guarantees.
  */
 #ifndef KT_STREAM_H
 #define KT_STREAM_H
@@ -52,9 +52,9 @@
 #define KT_STREAM_WORKERS_MAX 8
 
 struct kt_stream_slot {
-    uint64_t seq;   /* 0, 1, 2 ... in stream order */
+    uint64_t seq;        /* 0, 1, 2 ... in stream order */
     uint64_t first_unit; /* whole units in the slots before this one */
-    uint8_t *buf;   /* in: bytes read from in_fd */
+    uint8_t *buf;        /* in: bytes read from in_fd */
     size_t len;     /* in: bytes read: whole units unless eof or read_errno */
     bool eof;       /* in: end of input was reached after len bytes */
     int read_errno; /* in: nonzero when reading failed after len bytes */

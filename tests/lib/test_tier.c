@@ -325,8 +325,8 @@ START_TEST(status_and_disabled_dep)
     /* A named DEP's name comes with the status. */
     keytier_dep_info named;
     char bob[KEYTIER_ID_SIZE];
-    assert_err(keytier_dep_create_named(ctx, "org-1", "Exchange", URI_A,
-                                        URI_B, "Mail EU", &named),
+    assert_err(keytier_dep_create_named(ctx, "org-1", "Exchange", URI_A, URI_B,
+                                        "Mail EU", &named),
                KEYTIER_OK);
     keytier_key *nd = dep_key(&named);
     assert_err(keytier_key_create(nd, "bob", bob), KEYTIER_OK);
