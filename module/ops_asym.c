@@ -474,6 +474,27 @@ out:
 
 /* ---- C_CreateObject of keys and certificates ------------------------ */
 
+/* CKA_SERIAL_NUMBER is the DER INTEGER (PKCS#11 v2.40 §4.6.3). Java's
+ * SunPKCS11 keystore passes only the INTEGER's content octets
+ * (BigInteger.toByteArray()); those name the same serial, so they are
+ * accepted and stored in the DER form the specification gives. */
+static CK_RV serial_match(kt_attrs *a, const kt_ossl_buf *der)
+{
+    const CK_ATTRIBUTE *cur = kt_attrs_find(a, CKA_SERIAL_NUMBER);
+    size_t hdr = 0;
+    if (der->len >= 2 && der->data[1] < 0x80)
+        hdr = 2;
+    else if (der->len >= 3 && der->data[1] == 0x81)
+        hdr = 3;
+    else if (der->len >= 4 && der->data[1] == 0x82)
+        hdr = 4;
+    if (cur != NULL && cur->ulValueLen > 0 && hdr > 0 &&
+        cur->ulValueLen == der->len - hdr &&
+        memcmp(cur->pValue, der->data + hdr, der->len - hdr) == 0)
+        return kt_attrs_set(a, CKA_SERIAL_NUMBER, der->data, der->len);
+    return set_or_match(a, CKA_SERIAL_NUMBER, der);
+}
+
 static CK_RV complete_cert(kt_attrs *a)
 {
     CK_CERTIFICATE_TYPE type = 0;
@@ -494,7 +515,7 @@ static CK_RV complete_cert(kt_attrs *a)
     if (rv == CKR_OK)
         rv = set_or_match(a, CKA_ISSUER, &f.issuer);
     if (rv == CKR_OK)
-        rv = set_or_match(a, CKA_SERIAL_NUMBER, &f.serial);
+        rv = serial_match(a, &f.serial);
     kt_cert_fields_free(&f);
     return rv;
 }

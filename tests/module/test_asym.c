@@ -845,6 +845,26 @@ START_TEST(test_import_cert_and_data)
     t2[3].ulValueLen = (CK_ULONG)dl - 1;
     RV(CKR_ATTRIBUTE_VALUE_INVALID, P->C_CreateObject(s, t2, N(t2), &h));
 
+    /* Java's SunPKCS11 gives CKA_SERIAL_NUMBER as the INTEGER's content
+     * octets: accepted for the same serial and stored as the DER INTEGER;
+     * another serial in either form is inconsistent. */
+    unsigned char raw77 = 77, raw78 = 78, der78[] = {0x02, 0x01, 78};
+    CK_ATTRIBUTE t3[] = {{CKA_CLASS, &cls, sizeof(cls)},
+                         {CKA_CERTIFICATE_TYPE, &ct, sizeof(ct)},
+                         {CKA_SERIAL_NUMBER, &raw77, 1},
+                         {CKA_VALUE, der, (CK_ULONG)dl}};
+    RV(CKR_OK, P->C_CreateObject(s, t3, N(t3), &h));
+    a = attr(h, CKA_SERIAL_NUMBER, &len, NULL);
+    ck_assert_uint_eq(len, 3);
+    ck_assert_int_eq(a[0], 0x02);
+    ck_assert_int_eq(a[2], 77);
+    free(a);
+    t3[2].pValue = &raw78;
+    RV(CKR_TEMPLATE_INCONSISTENT, P->C_CreateObject(s, t3, N(t3), &h));
+    t3[2].pValue = der78;
+    t3[2].ulValueLen = sizeof(der78);
+    RV(CKR_TEMPLATE_INCONSISTENT, P->C_CreateObject(s, t3, N(t3), &h));
+
     /* CKO_DATA */
     CK_OBJECT_CLASS dc = CKO_DATA;
     CK_ATTRIBUTE dt[] = {{CKA_CLASS, &dc, sizeof(dc)},
