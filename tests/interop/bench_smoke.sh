@@ -36,7 +36,7 @@ assert_contains "$out" "targets (issues 3 and 4)" "report"
 [ -z "$(find "$KT_TMP" -maxdepth 1 -name 'kt-bench.*')" ] ||
     kt_fail "kt-bench left its token dir behind"
 
-rows=("AES-256 keygen (session key)" "wrap AES-256, RFC 5649, token root"
+rows=("login + logout (user PIN)" "AES-256 keygen (session key)" "wrap AES-256, RFC 5649, token root"
     "unwrap AES-256, RFC 5649, token root" "AES-256-GCM encrypt 4 KiB"
     "create token object (durable)" "find by label among 3"
     "find by label among 6" "unwrap RFC 5649, 1 thread"

@@ -93,6 +93,7 @@ typedef struct kt_bench_row {
 } kt_bench_row;
 
 enum {
+    ROW_LOGIN,
     ROW_KEYGEN,
     ROW_WRAP,
     ROW_UNWRAP,
@@ -705,6 +706,32 @@ static bool kt_bench_op_gcm(kt_bench_mod *m, CK_SESSION_HANDLE s, void *ctx,
         return false;
     }
     return true;
+}
+
+/* One user login and logout on the benchmark's session: the PIN KDF
+ * (keytier: scrypt at --kdf-cost; SoftHSM2: its own PBKDF2), the retry
+ * counter's store writes, and unsealing or resealing what logging in opens. */
+static bool kt_bench_op_login(kt_bench_mod *m, CK_SESSION_HANDLE s, void *ctx,
+                              unsigned long i)
+{
+    (void)ctx, (void)i;
+    return KT_CK(m, C_Login(s, CKU_USER, (CK_UTF8CHAR *)KT_BENCH_USER_PIN,
+                            strlen(KT_BENCH_USER_PIN))) &&
+           KT_CK(m, C_Logout(s));
+}
+
+static void kt_bench_login(kt_bench_mod *m, int col, const kt_bench_opts *o)
+{
+    double r;
+
+    if (!kt_bench_selected(o, "login"))
+        return;
+    kt_bench_row_use(ROW_LOGIN, "login + logout (user PIN)");
+    kt_bench_progress("%s: login", m->name);
+    if (!KT_CK(m, C_Logout(m->sess)))
+        return;
+    r = kt_bench_loop(m, m->sess, kt_bench_op_login, NULL, o, NULL);
+    kt_bench_row_set(ROW_LOGIN, col, r, r < 0 ? "error" : NULL);
 }
 
 static void kt_bench_symmetric(kt_bench_mod *m, int col, const kt_bench_opts *o)
@@ -1490,27 +1517,28 @@ static bool kt_bench_write_tsv(const kt_bench_opts *o)
 
 static void kt_bench_usage(FILE *f)
 {
-    fprintf(f,
-            "usage: kt-bench [--keytier PATH] [--softhsm2 PATH] [options]\n"
-            "  --keytier PATH     keytier-pkcs11.so\n"
-            "  --softhsm2 PATH    libsofthsm2.so (file backend)\n"
-            "  --seconds S        time per figure (default 1)\n"
-            "  --max-ops N        operations per figure at most (default "
-            "200000)\n"
-            "  --find-sizes LIST  token-object counts to find among "
-            "(default 1000;\n"
-            "                     1000,10000 with --dir /dev/shm: SoftHSM2 "
-            "fills ~20/s on disk)\n"
-            "  --only LIST        keygen,wrap,unwrap,gcm,create,find,threads,"
-            "rsa,oaep,ecdsa\n"
-            "  --dir DIR          where the temp token dirs go (default "
-            "$TMPDIR or /tmp)\n"
-            "  --kdf-cost N       keytier pin_kdf_cost (default 15)\n"
-            "  --fill-threads N   sessions filling the find sets, untimed "
-            "(default 8)\n"
-            "  --no-openssl-speed do not run `openssl speed`\n"
-            "  --tsv FILE         also write figures as TSV\n"
-            "  --keep             keep the token dirs\n");
+    fprintf(
+        f,
+        "usage: kt-bench [--keytier PATH] [--softhsm2 PATH] [options]\n"
+        "  --keytier PATH     keytier-pkcs11.so\n"
+        "  --softhsm2 PATH    libsofthsm2.so (file backend)\n"
+        "  --seconds S        time per figure (default 1)\n"
+        "  --max-ops N        operations per figure at most (default "
+        "200000)\n"
+        "  --find-sizes LIST  token-object counts to find among "
+        "(default 1000;\n"
+        "                     1000,10000 with --dir /dev/shm: SoftHSM2 "
+        "fills ~20/s on disk)\n"
+        "  --only LIST        login,keygen,wrap,unwrap,gcm,create,find,threads,"
+        "rsa,oaep,ecdsa\n"
+        "  --dir DIR          where the temp token dirs go (default "
+        "$TMPDIR or /tmp)\n"
+        "  --kdf-cost N       keytier pin_kdf_cost (default 15)\n"
+        "  --fill-threads N   sessions filling the find sets, untimed "
+        "(default 8)\n"
+        "  --no-openssl-speed do not run `openssl speed`\n"
+        "  --tsv FILE         also write figures as TSV\n"
+        "  --keep             keep the token dirs\n");
 }
 
 static bool kt_bench_parse_sizes(kt_bench_opts *o, const char *s)
@@ -1541,9 +1569,9 @@ static bool kt_bench_parse_sizes(kt_bench_opts *o, const char *s)
 /* Every name in --only must be a benchmark: a typo must not pass silently. */
 static bool kt_bench_check_only(const char *only)
 {
-    static const char *const names[] = {"keygen", "wrap", "unwrap",  "gcm",
-                                        "create", "find", "threads", "rsa",
-                                        "oaep",   "ecdsa"};
+    static const char *const names[] = {"login", "keygen", "wrap", "unwrap",
+                                        "gcm",   "create", "find", "threads",
+                                        "rsa",   "oaep",   "ecdsa"};
     const char *p = only;
 
     while (*p != '\0') {
@@ -1726,6 +1754,12 @@ int main(int argc, char **argv)
     for (i = 0; i < KT_BENCH_MODULES; i++) {
         if (mods[i].ready)
             kt_bench_objects(&mods[i], i, &o);
+    }
+    /* Last: a logout invalidates the handles of private objects (the
+     * root), which every other benchmark uses. */
+    for (i = 0; i < KT_BENCH_MODULES; i++) {
+        if (mods[i].ready)
+            kt_bench_login(&mods[i], i, &o);
     }
     for (i = 0; i < KT_BENCH_MODULES; i++)
         kt_bench_teardown(&mods[i]);

@@ -24,7 +24,7 @@ mods=(--keytier "$PWD/build/module/keytier-pkcs11.so"
 
 echo "== run 1: tokens on disk (${BENCH_DIR:-/var/tmp})"
 "$bench" "${mods[@]}" --seconds "$secs" \
-    --only keygen,wrap,unwrap,gcm,create,threads,rsa,oaep,ecdsa \
+    --only login,keygen,wrap,unwrap,gcm,create,threads,rsa,oaep,ecdsa \
     --dir "${BENCH_DIR:-/var/tmp}"
 echo
 echo "== run 2: find among 1,000 and 10,000 token objects, tokens on tmpfs"
