@@ -26,8 +26,7 @@ static CK_OBJECT_HANDLE secret(const unsigned char *v, CK_ULONG len,
         {CKA_VALUE, (void *)v, len},    {CKA_EXTRACTABLE, &ext, 1},
         {CKA_SENSITIVE, &sens, 1},      {CKA_ENCRYPT, &yes, 1},
         {CKA_DECRYPT, &yes, 1},         {CKA_SIGN, &yes, 1},
-        {CKA_VERIFY, &yes, 1},          {CKA_WRAP, &yes, 1},
-        {CKA_UNWRAP, &yes, 1},
+        {CKA_VERIFY, &yes, 1},
     };
     CK_OBJECT_HANDLE h;
     CK(P->C_CreateObject(s, t, sizeof(t) / sizeof(t[0]), &h));
@@ -119,10 +118,15 @@ START_TEST(test_aes_key_wrap_pad_rfc5649_vectors)
 }
 END_TEST
 
+/* gcm_iv: the IV buffer of a GCM wrap (zeros until the module fills it
+ * with the blob's IV), or NULL. unwrap_rv: what C_UnwrapKey answers
+ * (mechanisms that are unwrap oracles are refused by default). */
 static void wrap_unwrap_roundtrip(CK_MECHANISM_TYPE mt, void *param,
-                                  CK_ULONG plen)
+                                  CK_ULONG plen, const unsigned char *gcm_iv,
+                                  CK_RV unwrap_rv)
 {
-    CK_OBJECT_HANDLE root = kt_test_aes_key(s, 32, true, false, "root");
+    static const unsigned char zero[12];
+    CK_OBJECT_HANDLE root = kt_test_wrap_key(s, 32, true, false, "root");
     CK_OBJECT_HANDLE dek = kt_test_aes_key(s, 32, false, true, "dek");
     CK_MECHANISM m = {mt, param, plen};
     unsigned char wrapped[128], v1[32], v2[32];
@@ -133,8 +137,13 @@ static void wrap_unwrap_roundtrip(CK_MECHANISM_TYPE mt, void *param,
     wl = 8;
     RV(CKR_BUFFER_TOO_SMALL, P->C_WrapKey(s, &m, root, dek, wrapped, &wl));
     ck_assert_uint_eq(wl, need);
+    /* neither a length query nor a short buffer hands out an IV */
+    if (gcm_iv != NULL)
+        ck_assert_mem_eq(gcm_iv, zero, 12);
     wl = sizeof(wrapped);
     CK(P->C_WrapKey(s, &m, root, dek, wrapped, &wl));
+    if (gcm_iv != NULL)
+        ck_assert(memcmp(gcm_iv, zero, 12) != 0);
     CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
     CK_KEY_TYPE kt = CKK_AES;
     CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
@@ -145,6 +154,10 @@ static void wrap_unwrap_roundtrip(CK_MECHANISM_TYPE mt, void *param,
         {CKA_VALUE_LEN, &vlen, sizeof(vlen)},
     };
     CK_OBJECT_HANDLE back;
+    if (unwrap_rv != CKR_OK) {
+        RV(unwrap_rv, P->C_UnwrapKey(s, &m, root, wrapped, wl, t, 5, &back));
+        return;
+    }
     CK(P->C_UnwrapKey(s, &m, root, wrapped, wl, t, 5, &back));
     CK_ATTRIBUTE g1 = {CKA_VALUE, v1, 32}, g2 = {CKA_VALUE, v2, 32};
     CK(P->C_GetAttributeValue(s, dek, &g1, 1));
@@ -165,15 +178,32 @@ static void wrap_unwrap_roundtrip(CK_MECHANISM_TYPE mt, void *param,
 START_TEST(test_wrap_unwrap_all_mechanisms)
 {
     unsigned char iv[16] = {1, 2, 3};
-    unsigned char gcm_iv[12] = {9, 9, 9};
+    unsigned char gcm_iv[12] = {0};
     CK_GCM_PARAMS gp = {gcm_iv, sizeof(gcm_iv), 96, NULL, 0, 128};
-    wrap_unwrap_roundtrip(CKM_AES_KEY_WRAP, NULL, 0);
-    wrap_unwrap_roundtrip(CKM_AES_KEY_WRAP_PAD, NULL, 0);
+    wrap_unwrap_roundtrip(CKM_AES_KEY_WRAP, NULL, 0, NULL, CKR_OK);
+    wrap_unwrap_roundtrip(CKM_AES_KEY_WRAP_PAD, NULL, 0, NULL, CKR_OK);
     if (!kt_test_is_softhsm())
-        wrap_unwrap_roundtrip(CKM_AES_KEY_WRAP_KWP, NULL, 0);
-    wrap_unwrap_roundtrip(CKM_AES_CBC_PAD, iv, sizeof(iv));
+        wrap_unwrap_roundtrip(CKM_AES_KEY_WRAP_KWP, NULL, 0, NULL, CKR_OK);
+    /* CBC-PAD still wraps; unwrapping with it is a padding oracle */
+    wrap_unwrap_roundtrip(CKM_AES_CBC_PAD, iv, sizeof(iv), NULL,
+                          kt_test_is_softhsm() ? CKR_OK
+                                               : CKR_MECHANISM_INVALID);
     if (!kt_test_is_softhsm())
-        wrap_unwrap_roundtrip(CKM_AES_GCM, &gp, sizeof(gp));
+        wrap_unwrap_roundtrip(CKM_AES_GCM, &gp, sizeof(gp), gcm_iv, CKR_OK);
+}
+END_TEST
+
+/* legacy_mechanisms = yes: CBC-PAD unwraps again. */
+START_TEST(test_wrap_unwrap_legacy_cbc_pad)
+{
+    if (kt_test_is_softhsm())
+        return;
+    CK(P->C_Finalize(NULL));
+    kt_test_write_config("legacy_mechanisms = yes\n");
+    CK(P->C_Initialize(NULL));
+    s = kt_test_user_session(kt_test_token_slot("crypto"));
+    unsigned char iv[16] = {1, 2, 3};
+    wrap_unwrap_roundtrip(CKM_AES_CBC_PAD, iv, sizeof(iv), NULL, CKR_OK);
 }
 END_TEST
 
@@ -626,6 +656,7 @@ Suite *crypto_suite(void)
     tcase_add_test(tc, test_aes_key_wrap_rfc3394_vector);
     tcase_add_test(tc, test_aes_key_wrap_pad_rfc5649_vectors);
     tcase_add_test(tc, test_wrap_unwrap_all_mechanisms);
+    tcase_add_test(tc, test_wrap_unwrap_legacy_cbc_pad);
     tcase_add_test(tc, test_gcm_vector_and_params);
     tcase_add_test(tc, test_ecb_cbc_vectors_and_multipart);
     tcase_add_test(tc, test_cbc_pad_decrypt_update_exact_lengths);

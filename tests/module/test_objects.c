@@ -471,6 +471,8 @@ static CK_MECHANISM mech_for(CK_MECHANISM_TYPE t)
     static unsigned char iv[16];
     static CK_GCM_PARAMS gp = {iv, 12, 96, NULL, 0, 128};
     CK_MECHANISM m = {t, NULL, 0};
+    /* A GCM wrap returns its IV here; each wrap starts from zeros. */
+    memset(iv, 0, sizeof(iv));
     if (t == CKM_AES_CBC_PAD) {
         m.pParameter = iv;
         m.ulParameterLen = 16;
@@ -497,7 +499,7 @@ static CK_OBJECT_HANDLE matrix_key(bool sensitive, bool extractable, bool token)
 
 START_TEST(test_non_extractable_matrix)
 {
-    CK_OBJECT_HANDLE kek = kt_test_aes_key(s, 32, true, false, "kek");
+    CK_OBJECT_HANDLE kek = kt_test_wrap_key(s, 32, true, false, "kek");
     for (int token = 0; token < 2; token++) {
         CK_OBJECT_HANDLE ne = matrix_key(false, false, token);
         CK_OBJECT_HANDLE se = matrix_key(true, true, token);
@@ -571,13 +573,14 @@ START_TEST(test_wrap_with_trusted_and_wrap_template)
                          {CKA_TOKEN, &yes, 1},
                          {CKA_PRIVATE, &no, 1},
                          {CKA_TRUSTED, &yes, 1},
+                         {CKA_WRAP, &yes, 1},
                          {CKA_LABEL, "trusted", 7}};
     CK_OBJECT_HANDLE trusted;
     CK(P->C_CreateObject(so, tt, N(tt), &trusted));
     CK(P->C_Logout(so));
     CK(P->C_CloseSession(so));
     CK(P->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)USER_PIN, strlen(USER_PIN)));
-    CK_OBJECT_HANDLE plain = kt_test_aes_key(s, 32, false, false, "plain");
+    CK_OBJECT_HANDLE plain = kt_test_wrap_key(s, 32, false, false, "plain");
     CK_BBOOL ext = CK_TRUE;
     CK_ATTRIBUTE kt[] = {{CKA_CLASS, &c_secret, sizeof(c_secret)},
                          {CKA_KEY_TYPE, &k_aes, sizeof(k_aes)},
@@ -597,6 +600,7 @@ START_TEST(test_wrap_with_trusted_and_wrap_template)
     CK_ATTRIBUTE wk[] = {{CKA_CLASS, &c_secret, sizeof(c_secret)},
                          {CKA_KEY_TYPE, &k_aes, sizeof(k_aes)},
                          {CKA_VALUE, key32, 32},
+                         {CKA_WRAP, &yes, 1},
                          {CKA_WRAP_TEMPLATE, wt, sizeof(wt)}};
     CK_OBJECT_HANDLE tmpl_kek;
     CK(P->C_CreateObject(s, wk, N(wk), &tmpl_kek));
@@ -634,6 +638,7 @@ START_TEST(test_unwrap_template_enforced)
     CK_ATTRIBUTE uk[] = {{CKA_CLASS, &c_secret, sizeof(c_secret)},
                          {CKA_KEY_TYPE, &k_aes, sizeof(k_aes)},
                          {CKA_VALUE, key32, 32},
+                         {CKA_UNWRAP, &yes, 1},
                          {CKA_UNWRAP_TEMPLATE, ut, sizeof(ut)}};
     CK_OBJECT_HANDLE kek, dek, back;
     CK(P->C_CreateObject(s, uk, N(uk), &kek));
@@ -684,6 +689,7 @@ START_TEST(test_key_usage_and_allowed_mechanisms)
                         {CKA_WRAP, &no, 1},
                         {CKA_DECRYPT, &no, 1}};
     CK_OBJECT_HANDLE k, dek = kt_test_aes_key(s, 16, false, true, "dek");
+    CK_OBJECT_HANDLE kek = kt_test_wrap_key(s, 16, false, true, "kek");
     CK(P->C_CreateObject(s, t, N(t), &k));
     unsigned char iv[16] = {0};
     CK_MECHANISM cbc = {CKM_AES_CBC, iv, 16};
@@ -713,12 +719,12 @@ START_TEST(test_key_usage_and_allowed_mechanisms)
     ol = sizeof(out);
     RV(CKR_WRAPPING_KEY_HANDLE_INVALID,
        P->C_WrapKey(s, &wp, 0x7777777, dek, out, &ol));
-    RV(CKR_KEY_HANDLE_INVALID, P->C_WrapKey(s, &wp, dek, 0x7777777, out, &ol));
+    RV(CKR_KEY_HANDLE_INVALID, P->C_WrapKey(s, &wp, kek, 0x7777777, out, &ol));
     CK_ULONG l = 32;
-    CK_ATTRIBUTE gt[] = {{CKA_VALUE_LEN, &l, sizeof(l)}};
+    CK_ATTRIBUTE gt[] = {{CKA_VALUE_LEN, &l, sizeof(l)}, {CKA_WRAP, &yes, 1}};
     CK_MECHANISM gm = {CKM_GENERIC_SECRET_KEY_GEN, NULL, 0};
     CK_OBJECT_HANDLE gk;
-    CK(P->C_GenerateKey(s, &gm, gt, 1, &gk));
+    CK(P->C_GenerateKey(s, &gm, gt, 2, &gk));
     RV(CKR_WRAPPING_KEY_TYPE_INCONSISTENT,
        P->C_WrapKey(s, &wp, gk, dek, out, &ol));
     CK_MECHANISM bad = {CKM_SHA256, NULL, 0};
