@@ -993,6 +993,16 @@ START_TEST(test_ecdh_derive_template)
                              {CKA_EXTRACTABLE, &yes, 1}};
     RV(CKR_TEMPLATE_INCONSISTENT,
        P->C_DeriveKey(s, &m, priv, open_t, N(open_t), &out));
+    /* a derived secret key has one role: wrap or encrypt */
+    CK_KEY_TYPE ak = CKK_AES;
+    CK_ULONG al = 32;
+    CK_ATTRIBUTE both[] = {{CKA_CLASS, &cls, sizeof(cls)},
+                           {CKA_KEY_TYPE, &ak, sizeof(ak)},
+                           {CKA_VALUE_LEN, &al, sizeof(al)},
+                           {CKA_WRAP, &yes, 1},
+                           {CKA_DECRYPT, &yes, 1}};
+    RV(CKR_TEMPLATE_INCONSISTENT,
+       P->C_DeriveKey(s, &m, priv, both, N(both), &out));
     /* silent on them: the template's values are imposed */
     CK_ATTRIBUTE t[] = {{CKA_CLASS, &cls, sizeof(cls)},
                         {CKA_KEY_TYPE, &gk, sizeof(gk)}};
