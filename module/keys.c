@@ -15,9 +15,11 @@
 /* AES-GCM as a wrap mechanism. An IV used twice under one key gives away
  * the XOR of the two wrapped keys (and GCM's authentication key), so
  * C_WrapKey never takes one from the caller: the caller passes a zeroed
- * 12-byte pIv buffer, the module fills a fresh random IV into a copy of the
- * parameters and, once the key is wrapped, returns it in that buffer
- * (PKCS#11 v2.40 §2.12.3 lets the token generate the IV). The tag is
+ * 12-byte pIv buffer, the module puts a fresh random IV into a copy of the
+ * parameters (gcm_wrap_params points it at iv) and, once the key is
+ * wrapped, returns it in that buffer
+ * (PKCS#11 lets a token return the IV it generated through the mechanism
+ * parameter). The tag is
  * always 128 bits; C_UnwrapKey takes the IV the wrap returned. */
 struct gcm_wrap {
     unsigned char *caller_iv; /* NULL: not a GCM wrap */
@@ -61,9 +63,6 @@ static CK_RV gcm_wrap_params(const CK_MECHANISM *mech, bool unwrap,
         any |= iv[i];
     if (any != 0)
         return CKR_MECHANISM_PARAM_INVALID;
-    CK_RV rv = kt_ossl_random(g->iv, sizeof(g->iv));
-    if (rv != CKR_OK)
-        return rv;
     g->caller_iv = iv;
     g->mech = (CK_MECHANISM){CKM_AES_GCM, &g->params, pl};
     return CKR_OK;
@@ -196,12 +195,29 @@ CK_RV kt_keys_wrap(struct kt_session *s, const CK_MECHANISM *mech,
         rv = CKR_WRAPPING_KEY_SIZE_RANGE;
         goto out;
     }
+    if (g.caller_iv != NULL) {
+        /* The IV is drawn only for a wrap that writes a blob: a length
+         * query or a short buffer neither uses nor returns one. The
+         * operation set up with the zeroed IV is set up again with it. */
+        size_t need = k.value_len + 16;
+        if (out == NULL || *out_len < need) {
+            rv = out == NULL ? CKR_OK : CKR_BUFFER_TOO_SMALL;
+            *out_len = need;
+            goto out;
+        }
+        rv = kt_ossl_random(g.iv, sizeof(g.iv));
+        if (rv == CKR_OK) {
+            kt_op_release(&op);
+            rv = wrap_op_start(s, mech, wrapping, false, &op, &wk);
+        }
+        if (rv != CKR_OK)
+            goto out;
+    }
     rv = op.mech->ops->oneshot(&op, k.value, k.value_len, out, out_len);
     if (rv == CKR_DATA_LEN_RANGE)
         rv = CKR_KEY_SIZE_RANGE;
-    /* A length query or a short buffer encrypted nothing: the IV is
-     * returned only with the blob it protects. */
-    if (rv == CKR_OK && out != NULL && g.caller_iv != NULL)
+    /* The IV is returned with the blob it protects. */
+    if (rv == CKR_OK && g.caller_iv != NULL)
         memcpy(g.caller_iv, g.iv, sizeof(g.iv));
 out:
     kt_op_release(&op);
