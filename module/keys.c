@@ -17,10 +17,9 @@
  * C_WrapKey never takes one from the caller: the caller passes a zeroed
  * 12-byte pIv buffer, the module puts a fresh random IV into a copy of the
  * parameters (gcm_wrap_params points it at iv) and, once the key is
- * wrapped, returns it in that buffer
- * (PKCS#11 lets a token return the IV it generated through the mechanism
- * parameter). The tag is
- * always 128 bits; C_UnwrapKey takes the IV the wrap returned. */
+ * wrapped, returns it in that buffer (PKCS#11 lets a token return the IV
+ * it generated through the mechanism parameter). The tag is always 128
+ * bits; C_UnwrapKey takes the IV the wrap returned. */
 struct gcm_wrap {
     unsigned char *caller_iv; /* NULL: not a GCM wrap */
     unsigned char iv[KT_GCM_WRAP_IV];
