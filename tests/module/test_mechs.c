@@ -207,6 +207,9 @@ static void restart(const char *config)
  * they claim works. */
 START_TEST(test_every_mechanism_every_flag_legacy)
 {
+    /* keytier's policy (SECURITY.md); SoftHSM2 has its own */
+    if (kt_test_is_softhsm())
+        return;
     restart("legacy_mechanisms = yes\n");
     every_mechanism_every_flag();
 }
@@ -216,6 +219,9 @@ END_TEST
  * mechanism unless legacy_mechanisms = yes; their other flags stay. */
 START_TEST(test_unwrap_flags_follow_legacy_mechanisms)
 {
+    /* keytier's policy (SECURITY.md); SoftHSM2 has its own */
+    if (kt_test_is_softhsm())
+        return;
     static const struct {
         CK_MECHANISM_TYPE m;
         CK_FLAGS others;
@@ -256,6 +262,9 @@ END_TEST
  * the blob is looked at. */
 START_TEST(test_unwrap_oracles_refused)
 {
+    /* keytier's policy (SECURITY.md); SoftHSM2 has its own */
+    if (kt_test_is_softhsm())
+        return;
     CK_OBJECT_HANDLE k = make_key(CKM_AES_CBC_PAD, 32, true);
     CK_MECHANISM mech = params_for(CKM_AES_CBC_PAD);
     unsigned char blob[48] = {0};
