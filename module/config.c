@@ -127,6 +127,14 @@ CK_RV kt_config_parse_file(struct kt_config *cfg, const char *path)
             if (!parse_ulong(val, 10, 22, &x))
                 BAD("config %s:%u: pin_kdf_cost: need 10..22", path, lineno);
             cfg->pin_kdf_cost = (unsigned)x;
+        } else if (strcmp(key, "legacy_mechanisms") == 0) {
+            if (strcmp(val, "yes") == 0)
+                cfg->legacy_mechanisms = true;
+            else if (strcmp(val, "no") == 0)
+                cfg->legacy_mechanisms = false;
+            else
+                BAD("config %s:%u: legacy_mechanisms: need yes or no", path,
+                    lineno);
         } else {
             BAD("config %s:%u: unknown key '%s'", path, lineno, key);
         }

@@ -7,7 +7,87 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ossl/ossl.h"
+
 #define KT_WRAPPED_MAX (64u * 1024)
+#define KT_GCM_WRAP_IV 12
+
+/* AES-GCM as a wrap mechanism. An IV used twice under one key gives away
+ * the XOR of the two wrapped keys (and GCM's authentication key), so
+ * C_WrapKey never takes one from the caller: the caller passes a zeroed
+ * 12-byte pIv buffer, the module puts a fresh random IV into a copy of the
+ * parameters (gcm_wrap_params points it at iv) and, once the key is
+ * wrapped, returns it in that buffer (PKCS#11 lets a token return the IV
+ * it generated through the mechanism parameter). The tag is always 128
+ * bits; C_UnwrapKey takes the IV the wrap returned. */
+struct gcm_wrap {
+    unsigned char *caller_iv; /* NULL: not a GCM wrap */
+    unsigned char iv[KT_GCM_WRAP_IV];
+    union {
+        CK_GCM_PARAMS full;
+        struct kt_gcm_params_v240 v240;
+    } params;
+    CK_MECHANISM mech;
+};
+
+static CK_RV gcm_wrap_params(const CK_MECHANISM *mech, bool unwrap,
+                             struct gcm_wrap *g)
+{
+    const void *p = mech->pParameter;
+    CK_ULONG pl = mech->ulParameterLen;
+    CK_BYTE_PTR iv;
+    CK_ULONG iv_len, tag_bits;
+    if (p != NULL && pl == sizeof(CK_GCM_PARAMS)) {
+        const CK_GCM_PARAMS *x = p;
+        if (x->ulIvBits != 0 && x->ulIvBits != 8 * KT_GCM_WRAP_IV)
+            return CKR_MECHANISM_PARAM_INVALID;
+        iv = x->pIv, iv_len = x->ulIvLen, tag_bits = x->ulTagBits;
+        g->params.full = *x;
+        g->params.full.pIv = g->iv;
+    } else if (p != NULL && pl == sizeof(struct kt_gcm_params_v240)) {
+        const struct kt_gcm_params_v240 *x = p;
+        iv = x->pIv, iv_len = x->ulIvLen, tag_bits = x->ulTagBits;
+        g->params.v240 = *x;
+        g->params.v240.pIv = g->iv;
+    } else {
+        return CKR_MECHANISM_PARAM_INVALID;
+    }
+    if (iv == NULL || iv_len != KT_GCM_WRAP_IV || tag_bits != 128)
+        return CKR_MECHANISM_PARAM_INVALID;
+    if (unwrap)
+        return CKR_OK;
+    /* Any non-zero byte is an IV the caller chose. */
+    unsigned char any = 0;
+    for (size_t i = 0; i < KT_GCM_WRAP_IV; i++)
+        any |= iv[i];
+    if (any != 0)
+        return CKR_MECHANISM_PARAM_INVALID;
+    g->caller_iv = iv;
+    g->mech = (CK_MECHANISM){CKM_AES_GCM, &g->params, pl};
+    return CKR_OK;
+}
+
+/* Security strength in bits of a secret key's value (SP 800-57 Part 1
+ * table 2): an AES key its size; another secret key its size up to 256
+ * (HMAC keys beyond the hash's block add nothing). */
+static size_t key_strength(CK_KEY_TYPE type, size_t value_len)
+{
+    size_t bits = value_len * 8;
+    if (type == CKK_AES)
+        return bits;
+    return bits < 256 ? bits : 256;
+}
+
+/* A secret wrapping key at least as strong as the key it wraps; RSA keys
+ * (2048 bits at least, the module minimum) may wrap any secret key, see
+ * SECURITY.md. */
+static bool wrap_strong_enough(const struct kt_key *wk, CK_KEY_TYPE type,
+                               size_t value_len)
+{
+    if (wk->cls != CKO_SECRET_KEY)
+        return true;
+    return wk->value_len * 8 >= key_strength(type, value_len);
+}
 
 static CK_RV map_wrapping_error(CK_RV rv, bool unwrap)
 {
@@ -34,7 +114,7 @@ static CK_RV wrap_op_start(struct kt_session *s, const CK_MECHANISM *mech,
 {
     const struct kt_mech *m = kt_mech_find(mech->mechanism);
     if (m == NULL || m->ops == NULL ||
-        !(m->info.flags & (unwrap ? CKF_UNWRAP : CKF_WRAP)))
+        !(kt_mech_flags(m) & (unwrap ? CKF_UNWRAP : CKF_WRAP)))
         return CKR_MECHANISM_INVALID;
     CK_RV rv = kt_session_key(s, h, unwrap ? CKA_UNWRAP : CKA_WRAP, k);
     if (rv != CKR_OK)
@@ -66,8 +146,17 @@ CK_RV kt_keys_wrap(struct kt_session *s, const CK_MECHANISM *mech,
     memset(&k, 0, sizeof(k));
     kt_attrs_init(&k.attrs);
     memset(&op, 0, sizeof(op));
+    struct gcm_wrap g;
+    memset(&g, 0, sizeof(g));
+    CK_RV rv = CKR_OK;
+    if (mech->mechanism == CKM_AES_GCM) {
+        rv = gcm_wrap_params(mech, false, &g);
+        if (rv != CKR_OK)
+            return rv;
+        mech = &g.mech;
+    }
     pthread_mutex_lock(&s->lock);
-    CK_RV rv = wrap_op_start(s, mech, wrapping, false, &op, &wk);
+    rv = wrap_op_start(s, mech, wrapping, false, &op, &wk);
     if (rv != CKR_OK)
         goto out;
     rv = kt_key_snapshot(t, key, 0, &k);
@@ -101,9 +190,34 @@ CK_RV kt_keys_wrap(struct kt_session *s, const CK_MECHANISM *mech,
             goto out;
         }
     }
+    if (!wrap_strong_enough(wk, k.type, k.value_len)) {
+        rv = CKR_WRAPPING_KEY_SIZE_RANGE;
+        goto out;
+    }
+    if (g.caller_iv != NULL) {
+        /* The IV is drawn only for a wrap that writes a blob: a length
+         * query or a short buffer neither uses nor returns one. The
+         * operation set up with the zeroed IV is set up again with it. */
+        size_t need = k.value_len + 16;
+        if (out == NULL || *out_len < need) {
+            rv = out == NULL ? CKR_OK : CKR_BUFFER_TOO_SMALL;
+            *out_len = need;
+            goto out;
+        }
+        rv = kt_ossl_random(g.iv, sizeof(g.iv));
+        if (rv == CKR_OK) {
+            kt_op_release(&op);
+            rv = wrap_op_start(s, mech, wrapping, false, &op, &wk);
+        }
+        if (rv != CKR_OK)
+            goto out;
+    }
     rv = op.mech->ops->oneshot(&op, k.value, k.value_len, out, out_len);
     if (rv == CKR_DATA_LEN_RANGE)
         rv = CKR_KEY_SIZE_RANGE;
+    /* The IV is returned with the blob it protects. */
+    if (rv == CKR_OK && g.caller_iv != NULL)
+        memcpy(g.caller_iv, g.iv, sizeof(g.iv));
 out:
     kt_op_release(&op);
     pthread_mutex_unlock(&s->lock);
@@ -151,6 +265,12 @@ CK_RV kt_keys_unwrap(struct kt_session *s, const CK_MECHANISM *mech,
      * buffer below. */
     if (len > KT_WRAPPED_MAX)
         return CKR_WRAPPED_KEY_LEN_RANGE;
+    if (mech->mechanism == CKM_AES_GCM) {
+        struct gcm_wrap g;
+        CK_RV prv = gcm_wrap_params(mech, true, &g);
+        if (prv != CKR_OK)
+            return prv;
+    }
     pthread_mutex_lock(&s->lock);
     CK_RV rv = wrap_op_start(s, mech, unwrapping, true, &op, &uk);
     if (rv == CKR_OK)
@@ -185,6 +305,18 @@ CK_RV kt_keys_unwrap(struct kt_session *s, const CK_MECHANISM *mech,
         goto out;
     if (plain_len == 0) {
         rv = CKR_WRAPPED_KEY_INVALID;
+        goto out;
+    }
+    /* A key stronger than the unwrapping key never comes in under it (the
+     * decrypted value is wiped below, no object is made). An AES value of
+     * a size AES does not have is a bad blob, left to the schema. */
+    CK_KEY_TYPE type = CKK_GENERIC_SECRET;
+    if (kt_attrs_get_ulong(&a, CKA_KEY_TYPE, &type) != CKR_OK)
+        type = CKK_GENERIC_SECRET;
+    if ((type != CKK_AES || plain_len == 16 || plain_len == 24 ||
+         plain_len == 32) &&
+        !wrap_strong_enough(uk, type, plain_len)) {
+        rv = CKR_UNWRAPPING_KEY_SIZE_RANGE;
         goto out;
     }
     rv = kt_attrs_set(&a, CKA_VALUE, plain, plain_len);

@@ -49,6 +49,10 @@ struct kt_config {
     CK_ULONG pin_max_length;
     CK_ULONG pin_max_retries;
     unsigned pin_kdf_cost;
+    /* Unauthenticated unwrap mechanisms (CBC-PAD, RSA PKCS#1 v1.5) and
+     * secret keys that both wrap and encrypt: off by default, they are
+     * oracles (SECURITY.md, Mechanism policy and key roles). */
+    bool legacy_mechanisms;
 };
 /* Reads KEYTIER_CONF (or the defaults). Failures are logged to stderr with
  * the file, line and key, and give CKR_ARGUMENTS_BAD... per TEAM.md. */
@@ -120,6 +124,19 @@ KT_NODISCARD CK_RV kt_schema_create(kt_attrs *a, enum kt_create_how how,
 KT_NODISCARD CK_RV kt_schema_modify(const kt_attrs *obj,
                                     const CK_ATTRIBUTE *change, bool copying,
                                     bool is_so);
+/* Key roles of secret keys (schema.c): wrap/unwrap and encrypt/decrypt are
+ * never combined unless legacy_mechanisms = yes.
+ * The attributes give a secret key both roles (and legacy is off). */
+bool kt_schema_roles_combined(const kt_attrs *a);
+/* A new secret key's template: CKR_TEMPLATE_INCONSISTENT if it asks for
+ * both roles; *ask_wrap: it asks for the wrap role. */
+KT_NODISCARD CK_RV kt_schema_roles_template(const kt_attrs *a, bool *ask_wrap);
+/* After C_SetAttributeValue (copying false) or C_CopyObject applied
+ * changes to result: CKR_ATTRIBUTE_READ_ONLY / CKR_TEMPLATE_INCONSISTENT
+ * when the result would combine the roles. */
+KT_NODISCARD CK_RV kt_schema_roles_changed(const kt_attrs *result,
+                                           const kt_attrs *changes,
+                                           bool copying);
 /* Value checks for key material per key type (lengths). */
 KT_NODISCARD CK_RV kt_schema_check_value(CK_OBJECT_CLASS cls, CK_KEY_TYPE kt,
                                          const kt_attrs *a);

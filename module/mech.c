@@ -160,6 +160,24 @@ const struct kt_mech *kt_mech_find(CK_MECHANISM_TYPE type)
     return NULL;
 }
 
+/* Unwrapping with these answers whether a forged blob decrypts to valid
+ * padding (CBC-PAD: a padding oracle; RSA PKCS#1 v1.5: Bleichenbacher's
+ * oracle, and the raw private-key operation for a key allowed only to
+ * unwrap). ECB has no unwrap here, and would be refused the same way. */
+static bool unwrap_oracle(CK_MECHANISM_TYPE type)
+{
+    return type == CKM_AES_CBC_PAD || type == CKM_AES_ECB ||
+           type == CKM_RSA_PKCS;
+}
+
+CK_FLAGS kt_mech_flags(const struct kt_mech *m)
+{
+    CK_FLAGS f = m->info.flags;
+    if (!kt_g.cfg.legacy_mechanisms && unwrap_oracle(m->type))
+        f &= ~(CK_FLAGS)CKF_UNWRAP;
+    return f;
+}
+
 size_t kt_mech_count(void)
 {
     return sizeof(mechs) / sizeof(mechs[0]);

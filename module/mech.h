@@ -14,6 +14,16 @@
 
 #include "attrs.h"
 
+/* PKCS#11 v2.40 as first published: CK_GCM_PARAMS without ulIvBits. Some
+ * applications still pass this layout; it is recognised by its size. */
+struct kt_gcm_params_v240 {
+    CK_BYTE_PTR pIv;
+    CK_ULONG ulIvLen;
+    CK_BYTE_PTR pAAD;
+    CK_ULONG ulAADLen;
+    CK_ULONG ulTagBits;
+};
+
 enum kt_op_kind {
     KT_OP_ENCRYPT,
     KT_OP_DECRYPT,
@@ -126,6 +136,10 @@ struct kt_mech {
 };
 
 const struct kt_mech *kt_mech_find(CK_MECHANISM_TYPE type);
+/* The mechanism's flags under the module configuration: CKF_UNWRAP is
+ * withdrawn from unauthenticated unwrap mechanisms unless
+ * legacy_mechanisms = yes. C_GetMechanismInfo and C_UnwrapKey use it. */
+CK_FLAGS kt_mech_flags(const struct kt_mech *m);
 size_t kt_mech_count(void);
 const struct kt_mech *kt_mech_at(size_t i);
 bool kt_mech_key_type_ok(const struct kt_mech *m, CK_KEY_TYPE kt);

@@ -277,6 +277,8 @@ static CK_RV apply_changes(struct kt_token *tok, kt_attrs *cur,
             rv = kt_attrs_set(cur, ch.v[i].type, ch.v[i].pValue,
                               ch.v[i].ulValueLen);
     }
+    if (rv == CKR_OK)
+        rv = kt_schema_roles_changed(cur, &ch, copying);
     kt_attrs_clear(&ch);
     return rv;
 }
@@ -531,6 +533,12 @@ CK_RV kt_key_snapshot(struct kt_token *t, CK_OBJECT_HANDLE h,
                       o->cls != CKO_PRIVATE_KEY))
         rv = CKR_KEY_HANDLE_INVALID;
     else if (usage != 0 && !kt_attrs_get_bool(&o->attrs, usage, false))
+        rv = CKR_KEY_FUNCTION_NOT_PERMITTED;
+    /* A secret key stored with both roles (made before roles were
+     * separated) serves neither until one is switched off. */
+    else if ((usage == CKA_WRAP || usage == CKA_UNWRAP ||
+              usage == CKA_ENCRYPT || usage == CKA_DECRYPT) &&
+             kt_schema_roles_combined(&o->attrs))
         rv = CKR_KEY_FUNCTION_NOT_PERMITTED;
     else if (kt_object_sealed(o))
         rv = CKR_USER_NOT_LOGGED_IN;

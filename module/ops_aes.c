@@ -9,16 +9,6 @@
 
 #define AES_BLOCK 16
 
-/* PKCS#11 v2.40 as first published: CK_GCM_PARAMS without ulIvBits. Some
- * applications still pass this layout; it is recognised by its size. */
-struct gcm_params_v240 {
-    CK_BYTE_PTR pIv;
-    CK_ULONG ulIvLen;
-    CK_BYTE_PTR pAAD;
-    CK_ULONG ulAADLen;
-    CK_ULONG ulTagBits;
-};
-
 struct aes_ctx {
     enum kt_cipher_mode mode;
     bool enc;
@@ -95,8 +85,8 @@ static CK_RV parse_params(struct aes_ctx *c, const CK_MECHANISM *m)
             const CK_GCM_PARAMS *g = p;
             iv = g->pIv, iv_len = g->ulIvLen, aad = g->pAAD;
             aad_len = g->ulAADLen, tag_bits = g->ulTagBits;
-        } else if (p != NULL && pl == sizeof(struct gcm_params_v240)) {
-            const struct gcm_params_v240 *g = p;
+        } else if (p != NULL && pl == sizeof(struct kt_gcm_params_v240)) {
+            const struct kt_gcm_params_v240 *g = p;
             iv = g->pIv, iv_len = g->ulIvLen, aad = g->pAAD;
             aad_len = g->ulAADLen, tag_bits = g->ulTagBits;
         } else {

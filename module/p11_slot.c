@@ -130,8 +130,10 @@ CK_RV C_GetMechanismInfo(CK_SLOT_ID slot, CK_MECHANISM_TYPE type,
         const struct kt_mech *m = kt_mech_find(type);
         if (m == NULL)
             rv = CKR_MECHANISM_INVALID;
-        else
+        else {
             *info = m->info;
+            info->flags = kt_mech_flags(m);
+        }
     }
     return kt_trace("C_GetMechanismInfo", rv);
 }

@@ -199,6 +199,95 @@ bool kt_schema_secret(CK_OBJECT_CLASS cls, CK_ATTRIBUTE_TYPE type)
     return false;
 }
 
+/* ---- key roles ----------------------------------------------------------
+ * A secret key either wraps and unwraps keys or encrypts and decrypts data,
+ * never both: a key with both roles decrypts what it wrapped (the
+ * wrap-then-decrypt attack), and encrypts chosen data that it then unwraps
+ * as a key of the caller's choosing. Only legacy_mechanisms = yes permits
+ * both (and then keeps the defaults of earlier versions: every usage
+ * attribute true). RSA and EC keys are not concerned: a private key that
+ * unwraps with OAEP has no other oracle to offer. */
+
+static bool roles_legacy(void)
+{
+    return kt_g.cfg.legacy_mechanisms;
+}
+
+static bool role_wrap(const kt_attrs *a)
+{
+    return kt_attrs_get_bool(a, CKA_WRAP, false) ||
+           kt_attrs_get_bool(a, CKA_UNWRAP, false);
+}
+
+static bool role_crypt(const kt_attrs *a)
+{
+    return kt_attrs_get_bool(a, CKA_ENCRYPT, false) ||
+           kt_attrs_get_bool(a, CKA_DECRYPT, false);
+}
+
+static bool is_secret_key(const kt_attrs *a)
+{
+    CK_OBJECT_CLASS cls = 0;
+    return kt_attrs_get_ulong(a, CKA_CLASS, &cls) == CKR_OK &&
+           cls == CKO_SECRET_KEY;
+}
+
+bool kt_schema_roles_combined(const kt_attrs *a)
+{
+    return !roles_legacy() && is_secret_key(a) && role_wrap(a) && role_crypt(a);
+}
+
+CK_RV kt_schema_roles_template(const kt_attrs *a, bool *ask_wrap)
+{
+    *ask_wrap = role_wrap(a);
+    if (!roles_legacy() && *ask_wrap && role_crypt(a))
+        return CKR_TEMPLATE_INCONSISTENT;
+    return CKR_OK;
+}
+
+CK_RV kt_schema_roles_changed(const kt_attrs *result, const kt_attrs *changes,
+                              bool copying)
+{
+    if (!kt_schema_roles_combined(result))
+        return CKR_OK;
+    /* A copy is a new object: it may not carry both roles, whatever the
+     * original holds. */
+    if (copying)
+        return CKR_TEMPLATE_INCONSISTENT;
+    /* A key stored with both roles before this rule may still be relabelled
+     * or have a role switched off; a change that switches a role on is what
+     * is refused. PKCS#11 v2.40 answers a change the token does not permit
+     * on an otherwise modifiable attribute with CKR_ATTRIBUTE_READ_ONLY
+     * (CKA_SENSITIVE, CKA_EXTRACTABLE: "becomes a read only attribute"). */
+    static const CK_ATTRIBUTE_TYPE usage[] = {CKA_WRAP, CKA_UNWRAP, CKA_ENCRYPT,
+                                              CKA_DECRYPT};
+    for (size_t i = 0; i < sizeof(usage) / sizeof(usage[0]); i++)
+        if (kt_attrs_get_bool(changes, usage[i], false))
+            return CKR_ATTRIBUTE_READ_ONLY;
+    return CKR_OK;
+}
+
+/* The default of a usage attribute of a secret key whose template asked
+ * for the wrap role (ask_wrap) or not. A wrap key also defaults to no
+ * CKA_SIGN / CKA_VERIFY: it does nothing but wrap unless asked. */
+static enum dflt role_default(const struct kt_attr_rule *r, bool ask_wrap)
+{
+    if (roles_legacy())
+        return r->dflt;
+    switch (r->type) {
+    case CKA_WRAP:
+    case CKA_UNWRAP:
+        return ask_wrap ? D_TRUE : D_FALSE;
+    case CKA_ENCRYPT:
+    case CKA_DECRYPT:
+    case CKA_SIGN:
+    case CKA_VERIFY:
+        return ask_wrap ? D_FALSE : r->dflt;
+    default:
+        return r->dflt;
+    }
+}
+
 static bool key_type_fits(CK_OBJECT_CLASS cls, CK_KEY_TYPE kt)
 {
     switch (kt) {
@@ -298,6 +387,14 @@ CK_RV kt_schema_create(kt_attrs *a, enum kt_create_how how,
             kt_attrs_get_bool(a, at->type, false))
             return CKR_ATTRIBUTE_READ_ONLY;
     }
+    /* Key roles (kt_schema_roles_*): a secret key's template asks for at
+     * most one role, and the usage attributes it leaves out follow it. */
+    bool ask_wrap = false;
+    if (bit == C_SECRET) {
+        rv = kt_schema_roles_template(a, &ask_wrap);
+        if (rv != CKR_OK)
+            return rv;
+    }
     if (how == KT_CREATE_GENERATE)
         for (size_t i = 0; i < sizeof(rules) / sizeof(rules[0]); i++)
             if ((rules[i].flags & F_GEN_NEED) && (rules[i].classes & bit) &&
@@ -308,7 +405,8 @@ CK_RV kt_schema_create(kt_attrs *a, enum kt_create_how how,
         const struct kt_attr_rule *r = &rules[i];
         if ((r->classes & bit) == 0 || kt_attrs_has(a, r->type))
             continue;
-        switch (r->dflt) {
+        enum dflt d = bit == C_SECRET ? role_default(r, ask_wrap) : r->dflt;
+        switch (d) {
         case D_FALSE:
             rv = kt_attrs_set_bool(a, r->type, false);
             break;

@@ -245,8 +245,10 @@ group_unwrap()
     after=$(p11u --list-objects 2>/dev/null | grep -c 'Secret Key Object')
     assert_eq "$before" "$after" "objects after a refused unwrap"
 
-    # Round trip under a generated non-extractable root.
-    expect_ok p11u --keygen --key-type AES:32 --label root --id 50 --sensitive
+    # Round trip under a generated non-extractable root (a wrapping key:
+    # a key wraps or encrypts, never both).
+    expect_ok p11u --keygen --key-type AES:32 --label root --id 50 --sensitive \
+        --usage-wrap
     import_key key.bin data 51 --extractable
     expect_ok p11u --wrap -m 0x210A --id 50 --application-id 51 -o rt.bin
     expect_ok p11u --unwrap -m 0x210A --id 50 -i rt.bin --key-type AES:32 \
@@ -261,7 +263,8 @@ group_nonextractable()
     setup_token
     head -c 32 /dev/urandom >kek.bin
     import_key kek.bin kek 20 --usage-wrap
-    expect_ok p11u --keygen --key-type AES:32 --label root --id 01 --sensitive
+    expect_ok p11u --keygen --key-type AES:32 --label root --id 01 --sensitive \
+        --usage-wrap
     expect_ok p11u --list-objects --type secrkey --id 01
     assert_contains "$KT_LAST_OUTPUT" "never extractable" "root access flags"
     assert_not_contains "$KT_LAST_OUTPUT" "VALUE:" "root listing"

@@ -154,8 +154,9 @@ CK_SESSION_HANDLE kt_test_user_session(CK_SLOT_ID slot)
     return s;
 }
 
-CK_OBJECT_HANDLE kt_test_aes_key(CK_SESSION_HANDLE s, CK_ULONG len, bool token,
-                                 bool extractable, const char *label)
+/* A key has one role: encrypt/decrypt or wrap/unwrap (SECURITY.md). */
+static CK_OBJECT_HANDLE aes_key(CK_SESSION_HANDLE s, CK_ULONG len, bool token,
+                                bool extractable, const char *label, bool wrap)
 {
     CK_BBOOL tok = token, ext = extractable, sens = !extractable;
     CK_BBOOL yes = CK_TRUE;
@@ -164,16 +165,26 @@ CK_OBJECT_HANDLE kt_test_aes_key(CK_SESSION_HANDLE s, CK_ULONG len, bool token,
         {CKA_TOKEN, &tok, sizeof(tok)},
         {CKA_EXTRACTABLE, &ext, sizeof(ext)},
         {CKA_SENSITIVE, &sens, sizeof(sens)},
-        {CKA_ENCRYPT, &yes, sizeof(yes)},
-        {CKA_DECRYPT, &yes, sizeof(yes)},
-        {CKA_WRAP, &yes, sizeof(yes)},
-        {CKA_UNWRAP, &yes, sizeof(yes)},
+        {wrap ? CKA_WRAP : CKA_ENCRYPT, &yes, sizeof(yes)},
+        {wrap ? CKA_UNWRAP : CKA_DECRYPT, &yes, sizeof(yes)},
         {CKA_LABEL, (void *)label, strlen(label)},
     };
     CK_MECHANISM m = {CKM_AES_KEY_GEN, NULL, 0};
     CK_OBJECT_HANDLE k = CK_INVALID_HANDLE;
     CK(P->C_GenerateKey(s, &m, t, sizeof(t) / sizeof(t[0]), &k));
     return k;
+}
+
+CK_OBJECT_HANDLE kt_test_aes_key(CK_SESSION_HANDLE s, CK_ULONG len, bool token,
+                                 bool extractable, const char *label)
+{
+    return aes_key(s, len, token, extractable, label, false);
+}
+
+CK_OBJECT_HANDLE kt_test_wrap_key(CK_SESSION_HANDLE s, CK_ULONG len, bool token,
+                                  bool extractable, const char *label)
+{
+    return aes_key(s, len, token, extractable, label, true);
 }
 
 bool kt_test_log_contains(const char *needle)

@@ -32,8 +32,12 @@ CK_SLOT_ID kt_test_token_slot(const char *label);
 CK_SLOT_ID kt_test_free_slot(void);
 /* RW session logged in as the user. */
 CK_SESSION_HANDLE kt_test_user_session(CK_SLOT_ID slot);
+/* An AES key for encrypt/decrypt (kt_test_aes_key) or wrap/unwrap
+ * (kt_test_wrap_key): one key never has both roles. */
 CK_OBJECT_HANDLE kt_test_aes_key(CK_SESSION_HANDLE s, CK_ULONG len, bool token,
                                  bool extractable, const char *label);
+CK_OBJECT_HANDLE kt_test_wrap_key(CK_SESSION_HANDLE s, CK_ULONG len, bool token,
+                                  bool extractable, const char *label);
 bool kt_test_log_contains(const char *needle);
 /* Runs a shell command (for tamper edits with sqlite3). */
 int kt_test_sh(const char *fmt, ...);

@@ -444,6 +444,16 @@ static void check_wrap(CK_MECHANISM_TYPE type, const struct keys *k)
     RV(CKR_OK, P->C_WrapKey(s, &m, k->rsa_pub, key, NULL, &wl));
     ck_assert_uint_eq(wl, 256);
     RV(CKR_OK, P->C_WrapKey(s, &m, k->rsa_pub, key, wrapped, &wl));
+    /* PKCS#1 v1.5 unwrap is a Bleichenbacher oracle: withdrawn unless
+     * legacy_mechanisms = yes (C_GetMechanismInfo says which). */
+    CK_MECHANISM_INFO info;
+    RV(CKR_OK, P->C_GetMechanismInfo(slot, type, &info));
+    if (!(info.flags & CKF_UNWRAP)) {
+        ck_assert_uint_eq(type, CKM_RSA_PKCS);
+        RV(CKR_MECHANISM_INVALID,
+           P->C_UnwrapKey(s, &m, k->rsa_priv, wrapped, wl, t, N(t), &out));
+        return;
+    }
     RV(CKR_OK, P->C_UnwrapKey(s, &m, k->rsa_priv, wrapped, wl, t, N(t), &out));
     RV(CKR_OK, P->C_EncryptInit(s, &ecb, key));
     RV(CKR_OK, P->C_Encrypt(s, (CK_BYTE_PTR)msg, 16, a, &al));
@@ -487,7 +497,7 @@ START_TEST(test_every_mechanism)
             check_crypt(t, &k);
         }
         if (info.flags & CKF_WRAP) {
-            ck_assert(info.flags & CKF_UNWRAP);
+            ck_assert((info.flags & CKF_UNWRAP) || t == CKM_RSA_PKCS);
             check_wrap(t, &k);
         }
         ck_assert_uint_eq(info.ulMinKeySize, rsa ? 2048 : 256);
@@ -575,7 +585,7 @@ START_TEST(test_bad_params)
 }
 END_TEST
 
-START_TEST(test_unwrap_corrupted)
+static void unwrap_corrupted(bool legacy)
 {
     struct keys k;
     CK_RSA_PKCS_OAEP_PARAMS oaep = {CKM_SHA256, CKG_MGF1_SHA256,
@@ -596,9 +606,11 @@ START_TEST(test_unwrap_corrupted)
         RV(CKR_OK, P->C_WrapKey(s, &m[i], k.rsa_pub, dek, wrapped, &wl));
         before = count_objects();
         wrapped[40] ^= 0x08;
-        RV(CKR_WRAPPED_KEY_INVALID,
+        /* by default PKCS#1 v1.5 unwrap is refused whatever the blob */
+        bool refused = m[i].mechanism == CKM_RSA_PKCS && !legacy;
+        RV(refused ? CKR_MECHANISM_INVALID : CKR_WRAPPED_KEY_INVALID,
            P->C_UnwrapKey(s, &m[i], k.rsa_priv, wrapped, wl, t, N(t), &out));
-        RV(CKR_WRAPPED_KEY_LEN_RANGE,
+        RV(refused ? CKR_MECHANISM_INVALID : CKR_WRAPPED_KEY_LEN_RANGE,
            P->C_UnwrapKey(s, &m[i], k.rsa_priv, wrapped, wl - 1, t, N(t),
                           &out));
         ck_assert_uint_eq(count_objects(), before);
@@ -611,6 +623,26 @@ START_TEST(test_unwrap_corrupted)
     RV(CKR_KEY_FUNCTION_NOT_PERMITTED,
        P->C_WrapKey(s, &m[0], k.rsa_priv, dek, wrapped, &wl));
     (void)wl;
+}
+
+START_TEST(test_unwrap_corrupted)
+{
+    unwrap_corrupted(false);
+}
+END_TEST
+
+/* legacy_mechanisms = yes: PKCS#1 v1.5 unwraps again. */
+START_TEST(test_unwrap_legacy_rsa_pkcs)
+{
+    CK(P->C_Finalize(NULL));
+    kt_test_write_config("legacy_mechanisms = yes\n");
+    CK(P->C_Initialize(NULL));
+    slot = kt_test_token_slot("asym");
+    s = kt_test_user_session(slot);
+    unwrap_corrupted(true);
+    struct keys k;
+    rsa_pair(2048, &k.rsa_pub, &k.rsa_priv);
+    check_wrap(CKM_RSA_PKCS, &k);
 }
 END_TEST
 
@@ -981,6 +1013,16 @@ START_TEST(test_ecdh_derive_template)
                              {CKA_EXTRACTABLE, &yes, 1}};
     RV(CKR_TEMPLATE_INCONSISTENT,
        P->C_DeriveKey(s, &m, priv, open_t, N(open_t), &out));
+    /* a derived secret key has one role: wrap or encrypt */
+    CK_KEY_TYPE ak = CKK_AES;
+    CK_ULONG al = 32;
+    CK_ATTRIBUTE both[] = {{CKA_CLASS, &cls, sizeof(cls)},
+                           {CKA_KEY_TYPE, &ak, sizeof(ak)},
+                           {CKA_VALUE_LEN, &al, sizeof(al)},
+                           {CKA_WRAP, &yes, 1},
+                           {CKA_DECRYPT, &yes, 1}};
+    RV(CKR_TEMPLATE_INCONSISTENT,
+       P->C_DeriveKey(s, &m, priv, both, N(both), &out));
     /* silent on them: the template's values are imposed */
     CK_ATTRIBUTE t[] = {{CKA_CLASS, &cls, sizeof(cls)},
                         {CKA_KEY_TYPE, &gk, sizeof(gk)}};
@@ -1133,6 +1175,7 @@ Suite *asym_suite(void)
     tcase_add_test(ops, test_wrong_key);
     tcase_add_test(ops, test_bad_params);
     tcase_add_test(ops, test_unwrap_corrupted);
+    tcase_add_test(ops, test_unwrap_legacy_rsa_pkcs);
     tcase_add_test(ops, test_ecdh);
     tcase_add_test(ops, test_ecdh_derive_template);
     tcase_add_test(ops, test_always_authenticate);

@@ -26,8 +26,7 @@ static CK_OBJECT_HANDLE secret(const unsigned char *v, CK_ULONG len,
         {CKA_VALUE, (void *)v, len},    {CKA_EXTRACTABLE, &ext, 1},
         {CKA_SENSITIVE, &sens, 1},      {CKA_ENCRYPT, &yes, 1},
         {CKA_DECRYPT, &yes, 1},         {CKA_SIGN, &yes, 1},
-        {CKA_VERIFY, &yes, 1},          {CKA_WRAP, &yes, 1},
-        {CKA_UNWRAP, &yes, 1},
+        {CKA_VERIFY, &yes, 1},
     };
     CK_OBJECT_HANDLE h;
     CK(P->C_CreateObject(s, t, sizeof(t) / sizeof(t[0]), &h));
@@ -119,10 +118,15 @@ START_TEST(test_aes_key_wrap_pad_rfc5649_vectors)
 }
 END_TEST
 
+/* gcm_iv: the IV buffer of a GCM wrap (zeros until the module fills it
+ * with the blob's IV), or NULL. unwrap_rv: what C_UnwrapKey answers
+ * (mechanisms that are unwrap oracles are refused by default). */
 static void wrap_unwrap_roundtrip(CK_MECHANISM_TYPE mt, void *param,
-                                  CK_ULONG plen)
+                                  CK_ULONG plen, const unsigned char *gcm_iv,
+                                  CK_RV unwrap_rv)
 {
-    CK_OBJECT_HANDLE root = kt_test_aes_key(s, 32, true, false, "root");
+    static const unsigned char zero[12];
+    CK_OBJECT_HANDLE root = kt_test_wrap_key(s, 32, true, false, "root");
     CK_OBJECT_HANDLE dek = kt_test_aes_key(s, 32, false, true, "dek");
     CK_MECHANISM m = {mt, param, plen};
     unsigned char wrapped[128], v1[32], v2[32];
@@ -133,8 +137,13 @@ static void wrap_unwrap_roundtrip(CK_MECHANISM_TYPE mt, void *param,
     wl = 8;
     RV(CKR_BUFFER_TOO_SMALL, P->C_WrapKey(s, &m, root, dek, wrapped, &wl));
     ck_assert_uint_eq(wl, need);
+    /* neither a length query nor a short buffer hands out an IV */
+    if (gcm_iv != NULL)
+        ck_assert_mem_eq(gcm_iv, zero, 12);
     wl = sizeof(wrapped);
     CK(P->C_WrapKey(s, &m, root, dek, wrapped, &wl));
+    if (gcm_iv != NULL)
+        ck_assert(memcmp(gcm_iv, zero, 12) != 0);
     CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
     CK_KEY_TYPE kt = CKK_AES;
     CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
@@ -145,6 +154,10 @@ static void wrap_unwrap_roundtrip(CK_MECHANISM_TYPE mt, void *param,
         {CKA_VALUE_LEN, &vlen, sizeof(vlen)},
     };
     CK_OBJECT_HANDLE back;
+    if (unwrap_rv != CKR_OK) {
+        RV(unwrap_rv, P->C_UnwrapKey(s, &m, root, wrapped, wl, t, 5, &back));
+        return;
+    }
     CK(P->C_UnwrapKey(s, &m, root, wrapped, wl, t, 5, &back));
     CK_ATTRIBUTE g1 = {CKA_VALUE, v1, 32}, g2 = {CKA_VALUE, v2, 32};
     CK(P->C_GetAttributeValue(s, dek, &g1, 1));
@@ -165,15 +178,198 @@ static void wrap_unwrap_roundtrip(CK_MECHANISM_TYPE mt, void *param,
 START_TEST(test_wrap_unwrap_all_mechanisms)
 {
     unsigned char iv[16] = {1, 2, 3};
-    unsigned char gcm_iv[12] = {9, 9, 9};
+    unsigned char gcm_iv[12] = {0};
     CK_GCM_PARAMS gp = {gcm_iv, sizeof(gcm_iv), 96, NULL, 0, 128};
-    wrap_unwrap_roundtrip(CKM_AES_KEY_WRAP, NULL, 0);
-    wrap_unwrap_roundtrip(CKM_AES_KEY_WRAP_PAD, NULL, 0);
+    wrap_unwrap_roundtrip(CKM_AES_KEY_WRAP, NULL, 0, NULL, CKR_OK);
+    wrap_unwrap_roundtrip(CKM_AES_KEY_WRAP_PAD, NULL, 0, NULL, CKR_OK);
     if (!kt_test_is_softhsm())
-        wrap_unwrap_roundtrip(CKM_AES_KEY_WRAP_KWP, NULL, 0);
-    wrap_unwrap_roundtrip(CKM_AES_CBC_PAD, iv, sizeof(iv));
+        wrap_unwrap_roundtrip(CKM_AES_KEY_WRAP_KWP, NULL, 0, NULL, CKR_OK);
+    /* CBC-PAD still wraps; unwrapping with it is a padding oracle */
+    wrap_unwrap_roundtrip(CKM_AES_CBC_PAD, iv, sizeof(iv), NULL,
+                          kt_test_is_softhsm() ? CKR_OK
+                                               : CKR_MECHANISM_INVALID);
     if (!kt_test_is_softhsm())
-        wrap_unwrap_roundtrip(CKM_AES_GCM, &gp, sizeof(gp));
+        wrap_unwrap_roundtrip(CKM_AES_GCM, &gp, sizeof(gp), gcm_iv, CKR_OK);
+}
+END_TEST
+
+/* legacy_mechanisms = yes: CBC-PAD unwraps again. */
+START_TEST(test_wrap_unwrap_legacy_cbc_pad)
+{
+    if (kt_test_is_softhsm())
+        return;
+    CK(P->C_Finalize(NULL));
+    kt_test_write_config("legacy_mechanisms = yes\n");
+    CK(P->C_Initialize(NULL));
+    s = kt_test_user_session(kt_test_token_slot("crypto"));
+    unsigned char iv[16] = {1, 2, 3};
+    wrap_unwrap_roundtrip(CKM_AES_CBC_PAD, iv, sizeof(iv), NULL, CKR_OK);
+}
+END_TEST
+
+/* C_WrapKey with AES-GCM: the module chooses the IV and returns it in the
+ * caller's zeroed 12-byte buffer; C_UnwrapKey takes that IV. */
+START_TEST(test_gcm_wrap_iv_rules)
+{
+    if (kt_test_is_softhsm())
+        return;
+    CK_OBJECT_HANDLE kek = kt_test_wrap_key(s, 32, false, false, "kek");
+    CK_OBJECT_HANDLE dek = kt_test_aes_key(s, 32, false, true, "dek");
+    unsigned char iv[16] = {0}, w[64], w2[64];
+    CK_ULONG wl = sizeof(w), wl2 = sizeof(w2);
+    CK_GCM_PARAMS gp = {iv, 12, 96, NULL, 0, 128};
+    CK_MECHANISM m = {CKM_AES_GCM, &gp, sizeof(gp)};
+    /* refused: a chosen IV, other lengths and IV bits, short tags, none */
+    iv[11] = 1;
+    RV(CKR_MECHANISM_PARAM_INVALID, P->C_WrapKey(s, &m, kek, dek, w, &wl));
+    RV(CKR_MECHANISM_PARAM_INVALID, P->C_WrapKey(s, &m, kek, dek, NULL, &wl));
+    iv[11] = 0;
+    CK_GCM_PARAMS bad[] = {
+        {iv, 16, 128, NULL, 0, 128}, {iv, 1, 8, NULL, 0, 128},
+        {iv, 12, 64, NULL, 0, 128},  {iv, 12, 96, NULL, 0, 96},
+        {iv, 12, 96, NULL, 0, 120},  {NULL, 12, 96, NULL, 0, 128},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        CK_MECHANISM mb = {CKM_AES_GCM, &bad[i], sizeof(bad[i])};
+        wl = sizeof(w);
+        ck_assert_msg(P->C_WrapKey(s, &mb, kek, dek, w, &wl) ==
+                          CKR_MECHANISM_PARAM_INVALID,
+                      "bad[%zu]", i);
+    }
+    CK_MECHANISM none = {CKM_AES_GCM, NULL, 0};
+    RV(CKR_MECHANISM_PARAM_INVALID, P->C_WrapKey(s, &none, kek, dek, w, &wl));
+    /* two wraps: two IVs, returned with the blob; ulIvBits 0 is accepted */
+    gp.ulIvBits = 0;
+    wl = sizeof(w);
+    CK(P->C_WrapKey(s, &m, kek, dek, w, &wl));
+    ck_assert_uint_eq(wl, 48);
+    unsigned char iv1[12];
+    memcpy(iv1, iv, 12);
+    memset(iv, 0, sizeof(iv));
+    CK(P->C_WrapKey(s, &m, kek, dek, w2, &wl2));
+    ck_assert(memcmp(iv1, iv, 12) != 0);
+    ck_assert(memcmp(w, w2, 32) != 0);
+    /* the v2.40 layout without ulIvBits, with AAD */
+    struct {
+        CK_BYTE_PTR pIv;
+        CK_ULONG ulIvLen;
+        CK_BYTE_PTR pAAD;
+        CK_ULONG ulAADLen;
+        CK_ULONG ulTagBits;
+    } old = {iv, 12, (CK_BYTE_PTR) "aad", 3, 128};
+    CK_MECHANISM mo = {CKM_AES_GCM, &old, sizeof(old)};
+    memset(iv, 0, sizeof(iv));
+    unsigned char w3[64];
+    CK_ULONG wl3 = sizeof(w3);
+    CK(P->C_WrapKey(s, &mo, kek, dek, w3, &wl3));
+    CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+    CK_KEY_TYPE kt = CKK_AES;
+    CK_ATTRIBUTE t[] = {{CKA_CLASS, &cls, sizeof(cls)},
+                        {CKA_KEY_TYPE, &kt, sizeof(kt)}};
+    CK_OBJECT_HANDLE back;
+    CK(P->C_UnwrapKey(s, &mo, kek, w3, wl3, t, 2, &back));
+    /* unwrap: the returned IV, 12 bytes, tag 128 bits */
+    memcpy(iv, iv1, 12);
+    CK(P->C_UnwrapKey(s, &m, kek, w, wl, t, 2, &back));
+    gp.ulTagBits = 96;
+    RV(CKR_MECHANISM_PARAM_INVALID,
+       P->C_UnwrapKey(s, &m, kek, w, wl - 4, t, 2, &back));
+    gp.ulTagBits = 128;
+    gp.ulIvLen = 16;
+    RV(CKR_MECHANISM_PARAM_INVALID,
+       P->C_UnwrapKey(s, &m, kek, w, wl, t, 2, &back));
+    /* C_Encrypt with GCM still takes the caller's IV (another key role) */
+    CK_GCM_PARAMS ep = {iv1, 12, 96, NULL, 0, 128};
+    CK_MECHANISM em = {CKM_AES_GCM, &ep, sizeof(ep)};
+    CK(P->C_EncryptInit(s, &em, dek));
+}
+END_TEST
+
+/* An AES wrapping key is at least as strong as the key it wraps: AES keys
+ * by size, other secret keys by size up to 256 bits. */
+START_TEST(test_wrapping_key_strength)
+{
+    if (kt_test_is_softhsm())
+        return;
+    CK_MECHANISM m = {CKM_AES_KEY_WRAP_PAD, NULL, 0};
+    unsigned char w[128];
+    CK_ULONG wl;
+    CK_OBJECT_HANDLE k128 = kt_test_wrap_key(s, 16, false, false, "k128");
+    CK_OBJECT_HANDLE k192 = kt_test_wrap_key(s, 24, false, false, "k192");
+    CK_OBJECT_HANDLE k256 = kt_test_wrap_key(s, 32, false, false, "k256");
+    CK_OBJECT_HANDLE a128 = kt_test_aes_key(s, 16, false, true, "a128");
+    CK_OBJECT_HANDLE a256 = kt_test_aes_key(s, 32, false, true, "a256");
+    unsigned char g[64];
+    memset(g, 0x61, sizeof(g));
+    CK_OBJECT_HANDLE g16 = secret(g, 16, CKK_GENERIC_SECRET, true);
+    CK_OBJECT_HANDLE g17 = secret(g, 17, CKK_GENERIC_SECRET, true);
+    CK_OBJECT_HANDLE g64 = secret(g, 64, CKK_GENERIC_SECRET, true);
+    struct {
+        CK_OBJECT_HANDLE kek, key;
+        CK_RV want;
+    } rows[] = {
+        {k128, a128, CKR_OK},
+        {k128, a256, CKR_WRAPPING_KEY_SIZE_RANGE},
+        {k192, a256, CKR_WRAPPING_KEY_SIZE_RANGE},
+        {k256, a256, CKR_OK},
+        {k128, g16, CKR_OK},
+        {k128, g17, CKR_WRAPPING_KEY_SIZE_RANGE},
+        {k256, g64, CKR_OK},
+        {k192, g64, CKR_WRAPPING_KEY_SIZE_RANGE},
+    };
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        wl = sizeof(w);
+        ck_assert_msg(P->C_WrapKey(s, &m, rows[i].kek, rows[i].key, w, &wl) ==
+                          rows[i].want,
+                      "row %zu", i);
+        wl = 0;
+        ck_assert_msg(P->C_WrapKey(s, &m, rows[i].kek, rows[i].key, NULL,
+                                   &wl) == rows[i].want,
+                      "row %zu (length)", i);
+    }
+    /* Unwrap: a 256-bit value encrypted outside the wrap path under the
+     * 128-bit value of an unwrapping key. */
+    unsigned char kv[16];
+    memset(kv, 0x42, sizeof(kv));
+    CK_OBJECT_HANDLE enc = secret(kv, 16, CKK_AES, false);
+    CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+    CK_KEY_TYPE aes = CKK_AES, gen = CKK_GENERIC_SECRET;
+    CK_BBOOL yes = CK_TRUE;
+    CK_ATTRIBUTE ut[] = {{CKA_CLASS, &cls, sizeof(cls)},
+                         {CKA_KEY_TYPE, &aes, sizeof(aes)},
+                         {CKA_VALUE, kv, 16},
+                         {CKA_UNWRAP, &yes, 1}};
+    CK_OBJECT_HANDLE u128;
+    CK(P->C_CreateObject(s, ut, 4, &u128));
+    unsigned char value[32];
+    memset(value, 0x24, sizeof(value));
+    wl = sizeof(w);
+    CK(P->C_EncryptInit(s, &m, enc));
+    CK(P->C_Encrypt(s, value, 32, w, &wl));
+    CK_ATTRIBUTE t[] = {{CKA_CLASS, &cls, sizeof(cls)},
+                        {CKA_KEY_TYPE, &aes, sizeof(aes)}};
+    CK_OBJECT_HANDLE back = CK_INVALID_HANDLE;
+    CK_ULONG before = 0, after = 0;
+    CK_OBJECT_HANDLE all[64];
+    CK(P->C_FindObjectsInit(s, NULL, 0));
+    CK(P->C_FindObjects(s, all, 64, &before));
+    CK(P->C_FindObjectsFinal(s));
+    RV(CKR_UNWRAPPING_KEY_SIZE_RANGE,
+       P->C_UnwrapKey(s, &m, u128, w, wl, t, 2, &back));
+    ck_assert_uint_eq(back, CK_INVALID_HANDLE);
+    t[1].pValue = &gen;
+    RV(CKR_UNWRAPPING_KEY_SIZE_RANGE,
+       P->C_UnwrapKey(s, &m, u128, w, wl, t, 2, &back));
+    CK(P->C_FindObjectsInit(s, NULL, 0));
+    CK(P->C_FindObjects(s, all, 64, &after));
+    CK(P->C_FindObjectsFinal(s));
+    ck_assert_uint_eq(before, after);
+    /* a 128-bit value comes in */
+    wl = sizeof(w);
+    CK(P->C_EncryptInit(s, &m, enc));
+    CK(P->C_Encrypt(s, value, 16, w, &wl));
+    t[1].pValue = &aes;
+    CK(P->C_UnwrapKey(s, &m, u128, w, wl, t, 2, &back));
 }
 END_TEST
 
@@ -626,6 +822,9 @@ Suite *crypto_suite(void)
     tcase_add_test(tc, test_aes_key_wrap_rfc3394_vector);
     tcase_add_test(tc, test_aes_key_wrap_pad_rfc5649_vectors);
     tcase_add_test(tc, test_wrap_unwrap_all_mechanisms);
+    tcase_add_test(tc, test_wrap_unwrap_legacy_cbc_pad);
+    tcase_add_test(tc, test_gcm_wrap_iv_rules);
+    tcase_add_test(tc, test_wrapping_key_strength);
     tcase_add_test(tc, test_gcm_vector_and_params);
     tcase_add_test(tc, test_ecb_cbc_vectors_and_multipart);
     tcase_add_test(tc, test_cbc_pad_decrypt_update_exact_lengths);

@@ -30,7 +30,9 @@ static bool is_hmac(CK_MECHANISM_TYPE m)
     return m == CKM_SHA256_HMAC || m == CKM_SHA384_HMAC || m == CKM_SHA512_HMAC;
 }
 
-static CK_OBJECT_HANDLE make_key(CK_MECHANISM_TYPE m, CK_ULONG len)
+/* A key for mechanism m; wrap: a wrapping key (a key has one role), else
+ * the usage attributes default to encrypt/decrypt (and sign/verify). */
+static CK_OBJECT_HANDLE make_key(CK_MECHANISM_TYPE m, CK_ULONG len, bool wrap)
 {
     CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
     CK_KEY_TYPE kt = is_hmac(m) ? CKK_GENERIC_SECRET : CKK_AES;
@@ -41,9 +43,10 @@ static CK_OBJECT_HANDLE make_key(CK_MECHANISM_TYPE m, CK_ULONG len)
                         {CKA_KEY_TYPE, &kt, sizeof(kt)},
                         {CKA_VALUE, v, len},
                         {CKA_EXTRACTABLE, &yes, 1},
-                        {CKA_SENSITIVE, &(CK_BBOOL){CK_FALSE}, 1}};
+                        {CKA_SENSITIVE, &(CK_BBOOL){CK_FALSE}, 1},
+                        {CKA_WRAP, &yes, 1}};
     CK_OBJECT_HANDLE h;
-    CK(P->C_CreateObject(s, t, 5, &h));
+    CK(P->C_CreateObject(s, t, wrap ? 6 : 5, &h));
     return h;
 }
 
@@ -79,13 +82,25 @@ static void check_crypt(CK_MECHANISM_TYPE m, CK_OBJECT_HANDLE k)
     ck_assert_mem_eq(back, in, 32);
 }
 
-static void check_wrap(CK_MECHANISM_TYPE m, CK_OBJECT_HANDLE k)
+/* Wraps a key as strong as the wrapping key (len bytes) and, if the
+ * mechanism claims CKF_UNWRAP, unwraps it. */
+static void check_wrap(CK_MECHANISM_TYPE m, CK_OBJECT_HANDLE k, CK_ULONG len,
+                       CK_FLAGS flags)
 {
     CK_MECHANISM mech = params_for(m);
-    CK_OBJECT_HANDLE dek = make_key(CKM_AES_KEY_GEN, 32), back;
+    /* GCM wraps take no IV from the caller: a zeroed buffer the module
+     * fills with the IV it chose. */
+    unsigned char giv[12] = {0};
+    CK_GCM_PARAMS gw = {giv, 12, 96, (CK_BYTE_PTR) "aad", 3, 128};
+    if (m == CKM_AES_GCM)
+        mech.pParameter = &gw;
+    CK_OBJECT_HANDLE dek = make_key(CKM_AES_KEY_GEN, len, false), back;
     unsigned char w[128], v1[32], v2[32];
     CK_ULONG wl = sizeof(w);
+    ck_assert(flags & CKF_WRAP);
     CK(P->C_WrapKey(s, &mech, k, dek, w, &wl));
+    if (!(flags & CKF_UNWRAP))
+        return;
     CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
     CK_KEY_TYPE kt = CKK_AES;
     CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
@@ -94,10 +109,10 @@ static void check_wrap(CK_MECHANISM_TYPE m, CK_OBJECT_HANDLE k)
                         {CKA_EXTRACTABLE, &yes, 1},
                         {CKA_SENSITIVE, &no, 1}};
     CK(P->C_UnwrapKey(s, &mech, k, w, wl, t, 4, &back));
-    CK_ATTRIBUTE g1 = {CKA_VALUE, v1, 32}, g2 = {CKA_VALUE, v2, 32};
+    CK_ATTRIBUTE g1 = {CKA_VALUE, v1, len}, g2 = {CKA_VALUE, v2, len};
     CK(P->C_GetAttributeValue(s, dek, &g1, 1));
     CK(P->C_GetAttributeValue(s, back, &g2, 1));
-    ck_assert_mem_eq(v1, v2, 32);
+    ck_assert_mem_eq(v1, v2, len);
 }
 
 static void check_sign(CK_MECHANISM_TYPE m, CK_OBJECT_HANDLE k, bool verify)
@@ -113,7 +128,7 @@ static void check_sign(CK_MECHANISM_TYPE m, CK_OBJECT_HANDLE k, bool verify)
     }
 }
 
-START_TEST(test_every_mechanism_every_flag)
+static void every_mechanism_every_flag(void)
 {
     CK_ULONG n = 0;
     CK(P->C_GetMechanismList(slot, NULL, &n));
@@ -155,14 +170,15 @@ START_TEST(test_every_mechanism_every_flag)
         }
         CK_ULONG sizes[2] = {info.ulMinKeySize, info.ulMaxKeySize};
         for (int j = 0; j < 2; j++) {
-            CK_OBJECT_HANDLE k = make_key(m, sizes[j]);
+            CK_OBJECT_HANDLE k = make_key(m, sizes[j], false);
             if (info.flags & (CKF_ENCRYPT | CKF_DECRYPT)) {
                 ck_assert((info.flags & (CKF_ENCRYPT | CKF_DECRYPT)) ==
                           (CKF_ENCRYPT | CKF_DECRYPT));
                 check_crypt(m, k);
             }
             if (info.flags & (CKF_WRAP | CKF_UNWRAP))
-                check_wrap(m, k);
+                check_wrap(m, make_key(m, sizes[j], true), sizes[j],
+                           info.flags);
             if (info.flags & CKF_SIGN)
                 check_sign(m, k, (info.flags & CKF_VERIFY) != 0);
         }
@@ -170,6 +186,103 @@ START_TEST(test_every_mechanism_every_flag)
     }
     free(list);
     ck_assert_uint_ge(checked, 15);
+}
+
+START_TEST(test_every_mechanism_every_flag)
+{
+    every_mechanism_every_flag();
+}
+END_TEST
+
+static void restart(const char *config)
+{
+    CK(P->C_Finalize(NULL));
+    kt_test_write_config(config);
+    CK(P->C_Initialize(NULL));
+    slot = kt_test_token_slot("mechs");
+    s = kt_test_user_session(slot);
+}
+
+/* legacy_mechanisms = yes: the unwrap oracles are back, and every flag
+ * they claim works. */
+START_TEST(test_every_mechanism_every_flag_legacy)
+{
+    /* keytier's policy (SECURITY.md); SoftHSM2 has its own */
+    if (kt_test_is_softhsm())
+        return;
+    restart("legacy_mechanisms = yes\n");
+    every_mechanism_every_flag();
+}
+END_TEST
+
+/* C_GetMechanismInfo claims CKF_UNWRAP for no unauthenticated unwrap
+ * mechanism unless legacy_mechanisms = yes; their other flags stay. */
+START_TEST(test_unwrap_flags_follow_legacy_mechanisms)
+{
+    /* keytier's policy (SECURITY.md); SoftHSM2 has its own */
+    if (kt_test_is_softhsm())
+        return;
+    static const struct {
+        CK_MECHANISM_TYPE m;
+        CK_FLAGS others;
+        bool oracle;
+    } rows[] = {
+        {CKM_AES_CBC_PAD, CKF_ENCRYPT | CKF_DECRYPT | CKF_WRAP, true},
+        {CKM_RSA_PKCS,
+         CKF_ENCRYPT | CKF_DECRYPT | CKF_SIGN | CKF_VERIFY | CKF_WRAP, true},
+        {CKM_AES_ECB, CKF_ENCRYPT | CKF_DECRYPT, true},
+        {CKM_RSA_PKCS_OAEP, CKF_ENCRYPT | CKF_DECRYPT | CKF_WRAP, false},
+        {CKM_AES_KEY_WRAP, CKF_ENCRYPT | CKF_DECRYPT | CKF_WRAP, false},
+        {CKM_AES_KEY_WRAP_PAD, CKF_ENCRYPT | CKF_DECRYPT | CKF_WRAP, false},
+        {CKM_AES_KEY_WRAP_KWP, CKF_ENCRYPT | CKF_DECRYPT | CKF_WRAP, false},
+        {CKM_AES_GCM, CKF_ENCRYPT | CKF_DECRYPT | CKF_WRAP, false},
+    };
+    const char *configs[] = {"", "legacy_mechanisms = no\n",
+                             "legacy_mechanisms = yes\n"};
+    for (int c = 0; c < 3; c++) {
+        if (c > 0)
+            restart(configs[c]);
+        bool legacy = c == 2;
+        for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+            CK_MECHANISM_INFO info;
+            CK(P->C_GetMechanismInfo(slot, rows[i].m, &info));
+            ck_assert_msg((info.flags & rows[i].others) == rows[i].others,
+                          "0x%lx lost a flag", rows[i].m);
+            /* ECB never unwrapped */
+            bool unwrap =
+                rows[i].m == CKM_AES_ECB ? false : !rows[i].oracle || legacy;
+            ck_assert_msg(((info.flags & CKF_UNWRAP) != 0) == unwrap,
+                          "0x%lx CKF_UNWRAP with %s", rows[i].m, configs[c]);
+        }
+    }
+}
+END_TEST
+
+/* Unwrapping with CBC-PAD or RSA PKCS#1 v1.5 is refused by default, before
+ * the blob is looked at. */
+START_TEST(test_unwrap_oracles_refused)
+{
+    /* keytier's policy (SECURITY.md); SoftHSM2 has its own */
+    if (kt_test_is_softhsm())
+        return;
+    CK_OBJECT_HANDLE k = make_key(CKM_AES_CBC_PAD, 32, true);
+    CK_MECHANISM mech = params_for(CKM_AES_CBC_PAD);
+    unsigned char blob[48] = {0};
+    CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+    CK_KEY_TYPE kt = CKK_AES;
+    CK_ATTRIBUTE t[] = {{CKA_CLASS, &cls, sizeof(cls)},
+                        {CKA_KEY_TYPE, &kt, sizeof(kt)}};
+    CK_OBJECT_HANDLE out;
+    RV(CKR_MECHANISM_INVALID,
+       P->C_UnwrapKey(s, &mech, k, blob, sizeof(blob), t, 2, &out));
+    CK_MECHANISM ecb = {CKM_AES_ECB, NULL, 0};
+    RV(CKR_MECHANISM_INVALID, P->C_UnwrapKey(s, &ecb, k, blob, 32, t, 2, &out));
+    /* wrapping with it stays (the blob is made by the token) */
+    CK_OBJECT_HANDLE dek = make_key(CKM_AES_KEY_GEN, 32, false);
+    unsigned char w[64];
+    CK_ULONG wl = sizeof(w);
+    CK(P->C_WrapKey(s, &mech, k, dek, w, &wl));
+    RV(CKR_MECHANISM_INVALID, P->C_UnwrapKey(s, &mech, k, w, wl, t, 2, &out));
 }
 END_TEST
 
@@ -180,6 +293,9 @@ static Suite *mechs_suite(void)
     tcase_add_checked_fixture(tc, setup, kt_test_teardown);
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_every_mechanism_every_flag);
+    tcase_add_test(tc, test_every_mechanism_every_flag_legacy);
+    tcase_add_test(tc, test_unwrap_flags_follow_legacy_mechanisms);
+    tcase_add_test(tc, test_unwrap_oracles_refused);
     suite_add_tcase(su, tc);
     return su;
 }

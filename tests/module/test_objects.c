@@ -471,6 +471,8 @@ static CK_MECHANISM mech_for(CK_MECHANISM_TYPE t)
     static unsigned char iv[16];
     static CK_GCM_PARAMS gp = {iv, 12, 96, NULL, 0, 128};
     CK_MECHANISM m = {t, NULL, 0};
+    /* A GCM wrap returns its IV here; each wrap starts from zeros. */
+    memset(iv, 0, sizeof(iv));
     if (t == CKM_AES_CBC_PAD) {
         m.pParameter = iv;
         m.ulParameterLen = 16;
@@ -497,7 +499,7 @@ static CK_OBJECT_HANDLE matrix_key(bool sensitive, bool extractable, bool token)
 
 START_TEST(test_non_extractable_matrix)
 {
-    CK_OBJECT_HANDLE kek = kt_test_aes_key(s, 32, true, false, "kek");
+    CK_OBJECT_HANDLE kek = kt_test_wrap_key(s, 32, true, false, "kek");
     for (int token = 0; token < 2; token++) {
         CK_OBJECT_HANDLE ne = matrix_key(false, false, token);
         CK_OBJECT_HANDLE se = matrix_key(true, true, token);
@@ -571,13 +573,14 @@ START_TEST(test_wrap_with_trusted_and_wrap_template)
                          {CKA_TOKEN, &yes, 1},
                          {CKA_PRIVATE, &no, 1},
                          {CKA_TRUSTED, &yes, 1},
+                         {CKA_WRAP, &yes, 1},
                          {CKA_LABEL, "trusted", 7}};
     CK_OBJECT_HANDLE trusted;
     CK(P->C_CreateObject(so, tt, N(tt), &trusted));
     CK(P->C_Logout(so));
     CK(P->C_CloseSession(so));
     CK(P->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)USER_PIN, strlen(USER_PIN)));
-    CK_OBJECT_HANDLE plain = kt_test_aes_key(s, 32, false, false, "plain");
+    CK_OBJECT_HANDLE plain = kt_test_wrap_key(s, 32, false, false, "plain");
     CK_BBOOL ext = CK_TRUE;
     CK_ATTRIBUTE kt[] = {{CKA_CLASS, &c_secret, sizeof(c_secret)},
                          {CKA_KEY_TYPE, &k_aes, sizeof(k_aes)},
@@ -597,6 +600,7 @@ START_TEST(test_wrap_with_trusted_and_wrap_template)
     CK_ATTRIBUTE wk[] = {{CKA_CLASS, &c_secret, sizeof(c_secret)},
                          {CKA_KEY_TYPE, &k_aes, sizeof(k_aes)},
                          {CKA_VALUE, key32, 32},
+                         {CKA_WRAP, &yes, 1},
                          {CKA_WRAP_TEMPLATE, wt, sizeof(wt)}};
     CK_OBJECT_HANDLE tmpl_kek;
     CK(P->C_CreateObject(s, wk, N(wk), &tmpl_kek));
@@ -634,6 +638,7 @@ START_TEST(test_unwrap_template_enforced)
     CK_ATTRIBUTE uk[] = {{CKA_CLASS, &c_secret, sizeof(c_secret)},
                          {CKA_KEY_TYPE, &k_aes, sizeof(k_aes)},
                          {CKA_VALUE, key32, 32},
+                         {CKA_UNWRAP, &yes, 1},
                          {CKA_UNWRAP_TEMPLATE, ut, sizeof(ut)}};
     CK_OBJECT_HANDLE kek, dek, back;
     CK(P->C_CreateObject(s, uk, N(uk), &kek));
@@ -684,6 +689,7 @@ START_TEST(test_key_usage_and_allowed_mechanisms)
                         {CKA_WRAP, &no, 1},
                         {CKA_DECRYPT, &no, 1}};
     CK_OBJECT_HANDLE k, dek = kt_test_aes_key(s, 16, false, true, "dek");
+    CK_OBJECT_HANDLE kek = kt_test_wrap_key(s, 16, false, true, "kek");
     CK(P->C_CreateObject(s, t, N(t), &k));
     unsigned char iv[16] = {0};
     CK_MECHANISM cbc = {CKM_AES_CBC, iv, 16};
@@ -713,18 +719,183 @@ START_TEST(test_key_usage_and_allowed_mechanisms)
     ol = sizeof(out);
     RV(CKR_WRAPPING_KEY_HANDLE_INVALID,
        P->C_WrapKey(s, &wp, 0x7777777, dek, out, &ol));
-    RV(CKR_KEY_HANDLE_INVALID, P->C_WrapKey(s, &wp, dek, 0x7777777, out, &ol));
+    RV(CKR_KEY_HANDLE_INVALID, P->C_WrapKey(s, &wp, kek, 0x7777777, out, &ol));
     CK_ULONG l = 32;
-    CK_ATTRIBUTE gt[] = {{CKA_VALUE_LEN, &l, sizeof(l)}};
+    CK_ATTRIBUTE gt[] = {{CKA_VALUE_LEN, &l, sizeof(l)}, {CKA_WRAP, &yes, 1}};
     CK_MECHANISM gm = {CKM_GENERIC_SECRET_KEY_GEN, NULL, 0};
     CK_OBJECT_HANDLE gk;
-    CK(P->C_GenerateKey(s, &gm, gt, 1, &gk));
+    CK(P->C_GenerateKey(s, &gm, gt, 2, &gk));
     RV(CKR_WRAPPING_KEY_TYPE_INCONSISTENT,
        P->C_WrapKey(s, &wp, gk, dek, out, &ol));
     CK_MECHANISM bad = {CKM_SHA256, NULL, 0};
     RV(CKR_MECHANISM_INVALID, P->C_WrapKey(s, &bad, dek, dek, out, &ol));
     RV(CKR_ARGUMENTS_BAD, P->C_WrapKey(s, NULL, dek, dek, out, &ol));
     RV(CKR_ARGUMENTS_BAD, P->C_WrapKey(s, &wp, dek, dek, out, NULL));
+}
+END_TEST
+
+static bool get_bool(CK_OBJECT_HANDLE h, CK_ATTRIBUTE_TYPE type)
+{
+    CK_BBOOL v = CK_FALSE;
+    CK_ATTRIBUTE g = {type, &v, 1};
+    CK(P->C_GetAttributeValue(s, h, &g, 1));
+    return v != CK_FALSE;
+}
+
+/* A secret key wraps/unwraps or encrypts/decrypts, never both; the usage
+ * attributes a template leaves out follow the role it asks for. */
+START_TEST(test_key_roles)
+{
+    /* keytier's policy (SECURITY.md); SoftHSM2 has its own */
+    if (kt_test_is_softhsm())
+        return;
+    CK_ULONG l = 32;
+    CK_MECHANISM gm = {CKM_AES_KEY_GEN, NULL, 0};
+    struct {
+        CK_ATTRIBUTE_TYPE ask;
+        bool wrap;
+    } rows[] = {{0, false},
+                {CKA_ENCRYPT, false},
+                {CKA_DECRYPT, false},
+                {CKA_WRAP, true},
+                {CKA_UNWRAP, true}};
+    for (size_t i = 0; i < N(rows); i++) {
+        CK_ATTRIBUTE t[] = {{CKA_VALUE_LEN, &l, sizeof(l)},
+                            {rows[i].ask, &yes, 1}};
+        CK_OBJECT_HANDLE k;
+        CK(P->C_GenerateKey(s, &gm, t, rows[i].ask ? 2 : 1, &k));
+        bool w = rows[i].wrap;
+        ck_assert_msg(get_bool(k, CKA_WRAP) == w, "row %zu", i);
+        ck_assert_msg(get_bool(k, CKA_UNWRAP) == w, "row %zu", i);
+        ck_assert_msg(get_bool(k, CKA_ENCRYPT) == !w, "row %zu", i);
+        ck_assert_msg(get_bool(k, CKA_DECRYPT) == !w, "row %zu", i);
+        ck_assert_msg(get_bool(k, CKA_SIGN) == !w, "row %zu", i);
+        ck_assert_msg(get_bool(k, CKA_VERIFY) == !w, "row %zu", i);
+        ck_assert(!get_bool(k, CKA_DERIVE));
+        /* switching the other role on is refused; the key is unchanged */
+        CK_ATTRIBUTE on = {w ? CKA_DECRYPT : CKA_UNWRAP, &yes, 1};
+        RV(CKR_ATTRIBUTE_READ_ONLY, P->C_SetAttributeValue(s, k, &on, 1));
+        ck_assert(!get_bool(k, on.type));
+        CK_OBJECT_HANDLE c;
+        RV(CKR_TEMPLATE_INCONSISTENT, P->C_CopyObject(s, k, &on, 1, &c));
+        /* the own role may be switched off, and on again */
+        CK_ATTRIBUTE off = {w ? CKA_WRAP : CKA_ENCRYPT, &no, 1};
+        CK(P->C_SetAttributeValue(s, k, &off, 1));
+        off.pValue = &yes;
+        CK(P->C_SetAttributeValue(s, k, &off, 1));
+        CK(P->C_CopyObject(s, k, NULL, 0, &c));
+    }
+    /* a template asking for both */
+    CK_ATTRIBUTE both[] = {{CKA_VALUE_LEN, &l, sizeof(l)},
+                           {CKA_UNWRAP, &yes, 1},
+                           {CKA_ENCRYPT, &yes, 1}};
+    CK_OBJECT_HANDLE k;
+    RV(CKR_TEMPLATE_INCONSISTENT, P->C_GenerateKey(s, &gm, both, 3, &k));
+    CK_ATTRIBUTE cboth[] = {{CKA_CLASS, &c_secret, sizeof(c_secret)},
+                            {CKA_KEY_TYPE, &k_aes, sizeof(k_aes)},
+                            {CKA_VALUE, key32, 32},
+                            {CKA_WRAP, &yes, 1},
+                            {CKA_DECRYPT, &yes, 1}};
+    RV(CKR_TEMPLATE_INCONSISTENT, P->C_CreateObject(s, cboth, N(cboth), &k));
+    /* C_UnwrapKey: its template, and a CKA_UNWRAP_TEMPLATE forcing both */
+    CK_OBJECT_HANDLE kek = kt_test_wrap_key(s, 32, false, false, "kek");
+    CK_OBJECT_HANDLE dek = kt_test_aes_key(s, 32, false, true, "dek");
+    CK_MECHANISM m = {CKM_AES_KEY_WRAP_PAD, NULL, 0};
+    unsigned char w[64];
+    CK_ULONG wl = sizeof(w);
+    CK(P->C_WrapKey(s, &m, kek, dek, w, &wl));
+    CK_ATTRIBUTE ut[] = {{CKA_CLASS, &c_secret, sizeof(c_secret)},
+                         {CKA_KEY_TYPE, &k_aes, sizeof(k_aes)},
+                         {CKA_WRAP, &yes, 1},
+                         {CKA_DECRYPT, &yes, 1}};
+    RV(CKR_TEMPLATE_INCONSISTENT,
+       P->C_UnwrapKey(s, &m, kek, w, wl, ut, N(ut), &k));
+    CK_ATTRIBUTE forced[] = {{CKA_WRAP, &yes, 1}, {CKA_DECRYPT, &yes, 1}};
+    CK_ATTRIBUTE fk[] = {{CKA_CLASS, &c_secret, sizeof(c_secret)},
+                         {CKA_KEY_TYPE, &k_aes, sizeof(k_aes)},
+                         {CKA_VALUE, key32, 32},
+                         {CKA_UNWRAP, &yes, 1},
+                         {CKA_UNWRAP_TEMPLATE, forced, sizeof(forced)}};
+    CK_OBJECT_HANDLE f;
+    CK(P->C_CreateObject(s, fk, N(fk), &f));
+    unsigned char w2[64];
+    CK_ULONG wl2 = sizeof(w2);
+    CK(P->C_WrapKey(s, &m, f, dek, w2, &wl2));
+    RV(CKR_TEMPLATE_INCONSISTENT, P->C_UnwrapKey(s, &m, f, w2, wl2, ut, 2, &k));
+    /* an unwrapped key defaults to encrypt/decrypt */
+    CK(P->C_UnwrapKey(s, &m, kek, w, wl, ut, 2, &k));
+    ck_assert(get_bool(k, CKA_DECRYPT) && !get_bool(k, CKA_UNWRAP));
+    /* RSA keys are not concerned */
+    CK_MECHANISM rg = {CKM_RSA_PKCS_KEY_PAIR_GEN, NULL, 0};
+    CK_ULONG bits = 2048;
+    CK_BYTE e[] = {1, 0, 1};
+    CK_ATTRIBUTE pt[] = {{CKA_MODULUS_BITS, &bits, sizeof(bits)},
+                         {CKA_PUBLIC_EXPONENT, e, sizeof(e)},
+                         {CKA_WRAP, &yes, 1},
+                         {CKA_ENCRYPT, &yes, 1}};
+    CK_ATTRIBUTE vt[] = {{CKA_UNWRAP, &yes, 1}, {CKA_DECRYPT, &yes, 1}};
+    CK_OBJECT_HANDLE pub, priv;
+    CK(P->C_GenerateKeyPair(s, &rg, pt, N(pt), vt, N(vt), &pub, &priv));
+}
+END_TEST
+
+/* legacy_mechanisms = yes permits both roles and keeps the old defaults;
+ * a key stored with both serves neither once it is off again, until one
+ * role is switched off. */
+START_TEST(test_key_roles_legacy_and_stored)
+{
+    /* keytier's policy (SECURITY.md); SoftHSM2 has its own */
+    if (kt_test_is_softhsm())
+        return;
+    CK(P->C_Finalize(NULL));
+    kt_test_write_config("legacy_mechanisms = yes\n");
+    CK(P->C_Initialize(NULL));
+    s = kt_test_user_session(kt_test_token_slot("objects"));
+    CK_ULONG l = 32;
+    CK_MECHANISM gm = {CKM_AES_KEY_GEN, NULL, 0};
+    CK_ATTRIBUTE t[] = {{CKA_VALUE_LEN, &l, sizeof(l)},
+                        {CKA_TOKEN, &yes, 1},
+                        {CKA_LABEL, "dual", 4}};
+    CK_OBJECT_HANDLE k;
+    CK(P->C_GenerateKey(s, &gm, t, N(t), &k));
+    ck_assert(get_bool(k, CKA_WRAP) && get_bool(k, CKA_UNWRAP) &&
+              get_bool(k, CKA_ENCRYPT) && get_bool(k, CKA_DECRYPT));
+    CK_OBJECT_HANDLE dek = kt_test_aes_key(s, 32, false, true, "dek");
+    CK_MECHANISM m = {CKM_AES_KEY_WRAP_PAD, NULL, 0};
+    CK_MECHANISM ecb = {CKM_AES_ECB, NULL, 0};
+    unsigned char w[64];
+    CK_ULONG wl = sizeof(w);
+    CK(P->C_WrapKey(s, &m, k, dek, w, &wl));
+    CK(P->C_EncryptInit(s, &ecb, k));
+    CK(P->C_EncryptFinal(s, NULL, &wl));
+    CK(P->C_Finalize(NULL));
+    kt_test_write_config(NULL);
+    CK(P->C_Initialize(NULL));
+    s = kt_test_user_session(kt_test_token_slot("objects"));
+    CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+    CK_ATTRIBUTE q[] = {{CKA_CLASS, &cls, sizeof(cls)}, {CKA_LABEL, "dual", 4}};
+    CK_ULONG n = 0;
+    CK(P->C_FindObjectsInit(s, q, N(q)));
+    CK(P->C_FindObjects(s, &k, 1, &n));
+    CK(P->C_FindObjectsFinal(s));
+    ck_assert_uint_eq(n, 1);
+    dek = kt_test_aes_key(s, 32, false, true, "dek");
+    wl = sizeof(w);
+    RV(CKR_KEY_FUNCTION_NOT_PERMITTED, P->C_WrapKey(s, &m, k, dek, w, &wl));
+    RV(CKR_KEY_FUNCTION_NOT_PERMITTED, P->C_EncryptInit(s, &ecb, k));
+    RV(CKR_KEY_FUNCTION_NOT_PERMITTED, P->C_DecryptInit(s, &ecb, k));
+    /* relabelled, still refused; a role switched off: the other works */
+    CK_ATTRIBUTE lbl = {CKA_LABEL, "dual2", 5};
+    CK(P->C_SetAttributeValue(s, k, &lbl, 1));
+    CK_ATTRIBUTE on = {CKA_WRAP, &yes, 1};
+    RV(CKR_ATTRIBUTE_READ_ONLY, P->C_SetAttributeValue(s, k, &on, 1));
+    CK_OBJECT_HANDLE c;
+    RV(CKR_TEMPLATE_INCONSISTENT, P->C_CopyObject(s, k, NULL, 0, &c));
+    CK_ATTRIBUTE off[] = {{CKA_ENCRYPT, &no, 1}, {CKA_DECRYPT, &no, 1}};
+    CK(P->C_SetAttributeValue(s, k, off, 2));
+    wl = sizeof(w);
+    CK(P->C_WrapKey(s, &m, k, dek, w, &wl));
+    RV(CKR_KEY_FUNCTION_NOT_PERMITTED, P->C_EncryptInit(s, &ecb, k));
 }
 END_TEST
 
@@ -747,6 +918,8 @@ static Suite *objects_suite(void)
     tcase_add_test(tc, test_wrap_with_trusted_and_wrap_template);
     tcase_add_test(tc, test_unwrap_template_enforced);
     tcase_add_test(tc, test_key_usage_and_allowed_mechanisms);
+    tcase_add_test(tc, test_key_roles);
+    tcase_add_test(tc, test_key_roles_legacy_and_stored);
     suite_add_tcase(su, tc);
     return su;
 }

@@ -80,7 +80,7 @@ START_TEST(test_concurrent_sessions)
     CK(P->C_Initialize(&args));
     slot = kt_test_new_token("threads");
     CK_SESSION_HANDLE s = kt_test_user_session(slot);
-    root = kt_test_aes_key(s, 32, true, false, "root");
+    root = kt_test_wrap_key(s, 32, true, false, "root");
     pthread_t th[THREADS];
     for (long i = 0; i < THREADS; i++)
         ck_assert_int_eq(pthread_create(&th[i], NULL, worker, (void *)i), 0);
@@ -377,7 +377,7 @@ START_TEST(test_session_object_churn_handles_unique)
     CK(P->C_Initialize(NULL));
     slot = kt_test_new_token("churn");
     CK_SESSION_HANDLE s = kt_test_user_session(slot);
-    root = kt_test_aes_key(s, 32, true, false, "root");
+    root = kt_test_wrap_key(s, 32, true, false, "root");
     CK_OBJECT_HANDLE dek = kt_test_aes_key(s, 32, false, true, "dek");
     CK_MECHANISM wm = {CKM_AES_KEY_WRAP_PAD, NULL, 0};
     pthread_t th[CHURN_THREADS];
@@ -430,8 +430,8 @@ START_TEST(test_cached_wrapping_key_follows_changes)
     CK_SESSION_HANDLE a = kt_test_user_session(slot), b;
     CK(P->C_OpenSession(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL,
                         &b));
-    root = kt_test_aes_key(a, 32, true, false, "root");
-    CK_OBJECT_HANDLE kek = kt_test_aes_key(b, 32, false, false, "kek");
+    root = kt_test_wrap_key(a, 32, true, false, "root");
+    CK_OBJECT_HANDLE kek = kt_test_wrap_key(b, 32, false, false, "kek");
     CK_OBJECT_HANDLE dek = kt_test_aes_key(a, 32, false, true, "dek");
     CK_MECHANISM wm = {CKM_AES_KEY_WRAP_PAD, NULL, 0};
     unsigned char w[64], w2[64];
@@ -458,7 +458,7 @@ START_TEST(test_cached_wrapping_key_follows_changes)
     RV(CKR_UNWRAPPING_KEY_HANDLE_INVALID,
        churn_unwrap(a, kek, w2, wl2, "y", &out));
     /* Its owner's session closed. */
-    CK_OBJECT_HANDLE kek2 = kt_test_aes_key(b, 32, false, false, "kek2");
+    CK_OBJECT_HANDLE kek2 = kt_test_wrap_key(b, 32, false, false, "kek2");
     wl2 = sizeof(w2);
     CK(P->C_WrapKey(a, &wm, kek2, dek, w2, &wl2));
     CK(churn_unwrap(a, kek2, w2, wl2, "z", &out));

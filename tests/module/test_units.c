@@ -266,7 +266,15 @@ START_TEST(test_config_parser)
     ck_assert_uint_eq(c.pin_max_length, 32);
     ck_assert_uint_eq(c.pin_max_retries, 5);
     ck_assert_uint_eq(c.pin_kdf_cost, 12);
+    ck_assert(!c.legacy_mechanisms); /* the default */
+    ck_assert_int_eq(parse_config("legacy_mechanisms = yes\n", &c), CKR_OK);
+    ck_assert(c.legacy_mechanisms);
+    ck_assert_int_eq(parse_config("legacy_mechanisms=no\n", &c), CKR_OK);
+    ck_assert(!c.legacy_mechanisms);
     const char *bad[] = {
+        "legacy_mechanisms = 1\n",
+        "legacy_mechanisms = YES\n",
+        "legacy_mechanisms =\n",
         "nokey\n",
         "what = 1\n",
         "slots = 0\n",
@@ -360,6 +368,88 @@ START_TEST(test_schema_table)
     ck_assert(kt_attrs_get_bool(&a, CKA_ALWAYS_SENSITIVE, false));
     ck_assert(!kt_attrs_get_bool(&a, CKA_NEVER_EXTRACTABLE, true));
     kt_attrs_clear(&a);
+}
+END_TEST
+
+/* Key roles: what a secret key's template asks for sets the usage defaults;
+ * both roles are refused unless legacy_mechanisms = yes. */
+START_TEST(test_schema_key_roles)
+{
+    struct {
+        CK_ATTRIBUTE_TYPE ask;
+        bool wrap;
+    } rows[] = {
+        {0, false},       {CKA_ENCRYPT, false}, {CKA_DECRYPT, false},
+        {CKA_WRAP, true}, {CKA_UNWRAP, true},
+    };
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        kt_attrs a;
+        secret_key_attrs(&a);
+        if (rows[i].ask != 0)
+            ck_assert_int_eq(kt_attrs_set_bool(&a, rows[i].ask, true), CKR_OK);
+        ck_assert_int_eq(kt_schema_create(&a, KT_CREATE_OBJECT,
+                                          CK_UNAVAILABLE_INFORMATION, false),
+                         CKR_OK);
+        bool w = rows[i].wrap;
+        ck_assert_msg(kt_attrs_get_bool(&a, CKA_WRAP, !w) == w, "row %zu", i);
+        ck_assert_msg(kt_attrs_get_bool(&a, CKA_UNWRAP, !w) == w, "row %zu", i);
+        ck_assert_msg(kt_attrs_get_bool(&a, CKA_ENCRYPT, w) == !w, "row %zu",
+                      i);
+        ck_assert_msg(kt_attrs_get_bool(&a, CKA_DECRYPT, w) == !w, "row %zu",
+                      i);
+        /* a wrap key signs nothing unless asked; others keep CKA_SIGN */
+        ck_assert_msg(kt_attrs_get_bool(&a, CKA_SIGN, w) == !w, "row %zu", i);
+        ck_assert(!kt_schema_roles_combined(&a));
+        /* switching the other role on is refused, off is fine */
+        CK_BBOOL t = CK_TRUE, f = CK_FALSE;
+        kt_attrs ch;
+        kt_attrs_init(&ch);
+        ck_assert_int_eq(
+            kt_attrs_set_bool(&ch, w ? CKA_DECRYPT : CKA_UNWRAP, true), CKR_OK);
+        ck_assert_int_eq(kt_attrs_set(&a, w ? CKA_DECRYPT : CKA_UNWRAP, &t, 1),
+                         CKR_OK);
+        ck_assert_int_eq(kt_schema_roles_changed(&a, &ch, false),
+                         CKR_ATTRIBUTE_READ_ONLY);
+        ck_assert_int_eq(kt_schema_roles_changed(&a, &ch, true),
+                         CKR_TEMPLATE_INCONSISTENT);
+        kt_attrs_clear(&ch);
+        /* a key holding both (stored before the rule) may be relabelled */
+        kt_attrs_init(&ch);
+        ck_assert_int_eq(kt_attrs_set(&ch, CKA_LABEL, "x", 1), CKR_OK);
+        ck_assert_int_eq(kt_schema_roles_changed(&a, &ch, false), CKR_OK);
+        kt_attrs_clear(&ch);
+        ck_assert_int_eq(kt_attrs_set(&a, w ? CKA_DECRYPT : CKA_UNWRAP, &f, 1),
+                         CKR_OK);
+        kt_attrs_clear(&a);
+    }
+    /* both asked */
+    kt_attrs a;
+    secret_key_attrs(&a);
+    ck_assert_int_eq(kt_attrs_set_bool(&a, CKA_WRAP, true), CKR_OK);
+    ck_assert_int_eq(kt_attrs_set_bool(&a, CKA_DECRYPT, true), CKR_OK);
+    ck_assert_int_eq(
+        kt_schema_create(&a, KT_CREATE_GENERATE, CKM_AES_KEY_GEN, false),
+        CKR_TEMPLATE_INCONSISTENT);
+    ck_assert(kt_schema_roles_combined(&a));
+    /* legacy_mechanisms = yes: permitted, and every usage defaults on */
+    kt_g.cfg.legacy_mechanisms = true;
+    ck_assert(!kt_schema_roles_combined(&a));
+    ck_assert_int_eq(kt_schema_create(&a, KT_CREATE_OBJECT,
+                                      CK_UNAVAILABLE_INFORMATION, false),
+                     CKR_OK);
+    ck_assert(kt_attrs_get_bool(&a, CKA_UNWRAP, false));
+    ck_assert(kt_attrs_get_bool(&a, CKA_ENCRYPT, false));
+    kt_g.cfg.legacy_mechanisms = false;
+    kt_attrs_clear(&a);
+    /* RSA keys are not concerned */
+    kt_attrs r;
+    kt_attrs_init(&r);
+    ck_assert_int_eq(kt_attrs_set_ulong(&r, CKA_CLASS, CKO_PRIVATE_KEY),
+                     CKR_OK);
+    ck_assert_int_eq(kt_attrs_set_bool(&r, CKA_UNWRAP, true), CKR_OK);
+    ck_assert_int_eq(kt_attrs_set_bool(&r, CKA_DECRYPT, true), CKR_OK);
+    ck_assert(!kt_schema_roles_combined(&r));
+    kt_attrs_clear(&r);
 }
 END_TEST
 
@@ -507,6 +597,7 @@ static Suite *units_suite(void)
     tcase_add_test(tc, test_attrs_packed_copy);
     tcase_add_test(tc, test_handle_shards);
     tcase_add_test(tc, test_config_parser);
+    tcase_add_test(tc, test_schema_key_roles);
     tcase_add_test(tc, test_schema_table);
     tcase_add_test(tc, test_seal_and_mac);
     tcase_add_test(tc, test_pin_records);
