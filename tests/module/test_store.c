@@ -490,6 +490,18 @@ static CK_ULONG count_extractable(CK_SESSION_HANDLE s)
     return n;
 }
 
+/* A token refused whole (its object set does not match the manifest):
+ * the login is refused too, and nothing is found. */
+static CK_SESSION_HANDLE refused_session(const char *label)
+{
+    CK_SESSION_HANDLE s;
+    CK(P->C_OpenSession(kt_test_token_slot(label),
+                        CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &s));
+    RV(CKR_DEVICE_ERROR,
+       P->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)USER_PIN, strlen(USER_PIN)));
+    return s;
+}
+
 /* An older authentic copy of a record (from while the key was still
  * extractable) written back over the current one: each record still has a
  * valid MAC, the set does not match its manifest. */
@@ -513,7 +525,7 @@ START_TEST(test_rolled_back_record_refused)
     ck_assert_int_gt(row_gen(db, id), gen);
     put_row(db, &old);
     CK(P->C_Initialize(NULL));
-    s = kt_test_user_session(kt_test_token_slot("rollback"));
+    s = refused_session("rollback");
     ck_assert_uint_eq(find_label(s, "was-exportable", NULL), 0);
     ck_assert_uint_eq(count_extractable(s), 0);
     ck_assert_uint_eq(find_label(s, "bystander", NULL), 0);
@@ -543,7 +555,7 @@ START_TEST(test_reinserted_record_refused)
     ck_assert_int_eq(row_gen(db, old.id), -1);
     put_row(db, &old);
     CK(P->C_Initialize(NULL));
-    s = kt_test_user_session(kt_test_token_slot("reinsert"));
+    s = refused_session("reinsert");
     ck_assert_uint_eq(find_label(s, "destroyed-root", NULL), 0);
     ck_assert_uint_eq(find_label(s, "bystander", NULL), 0);
     ck_assert(log_line_has(db, MANIFEST_MISMATCH));
@@ -574,7 +586,7 @@ START_TEST(test_removed_record_detected)
     ck_assert_int_eq(sqlite3_exec(h, sql, NULL, NULL, NULL), SQLITE_OK);
     sqlite3_close(h);
     CK(P->C_Initialize(NULL));
-    s = kt_test_user_session(kt_test_token_slot("removed"));
+    s = refused_session("removed");
     ck_assert_uint_eq(find_label(s, "bystander", NULL), 0);
     ck_assert(log_line_has(db, MANIFEST_MISMATCH));
     CK(P->C_Finalize(NULL));
