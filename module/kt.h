@@ -232,6 +232,11 @@ struct kt_store_keys {
     unsigned char mac[32];
     unsigned char manifest[32];
     int64_t min_ctr;
+    /* Object writes: the digest of the PIN records the writer last read.
+     * A PIN change in another process since (maybe a new master key) makes
+     * the write return KT_CKR_RETRY: the writer reloads and seals again. */
+    bool check_pins;
+    unsigned char pins[32];
 };
 
 /* Session objects of a token, in the shard of the session that made them

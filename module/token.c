@@ -912,12 +912,26 @@ void kt_token_reseal_all(struct kt_token *t)
 /* ---- changes ------------------------------------------------------------ */
 
 /* Lock held: the keys a store write needs; it never writes below the
- * counter this process has seen committed or read in <serial>.seq. */
-static void store_keys(const struct kt_token *t, struct kt_store_keys *k)
+ * counter this process has seen committed or read in <serial>.seq. pins
+ * gets a copy of the PIN records as this process last read them (for
+ * keys_pins, outside the lock). */
+static void store_keys(const struct kt_token *t, struct kt_store_keys *k,
+                       struct kt_pin pins[2])
 {
     memcpy(k->mac, t->mac_key, 32);
     memcpy(k->manifest, t->man_key, 32);
     k->min_ctr = t->man_ctr_seen > t->seq_ctr ? t->man_ctr_seen : t->seq_ctr;
+    k->check_pins = false;
+    if (pins != NULL)
+        memcpy(pins, t->pins, 2 * sizeof(pins[0]));
+}
+
+/* An object write is refused (KT_CKR_RETRY) if the PIN records changed
+ * since: the master key this process seals with may be an old one. */
+static void keys_pins(struct kt_store_keys *k, struct kt_pin pins[2])
+{
+    k->check_pins = kt_seal_pins_digest(k->manifest, pins, k->pins) == CKR_OK;
+    kt_wipe(pins, 2 * sizeof(pins[0]));
 }
 
 /* Copies of the keys a store write needs (CKR_USER_NOT_LOGGED_IN without
@@ -926,13 +940,15 @@ static void store_keys(const struct kt_token *t, struct kt_store_keys *k)
 static CK_RV write_keys(struct kt_token *t, struct kt_store_keys *k,
                         unsigned char *mk)
 {
+    struct kt_pin pins[2];
     pthread_rwlock_rdlock(&t->lock);
     bool loaded = t->mk_loaded;
     bool refused = t->man_refused;
     if (mk != NULL)
         memcpy(mk, t->mk, 32);
-    store_keys(t, k);
+    store_keys(t, k, pins);
     pthread_rwlock_unlock(&t->lock);
+    keys_pins(k, pins);
     if (refused)
         return CKR_DEVICE_ERROR;
     return loaded ? CKR_OK : CKR_USER_NOT_LOGGED_IN;
@@ -961,7 +977,7 @@ CK_RV kt_token_pins_write(struct kt_token *t, kt_pins_fn fn, void *ctx,
     memset(&man, 0, sizeof(man));
     pthread_mutex_lock(&t->dblock);
     pthread_rwlock_rdlock(&t->lock);
-    store_keys(t, &k);
+    store_keys(t, &k, NULL);
     bool refused = t->man_refused;
     pthread_rwlock_unlock(&t->lock);
     CK_RV rv =
@@ -1077,10 +1093,16 @@ CK_RV kt_token_add_object(struct kt_token *t, const struct kt_session *owner,
             seq_after_commit(t, w.man.ctr);
         }
         pthread_mutex_unlock(&t->dblock);
-        if (rv != CKR_FUNCTION_FAILED)
+        /* A PIN changed in another process: reload (a new master key,
+         * or a logout) and seal again. */
+        if (rv == KT_CKR_RETRY)
+            rv = kt_token_sync(t) == CKR_OK ? KT_CKR_RETRY : CKR_DEVICE_ERROR;
+        if (rv != CKR_FUNCTION_FAILED && rv != KT_CKR_RETRY)
             break;
     }
     kt_wipe(&k, sizeof(k));
+    if (rv == KT_CKR_RETRY)
+        rv = CKR_FUNCTION_FAILED;
     if (rv != CKR_OK) {
         kt_object_free(o);
         return rv;
@@ -1235,12 +1257,14 @@ static CK_RV modify_cb(void *vctx, int64_t gen, const unsigned char *blob,
     return rv;
 }
 
-CK_RV kt_token_modify_object(struct kt_token *t, CK_OBJECT_HANDLE h,
-                             kt_change_fn change, void *ctx)
+static CK_RV modify_once(struct kt_token *t, CK_OBJECT_HANDLE h,
+                         kt_change_fn change, void *ctx)
 {
     struct modify_ctx c;
     struct kt_store_written w;
+    struct kt_pin pins[2];
     CK_RV rv = CKR_OK;
+    memset(pins, 0, sizeof(pins));
     memset(&c, 0, sizeof(c));
     kt_attrs_init(&c.plain);
     c.t = t;
@@ -1260,9 +1284,10 @@ CK_RV kt_token_modify_object(struct kt_token *t, CK_OBJECT_HANDLE h,
         c.known_gen = (int64_t)o->gen;
         c.cls = o->cls;
         memcpy(c.mk, t->mk, 32);
-        store_keys(t, &c.keys);
+        store_keys(t, &c.keys, pins);
     }
     pthread_rwlock_unlock(&t->lock);
+    keys_pins(&c.keys, pins);
     if (rv == CKR_OK)
         rv = kt_store_update_object(t->db, &c.keys, c.id, modify_cb, &c, &w);
     if (rv == CKR_OK)
@@ -1305,7 +1330,22 @@ CK_RV kt_token_modify_object(struct kt_token *t, CK_OBJECT_HANDLE h,
     return rv;
 }
 
-CK_RV kt_token_destroy_object(struct kt_token *t, CK_OBJECT_HANDLE h)
+/* A write that met a PIN change of another process (KT_CKR_RETRY) is
+ * made again after a reload: with the new master key, or refused if this
+ * process was logged out by it. */
+CK_RV kt_token_modify_object(struct kt_token *t, CK_OBJECT_HANDLE h,
+                             kt_change_fn change, void *ctx)
+{
+    CK_RV rv = KT_CKR_RETRY;
+    for (int attempt = 0; attempt < 4 && rv == KT_CKR_RETRY; attempt++) {
+        rv = modify_once(t, h, change, ctx);
+        if (rv == KT_CKR_RETRY && kt_token_sync(t) != CKR_OK)
+            rv = CKR_DEVICE_ERROR;
+    }
+    return rv == KT_CKR_RETRY ? CKR_FUNCTION_FAILED : rv;
+}
+
+static CK_RV destroy_once(struct kt_token *t, CK_OBJECT_HANDLE h)
 {
     CK_RV rv = CKR_OK;
     struct kt_store_keys k;
@@ -1340,6 +1380,17 @@ CK_RV kt_token_destroy_object(struct kt_token *t, CK_OBJECT_HANDLE h)
     pthread_mutex_unlock(&t->dblock);
     kt_wipe(&k, sizeof(k));
     return rv;
+}
+
+CK_RV kt_token_destroy_object(struct kt_token *t, CK_OBJECT_HANDLE h)
+{
+    CK_RV rv = KT_CKR_RETRY;
+    for (int attempt = 0; attempt < 4 && rv == KT_CKR_RETRY; attempt++) {
+        rv = destroy_once(t, h);
+        if (rv == KT_CKR_RETRY && kt_token_sync(t) != CKR_OK)
+            rv = CKR_DEVICE_ERROR;
+    }
+    return rv == KT_CKR_RETRY ? CKR_FUNCTION_FAILED : rv;
 }
 
 void kt_token_destroy_session_objects(struct kt_token *t, CK_SESSION_HANDLE s)

@@ -213,6 +213,22 @@ static CK_RV manifest_current(sqlite3 *db, const struct kt_store_keys *k,
     return CKR_OK;
 }
 
+/* Inside an object write transaction, before anything is written: the PIN
+ * records are still those the writer last read (their digest in the
+ * manifest, authenticated by manifest_apply). Otherwise another process
+ * changed a PIN, perhaps with a new master key the writer does not hold:
+ * KT_CKR_RETRY, the writer reloads first. */
+static CK_RV pins_unchanged(sqlite3 *db, const struct kt_store_keys *k)
+{
+    struct kt_manifest m;
+    if (!k->check_pins)
+        return CKR_OK;
+    CK_RV rv = read_manifest(db, &m);
+    if (rv == CKR_OK && m.present && memcmp(m.pins, k->pins, 32) != 0)
+        rv = KT_CKR_RETRY;
+    return rv;
+}
+
 /* Inside an object write transaction: acc ^= old ^ new, count += delta,
  * counter + 1, new MAC. */
 static CK_RV manifest_apply(sqlite3 *db, const struct kt_store_keys *k,
@@ -597,6 +613,9 @@ CK_RV kt_store_put_object(sqlite3 *db, const struct kt_store_keys *k,
     CK_RV rv = exec(db, "BEGIN IMMEDIATE");
     if (rv != CKR_OK)
         return rv;
+    rv = pins_unchanged(db, k);
+    if (rv != CKR_OK)
+        goto out;
     if (!must_be_new) {
         rv = row_term(db, k->manifest, id, expect_gen, old_term);
         if (rv == CKR_OBJECT_HANDLE_INVALID)
@@ -656,6 +675,9 @@ CK_RV kt_store_update_object(sqlite3 *db, const struct kt_store_keys *k,
     CK_RV rv = exec(db, "BEGIN IMMEDIATE");
     if (rv != CKR_OK)
         return rv;
+    rv = pins_unchanged(db, k);
+    if (rv != CKR_OK)
+        goto out;
     if (sqlite3_prepare_v2(db,
                            "SELECT gen, attrs, mac FROM objects WHERE id = ?",
                            -1, &st, NULL) != SQLITE_OK) {
@@ -732,6 +754,9 @@ CK_RV kt_store_delete_object(sqlite3 *db, const struct kt_store_keys *k,
     CK_RV rv = exec(db, "BEGIN IMMEDIATE");
     if (rv != CKR_OK)
         return rv;
+    rv = pins_unchanged(db, k);
+    if (rv != CKR_OK)
+        goto out;
     rv = row_term(db, k->manifest, id, -1, old_term);
     bool present = rv == CKR_OK;
     if (rv == CKR_OBJECT_HANDLE_INVALID)

@@ -819,6 +819,18 @@ START_TEST(test_pin_change_in_another_process)
     ck_assert_int_eq(waitpid(pid, &st, 0), pid);
     ck_assert(WIFEXITED(st));
     ck_assert_int_eq(WEXITSTATUS(st), 0);
+    /* A key made now, before this process has read the change, would be
+     * sealed under the old master key: the write notices the PIN change,
+     * reloads, and is refused (logged out). */
+    CK_ULONG len = 32;
+    CK_BBOOL yes = CK_TRUE;
+    CK_ATTRIBUTE gt[] = {{CKA_VALUE_LEN, &len, sizeof(len)},
+                         {CKA_TOKEN, &yes, 1},
+                         {CKA_ENCRYPT, &yes, 1},
+                         {CKA_LABEL, "stale", 5}};
+    CK_MECHANISM gm = {CKM_AES_KEY_GEN, NULL, 0};
+    CK_OBJECT_HANDLE stale;
+    RV(CKR_USER_NOT_LOGGED_IN, P->C_GenerateKey(s, &gm, gt, 4, &stale));
     ck_assert_uint_eq(find_label(s, "k1", NULL), 0);
     ck_assert(kt_test_log_contains("a PIN was changed in another process"));
     CK_SESSION_INFO si;

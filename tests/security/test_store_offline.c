@@ -287,6 +287,148 @@ START_TEST(test_key_replaced_and_database_remaced)
 }
 END_TEST
 
+/* ---- a role's public key substituted before the other role's PIN change */
+
+static void put_manifest(sqlite3 *h, const struct kt_manifest *m)
+{
+    unsigned char row[112];
+    sqlite3_stmt *up;
+    for (int i = 0; i < 8; i++) {
+        row[i] = (unsigned char)((uint64_t)m->count >> (8 * i));
+        row[8 + i] = (unsigned char)((uint64_t)m->ctr >> (8 * i));
+    }
+    memcpy(row + 16, m->acc, 32);
+    memcpy(row + 48, m->pins, 32);
+    memcpy(row + 80, m->mac, 32);
+    ck_assert_int_eq(sqlite3_prepare_v2(h,
+                                        "UPDATE meta SET v = ? WHERE k = "
+                                        "'manifest'",
+                                        -1, &up, NULL),
+                     SQLITE_OK);
+    sqlite3_bind_blob(up, 1, row, sizeof(row), SQLITE_TRANSIENT);
+    ck_assert_int_eq(sqlite3_step(up), SQLITE_DONE);
+    sqlite3_finalize(up);
+}
+
+/* An attacker who can read <serial>.key and write the directory puts a
+ * public key of their own in the user's PIN record (the manifest and .seq
+ * made authentic again), then waits for the SO to change the SO PIN: the
+ * new master key is boxed to every role's public key. */
+START_TEST(test_public_key_substituted)
+{
+    static const unsigned char secret[32] = "ROOT-KEY-MATERIAL-0123456789abcd";
+    CK(P->C_Initialize(NULL));
+    CK_SLOT_ID slot = kt_test_new_token("subst");
+    CK_SESSION_HANDLE s = kt_test_user_session(slot);
+    CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+    CK_KEY_TYPE kt = CKK_AES;
+    CK_BBOOL yes = CK_TRUE;
+    CK_ATTRIBUTE t[] = {{CKA_CLASS, &cls, sizeof(cls)},
+                        {CKA_KEY_TYPE, &kt, sizeof(kt)},
+                        {CKA_VALUE, (void *)secret, sizeof(secret)},
+                        {CKA_TOKEN, &yes, 1},
+                        {CKA_SENSITIVE, &yes, 1},
+                        {CKA_LABEL, "root", 4}};
+    CK_OBJECT_HANDLE h;
+    CK(P->C_CreateObject(s, t, N(t), &h));
+    CK(P->C_Finalize(NULL));
+
+    char db[512], base[512], key[600], serial[KT_SERIAL_LEN];
+    unsigned char ik[32], man_key[32], seq_key[32], priv[32], pub[32];
+    db_path(db, sizeof(db));
+    snprintf(base, sizeof(base), "%.*s", (int)strlen(db) - 3, db);
+    snprintf(key, sizeof(key), "%s.key", base);
+    FILE *fp = fopen(key, "rb");
+    ck_assert_ptr_nonnull(fp);
+    ck_assert_uint_eq(fread(ik, 1, 32, fp), 32);
+    fclose(fp);
+    kt_seal_manifest_key(ik, man_key);
+    kt_seal_seq_key(ik, seq_key);
+    ck_assert_int_eq(kt_ossl_x25519_keygen(priv, pub), CKR_OK);
+    sqlite3 *dh;
+    sqlite3_stmt *st;
+    struct kt_pin pins[2];
+    ck_assert_int_eq(sqlite3_open(db, &dh), SQLITE_OK);
+    read_serial(dh, serial);
+    ck_assert_int_eq(sqlite3_prepare_v2(dh,
+                                        "UPDATE pins SET pub = ? WHERE who = "
+                                        "1",
+                                        -1, &st, NULL),
+                     SQLITE_OK);
+    sqlite3_bind_blob(st, 1, pub, 32, SQLITE_TRANSIENT);
+    ck_assert_int_eq(sqlite3_step(st), SQLITE_DONE);
+    sqlite3_finalize(st);
+    ck_assert_int_eq(kt_store_read_pins(dh, db, pins), CKR_OK);
+    struct kt_manifest m;
+    memset(&m, 0, sizeof(m));
+    ck_assert_int_eq(
+        sqlite3_prepare_v2(dh, "SELECT v FROM meta WHERE k = 'manifest'", -1,
+                           &st, NULL),
+        SQLITE_OK);
+    ck_assert_int_eq(sqlite3_step(st), SQLITE_ROW);
+    ck_assert_int_eq(sqlite3_column_bytes(st, 0), 112);
+    const unsigned char *row = sqlite3_column_blob(st, 0);
+    for (int i = 0; i < 8; i++) {
+        m.count |= (int64_t)row[i] << (8 * i);
+        m.ctr |= (int64_t)row[8 + i] << (8 * i);
+    }
+    memcpy(m.acc, row + 16, 32);
+    sqlite3_finalize(st);
+    m.present = true;
+    m.ctr++;
+    ck_assert_int_eq(kt_seal_pins_digest(man_key, pins, m.pins), CKR_OK);
+    ck_assert_int_eq(kt_seal_manifest_sign(man_key, &m), CKR_OK);
+    put_manifest(dh, &m);
+    sqlite3_close(dh);
+    ck_assert_int_eq(kt_seq_advance(base, -1, seq_key, serial, m.ctr, true),
+                     CKR_OK);
+
+    /* The SO changes the SO PIN. */
+    CK(P->C_Initialize(NULL));
+    CK(P->C_OpenSession(kt_test_token_slot("subst"),
+                        CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &s));
+    CK(P->C_Login(s, CKU_SO, (CK_UTF8CHAR_PTR)SO_PIN, strlen(SO_PIN)));
+    CK_RV rv = P->C_SetPIN(s, (CK_UTF8CHAR_PTR)SO_PIN, strlen(SO_PIN),
+                           (CK_UTF8CHAR_PTR) "new-so-pin", 10);
+    CK(P->C_Finalize(NULL));
+
+    /* The attacker opens the user's box with their private key. */
+    bool got = false;
+    unsigned char mk[32];
+    ck_assert_int_eq(sqlite3_open(db, &dh), SQLITE_OK);
+    ck_assert_int_eq(kt_store_read_pins(dh, db, pins), CKR_OK);
+    if (kt_pin_open_box(&pins[KT_PIN_USER], priv, mk, KT_PIN_USER, serial) ==
+        CKR_OK) {
+        ck_assert_int_eq(sqlite3_prepare_v2(dh, "SELECT id, attrs FROM objects",
+                                            -1, &st, NULL),
+                         SQLITE_OK);
+        while (sqlite3_step(st) == SQLITE_ROW) {
+            kt_attrs a;
+            kt_attrs_init(&a);
+            if (kt_attrs_parse(&a, sqlite3_column_blob(st, 1),
+                               (size_t)sqlite3_column_bytes(st, 1)) == CKR_OK &&
+                kt_seal_open_attrs(mk, sqlite3_column_int64(st, 0),
+                                   CKO_SECRET_KEY, &a) == CKR_OK) {
+                const CK_ATTRIBUTE *v = kt_attrs_find(&a, CKA_VALUE);
+                got = got || (v != NULL && v->ulValueLen == 32 &&
+                              memcmp(v->pValue, secret, 32) == 0);
+            }
+            kt_attrs_clear(&a);
+        }
+        sqlite3_finalize(st);
+    }
+    sqlite3_close(dh);
+    SEC_REFUSED(!got, "a public key of the attacker's put in the user's PIN "
+                      "record received the master key of the next PIN "
+                      "change");
+    ck_assert_uint_eq(rv, CKR_DEVICE_ERROR);
+    ck_assert(kt_test_log_contains("is not bound to the master key"));
+    kt_wipe(mk, sizeof(mk));
+    kt_wipe(priv, sizeof(priv));
+    kt_wipe(ik, sizeof(ik));
+}
+END_TEST
+
 static Suite *offline_suite(void)
 {
     Suite *su = suite_create("security-store-offline");
@@ -295,6 +437,7 @@ static Suite *offline_suite(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_offline_old_pin_record);
     tcase_add_test(tc, test_key_replaced_and_database_remaced);
+    tcase_add_test(tc, test_public_key_substituted);
     suite_add_tcase(su, tc);
     return su;
 }
