@@ -863,6 +863,53 @@ START_TEST(test_pin_change_in_another_process)
 }
 END_TEST
 
+/* A re-initialisation by another process writes a new <serial>.key: this
+ * process notices the new file at its next reload and reads the new, empty
+ * token under it (nothing refused). */
+START_TEST(test_reinit_in_another_process)
+{
+    CK(P->C_Initialize(NULL));
+    CK_SLOT_ID slot = kt_test_new_token("before-reinit");
+    CK_SESSION_HANDLE s = kt_test_user_session(slot);
+    CK_OBJECT_CLASS cls = CKO_DATA;
+    CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+    CK_ATTRIBUTE t[] = {{CKA_CLASS, &cls, sizeof(cls)},
+                        {CKA_TOKEN, &yes, 1},
+                        {CKA_PRIVATE, &no, 1},
+                        {CKA_LABEL, "old-public", 10}};
+    CK_OBJECT_HANDLE h;
+    CK(P->C_CreateObject(s, t, 4, &h));
+    CK(P->C_CloseSession(s));
+    pid_t pid = fork();
+    if (pid == 0) {
+        CK_UTF8CHAR lbl[32];
+        memset(lbl, ' ', sizeof(lbl));
+        memcpy(lbl, "after-reinit", 12);
+        if (P->C_Initialize(NULL) != CKR_OK)
+            _exit(60);
+        CK_RV rv = P->C_InitToken(kt_test_token_slot("before-reinit"),
+                                  (CK_UTF8CHAR_PTR)SO_PIN, strlen(SO_PIN), lbl);
+        P->C_Finalize(NULL);
+        _exit(rv == CKR_OK ? 0 : 61);
+    }
+    int st;
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+    ck_assert(WIFEXITED(st));
+    ck_assert_int_eq(WEXITSTATUS(st), 0);
+    CK(P->C_OpenSession(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL,
+                        &s));
+    ck_assert_uint_eq(find_label(s, "old-public", NULL), 0);
+    ck_assert(kt_test_log_contains("new integrity key; reloaded"));
+    CK(P->C_Login(s, CKU_SO, (CK_UTF8CHAR_PTR)SO_PIN, strlen(SO_PIN)));
+    CK(P->C_InitPIN(s, (CK_UTF8CHAR_PTR)USER_PIN, strlen(USER_PIN)));
+    CK(P->C_Logout(s));
+    CK(P->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)USER_PIN, strlen(USER_PIN)));
+    (void)kt_test_aes_key(s, 32, true, false, "new");
+    ck_assert_uint_eq(find_label(s, "new", NULL), 1);
+    ck_assert(!kt_test_log_contains("refused"));
+}
+END_TEST
+
 static Suite *store_suite(void)
 {
     Suite *su = suite_create("store");
@@ -885,6 +932,7 @@ static Suite *store_suite(void)
     tcase_add_test(tc, test_format2_refused);
     tcase_add_test(tc, test_key_and_seq_files_required);
     tcase_add_test(tc, test_database_ahead_of_seq_accepted);
+    tcase_add_test(tc, test_reinit_in_another_process);
     suite_add_tcase(su, tc);
     return su;
 }
