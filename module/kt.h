@@ -207,12 +207,22 @@ KT_NODISCARD CK_RV kt_object_new_take(kt_attrs *attrs, struct kt_object **out);
 KT_NODISCARD CK_RV kt_object_new(const kt_attrs *attrs, struct kt_object **out);
 
 /* ---- tokens (token.c, login.c) -------------------------------------- */
+/* A PIN record (store/pin.c): the role's X25519 key pair, its private key
+ * sealed (AES-256-GCM: nonce | ct | tag) under a key derived from the PIN
+ * with scrypt, the verifier, the master key boxed to the public key
+ * (ephemeral public key | sealed master key), and bind: a MAC under a key
+ * derived from the master key over the role, serial, public key and the
+ * token's integrity key. */
+#define KT_PIN_SEALED_LEN (12 + 32 + 16)
 struct kt_pin {
     bool present;
     unsigned char salt[16];
     unsigned cost;
     unsigned char verifier[32];
-    unsigned char wrapped[12 + KT_MASTER_KEY_LEN + 16];
+    unsigned char priv[KT_PIN_SEALED_LEN];
+    unsigned char pub[32];
+    unsigned char box[32 + 12 + KT_MASTER_KEY_LEN + 16];
+    unsigned char bind[32];
     CK_ULONG failures;
 };
 
@@ -225,13 +235,25 @@ struct kt_manifest {
     int64_t count;
     int64_t ctr;
     unsigned char acc[32];
+    /* kt_seal_pins_digest of both PIN records: every PIN write (a new
+     * PIN, each charged try, each reset) rewrites the manifest. */
+    unsigned char pins[32];
     unsigned char mac[32];
 };
 
-/* Keys a store write needs: the record MAC key and the manifest key. */
+/* Keys a store write needs: the record MAC key and the manifest key (both
+ * derived from the token's integrity key), and the lowest manifest write
+ * counter the writer accepts to write over (a rolled-back file is never
+ * written over: that would carry it past <serial>.seq). */
 struct kt_store_keys {
     unsigned char mac[32];
     unsigned char manifest[32];
+    int64_t min_ctr;
+    /* Object writes: the digest of the PIN records the writer last read.
+     * A PIN change in another process since (maybe a new master key) makes
+     * the write return KT_CKR_RETRY: the writer reloads and seals again. */
+    bool check_pins;
+    unsigned char pins[32];
 };
 
 /* Session objects of a token, in the shard of the session that made them
@@ -272,8 +294,24 @@ struct kt_token {
      * creation can check it under its shard's lock alone. */
     _Atomic CK_USER_TYPE login;
     unsigned char mk[KT_MASTER_KEY_LEN];
+    /* From the integrity key (<serial>.key), read when the token is opened:
+     * record MACs, the manifest (PIN records included) and <serial>.seq are
+     * checked with these whether or not anyone is logged in. key_fd stays
+     * open (flock serialises .seq updates); key_ino notices a new key
+     * written by a re-initialisation in another process. */
+    unsigned char ik[32];
     unsigned char mac_key[32];
     unsigned char man_key[32];
+    unsigned char seq_key[32];
+    int key_fd;
+    uint64_t key_ino;
+    /* The counter <serial>.seq held at the last reload (-1: missing or not
+     * authentic, the token is refused), and the reason. */
+    int64_t seq_ctr;
+    const char *seq_why;
+    /* The master key this process holds no longer opens: another process
+     * changed a PIN (new master key); logged out at the next call. */
+    bool mk_stale;
     bool mk_loaded;
     /* The manifest as last read or written (with the rows it covers), the
      * highest authentic write counter seen, and the verdict of the last
@@ -371,16 +409,45 @@ KT_NODISCARD CK_RV kt_login_set_pin(struct kt_token *t, int which,
                                     const unsigned char *new_pin,
                                     CK_ULONG new_len);
 KT_NODISCARD CK_RV kt_login_check_pin_len(CK_ULONG len);
-/* Derives the PIN keys and opens the wrapped master key (no lock held).
- * The record is bound to its role (KT_PIN_SO / KT_PIN_USER) and to the
- * token serial: a record moved to another role or token does not open. */
+/* PIN records (store/pin.c). Each is bound to its role (KT_PIN_SO /
+ * KT_PIN_USER) and to the token serial: a record moved to another role or
+ * token does not open. kt_pin_make: a new key pair, its private key sealed
+ * under the PIN (scrypt; no master key yet: kt_pin_box adds it). */
+KT_NODISCARD CK_RV kt_pin_make(struct kt_pin *p, const unsigned char *pin,
+                               CK_ULONG len, unsigned cost, int role,
+                               const char serial[KT_SERIAL_LEN]);
+/* Boxes mk to the record's public key and binds the public key and the
+ * integrity key ik to mk (p->bind). */
+KT_NODISCARD CK_RV kt_pin_box(struct kt_pin *p, const unsigned char mk[32],
+                              int role, const char serial[KT_SERIAL_LEN],
+                              const unsigned char ik[32]);
+/* CKR_OK if p->bind was made with mk for this public key and ik. */
+KT_NODISCARD CK_RV kt_pin_check_bind(const struct kt_pin *p,
+                                     const unsigned char mk[32], int role,
+                                     const char serial[KT_SERIAL_LEN],
+                                     const unsigned char ik[32]);
+/* PIN -> key -> private key -> box -> mk (no lock held): CKR_PIN_INCORRECT,
+ * or CKR_DEVICE_ERROR for a record that does not open. */
 KT_NODISCARD CK_RV kt_pin_open(const struct kt_pin *p, const unsigned char *pin,
                                CK_ULONG len, unsigned char mk[32], int role,
                                const char serial[KT_SERIAL_LEN]);
-KT_NODISCARD CK_RV kt_pin_make(struct kt_pin *p, const unsigned char *pin,
-                               CK_ULONG len, unsigned cost,
-                               const unsigned char mk[32], int role,
-                               const char serial[KT_SERIAL_LEN]);
+KT_NODISCARD CK_RV kt_pin_open_box(const struct kt_pin *p,
+                                   const unsigned char priv[32],
+                                   unsigned char mk[32], int role,
+                                   const char serial[KT_SERIAL_LEN]);
+/* A PIN write (token.c): kt_store_pins_update with the token's keys under
+ * its database lock; the committed records and manifest are adopted and
+ * <serial>.seq advanced. fn gets the stored records (authentic) to change;
+ * with reseal (a struct kt_store_reseal), every object is resealed under a
+ * new master key in the same transaction and the objects are reloaded. */
+typedef CK_RV (*kt_pins_fn)(void *ctx, struct kt_pin pins[2]);
+struct kt_store_reseal;
+KT_NODISCARD CK_RV kt_token_pins_write(struct kt_token *t, kt_pins_fn fn,
+                                       void *ctx,
+                                       const struct kt_store_reseal *reseal);
+/* The logged-in state of the token dropped (lock held for writing): the
+ * master key wiped, private objects forgotten, secrets resealed. */
+void kt_login_drop_locked(struct kt_token *t);
 /* Checks a PIN, charging the retry counter first (login.c). */
 KT_NODISCARD CK_RV kt_login_verify_pin(struct kt_token *t, int which,
                                        const unsigned char *pin, CK_ULONG len,

@@ -15,46 +15,74 @@ CK_RV kt_login_check_pin_len(CK_ULONG len)
     return CKR_OK;
 }
 
-static void set_failures(struct kt_token *t, int which, CK_ULONG n)
+/* Charges one try (inside the PIN write transaction): CKR_PIN_LOCKED at
+ * the limit (nothing written), CKR_USER_PIN_NOT_INITIALIZED without a
+ * record. The record charged is the one whose PIN is then checked. */
+struct charge {
+    int which;
+    CK_ULONG max;
+    CK_ULONG failures;
+    struct kt_pin rec;
+};
+
+static CK_RV charge_fn(void *ctx, struct kt_pin pins[2])
 {
-    pthread_mutex_lock(&t->dblock);
-    CK_RV rv = kt_store_set_failures(t->db, which, n);
-    pthread_mutex_unlock(&t->dblock);
-    if (rv != CKR_OK)
-        kt_log(KT_LOG_ERROR, "token %s: cannot record PIN failure count",
-               t->path);
-    kt_token_wrlock(t);
-    t->pins[which].failures = n;
-    pthread_rwlock_unlock(&t->lock);
+    struct charge *c = ctx;
+    struct kt_pin *p = &pins[c->which];
+    if (!p->present)
+        return CKR_USER_PIN_NOT_INITIALIZED;
+    c->failures = p->failures;
+    if (p->failures >= c->max)
+        return CKR_PIN_LOCKED;
+    p->failures++;
+    c->failures = p->failures;
+    c->rec = *p;
+    return CKR_OK;
+}
+
+static CK_RV reset_fn(void *ctx, struct kt_pin pins[2])
+{
+    const int *which = ctx;
+    if (pins[*which].failures == 0)
+        return KT_CKR_NO_CHANGE;
+    pins[*which].failures = 0;
+    return CKR_OK;
 }
 
 /* Checks a PIN against a record. One try is charged to the counter, in the
  * store, BEFORE the PIN is checked, so parallel guesses (threads or
  * processes) never get more than pin_max_retries wrong attempts; a success
- * gives the try back. The KDF runs with no lock held. */
+ * gives the try back. The counter is part of the authenticated PIN
+ * records: a counter reset outside the token refuses the token. The KDF
+ * runs with no lock held. */
 CK_RV kt_login_verify_pin(struct kt_token *t, int which,
                           const unsigned char *pin, CK_ULONG len,
                           unsigned char mk[32])
 {
-    CK_ULONG failures = 0;
+    struct charge c;
+    unsigned char ik[32];
+    memset(&c, 0, sizeof(c));
+    c.which = which;
+    c.max = kt_g.cfg.pin_max_retries;
     CK_RV rv = kt_token_sync(t); /* a record changed by another process */
     if (rv != CKR_OK)
         return rv;
     pthread_rwlock_rdlock(&t->lock);
-    struct kt_pin p = t->pins[which];
+    bool present = t->pins[which].present;
+    bool refused = t->man_refused;
+    memcpy(ik, t->ik, sizeof(ik));
     pthread_rwlock_unlock(&t->lock);
-    if (!p.present) {
+    if (refused) {
+        kt_log(KT_LOG_ERROR, "token %s: login refused: the token is refused",
+               t->path);
+        rv = CKR_DEVICE_ERROR;
+        goto out;
+    }
+    if (!present) {
         rv = CKR_USER_PIN_NOT_INITIALIZED;
         goto out;
     }
-    pthread_mutex_lock(&t->dblock);
-    rv = kt_store_pin_charge(t->db, which, kt_g.cfg.pin_max_retries, &failures);
-    pthread_mutex_unlock(&t->dblock);
-    if (rv == CKR_OK || rv == CKR_PIN_LOCKED) {
-        kt_token_wrlock(t);
-        t->pins[which].failures = failures;
-        pthread_rwlock_unlock(&t->lock);
-    }
+    rv = kt_token_pins_write(t, charge_fn, &c, NULL);
     if (rv != CKR_OK) {
         if (rv == CKR_DEVICE_ERROR)
             kt_log(KT_LOG_ERROR,
@@ -63,22 +91,38 @@ CK_RV kt_login_verify_pin(struct kt_token *t, int which,
                    t->path);
         goto out;
     }
-    rv = kt_pin_open(&p, pin, len, mk, which, t->serial);
+    rv = kt_pin_open(&c.rec, pin, len, mk, which, t->serial);
+    /* The integrity key must be the one the master key was bound to: a
+     * replaced <serial>.key (and a database re-MACed with it) is caught
+     * here, by whoever knows a PIN. */
+    if (rv == CKR_OK &&
+        kt_pin_check_bind(&c.rec, mk, which, t->serial, ik) != CKR_OK) {
+        kt_log(KT_LOG_ERROR,
+               "token %s refused: its integrity key file (.key) does not "
+               "belong to its master key (replaced outside the token); login "
+               "refused",
+               t->path);
+        kt_wipe(mk, 32);
+        rv = CKR_DEVICE_ERROR;
+    }
     if (rv == CKR_OK) {
-        set_failures(t, which, 0);
+        if (kt_token_pins_write(t, reset_fn, &which, NULL) != CKR_OK)
+            kt_log(KT_LOG_ERROR, "token %s: cannot reset the PIN retry counter",
+                   t->path);
     } else if (rv == CKR_PIN_INCORRECT) {
         kt_log(KT_LOG_WARNING, "token %s: %s PIN incorrect (%lu of %lu tries)",
                t->path, which == KT_PIN_SO ? "SO" : "user",
-               (unsigned long)failures,
+               (unsigned long)c.failures,
                (unsigned long)kt_g.cfg.pin_max_retries);
-    } else if (rv == CKR_DEVICE_ERROR) {
+    } else if (rv == CKR_DEVICE_ERROR && c.rec.present) {
         kt_log(KT_LOG_ERROR,
                "token %s: %s PIN record damaged (the verifier matched but "
-               "the wrapped master key does not authenticate)",
+               "the record does not open the master key)",
                t->path, which == KT_PIN_SO ? "SO" : "user");
     }
 out:
-    kt_wipe(&p, sizeof(p));
+    kt_wipe(&c, sizeof(c));
+    kt_wipe(ik, sizeof(ik));
     return rv;
 }
 
@@ -99,17 +143,12 @@ CK_RV kt_login(struct kt_token *t, CK_USER_TYPE user, const unsigned char *pin,
                               : CKR_USER_ANOTHER_ALREADY_LOGGED_IN;
     } else {
         memcpy(t->mk, mk, sizeof(mk));
-        kt_seal_mac_key(t->mk, t->mac_key);
-        kt_seal_manifest_key(t->mk, t->man_key);
         t->mk_loaded = true;
-        /* Every record is verified now: the set is checked with them. */
-        t->man_dirty = true;
         t->login = user;
     }
     pthread_rwlock_unlock(&t->lock);
-    /* Every object is authenticated before any logged-in use (unverified
-     * objects are invisible meanwhile), and key material is unsealed once,
-     * here, not per operation; the cryptography runs outside the lock. */
+    /* Every object was authenticated when it was loaded; key material is
+     * unsealed once, here, not per operation, outside the lock. */
     if (rv == CKR_OK)
         kt_token_unseal_pending(t);
 out:
@@ -134,9 +173,8 @@ CK_RV kt_login_context(struct kt_token *t, const unsigned char *pin,
     return rv;
 }
 
-void kt_logout(struct kt_token *t)
+void kt_login_drop_locked(struct kt_token *t)
 {
-    kt_token_wrlock(t);
     /* PKCS#11 v2.40 §5.6 C_Logout: handles to private objects become
      * invalid (for good), private session objects are destroyed. The login
      * goes first: a private session object created meanwhile (under its
@@ -145,39 +183,107 @@ void kt_logout(struct kt_token *t)
     kt_token_forget_private(t);
     t->mk_loaded = false;
     kt_wipe(t->mk, sizeof(t->mk));
-    kt_wipe(t->mac_key, sizeof(t->mac_key));
-    kt_wipe(t->man_key, sizeof(t->man_key));
     kt_token_reseal_all(t);
+}
+
+void kt_logout(struct kt_token *t)
+{
+    kt_token_wrlock(t);
+    kt_login_drop_locked(t);
     pthread_rwlock_unlock(&t->lock);
     /* No unsealed key stays behind in a session's cached snapshot. */
     kt_session_forget_keys(t, 0);
+}
+
+/* A PIN change: a new master key for the role's new key pair; the other
+ * role's public key, checked against the binding made with the current
+ * master key (a public key substituted in the file never receives the new
+ * one), gets a new box. Runs inside the PIN write transaction on the
+ * authentic stored records. */
+struct rekey {
+    int which;
+    struct kt_pin fresh;
+    unsigned char old_mk[32];
+    unsigned char new_mk[32];
+    unsigned char ik[32];
+    const char *serial;
+    const char *path;
+};
+
+static CK_RV rekey_fn(void *ctx, struct kt_pin pins[2])
+{
+    struct rekey *r = ctx;
+    int other = r->which == KT_PIN_SO ? KT_PIN_USER : KT_PIN_SO;
+    /* The record that receives the new master key is checked; without
+     * one, the role's own record shows the master key is still current. */
+    int w = pins[other].present ? other : r->which;
+    if (!pins[w].present ||
+        kt_pin_check_bind(&pins[w], r->old_mk, w, r->serial, r->ik) != CKR_OK) {
+        kt_log(KT_LOG_ERROR,
+               "token %s: the %s PIN record is not bound to the master key (a "
+               "public key substituted outside the token, or a PIN changed "
+               "meanwhile by another process); PIN not changed",
+               r->path, w == KT_PIN_SO ? "SO" : "user");
+        return CKR_DEVICE_ERROR;
+    }
+    CK_RV rv = CKR_OK;
+    if (pins[other].present)
+        rv = kt_pin_box(&pins[other], r->new_mk, other, r->serial, r->ik);
+    if (rv == CKR_OK)
+        rv = kt_pin_box(&r->fresh, r->new_mk, r->which, r->serial, r->ik);
+    if (rv == CKR_OK)
+        pins[r->which] = r->fresh;
+    return rv;
+}
+
+/* which gets a new PIN (its record made already: the KDF runs before the
+ * transaction); old_mk is the master key now. */
+static CK_RV rekey(struct kt_token *t, int which, const unsigned char *pin,
+                   CK_ULONG len, const unsigned char old_mk[32])
+{
+    struct rekey r;
+    struct kt_store_reseal rs;
+    memset(&r, 0, sizeof(r));
+    r.which = which;
+    r.serial = t->serial;
+    r.path = t->path;
+    memcpy(r.old_mk, old_mk, 32);
+    pthread_rwlock_rdlock(&t->lock);
+    memcpy(r.ik, t->ik, 32);
+    pthread_rwlock_unlock(&t->lock);
+    CK_RV rv = kt_pin_make(&r.fresh, pin, len, kt_g.cfg.pin_kdf_cost, which,
+                           t->serial);
+    if (rv == CKR_OK)
+        rv = kt_ossl_random(r.new_mk, 32);
+    if (rv == CKR_OK) {
+        memcpy(rs.old_mk, old_mk, 32);
+        memcpy(rs.new_mk, r.new_mk, 32);
+        rv = kt_token_pins_write(t, rekey_fn, &r, &rs);
+        kt_wipe(&rs, sizeof(rs));
+    }
+    if (rv == CKR_OK)
+        kt_log(KT_LOG_INFO,
+               "token %s: %s PIN changed; new master key, every object "
+               "resealed",
+               t->path, which == KT_PIN_SO ? "SO" : "user");
+    kt_wipe(&r, sizeof(r));
+    return rv;
 }
 
 CK_RV kt_login_init_pin(struct kt_token *t, const unsigned char *pin,
                         CK_ULONG len)
 {
     unsigned char mk[32];
-    struct kt_pin p;
     pthread_rwlock_rdlock(&t->lock);
     bool loaded = t->mk_loaded;
     memcpy(mk, t->mk, sizeof(mk));
     pthread_rwlock_unlock(&t->lock);
-    CK_RV rv = loaded ? CKR_OK : CKR_USER_NOT_LOGGED_IN;
-    if (rv == CKR_OK)
-        rv = kt_pin_make(&p, pin, len, kt_g.cfg.pin_kdf_cost, mk, KT_PIN_USER,
-                         t->serial);
-    if (rv == CKR_OK) {
-        pthread_mutex_lock(&t->dblock);
-        rv = kt_store_write_pin(t->db, KT_PIN_USER, &p);
-        pthread_mutex_unlock(&t->dblock);
-    }
-    if (rv == CKR_OK) {
-        kt_token_wrlock(t);
-        t->pins[KT_PIN_USER] = p;
-        pthread_rwlock_unlock(&t->lock);
-    }
+    CK_RV rv =
+        loaded ? rekey(t, KT_PIN_USER, pin, len, mk) : CKR_USER_NOT_LOGGED_IN;
     kt_wipe(mk, sizeof(mk));
-    kt_wipe(&p, sizeof(p));
+    /* No snapshot of a key unsealed under the old master key stays. */
+    if (rv == CKR_OK)
+        kt_session_forget_keys(t, 0);
     return rv;
 }
 
@@ -186,27 +292,16 @@ CK_RV kt_login_set_pin(struct kt_token *t, int which,
                        const unsigned char *new_pin, CK_ULONG new_len)
 {
     unsigned char mk[32];
-    struct kt_pin p;
-    memset(&p, 0, sizeof(p));
-    /* The master key is rewrapped under the new PIN; objects stay as they
-     * are (DESIGN.md §1). */
+    /* A new master key: every object is resealed under it, so an old copy
+     * of this PIN record (and the old PIN) opens nothing made after the
+     * change. */
     CK_RV rv = kt_login_verify_pin(t, which, old_pin, old_len, mk);
     if (rv == CKR_OK)
         rv = kt_login_check_pin_len(new_len);
     if (rv == CKR_OK)
-        rv = kt_pin_make(&p, new_pin, new_len, kt_g.cfg.pin_kdf_cost, mk, which,
-                         t->serial);
-    if (rv == CKR_OK) {
-        pthread_mutex_lock(&t->dblock);
-        rv = kt_store_write_pin(t->db, which, &p);
-        pthread_mutex_unlock(&t->dblock);
-    }
-    if (rv == CKR_OK) {
-        kt_token_wrlock(t);
-        t->pins[which] = p;
-        pthread_rwlock_unlock(&t->lock);
-    }
+        rv = rekey(t, which, new_pin, new_len, mk);
     kt_wipe(mk, sizeof(mk));
-    kt_wipe(&p, sizeof(p));
+    if (rv == CKR_OK)
+        kt_session_forget_keys(t, 0);
     return rv;
 }

@@ -63,6 +63,8 @@ static void kt_atfork_child(void)
         kt_wipe(t->mk, sizeof(t->mk));
         kt_wipe(t->mac_key, sizeof(t->mac_key));
         kt_wipe(t->man_key, sizeof(t->man_key));
+        kt_wipe(t->ik, sizeof(t->ik));
+        kt_wipe(t->seq_key, sizeof(t->seq_key));
         t->mk_loaded = false;
         void *v;
         for (size_t j = 0; kt_hmap_iter(&t->objects, &j, NULL, &v);)

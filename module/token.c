@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "ossl/ossl.h"
 #include "store/store.h"
@@ -27,6 +28,7 @@ static struct kt_token *token_alloc(CK_SLOT_ID slot)
     t->slot_id = slot;
     t->login = KT_NO_LOGIN;
     t->seen_gen = -1;
+    t->key_fd = -1;
     pthread_mutex_init(&t->dblock, NULL);
     pthread_rwlock_init(&t->lock, NULL);
     kt_hmap_init(&t->objects);
@@ -62,11 +64,51 @@ void kt_token_free(struct kt_token *t)
     if (t->db != NULL)
         kt_store_close(t->db);
     kt_wipe(t->mk, sizeof(t->mk));
+    kt_wipe(t->ik, sizeof(t->ik));
     kt_wipe(t->mac_key, sizeof(t->mac_key));
     kt_wipe(t->man_key, sizeof(t->man_key));
+    kt_wipe(t->seq_key, sizeof(t->seq_key));
+    if (t->key_fd >= 0)
+        close(t->key_fd);
     pthread_mutex_destroy(&t->dblock);
     pthread_rwlock_destroy(&t->lock);
     free(t);
+}
+
+/* The token's files without ".db": <base>.key, <base>.seq. */
+static void token_base(const struct kt_token *t, char out[PATH_MAX])
+{
+    size_t l = strlen(t->path);
+    snprintf(out, PATH_MAX, "%.*s", (int)(l > 3 ? l - 3 : l), t->path);
+}
+
+/* The integrity key and the keys derived from it (token lock held for
+ * writing, or the token not yet shared). */
+static void keys_from_ik(struct kt_token *t, const unsigned char ik[32])
+{
+    memcpy(t->ik, ik, 32);
+    kt_seal_mac_key(ik, t->mac_key);
+    kt_seal_manifest_key(ik, t->man_key);
+    kt_seal_seq_key(ik, t->seq_key);
+}
+
+static CK_RV open_key(struct kt_token *t)
+{
+    char base[PATH_MAX];
+    unsigned char ik[32];
+    int fd = -1;
+    uint64_t ino = 0;
+    token_base(t, base);
+    CK_RV rv = kt_keyfile_read(base, ik, &fd, &ino);
+    if (rv == CKR_OK) {
+        if (t->key_fd >= 0)
+            close(t->key_fd);
+        t->key_fd = fd;
+        t->key_ino = ino;
+        keys_from_ik(t, ik);
+    }
+    kt_wipe(ik, sizeof(ik));
+    return rv;
 }
 
 CK_RV kt_token_open(const char *path, CK_SLOT_ID slot, struct kt_token **out)
@@ -78,6 +120,8 @@ CK_RV kt_token_open(const char *path, CK_SLOT_ID slot, struct kt_token **out)
     CK_RV rv = kt_store_open(path, &t->db);
     if (rv == CKR_OK)
         rv = kt_store_read_meta(t->db, path, t->label, t->serial);
+    if (rv == CKR_OK)
+        rv = open_key(t);
     if (rv == CKR_OK)
         rv = kt_store_read_pins(t->db, path, t->pins);
     if (rv == CKR_OK)
@@ -96,7 +140,7 @@ bool kt_token_visible(const struct kt_token *t, const struct kt_object *o)
 {
     if (o->token && (o->refused || t->man_refused))
         return false;
-    if (o->token && !o->verified && t->mk_loaded)
+    if (o->token && !o->verified)
         return false;
     return !o->private_ || t->login == CKU_USER;
 }
@@ -301,16 +345,10 @@ CK_RV kt_object_unseal(struct kt_token *t, struct kt_object *o)
 {
     if (!o->token || o->unsealed)
         return CKR_OK;
-    if (!o->has_term && t->mk_loaded &&
-        kt_seal_manifest_term(t->man_key, o->id, (int64_t)o->gen, o->mac, 32,
-                              o->term) == CKR_OK)
-        o->has_term = true;
-    if (o->refused)
+    /* The record MAC was checked when the row was loaded. */
+    if (o->refused || !o->verified || !t->mk_loaded)
         return CKR_DATA_INVALID;
-    CK_RV rv = kt_seal_verify(t->mac_key, o->id, (int64_t)o->gen, o->blob,
-                              o->blob_len, o->mac);
-    if (rv == CKR_OK)
-        rv = kt_seal_open_attrs(t->mk, o->id, o->cls, &o->attrs);
+    CK_RV rv = kt_seal_open_attrs(t->mk, o->id, o->cls, &o->attrs);
     if (rv != CKR_OK) {
         kt_log(KT_LOG_ERROR,
                "token %s: object %lld refused: integrity check failed (the "
@@ -333,36 +371,6 @@ static void drop_object(struct kt_token *t, struct kt_object *o)
     kt_object_free(o);
 }
 
-static CK_RV sync_row(void *ctx, int64_t id, int64_t gen,
-                      const unsigned char *blob, size_t len,
-                      const unsigned char *mac, size_t mac_len)
-{
-    struct kt_token *t = ctx;
-    struct kt_object *old = kt_hmap_get(&t->by_id, (CK_ULONG)id);
-    /* The generation is part of the record MAC and of the manifest term:
-     * a row is unchanged only if it matches too. */
-    if (old != NULL && old->gen == (uint64_t)gen && old->blob_len == len &&
-        mac_len == 32 && memcmp(old->mac, mac, 32) == 0 &&
-        memcmp(old->blob, blob, len) == 0)
-        return CKR_OK;
-    struct kt_object *o = NULL;
-    CK_RV rv = object_from_row(t, id, blob, len, mac, mac_len, &o);
-    if (rv != CKR_OK)
-        return rv;
-    o->gen = (uint64_t)gen;
-    if (old != NULL) {
-        /* Same handle, new attributes. */
-        o->handle = old->handle;
-        drop_object(t, old);
-    } else {
-        o->handle = kt_handle_next();
-    }
-    CK_RV rv2 = table_add(t, o);
-    if (rv2 != CKR_OK)
-        kt_object_free(o);
-    return rv2;
-}
-
 static void sync_del(void *ctx, int64_t id)
 {
     struct kt_token *t = ctx;
@@ -379,11 +387,72 @@ struct sync_rows {
         size_t len;
         unsigned char *mac;
         size_t mac_len;
+        /* Checked with the integrity key before the row is installed. */
+        CK_RV verified;
+        unsigned char term[32];
+        CK_RV term_rv;
     } * v;
     size_t n, cap;
     int64_t *dels;
     size_t nd, capd;
 };
+
+/* Lock held for writing: a row read and checked (sync_check) becomes the
+ * object of its id; an unchanged row keeps its object. */
+static CK_RV sync_row(struct kt_token *t, const struct sync_row *r)
+{
+    struct kt_object *old = kt_hmap_get(&t->by_id, (CK_ULONG)r->id);
+    /* The generation is part of the record MAC and of the manifest term:
+     * a row is unchanged only if it matches too. */
+    if (old != NULL && old->gen == (uint64_t)r->gen &&
+        old->blob_len == r->len && r->mac_len == 32 &&
+        memcmp(old->mac, r->mac, 32) == 0 &&
+        memcmp(old->blob, r->blob, r->len) == 0)
+        return CKR_OK;
+    struct kt_object *o = NULL;
+    CK_RV rv =
+        object_from_row(t, r->id, r->blob, r->len, r->mac, r->mac_len, &o);
+    if (rv != CKR_OK)
+        return rv;
+    o->gen = (uint64_t)r->gen;
+    if (r->term_rv == CKR_OK) {
+        memcpy(o->term, r->term, 32);
+        o->has_term = true;
+    }
+    if (r->verified != CKR_OK && !o->refused) {
+        kt_log(KT_LOG_ERROR,
+               "token %s: object %lld refused: integrity check failed (the "
+               "stored attributes were changed outside the token)",
+               t->path, (long long)r->id);
+        o->refused = true;
+    }
+    o->verified = !o->refused;
+    if (old != NULL) {
+        /* Same handle, new attributes. */
+        o->handle = old->handle;
+        drop_object(t, old);
+    } else {
+        o->handle = kt_handle_next();
+    }
+    CK_RV rv2 = table_add(t, o);
+    if (rv2 != CKR_OK)
+        kt_object_free(o);
+    return rv2;
+}
+
+/* No token lock held: every row read is checked against its record MAC
+ * and gets its manifest term, with the integrity key's keys. */
+static void sync_check(const struct kt_store_keys *k, struct sync_rows *rows)
+{
+    for (size_t i = 0; i < rows->n; i++) {
+        struct sync_row *r = &rows->v[i];
+        r->verified = r->mac_len == 32 ? kt_seal_verify(k->mac, r->id, r->gen,
+                                                        r->blob, r->len, r->mac)
+                                       : CKR_DATA_INVALID;
+        r->term_rv = kt_seal_manifest_term(k->manifest, r->id, r->gen, r->mac,
+                                           r->mac_len, r->term);
+    }
+}
 
 static CK_RV collect_row(void *ctx, int64_t id, int64_t gen,
                          const unsigned char *blob, size_t len,
@@ -442,101 +511,19 @@ static void sync_rows_free(struct sync_rows *r)
     free(r->dels);
 }
 
-/* dblock held. The store is read and the rows copied with no token lock;
- * the table is changed under the write lock (no I/O, no cryptography);
- * changed objects are verified and unsealed afterwards, outside it. */
-static CK_RV sync_locked(struct kt_token *t)
-{
-    int64_t dv = 0;
-    CK_RV rv;
-    struct sync_rows rows;
-    memset(&rows, 0, sizeof(rows));
-    if (t->loaded) {
-        rv = kt_store_data_version(t->db, &t->dv_stmt, &dv);
-        if (rv != CKR_OK)
-            return rv;
-        if (dv == t->data_version)
-            return CKR_OK;
-    }
-    struct kt_pin pins[2];
-    rv = kt_store_read_pins(t->db, t->path, pins);
-    if (rv != CKR_OK)
-        return rv;
-    int64_t max_gen = t->seen_gen;
-    struct kt_manifest man;
-    rv = kt_store_changes(t->db, t->seen_gen, collect_row, collect_del, &rows,
-                          &max_gen, &man);
-    if (rv == CKR_OK && dv == 0)
-        rv = kt_store_data_version(t->db, &t->dv_stmt, &dv);
-    if (rv == CKR_OK) {
-        kt_token_wrlock(t);
-        memcpy(t->pins, pins, sizeof(pins));
-        for (size_t i = 0; i < rows.n && rv == CKR_OK; i++)
-            rv = sync_row(t, rows.v[i].id, rows.v[i].gen, rows.v[i].blob,
-                          rows.v[i].len, rows.v[i].mac, rows.v[i].mac_len);
-        for (size_t i = 0; i < rows.nd; i++)
-            sync_del(t, rows.dels[i]);
-        if (rv == CKR_OK) {
-            t->seen_gen = max_gen;
-            t->loaded = true;
-            t->data_version = dv;
-            /* The rows and this manifest are one snapshot: checked against
-             * each other once the changed rows are verified (below). */
-            t->man = man;
-            t->man_stale = false;
-            t->man_dirty = true;
-        }
-        pthread_rwlock_unlock(&t->lock);
-    }
-    sync_rows_free(&rows);
-    kt_wipe(pins, sizeof(pins));
-    if (rv == CKR_OK)
-        kt_token_unseal_pending(t);
-    return rv;
-}
-
-CK_RV kt_token_sync(struct kt_token *t)
-{
-    if (!t->initialized)
-        return CKR_OK;
-    pthread_mutex_lock(&t->dblock);
-    CK_RV rv = sync_locked(t);
-    pthread_mutex_unlock(&t->dblock);
-    return rv;
-}
-
-struct pending {
-    CK_OBJECT_HANDLE h;
-    int64_t id;
-    int64_t gen;
-    CK_OBJECT_CLASS cls;
-    bool refused;
-    unsigned char *blob;
-    size_t len;
-    unsigned char mac[32];
-    unsigned char term[32];
-    kt_attrs plain;
-    CK_RV rv;
-    CK_RV term_rv;
-};
-
-static bool manifest_equal(const struct kt_manifest *a,
-                           const struct kt_manifest *b)
-{
-    return a->present == b->present && a->count == b->count &&
-           a->ctr == b->ctr && memcmp(a->acc, b->acc, 32) == 0 &&
-           memcmp(a->mac, b->mac, 32) == 0;
-}
-
-/* Lock held for writing, every token object verified: the in-memory object
- * set against the manifest read with it (man_ok: its MAC verified). O(n)
- * XORs, no cryptography; only after a reload or a login, never on the
- * operation paths. A mismatch hides every token object (never repaired:
- * the file is left as it is). */
-static void manifest_verdict(struct kt_token *t, bool man_ok)
+/* Lock held for writing: the in-memory object set (every token object
+ * carries the term computed with its MAC check at load) against the
+ * manifest read with it; the manifest against the PIN records read with it
+ * and against <serial>.seq. man_ok / pins_ok: the manifest's MAC and pins
+ * field verified (outside the lock). O(n) XORs, no cryptography; only
+ * after a reload, never on the operation paths. Any mismatch refuses the
+ * token whole: every object hidden, login refused (never repaired: the
+ * files are left as they are). */
+static void manifest_verdict(struct kt_token *t, bool man_ok, bool pins_ok)
 {
     unsigned char acc[32];
     int64_t count = 0;
+    char buf[256];
     void *v;
     if (!t->man_dirty || t->man_stale)
         return;
@@ -546,7 +533,7 @@ static void manifest_verdict(struct kt_token *t, bool man_ok)
         if (!o->token)
             continue;
         if (!o->has_term)
-            return; /* not all verified yet (out of memory): next time */
+            return; /* out of memory at load: next time */
         for (int k = 0; k < 32; k++)
             acc[k] ^= o->term[k];
         count++;
@@ -556,7 +543,18 @@ static void manifest_verdict(struct kt_token *t, bool man_ok)
         why = "has no object manifest";
     else if (!man_ok)
         why = "object manifest is not authentic";
-    else if (t->man.ctr < t->man_ctr_seen)
+    else if (!pins_ok)
+        why = "PIN records do not match the object manifest (a record or a "
+              "retry counter was changed outside the token)";
+    else if (t->seq_ctr < 0)
+        why = t->seq_why;
+    else if (t->man.ctr < t->seq_ctr) {
+        snprintf(buf, sizeof(buf),
+                 "the database was rolled back: its manifest write counter "
+                 "%lld is below %lld recorded in its .seq file",
+                 (long long)t->man.ctr, (long long)t->seq_ctr);
+        why = buf;
+    } else if (t->man.ctr < t->man_ctr_seen)
         why = "object manifest went back to an older write";
     else if ((kt_ossl_memcmp(acc, t->man.acc, 32) != 0) |
              (count != t->man.count))
@@ -577,25 +575,167 @@ static void manifest_verdict(struct kt_token *t, bool man_ok)
     t->man_refused = true;
 }
 
+/* dblock held: a new <serial>.key (a re-initialisation by another process)
+ * means a new token: its objects are all reloaded under the new key. */
+static CK_RV reload_key_if_replaced(struct kt_token *t)
+{
+    char base[PATH_MAX];
+    token_base(t, base);
+    if (kt_keyfile_ino(base) == t->key_ino)
+        return CKR_OK;
+    kt_token_wrlock(t);
+    CK_RV rv = open_key(t);
+    if (rv == CKR_OK) {
+        void *v;
+        while (t->objects.n > 0) {
+            size_t i = 0;
+            if (!kt_hmap_iter(&t->objects, &i, NULL, &v))
+                break;
+            drop_object(t, v);
+        }
+        t->loaded = false;
+        t->seen_gen = -1;
+        kt_log(KT_LOG_INFO, "token %s: new integrity key; reloaded", t->path);
+    }
+    pthread_rwlock_unlock(&t->lock);
+    return rv;
+}
+
+/* dblock held. <serial>.seq is read first, then the rows, PIN records and
+ * manifest in one snapshot (a counter in .seq was committed before it was
+ * written, so the snapshot is never behind it unless rolled back). Rows are
+ * checked with the integrity key with no token lock held; the table is
+ * changed and the verdict given under the write lock (no I/O, no
+ * cryptography); secrets are unsealed afterwards, outside it, when logged
+ * in. */
+static CK_RV sync_locked(struct kt_token *t)
+{
+    int64_t dv = 0;
+    CK_RV rv;
+    struct sync_rows rows;
+    struct kt_store_keys k;
+    char base[PATH_MAX];
+    unsigned char mk[32];
+    memset(&rows, 0, sizeof(rows));
+    if (t->loaded) {
+        rv = kt_store_data_version(t->db, &t->dv_stmt, &dv);
+        if (rv != CKR_OK)
+            return rv;
+        if (dv == t->data_version)
+            return CKR_OK;
+    }
+    rv = reload_key_if_replaced(t);
+    if (rv != CKR_OK)
+        return rv;
+    token_base(t, base);
+    int64_t seq = -1;
+    const char *seq_why = NULL;
+    if (kt_seq_read(base, t->seq_key, t->serial, &seq, &seq_why) != CKR_OK)
+        seq = -1;
+    struct kt_pin pins[2];
+    int64_t max_gen = t->seen_gen;
+    struct kt_manifest man;
+    rv = kt_store_changes(t->db, t->path, t->seen_gen, collect_row, collect_del,
+                          &rows, &max_gen, pins, &man);
+    if (rv == CKR_OK && dv == 0)
+        rv = kt_store_data_version(t->db, &t->dv_stmt, &dv);
+    /* The keys only change under dblock, which is held. */
+    memcpy(k.mac, t->mac_key, 32);
+    memcpy(k.manifest, t->man_key, 32);
+    bool man_ok = false, pins_ok = false, mk_ok = true;
+    if (rv == CKR_OK) {
+        unsigned char digest[32];
+        sync_check(&k, &rows);
+        man_ok = kt_seal_manifest_check(k.manifest, &man) == CKR_OK;
+        pins_ok = kt_seal_pins_digest(k.manifest, pins, digest) == CKR_OK &&
+                  kt_ossl_memcmp(digest, man.pins, 32) == 0;
+        /* A master key this process holds must still be the one the
+         * records are bound to: a PIN change in another process made a new
+         * one (and resealed every object under it). */
+        pthread_rwlock_rdlock(&t->lock);
+        CK_USER_TYPE who = t->login;
+        bool loaded = t->mk_loaded;
+        memcpy(mk, t->mk, 32);
+        pthread_rwlock_unlock(&t->lock);
+        if (loaded && who != KT_NO_LOGIN) {
+            int role = who == CKU_SO ? KT_PIN_SO : KT_PIN_USER;
+            mk_ok = pins[role].present &&
+                    kt_pin_check_bind(&pins[role], mk, role, t->serial,
+                                      t->ik) == CKR_OK;
+        }
+    }
+    if (rv == CKR_OK) {
+        kt_token_wrlock(t);
+        memcpy(t->pins, pins, sizeof(pins));
+        for (size_t i = 0; i < rows.n && rv == CKR_OK; i++)
+            rv = sync_row(t, &rows.v[i]);
+        for (size_t i = 0; i < rows.nd; i++)
+            sync_del(t, rows.dels[i]);
+        if (rv == CKR_OK) {
+            t->seen_gen = max_gen;
+            t->loaded = true;
+            t->data_version = dv;
+            t->seq_ctr = seq;
+            t->seq_why = seq_why;
+            /* The rows and this manifest are one snapshot. */
+            t->man = man;
+            t->man_stale = false;
+            t->man_dirty = true;
+            manifest_verdict(t, man_ok, pins_ok);
+            if (!mk_ok && t->mk_loaded && memcmp(mk, t->mk, 32) == 0) {
+                kt_log(KT_LOG_WARNING,
+                       "token %s: a PIN was changed in another process (new "
+                       "master key): logged out",
+                       t->path);
+                kt_login_drop_locked(t);
+            }
+        }
+        pthread_rwlock_unlock(&t->lock);
+    }
+    sync_rows_free(&rows);
+    kt_wipe(pins, sizeof(pins));
+    kt_wipe(&k, sizeof(k));
+    kt_wipe(mk, sizeof(mk));
+    if (rv == CKR_OK)
+        kt_token_unseal_pending(t);
+    return rv;
+}
+
+CK_RV kt_token_sync(struct kt_token *t)
+{
+    if (!t->initialized)
+        return CKR_OK;
+    pthread_mutex_lock(&t->dblock);
+    CK_RV rv = sync_locked(t);
+    pthread_mutex_unlock(&t->dblock);
+    return rv;
+}
+
+struct pending {
+    CK_OBJECT_HANDLE h;
+    int64_t gen;
+    int64_t id;
+    CK_OBJECT_CLASS cls;
+    unsigned char *blob;
+    size_t len;
+    kt_attrs plain;
+    CK_RV rv;
+};
+
 void kt_token_unseal_pending(struct kt_token *t)
 {
-    unsigned char mk[32], mac_key[32], man_key[32];
-    struct kt_manifest man;
-    bool man_ok = false;
+    unsigned char mk[32];
     struct pending *p = NULL;
     size_t n = 0;
     pthread_rwlock_rdlock(&t->lock);
     if (t->mk_loaded) {
         memcpy(mk, t->mk, 32);
-        memcpy(mac_key, t->mac_key, 32);
-        memcpy(man_key, t->man_key, 32);
-        man = t->man;
         p = calloc(t->objects.n + 1, sizeof(*p));
         void *v;
         for (size_t i = 0;
              p != NULL && kt_hmap_iter(&t->objects, &i, NULL, &v);) {
             struct kt_object *o = v;
-            if (!o->token || o->unsealed || (o->refused && o->has_term))
+            if (!o->token || o->unsealed || o->refused || !o->verified)
                 continue;
             struct pending *q = &p[n];
             q->blob = malloc(o->blob_len ? o->blob_len : 1);
@@ -607,8 +747,6 @@ void kt_token_unseal_pending(struct kt_token *t)
             q->id = o->id;
             q->gen = (int64_t)o->gen;
             q->cls = o->cls;
-            q->refused = o->refused;
-            memcpy(q->mac, o->mac, 32);
             kt_attrs_init(&q->plain);
             n++;
         }
@@ -616,39 +754,28 @@ void kt_token_unseal_pending(struct kt_token *t)
     pthread_rwlock_unlock(&t->lock);
     if (p == NULL)
         return;
-    /* The cryptography: no lock held. */
-    man_ok = kt_seal_manifest_check(man_key, &man) == CKR_OK;
+    /* The cryptography: no lock held. The record MACs were checked at
+     * load; this opens the sealed attributes. */
     for (size_t i = 0; i < n; i++) {
         struct pending *q = &p[i];
-        q->term_rv =
-            kt_seal_manifest_term(man_key, q->id, q->gen, q->mac, 32, q->term);
-        q->rv = q->refused ? CKR_DATA_INVALID
-                           : kt_seal_verify(mac_key, q->id, q->gen, q->blob,
-                                            q->len, q->mac);
-        if (q->rv == CKR_OK)
-            q->rv = kt_attrs_parse(&q->plain, q->blob, q->len);
+        q->rv = kt_attrs_parse(&q->plain, q->blob, q->len);
         if (q->rv == CKR_OK)
             q->rv = kt_seal_open_attrs(mk, q->id, q->cls, &q->plain);
     }
     kt_token_wrlock(t);
-    for (size_t i = 0; t->mk_loaded && i < n; i++) {
+    for (size_t i = 0; t->mk_loaded && memcmp(mk, t->mk, 32) == 0 && i < n;
+         i++) {
         struct pending *q = &p[i];
         struct kt_object *o = kt_hmap_get(&t->objects, q->h);
         /* Changed or gone meanwhile: left to the pass below. */
         if (o == NULL || o->unsealed || o->gen != (uint64_t)q->gen ||
-            o->blob_len != q->len || memcmp(o->blob, q->blob, q->len) != 0 ||
-            memcmp(o->mac, q->mac, 32) != 0)
+            o->blob_len != q->len || memcmp(o->blob, q->blob, q->len) != 0)
             continue;
-        if (q->term_rv == CKR_OK) {
-            memcpy(o->term, q->term, 32);
-            o->has_term = true;
-        }
         if (q->rv != CKR_OK) {
             if (!o->refused)
                 kt_log(KT_LOG_ERROR,
                        "token %s: object %lld refused: integrity check "
-                       "failed (the stored attributes were changed outside "
-                       "the token)",
+                       "failed (its sealed attributes do not open)",
                        t->path, (long long)o->id);
             /* Kept, hidden: its row still counts in the manifest. */
             o->refused = true;
@@ -658,14 +785,10 @@ void kt_token_unseal_pending(struct kt_token *t)
         kt_attrs tmp = o->attrs;
         o->attrs = q->plain;
         q->plain = tmp;
-        o->verified = o->unsealed = true;
+        o->unsealed = true;
     }
-    if (t->mk_loaded) {
+    if (t->mk_loaded)
         kt_token_unseal_all(t); /* the few that changed meanwhile */
-        if (!manifest_equal(&man, &t->man))
-            man_ok = kt_seal_manifest_check(t->man_key, &t->man) == CKR_OK;
-        manifest_verdict(t, man_ok);
-    }
     pthread_rwlock_unlock(&t->lock);
     for (size_t i = 0; i < n; i++) {
         kt_attrs_clear(&p[i].plain);
@@ -673,8 +796,6 @@ void kt_token_unseal_pending(struct kt_token *t)
     }
     free(p);
     kt_wipe(mk, sizeof(mk));
-    kt_wipe(mac_key, sizeof(mac_key));
-    kt_wipe(man_key, sizeof(man_key));
 }
 
 void kt_token_unseal_all(struct kt_token *t)
@@ -790,19 +911,100 @@ void kt_token_reseal_all(struct kt_token *t)
 
 /* ---- changes ------------------------------------------------------------ */
 
+/* Lock held: the keys a store write needs; it never writes below the
+ * counter this process has seen committed or read in <serial>.seq. pins
+ * gets a copy of the PIN records as this process last read them (for
+ * keys_pins, outside the lock). */
+static void store_keys(const struct kt_token *t, struct kt_store_keys *k,
+                       struct kt_pin pins[2])
+{
+    memcpy(k->mac, t->mac_key, 32);
+    memcpy(k->manifest, t->man_key, 32);
+    k->min_ctr = t->man_ctr_seen > t->seq_ctr ? t->man_ctr_seen : t->seq_ctr;
+    k->check_pins = false;
+    if (pins != NULL)
+        memcpy(pins, t->pins, 2 * sizeof(pins[0]));
+}
+
+/* An object write is refused (KT_CKR_RETRY) if the PIN records changed
+ * since: the master key this process seals with may be an old one. */
+static void keys_pins(struct kt_store_keys *k, struct kt_pin pins[2])
+{
+    k->check_pins = kt_seal_pins_digest(k->manifest, pins, k->pins) == CKR_OK;
+    kt_wipe(pins, 2 * sizeof(pins[0]));
+}
+
 /* Copies of the keys a store write needs (CKR_USER_NOT_LOGGED_IN without
- * the master key). */
+ * the master key). A refused token is never written: a write would carry a
+ * tampered or rolled-back file forward under a new manifest. */
 static CK_RV write_keys(struct kt_token *t, struct kt_store_keys *k,
                         unsigned char *mk)
 {
+    struct kt_pin pins[2];
     pthread_rwlock_rdlock(&t->lock);
     bool loaded = t->mk_loaded;
+    bool refused = t->man_refused;
     if (mk != NULL)
         memcpy(mk, t->mk, 32);
-    memcpy(k->mac, t->mac_key, 32);
-    memcpy(k->manifest, t->man_key, 32);
+    store_keys(t, k, pins);
     pthread_rwlock_unlock(&t->lock);
+    keys_pins(k, pins);
+    if (refused)
+        return CKR_DEVICE_ERROR;
     return loaded ? CKR_OK : CKR_USER_NOT_LOGGED_IN;
+}
+
+/* dblock held, after a commit: <serial>.seq raised to the manifest counter
+ * committed. A failure is logged; the database is then ahead of .seq,
+ * which is accepted (the window of a crash between the two). */
+static void seq_after_commit(struct kt_token *t, int64_t ctr)
+{
+    char base[PATH_MAX];
+    token_base(t, base);
+    if (kt_seq_advance(base, t->key_fd, t->seq_key, t->serial, ctr, false) !=
+        CKR_OK)
+        kt_log(KT_LOG_ERROR,
+               "token %s: write counter file (.seq) not updated to %lld",
+               t->path, (long long)ctr);
+}
+
+CK_RV kt_token_pins_write(struct kt_token *t, kt_pins_fn fn, void *ctx,
+                          const struct kt_store_reseal *reseal)
+{
+    struct kt_store_keys k;
+    struct kt_manifest man;
+    struct kt_pin pins[2];
+    memset(&man, 0, sizeof(man));
+    pthread_mutex_lock(&t->dblock);
+    pthread_rwlock_rdlock(&t->lock);
+    store_keys(t, &k, NULL);
+    bool refused = t->man_refused;
+    pthread_rwlock_unlock(&t->lock);
+    CK_RV rv =
+        refused ? CKR_DEVICE_ERROR
+                : kt_store_pins_update(t->db, &k, fn, ctx, reseal, pins, &man);
+    if (rv == CKR_OK && man.present) {
+        kt_token_wrlock(t);
+        memcpy(t->pins, pins, sizeof(pins));
+        if (reseal != NULL) {
+            /* Every row was rewritten: all reloaded (handles kept). */
+            t->loaded = false;
+            if (t->mk_loaded)
+                memcpy(t->mk, reseal->new_mk, 32);
+        } else if (t->man.present && man.ctr == t->man.ctr + 1) {
+            t->man = man;
+        } else {
+            t->man_stale = true;
+        }
+        pthread_rwlock_unlock(&t->lock);
+        seq_after_commit(t, man.ctr);
+        if (reseal != NULL)
+            rv = sync_locked(t);
+    }
+    pthread_mutex_unlock(&t->dblock);
+    kt_wipe(&k, sizeof(k));
+    kt_wipe(pins, sizeof(pins));
+    return rv;
 }
 
 /* Lock held for writing: our own write committed w. The manifest it wrote
@@ -888,12 +1090,19 @@ CK_RV kt_token_add_object(struct kt_token *t, const struct kt_session *owner,
             if (rv != CKR_OK)
                 t->man_stale = true; /* in the store, not in memory */
             pthread_rwlock_unlock(&t->lock);
+            seq_after_commit(t, w.man.ctr);
         }
         pthread_mutex_unlock(&t->dblock);
-        if (rv != CKR_FUNCTION_FAILED)
+        /* A PIN changed in another process: reload (a new master key,
+         * or a logout) and seal again. */
+        if (rv == KT_CKR_RETRY)
+            rv = kt_token_sync(t) == CKR_OK ? KT_CKR_RETRY : CKR_DEVICE_ERROR;
+        if (rv != CKR_FUNCTION_FAILED && rv != KT_CKR_RETRY)
             break;
     }
     kt_wipe(&k, sizeof(k));
+    if (rv == KT_CKR_RETRY)
+        rv = CKR_FUNCTION_FAILED;
     if (rv != CKR_OK) {
         kt_object_free(o);
         return rv;
@@ -946,6 +1155,8 @@ CK_RV kt_token_update_object(struct kt_token *t, CK_OBJECT_HANDLE h,
             rv = kt_store_put_object(t->db, &k, fresh->id, fresh->blob,
                                      fresh->blob_len, false,
                                      (int64_t)expect_gen, &w);
+        if (rv == CKR_OK)
+            seq_after_commit(t, w.man.ctr);
         kt_wipe(&k, sizeof(k));
     }
     if (rv == CKR_OK) {
@@ -1046,12 +1257,14 @@ static CK_RV modify_cb(void *vctx, int64_t gen, const unsigned char *blob,
     return rv;
 }
 
-CK_RV kt_token_modify_object(struct kt_token *t, CK_OBJECT_HANDLE h,
-                             kt_change_fn change, void *ctx)
+static CK_RV modify_once(struct kt_token *t, CK_OBJECT_HANDLE h,
+                         kt_change_fn change, void *ctx)
 {
     struct modify_ctx c;
     struct kt_store_written w;
+    struct kt_pin pins[2];
     CK_RV rv = CKR_OK;
+    memset(pins, 0, sizeof(pins));
     memset(&c, 0, sizeof(c));
     kt_attrs_init(&c.plain);
     c.t = t;
@@ -1064,17 +1277,21 @@ CK_RV kt_token_modify_object(struct kt_token *t, CK_OBJECT_HANDLE h,
         rv = CKR_OBJECT_HANDLE_INVALID;
     else if (!t->mk_loaded)
         rv = CKR_USER_NOT_LOGGED_IN;
+    else if (t->man_refused)
+        rv = CKR_DEVICE_ERROR;
     if (rv == CKR_OK) {
         c.id = o->id;
         c.known_gen = (int64_t)o->gen;
         c.cls = o->cls;
         memcpy(c.mk, t->mk, 32);
-        memcpy(c.keys.mac, t->mac_key, 32);
-        memcpy(c.keys.manifest, t->man_key, 32);
+        store_keys(t, &c.keys, pins);
     }
     pthread_rwlock_unlock(&t->lock);
+    keys_pins(&c.keys, pins);
     if (rv == CKR_OK)
         rv = kt_store_update_object(t->db, &c.keys, c.id, modify_cb, &c, &w);
+    if (rv == CKR_OK)
+        seq_after_commit(t, w.man.ctr);
     if (rv == CKR_OK) {
         struct kt_object *fresh = NULL;
         rv = kt_object_new_take(&c.plain, &fresh);
@@ -1113,7 +1330,22 @@ CK_RV kt_token_modify_object(struct kt_token *t, CK_OBJECT_HANDLE h,
     return rv;
 }
 
-CK_RV kt_token_destroy_object(struct kt_token *t, CK_OBJECT_HANDLE h)
+/* A write that met a PIN change of another process (KT_CKR_RETRY) is
+ * made again after a reload: with the new master key, or refused if this
+ * process was logged out by it. */
+CK_RV kt_token_modify_object(struct kt_token *t, CK_OBJECT_HANDLE h,
+                             kt_change_fn change, void *ctx)
+{
+    CK_RV rv = KT_CKR_RETRY;
+    for (int attempt = 0; attempt < 4 && rv == KT_CKR_RETRY; attempt++) {
+        rv = modify_once(t, h, change, ctx);
+        if (rv == KT_CKR_RETRY && kt_token_sync(t) != CKR_OK)
+            rv = CKR_DEVICE_ERROR;
+    }
+    return rv == KT_CKR_RETRY ? CKR_FUNCTION_FAILED : rv;
+}
+
+static CK_RV destroy_once(struct kt_token *t, CK_OBJECT_HANDLE h)
 {
     CK_RV rv = CKR_OK;
     struct kt_store_keys k;
@@ -1132,6 +1364,8 @@ CK_RV kt_token_destroy_object(struct kt_token *t, CK_OBJECT_HANDLE h)
         rv = write_keys(t, &k, NULL);
     if (rv == CKR_OK && is_token)
         rv = kt_store_delete_object(t->db, &k, id, &w);
+    if (rv == CKR_OK && is_token)
+        seq_after_commit(t, w.man.ctr);
     if (rv == CKR_OK) {
         kt_token_wrlock(t);
         o = kt_token_get(t, h);
@@ -1146,6 +1380,17 @@ CK_RV kt_token_destroy_object(struct kt_token *t, CK_OBJECT_HANDLE h)
     pthread_mutex_unlock(&t->dblock);
     kt_wipe(&k, sizeof(k));
     return rv;
+}
+
+CK_RV kt_token_destroy_object(struct kt_token *t, CK_OBJECT_HANDLE h)
+{
+    CK_RV rv = KT_CKR_RETRY;
+    for (int attempt = 0; attempt < 4 && rv == KT_CKR_RETRY; attempt++) {
+        rv = destroy_once(t, h);
+        if (rv == KT_CKR_RETRY && kt_token_sync(t) != CKR_OK)
+            rv = CKR_DEVICE_ERROR;
+    }
+    return rv == KT_CKR_RETRY ? CKR_FUNCTION_FAILED : rv;
 }
 
 void kt_token_destroy_session_objects(struct kt_token *t, CK_SESSION_HANDLE s)
@@ -1175,65 +1420,118 @@ static CK_RV mkdir_p(const char *dir)
     return CKR_OK;
 }
 
+/* A new SO record for a new master key mk under integrity key ik. */
+static CK_RV new_so(struct kt_pin *so, const unsigned char *so_pin,
+                    CK_ULONG len, const unsigned char mk[32],
+                    const char serial[KT_SERIAL_LEN],
+                    const unsigned char ik[32])
+{
+    CK_RV rv =
+        kt_pin_make(so, so_pin, len, kt_g.cfg.pin_kdf_cost, KT_PIN_SO, serial);
+    if (rv == CKR_OK)
+        rv = kt_pin_box(so, mk, KT_PIN_SO, serial, ik);
+    return rv;
+}
+
+/* Re-initialisation: a new integrity key (written beside the old one,
+ * renamed over it once the database commit is done), a new master key, an
+ * empty token. A crash between the commit and the rename leaves a database
+ * the old key does not authenticate: the token is refused (logged). */
+static CK_RV reinit(struct kt_token *t, const unsigned char *so_pin,
+                    CK_ULONG len, const unsigned char *label)
+{
+    unsigned char mk[32], ik[32];
+    struct kt_pin so;
+    struct kt_store_keys k;
+    struct kt_manifest man;
+    char base[PATH_MAX];
+    memset(&so, 0, sizeof(so));
+    memset(&k, 0, sizeof(k));
+    token_base(t, base);
+    CK_RV rv = kt_ossl_random(mk, sizeof(mk));
+    if (rv == CKR_OK)
+        rv = kt_keyfile_prepare(base, ik);
+    if (rv == CKR_OK) {
+        kt_seal_mac_key(ik, k.mac);
+        kt_seal_manifest_key(ik, k.manifest);
+        rv = new_so(&so, so_pin, len, mk, t->serial, ik);
+    }
+    if (rv != CKR_OK) {
+        kt_keyfile_discard(base);
+        goto out;
+    }
+    pthread_mutex_lock(&t->dblock);
+    rv = kt_store_reinit(t->db, (const char *)label, &so, &k, &man);
+    if (rv == CKR_OK)
+        rv = kt_keyfile_install(base);
+    else
+        kt_keyfile_discard(base);
+    if (rv == CKR_OK) {
+        unsigned char seq_key[32];
+        kt_seal_seq_key(ik, seq_key);
+        rv = kt_seq_advance(base, t->key_fd, seq_key, t->serial, man.ctr, true);
+        kt_wipe(seq_key, sizeof(seq_key));
+    }
+    if (rv == CKR_OK) {
+        kt_token_wrlock(t);
+        rv = open_key(t);
+        memcpy(t->label, label, KT_LABEL_LEN);
+        drop_session_objects(t, 0, false);
+        void *v;
+        while (t->objects.n > 0) {
+            size_t i = 0;
+            if (!kt_hmap_iter(&t->objects, &i, NULL, &v))
+                break;
+            drop_object(t, v);
+        }
+        t->man_refused = false;
+        t->man_ctr_seen = 0;
+        pthread_rwlock_unlock(&t->lock);
+        t->loaded = false;
+        t->seen_gen = -1;
+        if (rv == CKR_OK)
+            rv = sync_locked(t);
+        kt_log(KT_LOG_INFO,
+               "token %s re-initialised: objects and user PIN removed, new "
+               "integrity and master keys",
+               t->path);
+    }
+    pthread_mutex_unlock(&t->dblock);
+out:
+    kt_wipe(mk, sizeof(mk));
+    kt_wipe(ik, sizeof(ik));
+    kt_wipe(&k, sizeof(k));
+    kt_wipe(&so, sizeof(so));
+    return rv;
+}
+
 CK_RV kt_token_init(struct kt_token *t, const char *dir,
                     const unsigned char *so_pin, CK_ULONG len,
                     const unsigned char *label)
 {
-    unsigned char mk[32], man_key[32];
+    unsigned char mk[32], ik[32], seq_key[32];
     struct kt_pin so;
+    struct kt_store_keys k;
+    char base[PATH_MAX];
     CK_RV rv;
     memset(&so, 0, sizeof(so));
+    memset(&k, 0, sizeof(k));
     char serial[KT_SERIAL_LEN + 1];
     if (t->initialized) {
         /* Re-initialisation: the SO proves the PIN (a try is charged first,
          * as at login), then every object goes. */
         rv = kt_login_verify_pin(t, KT_PIN_SO, so_pin, len, mk);
-        if (rv != CKR_OK)
-            goto out;
-        memcpy(serial, t->serial, KT_SERIAL_LEN);
-    } else {
-        unsigned char sr[8];
-        rv = kt_ossl_random(sr, sizeof(sr));
-        if (rv != CKR_OK)
-            goto out;
-        for (int i = 0; i < 8; i++)
-            snprintf(serial + 2 * i, 3, "%02x", sr[i]);
+        kt_wipe(mk, sizeof(mk));
+        if (rv == CKR_OK)
+            rv = reinit(t, so_pin, len, label);
+        return rv;
     }
-    rv = kt_ossl_random(mk, sizeof(mk));
-    if (rv == CKR_OK)
-        rv = kt_pin_make(&so, so_pin, len, kt_g.cfg.pin_kdf_cost, mk, KT_PIN_SO,
-                         serial);
+    unsigned char sr[8];
+    rv = kt_ossl_random(sr, sizeof(sr));
     if (rv != CKR_OK)
         goto out;
-    kt_seal_manifest_key(mk, man_key);
-    if (t->initialized) {
-        pthread_mutex_lock(&t->dblock);
-        rv = kt_store_reinit(t->db, (const char *)label, &so, man_key);
-        if (rv == CKR_OK) {
-            kt_token_wrlock(t);
-            memcpy(t->label, label, KT_LABEL_LEN);
-            drop_session_objects(t, 0, false);
-            void *v;
-            while (t->objects.n > 0) {
-                size_t i = 0;
-                if (!kt_hmap_iter(&t->objects, &i, NULL, &v))
-                    break;
-                drop_object(t, v);
-            }
-            t->man_refused = false;
-            t->man_ctr_seen = 0;
-            pthread_rwlock_unlock(&t->lock);
-            t->loaded = false;
-            t->seen_gen = -1;
-            rv = sync_locked(t);
-            kt_log(KT_LOG_INFO,
-                   "token %s re-initialised: objects and user "
-                   "PIN removed",
-                   t->path);
-        }
-        pthread_mutex_unlock(&t->dblock);
-        goto out;
-    }
+    for (int i = 0; i < 8; i++)
+        snprintf(serial + 2 * i, 3, "%02x", sr[i]);
     rv = mkdir_p(dir);
     if (rv != CKR_OK) {
         kt_log(KT_LOG_ERROR, "token_dir %s: cannot create: %s", dir,
@@ -1241,16 +1539,44 @@ CK_RV kt_token_init(struct kt_token *t, const char *dir,
         goto out;
     }
     snprintf(t->path, sizeof(t->path), "%s/%s.db", dir, serial);
-    rv = kt_store_create(t->path, (const char *)label, serial, &so, man_key,
-                         &t->db);
+    token_base(t, base);
+    /* The integrity key first (O_EXCL, synced), then the database, then
+     * <serial>.seq: a token is listed only once its database exists. */
+    rv = kt_keyfile_create(base, ik);
     if (rv != CKR_OK)
         goto out;
+    kt_seal_mac_key(ik, k.mac);
+    kt_seal_manifest_key(ik, k.manifest);
+    kt_seal_seq_key(ik, seq_key);
+    rv = kt_ossl_random(mk, sizeof(mk));
+    if (rv == CKR_OK)
+        rv = new_so(&so, so_pin, len, mk, serial, ik);
+    if (rv == CKR_OK)
+        rv = kt_store_create(t->path, (const char *)label, serial, &so, &k,
+                             &t->db);
+    if (rv == CKR_OK) {
+        rv = kt_seq_advance(base, -1, seq_key, serial, 0, true);
+        if (rv != CKR_OK) {
+            kt_store_close(t->db);
+            t->db = NULL;
+            unlink(t->path);
+        }
+    }
+    if (rv != CKR_OK) {
+        char key[PATH_MAX + 8];
+        snprintf(key, sizeof(key), "%s.key", base);
+        unlink(key);
+        goto out;
+    }
     kt_token_wrlock(t);
     memcpy(t->serial, serial, KT_SERIAL_LEN);
     memcpy(t->label, label, KT_LABEL_LEN);
+    rv = open_key(t);
     t->pins[KT_PIN_SO] = so;
     memset(&t->pins[KT_PIN_USER], 0, sizeof(t->pins[KT_PIN_USER]));
     pthread_rwlock_unlock(&t->lock);
+    if (rv != CKR_OK)
+        goto out;
     pthread_mutex_lock(&t->dblock);
     rv = sync_locked(t);
     pthread_mutex_unlock(&t->dblock);
@@ -1260,7 +1586,9 @@ CK_RV kt_token_init(struct kt_token *t, const char *dir,
     kt_log(KT_LOG_INFO, "token %s created", t->path);
 out:
     kt_wipe(mk, sizeof(mk));
-    kt_wipe(man_key, sizeof(man_key));
+    kt_wipe(ik, sizeof(ik));
+    kt_wipe(seq_key, sizeof(seq_key));
+    kt_wipe(&k, sizeof(k));
     kt_wipe(&so, sizeof(so));
     return rv;
 }

@@ -463,3 +463,85 @@ CK_RV kt_ossl_check_value(CK_KEY_TYPE kt, const unsigned char *key, size_t len,
     OPENSSL_cleanse(res, sizeof(res));
     return rv;
 }
+
+/* ---- X25519 and HKDF: the master key boxed to each PIN role --------- */
+
+CK_RV kt_ossl_x25519_keygen(unsigned char priv[32], unsigned char pub[32])
+{
+    EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_name(NULL, "X25519", NULL);
+    EVP_PKEY *k = NULL;
+    size_t pl = 32, ql = 32;
+    CK_RV rv = CKR_FUNCTION_FAILED;
+    if (ctx != NULL && EVP_PKEY_keygen_init(ctx) == 1 &&
+        EVP_PKEY_generate(ctx, &k) == 1 &&
+        EVP_PKEY_get_raw_private_key(k, priv, &pl) == 1 && pl == 32 &&
+        EVP_PKEY_get_raw_public_key(k, pub, &ql) == 1 && ql == 32)
+        rv = CKR_OK;
+    if (rv != CKR_OK)
+        OPENSSL_cleanse(priv, 32);
+    EVP_PKEY_free(k);
+    EVP_PKEY_CTX_free(ctx);
+    return rv;
+}
+
+CK_RV kt_ossl_x25519_public(const unsigned char priv[32], unsigned char pub[32])
+{
+    EVP_PKEY *k =
+        EVP_PKEY_new_raw_private_key_ex(NULL, "X25519", NULL, priv, 32);
+    size_t ql = 32;
+    CK_RV rv =
+        k != NULL && EVP_PKEY_get_raw_public_key(k, pub, &ql) == 1 && ql == 32
+            ? CKR_OK
+            : CKR_FUNCTION_FAILED;
+    EVP_PKEY_free(k);
+    return rv;
+}
+
+CK_RV kt_ossl_x25519(const unsigned char priv[32], const unsigned char peer[32],
+                     unsigned char shared[32])
+{
+    EVP_PKEY *k =
+        EVP_PKEY_new_raw_private_key_ex(NULL, "X25519", NULL, priv, 32);
+    EVP_PKEY *p =
+        EVP_PKEY_new_raw_public_key_ex(NULL, "X25519", NULL, peer, 32);
+    EVP_PKEY_CTX *ctx =
+        k != NULL ? EVP_PKEY_CTX_new_from_pkey(NULL, k, NULL) : NULL;
+    size_t len = 32;
+    CK_RV rv = CKR_FUNCTION_FAILED;
+    /* OpenSSL refuses an all-zero shared secret (a small-order peer). */
+    if (ctx != NULL && p != NULL && EVP_PKEY_derive_init(ctx) == 1 &&
+        EVP_PKEY_derive_set_peer(ctx, p) == 1 &&
+        EVP_PKEY_derive(ctx, shared, &len) == 1 && len == 32)
+        rv = CKR_OK;
+    if (rv != CKR_OK)
+        OPENSSL_cleanse(shared, 32);
+    EVP_PKEY_CTX_free(ctx);
+    EVP_PKEY_free(p);
+    EVP_PKEY_free(k);
+    return rv;
+}
+
+CK_RV kt_ossl_hkdf256(const unsigned char *ikm, size_t ikm_len,
+                      const unsigned char *salt, size_t salt_len,
+                      const unsigned char *info, size_t info_len,
+                      unsigned char *out, size_t out_len)
+{
+    EVP_KDF *alg = EVP_KDF_fetch(NULL, OSSL_KDF_NAME_HKDF, NULL);
+    EVP_KDF_CTX *k = alg != NULL ? EVP_KDF_CTX_new(alg) : NULL;
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, "SHA256", 0),
+        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, (void *)ikm,
+                                          ikm_len),
+        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT, (void *)salt,
+                                          salt_len),
+        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, (void *)info,
+                                          info_len),
+        OSSL_PARAM_construct_end(),
+    };
+    CK_RV rv = k != NULL && EVP_KDF_derive(k, out, out_len, params) == 1
+                   ? CKR_OK
+                   : CKR_FUNCTION_FAILED;
+    EVP_KDF_CTX_free(k);
+    EVP_KDF_free(alg);
+    return rv;
+}

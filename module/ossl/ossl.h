@@ -104,4 +104,20 @@ KT_NODISCARD CK_RV kt_ossl_scrypt(const unsigned char *pin, size_t pin_len,
                                   unsigned cost, unsigned char *out,
                                   size_t out_len);
 
+/* X25519 key pairs (raw 32-byte keys) and the shared secret; CKR_FUNCTION_
+ * FAILED on a peer key of small order. HKDF-SHA-256 (RFC 5869). Used only
+ * when a PIN changes or a role logs in, so the algorithms are fetched per
+ * call. */
+KT_NODISCARD CK_RV kt_ossl_x25519_keygen(unsigned char priv[32],
+                                         unsigned char pub[32]);
+KT_NODISCARD CK_RV kt_ossl_x25519_public(const unsigned char priv[32],
+                                         unsigned char pub[32]);
+KT_NODISCARD CK_RV kt_ossl_x25519(const unsigned char priv[32],
+                                  const unsigned char peer[32],
+                                  unsigned char shared[32]);
+KT_NODISCARD CK_RV kt_ossl_hkdf256(const unsigned char *ikm, size_t ikm_len,
+                                   const unsigned char *salt, size_t salt_len,
+                                   const unsigned char *info, size_t info_len,
+                                   unsigned char *out, size_t out_len);
+
 #endif

@@ -4,17 +4,32 @@
 #include "../ossl/ossl.h"
 #include "store.h"
 
-static const char mac_label[] = "keytier object mac key v1";
+/* Format 3: the record MAC, manifest and .seq keys are derived from the
+ * token's integrity key (<serial>.key), not from the master key. */
+static const char mac_label[] = "keytier object mac key v3";
 static const char rec_label[] = "keytier object v2";
-static const char man_key_label[] = "keytier object manifest key v1";
+static const char man_key_label[] = "keytier object manifest key v3";
+static const char seq_key_label[] = "keytier seq key v3";
 static const char term_label[] = "keytier manifest term v1";
-static const char man_label[] = "keytier object manifest v1";
+static const char man_label[] = "keytier object manifest v3";
+static const char pins_label[] = "keytier pin records v3";
 
-void kt_seal_mac_key(const unsigned char mk[32], unsigned char out[32])
+static void derive_key(const unsigned char ik[32], const char *label,
+                       size_t label_len, unsigned char out[32])
 {
-    if (kt_ossl_hmac256(mk, 32, mac_label, sizeof(mac_label), NULL, 0, NULL, 0,
-                        out) != CKR_OK)
+    if (kt_ossl_hmac256(ik, 32, label, label_len, NULL, 0, NULL, 0, out) !=
+        CKR_OK)
         memset(out, 0, 32);
+}
+
+void kt_seal_mac_key(const unsigned char ik[32], unsigned char out[32])
+{
+    derive_key(ik, mac_label, sizeof(mac_label), out);
+}
+
+void kt_seal_seq_key(const unsigned char ik[32], unsigned char out[32])
+{
+    derive_key(ik, seq_key_label, sizeof(seq_key_label), out);
 }
 
 /* Sealed in the store: secret key material, and the value of private data
@@ -56,11 +71,50 @@ CK_RV kt_seal_record_mac(const unsigned char mac_key[32], int64_t id,
                            sizeof(ig), blob, len, out);
 }
 
-void kt_seal_manifest_key(const unsigned char mk[32], unsigned char out[32])
+void kt_seal_manifest_key(const unsigned char ik[32], unsigned char out[32])
 {
-    if (kt_ossl_hmac256(mk, 32, man_key_label, sizeof(man_key_label), NULL, 0,
-                        NULL, 0, out) != CKR_OK)
-        memset(out, 0, 32);
+    derive_key(ik, man_key_label, sizeof(man_key_label), out);
+}
+
+/* Everything a PIN record holds, the retry counter included, in a fixed
+ * layout: a reset counter or an older record changes the digest. */
+static size_t pin_encode(const struct kt_pin *p, unsigned char *b)
+{
+    size_t o = 0;
+    b[o++] = p->present ? 1 : 0;
+    if (!p->present)
+        return o;
+    memcpy(b + o, p->salt, sizeof(p->salt));
+    o += sizeof(p->salt);
+    le64(b + o, p->cost);
+    o += 8;
+    memcpy(b + o, p->verifier, sizeof(p->verifier));
+    o += sizeof(p->verifier);
+    memcpy(b + o, p->priv, sizeof(p->priv));
+    o += sizeof(p->priv);
+    memcpy(b + o, p->pub, sizeof(p->pub));
+    o += sizeof(p->pub);
+    memcpy(b + o, p->box, sizeof(p->box));
+    o += sizeof(p->box);
+    memcpy(b + o, p->bind, sizeof(p->bind));
+    o += sizeof(p->bind);
+    le64(b + o, (uint64_t)p->failures);
+    o += 8;
+    return o;
+}
+
+CK_RV kt_seal_pins_digest(const unsigned char man_key[32],
+                          const struct kt_pin pins[2], unsigned char out[32])
+{
+    unsigned char so[sizeof(struct kt_pin) + 32];
+    unsigned char user[sizeof(struct kt_pin) + 32];
+    size_t sl = pin_encode(&pins[KT_PIN_SO], so);
+    size_t ul = pin_encode(&pins[KT_PIN_USER], user);
+    CK_RV rv = kt_ossl_hmac256(man_key, 32, pins_label, sizeof(pins_label), so,
+                               sl, user, ul, out);
+    kt_wipe(so, sizeof(so));
+    kt_wipe(user, sizeof(user));
+    return rv;
 }
 
 CK_RV kt_seal_manifest_term(const unsigned char man_key[32], int64_t id,
@@ -76,11 +130,13 @@ CK_RV kt_seal_manifest_term(const unsigned char man_key[32], int64_t id,
 static CK_RV manifest_mac(const unsigned char man_key[32],
                           const struct kt_manifest *m, unsigned char out[32])
 {
-    unsigned char cc[16];
+    unsigned char cc[16], ap[64];
     le64(cc, (uint64_t)m->count);
     le64(cc + 8, (uint64_t)m->ctr);
+    memcpy(ap, m->acc, 32);
+    memcpy(ap + 32, m->pins, 32);
     return kt_ossl_hmac256(man_key, 32, man_label, sizeof(man_label), cc,
-                           sizeof(cc), m->acc, sizeof(m->acc), out);
+                           sizeof(cc), ap, sizeof(ap), out);
 }
 
 CK_RV kt_seal_manifest_sign(const unsigned char man_key[32],

@@ -8,6 +8,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "../ossl/ossl.h"
+
 static CK_RV db_fail(sqlite3 *db, const char *what)
 {
     kt_log(KT_LOG_ERROR, "store %s: %s: %s", sqlite3_db_filename(db, "main"),
@@ -49,9 +51,15 @@ static CK_RV bind_pin(sqlite3_stmt *st, int which, const struct kt_pin *p)
         sqlite3_bind_int(st, 3, (int)p->cost) != SQLITE_OK ||
         sqlite3_bind_blob(st, 4, p->verifier, sizeof(p->verifier),
                           SQLITE_STATIC) != SQLITE_OK ||
-        sqlite3_bind_blob(st, 5, p->wrapped, sizeof(p->wrapped),
-                          SQLITE_STATIC) != SQLITE_OK ||
-        sqlite3_bind_int64(st, 6, (sqlite3_int64)p->failures) != SQLITE_OK)
+        sqlite3_bind_blob(st, 5, p->priv, sizeof(p->priv), SQLITE_STATIC) !=
+            SQLITE_OK ||
+        sqlite3_bind_blob(st, 6, p->pub, sizeof(p->pub), SQLITE_STATIC) !=
+            SQLITE_OK ||
+        sqlite3_bind_blob(st, 7, p->box, sizeof(p->box), SQLITE_STATIC) !=
+            SQLITE_OK ||
+        sqlite3_bind_blob(st, 8, p->bind, sizeof(p->bind), SQLITE_STATIC) !=
+            SQLITE_OK ||
+        sqlite3_bind_int64(st, 9, (sqlite3_int64)p->failures) != SQLITE_OK)
         return CKR_DEVICE_ERROR;
     return CKR_OK;
 }
@@ -60,10 +68,15 @@ static CK_RV put_pin(sqlite3 *db, int which, const struct kt_pin *p)
 {
     sqlite3_stmt *st = NULL;
     CK_RV rv = CKR_OK;
+    if (!p->present) {
+        char sql[64];
+        snprintf(sql, sizeof(sql), "DELETE FROM pins WHERE who = %d", which);
+        return exec(db, sql);
+    }
     if (sqlite3_prepare_v2(db,
                            "INSERT OR REPLACE INTO pins(who, salt, cost, "
-                           "verifier, wrapped, failures) VALUES "
-                           "(?,?,?,?,?,?)",
+                           "verifier, priv, pub, box, bind, failures) VALUES "
+                           "(?,?,?,?,?,?,?,?,?)",
                            -1, &st, NULL) != SQLITE_OK)
         return db_fail(db, "prepare pin");
     rv = bind_pin(st, which, p);
@@ -88,8 +101,8 @@ static CK_RV put_meta(sqlite3 *db, const char *k, const char *v, int len)
     return rv;
 }
 
-/* The manifest row: count, write counter, acc, MAC (80 bytes). */
-#define MANIFEST_LEN 80
+/* The manifest row: count, write counter, acc, pins, MAC (112 bytes). */
+#define MANIFEST_LEN 112
 
 static void put_le64(unsigned char *p, int64_t v)
 {
@@ -120,7 +133,8 @@ static CK_RV read_manifest(sqlite3 *db, struct kt_manifest *m)
         m->count = get_le64(b);
         m->ctr = get_le64(b + 8);
         memcpy(m->acc, b + 16, 32);
-        memcpy(m->mac, b + 48, 32);
+        memcpy(m->pins, b + 48, 32);
+        memcpy(m->mac, b + 80, 32);
         m->present = true;
     } else if (r != SQLITE_ROW && r != SQLITE_DONE) {
         rv = db_fail(db, "read manifest");
@@ -139,7 +153,8 @@ static CK_RV write_manifest(sqlite3 *db, const struct kt_manifest *m,
     put_le64(b, m->count);
     put_le64(b + 8, m->ctr);
     memcpy(b + 16, m->acc, 32);
-    memcpy(b + 48, m->mac, 32);
+    memcpy(b + 48, m->pins, 32);
+    memcpy(b + 80, m->mac, 32);
     /* An UPDATE in place: cheaper than REPLACE's delete and insert. */
     if (sqlite3_prepare_v2(db,
                            replace ? "UPDATE meta SET v = ? WHERE k = "
@@ -156,39 +171,75 @@ static CK_RV write_manifest(sqlite3 *db, const struct kt_manifest *m,
     return rv;
 }
 
-/* An empty manifest; the counter continues from `ctr`. */
+/* A manifest with no object (the counter continues from `ctr`) naming
+ * the PIN records pins. */
 static CK_RV new_manifest(sqlite3 *db, const unsigned char man_key[32],
-                          int64_t ctr)
+                          int64_t ctr, const struct kt_pin pins[2],
+                          struct kt_manifest *out)
 {
     struct kt_manifest m;
     memset(&m, 0, sizeof(m));
     m.present = true;
     m.ctr = ctr;
-    CK_RV rv = kt_seal_manifest_sign(man_key, &m);
+    CK_RV rv = kt_seal_pins_digest(man_key, pins, m.pins);
+    if (rv == CKR_OK)
+        rv = kt_seal_manifest_sign(man_key, &m);
     if (rv == CKR_OK)
         rv = write_manifest(db, &m, false);
+    if (rv == CKR_OK && out != NULL)
+        *out = m;
+    return rv;
+}
+
+/* Inside a write transaction: the stored manifest, authentic and not
+ * behind what the writer has seen committed. This never signs a set
+ * someone else changed or rolled back. */
+static CK_RV manifest_current(sqlite3 *db, const struct kt_store_keys *k,
+                              struct kt_manifest *m)
+{
+    CK_RV rv = read_manifest(db, m);
+    if (rv != CKR_OK)
+        return rv;
+    const char *why = NULL;
+    if (kt_seal_manifest_check(k->manifest, m) != CKR_OK)
+        why = "object manifest missing or not authentic";
+    else if (m->ctr < k->min_ctr)
+        why = "object manifest went back to an older write";
+    if (why != NULL) {
+        kt_log(KT_LOG_ERROR, "token %s: %s; write refused",
+               sqlite3_db_filename(db, "main"), why);
+        return CKR_DEVICE_ERROR;
+    }
+    return CKR_OK;
+}
+
+/* Inside an object write transaction, before anything is written: the PIN
+ * records are still those the writer last read (their digest in the
+ * manifest, authenticated by manifest_apply). Otherwise another process
+ * changed a PIN, perhaps with a new master key the writer does not hold:
+ * KT_CKR_RETRY, the writer reloads first. */
+static CK_RV pins_unchanged(sqlite3 *db, const struct kt_store_keys *k)
+{
+    struct kt_manifest m;
+    if (!k->check_pins)
+        return CKR_OK;
+    CK_RV rv = read_manifest(db, &m);
+    if (rv == CKR_OK && m.present && memcmp(m.pins, k->pins, 32) != 0)
+        rv = KT_CKR_RETRY;
     return rv;
 }
 
 /* Inside an object write transaction: acc ^= old ^ new, count += delta,
- * counter + 1, new MAC. The stored manifest must be authentic first: this
- * never signs a set someone else changed. */
-static CK_RV manifest_apply(sqlite3 *db, const unsigned char man_key[32],
+ * counter + 1, new MAC. */
+static CK_RV manifest_apply(sqlite3 *db, const struct kt_store_keys *k,
                             const unsigned char *old_term,
                             const unsigned char *new_term, int64_t delta,
                             struct kt_manifest *out)
 {
     struct kt_manifest m;
-    CK_RV rv = read_manifest(db, &m);
+    CK_RV rv = manifest_current(db, k, &m);
     if (rv != CKR_OK)
         return rv;
-    if (kt_seal_manifest_check(man_key, &m) != CKR_OK) {
-        kt_log(KT_LOG_ERROR,
-               "token %s: object manifest missing or not authentic; write "
-               "refused",
-               sqlite3_db_filename(db, "main"));
-        return CKR_DEVICE_ERROR;
-    }
     for (int i = 0; i < 32; i++) {
         if (old_term != NULL)
             m.acc[i] ^= old_term[i];
@@ -197,7 +248,7 @@ static CK_RV manifest_apply(sqlite3 *db, const unsigned char man_key[32],
     }
     m.count += delta;
     m.ctr++;
-    rv = kt_seal_manifest_sign(man_key, &m);
+    rv = kt_seal_manifest_sign(k->manifest, &m);
     if (rv == CKR_OK)
         rv = write_manifest(db, &m, true);
     if (rv == CKR_OK)
@@ -235,7 +286,7 @@ static CK_RV row_term(sqlite3 *db, const unsigned char man_key[32], int64_t id,
 }
 
 CK_RV kt_store_create(const char *path, const char *label, const char *serial,
-                      const struct kt_pin *so, const unsigned char man_key[32],
+                      const struct kt_pin *so, const struct kt_store_keys *k,
                       sqlite3 **out)
 {
     sqlite3 *db = NULL;
@@ -287,7 +338,8 @@ CK_RV kt_store_create(const char *path, const char *label, const char *serial,
                   "CREATE TABLE meta(k TEXT PRIMARY KEY, v NOT NULL);"
                   "CREATE TABLE pins(who INTEGER PRIMARY KEY, salt BLOB NOT "
                   "NULL, cost INTEGER NOT NULL, verifier BLOB NOT NULL, "
-                  "wrapped BLOB NOT NULL, failures INTEGER NOT NULL);"
+                  "priv BLOB NOT NULL, pub BLOB NOT NULL, box BLOB NOT NULL, "
+                  "bind BLOB NOT NULL, failures INTEGER NOT NULL);"
                   "CREATE TABLE objects(id INTEGER PRIMARY KEY, gen INTEGER "
                   "NOT NULL, attrs BLOB NOT NULL, mac BLOB NOT NULL);"
                   "CREATE INDEX objects_gen ON objects(gen);"
@@ -299,10 +351,14 @@ CK_RV kt_store_create(const char *path, const char *label, const char *serial,
         rv = put_meta(db, "label", lbl, KT_LABEL_LEN);
     if (rv == CKR_OK)
         rv = put_meta(db, "serial", ser, KT_SERIAL_LEN);
+    struct kt_pin pins[2];
+    memset(pins, 0, sizeof(pins));
+    pins[KT_PIN_SO] = *so;
     if (rv == CKR_OK)
         rv = put_pin(db, KT_PIN_SO, so);
     if (rv == CKR_OK)
-        rv = new_manifest(db, man_key, 0);
+        rv = new_manifest(db, k->manifest, 0, pins, NULL);
+    kt_wipe(pins, sizeof(pins));
     if (rv == CKR_OK)
         rv = exec(db, "COMMIT");
     if (rv != CKR_OK) {
@@ -339,6 +395,13 @@ CK_RV kt_store_open(const char *path, sqlite3 **out)
                "token %s refused: format keytier-token-1 has no object "
                "manifest; this module reads " KT_STORE_FORMAT
                " (re-create the token)",
+               path);
+        rv = CKR_DEVICE_ERROR;
+    } else if (fmt != NULL && strcmp(fmt, "keytier-token-2") == 0) {
+        kt_log(KT_LOG_ERROR,
+               "token %s refused: format keytier-token-2 checks its objects "
+               "only after a login and has no integrity key file; this "
+               "module reads " KT_STORE_FORMAT " (re-create the token)",
                path);
         rv = CKR_DEVICE_ERROR;
     } else if (fmt == NULL || strcmp(fmt, KT_STORE_FORMAT) != 0) {
@@ -399,8 +462,8 @@ CK_RV kt_store_read_pins(sqlite3 *db, const char *path, struct kt_pin pins[2])
     CK_RV rv = CKR_OK;
     memset(pins, 0, 2 * sizeof(pins[0]));
     if (sqlite3_prepare_v2(db,
-                           "SELECT who, salt, cost, verifier, wrapped, "
-                           "failures FROM pins",
+                           "SELECT who, salt, cost, verifier, priv, pub, box, "
+                           "bind, failures FROM pins",
                            -1, &st, NULL) != SQLITE_OK)
         return db_fail(db, "read pins");
     int r;
@@ -411,13 +474,19 @@ CK_RV kt_store_read_pins(sqlite3 *db, const char *path, struct kt_pin pins[2])
         struct kt_pin *p = &pins[who];
         if ((size_t)sqlite3_column_bytes(st, 1) != sizeof(p->salt) ||
             (size_t)sqlite3_column_bytes(st, 3) != sizeof(p->verifier) ||
-            (size_t)sqlite3_column_bytes(st, 4) != sizeof(p->wrapped))
+            (size_t)sqlite3_column_bytes(st, 4) != sizeof(p->priv) ||
+            (size_t)sqlite3_column_bytes(st, 5) != sizeof(p->pub) ||
+            (size_t)sqlite3_column_bytes(st, 6) != sizeof(p->box) ||
+            (size_t)sqlite3_column_bytes(st, 7) != sizeof(p->bind))
             goto bad;
         memcpy(p->salt, sqlite3_column_blob(st, 1), sizeof(p->salt));
         p->cost = (unsigned)sqlite3_column_int(st, 2);
         memcpy(p->verifier, sqlite3_column_blob(st, 3), sizeof(p->verifier));
-        memcpy(p->wrapped, sqlite3_column_blob(st, 4), sizeof(p->wrapped));
-        sqlite3_int64 f = sqlite3_column_int64(st, 5);
+        memcpy(p->priv, sqlite3_column_blob(st, 4), sizeof(p->priv));
+        memcpy(p->pub, sqlite3_column_blob(st, 5), sizeof(p->pub));
+        memcpy(p->box, sqlite3_column_blob(st, 6), sizeof(p->box));
+        memcpy(p->bind, sqlite3_column_blob(st, 7), sizeof(p->bind));
+        sqlite3_int64 f = sqlite3_column_int64(st, 8);
         if (p->cost < 1 || p->cost > 30 || f < 0)
             goto bad;
         p->failures = (CK_ULONG)f;
@@ -435,76 +504,6 @@ bad:
     return CKR_DEVICE_ERROR;
 }
 
-CK_RV kt_store_write_pin(sqlite3 *db, int which, const struct kt_pin *p)
-{
-    CK_RV rv = exec(db, "BEGIN IMMEDIATE");
-    if (rv != CKR_OK)
-        return rv;
-    rv = put_pin(db, which, p);
-    if (rv == CKR_OK)
-        rv = exec(db, "COMMIT");
-    if (rv != CKR_OK)
-        (void)exec(db, "ROLLBACK");
-    return rv;
-}
-
-CK_RV kt_store_set_failures(sqlite3 *db, int which, CK_ULONG failures)
-{
-    sqlite3_stmt *st = NULL;
-    CK_RV rv = CKR_OK;
-    if (sqlite3_prepare_v2(db, "UPDATE pins SET failures = ? WHERE who = ?", -1,
-                           &st, NULL) != SQLITE_OK)
-        return db_fail(db, "prepare failures");
-    sqlite3_bind_int64(st, 1, (sqlite3_int64)failures);
-    sqlite3_bind_int(st, 2, which);
-    if (sqlite3_step(st) != SQLITE_DONE)
-        rv = db_fail(db, "write failures");
-    sqlite3_finalize(st);
-    return rv;
-}
-
-CK_RV kt_store_pin_charge(sqlite3 *db, int which, CK_ULONG max,
-                          CK_ULONG *failures)
-{
-    sqlite3_stmt *st = NULL;
-    CK_RV rv = exec(db, "BEGIN IMMEDIATE");
-    if (rv != CKR_OK)
-        return rv;
-    if (sqlite3_prepare_v2(db, "SELECT failures FROM pins WHERE who = ?", -1,
-                           &st, NULL) != SQLITE_OK) {
-        rv = db_fail(db, "read failures");
-        goto out;
-    }
-    sqlite3_bind_int(st, 1, which);
-    int r = sqlite3_step(st);
-    sqlite3_int64 f = r == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
-    sqlite3_finalize(st);
-    st = NULL;
-    if (r == SQLITE_DONE) {
-        rv = CKR_USER_PIN_NOT_INITIALIZED;
-        goto out;
-    }
-    if (r != SQLITE_ROW || f < 0) {
-        rv = db_fail(db, "read failures");
-        goto out;
-    }
-    *failures = (CK_ULONG)f;
-    if ((CK_ULONG)f >= max) {
-        rv = CKR_PIN_LOCKED;
-        goto out;
-    }
-    rv = kt_store_set_failures(db, which, (CK_ULONG)f + 1);
-    if (rv == CKR_OK)
-        rv = exec(db, "COMMIT");
-    if (rv == CKR_OK) {
-        *failures = (CK_ULONG)f + 1;
-        return CKR_OK;
-    }
-out:
-    (void)exec(db, "ROLLBACK");
-    return rv;
-}
-
 CK_RV kt_store_data_version(sqlite3 *db, sqlite3_stmt **cache, int64_t *v)
 {
     CK_RV rv = CKR_OK;
@@ -520,8 +519,9 @@ CK_RV kt_store_data_version(sqlite3 *db, sqlite3_stmt **cache, int64_t *v)
     return rv;
 }
 
-CK_RV kt_store_changes(sqlite3 *db, int64_t since, kt_store_row_fn row,
-                       kt_store_del_fn del, void *ctx, int64_t *max_gen,
+CK_RV kt_store_changes(sqlite3 *db, const char *path, int64_t since,
+                       kt_store_row_fn row, kt_store_del_fn del, void *ctx,
+                       int64_t *max_gen, struct kt_pin pins[2],
                        struct kt_manifest *man)
 {
     sqlite3_stmt *st = NULL;
@@ -578,6 +578,8 @@ CK_RV kt_store_changes(sqlite3 *db, int64_t since, kt_store_row_fn row,
         rv = db_fail(db, "read deletions");
     if (rv == CKR_OK)
         rv = read_manifest(db, man);
+    if (rv == CKR_OK)
+        rv = kt_store_read_pins(db, path, pins);
 out:
     sqlite3_finalize(st);
     (void)exec(db, "COMMIT");
@@ -611,6 +613,9 @@ CK_RV kt_store_put_object(sqlite3 *db, const struct kt_store_keys *k,
     CK_RV rv = exec(db, "BEGIN IMMEDIATE");
     if (rv != CKR_OK)
         return rv;
+    rv = pins_unchanged(db, k);
+    if (rv != CKR_OK)
+        goto out;
     if (!must_be_new) {
         rv = row_term(db, k->manifest, id, expect_gen, old_term);
         if (rv == CKR_OBJECT_HANDLE_INVALID)
@@ -646,8 +651,8 @@ CK_RV kt_store_put_object(sqlite3 *db, const struct kt_store_keys *k,
         rv = db_fail(db, "write object");
     sqlite3_finalize(st);
     if (rv == CKR_OK)
-        rv = manifest_apply(db, k->manifest, must_be_new ? NULL : old_term,
-                            w->term, must_be_new ? 1 : 0, &w->man);
+        rv = manifest_apply(db, k, must_be_new ? NULL : old_term, w->term,
+                            must_be_new ? 1 : 0, &w->man);
     if (rv == CKR_OK)
         rv = exec(db, "COMMIT");
     if (rv == CKR_OK)
@@ -670,6 +675,9 @@ CK_RV kt_store_update_object(sqlite3 *db, const struct kt_store_keys *k,
     CK_RV rv = exec(db, "BEGIN IMMEDIATE");
     if (rv != CKR_OK)
         return rv;
+    rv = pins_unchanged(db, k);
+    if (rv != CKR_OK)
+        goto out;
     if (sqlite3_prepare_v2(db,
                            "SELECT gen, attrs, mac FROM objects WHERE id = ?",
                            -1, &st, NULL) != SQLITE_OK) {
@@ -722,7 +730,7 @@ CK_RV kt_store_update_object(sqlite3 *db, const struct kt_store_keys *k,
     sqlite3_finalize(st);
     st = NULL;
     if (rv == CKR_OK)
-        rv = manifest_apply(db, k->manifest, old_term, w->term, 0, &w->man);
+        rv = manifest_apply(db, k, old_term, w->term, 0, &w->man);
     if (rv == CKR_OK)
         rv = exec(db, "COMMIT");
     if (rv == CKR_OK) {
@@ -746,6 +754,9 @@ CK_RV kt_store_delete_object(sqlite3 *db, const struct kt_store_keys *k,
     CK_RV rv = exec(db, "BEGIN IMMEDIATE");
     if (rv != CKR_OK)
         return rv;
+    rv = pins_unchanged(db, k);
+    if (rv != CKR_OK)
+        goto out;
     rv = row_term(db, k->manifest, id, -1, old_term);
     bool present = rv == CKR_OK;
     if (rv == CKR_OBJECT_HANDLE_INVALID)
@@ -778,9 +789,8 @@ CK_RV kt_store_delete_object(sqlite3 *db, const struct kt_store_keys *k,
     }
     sqlite3_finalize(st);
     if (rv == CKR_OK)
-        rv = present
-                 ? manifest_apply(db, k->manifest, old_term, NULL, -1, &w->man)
-                 : read_manifest(db, &w->man);
+        rv = present ? manifest_apply(db, k, old_term, NULL, -1, &w->man)
+                     : manifest_current(db, k, &w->man);
     if (rv == CKR_OK)
         rv = exec(db, "COMMIT");
     if (rv == CKR_OK)
@@ -792,13 +802,16 @@ out:
 }
 
 CK_RV kt_store_reinit(sqlite3 *db, const char *label, const struct kt_pin *so,
-                      const unsigned char man_key[32])
+                      const struct kt_store_keys *k, struct kt_manifest *man)
 {
     struct kt_manifest old;
+    struct kt_pin pins[2];
     char lbl[KT_LABEL_LEN + 1];
     int64_t gen = 0;
     memcpy(lbl, label, KT_LABEL_LEN);
     lbl[KT_LABEL_LEN] = '\0';
+    memset(pins, 0, sizeof(pins));
+    pins[KT_PIN_SO] = *so;
     CK_RV rv = exec(db, "BEGIN IMMEDIATE");
     if (rv != CKR_OK)
         return rv;
@@ -816,14 +829,194 @@ CK_RV kt_store_reinit(sqlite3 *db, const char *label, const struct kt_pin *so,
     if (rv == CKR_OK)
         rv = put_pin(db, KT_PIN_SO, so);
     /* The counter keeps increasing (running processes compare it); the
-     * new master key makes every older manifest invalid anyway. */
+     * new integrity key makes every older manifest invalid anyway. */
     if (rv == CKR_OK)
         rv = read_manifest(db, &old);
     if (rv == CKR_OK)
-        rv = new_manifest(db, man_key, old.present ? old.ctr + 1 : 0);
+        rv = new_manifest(db, k->manifest, old.present ? old.ctr + 1 : 0, pins,
+                          man);
     if (rv == CKR_OK)
         rv = exec(db, "COMMIT");
     if (rv != CKR_OK)
         (void)exec(db, "ROLLBACK");
+    kt_wipe(pins, sizeof(pins));
+    return rv;
+}
+
+/* One object row resealed from old_mk to new_mk: every sealed attribute
+ * opened and sealed again, a new generation, record MAC and term. The row
+ * must authenticate first (a damaged record cannot be carried over). */
+static CK_RV reseal_row(sqlite3 *db, const struct kt_store_keys *k,
+                        const struct kt_store_reseal *r, int64_t id,
+                        unsigned char acc[32])
+{
+    sqlite3_stmt *st = NULL;
+    kt_attrs plain;
+    unsigned char *nb = NULL, mac[32], term[32];
+    size_t nl = 0;
+    int64_t gen = 0;
+    CK_OBJECT_CLASS cls = 0;
+    kt_attrs_init(&plain);
+    CK_RV rv = CKR_OK;
+    if (sqlite3_prepare_v2(db,
+                           "SELECT gen, attrs, mac FROM objects WHERE id = ?",
+                           -1, &st, NULL) != SQLITE_OK)
+        return db_fail(db, "read object");
+    sqlite3_bind_int64(st, 1, id);
+    if (sqlite3_step(st) != SQLITE_ROW) {
+        sqlite3_finalize(st);
+        return db_fail(db, "read object");
+    }
+    const unsigned char *blob = sqlite3_column_blob(st, 1);
+    size_t len = (size_t)sqlite3_column_bytes(st, 1);
+    rv = sqlite3_column_bytes(st, 2) == 32
+             ? kt_seal_verify(k->mac, id, sqlite3_column_int64(st, 0), blob,
+                              len, sqlite3_column_blob(st, 2))
+             : CKR_DATA_INVALID;
+    if (rv == CKR_OK)
+        rv = kt_attrs_parse(&plain, blob, len);
+    if (rv == CKR_OK)
+        rv = kt_attrs_get_ulong(&plain, CKA_CLASS, &cls);
+    if (rv == CKR_OK)
+        rv = kt_seal_open_attrs(r->old_mk, id, cls, &plain);
+    sqlite3_finalize(st);
+    st = NULL;
+    if (rv != CKR_OK && rv != CKR_HOST_MEMORY) {
+        kt_log(KT_LOG_ERROR,
+               "token %s: object %lld does not authenticate; the master key "
+               "is not changed",
+               sqlite3_db_filename(db, "main"), (long long)id);
+        rv = CKR_DEVICE_ERROR;
+    }
+    if (rv == CKR_OK)
+        rv = kt_seal_object(r->new_mk, id, cls, &plain, &nb, &nl);
+    kt_attrs_clear(&plain);
+    if (rv == CKR_OK)
+        rv = next_gen(db, &gen);
+    if (rv == CKR_OK)
+        rv = kt_seal_record_mac(k->mac, id, gen, nb, nl, mac);
+    if (rv == CKR_OK)
+        rv = kt_seal_manifest_term(k->manifest, id, gen, mac, 32, term);
+    if (rv == CKR_OK &&
+        sqlite3_prepare_v2(db,
+                           "UPDATE objects SET gen = ?2, attrs = ?3, mac = ?4 "
+                           "WHERE id = ?1",
+                           -1, &st, NULL) != SQLITE_OK)
+        rv = db_fail(db, "prepare object");
+    if (rv == CKR_OK) {
+        sqlite3_bind_int64(st, 1, id);
+        sqlite3_bind_int64(st, 2, gen);
+        sqlite3_bind_blob(st, 3, nb, (int)nl, SQLITE_STATIC);
+        sqlite3_bind_blob(st, 4, mac, 32, SQLITE_STATIC);
+        if (sqlite3_step(st) != SQLITE_DONE)
+            rv = db_fail(db, "write object");
+    }
+    sqlite3_finalize(st);
+    free(nb);
+    if (rv == CKR_OK)
+        for (int i = 0; i < 32; i++)
+            acc[i] ^= term[i];
+    return rv;
+}
+
+static CK_RV reseal_all(sqlite3 *db, const struct kt_store_keys *k,
+                        const struct kt_store_reseal *r, struct kt_manifest *m)
+{
+    sqlite3_stmt *st = NULL;
+    int64_t *ids = NULL;
+    size_t n = 0, cap = 0;
+    CK_RV rv = CKR_OK;
+    int res;
+    /* The ids first: rows are rewritten after the scan, not during it. */
+    if (sqlite3_prepare_v2(db, "SELECT id FROM objects", -1, &st, NULL) !=
+        SQLITE_OK)
+        return db_fail(db, "read objects");
+    while ((res = sqlite3_step(st)) == SQLITE_ROW) {
+        if (n == cap) {
+            cap = cap ? cap * 2 : 64;
+            int64_t *ni = realloc(ids, cap * sizeof(*ni));
+            if (ni == NULL) {
+                rv = CKR_HOST_MEMORY;
+                break;
+            }
+            ids = ni;
+        }
+        ids[n++] = sqlite3_column_int64(st, 0);
+    }
+    if (rv == CKR_OK && res != SQLITE_DONE)
+        rv = db_fail(db, "read objects");
+    sqlite3_finalize(st);
+    /* Every row is rewritten: the set is summed again from scratch. */
+    memset(m->acc, 0, sizeof(m->acc));
+    for (size_t i = 0; i < n && rv == CKR_OK; i++)
+        rv = reseal_row(db, k, r, ids[i], m->acc);
+    if (rv == CKR_OK && (int64_t)n != m->count) {
+        kt_log(KT_LOG_ERROR,
+               "token %s: object set does not match its manifest; the master "
+               "key is not changed",
+               sqlite3_db_filename(db, "main"));
+        rv = CKR_DEVICE_ERROR;
+    }
+    free(ids);
+    return rv;
+}
+
+CK_RV kt_store_pins_update(sqlite3 *db, const struct kt_store_keys *k,
+                           kt_pins_fn fn, void *ctx,
+                           const struct kt_store_reseal *reseal,
+                           struct kt_pin out[2], struct kt_manifest *man)
+{
+    struct kt_manifest m;
+    struct kt_pin pins[2], before[2];
+    unsigned char digest[32];
+    const char *path = sqlite3_db_filename(db, "main");
+    CK_RV rv = exec(db, "BEGIN IMMEDIATE");
+    if (rv != CKR_OK)
+        return rv;
+    rv = manifest_current(db, k, &m);
+    if (rv == CKR_OK)
+        rv = kt_store_read_pins(db, path, pins);
+    if (rv == CKR_OK)
+        rv = kt_seal_pins_digest(k->manifest, pins, digest);
+    if (rv == CKR_OK && kt_ossl_memcmp(digest, m.pins, 32) != 0) {
+        kt_log(KT_LOG_ERROR,
+               "token %s: PIN records do not match the object manifest (a "
+               "record or a retry counter was changed outside the token); "
+               "refused",
+               path);
+        rv = CKR_DEVICE_ERROR;
+    }
+    if (rv != CKR_OK)
+        goto out;
+    memcpy(before, pins, sizeof(pins));
+    rv = fn(ctx, pins);
+    if (rv != CKR_OK)
+        goto out;
+    if (reseal != NULL)
+        rv = reseal_all(db, k, reseal, &m);
+    for (int w = 0; w < 2 && rv == CKR_OK; w++)
+        if (memcmp(&before[w], &pins[w], sizeof(pins[w])) != 0)
+            rv = put_pin(db, w, &pins[w]);
+    if (rv == CKR_OK)
+        rv = kt_seal_pins_digest(k->manifest, pins, m.pins);
+    if (rv == CKR_OK) {
+        m.ctr++;
+        rv = kt_seal_manifest_sign(k->manifest, &m);
+    }
+    if (rv == CKR_OK)
+        rv = write_manifest(db, &m, true);
+    if (rv == CKR_OK)
+        rv = exec(db, "COMMIT");
+    if (rv == CKR_OK) {
+        *man = m;
+        memcpy(out, pins, sizeof(pins));
+    }
+out:
+    if (rv != CKR_OK)
+        (void)exec(db, "ROLLBACK");
+    if (rv == KT_CKR_NO_CHANGE)
+        rv = CKR_OK;
+    kt_wipe(pins, sizeof(pins));
+    kt_wipe(before, sizeof(before));
     return rv;
 }

@@ -7,11 +7,14 @@
 
 #include "../kt.h"
 
-/* Format 2 adds the generation to the record MAC and the object manifest
- * (meta 'manifest'). Format 1 files (pre-release, tests only) are refused,
- * not upgraded: an upgrade that creates a missing manifest over whatever
- * rows exist would let anyone who deletes the manifest roll records back. */
-#define KT_STORE_FORMAT "keytier-token-2"
+/* Format 3 keys record MACs, the manifest and the PIN records with the
+ * token's integrity key (<serial>.key, beside the database), checks every
+ * load against it whether or not anyone is logged in, and keeps the highest
+ * committed manifest counter in <serial>.seq. Format 1 and 2 files are
+ * refused, not upgraded: an upgrade that creates what is missing (a
+ * manifest, an integrity key) over whatever rows exist would bless a file
+ * edited before the upgrade. */
+#define KT_STORE_FORMAT "keytier-token-3"
 
 /* What an object write committed: the row's generation and record MAC, its
  * manifest term, and the manifest written with it. */
@@ -22,11 +25,11 @@ struct kt_store_written {
     struct kt_manifest man;
 };
 
-/* Creates a new token database (file 0600, WAL, synchronous=FULL) with an
- * empty object manifest under man_key. */
+/* Creates a new token database (file 0600, WAL, synchronous=FULL) with the
+ * SO's PIN record and a manifest (no object) under k. */
 KT_NODISCARD CK_RV kt_store_create(const char *path, const char *label,
                                    const char *serial, const struct kt_pin *so,
-                                   const unsigned char man_key[32],
+                                   const struct kt_store_keys *k,
                                    sqlite3 **out);
 /* Opens an existing database; a damaged or foreign file is refused with a
  * logged reason naming it. */
@@ -37,17 +40,29 @@ KT_NODISCARD CK_RV kt_store_read_meta(sqlite3 *db, const char *path,
                                       char serial[KT_SERIAL_LEN]);
 KT_NODISCARD CK_RV kt_store_read_pins(sqlite3 *db, const char *path,
                                       struct kt_pin pins[2]);
-KT_NODISCARD CK_RV kt_store_write_pin(sqlite3 *db, int which,
-                                      const struct kt_pin *p);
-KT_NODISCARD CK_RV kt_store_set_failures(sqlite3 *db, int which,
-                                         CK_ULONG failures);
+/* Every PIN write: one write transaction that checks the stored manifest
+ * (authentic under k, its counter not below k->min_ctr) and that the PIN
+ * records are the ones it names, lets fn change the records (fn returns
+ * KT_CKR_NO_CHANGE to write nothing, or an error to roll back), then writes
+ * the records and the manifest with its counter moved. With reseal, every
+ * object row is also resealed from reseal->old_mk to reseal->new_mk (new
+ * generation, record MAC and term) in the same transaction; a row that does
+ * not authenticate or open refuses the whole change. out and *man get the
+ * records and the manifest committed (man->present stays false when
+ * nothing was written). CKR_DEVICE_ERROR (logged) when the records or the
+ * manifest are not authentic. */
+#define KT_CKR_NO_CHANGE ((CK_RV)(CKR_VENDOR_DEFINED | 0x4b540002UL))
+struct kt_store_reseal {
+    unsigned char old_mk[32];
+    unsigned char new_mk[32];
+};
+KT_NODISCARD CK_RV kt_store_pins_update(sqlite3 *db,
+                                        const struct kt_store_keys *k,
+                                        kt_pins_fn fn, void *ctx,
+                                        const struct kt_store_reseal *reseal,
+                                        struct kt_pin out[2],
+                                        struct kt_manifest *man);
 /* *cache keeps the prepared statement (finalize it before closing). */
-/* Charges one try to a PIN counter before the PIN is checked, in one
- * transaction: CKR_PIN_LOCKED at the limit (nothing written),
- * CKR_USER_PIN_NOT_INITIALIZED without a record. *failures gets the stored
- * count after the call. */
-KT_NODISCARD CK_RV kt_store_pin_charge(sqlite3 *db, int which, CK_ULONG max,
-                                       CK_ULONG *failures);
 KT_NODISCARD CK_RV kt_store_data_version(sqlite3 *db, sqlite3_stmt **cache,
                                          int64_t *v);
 
@@ -55,16 +70,18 @@ typedef CK_RV (*kt_store_row_fn)(void *ctx, int64_t id, int64_t gen,
                                  const unsigned char *blob, size_t len,
                                  const unsigned char *mac, size_t mac_len);
 typedef void (*kt_store_del_fn)(void *ctx, int64_t id);
-/* Rows changed after `since` (objects, then deletions), and the manifest,
- * in one snapshot. *max_gen gets the largest generation seen. */
-KT_NODISCARD CK_RV kt_store_changes(sqlite3 *db, int64_t since,
-                                    kt_store_row_fn row, kt_store_del_fn del,
-                                    void *ctx, int64_t *max_gen,
+/* Rows changed after `since` (objects, then deletions), the PIN records
+ * and the manifest, in one snapshot. *max_gen gets the largest generation
+ * seen. */
+KT_NODISCARD CK_RV kt_store_changes(sqlite3 *db, const char *path,
+                                    int64_t since, kt_store_row_fn row,
+                                    kt_store_del_fn del, void *ctx,
+                                    int64_t *max_gen, struct kt_pin pins[2],
                                     struct kt_manifest *man);
 /* One transaction each, the row's record MAC (over its new generation) and
  * the manifest update included. A write on a token whose stored manifest is
- * missing or not authentic is refused (CKR_DEVICE_ERROR, logged): it would
- * otherwise sign a tampered object set. */
+ * missing, not authentic or below k->min_ctr is refused (CKR_DEVICE_ERROR,
+ * logged): it would otherwise sign a tampered or rolled-back object set. */
 /* An update replaces the row only if it is still at expect_gen
  * (KT_CKR_RETRY otherwise). */
 KT_NODISCARD CK_RV kt_store_put_object(sqlite3 *db,
@@ -91,16 +108,55 @@ KT_NODISCARD CK_RV kt_store_delete_object(sqlite3 *db,
                                           int64_t id,
                                           struct kt_store_written *w);
 /* C_InitToken on an existing token: every object gone, new label, new SO
- * record, no user PIN, an empty manifest under the new man_key. */
+ * record, no user PIN, an empty manifest under the new keys k (its counter
+ * continues). *man gets the manifest committed. */
 KT_NODISCARD CK_RV kt_store_reinit(sqlite3 *db, const char *label,
                                    const struct kt_pin *so,
-                                   const unsigned char man_key[32]);
+                                   const struct kt_store_keys *k,
+                                   struct kt_manifest *man);
+
+/* The files beside <serial>.db (keyfile.c). <serial>.key: the integrity
+ * key, 32 bytes, 0600. <serial>.seq: the highest committed manifest write
+ * counter under a MAC (kt_seal_seq_key), replaced atomically, never moved
+ * back. `base` is the database path without ".db". */
+KT_NODISCARD CK_RV kt_keyfile_create(const char *base, unsigned char ik[32]);
+/* Writes a new key to <base>.key.new (0600, synced); kt_keyfile_install
+ * renames it over <base>.key and syncs the directory. */
+KT_NODISCARD CK_RV kt_keyfile_prepare(const char *base, unsigned char ik[32]);
+KT_NODISCARD CK_RV kt_keyfile_install(const char *base);
+void kt_keyfile_discard(const char *base);
+/* Reads the key; *fd gets the open file (kept: flock serialises .seq
+ * updates across processes), *ino its inode to notice a replacement.
+ * Missing or damaged: CKR_DEVICE_ERROR, logged. */
+KT_NODISCARD CK_RV kt_keyfile_read(const char *base, unsigned char ik[32],
+                                   int *fd, uint64_t *ino);
+/* The inode <base>.key has now (0 if missing). */
+uint64_t kt_keyfile_ino(const char *base);
+/* CKR_OK with *ctr, or CKR_DATA_INVALID (missing, damaged or not authentic
+ * under seq_key; *why says which). */
+KT_NODISCARD CK_RV kt_seq_read(const char *base,
+                               const unsigned char seq_key[32],
+                               const char serial[KT_SERIAL_LEN], int64_t *ctr,
+                               const char **why);
+/* Raises <base>.seq to ctr (never lowers it), under flock(lock_fd). With
+ * fresh, writes ctr whatever the file holds (a new token or a new key). */
+KT_NODISCARD CK_RV kt_seq_advance(const char *base, int lock_fd,
+                                  const unsigned char seq_key[32],
+                                  const char serial[KT_SERIAL_LEN], int64_t ctr,
+                                  bool fresh);
 
 /* Sealing (seal.c): secret attributes under AES-256-GCM with the object id
  * and attribute type as AAD, the whole record (id, generation, blob) under
  * an HMAC, the set of records under the manifest. */
-void kt_seal_mac_key(const unsigned char mk[32], unsigned char out[32]);
-void kt_seal_manifest_key(const unsigned char mk[32], unsigned char out[32]);
+/* Keys derived from the integrity key ik. */
+void kt_seal_mac_key(const unsigned char ik[32], unsigned char out[32]);
+void kt_seal_manifest_key(const unsigned char ik[32], unsigned char out[32]);
+void kt_seal_seq_key(const unsigned char ik[32], unsigned char out[32]);
+/* The manifest's pins field: a MAC over both PIN records, counters
+ * included. */
+KT_NODISCARD CK_RV kt_seal_pins_digest(const unsigned char man_key[32],
+                                       const struct kt_pin pins[2],
+                                       unsigned char out[32]);
 KT_NODISCARD CK_RV kt_seal_object(const unsigned char mk[32], int64_t id,
                                   CK_OBJECT_CLASS cls, const kt_attrs *plain,
                                   unsigned char **blob, size_t *len);

@@ -304,8 +304,8 @@ START_TEST(test_init_pin_and_set_pin)
        P->C_SetPIN(rw, (CK_UTF8CHAR_PTR)USER_PIN, strlen(USER_PIN),
                    (CK_UTF8CHAR_PTR) "ab", 2));
     RV(CKR_ARGUMENTS_BAD, P->C_SetPIN(rw, NULL, 3, NULL, 0));
-    /* a key made under the old PIN stays usable: the master key was
-     * rewrapped, not the objects */
+    /* a key made under the old PIN stays usable: it is resealed under the
+     * new master key the PIN change makes */
     CK(P->C_Login(rw, CKU_USER, (CK_UTF8CHAR_PTR)USER_PIN, strlen(USER_PIN)));
     CK_OBJECT_HANDLE k = kt_test_aes_key(rw, 32, true, false, "survivor");
     CK(P->C_SetPIN(rw, (CK_UTF8CHAR_PTR)USER_PIN, strlen(USER_PIN),

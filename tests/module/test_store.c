@@ -490,6 +490,18 @@ static CK_ULONG count_extractable(CK_SESSION_HANDLE s)
     return n;
 }
 
+/* A token refused whole (its object set does not match the manifest):
+ * the login is refused too, and nothing is found. */
+static CK_SESSION_HANDLE refused_session(const char *label)
+{
+    CK_SESSION_HANDLE s;
+    CK(P->C_OpenSession(kt_test_token_slot(label),
+                        CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &s));
+    RV(CKR_DEVICE_ERROR,
+       P->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)USER_PIN, strlen(USER_PIN)));
+    return s;
+}
+
 /* An older authentic copy of a record (from while the key was still
  * extractable) written back over the current one: each record still has a
  * valid MAC, the set does not match its manifest. */
@@ -513,7 +525,7 @@ START_TEST(test_rolled_back_record_refused)
     ck_assert_int_gt(row_gen(db, id), gen);
     put_row(db, &old);
     CK(P->C_Initialize(NULL));
-    s = kt_test_user_session(kt_test_token_slot("rollback"));
+    s = refused_session("rollback");
     ck_assert_uint_eq(find_label(s, "was-exportable", NULL), 0);
     ck_assert_uint_eq(count_extractable(s), 0);
     ck_assert_uint_eq(find_label(s, "bystander", NULL), 0);
@@ -543,7 +555,7 @@ START_TEST(test_reinserted_record_refused)
     ck_assert_int_eq(row_gen(db, old.id), -1);
     put_row(db, &old);
     CK(P->C_Initialize(NULL));
-    s = kt_test_user_session(kt_test_token_slot("reinsert"));
+    s = refused_session("reinsert");
     ck_assert_uint_eq(find_label(s, "destroyed-root", NULL), 0);
     ck_assert_uint_eq(find_label(s, "bystander", NULL), 0);
     ck_assert(log_line_has(db, MANIFEST_MISMATCH));
@@ -574,7 +586,7 @@ START_TEST(test_removed_record_detected)
     ck_assert_int_eq(sqlite3_exec(h, sql, NULL, NULL, NULL), SQLITE_OK);
     sqlite3_close(h);
     CK(P->C_Initialize(NULL));
-    s = kt_test_user_session(kt_test_token_slot("removed"));
+    s = refused_session("removed");
     ck_assert_uint_eq(find_label(s, "bystander", NULL), 0);
     ck_assert(log_line_has(db, MANIFEST_MISMATCH));
     CK(P->C_Finalize(NULL));
@@ -670,6 +682,234 @@ START_TEST(test_format1_refused)
 }
 END_TEST
 
+/* A format 2 file (integrity keyed from the master key, checked only after
+ * a login) is refused, not upgraded. */
+START_TEST(test_format2_refused)
+{
+    CK(P->C_Initialize(NULL));
+    (void)kt_test_new_token("older");
+    CK(P->C_Finalize(NULL));
+    char db[512];
+    token_db_path(db, sizeof(db));
+    db_exec(db, "UPDATE meta SET v = 'keytier-token-2' WHERE k = 'format'");
+    CK(P->C_Initialize(NULL));
+    CK_ULONG n = 0;
+    CK(P->C_GetSlotList(CK_TRUE, NULL, &n));
+    ck_assert_uint_eq(n, 1); /* the free slot only */
+    ck_assert(log_line_has(db, "refused: format keytier-token-2"));
+}
+END_TEST
+
+/* The files beside the database: <serial>.key missing refuses the token
+ * (not listed); <serial>.seq missing or not authentic refuses its objects
+ * and its login. Neither is recreated. */
+START_TEST(test_key_and_seq_files_required)
+{
+    CK(P->C_Initialize(NULL));
+    CK_SESSION_HANDLE s = kt_test_user_session(kt_test_new_token("files"));
+    CK_OBJECT_CLASS cls = CKO_DATA;
+    CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+    CK_ATTRIBUTE t[] = {{CKA_CLASS, &cls, sizeof(cls)},
+                        {CKA_TOKEN, &yes, 1},
+                        {CKA_PRIVATE, &no, 1},
+                        {CKA_LABEL, "public", 6}};
+    CK_OBJECT_HANDLE h;
+    CK(P->C_CreateObject(s, t, 4, &h));
+    CK(P->C_Finalize(NULL));
+    char db[512], base[512];
+    token_db_path(db, sizeof(db));
+    snprintf(base, sizeof(base), "%.*s", (int)strlen(db) - 3, db);
+    ck_assert_int_eq(
+        kt_test_sh("test -f '%s.key' && test -f '%s.seq'", base, base), 0);
+    /* .key gone */
+    ck_assert_int_eq(kt_test_sh("mv '%s.key' '%s.key.saved'", base, base), 0);
+    CK(P->C_Initialize(NULL));
+    CK_ULONG n = 0;
+    CK(P->C_GetSlotList(CK_TRUE, NULL, &n));
+    ck_assert_uint_eq(n, 1);
+    ck_assert(log_line_has(".key missing", "never recreated"));
+    CK(P->C_Finalize(NULL));
+    ck_assert_int_ne(kt_test_sh("test -e '%s.key'", base), 0);
+    ck_assert_int_eq(kt_test_sh("mv '%s.key.saved' '%s.key'", base, base), 0);
+    /* .seq gone, then forged */
+    for (int round = 0; round < 2; round++) {
+        if (round == 0) {
+            ck_assert_int_eq(
+                kt_test_sh("mv '%s.seq' '%s.seq.saved'", base, base), 0);
+        } else {
+            /* the saved one with its counter changed */
+            char path[600];
+            unsigned char b[64];
+            snprintf(path, sizeof(path), "%s.seq.saved", base);
+            FILE *fp = fopen(path, "rb");
+            ck_assert_ptr_nonnull(fp);
+            size_t bl = fread(b, 1, sizeof(b), fp);
+            fclose(fp);
+            ck_assert_uint_ge(bl, 16);
+            b[8] ^= 0xff;
+            snprintf(path, sizeof(path), "%s.seq", base);
+            fp = fopen(path, "wb");
+            ck_assert_ptr_nonnull(fp);
+            ck_assert_uint_eq(fwrite(b, 1, bl, fp), bl);
+            fclose(fp);
+        }
+        CK(P->C_Initialize(NULL));
+        CK(P->C_OpenSession(kt_test_token_slot("files"),
+                            CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL,
+                            &s));
+        ck_assert_uint_eq(find_label(s, "public", NULL), 0);
+        RV(CKR_DEVICE_ERROR, P->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)USER_PIN,
+                                        strlen(USER_PIN)));
+        ck_assert(log_line_has(db, round == 0 ? "(.seq) is missing"
+                                              : "(.seq) is not authentic"));
+        CK(P->C_Finalize(NULL));
+        if (round == 0)
+            ck_assert_int_ne(kt_test_sh("test -e '%s.seq'", base), 0);
+    }
+    /* the genuine one back: the token is whole again */
+    ck_assert_int_eq(kt_test_sh("mv '%s.seq.saved' '%s.seq'", base, base), 0);
+    CK(P->C_Initialize(NULL));
+    s = kt_test_user_session(kt_test_token_slot("files"));
+    ck_assert_uint_eq(find_label(s, "public", NULL), 1);
+}
+END_TEST
+
+/* A crash between a commit and the .seq update leaves the database ahead
+ * of .seq: accepted, and .seq catches up at the next write. */
+START_TEST(test_database_ahead_of_seq_accepted)
+{
+    CK(P->C_Initialize(NULL));
+    CK_SESSION_HANDLE s = kt_test_user_session(kt_test_new_token("ahead"));
+    CK(P->C_Finalize(NULL));
+    char db[512], base[512];
+    token_db_path(db, sizeof(db));
+    snprintf(base, sizeof(base), "%.*s", (int)strlen(db) - 3, db);
+    ck_assert_int_eq(kt_test_sh("cp '%s.seq' '%s/old.seq'", base, kt_test_dir),
+                     0);
+    CK(P->C_Initialize(NULL));
+    s = kt_test_user_session(kt_test_token_slot("ahead"));
+    (void)kt_test_aes_key(s, 32, true, false, "k");
+    CK(P->C_Finalize(NULL));
+    ck_assert_int_ne(
+        kt_test_sh("cmp -s '%s.seq' '%s/old.seq'", base, kt_test_dir), 0);
+    ck_assert_int_eq(kt_test_sh("cp '%s/old.seq' '%s.seq'", kt_test_dir, base),
+                     0);
+    CK(P->C_Initialize(NULL));
+    s = kt_test_user_session(kt_test_token_slot("ahead"));
+    ck_assert_uint_eq(find_label(s, "k", NULL), 1);
+    (void)kt_test_aes_key(s, 32, true, false, "k2");
+    ck_assert(!kt_test_log_contains("refused"));
+    ck_assert_int_ne(
+        kt_test_sh("cmp -s '%s.seq' '%s/old.seq'", base, kt_test_dir), 0);
+}
+END_TEST
+
+/* A PIN change makes a new master key and reseals every object under it:
+ * a process logged in meanwhile holds a master key that no longer opens
+ * anything; it is logged out, and logs in again with the new PIN. */
+START_TEST(test_pin_change_in_another_process)
+{
+    CK(P->C_Initialize(NULL));
+    CK_SLOT_ID slot = kt_test_new_token("rekey");
+    CK_SESSION_HANDLE s = kt_test_user_session(slot);
+    CK_OBJECT_HANDLE k1 = kt_test_aes_key(s, 32, true, false, "k1");
+    unsigned char c1[16], c2[16];
+    encrypt_block(s, k1, c1);
+    pid_t pid = fork();
+    if (pid == 0) {
+        if (P->C_Initialize(NULL) != CKR_OK)
+            _exit(50);
+        CK_SESSION_HANDLE cs =
+            kt_test_user_session(kt_test_token_slot("rekey"));
+        if (P->C_SetPIN(cs, (CK_UTF8CHAR_PTR)USER_PIN, strlen(USER_PIN),
+                        (CK_UTF8CHAR_PTR) "changed-pin", 11) != CKR_OK)
+            _exit(51);
+        (void)kt_test_aes_key(cs, 32, true, false, "k2");
+        P->C_Finalize(NULL);
+        _exit(0);
+    }
+    int st;
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+    ck_assert(WIFEXITED(st));
+    ck_assert_int_eq(WEXITSTATUS(st), 0);
+    /* A key made now, before this process has read the change, would be
+     * sealed under the old master key: the write notices the PIN change,
+     * reloads, and is refused (logged out). */
+    CK_ULONG len = 32;
+    CK_BBOOL yes = CK_TRUE;
+    CK_ATTRIBUTE gt[] = {{CKA_VALUE_LEN, &len, sizeof(len)},
+                         {CKA_TOKEN, &yes, 1},
+                         {CKA_ENCRYPT, &yes, 1},
+                         {CKA_LABEL, "stale", 5}};
+    CK_MECHANISM gm = {CKM_AES_KEY_GEN, NULL, 0};
+    CK_OBJECT_HANDLE stale;
+    RV(CKR_USER_NOT_LOGGED_IN, P->C_GenerateKey(s, &gm, gt, 4, &stale));
+    ck_assert_uint_eq(find_label(s, "k1", NULL), 0);
+    ck_assert(kt_test_log_contains("a PIN was changed in another process"));
+    CK_SESSION_INFO si;
+    CK(P->C_GetSessionInfo(s, &si));
+    ck_assert_uint_eq(si.state, CKS_RW_PUBLIC_SESSION);
+    RV(CKR_PIN_INCORRECT,
+       P->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)USER_PIN, strlen(USER_PIN)));
+    CK(P->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR) "changed-pin", 11));
+    CK_OBJECT_HANDLE k2;
+    ck_assert_uint_eq(find_label(s, "k1", &k1), 1);
+    ck_assert_uint_eq(find_label(s, "k2", &k2), 1);
+    encrypt_block(s, k1, c2);
+    ck_assert_mem_eq(c1, c2, 16);
+    encrypt_block(s, k2, c2);
+    ck_assert(!kt_test_log_contains("integrity check failed"));
+    ck_assert(!kt_test_log_contains("manifest"));
+}
+END_TEST
+
+/* A re-initialisation by another process writes a new <serial>.key: this
+ * process notices the new file at its next reload and reads the new, empty
+ * token under it (nothing refused). */
+START_TEST(test_reinit_in_another_process)
+{
+    CK(P->C_Initialize(NULL));
+    CK_SLOT_ID slot = kt_test_new_token("before-reinit");
+    CK_SESSION_HANDLE s = kt_test_user_session(slot);
+    CK_OBJECT_CLASS cls = CKO_DATA;
+    CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+    CK_ATTRIBUTE t[] = {{CKA_CLASS, &cls, sizeof(cls)},
+                        {CKA_TOKEN, &yes, 1},
+                        {CKA_PRIVATE, &no, 1},
+                        {CKA_LABEL, "old-public", 10}};
+    CK_OBJECT_HANDLE h;
+    CK(P->C_CreateObject(s, t, 4, &h));
+    CK(P->C_CloseSession(s));
+    pid_t pid = fork();
+    if (pid == 0) {
+        CK_UTF8CHAR lbl[32];
+        memset(lbl, ' ', sizeof(lbl));
+        memcpy(lbl, "after-reinit", 12);
+        if (P->C_Initialize(NULL) != CKR_OK)
+            _exit(60);
+        CK_RV rv = P->C_InitToken(kt_test_token_slot("before-reinit"),
+                                  (CK_UTF8CHAR_PTR)SO_PIN, strlen(SO_PIN), lbl);
+        P->C_Finalize(NULL);
+        _exit(rv == CKR_OK ? 0 : 61);
+    }
+    int st;
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+    ck_assert(WIFEXITED(st));
+    ck_assert_int_eq(WEXITSTATUS(st), 0);
+    CK(P->C_OpenSession(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL,
+                        &s));
+    ck_assert_uint_eq(find_label(s, "old-public", NULL), 0);
+    ck_assert(kt_test_log_contains("new integrity key; reloaded"));
+    CK(P->C_Login(s, CKU_SO, (CK_UTF8CHAR_PTR)SO_PIN, strlen(SO_PIN)));
+    CK(P->C_InitPIN(s, (CK_UTF8CHAR_PTR)USER_PIN, strlen(USER_PIN)));
+    CK(P->C_Logout(s));
+    CK(P->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)USER_PIN, strlen(USER_PIN)));
+    (void)kt_test_aes_key(s, 32, true, false, "new");
+    ck_assert_uint_eq(find_label(s, "new", NULL), 1);
+    ck_assert(!kt_test_log_contains("refused"));
+}
+END_TEST
+
 static Suite *store_suite(void)
 {
     Suite *su = suite_create("store");
@@ -688,6 +928,11 @@ static Suite *store_suite(void)
     tcase_add_test(tc, test_removed_record_detected);
     tcase_add_test(tc, test_concurrent_writer_not_flagged);
     tcase_add_test(tc, test_format1_refused);
+    tcase_add_test(tc, test_pin_change_in_another_process);
+    tcase_add_test(tc, test_format2_refused);
+    tcase_add_test(tc, test_key_and_seq_files_required);
+    tcase_add_test(tc, test_database_ahead_of_seq_accepted);
+    tcase_add_test(tc, test_reinit_in_another_process);
     suite_add_tcase(su, tc);
     return su;
 }

@@ -497,15 +497,18 @@ END_TEST
 
 START_TEST(test_pin_records)
 {
-    unsigned char mk[32], out[32];
+    unsigned char mk[32], out[32], ik[32], other_ik[32];
     const char serial[KT_SERIAL_LEN] = "0123456789abcdef";
     const char other[KT_SERIAL_LEN] = "fedcba9876543210";
     struct kt_pin p;
     memset(mk, 0x5a, sizeof(mk));
-    ck_assert_int_eq(kt_pin_make(&p, (const unsigned char *)"1234", 4, 10, mk,
+    memset(ik, 0x11, sizeof(ik));
+    memset(other_ik, 0x12, sizeof(other_ik));
+    ck_assert_int_eq(kt_pin_make(&p, (const unsigned char *)"1234", 4, 10,
                                  KT_PIN_USER, serial),
                      CKR_OK);
     ck_assert(p.present);
+    ck_assert_int_eq(kt_pin_box(&p, mk, KT_PIN_USER, serial, ik), CKR_OK);
     ck_assert_int_eq(kt_pin_open(&p, (const unsigned char *)"1234", 4, out,
                                  KT_PIN_USER, serial),
                      CKR_OK);
@@ -524,9 +527,30 @@ START_TEST(test_pin_records)
     ck_assert_int_eq(kt_pin_open(&p, (const unsigned char *)"1234", 4, out,
                                  KT_PIN_USER, other),
                      CKR_PIN_INCORRECT);
-    /* a damaged wrapped key is an error, never a wrong master key */
-    p.wrapped[20] ^= 1;
-    ck_assert_int_eq(kt_pin_open(&p, (const unsigned char *)"1234", 4, out,
+    /* the binding names the master key, the public key and the integrity
+     * key */
+    ck_assert_int_eq(kt_pin_check_bind(&p, mk, KT_PIN_USER, serial, ik),
+                     CKR_OK);
+    ck_assert_int_ne(kt_pin_check_bind(&p, mk, KT_PIN_USER, serial, other_ik),
+                     CKR_OK);
+    out[0] = mk[0] ^ 1;
+    memcpy(out + 1, mk + 1, 31);
+    ck_assert_int_ne(kt_pin_check_bind(&p, out, KT_PIN_USER, serial, ik),
+                     CKR_OK);
+    struct kt_pin q = p;
+    q.pub[3] ^= 1;
+    ck_assert_int_ne(kt_pin_check_bind(&q, mk, KT_PIN_USER, serial, ik),
+                     CKR_OK);
+    /* a damaged sealed private key or box is an error, never a wrong
+     * master key */
+    q = p;
+    q.priv[20] ^= 1;
+    ck_assert_int_eq(kt_pin_open(&q, (const unsigned char *)"1234", 4, out,
+                                 KT_PIN_USER, serial),
+                     CKR_DEVICE_ERROR);
+    q = p;
+    q.box[40] ^= 1;
+    ck_assert_int_eq(kt_pin_open(&q, (const unsigned char *)"1234", 4, out,
                                  KT_PIN_USER, serial),
                      CKR_DEVICE_ERROR);
 }
