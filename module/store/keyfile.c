@@ -1,8 +1,8 @@
 /* The files beside a token database: <serial>.key (the integrity key) and
  * <serial>.seq (the highest committed manifest write counter). Both are
- * 0600, written to a temporary name, synced, renamed into place and the
- * directory synced, so a power cut leaves the old or the new file, never a
- * torn one. */
+ * 0600 and created under a temporary name, synced, renamed into place and
+ * the directory synced, so a power cut leaves the old or the new file, never
+ * a torn one; the counter is then raised in place (see seq_slot). */
 #include "store.h"
 
 #include <errno.h>
@@ -175,64 +175,137 @@ static CK_RV seq_mac(const unsigned char seq_key[32],
                            KT_SERIAL_LEN, ctr, 8, out);
 }
 
+/* <serial>.seq holds two slots, each a whole counter record (magic, counter,
+ * MAC). A raise rewrites, in place, the slot that does not hold the current
+ * counter and syncs it: one fdatasync and no rename. A write torn by a power
+ * cut damages only that slot, and the other still holds the counter before
+ * it, which the database is at or ahead of. The counter is the larger of
+ * the authentic slots. */
+static bool seq_slot(const unsigned char *b, const unsigned char seq_key[32],
+                     const char serial[KT_SERIAL_LEN], int64_t *ctr)
+{
+    unsigned char want[32];
+    if (memcmp(b, seq_magic, 8) != 0)
+        return false;
+    bool ok = seq_mac(seq_key, serial, b + 8, want) == CKR_OK &&
+              kt_ossl_memcmp(want, b + 16, 32) == 0;
+    kt_wipe(want, sizeof(want));
+    if (ok)
+        *ctr = get_le64(b + 8);
+    return ok;
+}
+
+/* Reads both slots from f: the counter and the slot holding it. */
+static CK_RV seq_read_fd(int f, const unsigned char seq_key[32],
+                         const char serial[KT_SERIAL_LEN], int64_t *ctr,
+                         int *slot, const char **why)
+{
+    unsigned char b[2 * SEQ_LEN + 1];
+    ssize_t n = pread(f, b, sizeof(b), 0);
+    if (n != 2 * SEQ_LEN) {
+        *why = "its write counter file (.seq) is damaged";
+        return CKR_DATA_INVALID;
+    }
+    int64_t c[2] = {-1, -1};
+    bool ok0 = seq_slot(b, seq_key, serial, &c[0]);
+    bool ok1 = seq_slot(b + SEQ_LEN, seq_key, serial, &c[1]);
+    if (!ok0 && !ok1) {
+        *why = "its write counter file (.seq) is not authentic";
+        return CKR_DATA_INVALID;
+    }
+    *slot = c[1] > c[0] ? 1 : 0;
+    *ctr = c[*slot];
+    return CKR_OK;
+}
+
+static void seq_record(unsigned char b[SEQ_LEN], int64_t ctr)
+{
+    memcpy(b, seq_magic, 8);
+    put_le64(b + 8, ctr);
+}
+
 CK_RV kt_seq_read(const char *base, const unsigned char seq_key[32],
                   const char serial[KT_SERIAL_LEN], int64_t *ctr,
                   const char **why)
 {
     char path[PATH_MAX + 8];
-    unsigned char b[SEQ_LEN + 1], want[32];
+    int slot = 0;
     name(path, sizeof(path), base, ".seq");
     int f = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     if (f < 0) {
         *why = "its write counter file (.seq) is missing";
         return CKR_DATA_INVALID;
     }
-    ssize_t n = read(f, b, sizeof(b));
+    CK_RV rv = seq_read_fd(f, seq_key, serial, ctr, &slot, why);
     close(f);
-    if (n != SEQ_LEN || memcmp(b, seq_magic, 8) != 0) {
-        *why = "its write counter file (.seq) is damaged";
+    return rv;
+}
+
+/* A new file with the counter in both slots, renamed into place. */
+static CK_RV seq_create(const char *base, const unsigned char seq_key[32],
+                        const char serial[KT_SERIAL_LEN], int64_t ctr)
+{
+    char path[PATH_MAX + 8], tmp[PATH_MAX + 16];
+    unsigned char b[2 * SEQ_LEN];
+    name(path, sizeof(path), base, ".seq");
+    name(tmp, sizeof(tmp), base, ".seq.new");
+    seq_record(b, ctr);
+    CK_RV rv = seq_mac(seq_key, serial, b + 8, b + 16);
+    memcpy(b + SEQ_LEN, b, SEQ_LEN);
+    if (rv == CKR_OK)
+        rv = write_file(tmp, O_TRUNC, b, sizeof(b));
+    if (rv == CKR_OK)
+        rv = install(tmp, path);
+    return rv;
+}
+
+/* Writes ctr into the slot that does not hold the current counter. */
+static CK_RV seq_raise(const char *base, const unsigned char seq_key[32],
+                       const char serial[KT_SERIAL_LEN], int64_t ctr)
+{
+    char path[PATH_MAX + 8];
+    unsigned char b[SEQ_LEN];
+    int64_t cur = 0;
+    int slot = 0;
+    const char *why = NULL;
+    name(path, sizeof(path), base, ".seq");
+    int f = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+    if (f < 0) {
+        kt_log(KT_LOG_ERROR,
+               "token %s.db: its write counter file (.seq) is "
+               "missing; not updated",
+               base);
         return CKR_DATA_INVALID;
     }
-    CK_RV rv = seq_mac(seq_key, serial, b + 8, want);
-    if (rv == CKR_OK && kt_ossl_memcmp(want, b + 16, 32) != 0)
-        rv = CKR_DATA_INVALID;
-    if (rv != CKR_OK) {
-        *why = "its write counter file (.seq) is not authentic";
-        return CKR_DATA_INVALID;
+    CK_RV rv = seq_read_fd(f, seq_key, serial, &cur, &slot, &why);
+    if (rv != CKR_OK)
+        kt_log(KT_LOG_ERROR, "token %s.db: %s; not updated", base, why);
+    if (rv == CKR_OK && ctr > cur) {
+        seq_record(b, ctr);
+        rv = seq_mac(seq_key, serial, b + 8, b + 16);
+        off_t at = (off_t)(1 - slot) * SEQ_LEN;
+        if (rv == CKR_OK &&
+            (pwrite(f, b, sizeof(b), at) != (ssize_t)sizeof(b) ||
+             fdatasync(f) != 0)) {
+            kt_log(KT_LOG_ERROR, "token file %s: cannot write: %s", path,
+                   strerror(errno));
+            rv = CKR_DEVICE_ERROR;
+        }
     }
-    *ctr = get_le64(b + 8);
-    return CKR_OK;
+    close(f);
+    return rv;
 }
 
 CK_RV kt_seq_advance(const char *base, int lock_fd,
                      const unsigned char seq_key[32],
                      const char serial[KT_SERIAL_LEN], int64_t ctr, bool fresh)
 {
-    char path[PATH_MAX + 8], tmp[PATH_MAX + 16];
-    unsigned char b[SEQ_LEN];
-    int64_t cur = 0;
-    const char *why = NULL;
-    name(path, sizeof(path), base, ".seq");
-    name(tmp, sizeof(tmp), base, ".seq.new");
-    /* Read, compare and replace under one lock: two processes committing
+    /* Read, compare and write under one lock: two processes committing
      * counters 5 and 6 never leave 5 behind. */
     while (lock_fd >= 0 && flock(lock_fd, LOCK_EX) != 0 && errno == EINTR)
         ;
-    CK_RV rv = CKR_OK;
-    if (!fresh) {
-        rv = kt_seq_read(base, seq_key, serial, &cur, &why);
-        if (rv != CKR_OK)
-            kt_log(KT_LOG_ERROR, "token %s.db: %s; not updated", base, why);
-    }
-    if (rv == CKR_OK && (fresh || ctr > cur)) {
-        memcpy(b, seq_magic, 8);
-        put_le64(b + 8, ctr);
-        rv = seq_mac(seq_key, serial, b + 8, b + 16);
-        if (rv == CKR_OK)
-            rv = write_file(tmp, O_TRUNC, b, sizeof(b));
-        if (rv == CKR_OK)
-            rv = install(tmp, path);
-    }
+    CK_RV rv = fresh ? seq_create(base, seq_key, serial, ctr)
+                     : seq_raise(base, seq_key, serial, ctr);
     if (lock_fd >= 0)
         flock(lock_fd, LOCK_UN);
     return rv;
