@@ -503,6 +503,12 @@ KT_NODISCARD CK_RV kt_op_finish(struct kt_session *s, enum kt_op_kind kind,
 bool kt_op_active(struct kt_session *s, enum kt_op_kind kind);
 /* Ends an operation after an error of the C_* layer (§5.2). */
 void kt_op_abort(struct kt_session *s, enum kt_op_kind kind);
+/* The session of a C_Encrypt/Decrypt/Sign/Verify/Digest(Update/Final)
+ * call, referenced into *s. args_ok false (the C_* layer found an argument
+ * bad): the session's operation of that kind ends (§5.2: a failed call
+ * ends it) and the result is CKR_ARGUMENTS_BAD. */
+KT_NODISCARD CK_RV kt_op_session(CK_SESSION_HANDLE h, enum kt_op_kind kind,
+                                 bool args_ok, struct kt_session **s);
 KT_NODISCARD CK_RV kt_op_verify_oneshot(struct kt_session *s,
                                         const unsigned char *data, CK_ULONG len,
                                         const unsigned char *sig,
