@@ -23,6 +23,7 @@
 #define KT_LABEL_LEN      32
 #define KT_SERIAL_LEN     16
 #define KT_MASTER_KEY_LEN 32
+#define KT_EPOCH_LEN      32 /* meta 'epoch': hex of 16 random bytes */
 #define KT_NO_LOGIN       ((CK_USER_TYPE)CK_UNAVAILABLE_INFORMATION)
 /* Internal only, never returned by a C_* function: the object changed
  * since it was read; read it again and retry. */
@@ -271,6 +272,16 @@ struct kt_token {
     bool busy; /* C_InitToken runs its KDF and writes with kt_g.lock free */
     CK_ULONG session_count;
     CK_ULONG rw_session_count;
+    /* tokenlock.c. Under kt_g.lock: the descriptor holding flock LOCK_SH on
+     * `<serial>.lock` while session_count > 0 (-1: none). */
+    int lock_fd;
+    /* Under dblock: the store's epoch as last read (C_InitToken draws a
+     * new one), and that a sync found another one (the sessions are then
+     * closed once dblock is released). */
+    char epoch[KT_EPOCH_LEN];
+    bool reinit_seen;
+    /* Coarse monotonic ms after which a call on a session syncs. */
+    atomic_llong next_check_ms;
     /* Bumped whenever `lock` is taken for writing (kt_token_wrlock): every
      * change that can affect an existing object's attributes, visibility or
      * existence does that. A session's cached key snapshot (struct
@@ -302,8 +313,33 @@ KT_NODISCARD CK_RV kt_token_open(const char *path, CK_SLOT_ID slot,
 struct kt_token *kt_token_new_free(CK_SLOT_ID slot);
 void kt_token_free(struct kt_token *t);
 /* Notices other processes' commits (PRAGMA data_version) and reloads only
- * changed rows. */
+ * changed rows. A re-initialisation by another process (a new epoch) closes
+ * this process's sessions on the token: CKR_SESSION_CLOSED if there were
+ * any. No lock held by the caller. */
 KT_NODISCARD CK_RV kt_token_sync(struct kt_token *t);
+
+/* ---- C_InitToken against other processes (tokenlock.c) -------------- */
+/* kt_g.lock held, session count going from 0 to 1: flock LOCK_SH on the
+ * token's lock file. KT_CKR_RETRY while another process re-initialises it
+ * (release kt_g.lock, kt_tokenlock_wait, try again). */
+KT_NODISCARD CK_RV kt_tokenlock_shared(struct kt_token *t);
+KT_NODISCARD CK_RV kt_tokenlock_wait(const struct kt_token *t);
+/* kt_g.lock held, session count back to 0 (or C_Finalize): closes it. */
+void kt_tokenlock_release(struct kt_token *t);
+/* Fork child: closes the inherited descriptor (never LOCK_UN: the parent's
+ * lock stays). */
+void kt_tokenlock_forget(struct kt_token *t);
+/* kt_token_init under LOCK_EX | LOCK_NB (CKR_SESSION_EXISTS while another
+ * process holds sessions). */
+KT_NODISCARD CK_RV kt_tokenlock_init_token(struct kt_token *t, const char *dir,
+                                           const unsigned char *so_pin,
+                                           CK_ULONG len,
+                                           const unsigned char *label);
+/* Whether this call should sync (at most once per period, no system
+ * call). */
+bool kt_token_sync_due(struct kt_token *t);
+/* A sync found a new epoch: closes this process's sessions on t. */
+KT_NODISCARD CK_RV kt_token_reinit_seen(struct kt_token *t);
 KT_NODISCARD CK_RV kt_token_init(struct kt_token *t, const char *dir,
                                  const unsigned char *so_pin, CK_ULONG len,
                                  const unsigned char *label);

@@ -64,6 +64,8 @@ static void kt_atfork_child(void)
         kt_wipe(t->mac_key, sizeof(t->mac_key));
         kt_wipe(t->man_key, sizeof(t->man_key));
         t->mk_loaded = false;
+        /* The parent's sessions hold the token lock, not the child's. */
+        kt_tokenlock_forget(t);
         void *v;
         for (size_t j = 0; kt_hmap_iter(&t->objects, &j, NULL, &v);)
             kt_object_free(v);

@@ -25,6 +25,7 @@ static struct kt_token *token_alloc(CK_SLOT_ID slot)
         kt_hmap_init(&t->shards[i].labels);
     }
     t->slot_id = slot;
+    t->lock_fd = -1;
     t->login = KT_NO_LOGIN;
     t->seen_gen = -1;
     pthread_mutex_init(&t->dblock, NULL);
@@ -58,6 +59,7 @@ void kt_token_free(struct kt_token *t)
         kt_hmap_free(&sh->labels);
         pthread_mutex_destroy(&sh->lock);
     }
+    kt_tokenlock_release(t);
     sqlite3_finalize(t->dv_stmt);
     if (t->db != NULL)
         kt_store_close(t->db);
@@ -80,6 +82,8 @@ CK_RV kt_token_open(const char *path, CK_SLOT_ID slot, struct kt_token **out)
         rv = kt_store_read_meta(t->db, path, t->label, t->serial);
     if (rv == CKR_OK)
         rv = kt_store_read_pins(t->db, path, t->pins);
+    if (rv == CKR_OK)
+        rv = kt_store_read_epoch(t->db, t->epoch);
     if (rv == CKR_OK)
         rv = kt_store_data_version(t->db, &t->dv_stmt, &t->data_version);
     if (rv != CKR_OK) {
@@ -442,6 +446,43 @@ static void sync_rows_free(struct sync_rows *r)
     free(r->dels);
 }
 
+static void drop_session_objects(struct kt_token *t, CK_SESSION_HANDLE s,
+                                 bool private_only);
+
+/* dblock held, the store's epoch differs from ours: another process
+ * re-initialised the token (its lock bypassed). Everything of the old token
+ * goes: login, master key, objects; the label is read again and every row
+ * reloaded. The sessions are closed by kt_token_sync once dblock is free. */
+static void reinit_seen(struct kt_token *t, const char epoch[KT_EPOCH_LEN])
+{
+    char label[KT_LABEL_LEN], serial[KT_SERIAL_LEN];
+    bool meta = kt_store_read_meta(t->db, t->path, label, serial) == CKR_OK;
+    kt_token_wrlock(t);
+    memcpy(t->epoch, epoch, KT_EPOCH_LEN);
+    if (meta)
+        memcpy(t->label, label, KT_LABEL_LEN);
+    t->login = KT_NO_LOGIN;
+    t->mk_loaded = false;
+    kt_wipe(t->mk, sizeof(t->mk));
+    kt_wipe(t->mac_key, sizeof(t->mac_key));
+    kt_wipe(t->man_key, sizeof(t->man_key));
+    drop_session_objects(t, 0, false);
+    void *v;
+    while (t->objects.n > 0) {
+        size_t i = 0;
+        if (!kt_hmap_iter(&t->objects, &i, NULL, &v))
+            break;
+        drop_object(t, v);
+    }
+    memset(&t->man, 0, sizeof(t->man));
+    t->man_refused = false;
+    t->man_ctr_seen = 0;
+    t->loaded = false;
+    t->seen_gen = -1;
+    t->reinit_seen = true;
+    pthread_rwlock_unlock(&t->lock);
+}
+
 /* dblock held. The store is read and the rows copied with no token lock;
  * the table is changed under the write lock (no I/O, no cryptography);
  * changed objects are verified and unsealed afterwards, outside it. */
@@ -458,6 +499,12 @@ static CK_RV sync_locked(struct kt_token *t)
         if (dv == t->data_version)
             return CKR_OK;
     }
+    char epoch[KT_EPOCH_LEN];
+    rv = kt_store_read_epoch(t->db, epoch);
+    if (rv != CKR_OK)
+        return rv;
+    if (memcmp(epoch, t->epoch, KT_EPOCH_LEN) != 0)
+        reinit_seen(t, epoch);
     struct kt_pin pins[2];
     rv = kt_store_read_pins(t->db, t->path, pins);
     if (rv != CKR_OK)
@@ -501,7 +548,14 @@ CK_RV kt_token_sync(struct kt_token *t)
         return CKR_OK;
     pthread_mutex_lock(&t->dblock);
     CK_RV rv = sync_locked(t);
+    bool reinit = t->reinit_seen;
+    t->reinit_seen = false;
     pthread_mutex_unlock(&t->dblock);
+    if (reinit) {
+        CK_RV r2 = kt_token_reinit_seen(t);
+        if (rv == CKR_OK)
+            rv = r2;
+    }
     return rv;
 }
 
@@ -1209,6 +1263,9 @@ CK_RV kt_token_init(struct kt_token *t, const char *dir,
     if (t->initialized) {
         pthread_mutex_lock(&t->dblock);
         rv = kt_store_reinit(t->db, (const char *)label, &so, man_key);
+        /* Our own new epoch: not another process's re-initialisation. */
+        if (rv == CKR_OK)
+            rv = kt_store_read_epoch(t->db, t->epoch);
         if (rv == CKR_OK) {
             kt_token_wrlock(t);
             memcpy(t->label, label, KT_LABEL_LEN);
@@ -1243,6 +1300,9 @@ CK_RV kt_token_init(struct kt_token *t, const char *dir,
     snprintf(t->path, sizeof(t->path), "%s/%s.db", dir, serial);
     rv = kt_store_create(t->path, (const char *)label, serial, &so, man_key,
                          &t->db);
+    if (rv != CKR_OK)
+        goto out;
+    rv = kt_store_read_epoch(t->db, t->epoch);
     if (rv != CKR_OK)
         goto out;
     kt_token_wrlock(t);

@@ -23,7 +23,7 @@ struct kt_store_written {
 };
 
 /* Creates a new token database (file 0600, WAL, synchronous=FULL) with an
- * empty object manifest under man_key. */
+ * empty object manifest under man_key and a new epoch. */
 KT_NODISCARD CK_RV kt_store_create(const char *path, const char *label,
                                    const char *serial, const struct kt_pin *so,
                                    const unsigned char man_key[32],
@@ -90,8 +90,13 @@ KT_NODISCARD CK_RV kt_store_delete_object(sqlite3 *db,
                                           const struct kt_store_keys *k,
                                           int64_t id,
                                           struct kt_store_written *w);
+/* The token's epoch (meta 'epoch'): a random value written at creation and
+ * by every re-initialisation, so running processes notice one. A file
+ * without it reads as all zero bytes. */
+KT_NODISCARD CK_RV kt_store_read_epoch(sqlite3 *db, char epoch[KT_EPOCH_LEN]);
 /* C_InitToken on an existing token: every object gone, new label, new SO
- * record, no user PIN, an empty manifest under the new man_key. */
+ * record, no user PIN, an empty manifest under the new man_key, a new
+ * epoch. */
 KT_NODISCARD CK_RV kt_store_reinit(sqlite3 *db, const char *label,
                                    const struct kt_pin *so,
                                    const unsigned char man_key[32]);
