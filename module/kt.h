@@ -29,9 +29,25 @@
  * since it was read; read it again and retry. */
 #define KT_CKR_RETRY ((CK_RV)(CKR_VENDOR_DEFINED | 0x4b540001UL))
 
-/* ---- secrets -------------------------------------------------------- */
+/* ---- secrets (log.c) ------------------------------------------------ */
 void kt_wipe(void *p, size_t len);
+/* Wiped and freed; from kt_secure_alloc or malloc alike. */
 void kt_free_secret(void *p, size_t len);
+/* Memory for key material: OpenSSL's secure heap (locked, left out of core
+ * dumps), or, once that is full, ordinary memory with one logged warning.
+ * Blocks of KT_CACHE_LINE bytes or more are aligned to it. Free with
+ * kt_free_secret. */
+void *kt_secure_alloc(size_t len);
+/* C_Initialize: the secure heap of this size unless the process already has
+ * one (it is process-wide: the host's is used then). */
+void kt_secure_init(size_t size);
+/* allow_core_dumps = no: the process is non-dumpable while any token of the
+ * module is logged in. kt_nodump_token (token lock held for writing) follows
+ * one token's login state; kt_nodump_reset restores the process's earlier
+ * value (C_Finalize, and a fork child that dropped its state). */
+struct kt_token;
+void kt_nodump_token(struct kt_token *t, bool logged_in);
+void kt_nodump_reset(bool fork_child);
 
 /* ---- log (log.c) ---------------------------------------------------- */
 enum kt_log_level { KT_LOG_ERROR, KT_LOG_WARNING, KT_LOG_INFO, KT_LOG_DEBUG };
@@ -50,6 +66,10 @@ struct kt_config {
     CK_ULONG pin_max_length;
     CK_ULONG pin_max_retries;
     unsigned pin_kdf_cost;
+    /* yes: the process stays dumpable while logged in (cipher key
+     * schedules inside OpenSSL contexts then reach a core). */
+    bool allow_core_dumps;
+    size_t secure_heap_size; /* bytes, a power of two */
 };
 /* Reads KEYTIER_CONF (or the defaults). Failures are logged to stderr with
  * the file, line and key, and give CKR_ARGUMENTS_BAD... per TEAM.md. */
@@ -282,6 +302,8 @@ struct kt_token {
     bool reinit_seen;
     /* Coarse monotonic ms after which a call on a session syncs. */
     atomic_llong next_check_ms;
+    /* Under `lock`: this token's login keeps the process non-dumpable. */
+    bool nodump;
     /* Bumped whenever `lock` is taken for writing (kt_token_wrlock): every
      * change that can affect an existing object's attributes, visibility or
      * existence does that. A session's cached key snapshot (struct

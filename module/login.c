@@ -105,6 +105,7 @@ CK_RV kt_login(struct kt_token *t, CK_USER_TYPE user, const unsigned char *pin,
         /* Every record is verified now: the set is checked with them. */
         t->man_dirty = true;
         t->login = user;
+        kt_nodump_token(t, true);
     }
     pthread_rwlock_unlock(&t->lock);
     /* Every object is authenticated before any logged-in use (unverified
@@ -142,6 +143,7 @@ void kt_logout(struct kt_token *t)
      * goes first: a private session object created meanwhile (under its
      * shard's lock only) is either swept or refused. */
     t->login = KT_NO_LOGIN;
+    kt_nodump_token(t, false);
     kt_token_forget_private(t);
     t->mk_loaded = false;
     kt_wipe(t->mk, sizeof(t->mk));

@@ -14,8 +14,10 @@
 
 static struct kt_token *token_alloc(CK_SLOT_ID slot)
 {
-    /* The shards are aligned to cache lines. */
-    struct kt_token *t = aligned_alloc(_Alignof(struct kt_token), sizeof(*t));
+    /* The shards are aligned to cache lines (kt_secure_alloc: so is every
+     * block). The master key and the keys derived from it live in here:
+     * the secure heap. */
+    struct kt_token *t = kt_secure_alloc(sizeof(*t));
     if (t == NULL)
         return NULL;
     memset(t, 0, sizeof(*t));
@@ -68,7 +70,7 @@ void kt_token_free(struct kt_token *t)
     kt_wipe(t->man_key, sizeof(t->man_key));
     pthread_mutex_destroy(&t->dblock);
     pthread_rwlock_destroy(&t->lock);
-    free(t);
+    kt_free_secret(t, sizeof(*t));
 }
 
 CK_RV kt_token_open(const char *path, CK_SLOT_ID slot, struct kt_token **out)
@@ -462,6 +464,7 @@ static void reinit_seen(struct kt_token *t, const char epoch[KT_EPOCH_LEN])
     if (meta)
         memcpy(t->label, label, KT_LABEL_LEN);
     t->login = KT_NO_LOGIN;
+    kt_nodump_token(t, false);
     t->mk_loaded = false;
     kt_wipe(t->mk, sizeof(t->mk));
     kt_wipe(t->mac_key, sizeof(t->mac_key));
