@@ -50,6 +50,10 @@ static int lock_open(const struct kt_token *t)
     if (!lock_path(t, path, sizeof(path)))
         return -1;
     int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    /* A read-only token directory: flock works on a read-only descriptor
+     * of a lock file made earlier. */
+    if (fd < 0 && (errno == EACCES || errno == EROFS))
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     if (fd < 0)
         kt_log(KT_LOG_WARNING,
                "token %s: cannot open lock file %s: %s; other processes' "

@@ -4,10 +4,13 @@
  * test process's questions through a pipe; the test process then
  * re-initialises the token. */
 #include <errno.h>
+#include <fcntl.h>
+#include <glob.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -182,6 +185,21 @@ static bool other_sessions_closed(void)
            P->C_GetSessionInfo(s2, &si) == CKR_SESSION_HANDLE_INVALID;
 }
 
+/* A first session opened while the token's lock is held exclusively (a
+ * re-initialisation under way) waits for it, then opens. */
+static bool other_open_waits(CK_SLOT_ID sl)
+{
+    struct timespec a, b;
+    CK_SESSION_HANDLE s;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    CK_RV rv = P->C_OpenSession(sl, CKF_SERIAL_SESSION, NULL, NULL, &s);
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    long ms = (b.tv_sec - a.tv_sec) * 1000 + (b.tv_nsec - a.tv_nsec) / 1000000;
+    if (rv == CKR_OK)
+        (void)P->C_CloseSession(s);
+    return rv == CKR_OK && ms >= 900;
+}
+
 static void other_main(int cmd, int res)
 {
     CK_SLOT_ID sl = 0;
@@ -198,6 +216,9 @@ static void other_main(int cmd, int res)
             break;
         case 'N':
             put(res, other_sees_new_token() ? '1' : '0');
+            break;
+        case 'O':
+            put(res, other_open_waits(sl) ? '1' : '0');
             break;
         case 'U':
             put(res, other_encryption_ended() ? '1' : '0');
@@ -320,6 +341,35 @@ START_TEST(test_reinit_with_lock_bypassed_closes_other_sessions)
 }
 END_TEST
 
+/* A session opened in another process while a re-initialisation holds the
+ * lock waits for it to end (it never sees a token half re-initialised). */
+START_TEST(test_session_open_waits_for_reinit)
+{
+    if (kt_test_is_softhsm()) {
+        SEC_NA("SoftHSM2 keeps no lock file");
+        return;
+    }
+    struct other o = other_spawn();
+    ck_assert_int_eq(ask(&o, 'Q'), 'D');
+    char pattern[300];
+    snprintf(pattern, sizeof(pattern), "%s/tokens/*.lock", kt_test_dir);
+    glob_t g;
+    ck_assert_int_eq(glob(pattern, 0, NULL, &g), 0);
+    ck_assert_uint_eq(g.gl_pathc, 1);
+    int fd = open(g.gl_pathv[0], O_RDWR | O_CLOEXEC);
+    globfree(&g);
+    ck_assert_int_ge(fd, 0);
+    /* What C_InitToken holds while it runs. */
+    ck_assert_int_eq(flock(fd, LOCK_EX | LOCK_NB), 0);
+    put(o.cmd, 'O');
+    sleep_ms(1500);
+    close(fd);
+    ck_assert_msg(get(o.res) == '1', "the session did not wait for the "
+                                     "re-initialisation to end");
+    other_end(&o);
+}
+END_TEST
+
 /* The lock file: 0600, in token_dir, named after the serial. */
 START_TEST(test_lock_file_mode)
 {
@@ -346,6 +396,7 @@ static Suite *reinit_suite(void)
                    test_init_token_refused_while_other_process_has_sessions);
     tcase_add_test(tc, test_reinit_with_lock_bypassed_closes_other_sessions);
     tcase_add_test(tc, test_lock_file_mode);
+    tcase_add_test(tc, test_session_open_waits_for_reinit);
     suite_add_tcase(su, tc);
     return su;
 }
