@@ -200,6 +200,28 @@ static bool other_open_waits(CK_SLOT_ID sl)
     return rv == CKR_OK && ms >= 900;
 }
 
+/* A fork child of the other process uses the module on its own (its
+ * inherited state dropped) and exits: the other process's lock must
+ * survive it. */
+static bool other_fork_child_uses_token(void)
+{
+    pid_t pid = fork();
+    if (pid < 0)
+        return false;
+    if (pid == 0) {
+        CK_SLOT_ID sl;
+        CK_SESSION_HANDLE s;
+        bool ok =
+            P->C_Initialize(NULL) == CKR_OK && find_slot(OLD_LABEL, &sl) &&
+            P->C_OpenSession(sl, CKF_SERIAL_SESSION, NULL, NULL, &s) ==
+                CKR_OK &&
+            P->C_CloseSession(s) == CKR_OK && P->C_Finalize(NULL) == CKR_OK;
+        _exit(ok ? 0 : 1);
+    }
+    int st = 0;
+    return waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0;
+}
+
 static void other_main(int cmd, int res)
 {
     CK_SLOT_ID sl = 0;
@@ -219,6 +241,9 @@ static void other_main(int cmd, int res)
             break;
         case 'O':
             put(res, other_open_waits(sl) ? '1' : '0');
+            break;
+        case 'F':
+            put(res, other_fork_child_uses_token() ? '1' : '0');
             break;
         case 'U':
             put(res, other_encryption_ended() ? '1' : '0');
@@ -370,6 +395,28 @@ START_TEST(test_session_open_waits_for_reinit)
 }
 END_TEST
 
+/* The other process forks a child that uses the token and exits: the
+ * child must not take the parent's lock with it (it closes the inherited
+ * descriptor, never LOCK_UN), so C_InitToken is still refused. */
+START_TEST(test_fork_child_keeps_other_process_lock)
+{
+    if (kt_test_is_softhsm()) {
+        SEC_NA("SoftHSM2 has no cross-process lock (see "
+               "test_init_token_refused_while_other_process_has_sessions)");
+        return;
+    }
+    struct other o = other_spawn();
+    ck_assert_int_eq(ask(&o, 'F'), '1');
+    CK(P->C_Initialize(NULL));
+    slot = kt_test_token_slot(OLD_LABEL);
+    SEC_REFUSED(init_token(NEW_LABEL) == CKR_SESSION_EXISTS,
+                "C_InitToken succeeded after a fork child of the process "
+                "holding sessions exited (the child released the lock)");
+    ck_assert_int_eq(ask(&o, 'C'), '1');
+    other_end(&o);
+}
+END_TEST
+
 /* The lock file: 0600, in token_dir, named after the serial. */
 START_TEST(test_lock_file_mode)
 {
@@ -397,6 +444,7 @@ static Suite *reinit_suite(void)
     tcase_add_test(tc, test_reinit_with_lock_bypassed_closes_other_sessions);
     tcase_add_test(tc, test_lock_file_mode);
     tcase_add_test(tc, test_session_open_waits_for_reinit);
+    tcase_add_test(tc, test_fork_child_keeps_other_process_lock);
     suite_add_tcase(su, tc);
     return su;
 }
