@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "kt.h"
+#include "ossl/ossl.h"
 
 #define KT_ATTRS_MAX_COUNT 4096u
 #define KT_ATTR_MAX_LEN    (1u << 20)
@@ -23,9 +24,65 @@ void kt_attrs_init(kt_attrs *a)
     a->packed = 0;
 }
 
+/* Key material (the values the store seals: secret key and private key
+ * components, the value of private data objects) lives in the secure heap
+ * (kt_secure_alloc), decided by the array's own CKA_CLASS. A value set
+ * before the class is known starts in ordinary memory; objects and key
+ * snapshots are always made by kt_attrs_copy, which then moves it. */
+/* What decides it, read once per array: its class (if it has one) and,
+ * for data objects, CKA_PRIVATE. */
+struct secret_rule {
+    bool known;
+    CK_OBJECT_CLASS cls;
+    bool private_data;
+};
+
+static struct secret_rule secret_rule_of(const kt_attrs *a)
+{
+    struct secret_rule r = {false, 0, false};
+    r.known = kt_attrs_get_ulong(a, CKA_CLASS, &r.cls) == CKR_OK;
+    r.private_data =
+        r.known && r.cls == CKO_DATA && kt_attrs_get_bool(a, CKA_PRIVATE, true);
+    return r;
+}
+
+static bool rule_secret(const struct secret_rule *r, CK_ATTRIBUTE_TYPE type)
+{
+    if (!r->known)
+        return false;
+    if (r->cls == CKO_SECRET_KEY || r->cls == CKO_DATA)
+        return type == CKA_VALUE &&
+               (r->cls == CKO_SECRET_KEY || r->private_data);
+    return r->cls == CKO_PRIVATE_KEY && kt_schema_secret(r->cls, type);
+}
+
+static bool attr_is_secret(const kt_attrs *a, CK_ATTRIBUTE_TYPE type)
+{
+    if (type != CKA_VALUE && !kt_schema_secret(CKO_PRIVATE_KEY, type))
+        return false;
+    struct secret_rule r = secret_rule_of(a);
+    return rule_secret(&r, type);
+}
+
+static void *value_alloc(const kt_attrs *a, CK_ATTRIBUTE_TYPE type, size_t len)
+{
+    return attr_is_secret(a, type) ? kt_secure_alloc(len) : malloc(len);
+}
+
+/* A value of a packed array that has its own allocation (secure heap). */
+static bool outside_block(const kt_attrs *a, const void *p)
+{
+    const unsigned char *b = (const unsigned char *)a->v;
+    const unsigned char *q = p;
+    return q != NULL && (q < b || q >= b + a->packed);
+}
+
 void kt_attrs_clear(kt_attrs *a)
 {
     if (a->packed != 0) {
+        for (size_t i = 0; i < a->n; i++)
+            if (outside_block(a, a->v[i].pValue))
+                kt_free_secret(a->v[i].pValue, a->v[i].ulValueLen);
         kt_free_secret(a->v, a->packed);
     } else {
         for (size_t i = 0; i < a->n; i++)
@@ -60,7 +117,8 @@ static CK_RV attrs_unpack(kt_attrs *a)
         plain.v[i] = a->v[i];
         plain.v[i].pValue = NULL;
         if (a->v[i].ulValueLen > 0) {
-            plain.v[i].pValue = malloc(a->v[i].ulValueLen);
+            plain.v[i].pValue =
+                value_alloc(a, a->v[i].type, a->v[i].ulValueLen);
             if (plain.v[i].pValue == NULL) {
                 kt_attrs_clear(&plain);
                 return CKR_HOST_MEMORY;
@@ -112,7 +170,7 @@ CK_RV kt_attrs_set(kt_attrs *a, CK_ATTRIBUTE_TYPE type, const void *value,
 {
     void *copy = NULL;
     if (len > 0) {
-        copy = malloc(len);
+        copy = value_alloc(a, type, len);
         if (copy == NULL)
             return CKR_HOST_MEMORY;
         /* Before any unpacking: value may point into a itself. */
@@ -165,7 +223,10 @@ void kt_attrs_remove(kt_attrs *a, CK_ATTRIBUTE_TYPE type)
             continue;
         if (a->packed != 0) {
             /* In place: wiped, and the entry leaves the array. */
-            kt_wipe(a->v[i].pValue, a->v[i].ulValueLen);
+            if (outside_block(a, a->v[i].pValue))
+                kt_free_secret(a->v[i].pValue, a->v[i].ulValueLen);
+            else
+                kt_wipe(a->v[i].pValue, a->v[i].ulValueLen);
             a->v[i] = a->v[a->n - 1];
             a->n--;
             return;
@@ -177,15 +238,21 @@ void kt_attrs_remove(kt_attrs *a, CK_ATTRIBUTE_TYPE type)
     }
 }
 
-CK_RV kt_attrs_copy(kt_attrs *dst, const kt_attrs *src)
+/* Into an empty dst, one block for the array and the values but key
+ * material, which gets its own secure block; steal: src is cleared
+ * afterwards, and key material already in the secure heap (in its own
+ * allocation) moves over instead of being copied. */
+static CK_RV attrs_pack(kt_attrs *dst, kt_attrs *src, bool steal)
 {
-    if (dst->n == 0 && src->n > 0) {
+    {
         /* Into an empty array: no duplicate lookups, and one allocation
          * for the array and the values (objects, key snapshots: fewer
          * allocations and pages per object). */
+        struct secret_rule rule = secret_rule_of(src);
         size_t total = pack_round(src->n * sizeof(CK_ATTRIBUTE));
         for (size_t i = 0; i < src->n; i++)
-            total += pack_round(src->v[i].ulValueLen);
+            if (!rule_secret(&rule, src->v[i].type))
+                total += pack_round(src->v[i].ulValueLen);
         unsigned char *block = malloc(total);
         if (block == NULL)
             return CKR_HOST_MEMORY;
@@ -195,11 +262,28 @@ CK_RV kt_attrs_copy(kt_attrs *dst, const kt_attrs *src)
         for (size_t i = 0; i < src->n; i++) {
             v[i] = src->v[i];
             v[i].pValue = NULL;
-            if (src->v[i].ulValueLen > 0) {
+            if (src->v[i].ulValueLen == 0)
+                continue;
+            if (rule_secret(&rule, src->v[i].type)) {
+                /* Key material: its own block in the secure heap. */
+                if (steal && src->packed == 0 &&
+                    kt_ossl_secure_allocated(src->v[i].pValue)) {
+                    v[i].pValue = src->v[i].pValue;
+                    src->v[i].pValue = NULL;
+                    src->v[i].ulValueLen = 0;
+                    continue;
+                }
+                v[i].pValue = kt_secure_alloc(src->v[i].ulValueLen);
+                if (v[i].pValue == NULL) {
+                    kt_attrs tmp = {v, i, src->n, total};
+                    kt_attrs_clear(&tmp);
+                    return CKR_HOST_MEMORY;
+                }
+            } else {
                 v[i].pValue = block + off;
-                memcpy(v[i].pValue, src->v[i].pValue, src->v[i].ulValueLen);
                 off += pack_round(src->v[i].ulValueLen);
             }
+            memcpy(v[i].pValue, src->v[i].pValue, src->v[i].ulValueLen);
         }
         /* Padding between values is wiped with the block on free. */
         dst->v = v;
@@ -208,12 +292,55 @@ CK_RV kt_attrs_copy(kt_attrs *dst, const kt_attrs *src)
         dst->packed = total;
         return CKR_OK;
     }
+}
+
+CK_RV kt_attrs_copy(kt_attrs *dst, const kt_attrs *src)
+{
+    if (dst->n == 0 && src->n > 0)
+        return attrs_pack(dst, (kt_attrs *)src, false);
     for (size_t i = 0; i < src->n; i++) {
         CK_RV rv = kt_attrs_set(dst, src->v[i].type, src->v[i].pValue,
                                 src->v[i].ulValueLen);
         if (rv != CKR_OK)
             return rv;
     }
+    return CKR_OK;
+}
+
+CK_RV kt_attrs_move(kt_attrs *dst, kt_attrs *src)
+{
+    CK_RV rv = CKR_OK;
+    if (src->n > 0)
+        rv = attrs_pack(dst, src, true);
+    if (rv == CKR_OK)
+        kt_attrs_clear(src);
+    return rv;
+}
+
+CK_RV kt_attrs_set_take(kt_attrs *a, CK_ATTRIBUTE_TYPE type, void *value,
+                        CK_ULONG len)
+{
+    CK_RV rv = attrs_unpack(a);
+    if (rv == CKR_OK && kt_attrs_has(a, type))
+        rv = CKR_TEMPLATE_INCONSISTENT;
+    if (rv == CKR_OK && a->n == a->cap) {
+        size_t cap = a->cap ? a->cap * 2 : 16;
+        CK_ATTRIBUTE *nv = realloc(a->v, cap * sizeof(*nv));
+        if (nv == NULL) {
+            rv = CKR_HOST_MEMORY;
+        } else {
+            a->v = nv;
+            a->cap = cap;
+        }
+    }
+    if (rv != CKR_OK) {
+        kt_free_secret(value, len);
+        return rv;
+    }
+    a->v[a->n].type = type;
+    a->v[a->n].pValue = value;
+    a->v[a->n].ulValueLen = len;
+    a->n++;
     return CKR_OK;
 }
 

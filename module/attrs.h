@@ -41,8 +41,19 @@ KT_NODISCARD CK_RV kt_attrs_set_bool(kt_attrs *a, CK_ATTRIBUTE_TYPE type,
 KT_NODISCARD CK_RV kt_attrs_set_ulong(kt_attrs *a, CK_ATTRIBUTE_TYPE type,
                                       CK_ULONG value);
 void kt_attrs_remove(kt_attrs *a, CK_ATTRIBUTE_TYPE type);
-/* Into an empty dst: one allocation for the array and every value. */
+/* Into an empty dst: one allocation for the array and every value but key
+ * material (its own block in the secure heap). */
 KT_NODISCARD CK_RV kt_attrs_copy(kt_attrs *dst, const kt_attrs *src);
+/* Into an empty dst like kt_attrs_copy, and src is left empty: key material
+ * already in the secure heap moves over instead of being copied (no second
+ * secure allocation on the C_UnwrapKey / C_GenerateKey paths). On failure
+ * src may have lost key material values (out of memory). */
+KT_NODISCARD CK_RV kt_attrs_move(kt_attrs *dst, kt_attrs *src);
+/* Adds an attribute the array takes ownership of (a kt_secure_alloc or
+ * malloc block, freed with kt_free_secret; also on failure).
+ * CKR_TEMPLATE_INCONSISTENT if the type is present. */
+KT_NODISCARD CK_RV kt_attrs_set_take(kt_attrs *a, CK_ATTRIBUTE_TYPE type,
+                                     void *value, CK_ULONG len);
 /* Every attribute of tmpl is present in a with an equal value. */
 bool kt_attrs_match(const kt_attrs *a, const kt_attrs *tmpl);
 bool kt_attr_equal(const CK_ATTRIBUTE *x, const CK_ATTRIBUTE *y);

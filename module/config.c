@@ -22,6 +22,8 @@ void kt_config_defaults(struct kt_config *cfg)
     cfg->pin_max_length = 64;
     cfg->pin_max_retries = 10;
     cfg->pin_kdf_cost = 15;
+    cfg->allow_core_dumps = false;
+    cfg->secure_heap_size = 1u << 20;
 }
 
 static char *trim(char *s)
@@ -135,6 +137,21 @@ CK_RV kt_config_parse_file(struct kt_config *cfg, const char *path)
             else
                 BAD("config %s:%u: legacy_mechanisms: need yes or no", path,
                     lineno);
+        } else if (strcmp(key, "allow_core_dumps") == 0) {
+            if (strcmp(val, "yes") == 0)
+                cfg->allow_core_dumps = true;
+            else if (strcmp(val, "no") == 0)
+                cfg->allow_core_dumps = false;
+            else
+                BAD("config %s:%u: allow_core_dumps: need yes or no", path,
+                    lineno);
+        } else if (strcmp(key, "secure_heap_size") == 0) {
+            if (!parse_ulong(val, 1ul << 16, 1ul << 30, &x) ||
+                (x & (x - 1)) != 0)
+                BAD("config %s:%u: secure_heap_size: need a power of two "
+                    "from 65536 to 1073741824",
+                    path, lineno);
+            cfg->secure_heap_size = x;
         } else {
             BAD("config %s:%u: unknown key '%s'", path, lineno, key);
         }

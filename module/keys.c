@@ -291,7 +291,7 @@ CK_RV kt_keys_unwrap(struct kt_session *s, const CK_MECHANISM *mech,
         rv = CKR_TEMPLATE_INCONSISTENT;
         goto out;
     }
-    plain = malloc(plain_len);
+    plain = kt_secure_alloc(plain_len);
     if (plain == NULL) {
         rv = CKR_HOST_MEMORY;
         goto out;
@@ -319,7 +319,9 @@ CK_RV kt_keys_unwrap(struct kt_session *s, const CK_MECHANISM *mech,
         rv = CKR_UNWRAPPING_KEY_SIZE_RANGE;
         goto out;
     }
-    rv = kt_attrs_set(&a, CKA_VALUE, plain, plain_len);
+    /* The plaintext block (secure heap) becomes the value: no copy. */
+    rv = kt_attrs_set_take(&a, CKA_VALUE, plain, plain_len);
+    plain = NULL;
     if (rv != CKR_OK)
         goto out;
     rv = kt_object_create(s, &a, KT_CREATE_UNWRAP, NULL, NULL, out);

@@ -23,14 +23,31 @@
 #define KT_LABEL_LEN      32
 #define KT_SERIAL_LEN     16
 #define KT_MASTER_KEY_LEN 32
+#define KT_EPOCH_LEN      32 /* meta 'epoch': hex of 16 random bytes */
 #define KT_NO_LOGIN       ((CK_USER_TYPE)CK_UNAVAILABLE_INFORMATION)
 /* Internal only, never returned by a C_* function: the object changed
  * since it was read; read it again and retry. */
 #define KT_CKR_RETRY ((CK_RV)(CKR_VENDOR_DEFINED | 0x4b540001UL))
 
-/* ---- secrets -------------------------------------------------------- */
+/* ---- secrets (log.c) ------------------------------------------------ */
 void kt_wipe(void *p, size_t len);
+/* Wiped and freed; from kt_secure_alloc or malloc alike. */
 void kt_free_secret(void *p, size_t len);
+/* Memory for key material: OpenSSL's secure heap (locked, left out of core
+ * dumps), or, once that is full, ordinary memory with one logged warning.
+ * Blocks of KT_CACHE_LINE bytes or more are aligned to it. Free with
+ * kt_free_secret. */
+void *kt_secure_alloc(size_t len);
+/* C_Initialize: the secure heap of this size unless the process already has
+ * one (it is process-wide: the host's is used then). */
+void kt_secure_init(size_t size);
+/* allow_core_dumps = no: the process is non-dumpable while any token of the
+ * module is logged in. kt_nodump_token (token lock held for writing) follows
+ * one token's login state; kt_nodump_reset restores the process's earlier
+ * value (C_Finalize, and a fork child that dropped its state). */
+struct kt_token;
+void kt_nodump_token(struct kt_token *t, bool logged_in);
+void kt_nodump_reset(bool fork_child);
 
 /* ---- log (log.c) ---------------------------------------------------- */
 enum kt_log_level { KT_LOG_ERROR, KT_LOG_WARNING, KT_LOG_INFO, KT_LOG_DEBUG };
@@ -53,6 +70,10 @@ struct kt_config {
      * secret keys that both wrap and encrypt: off by default, they are
      * oracles (SECURITY.md, Mechanism policy and key roles). */
     bool legacy_mechanisms;
+    /* yes: the process stays dumpable while logged in (cipher key
+     * schedules inside OpenSSL contexts then reach a core). */
+    bool allow_core_dumps;
+    size_t secure_heap_size; /* bytes, a power of two */
 };
 /* Reads KEYTIER_CONF (or the defaults). Failures are logged to stderr with
  * the file, line and key, and give CKR_ARGUMENTS_BAD... per TEAM.md. */
@@ -326,6 +347,18 @@ struct kt_token {
     bool busy; /* C_InitToken runs its KDF and writes with kt_g.lock free */
     CK_ULONG session_count;
     CK_ULONG rw_session_count;
+    /* tokenlock.c. Under kt_g.lock: the descriptor holding flock LOCK_SH on
+     * `<serial>.lock` while session_count > 0 (-1: none). */
+    int lock_fd;
+    /* Under dblock: the store's epoch as last read (C_InitToken draws a
+     * new one), and that a sync found another one (the sessions are then
+     * closed once dblock is released). */
+    char epoch[KT_EPOCH_LEN];
+    bool reinit_seen;
+    /* Coarse monotonic ms after which a call on a session syncs. */
+    atomic_llong next_check_ms;
+    /* Under `lock`: this token's login keeps the process non-dumpable. */
+    bool nodump;
     /* Bumped whenever `lock` is taken for writing (kt_token_wrlock): every
      * change that can affect an existing object's attributes, visibility or
      * existence does that. A session's cached key snapshot (struct
@@ -357,8 +390,33 @@ KT_NODISCARD CK_RV kt_token_open(const char *path, CK_SLOT_ID slot,
 struct kt_token *kt_token_new_free(CK_SLOT_ID slot);
 void kt_token_free(struct kt_token *t);
 /* Notices other processes' commits (PRAGMA data_version) and reloads only
- * changed rows. */
+ * changed rows. A re-initialisation by another process (a new epoch) closes
+ * this process's sessions on the token: CKR_SESSION_CLOSED if there were
+ * any. No lock held by the caller. */
 KT_NODISCARD CK_RV kt_token_sync(struct kt_token *t);
+
+/* ---- C_InitToken against other processes (tokenlock.c) -------------- */
+/* kt_g.lock held, session count going from 0 to 1: flock LOCK_SH on the
+ * token's lock file. KT_CKR_RETRY while another process re-initialises it
+ * (release kt_g.lock, kt_tokenlock_wait, try again). */
+KT_NODISCARD CK_RV kt_tokenlock_shared(struct kt_token *t);
+KT_NODISCARD CK_RV kt_tokenlock_wait(const struct kt_token *t);
+/* kt_g.lock held, session count back to 0 (or C_Finalize): closes it. */
+void kt_tokenlock_release(struct kt_token *t);
+/* Fork child: closes the inherited descriptor (never LOCK_UN: the parent's
+ * lock stays). */
+void kt_tokenlock_forget(struct kt_token *t);
+/* kt_token_init under LOCK_EX | LOCK_NB (CKR_SESSION_EXISTS while another
+ * process holds sessions). */
+KT_NODISCARD CK_RV kt_tokenlock_init_token(struct kt_token *t, const char *dir,
+                                           const unsigned char *so_pin,
+                                           CK_ULONG len,
+                                           const unsigned char *label);
+/* Whether this call should sync (at most once per period, no system
+ * call). */
+bool kt_token_sync_due(struct kt_token *t);
+/* A sync found a new epoch: closes this process's sessions on t. */
+KT_NODISCARD CK_RV kt_token_reinit_seen(struct kt_token *t);
 KT_NODISCARD CK_RV kt_token_init(struct kt_token *t, const char *dir,
                                  const unsigned char *so_pin, CK_ULONG len,
                                  const unsigned char *label);
@@ -587,6 +645,12 @@ KT_NODISCARD CK_RV kt_op_finish(struct kt_session *s, enum kt_op_kind kind,
 bool kt_op_active(struct kt_session *s, enum kt_op_kind kind);
 /* Ends an operation after an error of the C_* layer (§5.2). */
 void kt_op_abort(struct kt_session *s, enum kt_op_kind kind);
+/* The session of a C_Encrypt/Decrypt/Sign/Verify/Digest(Update/Final)
+ * call, referenced into *s. args_ok false (the C_* layer found an argument
+ * bad): the session's operation of that kind ends (§5.2: a failed call
+ * ends it) and the result is CKR_ARGUMENTS_BAD. */
+KT_NODISCARD CK_RV kt_op_session(CK_SESSION_HANDLE h, enum kt_op_kind kind,
+                                 bool args_ok, struct kt_session **s);
 KT_NODISCARD CK_RV kt_op_verify_oneshot(struct kt_session *s,
                                         const unsigned char *data, CK_ULONG len,
                                         const unsigned char *sig,

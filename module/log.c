@@ -3,6 +3,8 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -21,12 +23,139 @@ void kt_wipe(void *p, size_t len)
     kt_ossl_cleanse(p, len);
 }
 
+/* The secure heap exists (made here or by the host); the smallest size it
+ * last refused (0: none since a block went back); running out was
+ * reported. */
+static atomic_bool secure_heap;
+static atomic_size_t secure_full;
+static atomic_bool secure_full_warned;
+static bool secure_made_here;
+
 void kt_free_secret(void *p, size_t len)
 {
     if (p == NULL)
         return;
+    if (kt_ossl_secure_allocated(p)) {
+        kt_ossl_secure_clear_free(p, len);
+        if (atomic_load_explicit(&secure_full, memory_order_relaxed) != 0)
+            atomic_store(&secure_full, 0);
+        return;
+    }
     kt_ossl_cleanse(p, len);
     free(p);
+}
+
+void kt_secure_init(size_t size)
+{
+    if (secure_made_here)
+        return; /* ours, from an earlier C_Initialize: it outlives them */
+    enum kt_secure_heap h = kt_ossl_secure_heap_init(size);
+    switch (h) {
+    case KT_SECURE_HEAP_NONE:
+        kt_log(KT_LOG_WARNING,
+               "secure heap of %zu bytes not available: key material is "
+               "kept in ordinary memory",
+               size);
+        return;
+    case KT_SECURE_HEAP_UNLOCKED:
+        kt_log(KT_LOG_WARNING,
+               "secure heap of %zu bytes could not be locked in memory or "
+               "excluded from core dumps (RLIMIT_MEMLOCK?): key material "
+               "may reach swap",
+               size);
+        break;
+    case KT_SECURE_HEAP_HOST:
+        kt_log(KT_LOG_INFO, "using the host process's secure heap");
+        break;
+    case KT_SECURE_HEAP_LOCKED:
+        kt_log(KT_LOG_INFO, "secure heap of %zu bytes for key material", size);
+        break;
+    }
+    secure_made_here = h != KT_SECURE_HEAP_HOST;
+    atomic_store(&secure_heap, true);
+    /* OpenSSL's secure heap is a buddy allocator: with nothing allocated,
+     * every small allocation splits the whole arena down to its size and
+     * every free merges it back (some 16 levels each way, under its global
+     * lock). One smallest block held for good keeps a free buddy at every
+     * level, so the per-call allocations of C_UnwrapKey take one list
+     * entry and merge nothing. */
+    if (secure_made_here && kt_ossl_secure_malloc(1) == NULL)
+        kt_log(KT_LOG_WARNING, "secure heap: cannot reserve its first block");
+}
+
+void *kt_secure_alloc(size_t len)
+{
+    if (len == 0)
+        len = 1;
+    /* A full heap is not asked again until a block goes back: each failed
+     * try costs a walk of its free lists under its global lock. */
+    size_t refused = atomic_load_explicit(&secure_full, memory_order_relaxed);
+    if (refused == 0 || len < refused) {
+        void *p = kt_ossl_secure_malloc(len);
+        if (p != NULL)
+            return p;
+        if (atomic_load(&secure_heap))
+            atomic_store(&secure_full, len);
+    }
+    if (atomic_load(&secure_heap) &&
+        !atomic_exchange(&secure_full_warned, true))
+        kt_log(KT_LOG_WARNING,
+               "secure heap full: key material now also goes to ordinary "
+               "memory (raise secure_heap_size)");
+    /* Blocks of a cache line or more are aligned to one (the token
+     * structure needs it); smaller ones need malloc's alignment only. */
+    if (len < KT_CACHE_LINE)
+        return malloc(len);
+    size_t n = (len + KT_CACHE_LINE - 1) & ~(size_t)(KT_CACHE_LINE - 1);
+    return aligned_alloc(KT_CACHE_LINE, n);
+}
+
+/* How many tokens are logged in, and the process's dumpable flag from
+ * before the first of them. */
+static pthread_mutex_t dump_lock = PTHREAD_MUTEX_INITIALIZER;
+static unsigned dump_holders;
+static int dump_before = -1;
+
+static void dump_restore(void)
+{
+    /* PR_SET_DUMPABLE takes 0 or 1 only: a process that was at 2
+     * (suid_dumpable) stays non-dumpable. */
+    if (dump_before == 1 && prctl(PR_SET_DUMPABLE, 1, 0, 0, 0) != 0)
+        kt_log(KT_LOG_WARNING, "cannot make the process dumpable again");
+    dump_before = -1;
+}
+
+void kt_nodump_token(struct kt_token *t, bool logged_in)
+{
+    if (t->nodump == logged_in)
+        return;
+    t->nodump = logged_in;
+    pthread_mutex_lock(&dump_lock);
+    if (logged_in) {
+        if (dump_holders++ == 0 && !kt_g.cfg.allow_core_dumps) {
+            dump_before = prctl(PR_GET_DUMPABLE, 0, 0, 0, 0);
+            if (dump_before != 0 && prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0)
+                kt_log(KT_LOG_WARNING,
+                       "cannot make the process non-dumpable: a core "
+                       "dump would hold key schedules");
+        }
+    } else if (dump_holders > 0 && --dump_holders == 0) {
+        dump_restore();
+    }
+    pthread_mutex_unlock(&dump_lock);
+}
+
+void kt_nodump_reset(bool fork_child)
+{
+    if (fork_child) {
+        /* Another thread of the parent may have held it. */
+        pthread_mutex_t fresh = PTHREAD_MUTEX_INITIALIZER;
+        memcpy(&dump_lock, &fresh, sizeof(fresh));
+    }
+    pthread_mutex_lock(&dump_lock);
+    dump_holders = 0;
+    dump_restore();
+    pthread_mutex_unlock(&dump_lock);
 }
 
 void kt_log_open(enum kt_log_level level, const char *file)

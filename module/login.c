@@ -145,6 +145,7 @@ CK_RV kt_login(struct kt_token *t, CK_USER_TYPE user, const unsigned char *pin,
         memcpy(t->mk, mk, sizeof(mk));
         t->mk_loaded = true;
         t->login = user;
+        kt_nodump_token(t, true);
     }
     pthread_rwlock_unlock(&t->lock);
     /* Every object was authenticated when it was loaded; key material is
@@ -180,6 +181,7 @@ void kt_login_drop_locked(struct kt_token *t)
      * goes first: a private session object created meanwhile (under its
      * shard's lock only) is either swept or refused. */
     t->login = KT_NO_LOGIN;
+    kt_nodump_token(t, false);
     kt_token_forget_private(t);
     t->mk_loaded = false;
     kt_wipe(t->mk, sizeof(t->mk));

@@ -79,9 +79,7 @@ CK_RV kt_object_new_take(kt_attrs *attrs, struct kt_object **out)
     /* Objects keep their attributes packed in one block (kt_attrs_copy);
      * without memory for it, as they are. */
     kt_attrs_init(&o->attrs);
-    if (kt_attrs_copy(&o->attrs, attrs) == CKR_OK)
-        kt_attrs_clear(attrs);
-    else
+    if (kt_attrs_move(&o->attrs, attrs) != CKR_OK)
         o->attrs = *attrs;
     kt_attrs_init(attrs);
     if (kt_attrs_get_ulong(&o->attrs, CKA_CLASS, &o->cls) != CKR_OK) {

@@ -128,6 +128,11 @@ static CK_RV aes_init(struct kt_op *op, const CK_MECHANISM *m,
         return CKR_KEY_TYPE_INCONSISTENT;
     if (key->value_len != 16 && key->value_len != 24 && key->value_len != 32)
         return CKR_KEY_SIZE_RANGE;
+    /* Its copy of the key lives exactly as long as the OpenSSL cipher
+     * context that holds the key's schedule in ordinary memory: like that
+     * one, it is kept out of cores by the non-dumpable guard, not the
+     * secure heap (which would cost C_WrapKey / C_UnwrapKey an allocation
+     * under OpenSSL's global secure-heap lock per call). */
     struct aes_ctx *c = calloc(1, sizeof(*c));
     if (c == NULL)
         return CKR_HOST_MEMORY;
@@ -294,7 +299,7 @@ static CK_RV aes_oneshot(struct kt_op *op, const unsigned char *in,
         return CKR_BUFFER_TOO_SMALL;
     }
     /* The bound exceeds the buffer but the exact result may fit. */
-    unsigned char *tmp = malloc(need + AES_BLOCK);
+    unsigned char *tmp = kt_secure_alloc(need + AES_BLOCK);
     if (tmp == NULL)
         return CKR_HOST_MEMORY;
     rv = aes_run(c, in, in_len, tmp, &got);
@@ -323,7 +328,7 @@ static CK_RV aes_update(struct kt_op *op, const unsigned char *in,
             return c->enc ? CKR_DATA_LEN_RANGE : CKR_ENCRYPTED_DATA_LEN_RANGE;
         if (c->buf_len + in_len > c->buf_cap) {
             size_t cap = (c->buf_len + in_len) * 2 + 64;
-            unsigned char *nb = malloc(cap);
+            unsigned char *nb = kt_secure_alloc(cap);
             if (nb == NULL)
                 return CKR_HOST_MEMORY;
             if (c->buf_len > 0)
@@ -362,7 +367,7 @@ static CK_RV aes_update(struct kt_op *op, const unsigned char *in,
     unsigned char *tmp = NULL;
     bool direct = c->mode == KT_AES_GCM || *out_len >= in_len + AES_BLOCK;
     if (!direct) {
-        tmp = malloc(in_len + AES_BLOCK);
+        tmp = kt_secure_alloc(in_len + AES_BLOCK);
         if (tmp == NULL)
             return CKR_HOST_MEMORY;
     }
@@ -403,7 +408,7 @@ static CK_RV aes_final(struct kt_op *op, unsigned char **out, size_t *out_len)
         rv = aes_need(c, c->buf_len, &need, &exact);
         if (rv != CKR_OK)
             return rv;
-        unsigned char *res = malloc(need + AES_BLOCK);
+        unsigned char *res = kt_secure_alloc(need + AES_BLOCK);
         if (res == NULL)
             return CKR_HOST_MEMORY;
         rv = aes_run(c, c->buf, c->buf_len, res, &got);
@@ -425,7 +430,7 @@ static CK_RV aes_final(struct kt_op *op, unsigned char **out, size_t *out_len)
         if (rv != CKR_OK)
             return rv;
     }
-    unsigned char *res = malloc(AES_BLOCK + 16);
+    unsigned char *res = kt_secure_alloc(AES_BLOCK + 16);
     if (res == NULL)
         return CKR_HOST_MEMORY;
     rv = kt_ossl_cipher_final(c->c, res, &l);

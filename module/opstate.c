@@ -1,6 +1,10 @@
 /* Session operation state: one operation per kind per session, started by
  * C_*Init, ended per PKCS#11 v2.40 §5.2 (every result but
- * CKR_BUFFER_TOO_SMALL and a successful length query ends it). */
+ * CKR_BUFFER_TOO_SMALL and a successful length query ends it: errors of the
+ * C_* layer's argument checks, CKR_OPERATION_ACTIVE for a single-part call
+ * during a multi-part operation, and CKR_USER_NOT_LOGGED_IN for a pending
+ * context-specific login included, since §5.8-5.12 say such a call "always
+ * terminates the active operation" with only those two exceptions). */
 #include "kt.h"
 
 #include <string.h>
@@ -95,8 +99,10 @@ CK_RV kt_op_oneshot(struct kt_session *s, enum kt_op_kind kind,
         rv = CKR_OPERATION_NOT_INITIALIZED;
     } else if (op->multi) {
         rv = CKR_OPERATION_ACTIVE;
+        kt_op_release(op);
     } else if (op->need_auth && out != NULL) {
         rv = CKR_USER_NOT_LOGGED_IN; /* module-asym: context login first */
+        kt_op_release(op);
     } else {
         rv = op->mech->ops->oneshot(op, in, in_len, out, out_len);
         if (!op_continues(rv, out))
@@ -117,6 +123,7 @@ CK_RV kt_op_update(struct kt_session *s, enum kt_op_kind kind,
         rv = CKR_OPERATION_NOT_INITIALIZED;
     } else if (op->need_auth) {
         rv = CKR_USER_NOT_LOGGED_IN; /* module-asym: context login first */
+        kt_op_release(op);
     } else {
         op->multi = true;
         rv = op->mech->ops->update(op, in, in_len, out, out_len);
@@ -137,6 +144,7 @@ CK_RV kt_op_finish(struct kt_session *s, enum kt_op_kind kind,
         rv = CKR_OPERATION_NOT_INITIALIZED;
     } else if (op->need_auth && out != NULL) {
         rv = CKR_USER_NOT_LOGGED_IN; /* module-asym: context login first */
+        kt_op_release(op);
     } else {
         rv = kt_op_final(op, out, out_len);
         if (!op_continues(rv, out))
@@ -186,6 +194,25 @@ void kt_op_abort(struct kt_session *s, enum kt_op_kind kind)
     pthread_mutex_lock(&s->lock);
     kt_op_release(&s->ops[kind]);
     pthread_mutex_unlock(&s->lock);
+}
+
+CK_RV kt_op_session(CK_SESSION_HANDLE h, enum kt_op_kind kind, bool args_ok,
+                    struct kt_session **out)
+{
+    struct kt_session *s = NULL;
+    CK_RV rv = kt_check_init();
+    if (rv == CKR_OK)
+        rv = kt_session_ref(h, &s);
+    if (!args_ok) {
+        /* The call failed: it ends the operation it was part of. */
+        if (rv == CKR_OK)
+            kt_op_abort(s, kind);
+        kt_session_unref(s);
+        return rv == CKR_CRYPTOKI_NOT_INITIALIZED ? rv : CKR_ARGUMENTS_BAD;
+    }
+    if (rv == CKR_OK)
+        *out = s;
+    return rv;
 }
 
 bool kt_op_active(struct kt_session *s, enum kt_op_kind kind)

@@ -21,11 +21,8 @@ static CK_RV run_op(const char *fn, CK_SESSION_HANDLE h, enum kt_op_kind k,
                     CK_BYTE_PTR out, CK_ULONG_PTR out_len)
 {
     struct kt_session *s = NULL;
-    CK_RV rv = kt_check_init();
-    if (rv == CKR_OK && ((in == NULL && in_len > 0) || out_len == NULL))
-        rv = CKR_ARGUMENTS_BAD;
-    if (rv == CKR_OK)
-        rv = kt_session_ref(h, &s);
+    CK_RV rv =
+        kt_op_session(h, k, (in != NULL || in_len == 0) && out_len != NULL, &s);
     if (rv == CKR_OK)
         rv = update ? kt_op_update(s, k, in, in_len, out, out_len)
                     : kt_op_oneshot(s, k, in, in_len, out, out_len);
@@ -37,11 +34,7 @@ static CK_RV final_op(const char *fn, CK_SESSION_HANDLE h, enum kt_op_kind k,
                       CK_BYTE_PTR out, CK_ULONG_PTR out_len)
 {
     struct kt_session *s = NULL;
-    CK_RV rv = kt_check_init();
-    if (rv == CKR_OK && out_len == NULL)
-        rv = CKR_ARGUMENTS_BAD;
-    if (rv == CKR_OK)
-        rv = kt_session_ref(h, &s);
+    CK_RV rv = kt_op_session(h, k, out_len != NULL, &s);
     if (rv == CKR_OK)
         rv = kt_op_finish(s, k, out, out_len);
     kt_session_unref(s);

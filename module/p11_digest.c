@@ -21,11 +21,8 @@ CK_RV C_Digest(CK_SESSION_HANDLE h, CK_BYTE_PTR data, CK_ULONG len,
                CK_BYTE_PTR out, CK_ULONG_PTR out_len)
 {
     struct kt_session *s = NULL;
-    CK_RV rv = kt_check_init();
-    if (rv == CKR_OK && ((data == NULL && len > 0) || out_len == NULL))
-        rv = CKR_ARGUMENTS_BAD;
-    if (rv == CKR_OK)
-        rv = kt_session_ref(h, &s);
+    CK_RV rv = kt_op_session(h, KT_OP_DIGEST,
+                             (data != NULL || len == 0) && out_len != NULL, &s);
     if (rv == CKR_OK)
         rv = kt_op_oneshot(s, KT_OP_DIGEST, data, len, out, out_len);
     kt_session_unref(s);
@@ -35,11 +32,7 @@ CK_RV C_Digest(CK_SESSION_HANDLE h, CK_BYTE_PTR data, CK_ULONG len,
 CK_RV C_DigestUpdate(CK_SESSION_HANDLE h, CK_BYTE_PTR part, CK_ULONG len)
 {
     struct kt_session *s = NULL;
-    CK_RV rv = kt_check_init();
-    if (rv == CKR_OK && part == NULL && len > 0)
-        rv = CKR_ARGUMENTS_BAD;
-    if (rv == CKR_OK)
-        rv = kt_session_ref(h, &s);
+    CK_RV rv = kt_op_session(h, KT_OP_DIGEST, part != NULL || len == 0, &s);
     if (rv == CKR_OK)
         rv = kt_op_update(s, KT_OP_DIGEST, part, len, NULL, NULL);
     kt_session_unref(s);
@@ -79,11 +72,7 @@ CK_RV C_DigestKey(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE key)
 CK_RV C_DigestFinal(CK_SESSION_HANDLE h, CK_BYTE_PTR out, CK_ULONG_PTR out_len)
 {
     struct kt_session *s = NULL;
-    CK_RV rv = kt_check_init();
-    if (rv == CKR_OK && out_len == NULL)
-        rv = CKR_ARGUMENTS_BAD;
-    if (rv == CKR_OK)
-        rv = kt_session_ref(h, &s);
+    CK_RV rv = kt_op_session(h, KT_OP_DIGEST, out_len != NULL, &s);
     if (rv == CKR_OK)
         rv = kt_op_finish(s, KT_OP_DIGEST, out, out_len);
     kt_session_unref(s);

@@ -66,6 +66,8 @@ static void kt_atfork_child(void)
         kt_wipe(t->ik, sizeof(t->ik));
         kt_wipe(t->seq_key, sizeof(t->seq_key));
         t->mk_loaded = false;
+        /* The parent's sessions hold the token lock, not the child's. */
+        kt_tokenlock_forget(t);
         void *v;
         for (size_t j = 0; kt_hmap_iter(&t->objects, &j, NULL, &v);)
             kt_object_free(v);
@@ -96,6 +98,8 @@ static void kt_atfork_child(void)
     kt_g.initialized = false;
     kt_g.slots = NULL;
     kt_g.n_slots = 0;
+    /* No key of the parent's is left here: dumpable as before. */
+    kt_nodump_reset(true);
 }
 
 static void kt_atfork_register(void)
@@ -145,6 +149,7 @@ CK_RV C_Initialize(CK_VOID_PTR init_args)
         goto out;
     }
     kt_log_open(cfg.log_level, cfg.log_file);
+    kt_secure_init(cfg.secure_heap_size);
     rv = kt_ossl_init();
     if (rv != CKR_OK) {
         kt_log(KT_LOG_ERROR, "OpenSSL algorithms unavailable");
@@ -190,6 +195,8 @@ CK_RV C_Finalize(CK_VOID_PTR reserved)
     }
     sess_unlock_all();
     kt_slots_free();
+    /* Every login is gone with the tokens. */
+    kt_nodump_reset(false);
     pthread_mutex_unlock(&kt_g.lock);
     kt_ossl_fini();
     kt_log_close();

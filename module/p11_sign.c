@@ -27,8 +27,8 @@ CK_RV C_Sign(CK_SESSION_HANDLE h, CK_BYTE_PTR data, CK_ULONG len,
              CK_BYTE_PTR sig, CK_ULONG_PTR sig_len)
 {
     struct kt_session *s = NULL;
-    CK_RV rv =
-        with_session(h, &s, (data != NULL || len == 0) && sig_len != NULL);
+    CK_RV rv = kt_op_session(h, KT_OP_SIGN,
+                             (data != NULL || len == 0) && sig_len != NULL, &s);
     if (rv == CKR_OK)
         rv = kt_op_oneshot(s, KT_OP_SIGN, data, len, sig, sig_len);
     kt_session_unref(s);
@@ -38,7 +38,7 @@ CK_RV C_Sign(CK_SESSION_HANDLE h, CK_BYTE_PTR data, CK_ULONG len,
 CK_RV C_SignUpdate(CK_SESSION_HANDLE h, CK_BYTE_PTR part, CK_ULONG len)
 {
     struct kt_session *s = NULL;
-    CK_RV rv = with_session(h, &s, part != NULL || len == 0);
+    CK_RV rv = kt_op_session(h, KT_OP_SIGN, part != NULL || len == 0, &s);
     if (rv == CKR_OK)
         rv = kt_op_update(s, KT_OP_SIGN, part, len, NULL, NULL);
     kt_session_unref(s);
@@ -48,7 +48,7 @@ CK_RV C_SignUpdate(CK_SESSION_HANDLE h, CK_BYTE_PTR part, CK_ULONG len)
 CK_RV C_SignFinal(CK_SESSION_HANDLE h, CK_BYTE_PTR sig, CK_ULONG_PTR sig_len)
 {
     struct kt_session *s = NULL;
-    CK_RV rv = with_session(h, &s, sig_len != NULL);
+    CK_RV rv = kt_op_session(h, KT_OP_SIGN, sig_len != NULL, &s);
     if (rv == CKR_OK)
         rv = kt_op_finish(s, KT_OP_SIGN, sig, sig_len);
     kt_session_unref(s);
@@ -70,8 +70,9 @@ CK_RV C_Verify(CK_SESSION_HANDLE h, CK_BYTE_PTR data, CK_ULONG len,
                CK_BYTE_PTR sig, CK_ULONG sig_len)
 {
     struct kt_session *s = NULL;
-    CK_RV rv = with_session(
-        h, &s, (data != NULL || len == 0) && (sig != NULL || sig_len == 0));
+    CK_RV rv = kt_op_session(
+        h, KT_OP_VERIFY,
+        (data != NULL || len == 0) && (sig != NULL || sig_len == 0), &s);
     if (rv == CKR_OK)
         rv = kt_op_verify_oneshot(s, data, len, sig, sig_len);
     kt_session_unref(s);
@@ -81,7 +82,7 @@ CK_RV C_Verify(CK_SESSION_HANDLE h, CK_BYTE_PTR data, CK_ULONG len,
 CK_RV C_VerifyUpdate(CK_SESSION_HANDLE h, CK_BYTE_PTR part, CK_ULONG len)
 {
     struct kt_session *s = NULL;
-    CK_RV rv = with_session(h, &s, part != NULL || len == 0);
+    CK_RV rv = kt_op_session(h, KT_OP_VERIFY, part != NULL || len == 0, &s);
     if (rv == CKR_OK)
         rv = kt_op_update(s, KT_OP_VERIFY, part, len, NULL, NULL);
     kt_session_unref(s);
@@ -91,7 +92,7 @@ CK_RV C_VerifyUpdate(CK_SESSION_HANDLE h, CK_BYTE_PTR part, CK_ULONG len)
 CK_RV C_VerifyFinal(CK_SESSION_HANDLE h, CK_BYTE_PTR sig, CK_ULONG sig_len)
 {
     struct kt_session *s = NULL;
-    CK_RV rv = with_session(h, &s, sig != NULL || sig_len == 0);
+    CK_RV rv = kt_op_session(h, KT_OP_VERIFY, sig != NULL || sig_len == 0, &s);
     if (rv == CKR_OK)
         rv = kt_op_verify_finish(s, sig, sig_len);
     kt_session_unref(s);

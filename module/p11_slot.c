@@ -75,9 +75,13 @@ CK_RV C_GetTokenInfo(CK_SLOT_ID slot, CK_TOKEN_INFO_PTR info)
     if (t == NULL)
         rv = CKR_SLOT_ID_INVALID;
     pthread_mutex_unlock(&kt_g.lock);
-    /* PIN counters may have moved in another process. */
+    /* PIN counters may have moved in another process (or the token was
+     * re-initialised: this process's sessions on it are then closed, and
+     * the new token is described). */
     if (rv == CKR_OK)
         rv = kt_token_sync(t);
+    if (rv == CKR_SESSION_CLOSED)
+        rv = CKR_OK;
     if (rv == CKR_OK) {
         pthread_mutex_lock(&kt_g.lock);
         kt_token_token_info(t, info);
@@ -167,8 +171,9 @@ CK_RV C_InitToken(CK_SLOT_ID slot, CK_UTF8CHAR_PTR pin, CK_ULONG pin_len,
     for (size_t i = 0; i < KT_LABEL_LEN; i++)
         lbl[i] = label[i] != 0 ? label[i] : ' ';
     /* The KDF runs with no global lock: `busy` keeps sessions and other
-     * initialisations off this token meanwhile. */
-    rv = kt_token_init(t, kt_g.cfg.token_dir, pin, pin_len, lbl);
+     * initialisations of this process off this token meanwhile, the lock
+     * file those of other processes. */
+    rv = kt_tokenlock_init_token(t, kt_g.cfg.token_dir, pin, pin_len, lbl);
     pthread_mutex_lock(&kt_g.lock);
     t->busy = false;
     if (rv == CKR_OK)

@@ -20,6 +20,13 @@ CK_RV kt_session_ref(CK_SESSION_HANDLE h, struct kt_session **out)
     pthread_rwlock_unlock(&sh->lock);
     if (s == NULL)
         return CKR_SESSION_HANDLE_INVALID;
+    /* A re-initialisation by another process reaches every call, those that
+     * never read the store (C_EncryptUpdate) included (tokenlock.c). */
+    if (kt_token_sync_due(s->token) &&
+        kt_token_sync(s->token) == CKR_SESSION_CLOSED) {
+        kt_session_unref(s);
+        return CKR_SESSION_CLOSED;
+    }
     *out = s;
     return CKR_OK;
 }
@@ -138,7 +145,8 @@ CK_STATE kt_session_state(const struct kt_session *s)
     return rw ? CKS_RW_PUBLIC_SESSION : CKS_RO_PUBLIC_SESSION;
 }
 
-CK_RV kt_session_open(CK_SLOT_ID slot, CK_FLAGS flags, CK_SESSION_HANDLE *out)
+static CK_RV session_open(CK_SLOT_ID slot, CK_FLAGS flags,
+                          CK_SESSION_HANDLE *out)
 {
     CK_RV rv = CKR_OK;
     struct kt_session *s =
@@ -166,6 +174,13 @@ CK_RV kt_session_open(CK_SLOT_ID slot, CK_FLAGS flags, CK_SESSION_HANDLE *out)
         rv = CKR_SESSION_READ_WRITE_SO_EXISTS;
         goto out;
     }
+    /* The first session of this process on the token holds the lock that
+     * keeps other processes' C_InitToken off it (tokenlock.c). */
+    if (t->session_count == 0) {
+        rv = kt_tokenlock_shared(t);
+        if (rv != CKR_OK)
+            goto out;
+    }
     s->token = t;
     /* Sessions take the shards in turn: an application's sessions (one per
      * thread, typically) then share neither a lock nor a handle counter. */
@@ -181,7 +196,15 @@ CK_RV kt_session_open(CK_SLOT_ID slot, CK_FLAGS flags, CK_SESSION_HANDLE *out)
         t->rw_session_count++;
     *out = s->handle;
 out:
+    if (rv != CKR_OK && t != NULL && t->session_count == 0)
+        kt_tokenlock_release(t);
     pthread_mutex_unlock(&kt_g.lock);
+    if (rv == KT_CKR_RETRY) {
+        /* Another process re-initialises the token: wait for it. */
+        session_free(s);
+        rv = kt_tokenlock_wait(t);
+        return rv == CKR_OK ? KT_CKR_RETRY : rv;
+    }
     if (rv != CKR_OK) {
         session_free(s);
         return rv;
@@ -192,9 +215,19 @@ out:
     if (rv != CKR_OK) {
         CK_RV ignored = kt_session_close(*out);
         (void)ignored;
-        return rv;
+        /* A re-initialisation by another process was found (and closed
+         * this new session with the others): open on the new token. */
+        return rv == CKR_SESSION_CLOSED ? KT_CKR_RETRY : rv;
     }
     return CKR_OK;
+}
+
+CK_RV kt_session_open(CK_SLOT_ID slot, CK_FLAGS flags, CK_SESSION_HANDLE *out)
+{
+    CK_RV rv = KT_CKR_RETRY;
+    for (int i = 0; i < 5 && rv == KT_CKR_RETRY; i++)
+        rv = session_open(slot, flags, out);
+    return rv == KT_CKR_RETRY ? CKR_DEVICE_ERROR : rv;
 }
 
 /* kt_g.lock held; removes the session from the table. */
@@ -211,6 +244,8 @@ static struct kt_session *session_detach(CK_SESSION_HANDLE h, bool *last)
     if (s->flags & CKF_RW_SESSION)
         t->rw_session_count--;
     *last = t->session_count == 0;
+    if (*last)
+        kt_tokenlock_release(t);
     return s;
 }
 

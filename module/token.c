@@ -15,8 +15,10 @@
 
 static struct kt_token *token_alloc(CK_SLOT_ID slot)
 {
-    /* The shards are aligned to cache lines. */
-    struct kt_token *t = aligned_alloc(_Alignof(struct kt_token), sizeof(*t));
+    /* The shards are aligned to cache lines (kt_secure_alloc: so is every
+     * block). The master key and the keys derived from it live in here:
+     * the secure heap. */
+    struct kt_token *t = kt_secure_alloc(sizeof(*t));
     if (t == NULL)
         return NULL;
     memset(t, 0, sizeof(*t));
@@ -26,6 +28,7 @@ static struct kt_token *token_alloc(CK_SLOT_ID slot)
         kt_hmap_init(&t->shards[i].labels);
     }
     t->slot_id = slot;
+    t->lock_fd = -1;
     t->login = KT_NO_LOGIN;
     t->seen_gen = -1;
     t->key_fd = -1;
@@ -60,6 +63,7 @@ void kt_token_free(struct kt_token *t)
         kt_hmap_free(&sh->labels);
         pthread_mutex_destroy(&sh->lock);
     }
+    kt_tokenlock_release(t);
     sqlite3_finalize(t->dv_stmt);
     if (t->db != NULL)
         kt_store_close(t->db);
@@ -72,7 +76,7 @@ void kt_token_free(struct kt_token *t)
         close(t->key_fd);
     pthread_mutex_destroy(&t->dblock);
     pthread_rwlock_destroy(&t->lock);
-    free(t);
+    kt_free_secret(t, sizeof(*t));
 }
 
 /* The token's files without ".db": <base>.key, <base>.seq. */
@@ -124,6 +128,8 @@ CK_RV kt_token_open(const char *path, CK_SLOT_ID slot, struct kt_token **out)
         rv = open_key(t);
     if (rv == CKR_OK)
         rv = kt_store_read_pins(t->db, path, t->pins);
+    if (rv == CKR_OK)
+        rv = kt_store_read_epoch(t->db, t->epoch);
     if (rv == CKR_OK)
         rv = kt_store_data_version(t->db, &t->dv_stmt, &t->data_version);
     if (rv != CKR_OK) {
@@ -575,6 +581,47 @@ static void manifest_verdict(struct kt_token *t, bool man_ok, bool pins_ok)
     t->man_refused = true;
 }
 
+static void drop_session_objects(struct kt_token *t, CK_SESSION_HANDLE s,
+                                 bool private_only);
+
+/* dblock held, the store's epoch differs from ours: another process
+ * re-initialised the token (its lock bypassed). Everything of the old token
+ * goes: login, master key, objects; the label is read again and every row
+ * reloaded (under the integrity key reload_key_if_replaced read). The
+ * sessions are closed by kt_token_sync once dblock is free. */
+static void reinit_seen(struct kt_token *t, const char epoch[KT_EPOCH_LEN])
+{
+    char label[KT_LABEL_LEN], serial[KT_SERIAL_LEN];
+    bool meta = kt_store_read_meta(t->db, t->path, label, serial) == CKR_OK;
+    kt_token_wrlock(t);
+    memcpy(t->epoch, epoch, KT_EPOCH_LEN);
+    if (meta)
+        memcpy(t->label, label, KT_LABEL_LEN);
+    if (t->login != KT_NO_LOGIN)
+        kt_login_drop_locked(t);
+    t->mk_loaded = false;
+    kt_wipe(t->mk, sizeof(t->mk));
+    drop_session_objects(t, 0, false);
+    void *v;
+    while (t->objects.n > 0) {
+        size_t i = 0;
+        if (!kt_hmap_iter(&t->objects, &i, NULL, &v))
+            break;
+        drop_object(t, v);
+    }
+    memset(&t->man, 0, sizeof(t->man));
+    t->man_refused = false;
+    t->man_ctr_seen = 0;
+    t->loaded = false;
+    t->seen_gen = -1;
+    t->reinit_seen = true;
+    pthread_rwlock_unlock(&t->lock);
+    kt_log(KT_LOG_WARNING,
+           "token %s was re-initialised by another process: this process's "
+           "sessions on it are closed",
+           t->path);
+}
+
 /* dblock held: a new <serial>.key (a re-initialisation by another process)
  * means a new token: its objects are all reloaded under the new key. */
 static CK_RV reload_key_if_replaced(struct kt_token *t)
@@ -627,6 +674,12 @@ static CK_RV sync_locked(struct kt_token *t)
     rv = reload_key_if_replaced(t);
     if (rv != CKR_OK)
         return rv;
+    char epoch[KT_EPOCH_LEN];
+    rv = kt_store_read_epoch(t->db, epoch);
+    if (rv != CKR_OK)
+        return rv;
+    if (memcmp(epoch, t->epoch, KT_EPOCH_LEN) != 0)
+        reinit_seen(t, epoch);
     token_base(t, base);
     int64_t seq = -1;
     const char *seq_why = NULL;
@@ -707,7 +760,14 @@ CK_RV kt_token_sync(struct kt_token *t)
         return CKR_OK;
     pthread_mutex_lock(&t->dblock);
     CK_RV rv = sync_locked(t);
+    bool reinit = t->reinit_seen;
+    t->reinit_seen = false;
     pthread_mutex_unlock(&t->dblock);
+    if (reinit) {
+        CK_RV r2 = kt_token_reinit_seen(t);
+        if (rv == CKR_OK)
+            rv = r2;
+    }
     return rv;
 }
 
@@ -1462,6 +1522,9 @@ static CK_RV reinit(struct kt_token *t, const unsigned char *so_pin,
     }
     pthread_mutex_lock(&t->dblock);
     rv = kt_store_reinit(t->db, (const char *)label, &so, &k, &man);
+    /* Our own new epoch: not another process's re-initialisation. */
+    if (rv == CKR_OK)
+        rv = kt_store_read_epoch(t->db, t->epoch);
     if (rv == CKR_OK)
         rv = kt_keyfile_install(base);
     else
@@ -1568,6 +1631,9 @@ CK_RV kt_token_init(struct kt_token *t, const char *dir,
         unlink(key);
         goto out;
     }
+    rv = kt_store_read_epoch(t->db, t->epoch);
+    if (rv != CKR_OK)
+        goto out;
     kt_token_wrlock(t);
     memcpy(t->serial, serial, KT_SERIAL_LEN);
     memcpy(t->label, label, KT_LABEL_LEN);

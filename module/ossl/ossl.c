@@ -6,6 +6,7 @@
 
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/kdf.h>
 #include <openssl/params.h>
@@ -89,6 +90,40 @@ void kt_ossl_cleanse(void *p, size_t len)
 int kt_ossl_memcmp(const void *a, const void *b, size_t len)
 {
     return CRYPTO_memcmp(a, b, len);
+}
+
+enum kt_secure_heap kt_ossl_secure_heap_init(size_t size)
+{
+    if (CRYPTO_secure_malloc_initialized())
+        return KT_SECURE_HEAP_HOST;
+    /* 16 bytes: the smallest block (an AES-128 key). */
+    ERR_set_mark();
+    int r = CRYPTO_secure_malloc_init(size, 16);
+    ERR_pop_to_mark();
+    return r == 1   ? KT_SECURE_HEAP_LOCKED
+           : r == 2 ? KT_SECURE_HEAP_UNLOCKED
+                    : KT_SECURE_HEAP_NONE;
+}
+
+void *kt_ossl_secure_malloc(size_t len)
+{
+    /* Without a secure heap OpenSSL would hand out ordinary memory from its
+     * own allocator: the caller's fallback decides instead. */
+    if (!CRYPTO_secure_malloc_initialized())
+        return NULL;
+    /* No file and line: a full heap raises no error on the queue. */
+    return CRYPTO_secure_malloc(len, NULL, 0);
+}
+
+bool kt_ossl_secure_allocated(const void *p)
+{
+    /* A range check, no lock (OpenSSL 3.0). */
+    return CRYPTO_secure_allocated(p) != 0;
+}
+
+void kt_ossl_secure_clear_free(void *p, size_t len)
+{
+    OPENSSL_secure_clear_free(p, len);
 }
 
 /* ---- ciphers -------------------------------------------------------- */

@@ -16,6 +16,21 @@ void kt_ossl_seed(const unsigned char *buf, size_t len);
 void kt_ossl_cleanse(void *p, size_t len);
 int kt_ossl_memcmp(const void *a, const void *b, size_t len);
 
+/* OpenSSL's secure heap (process-wide: the host's when it made one). */
+enum kt_secure_heap {
+    KT_SECURE_HEAP_NONE,     /* could not be made */
+    KT_SECURE_HEAP_LOCKED,   /* made here, mlock'ed, excluded from dumps */
+    KT_SECURE_HEAP_UNLOCKED, /* made here, mlock or madvise failed */
+    KT_SECURE_HEAP_HOST,     /* the host process's own */
+};
+enum kt_secure_heap kt_ossl_secure_heap_init(size_t size);
+/* NULL when the secure heap is missing or full (nothing left on the error
+ * queue). */
+void *kt_ossl_secure_malloc(size_t len);
+bool kt_ossl_secure_allocated(const void *p);
+/* p from kt_ossl_secure_malloc: cleared and freed. */
+void kt_ossl_secure_clear_free(void *p, size_t len);
+
 enum kt_cipher_mode {
     KT_AES_ECB,
     KT_AES_CBC,

@@ -213,14 +213,14 @@ CK_RV kt_seal_open_attrs(const unsigned char mk[32], int64_t id,
             return CKR_DATA_INVALID;
         unsigned char aad[16];
         size_t pl = a->ulValueLen - KT_SEAL_OVERHEAD;
-        unsigned char *p = malloc(pl ? pl : 1);
+        unsigned char *p = kt_secure_alloc(pl ? pl : 1);
         if (p == NULL)
             return CKR_HOST_MEMORY;
         aad_of(id, a->type, aad);
         CK_RV rv =
             kt_ossl_open(mk, aad, sizeof(aad), a->pValue, a->ulValueLen, p);
         if (rv != CKR_OK) {
-            free(p);
+            kt_free_secret(p, pl ? pl : 1);
             return CKR_DATA_INVALID;
         }
         kt_free_secret(a->pValue, a->ulValueLen);

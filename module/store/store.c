@@ -104,6 +104,19 @@ static CK_RV put_meta(sqlite3 *db, const char *k, const char *v, int len)
 /* The manifest row: count, write counter, acc, pins, MAC (112 bytes). */
 #define MANIFEST_LEN 112
 
+/* A new random epoch (C_InitToken), inside the caller's transaction. */
+static CK_RV put_epoch(sqlite3 *db)
+{
+    unsigned char r[KT_EPOCH_LEN / 2];
+    char hex[KT_EPOCH_LEN + 1];
+    CK_RV rv = kt_ossl_random(r, sizeof(r));
+    if (rv != CKR_OK)
+        return rv;
+    for (size_t i = 0; i < sizeof(r); i++)
+        snprintf(hex + 2 * i, 3, "%02x", r[i]);
+    return put_meta(db, "epoch", hex, KT_EPOCH_LEN);
+}
+
 static void put_le64(unsigned char *p, int64_t v)
 {
     for (int i = 0; i < 8; i++)
@@ -357,6 +370,8 @@ CK_RV kt_store_create(const char *path, const char *label, const char *serial,
     if (rv == CKR_OK)
         rv = put_pin(db, KT_PIN_SO, so);
     if (rv == CKR_OK)
+        rv = put_epoch(db);
+    if (rv == CKR_OK)
         rv = new_manifest(db, k->manifest, 0, pins, NULL);
     kt_wipe(pins, sizeof(pins));
     if (rv == CKR_OK)
@@ -454,6 +469,24 @@ CK_RV kt_store_read_meta(sqlite3 *db, const char *path,
         return CKR_DEVICE_ERROR;
     }
     return CKR_OK;
+}
+
+CK_RV kt_store_read_epoch(sqlite3 *db, char epoch[KT_EPOCH_LEN])
+{
+    sqlite3_stmt *st = NULL;
+    CK_RV rv = CKR_OK;
+    memset(epoch, 0, KT_EPOCH_LEN);
+    if (sqlite3_prepare_v2(db, "SELECT v FROM meta WHERE k = 'epoch'", -1, &st,
+                           NULL) != SQLITE_OK)
+        return db_fail(db, "read epoch");
+    int r = sqlite3_step(st);
+    if (r == SQLITE_ROW && sqlite3_column_type(st, 0) == SQLITE_TEXT &&
+        sqlite3_column_bytes(st, 0) == KT_EPOCH_LEN)
+        memcpy(epoch, sqlite3_column_text(st, 0), KT_EPOCH_LEN);
+    else if (r != SQLITE_ROW && r != SQLITE_DONE)
+        rv = db_fail(db, "read epoch");
+    sqlite3_finalize(st);
+    return rv;
 }
 
 CK_RV kt_store_read_pins(sqlite3 *db, const char *path, struct kt_pin pins[2])
@@ -828,6 +861,8 @@ CK_RV kt_store_reinit(sqlite3 *db, const char *label, const struct kt_pin *so,
         rv = put_meta(db, "label", lbl, KT_LABEL_LEN);
     if (rv == CKR_OK)
         rv = put_pin(db, KT_PIN_SO, so);
+    if (rv == CKR_OK)
+        rv = put_epoch(db);
     /* The counter keeps increasing (running processes compare it); the
      * new integrity key makes every older manifest invalid anyway. */
     if (rv == CKR_OK)

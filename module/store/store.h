@@ -26,7 +26,7 @@ struct kt_store_written {
 };
 
 /* Creates a new token database (file 0600, WAL, synchronous=FULL) with the
- * SO's PIN record and a manifest (no object) under k. */
+ * SO's PIN record, a manifest (no object) under k and a new epoch. */
 KT_NODISCARD CK_RV kt_store_create(const char *path, const char *label,
                                    const char *serial, const struct kt_pin *so,
                                    const struct kt_store_keys *k,
@@ -107,9 +107,13 @@ KT_NODISCARD CK_RV kt_store_delete_object(sqlite3 *db,
                                           const struct kt_store_keys *k,
                                           int64_t id,
                                           struct kt_store_written *w);
+/* The token's epoch (meta 'epoch'): a random value written at creation and
+ * by every re-initialisation, so running processes notice one. A file
+ * without it reads as all zero bytes. */
+KT_NODISCARD CK_RV kt_store_read_epoch(sqlite3 *db, char epoch[KT_EPOCH_LEN]);
 /* C_InitToken on an existing token: every object gone, new label, new SO
  * record, no user PIN, an empty manifest under the new keys k (its counter
- * continues). *man gets the manifest committed. */
+ * continues), a new epoch. *man gets the manifest committed. */
 KT_NODISCARD CK_RV kt_store_reinit(sqlite3 *db, const char *label,
                                    const struct kt_pin *so,
                                    const struct kt_store_keys *k,

@@ -1070,10 +1070,17 @@ START_TEST(test_always_authenticate)
     RV(CKR_OK, P->C_Sign(s, (CK_BYTE_PTR)msg, sizeof(msg), NULL, &n));
     RV(CKR_USER_NOT_LOGGED_IN,
        P->C_Sign(s, (CK_BYTE_PTR)msg, sizeof(msg), sig, &n));
+    /* that failed C_Sign ended the operation (v2.40 §5.11: C_Sign always
+     * terminates it but for CKR_BUFFER_TOO_SMALL and a length query) */
+    RV(CKR_OPERATION_NOT_INITIALIZED,
+       P->C_Login(s, CKU_CONTEXT_SPECIFIC, (CK_UTF8CHAR_PTR)USER_PIN,
+                  strlen(USER_PIN)));
+    RV(CKR_OK, P->C_SignInit(s, &m, priv));
     RV(CKR_PIN_INCORRECT,
        P->C_Login(s, CKU_CONTEXT_SPECIFIC, (CK_UTF8CHAR_PTR) "wrong-pin", 9));
     RV(CKR_USER_NOT_LOGGED_IN,
        P->C_Sign(s, (CK_BYTE_PTR)msg, sizeof(msg), sig, &n));
+    RV(CKR_OK, P->C_SignInit(s, &m, priv));
     RV(CKR_OK, P->C_Login(s, CKU_CONTEXT_SPECIFIC, (CK_UTF8CHAR_PTR)USER_PIN,
                           strlen(USER_PIN)));
     RV(CKR_OK, P->C_Sign(s, (CK_BYTE_PTR)msg, sizeof(msg), sig, &n));
@@ -1081,6 +1088,7 @@ START_TEST(test_always_authenticate)
     /* the next operation asks again, multi-part too */
     RV(CKR_OK, P->C_SignInit(s, &m, priv));
     RV(CKR_USER_NOT_LOGGED_IN, P->C_SignUpdate(s, (CK_BYTE_PTR)msg, 4));
+    RV(CKR_OK, P->C_SignInit(s, &m, priv));
     RV(CKR_OK, P->C_Login(s, CKU_CONTEXT_SPECIFIC, (CK_UTF8CHAR_PTR)USER_PIN,
                           strlen(USER_PIN)));
     RV(CKR_OK, P->C_SignUpdate(s, (CK_BYTE_PTR)msg, sizeof(msg)));

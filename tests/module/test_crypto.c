@@ -529,12 +529,21 @@ START_TEST(test_ecb_cbc_vectors_and_multipart)
         total += ol;
         off += pieces[i];
     }
-    RV(CKR_OPERATION_ACTIVE, P->C_Encrypt(s, p4, 16, out, &ol));
     ol = sizeof(out) - total;
     CK(P->C_EncryptFinal(s, out + total, &ol));
     total += ol;
     ck_assert_uint_eq(total, 64);
     ck_assert_mem_eq(out, c4, 64);
+    /* A single-part call in a multi-part operation fails, and a failed
+     * C_Encrypt ends the operation (v2.40 §5.8: it "always terminates"
+     * it but for CKR_BUFFER_TOO_SMALL and a length query). */
+    CK(P->C_EncryptInit(s, &cbc, kc));
+    ol = sizeof(out);
+    CK(P->C_EncryptUpdate(s, p4, 16, out, &ol));
+    ol = sizeof(out);
+    RV(CKR_OPERATION_ACTIVE, P->C_Encrypt(s, p4, 16, out, &ol));
+    ol = sizeof(out);
+    RV(CKR_OPERATION_NOT_INITIALIZED, P->C_EncryptFinal(s, out, &ol));
     CK(P->C_DecryptInit(s, &cbc, kc));
     bl = sizeof(back);
     CK(P->C_Decrypt(s, c4, 64, back, &bl));

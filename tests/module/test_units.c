@@ -271,6 +271,15 @@ START_TEST(test_config_parser)
     ck_assert(c.legacy_mechanisms);
     ck_assert_int_eq(parse_config("legacy_mechanisms=no\n", &c), CKR_OK);
     ck_assert(!c.legacy_mechanisms);
+    /* Safe defaults: cores off while logged in, a 1 MiB secure heap. */
+    ck_assert(!c.allow_core_dumps);
+    ck_assert_uint_eq(c.secure_heap_size, 1u << 20);
+    ck_assert_int_eq(parse_config("allow_core_dumps = yes\n"
+                                  "secure_heap_size = 4194304\n",
+                                  &c),
+                     CKR_OK);
+    ck_assert(c.allow_core_dumps);
+    ck_assert_uint_eq(c.secure_heap_size, 4u << 20);
     const char *bad[] = {
         "legacy_mechanisms = 1\n",
         "legacy_mechanisms = YES\n",
@@ -286,6 +295,9 @@ START_TEST(test_config_parser)
         "pin_max_retries = \n",
         "pin_min_length = 10\npin_max_length = 5\n",
         "log_file = x\n",
+        "allow_core_dumps = maybe\n",
+        "secure_heap_size = 100000\n",
+        "secure_heap_size = 32768\n",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         ck_assert_msg(parse_config(bad[i], &c) == CKR_ARGUMENTS_BAD,
