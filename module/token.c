@@ -584,6 +584,20 @@ static void manifest_verdict(struct kt_token *t, bool man_ok, bool pins_ok)
 static void drop_session_objects(struct kt_token *t, CK_SESSION_HANDLE s,
                                  bool private_only);
 
+/* Every token object of this process's table (lock held for writing): the
+ * token was re-initialised or its integrity key replaced, and its rows are
+ * read again. */
+static void drop_token_objects(struct kt_token *t)
+{
+    void *v;
+    while (t->objects.n > 0) {
+        size_t i = 0;
+        if (!kt_hmap_iter(&t->objects, &i, NULL, &v))
+            break;
+        drop_object(t, v);
+    }
+}
+
 /* dblock held, the store's epoch differs from ours: another process
  * re-initialised the token (its lock bypassed). Everything of the old token
  * goes: login, master key, objects; the label is read again and every row
@@ -602,13 +616,7 @@ static void reinit_seen(struct kt_token *t, const char epoch[KT_EPOCH_LEN])
     t->mk_loaded = false;
     kt_wipe(t->mk, sizeof(t->mk));
     drop_session_objects(t, 0, false);
-    void *v;
-    while (t->objects.n > 0) {
-        size_t i = 0;
-        if (!kt_hmap_iter(&t->objects, &i, NULL, &v))
-            break;
-        drop_object(t, v);
-    }
+    drop_token_objects(t);
     memset(&t->man, 0, sizeof(t->man));
     t->man_refused = false;
     t->man_ctr_seen = 0;
@@ -633,13 +641,7 @@ static CK_RV reload_key_if_replaced(struct kt_token *t)
     kt_token_wrlock(t);
     CK_RV rv = open_key(t);
     if (rv == CKR_OK) {
-        void *v;
-        while (t->objects.n > 0) {
-            size_t i = 0;
-            if (!kt_hmap_iter(&t->objects, &i, NULL, &v))
-                break;
-            drop_object(t, v);
-        }
+        drop_token_objects(t);
         t->loaded = false;
         t->seen_gen = -1;
         kt_log(KT_LOG_INFO, "token %s: new integrity key; reloaded", t->path);
@@ -1540,13 +1542,7 @@ static CK_RV reinit(struct kt_token *t, const unsigned char *so_pin,
         rv = open_key(t);
         memcpy(t->label, label, KT_LABEL_LEN);
         drop_session_objects(t, 0, false);
-        void *v;
-        while (t->objects.n > 0) {
-            size_t i = 0;
-            if (!kt_hmap_iter(&t->objects, &i, NULL, &v))
-                break;
-            drop_object(t, v);
-        }
+        drop_token_objects(t);
         t->man_refused = false;
         t->man_ctr_seen = 0;
         pthread_rwlock_unlock(&t->lock);

@@ -153,20 +153,6 @@ uint64_t kt_keyfile_ino(const char *base)
     return stat(path, &st) == 0 ? (uint64_t)st.st_ino : 0;
 }
 
-static void put_le64(unsigned char *p, int64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (unsigned char)((uint64_t)v >> (8 * i));
-}
-
-static int64_t get_le64(const unsigned char *p)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++)
-        v |= (uint64_t)p[i] << (8 * i);
-    return (int64_t)v;
-}
-
 static CK_RV seq_mac(const unsigned char seq_key[32],
                      const char serial[KT_SERIAL_LEN],
                      const unsigned char ctr[8], unsigned char out[32])
@@ -191,7 +177,7 @@ static bool seq_slot(const unsigned char *b, const unsigned char seq_key[32],
               kt_ossl_memcmp(want, b + 16, 32) == 0;
     kt_wipe(want, sizeof(want));
     if (ok)
-        *ctr = get_le64(b + 8);
+        *ctr = (int64_t)kt_store_get_le64(b + 8);
     return ok;
 }
 
@@ -221,7 +207,7 @@ static CK_RV seq_read_fd(int f, const unsigned char seq_key[32],
 static void seq_record(unsigned char b[SEQ_LEN], int64_t ctr)
 {
     memcpy(b, seq_magic, 8);
-    put_le64(b + 8, ctr);
+    kt_store_put_le64(b + 8, (uint64_t)ctr);
 }
 
 CK_RV kt_seq_read(const char *base, const unsigned char seq_key[32],

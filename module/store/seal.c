@@ -41,22 +41,16 @@ static bool sealed_attr(CK_OBJECT_CLASS cls, bool priv, CK_ATTRIBUTE_TYPE type)
     return priv && cls == CKO_DATA && type == CKA_VALUE;
 }
 
-static void le64(unsigned char *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (unsigned char)(v >> (8 * i));
-}
-
 static void aad_of(int64_t id, CK_ATTRIBUTE_TYPE type, unsigned char aad[16])
 {
-    le64(aad, (uint64_t)id);
-    le64(aad + 8, (uint64_t)type);
+    kt_store_put_le64(aad, (uint64_t)id);
+    kt_store_put_le64(aad + 8, (uint64_t)type);
 }
 
 static void idgen_of(int64_t id, int64_t gen, unsigned char out[16])
 {
-    le64(out, (uint64_t)id);
-    le64(out + 8, (uint64_t)gen);
+    kt_store_put_le64(out, (uint64_t)id);
+    kt_store_put_le64(out + 8, (uint64_t)gen);
 }
 
 /* The generation is bound in: an older authentic copy of a record carries
@@ -86,7 +80,7 @@ static size_t pin_encode(const struct kt_pin *p, unsigned char *b)
         return o;
     memcpy(b + o, p->salt, sizeof(p->salt));
     o += sizeof(p->salt);
-    le64(b + o, p->cost);
+    kt_store_put_le64(b + o, p->cost);
     o += 8;
     memcpy(b + o, p->verifier, sizeof(p->verifier));
     o += sizeof(p->verifier);
@@ -98,7 +92,7 @@ static size_t pin_encode(const struct kt_pin *p, unsigned char *b)
     o += sizeof(p->box);
     memcpy(b + o, p->bind, sizeof(p->bind));
     o += sizeof(p->bind);
-    le64(b + o, (uint64_t)p->failures);
+    kt_store_put_le64(b + o, (uint64_t)p->failures);
     o += 8;
     return o;
 }
@@ -131,8 +125,8 @@ static CK_RV manifest_mac(const unsigned char man_key[32],
                           const struct kt_manifest *m, unsigned char out[32])
 {
     unsigned char cc[16], ap[64];
-    le64(cc, (uint64_t)m->count);
-    le64(cc + 8, (uint64_t)m->ctr);
+    kt_store_put_le64(cc, (uint64_t)m->count);
+    kt_store_put_le64(cc + 8, (uint64_t)m->ctr);
     memcpy(ap, m->acc, 32);
     memcpy(ap + 32, m->pins, 32);
     return kt_ossl_hmac256(man_key, 32, man_label, sizeof(man_label), cc,

@@ -117,20 +117,6 @@ static CK_RV put_epoch(sqlite3 *db)
     return put_meta(db, "epoch", hex, KT_EPOCH_LEN);
 }
 
-static void put_le64(unsigned char *p, int64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (unsigned char)((uint64_t)v >> (8 * i));
-}
-
-static int64_t get_le64(const unsigned char *p)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++)
-        v |= (uint64_t)p[i] << (8 * i);
-    return (int64_t)v;
-}
-
 static CK_RV read_manifest(sqlite3 *db, struct kt_manifest *m)
 {
     sqlite3_stmt *st = NULL;
@@ -143,8 +129,8 @@ static CK_RV read_manifest(sqlite3 *db, struct kt_manifest *m)
     if (r == SQLITE_ROW && sqlite3_column_type(st, 0) == SQLITE_BLOB &&
         sqlite3_column_bytes(st, 0) == MANIFEST_LEN) {
         const unsigned char *b = sqlite3_column_blob(st, 0);
-        m->count = get_le64(b);
-        m->ctr = get_le64(b + 8);
+        m->count = (int64_t)kt_store_get_le64(b);
+        m->ctr = (int64_t)kt_store_get_le64(b + 8);
         memcpy(m->acc, b + 16, 32);
         memcpy(m->pins, b + 48, 32);
         memcpy(m->mac, b + 80, 32);
@@ -163,8 +149,8 @@ static CK_RV write_manifest(sqlite3 *db, const struct kt_manifest *m,
     sqlite3_stmt *st = NULL;
     unsigned char b[MANIFEST_LEN];
     CK_RV rv = CKR_OK;
-    put_le64(b, m->count);
-    put_le64(b + 8, m->ctr);
+    kt_store_put_le64(b, (uint64_t)m->count);
+    kt_store_put_le64(b + 8, (uint64_t)m->ctr);
     memcpy(b + 16, m->acc, 32);
     memcpy(b + 48, m->pins, 32);
     memcpy(b + 80, m->mac, 32);

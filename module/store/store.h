@@ -14,6 +14,21 @@
  * refused, not upgraded: an upgrade that creates what is missing (a
  * manifest, an integrity key) over whatever rows exist would bless a file
  * edited before the upgrade. */
+/* Fixed-width integers in stored records and MAC inputs: little-endian. */
+static inline void kt_store_put_le64(unsigned char *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static inline uint64_t kt_store_get_le64(const unsigned char *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v |= (uint64_t)p[i] << (8 * i);
+    return v;
+}
+
 #define KT_STORE_FORMAT "keytier-token-3"
 
 /* What an object write committed: the row's generation and record MAC, its

@@ -199,3 +199,14 @@ bool kt_test_log_contains(const char *needle)
     fclose(fp);
     return found;
 }
+
+void kt_test_token_db_path(char *out, size_t len)
+{
+    char cmd[400];
+    snprintf(cmd, sizeof(cmd), "ls %s/tokens/*.db", kt_test_dir);
+    FILE *fp = popen(cmd, "r");
+    ck_assert_ptr_nonnull(fp);
+    ck_assert_ptr_nonnull(fgets(out, (int)len, fp));
+    out[strcspn(out, "\n")] = '\0';
+    pclose(fp);
+}

@@ -39,6 +39,9 @@ CK_OBJECT_HANDLE kt_test_aes_key(CK_SESSION_HANDLE s, CK_ULONG len, bool token,
 CK_OBJECT_HANDLE kt_test_wrap_key(CK_SESSION_HANDLE s, CK_ULONG len, bool token,
                                   bool extractable, const char *label);
 bool kt_test_log_contains(const char *needle);
+/* The path of the only token database (keytier: tokens/<serial>.db) in the
+ * test's token directory. */
+void kt_test_token_db_path(char *out, size_t len);
 /* Runs a shell command (for tamper edits with sqlite3). */
 int kt_test_sh(const char *fmt, ...);
 

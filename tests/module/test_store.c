@@ -37,17 +37,6 @@ static void encrypt_block(CK_SESSION_HANDLE s, CK_OBJECT_HANDLE k,
     CK(P->C_Encrypt(s, in, 16, out, &ol));
 }
 
-static void token_db_path(char *out, size_t len)
-{
-    char cmd[400];
-    snprintf(cmd, sizeof(cmd), "ls %s/tokens/*.db", kt_test_dir);
-    FILE *fp = popen(cmd, "r");
-    ck_assert_ptr_nonnull(fp);
-    ck_assert_ptr_nonnull(fgets(out, (int)len, fp));
-    out[strcspn(out, "\n")] = '\0';
-    pclose(fp);
-}
-
 START_TEST(test_objects_survive_finalize_and_process)
 {
     CK(P->C_Initialize(NULL));
@@ -91,7 +80,7 @@ START_TEST(test_objects_survive_finalize_and_process)
     /* files are private */
     char db[512];
     struct stat sb;
-    token_db_path(db, sizeof(db));
+    kt_test_token_db_path(db, sizeof(db));
     ck_assert_int_eq(stat(db, &sb), 0);
     ck_assert_int_eq(sb.st_mode & 0777, 0600);
     char dir[300];
@@ -284,7 +273,7 @@ START_TEST(test_tampered_object_refused)
     (void)kt_test_aes_key(s, 32, true, false, "bystander");
     CK(P->C_Finalize(NULL));
     char db[512];
-    token_db_path(db, sizeof(db));
+    kt_test_token_db_path(db, sizeof(db));
     flip_extractable(db);
     CK(P->C_Initialize(NULL));
     s = kt_test_user_session(kt_test_token_slot("tamper"));
@@ -317,7 +306,7 @@ START_TEST(test_tamper_noticed_while_logged_in)
     (void)kt_test_aes_key(s, 32, true, false, "root");
     ck_assert_uint_eq(find_label(s, "root", NULL), 1);
     char db[512];
-    token_db_path(db, sizeof(db));
+    kt_test_token_db_path(db, sizeof(db));
     flip_extractable(db);
     ck_assert_uint_eq(find_label(s, "root", NULL), 0);
     ck_assert(kt_test_log_contains("refused: integrity check failed"));
@@ -330,7 +319,7 @@ START_TEST(test_damaged_database_refused)
     (void)kt_test_new_token("victim");
     CK(P->C_Finalize(NULL));
     char db[512];
-    token_db_path(db, sizeof(db));
+    kt_test_token_db_path(db, sizeof(db));
     /* wrong format marker */
     db_exec(db, "UPDATE meta SET v = 'something-else' WHERE k = 'format'");
     CK(P->C_Initialize(NULL));
@@ -374,7 +363,7 @@ START_TEST(test_secrets_not_in_file)
     CK(P->C_CreateObject(s, t, 4, &h));
     CK(P->C_Finalize(NULL));
     char db[512];
-    token_db_path(db, sizeof(db));
+    kt_test_token_db_path(db, sizeof(db));
     ck_assert_int_ne(kt_test_sh("cat '%s'* | grep -q KEYMATERIAL-MUST", db), 0);
     ck_assert_int_ne(kt_test_sh("cat '%s'* | grep -q '%s'", db, USER_PIN), 0);
 }
@@ -513,7 +502,7 @@ START_TEST(test_rolled_back_record_refused)
     CK_OBJECT_HANDLE k = kt_test_aes_key(s, 32, true, true, "was-exportable");
     (void)kt_test_aes_key(s, 32, true, false, "bystander");
     char db[512];
-    token_db_path(db, sizeof(db));
+    kt_test_token_db_path(db, sizeof(db));
     struct saved_row old;
     save_row(db, "was-exportable", &old);
     CK_BBOOL no = CK_FALSE;
@@ -547,7 +536,7 @@ START_TEST(test_reinserted_record_refused)
     CK_OBJECT_HANDLE k = kt_test_aes_key(s, 32, true, true, "destroyed-root");
     (void)kt_test_aes_key(s, 32, true, false, "bystander");
     char db[512];
-    token_db_path(db, sizeof(db));
+    kt_test_token_db_path(db, sizeof(db));
     struct saved_row old;
     save_row(db, "destroyed-root", &old);
     CK(P->C_DestroyObject(s, k));
@@ -573,7 +562,7 @@ START_TEST(test_removed_record_detected)
     (void)kt_test_aes_key(s, 32, true, false, "bystander");
     CK(P->C_Finalize(NULL));
     char db[512];
-    token_db_path(db, sizeof(db));
+    kt_test_token_db_path(db, sizeof(db));
     struct saved_row old;
     save_row(db, "vanishes", &old);
     free(old.attrs);
@@ -670,7 +659,7 @@ START_TEST(test_format1_refused)
     (void)kt_test_aes_key(s, 16, true, false, "k");
     CK(P->C_Finalize(NULL));
     char db[512];
-    token_db_path(db, sizeof(db));
+    kt_test_token_db_path(db, sizeof(db));
     db_exec(db, "UPDATE meta SET v = 'keytier-token-1' WHERE k = 'format'; "
                 "DELETE FROM meta WHERE k = 'manifest'");
     CK(P->C_Initialize(NULL));
@@ -690,7 +679,7 @@ START_TEST(test_format2_refused)
     (void)kt_test_new_token("older");
     CK(P->C_Finalize(NULL));
     char db[512];
-    token_db_path(db, sizeof(db));
+    kt_test_token_db_path(db, sizeof(db));
     db_exec(db, "UPDATE meta SET v = 'keytier-token-2' WHERE k = 'format'");
     CK(P->C_Initialize(NULL));
     CK_ULONG n = 0;
@@ -717,7 +706,7 @@ START_TEST(test_key_and_seq_files_required)
     CK(P->C_CreateObject(s, t, 4, &h));
     CK(P->C_Finalize(NULL));
     char db[512], base[512];
-    token_db_path(db, sizeof(db));
+    kt_test_token_db_path(db, sizeof(db));
     snprintf(base, sizeof(base), "%.*s", (int)strlen(db) - 3, db);
     ck_assert_int_eq(
         kt_test_sh("test -f '%s.key' && test -f '%s.seq'", base, base), 0);
@@ -804,7 +793,7 @@ START_TEST(test_database_ahead_of_seq_accepted)
     CK_SESSION_HANDLE s = kt_test_user_session(kt_test_new_token("ahead"));
     CK(P->C_Finalize(NULL));
     char db[512], base[512];
-    token_db_path(db, sizeof(db));
+    kt_test_token_db_path(db, sizeof(db));
     snprintf(base, sizeof(base), "%.*s", (int)strlen(db) - 3, db);
     ck_assert_int_eq(kt_test_sh("cp '%s.seq' '%s/old.seq'", base, kt_test_dir),
                      0);

@@ -111,24 +111,12 @@ static int token_files_replace(const void *from, const void *to, size_t len)
     return rep_count;
 }
 
-/* keytier's database file (the only *.db of the token directory). */
-static void db_path(char *out, size_t len)
-{
-    char cmd[400];
-    snprintf(cmd, sizeof(cmd), "ls %s/tokens/*.db", kt_test_dir);
-    FILE *fp = popen(cmd, "r");
-    ck_assert_ptr_nonnull(fp);
-    ck_assert_ptr_nonnull(fgets(out, (int)len, fp));
-    out[strcspn(out, "\n")] = '\0';
-    pclose(fp);
-}
-
 static void db_exec(const char *sql)
 {
     char db[512];
     sqlite3 *h;
     char *err = NULL;
-    db_path(db, sizeof(db));
+    kt_test_token_db_path(db, sizeof(db));
     ck_assert_int_eq(sqlite3_open(db, &h), SQLITE_OK);
     ck_assert_msg(sqlite3_exec(h, sql, NULL, NULL, &err) == SQLITE_OK, "%s",
                   err != NULL ? err : "");
@@ -295,7 +283,7 @@ static void inject_row(const char *label, const char *as)
     char db[512];
     sqlite3 *h;
     sqlite3_stmt *st, *ins;
-    db_path(db, sizeof(db));
+    kt_test_token_db_path(db, sizeof(db));
     ck_assert_int_eq(sqlite3_open(db, &h), SQLITE_OK);
     ck_assert_int_eq(sqlite3_prepare_v2(h,
                                         "SELECT id, attrs, mac, (SELECT "
@@ -400,7 +388,7 @@ START_TEST(test_database_rolled_back)
                          0);
     } else {
         char db[512];
-        db_path(db, sizeof(db));
+        kt_test_token_db_path(db, sizeof(db));
         const char *name = strrchr(db, '/') + 1;
         ck_assert_int_eq(kt_test_sh("rm -f '%s-wal' '%s-shm'; cp "
                                     "'%s/backup/%s' '%s'",
@@ -484,7 +472,7 @@ START_TEST(test_old_pin_record_restored)
             0);
     } else {
         char db[512], sql[1200];
-        db_path(db, sizeof(db));
+        kt_test_token_db_path(db, sizeof(db));
         const char *name = strrchr(db, '/') + 1;
         snprintf(sql, sizeof(sql),
                  "ATTACH '%s/before-change/%s' AS old; DELETE FROM main.pins; "

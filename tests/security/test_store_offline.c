@@ -22,17 +22,6 @@
 
 #define N(a) (sizeof(a) / sizeof((a)[0]))
 
-static void db_path(char *out, size_t len)
-{
-    char cmd[400];
-    snprintf(cmd, sizeof(cmd), "ls %s/tokens/*.db", kt_test_dir);
-    FILE *fp = popen(cmd, "r");
-    ck_assert_ptr_nonnull(fp);
-    ck_assert_ptr_nonnull(fgets(out, (int)len, fp));
-    out[strcspn(out, "\n")] = '\0';
-    pclose(fp);
-}
-
 static void read_serial(sqlite3 *h, char serial[KT_SERIAL_LEN])
 {
     sqlite3_stmt *st;
@@ -75,7 +64,7 @@ START_TEST(test_offline_old_pin_record)
     CK_SESSION_HANDLE s = kt_test_user_session(kt_test_new_token("offline"));
     CK(P->C_Finalize(NULL));
     char db[512];
-    db_path(db, sizeof(db));
+    kt_test_token_db_path(db, sizeof(db));
     ck_assert_int_eq(kt_test_sh("cp '%s' '%s/old-copy.db'", db, kt_test_dir),
                      0);
     CK(P->C_Initialize(NULL));
@@ -267,7 +256,7 @@ START_TEST(test_key_replaced_and_database_remaced)
     (void)kt_test_aes_key(s, 32, true, false, "root");
     CK(P->C_Finalize(NULL));
     char db[512];
-    db_path(db, sizeof(db));
+    kt_test_token_db_path(db, sizeof(db));
     remac_with_own_key(db);
 
     CK(P->C_Initialize(NULL));
@@ -335,7 +324,7 @@ START_TEST(test_public_key_substituted)
 
     char db[512], base[512], key[600], serial[KT_SERIAL_LEN];
     unsigned char ik[32], man_key[32], seq_key[32], priv[32], pub[32];
-    db_path(db, sizeof(db));
+    kt_test_token_db_path(db, sizeof(db));
     snprintf(base, sizeof(base), "%.*s", (int)strlen(db) - 3, db);
     snprintf(key, sizeof(key), "%s.key", base);
     FILE *fp = fopen(key, "rb");
