@@ -43,7 +43,7 @@ bool kt_test_log_contains(const char *needle);
  * test's token directory. */
 void kt_test_token_db_path(char *out, size_t len);
 /* Runs a shell command (for tamper edits with sqlite3). */
-int kt_test_sh(const char *fmt, ...);
+int kt_test_sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 #define CK(call)                                                               \
     do {                                                                       \
