@@ -624,10 +624,6 @@ static void reinit_seen(struct kt_token *t, const char epoch[KT_EPOCH_LEN])
     t->seen_gen = -1;
     t->reinit_seen = true;
     pthread_rwlock_unlock(&t->lock);
-    kt_log(KT_LOG_WARNING,
-           "token %s was re-initialised by another process: this process's "
-           "sessions on it are closed",
-           t->path);
 }
 
 /* dblock held: a new <serial>.key (a re-initialisation by another process)
