@@ -13,7 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "../ossl/ossl.h"
+#include "ossl/ossl.h"
 
 static const char seq_magic[8] = "KTSEQ3\n";
 static const char seq_label[] = "keytier seq v3";

@@ -6,7 +6,7 @@
  * its PIN, and an old record (an old private key) opens only the old box. */
 #include <string.h>
 
-#include "../ossl/ossl.h"
+#include "ossl/ossl.h"
 #include "store.h"
 
 static const char verifier_label[] = "keytier pin verifier v1";

@@ -1,7 +1,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../ossl/ossl.h"
+#include "ossl/ossl.h"
 #include "store.h"
 
 /* Format 3: the record MAC, manifest and .seq keys are derived from the

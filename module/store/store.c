@@ -8,7 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "../ossl/ossl.h"
+#include "ossl/ossl.h"
 
 static CK_RV db_fail(sqlite3 *db, const char *what)
 {

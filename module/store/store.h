@@ -5,7 +5,7 @@
 #include <stdint.h>
 #include <sqlite3.h>
 
-#include "../kt.h"
+#include "kt.h"
 
 /* Format 3 keys record MACs, the manifest and the PIN records with the
  * token's integrity key (<serial>.key, beside the database), checks every

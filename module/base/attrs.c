@@ -553,3 +553,11 @@ CK_RV kt_attr_export(const CK_ATTRIBUTE *internal, CK_ATTRIBUTE *out)
     out->ulValueLen = internal->ulValueLen;
     return CKR_OK;
 }
+
+void kt_shared_attrs_unref(struct kt_shared_attrs *sa)
+{
+    if (sa != NULL && atomic_fetch_sub(&sa->refs, 1) == 1) {
+        kt_attrs_clear(&sa->attrs);
+        free(sa);
+    }
+}

@@ -29,7 +29,8 @@
  * since it was read; read it again and retry. */
 #define KT_CKR_RETRY ((CK_RV)(CKR_VENDOR_DEFINED | 0x4b540001UL))
 
-/* ---- secrets (log.c) ------------------------------------------------ */
+/* ---- secrets (base/log.c; kt_nodump_* in core/nodump.c)
+ * ------------------------------------------------ */
 void kt_wipe(void *p, size_t len);
 /* Wiped and freed; from kt_secure_alloc or malloc alike. */
 void kt_free_secret(void *p, size_t len);
@@ -127,6 +128,10 @@ bool kt_schema_valid(CK_OBJECT_CLASS cls, CK_KEY_TYPE kt,
 /* The value is sealed in the store and never leaves a sensitive or
  * non-extractable object. */
 bool kt_schema_secret(CK_OBJECT_CLASS cls, CK_ATTRIBUTE_TYPE type);
+/* legacy_mechanisms (config): the mechanism and key-role policy of the
+ * module (kt_mech_flags, key roles) reads it here, set by C_Initialize. */
+void kt_schema_legacy_set(bool on);
+bool kt_schema_legacy(void);
 
 enum kt_create_how {
     KT_CREATE_OBJECT,   /* C_CreateObject */
@@ -164,14 +169,6 @@ KT_NODISCARD CK_RV kt_schema_check_value(CK_OBJECT_CLASS cls, CK_KEY_TYPE kt,
 
 /* ---- objects (object.c) --------------------------------------------- */
 struct kt_token;
-
-/* An immutable, reference-counted copy of an object's attributes: key
- * snapshots share it instead of copying attributes on every operation. */
-struct kt_shared_attrs {
-    atomic_int refs;
-    kt_attrs attrs;
-};
-void kt_shared_attrs_unref(struct kt_shared_attrs *sa);
 
 struct kt_object {
     CK_OBJECT_HANDLE handle;

@@ -59,7 +59,7 @@ static CK_RV key_build(CK_OBJECT_CLASS cls, CK_KEY_TYPE type, const kt_attrs *a,
 
 /* The object's family cache: the parsed key with its facts and operation
  * templates (ossl/asym.c), built on first use after login and kept on the
- * object (kt_object_set_cache) until it changes or the user logs out. */
+ * object (kt_key.keep_cache) until it changes or the user logs out. */
 struct asym_cache {
     struct kt_cache base; /* first: the core holds this */
     kt_asym_key *key;
@@ -102,9 +102,10 @@ static CK_RV key_get(const struct kt_key *k, struct asym_cache **out)
     }
     c->base.destroy = asym_cache_destroy;
     /* One reference for the caller, one for the object (if it takes it). */
-    atomic_init(&c->base.refs, k->token != NULL ? 2 : 1);
-    if (k->token != NULL)
-        kt_object_set_cache(k->token, k->handle, &c->base);
+    bool keep = k->token != NULL && k->keep_cache != NULL;
+    atomic_init(&c->base.refs, keep ? 2 : 1);
+    if (keep)
+        k->keep_cache(k->token, k->handle, &c->base);
     *out = c;
     return CKR_OK;
 }

@@ -52,7 +52,14 @@ struct kt_cache *kt_cache_ref(struct kt_cache *c);
 void kt_cache_unref(struct kt_cache *c);
 
 struct kt_key {
-    struct kt_token *token; /* for kt_object_set_pkey() */
+    /* The object the key was read from (token NULL: a key made for one
+     * operation only). keep_cache hands a family cache built from the key
+     * to that object (the core's kt_object_set_cache: the mechanisms below
+     * the core reach the object index only through it); it takes one
+     * reference. */
+    struct kt_token *token;
+    void (*keep_cache)(struct kt_token *t, CK_OBJECT_HANDLE h,
+                       struct kt_cache *cache);
     CK_OBJECT_HANDLE handle;
     CK_OBJECT_CLASS cls;
     CK_KEY_TYPE type;

@@ -6,14 +6,6 @@
 #include "ossl/ossl.h"
 #include "kt_asym.h" /* module-asym */
 
-void kt_shared_attrs_unref(struct kt_shared_attrs *sa)
-{
-    if (sa != NULL && atomic_fetch_sub(&sa->refs, 1) == 1) {
-        kt_attrs_clear(&sa->attrs);
-        free(sa);
-    }
-}
-
 void kt_object_attrs_changed(struct kt_object *o)
 {
     kt_shared_attrs_unref(atomic_exchange(&o->shared, NULL));
@@ -571,6 +563,7 @@ CK_RV kt_key_snapshot(struct kt_token *t, CK_OBJECT_HANDLE h,
             key->shared = sa;
             key->attrs = sa->attrs;
             key->token = t;
+            key->keep_cache = kt_object_set_cache;
             key->handle = h;
             key->cls = o->cls;
             key->type = o->key_type;
