@@ -171,7 +171,7 @@ if [ -n "$nodiscard" ]; then
       print "check-layers: " at[n] ": " n " returns CK_RV but is not " m }' \
     "$work/ndall" | sort | tee "$work/nd"
   [ -s "$work/nd" ] && fail=1
-  (cd "$src" && grep -rnE 'warn_unused_result|nodiscard' "$tree" |
+  (cd "$src" && grep -rnE 'warn_unused_result|\[\[(gnu::)?nodiscard' "$tree" |
     grep -v "define $nodiscard" || true) | tee "$work/nd2"
   if [ -s "$work/nd2" ]; then
     echo "check-layers: spell must-use results $nodiscard (above)"

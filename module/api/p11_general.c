@@ -103,7 +103,7 @@ static void kt_atfork_register(void)
     pthread_atfork(kt_atfork_prepare, kt_atfork_parent, kt_atfork_child);
 }
 
-static CK_RV check_init_args(const CK_C_INITIALIZE_ARGS *a)
+static KT_NODISCARD CK_RV check_init_args(const CK_C_INITIALIZE_ARGS *a)
 {
     if (a->pReserved != NULL)
         return CKR_ARGUMENTS_BAD;

@@ -76,7 +76,8 @@ KT_NODISCARD CK_RV kt_attrs_parse(kt_attrs *a, const unsigned char *in,
 /* Copy one internal value out to a caller CK_ATTRIBUTE following
  * C_GetAttributeValue rules (length query, CKR_BUFFER_TOO_SMALL, nested
  * template arrays). */
-CK_RV kt_attr_export(const CK_ATTRIBUTE *internal, CK_ATTRIBUTE *out);
+KT_NODISCARD CK_RV kt_attr_export(const CK_ATTRIBUTE *internal,
+                                  CK_ATTRIBUTE *out);
 
 /* An immutable, reference-counted copy of an object's attributes: key
  * snapshots share it instead of copying attributes on every operation. */

@@ -317,7 +317,8 @@ static bool key_type_fits(CK_OBJECT_CLASS cls, CK_KEY_TYPE kt)
     }
 }
 
-static CK_RV check_kind(const struct kt_attr_rule *r, const CK_ATTRIBUTE *a)
+static KT_NODISCARD CK_RV check_kind(const struct kt_attr_rule *r,
+                                     const CK_ATTRIBUTE *a)
 {
     switch (r->kind) {
     case KT_KIND_BOOL:

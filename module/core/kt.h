@@ -708,7 +708,7 @@ struct kt_module {
 extern struct kt_module kt_g;
 
 /* CKR_CRYPTOKI_NOT_INITIALIZED unless C_Initialize ran in this process. */
-CK_RV kt_check_init(void);
+KT_NODISCARD CK_RV kt_check_init(void);
 /* Slot lookup and the token directory scan (token.c; kt_g.lock held). */
 struct kt_token *kt_slot_token(CK_SLOT_ID id);
 KT_NODISCARD CK_RV kt_slots_scan(void);
@@ -717,6 +717,6 @@ void kt_slots_free(void);
 KT_NODISCARD CK_RV kt_slots_add_free(void);
 
 /* Trace of one entry point's result at debug level. */
-CK_RV kt_trace(const char *fn, CK_RV rv);
+KT_NODISCARD CK_RV kt_trace(const char *fn, CK_RV rv);
 
 #endif

@@ -234,8 +234,9 @@ out:
 }
 
 /* Copies the attributes of a visible object. */
-static CK_RV object_snapshot(struct kt_token *t, CK_OBJECT_HANDLE h,
-                             kt_attrs *out, struct kt_object *meta)
+static KT_NODISCARD CK_RV object_snapshot(struct kt_token *t,
+                                          CK_OBJECT_HANDLE h, kt_attrs *out,
+                                          struct kt_object *meta)
 {
     CK_RV rv = CKR_OK;
     pthread_rwlock_rdlock(&t->lock);
@@ -255,8 +256,9 @@ static CK_RV object_snapshot(struct kt_token *t, CK_OBJECT_HANDLE h,
     return rv;
 }
 
-static CK_RV apply_changes(struct kt_token *tok, kt_attrs *cur,
-                           const CK_ATTRIBUTE *t, CK_ULONG n, bool copying)
+static KT_NODISCARD CK_RV apply_changes(struct kt_token *tok, kt_attrs *cur,
+                                        const CK_ATTRIBUTE *t, CK_ULONG n,
+                                        bool copying)
 {
     kt_attrs ch;
     kt_attrs_init(&ch);
@@ -279,7 +281,7 @@ struct set_ctx {
     CK_ULONG n;
 };
 
-static CK_RV set_change(void *vctx, kt_attrs *cur)
+static KT_NODISCARD CK_RV set_change(void *vctx, kt_attrs *cur)
 {
     struct set_ctx *c = vctx;
     if (!kt_attrs_get_bool(cur, CKA_MODIFIABLE, true))
@@ -432,7 +434,7 @@ struct find_out {
     size_t n, cap;
 };
 
-static CK_RV find_push(struct find_out *f, CK_OBJECT_HANDLE h)
+static KT_NODISCARD CK_RV find_push(struct find_out *f, CK_OBJECT_HANDLE h)
 {
     if (f->n == f->cap) {
         size_t cap = f->cap ? f->cap * 2 : 16;
