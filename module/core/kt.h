@@ -76,12 +76,16 @@ struct kt_config {
     bool allow_core_dumps;
     size_t secure_heap_size; /* bytes, a power of two */
 };
-/* Reads KEYTIER_CONF (or the defaults). Failures are logged to stderr with
- * the file, line and key, and give CKR_ARGUMENTS_BAD... per TEAM.md. */
+/* Reads KEYTIER_CONF (or the defaults). Every key is a row of one table
+ * (kt_config_table, read by common/kt_conf.c): a bad value, an unknown key
+ * or a key given twice is refused with CKR_ARGUMENTS_BAD and one logged
+ * message naming the file, the line, the key and the fix. */
 KT_NODISCARD CK_RV kt_config_load(struct kt_config *cfg);
 KT_NODISCARD CK_RV kt_config_parse_file(struct kt_config *cfg,
                                         const char *path);
 void kt_config_defaults(struct kt_config *cfg);
+struct kt_conf_key;
+const struct kt_conf_key *kt_config_table(size_t *n);
 
 /* ---- handles (handles.c): counters never reused, looked up in a hash -- */
 /* Tables that threads write concurrently (sessions, session objects) are
