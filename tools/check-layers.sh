@@ -19,17 +19,22 @@
 #                      C_* entry points, is declared with MACRO, and no
 #                      other spelling of warn_unused_result / nodiscard is
 #                      used in TREE
+#   --only FOLDER=ERE  only FOLDER's files may use external symbols matching
+#                      the extended regular expression ERE (e.g. the
+#                      library only one folder wraps); may be repeated
 #   --print            print the file-level edges (caller -> callee)
 # Exit status: 0 clean, 1 a rule broken (each break printed), 2 usage.
 set -euo pipefail
 
 acyclic=0
 nodiscard=
+only=()
 print=0
 while [ $# -gt 0 ]; do
   case $1 in
     --acyclic) acyclic=1; shift ;;
     --nodiscard) nodiscard=$2; shift 2 ;;
+    --only) only+=("$2"); shift 2 ;;
     --print) print=1; shift ;;
     --) shift; break ;;
     -*) echo "check-layers: unknown option $1" >&2; exit 2 ;;
@@ -37,7 +42,8 @@ while [ $# -gt 0 ]; do
   esac
 done
 if [ $# -lt 3 ]; then
-  echo "usage: check-layers.sh [--acyclic] [--nodiscard MACRO] [--print]" \
+  echo "usage: check-layers.sh [--acyclic] [--nodiscard MACRO]" \
+    "[--only FOLDER=ERE]... [--print]" \
     "BUILD_DIR TREE LAYER..." >&2
   exit 2
 fi
@@ -148,6 +154,19 @@ if [ "$acyclic" = 1 ]; then
         sort -u | tr '\n' ' ')"
   fi
 fi
+
+# Optional rule: symbols of an outside library used by one folder only.
+for rule in "${only[@]}"; do
+  owner=${rule%%=*}
+  ere=${rule#*=}
+  awk -F'\t' -v t="$tree/$owner/" -v e="$ere" '
+    NR == FNR { def[$1] = 1; next }
+    index($1, t) != 1 && !($2 in def) && $2 ~ e { print $1 "\t" $2 }' \
+    "$work/defs.s" "$work/uses" | sort -u >"$work/only"
+  while IFS=$'\t' read -r f sym; do
+    broken "$f uses $sym, which only $tree/$owner/ may use"
+  done <"$work/only"
+done
 
 # Optional rule 4: must-use CK_RV results, spelled one way.
 if [ -n "$nodiscard" ]; then

@@ -64,7 +64,7 @@ void kt_token_free(struct kt_token *t)
         pthread_mutex_destroy(&sh->lock);
     }
     kt_tokenlock_release(t);
-    sqlite3_finalize(t->dv_stmt);
+    kt_store_data_version_free(t->dv_stmt);
     if (t->db != NULL)
         kt_store_close(t->db);
     kt_wipe(t->mk, sizeof(t->mk));

@@ -1060,3 +1060,8 @@ out:
     kt_wipe(before, sizeof(before));
     return rv;
 }
+
+void kt_store_data_version_free(sqlite3_stmt *cache)
+{
+    sqlite3_finalize(cache);
+}
