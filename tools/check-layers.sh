@@ -7,7 +7,7 @@
 #   tools/check-layers.sh [options] BUILD_DIR TREE LAYER...
 #
 # TREE is a folder of the source tree (module, lib); the LAYERs are its
-# subfolders from the bottom up (module: ossl store mech core api). Every
+# subfolders from the bottom up (module: ossl base store mech core api). Every
 # source file of TREE that the build compiles must lie in one of them. The
 # object of each source comes from BUILD_DIR/compile_commands.json; which
 # symbols an object defines and which it needs come from nm, so calls
