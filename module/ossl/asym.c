@@ -272,7 +272,8 @@ static int ec_nid_from_name(const char *name)
  * implicitlyCA; the token supports named curves only. PKCS#11 v3.0 adds a
  * PrintableString with the curve name, which some tools send.
  */
-static CK_RV ec_params_nid(const unsigned char *params, size_t len, int *nid)
+static KT_NODISCARD CK_RV ec_params_nid(const unsigned char *params, size_t len,
+                                        int *nid)
 {
     const unsigned char *p = params;
     CK_RV rv = CKR_ATTRIBUTE_VALUE_INVALID;
@@ -313,7 +314,7 @@ static CK_RV ec_params_nid(const unsigned char *params, size_t len, int *nid)
     return ec_nid_supported(*nid) ? CKR_OK : CKR_CURVE_NOT_SUPPORTED;
 }
 
-static CK_RV ec_params_der(int nid, kt_ossl_buf *out)
+static KT_NODISCARD CK_RV ec_params_der(int nid, kt_ossl_buf *out)
 {
     ASN1_OBJECT *obj = OBJ_nid2obj(nid);
     unsigned char *der = NULL;
@@ -418,8 +419,8 @@ out:
 
 /* ---- export ---------------------------------------------------------- */
 
-static CK_RV bn_param(const EVP_PKEY *key, const char *name, kt_ossl_buf *out,
-                      int required)
+static KT_NODISCARD CK_RV bn_param(const EVP_PKEY *key, const char *name,
+                                   kt_ossl_buf *out, int required)
 {
     BIGNUM *bn = NULL;
     CK_RV rv = CKR_OK;
@@ -477,7 +478,8 @@ out:
 
 /* CKA_EC_POINT is the DER encoding of an OCTET STRING holding the point
  * (PKCS#11 v2.40 §2.3.3). */
-static CK_RV ec_point_der(const unsigned char *pt, size_t len, kt_ossl_buf *out)
+static KT_NODISCARD CK_RV ec_point_der(const unsigned char *pt, size_t len,
+                                       kt_ossl_buf *out)
 {
     ASN1_OCTET_STRING *os = ASN1_OCTET_STRING_new();
     unsigned char *der = NULL;
@@ -577,8 +579,8 @@ static int push_bn(OSSL_PARAM_BLD *bld, const char *name, const kt_ossl_buf *b,
     return OSSL_PARAM_BLD_push_BN(bld, name, *slot);
 }
 
-static CK_RV fromdata(const char *type, int selection, OSSL_PARAM_BLD *bld,
-                      EVP_PKEY **out)
+static KT_NODISCARD CK_RV fromdata(const char *type, int selection,
+                                   OSSL_PARAM_BLD *bld, EVP_PKEY **out)
 {
     OSSL_PARAM *params = OSSL_PARAM_BLD_to_param(bld);
     EVP_PKEY_CTX *ctx = NULL;
@@ -657,8 +659,8 @@ out:
 /* The raw point inside CKA_EC_POINT. A DER OCTET STRING is what the spec
  * says; some applications send the bare point, accepted when the lengths
  * make the reading unambiguous. */
-static CK_RV ec_point_raw(const kt_ossl_buf *in, size_t flen, unsigned char *pt,
-                          size_t *pt_len)
+static KT_NODISCARD CK_RV ec_point_raw(const kt_ossl_buf *in, size_t flen,
+                                       unsigned char *pt, size_t *pt_len)
 {
     const unsigned char *p = in->data;
     ASN1_OCTET_STRING *os;
@@ -683,8 +685,9 @@ static CK_RV ec_point_raw(const kt_ossl_buf *in, size_t flen, unsigned char *pt,
 }
 
 /* Q = d*G for an EC private key imported without its public point. */
-static CK_RV ec_public_from_private(int nid, const BIGNUM *d, unsigned char *pt,
-                                    size_t *pt_len, size_t cap)
+static KT_NODISCARD CK_RV ec_public_from_private(int nid, const BIGNUM *d,
+                                                 unsigned char *pt,
+                                                 size_t *pt_len, size_t cap)
 {
     EC_GROUP *group = EC_GROUP_new_by_curve_name(nid);
     EC_POINT *q = NULL;
@@ -870,8 +873,10 @@ struct kt_asym_op {
     size_t ec_half;     /* ECDSA: bytes of r and of s */
 };
 
-static CK_RV check_pss(const struct asym_mech *m, const CK_MECHANISM *mech,
-                       const EVP_PKEY *key, CK_RSA_PKCS_PSS_PARAMS *pss)
+static KT_NODISCARD CK_RV check_pss(const struct asym_mech *m,
+                                    const CK_MECHANISM *mech,
+                                    const EVP_PKEY *key,
+                                    CK_RSA_PKCS_PSS_PARAMS *pss)
 {
     size_t em_len, h_len;
 
@@ -893,7 +898,8 @@ static CK_RV check_pss(const struct asym_mech *m, const CK_MECHANISM *mech,
     return CKR_OK;
 }
 
-static CK_RV check_oaep(const CK_MECHANISM *mech, CK_RSA_PKCS_OAEP_PARAMS *oaep)
+static KT_NODISCARD CK_RV check_oaep(const CK_MECHANISM *mech,
+                                     CK_RSA_PKCS_OAEP_PARAMS *oaep)
 {
     /* No parameter at all means RFC 8017's defaults (SHA-1, MGF1-SHA-1, no
      * label): pkcs11-tool 0.23 --wrap/--unwrap sends none. */
@@ -921,8 +927,8 @@ static CK_RV check_oaep(const CK_MECHANISM *mech, CK_RSA_PKCS_OAEP_PARAMS *oaep)
     return CKR_OK;
 }
 
-static CK_RV set_rsa_padding(kt_asym_op *op, EVP_PKEY_CTX *ctx,
-                             const CK_MECHANISM *mech, size_t k)
+static KT_NODISCARD CK_RV set_rsa_padding(kt_asym_op *op, EVP_PKEY_CTX *ctx,
+                                          const CK_MECHANISM *mech, size_t k)
 {
     const struct asym_mech *m = op->m;
     CK_RSA_PKCS_PSS_PARAMS pss;
@@ -1243,8 +1249,9 @@ size_t kt_ossl_asym_out_len(const kt_asym_op *op)
 
 /* ECDSA-Sig-Value DER -> r || s, each left-padded to half bytes
  * (PKCS#11 v2.40 §2.3.1). */
-static CK_RV ecdsa_der_to_raw(const unsigned char *der, size_t der_len,
-                              size_t half, unsigned char *out)
+static KT_NODISCARD CK_RV ecdsa_der_to_raw(const unsigned char *der,
+                                           size_t der_len, size_t half,
+                                           unsigned char *out)
 {
     const unsigned char *p = der;
     ECDSA_SIG *sig = d2i_ECDSA_SIG(NULL, &p, (long)der_len);
@@ -1261,8 +1268,9 @@ static CK_RV ecdsa_der_to_raw(const unsigned char *der, size_t der_len,
     return rv;
 }
 
-static CK_RV ecdsa_raw_to_der(const unsigned char *raw, size_t half,
-                              unsigned char *der, size_t *der_len)
+static KT_NODISCARD CK_RV ecdsa_raw_to_der(const unsigned char *raw,
+                                           size_t half, unsigned char *der,
+                                           size_t *der_len)
 {
     ECDSA_SIG *sig = ECDSA_SIG_new();
     BIGNUM *r = BN_bin2bn(raw, (int)half, NULL);
@@ -1289,13 +1297,13 @@ out:
     return rv;
 }
 
-static CK_RV check_mode(const kt_asym_op *op, kt_asym_mode mode)
+static KT_NODISCARD CK_RV check_mode(const kt_asym_op *op, kt_asym_mode mode)
 {
     return op != NULL && op->mode == mode ? CKR_OK
                                           : CKR_OPERATION_NOT_INITIALIZED;
 }
 
-static CK_RV check_raw_input(const kt_asym_op *op, size_t len)
+static KT_NODISCARD CK_RV check_raw_input(const kt_asym_op *op, size_t len)
 {
     if ((op->exact_in && len != op->exact_in) ||
         (op->max_in && len > op->max_in) || len == 0)
@@ -1304,8 +1312,9 @@ static CK_RV check_raw_input(const kt_asym_op *op, size_t len)
 }
 
 /* Writes the final signature: DER from OpenSSL for ECDSA becomes r||s. */
-static CK_RV finish_sig(const kt_asym_op *op, const unsigned char *tmp,
-                        size_t tmp_len, unsigned char *sig, size_t *sig_len)
+static KT_NODISCARD CK_RV finish_sig(const kt_asym_op *op,
+                                     const unsigned char *tmp, size_t tmp_len,
+                                     unsigned char *sig, size_t *sig_len)
 {
     if (op->m->key_type == CKK_EC) {
         CK_RV rv = ecdsa_der_to_raw(tmp, tmp_len, op->ec_half, sig);
@@ -1323,8 +1332,9 @@ static CK_RV finish_sig(const kt_asym_op *op, const unsigned char *tmp,
 
 /* CKM_RSA_X_509 input shorter than the modulus is a big-endian integer:
  * left-padded with zeros to k bytes (PKCS#11 v2.40 §2.1.7). */
-static CK_RV raw_block(const kt_asym_op *op, const unsigned char *data,
-                       size_t len, unsigned char *block)
+static KT_NODISCARD CK_RV raw_block(const kt_asym_op *op,
+                                    const unsigned char *data, size_t len,
+                                    unsigned char *block)
 {
     if (len > op->out_len)
         return CKR_DATA_LEN_RANGE;
@@ -1410,9 +1420,11 @@ CK_RV kt_ossl_asym_sign_final(kt_asym_op *op, unsigned char *sig,
 }
 
 /* The signature in the form OpenSSL verifies (DER for ECDSA). */
-static CK_RV prepare_sig(const kt_asym_op *op, const unsigned char *sig,
-                         size_t sig_len, unsigned char *der, size_t *der_len,
-                         const unsigned char **use, size_t *use_len)
+static KT_NODISCARD CK_RV prepare_sig(const kt_asym_op *op,
+                                      const unsigned char *sig, size_t sig_len,
+                                      unsigned char *der, size_t *der_len,
+                                      const unsigned char **use,
+                                      size_t *use_len)
 {
     if (sig_len != op->out_len)
         return CKR_SIGNATURE_LEN_RANGE;

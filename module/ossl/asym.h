@@ -16,6 +16,8 @@
 #include <p11-kit/pkcs11.h>
 #include <openssl/evp.h>
 
+#include "ossl.h" /* KT_NODISCARD */
+
 #define KT_RSA_MIN_BITS 2048
 #define KT_RSA_MAX_BITS 4096
 #define KT_EC_MIN_BITS  256
@@ -54,48 +56,45 @@ void kt_ec_parts_free(kt_ec_parts *parts);
 
 /* Key generation. bits in [2048, 4096] and a multiple of 8; exponent odd and
  * >= 3 (NULL/0 means 65537). */
-__attribute__((warn_unused_result)) CK_RV
-kt_ossl_rsa_generate(CK_ULONG bits, const unsigned char *exp, size_t exp_len,
-                     EVP_PKEY **out);
+KT_NODISCARD CK_RV kt_ossl_rsa_generate(CK_ULONG bits, const unsigned char *exp,
+                                        size_t exp_len, EVP_PKEY **out);
 
 /* params: CKA_EC_PARAMS as the caller sent it (named-curve OID DER, or a DER
  * PrintableString with a curve name, as some tools send). */
-__attribute__((warn_unused_result)) CK_RV
-kt_ossl_ec_generate(const unsigned char *params, size_t params_len,
-                    EVP_PKEY **out);
+KT_NODISCARD CK_RV kt_ossl_ec_generate(const unsigned char *params,
+                                       size_t params_len, EVP_PKEY **out);
 
 /* Canonical CKA_EC_PARAMS (OID DER) for what a caller sent, or
  * CKR_CURVE_NOT_SUPPORTED / CKR_ATTRIBUTE_VALUE_INVALID. */
-__attribute__((warn_unused_result)) CK_RV
-kt_ossl_ec_params_canon(const unsigned char *params, size_t params_len,
-                        kt_ossl_buf *canon);
+KT_NODISCARD CK_RV kt_ossl_ec_params_canon(const unsigned char *params,
+                                           size_t params_len,
+                                           kt_ossl_buf *canon);
 
 /* Components out of a key: with_private selects whether the private parts
  * are exported too (only for storing them sealed). */
-__attribute__((warn_unused_result)) CK_RV
-kt_ossl_rsa_export(const EVP_PKEY *key, int with_private, kt_rsa_parts *out);
-__attribute__((warn_unused_result)) CK_RV
-kt_ossl_ec_export(const EVP_PKEY *key, int with_private, kt_ec_parts *out);
+KT_NODISCARD CK_RV kt_ossl_rsa_export(const EVP_PKEY *key, int with_private,
+                                      kt_rsa_parts *out);
+KT_NODISCARD CK_RV kt_ossl_ec_export(const EVP_PKEY *key, int with_private,
+                                     kt_ec_parts *out);
 
 /* Keys from components. RSA private: n, e, d required; p, q, dp, dq, qinv
  * all or none. RSA public: n, e. EC private: params, value (point optional,
  * computed when absent). EC public: params, point (DER OCTET STRING or the
  * raw point). Bad values give CKR_ATTRIBUTE_VALUE_INVALID (or
  * CKR_CURVE_NOT_SUPPORTED, CKR_TEMPLATE_INCOMPLETE). */
-__attribute__((warn_unused_result)) CK_RV
-kt_ossl_rsa_import(const kt_rsa_parts *parts, int is_private, EVP_PKEY **out);
-__attribute__((warn_unused_result)) CK_RV
-kt_ossl_ec_import(const kt_ec_parts *parts, int is_private, EVP_PKEY **out);
+KT_NODISCARD CK_RV kt_ossl_rsa_import(const kt_rsa_parts *parts, int is_private,
+                                      EVP_PKEY **out);
+KT_NODISCARD CK_RV kt_ossl_ec_import(const kt_ec_parts *parts, int is_private,
+                                     EVP_PKEY **out);
 
 /* CKA_PUBLIC_KEY_INFO: DER SubjectPublicKeyInfo of the key's public half. */
-__attribute__((warn_unused_result)) CK_RV kt_ossl_spki(const EVP_PKEY *key,
-                                                       kt_ossl_buf *out);
+KT_NODISCARD CK_RV kt_ossl_spki(const EVP_PKEY *key, kt_ossl_buf *out);
 
 /* A CKA_ID for a key pair generated without one: SHA-1 of the modulus
  * (RSA) or of the encoded public point (EC), as NSS and OpenSC make it. */
 #define KT_KEY_ID_LEN 20
-__attribute__((warn_unused_result)) CK_RV
-kt_ossl_key_id(const EVP_PKEY *key, unsigned char id[KT_KEY_ID_LEN]);
+KT_NODISCARD CK_RV kt_ossl_key_id(const EVP_PKEY *key,
+                                  unsigned char id[KT_KEY_ID_LEN]);
 
 /* An X.509 certificate (CKA_VALUE of a CKC_X_509 object): the DER of its
  * subject and issuer names and of its serial number INTEGER, as
@@ -104,8 +103,8 @@ kt_ossl_key_id(const EVP_PKEY *key, unsigned char id[KT_KEY_ID_LEN]);
 typedef struct kt_cert_fields {
     kt_ossl_buf subject, issuer, serial;
 } kt_cert_fields;
-__attribute__((warn_unused_result)) CK_RV
-kt_ossl_cert_fields(const unsigned char *der, size_t len, kt_cert_fields *out);
+KT_NODISCARD CK_RV kt_ossl_cert_fields(const unsigned char *der, size_t len,
+                                       kt_cert_fields *out);
 void kt_cert_fields_free(kt_cert_fields *f);
 
 /* References on a parsed key (the cache hands them to operations). Keys
@@ -141,21 +140,19 @@ int kt_ossl_asym_mech_multipart(CK_MECHANISM_TYPE mech);
  * initialised operation contexts later operations duplicate: what the
  * token caches per key object. Thread-safe; takes a reference on pkey. */
 typedef struct kt_asym_key kt_asym_key;
-__attribute__((warn_unused_result)) CK_RV
-kt_ossl_asym_key_new(EVP_PKEY *pkey, kt_asym_key **out);
+KT_NODISCARD CK_RV kt_ossl_asym_key_new(EVP_PKEY *pkey, kt_asym_key **out);
 void kt_ossl_asym_key_free(kt_asym_key *k);
 EVP_PKEY *kt_ossl_asym_key_pkey(const kt_asym_key *k);
 /* kt_ossl_asym_init on a cached key. */
-__attribute__((warn_unused_result)) CK_RV
-kt_ossl_asym_init_key(const CK_MECHANISM *mech, kt_asym_key *key,
-                      kt_asym_mode mode, kt_asym_op **out);
+KT_NODISCARD CK_RV kt_ossl_asym_init_key(const CK_MECHANISM *mech,
+                                         kt_asym_key *key, kt_asym_mode mode,
+                                         kt_asym_op **out);
 
 /* Validates the mechanism and its parameter against the key and mode:
  * CKR_MECHANISM_INVALID, CKR_MECHANISM_PARAM_INVALID,
  * CKR_KEY_TYPE_INCONSISTENT, CKR_KEY_SIZE_RANGE. Takes a reference on key. */
-__attribute__((warn_unused_result)) CK_RV
-kt_ossl_asym_init(const CK_MECHANISM *mech, EVP_PKEY *key, kt_asym_mode mode,
-                  kt_asym_op **out);
+KT_NODISCARD CK_RV kt_ossl_asym_init(const CK_MECHANISM *mech, EVP_PKEY *key,
+                                     kt_asym_mode mode, kt_asym_op **out);
 void kt_ossl_asym_free(kt_asym_op *op);
 
 /* Exact signature length for sign/verify; maximum output length for
@@ -165,22 +162,23 @@ size_t kt_ossl_asym_out_len(const kt_asym_op *op);
 /* Single-part sign/verify (the whole message, or for CKM_RSA_PKCS,
  * CKM_RSA_PKCS_PSS and CKM_ECDSA the already hashed input). sig must hold
  * kt_ossl_asym_out_len() bytes; *sig_len receives the length written. */
-__attribute__((warn_unused_result)) CK_RV
-kt_ossl_asym_sign(kt_asym_op *op, const unsigned char *data, size_t len,
-                  unsigned char *sig, size_t *sig_len);
+KT_NODISCARD CK_RV kt_ossl_asym_sign(kt_asym_op *op, const unsigned char *data,
+                                     size_t len, unsigned char *sig,
+                                     size_t *sig_len);
 /* CKR_OK, CKR_SIGNATURE_INVALID or CKR_SIGNATURE_LEN_RANGE. */
-__attribute__((warn_unused_result)) CK_RV
-kt_ossl_asym_verify(kt_asym_op *op, const unsigned char *data, size_t len,
-                    const unsigned char *sig, size_t sig_len);
+KT_NODISCARD CK_RV kt_ossl_asym_verify(kt_asym_op *op,
+                                       const unsigned char *data, size_t len,
+                                       const unsigned char *sig,
+                                       size_t sig_len);
 
 /* Multi-part forms (hashing mechanisms only). */
-__attribute__((warn_unused_result)) CK_RV
-kt_ossl_asym_update(kt_asym_op *op, const unsigned char *data, size_t len);
-__attribute__((warn_unused_result)) CK_RV
-kt_ossl_asym_sign_final(kt_asym_op *op, unsigned char *sig, size_t *sig_len);
-__attribute__((warn_unused_result)) CK_RV
-kt_ossl_asym_verify_final(kt_asym_op *op, const unsigned char *sig,
-                          size_t sig_len);
+KT_NODISCARD CK_RV kt_ossl_asym_update(kt_asym_op *op,
+                                       const unsigned char *data, size_t len);
+KT_NODISCARD CK_RV kt_ossl_asym_sign_final(kt_asym_op *op, unsigned char *sig,
+                                           size_t *sig_len);
+KT_NODISCARD CK_RV kt_ossl_asym_verify_final(kt_asym_op *op,
+                                             const unsigned char *sig,
+                                             size_t sig_len);
 
 /* RSA encryption. Encrypt: out must hold kt_ossl_asym_out_len() bytes;
  * CKR_DATA_LEN_RANGE when the input is too long. Decrypt: *out_len is the
@@ -188,18 +186,17 @@ kt_ossl_asym_verify_final(kt_asym_op *op, const unsigned char *sig,
  * *out_len, nothing written, when short); CKR_ENCRYPTED_DATA_LEN_RANGE for a
  * wrong input length, CKR_ENCRYPTED_DATA_INVALID for bad padding (nothing
  * written to out in either case). */
-__attribute__((warn_unused_result)) CK_RV
-kt_ossl_asym_encrypt(kt_asym_op *op, const unsigned char *in, size_t in_len,
-                     unsigned char *out, size_t *out_len);
-__attribute__((warn_unused_result)) CK_RV
-kt_ossl_asym_decrypt(kt_asym_op *op, const unsigned char *in, size_t in_len,
-                     unsigned char *out, size_t *out_len);
+KT_NODISCARD CK_RV kt_ossl_asym_encrypt(kt_asym_op *op, const unsigned char *in,
+                                        size_t in_len, unsigned char *out,
+                                        size_t *out_len);
+KT_NODISCARD CK_RV kt_ossl_asym_decrypt(kt_asym_op *op, const unsigned char *in,
+                                        size_t in_len, unsigned char *out,
+                                        size_t *out_len);
 
 /* CKM_ECDH1_DERIVE: the raw shared secret (x coordinate) between an EC
  * private key and the peer point in params (CKD_NULL only, no shared data;
  * the point either raw or as a DER OCTET STRING). */
-__attribute__((warn_unused_result)) CK_RV
-kt_ossl_ecdh_derive(EVP_PKEY *priv, const CK_MECHANISM *mech,
-                    kt_ossl_buf *secret);
+KT_NODISCARD CK_RV kt_ossl_ecdh_derive(EVP_PKEY *priv, const CK_MECHANISM *mech,
+                                       kt_ossl_buf *secret);
 
 #endif

@@ -13,7 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "../ossl/ossl.h"
+#include "ossl/ossl.h"
 
 static const char seq_magic[8] = "KTSEQ3\n";
 static const char seq_label[] = "keytier seq v3";
@@ -43,8 +43,8 @@ static void sync_dir_of(const char *path)
 }
 
 /* Writes len bytes to a new file (flags add O_EXCL or O_TRUNC), synced. */
-static CK_RV write_file(const char *path, int flags, const void *buf,
-                        size_t len)
+static KT_NODISCARD CK_RV write_file(const char *path, int flags,
+                                     const void *buf, size_t len)
 {
     int fd =
         open(path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW | flags, 0600);
@@ -67,7 +67,7 @@ static CK_RV write_file(const char *path, int flags, const void *buf,
     return CKR_OK;
 }
 
-static CK_RV install(const char *tmp, const char *path)
+static KT_NODISCARD CK_RV install(const char *tmp, const char *path)
 {
     if (rename(tmp, path) != 0) {
         kt_log(KT_LOG_ERROR, "token file %s: cannot rename into place: %s",
@@ -153,9 +153,10 @@ uint64_t kt_keyfile_ino(const char *base)
     return stat(path, &st) == 0 ? (uint64_t)st.st_ino : 0;
 }
 
-static CK_RV seq_mac(const unsigned char seq_key[32],
-                     const char serial[KT_SERIAL_LEN],
-                     const unsigned char ctr[8], unsigned char out[32])
+static KT_NODISCARD CK_RV seq_mac(const unsigned char seq_key[32],
+                                  const char serial[KT_SERIAL_LEN],
+                                  const unsigned char ctr[8],
+                                  unsigned char out[32])
 {
     return kt_ossl_hmac256(seq_key, 32, seq_label, sizeof(seq_label), serial,
                            KT_SERIAL_LEN, ctr, 8, out);
@@ -182,9 +183,9 @@ static bool seq_slot(const unsigned char *b, const unsigned char seq_key[32],
 }
 
 /* Reads both slots from f: the counter and the slot holding it. */
-static CK_RV seq_read_fd(int f, const unsigned char seq_key[32],
-                         const char serial[KT_SERIAL_LEN], int64_t *ctr,
-                         int *slot, const char **why)
+static KT_NODISCARD CK_RV seq_read_fd(int f, const unsigned char seq_key[32],
+                                      const char serial[KT_SERIAL_LEN],
+                                      int64_t *ctr, int *slot, const char **why)
 {
     unsigned char b[2 * SEQ_LEN + 1];
     ssize_t n = pread(f, b, sizeof(b), 0);
@@ -228,8 +229,10 @@ CK_RV kt_seq_read(const char *base, const unsigned char seq_key[32],
 }
 
 /* A new file with the counter in both slots, renamed into place. */
-static CK_RV seq_create(const char *base, const unsigned char seq_key[32],
-                        const char serial[KT_SERIAL_LEN], int64_t ctr)
+static KT_NODISCARD CK_RV seq_create(const char *base,
+                                     const unsigned char seq_key[32],
+                                     const char serial[KT_SERIAL_LEN],
+                                     int64_t ctr)
 {
     char path[PATH_MAX + 8], tmp[PATH_MAX + 16];
     unsigned char b[2 * SEQ_LEN];
@@ -246,8 +249,10 @@ static CK_RV seq_create(const char *base, const unsigned char seq_key[32],
 }
 
 /* Writes ctr into the slot that does not hold the current counter. */
-static CK_RV seq_raise(const char *base, const unsigned char seq_key[32],
-                       const char serial[KT_SERIAL_LEN], int64_t ctr)
+static KT_NODISCARD CK_RV seq_raise(const char *base,
+                                    const unsigned char seq_key[32],
+                                    const char serial[KT_SERIAL_LEN],
+                                    int64_t ctr)
 {
     char path[PATH_MAX + 8];
     unsigned char b[SEQ_LEN];

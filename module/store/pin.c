@@ -6,7 +6,7 @@
  * its PIN, and an old record (an old private key) opens only the old box. */
 #include <string.h>
 
-#include "../ossl/ossl.h"
+#include "ossl/ossl.h"
 #include "store.h"
 
 static const char verifier_label[] = "keytier pin verifier v1";
@@ -33,9 +33,11 @@ static void aad_of(const char *label, size_t label_len,
     memcpy(out + label_len, bind, BIND_LEN);
 }
 
-static CK_RV derive(const struct kt_pin *p, const unsigned char *pin,
-                    CK_ULONG len, const unsigned char bind[BIND_LEN],
-                    unsigned char kek[32], unsigned char verifier[32])
+static KT_NODISCARD CK_RV derive(const struct kt_pin *p,
+                                 const unsigned char *pin, CK_ULONG len,
+                                 const unsigned char bind[BIND_LEN],
+                                 unsigned char kek[32],
+                                 unsigned char verifier[32])
 {
     unsigned char k[64];
     CK_RV rv = kt_ossl_scrypt(pin, len, p->salt, sizeof(p->salt), p->cost, k,
@@ -51,10 +53,11 @@ static CK_RV derive(const struct kt_pin *p, const unsigned char *pin,
 
 /* The box key: HKDF(X25519 shared secret; salt: ephemeral | recipient
  * public key; info: label | role | serial). */
-static CK_RV box_key(const unsigned char shared[32],
-                     const unsigned char eph_pub[32],
-                     const unsigned char pub[32],
-                     const unsigned char bind[BIND_LEN], unsigned char key[32])
+static KT_NODISCARD CK_RV box_key(const unsigned char shared[32],
+                                  const unsigned char eph_pub[32],
+                                  const unsigned char pub[32],
+                                  const unsigned char bind[BIND_LEN],
+                                  unsigned char key[32])
 {
     unsigned char salt[64], info[sizeof(box_label) + BIND_LEN];
     memcpy(salt, eph_pub, 32);
@@ -87,9 +90,11 @@ CK_RV kt_pin_make(struct kt_pin *p, const unsigned char *pin, CK_ULONG len,
     return rv;
 }
 
-static CK_RV bind_mac(const struct kt_pin *p, const unsigned char mk[32],
-                      int role, const char serial[KT_SERIAL_LEN],
-                      const unsigned char ik[32], unsigned char out[32])
+static KT_NODISCARD CK_RV bind_mac(const struct kt_pin *p,
+                                   const unsigned char mk[32], int role,
+                                   const char serial[KT_SERIAL_LEN],
+                                   const unsigned char ik[32],
+                                   unsigned char out[32])
 {
     unsigned char k[32], b[BIND_LEN], msg[BIND_LEN + 64];
     binding(role, serial, b);

@@ -1,7 +1,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../ossl/ossl.h"
+#include "ossl/ossl.h"
 #include "store.h"
 
 /* Format 3: the record MAC, manifest and .seq keys are derived from the
@@ -121,8 +121,9 @@ CK_RV kt_seal_manifest_term(const unsigned char man_key[32], int64_t id,
                            sizeof(ig), mac, mac_len, out);
 }
 
-static CK_RV manifest_mac(const unsigned char man_key[32],
-                          const struct kt_manifest *m, unsigned char out[32])
+static KT_NODISCARD CK_RV manifest_mac(const unsigned char man_key[32],
+                                       const struct kt_manifest *m,
+                                       unsigned char out[32])
 {
     unsigned char cc[16], ap[64];
     kt_store_put_le64(cc, (uint64_t)m->count);

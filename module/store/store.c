@@ -8,16 +8,16 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "../ossl/ossl.h"
+#include "ossl/ossl.h"
 
-static CK_RV db_fail(sqlite3 *db, const char *what)
+static KT_NODISCARD CK_RV db_fail(sqlite3 *db, const char *what)
 {
     kt_log(KT_LOG_ERROR, "store %s: %s: %s", sqlite3_db_filename(db, "main"),
            what, sqlite3_errmsg(db));
     return CKR_DEVICE_ERROR;
 }
 
-static CK_RV exec(sqlite3 *db, const char *sql)
+static KT_NODISCARD CK_RV exec(sqlite3 *db, const char *sql)
 {
     char *err = NULL;
     if (sqlite3_exec(db, sql, NULL, NULL, &err) != SQLITE_OK) {
@@ -29,7 +29,16 @@ static CK_RV exec(sqlite3 *db, const char *sql)
     return CKR_OK;
 }
 
-static CK_RV configure(sqlite3 *db)
+/* Ends a transaction whose outcome is already decided (a read is over, or a
+ * failed write is rolled back): exec logs a failure, the caller's answer
+ * stands. */
+static void end_tx(sqlite3 *db, const char *sql)
+{
+    CK_RV rv = exec(db, sql);
+    (void)rv;
+}
+
+static KT_NODISCARD CK_RV configure(sqlite3 *db)
 {
     sqlite3_busy_timeout(db, 10000);
     /* WAL: readers never block the writer; synchronous=FULL: a commit that
@@ -43,7 +52,8 @@ static CK_RV configure(sqlite3 *db)
     return rv;
 }
 
-static CK_RV bind_pin(sqlite3_stmt *st, int which, const struct kt_pin *p)
+static KT_NODISCARD CK_RV bind_pin(sqlite3_stmt *st, int which,
+                                   const struct kt_pin *p)
 {
     if (sqlite3_bind_int(st, 1, which) != SQLITE_OK ||
         sqlite3_bind_blob(st, 2, p->salt, sizeof(p->salt), SQLITE_STATIC) !=
@@ -64,7 +74,8 @@ static CK_RV bind_pin(sqlite3_stmt *st, int which, const struct kt_pin *p)
     return CKR_OK;
 }
 
-static CK_RV put_pin(sqlite3 *db, int which, const struct kt_pin *p)
+static KT_NODISCARD CK_RV put_pin(sqlite3 *db, int which,
+                                  const struct kt_pin *p)
 {
     sqlite3_stmt *st = NULL;
     CK_RV rv = CKR_OK;
@@ -86,7 +97,8 @@ static CK_RV put_pin(sqlite3 *db, int which, const struct kt_pin *p)
     return rv;
 }
 
-static CK_RV put_meta(sqlite3 *db, const char *k, const char *v, int len)
+static KT_NODISCARD CK_RV put_meta(sqlite3 *db, const char *k, const char *v,
+                                   int len)
 {
     sqlite3_stmt *st = NULL;
     CK_RV rv = CKR_OK;
@@ -105,7 +117,7 @@ static CK_RV put_meta(sqlite3 *db, const char *k, const char *v, int len)
 #define MANIFEST_LEN 112
 
 /* A new random epoch (C_InitToken), inside the caller's transaction. */
-static CK_RV put_epoch(sqlite3 *db)
+static KT_NODISCARD CK_RV put_epoch(sqlite3 *db)
 {
     unsigned char r[KT_EPOCH_LEN / 2];
     char hex[KT_EPOCH_LEN + 1];
@@ -117,7 +129,7 @@ static CK_RV put_epoch(sqlite3 *db)
     return put_meta(db, "epoch", hex, KT_EPOCH_LEN);
 }
 
-static CK_RV read_manifest(sqlite3 *db, struct kt_manifest *m)
+static KT_NODISCARD CK_RV read_manifest(sqlite3 *db, struct kt_manifest *m)
 {
     sqlite3_stmt *st = NULL;
     CK_RV rv = CKR_OK;
@@ -143,8 +155,9 @@ static CK_RV read_manifest(sqlite3 *db, struct kt_manifest *m)
 }
 
 /* replace: the row exists (an object write); otherwise it is created. */
-static CK_RV write_manifest(sqlite3 *db, const struct kt_manifest *m,
-                            bool replace)
+static KT_NODISCARD CK_RV write_manifest(sqlite3 *db,
+                                         const struct kt_manifest *m,
+                                         bool replace)
 {
     sqlite3_stmt *st = NULL;
     unsigned char b[MANIFEST_LEN];
@@ -172,9 +185,10 @@ static CK_RV write_manifest(sqlite3 *db, const struct kt_manifest *m,
 
 /* A manifest with no object (the counter continues from `ctr`) naming
  * the PIN records pins. */
-static CK_RV new_manifest(sqlite3 *db, const unsigned char man_key[32],
-                          int64_t ctr, const struct kt_pin pins[2],
-                          struct kt_manifest *out)
+static KT_NODISCARD CK_RV new_manifest(sqlite3 *db,
+                                       const unsigned char man_key[32],
+                                       int64_t ctr, const struct kt_pin pins[2],
+                                       struct kt_manifest *out)
 {
     struct kt_manifest m;
     memset(&m, 0, sizeof(m));
@@ -193,8 +207,9 @@ static CK_RV new_manifest(sqlite3 *db, const unsigned char man_key[32],
 /* Inside a write transaction: the stored manifest, authentic and not
  * behind what the writer has seen committed. This never signs a set
  * someone else changed or rolled back. */
-static CK_RV manifest_current(sqlite3 *db, const struct kt_store_keys *k,
-                              struct kt_manifest *m)
+static KT_NODISCARD CK_RV manifest_current(sqlite3 *db,
+                                           const struct kt_store_keys *k,
+                                           struct kt_manifest *m)
 {
     CK_RV rv = read_manifest(db, m);
     if (rv != CKR_OK)
@@ -217,7 +232,8 @@ static CK_RV manifest_current(sqlite3 *db, const struct kt_store_keys *k,
  * manifest, authenticated by manifest_apply). Otherwise another process
  * changed a PIN, perhaps with a new master key the writer does not hold:
  * KT_CKR_RETRY, the writer reloads first. */
-static CK_RV pins_unchanged(sqlite3 *db, const struct kt_store_keys *k)
+static KT_NODISCARD CK_RV pins_unchanged(sqlite3 *db,
+                                         const struct kt_store_keys *k)
 {
     struct kt_manifest m;
     if (!k->check_pins)
@@ -230,10 +246,11 @@ static CK_RV pins_unchanged(sqlite3 *db, const struct kt_store_keys *k)
 
 /* Inside an object write transaction: acc ^= old ^ new, count += delta,
  * counter + 1, new MAC. */
-static CK_RV manifest_apply(sqlite3 *db, const struct kt_store_keys *k,
-                            const unsigned char *old_term,
-                            const unsigned char *new_term, int64_t delta,
-                            struct kt_manifest *out)
+static KT_NODISCARD CK_RV manifest_apply(sqlite3 *db,
+                                         const struct kt_store_keys *k,
+                                         const unsigned char *old_term,
+                                         const unsigned char *new_term,
+                                         int64_t delta, struct kt_manifest *out)
 {
     struct kt_manifest m;
     CK_RV rv = manifest_current(db, k, &m);
@@ -257,8 +274,9 @@ static CK_RV manifest_apply(sqlite3 *db, const struct kt_store_keys *k,
 
 /* The current row's generation and MAC; CKR_OBJECT_HANDLE_INVALID if gone
  * (or, with expect_gen >= 0, not at that generation). */
-static CK_RV row_term(sqlite3 *db, const unsigned char man_key[32], int64_t id,
-                      int64_t expect_gen, unsigned char term[32])
+static KT_NODISCARD CK_RV row_term(sqlite3 *db, const unsigned char man_key[32],
+                                   int64_t id, int64_t expect_gen,
+                                   unsigned char term[32])
 {
     sqlite3_stmt *st = NULL;
     CK_RV rv = CKR_OK;
@@ -601,11 +619,11 @@ CK_RV kt_store_changes(sqlite3 *db, const char *path, int64_t since,
         rv = kt_store_read_pins(db, path, pins);
 out:
     sqlite3_finalize(st);
-    (void)exec(db, "COMMIT");
+    end_tx(db, "COMMIT");
     return rv;
 }
 
-static CK_RV next_gen(sqlite3 *db, int64_t *gen)
+static KT_NODISCARD CK_RV next_gen(sqlite3 *db, int64_t *gen)
 {
     sqlite3_stmt *st = NULL;
     CK_RV rv = exec(db, "UPDATE meta SET v = v + 1 WHERE k = 'gen'");
@@ -678,7 +696,7 @@ CK_RV kt_store_put_object(sqlite3 *db, const struct kt_store_keys *k,
         w->gen = gen;
 out:
     if (rv != CKR_OK)
-        (void)exec(db, "ROLLBACK");
+        end_tx(db, "ROLLBACK");
     return rv;
 }
 
@@ -760,7 +778,7 @@ CK_RV kt_store_update_object(sqlite3 *db, const struct kt_store_keys *k,
 out:
     sqlite3_finalize(st);
     free(nb);
-    (void)exec(db, "ROLLBACK");
+    end_tx(db, "ROLLBACK");
     return rv;
 }
 
@@ -816,7 +834,7 @@ CK_RV kt_store_delete_object(sqlite3 *db, const struct kt_store_keys *k,
         w->gen = gen;
 out:
     if (rv != CKR_OK)
-        (void)exec(db, "ROLLBACK");
+        end_tx(db, "ROLLBACK");
     return rv;
 }
 
@@ -859,7 +877,7 @@ CK_RV kt_store_reinit(sqlite3 *db, const char *label, const struct kt_pin *so,
     if (rv == CKR_OK)
         rv = exec(db, "COMMIT");
     if (rv != CKR_OK)
-        (void)exec(db, "ROLLBACK");
+        end_tx(db, "ROLLBACK");
     kt_wipe(pins, sizeof(pins));
     return rv;
 }
@@ -867,9 +885,9 @@ CK_RV kt_store_reinit(sqlite3 *db, const char *label, const struct kt_pin *so,
 /* One object row resealed from old_mk to new_mk: every sealed attribute
  * opened and sealed again, a new generation, record MAC and term. The row
  * must authenticate first (a damaged record cannot be carried over). */
-static CK_RV reseal_row(sqlite3 *db, const struct kt_store_keys *k,
-                        const struct kt_store_reseal *r, int64_t id,
-                        unsigned char acc[32])
+static KT_NODISCARD CK_RV reseal_row(sqlite3 *db, const struct kt_store_keys *k,
+                                     const struct kt_store_reseal *r,
+                                     int64_t id, unsigned char acc[32])
 {
     sqlite3_stmt *st = NULL;
     kt_attrs plain;
@@ -940,8 +958,9 @@ static CK_RV reseal_row(sqlite3 *db, const struct kt_store_keys *k,
     return rv;
 }
 
-static CK_RV reseal_all(sqlite3 *db, const struct kt_store_keys *k,
-                        const struct kt_store_reseal *r, struct kt_manifest *m)
+static KT_NODISCARD CK_RV reseal_all(sqlite3 *db, const struct kt_store_keys *k,
+                                     const struct kt_store_reseal *r,
+                                     struct kt_manifest *m)
 {
     sqlite3_stmt *st = NULL;
     int64_t *ids = NULL;
@@ -1034,10 +1053,15 @@ CK_RV kt_store_pins_update(sqlite3 *db, const struct kt_store_keys *k,
     }
 out:
     if (rv != CKR_OK)
-        (void)exec(db, "ROLLBACK");
+        end_tx(db, "ROLLBACK");
     if (rv == KT_CKR_NO_CHANGE)
         rv = CKR_OK;
     kt_wipe(pins, sizeof(pins));
     kt_wipe(before, sizeof(before));
     return rv;
+}
+
+void kt_store_data_version_free(sqlite3_stmt *cache)
+{
+    sqlite3_finalize(cache);
 }

@@ -5,7 +5,7 @@
 #include <stdint.h>
 #include <sqlite3.h>
 
-#include "../kt.h"
+#include "kt.h"
 
 /* Format 3 keys record MACs, the manifest and the PIN records with the
  * token's integrity key (<serial>.key, beside the database), checks every
@@ -80,6 +80,8 @@ KT_NODISCARD CK_RV kt_store_pins_update(sqlite3 *db,
 /* *cache keeps the prepared statement (finalize it before closing). */
 KT_NODISCARD CK_RV kt_store_data_version(sqlite3 *db, sqlite3_stmt **cache,
                                          int64_t *v);
+/* Finalizes the statement kt_store_data_version kept (NULL: nothing). */
+void kt_store_data_version_free(sqlite3_stmt *cache);
 
 typedef CK_RV (*kt_store_row_fn)(void *ctx, int64_t id, int64_t gen,
                                  const unsigned char *blob, size_t len,

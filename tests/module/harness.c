@@ -38,10 +38,27 @@ void kt_test_write_config(const char *extra)
     snprintf(path, sizeof(path), "%s/keytier.conf", kt_test_dir);
     fp = fopen(path, "w");
     ck_assert_ptr_nonnull(fp);
-    fprintf(fp,
-            "token_dir = %s/tokens\nlog_file = %s\npin_kdf_cost = 10\n"
-            "pin_max_retries = 3\nlog_level = info\n%s",
-            kt_test_dir, kt_test_log, extra != NULL ? extra : "");
+    /* A key may be given once: one that extra sets is left out of the
+     * base lines (a comment keeps the line numbers). */
+    char base[5][400];
+    snprintf(base[0], sizeof(base[0]), "token_dir = %s/tokens", kt_test_dir);
+    snprintf(base[1], sizeof(base[1]), "log_file = %s", kt_test_log);
+    snprintf(base[2], sizeof(base[2]), "pin_kdf_cost = 10");
+    snprintf(base[3], sizeof(base[3]), "pin_max_retries = 3");
+    snprintf(base[4], sizeof(base[4]), "log_level = info");
+    for (size_t i = 0; i < 5; i++) {
+        size_t klen = strcspn(base[i], " ");
+        bool given = false;
+        for (const char *l = extra; l != NULL && *l != '\0';) {
+            if (strncmp(l, base[i], klen) == 0 &&
+                (l[klen] == ' ' || l[klen] == '='))
+                given = true;
+            l = strchr(l, '\n');
+            l = l != NULL ? l + 1 : NULL;
+        }
+        fprintf(fp, "%s%s\n", given ? "# set below: " : "", base[i]);
+    }
+    fputs(extra != NULL ? extra : "", fp);
     fclose(fp);
     setenv("KEYTIER_CONF", path, 1);
 }

@@ -419,6 +419,12 @@ START_TEST(test_config_errors)
     fflush(stderr);
     ck_assert(kt_test_log_contains("keytier.conf:6: pin_kdf_cost: need"));
     ck_assert(kt_test_log_contains("/nonexistent/keytier.conf: cannot open"));
+    /* A key given twice is refused, whichever key it is. */
+    kt_test_write_config("slots = 2\nslots = 3\n");
+    RV(CKR_GENERAL_ERROR, P->C_Initialize(NULL));
+    fflush(stderr);
+    ck_assert(kt_test_log_contains(
+        "keytier.conf:7: slots: set again (first on line 6)"));
     snprintf(kt_test_log, sizeof(kt_test_log), "%s/module.log", kt_test_dir);
     kt_test_write_config("slots = 2\n");
     CK(P->C_Initialize(NULL));

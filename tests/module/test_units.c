@@ -444,14 +444,14 @@ START_TEST(test_schema_key_roles)
         CKR_TEMPLATE_INCONSISTENT);
     ck_assert(kt_schema_roles_combined(&a));
     /* legacy_mechanisms = yes: permitted, and every usage defaults on */
-    kt_g.cfg.legacy_mechanisms = true;
+    kt_schema_legacy_set(true);
     ck_assert(!kt_schema_roles_combined(&a));
     ck_assert_int_eq(kt_schema_create(&a, KT_CREATE_OBJECT,
                                       CK_UNAVAILABLE_INFORMATION, false),
                      CKR_OK);
     ck_assert(kt_attrs_get_bool(&a, CKA_UNWRAP, false));
     ck_assert(kt_attrs_get_bool(&a, CKA_ENCRYPT, false));
-    kt_g.cfg.legacy_mechanisms = false;
+    kt_schema_legacy_set(false);
     kt_attrs_clear(&a);
     /* RSA keys are not concerned */
     kt_attrs r;

@@ -23,8 +23,8 @@ static kt_ossl_buf view(const kt_attrs *a, CK_ATTRIBUTE_TYPE type)
     return b;
 }
 
-static CK_RV key_build(CK_OBJECT_CLASS cls, CK_KEY_TYPE type, const kt_attrs *a,
-                       EVP_PKEY **out)
+static KT_NODISCARD CK_RV key_build(CK_OBJECT_CLASS cls, CK_KEY_TYPE type,
+                                    const kt_attrs *a, EVP_PKEY **out)
 {
     bool priv = cls == CKO_PRIVATE_KEY;
 
@@ -59,7 +59,7 @@ static CK_RV key_build(CK_OBJECT_CLASS cls, CK_KEY_TYPE type, const kt_attrs *a,
 
 /* The object's family cache: the parsed key with its facts and operation
  * templates (ossl/asym.c), built on first use after login and kept on the
- * object (kt_object_set_cache) until it changes or the user logs out. */
+ * object (kt_key.keep_cache) until it changes or the user logs out. */
 struct asym_cache {
     struct kt_cache base; /* first: the core holds this */
     kt_asym_key *key;
@@ -74,7 +74,8 @@ static void asym_cache_destroy(struct kt_cache *c)
 
 /* A referenced cache for the key snapshot; the caller drops it with
  * kt_cache_unref() once the operation holds what it needs. */
-static CK_RV key_get(const struct kt_key *k, struct asym_cache **out)
+static KT_NODISCARD CK_RV key_get(const struct kt_key *k,
+                                  struct asym_cache **out)
 {
     struct asym_cache *c;
     EVP_PKEY *pkey = NULL;
@@ -102,9 +103,10 @@ static CK_RV key_get(const struct kt_key *k, struct asym_cache **out)
     }
     c->base.destroy = asym_cache_destroy;
     /* One reference for the caller, one for the object (if it takes it). */
-    atomic_init(&c->base.refs, k->token != NULL ? 2 : 1);
-    if (k->token != NULL)
-        kt_object_set_cache(k->token, k->handle, &c->base);
+    bool keep = k->token != NULL && k->keep_cache != NULL;
+    atomic_init(&c->base.refs, keep ? 2 : 1);
+    if (keep)
+        k->keep_cache(k->token, k->handle, &c->base);
     *out = c;
     return CKR_OK;
 }
@@ -115,8 +117,8 @@ struct asym_ctx {
     kt_asym_op *op;
 };
 
-static CK_RV asym_init(struct kt_op *op, const CK_MECHANISM *m,
-                       const struct kt_key *key)
+static KT_NODISCARD CK_RV asym_init(struct kt_op *op, const CK_MECHANISM *m,
+                                    const struct kt_key *key)
 {
     kt_asym_mode mode;
     CK_OBJECT_CLASS want;
@@ -160,8 +162,9 @@ static CK_RV asym_init(struct kt_op *op, const CK_MECHANISM *m,
     return CKR_OK;
 }
 
-static CK_RV asym_oneshot(struct kt_op *op, const unsigned char *in,
-                          size_t in_len, unsigned char *out, CK_ULONG *out_len)
+static KT_NODISCARD CK_RV asym_oneshot(struct kt_op *op,
+                                       const unsigned char *in, size_t in_len,
+                                       unsigned char *out, CK_ULONG *out_len)
 {
     struct asym_ctx *c = op->ctx;
     size_t need = kt_ossl_asym_out_len(c->op), n = 0;
@@ -200,8 +203,9 @@ static CK_RV asym_oneshot(struct kt_op *op, const unsigned char *in,
     return rv;
 }
 
-static CK_RV asym_update(struct kt_op *op, const unsigned char *in,
-                         size_t in_len, unsigned char *out, CK_ULONG *out_len)
+static KT_NODISCARD CK_RV asym_update(struct kt_op *op, const unsigned char *in,
+                                      size_t in_len, unsigned char *out,
+                                      CK_ULONG *out_len)
 {
     struct asym_ctx *c = op->ctx;
     (void)out;
@@ -213,7 +217,8 @@ static CK_RV asym_update(struct kt_op *op, const unsigned char *in,
     return kt_ossl_asym_update(c->op, in, in_len);
 }
 
-static CK_RV asym_final(struct kt_op *op, unsigned char **out, size_t *out_len)
+static KT_NODISCARD CK_RV asym_final(struct kt_op *op, unsigned char **out,
+                                     size_t *out_len)
 {
     struct asym_ctx *c = op->ctx;
     size_t need = kt_ossl_asym_out_len(c->op);
@@ -240,15 +245,17 @@ static size_t asym_final_len(struct kt_op *op)
     return kt_ossl_asym_out_len(c->op);
 }
 
-static CK_RV asym_verify(struct kt_op *op, const unsigned char *data,
-                         size_t len, const unsigned char *sig, size_t sig_len)
+static KT_NODISCARD CK_RV asym_verify(struct kt_op *op,
+                                      const unsigned char *data, size_t len,
+                                      const unsigned char *sig, size_t sig_len)
 {
     struct asym_ctx *c = op->ctx;
     return kt_ossl_asym_verify(c->op, data, len, sig, sig_len);
 }
 
-static CK_RV asym_verify_final(struct kt_op *op, const unsigned char *sig,
-                               size_t sig_len)
+static KT_NODISCARD CK_RV asym_verify_final(struct kt_op *op,
+                                            const unsigned char *sig,
+                                            size_t sig_len)
 {
     struct asym_ctx *c = op->ctx;
     return kt_ossl_asym_verify_final(c->op, sig, sig_len);
@@ -279,8 +286,8 @@ const struct kt_mech_ops kt_ops_asym = {
 
 /* Sets type to value, or when the template already holds it checks it is
  * the same (CKR_TEMPLATE_INCONSISTENT otherwise). */
-static CK_RV set_or_match(kt_attrs *a, CK_ATTRIBUTE_TYPE type,
-                          const kt_ossl_buf *v)
+static KT_NODISCARD CK_RV set_or_match(kt_attrs *a, CK_ATTRIBUTE_TYPE type,
+                                       const kt_ossl_buf *v)
 {
     const CK_ATTRIBUTE *cur = kt_attrs_find(a, type);
     if (cur != NULL && cur->ulValueLen > 0) {
@@ -292,8 +299,8 @@ static CK_RV set_or_match(kt_attrs *a, CK_ATTRIBUTE_TYPE type,
     return kt_attrs_set(a, type, v->data, v->len);
 }
 
-static CK_RV set_public_attrs(kt_attrs *a, const EVP_PKEY *key,
-                              CK_OBJECT_CLASS cls)
+static KT_NODISCARD CK_RV set_public_attrs(kt_attrs *a, const EVP_PKEY *key,
+                                           CK_OBJECT_CLASS cls)
 {
     kt_ossl_buf spki = {NULL, 0};
     CK_RV rv;
@@ -333,7 +340,7 @@ static CK_RV set_public_attrs(kt_attrs *a, const EVP_PKEY *key,
     return rv;
 }
 
-static CK_RV set_private_attrs(kt_attrs *a, const EVP_PKEY *key)
+static KT_NODISCARD CK_RV set_private_attrs(kt_attrs *a, const EVP_PKEY *key)
 {
     CK_RV rv;
 
@@ -367,7 +374,8 @@ static CK_RV set_private_attrs(kt_attrs *a, const EVP_PKEY *key)
 
 /* Both halves get the same CKA_ID: the one given for either, or one
  * computed from the public value. */
-static CK_RV share_id(kt_attrs *pub, kt_attrs *priv, const EVP_PKEY *key)
+static KT_NODISCARD CK_RV share_id(kt_attrs *pub, kt_attrs *priv,
+                                   const EVP_PKEY *key)
 {
     kt_ossl_buf p = view(pub, CKA_ID), v = view(priv, CKA_ID);
     unsigned char id[KT_KEY_ID_LEN];
@@ -402,7 +410,7 @@ static bool has_material(const kt_attrs *a)
 }
 
 /* When both templates name a curve, they name the same one. */
-static CK_RV same_curve(const kt_attrs *pub, const kt_attrs *priv)
+static KT_NODISCARD CK_RV same_curve(const kt_attrs *pub, const kt_attrs *priv)
 {
     kt_ossl_buf a = view(pub, CKA_EC_PARAMS), b = view(priv, CKA_EC_PARAMS);
     kt_ossl_buf ca = {NULL, 0}, cb = {NULL, 0};
@@ -478,7 +486,7 @@ out:
  * SunPKCS11 keystore passes only the INTEGER's content octets
  * (BigInteger.toByteArray()); those name the same serial, so they are
  * accepted and stored in the DER form the specification gives. */
-static CK_RV serial_match(kt_attrs *a, const kt_ossl_buf *der)
+static KT_NODISCARD CK_RV serial_match(kt_attrs *a, const kt_ossl_buf *der)
 {
     const CK_ATTRIBUTE *cur = kt_attrs_find(a, CKA_SERIAL_NUMBER);
     size_t hdr = 0;
@@ -495,7 +503,7 @@ static CK_RV serial_match(kt_attrs *a, const kt_ossl_buf *der)
     return set_or_match(a, CKA_SERIAL_NUMBER, der);
 }
 
-static CK_RV complete_cert(kt_attrs *a)
+static KT_NODISCARD CK_RV complete_cert(kt_attrs *a)
 {
     CK_CERTIFICATE_TYPE type = 0;
     kt_ossl_buf der = view(a, CKA_VALUE);
@@ -520,7 +528,8 @@ static CK_RV complete_cert(kt_attrs *a)
     return rv;
 }
 
-static CK_RV sign_digest(EVP_PKEY *key, unsigned char *sig, size_t *sig_len)
+static KT_NODISCARD CK_RV sign_digest(EVP_PKEY *key, unsigned char *sig,
+                                      size_t *sig_len)
 {
     static const unsigned char digest[32] = "keytier pairwise consistency";
     CK_MECHANISM m = {
@@ -544,7 +553,7 @@ static CK_RV sign_digest(EVP_PKEY *key, unsigned char *sig, size_t *sig_len)
  * rather than producing wrong results later: it must sign and verify, and
  * an RSA key given with CRT values must sign as its n, e, d alone (OpenSSL
  * signs with the CRT values and never looks at d). */
-static CK_RV pairwise_check(EVP_PKEY *key, const kt_attrs *a)
+static KT_NODISCARD CK_RV pairwise_check(EVP_PKEY *key, const kt_attrs *a)
 {
     unsigned char sig[KT_RSA_MAX_BITS / 8 + 200], sig2[KT_RSA_MAX_BITS / 8];
     size_t len = 0, len2 = 0;

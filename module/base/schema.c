@@ -208,9 +208,21 @@ bool kt_schema_secret(CK_OBJECT_CLASS cls, CK_ATTRIBUTE_TYPE type)
  * attribute true). RSA and EC keys are not concerned: a private key that
  * unwraps with OAEP has no other oracle to offer. */
 
+static atomic_bool legacy;
+
+void kt_schema_legacy_set(bool on)
+{
+    atomic_store(&legacy, on);
+}
+
+bool kt_schema_legacy(void)
+{
+    return atomic_load(&legacy);
+}
+
 static bool roles_legacy(void)
 {
-    return kt_g.cfg.legacy_mechanisms;
+    return kt_schema_legacy();
 }
 
 static bool role_wrap(const kt_attrs *a)
@@ -305,7 +317,8 @@ static bool key_type_fits(CK_OBJECT_CLASS cls, CK_KEY_TYPE kt)
     }
 }
 
-static CK_RV check_kind(const struct kt_attr_rule *r, const CK_ATTRIBUTE *a)
+static KT_NODISCARD CK_RV check_kind(const struct kt_attr_rule *r,
+                                     const CK_ATTRIBUTE *a)
 {
     switch (r->kind) {
     case KT_KIND_BOOL:

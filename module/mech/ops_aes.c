@@ -37,8 +37,8 @@ static bool buffered(const struct aes_ctx *c)
            (c->mode == KT_AES_GCM && !c->enc);
 }
 
-static CK_RV dup_param(unsigned char **dst, size_t *dst_len, const void *src,
-                       size_t len)
+static KT_NODISCARD CK_RV dup_param(unsigned char **dst, size_t *dst_len,
+                                    const void *src, size_t len)
 {
     *dst_len = len;
     if (len == 0)
@@ -52,7 +52,7 @@ static CK_RV dup_param(unsigned char **dst, size_t *dst_len, const void *src,
     return CKR_OK;
 }
 
-static CK_RV parse_params(struct aes_ctx *c, const CK_MECHANISM *m)
+static KT_NODISCARD CK_RV parse_params(struct aes_ctx *c, const CK_MECHANISM *m)
 {
     const void *p = m->pParameter;
     CK_ULONG pl = m->ulParameterLen;
@@ -121,8 +121,8 @@ static void aes_free(struct kt_op *op)
     op->ctx = NULL;
 }
 
-static CK_RV aes_init(struct kt_op *op, const CK_MECHANISM *m,
-                      const struct kt_key *key)
+static KT_NODISCARD CK_RV aes_init(struct kt_op *op, const CK_MECHANISM *m,
+                                   const struct kt_key *key)
 {
     if (key->value == NULL)
         return CKR_KEY_TYPE_INCONSISTENT;
@@ -170,8 +170,8 @@ static CK_RV aes_init(struct kt_op *op, const CK_MECHANISM *m,
 
 /* Input length checks and the output size (exact unless *exact is false,
  * then an upper bound). */
-static CK_RV aes_need(const struct aes_ctx *c, size_t in_len, size_t *need,
-                      bool *exact)
+static KT_NODISCARD CK_RV aes_need(const struct aes_ctx *c, size_t in_len,
+                                   size_t *need, bool *exact)
 {
     CK_RV bad = c->enc ? CKR_DATA_LEN_RANGE : CKR_ENCRYPTED_DATA_LEN_RANGE;
     *exact = true;
@@ -223,7 +223,7 @@ static CK_RV aes_need(const struct aes_ctx *c, size_t in_len, size_t *need,
     return CKR_GENERAL_ERROR;
 }
 
-static CK_RV aes_start(struct aes_ctx *c, kt_cipher **out)
+static KT_NODISCARD CK_RV aes_start(struct aes_ctx *c, kt_cipher **out)
 {
     CK_RV rv = kt_ossl_cipher_new(out, c->mode, c->key, c->key_len, c->iv,
                                   c->iv_len, c->enc, c->pad);
@@ -238,8 +238,9 @@ static CK_RV aes_start(struct aes_ctx *c, kt_cipher **out)
 
 /* The whole operation on `in`; out holds at least the aes_need bound. The
  * output is wiped when authentication or unpadding fails. */
-static CK_RV aes_run(struct aes_ctx *c, const unsigned char *in, size_t in_len,
-                     unsigned char *out, size_t *out_len)
+static KT_NODISCARD CK_RV aes_run(struct aes_ctx *c, const unsigned char *in,
+                                  size_t in_len, unsigned char *out,
+                                  size_t *out_len)
 {
     kt_cipher *k = NULL;
     size_t l1 = 0, l2 = 0, body = in_len;
@@ -275,8 +276,9 @@ static CK_RV aes_run(struct aes_ctx *c, const unsigned char *in, size_t in_len,
     return rv;
 }
 
-static CK_RV aes_oneshot(struct kt_op *op, const unsigned char *in,
-                         size_t in_len, unsigned char *out, CK_ULONG *out_len)
+static KT_NODISCARD CK_RV aes_oneshot(struct kt_op *op, const unsigned char *in,
+                                      size_t in_len, unsigned char *out,
+                                      CK_ULONG *out_len)
 {
     struct aes_ctx *c = op->ctx;
     size_t need = 0, got = 0;
@@ -314,8 +316,9 @@ static CK_RV aes_oneshot(struct kt_op *op, const unsigned char *in,
     return rv;
 }
 
-static CK_RV aes_update(struct kt_op *op, const unsigned char *in,
-                        size_t in_len, unsigned char *out, CK_ULONG *out_len)
+static KT_NODISCARD CK_RV aes_update(struct kt_op *op, const unsigned char *in,
+                                     size_t in_len, unsigned char *out,
+                                     CK_ULONG *out_len)
 {
     struct aes_ctx *c = op->ctx;
     CK_RV rv;
@@ -398,7 +401,8 @@ static size_t aes_final_len(struct kt_op *op)
     return c->pad ? AES_BLOCK : 0;
 }
 
-static CK_RV aes_final(struct kt_op *op, unsigned char **out, size_t *out_len)
+static KT_NODISCARD CK_RV aes_final(struct kt_op *op, unsigned char **out,
+                                    size_t *out_len)
 {
     struct aes_ctx *c = op->ctx;
     size_t need = 0, got = 0, l = 0;

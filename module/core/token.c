@@ -64,7 +64,7 @@ void kt_token_free(struct kt_token *t)
         pthread_mutex_destroy(&sh->lock);
     }
     kt_tokenlock_release(t);
-    sqlite3_finalize(t->dv_stmt);
+    kt_store_data_version_free(t->dv_stmt);
     if (t->db != NULL)
         kt_store_close(t->db);
     kt_wipe(t->mk, sizeof(t->mk));
@@ -96,7 +96,7 @@ static void keys_from_ik(struct kt_token *t, const unsigned char ik[32])
     kt_seal_seq_key(ik, t->seq_key);
 }
 
-static CK_RV open_key(struct kt_token *t)
+static KT_NODISCARD CK_RV open_key(struct kt_token *t)
 {
     char base[PATH_MAX];
     unsigned char ik[32];
@@ -189,7 +189,7 @@ CK_ULONG kt_label_hash(const void *label, size_t len)
 
 /* The label index of a token object's table, or of a session object's
  * shard (whose lock the caller holds). */
-static CK_RV labels_add(kt_hmap *labels, struct kt_object *o)
+static KT_NODISCARD CK_RV labels_add(kt_hmap *labels, struct kt_object *o)
 {
     o->label_prev = o->label_next = NULL;
     if (o->label_hash == 0)
@@ -222,7 +222,7 @@ static void labels_del(kt_hmap *labels, struct kt_object *o)
 }
 
 /* Label index of any object (token lock held for writing). */
-static CK_RV index_add(struct kt_token *t, struct kt_object *o)
+static KT_NODISCARD CK_RV index_add(struct kt_token *t, struct kt_object *o)
 {
     if (o->token)
         return labels_add(&t->labels, o);
@@ -246,7 +246,8 @@ static void index_del(struct kt_token *t, struct kt_object *o)
 }
 
 /* A session object into its shard (the shard's lock held). */
-static CK_RV shard_add(struct kt_obj_shard *sh, struct kt_object *o)
+static KT_NODISCARD CK_RV shard_add(struct kt_obj_shard *sh,
+                                    struct kt_object *o)
 {
     CK_RV rv = kt_hmap_put(&sh->objects, o->handle, o);
     if (rv == CKR_OK)
@@ -264,7 +265,7 @@ static void shard_del(struct kt_obj_shard *sh, struct kt_object *o)
 
 /* Object tables: handle map, id map, label index (token lock held for
  * writing; session objects: their shard). */
-static CK_RV table_add(struct kt_token *t, struct kt_object *o)
+static KT_NODISCARD CK_RV table_add(struct kt_token *t, struct kt_object *o)
 {
     if (!o->token) {
         struct kt_obj_shard *sh = shard_of(t, o->handle);
@@ -306,10 +307,11 @@ static void table_del(struct kt_token *t, struct kt_object *o)
 /* A token object as read from a row: parsed (verified and unsealed later,
  * outside the lock). A damaged row becomes a refused placeholder: hidden,
  * but still accounted for in the manifest. Lock held for writing. */
-static CK_RV object_from_row(struct kt_token *t, int64_t id,
-                             const unsigned char *blob, size_t len,
-                             const unsigned char *mac, size_t mac_len,
-                             struct kt_object **out)
+static KT_NODISCARD CK_RV object_from_row(struct kt_token *t, int64_t id,
+                                          const unsigned char *blob, size_t len,
+                                          const unsigned char *mac,
+                                          size_t mac_len,
+                                          struct kt_object **out)
 {
     struct kt_object *o = calloc(1, sizeof(*o));
     if (o == NULL)
@@ -405,7 +407,7 @@ struct sync_rows {
 
 /* Lock held for writing: a row read and checked (sync_check) becomes the
  * object of its id; an unchanged row keeps its object. */
-static CK_RV sync_row(struct kt_token *t, const struct sync_row *r)
+static KT_NODISCARD CK_RV sync_row(struct kt_token *t, const struct sync_row *r)
 {
     struct kt_object *old = kt_hmap_get(&t->by_id, (CK_ULONG)r->id);
     /* The generation is part of the record MAC and of the manifest term:
@@ -460,9 +462,9 @@ static void sync_check(const struct kt_store_keys *k, struct sync_rows *rows)
     }
 }
 
-static CK_RV collect_row(void *ctx, int64_t id, int64_t gen,
-                         const unsigned char *blob, size_t len,
-                         const unsigned char *mac, size_t mac_len)
+static KT_NODISCARD CK_RV collect_row(void *ctx, int64_t id, int64_t gen,
+                                      const unsigned char *blob, size_t len,
+                                      const unsigned char *mac, size_t mac_len)
 {
     struct sync_rows *r = ctx;
     if (r->n == r->cap) {
@@ -628,7 +630,7 @@ static void reinit_seen(struct kt_token *t, const char epoch[KT_EPOCH_LEN])
 
 /* dblock held: a new <serial>.key (a re-initialisation by another process)
  * means a new token: its objects are all reloaded under the new key. */
-static CK_RV reload_key_if_replaced(struct kt_token *t)
+static KT_NODISCARD CK_RV reload_key_if_replaced(struct kt_token *t)
 {
     char base[PATH_MAX];
     token_base(t, base);
@@ -653,7 +655,7 @@ static CK_RV reload_key_if_replaced(struct kt_token *t)
  * changed and the verdict given under the write lock (no I/O, no
  * cryptography); secrets are unsealed afterwards, outside it, when logged
  * in. */
-static CK_RV sync_locked(struct kt_token *t)
+static KT_NODISCARD CK_RV sync_locked(struct kt_token *t)
 {
     int64_t dv = 0;
     CK_RV rv;
@@ -995,8 +997,8 @@ static void keys_pins(struct kt_store_keys *k, struct kt_pin pins[2])
 /* Copies of the keys a store write needs (CKR_USER_NOT_LOGGED_IN without
  * the master key). A refused token is never written: a write would carry a
  * tampered or rolled-back file forward under a new manifest. */
-static CK_RV write_keys(struct kt_token *t, struct kt_store_keys *k,
-                        unsigned char *mk)
+static KT_NODISCARD CK_RV write_keys(struct kt_token *t,
+                                     struct kt_store_keys *k, unsigned char *mk)
 {
     struct kt_pin pins[2];
     pthread_rwlock_rdlock(&t->lock);
@@ -1082,8 +1084,8 @@ static void adopt_written(struct kt_token *t, struct kt_object *o,
     t->man = w->man;
 }
 
-static CK_RV seal_into(struct kt_token *t, struct kt_object *o,
-                       struct kt_store_keys *k)
+static KT_NODISCARD CK_RV seal_into(struct kt_token *t, struct kt_object *o,
+                                    struct kt_store_keys *k)
 {
     unsigned char mk[32];
     unsigned char *blob = NULL;
@@ -1275,9 +1277,10 @@ struct modify_ctx {
     size_t blob_len;
 };
 
-static CK_RV modify_cb(void *vctx, int64_t gen, const unsigned char *blob,
-                       size_t len, const unsigned char *mac, size_t mac_len,
-                       unsigned char **new_blob, size_t *new_len)
+static KT_NODISCARD CK_RV modify_cb(void *vctx, int64_t gen,
+                                    const unsigned char *blob, size_t len,
+                                    const unsigned char *mac, size_t mac_len,
+                                    unsigned char **new_blob, size_t *new_len)
 {
     struct modify_ctx *c = vctx;
     /* Generations only grow: an older one is an older copy put back. */
@@ -1315,8 +1318,8 @@ static CK_RV modify_cb(void *vctx, int64_t gen, const unsigned char *blob,
     return rv;
 }
 
-static CK_RV modify_once(struct kt_token *t, CK_OBJECT_HANDLE h,
-                         kt_change_fn change, void *ctx)
+static KT_NODISCARD CK_RV modify_once(struct kt_token *t, CK_OBJECT_HANDLE h,
+                                      kt_change_fn change, void *ctx)
 {
     struct modify_ctx c;
     struct kt_store_written w;
@@ -1403,7 +1406,7 @@ CK_RV kt_token_modify_object(struct kt_token *t, CK_OBJECT_HANDLE h,
     return rv == KT_CKR_RETRY ? CKR_FUNCTION_FAILED : rv;
 }
 
-static CK_RV destroy_once(struct kt_token *t, CK_OBJECT_HANDLE h)
+static KT_NODISCARD CK_RV destroy_once(struct kt_token *t, CK_OBJECT_HANDLE h)
 {
     CK_RV rv = CKR_OK;
     struct kt_store_keys k;
@@ -1461,7 +1464,7 @@ void kt_token_destroy_session_objects(struct kt_token *t, CK_SESSION_HANDLE s)
 /* ---- C_InitToken ----------------------------------------------------------
  */
 
-static CK_RV mkdir_p(const char *dir)
+static KT_NODISCARD CK_RV mkdir_p(const char *dir)
 {
     char tmp[PATH_MAX];
     snprintf(tmp, sizeof(tmp), "%s", dir);
@@ -1479,10 +1482,10 @@ static CK_RV mkdir_p(const char *dir)
 }
 
 /* A new SO record for a new master key mk under integrity key ik. */
-static CK_RV new_so(struct kt_pin *so, const unsigned char *so_pin,
-                    CK_ULONG len, const unsigned char mk[32],
-                    const char serial[KT_SERIAL_LEN],
-                    const unsigned char ik[32])
+static KT_NODISCARD CK_RV new_so(struct kt_pin *so, const unsigned char *so_pin,
+                                 CK_ULONG len, const unsigned char mk[32],
+                                 const char serial[KT_SERIAL_LEN],
+                                 const unsigned char ik[32])
 {
     CK_RV rv =
         kt_pin_make(so, so_pin, len, kt_g.cfg.pin_kdf_cost, KT_PIN_SO, serial);
@@ -1495,8 +1498,9 @@ static CK_RV new_so(struct kt_pin *so, const unsigned char *so_pin,
  * renamed over it once the database commit is done), a new master key, an
  * empty token. A crash between the commit and the rename leaves a database
  * the old key does not authenticate: the token is refused (logged). */
-static CK_RV reinit(struct kt_token *t, const unsigned char *so_pin,
-                    CK_ULONG len, const unsigned char *label)
+static KT_NODISCARD CK_RV reinit(struct kt_token *t,
+                                 const unsigned char *so_pin, CK_ULONG len,
+                                 const unsigned char *label)
 {
     unsigned char mk[32], ik[32];
     struct kt_pin so;
@@ -1681,7 +1685,7 @@ static bool slot_id_used(CK_SLOT_ID id)
     return false;
 }
 
-static CK_RV slot_append(struct kt_token *t)
+static KT_NODISCARD CK_RV slot_append(struct kt_token *t)
 {
     struct kt_slot *ns = realloc(kt_g.slots, (kt_g.n_slots + 1) * sizeof(*ns));
     if (ns == NULL)

@@ -7,7 +7,8 @@
 #include <string.h>
 
 /* CKA_CLASS and CKA_KEY_TYPE of one half: given values must agree. */
-static CK_RV force_ulong(kt_attrs *a, CK_ATTRIBUTE_TYPE type, CK_ULONG want)
+static KT_NODISCARD CK_RV force_ulong(kt_attrs *a, CK_ATTRIBUTE_TYPE type,
+                                      CK_ULONG want)
 {
     CK_ULONG x = 0;
     if (kt_attrs_has(a, type)) {

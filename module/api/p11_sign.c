@@ -1,8 +1,8 @@
 /* Signing and verification (PKCS#11 v2.40 §5.11-5.12). */
 #include "kt.h"
 
-static CK_RV with_session(CK_SESSION_HANDLE h, struct kt_session **s,
-                          bool args_ok)
+static KT_NODISCARD CK_RV with_session(CK_SESSION_HANDLE h,
+                                       struct kt_session **s, bool args_ok)
 {
     CK_RV rv = kt_check_init();
     if (rv == CKR_OK && !args_ok)

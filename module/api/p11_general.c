@@ -7,10 +7,6 @@
 
 #include "ossl/ossl.h"
 
-struct kt_module kt_g = {
-    .lock = PTHREAD_MUTEX_INITIALIZER,
-    .sess = {[0 ... KT_SHARDS - 1] = {.lock = PTHREAD_RWLOCK_INITIALIZER}}};
-
 /* Every session shard for writing, in shard order (C_Initialize,
  * C_Finalize: `initialized` changes only with all of them held). */
 static void sess_lock_all(void)
@@ -107,12 +103,7 @@ static void kt_atfork_register(void)
     pthread_atfork(kt_atfork_prepare, kt_atfork_parent, kt_atfork_child);
 }
 
-CK_RV kt_check_init(void)
-{
-    return kt_g.initialized ? CKR_OK : CKR_CRYPTOKI_NOT_INITIALIZED;
-}
-
-static CK_RV check_init_args(const CK_C_INITIALIZE_ARGS *a)
+static KT_NODISCARD CK_RV check_init_args(const CK_C_INITIALIZE_ARGS *a)
 {
     if (a->pReserved != NULL)
         return CKR_ARGUMENTS_BAD;
@@ -157,6 +148,7 @@ CK_RV C_Initialize(CK_VOID_PTR init_args)
     }
     pthread_mutex_lock(&kt_g.lock);
     kt_g.cfg = cfg;
+    kt_schema_legacy_set(cfg.legacy_mechanisms);
     kt_g.pid = getpid();
     kt_g.next_free_id = 0;
     for (unsigned sh = 0; sh < KT_SHARDS; sh++)

@@ -145,8 +145,8 @@ CK_STATE kt_session_state(const struct kt_session *s)
     return rw ? CKS_RW_PUBLIC_SESSION : CKS_RO_PUBLIC_SESSION;
 }
 
-static CK_RV session_open(CK_SLOT_ID slot, CK_FLAGS flags,
-                          CK_SESSION_HANDLE *out)
+static KT_NODISCARD CK_RV session_open(CK_SLOT_ID slot, CK_FLAGS flags,
+                                       CK_SESSION_HANDLE *out)
 {
     CK_RV rv = CKR_OK;
     struct kt_session *s =

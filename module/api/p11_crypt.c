@@ -1,8 +1,9 @@
 /* Encryption and decryption (PKCS#11 v2.40 §5.8-5.9). */
 #include "kt.h"
 
-static CK_RV init_op(const char *fn, CK_SESSION_HANDLE h, enum kt_op_kind k,
-                     CK_MECHANISM_PTR mech, CK_OBJECT_HANDLE key)
+static KT_NODISCARD CK_RV init_op(const char *fn, CK_SESSION_HANDLE h,
+                                  enum kt_op_kind k, CK_MECHANISM_PTR mech,
+                                  CK_OBJECT_HANDLE key)
 {
     struct kt_session *s = NULL;
     CK_RV rv = kt_check_init();
@@ -16,9 +17,10 @@ static CK_RV init_op(const char *fn, CK_SESSION_HANDLE h, enum kt_op_kind k,
     return kt_trace(fn, rv);
 }
 
-static CK_RV run_op(const char *fn, CK_SESSION_HANDLE h, enum kt_op_kind k,
-                    bool update, CK_BYTE_PTR in, CK_ULONG in_len,
-                    CK_BYTE_PTR out, CK_ULONG_PTR out_len)
+static KT_NODISCARD CK_RV run_op(const char *fn, CK_SESSION_HANDLE h,
+                                 enum kt_op_kind k, bool update, CK_BYTE_PTR in,
+                                 CK_ULONG in_len, CK_BYTE_PTR out,
+                                 CK_ULONG_PTR out_len)
 {
     struct kt_session *s = NULL;
     CK_RV rv =
@@ -30,8 +32,9 @@ static CK_RV run_op(const char *fn, CK_SESSION_HANDLE h, enum kt_op_kind k,
     return kt_trace(fn, rv);
 }
 
-static CK_RV final_op(const char *fn, CK_SESSION_HANDLE h, enum kt_op_kind k,
-                      CK_BYTE_PTR out, CK_ULONG_PTR out_len)
+static KT_NODISCARD CK_RV final_op(const char *fn, CK_SESSION_HANDLE h,
+                                   enum kt_op_kind k, CK_BYTE_PTR out,
+                                   CK_ULONG_PTR out_len)
 {
     struct kt_session *s = NULL;
     CK_RV rv = kt_op_session(h, k, out_len != NULL, &s);
@@ -92,7 +95,7 @@ CK_RV C_DecryptFinal(CK_SESSION_HANDLE h, CK_BYTE_PTR out, CK_ULONG_PTR out_len)
 }
 
 /* Dual-function operations (§5.12) are not offered. */
-static CK_RV dual(const char *fn, CK_SESSION_HANDLE h)
+static KT_NODISCARD CK_RV dual(const char *fn, CK_SESSION_HANDLE h)
 {
     struct kt_session *s = NULL;
     CK_RV rv = kt_check_init();

@@ -18,8 +18,8 @@ static enum kt_md md_of(CK_MECHANISM_TYPE m)
                              : KT_MD_SHA512;
 }
 
-static CK_RV digest_init(struct kt_op *op, const CK_MECHANISM *m,
-                         const struct kt_key *key)
+static KT_NODISCARD CK_RV digest_init(struct kt_op *op, const CK_MECHANISM *m,
+                                      const struct kt_key *key)
 {
     (void)key;
     if (m->pParameter != NULL || m->ulParameterLen != 0)
@@ -37,9 +37,9 @@ static CK_RV digest_init(struct kt_op *op, const CK_MECHANISM *m,
     return CKR_OK;
 }
 
-static CK_RV digest_oneshot(struct kt_op *op, const unsigned char *in,
-                            size_t in_len, unsigned char *out,
-                            CK_ULONG *out_len)
+static KT_NODISCARD CK_RV digest_oneshot(struct kt_op *op,
+                                         const unsigned char *in, size_t in_len,
+                                         unsigned char *out, CK_ULONG *out_len)
 {
     struct digest_ctx *c = op->ctx;
     bool done = false;
@@ -54,8 +54,9 @@ static CK_RV digest_oneshot(struct kt_op *op, const unsigned char *in,
     return rv;
 }
 
-static CK_RV digest_update(struct kt_op *op, const unsigned char *in,
-                           size_t in_len, unsigned char *out, CK_ULONG *out_len)
+static KT_NODISCARD CK_RV digest_update(struct kt_op *op,
+                                        const unsigned char *in, size_t in_len,
+                                        unsigned char *out, CK_ULONG *out_len)
 {
     (void)out;
     (void)out_len;
@@ -63,8 +64,8 @@ static CK_RV digest_update(struct kt_op *op, const unsigned char *in,
     return kt_ossl_digest_update(c->d, in, in_len);
 }
 
-static CK_RV digest_final(struct kt_op *op, unsigned char **out,
-                          size_t *out_len)
+static KT_NODISCARD CK_RV digest_final(struct kt_op *op, unsigned char **out,
+                                       size_t *out_len)
 {
     struct digest_ctx *c = op->ctx;
     size_t n = kt_ossl_md_size(c->md);

@@ -90,7 +90,7 @@ CK_RV C_SetOperationState(CK_SESSION_HANDLE h, CK_BYTE_PTR state, CK_ULONG len,
 }
 
 /* Login rules of PKCS#11 v2.40 §5.6 that depend on the other sessions. */
-static CK_RV login_allowed(struct kt_session *s, CK_USER_TYPE user)
+static KT_NODISCARD CK_RV login_allowed(struct kt_session *s, CK_USER_TYPE user)
 {
     struct kt_token *t = s->token;
     CK_RV rv = CKR_OK;

@@ -52,7 +52,14 @@ struct kt_cache *kt_cache_ref(struct kt_cache *c);
 void kt_cache_unref(struct kt_cache *c);
 
 struct kt_key {
-    struct kt_token *token; /* for kt_object_set_pkey() */
+    /* The object the key was read from (token NULL: a key made for one
+     * operation only). keep_cache hands a family cache built from the key
+     * to that object (the core's kt_object_set_cache: the mechanisms below
+     * the core reach the object index only through it); it takes one
+     * reference. */
+    struct kt_token *token;
+    void (*keep_cache)(struct kt_token *t, CK_OBJECT_HANDLE h,
+                       struct kt_cache *cache);
     CK_OBJECT_HANDLE handle;
     CK_OBJECT_CLASS cls;
     CK_KEY_TYPE type;
@@ -147,17 +154,18 @@ bool kt_mech_key_type_ok(const struct kt_mech *m, CK_KEY_TYPE kt);
 /* Helpers every ops file uses. */
 void kt_op_release(struct kt_op *op);
 /* Runs ops->final once, then answers per the output conventions. */
-CK_RV kt_op_final(struct kt_op *op, unsigned char *out, CK_ULONG *out_len);
+KT_NODISCARD CK_RV kt_op_final(struct kt_op *op, unsigned char *out,
+                               CK_ULONG *out_len);
 /* Answers a length query / too-small buffer for a known result size;
  * returns CKR_OK when the caller's buffer fits and work must proceed,
  * or sets *done. */
-CK_RV kt_out_check(unsigned char *out, CK_ULONG *out_len, size_t need,
-                   bool *done);
+KT_NODISCARD CK_RV kt_out_check(unsigned char *out, CK_ULONG *out_len,
+                                size_t need, bool *done);
 
 /* Ops families of the core (ops_aes.c, ops_hmac.c, ops_digest.c). */
 extern const struct kt_mech_ops kt_ops_aes;
 extern const struct kt_mech_ops kt_ops_hmac;
 extern const struct kt_mech_ops kt_ops_digest;
-CK_RV kt_gen_secret(const CK_MECHANISM *m, kt_attrs *key);
+KT_NODISCARD CK_RV kt_gen_secret(const CK_MECHANISM *m, kt_attrs *key);
 
 #endif

@@ -102,7 +102,7 @@ static size_t pack_round(size_t n)
 }
 
 /* A packed array back to one allocation per value (before a change). */
-static CK_RV attrs_unpack(kt_attrs *a)
+static KT_NODISCARD CK_RV attrs_unpack(kt_attrs *a)
 {
     if (a->packed == 0)
         return CKR_OK;
@@ -242,7 +242,7 @@ void kt_attrs_remove(kt_attrs *a, CK_ATTRIBUTE_TYPE type)
  * material, which gets its own secure block; steal: src is cleared
  * afterwards, and key material already in the secure heap (in its own
  * allocation) moves over instead of being copied. */
-static CK_RV attrs_pack(kt_attrs *dst, kt_attrs *src, bool steal)
+static KT_NODISCARD CK_RV attrs_pack(kt_attrs *dst, kt_attrs *src, bool steal)
 {
     {
         /* Into an empty array: no duplicate lookups, and one allocation
@@ -367,8 +367,8 @@ bool kt_attrs_match(const kt_attrs *a, const kt_attrs *tmpl)
     return true;
 }
 
-static CK_RV attrs_add_template(kt_attrs *a, const CK_ATTRIBUTE *t, CK_ULONG n,
-                                int depth)
+static KT_NODISCARD CK_RV attrs_add_template(kt_attrs *a, const CK_ATTRIBUTE *t,
+                                             CK_ULONG n, int depth)
 {
     CK_RV rv = CKR_OK;
     if (n > 0 && t == NULL)
@@ -503,7 +503,8 @@ out:
     return rv;
 }
 
-static CK_RV export_template(const CK_ATTRIBUTE *internal, CK_ATTRIBUTE *out)
+static KT_NODISCARD CK_RV export_template(const CK_ATTRIBUTE *internal,
+                                          CK_ATTRIBUTE *out)
 {
     kt_attrs inner;
     CK_RV rv;
@@ -552,4 +553,12 @@ CK_RV kt_attr_export(const CK_ATTRIBUTE *internal, CK_ATTRIBUTE *out)
         memcpy(out->pValue, internal->pValue, internal->ulValueLen);
     out->ulValueLen = internal->ulValueLen;
     return CKR_OK;
+}
+
+void kt_shared_attrs_unref(struct kt_shared_attrs *sa)
+{
+    if (sa != NULL && atomic_fetch_sub(&sa->refs, 1) == 1) {
+        kt_attrs_clear(&sa->attrs);
+        free(sa);
+    }
 }

@@ -29,7 +29,8 @@
  * since it was read; read it again and retry. */
 #define KT_CKR_RETRY ((CK_RV)(CKR_VENDOR_DEFINED | 0x4b540001UL))
 
-/* ---- secrets (log.c) ------------------------------------------------ */
+/* ---- secrets (base/log.c; kt_nodump_* in core/nodump.c)
+ * ------------------------------------------------ */
 void kt_wipe(void *p, size_t len);
 /* Wiped and freed; from kt_secure_alloc or malloc alike. */
 void kt_free_secret(void *p, size_t len);
@@ -75,12 +76,16 @@ struct kt_config {
     bool allow_core_dumps;
     size_t secure_heap_size; /* bytes, a power of two */
 };
-/* Reads KEYTIER_CONF (or the defaults). Failures are logged to stderr with
- * the file, line and key, and give CKR_ARGUMENTS_BAD... per TEAM.md. */
+/* Reads KEYTIER_CONF (or the defaults). Every key is a row of one table
+ * (kt_config_table, read by common/kt_conf.c): a bad value, an unknown key
+ * or a key given twice is refused with CKR_ARGUMENTS_BAD and one logged
+ * message naming the file, the line, the key and the fix. */
 KT_NODISCARD CK_RV kt_config_load(struct kt_config *cfg);
 KT_NODISCARD CK_RV kt_config_parse_file(struct kt_config *cfg,
                                         const char *path);
 void kt_config_defaults(struct kt_config *cfg);
+struct kt_conf_key;
+const struct kt_conf_key *kt_config_table(size_t *n);
 
 /* ---- handles (handles.c): counters never reused, looked up in a hash -- */
 /* Tables that threads write concurrently (sessions, session objects) are
@@ -127,6 +132,10 @@ bool kt_schema_valid(CK_OBJECT_CLASS cls, CK_KEY_TYPE kt,
 /* The value is sealed in the store and never leaves a sensitive or
  * non-extractable object. */
 bool kt_schema_secret(CK_OBJECT_CLASS cls, CK_ATTRIBUTE_TYPE type);
+/* legacy_mechanisms (config): the mechanism and key-role policy of the
+ * module (kt_mech_flags, key roles) reads it here, set by C_Initialize. */
+void kt_schema_legacy_set(bool on);
+bool kt_schema_legacy(void);
 
 enum kt_create_how {
     KT_CREATE_OBJECT,   /* C_CreateObject */
@@ -164,14 +173,6 @@ KT_NODISCARD CK_RV kt_schema_check_value(CK_OBJECT_CLASS cls, CK_KEY_TYPE kt,
 
 /* ---- objects (object.c) --------------------------------------------- */
 struct kt_token;
-
-/* An immutable, reference-counted copy of an object's attributes: key
- * snapshots share it instead of copying attributes on every operation. */
-struct kt_shared_attrs {
-    atomic_int refs;
-    kt_attrs attrs;
-};
-void kt_shared_attrs_unref(struct kt_shared_attrs *sa);
 
 struct kt_object {
     CK_OBJECT_HANDLE handle;
@@ -711,7 +712,7 @@ struct kt_module {
 extern struct kt_module kt_g;
 
 /* CKR_CRYPTOKI_NOT_INITIALIZED unless C_Initialize ran in this process. */
-CK_RV kt_check_init(void);
+KT_NODISCARD CK_RV kt_check_init(void);
 /* Slot lookup and the token directory scan (token.c; kt_g.lock held). */
 struct kt_token *kt_slot_token(CK_SLOT_ID id);
 KT_NODISCARD CK_RV kt_slots_scan(void);
@@ -720,6 +721,6 @@ void kt_slots_free(void);
 KT_NODISCARD CK_RV kt_slots_add_free(void);
 
 /* Trace of one entry point's result at debug level. */
-CK_RV kt_trace(const char *fn, CK_RV rv);
+KT_NODISCARD CK_RV kt_trace(const char *fn, CK_RV rv);
 
 #endif

@@ -25,7 +25,7 @@ struct charge {
     struct kt_pin rec;
 };
 
-static CK_RV charge_fn(void *ctx, struct kt_pin pins[2])
+static KT_NODISCARD CK_RV charge_fn(void *ctx, struct kt_pin pins[2])
 {
     struct charge *c = ctx;
     struct kt_pin *p = &pins[c->which];
@@ -40,7 +40,7 @@ static CK_RV charge_fn(void *ctx, struct kt_pin pins[2])
     return CKR_OK;
 }
 
-static CK_RV reset_fn(void *ctx, struct kt_pin pins[2])
+static KT_NODISCARD CK_RV reset_fn(void *ctx, struct kt_pin pins[2])
 {
     const int *which = ctx;
     if (pins[*which].failures == 0)
@@ -212,7 +212,7 @@ struct rekey {
     const char *path;
 };
 
-static CK_RV rekey_fn(void *ctx, struct kt_pin pins[2])
+static KT_NODISCARD CK_RV rekey_fn(void *ctx, struct kt_pin pins[2])
 {
     struct rekey *r = ctx;
     int other = r->which == KT_PIN_SO ? KT_PIN_USER : KT_PIN_SO;
@@ -240,8 +240,9 @@ static CK_RV rekey_fn(void *ctx, struct kt_pin pins[2])
 
 /* which gets a new PIN (its record made already: the KDF runs before the
  * transaction); old_mk is the master key now. */
-static CK_RV rekey(struct kt_token *t, int which, const unsigned char *pin,
-                   CK_ULONG len, const unsigned char old_mk[32])
+static KT_NODISCARD CK_RV rekey(struct kt_token *t, int which,
+                                const unsigned char *pin, CK_ULONG len,
+                                const unsigned char old_mk[32])
 {
     struct rekey r;
     struct kt_store_reseal rs;

@@ -3,11 +3,12 @@
 #ifndef KT_ATTRS_H
 #define KT_ATTRS_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <p11-kit/pkcs11.h>
 
-#define KT_NODISCARD __attribute__((warn_unused_result))
+#include "ossl/ossl.h" /* KT_NODISCARD */
 
 typedef struct kt_attrs {
     CK_ATTRIBUTE *v;
@@ -75,6 +76,15 @@ KT_NODISCARD CK_RV kt_attrs_parse(kt_attrs *a, const unsigned char *in,
 /* Copy one internal value out to a caller CK_ATTRIBUTE following
  * C_GetAttributeValue rules (length query, CKR_BUFFER_TOO_SMALL, nested
  * template arrays). */
-CK_RV kt_attr_export(const CK_ATTRIBUTE *internal, CK_ATTRIBUTE *out);
+KT_NODISCARD CK_RV kt_attr_export(const CK_ATTRIBUTE *internal,
+                                  CK_ATTRIBUTE *out);
+
+/* An immutable, reference-counted copy of an object's attributes: key
+ * snapshots share it instead of copying attributes on every operation. */
+struct kt_shared_attrs {
+    atomic_int refs;
+    kt_attrs attrs;
+};
+void kt_shared_attrs_unref(struct kt_shared_attrs *sa);
 
 #endif

@@ -45,7 +45,7 @@ static size_t slot_of(CK_ULONG key, size_t cap)
     return (size_t)(h >> 17) & (cap - 1);
 }
 
-static CK_RV hmap_grow(kt_hmap *m)
+static KT_NODISCARD CK_RV hmap_grow(kt_hmap *m)
 {
     size_t cap = m->cap ? m->cap * 2 : 64;
     CK_ULONG *keys = calloc(cap, sizeof(*keys));

@@ -30,8 +30,8 @@ struct gcm_wrap {
     CK_MECHANISM mech;
 };
 
-static CK_RV gcm_wrap_params(const CK_MECHANISM *mech, bool unwrap,
-                             struct gcm_wrap *g)
+static KT_NODISCARD CK_RV gcm_wrap_params(const CK_MECHANISM *mech, bool unwrap,
+                                          struct gcm_wrap *g)
 {
     const void *p = mech->pParameter;
     CK_ULONG pl = mech->ulParameterLen;
@@ -89,7 +89,7 @@ static bool wrap_strong_enough(const struct kt_key *wk, CK_KEY_TYPE type,
     return wk->value_len * 8 >= key_strength(type, value_len);
 }
 
-static CK_RV map_wrapping_error(CK_RV rv, bool unwrap)
+static KT_NODISCARD CK_RV map_wrapping_error(CK_RV rv, bool unwrap)
 {
     switch (rv) {
     case CKR_KEY_HANDLE_INVALID:
@@ -108,9 +108,11 @@ static CK_RV map_wrapping_error(CK_RV rv, bool unwrap)
 
 /* Checks and operation setup for the wrapping/unwrapping key, from the
  * session's cached snapshot (s->lock held: *k stays valid while it is). */
-static CK_RV wrap_op_start(struct kt_session *s, const CK_MECHANISM *mech,
-                           CK_OBJECT_HANDLE h, bool unwrap, struct kt_op *op,
-                           const struct kt_key **k)
+static KT_NODISCARD CK_RV wrap_op_start(struct kt_session *s,
+                                        const CK_MECHANISM *mech,
+                                        CK_OBJECT_HANDLE h, bool unwrap,
+                                        struct kt_op *op,
+                                        const struct kt_key **k)
 {
     const struct kt_mech *m = kt_mech_find(mech->mechanism);
     if (m == NULL || m->ops == NULL ||

@@ -6,14 +6,6 @@
 #include "ossl/ossl.h"
 #include "kt_asym.h" /* module-asym */
 
-void kt_shared_attrs_unref(struct kt_shared_attrs *sa)
-{
-    if (sa != NULL && atomic_fetch_sub(&sa->refs, 1) == 1) {
-        kt_attrs_clear(&sa->attrs);
-        free(sa);
-    }
-}
-
 void kt_object_attrs_changed(struct kt_object *o)
 {
     kt_shared_attrs_unref(atomic_exchange(&o->shared, NULL));
@@ -242,8 +234,9 @@ out:
 }
 
 /* Copies the attributes of a visible object. */
-static CK_RV object_snapshot(struct kt_token *t, CK_OBJECT_HANDLE h,
-                             kt_attrs *out, struct kt_object *meta)
+static KT_NODISCARD CK_RV object_snapshot(struct kt_token *t,
+                                          CK_OBJECT_HANDLE h, kt_attrs *out,
+                                          struct kt_object *meta)
 {
     CK_RV rv = CKR_OK;
     pthread_rwlock_rdlock(&t->lock);
@@ -263,8 +256,9 @@ static CK_RV object_snapshot(struct kt_token *t, CK_OBJECT_HANDLE h,
     return rv;
 }
 
-static CK_RV apply_changes(struct kt_token *tok, kt_attrs *cur,
-                           const CK_ATTRIBUTE *t, CK_ULONG n, bool copying)
+static KT_NODISCARD CK_RV apply_changes(struct kt_token *tok, kt_attrs *cur,
+                                        const CK_ATTRIBUTE *t, CK_ULONG n,
+                                        bool copying)
 {
     kt_attrs ch;
     kt_attrs_init(&ch);
@@ -287,7 +281,7 @@ struct set_ctx {
     CK_ULONG n;
 };
 
-static CK_RV set_change(void *vctx, kt_attrs *cur)
+static KT_NODISCARD CK_RV set_change(void *vctx, kt_attrs *cur)
 {
     struct set_ctx *c = vctx;
     if (!kt_attrs_get_bool(cur, CKA_MODIFIABLE, true))
@@ -440,7 +434,7 @@ struct find_out {
     size_t n, cap;
 };
 
-static CK_RV find_push(struct find_out *f, CK_OBJECT_HANDLE h)
+static KT_NODISCARD CK_RV find_push(struct find_out *f, CK_OBJECT_HANDLE h)
 {
     if (f->n == f->cap) {
         size_t cap = f->cap ? f->cap * 2 : 16;
@@ -571,6 +565,7 @@ CK_RV kt_key_snapshot(struct kt_token *t, CK_OBJECT_HANDLE h,
             key->shared = sa;
             key->attrs = sa->attrs;
             key->token = t;
+            key->keep_cache = kt_object_set_cache;
             key->handle = h;
             key->cls = o->cls;
             key->type = o->key_type;

@@ -11,8 +11,8 @@ struct hmac_ctx {
     kt_hmac *h;
 };
 
-static CK_RV hmac_init(struct kt_op *op, const CK_MECHANISM *m,
-                       const struct kt_key *key)
+static KT_NODISCARD CK_RV hmac_init(struct kt_op *op, const CK_MECHANISM *m,
+                                    const struct kt_key *key)
 {
     if (m->pParameter != NULL || m->ulParameterLen != 0)
         return CKR_MECHANISM_PARAM_INVALID;
@@ -33,8 +33,9 @@ static CK_RV hmac_init(struct kt_op *op, const CK_MECHANISM *m,
     return CKR_OK;
 }
 
-static CK_RV hmac_oneshot(struct kt_op *op, const unsigned char *in,
-                          size_t in_len, unsigned char *out, CK_ULONG *out_len)
+static KT_NODISCARD CK_RV hmac_oneshot(struct kt_op *op,
+                                       const unsigned char *in, size_t in_len,
+                                       unsigned char *out, CK_ULONG *out_len)
 {
     struct hmac_ctx *c = op->ctx;
     bool done = false;
@@ -49,8 +50,9 @@ static CK_RV hmac_oneshot(struct kt_op *op, const unsigned char *in,
     return rv;
 }
 
-static CK_RV hmac_update(struct kt_op *op, const unsigned char *in,
-                         size_t in_len, unsigned char *out, CK_ULONG *out_len)
+static KT_NODISCARD CK_RV hmac_update(struct kt_op *op, const unsigned char *in,
+                                      size_t in_len, unsigned char *out,
+                                      CK_ULONG *out_len)
 {
     (void)out;
     (void)out_len;
@@ -58,7 +60,8 @@ static CK_RV hmac_update(struct kt_op *op, const unsigned char *in,
     return kt_ossl_hmac_update(c->h, in, in_len);
 }
 
-static CK_RV hmac_final(struct kt_op *op, unsigned char **out, size_t *out_len)
+static KT_NODISCARD CK_RV hmac_final(struct kt_op *op, unsigned char **out,
+                                     size_t *out_len)
 {
     struct hmac_ctx *c = op->ctx;
     size_t n = kt_ossl_md_size(c->md);
@@ -81,8 +84,9 @@ static size_t hmac_final_len(struct kt_op *op)
     return kt_ossl_md_size(c->md);
 }
 
-static CK_RV hmac_verify_final(struct kt_op *op, const unsigned char *sig,
-                               size_t sig_len)
+static KT_NODISCARD CK_RV hmac_verify_final(struct kt_op *op,
+                                            const unsigned char *sig,
+                                            size_t sig_len)
 {
     struct hmac_ctx *c = op->ctx;
     unsigned char mac[64];
@@ -96,8 +100,9 @@ static CK_RV hmac_verify_final(struct kt_op *op, const unsigned char *sig,
     return rv;
 }
 
-static CK_RV hmac_verify(struct kt_op *op, const unsigned char *data,
-                         size_t len, const unsigned char *sig, size_t sig_len)
+static KT_NODISCARD CK_RV hmac_verify(struct kt_op *op,
+                                      const unsigned char *data, size_t len,
+                                      const unsigned char *sig, size_t sig_len)
 {
     struct hmac_ctx *c = op->ctx;
     if (sig_len != kt_ossl_md_size(c->md))

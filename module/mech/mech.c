@@ -173,7 +173,7 @@ static bool unwrap_oracle(CK_MECHANISM_TYPE type)
 CK_FLAGS kt_mech_flags(const struct kt_mech *m)
 {
     CK_FLAGS f = m->info.flags;
-    if (!kt_g.cfg.legacy_mechanisms && unwrap_oracle(m->type))
+    if (!kt_schema_legacy() && unwrap_oracle(m->type))
         f &= ~(CK_FLAGS)CKF_UNWRAP;
     return f;
 }
