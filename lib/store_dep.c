@@ -1,0 +1,283 @@
+/*
+ * DEPs in the store: the deps table and each DEP's three wrapped copies of
+ * its key in dep_roots (slot KEYTIER_ROOT_A, _B, _AVAIL).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "store_stmt.h"
+
+static keytier_err kt_dep_count_locked(struct kt_store *st, const char *tenant,
+                                       const char *workload, unsigned *count)
+{
+    struct kt_stmt s;
+    bool row;
+    kt_stmt_prep(&s, st, "count DEPs",
+                 "SELECT count(*) FROM deps WHERE tenant = ?1 AND "
+                 "workload = ?2 AND state != ?3");
+    kt_stmt_bind_text(&s, 1, tenant);
+    kt_stmt_bind_text(&s, 2, workload);
+    kt_stmt_bind_int(&s, 3, KEYTIER_DEP_PURGED);
+    keytier_err e = kt_stmt_step(&s, &row);
+    if (e == KEYTIER_OK && row)
+        *count = (unsigned)kt_stmt_col_int(&s, 0);
+    else if (e == KEYTIER_OK)
+        e = kt_err(KEYTIER_E_STORE, "count DEPs: no row");
+    if (e == KEYTIER_OK)
+        e = kt_stmt_err(&s);
+    kt_stmt_done(&s);
+    return e;
+}
+
+keytier_err kt_store_dep_count(struct kt_store *st, const char *tenant,
+                               const char *workload, unsigned *count)
+{
+    pthread_mutex_lock(&st->mu);
+    keytier_err e = kt_dep_count_locked(st, tenant, workload, count);
+    pthread_mutex_unlock(&st->mu);
+    return e;
+}
+
+static keytier_err kt_dep_insert_row(struct kt_store *st,
+                                     const struct kt_dep_rec *dep)
+{
+    struct kt_stmt s;
+    kt_stmt_prep(&s, st, "insert DEP",
+                 "INSERT INTO deps(dep_id, policy_id, tenant, "
+                 "workload, state, created, key_check, name) "
+                 "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)");
+    kt_stmt_bind_text(&s, 1, dep->dep_id);
+    kt_stmt_bind_text(&s, 2, dep->policy_id);
+    kt_stmt_bind_text(&s, 3, dep->tenant);
+    kt_stmt_bind_text(&s, 4, dep->workload);
+    kt_stmt_bind_int(&s, 5, dep->state);
+    kt_stmt_bind_int64(&s, 6, dep->created);
+    kt_stmt_bind_blob(&s, 7, dep->check, sizeof dep->check);
+    /* "": the DEP has no name (NULL) */
+    kt_stmt_bind_text(&s, 8, dep->name[0] != '\0' ? dep->name : NULL);
+    keytier_err e = kt_stmt_exec(&s);
+    kt_stmt_done(&s);
+    return e;
+}
+
+static keytier_err kt_dep_insert_root(struct kt_store *st, const char *dep_id,
+                                      int slot, const struct kt_root_rec *r)
+{
+    struct kt_stmt s;
+    kt_stmt_prep(&s, st, "insert DEP root",
+                 "INSERT INTO dep_roots(dep_id, slot, uri, "
+                 "mech, wrapped) VALUES (?1, ?2, ?3, ?4, ?5)");
+    kt_stmt_bind_text(&s, 1, dep_id);
+    kt_stmt_bind_int(&s, 2, slot);
+    kt_stmt_bind_text(&s, 3, r->uri);
+    kt_stmt_bind_text(&s, 4, r->mech);
+    kt_stmt_bind_blob(&s, 5, r->wrapped, r->wrapped_len);
+    keytier_err e = kt_stmt_exec(&s);
+    kt_stmt_done(&s);
+    return e;
+}
+
+keytier_err kt_store_dep_insert(struct kt_store *st,
+                                const struct kt_dep_rec *dep, unsigned limit)
+{
+    unsigned count = 0;
+    pthread_mutex_lock(&st->mu);
+    keytier_err e = kt_db_begin(st);
+    if (e != KEYTIER_OK)
+        goto out;
+    e = kt_dep_count_locked(st, dep->tenant, dep->workload, &count);
+    if (e != KEYTIER_OK)
+        goto fail;
+    if (count >= limit) {
+        e = kt_err(KEYTIER_E_DEP_LIMIT,
+                   "tenant %s already has %u DEPs for workload %s (limit %u)",
+                   dep->tenant, count, dep->workload, limit);
+        goto fail;
+    }
+    e = kt_dep_insert_row(st, dep);
+    for (int slot = 0; slot < 3 && e == KEYTIER_OK; slot++)
+        e = kt_dep_insert_root(st, dep->dep_id, slot, &dep->roots[slot]);
+    if (e != KEYTIER_OK)
+        goto fail;
+    e = kt_db_commit(st);
+    goto out;
+fail:
+    kt_db_rollback(st);
+out:
+    pthread_mutex_unlock(&st->mu);
+    return e;
+}
+
+#define KT_DEP_COLS                                                            \
+    "dep_id, policy_id, tenant, workload, state, created, key_check, name"
+
+/* The wrapped copies of d into d->roots: all three, or none for a purged
+ * DEP (it keeps its row without them). */
+static keytier_err kt_dep_roots(struct kt_store *st, struct kt_dep_rec *d)
+{
+    struct kt_stmt s;
+    kt_stmt_prep(&s, st, "read DEP roots",
+                 "SELECT slot, uri, mech, wrapped FROM dep_roots "
+                 "WHERE dep_id = ?1");
+    kt_stmt_bind_text(&s, 1, d->dep_id);
+    unsigned seen = 0;
+    bool row;
+    keytier_err e;
+    while ((e = kt_stmt_step(&s, &row)) == KEYTIER_OK && row) {
+        int slot = kt_stmt_col_int(&s, 0);
+        if (slot < 0 || slot > 2) {
+            e = kt_err(KEYTIER_E_FORMAT, "DEP %s: bad root slot", d->dep_id);
+            break;
+        }
+        struct kt_root_rec *rr = &d->roots[slot];
+        kt_stmt_col_text(&s, 1, rr->uri, sizeof rr->uri);
+        kt_stmt_col_text(&s, 2, rr->mech, sizeof rr->mech);
+        if (!kt_stmt_col_blob(&s, 3, rr->wrapped, sizeof rr->wrapped,
+                              &rr->wrapped_len)) {
+            e = kt_stmt_err(&s) != KEYTIER_OK
+                    ? kt_stmt_err(&s)
+                    : kt_err(KEYTIER_E_FORMAT, "DEP %s: wrapped copy too large",
+                             d->dep_id);
+            break;
+        }
+        if ((e = kt_stmt_err(&s)) != KEYTIER_OK)
+            break;
+        seen |= 1u << slot;
+    }
+    kt_stmt_done(&s);
+    if (e == KEYTIER_OK && seen != 7 &&
+        !(seen == 0 && d->state == KEYTIER_DEP_PURGED))
+        e = kt_err(KEYTIER_E_FORMAT, "DEP %s: missing wrapped copies",
+                   d->dep_id);
+    return e;
+}
+
+/* One row of KT_DEP_COLS, with its wrapped copies read by a second
+ * statement. */
+static keytier_err kt_dep_row(struct kt_store *st, struct kt_stmt *s,
+                              struct kt_dep_rec *d)
+{
+    memset(d, 0, sizeof *d);
+    kt_stmt_col_text(s, 0, d->dep_id, sizeof d->dep_id);
+    kt_stmt_col_text(s, 1, d->policy_id, sizeof d->policy_id);
+    kt_stmt_col_text(s, 2, d->tenant, sizeof d->tenant);
+    kt_stmt_col_text(s, 3, d->workload, sizeof d->workload);
+    d->state = kt_stmt_col_int(s, 4);
+    d->created = kt_stmt_col_int64(s, 5);
+    size_t n;
+    bool check = kt_stmt_col_blob(s, 6, d->check, sizeof d->check, &n) &&
+                 n == sizeof d->check;
+    kt_stmt_col_text(s, 7, d->name, sizeof d->name); /* NULL: "" */
+    if (kt_stmt_err(s) != KEYTIER_OK)
+        return kt_stmt_err(s);
+    if (!check)
+        return kt_err(KEYTIER_E_FORMAT, "DEP %s: bad key check value",
+                      d->dep_id);
+    return kt_dep_roots(st, d);
+}
+
+keytier_err kt_store_dep_get(struct kt_store *st, const char *dep_id,
+                             struct kt_dep_rec *out)
+{
+    struct kt_stmt s;
+    bool row;
+    pthread_mutex_lock(&st->mu);
+    kt_stmt_prep(&s, st, "read DEP",
+                 "SELECT " KT_DEP_COLS " FROM deps WHERE dep_id = ?1");
+    kt_stmt_bind_text(&s, 1, dep_id);
+    keytier_err e = kt_stmt_step(&s, &row);
+    if (e == KEYTIER_OK && row)
+        e = kt_dep_row(st, &s, out);
+    else if (e == KEYTIER_OK)
+        e = kt_err(KEYTIER_E_DEP_NOT_FOUND, "%s", dep_id);
+    kt_stmt_done(&s);
+    pthread_mutex_unlock(&st->mu);
+    return e;
+}
+
+keytier_err kt_store_dep_list(struct kt_store *st, const char *tenant,
+                              const char *workload, struct kt_dep_rec **out,
+                              size_t *count)
+{
+    struct kt_stmt s;
+    struct kt_dep_rec *list = NULL;
+    size_t n = 0, cap = 0;
+    bool row;
+    keytier_err e;
+    pthread_mutex_lock(&st->mu);
+    kt_stmt_prep(&s, st, "list DEPs",
+                 "SELECT " KT_DEP_COLS " FROM deps "
+                 "WHERE (?1 IS NULL OR tenant = ?1) "
+                 "AND (?2 IS NULL OR workload = ?2) "
+                 "ORDER BY created, rowid");
+    kt_stmt_bind_text(&s, 1, tenant);
+    kt_stmt_bind_text(&s, 2, workload);
+    while ((e = kt_stmt_step(&s, &row)) == KEYTIER_OK && row) {
+        if (!kt_array_reserve((void **)&list, &cap, n, sizeof *list, 8)) {
+            e = kt_err(KEYTIER_E_NOMEM, NULL);
+            break;
+        }
+        e = kt_dep_row(st, &s, &list[n]);
+        if (e != KEYTIER_OK)
+            break;
+        n++;
+    }
+    kt_stmt_done(&s);
+    pthread_mutex_unlock(&st->mu);
+    if (e != KEYTIER_OK) {
+        free(list);
+        return e;
+    }
+    *out = list;
+    *count = n;
+    return KEYTIER_OK;
+}
+
+keytier_err kt_store_dep_state(struct kt_store *st, const char *dep_id,
+                               int *state)
+{
+    struct kt_stmt s;
+    bool row;
+    pthread_mutex_lock(&st->mu);
+    kt_stmt_prep(&s, st, "read DEP state",
+                 "SELECT state FROM deps WHERE dep_id = ?1");
+    kt_stmt_bind_text(&s, 1, dep_id);
+    keytier_err e = kt_stmt_step(&s, &row);
+    if (e == KEYTIER_OK && row) {
+        *state = kt_stmt_col_int(&s, 0);
+        e = kt_stmt_err(&s);
+    } else if (e == KEYTIER_OK) {
+        e = kt_err(KEYTIER_E_DEP_NOT_FOUND, "%s", dep_id);
+    }
+    kt_stmt_done(&s);
+    pthread_mutex_unlock(&st->mu);
+    return e;
+}
+
+keytier_err kt_store_dep_set_state(struct kt_store *st, const char *dep_id,
+                                   int state)
+{
+    const char *t[] = {dep_id};
+    const int64_t v = state;
+    pthread_mutex_lock(&st->mu);
+    /* The state change and its cache invalidation commit together. */
+    keytier_err e = kt_db_begin(st);
+    if (e != KEYTIER_OK)
+        goto out;
+    e = kt_db_run(st, "update DEP",
+                  "UPDATE deps SET state = ?2 WHERE dep_id = ?1", t, 1, &v);
+    if (e == KEYTIER_OK && kt_db_changes(st) == 0)
+        e = kt_err(KEYTIER_E_DEP_NOT_FOUND, "%s", dep_id);
+    if (e == KEYTIER_OK)
+        e = kt_inval_add(st, KT_INVAL_DEP, dep_id,
+                         state == KEYTIER_DEP_DISABLED ? "disable" : "state");
+    if (e != KEYTIER_OK)
+        goto fail;
+    e = kt_db_commit(st);
+    goto out;
+fail:
+    kt_db_rollback(st);
+out:
+    pthread_mutex_unlock(&st->mu);
+    return e;
+}

@@ -1,0 +1,132 @@
+/*
+ * Rolls in the store: the pending copy of one slot's wrapped DEP key waits
+ * in dep_roll (the DEP ROLLING) until it has been read back; then one
+ * transaction moves it into dep_roots (commit) or drops it (abort), and the
+ * DEP is REGISTERED again.
+ */
+#include <string.h>
+
+#include "store_stmt.h"
+
+static keytier_err kt_roll_put(struct kt_store *st, const char *dep_id,
+                               int slot, const struct kt_root_rec *pending,
+                               int64_t now)
+{
+    struct kt_stmt s;
+    kt_stmt_prep(&s, st, "roll",
+                 "INSERT OR REPLACE INTO dep_roll(dep_id, slot, uri, mech, "
+                 "wrapped, started) VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
+    kt_stmt_bind_text(&s, 1, dep_id);
+    kt_stmt_bind_int(&s, 2, slot);
+    kt_stmt_bind_text(&s, 3, pending->uri);
+    kt_stmt_bind_text(&s, 4, pending->mech);
+    kt_stmt_bind_blob(&s, 5, pending->wrapped, pending->wrapped_len);
+    kt_stmt_bind_int64(&s, 6, now);
+    keytier_err e = kt_stmt_exec(&s);
+    kt_stmt_done(&s);
+    return e;
+}
+
+keytier_err kt_store_roll_begin(struct kt_store *st, const char *dep_id,
+                                int slot, const struct kt_root_rec *pending,
+                                int64_t now)
+{
+    const char *t[] = {dep_id};
+    const int64_t rolling = KEYTIER_DEP_ROLLING;
+    pthread_mutex_lock(&st->mu);
+    keytier_err e = kt_db_begin(st);
+    if (e != KEYTIER_OK)
+        goto out;
+    e = kt_roll_put(st, dep_id, slot, pending, now);
+    if (e == KEYTIER_OK)
+        e = kt_db_run(st, "roll",
+                      "UPDATE deps SET state = ?2 WHERE dep_id = ?1", t, 1,
+                      &rolling);
+    if (e != KEYTIER_OK)
+        goto fail;
+    e = kt_db_commit(st);
+    goto out;
+fail:
+    kt_db_rollback(st);
+out:
+    pthread_mutex_unlock(&st->mu);
+    return e;
+}
+
+keytier_err kt_store_roll_get(struct kt_store *st, const char *dep_id,
+                              int *slot, struct kt_root_rec *out)
+{
+    struct kt_stmt s;
+    bool row;
+    pthread_mutex_lock(&st->mu);
+    kt_stmt_prep(&s, st, "read roll",
+                 "SELECT slot, uri, mech, wrapped FROM dep_roll WHERE "
+                 "dep_id = ?1");
+    kt_stmt_bind_text(&s, 1, dep_id);
+    keytier_err e = kt_stmt_step(&s, &row);
+    if (e == KEYTIER_OK && row) {
+        memset(out, 0, sizeof *out);
+        *slot = kt_stmt_col_int(&s, 0);
+        kt_stmt_col_text(&s, 1, out->uri, sizeof out->uri);
+        kt_stmt_col_text(&s, 2, out->mech, sizeof out->mech);
+        bool fits = kt_stmt_col_blob(&s, 3, out->wrapped, sizeof out->wrapped,
+                                     &out->wrapped_len);
+        e = kt_stmt_err(&s);
+        if (e == KEYTIER_OK && !fits)
+            e = kt_err(KEYTIER_E_FORMAT, "DEP %s: pending copy", dep_id);
+    } else if (e == KEYTIER_OK) {
+        e = kt_err(KEYTIER_E_NOT_FOUND, "DEP %s has no roll pending", dep_id);
+    }
+    kt_stmt_done(&s);
+    pthread_mutex_unlock(&st->mu);
+    return e;
+}
+
+/* Moves the pending copy into its slot of dep_roots. */
+static keytier_err kt_roll_commit(struct kt_store *st, const char *dep_id)
+{
+    const char *t[] = {dep_id};
+    keytier_err e =
+        kt_db_run(st, "roll",
+                  "UPDATE dep_roots SET (uri, mech, wrapped) = "
+                  "(SELECT uri, mech, wrapped FROM dep_roll r WHERE "
+                  "r.dep_id = dep_roots.dep_id) WHERE dep_id = ?1 AND "
+                  "slot = (SELECT slot FROM dep_roll WHERE dep_id = ?1)",
+                  t, 1, NULL);
+    if (e == KEYTIER_OK && kt_db_changes(st) != 1)
+        e = kt_err(KEYTIER_E_NOT_FOUND, "DEP %s has no roll pending", dep_id);
+    /* cached copies name the old root */
+    if (e == KEYTIER_OK)
+        e = kt_inval_add(st, KT_INVAL_DEP, dep_id, "roll");
+    return e;
+}
+
+keytier_err kt_store_roll_end(struct kt_store *st, const char *dep_id,
+                              bool commit)
+{
+    const char *t[] = {dep_id};
+    const int64_t registered = KEYTIER_DEP_REGISTERED;
+    pthread_mutex_lock(&st->mu);
+    keytier_err e = kt_db_begin(st);
+    if (e != KEYTIER_OK)
+        goto out;
+    if (commit)
+        e = kt_roll_commit(st, dep_id);
+    if (e == KEYTIER_OK)
+        e = kt_db_run(st, "roll", "DELETE FROM dep_roll WHERE dep_id = ?1", t,
+                      1, NULL);
+    if (e == KEYTIER_OK)
+        e = kt_db_run(st, "roll",
+                      "UPDATE deps SET state = ?2 WHERE dep_id = ?1 AND "
+                      "state = 2",
+                      t, 1, &registered);
+    if (e != KEYTIER_OK)
+        goto fail;
+    e = kt_db_commit(st);
+    goto out;
+fail:
+    kt_db_rollback(st);
+out:
+    pthread_mutex_unlock(&st->mu);
+    return e;
+}

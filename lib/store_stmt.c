@@ -1,0 +1,269 @@
+/*
+ * The checked statement of the SQLite store (store_stmt.h): every SQLite
+ * result is looked at, and the first failure of a statement becomes its
+ * KEYTIER_E_STORE with the SQL and SQLite's message.
+ */
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "store_stmt.h"
+
+/* Records the first failure: later ones are consequences of it. */
+static void kt_stmt_fail(struct kt_stmt *s, int rc, const char *how,
+                         const char *msg)
+{
+    if (s->err != KEYTIER_OK)
+        return;
+    s->rc = rc;
+    s->err =
+        kt_err(KEYTIER_E_STORE, "%s: %s%s [%s]", s->what, how, msg, s->sql);
+}
+
+void kt_stmt_prep(struct kt_stmt *s, struct kt_store *st, const char *what,
+                  const char *sql)
+{
+    *s = (struct kt_stmt){.st = st, .sql = sql, .what = what};
+    atomic_fetch_add_explicit(&st->ops, 1, memory_order_relaxed);
+    size_t i;
+    for (i = 0; i < KT_STMT_CACHE && st->cache[i].sql != NULL; i++)
+        if (st->cache[i].sql == sql) {
+            s->q = st->cache[i].q;
+            return;
+        }
+    int rc = sqlite3_prepare_v3(st->db, sql, -1, SQLITE_PREPARE_PERSISTENT,
+                                &s->q, NULL);
+    if (rc != SQLITE_OK) {
+        sqlite3_finalize(s->q);
+        s->q = NULL;
+        kt_stmt_fail(s, sqlite3_extended_errcode(st->db), "",
+                     sqlite3_errmsg(st->db));
+        return;
+    }
+    if (i < KT_STMT_CACHE) {
+        st->cache[i].sql = sql;
+        st->cache[i].q = s->q;
+    }
+}
+
+/* The result of a bind: SQLITE_RANGE for a parameter the SQL does not
+ * have, SQLITE_TOOBIG, SQLITE_NOMEM, SQLITE_MISUSE. */
+static void kt_stmt_bound(struct kt_stmt *s, int i, int rc)
+{
+    if (rc == SQLITE_OK)
+        return;
+    char how[48];
+    snprintf(how, sizeof how, "binding ?%d: ", i);
+    kt_stmt_fail(s, rc, how, sqlite3_errstr(rc));
+}
+
+void kt_stmt_bind_text(struct kt_stmt *s, int i, const char *text)
+{
+    if (s->err != KEYTIER_OK)
+        return;
+    kt_stmt_bound(s, i,
+                  text != NULL
+                      ? sqlite3_bind_text(s->q, i, text, -1, SQLITE_STATIC)
+                      : sqlite3_bind_null(s->q, i));
+}
+
+void kt_stmt_bind_int(struct kt_stmt *s, int i, int v)
+{
+    if (s->err == KEYTIER_OK)
+        kt_stmt_bound(s, i, sqlite3_bind_int(s->q, i, v));
+}
+
+void kt_stmt_bind_int64(struct kt_stmt *s, int i, int64_t v)
+{
+    if (s->err == KEYTIER_OK)
+        kt_stmt_bound(s, i, sqlite3_bind_int64(s->q, i, (sqlite3_int64)v));
+}
+
+void kt_stmt_bind_blob(struct kt_stmt *s, int i, const void *p, size_t n)
+{
+    if (s->err != KEYTIER_OK)
+        return;
+    kt_stmt_bound(s, i,
+                  n > INT_MAX
+                      ? SQLITE_TOOBIG
+                      : sqlite3_bind_blob(s->q, i, p, (int)n, SQLITE_STATIC));
+}
+
+keytier_err kt_stmt_step(struct kt_stmt *s, bool *row)
+{
+    *row = false;
+    if (s->err != KEYTIER_OK)
+        return s->err;
+    int rc = sqlite3_step(s->q);
+    if (rc == SQLITE_ROW) {
+        *row = true;
+        return KEYTIER_OK;
+    }
+    if (rc == SQLITE_DONE)
+        return KEYTIER_OK;
+    sqlite3 *db = sqlite3_db_handle(s->q);
+    int ext = sqlite3_extended_errcode(db);
+    kt_stmt_fail(s, (ext & 0xff) == (rc & 0xff) ? ext : rc, "",
+                 sqlite3_errmsg(db));
+    return s->err;
+}
+
+keytier_err kt_stmt_exec(struct kt_stmt *s)
+{
+    bool row;
+    keytier_err e = kt_stmt_step(s, &row);
+    if (e == KEYTIER_OK && row)
+        kt_stmt_fail(s, SQLITE_MISUSE, "", "returned a row");
+    return s->err;
+}
+
+keytier_err kt_stmt_err(const struct kt_stmt *s)
+{
+    return s->err;
+}
+
+int kt_stmt_rc(const struct kt_stmt *s)
+{
+    return s->rc;
+}
+
+/* A column of the current row, or a failure recorded. */
+static bool kt_stmt_col_ok(struct kt_stmt *s, int col)
+{
+    if (s->err != KEYTIER_OK)
+        return false;
+    if (col >= 0 && col < sqlite3_data_count(s->q))
+        return true;
+    char how[48];
+    snprintf(how, sizeof how, "reading column %d: ", col);
+    kt_stmt_fail(s, SQLITE_RANGE, how, "no such column in the row");
+    return false;
+}
+
+/* A value SQLite could not give (NULL for a non-NULL column): out of
+ * memory converting it. */
+static void kt_stmt_col_nomem(struct kt_stmt *s, int col)
+{
+    char how[48];
+    snprintf(how, sizeof how, "reading column %d: ", col);
+    kt_stmt_fail(s, SQLITE_NOMEM, how, sqlite3_errstr(SQLITE_NOMEM));
+}
+
+int kt_stmt_col_int(struct kt_stmt *s, int col)
+{
+    return kt_stmt_col_ok(s, col) ? sqlite3_column_int(s->q, col) : 0;
+}
+
+int64_t kt_stmt_col_int64(struct kt_stmt *s, int col)
+{
+    return kt_stmt_col_ok(s, col) ? sqlite3_column_int64(s->q, col) : 0;
+}
+
+bool kt_stmt_col_null(struct kt_stmt *s, int col)
+{
+    return kt_stmt_col_ok(s, col) &&
+           sqlite3_column_type(s->q, col) == SQLITE_NULL;
+}
+
+void kt_stmt_col_text(struct kt_stmt *s, int col, char *dst, size_t cap)
+{
+    const unsigned char *t = NULL;
+    if (kt_stmt_col_ok(s, col)) {
+        t = sqlite3_column_text(s->q, col);
+        if (t == NULL && sqlite3_column_type(s->q, col) != SQLITE_NULL)
+            kt_stmt_col_nomem(s, col);
+    }
+    kt_strlcpy(dst, t ? (const char *)t : "", cap);
+}
+
+bool kt_stmt_col_blob(struct kt_stmt *s, int col, uint8_t *dst, size_t cap,
+                      size_t *len)
+{
+    if (!kt_stmt_col_ok(s, col))
+        return false;
+    const void *p = sqlite3_column_blob(s->q, col);
+    int n = sqlite3_column_bytes(s->q, col);
+    if (p == NULL && n > 0) {
+        kt_stmt_col_nomem(s, col);
+        return false;
+    }
+    struct kt_rd rd;
+    kt_rd_init(&rd, p, n > 0 ? (size_t)n : 0);
+    if (n < 0 || !kt_rd_copy(&rd, dst, cap, (size_t)n))
+        return false;
+    *len = (size_t)n;
+    return true;
+}
+
+void kt_stmt_done(struct kt_stmt *s)
+{
+    if (s->q == NULL)
+        return;
+    struct kt_store *st = s->st;
+    for (size_t i = 0; i < KT_STMT_CACHE && st->cache[i].sql != NULL; i++)
+        if (st->cache[i].q == s->q) {
+            /* reset repeats the last step's result, recorded already;
+             * clear_bindings cannot fail */
+            (void)sqlite3_reset(s->q);
+            (void)sqlite3_clear_bindings(s->q);
+            s->q = NULL;
+            return;
+        }
+    (void)sqlite3_finalize(s->q); /* cache full: not kept */
+    s->q = NULL;
+}
+
+/* ---- the connection ---------------------------------------------------- */
+
+keytier_err kt_db_fail(struct kt_store *st, const char *what)
+{
+    return kt_err(KEYTIER_E_STORE, "%s: %s", what, sqlite3_errmsg(st->db));
+}
+
+keytier_err kt_db_exec(struct kt_store *st, const char *what, const char *sql)
+{
+    atomic_fetch_add_explicit(&st->ops, 1, memory_order_relaxed);
+    if (sqlite3_exec(st->db, sql, NULL, NULL, NULL) != SQLITE_OK)
+        return kt_db_fail(st, what);
+    return KEYTIER_OK;
+}
+
+keytier_err kt_db_begin(struct kt_store *st)
+{
+    return kt_db_exec(st, "begin", "BEGIN IMMEDIATE");
+}
+
+keytier_err kt_db_commit(struct kt_store *st)
+{
+    keytier_err e = kt_db_exec(st, "commit", "COMMIT");
+    if (e != KEYTIER_OK)
+        kt_db_rollback(st);
+    return e;
+}
+
+void kt_db_rollback(struct kt_store *st)
+{
+    /* Fails only when no transaction is open any more (SQLite rolled it
+     * back itself): the caller's error is the one to report. */
+    atomic_fetch_add_explicit(&st->ops, 1, memory_order_relaxed);
+    (void)sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+}
+
+int64_t kt_db_changes(struct kt_store *st)
+{
+    return sqlite3_changes(st->db);
+}
+
+keytier_err kt_db_run(struct kt_store *st, const char *what, const char *sql,
+                      const char *const *texts, size_t n, const int64_t *num)
+{
+    struct kt_stmt s;
+    kt_stmt_prep(&s, st, what, sql);
+    for (size_t i = 0; i < n; i++)
+        kt_stmt_bind_text(&s, (int)i + 1, texts[i]);
+    if (num != NULL)
+        kt_stmt_bind_int64(&s, (int)n + 1, *num);
+    keytier_err e = kt_stmt_exec(&s);
+    kt_stmt_done(&s);
+    return e;
+}

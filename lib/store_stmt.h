@@ -1,0 +1,133 @@
+/*
+ * store_stmt.h - the inside of the SQLite store (store.h): the connection,
+ * its statement cache, transactions, and the checked statement that every
+ * store_<family>.c file uses instead of calling SQLite directly.
+ *
+ * A struct kt_stmt keeps the first failure of its statement (prepare, bind,
+ * step or column read) as a KEYTIER_E_STORE naming what was being done,
+ * SQLite's message and the SQL text - never a bound value - and every later
+ * call on it does nothing, so a failed bind stops the step that would have
+ * run without it and the step reports the bind's failure.
+ *
+ *     struct kt_stmt s;
+ *     kt_stmt_prep(&s, st, "read DEP state", "SELECT state ... ?1");
+ *     kt_stmt_bind_text(&s, 1, dep_id);
+ *     bool row;
+ *     keytier_err e = kt_stmt_step(&s, &row);
+ *     if (e == KEYTIER_OK && row)
+ *         *state = kt_stmt_col_int(&s, 0);
+ *     kt_stmt_done(&s);
+ *
+ * Everything here runs with st->mu held.
+ */
+#ifndef KT_STORE_STMT_H
+#define KT_STORE_STMT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include <sqlite3.h>
+
+#include "kt_lib.h"
+
+/* Statements kept prepared per store: more than the store's distinct SQL
+ * texts (about 50), so that none is prepared again on every call. */
+#define KT_STMT_CACHE 64
+
+struct kt_store {
+    sqlite3 *db;
+    pthread_mutex_t mu; /* one connection, statements grouped per call */
+    /* Prepared statements, keyed by their SQL text's address (every query
+     * is a literal), reused under mu. */
+    struct {
+        const char *sql;
+        sqlite3_stmt *q;
+    } cache[KT_STMT_CACHE];
+    atomic_uint_fast64_t ops; /* statements run (kt_store_ops) */
+    /* This connection's mark on the invalidation rows it writes, so that
+     * its own context skips them (it invalidated at once). */
+    char origin[33];
+};
+
+struct kt_stmt {
+    struct kt_store *st;
+    sqlite3_stmt *q; /* NULL when the prepare failed */
+    const char *sql;
+    const char *what; /* "insert DEP": the start of every error text */
+    keytier_err err;  /* the first failure, KEYTIER_OK while none */
+    int rc;           /* its extended SQLite code (SQLITE_OK: none) */
+};
+
+/* Takes sql's cached statement (or prepares and caches it).  sql must be a
+ * string literal: its address is the cache key. */
+void kt_stmt_prep(struct kt_stmt *s, struct kt_store *st, const char *what,
+                  const char *sql);
+/* Parameter i (1-based).  text NULL binds SQL NULL.  Values are bound
+ * SQLITE_STATIC: they must outlive the statement's last step. */
+void kt_stmt_bind_text(struct kt_stmt *s, int i, const char *text);
+void kt_stmt_bind_int(struct kt_stmt *s, int i, int v);
+void kt_stmt_bind_int64(struct kt_stmt *s, int i, int64_t v);
+void kt_stmt_bind_blob(struct kt_stmt *s, int i, const void *p, size_t n);
+
+/* KEYTIER_OK with *row true (a row to read) or false (no more rows), or
+ * the statement's first failure. */
+KT_MUST_CHECK keytier_err kt_stmt_step(struct kt_stmt *s, bool *row);
+/* Runs a statement that returns no row to its end. */
+KT_MUST_CHECK keytier_err kt_stmt_exec(struct kt_stmt *s);
+/* The failure so far (reads record theirs: check after reading a row). */
+KT_MUST_CHECK keytier_err kt_stmt_err(const struct kt_stmt *s);
+/* The extended SQLite code of the failure (SQLITE_CONSTRAINT_UNIQUE, ...),
+ * SQLITE_OK when there was none. */
+int kt_stmt_rc(const struct kt_stmt *s);
+
+/* Columns of the current row (0-based).  A column the row does not have,
+ * or a value SQLite cannot convert (out of memory), is a failure. */
+int kt_stmt_col_int(struct kt_stmt *s, int col);
+int64_t kt_stmt_col_int64(struct kt_stmt *s, int col);
+bool kt_stmt_col_null(struct kt_stmt *s, int col);
+/* Copies text into dst (NULL: "", truncated to cap - 1 bytes). */
+void kt_stmt_col_text(struct kt_stmt *s, int col, char *dst, size_t cap);
+/* Copies a blob into dst; false (not a statement failure: the caller says
+ * what the row means) when it is larger than cap. */
+KT_MUST_CHECK bool kt_stmt_col_blob(struct kt_stmt *s, int col, uint8_t *dst,
+                                    size_t cap, size_t *len);
+
+/* Gives the statement back to the cache (reset, bindings cleared) or
+ * finalizes it when the cache was full.  The failure it may repeat is the
+ * one already recorded. */
+void kt_stmt_done(struct kt_stmt *s);
+
+/* ---- the connection ---------------------------------------------------- */
+
+/* KEYTIER_E_STORE "what: SQLite's message" for a call outside a statement. */
+KT_MUST_CHECK keytier_err kt_db_fail(struct kt_store *st, const char *what);
+/* Runs SQL without parameters (PRAGMAs, transaction control). */
+KT_MUST_CHECK keytier_err kt_db_exec(struct kt_store *st, const char *what,
+                                     const char *sql);
+/* BEGIN IMMEDIATE: the write lock is taken before the first read, so a
+ * check and the write that depends on it see the same state. */
+KT_MUST_CHECK keytier_err kt_db_begin(struct kt_store *st);
+/* COMMIT, rolling back when the commit fails. */
+KT_MUST_CHECK keytier_err kt_db_commit(struct kt_store *st);
+void kt_db_rollback(struct kt_store *st);
+/* Rows changed by the last INSERT, UPDATE or DELETE. */
+int64_t kt_db_changes(struct kt_store *st);
+/* Prepares sql, binds ?1..?n to texts (NULL: SQL NULL) and, when num is not
+ * NULL, ?n+1 to *num, and runs it to its end. */
+KT_MUST_CHECK keytier_err kt_db_run(struct kt_store *st, const char *what,
+                                    const char *sql, const char *const *texts,
+                                    size_t n, const int64_t *num);
+
+/* ---- rows shared between families -------------------------------------- */
+
+/* The columns KT_KEY_COLS of tier_keys into k (store_key.c). */
+#define KT_KEY_COLS                                                            \
+    "key_id, tenant, workload, dep_id, parent_id, level, name, created, "      \
+    "wrapped"
+KT_MUST_CHECK keytier_err kt_key_row(struct kt_stmt *s, struct kt_key_rec *k);
+/* Appends an invalidation row inside the caller's transaction
+ * (store_inval.c). */
+KT_MUST_CHECK keytier_err kt_inval_add(struct kt_store *st, int scope,
+                                       const char *value, const char *reason);
+
+#endif /* KT_STORE_STMT_H */
