@@ -29,7 +29,7 @@
 
 #define KT_BUSY_TIMEOUT_MS 10000
 
-#define KT_STMT_CACHE 40 /* lib-audit: 33 statements with the anchors */
+#define KT_STMT_CACHE 40 /* 33 statements with the anchors */
 
 struct kt_store {
     sqlite3 *db;
@@ -41,7 +41,7 @@ struct kt_store {
         sqlite3_stmt *q;
     } cache[KT_STMT_CACHE];
     atomic_uint_fast64_t ops; /* statements run (kt_store_ops) */
-    /* lib-cache: this connection's mark on the invalidation rows it
+    /* This connection's mark on the invalidation rows it
      * writes, so that its context skips them (it invalidated at once). */
     char origin[33];
 };
@@ -157,7 +157,7 @@ static const char *const kt_migrations[] = {
     "  PRIMARY KEY (name, version));",
     /* 3 -> 4 (cli): a DEP's optional human name; NULL for older DEPs. */
     "ALTER TABLE deps ADD COLUMN name TEXT;",
-    /* 4 -> 5 (lib-cache): changes that make cached keys wrong, for the
+    /* 4 -> 5: changes that make cached keys wrong, for the
      * caches of every process (store.h "cache invalidations").
      * AUTOINCREMENT: a seq is never given twice, even after pruning. */
     "CREATE TABLE IF NOT EXISTS cache_invalidations ("
@@ -169,7 +169,7 @@ static const char *const kt_migrations[] = {
     "  created INTEGER NOT NULL);"
     "CREATE INDEX IF NOT EXISTS cache_invalidations_created ON "
     "cache_invalidations(created);",
-    /* 5 -> 6 (lib-audit): the keyed anchor of each audit log's head (its
+    /* 5 -> 6: the keyed anchor of each audit log's head (its
      * Seq and Hash, MACed by the service token), outside the log file. */
     "CREATE TABLE IF NOT EXISTS audit_anchors ("
     "  log_id TEXT PRIMARY KEY,"
@@ -681,7 +681,7 @@ keytier_err kt_store_dep_set_state(struct kt_store *st, const char *dep_id,
 {
     sqlite3_stmt *q;
     pthread_mutex_lock(&st->mu);
-    /* lib-cache: the state change and its cache invalidation commit
+    /* The state change and its cache invalidation commit
      * together. */
     keytier_err e = kt_begin(st);
     if (e != KEYTIER_OK)
@@ -868,9 +868,7 @@ out:
     return KEYTIER_OK;
 }
 
-/* ==== lifecycle: rolls, migrations, purge, keysets ======================
- * Marked block (lifecycle) so lib-core and lifecycle edit different lines.
- */
+/* ==== lifecycle: rolls, migrations, purge, keysets ====================== */
 
 /* Runs one statement with text binds (NULL: bind NULL) to completion. */
 static keytier_err kt_run(struct kt_store *st, const char *sql,
@@ -988,7 +986,7 @@ keytier_err kt_store_roll_end(struct kt_store *st, const char *dep_id,
         if (e == KEYTIER_OK && sqlite3_changes(st->db) != 1)
             e = kt_err(KEYTIER_E_NOT_FOUND, "DEP %s has no roll pending",
                        dep_id);
-        /* lib-cache: cached copies name the old root */
+        /* Cached copies name the old root */
         if (e == KEYTIER_OK)
             e = kt_inval_add_locked(st, KT_INVAL_DEP, dep_id, "roll");
         if (e != KEYTIER_OK)
@@ -1340,7 +1338,7 @@ keytier_err kt_store_mig_apply(struct kt_store *st, const char *id,
                 goto fail;
             if (sqlite3_changes(st->db) == 1)
                 (*applied)++;
-            /* lib-cache: the key (and those below it) moved to another
+            /* The key (and those below it) moved to another
              * DEP: cached copies would open under the old parent. */
             if (!u[i].gone) {
                 e = kt_inval_add_locked(st, KT_INVAL_KEY, u[i].key_id,
@@ -1619,7 +1617,7 @@ out:
 }
 /* ==== end lifecycle ===================================================== */
 
-/* ==== cache invalidations (lib-cache) ================================== */
+/* ==== cache invalidations ================================== */
 
 static keytier_err kt_inval_add_locked(struct kt_store *st, int scope,
                                        const char *value, const char *reason)
@@ -1782,7 +1780,7 @@ uint64_t kt_store_ops(struct kt_store *st)
 }
 /* ==== end cache invalidations ========================================== */
 
-/* ==== audit anchors (lib-audit) ========================================= */
+/* ==== audit anchors ========================================= */
 
 keytier_err kt_store_anchor_put(struct kt_store *st,
                                 const struct kt_anchor_rec *a, bool *applied)
