@@ -81,7 +81,7 @@ extern "C" {
     X(KEYTIER_E_UNWRAP, 36, "no customer key could unwrap the DEP key")        \
     X(KEYTIER_E_BUFFER, 37, "output buffer too small")                         \
     X(KEYTIER_E_INTERNAL, 38, "internal error")                                \
-    /* 40..49: availability */                                     \
+    /* 40..49: availability */                                                 \
     X(KEYTIER_E_REVOKED, 40, "access revoked: the customer keys refused")      \
     X(KEYTIER_E_UNAVAILABLE, 41, "customer keys unavailable")                  \
     X(KEYTIER_E_AUDIT, 42, "audit log could not be written")                   \
