@@ -1,6 +1,6 @@
 /*
  * bench-audit: the cost of the audit log's keyed anchor, through the
- * public API (BENCHMARKS.md "Audit log anchor").
+ * public API (BENCHMARKS.md "Availability").
  *
  *   tools/bench/audit.sh [BUILD_DIR] [records per round] [rounds]
  *

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The audit log's keyed anchor: keyset rollovers (one audit record each)
 # without and with the anchor, the service token on keytier's module
-# (BENCHMARKS.md "Audit log anchor").
+# (BENCHMARKS.md "Availability").
 #   tools/bench/audit.sh [BUILD_DIR] [records per round] [rounds]
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)

@@ -1,5 +1,5 @@
 /*
- * bench-lib: libkeytier benchmarks (BENCHMARKS.md, section "libkeytier").
+ * bench-lib: libkeytier benchmarks (BENCHMARKS.md, "Library" and "Streaming").
  *
  *   bench-lib SOFTHSM2_MODULE KEYTIER_MODULE [mailbox-keys]
  *   env: KT_BENCH_PARTS=1234 (subset to run), KT_BENCH_CHUNK=bytes
