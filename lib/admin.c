@@ -29,7 +29,7 @@ static void kt_admin_close(keytier_ctx *ctx)
 {
     if (ctx == NULL)
         return;
-    kt_ctx_drain(ctx); /* lib-deadline: never waits for a hung module */
+    kt_ctx_drain(ctx); /* Never waits for a hung module */
 }
 
 /* The module answered its start (C_Initialize, C_GetInfo) in time; a
@@ -61,7 +61,7 @@ static keytier_err kt_admin_open(const char *module_path, keytier_ctx **out)
         return kt_err(KEYTIER_E_NOMEM, NULL);
     }
     ctx->cfg.n_modules = 1;
-    /* lib-deadline: the module starts on the pool; a module that does not
+    /* The module starts on the pool; a module that does not
      * answer within the administration deadline is reported, not waited
      * for. */
     kt_avail_config_defaults(&ctx->cfg.avail);
@@ -163,7 +163,7 @@ static keytier_err kt_admin_slots(keytier_ctx *ctx, CK_SLOT_ID *slots,
     return KEYTIER_OK;
 }
 
-/* ---- lib-deadline: each command's token work is one job -------------
+/* ---- each command's token work is one job -------------
  * on the command's private context (kt_admin_open), run with
  * avail.admin_deadline_ms: a module that stops answering makes the command
  * fail with KEYTIER_E_UNAVAILABLE instead of hanging.  The job owns copies

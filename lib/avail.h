@@ -8,7 +8,7 @@
  *                                  "system" failure (its late result is
  *                                  dropped)
  *   avail.admin_deadline_ms = 30000
- *                                  lib-deadline: every other token call
+ *                                  Every other token call
  *                                  (DEP creation: finding and checking
  *                                  the customer roots, wrapping, generating
  *                                  the availability key; roll; purge;
@@ -66,7 +66,7 @@ struct kt_avail_override {
 
 struct kt_avail_cfg {
     unsigned call_deadline_ms;
-    unsigned admin_deadline_ms; /* lib-deadline */
+    unsigned admin_deadline_ms;
     unsigned hedge_ms;
     unsigned workers;
     unsigned per_token;
@@ -98,7 +98,7 @@ struct kt_dep_rec;
  * ctx (after its store, modules and pool are up). */
 KT_MUST_CHECK keytier_err kt_avail_open(keytier_ctx *ctx);
 /* Stops the cache thread and closes the audit log.  Token calls still
- * running on workers hold the context, not this state (lib-deadline). */
+ * running on workers hold the context, not this state. */
 void kt_avail_close(keytier_ctx *ctx);
 /* Frees the state itself, once no token job is left (kt_ctx_drain). */
 void kt_avail_free(keytier_ctx *ctx);
@@ -116,7 +116,7 @@ KT_MUST_CHECK keytier_err kt_avail_dep_key_read(
     keytier_ctx *ctx, const struct kt_dep_rec *dep, const keytier_request *req,
     const struct kt_avail_fill *fill, kt_secret **out);
 
-/* ---- the cache's fast paths (lib-cache) ----------------------------------
+/* ---- the cache's fast paths ----------------------------------
  * Cache ids: "dep:" DEP id, "key:" tier key id (KT_AVAIL_CACHE_ID bytes). */
 #define KT_AVAIL_CACHE_ID (4 + KEYTIER_ID_SIZE)
 void kt_avail_cache_id(char out[KT_AVAIL_CACHE_ID], const char *prefix,
@@ -146,7 +146,7 @@ size_t kt_avail_uncache(keytier_ctx *ctx, int scope, const char *value);
 void kt_avail_publish(keytier_ctx *ctx, int scope, const char *value,
                       const char *reason);
 
-/* lifecycle-fix: the DEP key through the customer keys only, never the
+/* The DEP key through the customer keys only, never the
  * cache nor the availability key (roll, assign/migrate: a lasting rewrap
  * must not undo a revocation).  req: internal, naming its operation.
  * Errors: KEYTIER_E_REVOKED (a customer key denied; audited as denied),
@@ -155,7 +155,7 @@ KT_MUST_CHECK keytier_err
 kt_avail_dep_key_read_customer(keytier_ctx *ctx, const struct kt_dep_rec *dep,
                                const keytier_request *req, kt_secret **out);
 
-/* lib-audit: runs a token call of the library (not a root-key read) on
+/* Runs a token call of the library (not a root-key read) on
  * the pool with avail.call_deadline_ms, bounded per token like root-key
  * reads; kt_avail_close waits for it.  token_uri names the token.  Returns
  * as kt_pool_run (call.release always runs). */
@@ -163,7 +163,7 @@ struct kt_call;
 KT_MUST_CHECK CK_RV kt_avail_run(keytier_ctx *ctx, const char *token_uri,
                                  const struct kt_call *call);
 
-/* lib-audit (audit_anchor.c): after every append to a, anchor the log's
+/* After every append to a, anchor the log's
  * head in ctx's store with the service token's MAC (no-op without a
  * service_token). */
 struct kt_audit;

@@ -17,7 +17,7 @@
  * callback.  Entries are tagged with their tenant, DEP and root URIs so that
  * revoke, purge and DEP change empty the entries under them at once.
  *
- * lib-cache: tier keys are entries too (tagged with their tenant, DEP and
+ * Tier keys are entries too (tagged with their tenant, DEP and
  * parent, never refreshed), so a DEP, tenant or root invalidation takes
  * them with their DEP key, and a key's invalidation takes the keys below
  * it.  Each entry may carry an aux (ids the hit path needs, checked by the

@@ -135,7 +135,7 @@ CK_RV kt_ckr_from_err(keytier_err err, CK_RV rv)
         return CKR_WRAPPED_KEY_INVALID;
     case KEYTIER_E_TOKEN_NOT_FOUND:
     case KEYTIER_E_MODULE:
-    case KEYTIER_E_UNAVAILABLE: /* lib-deadline: its module does not answer */
+    case KEYTIER_E_UNAVAILABLE: /* Its module does not answer */
         return KT_CKR_UNREACHABLE;
     default:
         return CKR_GENERAL_ERROR;

@@ -41,7 +41,7 @@ static void kt_config_defaults(struct kt_config *cfg)
     cfg->dep_limit = KT_DEFAULT_DEP_LIMIT;
     cfg->chunk_size = KT_DEFAULT_CHUNK_SIZE;
     cfg->stream_threads = kt_default_stream_threads();
-    kt_avail_config_defaults(&cfg->avail); /* lib-avail */
+    kt_avail_config_defaults(&cfg->avail);
     for (size_t i = 0;
          i < sizeof kt_default_workloads / sizeof kt_default_workloads[0]; i++)
         cfg->workloads[cfg->n_workloads++] = kt_default_workloads[i];
@@ -199,7 +199,7 @@ static keytier_err kt_config_line(struct kt_config *cfg, const char *where,
         return kt_set_pin(cfg, where, key + 4, v);
     if (!strncmp(key, "workload.", 9))
         return kt_set_workload(cfg, where, key, v);
-    /* lib-avail: `remote = unix:path=...` is a token served by a
+    /* `remote = unix:path=...` is a token served by a
      * `p11-kit server`, reached through p11-kit-client.so (token.c). */
     if (!strcmp(key, "module") || !strcmp(key, "remote")) {
         if (cfg->n_modules == KT_MAX_MODULES)
@@ -264,7 +264,7 @@ static keytier_err kt_config_line(struct kt_config *cfg, const char *where,
         cfg->stream_threads = (unsigned)n;
         return KEYTIER_OK;
     }
-    if (!strncmp(key, "avail.", 6)) /* lib-avail */
+    if (!strncmp(key, "avail.", 6))
         return kt_avail_config_set(&cfg->avail, where, key + 6, v);
     return KT_BAD("%s: unknown key '%s'", where, key);
 }
@@ -347,7 +347,7 @@ void kt_config_free(struct kt_config *cfg)
     free(cfg->service_token);
     free(cfg->store_path);
     free(cfg->log_file);
-    kt_avail_config_free(&cfg->avail); /* lib-avail */
+    kt_avail_config_free(&cfg->avail);
     memset(cfg, 0, sizeof *cfg);
 }
 

@@ -257,7 +257,7 @@ KEYTIER_API keytier_err keytier_ctx_open(const char *config_path,
     if (e == KEYTIER_OK)
         e = kt_store_open(ctx->cfg.store_path, &ctx->store);
     if (e == KEYTIER_OK)
-        e = kt_avail_open(ctx); /* lib-avail: cache, audit log */
+        e = kt_avail_open(ctx); /* Cache, audit log */
     if (e != KEYTIER_OK) {
         keytier_ctx_close(ctx);
         return e;
@@ -270,8 +270,8 @@ KEYTIER_API void keytier_ctx_close(keytier_ctx *ctx)
 {
     if (ctx == NULL)
         return;
-    kt_avail_close(ctx); /* lib-avail: first, it uses tokens and store */
+    kt_avail_close(ctx); /* First, it uses tokens and store */
     kt_store_close(ctx->store);
     ctx->store = NULL;
-    kt_ctx_drain(ctx); /* lib-deadline: never waits for a hung token */
+    kt_ctx_drain(ctx); /* Never waits for a hung token */
 }

@@ -1,6 +1,6 @@
 /*
  * Data encryption policies: create, show, list, disable
- * (shared/DESIGN.md §2).  Creating a DEP is the only time the library
+ * (docs/DESIGN.md §2).  Creating a DEP is the only time the library
  * wraps with root keys; reading a DEP key is dep_key.c.
  */
 #include <stdio.h>
@@ -135,7 +135,7 @@ static keytier_err kt_wrap_verified(keytier_ctx *ctx, const char *what,
                   what, uri, root->tok->label);
 }
 
-/* ---- lib-deadline: DEP creation's token work, on the call pool --------
+/* ---- DEP creation's token work, on the call pool --------
  * Each step runs as a job with avail.admin_deadline_ms (token_job.c).  A
  * job owns copies of what it uses: when its token hangs the caller fails
  * with KEYTIER_E_UNAVAILABLE naming the key, and the late job finishes on
@@ -437,8 +437,8 @@ KEYTIER_API keytier_err keytier_dep_create_named(
 out:
     if (avail_made)
         kt_dep_avail_rollback(ctx, &avail_root);
-    /* lib-avail: the audit log records every DEP; the DEP exists either
-     * way.  lib-audit: written once the sessions are back, so the audit
+    /* The audit log records every DEP; the DEP exists either
+     * way.  It is written once the sessions are back, so the audit
      * anchor's service token call reuses one. */
     if (e == KEYTIER_OK && kt_avail_dep_created(ctx, dep) != KEYTIER_OK)
         kt_log_event(ctx->log, KT_LOG_ERROR, "DEP created, audit record lost",
@@ -528,7 +528,7 @@ KEYTIER_API keytier_err keytier_dep_disable(keytier_ctx *ctx,
     if (e != KEYTIER_OK)
         return e;
     e = kt_store_dep_set_state(ctx->store, dep_id, KEYTIER_DEP_DISABLED);
-    /* lib-cache: here at once; the store recorded it for the others. */
+    /* Here at once; the store recorded it for the others. */
     (void)kt_avail_uncache(ctx, KT_INVAL_DEP, dep_id);
     if (e == KEYTIER_OK)
         kt_log_event(ctx->log, KT_LOG_INFO, "DEP disabled", dep_id);

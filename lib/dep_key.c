@@ -1,8 +1,8 @@
 /*
  * Reading a DEP key: THE single place where libkeytier uses root keys
  * after a DEP is created.  Customer key A or B is picked at random, then
- * the other (shared/DESIGN.md §2, the fallback rule, steps 1-2).  The
- * availability fallback, hedging, deadlines and the cache (lib-avail) plug
+ * the other (docs/DESIGN.md §2, the fallback rule, steps 1-2).  The
+ * availability fallback, hedging, deadlines and the cache plug
  * in here.
  */
 #include <stdio.h>
@@ -52,7 +52,7 @@ keytier_err kt_dep_key_unwrap_slot(keytier_ctx *ctx,
     return KEYTIER_OK;
 }
 
-/* lib-deadline: kt_dep_key_unwrap_slot as a job owning a copy of the DEP. */
+/* kt_dep_key_unwrap_slot as a job owning a copy of the DEP. */
 struct kt_unwrap_job {
     struct kt_tjob base;
     struct kt_dep_rec dep;

@@ -13,7 +13,7 @@
 
 #include "kt_base.h"
 #include "store.h"
-#include "avail.h" /* lib-avail */
+#include "avail.h"
 
 #define KT_KEY_SIZE    32 /* DEP and tier keys: AES-256 */
 #define KT_UUID_BYTES  16
@@ -45,7 +45,7 @@ struct kt_pin_cfg {
 #define KT_MAX_PINS      32
 #define KT_MAX_WORKLOADS 16
 
-/* lib-avail: a `remote = ADDRESS` line is kept in `modules` as this prefix
+/* A `remote = ADDRESS` line is kept in `modules` as this prefix
  * followed by the address. */
 #define KT_REMOTE_PREFIX "remote:"
 
@@ -64,7 +64,7 @@ struct kt_config {
     size_t n_pins;
     struct kt_workload_cfg workloads[KT_MAX_WORKLOADS];
     size_t n_workloads;
-    struct kt_avail_cfg avail; /* lib-avail: avail.* keys */
+    struct kt_avail_cfg avail; /* avail.* keys */
 };
 
 KT_MUST_CHECK keytier_err kt_config_load(const char *path,
@@ -81,7 +81,7 @@ KT_MUST_CHECK keytier_err kt_pin_read(const struct kt_pin_cfg *pin,
 /* ---- modules, tokens, sessions (token.c) ------------------------------ */
 
 /*
- * lib-deadline: a module is started (C_Initialize, C_GetInfo) and its slots
+ * A module is started (C_Initialize, C_GetInfo) and its slots
  * scanned by one job at a time, on the call pool, never under tokens_mu.
  * A scan that misses its deadline marks the module hung: later lookups
  * skip it instead of waiting, until the late call returns (the job then
@@ -126,8 +126,8 @@ struct keytier_ctx {
     struct kt_token **tokens; /* stable pointers, freed at close */
     size_t n_tokens, cap_tokens;
     struct kt_store *store;
-    struct kt_avail *avail; /* lib-avail: cache, audit */
-    /* lib-deadline: every token call of the context runs on this pool with
+    struct kt_avail *avail; /* Cache, audit */
+    /* Every token call of the context runs on this pool with
      * a deadline.  A call that missed its deadline still runs on its
      * worker and holds a reference (calls) on the context: close waits a
      * bounded time for them, then leaves the last one to free what they
@@ -140,7 +140,7 @@ struct keytier_ctx {
 };
 
 /* ---- context lifetime and token work with a deadline (ctx.c,
- * token_job.c; lib-deadline) ------------------------------------------ */
+ * token_job.c) ------------------------------------------ */
 
 /* A token job holds the context alive until it ends (even past close). */
 void kt_ctx_hold(keytier_ctx *ctx);
@@ -229,7 +229,7 @@ struct kt_root {
 };
 
 KT_MUST_CHECK keytier_err kt_tokens_load(keytier_ctx *ctx);
-/* lib-deadline: an unload in two steps (kt_ctx_drain): the token calls
+/* An unload in two steps (kt_ctx_drain): the token calls
  * (close idle sessions, C_Finalize, release the modules), then the memory
  * (and the call pool). */
 void kt_tokens_finalize(keytier_ctx *ctx);
@@ -325,7 +325,7 @@ KT_MUST_CHECK keytier_err kt_dep_key_unwrap_slot(keytier_ctx *ctx,
                                                  const struct kt_dep_rec *dep,
                                                  int slot, kt_secret **out,
                                                  CK_RV *rv);
-/* lib-deadline: the same on the call pool, waiting at most deadline_ms
+/* The same on the call pool, waiting at most deadline_ms
  * (KEYTIER_E_UNAVAILABLE naming the key when its token does not answer). */
 KT_MUST_CHECK keytier_err kt_dep_key_unwrap_slot_bounded(
     keytier_ctx *ctx, const struct kt_dep_rec *dep, int slot, kt_secret **out,
@@ -350,7 +350,7 @@ struct keytier_key {
 
 unsigned kt_shape_depth(enum kt_shape shape);
 
-/* lib-cache: what a cache hit needs besides the key bytes to rebuild a
+/* What a cache hit needs besides the key bytes to rebuild a
  * keytier_key without the store, kept as the entry's aux. */
 struct kt_key_aux {
     keytier_key_info info;
@@ -363,7 +363,7 @@ struct kt_key_aux {
 /* ---- envelopes (envelope.c) ------------------------------------------- */
 
 KT_MUST_CHECK keytier_err kt_envelope_key_init(keytier_key *key);
-/* lib-cache: the same from derived keys kept in the cache (no HKDF). */
+/* The same from derived keys kept in the cache (no HKDF). */
 KT_MUST_CHECK keytier_err kt_envelope_key_restore(keytier_key *key,
                                                   const uint8_t *enc_key,
                                                   const uint8_t *commit);

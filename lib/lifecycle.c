@@ -1,5 +1,5 @@
 /*
- * Key lifecycle (shared/DESIGN.md §2 "Lifecycle"): rolling a customer root
+ * Key lifecycle (docs/DESIGN.md §2 "Lifecycle"): rolling a customer root
  * and purging a tenant.  Assign/migrate/recover are in migrate.c, secrets
  * with rollover in secrets.c.  Every event is an audit record.
  */
@@ -50,14 +50,14 @@ keytier_err kt_lc_audit(keytier_ctx *ctx, const char *activity,
     }
     /* A handle of our own: appends take an exclusive flock, so the chain
      * stays whole beside the availability machinery's handle. */
-    kt_audit_anchor_attach(ctx, a); /* lib-audit */
+    kt_audit_anchor_attach(ctx, a);
     e = kt_audit_append(a, activity, o, NULL);
     kt_audit_close(a);
     return e;
 }
 
 /* Wipes cached keys in scope in this process; the count of entries wiped.
- * (lib-cache: the store transaction that made the change recorded it for
+ * (the store transaction that made the change recorded it for
  * the other processes.) */
 static size_t kt_lc_uncache(keytier_ctx *ctx, int scope, const char *value)
 {
@@ -117,7 +117,7 @@ static keytier_err kt_roll_wrap(keytier_ctx *ctx, const char *what,
     return kt_err_context(e, "%s %s", what, uri);
 }
 
-/* lib-deadline: the new root's work on the call pool (admin deadline). */
+/* The new root's work on the call pool (admin deadline). */
 struct kt_roll_job {
     struct kt_root_job rj;
     kt_secret *key; /* a copy: a late job outlives the caller */
@@ -349,7 +349,7 @@ static keytier_err kt_purge_root_now(keytier_ctx *ctx, const char *what,
     return KEYTIER_OK;
 }
 
-/* lib-deadline: on the call pool (admin deadline); a late destroy still
+/* On the call pool (admin deadline); a late destroy still
  * happens when the token answers, and purge can be run again. */
 struct kt_purge_job {
     struct kt_tjob base;

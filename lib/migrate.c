@@ -1,5 +1,5 @@
 /*
- * Assigning a DEP and migrating keys to it (shared/DESIGN.md §2
+ * Assigning a DEP and migrating keys to it (docs/DESIGN.md §2
  * "Lifecycle"), and recovery from lost customer keys, which is a migration
  * whose old DEP key comes through the availability key.
  *
@@ -330,7 +330,7 @@ KEYTIER_API keytier_err keytier_migrate_run(keytier_ctx *ctx,
                                    &applied);
         if (e != KEYTIER_OK)
             goto out;
-        /* lib-cache: the moved keys leave this process's cache at once
+        /* The moved keys leave this process's cache at once
          * (the store recorded them for the others). */
         for (size_t i = 0; i < r.n_u; i++)
             if (r.u[i].item && !r.u[i].gone)

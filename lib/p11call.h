@@ -3,10 +3,10 @@
  *
  * Every C_* call of the library is made in p11call.c and nowhere else, so
  * that logging (call name, result, latency - never arguments), and later
- * deadlines, hedging and error classification (lib-avail) apply to all of
+ * deadlines, hedging and error classification apply to all of
  * them.  The functions return the module's CK_RV unchanged.
  *
- * lib-deadline: they are called on call-pool workers only (root-key reads:
+ * They are called on call-pool workers only (root-key reads:
  * fallback.c; module start and scans: token.c; every other token job:
  * token_job.c; the last step of a close: ctx.c, inline only if that job
  * cannot be posted), so that a caller never waits longer than a deadline

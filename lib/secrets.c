@@ -1,5 +1,5 @@
 /*
- * Secrets with rollover (shared/DESIGN.md §2 "Lifecycle"): keysets of
+ * Secrets with rollover (docs/DESIGN.md §2 "Lifecycle"): keysets of
  * AES-256 keys wrapped by a root key, one current and archived older ones,
  * automatic rollover by age and retirement of old keys.  Format of a
  * protected secret: keytier.h, block "lifecycle".
@@ -32,7 +32,7 @@ static keytier_err kt_ks_audit(keytier_ctx *ctx, const char *activity,
     return kt_lc_audit(ctx, activity, NULL, f);
 }
 
-/* lib-deadline: keyset keys are made and opened on the call pool.  The
+/* Keyset keys are made and opened on the call pool.  The
  * job owns a copy of the key record; a late one is simply dropped (a
  * wrap leaves nothing in the token). */
 struct kt_ks_job {

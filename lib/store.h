@@ -2,7 +2,7 @@
  * store.h - the metadata store behind libkeytier: DEPs with their wrapped
  * DEP-key copies, and tier keys wrapped by their parents.  Roots are never
  * here.  The interface is small so that a PostgreSQL implementation can sit
- * beside store_sqlite.c (shared/DESIGN.md §2 Store).
+ * beside store_sqlite.c (docs/DESIGN.md §2 Store).
  *
  * Every function that changes several rows does it in one transaction; a
  * failed call leaves the old state.
@@ -223,7 +223,7 @@ KT_MUST_CHECK keytier_err kt_store_ks_retire(struct kt_store *st,
                                              size_t *n);
 /* ==== end lifecycle ==================================================== */
 
-/* ==== cache invalidations (lib-cache) ====================================
+/* ==== cache invalidations ====================================
  * Every change that makes a cached key wrong (DEP state change, roll,
  * purge, a tier key moved to another DEP, a revocation seen by a reader)
  * appends a row (seq, scope, value, reason) - in the same transaction as
@@ -268,7 +268,7 @@ kt_store_inval_root_deps(struct kt_store *st, const char *uri,
 uint64_t kt_store_ops(struct kt_store *st);
 /* ==== end cache invalidations ========================================== */
 
-/* ==== audit anchors (lib-audit: lib/audit_anchor.c) =====================
+/* ==== audit anchors (lib/audit_anchor.c) =====================
  * The head of an audit log (its Seq and Hash) as last anchored, with the
  * service token's HMAC over it (audit.h). */
 #define KT_ANCHOR_MAC_SIZE 32 /* HMAC-SHA-256 */

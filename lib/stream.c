@@ -5,7 +5,7 @@
  *
  * Why threads: an fd-to-fd stream pays a read() copy and a write() copy
  * besides the cryptography; done one after the other on one thread they
- * cost as much as the cryptography itself (BENCHMARKS.md, libkeytier).
+ * cost as much as the cryptography itself (BENCHMARKS.md, "Streaming").
  * Overlapped, the stream runs at the speed of the slowest stage, and with
  * two transform workers the cryptography is no longer that stage on a
  * machine with two cores or more.

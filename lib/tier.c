@@ -130,7 +130,7 @@ static keytier_err kt_shape_of(keytier_ctx *ctx, const char *workload,
     return KEYTIER_OK;
 }
 
-/* ---- the cache's hit paths (lib-cache) --------------------------------
+/* ---- the cache's hit paths --------------------------------
  * A hit rebuilds the key from the cache entry alone: the key bytes (for a
  * tier key followed by its envelope key and commitment, so no HKDF runs)
  * and a kt_key_aux with everything else.  No store read, no token call.
@@ -282,7 +282,7 @@ KEYTIER_API keytier_err keytier_dep_key_open(keytier_ctx *ctx,
         !kt_text_ok(tenant, KEYTIER_TENANT_MAX) ||
         !kt_text_ok(dep_id, KEYTIER_ID_SIZE - 1))
         return kt_err(KEYTIER_E_ARGS, "keytier_dep_key_open");
-    /* lib-cache: a hit touches neither the store nor a token. */
+    /* A hit touches neither the store nor a token. */
     if (kt_dep_key_hit(ctx, req, tenant, dep_id, out))
         return KEYTIER_OK;
     uint64_t epoch = kt_avail_cache_epoch(ctx);
@@ -439,7 +439,7 @@ KEYTIER_API keytier_err keytier_key_open(keytier_key *parent,
     if (parent == NULL || out == NULL ||
         !kt_text_ok(key_id, KEYTIER_ID_SIZE - 1))
         return kt_err(KEYTIER_E_ARGS, "keytier_key_open");
-    /* lib-cache: a hit touches neither the store nor the parent key. */
+    /* A hit touches neither the store nor the parent key. */
     if (kt_tier_hit(parent, key_id, out))
         return KEYTIER_OK;
     uint64_t epoch = kt_avail_cache_epoch(parent->ctx);

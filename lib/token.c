@@ -30,7 +30,7 @@ static void kt_label_trim(const CK_UTF8CHAR *src, size_t n, char *dst)
  */
 
 /*
- * lib-avail: a token behind `p11-kit server`.  p11-kit-client.so reads
+ * A token behind `p11-kit server`.  p11-kit-client.so reads
  * P11_KIT_SERVER_ADDRESS in each C_GetFunctionList and returns a new
  * function list each time, so several servers can be reached from one
  * process by loading it once per address with the variable set.  The
@@ -129,7 +129,7 @@ static bool kt_token_known(keytier_ctx *ctx, struct kt_module *mod,
     return known;
 }
 
-/* lib-deadline: one module's start and slot scan, on a worker.  Token
+/* One module's start and slot scan, on a worker.  Token
  * calls are made without any lock held; tokens_mu is taken only to add
  * what was found, so a hung module never blocks lookups of other tokens. */
 static void kt_module_scan(keytier_ctx *ctx, struct kt_module *mod)
@@ -280,7 +280,7 @@ keytier_err kt_tokens_load(keytier_ctx *ctx)
         ctx->n_modules++;
     }
     pthread_condattr_destroy(&attr);
-    /* lib-deadline: C_Initialize of a frozen vault never returns; every
+    /* C_Initialize of a frozen vault never returns; every
      * module starts on the pool and open waits at most the call deadline
      * (kt_tokens_scan). */
     kt_tokens_scan(ctx);
@@ -833,7 +833,7 @@ keytier_err kt_root_resolve(keytier_ctx *ctx, const char *what, const char *uri,
     }
     out->pub = pub;
 out:
-    /* lib-avail: the token's own code (e.g. CKR_PIN_INCORRECT from the
+    /* The token's own code (e.g. CKR_PIN_INCORRECT from the
      * login) lets the fallback rule tell a revocation from an outage. */
     if (rvp)
         *rvp = e == KEYTIER_OK ? CKR_OK : rv;

@@ -1,5 +1,5 @@
 /*
- * Token work with a deadline (lib-deadline, issue 6 point 3): every token
+ * Token work with a deadline (docs/DESIGN.md §2, deadlines): every token
  * call of the library outside the fallback path (DEP creation, roll,
  * purge, keyset keys, administration) runs as a job on the context's call
  * pool and its caller waits at most a deadline.  PKCS#11 calls cannot be

@@ -89,7 +89,7 @@ kt_tmpdir()
 }
 
 # kt_keytier_conf DIR [EXTRA_LINE...]
-#   Writes DIR/keytier.conf (format of TEAM.md) with token_dir DIR/tokens,
+#   Writes DIR/keytier.conf (the module's format, hsm-config/keytier.conf.example) with token_dir DIR/tokens,
 #   pin_kdf_cost = 10 (fast tests) and log_file DIR/keytier.log, plus each
 #   EXTRA_LINE verbatim ("pin_max_retries = 3"); exports KEYTIER_CONF.
 kt_keytier_conf()

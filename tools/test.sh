@@ -7,10 +7,21 @@
 # load a TSan-built library, and outage leaks a context on purpose).
 # Idempotent; exits non-zero if any test fails, times out or is skipped
 # (every peer a test needs is installed by tools/deps.sh, so a skip would
-# hide an untested path).  Arguments (test names) go to meson test; with
-# arguments the TSan pass is left out.
+# hide an untested path), and if any build runs fewer tests than
+# tests/test-count records for it (a suite that stopped being registered).
+# `tools/test.sh --record-count` runs everything and, when all passed,
+# raises the recorded counts to what ran (commit tests/test-count with the
+# tests that were added).  Other arguments (test names) go to meson test;
+# with them the TSan pass and the count check are left out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+record=no
+if [ "${1:-}" = --record-count ]; then
+  record=yes
+  shift
+  [ $# -eq 0 ] || { echo "tools/test.sh: --record-count takes no test names" >&2; exit 2; }
+fi
+counts=tests/test-count
 tools/deps.sh
 
 tools/build.sh build
@@ -26,6 +37,7 @@ export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
 export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1}
 
 total_ok=0 total_fail=0 total_skip=0
+declare -A ran
 for dir in build build-san "${tsan[@]}"; do
   echo "== meson test ($dir)"
   args=("$@")
@@ -41,6 +53,21 @@ for dir in build build-san "${tsan[@]}"; do
   total_fail=$((total_fail + ${fail:-0}))
   total_skip=$((total_skip + ${skip:-0}))
   [ -n "$ok" ] || total_fail=$((total_fail + 1))   # meson itself failed
+  ran[$dir]=$(tools/test-count.sh run "$dir/test-summary.txt")
 done
 echo "tests: $total_ok passed, $total_fail failed, $total_skip skipped"
-[ "$total_fail" -eq 0 ] && [ "$total_skip" -eq 0 ]
+[ "$total_fail" -eq 0 ] && [ "$total_skip" -eq 0 ] || exit 1
+
+if [ $# -gt 0 ]; then
+  echo "test count: not checked (a subset of the tests was asked for)"
+  exit 0
+fi
+status=0
+for dir in build build-san build-tsan; do
+  if [ "$record" = yes ]; then
+    tools/test-count.sh record "$counts" "$dir" "${ran[$dir]}" || status=1
+  else
+    tools/test-count.sh check "$counts" "$dir" "${ran[$dir]}" || status=1
+  fi
+done
+exit $status

@@ -3,7 +3,7 @@
  *
  * libkeytier encrypts tenant data under a data encryption policy (DEP) whose
  * key is wrapped by two customer root keys held in two different PKCS#11
- * tokens and by a service-held availability key (shared/DESIGN.md §2).
+ * tokens and by a service-held availability key (docs/DESIGN.md §2).
  *
  * Conventions
  *  - Every function returns a keytier_err; KEYTIER_OK is 0.  On failure,
@@ -81,7 +81,7 @@ extern "C" {
     X(KEYTIER_E_UNWRAP, 36, "no customer key could unwrap the DEP key")        \
     X(KEYTIER_E_BUFFER, 37, "output buffer too small")                         \
     X(KEYTIER_E_INTERNAL, 38, "internal error")                                \
-    /* 40..49: availability (lib-avail) */                                     \
+    /* 40..49: availability */                                                 \
     X(KEYTIER_E_REVOKED, 40, "access revoked: the customer keys refused")      \
     X(KEYTIER_E_UNAVAILABLE, 41, "customer keys unavailable")                  \
     X(KEYTIER_E_AUDIT, 42, "audit log could not be written")                   \
@@ -363,8 +363,7 @@ KEYTIER_API KEYTIER_MUST_CHECK keytier_err keytier_envelope_peek(
     const void *env, size_t env_len, char tenant[KEYTIER_TENANT_MAX + 1],
     char key_id[KEYTIER_ID_SIZE]);
 
-/* ==== availability (lib-avail): fallback, cache, audit ===================
- * Kept in one block so lib-core and lib-avail edit different lines. */
+/* ==== availability: fallback, cache, audit =================== */
 
 /*
  * Checks the audit log at path (DESIGN.md §2 "Audit"): every line must be
@@ -380,7 +379,7 @@ KEYTIER_API keytier_err keytier_audit_verify(const char *path,
                                              uint64_t *bad_line,
                                              uint64_t *records);
 
-/* lib-audit: what keytier_audit_verify_anchored found. */
+/* What keytier_audit_verify_anchored found. */
 typedef struct keytier_audit_report {
     uint64_t records;      /* intact records (the whole log when intact) */
     uint64_t bad_line;     /* 1-based first bad line; 0 when none */
@@ -434,7 +433,7 @@ typedef struct keytier_avail_stats {
     uint64_t unavailable; /* requests refused: outage, no fallback allowed */
     uint64_t token_reads; /* root-key reads that reached a worker */
     uint64_t timeouts;    /* root-key reads past their deadline */
-    /* lib-cache (appended): entries wiped by invalidations (this
+    /* Entries wiped by invalidations (this
      * process's changes, and rows other processes recorded); syncs that
      * read the store's invalidation rows (avail.cache_sync_ms), rows of
      * other contexts applied, and syncs that failed (retried; while the last
@@ -486,8 +485,7 @@ keytier_cache_invalidate(keytier_ctx *ctx, keytier_invalidate_scope scope,
 
 /* ==== administration (cli): tokens and root keys ========================
  * What the keytier command line needs to prepare tokens; a service that
- * only encrypts needs none of it.  Kept in one block so the library areas
- * edit different lines.
+ * only encrypts needs none of it.
  *
  * Each call loads the PKCS#11 module at module_path with p11-kit (any
  * module: keytier's, SoftHSM2, ...; "remote:unix:path=SOCKET" reaches a
@@ -574,9 +572,8 @@ keytier_audit_log_path(keytier_ctx *ctx, char *out, size_t cap);
 /* ==== end administration ================================================ */
 
 /* ==== lifecycle: roll, purge, assign/migrate, recover, secrets ==========
- * (shared/DESIGN.md §2 "Lifecycle").  Kept in one block so the library
- * areas edit different lines.  Every event below writes an audit record to
- * the context's audit log.
+ * (docs/DESIGN.md §2 "Lifecycle").  Every event below writes an audit
+ * record to the context's audit log.
  */
 
 /*

@@ -500,7 +500,7 @@ static bool accept_org(const void *aux, const void *arg)
     return strcmp(aux, arg) == 0;
 }
 
-/* lib-cache: tier entries (parent tags, no refresh), aux checked under the
+/* Tier entries (parent tags, no refresh), aux checked under the
  * lock, the epoch guard of fills, root invalidation reaching tier keys. */
 START_TEST(test_tier_entries_aux_epoch)
 {

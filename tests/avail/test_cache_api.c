@@ -1,6 +1,6 @@
 /*
- * The key cache through the public API, on real SoftHSM2 tokens (issue 6,
- * DESIGN.md §2 "Cache"): a hit of keytier_dep_key_open / keytier_key_open
+ * The key cache through the public API, on real SoftHSM2 tokens
+ * (docs/DESIGN.md §2 "Cache"): a hit of keytier_dep_key_open / keytier_key_open
  * reads neither the store nor a token, refuses exactly as the slow path
  * does (wrong tenant, wrong parent), and every change that makes a cached
  * key wrong drops it - in the process that made the change at once, and in

@@ -192,7 +192,7 @@ START_TEST(test_timeout_late_result_discarded)
 }
 END_TEST
 
-/* lib-deadline: a posted call (module scans) runs without a waiter; the
+/* A posted call (module scans) runs without a waiter; the
  * worker hands its result to accept, then releases it; it counts toward
  * its token's running calls like any other, and is never discarded. */
 static _Thread_local int on_worker_seen;

@@ -9,7 +9,7 @@ cli_setup
 cli_tokens
 # Every read asks the tokens (a cached DEP key would hide the revocation).
 echo "avail.cache_ttl_ms = 0" >>"$KEYTIER_LIB_CONF"
-# lib-audit: the audit anchor's token call never misses its deadline here.
+# The audit anchor's token call never misses its deadline here.
 echo "avail.call_deadline_ms = 600000" >>"$KEYTIER_LIB_CONF"
 dep=$(kt --json dep create --tenant acme --workload Exchange --key-a "$URI_A" --key-b "$URI_B" | jf .dep_id)
 kt mailbox create --tenant acme --dep "$dep" alice >/dev/null

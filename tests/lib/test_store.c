@@ -80,7 +80,7 @@ START_TEST(fresh_store_is_latest_wal_0600)
     struct kt_store *st;
     ck_assert_int_eq(kt_store_open(path, &st), KEYTIER_OK);
     ck_assert_int_eq(kt_store_schema_version(st), kt_store_schema_latest());
-    ck_assert_int_eq(kt_store_schema_latest(), 6); /* lib-audit: 5 -> 6 */
+    ck_assert_int_eq(kt_store_schema_latest(), 6); /* 5 -> 6 */
     kt_store_close(st);
     struct stat sb;
     ck_assert_int_eq(stat(path, &sb), 0);
@@ -416,7 +416,7 @@ START_TEST(killed_mid_write_keeps_whole_deps)
 }
 END_TEST
 
-/* lib-audit: an audit log's anchor only moves forward (a log cut back and
+/* An audit log's anchor only moves forward (a log cut back and
  * appended to again keeps the evidence), and is found by log id or path. */
 START_TEST(audit_anchor_never_moves_back)
 {

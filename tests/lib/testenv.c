@@ -283,7 +283,7 @@ void testenv_write_conf_mods(struct testenv *t, int mods, const char *extra)
             "pin.Service = value:1234\n"
             "log_level = warning\n",
             t->service, t->store, t->dir);
-    /* lib-avail: these tests read through the tokens every time, unless
+    /* These tests read through the tokens every time, unless
      * they set the cache themselves (tests/avail). */
     if (!extra || !strstr(extra, "avail.cache_ttl_ms"))
         fputs("avail.cache_ttl_ms = 0\n", f);

@@ -1,4 +1,4 @@
-/* RSA and EC keys through the PKCS#11 API (issue 4): key pairs, import,
+/* RSA and EC keys through the PKCS#11 API: key pairs, import,
  * every asymmetric mechanism through every function its flags claim, OAEP
  * wrapping, ECDH, and the negative paths. Results are checked with plain
  * OpenSSL, independently of the module. */

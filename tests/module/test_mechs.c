@@ -18,7 +18,7 @@ static void setup(void)
     s = kt_test_user_session(slot);
 }
 
-/* Asymmetric families are exercised by the module-asym suites. */
+/* Asymmetric families are exercised by test_asym.c and test_ossl_asym.c. */
 static bool asymmetric(CK_MECHANISM_TYPE m)
 {
     return m <= 0x4f || (m >= 0x1040 && m <= 0x1056) ||

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Real vault outages for the fallback rule (issue 6, DESIGN.md §2-3):
+# Real vault outages for the fallback rule (docs/DESIGN.md §2):
 # customer keys A and B live in SoftHSM2 tokens that two separate
 # `p11-kit server` processes serve; libkeytier reaches them through
 # p11-kit-client.so (`remote =` in its config), while the availability key
@@ -54,7 +54,7 @@ unset P11_KIT_SERVER_ADDRESS P11_KIT_SERVER_PID
 kt_softhsm2_conf "$KT_TMP/service"
 softhsm2-util --init-token --free --label Service --so-pin 5678 --pin 1234 \
     >/dev/null || kt_fail "softhsm2-util --init-token Service"
-# lib-deadline: a customer vault loaded directly (not through a server), for
+# A customer vault loaded directly (not through a server), for
 # DEPs that do not need vault A while A is frozen.
 softhsm2-util --init-token --free --label VaultL --so-pin 5678 --pin 1234 \
     >/dev/null || kt_fail "softhsm2-util --init-token VaultL"

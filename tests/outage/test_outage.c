@@ -17,9 +17,9 @@
  *   A and B killed (SIGKILL): user read through the availability key;
  *   the cache thread stalled (in the alert callback, vaults frozen): a
  *   purge by another context still reaches this context's next hit, which
- *   syncs the store's invalidations itself (lib-cache).
+ *   syncs the store's invalidations itself.
  *
- * lib-deadline (every token call has a deadline, issue 6 point 3):
+ * Deadlines (every token call has one, docs/DESIGN.md §2):
  *   a context opened while A is frozen opens, reads through B, refuses a
  *   DEP on A with KEYTIER_E_UNAVAILABLE, and uses A again once thawed;
  *   opened while both are frozen it falls back with one audit record;
@@ -258,7 +258,7 @@ static void ctx_open(const char *extra)
                   keytier_last_error_detail());
 }
 
-/* lib-deadline: set by a test whose process must end with vault A still
+/* Set by a test whose process must end with vault A still
  * frozen (the next setup thaws it): see close_with_a_frozen_vault. */
 static bool keep_a_frozen;
 
@@ -597,7 +597,7 @@ START_TEST(cache_refresh_alert_while_vaults_down)
 }
 END_TEST
 
-/* lib-cache: an alert callback that holds the cache thread until told. */
+/* An alert callback that holds the cache thread until told. */
 static sem_t stall_sem, release_sem;
 
 static void on_alert_stall(void *arg, const keytier_alert *a)
@@ -730,7 +730,7 @@ START_TEST(both_killed_availability_key)
 }
 END_TEST
 
-/* ---- lib-deadline: a frozen vault never hangs the library ------------ */
+/* ---- a frozen vault never hangs the library ------------ */
 
 #define ADMIN_DEADLINE "avail.admin_deadline_ms = 3000\n"
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduces the "keytier CLI" figures of BENCHMARKS.md: `keytier encrypt`
+# Reproduces the "CLI" figures of BENCHMARKS.md: `keytier encrypt`
 # and `keytier decrypt` of one file (default 1 GiB) beside `openssl enc
 # -aes-256-ctr` on the same file, wall time and peak RSS from GNU time.
 #

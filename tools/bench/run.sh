@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Reproduces every figure of BENCHMARKS.md: builds (plain build in build/),
-# then runs kt-bench twice, keytier beside SoftHSM2 in each run.
+# Reproduces the module figures of BENCHMARKS.md: builds (plain build in
+# build/), then runs kt-bench twice, keytier beside SoftHSM2 in each run.
 #
 #   tools/bench/run.sh [SECONDS]      (default 2 s per figure)
 #

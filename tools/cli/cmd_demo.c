@@ -1,5 +1,5 @@
 /*
- * keytier demo: the story of shared/DESIGN.md in one command.
+ * keytier demo: the story of docs/DESIGN.md in one command.
  *
  * Everything happens in a fresh temp dir that is removed at the end: two
  * customer tokens (vault A on SoftHSM2 when it is installed, vault B on
@@ -690,7 +690,7 @@ static int demo_story(struct demo *d)
     demo_ok(d, "an internal operation ('index') still reads through the "
                "availability key, and the audit log says so");
 
-    /* lib-audit: the chain and its keyed anchor (the service token's MAC
+    /* The chain and its keyed anchor (the service token's MAC
      * over the newest record). */
     keytier_audit_report rep;
     e = keytier_audit_verify_anchored(d->ctx, d->audit, &rep);

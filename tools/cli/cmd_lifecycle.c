@@ -1,6 +1,6 @@
 /*
  * keytier dep roll | assign | migrate | recover | purge | secret ...:
- * the key lifecycle (shared/DESIGN.md §2 "Lifecycle").
+ * the key lifecycle (docs/DESIGN.md §2 "Lifecycle").
  */
 #include <getopt.h>
 #include <stdio.h>

@@ -1,5 +1,5 @@
 /*
- * bench-lib: libkeytier benchmarks (BENCHMARKS.md, section "libkeytier").
+ * bench-lib: libkeytier benchmarks (BENCHMARKS.md, "Library" and "Streaming").
  *
  *   bench-lib SOFTHSM2_MODULE KEYTIER_MODULE [mailbox-keys]
  *   env: KT_BENCH_PARTS=1234 (subset to run), KT_BENCH_CHUNK=bytes
@@ -36,59 +36,15 @@
 #include <openssl/rand.h>
 #include <p11-kit/p11-kit.h>
 
+#include "bench.h"
 #include "keytier.h"
+
+const char *bench_prog = "bench-lib";
 
 static char dir[64], conf[128], softhsm_mod[512], keytier_mod[512];
 static const keytier_request req = {KEYTIER_REQUEST_USER, NULL, "bench"};
 
-#define DIE(...)                                                               \
-    do {                                                                       \
-        fprintf(stderr, "bench-lib: " __VA_ARGS__);                            \
-        fprintf(stderr, "\n");                                                 \
-        exit(1);                                                               \
-    } while (0)
-#define CHECK(call)                                                            \
-    do {                                                                       \
-        keytier_err e_ = (call);                                               \
-        if (e_ != KEYTIER_OK)                                                  \
-            DIE("%s: %s", #call, keytier_last_error_detail());                 \
-    } while (0)
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double pct(double *v, size_t n, double p)
-{
-    qsort(v, n, sizeof *v, cmp_double);
-    size_t i = (size_t)(p * (double)(n - 1) + 0.5);
-    return v[i];
-}
-
 /* ---- world setup through PKCS#11 --------------------------------------- */
-
-static CK_FUNCTION_LIST *mod_load(const char *path)
-{
-    CK_FUNCTION_LIST *fl = p11_kit_module_load(path, 0);
-    if (fl == NULL || p11_kit_module_initialize(fl) != CKR_OK)
-        DIE("cannot load %s", path);
-    return fl;
-}
-
-static void mod_unload(CK_FUNCTION_LIST *fl)
-{
-    p11_kit_module_finalize(fl);
-    p11_kit_module_release(fl);
-}
 
 static CK_SESSION_HANDLE open_token(CK_FUNCTION_LIST *fl, const char *label)
 {
@@ -98,7 +54,7 @@ static CK_SESSION_HANDLE open_token(CK_FUNCTION_LIST *fl, const char *label)
     memset(lab, ' ', 32);
     memcpy(lab, label, strlen(label));
     if (fl->C_GetSlotList(CK_TRUE, slots, &n) != CKR_OK)
-        DIE("C_GetSlotList");
+        bench_die("C_GetSlotList");
     for (CK_ULONG i = 0; i < n; i++) {
         CK_TOKEN_INFO ti;
         CK_SESSION_HANDLE s;
@@ -107,18 +63,18 @@ static CK_SESSION_HANDLE open_token(CK_FUNCTION_LIST *fl, const char *label)
             continue;
         if (fl->C_OpenSession(slots[i], CKF_SERIAL_SESSION | CKF_RW_SESSION,
                               NULL, NULL, &s) != CKR_OK)
-            DIE("C_OpenSession");
+            bench_die("C_OpenSession");
         CK_RV rv = fl->C_Login(s, CKU_USER, (CK_UTF8CHAR *)"1234", 4);
         if (rv != CKR_OK && rv != CKR_USER_ALREADY_LOGGED_IN)
-            DIE("C_Login %s", label);
+            bench_die("C_Login %s", label);
         return s;
     }
-    DIE("token %s not found", label);
+    bench_die("token %s not found", label);
 }
 
 static void keytier_token(const char *label)
 {
-    CK_FUNCTION_LIST *fl = mod_load(keytier_mod);
+    CK_FUNCTION_LIST *fl = bench_module_load(keytier_mod);
     CK_SLOT_ID slots[16];
     CK_ULONG n = 16;
     CK_UTF8CHAR lab[32];
@@ -131,7 +87,7 @@ static void keytier_token(const char *label)
         if (ti.flags & CKF_TOKEN_INITIALIZED)
             continue;
         if (fl->C_InitToken(slots[i], (CK_UTF8CHAR *)"5678", 4, lab) != CKR_OK)
-            DIE("C_InitToken");
+            bench_die("C_InitToken");
         break;
     }
     n = 16;
@@ -146,15 +102,15 @@ static void keytier_token(const char *label)
                           NULL, &s);
         if (fl->C_Login(s, CKU_SO, (CK_UTF8CHAR *)"5678", 4) != CKR_OK ||
             fl->C_InitPIN(s, (CK_UTF8CHAR *)"1234", 4) != CKR_OK)
-            DIE("C_InitPIN");
+            bench_die("C_InitPIN");
         fl->C_CloseSession(s);
     }
-    mod_unload(fl);
+    bench_module_unload(fl);
 }
 
 static void aes_root(const char *module, const char *token, const char *label)
 {
-    CK_FUNCTION_LIST *fl = mod_load(module);
+    CK_FUNCTION_LIST *fl = bench_module_load(module);
     CK_SESSION_HANDLE s = open_token(fl, token);
     CK_MECHANISM mech = {CKM_AES_KEY_GEN, NULL, 0};
     CK_ULONG len = 32;
@@ -171,16 +127,16 @@ static void aes_root(const char *module, const char *token, const char *label)
     };
     CK_OBJECT_HANDLE h;
     if (fl->C_GenerateKey(s, &mech, t, 8, &h) != CKR_OK)
-        DIE("C_GenerateKey %s", label);
+        bench_die("C_GenerateKey %s", label);
     fl->C_CloseSession(s);
-    mod_unload(fl);
+    bench_module_unload(fl);
 }
 
 static void write_conf(int softhsm, int keytier)
 {
     FILE *f = fopen(conf, "w");
     if (f == NULL)
-        DIE("cannot write %s", conf);
+        bench_die("cannot write %s", conf);
     if (softhsm)
         fprintf(f, "module = %s\n", softhsm_mod);
     if (keytier)
@@ -189,7 +145,7 @@ static void write_conf(int softhsm, int keytier)
             "service_token = pkcs11:token=KService\nstore = %s/store.db\n"
             "pin.VaultA = value:1234\npin.KVaultB = value:1234\n"
             "pin.KService = value:1234\n"
-            "# every DEP-key read goes to a token (no lib-avail cache)\n"
+            "# every DEP-key read goes to a token (no cache)\n"
             "avail.cache_ttl_ms = 0\n",
             dir);
     if (getenv("KT_BENCH_CHUNK"))
@@ -204,7 +160,7 @@ static void setup(void)
     char cmd[1024];
     snprintf(dir, sizeof dir, "/tmp/kt-bench-lib-XXXXXX");
     if (mkdtemp(dir) == NULL)
-        DIE("mkdtemp");
+        bench_die("mkdtemp");
     snprintf(conf, sizeof conf, "%s/lib.conf", dir);
     snprintf(cmd, sizeof cmd,
              "mkdir -p %s/sh %s/kt && printf 'directories.tokendir = %s/sh\\n"
@@ -213,14 +169,14 @@ static void setup(void)
              "log_level = error\\n' > %s/kt.conf",
              dir, dir, dir, dir, dir, dir);
     if (system(cmd) != 0)
-        DIE("%s", cmd);
+        bench_die("%s", cmd);
     snprintf(cmd, sizeof cmd, "%s/sh.conf", dir);
     setenv("SOFTHSM2_CONF", cmd, 1);
     snprintf(cmd, sizeof cmd, "%s/kt.conf", dir);
     setenv("KEYTIER_CONF", cmd, 1);
     if (system("softhsm2-util --init-token --free --label VaultA --pin 1234 "
                "--so-pin 5678 >/dev/null") != 0)
-        DIE("softhsm2-util");
+        bench_die("softhsm2-util");
     keytier_token("KVaultB");
     keytier_token("KService");
     aes_root(softhsm_mod, "VaultA", "rootA");
@@ -255,16 +211,16 @@ static double bench_raw_gcm(int iters)
     EVP_CIPHER_CTX_free(x);
     x = EVP_CIPHER_CTX_new();
     EVP_DecryptInit_ex2(x, c, key, NULL, NULL);
-    double t0 = now();
+    double t0 = bench_now();
     for (int i = 0; i < iters; i++) {
         EVP_DecryptInit_ex2(x, NULL, NULL, iv, NULL);
         EVP_CIPHER_CTX_ctrl(x, EVP_CTRL_GCM_SET_TAG, 16, tag);
         EVP_DecryptUpdate(x, NULL, &n, aad, 16);
         EVP_DecryptUpdate(x, pt, &n, ct, ITEM);
         if (EVP_DecryptFinal_ex(x, pt + ITEM, &n) != 1)
-            DIE("raw GCM tag");
+            bench_die("raw GCM tag");
     }
-    double t = now() - t0;
+    double t = bench_now() - t0;
     EVP_CIPHER_CTX_free(x);
     EVP_CIPHER_free(c);
     return t / iters;
@@ -275,11 +231,13 @@ static double bench_item_open(keytier_key *mbx, int iters)
     static uint8_t pt[ITEM], env[ITEM + 256], out[ITEM + 256];
     size_t el, ol;
     RAND_bytes(pt, ITEM);
-    CHECK(keytier_seal(mbx, "item-0001", 9, pt, ITEM, env, sizeof env, &el));
-    double t0 = now();
+    BENCH_CHECK(
+        keytier_seal(mbx, "item-0001", 9, pt, ITEM, env, sizeof env, &el));
+    double t0 = bench_now();
     for (int i = 0; i < iters; i++)
-        CHECK(keytier_open(mbx, "item-0001", 9, env, el, out, sizeof out, &ol));
-    return (now() - t0) / iters;
+        BENCH_CHECK(
+            keytier_open(mbx, "item-0001", 9, env, el, out, sizeof out, &ol));
+    return (bench_now() - t0) / iters;
 }
 
 static double bench_item_open_mbx(keytier_key *dep, const char *mbx_id,
@@ -290,16 +248,16 @@ static double bench_item_open_mbx(keytier_key *dep, const char *mbx_id,
     static uint8_t pt[ITEM], env[ITEM + 256], out[ITEM + 256];
     size_t el, ol;
     keytier_key *m;
-    CHECK(keytier_key_open(dep, mbx_id, &m));
-    CHECK(keytier_seal(m, "i", 1, pt, ITEM, env, sizeof env, &el));
+    BENCH_CHECK(keytier_key_open(dep, mbx_id, &m));
+    BENCH_CHECK(keytier_seal(m, "i", 1, pt, ITEM, env, sizeof env, &el));
     keytier_key_close(m);
-    double t0 = now();
+    double t0 = bench_now();
     for (int i = 0; i < iters; i++) {
-        CHECK(keytier_key_open(dep, mbx_id, &m));
-        CHECK(keytier_open(m, "i", 1, env, el, out, sizeof out, &ol));
+        BENCH_CHECK(keytier_key_open(dep, mbx_id, &m));
+        BENCH_CHECK(keytier_open(m, "i", 1, env, el, out, sizeof out, &ol));
         keytier_key_close(m);
     }
-    return (now() - t0) / iters;
+    return (bench_now() - t0) / iters;
 }
 
 /* ---- 2. streaming 1 GiB ------------------------------------------------- */
@@ -321,7 +279,7 @@ static double openssl_speed_16k(void)
     if (p)
         pclose(p);
     if (v <= 0)
-        DIE("could not run openssl speed");
+        bench_die("could not run openssl speed");
     return v; /* bytes/s */
 }
 
@@ -329,13 +287,6 @@ static bool part(int n)
 {
     const char *p = getenv("KT_BENCH_PARTS"); /* e.g. "12": only those */
     return p == NULL || strchr(p, '0' + n) != NULL;
-}
-
-static double cpu_now(void)
-{
-    struct timespec ts; /* all threads of the process */
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 #define STREAM_TOTAL ((size_t)1 << 30)
@@ -349,7 +300,7 @@ static int file_new(void)
     snprintf(path, sizeof path, "%s/stream-XXXXXX", dir);
     int fd = mkstemp(path);
     if (fd < 0)
-        DIE("mkstemp");
+        bench_die("mkstemp");
     unlink(path);
     return fd;
 }
@@ -364,10 +315,10 @@ static int file_filled(size_t total)
     for (size_t off = 0; off < total; off += sizeof buf) {
         memset(buf, (int)(off >> 20), sizeof buf);
         if (write(fd, buf, sizeof buf) != (ssize_t)sizeof buf)
-            DIE("write");
+            bench_die("write");
     }
     if (fdatasync(fd) != 0)
-        DIE("fdatasync");
+        bench_die("fdatasync");
     return fd;
 }
 
@@ -385,7 +336,7 @@ static void page_cache_warm(size_t n)
     int fd = file_new();
     for (size_t o = 0; o < n; o += sizeof b)
         if (write(fd, b, sizeof b) != (ssize_t)sizeof b)
-            DIE("write");
+            bench_die("write");
     close(fd);
 }
 
@@ -408,7 +359,7 @@ static void *pipe_produce(void *arg)
             break;
         for (ssize_t w, o = 0; o < r; o += w)
             if ((w = write(pe->fd, buf + o, (size_t)(r - o))) <= 0)
-                DIE("pipe write");
+                bench_die("pipe write");
         off += (size_t)r;
     }
     close(pe->fd);
@@ -452,12 +403,12 @@ static struct io_fig run_stream(keytier_key *k, bool seal, int src,
     } else if (kind == IO_FILE_OVER) {
         out = *dst;
         if (lseek(out, 0, SEEK_SET) != 0)
-            DIE("lseek");
+            bench_die("lseek");
     } else if (kind == IO_NULL) {
         out = open("/dev/null", O_WRONLY);
     } else {
         if (pipe(pin) != 0 || pipe(pout) != 0)
-            DIE("pipe");
+            bench_die("pipe");
         in = pin[0];
         out = pout[1];
         prod.fd = pin[1];
@@ -465,22 +416,22 @@ static struct io_fig run_stream(keytier_key *k, bool seal, int src,
         cons.fd = pout[0];
     }
     if (out < 0)
-        DIE("output");
+        bench_die("output");
     if (kind == IO_FILE_NEW)
         page_cache_warm(total + total / 8);
-    double t0 = now(), c0 = cpu_now();
+    double t0 = bench_now(), c0 = bench_cpu_process();
     if (kind == IO_PIPE) {
         pthread_create(&tp, NULL, pipe_produce, &prod);
         pthread_create(&tc, NULL, pipe_consume, &cons);
     }
-    CHECK(seal ? keytier_seal_stream(k, "blob", 4, in, out)
-               : keytier_open_stream(k, "blob", 4, in, out));
+    BENCH_CHECK(seal ? keytier_seal_stream(k, "blob", 4, in, out)
+                     : keytier_open_stream(k, "blob", 4, in, out));
     if (kind == IO_PIPE) {
         close(out);
         pthread_join(tp, NULL);
         pthread_join(tc, NULL);
     }
-    double t = now() - t0, c = cpu_now() - c0;
+    double t = bench_now() - t0, c = bench_cpu_process() - c0;
     if (kind == IO_PIPE)
         close(pin[0]), close(pout[0]);
     else if (kind == IO_FILE_NEW && dst != NULL)
@@ -491,13 +442,8 @@ static struct io_fig run_stream(keytier_key *k, bool seal, int src,
      * timed. */
     if ((kind == IO_FILE_NEW || kind == IO_FILE_OVER) && dst != NULL &&
         fdatasync(*dst) != 0)
-        DIE("fdatasync");
+        bench_die("fdatasync");
     return (struct io_fig){(double)total / t, (double)total / c};
-}
-
-static double median(double *v, size_t n)
-{
-    return pct(v, n, 0.5);
 }
 
 /* Fixed cost of one stream call: 4 KiB file -> file, the output reused
@@ -509,18 +455,18 @@ static double small_stream_us(keytier_key *k)
     static double lat[N];
     int in = file_new(), out = file_new();
     if (write(in, b, sizeof b) != (ssize_t)sizeof b)
-        DIE("write");
+        bench_die("write");
     for (int i = 0; i < N; i++) {
         lseek(in, 0, SEEK_SET);
         if (ftruncate(out, 0) != 0 || lseek(out, 0, SEEK_SET) != 0)
-            DIE("ftruncate");
-        double t0 = now();
-        CHECK(keytier_seal_stream(k, "blob", 4, in, out));
-        lat[i] = now() - t0;
+            bench_die("ftruncate");
+        double t0 = bench_now();
+        BENCH_CHECK(keytier_seal_stream(k, "blob", 4, in, out));
+        lat[i] = bench_now() - t0;
     }
     close(in);
     close(out);
-    return pct(lat, N, 0.5) * 1e6;
+    return bench_percentile(lat, N, 0.5) * 1e6;
 }
 
 static void bench_streams(keytier_key *mbx)
@@ -529,7 +475,7 @@ static void bench_streams(keytier_key *mbx)
     const char *rs = getenv("KT_BENCH_ROUNDS"); /* default 5 */
     int rounds = rs ? atoi(rs) : 5;
     if (rounds < 1 || rounds > ROUNDS_MAX)
-        DIE("KT_BENCH_ROUNDS: 1 .. %d", ROUNDS_MAX);
+        bench_die("KT_BENCH_ROUNDS: 1 .. %d", ROUNDS_MAX);
     size_t nr = (size_t)rounds;
     double ossl[ROUNDS_MAX], ratio[ROUNDS_MAX], ratio_open[ROUNDS_MAX];
     double sw[ROUNDS_MAX], sc[ROUNDS_MAX], ow[ROUNDS_MAX], oc[ROUNDS_MAX],
@@ -573,34 +519,40 @@ static void bench_streams(keytier_key *mbx)
     const char *cs = chunk ? chunk : "65536";
     printf("| `openssl speed -evp aes-256-gcm -bytes 16384` (per user CPU "
            "second), median of %d | %.0f MB/s |\n",
-           rounds, median(ossl, nr) / 1e6);
+           rounds, bench_median(ossl, nr) / 1e6);
     printf("| streaming encryption of 1 GiB, file -> file (page cache, output "
            "file rewritten), %s-byte chunks, wall clock, median | %.0f MB/s "
            "|\n",
-           cs, median(sw, nr) / 1e6);
+           cs, bench_median(sw, nr) / 1e6);
     printf("| ratio to openssl speed, median of the %d per-round ratios "
            "(target >= 0.85) | **%.2fx** |\n",
-           rounds, median(ratio, nr));
+           rounds, bench_median(ratio, nr));
     printf("| same, CPU time of all threads (user+sys): per CPU second | %.0f "
            "MB/s (%.2fx) |\n",
-           median(sc, nr) / 1e6, median(sc, nr) / median(ossl, nr));
+           bench_median(sc, nr) / 1e6,
+           bench_median(sc, nr) / bench_median(ossl, nr));
     printf("| streaming decryption of 1 GiB, file -> file (rewritten), wall "
            "clock, median | %.0f MB/s (%.2fx) |\n",
-           median(ow, nr) / 1e6, median(ratio_open, nr));
-    printf("| same, per CPU second | %.0f MB/s |\n", median(oc, nr) / 1e6);
+           bench_median(ow, nr) / 1e6, bench_median(ratio_open, nr));
+    printf("| same, per CPU second | %.0f MB/s |\n",
+           bench_median(oc, nr) / 1e6);
     printf("| streaming encryption, file -> new file (page-cache pages "
            "allocated during the run), wall, median | %.0f MB/s (%.2fx) |\n",
-           median(fw, nr) / 1e6, median(fw, nr) / median(ossl, nr));
+           bench_median(fw, nr) / 1e6,
+           bench_median(fw, nr) / bench_median(ossl, nr));
     printf("| streaming encryption, pipe -> pipe (producer and consumer "
            "threads in the same process), wall, median | %.0f MB/s (%.2fx) "
            "|\n",
-           median(pw, nr) / 1e6, median(pw, nr) / median(ossl, nr));
+           bench_median(pw, nr) / 1e6,
+           bench_median(pw, nr) / bench_median(ossl, nr));
     printf("| streaming decryption, pipe -> pipe, wall, median | %.0f MB/s "
            "(%.2fx) |\n",
-           median(opw, nr) / 1e6, median(opw, nr) / median(ossl, nr));
+           bench_median(opw, nr) / 1e6,
+           bench_median(opw, nr) / bench_median(ossl, nr));
     printf("| streaming encryption, file -> /dev/null, wall, median | %.0f "
            "MB/s (%.2fx) |\n",
-           median(nw, nr) / 1e6, median(nw, nr) / median(ossl, nr));
+           bench_median(nw, nr) / 1e6,
+           bench_median(nw, nr) / bench_median(ossl, nr));
     printf("| one small stream: 4 KiB file -> file, median of 2000 calls | "
            "%.1f us/call |\n",
            small);
@@ -615,21 +567,21 @@ static void bench_cold(const char *what, const char *mbx_id, int iters)
     keytier_key *k;
     size_t el, ol;
     double *lat = calloc((size_t)iters, sizeof *lat);
-    CHECK(keytier_ctx_open(conf, &ctx));
-    CHECK(keytier_key_open_path(ctx, &req, "org-1", mbx_id, &k));
-    CHECK(keytier_seal(k, "i", 1, pt, ITEM, env, sizeof env, &el));
+    BENCH_CHECK(keytier_ctx_open(conf, &ctx));
+    BENCH_CHECK(keytier_key_open_path(ctx, &req, "org-1", mbx_id, &k));
+    BENCH_CHECK(keytier_seal(k, "i", 1, pt, ITEM, env, sizeof env, &el));
     keytier_key_close(k);
     for (int i = 0; i < iters; i++) {
-        double t0 = now();
-        CHECK(keytier_key_open_path(ctx, &req, "org-1", mbx_id, &k));
-        CHECK(keytier_open(k, "i", 1, env, el, out, sizeof out, &ol));
-        lat[i] = now() - t0;
+        double t0 = bench_now();
+        BENCH_CHECK(keytier_key_open_path(ctx, &req, "org-1", mbx_id, &k));
+        BENCH_CHECK(keytier_open(k, "i", 1, env, el, out, sizeof out, &ol));
+        lat[i] = bench_now() - t0;
         keytier_key_close(k);
     }
     printf("| item open, DEP key unwrapped by the token (%s) | p50 %.3f ms, "
            "p99 %.3f ms (n=%d) |\n",
-           what, pct(lat, (size_t)iters, 0.5) * 1e3,
-           pct(lat, (size_t)iters, 0.99) * 1e3, iters);
+           what, bench_percentile(lat, (size_t)iters, 0.5) * 1e3,
+           bench_percentile(lat, (size_t)iters, 0.99) * 1e3, iters);
     keytier_ctx_close(ctx);
     free(lat);
 }
@@ -637,10 +589,11 @@ static void bench_cold(const char *what, const char *mbx_id, int iters)
 int main(int argc, char **argv)
 {
     if (argc < 3)
-        DIE("usage: bench-lib SOFTHSM2_MODULE KEYTIER_MODULE [mailbox-keys]");
+        bench_die(
+            "usage: bench-lib SOFTHSM2_MODULE KEYTIER_MODULE [mailbox-keys]");
     if (realpath(argv[1], softhsm_mod) == NULL ||
         realpath(argv[2], keytier_mod) == NULL)
-        DIE("module path");
+        bench_die("module path");
     long nkeys = argc > 3 ? atol(argv[3]) : 100000;
     setup();
     write_conf(1, 1);
@@ -648,13 +601,13 @@ int main(int argc, char **argv)
     keytier_dep_info d;
     keytier_key *dep, *mbx;
     char mbx_id[KEYTIER_ID_SIZE];
-    CHECK(keytier_ctx_open(conf, &ctx));
-    CHECK(keytier_dep_create(ctx, "org-1", "Exchange",
-                             "pkcs11:token=VaultA;object=rootA",
-                             "pkcs11:token=KVaultB;object=rootB", &d));
-    CHECK(keytier_dep_key_open(ctx, &req, "org-1", d.dep_id, &dep));
-    CHECK(keytier_key_create(dep, "bench-mailbox", mbx_id));
-    CHECK(keytier_key_open(dep, mbx_id, &mbx));
+    BENCH_CHECK(keytier_ctx_open(conf, &ctx));
+    BENCH_CHECK(keytier_dep_create(ctx, "org-1", "Exchange",
+                                   "pkcs11:token=VaultA;object=rootA",
+                                   "pkcs11:token=KVaultB;object=rootB", &d));
+    BENCH_CHECK(keytier_dep_key_open(ctx, &req, "org-1", d.dep_id, &dep));
+    BENCH_CHECK(keytier_key_create(dep, "bench-mailbox", mbx_id));
+    BENCH_CHECK(keytier_key_open(dep, mbx_id, &mbx));
 
     printf("| benchmark | result |\n|---|---|\n");
     if (part(1)) {
@@ -689,34 +642,34 @@ int main(int argc, char **argv)
     if (part(4)) {
         /* 4: 100,000 mailbox keys. */
         char(*ids)[KEYTIER_ID_SIZE] = calloc((size_t)nkeys, KEYTIER_ID_SIZE);
-        double t0 = now();
+        double t0 = bench_now();
         for (long i = 0; i < nkeys; i++) {
             char name[32];
             snprintf(name, sizeof name, "user%06ld@contoso", i);
-            CHECK(keytier_key_create(dep, name, ids[i]));
+            BENCH_CHECK(keytier_key_create(dep, name, ids[i]));
         }
-        double tc = now() - t0;
+        double tc = bench_now() - t0;
         printf("| create %ld mailbox keys (wrap + SQLite insert each) | %.0f "
                "keys/s (%.1f s) |\n",
                nkeys, (double)nkeys / tc, tc);
         int nopen = 20000;
         double *lat = calloc((size_t)nopen, sizeof *lat);
-        t0 = now();
+        t0 = bench_now();
         for (int i = 0; i < nopen; i++) {
             uint32_t r;
             RAND_bytes((uint8_t *)&r, sizeof r);
             keytier_key *k;
-            double s = now();
-            CHECK(keytier_key_open(dep, ids[r % (uint32_t)nkeys], &k));
-            lat[i] = now() - s;
+            double s = bench_now();
+            BENCH_CHECK(keytier_key_open(dep, ids[r % (uint32_t)nkeys], &k));
+            lat[i] = bench_now() - s;
             keytier_key_close(k);
         }
-        double to = now() - t0;
+        double to = bench_now() - t0;
         printf(
             "| open a random one of the %ld (DEP key open) | %.0f opens/s, p50 "
             "%.1f us, p99 %.1f us |\n",
-            nkeys, nopen / to, pct(lat, (size_t)nopen, 0.5) * 1e6,
-            pct(lat, (size_t)nopen, 0.99) * 1e6);
+            nkeys, nopen / to, bench_percentile(lat, (size_t)nopen, 0.5) * 1e6,
+            bench_percentile(lat, (size_t)nopen, 0.99) * 1e6);
         free(lat);
         free(ids);
     }

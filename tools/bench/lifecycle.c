@@ -18,61 +18,31 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench.h"
 #include "keytier.h"
 
+const char *bench_prog = "bench-lifecycle";
+
 static char dir[200];
-
-#define DIE(...)                                                               \
-    do {                                                                       \
-        fprintf(stderr, "bench-lifecycle: " __VA_ARGS__);                      \
-        fprintf(stderr, "\n");                                                 \
-        exit(1);                                                               \
-    } while (0)
-#define CHECK(call)                                                            \
-    do {                                                                       \
-        keytier_err e_ = (call);                                               \
-        if (e_ != KEYTIER_OK)                                                  \
-            DIE("%s: %s", #call, keytier_last_error_detail());                 \
-    } while (0)
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static void write_file(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    if (f == NULL || fputs(text, f) < 0 || fclose(f) != 0)
-        DIE("cannot write %s", path);
-}
 
 static void roll_series(keytier_ctx *ctx, const char *module, const char *token,
                         const char *dep, int slot, int n, const char *what)
 {
     double *t = calloc((size_t)n, sizeof *t);
     if (t == NULL)
-        DIE("out of memory");
+        bench_die("out of memory");
     for (int i = 0; i < n; i++) {
         char label[32], uri[KEYTIER_URI_MAX];
         snprintf(label, sizeof label, "roll-%c-%d", slot ? 'b' : 'a', i);
-        CHECK(keytier_root_generate(module, token, "1234", label,
-                                    KEYTIER_ROOT_TYPE_AES256, uri));
-        double t0 = now();
-        CHECK(keytier_dep_roll(ctx, "org-bench", dep, slot, uri, NULL));
-        t[i] = now() - t0;
+        BENCH_CHECK(keytier_root_generate(module, token, "1234", label,
+                                          KEYTIER_ROOT_TYPE_AES256, uri));
+        double t0 = bench_now();
+        BENCH_CHECK(keytier_dep_roll(ctx, "org-bench", dep, slot, uri, NULL));
+        t[i] = bench_now() - t0;
     }
-    qsort(t, (size_t)n, sizeof *t, cmp_double);
+    double p50 = bench_percentile(t, (size_t)n, 0.5); /* sorts t */
     printf("roll %-34s  %d rolls  p50 %7.2f ms  max %7.2f ms\n", what, n,
-           t[n / 2] * 1e3, t[n - 1] * 1e3);
+           p50 * 1e3, t[n - 1] * 1e3);
     free(t);
 }
 
@@ -86,11 +56,11 @@ static int migrate_progress(void *arg, const keytier_migration *p)
 int main(int argc, char **argv)
 {
     if (argc < 3)
-        DIE("usage: bench-lifecycle KEYTIER_MODULE SOFTHSM2_MODULE "
-            "[mailbox-keys] [rolls]");
+        bench_die("usage: bench-lifecycle KEYTIER_MODULE SOFTHSM2_MODULE "
+                  "[mailbox-keys] [rolls]");
     char kt_mod[512], sh_mod[512], path[320], text[2048];
     if (realpath(argv[1], kt_mod) == NULL || realpath(argv[2], sh_mod) == NULL)
-        DIE("module path");
+        bench_die("module path");
     double load[3] = {0, 0, 0};
     if (getloadavg(load, 3) == 3)
         printf("load average at start         %.2f %.2f %.2f\n", load[0],
@@ -98,44 +68,44 @@ int main(int argc, char **argv)
     long n_keys = argc > 3 ? atol(argv[3]) : 100000;
     int rolls = argc > 4 ? atoi(argv[4]) : 20;
     if (n_keys < 1 || rolls < 1)
-        DIE("counts must be positive");
+        bench_die("counts must be positive");
     const char *tmp = getenv("TMPDIR");
     if (tmp == NULL || *tmp == '\0' || strlen(tmp) > 150)
         tmp = "/tmp";
     snprintf(dir, sizeof dir, "%s/kt-bench-lc-XXXXXX", tmp);
     if (mkdtemp(dir) == NULL)
-        DIE("mkdtemp");
+        bench_die("mkdtemp");
     snprintf(path, sizeof path, "%s/keytier.conf", dir);
     snprintf(text, sizeof text,
              "token_dir = %s/kt\nslots = 8\npin_kdf_cost = 10\n"
              "log_level = error\n",
              dir);
-    write_file(path, text);
+    bench_write_file(path, text);
     setenv("KEYTIER_CONF", path, 1);
     snprintf(path, sizeof path, "%s/softhsm2.conf", dir);
     snprintf(text, sizeof text,
              "directories.tokendir = %s/sh\nobjectstore.backend = file\n"
              "log.level = ERROR\n",
              dir);
-    write_file(path, text);
+    bench_write_file(path, text);
     setenv("SOFTHSM2_CONF", path, 1);
     snprintf(text, sizeof text, "mkdir -p %s/sh", dir);
     if (system(text) != 0)
-        DIE("mkdir");
+        bench_die("mkdir");
 
-    CHECK(keytier_token_init(sh_mod, "VaultA", "5678", "1234", NULL));
-    CHECK(keytier_token_init(kt_mod, "VaultB", "5678", "1234", NULL));
-    CHECK(keytier_token_init(kt_mod, "Service", "5678", "1234", NULL));
+    BENCH_CHECK(keytier_token_init(sh_mod, "VaultA", "5678", "1234", NULL));
+    BENCH_CHECK(keytier_token_init(kt_mod, "VaultB", "5678", "1234", NULL));
+    BENCH_CHECK(keytier_token_init(kt_mod, "Service", "5678", "1234", NULL));
     char a1[KEYTIER_URI_MAX], b1[KEYTIER_URI_MAX], a2[KEYTIER_URI_MAX],
         b2[KEYTIER_URI_MAX];
-    CHECK(keytier_root_generate(sh_mod, "VaultA", "1234", "a1",
-                                KEYTIER_ROOT_TYPE_AES256, a1));
-    CHECK(keytier_root_generate(kt_mod, "VaultB", "1234", "b1",
-                                KEYTIER_ROOT_TYPE_AES256, b1));
-    CHECK(keytier_root_generate(sh_mod, "VaultA", "1234", "a2",
-                                KEYTIER_ROOT_TYPE_AES256, a2));
-    CHECK(keytier_root_generate(kt_mod, "VaultB", "1234", "b2",
-                                KEYTIER_ROOT_TYPE_AES256, b2));
+    BENCH_CHECK(keytier_root_generate(sh_mod, "VaultA", "1234", "a1",
+                                      KEYTIER_ROOT_TYPE_AES256, a1));
+    BENCH_CHECK(keytier_root_generate(kt_mod, "VaultB", "1234", "b1",
+                                      KEYTIER_ROOT_TYPE_AES256, b1));
+    BENCH_CHECK(keytier_root_generate(sh_mod, "VaultA", "1234", "a2",
+                                      KEYTIER_ROOT_TYPE_AES256, a2));
+    BENCH_CHECK(keytier_root_generate(kt_mod, "VaultB", "1234", "b2",
+                                      KEYTIER_ROOT_TYPE_AES256, b2));
     snprintf(path, sizeof path, "%s/lib.conf", dir);
     snprintf(text, sizeof text,
              "module = %s\nmodule = %s\nservice_token = pkcs11:token=Service\n"
@@ -143,35 +113,36 @@ int main(int argc, char **argv)
              "pin.VaultB = value:1234\npin.Service = value:1234\n"
              "log_level = error\n",
              sh_mod, kt_mod, dir);
-    write_file(path, text);
+    bench_write_file(path, text);
     keytier_ctx *ctx = NULL;
-    CHECK(keytier_ctx_open(path, &ctx));
+    BENCH_CHECK(keytier_ctx_open(path, &ctx));
     keytier_dep_info d1, d2;
-    CHECK(keytier_dep_create(ctx, "org-bench", "Exchange", a1, b1, &d1));
-    CHECK(keytier_dep_create(ctx, "org-bench", "Exchange", a2, b2, &d2));
+    BENCH_CHECK(keytier_dep_create(ctx, "org-bench", "Exchange", a1, b1, &d1));
+    BENCH_CHECK(keytier_dep_create(ctx, "org-bench", "Exchange", a2, b2, &d2));
 
     const keytier_request req = {KEYTIER_REQUEST_USER, NULL, "bench"};
     keytier_key *dk = NULL;
-    CHECK(keytier_dep_key_open(ctx, &req, "org-bench", d1.dep_id, &dk));
-    double t0 = now();
+    BENCH_CHECK(keytier_dep_key_open(ctx, &req, "org-bench", d1.dep_id, &dk));
+    double t0 = bench_now();
     for (long i = 0; i < n_keys; i++) {
         char name[32];
         snprintf(name, sizeof name, "mbx-%07ld", i);
-        CHECK(keytier_key_create(dk, name, NULL));
+        BENCH_CHECK(keytier_key_create(dk, name, NULL));
     }
-    double t_create = now() - t0;
+    double t_create = bench_now() - t0;
     keytier_key_close(dk);
 
     keytier_migration m;
     unsigned batches = 0;
-    CHECK(keytier_assign(ctx, "org-bench", "Exchange", NULL, d2.dep_id, &m));
-    t0 = now();
-    CHECK(keytier_migrate_run(ctx, m.migration_id, migrate_progress, &batches,
-                              &m));
-    double t_mig = now() - t0;
+    BENCH_CHECK(
+        keytier_assign(ctx, "org-bench", "Exchange", NULL, d2.dep_id, &m));
+    t0 = bench_now();
+    BENCH_CHECK(keytier_migrate_run(ctx, m.migration_id, migrate_progress,
+                                    &batches, &m));
+    double t_mig = bench_now() - t0;
     if (!m.finished || m.done != (uint64_t)n_keys)
-        DIE("migration incomplete: %llu/%ld", (unsigned long long)m.done,
-            n_keys);
+        bench_die("migration incomplete: %llu/%ld", (unsigned long long)m.done,
+                  n_keys);
     printf("mailbox keys created          %ld in %.2f s  (%.0f keys/s)\n",
            n_keys, t_create, (double)n_keys / t_create);
     printf("migration to a new DEP        %ld keys in %.2f s  (%.0f keys/s, "
@@ -185,6 +156,6 @@ int main(int argc, char **argv)
     keytier_ctx_close(ctx);
     snprintf(text, sizeof text, "rm -rf %s", dir);
     if (system(text) != 0)
-        DIE("cleanup");
+        bench_die("cleanup");
     return 0;
 }
