@@ -1,19 +1,14 @@
 /*
- * The fallback rule (DESIGN.md §2 "Reading a DEP key"), the one road from
- * a DEP to its key:
+ * The road from a DEP to its key (DESIGN.md §2 "Reading a DEP key"):
  *
  *   cache hit -> done, no token call;
  *   customer key A or B (random) on a pool worker with a deadline; the other
  *   one hedged after hedge_ms (or at once when the first fails); first
  *   success wins and is cached;
- *   both failed -> each failure classified (ckr_class.c):
- *     user request:     both "system" and outage fallback on for the
- *                       workload -> availability key + a fallback record;
- *                       any "denied" -> KEYTIER_E_REVOKED + a denied record;
- *                       otherwise KEYTIER_E_UNAVAILABLE;
- *     internal request: availability key whatever the class, when the
- *                       workload falls back on outages or the operation is
- *                       "recover"; until the availability key is gone.
+ *   both failed -> each failure classified (ckr_class.c) and the verdict of
+ *   the fallback rule (fallback_rule.c, the only place it is decided)
+ *   carried out: the availability key with a fallback record, or a refusal
+ *   with a denied record.
  *   A key obtained through the availability key is never cached: every
  *   such read is audited, and the customer keys are asked again next time.
  */
@@ -30,6 +25,7 @@
 #include "avail.h"
 #include "cache.h"
 #include "call_pool.h"
+#include "fallback_rule.h"
 #include "kt_lib.h"
 
 #define KT_DETAIL_MAX 384
@@ -423,22 +419,29 @@ static CK_RV kt_avail_refresh(void *arg, const char *id, const char *dep_id,
         free(dep);
         return KT_CKR_NO_MATCH;
     }
-    if (kt_avail_customer_read(av, dep, &key, res) == KEYTIER_OK) {
+    keytier_err e = kt_avail_customer_read(av, dep, &key, res);
+    if (e == KEYTIER_OK) {
         if (kt_secret_len(key) <= KT_CACHE_KEY_MAX) {
             memcpy(out, kt_secret_cdata(key), kt_secret_len(key));
             *out_len = kt_secret_len(key);
             rv = CKR_OK;
         }
         kt_secret_free(key);
-    } else {
-        /* A denied answer evicts the entry: the customer revoked. */
-        rv = res[0].rv;
-        if (kt_ckr_classify(res[1].rv) == KT_CKR_CLASS_DENIED)
-            rv = res[1].rv;
-        /* lib-cache: and every other process drops it too */
-        if (kt_ckr_classify(rv) == KT_CKR_CLASS_DENIED &&
-            kt_store_inval_publish(av->ctx->store, KT_INVAL_DEP, dep_id,
-                                   "revoked") != KEYTIER_OK)
+    } else if (e == KEYTIER_E_UNWRAP) {
+        kt_fallback_in in = {
+            .kind = KT_FALLBACK_REFRESH,
+            .key_a = kt_fallback_key_state(res[KEYTIER_ROOT_A].rv),
+            .key_b = kt_fallback_key_state(res[KEYTIER_ROOT_B].rv),
+        };
+        /* The cache evicts on a "denied" code and keeps the entry (and
+         * retries) on a "system" one: hand it the code of the verdict. */
+        bool revoked = kt_fallback_decide(&in) == KT_FALLBACK_DENY_REVOKED;
+        rv = res[KEYTIER_ROOT_A].rv;
+        if (revoked && in.key_a != KT_FALLBACK_KEY_DENIED)
+            rv = res[KEYTIER_ROOT_B].rv;
+        /* and every other process drops it too */
+        if (revoked && kt_store_inval_publish(av->ctx->store, KT_INVAL_DEP,
+                                              dep_id, "revoked") != KEYTIER_OK)
             kt_log_event(av->ctx->log, KT_LOG_ERROR,
                          "revocation not published to other processes", dep_id);
     }
@@ -813,7 +816,9 @@ keytier_err kt_avail_dep_key_read(keytier_ctx *ctx,
     size_t len;
     kt_secret *key = NULL;
     keytier_err e;
-    bool internal, any_denied, allowed;
+    bool internal, any_denied;
+    kt_fallback_in in;
+    kt_fallback_verdict verdict;
     CK_RV rv;
 
     *out = NULL;
@@ -859,15 +864,19 @@ keytier_err kt_avail_dep_key_read(keytier_ctx *ctx,
     if (e != KEYTIER_E_UNWRAP)
         return e;
 
-    /* 3-4. both failed: classify */
-    any_denied =
-        kt_ckr_classify(res[KEYTIER_ROOT_A].rv) == KT_CKR_CLASS_DENIED ||
-        kt_ckr_classify(res[KEYTIER_ROOT_B].rv) == KT_CKR_CLASS_DENIED;
-    if (internal)
-        allowed = !strcmp(req->operation, "recover") ||
-                  kt_avail_outage_fallback(ctx, dep->workload);
-    else
-        allowed = !any_denied && kt_avail_outage_fallback(ctx, dep->workload);
+    /* 3-4. both failed: the rule (fallback_rule.c) */
+    in = (kt_fallback_in){
+        .kind = internal ? KT_FALLBACK_INTERNAL : KT_FALLBACK_USER,
+        .op = internal && !strcmp(req->operation, "recover")
+                  ? KT_FALLBACK_OP_RECOVER
+                  : KT_FALLBACK_OP_READ,
+        .outage_fallback = kt_avail_outage_fallback(ctx, dep->workload),
+        .key_a = kt_fallback_key_state(res[KEYTIER_ROOT_A].rv),
+        .key_b = kt_fallback_key_state(res[KEYTIER_ROOT_B].rv),
+        .avail = KT_FALLBACK_AVAIL_UNTRIED,
+    };
+    any_denied = kt_fallback_revocation_seen(&in);
+    verdict = kt_fallback_decide(&in);
 
     if (!req->request_id || !req->request_id[0]) {
         uint8_t rid[KT_UUID_BYTES];
@@ -893,8 +902,8 @@ keytier_err kt_avail_dep_key_read(keytier_ctx *ctx,
     if (any_denied)
         kt_avail_publish(ctx, KT_INVAL_DEP, dep->dep_id, "revoked");
 
-    if (!allowed) {
-        if (any_denied) {
+    if (verdict != KT_FALLBACK_USE_AVAIL) {
+        if (verdict == KT_FALLBACK_DENY_REVOKED) {
             atomic_fetch_add(&av->denied, 1);
             e = kt_audit_denied(av->audit, &areq, errs);
             if (e != KEYTIER_OK)
@@ -923,7 +932,9 @@ keytier_err kt_avail_dep_key_read(keytier_ctx *ctx,
         char name[KT_CKR_NAME_MAX];
         if (rv == KT_CKR_TIMEOUT)
             atomic_fetch_add(&av->timeouts, 1);
-        if (any_denied) {
+        in.avail = KT_FALLBACK_AVAIL_FAILED;
+        verdict = kt_fallback_decide(&in);
+        if (verdict == KT_FALLBACK_DENY_REVOKED) {
             atomic_fetch_add(&av->denied, 1);
             if (kt_audit_denied(av->audit, &areq, errs) != KEYTIER_OK)
                 kt_log_event(ctx->log, KT_LOG_ERROR,
@@ -931,7 +942,8 @@ keytier_err kt_avail_dep_key_read(keytier_ctx *ctx,
                              dep->dep_id);
         }
         return kt_err(
-            any_denied ? KEYTIER_E_REVOKED : KEYTIER_E_UNAVAILABLE,
+            verdict == KT_FALLBACK_DENY_REVOKED ? KEYTIER_E_REVOKED
+                                                : KEYTIER_E_UNAVAILABLE,
             "DEP %s: [A] %s; [B] %s; availability key: %s", dep->dep_id,
             res[KEYTIER_ROOT_A].detail, res[KEYTIER_ROOT_B].detail,
             avail_res.detail[0] ? avail_res.detail : kt_ckr_name(rv, name));
@@ -971,7 +983,7 @@ keytier_err kt_avail_dep_key_read_customer(keytier_ctx *ctx,
     char req_id[40];
     kt_secret *key = NULL;
     keytier_err e;
-    bool any_denied;
+    kt_fallback_in in;
 
     *out = NULL;
     if (!req || req->kind != KEYTIER_REQUEST_INTERNAL || !req->operation ||
@@ -995,10 +1007,14 @@ keytier_err kt_avail_dep_key_read_customer(keytier_ctx *ctx,
     if (e != KEYTIER_E_UNWRAP)
         return e;
 
-    any_denied =
-        kt_ckr_classify(res[KEYTIER_ROOT_A].rv) == KT_CKR_CLASS_DENIED ||
-        kt_ckr_classify(res[KEYTIER_ROOT_B].rv) == KT_CKR_CLASS_DENIED;
-    if (!any_denied) {
+    in = (kt_fallback_in){
+        .kind = KT_FALLBACK_INTERNAL,
+        .op = KT_FALLBACK_OP_REWRAP,
+        .key_a = kt_fallback_key_state(res[KEYTIER_ROOT_A].rv),
+        .key_b = kt_fallback_key_state(res[KEYTIER_ROOT_B].rv),
+        .avail = KT_FALLBACK_AVAIL_UNTRIED,
+    };
+    if (kt_fallback_decide(&in) != KT_FALLBACK_DENY_REVOKED) {
         atomic_fetch_add(&av->unavailable, 1);
         return kt_err(KEYTIER_E_UNAVAILABLE,
                       "DEP %s: %s needs a customer key and neither answers "
