@@ -14,15 +14,15 @@
 #include <openssl/rand.h>
 #include <p11-kit/uri.h>
 
-#include "ckr_names.h"
+#include "ckr.h"
 #include "p11call.h"
 
 #define KT_ADMIN_MAX_SLOTS 64
 #define KT_ROOT_ID_BYTES   16
 
-static const char *kt_admin_rv(CK_RV rv, char buf[KT_CKR_FULL_NAME_MAX])
+static const char *kt_admin_rv(CK_RV rv, char buf[KT_CKR_NAME_MAX])
 {
-    return kt_ckr_full_name(rv, buf);
+    return kt_ckr_name(rv, buf);
 }
 
 static void kt_admin_close(keytier_ctx *ctx)
@@ -147,7 +147,7 @@ static keytier_err kt_admin_slots(keytier_ctx *ctx, CK_SLOT_ID *slots,
                                   CK_TOKEN_INFO *infos, CK_ULONG *n)
 {
     struct kt_module *mod = &ctx->modules[0];
-    char nb[KT_CKR_FULL_NAME_MAX];
+    char nb[KT_CKR_NAME_MAX];
     *n = KT_ADMIN_MAX_SLOTS;
     CK_RV rv = kt_p11_get_slot_list(ctx, mod, slots, n);
     if (rv != CKR_OK)
@@ -291,7 +291,7 @@ static keytier_err kt_admin_init_run(struct kt_tjob *tj)
     const char *label = j->token_label, *module_path = j->module_path;
     CK_SESSION_HANDLE s = CK_INVALID_HANDLE;
     struct kt_token tok = {0};
-    char nb[KT_CKR_FULL_NAME_MAX];
+    char nb[KT_CKR_NAME_MAX];
     CK_RV rv = CKR_OK;
     CK_SLOT_ID slots[KT_ADMIN_MAX_SLOTS];
     CK_TOKEN_INFO infos[KT_ADMIN_MAX_SLOTS];
@@ -442,7 +442,7 @@ static keytier_err kt_admin_generate(struct kt_token *tok, CK_SESSION_HANDLE s,
         [KEYTIER_ROOT_TYPE_RSA3072] = 3072,
         [KEYTIER_ROOT_TYPE_RSA4096] = 4096,
     };
-    char nb[KT_CKR_FULL_NAME_MAX];
+    char nb[KT_CKR_NAME_MAX];
     CK_OBJECT_HANDLE key = CK_INVALID_HANDLE, pub = CK_INVALID_HANDLE;
     CK_RV rv =
         kt_root_keygen(tok, s, bits[type], label, id, id_len, &key, &pub);
@@ -478,7 +478,7 @@ static keytier_err kt_admin_user_begin(keytier_ctx *ctx,
 {
     memset(u, 0, sizeof *u);
     u->s = CK_INVALID_HANDLE;
-    char nb[KT_CKR_FULL_NAME_MAX];
+    char nb[KT_CKR_NAME_MAX];
     CK_SLOT_ID slots[KT_ADMIN_MAX_SLOTS];
     CK_TOKEN_INFO infos[KT_ADMIN_MAX_SLOTS];
     CK_ULONG n = 0, found = 0, at = 0;
@@ -547,7 +547,7 @@ static keytier_err kt_admin_find_label(struct kt_admin_user *u,
                                        CK_OBJECT_HANDLE *out, CK_ULONG max,
                                        CK_ULONG *count)
 {
-    char nb[KT_CKR_FULL_NAME_MAX];
+    char nb[KT_CKR_NAME_MAX];
     CK_ATTRIBUTE lt[] = {{CKA_LABEL, (void *)key_label, strlen(key_label)}};
     CK_RV rv = kt_p11_find_objects(&u->tok, u->s, lt, 1, out, max, count);
     if (rv != CKR_OK)
@@ -621,7 +621,7 @@ static keytier_err kt_admin_destroy_run(struct kt_tjob *tj)
         return e;
     CK_OBJECT_HANDLE objs[8];
     CK_ULONG count = 0;
-    char nb[KT_CKR_FULL_NAME_MAX];
+    char nb[KT_CKR_NAME_MAX];
     e = kt_admin_find_label(&u, key_label, objs, 8, &count);
     if (e == KEYTIER_OK && count == 0)
         e = kt_err(KEYTIER_E_KEY_NOT_FOUND, "token '%s' has no key '%s'",

@@ -913,9 +913,9 @@ keytier_err kt_root_unwrap(const struct kt_root *root, CK_SESSION_HANDLE s,
     CK_RV rv = kt_p11_unwrap_key(root->tok, s, &mech, root->key, wrapped,
                                  wrapped_len, tmpl, 5, &obj);
     /* The token has just found the key and read its attributes on this
-     * session, so a generic failure of the unwrap itself is the key refusing
-     * the blob, not an outage (ckr_class.h, KT_CKR_BLOB_REFUSED). */
-    if (rv == CKR_GENERAL_ERROR || rv == CKR_FUNCTION_FAILED) {
+     * session: what a failure of the unwrap itself means is the table's
+     * (common/ckr.c, in_unwrap). */
+    if (kt_ckr_unwrap_outcome(rv) == KT_CKR_BLOB_REFUSED) {
         e = kt_err(KEYTIER_E_TOKEN,
                    "token '%s': C_UnwrapKey: %s: the key refused the wrapped "
                    "copy",
