@@ -155,14 +155,6 @@ KT_MUST_CHECK keytier_err
 kt_avail_dep_key_read_customer(keytier_ctx *ctx, const struct kt_dep_rec *dep,
                                const keytier_request *req, kt_secret **out);
 
-/* lib-audit: runs a token call of the library (not a root-key read) on
- * the pool with avail.call_deadline_ms, bounded per token like root-key
- * reads; kt_avail_close waits for it.  token_uri names the token.  Returns
- * as kt_pool_run (call.release always runs). */
-struct kt_call;
-KT_MUST_CHECK CK_RV kt_avail_run(keytier_ctx *ctx, const char *token_uri,
-                                 const struct kt_call *call);
-
 /* lib-audit (audit_anchor.c): after every append to a, anchor the log's
  * head in ctx's store with the service token's MAC (no-op without a
  * service_token). */

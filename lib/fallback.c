@@ -28,7 +28,7 @@
 #include "fallback_rule.h"
 #include "kt_lib.h"
 
-#define KT_DETAIL_MAX 384
+#define KT_DETAIL_MAX KT_TJOB_DETAIL
 
 struct kt_avail {
     keytier_ctx *ctx;
@@ -191,7 +191,7 @@ static bool kt_avail_outage_fallback(keytier_ctx *ctx, const char *workload)
 
 /* ---- one root-key read on a worker ------------------------------------ */
 
-/* What the caller gets back from a slot read it took. */
+/* What the caller gets back from a slot read. */
 struct kt_slot_result {
     kt_secret *key;
     keytier_err err;
@@ -199,150 +199,68 @@ struct kt_slot_result {
     char detail[KT_DETAIL_MAX];
 };
 
+/* One wrapped copy unwrapped on the pool: a token job (kt_tjob) that owns
+ * a copy of the DEP, as a late job outlives the caller. */
 struct kt_slot_job {
-    keytier_ctx *ctx; /* held until release (lib-deadline) */
+    struct kt_tjob base;
     struct kt_avail *av;
-    struct kt_dep_rec dep; /* a copy: a late job outlives the caller */
+    struct kt_dep_rec dep;
     int slot;
-    struct kt_slot_result res;
-    struct kt_slot_result *sink; /* the caller's, valid while it waits */
+    kt_secret *key; /* the result; wiped with the job unless taken */
 };
 
-static CK_RV kt_slot_run(void *p)
+static keytier_err kt_slot_work(struct kt_tjob *tj)
 {
-    struct kt_slot_job *j = p;
-    CK_RV rv = CKR_OK;
+    struct kt_slot_job *j = (struct kt_slot_job *)tj;
 
-    /* av lives as long as the context (kt_avail_free), which this job
-     * holds until release. */
+    /* av lives as long as the context (kt_avail_free), which the job
+     * holds until its last reference goes. */
     atomic_fetch_add(&j->av->token_reads, 1);
-    kt_err_clear();
-    j->res.err =
-        kt_dep_key_unwrap_slot(j->ctx, &j->dep, j->slot, &j->res.key, &rv);
-    j->res.rv = kt_ckr_from_err(j->res.err, rv);
-    if (j->res.err != KEYTIER_OK)
-        snprintf(j->res.detail, sizeof j->res.detail, "%s",
-                 keytier_last_error_detail());
-    return j->res.rv;
+    return kt_dep_key_unwrap_slot(tj->ctx, &j->dep, j->slot, &j->key, &tj->rv);
 }
 
-static void kt_slot_accept(void *p, CK_RV rv)
+static void kt_slot_cleanup(struct kt_tjob *tj)
 {
-    struct kt_slot_job *j = p;
+    struct kt_slot_job *j = (struct kt_slot_job *)tj;
 
-    (void)rv;
-    *j->sink = j->res;
-    j->res.key = NULL; /* moved to the caller */
-}
-
-static void kt_slot_discard(void *p, CK_RV rv)
-{
-    struct kt_slot_job *j = p;
-
-    (void)rv;
     /* A late or losing unwrap: its key is wiped, never used. */
-    kt_secret_free(j->res.key);
-    j->res.key = NULL;
+    kt_secret_free(j->key);
+    kt_wipe(&j->dep, sizeof j->dep);
 }
 
-static void kt_slot_release(void *p)
+static const char *const kt_slot_names[] = {"unwrap A", "unwrap B",
+                                            "unwrap availability"};
+
+/* A slot job and its pool call; NULL on allocation failure. */
+static struct kt_slot_job *kt_slot_job_new(struct kt_avail *av,
+                                           const struct kt_dep_rec *dep,
+                                           int slot, kt_call *call)
 {
-    struct kt_slot_job *j = p;
-    keytier_ctx *ctx = j->ctx;
-
-    kt_secret_free(j->res.key);
-    free(j);
-    kt_ctx_release(ctx); /* may be the last user of a closed context */
-}
-
-/* ---- other token calls of the library on the pool (audit anchors) ----- */
-
-struct kt_run_job {
-    keytier_ctx *ctx; /* held until release (lib-deadline) */
-    kt_call inner;
-};
-
-static CK_RV kt_run_run(void *p)
-{
-    struct kt_run_job *j = p;
-
-    return j->inner.run(j->inner.ctx);
-}
-
-static void kt_run_accept(void *p, CK_RV rv)
-{
-    struct kt_run_job *j = p;
-
-    if (j->inner.accept)
-        j->inner.accept(j->inner.ctx, rv);
-}
-
-static void kt_run_discard(void *p, CK_RV rv)
-{
-    struct kt_run_job *j = p;
-
-    if (j->inner.discard)
-        j->inner.discard(j->inner.ctx, rv);
-}
-
-static void kt_run_release(void *p)
-{
-    struct kt_run_job *j = p;
-    keytier_ctx *ctx = j->ctx;
-
-    if (j->inner.release)
-        j->inner.release(j->inner.ctx);
-    free(j);
-    kt_ctx_release(ctx); /* may be the last user of a closed context */
-}
-
-CK_RV kt_avail_run(keytier_ctx *ctx, const char *token_uri, const kt_call *call)
-{
-    struct kt_avail *av = ctx->avail;
-    struct kt_run_job *j;
-    kt_call outer;
-
-    if (!av || !(j = calloc(1, sizeof *j))) {
-        if (call->release)
-            call->release(call->ctx);
-        return CKR_HOST_MEMORY;
-    }
-    j->ctx = ctx;
-    j->inner = *call;
-    kt_ctx_hold(ctx);
-    outer = (kt_call){.name = call->name,
-                      .token = kt_uri_token_id(token_uri),
-                      .run = kt_run_run,
-                      .accept = kt_run_accept,
-                      .discard = kt_run_discard,
-                      .release = kt_run_release,
-                      .ctx = j};
-    return kt_pool_run(av->pool, &outer, av->cfg->call_deadline_ms);
-}
-
-static bool kt_slot_call(struct kt_avail *av, const struct kt_dep_rec *dep,
-                         int slot, struct kt_slot_result *sink, kt_call *call)
-{
-    static const char *const names[] = {"unwrap A", "unwrap B",
-                                        "unwrap availability"};
-    struct kt_slot_job *j = calloc(1, sizeof *j);
+    struct kt_slot_job *j = kt_tjob_new(av->ctx, sizeof *j, kt_slot_work);
 
     if (!j)
-        return false;
-    j->ctx = av->ctx;
+        return NULL;
+    j->base.cleanup = kt_slot_cleanup;
     j->av = av;
     j->dep = *dep;
     j->slot = slot;
-    j->sink = sink;
-    kt_ctx_hold(av->ctx);
-    *call = (kt_call){.name = names[slot],
-                      .token = kt_uri_token_id(dep->roots[slot].uri),
-                      .run = kt_slot_run,
-                      .accept = kt_slot_accept,
-                      .discard = kt_slot_discard,
-                      .release = kt_slot_release,
-                      .ctx = j};
-    return true;
+    kt_tjob_call(&j->base, kt_slot_names[slot], dep->roots[slot].uri, call);
+    return j;
+}
+
+/* Moves a slot job's outcome into r (when the caller took it) and drops the
+ * caller's reference.  A job not taken leaves r as it was. */
+static void kt_slot_take(struct kt_slot_job *j, struct kt_slot_result *r)
+{
+    if (j->base.taken) {
+        r->err = j->base.err;
+        r->rv = kt_ckr_from_err(j->base.err, j->base.rv);
+        snprintf(r->detail, sizeof r->detail, "%s",
+                 r->err != KEYTIER_OK ? j->base.detail : "");
+        r->key = j->key;
+        j->key = NULL;
+    }
+    kt_tjob_put(&j->base);
 }
 
 /* Hedged read with the two customer keys (no fallback).  On success *key
@@ -356,7 +274,8 @@ static keytier_err kt_avail_customer_read(struct kt_avail *av,
     unsigned char coin = 0;
     int order[2];
     kt_call calls[2];
-    CK_RV rv[2];
+    struct kt_slot_job *jobs[2];
+    CK_RV rv[2], hedged;
     int winner = -1;
 
     memset(res, 0, 2 * sizeof *res);
@@ -369,14 +288,20 @@ static keytier_err kt_avail_customer_read(struct kt_avail *av,
         res[order[i]].rv = KT_CKR_NOT_STARTED;
         res[order[i]].err = KEYTIER_E_UNAVAILABLE;
     }
-    if (!kt_slot_call(av, dep, order[0], &res[order[0]], &calls[0]))
-        return kt_err(KEYTIER_E_NOMEM, "DEP %s", dep->dep_id);
-    if (!kt_slot_call(av, dep, order[1], &res[order[1]], &calls[1])) {
-        calls[0].release(calls[0].ctx);
+    jobs[0] = kt_slot_job_new(av, dep, order[0], &calls[0]);
+    jobs[1] = jobs[0] ? kt_slot_job_new(av, dep, order[1], &calls[1]) : NULL;
+    if (!jobs[1]) {
+        if (jobs[0]) {
+            calls[0].release(calls[0].ctx);
+            kt_tjob_put(&jobs[0]->base);
+        }
         return kt_err(KEYTIER_E_NOMEM, "DEP %s", dep->dep_id);
     }
-    if (kt_pool_hedge(av->pool, calls, av->cfg->hedge_ms,
-                      av->cfg->call_deadline_ms, &winner, rv) == CKR_OK) {
+    hedged = kt_pool_hedge(av->pool, calls, av->cfg->hedge_ms,
+                           av->cfg->call_deadline_ms, &winner, rv);
+    for (int i = 0; i < 2; i++)
+        kt_slot_take(jobs[i], &res[order[i]]);
+    if (hedged == CKR_OK) {
         *key = res[order[winner]].key;
         res[order[winner]].key = NULL;
         return KEYTIER_OK;
@@ -819,6 +744,7 @@ keytier_err kt_avail_dep_key_read(keytier_ctx *ctx,
     bool internal, any_denied;
     kt_fallback_in in;
     kt_fallback_verdict verdict;
+    struct kt_slot_job *job;
     CK_RV rv;
 
     *out = NULL;
@@ -925,9 +851,11 @@ keytier_err kt_avail_dep_key_read(keytier_ctx *ctx,
     /* the availability key, audited */
     memset(&avail_res, 0, sizeof avail_res);
     avail_res.err = KEYTIER_E_UNAVAILABLE;
-    if (!kt_slot_call(av, dep, KEYTIER_ROOT_AVAIL, &avail_res, &call))
+    job = kt_slot_job_new(av, dep, KEYTIER_ROOT_AVAIL, &call);
+    if (!job)
         return kt_err(KEYTIER_E_NOMEM, "DEP %s", dep->dep_id);
     rv = kt_pool_run(av->pool, &call, av->cfg->call_deadline_ms);
+    kt_slot_take(job, &avail_res);
     if (rv != CKR_OK) {
         char name[KT_CKR_NAME_MAX];
         if (rv == KT_CKR_TIMEOUT)
