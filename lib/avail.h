@@ -110,8 +110,12 @@ struct kt_avail_fill {
     size_t aux_len;
 };
 
-/* The fallback rule, behind kt_dep_key_read().  A key read through the
- * customer keys is cached (as "dep:ID") when fill is not NULL. */
+/* The road from a DEP to its key, behind kt_dep_key_read(); the fallback
+ * rule itself is fallback_rule.h.  With fill, the caller (the public open,
+ * which also checks the tenant of a hit) has looked the cache up already
+ * and a key read through the customer keys is cached (as "dep:ID");
+ * without fill this read looks the cache up itself.  Either way a read
+ * looks it up once, through kt_avail_cache_hit. */
 KT_MUST_CHECK keytier_err kt_avail_dep_key_read(
     keytier_ctx *ctx, const struct kt_dep_rec *dep, const keytier_request *req,
     const struct kt_avail_fill *fill, kt_secret **out);
@@ -126,12 +130,13 @@ uint64_t kt_avail_cache_epoch(keytier_ctx *ctx);
 /* A hit: the key bytes (cap) and aux (exactly aux_len) of entry id if
  * accept(aux, arg) takes it; no store read, no token call.  When the sync
  * thread is late (last sync older than 2 x avail.cache_sync_ms) the other
- * processes' invalidations are applied first; if that fails, no hit. */
+ * processes' invalidations are applied first; if that fails, no hit.  A
+ * miss is counted when count_miss. */
 KT_MUST_CHECK bool
 kt_avail_cache_hit(keytier_ctx *ctx, const char *id, unsigned char *key,
                    size_t cap, size_t *len, void *aux, size_t aux_len,
                    bool (*accept)(const void *aux, const void *arg),
-                   const void *arg);
+                   const void *arg, bool count_miss);
 /* Caches a tier key (never refreshed: it expires at the TTL) tagged with
  * its tenant, DEP and parent. */
 void kt_avail_cache_put_key(keytier_ctx *ctx, const char *key_id,

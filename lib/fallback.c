@@ -564,14 +564,14 @@ uint64_t kt_avail_cache_epoch(keytier_ctx *ctx)
 bool kt_avail_cache_hit(keytier_ctx *ctx, const char *id, unsigned char *key,
                         size_t cap, size_t *len, void *aux, size_t aux_len,
                         bool (*accept)(const void *aux, const void *arg),
-                        const void *arg)
+                        const void *arg, bool count_miss)
 {
     struct kt_avail *av = ctx->avail;
 
     if (!av || !av->cache || !kt_avail_sync_fresh(av))
         return false;
     return kt_cache_lookup(av->cache, id, key, cap, len, aux, aux_len, accept,
-                           arg, false);
+                           arg, count_miss);
 }
 
 void kt_avail_cache_put_key(keytier_ctx *ctx, const char *key_id,
@@ -758,9 +758,11 @@ keytier_err kt_avail_dep_key_read(keytier_ctx *ctx,
     if (!av)
         return kt_err(KEYTIER_E_INTERNAL, "availability state not open");
 
-    /* 0. the cache: no token call at all */
+    /* 0. the cache: no token call at all (looked up by the caller when it
+     * passes fill) */
     kt_avail_cache_id(cache_id, "dep:", dep->dep_id);
-    if (av->cache && kt_cache_get(av->cache, cache_id, buf, sizeof buf, &len)) {
+    if (!fill && kt_avail_cache_hit(ctx, cache_id, buf, sizeof buf, &len, NULL,
+                                    0, NULL, NULL, true)) {
         *out = kt_secret_from(buf, len);
         kt_wipe(buf, sizeof buf);
         return *out ? KEYTIER_OK : kt_err(KEYTIER_E_NOMEM, "DEP key");
