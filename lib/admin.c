@@ -15,6 +15,7 @@
 #include <p11-kit/uri.h>
 
 #include "ckr.h"
+#include "p11str.h"
 #include "p11call.h"
 
 #define KT_ADMIN_MAX_SLOTS 64
@@ -88,22 +89,6 @@ static keytier_err kt_admin_open(const char *module_path, keytier_ctx **out)
     return KEYTIER_OK;
 }
 
-static void kt_admin_trim(const CK_UTF8CHAR *src, size_t n, char *dst)
-{
-    /* PKCS#11 v2.40 §3.2: token strings are blank-padded. */
-    while (n > 0 && (src[n - 1] == ' ' || src[n - 1] == '\0'))
-        n--;
-    memcpy(dst, src, n);
-    dst[n] = '\0';
-}
-
-static void kt_admin_pad(const char *src, CK_UTF8CHAR *dst, size_t n)
-{
-    size_t len = strlen(src);
-    memset(dst, ' ', n);
-    memcpy(dst, src, len < n ? len : n);
-}
-
 /* Token URI: manufacturer, model, serial, label (RFC 7512). */
 static keytier_err kt_admin_token_uri(const CK_TOKEN_INFO *ti,
                                       char out[KEYTIER_URI_MAX])
@@ -132,11 +117,11 @@ static keytier_err kt_admin_info(unsigned long slot, const CK_TOKEN_INFO *ti,
     out->initialized = (ti->flags & CKF_TOKEN_INITIALIZED) != 0;
     out->user_pin_set = (ti->flags & CKF_USER_PIN_INITIALIZED) != 0;
     out->pin_locked = (ti->flags & CKF_USER_PIN_LOCKED) != 0;
-    kt_admin_trim(ti->label, sizeof ti->label, out->label);
-    kt_admin_trim(ti->manufacturerID, sizeof ti->manufacturerID,
-                  out->manufacturer);
-    kt_admin_trim(ti->model, sizeof ti->model, out->model);
-    kt_admin_trim(ti->serialNumber, sizeof ti->serialNumber, out->serial);
+    kt_p11str_trim(out->label, ti->label, sizeof ti->label);
+    kt_p11str_trim(out->manufacturer, ti->manufacturerID,
+                   sizeof ti->manufacturerID);
+    kt_p11str_trim(out->model, ti->model, sizeof ti->model);
+    kt_p11str_trim(out->serial, ti->serialNumber, sizeof ti->serialNumber);
     if (!out->initialized)
         return KEYTIER_OK; /* a free slot's token has no name yet */
     return kt_admin_token_uri(ti, out->uri);
@@ -302,7 +287,7 @@ static keytier_err kt_admin_init_run(struct kt_tjob *tj)
     CK_ULONG free_slot = n;
     for (CK_ULONG i = 0; i < n; i++) {
         char have[KEYTIER_LABEL_MAX + 1];
-        kt_admin_trim(infos[i].label, sizeof infos[i].label, have);
+        kt_p11str_trim(have, infos[i].label, sizeof infos[i].label);
         if ((infos[i].flags & CKF_TOKEN_INITIALIZED) && !strcmp(have, label)) {
             e = kt_err(KEYTIER_E_EXISTS, "token '%s' already exists in %s",
                        label, module_path);
@@ -319,7 +304,7 @@ static keytier_err kt_admin_init_run(struct kt_tjob *tj)
     }
 
     CK_UTF8CHAR padded[32];
-    kt_admin_pad(label, padded, sizeof padded);
+    kt_p11str_pad(padded, label, sizeof padded);
     tok.ctx = ctx;
     tok.mod = &ctx->modules[0];
     tok.slot = slots[free_slot];
@@ -487,7 +472,7 @@ static keytier_err kt_admin_user_begin(keytier_ctx *ctx,
         goto fail;
     for (CK_ULONG i = 0; i < n; i++) {
         char have[KEYTIER_LABEL_MAX + 1];
-        kt_admin_trim(infos[i].label, sizeof infos[i].label, have);
+        kt_p11str_trim(have, infos[i].label, sizeof infos[i].label);
         if ((infos[i].flags & CKF_TOKEN_INITIALIZED) &&
             !strcmp(have, token_label)) {
             found++;

@@ -14,17 +14,9 @@
 #include "call_pool.h"
 #include "ckr_class.h"
 #include "p11call.h"
+#include "p11str.h"
 
 #define KT_MAX_SLOTS 64
-
-static void kt_label_trim(const CK_UTF8CHAR *src, size_t n, char *dst)
-{
-    /* PKCS#11 v2.40 §3.2: labels are blank-padded, not NUL-terminated. */
-    while (n > 0 && src[n - 1] == ' ')
-        n--;
-    memcpy(dst, src, n); /* n <= 32, dst has 33 bytes */
-    dst[n] = '\0';
-}
 
 /* ---- modules -------------------------------------------------------------
  */
@@ -110,7 +102,7 @@ static void kt_token_add(keytier_ctx *ctx, struct kt_module *mod,
     tok->mod = mod;
     tok->slot = slot;
     tok->info = *info;
-    kt_label_trim(info->label, sizeof info->label, tok->label);
+    kt_p11str_trim(tok->label, info->label, sizeof info->label);
     pthread_mutex_init(&tok->mu, NULL);
     ctx->tokens[ctx->n_tokens++] = tok;
 out:

@@ -19,11 +19,6 @@ static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static const char *const level_names[] = {"error", "warning", "info", "debug"};
 
-void kt_wipe(void *p, size_t len)
-{
-    kt_ossl_cleanse(p, len);
-}
-
 /* The secure heap exists (made here or by the host); the smallest size it
  * last refused (0: none since a block went back); running out was
  * reported. */
