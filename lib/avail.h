@@ -151,7 +151,7 @@ size_t kt_avail_uncache(keytier_ctx *ctx, int scope, const char *value);
 void kt_avail_publish(keytier_ctx *ctx, int scope, const char *value,
                       const char *reason);
 
-/* lifecycle-fix: the DEP key through the customer keys only, never the
+/* The DEP key through the customer keys only, never the
  * cache nor the availability key (roll, assign/migrate: a lasting rewrap
  * must not undo a revocation).  req: internal, naming its operation.
  * Errors: KEYTIER_E_REVOKED (a customer key denied; audited as denied),

@@ -33,14 +33,14 @@
 struct kt_avail {
     keytier_ctx *ctx;
     struct kt_avail_cfg *cfg;
-    kt_pool *pool;   /* the context's (lib-deadline: ctx->pool) */
+    kt_pool *pool;   /* the context's (ctx->pool) */
     kt_cache *cache; /* NULL when cache_ttl_ms is 0 */
     kt_audit *audit;
     pthread_mutex_t lock; /* guards the alert callback */
     keytier_alert_fn alert_fn;
     void *alert_arg;
     atomic_uint_fast64_t token_reads, timeouts, fallbacks, denied, unavailable;
-    /* lib-cache: invalidations other processes recorded in the store */
+    /* invalidations other processes recorded in the store */
     pthread_mutex_t sync_mu;           /* one sync at a time */
     int64_t sync_seq;                  /* last row applied (sync_mu) */
     uint64_t last_prune_ms;            /* (sync_mu) */
@@ -400,7 +400,7 @@ static void kt_avail_alert(void *arg, const kt_cache_alert *a)
         fn(fn_arg, &pub);
 }
 
-/* ---- invalidations across processes (lib-cache) ----------------------- */
+/* ---- invalidations across processes ---------------------------------- */
 
 /* Coarse is enough for intervals of tens of milliseconds, and cheap on the
  * hit path. */
@@ -650,7 +650,7 @@ keytier_err kt_avail_open(keytier_ctx *ctx)
     free(path);
     if (e != KEYTIER_OK)
         goto fail;
-    kt_audit_anchor_attach(ctx, av->audit); /* lib-audit */
+    kt_audit_anchor_attach(ctx, av->audit);
     if (c->cache_ttl_ms) {
         kt_cache_config cc = {
             .ttl_ms = c->cache_ttl_ms,
@@ -694,7 +694,7 @@ void kt_avail_close(keytier_ctx *ctx)
     /* The cache thread first: it makes token calls of its own (each
      * bounded by the call deadline).  Root-key reads still running on a
      * worker are late ones: they hold the context, not this state
-     * (lib-deadline: keytier_ctx_close never waits for a hung token). */
+     * (keytier_ctx_close never waits for a hung token). */
     kt_cache_free(av->cache);
     av->cache = NULL;
     kt_audit_close(av->audit);
@@ -825,7 +825,7 @@ keytier_err kt_avail_dep_key_read(keytier_ctx *ctx,
         .operation = internal ? req->operation : NULL,
     };
     kt_avail_key_errors(dep, res, errs);
-    /* lib-cache: a revocation seen here empties the caches of every
+    /* A revocation seen here empties the caches of every
      * process (whether or not this request may fall back). */
     if (any_denied)
         kt_avail_publish(ctx, KT_INVAL_DEP, dep->dep_id, "revoked");
@@ -894,8 +894,8 @@ keytier_err kt_avail_dep_key_read(keytier_ctx *ctx,
     return KEYTIER_OK;
 }
 
-/* ---- customer keys only (lifecycle: roll, assign/migrate) -------------
- * Added by lifecycle-fix.  Operations that make a lasting new copy of a DEP
+/* ---- customer keys only (roll, assign/migrate) ------------------------
+ * Operations that make a lasting new copy of a DEP
  * key, or of the keys under it (rolling a root, moving tier keys to another
  * DEP), must not undo a revocation: the availability key would let them
  * rewrap a key the customer has denied, and users would read again.  So
@@ -982,7 +982,6 @@ keytier_err kt_avail_dep_key_read_customer(keytier_ctx *ctx,
                   dep->dep_id, req->operation, res[KEYTIER_ROOT_A].detail,
                   res[KEYTIER_ROOT_B].detail);
 }
-/* ---- end of the lifecycle-fix addition -------------------------------- */
 
 keytier_err kt_avail_dep_created(keytier_ctx *ctx, const struct kt_dep_rec *dep)
 {
