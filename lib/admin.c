@@ -14,15 +14,16 @@
 #include <openssl/rand.h>
 #include <p11-kit/uri.h>
 
-#include "ckr_names.h"
+#include "ckr.h"
+#include "p11str.h"
 #include "p11call.h"
 
 #define KT_ADMIN_MAX_SLOTS 64
 #define KT_ROOT_ID_BYTES   16
 
-static const char *kt_admin_rv(CK_RV rv, char buf[KT_CKR_FULL_NAME_MAX])
+static const char *kt_admin_rv(CK_RV rv, char buf[KT_CKR_NAME_MAX])
 {
-    return kt_ckr_full_name(rv, buf);
+    return kt_ckr_name(rv, buf);
 }
 
 static void kt_admin_close(keytier_ctx *ctx)
@@ -88,22 +89,6 @@ static keytier_err kt_admin_open(const char *module_path, keytier_ctx **out)
     return KEYTIER_OK;
 }
 
-static void kt_admin_trim(const CK_UTF8CHAR *src, size_t n, char *dst)
-{
-    /* PKCS#11 v2.40 §3.2: token strings are blank-padded. */
-    while (n > 0 && (src[n - 1] == ' ' || src[n - 1] == '\0'))
-        n--;
-    memcpy(dst, src, n);
-    dst[n] = '\0';
-}
-
-static void kt_admin_pad(const char *src, CK_UTF8CHAR *dst, size_t n)
-{
-    size_t len = strlen(src);
-    memset(dst, ' ', n);
-    memcpy(dst, src, len < n ? len : n);
-}
-
 /* Token URI: manufacturer, model, serial, label (RFC 7512). */
 static keytier_err kt_admin_token_uri(const CK_TOKEN_INFO *ti,
                                       char out[KEYTIER_URI_MAX])
@@ -132,11 +117,11 @@ static keytier_err kt_admin_info(unsigned long slot, const CK_TOKEN_INFO *ti,
     out->initialized = (ti->flags & CKF_TOKEN_INITIALIZED) != 0;
     out->user_pin_set = (ti->flags & CKF_USER_PIN_INITIALIZED) != 0;
     out->pin_locked = (ti->flags & CKF_USER_PIN_LOCKED) != 0;
-    kt_admin_trim(ti->label, sizeof ti->label, out->label);
-    kt_admin_trim(ti->manufacturerID, sizeof ti->manufacturerID,
-                  out->manufacturer);
-    kt_admin_trim(ti->model, sizeof ti->model, out->model);
-    kt_admin_trim(ti->serialNumber, sizeof ti->serialNumber, out->serial);
+    kt_p11str_trim(out->label, ti->label, sizeof ti->label);
+    kt_p11str_trim(out->manufacturer, ti->manufacturerID,
+                   sizeof ti->manufacturerID);
+    kt_p11str_trim(out->model, ti->model, sizeof ti->model);
+    kt_p11str_trim(out->serial, ti->serialNumber, sizeof ti->serialNumber);
     if (!out->initialized)
         return KEYTIER_OK; /* a free slot's token has no name yet */
     return kt_admin_token_uri(ti, out->uri);
@@ -147,7 +132,7 @@ static keytier_err kt_admin_slots(keytier_ctx *ctx, CK_SLOT_ID *slots,
                                   CK_TOKEN_INFO *infos, CK_ULONG *n)
 {
     struct kt_module *mod = &ctx->modules[0];
-    char nb[KT_CKR_FULL_NAME_MAX];
+    char nb[KT_CKR_NAME_MAX];
     *n = KT_ADMIN_MAX_SLOTS;
     CK_RV rv = kt_p11_get_slot_list(ctx, mod, slots, n);
     if (rv != CKR_OK)
@@ -291,7 +276,7 @@ static keytier_err kt_admin_init_run(struct kt_tjob *tj)
     const char *label = j->token_label, *module_path = j->module_path;
     CK_SESSION_HANDLE s = CK_INVALID_HANDLE;
     struct kt_token tok = {0};
-    char nb[KT_CKR_FULL_NAME_MAX];
+    char nb[KT_CKR_NAME_MAX];
     CK_RV rv = CKR_OK;
     CK_SLOT_ID slots[KT_ADMIN_MAX_SLOTS];
     CK_TOKEN_INFO infos[KT_ADMIN_MAX_SLOTS];
@@ -302,7 +287,7 @@ static keytier_err kt_admin_init_run(struct kt_tjob *tj)
     CK_ULONG free_slot = n;
     for (CK_ULONG i = 0; i < n; i++) {
         char have[KEYTIER_LABEL_MAX + 1];
-        kt_admin_trim(infos[i].label, sizeof infos[i].label, have);
+        kt_p11str_trim(have, infos[i].label, sizeof infos[i].label);
         if ((infos[i].flags & CKF_TOKEN_INITIALIZED) && !strcmp(have, label)) {
             e = kt_err(KEYTIER_E_EXISTS, "token '%s' already exists in %s",
                        label, module_path);
@@ -319,7 +304,7 @@ static keytier_err kt_admin_init_run(struct kt_tjob *tj)
     }
 
     CK_UTF8CHAR padded[32];
-    kt_admin_pad(label, padded, sizeof padded);
+    kt_p11str_pad(padded, label, sizeof padded);
     tok.ctx = ctx;
     tok.mod = &ctx->modules[0];
     tok.slot = slots[free_slot];
@@ -442,7 +427,7 @@ static keytier_err kt_admin_generate(struct kt_token *tok, CK_SESSION_HANDLE s,
         [KEYTIER_ROOT_TYPE_RSA3072] = 3072,
         [KEYTIER_ROOT_TYPE_RSA4096] = 4096,
     };
-    char nb[KT_CKR_FULL_NAME_MAX];
+    char nb[KT_CKR_NAME_MAX];
     CK_OBJECT_HANDLE key = CK_INVALID_HANDLE, pub = CK_INVALID_HANDLE;
     CK_RV rv =
         kt_root_keygen(tok, s, bits[type], label, id, id_len, &key, &pub);
@@ -478,7 +463,7 @@ static keytier_err kt_admin_user_begin(keytier_ctx *ctx,
 {
     memset(u, 0, sizeof *u);
     u->s = CK_INVALID_HANDLE;
-    char nb[KT_CKR_FULL_NAME_MAX];
+    char nb[KT_CKR_NAME_MAX];
     CK_SLOT_ID slots[KT_ADMIN_MAX_SLOTS];
     CK_TOKEN_INFO infos[KT_ADMIN_MAX_SLOTS];
     CK_ULONG n = 0, found = 0, at = 0;
@@ -487,7 +472,7 @@ static keytier_err kt_admin_user_begin(keytier_ctx *ctx,
         goto fail;
     for (CK_ULONG i = 0; i < n; i++) {
         char have[KEYTIER_LABEL_MAX + 1];
-        kt_admin_trim(infos[i].label, sizeof infos[i].label, have);
+        kt_p11str_trim(have, infos[i].label, sizeof infos[i].label);
         if ((infos[i].flags & CKF_TOKEN_INITIALIZED) &&
             !strcmp(have, token_label)) {
             found++;
@@ -547,7 +532,7 @@ static keytier_err kt_admin_find_label(struct kt_admin_user *u,
                                        CK_OBJECT_HANDLE *out, CK_ULONG max,
                                        CK_ULONG *count)
 {
-    char nb[KT_CKR_FULL_NAME_MAX];
+    char nb[KT_CKR_NAME_MAX];
     CK_ATTRIBUTE lt[] = {{CKA_LABEL, (void *)key_label, strlen(key_label)}};
     CK_RV rv = kt_p11_find_objects(&u->tok, u->s, lt, 1, out, max, count);
     if (rv != CKR_OK)
@@ -621,7 +606,7 @@ static keytier_err kt_admin_destroy_run(struct kt_tjob *tj)
         return e;
     CK_OBJECT_HANDLE objs[8];
     CK_ULONG count = 0;
-    char nb[KT_CKR_FULL_NAME_MAX];
+    char nb[KT_CKR_NAME_MAX];
     e = kt_admin_find_label(&u, key_label, objs, 8, &count);
     if (e == KEYTIER_OK && count == 0)
         e = kt_err(KEYTIER_E_KEY_NOT_FOUND, "token '%s' has no key '%s'",

@@ -165,50 +165,28 @@ static keytier_err kt_anchor_mac_here(keytier_ctx *ctx, bool create,
 
 /* ---- the same on a pool worker, with the call deadline ---------------- */
 
-struct kt_mac_result {
-    keytier_err err;
-    uint8_t mac[KT_ANCHOR_MAC_SIZE];
-    char detail[KT_ANCHOR_DETAIL];
-};
-
+/* The MAC as a token job (kt_tjob): everything it reads is its own copy. */
 struct kt_mac_job {
-    keytier_ctx *ctx;
+    struct kt_tjob base;
     bool create;
     char msg[KT_ANCHOR_MSG];
     size_t len;
-    struct kt_mac_result res;
-    struct kt_mac_result *sink; /* the caller's, valid while it waits */
+    uint8_t mac[KT_ANCHOR_MAC_SIZE];
 };
 
-static CK_RV kt_mac_run(void *p)
+static keytier_err kt_mac_work(struct kt_tjob *tj)
 {
-    struct kt_mac_job *j = p;
-    CK_RV rv = CKR_OK;
+    struct kt_mac_job *j = (struct kt_mac_job *)tj;
 
-    kt_err_clear();
-    j->res.err =
-        kt_anchor_mac_here(j->ctx, j->create, j->msg, j->len, j->res.mac, &rv);
-    snprintf(j->res.detail, sizeof j->res.detail, "%s",
-             keytier_last_error_detail());
-    if (j->res.err != KEYTIER_OK && rv == CKR_OK)
-        rv = CKR_FUNCTION_FAILED;
-    return j->res.err == KEYTIER_OK ? CKR_OK : rv;
+    return kt_anchor_mac_here(tj->ctx, j->create, j->msg, j->len, j->mac,
+                              &tj->rv);
 }
 
-static void kt_mac_accept(void *p, CK_RV rv)
+static void kt_mac_cleanup(struct kt_tjob *tj)
 {
-    struct kt_mac_job *j = p;
+    struct kt_mac_job *j = (struct kt_mac_job *)tj;
 
-    (void)rv;
-    *j->sink = j->res;
-}
-
-static void kt_mac_release(void *p)
-{
-    struct kt_mac_job *j = p;
-
-    OPENSSL_cleanse(&j->res, sizeof j->res);
-    free(j);
+    OPENSSL_cleanse(j->mac, sizeof j->mac);
 }
 
 static keytier_err kt_anchor_mac(keytier_ctx *ctx, bool create,
@@ -216,50 +194,43 @@ static keytier_err kt_anchor_mac(keytier_ctx *ctx, bool create,
                                  const char *hash,
                                  uint8_t mac[KT_ANCHOR_MAC_SIZE])
 {
-    struct kt_mac_result res = {.err = KEYTIER_E_TOKEN};
     struct kt_mac_job *j;
     char name[KT_CKR_NAME_MAX];
+    keytier_err e = KEYTIER_OK;
     CK_RV rv;
 
     if (ctx->cfg.service_token == NULL)
         return kt_err(KEYTIER_E_CONFIG,
                       "no service_token configured: the audit log cannot "
                       "be anchored");
-    j = calloc(1, sizeof *j);
+    j = kt_tjob_new(ctx, sizeof *j, kt_mac_work);
     if (j == NULL)
         return kt_err(KEYTIER_E_NOMEM, "audit anchor");
-    j->ctx = ctx;
+    j->base.cleanup = kt_mac_cleanup;
     j->create = create;
-    j->sink = &res;
     j->len = kt_anchor_msg(log_id, seq, hash, j->msg);
     if (j->len == 0) {
-        free(j);
+        kt_tjob_put(&j->base);
         return kt_err(KEYTIER_E_INTERNAL, "audit anchor message");
     }
-    kt_call call = {.name = "audit anchor HMAC",
-                    .run = kt_mac_run,
-                    .accept = kt_mac_accept,
-                    .release = kt_mac_release,
-                    .ctx = j};
-    rv = kt_avail_run(ctx, ctx->cfg.service_token, &call);
-    if (rv == KT_CKR_TIMEOUT || rv == KT_CKR_TOKEN_HUNG ||
-        rv == CKR_HOST_MEMORY || rv == KT_CKR_NOT_STARTED)
-        return kt_err(KEYTIER_E_TOKEN,
-                      "service token %s: audit anchor HMAC: %s (deadline "
-                      "%u ms)",
-                      ctx->cfg.service_token, kt_ckr_name(rv, name),
-                      ctx->cfg.avail.call_deadline_ms);
-    if (res.err != KEYTIER_OK && res.detail[0] == '\0')
-        return kt_err(KEYTIER_E_TOKEN,
-                      "service token %s: audit anchor HMAC: %s",
-                      ctx->cfg.service_token, kt_ckr_name(rv, name));
-    if (res.err != KEYTIER_OK) {
-        kt_err_restore(res.detail);
-        return res.err;
-    }
-    memcpy(mac, res.mac, KT_ANCHOR_MAC_SIZE);
-    OPENSSL_cleanse(&res, sizeof res);
-    return KEYTIER_OK;
+    rv = kt_tjob_start(&j->base, "audit anchor HMAC", ctx->cfg.service_token,
+                       ctx->cfg.avail.call_deadline_ms);
+    if (!j->base.taken)
+        e = kt_err(KEYTIER_E_TOKEN,
+                   "service token %s: audit anchor HMAC: %s (deadline "
+                   "%u ms)",
+                   ctx->cfg.service_token, kt_ckr_name(rv, name),
+                   ctx->cfg.avail.call_deadline_ms);
+    else if (j->base.err != KEYTIER_OK && j->base.detail[0] == '\0')
+        e = kt_err(KEYTIER_E_TOKEN, "service token %s: audit anchor HMAC: %s",
+                   ctx->cfg.service_token, kt_ckr_name(rv, name));
+    else if (j->base.err != KEYTIER_OK) {
+        kt_err_restore(j->base.detail);
+        e = j->base.err;
+    } else
+        memcpy(mac, j->mac, KT_ANCHOR_MAC_SIZE);
+    kt_tjob_put(&j->base);
+    return e;
 }
 
 /* ---- the append hook -------------------------------------------------- */

@@ -8,7 +8,7 @@
  *                                  "system" failure (its late result is
  *                                  dropped)
  *   avail.admin_deadline_ms = 30000
- *                                  Every other token call
+ *                                  lib-deadline: every other token call
  *                                  (DEP creation: finding and checking
  *                                  the customer roots, wrapping, generating
  *                                  the availability key; roll; purge;
@@ -66,7 +66,7 @@ struct kt_avail_override {
 
 struct kt_avail_cfg {
     unsigned call_deadline_ms;
-    unsigned admin_deadline_ms;
+    unsigned admin_deadline_ms; /* lib-deadline */
     unsigned hedge_ms;
     unsigned workers;
     unsigned per_token;
@@ -98,7 +98,7 @@ struct kt_dep_rec;
  * ctx (after its store, modules and pool are up). */
 KT_MUST_CHECK keytier_err kt_avail_open(keytier_ctx *ctx);
 /* Stops the cache thread and closes the audit log.  Token calls still
- * running on workers hold the context, not this state. */
+ * running on workers hold the context, not this state (lib-deadline). */
 void kt_avail_close(keytier_ctx *ctx);
 /* Frees the state itself, once no token job is left (kt_ctx_drain). */
 void kt_avail_free(keytier_ctx *ctx);
@@ -110,13 +110,17 @@ struct kt_avail_fill {
     size_t aux_len;
 };
 
-/* The fallback rule, behind kt_dep_key_read().  A key read through the
- * customer keys is cached (as "dep:ID") when fill is not NULL. */
+/* The road from a DEP to its key, behind kt_dep_key_read(); the fallback
+ * rule itself is fallback_rule.h.  With fill, the caller (the public open,
+ * which also checks the tenant of a hit) has looked the cache up already
+ * and a key read through the customer keys is cached (as "dep:ID");
+ * without fill this read looks the cache up itself.  Either way a read
+ * looks it up once, through kt_avail_cache_hit. */
 KT_MUST_CHECK keytier_err kt_avail_dep_key_read(
     keytier_ctx *ctx, const struct kt_dep_rec *dep, const keytier_request *req,
     const struct kt_avail_fill *fill, kt_secret **out);
 
-/* ---- the cache's fast paths ----------------------------------
+/* ---- the cache's fast paths (lib-cache) ----------------------------------
  * Cache ids: "dep:" DEP id, "key:" tier key id (KT_AVAIL_CACHE_ID bytes). */
 #define KT_AVAIL_CACHE_ID (4 + KEYTIER_ID_SIZE)
 void kt_avail_cache_id(char out[KT_AVAIL_CACHE_ID], const char *prefix,
@@ -126,12 +130,13 @@ uint64_t kt_avail_cache_epoch(keytier_ctx *ctx);
 /* A hit: the key bytes (cap) and aux (exactly aux_len) of entry id if
  * accept(aux, arg) takes it; no store read, no token call.  When the sync
  * thread is late (last sync older than 2 x avail.cache_sync_ms) the other
- * processes' invalidations are applied first; if that fails, no hit. */
+ * processes' invalidations are applied first; if that fails, no hit.  A
+ * miss is counted when count_miss. */
 KT_MUST_CHECK bool
 kt_avail_cache_hit(keytier_ctx *ctx, const char *id, unsigned char *key,
                    size_t cap, size_t *len, void *aux, size_t aux_len,
                    bool (*accept)(const void *aux, const void *arg),
-                   const void *arg);
+                   const void *arg, bool count_miss);
 /* Caches a tier key (never refreshed: it expires at the TTL) tagged with
  * its tenant, DEP and parent. */
 void kt_avail_cache_put_key(keytier_ctx *ctx, const char *key_id,
@@ -155,15 +160,7 @@ KT_MUST_CHECK keytier_err
 kt_avail_dep_key_read_customer(keytier_ctx *ctx, const struct kt_dep_rec *dep,
                                const keytier_request *req, kt_secret **out);
 
-/* Runs a token call of the library (not a root-key read) on
- * the pool with avail.call_deadline_ms, bounded per token like root-key
- * reads; kt_avail_close waits for it.  token_uri names the token.  Returns
- * as kt_pool_run (call.release always runs). */
-struct kt_call;
-KT_MUST_CHECK CK_RV kt_avail_run(keytier_ctx *ctx, const char *token_uri,
-                                 const struct kt_call *call);
-
-/* After every append to a, anchor the log's
+/* lib-audit (audit_anchor.c): after every append to a, anchor the log's
  * head in ctx's store with the service token's MAC (no-op without a
  * service_token). */
 struct kt_audit;

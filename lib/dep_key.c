@@ -1,9 +1,10 @@
 /*
- * Reading a DEP key: THE single place where libkeytier uses root keys
- * after a DEP is created.  Customer key A or B is picked at random, then
- * the other (docs/DESIGN.md §2, the fallback rule, steps 1-2).  The
- * availability fallback, hedging, deadlines and the cache plug
- * in here.
+ * Where a DEP key is unwrapped: kt_dep_key_unwrap_slot is the one place
+ * where libkeytier uses a root key after a DEP is created (one wrapped
+ * copy, under customer key A, B or the availability key, checked against
+ * the DEP's check value).  Which copy is tried, when, and whether the
+ * availability key may be used is lib/fallback.c's road and
+ * lib/fallback_rule.c's rule.
  */
 #include <stdio.h>
 #include <string.h>
@@ -52,7 +53,7 @@ keytier_err kt_dep_key_unwrap_slot(keytier_ctx *ctx,
     return KEYTIER_OK;
 }
 
-/* kt_dep_key_unwrap_slot as a job owning a copy of the DEP. */
+/* kt_dep_key_unwrap_slot as a token job owning a copy of the DEP. */
 struct kt_unwrap_job {
     struct kt_tjob base;
     struct kt_dep_rec dep;
@@ -110,6 +111,7 @@ keytier_err kt_dep_key_read(keytier_ctx *ctx, const struct kt_dep_rec *dep,
     if (dep->state == KEYTIER_DEP_PURGED)
         return kt_err(KEYTIER_E_PURGED, "DEP %s of tenant %s was purged",
                       dep->dep_id, dep->tenant);
-    /* The fallback rule, hedging, deadlines and the cache: lib/fallback.c */
+    /* The cache, hedging and deadlines: lib/fallback.c; the fallback rule:
+     * lib/fallback_rule.c */
     return kt_avail_dep_key_read(ctx, dep, req, fill, out);
 }

@@ -1,19 +1,14 @@
 /*
- * The fallback rule (DESIGN.md §2 "Reading a DEP key"), the one road from
- * a DEP to its key:
+ * The road from a DEP to its key (DESIGN.md §2 "Reading a DEP key"):
  *
  *   cache hit -> done, no token call;
  *   customer key A or B (random) on a pool worker with a deadline; the other
  *   one hedged after hedge_ms (or at once when the first fails); first
  *   success wins and is cached;
- *   both failed -> each failure classified (ckr_class.c):
- *     user request:     both "system" and outage fallback on for the
- *                       workload -> availability key + a fallback record;
- *                       any "denied" -> KEYTIER_E_REVOKED + a denied record;
- *                       otherwise KEYTIER_E_UNAVAILABLE;
- *     internal request: availability key whatever the class, when the
- *                       workload falls back on outages or the operation is
- *                       "recover"; until the availability key is gone.
+ *   both failed -> each failure classified (ckr_class.c) and the verdict of
+ *   the fallback rule (fallback_rule.c, the only place it is decided)
+ *   carried out: the availability key with a fallback record, or a refusal
+ *   with a denied record.
  *   A key obtained through the availability key is never cached: every
  *   such read is audited, and the customer keys are asked again next time.
  */
@@ -30,9 +25,10 @@
 #include "avail.h"
 #include "cache.h"
 #include "call_pool.h"
+#include "fallback_rule.h"
 #include "kt_lib.h"
 
-#define KT_DETAIL_MAX 384
+#define KT_DETAIL_MAX KT_TJOB_DETAIL
 
 struct kt_avail {
     keytier_ctx *ctx;
@@ -44,7 +40,7 @@ struct kt_avail {
     keytier_alert_fn alert_fn;
     void *alert_arg;
     atomic_uint_fast64_t token_reads, timeouts, fallbacks, denied, unavailable;
-    /* Invalidations other processes recorded in the store */
+    /* invalidations other processes recorded in the store */
     pthread_mutex_t sync_mu;           /* one sync at a time */
     int64_t sync_seq;                  /* last row applied (sync_mu) */
     uint64_t last_prune_ms;            /* (sync_mu) */
@@ -195,7 +191,7 @@ static bool kt_avail_outage_fallback(keytier_ctx *ctx, const char *workload)
 
 /* ---- one root-key read on a worker ------------------------------------ */
 
-/* What the caller gets back from a slot read it took. */
+/* What the caller gets back from a slot read. */
 struct kt_slot_result {
     kt_secret *key;
     keytier_err err;
@@ -203,150 +199,68 @@ struct kt_slot_result {
     char detail[KT_DETAIL_MAX];
 };
 
+/* One wrapped copy unwrapped on the pool: a token job (kt_tjob) that owns
+ * a copy of the DEP, as a late job outlives the caller. */
 struct kt_slot_job {
-    keytier_ctx *ctx; /* held until release */
+    struct kt_tjob base;
     struct kt_avail *av;
-    struct kt_dep_rec dep; /* a copy: a late job outlives the caller */
+    struct kt_dep_rec dep;
     int slot;
-    struct kt_slot_result res;
-    struct kt_slot_result *sink; /* the caller's, valid while it waits */
+    kt_secret *key; /* the result; wiped with the job unless taken */
 };
 
-static CK_RV kt_slot_run(void *p)
+static keytier_err kt_slot_work(struct kt_tjob *tj)
 {
-    struct kt_slot_job *j = p;
-    CK_RV rv = CKR_OK;
+    struct kt_slot_job *j = (struct kt_slot_job *)tj;
 
-    /* av lives as long as the context (kt_avail_free), which this job
-     * holds until release. */
+    /* av lives as long as the context (kt_avail_free), which the job
+     * holds until its last reference goes. */
     atomic_fetch_add(&j->av->token_reads, 1);
-    kt_err_clear();
-    j->res.err =
-        kt_dep_key_unwrap_slot(j->ctx, &j->dep, j->slot, &j->res.key, &rv);
-    j->res.rv = kt_ckr_from_err(j->res.err, rv);
-    if (j->res.err != KEYTIER_OK)
-        snprintf(j->res.detail, sizeof j->res.detail, "%s",
-                 keytier_last_error_detail());
-    return j->res.rv;
+    return kt_dep_key_unwrap_slot(tj->ctx, &j->dep, j->slot, &j->key, &tj->rv);
 }
 
-static void kt_slot_accept(void *p, CK_RV rv)
+static void kt_slot_cleanup(struct kt_tjob *tj)
 {
-    struct kt_slot_job *j = p;
+    struct kt_slot_job *j = (struct kt_slot_job *)tj;
 
-    (void)rv;
-    *j->sink = j->res;
-    j->res.key = NULL; /* moved to the caller */
-}
-
-static void kt_slot_discard(void *p, CK_RV rv)
-{
-    struct kt_slot_job *j = p;
-
-    (void)rv;
     /* A late or losing unwrap: its key is wiped, never used. */
-    kt_secret_free(j->res.key);
-    j->res.key = NULL;
+    kt_secret_free(j->key);
+    kt_wipe(&j->dep, sizeof j->dep);
 }
 
-static void kt_slot_release(void *p)
+static const char *const kt_slot_names[] = {"unwrap A", "unwrap B",
+                                            "unwrap availability"};
+
+/* A slot job and its pool call; NULL on allocation failure. */
+static struct kt_slot_job *kt_slot_job_new(struct kt_avail *av,
+                                           const struct kt_dep_rec *dep,
+                                           int slot, kt_call *call)
 {
-    struct kt_slot_job *j = p;
-    keytier_ctx *ctx = j->ctx;
-
-    kt_secret_free(j->res.key);
-    free(j);
-    kt_ctx_release(ctx); /* may be the last user of a closed context */
-}
-
-/* ---- other token calls of the library on the pool (audit anchors) ----- */
-
-struct kt_run_job {
-    keytier_ctx *ctx; /* held until release */
-    kt_call inner;
-};
-
-static CK_RV kt_run_run(void *p)
-{
-    struct kt_run_job *j = p;
-
-    return j->inner.run(j->inner.ctx);
-}
-
-static void kt_run_accept(void *p, CK_RV rv)
-{
-    struct kt_run_job *j = p;
-
-    if (j->inner.accept)
-        j->inner.accept(j->inner.ctx, rv);
-}
-
-static void kt_run_discard(void *p, CK_RV rv)
-{
-    struct kt_run_job *j = p;
-
-    if (j->inner.discard)
-        j->inner.discard(j->inner.ctx, rv);
-}
-
-static void kt_run_release(void *p)
-{
-    struct kt_run_job *j = p;
-    keytier_ctx *ctx = j->ctx;
-
-    if (j->inner.release)
-        j->inner.release(j->inner.ctx);
-    free(j);
-    kt_ctx_release(ctx); /* may be the last user of a closed context */
-}
-
-CK_RV kt_avail_run(keytier_ctx *ctx, const char *token_uri, const kt_call *call)
-{
-    struct kt_avail *av = ctx->avail;
-    struct kt_run_job *j;
-    kt_call outer;
-
-    if (!av || !(j = calloc(1, sizeof *j))) {
-        if (call->release)
-            call->release(call->ctx);
-        return CKR_HOST_MEMORY;
-    }
-    j->ctx = ctx;
-    j->inner = *call;
-    kt_ctx_hold(ctx);
-    outer = (kt_call){.name = call->name,
-                      .token = kt_uri_token_id(token_uri),
-                      .run = kt_run_run,
-                      .accept = kt_run_accept,
-                      .discard = kt_run_discard,
-                      .release = kt_run_release,
-                      .ctx = j};
-    return kt_pool_run(av->pool, &outer, av->cfg->call_deadline_ms);
-}
-
-static bool kt_slot_call(struct kt_avail *av, const struct kt_dep_rec *dep,
-                         int slot, struct kt_slot_result *sink, kt_call *call)
-{
-    static const char *const names[] = {"unwrap A", "unwrap B",
-                                        "unwrap availability"};
-    struct kt_slot_job *j = calloc(1, sizeof *j);
+    struct kt_slot_job *j = kt_tjob_new(av->ctx, sizeof *j, kt_slot_work);
 
     if (!j)
-        return false;
-    j->ctx = av->ctx;
+        return NULL;
+    j->base.cleanup = kt_slot_cleanup;
     j->av = av;
     j->dep = *dep;
     j->slot = slot;
-    j->sink = sink;
-    kt_ctx_hold(av->ctx);
-    *call = (kt_call){.name = names[slot],
-                      .token = kt_uri_token_id(dep->roots[slot].uri),
-                      .run = kt_slot_run,
-                      .accept = kt_slot_accept,
-                      .discard = kt_slot_discard,
-                      .release = kt_slot_release,
-                      .ctx = j};
-    return true;
+    kt_tjob_call(&j->base, kt_slot_names[slot], dep->roots[slot].uri, call);
+    return j;
+}
+
+/* Moves a slot job's outcome into r (when the caller took it) and drops the
+ * caller's reference.  A job not taken leaves r as it was. */
+static void kt_slot_take(struct kt_slot_job *j, struct kt_slot_result *r)
+{
+    if (j->base.taken) {
+        r->err = j->base.err;
+        r->rv = kt_ckr_from_err(j->base.err, j->base.rv);
+        snprintf(r->detail, sizeof r->detail, "%s",
+                 r->err != KEYTIER_OK ? j->base.detail : "");
+        r->key = j->key;
+        j->key = NULL;
+    }
+    kt_tjob_put(&j->base);
 }
 
 /* Hedged read with the two customer keys (no fallback).  On success *key
@@ -360,7 +274,8 @@ static keytier_err kt_avail_customer_read(struct kt_avail *av,
     unsigned char coin = 0;
     int order[2];
     kt_call calls[2];
-    CK_RV rv[2];
+    struct kt_slot_job *jobs[2];
+    CK_RV rv[2], hedged;
     int winner = -1;
 
     memset(res, 0, 2 * sizeof *res);
@@ -373,14 +288,20 @@ static keytier_err kt_avail_customer_read(struct kt_avail *av,
         res[order[i]].rv = KT_CKR_NOT_STARTED;
         res[order[i]].err = KEYTIER_E_UNAVAILABLE;
     }
-    if (!kt_slot_call(av, dep, order[0], &res[order[0]], &calls[0]))
-        return kt_err(KEYTIER_E_NOMEM, "DEP %s", dep->dep_id);
-    if (!kt_slot_call(av, dep, order[1], &res[order[1]], &calls[1])) {
-        calls[0].release(calls[0].ctx);
+    jobs[0] = kt_slot_job_new(av, dep, order[0], &calls[0]);
+    jobs[1] = jobs[0] ? kt_slot_job_new(av, dep, order[1], &calls[1]) : NULL;
+    if (!jobs[1]) {
+        if (jobs[0]) {
+            calls[0].release(calls[0].ctx);
+            kt_tjob_put(&jobs[0]->base);
+        }
         return kt_err(KEYTIER_E_NOMEM, "DEP %s", dep->dep_id);
     }
-    if (kt_pool_hedge(av->pool, calls, av->cfg->hedge_ms,
-                      av->cfg->call_deadline_ms, &winner, rv) == CKR_OK) {
+    hedged = kt_pool_hedge(av->pool, calls, av->cfg->hedge_ms,
+                           av->cfg->call_deadline_ms, &winner, rv);
+    for (int i = 0; i < 2; i++)
+        kt_slot_take(jobs[i], &res[order[i]]);
+    if (hedged == CKR_OK) {
         *key = res[order[winner]].key;
         res[order[winner]].key = NULL;
         return KEYTIER_OK;
@@ -423,22 +344,29 @@ static CK_RV kt_avail_refresh(void *arg, const char *id, const char *dep_id,
         free(dep);
         return KT_CKR_NO_MATCH;
     }
-    if (kt_avail_customer_read(av, dep, &key, res) == KEYTIER_OK) {
+    keytier_err e = kt_avail_customer_read(av, dep, &key, res);
+    if (e == KEYTIER_OK) {
         if (kt_secret_len(key) <= KT_CACHE_KEY_MAX) {
             memcpy(out, kt_secret_cdata(key), kt_secret_len(key));
             *out_len = kt_secret_len(key);
             rv = CKR_OK;
         }
         kt_secret_free(key);
-    } else {
-        /* A denied answer evicts the entry: the customer revoked. */
-        rv = res[0].rv;
-        if (kt_ckr_classify(res[1].rv) == KT_CKR_CLASS_DENIED)
-            rv = res[1].rv;
-        /* And every other process drops it too */
-        if (kt_ckr_classify(rv) == KT_CKR_CLASS_DENIED &&
-            kt_store_inval_publish(av->ctx->store, KT_INVAL_DEP, dep_id,
-                                   "revoked") != KEYTIER_OK)
+    } else if (e == KEYTIER_E_UNWRAP) {
+        kt_fallback_in in = {
+            .kind = KT_FALLBACK_REFRESH,
+            .key_a = kt_fallback_key_state(res[KEYTIER_ROOT_A].rv),
+            .key_b = kt_fallback_key_state(res[KEYTIER_ROOT_B].rv),
+        };
+        /* The cache evicts on a "denied" code and keeps the entry (and
+         * retries) on a "system" one: hand it the code of the verdict. */
+        bool revoked = kt_fallback_decide(&in) == KT_FALLBACK_DENY_REVOKED;
+        rv = res[KEYTIER_ROOT_A].rv;
+        if (revoked && in.key_a != KT_FALLBACK_KEY_DENIED)
+            rv = res[KEYTIER_ROOT_B].rv;
+        /* and every other process drops it too */
+        if (revoked && kt_store_inval_publish(av->ctx->store, KT_INVAL_DEP,
+                                              dep_id, "revoked") != KEYTIER_OK)
             kt_log_event(av->ctx->log, KT_LOG_ERROR,
                          "revocation not published to other processes", dep_id);
     }
@@ -472,7 +400,7 @@ static void kt_avail_alert(void *arg, const kt_cache_alert *a)
         fn(fn_arg, &pub);
 }
 
-/* ---- invalidations across processes ----------------------- */
+/* ---- invalidations across processes ---------------------------------- */
 
 /* Coarse is enough for intervals of tens of milliseconds, and cheap on the
  * hit path. */
@@ -636,14 +564,14 @@ uint64_t kt_avail_cache_epoch(keytier_ctx *ctx)
 bool kt_avail_cache_hit(keytier_ctx *ctx, const char *id, unsigned char *key,
                         size_t cap, size_t *len, void *aux, size_t aux_len,
                         bool (*accept)(const void *aux, const void *arg),
-                        const void *arg)
+                        const void *arg, bool count_miss)
 {
     struct kt_avail *av = ctx->avail;
 
     if (!av || !av->cache || !kt_avail_sync_fresh(av))
         return false;
     return kt_cache_lookup(av->cache, id, key, cap, len, aux, aux_len, accept,
-                           arg, false);
+                           arg, count_miss);
 }
 
 void kt_avail_cache_put_key(keytier_ctx *ctx, const char *key_id,
@@ -813,7 +741,10 @@ keytier_err kt_avail_dep_key_read(keytier_ctx *ctx,
     size_t len;
     kt_secret *key = NULL;
     keytier_err e;
-    bool internal, any_denied, allowed;
+    bool internal, any_denied;
+    kt_fallback_in in;
+    kt_fallback_verdict verdict;
+    struct kt_slot_job *job;
     CK_RV rv;
 
     *out = NULL;
@@ -827,9 +758,11 @@ keytier_err kt_avail_dep_key_read(keytier_ctx *ctx,
     if (!av)
         return kt_err(KEYTIER_E_INTERNAL, "availability state not open");
 
-    /* 0. the cache: no token call at all */
+    /* 0. the cache: no token call at all (looked up by the caller when it
+     * passes fill) */
     kt_avail_cache_id(cache_id, "dep:", dep->dep_id);
-    if (av->cache && kt_cache_get(av->cache, cache_id, buf, sizeof buf, &len)) {
+    if (!fill && kt_avail_cache_hit(ctx, cache_id, buf, sizeof buf, &len, NULL,
+                                    0, NULL, NULL, true)) {
         *out = kt_secret_from(buf, len);
         kt_wipe(buf, sizeof buf);
         return *out ? KEYTIER_OK : kt_err(KEYTIER_E_NOMEM, "DEP key");
@@ -859,15 +792,19 @@ keytier_err kt_avail_dep_key_read(keytier_ctx *ctx,
     if (e != KEYTIER_E_UNWRAP)
         return e;
 
-    /* 3-4. both failed: classify */
-    any_denied =
-        kt_ckr_classify(res[KEYTIER_ROOT_A].rv) == KT_CKR_CLASS_DENIED ||
-        kt_ckr_classify(res[KEYTIER_ROOT_B].rv) == KT_CKR_CLASS_DENIED;
-    if (internal)
-        allowed = !strcmp(req->operation, "recover") ||
-                  kt_avail_outage_fallback(ctx, dep->workload);
-    else
-        allowed = !any_denied && kt_avail_outage_fallback(ctx, dep->workload);
+    /* 3-4. both failed: the rule (fallback_rule.c) */
+    in = (kt_fallback_in){
+        .kind = internal ? KT_FALLBACK_INTERNAL : KT_FALLBACK_USER,
+        .op = internal && !strcmp(req->operation, "recover")
+                  ? KT_FALLBACK_OP_RECOVER
+                  : KT_FALLBACK_OP_READ,
+        .outage_fallback = kt_avail_outage_fallback(ctx, dep->workload),
+        .key_a = kt_fallback_key_state(res[KEYTIER_ROOT_A].rv),
+        .key_b = kt_fallback_key_state(res[KEYTIER_ROOT_B].rv),
+        .avail = KT_FALLBACK_AVAIL_UNTRIED,
+    };
+    any_denied = kt_fallback_revocation_seen(&in);
+    verdict = kt_fallback_decide(&in);
 
     if (!req->request_id || !req->request_id[0]) {
         uint8_t rid[KT_UUID_BYTES];
@@ -893,8 +830,8 @@ keytier_err kt_avail_dep_key_read(keytier_ctx *ctx,
     if (any_denied)
         kt_avail_publish(ctx, KT_INVAL_DEP, dep->dep_id, "revoked");
 
-    if (!allowed) {
-        if (any_denied) {
+    if (verdict != KT_FALLBACK_USE_AVAIL) {
+        if (verdict == KT_FALLBACK_DENY_REVOKED) {
             atomic_fetch_add(&av->denied, 1);
             e = kt_audit_denied(av->audit, &areq, errs);
             if (e != KEYTIER_OK)
@@ -916,14 +853,18 @@ keytier_err kt_avail_dep_key_read(keytier_ctx *ctx,
     /* the availability key, audited */
     memset(&avail_res, 0, sizeof avail_res);
     avail_res.err = KEYTIER_E_UNAVAILABLE;
-    if (!kt_slot_call(av, dep, KEYTIER_ROOT_AVAIL, &avail_res, &call))
+    job = kt_slot_job_new(av, dep, KEYTIER_ROOT_AVAIL, &call);
+    if (!job)
         return kt_err(KEYTIER_E_NOMEM, "DEP %s", dep->dep_id);
     rv = kt_pool_run(av->pool, &call, av->cfg->call_deadline_ms);
+    kt_slot_take(job, &avail_res);
     if (rv != CKR_OK) {
         char name[KT_CKR_NAME_MAX];
         if (rv == KT_CKR_TIMEOUT)
             atomic_fetch_add(&av->timeouts, 1);
-        if (any_denied) {
+        in.avail = KT_FALLBACK_AVAIL_FAILED;
+        verdict = kt_fallback_decide(&in);
+        if (verdict == KT_FALLBACK_DENY_REVOKED) {
             atomic_fetch_add(&av->denied, 1);
             if (kt_audit_denied(av->audit, &areq, errs) != KEYTIER_OK)
                 kt_log_event(ctx->log, KT_LOG_ERROR,
@@ -931,7 +872,8 @@ keytier_err kt_avail_dep_key_read(keytier_ctx *ctx,
                              dep->dep_id);
         }
         return kt_err(
-            any_denied ? KEYTIER_E_REVOKED : KEYTIER_E_UNAVAILABLE,
+            verdict == KT_FALLBACK_DENY_REVOKED ? KEYTIER_E_REVOKED
+                                                : KEYTIER_E_UNAVAILABLE,
             "DEP %s: [A] %s; [B] %s; availability key: %s", dep->dep_id,
             res[KEYTIER_ROOT_A].detail, res[KEYTIER_ROOT_B].detail,
             avail_res.detail[0] ? avail_res.detail : kt_ckr_name(rv, name));
@@ -952,7 +894,7 @@ keytier_err kt_avail_dep_key_read(keytier_ctx *ctx,
     return KEYTIER_OK;
 }
 
-/* ---- customer keys only (lifecycle: roll, assign/migrate) -------------
+/* ---- customer keys only (roll, assign/migrate) ------------------------
  * Operations that make a lasting new copy of a DEP
  * key, or of the keys under it (rolling a root, moving tier keys to another
  * DEP), must not undo a revocation: the availability key would let them
@@ -971,7 +913,7 @@ keytier_err kt_avail_dep_key_read_customer(keytier_ctx *ctx,
     char req_id[40];
     kt_secret *key = NULL;
     keytier_err e;
-    bool any_denied;
+    kt_fallback_in in;
 
     *out = NULL;
     if (!req || req->kind != KEYTIER_REQUEST_INTERNAL || !req->operation ||
@@ -995,10 +937,14 @@ keytier_err kt_avail_dep_key_read_customer(keytier_ctx *ctx,
     if (e != KEYTIER_E_UNWRAP)
         return e;
 
-    any_denied =
-        kt_ckr_classify(res[KEYTIER_ROOT_A].rv) == KT_CKR_CLASS_DENIED ||
-        kt_ckr_classify(res[KEYTIER_ROOT_B].rv) == KT_CKR_CLASS_DENIED;
-    if (!any_denied) {
+    in = (kt_fallback_in){
+        .kind = KT_FALLBACK_INTERNAL,
+        .op = KT_FALLBACK_OP_REWRAP,
+        .key_a = kt_fallback_key_state(res[KEYTIER_ROOT_A].rv),
+        .key_b = kt_fallback_key_state(res[KEYTIER_ROOT_B].rv),
+        .avail = KT_FALLBACK_AVAIL_UNTRIED,
+    };
+    if (kt_fallback_decide(&in) != KT_FALLBACK_DENY_REVOKED) {
         atomic_fetch_add(&av->unavailable, 1);
         return kt_err(KEYTIER_E_UNAVAILABLE,
                       "DEP %s: %s needs a customer key and neither answers "
@@ -1036,7 +982,6 @@ keytier_err kt_avail_dep_key_read_customer(keytier_ctx *ctx,
                   dep->dep_id, req->operation, res[KEYTIER_ROOT_A].detail,
                   res[KEYTIER_ROOT_B].detail);
 }
-/* ---- end of customer keys only ---------------------------------------- */
 
 keytier_err kt_avail_dep_created(keytier_ctx *ctx, const struct kt_dep_rec *dep)
 {

@@ -195,6 +195,20 @@ KT_MUST_CHECK void *kt_tjob_new(keytier_ctx *ctx, size_t size,
  */
 KT_MUST_CHECK keytier_err kt_tjob_run(struct kt_tjob *job, const char *what,
                                       const char *uri, unsigned deadline_ms);
+/*
+ * The same without turning the outcome into an error: returns the pool's
+ * CK_RV (kt_pool_run: the job's own, or KT_CKR_TIMEOUT, KT_CKR_TOKEN_HUNG,
+ * CKR_HOST_MEMORY).  job->taken says whether job->err, rv, detail and the
+ * job's outputs may be read; detail is then the worker's whole error
+ * detail (kt_err_restore takes it).
+ */
+KT_MUST_CHECK CK_RV kt_tjob_start(struct kt_tjob *job, const char *what,
+                                  const char *uri, unsigned deadline_ms);
+struct kt_call;
+/* The pool call that runs job (for kt_pool_hedge): holds a reference for
+ * the pool, which the call's release drops.  The caller keeps its own. */
+void kt_tjob_call(struct kt_tjob *job, const char *what, const char *uri,
+                  struct kt_call *call);
 void kt_tjob_put(struct kt_tjob *job);
 /* The pool's identity of the token a URI names (its token= part). */
 uint64_t kt_uri_token_id(const char *uri);

@@ -5,7 +5,7 @@
 #include <stdio.h>
 #include <p11-kit/p11-kit.h>
 
-#include "ckr_names.h" /* cli */
+#include "ckr.h"
 #include "p11call.h"
 
 #define KT_CALL(log, fl, fn, args)                                             \
@@ -22,14 +22,14 @@ const char *kt_p11_rv_text(CK_RV rv)
      * p11-kit's words.  Per thread, valid until this thread's next call
      * (every caller formats one result at a time). */
     static _Thread_local char buf[160];
-    char name[KT_CKR_FULL_NAME_MAX];
+    char name[KT_CKR_NAME_MAX];
     if (rv == CKR_OK)
         return "ok"; /* p11_kit_strerror gives "" */
     const char *t = p11_kit_strerror(rv);
     if (t != NULL && *t != '\0')
-        snprintf(buf, sizeof buf, "%s (%s)", kt_ckr_full_name(rv, name), t);
+        snprintf(buf, sizeof buf, "%s (%s)", kt_ckr_name(rv, name), t);
     else
-        snprintf(buf, sizeof buf, "%s", kt_ckr_full_name(rv, name));
+        snprintf(buf, sizeof buf, "%s", kt_ckr_name(rv, name));
     return buf;
 }
 

@@ -178,7 +178,8 @@ static bool kt_request_ok(const keytier_request *req)
  */
 static keytier_key *kt_cached_key(keytier_ctx *ctx, const char *prefix,
                                   const char *id, size_t want,
-                                  kt_cache_accept_fn accept, const void *arg)
+                                  kt_cache_accept_fn accept, const void *arg,
+                                  bool count_miss)
 {
     char cid[KT_AVAIL_CACHE_ID];
     unsigned char buf[KT_CACHE_KEY_MAX];
@@ -187,7 +188,7 @@ static keytier_key *kt_cached_key(keytier_ctx *ctx, const char *prefix,
     keytier_key *k = NULL;
     kt_avail_cache_id(cid, prefix, id);
     if (!kt_avail_cache_hit(ctx, cid, buf, sizeof buf, &len, &aux, sizeof aux,
-                            accept, arg))
+                            accept, arg, count_miss))
         return NULL;
     if (len == want && (k = kt_key_alloc(ctx)) != NULL) {
         kt_key_from_aux(k, &aux);
@@ -212,7 +213,9 @@ static bool kt_dep_key_hit(keytier_ctx *ctx, const keytier_request *req,
     keytier_key *k;
     if (!kt_request_ok(req))
         return false;
-    k = kt_cached_key(ctx, "dep:", dep_id, KT_KEY_SIZE, kt_dep_hit_ok, tenant);
+    /* the DEP key's one lookup: kt_dep_key_read does not look again */
+    k = kt_cached_key(ctx, "dep:", dep_id, KT_KEY_SIZE, kt_dep_hit_ok, tenant,
+                      true);
     if (k != NULL)
         *out = k;
     return k != NULL;
@@ -245,7 +248,7 @@ static bool kt_tier_hit(keytier_key *parent, const char *key_id,
     if (!kt_tier_cacheable(parent))
         return false;
     k = kt_cached_key(parent->ctx, "key:", key_id, KT_TIER_CACHED,
-                      kt_tier_hit_ok, parent);
+                      kt_tier_hit_ok, parent, false);
     if (k != NULL)
         *out = k;
     return k != NULL;

@@ -14,17 +14,9 @@
 #include "call_pool.h"
 #include "ckr_class.h"
 #include "p11call.h"
+#include "p11str.h"
 
 #define KT_MAX_SLOTS 64
-
-static void kt_label_trim(const CK_UTF8CHAR *src, size_t n, char *dst)
-{
-    /* PKCS#11 v2.40 §3.2: labels are blank-padded, not NUL-terminated. */
-    while (n > 0 && src[n - 1] == ' ')
-        n--;
-    memcpy(dst, src, n); /* n <= 32, dst has 33 bytes */
-    dst[n] = '\0';
-}
 
 /* ---- modules -------------------------------------------------------------
  */
@@ -110,7 +102,7 @@ static void kt_token_add(keytier_ctx *ctx, struct kt_module *mod,
     tok->mod = mod;
     tok->slot = slot;
     tok->info = *info;
-    kt_label_trim(info->label, sizeof info->label, tok->label);
+    kt_p11str_trim(tok->label, info->label, sizeof info->label);
     pthread_mutex_init(&tok->mu, NULL);
     ctx->tokens[ctx->n_tokens++] = tok;
 out:
@@ -913,9 +905,9 @@ keytier_err kt_root_unwrap(const struct kt_root *root, CK_SESSION_HANDLE s,
     CK_RV rv = kt_p11_unwrap_key(root->tok, s, &mech, root->key, wrapped,
                                  wrapped_len, tmpl, 5, &obj);
     /* The token has just found the key and read its attributes on this
-     * session, so a generic failure of the unwrap itself is the key refusing
-     * the blob, not an outage (ckr_class.h, KT_CKR_BLOB_REFUSED). */
-    if (rv == CKR_GENERAL_ERROR || rv == CKR_FUNCTION_FAILED) {
+     * session: what a failure of the unwrap itself means is the table's
+     * (common/ckr.c, in_unwrap). */
+    if (kt_ckr_unwrap_outcome(rv) == KT_CKR_BLOB_REFUSED) {
         e = kt_err(KEYTIER_E_TOKEN,
                    "token '%s': C_UnwrapKey: %s: the key refused the wrapped "
                    "copy",

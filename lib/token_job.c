@@ -1,8 +1,8 @@
 /*
- * Token work with a deadline (docs/DESIGN.md §2, deadlines): every token
- * call of the library outside the fallback path (DEP creation, roll,
- * purge, keyset keys, administration) runs as a job on the context's call
- * pool and its caller waits at most a deadline.  PKCS#11 calls cannot be
+ * Token work with a deadline: every token call of the library (DEP key
+ * reads and their hedged pair, DEP creation, roll, purge, keyset keys,
+ * administration, the audit anchor's MAC) runs as a job on the context's
+ * call pool and its caller waits at most a deadline.  PKCS#11 calls cannot be
  * cancelled, so a late job keeps running on its worker: it owns everything
  * it touches (its struct, copies of keys and URIs), holds the context
  * (kt_ctx_hold), and undoes a success nobody took (undo hook).  The
@@ -55,16 +55,9 @@ static CK_RV kt_tjob_call_run(void *p)
     kt_err_clear();
     j->rv = CKR_OK;
     j->err = j->run(j);
-    if (j->err != KEYTIER_OK) {
-        /* The detail reads "<message>: <text>"; kt_err adds the message
-         * again on the caller's thread. */
-        const char *d = keytier_last_error_detail();
-        const char *m = keytier_strerror(j->err);
-        size_t ml = strlen(m);
-        if (!strncmp(d, m, ml) && d[ml] == ':' && d[ml + 1] == ' ')
-            d += ml + 2;
-        snprintf(j->detail, sizeof j->detail, "%s", d);
-    }
+    if (j->err != KEYTIER_OK)
+        snprintf(j->detail, sizeof j->detail, "%s",
+                 keytier_last_error_detail());
     return j->err == KEYTIER_OK ? CKR_OK : kt_ckr_from_err(j->err, j->rv);
 }
 
@@ -90,43 +83,65 @@ static void kt_tjob_call_release(void *p)
     kt_tjob_put(p);
 }
 
-keytier_err kt_tjob_run(struct kt_tjob *j, const char *what, const char *uri,
-                        unsigned deadline_ms)
+void kt_tjob_call(struct kt_tjob *j, const char *what, const char *uri,
+                  kt_call *call)
+{
+    atomic_fetch_add(&j->refs, 1); /* the pool's, dropped by release */
+    *call = (kt_call){.name = what,
+                      .token = kt_uri_token_id(uri),
+                      .run = kt_tjob_call_run,
+                      .accept = kt_tjob_call_accept,
+                      .discard = kt_tjob_call_discard,
+                      .release = kt_tjob_call_release,
+                      .ctx = j};
+}
+
+CK_RV kt_tjob_start(struct kt_tjob *j, const char *what, const char *uri,
+                    unsigned deadline_ms)
 {
     keytier_ctx *ctx = j->ctx;
-    char name[KT_CKR_NAME_MAX];
+    kt_call call;
     CK_RV rv;
 
     if (kt_pool_on_worker() || ctx->pool == NULL) {
         /* Already on a worker (bounded by its own caller): inline. */
-        (void)kt_tjob_call_run(j);
+        rv = kt_tjob_call_run(j);
         j->taken = true;
-    } else {
-        kt_call call = {.name = what,
-                        .token = kt_uri_token_id(uri),
-                        .run = kt_tjob_call_run,
-                        .accept = kt_tjob_call_accept,
-                        .discard = kt_tjob_call_discard,
-                        .release = kt_tjob_call_release,
-                        .ctx = j};
-        atomic_fetch_add(&j->refs, 1); /* the pool's */
-        rv = kt_pool_run(ctx->pool, &call, deadline_ms);
-        if (!j->taken) {
-            if (rv == KT_CKR_TOKEN_HUNG)
-                return kt_err(KEYTIER_E_UNAVAILABLE,
-                              "%s %s: its token has calls hung past their "
-                              "deadline; not asked again until they return",
-                              what, uri);
-            if (rv == KT_CKR_TIMEOUT || rv == KT_CKR_NOT_STARTED)
-                return kt_err(KEYTIER_E_UNAVAILABLE,
-                              "%s %s: the token did not answer within %u ms",
-                              what, uri, deadline_ms);
-            return kt_err(KEYTIER_E_NOMEM, "%s %s: %s", what, uri,
-                          kt_ckr_name(rv, name));
-        }
+        return rv;
     }
-    if (j->err != KEYTIER_OK)
-        return kt_err(j->err, "%s", j->detail);
+    kt_tjob_call(j, what, uri, &call);
+    return kt_pool_run(ctx->pool, &call, deadline_ms);
+}
+
+keytier_err kt_tjob_run(struct kt_tjob *j, const char *what, const char *uri,
+                        unsigned deadline_ms)
+{
+    char name[KT_CKR_NAME_MAX];
+    CK_RV rv = kt_tjob_start(j, what, uri, deadline_ms);
+
+    if (!j->taken) {
+        if (rv == KT_CKR_TOKEN_HUNG)
+            return kt_err(KEYTIER_E_UNAVAILABLE,
+                          "%s %s: its token has calls hung past their "
+                          "deadline; not asked again until they return",
+                          what, uri);
+        if (rv == KT_CKR_TIMEOUT || rv == KT_CKR_NOT_STARTED)
+            return kt_err(KEYTIER_E_UNAVAILABLE,
+                          "%s %s: the token did not answer within %u ms", what,
+                          uri, deadline_ms);
+        return kt_err(KEYTIER_E_NOMEM, "%s %s: %s", what, uri,
+                      kt_ckr_name(rv, name));
+    }
+    if (j->err != KEYTIER_OK) {
+        /* The detail reads "<message>: <text>"; kt_err adds the message
+         * again on this thread. */
+        const char *d = j->detail;
+        const char *m = keytier_strerror(j->err);
+        size_t ml = strlen(m);
+        if (!strncmp(d, m, ml) && d[ml] == ':' && d[ml + 1] == ' ')
+            d += ml + 2;
+        return kt_err(j->err, "%s", d);
+    }
     return KEYTIER_OK;
 }
 

@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "keytier.h"
+#include "wipe.h"
 
 #define KT_MUST_CHECK   __attribute__((warn_unused_result))
 #define KT_PRINTF(f, a) __attribute__((format(printf, f, a)))
@@ -51,8 +52,7 @@ size_t kt_secret_len(const kt_secret *s);
 /* Shortens the visible length (the wipe still covers the allocation). */
 void kt_secret_truncate(kt_secret *s, size_t len);
 
-/* Wipes a stack or heap temporary (OPENSSL_cleanse). */
-void kt_wipe(void *p, size_t len);
+/* Wipes a stack or heap temporary: kt_wipe (wipe.h). */
 
 /* ---- constant-time compare -------------------------------------------- */
 

@@ -78,12 +78,6 @@ void kt_secret_truncate(kt_secret *s, size_t len)
         s->len = len;
 }
 
-void kt_wipe(void *p, size_t len)
-{
-    if (p != NULL && len > 0)
-        OPENSSL_cleanse(p, len);
-}
-
 bool kt_ct_equal(const void *a, const void *b, size_t n)
 {
     return CRYPTO_memcmp(a, b, n) == 0;

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "ossl/ossl.h"
+#include "p11str.h"
 
 /* Every session shard for writing, in shard order (C_Initialize,
  * C_Finalize: `initialized` changes only with all of them held). */
@@ -197,13 +198,6 @@ out:
     return kt_trace("C_Finalize", rv);
 }
 
-static void pad_copy(unsigned char *dst, const char *src, size_t len)
-{
-    size_t l = strlen(src);
-    memset(dst, ' ', len);
-    memcpy(dst, src, l < len ? l : len);
-}
-
 CK_RV C_GetInfo(CK_INFO_PTR info)
 {
     CK_RV rv = kt_check_init();
@@ -213,9 +207,10 @@ CK_RV C_GetInfo(CK_INFO_PTR info)
         memset(info, 0, sizeof(*info));
         info->cryptokiVersion.major = 2;
         info->cryptokiVersion.minor = 40;
-        pad_copy(info->manufacturerID, "keytier", sizeof(info->manufacturerID));
-        pad_copy(info->libraryDescription, "keytier software token",
-                 sizeof(info->libraryDescription));
+        kt_p11str_pad(info->manufacturerID, "keytier",
+                      sizeof(info->manufacturerID));
+        kt_p11str_pad(info->libraryDescription, "keytier software token",
+                      sizeof(info->libraryDescription));
         info->libraryVersion.major = 0;
         info->libraryVersion.minor = 1;
     }

@@ -3,6 +3,8 @@
 
 #include <string.h>
 
+#include "p11str.h"
+
 CK_RV C_GetSlotList(CK_BBOOL token_present, CK_SLOT_ID_PTR list,
                     CK_ULONG_PTR count)
 {
@@ -33,13 +35,6 @@ CK_RV C_GetSlotList(CK_BBOOL token_present, CK_SLOT_ID_PTR list,
     return kt_trace("C_GetSlotList", rv);
 }
 
-static void pad_copy(unsigned char *dst, const char *src, size_t len)
-{
-    size_t l = strlen(src);
-    memset(dst, ' ', len);
-    memcpy(dst, src, l < len ? l : len);
-}
-
 CK_RV C_GetSlotInfo(CK_SLOT_ID slot, CK_SLOT_INFO_PTR info)
 {
     CK_RV rv = kt_check_init();
@@ -52,9 +47,10 @@ CK_RV C_GetSlotInfo(CK_SLOT_ID slot, CK_SLOT_INFO_PTR info)
         rv = CKR_SLOT_ID_INVALID;
     } else {
         memset(info, 0, sizeof(*info));
-        pad_copy(info->slotDescription, "keytier slot",
-                 sizeof(info->slotDescription));
-        pad_copy(info->manufacturerID, "keytier", sizeof(info->manufacturerID));
+        kt_p11str_pad(info->slotDescription, "keytier slot",
+                      sizeof(info->slotDescription));
+        kt_p11str_pad(info->manufacturerID, "keytier",
+                      sizeof(info->manufacturerID));
         info->flags = CKF_TOKEN_PRESENT;
         info->hardwareVersion.minor = 1;
         info->firmwareVersion.minor = 1;

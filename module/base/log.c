@@ -7,6 +7,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "ckr.h"
 #include "ossl/ossl.h"
 
 /* The logger only takes a format and values: secrets are never passed to
@@ -16,11 +17,6 @@ static FILE *log_fp;
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static const char *const level_names[] = {"error", "warning", "info", "debug"};
-
-void kt_wipe(void *p, size_t len)
-{
-    kt_ossl_cleanse(p, len);
-}
 
 /* The secure heap exists (made here or by the host); the smallest size it
  * last refused (0: none since a block went back); running out was
@@ -165,107 +161,9 @@ CK_RV kt_trace(const char *fn, CK_RV rv)
     return rv;
 }
 
-#define RV(x)                                                                  \
-    {                                                                          \
-        x, #x                                                                  \
-    }
-static const struct {
-    CK_RV rv;
-    const char *name;
-} rv_names[] = {
-    RV(CKR_OK),
-    RV(CKR_CANCEL),
-    RV(CKR_HOST_MEMORY),
-    RV(CKR_SLOT_ID_INVALID),
-    RV(CKR_GENERAL_ERROR),
-    RV(CKR_FUNCTION_FAILED),
-    RV(CKR_ARGUMENTS_BAD),
-    RV(CKR_NO_EVENT),
-    RV(CKR_NEED_TO_CREATE_THREADS),
-    RV(CKR_CANT_LOCK),
-    RV(CKR_ATTRIBUTE_READ_ONLY),
-    RV(CKR_ATTRIBUTE_SENSITIVE),
-    RV(CKR_ATTRIBUTE_TYPE_INVALID),
-    RV(CKR_ATTRIBUTE_VALUE_INVALID),
-    RV(CKR_ACTION_PROHIBITED),
-    RV(CKR_DATA_INVALID),
-    RV(CKR_DATA_LEN_RANGE),
-    RV(CKR_DEVICE_ERROR),
-    RV(CKR_DEVICE_MEMORY),
-    RV(CKR_DEVICE_REMOVED),
-    RV(CKR_ENCRYPTED_DATA_INVALID),
-    RV(CKR_ENCRYPTED_DATA_LEN_RANGE),
-    RV(CKR_FUNCTION_CANCELED),
-    RV(CKR_FUNCTION_NOT_PARALLEL),
-    RV(CKR_FUNCTION_NOT_SUPPORTED),
-    RV(CKR_KEY_HANDLE_INVALID),
-    RV(CKR_KEY_SIZE_RANGE),
-    RV(CKR_KEY_TYPE_INCONSISTENT),
-    RV(CKR_KEY_NOT_NEEDED),
-    RV(CKR_KEY_CHANGED),
-    RV(CKR_KEY_NEEDED),
-    RV(CKR_KEY_INDIGESTIBLE),
-    RV(CKR_KEY_FUNCTION_NOT_PERMITTED),
-    RV(CKR_KEY_NOT_WRAPPABLE),
-    RV(CKR_KEY_UNEXTRACTABLE),
-    RV(CKR_MECHANISM_INVALID),
-    RV(CKR_MECHANISM_PARAM_INVALID),
-    RV(CKR_OBJECT_HANDLE_INVALID),
-    RV(CKR_OPERATION_ACTIVE),
-    RV(CKR_OPERATION_NOT_INITIALIZED),
-    RV(CKR_PIN_INCORRECT),
-    RV(CKR_PIN_INVALID),
-    RV(CKR_PIN_LEN_RANGE),
-    RV(CKR_PIN_EXPIRED),
-    RV(CKR_PIN_LOCKED),
-    RV(CKR_SESSION_CLOSED),
-    RV(CKR_SESSION_COUNT),
-    RV(CKR_SESSION_HANDLE_INVALID),
-    RV(CKR_SESSION_PARALLEL_NOT_SUPPORTED),
-    RV(CKR_SESSION_READ_ONLY),
-    RV(CKR_SESSION_EXISTS),
-    RV(CKR_SESSION_READ_ONLY_EXISTS),
-    RV(CKR_SESSION_READ_WRITE_SO_EXISTS),
-    RV(CKR_SIGNATURE_INVALID),
-    RV(CKR_SIGNATURE_LEN_RANGE),
-    RV(CKR_TEMPLATE_INCOMPLETE),
-    RV(CKR_TEMPLATE_INCONSISTENT),
-    RV(CKR_TOKEN_NOT_PRESENT),
-    RV(CKR_TOKEN_NOT_RECOGNIZED),
-    RV(CKR_TOKEN_WRITE_PROTECTED),
-    RV(CKR_UNWRAPPING_KEY_HANDLE_INVALID),
-    RV(CKR_UNWRAPPING_KEY_SIZE_RANGE),
-    RV(CKR_UNWRAPPING_KEY_TYPE_INCONSISTENT),
-    RV(CKR_USER_ALREADY_LOGGED_IN),
-    RV(CKR_USER_NOT_LOGGED_IN),
-    RV(CKR_USER_PIN_NOT_INITIALIZED),
-    RV(CKR_USER_TYPE_INVALID),
-    RV(CKR_USER_ANOTHER_ALREADY_LOGGED_IN),
-    RV(CKR_USER_TOO_MANY_TYPES),
-    RV(CKR_WRAPPED_KEY_INVALID),
-    RV(CKR_WRAPPED_KEY_LEN_RANGE),
-    RV(CKR_WRAPPING_KEY_HANDLE_INVALID),
-    RV(CKR_WRAPPING_KEY_SIZE_RANGE),
-    RV(CKR_WRAPPING_KEY_TYPE_INCONSISTENT),
-    RV(CKR_RANDOM_SEED_NOT_SUPPORTED),
-    RV(CKR_RANDOM_NO_RNG),
-    RV(CKR_DOMAIN_PARAMS_INVALID),
-    RV(CKR_CURVE_NOT_SUPPORTED),
-    RV(CKR_BUFFER_TOO_SMALL),
-    RV(CKR_SAVED_STATE_INVALID),
-    RV(CKR_INFORMATION_SENSITIVE),
-    RV(CKR_STATE_UNSAVEABLE),
-    RV(CKR_CRYPTOKI_NOT_INITIALIZED),
-    RV(CKR_CRYPTOKI_ALREADY_INITIALIZED),
-    RV(CKR_MUTEX_BAD),
-    RV(CKR_MUTEX_NOT_LOCKED),
-    RV(CKR_FUNCTION_REJECTED),
-};
-
 const char *kt_rv_name(CK_RV rv)
 {
-    for (size_t i = 0; i < sizeof(rv_names) / sizeof(rv_names[0]); i++)
-        if (rv_names[i].rv == rv)
-            return rv_names[i].name;
-    return "CKR_(unknown)";
+    const kt_ckr_row *row = kt_ckr_find(rv);
+
+    return row ? row->name : "CKR_(unknown)";
 }

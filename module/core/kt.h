@@ -13,6 +13,7 @@
 #include <p11-kit/pkcs11.h>
 
 #include "attrs.h"
+#include "wipe.h"
 
 #ifndef CKM_AES_KEY_WRAP_KWP
 #define CKM_AES_KEY_WRAP_KWP 0x210BUL
@@ -29,9 +30,8 @@
  * since it was read; read it again and retry. */
 #define KT_CKR_RETRY ((CK_RV)(CKR_VENDOR_DEFINED | 0x4b540001UL))
 
-/* ---- secrets (base/log.c; kt_nodump_* in core/nodump.c)
- * ------------------------------------------------ */
-void kt_wipe(void *p, size_t len);
+/* ---- secrets (base/log.c; kt_wipe: common/wipe.h; kt_nodump_* in
+ * core/nodump.c) ------------------------------------------------------- */
 /* Wiped and freed; from kt_secure_alloc or malloc alike. */
 void kt_free_secret(void *p, size_t len);
 /* Memory for key material: OpenSSL's secure heap (locked, left out of core

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "ossl/ossl.h"
+#include "p11str.h"
 #include "store/store.h"
 
 static struct kt_token *token_alloc(CK_SLOT_ID slot)
@@ -1813,18 +1814,12 @@ struct kt_token *kt_slot_token(CK_SLOT_ID id)
     return NULL;
 }
 
-static void pad_copy(unsigned char *dst, const char *src, size_t len)
-{
-    size_t l = strlen(src);
-    memset(dst, ' ', len);
-    memcpy(dst, src, l < len ? l : len);
-}
-
 void kt_token_token_info(struct kt_token *t, CK_TOKEN_INFO *info)
 {
     memset(info, 0, sizeof(*info));
-    pad_copy(info->manufacturerID, "keytier", sizeof(info->manufacturerID));
-    pad_copy(info->model, "keytier soft", sizeof(info->model));
+    kt_p11str_pad(info->manufacturerID, "keytier",
+                  sizeof(info->manufacturerID));
+    kt_p11str_pad(info->model, "keytier soft", sizeof(info->model));
     info->flags = CKF_RNG | CKF_LOGIN_REQUIRED | CKF_RESTORE_KEY_NOT_NEEDED;
     pthread_rwlock_rdlock(&t->lock);
     if (t->initialized) {

@@ -8,9 +8,12 @@
  * for "recover".  Outages (hung and vanished tokens) are in tests/outage.
  */
 #include <check.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 
 #include <json-c/json.h>
 #include <p11-kit/p11-kit.h>
@@ -140,6 +143,16 @@ static void assert_key_error_class(json_object *rec, const char *cls)
                          cls);
 }
 
+/* The class the record gives customer key i (0: A, 1: B). */
+static const char *key_error_class(json_object *rec, int i)
+{
+    json_object *errs;
+
+    ck_assert(json_object_object_get_ex(rec, "CustomerKeyErrors", &errs));
+    ck_assert_int_eq((int)json_object_array_length(errs), 2);
+    return field(json_object_array_get_idx(errs, i), "Class");
+}
+
 static void assert_audit_intact(void)
 {
     uint64_t bad = 0, n = 0;
@@ -242,6 +255,21 @@ static void destroy_by_uri_id(const char *token, const char *uri)
         ck_assert_int_eq(r.fl->C_DestroyObject(r.s, objs[i]), CKR_OK);
     raw_close(&r);
     p11_kit_uri_free(u);
+}
+
+/* Takes token's SoftHSM2 directory out of the token directory: to a
+ * library that initialises the module afterwards the token is not present,
+ * an outage ("system") rather than a revocation. */
+static void token_hide(const char *token)
+{
+    char cmd[1400];
+
+    snprintf(cmd, sizeof cmd,
+             "set -e; cd %s; mkdir hidden-%s; "
+             "d=$(dirname $(grep -l -a %s softhsm/*/token.object)); "
+             "mv \"$d\" hidden-%s/",
+             T.dir, token, token, token);
+    ck_assert_int_eq(system(cmd), 0);
 }
 
 static keytier_err open_dep(const keytier_request *req, const char *dep_id)
@@ -516,6 +544,97 @@ START_TEST(config_errors_name_the_key)
 }
 END_TEST
 
+/* Customer key A's token is absent (an outage) while the customer destroyed
+ * root B (a revocation): a user read is refused as revoked and never served
+ * through the availability key, even on a workload that falls back on
+ * outages; an internal read still falls back, audited with both classes. */
+START_TEST(one_denied_one_down_user_refused)
+{
+    keytier_dep_info d;
+    json_object *recs[64], *rec = NULL;
+    int n;
+
+    assert_err(keytier_dep_create(ctx, "org-1", "Exchange", URI_A, URI_B, &d),
+               KEYTIER_OK, NULL);
+    keytier_ctx_close(ctx);
+    ctx = NULL;
+    testenv_destroy(&T, "VaultB", "rootB");
+    token_hide("VaultA");
+    ctx = testenv_ctx(&T);
+
+    assert_err(open_dep(&user, d.dep_id), KEYTIER_E_REVOKED, "[B]");
+    n = audit_records(recs, 64);
+    ck_assert_int_eq(
+        count_activity(recs, n, "Fallback to availability key", NULL), 0);
+    ck_assert_int_eq(
+        count_activity(recs, n, "Request denied: customer keys revoked", &rec),
+        1);
+    ck_assert_str_eq(field(rec, "RequestKind"), "user");
+    ck_assert_str_eq(key_error_class(rec, 0), "system");
+    ck_assert_str_eq(key_error_class(rec, 1), "denied");
+    audit_free(recs, n);
+    ck_assert_uint_eq(stats().fallbacks, 0);
+    ck_assert_uint_eq(stats().denied, 1);
+
+    assert_err(open_dep(&index_op, d.dep_id), KEYTIER_OK, NULL);
+    n = audit_records(recs, 64);
+    ck_assert_int_eq(
+        count_activity(recs, n, "Fallback to availability key", &rec), 1);
+    ck_assert_str_eq(field(rec, "RequestKind"), "internal");
+    ck_assert_str_eq(key_error_class(rec, 0), "system");
+    ck_assert_str_eq(key_error_class(rec, 1), "denied");
+    audit_free(recs, n);
+    ck_assert_uint_eq(stats().fallbacks, 1);
+    assert_audit_intact();
+}
+END_TEST
+
+/* No unaudited use of the availability key: when the fallback record
+ * cannot be written (the audit log cannot grow), the read fails and no key
+ * leaves the library; once the log can grow again the same read succeeds
+ * with its record. */
+START_TEST(fallback_without_audit_record_refused)
+{
+    keytier_dep_info d;
+    json_object *recs[64];
+    struct stat st;
+    struct rlimit lim;
+    keytier_key *k = NULL;
+    keytier_err e;
+    int n;
+
+    assert_err(keytier_dep_create(ctx, "org-1", "Exchange", URI_A, URI_B, &d),
+               KEYTIER_OK, NULL);
+    testenv_destroy(&T, "VaultA", "rootA");
+    testenv_destroy(&T, "VaultB", "rootB");
+    /* A write past RLIMIT_FSIZE fails with EFBIG (and SIGXFSZ, ignored). */
+    ck_assert_int_eq(stat(audit_path, &st), 0);
+    ck_assert_int_eq(getrlimit(RLIMIT_FSIZE, &lim), 0);
+    signal(SIGXFSZ, SIG_IGN);
+    struct rlimit small = {(rlim_t)st.st_size, lim.rlim_max};
+    ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &small), 0);
+    e = keytier_dep_key_open(ctx, &index_op, "org-1", d.dep_id, &k);
+    /* the limit lifted before any check: the test runner writes files */
+    ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &lim), 0);
+    ck_assert_ptr_null(k);
+    keytier_key_close(k);
+    assert_err(e, KEYTIER_E_AUDIT, "cannot write audit log");
+    ck_assert_uint_eq(stats().fallbacks, 0);
+    n = audit_records(recs, 64);
+    ck_assert_int_eq(
+        count_activity(recs, n, "Fallback to availability key", NULL), 0);
+    audit_free(recs, n);
+
+    assert_err(open_dep(&index_op, d.dep_id), KEYTIER_OK, NULL);
+    n = audit_records(recs, 64);
+    ck_assert_int_eq(
+        count_activity(recs, n, "Fallback to availability key", NULL), 1);
+    audit_free(recs, n);
+    ck_assert_uint_eq(stats().fallbacks, 1);
+    assert_audit_intact();
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("fallback");
@@ -534,6 +653,8 @@ int main(void)
     tcase_add_test(tc, refused_pin_not_retried);
     tcase_add_test(tc, files_workload_falls_back_for_recover_only);
     tcase_add_test(tc, config_errors_name_the_key);
+    tcase_add_test(tc, one_denied_one_down_user_refused);
+    tcase_add_test(tc, fallback_without_audit_record_refused);
     suite_add_tcase(s, tc);
     sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -657,6 +657,41 @@ START_TEST(stalled_cache_thread_hit_syncs_itself)
 }
 END_TEST
 
+/* A revocation during an outage reaches the cache: the background refresh
+ * of an entry gets "system" from vault A (frozen) and "denied" from vault B
+ * (root destroyed).  The entry is evicted at once instead of being served
+ * until it expires, and the next user read is refused as revoked. */
+START_TEST(refresh_one_down_one_revoked_evicts)
+{
+    keytier_dep_info d;
+    keytier_avail_stats s1;
+
+    root_create(addr_a, "VaultA", "rfA");
+    root_create(addr_b, "VaultB", "rfB");
+    /* the first refresh 3 s after the read; the entry lives 20 s */
+    ctx_open(
+        "avail.cache_ttl_ms = 20000\navail.cache_refresh_ahead_ms = 17000\n"
+        "avail.cache_retry_ms = 100\navail.cache_alert_after_ms = 5000");
+    dep_create("rfA", "rfB", &d);
+    assert_ok(read_dep(&user, d.dep_id, NULL));
+    ck_assert_uint_eq(stats().cache_entries, 1);
+    root_destroy(addr_b, "VaultB", "rfB");
+    server_signal(pid_a, SIGSTOP);
+    /* bounded well inside the TTL: an entry kept until expiry fails */
+    for (int i = 0; i < 120 && stats().cache_entries != 0; i++)
+        usleep(100000);
+    ck_assert_uint_eq(stats().cache_entries, 0);
+    ck_assert_uint_ge(stats().cache_refresh_failures, 1);
+    s1 = stats();
+    ck_assert_int_eq(read_dep(&user, d.dep_id, NULL), KEYTIER_E_REVOKED);
+    ck_assert_uint_eq(stats().cache_hits, s1.cache_hits);
+    ck_assert_uint_eq(stats().fallbacks, 0);
+    ck_assert_int_eq(audit_count("Fallback to availability key", NULL), 0);
+    server_signal(pid_a, SIGCONT);
+    assert_audit_intact();
+}
+END_TEST
+
 START_TEST(revoked_on_both_vaults)
 {
     keytier_dep_info d;
@@ -1097,6 +1132,7 @@ int main(void)
     tcase_add_test(tc, files_workload_outage);
     tcase_add_test(tc, cache_refresh_alert_while_vaults_down);
     tcase_add_test(tc, revoked_on_both_vaults);
+    tcase_add_test(tc, refresh_one_down_one_revoked_evicts);
     tcase_add_test(tc, open_with_a_frozen);
     tcase_add_test(tc, open_with_both_frozen);
     tcase_add_test(tc, create_with_a_frozen_vault);

@@ -1,0 +1,74 @@
+/*
+ * The fallback rule: the one place that decides, from the outcome of the
+ * two customer keys, whether a DEP key read goes on, falls back to the
+ * availability key, or is refused (lib/fallback_rule.c).  Pure: no I/O, no
+ * state; the callers (lib/fallback.c) do the token calls, the audit and
+ * the cache, and only act on the verdict.
+ */
+#ifndef KT_FALLBACK_RULE_H
+#define KT_FALLBACK_RULE_H
+
+#include <stdbool.h>
+
+#include <p11-kit/pkcs11.h>
+
+/* Who asks. */
+typedef enum kt_fallback_kind {
+    KT_FALLBACK_USER,     /* a user reads data: revocation must bite */
+    KT_FALLBACK_INTERNAL, /* the service's own processing */
+    KT_FALLBACK_REFRESH,  /* the cache renewing an entry in the background */
+} kt_fallback_kind;
+
+/* What an internal request does with the key. */
+typedef enum kt_fallback_op {
+    KT_FALLBACK_OP_READ,    /* any other operation ("index", ...) */
+    KT_FALLBACK_OP_RECOVER, /* "recover": falls back whatever the workload */
+    KT_FALLBACK_OP_REWRAP,  /* roll, assign/migrate: a lasting new copy of
+                             * the key, which must never undo a revocation */
+} kt_fallback_op;
+
+/* One customer key's outcome (kt_fallback_key_state of its CK_RV). */
+typedef enum kt_fallback_key {
+    KT_FALLBACK_KEY_UNTRIED, /* not asked yet */
+    KT_FALLBACK_KEY_OK,      /* it unwrapped the DEP key */
+    KT_FALLBACK_KEY_SYSTEM,  /* outage: absent, broken, too slow */
+    KT_FALLBACK_KEY_DENIED,  /* revocation: the customer took it away */
+} kt_fallback_key;
+
+/* The availability key's state when the rule is asked. */
+typedef enum kt_fallback_avail {
+    KT_FALLBACK_AVAIL_UNTRIED, /* not asked yet */
+    KT_FALLBACK_AVAIL_FAILED,  /* asked, and it did not unwrap the key */
+} kt_fallback_avail;
+
+typedef struct kt_fallback_in {
+    kt_fallback_kind kind;
+    kt_fallback_op op;    /* read for user requests and refreshes */
+    bool outage_fallback; /* the workload's avail.outage_fallback */
+    kt_fallback_key key_a, key_b;
+    kt_fallback_avail avail;
+} kt_fallback_in;
+
+typedef enum kt_fallback_verdict {
+    KT_FALLBACK_SERVE,        /* a customer key unwrapped the key: use it */
+    KT_FALLBACK_TRY_NEXT,     /* ask the customer key not tried yet */
+    KT_FALLBACK_USE_AVAIL,    /* unwrap with the availability key, audited */
+    KT_FALLBACK_DENY_REVOKED, /* KEYTIER_E_REVOKED; a refresh evicts */
+    KT_FALLBACK_DENY_UNAVAILABLE, /* KEYTIER_E_UNAVAILABLE; a refresh keeps
+                                   * its entry and retries */
+} kt_fallback_verdict;
+
+/* The rule.  Total over its inputs: every combination has a verdict. */
+kt_fallback_verdict kt_fallback_decide(const kt_fallback_in *in);
+
+/* Whether the outcome shows a revocation (one customer key denied), which
+ * every process's cache must hear of, whatever the verdict. */
+bool kt_fallback_revocation_seen(const kt_fallback_in *in);
+
+/* The state a customer key's CK_RV stands for (lib/ckr_class.c). */
+kt_fallback_key kt_fallback_key_state(CK_RV rv);
+
+/* "serve", "try next", "availability key", "revoked", "unavailable" */
+const char *kt_fallback_verdict_name(kt_fallback_verdict v);
+
+#endif
