@@ -120,7 +120,7 @@ KT_MUST_CHECK keytier_err kt_avail_dep_key_read(
     keytier_ctx *ctx, const struct kt_dep_rec *dep, const keytier_request *req,
     const struct kt_avail_fill *fill, kt_secret **out);
 
-/* ---- the cache's fast paths (lib-cache) ----------------------------------
+/* ---- the cache's fast paths ----------------------------------------
  * Cache ids: "dep:" DEP id, "key:" tier key id (KT_AVAIL_CACHE_ID bytes). */
 #define KT_AVAIL_CACHE_ID (4 + KEYTIER_ID_SIZE)
 void kt_avail_cache_id(char out[KT_AVAIL_CACHE_ID], const char *prefix,
@@ -160,7 +160,7 @@ KT_MUST_CHECK keytier_err
 kt_avail_dep_key_read_customer(keytier_ctx *ctx, const struct kt_dep_rec *dep,
                                const keytier_request *req, kt_secret **out);
 
-/* lib-audit (audit_anchor.c): after every append to a, anchor the log's
+/* audit_anchor.c: after every append to a, anchor the log's
  * head in ctx's store with the service token's MAC (no-op without a
  * service_token). */
 struct kt_audit;

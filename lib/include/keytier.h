@@ -483,7 +483,7 @@ keytier_cache_invalidate(keytier_ctx *ctx, keytier_invalidate_scope scope,
 
 /* ==== end availability ================================================== */
 
-/* ==== administration (cli): tokens and root keys ========================
+/* ==== administration: tokens and root keys ==============================
  * What the keytier command line needs to prepare tokens; a service that
  * only encrypts needs none of it.
  *

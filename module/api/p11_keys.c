@@ -1,6 +1,6 @@
 /* Key management (PKCS#11 v2.40 §5.13). */
 #include "kt.h"
-#include "kt_asym.h" /* module-asym: key pairs, ECDH */
+#include "kt_asym.h" /* key pairs, ECDH */
 
 CK_RV C_GenerateKey(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech,
                     CK_ATTRIBUTE_PTR t, CK_ULONG n, CK_OBJECT_HANDLE_PTR out)

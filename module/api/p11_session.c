@@ -119,7 +119,7 @@ CK_RV C_Login(CK_SESSION_HANDLE h, CK_USER_TYPE user, CK_UTF8CHAR_PTR pin,
     if (rv != CKR_OK)
         goto out;
     if (user == CKU_CONTEXT_SPECIFIC) {
-        /* CKA_ALWAYS_AUTHENTICATE keys (module-asym) */
+        /* CKA_ALWAYS_AUTHENTICATE keys */
         rv = kt_op_context_login(s, pin, pin_len);
         goto out;
     }

@@ -88,7 +88,7 @@ static const struct kt_attr_rule rules[] = {
     {CKA_VALUE_LEN, KT_KIND_ULONG, C_SECRET,
      F_CREATE | F_NOT_CREATE | F_GEN_NEED, D_NONE},
     {CKA_DERIVE_TEMPLATE, KT_KIND_TEMPLATE, C_KEY, F_CREATE, D_NONE},
-    /* --- asymmetric keys and certificates (module-asym): PKCS#11 v2.40
+    /* --- asymmetric keys and certificates: PKCS#11 v2.40
      * §4.6 (certificates), §4.8-4.9 (public/private keys). The key
      * material itself is checked and completed by kt_asym_complete(). */
     {CKA_SUBJECT, KT_KIND_BYTES, C_PUB | C_PRIV | C_CERT, CM, D_EMPTY},

@@ -3,7 +3,7 @@
 #include <stdlib.h>
 
 /* Handles are counters, never pointers, never reused within a process: a
- * stale handle can only miss, never alias a newer object (STYLE.md). */
+ * stale handle can only miss, never alias a newer object. */
 struct handle_counter {
     _Alignas(KT_CACHE_LINE) atomic_ulong next;
 };

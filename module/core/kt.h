@@ -451,7 +451,7 @@ KT_NODISCARD CK_RV kt_token_destroy_object(struct kt_token *t,
 void kt_token_destroy_session_objects(struct kt_token *t, CK_SESSION_HANDLE s);
 void kt_token_token_info(struct kt_token *t, CK_TOKEN_INFO *info);
 
-/* module-asym: CKU_CONTEXT_SPECIFIC (login.c, opstate.c) */
+/* CKU_CONTEXT_SPECIFIC (login.c, opstate.c) */
 struct kt_session;
 KT_NODISCARD CK_RV kt_login_context(struct kt_token *t,
                                     const unsigned char *pin, CK_ULONG len);

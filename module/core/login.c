@@ -126,9 +126,6 @@ out:
     return rv;
 }
 
-/* The earlier name, used by module-asym's kt_login_context. */
-#define check_pin kt_login_verify_pin
-
 CK_RV kt_login(struct kt_token *t, CK_USER_TYPE user, const unsigned char *pin,
                CK_ULONG len)
 {
@@ -157,7 +154,7 @@ out:
     return rv;
 }
 
-/* C_Login(CKU_CONTEXT_SPECIFIC) (module-asym): the user PIN again, for one
+/* C_Login(CKU_CONTEXT_SPECIFIC): the user PIN again, for one
  * operation on a CKA_ALWAYS_AUTHENTICATE key; the login state is unchanged.
  */
 CK_RV kt_login_context(struct kt_token *t, const unsigned char *pin,
@@ -169,7 +166,7 @@ CK_RV kt_login_context(struct kt_token *t, const unsigned char *pin,
     pthread_rwlock_unlock(&t->lock);
     if (!user)
         return CKR_USER_NOT_LOGGED_IN;
-    CK_RV rv = check_pin(t, KT_PIN_USER, pin, len, mk);
+    CK_RV rv = kt_login_verify_pin(t, KT_PIN_USER, pin, len, mk);
     kt_wipe(mk, sizeof(mk));
     return rv;
 }

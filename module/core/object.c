@@ -4,7 +4,7 @@
 #include <string.h>
 
 #include "ossl/ossl.h"
-#include "kt_asym.h" /* module-asym */
+#include "kt_asym.h"
 
 void kt_object_attrs_changed(struct kt_object *o)
 {
@@ -148,7 +148,7 @@ CK_RV kt_object_create(struct kt_session *s, kt_attrs *attrs,
     rv = kt_schema_check_value(cls, kt, attrs);
     if (rv != CKR_OK)
         return rv;
-    /* RSA/EC key material and certificates (module-asym); generated pairs
+    /* RSA/EC key material and certificates; generated pairs
      * come complete from kt_asym_generate_pair(). */
     if (how != KT_CREATE_GENERATE) {
         rv = kt_asym_complete(attrs);

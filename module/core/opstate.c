@@ -72,7 +72,7 @@ CK_RV kt_op_begin(struct kt_session *s, enum kt_op_kind kind,
         op->active = true;
     else
         memset(op, 0, sizeof(*op));
-    /* PKCS#11 v2.40 §4.9 CKA_ALWAYS_AUTHENTICATE (module-asym): each sign
+    /* PKCS#11 v2.40 §4.9 CKA_ALWAYS_AUTHENTICATE: each sign
      * or decrypt operation needs its own C_Login(CKU_CONTEXT_SPECIFIC). */
     if (rv == CKR_OK && (kind == KT_OP_SIGN || kind == KT_OP_DECRYPT))
         op->need_auth =
@@ -101,7 +101,7 @@ CK_RV kt_op_oneshot(struct kt_session *s, enum kt_op_kind kind,
         rv = CKR_OPERATION_ACTIVE;
         kt_op_release(op);
     } else if (op->need_auth && out != NULL) {
-        rv = CKR_USER_NOT_LOGGED_IN; /* module-asym: context login first */
+        rv = CKR_USER_NOT_LOGGED_IN; /* context login first */
         kt_op_release(op);
     } else {
         rv = op->mech->ops->oneshot(op, in, in_len, out, out_len);
@@ -122,7 +122,7 @@ CK_RV kt_op_update(struct kt_session *s, enum kt_op_kind kind,
     if (!op->active) {
         rv = CKR_OPERATION_NOT_INITIALIZED;
     } else if (op->need_auth) {
-        rv = CKR_USER_NOT_LOGGED_IN; /* module-asym: context login first */
+        rv = CKR_USER_NOT_LOGGED_IN; /* context login first */
         kt_op_release(op);
     } else {
         op->multi = true;
@@ -143,7 +143,7 @@ CK_RV kt_op_finish(struct kt_session *s, enum kt_op_kind kind,
     if (!op->active) {
         rv = CKR_OPERATION_NOT_INITIALIZED;
     } else if (op->need_auth && out != NULL) {
-        rv = CKR_USER_NOT_LOGGED_IN; /* module-asym: context login first */
+        rv = CKR_USER_NOT_LOGGED_IN; /* context login first */
         kt_op_release(op);
     } else {
         rv = kt_op_final(op, out, out_len);
@@ -223,7 +223,7 @@ bool kt_op_active(struct kt_session *s, enum kt_op_kind kind)
     return active;
 }
 
-/* C_Login(CKU_CONTEXT_SPECIFIC) (module-asym): authorises the pending sign
+/* C_Login(CKU_CONTEXT_SPECIFIC): authorises the pending sign
  * or decrypt operation of a CKA_ALWAYS_AUTHENTICATE key. The PIN is checked
  * (and failures counted) with no session lock held. */
 CK_RV kt_op_context_login(struct kt_session *s, const unsigned char *pin,

@@ -1,4 +1,4 @@
-/* RSA and EC keys in the token (issue 4): the operations of the asymmetric
+/* RSA and EC keys in the token: the operations of the asymmetric
  * mechanisms, key pair generation, completion of imported keys and
  * certificates, and ECDH. */
 #ifndef KT_ASYM_H

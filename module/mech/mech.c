@@ -6,8 +6,8 @@
 #include <string.h>
 
 #include "ossl/ossl.h"
-#include "kt_asym.h"   /* module-asym */
-#include "ossl/asym.h" /* module-asym: KT_RSA_* and KT_EC_* sizes */
+#include "kt_asym.h"
+#include "ossl/asym.h" /* KT_RSA_* and KT_EC_* sizes */
 
 #define AES_KEYS {CKK_AES}, 1
 #define HMAC_KEYS                                                              \
@@ -15,7 +15,7 @@
 #define NO_KEYS {0}, 0
 #define CRYPT   (CKF_ENCRYPT | CKF_DECRYPT)
 #define WRAPS   (CKF_WRAP | CKF_UNWRAP)
-/* --- RSA and EC (module-asym) */
+/* --- RSA and EC */
 #define SIGNS    (CKF_SIGN | CKF_VERIFY)
 #define RSA_KEYS {CKK_RSA}, 1
 #define EC_KEYS  {CKK_EC}, 1
@@ -114,7 +114,7 @@ static const struct kt_mech mechs[] = {
      HMAC_KEYS,
      &kt_ops_hmac,
      NULL},
-    /* --- RSA and EC (module-asym; ops in ops_asym.c, pairs and ECDH in
+    /* --- RSA and EC (ops in ops_asym.c, pairs and ECDH in
      * keys_asym.c). Sizes are modulus bits and curve order bits. */
     {CKM_RSA_PKCS_KEY_PAIR_GEN,
      "CKM_RSA_PKCS_KEY_PAIR_GEN",

@@ -92,7 +92,7 @@ struct kt_op {
     size_t stash_len;
     bool stashed;
     CK_OBJECT_HANDLE key;
-    /* CKA_ALWAYS_AUTHENTICATE (module-asym): the key may not be used until
+    /* CKA_ALWAYS_AUTHENTICATE: the key may not be used until
      * C_Login(CKU_CONTEXT_SPECIFIC) succeeds for this operation. */
     bool need_auth;
     /* A cipher context the caller keeps between operations (guarded by its

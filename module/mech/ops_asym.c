@@ -1,4 +1,4 @@
-/* RSA and EC keys (issue 4): mechanism operations over module/ossl/asym.c,
+/* RSA and EC keys: mechanism operations over module/ossl/asym.c,
  * key pair generation, completion of imported keys and certificates, ECDH,
  * and the per-object cache of parsed keys that keeps per-call work to the
  * signature itself. */
