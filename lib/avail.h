@@ -80,15 +80,11 @@ struct kt_avail_cfg {
     char *audit_log;
     struct kt_avail_override overrides[KT_AVAIL_MAX_OVERRIDES];
     size_t n_overrides;
-    unsigned set; /* numeric keys seen, to refuse a key set twice */
 };
 
+/* The avail.* keys are rows of the library's key table (config.c): these
+ * set their defaults and free what they hold. */
 void kt_avail_config_defaults(struct kt_avail_cfg *cfg);
-/* key without the "avail." prefix; where names file:line for errors. */
-KT_MUST_CHECK keytier_err kt_avail_config_set(struct kt_avail_cfg *cfg,
-                                              const char *where,
-                                              const char *key,
-                                              const char *value);
 void kt_avail_config_free(struct kt_avail_cfg *cfg);
 
 struct kt_avail;

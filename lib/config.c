@@ -1,24 +1,35 @@
 /*
  * Configuration of a libkeytier context (format and every key:
- * hsm-config/keytier-lib.conf.example).  `key = value` lines, `#` starts a
- * comment (at the start of a line or after whitespace).  Unknown keys and
- * bad values are errors naming the file, line and key - never a silent
- * default.  PIN values are never echoed in errors.
+ * hsm-config/keytier-lib.conf.example): the library's keys, one table row
+ * each, read by common/kt_conf.c, then the checks between keys.  `#`
+ * starts a comment at the start of a line or after a blank, so that values
+ * may hold `#`.  Every key but the list keys `module` and `remote` refuses
+ * a second line; unknown keys and bad values are errors naming the file,
+ * line and key, never a silent default.  PIN values are never echoed in
+ * errors and the lines that held them are wiped.
  */
-#include <ctype.h>
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "kt_conf.h"
 #include "kt_lib.h"
 #include "stream.h"
 
-#define KT_DEFAULT_DEP_LIMIT  50
-#define KT_DEFAULT_CHUNK_SIZE 65536
-#define KT_MIN_CHUNK_SIZE     256
-#define KT_MAX_CHUNK_SIZE     (16u << 20)
+#define FIELD(f)                                                               \
+    offsetof(struct kt_config, f), sizeof(((struct kt_config *)0)->f)
+#define WORKLOAD(f)                                                            \
+    offsetof(struct kt_workload_cfg, f),                                       \
+        sizeof(((struct kt_workload_cfg *)0)->f)
+#define OVERRIDE(f)                                                            \
+    offsetof(struct kt_avail_override, f),                                     \
+        sizeof(((struct kt_avail_override *)0)->f)
+
+/* Longest text value (store, log_file, avail.audit_log, service_token). */
+#define KT_CONF_TEXT_MAX 4095
 
 static const struct kt_workload_cfg kt_default_workloads[] = {
     {"Exchange", KT_SHAPE_MAIL, KT_AVAIL_AES256, 0},
@@ -26,96 +37,109 @@ static const struct kt_workload_cfg kt_default_workloads[] = {
     {"M365DataAtRestEncryption", KT_SHAPE_MAIL, KT_AVAIL_AES256, 0},
 };
 
-/* Transform workers of a stream by default: one per online CPU, at most
- * 4 (past that the reader and writer copies bound a stream anyway). */
-static unsigned kt_default_stream_threads(void)
-{
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n < 1 ? 1 : n > 4 ? 4 : (unsigned)n;
-}
+static const struct kt_conf_word kt_log_levels[] = {
+    {"error", KT_LOG_ERROR},
+    {"warning", KT_LOG_WARNING},
+    {"info", KT_LOG_INFO},
+    {"debug", KT_LOG_DEBUG},
+    {NULL, 0},
+};
 
-static void kt_config_defaults(struct kt_config *cfg)
-{
-    memset(cfg, 0, sizeof *cfg);
-    cfg->log_level = KT_LOG_WARNING;
-    cfg->dep_limit = KT_DEFAULT_DEP_LIMIT;
-    cfg->chunk_size = KT_DEFAULT_CHUNK_SIZE;
-    cfg->stream_threads = kt_default_stream_threads();
-    kt_avail_config_defaults(&cfg->avail);
-    for (size_t i = 0;
-         i < sizeof kt_default_workloads / sizeof kt_default_workloads[0]; i++)
-        cfg->workloads[cfg->n_workloads++] = kt_default_workloads[i];
-}
+static const struct kt_conf_word kt_shapes[] = {
+    {"mail", KT_SHAPE_MAIL},
+    {"files", KT_SHAPE_FILES},
+    {NULL, 0},
+};
 
-static char *kt_trim(char *s)
-{
-    while (isspace((unsigned char)*s))
-        s++;
-    size_t n = strlen(s);
-    while (n > 0 && isspace((unsigned char)s[n - 1]))
-        s[--n] = '\0';
-    return s;
-}
+static const struct kt_conf_word kt_avail_types[] = {
+    {"aes256", KT_AVAIL_AES256},
+    {"rsa2048", KT_AVAIL_RSA2048},
+    {NULL, 0},
+};
 
-static bool kt_parse_uint(const char *v, unsigned long min, unsigned long max,
-                          unsigned long *out)
-{
-    char *end;
-    if (!isdigit((unsigned char)*v))
-        return false;
-    errno = 0;
-    unsigned long x = strtoul(v, &end, 10);
-    if (errno != 0 || *end != '\0' || x < min || x > max)
-        return false;
-    *out = x;
-    return true;
-}
+/* ---- list keys: each line adds one module -------------------------- */
 
-static bool kt_parse_bool(const char *v, bool *out)
+static enum kt_conf_rc kt_add_module(struct kt_config *cfg, const char *prefix,
+                                     const char *v, char *why, size_t why_len)
 {
-    if (!strcmp(v, "yes") || !strcmp(v, "true") || !strcmp(v, "1")) {
-        *out = true;
-        return true;
+    if (cfg->n_modules == KT_MAX_MODULES) {
+        snprintf(why, why_len,
+                 "more than %d module and remote lines: remove some",
+                 KT_MAX_MODULES);
+        return KT_CONF_INVALID;
     }
-    if (!strcmp(v, "no") || !strcmp(v, "false") || !strcmp(v, "0")) {
-        *out = false;
-        return true;
-    }
-    return false;
+    size_t len = strlen(prefix) + strlen(v) + 1;
+    char *m = malloc(len);
+    if (m == NULL)
+        return KT_CONF_NOMEM;
+    snprintf(m, len, "%s%s", prefix, v);
+    cfg->modules[cfg->n_modules++] = m;
+    return KT_CONF_OK;
 }
 
-static struct kt_workload_cfg *kt_workload_get(struct kt_config *cfg,
-                                               const char *name, bool create)
+static enum kt_conf_rc kt_set_module(void *field, const char *part,
+                                     const char *v, char *why, size_t why_len)
 {
-    for (size_t i = 0; i < cfg->n_workloads; i++)
-        if (!strcmp(cfg->workloads[i].name, name))
-            return &cfg->workloads[i];
-    if (!create || cfg->n_workloads == KT_MAX_WORKLOADS ||
-        !kt_text_ok(name, KEYTIER_WORKLOAD_MAX))
+    (void)part;
+    return kt_add_module(field, "", v, why, why_len);
+}
+
+/* `remote = unix:path=...` is a token served by a `p11-kit server`,
+ * reached through p11-kit-client.so (token.c). */
+static enum kt_conf_rc kt_set_remote(void *field, const char *part,
+                                     const char *v, char *why, size_t why_len)
+{
+    (void)part;
+    if (strncmp(v, "unix:path=", 10) != 0 || v[10] == '\0') {
+        snprintf(why, why_len, "need unix:path=SOCKET");
+        return KT_CONF_INVALID;
+    }
+    return kt_add_module(field, KT_REMOTE_PREFIX, v, why, why_len);
+}
+
+static enum kt_conf_rc kt_set_service_token(void *field, const char *part,
+                                            const char *v, char *why,
+                                            size_t why_len)
+{
+    (void)part;
+    if (strncmp(v, "pkcs11:", 7) != 0 || strlen(v) > KT_CONF_TEXT_MAX) {
+        snprintf(why, why_len,
+                 "need a pkcs11: URI naming a token, of at most %d bytes",
+                 KT_CONF_TEXT_MAX);
+        return KT_CONF_INVALID;
+    }
+    char **uri = field;
+    free(*uri);
+    *uri = strdup(v);
+    return *uri != NULL ? KT_CONF_OK : KT_CONF_NOMEM;
+}
+
+/* ---- pin.LABEL ------------------------------------------------------ */
+
+static void *kt_pin_record(void *dst, const char *label, char *why,
+                           size_t why_len)
+{
+    struct kt_config *cfg = dst;
+    if (!kt_text_ok(label, 32)) {
+        snprintf(why, why_len, "a token label has 1 to 32 bytes");
         return NULL;
-    struct kt_workload_cfg *w = &cfg->workloads[cfg->n_workloads++];
-    kt_strlcpy(w->name, name, sizeof w->name);
-    w->shape = KT_SHAPE_MAIL;
-    w->avail = KT_AVAIL_AES256;
-    return w;
-}
-
-#define KT_BAD(...) kt_err(KEYTIER_E_CONFIG, __VA_ARGS__)
-
-static keytier_err kt_set_pin(struct kt_config *cfg, const char *where,
-                              const char *label, const char *v)
-{
-    if (!kt_text_ok(label, 32))
-        return KT_BAD("%s: key 'pin.%s': token labels have 1..32 bytes", where,
-                      label);
-    if (kt_config_pin(cfg, label) != NULL)
-        return KT_BAD("%s: key 'pin.%s': set twice", where, label);
-    if (cfg->n_pins == KT_MAX_PINS)
-        return KT_BAD("%s: key 'pin.%s': more than %d PINs", where, label,
-                      KT_MAX_PINS);
-    struct kt_pin_cfg *p = &cfg->pins[cfg->n_pins];
+    }
+    if (cfg->n_pins == KT_MAX_PINS) {
+        snprintf(why, why_len, "more than %d PINs: remove some", KT_MAX_PINS);
+        return NULL;
+    }
+    struct kt_pin_cfg *p = &cfg->pins[cfg->n_pins++];
     memset(p, 0, sizeof *p);
     kt_strlcpy(p->label, label, sizeof p->label);
+    return p;
+}
+
+/* The value is the PIN's source; it is never quoted (it may be the PIN). */
+static enum kt_conf_rc kt_set_pin(void *field, const char *label, const char *v,
+                                  char *why, size_t why_len)
+{
+    (void)label;
+    struct kt_pin_cfg *p = field;
     if (!strncmp(v, "env:", 4) && v[4]) {
         p->kind = KT_PIN_ENV;
         p->where = strdup(v + 4);
@@ -125,149 +149,183 @@ static keytier_err kt_set_pin(struct kt_config *cfg, const char *where,
     } else if (!strncmp(v, "value:", 6) && v[6]) {
         p->kind = KT_PIN_VALUE;
         p->value = kt_secret_from(v + 6, strlen(v + 6));
-        if (p->value == NULL)
-            return kt_err(KEYTIER_E_NOMEM, NULL);
-        cfg->n_pins++;
-        return KEYTIER_OK;
+        return p->value != NULL ? KT_CONF_OK : KT_CONF_NOMEM;
     } else {
-        return KT_BAD("%s: key 'pin.%s': expected env:NAME, file:PATH or "
-                      "value:PIN",
-                      where, label);
+        snprintf(why, why_len, "need env:NAME, file:PATH or value:PIN");
+        return KT_CONF_INVALID;
     }
-    if (p->where == NULL)
-        return kt_err(KEYTIER_E_NOMEM, NULL);
-    cfg->n_pins++;
+    return p->where != NULL ? KT_CONF_OK : KT_CONF_NOMEM;
+}
+
+/* ---- workload.NAME.FIELD and avail.outage_fallback.WORKLOAD ---------- */
+
+/* A workload named for the first time starts as shape mail with an
+ * aes256 availability key. */
+static void *kt_workload_record(void *dst, const char *name, char *why,
+                                size_t why_len)
+{
+    struct kt_config *cfg = dst;
+    for (size_t i = 0; i < cfg->n_workloads; i++)
+        if (!strcmp(cfg->workloads[i].name, name))
+            return &cfg->workloads[i];
+    if (!kt_text_ok(name, KEYTIER_WORKLOAD_MAX)) {
+        snprintf(why, why_len, "a workload name has 1 to %d bytes",
+                 KEYTIER_WORKLOAD_MAX);
+        return NULL;
+    }
+    if (cfg->n_workloads == KT_MAX_WORKLOADS) {
+        snprintf(why, why_len, "more than %d workloads", KT_MAX_WORKLOADS);
+        return NULL;
+    }
+    struct kt_workload_cfg *w = &cfg->workloads[cfg->n_workloads++];
+    memset(w, 0, sizeof *w);
+    kt_strlcpy(w->name, name, sizeof w->name);
+    w->shape = KT_SHAPE_MAIL;
+    w->avail = KT_AVAIL_AES256;
+    return w;
+}
+
+static void *kt_override_record(void *dst, const char *name, char *why,
+                                size_t why_len)
+{
+    struct kt_avail_cfg *c = &((struct kt_config *)dst)->avail;
+    for (size_t i = 0; i < c->n_overrides; i++)
+        if (!strcmp(c->overrides[i].workload, name))
+            return &c->overrides[i];
+    if (!kt_text_ok(name, KEYTIER_WORKLOAD_MAX)) {
+        snprintf(why, why_len, "a workload name has 1 to %d bytes",
+                 KEYTIER_WORKLOAD_MAX);
+        return NULL;
+    }
+    if (c->n_overrides == KT_AVAIL_MAX_OVERRIDES) {
+        snprintf(why, why_len, "more than %d workloads",
+                 KT_AVAIL_MAX_OVERRIDES);
+        return NULL;
+    }
+    struct kt_avail_override *o = &c->overrides[c->n_overrides++];
+    memset(o, 0, sizeof *o);
+    kt_strlcpy(o->workload, name, sizeof o->workload);
+    return o;
+}
+
+/* ---- the table ------------------------------------------------------ */
+
+/* Rows the code reaches by index: the avail.* keys with a default, which
+ * kt_avail_config_defaults applies on its own. */
+enum {
+    KEY_AVAIL_FIRST = 14,
+    KEY_AVAIL_END = 26,
+    KT_LIB_KEYS = 28,
+};
+
+/* Every key may be given once, but the list keys module and remote
+ * (KT_CONF_LIST): each of their lines adds one module, in file order.
+ * stream_threads has no fixed default (one per online CPU, at most 4:
+ * past that the reader and writer copies bound a stream anyway); store's
+ * default depends on the environment (kt_default_store). */
+static const struct kt_conf_key kt_lib_keys[KT_LIB_KEYS] = {
+    {"module", KT_CONF_CUSTOM, .offset = 0, .size = sizeof(struct kt_config),
+     .repeat = KT_CONF_LIST, .set = kt_set_module},
+    {"remote", KT_CONF_CUSTOM, .offset = 0, .size = sizeof(struct kt_config),
+     .repeat = KT_CONF_LIST, .set = kt_set_remote},
+    {"service_token", KT_CONF_CUSTOM, 0, 0, NULL, NULL, FIELD(service_token),
+     .set = kt_set_service_token},
+    {"store", KT_CONF_STR, 1, KT_CONF_TEXT_MAX, NULL, NULL, FIELD(store_path)},
+    {"log_file", KT_CONF_STR, 1, KT_CONF_TEXT_MAX, NULL, NULL, FIELD(log_file)},
+    {"log_level", KT_CONF_WORD, 0, 0, kt_log_levels, "warning",
+     FIELD(log_level)},
+    {"dep_limit", KT_CONF_UINT, 1, 100000, NULL, "50", FIELD(dep_limit)},
+    {"allow_oaep_sha1", KT_CONF_BOOL, 0, 0, NULL, "no", FIELD(allow_oaep_sha1)},
+    {"envelope_chunk_size", KT_CONF_UINT, 256, 16u << 20, NULL, "65536",
+     FIELD(chunk_size)},
+    {"stream_threads", KT_CONF_UINT, 1, KT_STREAM_WORKERS_MAX, NULL, NULL,
+     FIELD(stream_threads)},
+    {"pin.*", KT_CONF_CUSTOM, .offset = 0, .size = sizeof(struct kt_pin_cfg),
+     .record = kt_pin_record, .set = kt_set_pin},
+    {"workload.*.shape", KT_CONF_WORD, 0, 0, kt_shapes, NULL, WORKLOAD(shape),
+     .record = kt_workload_record},
+    {"workload.*.availability_key", KT_CONF_WORD, 0, 0, kt_avail_types, NULL,
+     WORKLOAD(avail), .record = kt_workload_record},
+    {"workload.*.dep_limit", KT_CONF_UINT, 1, 100000, NULL, NULL,
+     WORKLOAD(dep_limit), .record = kt_workload_record},
+    [KEY_AVAIL_FIRST] = {"avail.call_deadline_ms", KT_CONF_UINT, 1, 3600000,
+                         NULL, "2000", FIELD(avail.call_deadline_ms)},
+    {"avail.admin_deadline_ms", KT_CONF_UINT, 1, 3600000, NULL, "30000",
+     FIELD(avail.admin_deadline_ms)},
+    {"avail.hedge_ms", KT_CONF_UINT, 0, 3600000, NULL, "150",
+     FIELD(avail.hedge_ms)},
+    {"avail.workers", KT_CONF_UINT, 1, 1024, NULL, "32", FIELD(avail.workers)},
+    {"avail.per_token", KT_CONF_UINT, 1, 1024, NULL, "4",
+     FIELD(avail.per_token)},
+    {"avail.cache_ttl_ms", KT_CONF_UINT, 0, 86400000, NULL, "300000",
+     FIELD(avail.cache_ttl_ms)},
+    {"avail.cache_refresh_ahead_ms", KT_CONF_UINT, 0, 86400000, NULL, "60000",
+     FIELD(avail.cache_refresh_ahead_ms)},
+    {"avail.cache_retry_ms", KT_CONF_UINT, 1, 86400000, NULL, "5000",
+     FIELD(avail.cache_retry_ms)},
+    {"avail.cache_alert_after_ms", KT_CONF_UINT, 0, 86400000, NULL, "30000",
+     FIELD(avail.cache_alert_after_ms)},
+    {"avail.cache_max_entries", KT_CONF_UINT, 1, 10000000, NULL, "10000",
+     FIELD(avail.cache_max_entries)},
+    {"avail.cache_tier_levels", KT_CONF_UINT, 0, 8, NULL, "1",
+     FIELD(avail.cache_tier_levels)},
+    {"avail.cache_sync_ms", KT_CONF_UINT, 0, 3600000, NULL, "200",
+     FIELD(avail.cache_sync_ms)},
+    [KEY_AVAIL_END] = {"avail.audit_log", KT_CONF_STR, 1, KT_CONF_TEXT_MAX,
+                       NULL, NULL, FIELD(avail.audit_log)},
+    {"avail.outage_fallback.*", KT_CONF_BOOL, 0, 0, NULL, NULL,
+     OVERRIDE(outage_fallback), .record = kt_override_record},
+};
+
+static const struct kt_conf_file kt_lib_file = {
+    .keys = kt_lib_keys,
+    .n = KT_LIB_KEYS,
+    .comment_after_blank = true,
+    .secret_lines = true,
+};
+
+const struct kt_conf_key *kt_config_table(size_t *n)
+{
+    *n = KT_LIB_KEYS;
+    return kt_lib_keys;
+}
+
+void kt_avail_config_defaults(struct kt_avail_cfg *c)
+{
+    struct kt_config tmp;
+    char err[KT_CONF_ERR_MAX];
+    memset(&tmp, 0, sizeof tmp);
+    /* A default that broke its own key would also fail every
+     * kt_config_load with the message (and the table_defaults test): the
+     * rows before it are applied either way. */
+    bool table_ok = kt_conf_defaults(&kt_lib_keys[KEY_AVAIL_FIRST],
+                                     KEY_AVAIL_END - KEY_AVAIL_FIRST, &tmp, err,
+                                     sizeof err);
+    (void)table_ok;
+    *c = tmp.avail;
+}
+
+void kt_avail_config_free(struct kt_avail_cfg *c)
+{
+    free(c->audit_log);
+    c->audit_log = NULL;
+}
+
+static keytier_err kt_config_defaults(struct kt_config *cfg)
+{
+    char err[KT_CONF_ERR_MAX];
+    memset(cfg, 0, sizeof *cfg);
+    if (!kt_conf_defaults(kt_lib_keys, KT_LIB_KEYS, cfg, err, sizeof err))
+        return kt_err(KEYTIER_E_CONFIG, "%s", err);
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    cfg->stream_threads = cpus < 1 ? 1 : cpus > 4 ? 4 : (unsigned)cpus;
+    for (size_t i = 0;
+         i < sizeof kt_default_workloads / sizeof kt_default_workloads[0]; i++)
+        cfg->workloads[cfg->n_workloads++] = kt_default_workloads[i];
     return KEYTIER_OK;
 }
 
-static keytier_err kt_set_workload(struct kt_config *cfg, const char *where,
-                                   const char *key, const char *v)
-{
-    /* key is "workload.<name>.<field>" */
-    const char *name = key + strlen("workload.");
-    const char *dot = strrchr(name, '.');
-    char wname[KEYTIER_WORKLOAD_MAX + 1];
-    if (dot == NULL || dot == name ||
-        (size_t)(dot - name) > KEYTIER_WORKLOAD_MAX)
-        return KT_BAD("%s: key '%s': expected workload.NAME.FIELD", where, key);
-    memcpy(wname, name, (size_t)(dot - name)); /* bounded just above */
-    wname[dot - name] = '\0';
-    const char *field = dot + 1;
-    struct kt_workload_cfg *w = kt_workload_get(cfg, wname, true);
-    if (w == NULL)
-        return KT_BAD("%s: key '%s': too many workloads", where, key);
-    unsigned long n;
-    if (!strcmp(field, "shape")) {
-        if (!strcmp(v, "mail"))
-            w->shape = KT_SHAPE_MAIL;
-        else if (!strcmp(v, "files"))
-            w->shape = KT_SHAPE_FILES;
-        else
-            return KT_BAD("%s: key '%s': expected mail or files", where, key);
-    } else if (!strcmp(field, "availability_key")) {
-        if (!strcmp(v, "aes256"))
-            w->avail = KT_AVAIL_AES256;
-        else if (!strcmp(v, "rsa2048"))
-            w->avail = KT_AVAIL_RSA2048;
-        else
-            return KT_BAD("%s: key '%s': expected aes256 or rsa2048", where,
-                          key);
-    } else if (!strcmp(field, "dep_limit")) {
-        if (!kt_parse_uint(v, 1, 100000, &n))
-            return KT_BAD("%s: key '%s': expected 1..100000", where, key);
-        w->dep_limit = (unsigned)n;
-    } else {
-        return KT_BAD("%s: unknown key '%s'", where, key);
-    }
-    return KEYTIER_OK;
-}
-
-static keytier_err kt_set_path(char **dst, const char *where, const char *key,
-                               const char *v)
-{
-    if (*dst != NULL)
-        return KT_BAD("%s: key '%s': set twice", where, key);
-    *dst = strdup(v);
-    return *dst ? KEYTIER_OK : kt_err(KEYTIER_E_NOMEM, NULL);
-}
-
-static keytier_err kt_config_line(struct kt_config *cfg, const char *where,
-                                  const char *key, const char *v)
-{
-    unsigned long n;
-    if (!strncmp(key, "pin.", 4))
-        return kt_set_pin(cfg, where, key + 4, v);
-    if (!strncmp(key, "workload.", 9))
-        return kt_set_workload(cfg, where, key, v);
-    /* `remote = unix:path=...` is a token served by a
-     * `p11-kit server`, reached through p11-kit-client.so (token.c). */
-    if (!strcmp(key, "module") || !strcmp(key, "remote")) {
-        if (cfg->n_modules == KT_MAX_MODULES)
-            return KT_BAD("%s: key '%s': more than %d modules", where, key,
-                          KT_MAX_MODULES);
-        if (key[0] == 'r' && strncmp(v, "unix:path=", 10) != 0)
-            return KT_BAD("%s: key 'remote': expected unix:path=SOCKET", where);
-        if (key[0] == 'r') {
-            size_t len = strlen(v) + sizeof KT_REMOTE_PREFIX;
-            cfg->modules[cfg->n_modules] = malloc(len);
-            if (cfg->modules[cfg->n_modules] != NULL)
-                snprintf(cfg->modules[cfg->n_modules], len, "%s%s",
-                         KT_REMOTE_PREFIX, v);
-        } else {
-            cfg->modules[cfg->n_modules] = strdup(v);
-        }
-        if (cfg->modules[cfg->n_modules] == NULL)
-            return kt_err(KEYTIER_E_NOMEM, NULL);
-        cfg->n_modules++;
-        return KEYTIER_OK;
-    }
-    if (!strcmp(key, "service_token")) {
-        if (strncmp(v, "pkcs11:", 7) != 0)
-            return KT_BAD("%s: key 'service_token': expected a pkcs11: URI",
-                          where);
-        return kt_set_path(&cfg->service_token, where, key, v);
-    }
-    if (!strcmp(key, "store"))
-        return kt_set_path(&cfg->store_path, where, key, v);
-    if (!strcmp(key, "log_file"))
-        return kt_set_path(&cfg->log_file, where, key, v);
-    if (!strcmp(key, "log_level")) {
-        if (!kt_log_level_parse(v, &cfg->log_level))
-            return KT_BAD("%s: key 'log_level': expected error, warning, "
-                          "info or debug",
-                          where);
-        return KEYTIER_OK;
-    }
-    if (!strcmp(key, "dep_limit")) {
-        if (!kt_parse_uint(v, 1, 100000, &n))
-            return KT_BAD("%s: key 'dep_limit': expected 1..100000", where);
-        cfg->dep_limit = (unsigned)n;
-        return KEYTIER_OK;
-    }
-    if (!strcmp(key, "allow_oaep_sha1")) {
-        if (!kt_parse_bool(v, &cfg->allow_oaep_sha1))
-            return KT_BAD("%s: key 'allow_oaep_sha1': expected yes or no",
-                          where);
-        return KEYTIER_OK;
-    }
-    if (!strcmp(key, "envelope_chunk_size")) {
-        if (!kt_parse_uint(v, KT_MIN_CHUNK_SIZE, KT_MAX_CHUNK_SIZE, &n))
-            return KT_BAD("%s: key 'envelope_chunk_size': expected %u..%u",
-                          where, KT_MIN_CHUNK_SIZE, KT_MAX_CHUNK_SIZE);
-        cfg->chunk_size = (uint32_t)n;
-        return KEYTIER_OK;
-    }
-    if (!strcmp(key, "stream_threads")) {
-        if (!kt_parse_uint(v, 1, KT_STREAM_WORKERS_MAX, &n))
-            return KT_BAD("%s: key 'stream_threads': expected 1..%u", where,
-                          KT_STREAM_WORKERS_MAX);
-        cfg->stream_threads = (unsigned)n;
-        return KEYTIER_OK;
-    }
-    if (!strncmp(key, "avail.", 6))
-        return kt_avail_config_set(&cfg->avail, where, key + 6, v);
-    return KT_BAD("%s: unknown key '%s'", where, key);
-}
+/* ---- checks between keys -------------------------------------------- */
 
 static keytier_err kt_default_store(struct kt_config *cfg)
 {
@@ -279,56 +337,35 @@ static keytier_err kt_default_store(struct kt_config *cfg)
     else if (home && *home)
         snprintf(buf, sizeof buf, "%s/.local/share/keytier/keytier.db", home);
     else
-        return KT_BAD("no store configured and neither XDG_DATA_HOME nor "
+        return kt_err(KEYTIER_E_CONFIG,
+                      "no store configured and neither XDG_DATA_HOME nor "
                       "HOME is set");
     cfg->store_path = strdup(buf);
     return cfg->store_path ? KEYTIER_OK : kt_err(KEYTIER_E_NOMEM, NULL);
 }
 
+static keytier_err kt_config_read(const char *path, struct kt_config *cfg)
+{
+    FILE *f = fopen(path, "re");
+    if (f == NULL)
+        return kt_err(KEYTIER_E_CONFIG, "cannot open %s: %s", path,
+                      strerror(errno));
+    char err[KT_CONF_ERR_MAX];
+    enum kt_conf_rc rc =
+        kt_conf_read(&kt_lib_file, cfg, f, path, NULL, err, sizeof err);
+    fclose(f);
+    if (rc == KT_CONF_NOMEM)
+        return kt_err(KEYTIER_E_NOMEM, "%s", err);
+    if (rc != KT_CONF_OK)
+        return kt_err(KEYTIER_E_CONFIG, "%s", err);
+    return KEYTIER_OK;
+}
+
 keytier_err kt_config_load(const char *path, struct kt_config *cfg)
 {
-    kt_config_defaults(cfg);
-    keytier_err e = KEYTIER_OK;
-    if (path != NULL) {
-        FILE *f = fopen(path, "re");
-        if (f == NULL)
-            return KT_BAD("cannot open %s: %s", path, strerror(errno));
-        char line[KT_CONFIG_LINE];
-        unsigned lineno = 0;
-        while (e == KEYTIER_OK && fgets(line, sizeof line, f)) {
-            lineno++;
-            char where[512];
-            snprintf(where, sizeof where, "%s:%u", path, lineno);
-            if (strchr(line, '\n') == NULL && !feof(f)) {
-                e = KT_BAD("%s: line longer than %d bytes", where,
-                           KT_CONFIG_LINE - 2);
-                break;
-            }
-            /* A comment starts at '#' at the line start or after a blank. */
-            for (char *h = line; (h = strchr(h, '#')) != NULL; h++)
-                if (h == line || isspace((unsigned char)h[-1])) {
-                    *h = '\0';
-                    break;
-                }
-            char *s = kt_trim(line);
-            if (*s == '\0')
-                continue;
-            char *eq = strchr(s, '=');
-            if (eq == NULL) {
-                e = KT_BAD("%s: expected key = value", where);
-                break;
-            }
-            *eq = '\0';
-            char *key = kt_trim(s), *val = kt_trim(eq + 1);
-            if (*val == '\0') {
-                e = KT_BAD("%s: key '%s': empty value", where, key);
-                break;
-            }
-            e = kt_config_line(cfg, where, key, val);
-        }
-        kt_wipe(line, sizeof line); /* may have held a PIN */
-        fclose(f);
-    }
+    keytier_err e = kt_config_defaults(cfg);
+    if (e == KEYTIER_OK && path != NULL)
+        e = kt_config_read(path, cfg);
     if (e == KEYTIER_OK && cfg->store_path == NULL)
         e = kt_default_store(cfg);
     if (e != KEYTIER_OK)

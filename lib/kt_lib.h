@@ -15,10 +15,9 @@
 #include "store.h"
 #include "avail.h"
 
-#define KT_KEY_SIZE    32 /* DEP and tier keys: AES-256 */
-#define KT_UUID_BYTES  16
-#define KT_CHECK_SIZE  32 /* DEP key check value */
-#define KT_CONFIG_LINE 4096
+#define KT_KEY_SIZE   32 /* DEP and tier keys: AES-256 */
+#define KT_UUID_BYTES 16
+#define KT_CHECK_SIZE 32 /* DEP key check value */
 
 /* ---- configuration (config.c) ----------------------------------------- */
 
@@ -69,6 +68,9 @@ struct kt_config {
 
 KT_MUST_CHECK keytier_err kt_config_load(const char *path,
                                          struct kt_config *cfg);
+/* The library's keys (config.c), for tests: n receives their number. */
+struct kt_conf_key;
+const struct kt_conf_key *kt_config_table(size_t *n);
 void kt_config_free(struct kt_config *cfg);
 const struct kt_workload_cfg *kt_config_workload(const struct kt_config *cfg,
                                                  const char *name);

@@ -536,7 +536,8 @@ START_TEST(config_errors_name_the_key)
     write_conf("avail.cache_alert_after_ms = 90000\n");
     assert_err(keytier_ctx_open(T.conf, &c2), KEYTIER_E_CONFIG, "alert window");
     write_conf("avail.hedge_ms = 10\navail.hedge_ms = 20\n");
-    assert_err(keytier_ctx_open(T.conf, &c2), KEYTIER_E_CONFIG, "set twice");
+    assert_err(keytier_ctx_open(T.conf, &c2), KEYTIER_E_CONFIG,
+               "avail.hedge_ms: set again (first on line");
     write_conf("avail.nonsense = 1\n");
     assert_err(keytier_ctx_open(T.conf, &c2), KEYTIER_E_CONFIG,
                "avail.nonsense");

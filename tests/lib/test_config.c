@@ -1,11 +1,15 @@
-/* Configuration: the documented example parses, every key's errors name
- * file, line and key, PINs never show in errors, PIN sources, defaults. */
+/* Configuration: the documented examples parse, every key of the table
+ * (config.c) refuses a repeat but the list keys, every number's bounds,
+ * unknown keys, errors name file, line and key, PINs never show in errors,
+ * PIN sources, defaults. */
 #include <check.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "kt_conf.h"
 #include "kt_lib.h"
 #include "testenv.h"
 
@@ -77,35 +81,336 @@ START_TEST(example_parses)
 }
 END_TEST
 
+/* hsm-config/keytier-cli.conf.example, as the CLI reads it. */
+START_TEST(cli_example_parses)
+{
+    char ex[512];
+    const char *root = getenv("KT_SOURCE_ROOT");
+    ck_assert_ptr_nonnull(root);
+    snprintf(ex, sizeof ex, "%s/hsm-config/keytier-cli.conf.example", root);
+    struct kt_config cfg;
+    ck_assert_msg(kt_config_load(ex, &cfg) == KEYTIER_OK, "%s",
+                  keytier_last_error_detail());
+    ck_assert_uint_eq(cfg.n_modules, 3);
+    ck_assert_str_eq(cfg.modules[0],
+                     KT_REMOTE_PREFIX "unix:path=/run/keytier/vault-a.sock");
+    ck_assert_str_eq(cfg.modules[1],
+                     KT_REMOTE_PREFIX "unix:path=/run/keytier/vault-b.sock");
+    ck_assert_str_eq(cfg.modules[2],
+                     "/usr/lib/x86_64-linux-gnu/pkcs11/keytier-pkcs11.so");
+    ck_assert_str_eq(cfg.service_token, "pkcs11:token=keytier-service");
+    ck_assert_uint_eq(cfg.n_pins, 3);
+    ck_assert_int_eq(kt_config_pin(&cfg, "keytier-service")->kind, KT_PIN_ENV);
+    ck_assert(cfg.allow_oaep_sha1);
+    ck_assert_uint_eq(cfg.avail.call_deadline_ms, 2000);
+    ck_assert_uint_eq(cfg.avail.hedge_ms, 150);
+    ck_assert_uint_eq(cfg.avail.cache_ttl_ms, 300000);
+    ck_assert_str_eq(cfg.avail.audit_log, "/var/log/keytier/audit.jsonl");
+    ck_assert_uint_eq(cfg.avail.n_overrides, 0);
+    const struct kt_workload_cfg *w = kt_config_workload(&cfg, "Files");
+    ck_assert_ptr_nonnull(w);
+    ck_assert_int_eq(w->shape, KT_SHAPE_FILES);
+    ck_assert_int_eq(w->avail, KT_AVAIL_AES256);
+    kt_config_free(&cfg);
+}
+END_TEST
+
+/* The name a key of the table is written under ("*" as W) and a value it
+ * takes. */
+static const char *sample(const struct kt_conf_key *k, char *name, size_t len)
+{
+    const char *star = strchr(k->name, '*');
+    if (star != NULL)
+        snprintf(name, len, "%.*sW%s", (int)(star - k->name), k->name,
+                 star + 1);
+    else
+        snprintf(name, len, "%s", k->name);
+    switch (k->type) {
+    case KT_CONF_UINT:
+        return k->dflt != NULL ? k->dflt : "1";
+    case KT_CONF_BOOL:
+        return "yes";
+    case KT_CONF_WORD:
+        return k->words[0].word;
+    case KT_CONF_STR:
+        return "/x";
+    default:
+        break;
+    }
+    if (!strcmp(k->name, "module"))
+        return "/m.so";
+    if (!strcmp(k->name, "remote"))
+        return "unix:path=/s";
+    if (!strcmp(k->name, "service_token"))
+        return "pkcs11:token=S";
+    ck_assert_str_eq(k->name, "pin.*");
+    return "value:s3cret";
+}
+
+/* Every key refuses a second line (even with the same value, even in a
+ * family: workload.W.shape twice), naming both lines and the fix; only
+ * module and remote are list keys, whose lines add up in order. */
+START_TEST(repeat_every_key)
+{
+    size_t n = 0;
+    const struct kt_conf_key *keys = kt_config_table(&n);
+    ck_assert_uint_eq(n, 28);
+    for (size_t i = 0; i < n; i++) {
+        char name[128], text[512], want[512];
+        const char *v = sample(&keys[i], name, sizeof name);
+        struct kt_config cfg;
+        snprintf(text, sizeof text, "%s = %s\n", name, v);
+        write_conf(text);
+        ck_assert_msg(kt_config_load(path, &cfg) == KEYTIER_OK, "once: %s: %s",
+                      text, keytier_last_error_detail());
+        kt_config_free(&cfg);
+        snprintf(text, sizeof text, "%s = %s\n# between\n%s = %s\n", name, v,
+                 name, v);
+        bool list =
+            !strcmp(keys[i].name, "module") || !strcmp(keys[i].name, "remote");
+        ck_assert_int_eq(keys[i].repeat, list ? KT_CONF_LIST : KT_CONF_ONCE);
+        if (list) {
+            write_conf(text);
+            ck_assert_int_eq(kt_config_load(path, &cfg), KEYTIER_OK);
+            ck_assert_uint_eq(cfg.n_modules, 2);
+            kt_config_free(&cfg);
+            continue;
+        }
+        snprintf(want, sizeof want,
+                 "%s:3: %s: set again (first on line 1): keep one of the two "
+                 "lines",
+                 path, name);
+        expect_bad(text, want);
+    }
+}
+END_TEST
+
+START_TEST(list_keys_add_up)
+{
+    struct kt_config cfg;
+    write_conf("remote = unix:path=/a\nmodule = /b.so\nremote = unix:path=/c\n"
+               "module = /b.so\n");
+    ck_assert_int_eq(kt_config_load(path, &cfg), KEYTIER_OK);
+    ck_assert_uint_eq(cfg.n_modules, 4);
+    ck_assert_str_eq(cfg.modules[0], KT_REMOTE_PREFIX "unix:path=/a");
+    ck_assert_str_eq(cfg.modules[1], "/b.so");
+    ck_assert_str_eq(cfg.modules[2], KT_REMOTE_PREFIX "unix:path=/c");
+    ck_assert_str_eq(cfg.modules[3], "/b.so");
+    kt_config_free(&cfg);
+    char text[1024] = "";
+    for (int i = 0; i < KT_MAX_MODULES; i++)
+        strcat(text, i % 2 ? "module = /m.so\n" : "remote = unix:path=/s\n");
+    write_conf(text);
+    ck_assert_int_eq(kt_config_load(path, &cfg), KEYTIER_OK);
+    ck_assert_uint_eq(cfg.n_modules, KT_MAX_MODULES);
+    kt_config_free(&cfg);
+    strcat(text, "module = /m.so\n");
+    char want[400];
+    snprintf(want, sizeof want,
+             "%s:17: module: more than 16 module and remote lines: remove "
+             "some",
+             path);
+    expect_bad(text, want);
+    /* the fields of one workload are keys of their own */
+    write_conf("workload.W.shape = files\nworkload.W.dep_limit = 3\n"
+               "avail.outage_fallback.W = yes\navail.outage_fallback.V = no\n");
+    ck_assert_int_eq(kt_config_load(path, &cfg), KEYTIER_OK);
+    ck_assert_int_eq(kt_config_workload(&cfg, "W")->shape, KT_SHAPE_FILES);
+    ck_assert_uint_eq(kt_config_workload(&cfg, "W")->dep_limit, 3);
+    ck_assert_uint_eq(cfg.avail.n_overrides, 2);
+    ck_assert(cfg.avail.overrides[0].outage_fallback);
+    ck_assert(!cfg.avail.overrides[1].outage_fallback);
+    kt_config_free(&cfg);
+}
+END_TEST
+
+/* Each whole-number key takes its lowest and highest value and refuses one
+ * below and one above. */
+START_TEST(number_bounds)
+{
+    size_t n = 0;
+    const struct kt_conf_key *keys = kt_config_table(&n);
+    size_t tried = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (keys[i].type != KT_CONF_UINT)
+            continue;
+        tried++;
+        char name[128], text[512], want[512];
+        (void)sample(&keys[i], name, sizeof name);
+        unsigned long bound[2] = {keys[i].min, keys[i].max};
+        for (int b = 0; b < 2; b++) {
+            struct kt_config cfg;
+            snprintf(text, sizeof text, "%s = %lu\n", name, bound[b]);
+            write_conf(text);
+            ck_assert_msg(kt_config_load(path, &cfg) == KEYTIER_OK, "%s: %s",
+                          text, keytier_last_error_detail());
+            const char *base = (const char *)&cfg;
+            if (keys[i].record != NULL)
+                base = (const char *)kt_config_workload(&cfg, "W");
+            uint64_t got = 0;
+            if (keys[i].size == sizeof(uint64_t))
+                memcpy(&got, base + keys[i].offset, sizeof got);
+            else {
+                ck_assert_uint_eq(keys[i].size, sizeof(uint32_t));
+                uint32_t u;
+                memcpy(&u, base + keys[i].offset, sizeof u);
+                got = u;
+            }
+            ck_assert_uint_eq(got, bound[b]);
+            kt_config_free(&cfg);
+        }
+        unsigned long out[2] = {keys[i].min - 1, keys[i].max + 1};
+        for (int b = keys[i].min == 0 ? 1 : 0; b < 2; b++) {
+            snprintf(text, sizeof text, "%s = %lu\n", name, out[b]);
+            snprintf(want, sizeof want,
+                     "%s:1: %s: need a whole number from %lu to %lu, not "
+                     "'%lu'",
+                     path, name, keys[i].min, keys[i].max, out[b]);
+            expect_bad(text, want);
+        }
+    }
+    ck_assert_uint_eq(tried, 16);
+}
+END_TEST
+
+START_TEST(unknown_keys)
+{
+    char want[1024];
+    snprintf(want, sizeof want,
+             "%s:1: unknown key 'bogus': remove the line or use one of "
+             "module, remote, service_token, store, log_file, log_level, "
+             "dep_limit, allow_oaep_sha1, envelope_chunk_size, "
+             "stream_threads, pin.*, workload.*, avail.*",
+             path);
+    expect_bad("bogus = 1\n", want);
+    expect_bad("avail.nonsense = 1\n",
+               "unknown key 'avail.nonsense': remove the line or use one of "
+               "avail.call_deadline_ms, avail.admin_deadline_ms, "
+               "avail.hedge_ms, avail.workers, avail.per_token, "
+               "avail.cache_ttl_ms, avail.cache_refresh_ahead_ms, "
+               "avail.cache_retry_ms, avail.cache_alert_after_ms, "
+               "avail.cache_max_entries, avail.cache_tier_levels, "
+               "avail.cache_sync_ms, avail.audit_log, "
+               "avail.outage_fallback.*");
+    expect_bad("Store = /x\n", "unknown key 'Store'");
+    expect_bad("pin. = value:s3cret\n", "unknown key 'pin.'");
+    expect_bad("workload..shape = mail\n", "unknown key 'workload..shape'");
+    expect_bad("avail.outage_fallback. = yes\n",
+               "unknown key 'avail.outage_fallback.'");
+    expect_bad("modules = /m.so\n", "unknown key 'modules'");
+}
+END_TEST
+
+/* The table's defaults pass their own keys and are what a context without
+ * a file gets; the avail.* defaults come from the same rows. */
+START_TEST(table_defaults)
+{
+    size_t n = 0;
+    const struct kt_conf_key *keys = kt_config_table(&n);
+    struct kt_config cfg;
+    char err[KT_CONF_ERR_MAX];
+    memset(&cfg, 0, sizeof cfg);
+    ck_assert_msg(kt_conf_defaults(keys, n, &cfg, err, sizeof err), "%s", err);
+    kt_config_free(&cfg);
+    for (size_t i = 0; i < n; i++) {
+        ck_assert_ptr_nonnull(keys[i].name);
+        if (strchr(keys[i].name, '*') != NULL)
+            ck_assert_ptr_nonnull(keys[i].record);
+    }
+    setenv("HOME", "/home/u", 1);
+    ck_assert_int_eq(kt_config_load(NULL, &cfg), KEYTIER_OK);
+    unsetenv("HOME");
+    ck_assert_int_eq(cfg.log_level, KT_LOG_WARNING);
+    ck_assert_ptr_null(cfg.log_file);
+    ck_assert_ptr_null(cfg.service_token);
+    ck_assert_uint_eq(cfg.dep_limit, 50);
+    ck_assert(!cfg.allow_oaep_sha1);
+    ck_assert_uint_eq(cfg.chunk_size, 65536);
+    ck_assert_uint_ge(cfg.stream_threads, 1);
+    ck_assert_uint_le(cfg.stream_threads, 4);
+    ck_assert_uint_eq(cfg.n_workloads, 3);
+    ck_assert_int_eq(kt_config_workload(&cfg, "SharePoint")->avail,
+                     KT_AVAIL_RSA2048);
+    const struct kt_avail_cfg *a = &cfg.avail;
+    ck_assert_uint_eq(a->call_deadline_ms, 2000);
+    ck_assert_uint_eq(a->admin_deadline_ms, 30000);
+    ck_assert_uint_eq(a->hedge_ms, 150);
+    ck_assert_uint_eq(a->workers, 32);
+    ck_assert_uint_eq(a->per_token, 4);
+    ck_assert_uint_eq(a->cache_ttl_ms, 300000);
+    ck_assert_uint_eq(a->cache_refresh_ahead_ms, 60000);
+    ck_assert_uint_eq(a->cache_retry_ms, 5000);
+    ck_assert_uint_eq(a->cache_alert_after_ms, 30000);
+    ck_assert_uint_eq(a->cache_max_entries, 10000);
+    ck_assert_uint_eq(a->cache_tier_levels, 1);
+    ck_assert_uint_eq(a->cache_sync_ms, 200);
+    ck_assert_ptr_null(a->audit_log);
+    struct kt_avail_cfg alone;
+    kt_avail_config_defaults(&alone);
+    ck_assert_int_eq(memcmp(&alone, a, sizeof alone), 0);
+    kt_config_free(&cfg);
+}
+END_TEST
+
 START_TEST(errors_name_file_line_key)
 {
     char want[400];
     snprintf(want, sizeof want, "%s:2: unknown key 'colour'", path);
     expect_bad("store = /x\ncolour = blue\n", want);
-    snprintf(want, sizeof want, "%s:1: expected key = value", path);
+    snprintf(want, sizeof want, "%s:1: not a setting: write 'key = value'",
+             path);
     expect_bad("just words\n", want);
-    expect_bad("store =\n", "key 'store': empty value");
-    expect_bad("store = /a\nstore = /b\n", "key 'store': set twice");
-    expect_bad("log_level = loud\n", "key 'log_level'");
-    expect_bad("dep_limit = 0\n", "key 'dep_limit': expected 1..100000");
-    expect_bad("dep_limit = 12x\n", "key 'dep_limit'");
-    expect_bad("dep_limit = -1\n", "key 'dep_limit'");
-    expect_bad("allow_oaep_sha1 = maybe\n", "key 'allow_oaep_sha1'");
-    expect_bad("envelope_chunk_size = 100\n", "key 'envelope_chunk_size'");
-    expect_bad("stream_threads = 0\n", "key 'stream_threads': expected 1..8");
-    expect_bad("stream_threads = 9\n", "key 'stream_threads': expected 1..8");
-    expect_bad("service_token = VaultA\n", "key 'service_token'");
-    expect_bad("workload.X.shape = round\n", "key 'workload.X.shape'");
+    expect_bad("store =\n", ":1: store: empty value: write one after '=' or "
+                            "remove the line");
+    snprintf(want, sizeof want,
+             "%s:2: store: set again (first on line 1): keep one of the two "
+             "lines",
+             path);
+    expect_bad("store = /a\nstore = /b\n", want);
+    expect_bad("log_level = loud\n",
+               ":1: log_level: need error, warning, info or debug, not "
+               "'loud'");
+    expect_bad("dep_limit = 0\n",
+               "dep_limit: need a whole number from 1 to 100000, not '0'");
+    expect_bad("dep_limit = 12x\n", "dep_limit: need a whole number");
+    expect_bad("dep_limit = -1\n", "dep_limit: need a whole number");
+    expect_bad("allow_oaep_sha1 = maybe\n",
+               "allow_oaep_sha1: need yes or no, not 'maybe'");
+    expect_bad("allow_oaep_sha1 = true\n",
+               "allow_oaep_sha1: need yes or no, not 'true'");
+    expect_bad("envelope_chunk_size = 100\n",
+               "envelope_chunk_size: need a whole number from 256 to "
+               "16777216, not '100'");
+    expect_bad("stream_threads = 0\n",
+               "stream_threads: need a whole number from 1 to 8, not '0'");
+    expect_bad("stream_threads = 9\n",
+               "stream_threads: need a whole number from 1 to 8, not '9'");
+    expect_bad("service_token = VaultA\n",
+               "service_token: need a pkcs11: URI naming a token");
+    expect_bad("remote = tcp:vault:1234\n", "remote: need unix:path=SOCKET");
+    expect_bad("workload.X.shape = round\n",
+               "workload.X.shape: need mail or files, not 'round'");
     expect_bad("workload.X.availability_key = ec\n",
-               "key 'workload.X.availability_key'");
-    expect_bad("workload.X.colour = red\n", "unknown key 'workload.X.colour'");
-    expect_bad("workload.shape = mail\n", "expected workload.NAME.FIELD");
-    expect_bad("pin.A = s3cret\n", "key 'pin.A': expected env:NAME");
-    expect_bad("pin.A = value:s3cret\npin.A = value:s3cret\n",
-               "key 'pin.A': set twice");
+               "workload.X.availability_key: need aes256 or rsa2048, not "
+               "'ec'");
+    expect_bad("workload.X.colour = red\n",
+               "unknown key 'workload.X.colour': remove the line or use one "
+               "of workload.*.shape, workload.*.availability_key, "
+               "workload.*.dep_limit");
+    expect_bad("workload.shape = mail\n", "unknown key 'workload.shape'");
+    expect_bad("pin.A = s3cret\n",
+               "pin.A: need env:NAME, file:PATH or value:PIN");
+    snprintf(want, sizeof want,
+             "%s:3: pin.A: set again (first on line 1): keep one of the two "
+             "lines",
+             path);
+    expect_bad("pin.A = value:s3cret\npin.B = env:X\npin.A = value:s3cret\n",
+               want);
     expect_bad("pin.A = value:s3cret\nbogus = 1\n", "unknown key 'bogus'");
     expect_bad("pin.0123456789012345678901234567890123 = value:s3cret\n",
-               "1..32 bytes");
+               "a token label has 1 to 32 bytes");
+    /* a line that is not a setting may hold a PIN: it is not quoted */
+    expect_bad("pin.A value:s3cret\n", ":1: not a setting");
     struct kt_config cfg;
     snprintf(want, sizeof want, "%s/missing.conf", dir);
     ck_assert_int_eq(kt_config_load(want, &cfg), KEYTIER_E_CONFIG);
@@ -221,6 +526,12 @@ int main(void)
     TCase *tc = tcase_create("config");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, example_parses);
+    tcase_add_test(tc, cli_example_parses);
+    tcase_add_test(tc, repeat_every_key);
+    tcase_add_test(tc, list_keys_add_up);
+    tcase_add_test(tc, number_bounds);
+    tcase_add_test(tc, unknown_keys);
+    tcase_add_test(tc, table_defaults);
     tcase_add_test(tc, errors_name_file_line_key);
     tcase_add_test(tc, comments_and_defaults);
     tcase_add_test(tc, pin_sources);
