@@ -8,7 +8,7 @@
  *                                  "system" failure (its late result is
  *                                  dropped)
  *   avail.admin_deadline_ms = 30000
- *                                  lib-deadline: every other token call
+ *                                  every other token call
  *                                  (DEP creation: finding and checking
  *                                  the customer roots, wrapping, generating
  *                                  the availability key; roll; purge;
@@ -66,7 +66,7 @@ struct kt_avail_override {
 
 struct kt_avail_cfg {
     unsigned call_deadline_ms;
-    unsigned admin_deadline_ms; /* lib-deadline */
+    unsigned admin_deadline_ms; /* every other token call of the library */
     unsigned hedge_ms;
     unsigned workers;
     unsigned per_token;
@@ -94,7 +94,7 @@ struct kt_dep_rec;
  * ctx (after its store, modules and pool are up). */
 KT_MUST_CHECK keytier_err kt_avail_open(keytier_ctx *ctx);
 /* Stops the cache thread and closes the audit log.  Token calls still
- * running on workers hold the context, not this state (lib-deadline). */
+ * running on workers hold the context, not this state. */
 void kt_avail_close(keytier_ctx *ctx);
 /* Frees the state itself, once no token job is left (kt_ctx_drain). */
 void kt_avail_free(keytier_ctx *ctx);

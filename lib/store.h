@@ -2,7 +2,8 @@
  * store.h - the metadata store behind libkeytier: DEPs with their wrapped
  * DEP-key copies, and tier keys wrapped by their parents.  Roots are never
  * here.  The interface is small so that a PostgreSQL implementation can sit
- * beside store_sqlite.c (docs/DESIGN.md §2 Store).
+ * beside the SQLite one: store_stmt.c and one store_<family>.c per table
+ * family (docs/DESIGN.md §2 Store).
  *
  * Every function that changes several rows does it in one transaction; a
  * failed call leaves the old state.
