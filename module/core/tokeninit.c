@@ -112,44 +112,41 @@ out:
     return rv;
 }
 
-CK_RV kt_token_init(struct kt_token *t, const char *dir,
-                    const unsigned char *so_pin, CK_ULONG len,
-                    const unsigned char *label)
+/* A fresh serial (16 hex digits) and the token's path under dir, which is
+ * created if missing. */
+static KT_NODISCARD CK_RV new_path(struct kt_token *t, const char *dir,
+                                   char serial[KT_SERIAL_LEN + 1])
 {
-    unsigned char mk[32], ik[32], seq_key[32];
-    struct kt_pin so;
-    struct kt_store_keys k;
-    char base[PATH_MAX];
-    CK_RV rv;
-    memset(&so, 0, sizeof(so));
-    memset(&k, 0, sizeof(k));
-    char serial[KT_SERIAL_LEN + 1];
-    if (t->initialized) {
-        /* Re-initialisation: the SO proves the PIN (a try is charged first,
-         * as at login), then every object goes. */
-        rv = kt_login_verify_pin(t, KT_PIN_SO, so_pin, len, mk);
-        kt_wipe(mk, sizeof(mk));
-        if (rv == CKR_OK)
-            rv = reinit(t, so_pin, len, label);
-        return rv;
-    }
     unsigned char sr[8];
-    rv = kt_ossl_random(sr, sizeof(sr));
+    CK_RV rv = kt_ossl_random(sr, sizeof(sr));
     if (rv != CKR_OK)
-        goto out;
+        return rv;
     for (int i = 0; i < 8; i++)
         snprintf(serial + 2 * i, 3, "%02x", sr[i]);
     rv = mkdir_p(dir);
     if (rv != CKR_OK) {
         kt_log(KT_LOG_ERROR, "token_dir %s: cannot create: %s", dir,
                strerror(errno));
-        goto out;
+        return rv;
     }
     snprintf(t->path, sizeof(t->path), "%s/%s.db", dir, serial);
+    return CKR_OK;
+}
+
+/* A new token's files, t->db left open. The integrity key first (O_EXCL,
+ * synced), then the database, then <serial>.seq: a token is listed only
+ * once its database exists. What was made is removed on failure. */
+static KT_NODISCARD CK_RV create_files(struct kt_token *t, const char *serial,
+                                       const unsigned char *so_pin,
+                                       CK_ULONG len, const unsigned char *label,
+                                       struct kt_pin *so)
+{
+    unsigned char mk[32], ik[32], seq_key[32];
+    struct kt_store_keys k;
+    char base[PATH_MAX];
+    memset(&k, 0, sizeof(k));
     kt_tok_base(t, base);
-    /* The integrity key first (O_EXCL, synced), then the database, then
-     * <serial>.seq: a token is listed only once its database exists. */
-    rv = kt_keyfile_create(base, ik);
+    CK_RV rv = kt_keyfile_create(base, ik);
     if (rv != CKR_OK)
         goto out;
     kt_seal_mac_key(ik, k.mac);
@@ -157,9 +154,9 @@ CK_RV kt_token_init(struct kt_token *t, const char *dir,
     kt_seal_seq_key(ik, seq_key);
     rv = kt_ossl_random(mk, sizeof(mk));
     if (rv == CKR_OK)
-        rv = new_so(&so, so_pin, len, mk, serial, ik);
+        rv = new_so(so, so_pin, len, mk, serial, ik);
     if (rv == CKR_OK)
-        rv = kt_store_create(t->path, (const char *)label, serial, &so, &k,
+        rv = kt_store_create(t->path, (const char *)label, serial, so, &k,
                              &t->db);
     if (rv == CKR_OK) {
         rv = kt_seq_advance(base, -1, seq_key, serial, 0, true);
@@ -173,20 +170,30 @@ CK_RV kt_token_init(struct kt_token *t, const char *dir,
         char key[PATH_MAX + 8];
         snprintf(key, sizeof(key), "%s.key", base);
         unlink(key);
-        goto out;
     }
-    rv = kt_store_read_epoch(t->db, t->epoch);
-    if (rv != CKR_OK)
-        goto out;
+out:
+    kt_wipe(mk, sizeof(mk));
+    kt_wipe(ik, sizeof(ik));
+    kt_wipe(seq_key, sizeof(seq_key));
+    kt_wipe(&k, sizeof(k));
+    return rv;
+}
+
+/* The new token's files made: its keys, label and SO record into t, its
+ * rows loaded; from here it is listed as initialised. */
+static KT_NODISCARD CK_RV install_new(struct kt_token *t, const char *serial,
+                                      const unsigned char *label,
+                                      const struct kt_pin *so)
+{
     kt_token_wrlock(t);
     memcpy(t->serial, serial, KT_SERIAL_LEN);
     memcpy(t->label, label, KT_LABEL_LEN);
-    rv = kt_tok_open_key(t);
-    t->pins[KT_PIN_SO] = so;
+    CK_RV rv = kt_tok_open_key(t);
+    t->pins[KT_PIN_SO] = *so;
     memset(&t->pins[KT_PIN_USER], 0, sizeof(t->pins[KT_PIN_USER]));
     pthread_rwlock_unlock(&t->lock);
     if (rv != CKR_OK)
-        goto out;
+        return rv;
     pthread_mutex_lock(&t->dblock);
     rv = kt_tok_sync_locked(t);
     pthread_mutex_unlock(&t->dblock);
@@ -194,11 +201,34 @@ CK_RV kt_token_init(struct kt_token *t, const char *dir,
     t->initialized = true;
     pthread_rwlock_unlock(&t->lock);
     kt_log(KT_LOG_INFO, "token %s created", t->path);
-out:
-    kt_wipe(mk, sizeof(mk));
-    kt_wipe(ik, sizeof(ik));
-    kt_wipe(seq_key, sizeof(seq_key));
-    kt_wipe(&k, sizeof(k));
+    return rv;
+}
+
+CK_RV kt_token_init(struct kt_token *t, const char *dir,
+                    const unsigned char *so_pin, CK_ULONG len,
+                    const unsigned char *label)
+{
+    CK_RV rv;
+    if (t->initialized) {
+        /* Re-initialisation: the SO proves the PIN (a try is charged first,
+         * as at login), then every object goes. */
+        unsigned char mk[32];
+        rv = kt_login_verify_pin(t, KT_PIN_SO, so_pin, len, mk);
+        kt_wipe(mk, sizeof(mk));
+        if (rv == CKR_OK)
+            rv = reinit(t, so_pin, len, label);
+        return rv;
+    }
+    struct kt_pin so;
+    char serial[KT_SERIAL_LEN + 1];
+    memset(&so, 0, sizeof(so));
+    rv = new_path(t, dir, serial);
+    if (rv == CKR_OK)
+        rv = create_files(t, serial, so_pin, len, label, &so);
+    if (rv == CKR_OK)
+        rv = kt_store_read_epoch(t->db, t->epoch);
+    if (rv == CKR_OK)
+        rv = install_new(t, serial, label, &so);
     kt_wipe(&so, sizeof(so));
     return rv;
 }

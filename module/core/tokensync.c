@@ -308,6 +308,135 @@ static KT_NODISCARD CK_RV reload_key_if_replaced(struct kt_token *t)
     return rv;
 }
 
+/* One snapshot of the store as a sync reads it, and what was found
+ * checking it outside the token lock. */
+struct sync_snap {
+    struct sync_rows rows;
+    struct kt_pin pins[2];
+    struct kt_manifest man;
+    int64_t max_gen;
+    int64_t dv;
+    int64_t seq;
+    const char *seq_why;
+    bool man_ok, pins_ok, mk_ok;
+    /* The master key this process held when the snapshot was checked. */
+    unsigned char mk[32];
+};
+
+/* dblock held: *same is set when the database has not changed since the
+ * last load (PRAGMA data_version); s->dv gets the version read. */
+static KT_NODISCARD CK_RV sync_unchanged(struct kt_token *t,
+                                         struct sync_snap *s, bool *same)
+{
+    *same = false;
+    if (!t->loaded)
+        return CKR_OK;
+    CK_RV rv = kt_store_data_version(t->db, &t->dv_stmt, &s->dv);
+    if (rv == CKR_OK && s->dv == t->data_version)
+        *same = true;
+    return rv;
+}
+
+/* dblock held: a new integrity key or a new epoch means another process
+ * re-initialised the token. */
+static KT_NODISCARD CK_RV sync_same_token(struct kt_token *t)
+{
+    CK_RV rv = reload_key_if_replaced(t);
+    if (rv != CKR_OK)
+        return rv;
+    char epoch[KT_EPOCH_LEN];
+    rv = kt_store_read_epoch(t->db, epoch);
+    if (rv != CKR_OK)
+        return rv;
+    if (memcmp(epoch, t->epoch, KT_EPOCH_LEN) != 0)
+        reinit_seen(t, epoch);
+    return CKR_OK;
+}
+
+/* dblock held: <serial>.seq first, then the rows, PIN records and manifest
+ * in one snapshot. */
+static KT_NODISCARD CK_RV sync_read(struct kt_token *t, struct sync_snap *s)
+{
+    char base[PATH_MAX];
+    kt_tok_base(t, base);
+    s->seq = -1;
+    s->seq_why = NULL;
+    if (kt_seq_read(base, t->seq_key, t->serial, &s->seq, &s->seq_why) !=
+        CKR_OK)
+        s->seq = -1;
+    s->max_gen = t->seen_gen;
+    CK_RV rv =
+        kt_store_changes(t->db, t->path, t->seen_gen, collect_row, collect_del,
+                         &s->rows, &s->max_gen, s->pins, &s->man);
+    if (rv == CKR_OK && s->dv == 0)
+        rv = kt_store_data_version(t->db, &t->dv_stmt, &s->dv);
+    return rv;
+}
+
+/* dblock held, no token lock: every row against its record MAC, the
+ * manifest's MAC and PIN digest, and the master key this process holds
+ * against its role's bind. The keys only change under dblock. */
+static void sync_verify(struct kt_token *t, struct sync_snap *s)
+{
+    struct kt_store_keys k;
+    unsigned char digest[32];
+    memcpy(k.mac, t->mac_key, 32);
+    memcpy(k.manifest, t->man_key, 32);
+    sync_check(&k, &s->rows);
+    s->man_ok = kt_seal_manifest_check(k.manifest, &s->man) == CKR_OK;
+    s->pins_ok = kt_seal_pins_digest(k.manifest, s->pins, digest) == CKR_OK &&
+                 kt_ossl_memcmp(digest, s->man.pins, 32) == 0;
+    /* A master key this process holds must still be the one the records
+     * are bound to: a PIN change in another process made a new one (and
+     * resealed every object under it). */
+    pthread_rwlock_rdlock(&t->lock);
+    CK_USER_TYPE who = t->login;
+    bool loaded = t->mk_loaded;
+    memcpy(s->mk, t->mk, 32);
+    pthread_rwlock_unlock(&t->lock);
+    s->mk_ok = true;
+    if (loaded && who != KT_NO_LOGIN) {
+        int role = who == CKU_SO ? KT_PIN_SO : KT_PIN_USER;
+        s->mk_ok = s->pins[role].present &&
+                   kt_pin_check_bind(&s->pins[role], s->mk, role, t->serial,
+                                     t->ik) == CKR_OK;
+    }
+    kt_wipe(&k, sizeof(k));
+}
+
+/* Lock held for writing: the snapshot's rows into the table, its manifest
+ * and .seq counter recorded and judged (no I/O, no cryptography). */
+static KT_NODISCARD CK_RV sync_install(struct kt_token *t,
+                                       const struct sync_snap *s)
+{
+    CK_RV rv = CKR_OK;
+    memcpy(t->pins, s->pins, sizeof(s->pins));
+    for (size_t i = 0; i < s->rows.n && rv == CKR_OK; i++)
+        rv = sync_row(t, &s->rows.v[i]);
+    for (size_t i = 0; i < s->rows.nd; i++)
+        sync_del(t, s->rows.dels[i]);
+    if (rv != CKR_OK)
+        return rv;
+    t->seen_gen = s->max_gen;
+    t->loaded = true;
+    t->data_version = s->dv;
+    t->seq_ctr = s->seq;
+    t->seq_why = s->seq_why;
+    /* The rows and this manifest are one snapshot. */
+    t->man = s->man;
+    t->man_stale = false;
+    t->man_dirty = true;
+    manifest_verdict(t, s->man_ok, s->pins_ok);
+    if (!s->mk_ok && t->mk_loaded && memcmp(s->mk, t->mk, 32) == 0) {
+        kt_log(KT_LOG_WARNING,
+               "token %s: a PIN was changed in another process (new "
+               "master key): logged out",
+               t->path);
+        kt_login_drop_locked(t);
+    }
+    return CKR_OK;
+}
+
 /* dblock held. <serial>.seq is read first, then the rows, PIN records and
  * manifest in one snapshot (a counter in .seq was committed before it was
  * written, so the snapshot is never behind it unless rolled back). Rows are
@@ -317,98 +446,25 @@ static KT_NODISCARD CK_RV reload_key_if_replaced(struct kt_token *t)
  * in. */
 KT_NODISCARD CK_RV kt_tok_sync_locked(struct kt_token *t)
 {
-    int64_t dv = 0;
-    CK_RV rv;
-    struct sync_rows rows;
-    struct kt_store_keys k;
-    char base[PATH_MAX];
-    unsigned char mk[32];
-    memset(&rows, 0, sizeof(rows));
-    if (t->loaded) {
-        rv = kt_store_data_version(t->db, &t->dv_stmt, &dv);
-        if (rv != CKR_OK)
-            return rv;
-        if (dv == t->data_version)
-            return CKR_OK;
-    }
-    rv = reload_key_if_replaced(t);
+    struct sync_snap s;
+    bool same = false;
+    memset(&s, 0, sizeof(s));
+    CK_RV rv = sync_unchanged(t, &s, &same);
+    if (rv != CKR_OK || same)
+        return rv;
+    rv = sync_same_token(t);
     if (rv != CKR_OK)
         return rv;
-    char epoch[KT_EPOCH_LEN];
-    rv = kt_store_read_epoch(t->db, epoch);
-    if (rv != CKR_OK)
-        return rv;
-    if (memcmp(epoch, t->epoch, KT_EPOCH_LEN) != 0)
-        reinit_seen(t, epoch);
-    kt_tok_base(t, base);
-    int64_t seq = -1;
-    const char *seq_why = NULL;
-    if (kt_seq_read(base, t->seq_key, t->serial, &seq, &seq_why) != CKR_OK)
-        seq = -1;
-    struct kt_pin pins[2];
-    int64_t max_gen = t->seen_gen;
-    struct kt_manifest man;
-    rv = kt_store_changes(t->db, t->path, t->seen_gen, collect_row, collect_del,
-                          &rows, &max_gen, pins, &man);
-    if (rv == CKR_OK && dv == 0)
-        rv = kt_store_data_version(t->db, &t->dv_stmt, &dv);
-    /* The keys only change under dblock, which is held. */
-    memcpy(k.mac, t->mac_key, 32);
-    memcpy(k.manifest, t->man_key, 32);
-    bool man_ok = false, pins_ok = false, mk_ok = true;
-    if (rv == CKR_OK) {
-        unsigned char digest[32];
-        sync_check(&k, &rows);
-        man_ok = kt_seal_manifest_check(k.manifest, &man) == CKR_OK;
-        pins_ok = kt_seal_pins_digest(k.manifest, pins, digest) == CKR_OK &&
-                  kt_ossl_memcmp(digest, man.pins, 32) == 0;
-        /* A master key this process holds must still be the one the
-         * records are bound to: a PIN change in another process made a new
-         * one (and resealed every object under it). */
-        pthread_rwlock_rdlock(&t->lock);
-        CK_USER_TYPE who = t->login;
-        bool loaded = t->mk_loaded;
-        memcpy(mk, t->mk, 32);
-        pthread_rwlock_unlock(&t->lock);
-        if (loaded && who != KT_NO_LOGIN) {
-            int role = who == CKU_SO ? KT_PIN_SO : KT_PIN_USER;
-            mk_ok = pins[role].present &&
-                    kt_pin_check_bind(&pins[role], mk, role, t->serial,
-                                      t->ik) == CKR_OK;
-        }
-    }
+    rv = sync_read(t, &s);
+    if (rv == CKR_OK)
+        sync_verify(t, &s);
     if (rv == CKR_OK) {
         kt_token_wrlock(t);
-        memcpy(t->pins, pins, sizeof(pins));
-        for (size_t i = 0; i < rows.n && rv == CKR_OK; i++)
-            rv = sync_row(t, &rows.v[i]);
-        for (size_t i = 0; i < rows.nd; i++)
-            sync_del(t, rows.dels[i]);
-        if (rv == CKR_OK) {
-            t->seen_gen = max_gen;
-            t->loaded = true;
-            t->data_version = dv;
-            t->seq_ctr = seq;
-            t->seq_why = seq_why;
-            /* The rows and this manifest are one snapshot. */
-            t->man = man;
-            t->man_stale = false;
-            t->man_dirty = true;
-            manifest_verdict(t, man_ok, pins_ok);
-            if (!mk_ok && t->mk_loaded && memcmp(mk, t->mk, 32) == 0) {
-                kt_log(KT_LOG_WARNING,
-                       "token %s: a PIN was changed in another process (new "
-                       "master key): logged out",
-                       t->path);
-                kt_login_drop_locked(t);
-            }
-        }
+        rv = sync_install(t, &s);
         pthread_rwlock_unlock(&t->lock);
     }
-    sync_rows_free(&rows);
-    kt_wipe(pins, sizeof(pins));
-    kt_wipe(&k, sizeof(k));
-    kt_wipe(mk, sizeof(mk));
+    sync_rows_free(&s.rows);
+    kt_wipe(&s, sizeof(s));
     if (rv == CKR_OK)
         kt_token_unseal_pending(t);
     return rv;

@@ -210,15 +210,13 @@ CK_RV kt_token_add_object(struct kt_token *t, const struct kt_session *owner,
     return CKR_OK;
 }
 
-CK_RV kt_token_update_object(struct kt_token *t, CK_OBJECT_HANDLE h,
-                             const kt_attrs *attrs, uint64_t expect_gen)
+/* A new object with attrs that takes the place of h's (same store id and
+ * session); CKR_OBJECT_HANDLE_INVALID when h is not visible. */
+static KT_NODISCARD CK_RV update_fresh(struct kt_token *t, CK_OBJECT_HANDLE h,
+                                       const kt_attrs *attrs,
+                                       struct kt_object **out)
 {
-    struct kt_store_written w;
-    struct kt_store_keys k;
     struct kt_object *fresh = NULL;
-    memset(&w, 0, sizeof(w));
-    memset(&k, 0, sizeof(k));
-    w.gen = (int64_t)expect_gen + 1;
     CK_RV rv = kt_object_new(attrs, &fresh);
     if (rv != CKR_OK)
         return rv;
@@ -234,6 +232,103 @@ CK_RV kt_token_update_object(struct kt_token *t, CK_OBJECT_HANDLE h,
         return CKR_OBJECT_HANDLE_INVALID;
     }
     fresh->handle = h;
+    *out = fresh;
+    return CKR_OK;
+}
+
+/* dblock held: fresh's sealed record written over h's row if h is still
+ * at expect_gen, here and in the store (another process). */
+static KT_NODISCARD CK_RV update_store(struct kt_token *t, CK_OBJECT_HANDLE h,
+                                       const struct kt_object *fresh,
+                                       struct kt_store_keys *k,
+                                       uint64_t expect_gen,
+                                       struct kt_store_written *w)
+{
+    CK_RV rv = CKR_OK;
+    /* Compare-and-swap: the copy the change was made on must still be the
+     * current version, here and in the store (another process). */
+    pthread_rwlock_rdlock(&t->lock);
+    struct kt_object *o = kt_token_get(t, h);
+    if (o == NULL)
+        rv = CKR_OBJECT_HANDLE_INVALID;
+    else if (o->gen != expect_gen)
+        rv = KT_CKR_RETRY;
+    pthread_rwlock_unlock(&t->lock);
+    if (rv == CKR_OK)
+        rv =
+            kt_store_put_object(t->db, k, fresh->id, fresh->blob,
+                                fresh->blob_len, false, (int64_t)expect_gen, w);
+    if (rv == CKR_OK)
+        seq_after_commit(t, w->man.ctr);
+    return rv;
+}
+
+/* Lock held for writing: o takes fresh's attributes, record and parsed
+ * key; fresh gets o's old ones (to be freed). The handle and id entries
+ * stay; the label may change. */
+static KT_NODISCARD CK_RV swap_contents(struct kt_token *t, struct kt_object *o,
+                                        struct kt_object *fresh)
+{
+    kt_tok_index_del(t, o);
+    kt_object_attrs_changed(o);
+    kt_attrs tmp = o->attrs;
+    o->attrs = fresh->attrs;
+    fresh->attrs = tmp;
+    unsigned char *b = o->blob;
+    size_t bl = o->blob_len;
+    o->blob = fresh->blob;
+    o->blob_len = fresh->blob_len;
+    fresh->blob = b;
+    fresh->blob_len = bl;
+    kt_object_refresh(o);
+    CK_RV rv = kt_tok_index_add(t, o);
+    /* The parsed key belonged to the old attributes. */
+    void *pk = o->pkey;
+    o->pkey = fresh->pkey;
+    fresh->pkey = pk;
+    struct kt_cache *kc = o->cache;
+    o->cache = fresh->cache;
+    fresh->cache = kc;
+    o->verified = o->unsealed = true;
+    return rv;
+}
+
+/* The change into memory, if h is still at expect_gen. */
+static KT_NODISCARD CK_RV update_install(struct kt_token *t, CK_OBJECT_HANDLE h,
+                                         struct kt_object *fresh,
+                                         uint64_t expect_gen,
+                                         const struct kt_store_written *w)
+{
+    CK_RV rv;
+    kt_token_wrlock(t);
+    struct kt_object *o = kt_token_get(t, h);
+    if (o == NULL || o->gen != expect_gen) {
+        rv = o == NULL ? CKR_OBJECT_HANDLE_INVALID : KT_CKR_RETRY;
+        if (fresh->token)
+            t->man_stale = true; /* in the store, not in memory */
+    } else {
+        if (fresh->token)
+            adopt_written(t, o, w);
+        else
+            o->gen = (uint64_t)w->gen;
+        rv = swap_contents(t, o, fresh);
+    }
+    pthread_rwlock_unlock(&t->lock);
+    return rv;
+}
+
+CK_RV kt_token_update_object(struct kt_token *t, CK_OBJECT_HANDLE h,
+                             const kt_attrs *attrs, uint64_t expect_gen)
+{
+    struct kt_store_written w;
+    struct kt_store_keys k;
+    struct kt_object *fresh = NULL;
+    memset(&w, 0, sizeof(w));
+    memset(&k, 0, sizeof(k));
+    w.gen = (int64_t)expect_gen + 1;
+    CK_RV rv = update_fresh(t, h, attrs, &fresh);
+    if (rv != CKR_OK)
+        return rv;
     if (fresh->token) {
         rv = seal_into(t, fresh, &k);
         if (rv != CKR_OK) {
@@ -241,61 +336,11 @@ CK_RV kt_token_update_object(struct kt_token *t, CK_OBJECT_HANDLE h,
             return rv;
         }
         pthread_mutex_lock(&t->dblock);
-        /* Compare-and-swap: the copy the change was made on must still be
-         * the current version, here and in the store (another process). */
-        pthread_rwlock_rdlock(&t->lock);
-        o = kt_token_get(t, h);
-        if (o == NULL)
-            rv = CKR_OBJECT_HANDLE_INVALID;
-        else if (o->gen != expect_gen)
-            rv = KT_CKR_RETRY;
-        pthread_rwlock_unlock(&t->lock);
-        if (rv == CKR_OK)
-            rv = kt_store_put_object(t->db, &k, fresh->id, fresh->blob,
-                                     fresh->blob_len, false,
-                                     (int64_t)expect_gen, &w);
-        if (rv == CKR_OK)
-            seq_after_commit(t, w.man.ctr);
+        rv = update_store(t, h, fresh, &k, expect_gen, &w);
         kt_wipe(&k, sizeof(k));
     }
-    if (rv == CKR_OK) {
-        kt_token_wrlock(t);
-        o = kt_token_get(t, h);
-        if (o == NULL || o->gen != expect_gen) {
-            rv = o == NULL ? CKR_OBJECT_HANDLE_INVALID : KT_CKR_RETRY;
-            if (fresh->token)
-                t->man_stale = true; /* in the store, not in memory */
-        } else {
-            if (fresh->token)
-                adopt_written(t, o, &w);
-            else
-                o->gen = (uint64_t)w.gen;
-            /* Swap contents so the handle and id entries stay; the label
-             * may change. */
-            kt_tok_index_del(t, o);
-            kt_object_attrs_changed(o);
-            kt_attrs tmp = o->attrs;
-            o->attrs = fresh->attrs;
-            fresh->attrs = tmp;
-            unsigned char *b = o->blob;
-            size_t bl = o->blob_len;
-            o->blob = fresh->blob;
-            o->blob_len = fresh->blob_len;
-            fresh->blob = b;
-            fresh->blob_len = bl;
-            kt_object_refresh(o);
-            rv = kt_tok_index_add(t, o);
-            /* The parsed key belonged to the old attributes. */
-            void *pk = o->pkey;
-            o->pkey = fresh->pkey;
-            fresh->pkey = pk;
-            struct kt_cache *kc = o->cache;
-            o->cache = fresh->cache;
-            fresh->cache = kc;
-            o->verified = o->unsealed = true;
-        }
-        pthread_rwlock_unlock(&t->lock);
-    }
+    if (rv == CKR_OK)
+        rv = update_install(t, h, fresh, expect_gen, &w);
     if (fresh->token)
         pthread_mutex_unlock(&t->dblock);
     kt_object_free(fresh);
