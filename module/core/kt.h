@@ -202,7 +202,7 @@ struct kt_object {
     /* Cached from attrs (kt_object_refresh): CKA_SENSITIVE or not
      * CKA_EXTRACTABLE on a secret or private key. */
     bool sensitive;
-    /* Label index (token.c): objects whose labels hash alike, doubly
+    /* Label index (objindex.c): objects whose labels hash alike, doubly
      * linked so removal is O(1). */
     CK_ULONG label_hash;
     struct kt_object *label_prev;
@@ -228,7 +228,8 @@ KT_NODISCARD CK_RV kt_object_new_take(kt_attrs *attrs, struct kt_object **out);
 /* Builds a new object from completed attributes. */
 KT_NODISCARD CK_RV kt_object_new(const kt_attrs *attrs, struct kt_object **out);
 
-/* ---- tokens (token.c, login.c) -------------------------------------- */
+/* ---- tokens (token.c objindex.c tokensync.c tokenseal.c tokenwrite.c
+ *      tokeninit.c, login.c) ------------------------------------------- */
 /* A PIN record (store/pin.c): the role's X25519 key pair, its private key
  * sealed (AES-256-GCM: nonce | ct | tag) under a key derived from the PIN
  * with scrypt, the verifier, the master key boxed to the public key
@@ -494,8 +495,8 @@ KT_NODISCARD CK_RV kt_pin_open_box(const struct kt_pin *p,
                                    const unsigned char priv[32],
                                    unsigned char mk[32], int role,
                                    const char serial[KT_SERIAL_LEN]);
-/* A PIN write (token.c): kt_store_pins_update with the token's keys under
- * its database lock; the committed records and manifest are adopted and
+/* A PIN write (tokenwrite.c): kt_store_pins_update with the token's keys
+ * under its database lock; the committed records and manifest are adopted and
  * <serial>.seq advanced. fn gets the stored records (authentic) to change;
  * with reseal (a struct kt_store_reseal), every object is resealed under a
  * new master key in the same transaction and the objects are reloaded. */
@@ -713,7 +714,7 @@ extern struct kt_module kt_g;
 
 /* CKR_CRYPTOKI_NOT_INITIALIZED unless C_Initialize ran in this process. */
 KT_NODISCARD CK_RV kt_check_init(void);
-/* Slot lookup and the token directory scan (token.c; kt_g.lock held). */
+/* Slot lookup and the token directory scan (slots.c; kt_g.lock held). */
 struct kt_token *kt_slot_token(CK_SLOT_ID id);
 KT_NODISCARD CK_RV kt_slots_scan(void);
 void kt_slots_free(void);
