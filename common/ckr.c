@@ -1,7 +1,8 @@
 /*
  * The CK_RV table (ckr.h): one row per code, with its name and class.  The
  * classes of the token's codes are the library's decision on what a root
- * key's answer means; the fallback rule (lib/fallback_rule.c) acts on them.
+ * key's answer means; the fallback rule (lib/avail/fallback_rule.c) acts on
+ * them.
  */
 #include <stdio.h>
 

@@ -22,17 +22,25 @@
 #   --only FOLDER=ERE  only FOLDER's files may use external symbols matching
 #                      the extended regular expression ERE (e.g. the
 #                      library only one folder wraps); may be repeated
+#   --allow FILE       known exceptions, one a line: "CALLER CALLEE REASON"
+#                      (files relative to the source root, '#' starts a
+#                      comment line); such a call is left out of every rule
+#                      above. An entry without a reason, or one whose call
+#                      no longer exists, is itself a break, so the list can
+#                      only shrink
 #   --print            print the file-level edges (caller -> callee)
 # Exit status: 0 clean, 1 a rule broken (each break printed), 2 usage.
 set -euo pipefail
 
 acyclic=0
+allow=
 nodiscard=
 only=()
 print=0
 while [ $# -gt 0 ]; do
   case $1 in
     --acyclic) acyclic=1; shift ;;
+    --allow) allow=$2; shift 2 ;;
     --nodiscard) nodiscard=$2; shift 2 ;;
     --only) only+=("$2"); shift 2 ;;
     --print) print=1; shift ;;
@@ -42,7 +50,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 if [ $# -lt 3 ]; then
-  echo "usage: check-layers.sh [--acyclic] [--nodiscard MACRO]" \
+  echo "usage: check-layers.sh [--acyclic] [--allow FILE] [--nodiscard MACRO]" \
     "[--only FOLDER=ERE]... [--print]" \
     "BUILD_DIR TREE LAYER..." >&2
   exit 2
@@ -113,6 +121,29 @@ sort -t$'\t' -k2,2 "$work/uses" |
   join -t$'\t' -1 2 -2 1 -o 1.1,2.2 - "$work/defs.s" |
   awk -F'\t' '$1 != $2' | sort -u >"$work/edges"
 [ "$print" = 1 ] && sed 's/\t/ -> /' "$work/edges"
+
+# Known exceptions: each must name a call that exists and say why; the
+# calls they name are then left out of the rules below.
+if [ -n "$allow" ]; then
+  [ -r "$allow" ] || { echo "check-layers: cannot read $allow" >&2; exit 2; }
+  : >"$work/allowed"
+  n=0
+  while read -r a b why; do
+    n=$((n + 1))
+    case $a in '' | '#'*) continue ;; esac
+    if [ -z "$b" ] || [ -z "$why" ]; then
+      broken "$allow:$n: want CALLER CALLEE REASON"
+      continue
+    fi
+    if ! grep -qxF "$a"$'\t'"$b" "$work/edges"; then
+      broken "$allow:$n: $a does not call $b; remove the entry"
+      continue
+    fi
+    printf '%s\t%s\n' "$a" "$b" >>"$work/allowed"
+  done <"$allow"
+  sort -u "$work/allowed" | comm -23 "$work/edges" - >"$work/kept"
+  mv "$work/kept" "$work/edges"
+fi
 
 folder_of() { local s=${1#"$tree"/}; echo "${s%%/*}"; }
 

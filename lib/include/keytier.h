@@ -314,7 +314,7 @@ keytier_status_get(keytier_ctx *ctx, const char *tenant, const char *workload,
                    const char *name, keytier_status *out);
 
 /* ======================================================================
- * Envelopes (format: lib/ENVELOPE.md)
+ * Envelopes (format: lib/envelope/ENVELOPE.md)
  *
  * Data is sealed under a key of level >= 1.  `aad` is the caller's context
  * (e.g. an item id), bound to every chunk and not stored: the same bytes

@@ -1,9 +1,9 @@
 /*
  * The fallback rule: the one place that decides, from the outcome of the
  * two customer keys, whether a DEP key read goes on, falls back to the
- * availability key, or is refused (lib/fallback_rule.c).  Pure: no I/O, no
- * state; the callers (lib/fallback.c) do the token calls, the audit and
- * the cache, and only act on the verdict.
+ * availability key, or is refused (lib/avail/fallback_rule.c).  Pure: no I/O,
+ * no state; the callers (lib/avail/fallback.c) do the token calls, the audit
+ * and the cache, and only act on the verdict.
  */
 #ifndef KT_FALLBACK_RULE_H
 #define KT_FALLBACK_RULE_H
@@ -65,7 +65,7 @@ kt_fallback_verdict kt_fallback_decide(const kt_fallback_in *in);
  * every process's cache must hear of, whatever the verdict. */
 bool kt_fallback_revocation_seen(const kt_fallback_in *in);
 
-/* The state a customer key's CK_RV stands for (lib/ckr_class.c). */
+/* The state a customer key's CK_RV stands for (lib/base/ckr_class.c). */
 kt_fallback_key kt_fallback_key_state(CK_RV rv);
 
 /* "serve", "try next", "availability key", "revoked", "unavailable" */

@@ -1,7 +1,7 @@
 /*
- * The fallback rule lives here and nowhere else.  lib/fallback.c reads the
- * customer keys (hedged, with deadlines), turns each outcome into a state
- * through the CK_RV class table (lib/ckr_class.c), asks kt_fallback_decide
+ * The fallback rule lives here and nowhere else.  lib/avail/fallback.c reads
+ * the customer keys (hedged, with deadlines), turns each outcome into a state
+ * through the CK_RV class table (lib/base/ckr_class.c), asks kt_fallback_decide
  * what to do, and carries the verdict out (availability key, audit record,
  * cache eviction).  No I/O and no state here, so that the rule can be
  * tested on every combination of its inputs (tests/avail/test_fallback_rule.c).

@@ -3,8 +3,8 @@
  * where libkeytier uses a root key after a DEP is created (one wrapped
  * copy, under customer key A, B or the availability key, checked against
  * the DEP's check value).  Which copy is tried, when, and whether the
- * availability key may be used is lib/fallback.c's road and
- * lib/fallback_rule.c's rule.
+ * availability key may be used is lib/avail/fallback.c's road and
+ * lib/avail/fallback_rule.c's rule.
  */
 #include <stdio.h>
 #include <string.h>
@@ -111,7 +111,7 @@ keytier_err kt_dep_key_read(keytier_ctx *ctx, const struct kt_dep_rec *dep,
     if (dep->state == KEYTIER_DEP_PURGED)
         return kt_err(KEYTIER_E_PURGED, "DEP %s of tenant %s was purged",
                       dep->dep_id, dep->tenant);
-    /* The cache, hedging and deadlines: lib/fallback.c; the fallback rule:
-     * lib/fallback_rule.c */
+    /* The cache, hedging and deadlines: lib/avail/fallback.c; the fallback
+     * rule: lib/avail/fallback_rule.c */
     return kt_avail_dep_key_read(ctx, dep, req, fill, out);
 }

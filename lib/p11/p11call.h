@@ -62,7 +62,7 @@ CK_RV kt_p11_sign(struct kt_token *tok, CK_SESSION_HANDLE s, CK_MECHANISM *mech,
                   CK_OBJECT_HANDLE key, const uint8_t *in, CK_ULONG in_len,
                   uint8_t *out, CK_ULONG *out_len);
 
-/* ---- administration (cli: lib/admin.c) ---------------------------------
+/* ---- administration (cli: lib/admin/admin.c) ---------------------------
  * Token preparation for the keytier command line; same door, same log. */
 CK_RV kt_p11_init_token(keytier_ctx *ctx, struct kt_module *mod,
                         CK_SLOT_ID slot, const kt_secret *so_pin,

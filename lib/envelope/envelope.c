@@ -1,5 +1,5 @@
 /*
- * Envelopes: libkeytier's encrypted form of data (lib/ENVELOPE.md).
+ * Envelopes: libkeytier's encrypted form of data (lib/envelope/ENVELOPE.md).
  *
  * Version 1 layout (integers big-endian):
  *

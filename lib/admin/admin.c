@@ -656,7 +656,7 @@ KEYTIER_API keytier_err keytier_audit_log_path(keytier_ctx *ctx, char *out,
     kt_err_clear();
     if (ctx == NULL || out == NULL || cap == 0)
         return kt_err(KEYTIER_E_ARGS, "keytier_audit_log_path");
-    /* Same rule as kt_avail_open (lib/fallback.c). */
+    /* Same rule as kt_avail_open (lib/avail/fallback.c). */
     int n = ctx->cfg.avail.audit_log
                 ? snprintf(out, cap, "%s", ctx->cfg.avail.audit_log)
                 : snprintf(out, cap, "%s.audit.jsonl", ctx->cfg.store_path);

@@ -197,7 +197,7 @@ CK_RV kt_p11_sign(struct kt_token *tok, CK_SESSION_HANDLE s, CK_MECHANISM *mech,
     return rv;
 }
 
-/* ---- administration (cli: lib/admin.c) --------------------------------- */
+/* ---- administration (cli: lib/admin/admin.c) --------------------------- */
 
 CK_RV kt_p11_init_token(keytier_ctx *ctx, struct kt_module *mod,
                         CK_SLOT_ID slot, const kt_secret *so_pin,

@@ -1,8 +1,8 @@
 /*
  * CK_RV names and classes for libkeytier: the table is common/ckr.h (one
  * table for the module and the library; the fallback rule acts on its
- * classes, lib/fallback_rule.c).  Here only the library's own failures are
- * turned into the CK_RV they stand for.
+ * classes, lib/avail/fallback_rule.c).  Here only the library's own failures
+ * are turned into the CK_RV they stand for.
  */
 #ifndef KT_CKR_CLASS_H
 #define KT_CKR_CLASS_H

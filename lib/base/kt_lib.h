@@ -156,7 +156,7 @@ void kt_ctx_drain(keytier_ctx *ctx);
  * pool). */
 void kt_ctx_init_calls(keytier_ctx *ctx);
 
-/* Deadlines: reads and lookups, and administration (lib/avail.h). */
+/* Deadlines: reads and lookups, and administration (lib/avail/avail.h). */
 unsigned kt_call_deadline_ms(const keytier_ctx *ctx);
 unsigned kt_admin_deadline_ms(const keytier_ctx *ctx);
 

@@ -106,8 +106,8 @@ KT_MUST_CHECK keytier_err kt_store_key_list(struct kt_store *st,
                                             struct kt_key_rec **out,
                                             size_t *count);
 
-/* ==== lifecycle: rolls, migrations, purge, keysets (lib/lifecycle.c,
- * migrate.c, secrets.c) ================================================= */
+/* ==== lifecycle: rolls, migrations, purge, keysets (lib/lifecycle/:
+ * lifecycle.c, migrate.c, secrets.c) ==================================== */
 
 /* A roll: the new copy of slot's wrapped DEP key waits in dep_roll (state
  * ROLLING) until it has been read back; then one transaction moves it into
@@ -229,7 +229,7 @@ KT_MUST_CHECK keytier_err kt_store_ks_retire(struct kt_store *st,
  * purge, a tier key moved to another DEP, a revocation seen by a reader)
  * appends a row (seq, scope, value, reason) - in the same transaction as
  * the change when the store makes it - and every context applies rows it
- * has not seen (seq > its last) to its cache (lib/fallback.c). */
+ * has not seen (seq > its last) to its cache (lib/avail/fallback.c). */
 enum kt_inval_scope {
     KT_INVAL_DEP = 1,    /* value: DEP id (its key and every key under it) */
     KT_INVAL_TENANT = 2, /* value: tenant */
@@ -269,7 +269,7 @@ kt_store_inval_root_deps(struct kt_store *st, const char *uri,
 uint64_t kt_store_ops(struct kt_store *st);
 /* ==== end cache invalidations ========================================== */
 
-/* ==== audit anchors (lib/audit_anchor.c) =====================
+/* ==== audit anchors (lib/audit/audit_anchor.c) =====================
  * The head of an audit log (its Seq and Hash) as last anchored, with the
  * service token's HMAC over it (audit.h). */
 #define KT_ANCHOR_MAC_SIZE 32 /* HMAC-SHA-256 */
