@@ -1,5 +1,5 @@
 /*
- * The fallback rule (lib/fallback_rule.c) on every combination of its
+ * The fallback rule (lib/avail/fallback_rule.c) on every combination of its
  * inputs: request kind, operation, the workload's outage fallback, the two
  * customer keys' states and the availability key's state.  The expected
  * verdicts are written here as a decision table of their own (first

@@ -514,10 +514,11 @@ START_TEST(stream_errors)
 }
 END_TEST
 
-/* ---- the streaming pipeline (lib/stream.c) -------------------------------
- * Streams go through slots of several chunks: at this chunk size a slot
- * holds 256 chunks (lib/envelope.c KT_SLOT_CHUNKS) and the ring has 6
- * slots (lib/stream.c).  The sizes below sit on and around those edges. */
+/* ---- the streaming pipeline (lib/envelope/stream.c)
+ * ------------------------------- Streams go through slots of several chunks:
+ * at this chunk size a slot holds 256 chunks (lib/envelope/envelope.c
+ * KT_SLOT_CHUNKS) and the ring has 6 slots (lib/envelope/stream.c).  The sizes
+ * below sit on and around those edges. */
 #define SLOT_CHUNKS 256
 #define SLOT        (SLOT_CHUNKS * CHUNK)
 

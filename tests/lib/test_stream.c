@@ -1,5 +1,5 @@
 /*
- * The streaming pipeline (lib/stream.c) on its own, with a transform that
+ * The streaming pipeline (lib/envelope/stream.c) on its own, with a transform that
  * copies units and checks their position: several transform workers,
  * slots finished out of order, the first failure in stream order.  Files
  * in a private temp dir; the only waits are the transform's own sleeps,

@@ -1,4 +1,4 @@
-/* lib/lifecycle.c: rolling customer roots (AES and RSA, keytier's module
+/* lib/lifecycle/lifecycle.c: rolling customer roots (AES and RSA, keytier's module
  * and SoftHSM2) and purging a tenant, on real tokens. */
 #include <fcntl.h>
 #include <stdbool.h>

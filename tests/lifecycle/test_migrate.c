@@ -1,4 +1,4 @@
-/* lib/migrate.c: assigning DEPs, resumable migration killed at random
+/* lib/lifecycle/migrate.c: assigning DEPs, resumable migration killed at random
  * points, the files shape, and recovery with both customer tokens deleted.
  *
  * The migrating process is this test binary run again ("migrate-child

@@ -1,4 +1,4 @@
-/* lib/secrets.c: keysets with automatic rollover and retirement, on a
+/* lib/lifecycle/secrets.c: keysets with automatic rollover and retirement, on a
  * SoftHSM2 root and on a root in keytier's module.  The library's clock
  * (kt_lc_clock) is moved by the test: ages are data, not waiting. */
 #include <stdlib.h>

@@ -1,6 +1,7 @@
 /*
- * keytier encrypt | decrypt: streaming envelopes (lib/ENVELOPE.md) under a
- * mailbox key (mail shape) or a blob key below a site key (files shape).
+ * keytier encrypt | decrypt: streaming envelopes (lib/envelope/ENVELOPE.md)
+ * under a mailbox key (mail shape) or a blob key below a site key (files
+ * shape).
  *
  * Memory stays constant whatever the size: the library streams chunk by
  * chunk between file descriptors.  Output to a file goes to a temp file
@@ -344,7 +345,8 @@ const struct cli_cmd cli_crypt_cmds[] = {
      "usage: keytier encrypt --tenant T (--mailbox M | --site S --blob B)\n"
      "                       [-i FILE] [-o FILE] [--request-id R]\n"
      "\n"
-     "Seals the input into a chunked AES-256-GCM envelope (lib/ENVELOPE.md)\n"
+     "Seals the input into a chunked AES-256-GCM envelope "
+     "(lib/envelope/ENVELOPE.md)\n"
      "in constant memory. A blob key is created on first use.\n" CRYPT_COMMON
      "JSON (with -o FILE): {operation, tenant, mailbox|site, blob, key_id,\n"
      "dep_id, request_id, output}\n",

@@ -70,7 +70,7 @@ static const char help_envelope[] =
     "keytier help envelope\n"
     "\n"
     "`keytier encrypt` writes a chunked AES-256-GCM envelope "
-    "(lib/ENVELOPE.md):\n"
+    "(lib/envelope/ENVELOPE.md):\n"
     "a header naming the tenant and key and committing to the key, then\n"
     "chunks each authenticated with its index, the last one marked final.\n"
     "\n"
