@@ -25,6 +25,11 @@ static atomic_bool secure_heap;
 static atomic_size_t secure_full;
 static atomic_bool secure_full_warned;
 static bool secure_made_here;
+/* How much of a heap made here the module's key material may take: the
+ * rest stays for OpenSSL itself, whose DRBG reseeds and private-key
+ * numbers also come from the secure heap and fail (RAND_bytes, signing)
+ * when it is full. 0: no limit (the host's heap, its size unknown). */
+static size_t secure_budget;
 
 void kt_free_secret(void *p, size_t len)
 {
@@ -67,6 +72,7 @@ void kt_secure_init(size_t size)
         break;
     }
     secure_made_here = h != KT_SECURE_HEAP_HOST;
+    secure_budget = secure_made_here ? size / 2 : 0;
     atomic_store(&secure_heap, true);
     /* OpenSSL's secure heap is a buddy allocator: with nothing allocated,
      * every small allocation splits the whole arena down to its size and
@@ -85,12 +91,15 @@ void *kt_secure_alloc(size_t len)
     /* A full heap is not asked again until a block goes back: each failed
      * try costs a walk of its free lists under its global lock. */
     size_t refused = atomic_load_explicit(&secure_full, memory_order_relaxed);
-    if (refused == 0 || len < refused) {
+    if ((refused == 0 || len < refused) &&
+        (secure_budget == 0 || kt_ossl_secure_used() + len <= secure_budget)) {
         void *p = kt_ossl_secure_malloc(len);
         if (p != NULL)
             return p;
         if (atomic_load(&secure_heap))
             atomic_store(&secure_full, len);
+    } else if (refused == 0 || len < refused) {
+        atomic_store(&secure_full, len); /* over the budget: as if full */
     }
     if (atomic_load(&secure_heap) &&
         !atomic_exchange(&secure_full_warned, true))

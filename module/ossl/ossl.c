@@ -121,6 +121,11 @@ bool kt_ossl_secure_allocated(const void *p)
     return CRYPTO_secure_allocated(p) != 0;
 }
 
+size_t kt_ossl_secure_used(void)
+{
+    return CRYPTO_secure_used();
+}
+
 void kt_ossl_secure_clear_free(void *p, size_t len)
 {
     OPENSSL_secure_clear_free(p, len);

@@ -30,6 +30,8 @@ enum kt_secure_heap kt_ossl_secure_heap_init(size_t size);
  * queue). */
 void *kt_ossl_secure_malloc(size_t len);
 bool kt_ossl_secure_allocated(const void *p);
+/* Bytes of the secure heap in use, by anyone in the process. */
+size_t kt_ossl_secure_used(void);
 /* p from kt_ossl_secure_malloc: cleared and freed. */
 void kt_ossl_secure_clear_free(void *p, size_t len);
 

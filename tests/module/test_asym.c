@@ -1162,6 +1162,45 @@ START_TEST(test_threads_share_keys)
 }
 END_TEST
 
+/* ---- the secure heap running out ------------------------------------- */
+
+static void setup_small_heap(void)
+{
+    kt_test_setup();
+    kt_test_write_config("secure_heap_size = 65536\n");
+    CK(P->C_Initialize(NULL));
+    slot = kt_test_new_token("asym");
+    s = kt_test_user_session(slot);
+}
+
+/* More key material than the smallest secure heap holds (8,000 AES keys
+ * take at least 128 KiB of 16-byte blocks): the module moves on to
+ * ordinary memory and leaves OpenSSL its share of the heap, whose DRBG
+ * reseeds and private-key numbers come from it too. A heap filled to the
+ * last block made C_GenerateKey answer CKR_FUNCTION_FAILED after 65,520
+ * keys of the default 1 MiB heap. */
+START_TEST(test_secure_heap_full)
+{
+    CK_MECHANISM gen = {CKM_AES_KEY_GEN, NULL, 0};
+    CK_ULONG len = 32;
+    CK_BBOOL no = CK_FALSE;
+    CK_ATTRIBUTE t[] = {{CKA_VALUE_LEN, &len, sizeof(len)},
+                        {CKA_TOKEN, &no, 1}};
+    CK_OBJECT_HANDLE k, pub, priv;
+    for (int i = 0; i < 8000; i++)
+        RV(CKR_OK, P->C_GenerateKey(s, &gen, t, N(t), &k));
+    rsa_pair(2048, &pub, &priv);
+    CK_MECHANISM m = {CKM_SHA256_RSA_PKCS, NULL, 0};
+    unsigned char sig[512];
+    CK_ULONG n = sign(&m, priv, msg, sizeof(msg), sig);
+    RV(CKR_OK, verify(&m, pub, msg, sizeof(msg), sig, n));
+    unsigned char rnd[64];
+    for (int i = 0; i < 2000; i++)
+        RV(CKR_OK, P->C_GenerateRandom(s, rnd, sizeof(rnd)));
+    RV(CKR_OK, P->C_GenerateKey(s, &gen, t, N(t), &k));
+}
+END_TEST
+
 Suite *asym_suite(void);
 Suite *asym_suite(void)
 {
@@ -1196,6 +1235,12 @@ Suite *asym_suite(void)
     tcase_add_test(imp, test_import_ec);
     tcase_add_test(imp, test_import_cert_and_data);
     suite_add_tcase(su, imp);
+
+    TCase *heap = tcase_create("secure heap");
+    tcase_add_checked_fixture(heap, setup_small_heap, kt_test_teardown);
+    tcase_set_timeout(heap, 120);
+    tcase_add_test(heap, test_secure_heap_full);
+    suite_add_tcase(su, heap);
     return su;
 }
 
