@@ -62,7 +62,7 @@ typedef void (*kt_audit_anchor_fn)(void *arg, kt_audit *audit,
                                    const kt_audit_head *head);
 
 /* Opens (creating 0600 if needed) the log at path for appending. */
-KT_MUST_CHECK keytier_err kt_audit_open(const char *path, kt_audit **out);
+KT_NODISCARD keytier_err kt_audit_open(const char *path, kt_audit **out);
 void kt_audit_close(kt_audit *audit);
 /* Sets (fn NULL: clears) the anchor hook of a handle; release (may be
  * NULL) frees arg when the hook is replaced or the handle closed. */
@@ -71,22 +71,22 @@ void kt_audit_set_anchor(kt_audit *audit, kt_audit_anchor_fn fn, void *arg,
 /* From inside an anchor hook only (append lock held): the Hash of record
  * seq of this log, read back from its end.  KEYTIER_E_AUDIT_TAMPERED when
  * the line there is not record seq. */
-KT_MUST_CHECK keytier_err kt_audit_hash_at(kt_audit *audit, uint64_t seq,
-                                           char out[KT_AUDIT_HASH_HEX + 1]);
+KT_NODISCARD keytier_err kt_audit_hash_at(kt_audit *audit, uint64_t seq,
+                                          char out[KT_AUDIT_HASH_HEX + 1]);
 /* The identity of the log at path: the Id of its first record.
  * KEYTIER_E_NOT_FOUND (empty log), KEYTIER_E_AUDIT_TAMPERED (line 1 is not
  * a record with an Id), KEYTIER_E_IO. */
-KT_MUST_CHECK keytier_err kt_audit_log_id(const char *path,
-                                          char out[KT_AUDIT_ID_SIZE]);
+KT_NODISCARD keytier_err kt_audit_log_id(const char *path,
+                                         char out[KT_AUDIT_ID_SIZE]);
 
 /*
  * Appends one record: the standard fields are added around fields (a JSON
  * object; ownership is taken, even on failure; NULL for none).  Returns once
  * the line is on disk.  *seq_out (if not NULL) gets the record's Seq.
  */
-KT_MUST_CHECK keytier_err kt_audit_append(kt_audit *audit, const char *activity,
-                                          json_object *fields,
-                                          uint64_t *seq_out);
+KT_NODISCARD keytier_err kt_audit_append(kt_audit *audit, const char *activity,
+                                         json_object *fields,
+                                         uint64_t *seq_out);
 
 /* The request a record is about (DESIGN.md §2 fallback record fields). */
 typedef struct kt_audit_request {
@@ -107,17 +107,17 @@ typedef struct kt_audit_key_error {
     CK_RV rv;
 } kt_audit_key_error;
 
-KT_MUST_CHECK keytier_err kt_audit_fallback(kt_audit *audit,
-                                            const kt_audit_request *req,
-                                            const kt_audit_key_error errs[2]);
-KT_MUST_CHECK keytier_err kt_audit_denied(kt_audit *audit,
-                                          const kt_audit_request *req,
-                                          const kt_audit_key_error errs[2]);
-KT_MUST_CHECK keytier_err kt_audit_dep_created(kt_audit *audit,
-                                               const kt_audit_request *req);
+KT_NODISCARD keytier_err kt_audit_fallback(kt_audit *audit,
+                                           const kt_audit_request *req,
+                                           const kt_audit_key_error errs[2]);
+KT_NODISCARD keytier_err kt_audit_denied(kt_audit *audit,
+                                         const kt_audit_request *req,
+                                         const kt_audit_key_error errs[2]);
+KT_NODISCARD keytier_err kt_audit_dep_created(kt_audit *audit,
+                                              const kt_audit_request *req);
 /* The cache could not refresh entry for failing_ms; it expires in
  * expires_in_ms unless a refresh succeeds. */
-KT_MUST_CHECK keytier_err kt_audit_cache_alert(
+KT_NODISCARD keytier_err kt_audit_cache_alert(
     kt_audit *audit, const char *org_id, const char *dep_id, const char *entry,
     uint64_t failing_ms, uint64_t expires_in_ms);
 
@@ -127,8 +127,8 @@ KT_MUST_CHECK keytier_err kt_audit_cache_alert(
  * number of the first bad line (and the reason in the error detail), or
  * KEYTIER_E_IO.  *records gets the number of good records (may be NULL).
  */
-KT_MUST_CHECK keytier_err kt_audit_verify(const char *path, uint64_t *bad_line,
-                                          uint64_t *records);
+KT_NODISCARD keytier_err kt_audit_verify(const char *path, uint64_t *bad_line,
+                                         uint64_t *records);
 
 /* kt_audit_verify, also returning the head's Hash and the Hash of record
  * at_seq (set at_seq before the call; at_hash stays "" when the intact
@@ -139,7 +139,7 @@ typedef struct kt_audit_scan_result {
     char at_hash[KT_AUDIT_HASH_HEX + 1];
     char head_hash[KT_AUDIT_HASH_HEX + 1];
 } kt_audit_scan_result;
-KT_MUST_CHECK keytier_err kt_audit_scan(const char *path,
-                                        kt_audit_scan_result *r);
+KT_NODISCARD keytier_err kt_audit_scan(const char *path,
+                                       kt_audit_scan_result *r);
 
 #endif

@@ -92,7 +92,7 @@ struct kt_dep_rec;
 
 /* Starts the cache (and its refresh thread) and opens the audit log of
  * ctx (after its store, modules and pool are up). */
-KT_MUST_CHECK keytier_err kt_avail_open(keytier_ctx *ctx);
+KT_NODISCARD keytier_err kt_avail_open(keytier_ctx *ctx);
 /* Stops the cache thread and closes the audit log.  Token calls still
  * running on workers hold the context, not this state. */
 void kt_avail_close(keytier_ctx *ctx);
@@ -112,9 +112,11 @@ struct kt_avail_fill {
  * and a key read through the customer keys is cached (as "dep:ID");
  * without fill this read looks the cache up itself.  Either way a read
  * looks it up once, through kt_avail_cache_hit. */
-KT_MUST_CHECK keytier_err kt_avail_dep_key_read(
-    keytier_ctx *ctx, const struct kt_dep_rec *dep, const keytier_request *req,
-    const struct kt_avail_fill *fill, kt_secret **out);
+KT_NODISCARD keytier_err kt_avail_dep_key_read(keytier_ctx *ctx,
+                                               const struct kt_dep_rec *dep,
+                                               const keytier_request *req,
+                                               const struct kt_avail_fill *fill,
+                                               kt_secret **out);
 
 /* ---- the cache's fast paths ----------------------------------------
  * Cache ids: "dep:" DEP id, "key:" tier key id (KT_AVAIL_CACHE_ID bytes). */
@@ -128,7 +130,7 @@ uint64_t kt_avail_cache_epoch(keytier_ctx *ctx);
  * thread is late (last sync older than 2 x avail.cache_sync_ms) the other
  * processes' invalidations are applied first; if that fails, no hit.  A
  * miss is counted when count_miss. */
-KT_MUST_CHECK bool
+KT_NODISCARD bool
 kt_avail_cache_hit(keytier_ctx *ctx, const char *id, unsigned char *key,
                    size_t cap, size_t *len, void *aux, size_t aux_len,
                    bool (*accept)(const void *aux, const void *arg),
@@ -152,7 +154,7 @@ void kt_avail_publish(keytier_ctx *ctx, int scope, const char *value,
  * must not undo a revocation).  req: internal, naming its operation.
  * Errors: KEYTIER_E_REVOKED (a customer key denied; audited as denied),
  * KEYTIER_E_UNAVAILABLE (both failed for system reasons), KEYTIER_E_PURGED. */
-KT_MUST_CHECK keytier_err
+KT_NODISCARD keytier_err
 kt_avail_dep_key_read_customer(keytier_ctx *ctx, const struct kt_dep_rec *dep,
                                const keytier_request *req, kt_secret **out);
 
@@ -163,7 +165,7 @@ struct kt_audit;
 void kt_audit_anchor_attach(keytier_ctx *ctx, struct kt_audit *a);
 
 /* Writes a "DEP created" audit record. */
-KT_MUST_CHECK keytier_err kt_avail_dep_created(keytier_ctx *ctx,
-                                               const struct kt_dep_rec *dep);
+KT_NODISCARD keytier_err kt_avail_dep_created(keytier_ctx *ctx,
+                                              const struct kt_dep_rec *dep);
 
 #endif

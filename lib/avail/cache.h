@@ -109,19 +109,19 @@ typedef struct kt_cache_stats {
 } kt_cache_stats;
 
 /* KEYTIER_E_CONFIG naming the bad value when the config is inconsistent. */
-KT_MUST_CHECK keytier_err kt_cache_new(const kt_cache_config *config,
-                                       kt_cache **out);
+KT_NODISCARD keytier_err kt_cache_new(const kt_cache_config *config,
+                                      kt_cache **out);
 void kt_cache_free(kt_cache *cache); /* stops the thread, wipes everything */
 
 /* Inserts or replaces entry id. */
-KT_MUST_CHECK keytier_err kt_cache_put(kt_cache *cache, const char *id,
-                                       const kt_cache_tags *tags,
-                                       const unsigned char *key, size_t len);
+KT_NODISCARD keytier_err kt_cache_put(kt_cache *cache, const char *id,
+                                      const kt_cache_tags *tags,
+                                      const unsigned char *key, size_t len);
 
 /* Copies a live entry's key into out (cap bytes) and counts a hit; counts a
  * miss and returns false when absent or expired. */
-KT_MUST_CHECK bool kt_cache_get(kt_cache *cache, const char *id,
-                                unsigned char *out, size_t cap, size_t *len);
+KT_NODISCARD bool kt_cache_get(kt_cache *cache, const char *id,
+                               unsigned char *out, size_t cap, size_t *len);
 /* Decides, under the cache's read lock, whether an entry's aux allows this
  * hit (e.g. the tenant asking is the entry's). */
 typedef bool (*kt_cache_accept_fn)(const void *aux, const void *arg);
@@ -130,11 +130,11 @@ typedef bool (*kt_cache_accept_fn)(const void *aux, const void *arg);
  * NULL) takes it; a refused entry is neither a hit nor copied.  A miss is
  * counted only when count_miss (a caller that falls to a path which looks
  * up again counts it there). */
-KT_MUST_CHECK bool kt_cache_lookup(kt_cache *cache, const char *id,
-                                   unsigned char *out, size_t cap, size_t *len,
-                                   void *aux, size_t aux_len,
-                                   kt_cache_accept_fn accept,
-                                   const void *accept_arg, bool count_miss);
+KT_NODISCARD bool kt_cache_lookup(kt_cache *cache, const char *id,
+                                  unsigned char *out, size_t cap, size_t *len,
+                                  void *aux, size_t aux_len,
+                                  kt_cache_accept_fn accept,
+                                  const void *accept_arg, bool count_miss);
 
 /* Moves on at every invalidation (see kt_cache_tags.epoch). */
 uint64_t kt_cache_epoch(kt_cache *cache);

@@ -12,9 +12,9 @@
 #include <stdint.h>
 
 #include "keytier.h"
+#include "nodiscard.h"
 #include "wipe.h"
 
-#define KT_MUST_CHECK   __attribute__((warn_unused_result))
 #define KT_PRINTF(f, a) __attribute__((format(printf, f, a)))
 
 /* ---- errors (kt_error.c) ---------------------------------------------- */
@@ -41,10 +41,10 @@ void kt_err_restore(const char *saved);
  * OPENSSL_cleanse when the buffer is freed. */
 typedef struct kt_secret kt_secret;
 
-KT_MUST_CHECK kt_secret *kt_secret_new(size_t len); /* zero-filled */
-KT_MUST_CHECK kt_secret *kt_secret_from(const void *src, size_t len);
-KT_MUST_CHECK kt_secret *kt_secret_random(size_t len); /* RAND_priv_bytes */
-KT_MUST_CHECK kt_secret *kt_secret_dup(const kt_secret *s);
+KT_NODISCARD kt_secret *kt_secret_new(size_t len); /* zero-filled */
+KT_NODISCARD kt_secret *kt_secret_from(const void *src, size_t len);
+KT_NODISCARD kt_secret *kt_secret_random(size_t len); /* RAND_priv_bytes */
+KT_NODISCARD kt_secret *kt_secret_dup(const kt_secret *s);
 void kt_secret_free(kt_secret *s); /* NULL-safe; wipes */
 unsigned char *kt_secret_data(kt_secret *s);
 const unsigned char *kt_secret_cdata(const kt_secret *s);
@@ -58,16 +58,16 @@ void kt_secret_truncate(kt_secret *s, size_t len);
 
 /* True when the n bytes are equal; time depends on n only (CRYPTO_memcmp).
  * For MACs, tags, commitments, key check values. */
-KT_MUST_CHECK bool kt_ct_equal(const void *a, const void *b, size_t n);
+KT_NODISCARD bool kt_ct_equal(const void *a, const void *b, size_t n);
 
 /* ---- sizes ------------------------------------------------------------- */
 
 /* Overflow-checked arithmetic: false when the result does not fit. */
-static inline KT_MUST_CHECK bool kt_size_add(size_t a, size_t b, size_t *out)
+static inline KT_NODISCARD bool kt_size_add(size_t a, size_t b, size_t *out)
 {
     return !__builtin_add_overflow(a, b, out);
 }
-static inline KT_MUST_CHECK bool kt_size_mul(size_t a, size_t b, size_t *out)
+static inline KT_NODISCARD bool kt_size_mul(size_t a, size_t b, size_t *out)
 {
     return !__builtin_mul_overflow(a, b, out);
 }
@@ -85,17 +85,16 @@ struct kt_rd {
 
 void kt_rd_init(struct kt_rd *rd, const void *buf, size_t len);
 size_t kt_rd_remaining(const struct kt_rd *rd);
-KT_MUST_CHECK bool kt_rd_u8(struct kt_rd *rd, uint8_t *v);
-KT_MUST_CHECK bool kt_rd_u16(struct kt_rd *rd, uint16_t *v);
-KT_MUST_CHECK bool kt_rd_u32(struct kt_rd *rd, uint32_t *v);
-KT_MUST_CHECK bool kt_rd_u64(struct kt_rd *rd, uint64_t *v);
+KT_NODISCARD bool kt_rd_u8(struct kt_rd *rd, uint8_t *v);
+KT_NODISCARD bool kt_rd_u16(struct kt_rd *rd, uint16_t *v);
+KT_NODISCARD bool kt_rd_u32(struct kt_rd *rd, uint32_t *v);
+KT_NODISCARD bool kt_rd_u64(struct kt_rd *rd, uint64_t *v);
 /* A view of the next n bytes (no copy). */
-KT_MUST_CHECK bool kt_rd_view(struct kt_rd *rd, size_t n, const uint8_t **p);
+KT_NODISCARD bool kt_rd_view(struct kt_rd *rd, size_t n, const uint8_t **p);
 /* Copies the next n bytes into dst of capacity cap (fails if n > cap). */
-KT_MUST_CHECK bool kt_rd_copy(struct kt_rd *rd, void *dst, size_t cap,
-                              size_t n);
+KT_NODISCARD bool kt_rd_copy(struct kt_rd *rd, void *dst, size_t cap, size_t n);
 /* Reads a u8 length then that many bytes as a view. */
-KT_MUST_CHECK bool kt_rd_lv8(struct kt_rd *rd, const uint8_t **p, size_t *n);
+KT_NODISCARD bool kt_rd_lv8(struct kt_rd *rd, const uint8_t **p, size_t *n);
 
 /* ---- bounded writer (kt_buf.c) ---------------------------------------- */
 
@@ -119,7 +118,7 @@ bool kt_wr_bytes(struct kt_wr *wr, const void *p, size_t n);
 bool kt_wr_lv8(struct kt_wr *wr, const void *p, size_t n);
 /* Reserves n bytes and returns where to fill them, or NULL. */
 uint8_t *kt_wr_reserve(struct kt_wr *wr, size_t n);
-KT_MUST_CHECK bool kt_wr_ok(const struct kt_wr *wr);
+KT_NODISCARD bool kt_wr_ok(const struct kt_wr *wr);
 
 /* ---- logger (kt_log.c) ------------------------------------------------ */
 
@@ -133,12 +132,12 @@ enum kt_log_level {
 typedef struct kt_log kt_log;
 
 /* path NULL logs to stderr.  Thread-safe; one line per record. */
-KT_MUST_CHECK keytier_err kt_log_open(const char *path, enum kt_log_level level,
-                                      kt_log **out);
+KT_NODISCARD keytier_err kt_log_open(const char *path, enum kt_log_level level,
+                                     kt_log **out);
 void kt_log_close(kt_log *log);
 bool kt_log_enabled(const kt_log *log, enum kt_log_level level);
 /* Parses "error" | "warning" | "info" | "debug". */
-KT_MUST_CHECK bool kt_log_level_parse(const char *s, enum kt_log_level *out);
+KT_NODISCARD bool kt_log_level_parse(const char *s, enum kt_log_level *out);
 
 /* A token call: its name, result (a CK_RV, with its text) and latency.
  * Never its arguments (DEBUG level). */
@@ -158,7 +157,7 @@ uint64_t kt_now_ns(void);
 /* Makes room for one more element in a growing array of elem-byte items
  * holding n (capacity *cap, doubled from first): false, array untouched,
  * when memory runs out or the size would overflow. */
-KT_MUST_CHECK bool kt_array_reserve(void **arr, size_t *cap, size_t n,
-                                    size_t elem, size_t first);
+KT_NODISCARD bool kt_array_reserve(void **arr, size_t *cap, size_t n,
+                                   size_t elem, size_t first);
 
 #endif /* KT_BASE_H */

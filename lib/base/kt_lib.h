@@ -66,8 +66,8 @@ struct kt_config {
     struct kt_avail_cfg avail; /* avail.* keys */
 };
 
-KT_MUST_CHECK keytier_err kt_config_load(const char *path,
-                                         struct kt_config *cfg);
+KT_NODISCARD keytier_err kt_config_load(const char *path,
+                                        struct kt_config *cfg);
 /* The library's keys (config.c), for tests: n receives their number. */
 struct kt_conf_key;
 const struct kt_conf_key *kt_config_table(size_t *n);
@@ -77,8 +77,8 @@ const struct kt_workload_cfg *kt_config_workload(const struct kt_config *cfg,
 const struct kt_pin_cfg *kt_config_pin(const struct kt_config *cfg,
                                        const char *label);
 /* Reads a PIN from its source into a fresh secret (never logs it). */
-KT_MUST_CHECK keytier_err kt_pin_read(const struct kt_pin_cfg *pin,
-                                      kt_secret **out);
+KT_NODISCARD keytier_err kt_pin_read(const struct kt_pin_cfg *pin,
+                                     kt_secret **out);
 
 /* ---- modules, tokens, sessions (token.c) ------------------------------ */
 
@@ -185,8 +185,8 @@ struct kt_tjob {
 };
 
 /* A zeroed job of size bytes (>= sizeof(struct kt_tjob)), or NULL. */
-KT_MUST_CHECK void *kt_tjob_new(keytier_ctx *ctx, size_t size,
-                                keytier_err (*run)(struct kt_tjob *job));
+KT_NODISCARD void *kt_tjob_new(keytier_ctx *ctx, size_t size,
+                               keytier_err (*run)(struct kt_tjob *job));
 /*
  * Runs job on the context's pool and waits at most deadline_ms.  Returns
  * the job's error (with its detail, on this thread), or
@@ -195,8 +195,8 @@ KT_MUST_CHECK void *kt_tjob_new(keytier_ctx *ctx, size_t size,
  * whether its outputs may be read.  The caller still calls kt_tjob_put.
  * On a pool worker the job runs inline.
  */
-KT_MUST_CHECK keytier_err kt_tjob_run(struct kt_tjob *job, const char *what,
-                                      const char *uri, unsigned deadline_ms);
+KT_NODISCARD keytier_err kt_tjob_run(struct kt_tjob *job, const char *what,
+                                     const char *uri, unsigned deadline_ms);
 /*
  * The same without turning the outcome into an error: returns the pool's
  * CK_RV (kt_pool_run: the job's own, or KT_CKR_TIMEOUT, KT_CKR_TOKEN_HUNG,
@@ -204,8 +204,8 @@ KT_MUST_CHECK keytier_err kt_tjob_run(struct kt_tjob *job, const char *what,
  * job's outputs may be read; detail is then the worker's whole error
  * detail (kt_err_restore takes it).
  */
-KT_MUST_CHECK CK_RV kt_tjob_start(struct kt_tjob *job, const char *what,
-                                  const char *uri, unsigned deadline_ms);
+KT_NODISCARD CK_RV kt_tjob_start(struct kt_tjob *job, const char *what,
+                                 const char *uri, unsigned deadline_ms);
 struct kt_call;
 /* The pool call that runs job (for kt_pool_hedge): holds a reference for
  * the pool, which the call's release drops.  The caller keeps its own. */
@@ -227,14 +227,14 @@ struct kt_root_job {
     keytier_err (*op)(struct kt_root_job *job, const struct kt_root *root,
                       CK_SESSION_HANDLE s, CK_RV *rv);
 };
-KT_MUST_CHECK void *kt_root_job_new(
+KT_NODISCARD void *kt_root_job_new(
     keytier_ctx *ctx, size_t size, const char *what, const char *uri,
     bool for_wrap,
     keytier_err (*op)(struct kt_root_job *job, const struct kt_root *root,
                       CK_SESSION_HANDLE s, CK_RV *rv));
 /* kt_tjob_run for a root job: names its key and URI. */
-KT_MUST_CHECK keytier_err kt_root_job_run(struct kt_root_job *job,
-                                          unsigned deadline_ms);
+KT_NODISCARD keytier_err kt_root_job_run(struct kt_root_job *job,
+                                         unsigned deadline_ms);
 
 /* A resolved root key. */
 struct kt_root {
@@ -244,7 +244,7 @@ struct kt_root {
     CK_KEY_TYPE type;     /* CKK_AES or CKK_RSA */
 };
 
-KT_MUST_CHECK keytier_err kt_tokens_load(keytier_ctx *ctx);
+KT_NODISCARD keytier_err kt_tokens_load(keytier_ctx *ctx);
 /* An unload in two steps (kt_ctx_drain): the token calls
  * (close idle sessions, C_Finalize, release the modules), then the memory
  * (and the call pool). */
@@ -253,11 +253,11 @@ void kt_tokens_free(keytier_ctx *ctx);
 /* Finds the single token a URI names (rescanning slots once if none). */
 /* Parses a URI once to refuse malformed ones and ones carrying a PIN
  * (whose text must then never be echoed). */
-KT_MUST_CHECK keytier_err kt_uri_check(const char *what, const char *uri);
-KT_MUST_CHECK keytier_err kt_token_find(keytier_ctx *ctx, const char *uri,
-                                        struct kt_token **out);
-KT_MUST_CHECK keytier_err kt_session_get(struct kt_token *tok,
-                                         CK_SESSION_HANDLE *out, CK_RV *rv);
+KT_NODISCARD keytier_err kt_uri_check(const char *what, const char *uri);
+KT_NODISCARD keytier_err kt_token_find(keytier_ctx *ctx, const char *uri,
+                                       struct kt_token **out);
+KT_NODISCARD keytier_err kt_session_get(struct kt_token *tok,
+                                        CK_SESSION_HANDLE *out, CK_RV *rv);
 /* Returns a session to the pool, or closes it if `rv` says it is broken. */
 void kt_session_put(struct kt_token *tok, CK_SESSION_HANDLE s, CK_RV rv);
 /* Two tokens are the same token (manufacturer, model, serial, label). */
@@ -270,34 +270,33 @@ enum kt_wrap_mech {
     KT_WRAP_RSA_OAEP_SHA1 = 2,
 };
 const char *kt_wrap_mech_name(enum kt_wrap_mech m);
-KT_MUST_CHECK bool kt_wrap_mech_parse(const char *s, enum kt_wrap_mech *m);
+KT_NODISCARD bool kt_wrap_mech_parse(const char *s, enum kt_wrap_mech *m);
 
 /* Resolves a root-key URI in session s of its token and checks that the key
  * can unwrap (and wrap, when for_wrap) and is not extractable.  `what`
  * ("customer key A") names it in errors. */
 /* Generates a root key from keytier's one root template (token.c). */
-KT_MUST_CHECK CK_RV kt_root_keygen(struct kt_token *tok, CK_SESSION_HANDLE s,
-                                   CK_ULONG rsa_bits, const char *label,
-                                   const uint8_t *id, size_t id_len,
-                                   CK_OBJECT_HANDLE *key,
-                                   CK_OBJECT_HANDLE *pub);
-KT_MUST_CHECK keytier_err kt_root_resolve(keytier_ctx *ctx, const char *what,
-                                          const char *uri, bool for_wrap,
-                                          struct kt_root *out,
-                                          CK_SESSION_HANDLE *s, CK_RV *rv);
+KT_NODISCARD CK_RV kt_root_keygen(struct kt_token *tok, CK_SESSION_HANDLE s,
+                                  CK_ULONG rsa_bits, const char *label,
+                                  const uint8_t *id, size_t id_len,
+                                  CK_OBJECT_HANDLE *key, CK_OBJECT_HANDLE *pub);
+KT_NODISCARD keytier_err kt_root_resolve(keytier_ctx *ctx, const char *what,
+                                         const char *uri, bool for_wrap,
+                                         struct kt_root *out,
+                                         CK_SESSION_HANDLE *s, CK_RV *rv);
 /* Wraps key with root (in session s); out/out_len: capacity in, length out. */
-KT_MUST_CHECK keytier_err kt_root_wrap(const struct kt_root *root,
-                                       CK_SESSION_HANDLE s,
-                                       enum kt_wrap_mech mech,
-                                       const kt_secret *key, uint8_t *out,
-                                       size_t *out_len, CK_RV *rv);
+KT_NODISCARD keytier_err kt_root_wrap(const struct kt_root *root,
+                                      CK_SESSION_HANDLE s,
+                                      enum kt_wrap_mech mech,
+                                      const kt_secret *key, uint8_t *out,
+                                      size_t *out_len, CK_RV *rv);
 /* Unwraps a wrapped copy into a secret. */
-KT_MUST_CHECK keytier_err kt_root_unwrap(
+KT_NODISCARD keytier_err kt_root_unwrap(
     const struct kt_root *root, CK_SESSION_HANDLE s, enum kt_wrap_mech mech,
     const uint8_t *wrapped, size_t wrapped_len, kt_secret **out, CK_RV *rv);
 /* Generates an availability key in the service token; returns its URI and
  * the resolved root. */
-KT_MUST_CHECK keytier_err kt_avail_generate(
+KT_NODISCARD keytier_err kt_avail_generate(
     keytier_ctx *ctx, enum kt_avail_type type, const uint8_t id[KT_UUID_BYTES],
     const char *label, struct kt_root *out, CK_SESSION_HANDLE *s, char **uri);
 /* Destroys the availability key objects (rollback of a failed create). */
@@ -305,25 +304,25 @@ void kt_avail_destroy(struct kt_root *root, CK_SESSION_HANDLE s);
 
 /* ---- ids, KDF (util.c) ------------------------------------------------ */
 
-KT_MUST_CHECK bool kt_uuid_new(uint8_t out[KT_UUID_BYTES]);
+KT_NODISCARD bool kt_uuid_new(uint8_t out[KT_UUID_BYTES]);
 void kt_uuid_format(const uint8_t in[KT_UUID_BYTES], char out[KEYTIER_ID_SIZE]);
-KT_MUST_CHECK bool kt_uuid_parse(const char *s, uint8_t out[KT_UUID_BYTES]);
+KT_NODISCARD bool kt_uuid_parse(const char *s, uint8_t out[KT_UUID_BYTES]);
 /* AES-256-GCM, fetched once per process (NULL if unavailable). */
 const struct evp_cipher_st *kt_aes256gcm(void);
 /* HKDF-SHA-256 (OpenSSL EVP_KDF) with an empty salt. */
-KT_MUST_CHECK bool kt_hkdf(const kt_secret *ikm, const void *info,
-                           size_t info_len, uint8_t *out, size_t out_len);
+KT_NODISCARD bool kt_hkdf(const kt_secret *ikm, const void *info,
+                          size_t info_len, uint8_t *out, size_t out_len);
 /* Checks a text argument: non-NULL, 1..max bytes, no NUL inside. */
-KT_MUST_CHECK bool kt_text_ok(const char *s, size_t max);
+KT_NODISCARD bool kt_text_ok(const char *s, size_t max);
 /* Copies a string into a fixed field (truncates, always terminates). */
 void kt_strlcpy(char *dst, const char *src, size_t cap);
 
 /* ---- DEP keys (dep.c, dep_key.c) -------------------------------------- */
 
 /* The DEP key check value: binds a DEP key to its tenant and DEP id. */
-KT_MUST_CHECK bool kt_dep_check_value(const kt_secret *dep_key,
-                                      const struct kt_dep_rec *dep,
-                                      uint8_t out[KT_CHECK_SIZE]);
+KT_NODISCARD bool kt_dep_check_value(const kt_secret *dep_key,
+                                     const struct kt_dep_rec *dep,
+                                     uint8_t out[KT_CHECK_SIZE]);
 
 /*
  * THE single place where root keys are used to read a DEP key.
@@ -331,19 +330,19 @@ KT_MUST_CHECK bool kt_dep_check_value(const kt_secret *dep_key,
  * unwraps and matches the DEP's key check value wins.  Errors:
  * KEYTIER_E_UNWRAP (detail: both customer keys' errors).
  */
-KT_MUST_CHECK keytier_err kt_dep_key_read(keytier_ctx *ctx,
-                                          const struct kt_dep_rec *dep,
-                                          const keytier_request *req,
-                                          const struct kt_avail_fill *fill,
-                                          kt_secret **out);
+KT_NODISCARD keytier_err kt_dep_key_read(keytier_ctx *ctx,
+                                         const struct kt_dep_rec *dep,
+                                         const keytier_request *req,
+                                         const struct kt_avail_fill *fill,
+                                         kt_secret **out);
 /* Unwraps one copy (slot KEYTIER_ROOT_A/B/AVAIL) and checks it. */
-KT_MUST_CHECK keytier_err kt_dep_key_unwrap_slot(keytier_ctx *ctx,
-                                                 const struct kt_dep_rec *dep,
-                                                 int slot, kt_secret **out,
-                                                 CK_RV *rv);
+KT_NODISCARD keytier_err kt_dep_key_unwrap_slot(keytier_ctx *ctx,
+                                                const struct kt_dep_rec *dep,
+                                                int slot, kt_secret **out,
+                                                CK_RV *rv);
 /* The same on the call pool, waiting at most deadline_ms
  * (KEYTIER_E_UNAVAILABLE naming the key when its token does not answer). */
-KT_MUST_CHECK keytier_err kt_dep_key_unwrap_slot_bounded(
+KT_NODISCARD keytier_err kt_dep_key_unwrap_slot_bounded(
     keytier_ctx *ctx, const struct kt_dep_rec *dep, int slot, kt_secret **out,
     CK_RV *rv, unsigned deadline_ms);
 
@@ -378,25 +377,24 @@ struct kt_key_aux {
 
 /* ---- envelopes (envelope.c) ------------------------------------------- */
 
-KT_MUST_CHECK keytier_err kt_envelope_key_init(keytier_key *key);
+KT_NODISCARD keytier_err kt_envelope_key_init(keytier_key *key);
 /* The same from derived keys kept in the cache (no HKDF). */
-KT_MUST_CHECK keytier_err kt_envelope_key_restore(keytier_key *key,
-                                                  const uint8_t *enc_key,
-                                                  const uint8_t *commit);
+KT_NODISCARD keytier_err kt_envelope_key_restore(keytier_key *key,
+                                                 const uint8_t *enc_key,
+                                                 const uint8_t *commit);
 void kt_envelope_key_free(keytier_key *key);
 
 /* ---- lifecycle (lifecycle.c, migrate.c, secrets.c) -------------------- */
 
 /* Wraps (enc) `key` into r->wrapped under kek with r's ids as AAD, or
  * unwraps r->wrapped into `key` (KT_KEY_SIZE + 16 bytes of room). */
-KT_MUST_CHECK keytier_err kt_tier_gcm(const kt_secret *kek,
-                                      struct kt_key_rec *r, kt_secret *key,
-                                      int enc);
+KT_NODISCARD keytier_err kt_tier_gcm(const kt_secret *kek, struct kt_key_rec *r,
+                                     kt_secret *key, int enc);
 /* Appends a lifecycle audit record to the context's audit log. */
 struct json_object;
-KT_MUST_CHECK keytier_err kt_lc_audit(keytier_ctx *ctx, const char *activity,
-                                      const struct kt_dep_rec *dep,
-                                      struct json_object *fields);
+KT_NODISCARD keytier_err kt_lc_audit(keytier_ctx *ctx, const char *activity,
+                                     const struct kt_dep_rec *dep,
+                                     struct json_object *fields);
 /* Seconds since the epoch; tests of rollover may move it (internal). */
 extern int64_t (*kt_lc_clock)(void);
 

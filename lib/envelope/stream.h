@@ -92,6 +92,6 @@ struct kt_stream_cfg {
  * the transform's error, KEYTIER_E_NOMEM), its detail on the caller's
  * thread whichever worker met it.  Slot buffers are wiped before they are
  * freed. */
-KT_MUST_CHECK keytier_err kt_stream_run(const struct kt_stream_cfg *cfg);
+KT_NODISCARD keytier_err kt_stream_run(const struct kt_stream_cfg *cfg);
 
 #endif

@@ -52,8 +52,7 @@ struct kt_key_rec {
 
 /* Opens (creating and migrating as needed) the store at path; parent
  * directories are created 0700, the file 0600. */
-KT_MUST_CHECK keytier_err kt_store_open(const char *path,
-                                        struct kt_store **out);
+KT_NODISCARD keytier_err kt_store_open(const char *path, struct kt_store **out);
 void kt_store_close(struct kt_store *st);
 /* The schema version of an open store (for tests of migrations). */
 int kt_store_schema_version(struct kt_store *st);
@@ -63,48 +62,48 @@ int kt_store_schema_latest(void);
  * (KEYTIER_E_DEP_LIMIT) when the tenant already has `limit` DEPs for the
  * workload - checked inside the transaction, so several processes cannot
  * exceed it together. */
-KT_MUST_CHECK keytier_err kt_store_dep_insert(struct kt_store *st,
-                                              const struct kt_dep_rec *dep,
-                                              unsigned limit);
-KT_MUST_CHECK keytier_err kt_store_dep_count(struct kt_store *st,
-                                             const char *tenant,
-                                             const char *workload,
-                                             unsigned *count);
-/* KEYTIER_E_DEP_NOT_FOUND */
-KT_MUST_CHECK keytier_err kt_store_dep_get(struct kt_store *st,
-                                           const char *dep_id,
-                                           struct kt_dep_rec *out);
-/* tenant and workload may be NULL (any).  *out is malloc'd (free()). */
-KT_MUST_CHECK keytier_err kt_store_dep_list(struct kt_store *st,
+KT_NODISCARD keytier_err kt_store_dep_insert(struct kt_store *st,
+                                             const struct kt_dep_rec *dep,
+                                             unsigned limit);
+KT_NODISCARD keytier_err kt_store_dep_count(struct kt_store *st,
                                             const char *tenant,
                                             const char *workload,
-                                            struct kt_dep_rec **out,
-                                            size_t *count);
+                                            unsigned *count);
+/* KEYTIER_E_DEP_NOT_FOUND */
+KT_NODISCARD keytier_err kt_store_dep_get(struct kt_store *st,
+                                          const char *dep_id,
+                                          struct kt_dep_rec *out);
+/* tenant and workload may be NULL (any).  *out is malloc'd (free()). */
+KT_NODISCARD keytier_err kt_store_dep_list(struct kt_store *st,
+                                           const char *tenant,
+                                           const char *workload,
+                                           struct kt_dep_rec **out,
+                                           size_t *count);
 /* The state alone (KEYTIER_E_DEP_NOT_FOUND). */
-KT_MUST_CHECK keytier_err kt_store_dep_state(struct kt_store *st,
-                                             const char *dep_id, int *state);
-KT_MUST_CHECK keytier_err kt_store_dep_set_state(struct kt_store *st,
-                                                 const char *dep_id, int state);
+KT_NODISCARD keytier_err kt_store_dep_state(struct kt_store *st,
+                                            const char *dep_id, int *state);
+KT_NODISCARD keytier_err kt_store_dep_set_state(struct kt_store *st,
+                                                const char *dep_id, int state);
 
 /* KEYTIER_E_EXISTS when a level-1 name is taken for the tenant and
  * workload. */
-KT_MUST_CHECK keytier_err kt_store_key_insert(struct kt_store *st,
-                                              const struct kt_key_rec *key);
+KT_NODISCARD keytier_err kt_store_key_insert(struct kt_store *st,
+                                             const struct kt_key_rec *key);
 /* KEYTIER_E_NOT_FOUND */
-KT_MUST_CHECK keytier_err kt_store_key_get(struct kt_store *st,
-                                           const char *key_id,
-                                           struct kt_key_rec *out);
-KT_MUST_CHECK keytier_err kt_store_key_get_by_name(struct kt_store *st,
-                                                   const char *tenant,
-                                                   const char *workload,
-                                                   const char *name,
-                                                   struct kt_key_rec *out);
+KT_NODISCARD keytier_err kt_store_key_get(struct kt_store *st,
+                                          const char *key_id,
+                                          struct kt_key_rec *out);
+KT_NODISCARD keytier_err kt_store_key_get_by_name(struct kt_store *st,
+                                                  const char *tenant,
+                                                  const char *workload,
+                                                  const char *name,
+                                                  struct kt_key_rec *out);
 /* Children of parent_id; *out is malloc'd (free()). */
-KT_MUST_CHECK keytier_err kt_store_key_list(struct kt_store *st,
-                                            const char *tenant,
-                                            const char *parent_id,
-                                            struct kt_key_rec **out,
-                                            size_t *count);
+KT_NODISCARD keytier_err kt_store_key_list(struct kt_store *st,
+                                           const char *tenant,
+                                           const char *parent_id,
+                                           struct kt_key_rec **out,
+                                           size_t *count);
 
 /* ==== lifecycle: rolls, migrations, purge, keysets (lib/lifecycle/:
  * lifecycle.c, migrate.c, secrets.c) ==================================== */
@@ -112,20 +111,20 @@ KT_MUST_CHECK keytier_err kt_store_key_list(struct kt_store *st,
 /* A roll: the new copy of slot's wrapped DEP key waits in dep_roll (state
  * ROLLING) until it has been read back; then one transaction moves it into
  * dep_roots (commit) or drops it (abort), back to REGISTERED. */
-KT_MUST_CHECK keytier_err kt_store_roll_begin(struct kt_store *st,
-                                              const char *dep_id, int slot,
-                                              const struct kt_root_rec *pending,
-                                              int64_t now);
-KT_MUST_CHECK keytier_err kt_store_roll_get(struct kt_store *st,
-                                            const char *dep_id, int *slot,
-                                            struct kt_root_rec *out);
-KT_MUST_CHECK keytier_err kt_store_roll_end(struct kt_store *st,
-                                            const char *dep_id, bool commit);
+KT_NODISCARD keytier_err kt_store_roll_begin(struct kt_store *st,
+                                             const char *dep_id, int slot,
+                                             const struct kt_root_rec *pending,
+                                             int64_t now);
+KT_NODISCARD keytier_err kt_store_roll_get(struct kt_store *st,
+                                           const char *dep_id, int *slot,
+                                           struct kt_root_rec *out);
+KT_NODISCARD keytier_err kt_store_roll_end(struct kt_store *st,
+                                           const char *dep_id, bool commit);
 /* Deletes every wrapped copy and tier key of the tenant and marks its DEPs
  * PURGED, in one transaction (secure_delete, WAL truncated after). */
-KT_MUST_CHECK keytier_err kt_store_tenant_purge(struct kt_store *st,
-                                                const char *tenant,
-                                                size_t *keys);
+KT_NODISCARD keytier_err kt_store_tenant_purge(struct kt_store *st,
+                                               const char *tenant,
+                                               size_t *keys);
 
 struct kt_mig_rec {
     char migration_id[KEYTIER_ID_SIZE];
@@ -151,36 +150,35 @@ struct kt_mig_update {
     bool item, gone;
 };
 
-KT_MUST_CHECK keytier_err kt_store_mig_create(struct kt_store *st,
-                                              const struct kt_mig_rec *m,
-                                              size_t *total);
-KT_MUST_CHECK keytier_err kt_store_mig_add(struct kt_store *st,
-                                           const struct kt_mig_rec *m,
-                                           size_t *added);
-KT_MUST_CHECK keytier_err kt_store_mig_get(struct kt_store *st, const char *id,
-                                           struct kt_mig_rec *out);
-KT_MUST_CHECK keytier_err kt_store_mig_list(struct kt_store *st,
-                                            const char *tenant,
-                                            struct kt_mig_rec **out,
-                                            size_t *count);
+KT_NODISCARD keytier_err kt_store_mig_create(struct kt_store *st,
+                                             const struct kt_mig_rec *m,
+                                             size_t *total);
+KT_NODISCARD keytier_err kt_store_mig_add(struct kt_store *st,
+                                          const struct kt_mig_rec *m,
+                                          size_t *added);
+KT_NODISCARD keytier_err kt_store_mig_get(struct kt_store *st, const char *id,
+                                          struct kt_mig_rec *out);
+KT_NODISCARD keytier_err kt_store_mig_list(struct kt_store *st,
+                                           const char *tenant,
+                                           struct kt_mig_rec **out,
+                                           size_t *count);
 /* An item still to do and its key as stored now (gone: deleted since). */
 struct kt_mig_todo {
     char key_id[KEYTIER_ID_SIZE];
     bool gone;
     struct kt_key_rec rec;
 };
-KT_MUST_CHECK keytier_err kt_store_mig_todo(struct kt_store *st, const char *id,
-                                            size_t max, struct kt_mig_todo *out,
-                                            size_t *n);
+KT_NODISCARD keytier_err kt_store_mig_todo(struct kt_store *st, const char *id,
+                                           size_t max, struct kt_mig_todo *out,
+                                           size_t *n);
 /* Applies a batch in one transaction; a row whose dep_id is no longer
  * old_dep is skipped with its subtree (its item stays to do). */
-KT_MUST_CHECK keytier_err kt_store_mig_apply(struct kt_store *st,
+KT_NODISCARD keytier_err kt_store_mig_apply(struct kt_store *st, const char *id,
+                                            const struct kt_mig_update *u,
+                                            size_t n, size_t *applied);
+KT_NODISCARD keytier_err kt_store_mig_finish(struct kt_store *st,
                                              const char *id,
-                                             const struct kt_mig_update *u,
-                                             size_t n, size_t *applied);
-KT_MUST_CHECK keytier_err kt_store_mig_finish(struct kt_store *st,
-                                              const char *id,
-                                              const char *target_dep);
+                                             const char *target_dep);
 
 #define KT_KEYSET_NAME_MAX 128
 
@@ -201,27 +199,26 @@ struct kt_ks_key_rec {
     int state; /* 0 current, 1 archived, 2 retired */
 };
 
-KT_MUST_CHECK keytier_err
+KT_NODISCARD keytier_err
 kt_store_keyset_insert(struct kt_store *st, const struct kt_keyset_rec *ks,
                        const struct kt_ks_key_rec *first);
-KT_MUST_CHECK keytier_err kt_store_keyset_get(struct kt_store *st,
-                                              const char *name,
-                                              struct kt_keyset_rec *out);
-KT_MUST_CHECK keytier_err kt_store_ks_key_get(struct kt_store *st,
-                                              const char *name,
-                                              uint32_t version,
-                                              struct kt_ks_key_rec *out);
+KT_NODISCARD keytier_err kt_store_keyset_get(struct kt_store *st,
+                                             const char *name,
+                                             struct kt_keyset_rec *out);
+KT_NODISCARD keytier_err kt_store_ks_key_get(struct kt_store *st,
+                                             const char *name, uint32_t version,
+                                             struct kt_ks_key_rec *out);
 /* Archives `current` and inserts `next` as current; KEYTIER_E_EXISTS when
  * `current` was not current any more. */
-KT_MUST_CHECK keytier_err kt_store_ks_rollover(struct kt_store *st,
-                                               uint32_t current,
-                                               const struct kt_ks_key_rec *next,
-                                               int64_t now);
-KT_MUST_CHECK keytier_err kt_store_ks_retire(struct kt_store *st,
-                                             const char *name,
-                                             int64_t archived_before,
-                                             uint32_t *versions, size_t max,
-                                             size_t *n);
+KT_NODISCARD keytier_err kt_store_ks_rollover(struct kt_store *st,
+                                              uint32_t current,
+                                              const struct kt_ks_key_rec *next,
+                                              int64_t now);
+KT_NODISCARD keytier_err kt_store_ks_retire(struct kt_store *st,
+                                            const char *name,
+                                            int64_t archived_before,
+                                            uint32_t *versions, size_t max,
+                                            size_t *n);
 /* ==== end lifecycle ==================================================== */
 
 /* ==== cache invalidations ====================================
@@ -246,25 +243,24 @@ struct kt_inval_rec {
 };
 
 /* Appends one row in a transaction of its own. */
-KT_MUST_CHECK keytier_err kt_store_inval_publish(struct kt_store *st, int scope,
-                                                 const char *value,
-                                                 const char *reason);
+KT_NODISCARD keytier_err kt_store_inval_publish(struct kt_store *st, int scope,
+                                                const char *value,
+                                                const char *reason);
 /* The highest seq ever given (0 when none): where a new reader starts. */
-KT_MUST_CHECK keytier_err kt_store_inval_head(struct kt_store *st,
-                                              int64_t *seq);
+KT_NODISCARD keytier_err kt_store_inval_head(struct kt_store *st, int64_t *seq);
 /* Up to max rows with seq > after, in seq order.  *gap: rows after `after`
  * were pruned before this reader saw them (it must drop everything). */
-KT_MUST_CHECK keytier_err kt_store_inval_read(struct kt_store *st,
-                                              int64_t after,
-                                              struct kt_inval_rec *out,
-                                              size_t max, size_t *n, bool *gap);
+KT_NODISCARD keytier_err kt_store_inval_read(struct kt_store *st, int64_t after,
+                                             struct kt_inval_rec *out,
+                                             size_t max, size_t *n, bool *gap);
 /* Deletes rows created before `before` (seconds since the epoch). */
-KT_MUST_CHECK keytier_err kt_store_inval_prune(struct kt_store *st,
-                                               int64_t before);
+KT_NODISCARD keytier_err kt_store_inval_prune(struct kt_store *st,
+                                              int64_t before);
 /* The DEPs whose copies a root key wraps; *ids is malloc'd (free()). */
-KT_MUST_CHECK keytier_err
-kt_store_inval_root_deps(struct kt_store *st, const char *uri,
-                         char (**ids)[KEYTIER_ID_SIZE], size_t *n);
+KT_NODISCARD keytier_err kt_store_inval_root_deps(struct kt_store *st,
+                                                  const char *uri,
+                                                  char (**ids)[KEYTIER_ID_SIZE],
+                                                  size_t *n);
 /* Statements run on this store so far (tests: a cache hit reads nothing). */
 uint64_t kt_store_ops(struct kt_store *st);
 /* ==== end cache invalidations ========================================== */
@@ -286,19 +282,19 @@ struct kt_anchor_rec {
 
 /* Sets the anchor of a->log_id unless the stored one is at a Seq >= a->seq
  * (*applied false then): anchors never move backwards. */
-KT_MUST_CHECK keytier_err kt_store_anchor_put(struct kt_store *st,
-                                              const struct kt_anchor_rec *a,
-                                              bool *applied);
+KT_NODISCARD keytier_err kt_store_anchor_put(struct kt_store *st,
+                                             const struct kt_anchor_rec *a,
+                                             bool *applied);
 /* KEYTIER_E_NOT_FOUND when the log has no anchor. */
-KT_MUST_CHECK keytier_err kt_store_anchor_get(struct kt_store *st,
-                                              const char *log_id,
-                                              struct kt_anchor_rec *out);
+KT_NODISCARD keytier_err kt_store_anchor_get(struct kt_store *st,
+                                             const char *log_id,
+                                             struct kt_anchor_rec *out);
 /* The newest anchor of a log other than log_id ("": any) recorded at this
  * path (KEYTIER_E_NOT_FOUND). */
-KT_MUST_CHECK keytier_err kt_store_anchor_other(struct kt_store *st,
-                                                const char *path,
-                                                const char *log_id,
-                                                struct kt_anchor_rec *out);
+KT_NODISCARD keytier_err kt_store_anchor_other(struct kt_store *st,
+                                               const char *path,
+                                               const char *log_id,
+                                               struct kt_anchor_rec *out);
 /* ==== end audit anchors ================================================= */
 
 #endif /* KT_STORE_H */

@@ -71,11 +71,11 @@ void kt_stmt_bind_blob(struct kt_stmt *s, int i, const void *p, size_t n);
 
 /* KEYTIER_OK with *row true (a row to read) or false (no more rows), or
  * the statement's first failure. */
-KT_MUST_CHECK keytier_err kt_stmt_step(struct kt_stmt *s, bool *row);
+KT_NODISCARD keytier_err kt_stmt_step(struct kt_stmt *s, bool *row);
 /* Runs a statement that returns no row to its end. */
-KT_MUST_CHECK keytier_err kt_stmt_exec(struct kt_stmt *s);
+KT_NODISCARD keytier_err kt_stmt_exec(struct kt_stmt *s);
 /* The failure so far (reads record theirs: check after reading a row). */
-KT_MUST_CHECK keytier_err kt_stmt_err(const struct kt_stmt *s);
+KT_NODISCARD keytier_err kt_stmt_err(const struct kt_stmt *s);
 /* The extended SQLite code of the failure (SQLITE_CONSTRAINT_UNIQUE, ...),
  * SQLITE_OK when there was none. */
 int kt_stmt_rc(const struct kt_stmt *s);
@@ -89,8 +89,8 @@ bool kt_stmt_col_null(struct kt_stmt *s, int col);
 void kt_stmt_col_text(struct kt_stmt *s, int col, char *dst, size_t cap);
 /* Copies a blob into dst; false (not a statement failure: the caller says
  * what the row means) when it is larger than cap. */
-KT_MUST_CHECK bool kt_stmt_col_blob(struct kt_stmt *s, int col, uint8_t *dst,
-                                    size_t cap, size_t *len);
+KT_NODISCARD bool kt_stmt_col_blob(struct kt_stmt *s, int col, uint8_t *dst,
+                                   size_t cap, size_t *len);
 
 /* Gives the statement back to the cache (reset, bindings cleared) or
  * finalizes it when the cache was full.  The failure it may repeat is the
@@ -100,23 +100,23 @@ void kt_stmt_done(struct kt_stmt *s);
 /* ---- the connection ---------------------------------------------------- */
 
 /* KEYTIER_E_STORE "what: SQLite's message" for a call outside a statement. */
-KT_MUST_CHECK keytier_err kt_db_fail(struct kt_store *st, const char *what);
+KT_NODISCARD keytier_err kt_db_fail(struct kt_store *st, const char *what);
 /* Runs SQL without parameters (PRAGMAs, transaction control). */
-KT_MUST_CHECK keytier_err kt_db_exec(struct kt_store *st, const char *what,
-                                     const char *sql);
+KT_NODISCARD keytier_err kt_db_exec(struct kt_store *st, const char *what,
+                                    const char *sql);
 /* BEGIN IMMEDIATE: the write lock is taken before the first read, so a
  * check and the write that depends on it see the same state. */
-KT_MUST_CHECK keytier_err kt_db_begin(struct kt_store *st);
+KT_NODISCARD keytier_err kt_db_begin(struct kt_store *st);
 /* COMMIT, rolling back when the commit fails. */
-KT_MUST_CHECK keytier_err kt_db_commit(struct kt_store *st);
+KT_NODISCARD keytier_err kt_db_commit(struct kt_store *st);
 void kt_db_rollback(struct kt_store *st);
 /* Rows changed by the last INSERT, UPDATE or DELETE. */
 int64_t kt_db_changes(struct kt_store *st);
 /* Prepares sql, binds ?1..?n to texts (NULL: SQL NULL) and, when num is not
  * NULL, ?n+1 to *num, and runs it to its end. */
-KT_MUST_CHECK keytier_err kt_db_run(struct kt_store *st, const char *what,
-                                    const char *sql, const char *const *texts,
-                                    size_t n, const int64_t *num);
+KT_NODISCARD keytier_err kt_db_run(struct kt_store *st, const char *what,
+                                   const char *sql, const char *const *texts,
+                                   size_t n, const int64_t *num);
 
 /* ---- rows shared between families -------------------------------------- */
 
@@ -124,10 +124,10 @@ KT_MUST_CHECK keytier_err kt_db_run(struct kt_store *st, const char *what,
 #define KT_KEY_COLS                                                            \
     "key_id, tenant, workload, dep_id, parent_id, level, name, created, "      \
     "wrapped"
-KT_MUST_CHECK keytier_err kt_key_row(struct kt_stmt *s, struct kt_key_rec *k);
+KT_NODISCARD keytier_err kt_key_row(struct kt_stmt *s, struct kt_key_rec *k);
 /* Appends an invalidation row inside the caller's transaction
  * (store_inval.c). */
-KT_MUST_CHECK keytier_err kt_inval_add(struct kt_store *st, int scope,
-                                       const char *value, const char *reason);
+KT_NODISCARD keytier_err kt_inval_add(struct kt_store *st, int scope,
+                                      const char *value, const char *reason);
 
 #endif /* KT_STORE_STMT_H */

@@ -6,9 +6,7 @@
 #include <stddef.h>
 #include <p11-kit/pkcs11.h>
 
-/* Must-use results: every internal function of the module that returns
- * CK_RV is declared with it (tools/check-layers.sh --nodiscard checks). */
-#define KT_NODISCARD __attribute__((warn_unused_result))
+#include "nodiscard.h"
 
 KT_NODISCARD CK_RV kt_ossl_init(void);
 void kt_ossl_fini(void);
