@@ -1,5 +1,5 @@
-/* The store's checked statement (lib/store/store_stmt.h): a failed prepare, bind,
- * step or column read is reported with the SQL and SQLite's message and
+/* The store's checked statement (lib/store/store_stmt.h): a failed prepare,
+ * bind, step or column read is reported with the SQL and SQLite's message and
  * stops the statement; and in every table family a write that fails part
  * way leaves the old state. */
 #include <check.h>

@@ -1,10 +1,9 @@
 /*
- * The streaming pipeline (lib/envelope/stream.c) on its own, with a transform that
- * copies units and checks their position: several transform workers,
- * slots finished out of order, the first failure in stream order.  Files
- * in a private temp dir; the only waits are the transform's own sleeps,
- * which make slots queue up and finish out of order (nothing here asserts
- * a duration).
+ * The streaming pipeline (lib/envelope/stream.c) on its own, with a transform
+ * that copies units and checks their position: several transform workers, slots
+ * finished out of order, the first failure in stream order.  Files in a private
+ * temp dir; the only waits are the transform's own sleeps, which make slots
+ * queue up and finish out of order (nothing here asserts a duration).
  */
 #include <check.h>
 #include <fcntl.h>

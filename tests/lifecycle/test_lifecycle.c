@@ -1,5 +1,5 @@
-/* lib/lifecycle/lifecycle.c: rolling customer roots (AES and RSA, keytier's module
- * and SoftHSM2) and purging a tenant, on real tokens. */
+/* lib/lifecycle/lifecycle.c: rolling customer roots (AES and RSA, keytier's
+ * module and SoftHSM2) and purging a tenant, on real tokens. */
 #include <fcntl.h>
 #include <stdbool.h>
 #include <stdlib.h>

@@ -26,7 +26,6 @@ void sec_outcome(const char *test, bool refused, const char *attack)
 
 void sec_not_applicable(const char *test, const char *why)
 {
-    printf("softhsm2: %.*s: not applicable (%s)\n", name_len(test), test,
-           why);
+    printf("softhsm2: %.*s: not applicable (%s)\n", name_len(test), test, why);
     fflush(stdout);
 }
