@@ -4,7 +4,8 @@
  * through the CK_RV class table (lib/base/ckr_class.c), asks kt_fallback_decide
  * what to do, and carries the verdict out (availability key, audit record,
  * cache eviction).  No I/O and no state here, so that the rule can be
- * tested on every combination of its inputs (tests/avail/test_fallback_rule.c).
+ * tested on every combination of its inputs
+ * (tests/lib/avail/test_fallback_rule.c).
  *
  *   a customer key unwrapped                     -> serve
  *   a customer key not asked yet                 -> try next

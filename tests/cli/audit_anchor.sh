@@ -9,7 +9,7 @@
 #   - the service token missing from the configuration during appends:
 #     the records are written, verify exits 9 naming the unanchored ones;
 #     the next append with the token back anchors them (exit 0).
-# A frozen (SIGSTOP) service token: tests/avail test_audit_anchor outage.
+# A frozen (SIGSTOP) service token: tests/lib/audit test_audit_anchor outage.
 . "$KT_SOURCE_ROOT/tests/common.sh"
 . "$KT_SOURCE_ROOT/tests/cli/cli_env.sh"
 cli_setup

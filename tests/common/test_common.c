@@ -1,6 +1,6 @@
 /*
  * common/: blank-padded PKCS#11 strings and wiping.  (The CK_RV table is
- * tested with the classes it decides on: tests/avail/test_ckr_class.c.)
+ * tested with the classes it decides on: tests/lib/base/test_ckr_class.c.)
  */
 #include <check.h>
 #include <stdlib.h>

@@ -2,8 +2,8 @@
  * common/kt_conf.c on a small table of its own: list keys, families of
  * keys ("rec.*.n"), text and custom values, the two comment rules, lines
  * that may hold secrets, and the keys offered for an unknown one.  (The
- * module's and the library's tables are tested in tests/module/test_conf.c
- * and tests/lib/test_config.c.)
+ * module's and the library's tables are tested in tests/module/core/test_conf.c
+ * and tests/lib/config/test_config.c.)
  */
 #include <check.h>
 #include <stdbool.h>

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # conformance.sh BINARY NAME PEER [GAPS]
 #
-# Runs one module API test binary (tests/module/test_NAME, libcheck) against
+# Runs one module API test binary (tests/module/api/test_NAME, libcheck) against
 # the PKCS#11 module in KT_MODULE and compares the tests that failed with
 # the known gaps of PEER listed in GAPS (a table, one row per test:
 # | binary | tcase:test | why |). Passes when PEER fails exactly the listed

@@ -286,7 +286,7 @@ void testenv_write_conf_mods(struct testenv *t, int mods, const char *extra)
     if (!extra || !strstr(extra, "log_level"))
         fputs("log_level = warning\n", f);
     /* These tests read through the tokens every time, unless
-     * they set the cache themselves (tests/avail). */
+     * they set the cache themselves (tests/lib/avail). */
     if (!extra || !strstr(extra, "avail.cache_ttl_ms"))
         fputs("avail.cache_ttl_ms = 0\n", f);
     for (int i = 0; i < t->n_kt; i++)
