@@ -363,24 +363,14 @@ CK_RV kt_schema_check_value(CK_OBJECT_CLASS cls, CK_KEY_TYPE kt,
     return CKR_OK;
 }
 
-CK_RV kt_schema_create(kt_attrs *a, enum kt_create_how how,
-                       CK_MECHANISM_TYPE keygen_mech, bool is_so)
+/* Every attribute of a creation template: allowed for the class and key
+ * type, of the right size, not one the token maintains, and set only by
+ * the SO where only the SO may. */
+static KT_NODISCARD CK_RV check_template(const kt_attrs *a, CK_OBJECT_CLASS cls,
+                                         CK_KEY_TYPE kt, bool is_so)
 {
-    CK_OBJECT_CLASS cls = 0;
-    CK_KEY_TYPE kt = CK_UNAVAILABLE_INFORMATION;
-    CK_RV rv = kt_attrs_get_ulong(a, CKA_CLASS, &cls);
-    if (rv != CKR_OK)
-        return rv;
-    unsigned bit = class_bit(cls);
-    if (bit == 0)
-        return CKR_ATTRIBUTE_VALUE_INVALID;
-    if ((bit & C_KEY) != 0) {
-        rv = kt_attrs_get_ulong(a, CKA_KEY_TYPE, &kt);
-        if (rv != CKR_OK)
-            return rv;
-        if (!key_type_fits(cls, kt))
-            return CKR_TEMPLATE_INCONSISTENT;
-    }
+    CK_RV rv;
+
     for (size_t i = 0; i < a->n; i++) {
         const CK_ATTRIBUTE *at = &a->v[i];
         const struct kt_attr_rule *r = rule_of(at->type);
@@ -400,20 +390,16 @@ CK_RV kt_schema_create(kt_attrs *a, enum kt_create_how how,
             kt_attrs_get_bool(a, at->type, false))
             return CKR_ATTRIBUTE_READ_ONLY;
     }
-    /* Key roles (kt_schema_roles_*): a secret key's template asks for at
-     * most one role, and the usage attributes it leaves out follow it. */
-    bool ask_wrap = false;
-    if (bit == C_SECRET) {
-        rv = kt_schema_roles_template(a, &ask_wrap);
-        if (rv != CKR_OK)
-            return rv;
-    }
-    if (how == KT_CREATE_GENERATE)
-        for (size_t i = 0; i < sizeof(rules) / sizeof(rules[0]); i++)
-            if ((rules[i].flags & F_GEN_NEED) && (rules[i].classes & bit) &&
-                !kt_attrs_has(a, rules[i].type))
-                return CKR_TEMPLATE_INCOMPLETE;
-    /* Defaults */
+    return CKR_OK;
+}
+
+/* The defaults of the attributes of class BIT the template leaves out; a
+ * secret key's usage attributes follow its role (ASK_WRAP). */
+static KT_NODISCARD CK_RV set_defaults(kt_attrs *a, CK_OBJECT_CLASS cls,
+                                       unsigned bit, bool ask_wrap)
+{
+    CK_RV rv;
+
     for (size_t i = 0; i < sizeof(rules) / sizeof(rules[0]); i++) {
         const struct kt_attr_rule *r = &rules[i];
         if ((r->classes & bit) == 0 || kt_attrs_has(a, r->type))
@@ -439,11 +425,16 @@ CK_RV kt_schema_create(kt_attrs *a, enum kt_create_how how,
         if (rv != CKR_OK)
             return rv;
     }
-    if ((bit & C_KEY) == 0)
-        return CKR_OK;
-    /* Token-maintained attributes (PKCS#11 v2.40 §4.8-4.10). */
+    return CKR_OK;
+}
+
+/* Token-maintained attributes of a key (PKCS#11 v2.40 §4.8-4.10). */
+static KT_NODISCARD CK_RV set_key_origin(kt_attrs *a, unsigned bit,
+                                         enum kt_create_how how,
+                                         CK_MECHANISM_TYPE keygen_mech)
+{
     bool generated = how == KT_CREATE_GENERATE;
-    rv = kt_attrs_set_bool(a, CKA_LOCAL, generated);
+    CK_RV rv = kt_attrs_set_bool(a, CKA_LOCAL, generated);
     if (rv == CKR_OK)
         rv = kt_attrs_set_ulong(a, CKA_KEY_GEN_MECHANISM,
                                 generated ? keygen_mech
@@ -457,6 +448,46 @@ CK_RV kt_schema_create(kt_attrs *a, enum kt_create_how how,
                 kt_attrs_set_bool(a, CKA_NEVER_EXTRACTABLE, generated && !extr);
     }
     return rv;
+}
+
+CK_RV kt_schema_create(kt_attrs *a, enum kt_create_how how,
+                       CK_MECHANISM_TYPE keygen_mech, bool is_so)
+{
+    CK_OBJECT_CLASS cls = 0;
+    CK_KEY_TYPE kt = CK_UNAVAILABLE_INFORMATION;
+    CK_RV rv = kt_attrs_get_ulong(a, CKA_CLASS, &cls);
+    if (rv != CKR_OK)
+        return rv;
+    unsigned bit = class_bit(cls);
+    if (bit == 0)
+        return CKR_ATTRIBUTE_VALUE_INVALID;
+    if ((bit & C_KEY) != 0) {
+        rv = kt_attrs_get_ulong(a, CKA_KEY_TYPE, &kt);
+        if (rv != CKR_OK)
+            return rv;
+        if (!key_type_fits(cls, kt))
+            return CKR_TEMPLATE_INCONSISTENT;
+    }
+    rv = check_template(a, cls, kt, is_so);
+    if (rv != CKR_OK)
+        return rv;
+    /* Key roles (kt_schema_roles_*): a secret key's template asks for at
+     * most one role, and the usage attributes it leaves out follow it. */
+    bool ask_wrap = false;
+    if (bit == C_SECRET) {
+        rv = kt_schema_roles_template(a, &ask_wrap);
+        if (rv != CKR_OK)
+            return rv;
+    }
+    if (how == KT_CREATE_GENERATE)
+        for (size_t i = 0; i < sizeof(rules) / sizeof(rules[0]); i++)
+            if ((rules[i].flags & F_GEN_NEED) && (rules[i].classes & bit) &&
+                !kt_attrs_has(a, rules[i].type))
+                return CKR_TEMPLATE_INCOMPLETE;
+    rv = set_defaults(a, cls, bit, ask_wrap);
+    if (rv != CKR_OK || (bit & C_KEY) == 0)
+        return rv;
+    return set_key_origin(a, bit, how, keygen_mech);
 }
 
 CK_RV kt_schema_modify(const kt_attrs *obj, const CK_ATTRIBUTE *change,

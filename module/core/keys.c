@@ -137,6 +137,34 @@ static KT_NODISCARD CK_RV wrap_op_start(struct kt_session *s,
     return CKR_OK;
 }
 
+/* PKCS#11 v2.40 §4.9: a key leaves only if extractable, under a trusted
+ * key if it asks for one, and if it matches the wrapping key's
+ * CKA_WRAP_TEMPLATE; and only under a key at least as strong. */
+static KT_NODISCARD CK_RV check_wrappable(const struct kt_key *k,
+                                          const struct kt_key *wk)
+{
+    if (k->cls != CKO_SECRET_KEY || k->value == NULL)
+        return CKR_KEY_NOT_WRAPPABLE;
+    if (!kt_attrs_get_bool(&k->attrs, CKA_EXTRACTABLE, false))
+        return CKR_KEY_UNEXTRACTABLE;
+    if (kt_attrs_get_bool(&k->attrs, CKA_WRAP_WITH_TRUSTED, false) &&
+        !kt_attrs_get_bool(&wk->attrs, CKA_TRUSTED, false))
+        return CKR_KEY_NOT_WRAPPABLE;
+    const CK_ATTRIBUTE *wt = kt_attrs_find(&wk->attrs, CKA_WRAP_TEMPLATE);
+    if (wt != NULL) {
+        kt_attrs tmpl;
+        kt_attrs_init(&tmpl);
+        CK_RV rv = kt_attrs_parse(&tmpl, wt->pValue, wt->ulValueLen);
+        bool ok = rv == CKR_OK && kt_attrs_match(&k->attrs, &tmpl);
+        kt_attrs_clear(&tmpl);
+        if (!ok)
+            return CKR_KEY_NOT_WRAPPABLE;
+    }
+    if (!wrap_strong_enough(wk, k->type, k->value_len))
+        return CKR_WRAPPING_KEY_SIZE_RANGE;
+    return CKR_OK;
+}
+
 CK_RV kt_keys_wrap(struct kt_session *s, const CK_MECHANISM *mech,
                    CK_OBJECT_HANDLE wrapping, CK_OBJECT_HANDLE key,
                    unsigned char *out, CK_ULONG *out_len)
@@ -164,38 +192,9 @@ CK_RV kt_keys_wrap(struct kt_session *s, const CK_MECHANISM *mech,
     rv = kt_key_snapshot(t, key, 0, &k);
     if (rv != CKR_OK)
         goto out;
-    /* PKCS#11 v2.40 §4.9: a key leaves only if extractable, under a trusted
-     * key if it asks for one, and if it matches the wrapping key's
-     * CKA_WRAP_TEMPLATE. */
-    if (k.cls != CKO_SECRET_KEY || k.value == NULL) {
-        rv = CKR_KEY_NOT_WRAPPABLE;
+    rv = check_wrappable(&k, wk);
+    if (rv != CKR_OK)
         goto out;
-    }
-    if (!kt_attrs_get_bool(&k.attrs, CKA_EXTRACTABLE, false)) {
-        rv = CKR_KEY_UNEXTRACTABLE;
-        goto out;
-    }
-    if (kt_attrs_get_bool(&k.attrs, CKA_WRAP_WITH_TRUSTED, false) &&
-        !kt_attrs_get_bool(&wk->attrs, CKA_TRUSTED, false)) {
-        rv = CKR_KEY_NOT_WRAPPABLE;
-        goto out;
-    }
-    const CK_ATTRIBUTE *wt = kt_attrs_find(&wk->attrs, CKA_WRAP_TEMPLATE);
-    if (wt != NULL) {
-        kt_attrs tmpl;
-        kt_attrs_init(&tmpl);
-        rv = kt_attrs_parse(&tmpl, wt->pValue, wt->ulValueLen);
-        bool ok = rv == CKR_OK && kt_attrs_match(&k.attrs, &tmpl);
-        kt_attrs_clear(&tmpl);
-        if (!ok) {
-            rv = CKR_KEY_NOT_WRAPPABLE;
-            goto out;
-        }
-    }
-    if (!wrap_strong_enough(wk, k.type, k.value_len)) {
-        rv = CKR_WRAPPING_KEY_SIZE_RANGE;
-        goto out;
-    }
     if (g.caller_iv != NULL) {
         /* The IV is drawn only for a wrap that writes a blob: a length
          * query or a short buffer neither uses nor returns one. The
@@ -251,6 +250,41 @@ CK_RV kt_keys_apply_template(const struct kt_key *k, CK_ATTRIBUTE_TYPE which,
     return rv;
 }
 
+/* The new key's attributes: the caller's template under the unwrapping
+ * key's CKA_UNWRAP_TEMPLATE, a secret key whose value only the unwrap
+ * gives. */
+static KT_NODISCARD CK_RV unwrap_template(const struct kt_key *uk,
+                                          const CK_ATTRIBUTE *t, CK_ULONG n,
+                                          kt_attrs *a)
+{
+    CK_RV rv = kt_attrs_from_template(a, t, n);
+    if (rv == CKR_OK)
+        rv = kt_keys_apply_template(uk, CKA_UNWRAP_TEMPLATE, a);
+    if (rv != CKR_OK)
+        return rv;
+    if (kt_attrs_has(a, CKA_VALUE))
+        return CKR_TEMPLATE_INCONSISTENT;
+    CK_OBJECT_CLASS cls = 0;
+    rv = kt_attrs_get_ulong(a, CKA_CLASS, &cls);
+    if (rv != CKR_OK)
+        return rv;
+    return cls == CKO_SECRET_KEY ? CKR_OK : CKR_TEMPLATE_INCONSISTENT;
+}
+
+/* Whether the unwrapping key UK is strong enough for a value of LEN bytes
+ * of the key type template A names. An AES value of a size AES does not
+ * have is a bad blob, left to the schema. */
+static bool unwrap_strong_enough(const struct kt_key *uk, const kt_attrs *a,
+                                 CK_ULONG len)
+{
+    CK_KEY_TYPE type = CKK_GENERIC_SECRET;
+    if (kt_attrs_get_ulong(a, CKA_KEY_TYPE, &type) != CKR_OK)
+        type = CKK_GENERIC_SECRET;
+    if (type == CKK_AES && len != 16 && len != 24 && len != 32)
+        return true;
+    return wrap_strong_enough(uk, type, len);
+}
+
 CK_RV kt_keys_unwrap(struct kt_session *s, const CK_MECHANISM *mech,
                      CK_OBJECT_HANDLE unwrapping, const unsigned char *wrapped,
                      CK_ULONG len, const CK_ATTRIBUTE *t, CK_ULONG n,
@@ -276,23 +310,9 @@ CK_RV kt_keys_unwrap(struct kt_session *s, const CK_MECHANISM *mech,
     pthread_mutex_lock(&s->lock);
     CK_RV rv = wrap_op_start(s, mech, unwrapping, true, &op, &uk);
     if (rv == CKR_OK)
-        rv = kt_attrs_from_template(&a, t, n);
-    if (rv == CKR_OK)
-        rv = kt_keys_apply_template(uk, CKA_UNWRAP_TEMPLATE, &a);
+        rv = unwrap_template(uk, t, n, &a);
     if (rv != CKR_OK)
         goto out;
-    if (kt_attrs_has(&a, CKA_VALUE)) {
-        rv = CKR_TEMPLATE_INCONSISTENT;
-        goto out;
-    }
-    CK_OBJECT_CLASS cls = 0;
-    rv = kt_attrs_get_ulong(&a, CKA_CLASS, &cls);
-    if (rv != CKR_OK)
-        goto out;
-    if (cls != CKO_SECRET_KEY) {
-        rv = CKR_TEMPLATE_INCONSISTENT;
-        goto out;
-    }
     plain = kt_secure_alloc(plain_len);
     if (plain == NULL) {
         rv = CKR_HOST_MEMORY;
@@ -310,14 +330,8 @@ CK_RV kt_keys_unwrap(struct kt_session *s, const CK_MECHANISM *mech,
         goto out;
     }
     /* A key stronger than the unwrapping key never comes in under it (the
-     * decrypted value is wiped below, no object is made). An AES value of
-     * a size AES does not have is a bad blob, left to the schema. */
-    CK_KEY_TYPE type = CKK_GENERIC_SECRET;
-    if (kt_attrs_get_ulong(&a, CKA_KEY_TYPE, &type) != CKR_OK)
-        type = CKK_GENERIC_SECRET;
-    if ((type != CKK_AES || plain_len == 16 || plain_len == 24 ||
-         plain_len == 32) &&
-        !wrap_strong_enough(uk, type, plain_len)) {
+     * decrypted value is wiped below, no object is made). */
+    if (!unwrap_strong_enough(uk, &a, plain_len)) {
         rv = CKR_UNWRAPPING_KEY_SIZE_RANGE;
         goto out;
     }

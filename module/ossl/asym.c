@@ -1123,28 +1123,17 @@ CK_RV kt_ossl_asym_init(const CK_MECHANISM *mech, EVP_PKEY *key,
     return rv;
 }
 
-CK_RV kt_ossl_asym_init_key(const CK_MECHANISM *mech, kt_asym_key *kf,
-                            kt_asym_mode mode, kt_asym_op **out)
+/* Whether MECH may run in MODE on key KF; its table row in *out. */
+static KT_NODISCARD CK_RV asym_check(const CK_MECHANISM *mech,
+                                     const kt_asym_key *kf, kt_asym_mode mode,
+                                     const struct asym_mech **out)
 {
-    EVP_PKEY *key = kf != NULL ? kf->pkey : NULL;
-    int cacheable;
-    const struct asym_mech *m;
-    kt_asym_op *op = NULL;
-    EVP_PKEY_CTX *ctx = NULL;
-    CK_ULONG bits;
-    size_t k;
-    int r;
-    CK_RV rv;
+    const struct asym_mech *m = mech_find(mech->mechanism);
 
-    *out = NULL;
-    if (mech == NULL || key == NULL)
-        return CKR_ARGUMENTS_BAD;
-    m = mech_find(mech->mechanism);
     if (m == NULL || !(m->modes & (1u << mode)))
         return CKR_MECHANISM_INVALID;
     if (kf->type != m->key_type)
         return CKR_KEY_TYPE_INCONSISTENT;
-    bits = kf->bits;
     if (!kf->size_ok)
         return CKR_KEY_SIZE_RANGE;
     if ((mode == KT_ASYM_SIGN || mode == KT_ASYM_DECRYPT) && !kf->has_private)
@@ -1152,8 +1141,18 @@ CK_RV kt_ossl_asym_init_key(const CK_MECHANISM *mech, kt_asym_key *kf,
     if (m->key_type == CKK_EC && m->pad == PAD_NONE &&
         (mech->pParameter != NULL || mech->ulParameterLen != 0))
         return CKR_MECHANISM_PARAM_INVALID;
+    *out = m;
+    return CKR_OK;
+}
 
-    op = OPENSSL_zalloc(sizeof(*op));
+/* A new operation of mechanism M on KEY (a reference taken), its output
+ * length from the key's size in bytes, K. */
+static KT_NODISCARD CK_RV asym_op_new(const struct asym_mech *m,
+                                      kt_asym_mode mode, EVP_PKEY *key,
+                                      size_t k, kt_asym_op **out)
+{
+    kt_asym_op *op = OPENSSL_zalloc(sizeof(*op));
+
     if (op == NULL)
         return CKR_HOST_MEMORY;
     op->m = m;
@@ -1163,59 +1162,88 @@ CK_RV kt_ossl_asym_init_key(const CK_MECHANISM *mech, kt_asym_key *kf,
         return CKR_GENERAL_ERROR;
     }
     op->key = key;
-    k = (bits + 7) / 8;
     if (m->key_type == CKK_EC) {
         op->ec_half = k;
         op->out_len = 2 * k;
     } else {
         op->out_len = k;
     }
+    *out = op;
+    return CKR_OK;
+}
 
-    rv = CKR_GENERAL_ERROR;
+/* The OpenSSL context of OP for its mode: a digest-and-sign context for a
+ * mechanism that hashes, a bare key context otherwise (in *ctx either
+ * way, owned by OP). */
+static KT_NODISCARD CK_RV asym_ctx_init(kt_asym_op *op, EVP_PKEY_CTX **ctx)
+{
+    const char *md;
+    int r;
+
+    if (op->m->hash != 0) {
+        md = hash_name(op->m->hash);
+        op->mctx = EVP_MD_CTX_new();
+        if (op->mctx == NULL)
+            return CKR_HOST_MEMORY;
+        r = op->mode == KT_ASYM_SIGN
+                ? EVP_DigestSignInit_ex(op->mctx, ctx, md, NULL, NULL, op->key,
+                                        NULL)
+                : EVP_DigestVerifyInit_ex(op->mctx, ctx, md, NULL, NULL,
+                                          op->key, NULL);
+        return r <= 0 ? CKR_GENERAL_ERROR : CKR_OK;
+    }
+    op->pctx = *ctx = EVP_PKEY_CTX_new_from_pkey(NULL, op->key, NULL);
+    if (*ctx == NULL)
+        return CKR_GENERAL_ERROR;
+    switch (op->mode) {
+    case KT_ASYM_SIGN:
+        r = EVP_PKEY_sign_init(*ctx);
+        break;
+    case KT_ASYM_VERIFY:
+        r = EVP_PKEY_verify_init(*ctx);
+        break;
+    case KT_ASYM_ENCRYPT:
+        r = EVP_PKEY_encrypt_init(*ctx);
+        break;
+    default:
+        r = EVP_PKEY_decrypt_init(*ctx);
+        break;
+    }
+    /* e.g. signing or decrypting with a public-only key */
+    return r <= 0 ? CKR_KEY_TYPE_INCONSISTENT : CKR_OK;
+}
+
+CK_RV kt_ossl_asym_init_key(const CK_MECHANISM *mech, kt_asym_key *kf,
+                            kt_asym_mode mode, kt_asym_op **out)
+{
+    EVP_PKEY *key = kf != NULL ? kf->pkey : NULL;
+    int cacheable;
+    const struct asym_mech *m = NULL;
+    kt_asym_op *op = NULL;
+    EVP_PKEY_CTX *ctx = NULL;
+    size_t k;
+    CK_RV rv;
+
+    *out = NULL;
+    if (mech == NULL || key == NULL)
+        return CKR_ARGUMENTS_BAD;
+    rv = asym_check(mech, kf, mode, &m);
+    if (rv != CKR_OK)
+        return rv;
+    k = (kf->bits + 7) / 8;
+    rv = asym_op_new(m, mode, key, k, &op);
+    if (rv != CKR_OK)
+        return rv;
+
     cacheable =
         m->hash == 0 && mech->pParameter == NULL && mech->ulParameterLen == 0;
     if (cacheable && tmpl_use(kf, op, mech->mechanism)) {
         *out = op;
         return CKR_OK;
     }
-    if (m->hash != 0) {
-        const char *md = hash_name(m->hash);
-        op->mctx = EVP_MD_CTX_new();
-        if (op->mctx == NULL) {
-            rv = CKR_HOST_MEMORY;
-            goto out;
-        }
-        r = mode == KT_ASYM_SIGN
-                ? EVP_DigestSignInit_ex(op->mctx, &ctx, md, NULL, NULL, key,
-                                        NULL)
-                : EVP_DigestVerifyInit_ex(op->mctx, &ctx, md, NULL, NULL, key,
-                                          NULL);
-        if (r <= 0)
-            goto out;
-    } else {
-        op->pctx = ctx = EVP_PKEY_CTX_new_from_pkey(NULL, key, NULL);
-        if (ctx == NULL)
-            goto out;
-        switch (mode) {
-        case KT_ASYM_SIGN:
-            r = EVP_PKEY_sign_init(ctx);
-            break;
-        case KT_ASYM_VERIFY:
-            r = EVP_PKEY_verify_init(ctx);
-            break;
-        case KT_ASYM_ENCRYPT:
-            r = EVP_PKEY_encrypt_init(ctx);
-            break;
-        default:
-            r = EVP_PKEY_decrypt_init(ctx);
-            break;
-        }
-        if (r <= 0) {
-            /* e.g. signing or decrypting with a public-only key */
-            rv = CKR_KEY_TYPE_INCONSISTENT;
-            goto out;
-        }
-    }
+    rv = asym_ctx_init(op, &ctx);
+    if (rv != CKR_OK)
+        goto out;
     if (m->key_type == CKK_RSA) {
         rv = set_rsa_padding(op, ctx, mech, k);
         if (rv != CKR_OK)

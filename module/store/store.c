@@ -302,15 +302,11 @@ static KT_NODISCARD CK_RV row_term(sqlite3 *db, const unsigned char man_key[32],
     return rv;
 }
 
-CK_RV kt_store_create(const char *path, const char *label, const char *serial,
-                      const struct kt_pin *so, const struct kt_store_keys *k,
-                      sqlite3 **out)
+/* The empty file of a new store, durable: it exists with mode 0600 before
+ * SQLite opens it (SQLite gives its -wal and -shm files the same mode),
+ * and its directory entry survives a power cut. */
+static KT_NODISCARD CK_RV create_file(const char *path)
 {
-    sqlite3 *db = NULL;
-    CK_RV rv;
-    char lbl[KT_LABEL_LEN + 1], ser[KT_SERIAL_LEN + 1];
-    /* The file exists with mode 0600 before SQLite opens it; SQLite gives
-     * its -wal and -shm files the same mode. */
     int fd = open(path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
     if (fd < 0) {
         kt_log(KT_LOG_ERROR, "store %s: cannot create: %s", path,
@@ -323,7 +319,6 @@ CK_RV kt_store_create(const char *path, const char *label, const char *serial,
         return CKR_DEVICE_ERROR;
     }
     close(fd);
-    /* The new directory entry must survive a power cut too. */
     char dir[PATH_MAX];
     snprintf(dir, sizeof(dir), "%s", path);
     char *slash = strrchr(dir, '/');
@@ -336,19 +331,22 @@ CK_RV kt_store_create(const char *path, const char *label, const char *serial,
             close(dfd);
         }
     }
-    if (sqlite3_open_v2(path, &db,
-                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX,
-                        NULL) != SQLITE_OK) {
-        kt_log(KT_LOG_ERROR, "store %s: cannot open new database", path);
-        sqlite3_close(db);
-        unlink(path);
-        return CKR_DEVICE_ERROR;
-    }
+    return CKR_OK;
+}
+
+/* The tables of a new store and its first rows (label, serial, SO PIN,
+ * epoch, manifest), in one transaction. */
+static KT_NODISCARD CK_RV create_schema(sqlite3 *db, const char *label,
+                                        const char *serial,
+                                        const struct kt_pin *so,
+                                        const struct kt_store_keys *k)
+{
+    char lbl[KT_LABEL_LEN + 1], ser[KT_SERIAL_LEN + 1];
     memcpy(lbl, label, KT_LABEL_LEN);
     lbl[KT_LABEL_LEN] = '\0';
     memcpy(ser, serial, KT_SERIAL_LEN);
     ser[KT_SERIAL_LEN] = '\0';
-    rv = configure(db);
+    CK_RV rv = configure(db);
     if (rv == CKR_OK)
         rv = exec(db,
                   "BEGIN IMMEDIATE;"
@@ -380,6 +378,26 @@ CK_RV kt_store_create(const char *path, const char *label, const char *serial,
     kt_wipe(pins, sizeof(pins));
     if (rv == CKR_OK)
         rv = exec(db, "COMMIT");
+    return rv;
+}
+
+CK_RV kt_store_create(const char *path, const char *label, const char *serial,
+                      const struct kt_pin *so, const struct kt_store_keys *k,
+                      sqlite3 **out)
+{
+    sqlite3 *db = NULL;
+    CK_RV rv = create_file(path);
+    if (rv != CKR_OK)
+        return rv;
+    if (sqlite3_open_v2(path, &db,
+                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX,
+                        NULL) != SQLITE_OK) {
+        kt_log(KT_LOG_ERROR, "store %s: cannot open new database", path);
+        sqlite3_close(db);
+        unlink(path);
+        return CKR_DEVICE_ERROR;
+    }
+    rv = create_schema(db, label, serial, so, k);
     if (rv != CKR_OK) {
         sqlite3_close(db);
         unlink(path);
