@@ -187,6 +187,59 @@ static int audit_verify_chain(struct cli *cli, const char *path)
     return CLI_OK;
 }
 
+/* What verify found in the log at PATH (E from
+ * keytier_audit_verify_anchored, its report REP), as text or JSON, and the
+ * exit code that says it. */
+static int audit_verify_report(struct cli *cli, const char *path, keytier_err e,
+                               const keytier_audit_report *rep)
+{
+    if (cli->json) {
+        json_object *o = json_object_new_object();
+        cli_json_str(o, "log", path);
+        cli_json_str(o, "log_id", rep->log_id[0] ? rep->log_id : NULL);
+        json_object_object_add(
+            o, "intact",
+            json_object_new_boolean(e != KEYTIER_E_AUDIT_TAMPERED));
+        json_object_object_add(o, "records",
+                               json_object_new_int64((int64_t)rep->records));
+        json_object_object_add(o, "tail_checked", json_object_new_boolean(1));
+        json_object_object_add(
+            o, "anchored_seq",
+            json_object_new_int64((int64_t)rep->anchored_seq));
+        json_object_object_add(o, "unanchored",
+                               json_object_new_int64((int64_t)rep->unanchored));
+        if (e != KEYTIER_OK) {
+            json_object_object_add(
+                o, "bad_line", json_object_new_int64((int64_t)rep->bad_line));
+            cli_json_str(o, "reason", keytier_last_error_detail());
+        }
+        cli_json_put(o);
+    }
+    if (e == KEYTIER_E_AUDIT_TAMPERED) {
+        if (rep->bad_line > 0)
+            fprintf(stderr, "keytier %s: %s: line %" PRIu64 ": %s [%s]\n",
+                    cli->name, path, rep->bad_line, keytier_last_error_detail(),
+                    keytier_error_name(e));
+        else
+            fprintf(stderr, "keytier %s: %s: %s [%s]\n", cli->name, path,
+                    keytier_last_error_detail(), keytier_error_name(e));
+        return CLI_TAMPERED;
+    }
+    if (e == KEYTIER_E_AUDIT_UNANCHORED) {
+        fprintf(stderr,
+                "keytier %s: %" PRIu64 " of %" PRIu64 " records unanchored: "
+                "%s [%s]\n",
+                cli->name, rep->unanchored, rep->records,
+                keytier_last_error_detail(), keytier_error_name(e));
+        return CLI_UNANCHORED;
+    }
+    if (!cli->json)
+        printf("audit log %s: %" PRIu64 " records, hash chain intact, "
+               "anchored at record %" PRIu64 "\n",
+               path, rep->records, rep->anchored_seq);
+    return CLI_OK;
+}
+
 static int cmd_audit_verify(struct cli *cli, int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -224,51 +277,7 @@ static int cmd_audit_verify(struct cli *cli, int argc, char **argv)
     if (e != KEYTIER_OK && e != KEYTIER_E_AUDIT_TAMPERED &&
         e != KEYTIER_E_AUDIT_UNANCHORED)
         return cli_fail_lib(cli, e); /* the anchor could not be checked */
-    if (cli->json) {
-        json_object *o = json_object_new_object();
-        cli_json_str(o, "log", path);
-        cli_json_str(o, "log_id", rep.log_id[0] ? rep.log_id : NULL);
-        json_object_object_add(
-            o, "intact",
-            json_object_new_boolean(e != KEYTIER_E_AUDIT_TAMPERED));
-        json_object_object_add(o, "records",
-                               json_object_new_int64((int64_t)rep.records));
-        json_object_object_add(o, "tail_checked", json_object_new_boolean(1));
-        json_object_object_add(
-            o, "anchored_seq",
-            json_object_new_int64((int64_t)rep.anchored_seq));
-        json_object_object_add(o, "unanchored",
-                               json_object_new_int64((int64_t)rep.unanchored));
-        if (e != KEYTIER_OK) {
-            json_object_object_add(
-                o, "bad_line", json_object_new_int64((int64_t)rep.bad_line));
-            cli_json_str(o, "reason", keytier_last_error_detail());
-        }
-        cli_json_put(o);
-    }
-    if (e == KEYTIER_E_AUDIT_TAMPERED) {
-        if (rep.bad_line > 0)
-            fprintf(stderr, "keytier %s: %s: line %" PRIu64 ": %s [%s]\n",
-                    cli->name, path, rep.bad_line, keytier_last_error_detail(),
-                    keytier_error_name(e));
-        else
-            fprintf(stderr, "keytier %s: %s: %s [%s]\n", cli->name, path,
-                    keytier_last_error_detail(), keytier_error_name(e));
-        return CLI_TAMPERED;
-    }
-    if (e == KEYTIER_E_AUDIT_UNANCHORED) {
-        fprintf(stderr,
-                "keytier %s: %" PRIu64 " of %" PRIu64 " records unanchored: "
-                "%s [%s]\n",
-                cli->name, rep.unanchored, rep.records,
-                keytier_last_error_detail(), keytier_error_name(e));
-        return CLI_UNANCHORED;
-    }
-    if (!cli->json)
-        printf("audit log %s: %" PRIu64 " records, hash chain intact, "
-               "anchored at record %" PRIu64 "\n",
-               path, rep.records, rep.anchored_seq);
-    return CLI_OK;
+    return audit_verify_report(cli, path, e, &rep);
 }
 
 const struct cli_cmd cli_audit_cmds[] = {

@@ -356,13 +356,11 @@ static int demo_keytier_conf(struct demo *d, const char *name, char *out,
     return demo_write(d, out, text);
 }
 
-static int demo_setup(struct demo *d)
+/* The token configurations: SoftHSM2's for vault A when it is there, else
+ * a keytier one, and keytier ones for vault B and the service token. */
+static int demo_token_confs(struct demo *d)
 {
     int rc;
-    if (!demo_random_pin(d->pin) || !demo_random_pin(d->so_pin))
-        return demo_fail(d, "no random bytes for PINs");
-    d->vault_module[0] = d->softhsm2 ? d->softhsm2 : d->module;
-    d->vault_module[1] = d->module;
     if (d->softhsm2 != NULL) {
         char conf[DEMO_PATH_MAX], text[4096];
         snprintf(conf, sizeof conf, "%s/softhsm2.conf", demo_dir);
@@ -385,12 +383,16 @@ static int demo_setup(struct demo *d)
         (rc = demo_keytier_conf(d, "keytier-service", d->service_conf,
                                 sizeof d->service_conf)) != CLI_OK)
         return rc;
-    keytier_err e;
+    return CLI_OK;
+}
 
-    /* Customer tokens and their roots, each in its own token directory
-     * (the module reads KEYTIER_CONF at C_Initialize).  The roots are
-     * RSA-2048: p11-kit's RPC carries RSA-OAEP but not the AES key-wrap
-     * mechanisms, and the vaults are remote. */
+/* Customer tokens and their roots, each in its own token directory (the
+ * module reads KEYTIER_CONF at C_Initialize), and the service token. The
+ * roots are RSA-2048: p11-kit's RPC carries RSA-OAEP but not the AES
+ * key-wrap mechanisms, and the vaults are remote. */
+static int demo_tokens(struct demo *d)
+{
+    keytier_err e;
     for (int i = 0; i < 2; i++) {
         if (d->vault_conf[i][0])
             setenv("KEYTIER_CONF", d->vault_conf[i], 1);
@@ -417,18 +419,15 @@ static int demo_setup(struct demo *d)
         return demo_fail_lib(d, "create the service token", e);
     demo_ok(d, "service token 'keytier-service' on keytier (holds the "
                "availability keys)");
+    return CLI_OK;
+}
 
-    for (int i = 0; i < 2; i++)
-        if ((rc = demo_server_start(d, i)) != CLI_OK)
-            return rc;
-    demo_ok(d,
-            "each vault is remote: p11-kit server pid %d serves vault A, pid "
-            "%d vault B (unix sockets in the temp dir)",
-            (int)demo_servers[0], (int)demo_servers[1]);
-
-    /* The library: both vaults through p11-kit-client.so, the service
-     * token directly; no cache so every read asks the tokens. */
+/* The library: both vaults through p11-kit-client.so, the service token
+ * directly; no cache so every read asks the tokens. */
+static int demo_lib_open(struct demo *d)
+{
     char pinfile[DEMO_PATH_MAX], conf[DEMO_PATH_MAX], text[8192];
+    int rc;
     snprintf(pinfile, sizeof pinfile, "%s/user.pin", demo_dir);
     char pinline[40];
     snprintf(pinline, sizeof pinline, "%s\n", d->pin);
@@ -455,13 +454,32 @@ static int demo_setup(struct demo *d)
              pinfile, demo_dir, DEMO_DEADLINE_MS, DEMO_HEDGE_MS);
     if ((rc = demo_write(d, conf, text)) != CLI_OK)
         return rc;
-    e = keytier_ctx_open(conf, &d->ctx);
+    keytier_err e = keytier_ctx_open(conf, &d->ctx);
     if (e != KEYTIER_OK)
         return demo_fail_lib(d, "open the library", e);
     e = keytier_audit_log_path(d->ctx, d->audit, sizeof d->audit);
     if (e != KEYTIER_OK)
         return demo_fail_lib(d, "audit log path", e);
     return CLI_OK;
+}
+
+static int demo_setup(struct demo *d)
+{
+    int rc;
+    if (!demo_random_pin(d->pin) || !demo_random_pin(d->so_pin))
+        return demo_fail(d, "no random bytes for PINs");
+    d->vault_module[0] = d->softhsm2 ? d->softhsm2 : d->module;
+    d->vault_module[1] = d->module;
+    if ((rc = demo_token_confs(d)) != CLI_OK || (rc = demo_tokens(d)) != CLI_OK)
+        return rc;
+    for (int i = 0; i < 2; i++)
+        if ((rc = demo_server_start(d, i)) != CLI_OK)
+            return rc;
+    demo_ok(d,
+            "each vault is remote: p11-kit server pid %d serves vault A, pid "
+            "%d vault B (unix sockets in the temp dir)",
+            (int)demo_servers[0], (int)demo_servers[1]);
+    return demo_lib_open(d);
 }
 
 static const char demo_message[] =
@@ -539,7 +557,16 @@ static void demo_key_errors(json_object *rec, char *out, size_t cap)
     }
 }
 
-static int demo_story(struct demo *d)
+/* The message sealed under the mailbox key, as the story reads it back. */
+struct demo_envelope {
+    unsigned char b[sizeof demo_message + 1024];
+    size_t len;
+};
+
+/* A DEP for the tenant, a mailbox key under it, a message sealed and read
+ * back. */
+static int demo_mailbox(struct demo *d, const keytier_request *user,
+                        struct demo_envelope *env)
 {
     keytier_dep_info dep;
     keytier_err e = keytier_dep_create(d->ctx, DEMO_TENANT, DEMO_WORKLOAD,
@@ -552,53 +579,56 @@ static int demo_story(struct demo *d)
             "vault A, vault B and a new availability key",
             dep.dep_id, DEMO_TENANT, DEMO_WORKLOAD);
 
-    char rid[KEYTIER_ID_SIZE];
-    if (!cli_uuid(rid))
-        return demo_fail(d, "no random bytes");
-    keytier_request user = {KEYTIER_REQUEST_USER, NULL, rid};
     keytier_key *dk = NULL, *mk = NULL;
     char mid[KEYTIER_ID_SIZE];
-    e = keytier_dep_key_open(d->ctx, &user, DEMO_TENANT, d->dep_id, &dk);
+    e = keytier_dep_key_open(d->ctx, user, DEMO_TENANT, d->dep_id, &dk);
     if (e == KEYTIER_OK)
         e = keytier_key_create(dk, DEMO_MAILBOX, mid);
     keytier_key_close(dk);
     if (e != KEYTIER_OK)
         return demo_fail_lib(d, "create the mailbox", e);
-    e = keytier_key_open_name(d->ctx, &user, DEMO_TENANT, DEMO_WORKLOAD,
+    e = keytier_key_open_name(d->ctx, user, DEMO_TENANT, DEMO_WORKLOAD,
                               DEMO_MAILBOX, &mk);
-    unsigned char env[sizeof demo_message + 1024];
-    size_t env_len = 0;
+    env->len = 0;
     if (e == KEYTIER_OK)
         e = keytier_seal(mk, DEMO_MAILBOX, strlen(DEMO_MAILBOX), demo_message,
-                         strlen(demo_message), env, sizeof env, &env_len);
+                         strlen(demo_message), env->b, sizeof env->b,
+                         &env->len);
     keytier_key_close(mk);
     if (e != KEYTIER_OK)
         return demo_fail_lib(d, "encrypt a message", e);
-    if (memmem(env, env_len, "Revenue", 7) != NULL)
+    if (memmem(env->b, env->len, "Revenue", 7) != NULL)
         return demo_fail(d, "the envelope contains the plaintext");
     double ms;
-    e = demo_read(d, &user, env, env_len, &ms);
+    e = demo_read(d, user, env->b, env->len, &ms);
     if (e != KEYTIER_OK)
         return demo_fail_lib(d, "read the message back", e);
     demo_ok(d,
             "mailbox '%s' created; a %zu-byte message sealed into a %zu-byte "
             "envelope and read back intact",
-            DEMO_MAILBOX, strlen(demo_message), env_len);
+            DEMO_MAILBOX, strlen(demo_message), env->len);
+    return CLI_OK;
+}
 
-    keytier_avail_stats st0, st1;
+/* Vault A down: B answers (after the hedge offset at most), with no
+ * fallback and no audit record. The counters before it in *st0. */
+static int demo_one_down(struct demo *d, const keytier_request *user,
+                         const struct demo_envelope *env,
+                         keytier_avail_stats *st0)
+{
+    keytier_avail_stats st1;
     uint64_t records0 = 0, records1 = 0;
-    json_object *rec = NULL;
-    if (keytier_avail_stats_get(d->ctx, &st0) != KEYTIER_OK)
+    double ms;
+    if (keytier_avail_stats_get(d->ctx, st0) != KEYTIER_OK)
         return demo_fail_lib(d, "availability counters", KEYTIER_E_INTERNAL);
     json_object_put(demo_audit_last(d, &records0));
 
-    /* Vault A down: B answers (after the hedge offset at most). */
     demo_freeze(d, 0, true);
-    e = demo_read(d, &user, env, env_len, &ms);
+    keytier_err e = demo_read(d, user, env->b, env->len, &ms);
     if (e != KEYTIER_OK)
         return demo_fail_lib(d, "read with vault A frozen", e);
     if (keytier_avail_stats_get(d->ctx, &st1) != KEYTIER_OK ||
-        st1.fallbacks != st0.fallbacks)
+        st1.fallbacks != st0->fallbacks)
         return demo_fail(d, "read with vault A frozen used the availability "
                             "key");
     json_object_put(demo_audit_last(d, &records1));
@@ -608,27 +638,37 @@ static int demo_story(struct demo *d)
             "vault A frozen (SIGSTOP on its p11-kit server): read still "
             "served by vault B in %.0f ms, no fallback, no audit record",
             ms);
+    return CLI_OK;
+}
 
-    /* Both down: the deadline passes, the availability key answers and
-     * the fallback is audited. */
+/* Both down: the deadline passes, the availability key answers and the
+ * fallback is audited under the user's request id. The counters after it
+ * in *st1. */
+static int demo_both_down(struct demo *d, const keytier_request *user,
+                          const struct demo_envelope *env,
+                          const keytier_avail_stats *st0,
+                          keytier_avail_stats *st1)
+{
+    uint64_t records = 0;
+    double ms;
     demo_freeze(d, 1, true);
-    e = demo_read(d, &user, env, env_len, &ms);
+    keytier_err e = demo_read(d, user, env->b, env->len, &ms);
     if (e != KEYTIER_OK)
         return demo_fail_lib(d, "read with both vaults frozen", e);
-    if (keytier_avail_stats_get(d->ctx, &st1) != KEYTIER_OK ||
-        st1.fallbacks != st0.fallbacks + 1)
+    if (keytier_avail_stats_get(d->ctx, st1) != KEYTIER_OK ||
+        st1->fallbacks != st0->fallbacks + 1)
         return demo_fail(d, "read with both vaults frozen: expected one "
                             "fallback");
-    rec = demo_audit_last(d, &records1);
+    json_object *rec = demo_audit_last(d, &records);
     if (rec == NULL ||
         strcmp(demo_jstr(rec, "Activity"), "Fallback to availability key") !=
             0 ||
-        strcmp(demo_jstr(rec, "RequestId"), rid) != 0) {
+        strcmp(demo_jstr(rec, "RequestId"), user->request_id) != 0) {
         json_object_put(rec);
         return demo_fail(d,
                          "no 'Fallback to availability key' record for "
                          "request %s in %s",
-                         rid, d->audit);
+                         user->request_id, d->audit);
     }
     char errs[256];
     demo_key_errors(rec, errs, sizeof errs);
@@ -637,23 +677,40 @@ static int demo_story(struct demo *d)
             "both vaults frozen: read served by the availability key after "
             "%.1f s; audited 'Fallback to availability key' (%s)",
             ms / 1000, errs);
+    return CLI_OK;
+}
 
+/* Both vaults back: a customer key serves again, no new fallback. */
+static int demo_back(struct demo *d, const keytier_request *user,
+                     const struct demo_envelope *env,
+                     const keytier_avail_stats *st1)
+{
+    keytier_avail_stats st;
+    double ms;
     demo_freeze(d, 0, false);
     demo_freeze(d, 1, false);
-    e = demo_read(d, &user, env, env_len, &ms);
+    keytier_err e = demo_read(d, user, env->b, env->len, &ms);
     if (e != KEYTIER_OK)
         return demo_fail_lib(d, "read with both vaults back", e);
-    if (keytier_avail_stats_get(d->ctx, &st0) != KEYTIER_OK ||
-        st0.fallbacks != st1.fallbacks)
+    if (keytier_avail_stats_get(d->ctx, &st) != KEYTIER_OK ||
+        st.fallbacks != st1->fallbacks)
         return demo_fail(d, "read with both vaults back used the "
                             "availability key");
     demo_ok(d,
             "vaults back (SIGCONT): read served by a customer key again "
             "(%.0f ms), no new fallback",
             ms);
+    return CLI_OK;
+}
 
-    /* The customer revokes: destroys both roots in its vaults (through
-     * the same servers the service uses). */
+/* The customer revokes: destroys both roots in its vaults (through the
+ * same servers the service uses). A user read is refused; an internal
+ * operation still reads, audited. */
+static int demo_revoke(struct demo *d, const keytier_request *user,
+                       const struct demo_envelope *env)
+{
+    double ms;
+    keytier_err e;
     for (int i = 0; i < 2; i++) {
         char remote[DEMO_PATH_MAX + 32];
         snprintf(remote, sizeof remote, "remote:unix:path=%s", d->sock[i]);
@@ -662,7 +719,7 @@ static int demo_story(struct demo *d)
         if (e != KEYTIER_OK)
             return demo_fail_lib(d, "revoke a customer key", e);
     }
-    e = demo_read(d, &user, env, env_len, &ms);
+    e = demo_read(d, user, env->b, env->len, &ms);
     if (e != KEYTIER_E_REVOKED)
         return demo_fail(d,
                          "user read after revocation: expected "
@@ -674,13 +731,14 @@ static int demo_story(struct demo *d)
             keytier_strerror(e));
 
     char rid2[KEYTIER_ID_SIZE];
+    uint64_t records = 0;
     if (!cli_uuid(rid2))
         return demo_fail(d, "no random bytes");
     keytier_request internal = {KEYTIER_REQUEST_INTERNAL, "index", rid2};
-    e = demo_read(d, &internal, env, env_len, &ms);
+    e = demo_read(d, &internal, env->b, env->len, &ms);
     if (e != KEYTIER_OK)
         return demo_fail_lib(d, "internal read after revocation", e);
-    rec = demo_audit_last(d, &records1);
+    json_object *rec = demo_audit_last(d, &records);
     bool audited = rec != NULL &&
                    !strcmp(demo_jstr(rec, "Operation"), "index") &&
                    !strcmp(demo_jstr(rec, "RequestId"), rid2);
@@ -689,11 +747,29 @@ static int demo_story(struct demo *d)
         return demo_fail(d, "internal read: no audit record naming 'index'");
     demo_ok(d, "an internal operation ('index') still reads through the "
                "availability key, and the audit log says so");
+    return CLI_OK;
+}
+
+static int demo_story(struct demo *d)
+{
+    char rid[KEYTIER_ID_SIZE];
+    struct demo_envelope env;
+    keytier_avail_stats st0, st1;
+    int rc;
+    if (!cli_uuid(rid))
+        return demo_fail(d, "no random bytes");
+    keytier_request user = {KEYTIER_REQUEST_USER, NULL, rid};
+    if ((rc = demo_mailbox(d, &user, &env)) != CLI_OK ||
+        (rc = demo_one_down(d, &user, &env, &st0)) != CLI_OK ||
+        (rc = demo_both_down(d, &user, &env, &st0, &st1)) != CLI_OK ||
+        (rc = demo_back(d, &user, &env, &st1)) != CLI_OK ||
+        (rc = demo_revoke(d, &user, &env)) != CLI_OK)
+        return rc;
 
     /* The chain and its keyed anchor (the service token's MAC
      * over the newest record). */
     keytier_audit_report rep;
-    e = keytier_audit_verify_anchored(d->ctx, d->audit, &rep);
+    keytier_err e = keytier_audit_verify_anchored(d->ctx, d->audit, &rep);
     if (e != KEYTIER_OK)
         return demo_fail(d, "audit log: line %" PRIu64 ": %s", rep.bad_line,
                          keytier_last_error_detail());

@@ -108,6 +108,84 @@ static int cmd_site_create(struct cli *cli, int argc, char **argv)
     return tier_create(cli, argc, argv, "site");
 }
 
+/* status --tenant alone: the tenant's DEPs and their states. */
+static int status_tenant(struct cli *cli, keytier_ctx *ctx, const char *tenant,
+                         const char *wl)
+{
+    keytier_dep_info *list = NULL;
+    size_t n = 0;
+    keytier_err e = keytier_dep_list(ctx, tenant, wl, &list, &n);
+    if (e != KEYTIER_OK)
+        return cli_fail_lib(cli, e);
+    if (cli->json) {
+        json_object *o = json_object_new_object();
+        json_object *deps = json_object_new_array();
+        cli_json_str(o, "tenant", tenant);
+        for (size_t i = 0; i < n; i++) {
+            json_object *d = json_object_new_object();
+            cli_json_str(d, "dep_id", list[i].dep_id);
+            cli_json_str(d, "policy_id", list[i].policy_id);
+            cli_json_str(d, "workload", list[i].workload);
+            cli_json_str(d, "state", cli_dep_state_name(list[i].state));
+            json_object_array_add(deps, d);
+        }
+        json_object_object_add(o, "deps", deps);
+        cli_json_put(o);
+    } else {
+        printf("tenant %s: %zu DEP%s\n", tenant, n, n == 1 ? "" : "s");
+        for (size_t i = 0; i < n; i++)
+            printf("  %s (policy %s) %s: %s\n", list[i].dep_id,
+                   list[i].policy_id, list[i].workload,
+                   cli_dep_state_name(list[i].state));
+    }
+    keytier_dep_list_free(list);
+    return CLI_OK;
+}
+
+/* status --mailbox or --site: the DEP a mailbox or site is encrypted
+ * under, if any (KIND names which). */
+static int status_item(struct cli *cli, keytier_ctx *ctx, const char *tenant,
+                       const char *kind, const char *name, const char *wl)
+{
+    keytier_status st;
+    keytier_err e = keytier_status_get(ctx, tenant, wl, name, &st);
+    if (e != KEYTIER_OK)
+        return cli_fail_lib(cli, e);
+    if (cli->json) {
+        json_object *o = json_object_new_object();
+        cli_json_str(o, "tenant", tenant);
+        cli_json_str(o, "kind", kind);
+        cli_json_str(o, "name", name);
+        cli_json_str(o, "workload", wl);
+        json_object_object_add(o, "encrypted",
+                               json_object_new_boolean(st.encrypted));
+        if (st.encrypted) {
+            cli_json_str(o, "dep_id", st.dep_id);
+            cli_json_str(o, "policy_id", st.policy_id);
+            cli_json_str(o, "key_id", st.key_id);
+            cli_json_str(o, "dep_state", cli_dep_state_name(st.dep_state));
+            if (st.dep_name[0] != '\0')
+                cli_json_str(o, "dep_name", st.dep_name);
+            else
+                json_object_object_add(o, "dep_name", NULL); /* no name */
+        }
+        cli_json_put(o);
+    } else if (st.encrypted && st.dep_name[0] != '\0') {
+        printf("%s '%s' (%s): encrypted under DEP %s '%s' (policy %s), "
+               "DEP %s\n",
+               kind, name, wl, st.dep_id, st.dep_name, st.policy_id,
+               cli_dep_state_name(st.dep_state));
+    } else if (st.encrypted) {
+        printf("%s '%s' (%s): encrypted under DEP %s (policy %s), DEP %s\n",
+               kind, name, wl, st.dep_id, st.policy_id,
+               cli_dep_state_name(st.dep_state));
+    } else {
+        printf("%s '%s' (%s): not encrypted under a customer key\n", kind, name,
+               wl);
+    }
+    return CLI_OK;
+}
+
 static int cmd_status(struct cli *cli, int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -147,78 +225,12 @@ static int cmd_status(struct cli *cli, int argc, char **argv)
     int rc = cli_ctx(cli, &ctx);
     if (rc != CLI_OK)
         return rc;
-    if (mailbox == NULL && site == NULL) {
-        /* The tenant: its DEPs and their states. */
-        keytier_dep_info *list = NULL;
-        size_t n = 0;
-        keytier_err e = keytier_dep_list(ctx, tenant, wl, &list, &n);
-        if (e != KEYTIER_OK)
-            return cli_fail_lib(cli, e);
-        if (cli->json) {
-            json_object *o = json_object_new_object();
-            json_object *deps = json_object_new_array();
-            cli_json_str(o, "tenant", tenant);
-            for (size_t i = 0; i < n; i++) {
-                json_object *d = json_object_new_object();
-                cli_json_str(d, "dep_id", list[i].dep_id);
-                cli_json_str(d, "policy_id", list[i].policy_id);
-                cli_json_str(d, "workload", list[i].workload);
-                cli_json_str(d, "state", cli_dep_state_name(list[i].state));
-                json_object_array_add(deps, d);
-            }
-            json_object_object_add(o, "deps", deps);
-            cli_json_put(o);
-        } else {
-            printf("tenant %s: %zu DEP%s\n", tenant, n, n == 1 ? "" : "s");
-            for (size_t i = 0; i < n; i++)
-                printf("  %s (policy %s) %s: %s\n", list[i].dep_id,
-                       list[i].policy_id, list[i].workload,
-                       cli_dep_state_name(list[i].state));
-        }
-        keytier_dep_list_free(list);
-        return CLI_OK;
-    }
-    const char *kind = mailbox ? "mailbox" : "site";
-    const char *name = mailbox ? mailbox : site;
+    if (mailbox == NULL && site == NULL)
+        return status_tenant(cli, ctx, tenant, wl);
     if (wl == NULL)
         wl = mailbox ? "Exchange" : "SharePoint";
-    keytier_status st;
-    keytier_err e = keytier_status_get(ctx, tenant, wl, name, &st);
-    if (e != KEYTIER_OK)
-        return cli_fail_lib(cli, e);
-    if (cli->json) {
-        json_object *o = json_object_new_object();
-        cli_json_str(o, "tenant", tenant);
-        cli_json_str(o, "kind", kind);
-        cli_json_str(o, "name", name);
-        cli_json_str(o, "workload", wl);
-        json_object_object_add(o, "encrypted",
-                               json_object_new_boolean(st.encrypted));
-        if (st.encrypted) {
-            cli_json_str(o, "dep_id", st.dep_id);
-            cli_json_str(o, "policy_id", st.policy_id);
-            cli_json_str(o, "key_id", st.key_id);
-            cli_json_str(o, "dep_state", cli_dep_state_name(st.dep_state));
-            if (st.dep_name[0] != '\0')
-                cli_json_str(o, "dep_name", st.dep_name);
-            else
-                json_object_object_add(o, "dep_name", NULL); /* no name */
-        }
-        cli_json_put(o);
-    } else if (st.encrypted && st.dep_name[0] != '\0') {
-        printf("%s '%s' (%s): encrypted under DEP %s '%s' (policy %s), "
-               "DEP %s\n",
-               kind, name, wl, st.dep_id, st.dep_name, st.policy_id,
-               cli_dep_state_name(st.dep_state));
-    } else if (st.encrypted) {
-        printf("%s '%s' (%s): encrypted under DEP %s (policy %s), DEP %s\n",
-               kind, name, wl, st.dep_id, st.policy_id,
-               cli_dep_state_name(st.dep_state));
-    } else {
-        printf("%s '%s' (%s): not encrypted under a customer key\n", kind, name,
-               wl);
-    }
-    return CLI_OK;
+    return status_item(cli, ctx, tenant, mailbox ? "mailbox" : "site",
+                       mailbox ? mailbox : site, wl);
 }
 
 const struct cli_cmd cli_tier_cmds[] = {
