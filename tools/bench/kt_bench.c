@@ -1589,6 +1589,63 @@ static bool kt_bench_check_only(const char *only)
     return true;
 }
 
+/* The options' values when not given. */
+static void kt_bench_defaults(kt_bench_opts *o)
+{
+    memset(o, 0, sizeof(*o));
+    o->seconds = 1.0;
+    o->max_ops = 200000;
+    /*
+     * 10,000 is opt-in: SoftHSM2's file store creates ~20 objects/s on
+     * ext4 here, so filling 10,000 takes minutes unless --dir is a tmpfs.
+     */
+    o->find_sizes[0] = 1000;
+    o->n_find_sizes = 1;
+    o->kdf_cost = 15;
+    o->fill_threads = 8;
+    o->openssl_speed = true;
+    o->dir = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+}
+
+/* The numeric options (--seconds, --max-ops, --kdf-cost, --fill-threads),
+ * each within its range; C is the option's getopt value. */
+static bool kt_bench_parse_number(kt_bench_opts *o, int c, const char *arg)
+{
+    char *end;
+
+    switch (c) {
+    case 't':
+        o->seconds = strtod(arg, &end);
+        if (*end != '\0' || !(o->seconds > 0 && o->seconds <= 600)) {
+            fprintf(stderr, "kt-bench: bad --seconds %s\n", arg);
+            return false;
+        }
+        return true;
+    case 'n':
+        o->max_ops = strtoul(arg, &end, 10);
+        if (*end != '\0' || o->max_ops == 0 || o->max_ops > 10000000) {
+            fprintf(stderr, "kt-bench: bad --max-ops %s\n", arg);
+            return false;
+        }
+        return true;
+    case 'c':
+        o->kdf_cost = (int)strtol(arg, &end, 10);
+        if (*end != '\0' || o->kdf_cost < 1 || o->kdf_cost > 30) {
+            fprintf(stderr, "kt-bench: bad --kdf-cost %s\n", arg);
+            return false;
+        }
+        return true;
+    default: /* 'F' */
+        o->fill_threads = (unsigned)strtoul(arg, &end, 10);
+        if (*end != '\0' || o->fill_threads < 1 ||
+            o->fill_threads > KT_BENCH_FILL_THREADS_MAX) {
+            fprintf(stderr, "kt-bench: bad --fill-threads %s\n", arg);
+            return false;
+        }
+        return true;
+    }
+}
+
 static bool kt_bench_parse(kt_bench_opts *o, int argc, char **argv)
 {
     static const struct option longopts[] = {
@@ -1607,22 +1664,9 @@ static bool kt_bench_parse(kt_bench_opts *o, int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    char *end;
     int c;
 
-    memset(o, 0, sizeof(*o));
-    o->seconds = 1.0;
-    o->max_ops = 200000;
-    /*
-     * 10,000 is opt-in: SoftHSM2's file store creates ~20 objects/s on
-     * ext4 here, so filling 10,000 takes minutes unless --dir is a tmpfs.
-     */
-    o->find_sizes[0] = 1000;
-    o->n_find_sizes = 1;
-    o->kdf_cost = 15;
-    o->fill_threads = 8;
-    o->openssl_speed = true;
-    o->dir = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+    kt_bench_defaults(o);
     while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         switch (c) {
         case 'k':
@@ -1632,18 +1676,11 @@ static bool kt_bench_parse(kt_bench_opts *o, int argc, char **argv)
             o->paths[KT_MOD_SOFTHSM2] = optarg;
             break;
         case 't':
-            o->seconds = strtod(optarg, &end);
-            if (*end != '\0' || !(o->seconds > 0 && o->seconds <= 600)) {
-                fprintf(stderr, "kt-bench: bad --seconds %s\n", optarg);
-                return false;
-            }
-            break;
         case 'n':
-            o->max_ops = strtoul(optarg, &end, 10);
-            if (*end != '\0' || o->max_ops == 0 || o->max_ops > 10000000) {
-                fprintf(stderr, "kt-bench: bad --max-ops %s\n", optarg);
+        case 'c':
+        case 'F':
+            if (!kt_bench_parse_number(o, c, optarg))
                 return false;
-            }
             break;
         case 'f':
             if (!kt_bench_parse_sizes(o, optarg)) {
@@ -1661,21 +1698,6 @@ static bool kt_bench_parse(kt_bench_opts *o, int argc, char **argv)
             break;
         case 'd':
             o->dir = optarg;
-            break;
-        case 'c':
-            o->kdf_cost = (int)strtol(optarg, &end, 10);
-            if (*end != '\0' || o->kdf_cost < 1 || o->kdf_cost > 30) {
-                fprintf(stderr, "kt-bench: bad --kdf-cost %s\n", optarg);
-                return false;
-            }
-            break;
-        case 'F':
-            o->fill_threads = (unsigned)strtoul(optarg, &end, 10);
-            if (*end != '\0' || o->fill_threads < 1 ||
-                o->fill_threads > KT_BENCH_FILL_THREADS_MAX) {
-                fprintf(stderr, "kt-bench: bad --fill-threads %s\n", optarg);
-                return false;
-            }
             break;
         case 'N':
             o->openssl_speed = false;

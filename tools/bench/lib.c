@@ -469,93 +469,113 @@ static double small_stream_us(keytier_key *k)
     return bench_percentile(lat, N, 0.5) * 1e6;
 }
 
+enum { ROUNDS_MAX = 15 };
+
+/* Per round, bytes per second: openssl speed, seal and open file -> file
+ * (wall and CPU), seal file -> new file, pipe -> pipe both ways, seal to
+ * /dev/null; and the ratios of the two file -> file figures to openssl. */
+struct stream_figs {
+    size_t rounds;
+    double ossl[ROUNDS_MAX], ratio[ROUNDS_MAX], ratio_open[ROUNDS_MAX];
+    double sw[ROUNDS_MAX], sc[ROUNDS_MAX], ow[ROUNDS_MAX], oc[ROUNDS_MAX],
+        fw[ROUNDS_MAX], pw[ROUNDS_MAX], nw[ROUNDS_MAX], opw[ROUNDS_MAX];
+    double small; /* us per call of one small stream */
+};
+
+/* One round of every stream figure, into index R of F. */
+static void stream_round(keytier_key *mbx, int pt, int *env, int *back,
+                         struct stream_figs *f, int r)
+{
+    /* Back to back in each round, so both see the same machine. */
+    f->ossl[r] = openssl_speed_16k();
+    struct io_fig s =
+        run_stream(mbx, true, pt, IO_FILE_OVER, STREAM_TOTAL, env);
+    f->sw[r] = s.wall;
+    f->sc[r] = s.cpu;
+    struct io_fig o =
+        run_stream(mbx, false, *env, IO_FILE_OVER, STREAM_TOTAL, back);
+    f->ow[r] = o.wall;
+    f->oc[r] = o.cpu;
+    f->fw[r] = run_stream(mbx, true, pt, IO_FILE_NEW, STREAM_TOTAL, NULL).wall;
+    f->opw[r] = run_stream(mbx, false, *env, IO_PIPE, STREAM_TOTAL, NULL).wall;
+    f->pw[r] = run_stream(mbx, true, pt, IO_PIPE, STREAM_TOTAL, NULL).wall;
+    f->nw[r] = run_stream(mbx, true, pt, IO_NULL, STREAM_TOTAL, NULL).wall;
+    f->ratio[r] = f->sw[r] / f->ossl[r];
+    f->ratio_open[r] = f->ow[r] / f->ossl[r];
+    fprintf(stderr,
+            "round %d: openssl %.0f MB/s; seal file->file %.0f MB/s "
+            "(%.2fx), open file->file %.0f (%.2fx), seal file->new file "
+            "%.0f, seal pipe->pipe %.0f, open pipe->pipe %.0f, seal "
+            "file->/dev/null %.0f\n",
+            r + 1, f->ossl[r] / 1e6, f->sw[r] / 1e6, f->ratio[r],
+            f->ow[r] / 1e6, f->ratio_open[r], f->fw[r] / 1e6, f->pw[r] / 1e6,
+            f->opw[r] / 1e6, f->nw[r] / 1e6);
+}
+
+/* The medians of F as rows of the BENCHMARKS.md table (each array sorted
+ * in place). */
+static void stream_print(struct stream_figs *f)
+{
+    size_t nr = f->rounds;
+    double ossl = bench_median(f->ossl, nr);
+    const char *chunk = getenv("KT_BENCH_CHUNK");
+    const char *cs = chunk ? chunk : "65536";
+    printf("| `openssl speed -evp aes-256-gcm -bytes 16384` (per user CPU "
+           "second), median of %d | %.0f MB/s |\n",
+           (int)nr, ossl / 1e6);
+    printf("| streaming encryption of 1 GiB, file -> file (page cache, output "
+           "file rewritten), %s-byte chunks, wall clock, median | %.0f MB/s "
+           "|\n",
+           cs, bench_median(f->sw, nr) / 1e6);
+    printf("| ratio to openssl speed, median of the %d per-round ratios "
+           "(target >= 0.85) | **%.2fx** |\n",
+           (int)nr, bench_median(f->ratio, nr));
+    printf("| same, CPU time of all threads (user+sys): per CPU second | %.0f "
+           "MB/s (%.2fx) |\n",
+           bench_median(f->sc, nr) / 1e6, bench_median(f->sc, nr) / ossl);
+    printf("| streaming decryption of 1 GiB, file -> file (rewritten), wall "
+           "clock, median | %.0f MB/s (%.2fx) |\n",
+           bench_median(f->ow, nr) / 1e6, bench_median(f->ratio_open, nr));
+    printf("| same, per CPU second | %.0f MB/s |\n",
+           bench_median(f->oc, nr) / 1e6);
+    printf("| streaming encryption, file -> new file (page-cache pages "
+           "allocated during the run), wall, median | %.0f MB/s (%.2fx) |\n",
+           bench_median(f->fw, nr) / 1e6, bench_median(f->fw, nr) / ossl);
+    printf("| streaming encryption, pipe -> pipe (producer and consumer "
+           "threads in the same process), wall, median | %.0f MB/s (%.2fx) "
+           "|\n",
+           bench_median(f->pw, nr) / 1e6, bench_median(f->pw, nr) / ossl);
+    printf("| streaming decryption, pipe -> pipe, wall, median | %.0f MB/s "
+           "(%.2fx) |\n",
+           bench_median(f->opw, nr) / 1e6, bench_median(f->opw, nr) / ossl);
+    printf("| streaming encryption, file -> /dev/null, wall, median | %.0f "
+           "MB/s (%.2fx) |\n",
+           bench_median(f->nw, nr) / 1e6, bench_median(f->nw, nr) / ossl);
+    printf("| one small stream: 4 KiB file -> file, median of 2000 calls | "
+           "%.1f us/call |\n",
+           f->small);
+}
+
 static void bench_streams(keytier_key *mbx)
 {
-    enum { ROUNDS_MAX = 15 };
+    static struct stream_figs f;
     const char *rs = getenv("KT_BENCH_ROUNDS"); /* default 5 */
     int rounds = rs ? atoi(rs) : 5;
     if (rounds < 1 || rounds > ROUNDS_MAX)
         bench_die("KT_BENCH_ROUNDS: 1 .. %d", ROUNDS_MAX);
-    size_t nr = (size_t)rounds;
-    double ossl[ROUNDS_MAX], ratio[ROUNDS_MAX], ratio_open[ROUNDS_MAX];
-    double sw[ROUNDS_MAX], sc[ROUNDS_MAX], ow[ROUNDS_MAX], oc[ROUNDS_MAX],
-        fw[ROUNDS_MAX], pw[ROUNDS_MAX], nw[ROUNDS_MAX], opw[ROUNDS_MAX];
-    double small = small_stream_us(mbx);
+    f.rounds = (size_t)rounds;
+    f.small = small_stream_us(mbx);
     int pt = file_filled(STREAM_TOTAL), env = -1, back = -1;
     /* Untimed: the envelope file and the plaintext file the file -> file
      * runs rewrite (a new seal has the same size, nonce aside). */
     run_stream(mbx, true, pt, IO_FILE_NEW, STREAM_TOTAL, &env);
     run_stream(mbx, false, env, IO_FILE_NEW, STREAM_TOTAL, &back);
-    for (int r = 0; r < rounds; r++) {
-        /* Back to back in each round, so both see the same machine. */
-        ossl[r] = openssl_speed_16k();
-        struct io_fig f =
-            run_stream(mbx, true, pt, IO_FILE_OVER, STREAM_TOTAL, &env);
-        sw[r] = f.wall;
-        sc[r] = f.cpu;
-        struct io_fig o =
-            run_stream(mbx, false, env, IO_FILE_OVER, STREAM_TOTAL, &back);
-        ow[r] = o.wall;
-        oc[r] = o.cpu;
-        fw[r] = run_stream(mbx, true, pt, IO_FILE_NEW, STREAM_TOTAL, NULL).wall;
-        opw[r] = run_stream(mbx, false, env, IO_PIPE, STREAM_TOTAL, NULL).wall;
-        pw[r] = run_stream(mbx, true, pt, IO_PIPE, STREAM_TOTAL, NULL).wall;
-        nw[r] = run_stream(mbx, true, pt, IO_NULL, STREAM_TOTAL, NULL).wall;
-        ratio[r] = sw[r] / ossl[r];
-        ratio_open[r] = ow[r] / ossl[r];
-        fprintf(stderr,
-                "round %d: openssl %.0f MB/s; seal file->file %.0f MB/s "
-                "(%.2fx), open file->file %.0f (%.2fx), seal file->new file "
-                "%.0f, seal pipe->pipe %.0f, open pipe->pipe %.0f, seal "
-                "file->/dev/null %.0f\n",
-                r + 1, ossl[r] / 1e6, sw[r] / 1e6, ratio[r], ow[r] / 1e6,
-                ratio_open[r], fw[r] / 1e6, pw[r] / 1e6, opw[r] / 1e6,
-                nw[r] / 1e6);
-    }
+    for (int r = 0; r < rounds; r++)
+        stream_round(mbx, pt, &env, &back, &f, r);
     close(pt);
     close(env);
     close(back);
-    const char *chunk = getenv("KT_BENCH_CHUNK");
-    const char *cs = chunk ? chunk : "65536";
-    printf("| `openssl speed -evp aes-256-gcm -bytes 16384` (per user CPU "
-           "second), median of %d | %.0f MB/s |\n",
-           rounds, bench_median(ossl, nr) / 1e6);
-    printf("| streaming encryption of 1 GiB, file -> file (page cache, output "
-           "file rewritten), %s-byte chunks, wall clock, median | %.0f MB/s "
-           "|\n",
-           cs, bench_median(sw, nr) / 1e6);
-    printf("| ratio to openssl speed, median of the %d per-round ratios "
-           "(target >= 0.85) | **%.2fx** |\n",
-           rounds, bench_median(ratio, nr));
-    printf("| same, CPU time of all threads (user+sys): per CPU second | %.0f "
-           "MB/s (%.2fx) |\n",
-           bench_median(sc, nr) / 1e6,
-           bench_median(sc, nr) / bench_median(ossl, nr));
-    printf("| streaming decryption of 1 GiB, file -> file (rewritten), wall "
-           "clock, median | %.0f MB/s (%.2fx) |\n",
-           bench_median(ow, nr) / 1e6, bench_median(ratio_open, nr));
-    printf("| same, per CPU second | %.0f MB/s |\n",
-           bench_median(oc, nr) / 1e6);
-    printf("| streaming encryption, file -> new file (page-cache pages "
-           "allocated during the run), wall, median | %.0f MB/s (%.2fx) |\n",
-           bench_median(fw, nr) / 1e6,
-           bench_median(fw, nr) / bench_median(ossl, nr));
-    printf("| streaming encryption, pipe -> pipe (producer and consumer "
-           "threads in the same process), wall, median | %.0f MB/s (%.2fx) "
-           "|\n",
-           bench_median(pw, nr) / 1e6,
-           bench_median(pw, nr) / bench_median(ossl, nr));
-    printf("| streaming decryption, pipe -> pipe, wall, median | %.0f MB/s "
-           "(%.2fx) |\n",
-           bench_median(opw, nr) / 1e6,
-           bench_median(opw, nr) / bench_median(ossl, nr));
-    printf("| streaming encryption, file -> /dev/null, wall, median | %.0f "
-           "MB/s (%.2fx) |\n",
-           bench_median(nw, nr) / 1e6,
-           bench_median(nw, nr) / bench_median(ossl, nr));
-    printf("| one small stream: 4 KiB file -> file, median of 2000 calls | "
-           "%.1f us/call |\n",
-           small);
+    stream_print(&f);
 }
 
 /* ---- 3. item open with the DEP key unwrapped by a token ---------------- */
@@ -586,6 +606,67 @@ static void bench_cold(const char *what, const char *mbx_id, int iters)
     free(lat);
 }
 
+/* 1: alternate rounds so both see the same machine state; best round. */
+static void bench_items(keytier_key *dep, keytier_key *mbx, const char *mbx_id)
+{
+    double raw = 1e9, ours = 1e9, mb = 1e9;
+    for (int r = 0; r < 5; r++) {
+        double a = bench_raw_gcm(100000), b = bench_item_open(mbx, 100000);
+        raw = a < raw ? a : raw;
+        ours = b < ours ? b : ours;
+    }
+    for (int r = 0; r < 3; r++) {
+        double c = bench_item_open_mbx(dep, mbx_id, 20000);
+        mb = c < mb ? c : mb;
+    }
+    printf("| 4 KiB item open-and-decrypt, keys unwrapped | %.2f us/item "
+           "(%.0f MB/s) |\n",
+           ours * 1e6, ITEM / ours / 1e6);
+    printf("| raw OpenSSL AES-256-GCM decrypt of 4 KiB, same run | %.2f "
+           "us/item (%.0f MB/s) |\n",
+           raw * 1e6, ITEM / raw / 1e6);
+    printf("| ratio libkeytier / raw (target >= 0.8) | **%.2fx** |\n",
+           raw / ours);
+    printf("| 4 KiB item open incl. mailbox-key unwrap from the store under "
+           "an open DEP key | %.2f us/item |\n",
+           mb * 1e6);
+}
+
+/* 4: NKEYS mailbox keys created, then random ones opened. */
+static void bench_mailbox_keys(keytier_key *dep, long nkeys)
+{
+    char(*ids)[KEYTIER_ID_SIZE] = calloc((size_t)nkeys, KEYTIER_ID_SIZE);
+    double t0 = bench_now();
+    for (long i = 0; i < nkeys; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "user%06ld@contoso", i);
+        BENCH_CHECK(keytier_key_create(dep, name, ids[i]));
+    }
+    double tc = bench_now() - t0;
+    printf("| create %ld mailbox keys (wrap + SQLite insert each) | %.0f "
+           "keys/s (%.1f s) |\n",
+           nkeys, (double)nkeys / tc, tc);
+    int nopen = 20000;
+    double *lat = calloc((size_t)nopen, sizeof *lat);
+    t0 = bench_now();
+    for (int i = 0; i < nopen; i++) {
+        uint32_t r;
+        RAND_bytes((uint8_t *)&r, sizeof r);
+        keytier_key *k;
+        double s = bench_now();
+        BENCH_CHECK(keytier_key_open(dep, ids[r % (uint32_t)nkeys], &k));
+        lat[i] = bench_now() - s;
+        keytier_key_close(k);
+    }
+    double to = bench_now() - t0;
+    printf("| open a random one of the %ld (DEP key open) | %.0f opens/s, p50 "
+           "%.1f us, p99 %.1f us |\n",
+           nkeys, nopen / to, bench_percentile(lat, (size_t)nopen, 0.5) * 1e6,
+           bench_percentile(lat, (size_t)nopen, 0.99) * 1e6);
+    free(lat);
+    free(ids);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 3)
@@ -610,75 +691,17 @@ int main(int argc, char **argv)
     BENCH_CHECK(keytier_key_open(dep, mbx_id, &mbx));
 
     printf("| benchmark | result |\n|---|---|\n");
-    if (part(1)) {
-        /* 1: alternate rounds so both see the same machine state; best round.
-         */
-        double raw = 1e9, ours = 1e9, mb = 1e9;
-        for (int r = 0; r < 5; r++) {
-            double a = bench_raw_gcm(100000), b = bench_item_open(mbx, 100000);
-            raw = a < raw ? a : raw;
-            ours = b < ours ? b : ours;
-        }
-        for (int r = 0; r < 3; r++) {
-            double c = bench_item_open_mbx(dep, mbx_id, 20000);
-            mb = c < mb ? c : mb;
-        }
-        printf("| 4 KiB item open-and-decrypt, keys unwrapped | %.2f us/item "
-               "(%.0f MB/s) |\n",
-               ours * 1e6, ITEM / ours / 1e6);
-        printf("| raw OpenSSL AES-256-GCM decrypt of 4 KiB, same run | %.2f "
-               "us/item (%.0f MB/s) |\n",
-               raw * 1e6, ITEM / raw / 1e6);
-        printf("| ratio libkeytier / raw (target >= 0.8) | **%.2fx** |\n",
-               raw / ours);
-        printf(
-            "| 4 KiB item open incl. mailbox-key unwrap from the store under "
-            "an open DEP key | %.2f us/item |\n",
-            mb * 1e6);
-    }
+    if (part(1))
+        bench_items(dep, mbx, mbx_id);
     if (part(2))
         bench_streams(mbx);
-
-    if (part(4)) {
-        /* 4: 100,000 mailbox keys. */
-        char(*ids)[KEYTIER_ID_SIZE] = calloc((size_t)nkeys, KEYTIER_ID_SIZE);
-        double t0 = bench_now();
-        for (long i = 0; i < nkeys; i++) {
-            char name[32];
-            snprintf(name, sizeof name, "user%06ld@contoso", i);
-            BENCH_CHECK(keytier_key_create(dep, name, ids[i]));
-        }
-        double tc = bench_now() - t0;
-        printf("| create %ld mailbox keys (wrap + SQLite insert each) | %.0f "
-               "keys/s (%.1f s) |\n",
-               nkeys, (double)nkeys / tc, tc);
-        int nopen = 20000;
-        double *lat = calloc((size_t)nopen, sizeof *lat);
-        t0 = bench_now();
-        for (int i = 0; i < nopen; i++) {
-            uint32_t r;
-            RAND_bytes((uint8_t *)&r, sizeof r);
-            keytier_key *k;
-            double s = bench_now();
-            BENCH_CHECK(keytier_key_open(dep, ids[r % (uint32_t)nkeys], &k));
-            lat[i] = bench_now() - s;
-            keytier_key_close(k);
-        }
-        double to = bench_now() - t0;
-        printf(
-            "| open a random one of the %ld (DEP key open) | %.0f opens/s, p50 "
-            "%.1f us, p99 %.1f us |\n",
-            nkeys, nopen / to, bench_percentile(lat, (size_t)nopen, 0.5) * 1e6,
-            bench_percentile(lat, (size_t)nopen, 0.99) * 1e6);
-        free(lat);
-        free(ids);
-    }
+    if (part(4))
+        bench_mailbox_keys(dep, nkeys);
     keytier_key_close(mbx);
     keytier_key_close(dep);
     keytier_ctx_close(ctx);
 
     if (part(3)) {
-        /* 3 */
         bench_cold("A on SoftHSM2 or B on keytier, random", mbx_id, 300);
         write_conf(1, 0);
         bench_cold("SoftHSM2 only", mbx_id, 300);

@@ -53,22 +53,11 @@ static int migrate_progress(void *arg, const keytier_migration *p)
     return 0;
 }
 
-int main(int argc, char **argv)
+/* The temp dir and the token configurations of keytier's module and
+ * SoftHSM2 in it (KEYTIER_CONF, SOFTHSM2_CONF). */
+static void make_dir(void)
 {
-    if (argc < 3)
-        bench_die("usage: bench-lifecycle KEYTIER_MODULE SOFTHSM2_MODULE "
-                  "[mailbox-keys] [rolls]");
-    char kt_mod[512], sh_mod[512], path[320], text[2048];
-    if (realpath(argv[1], kt_mod) == NULL || realpath(argv[2], sh_mod) == NULL)
-        bench_die("module path");
-    double load[3] = {0, 0, 0};
-    if (getloadavg(load, 3) == 3)
-        printf("load average at start         %.2f %.2f %.2f\n", load[0],
-               load[1], load[2]);
-    long n_keys = argc > 3 ? atol(argv[3]) : 100000;
-    int rolls = argc > 4 ? atoi(argv[4]) : 20;
-    if (n_keys < 1 || rolls < 1)
-        bench_die("counts must be positive");
+    char path[320], text[2048];
     const char *tmp = getenv("TMPDIR");
     if (tmp == NULL || *tmp == '\0' || strlen(tmp) > 150)
         tmp = "/tmp";
@@ -92,7 +81,14 @@ int main(int argc, char **argv)
     snprintf(text, sizeof text, "mkdir -p %s/sh", dir);
     if (system(text) != 0)
         bench_die("mkdir");
+}
 
+/* Tokens, two roots on each vault, the library opened on them and two
+ * DEPs, D1 and D2, one on each pair of roots. */
+static keytier_ctx *open_world(const char *kt_mod, const char *sh_mod,
+                               keytier_dep_info *d1, keytier_dep_info *d2)
+{
+    char path[320], text[2048];
     BENCH_CHECK(keytier_token_init(sh_mod, "VaultA", "5678", "1234", NULL));
     BENCH_CHECK(keytier_token_init(kt_mod, "VaultB", "5678", "1234", NULL));
     BENCH_CHECK(keytier_token_init(kt_mod, "Service", "5678", "1234", NULL));
@@ -116,13 +112,19 @@ int main(int argc, char **argv)
     bench_write_file(path, text);
     keytier_ctx *ctx = NULL;
     BENCH_CHECK(keytier_ctx_open(path, &ctx));
-    keytier_dep_info d1, d2;
-    BENCH_CHECK(keytier_dep_create(ctx, "org-bench", "Exchange", a1, b1, &d1));
-    BENCH_CHECK(keytier_dep_create(ctx, "org-bench", "Exchange", a2, b2, &d2));
+    BENCH_CHECK(keytier_dep_create(ctx, "org-bench", "Exchange", a1, b1, d1));
+    BENCH_CHECK(keytier_dep_create(ctx, "org-bench", "Exchange", a2, b2, d2));
+    return ctx;
+}
 
+/* N mailbox keys created under DEP1, then assigned to DEP2 and migrated in
+ * one keytier_migrate_run. */
+static void migrate_series(keytier_ctx *ctx, const char *dep1, const char *dep2,
+                           long n_keys)
+{
     const keytier_request req = {KEYTIER_REQUEST_USER, NULL, "bench"};
     keytier_key *dk = NULL;
-    BENCH_CHECK(keytier_dep_key_open(ctx, &req, "org-bench", d1.dep_id, &dk));
+    BENCH_CHECK(keytier_dep_key_open(ctx, &req, "org-bench", dep1, &dk));
     double t0 = bench_now();
     for (long i = 0; i < n_keys; i++) {
         char name[32];
@@ -134,8 +136,7 @@ int main(int argc, char **argv)
 
     keytier_migration m;
     unsigned batches = 0;
-    BENCH_CHECK(
-        keytier_assign(ctx, "org-bench", "Exchange", NULL, d2.dep_id, &m));
+    BENCH_CHECK(keytier_assign(ctx, "org-bench", "Exchange", NULL, dep2, &m));
     t0 = bench_now();
     BENCH_CHECK(keytier_migrate_run(ctx, m.migration_id, migrate_progress,
                                     &batches, &m));
@@ -148,7 +149,28 @@ int main(int argc, char **argv)
     printf("migration to a new DEP        %ld keys in %.2f s  (%.0f keys/s, "
            "%u batches, each one store transaction)\n",
            n_keys, t_mig, (double)n_keys / t_mig, batches);
+}
 
+int main(int argc, char **argv)
+{
+    if (argc < 3)
+        bench_die("usage: bench-lifecycle KEYTIER_MODULE SOFTHSM2_MODULE "
+                  "[mailbox-keys] [rolls]");
+    char kt_mod[512], sh_mod[512], text[2048];
+    if (realpath(argv[1], kt_mod) == NULL || realpath(argv[2], sh_mod) == NULL)
+        bench_die("module path");
+    double load[3] = {0, 0, 0};
+    if (getloadavg(load, 3) == 3)
+        printf("load average at start         %.2f %.2f %.2f\n", load[0],
+               load[1], load[2]);
+    long n_keys = argc > 3 ? atol(argv[3]) : 100000;
+    int rolls = argc > 4 ? atoi(argv[4]) : 20;
+    if (n_keys < 1 || rolls < 1)
+        bench_die("counts must be positive");
+    make_dir();
+    keytier_dep_info d1, d2;
+    keytier_ctx *ctx = open_world(kt_mod, sh_mod, &d1, &d2);
+    migrate_series(ctx, d1.dep_id, d2.dep_id, n_keys);
     roll_series(ctx, sh_mod, "VaultA", d2.dep_id, KEYTIER_ROOT_A, rolls,
                 "key A (AES, SoftHSM2)");
     roll_series(ctx, kt_mod, "VaultB", d2.dep_id, KEYTIER_ROOT_B, rolls,
