@@ -12,6 +12,7 @@
 #include <p11-kit/pkcs11.h>
 
 #include "kt_base.h"
+#include "kt_calls.h"
 #include "store.h"
 #include "avail.h"
 
@@ -131,32 +132,30 @@ struct keytier_ctx {
     struct kt_avail *avail; /* Cache, audit */
     /* Every token call of the context runs on this pool with
      * a deadline.  A call that missed its deadline still runs on its
-     * worker and holds a reference (calls) on the context: close waits a
+     * worker and holds the context (calls, kt_calls_hold): close waits a
      * bounded time for them, then leaves the last one to free what they
-     * use (modules, tokens, sessions, log, config; ctx.c). */
+     * use (modules, tokens, sessions, log, config; p11/unload.c). */
     struct kt_pool *pool;
-    pthread_mutex_t calls_mu;
-    pthread_cond_t calls_cv;
-    unsigned calls;
-    bool closing;
+    kt_calls calls;
+    /* The opener's part of the end, after the tokens' (ctx/ctx.c,
+     * admin/admin.c): frees what it made, and ctx. */
+    void (*free_rest)(keytier_ctx *ctx);
 };
 
-/* ---- context lifetime and token work with a deadline (ctx.c,
+/* ---- context lifetime and token work with a deadline (p11/unload.c,
  * token_job.c) ------------------------------------------ */
 
-/* A token job holds the context alive until it ends (even past close). */
-void kt_ctx_hold(keytier_ctx *ctx);
-void kt_ctx_release(keytier_ctx *ctx);
+/* Initialises the count of running calls (before kt_tokens_load, which
+ * makes the pool); free_rest is the opener's part of the end. */
+void kt_ctx_init_calls(keytier_ctx *ctx, void (*free_rest)(keytier_ctx *ctx));
 /* Waits at most the call deadline for token jobs still running, then
- * frees the modules, tokens, log, config and ctx now, or, when some are
- * hung, leaves that to the last of them.  Store and availability state
- * must be closed already. */
+ * closes the sessions, finalizes the modules and frees the tokens and the
+ * rest (free_rest) now, or, when some are hung, leaves that to the last of
+ * them.  Store and availability state must be closed already. */
 void kt_ctx_drain(keytier_ctx *ctx);
-/* Initialises the call count (before kt_tokens_load, which makes the
- * pool). */
-void kt_ctx_init_calls(keytier_ctx *ctx);
 
-/* Deadlines: reads and lookups, and administration (lib/avail/avail.h). */
+/* Deadlines: reads and lookups, and administration (lib/avail/avail.h;
+ * config.c). */
 unsigned kt_call_deadline_ms(const keytier_ctx *ctx);
 unsigned kt_admin_deadline_ms(const keytier_ctx *ctx);
 

@@ -175,7 +175,7 @@ static void kt_scan_job_release(void *p)
     keytier_ctx *ctx = j->ctx;
 
     free(j);
-    kt_ctx_release(ctx); /* may be the last user of a closed context */
+    kt_calls_release(&ctx->calls); /* may end a closed context */
 }
 
 /* Posts a scan of mod.  Under mod->mu.  False if it could not start. */
@@ -189,7 +189,7 @@ static bool kt_scan_post(keytier_ctx *ctx, struct kt_module *mod)
     }
     j->ctx = ctx;
     j->mod = mod;
-    kt_ctx_hold(ctx);
+    kt_calls_hold(&ctx->calls);
     kt_call call = {.name = "module scan",
                     .token = (uint64_t)(uintptr_t)mod,
                     .run = kt_scan_job_run,
