@@ -1,7 +1,7 @@
 /*
  * kt_lib.h - internal types of libkeytier shared by its source files.
  * Only p11call.c calls C_* functions; everything else reaches tokens
- * through kt_p11_* (p11call.h) and the token layer (token.c).
+ * through kt_p11_* (p11call.h) and the token files of p11/.
  */
 #ifndef KT_LIB_H
 #define KT_LIB_H
@@ -81,7 +81,7 @@ const struct kt_pin_cfg *kt_config_pin(const struct kt_config *cfg,
 KT_NODISCARD keytier_err kt_pin_read(const struct kt_pin_cfg *pin,
                                      kt_secret **out);
 
-/* ---- modules, tokens, sessions (token.c) ------------------------------ */
+/* ---- modules, tokens, sessions, roots (p11/) -------------------------- */
 
 /*
  * A module is started (C_Initialize, C_GetInfo) and its slots
@@ -249,10 +249,10 @@ KT_NODISCARD keytier_err kt_tokens_load(keytier_ctx *ctx);
  * (and the call pool). */
 void kt_tokens_finalize(keytier_ctx *ctx);
 void kt_tokens_free(keytier_ctx *ctx);
-/* Finds the single token a URI names (rescanning slots once if none). */
 /* Parses a URI once to refuse malformed ones and ones carrying a PIN
  * (whose text must then never be echoed). */
 KT_NODISCARD keytier_err kt_uri_check(const char *what, const char *uri);
+/* Finds the single token a URI names (rescanning slots once if none). */
 KT_NODISCARD keytier_err kt_token_find(keytier_ctx *ctx, const char *uri,
                                        struct kt_token **out);
 KT_NODISCARD keytier_err kt_session_get(struct kt_token *tok,
@@ -271,14 +271,14 @@ enum kt_wrap_mech {
 const char *kt_wrap_mech_name(enum kt_wrap_mech m);
 KT_NODISCARD bool kt_wrap_mech_parse(const char *s, enum kt_wrap_mech *m);
 
-/* Resolves a root-key URI in session s of its token and checks that the key
- * can unwrap (and wrap, when for_wrap) and is not extractable.  `what`
- * ("customer key A") names it in errors. */
-/* Generates a root key from keytier's one root template (token.c). */
+/* Generates a root key from keytier's one root template (root.c). */
 KT_NODISCARD CK_RV kt_root_keygen(struct kt_token *tok, CK_SESSION_HANDLE s,
                                   CK_ULONG rsa_bits, const char *label,
                                   const uint8_t *id, size_t id_len,
                                   CK_OBJECT_HANDLE *key, CK_OBJECT_HANDLE *pub);
+/* Resolves a root-key URI in session s of its token and checks that the key
+ * can unwrap (and wrap, when for_wrap) and is not extractable.  `what`
+ * ("customer key A") names it in errors. */
 KT_NODISCARD keytier_err kt_root_resolve(keytier_ctx *ctx, const char *what,
                                          const char *uri, bool for_wrap,
                                          struct kt_root *out,

@@ -87,7 +87,7 @@ static enum kt_conf_rc kt_set_module(void *field, const char *part,
 }
 
 /* `remote = unix:path=...` is a token served by a `p11-kit server`,
- * reached through p11-kit-client.so (token.c). */
+ * reached through p11-kit-client.so (p11/module.c). */
 static enum kt_conf_rc kt_set_remote(void *field, const char *part,
                                      const char *v, char *why, size_t why_len)
 {
