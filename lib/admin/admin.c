@@ -26,6 +26,15 @@ static const char *kt_admin_rv(CK_RV rv, char buf[KT_CKR_NAME_MAX])
     return kt_ckr_name(rv, buf);
 }
 
+/* The command's part of the end of its context, after the tokens'
+ * (kt_ctx_drain): no store and no availability state were made. */
+static void kt_admin_free_rest(keytier_ctx *ctx)
+{
+    kt_log_close(ctx->log);
+    kt_config_free(&ctx->cfg);
+    free(ctx);
+}
+
 static void kt_admin_close(keytier_ctx *ctx)
 {
     if (ctx == NULL)
@@ -73,7 +82,7 @@ static keytier_err kt_admin_open(const char *module_path, keytier_ctx **out)
         free(ctx);
         return e;
     }
-    kt_ctx_init_calls(ctx);
+    kt_ctx_init_calls(ctx, kt_admin_free_rest);
     e = kt_tokens_load(ctx);
     if (e == KEYTIER_OK)
         e = kt_admin_ready(ctx);
@@ -648,19 +657,4 @@ KEYTIER_API keytier_err keytier_root_destroy(const char *module_path,
         *destroyed = j->base.taken ? j->destroyed : 0;
     kt_admin_job_end(j);
     return e;
-}
-
-KEYTIER_API keytier_err keytier_audit_log_path(keytier_ctx *ctx, char *out,
-                                               size_t cap)
-{
-    kt_err_clear();
-    if (ctx == NULL || out == NULL || cap == 0)
-        return kt_err(KEYTIER_E_ARGS, "keytier_audit_log_path");
-    /* Same rule as kt_avail_open (lib/avail/fallback.c). */
-    int n = ctx->cfg.avail.audit_log
-                ? snprintf(out, cap, "%s", ctx->cfg.avail.audit_log)
-                : snprintf(out, cap, "%s.audit.jsonl", ctx->cfg.store_path);
-    if (n < 0 || (size_t)n >= cap)
-        return kt_err(KEYTIER_E_BUFFER, "audit log path");
-    return KEYTIER_OK;
 }

@@ -1,7 +1,7 @@
 /*
  * kt_lib.h - internal types of libkeytier shared by its source files.
  * Only p11call.c calls C_* functions; everything else reaches tokens
- * through kt_p11_* (p11call.h) and the token layer (token.c).
+ * through kt_p11_* (p11call.h) and the token files of p11/.
  */
 #ifndef KT_LIB_H
 #define KT_LIB_H
@@ -12,6 +12,7 @@
 #include <p11-kit/pkcs11.h>
 
 #include "kt_base.h"
+#include "kt_calls.h"
 #include "store.h"
 #include "avail.h"
 
@@ -80,7 +81,7 @@ const struct kt_pin_cfg *kt_config_pin(const struct kt_config *cfg,
 KT_NODISCARD keytier_err kt_pin_read(const struct kt_pin_cfg *pin,
                                      kt_secret **out);
 
-/* ---- modules, tokens, sessions (token.c) ------------------------------ */
+/* ---- modules, tokens, sessions, roots (p11/) -------------------------- */
 
 /*
  * A module is started (C_Initialize, C_GetInfo) and its slots
@@ -131,32 +132,30 @@ struct keytier_ctx {
     struct kt_avail *avail; /* Cache, audit */
     /* Every token call of the context runs on this pool with
      * a deadline.  A call that missed its deadline still runs on its
-     * worker and holds a reference (calls) on the context: close waits a
+     * worker and holds the context (calls, kt_calls_hold): close waits a
      * bounded time for them, then leaves the last one to free what they
-     * use (modules, tokens, sessions, log, config; ctx.c). */
+     * use (modules, tokens, sessions, log, config; p11/unload.c). */
     struct kt_pool *pool;
-    pthread_mutex_t calls_mu;
-    pthread_cond_t calls_cv;
-    unsigned calls;
-    bool closing;
+    kt_calls calls;
+    /* The opener's part of the end, after the tokens' (ctx/ctx.c,
+     * admin/admin.c): frees what it made, and ctx. */
+    void (*free_rest)(keytier_ctx *ctx);
 };
 
-/* ---- context lifetime and token work with a deadline (ctx.c,
+/* ---- context lifetime and token work with a deadline (p11/unload.c,
  * token_job.c) ------------------------------------------ */
 
-/* A token job holds the context alive until it ends (even past close). */
-void kt_ctx_hold(keytier_ctx *ctx);
-void kt_ctx_release(keytier_ctx *ctx);
+/* Initialises the count of running calls (before kt_tokens_load, which
+ * makes the pool); free_rest is the opener's part of the end. */
+void kt_ctx_init_calls(keytier_ctx *ctx, void (*free_rest)(keytier_ctx *ctx));
 /* Waits at most the call deadline for token jobs still running, then
- * frees the modules, tokens, log, config and ctx now, or, when some are
- * hung, leaves that to the last of them.  Store and availability state
- * must be closed already. */
+ * closes the sessions, finalizes the modules and frees the tokens and the
+ * rest (free_rest) now, or, when some are hung, leaves that to the last of
+ * them.  Store and availability state must be closed already. */
 void kt_ctx_drain(keytier_ctx *ctx);
-/* Initialises the call count (before kt_tokens_load, which makes the
- * pool). */
-void kt_ctx_init_calls(keytier_ctx *ctx);
 
-/* Deadlines: reads and lookups, and administration (lib/avail/avail.h). */
+/* Deadlines: reads and lookups, and administration (lib/avail/avail.h;
+ * config.c). */
 unsigned kt_call_deadline_ms(const keytier_ctx *ctx);
 unsigned kt_admin_deadline_ms(const keytier_ctx *ctx);
 
@@ -250,10 +249,10 @@ KT_NODISCARD keytier_err kt_tokens_load(keytier_ctx *ctx);
  * (and the call pool). */
 void kt_tokens_finalize(keytier_ctx *ctx);
 void kt_tokens_free(keytier_ctx *ctx);
-/* Finds the single token a URI names (rescanning slots once if none). */
 /* Parses a URI once to refuse malformed ones and ones carrying a PIN
  * (whose text must then never be echoed). */
 KT_NODISCARD keytier_err kt_uri_check(const char *what, const char *uri);
+/* Finds the single token a URI names (rescanning slots once if none). */
 KT_NODISCARD keytier_err kt_token_find(keytier_ctx *ctx, const char *uri,
                                        struct kt_token **out);
 KT_NODISCARD keytier_err kt_session_get(struct kt_token *tok,
@@ -272,14 +271,14 @@ enum kt_wrap_mech {
 const char *kt_wrap_mech_name(enum kt_wrap_mech m);
 KT_NODISCARD bool kt_wrap_mech_parse(const char *s, enum kt_wrap_mech *m);
 
-/* Resolves a root-key URI in session s of its token and checks that the key
- * can unwrap (and wrap, when for_wrap) and is not extractable.  `what`
- * ("customer key A") names it in errors. */
-/* Generates a root key from keytier's one root template (token.c). */
+/* Generates a root key from keytier's one root template (root.c). */
 KT_NODISCARD CK_RV kt_root_keygen(struct kt_token *tok, CK_SESSION_HANDLE s,
                                   CK_ULONG rsa_bits, const char *label,
                                   const uint8_t *id, size_t id_len,
                                   CK_OBJECT_HANDLE *key, CK_OBJECT_HANDLE *pub);
+/* Resolves a root-key URI in session s of its token and checks that the key
+ * can unwrap (and wrap, when for_wrap) and is not extractable.  `what`
+ * ("customer key A") names it in errors. */
 KT_NODISCARD keytier_err kt_root_resolve(keytier_ctx *ctx, const char *what,
                                          const char *uri, bool for_wrap,
                                          struct kt_root *out,

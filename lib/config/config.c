@@ -6,7 +6,9 @@
  * may hold `#`.  Every key but the list keys `module` and `remote` refuses
  * a second line; unknown keys and bad values are errors naming the file,
  * line and key, never a silent default.  PIN values are never echoed in
- * errors and the lines that held them are wiped.
+ * errors and the lines that held them are wiped.  What the rest of the
+ * library reads from a context's configuration at run time (the deadlines,
+ * the audit log's path) is answered here too.
  */
 #include <errno.h>
 #include <stddef.h>
@@ -85,7 +87,7 @@ static enum kt_conf_rc kt_set_module(void *field, const char *part,
 }
 
 /* `remote = unix:path=...` is a token served by a `p11-kit server`,
- * reached through p11-kit-client.so (token.c). */
+ * reached through p11-kit-client.so (p11/module.c). */
 static enum kt_conf_rc kt_set_remote(void *field, const char *part,
                                      const char *v, char *why, size_t why_len)
 {
@@ -386,6 +388,31 @@ void kt_config_free(struct kt_config *cfg)
     free(cfg->log_file);
     kt_avail_config_free(&cfg->avail);
     memset(cfg, 0, sizeof *cfg);
+}
+
+unsigned kt_call_deadline_ms(const keytier_ctx *ctx)
+{
+    return ctx->cfg.avail.call_deadline_ms;
+}
+
+unsigned kt_admin_deadline_ms(const keytier_ctx *ctx)
+{
+    return ctx->cfg.avail.admin_deadline_ms;
+}
+
+KEYTIER_API keytier_err keytier_audit_log_path(keytier_ctx *ctx, char *out,
+                                               size_t cap)
+{
+    kt_err_clear();
+    if (ctx == NULL || out == NULL || cap == 0)
+        return kt_err(KEYTIER_E_ARGS, "keytier_audit_log_path");
+    /* Same rule as kt_avail_open (lib/avail/fallback.c). */
+    int n = ctx->cfg.avail.audit_log
+                ? snprintf(out, cap, "%s", ctx->cfg.avail.audit_log)
+                : snprintf(out, cap, "%s.audit.jsonl", ctx->cfg.store_path);
+    if (n < 0 || (size_t)n >= cap)
+        return kt_err(KEYTIER_E_BUFFER, "audit log path");
+    return KEYTIER_OK;
 }
 
 const struct kt_workload_cfg *kt_config_workload(const struct kt_config *cfg,

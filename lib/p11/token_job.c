@@ -5,7 +5,7 @@
  * call pool and its caller waits at most a deadline.  PKCS#11 calls cannot be
  * cancelled, so a late job keeps running on its worker: it owns everything
  * it touches (its struct, copies of keys and URIs), holds the context
- * (kt_ctx_hold), and undoes a success nobody took (undo hook).  The
+ * (kt_calls_hold), and undoes a success nobody took (undo hook).  The
  * caller's reference and the pool's are counted; the last one frees.
  */
 #include <stdio.h>
@@ -29,7 +29,7 @@ void *kt_tjob_new(keytier_ctx *ctx, size_t size,
     j->ctx = ctx;
     j->run = run;
     atomic_init(&j->refs, 1);
-    kt_ctx_hold(ctx);
+    kt_calls_hold(&ctx->calls);
     return j;
 }
 
@@ -43,7 +43,7 @@ void kt_tjob_put(struct kt_tjob *j)
     if (j->cleanup)
         j->cleanup(j);
     free(j);
-    kt_ctx_release(ctx); /* may be the last user of a closed context */
+    kt_calls_release(&ctx->calls); /* may end a closed context */
 }
 
 /* Runs the work and keeps its error and detail in the job (the detail is

@@ -1,12 +1,14 @@
 /* Unit tests of lib/base: error table, secret buffers, bounded reader and
- * writer, constant-time compare, logger. */
+ * writer, constant-time compare, logger, count of running calls. */
 #include <check.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "kt_base.h"
+#include "kt_calls.h"
 #include "testenv.h"
 
 START_TEST(error_table_is_complete)
@@ -230,6 +232,85 @@ START_TEST(array_reserve_grows_and_refuses_overflow)
 }
 END_TEST
 
+/* What the owner of a kt_calls saw of its callbacks. */
+struct calls_owner {
+    kt_calls calls;
+    int last;
+    int hung;
+};
+
+static void owner_last(void *arg)
+{
+    struct calls_owner *o = arg;
+    o->last++;
+    kt_calls_destroy(&o->calls); /* as an owner's end does */
+}
+
+static void owner_hung(void *arg)
+{
+    struct calls_owner *o = arg;
+    o->hung++;
+}
+
+START_TEST(calls_drain_with_none_running_returns_at_once)
+{
+    struct calls_owner o = {0};
+    kt_calls_init(&o.calls, owner_last, &o);
+    kt_calls_hold(&o.calls);
+    kt_calls_release(&o.calls); /* no owner left yet: nothing more */
+    uint64_t t0 = kt_now_ns();
+    ck_assert(kt_calls_drain(&o.calls, 5000, owner_hung));
+    ck_assert_uint_lt(kt_now_ns() - t0, 1000000000u);
+    ck_assert_int_eq(o.hung, 0);
+    ck_assert_int_eq(o.last, 0);
+    kt_calls_destroy(&o.calls);
+}
+END_TEST
+
+static void *release_later(void *arg)
+{
+    struct calls_owner *o = arg;
+    usleep(50 * 1000);
+    kt_calls_release(&o->calls);
+    return NULL;
+}
+
+START_TEST(calls_drain_waits_for_a_call_that_ends_in_time)
+{
+    struct calls_owner o = {0};
+    pthread_t t;
+    kt_calls_init(&o.calls, owner_last, &o);
+    kt_calls_hold(&o.calls);
+    ck_assert_int_eq(pthread_create(&t, NULL, release_later, &o), 0);
+    uint64_t t0 = kt_now_ns();
+    ck_assert(kt_calls_drain(&o.calls, 10000, owner_hung));
+    ck_assert_uint_lt(kt_now_ns() - t0, 5000000000u);
+    pthread_join(t, NULL);
+    ck_assert_int_eq(o.hung, 0);
+    ck_assert_int_eq(o.last, 0); /* the owner ends itself */
+    kt_calls_destroy(&o.calls);
+}
+END_TEST
+
+START_TEST(calls_drain_leaves_the_end_to_the_last_call)
+{
+    struct calls_owner o = {0};
+    kt_calls_init(&o.calls, owner_last, &o);
+    kt_calls_hold(&o.calls);
+    kt_calls_hold(&o.calls);
+    uint64_t t0 = kt_now_ns();
+    ck_assert(!kt_calls_drain(&o.calls, 50, owner_hung));
+    ck_assert_uint_ge(kt_now_ns() - t0, 50000000u);
+    ck_assert_int_eq(o.hung, 1);
+    ck_assert_int_eq(o.last, 0);
+    kt_calls_release(&o.calls);
+    ck_assert_int_eq(o.last, 0); /* one call still running */
+    kt_calls_release(&o.calls);
+    ck_assert_int_eq(o.last, 1);
+    ck_assert_int_eq(o.hung, 1);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("base");
@@ -242,6 +323,9 @@ int main(void)
     tcase_add_test(tc, writer_bounds);
     tcase_add_test(tc, logger_writes_calls_and_events);
     tcase_add_test(tc, array_reserve_grows_and_refuses_overflow);
+    tcase_add_test(tc, calls_drain_with_none_running_returns_at_once);
+    tcase_add_test(tc, calls_drain_waits_for_a_call_that_ends_in_time);
+    tcase_add_test(tc, calls_drain_leaves_the_end_to_the_last_call);
     suite_add_tcase(s, tc);
     return testenv_run(s);
 }
