@@ -14,6 +14,21 @@
 #include "ckr_class.h"
 #include "p11call.h"
 
+bool kt_dep_check_value(const kt_secret *dep_key, const struct kt_dep_rec *dep,
+                        uint8_t out[KT_CHECK_SIZE])
+{
+    /* Binds the DEP key to its tenant and DEP id: a wrapped copy moved from
+     * another DEP (even one under the same root) unwraps to a key whose
+     * check value does not match. */
+    uint8_t info[64 + KEYTIER_TENANT_MAX + KEYTIER_ID_SIZE];
+    struct kt_wr wr;
+    kt_wr_init(&wr, info, sizeof info);
+    kt_wr_bytes(&wr, "keytier dep key check v1", 24);
+    kt_wr_lv8(&wr, dep->tenant, strlen(dep->tenant));
+    kt_wr_lv8(&wr, dep->dep_id, strlen(dep->dep_id));
+    return kt_wr_ok(&wr) && kt_hkdf(dep_key, info, wr.len, out, KT_CHECK_SIZE);
+}
+
 keytier_err kt_dep_key_unwrap_slot(keytier_ctx *ctx,
                                    const struct kt_dep_rec *dep, int slot,
                                    kt_secret **out, CK_RV *rv)
@@ -101,17 +116,4 @@ keytier_err kt_dep_key_unwrap_slot_bounded(keytier_ctx *ctx,
     }
     kt_tjob_put(&j->base);
     return e;
-}
-
-keytier_err kt_dep_key_read(keytier_ctx *ctx, const struct kt_dep_rec *dep,
-                            const keytier_request *req,
-                            const struct kt_avail_fill *fill, kt_secret **out)
-{
-    /* lifecycle: a purged tenant's DEP has no copies and no roots left. */
-    if (dep->state == KEYTIER_DEP_PURGED)
-        return kt_err(KEYTIER_E_PURGED, "DEP %s of tenant %s was purged",
-                      dep->dep_id, dep->tenant);
-    /* The cache, hedging and deadlines: lib/avail/fallback.c; the fallback
-     * rule: lib/avail/fallback_rule.c */
-    return kt_avail_dep_key_read(ctx, dep, req, fill, out);
 }

@@ -317,24 +317,13 @@ KT_NODISCARD bool kt_text_ok(const char *s, size_t max);
 /* Copies a string into a fixed field (truncates, always terminates). */
 void kt_strlcpy(char *dst, const char *src, size_t cap);
 
-/* ---- DEP keys (dep.c, dep_key.c) -------------------------------------- */
+/* ---- DEP keys (dep_key.c; read through kt_dep_key_read, avail.h) ------ */
 
 /* The DEP key check value: binds a DEP key to its tenant and DEP id. */
 KT_NODISCARD bool kt_dep_check_value(const kt_secret *dep_key,
                                      const struct kt_dep_rec *dep,
                                      uint8_t out[KT_CHECK_SIZE]);
 
-/*
- * THE single place where root keys are used to read a DEP key.
- * Picks customer key A or B at random, then the other; the first copy that
- * unwraps and matches the DEP's key check value wins.  Errors:
- * KEYTIER_E_UNWRAP (detail: both customer keys' errors).
- */
-KT_NODISCARD keytier_err kt_dep_key_read(keytier_ctx *ctx,
-                                         const struct kt_dep_rec *dep,
-                                         const keytier_request *req,
-                                         const struct kt_avail_fill *fill,
-                                         kt_secret **out);
 /* Unwraps one copy (slot KEYTIER_ROOT_A/B/AVAIL) and checks it. */
 KT_NODISCARD keytier_err kt_dep_key_unwrap_slot(keytier_ctx *ctx,
                                                 const struct kt_dep_rec *dep,

@@ -12,21 +12,6 @@
 
 #include "p11call.h"
 
-bool kt_dep_check_value(const kt_secret *dep_key, const struct kt_dep_rec *dep,
-                        uint8_t out[KT_CHECK_SIZE])
-{
-    /* Binds the DEP key to its tenant and DEP id: a wrapped copy moved from
-     * another DEP (even one under the same root) unwraps to a key whose
-     * check value does not match. */
-    uint8_t info[64 + KEYTIER_TENANT_MAX + KEYTIER_ID_SIZE];
-    struct kt_wr wr;
-    kt_wr_init(&wr, info, sizeof info);
-    kt_wr_bytes(&wr, "keytier dep key check v1", 24);
-    kt_wr_lv8(&wr, dep->tenant, strlen(dep->tenant));
-    kt_wr_lv8(&wr, dep->dep_id, strlen(dep->dep_id));
-    return kt_wr_ok(&wr) && kt_hkdf(dep_key, info, wr.len, out, KT_CHECK_SIZE);
-}
-
 static void kt_dep_info_fill(const struct kt_dep_rec *d, keytier_dep_info *o)
 {
     memset(o, 0, sizeof *o);

@@ -238,11 +238,12 @@ KEYTIER_API keytier_err keytier_dep_roll(keytier_ctx *ctx, const char *tenant,
     e = kt_roll_root(ctx, what, new_uri, NULL, NULL);
     if (e != KEYTIER_OK)
         goto out;
-    /* Through the customer keys only: a roll makes a new lasting copy, and
-     * one made through the availability key would undo a revocation (the
-     * rolled copy would open for users again).  Revoked: refused; both
-     * down: refused too, the customer rolls again when a key answers. */
-    e = kt_avail_dep_key_read_customer(ctx, dep, &req, &key);
+    /* A rewrap: a roll makes a new lasting copy, and one made through the
+     * availability key would undo a revocation (the rolled copy would open
+     * for users again), so the rule never lets it use that key.  Revoked:
+     * refused; both down: refused too, the customer rolls again when a key
+     * answers. */
+    e = kt_dep_key_read(ctx, dep, &req, KT_FALLBACK_OP_REWRAP, NULL, &key);
     if (e != KEYTIER_OK)
         goto out;
     e = kt_roll_root(ctx, what, new_uri, key, pending);

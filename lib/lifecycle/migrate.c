@@ -5,12 +5,13 @@
  *
  * Revocation: moving a key to another DEP rewraps it under a key the
  * customer may not have revoked.  A plain assign/migrate therefore reads
- * every DEP key (the old ones and the target) through the customer keys
- * only (kt_avail_dep_key_read_customer): out of or into a revoked DEP it
- * is refused with KEYTIER_E_REVOKED, during an outage with
- * KEYTIER_E_UNAVAILABLE (run it again later).  Only a migration recorded
- * by keytier_dep_recover (operation "recover", an explicit, audited
- * service operation) reads the OLD DEP key through the availability key.
+ * every DEP key (the old ones and the target) through the read path as a
+ * rewrap, the fallback rule's operation that never uses the availability
+ * key: out of or into a revoked DEP it is refused with KEYTIER_E_REVOKED,
+ * during an outage with KEYTIER_E_UNAVAILABLE (run it again later).  Only
+ * a migration recorded by keytier_dep_recover (operation "recover", an
+ * explicit, audited service operation) reads the OLD DEP key as the rule's
+ * "recover", which may use the availability key.
  *
  * Resumability: a migration is a list of items (level-1 keys) in the
  * store.  A batch rewraps some keys and, in the same transaction, marks
@@ -80,6 +81,13 @@ static json_object *kt_mig_fields(const keytier_migration *p)
     return f;
 }
 
+/* The fallback rule's operation for the old DEP keys of a migration. */
+static kt_fallback_op kt_mig_op(const struct kt_mig_rec *m)
+{
+    return strcmp(m->operation, "recover") == 0 ? KT_FALLBACK_OP_RECOVER
+                                                : KT_FALLBACK_OP_REWRAP;
+}
+
 /* The DEP key of dep_id, read once per run. */
 static keytier_err kt_mig_dep_key(struct kt_mig_run *r, const char *dep_id,
                                   const kt_secret **out)
@@ -102,12 +110,11 @@ static keytier_err kt_mig_dep_key(struct kt_mig_run *r, const char *dep_id,
     if (e == KEYTIER_OK && strcmp(d->tenant, r->m.tenant) != 0)
         e = kt_err(KEYTIER_E_WRONG_TENANT, "DEP %s", dep_id);
     kt_secret *key = NULL;
-    /* Only recovery may take the old DEP key through the availability key;
-     * a plain migration out of a revoked DEP would undo the revocation. */
-    if (e == KEYTIER_OK && strcmp(r->m.operation, "recover") == 0)
-        e = kt_dep_key_read(r->ctx, d, &r->req, NULL, &key);
-    else if (e == KEYTIER_OK)
-        e = kt_avail_dep_key_read_customer(r->ctx, d, &r->req, &key);
+    /* A migration rewraps the keys under the old DEP key; only recovery
+     * is allowed the availability key (the rule's "recover"), a plain
+     * migration out of a revoked DEP would undo the revocation. */
+    if (e == KEYTIER_OK)
+        e = kt_dep_key_read(r->ctx, d, &r->req, kt_mig_op(&r->m), NULL, &key);
     kt_wipe(d, sizeof *d);
     free(d);
     if (e != KEYTIER_OK)
@@ -299,7 +306,8 @@ KEYTIER_API keytier_err keytier_migrate_run(keytier_ctx *ctx,
     }
     /* The target through its customer keys only, recovery included (its
      * new customer keys must work): nothing moves into a revoked DEP. */
-    e = kt_avail_dep_key_read_customer(ctx, r.target, &r.req, &r.target_key);
+    e = kt_dep_key_read(ctx, r.target, &r.req, KT_FALLBACK_OP_REWRAP, NULL,
+                        &r.target_key);
     if (e != KEYTIER_OK)
         goto out;
 
@@ -437,7 +445,8 @@ static keytier_err kt_assign_not_revoked(keytier_ctx *ctx,
                                          const keytier_request *req)
 {
     kt_secret *key = NULL;
-    keytier_err e = kt_avail_dep_key_read_customer(ctx, d, req, &key);
+    keytier_err e =
+        kt_dep_key_read(ctx, d, req, KT_FALLBACK_OP_REWRAP, NULL, &key);
     kt_secret_free(key);
     if (e == KEYTIER_E_UNAVAILABLE) {
         kt_err_clear();
