@@ -2,9 +2,11 @@
  * Where a DEP key is unwrapped: kt_dep_key_unwrap_slot is the one place
  * where libkeytier uses a root key after a DEP is created (one wrapped
  * copy, under customer key A, B or the availability key, checked against
- * the DEP's check value).  Which copy is tried, when, and whether the
- * availability key may be used is lib/avail/fallback.c's road and
- * lib/avail/fallback_rule.c's rule.
+ * the DEP's check value), and kt_dep_key_unwrap_copy the one unwrap of a
+ * DEP key under a root, also for the probe of a copy just made.  Which
+ * copy is tried, when, and whether the availability key may be used is
+ * the read path's road (lib/avail/read.c) and the fallback rule
+ * (lib/avail/fallback_rule.c).  Nothing here calls either of them.
  */
 #include <stdio.h>
 #include <string.h>
@@ -29,6 +31,14 @@ bool kt_dep_check_value(const kt_secret *dep_key, const struct kt_dep_rec *dep,
     return kt_wr_ok(&wr) && kt_hkdf(dep_key, info, wr.len, out, KT_CHECK_SIZE);
 }
 
+keytier_err kt_dep_key_unwrap_copy(const struct kt_root *root,
+                                   CK_SESSION_HANDLE s, enum kt_wrap_mech mech,
+                                   const uint8_t *wrapped, size_t wrapped_len,
+                                   kt_secret **out, CK_RV *rv)
+{
+    return kt_root_unwrap(root, s, mech, wrapped, wrapped_len, out, rv);
+}
+
 keytier_err kt_dep_key_unwrap_slot(keytier_ctx *ctx,
                                    const struct kt_dep_rec *dep, int slot,
                                    kt_secret **out, CK_RV *rv)
@@ -50,7 +60,8 @@ keytier_err kt_dep_key_unwrap_slot(keytier_ctx *ctx,
         kt_root_resolve(ctx, names[slot], r->uri, false, &root, &s, rv);
     if (e != KEYTIER_OK)
         return e;
-    e = kt_root_unwrap(&root, s, mech, r->wrapped, r->wrapped_len, &key, rv);
+    e = kt_dep_key_unwrap_copy(&root, s, mech, r->wrapped, r->wrapped_len, &key,
+                               rv);
     kt_session_put(root.tok, s, *rv);
     if (e != KEYTIER_OK)
         return kt_err_context(e, "%s %s", names[slot], r->uri);

@@ -9,8 +9,10 @@
 #include <string.h>
 #include <time.h>
 
-#include "state.h"
 #include "kt_lib.h"
+#include "state.h"
+
+/* ---- invalidations across processes ---------------------------------- */
 
 /* Coarse is enough for intervals of tens of milliseconds, and cheap on the
  * hit path. */
@@ -154,6 +156,8 @@ static bool kt_avail_sync_fresh(struct kt_avail *av)
     pthread_mutex_unlock(&av->sync_mu);
     return ok;
 }
+
+/* ---- the cache's lookups and invalidations, for the other folders ---- */
 
 void kt_avail_cache_id(char out[KT_AVAIL_CACHE_ID], const char *prefix,
                        const char *id)

@@ -179,7 +179,7 @@ static keytier_err kt_avail_customer_read(struct kt_avail *av,
     return KEYTIER_E_UNWRAP;
 }
 
-/* ---- the cache's refresh and alert ------------------------------------ */
+/* ---- the cache's refresh --------------------------------------------- */
 
 CK_RV kt_avail_refresh(void *arg, const char *id, const char *dep_id,
                        unsigned char *out, size_t *out_len)

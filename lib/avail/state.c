@@ -9,8 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "state.h"
 #include "kt_lib.h"
+#include "state.h"
 
 static void kt_avail_alert(void *arg, const kt_cache_alert *a)
 {

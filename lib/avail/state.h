@@ -36,8 +36,9 @@ struct kt_avail {
 /* read.c: the cache's refresh callback (kt_cache_config.refresh): the DEP
  * key again through the customer keys only, the rule's verdict for a
  * refresh as the CK_RV the cache acts on. */
-CK_RV kt_avail_refresh(void *arg, const char *id, const char *dep_id,
-                       unsigned char *out, size_t *out_len);
+KT_NODISCARD CK_RV kt_avail_refresh(void *arg, const char *id,
+                                    const char *dep_id, unsigned char *out,
+                                    size_t *out_len);
 
 /* inval.c: the monotonic clock of the sync bound, in milliseconds. */
 uint64_t kt_avail_now_ms(void);

@@ -324,6 +324,12 @@ KT_NODISCARD bool kt_dep_check_value(const kt_secret *dep_key,
                                      const struct kt_dep_rec *dep,
                                      uint8_t out[KT_CHECK_SIZE]);
 
+/* Unwraps a wrapped copy of a DEP key with a resolved root (in session s),
+ * unchecked: the one unwrap of a DEP key under a root, beneath
+ * kt_dep_key_unwrap_slot and the probe of a copy just made (keys/dep.c). */
+KT_NODISCARD keytier_err kt_dep_key_unwrap_copy(
+    const struct kt_root *root, CK_SESSION_HANDLE s, enum kt_wrap_mech mech,
+    const uint8_t *wrapped, size_t wrapped_len, kt_secret **out, CK_RV *rv);
 /* Unwraps one copy (slot KEYTIER_ROOT_A/B/AVAIL) and checks it. */
 KT_NODISCARD keytier_err kt_dep_key_unwrap_slot(keytier_ctx *ctx,
                                                 const struct kt_dep_rec *dep,

@@ -1,7 +1,8 @@
 /*
  * Data encryption policies: create, show, list, disable
  * (docs/DESIGN.md §2).  Creating a DEP is the only time the library
- * wraps with root keys; reading a DEP key is dep_key.c.
+ * wraps with root keys; reading a DEP key is lib/avail/read.c, unwrapping
+ * one (also the probe of a copy just made) lib/avail/dep_key.c.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -83,7 +84,8 @@ static keytier_err kt_wrap_verified(keytier_ctx *ctx, const char *what,
         kt_secret *back = NULL;
         e = kt_root_wrap(root, s, mechs[i], key, rec->wrapped, &len, rv);
         if (e == KEYTIER_OK) {
-            e = kt_root_unwrap(root, s, mechs[i], rec->wrapped, len, &back, rv);
+            e = kt_dep_key_unwrap_copy(root, s, mechs[i], rec->wrapped, len,
+                                       &back, rv);
             if (e == KEYTIER_OK &&
                 !kt_ct_equal(kt_secret_cdata(back), kt_secret_cdata(key),
                              KT_KEY_SIZE))
