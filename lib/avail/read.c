@@ -305,13 +305,14 @@ static bool kt_read_cached(struct kt_read *r, const char *cache_id,
     return true;
 }
 
-/* A customer key unwrapped it: into the cache when the caller fills it. */
+/* A customer key unwrapped it: into the cache when the caller fills it
+ * (a rewrap neither looks the cache up nor fills it). */
 static void kt_read_fill(const struct kt_read *r, const char *cache_id,
                          const struct kt_avail_fill *fill, const kt_secret *key)
 {
     const struct kt_dep_rec *dep = r->dep;
 
-    if (!r->av->cache || !fill)
+    if (!r->av->cache || !fill || r->rewrap)
         return;
     kt_cache_tags tags = {
         .org_id = dep->tenant,
