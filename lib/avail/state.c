@@ -12,6 +12,8 @@
 #include "kt_lib.h"
 #include "state.h"
 
+/* The cache's alert callback: an entry whose refresh keeps failing is
+ * about to expire; logged, and handed to the application's callback. */
 static void kt_avail_alert(void *arg, const kt_cache_alert *a)
 {
     struct kt_avail *av = arg;
