@@ -286,6 +286,40 @@ keytier_err kt_audit_log_id(const char *path, char out[KT_AUDIT_ID_SIZE])
     return err;
 }
 
+/* The offsets of the last two newlines of buf[0..n) (-1: none). */
+static void kt_audit_last_newlines(const char *buf, size_t n, off_t *nl,
+                                   off_t *prev_nl)
+{
+    for (size_t i = n; i-- > 0;) {
+        if (buf[i] != '\n')
+            continue;
+        if (*nl < 0)
+            *nl = (off_t)i;
+        else {
+            *prev_nl = (off_t)i;
+            return;
+        }
+    }
+}
+
+/* The last record (obj, NULL if its line did not parse) as the tail the
+ * next append chains to: its Seq and Hash. */
+static keytier_err kt_audit_tail_record(kt_audit *a, json_object *obj)
+{
+    json_object *seq, *hash;
+
+    if (!obj || !json_object_object_get_ex(obj, "Seq", &seq) ||
+        !json_object_object_get_ex(obj, "Hash", &hash) ||
+        !json_object_is_type(seq, json_type_int) ||
+        !json_object_is_type(hash, json_type_string) ||
+        !kt_is_hash_hex(json_object_get_string(hash)))
+        return kt_err(KEYTIER_E_AUDIT_TAMPERED,
+                      "last line of %s is not an audit record", a->path);
+    a->tail_seq = (uint64_t)json_object_get_int64(seq);
+    memcpy(a->tail_hash, json_object_get_string(hash), sizeof a->tail_hash);
+    return KEYTIER_OK;
+}
+
 /*
  * Finds the last record of the file (under flock): its Seq and Hash.  A
  * trailing line without a newline is a record whose append never completed
@@ -296,7 +330,7 @@ static keytier_err kt_audit_read_tail(kt_audit *a, off_t *size)
     char *buf = NULL;
     size_t cap = 4096;
     keytier_err err = KEYTIER_OK;
-    json_object *obj = NULL, *seq, *hash;
+    json_object *obj = NULL;
 
     for (;;) {
         off_t start, end = *size, nl = -1, prev_nl = -1;
@@ -319,16 +353,7 @@ static keytier_err kt_audit_read_tail(kt_audit *a, off_t *size)
             err = kt_err(KEYTIER_E_AUDIT, "cannot read audit log %s", a->path);
             goto out;
         }
-        for (size_t i = n; i-- > 0;) {
-            if (buf[i] != '\n')
-                continue;
-            if (nl < 0)
-                nl = (off_t)i;
-            else {
-                prev_nl = (off_t)i;
-                break;
-            }
-        }
+        kt_audit_last_newlines(buf, n, &nl, &prev_nl);
         if (nl >= 0 && (size_t)nl != n - 1) {
             /* Partial last line: drop it (it was never acknowledged). */
             off_t keep = start + nl + 1;
@@ -363,17 +388,7 @@ static keytier_err kt_audit_read_tail(kt_audit *a, off_t *size)
         obj = kt_audit_parse(buf + prev_nl + 1, (size_t)(nl - prev_nl - 1));
         break;
     }
-    if (!obj || !json_object_object_get_ex(obj, "Seq", &seq) ||
-        !json_object_object_get_ex(obj, "Hash", &hash) ||
-        !json_object_is_type(seq, json_type_int) ||
-        !json_object_is_type(hash, json_type_string) ||
-        !kt_is_hash_hex(json_object_get_string(hash))) {
-        err = kt_err(KEYTIER_E_AUDIT_TAMPERED,
-                     "last line of %s is not an audit record", a->path);
-        goto out;
-    }
-    a->tail_seq = (uint64_t)json_object_get_int64(seq);
-    memcpy(a->tail_hash, json_object_get_string(hash), sizeof a->tail_hash);
+    err = kt_audit_tail_record(a, obj);
 out:
     json_object_put(obj);
     free(buf);

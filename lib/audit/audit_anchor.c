@@ -397,13 +397,135 @@ void kt_audit_anchor_attach(keytier_ctx *ctx, kt_audit *a)
 
 /* ---- verify ----------------------------------------------------------- */
 
+/* Whether anc carries the service token's MAC (*authentic); an error only
+ * when the token cannot say. */
+static keytier_err kt_anchor_authentic(keytier_ctx *ctx,
+                                       const struct kt_anchor_rec *anc,
+                                       bool *authentic)
+{
+    uint8_t mac[KT_ANCHOR_MAC_SIZE];
+    keytier_err e =
+        kt_anchor_mac(ctx, false, anc->log_id, anc->seq, anc->hash, mac);
+    if (e == KEYTIER_OK)
+        *authentic = CRYPTO_memcmp(mac, anc->mac, sizeof mac) == 0;
+    OPENSSL_cleanse(mac, sizeof mac);
+    return e;
+}
+
+/* Another log anchored at this path (real): this file replaced it (a log
+ * deleted or cut to nothing and started again, or rewritten from its
+ * first record).  A copy elsewhere is checked by its own anchor.
+ * KEYTIER_OK when no other log is anchored there. */
+static keytier_err kt_anchor_replaced(keytier_ctx *ctx, const char *path,
+                                      const char *real,
+                                      keytier_audit_report *rep,
+                                      struct kt_anchor_rec *anc)
+{
+    bool authentic = false;
+    keytier_err e = kt_store_anchor_other(ctx->store, real, rep->log_id, anc);
+    if (e == KEYTIER_E_NOT_FOUND)
+        return KEYTIER_OK;
+    if (e != KEYTIER_OK)
+        return e;
+    e = kt_anchor_authentic(ctx, anc, &authentic);
+    if (e != KEYTIER_OK)
+        return e;
+    if (!authentic)
+        return kt_err(KEYTIER_E_AUDIT_TAMPERED,
+                      "the audit anchor of log %s at %s fails its MAC: the "
+                      "anchor was altered",
+                      anc->log_id, path);
+    rep->bad_line = 1;
+    return kt_err(KEYTIER_E_AUDIT_TAMPERED,
+                  "%s is not the log anchored at this path (log %s, "
+                  "records 1..%" PRIu64
+                  "): replaced, or rewritten from its first record",
+                  path, anc->log_id, anc->seq);
+}
+
+/* The log as scanned against its authentic anchor: records removed from
+ * the end, a chain rewritten at or before the anchor, or records after it
+ * (unanchored). */
+static keytier_err kt_anchor_compare(const char *path,
+                                     const kt_audit_scan_result *scan,
+                                     const struct kt_anchor_rec *anc,
+                                     keytier_audit_report *rep)
+{
+    rep->anchored_seq = anc->seq;
+    if (scan->records < anc->seq) {
+        rep->bad_line = scan->records + 1;
+        if (scan->records + 1 == anc->seq)
+            return kt_err(KEYTIER_E_AUDIT_TAMPERED,
+                          "record %" PRIu64 " removed from the end: the log "
+                          "ends at line %" PRIu64 ", its anchor is at record "
+                          "%" PRIu64,
+                          anc->seq, scan->records, anc->seq);
+        return kt_err(KEYTIER_E_AUDIT_TAMPERED,
+                      "records %" PRIu64 "..%" PRIu64
+                      " removed from the end: the log ends at line %" PRIu64
+                      ", its anchor is at record %" PRIu64,
+                      scan->records + 1, anc->seq, scan->records, anc->seq);
+    }
+    if (strcmp(scan->at_hash, anc->hash) != 0) {
+        rep->bad_line = anc->seq;
+        return kt_err(KEYTIER_E_AUDIT_TAMPERED,
+                      "line %" PRIu64 " is not the anchored record %" PRIu64
+                      ": the chain was rewritten at or before it",
+                      anc->seq, anc->seq);
+    }
+    rep->unanchored = scan->records - anc->seq;
+    if (rep->unanchored == 1)
+        return kt_err(KEYTIER_E_AUDIT_UNANCHORED,
+                      "%s: record %" PRIu64
+                      " is after the anchor (record %" PRIu64 ")",
+                      path, scan->records, anc->seq);
+    if (rep->unanchored > 1)
+        return kt_err(KEYTIER_E_AUDIT_UNANCHORED,
+                      "%s: records %" PRIu64 "..%" PRIu64
+                      " are after the anchor (record %" PRIu64 ")",
+                      path, anc->seq + 1, scan->records, anc->seq);
+    return KEYTIER_OK;
+}
+
+/* The log's chain scanned up to its anchor (anc->seq 0: none), then
+ * judged: unanchored without one, else against the anchor once the token
+ * vouches for it. */
+static keytier_err kt_anchor_check_log(keytier_ctx *ctx, const char *path,
+                                       const struct kt_anchor_rec *anc,
+                                       keytier_audit_report *rep)
+{
+    kt_audit_scan_result scan = {.at_seq = anc->seq};
+    bool authentic = false;
+    keytier_err e = kt_audit_scan(path, &scan);
+    rep->records = scan.records;
+    rep->bad_line = scan.bad_line;
+    if (e != KEYTIER_OK)
+        return e; /* the chain itself is broken: that line is named */
+    if (anc->seq == 0) {
+        rep->unanchored = scan.records;
+        return scan.records == 0 ? KEYTIER_OK
+                                 : kt_err(KEYTIER_E_AUDIT_UNANCHORED,
+                                          "%s: no anchor for this log (%" PRIu64
+                                          " records unanchored)",
+                                          path, scan.records);
+    }
+    /* The anchor must be the token's before it may accuse the file. */
+    e = kt_anchor_authentic(ctx, anc, &authentic);
+    if (e != KEYTIER_OK)
+        return e;
+    if (!authentic)
+        return kt_err(KEYTIER_E_AUDIT_TAMPERED,
+                      "the audit anchor of %s (record %" PRIu64
+                      ") fails its MAC: the anchor was altered",
+                      path, anc->seq);
+    return kt_anchor_compare(path, &scan, anc, rep);
+}
+
 static keytier_err kt_anchor_verify(keytier_ctx *ctx, const char *path,
                                     keytier_audit_report *rep)
 {
     char real[PATH_MAX];
     struct kt_anchor_rec *anc = calloc(1, sizeof *anc);
-    kt_audit_scan_result scan = {.at_seq = 0};
-    uint8_t mac[KT_ANCHOR_MAC_SIZE];
     keytier_err e, found;
 
     if (anc == NULL)
@@ -422,33 +544,9 @@ static keytier_err kt_anchor_verify(keytier_ctx *ctx, const char *path,
     }
     if (e != KEYTIER_OK && e != KEYTIER_E_NOT_FOUND)
         goto out;
-    /* Another log anchored at this path: this file replaced it (a log
-     * deleted or cut to nothing and started again, or rewritten from its
-     * first record).  A copy elsewhere is checked by its own anchor. */
-    found = kt_store_anchor_other(ctx->store, real, rep->log_id, anc);
-    if (found == KEYTIER_OK) {
-        e = kt_anchor_mac(ctx, false, anc->log_id, anc->seq, anc->hash, mac);
-        if (e != KEYTIER_OK)
-            goto out;
-        if (CRYPTO_memcmp(mac, anc->mac, sizeof mac) != 0) {
-            e = kt_err(KEYTIER_E_AUDIT_TAMPERED,
-                       "the audit anchor of log %s at %s fails its MAC: the "
-                       "anchor was altered",
-                       anc->log_id, path);
-            goto out;
-        }
-        rep->bad_line = 1;
-        e = kt_err(KEYTIER_E_AUDIT_TAMPERED,
-                   "%s is not the log anchored at this path (log %s, "
-                   "records 1..%" PRIu64
-                   "): replaced, or rewritten from its first record",
-                   path, anc->log_id, anc->seq);
+    e = kt_anchor_replaced(ctx, path, real, rep, anc);
+    if (e != KEYTIER_OK)
         goto out;
-    }
-    if (found != KEYTIER_E_NOT_FOUND) {
-        e = found;
-        goto out;
-    }
     found = rep->log_id[0] ? kt_store_anchor_get(ctx->store, rep->log_id, anc)
                            : KEYTIER_E_NOT_FOUND; /* an empty log */
     if (found == KEYTIER_E_NOT_FOUND) {
@@ -457,70 +555,8 @@ static keytier_err kt_anchor_verify(keytier_ctx *ctx, const char *path,
         e = found;
         goto out;
     }
-    scan.at_seq = anc->seq;
-    e = kt_audit_scan(path, &scan);
-    rep->records = scan.records;
-    rep->bad_line = scan.bad_line;
-    if (e != KEYTIER_OK)
-        goto out; /* the chain itself is broken: that line is named */
-    if (anc->seq == 0) {
-        rep->unanchored = scan.records;
-        e = scan.records == 0 ? KEYTIER_OK
-                              : kt_err(KEYTIER_E_AUDIT_UNANCHORED,
-                                       "%s: no anchor for this log (%" PRIu64
-                                       " records unanchored)",
-                                       path, scan.records);
-        goto out;
-    }
-    /* The anchor must be the token's before it may accuse the file. */
-    e = kt_anchor_mac(ctx, false, anc->log_id, anc->seq, anc->hash, mac);
-    if (e != KEYTIER_OK)
-        goto out;
-    if (CRYPTO_memcmp(mac, anc->mac, sizeof mac) != 0) {
-        e = kt_err(KEYTIER_E_AUDIT_TAMPERED,
-                   "the audit anchor of %s (record %" PRIu64
-                   ") fails its MAC: the anchor was altered",
-                   path, anc->seq);
-        goto out;
-    }
-    rep->anchored_seq = anc->seq;
-    if (scan.records < anc->seq) {
-        rep->bad_line = scan.records + 1;
-        if (scan.records + 1 == anc->seq)
-            e = kt_err(KEYTIER_E_AUDIT_TAMPERED,
-                       "record %" PRIu64 " removed from the end: the log "
-                       "ends at line %" PRIu64 ", its anchor is at record "
-                       "%" PRIu64,
-                       anc->seq, scan.records, anc->seq);
-        else
-            e = kt_err(KEYTIER_E_AUDIT_TAMPERED,
-                       "records %" PRIu64 "..%" PRIu64
-                       " removed from the end: the log ends at line %" PRIu64
-                       ", its anchor is at record %" PRIu64,
-                       scan.records + 1, anc->seq, scan.records, anc->seq);
-        goto out;
-    }
-    if (strcmp(scan.at_hash, anc->hash) != 0) {
-        rep->bad_line = anc->seq;
-        e = kt_err(KEYTIER_E_AUDIT_TAMPERED,
-                   "line %" PRIu64 " is not the anchored record %" PRIu64
-                   ": the chain was rewritten at or before it",
-                   anc->seq, anc->seq);
-        goto out;
-    }
-    rep->unanchored = scan.records - anc->seq;
-    if (rep->unanchored == 1)
-        e = kt_err(KEYTIER_E_AUDIT_UNANCHORED,
-                   "%s: record %" PRIu64 " is after the anchor (record %" PRIu64
-                   ")",
-                   path, scan.records, anc->seq);
-    else if (rep->unanchored > 1)
-        e = kt_err(KEYTIER_E_AUDIT_UNANCHORED,
-                   "%s: records %" PRIu64 "..%" PRIu64
-                   " are after the anchor (record %" PRIu64 ")",
-                   path, anc->seq + 1, scan.records, anc->seq);
+    e = kt_anchor_check_log(ctx, path, anc, rep);
 out:
-    OPENSSL_cleanse(mac, sizeof mac);
     free(anc);
     return e;
 }

@@ -1,5 +1,5 @@
 /*
- * Availability of DEP keys (DESIGN.md §2 "Reading a DEP key", "Cache",
+ * Availability of DEP keys (docs/DESIGN.md §2 "Reading a DEP key", "Cache",
  * "Audit"): the fallback rule, hedged and time-limited root-key reads on a
  * bounded worker pool, the key cache and the audit log, per context.
  *
@@ -55,6 +55,7 @@
 
 #include <p11-kit/pkcs11.h>
 
+#include "fallback_rule.h"
 #include "kt_base.h"
 
 #define KT_AVAIL_MAX_OVERRIDES 16
@@ -106,17 +107,28 @@ struct kt_avail_fill {
     size_t aux_len;
 };
 
-/* The road from a DEP to its key, behind kt_dep_key_read(); the fallback
- * rule itself is fallback_rule.h.  With fill, the caller (the public open,
- * which also checks the tenant of a hit) has looked the cache up already
- * and a key read through the customer keys is cached (as "dep:ID");
- * without fill this read looks the cache up itself.  Either way a read
- * looks it up once, through kt_avail_cache_hit. */
-KT_NODISCARD keytier_err kt_avail_dep_key_read(keytier_ctx *ctx,
-                                               const struct kt_dep_rec *dep,
-                                               const keytier_request *req,
-                                               const struct kt_avail_fill *fill,
-                                               kt_secret **out);
+/* The read path (read.c), the one road from a DEP to its key: the cache,
+ * customer keys A and B hedged on the call pool, and the verdict of the
+ * fallback rule (fallback_rule.h) carried out.  op is what the caller does
+ * with the key, the rule's operation:
+ *   KT_FALLBACK_OP_READ     a user's or the service's read; an internal
+ *                           request naming "recover" is the recovery
+ *   KT_FALLBACK_OP_RECOVER  recovery from lost customer keys
+ *   KT_FALLBACK_OP_REWRAP   a lasting new copy of the key or of the keys
+ *                           under it (roll, assign, migrate): an internal
+ *                           request; never the cache, never the
+ *                           availability key, so it cannot undo a
+ *                           revocation
+ * With fill, the caller (the public open, which also checks the tenant of
+ * a hit) has looked the cache up already and a key read through the
+ * customer keys is cached (as "dep:ID"); without fill this read looks the
+ * cache up itself.  Either way a read looks it up once, through
+ * kt_avail_cache_hit.  Errors: KEYTIER_E_REVOKED (a customer key denied
+ * and the rule refuses; audited as denied), KEYTIER_E_UNAVAILABLE,
+ * KEYTIER_E_PURGED, KEYTIER_E_ARGS. */
+KT_NODISCARD keytier_err kt_dep_key_read(
+    keytier_ctx *ctx, const struct kt_dep_rec *dep, const keytier_request *req,
+    kt_fallback_op op, const struct kt_avail_fill *fill, kt_secret **out);
 
 /* ---- the cache's fast paths ----------------------------------------
  * Cache ids: "dep:" DEP id, "key:" tier key id (KT_AVAIL_CACHE_ID bytes). */
@@ -148,15 +160,6 @@ size_t kt_avail_uncache(keytier_ctx *ctx, int scope, const char *value);
  * revocation a read found). */
 void kt_avail_publish(keytier_ctx *ctx, int scope, const char *value,
                       const char *reason);
-
-/* The DEP key through the customer keys only, never the
- * cache nor the availability key (roll, assign/migrate: a lasting rewrap
- * must not undo a revocation).  req: internal, naming its operation.
- * Errors: KEYTIER_E_REVOKED (a customer key denied; audited as denied),
- * KEYTIER_E_UNAVAILABLE (both failed for system reasons), KEYTIER_E_PURGED. */
-KT_NODISCARD keytier_err
-kt_avail_dep_key_read_customer(keytier_ctx *ctx, const struct kt_dep_rec *dep,
-                               const keytier_request *req, kt_secret **out);
 
 /* audit_anchor.c: after every append to a, anchor the log's
  * head in ctx's store with the service token's MAC (no-op without a

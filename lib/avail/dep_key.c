@@ -2,9 +2,11 @@
  * Where a DEP key is unwrapped: kt_dep_key_unwrap_slot is the one place
  * where libkeytier uses a root key after a DEP is created (one wrapped
  * copy, under customer key A, B or the availability key, checked against
- * the DEP's check value).  Which copy is tried, when, and whether the
- * availability key may be used is lib/avail/fallback.c's road and
- * lib/avail/fallback_rule.c's rule.
+ * the DEP's check value), and kt_dep_key_unwrap_copy the one unwrap of a
+ * DEP key under a root, also for the probe of a copy just made.  Which
+ * copy is tried, when, and whether the availability key may be used is
+ * the read path's road (lib/avail/read.c) and the fallback rule
+ * (lib/avail/fallback_rule.c).  Nothing here calls either of them.
  */
 #include <stdio.h>
 #include <string.h>
@@ -13,6 +15,29 @@
 
 #include "ckr_class.h"
 #include "p11call.h"
+
+bool kt_dep_check_value(const kt_secret *dep_key, const struct kt_dep_rec *dep,
+                        uint8_t out[KT_CHECK_SIZE])
+{
+    /* Binds the DEP key to its tenant and DEP id: a wrapped copy moved from
+     * another DEP (even one under the same root) unwraps to a key whose
+     * check value does not match. */
+    uint8_t info[64 + KEYTIER_TENANT_MAX + KEYTIER_ID_SIZE];
+    struct kt_wr wr;
+    kt_wr_init(&wr, info, sizeof info);
+    kt_wr_bytes(&wr, "keytier dep key check v1", 24);
+    kt_wr_lv8(&wr, dep->tenant, strlen(dep->tenant));
+    kt_wr_lv8(&wr, dep->dep_id, strlen(dep->dep_id));
+    return kt_wr_ok(&wr) && kt_hkdf(dep_key, info, wr.len, out, KT_CHECK_SIZE);
+}
+
+keytier_err kt_dep_key_unwrap_copy(const struct kt_root *root,
+                                   CK_SESSION_HANDLE s, enum kt_wrap_mech mech,
+                                   const uint8_t *wrapped, size_t wrapped_len,
+                                   kt_secret **out, CK_RV *rv)
+{
+    return kt_root_unwrap(root, s, mech, wrapped, wrapped_len, out, rv);
+}
 
 keytier_err kt_dep_key_unwrap_slot(keytier_ctx *ctx,
                                    const struct kt_dep_rec *dep, int slot,
@@ -35,7 +60,8 @@ keytier_err kt_dep_key_unwrap_slot(keytier_ctx *ctx,
         kt_root_resolve(ctx, names[slot], r->uri, false, &root, &s, rv);
     if (e != KEYTIER_OK)
         return e;
-    e = kt_root_unwrap(&root, s, mech, r->wrapped, r->wrapped_len, &key, rv);
+    e = kt_dep_key_unwrap_copy(&root, s, mech, r->wrapped, r->wrapped_len, &key,
+                               rv);
     kt_session_put(root.tok, s, *rv);
     if (e != KEYTIER_OK)
         return kt_err_context(e, "%s %s", names[slot], r->uri);
@@ -101,17 +127,4 @@ keytier_err kt_dep_key_unwrap_slot_bounded(keytier_ctx *ctx,
     }
     kt_tjob_put(&j->base);
     return e;
-}
-
-keytier_err kt_dep_key_read(keytier_ctx *ctx, const struct kt_dep_rec *dep,
-                            const keytier_request *req,
-                            const struct kt_avail_fill *fill, kt_secret **out)
-{
-    /* lifecycle: a purged tenant's DEP has no copies and no roots left. */
-    if (dep->state == KEYTIER_DEP_PURGED)
-        return kt_err(KEYTIER_E_PURGED, "DEP %s of tenant %s was purged",
-                      dep->dep_id, dep->tenant);
-    /* The cache, hedging and deadlines: lib/avail/fallback.c; the fallback
-     * rule: lib/avail/fallback_rule.c */
-    return kt_avail_dep_key_read(ctx, dep, req, fill, out);
 }

@@ -1,5 +1,5 @@
 /*
- * The fallback rule lives here and nowhere else.  lib/avail/fallback.c reads
+ * The fallback rule lives here and nowhere else.  lib/avail/read.c reads
  * the customer keys (hedged, with deadlines), turns each outcome into a state
  * through the CK_RV class table (lib/base/ckr_class.c), asks kt_fallback_decide
  * what to do, and carries the verdict out (availability key, audit record,

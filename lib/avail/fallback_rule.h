@@ -2,8 +2,8 @@
  * The fallback rule: the one place that decides, from the outcome of the
  * two customer keys, whether a DEP key read goes on, falls back to the
  * availability key, or is refused (lib/avail/fallback_rule.c).  Pure: no I/O,
- * no state; the callers (lib/avail/fallback.c) do the token calls, the audit
- * and the cache, and only act on the verdict.
+ * no state; the read path (lib/avail/read.c) does the token calls, the audit
+ * and the cache, and only acts on the verdict.
  */
 #ifndef KT_FALLBACK_RULE_H
 #define KT_FALLBACK_RULE_H

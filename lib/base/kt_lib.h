@@ -73,6 +73,9 @@ KT_NODISCARD keytier_err kt_config_load(const char *path,
 struct kt_conf_key;
 const struct kt_conf_key *kt_config_table(size_t *n);
 void kt_config_free(struct kt_config *cfg);
+/* The audit log's path: avail.audit_log, or the store's path and
+ * ".audit.jsonl". Returns a string to free, or NULL (out of memory). */
+char *kt_config_audit_log(const struct kt_config *cfg);
 const struct kt_workload_cfg *kt_config_workload(const struct kt_config *cfg,
                                                  const char *name);
 const struct kt_pin_cfg *kt_config_pin(const struct kt_config *cfg,
@@ -316,24 +319,19 @@ KT_NODISCARD bool kt_text_ok(const char *s, size_t max);
 /* Copies a string into a fixed field (truncates, always terminates). */
 void kt_strlcpy(char *dst, const char *src, size_t cap);
 
-/* ---- DEP keys (dep.c, dep_key.c) -------------------------------------- */
+/* ---- DEP keys (dep_key.c; read through kt_dep_key_read, avail.h) ------ */
 
 /* The DEP key check value: binds a DEP key to its tenant and DEP id. */
 KT_NODISCARD bool kt_dep_check_value(const kt_secret *dep_key,
                                      const struct kt_dep_rec *dep,
                                      uint8_t out[KT_CHECK_SIZE]);
 
-/*
- * THE single place where root keys are used to read a DEP key.
- * Picks customer key A or B at random, then the other; the first copy that
- * unwraps and matches the DEP's key check value wins.  Errors:
- * KEYTIER_E_UNWRAP (detail: both customer keys' errors).
- */
-KT_NODISCARD keytier_err kt_dep_key_read(keytier_ctx *ctx,
-                                         const struct kt_dep_rec *dep,
-                                         const keytier_request *req,
-                                         const struct kt_avail_fill *fill,
-                                         kt_secret **out);
+/* Unwraps a wrapped copy of a DEP key with a resolved root (in session s),
+ * unchecked: the one unwrap of a DEP key under a root, beneath
+ * kt_dep_key_unwrap_slot and the probe of a copy just made (keys/dep.c). */
+KT_NODISCARD keytier_err kt_dep_key_unwrap_copy(
+    const struct kt_root *root, CK_SESSION_HANDLE s, enum kt_wrap_mech mech,
+    const uint8_t *wrapped, size_t wrapped_len, kt_secret **out, CK_RV *rv);
 /* Unwraps one copy (slot KEYTIER_ROOT_A/B/AVAIL) and checks it. */
 KT_NODISCARD keytier_err kt_dep_key_unwrap_slot(keytier_ctx *ctx,
                                                 const struct kt_dep_rec *dep,

@@ -400,16 +400,28 @@ unsigned kt_admin_deadline_ms(const keytier_ctx *ctx)
     return ctx->cfg.avail.admin_deadline_ms;
 }
 
+char *kt_config_audit_log(const struct kt_config *cfg)
+{
+    if (cfg->avail.audit_log != NULL)
+        return strdup(cfg->avail.audit_log);
+    size_t n = strlen(cfg->store_path) + sizeof ".audit.jsonl";
+    char *path = malloc(n);
+    if (path != NULL)
+        snprintf(path, n, "%s.audit.jsonl", cfg->store_path);
+    return path;
+}
+
 KEYTIER_API keytier_err keytier_audit_log_path(keytier_ctx *ctx, char *out,
                                                size_t cap)
 {
     kt_err_clear();
     if (ctx == NULL || out == NULL || cap == 0)
         return kt_err(KEYTIER_E_ARGS, "keytier_audit_log_path");
-    /* Same rule as kt_avail_open (lib/avail/fallback.c). */
-    int n = ctx->cfg.avail.audit_log
-                ? snprintf(out, cap, "%s", ctx->cfg.avail.audit_log)
-                : snprintf(out, cap, "%s.audit.jsonl", ctx->cfg.store_path);
+    char *path = kt_config_audit_log(&ctx->cfg);
+    if (path == NULL)
+        return kt_err(KEYTIER_E_NOMEM, "audit log path");
+    int n = snprintf(out, cap, "%s", path);
+    free(path);
     if (n < 0 || (size_t)n >= cap)
         return kt_err(KEYTIER_E_BUFFER, "audit log path");
     return KEYTIER_OK;

@@ -499,6 +499,92 @@ static bool kt_stream_small(const struct kt_stream_cfg *cfg, keytier_err *out)
 
 /* ---- the pipeline -------------------------------------------------------- */
 
+/* The stream's buffers, its eventfd and its lock and conditions
+ * (*have_sync once they exist). */
+static keytier_err kt_stream_setup(struct kt_stream *s, bool *have_sync)
+{
+    keytier_err e = kt_stream_alloc(s);
+    if (e != KEYTIER_OK)
+        return e;
+    s->wake_fd = eventfd(0, EFD_CLOEXEC);
+    if (s->wake_fd < 0)
+        return kt_err(KEYTIER_E_NOMEM, "eventfd: %s", strerror(errno));
+    /* Doubles the kernel's read-ahead on a file (an advice: a pipe refuses
+     * it with ESPIPE, which changes nothing). */
+    (void)posix_fadvise(s->cfg->in_fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->slot_free, NULL);
+    pthread_cond_init(&s->slot_read, NULL);
+    pthread_cond_init(&s->slot_done, NULL);
+    *have_sync = true;
+    return KEYTIER_OK;
+}
+
+/* Starts the writer and the reader thread (*have_writer, *have_reader as
+ * each starts).  If one cannot start, the stream is stopped with nothing
+ * to write. */
+static keytier_err kt_stream_start(struct kt_stream *s, pthread_t *reader,
+                                   pthread_t *writer, bool *have_reader,
+                                   bool *have_writer)
+{
+    /* The helpers inherit a mask blocking every signal: the caller's
+     * handlers keep running on the caller's threads, and SIGPIPE from a
+     * closed output pipe becomes EPIPE instead of killing the process. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int rc = pthread_create(writer, NULL, kt_stream_writer, s);
+    *have_writer = rc == 0;
+    if (rc == 0) {
+        rc = pthread_create(reader, NULL, kt_stream_reader, s);
+        *have_reader = rc == 0;
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc == 0)
+        return KEYTIER_OK;
+    keytier_err e = kt_err(KEYTIER_E_NOMEM, "starting the stream threads: %s",
+                           strerror(rc));
+    pthread_mutex_lock(&s->mu);
+    s->end = s->n_done; /* nothing to write: the writer ends */
+    pthread_mutex_unlock(&s->mu);
+    kt_stream_stop(s);
+    return e;
+}
+
+/* Once the caller's worker has left: every helper, then the writer and
+ * the reader joined; the stream's result, a write error first. */
+static keytier_err kt_stream_finish(struct kt_stream *s, pthread_t reader,
+                                    pthread_t writer)
+{
+    /* The caller's worker leaves once the stream is stopped: every helper
+     * does too, and none starts any more (growing needs !stop) once the
+     * one being started, if any, is counted. */
+    pthread_mutex_lock(&s->mu);
+    while (s->starting)
+        pthread_cond_wait(&s->slot_read, &s->mu);
+    unsigned helpers = s->n_helpers;
+    pthread_mutex_unlock(&s->mu);
+    for (unsigned i = 0; i < helpers; i++)
+        pthread_join(s->helper[i].thread, NULL);
+    pthread_mutex_lock(&s->mu);
+    if (s->end == UINT64_MAX)
+        s->end = s->n_done; /* the writer failed: nothing more to write */
+    keytier_err e = s->err;
+    pthread_mutex_unlock(&s->mu);
+    if (e != KEYTIER_OK)
+        kt_err_restore(s->detail);
+    /* After a failure the reader stops at once (on success it has already
+     * ended with the last slot); the writer drains what was released. */
+    kt_stream_stop(s);
+    pthread_join(writer, NULL);
+    pthread_join(reader, NULL);
+    if (s->write_errno != 0)
+        /* Written in stream order: an earlier position than any failure
+         * the transform saw. */
+        e = kt_err(KEYTIER_E_IO, "write: %s", strerror(s->write_errno));
+    return e;
+}
+
 keytier_err kt_stream_run(const struct kt_stream_cfg *cfg)
 {
     keytier_err small;
@@ -515,79 +601,19 @@ keytier_err kt_stream_run(const struct kt_stream_cfg *cfg)
     int cancel_state = -1;
     pthread_t reader, writer;
     bool have_reader = false, have_writer = false, have_sync = false;
-    keytier_err e = kt_stream_alloc(&s);
+    keytier_err e = kt_stream_setup(&s, &have_sync);
     if (e != KEYTIER_OK)
         goto out;
-    s.wake_fd = eventfd(0, EFD_CLOEXEC);
-    if (s.wake_fd < 0) {
-        e = kt_err(KEYTIER_E_NOMEM, "eventfd: %s", strerror(errno));
-        goto out;
-    }
-    /* Doubles the kernel's read-ahead on a file (an advice: a pipe refuses
-     * it with ESPIPE, which changes nothing). */
-    (void)posix_fadvise(cfg->in_fd, 0, 0, POSIX_FADV_SEQUENTIAL);
-    pthread_mutex_init(&s.mu, NULL);
-    pthread_cond_init(&s.slot_free, NULL);
-    pthread_cond_init(&s.slot_read, NULL);
-    pthread_cond_init(&s.slot_done, NULL);
-    have_sync = true;
-
     /* The helpers use this frame's memory: the caller's thread must not
      * be cancelled (pthread_cancel) in the waits below. */
     pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel_state);
-
-    /* The helpers inherit a mask blocking every signal: the caller's
-     * handlers keep running on the caller's threads, and SIGPIPE from a
-     * closed output pipe becomes EPIPE instead of killing the process. */
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    int rc = pthread_create(&writer, NULL, kt_stream_writer, &s);
-    have_writer = rc == 0;
-    if (rc == 0) {
-        rc = pthread_create(&reader, NULL, kt_stream_reader, &s);
-        have_reader = rc == 0;
-    }
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (rc != 0) {
-        e = kt_err(KEYTIER_E_NOMEM, "starting the stream threads: %s",
-                   strerror(rc));
-        pthread_mutex_lock(&s.mu);
-        s.end = s.n_done; /* nothing to write: the writer ends */
-        pthread_mutex_unlock(&s.mu);
-        kt_stream_stop(&s);
-        goto out;
-    }
-
-    kt_stream_work(&s, 0);
-    /* The caller's worker leaves once the stream is stopped: every helper
-     * does too, and none starts any more (growing needs !stop) once the
-     * one being started, if any, is counted. */
-    pthread_mutex_lock(&s.mu);
-    while (s.starting)
-        pthread_cond_wait(&s.slot_read, &s.mu);
-    unsigned helpers = s.n_helpers;
-    pthread_mutex_unlock(&s.mu);
-    for (unsigned i = 0; i < helpers; i++)
-        pthread_join(s.helper[i].thread, NULL);
-    pthread_mutex_lock(&s.mu);
-    if (s.end == UINT64_MAX)
-        s.end = s.n_done; /* the writer failed: nothing more to write */
-    e = s.err;
-    pthread_mutex_unlock(&s.mu);
+    e = kt_stream_start(&s, &reader, &writer, &have_reader, &have_writer);
     if (e != KEYTIER_OK)
-        kt_err_restore(s.detail);
-    /* After a failure the reader stops at once (on success it has already
-     * ended with the last slot); the writer drains what was released. */
-    kt_stream_stop(&s);
-    pthread_join(writer, NULL);
+        goto out;
+    kt_stream_work(&s, 0);
+    e = kt_stream_finish(&s, reader, writer);
     have_writer = false;
-    pthread_join(reader, NULL);
     have_reader = false;
-    if (s.write_errno != 0)
-        /* Written in stream order: an earlier position than any failure
-         * the transform saw. */
-        e = kt_err(KEYTIER_E_IO, "write: %s", strerror(s.write_errno));
 out:
     if (have_writer)
         pthread_join(writer, NULL);

@@ -1,7 +1,8 @@
 /*
  * Data encryption policies: create, show, list, disable
  * (docs/DESIGN.md §2).  Creating a DEP is the only time the library
- * wraps with root keys; reading a DEP key is dep_key.c.
+ * wraps with root keys; reading a DEP key is lib/avail/read.c, unwrapping
+ * one (also the probe of a copy just made) lib/avail/dep_key.c.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,21 +12,6 @@
 #include <openssl/asn1.h>
 
 #include "p11call.h"
-
-bool kt_dep_check_value(const kt_secret *dep_key, const struct kt_dep_rec *dep,
-                        uint8_t out[KT_CHECK_SIZE])
-{
-    /* Binds the DEP key to its tenant and DEP id: a wrapped copy moved from
-     * another DEP (even one under the same root) unwraps to a key whose
-     * check value does not match. */
-    uint8_t info[64 + KEYTIER_TENANT_MAX + KEYTIER_ID_SIZE];
-    struct kt_wr wr;
-    kt_wr_init(&wr, info, sizeof info);
-    kt_wr_bytes(&wr, "keytier dep key check v1", 24);
-    kt_wr_lv8(&wr, dep->tenant, strlen(dep->tenant));
-    kt_wr_lv8(&wr, dep->dep_id, strlen(dep->dep_id));
-    return kt_wr_ok(&wr) && kt_hkdf(dep_key, info, wr.len, out, KT_CHECK_SIZE);
-}
 
 static void kt_dep_info_fill(const struct kt_dep_rec *d, keytier_dep_info *o)
 {
@@ -98,7 +84,8 @@ static keytier_err kt_wrap_verified(keytier_ctx *ctx, const char *what,
         kt_secret *back = NULL;
         e = kt_root_wrap(root, s, mechs[i], key, rec->wrapped, &len, rv);
         if (e == KEYTIER_OK) {
-            e = kt_root_unwrap(root, s, mechs[i], rec->wrapped, len, &back, rv);
+            e = kt_dep_key_unwrap_copy(root, s, mechs[i], rec->wrapped, len,
+                                       &back, rv);
             if (e == KEYTIER_OK &&
                 !kt_ct_equal(kt_secret_cdata(back), kt_secret_cdata(key),
                              KT_KEY_SIZE))
@@ -304,12 +291,14 @@ KEYTIER_API keytier_err keytier_dep_create(keytier_ctx *ctx, const char *tenant,
                                     out);
 }
 
-KEYTIER_API keytier_err keytier_dep_create_named(
-    keytier_ctx *ctx, const char *tenant, const char *workload,
-    const char *uri_a, const char *uri_b, const char *name,
-    keytier_dep_info *out)
+/* The arguments of a creation, the DEP name, the workload (*w) and the
+ * customer keys' URIs (no PIN in them). */
+static keytier_err kt_dep_create_check(keytier_ctx *ctx, const char *tenant,
+                                       const char *workload, const char *uri_a,
+                                       const char *uri_b, const char *name,
+                                       keytier_dep_info *out,
+                                       const struct kt_workload_cfg **w)
 {
-    kt_err_clear();
     if (ctx == NULL || out == NULL || !kt_text_ok(tenant, KEYTIER_TENANT_MAX) ||
         !kt_text_ok(workload, KEYTIER_WORKLOAD_MAX) ||
         !kt_text_ok(uri_a, KEYTIER_URI_MAX - 1) ||
@@ -320,60 +309,56 @@ KEYTIER_API keytier_err keytier_dep_create_named(
         if (ne != KEYTIER_OK)
             return ne;
     }
-    const struct kt_workload_cfg *w = kt_config_workload(&ctx->cfg, workload);
-    if (w == NULL)
+    *w = kt_config_workload(&ctx->cfg, workload);
+    if (*w == NULL)
         return kt_err(KEYTIER_E_CONFIG, "unknown workload '%s'", workload);
-    unsigned limit = w->dep_limit ? w->dep_limit : ctx->cfg.dep_limit;
     keytier_err e = kt_uri_check("customer key A", uri_a);
     if (e == KEYTIER_OK)
         e = kt_uri_check("customer key B", uri_b);
+    return e;
+}
+
+/* Before any token work: the tenant is under its DEP limit for the
+ * workload (checked again in the store transaction that inserts), and the
+ * two customer keys are in two different tokens, the most basic promise
+ * of a DEP. */
+static keytier_err kt_dep_create_precheck(keytier_ctx *ctx, const char *tenant,
+                                          const char *workload, unsigned limit,
+                                          const char *uri_a, const char *uri_b)
+{
+    unsigned count;
+    keytier_err e = kt_store_dep_count(ctx->store, tenant, workload, &count);
     if (e != KEYTIER_OK)
         return e;
-
-    struct kt_dep_rec *dep = calloc(1, sizeof *dep);
-    kt_secret *key = NULL;
-    struct kt_root avail_root;
-    bool avail_made = false;
-    memset(&avail_root, 0, sizeof avail_root);
-    if (dep == NULL)
-        return kt_err(KEYTIER_E_NOMEM, NULL);
-
-    unsigned count;
-    e = kt_store_dep_count(ctx->store, tenant, workload, &count);
-    if (e != KEYTIER_OK)
-        goto out;
-    if (count >= limit) {
-        e = kt_err(KEYTIER_E_DEP_LIMIT,
-                   "tenant %s already has %u DEPs for workload %s (limit %u)",
-                   tenant, count, workload, limit);
-        goto out;
-    }
-
-    /* Two different tokens first: the most basic promise of a DEP. */
+    if (count >= limit)
+        return kt_err(KEYTIER_E_DEP_LIMIT,
+                      "tenant %s already has %u DEPs for workload %s (limit "
+                      "%u)",
+                      tenant, count, workload, limit);
     struct kt_token *ta, *tb;
     e = kt_token_find(ctx, uri_a, &ta);
-    if (e != KEYTIER_OK) {
-        e = kt_err_context(e, "customer key A %s", uri_a);
-        goto out;
-    }
+    if (e != KEYTIER_OK)
+        return kt_err_context(e, "customer key A %s", uri_a);
     e = kt_token_find(ctx, uri_b, &tb);
-    if (e != KEYTIER_OK) {
-        e = kt_err_context(e, "customer key B %s", uri_b);
-        goto out;
-    }
-    if (kt_token_same(ta, tb)) {
-        e = kt_err(KEYTIER_E_SAME_TOKEN,
-                   "customer keys %s and %s are both in token '%s'", uri_a,
-                   uri_b, ta->label);
-        goto out;
-    }
+    if (e != KEYTIER_OK)
+        return kt_err_context(e, "customer key B %s", uri_b);
+    if (kt_token_same(ta, tb))
+        return kt_err(KEYTIER_E_SAME_TOKEN,
+                      "customer keys %s and %s are both in token '%s'", uri_a,
+                      uri_b, ta->label);
+    return KEYTIER_OK;
+}
 
-    uint8_t dep_id[KT_UUID_BYTES], policy_id[KT_UUID_BYTES];
-    key = kt_secret_random(KT_KEY_SIZE);
-    if (key == NULL || !kt_uuid_new(dep_id) || !kt_uuid_new(policy_id)) {
-        e = kt_err(KEYTIER_E_CRYPTO, "random generation failed");
-        goto out;
-    }
+/* A new DEP's record (ids, tenant, workload, name, state) and its key. */
+static keytier_err kt_dep_create_rec(const char *tenant, const char *workload,
+                                     const char *name, struct kt_dep_rec *dep,
+                                     uint8_t dep_id[KT_UUID_BYTES],
+                                     kt_secret **key)
+{
+    uint8_t policy_id[KT_UUID_BYTES];
+    *key = kt_secret_random(KT_KEY_SIZE);
+    if (*key == NULL || !kt_uuid_new(dep_id) || !kt_uuid_new(policy_id))
+        return kt_err(KEYTIER_E_CRYPTO, "random generation failed");
     kt_uuid_format(dep_id, dep->dep_id);
     kt_uuid_format(policy_id, dep->policy_id);
     kt_strlcpy(dep->tenant, tenant, sizeof dep->tenant);
@@ -382,59 +367,87 @@ KEYTIER_API keytier_err keytier_dep_create_named(
         kt_strlcpy(dep->name, name, sizeof dep->name);
     dep->state = KEYTIER_DEP_REGISTERED;
     dep->created = (int64_t)time(NULL);
+    return KEYTIER_OK;
+}
 
-    /* Each root on the pool with the administration deadline: a vault
-     * that does not answer fails the creation (KEYTIER_E_UNAVAILABLE,
-     * naming the key) before the availability key exists. */
-    e = kt_dep_wrap_customer(ctx, "customer key A", uri_a, key,
-                             &dep->roots[KEYTIER_ROOT_A]);
-    if (e != KEYTIER_OK)
-        goto out;
-    e = kt_dep_wrap_customer(ctx, "customer key B", uri_b, key,
-                             &dep->roots[KEYTIER_ROOT_B]);
-    if (e != KEYTIER_OK)
-        goto out;
-
-    if (ctx->cfg.service_token == NULL) {
-        e = kt_err(KEYTIER_E_CONFIG,
-                   "no service_token configured for availability keys");
-        goto out;
-    }
+/* The availability key generated in the service token and the DEP key
+ * wrapped with it, on the pool; on success *root is the new key (destroyed
+ * by the caller if the DEP is not stored) and the DEP holds its copy. */
+static keytier_err kt_dep_wrap_avail(keytier_ctx *ctx,
+                                     const struct kt_workload_cfg *w,
+                                     struct kt_dep_rec *dep,
+                                     const uint8_t dep_id[KT_UUID_BYTES],
+                                     const kt_secret *key, struct kt_root *root)
+{
+    if (ctx->cfg.service_token == NULL)
+        return kt_err(KEYTIER_E_CONFIG,
+                      "no service_token configured for availability keys");
     struct kt_avail_job *aj = kt_tjob_new(ctx, sizeof *aj, kt_avail_job_run);
-    if (aj == NULL) {
-        e = kt_err(KEYTIER_E_NOMEM, NULL);
-        goto out;
-    }
+    if (aj == NULL)
+        return kt_err(KEYTIER_E_NOMEM, NULL);
     aj->base.undo = kt_avail_job_undo;
     aj->base.cleanup = kt_avail_job_cleanup;
     aj->type = w->avail;
     memcpy(aj->id, dep_id, sizeof aj->id);
     snprintf(aj->label, sizeof aj->label, "keytier-avail-%s", dep->dep_id);
     aj->key = kt_secret_dup(key);
-    e = aj->key == NULL
-            ? kt_err(KEYTIER_E_NOMEM, NULL)
-            : kt_tjob_run(&aj->base, "service token", ctx->cfg.service_token,
-                          kt_admin_deadline_ms(ctx));
+    keytier_err e = aj->key == NULL ? kt_err(KEYTIER_E_NOMEM, NULL)
+                                    : kt_tjob_run(&aj->base, "service token",
+                                                  ctx->cfg.service_token,
+                                                  kt_admin_deadline_ms(ctx));
     if (e == KEYTIER_OK) {
-        avail_root = aj->root;
-        avail_made = true;
+        *root = aj->root;
         dep->roots[KEYTIER_ROOT_AVAIL] = aj->rec;
     }
     kt_tjob_put(&aj->base);
-    if (e != KEYTIER_OK)
-        goto out;
+    return e;
+}
 
-    if (!kt_dep_check_value(key, dep, dep->check)) {
-        e = kt_err(KEYTIER_E_CRYPTO, "deriving the DEP key check value");
-        goto out;
-    }
-    e = kt_store_dep_insert(ctx->store, dep, limit);
+KEYTIER_API keytier_err keytier_dep_create_named(
+    keytier_ctx *ctx, const char *tenant, const char *workload,
+    const char *uri_a, const char *uri_b, const char *name,
+    keytier_dep_info *out)
+{
+    kt_err_clear();
+    const struct kt_workload_cfg *w = NULL;
+    keytier_err e =
+        kt_dep_create_check(ctx, tenant, workload, uri_a, uri_b, name, out, &w);
     if (e != KEYTIER_OK)
-        goto out;
-    avail_made = false; /* kept: the DEP now owns it */
-    kt_dep_info_fill(dep, out);
-    kt_log_event(ctx->log, KT_LOG_INFO, "DEP created", dep->dep_id);
-out:
+        return e;
+    unsigned limit = w->dep_limit ? w->dep_limit : ctx->cfg.dep_limit;
+    struct kt_dep_rec *dep = calloc(1, sizeof *dep);
+    kt_secret *key = NULL;
+    struct kt_root avail_root;
+    bool avail_made = false;
+    uint8_t dep_id[KT_UUID_BYTES];
+    memset(&avail_root, 0, sizeof avail_root);
+    if (dep == NULL)
+        return kt_err(KEYTIER_E_NOMEM, NULL);
+    e = kt_dep_create_precheck(ctx, tenant, workload, limit, uri_a, uri_b);
+    if (e == KEYTIER_OK)
+        e = kt_dep_create_rec(tenant, workload, name, dep, dep_id, &key);
+    /* Each root on the pool with the administration deadline: a vault
+     * that does not answer fails the creation (KEYTIER_E_UNAVAILABLE,
+     * naming the key) before the availability key exists. */
+    if (e == KEYTIER_OK)
+        e = kt_dep_wrap_customer(ctx, "customer key A", uri_a, key,
+                                 &dep->roots[KEYTIER_ROOT_A]);
+    if (e == KEYTIER_OK)
+        e = kt_dep_wrap_customer(ctx, "customer key B", uri_b, key,
+                                 &dep->roots[KEYTIER_ROOT_B]);
+    if (e == KEYTIER_OK) {
+        e = kt_dep_wrap_avail(ctx, w, dep, dep_id, key, &avail_root);
+        avail_made = e == KEYTIER_OK;
+    }
+    if (e == KEYTIER_OK && !kt_dep_check_value(key, dep, dep->check))
+        e = kt_err(KEYTIER_E_CRYPTO, "deriving the DEP key check value");
+    if (e == KEYTIER_OK)
+        e = kt_store_dep_insert(ctx->store, dep, limit);
+    if (e == KEYTIER_OK) {
+        avail_made = false; /* kept: the DEP now owns it */
+        kt_dep_info_fill(dep, out);
+        kt_log_event(ctx->log, KT_LOG_INFO, "DEP created", dep->dep_id);
+    }
     if (avail_made)
         kt_dep_avail_rollback(ctx, &avail_root);
     /* The audit log records every DEP; the DEP exists either

@@ -321,7 +321,7 @@ KEYTIER_API keytier_err keytier_dep_key_open(keytier_ctx *ctx,
     k->info.created = d->created;
     kt_key_aux_of(k, aux);
     struct kt_avail_fill fill = {epoch, aux, sizeof *aux};
-    e = kt_dep_key_read(ctx, d, req, &fill, &k->key);
+    e = kt_dep_key_read(ctx, d, req, KT_FALLBACK_OP_READ, &fill, &k->key);
     if (e != KEYTIER_OK)
         goto out;
     *out = k;

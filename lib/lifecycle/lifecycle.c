@@ -161,6 +161,110 @@ static keytier_err kt_roll_root(keytier_ctx *ctx, const char *what,
     return e;
 }
 
+/* The DEP to roll: the tenant's, registered (an earlier roll stopped
+ * before its read-back is dropped: its pending copy was never trusted). */
+static keytier_err kt_roll_dep_get(keytier_ctx *ctx, const char *tenant,
+                                   const char *dep_id, struct kt_dep_rec *dep)
+{
+    keytier_err e = kt_lc_dep_get(ctx, tenant, dep_id, dep);
+    if (e != KEYTIER_OK)
+        return e;
+    if (dep->state == KEYTIER_DEP_ROLLING) {
+        e = kt_store_roll_end(ctx->store, dep_id, false);
+        if (e != KEYTIER_OK)
+            return e;
+        dep->state = KEYTIER_DEP_REGISTERED;
+    }
+    if (dep->state != KEYTIER_DEP_REGISTERED)
+        return kt_err(KEYTIER_E_DEP_STATE,
+                      "DEP %s is %s; only a registered DEP can roll", dep_id,
+                      dep->state == KEYTIER_DEP_MIGRATING  ? "migrating"
+                      : dep->state == KEYTIER_DEP_DISABLED ? "disabled"
+                      : dep->state == KEYTIER_DEP_PURGED   ? "purged"
+                                                           : "registering");
+    return KEYTIER_OK;
+}
+
+/* The new root: a URI without a PIN, another key than today's, in another
+ * token than the other customer key, non-extractable, able to wrap and
+ * unwrap, AES-256 or RSA >= 2048. */
+static keytier_err kt_roll_new_check(keytier_ctx *ctx,
+                                     const struct kt_dep_rec *dep, int slot,
+                                     const char *new_uri)
+{
+    const char *what = kt_slot_names[slot];
+    keytier_err e = kt_uri_check(what, new_uri);
+    if (e != KEYTIER_OK)
+        return e;
+    if (strcmp(dep->roots[slot].uri, new_uri) == 0)
+        return kt_err(KEYTIER_E_EXISTS,
+                      "%s of DEP %s is already %s; a roll needs a new key",
+                      what, dep->dep_id, new_uri);
+    /* The two customer keys stay in two different tokens. */
+    struct kt_token *tnew, *tother;
+    e = kt_token_find(ctx, new_uri, &tnew);
+    if (e != KEYTIER_OK)
+        return kt_err_context(e, "new %s %s", what, new_uri);
+    const char *other = dep->roots[1 - slot].uri;
+    e = kt_token_find(ctx, other, &tother);
+    if (e != KEYTIER_OK)
+        return kt_err_context(e, "%s %s", kt_slot_names[1 - slot], other);
+    if (kt_token_same(tnew, tother))
+        return kt_err(KEYTIER_E_SAME_TOKEN,
+                      "new %s %s is in token '%s', like %s %s", what, new_uri,
+                      tnew->label, kt_slot_names[1 - slot], other);
+    return kt_roll_root(ctx, what, new_uri, NULL, NULL);
+}
+
+/* Reads back what the store holds as pending, through the token, as a
+ * reader would: only a copy that unwraps to key may replace the old one.
+ * dep's slot now names the pending copy; old_uri keeps the one it had. */
+static keytier_err kt_roll_read_back(keytier_ctx *ctx, struct kt_dep_rec *dep,
+                                     int slot, const char *new_uri,
+                                     const kt_secret *key,
+                                     struct kt_root_rec *pending,
+                                     char old_uri[KEYTIER_URI_MAX],
+                                     kt_secret **back)
+{
+    const char *what = kt_slot_names[slot];
+    CK_RV rv = CKR_OK;
+    int pslot;
+    keytier_err e = kt_store_roll_get(ctx->store, dep->dep_id, &pslot, pending);
+    if (e != KEYTIER_OK)
+        return e;
+    kt_strlcpy(old_uri, dep->roots[slot].uri, KEYTIER_URI_MAX);
+    dep->roots[slot] = *pending;
+    e = kt_dep_key_unwrap_slot_bounded(ctx, dep, slot, back, &rv,
+                                       kt_admin_deadline_ms(ctx));
+    if (e != KEYTIER_OK)
+        return kt_err_context(e, "reading back the new copy of %s", what);
+    if (!kt_ct_equal(kt_secret_cdata(*back), kt_secret_cdata(key), KT_KEY_SIZE))
+        return kt_err(KEYTIER_E_AUTH, "new %s %s unwrapped another key", what,
+                      new_uri);
+    return KEYTIER_OK;
+}
+
+/* The "Customer key rolled" record. */
+static keytier_err kt_roll_audit(keytier_ctx *ctx, const struct kt_dep_rec *dep,
+                                 int slot, const char *old_uri,
+                                 const char *new_uri,
+                                 const struct kt_root_rec *pending, uint64_t t0)
+{
+    json_object *f = json_object_new_object();
+    if (f != NULL) {
+        json_object_object_add(f, "Key",
+                               json_object_new_string(slot ? "B" : "A"));
+        json_object_object_add(f, "OldKeyUri", kt_lc_uri(old_uri));
+        json_object_object_add(f, "NewKeyUri", kt_lc_uri(new_uri));
+        json_object_object_add(f, "Mechanism",
+                               json_object_new_string(pending->mech));
+        json_object_object_add(
+            f, "DurationMs",
+            json_object_new_int64((int64_t)((kt_now_ns() - t0) / 1000000)));
+    }
+    return kt_lc_audit(ctx, "Customer key rolled", dep, f);
+}
+
 KEYTIER_API keytier_err keytier_dep_roll(keytier_ctx *ctx, const char *tenant,
                                          const char *dep_id, int slot,
                                          const char *new_uri,
@@ -176,104 +280,36 @@ KEYTIER_API keytier_err keytier_dep_roll(keytier_ctx *ctx, const char *tenant,
     const keytier_request req = {KEYTIER_REQUEST_INTERNAL, "roll", NULL};
     struct kt_dep_rec *dep = calloc(1, sizeof *dep);
     struct kt_root_rec *pending = calloc(1, sizeof *pending);
-    CK_RV rv = CKR_OK;
     kt_secret *key = NULL, *back = NULL;
     bool begun = false;
     char old_uri[KEYTIER_URI_MAX];
     uint64_t t0 = kt_now_ns();
-    keytier_err e;
-    if (dep == NULL || pending == NULL) {
+    keytier_err e = KEYTIER_OK;
+    if (dep == NULL || pending == NULL)
         e = kt_err(KEYTIER_E_NOMEM, NULL);
-        goto out;
-    }
-    e = kt_lc_dep_get(ctx, tenant, dep_id, dep);
-    if (e != KEYTIER_OK)
-        goto out;
-    if (dep->state == KEYTIER_DEP_ROLLING) {
-        /* An earlier roll stopped before its read-back: its pending copy
-         * was never trusted; drop it and roll again. */
-        e = kt_store_roll_end(ctx->store, dep_id, false);
-        if (e != KEYTIER_OK)
-            goto out;
-        dep->state = KEYTIER_DEP_REGISTERED;
-    }
-    if (dep->state != KEYTIER_DEP_REGISTERED) {
-        e = kt_err(KEYTIER_E_DEP_STATE,
-                   "DEP %s is %s; only a registered DEP can roll", dep_id,
-                   dep->state == KEYTIER_DEP_MIGRATING  ? "migrating"
-                   : dep->state == KEYTIER_DEP_DISABLED ? "disabled"
-                   : dep->state == KEYTIER_DEP_PURGED   ? "purged"
-                                                        : "registering");
-        goto out;
-    }
-    e = kt_uri_check(what, new_uri);
-    if (e != KEYTIER_OK)
-        goto out;
-    if (strcmp(dep->roots[slot].uri, new_uri) == 0) {
-        e = kt_err(KEYTIER_E_EXISTS,
-                   "%s of DEP %s is already %s; a roll needs a new key", what,
-                   dep_id, new_uri);
-        goto out;
-    }
-    /* The two customer keys stay in two different tokens. */
-    struct kt_token *tnew, *tother;
-    e = kt_token_find(ctx, new_uri, &tnew);
-    if (e != KEYTIER_OK) {
-        e = kt_err_context(e, "new %s %s", what, new_uri);
-        goto out;
-    }
-    const char *other = dep->roots[1 - slot].uri;
-    e = kt_token_find(ctx, other, &tother);
-    if (e != KEYTIER_OK) {
-        e = kt_err_context(e, "%s %s", kt_slot_names[1 - slot], other);
-        goto out;
-    }
-    if (kt_token_same(tnew, tother)) {
-        e = kt_err(KEYTIER_E_SAME_TOKEN,
-                   "new %s %s is in token '%s', like %s %s", what, new_uri,
-                   tnew->label, kt_slot_names[1 - slot], other);
-        goto out;
-    }
-    /* Non-extractable, able to wrap and unwrap, AES-256 or RSA >= 2048. */
-    e = kt_roll_root(ctx, what, new_uri, NULL, NULL);
-    if (e != KEYTIER_OK)
-        goto out;
-    /* Through the customer keys only: a roll makes a new lasting copy, and
-     * one made through the availability key would undo a revocation (the
-     * rolled copy would open for users again).  Revoked: refused; both
-     * down: refused too, the customer rolls again when a key answers. */
-    e = kt_avail_dep_key_read_customer(ctx, dep, &req, &key);
-    if (e != KEYTIER_OK)
-        goto out;
-    e = kt_roll_root(ctx, what, new_uri, key, pending);
-    if (e != KEYTIER_OK)
-        goto out;
-    e = kt_store_roll_begin(ctx->store, dep_id, slot, pending, kt_lc_clock());
+    if (e == KEYTIER_OK)
+        e = kt_roll_dep_get(ctx, tenant, dep_id, dep);
+    if (e == KEYTIER_OK)
+        e = kt_roll_new_check(ctx, dep, slot, new_uri);
+    /* A rewrap: a roll makes a new lasting copy, and one made through the
+     * availability key would undo a revocation (the rolled copy would open
+     * for users again), so the rule never lets it use that key.  Revoked:
+     * refused; both down: refused too, the customer rolls again when a key
+     * answers. */
+    if (e == KEYTIER_OK)
+        e = kt_dep_key_read(ctx, dep, &req, KT_FALLBACK_OP_REWRAP, NULL, &key);
+    if (e == KEYTIER_OK)
+        e = kt_roll_root(ctx, what, new_uri, key, pending);
+    if (e == KEYTIER_OK)
+        e = kt_store_roll_begin(ctx->store, dep_id, slot, pending,
+                                kt_lc_clock());
     if (e != KEYTIER_OK)
         goto out;
     begun = true;
-
-    /* Read back what the store holds, through the token, as a reader
-     * would: only then does the new copy replace the old one. */
-    int pslot;
-    e = kt_store_roll_get(ctx->store, dep_id, &pslot, pending);
-    if (e != KEYTIER_OK)
-        goto out;
-    kt_strlcpy(old_uri, dep->roots[slot].uri, sizeof old_uri);
-    dep->roots[slot] = *pending;
-    e = kt_dep_key_unwrap_slot_bounded(ctx, dep, slot, &back, &rv,
-                                       kt_admin_deadline_ms(ctx));
-    if (e != KEYTIER_OK) {
-        e = kt_err_context(e, "reading back the new copy of %s", what);
-        goto out;
-    }
-    if (!kt_ct_equal(kt_secret_cdata(back), kt_secret_cdata(key),
-                     KT_KEY_SIZE)) {
-        e = kt_err(KEYTIER_E_AUTH, "new %s %s unwrapped another key", what,
-                   new_uri);
-        goto out;
-    }
-    e = kt_store_roll_end(ctx->store, dep_id, true);
+    e = kt_roll_read_back(ctx, dep, slot, new_uri, key, pending, old_uri,
+                          &back);
+    if (e == KEYTIER_OK)
+        e = kt_store_roll_end(ctx->store, dep_id, true);
     if (e != KEYTIER_OK)
         goto out;
     begun = false;
@@ -281,24 +317,9 @@ KEYTIER_API keytier_err keytier_dep_roll(keytier_ctx *ctx, const char *tenant,
     (void)kt_lc_uncache(ctx, KT_INVAL_DEP, dep_id);
     dep->state = KEYTIER_DEP_REGISTERED;
     kt_log_event(ctx->log, KT_LOG_INFO, "customer key rolled", dep_id);
-    json_object *f = json_object_new_object();
-    if (f != NULL) {
-        json_object_object_add(f, "Key",
-                               json_object_new_string(slot ? "B" : "A"));
-        json_object_object_add(f, "OldKeyUri", kt_lc_uri(old_uri));
-        json_object_object_add(f, "NewKeyUri", kt_lc_uri(new_uri));
-        json_object_object_add(f, "Mechanism",
-                               json_object_new_string(pending->mech));
-        json_object_object_add(
-            f, "DurationMs",
-            json_object_new_int64((int64_t)((kt_now_ns() - t0) / 1000000)));
-    }
-    e = kt_lc_audit(ctx, "Customer key rolled", dep, f);
-    if (e != KEYTIER_OK)
-        goto out;
-    if (out != NULL) {
+    e = kt_roll_audit(ctx, dep, slot, old_uri, new_uri, pending, t0);
+    if (e == KEYTIER_OK && out != NULL)
         e = keytier_dep_show(ctx, tenant, dep_id, out);
-    }
 out:
     if (begun && kt_store_roll_end(ctx->store, dep_id, false) != KEYTIER_OK)
         kt_log_event(ctx->log, KT_LOG_ERROR, "roll: pending copy not dropped",

@@ -5,12 +5,13 @@
  *
  * Revocation: moving a key to another DEP rewraps it under a key the
  * customer may not have revoked.  A plain assign/migrate therefore reads
- * every DEP key (the old ones and the target) through the customer keys
- * only (kt_avail_dep_key_read_customer): out of or into a revoked DEP it
- * is refused with KEYTIER_E_REVOKED, during an outage with
- * KEYTIER_E_UNAVAILABLE (run it again later).  Only a migration recorded
- * by keytier_dep_recover (operation "recover", an explicit, audited
- * service operation) reads the OLD DEP key through the availability key.
+ * every DEP key (the old ones and the target) through the read path as a
+ * rewrap, the fallback rule's operation that never uses the availability
+ * key: out of or into a revoked DEP it is refused with KEYTIER_E_REVOKED,
+ * during an outage with KEYTIER_E_UNAVAILABLE (run it again later).  Only
+ * a migration recorded by keytier_dep_recover (operation "recover", an
+ * explicit, audited service operation) reads the OLD DEP key as the rule's
+ * "recover", which may use the availability key.
  *
  * Resumability: a migration is a list of items (level-1 keys) in the
  * store.  A batch rewraps some keys and, in the same transaction, marks
@@ -80,6 +81,13 @@ static json_object *kt_mig_fields(const keytier_migration *p)
     return f;
 }
 
+/* The fallback rule's operation for the old DEP keys of a migration. */
+static kt_fallback_op kt_mig_op(const struct kt_mig_rec *m)
+{
+    return strcmp(m->operation, "recover") == 0 ? KT_FALLBACK_OP_RECOVER
+                                                : KT_FALLBACK_OP_REWRAP;
+}
+
 /* The DEP key of dep_id, read once per run. */
 static keytier_err kt_mig_dep_key(struct kt_mig_run *r, const char *dep_id,
                                   const kt_secret **out)
@@ -102,12 +110,11 @@ static keytier_err kt_mig_dep_key(struct kt_mig_run *r, const char *dep_id,
     if (e == KEYTIER_OK && strcmp(d->tenant, r->m.tenant) != 0)
         e = kt_err(KEYTIER_E_WRONG_TENANT, "DEP %s", dep_id);
     kt_secret *key = NULL;
-    /* Only recovery may take the old DEP key through the availability key;
-     * a plain migration out of a revoked DEP would undo the revocation. */
-    if (e == KEYTIER_OK && strcmp(r->m.operation, "recover") == 0)
-        e = kt_dep_key_read(r->ctx, d, &r->req, NULL, &key);
-    else if (e == KEYTIER_OK)
-        e = kt_avail_dep_key_read_customer(r->ctx, d, &r->req, &key);
+    /* A migration rewraps the keys under the old DEP key; only recovery
+     * is allowed the availability key (the rule's "recover"), a plain
+     * migration out of a revoked DEP would undo the revocation. */
+    if (e == KEYTIER_OK)
+        e = kt_dep_key_read(r->ctx, d, &r->req, kt_mig_op(&r->m), NULL, &key);
     kt_wipe(d, sizeof *d);
     free(d);
     if (e != KEYTIER_OK)
@@ -253,6 +260,170 @@ static void kt_mig_run_free(struct kt_mig_run *r)
     free(r->target);
 }
 
+/* The target DEP of a run: registered or migrating, its key read as a
+ * rewrap, recovery included (its new customer keys must work): nothing
+ * moves into a revoked DEP. */
+static keytier_err kt_mig_target_open(struct kt_mig_run *r)
+{
+    keytier_ctx *ctx = r->ctx;
+    keytier_err e = kt_store_dep_get(ctx->store, r->m.target_dep, r->target);
+    if (e != KEYTIER_OK)
+        return e;
+    if (r->target->state == KEYTIER_DEP_DISABLED ||
+        r->target->state == KEYTIER_DEP_PURGED)
+        return kt_err(
+            KEYTIER_E_DEP_STATE, "target DEP %s is %s", r->target->dep_id,
+            r->target->state == KEYTIER_DEP_PURGED ? "purged" : "disabled");
+    return kt_dep_key_read(ctx, r->target, &r->req, KT_FALLBACK_OP_REWRAP, NULL,
+                           &r->target_key);
+}
+
+/* One batch: the n items rewrapped and applied in one store transaction
+ * (*applied: the keys moved), then dropped from this process's cache (the
+ * store recorded them for the others). */
+static keytier_err kt_mig_batch(struct kt_mig_run *r, const char *migration_id,
+                                struct kt_mig_todo *todo, size_t n,
+                                size_t *applied)
+{
+    keytier_err e = KEYTIER_OK;
+    r->n_u = 0;
+    for (size_t i = 0; i < n && e == KEYTIER_OK; i++)
+        e = kt_mig_item(r, &todo[i]);
+    if (e == KEYTIER_OK)
+        e = kt_store_mig_apply(r->ctx->store, migration_id, r->u, r->n_u,
+                               applied);
+    if (e != KEYTIER_OK)
+        return e;
+    for (size_t i = 0; i < r->n_u; i++)
+        if (r->u[i].item && !r->u[i].gone)
+            (void)kt_avail_uncache(r->ctx, KT_INVAL_KEY, r->u[i].key_id);
+    return KEYTIER_OK;
+}
+
+/* Progress after a batch: p from the store, its rate and ETA since t0, a
+ * "Migration progress" record at each new tenth. */
+static keytier_err kt_mig_progress(struct kt_mig_run *r,
+                                   const char *migration_id,
+                                   keytier_migration *p, uint64_t t0,
+                                   uint64_t moved, int *decile)
+{
+    keytier_err e = kt_store_mig_get(r->ctx->store, migration_id, &r->m);
+    if (e != KEYTIER_OK)
+        return e;
+    kt_mig_fill(&r->m, p);
+    double secs = (double)(kt_now_ns() - t0) / 1e9;
+    if (secs > 0 && moved > 0) {
+        p->rate = (double)moved / secs;
+        p->eta_seconds = (double)(p->total - p->done) / p->rate;
+    }
+    if ((int)(p->percent / 10) != *decile && p->done < p->total) {
+        *decile = (int)(p->percent / 10);
+        e = kt_lc_audit(r->ctx, "Migration progress", r->target,
+                        kt_mig_fields(p));
+    }
+    return e;
+}
+
+/* Batches until no item is left (keys created under another DEP while
+ * migrating join in), or until fn asks to pause (*paused). */
+static keytier_err kt_mig_batches(struct kt_mig_run *r,
+                                  const char *migration_id,
+                                  struct kt_mig_todo *todo,
+                                  keytier_migration *p, keytier_progress_fn fn,
+                                  void *arg, bool *paused)
+{
+    keytier_err e;
+    uint64_t t0 = kt_now_ns(), moved = 0;
+    int decile = (int)(p->percent / 10);
+    for (;;) {
+        size_t n = 0, applied = 0;
+        e = kt_store_mig_todo(r->ctx->store, migration_id, KT_MIG_BATCH, todo,
+                              &n);
+        if (e != KEYTIER_OK)
+            return e;
+        if (n == 0) {
+            size_t added = 0;
+            if (strncmp(r->m.scope, "name:", 5) != 0) {
+                e = kt_store_mig_add(r->ctx->store, &r->m, &added);
+                if (e != KEYTIER_OK)
+                    return e;
+            }
+            if (added == 0)
+                return KEYTIER_OK;
+            continue;
+        }
+        e = kt_mig_batch(r, migration_id, todo, n, &applied);
+        if (e != KEYTIER_OK)
+            return e;
+        moved += applied;
+        e = kt_mig_progress(r, migration_id, p, t0, moved, &decile);
+        if (e != KEYTIER_OK)
+            return e;
+        if (fn != NULL && fn(arg, p) != 0) {
+            *paused = true; /* the next run continues */
+            return KEYTIER_OK;
+        }
+    }
+}
+
+/* A finished recovery of a whole DEP: the lost DEP holds nothing any more,
+ * it is disabled and leaves the cache, with a record naming its
+ * replacement. */
+static keytier_err kt_mig_recovered(struct kt_mig_run *r)
+{
+    keytier_ctx *ctx = r->ctx;
+    const char *lost = r->m.scope + 4;
+    keytier_err e =
+        kt_store_dep_set_state(ctx->store, lost, KEYTIER_DEP_DISABLED);
+    (void)kt_avail_uncache(ctx, KT_INVAL_DEP, lost);
+    struct kt_dep_rec *old = e == KEYTIER_OK ? malloc(sizeof *old) : NULL;
+    if (e == KEYTIER_OK && old == NULL)
+        e = kt_err(KEYTIER_E_NOMEM, NULL);
+    if (e == KEYTIER_OK)
+        e = kt_store_dep_get(ctx->store, lost, old);
+    if (e == KEYTIER_OK) {
+        json_object *f = json_object_new_object();
+        if (f != NULL) {
+            json_object_object_add(f, "MigrationId",
+                                   json_object_new_string(r->m.migration_id));
+            json_object_object_add(f, "ReplacedBy",
+                                   json_object_new_string(r->m.target_dep));
+        }
+        e = kt_lc_audit(ctx, "DEP disabled after recovery", old, f);
+    }
+    if (old != NULL)
+        kt_wipe(old, sizeof *old);
+    free(old);
+    return e;
+}
+
+/* No item left: the migration is finished in the store (a recovered DEP
+ * disabled), p its final state, and a "Migration completed" record. */
+static keytier_err kt_mig_complete(struct kt_mig_run *r,
+                                   const char *migration_id,
+                                   keytier_migration *p)
+{
+    keytier_ctx *ctx = r->ctx;
+    keytier_err e =
+        kt_store_mig_finish(ctx->store, migration_id, r->m.target_dep);
+    if (e != KEYTIER_OK)
+        return e;
+    if (strcmp(r->m.operation, "recover") == 0 &&
+        strncmp(r->m.scope, "dep:", 4) == 0) {
+        e = kt_mig_recovered(r);
+        if (e != KEYTIER_OK)
+            return e;
+    }
+    e = kt_store_mig_get(ctx->store, migration_id, &r->m);
+    if (e != KEYTIER_OK)
+        return e;
+    double rate = p->rate;
+    kt_mig_fill(&r->m, p);
+    p->rate = rate;
+    p->eta_seconds = 0;
+    return kt_lc_audit(ctx, "Migration completed", r->target, kt_mig_fields(p));
+}
+
 KEYTIER_API keytier_err keytier_migrate_run(keytier_ctx *ctx,
                                             const char *migration_id,
                                             keytier_progress_fn fn, void *arg,
@@ -264,6 +435,7 @@ KEYTIER_API keytier_err keytier_migrate_run(keytier_ctx *ctx,
     struct kt_mig_run r;
     keytier_migration p;
     struct kt_mig_todo *todo = NULL;
+    bool paused = false;
     memset(&r, 0, sizeof r);
     r.ctx = ctx;
     keytier_err e = kt_store_mig_get(ctx->store, migration_id, &r.m);
@@ -287,112 +459,14 @@ KEYTIER_API keytier_err keytier_migrate_run(keytier_ctx *ctx,
         goto out;
     }
     r.depth = kt_shape_depth(w->shape);
-    e = kt_store_dep_get(ctx->store, r.m.target_dep, r.target);
+    e = kt_mig_target_open(&r);
+    if (e == KEYTIER_OK)
+        e = kt_mig_batches(&r, migration_id, todo, &p, fn, arg, &paused);
     if (e != KEYTIER_OK)
         goto out;
-    if (r.target->state == KEYTIER_DEP_DISABLED ||
-        r.target->state == KEYTIER_DEP_PURGED) {
-        e = kt_err(KEYTIER_E_DEP_STATE, "target DEP %s is %s", r.target->dep_id,
-                   r.target->state == KEYTIER_DEP_PURGED ? "purged"
-                                                         : "disabled");
-        goto out;
-    }
-    /* The target through its customer keys only, recovery included (its
-     * new customer keys must work): nothing moves into a revoked DEP. */
-    e = kt_avail_dep_key_read_customer(ctx, r.target, &r.req, &r.target_key);
-    if (e != KEYTIER_OK)
-        goto out;
-
-    uint64_t t0 = kt_now_ns(), moved = 0;
-    int decile = (int)(p.percent / 10);
-    for (;;) {
-        size_t n = 0, applied = 0;
-        e = kt_store_mig_todo(ctx->store, migration_id, KT_MIG_BATCH, todo, &n);
-        if (e != KEYTIER_OK)
-            goto out;
-        if (n == 0) {
-            /* Keys created under another DEP while migrating join in. */
-            size_t added = 0;
-            if (strncmp(r.m.scope, "name:", 5) != 0) {
-                e = kt_store_mig_add(ctx->store, &r.m, &added);
-                if (e != KEYTIER_OK)
-                    goto out;
-            }
-            if (added == 0)
-                break;
-            continue;
-        }
-        r.n_u = 0;
-        for (size_t i = 0; i < n && e == KEYTIER_OK; i++)
-            e = kt_mig_item(&r, &todo[i]);
-        if (e == KEYTIER_OK)
-            e = kt_store_mig_apply(ctx->store, migration_id, r.u, r.n_u,
-                                   &applied);
-        if (e != KEYTIER_OK)
-            goto out;
-        /* The moved keys leave this process's cache at once
-         * (the store recorded them for the others). */
-        for (size_t i = 0; i < r.n_u; i++)
-            if (r.u[i].item && !r.u[i].gone)
-                (void)kt_avail_uncache(ctx, KT_INVAL_KEY, r.u[i].key_id);
-        moved += applied;
-        e = kt_store_mig_get(ctx->store, migration_id, &r.m);
-        if (e != KEYTIER_OK)
-            goto out;
-        kt_mig_fill(&r.m, &p);
-        double secs = (double)(kt_now_ns() - t0) / 1e9;
-        if (secs > 0 && moved > 0) {
-            p.rate = (double)moved / secs;
-            p.eta_seconds = (double)(p.total - p.done) / p.rate;
-        }
-        if ((int)(p.percent / 10) != decile && p.done < p.total) {
-            decile = (int)(p.percent / 10);
-            e = kt_lc_audit(ctx, "Migration progress", r.target,
-                            kt_mig_fields(&p));
-            if (e != KEYTIER_OK)
-                goto out;
-        }
-        if (fn != NULL && fn(arg, &p) != 0)
-            goto report; /* paused: the next run continues */
-    }
-    e = kt_store_mig_finish(ctx->store, migration_id, r.m.target_dep);
-    if (e != KEYTIER_OK)
-        goto out;
-    if (strcmp(r.m.operation, "recover") == 0 &&
-        strncmp(r.m.scope, "dep:", 4) == 0) {
-        /* The lost DEP holds nothing any more. */
-        e = kt_store_dep_set_state(ctx->store, r.m.scope + 4,
-                                   KEYTIER_DEP_DISABLED);
-        (void)kt_avail_uncache(ctx, KT_INVAL_DEP, r.m.scope + 4);
-        struct kt_dep_rec *old = e == KEYTIER_OK ? malloc(sizeof *old) : NULL;
-        if (e == KEYTIER_OK && old == NULL)
-            e = kt_err(KEYTIER_E_NOMEM, NULL);
-        if (e == KEYTIER_OK)
-            e = kt_store_dep_get(ctx->store, r.m.scope + 4, old);
-        if (e == KEYTIER_OK) {
-            json_object *f = json_object_new_object();
-            if (f != NULL) {
-                json_object_object_add(
-                    f, "MigrationId", json_object_new_string(r.m.migration_id));
-                json_object_object_add(f, "ReplacedBy",
-                                       json_object_new_string(r.m.target_dep));
-            }
-            e = kt_lc_audit(ctx, "DEP disabled after recovery", old, f);
-        }
-        if (old != NULL)
-            kt_wipe(old, sizeof *old);
-        free(old);
-        if (e != KEYTIER_OK)
-            goto out;
-    }
-    e = kt_store_mig_get(ctx->store, migration_id, &r.m);
-    if (e != KEYTIER_OK)
-        goto out;
-    double rate = p.rate;
-    kt_mig_fill(&r.m, &p);
-    p.rate = rate;
-    p.eta_seconds = 0;
-    e = kt_lc_audit(ctx, "Migration completed", r.target, kt_mig_fields(&p));
+    if (paused)
+        goto report;
+    e = kt_mig_complete(&r, migration_id, &p);
     if (e != KEYTIER_OK)
         goto out;
     if (fn != NULL)
@@ -437,7 +511,8 @@ static keytier_err kt_assign_not_revoked(keytier_ctx *ctx,
                                          const keytier_request *req)
 {
     kt_secret *key = NULL;
-    keytier_err e = kt_avail_dep_key_read_customer(ctx, d, req, &key);
+    keytier_err e =
+        kt_dep_key_read(ctx, d, req, KT_FALLBACK_OP_REWRAP, NULL, &key);
     kt_secret_free(key);
     if (e == KEYTIER_E_UNAVAILABLE) {
         kt_err_clear();

@@ -7,7 +7,7 @@
  * them.  The functions return the module's CK_RV unchanged.
  *
  * They are called on call-pool workers only (root-key reads:
- * fallback.c; module start and scans: module.c; every other token job:
+ * avail/read.c; module start and scans: module.c; every other token job:
  * token_job.c; the last step of a close: unload.c, inline only if that job
  * cannot be posted), so that a caller never waits longer than a deadline
  * for a token.

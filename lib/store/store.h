@@ -226,7 +226,7 @@ KT_NODISCARD keytier_err kt_store_ks_retire(struct kt_store *st,
  * purge, a tier key moved to another DEP, a revocation seen by a reader)
  * appends a row (seq, scope, value, reason) - in the same transaction as
  * the change when the store makes it - and every context applies rows it
- * has not seen (seq > its last) to its cache (lib/avail/fallback.c). */
+ * has not seen (seq > its last) to its cache (lib/avail/inval.c). */
 enum kt_inval_scope {
     KT_INVAL_DEP = 1,    /* value: DEP id (its key and every key under it) */
     KT_INVAL_TENANT = 2, /* value: tenant */

@@ -610,6 +610,88 @@ START_TEST(assign_revoked_unwrap_off)
 }
 END_TEST
 
+/* The target of a migration is read as a rewrap as well, recovery
+ * included: a migration recorded while its target was healthy is refused
+ * with KEYTIER_E_REVOKED once the customer revokes both of the target's
+ * customer keys, although the target's availability key is healthy, and
+ * nothing moves.  A run that read the target through the availability key
+ * would put the keys under a DEP whose users are revoked. */
+START_TEST(migrate_into_revoked_target_refused)
+{
+    testenv_root_aes(&T, "VaultA", "A1", 0);
+    testenv_root_aes(&T, "VaultB", "B1", 0);
+    testenv_root_aes(&T, "VaultA", "A2", 0);
+    testenv_root_aes(&T, "VaultB", "B2", 0);
+    testenv_root_aes(&T, "VaultC", "C3", 0);
+    testenv_root_aes(&T, "VaultB", "B3", 0);
+    testenv_write_conf(&T, NULL);
+    keytier_ctx *ctx = testenv_ctx(&T);
+    keytier_dep_info d1, d2, e1, e2;
+    keytier_key *dk = NULL;
+    keytier_migration m, rm;
+    assert_ok(keytier_dep_create(ctx, "org-1", "Exchange",
+                                 testenv_uri("VaultA", "A1"),
+                                 testenv_uri("VaultB", "B1"), &d1));
+    assert_ok(keytier_dep_create(ctx, "org-1", "Exchange",
+                                 testenv_uri("VaultA", "A2"),
+                                 testenv_uri("VaultB", "B2"), &d2));
+    assert_ok(keytier_dep_create(ctx, "org-2", "Exchange",
+                                 testenv_uri("VaultA", "A1"),
+                                 testenv_uri("VaultB", "B1"), &e1));
+    assert_ok(keytier_dep_key_open(ctx, &lc_user, "org-1", d1.dep_id, &dk));
+    assert_ok(keytier_key_create(dk, "alice", NULL));
+    keytier_key_close(dk);
+    assert_ok(keytier_dep_key_open(ctx, &lc_user, "org-2", e1.dep_id, &dk));
+    assert_ok(keytier_key_create(dk, "bob", NULL));
+    keytier_key_close(dk);
+    /* A plain migration into d2, and a recovery of e1 into e2 (C3, B3). */
+    assert_ok(keytier_assign(ctx, "org-1", "Exchange", "alice", d2.dep_id, &m));
+    assert_ok(keytier_dep_recover(ctx, "org-2", e1.dep_id,
+                                  testenv_uri("VaultC", "C3"),
+                                  testenv_uri("VaultB", "B3"), &e2, &rm));
+    ck_assert_str_eq(rm.operation, "recover");
+    static const char tier_q[] =
+        "SELECT group_concat(name || ' ' || dep_id || ' ' || hex(wrapped), "
+        "'|') FROM (SELECT * FROM tier_keys ORDER BY key_id)";
+    char *tier_before = lc_sql_text(T.store, tier_q, NULL);
+    keytier_ctx_close(ctx);
+
+    lc_revoke_root(&T, LC_DESTROY, "VaultA", "A2");
+    lc_revoke_root(&T, LC_DESTROY, "VaultB", "B2");
+    lc_revoke_root(&T, LC_UNWRAP_OFF, "VaultC", "C3");
+    lc_revoke_root(&T, LC_UNWRAP_OFF, "VaultB", "B3");
+    ctx = testenv_ctx(&T);
+    assert_err(keytier_migrate_run(ctx, m.migration_id, NULL, NULL, &m),
+               KEYTIER_E_REVOKED);
+    ck_assert_msg(strstr(keytier_last_error_detail(), d2.dep_id) &&
+                      strstr(keytier_last_error_detail(), "never uses the "
+                                                          "availability key"),
+                  "%s", keytier_last_error_detail());
+    assert_err(keytier_migrate_run(ctx, rm.migration_id, NULL, NULL, &rm),
+               KEYTIER_E_REVOKED);
+    ck_assert_msg(strstr(keytier_last_error_detail(), e2.dep_id) &&
+                      strstr(keytier_last_error_detail(), "recover refused"),
+                  "%s", keytier_last_error_detail());
+
+    /* Nothing moved, byte for byte; no availability key used. */
+    char *tier_after = lc_sql_text(T.store, tier_q, NULL);
+    ck_assert_str_eq(tier_after, tier_before);
+    keytier_avail_stats as;
+    assert_ok(keytier_avail_stats_get(ctx, &as));
+    ck_assert_uint_eq(as.fallbacks, 0);
+    ck_assert_uint_eq(as.denied, 2);
+    ck_assert_int_eq(lc_audit_count(ctx, "Fallback to availability key"), 0);
+    keytier_status st;
+    assert_ok(keytier_status_get(ctx, "org-1", "Exchange", "alice", &st));
+    ck_assert_str_eq(st.dep_id, d1.dep_id);
+    assert_ok(keytier_status_get(ctx, "org-2", "Exchange", "bob", &st));
+    ck_assert_str_eq(st.dep_id, e1.dep_id);
+    free(tier_before);
+    free(tier_after);
+    keytier_ctx_close(ctx);
+}
+END_TEST
+
 /* A plain migration needs the customer keys of the DEPs it reads: during
  * an outage of both (their token's module not configured: system errors)
  * the run is refused with KEYTIER_E_UNAVAILABLE, although the
@@ -699,6 +781,7 @@ int main(int argc, char **argv)
     tcase_add_test(tc, recover_both_customer_tokens_deleted);
     tcase_add_test(tc, assign_revoked_roots_destroyed);
     tcase_add_test(tc, assign_revoked_unwrap_off);
+    tcase_add_test(tc, migrate_into_revoked_target_refused);
     tcase_add_test(tc, migrate_refused_in_customer_outage);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
