@@ -338,7 +338,7 @@ static keytier_err kt_admin_init_run(struct kt_tjob *tj)
         goto out;
     }
     rv = kt_p11_init_pin(&tok, s, j->user);
-    (void)kt_p11_logout(&tok, s);
+    KT_IGNORE_RESULT(kt_p11_logout(&tok, s));
     if (rv != CKR_OK) {
         e = kt_err(KEYTIER_E_TOKEN, "token '%s': C_InitPIN: %s", label,
                    kt_admin_rv(rv, nb));
@@ -356,7 +356,7 @@ static keytier_err kt_admin_init_run(struct kt_tjob *tj)
     }
 out:
     if (s != CK_INVALID_HANDLE)
-        (void)kt_p11_close_session(&tok, s);
+        KT_IGNORE_RESULT(kt_p11_close_session(&tok, s));
     return e;
 }
 
@@ -459,9 +459,9 @@ struct kt_admin_user {
 static void kt_admin_user_end(struct kt_admin_user *u)
 {
     if (u->logged_in)
-        (void)kt_p11_logout(&u->tok, u->s);
+        KT_IGNORE_RESULT(kt_p11_logout(&u->tok, u->s));
     if (u->s != CK_INVALID_HANDLE)
-        (void)kt_p11_close_session(&u->tok, u->s);
+        KT_IGNORE_RESULT(kt_p11_close_session(&u->tok, u->s));
 }
 
 static keytier_err kt_admin_user_begin(keytier_ctx *ctx,

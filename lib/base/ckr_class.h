@@ -8,6 +8,7 @@
 #define KT_CKR_CLASS_H
 
 #include "ckr.h"
+#include "nodiscard.h"
 #include "keytier.h"
 
 /*
@@ -21,6 +22,6 @@
  * answer) -> KT_CKR_UNREACHABLE, KEYTIER_OK -> CKR_OK, anything
  * else -> CKR_GENERAL_ERROR (system).
  */
-CK_RV kt_ckr_from_err(keytier_err err, CK_RV rv);
+KT_NODISCARD CK_RV kt_ckr_from_err(keytier_err err, CK_RV rv);
 
 #endif

@@ -222,7 +222,7 @@ bool kt_pool_on_worker(void)
     return kt_on_worker != NULL;
 }
 
-static CK_RV kt_job_take(kt_job *job);
+static void kt_job_take(kt_job *job);
 
 static void *kt_worker_main(void *arg)
 {
@@ -268,7 +268,7 @@ static void *kt_worker_main(void *arg)
         } else if (job->posted) {
             /* Nobody waits: the worker hands the result over itself. */
             pthread_mutex_unlock(&pool->lock);
-            (void)kt_job_take(job);
+            kt_job_take(job);
             pthread_mutex_lock(&pool->lock);
         } else {
             pthread_cond_signal(&job->waiter->cond);
@@ -438,15 +438,13 @@ static bool kt_job_abandon(kt_pool *pool, kt_job *job)
     return false;
 }
 
-/* Hands a finished job's result to the caller.  Outside the lock. */
-static CK_RV kt_job_take(kt_job *job)
+/* Hands a finished job's result (job->rv, read before) to the caller.
+ * Outside the lock. */
+static void kt_job_take(kt_job *job)
 {
-    CK_RV rv = job->rv;
-
     if (job->call.accept)
-        job->call.accept(job->call.ctx, rv);
+        job->call.accept(job->call.ctx, job->rv);
     kt_job_release(job);
-    return rv;
 }
 
 CK_RV kt_pool_run(kt_pool *pool, const kt_call *call, unsigned deadline_ms)
@@ -475,7 +473,9 @@ CK_RV kt_pool_run(kt_pool *pool, const kt_call *call, unsigned deadline_ms)
         goto out;
     }
     pthread_mutex_unlock(&pool->lock);
-    rv = done ? kt_job_take(job) : KT_CKR_TIMEOUT;
+    rv = done ? job->rv : KT_CKR_TIMEOUT;
+    if (done)
+        kt_job_take(job);
 out:
     pthread_cond_destroy(&waiter.cond);
     return rv;

@@ -75,7 +75,8 @@ void kt_pool_free(kt_pool *pool);
  * CK_RV, or KT_CKR_TIMEOUT (deadline passed, result will be discarded),
  * KT_CKR_TOKEN_HUNG (too many calls of this token hung), CKR_HOST_MEMORY.
  */
-CK_RV kt_pool_run(kt_pool *pool, const kt_call *call, unsigned deadline_ms);
+KT_NODISCARD CK_RV kt_pool_run(kt_pool *pool, const kt_call *call,
+                               unsigned deadline_ms);
 
 /*
  * The hedged pair of DESIGN.md §2: starts calls[0]; starts calls[1] as soon
@@ -88,8 +89,9 @@ CK_RV kt_pool_run(kt_pool *pool, const kt_call *call, unsigned deadline_ms);
  * (KT_CKR_NOT_STARTED for a call never started).  On success the loser's
  * rv[] entry is KT_CKR_NOT_STARTED if it never ran, otherwise unspecified.
  */
-CK_RV kt_pool_hedge(kt_pool *pool, const kt_call calls[2], unsigned hedge_ms,
-                    unsigned deadline_ms, int *winner, CK_RV rv[2]);
+KT_NODISCARD CK_RV kt_pool_hedge(kt_pool *pool, const kt_call calls[2],
+                                 unsigned hedge_ms, unsigned deadline_ms,
+                                 int *winner, CK_RV rv[2]);
 
 /*
  * Runs call on a worker without waiting for it (work whose outcome the
@@ -98,7 +100,7 @@ CK_RV kt_pool_hedge(kt_pool *pool, const kt_call calls[2], unsigned hedge_ms,
  * call returns; discard is never called.  Returns CKR_OK, or
  * KT_CKR_TOKEN_HUNG / CKR_HOST_MEMORY with the call already released.
  */
-CK_RV kt_pool_post(kt_pool *pool, const kt_call *call);
+KT_NODISCARD CK_RV kt_pool_post(kt_pool *pool, const kt_call *call);
 
 /* True on a worker thread of any pool: such code runs token calls inline
  * and never waits for another job (the pool could be full of waiters). */

@@ -55,7 +55,8 @@ static CK_FUNCTION_LIST *kt_remote_load(const char *address)
  * initialise now (a remote vault that is down) is not fatal: the context
  * opens without its tokens and the next lookup that finds no token tries
  * again. */
-static CK_RV kt_module_start(keytier_ctx *ctx, struct kt_module *mod)
+static KT_NODISCARD CK_RV kt_module_start(keytier_ctx *ctx,
+                                          struct kt_module *mod)
 {
     CK_RV rv;
 
@@ -159,7 +160,7 @@ struct kt_scan_job {
     struct kt_module *mod;
 };
 
-static CK_RV kt_scan_job_run(void *p)
+static KT_NODISCARD CK_RV kt_scan_job_run(void *p)
 {
     struct kt_scan_job *j = p;
 
@@ -286,13 +287,13 @@ void kt_tokens_finalize(keytier_ctx *ctx)
     for (size_t i = 0; i < ctx->n_tokens; i++) {
         struct kt_token *tok = ctx->tokens[i];
         for (size_t k = 0; k < tok->n_idle; k++)
-            (void)kt_p11_close_session(tok, tok->idle[k]);
+            KT_IGNORE_RESULT(kt_p11_close_session(tok, tok->idle[k]));
         tok->n_idle = 0;
     }
     for (size_t i = 0; i < ctx->n_modules; i++) {
         struct kt_module *mod = &ctx->modules[i];
         if (mod->initialized)
-            (void)kt_p11_finalize(ctx, mod);
+            KT_IGNORE_RESULT(kt_p11_finalize(ctx, mod));
         mod->initialized = false;
         p11_kit_module_release(mod->fl);
         mod->fl = NULL;

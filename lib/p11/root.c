@@ -369,8 +369,8 @@ fail:
 void kt_avail_destroy(struct kt_root *root, CK_SESSION_HANDLE s)
 {
     if (root->key != CK_INVALID_HANDLE)
-        (void)kt_p11_destroy_object(root->tok, s, root->key);
+        KT_IGNORE_RESULT(kt_p11_destroy_object(root->tok, s, root->key));
     if (root->pub != CK_INVALID_HANDLE && root->pub != root->key)
-        (void)kt_p11_destroy_object(root->tok, s, root->pub);
+        KT_IGNORE_RESULT(kt_p11_destroy_object(root->tok, s, root->pub));
     root->key = root->pub = CK_INVALID_HANDLE;
 }

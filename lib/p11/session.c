@@ -34,14 +34,14 @@ keytier_err kt_session_get(struct kt_token *tok, CK_SESSION_HANDLE *out,
         kt_secret *pin = NULL;
         keytier_err e = kt_pin_read(pc, &pin);
         if (e != KEYTIER_OK) {
-            (void)kt_p11_close_session(tok, s);
+            KT_IGNORE_RESULT(kt_p11_close_session(tok, s));
             return e;
         }
         rv = kt_login_once(tok, s, pin);
         kt_secret_free(pin);
         if (rv != CKR_OK && rv != CKR_USER_ALREADY_LOGGED_IN) {
             *rvp = rv;
-            (void)kt_p11_close_session(tok, s);
+            KT_IGNORE_RESULT(kt_p11_close_session(tok, s));
             return kt_err(KEYTIER_E_LOGIN, "token '%s': C_Login: %s",
                           tok->label, kt_p11_rv_text(rv));
         }
@@ -88,5 +88,5 @@ void kt_session_put(struct kt_token *tok, CK_SESSION_HANDLE s, CK_RV rv)
         }
         pthread_mutex_unlock(&tok->mu);
     }
-    (void)kt_p11_close_session(tok, s);
+    KT_IGNORE_RESULT(kt_p11_close_session(tok, s));
 }

@@ -48,7 +48,7 @@ void kt_tjob_put(struct kt_tjob *j)
 
 /* Runs the work and keeps its error and detail in the job (the detail is
  * thread-local: the worker's is not the caller's). */
-static CK_RV kt_tjob_call_run(void *p)
+static KT_NODISCARD CK_RV kt_tjob_call_run(void *p)
 {
     struct kt_tjob *j = p;
 

@@ -86,7 +86,7 @@ static void kt_finish_wait_put(struct kt_finish_wait *w)
     free(w);
 }
 
-static CK_RV kt_finish_job_run(void *p)
+static KT_NODISCARD CK_RV kt_finish_job_run(void *p)
 {
     struct kt_finish_job *j = p;
     bool free_here;

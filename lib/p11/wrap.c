@@ -93,7 +93,7 @@ keytier_err kt_root_wrap(const struct kt_root *root, CK_SESSION_HANDLE s,
     *out_len = len;
 out:
     if (obj != CK_INVALID_HANDLE)
-        (void)kt_p11_destroy_object(root->tok, s, obj);
+        KT_IGNORE_RESULT(kt_p11_destroy_object(root->tok, s, obj));
     *rvp = rv;
     return e;
 }
@@ -156,7 +156,7 @@ keytier_err kt_root_unwrap(const struct kt_root *root, CK_SESSION_HANDLE s,
     val = NULL;
 out:
     if (obj != CK_INVALID_HANDLE)
-        (void)kt_p11_destroy_object(root->tok, s, obj);
+        KT_IGNORE_RESULT(kt_p11_destroy_object(root->tok, s, obj));
     kt_secret_free(val);
     *rvp = rv;
     return e;

@@ -213,8 +213,7 @@ out:
      * processes' changes. */
     rv = kt_token_sync(t);
     if (rv != CKR_OK) {
-        CK_RV ignored = kt_session_close(*out);
-        (void)ignored;
+        KT_IGNORE_RESULT(kt_session_close(*out));
         /* A re-initialisation by another process was found (and closed
          * this new session with the others): open on the new token. */
         return rv == CKR_SESSION_CLOSED ? KT_CKR_RETRY : rv;
