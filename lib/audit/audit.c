@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -17,6 +18,7 @@
 #include <openssl/rand.h>
 
 #include "audit.h"
+#include "kt_file.h"
 
 /* json-c flags shared by writer and verifier: the hash covers exactly this
  * serialisation. */
@@ -151,9 +153,15 @@ keytier_err kt_audit_open(const char *path, kt_audit **out)
         return kt_err(KEYTIER_E_ARGS, "audit log path missing");
     *out = NULL;
     fd = open(path, O_RDWR | O_APPEND | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (fd >= 0)
+    if (fd >= 0) {
         created = true;
-    else if (errno == EEXIST)
+        if (!kt_file_private(fd)) {
+            int e = errno;
+            close(fd);
+            return kt_err(KEYTIER_E_AUDIT, "audit log %s: chmod 0600: %s",
+                          path, strerror(e));
+        }
+    } else if (errno == EEXIST)
         fd = open(path, O_RDWR | O_APPEND | O_CLOEXEC);
     if (fd < 0)
         return kt_err(KEYTIER_E_AUDIT, "cannot open audit log %s: %s", path,

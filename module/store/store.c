@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "kt_file.h"
 #include "ossl/ossl.h"
 
 static KT_NODISCARD CK_RV db_fail(sqlite3 *db, const char *what)
@@ -312,6 +313,11 @@ CK_RV kt_store_create(const char *path, const char *label, const char *serial,
     /* The file exists with mode 0600 before SQLite opens it; SQLite gives
      * its -wal and -shm files the same mode. */
     int fd = open(path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
+    if (fd >= 0 && !kt_file_private(fd)) {
+        close(fd);
+        unlink(path);
+        fd = -1;
+    }
     if (fd < 0) {
         kt_log(KT_LOG_ERROR, "store %s: cannot create: %s", path,
                strerror(errno));
