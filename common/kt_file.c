@@ -13,7 +13,7 @@
 #include <unistd.h>
 
 #define KT_PRIVATE_FILE 0600
-#define KT_PRIVATE_DIR 0700
+#define KT_PRIVATE_DIR  0700
 
 bool kt_file_private(int fd)
 {
@@ -77,8 +77,7 @@ bool kt_file_check_trusted(int fd, const char *path, enum kt_file_trust trust,
         return false;
     }
     if (!S_ISREG(st.st_mode)) {
-        snprintf(err, err_len,
-                 "%s %s is %s: name a regular file", what, path,
+        snprintf(err, err_len, "%s %s is %s: name a regular file", what, path,
                  kind_of(st.st_mode));
         return false;
     }
@@ -92,8 +91,8 @@ bool kt_file_check_trusted(int fd, const char *path, enum kt_file_trust trust,
     }
     if ((st.st_mode & 022) != 0) {
         snprintf(err, err_len,
-                 "%s %s is writable by %s (mode %04o): run chmod go-w %s",
-                 what, path, (st.st_mode & 002) ? "others" : "its group",
+                 "%s %s is writable by %s (mode %04o): run chmod go-w %s", what,
+                 path, (st.st_mode & 002) ? "others" : "its group",
                  (unsigned)(st.st_mode & 07777), path);
         return false;
     }

@@ -352,8 +352,8 @@ static keytier_err kt_default_store(struct kt_config *cfg)
 static keytier_err kt_config_read(const char *path, struct kt_config *cfg)
 {
     char err[KT_CONF_ERR_MAX];
-    int fd = kt_file_open_trusted(path, KT_FILE_CONFIG, "config", err,
-                                  sizeof err);
+    int fd =
+        kt_file_open_trusted(path, KT_FILE_CONFIG, "config", err, sizeof err);
     if (fd < 0)
         return kt_err(KEYTIER_E_CONFIG, "%s", err);
     struct stat st;

@@ -45,8 +45,8 @@ static char *cli_pin_read_file(struct cli *cli, const char *path,
         return NULL;
     /* nobody but its owner may read or change a PIN file */
     char err[KT_FILE_ERR_MAX];
-    int fd = kt_file_open_trusted(path, KT_FILE_SECRET, "PIN file", err,
-                                  sizeof err);
+    int fd =
+        kt_file_open_trusted(path, KT_FILE_SECRET, "PIN file", err, sizeof err);
     if (fd < 0) {
         *rc = cli_fail(cli, CLI_IO, "%s: %s", what, err);
         cli_pin_free(buf);
