@@ -1,5 +1,6 @@
 #include "kt_conf.h"
 
+#include "kt_file.h"
 #include "wipe.h"
 
 #include <ctype.h>
@@ -9,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 __attribute__((format(printf, 3, 4))) static bool
 fail(char *err, size_t err_len, const char *fmt, ...)
@@ -512,10 +514,17 @@ bool kt_conf_parse_file(const struct kt_conf_key *keys, size_t n, void *dst,
 {
     if (lines != NULL)
         memset(lines, 0, n * sizeof(*lines));
-    FILE *fp = fopen(path, "re");
-    if (fp == NULL)
+    /* believed only if nobody but its owner can change it */
+    int fd = kt_file_open_trusted(path, KT_FILE_CONFIG, "config", err, err_len);
+    if (fd < 0)
+        return false;
+    FILE *fp = fdopen(fd, "r");
+    if (fp == NULL) {
+        int e = errno;
+        close(fd);
         return fail(err, err_len, "config %s: cannot open: %s", path,
-                    strerror(errno));
+                    strerror(e));
+    }
     const struct kt_conf_file file = {.keys = keys, .n = n};
     enum kt_conf_rc rc =
         kt_conf_read(&file, dst, fp, path, lines, err, err_len);

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -17,6 +18,7 @@
 #include <openssl/rand.h>
 
 #include "audit.h"
+#include "kt_file.h"
 
 /* json-c flags shared by writer and verifier: the hash covers exactly this
  * serialisation. */
@@ -151,9 +153,15 @@ keytier_err kt_audit_open(const char *path, kt_audit **out)
         return kt_err(KEYTIER_E_ARGS, "audit log path missing");
     *out = NULL;
     fd = open(path, O_RDWR | O_APPEND | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (fd >= 0)
+    if (fd >= 0) {
         created = true;
-    else if (errno == EEXIST)
+        if (!kt_file_private(fd)) {
+            int e = errno;
+            close(fd);
+            return kt_err(KEYTIER_E_AUDIT, "audit log %s: chmod 0600: %s", path,
+                          strerror(e));
+        }
+    } else if (errno == EEXIST)
         fd = open(path, O_RDWR | O_APPEND | O_CLOEXEC);
     if (fd < 0)
         return kt_err(KEYTIER_E_AUDIT, "cannot open audit log %s: %s", path,
@@ -795,42 +803,77 @@ out:
     return err;
 }
 
+/* One line of f, newline included, into buf (max bytes). Returns its
+ * length; 0 at end of file; -1 on a read error (errno set); -2 when the line
+ * is longer than max: a record never is, so nothing more of it is read. */
+static ssize_t kt_audit_read_line(FILE *f, char *buf, size_t max)
+{
+    size_t n = 0;
+    int c;
+    while ((c = getc_unlocked(f)) != EOF) {
+        if (n == max)
+            return -2;
+        buf[n++] = (char)c;
+        if (c == '\n')
+            return (ssize_t)n;
+    }
+    return ferror(f) ? -1 : (ssize_t)n;
+}
+
+/* Checks the line the reader gave (n as kt_audit_read_line returns it). */
+static keytier_err kt_audit_scan_line(const char *path, const char *line,
+                                      ssize_t n, uint64_t line_no,
+                                      char prev[KT_AUDIT_HASH_HEX + 1])
+{
+    if (n == -1)
+        return kt_err(KEYTIER_E_IO, "cannot read audit log %s at line %llu: %s",
+                      path, (unsigned long long)line_no, strerror(errno));
+    if (n == -2)
+        return kt_err(KEYTIER_E_AUDIT_TAMPERED,
+                      "line %llu is longer than a record can be (%u bytes)",
+                      (unsigned long long)line_no, KT_AUDIT_LINE_MAX);
+    if (line[n - 1] != '\n')
+        return kt_err(KEYTIER_E_AUDIT_TAMPERED,
+                      "line %llu is incomplete (no newline)",
+                      (unsigned long long)line_no);
+    if (memchr(line, '\0', (size_t)n) != NULL)
+        return kt_err(KEYTIER_E_AUDIT_TAMPERED, "line %llu holds a NUL byte",
+                      (unsigned long long)line_no);
+    return kt_audit_check_line(line, (size_t)n - 1, line_no, line_no, prev);
+}
+
+/* Reads the log with a bound on every line: a read or allocation failure
+ * is an error, never taken for the end of the log. */
 keytier_err kt_audit_scan(const char *path, kt_audit_scan_result *r)
 {
     char prev[KT_AUDIT_HASH_HEX + 1];
-    char *line = NULL;
-    size_t cap = 0;
-    ssize_t n;
     uint64_t line_no = 0;
     keytier_err err = KEYTIER_OK;
-    FILE *f;
 
     if (!path || !r)
         return kt_err(KEYTIER_E_ARGS, "audit verify: path missing");
     r->bad_line = 0;
     r->records = 0;
     r->at_hash[0] = '\0';
-    f = fopen(path, "re");
-    if (!f)
+    char *line = malloc(KT_AUDIT_LINE_MAX);
+    if (line == NULL)
+        return kt_err(KEYTIER_E_NOMEM, "audit log %s: line buffer", path);
+    FILE *f = fopen(path, "re");
+    if (!f) {
+        free(line);
         return kt_err(KEYTIER_E_IO, "cannot open audit log %s: %s", path,
                       strerror(errno));
+    }
     memcpy(prev, kt_audit_zero_hash, sizeof prev);
     memcpy(r->head_hash, kt_audit_zero_hash, sizeof r->head_hash);
-    while ((n = getline(&line, &cap, f)) > 0) {
+    for (;;) {
+        ssize_t n = kt_audit_read_line(f, line, KT_AUDIT_LINE_MAX);
+        if (n == 0)
+            break;
         line_no++;
-        if (line[n - 1] != '\n') {
-            err = kt_err(KEYTIER_E_AUDIT_TAMPERED,
-                         "line %llu is incomplete (no newline)",
-                         (unsigned long long)line_no);
-        } else if ((size_t)n > KT_AUDIT_LINE_MAX) {
-            err = kt_err(KEYTIER_E_AUDIT_TAMPERED, "line %llu is too long",
-                         (unsigned long long)line_no);
-        } else {
-            err = kt_audit_check_line(line, (size_t)n - 1, line_no, line_no,
-                                      prev);
-        }
+        err = kt_audit_scan_line(path, line, n, line_no, prev);
         if (err != KEYTIER_OK) {
-            r->bad_line = line_no;
+            r->bad_line = err == KEYTIER_E_AUDIT_TAMPERED ? line_no : 0;
             break;
         }
         r->records = line_no;
@@ -838,8 +881,6 @@ keytier_err kt_audit_scan(const char *path, kt_audit_scan_result *r)
         if (line_no == r->at_seq)
             memcpy(r->at_hash, prev, sizeof r->at_hash);
     }
-    if (err == KEYTIER_OK && ferror(f))
-        err = kt_err(KEYTIER_E_IO, "cannot read audit log %s", path);
     free(line);
     fclose(f);
     return err;

@@ -7,8 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "kt_base.h"
+#include "kt_file.h"
 
 struct kt_log {
     FILE *fp;
@@ -35,9 +37,13 @@ keytier_err kt_log_open(const char *path, enum kt_log_level level, kt_log **out)
     if (log == NULL)
         return kt_err(KEYTIER_E_NOMEM, NULL);
     if (path != NULL) {
-        log->fp = fopen(path, "ae");
+        /* 0600 whatever the umask: a log names tenants, keys and tokens */
+        int fd = kt_file_open_append(path);
+        log->fp = fd >= 0 ? fdopen(fd, "a") : NULL;
         if (log->fp == NULL) {
             int e = errno;
+            if (fd >= 0)
+                close(fd);
             free(log);
             return kt_err(KEYTIER_E_CONFIG, "log file %s: %s", path,
                           strerror(e));

@@ -15,9 +15,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "kt_conf.h"
+#include "kt_file.h"
 #include "kt_lib.h"
 #include "stream.h"
 
@@ -346,20 +348,44 @@ static keytier_err kt_default_store(struct kt_config *cfg)
     return cfg->store_path ? KEYTIER_OK : kt_err(KEYTIER_E_NOMEM, NULL);
 }
 
+/* A configuration that names the modules to load and the PINs to use is
+ * believed only if nobody but its owner can change it, and, when it holds
+ * a PIN itself (pin.LABEL = value:...), read it. */
 static keytier_err kt_config_read(const char *path, struct kt_config *cfg)
 {
-    FILE *f = fopen(path, "re");
-    if (f == NULL)
-        return kt_err(KEYTIER_E_CONFIG, "cannot open %s: %s", path,
-                      strerror(errno));
     char err[KT_CONF_ERR_MAX];
+    int fd =
+        kt_file_open_trusted(path, KT_FILE_CONFIG, "config", err, sizeof err);
+    if (fd < 0)
+        return kt_err(KEYTIER_E_CONFIG, "%s", err);
+    struct stat st;
+    FILE *f = fstat(fd, &st) == 0 ? fdopen(fd, "r") : NULL;
+    if (f == NULL) {
+        int e = errno;
+        close(fd);
+        return kt_err(KEYTIER_E_CONFIG, "config %s: %s", path, strerror(e));
+    }
+    /* stdio's buffer is ours, so that the PINs it may hold are wiped */
+    char iobuf[4096];
+    setvbuf(f, iobuf, _IOFBF, sizeof iobuf);
     enum kt_conf_rc rc =
         kt_conf_read(&kt_lib_file, cfg, f, path, NULL, err, sizeof err);
     fclose(f);
+    kt_wipe(iobuf, sizeof iobuf);
     if (rc == KT_CONF_NOMEM)
         return kt_err(KEYTIER_E_NOMEM, "%s", err);
     if (rc != KT_CONF_OK)
         return kt_err(KEYTIER_E_CONFIG, "%s", err);
+    for (size_t i = 0; i < cfg->n_pins; i++)
+        if (cfg->pins[i].kind == KT_PIN_VALUE && (st.st_mode & 044) != 0)
+            return kt_err(KEYTIER_E_CONFIG,
+                          "config %s holds the PIN of token '%s' "
+                          "(pin.%s = value:...) but is readable by %s "
+                          "(mode %04o): run chmod go-rwx %s, or give the "
+                          "PIN as file:PATH or env:NAME",
+                          path, cfg->pins[i].label, cfg->pins[i].label,
+                          (st.st_mode & 004) ? "others" : "its group",
+                          (unsigned)(st.st_mode & 07777), path);
     return KEYTIER_OK;
 }
 
@@ -461,11 +487,22 @@ keytier_err kt_pin_read(const struct kt_pin_cfg *pin, kt_secret **out)
         *out = kt_secret_from(v, strlen(v));
         return *out ? KEYTIER_OK : kt_err(KEYTIER_E_NOMEM, NULL);
     }
-    /* File: the first line, without its newline. */
-    FILE *f = fopen(pin->where, "re");
-    if (f == NULL)
+    /* File: the first line, without its newline; nobody but its owner may
+     * read or change it. */
+    char err[KT_FILE_ERR_MAX];
+    int fd = kt_file_open_trusted(pin->where, KT_FILE_SECRET, "PIN file", err,
+                                  sizeof err);
+    if (fd < 0)
+        return kt_err(KEYTIER_E_PIN, "PIN of token '%s': %s", pin->label, err);
+    FILE *f = fdopen(fd, "r");
+    if (f == NULL) {
+        int e = errno;
+        close(fd);
         return kt_err(KEYTIER_E_PIN, "PIN of token '%s': cannot read %s: %s",
-                      pin->label, pin->where, strerror(errno));
+                      pin->label, pin->where, strerror(e));
+    }
+    char iobuf[512];
+    setvbuf(f, iobuf, _IOFBF, sizeof iobuf);
     char buf[257];
     keytier_err e = KEYTIER_OK;
     if (fgets(buf, sizeof buf, f) == NULL) {
@@ -481,5 +518,6 @@ keytier_err kt_pin_read(const struct kt_pin_cfg *pin, kt_secret **out)
     }
     kt_wipe(buf, sizeof buf);
     fclose(f);
+    kt_wipe(iobuf, sizeof iobuf);
     return e;
 }

@@ -24,6 +24,7 @@
 
 #include <openssl/rand.h>
 
+#include "kt_file.h"
 #include "store_stmt.h"
 
 #define KT_BUSY_TIMEOUT_MS 10000
@@ -204,7 +205,7 @@ static keytier_err kt_mkdirs(const char *path)
         if (*p != '/')
             continue;
         *p = '\0';
-        if (mkdir(buf, 0700) != 0 && errno != EEXIST)
+        if (!kt_dir_create_private(buf))
             return kt_err(KEYTIER_E_STORE, "cannot create %s: %s", buf,
                           strerror(errno));
         *p = '/';
@@ -269,10 +270,16 @@ keytier_err kt_store_open(const char *path, struct kt_store **out)
     keytier_err e = kt_mkdirs(path);
     if (e != KEYTIER_OK)
         return e;
+    /* 0600 whatever the umask; SQLite gives its -wal and -shm files the
+     * mode of the database */
     int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (fd < 0)
+    if (fd < 0 || !kt_file_private(fd)) {
+        int err = errno;
+        if (fd >= 0)
+            close(fd);
         return kt_err(KEYTIER_E_STORE, "cannot open %s: %s", path,
-                      strerror(errno));
+                      strerror(err));
+    }
     close(fd);
 
     struct kt_store *st = NULL;

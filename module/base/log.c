@@ -1,5 +1,6 @@
 #include "kt.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,6 +9,7 @@
 #include <unistd.h>
 
 #include "ckr.h"
+#include "kt_file.h"
 #include "ossl/ossl.h"
 
 /* The logger only takes a format and values: secrets are never passed to
@@ -122,10 +124,14 @@ void kt_log_open(enum kt_log_level level, const char *file)
         fclose(log_fp);
     log_fp = NULL;
     if (file != NULL && file[0] != '\0') {
-        log_fp = fopen(file, "ae");
+        /* 0600 whatever the umask: a log names tokens and objects */
+        int fd = kt_file_open_append(file);
+        log_fp = fd >= 0 ? fdopen(fd, "a") : NULL;
+        if (log_fp == NULL && fd >= 0)
+            close(fd);
         if (log_fp == NULL)
-            fprintf(stderr, "keytier: warning: cannot open log file %s\n",
-                    file);
+            fprintf(stderr, "keytier: warning: cannot open log file %s: %s\n",
+                    file, strerror(errno));
     }
     pthread_mutex_unlock(&log_lock);
 }

@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "kt_file.h"
 #include "ossl/ossl.h"
 #include "store/store.h"
 #include "token_int.h"
@@ -20,11 +21,11 @@ static KT_NODISCARD CK_RV mkdir_p(const char *dir)
         if (*p != '/')
             continue;
         *p = '\0';
-        if (mkdir(tmp, 0700) != 0 && errno != EEXIST)
+        if (!kt_dir_create_private(tmp))
             return CKR_DEVICE_ERROR;
         *p = '/';
     }
-    if (mkdir(tmp, 0700) != 0 && errno != EEXIST)
+    if (!kt_dir_create_private(tmp))
         return CKR_DEVICE_ERROR;
     return CKR_OK;
 }

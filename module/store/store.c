@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "kt_file.h"
 #include "ossl/ossl.h"
 
 static KT_NODISCARD CK_RV db_fail(sqlite3 *db, const char *what)
@@ -308,6 +309,11 @@ static KT_NODISCARD CK_RV row_term(sqlite3 *db, const unsigned char man_key[32],
 static KT_NODISCARD CK_RV create_file(const char *path)
 {
     int fd = open(path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
+    if (fd >= 0 && !kt_file_private(fd)) {
+        close(fd);
+        unlink(path);
+        fd = -1;
+    }
     if (fd < 0) {
         kt_log(KT_LOG_ERROR, "store %s: cannot create: %s", path,
                strerror(errno));

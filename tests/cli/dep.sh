@@ -32,10 +32,11 @@ expect_fail "keytier dep create: --tenant, --workload, --key-a and --key-b are r
 expect_rc 2 kt dep create --tenant acme --key-a "$URI_A"
 kt_log "a wrong PIN in the configuration names the token and CKR code"
 sed 's/^pin.vault-b = env:PIN$/pin.vault-b = value:0000-wrong/' "$KEYTIER_LIB_CONF" >"$KT_TMP/wrong-pin.conf"
+chmod 600 "$KT_TMP/wrong-pin.conf" # it holds a PIN
 expect_rc 1 kt --config "$KT_TMP/wrong-pin.conf" dep create --tenant acme --workload Exchange --key-a "$URI_A" --key-b "$URI_B"
 assert_contains "$KT_LAST_OUTPUT" "keytier dep create: token login failed: token 'vault-b': C_Login: CKR_PIN_INCORRECT (The password or PIN is incorrect) [KEYTIER_E_LOGIN]"
 assert_not_contains "$KT_LAST_OUTPUT" "0000-wrong" "PIN in the error"
-expect_fail "keytier dep list: invalid configuration: cannot open $KT_TMP/none.conf: No such file or directory [KEYTIER_E_CONFIG]" \
+expect_fail "keytier dep list: invalid configuration: config $KT_TMP/none.conf: cannot open: No such file or directory [KEYTIER_E_CONFIG]" \
     kt --config "$KT_TMP/none.conf" dep list --tenant acme
 
 kt_log "dep create: JSON fields"

@@ -28,6 +28,7 @@ assert_contains "$(jf .uri <<<"$KT_LAST_OUTPUT")" "serial=$serial;token=vault-a"
 kt_log "token init with PINs from files, human output"
 printf '%s\n' "$SO_PIN" >"$KT_TMP/so.pin"
 printf '%s\n' "$PIN" >"$KT_TMP/user.pin"
+chmod 600 "$KT_TMP/so.pin" "$KT_TMP/user.pin" # PIN files are owner-only
 expect_ok kt token init --label vault-b --so-pin-file "$KT_TMP/so.pin" \
     --pin-file "$KT_TMP/user.pin"
 keep
@@ -61,7 +62,7 @@ expect_fail "keytier token init: SO PIN needed: not on a terminal, use --so-pin-
 expect_rc 2 kt token init --label x </dev/null
 expect_fail "keytier token init: user PIN: environment variable NO_SUCH_VAR is not set or empty" \
     kt token init --label x --so-pin-env SO_PIN --pin-env NO_SUCH_VAR
-expect_fail "keytier token init: SO PIN: cannot read PIN file $KT_TMP/none: No such file or directory" \
+expect_fail "keytier token init: SO PIN: PIN file $KT_TMP/none: cannot open: No such file or directory" \
     kt token init --label x --so-pin-file "$KT_TMP/none" --pin-env PIN
 expect_rc 7 kt token init --label x --so-pin-file "$KT_TMP/none" --pin-env PIN
 expect_fail "keytier token init: token operation failed: token 'shortpin': C_InitPIN: CKR_PIN_LEN_RANGE [KEYTIER_E_TOKEN]" \

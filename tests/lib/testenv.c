@@ -2,6 +2,7 @@
 #include <dirent.h>
 #include <ftw.h>
 #include <stdio.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -57,6 +58,8 @@ void testenv_setup(struct testenv *t)
     char pinfile[320];
     snprintf(pinfile, sizeof pinfile, "%s/pin-a", t->dir);
     f = fopen(pinfile, "w");
+    if (f != NULL) /* it holds PINs: owner only */
+        fchmod(fileno(f), 0600);
     fputs("1234\n", f);
     fclose(f);
     setenv("KT_TEST_PIN_B", "1234", 1);
@@ -268,6 +271,8 @@ void testenv_write_conf(struct testenv *t, const char *extra)
 void testenv_write_conf_mods(struct testenv *t, int mods, const char *extra)
 {
     FILE *f = fopen(t->conf, "w");
+    if (f != NULL) /* it holds PINs: owner only */
+        fchmod(fileno(f), 0600);
     ck_assert_ptr_nonnull(f);
     fprintf(f, "# written by testenv\n");
     if (mods & MOD_SOFTHSM)

@@ -38,6 +38,7 @@
 #include <stdbool.h>
 #include <signal.h>
 #include <stdio.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -237,6 +238,8 @@ static const char *uri(const char *token, const char *label)
 static void ctx_open(const char *extra)
 {
     FILE *f = fopen(conf, "w");
+    if (f != NULL) /* it holds PINs: owner only */
+        fchmod(fileno(f), 0600);
     keytier_err e;
 
     ck_assert_ptr_nonnull(f);

@@ -23,6 +23,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -131,6 +132,8 @@ static void root_create(const char *address, const char *token,
 static keytier_ctx *ctx_open(const char *extra)
 {
     FILE *f = fopen(conf, "w");
+    if (f != NULL) /* it holds PINs: owner only */
+        fchmod(fileno(f), 0600);
     keytier_ctx *ctx;
 
     if (!f)

@@ -3,6 +3,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <time.h>
 
@@ -64,6 +65,8 @@ double bench_median(double *v, size_t n)
 void bench_write_file(const char *path, const char *text)
 {
     FILE *f = fopen(path, "w");
+    if (f != NULL) /* it holds PINs: owner only */
+        fchmod(fileno(f), 0600);
 
     if (f == NULL || fputs(text, f) < 0 || fclose(f) != 0)
         bench_die("cannot write %s", path);

@@ -26,6 +26,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -135,6 +136,8 @@ static void aes_root(const char *module, const char *token, const char *label)
 static void write_conf(int softhsm, int keytier)
 {
     FILE *f = fopen(conf, "w");
+    if (f != NULL) /* it holds PINs: owner only */
+        fchmod(fileno(f), 0600);
     if (f == NULL)
         bench_die("cannot write %s", conf);
     if (softhsm)

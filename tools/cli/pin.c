@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "kt_file.h"
 
 #define CLI_PIN_MAX 256
 
@@ -42,10 +43,12 @@ static char *cli_pin_read_file(struct cli *cli, const char *path,
     char *buf = calloc(1, CLI_PIN_MAX);
     if (buf == NULL)
         return NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* nobody but its owner may read or change a PIN file */
+    char err[KT_FILE_ERR_MAX];
+    int fd =
+        kt_file_open_trusted(path, KT_FILE_SECRET, "PIN file", err, sizeof err);
     if (fd < 0) {
-        *rc = cli_fail(cli, CLI_IO, "%s: cannot read PIN file %s: %s", what,
-                       path, strerror(errno));
+        *rc = cli_fail(cli, CLI_IO, "%s: %s", what, err);
         cli_pin_free(buf);
         return NULL;
     }

@@ -598,6 +598,8 @@ static pid_t outage_conf(const char *sub, unsigned deadline_ms, char conf[600])
     snprintf(T.store, sizeof T.store, "%s/store.db", T.dir);
     snprintf(conf, 600, "%s/lib.conf", T.dir);
     FILE *f = fopen(conf, "w");
+    if (f != NULL) /* it holds PINs: owner only */
+        fchmod(fileno(f), 0600);
     ck_assert_ptr_nonnull(f);
     fprintf(f,
             "remote = %s\nservice_token = pkcs11:token=VaultA\n"

@@ -2,6 +2,7 @@
  * and reading the DEP key through either customer key. */
 #include <check.h>
 #include <stdio.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -544,6 +545,8 @@ START_TEST(service_token_missing)
     ck_assert_ptr_nonnull(p);
     memcpy(p, "token=Servic2", 13);
     f = fopen(T.conf, "w");
+    if (f != NULL) /* it holds PINs: owner only */
+        fchmod(fileno(f), 0600);
     fputs(text, f);
     fclose(f);
     ctx = testenv_ctx(&T);
