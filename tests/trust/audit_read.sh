@@ -8,8 +8,12 @@
 cli_setup
 
 kt_log "/dev/zero under a memory limit: line 1 too long, not '0 records, intact'"
+# (AddressSanitizer reserves its shadow memory up front and cannot start
+# under an address-space limit: there the bound alone is checked.)
+limit=400000
+ldd "$KT_CLI" | grep -q libasan && limit=unlimited
 rc=0
-out=$( (ulimit -v 400000 && exec "$KT_CLI" audit verify --chain-only --log /dev/zero) 2>&1) || rc=$?
+out=$( (ulimit -v $limit && exec "$KT_CLI" audit verify --chain-only --log /dev/zero) 2>&1) || rc=$?
 assert_eq 8 "$rc" "exit status; output: $out"
 assert_contains "$out" "keytier audit verify: /dev/zero: line 1: audit log altered: line 1 is longer than a record can be (65536 bytes) [KEYTIER_E_AUDIT_TAMPERED]"
 
@@ -36,8 +40,7 @@ expect_ok kt dep create --tenant acme --workload Exchange --key-a "$URI_A" \
 log=$(find "$KT_TMP/store" -name '*.jsonl' | head -n 1)
 [ -s "$log" ] || kt_fail "no audit log under $KT_TMP/store"
 expect_ok kt audit verify --chain-only --log "$log"
-cp "$log" "$KT_TMP/nul.log"
-printf '\0' | dd of="$KT_TMP/nul.log" bs=1 seek=5 conv=notrunc status=none
+{ head -c 5 "$log" && printf '\0' && tail -c +7 "$log"; } >"$KT_TMP/nul.log"
 expect_rc 8 kt audit verify --chain-only --log "$KT_TMP/nul.log"
 assert_contains "$KT_LAST_OUTPUT" "line 1 holds a NUL byte"
 kt_log "ok"
