@@ -574,6 +574,8 @@ KEYTIER_API KEYTIER_MUST_CHECK keytier_err keytier_root_generate(
  * *destroyed (may be NULL) gets the number of objects destroyed.
  * Errors: KEYTIER_E_KEY_NOT_FOUND, KEYTIER_E_TOKEN_NOT_FOUND,
  * KEYTIER_E_LOGIN, KEYTIER_E_TOKEN, KEYTIER_E_ARGS, KEYTIER_E_MODULE.
+ * Without a context it cannot tell the service token: a service's tools
+ * use keytier_root_destroy_approved, which asks for an approval there.
  */
 KEYTIER_API KEYTIER_MUST_CHECK keytier_err keytier_root_destroy(
     const char *module_path, const char *token_label, const char *user_pin,
@@ -638,6 +640,8 @@ typedef struct keytier_purge_report {
  * Safe to run again after a failure (keys already gone count as
  * destroyed).  out may be NULL.  Errors: KEYTIER_E_TOKEN, KEYTIER_E_LOGIN,
  * KEYTIER_E_PIN, KEYTIER_E_TOKEN_NOT_FOUND (nothing changed in the store).
+ * Needs an approval: this is keytier_tenant_purge_approved without one
+ * (KEYTIER_E_APPROVAL_REQUIRED unless `approval.required = no`).
  */
 KEYTIER_API KEYTIER_MUST_CHECK keytier_err
 keytier_tenant_purge(keytier_ctx *ctx, const char *tenant, unsigned flags,
@@ -738,6 +742,8 @@ keytier_migration_list(keytier_ctx *ctx, const char *tenant,
  * disabled after recovery"), and the new DEP's keys are the customer's
  * own new ones - the caller must only start it on the customer's request.
  * A plain keytier_assign / keytier_dep_roll never does this.
+ * Needs an approval: this is keytier_dep_recover_approved without one
+ * (KEYTIER_E_APPROVAL_REQUIRED unless `approval.required = no`).
  */
 KEYTIER_API KEYTIER_MUST_CHECK keytier_err keytier_dep_recover(
     keytier_ctx *ctx, const char *tenant, const char *old_dep_id,

@@ -52,6 +52,11 @@ req=$(kt approval request --op purge --tenant acme --justification "offboarding"
 expect_fail "keytier approval grant: an approver may not grant their own request: alice requested this approval: another approver must grant it [KEYTIER_E_APPROVAL_SELF]" \
     kt approval grant "$req" --approver alice --key "$KEY_ALICE" --pin-env PIN
 expect_rc 10 kt approval grant "$req" --approver alice --key "$KEY_ALICE" --pin-env PIN
+# The same key pinned under a second name is the same person.
+echo "approval.approver = alice-ops $(kt approval fingerprint --pubkey "$KT_TMP/alice.der")" >>"$KEYTIER_LIB_CONF"
+req=$(kt approval request --op purge --tenant acme --justification "offboarding" --requester alice-ops)
+expect_fail "keytier approval grant: an approver may not grant their own request: alice-ops requested this approval: another approver must grant it [KEYTIER_E_APPROVAL_SELF]" \
+    kt approval grant "$req" --approver alice --key "$KEY_ALICE" --pin-env PIN
 
 kt_log "a key that is not pinned: mallory's own, or mallory's in alice's name"
 req=$(kt approval request --op purge --tenant acme --justification "offboarding" --requester ops)
@@ -153,5 +158,12 @@ assert_contains "$KT_LAST_OUTPUT" '"Reason":"ticket closed"'
 expect_ok kt --json audit list --activity "Approver registered"
 assert_contains "$KT_LAST_OUTPUT" '"Scope":"bob"'
 assert_not_contains "$(cat "$KT_TMP/store/keytier.db.audit.jsonl")" "$PIN"
+
+kt_log "approval.required = no: runs, and the log says so"
+cp "$KEYTIER_LIB_CONF" "$KT_TMP/open.conf"
+echo "approval.required = no" >>"$KT_TMP/open.conf"
+expect_ok kt --config "$KT_TMP/open.conf" purge --tenant globex --yes
+expect_ok kt --json audit list --activity "Privileged operation without approval"
+assert_contains "$KT_LAST_OUTPUT" '"Operation":"purge","OrganizationId":"globex"'
 expect_ok kt audit verify
 kt_log "ok"
