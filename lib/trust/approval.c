@@ -471,7 +471,7 @@ KEYTIER_API keytier_err keytier_approval_get(keytier_ctx *ctx,
     return e;
 }
 
-/* Why a request in state st cannot be granted or used. */
+/* Why an approval in its state cannot be used (KEYTIER_OK: granted). */
 static keytier_err kt_state_refusal(const keytier_approval_info *a)
 {
     switch (a->state) {
@@ -491,8 +491,13 @@ static keytier_err kt_state_refusal(const keytier_approval_info *a)
                       "approval %s is not granted yet: an approver runs "
                       "keytier approval grant %s",
                       a->id, a->id);
-    default:
+    case KEYTIER_APPROVAL_GRANTED:
         return KEYTIER_OK;
+    default:
+        /* No state the library writes: the row was edited. */
+        return kt_err(KEYTIER_E_APPROVAL_INVALID,
+                      "approval %s has an unknown state %d", a->id,
+                      (int)a->state);
     }
 }
 

@@ -105,6 +105,9 @@ sql "UPDATE approvals SET expires = ${saved#*|} WHERE id = '$req'"
 sql "UPDATE approvals SET signature = CAST(zeroblob(256) AS BLOB) WHERE id = '$req'"
 expect_rc 10 kt purge --tenant acme --yes --approval "$req"
 assert_contains "$KT_LAST_OUTPUT" "[KEYTIER_E_APPROVAL_INVALID]"
+sql "UPDATE approvals SET state = 7 WHERE id = '$req'"
+expect_rc 10 kt purge --tenant acme --yes --approval "$req"
+assert_contains "$KT_LAST_OUTPUT" "has an unknown state 7) [KEYTIER_E_APPROVAL_INVALID]"
 
 kt_log "revoked"
 rev=$(approve purge acme '*' ops bob)
