@@ -866,6 +866,20 @@ KEYTIER_API KEYTIER_MUST_CHECK keytier_err keytier_approver_fingerprint(
     const void *spki, size_t len, char out[KEYTIER_FINGERPRINT_SIZE]);
 
 /*
+ * Makes an approver's key pair in their token (token_uri: a PKCS#11 URI of
+ * a token reachable through the configured modules, logged in with pin):
+ * ECDSA P-256, the private key a sensitive, never extractable token object
+ * that may only sign, both halves labelled `label`.  spki (capacity *len,
+ * 1024 bytes suffice) gets the DER SubjectPublicKeyInfo to pin and
+ * register, key_uri the private key's URI for keytier_approval_grant.
+ * Errors: KEYTIER_E_EXISTS (the label is taken), KEYTIER_E_LOGIN,
+ * KEYTIER_E_TOKEN_NOT_FOUND, KEYTIER_E_TOKEN, KEYTIER_E_BUFFER.
+ */
+KEYTIER_API KEYTIER_MUST_CHECK keytier_err keytier_approver_keygen(
+    keytier_ctx *ctx, const char *token_uri, const char *pin, const char *label,
+    uint8_t *spki, size_t *len, char key_uri[KEYTIER_URI_MAX]);
+
+/*
  * Registers approver `name`'s public key (DER SubjectPublicKeyInfo: ECDSA
  * P-256, or RSA of 2048 bits or more, used with PSS) in the store.  Its
  * fingerprint must be pinned for that name in the configuration

@@ -20,7 +20,7 @@ while read -r fam verb; do
     case $verb in
     init | list | keygen | destroy-key | create | show | verify) args=("$fam" "$verb") ;;
     roll | protect | unprotect | rollover) args=("$fam" "$verb") ;; # lifecycle
-    request | grant | revoke | register | fingerprint) args=("$fam" "$verb") ;;
+    request | grant | revoke | register | keygen | fingerprint) args=("$fam" "$verb") ;;
     *) args=("$fam") ;;
     esac
     expect_ok kt "${args[@]}" --help
@@ -33,8 +33,8 @@ done <<<"$cmds"
 # site create, status, encrypt, decrypt, audit list/verify, demo, help
 # lifecycle: dep roll, assign, migrate, recover, purge, secret create/
 # protect/unprotect/rollover/show; approval request/grant/list/revoke/
-# register/fingerprint
-assert_eq 32 "$n" "commands in keytier --help"
+# register/keygen/fingerprint
+assert_eq 33 "$n" "commands in keytier --help"
 for c in "token init" "token list" "token keygen" "dep create" "dep list" \
     "dep show" "mailbox create" "site create" "status" "encrypt" \
     "decrypt" "audit list" "audit verify" "demo" "help"; do

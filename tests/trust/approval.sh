@@ -137,6 +137,31 @@ expect_rc 6 kt token destroy-key --token svc --label no-such-key --pin-env PIN -
 # A customer's own token needs no approval of the service.
 expect_ok kt token destroy-key --token vault-a --label root-c --pin-env PIN
 
+kt_log "a third approver: a key pair made by keytier approval keygen"
+kt token init --label approver-carol --so-pin-env SO_PIN --pin-env PIN >/dev/null ||
+    kt_fail "token init approver-carol"
+expect_ok kt --json approval keygen --token pkcs11:token=approver-carol \
+    --label carol --pubkey-out "$KT_TMP/carol.der" --pin-env PIN
+KEY_CAROL=$(jf .key <<<"$KT_LAST_OUTPUT")
+FPR_CAROL=$(jf .fingerprint <<<"$KT_LAST_OUTPUT")
+assert_eq "$(kt approval fingerprint --pubkey "$KT_TMP/carol.der")" "$FPR_CAROL"
+expect_rc 1 kt approval keygen --token pkcs11:token=approver-carol \
+    --label carol --pubkey-out "$KT_TMP/carol2.der" --pin-env PIN
+assert_contains "$KT_LAST_OUTPUT" "token 'approver-carol' already has a key 'carol' [KEYTIER_E_EXISTS]"
+objs=$(pkcs11-tool --module "$KT_MODULE" --token-label approver-carol --login \
+    --pin "$PIN" --list-objects --type privkey 2>/dev/null)
+assert_contains "$objs" "Usage:      sign"
+assert_contains "$objs" "never extractable"
+assert_not_contains "$objs" "decrypt"
+echo "approval.approver = carol $FPR_CAROL" >>"$KEYTIER_LIB_CONF"
+expect_ok kt approval register --name carol --pubkey "$KT_TMP/carol.der" \
+    --approval "$(approve change-approvers '*' carol ops bob)"
+car=$(kt approval request --op service-key-destroy --tenant '*' --scope gone \
+    --justification "carol's first" --requester ops)
+expect_ok kt approval grant "$car" --approver carol --key "$KEY_CAROL" --pin-env PIN
+expect_rc 6 kt token destroy-key --token svc --label gone --pin-env PIN --approval "$car"
+assert_eq used "$(kt --json approval list | jq -r "select(.id == \"$car\") | .state")"
+
 kt_log "the happy path: recover and purge with single-use approvals"
 kt token destroy-key --token vault-a --label root-a --pin-env PIN >/dev/null || kt_fail "destroy a"
 kt token destroy-key --token vault-b --label root-b --pin-env PIN >/dev/null || kt_fail "destroy b"

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cli.h"
 
@@ -32,6 +33,9 @@ enum {
     OPT_NAME,
     OPT_PUBKEY,
     OPT_APPROVAL,
+    OPT_TOKEN,
+    OPT_LABEL,
+    OPT_PUBKEY_OUT,
 };
 
 #define SPKI_FILE_MAX 4096
@@ -415,6 +419,85 @@ static int cmd_register(struct cli *cli, int argc, char **argv)
     return CLI_OK;
 }
 
+static int cmd_keygen(struct cli *cli, int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"token", required_argument, NULL, OPT_TOKEN},
+        {"label", required_argument, NULL, OPT_LABEL},
+        {"pubkey-out", required_argument, NULL, OPT_PUBKEY_OUT},
+        {"pin", required_argument, NULL, OPT_PIN},
+        {"pin-env", required_argument, NULL, OPT_PIN_ENV},
+        {"pin-file", required_argument, NULL, OPT_PIN_FILE},
+        {0},
+    };
+    const char *token = NULL, *label = NULL, *out = NULL;
+    struct cli_pin_src src = {0};
+    int c;
+    while ((c = cli_getopt(cli, argc, argv, "", opts)) != -1) {
+        switch (c) {
+        case OPT_TOKEN:
+            token = optarg;
+            break;
+        case OPT_LABEL:
+            label = optarg;
+            break;
+        case OPT_PUBKEY_OUT:
+            out = optarg;
+            break;
+        case OPT_PIN:
+            src.value = optarg;
+            break;
+        case OPT_PIN_ENV:
+            src.env = optarg;
+            break;
+        case OPT_PIN_FILE:
+            src.file = optarg;
+            break;
+        default:
+            return cli_usage_error(cli, "unknown option %s", argv[optind - 1]);
+        }
+    }
+    if (optind != argc || !token || !label || !out)
+        return cli_usage_error(
+            cli, "--token, --label and --pubkey-out are required");
+    keytier_ctx *ctx;
+    int rc = cli_ctx(cli, &ctx);
+    if (rc != CLI_OK)
+        return rc;
+    char *pin = cli_pin_get(cli, &src, "approver token PIN", false, &rc);
+    if (pin == NULL)
+        return rc;
+    unsigned char spki[SPKI_FILE_MAX];
+    size_t len = sizeof spki;
+    char uri[KEYTIER_URI_MAX], fpr[KEYTIER_FINGERPRINT_SIZE];
+    keytier_err e =
+        keytier_approver_keygen(ctx, token, pin, label, spki, &len, uri);
+    cli_pin_free(pin);
+    if (e == KEYTIER_OK)
+        e = keytier_approver_fingerprint(spki, len, fpr);
+    if (e != KEYTIER_OK)
+        return cli_fail_lib(cli, e);
+    struct cli_out o;
+    if ((rc = cli_out_open(cli, &o, out)) != CLI_OK)
+        return rc;
+    if (write(o.fd, spki, len) != (ssize_t)len) {
+        cli_out_abort(&o);
+        return cli_fail(cli, CLI_IO, "cannot write %s: %s", out,
+                        strerror(errno));
+    }
+    if ((rc = cli_out_commit(cli, &o)) != CLI_OK)
+        return rc;
+    if (cli->json) {
+        json_object *j = json_object_new_object();
+        cli_json_str(j, "key", uri);
+        cli_json_str(j, "fingerprint", fpr);
+        cli_json_put(j);
+    } else {
+        printf("%s\n%s\n", uri, fpr);
+    }
+    return CLI_OK;
+}
+
 #define OPS_HELP                                                               \
     "Operations (--op): recover (scope: the lost DEP's id), purge (scope "     \
     "*),\n"                                                                    \
@@ -473,6 +556,17 @@ const struct cli_cmd cli_approval_cmds[] = {
      "tenant * and scope NAME.\n"
      "JSON: {approver, fingerprint}\n",
      cmd_register},
+    {"approval", "keygen", "make an approver's key pair in their token",
+     "usage: keytier approval keygen --token URI --label L --pubkey-out FILE\n"
+     "           [--pin-env VAR | --pin-file FILE | --pin PIN]\n"
+     "\n"
+     "Generates an ECDSA P-256 key pair in token URI (a token of a\n"
+     "configured module): the private key never leaves it and may only\n"
+     "sign. Writes the DER public key to FILE and prints the private key's\n"
+     "URI (for approval grant --key) and the fingerprint to pin\n"
+     "(approval.approver = NAME FINGERPRINT).\n"
+     "JSON: {key, fingerprint}\n",
+     cmd_keygen},
     {"approval", "fingerprint", "print a public key's fingerprint to pin",
      "usage: keytier approval fingerprint --pubkey FILE\n"
      "\n"
