@@ -587,6 +587,41 @@ static int demo_approver(struct demo *d, char key[KEYTIER_URI_MAX])
     return CLI_OK;
 }
 
+/* An approval granted for a second serves nothing once it has passed,
+ * and its expiry is recorded. */
+static int demo_expiry(struct demo *d, const char *key, const char *dep_id)
+{
+    keytier_approval_info a;
+    keytier_err e = keytier_approval_request(
+        d->ctx, KEYTIER_APPROVAL_RECOVER, DEMO_TENANT, dep_id,
+        "standing access", DEMO_REQUESTER, 1, 0, &a);
+    if (e == KEYTIER_OK)
+        e = keytier_approval_grant(d->ctx, a.id, DEMO_APPROVER, key, d->pin,
+                                   &a);
+    if (e != KEYTIER_OK)
+        return demo_fail_lib(d, "a short approval", e);
+    while ((int64_t)time(NULL) <= a.expires)
+        usleep(100 * 1000);
+    e = keytier_approval_consume(d->ctx, KEYTIER_APPROVAL_RECOVER, DEMO_TENANT,
+                                 dep_id, a.id);
+    if (e != KEYTIER_E_APPROVAL_EXPIRED)
+        return demo_fail(d,
+                         "an approval past its expiry: expected "
+                         "KEYTIER_E_APPROVAL_EXPIRED, got %s",
+                         keytier_error_name(e));
+    uint64_t records = 0;
+    json_object *rec = demo_audit_last(d, &records);
+    bool audited = rec != NULL &&
+                   !strcmp(demo_jstr(rec, "Activity"), "Approval expired") &&
+                   !strcmp(demo_jstr(rec, "ApprovalId"), a.id);
+    json_object_put(rec);
+    if (!audited)
+        return demo_fail(d, "expired approval: no audit record naming it");
+    demo_ok(d, "an approval granted for 1 s expired by itself: refused, "
+               "and its expiry is in the audit log");
+    return CLI_OK;
+}
+
 /* Recovery of the revoked DEP: refused without an approval, then asked
  * for, granted with the approver's token, run, and the approval spent;
  * then an approval that expires by itself. */
@@ -649,35 +684,7 @@ static int demo_lockbox(struct demo *d, const keytier_request *user,
             " key(s) moved, the user reads the message again; the "
             "single-use approval is spent",
             DEMO_REQUESTER, DEMO_APPROVER, nd.dep_id, mig.done);
-
-    e = keytier_approval_request(d->ctx, KEYTIER_APPROVAL_RECOVER, DEMO_TENANT,
-                                 nd.dep_id, "standing access", DEMO_REQUESTER,
-                                 1, 0, &a);
-    if (e == KEYTIER_OK)
-        e = keytier_approval_grant(d->ctx, a.id, DEMO_APPROVER, key, d->pin,
-                                   &a);
-    if (e != KEYTIER_OK)
-        return demo_fail_lib(d, "a short approval", e);
-    while ((int64_t)time(NULL) <= a.expires)
-        usleep(100 * 1000);
-    e = keytier_approval_consume(d->ctx, KEYTIER_APPROVAL_RECOVER, DEMO_TENANT,
-                                 nd.dep_id, a.id);
-    if (e != KEYTIER_E_APPROVAL_EXPIRED)
-        return demo_fail(d,
-                         "an approval past its expiry: expected "
-                         "KEYTIER_E_APPROVAL_EXPIRED, got %s",
-                         keytier_error_name(e));
-    uint64_t records = 0;
-    json_object *rec = demo_audit_last(d, &records);
-    bool audited = rec != NULL &&
-                   !strcmp(demo_jstr(rec, "Activity"), "Approval expired") &&
-                   !strcmp(demo_jstr(rec, "ApprovalId"), a.id);
-    json_object_put(rec);
-    if (!audited)
-        return demo_fail(d, "expired approval: no audit record naming it");
-    demo_ok(d, "an approval granted for 1 s expired by itself: refused, "
-               "and its expiry is in the audit log");
-    return CLI_OK;
+    return demo_expiry(d, key, nd.dep_id);
 }
 
 static int demo_story(struct demo *d)
@@ -931,7 +938,8 @@ const struct cli_cmd cli_demo_cmds[] = {
      "root keys destroyed and a user read refused while an internal one\n"
      "still works; recovery under new customer keys refused until an\n"
      "approver grants it with the key in its own token, the approval then\n"
-     "spent, and a short approval expiring; the audit chain verified. One line per step: `ok N: ...`\n"
+     "spent, and a short approval expiring; the audit chain verified. One line "
+     "per step: `ok N: ...`\n"
      "or `FAILED N: ...` (exit 1). The servers are stopped by PID on every\n"
      "exit path.\n"
      "\n"
