@@ -44,6 +44,14 @@ struct kt_pin_cfg {
 #define KT_MAX_MODULES   16
 #define KT_MAX_PINS      32
 #define KT_MAX_WORKLOADS 16
+#define KT_MAX_APPROVERS 16
+
+/* approval.approver: an approver's name and the SHA-256 of their public
+ * key, the trust root of approvals (lib/trust/approval.c). */
+struct kt_approver_pin {
+    char name[KEYTIER_APPROVER_MAX + 1];
+    uint8_t fpr[32];
+};
 
 /* A `remote = ADDRESS` line is kept in `modules` as this prefix
  * followed by the address. */
@@ -65,6 +73,10 @@ struct kt_config {
     struct kt_workload_cfg workloads[KT_MAX_WORKLOADS];
     size_t n_workloads;
     struct kt_avail_cfg avail; /* avail.* keys */
+    struct kt_approver_pin approvers[KT_MAX_APPROVERS];
+    size_t n_approvers;
+    unsigned approval_max_ttl; /* seconds */
+    bool approval_required;
 };
 
 KT_NODISCARD keytier_err kt_config_load(const char *path,

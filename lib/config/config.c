@@ -212,6 +212,65 @@ static void *kt_override_record(void *dst, const char *name, char *why,
     return o;
 }
 
+/* ---- approval.approver: each line pins one approver ---------------- */
+
+static int kt_hex_nibble(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    return -1;
+}
+
+/* `NAME sha256:HEX`: the name may not hold blanks; the 64 hex digits are
+ * lower case, as keytier_approver_fingerprint prints them. */
+static enum kt_conf_rc kt_set_approver(void *field, const char *part,
+                                       const char *v, char *why, size_t why_len)
+{
+    (void)part;
+    struct kt_config *cfg = field;
+    const char *sp = strchr(v, ' ');
+    size_t name_len = sp ? (size_t)(sp - v) : 0;
+    const char *hex = sp ? sp + 1 : "";
+    while (*hex == ' ')
+        hex++;
+    if (name_len == 0 || name_len > KEYTIER_APPROVER_MAX ||
+        strncmp(hex, "sha256:", 7) != 0 || strlen(hex + 7) != 64) {
+        snprintf(why, why_len,
+                 "need NAME sha256:HEX (a name of 1 to %d bytes, then the 64 "
+                 "hex digits `keytier approval fingerprint` prints)",
+                 KEYTIER_APPROVER_MAX);
+        return KT_CONF_INVALID;
+    }
+    if (cfg->n_approvers == KT_MAX_APPROVERS) {
+        snprintf(why, why_len, "more than %d approvers: remove some",
+                 KT_MAX_APPROVERS);
+        return KT_CONF_INVALID;
+    }
+    struct kt_approver_pin *a = &cfg->approvers[cfg->n_approvers];
+    memset(a, 0, sizeof *a);
+    for (size_t i = 0; i < 32; i++) {
+        int hi = kt_hex_nibble(hex[7 + 2 * i]);
+        int lo = kt_hex_nibble(hex[8 + 2 * i]);
+        if (hi < 0 || lo < 0) {
+            snprintf(why, why_len,
+                     "the fingerprint has 64 lower-case hex "
+                     "digits after sha256:");
+            return KT_CONF_INVALID;
+        }
+        a->fpr[i] = (uint8_t)(hi << 4 | lo);
+    }
+    memcpy(a->name, v, name_len);
+    for (size_t i = 0; i < cfg->n_approvers; i++)
+        if (!strcmp(cfg->approvers[i].name, a->name)) {
+            snprintf(why, why_len, "approver %s is pinned twice", a->name);
+            return KT_CONF_INVALID;
+        }
+    cfg->n_approvers++;
+    return KT_CONF_OK;
+}
+
 /* ---- the table ------------------------------------------------------ */
 
 /* Rows the code reaches by index: the avail.* keys with a default, which
@@ -219,7 +278,7 @@ static void *kt_override_record(void *dst, const char *name, char *why,
 enum {
     KEY_AVAIL_FIRST = 14,
     KEY_AVAIL_END = 26,
-    KT_LIB_KEYS = 28,
+    KT_LIB_KEYS = 31,
 };
 
 /* Every key may be given once, but the list keys module and remote
@@ -279,6 +338,13 @@ static const struct kt_conf_key kt_lib_keys[KT_LIB_KEYS] = {
                        NULL, NULL, FIELD(avail.audit_log)},
     {"avail.outage_fallback.*", KT_CONF_BOOL, 0, 0, NULL, NULL,
      OVERRIDE(outage_fallback), .record = kt_override_record},
+    {"approval.approver", KT_CONF_CUSTOM, .offset = 0,
+     .size = sizeof(struct kt_config), .repeat = KT_CONF_LIST,
+     .set = kt_set_approver},
+    {"approval.max_ttl", KT_CONF_UINT, 60, 7 * 86400, NULL, "28800",
+     FIELD(approval_max_ttl)},
+    {"approval.required", KT_CONF_BOOL, 0, 0, NULL, "yes",
+     FIELD(approval_required)},
 };
 
 static const struct kt_conf_file kt_lib_file = {

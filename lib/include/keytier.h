@@ -92,7 +92,23 @@ extern "C" {
     X(KEYTIER_E_PURGED, 60, "tenant purged: its keys were destroyed")          \
     X(KEYTIER_E_DEP_STATE, 61, "DEP state does not allow this operation")      \
     X(KEYTIER_E_RETIRED, 62,                                                   \
-      "secret key retired: secrets protected under it cannot be opened")
+      "secret key retired: secrets protected under it cannot be opened")       \
+    /* 70..79: approvals of privileged operations */                           \
+    X(KEYTIER_E_APPROVAL_REQUIRED, 70,                                         \
+      "this operation needs a live approval (--approval ID)")                  \
+    X(KEYTIER_E_APPROVAL_EXPIRED, 71, "approval expired")                      \
+    X(KEYTIER_E_APPROVAL_INVALID, 72,                                          \
+      "approval does not verify: altered, or not signed by its approver")      \
+    X(KEYTIER_E_APPROVAL_SELF, 73,                                             \
+      "an approver may not grant their own request")                           \
+    X(KEYTIER_E_APPROVAL_SCOPE, 74,                                            \
+      "approval is for another operation, tenant or scope")                    \
+    X(KEYTIER_E_APPROVAL_USED, 75, "single-use approval already used")         \
+    X(KEYTIER_E_APPROVAL_REVOKED, 76, "approval revoked")                      \
+    X(KEYTIER_E_APPROVAL_PENDING, 77, "approval not granted yet")              \
+    X(KEYTIER_E_APPROVER, 78,                                                  \
+      "not an approver: name and key fingerprint must be pinned in the "       \
+      "configuration")
 
 #define KEYTIER_ERROR_ENUM_(name, value, msg) name = value,
 typedef enum keytier_err {
@@ -558,6 +574,8 @@ KEYTIER_API KEYTIER_MUST_CHECK keytier_err keytier_root_generate(
  * *destroyed (may be NULL) gets the number of objects destroyed.
  * Errors: KEYTIER_E_KEY_NOT_FOUND, KEYTIER_E_TOKEN_NOT_FOUND,
  * KEYTIER_E_LOGIN, KEYTIER_E_TOKEN, KEYTIER_E_ARGS, KEYTIER_E_MODULE.
+ * Without a context it cannot tell the service token: a service's tools
+ * use keytier_root_destroy_approved, which asks for an approval there.
  */
 KEYTIER_API KEYTIER_MUST_CHECK keytier_err keytier_root_destroy(
     const char *module_path, const char *token_label, const char *user_pin,
@@ -622,6 +640,8 @@ typedef struct keytier_purge_report {
  * Safe to run again after a failure (keys already gone count as
  * destroyed).  out may be NULL.  Errors: KEYTIER_E_TOKEN, KEYTIER_E_LOGIN,
  * KEYTIER_E_PIN, KEYTIER_E_TOKEN_NOT_FOUND (nothing changed in the store).
+ * Needs an approval: this is keytier_tenant_purge_approved without one
+ * (KEYTIER_E_APPROVAL_REQUIRED unless `approval.required = no`).
  */
 KEYTIER_API KEYTIER_MUST_CHECK keytier_err
 keytier_tenant_purge(keytier_ctx *ctx, const char *tenant, unsigned flags,
@@ -722,6 +742,8 @@ keytier_migration_list(keytier_ctx *ctx, const char *tenant,
  * disabled after recovery"), and the new DEP's keys are the customer's
  * own new ones - the caller must only start it on the customer's request.
  * A plain keytier_assign / keytier_dep_roll never does this.
+ * Needs an approval: this is keytier_dep_recover_approved without one
+ * (KEYTIER_E_APPROVAL_REQUIRED unless `approval.required = no`).
  */
 KEYTIER_API KEYTIER_MUST_CHECK keytier_err keytier_dep_recover(
     keytier_ctx *ctx, const char *tenant, const char *old_dep_id,
@@ -776,6 +798,194 @@ KEYTIER_API KEYTIER_MUST_CHECK keytier_err keytier_secret_unprotect(
 KEYTIER_API void keytier_secret_free(uint8_t *buf, size_t len);
 
 /* ==== end lifecycle ===================================================== */
+
+/* ==== approvals of privileged operations (Lockbox) =====================
+ * (docs/DESIGN.md §2 "Approvals").  Recovery, purge, destroying or
+ * replacing a key in the service token, a files-workload read through the
+ * availability key and registering an approver each need a live approval:
+ * a request (operation, tenant, scope, justification, requester, expiry at
+ * most approval.max_ttl seconds away) signed, in a PKCS#11 token they
+ * hold, by an approver other than the requester.  Approvers are a name
+ * and a key fingerprint pinned in the configuration
+ * (`approval.approver = NAME sha256:HEX`) plus the public key registered
+ * in the store; a key that is not pinned never counts, so nobody with only
+ * the store, the command line or the service token can make an approval.
+ * Every request, grant, use, expiry and revocation is an audit record
+ * naming the approval.
+ */
+
+typedef enum keytier_approval_op {
+    KEYTIER_APPROVAL_RECOVER = 1,             /* keytier_dep_recover */
+    KEYTIER_APPROVAL_PURGE = 2,               /* keytier_tenant_purge */
+    KEYTIER_APPROVAL_SERVICE_KEY_DESTROY = 3, /* a key in the service token */
+    KEYTIER_APPROVAL_SERVICE_KEY_REPLACE = 4,
+    KEYTIER_APPROVAL_FILES_AVAIL_READ = 5, /* files: availability-key read */
+    KEYTIER_APPROVAL_CHANGE_APPROVERS = 6, /* keytier_approver_register */
+} keytier_approval_op;
+
+typedef enum keytier_approval_state {
+    KEYTIER_APPROVAL_REQUESTED = 0,
+    KEYTIER_APPROVAL_GRANTED = 1,
+    KEYTIER_APPROVAL_USED = 2, /* single-use, consumed */
+    KEYTIER_APPROVAL_REVOKED = 3,
+    KEYTIER_APPROVAL_EXPIRED = 4, /* requested or granted, past expiry */
+} keytier_approval_state;
+
+#define KEYTIER_APPROVER_MAX      64  /* bytes of a requester or approver */
+#define KEYTIER_APPROVAL_SCOPE    128 /* bytes of a scope */
+#define KEYTIER_JUSTIFICATION_MAX 512 /* bytes of a justification */
+#define KEYTIER_FINGERPRINT_SIZE  72  /* "sha256:" + 64 hex digits + NUL */
+/* The tenant of operations on the service itself (service keys,
+ * approvers), and the scope of an approval that covers every scope of its
+ * operation and tenant. */
+#define KEYTIER_APPROVAL_ANY "*"
+
+typedef struct keytier_approval_info {
+    char id[KEYTIER_ID_SIZE];
+    keytier_approval_op op;
+    keytier_approval_state state;
+    char tenant[KEYTIER_TENANT_MAX + 1];
+    char scope[KEYTIER_APPROVAL_SCOPE + 1];
+    char justification[KEYTIER_JUSTIFICATION_MAX + 1];
+    char requester[KEYTIER_APPROVER_MAX + 1];
+    char approver[KEYTIER_APPROVER_MAX + 1]; /* "" until granted */
+    char approver_key[KEYTIER_FINGERPRINT_SIZE];
+    int single_use;
+    int64_t created, expires, granted, used; /* UTC seconds; 0: not yet */
+} keytier_approval_info;
+
+/* "recover", "purge", "service-key-destroy", "service-key-replace",
+ * "files-availability-read", "change-approvers"; NULL for other values. */
+KEYTIER_API const char *keytier_approval_op_name(keytier_approval_op op);
+/* The operation of a name above; KEYTIER_E_ARGS (detail: the names). */
+KEYTIER_API KEYTIER_MUST_CHECK keytier_err
+keytier_approval_op_parse(const char *name, keytier_approval_op *out);
+/* "sha256:" and the hex SHA-256 of a DER SubjectPublicKeyInfo: what
+ * `approval.approver` pins. */
+KEYTIER_API KEYTIER_MUST_CHECK keytier_err keytier_approver_fingerprint(
+    const void *spki, size_t len, char out[KEYTIER_FINGERPRINT_SIZE]);
+
+/*
+ * Makes an approver's key pair in their token (token_uri: a PKCS#11 URI of
+ * a token reachable through the configured modules, logged in with pin):
+ * ECDSA P-256, the private key a sensitive, never extractable token object
+ * that may only sign, both halves labelled `label`.  spki (capacity *len,
+ * 1024 bytes suffice) gets the DER SubjectPublicKeyInfo to pin and
+ * register, key_uri the private key's URI for keytier_approval_grant.
+ * Errors: KEYTIER_E_EXISTS (the label is taken), KEYTIER_E_LOGIN,
+ * KEYTIER_E_TOKEN_NOT_FOUND, KEYTIER_E_TOKEN, KEYTIER_E_BUFFER.
+ */
+KEYTIER_API KEYTIER_MUST_CHECK keytier_err keytier_approver_keygen(
+    keytier_ctx *ctx, const char *token_uri, const char *pin, const char *label,
+    uint8_t *spki, size_t *len, char key_uri[KEYTIER_URI_MAX]);
+
+/*
+ * Registers approver `name`'s public key (DER SubjectPublicKeyInfo: ECDSA
+ * P-256, or RSA of 2048 bits or more, used with PSS) in the store.  Its
+ * fingerprint must be pinned for that name in the configuration
+ * (KEYTIER_E_APPROVER otherwise).  Once any approver is registered, a
+ * registration also needs a live approval for
+ * KEYTIER_APPROVAL_CHANGE_APPROVERS of tenant "*" and scope `name`
+ * (approval_id; NULL: KEYTIER_E_APPROVAL_REQUIRED).  Errors:
+ * KEYTIER_E_FORMAT (not a supported public key), KEYTIER_E_APPROVER,
+ * the approval errors of keytier_approval_consume.
+ */
+KEYTIER_API KEYTIER_MUST_CHECK keytier_err
+keytier_approver_register(keytier_ctx *ctx, const char *name, const void *spki,
+                          size_t len, const char *approval_id);
+
+/*
+ * Records a request.  tenant: the tenant's id, or "*" for the service-wide
+ * operations (service keys, change approvers); scope: what the operation
+ * touches (recover, files read: the DEP id; service keys: the key label;
+ * change approvers: the approver's name; "*": all of them, the only scope
+ * of purge).  justification: 1 to KEYTIER_JUSTIFICATION_MAX bytes, no
+ * control characters; requester: 1 to KEYTIER_APPROVER_MAX bytes.
+ * ttl_seconds: 1 to approval.max_ttl (default 8 hours).  single_use: the
+ * approval serves one operation only.  out may be NULL.
+ * Errors: KEYTIER_E_ARGS (the detail names the field and the limit).
+ */
+KEYTIER_API KEYTIER_MUST_CHECK keytier_err keytier_approval_request(
+    keytier_ctx *ctx, keytier_approval_op op, const char *tenant,
+    const char *scope, const char *justification, const char *requester,
+    int64_t ttl_seconds, int single_use, keytier_approval_info *out);
+
+/*
+ * Grants a request as approver `approver`: the private key key_uri names
+ * (PKCS#11 URI of a token reachable through the configured modules,
+ * logged in with pin) signs the request's canonical encoding (ECDSA P-256
+ * or RSA-PSS over SHA-256); the signature is checked against the
+ * approver's registered, pinned key before it is stored.  out may be NULL.
+ * Errors: KEYTIER_E_NOT_FOUND (no such request), KEYTIER_E_APPROVER,
+ * KEYTIER_E_APPROVAL_SELF (the requester, or the requester's key),
+ * KEYTIER_E_APPROVAL_EXPIRED, KEYTIER_E_APPROVAL_REVOKED,
+ * KEYTIER_E_EXISTS (granted already), KEYTIER_E_APPROVAL_INVALID (the
+ * token's key is not the approver's), token errors (KEYTIER_E_LOGIN,
+ * KEYTIER_E_KEY_NOT_FOUND, KEYTIER_E_TOKEN_NOT_FOUND, ...).
+ */
+KEYTIER_API KEYTIER_MUST_CHECK keytier_err keytier_approval_grant(
+    keytier_ctx *ctx, const char *approval_id, const char *approver,
+    const char *key_uri, const char *pin, keytier_approval_info *out);
+
+/* Approvals of a tenant (NULL: all), oldest first; free with
+ * keytier_approval_list_free.  An approval seen past its expiry for the
+ * first time is written to the audit log as expired. */
+KEYTIER_API KEYTIER_MUST_CHECK keytier_err
+keytier_approval_list(keytier_ctx *ctx, const char *tenant,
+                      keytier_approval_info **out, size_t *count);
+KEYTIER_API void keytier_approval_list_free(keytier_approval_info *list);
+KEYTIER_API KEYTIER_MUST_CHECK keytier_err keytier_approval_get(
+    keytier_ctx *ctx, const char *approval_id, keytier_approval_info *out);
+
+/* Revokes a requested or granted approval; `by` names who revokes.
+ * KEYTIER_E_NOT_FOUND, KEYTIER_E_APPROVAL_USED, KEYTIER_E_APPROVAL_REVOKED. */
+KEYTIER_API KEYTIER_MUST_CHECK keytier_err
+keytier_approval_revoke(keytier_ctx *ctx, const char *approval_id,
+                        const char *by, const char *reason);
+
+/*
+ * Uses approval_id for operation op on tenant and scope: verifies it again
+ * (the signature over every field, the approver still pinned and
+ * registered and not the requester, not expired, not revoked, operation,
+ * tenant and scope matching) and marks a single-use approval used in the
+ * same store statement that checks it is unused, so of two concurrent uses
+ * exactly one succeeds.  Audited.  The privileged functions below call it;
+ * a service may gate its own operations with it.
+ * Errors: KEYTIER_E_APPROVAL_REQUIRED (approval_id NULL),
+ * KEYTIER_E_NOT_FOUND, KEYTIER_E_APPROVAL_PENDING,
+ * KEYTIER_E_APPROVAL_EXPIRED, KEYTIER_E_APPROVAL_REVOKED,
+ * KEYTIER_E_APPROVAL_USED, KEYTIER_E_APPROVAL_SCOPE,
+ * KEYTIER_E_APPROVAL_INVALID, KEYTIER_E_APPROVAL_SELF, KEYTIER_E_APPROVER.
+ */
+KEYTIER_API KEYTIER_MUST_CHECK keytier_err keytier_approval_consume(
+    keytier_ctx *ctx, keytier_approval_op op, const char *tenant,
+    const char *scope, const char *approval_id);
+
+/*
+ * The privileged operations with their approval: keytier_dep_recover,
+ * keytier_tenant_purge and keytier_root_destroy above are these with
+ * approval_id NULL.  Each first consumes the approval (op RECOVER with
+ * scope old_dep_id; PURGE with scope "*"; SERVICE_KEY_DESTROY with tenant
+ * "*" and scope key_label, only when token_label is the configured
+ * service token's).  Without an approval they fail with
+ * KEYTIER_E_APPROVAL_REQUIRED unless the configuration says
+ * `approval.required = no` (then an audit record says the operation ran
+ * unapproved).  A consumed single-use approval stays used when the
+ * operation then fails.
+ */
+KEYTIER_API KEYTIER_MUST_CHECK keytier_err keytier_dep_recover_approved(
+    keytier_ctx *ctx, const char *approval_id, const char *tenant,
+    const char *old_dep_id, const char *root_uri_a, const char *root_uri_b,
+    keytier_dep_info *new_dep, keytier_migration *mig);
+KEYTIER_API KEYTIER_MUST_CHECK keytier_err keytier_tenant_purge_approved(
+    keytier_ctx *ctx, const char *approval_id, const char *tenant,
+    unsigned flags, keytier_purge_report *out);
+KEYTIER_API KEYTIER_MUST_CHECK keytier_err keytier_root_destroy_approved(
+    keytier_ctx *ctx, const char *approval_id, const char *module_path,
+    const char *token_label, const char *user_pin, const char *key_label,
+    size_t *destroyed);
+
+/* ==== end approvals ===================================================== */
 
 #ifdef __cplusplus
 }

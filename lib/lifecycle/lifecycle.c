@@ -12,6 +12,7 @@
 
 #include "audit.h"
 #include "p11call.h"
+#include "trust.h"
 
 static int64_t kt_lc_time(void)
 {
@@ -404,10 +405,24 @@ KEYTIER_API keytier_err keytier_tenant_purge(keytier_ctx *ctx,
                                              const char *tenant, unsigned flags,
                                              keytier_purge_report *out)
 {
+    return keytier_tenant_purge_approved(ctx, NULL, tenant, flags, out);
+}
+
+KEYTIER_API keytier_err keytier_tenant_purge_approved(keytier_ctx *ctx,
+                                                      const char *approval_id,
+                                                      const char *tenant,
+                                                      unsigned flags,
+                                                      keytier_purge_report *out)
+{
     kt_err_clear();
     if (ctx == NULL || !kt_text_ok(tenant, KEYTIER_TENANT_MAX) ||
         (flags & ~(unsigned)KEYTIER_PURGE_CUSTOMER_KEYS) != 0)
         return kt_err(KEYTIER_E_ARGS, "keytier_tenant_purge");
+    keytier_err ge =
+        kt_approval_gate(ctx, KEYTIER_APPROVAL_PURGE, tenant,
+                         KEYTIER_APPROVAL_ANY, approval_id, "purge");
+    if (ge != KEYTIER_OK)
+        return ge;
     keytier_purge_report rep;
     struct kt_dep_rec *deps = NULL;
     size_t n = 0, wiped = 0;

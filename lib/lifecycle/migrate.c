@@ -27,6 +27,7 @@
 #include <json-c/json.h>
 
 #include "kt_lib.h"
+#include "trust.h"
 
 #define KT_MIG_BATCH   256
 #define KT_MIG_DEPS    64 /* DEP keys kept open during one run */
@@ -639,10 +640,23 @@ KEYTIER_API keytier_err keytier_dep_recover(
     const char *uri_a, const char *uri_b, keytier_dep_info *new_dep,
     keytier_migration *mig)
 {
+    return keytier_dep_recover_approved(ctx, NULL, tenant, old_dep_id, uri_a,
+                                        uri_b, new_dep, mig);
+}
+
+KEYTIER_API keytier_err keytier_dep_recover_approved(
+    keytier_ctx *ctx, const char *approval_id, const char *tenant,
+    const char *old_dep_id, const char *uri_a, const char *uri_b,
+    keytier_dep_info *new_dep, keytier_migration *mig)
+{
     kt_err_clear();
     if (ctx == NULL || !kt_text_ok(tenant, KEYTIER_TENANT_MAX) ||
         !kt_text_ok(old_dep_id, KEYTIER_ID_SIZE - 1))
         return kt_err(KEYTIER_E_ARGS, "keytier_dep_recover");
+    keytier_err ge = kt_approval_gate(ctx, KEYTIER_APPROVAL_RECOVER, tenant,
+                                      old_dep_id, approval_id, "recovery");
+    if (ge != KEYTIER_OK)
+        return ge;
     struct kt_dep_rec *old = malloc(sizeof *old);
     struct kt_dep_rec *nd = malloc(sizeof *nd);
     keytier_dep_info info;

@@ -297,4 +297,60 @@ KT_NODISCARD keytier_err kt_store_anchor_other(struct kt_store *st,
                                                struct kt_anchor_rec *out);
 /* ==== end audit anchors ================================================= */
 
+/* ==== approvals (lib/trust/approval.c) ==================================
+ * Approvers' public keys and approval requests with their grants.  Nothing
+ * here is trusted: approval.c checks every key against the configuration's
+ * pins and every grant's signature whenever one is used. */
+#define KT_SPKI_MAX         1024 /* RSA-4096 SubjectPublicKeyInfo fits */
+#define KT_APPROVAL_SIG_MAX 512
+
+struct kt_approval_rec {
+    keytier_approval_info info; /* state as stored (never EXPIRED) */
+    uint8_t sig[KT_APPROVAL_SIG_MAX];
+    size_t sig_len;
+    bool expiry_seen;
+};
+
+KT_NODISCARD keytier_err kt_store_approver_put(struct kt_store *st,
+                                               const char *name,
+                                               const uint8_t *spki, size_t len,
+                                               int64_t added);
+/* KEYTIER_E_APPROVER when name has no key in the store. */
+KT_NODISCARD keytier_err kt_store_approver_get(struct kt_store *st,
+                                               const char *name,
+                                               uint8_t spki[KT_SPKI_MAX],
+                                               size_t *len);
+KT_NODISCARD keytier_err kt_store_approver_count(struct kt_store *st,
+                                                 size_t *count);
+KT_NODISCARD keytier_err
+kt_store_approval_insert(struct kt_store *st, const struct kt_approval_rec *r);
+/* KEYTIER_E_NOT_FOUND */
+KT_NODISCARD keytier_err kt_store_approval_get(struct kt_store *st,
+                                               const char *id,
+                                               struct kt_approval_rec *out);
+/* tenant NULL: all.  *out is malloc'd (free()). */
+KT_NODISCARD keytier_err kt_store_approval_list(struct kt_store *st,
+                                                const char *tenant,
+                                                struct kt_approval_rec **out,
+                                                size_t *count);
+/* Stores the grant of a request still REQUESTED (*applied false when it
+ * was not). */
+KT_NODISCARD keytier_err kt_store_approval_grant(
+    struct kt_store *st, const struct kt_approval_rec *r, bool *applied);
+/* Marks r used, in one statement that also requires every field to be
+ * what r holds (as verified) and the state GRANTED: *applied false when
+ * another use came first or the row changed. */
+KT_NODISCARD keytier_err kt_store_approval_use(struct kt_store *st,
+                                               const struct kt_approval_rec *r,
+                                               int64_t now, bool *applied);
+/* Sets the state to `state` if it is one of REQUESTED or GRANTED. */
+KT_NODISCARD keytier_err kt_store_approval_set_state(struct kt_store *st,
+                                                     const char *id, int state,
+                                                     bool *applied);
+/* Marks the expiry of id seen: *first true for the one call that did. */
+KT_NODISCARD keytier_err kt_store_approval_expiry_seen(struct kt_store *st,
+                                                       const char *id,
+                                                       bool *first);
+/* ==== end approvals ===================================================== */
+
 #endif /* KT_STORE_H */

@@ -130,6 +130,33 @@ static const char *const kt_migrations[] = {
     "  updated INTEGER NOT NULL);"
     "CREATE INDEX IF NOT EXISTS audit_anchors_path ON audit_anchors(path, "
     "  updated);",
+    /* 6 -> 7: approvers' public keys and approvals of privileged
+     * operations (store.h "approvals"); a row proves nothing by itself: a
+     * key counts only when the configuration pins it, an approval only
+     * when its signature verifies. */
+    "CREATE TABLE IF NOT EXISTS approvers ("
+    "  name TEXT PRIMARY KEY,"
+    "  spki BLOB NOT NULL,"
+    "  added INTEGER NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS approvals ("
+    "  id TEXT PRIMARY KEY,"
+    "  op INTEGER NOT NULL,"
+    "  tenant TEXT NOT NULL,"
+    "  scope TEXT NOT NULL,"
+    "  justification TEXT NOT NULL,"
+    "  requester TEXT NOT NULL,"
+    "  single_use INTEGER NOT NULL,"
+    "  created INTEGER NOT NULL,"
+    "  expires INTEGER NOT NULL,"
+    "  state INTEGER NOT NULL,"
+    "  approver TEXT,"
+    "  approver_key TEXT,"
+    "  signature BLOB,"
+    "  granted INTEGER,"
+    "  used INTEGER,"
+    "  expiry_seen INTEGER NOT NULL DEFAULT 0);"
+    "CREATE INDEX IF NOT EXISTS approvals_tenant ON approvals(tenant, "
+    "  created);",
 };
 
 #define KT_SCHEMA_LATEST ((int)(sizeof kt_migrations / sizeof kt_migrations[0]))

@@ -32,7 +32,7 @@
 
 /* Statements kept prepared per store: more than the store's distinct SQL
  * texts (about 50), so that none is prepared again on every call. */
-#define KT_STMT_CACHE 64
+#define KT_STMT_CACHE 80
 
 struct kt_store {
     sqlite3 *db;

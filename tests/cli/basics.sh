@@ -11,7 +11,7 @@ top=$KT_LAST_OUTPUT
 for code in "0  success" "1  failure" "2  bad command line" \
     "3  data refused" "4  access revoked" "5  keys unavailable" \
     "6  not found" "7  a file could not be read or written" \
-    "8  audit log altered"; do
+    "8  audit log altered" "10 no live approval"; do
     assert_contains "$top" "  $code"
 done
 cmds=$(awk '/^Commands:/ {on = 1; next} /^$/ {on = 0} on {print $1 " " $2}' <<<"$top")
@@ -20,6 +20,7 @@ while read -r fam verb; do
     case $verb in
     init | list | keygen | destroy-key | create | show | verify) args=("$fam" "$verb") ;;
     roll | protect | unprotect | rollover) args=("$fam" "$verb") ;; # lifecycle
+    request | grant | revoke | register | keygen | fingerprint) args=("$fam" "$verb") ;;
     *) args=("$fam") ;;
     esac
     expect_ok kt "${args[@]}" --help
@@ -31,8 +32,9 @@ done <<<"$cmds"
 # token init/list/keygen/destroy-key, dep create/list/show, mailbox create,
 # site create, status, encrypt, decrypt, audit list/verify, demo, help
 # lifecycle: dep roll, assign, migrate, recover, purge, secret create/
-# protect/unprotect/rollover/show
-assert_eq 26 "$n" "commands in keytier --help"
+# protect/unprotect/rollover/show; approval request/grant/list/revoke/
+# register/keygen/fingerprint
+assert_eq 33 "$n" "commands in keytier --help"
 for c in "token init" "token list" "token keygen" "dep create" "dep list" \
     "dep show" "mailbox create" "site create" "status" "encrypt" \
     "decrypt" "audit list" "audit verify" "demo" "help"; do

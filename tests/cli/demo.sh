@@ -32,8 +32,11 @@ step 8 "both vaults frozen: read served by the availability key after [0-9.]+ s;
 step 9 "vaults back \(SIGCONT\): read served by a customer key again \([0-9]+ ms\), no new fallback$"
 step 10 "the customer destroyed both root keys: a user read is refused: access revoked: the customer keys refused$"
 step 11 "an internal operation \('index'\) still reads through the availability key, and the audit log says so$"
-step 12 "audit log: 4 records, hash chain verified, anchored at record 4 by the service token$"
-assert_contains "$out" "== demo complete: 12 steps behaved as claimed; servers stopped, temp dir removed"
+step 12 "Lockbox: approver 'contoso-approver' made an ECDSA P-256 key pair in its own token 'lockbox-approver' \(sign only, never extractable\); its fingerprint sha256:[0-9a-f]{16}\.\.\. is pinned in the configuration$"
+step 13 "recovery refused without an approval; 'service-operator' asked for one, 'contoso-approver' granted it with the key in its token; new DEP [0-9a-f-]{36}, 1 key\(s\) moved, the user reads the message again; the single-use approval is spent$"
+step 14 "an approval granted for 1 s expired by itself: refused, and its expiry is in the audit log$"
+step 15 "audit log: 16 records, hash chain verified, anchored at record 16 by the service token$"
+assert_contains "$out" "== demo complete: 15 steps behaved as claimed; servers stopped, temp dir removed"
 ! grep -q FAILED <<<"$out" || kt_fail "a step failed"
 for pid in $(grep -oE 'pid [0-9]+' <<<"$out" | cut -d' ' -f2); do
     ! pid_alive "$pid" || kt_fail "p11-kit server $pid still runs after the demo"
@@ -42,13 +45,13 @@ assert_eq "" "$(ls -A "$TMPDIR")" "temp dir left by the demo"
 
 kt_log "--json: one document per step"
 expect_ok kt --json demo
-assert_eq 12 "$(jq -s 'map(select(.ok)) | length' <<<"$KT_LAST_OUTPUT")"
-assert_eq 12 "$(jq -s 'last | .step' <<<"$KT_LAST_OUTPUT")"
+assert_eq 15 "$(jq -s 'map(select(.ok)) | length' <<<"$KT_LAST_OUTPUT")"
+assert_eq 15 "$(jq -s 'last | .step' <<<"$KT_LAST_OUTPUT")"
 
 kt_log "--no-softhsm2: both vaults on keytier's module"
 expect_ok kt demo --no-softhsm2 --module "$KT_MODULE"
 assert_contains "$KT_LAST_OUTPUT" "ok 1: customer vault A: token 'vault-a' on keytier with root key 'contoso-root-a'"
-assert_contains "$KT_LAST_OUTPUT" "== demo complete: 12 steps behaved as claimed"
+assert_contains "$KT_LAST_OUTPUT" "== demo complete: 15 steps behaved as claimed"
 expect_fail "keytier demo: --softhsm2 $KT_TMP/none.so: No such file or directory" \
     kt demo --softhsm2 "$KT_TMP/none.so"
 expect_rc 6 kt demo --softhsm2 "$KT_TMP/none.so"

@@ -248,7 +248,7 @@ static void ctx_open(const char *extra)
             "service_token = pkcs11:token=Service\nstore = %s/store.db\n"
             "pin.VaultA = value:1234\npin.VaultB = value:1234\n"
             "pin.Service = value:1234\npin.VaultL = value:1234\n"
-            "log_level = warning\n"
+            "log_level = warning\napproval.required = no\n"
             /* SoftHSM2 does RSA-OAEP with SHA-1 only */
             "allow_oaep_sha1 = yes\n"
             "avail.audit_log = %s\navail.call_deadline_ms = %d\n"

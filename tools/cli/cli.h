@@ -33,6 +33,7 @@ enum cli_exit {
     CLI_IO = 7,          /* a file could not be read or written */
     CLI_TAMPERED = 8,    /* audit log altered */
     CLI_UNANCHORED = 9,  /* audit log intact, newest records unanchored */
+    CLI_APPROVAL = 10,   /* no live approval for a privileged operation */
 };
 
 struct cli {
@@ -122,6 +123,7 @@ extern const struct cli_cmd cli_audit_cmds[];
 extern const struct cli_cmd cli_demo_cmds[];
 extern const struct cli_cmd cli_help_cmds[];
 extern const struct cli_cmd cli_lifecycle_cmds[]; /* lifecycle */
+extern const struct cli_cmd cli_approval_cmds[];
 
 /* Default module for token commands: $KEYTIER_MODULE, else the installed
  * keytier-pkcs11.so. */

@@ -40,6 +40,10 @@
 #define DEMO_DEADLINE_MS 1000
 #define DEMO_HEDGE_MS    100
 #define DEMO_SOFTHSM2    "/usr/lib/softhsm/libsofthsm2.so"
+/* Lockbox: the customer's approver and the service's operator. */
+#define DEMO_APPROVER_TOKEN "lockbox-approver"
+#define DEMO_APPROVER       "contoso-approver"
+#define DEMO_REQUESTER      "service-operator"
 
 enum { OPT_MODULE = 256, OPT_SOFTHSM2, OPT_NO_SOFTHSM2 };
 
@@ -61,6 +65,7 @@ struct demo {
     char sock[2][DEMO_PATH_MAX];
     char uri[2][KEYTIER_URI_MAX];
     char service_conf[DEMO_PATH_MAX];
+    char conf[DEMO_PATH_MAX]; /* the library's */
     keytier_ctx *ctx;
     char dep_id[KEYTIER_ID_SIZE];
     char audit[DEMO_PATH_MAX];
@@ -419,6 +424,11 @@ static int demo_tokens(struct demo *d)
         return demo_fail_lib(d, "create the service token", e);
     demo_ok(d, "service token 'keytier-service' on keytier (holds the "
                "availability keys)");
+    /* The customer's approver holds a token of its own. */
+    e = keytier_token_init(d->module, DEMO_APPROVER_TOKEN, d->so_pin, d->pin,
+                           NULL);
+    if (e != KEYTIER_OK)
+        return demo_fail_lib(d, "create the approver's token", e);
     return CLI_OK;
 }
 
@@ -454,6 +464,7 @@ static int demo_lib_open(struct demo *d)
              pinfile, demo_dir, DEMO_DEADLINE_MS, DEMO_HEDGE_MS);
     if ((rc = demo_write(d, conf, text)) != CLI_OK)
         return rc;
+    memcpy(d->conf, conf, sizeof d->conf);
     keytier_err e = keytier_ctx_open(conf, &d->ctx);
     if (e != KEYTIER_OK)
         return demo_fail_lib(d, "open the library", e);
@@ -555,6 +566,143 @@ static void demo_key_errors(json_object *rec, char *out, size_t cap)
             return;
         len += (size_t)n;
     }
+}
+
+/* The approver's key pair in its token, its fingerprint pinned in the
+ * configuration (the context is opened again to read it) and its public
+ * key registered. */
+static int demo_approver(struct demo *d, char key[KEYTIER_URI_MAX])
+{
+    uint8_t spki[1024];
+    size_t len = sizeof spki;
+    char fpr[KEYTIER_FINGERPRINT_SIZE];
+    keytier_err e =
+        keytier_approver_keygen(d->ctx, "pkcs11:token=" DEMO_APPROVER_TOKEN,
+                                d->pin, "approval-key", spki, &len, key);
+    if (e == KEYTIER_OK)
+        e = keytier_approver_fingerprint(spki, len, fpr);
+    if (e != KEYTIER_OK)
+        return demo_fail_lib(d, "make the approver's key pair", e);
+    FILE *f = fopen(d->conf, "ae");
+    bool written = f != NULL && fprintf(f, "approval.approver = %s %s\n",
+                                        DEMO_APPROVER, fpr) > 0;
+    if (f != NULL && fclose(f) != 0)
+        written = false;
+    if (!written)
+        return demo_fail(d, "cannot pin the approver in %s", d->conf);
+    keytier_ctx_close(d->ctx);
+    d->ctx = NULL;
+    e = keytier_ctx_open(d->conf, &d->ctx);
+    if (e == KEYTIER_OK)
+        e = keytier_approver_register(d->ctx, DEMO_APPROVER, spki, len, NULL);
+    if (e != KEYTIER_OK)
+        return demo_fail_lib(d, "register the approver", e);
+    demo_ok(d,
+            "Lockbox: approver '%s' made an ECDSA P-256 key pair in its own "
+            "token '%s' (sign only, never extractable); its fingerprint "
+            "%.23s... is pinned in the configuration",
+            DEMO_APPROVER, DEMO_APPROVER_TOKEN, fpr);
+    return CLI_OK;
+}
+
+/* An approval granted for a second serves nothing once it has passed,
+ * and its expiry is recorded. */
+static int demo_expiry(struct demo *d, const char *key, const char *dep_id)
+{
+    keytier_approval_info a;
+    keytier_err e = keytier_approval_request(
+        d->ctx, KEYTIER_APPROVAL_RECOVER, DEMO_TENANT, dep_id,
+        "standing access", DEMO_REQUESTER, 1, 0, &a);
+    if (e == KEYTIER_OK)
+        e = keytier_approval_grant(d->ctx, a.id, DEMO_APPROVER, key, d->pin,
+                                   &a);
+    if (e != KEYTIER_OK)
+        return demo_fail_lib(d, "a short approval", e);
+    while ((int64_t)time(NULL) <= a.expires)
+        usleep(100 * 1000);
+    e = keytier_approval_consume(d->ctx, KEYTIER_APPROVAL_RECOVER, DEMO_TENANT,
+                                 dep_id, a.id);
+    if (e != KEYTIER_E_APPROVAL_EXPIRED)
+        return demo_fail(d,
+                         "an approval past its expiry: expected "
+                         "KEYTIER_E_APPROVAL_EXPIRED, got %s",
+                         keytier_error_name(e));
+    uint64_t records = 0;
+    json_object *rec = demo_audit_last(d, &records);
+    bool audited = rec != NULL &&
+                   !strcmp(demo_jstr(rec, "Activity"), "Approval expired") &&
+                   !strcmp(demo_jstr(rec, "ApprovalId"), a.id);
+    json_object_put(rec);
+    if (!audited)
+        return demo_fail(d, "expired approval: no audit record naming it");
+    demo_ok(d, "an approval granted for 1 s expired by itself: refused, "
+               "and its expiry is in the audit log");
+    return CLI_OK;
+}
+
+/* Recovery of the revoked DEP: refused without an approval, then asked
+ * for, granted with the approver's token, run, and the approval spent;
+ * then an approval that expires by itself. */
+static int demo_lockbox(struct demo *d, const keytier_request *user,
+                        const unsigned char *env, size_t env_len)
+{
+    char key[KEYTIER_URI_MAX], uri[2][KEYTIER_URI_MAX];
+    int rc = demo_approver(d, key);
+    if (rc != CLI_OK)
+        return rc;
+    static const char *const new_root[2] = {"contoso-root-a2",
+                                            "contoso-root-b2"};
+    keytier_err e = KEYTIER_OK;
+    for (int i = 0; i < 2 && e == KEYTIER_OK; i++) {
+        char remote[DEMO_PATH_MAX + 32];
+        snprintf(remote, sizeof remote, "remote:unix:path=%s", d->sock[i]);
+        e = keytier_root_generate(remote, vault_label[i], d->pin, new_root[i],
+                                  KEYTIER_ROOT_TYPE_RSA2048, uri[i]);
+    }
+    if (e != KEYTIER_OK)
+        return demo_fail_lib(d, "new customer root keys", e);
+    keytier_dep_info nd;
+    keytier_migration mig;
+    e = keytier_dep_recover(d->ctx, DEMO_TENANT, d->dep_id, uri[0], uri[1], &nd,
+                            &mig);
+    if (e != KEYTIER_E_APPROVAL_REQUIRED)
+        return demo_fail(d,
+                         "recovery without an approval: expected "
+                         "KEYTIER_E_APPROVAL_REQUIRED, got %s",
+                         keytier_error_name(e));
+    keytier_approval_info a;
+    e = keytier_approval_request(d->ctx, KEYTIER_APPROVAL_RECOVER, DEMO_TENANT,
+                                 d->dep_id, "both vault keys lost: ticket 4711",
+                                 DEMO_REQUESTER, 3600, 1, &a);
+    if (e == KEYTIER_OK)
+        e = keytier_approval_grant(d->ctx, a.id, DEMO_APPROVER, key, d->pin,
+                                   &a);
+    if (e != KEYTIER_OK)
+        return demo_fail_lib(d, "request and grant the recovery", e);
+    e = keytier_dep_recover_approved(d->ctx, a.id, DEMO_TENANT, d->dep_id,
+                                     uri[0], uri[1], &nd, &mig);
+    if (e == KEYTIER_OK)
+        e = keytier_migrate_run(d->ctx, mig.migration_id, NULL, NULL, &mig);
+    if (e != KEYTIER_OK)
+        return demo_fail_lib(d, "recovery with the approval", e);
+    double ms;
+    e = demo_read(d, user, env, env_len, &ms);
+    if (e != KEYTIER_OK)
+        return demo_fail_lib(d, "user read after recovery", e);
+    e = keytier_dep_recover_approved(d->ctx, a.id, DEMO_TENANT, d->dep_id,
+                                     uri[0], uri[1], NULL, NULL);
+    if (e != KEYTIER_E_APPROVAL_USED)
+        return demo_fail(d,
+                         "the same approval again: expected "
+                         "KEYTIER_E_APPROVAL_USED, got %s",
+                         keytier_error_name(e));
+    demo_ok(d,
+            "recovery refused without an approval; '%s' asked for one, '%s' "
+            "granted it with the key in its token; new DEP %s, %" PRIu64
+            " key(s) moved, the user reads the message again; the "
+            "single-use approval is spent",
+            DEMO_REQUESTER, DEMO_APPROVER, nd.dep_id, mig.done);
+    return demo_expiry(d, key, nd.dep_id);
 }
 
 /* The message sealed under the mailbox key, as the story reads it back. */
@@ -763,7 +911,8 @@ static int demo_story(struct demo *d)
         (rc = demo_one_down(d, &user, &env, &st0)) != CLI_OK ||
         (rc = demo_both_down(d, &user, &env, &st0, &st1)) != CLI_OK ||
         (rc = demo_back(d, &user, &env, &st1)) != CLI_OK ||
-        (rc = demo_revoke(d, &user, &env)) != CLI_OK)
+        (rc = demo_revoke(d, &user, &env)) != CLI_OK ||
+        (rc = demo_lockbox(d, &user, env.b, env.len)) != CLI_OK)
         return rc;
 
     /* The chain and its keyed anchor (the service token's MAC
@@ -860,7 +1009,10 @@ const struct cli_cmd cli_demo_cmds[] = {
      "and read back; vault A frozen (SIGSTOP) and the read served by B;\n"
      "both frozen and the audited fallback to the availability key; both\n"
      "root keys destroyed and a user read refused while an internal one\n"
-     "still works; the audit chain verified. One line per step: `ok N: ...`\n"
+     "still works; recovery under new customer keys refused until an\n"
+     "approver grants it with the key in its own token, the approval then\n"
+     "spent, and a short approval expiring; the audit chain verified. One line "
+     "per step: `ok N: ...`\n"
      "or `FAILED N: ...` (exit 1). The servers are stopped by PID on every\n"
      "exit path.\n"
      "\n"

@@ -30,6 +30,7 @@ enum {
     OPT_ROLLOVER,
     OPT_RETIRE,
     OPT_CONTEXT,
+    OPT_APPROVAL,
 };
 
 #define UNKNOWN_OPT(cli, argv)                                                 \
@@ -314,9 +315,10 @@ static int cmd_recover(struct cli *cli, int argc, char **argv)
         {"tenant", required_argument, NULL, OPT_TENANT},
         {"key-a", required_argument, NULL, OPT_KEY_A},
         {"key-b", required_argument, NULL, OPT_KEY_B},
+        {"approval", required_argument, NULL, OPT_APPROVAL},
         {0},
     };
-    const char *tenant = NULL, *a = NULL, *b = NULL;
+    const char *tenant = NULL, *a = NULL, *b = NULL, *approval = NULL;
     int c;
     while ((c = cli_getopt(cli, argc, argv, "", opts)) != -1) {
         switch (c) {
@@ -328,6 +330,9 @@ static int cmd_recover(struct cli *cli, int argc, char **argv)
             break;
         case OPT_KEY_B:
             b = optarg;
+            break;
+        case OPT_APPROVAL:
+            approval = optarg;
             break;
         default:
             return UNKNOWN_OPT(cli, argv);
@@ -342,8 +347,8 @@ static int cmd_recover(struct cli *cli, int argc, char **argv)
         return rc;
     keytier_dep_info d;
     keytier_migration m;
-    keytier_err e =
-        keytier_dep_recover(ctx, tenant, argv[optind], a, b, &d, &m);
+    keytier_err e = keytier_dep_recover_approved(ctx, approval, tenant,
+                                                 argv[optind], a, b, &d, &m);
     if (e != KEYTIER_OK)
         return cli_fail_lib(cli, e);
     if (cli->json) {
@@ -365,9 +370,10 @@ static int cmd_purge(struct cli *cli, int argc, char **argv)
         {"tenant", required_argument, NULL, OPT_TENANT},
         {"destroy-customer-keys", no_argument, NULL, OPT_DESTROY},
         {"yes", no_argument, NULL, OPT_YES},
+        {"approval", required_argument, NULL, OPT_APPROVAL},
         {0},
     };
-    const char *tenant = NULL;
+    const char *tenant = NULL, *approval = NULL;
     bool destroy = false, yes = false;
     int c;
     while ((c = cli_getopt(cli, argc, argv, "", opts)) != -1) {
@@ -380,6 +386,9 @@ static int cmd_purge(struct cli *cli, int argc, char **argv)
             break;
         case OPT_YES:
             yes = true;
+            break;
+        case OPT_APPROVAL:
+            approval = optarg;
             break;
         default:
             return UNKNOWN_OPT(cli, argv);
@@ -400,8 +409,8 @@ static int cmd_purge(struct cli *cli, int argc, char **argv)
     if (rc != CLI_OK)
         return rc;
     keytier_purge_report r;
-    keytier_err e = keytier_tenant_purge(
-        ctx, tenant, destroy ? KEYTIER_PURGE_CUSTOMER_KEYS : 0, &r);
+    keytier_err e = keytier_tenant_purge_approved(
+        ctx, approval, tenant, destroy ? KEYTIER_PURGE_CUSTOMER_KEYS : 0, &r);
     if (e != KEYTIER_OK)
         return cli_fail_lib(cli, e);
     if (cli->json) {
@@ -717,25 +726,29 @@ const struct cli_cmd cli_lifecycle_cmds[] = {
      "true;\n" MIG_JSON_HELP,
      cmd_migrate},
     {"recover", NULL, "replace a DEP whose customer keys are both lost",
-     "usage: keytier recover --tenant T --key-a URI --key-b URI ID\n"
+     "usage: keytier recover --tenant T --key-a URI --key-b URI\n"
+     "                       --approval APPROVAL ID\n"
      "\n"
      "Creates a new DEP from two new customer keys and migrates every key of\n"
      "DEP ID to it, reading the old DEP key through the availability key\n"
      "(internal operation 'recover', audited). The old DEP is then disabled.\n"
      "The one lifecycle command that uses the availability key: meant for\n"
      "customer keys that are lost; run it after a deliberate revocation only\n"
-     "at the customer's request.\n"
+     "at the customer's request. Needs a live approval for operation\n"
+     "recover of tenant T and scope ID (see 'keytier approval --help').\n"
      "JSON: the migration document plus old_dep_id, new_dep_id, "
      "new_policy_id,\nthen the migration's progress lines.\n",
      cmd_recover},
     {"purge", NULL, "destroy a leaving tenant's keys (crypto-shredding)",
-     "usage: keytier purge --tenant T --yes [--destroy-customer-keys]\n"
+     "usage: keytier purge --tenant T --yes --approval APPROVAL\n"
+     "                     [--destroy-customer-keys]\n"
      "\n"
      "Destroys the availability keys of the tenant's DEPs, with\n"
      "--destroy-customer-keys also its customer root keys (their tokens'\n"
      "PINs must be configured), wipes cached keys and deletes every wrapped\n"
      "key of the tenant from the store. Afterwards nothing of the tenant\n"
-     "decrypts. Safe to run again.\n"
+     "decrypts. Safe to run again. Needs a live approval for operation\n"
+     "purge of tenant T, scope * (see 'keytier approval --help').\n"
      "JSON: {tenant, deps, availability_keys_destroyed,\n"
      "customer_keys_destroyed, tier_keys_deleted, cache_entries_wiped}\n",
      cmd_purge},

@@ -30,6 +30,7 @@ enum {
     OPT_SO_PIN,
     OPT_SO_PIN_ENV,
     OPT_SO_PIN_FILE,
+    OPT_APPROVAL,
 };
 
 #define PIN_OPTIONS                                                            \
@@ -265,10 +266,12 @@ static int cmd_token_destroy_key(struct cli *cli, int argc, char **argv)
         {"module", required_argument, NULL, OPT_MODULE},
         {"token", required_argument, NULL, OPT_TOKEN},
         {"label", required_argument, NULL, OPT_LABEL},
+        {"approval", required_argument, NULL, OPT_APPROVAL},
         PIN_OPTIONS,
         {0},
     };
     const char *module = cli_default_module(), *token = NULL, *label = NULL;
+    const char *approval = NULL;
     struct cli_pin_src user = {0};
     int c;
     while ((c = cli_getopt(cli, argc, argv, "", opts)) != -1) {
@@ -281,6 +284,9 @@ static int cmd_token_destroy_key(struct cli *cli, int argc, char **argv)
             break;
         case OPT_LABEL:
             label = optarg;
+            break;
+        case OPT_APPROVAL:
+            approval = optarg;
             break;
         case OPT_PIN:
             user.value = optarg;
@@ -304,7 +310,21 @@ static int cmd_token_destroy_key(struct cli *cli, int argc, char **argv)
     if (pin == NULL)
         return rc;
     size_t n = 0;
-    keytier_err e = keytier_root_destroy(module, token, pin, label, &n);
+    keytier_err e;
+    /* With the library configuration the service token is known, and
+     * destroying a key in it needs an approval. */
+    if (approval != NULL || cli->config != NULL ||
+        getenv("KEYTIER_LIB_CONF") != NULL) {
+        keytier_ctx *ctx;
+        if ((rc = cli_ctx(cli, &ctx)) != CLI_OK) {
+            cli_pin_free(pin);
+            return rc;
+        }
+        e = keytier_root_destroy_approved(ctx, approval, module, token, pin,
+                                          label, &n);
+    } else {
+        e = keytier_root_destroy(module, token, pin, label, &n);
+    }
     cli_pin_free(pin);
     if (e != KEYTIER_OK)
         return cli_fail_lib(cli, e);
@@ -369,12 +389,15 @@ const struct cli_cmd cli_token_cmds[] = {
      cmd_token_keygen},
     {"token", "destroy-key", "destroy a root key (the customer revokes it)",
      "usage: keytier token destroy-key --token L --label K [--module PATH]\n"
-     "                                 [PIN options]\n"
+     "                                 [--approval ID] [PIN options]\n"
      "\n"
      "Destroys every object labelled K in token L (an AES root, or both\n"
      "halves of an RSA pair). When both customer keys of a DEP are gone,\n"
      "user reads are refused (access revoked, exit 4) while internal\n"
      "operations may still use the availability key.\n"
+     "With the library configuration (--config, $KEYTIER_LIB_CONF), a key\n"
+     "in its service token is destroyed only with a live approval for\n"
+     "operation service-key-destroy of tenant * and scope K (--approval).\n"
      "\n"
      "  --module PATH     PKCS#11 module (default: $KEYTIER_MODULE, else the\n"
      "                    installed keytier-pkcs11.so)\n" PIN_HELP

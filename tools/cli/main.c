@@ -15,9 +15,10 @@
 #include "cli.h"
 
 static const struct cli_cmd *const families[] = {
-    cli_token_cmds, cli_dep_cmds,       cli_tier_cmds,
-    cli_crypt_cmds, cli_audit_cmds,     cli_demo_cmds,
-    cli_help_cmds,  cli_lifecycle_cmds, /* lifecycle */
+    cli_token_cmds,    cli_dep_cmds,       cli_tier_cmds,
+    cli_crypt_cmds,    cli_audit_cmds,     cli_demo_cmds,
+    cli_help_cmds,     cli_lifecycle_cmds, /* lifecycle */
+    cli_approval_cmds,
 };
 
 #define N_FAMILIES (sizeof families / sizeof families[0])
@@ -62,6 +63,9 @@ static void usage(FILE *f)
         "  8  audit log altered (keytier audit verify)\n"
         "  9  audit log intact, but its newest records are not anchored\n"
         "     (keytier audit verify)\n"
+        "  10 no live approval: the privileged operation needs one, or the\n"
+        "     approval is expired, used, revoked, altered or for something\n"
+        "     else (keytier approval)\n"
         "\n"
         "Errors are one line on stderr: `keytier COMMAND: what failed and\n"
         "why [KEYTIER_E_NAME]`, naming the key URI, token or file and the\n"

@@ -60,6 +60,16 @@ int cli_exit_of(keytier_err e)
         return CLI_TAMPERED;
     case KEYTIER_E_AUDIT_UNANCHORED:
         return CLI_UNANCHORED;
+    case KEYTIER_E_APPROVAL_REQUIRED:
+    case KEYTIER_E_APPROVAL_EXPIRED:
+    case KEYTIER_E_APPROVAL_INVALID:
+    case KEYTIER_E_APPROVAL_SELF:
+    case KEYTIER_E_APPROVAL_SCOPE:
+    case KEYTIER_E_APPROVAL_USED:
+    case KEYTIER_E_APPROVAL_REVOKED:
+    case KEYTIER_E_APPROVAL_PENDING:
+    case KEYTIER_E_APPROVER:
+        return CLI_APPROVAL;
     default:
         return CLI_ERROR;
     }

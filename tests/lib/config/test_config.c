@@ -14,6 +14,11 @@
 #include "kt_lib.h"
 #include "testenv.h"
 
+#define KT_HEX64                                                               \
+    "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+#define KT_HEX64_UPPER                                                         \
+    "0123456789ABCDEF0123456789abcdef0123456789abcdef0123456789abcdef"
+
 static char dir[] = "/tmp/kt-conf-XXXXXX";
 static char path[300];
 
@@ -150,6 +155,8 @@ static const char *sample(const struct kt_conf_key *k, char *name, size_t len)
         return "unix:path=/s";
     if (!strcmp(k->name, "service_token"))
         return "pkcs11:token=S";
+    if (!strcmp(k->name, "approval.approver"))
+        return "alice sha256:" KT_HEX64;
     ck_assert_str_eq(k->name, "pin.*");
     return "value:s3cret";
 }
@@ -161,7 +168,7 @@ START_TEST(repeat_every_key)
 {
     size_t n = 0;
     const struct kt_conf_key *keys = kt_config_table(&n);
-    ck_assert_uint_eq(n, 28);
+    ck_assert_uint_eq(n, 31);
     for (size_t i = 0; i < n; i++) {
         char name[128], text[512], want[512];
         const char *v = sample(&keys[i], name, sizeof name);
@@ -173,9 +180,18 @@ START_TEST(repeat_every_key)
         kt_config_free(&cfg);
         snprintf(text, sizeof text, "%s = %s\n# between\n%s = %s\n", name, v,
                  name, v);
-        bool list =
-            !strcmp(keys[i].name, "module") || !strcmp(keys[i].name, "remote");
+        bool list = !strcmp(keys[i].name, "module") ||
+                    !strcmp(keys[i].name, "remote") ||
+                    !strcmp(keys[i].name, "approval.approver");
         ck_assert_int_eq(keys[i].repeat, list ? KT_CONF_LIST : KT_CONF_ONCE);
+        if (!strcmp(keys[i].name, "approval.approver")) {
+            /* A list of approvers, each pinned once. */
+            snprintf(want, sizeof want,
+                     "%s:3: approval.approver: approver alice is pinned twice",
+                     path);
+            expect_bad(text, want);
+            continue;
+        }
         if (list) {
             write_conf(text);
             ck_assert_int_eq(kt_config_load(path, &cfg), KEYTIER_OK);
@@ -189,6 +205,41 @@ START_TEST(repeat_every_key)
                  path, name);
         expect_bad(text, want);
     }
+}
+END_TEST
+
+/* approval.approver pins a name and a key fingerprint: both checked. */
+START_TEST(approvers_pinned)
+{
+    struct kt_config cfg;
+    write_conf("approval.approver = alice sha256:" KT_HEX64 "\n"
+               "approval.approver = bob  sha256:" KT_HEX64 "\n");
+    ck_assert_int_eq(kt_config_load(path, &cfg), KEYTIER_OK);
+    ck_assert_uint_eq(cfg.n_approvers, 2);
+    ck_assert_str_eq(cfg.approvers[1].name, "bob");
+    ck_assert_uint_eq(cfg.approvers[1].fpr[31], 0xef);
+    ck_assert(cfg.approval_required);
+    ck_assert_uint_eq(cfg.approval_max_ttl, 28800);
+    kt_config_free(&cfg);
+    char want[512];
+    static const char *const bad[] = {
+        "approval.approver = alice\n",
+        "approval.approver = alice sha1:" KT_HEX64 "\n",
+        "approval.approver = alice sha256:" KT_HEX64 "0\n",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        snprintf(want, sizeof want,
+                 "%s:1: approval.approver: need NAME sha256:HEX (a name of 1 "
+                 "to 64 bytes, then the 64 hex digits `keytier approval "
+                 "fingerprint` prints)",
+                 path);
+        expect_bad(bad[i], want);
+    }
+    snprintf(want, sizeof want,
+             "%s:1: approval.approver: the fingerprint has 64 lower-case hex "
+             "digits after sha256:",
+             path);
+    expect_bad("approval.approver = alice sha256:" KT_HEX64_UPPER "\n", want);
 }
 END_TEST
 
@@ -276,7 +327,7 @@ START_TEST(number_bounds)
             expect_bad(text, want);
         }
     }
-    ck_assert_uint_eq(tried, 16);
+    ck_assert_uint_eq(tried, 17);
 }
 END_TEST
 
@@ -537,6 +588,7 @@ int main(void)
     TCase *tc = tcase_create("config");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, example_parses);
+    tcase_add_test(tc, approvers_pinned);
     tcase_add_test(tc, cli_example_parses);
     tcase_add_test(tc, repeat_every_key);
     tcase_add_test(tc, list_keys_add_up);

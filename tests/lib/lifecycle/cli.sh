@@ -4,8 +4,10 @@
 # errors; data encrypted at the start reads back after each step.
 . "$KT_SOURCE_ROOT/tests/common.sh"
 . "$KT_SOURCE_ROOT/tests/cli/cli_env.sh"
+. "$KT_SOURCE_ROOT/tests/trust/trust_env.sh"
 cli_setup
 cli_tokens
+trust_approvers # recover and purge need approvals
 for t in vault-c vault-d; do
     kt token init --label "$t" --so-pin-env SO_PIN --pin-env PIN >/dev/null ||
         kt_fail "token init $t"
@@ -103,7 +105,10 @@ kt_log "recover: both customer keys of the DEP lost"
 kt token destroy-key --token vault-a --label root-a3 --pin-env PIN >/dev/null || kt_fail "destroy a3"
 kt token destroy-key --token vault-b --label root-b3 --pin-env PIN >/dev/null || kt_fail "destroy b3"
 expect_rc 4 kt decrypt --tenant acme --mailbox alice -i "$KT_TMP/alice.kt" -o "$KT_TMP/out"
-expect_ok kt --json recover --tenant acme --key-a "$URI_C" --key-b "$URI_D" "$dep2"
+expect_rc 10 kt recover --tenant acme --key-a "$URI_C" --key-b "$URI_D" "$dep2"
+ok_recover=$(approve recover acme "$dep2")
+expect_ok kt --json recover --tenant acme --key-a "$URI_C" --key-b "$URI_D" \
+    --approval "$ok_recover" "$dep2"
 first=$(head -1 <<<"$KT_LAST_OUTPUT")
 last=$(tail -1 <<<"$KT_LAST_OUTPUT")
 dep3=$(jf .new_dep_id <<<"$first")
@@ -142,7 +147,9 @@ kt_log "purge"
 expect_fail "keytier purge: purge destroys tenant acme's keys for good: confirm with --yes (see 'keytier purge --help')" \
     kt purge --tenant acme
 expect_rc 2 kt purge --tenant acme
-expect_ok kt --json purge --tenant acme --yes --destroy-customer-keys
+expect_rc 10 kt purge --tenant acme --yes
+expect_ok kt --json purge --tenant acme --yes --destroy-customer-keys \
+    --approval "$(approve purge acme '*')"
 p=$KT_LAST_OUTPUT
 # Three DEPs (rolled, recovered-from, new); the recovered-from DEP's
 # customer keys were gone already: A2, B, C, D remain to destroy.

@@ -80,7 +80,7 @@ START_TEST(fresh_store_is_latest_wal_0600)
     struct kt_store *st;
     ck_assert_int_eq(kt_store_open(path, &st), KEYTIER_OK);
     ck_assert_int_eq(kt_store_schema_version(st), kt_store_schema_latest());
-    ck_assert_int_eq(kt_store_schema_latest(), 6); /* 5 -> 6 */
+    ck_assert_int_eq(kt_store_schema_latest(), 7); /* 6 -> 7 */
     kt_store_close(st);
     struct stat sb;
     ck_assert_int_eq(stat(path, &sb), 0);
@@ -94,7 +94,7 @@ START_TEST(fresh_store_is_latest_wal_0600)
                      1);
     /* Reopening does not migrate again. */
     ck_assert_int_eq(kt_store_open(path, &st), KEYTIER_OK);
-    ck_assert_int_eq(kt_store_schema_version(st), 6);
+    ck_assert_int_eq(kt_store_schema_version(st), 7);
     kt_store_close(st);
 }
 END_TEST
@@ -115,7 +115,7 @@ START_TEST(migrates_version_1)
                              "'deps_tenant_workload'"),
                      0);
     ck_assert_int_eq(kt_store_open(path, &st), KEYTIER_OK);
-    ck_assert_int_eq(kt_store_schema_version(st), 6);
+    ck_assert_int_eq(kt_store_schema_version(st), 7);
     struct kt_dep_rec got;
     ck_assert_int_eq(kt_store_dep_get(st, d.dep_id, &got), KEYTIER_OK);
     ck_assert_mem_eq(&got, &d, sizeof got);
@@ -138,7 +138,7 @@ START_TEST(migrates_version_3_names_null)
     kt_store_close(st);
     sql("ALTER TABLE deps DROP COLUMN name; PRAGMA user_version = 3");
     ck_assert_int_eq(kt_store_open(path, &st), KEYTIER_OK);
-    ck_assert_int_eq(kt_store_schema_version(st), 6);
+    ck_assert_int_eq(kt_store_schema_version(st), 7);
     struct kt_dep_rec got, named;
     ck_assert_int_eq(kt_store_dep_get(st, d.dep_id, &got), KEYTIER_OK);
     ck_assert_str_eq(got.name, "");
@@ -164,7 +164,7 @@ START_TEST(migrates_version_4_invalidations)
     kt_store_close(st);
     sql("DROP TABLE cache_invalidations; PRAGMA user_version = 4");
     ck_assert_int_eq(kt_store_open(path, &st), KEYTIER_OK);
-    ck_assert_int_eq(kt_store_schema_version(st), 6);
+    ck_assert_int_eq(kt_store_schema_version(st), 7);
     int64_t head = -1;
     ck_assert_int_eq(kt_store_inval_head(st, &head), KEYTIER_OK);
     ck_assert_int_eq(head, 0);
@@ -204,7 +204,7 @@ START_TEST(newer_schema_refused)
     ck_assert_int_eq(kt_store_open(path, &st), KEYTIER_E_STORE_VERSION);
     ck_assert_ptr_nonnull(strstr(keytier_last_error_detail(),
                                  "schema version 99, this library knows up "
-                                 "to 6"));
+                                 "to 7"));
 }
 END_TEST
 
