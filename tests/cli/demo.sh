@@ -34,7 +34,7 @@ step 10 "the customer destroyed both root keys: a user read is refused: access r
 step 11 "an internal operation \('index'\) still reads through the availability key, and the audit log says so$"
 step 12 "Lockbox: approver 'contoso-approver' made an ECDSA P-256 key pair in its own token 'lockbox-approver' \(sign only, never extractable\); its fingerprint sha256:[0-9a-f]{16}\.\.\. is pinned in the configuration$"
 step 13 "recovery refused without an approval; 'service-operator' asked for one, 'contoso-approver' granted it with the key in its token; new DEP [0-9a-f-]{36}, 1 key\(s\) moved, the user reads the message again; the single-use approval is spent$"
-step 14 "an approval granted for 1 s expired by itself: refused, and its expiry is in the audit log$"
+step 14 "an approval granted for 3 s expired by itself: refused, and its expiry is in the audit log$"
 step 15 "audit log: 16 records, hash chain verified, anchored at record 16 by the service token$"
 assert_contains "$out" "== demo complete: 15 steps behaved as claimed; servers stopped, temp dir removed"
 ! grep -q FAILED <<<"$out" || kt_fail "a step failed"

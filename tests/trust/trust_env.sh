@@ -17,30 +17,52 @@
 #                 requests and grants an approval, prints its id
 #   sql STATEMENT runs SQL on the store as an operator with write access
 
-# pkcs11-tool on SoftHSM2 runs without the sanitizer build's LD_PRELOAD:
-# OpenSC 0.23 reads a freed buffer when it exports an EC public key, which
-# the preloaded ASan would abort on; only keytier's module needs it.
-trust_p11()
+# A PKCS#11 tool (pkcs11-tool, p11tool) on MODULE: on SoftHSM2 without the
+# sanitizer build's LD_PRELOAD (only keytier's module needs it).
+trust_tool()
 {
     local module=$1
     shift
     if [ "$module" = "$KT_MODULE" ]; then
-        pkcs11-tool --module "$module" "$@"
+        "$@"
     else
-        env -u LD_PRELOAD pkcs11-tool --module "$module" "$@"
+        env -u LD_PRELOAD "$@"
     fi
 }
 
+trust_p11()
+{
+    local module=$1
+    shift
+    trust_tool "$module" pkcs11-tool --module "$module" "$@"
+}
+
+# trust_keypair MODULE TOKEN NAME TYPE ID: a key pair NAME in TOKEN, its DER
+# public key in $KT_TMP/NAME.der. The public key is read with p11tool:
+# pkcs11-tool 0.23 reads freed memory when it exports an EC public key. A
+# ThreadSanitizer build of the module cannot be loaded by either tool, so
+# there the keytier CLI makes the pair (ECDSA P-256 whatever TYPE says).
 trust_keypair()
 {
     local module=$1 token=$2 name=$3 type=$4 id=$5
+    if [ "$module" = "$KT_MODULE" ] && ldd "$KT_MODULE" | grep -q libtsan; then
+        kt approval keygen --token "pkcs11:token=$token" --label "$name" \
+            --pubkey-out "$KT_TMP/$name.der" --pin-env PIN \
+            >/dev/null 2>"$KT_TMP/keygen.err" ||
+            kt_fail "keypair $name: $(cat "$KT_TMP/keygen.err")"
+        return
+    fi
     trust_p11 "$module" --token-label "$token" --login \
         --pin "$PIN" --keypairgen --key-type "$type" --label "$name" \
         --id "$id" >/dev/null 2>"$KT_TMP/keygen.err" ||
         kt_fail "keypair $name: $(cat "$KT_TMP/keygen.err")"
-    trust_p11 "$module" --token-label "$token" --read-object \
-        --type pubkey --label "$name" -o "$KT_TMP/$name.der" \
+    GNUTLS_PIN=$PIN trust_tool "$module" p11tool --login \
+        --provider "$module" --export-pubkey \
+        "pkcs11:token=$token;object=$name" --outfile "$KT_TMP/$name.pem" \
         >/dev/null 2>"$KT_TMP/read.err" ||
+        kt_fail "public key $name: $(cat "$KT_TMP/read.err")"
+    openssl pkey -pubin -in "$KT_TMP/$name.pem" -outform DER \
+        -out "$KT_TMP/$name.der" 2>"$KT_TMP/read.err" ||
         kt_fail "public key $name: $(cat "$KT_TMP/read.err")"
 }
 
