@@ -390,41 +390,6 @@ KEYTIER_API keytier_err keytier_token_init(const char *module_path,
     return e;
 }
 
-/* Object URI of a generated root: token label and serial (enough to name
- * one token), object label, id and type. */
-static keytier_err kt_admin_key_uri(const CK_TOKEN_INFO *ti, const char *label,
-                                    const uint8_t *id, size_t id_len,
-                                    CK_OBJECT_CLASS cls,
-                                    char out[KEYTIER_URI_MAX])
-{
-    P11KitUri *u = p11_kit_uri_new();
-    if (u == NULL)
-        return kt_err(KEYTIER_E_NOMEM, NULL);
-    CK_TOKEN_INFO *uti = p11_kit_uri_get_token_info(u);
-    memset(uti, 0, sizeof *uti); /* p11-kit leaves out fields not set */
-    memcpy(uti->label, ti->label, sizeof uti->label);
-    memcpy(uti->serialNumber, ti->serialNumber, sizeof uti->serialNumber);
-    CK_ATTRIBUTE attrs[] = {
-        {CKA_LABEL, (void *)label, strlen(label)},
-        {CKA_ID, (void *)id, id_len},
-        {CKA_CLASS, &cls, sizeof cls},
-    };
-    int r = P11_KIT_URI_OK;
-    for (size_t i = 0; i < 3 && r == P11_KIT_URI_OK; i++)
-        r = p11_kit_uri_set_attribute(u, &attrs[i]);
-    char *s = NULL;
-    if (r == P11_KIT_URI_OK)
-        r = p11_kit_uri_format(u, P11_KIT_URI_FOR_OBJECT_ON_TOKEN, &s);
-    p11_kit_uri_free(u);
-    if (r != P11_KIT_URI_OK || strlen(s) >= KEYTIER_URI_MAX) {
-        free(s);
-        return kt_err(KEYTIER_E_URI, "cannot format the key's URI");
-    }
-    kt_strlcpy(out, s, KEYTIER_URI_MAX);
-    free(s);
-    return KEYTIER_OK;
-}
-
 static keytier_err kt_admin_generate(struct kt_token *tok, CK_SESSION_HANDLE s,
                                      keytier_root_type type, const char *label,
                                      const uint8_t *id, size_t id_len,
@@ -573,7 +538,7 @@ static keytier_err kt_admin_generate_run(struct kt_tjob *tj)
         e = kt_admin_generate(&u.tok, u.s, j->type, key_label, id, sizeof id,
                               &cls);
     if (e == KEYTIER_OK)
-        e = kt_admin_key_uri(&u.info, key_label, id, sizeof id, cls, j->uri);
+        e = kt_object_uri(&u.info, key_label, id, sizeof id, cls, j->uri);
     kt_admin_user_end(&u);
     return e;
 }

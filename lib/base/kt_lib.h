@@ -268,6 +268,12 @@ void kt_tokens_free(keytier_ctx *ctx);
  * (whose text must then never be echoed). */
 KT_NODISCARD keytier_err kt_uri_check(const char *what, const char *uri);
 /* Finds the single token a URI names (rescanning slots once if none). */
+/* The URI of an object the library made (token label and serial, object
+ * label, id, class). */
+KT_NODISCARD keytier_err kt_object_uri(const CK_TOKEN_INFO *ti,
+                                       const char *label, const uint8_t *id,
+                                       size_t id_len, CK_OBJECT_CLASS cls,
+                                       char out[KEYTIER_URI_MAX]);
 KT_NODISCARD keytier_err kt_token_find(keytier_ctx *ctx, const char *uri,
                                        struct kt_token **out);
 KT_NODISCARD keytier_err kt_session_get(struct kt_token *tok,

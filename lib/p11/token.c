@@ -4,6 +4,7 @@
  * that carry a PIN.  URIs are parsed with p11-kit.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <p11-kit/uri.h>
@@ -113,4 +114,39 @@ bool kt_token_same(const struct kt_token *a, const struct kt_token *b)
             !memcmp(a->info.serialNumber, b->info.serialNumber,
                     sizeof a->info.serialNumber) &&
             !memcmp(a->info.label, b->info.label, sizeof a->info.label));
+}
+
+/* The URI of an object the library made: the token's label and serial
+ * (enough to name one token), the object's label, id and class. */
+keytier_err kt_object_uri(const CK_TOKEN_INFO *ti, const char *label,
+                          const uint8_t *id, size_t id_len, CK_OBJECT_CLASS cls,
+                          char out[KEYTIER_URI_MAX])
+{
+    P11KitUri *u = p11_kit_uri_new();
+    if (u == NULL)
+        return kt_err(KEYTIER_E_NOMEM, NULL);
+    CK_TOKEN_INFO *uti = p11_kit_uri_get_token_info(u);
+    memset(uti, 0, sizeof *uti); /* p11-kit leaves out fields not set */
+    memcpy(uti->label, ti->label, sizeof uti->label);
+    memcpy(uti->serialNumber, ti->serialNumber, sizeof uti->serialNumber);
+    CK_ATTRIBUTE attrs[] = {
+        {CKA_LABEL, (void *)label, strlen(label)},
+        {CKA_ID, (void *)id, id_len},
+        {CKA_CLASS, &cls, sizeof cls},
+    };
+    int r = P11_KIT_URI_OK;
+    for (size_t i = 0; i < 3 && r == P11_KIT_URI_OK; i++)
+        r = p11_kit_uri_set_attribute(u, &attrs[i]);
+    char *s = NULL;
+    if (r == P11_KIT_URI_OK)
+        r = p11_kit_uri_format(u, P11_KIT_URI_FOR_OBJECT_ON_TOKEN, &s);
+    p11_kit_uri_free(u);
+    if (r != P11_KIT_URI_OK || strlen(s) >= KEYTIER_URI_MAX) {
+        free(s);
+        return kt_err(KEYTIER_E_URI, "cannot format the URI of key '%s'",
+                      label);
+    }
+    kt_strlcpy(out, s, KEYTIER_URI_MAX);
+    free(s);
+    return KEYTIER_OK;
 }

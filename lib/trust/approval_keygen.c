@@ -15,7 +15,6 @@
 #include <openssl/param_build.h>
 #include <openssl/rand.h>
 #include <openssl/x509.h>
-#include <p11-kit/uri.h>
 
 #include "ckr.h"
 #include "p11call.h"
@@ -88,38 +87,6 @@ static keytier_err kt_p256_spki(const uint8_t *point, uint8_t *out,
     return KEYTIER_OK;
 }
 
-static keytier_err kt_keygen_uri(const struct kt_token *tok, const char *label,
-                                 const uint8_t *id, char out[KEYTIER_URI_MAX])
-{
-    P11KitUri *u = p11_kit_uri_new();
-    if (u == NULL)
-        return kt_err(KEYTIER_E_NOMEM, NULL);
-    CK_TOKEN_INFO *ti = p11_kit_uri_get_token_info(u);
-    memset(ti, 0, sizeof *ti);
-    memcpy(ti->label, tok->info.label, sizeof ti->label);
-    memcpy(ti->serialNumber, tok->info.serialNumber, sizeof ti->serialNumber);
-    CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
-    CK_ATTRIBUTE attrs[] = {
-        {CKA_LABEL, (void *)label, strlen(label)},
-        {CKA_ID, (void *)id, KT_APPROVER_ID_BYTES},
-        {CKA_CLASS, &cls, sizeof cls},
-    };
-    int r = P11_KIT_URI_OK;
-    for (size_t i = 0; i < 3 && r == P11_KIT_URI_OK; i++)
-        r = p11_kit_uri_set_attribute(u, &attrs[i]);
-    char *s = NULL;
-    if (r == P11_KIT_URI_OK)
-        r = p11_kit_uri_format(u, P11_KIT_URI_FOR_OBJECT_ON_TOKEN, &s);
-    p11_kit_uri_free(u);
-    if (r != P11_KIT_URI_OK || strlen(s) >= KEYTIER_URI_MAX) {
-        free(s);
-        return kt_err(KEYTIER_E_URI, "cannot format the approver key's URI");
-    }
-    kt_strlcpy(out, s, KEYTIER_URI_MAX);
-    free(s);
-    return KEYTIER_OK;
-}
-
 static keytier_err kt_keygen_here(struct kt_keygen_job *j, struct kt_token *tok,
                                   CK_SESSION_HANDLE s)
 {
@@ -178,7 +145,8 @@ static keytier_err kt_keygen_here(struct kt_keygen_job *j, struct kt_token *tok,
                            tok->label, kt_ckr_name(rv, nb))
                   : kt_p256_spki(p, j->spki, &j->spki_len);
     if (e == KEYTIER_OK)
-        e = kt_keygen_uri(tok, j->label, id, j->key_uri);
+        e = kt_object_uri(&tok->info, j->label, id, KT_APPROVER_ID_BYTES,
+                          CKO_PRIVATE_KEY, j->key_uri);
     if (e != KEYTIER_OK) {
         KT_IGNORE_RESULT(kt_p11_destroy_object(tok, s, priv));
         KT_IGNORE_RESULT(kt_p11_destroy_object(tok, s, pub));
