@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The whole test suite: installs what is missing, builds twice (plain, and
-# with AddressSanitizer + UndefinedBehaviorSanitizer) and runs every suite in
-# both; then builds with ThreadSanitizer and runs the suites whose every
+# The whole test suite: installs what is missing, builds with clang (the
+# second compiler: -Wall -Wextra -Werror, no tests run there), builds twice
+# with gcc (plain, and with AddressSanitizer + UndefinedBehaviorSanitizer)
+# and runs every suite in both; then builds with ThreadSanitizer and runs the suites whose every
 # process is ours (module, lib, avail, lifecycle, fuzz: interop, outage and
 # cli load the module into pkcs11-tool, openssl or p11-kit, which cannot
 # load a TSan-built library, and outage leaks a context on purpose).
@@ -24,6 +25,7 @@ fi
 counts=tests/test-count
 tools/deps.sh
 
+CC=clang tools/build.sh build-clang
 tools/build.sh build
 tools/build.sh build-san -Db_sanitize=address,undefined -Db_lundef=false
 tsan=()
