@@ -45,7 +45,7 @@ trust_p11()
 trust_keypair()
 {
     local module=$1 token=$2 name=$3 type=$4 id=$5
-    if [ "$module" = "$KT_MODULE" ] && ldd "$KT_MODULE" | grep -q libtsan; then
+    if [ "$module" = "$KT_MODULE" ] && ldd "$KT_MODULE" | grep libtsan >/dev/null; then
         kt approval keygen --token "pkcs11:token=$token" --label "$name" \
             --pubkey-out "$KT_TMP/$name.der" --pin-env PIN \
             >/dev/null 2>"$KT_TMP/keygen.err" ||
