@@ -652,6 +652,7 @@ static json_object *kt_audit_request_fields(const kt_audit_request *req)
     kt_add_str(o, "RequestId", req->request_id);
     kt_add_str(o, "RequestKind", req->kind);
     kt_add_str(o, "Operation", req->operation);
+    kt_add_str(o, "ApprovalId", req->approval_id);
     return o;
 }
 

@@ -95,8 +95,9 @@ typedef struct kt_audit_request {
     const char *dep_id;
     const char *policy_id;
     const char *request_id;
-    const char *kind;      /* "user" or "internal" */
-    const char *operation; /* internal operation (index, ...), or NULL */
+    const char *kind;        /* "user" or "internal" */
+    const char *operation;   /* internal operation (index, ...), or NULL */
+    const char *approval_id; /* the approval a read used, or NULL */
 } kt_audit_request;
 
 /* One customer key's failure: which key ("A"/"B"), its URI (without any

@@ -45,7 +45,8 @@
  *                                  default yes for the mail shape, no for
  *                                  the files shape (there only the internal
  *                                  operation "recover" uses the
- *                                  availability key)
+ *                                  availability key, and any read through
+ *                                  it needs a live approval)
  */
 #ifndef KT_AVAIL_H
 #define KT_AVAIL_H
@@ -94,6 +95,17 @@ struct kt_dep_rec;
 /* Starts the cache (and its refresh thread) and opens the audit log of
  * ctx (after its store, modules and pool are up). */
 KT_NODISCARD keytier_err kt_avail_open(keytier_ctx *ctx);
+
+/* The gate of a privileged operation (trust/'s kt_approval_gate), given by
+ * the opener (ctx/ctx.c) once the state is open: the read path, a layer
+ * below trust/, asks it before a files-shape read through the
+ * availability key.  Without a gate such a read is refused. */
+typedef keytier_err (*kt_avail_gate_fn)(keytier_ctx *ctx,
+                                        keytier_approval_op op,
+                                        const char *tenant, const char *scope,
+                                        const char *approval_id,
+                                        const char *what);
+void kt_avail_set_gate(keytier_ctx *ctx, kt_avail_gate_fn gate);
 /* Stops the cache thread and closes the audit log.  Token calls still
  * running on workers hold the context, not this state. */
 void kt_avail_close(keytier_ctx *ctx);
@@ -111,9 +123,11 @@ struct kt_avail_fill {
  * customer keys A and B hedged on the call pool, and the verdict of the
  * fallback rule (fallback_rule.h) carried out.  op is what the caller does
  * with the key, the rule's operation:
- *   KT_FALLBACK_OP_READ     a user's or the service's read; an internal
- *                           request naming "recover" is the recovery
- *   KT_FALLBACK_OP_RECOVER  recovery from lost customer keys
+ *   KT_FALLBACK_OP_READ     a user's or the service's read: the
+ *                           request's operation decides (an internal
+ *                           KEYTIER_INTERNAL_RECOVER is a recovery)
+ *   KT_FALLBACK_OP_RECOVER  keytier_dep_recover's migration, whose entry
+ *                           point used a recovery approval for the DEP
  *   KT_FALLBACK_OP_REWRAP   a lasting new copy of the key or of the keys
  *                           under it (roll, assign, migrate): an internal
  *                           request; never the cache, never the
@@ -125,7 +139,9 @@ struct kt_avail_fill {
  * cache up itself.  Either way a read looks it up once, through
  * kt_avail_cache_hit.  Errors: KEYTIER_E_REVOKED (a customer key denied
  * and the rule refuses; audited as denied), KEYTIER_E_UNAVAILABLE,
- * KEYTIER_E_PURGED, KEYTIER_E_ARGS. */
+ * KEYTIER_E_PURGED, KEYTIER_E_ARGS, and on the files shape the gate's
+ * (KEYTIER_E_APPROVAL_REQUIRED, KEYTIER_E_APPROVAL_EXPIRED, ...) when the
+ * rule needs an approval the request does not bring. */
 KT_NODISCARD keytier_err kt_dep_key_read(
     keytier_ctx *ctx, const struct kt_dep_rec *dep, const keytier_request *req,
     kt_fallback_op op, const struct kt_avail_fill *fill, kt_secret **out);

@@ -10,7 +10,9 @@
  *   both failed -> each failure classified (ckr_class.c) and the verdict of
  *   the fallback rule (fallback_rule.c, the only place it is decided)
  *   carried out: the availability key with a fallback record, or a refusal
- *   with a denied record.
+ *   with a denied record; on the files shape the approval the rule asks
+ *   for is used first (trust/'s gate, given to this layer by the opener),
+ *   and the fallback record names it.
  *   A key obtained through the availability key is never cached: every
  *   such read is audited, and the customer keys are asked again next time.
  *
@@ -29,18 +31,26 @@
 
 #define KT_DETAIL_MAX KT_TJOB_DETAIL
 
+/* A workload's shape for the rule: files when configured so, else mail
+ * (the shape of a workload named for the first time). */
+static kt_fallback_shape kt_avail_shape(keytier_ctx *ctx, const char *workload)
+{
+    const struct kt_workload_cfg *w = kt_config_workload(&ctx->cfg, workload);
+
+    return w && w->shape == KT_SHAPE_FILES ? KT_FALLBACK_FILES
+                                           : KT_FALLBACK_MAIL;
+}
+
 /* Outage fallback for a workload: its override, else on for the mail
  * shape and off for the files shape (DESIGN.md §2). */
 static bool kt_avail_outage_fallback(keytier_ctx *ctx, const char *workload)
 {
     const struct kt_avail_cfg *c = &ctx->cfg.avail;
-    const struct kt_workload_cfg *w;
 
     for (size_t i = 0; i < c->n_overrides; i++)
         if (!strcmp(c->overrides[i].workload, workload))
             return c->overrides[i].outage_fallback;
-    w = kt_config_workload(&ctx->cfg, workload);
-    return !(w && w->shape == KT_SHAPE_FILES);
+    return kt_avail_shape(ctx, workload) == KT_FALLBACK_MAIL;
 }
 
 /* ---- one root-key read on a worker ------------------------------------ */
@@ -257,18 +267,19 @@ struct kt_read {
     char req_id[40];
 };
 
-/* A read names who asks and why; a rewrap is always the service's own. */
+/* A read names who asks and why: a user no operation, an internal
+ * request one of the fixed set; a rewrap is always the service's own. */
 static keytier_err kt_read_check(const struct kt_read *r)
 {
     const keytier_request *req = r->req;
+    bool named = req && keytier_internal_op_name(req->operation) != NULL;
 
     /* lifecycle: a purged tenant's DEP has no copies and no roots left. */
     if (r->dep->state == KEYTIER_DEP_PURGED)
         return kt_err(KEYTIER_E_PURGED, "DEP %s of tenant %s was purged",
                       r->dep->dep_id, r->dep->tenant);
     if (r->rewrap) {
-        if (!req || req->kind != KEYTIER_REQUEST_INTERNAL || !req->operation ||
-            !req->operation[0])
+        if (!req || req->kind != KEYTIER_REQUEST_INTERNAL || !named)
             return kt_err(KEYTIER_E_ARGS,
                           "a read for a rewrap is an internal request "
                           "naming its operation");
@@ -276,11 +287,19 @@ static keytier_err kt_read_check(const struct kt_read *r)
         if (!req || (req->kind != KEYTIER_REQUEST_USER &&
                      req->kind != KEYTIER_REQUEST_INTERNAL))
             return kt_err(KEYTIER_E_ARGS, "a request must say its kind");
-        if (req->kind == KEYTIER_REQUEST_INTERNAL &&
-            (!req->operation || !req->operation[0]))
+        if (req->kind == KEYTIER_REQUEST_INTERNAL && !named)
             return kt_err(KEYTIER_E_ARGS,
-                          "an internal request must name its operation");
+                          "an internal request must name its operation, one "
+                          "of the set (keytier_internal_op), not %d",
+                          (int)req->operation);
+        if (req->kind == KEYTIER_REQUEST_USER &&
+            req->operation != KEYTIER_INTERNAL_NONE)
+            return kt_err(KEYTIER_E_ARGS,
+                          "a user request names no internal operation");
     }
+    if (req->approval_id && !kt_text_ok(req->approval_id, KEYTIER_ID_SIZE - 1))
+        return kt_err(KEYTIER_E_ARGS, "approval id: at most %d bytes",
+                      KEYTIER_ID_SIZE - 1);
     if (!r->av)
         return kt_err(KEYTIER_E_INTERNAL, "availability state not open");
     return KEYTIER_OK;
@@ -336,14 +355,13 @@ static keytier_err kt_read_failed(struct kt_read *r, kt_fallback_op op)
     const struct kt_dep_rec *dep = r->dep;
     bool internal = req->kind == KEYTIER_REQUEST_INTERNAL;
 
-    /* An internal request naming "recover" is the recovery operation. */
-    if (op == KT_FALLBACK_OP_READ && internal &&
-        !strcmp(req->operation, "recover"))
-        op = KT_FALLBACK_OP_RECOVER;
     r->in = (kt_fallback_in){
         .kind = internal ? KT_FALLBACK_INTERNAL : KT_FALLBACK_USER,
         .op = internal ? op : KT_FALLBACK_OP_READ,
+        .internal = internal ? req->operation : KEYTIER_INTERNAL_NONE,
+        .shape = kt_avail_shape(r->ctx, dep->workload),
         .outage_fallback = kt_avail_outage_fallback(r->ctx, dep->workload),
+        .approved = false,
         .key_a = kt_fallback_key_state(r->res[KEYTIER_ROOT_A].rv),
         .key_b = kt_fallback_key_state(r->res[KEYTIER_ROOT_B].rv),
         .avail = KT_FALLBACK_AVAIL_UNTRIED,
@@ -364,7 +382,7 @@ static keytier_err kt_read_failed(struct kt_read *r, kt_fallback_op op)
         .request_id =
             req->request_id && req->request_id[0] ? req->request_id : r->req_id,
         .kind = internal ? "internal" : "user",
-        .operation = internal ? req->operation : NULL,
+        .operation = internal ? keytier_internal_op_name(req->operation) : NULL,
     };
     kt_avail_key_errors(dep, r->res, r->errs);
     return KEYTIER_OK;
@@ -397,12 +415,12 @@ static keytier_err kt_read_refuse(struct kt_read *r, kt_fallback_verdict v)
         return kt_err(KEYTIER_E_REVOKED,
                       "DEP %s: the customer revoked its keys; %s refused (it "
                       "never uses the availability key): [A] %s; [B] %s",
-                      dep->dep_id, r->req->operation, a, b);
+                      dep->dep_id, r->areq.operation, a, b);
     if (r->rewrap)
         return kt_err(KEYTIER_E_UNAVAILABLE,
                       "DEP %s: %s needs a customer key and neither answers "
                       "(retry when one does): [A] %s; [B] %s",
-                      dep->dep_id, r->req->operation, a, b);
+                      dep->dep_id, r->areq.operation, a, b);
     if (v == KT_FALLBACK_DENY_REVOKED)
         return kt_err(KEYTIER_E_REVOKED, "DEP %s: [A] %s; [B] %s", dep->dep_id,
                       a, b);
@@ -467,6 +485,39 @@ static keytier_err kt_read_avail(struct kt_read *r, kt_secret **out)
     return KEYTIER_OK;
 }
 
+/* The rule asks for an approval (files shape): the request's is used
+ * through trust/'s gate - for this operation, the DEP's tenant and the DEP
+ * as scope - before the availability key is touched, and the fallback
+ * record names it.  Refused: counted (and audited when revoked) with the
+ * gate's error. */
+static keytier_err kt_read_approve(struct kt_read *r, kt_fallback_verdict *v)
+{
+    const struct kt_dep_rec *dep = r->dep;
+    kt_avail_gate_fn gate = r->av->gate;
+    keytier_err e;
+
+    e = gate ? gate(r->ctx, KEYTIER_APPROVAL_FILES_AVAIL_READ, dep->tenant,
+                    dep->dep_id, r->req->approval_id,
+                    "a files-workload read through the availability key")
+             : kt_err(KEYTIER_E_APPROVAL_REQUIRED,
+                      "DEP %s: no approvals in this context", dep->dep_id);
+    if (e != KEYTIER_OK) {
+        /* the gate's detail is the caller's answer, whatever the audit
+         * record of the refusal leaves behind */
+        char saved[KT_DETAIL_MAX * 2];
+        snprintf(saved, sizeof saved, "%s", keytier_last_error_detail());
+        kt_read_count_refusal(r, kt_fallback_revocation_seen(&r->in)
+                                     ? KT_FALLBACK_DENY_REVOKED
+                                     : KT_FALLBACK_DENY_UNAVAILABLE);
+        kt_err_restore(saved);
+        return e;
+    }
+    r->in.approved = true;
+    r->areq.approval_id = r->req->approval_id;
+    *v = kt_fallback_decide(&r->in);
+    return KEYTIER_OK;
+}
+
 /* Both customer keys failed: the rule's verdict carried out. */
 static keytier_err kt_read_decide(struct kt_read *r, kt_fallback_op op,
                                   kt_secret **out)
@@ -481,6 +532,11 @@ static keytier_err kt_read_decide(struct kt_read *r, kt_fallback_op op,
      * or not this request may fall back). */
     if (kt_fallback_revocation_seen(&r->in))
         kt_avail_publish(r->ctx, KT_INVAL_DEP, r->dep->dep_id, "revoked");
+    if (v == KT_FALLBACK_NEED_APPROVAL) {
+        e = kt_read_approve(r, &v);
+        if (e != KEYTIER_OK)
+            return e;
+    }
     if (v != KT_FALLBACK_USE_AVAIL)
         return kt_read_refuse(r, v);
     return kt_read_avail(r, out);

@@ -99,6 +99,12 @@ fail:
     return e;
 }
 
+void kt_avail_set_gate(keytier_ctx *ctx, kt_avail_gate_fn gate)
+{
+    if (ctx->avail)
+        ctx->avail->gate = gate;
+}
+
 void kt_avail_close(keytier_ctx *ctx)
 {
     struct kt_avail *av = ctx->avail;

@@ -21,7 +21,8 @@ struct kt_avail {
     kt_pool *pool;   /* the context's (ctx->pool) */
     kt_cache *cache; /* NULL when cache_ttl_ms is 0 */
     kt_audit *audit;
-    pthread_mutex_t lock; /* guards the alert callback */
+    kt_avail_gate_fn gate; /* set once, before any read (kt_avail_set_gate) */
+    pthread_mutex_t lock;  /* guards the alert callback */
     keytier_alert_fn alert_fn;
     void *alert_arg;
     atomic_uint_fast64_t token_reads, timeouts, fallbacks, denied, unavailable;

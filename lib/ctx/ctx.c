@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "kt_lib.h"
+#include "trust.h"
 
 /* The context's part of the end, after its tokens' (kt_ctx_drain, maybe
  * on the worker of the last late token job): the availability state, the
@@ -52,6 +53,9 @@ KEYTIER_API keytier_err keytier_ctx_open(const char *config_path,
         keytier_ctx_close(ctx);
         return e;
     }
+    /* The read path sits below trust/: files-shape reads through the
+     * availability key reach the approvals through this. */
+    kt_avail_set_gate(ctx, kt_approval_gate);
     *out = ctx;
     return KEYTIER_OK;
 }

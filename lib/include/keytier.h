@@ -152,17 +152,67 @@ KEYTIER_API void keytier_ctx_close(keytier_ctx *ctx);
 
 typedef enum keytier_request_kind {
     KEYTIER_REQUEST_USER = 0,     /* on behalf of a user */
-    KEYTIER_REQUEST_INTERNAL = 1, /* service operation named by `operation` */
+    KEYTIER_REQUEST_INTERNAL = 1, /* the service's own, see `operation` */
 } keytier_request_kind;
 
-/* Who asks: every operation that needs a DEP key carries one.  `operation`
- * (internal requests: "index", "move", "malware-scan", "ediscovery", "dlp",
- * "migrate", "recover", ...) and `request_id` are copied into audit records;
- * both may be NULL for user requests. */
+/*
+ * The internal operations: a fixed set (docs/DESIGN.md §2 "Reading a DEP
+ * key"), never a caller's free text.  Whether each may read through the
+ * availability key is decided per workload shape by the fallback rule
+ * (lib/avail/fallback_rule.c, `keytier help fallback`):
+ *
+ *   operation        mail shape (Exchange)       files shape (SharePoint)
+ *   move, index,     when the workload falls     never
+ *   malware-scan,    back on outages (default
+ *   ediscovery, dlp  yes), also after revocation
+ *   recover          always                      always, with a live
+ *                                                approval
+ *   roll, assign,    never: the library's own re-encryption, a lasting
+ *   migrate          copy that must not undo a revocation (not a name
+ *                    keytier_internal_op_parse takes)
+ *
+ * A user read of the files shape through the availability key (an outage,
+ * with avail.outage_fallback.W = yes) also needs a live approval.  The
+ * names (keytier_internal_op_name) are the CLI's `--internal` values and
+ * the "Operation" field of audit records.
+ */
+typedef enum keytier_internal_op {
+    KEYTIER_INTERNAL_NONE = 0,         /* a user request names none */
+    KEYTIER_INTERNAL_MOVE = 1,         /* "move": a mailbox move */
+    KEYTIER_INTERNAL_INDEX = 2,        /* "index": search indexing */
+    KEYTIER_INTERNAL_MALWARE_SCAN = 3, /* "malware-scan" */
+    KEYTIER_INTERNAL_EDISCOVERY = 4,   /* "ediscovery" */
+    KEYTIER_INTERNAL_DLP = 5,          /* "dlp": data loss prevention */
+    KEYTIER_INTERNAL_RECOVER = 6,      /* "recover": recovery of data */
+    KEYTIER_INTERNAL_ROLL = 7,         /* "roll": the library's own */
+    KEYTIER_INTERNAL_ASSIGN = 8,       /* "assign": the library's own */
+    KEYTIER_INTERNAL_MIGRATE = 9,      /* "migrate": the library's own */
+} keytier_internal_op;
+
+/* The name of an operation ("move", "index", ...), NULL for NONE and for a
+ * value outside the enumeration. */
+KEYTIER_API const char *keytier_internal_op_name(keytier_internal_op op);
+/* The operation a name stands for; the library's own (roll, assign,
+ * migrate) are not a caller's to name.  KEYTIER_E_ARGS, the detail
+ * listing the valid names, for any other text. */
+KEYTIER_API KEYTIER_MUST_CHECK keytier_err
+keytier_internal_op_parse(const char *name, keytier_internal_op *out);
+
+/* Who asks: every operation that needs a DEP key carries one.  A user
+ * request has operation KEYTIER_INTERNAL_NONE; an internal request names
+ * one of the set above (else KEYTIER_E_ARGS).  The operation's name and
+ * `request_id` (may be NULL: a new UUID) are copied into audit records.
+ * `approval_id` (may be NULL) is the live approval
+ * (KEYTIER_APPROVAL_FILES_AVAIL_READ, tenant, scope the DEP id) a read of
+ * the files shape needs before it may use the availability key; the
+ * read then consumes it, and its fallback record names it.  Without one
+ * such a read fails with KEYTIER_E_APPROVAL_REQUIRED (or the approval's
+ * own error, keytier_approval_consume), unless `approval.required = no`. */
 typedef struct keytier_request {
     keytier_request_kind kind;
-    const char *operation;
+    keytier_internal_op operation;
     const char *request_id;
+    const char *approval_id;
 } keytier_request;
 
 /* ======================================================================
@@ -273,7 +323,10 @@ typedef struct keytier_key_info {
  * changes to the DEP reach the cache within about 2 x avail.cache_sync_ms.
  * Errors: KEYTIER_E_DEP_NOT_FOUND, KEYTIER_E_WRONG_TENANT, KEYTIER_E_UNWRAP
  * (detail: both customer keys' errors), KEYTIER_E_AUTH (a wrapped copy that
- * unwraps to another key). */
+ * unwraps to another key), KEYTIER_E_REVOKED and KEYTIER_E_UNAVAILABLE (the
+ * fallback rule refuses), KEYTIER_E_ARGS (a request outside the rules of
+ * keytier_request), and for a files-shape read through the availability
+ * key the errors of keytier_approval_consume. */
 KEYTIER_API KEYTIER_MUST_CHECK keytier_err
 keytier_dep_key_open(keytier_ctx *ctx, const keytier_request *req,
                      const char *tenant, const char *dep_id, keytier_key **out);

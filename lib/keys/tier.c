@@ -163,12 +163,16 @@ static bool kt_dep_hit_ok(const void *aux, const void *tenant)
     return strcmp(a->info.tenant, tenant) == 0;
 }
 
-/* A request the slow path would refuse is never a hit. */
+/* A request the slow path would refuse is never a hit (avail/read.c
+ * kt_read_check). */
 static bool kt_request_ok(const keytier_request *req)
 {
-    return req->kind == KEYTIER_REQUEST_USER ||
-           (req->kind == KEYTIER_REQUEST_INTERNAL && req->operation != NULL &&
-            req->operation[0] != '\0');
+    bool named = keytier_internal_op_name(req->operation) != NULL;
+    return ((req->kind == KEYTIER_REQUEST_USER &&
+             req->operation == KEYTIER_INTERNAL_NONE) ||
+            (req->kind == KEYTIER_REQUEST_INTERNAL && named)) &&
+           (req->approval_id == NULL ||
+            kt_text_ok(req->approval_id, KEYTIER_ID_SIZE - 1));
 }
 
 /*

@@ -278,7 +278,8 @@ KEYTIER_API keytier_err keytier_dep_roll(keytier_ctx *ctx, const char *tenant,
         (slot != KEYTIER_ROOT_A && slot != KEYTIER_ROOT_B))
         return kt_err(KEYTIER_E_ARGS, "keytier_dep_roll");
     const char *what = kt_slot_names[slot];
-    const keytier_request req = {KEYTIER_REQUEST_INTERNAL, "roll", NULL};
+    const keytier_request req = {KEYTIER_REQUEST_INTERNAL,
+                                 KEYTIER_INTERNAL_ROLL, NULL, NULL};
     struct kt_dep_rec *dep = calloc(1, sizeof *dep);
     struct kt_root_rec *pending = calloc(1, sizeof *pending);
     kt_secret *key = NULL, *back = NULL;

@@ -445,8 +445,14 @@ KEYTIER_API keytier_err keytier_migrate_run(keytier_ctx *ctx,
     kt_mig_fill(&r.m, &p);
     if (r.m.state == 1)
         goto report;
-    r.req = (keytier_request){KEYTIER_REQUEST_INTERNAL, r.m.operation,
-                              r.m.migration_id};
+    keytier_internal_op op;
+    if (!kt_internal_op_lookup(r.m.operation, &op)) {
+        e = kt_err(KEYTIER_E_FORMAT, "migration %s: operation '%s' unknown",
+                   migration_id, r.m.operation);
+        goto out;
+    }
+    r.req =
+        (keytier_request){KEYTIER_REQUEST_INTERNAL, op, r.m.migration_id, NULL};
     const struct kt_workload_cfg *w =
         kt_config_workload(&ctx->cfg, r.m.workload);
     r.target = malloc(sizeof *r.target);
@@ -569,7 +575,8 @@ KEYTIER_API keytier_err keytier_assign(keytier_ctx *ctx, const char *tenant,
     struct kt_dep_rec *src = NULL;
     struct kt_key_rec rec;
     char scope[KEYTIER_NAME_MAX + 8];
-    const keytier_request req = {KEYTIER_REQUEST_INTERNAL, "assign", NULL};
+    const keytier_request req = {KEYTIER_REQUEST_INTERNAL,
+                                 KEYTIER_INTERNAL_ASSIGN, NULL, NULL};
     memset(&rec, 0, sizeof rec);
     if (d == NULL)
         return kt_err(KEYTIER_E_NOMEM, NULL);

@@ -13,7 +13,8 @@
 #include "testenv.h"
 
 static struct testenv T;
-static const keytier_request user = {KEYTIER_REQUEST_USER, NULL, "req-1"};
+static const keytier_request user = {KEYTIER_REQUEST_USER,
+                                     KEYTIER_INTERNAL_NONE, "req-1", NULL};
 
 static void assert_err(keytier_err got, keytier_err want)
 {
@@ -211,7 +212,8 @@ struct worker {
 static void *worker_run(void *arg)
 {
     struct worker *w = arg;
-    keytier_request req = {KEYTIER_REQUEST_USER, NULL, "thread"};
+    keytier_request req = {KEYTIER_REQUEST_USER, KEYTIER_INTERNAL_NONE,
+                           "thread", NULL};
     for (int i = 0; i < 15; i++) {
         keytier_key *k;
         if (keytier_key_open_path(w->ctx, &req, "org-1", w->key_id, &k) !=

@@ -373,10 +373,10 @@ static void assert_audit_intact(void)
 
 /* ---- scenarios -------------------------------------------------------- */
 
-static const keytier_request user = {KEYTIER_REQUEST_USER, NULL,
-                                     "req-outage-1"};
-static const keytier_request index_op = {KEYTIER_REQUEST_INTERNAL, "index",
-                                         "req-index-1"};
+static const keytier_request user = {
+    KEYTIER_REQUEST_USER, KEYTIER_INTERNAL_NONE, "req-outage-1", NULL};
+static const keytier_request index_op = {
+    KEYTIER_REQUEST_INTERNAL, KEYTIER_INTERNAL_INDEX, "req-index-1", NULL};
 
 static void dep_create(const char *la, const char *lb, keytier_dep_info *d)
 {
@@ -487,8 +487,9 @@ START_TEST(files_workload_outage)
 {
     keytier_dep_info d;
     json_object *rec;
-    const keytier_request recover = {KEYTIER_REQUEST_INTERNAL, "recover",
-                                     "req-recover-1"};
+    const keytier_request recover = {KEYTIER_REQUEST_INTERNAL,
+                                     KEYTIER_INTERNAL_RECOVER, "req-recover-1",
+                                     NULL};
 
     ctx_open("avail.cache_ttl_ms = 0");
     assert_ok(keytier_dep_create(ctx, "org-1", "SharePoint",

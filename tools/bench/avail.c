@@ -42,7 +42,8 @@ const char *bench_prog = "bench-avail";
 static const char *addr_a, *addr_b, *top, *softhsm_module, *client_module;
 static pid_t pid_a, pid_b;
 static char conf[600];
-static const keytier_request user = {KEYTIER_REQUEST_USER, NULL, "bench"};
+static const keytier_request user = {KEYTIER_REQUEST_USER,
+                                     KEYTIER_INTERNAL_NONE, "bench", NULL};
 
 /* Signals the server and its per-connection children, by PID. */
 static void server_signal(pid_t pid, int sig)

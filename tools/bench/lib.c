@@ -43,7 +43,8 @@
 const char *bench_prog = "bench-lib";
 
 static char dir[64], conf[128], softhsm_mod[512], keytier_mod[512];
-static const keytier_request req = {KEYTIER_REQUEST_USER, NULL, "bench"};
+static const keytier_request req = {KEYTIER_REQUEST_USER, KEYTIER_INTERNAL_NONE,
+                                    "bench", NULL};
 
 /* ---- world setup through PKCS#11 --------------------------------------- */
 

@@ -122,7 +122,8 @@ static keytier_ctx *open_world(const char *kt_mod, const char *sh_mod,
 static void migrate_series(keytier_ctx *ctx, const char *dep1, const char *dep2,
                            long n_keys)
 {
-    const keytier_request req = {KEYTIER_REQUEST_USER, NULL, "bench"};
+    const keytier_request req = {KEYTIER_REQUEST_USER, KEYTIER_INTERNAL_NONE,
+                                 "bench", NULL};
     keytier_key *dk = NULL;
     BENCH_CHECK(keytier_dep_key_open(ctx, &req, "org-bench", dep1, &dk));
     double t0 = bench_now();

@@ -31,14 +31,31 @@ enum {
     OPT_BLOB,
     OPT_WORKLOAD,
     OPT_REQUEST_ID,
-    OPT_INTERNAL
+    OPT_INTERNAL,
+    OPT_APPROVAL
 };
 
 struct crypt_args {
     const char *tenant, *mailbox, *site, *blob, *workload;
-    const char *in, *out, *request_id, *internal;
+    const char *in, *out, *request_id, *internal, *approval;
+    keytier_internal_op op; /* NONE unless --internal */
     char uuid[KEYTIER_ID_SIZE];
 };
+
+/* --internal NAME: one of the library's fixed set of operations, whose
+ * list the error names. */
+static int crypt_internal(struct cli *cli, const char *name,
+                          keytier_internal_op *op)
+{
+    if (keytier_internal_op_parse(name, op) == KEYTIER_OK)
+        return CLI_OK;
+    const char *detail = keytier_last_error_detail();
+    const char *msg = keytier_strerror(KEYTIER_E_ARGS);
+    size_t n = strlen(msg);
+    if (strncmp(detail, msg, n) == 0 && strncmp(detail + n, ": ", 2) == 0)
+        detail += n + 2;
+    return cli_usage_error(cli, "--internal: %s", detail);
+}
 
 static int crypt_parse(struct cli *cli, int argc, char **argv, bool decrypt,
                        struct crypt_args *a)
@@ -51,6 +68,7 @@ static int crypt_parse(struct cli *cli, int argc, char **argv, bool decrypt,
         {"workload", required_argument, NULL, OPT_WORKLOAD},
         {"request-id", required_argument, NULL, OPT_REQUEST_ID},
         {"internal", required_argument, NULL, OPT_INTERNAL},
+        {"approval", required_argument, NULL, OPT_APPROVAL},
         {"in", required_argument, NULL, 'i'},
         {"out", required_argument, NULL, 'o'},
         {0},
@@ -81,6 +99,13 @@ static int crypt_parse(struct cli *cli, int argc, char **argv, bool decrypt,
             if (!decrypt)
                 return cli_usage_error(cli, "--internal is for decrypt");
             a->internal = optarg;
+            if (crypt_internal(cli, optarg, &a->op) != CLI_OK)
+                return CLI_USAGE;
+            break;
+        case OPT_APPROVAL:
+            if (!decrypt)
+                return cli_usage_error(cli, "--approval is for decrypt");
+            a->approval = optarg;
             break;
         case 'i':
             a->in = optarg;
@@ -124,7 +149,7 @@ static int crypt_key(struct cli *cli, const struct crypt_args *a, bool create,
         return rc;
     keytier_request req = {a->internal ? KEYTIER_REQUEST_INTERNAL
                                        : KEYTIER_REQUEST_USER,
-                           a->internal, a->request_id};
+                           a->op, a->request_id, a->approval};
     const char *name = a->mailbox ? a->mailbox : a->site;
     keytier_key *k = NULL;
     keytier_err e =
@@ -303,7 +328,8 @@ static int crypt_run(struct cli *cli, int argc, char **argv, bool decrypt)
         cli_json_str(j, "key_id", ki.key_id);
         cli_json_str(j, "dep_id", ki.dep_id);
         cli_json_str(j, "request_id", a.request_id);
-        cli_json_str(j, "internal", a.internal);
+        cli_json_str(j, "internal", keytier_internal_op_name(a.op));
+        cli_json_str(j, "approval", a.approval);
         cli_json_str(j, "output", a.out ? a.out : "-");
         /* With output on stdout the data is the document: no JSON. */
         if (a.out != NULL)
@@ -354,20 +380,27 @@ const struct cli_cmd cli_crypt_cmds[] = {
     {"decrypt", NULL, "decrypt an envelope",
      "usage: keytier decrypt --tenant T (--mailbox M | --site S --blob B)\n"
      "                       [-i FILE] [-o FILE] [--request-id R]\n"
-     "                       [--internal OP]\n"
+     "                       [--internal OP] [--approval ID]\n"
      "\n"
      "Opens an envelope made by `keytier encrypt`. The DEP key is read by\n"
      "the fallback rule (`keytier help fallback`): a user request fails with\n"
      "exit 4 when the customer has revoked its keys.\n" CRYPT_COMMON
-     "  --internal OP       an internal operation (index, move, malware-scan,\n"
-     "                      ediscovery, dlp, migrate, recover, ...): may use\n"
-     "                      the availability key whatever the error class\n"
+     "  --internal OP       the service's own processing, one of: move,\n"
+     "                      index, malware-scan, ediscovery, dlp (mail\n"
+     "                      shape: may use the availability key when the\n"
+     "                      workload falls back, revocation included; files\n"
+     "                      shape: never), recover (either shape, whatever\n"
+     "                      the error; files shape with an approval)\n"
+     "  --approval ID       a live approval (operation\n"
+     "                      files-availability-read, the tenant, scope the\n"
+     "                      DEP id): a files-shape read through the\n"
+     "                      availability key needs one, else exit 10\n"
      "With -o FILE, FILE appears only after every chunk authenticated. To\n"
      "standard output nothing is written unless the whole envelope\n"
      "authenticates (a first pass checks it; input from a pipe is spooled as\n"
      "ciphertext into an unnamed temp file); otherwise exit 3.\n"
      "JSON (with -o FILE): {operation, tenant, mailbox|site, blob, key_id,\n"
-     "dep_id, request_id, internal, output}\n",
+     "dep_id, request_id, internal, approval, output}\n",
      cmd_decrypt},
     {0},
 };

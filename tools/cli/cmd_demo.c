@@ -886,7 +886,8 @@ static int demo_revoke(struct demo *d, const keytier_request *user,
     uint64_t records = 0;
     if (!cli_uuid(rid2))
         return demo_fail(d, "no random bytes");
-    keytier_request internal = {KEYTIER_REQUEST_INTERNAL, "index", rid2};
+    keytier_request internal = {KEYTIER_REQUEST_INTERNAL,
+                                KEYTIER_INTERNAL_INDEX, rid2, NULL};
     e = demo_read(d, &internal, env->b, env->len, &ms);
     if (e != KEYTIER_OK)
         return demo_fail_lib(d, "internal read after revocation", e);
@@ -910,7 +911,8 @@ static int demo_story(struct demo *d)
     int rc;
     if (!cli_uuid(rid))
         return demo_fail(d, "no random bytes");
-    keytier_request user = {KEYTIER_REQUEST_USER, NULL, rid};
+    keytier_request user = {KEYTIER_REQUEST_USER, KEYTIER_INTERNAL_NONE, rid,
+                            NULL};
     if ((rc = demo_mailbox(d, &user, &env)) != CLI_OK ||
         (rc = demo_one_down(d, &user, &env, &st0)) != CLI_OK ||
         (rc = demo_both_down(d, &user, &env, &st0, &st1)) != CLI_OK ||

@@ -71,7 +71,8 @@ static int tier_create(struct cli *cli, int argc, char **argv, const char *kind)
                                "use 'keytier %s create'",
                                dep, info.workload, mail_dep ? "mail" : "files",
                                mail_dep ? "mailbox" : "site");
-    keytier_request req = {KEYTIER_REQUEST_USER, NULL, rid};
+    keytier_request req = {KEYTIER_REQUEST_USER, KEYTIER_INTERNAL_NONE, rid,
+                           NULL};
     keytier_key *dk = NULL;
     e = keytier_dep_key_open(ctx, &req, tenant, dep, &dk);
     if (e != KEYTIER_OK)

@@ -24,7 +24,8 @@ extern char **environ;
 
 static struct testenv T;
 static keytier_ctx *ctx;
-static const keytier_request user = {KEYTIER_REQUEST_USER, NULL, "req-c-1"};
+static const keytier_request user = {KEYTIER_REQUEST_USER,
+                                     KEYTIER_INTERNAL_NONE, "req-c-1", NULL};
 
 #define URI_A testenv_uri("VaultA", "rootA")
 #define URI_B testenv_uri("VaultB", "rootB")

@@ -24,11 +24,12 @@
 static struct testenv T;
 static keytier_ctx *ctx;
 static char audit_path[400];
-static const keytier_request user = {KEYTIER_REQUEST_USER, NULL, "req-user-1"};
-static const keytier_request index_op = {KEYTIER_REQUEST_INTERNAL, "index",
-                                         "req-index-1"};
-static const keytier_request recover_op = {KEYTIER_REQUEST_INTERNAL, "recover",
-                                           "req-recover-1"};
+static const keytier_request user = {KEYTIER_REQUEST_USER,
+                                     KEYTIER_INTERNAL_NONE, "req-user-1", NULL};
+static const keytier_request index_op = {
+    KEYTIER_REQUEST_INTERNAL, KEYTIER_INTERNAL_INDEX, "req-index-1", NULL};
+static const keytier_request recover_op = {
+    KEYTIER_REQUEST_INTERNAL, KEYTIER_INTERNAL_RECOVER, "req-recover-1", NULL};
 
 #define URI_A testenv_uri("VaultA", "rootA")
 #define URI_B testenv_uri("VaultB", "rootB")
@@ -339,15 +340,26 @@ END_TEST
 START_TEST(request_must_name_its_kind)
 {
     keytier_dep_info d;
-    keytier_request bad_kind = {(keytier_request_kind)7, NULL, "r"};
-    keytier_request no_op = {KEYTIER_REQUEST_INTERNAL, NULL, "r"};
-    keytier_request empty_op = {KEYTIER_REQUEST_INTERNAL, "", "r"};
+    keytier_request bad_kind = {(keytier_request_kind)7, KEYTIER_INTERNAL_NONE,
+                                "r", NULL};
+    keytier_request no_op = {KEYTIER_REQUEST_INTERNAL, KEYTIER_INTERNAL_NONE,
+                             "r", NULL};
+    keytier_request unknown_op = {KEYTIER_REQUEST_INTERNAL,
+                                  (keytier_internal_op)99, "r", NULL};
+    keytier_request user_op = {KEYTIER_REQUEST_USER, KEYTIER_INTERNAL_INDEX,
+                               "r", NULL};
 
     assert_err(keytier_dep_create(ctx, "org-1", "Exchange", URI_A, URI_B, &d),
                KEYTIER_OK, NULL);
+    /* once cached, a hit must refuse them too */
+    assert_err(open_dep(&user, d.dep_id), KEYTIER_OK, NULL);
     assert_err(open_dep(&bad_kind, d.dep_id), KEYTIER_E_ARGS, "kind");
-    assert_err(open_dep(&no_op, d.dep_id), KEYTIER_E_ARGS, "operation");
-    assert_err(open_dep(&empty_op, d.dep_id), KEYTIER_E_ARGS, "operation");
+    assert_err(open_dep(&no_op, d.dep_id), KEYTIER_E_ARGS,
+               "an internal request must name its operation, one of the set "
+               "(keytier_internal_op), not 0");
+    assert_err(open_dep(&unknown_op, d.dep_id), KEYTIER_E_ARGS, "not 99");
+    assert_err(open_dep(&user_op, d.dep_id), KEYTIER_E_ARGS,
+               "a user request names no internal operation");
 }
 END_TEST
 
@@ -492,7 +504,8 @@ START_TEST(refused_pin_not_retried)
 END_TEST
 
 /* The files shape: no outage fallback by default; the availability key
- * only for the internal operation "recover". */
+ * only for the internal operation "recover", through the approvals gate
+ * (here `approval.required = no`: it runs, and says so in the log). */
 START_TEST(files_workload_falls_back_for_recover_only)
 {
     keytier_dep_info d;
@@ -511,14 +524,79 @@ START_TEST(files_workload_falls_back_for_recover_only)
         count_activity(recs, n, "Fallback to availability key", &rec), 1);
     ck_assert_str_eq(field(rec, "Operation"), "recover");
     ck_assert_str_eq(field(rec, "Workload"), "SharePoint");
+    ck_assert_str_eq(field(rec, "ApprovalId"), "");
+    ck_assert_int_eq(
+        count_activity(recs, n, "Privileged operation without approval", &rec),
+        1);
+    ck_assert_str_eq(field(rec, "Operation"), "files-availability-read");
+    ck_assert_str_eq(field(rec, "OrganizationId"), "org-1");
+    ck_assert_str_eq(field(rec, "Scope"), d.dep_id);
     audit_free(recs, n);
 
-    /* configurable: outage fallback switched on for SharePoint */
+    /* Outage fallback switched on for SharePoint is for outages: the
+     * service's other operations still never override a revocation
+     * there, and neither does a user. */
     keytier_ctx_close(ctx);
     write_conf("avail.outage_fallback.SharePoint = yes\n");
     ctx = testenv_ctx(&T);
-    assert_err(open_dep(&index_op, d.dep_id), KEYTIER_OK, NULL);
+    assert_err(open_dep(&index_op, d.dep_id), KEYTIER_E_REVOKED, NULL);
     assert_err(open_dep(&user, d.dep_id), KEYTIER_E_REVOKED, NULL);
+    n = audit_records(recs, 64);
+    ck_assert_int_eq(
+        count_activity(recs, n, "Fallback to availability key", NULL), 1);
+    audit_free(recs, n);
+    assert_audit_intact();
+}
+END_TEST
+
+/* With approvals required (the default), a files-workload read through
+ * the availability key is refused before the key is touched unless the
+ * request brings a live approval: no fallback record, the refusal counted
+ * and audited as a revocation.  A mail-shape read needs none. */
+START_TEST(files_workload_fallback_needs_an_approval)
+{
+    keytier_dep_info d, m;
+    keytier_request with_id = recover_op;
+    json_object *recs[64];
+    size_t n_dropped = 0;
+    int n;
+
+    keytier_ctx_close(ctx);
+    write_conf("approval.required = yes\n");
+    ctx = testenv_ctx(&T);
+    assert_err(keytier_dep_create(ctx, "org-1", "SharePoint", URI_A, URI_B, &d),
+               KEYTIER_OK, NULL);
+    assert_err(keytier_dep_create(ctx, "org-1", "Exchange", URI_A, URI_B, &m),
+               KEYTIER_OK, NULL);
+    /* the customer keys answer: no approval is asked for */
+    assert_err(open_dep(&recover_op, d.dep_id), KEYTIER_OK, NULL);
+    assert_err(keytier_cache_invalidate(ctx, KEYTIER_INVALIDATE_TENANT, "org-1",
+                                        &n_dropped),
+               KEYTIER_OK, NULL);
+    ck_assert_uint_eq(n_dropped, 1);
+    testenv_destroy(&T, "VaultA", "rootA");
+    testenv_destroy(&T, "VaultB", "rootB");
+    keytier_avail_stats s0 = stats();
+    assert_err(open_dep(&recover_op, d.dep_id), KEYTIER_E_APPROVAL_REQUIRED,
+               "a files-workload read through the availability key of org-1 "
+               "needs an approval: keytier approval request --op "
+               "files-availability-read --tenant org-1 --scope");
+    ck_assert_ptr_nonnull(strstr(keytier_last_error_detail(), d.dep_id));
+    with_id.approval_id = "no-such-approval";
+    assert_err(open_dep(&with_id, d.dep_id), KEYTIER_E_NOT_FOUND, NULL);
+    keytier_avail_stats s1 = stats();
+    ck_assert_uint_eq(s1.fallbacks, s0.fallbacks);
+    ck_assert_uint_eq(s1.denied, s0.denied + 2);
+    n = audit_records(recs, 64);
+    ck_assert_int_eq(
+        count_activity(recs, n, "Fallback to availability key", NULL), 0);
+    ck_assert_int_eq(
+        count_activity(recs, n, "Request denied: customer keys revoked", NULL),
+        2);
+    audit_free(recs, n);
+    /* the mail shape: no approval for the service's own recovery */
+    assert_err(open_dep(&recover_op, m.dep_id), KEYTIER_OK, NULL);
+    ck_assert_uint_eq(stats().fallbacks, s0.fallbacks + 1);
     assert_audit_intact();
 }
 END_TEST
@@ -653,6 +731,7 @@ int main(void)
     tcase_add_test(tc, revoked_roots_replaced);
     tcase_add_test(tc, refused_pin_not_retried);
     tcase_add_test(tc, files_workload_falls_back_for_recover_only);
+    tcase_add_test(tc, files_workload_fallback_needs_an_approval);
     tcase_add_test(tc, config_errors_name_the_key);
     tcase_add_test(tc, one_denied_one_down_user_refused);
     tcase_add_test(tc, fallback_without_audit_record_refused);

@@ -21,7 +21,8 @@
 static struct testenv T;
 static keytier_ctx *ctx;
 static keytier_key *dep, *mbx, *mbx2;
-static const keytier_request user = {KEYTIER_REQUEST_USER, NULL, "req-1"};
+static const keytier_request user = {KEYTIER_REQUEST_USER,
+                                     KEYTIER_INTERNAL_NONE, "req-1", NULL};
 
 static void assert_err(keytier_err got, keytier_err want)
 {

@@ -10,7 +10,8 @@
 
 static struct testenv T;
 static keytier_ctx *ctx;
-static const keytier_request user = {KEYTIER_REQUEST_USER, NULL, "req-1"};
+static const keytier_request user = {KEYTIER_REQUEST_USER,
+                                     KEYTIER_INTERNAL_NONE, "req-1", NULL};
 
 static void setup(void)
 {

@@ -25,9 +25,10 @@
                       keytier_last_error_detail());                            \
     } while (0)
 
-static const keytier_request lc_user = {KEYTIER_REQUEST_USER, NULL, "req-1"};
-static const keytier_request lc_index = {KEYTIER_REQUEST_INTERNAL, "index",
-                                         "req-2"};
+static const keytier_request lc_user = {KEYTIER_REQUEST_USER,
+                                        KEYTIER_INTERNAL_NONE, "req-1", NULL};
+static const keytier_request lc_index = {KEYTIER_REQUEST_INTERNAL,
+                                         KEYTIER_INTERNAL_INDEX, "req-2", NULL};
 
 /* Seals `msg` under mailbox `name` of the tenant's workload. */
 static inline size_t lc_seal(keytier_ctx *ctx, const char *tenant,

@@ -515,7 +515,8 @@ START_TEST(purge_tenant)
         KEYTIER_E_NOT_FOUND);
     assert_err(keytier_dep_key_open(ctx, &lc_user, "org-1", d1.dep_id, &dk),
                KEYTIER_E_PURGED);
-    keytier_request recover = {KEYTIER_REQUEST_INTERNAL, "recover", "r"};
+    keytier_request recover = {KEYTIER_REQUEST_INTERNAL,
+                               KEYTIER_INTERNAL_RECOVER, "r", NULL};
     assert_err(keytier_dep_key_open(ctx, &recover, "org-1", d1.dep_id, &dk),
                KEYTIER_E_PURGED);
     keytier_dep_info now;
