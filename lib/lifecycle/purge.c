@@ -168,8 +168,8 @@ static keytier_err kt_purge_legacy_ident(struct kt_purge *p, size_t i,
     if (e != KEYTIER_OK)
         return kt_err_context(e,
                               "DEP %s (tenant %s), stored before key "
-                              "identities: its %s could not be looked up; "
-                              "nothing destroyed",
+                              "identities: its %s could not be looked up, so "
+                              "the key it may share is not destroyed",
                               l->ref.dep_id, l->ref.tenant,
                               kt_purge_roles[l->ref.slot]);
     p->leg_state[i] = found ? 1 : 2;
