@@ -45,6 +45,43 @@ static size_t kt_anchor_msg(const char *log_id, uint64_t seq, const char *hash,
     return n > 0 && n < KT_ANCHOR_MSG ? (size_t)n : 0;
 }
 
+/* Generates the anchor key in session s: it signs and verifies (HMAC),
+ * nothing else - every other usage is stated false, since a token's
+ * defaults may add them - and never leaves the token. */
+static keytier_err kt_anchor_key_new(struct kt_token *tok, CK_SESSION_HANDLE s,
+                                     CK_OBJECT_HANDLE *key, CK_RV *rv)
+{
+    CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+    CK_KEY_TYPE kt = CKK_GENERIC_SECRET;
+    CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+    CK_ULONG len = 32;
+    CK_MECHANISM mech = {CKM_GENERIC_SECRET_KEY_GEN, NULL, 0};
+    CK_ATTRIBUTE t[] = {
+        {CKA_CLASS, &cls, sizeof cls},
+        {CKA_KEY_TYPE, &kt, sizeof kt},
+        {CKA_VALUE_LEN, &len, sizeof len},
+        {CKA_TOKEN, &yes, sizeof yes},
+        {CKA_PRIVATE, &yes, sizeof yes},
+        {CKA_SENSITIVE, &yes, sizeof yes},
+        {CKA_EXTRACTABLE, &no, sizeof no},
+        {CKA_SIGN, &yes, sizeof yes},
+        {CKA_VERIFY, &yes, sizeof yes},
+        {CKA_DERIVE, &no, sizeof no},
+        {CKA_ENCRYPT, &no, sizeof no},
+        {CKA_DECRYPT, &no, sizeof no},
+        {CKA_WRAP, &no, sizeof no},
+        {CKA_UNWRAP, &no, sizeof no},
+        {CKA_LABEL, KT_ANCHOR_LABEL, sizeof KT_ANCHOR_LABEL - 1},
+    };
+    *rv = kt_p11_generate_key(tok, s, &mech, t, sizeof t / sizeof t[0], key);
+    if (*rv != CKR_OK)
+        return kt_err(KEYTIER_E_TOKEN,
+                      "service token '%s': generating the audit anchor "
+                      "key: %s",
+                      tok->label, kt_p11_rv_text(*rv));
+    return KEYTIER_OK;
+}
+
 /* The anchor key of the service token, in session s; generated when
  * absent and create is set. */
 static keytier_err kt_anchor_key(struct kt_token *tok, CK_SESSION_HANDLE s,
@@ -52,9 +89,8 @@ static keytier_err kt_anchor_key(struct kt_token *tok, CK_SESSION_HANDLE s,
 {
     CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
     CK_KEY_TYPE kt = CKK_GENERIC_SECRET;
-    CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
     CK_BBOOL sensitive = CK_FALSE, extractable = CK_TRUE, sign = CK_FALSE;
-    CK_ULONG len = 32, count = 0;
+    CK_ULONG count = 0;
     CK_OBJECT_HANDLE found[2];
     CK_ATTRIBUTE find[] = {
         {CKA_CLASS, &cls, sizeof cls},
@@ -83,31 +119,8 @@ static keytier_err kt_anchor_key(struct kt_token *tok, CK_SESSION_HANDLE s,
                       "service token '%s' has no audit anchor key "
                       "(" KT_ANCHOR_LABEL ")",
                       tok->label);
-    if (count == 0) {
-        /* Signs and verifies, nothing else; never leaves the token. */
-        CK_MECHANISM mech = {CKM_GENERIC_SECRET_KEY_GEN, NULL, 0};
-        CK_ATTRIBUTE t[] = {
-            {CKA_CLASS, &cls, sizeof cls},
-            {CKA_KEY_TYPE, &kt, sizeof kt},
-            {CKA_VALUE_LEN, &len, sizeof len},
-            {CKA_TOKEN, &yes, sizeof yes},
-            {CKA_PRIVATE, &yes, sizeof yes},
-            {CKA_SENSITIVE, &yes, sizeof yes},
-            {CKA_EXTRACTABLE, &no, sizeof no},
-            {CKA_SIGN, &yes, sizeof yes},
-            {CKA_VERIFY, &yes, sizeof yes},
-            {CKA_DERIVE, &no, sizeof no},
-            {CKA_LABEL, KT_ANCHOR_LABEL, sizeof KT_ANCHOR_LABEL - 1},
-        };
-        *rv =
-            kt_p11_generate_key(tok, s, &mech, t, sizeof t / sizeof t[0], key);
-        if (*rv != CKR_OK)
-            return kt_err(KEYTIER_E_TOKEN,
-                          "service token '%s': generating the audit anchor "
-                          "key: %s",
-                          tok->label, kt_p11_rv_text(*rv));
-        return KEYTIER_OK;
-    }
+    if (count == 0)
+        return kt_anchor_key_new(tok, s, key, rv);
     /* A key someone else made must be as safe as ours. */
     *rv = kt_p11_get_attributes(tok, s, found[0], check,
                                 sizeof check / sizeof check[0]);

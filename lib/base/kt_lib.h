@@ -298,12 +298,31 @@ KT_NODISCARD CK_RV kt_root_keygen(struct kt_token *tok, CK_SESSION_HANDLE s,
                                   const uint8_t *id, size_t id_len,
                                   CK_OBJECT_HANDLE *key, CK_OBJECT_HANDLE *pub);
 /* Resolves a root-key URI in session s of its token and checks that the key
- * can unwrap (and wrap, when for_wrap) and is not extractable.  `what`
+ * can unwrap (and, when for_wrap, wrap, and is sensitive and not
+ * extractable).  `what`
  * ("customer key A") names it in errors. */
 KT_NODISCARD keytier_err kt_root_resolve(keytier_ctx *ctx, const char *what,
                                          const char *uri, bool for_wrap,
                                          struct kt_root *out,
                                          CK_SESSION_HANDLE *s, CK_RV *rv);
+/* The longest CKA_ID and CKA_LABEL of a root the library reads. */
+#define KT_KEY_LABEL_MAX 256
+/* The identity of a resolved key, whatever URI named it: its token
+ * (manufacturer, model, serial, label), class, CKA_ID and CKA_LABEL, as a
+ * PKCS#11 URI (what DEP roots record to compare keys); label receives its
+ * CKA_LABEL. */
+KT_NODISCARD keytier_err kt_root_identity(const struct kt_root *root,
+                                          CK_SESSION_HANDLE s,
+                                          char ident[KEYTIER_URI_MAX],
+                                          char label[KT_KEY_LABEL_MAX + 1],
+                                          CK_RV *rv);
+/* A resolved root may be a customer key: not labelled as one of keytier's
+ * own keys ("keytier-..."), not in the service token (KEYTIER_E_KEY_ROLE,
+ * naming the key, its role and the fix).  Fills ident (kt_root_identity).
+ * The attribute checks are kt_root_resolve's (for_wrap). */
+KT_NODISCARD keytier_err kt_root_check_customer(
+    keytier_ctx *ctx, const struct kt_root *root, CK_SESSION_HANDLE s,
+    const char *what, const char *uri, char ident[KEYTIER_URI_MAX], CK_RV *rv);
 /* Wraps key with root (in session s); out/out_len: capacity in, length out. */
 KT_NODISCARD keytier_err kt_root_wrap(const struct kt_root *root,
                                       CK_SESSION_HANDLE s,
@@ -360,6 +379,15 @@ KT_NODISCARD keytier_err kt_dep_key_unwrap_slot(keytier_ctx *ctx,
 KT_NODISCARD keytier_err kt_dep_key_unwrap_slot_bounded(
     keytier_ctx *ctx, const struct kt_dep_rec *dep, int slot, kt_secret **out,
     CK_RV *rv, unsigned deadline_ms);
+
+/* ---- DEPs (keys/dep.c) ------------------------------------------------ */
+
+/* A customer key (identity ident, named by uri) is no DEP's availability
+ * key, by identity or by URI (KEYTIER_E_KEY_ROLE naming the DEP): the
+ * store's half of the customer-key role, after kt_root_check_customer. */
+KT_NODISCARD keytier_err kt_dep_customer_role(keytier_ctx *ctx,
+                                              const char *what, const char *uri,
+                                              const char *ident);
 
 /* ---- tier keys (tier.c) ----------------------------------------------- */
 

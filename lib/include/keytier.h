@@ -81,6 +81,8 @@ extern "C" {
     X(KEYTIER_E_UNWRAP, 36, "no customer key could unwrap the DEP key")        \
     X(KEYTIER_E_BUFFER, 37, "output buffer too small")                         \
     X(KEYTIER_E_INTERNAL, 38, "internal error")                                \
+    X(KEYTIER_E_KEY_ROLE, 39,                                                  \
+      "key has another role: it cannot be a customer key")                     \
     /* 40..49: availability */                                                 \
     X(KEYTIER_E_REVOKED, 40, "access revoked: the customer keys refused")      \
     X(KEYTIER_E_UNAVAILABLE, 41, "customer keys unavailable")                  \
@@ -256,15 +258,20 @@ typedef struct keytier_dep_info {
 
 /*
  * Creates a DEP for a tenant and workload from two customer root keys named
- * by PKCS#11 URIs.  The roots must be in two different tokens, non-
- * extractable, allowed to wrap and unwrap, AES (wrap: RFC 5649) or RSA >=
- * 2048 (wrap: OAEP SHA-256).  An availability key is generated in the
- * service token, a random DEP key is wrapped by all three roots (each wrap
- * verified by an unwrap), and only the wrapped copies are stored.  Disabled
- * DEPs count toward the per-tenant, per-workload limit.
+ * by PKCS#11 URIs.  The roots must be in two different tokens, sensitive,
+ * non-extractable, allowed to wrap and unwrap, AES-256 (wrap: RFC 5649) or
+ * RSA >= 2048 (wrap: OAEP SHA-256), and be customer keys: not in the
+ * service token, not made by keytier (labels beginning "keytier-"), not a
+ * DEP's availability key (KEYTIER_E_KEY_ROLE).  An availability key is
+ * generated in the service token, a random DEP key is wrapped by all three
+ * roots (each wrap verified by an unwrap), and only the wrapped copies are
+ * stored, each with the identity of its key (token, class, CKA_ID,
+ * CKA_LABEL).  Disabled DEPs count toward the per-tenant, per-workload
+ * limit.
  * Errors: KEYTIER_E_SAME_TOKEN, KEYTIER_E_KEY_NOT_FOUND,
- * KEYTIER_E_KEY_EXTRACTABLE, KEYTIER_E_KEY_USAGE, KEYTIER_E_KEY_TYPE,
- * KEYTIER_E_MECHANISM, KEYTIER_E_DEP_LIMIT, KEYTIER_E_TOKEN_NOT_FOUND,
+ * KEYTIER_E_KEY_EXTRACTABLE (also: not sensitive), KEYTIER_E_KEY_USAGE,
+ * KEYTIER_E_KEY_TYPE, KEYTIER_E_KEY_ROLE, KEYTIER_E_MECHANISM,
+ * KEYTIER_E_DEP_LIMIT, KEYTIER_E_TOKEN_NOT_FOUND,
  * KEYTIER_E_URI, KEYTIER_E_LOGIN, KEYTIER_E_PIN, KEYTIER_E_CONFIG (unknown
  * workload), KEYTIER_E_ARGS.
  */
@@ -661,7 +668,8 @@ keytier_audit_log_path(keytier_ctx *ctx, char *out, size_t cap);
  * CKA_UNWRAP off, login refused...; the detail names the DEP and both
  * keys' errors), KEYTIER_E_UNAVAILABLE (neither customer key answers: roll
  * again later), KEYTIER_E_KEY_EXTRACTABLE, KEYTIER_E_KEY_USAGE (cannot wrap or
- * unwrap), KEYTIER_E_KEY_TYPE, KEYTIER_E_SAME_TOKEN (in the other customer
+ * unwrap), KEYTIER_E_KEY_TYPE, KEYTIER_E_KEY_ROLE (not a customer key, as
+ * keytier_dep_create), KEYTIER_E_SAME_TOKEN (in the other customer
  * key's token), KEYTIER_E_KEY_NOT_FOUND, KEYTIER_E_EXISTS (already this
  * key), KEYTIER_E_DEP_STATE (disabled, purged or migrating DEP),
  * KEYTIER_E_MECHANISM, KEYTIER_E_DEP_NOT_FOUND, KEYTIER_E_WRONG_TENANT.
@@ -671,6 +679,8 @@ keytier_dep_roll(keytier_ctx *ctx, const char *tenant, const char *dep_id,
                  int slot, const char *new_root_uri, keytier_dep_info *out);
 
 #define KEYTIER_PURGE_CUSTOMER_KEYS 1u /* also destroy the customer roots */
+/* Decide everything and report it, change nothing (no approval needed). */
+#define KEYTIER_PURGE_DRY_RUN 2u
 
 typedef struct keytier_purge_report {
     size_t deps;                    /* DEPs purged by this call */
@@ -690,15 +700,63 @@ typedef struct keytier_purge_report {
  * opens, for any request kind, in this process or another: opening a DEP
  * key gives KEYTIER_E_PURGED, a tier key KEYTIER_E_NOT_FOUND.  Keys the
  * caller still holds open (keytier_key) are the caller's to close.
- * Safe to run again after a failure (keys already gone count as
- * destroyed).  out may be NULL.  Errors: KEYTIER_E_TOKEN, KEYTIER_E_LOGIN,
- * KEYTIER_E_PIN, KEYTIER_E_TOKEN_NOT_FOUND (nothing changed in the store).
- * Needs an approval: this is keytier_tenant_purge_approved without one
- * (KEYTIER_E_APPROVAL_REQUIRED unless `approval.required = no`).
+ * Safe to run again after a failure (keys already gone are not counted).
+ * A key that something else still uses is kept, never destroyed
+ * (keytier_tenant_purge_detailed says which and why).  out may be NULL. Errors:
+ * KEYTIER_E_TOKEN, KEYTIER_E_LOGIN, KEYTIER_E_PIN, KEYTIER_E_TOKEN_NOT_FOUND
+ * (nothing changed in the store). Needs an approval: this is
+ * keytier_tenant_purge_approved without one (KEYTIER_E_APPROVAL_REQUIRED unless
+ * `approval.required = no`).
  */
 KEYTIER_API KEYTIER_MUST_CHECK keytier_err
 keytier_tenant_purge(keytier_ctx *ctx, const char *tenant, unsigned flags,
                      keytier_purge_report *out);
+
+/* What a purge did, or would do (KEYTIER_PURGE_DRY_RUN), with one key. */
+typedef enum keytier_purge_action {
+    KEYTIER_PURGE_DESTROYED = 0,     /* destroyed by this call */
+    KEYTIER_PURGE_KEPT = 1,          /* kept: something else uses it (reason) */
+    KEYTIER_PURGE_GONE = 2,          /* not in its token any more */
+    KEYTIER_PURGE_WOULD_DESTROY = 3, /* dry run: would be destroyed */
+} keytier_purge_action;
+
+typedef struct keytier_purge_key {
+    char dep_id[KEYTIER_ID_SIZE]; /* the purged DEP that names the key */
+    int slot;                     /* KEYTIER_ROOT_A, _B or _AVAIL */
+    char uri[KEYTIER_URI_MAX];    /* as the DEP names it, without query */
+    keytier_purge_action action;
+    /* KEYTIER_PURGE_KEPT: who else uses it ("customer key A of DEP ID
+     * (tenant T)", "root of keyset N"); otherwise "". */
+    char reason[512];
+} keytier_purge_key;
+
+typedef struct keytier_purge_detail {
+    keytier_purge_report report; /* the counts, as keytier_tenant_purge */
+    size_t keys_kept;            /* entries with KEYTIER_PURGE_KEPT */
+    keytier_purge_key *keys;     /* each distinct key once, in DEP order */
+    size_t n_keys;
+} keytier_purge_detail;
+
+/*
+ * keytier_tenant_purge_approved with the fate of every key.  A purge never
+ * destroys a key that a DEP of another tenant (not purged), a pending roll
+ * or a keyset of service secrets still names: keys are compared by what
+ * their URI resolves to (token and object identity, recorded with each
+ * DEP root, and looked up here for roots stored before), so another
+ * spelling of the same key's URI is the same key.
+ * Such a key is kept, listed with KEYTIER_PURGE_KEPT and its reason, and
+ * named in the tenant's "Tenant purged" audit records (field "Keys", each
+ * key's URI, role, action and reason); each DEP that kept it gets a "Key
+ * kept at purge" record.  flags may add KEYTIER_PURGE_DRY_RUN: every key
+ * is looked up and its fate decided, nothing is destroyed, wiped, written
+ * or audited, and no approval is consumed.  Free *out with
+ * keytier_purge_detail_free (also after an error: keys already decided
+ * are listed).
+ */
+KEYTIER_API KEYTIER_MUST_CHECK keytier_err keytier_tenant_purge_detailed(
+    keytier_ctx *ctx, const char *approval_id, const char *tenant,
+    unsigned flags, keytier_purge_detail *out);
+KEYTIER_API void keytier_purge_detail_free(keytier_purge_detail *d);
 
 /* Progress of a migration (assign / recover). */
 typedef struct keytier_migration {

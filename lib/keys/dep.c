@@ -128,8 +128,10 @@ static keytier_err kt_wrap_verified(keytier_ctx *ctx, const char *what,
  * with KEYTIER_E_UNAVAILABLE naming the key, and the late job finishes on
  * its worker, undoing what it made (the availability key) itself. */
 
-/* A customer root: find it, check it, wrap the DEP key and unwrap it back
- * (kt_wrap_verified).  Leaves nothing in the token. */
+/* A customer root: find it, check its attributes and that it is a
+ * customer key (kt_root_check_customer: the identity goes into rec), wrap
+ * the DEP key and unwrap it back (kt_wrap_verified).  Leaves nothing in
+ * the token. */
 struct kt_wrap_job {
     struct kt_tjob base;
     const char *what; /* static */
@@ -148,8 +150,11 @@ static keytier_err kt_wrap_job_run(struct kt_tjob *tj)
     keytier_err e =
         kt_root_resolve(tj->ctx, j->what, j->uri, true, &root, &s, &rv);
     if (e == KEYTIER_OK) {
-        e = kt_wrap_verified(tj->ctx, j->what, j->uri, &root, s, j->key,
-                             &j->rec, &rv);
+        e = kt_root_check_customer(tj->ctx, &root, s, j->what, j->uri,
+                                   j->rec.ident, &rv);
+        if (e == KEYTIER_OK)
+            e = kt_wrap_verified(tj->ctx, j->what, j->uri, &root, s, j->key,
+                                 &j->rec, &rv);
         kt_session_put(root.tok, s, rv);
     }
     tj->rv = rv;
@@ -229,6 +234,9 @@ static keytier_err kt_avail_job_run(struct kt_tjob *tj)
     if (e == KEYTIER_OK)
         e = kt_wrap_verified(tj->ctx, "availability key", j->uri, &j->root, s,
                              j->key, &j->rec, &rv);
+    char label[KT_KEY_LABEL_MAX + 1];
+    if (e == KEYTIER_OK)
+        e = kt_root_identity(&j->root, s, j->rec.ident, label, &rv);
     if (e != KEYTIER_OK)
         kt_avail_destroy(&j->root, s);
     kt_session_put(j->root.tok, s, rv);
@@ -349,6 +357,24 @@ static keytier_err kt_dep_create_precheck(keytier_ctx *ctx, const char *tenant,
     return KEYTIER_OK;
 }
 
+/* What the token cannot tell: a customer key (identity ident, named by
+ * uri) is no DEP's availability key, whatever URI that DEP names it by. */
+keytier_err kt_dep_customer_role(keytier_ctx *ctx, const char *what,
+                                 const char *uri, const char *ident)
+{
+    struct kt_root_ref ref;
+    size_t n = 0;
+    keytier_err e = kt_store_root_refs(ctx->store, ident, uri, NULL,
+                                       KEYTIER_ROOT_AVAIL, &ref, 1, &n);
+    if (e == KEYTIER_OK && n > 0)
+        e = kt_err(KEYTIER_E_KEY_ROLE,
+                   "%s %s: it is the availability key of DEP %s, which the "
+                   "service holds; a customer key is the customer's own key "
+                   "in the customer's token",
+                   what, uri, ref.dep_id);
+    return e;
+}
+
 /* A new DEP's record (ids, tenant, workload, name, state) and its key. */
 static keytier_err kt_dep_create_rec(const char *tenant, const char *workload,
                                      const char *name, struct kt_dep_rec *dep,
@@ -435,6 +461,12 @@ KEYTIER_API keytier_err keytier_dep_create_named(
     if (e == KEYTIER_OK)
         e = kt_dep_wrap_customer(ctx, "customer key B", uri_b, key,
                                  &dep->roots[KEYTIER_ROOT_B]);
+    if (e == KEYTIER_OK)
+        e = kt_dep_customer_role(ctx, "customer key A", uri_a,
+                                 dep->roots[KEYTIER_ROOT_A].ident);
+    if (e == KEYTIER_OK)
+        e = kt_dep_customer_role(ctx, "customer key B", uri_b,
+                                 dep->roots[KEYTIER_ROOT_B].ident);
     if (e == KEYTIER_OK) {
         e = kt_dep_wrap_avail(ctx, w, dep, dep_id, key, &avail_root);
         avail_made = e == KEYTIER_OK;

@@ -1,7 +1,7 @@
 /*
- * Key lifecycle (docs/DESIGN.md §2 "Lifecycle"): rolling a customer root
- * and purging a tenant.  Assign/migrate/recover are in migrate.c, secrets
- * with rollover in secrets.c.  Every event is an audit record.
+ * Key lifecycle (docs/DESIGN.md §2 "Lifecycle"): rolling a customer root.
+ * Purging a tenant is purge.c, assign/migrate/recover migrate.c, secrets
+ * with rollover secrets.c.  Every event is an audit record.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -125,11 +125,17 @@ struct kt_roll_job {
     struct kt_root_rec rec;
 };
 
+/* The new root is a customer key (its identity into rec); with a key,
+ * the DEP key is wrapped under it. */
 static keytier_err kt_roll_job_op(struct kt_root_job *rj,
                                   const struct kt_root *root,
                                   CK_SESSION_HANDLE s, CK_RV *rv)
 {
     struct kt_roll_job *j = (struct kt_roll_job *)rj;
+    keytier_err e = kt_root_check_customer(rj->base.ctx, root, s, rj->what,
+                                           rj->uri, j->rec.ident, rv);
+    if (e != KEYTIER_OK || j->key == NULL)
+        return e;
     return kt_roll_wrap(rj->base.ctx, rj->what, rj->uri, root, s, j->key,
                         &j->rec, rv);
 }
@@ -140,14 +146,15 @@ static void kt_roll_job_cleanup(struct kt_tjob *tj)
     kt_secret_free(j->key);
 }
 
-/* Checks the new root (non-extractable, can wrap and unwrap, AES-256 or
- * RSA >= 2048); with key, also wraps key under it into *rec. */
+/* Checks the new root (sensitive, non-extractable, can wrap and unwrap,
+ * AES-256 or RSA >= 2048, a customer key); with key, also wraps key under
+ * it into *rec. */
 static keytier_err kt_roll_root(keytier_ctx *ctx, const char *what,
                                 const char *uri, const kt_secret *key,
                                 struct kt_root_rec *rec)
 {
-    struct kt_roll_job *j = kt_root_job_new(
-        ctx, sizeof *j, what, uri, true, key != NULL ? kt_roll_job_op : NULL);
+    struct kt_roll_job *j =
+        kt_root_job_new(ctx, sizeof *j, what, uri, true, kt_roll_job_op);
     if (j == NULL)
         return kt_err(KEYTIER_E_NOMEM, NULL);
     j->rj.base.cleanup = kt_roll_job_cleanup;
@@ -156,6 +163,8 @@ static keytier_err kt_roll_root(keytier_ctx *ctx, const char *what,
         e = kt_err(KEYTIER_E_NOMEM, NULL);
     if (e == KEYTIER_OK)
         e = kt_root_job_run(&j->rj, kt_admin_deadline_ms(ctx));
+    if (e == KEYTIER_OK)
+        e = kt_dep_customer_role(ctx, what, uri, j->rec.ident);
     if (e == KEYTIER_OK && rec != NULL)
         *rec = j->rec;
     kt_tjob_put(&j->rj.base);
@@ -187,8 +196,8 @@ static keytier_err kt_roll_dep_get(keytier_ctx *ctx, const char *tenant,
 }
 
 /* The new root: a URI without a PIN, another key than today's, in another
- * token than the other customer key, non-extractable, able to wrap and
- * unwrap, AES-256 or RSA >= 2048. */
+ * token than the other customer key, sensitive, non-extractable, able to
+ * wrap and unwrap, AES-256 or RSA >= 2048, a customer key. */
 static keytier_err kt_roll_new_check(keytier_ctx *ctx,
                                      const struct kt_dep_rec *dep, int slot,
                                      const char *new_uri)
@@ -332,161 +341,5 @@ out:
         kt_wipe(dep, sizeof *dep);
     free(dep);
     free(pending);
-    return e;
-}
-
-/* ---- purge ------------------------------------------------------------ */
-
-/* Destroys the root a URI names (both halves of an RSA pair).  A key that
- * is already gone counts as destroyed: purge can be run again. */
-static keytier_err kt_purge_root_now(keytier_ctx *ctx, const char *what,
-                                     const char *uri, size_t *destroyed)
-{
-    struct kt_root root;
-    CK_SESSION_HANDLE s = CK_INVALID_HANDLE;
-    CK_RV rv = CKR_OK;
-    memset(&root, 0, sizeof root);
-    keytier_err e = kt_root_resolve(ctx, what, uri, true, &root, &s, &rv);
-    if (e == KEYTIER_E_KEY_USAGE || e == KEYTIER_E_KEY_EXTRACTABLE ||
-        e == KEYTIER_E_KEY_TYPE) {
-        /* A root the customer already disabled (CKA_UNWRAP off...) is
-         * destroyed all the same: found without the usage checks (an RSA
-         * root's public half, which can only wrap, then stays). */
-        memset(&root, 0, sizeof root);
-        e = kt_root_resolve(ctx, what, uri, false, &root, &s, &rv);
-    }
-    if (e == KEYTIER_E_KEY_NOT_FOUND) {
-        kt_err_clear();
-        return KEYTIER_OK;
-    }
-    if (e != KEYTIER_OK)
-        return e;
-    rv = kt_p11_destroy_object(root.tok, s, root.key);
-    if (rv == CKR_OK && root.pub != root.key)
-        rv = kt_p11_destroy_object(root.tok, s, root.pub);
-    kt_session_put(root.tok, s, rv);
-    if (rv != CKR_OK)
-        return kt_err(KEYTIER_E_TOKEN, "%s %s: C_DestroyObject: %s", what, uri,
-                      kt_p11_rv_text(rv));
-    (*destroyed)++;
-    return KEYTIER_OK;
-}
-
-/* On the call pool (admin deadline); a late destroy still
- * happens when the token answers, and purge can be run again. */
-struct kt_purge_job {
-    struct kt_tjob base;
-    const char *what;
-    char uri[KEYTIER_URI_MAX];
-    size_t destroyed;
-};
-
-static keytier_err kt_purge_job_run(struct kt_tjob *tj)
-{
-    struct kt_purge_job *j = (struct kt_purge_job *)tj;
-    return kt_purge_root_now(tj->ctx, j->what, j->uri, &j->destroyed);
-}
-
-static keytier_err kt_purge_root(keytier_ctx *ctx, const char *what,
-                                 const char *uri, size_t *destroyed)
-{
-    struct kt_purge_job *j = kt_tjob_new(ctx, sizeof *j, kt_purge_job_run);
-    if (j == NULL)
-        return kt_err(KEYTIER_E_NOMEM, NULL);
-    j->what = what;
-    kt_strlcpy(j->uri, uri, sizeof j->uri);
-    keytier_err e = kt_tjob_run(&j->base, what, uri, kt_admin_deadline_ms(ctx));
-    if (e == KEYTIER_OK)
-        *destroyed += j->destroyed;
-    kt_tjob_put(&j->base);
-    return e;
-}
-
-KEYTIER_API keytier_err keytier_tenant_purge(keytier_ctx *ctx,
-                                             const char *tenant, unsigned flags,
-                                             keytier_purge_report *out)
-{
-    return keytier_tenant_purge_approved(ctx, NULL, tenant, flags, out);
-}
-
-KEYTIER_API keytier_err keytier_tenant_purge_approved(keytier_ctx *ctx,
-                                                      const char *approval_id,
-                                                      const char *tenant,
-                                                      unsigned flags,
-                                                      keytier_purge_report *out)
-{
-    kt_err_clear();
-    if (ctx == NULL || !kt_text_ok(tenant, KEYTIER_TENANT_MAX) ||
-        (flags & ~(unsigned)KEYTIER_PURGE_CUSTOMER_KEYS) != 0)
-        return kt_err(KEYTIER_E_ARGS, "keytier_tenant_purge");
-    keytier_err ge =
-        kt_approval_gate(ctx, KEYTIER_APPROVAL_PURGE, tenant,
-                         KEYTIER_APPROVAL_ANY, approval_id, "purge");
-    if (ge != KEYTIER_OK)
-        return ge;
-    keytier_purge_report rep;
-    struct kt_dep_rec *deps = NULL;
-    size_t n = 0, wiped = 0;
-    memset(&rep, 0, sizeof rep);
-    keytier_err e = kt_store_dep_list(ctx->store, tenant, NULL, &deps, &n);
-    if (e != KEYTIER_OK)
-        return e;
-    /* Whatever the cache holds of the tenant goes first. */
-    wiped = kt_lc_uncache(ctx, KT_INVAL_TENANT, tenant);
-    rep.cache_entries_wiped = wiped;
-    /* Roots first, store after: the store keeps the URIs until every root
-     * is gone, so a purge that fails half-way can be run again. */
-    for (size_t i = 0; i < n && e == KEYTIER_OK; i++) {
-        if (deps[i].state == KEYTIER_DEP_PURGED)
-            continue;
-        rep.deps++;
-        if (flags & KEYTIER_PURGE_CUSTOMER_KEYS) {
-            e = kt_purge_root(ctx, "customer key A",
-                              deps[i].roots[KEYTIER_ROOT_A].uri,
-                              &rep.customer_keys_destroyed);
-            if (e == KEYTIER_OK)
-                e = kt_purge_root(ctx, "customer key B",
-                                  deps[i].roots[KEYTIER_ROOT_B].uri,
-                                  &rep.customer_keys_destroyed);
-        }
-        if (e == KEYTIER_OK)
-            e = kt_purge_root(ctx, "availability key",
-                              deps[i].roots[KEYTIER_ROOT_AVAIL].uri,
-                              &rep.avail_keys_destroyed);
-    }
-    if (e != KEYTIER_OK) {
-        e = kt_err_context(e, "purge of tenant %s stopped (run it again)",
-                           tenant);
-        goto out;
-    }
-    e = kt_store_tenant_purge(ctx->store, tenant, &rep.tier_keys_deleted);
-    if (e != KEYTIER_OK)
-        goto out;
-    /* A read that started before the store change may have cached again. */
-    wiped = kt_lc_uncache(ctx, KT_INVAL_TENANT, tenant);
-    rep.cache_entries_wiped += wiped;
-    kt_log_event(ctx->log, KT_LOG_WARNING, "tenant purged", tenant);
-    for (size_t i = 0; i < n; i++) {
-        if (deps[i].state == KEYTIER_DEP_PURGED)
-            continue;
-        json_object *f = json_object_new_object();
-        if (f != NULL) {
-            json_object_object_add(
-                f, "AvailabilityKeyUri",
-                kt_lc_uri(deps[i].roots[KEYTIER_ROOT_AVAIL].uri));
-            json_object_object_add(
-                f, "CustomerKeysDestroyed",
-                json_object_new_boolean(flags & KEYTIER_PURGE_CUSTOMER_KEYS));
-        }
-        keytier_err ae = kt_lc_audit(ctx, "Tenant purged", &deps[i], f);
-        if (ae != KEYTIER_OK && e == KEYTIER_OK)
-            e = ae;
-    }
-    if (out != NULL)
-        *out = rep;
-out:
-    if (deps != NULL)
-        kt_wipe(deps, n * sizeof *deps);
-    free(deps);
     return e;
 }

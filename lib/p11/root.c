@@ -155,12 +155,13 @@ static keytier_err kt_root_check_wrap(struct kt_root *out, CK_SESSION_HANDLE s,
 {
     CK_OBJECT_CLASS oclass = 0;
     CK_KEY_TYPE ktype = 0;
-    CK_BBOOL extractable = CK_TRUE, unwrap = CK_FALSE;
+    CK_BBOOL extractable = CK_TRUE, unwrap = CK_FALSE, sensitive = CK_FALSE;
     CK_ATTRIBUTE a[] = {
         {CKA_CLASS, &oclass, sizeof oclass},
         {CKA_KEY_TYPE, &ktype, sizeof ktype},
         {CKA_EXTRACTABLE, &extractable, sizeof extractable},
         {CKA_UNWRAP, &unwrap, sizeof unwrap},
+        {CKA_SENSITIVE, &sensitive, sizeof sensitive},
     };
 
     /* Class and type first: other classes may lack the usage attributes. */
@@ -174,7 +175,7 @@ static keytier_err kt_root_check_wrap(struct kt_root *out, CK_SESSION_HANDLE s,
         return kt_err(KEYTIER_E_KEY_TYPE,
                       "%s %s: roots are AES secret keys or RSA private keys",
                       what, uri);
-    *rv = kt_p11_get_attributes(out->tok, s, out->key, a + 2, 2);
+    *rv = kt_p11_get_attributes(out->tok, s, out->key, a + 2, 3);
     if (*rv != CKR_OK)
         return kt_err(KEYTIER_E_TOKEN, "%s %s: C_GetAttributeValue: %s", what,
                       uri, kt_p11_rv_text(*rv));
@@ -182,6 +183,13 @@ static keytier_err kt_root_check_wrap(struct kt_root *out, CK_SESSION_HANDLE s,
         return kt_err(KEYTIER_E_KEY_EXTRACTABLE,
                       "%s %s: CKA_EXTRACTABLE is true; a root must never leave "
                       "its token",
+                      what, uri);
+    /* A key that is not sensitive gives its value to C_GetAttributeValue:
+     * as good as extractable. */
+    if (!sensitive)
+        return kt_err(KEYTIER_E_KEY_EXTRACTABLE,
+                      "%s %s: CKA_SENSITIVE is false; a root's value must "
+                      "never be readable: make a sensitive key",
                       what, uri);
     if (!unwrap)
         return kt_err(KEYTIER_E_KEY_USAGE, "%s %s: CKA_UNWRAP is false", what,
@@ -235,12 +243,116 @@ out:
     return e;
 }
 
+/* ---- key roles ---------------------------------------------------------- */
+
+/* Labels of the keys keytier makes for itself (availability keys
+ * "keytier-avail-<DEP>", the audit anchor key "keytier-audit-anchor"). */
+#define KT_OWN_LABEL_PREFIX   "keytier-"
+#define KT_AVAIL_LABEL_PREFIX "keytier-avail-"
+
+/* Whether tok is the token the configuration's service_token names: the
+ * same match kt_token_find makes with that URI. */
+static bool kt_token_is_service(keytier_ctx *ctx, const struct kt_token *tok)
+{
+    if (ctx->cfg.service_token == NULL)
+        return false;
+    P11KitUri *u = p11_kit_uri_new();
+    bool is = u != NULL &&
+              p11_kit_uri_parse(ctx->cfg.service_token, P11_KIT_URI_FOR_TOKEN,
+                                u) == P11_KIT_URI_OK &&
+              p11_kit_uri_match_token_info(u, &tok->info) == 1;
+    p11_kit_uri_free(u);
+    return is;
+}
+
+keytier_err kt_root_identity(const struct kt_root *root, CK_SESSION_HANDLE s,
+                             char ident[KEYTIER_URI_MAX],
+                             char label[KT_KEY_LABEL_MAX + 1], CK_RV *rv)
+{
+    CK_OBJECT_CLASS cls = 0;
+    uint8_t id[KT_KEY_LABEL_MAX];
+    char lab[KT_KEY_LABEL_MAX];
+    CK_ATTRIBUTE a[] = {{CKA_CLASS, &cls, sizeof cls},
+                        {CKA_ID, id, sizeof id},
+                        {CKA_LABEL, lab, sizeof lab}};
+    *rv = kt_p11_get_attributes(root->tok, s, root->key, a, 3);
+    if (*rv == CKR_BUFFER_TOO_SMALL)
+        return kt_err(KEYTIER_E_KEY_TYPE,
+                      "token '%s': a root's CKA_ID or CKA_LABEL is longer "
+                      "than %d bytes",
+                      root->tok->label, KT_KEY_LABEL_MAX);
+    if (*rv != CKR_OK)
+        return kt_err(KEYTIER_E_TOKEN, "token '%s': C_GetAttributeValue: %s",
+                      root->tok->label, kt_p11_rv_text(*rv));
+    /* An attribute the key does not have reads as unavailable: empty. */
+    for (size_t i = 1; i < 3; i++)
+        if (a[i].ulValueLen == CK_UNAVAILABLE_INFORMATION)
+            a[i].ulValueLen = 0;
+    memcpy(label, lab, a[2].ulValueLen);
+    label[a[2].ulValueLen] = '\0';
+    P11KitUri *u = p11_kit_uri_new();
+    if (u == NULL)
+        return kt_err(KEYTIER_E_NOMEM, NULL);
+    *p11_kit_uri_get_token_info(u) = root->tok->info;
+    int r = p11_kit_uri_set_attribute(u, &a[0]);
+    for (size_t i = 1; i < 3 && r == P11_KIT_URI_OK; i++)
+        if (a[i].ulValueLen > 0)
+            r = p11_kit_uri_set_attribute(u, &a[i]);
+    char *str = NULL;
+    if (r == P11_KIT_URI_OK)
+        r = p11_kit_uri_format(u, P11_KIT_URI_FOR_OBJECT_ON_TOKEN, &str);
+    p11_kit_uri_free(u);
+    keytier_err e = KEYTIER_OK;
+    if (r != P11_KIT_URI_OK || strlen(str) >= KEYTIER_URI_MAX)
+        e = kt_err(KEYTIER_E_INTERNAL,
+                   "token '%s': a key's identity does not "
+                   "fit in a URI",
+                   root->tok->label);
+    else
+        kt_strlcpy(ident, str, KEYTIER_URI_MAX);
+    free(str);
+    return e;
+}
+
+keytier_err kt_root_check_customer(keytier_ctx *ctx, const struct kt_root *root,
+                                   CK_SESSION_HANDLE s, const char *what,
+                                   const char *uri, char ident[KEYTIER_URI_MAX],
+                                   CK_RV *rv)
+{
+    char label[KT_KEY_LABEL_MAX + 1];
+    keytier_err e = kt_root_identity(root, s, ident, label, rv);
+    if (e != KEYTIER_OK)
+        return kt_err_context(e, "%s %s", what, uri);
+    if (!strncmp(label, KT_AVAIL_LABEL_PREFIX, strlen(KT_AVAIL_LABEL_PREFIX)))
+        return kt_err(KEYTIER_E_KEY_ROLE,
+                      "%s %s: it is an availability key of keytier (label "
+                      "'%s'), held by the service for a DEP; a customer key "
+                      "is the customer's own key in the customer's token",
+                      what, uri, label);
+    if (!strncmp(label, KT_OWN_LABEL_PREFIX, strlen(KT_OWN_LABEL_PREFIX)))
+        return kt_err(KEYTIER_E_KEY_ROLE,
+                      "%s %s: it is one of keytier's own keys (label '%s'; "
+                      "labels beginning \"" KT_OWN_LABEL_PREFIX
+                      "\" are keytier's); a customer key is the customer's own "
+                      "key in the customer's token",
+                      what, uri, label);
+    if (kt_token_is_service(ctx, root->tok))
+        return kt_err(KEYTIER_E_KEY_ROLE,
+                      "%s %s: it is in the service token '%s', which holds "
+                      "keytier's own keys (availability, audit anchor); a "
+                      "customer key lives in a token the customer controls",
+                      what, uri, root->tok->label);
+    return KEYTIER_OK;
+}
+
 /* ---- generated roots ---------------------------------------------------- */
 
 /* The one template for root keys keytier creates (availability keys, and
  * customer roots made with `keytier token keygen`): a token object that
  * never leaves the token (private, sensitive, not extractable) and does
- * nothing but wrap and unwrap. rsa_bits 0 makes an AES-256 key (RFC 5649
+ * nothing but wrap and unwrap: every other usage is stated false, since a
+ * token's defaults may switch it on (SoftHSM2 gives an AES key sign and
+ * verify). rsa_bits 0 makes an AES-256 key (RFC 5649
  * both ways); otherwise an RSA pair with e = 65537 whose public half wraps
  * and private half unwraps (OAEP). */
 CK_RV kt_root_keygen(struct kt_token *tok, CK_SESSION_HANDLE s,
@@ -269,6 +381,9 @@ CK_RV kt_root_keygen(struct kt_token *tok, CK_SESSION_HANDLE s,
             {CKA_UNWRAP, &yes, sizeof yes},
             {CKA_ENCRYPT, &no, sizeof no},
             {CKA_DECRYPT, &no, sizeof no},
+            {CKA_SIGN, &no, sizeof no},
+            {CKA_VERIFY, &no, sizeof no},
+            {CKA_DERIVE, &no, sizeof no},
             {CKA_ID, (void *)id, id_len},
             {CKA_LABEL, (void *)label, ll},
         };
@@ -295,8 +410,8 @@ CK_RV kt_root_keygen(struct kt_token *tok, CK_SESSION_HANDLE s,
         {CKA_TOKEN, &yes, sizeof yes},     {CKA_PRIVATE, &yes, sizeof yes},
         {CKA_SENSITIVE, &yes, sizeof yes}, {CKA_EXTRACTABLE, &no, sizeof no},
         {CKA_UNWRAP, &yes, sizeof yes},    {CKA_DECRYPT, &no, sizeof no},
-        {CKA_SIGN, &no, sizeof no},        {CKA_ID, (void *)id, id_len},
-        {CKA_LABEL, (void *)label, ll},
+        {CKA_SIGN, &no, sizeof no},        {CKA_DERIVE, &no, sizeof no},
+        {CKA_ID, (void *)id, id_len},      {CKA_LABEL, (void *)label, ll},
     };
     return kt_p11_generate_key_pair(tok, s, &mech, pt, sizeof pt / sizeof pt[0],
                                     qt, sizeof qt / sizeof qt[0], pub, key);

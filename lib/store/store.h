@@ -23,6 +23,10 @@ struct kt_root_rec {
     char mech[32];
     uint8_t wrapped[KT_WRAPPED_MAX];
     size_t wrapped_len;
+    /* What uri resolved to when the copy was made (kt_root_identity): the
+     * key compared across DEPs whatever URI names it; "" (NULL in the
+     * store) for copies made before identities were recorded. */
+    char ident[KEYTIER_URI_MAX];
 };
 
 struct kt_dep_rec {
@@ -120,6 +124,42 @@ KT_NODISCARD keytier_err kt_store_roll_get(struct kt_store *st,
                                            struct kt_root_rec *out);
 KT_NODISCARD keytier_err kt_store_roll_end(struct kt_store *st,
                                            const char *dep_id, bool commit);
+/* Who else names a key: a root of a DEP that is not purged, or the pending
+ * copy of a roll, whose identity is ident or (copies stored before
+ * identities) whose URI is uri, leaving out the DEPs of skip_tenant (NULL:
+ * none) and, with only_slot >= 0, every slot but that one. */
+struct kt_root_ref {
+    char dep_id[KEYTIER_ID_SIZE];
+    char tenant[KEYTIER_TENANT_MAX + 1];
+    int slot;     /* KEYTIER_ROOT_A, _B, _AVAIL */
+    bool pending; /* the new copy of a roll not finished */
+};
+/* The first cap references into out, their number in *n. */
+KT_NODISCARD keytier_err kt_store_root_refs(struct kt_store *st,
+                                            const char *ident, const char *uri,
+                                            const char *skip_tenant,
+                                            int only_slot,
+                                            struct kt_root_ref *out, size_t cap,
+                                            size_t *n);
+/* Roots of DEPs not purged (leaving out skip_tenant's) stored before
+ * identities were recorded (ident NULL): *out malloc'd (free()). */
+struct kt_root_legacy {
+    struct kt_root_ref ref;
+    char uri[KEYTIER_URI_MAX];
+};
+KT_NODISCARD keytier_err kt_store_root_legacy(struct kt_store *st,
+                                              const char *skip_tenant,
+                                              struct kt_root_legacy **out,
+                                              size_t *n);
+/* Records the identity of such a root (only while it has none). */
+KT_NODISCARD keytier_err kt_store_root_ident_set(struct kt_store *st,
+                                                 const char *dep_id, int slot,
+                                                 const char *ident);
+/* The name of a keyset whose root is uri into name (cap bytes), "" if
+ * none. */
+KT_NODISCARD keytier_err kt_store_keyset_by_root(struct kt_store *st,
+                                                 const char *uri, char *name,
+                                                 size_t cap);
 /* Deletes every wrapped copy and tier key of the tenant and marks its DEPs
  * PURGED, in one transaction (secure_delete, WAL truncated after). */
 KT_NODISCARD keytier_err kt_store_tenant_purge(struct kt_store *st,

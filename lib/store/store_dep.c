@@ -66,12 +66,13 @@ static keytier_err kt_dep_insert_root(struct kt_store *st, const char *dep_id,
     struct kt_stmt s;
     kt_stmt_prep(&s, st, "insert DEP root",
                  "INSERT INTO dep_roots(dep_id, slot, uri, "
-                 "mech, wrapped) VALUES (?1, ?2, ?3, ?4, ?5)");
+                 "mech, wrapped, ident) VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
     kt_stmt_bind_text(&s, 1, dep_id);
     kt_stmt_bind_int(&s, 2, slot);
     kt_stmt_bind_text(&s, 3, r->uri);
     kt_stmt_bind_text(&s, 4, r->mech);
     kt_stmt_bind_blob(&s, 5, r->wrapped, r->wrapped_len);
+    kt_stmt_bind_text(&s, 6, r->ident[0] != '\0' ? r->ident : NULL);
     keytier_err e = kt_stmt_exec(&s);
     kt_stmt_done(&s);
     return e;
@@ -117,7 +118,7 @@ static keytier_err kt_dep_roots(struct kt_store *st, struct kt_dep_rec *d)
 {
     struct kt_stmt s;
     kt_stmt_prep(&s, st, "read DEP roots",
-                 "SELECT slot, uri, mech, wrapped FROM dep_roots "
+                 "SELECT slot, uri, mech, wrapped, ident FROM dep_roots "
                  "WHERE dep_id = ?1");
     kt_stmt_bind_text(&s, 1, d->dep_id);
     unsigned seen = 0;
@@ -132,6 +133,7 @@ static keytier_err kt_dep_roots(struct kt_store *st, struct kt_dep_rec *d)
         struct kt_root_rec *rr = &d->roots[slot];
         kt_stmt_col_text(&s, 1, rr->uri, sizeof rr->uri);
         kt_stmt_col_text(&s, 2, rr->mech, sizeof rr->mech);
+        kt_stmt_col_text(&s, 4, rr->ident, sizeof rr->ident); /* NULL: "" */
         if (!kt_stmt_col_blob(&s, 3, rr->wrapped, sizeof rr->wrapped,
                               &rr->wrapped_len)) {
             e = kt_stmt_err(&s) != KEYTIER_OK

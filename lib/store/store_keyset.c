@@ -226,3 +226,24 @@ out:
     pthread_mutex_unlock(&st->mu);
     return e;
 }
+
+keytier_err kt_store_keyset_by_root(struct kt_store *st, const char *uri,
+                                    char *name, size_t cap)
+{
+    struct kt_stmt s;
+    bool row;
+    name[0] = '\0';
+    pthread_mutex_lock(&st->mu);
+    kt_stmt_prep(&s, st, "keyset by root",
+                 "SELECT name FROM keysets WHERE root_uri = ?1 ORDER BY name "
+                 "LIMIT 1");
+    kt_stmt_bind_text(&s, 1, uri);
+    keytier_err e = kt_stmt_step(&s, &row);
+    if (e == KEYTIER_OK && row)
+        kt_stmt_col_text(&s, 0, name, cap);
+    if (e == KEYTIER_OK)
+        e = kt_stmt_err(&s);
+    kt_stmt_done(&s);
+    pthread_mutex_unlock(&st->mu);
+    return e;
+}

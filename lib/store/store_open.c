@@ -157,6 +157,12 @@ static const char *const kt_migrations[] = {
     "  expiry_seen INTEGER NOT NULL DEFAULT 0);"
     "CREATE INDEX IF NOT EXISTS approvals_tenant ON approvals(tenant, "
     "  created);",
+    /* 7 -> 8: the identity of each root's key (token, class, CKA_ID,
+     * CKA_LABEL as a URI), so that a purge and a registration compare keys
+     * whatever URI names them; NULL for copies made before. */
+    "ALTER TABLE dep_roots ADD COLUMN ident TEXT;"
+    "ALTER TABLE dep_roll ADD COLUMN ident TEXT;"
+    "CREATE INDEX IF NOT EXISTS dep_roots_ident ON dep_roots(ident);",
 };
 
 #define KT_SCHEMA_LATEST ((int)(sizeof kt_migrations / sizeof kt_migrations[0]))

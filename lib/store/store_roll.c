@@ -15,13 +15,15 @@ static keytier_err kt_roll_put(struct kt_store *st, const char *dep_id,
     struct kt_stmt s;
     kt_stmt_prep(&s, st, "roll",
                  "INSERT OR REPLACE INTO dep_roll(dep_id, slot, uri, mech, "
-                 "wrapped, started) VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
+                 "wrapped, started, ident) VALUES (?1, ?2, ?3, ?4, ?5, ?6, "
+                 "?7)");
     kt_stmt_bind_text(&s, 1, dep_id);
     kt_stmt_bind_int(&s, 2, slot);
     kt_stmt_bind_text(&s, 3, pending->uri);
     kt_stmt_bind_text(&s, 4, pending->mech);
     kt_stmt_bind_blob(&s, 5, pending->wrapped, pending->wrapped_len);
     kt_stmt_bind_int64(&s, 6, now);
+    kt_stmt_bind_text(&s, 7, pending->ident[0] != '\0' ? pending->ident : NULL);
     keytier_err e = kt_stmt_exec(&s);
     kt_stmt_done(&s);
     return e;
@@ -60,7 +62,7 @@ keytier_err kt_store_roll_get(struct kt_store *st, const char *dep_id,
     bool row;
     pthread_mutex_lock(&st->mu);
     kt_stmt_prep(&s, st, "read roll",
-                 "SELECT slot, uri, mech, wrapped FROM dep_roll WHERE "
+                 "SELECT slot, uri, mech, wrapped, ident FROM dep_roll WHERE "
                  "dep_id = ?1");
     kt_stmt_bind_text(&s, 1, dep_id);
     keytier_err e = kt_stmt_step(&s, &row);
@@ -69,6 +71,7 @@ keytier_err kt_store_roll_get(struct kt_store *st, const char *dep_id,
         *slot = kt_stmt_col_int(&s, 0);
         kt_stmt_col_text(&s, 1, out->uri, sizeof out->uri);
         kt_stmt_col_text(&s, 2, out->mech, sizeof out->mech);
+        kt_stmt_col_text(&s, 4, out->ident, sizeof out->ident);
         bool fits = kt_stmt_col_blob(&s, 3, out->wrapped, sizeof out->wrapped,
                                      &out->wrapped_len);
         e = kt_stmt_err(&s);
@@ -88,8 +91,8 @@ static keytier_err kt_roll_commit(struct kt_store *st, const char *dep_id)
     const char *t[] = {dep_id};
     keytier_err e =
         kt_db_run(st, "roll",
-                  "UPDATE dep_roots SET (uri, mech, wrapped) = "
-                  "(SELECT uri, mech, wrapped FROM dep_roll r WHERE "
+                  "UPDATE dep_roots SET (uri, mech, wrapped, ident) = "
+                  "(SELECT uri, mech, wrapped, ident FROM dep_roll r WHERE "
                   "r.dep_id = dep_roots.dep_id) WHERE dep_id = ?1 AND "
                   "slot = (SELECT slot FROM dep_roll WHERE dep_id = ?1)",
                   t, 1, NULL);

@@ -137,11 +137,12 @@ void testenv_root_aes(struct testenv *t, const char *token, const char *label,
     CK_BBOOL ext = (flags & ROOT_EXTRACTABLE) ? CK_TRUE : CK_FALSE;
     CK_BBOOL unw = (flags & ROOT_NO_UNWRAP) ? CK_FALSE : CK_TRUE;
     CK_BBOOL wr = (flags & ROOT_NO_WRAP) ? CK_FALSE : CK_TRUE;
+    CK_BBOOL sens = (flags & ROOT_NOT_SENSITIVE) ? CK_FALSE : CK_TRUE;
     CK_ATTRIBUTE tmpl[] = {
         {CKA_VALUE_LEN, &len, sizeof len},
         {CKA_TOKEN, &yes, sizeof yes},
         {CKA_PRIVATE, &yes, sizeof yes},
-        {CKA_SENSITIVE, &yes, sizeof yes},
+        {CKA_SENSITIVE, &sens, sizeof sens},
         {CKA_EXTRACTABLE, &ext, sizeof ext},
         {CKA_WRAP, &wr, sizeof wr},
         {CKA_UNWRAP, &unw, sizeof unw},

@@ -36,7 +36,8 @@ enum {
     ROOT_EXTRACTABLE = 1,
     ROOT_NO_UNWRAP = 2,
     ROOT_NO_WRAP = 4,
-    ROOT_SMALL = 8, /* AES-128 / RSA-1024 */
+    ROOT_SMALL = 8,          /* AES-128 / RSA-1024 */
+    ROOT_NOT_SENSITIVE = 16, /* its value readable (AES only) */
 };
 /* Creates an AES-256 root key `label` (CKA_ID = label bytes) in token. */
 void testenv_root_aes(struct testenv *t, const char *token, const char *label,

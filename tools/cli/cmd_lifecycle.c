@@ -31,6 +31,7 @@ enum {
     OPT_RETIRE,
     OPT_CONTEXT,
     OPT_APPROVAL,
+    OPT_DRY_RUN,
 };
 
 #define UNKNOWN_OPT(cli, argv)                                                 \
@@ -364,6 +365,87 @@ static int cmd_recover(struct cli *cli, int argc, char **argv)
     return run_migration(cli, ctx, m.migration_id);
 }
 
+static const char *const purge_roles[] = {"customer key A", "customer key B",
+                                          "availability key"};
+
+static const char *purge_action(keytier_purge_action a)
+{
+    switch (a) {
+    case KEYTIER_PURGE_DESTROYED:
+        return "destroyed";
+    case KEYTIER_PURGE_KEPT:
+        return "kept";
+    case KEYTIER_PURGE_GONE:
+        return "already gone";
+    case KEYTIER_PURGE_WOULD_DESTROY:
+        break;
+    }
+    return "would be destroyed";
+}
+
+static void purge_print_json(const char *tenant, bool dry,
+                             const keytier_purge_detail *d)
+{
+    const keytier_purge_report *r = &d->report;
+    json_object *o = json_object_new_object();
+    cli_json_str(o, "tenant", tenant);
+    json_object_object_add(o, "dry_run", json_object_new_boolean(dry));
+    json_object_object_add(o, "deps", json_object_new_int64((int64_t)r->deps));
+    json_object_object_add(
+        o, "availability_keys_destroyed",
+        json_object_new_int64((int64_t)r->avail_keys_destroyed));
+    json_object_object_add(
+        o, "customer_keys_destroyed",
+        json_object_new_int64((int64_t)r->customer_keys_destroyed));
+    json_object_object_add(o, "keys_kept",
+                           json_object_new_int64((int64_t)d->keys_kept));
+    json_object_object_add(
+        o, "tier_keys_deleted",
+        json_object_new_int64((int64_t)r->tier_keys_deleted));
+    json_object_object_add(
+        o, "cache_entries_wiped",
+        json_object_new_int64((int64_t)r->cache_entries_wiped));
+    json_object *keys = json_object_new_array();
+    for (size_t i = 0; i < d->n_keys; i++) {
+        const keytier_purge_key *k = &d->keys[i];
+        json_object *j = json_object_new_object();
+        cli_json_str(j, "dep_id", k->dep_id);
+        cli_json_str(j, "role", purge_roles[k->slot]);
+        cli_json_str(j, "uri", k->uri);
+        cli_json_str(j, "action", purge_action(k->action));
+        if (k->action == KEYTIER_PURGE_KEPT)
+            cli_json_str(j, "kept_because", k->reason);
+        json_object_array_add(keys, j);
+    }
+    json_object_object_add(o, "keys", keys);
+    cli_json_put(o);
+}
+
+static void purge_print_text(const char *tenant, bool dry,
+                             const keytier_purge_detail *d)
+{
+    const keytier_purge_report *r = &d->report;
+    for (size_t i = 0; i < d->n_keys; i++) {
+        const keytier_purge_key *k = &d->keys[i];
+        printf("%s %s: %s", purge_roles[k->slot], k->uri,
+               purge_action(k->action));
+        if (k->action == KEYTIER_PURGE_KEPT)
+            printf(", still used: %s", k->reason);
+        printf("\n");
+    }
+    if (dry) {
+        printf("dry run: tenant %s not purged: %zu DEP(s); nothing was "
+               "changed\n",
+               tenant, r->deps);
+        return;
+    }
+    printf("tenant %s purged: %zu DEP(s), %zu availability key object(s) "
+           "and %zu customer key object(s) destroyed, %zu kept (still used), "
+           "%zu tier key(s) deleted\n",
+           tenant, r->deps, r->avail_keys_destroyed, r->customer_keys_destroyed,
+           d->keys_kept, r->tier_keys_deleted);
+}
+
 static int cmd_purge(struct cli *cli, int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -371,10 +453,11 @@ static int cmd_purge(struct cli *cli, int argc, char **argv)
         {"destroy-customer-keys", no_argument, NULL, OPT_DESTROY},
         {"yes", no_argument, NULL, OPT_YES},
         {"approval", required_argument, NULL, OPT_APPROVAL},
+        {"dry-run", no_argument, NULL, OPT_DRY_RUN},
         {0},
     };
     const char *tenant = NULL, *approval = NULL;
-    bool destroy = false, yes = false;
+    bool destroy = false, yes = false, dry = false;
     int c;
     while ((c = cli_getopt(cli, argc, argv, "", opts)) != -1) {
         switch (c) {
@@ -390,6 +473,9 @@ static int cmd_purge(struct cli *cli, int argc, char **argv)
         case OPT_APPROVAL:
             approval = optarg;
             break;
+        case OPT_DRY_RUN:
+            dry = true;
+            break;
         default:
             return UNKNOWN_OPT(cli, argv);
         }
@@ -399,7 +485,7 @@ static int cmd_purge(struct cli *cli, int argc, char **argv)
         return rc;
     if (tenant == NULL)
         return cli_usage_error(cli, "--tenant is required");
-    if (!yes)
+    if (!yes && !dry)
         return cli_usage_error(cli,
                                "purge destroys tenant %s's keys for good: "
                                "confirm with --yes",
@@ -408,36 +494,24 @@ static int cmd_purge(struct cli *cli, int argc, char **argv)
     rc = cli_ctx(cli, &ctx);
     if (rc != CLI_OK)
         return rc;
-    keytier_purge_report r;
-    keytier_err e = keytier_tenant_purge_approved(
-        ctx, approval, tenant, destroy ? KEYTIER_PURGE_CUSTOMER_KEYS : 0, &r);
-    if (e != KEYTIER_OK)
+    keytier_purge_detail d;
+    unsigned flags = (destroy ? KEYTIER_PURGE_CUSTOMER_KEYS : 0) |
+                     (dry ? KEYTIER_PURGE_DRY_RUN : 0);
+    keytier_err e =
+        keytier_tenant_purge_detailed(ctx, approval, tenant, flags, &d);
+    if (e != KEYTIER_OK) {
+        /* What was decided before the stop, then the error. */
+        for (size_t i = 0; i < d.n_keys && !cli->json; i++)
+            fprintf(stderr, "%s %s: %s\n", purge_roles[d.keys[i].slot],
+                    d.keys[i].uri, purge_action(d.keys[i].action));
+        keytier_purge_detail_free(&d);
         return cli_fail_lib(cli, e);
-    if (cli->json) {
-        json_object *o = json_object_new_object();
-        cli_json_str(o, "tenant", tenant);
-        json_object_object_add(o, "deps",
-                               json_object_new_int64((int64_t)r.deps));
-        json_object_object_add(
-            o, "availability_keys_destroyed",
-            json_object_new_int64((int64_t)r.avail_keys_destroyed));
-        json_object_object_add(
-            o, "customer_keys_destroyed",
-            json_object_new_int64((int64_t)r.customer_keys_destroyed));
-        json_object_object_add(
-            o, "tier_keys_deleted",
-            json_object_new_int64((int64_t)r.tier_keys_deleted));
-        json_object_object_add(
-            o, "cache_entries_wiped",
-            json_object_new_int64((int64_t)r.cache_entries_wiped));
-        cli_json_put(o);
-    } else {
-        printf("tenant %s purged: %zu DEP(s), %zu availability key object(s) "
-               "and %zu customer key object(s) destroyed, %zu tier key(s) "
-               "deleted\n",
-               tenant, r.deps, r.avail_keys_destroyed,
-               r.customer_keys_destroyed, r.tier_keys_deleted);
     }
+    if (cli->json)
+        purge_print_json(tenant, dry, &d);
+    else
+        purge_print_text(tenant, dry, &d);
+    keytier_purge_detail_free(&d);
     return CLI_OK;
 }
 
@@ -742,6 +816,7 @@ const struct cli_cmd cli_lifecycle_cmds[] = {
     {"purge", NULL, "destroy a leaving tenant's keys (crypto-shredding)",
      "usage: keytier purge --tenant T --yes --approval APPROVAL\n"
      "                     [--destroy-customer-keys]\n"
+     "       keytier purge --tenant T --dry-run [--destroy-customer-keys]\n"
      "\n"
      "Destroys the availability keys of the tenant's DEPs, with\n"
      "--destroy-customer-keys also its customer root keys (their tokens'\n"
@@ -749,8 +824,18 @@ const struct cli_cmd cli_lifecycle_cmds[] = {
      "key of the tenant from the store. Afterwards nothing of the tenant\n"
      "decrypts. Safe to run again. Needs a live approval for operation\n"
      "purge of tenant T, scope * (see 'keytier approval --help').\n"
-     "JSON: {tenant, deps, availability_keys_destroyed,\n"
-     "customer_keys_destroyed, tier_keys_deleted, cache_entries_wiped}\n",
+     "A key that a DEP of another tenant, a roll under way or a keyset\n"
+     "still uses is never destroyed: it is kept, and the output and the\n"
+     "audit record say which key and why. Each key is compared by what its\n"
+     "URI resolves to (token and object), not by the URI's text.\n"
+     "--dry-run lists what would be destroyed or kept and changes nothing\n"
+     "(no approval needed, no --yes).\n"
+     "Text: one line per key (role, URI, destroyed | kept, still used: WHO |\n"
+     "already gone | would be destroyed), then the counts.\n"
+     "JSON: {tenant, dry_run, deps, availability_keys_destroyed,\n"
+     "customer_keys_destroyed, keys_kept, tier_keys_deleted,\n"
+     "cache_entries_wiped, keys: [{dep_id, role, uri, action,\n"
+     "kept_because}]}\n",
      cmd_purge},
     {"secret", "create", "create a keyset for service secrets",
      "usage: keytier secret create --keyset N --root URI\n"

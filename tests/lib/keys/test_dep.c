@@ -279,6 +279,58 @@ START_TEST(extractable_root_refused)
 }
 END_TEST
 
+/* A key whose value C_GetAttributeValue gives out is as good as
+ * extractable. */
+START_TEST(not_sensitive_root_refused)
+{
+    testenv_root_aes(&T, "VaultB", "readable", ROOT_NOT_SENSITIVE);
+    keytier_dep_info d;
+    assert_err(keytier_dep_create(ctx, "org-1", "Exchange", URI_A,
+                                  testenv_uri("VaultB", "readable"), &d),
+               KEYTIER_E_KEY_EXTRACTABLE,
+               "customer key B pkcs11:token=VaultB;object=readable: "
+               "CKA_SENSITIVE is false");
+}
+END_TEST
+
+/* Keys with another role: in the service token, made by keytier (an
+ * availability key, however its URI is spelt), labelled as keytier's. */
+START_TEST(customer_key_roles_refused)
+{
+    keytier_dep_info d, x;
+    assert_err(keytier_dep_create(ctx, "org-1", "Exchange", URI_A, URI_B, &d),
+               KEYTIER_OK, NULL);
+    testenv_root_aes(&T, "Service", "svc-root", 0);
+    assert_err(keytier_dep_create(ctx, "org-2", "Exchange", URI_A,
+                                  testenv_uri("Service", "svc-root"), &x),
+               KEYTIER_E_KEY_ROLE,
+               "customer key B pkcs11:token=Service;object=svc-root: it is in "
+               "the service token 'Service'");
+    assert_err(keytier_dep_create(ctx, "org-2", "Exchange", URI_A,
+                                  d.root_uri[KEYTIER_ROOT_AVAIL], &x),
+               KEYTIER_E_KEY_ROLE, "it is an availability key of keytier");
+    char alt[256];
+    snprintf(alt, sizeof alt, "pkcs11:token=Service;object=keytier-avail-%s",
+             d.dep_id);
+    assert_err(keytier_dep_create(ctx, "org-2", "Exchange", alt, URI_B, &x),
+               KEYTIER_E_KEY_ROLE, "customer key A");
+    testenv_root_aes(&T, "VaultB", "keytier-avail-forged", 0);
+    assert_err(keytier_dep_create(ctx, "org-2", "Exchange", URI_A,
+                                  testenv_uri("VaultB", "keytier-avail-forged"),
+                                  &x),
+               KEYTIER_E_KEY_ROLE, "label 'keytier-avail-forged'");
+    testenv_root_aes(&T, "VaultB", "keytier-x", 0);
+    assert_err(keytier_dep_create(ctx, "org-2", "Exchange", URI_A,
+                                  testenv_uri("VaultB", "keytier-x"), &x),
+               KEYTIER_E_KEY_ROLE, "it is one of keytier's own keys");
+    keytier_dep_info *l = NULL;
+    size_t n = 9;
+    assert_err(keytier_dep_list(ctx, "org-2", NULL, &l, &n), KEYTIER_OK, NULL);
+    ck_assert_uint_eq(n, 0);
+    keytier_dep_list_free(l);
+}
+END_TEST
+
 START_TEST(root_usage_refused)
 {
     testenv_root_aes(&T, "VaultB", "nounwrap", ROOT_NO_UNWRAP);
@@ -623,6 +675,8 @@ int main(void)
     tcase_add_test(tc, dep_key_reads_through_either_customer_key);
     tcase_add_test(tc, same_token_refused);
     tcase_add_test(tc, extractable_root_refused);
+    tcase_add_test(tc, not_sensitive_root_refused);
+    tcase_add_test(tc, customer_key_roles_refused);
     tcase_add_test(tc, root_usage_refused);
     tcase_add_test(tc, missing_key_and_token_refused);
     tcase_add_test(tc, root_type_refused);

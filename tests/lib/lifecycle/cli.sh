@@ -152,11 +152,15 @@ expect_ok kt --json purge --tenant acme --yes --destroy-customer-keys \
     --approval "$(approve purge acme '*')"
 p=$KT_LAST_OUTPUT
 # Three DEPs (rolled, recovered-from, new); the recovered-from DEP's
-# customer keys were gone already: A2, B, C, D remain to destroy.
+# customer keys were gone already: A2, B and D are destroyed, C is kept
+# (keyset conn's root: its secrets would be lost with it).
 assert_eq 3 "$(jf .deps <<<"$p")"
 assert_eq 3 "$(jf .tier_keys_deleted <<<"$p")"
 assert_eq 3 "$(jf .availability_keys_destroyed <<<"$p")"
-assert_eq 4 "$(jf .customer_keys_destroyed <<<"$p")"
+assert_eq 3 "$(jf .customer_keys_destroyed <<<"$p")"
+assert_eq 1 "$(jf .keys_kept <<<"$p")"
+assert_eq "root of keyset conn" "$(jq -r ".keys[] | select(.uri == \"$URI_C\") | .kept_because" <<<"$p")"
+expect_ok kt secret unprotect --keyset conn --context acct-1 -i "$KT_TMP/s2" -o "$KT_TMP/back"
 expect_rc 6 kt decrypt --tenant acme --mailbox alice -i "$KT_TMP/alice.kt" -o "$KT_TMP/out"
 expect_rc 6 kt decrypt --tenant acme --mailbox alice --internal index -i "$KT_TMP/alice.kt" -o "$KT_TMP/out"
 assert_eq purged "$(kt --json dep show --tenant acme "$dep3" | jf .state)"

@@ -1,5 +1,6 @@
-/* lib/lifecycle/lifecycle.c: rolling customer roots (AES and RSA, keytier's
- * module and SoftHSM2) and purging a tenant, on real tokens. */
+/* lib/lifecycle/lifecycle.c and purge.c: rolling customer roots (AES and
+ * RSA, keytier's module and SoftHSM2) and purging a tenant, on real
+ * tokens. */
 #include <fcntl.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -592,6 +593,82 @@ START_TEST(purge_keeps_customer_keys)
 }
 END_TEST
 
+/* org-1 and org-2 share root A1, named by two URIs (by id, by label);
+ * org-2's roots are stored as before identities were recorded.  org-1's
+ * purge keeps A1 for org-2, destroys the rest, and its dry run changes
+ * nothing. */
+START_TEST(purge_keeps_shared_key)
+{
+    static const char by_id[] = "pkcs11:token=VaultA;id=%41%31";
+    testenv_root_aes(&T, "VaultA", "A1", 0);
+    testenv_root_aes(&T, "VaultB", "B1", 0);
+    testenv_root_aes(&T, "VaultB", "B2", 0);
+    testenv_write_conf(&T, NULL);
+    keytier_ctx *ctx = testenv_ctx(&T);
+    keytier_dep_info d1, d2;
+    assert_ok(keytier_dep_create(ctx, "org-1", "Exchange", by_id,
+                                 testenv_uri("VaultB", "B1"), &d1));
+    assert_ok(keytier_dep_create(ctx, "org-2", "Exchange",
+                                 testenv_uri("VaultA", "A1"),
+                                 testenv_uri("VaultB", "B2"), &d2));
+    /* One key, whatever its URI. */
+    ck_assert_int_eq(lc_sql_int(T.store,
+                                "SELECT count(DISTINCT ident) FROM dep_roots "
+                                "WHERE slot = 0",
+                                NULL),
+                     1);
+    char sql[200];
+    snprintf(sql, sizeof sql,
+             "UPDATE dep_roots SET ident = NULL WHERE dep_id = '%s'",
+             d2.dep_id);
+    lc_sql_exec(T.store, sql);
+    static const char legacy_q[] =
+        "SELECT count(*) FROM dep_roots WHERE ident IS NULL AND dep_id = ?1";
+
+    keytier_purge_detail det;
+    assert_ok(keytier_tenant_purge_detailed(
+        ctx, NULL, "org-1", KEYTIER_PURGE_CUSTOMER_KEYS | KEYTIER_PURGE_DRY_RUN,
+        &det));
+    ck_assert_uint_eq(det.n_keys, 3);
+    ck_assert_int_eq(det.keys[0].action, KEYTIER_PURGE_KEPT);
+    ck_assert_int_eq(det.keys[1].action, KEYTIER_PURGE_WOULD_DESTROY);
+    ck_assert_int_eq(det.keys[2].action, KEYTIER_PURGE_WOULD_DESTROY);
+    keytier_purge_detail_free(&det);
+    ck_assert_uint_eq(softhsm_root("VaultB", "B1", false), 1);
+    ck_assert_int_eq(lc_audit_count(ctx, "\"Tenant purged\""), 0);
+    ck_assert_int_eq(lc_sql_int(T.store, legacy_q, d2.dep_id), 3);
+    keytier_dep_info now;
+    assert_ok(keytier_dep_show(ctx, "org-1", d1.dep_id, &now));
+    ck_assert_int_eq(now.state, KEYTIER_DEP_REGISTERED);
+
+    assert_ok(keytier_tenant_purge_detailed(ctx, NULL, "org-1",
+                                            KEYTIER_PURGE_CUSTOMER_KEYS, &det));
+    ck_assert_uint_eq(det.keys_kept, 1);
+    ck_assert_str_eq(det.keys[0].uri, by_id);
+    ck_assert_int_eq(det.keys[0].slot, KEYTIER_ROOT_A);
+    ck_assert_int_eq(det.keys[0].action, KEYTIER_PURGE_KEPT);
+    char why[256];
+    snprintf(why, sizeof why, "customer key A of DEP %s (tenant org-2)",
+             d2.dep_id);
+    ck_assert_str_eq(det.keys[0].reason, why);
+    ck_assert_int_eq(det.keys[1].action, KEYTIER_PURGE_DESTROYED);
+    ck_assert_int_eq(det.keys[2].action, KEYTIER_PURGE_DESTROYED);
+    ck_assert_uint_eq(det.report.customer_keys_destroyed, 1);
+    ck_assert_uint_eq(det.report.avail_keys_destroyed, 1);
+    keytier_purge_detail_free(&det);
+    ck_assert_uint_eq(softhsm_root("VaultA", "A1", false), 1);
+    ck_assert_uint_eq(softhsm_root("VaultB", "B1", false), 0);
+    /* What the purge looked up of org-2's roots is recorded. */
+    ck_assert_int_eq(lc_sql_int(T.store, legacy_q, d2.dep_id), 0);
+    ck_assert_int_eq(lc_audit_count(ctx, "\"Key kept at purge\""), 1);
+    ck_assert_int_eq(lc_audit_count(ctx, "\"Action\":\"kept\""), 1);
+    keytier_key *dk = NULL;
+    assert_ok(keytier_dep_key_open(ctx, &lc_user, "org-2", d2.dep_id, &dk));
+    keytier_key_close(dk);
+    keytier_ctx_close(ctx);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("lifecycle");
@@ -612,6 +689,7 @@ int main(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, purge_tenant);
     tcase_add_test(tc, purge_keeps_customer_keys);
+    tcase_add_test(tc, purge_keeps_shared_key);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -75,12 +75,18 @@ static void dep_rec(struct kt_dep_rec *d, int n, const char *tenant)
     }
 }
 
+/* Takes a store back to before version 8 (the roots' key identities), as
+ * older releases wrote it. */
+#define BEFORE_8                                                               \
+    "DROP INDEX dep_roots_ident; ALTER TABLE dep_roots DROP COLUMN ident; "    \
+    "ALTER TABLE dep_roll DROP COLUMN ident; "
+
 START_TEST(fresh_store_is_latest_wal_0600)
 {
     struct kt_store *st;
     ck_assert_int_eq(kt_store_open(path, &st), KEYTIER_OK);
     ck_assert_int_eq(kt_store_schema_version(st), kt_store_schema_latest());
-    ck_assert_int_eq(kt_store_schema_latest(), 7); /* 6 -> 7 */
+    ck_assert_int_eq(kt_store_schema_latest(), 8); /* 7 -> 8 */
     kt_store_close(st);
     struct stat sb;
     ck_assert_int_eq(stat(path, &sb), 0);
@@ -94,7 +100,7 @@ START_TEST(fresh_store_is_latest_wal_0600)
                      1);
     /* Reopening does not migrate again. */
     ck_assert_int_eq(kt_store_open(path, &st), KEYTIER_OK);
-    ck_assert_int_eq(kt_store_schema_version(st), 7);
+    ck_assert_int_eq(kt_store_schema_version(st), 8);
     kt_store_close(st);
 }
 END_TEST
@@ -109,13 +115,14 @@ START_TEST(migrates_version_1)
     dep_rec(&d, 1, "org-1");
     ck_assert_int_eq(kt_store_dep_insert(st, &d, 50), KEYTIER_OK);
     kt_store_close(st);
-    sql("DROP INDEX deps_tenant_workload; ALTER TABLE deps DROP COLUMN name; "
-        "PRAGMA user_version = 1");
+    sql(BEFORE_8 "DROP INDEX deps_tenant_workload; ALTER TABLE deps DROP "
+                 "COLUMN name; "
+                 "PRAGMA user_version = 1");
     ck_assert_int_eq(sql_int("SELECT count(*) FROM sqlite_master WHERE name = "
                              "'deps_tenant_workload'"),
                      0);
     ck_assert_int_eq(kt_store_open(path, &st), KEYTIER_OK);
-    ck_assert_int_eq(kt_store_schema_version(st), 7);
+    ck_assert_int_eq(kt_store_schema_version(st), 8);
     struct kt_dep_rec got;
     ck_assert_int_eq(kt_store_dep_get(st, d.dep_id, &got), KEYTIER_OK);
     ck_assert_mem_eq(&got, &d, sizeof got);
@@ -136,9 +143,9 @@ START_TEST(migrates_version_3_names_null)
     dep_rec(&d, 1, "org-1");
     ck_assert_int_eq(kt_store_dep_insert(st, &d, 50), KEYTIER_OK);
     kt_store_close(st);
-    sql("ALTER TABLE deps DROP COLUMN name; PRAGMA user_version = 3");
+    sql(BEFORE_8 "ALTER TABLE deps DROP COLUMN name; PRAGMA user_version = 3");
     ck_assert_int_eq(kt_store_open(path, &st), KEYTIER_OK);
-    ck_assert_int_eq(kt_store_schema_version(st), 7);
+    ck_assert_int_eq(kt_store_schema_version(st), 8);
     struct kt_dep_rec got, named;
     ck_assert_int_eq(kt_store_dep_get(st, d.dep_id, &got), KEYTIER_OK);
     ck_assert_str_eq(got.name, "");
@@ -162,9 +169,9 @@ START_TEST(migrates_version_4_invalidations)
     struct kt_store *st;
     ck_assert_int_eq(kt_store_open(path, &st), KEYTIER_OK);
     kt_store_close(st);
-    sql("DROP TABLE cache_invalidations; PRAGMA user_version = 4");
+    sql(BEFORE_8 "DROP TABLE cache_invalidations; PRAGMA user_version = 4");
     ck_assert_int_eq(kt_store_open(path, &st), KEYTIER_OK);
-    ck_assert_int_eq(kt_store_schema_version(st), 7);
+    ck_assert_int_eq(kt_store_schema_version(st), 8);
     int64_t head = -1;
     ck_assert_int_eq(kt_store_inval_head(st, &head), KEYTIER_OK);
     ck_assert_int_eq(head, 0);
@@ -195,6 +202,52 @@ START_TEST(migrates_version_4_invalidations)
 }
 END_TEST
 
+START_TEST(migrates_version_7_idents_null)
+{
+    /* A version-7 store (before key identities): its roots read back
+     * without one; new roots keep theirs, and a key is found by either. */
+    struct kt_store *st;
+    ck_assert_int_eq(kt_store_open(path, &st), KEYTIER_OK);
+    struct kt_dep_rec d, e, got;
+    dep_rec(&d, 1, "org-1");
+    ck_assert_int_eq(kt_store_dep_insert(st, &d, 50), KEYTIER_OK);
+    kt_store_close(st);
+    sql(BEFORE_8 "PRAGMA user_version = 7");
+    ck_assert_int_eq(kt_store_open(path, &st), KEYTIER_OK);
+    ck_assert_int_eq(kt_store_schema_version(st), 8);
+    ck_assert_int_eq(kt_store_dep_get(st, d.dep_id, &got), KEYTIER_OK);
+    ck_assert_mem_eq(&got, &d, sizeof got);
+    dep_rec(&e, 2, "org-2");
+    snprintf(e.roots[0].uri, sizeof e.roots[0].uri, "pkcs11:token=T0;id=%%01");
+    snprintf(e.roots[0].ident, sizeof e.roots[0].ident,
+             "pkcs11:token=T0;object=r;type=secret-key");
+    ck_assert_int_eq(kt_store_dep_insert(st, &e, 50), KEYTIER_OK);
+    ck_assert_int_eq(kt_store_dep_get(st, e.dep_id, &got), KEYTIER_OK);
+    ck_assert_str_eq(got.roots[0].ident, e.roots[0].ident);
+    struct kt_root_ref refs[4];
+    size_t n = 0;
+    /* By URI (the old row) and by identity (the new one), org-1 left out
+     * when asked. */
+    ck_assert_int_eq(kt_store_root_refs(st, e.roots[0].ident, d.roots[0].uri,
+                                        NULL, -1, refs, 4, &n),
+                     KEYTIER_OK);
+    ck_assert_uint_eq(n, 2);
+    ck_assert_str_eq(refs[0].tenant, "org-1");
+    ck_assert_str_eq(refs[1].dep_id, e.dep_id);
+    ck_assert_int_eq(kt_store_root_refs(st, e.roots[0].ident, d.roots[0].uri,
+                                        "org-1", KEYTIER_ROOT_A, refs, 4, &n),
+                     KEYTIER_OK);
+    ck_assert_uint_eq(n, 1);
+    ck_assert_int_eq(refs[0].slot, KEYTIER_ROOT_A);
+    ck_assert(!refs[0].pending);
+    ck_assert_int_eq(kt_store_root_refs(st, e.roots[0].ident, d.roots[0].uri,
+                                        NULL, KEYTIER_ROOT_AVAIL, refs, 4, &n),
+                     KEYTIER_OK);
+    ck_assert_uint_eq(n, 0);
+    kt_store_close(st);
+}
+END_TEST
+
 START_TEST(newer_schema_refused)
 {
     struct kt_store *st;
@@ -204,7 +257,7 @@ START_TEST(newer_schema_refused)
     ck_assert_int_eq(kt_store_open(path, &st), KEYTIER_E_STORE_VERSION);
     ck_assert_ptr_nonnull(strstr(keytier_last_error_detail(),
                                  "schema version 99, this library knows up "
-                                 "to 7"));
+                                 "to 8"));
 }
 END_TEST
 
@@ -476,6 +529,7 @@ int main(void)
     tcase_add_test(tc, migrates_version_1);
     tcase_add_test(tc, migrates_version_3_names_null);
     tcase_add_test(tc, migrates_version_4_invalidations);
+    tcase_add_test(tc, migrates_version_7_idents_null);
     tcase_add_test(tc, newer_schema_refused);
     tcase_add_test(tc, multi_row_changes_are_atomic);
     tcase_add_test(tc, processes_share_the_store);
