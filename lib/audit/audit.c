@@ -464,60 +464,123 @@ out:
     return err;
 }
 
-keytier_err kt_audit_hash_at(kt_audit *a, uint64_t seq,
-                             char out[KT_AUDIT_HASH_HEX + 1])
+static keytier_err kt_audit_check_line(const char *line, size_t len,
+                                       uint64_t line_no, uint64_t want_seq,
+                                       char prev[KT_AUDIT_HASH_HEX + 1]);
+
+/* The offset where the line of record seq starts, counted back from the
+ * tail: the newline ending record seq - 1 (none for the first line). */
+static keytier_err kt_audit_line_start(kt_audit *a, uint64_t seq, off_t *start)
 {
-    /* Record seq ends at the back-th newline counted from the end. */
-    uint64_t back, seen = 0;
-    off_t pos, end = -1, start = 0;
-    char buf[8192], *line = NULL;
-    json_object *obj = NULL, *s, *h;
-    keytier_err err = KEYTIER_OK;
+    uint64_t back = a->tail_seq - seq + 2, seen = 0;
+    off_t pos = a->tail_size;
+    char buf[8192];
+
+    while (pos > 0) {
+        size_t n = pos > (off_t)sizeof buf ? sizeof buf : (size_t)pos;
+        pos -= (off_t)n;
+        if (pread(a->fd, buf, n, pos) != (ssize_t)n)
+            return kt_err(KEYTIER_E_AUDIT, "cannot read audit log %s: %s",
+                          a->path, strerror(errno));
+        for (size_t i = n; i-- > 0;)
+            if (buf[i] == '\n' && ++seen == back) {
+                *start = pos + (off_t)i + 1;
+                return KEYTIER_OK;
+            }
+    }
+    if (seen + 1 == back) {
+        *start = 0;
+        return KEYTIER_OK;
+    }
+    return kt_err(KEYTIER_E_AUDIT_TAMPERED,
+                  "audit log %s has %llu lines, not the %llu records its "
+                  "tail says",
+                  a->path, (unsigned long long)seen,
+                  (unsigned long long)a->tail_seq);
+}
+
+/* The line at *pos (at most KT_AUDIT_LINE_MAX bytes, before the tail) into
+ * line, without its newline; *pos moves past it. */
+static keytier_err kt_audit_pread_line(kt_audit *a, off_t *pos, uint64_t seq,
+                                       char *line, size_t *len)
+{
+    size_t max = KT_AUDIT_LINE_MAX, n = 0;
+    char *nl = NULL;
+
+    if (a->tail_size - *pos < (off_t)max)
+        max = (size_t)(a->tail_size - *pos);
+    while (n < max && !nl) {
+        ssize_t r = pread(a->fd, line + n, max - n, *pos + (off_t)n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return kt_err(KEYTIER_E_AUDIT, "cannot read audit log %s: %s",
+                          a->path, strerror(errno));
+        if (r == 0)
+            break;
+        nl = memchr(line + n, '\n', (size_t)r);
+        n += (size_t)r;
+    }
+    if (!nl)
+        return kt_err(KEYTIER_E_AUDIT_TAMPERED,
+                      "audit log %s: the line of record %llu is incomplete or "
+                      "longer than a record can be",
+                      a->path, (unsigned long long)seq);
+    *len = (size_t)(nl - line);
+    *pos += (off_t)*len + 1;
+    return KEYTIER_OK;
+}
+
+/* Whether line (without its newline) is record seq with this Hash. */
+static bool kt_audit_line_is(const char *line, size_t len, uint64_t seq,
+                             const char *hash)
+{
+    json_object *obj = kt_audit_parse(line, len), *s, *h;
+    bool ok = obj && json_object_object_get_ex(obj, "Seq", &s) &&
+              json_object_object_get_ex(obj, "Hash", &h) &&
+              json_object_is_type(s, json_type_int) &&
+              json_object_get_int64(s) == (int64_t)seq &&
+              json_object_is_type(h, json_type_string) &&
+              strcmp(json_object_get_string(h), hash) == 0;
+
+    json_object_put(obj);
+    return ok;
+}
+
+keytier_err kt_audit_chain_since(kt_audit *a, uint64_t seq, const char *hash)
+{
+    char prev[KT_AUDIT_HASH_HEX + 1], *line;
+    off_t pos = 0;
+    size_t len = 0;
+    keytier_err err;
 
     if (!a->tail_known || seq == 0 || seq > a->tail_seq)
         return kt_err(KEYTIER_E_AUDIT_TAMPERED,
                       "audit log %s has no record %llu", a->path,
                       (unsigned long long)seq);
-    back = a->tail_seq - seq + 1;
-    pos = a->tail_size;
-    while (pos > 0 && !(end >= 0 && start > 0)) {
-        size_t n = pos > (off_t)sizeof buf ? sizeof buf : (size_t)pos;
-        pos -= (off_t)n;
-        if (pread(a->fd, buf, n, pos) != (ssize_t)n)
-            return kt_err(KEYTIER_E_AUDIT, "cannot read audit log %s", a->path);
-        for (size_t i = n; i-- > 0;) {
-            if (buf[i] != '\n')
-                continue;
-            if (++seen == back) {
-                end = pos + (off_t)i;
-            } else if (seen == back + 1) {
-                start = pos + (off_t)i + 1;
-                break;
-            }
-        }
-        /* Bounded: one record is at most KT_AUDIT_LINE_MAX. */
-        if (end >= 0 && start == 0 && end - pos > (off_t)KT_AUDIT_LINE_MAX)
-            break;
-    }
-    if (end < 0 || end - start > (off_t)KT_AUDIT_LINE_MAX ||
-        !(line = malloc((size_t)(end - start) + 1)) ||
-        pread(a->fd, line, (size_t)(end - start), start) !=
-            (ssize_t)(end - start) ||
-        !(obj = kt_audit_parse(line, (size_t)(end - start))) ||
-        !json_object_object_get_ex(obj, "Seq", &s) ||
-        !json_object_object_get_ex(obj, "Hash", &h) ||
-        !json_object_is_type(s, json_type_int) ||
-        json_object_get_int64(s) != (int64_t)seq ||
-        !json_object_is_type(h, json_type_string) ||
-        !kt_is_hash_hex(json_object_get_string(h))) {
+    err = kt_audit_line_start(a, seq, &pos);
+    if (err != KEYTIER_OK)
+        return err;
+    if (!(line = malloc(KT_AUDIT_LINE_MAX)))
+        return kt_err(KEYTIER_E_NOMEM, "audit log %s: line buffer", a->path);
+    err = kt_audit_pread_line(a, &pos, seq, line, &len);
+    if (err == KEYTIER_OK && !kt_audit_line_is(line, len, seq, hash))
         err = kt_err(KEYTIER_E_AUDIT_TAMPERED,
-                     "audit log %s: the line of record %llu is not it", a->path,
-                     (unsigned long long)seq);
-        goto out;
+                     "audit log %s: record %llu is not the anchored one: the "
+                     "log was rewritten",
+                     a->path, (unsigned long long)seq);
+    snprintf(prev, sizeof prev, "%s", hash);
+    for (uint64_t s = seq + 1; err == KEYTIER_OK && s <= a->tail_seq; s++) {
+        err = kt_audit_pread_line(a, &pos, s, line, &len);
+        if (err == KEYTIER_OK)
+            err = kt_audit_check_line(line, len, s, s, prev);
     }
-    memcpy(out, json_object_get_string(h), KT_AUDIT_HASH_HEX + 1);
-out:
-    json_object_put(obj);
+    if (err == KEYTIER_OK &&
+        (pos != a->tail_size || strcmp(prev, a->tail_hash) != 0))
+        err = kt_err(KEYTIER_E_AUDIT_TAMPERED,
+                     "audit log %s: the chain from record %llu does not reach "
+                     "the head",
+                     a->path, (unsigned long long)seq);
     free(line);
     return err;
 }
@@ -902,6 +965,9 @@ keytier_err kt_audit_verify(const char *path, uint64_t *bad_line,
     *bad_line = r.bad_line;
     if (records)
         *records = r.records;
+    /* No record, nothing vouched for: an emptied copy is not "intact". */
+    if (err == KEYTIER_OK && r.records == 0)
+        return kt_err(KEYTIER_E_AUDIT_EMPTY, "%s holds no record", path);
     return err;
 }
 

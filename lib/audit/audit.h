@@ -21,8 +21,10 @@
  * call has the pool's deadline) or after a crash between append and
  * anchor, the anchor lags and keytier_audit_verify_anchored reports the
  * records after it as unanchored (KEYTIER_E_AUDIT_UNANCHORED), not as
- * tampering.  The anchor never moves backwards, nor over a record whose
- * Hash differs from the anchored one.
+ * tampering.  The anchor never moves backwards, and only along a chain the
+ * hook verified from the last anchor it can prove (kt_audit_chain_since
+ * when the hook has not seen the records since); a log with records and
+ * no anchor row is never anchored unless this handle began it.
  */
 #ifndef KT_AUDIT_H
 #define KT_AUDIT_H
@@ -68,11 +70,13 @@ void kt_audit_close(kt_audit *audit);
  * NULL) frees arg when the hook is replaced or the handle closed. */
 void kt_audit_set_anchor(kt_audit *audit, kt_audit_anchor_fn fn, void *arg,
                          void (*release)(void *arg));
-/* From inside an anchor hook only (append lock held): the Hash of record
- * seq of this log, read back from its end.  KEYTIER_E_AUDIT_TAMPERED when
- * the line there is not record seq. */
-KT_NODISCARD keytier_err kt_audit_hash_at(kt_audit *audit, uint64_t seq,
-                                          char out[KT_AUDIT_HASH_HEX + 1]);
+/* From inside an anchor hook only (append lock held): that the file's
+ * record seq has this Hash and every line after it, up to the record just
+ * appended, follows the chain (each line bounded, re-hashed, in sequence).
+ * KEYTIER_E_AUDIT_TAMPERED (what broke in the detail), KEYTIER_E_AUDIT or
+ * KEYTIER_E_NOMEM. */
+KT_NODISCARD keytier_err kt_audit_chain_since(kt_audit *audit, uint64_t seq,
+                                              const char *hash);
 /* The identity of the log at path: the Id of its first record.
  * KEYTIER_E_NOT_FOUND (empty log), KEYTIER_E_AUDIT_TAMPERED (line 1 is not
  * a record with an Id), KEYTIER_E_IO. */
@@ -124,7 +128,8 @@ KT_NODISCARD keytier_err kt_audit_cache_alert(
 
 /*
  * Checks every line of the log at path.  KEYTIER_OK when the chain is
- * intact; otherwise KEYTIER_E_AUDIT_TAMPERED with *bad_line the 1-based
+ * intact; KEYTIER_E_AUDIT_EMPTY when the file holds no record (nothing was
+ * verified); otherwise KEYTIER_E_AUDIT_TAMPERED with *bad_line the 1-based
  * number of the first bad line (and the reason in the error detail), or
  * KEYTIER_E_IO.  *records gets the number of good records (may be NULL).
  */

@@ -90,6 +90,7 @@ extern "C" {
     X(KEYTIER_E_AUDIT_TAMPERED, 43, "audit log altered")                       \
     X(KEYTIER_E_AUDIT_UNANCHORED, 44,                                          \
       "audit log intact, but its newest records are not anchored")             \
+    X(KEYTIER_E_AUDIT_EMPTY, 45, "audit log empty: nothing verified")          \
     /* 60..69: lifecycle */                                                    \
     X(KEYTIER_E_PURGED, 60, "tenant purged: its keys were destroyed")          \
     X(KEYTIER_E_DEP_STATE, 61, "DEP state does not allow this operation")      \
@@ -444,7 +445,8 @@ KEYTIER_API KEYTIER_MUST_CHECK keytier_err keytier_envelope_peek(
 /*
  * Checks the audit log at path (DESIGN.md §2 "Audit"): every line must be
  * exactly as written and carry the hash of the line before it.  Returns
- * KEYTIER_OK, or KEYTIER_E_AUDIT_TAMPERED with *bad_line the 1-based number
+ * KEYTIER_OK, KEYTIER_E_AUDIT_EMPTY when the file holds no record (nothing
+ * verified), or KEYTIER_E_AUDIT_TAMPERED with *bad_line the 1-based number
  * of the first line that was edited, removed (the line after the gap),
  * reordered or forged, and the reason in keytier_last_error_detail(); or
  * KEYTIER_E_IO.  *records (may be NULL) gets the number of intact records
@@ -467,9 +469,12 @@ typedef struct keytier_audit_report {
 /*
  * The audit log's chain AND its keyed anchor (the head recorded in the
  * store after each append, MACed by the service token's
- * "keytier-audit-anchor" key): path (NULL: the context's log) must reach
- * the anchored record with the anchored Hash, and the anchor's MAC must
- * verify on the service token.  Returns
+ * "keytier-audit-anchor" key): path (NULL: the context's log; another
+ * path: a copy, checked against the anchor of the log whose first record it
+ * holds) must reach the anchored record with the anchored Hash, the
+ * anchor's MAC must verify on the service token, and the service token's
+ * register of anchored logs must agree (a registered log keeps its anchor
+ * row and its path).  Returns
  *   KEYTIER_OK                   chain intact, every record anchored;
  *   KEYTIER_E_AUDIT_UNANCHORED   chain intact up to and including the
  *                                anchored record, out->unanchored records
@@ -483,8 +488,13 @@ typedef struct keytier_audit_report {
  *                                N+1..M removed from the end"), the
  *                                anchored line of a rewritten chain, line 1
  *                                of a log replacing the one anchored at this
- *                                path; bad_line 0 when the anchor itself
- *                                fails its MAC;
+ *                                path (or in the store's or the service
+ *                                token's record of it), line 1 of an empty
+ *                                file where a log was registered; bad_line
+ *                                0 when the anchor itself fails its MAC or
+ *                                was removed from the store;
+ *   KEYTIER_E_AUDIT_EMPTY        the file holds no record and no log was
+ *                                anchored at its path: nothing verified;
  *   KEYTIER_E_CONFIG (no service_token), token errors (KEYTIER_E_TOKEN,
  *   KEYTIER_E_TOKEN_NOT_FOUND, KEYTIER_E_LOGIN, KEYTIER_E_KEY_NOT_FOUND:
  *   the anchor could not be checked), KEYTIER_E_STORE, KEYTIER_E_IO.

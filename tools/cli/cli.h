@@ -34,6 +34,7 @@ enum cli_exit {
     CLI_TAMPERED = 8,    /* audit log altered */
     CLI_UNANCHORED = 9,  /* audit log intact, newest records unanchored */
     CLI_APPROVAL = 10,   /* no live approval for a privileged operation */
+    CLI_EMPTY = 11,      /* audit log empty: nothing verified */
 };
 
 struct cli {

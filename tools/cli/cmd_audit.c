@@ -157,7 +157,7 @@ static int audit_verify_chain(struct cli *cli, const char *path)
     uint64_t bad = 0, records = 0;
     keytier_err e = keytier_audit_verify(path, &bad, &records);
     if (e != KEYTIER_OK && e != KEYTIER_E_AUDIT_TAMPERED)
-        return cli_fail_lib(cli, e);
+        return cli_fail_lib(cli, e); /* an empty file too: exit 11 */
     if (cli->json) {
         json_object *o = json_object_new_object();
         cli_json_str(o, "log", path);
@@ -276,7 +276,8 @@ static int cmd_audit_verify(struct cli *cli, int argc, char **argv)
     keytier_err e = keytier_audit_verify_anchored(ctx, path, &rep);
     if (e != KEYTIER_OK && e != KEYTIER_E_AUDIT_TAMPERED &&
         e != KEYTIER_E_AUDIT_UNANCHORED)
-        return cli_fail_lib(cli, e); /* the anchor could not be checked */
+        return cli_fail_lib(cli, e); /* empty (11), or the anchor could not
+                                        be checked */
     return audit_verify_report(cli, path, e, &rep);
 }
 
@@ -303,20 +304,30 @@ const struct cli_cmd cli_audit_cmds[] = {
      "Checks that every record is as written and chained to the one before,\n"
      "and that the log reaches its anchor: the newest record's Seq and Hash\n"
      "as the library recorded them in its store after each append, MACed\n"
-     "by the service token (key \"keytier-audit-anchor\").  Needs the\n"
-     "configuration (service token and store); --log FILE checks another\n"
-     "file (a copy) against the same anchors.\n"
+     "by the service token (key \"keytier-audit-anchor\"), and that the\n"
+     "service token's register of anchored logs agrees (every log anchored\n"
+     "once keeps its anchor, and its path).  Needs the configuration\n"
+     "(service token and store); --log FILE checks another file (a copy)\n"
+     "against the anchor of the log it is a copy of (by the Id of its first\n"
+     "record): a copy shorter than that anchor is altered (8), an empty one\n"
+     "is empty (11).\n"
      "  --chain-only    the hash chain of --log FILE alone, without the\n"
      "                  configuration or the token: removed newest records\n"
-     "                  and a chain recomputed from scratch are NOT detected\n"
+     "                  and a chain recomputed from scratch are NOT detected;\n"
+     "                  an empty file is empty (11), never intact\n"
      "Exit codes:\n"
      "  0  intact, every record anchored\n"
      "  8  altered: names the first edited, removed, reordered or forged\n"
      "     line, \"records N+1..M removed from the end\", the anchored line\n"
-     "     of a recomputed chain, or an anchor that fails its MAC\n"
+     "     of a recomputed chain, an anchor that fails its MAC, an anchor\n"
+     "     removed from the store (\"the anchor of log L was removed\"), or\n"
+     "     another log (or none) where the token registered one\n"
      "  9  chain intact, but the newest records are after the anchor (the\n"
      "     service token was unreachable when they were written, or a crash\n"
-     "     came between append and anchor); the next append anchors them\n"
+     "     came between append and anchor), or the log was never anchored;\n"
+     "     appends anchor them only along a chain they verified from the\n"
+     "     last anchor, never a log with records and no anchor\n"
+     "  11 empty: the file holds no record, nothing was verified\n"
      "  6  the anchor could not be checked: the service token or its\n"
      "     anchor key not found\n"
      "  1  the anchor could not be checked: other token or store errors\n"

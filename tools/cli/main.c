@@ -66,6 +66,7 @@ static void usage(FILE *f)
         "  10 no live approval: the privileged operation needs one, or the\n"
         "     approval is expired, used, revoked, altered or for something\n"
         "     else (keytier approval)\n"
+        "  11 audit log empty: nothing verified (keytier audit verify)\n"
         "\n"
         "Errors are one line on stderr: `keytier COMMAND: what failed and\n"
         "why [KEYTIER_E_NAME]`, naming the key URI, token or file and the\n"

@@ -342,8 +342,10 @@ START_TEST(test_verify_empty_and_missing)
     ck_assert_int_eq(kt_audit_verify(logpath, &bad, &n), KEYTIER_E_IO);
     ck_assert_int_eq(kt_audit_open(logpath, &a), KEYTIER_OK);
     kt_audit_close(a);
-    ck_assert_int_eq(kt_audit_verify(logpath, &bad, &n), KEYTIER_OK);
+    /* No record: nothing verified, never "intact". */
+    ck_assert_int_eq(kt_audit_verify(logpath, &bad, &n), KEYTIER_E_AUDIT_EMPTY);
     ck_assert_uint_eq(n, 0);
+    ck_assert_uint_eq(bad, 0);
 }
 END_TEST
 

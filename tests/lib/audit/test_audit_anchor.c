@@ -176,14 +176,63 @@ static keytier_err verify(keytier_ctx *ctx, keytier_audit_report *r)
     return keytier_audit_verify_anchored(ctx, logpath, r);
 }
 
+/* The one integer a query on the store returns. */
+static long long store_int(const char *stmt)
+{
+    sqlite3 *db;
+    sqlite3_stmt *q;
+    long long v = -1;
+    ck_assert_int_eq(sqlite3_open(T.store, &db), SQLITE_OK);
+    sqlite3_busy_timeout(db, 5000);
+    ck_assert_int_eq(sqlite3_prepare_v2(db, stmt, -1, &q, NULL), SQLITE_OK);
+    if (sqlite3_step(q) == SQLITE_ROW)
+        v = sqlite3_column_int64(q, 0);
+    sqlite3_finalize(q);
+    sqlite3_close(db);
+    return v;
+}
+
+/* n records through an open handle. */
+static void append_on(kt_audit *a, int n)
+{
+    for (int i = 0; i < n; i++) {
+        json_object *o = json_object_new_object();
+        json_object_object_add(o, "OrganizationId",
+                               json_object_new_string("org-1"));
+        assert_err(kt_audit_append(a, "test event", o, NULL), KEYTIER_OK, NULL);
+    }
+}
+
+/* A row saved earlier written back over the anchor, as a forger with the
+ * store would. */
+static void store_restore(const struct kt_anchor_rec *rec)
+{
+    sqlite3 *db;
+    sqlite3_stmt *q;
+    ck_assert_int_eq(sqlite3_open(T.store, &db), SQLITE_OK);
+    sqlite3_busy_timeout(db, 5000);
+    ck_assert_int_eq(sqlite3_prepare_v2(db,
+                                        "UPDATE audit_anchors SET seq = ?1, "
+                                        "hash = ?2, mac = ?3 WHERE log_id = ?4",
+                                        -1, &q, NULL),
+                     SQLITE_OK);
+    sqlite3_bind_int64(q, 1, (sqlite3_int64)rec->seq);
+    sqlite3_bind_text(q, 2, rec->hash, -1, SQLITE_STATIC);
+    sqlite3_bind_blob(q, 3, rec->mac, sizeof rec->mac, SQLITE_STATIC);
+    sqlite3_bind_text(q, 4, rec->log_id, -1, SQLITE_STATIC);
+    ck_assert_int_eq(sqlite3_step(q), SQLITE_DONE);
+    sqlite3_finalize(q);
+    sqlite3_close(db);
+}
+
 START_TEST(anchor_follows_head_key_stays_in_token)
 {
     env_up(_i);
     keytier_ctx *ctx = testenv_ctx(&T);
     keytier_audit_report r;
-    /* An empty log has nothing to anchor. */
+    /* An empty log has nothing to anchor, and nothing is verified. */
     append(ctx, 0, true);
-    assert_err(verify(ctx, &r), KEYTIER_OK, NULL);
+    assert_err(verify(ctx, &r), KEYTIER_E_AUDIT_EMPTY, "holds no record");
     ck_assert_uint_eq(r.records, 0);
     append(ctx, 5, true);
     assert_err(verify(ctx, &r), KEYTIER_OK, NULL);
@@ -352,11 +401,12 @@ START_TEST(forged_anchor_row_detected)
     store_sql("UPDATE audit_anchors SET mac = zeroblob(32)");
     assert_err(verify(ctx, &r), KEYTIER_E_AUDIT_TAMPERED,
                "(record 4) fails its MAC");
-    /* A deleted anchor row is never "intact": the whole log unanchored. */
+    /* A deleted anchor row: the service token registered the log. */
     store_sql("DELETE FROM audit_anchors");
-    assert_err(verify(ctx, &r), KEYTIER_E_AUDIT_UNANCHORED,
-               "no anchor for this log (4 records unanchored)");
-    ck_assert_uint_eq(r.unanchored, 4);
+    assert_err(verify(ctx, &r), KEYTIER_E_AUDIT_TAMPERED,
+               "was removed: the service token registered the log as "
+               "anchored, the store has no anchor for it");
+    ck_assert_uint_eq(r.anchored_seq, 0);
     keytier_ctx_close(ctx);
     env_down();
 }
@@ -448,6 +498,176 @@ START_TEST(cut_while_token_away_not_laundered)
                "at or before it");
     ck_assert_uint_eq(r.anchored_seq, 6);
     ck_assert_uint_eq(r.bad_line, 6);
+    keytier_ctx_close(ctx);
+    env_down();
+}
+END_TEST
+
+/* The laundering of issue reports: with the log and the store but not the
+ * token key, edit a record, recompute the chain, delete the anchor rows
+ * and let the service append.  The append refuses to anchor the rewritten
+ * log, and verify names the removed anchor. */
+START_TEST(laundered_log_not_anchored)
+{
+    env_up(_i);
+    keytier_ctx *ctx = testenv_ctx(&T);
+    keytier_audit_report r;
+    char id[64], want[200];
+    append(ctx, 5, true);
+    int n = load();
+    field(0, "Id", id, sizeof id);
+    set_field(1, "OrganizationId", "org-evil");
+    rechain(n, 1);
+    save(n);
+    store_sql("DELETE FROM audit_anchors");
+    append(ctx, 1, true);
+    ck_assert_int_eq(load(), 6);
+    ck_assert_int_eq(store_int("SELECT count(*) FROM audit_anchors"), 0);
+    snprintf(want, sizeof want,
+             "the anchor of log %s was removed: the service token registered "
+             "the log as anchored, the store has no anchor for it",
+             id);
+    assert_err(verify(ctx, &r), KEYTIER_E_AUDIT_TAMPERED, want);
+    ck_assert_uint_eq(r.anchored_seq, 0);
+    keytier_ctx_close(ctx);
+    env_down();
+}
+END_TEST
+
+/* Records no writer anchored (a writer without the anchor): a later
+ * append does not adopt them, the log stays unanchored. */
+START_TEST(unanchored_log_not_adopted)
+{
+    env_up(_i);
+    keytier_ctx *ctx = testenv_ctx(&T);
+    keytier_audit_report r;
+    append(ctx, 3, false);
+    append(ctx, 1, true);
+    ck_assert_int_eq(store_int("SELECT count(*) FROM audit_anchors"), 0);
+    assert_err(verify(ctx, &r), KEYTIER_E_AUDIT_UNANCHORED,
+               "no anchor for this log (4 records unanchored");
+    ck_assert_uint_eq(r.unanchored, 4);
+    keytier_ctx_close(ctx);
+    env_down();
+}
+END_TEST
+
+/* A log this handle began while the service token was away: its records
+ * follow the chain the handle wrote, so the token back anchors them. */
+START_TEST(own_log_anchored_when_token_returns)
+{
+    env_up(_i);
+    keytier_ctx *ctx = testenv_ctx(&T);
+    keytier_audit_report r;
+    kt_audit *a;
+    static char nowhere[] = "pkcs11:token=Nowhere";
+    char *svc = ctx->cfg.service_token;
+    assert_err(kt_audit_open(logpath, &a), KEYTIER_OK, NULL);
+    kt_audit_anchor_attach(ctx, a);
+    ctx->cfg.service_token = nowhere;
+    append_on(a, 3);
+    ctx->cfg.service_token = svc;
+    ck_assert_int_eq(store_int("SELECT count(*) FROM audit_anchors"), 0);
+    append_on(a, 1);
+    kt_audit_close(a);
+    assert_err(verify(ctx, &r), KEYTIER_OK, NULL);
+    ck_assert_uint_eq(r.anchored_seq, 4);
+    keytier_ctx_close(ctx);
+    env_down();
+}
+END_TEST
+
+/* An unanchored tail with a line edited (not re-hashed): an append of
+ * another writer reads the tail back and does not anchor over it. */
+START_TEST(broken_tail_not_anchored)
+{
+    env_up(_i);
+    keytier_ctx *ctx = testenv_ctx(&T);
+    keytier_audit_report r;
+    append(ctx, 3, true);
+    append(ctx, 2, false);
+    int n = load();
+    set_field(4, "OrganizationId", "org-evil");
+    save(n);
+    append(ctx, 1, true);
+    ck_assert_int_eq(store_int("SELECT seq FROM audit_anchors"), 3);
+    assert_err(verify(ctx, &r), KEYTIER_E_AUDIT_TAMPERED, "line 5 was edited");
+    keytier_ctx_close(ctx);
+    env_down();
+}
+END_TEST
+
+/* An anchor row saved at record 3 and written back after the anchor moved
+ * to 6, the records after 3 rewritten and re-hashed: the writer that
+ * anchored record 6 refuses to move the anchor from the older row. */
+START_TEST(restored_anchor_row_refused_by_writer)
+{
+    env_up(_i);
+    keytier_ctx *ctx = testenv_ctx(&T);
+    keytier_audit_report r;
+    struct kt_anchor_rec saved;
+    char id[64];
+    kt_audit *a;
+    assert_err(kt_audit_open(logpath, &a), KEYTIER_OK, NULL);
+    kt_audit_anchor_attach(ctx, a);
+    append_on(a, 3);
+    load();
+    field(0, "Id", id, sizeof id);
+    assert_err(kt_store_anchor_get(ctx->store, id, &saved), KEYTIER_OK, NULL);
+    ck_assert_uint_eq(saved.seq, 3);
+    append_on(a, 3);
+    int n = load();
+    set_field(4, "OrganizationId", "org-evil");
+    rechain(n, 4);
+    save(n);
+    store_restore(&saved);
+    append_on(a, 1);
+    ck_assert_int_eq(store_int("SELECT seq FROM audit_anchors"), 3);
+    kt_audit_close(a);
+    assert_err(verify(ctx, &r), KEYTIER_E_AUDIT_UNANCHORED,
+               "records 4..7 are after the anchor (record 3)");
+    keytier_ctx_close(ctx);
+    env_down();
+}
+END_TEST
+
+/* The log deleted with its anchor rows, or emptied: the service token's
+ * register names the log anchored at the path; an empty copy is empty. */
+START_TEST(deleted_history_named)
+{
+    env_up(_i);
+    keytier_ctx *ctx = testenv_ctx(&T);
+    keytier_audit_report r;
+    char id[64], want[200], copy[460];
+    append(ctx, 4, true);
+    load();
+    field(0, "Id", id, sizeof id);
+    snprintf(copy, sizeof copy, "%s/empty-copy.jsonl", T.dir);
+    FILE *f = fopen(copy, "w");
+    ck_assert_ptr_nonnull(f);
+    fclose(f);
+    assert_err(keytier_audit_verify_anchored(ctx, copy, &r),
+               KEYTIER_E_AUDIT_EMPTY, "empty-copy.jsonl holds no record");
+    uint64_t bad = 0, recs = 0;
+    assert_err(keytier_audit_verify(copy, &bad, &recs), KEYTIER_E_AUDIT_EMPTY,
+               "holds no record");
+    store_sql("DELETE FROM audit_anchors");
+    save(0);
+    snprintf(want, sizeof want,
+             "is empty, but the service token registered log %s at this "
+             "path: the log was emptied or deleted",
+             id);
+    assert_err(verify(ctx, &r), KEYTIER_E_AUDIT_TAMPERED, want);
+    ck_assert_uint_eq(r.bad_line, 1);
+    ck_assert_int_eq(unlink(logpath), 0);
+    append(ctx, 2, true);
+    ck_assert_int_eq(store_int("SELECT count(*) FROM audit_anchors"), 1);
+    snprintf(want, sizeof want,
+             "is not the log anchored at this path (the service token "
+             "registered log %s there)",
+             id);
+    assert_err(verify(ctx, &r), KEYTIER_E_AUDIT_TAMPERED, want);
+    ck_assert_uint_eq(r.bad_line, 1);
     keytier_ctx_close(ctx);
     env_down();
 }
@@ -715,6 +935,12 @@ int main(int argc, char **argv)
         tcase_add_loop_test(tc, service_token_down_tail_unanchored, 0, 2);
         tcase_add_loop_test(tc, cut_while_token_away_not_laundered, 0, 2);
         tcase_add_loop_test(tc, threads_and_processes_anchor_the_head, 0, 2);
+        tcase_add_loop_test(tc, laundered_log_not_anchored, 0, 2);
+        tcase_add_loop_test(tc, unanchored_log_not_adopted, 0, 2);
+        tcase_add_loop_test(tc, own_log_anchored_when_token_returns, 0, 2);
+        tcase_add_loop_test(tc, broken_tail_not_anchored, 0, 2);
+        tcase_add_loop_test(tc, restored_anchor_row_refused_by_writer, 0, 2);
+        tcase_add_loop_test(tc, deleted_history_named, 0, 2);
     }
     suite_add_tcase(s, tc);
     sr = srunner_create(s);
