@@ -24,7 +24,7 @@
  * serialisation. */
 #define KT_JSON_FLAGS (JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
 /* A record is small; anything longer is not ours. */
-#define KT_AUDIT_LINE_MAX (64u * 1024u)
+#define KT_AUDIT_LINE_MAX KEYTIER_AUDIT_LINE_MAX
 
 static const char kt_audit_zero_hash[KT_AUDIT_HASH_HEX + 1] =
     "0000000000000000000000000000000000000000000000000000000000000000";

@@ -442,6 +442,10 @@ KEYTIER_API KEYTIER_MUST_CHECK keytier_err keytier_envelope_peek(
 
 /* ==== availability: fallback, cache, audit =================== */
 
+/* The longest line of the audit log, its newline included: a longer line
+ * is not a record, and readers stop at this many bytes. */
+#define KEYTIER_AUDIT_LINE_MAX (64u * 1024u)
+
 /*
  * Checks the audit log at path (DESIGN.md §2 "Audit"): every line must be
  * exactly as written and carry the hash of the line before it.  Returns

@@ -22,11 +22,19 @@ head -c 300000000 /dev/zero | tr '\0' 'a' >"$KT_TMP/long.log"
 rc=0
 out=$(/usr/bin/time -f "peak-kib %M" "$KT_CLI" audit verify --chain-only \
     --log "$KT_TMP/long.log" 2>&1) || rc=$?
-rm -f "$KT_TMP/long.log"
 assert_eq 8 "$rc" "exit status; output: $out"
 assert_contains "$out" "line 1 is longer than a record can be (65536 bytes)"
 peak=$(sed -n 's/^peak-kib //p' <<<"$out")
 [ "$peak" -lt 65536 ] || kt_fail "verify of a 300 MB line took $peak KiB"
+kt_log "audit list reads with the same bound"
+rc=0
+out=$(/usr/bin/time -f "peak-kib %M" "$KT_CLI" audit list \
+    --log "$KT_TMP/long.log" 2>&1) || rc=$?
+rm -f "$KT_TMP/long.log"
+assert_eq 8 "$rc" "exit status of audit list; output: $out"
+assert_contains "$out" "keytier audit list: audit log $KT_TMP/long.log: line 1 is longer than a record can be (65536 bytes) (run keytier audit verify)"
+peak=$(sed -n 's/^peak-kib //p' <<<"$out")
+[ "$peak" -lt 65536 ] || kt_fail "audit list of a 300 MB line took $peak KiB"
 
 kt_log "a log that cannot be read is an I/O error (exit 7), not an empty log"
 mkdir "$KT_TMP/log.d"

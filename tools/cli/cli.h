@@ -105,6 +105,11 @@ int cli_out_open(struct cli *cli, struct cli_out *o, const char *path);
 int cli_out_commit(struct cli *cli, struct cli_out *o);
 void cli_out_abort(struct cli_out *o);
 int cli_in_open(struct cli *cli, const char *path, int *fd);
+/* One line of f into buf (max bytes, newline included, NUL-terminated:
+ * buf holds max + 1). Returns its length; 0 at end of file; -1 on a read
+ * error (errno set); -2 when the line is longer than max (nothing more of
+ * it is read). */
+long cli_read_line(FILE *f, char *buf, size_t max);
 
 /* Progress on a terminal (stderr) while a stream runs: a thread watching
  * the input offset.  No-op unless stderr is a terminal, --json is off and

@@ -110,12 +110,29 @@ static int cmd_audit_list(struct cli *cli, int argc, char **argv)
     if (f == NULL)
         return cli_fail(cli, CLI_IO, "cannot read audit log %s: %s", path,
                         strerror(errno));
-    char *line = NULL;
-    size_t cap = 0;
+    /* Bounded: a record is at most KEYTIER_AUDIT_LINE_MAX bytes. */
+    char *line = malloc(KEYTIER_AUDIT_LINE_MAX + 1);
+    if (line == NULL) {
+        fclose(f);
+        return cli_fail(cli, CLI_ERROR, "out of memory");
+    }
     uint64_t lineno = 0, shown = 0;
+    long n;
     rc = CLI_OK;
-    while (getline(&line, &cap, f) > 0) {
+    while ((n = cli_read_line(f, line, KEYTIER_AUDIT_LINE_MAX)) != 0) {
         lineno++;
+        if (n < 0) {
+            rc = n == -1 ? cli_fail(cli, CLI_IO,
+                                    "cannot read audit log %s at line %" PRIu64
+                                    ": %s",
+                                    path, lineno, strerror(errno))
+                         : cli_fail(cli, CLI_TAMPERED,
+                                    "audit log %s: line %" PRIu64
+                                    " is longer than a record can be (%u "
+                                    "bytes) (run keytier audit verify)",
+                                    path, lineno, KEYTIER_AUDIT_LINE_MAX);
+            break;
+        }
         json_object *rec = json_tokener_parse(line);
         if (rec == NULL || !json_object_is_type(rec, json_type_object)) {
             json_object_put(rec);
@@ -142,8 +159,6 @@ static int cmd_audit_list(struct cli *cli, int argc, char **argv)
         json_object_put(rec);
     }
     free(line);
-    if (ferror(f) && rc == CLI_OK)
-        rc = cli_fail(cli, CLI_IO, "cannot read audit log %s", path);
     fclose(f);
     if (rc == CLI_OK && !cli->json)
         fprintf(stderr, "%" PRIu64 " of %" PRIu64 " records shown (%s)\n",

@@ -527,10 +527,8 @@ static json_object *demo_audit_last(struct demo *d, uint64_t *count)
     *count = 0;
     if (f == NULL)
         return NULL;
-    char *line = NULL, *last = NULL;
-    size_t cap = 0;
-    ssize_t n;
-    while ((n = getline(&line, &cap, f)) > 0) {
+    char *line = malloc(KEYTIER_AUDIT_LINE_MAX + 1), *last = NULL;
+    while (line != NULL && cli_read_line(f, line, KEYTIER_AUDIT_LINE_MAX) > 0) {
         (*count)++;
         free(last);
         last = strdup(line);

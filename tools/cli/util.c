@@ -377,3 +377,19 @@ void cli_progress_stop(struct cli_progress *p, bool ok)
     pthread_cond_destroy(&p->cv);
     free(p);
 }
+
+long cli_read_line(FILE *f, char *buf, size_t max)
+{
+    size_t n = 0;
+    int c;
+    buf[0] = '\0';
+    while ((c = getc_unlocked(f)) != EOF) {
+        if (n == max)
+            return -2;
+        buf[n++] = (char)c;
+        buf[n] = '\0';
+        if (c == '\n')
+            return (long)n;
+    }
+    return ferror(f) ? -1 : (long)n;
+}
