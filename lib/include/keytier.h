@@ -734,6 +734,10 @@ typedef enum keytier_purge_action {
     KEYTIER_PURGE_WOULD_DESTROY = 3, /* dry run: would be destroyed */
 } keytier_purge_action;
 
+/* "destroyed", "kept", "already gone", "would be destroyed": the words of
+ * the purge's audit records and of the CLI. */
+KEYTIER_API const char *keytier_purge_action_name(keytier_purge_action a);
+
 typedef struct keytier_purge_key {
     char dep_id[KEYTIER_ID_SIZE]; /* the purged DEP that names the key */
     int slot;                     /* KEYTIER_ROOT_A, _B or _AVAIL */

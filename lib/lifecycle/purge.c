@@ -312,7 +312,7 @@ static keytier_err kt_purge_key(struct kt_purge *p,
 
 /* ---- audit -------------------------------------------------------------- */
 
-static const char *kt_purge_action_name(keytier_purge_action a)
+KEYTIER_API const char *keytier_purge_action_name(keytier_purge_action a)
 {
     switch (a) {
     case KEYTIER_PURGE_DESTROYED:
@@ -364,7 +364,7 @@ static keytier_err kt_purge_audit_dep(keytier_ctx *ctx,
             k, "Uri", json_object_new_string_len(uri, (int)strcspn(uri, "?")));
         json_object_object_add(
             k, "Action",
-            json_object_new_string(kt_purge_action_name(ent->k.action)));
+            json_object_new_string(keytier_purge_action_name(ent->k.action)));
         if (ent->k.action == KEYTIER_PURGE_KEPT)
             json_object_object_add(k, "KeptBecause",
                                    json_object_new_string(ent->k.reason));

@@ -71,46 +71,59 @@ static void audit_print(json_object *rec)
     putchar('\n');
 }
 
-static int cmd_audit_list(struct cli *cli, int argc, char **argv)
+/* What audit list shows: records from a time on, of one activity, of one
+ * DEP (NULL: any). */
+struct audit_filter {
+    const char *since, *activity, *dep;
+};
+
+static bool audit_keep(const struct audit_filter *flt, json_object *rec)
 {
-    static const struct option opts[] = {
-        {"log", required_argument, NULL, OPT_LOG},
-        {"since", required_argument, NULL, OPT_SINCE},
-        {"activity", required_argument, NULL, OPT_ACTIVITY},
-        {"dep", required_argument, NULL, OPT_DEP},
-        {0},
-    };
-    const char *log = NULL, *since = NULL, *activity = NULL, *dep = NULL;
-    int c;
-    while ((c = cli_getopt(cli, argc, argv, "", opts)) != -1) {
-        switch (c) {
-        case OPT_LOG:
-            log = optarg;
-            break;
-        case OPT_SINCE:
-            since = optarg;
-            break;
-        case OPT_ACTIVITY:
-            activity = optarg;
-            break;
-        case OPT_DEP:
-            dep = optarg;
-            break;
-        default:
-            return cli_usage_error(cli, "unknown option %s", argv[optind - 1]);
-        }
+    const char *t = jstr(rec, "CreationTime");
+    const char *a = jstr(rec, "Activity");
+    const char *d = jstr(rec, "DataEncryptionPolicyId");
+    /* ISO 8601 UTC times of one format order as text. */
+    return (flt->since == NULL || (t != NULL && strcmp(t, flt->since) >= 0)) &&
+           (flt->activity == NULL ||
+            (a != NULL && !strcmp(a, flt->activity))) &&
+           (flt->dep == NULL || (d != NULL && !strcmp(d, flt->dep)));
+}
+
+/* Line lineno as cli_read_line gave it (n): a record, or why it is not. */
+static int audit_list_line(struct cli *cli, const char *path, const char *line,
+                           long n, uint64_t lineno, json_object **rec)
+{
+    if (n == -1)
+        return cli_fail(cli, CLI_IO,
+                        "cannot read audit log %s at line %" PRIu64 ": %s",
+                        path, lineno, strerror(errno));
+    if (n == -2)
+        return cli_fail(cli, CLI_TAMPERED,
+                        "audit log %s: line %" PRIu64
+                        " is longer than a record can be (%u bytes) (run "
+                        "keytier audit verify)",
+                        path, lineno, KEYTIER_AUDIT_LINE_MAX);
+    *rec = json_tokener_parse(line);
+    if (*rec == NULL || !json_object_is_type(*rec, json_type_object)) {
+        json_object_put(*rec);
+        *rec = NULL;
+        return cli_fail(cli, CLI_TAMPERED,
+                        "audit log %s: line %" PRIu64 " is not a JSON object "
+                        "(run keytier audit verify)",
+                        path, lineno);
     }
-    if (optind != argc)
-        return cli_usage_error(cli, "unexpected argument '%s'", argv[optind]);
-    char path[AUDIT_PATH_MAX];
-    int rc = audit_path(cli, log, path);
-    if (rc != CLI_OK)
-        return rc;
+    return CLI_OK;
+}
+
+/* The records of the log at path that flt keeps, each line read with the
+ * bound of a record. */
+static int audit_list_file(struct cli *cli, const char *path,
+                           const struct audit_filter *flt)
+{
     FILE *f = fopen(path, "re");
     if (f == NULL)
         return cli_fail(cli, CLI_IO, "cannot read audit log %s: %s", path,
                         strerror(errno));
-    /* Bounded: a record is at most KEYTIER_AUDIT_LINE_MAX bytes. */
     char *line = malloc(KEYTIER_AUDIT_LINE_MAX + 1);
     if (line == NULL) {
         fclose(f);
@@ -118,38 +131,12 @@ static int cmd_audit_list(struct cli *cli, int argc, char **argv)
     }
     uint64_t lineno = 0, shown = 0;
     long n;
-    rc = CLI_OK;
-    while ((n = cli_read_line(f, line, KEYTIER_AUDIT_LINE_MAX)) != 0) {
-        lineno++;
-        if (n < 0) {
-            rc = n == -1 ? cli_fail(cli, CLI_IO,
-                                    "cannot read audit log %s at line %" PRIu64
-                                    ": %s",
-                                    path, lineno, strerror(errno))
-                         : cli_fail(cli, CLI_TAMPERED,
-                                    "audit log %s: line %" PRIu64
-                                    " is longer than a record can be (%u "
-                                    "bytes) (run keytier audit verify)",
-                                    path, lineno, KEYTIER_AUDIT_LINE_MAX);
-            break;
-        }
-        json_object *rec = json_tokener_parse(line);
-        if (rec == NULL || !json_object_is_type(rec, json_type_object)) {
-            json_object_put(rec);
-            rc = cli_fail(cli, CLI_TAMPERED,
-                          "audit log %s: line %" PRIu64 " is not a JSON object "
-                          "(run keytier audit verify)",
-                          path, lineno);
-            break;
-        }
-        const char *t = jstr(rec, "CreationTime");
-        const char *a = jstr(rec, "Activity");
-        const char *d = jstr(rec, "DataEncryptionPolicyId");
-        /* ISO 8601 UTC times of one format order as text. */
-        bool keep = (since == NULL || (t != NULL && strcmp(t, since) >= 0)) &&
-                    (activity == NULL || (a != NULL && !strcmp(a, activity))) &&
-                    (dep == NULL || (d != NULL && !strcmp(d, dep)));
-        if (keep) {
+    int rc = CLI_OK;
+    while (rc == CLI_OK &&
+           (n = cli_read_line(f, line, KEYTIER_AUDIT_LINE_MAX)) != 0) {
+        json_object *rec = NULL;
+        rc = audit_list_line(cli, path, line, n, ++lineno, &rec);
+        if (rc == CLI_OK && audit_keep(flt, rec)) {
             shown++;
             if (cli->json) /* the record exactly as stored */
                 fputs(line, stdout);
@@ -164,6 +151,43 @@ static int cmd_audit_list(struct cli *cli, int argc, char **argv)
         fprintf(stderr, "%" PRIu64 " of %" PRIu64 " records shown (%s)\n",
                 shown, lineno, path);
     return rc;
+}
+
+static int cmd_audit_list(struct cli *cli, int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"log", required_argument, NULL, OPT_LOG},
+        {"since", required_argument, NULL, OPT_SINCE},
+        {"activity", required_argument, NULL, OPT_ACTIVITY},
+        {"dep", required_argument, NULL, OPT_DEP},
+        {0},
+    };
+    const char *log = NULL;
+    struct audit_filter flt = {NULL, NULL, NULL};
+    int c;
+    while ((c = cli_getopt(cli, argc, argv, "", opts)) != -1) {
+        switch (c) {
+        case OPT_LOG:
+            log = optarg;
+            break;
+        case OPT_SINCE:
+            flt.since = optarg;
+            break;
+        case OPT_ACTIVITY:
+            flt.activity = optarg;
+            break;
+        case OPT_DEP:
+            flt.dep = optarg;
+            break;
+        default:
+            return cli_usage_error(cli, "unknown option %s", argv[optind - 1]);
+        }
+    }
+    if (optind != argc)
+        return cli_usage_error(cli, "unexpected argument '%s'", argv[optind]);
+    char path[AUDIT_PATH_MAX];
+    int rc = audit_path(cli, log, path);
+    return rc != CLI_OK ? rc : audit_list_file(cli, path, &flt);
 }
 
 /* --chain-only: the hash chain of a file alone (a copy, no token). */

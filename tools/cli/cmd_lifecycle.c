@@ -368,21 +368,6 @@ static int cmd_recover(struct cli *cli, int argc, char **argv)
 static const char *const purge_roles[] = {"customer key A", "customer key B",
                                           "availability key"};
 
-static const char *purge_action(keytier_purge_action a)
-{
-    switch (a) {
-    case KEYTIER_PURGE_DESTROYED:
-        return "destroyed";
-    case KEYTIER_PURGE_KEPT:
-        return "kept";
-    case KEYTIER_PURGE_GONE:
-        return "already gone";
-    case KEYTIER_PURGE_WOULD_DESTROY:
-        break;
-    }
-    return "would be destroyed";
-}
-
 static void purge_print_json(const char *tenant, bool dry,
                              const keytier_purge_detail *d)
 {
@@ -412,7 +397,7 @@ static void purge_print_json(const char *tenant, bool dry,
         cli_json_str(j, "dep_id", k->dep_id);
         cli_json_str(j, "role", purge_roles[k->slot]);
         cli_json_str(j, "uri", k->uri);
-        cli_json_str(j, "action", purge_action(k->action));
+        cli_json_str(j, "action", keytier_purge_action_name(k->action));
         if (k->action == KEYTIER_PURGE_KEPT)
             cli_json_str(j, "kept_because", k->reason);
         json_object_array_add(keys, j);
@@ -428,7 +413,7 @@ static void purge_print_text(const char *tenant, bool dry,
     for (size_t i = 0; i < d->n_keys; i++) {
         const keytier_purge_key *k = &d->keys[i];
         printf("%s %s: %s", purge_roles[k->slot], k->uri,
-               purge_action(k->action));
+               keytier_purge_action_name(k->action));
         if (k->action == KEYTIER_PURGE_KEPT)
             printf(", still used: %s", k->reason);
         printf("\n");
@@ -503,7 +488,7 @@ static int cmd_purge(struct cli *cli, int argc, char **argv)
         /* What was decided before the stop, then the error. */
         for (size_t i = 0; i < d.n_keys && !cli->json; i++)
             fprintf(stderr, "%s %s: %s\n", purge_roles[d.keys[i].slot],
-                    d.keys[i].uri, purge_action(d.keys[i].action));
+                    d.keys[i].uri, keytier_purge_action_name(d.keys[i].action));
         keytier_purge_detail_free(&d);
         return cli_fail_lib(cli, e);
     }
