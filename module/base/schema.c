@@ -4,6 +4,8 @@
 
 #include <string.h>
 
+#include "ossl/asym.h" /* CKK_EC_MONTGOMERY, kt_ossl_rsa_legacy_set */
+
 /* Object classes a row applies to. */
 #define C_DATA   (1u << 0)
 #define C_CERT   (1u << 1)
@@ -159,7 +161,7 @@ static bool key_attr_valid(CK_OBJECT_CLASS cls, CK_KEY_TYPE kt,
                type == CKA_PRIME_2 || type == CKA_EXPONENT_1 ||
                type == CKA_EXPONENT_2 || type == CKA_COEFFICIENT;
     }
-    if (kt == CKK_EC) {
+    if (kt == CKK_EC || kt == CKK_EC_EDWARDS || kt == CKK_EC_MONTGOMERY) {
         if (type == CKA_EC_PARAMS)
             return true;
         return cls == CKO_PUBLIC_KEY ? type == CKA_EC_POINT : type == CKA_VALUE;
@@ -213,6 +215,8 @@ static atomic_bool legacy;
 void kt_schema_legacy_set(bool on)
 {
     atomic_store(&legacy, on);
+    /* RSA keys below 2048 bits and MD5 with RSA (ossl/asym.c) */
+    kt_ossl_rsa_legacy_set(on);
 }
 
 bool kt_schema_legacy(void)
@@ -311,6 +315,8 @@ static bool key_type_fits(CK_OBJECT_CLASS cls, CK_KEY_TYPE kt)
         return cls == CKO_SECRET_KEY;
     case CKK_RSA:
     case CKK_EC:
+    case CKK_EC_EDWARDS:
+    case CKK_EC_MONTGOMERY:
         return cls == CKO_PUBLIC_KEY || cls == CKO_PRIVATE_KEY;
     default:
         return false;

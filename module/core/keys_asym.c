@@ -1,4 +1,5 @@
-/* C_GenerateKeyPair and C_DeriveKey (CKM_ECDH1_DERIVE) behind p11_keys.c:
+/* C_GenerateKeyPair and C_DeriveKey (CKM_ECDH1_DERIVE and
+ * CKM_ECDH1_COFACTOR_DERIVE) behind p11_keys.c:
  * the asymmetric counterparts of keys.c. Key material is made with no lock
  * held; both halves of a pair are stored, or neither. */
 #include "kt_asym.h"
@@ -84,7 +85,8 @@ CK_RV kt_keys_derive(struct kt_session *s, const CK_MECHANISM *mech,
     CK_RV rv;
 
     if (m == NULL || !(m->info.flags & CKF_DERIVE) ||
-        mech->mechanism != CKM_ECDH1_DERIVE)
+        (mech->mechanism != CKM_ECDH1_DERIVE &&
+         mech->mechanism != CKM_ECDH1_COFACTOR_DERIVE))
         return CKR_MECHANISM_INVALID;
     memset(&k, 0, sizeof(k));
     kt_attrs_init(&k.attrs);
@@ -109,7 +111,8 @@ CK_RV kt_keys_derive(struct kt_session *s, const CK_MECHANISM *mech,
         rv = CKR_TEMPLATE_INCONSISTENT;
     if (rv == CKR_OK && kt_attrs_has(&a, CKA_VALUE_LEN))
         rv = kt_attrs_get_ulong(&a, CKA_VALUE_LEN, &len);
-    /* An AES key needs its length; a generic secret takes all of Z. */
+    /* An AES key needs its length; a generic secret takes all of Z (or,
+     * through a KDF, the hash's length). */
     if (rv == CKR_OK && kt == CKK_AES && len == 0)
         rv = CKR_TEMPLATE_INCOMPLETE;
     if (rv == CKR_OK && kt_attrs_has(&a, CKA_VALUE))

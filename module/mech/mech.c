@@ -30,6 +30,11 @@
         mech, #mech, {KT_EC_MIN_BITS, KT_EC_MAX_BITS, (flags) | EC_FLAGS},     \
             EC_KEYS, ops, NULL                                                 \
     }
+#define ECX_ROW(mech, flags, type, ops)                                        \
+    {                                                                          \
+        mech, #mech, {KT_ECX_MIN_BITS, KT_ECX_MAX_BITS, flags}, {type}, 1,     \
+            ops, NULL                                                          \
+    }
 /* --- end RSA and EC */
 
 static const struct kt_mech mechs[] = {
@@ -123,12 +128,17 @@ static const struct kt_mech mechs[] = {
      NULL,
      NULL},
     RSA_ROW(CKM_RSA_PKCS, SIGNS | CRYPT | WRAPS),
-    RSA_ROW(CKM_RSA_X_509, SIGNS),
+    RSA_ROW(CKM_RSA_X_509, SIGNS | CRYPT),
+    RSA_ROW(CKM_MD5_RSA_PKCS, SIGNS), /* legacy_mechanisms = yes only */
     RSA_ROW(CKM_SHA1_RSA_PKCS, SIGNS),
     RSA_ROW(CKM_SHA224_RSA_PKCS, SIGNS),
     RSA_ROW(CKM_SHA256_RSA_PKCS, SIGNS),
     RSA_ROW(CKM_SHA384_RSA_PKCS, SIGNS),
     RSA_ROW(CKM_SHA512_RSA_PKCS, SIGNS),
+    RSA_ROW(CKM_SHA3_224_RSA_PKCS, SIGNS),
+    RSA_ROW(CKM_SHA3_256_RSA_PKCS, SIGNS),
+    RSA_ROW(CKM_SHA3_384_RSA_PKCS, SIGNS),
+    RSA_ROW(CKM_SHA3_512_RSA_PKCS, SIGNS),
     RSA_ROW(CKM_RSA_PKCS_PSS, SIGNS),
     RSA_ROW(CKM_SHA1_RSA_PKCS_PSS, SIGNS),
     RSA_ROW(CKM_SHA224_RSA_PKCS_PSS, SIGNS),
@@ -148,16 +158,56 @@ static const struct kt_mech mechs[] = {
     EC_ROW(CKM_ECDSA_SHA256, SIGNS, &kt_ops_asym),
     EC_ROW(CKM_ECDSA_SHA384, SIGNS, &kt_ops_asym),
     EC_ROW(CKM_ECDSA_SHA512, SIGNS, &kt_ops_asym),
-    EC_ROW(CKM_ECDH1_DERIVE, CKF_DERIVE, NULL),
+    EC_ROW(CKM_ECDSA_SHA3_224, SIGNS, &kt_ops_asym),
+    EC_ROW(CKM_ECDSA_SHA3_256, SIGNS, &kt_ops_asym),
+    EC_ROW(CKM_ECDSA_SHA3_384, SIGNS, &kt_ops_asym),
+    EC_ROW(CKM_ECDSA_SHA3_512, SIGNS, &kt_ops_asym),
+    /* ECDH on the EC curves and on X25519/X448 (Montgomery) keys */
+    {CKM_ECDH1_DERIVE,
+     "CKM_ECDH1_DERIVE",
+     {KT_ECX_MIN_BITS, KT_EC_MAX_BITS, CKF_DERIVE | EC_FLAGS},
+     {CKK_EC, CKK_EC_MONTGOMERY},
+     2,
+     NULL,
+     NULL},
+    EC_ROW(CKM_ECDH1_COFACTOR_DERIVE, CKF_DERIVE, NULL),
+    ECX_ROW(CKM_EC_EDWARDS_KEY_PAIR_GEN, CKF_GENERATE_KEY_PAIR, CKK_EC_EDWARDS,
+            NULL),
+    ECX_ROW(CKM_EDDSA, SIGNS, CKK_EC_EDWARDS, &kt_ops_asym),
+    ECX_ROW(CKM_EC_MONTGOMERY_KEY_PAIR_GEN, CKF_GENERATE_KEY_PAIR,
+            CKK_EC_MONTGOMERY, NULL),
     /* --- end RSA and EC */
 };
+
+/* --- RSA and EC legacy: mechanisms that exist only with
+ * legacy_mechanisms = yes (absent from the list, CKR_MECHANISM_INVALID
+ * everywhere otherwise). */
+static bool legacy_only(CK_MECHANISM_TYPE type)
+{
+    return type == CKM_MD5_RSA_PKCS;
+}
+/* --- end RSA and EC legacy */
+
+bool kt_mech_offered(const struct kt_mech *m)
+{
+    return kt_schema_legacy() || !legacy_only(m->type);
+}
 
 const struct kt_mech *kt_mech_find(CK_MECHANISM_TYPE type)
 {
     for (size_t i = 0; i < sizeof(mechs) / sizeof(mechs[0]); i++)
         if (mechs[i].type == type)
-            return &mechs[i];
+            return kt_mech_offered(&mechs[i]) ? &mechs[i] : NULL;
     return NULL;
+}
+
+void kt_mech_info(const struct kt_mech *m, CK_MECHANISM_INFO *info)
+{
+    *info = m->info;
+    info->flags = kt_mech_flags(m);
+    /* RSA keys below 2048 bits exist only with legacy_mechanisms = yes. */
+    if (m->n_key_types > 0 && m->key_types[0] == CKK_RSA)
+        info->ulMinKeySize = kt_ossl_rsa_min_bits();
 }
 
 /* Unwrapping with these answers whether a forged blob decrypts to valid

@@ -46,13 +46,22 @@ static KT_NODISCARD CK_RV key_build(CK_OBJECT_CLASS cls, CK_KEY_TYPE type,
         }
         return kt_ossl_rsa_import(&p, priv, out);
     }
-    if (type == CKK_EC) {
+    if (type == CKK_EC || type == CKK_EC_EDWARDS || type == CKK_EC_MONTGOMERY) {
         kt_ec_parts p = {.params = view(a, CKA_EC_PARAMS)};
+        CK_RV rv;
         if (priv)
             p.value = view(a, CKA_VALUE);
         else
             p.point = view(a, CKA_EC_POINT);
-        return kt_ossl_ec_import(&p, priv, out);
+        rv = kt_ossl_ec_import(&p, priv, out);
+        /* The curve decides the key: it must be the one CKA_KEY_TYPE says
+         * (an Edwards curve is no CKK_EC key, nor the reverse). */
+        if (rv == CKR_OK && kt_ossl_key_type(*out) != type) {
+            kt_ossl_key_unref(*out);
+            *out = NULL;
+            rv = CKR_ATTRIBUTE_VALUE_INVALID;
+        }
+        return rv;
     }
     return CKR_KEY_TYPE_INCONSISTENT;
 }
@@ -429,11 +438,37 @@ static KT_NODISCARD CK_RV same_curve(const kt_attrs *pub, const kt_attrs *priv)
     return rv == CKR_CURVE_NOT_SUPPORTED ? CKR_ATTRIBUTE_VALUE_INVALID : rv;
 }
 
+/* A key pair on the curve CKA_EC_PARAMS names (in either template), which
+ * must be a curve of the mechanism's key type: CKK_EC for
+ * CKM_EC_KEY_PAIR_GEN, edwards25519/448 for the Edwards one, curve25519/448
+ * for the Montgomery one (CKR_ATTRIBUTE_VALUE_INVALID otherwise). */
+static KT_NODISCARD CK_RV generate_curve(const kt_attrs *pub,
+                                         const kt_attrs *priv, CK_KEY_TYPE type,
+                                         EVP_PKEY **key)
+{
+    kt_ossl_buf params = view(pub, CKA_EC_PARAMS);
+    CK_KEY_TYPE curve_type = 0;
+    CK_RV rv;
+
+    if (params.len == 0)
+        params = view(priv, CKA_EC_PARAMS);
+    if (params.len == 0)
+        return CKR_TEMPLATE_INCOMPLETE;
+    rv = same_curve(pub, priv);
+    if (rv == CKR_OK)
+        rv = kt_ossl_ec_params_key_type(params.data, params.len, &curve_type);
+    if (rv == CKR_OK && curve_type != type)
+        rv = CKR_ATTRIBUTE_VALUE_INVALID;
+    if (rv == CKR_OK)
+        rv = kt_ossl_ec_generate(params.data, params.len, key);
+    return rv == CKR_CURVE_NOT_SUPPORTED ? CKR_ATTRIBUTE_VALUE_INVALID : rv;
+}
+
 CK_RV kt_asym_generate_pair(const CK_MECHANISM *m, kt_attrs *pub,
                             kt_attrs *priv)
 {
     EVP_PKEY *key = NULL;
-    kt_ossl_buf exp, params;
+    kt_ossl_buf exp;
     CK_ULONG bits = 0;
     CK_RV rv;
 
@@ -452,16 +487,13 @@ CK_RV kt_asym_generate_pair(const CK_MECHANISM *m, kt_attrs *pub,
         rv = kt_ossl_rsa_generate(bits, exp.data, exp.len, &key);
         break;
     case CKM_EC_KEY_PAIR_GEN:
-        params = view(pub, CKA_EC_PARAMS);
-        if (params.len == 0)
-            params = view(priv, CKA_EC_PARAMS);
-        if (params.len == 0)
-            return CKR_TEMPLATE_INCOMPLETE;
-        rv = same_curve(pub, priv);
-        if (rv == CKR_OK)
-            rv = kt_ossl_ec_generate(params.data, params.len, &key);
-        if (rv == CKR_CURVE_NOT_SUPPORTED)
-            rv = CKR_ATTRIBUTE_VALUE_INVALID;
+        rv = generate_curve(pub, priv, CKK_EC, &key);
+        break;
+    case CKM_EC_EDWARDS_KEY_PAIR_GEN:
+        rv = generate_curve(pub, priv, CKK_EC_EDWARDS, &key);
+        break;
+    case CKM_EC_MONTGOMERY_KEY_PAIR_GEN:
+        rv = generate_curve(pub, priv, CKK_EC_MONTGOMERY, &key);
         break;
     default:
         return CKR_MECHANISM_INVALID;
@@ -532,8 +564,11 @@ static KT_NODISCARD CK_RV sign_digest(EVP_PKEY *key, unsigned char *sig,
                                       size_t *sig_len)
 {
     static const unsigned char digest[32] = "keytier pairwise consistency";
-    CK_MECHANISM m = {
-        kt_ossl_key_type(key) == CKK_RSA ? CKM_RSA_PKCS : CKM_ECDSA, NULL, 0};
+    CK_KEY_TYPE type = kt_ossl_key_type(key);
+    CK_MECHANISM m = {type == CKK_RSA          ? CKM_RSA_PKCS
+                      : type == CKK_EC_EDWARDS ? CKM_EDDSA
+                                               : CKM_ECDSA,
+                      NULL, 0};
     kt_asym_op *op = NULL;
     CK_RV rv = kt_ossl_asym_init(&m, key, KT_ASYM_SIGN, &op);
 
@@ -558,7 +593,13 @@ static KT_NODISCARD CK_RV pairwise_check(EVP_PKEY *key, const kt_attrs *a)
     unsigned char sig[KT_RSA_MAX_BITS / 8 + 200], sig2[KT_RSA_MAX_BITS / 8];
     size_t len = 0, len2 = 0;
     EVP_PKEY *ned = NULL;
-    CK_RV rv = sign_digest(key, sig, &len);
+    CK_RV rv;
+
+    /* An X25519/X448 private key always matches the public key computed
+     * from it (checked against a given CKA_EC_POINT at import). */
+    if (kt_ossl_key_type(key) == CKK_EC_MONTGOMERY)
+        return CKR_OK;
+    rv = sign_digest(key, sig, &len);
 
     if (rv == CKR_OK && kt_ossl_key_type(key) == CKK_RSA &&
         view(a, CKA_PRIME_1).len > 0) {
@@ -594,7 +635,8 @@ CK_RV kt_asym_complete(kt_attrs *a)
     rv = kt_attrs_get_ulong(a, CKA_KEY_TYPE, &type);
     if (rv != CKR_OK)
         return rv;
-    if (type != CKK_RSA && type != CKK_EC)
+    if (type != CKK_RSA && type != CKK_EC && type != CKK_EC_EDWARDS &&
+        type != CKK_EC_MONTGOMERY)
         return CKR_OK;
     /* PKCS#11 v2.40 §2.1.2: CKA_MODULUS_BITS is the token's to compute on
      * C_CreateObject (a consistent value is tolerated). */
@@ -630,27 +672,25 @@ CK_RV kt_asym_ecdh(const CK_MECHANISM *m, const struct kt_key *base, size_t len,
 
     *secret = NULL;
     *secret_len = 0;
-    if (base->cls != CKO_PRIVATE_KEY || base->type != CKK_EC)
+    if (base->cls != CKO_PRIVATE_KEY ||
+        (base->type != CKK_EC && base->type != CKK_EC_MONTGOMERY))
         return CKR_KEY_TYPE_INCONSISTENT;
     rv = key_get(base, &kc);
     if (rv != CKR_OK)
         return rv;
-    rv = kt_ossl_ecdh_derive(kt_ossl_asym_key_pkey(kc->key), m, &s);
+    /* CKD_NULL: a shorter key takes the leading bytes of Z (ANSI X9.63
+     * order); a KDF makes exactly len bytes. */
+    rv = kt_ossl_ecdh_derive(kt_ossl_asym_key_pkey(kc->key), m, len, &s);
     kt_cache_unref(&kc->base);
     if (rv != CKR_OK)
         return rv;
-    if (len > s.len) {
-        kt_ossl_buf_free(&s);
-        return CKR_TEMPLATE_INCONSISTENT;
-    }
-    /* A shorter key takes the leading bytes of Z (ANSI X9.63 order). */
-    *secret_len = len != 0 ? len : s.len;
-    *secret = malloc(*secret_len);
+    *secret_len = s.len;
+    *secret = malloc(s.len);
     if (*secret == NULL) {
         kt_ossl_buf_free(&s);
         return CKR_HOST_MEMORY;
     }
-    memcpy(*secret, s.data, *secret_len);
+    memcpy(*secret, s.data, s.len);
     kt_ossl_buf_free(&s);
     return CKR_OK;
 }

@@ -10,11 +10,13 @@
 
 #include <limits.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <string.h>
 
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
+#include <openssl/kdf.h>
 #include <openssl/ec.h>
 #include <openssl/err.h>
 #include <openssl/obj_mac.h>
@@ -81,6 +83,16 @@ static const char *hash_name(CK_MECHANISM_TYPE hash)
         return "SHA384";
     case CKM_SHA512:
         return "SHA512";
+    case CKM_SHA3_224:
+        return "SHA3-224";
+    case CKM_SHA3_256:
+        return "SHA3-256";
+    case CKM_SHA3_384:
+        return "SHA3-384";
+    case CKM_SHA3_512:
+        return "SHA3-512";
+    case CKM_MD5:
+        return "MD5";
     default:
         return NULL;
     }
@@ -143,7 +155,7 @@ enum {
     M_ED = M_ENCRYPT | M_DECRYPT,
 };
 
-enum asym_pad { PAD_NONE, PAD_PKCS1, PAD_PSS, PAD_OAEP, PAD_RAW };
+enum asym_pad { PAD_NONE, PAD_PKCS1, PAD_PSS, PAD_OAEP, PAD_RAW, PAD_EDDSA };
 
 struct asym_mech {
     CK_MECHANISM_TYPE mech;
@@ -156,8 +168,14 @@ struct asym_mech {
 static const struct asym_mech asym_mechs[] = {
     {CKM_RSA_PKCS, CKK_RSA, 0, PAD_PKCS1, M_SV | M_ED},
     /* Raw RSA: what libp11's engine asks for when OpenSSL pads itself
-     * (TLS 1.3 RSA-PSS through its RSA_METHOD). Signatures only. */
-    {CKM_RSA_X_509, CKK_RSA, 0, PAD_RAW, M_SV},
+     * (TLS 1.3 RSA-PSS through its RSA_METHOD), and raw encryption. */
+    {CKM_RSA_X_509, CKK_RSA, 0, PAD_RAW, M_SV | M_ED},
+    /* legacy_mechanisms = yes only (asym_check) */
+    {CKM_MD5_RSA_PKCS, CKK_RSA, CKM_MD5, PAD_PKCS1, M_SV},
+    {CKM_SHA3_224_RSA_PKCS, CKK_RSA, CKM_SHA3_224, PAD_PKCS1, M_SV},
+    {CKM_SHA3_256_RSA_PKCS, CKK_RSA, CKM_SHA3_256, PAD_PKCS1, M_SV},
+    {CKM_SHA3_384_RSA_PKCS, CKK_RSA, CKM_SHA3_384, PAD_PKCS1, M_SV},
+    {CKM_SHA3_512_RSA_PKCS, CKK_RSA, CKM_SHA3_512, PAD_PKCS1, M_SV},
     {CKM_SHA1_RSA_PKCS, CKK_RSA, CKM_SHA_1, PAD_PKCS1, M_SV},
     {CKM_SHA224_RSA_PKCS, CKK_RSA, CKM_SHA224, PAD_PKCS1, M_SV},
     {CKM_SHA256_RSA_PKCS, CKK_RSA, CKM_SHA256, PAD_PKCS1, M_SV},
@@ -176,6 +194,12 @@ static const struct asym_mech asym_mechs[] = {
     {CKM_ECDSA_SHA256, CKK_EC, CKM_SHA256, PAD_NONE, M_SV},
     {CKM_ECDSA_SHA384, CKK_EC, CKM_SHA384, PAD_NONE, M_SV},
     {CKM_ECDSA_SHA512, CKK_EC, CKM_SHA512, PAD_NONE, M_SV},
+    {CKM_ECDSA_SHA3_224, CKK_EC, CKM_SHA3_224, PAD_NONE, M_SV},
+    {CKM_ECDSA_SHA3_256, CKK_EC, CKM_SHA3_256, PAD_NONE, M_SV},
+    {CKM_ECDSA_SHA3_384, CKK_EC, CKM_SHA3_384, PAD_NONE, M_SV},
+    {CKM_ECDSA_SHA3_512, CKK_EC, CKM_SHA3_512, PAD_NONE, M_SV},
+    /* Pure Ed25519 / Ed448 (RFC 8032), one-shot only. */
+    {CKM_EDDSA, CKK_EC_EDWARDS, 0, PAD_EDDSA, M_SV},
 };
 
 static const struct asym_mech *mech_find(CK_MECHANISM_TYPE mech)
@@ -202,17 +226,80 @@ int kt_ossl_asym_mech_multipart(CK_MECHANISM_TYPE mech)
     return m != NULL && m->hash != 0;
 }
 
+/* ---- curves ---------------------------------------------------------- */
+
+/* The curves the token offers. len is the field size in bytes (EC: the
+ * length of each coordinate and of the private value) or the raw key
+ * length (Edwards, Montgomery). alg names the Edwards and Montgomery key
+ * management by OID (see KT_ALG_RSA); p11 is the PKCS#11 3.0 curve name
+ * (PrintableString) of those curves. */
+struct curve {
+    int nid;
+    CK_KEY_TYPE type;
+    size_t len;
+    const char *alg;
+    const char *p11;
+};
+
+static const struct curve curves[] = {
+    {NID_X9_62_prime256v1, CKK_EC, 32, NULL, NULL},
+    {NID_secp384r1, CKK_EC, 48, NULL, NULL},
+    {NID_secp521r1, CKK_EC, 66, NULL, NULL},
+    {NID_secp256k1, CKK_EC, 32, NULL, NULL},
+    {NID_brainpoolP256r1, CKK_EC, 32, NULL, NULL},
+    {NID_brainpoolP384r1, CKK_EC, 48, NULL, NULL},
+    {NID_brainpoolP512r1, CKK_EC, 64, NULL, NULL},
+    {NID_ED25519, CKK_EC_EDWARDS, 32, "1.3.101.112", "edwards25519"},
+    {NID_ED448, CKK_EC_EDWARDS, 57, "1.3.101.113", "edwards448"},
+    {NID_X25519, CKK_EC_MONTGOMERY, 32, "1.3.101.110", "curve25519"},
+    {NID_X448, CKK_EC_MONTGOMERY, 56, "1.3.101.111", "curve448"},
+};
+/* Largest encoded public value: an uncompressed P-521 point. */
+#define KT_POINT_MAX (1 + 2 * 66)
+
+static const struct curve *curve_of(int nid)
+{
+    for (size_t i = 0; i < sizeof(curves) / sizeof(curves[0]); i++)
+        if (curves[i].nid == nid)
+            return &curves[i];
+    return NULL;
+}
+
+static int ec_nid_supported(int nid)
+{
+    return curve_of(nid) != NULL;
+}
+
 /* ---- key facts ------------------------------------------------------- */
+
+/* The Edwards or Montgomery curve of a key, or NULL. */
+static const struct curve *ecx_curve(const EVP_PKEY *key)
+{
+    static const struct {
+        const char *name;
+        int nid;
+    } ecx[] = {{"ED25519", NID_ED25519},
+               {"ED448", NID_ED448},
+               {"X25519", NID_X25519},
+               {"X448", NID_X448}};
+    for (size_t i = 0; i < sizeof(ecx) / sizeof(ecx[0]); i++)
+        if (EVP_PKEY_is_a(key, ecx[i].name))
+            return curve_of(ecx[i].nid);
+    return NULL;
+}
 
 CK_KEY_TYPE kt_ossl_key_type(const EVP_PKEY *key)
 {
+    const struct curve *c;
+
     switch (EVP_PKEY_get_base_id(key)) {
     case EVP_PKEY_RSA:
         return CKK_RSA;
     case EVP_PKEY_EC:
         return CKK_EC;
     default:
-        return CKK_VENDOR_DEFINED;
+        c = ecx_curve(key);
+        return c != NULL ? c->type : CKK_VENDOR_DEFINED;
     }
 }
 
@@ -227,11 +314,19 @@ CK_ULONG kt_ossl_key_bits(const EVP_PKEY *key)
 static int key_has_private(const EVP_PKEY *key)
 {
     BIGNUM *bn = NULL;
-    const char *name = kt_ossl_key_type(key) == CKK_RSA
-                           ? OSSL_PKEY_PARAM_RSA_D
-                           : OSSL_PKEY_PARAM_PRIV_KEY;
-    int ok = EVP_PKEY_get_bn_param(key, name, &bn);
+    CK_KEY_TYPE type = kt_ossl_key_type(key);
+    size_t len = 0;
+    int ok;
 
+    if (type == CKK_EC_EDWARDS || type == CKK_EC_MONTGOMERY) {
+        /* Their private key is an octet string, not a number. */
+        ok = EVP_PKEY_get_raw_private_key(key, NULL, &len) == 1 && len > 0;
+        ERR_clear_error();
+        return ok;
+    }
+    ok = EVP_PKEY_get_bn_param(
+        key, type == CKK_RSA ? OSSL_PKEY_PARAM_RSA_D : OSSL_PKEY_PARAM_PRIV_KEY,
+        &bn);
     BN_clear_free(bn);
     ERR_clear_error();
     return ok;
@@ -252,23 +347,37 @@ void kt_ossl_key_unref(EVP_PKEY *key)
     EVP_PKEY_free(key);
 }
 
-/* ---- EC parameters --------------------------------------------------- */
+/* ---- legacy sizes ---------------------------------------------------- */
 
-static const int ec_nids[] = {NID_X9_62_prime256v1, NID_secp384r1,
-                              NID_secp521r1};
+static atomic_int legacy_on;
 
-static int ec_nid_supported(int nid)
+void kt_ossl_rsa_legacy_set(int on)
 {
-    for (size_t i = 0; i < sizeof(ec_nids) / sizeof(ec_nids[0]); i++)
-        if (ec_nids[i] == nid)
-            return 1;
-    return 0;
+    atomic_store(&legacy_on, on != 0);
 }
 
-/* A curve name as users write it: "prime256v1", "secp384r1", "P-521". */
+int kt_ossl_asym_legacy(void)
+{
+    return atomic_load(&legacy_on);
+}
+
+CK_ULONG kt_ossl_rsa_min_bits(void)
+{
+    return kt_ossl_asym_legacy() ? KT_RSA_LEGACY_MIN_BITS : KT_RSA_MIN_BITS;
+}
+
+/* ---- EC parameters --------------------------------------------------- */
+
+/* A curve name as users write it: "prime256v1", "secp384r1", "P-521",
+ * "brainpoolP256r1", and the PKCS#11 3.0 names "edwards25519" ... */
 static int ec_nid_from_name(const char *name)
 {
-    int nid = EC_curve_nist2nid(name);
+    int nid;
+
+    for (size_t i = 0; i < sizeof(curves) / sizeof(curves[0]); i++)
+        if (curves[i].p11 != NULL && strcmp(curves[i].p11, name) == 0)
+            return curves[i].nid;
+    nid = EC_curve_nist2nid(name);
     if (nid == NID_undef)
         nid = OBJ_sn2nid(name);
     if (nid == NID_undef)
@@ -276,10 +385,63 @@ static int ec_nid_from_name(const char *name)
     return nid;
 }
 
+/* Encodings of Ed25519 and X25519 that tools send besides RFC 8410's: the
+ * OIDs GnuPG gave them (pkcs11-tool before 0.24), and pkcs11-tool 0.23's
+ * "curve25519" PrintableString, whose length octet says 11 for its ten
+ * characters. Matched whole, byte for byte. */
+static int ec_nid_alias(const unsigned char *params, size_t len)
+{
+    static const struct {
+        unsigned char der[12];
+        size_t len;
+        int nid;
+    } alias[] = {
+        {{0x06, 0x09, 0x2b, 0x06, 0x01, 0x04, 0x01, 0xda, 0x47, 0x0f, 0x01},
+         11,
+         NID_ED25519},
+        {{0x06, 0x0a, 0x2b, 0x06, 0x01, 0x04, 0x01, 0x97, 0x55, 0x01, 0x05,
+          0x01},
+         12,
+         NID_X25519},
+        {{0x13, 0x0b, 'c', 'u', 'r', 'v', 'e', '2', '5', '5', '1', '9'},
+         12,
+         NID_X25519},
+    };
+    for (size_t i = 0; i < sizeof(alias) / sizeof(alias[0]); i++)
+        if (len == alias[i].len && memcmp(params, alias[i].der, len) == 0)
+            return alias[i].nid;
+    return NID_undef;
+}
+
+/* The curve named by a DER PrintableString. */
+static KT_NODISCARD CK_RV ec_params_name(const unsigned char *params,
+                                         size_t len, int *nid)
+{
+    const unsigned char *p = params;
+    ASN1_STRING *str = d2i_ASN1_PRINTABLESTRING(NULL, &p, (long)len);
+    char name[64];
+    int n;
+    CK_RV rv = CKR_ATTRIBUTE_VALUE_INVALID;
+
+    if (str == NULL || p != params + len)
+        goto out;
+    n = ASN1_STRING_length(str);
+    if (n <= 0 || (size_t)n >= sizeof(name))
+        goto out;
+    memcpy(name, ASN1_STRING_get0_data(str), (size_t)n);
+    name[n] = '\0';
+    *nid = ec_nid_from_name(name);
+    rv = CKR_OK;
+out:
+    ASN1_STRING_free(str);
+    return rv;
+}
+
 /*
  * CKA_EC_PARAMS: PKCS#11 v2.40 §2.3.3 allows ecParameters, namedCurve or
  * implicitlyCA; the token supports named curves only. PKCS#11 v3.0 adds a
- * PrintableString with the curve name, which some tools send.
+ * PrintableString with the curve name, which some tools send (and which
+ * v3.0 gives for the Edwards and Montgomery curves).
  */
 static KT_NODISCARD CK_RV ec_params_nid(const unsigned char *params, size_t len,
                                         int *nid)
@@ -289,30 +451,18 @@ static KT_NODISCARD CK_RV ec_params_nid(const unsigned char *params, size_t len,
 
     if (params == NULL || len < 2 || len > 256)
         return CKR_ATTRIBUTE_VALUE_INVALID;
-    *nid = NID_undef;
+    *nid = ec_nid_alias(params, len);
+    if (*nid != NID_undef)
+        return CKR_OK;
     if (params[0] == V_ASN1_OBJECT) {
         ASN1_OBJECT *obj = d2i_ASN1_OBJECT(NULL, &p, (long)len);
-        if (obj == NULL || p != params + len)
-            goto out_obj;
-        *nid = OBJ_obj2nid(obj);
-        rv = CKR_OK;
-    out_obj:
+        if (obj != NULL && p == params + len) {
+            *nid = OBJ_obj2nid(obj);
+            rv = CKR_OK;
+        }
         ASN1_OBJECT_free(obj);
     } else if (params[0] == V_ASN1_PRINTABLESTRING) {
-        ASN1_STRING *str = d2i_ASN1_PRINTABLESTRING(NULL, &p, (long)len);
-        char name[64];
-        int n;
-        if (str == NULL || p != params + len)
-            goto out_str;
-        n = ASN1_STRING_length(str);
-        if (n <= 0 || (size_t)n >= sizeof(name))
-            goto out_str;
-        memcpy(name, ASN1_STRING_get0_data(str), (size_t)n);
-        name[n] = '\0';
-        *nid = ec_nid_from_name(name);
-        rv = CKR_OK;
-    out_str:
-        ASN1_STRING_free(str);
+        rv = ec_params_name(params, len, nid);
     } else if (params[0] == (V_ASN1_SEQUENCE | V_ASN1_CONSTRUCTED)) {
         /* Explicit curve parameters: well formed, but not offered. */
         return CKR_CURVE_NOT_SUPPORTED;
@@ -349,10 +499,24 @@ CK_RV kt_ossl_ec_params_canon(const unsigned char *params, size_t params_len,
     return ec_params_der(nid, canon);
 }
 
+CK_RV kt_ossl_ec_params_key_type(const unsigned char *params, size_t params_len,
+                                 CK_KEY_TYPE *type)
+{
+    int nid;
+    CK_RV rv = ec_params_nid(params, params_len, &nid);
+    if (rv == CKR_OK)
+        *type = curve_of(nid)->type;
+    return rv;
+}
+
 static int ec_key_nid(const EVP_PKEY *key)
 {
     char name[64];
     size_t len = 0;
+    const struct curve *c = ecx_curve(key);
+
+    if (c != NULL)
+        return c->nid;
     if (!EVP_PKEY_get_utf8_string_param(key, OSSL_PKEY_PARAM_GROUP_NAME, name,
                                         sizeof(name), &len))
         return NID_undef;
@@ -369,7 +533,8 @@ CK_RV kt_ossl_rsa_generate(CK_ULONG bits, const unsigned char *exp,
     CK_RV rv = CKR_GENERAL_ERROR;
 
     *out = NULL;
-    if (bits < KT_RSA_MIN_BITS || bits > KT_RSA_MAX_BITS || bits % 8 != 0)
+    if (bits < kt_ossl_rsa_min_bits() || bits > KT_RSA_MAX_BITS ||
+        bits % 8 != 0)
         return CKR_KEY_SIZE_RANGE;
     if (exp != NULL && exp_len > 0) {
         if (exp_len > 8)
@@ -406,6 +571,7 @@ CK_RV kt_ossl_ec_generate(const unsigned char *params, size_t params_len,
                           EVP_PKEY **out)
 {
     EVP_PKEY_CTX *ctx = NULL;
+    const struct curve *c;
     int nid;
     CK_RV rv;
 
@@ -414,9 +580,12 @@ CK_RV kt_ossl_ec_generate(const unsigned char *params, size_t params_len,
     if (rv != CKR_OK)
         return rv;
     rv = CKR_GENERAL_ERROR;
-    ctx = EVP_PKEY_CTX_new_from_name(kt_ossl_libctx(), KT_ALG_EC, NULL);
+    c = curve_of(nid);
+    ctx = EVP_PKEY_CTX_new_from_name(kt_ossl_libctx(),
+                                     c->alg != NULL ? c->alg : KT_ALG_EC, NULL);
     if (ctx == NULL || EVP_PKEY_keygen_init(ctx) <= 0 ||
-        EVP_PKEY_CTX_set_group_name(ctx, OBJ_nid2sn(nid)) <= 0 ||
+        (c->alg == NULL &&
+         EVP_PKEY_CTX_set_group_name(ctx, OBJ_nid2sn(nid)) <= 0) ||
         EVP_PKEY_generate(ctx, out) <= 0)
         goto out;
     rv = CKR_OK;
@@ -510,34 +679,66 @@ out:
 
 static size_t ec_field_len(int nid)
 {
-    switch (nid) {
-    case NID_X9_62_prime256v1:
-        return 32;
-    case NID_secp384r1:
-        return 48;
-    case NID_secp521r1:
-        return 66;
-    default:
-        return 0;
+    const struct curve *c = curve_of(nid);
+    return c != NULL ? c->len : 0;
+}
+
+/* The raw private key of an Edwards or Montgomery key. */
+static KT_NODISCARD CK_RV ecx_private(const EVP_PKEY *key, size_t len,
+                                      kt_ossl_buf *out)
+{
+    size_t got = len;
+
+    out->data = OPENSSL_zalloc(len);
+    if (out->data == NULL)
+        return CKR_HOST_MEMORY;
+    if (EVP_PKEY_get_raw_private_key(key, out->data, &got) != 1 || got != len) {
+        OPENSSL_clear_free(out->data, len);
+        out->data = NULL;
+        return CKR_GENERAL_ERROR;
     }
+    out->len = len;
+    return CKR_OK;
+}
+
+/* EC private value, big-endian, padded to the field length. */
+static KT_NODISCARD CK_RV ec_private(const EVP_PKEY *key, size_t flen,
+                                     kt_ossl_buf *out)
+{
+    BIGNUM *priv = NULL;
+    CK_RV rv = CKR_GENERAL_ERROR;
+
+    if (!EVP_PKEY_get_bn_param(key, OSSL_PKEY_PARAM_PRIV_KEY, &priv))
+        return rv;
+    out->data = OPENSSL_zalloc(flen);
+    if (out->data == NULL) {
+        rv = CKR_HOST_MEMORY;
+    } else {
+        out->len = flen;
+        if (BN_bn2binpad(priv, out->data, (int)flen) >= 0)
+            rv = CKR_OK;
+    }
+    BN_clear_free(priv);
+    return rv;
 }
 
 CK_RV kt_ossl_ec_export(const EVP_PKEY *key, int with_private, kt_ec_parts *out)
 {
-    unsigned char pt[1 + 2 * 66];
+    unsigned char pt[KT_POINT_MAX];
     size_t pt_len = 0;
-    BIGNUM *priv = NULL;
+    CK_KEY_TYPE type = kt_ossl_key_type(key);
     int nid;
     CK_RV rv;
 
     memset(out, 0, sizeof(*out));
-    if (kt_ossl_key_type(key) != CKK_EC)
+    if (type != CKK_EC && type != CKK_EC_EDWARDS && type != CKK_EC_MONTGOMERY)
         return CKR_KEY_TYPE_INCONSISTENT;
     nid = ec_key_nid(key);
     if (!ec_nid_supported(nid))
         return CKR_CURVE_NOT_SUPPORTED;
     if ((rv = ec_params_der(nid, &out->params)) != CKR_OK)
         goto out;
+    /* The uncompressed point (EC) or the raw public key (the others). */
     if (!EVP_PKEY_get_octet_string_param(key, OSSL_PKEY_PARAM_PUB_KEY, pt,
                                          sizeof(pt), &pt_len)) {
         rv = CKR_GENERAL_ERROR;
@@ -545,24 +746,11 @@ CK_RV kt_ossl_ec_export(const EVP_PKEY *key, int with_private, kt_ec_parts *out)
     }
     if ((rv = ec_point_der(pt, pt_len, &out->point)) != CKR_OK)
         goto out;
-    if (with_private) {
-        size_t flen = ec_field_len(nid);
-        rv = CKR_GENERAL_ERROR;
-        if (!EVP_PKEY_get_bn_param(key, OSSL_PKEY_PARAM_PRIV_KEY, &priv))
-            goto out;
-        out->value.data = OPENSSL_zalloc(flen);
-        if (out->value.data == NULL) {
-            rv = CKR_HOST_MEMORY;
-            goto out;
-        }
-        out->value.len = flen;
-        if (BN_bn2binpad(priv, out->value.data, (int)flen) < 0)
-            goto out;
-    }
-    rv = CKR_OK;
+    if (with_private)
+        rv = type == CKK_EC ? ec_private(key, ec_field_len(nid), &out->value)
+                            : ecx_private(key, ec_field_len(nid), &out->value);
 out:
     ERR_clear_error();
-    BN_clear_free(priv);
     if (rv != CKR_OK)
         kt_ec_parts_free(out);
     return rv;
@@ -651,7 +839,7 @@ CK_RV kt_ossl_rsa_import(const kt_rsa_parts *parts, int is_private,
     if (rv != CKR_OK)
         goto out;
     bits = kt_ossl_key_bits(*out);
-    if (bits < KT_RSA_MIN_BITS || bits > KT_RSA_MAX_BITS ||
+    if (bits < kt_ossl_rsa_min_bits() || bits > KT_RSA_MAX_BITS ||
         !BN_is_odd(bns[1]) || BN_is_one(bns[1])) {
         rv = CKR_ATTRIBUTE_VALUE_INVALID;
         EVP_PKEY_free(*out);
@@ -721,12 +909,70 @@ out:
     return rv;
 }
 
+/* The raw public key inside CKA_EC_POINT of an Edwards or Montgomery key:
+ * the DER OCTET STRING of PKCS#11 3.0, or the raw key alone (what
+ * CK_ECDH1_DERIVE_PARAMS carries, and what some applications store). The
+ * two differ in length, so the reading is never ambiguous. */
+static KT_NODISCARD CK_RV ecx_point_raw(const kt_ossl_buf *in, size_t klen,
+                                        const unsigned char **raw)
+{
+    if (in->len == klen) {
+        *raw = in->data;
+        return CKR_OK;
+    }
+    if (in->len == klen + 2 && in->data[0] == V_ASN1_OCTET_STRING &&
+        in->data[1] == klen) {
+        *raw = in->data + 2;
+        return CKR_OK;
+    }
+    return CKR_ATTRIBUTE_VALUE_INVALID;
+}
+
+/* Ed25519, Ed448, X25519, X448 keys from their raw values; a private key
+ * given with its public key must match it. */
+static KT_NODISCARD CK_RV ecx_import(const struct curve *c,
+                                     const kt_ec_parts *parts, int is_private,
+                                     EVP_PKEY **out)
+{
+    const unsigned char *raw = NULL;
+    unsigned char pub[64];
+    size_t pub_len = sizeof(pub);
+    CK_RV rv;
+
+    if (present(&parts->point)) {
+        rv = ecx_point_raw(&parts->point, c->len, &raw);
+        if (rv != CKR_OK)
+            return rv;
+    }
+    if (!is_private) {
+        *out = EVP_PKEY_new_raw_public_key_ex(kt_ossl_libctx(), c->alg, NULL,
+                                              raw, c->len);
+        ERR_clear_error();
+        return *out != NULL ? CKR_OK : CKR_ATTRIBUTE_VALUE_INVALID;
+    }
+    if (parts->value.len != c->len)
+        return CKR_ATTRIBUTE_VALUE_INVALID;
+    *out = EVP_PKEY_new_raw_private_key_ex(kt_ossl_libctx(), c->alg, NULL,
+                                           parts->value.data, c->len);
+    ERR_clear_error();
+    if (*out == NULL)
+        return CKR_ATTRIBUTE_VALUE_INVALID;
+    if (raw != NULL && (EVP_PKEY_get_raw_public_key(*out, pub, &pub_len) != 1 ||
+                        pub_len != c->len || memcmp(pub, raw, c->len) != 0)) {
+        EVP_PKEY_free(*out);
+        *out = NULL;
+        ERR_clear_error();
+        return CKR_ATTRIBUTE_VALUE_INVALID;
+    }
+    return CKR_OK;
+}
+
 CK_RV kt_ossl_ec_import(const kt_ec_parts *parts, int is_private,
                         EVP_PKEY **out)
 {
     OSSL_PARAM_BLD *bld = NULL;
     BIGNUM *d = NULL;
-    unsigned char pt[1 + 2 * 66];
+    unsigned char pt[KT_POINT_MAX];
     size_t pt_len = 0, flen;
     int nid;
     CK_RV rv;
@@ -738,6 +984,8 @@ CK_RV kt_ossl_ec_import(const kt_ec_parts *parts, int is_private,
     rv = ec_params_nid(parts->params.data, parts->params.len, &nid);
     if (rv != CKR_OK)
         return rv;
+    if (curve_of(nid)->type != CKK_EC)
+        return ecx_import(curve_of(nid), parts, is_private, out);
     flen = ec_field_len(nid);
     rv = CKR_HOST_MEMORY;
     bld = OSSL_PARAM_BLD_new();
@@ -799,7 +1047,7 @@ CK_RV kt_ossl_spki(const EVP_PKEY *key, kt_ossl_buf *out)
 
 CK_RV kt_ossl_key_id(const EVP_PKEY *key, unsigned char id[KT_KEY_ID_LEN])
 {
-    unsigned char buf[1 + 2 * 66];
+    unsigned char buf[KT_POINT_MAX];
     size_t len = 0;
     kt_rsa_parts rsa;
     unsigned int md_len = KT_KEY_ID_LEN;
@@ -817,6 +1065,9 @@ CK_RV kt_ossl_key_id(const EVP_PKEY *key, unsigned char id[KT_KEY_ID_LEN])
         kt_rsa_parts_free(&rsa);
         break;
     case CKK_EC:
+    case CKK_EC_EDWARDS:
+    case CKK_EC_MONTGOMERY:
+        /* the uncompressed point, or the raw public key */
         ok = EVP_PKEY_get_octet_string_param(key, OSSL_PKEY_PARAM_PUB_KEY, buf,
                                              sizeof(buf), &len) &&
              sha1 != NULL && EVP_Digest(buf, len, id, &md_len, sha1, NULL);
@@ -1049,8 +1300,10 @@ CK_RV kt_ossl_asym_key_new(EVP_PKEY *pkey, kt_asym_key **out)
     k->bits = kt_ossl_key_bits(pkey);
     k->has_private = key_has_private(pkey);
     if (k->type == CKK_RSA)
-        k->size_ok = k->bits >= KT_RSA_MIN_BITS && k->bits <= KT_RSA_MAX_BITS;
-    else if (k->type == CKK_EC)
+        k->size_ok =
+            k->bits >= kt_ossl_rsa_min_bits() && k->bits <= KT_RSA_MAX_BITS;
+    else if (k->type == CKK_EC || k->type == CKK_EC_EDWARDS ||
+             k->type == CKK_EC_MONTGOMERY)
         k->size_ok = ec_nid_supported(ec_key_nid(pkey));
     ERR_clear_error();
     *out = k;
@@ -1135,6 +1388,23 @@ CK_RV kt_ossl_asym_init(const CK_MECHANISM *mech, EVP_PKEY *key,
     return rv;
 }
 
+/* CK_EDDSA_PARAMS: none, or pure EdDSA spelt out (no prehash, no
+ * context). Ed25519ph/ctx and Ed448ph need OpenSSL 3.2's instances; an
+ * Ed448 context is not passed by OpenSSL 3.0's provider. */
+static KT_NODISCARD CK_RV eddsa_params(const CK_MECHANISM *mech)
+{
+    struct kt_eddsa_params p;
+
+    if (mech->pParameter == NULL && mech->ulParameterLen == 0)
+        return CKR_OK;
+    if (mech->pParameter == NULL || mech->ulParameterLen != sizeof(p))
+        return CKR_MECHANISM_PARAM_INVALID;
+    memcpy(&p, mech->pParameter, sizeof(p));
+    if (p.phFlag != CK_FALSE || p.ulContextDataLen != 0)
+        return CKR_MECHANISM_PARAM_INVALID;
+    return CKR_OK;
+}
+
 /* Whether MECH may run in MODE on key KF; its table row in *out. */
 static KT_NODISCARD CK_RV asym_check(const CK_MECHANISM *mech,
                                      const kt_asym_key *kf, kt_asym_mode mode,
@@ -1152,6 +1422,10 @@ static KT_NODISCARD CK_RV asym_check(const CK_MECHANISM *mech,
         return CKR_KEY_TYPE_INCONSISTENT;
     if (m->key_type == CKK_EC && m->pad == PAD_NONE &&
         (mech->pParameter != NULL || mech->ulParameterLen != 0))
+        return CKR_MECHANISM_PARAM_INVALID;
+    if (m->hash == CKM_MD5 && !kt_ossl_asym_legacy())
+        return CKR_MECHANISM_INVALID;
+    if (m->pad == PAD_EDDSA && eddsa_params(mech) != CKR_OK)
         return CKR_MECHANISM_PARAM_INVALID;
     *out = m;
     return CKR_OK;
@@ -1177,6 +1451,8 @@ static KT_NODISCARD CK_RV asym_op_new(const struct asym_mech *m,
     if (m->key_type == CKK_EC) {
         op->ec_half = k;
         op->out_len = 2 * k;
+    } else if (m->key_type == CKK_EC_EDWARDS) {
+        op->out_len = 2 * k; /* R || S: 64 (Ed25519) or 114 (Ed448) */
     } else {
         op->out_len = k;
     }
@@ -1192,6 +1468,19 @@ static KT_NODISCARD CK_RV asym_ctx_init(kt_asym_op *op, EVP_PKEY_CTX **ctx)
     const char *md;
     int r;
 
+    if (op->m->pad == PAD_EDDSA) {
+        /* EdDSA signs the message itself: a digest-sign context without a
+         * digest, used once. */
+        op->mctx = EVP_MD_CTX_new();
+        if (op->mctx == NULL)
+            return CKR_HOST_MEMORY;
+        r = op->mode == KT_ASYM_SIGN
+                ? EVP_DigestSignInit_ex(op->mctx, ctx, NULL, kt_ossl_libctx(),
+                                        NULL, op->key, NULL)
+                : EVP_DigestVerifyInit_ex(op->mctx, ctx, NULL, kt_ossl_libctx(),
+                                          NULL, op->key, NULL);
+        return r <= 0 ? CKR_GENERAL_ERROR : CKR_OK;
+    }
     if (op->m->hash != 0) {
         md = hash_name(op->m->hash);
         op->mctx = EVP_MD_CTX_new();
@@ -1248,8 +1537,8 @@ CK_RV kt_ossl_asym_init_key(const CK_MECHANISM *mech, kt_asym_key *kf,
     if (rv != CKR_OK)
         return rv;
 
-    cacheable =
-        m->hash == 0 && mech->pParameter == NULL && mech->ulParameterLen == 0;
+    cacheable = m->hash == 0 && m->pad != PAD_EDDSA &&
+                mech->pParameter == NULL && mech->ulParameterLen == 0;
     if (cacheable && tmpl_use(kf, op, mech->mechanism)) {
         *out = op;
         return CKR_OK;
@@ -1384,6 +1673,35 @@ static KT_NODISCARD CK_RV raw_block(const kt_asym_op *op,
     return CKR_OK;
 }
 
+/* EdDSA over the whole message, in one call (RFC 8032 reads the message
+ * twice, so OpenSSL has no update for it). */
+static KT_NODISCARD CK_RV eddsa_sign(kt_asym_op *op, const unsigned char *data,
+                                     size_t len, unsigned char *sig,
+                                     size_t *sig_len)
+{
+    size_t n = op->out_len;
+
+    if (EVP_DigestSign(op->mctx, sig, &n, data, len) <= 0 || n != op->out_len) {
+        ERR_clear_error();
+        return CKR_FUNCTION_FAILED;
+    }
+    *sig_len = n;
+    return CKR_OK;
+}
+
+static KT_NODISCARD CK_RV eddsa_verify(kt_asym_op *op,
+                                       const unsigned char *data, size_t len,
+                                       const unsigned char *sig, size_t sig_len)
+{
+    if (sig_len != op->out_len)
+        return CKR_SIGNATURE_LEN_RANGE;
+    if (EVP_DigestVerify(op->mctx, sig, sig_len, data, len) != 1) {
+        ERR_clear_error();
+        return CKR_SIGNATURE_INVALID;
+    }
+    return CKR_OK;
+}
+
 CK_RV kt_ossl_asym_sign(kt_asym_op *op, const unsigned char *data, size_t len,
                         unsigned char *sig, size_t *sig_len)
 {
@@ -1395,6 +1713,8 @@ CK_RV kt_ossl_asym_sign(kt_asym_op *op, const unsigned char *data, size_t len,
 
     if (rv != CKR_OK)
         return rv;
+    if (op->m->pad == PAD_EDDSA)
+        return eddsa_sign(op, data, len, sig, sig_len);
     if (op->mctx != NULL) {
         rv = kt_ossl_asym_update(op, data, len);
         return rv != CKR_OK ? rv : kt_ossl_asym_sign_final(op, sig, sig_len);
@@ -1426,7 +1746,7 @@ CK_RV kt_ossl_asym_update(kt_asym_op *op, const unsigned char *data, size_t len)
 
     if (op == NULL || (op->mode != KT_ASYM_SIGN && op->mode != KT_ASYM_VERIFY))
         return CKR_OPERATION_NOT_INITIALIZED;
-    if (op->mctx == NULL)
+    if (op->mctx == NULL || op->m->pad == PAD_EDDSA)
         return CKR_FUNCTION_NOT_SUPPORTED;
     if (len == 0)
         return CKR_OK;
@@ -1449,7 +1769,7 @@ CK_RV kt_ossl_asym_sign_final(kt_asym_op *op, unsigned char *sig,
 
     if (rv != CKR_OK)
         return rv;
-    if (op->mctx == NULL)
+    if (op->mctx == NULL || op->m->pad == PAD_EDDSA)
         return CKR_FUNCTION_NOT_SUPPORTED;
     if (EVP_DigestSignFinal(op->mctx, tmp, &tmp_len) <= 0) {
         ERR_clear_error();
@@ -1493,6 +1813,8 @@ CK_RV kt_ossl_asym_verify(kt_asym_op *op, const unsigned char *data, size_t len,
 
     if (rv != CKR_OK)
         return rv;
+    if (op->m->pad == PAD_EDDSA)
+        return eddsa_verify(op, data, len, sig, sig_len);
     if (op->mctx != NULL) {
         rv = kt_ossl_asym_update(op, data, len);
         return rv != CKR_OK ? rv : kt_ossl_asym_verify_final(op, sig, sig_len);
@@ -1526,7 +1848,7 @@ CK_RV kt_ossl_asym_verify_final(kt_asym_op *op, const unsigned char *sig,
 
     if (rv != CKR_OK)
         return rv;
-    if (op->mctx == NULL)
+    if (op->mctx == NULL || op->m->pad == PAD_EDDSA)
         return CKR_FUNCTION_NOT_SUPPORTED;
     rv = prepare_sig(op, sig, sig_len, der, &der_len, &use, &use_len);
     if (rv != CKR_OK)
@@ -1536,6 +1858,27 @@ CK_RV kt_ossl_asym_verify_final(kt_asym_op *op, const unsigned char *sig,
         return CKR_SIGNATURE_INVALID;
     }
     return CKR_OK;
+}
+
+/* CKM_RSA_X_509 encryption: the input, a big-endian integer, left-padded
+ * to the modulus length; CKR_DATA_INVALID when it is not below n. */
+static KT_NODISCARD CK_RV raw_encrypt(kt_asym_op *op, const unsigned char *in,
+                                      size_t in_len, unsigned char *out,
+                                      size_t *out_len)
+{
+    unsigned char block[KT_RSA_MAX_BYTES];
+    size_t len = op->out_len;
+    CK_RV rv = raw_block(op, in, in_len, block);
+
+    if (rv == CKR_OK &&
+        EVP_PKEY_encrypt(op->pctx, out, &len, block, op->out_len) <= 0) {
+        ERR_clear_error();
+        rv = CKR_DATA_INVALID;
+    }
+    if (rv == CKR_OK)
+        *out_len = len;
+    OPENSSL_cleanse(block, sizeof(block));
+    return rv;
 }
 
 CK_RV kt_ossl_asym_encrypt(kt_asym_op *op, const unsigned char *in,
@@ -1548,6 +1891,8 @@ CK_RV kt_ossl_asym_encrypt(kt_asym_op *op, const unsigned char *in,
         return rv;
     if (in_len > op->max_in)
         return CKR_DATA_LEN_RANGE;
+    if (op->m->pad == PAD_RAW)
+        return raw_encrypt(op, in, in_len, out, out_len);
     if (EVP_PKEY_encrypt(op->pctx, out, &len, in, in_len) <= 0) {
         ERR_clear_error();
         return CKR_FUNCTION_FAILED;
@@ -1588,69 +1933,194 @@ out:
 
 /* ---- ECDH ------------------------------------------------------------ */
 
-CK_RV kt_ossl_ecdh_derive(EVP_PKEY *priv, const CK_MECHANISM *mech,
-                          kt_ossl_buf *secret)
-{
-    CK_ECDH1_DERIVE_PARAMS prm;
-    kt_ec_parts peer_parts = {{NULL, 0}, {NULL, 0}, {NULL, 0}};
-    EVP_PKEY *peer = NULL;
-    EVP_PKEY_CTX *ctx = NULL;
-    size_t len = 0;
-    CK_RV rv;
+/* Longest secret a KDF gives (CKA_VALUE_LEN of the derived key). */
+#define KT_ECDH_MAX_LEN 512
 
-    memset(secret, 0, sizeof(*secret));
-    if (mech == NULL || mech->mechanism != CKM_ECDH1_DERIVE)
+/* The hash of an ANSI X9.63 KDF, or 0. */
+static CK_MECHANISM_TYPE kdf_hash(CK_ULONG kdf)
+{
+    switch (kdf) {
+    case CKD_SHA1_KDF:
+        return CKM_SHA_1;
+    case CKD_SHA224_KDF:
+        return CKM_SHA224;
+    case CKD_SHA256_KDF:
+        return CKM_SHA256;
+    case CKD_SHA384_KDF:
+        return CKM_SHA384;
+    case CKD_SHA512_KDF:
+        return CKM_SHA512;
+    default:
+        return 0;
+    }
+}
+
+/* CK_ECDH1_DERIVE_PARAMS (PKCS#11 v2.40 §2.3.10): CKD_NULL takes no shared
+ * data; the cofactor variant is for EC keys only. */
+static KT_NODISCARD CK_RV ecdh_params(const CK_MECHANISM *mech,
+                                      CK_KEY_TYPE type,
+                                      CK_ECDH1_DERIVE_PARAMS *prm)
+{
+    if (mech->mechanism != CKM_ECDH1_DERIVE &&
+        mech->mechanism != CKM_ECDH1_COFACTOR_DERIVE)
         return CKR_MECHANISM_INVALID;
     if (mech->pParameter == NULL ||
         mech->ulParameterLen != sizeof(CK_ECDH1_DERIVE_PARAMS))
         return CKR_MECHANISM_PARAM_INVALID;
-    memcpy(&prm, mech->pParameter, sizeof(prm));
-    if (prm.kdf != CKD_NULL || prm.pSharedData != NULL ||
-        prm.ulSharedDataLen != 0 || prm.pPublicData == NULL ||
-        prm.ulPublicDataLen == 0)
+    memcpy(prm, mech->pParameter, sizeof(*prm));
+    if (prm->pPublicData == NULL || prm->ulPublicDataLen == 0)
         return CKR_MECHANISM_PARAM_INVALID;
-    if (kt_ossl_key_type(priv) != CKK_EC)
-        return CKR_KEY_TYPE_INCONSISTENT;
+    if (prm->kdf == CKD_NULL) {
+        if (prm->pSharedData != NULL || prm->ulSharedDataLen != 0)
+            return CKR_MECHANISM_PARAM_INVALID;
+    } else if (kdf_hash(prm->kdf) == 0 ||
+               (prm->pSharedData == NULL && prm->ulSharedDataLen != 0)) {
+        return CKR_MECHANISM_PARAM_INVALID;
+    }
+    if (type == CKK_EC ||
+        (type == CKK_EC_MONTGOMERY && mech->mechanism == CKM_ECDH1_DERIVE))
+        return CKR_OK;
+    return CKR_KEY_TYPE_INCONSISTENT;
+}
 
-    rv = kt_ossl_ec_export(priv, 0, &peer_parts);
+/* The peer's public key on the curve of ours. */
+static KT_NODISCARD CK_RV ecdh_peer(EVP_PKEY *priv,
+                                    const CK_ECDH1_DERIVE_PARAMS *prm,
+                                    EVP_PKEY **peer)
+{
+    kt_ec_parts pp = {{NULL, 0}, {NULL, 0}, {NULL, 0}};
+    CK_RV rv = kt_ossl_ec_export(priv, 0, &pp);
+
     if (rv != CKR_OK)
         return rv;
-    /* Reuse the curve of our key; the peer's point replaces ours. */
-    kt_ossl_buf_free(&peer_parts.point);
-    peer_parts.point.data = prm.pPublicData;
-    peer_parts.point.len = prm.ulPublicDataLen;
-    rv = kt_ossl_ec_import(&peer_parts, 0, &peer);
-    peer_parts.point.data = NULL;
-    peer_parts.point.len = 0;
-    kt_ec_parts_free(&peer_parts);
-    if (rv != CKR_OK) {
-        rv = CKR_MECHANISM_PARAM_INVALID;
+    kt_ossl_buf_free(&pp.point);
+    pp.point.data = prm->pPublicData;
+    pp.point.len = prm->ulPublicDataLen;
+    rv = kt_ossl_ec_import(&pp, 0, peer);
+    pp.point.data = NULL;
+    pp.point.len = 0;
+    kt_ec_parts_free(&pp);
+    return rv == CKR_OK ? CKR_OK : CKR_MECHANISM_PARAM_INVALID;
+}
+
+/* Z: the x coordinate of the shared point, or the X25519/X448 output. */
+static KT_NODISCARD CK_RV ecdh_z(EVP_PKEY *priv, EVP_PKEY *peer, int cofactor,
+                                 kt_ossl_buf *z)
+{
+    EVP_PKEY_CTX *ctx =
+        EVP_PKEY_CTX_new_from_pkey(kt_ossl_libctx(), priv, NULL);
+    size_t len = 0;
+    CK_RV rv = CKR_GENERAL_ERROR;
+
+    if (ctx == NULL || EVP_PKEY_derive_init(ctx) <= 0 ||
+        (cofactor && EVP_PKEY_CTX_set_ecdh_cofactor_mode(ctx, 1) <= 0))
         goto out;
-    }
-    rv = CKR_GENERAL_ERROR;
-    ctx = EVP_PKEY_CTX_new_from_pkey(kt_ossl_libctx(), priv, NULL);
-    if (ctx == NULL || EVP_PKEY_derive_init(ctx) <= 0)
+    rv = CKR_MECHANISM_PARAM_INVALID;
+    if (EVP_PKEY_derive_set_peer(ctx, peer) <= 0 ||
+        EVP_PKEY_derive(ctx, NULL, &len) <= 0 || len == 0)
         goto out;
-    if (EVP_PKEY_derive_set_peer(ctx, peer) <= 0) {
-        rv = CKR_MECHANISM_PARAM_INVALID;
-        goto out;
-    }
-    if (EVP_PKEY_derive(ctx, NULL, &len) <= 0 || len == 0)
-        goto out;
-    secret->data = OPENSSL_malloc(len);
-    if (secret->data == NULL) {
+    z->data = OPENSSL_malloc(len);
+    if (z->data == NULL) {
         rv = CKR_HOST_MEMORY;
         goto out;
     }
-    secret->len = len;
-    if (EVP_PKEY_derive(ctx, secret->data, &secret->len) <= 0) {
-        kt_ossl_buf_free(secret);
+    z->len = len;
+    /* X25519/X448 refuse a low-order peer key (an all-zero result). */
+    if (EVP_PKEY_derive(ctx, z->data, &z->len) <= 0) {
+        kt_ossl_buf_free(z);
         goto out;
     }
     rv = CKR_OK;
 out:
-    ERR_clear_error();
     EVP_PKEY_CTX_free(ctx);
+    return rv;
+}
+
+/* ANSI X9.63 KDF (OpenSSL's X963KDF) over Z and the shared data. */
+static KT_NODISCARD CK_RV ecdh_x963(CK_MECHANISM_TYPE hash,
+                                    const kt_ossl_buf *z,
+                                    const CK_ECDH1_DERIVE_PARAMS *prm,
+                                    size_t len, kt_ossl_buf *out)
+{
+    EVP_KDF *kdf = EVP_KDF_fetch(kt_ossl_libctx(), "X963KDF", NULL);
+    EVP_KDF_CTX *kctx = kdf != NULL ? EVP_KDF_CTX_new(kdf) : NULL;
+    OSSL_PARAM p[4];
+    size_t n = 0;
+    CK_RV rv = CKR_GENERAL_ERROR;
+
+    p[n++] = OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST,
+                                              (char *)hash_name(hash), 0);
+    p[n++] =
+        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, z->data, z->len);
+    if (prm->ulSharedDataLen > 0)
+        p[n++] = OSSL_PARAM_construct_octet_string(
+            OSSL_KDF_PARAM_INFO, prm->pSharedData, prm->ulSharedDataLen);
+    p[n] = OSSL_PARAM_construct_end();
+    if (kctx == NULL)
+        goto out;
+    out->data = OPENSSL_zalloc(len);
+    if (out->data == NULL) {
+        rv = CKR_HOST_MEMORY;
+        goto out;
+    }
+    out->len = len;
+    if (EVP_KDF_derive(kctx, out->data, len, p) <= 0) {
+        kt_ossl_buf_free(out);
+        goto out;
+    }
+    rv = CKR_OK;
+out:
+    EVP_KDF_CTX_free(kctx);
+    EVP_KDF_free(kdf);
+    return rv;
+}
+
+/* CKD_NULL: the first len bytes of Z (all of it for len 0). */
+static KT_NODISCARD CK_RV ecdh_cut(kt_ossl_buf *z, size_t len, kt_ossl_buf *out)
+{
+    if (len > z->len)
+        return CKR_TEMPLATE_INCONSISTENT;
+    if (len != 0 && len < z->len)
+        OPENSSL_cleanse(z->data + len, z->len - len);
+    /* The tail is wiped already; the free wipes the first len bytes. */
+    *out = *z;
+    if (len != 0)
+        out->len = len;
+    z->data = NULL;
+    z->len = 0;
+    return CKR_OK;
+}
+
+CK_RV kt_ossl_ecdh_derive(EVP_PKEY *priv, const CK_MECHANISM *mech, size_t len,
+                          kt_ossl_buf *secret)
+{
+    CK_ECDH1_DERIVE_PARAMS prm;
+    EVP_PKEY *peer = NULL;
+    kt_ossl_buf z = {NULL, 0};
+    CK_MECHANISM_TYPE hash;
+    CK_RV rv;
+
+    memset(secret, 0, sizeof(*secret));
+    if (mech == NULL)
+        return CKR_MECHANISM_INVALID;
+    rv = ecdh_params(mech, kt_ossl_key_type(priv), &prm);
+    if (rv == CKR_OK)
+        rv = ecdh_peer(priv, &prm, &peer);
+    if (rv == CKR_OK)
+        rv = ecdh_z(priv, peer, mech->mechanism == CKM_ECDH1_COFACTOR_DERIVE,
+                    &z);
+    if (rv == CKR_OK && prm.kdf == CKD_NULL) {
+        rv = ecdh_cut(&z, len, secret);
+    } else if (rv == CKR_OK) {
+        hash = kdf_hash(prm.kdf);
+        if (len > KT_ECDH_MAX_LEN)
+            rv = CKR_TEMPLATE_INCONSISTENT;
+        else
+            rv = ecdh_x963(hash, &z, &prm, len != 0 ? len : hash_len(hash),
+                           secret);
+    }
+    ERR_clear_error();
+    kt_ossl_buf_free(&z);
     EVP_PKEY_free(peer);
     return rv;
 }

@@ -20,8 +20,56 @@
 
 #define KT_RSA_MIN_BITS 2048
 #define KT_RSA_MAX_BITS 4096
-#define KT_EC_MIN_BITS  256
-#define KT_EC_MAX_BITS  521
+/* The smallest RSA modulus with legacy_mechanisms = yes (what
+ * google/pkcs11test and OpenSC's p11test generate). */
+#define KT_RSA_LEGACY_MIN_BITS 1024
+#define KT_EC_MIN_BITS         256
+#define KT_EC_MAX_BITS         521
+/* Edwards and Montgomery curves: 255 (Ed25519, X25519) and 448 bits, the
+ * sizes PKCS#11 tools give for them. */
+#define KT_ECX_MIN_BITS 255
+#define KT_ECX_MAX_BITS 448
+
+/* PKCS#11 3.0 names the p11-kit 0.24 header does not have yet. */
+#ifndef CKK_EC_MONTGOMERY
+#define CKK_EC_MONTGOMERY 0x41UL
+#endif
+#ifndef CKM_EC_MONTGOMERY_KEY_PAIR_GEN
+#define CKM_EC_MONTGOMERY_KEY_PAIR_GEN 0x1056UL
+#endif
+#ifndef CKM_SHA3_256
+#define CKM_SHA3_256 0x2B0UL
+#define CKM_SHA3_224 0x2B5UL
+#define CKM_SHA3_384 0x2C0UL
+#define CKM_SHA3_512 0x2D0UL
+#endif
+#ifndef CKM_SHA3_256_RSA_PKCS
+#define CKM_SHA3_256_RSA_PKCS 0x60UL
+#define CKM_SHA3_384_RSA_PKCS 0x61UL
+#define CKM_SHA3_512_RSA_PKCS 0x62UL
+#define CKM_SHA3_224_RSA_PKCS 0x66UL
+#endif
+#ifndef CKM_ECDSA_SHA3_224
+#define CKM_ECDSA_SHA3_224 0x1047UL
+#define CKM_ECDSA_SHA3_256 0x1048UL
+#define CKM_ECDSA_SHA3_384 0x1049UL
+#define CKM_ECDSA_SHA3_512 0x104AUL
+#endif
+/* CK_EDDSA_PARAMS (PKCS#11 3.0 §2.3.14), under a name of our own. */
+struct kt_eddsa_params {
+    CK_BBOOL phFlag;
+    CK_ULONG ulContextDataLen;
+    CK_BYTE_PTR pContextData;
+};
+
+/* The smallest RSA modulus accepted for generation, import and use:
+ * KT_RSA_MIN_BITS, or KT_RSA_LEGACY_MIN_BITS once legacy is set (by
+ * kt_schema_legacy_set, at C_Initialize). */
+void kt_ossl_rsa_legacy_set(int on);
+CK_ULONG kt_ossl_rsa_min_bits(void);
+/* MD5_RSA_PKCS is refused unless legacy is set (the mechanism table hides
+ * it too). */
+int kt_ossl_asym_legacy(void);
 
 /* A heap buffer that is wiped when freed (key components, shared secrets). */
 typedef struct kt_ossl_buf {
@@ -47,6 +95,14 @@ void kt_rsa_parts_free(kt_rsa_parts *parts);
  * (always the named-curve OID), point is CKA_EC_POINT (a DER OCTET STRING
  * around the uncompressed point), value is CKA_VALUE of the private key
  * (big-endian, padded to the order's length).
+ *
+ * The same struct carries CKK_EC_EDWARDS and CKK_EC_MONTGOMERY keys
+ * (PKCS#11 3.0 §2.3.6-2.3.8): params the RFC 8410 OID, point a DER OCTET
+ * STRING around the raw public key (32, 57, 32 or 56 bytes for Ed25519,
+ * Ed448, X25519, X448; the raw key alone is accepted on import), value the
+ * raw private key (RFC 8032 / RFC 7748 bytes). kt_ossl_ec_export and
+ * kt_ossl_ec_import are the EVP_PKEY <-> attributes conversions of all
+ * three key types.
  */
 typedef struct kt_ec_parts {
     kt_ossl_buf params, point, value;
@@ -54,21 +110,31 @@ typedef struct kt_ec_parts {
 
 void kt_ec_parts_free(kt_ec_parts *parts);
 
-/* Key generation. bits in [2048, 4096] and a multiple of 8; exponent odd and
+/* Key generation. bits in [kt_ossl_rsa_min_bits(), 4096] and a multiple of 8;
+ * exponent odd and
  * >= 3 (NULL/0 means 65537). */
 KT_NODISCARD CK_RV kt_ossl_rsa_generate(CK_ULONG bits, const unsigned char *exp,
                                         size_t exp_len, EVP_PKEY **out);
 
 /* params: CKA_EC_PARAMS as the caller sent it (named-curve OID DER, or a DER
- * PrintableString with a curve name, as some tools send). */
+ * PrintableString with a curve name, as some tools send). Weierstrass
+ * curves (P-256/384/521, secp256k1, brainpoolP256r1/384r1/512r1) give an
+ * EC key, edwards25519/448 an Ed25519/Ed448 key, curve25519/448 an
+ * X25519/X448 key (kt_ossl_key_type tells which). */
 KT_NODISCARD CK_RV kt_ossl_ec_generate(const unsigned char *params,
                                        size_t params_len, EVP_PKEY **out);
 
-/* Canonical CKA_EC_PARAMS (OID DER) for what a caller sent, or
- * CKR_CURVE_NOT_SUPPORTED / CKR_ATTRIBUTE_VALUE_INVALID. */
+/* Canonical CKA_EC_PARAMS (OID DER; RFC 8410 OIDs for the Edwards and
+ * Montgomery curves) for what a caller sent, or CKR_CURVE_NOT_SUPPORTED /
+ * CKR_ATTRIBUTE_VALUE_INVALID. */
 KT_NODISCARD CK_RV kt_ossl_ec_params_canon(const unsigned char *params,
                                            size_t params_len,
                                            kt_ossl_buf *canon);
+/* The key type a curve makes: CKK_EC, CKK_EC_EDWARDS or CKK_EC_MONTGOMERY
+ * (errors as kt_ossl_ec_params_canon). */
+KT_NODISCARD CK_RV kt_ossl_ec_params_key_type(const unsigned char *params,
+                                              size_t params_len,
+                                              CK_KEY_TYPE *type);
 
 /* Components out of a key: with_private selects whether the private parts
  * are exported too (only for storing them sealed). */
@@ -114,9 +180,11 @@ void kt_ossl_key_unref(EVP_PKEY *key);
 /* Does the key hold its private half? */
 int kt_ossl_key_is_private(const EVP_PKEY *key);
 
-/* CKK_RSA, CKK_EC, or CKK_VENDOR_DEFINED for anything else. */
+/* CKK_RSA, CKK_EC, CKK_EC_EDWARDS, CKK_EC_MONTGOMERY, or
+ * CKK_VENDOR_DEFINED for anything else. */
 CK_KEY_TYPE kt_ossl_key_type(const EVP_PKEY *key);
-/* RSA modulus bits or EC order bits. */
+/* RSA modulus bits, EC order bits (253/456/253/448 for the Edwards and
+ * Montgomery keys, as OpenSSL counts them). */
 CK_ULONG kt_ossl_key_bits(const EVP_PKEY *key);
 
 /* Operations. One kt_asym_op per C_*Init; freed by the caller when the
@@ -131,7 +199,7 @@ typedef enum kt_asym_mode {
 typedef struct kt_asym_op kt_asym_op;
 
 /* Is mech one of the asymmetric mechanisms handled here, and for which key
- * type (CKK_RSA / CKK_EC)? */
+ * type (CKK_RSA / CKK_EC / CKK_EC_EDWARDS)? */
 int kt_ossl_asym_mech_known(CK_MECHANISM_TYPE mech, CK_KEY_TYPE *key_type);
 /* Does the mechanism allow C_SignUpdate/C_VerifyUpdate? */
 int kt_ossl_asym_mech_multipart(CK_MECHANISM_TYPE mech);
@@ -193,10 +261,16 @@ KT_NODISCARD CK_RV kt_ossl_asym_decrypt(kt_asym_op *op, const unsigned char *in,
                                         size_t in_len, unsigned char *out,
                                         size_t *out_len);
 
-/* CKM_ECDH1_DERIVE: the raw shared secret (x coordinate) between an EC
- * private key and the peer point in params (CKD_NULL only, no shared data;
- * the point either raw or as a DER OCTET STRING). */
+/* CKM_ECDH1_DERIVE / CKM_ECDH1_COFACTOR_DERIVE (CK_ECDH1_DERIVE_PARAMS)
+ * between an EC private key and the peer point (raw or as a DER OCTET
+ * STRING), or CKM_ECDH1_DERIVE between an X25519/X448 private key and the
+ * peer's raw public key. With CKD_NULL (no shared data) the secret is Z
+ * (the x coordinate, or the X25519/X448 output), cut to its first len
+ * bytes when len is not 0 (CKR_TEMPLATE_INCONSISTENT when len exceeds Z).
+ * With CKD_SHA1_KDF, CKD_SHA224/256/384/512_KDF the secret is len bytes
+ * (the hash length when len is 0) of the ANSI X9.63 KDF over Z and the
+ * shared data. */
 KT_NODISCARD CK_RV kt_ossl_ecdh_derive(EVP_PKEY *priv, const CK_MECHANISM *mech,
-                                       kt_ossl_buf *secret);
+                                       size_t len, kt_ossl_buf *secret);
 
 #endif

@@ -21,8 +21,8 @@ static void setup(void)
 /* Asymmetric families are exercised by test_asym.c and test_ossl_asym.c. */
 static bool asymmetric(CK_MECHANISM_TYPE m)
 {
-    return m <= 0x4f || (m >= 0x1040 && m <= 0x1056) ||
-           (m >= 0x1200 && m <= 0x1230);
+    return m <= 0x4f || (m >= 0x60 && m <= 0x66) ||
+           (m >= 0x1040 && m <= 0x1057) || (m >= 0x1200 && m <= 0x1230);
 }
 
 static bool is_hmac(CK_MECHANISM_TYPE m)

@@ -26,9 +26,9 @@ static const unsigned char oid_p384[] = {0x06, 0x05, 0x2b, 0x81,
                                          0x04, 0x00, 0x22};
 static const unsigned char oid_p521[] = {0x06, 0x05, 0x2b, 0x81,
                                          0x04, 0x00, 0x23};
-/* secp256k1: a valid named curve the token does not offer */
-static const unsigned char oid_k256[] = {0x06, 0x05, 0x2b, 0x81,
-                                         0x04, 0x00, 0x0a};
+/* secp224r1: a valid named curve the token does not offer */
+static const unsigned char oid_p224[] = {0x06, 0x05, 0x2b, 0x81,
+                                         0x04, 0x00, 0x21};
 static const unsigned char name_p256[] = {0x13, 0x0a, 'p', 'r', 'i', 'm',
                                           'e',  '2',  '5', '6', 'v', '1'};
 static const unsigned char name_p384[] = {0x13, 0x05, 'P', '-', '3', '8', '4'};
@@ -210,7 +210,7 @@ START_TEST(test_ec_generate_bad_params)
                       CKR_ATTRIBUTE_VALUE_INVALID);
     ck_assert_uint_eq(kt_ossl_ec_generate(NULL, 0, &key),
                       CKR_ATTRIBUTE_VALUE_INVALID);
-    ck_assert_uint_eq(kt_ossl_ec_generate(oid_k256, sizeof(oid_k256), &key),
+    ck_assert_uint_eq(kt_ossl_ec_generate(oid_p224, sizeof(oid_p224), &key),
                       CKR_CURVE_NOT_SUPPORTED);
     ck_assert_uint_eq(
         kt_ossl_ec_generate(unknown_name, sizeof(unknown_name), &key),
@@ -377,8 +377,8 @@ START_TEST(test_ec_import_bad_value)
     parts.value.data = toolong, parts.value.len = sizeof(toolong);
     ck_assert_uint_eq(kt_ossl_ec_import(&parts, 1, &key),
                       CKR_ATTRIBUTE_VALUE_INVALID);
-    parts.params.data = (unsigned char *)oid_k256;
-    parts.params.len = sizeof(oid_k256);
+    parts.params.data = (unsigned char *)oid_p224;
+    parts.params.len = sizeof(oid_p224);
     ck_assert_uint_eq(kt_ossl_ec_import(&parts, 1, &key),
                       CKR_CURVE_NOT_SUPPORTED);
     parts.value.len = 0;
@@ -927,42 +927,43 @@ START_TEST(test_ecdh)
     ck_assert_uint_eq(kt_ossl_ec_export(other, 0, &b), CKR_OK);
     p.pPublicData = b.point.data;
     p.ulPublicDataLen = b.point.len;
-    ck_assert_uint_eq(kt_ossl_ecdh_derive(ec256, &m, &s1), CKR_OK);
+    ck_assert_uint_eq(kt_ossl_ecdh_derive(ec256, &m, 0, &s1), CKR_OK);
     ck_assert_uint_eq(s1.len, 32);
     /* the other side with the bare point */
     p.pPublicData = a.point.data + 2;
     p.ulPublicDataLen = a.point.len - 2;
-    ck_assert_uint_eq(kt_ossl_ecdh_derive(other, &m, &s2), CKR_OK);
+    ck_assert_uint_eq(kt_ossl_ecdh_derive(other, &m, 0, &s2), CKR_OK);
     ck_assert_uint_eq(s2.len, 32);
     ck_assert_mem_eq(s1.data, s2.data, 32);
 
-    /* bad parameters: KDF, shared data, no point, point of another curve,
-     * point off the curve, wrong key type */
-    p.kdf = CKD_SHA256_KDF;
-    ck_assert_uint_eq(kt_ossl_ecdh_derive(other, &m, &s3),
+    /* bad parameters: a KDF not offered (ASN.1 form), shared data without
+     * a KDF, no point, point of another curve, point off the curve, wrong
+     * key type */
+    p.kdf = CKD_SHA1_KDF_ASN1;
+    ck_assert_uint_eq(kt_ossl_ecdh_derive(other, &m, 0, &s3),
                       CKR_MECHANISM_PARAM_INVALID);
     p.kdf = CKD_NULL;
     p.pSharedData = (unsigned char *)msg;
     p.ulSharedDataLen = 4;
-    ck_assert_uint_eq(kt_ossl_ecdh_derive(other, &m, &s3),
+    ck_assert_uint_eq(kt_ossl_ecdh_derive(other, &m, 0, &s3),
                       CKR_MECHANISM_PARAM_INVALID);
     p.pSharedData = NULL;
     p.ulSharedDataLen = 0;
     ck_assert_uint_eq(kt_ossl_ec_export(ec384, 0, &c384), CKR_OK);
     p.pPublicData = c384.point.data;
     p.ulPublicDataLen = c384.point.len;
-    ck_assert_uint_eq(kt_ossl_ecdh_derive(other, &m, &s3),
+    ck_assert_uint_eq(kt_ossl_ecdh_derive(other, &m, 0, &s3),
                       CKR_MECHANISM_PARAM_INVALID);
     p.pPublicData = a.point.data;
     p.ulPublicDataLen = a.point.len;
     a.point.data[a.point.len - 1] ^= 1;
-    ck_assert_uint_eq(kt_ossl_ecdh_derive(other, &m, &s3),
+    ck_assert_uint_eq(kt_ossl_ecdh_derive(other, &m, 0, &s3),
                       CKR_MECHANISM_PARAM_INVALID);
     a.point.data[a.point.len - 1] ^= 1;
-    ck_assert_uint_eq(kt_ossl_ecdh_derive(rsa2048, &m, &s3),
+    ck_assert_uint_eq(kt_ossl_ecdh_derive(rsa2048, &m, 0, &s3),
                       CKR_KEY_TYPE_INCONSISTENT);
     m.ulParameterLen = 3;
-    ck_assert_uint_eq(kt_ossl_ecdh_derive(other, &m, &s3),
+    ck_assert_uint_eq(kt_ossl_ecdh_derive(other, &m, 0, &s3),
                       CKR_MECHANISM_PARAM_INVALID);
     ck_assert_ptr_null(s3.data);
 
@@ -1030,9 +1031,22 @@ START_TEST(test_rsa_x509)
     ck_assert_uint_eq(kt_ossl_asym_sign(op, in, 257, sig, &n),
                       CKR_DATA_LEN_RANGE);
     kt_ossl_asym_free(op);
-    /* signatures only */
+    /* raw encryption: the same integer as the raw signature's input, sent
+     * back by the private key as a whole modulus-sized block */
+    memset(in, 0, sizeof(in));
+    memset(in + 200, 0x42, 56);
+    ck_assert_uint_eq(kt_ossl_asym_init(&raw, rsa2048, KT_ASYM_ENCRYPT, &op),
+                      CKR_OK);
+    ck_assert_uint_eq(kt_ossl_asym_encrypt(op, in + 200, 56, sig, &n), CKR_OK);
+    ck_assert_uint_eq(n, 256);
+    kt_ossl_asym_free(op);
     ck_assert_uint_eq(kt_ossl_asym_init(&raw, rsa2048, KT_ASYM_DECRYPT, &op),
-                      CKR_MECHANISM_INVALID);
+                      CKR_OK);
+    n = sizeof(sig2);
+    ck_assert_uint_eq(kt_ossl_asym_decrypt(op, sig, 256, sig2, &n), CKR_OK);
+    ck_assert_uint_eq(n, 256);
+    ck_assert_mem_eq(sig2, in, 256);
+    kt_ossl_asym_free(op);
 }
 END_TEST
 
