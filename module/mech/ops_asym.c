@@ -81,6 +81,26 @@ static void asym_cache_destroy(struct kt_cache *c)
     free(a);
 }
 
+/* Is a stored RSA key of a size the configuration no longer allows (a
+ * 1024-bit key made with legacy_mechanisms = yes, used without)? */
+static bool rsa_size_refused(const struct kt_key *k)
+{
+    kt_ossl_buf n = view(&k->attrs, CKA_MODULUS);
+    CK_ULONG bits;
+    size_t i = 0;
+
+    if (k->type != CKK_RSA)
+        return false;
+    while (i < n.len && n.data[i] == 0)
+        i++;
+    if (i == n.len)
+        return false;
+    bits = (CK_ULONG)(n.len - i - 1) * 8;
+    for (unsigned top = n.data[i]; top != 0; top >>= 1)
+        bits++;
+    return bits < kt_ossl_rsa_min_bits() || bits > KT_RSA_MAX_BITS;
+}
+
 /* A referenced cache for the key snapshot; the caller drops it with
  * kt_cache_unref() once the operation holds what it needs. */
 static KT_NODISCARD CK_RV key_get(const struct kt_key *k,
@@ -97,6 +117,8 @@ static KT_NODISCARD CK_RV key_get(const struct kt_key *k,
     }
     /* Built with no token lock held: parsing is the slow part. */
     rv = key_build(k->cls, k->type, &k->attrs, &pkey);
+    if (rv == CKR_ATTRIBUTE_VALUE_INVALID && rsa_size_refused(k))
+        return CKR_KEY_SIZE_RANGE;
     if (rv != CKR_OK)
         return rv == CKR_TEMPLATE_INCOMPLETE ? CKR_KEY_TYPE_INCONSISTENT : rv;
     c = calloc(1, sizeof(*c));
