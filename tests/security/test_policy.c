@@ -381,6 +381,72 @@ START_TEST(test_rsa_pkcs_unwrap_bleichenbacher)
 }
 END_TEST
 
+/* Raw RSA (CKM_RSA_X_509) as an unwrap mechanism would hand the raw
+ * private-key operation to whoever may unwrap: the "unwrapped" secret is
+ * c^d mod n for a c of the attacker's choosing, readable when the template
+ * asks for an extractable, non-sensitive key. With c an EMSA-PKCS1-v1_5
+ * block it is a signature the key (CKA_SIGN false) never made. Refused
+ * with and without legacy_mechanisms. */
+static void rsa_x509_unwrap_forge(const char *test)
+{
+    CK_MECHANISM gen = {CKM_RSA_PKCS_KEY_PAIR_GEN, NULL, 0};
+    CK_ULONG bits = 2048;
+    CK_ATTRIBUTE pt[] = {{CKA_MODULUS_BITS, &bits, sizeof(bits)},
+                         {CKA_WRAP, &yes, 1},
+                         {CKA_VERIFY, &yes, 1}};
+    CK_ATTRIBUTE vt[] = {
+        {CKA_UNWRAP, &yes, 1}, {CKA_DECRYPT, &no, 1}, {CKA_SIGN, &no, 1}};
+    CK_OBJECT_HANDLE pub, priv, o = CK_INVALID_HANDLE;
+    SETUP(P->C_GenerateKeyPair(s, &gen, pt, N(pt), vt, N(vt), &pub, &priv));
+    /* EMSA-PKCS1-v1_5 for a 32-byte "digest" (no DigestInfo needed for
+     * CKM_RSA_PKCS verification of raw data) */
+    unsigned char c[256], v[256];
+    memset(c, 0xff, sizeof(c));
+    c[0] = 0x00;
+    c[1] = 0x01;
+    c[256 - 33] = 0x00;
+    memset(c + 256 - 32, 0x5a, 32);
+    CK_ATTRIBUTE t[] = {{CKA_CLASS, &c_secret, sizeof(c_secret)},
+                        {CKA_KEY_TYPE, &k_generic, sizeof(k_generic)},
+                        {CKA_TOKEN, &no, 1},
+                        {CKA_SENSITIVE, &no, 1},
+                        {CKA_EXTRACTABLE, &yes, 1}};
+    CK_MECHANISM raw = {CKM_RSA_X_509, NULL, 0};
+    CK_RV r = P->C_UnwrapKey(s, &raw, priv, c, 256, t, N(t), &o);
+    bool forged = false;
+    if (r == CKR_OK) {
+        CK_ATTRIBUTE g = {CKA_VALUE, v, sizeof(v)};
+        CK_MECHANISM pk = {CKM_RSA_PKCS, NULL, 0};
+        forged = P->C_GetAttributeValue(s, o, &g, 1) == CKR_OK &&
+                 P->C_VerifyInit(s, &pk, pub) == CKR_OK &&
+                 P->C_Verify(s, c + 256 - 32, 32, v, g.ulValueLen) == CKR_OK;
+    }
+    sec_outcome(test, !forged,
+                "CKM_RSA_X_509 unwrap serves the raw private-key operation: "
+                "a signature forged with a key that may neither sign nor "
+                "decrypt");
+    if (!kt_test_is_softhsm())
+        ck_assert_uint_eq(r, CKR_MECHANISM_INVALID);
+}
+
+START_TEST(test_rsa_x509_unwrap_forges_signature)
+{
+    rsa_x509_unwrap_forge(__func__);
+}
+END_TEST
+
+START_TEST(test_rsa_x509_unwrap_forges_signature_legacy)
+{
+    if (kt_test_is_softhsm()) {
+        SEC_NA("a keytier configuration; see "
+               "test_rsa_x509_unwrap_forges_signature for SoftHSM2");
+        return;
+    }
+    restart("legacy_mechanisms = yes\n");
+    rsa_x509_unwrap_forge(__func__);
+}
+END_TEST
+
 /* ---- key roles --------------------------------------------------------- */
 
 /* RFC 3394 unwrapping done by the attacker with single-block AES-ECB
@@ -611,6 +677,8 @@ static Suite *policy_suite(void)
     tcase_add_test(tc, test_cbc_pad_unwrap_padding_oracle);
     tcase_add_test(tc, test_cbc_pad_padding_oracle_exists_with_legacy);
     tcase_add_test(tc, test_rsa_pkcs_unwrap_bleichenbacher);
+    tcase_add_test(tc, test_rsa_x509_unwrap_forges_signature);
+    tcase_add_test(tc, test_rsa_x509_unwrap_forges_signature_legacy);
     tcase_add_test(tc, test_wrap_then_decrypt_default_key);
     tcase_add_test(tc, test_wrap_then_decrypt_second_role);
     tcase_add_test(tc, test_weak_wrapping_key);
