@@ -1136,7 +1136,14 @@ struct kt_asym_op {
     size_t max_in;      /* raw input limit (0: any) */
     size_t exact_in;    /* raw input must be exactly this long (0: any) */
     size_t ec_half;     /* ECDSA: bytes of r and of s */
+    /* EdDSA reads the message twice (RFC 8032 §5.1.6): C_SignUpdate /
+     * C_VerifyUpdate gather it here for the final call. */
+    unsigned char *msg;
+    size_t msg_len, msg_cap;
 };
+
+/* The most an EdDSA operation gathers through its update calls. */
+#define KT_EDDSA_MSG_MAX ((size_t)64 << 20)
 
 static KT_NODISCARD CK_RV check_pss(const struct asym_mech *m,
                                     const CK_MECHANISM *mech,
@@ -1569,6 +1576,7 @@ void kt_ossl_asym_free(kt_asym_op *op)
     EVP_MD_CTX_free(op->mctx);
     EVP_PKEY_CTX_free(op->pctx);
     EVP_PKEY_free(op->key);
+    OPENSSL_free(op->msg);
     OPENSSL_clear_free(op, sizeof(*op));
 }
 
@@ -1674,7 +1682,8 @@ static KT_NODISCARD CK_RV raw_block(const kt_asym_op *op,
 }
 
 /* EdDSA over the whole message, in one call (RFC 8032 reads the message
- * twice, so OpenSSL has no update for it). */
+ * twice, so OpenSSL has no update for it: multi-part operations gather
+ * the message first). */
 static KT_NODISCARD CK_RV eddsa_sign(kt_asym_op *op, const unsigned char *data,
                                      size_t len, unsigned char *sig,
                                      size_t *sig_len)
@@ -1740,13 +1749,41 @@ CK_RV kt_ossl_asym_sign(kt_asym_op *op, const unsigned char *data, size_t len,
     return rv;
 }
 
+/* Appends to the message of a multi-part EdDSA operation
+ * (CKR_DATA_LEN_RANGE past KT_EDDSA_MSG_MAX). */
+static KT_NODISCARD CK_RV eddsa_gather(kt_asym_op *op,
+                                       const unsigned char *data, size_t len)
+{
+    size_t cap = op->msg_cap;
+    unsigned char *p;
+
+    if (len > KT_EDDSA_MSG_MAX - op->msg_len)
+        return CKR_DATA_LEN_RANGE;
+    if (op->msg_len + len > cap) {
+        cap = cap == 0 ? 256 : cap;
+        while (cap < op->msg_len + len)
+            cap *= 2;
+        p = OPENSSL_realloc(op->msg, cap);
+        if (p == NULL)
+            return CKR_HOST_MEMORY;
+        op->msg = p;
+        op->msg_cap = cap;
+    }
+    if (len > 0)
+        memcpy(op->msg + op->msg_len, data, len);
+    op->msg_len += len;
+    return CKR_OK;
+}
+
 CK_RV kt_ossl_asym_update(kt_asym_op *op, const unsigned char *data, size_t len)
 {
     int r;
 
     if (op == NULL || (op->mode != KT_ASYM_SIGN && op->mode != KT_ASYM_VERIFY))
         return CKR_OPERATION_NOT_INITIALIZED;
-    if (op->mctx == NULL || op->m->pad == PAD_EDDSA)
+    if (op->m->pad == PAD_EDDSA)
+        return eddsa_gather(op, data, len);
+    if (op->mctx == NULL)
         return CKR_FUNCTION_NOT_SUPPORTED;
     if (len == 0)
         return CKR_OK;
@@ -1769,7 +1806,9 @@ CK_RV kt_ossl_asym_sign_final(kt_asym_op *op, unsigned char *sig,
 
     if (rv != CKR_OK)
         return rv;
-    if (op->mctx == NULL || op->m->pad == PAD_EDDSA)
+    if (op->m->pad == PAD_EDDSA)
+        return eddsa_sign(op, op->msg, op->msg_len, sig, sig_len);
+    if (op->mctx == NULL)
         return CKR_FUNCTION_NOT_SUPPORTED;
     if (EVP_DigestSignFinal(op->mctx, tmp, &tmp_len) <= 0) {
         ERR_clear_error();
@@ -1848,7 +1887,9 @@ CK_RV kt_ossl_asym_verify_final(kt_asym_op *op, const unsigned char *sig,
 
     if (rv != CKR_OK)
         return rv;
-    if (op->mctx == NULL || op->m->pad == PAD_EDDSA)
+    if (op->m->pad == PAD_EDDSA)
+        return eddsa_verify(op, op->msg, op->msg_len, sig, sig_len);
+    if (op->mctx == NULL)
         return CKR_FUNCTION_NOT_SUPPORTED;
     rv = prepare_sig(op, sig, sig_len, der, &der_len, &use, &use_len);
     if (rv != CKR_OK)

@@ -269,8 +269,9 @@ START_TEST(test_eddsa_generate_sign)
 END_TEST
 
 /* CK_EDDSA_PARAMS: pure EdDSA spelt out is accepted; prehash and contexts
- * (Ed25519ph/ctx, Ed448ph, an Ed448 context) are refused; single-part only;
- * Edwards keys with other mechanisms and the other way round. */
+ * (Ed25519ph/ctx, Ed448ph, an Ed448 context) are refused; multi-part
+ * operations; Edwards keys with other mechanisms and the other way
+ * round. */
 START_TEST(test_eddsa_params_and_errors)
 {
     CK_OBJECT_HANDLE pub, priv, epub, epriv;
@@ -295,16 +296,36 @@ START_TEST(test_eddsa_params_and_errors)
     RV(CKR_MECHANISM_PARAM_INVALID, P->C_SignInit(s, &m, priv));
     m.ulParameterLen = 3;
     RV(CKR_MECHANISM_PARAM_INVALID, P->C_SignInit(s, &m, priv));
-    /* one-shot: C_SignUpdate ends the operation */
+    /* multi-part: the message gathered, signed at C_SignFinal */
     m.pParameter = NULL;
     m.ulParameterLen = 0;
     RV(CKR_OK, P->C_SignInit(s, &m, priv));
-    RV(CKR_FUNCTION_NOT_SUPPORTED, P->C_SignUpdate(s, (CK_BYTE_PTR)msg, 4));
-    n = sizeof(sig);
-    RV(CKR_OPERATION_NOT_INITIALIZED,
-       P->C_Sign(s, (CK_BYTE_PTR)msg, 4, sig, &n));
+    RV(CKR_OK, P->C_SignUpdate(s, (CK_BYTE_PTR)msg, 4));
+    RV(CKR_OK, P->C_SignUpdate(s, (CK_BYTE_PTR)msg + 4, 0));
+    RV(CKR_OK, P->C_SignUpdate(s, (CK_BYTE_PTR)msg + 4, sizeof(msg) - 4));
+    n = 0;
+    RV(CKR_OK, P->C_SignFinal(s, NULL, &n));
+    ck_assert_uint_eq(n, 64);
+    RV(CKR_OK, P->C_SignFinal(s, sig, &n));
+    k = spki_of(pub);
+    ck_assert(ossl_verify(k, NULL, msg, sizeof(msg), sig, n));
     RV(CKR_OK, P->C_VerifyInit(s, &m, pub));
-    RV(CKR_FUNCTION_NOT_SUPPORTED, P->C_VerifyUpdate(s, (CK_BYTE_PTR)msg, 4));
+    RV(CKR_OK, P->C_VerifyUpdate(s, (CK_BYTE_PTR)msg, 7));
+    RV(CKR_OK, P->C_VerifyUpdate(s, (CK_BYTE_PTR)msg + 7, sizeof(msg) - 7));
+    RV(CKR_OK, P->C_VerifyFinal(s, sig, n));
+    RV(CKR_OK, P->C_VerifyInit(s, &m, pub));
+    RV(CKR_OK, P->C_VerifyUpdate(s, (CK_BYTE_PTR)msg, 7));
+    RV(CKR_SIGNATURE_INVALID, P->C_VerifyFinal(s, sig, n));
+    /* no update at all: the empty message */
+    RV(CKR_OK, P->C_SignInit(s, &m, priv));
+    RV(CKR_OK, P->C_SignFinal(s, sig, &n));
+    ck_assert(ossl_verify(k, NULL, msg, 0, sig, n));
+    EVP_PKEY_free(k);
+    /* C_Sign after an update is refused */
+    RV(CKR_OK, P->C_SignInit(s, &m, priv));
+    RV(CKR_OK, P->C_SignUpdate(s, (CK_BYTE_PTR)msg, 4));
+    n = sizeof(sig);
+    RV(CKR_OPERATION_ACTIVE, P->C_Sign(s, (CK_BYTE_PTR)msg, 4, sig, &n));
     /* key types: ECDSA on Edwards, EdDSA on P-256, ECDH on Edwards */
     RV(CKR_KEY_TYPE_INCONSISTENT, P->C_SignInit(s, &ecdsa, priv));
     gen_pair(CKM_EC_KEY_PAIR_GEN, oid_p256, sizeof(oid_p256), &epub, &epriv);
