@@ -1,6 +1,6 @@
-/* RSA and EC keys in the token: the operations of the asymmetric
- * mechanisms, key pair generation, completion of imported keys and
- * certificates, and ECDH. */
+/* RSA, EC, Edwards (Ed25519/Ed448) and Montgomery (X25519/X448) keys in the
+ * token: the operations of the asymmetric mechanisms, key pair generation,
+ * completion of imported keys and certificates, and ECDH. */
 #ifndef KT_ASYM_H
 #define KT_ASYM_H
 
@@ -25,8 +25,29 @@ KT_NODISCARD CK_RV kt_asym_generate_pair(const CK_MECHANISM *m, kt_attrs *pub,
  * when absent, and a check that given ones match). Other objects: CKR_OK. */
 KT_NODISCARD CK_RV kt_asym_complete(kt_attrs *a);
 
-/* CKM_ECDH1_DERIVE with CKD_NULL: the shared secret, truncated to len
- * bytes when len is not 0 (CKA_VALUE_LEN of the new key). */
+/* Key objects <-> EVP_PKEY (struct evp_pkey_st is OpenSSL's EVP_PKEY; only
+ * ossl/ looks inside), for private-key wrapping and unwrapping (PKCS#8) of
+ * RSA, EC, Edwards and Montgomery keys. kt_asym_key_from_attrs: the key an
+ * object's attributes hold (CKA_CLASS, CKA_KEY_TYPE and the components;
+ * the private half for a private key), checked as at import
+ * (CKR_ATTRIBUTE_VALUE_INVALID, CKR_TEMPLATE_INCOMPLETE,
+ * CKR_KEY_TYPE_INCONSISTENT for other objects); free it with
+ * kt_ossl_key_unref(). kt_asym_attrs_from_key: sets CKA_KEY_TYPE and every
+ * component the token stores for a key of class cls (CKA_MODULUS ...
+ * CKA_COEFFICIENT; CKA_EC_PARAMS and CKA_VALUE or CKA_EC_POINT) and
+ * CKA_PUBLIC_KEY_INFO on a template; CKR_KEY_TYPE_INCONSISTENT for a key
+ * type the token does not hold or a private class without the private
+ * half. The per-type conversions under both are ossl/asym.h's
+ * kt_ossl_{rsa,ec}_{export,import}. */
+struct evp_pkey_st;
+KT_NODISCARD CK_RV kt_asym_key_from_attrs(const kt_attrs *a,
+                                          struct evp_pkey_st **out);
+KT_NODISCARD CK_RV kt_asym_attrs_from_key(const struct evp_pkey_st *key,
+                                          CK_OBJECT_CLASS cls, kt_attrs *a);
+
+/* CKM_ECDH1_DERIVE / CKM_ECDH1_COFACTOR_DERIVE: the derived secret (Z cut
+ * to len bytes with CKD_NULL, or len bytes of the X9.63 KDF; len 0: all of
+ * Z, or the KDF hash's length). */
 KT_NODISCARD CK_RV kt_asym_ecdh(const CK_MECHANISM *m,
                                 const struct kt_key *base, size_t len,
                                 unsigned char **secret, size_t *secret_len);

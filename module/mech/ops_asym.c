@@ -683,6 +683,43 @@ CK_RV kt_asym_complete(kt_attrs *a)
     return rv;
 }
 
+/* ---- keys <-> attributes (private-key wrapping) ---------------------- */
+
+CK_RV kt_asym_key_from_attrs(const kt_attrs *a, EVP_PKEY **out)
+{
+    CK_OBJECT_CLASS cls = 0;
+    CK_KEY_TYPE type = 0;
+    CK_RV rv;
+
+    *out = NULL;
+    rv = kt_attrs_get_ulong(a, CKA_CLASS, &cls);
+    if (rv == CKR_OK)
+        rv = kt_attrs_get_ulong(a, CKA_KEY_TYPE, &type);
+    if (rv != CKR_OK)
+        return CKR_KEY_TYPE_INCONSISTENT;
+    rv = key_build(cls, type, a, out);
+    return rv == CKR_CURVE_NOT_SUPPORTED ? CKR_ATTRIBUTE_VALUE_INVALID : rv;
+}
+
+CK_RV kt_asym_attrs_from_key(const EVP_PKEY *key, CK_OBJECT_CLASS cls,
+                             kt_attrs *a)
+{
+    CK_KEY_TYPE type = kt_ossl_key_type(key);
+    CK_RV rv;
+
+    if ((type != CKK_RSA && type != CKK_EC && type != CKK_EC_EDWARDS &&
+         type != CKK_EC_MONTGOMERY) ||
+        (cls != CKO_PUBLIC_KEY && cls != CKO_PRIVATE_KEY) ||
+        (cls == CKO_PRIVATE_KEY && !kt_ossl_key_is_private(key)))
+        return CKR_KEY_TYPE_INCONSISTENT;
+    rv = kt_attrs_set_ulong(a, CKA_KEY_TYPE, type);
+    if (rv == CKR_OK)
+        rv = set_public_attrs(a, key, cls);
+    if (rv == CKR_OK && cls == CKO_PRIVATE_KEY)
+        rv = set_private_attrs(a, key);
+    return rv;
+}
+
 /* ---- ECDH ------------------------------------------------------------ */
 
 CK_RV kt_asym_ecdh(const CK_MECHANISM *m, const struct kt_key *base, size_t len,
