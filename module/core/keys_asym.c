@@ -27,6 +27,14 @@ CK_RV kt_keys_generate_pair(struct kt_session *s, const CK_MECHANISM *mech,
                             const CK_ATTRIBUTE *priv_t, CK_ULONG priv_n,
                             CK_OBJECT_HANDLE *pub_h, CK_OBJECT_HANDLE *priv_h)
 {
+    /* GnuTLS 3.7 (Debian 12's p11tool and certtool --generate-privkey
+     * ed25519) asks for an Ed25519 pair with the signature mechanism
+     * CKM_EDDSA: served as the Edwards generator it means, which the new
+     * keys name as their CKA_KEY_GEN_MECHANISM. */
+    CK_MECHANISM edwards = {CKM_EC_EDWARDS_KEY_PAIR_GEN, mech->pParameter,
+                            mech->ulParameterLen};
+    if (mech->mechanism == CKM_EDDSA)
+        mech = &edwards;
     const struct kt_mech *m = kt_mech_find(mech->mechanism);
     kt_attrs pub, priv;
     CK_KEY_TYPE kt;

@@ -345,6 +345,25 @@ START_TEST(test_eddsa_params_and_errors)
        P->C_GenerateKeyPair(s, &xg, x25519, 1, NULL, 0, &pub, &priv));
     RV(CKR_TEMPLATE_INCOMPLETE,
        P->C_GenerateKeyPair(s, &xg, NULL, 0, NULL, 0, &pub, &priv));
+    /* GnuTLS 3.7 generates with CKM_EDDSA: the Edwards generator */
+    CK_MECHANISM gm = {CKM_EDDSA, NULL, 0};
+    CK_BBOOL yes = CK_TRUE;
+    CK_ATTRIBUTE gpt[] = {{CKA_VERIFY, &yes, 1}, edp[0]};
+    CK_ATTRIBUTE gvt[] = {{CKA_SIGN, &yes, 1}};
+    RV(CKR_OK, P->C_GenerateKeyPair(s, &gm, gpt, 2, gvt, 1, &pub, &priv));
+    CK_MECHANISM_TYPE genm = 0;
+    CK_KEY_TYPE kt = 0;
+    CK_ATTRIBUTE q[] = {{CKA_KEY_GEN_MECHANISM, &genm, sizeof(genm)},
+                        {CKA_KEY_TYPE, &kt, sizeof(kt)}};
+    RV(CKR_OK, P->C_GetAttributeValue(s, priv, q, 2));
+    ck_assert_uint_eq(genm, CKM_EC_EDWARDS_KEY_PAIR_GEN);
+    ck_assert_uint_eq(kt, CKK_EC_EDWARDS);
+    m.pParameter = NULL;
+    m.ulParameterLen = 0;
+    n = sign(&m, priv, msg, sizeof(msg), sig);
+    RV(CKR_OK, verify(&m, pub, msg, sizeof(msg), sig, n));
+    RV(CKR_ATTRIBUTE_VALUE_INVALID,
+       P->C_GenerateKeyPair(s, &gm, p256, 1, NULL, 0, &pub, &priv));
 }
 END_TEST
 
