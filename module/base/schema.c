@@ -161,6 +161,9 @@ static bool key_attr_valid(CK_OBJECT_CLASS cls, CK_KEY_TYPE kt,
                type == CKA_PRIME_2 || type == CKA_EXPONENT_1 ||
                type == CKA_EXPONENT_2 || type == CKA_COEFFICIENT;
     }
+    if (kt == CKK_DSA)
+        return type == CKA_PRIME || type == CKA_SUBPRIME || type == CKA_BASE ||
+               type == CKA_VALUE;
     if (kt == CKK_EC || kt == CKK_EC_EDWARDS || kt == CKK_EC_MONTGOMERY) {
         if (type == CKA_EC_PARAMS)
             return true;
@@ -318,6 +321,9 @@ static bool key_type_fits(CK_OBJECT_CLASS cls, CK_KEY_TYPE kt)
     case CKK_EC_EDWARDS:
     case CKK_EC_MONTGOMERY:
         return cls == CKO_PUBLIC_KEY || cls == CKO_PRIVATE_KEY;
+    case CKK_DSA: /* legacy_mechanisms = yes only */
+        return kt_schema_legacy() &&
+               (cls == CKO_PUBLIC_KEY || cls == CKO_PRIVATE_KEY);
     default:
         return false;
     }

@@ -30,6 +30,11 @@
         mech, #mech, {KT_EC_MIN_BITS, KT_EC_MAX_BITS, (flags) | EC_FLAGS},     \
             EC_KEYS, ops, NULL                                                 \
     }
+#define DSA_ROW(mech, flags, ops)                                              \
+    {                                                                          \
+        mech, #mech, {KT_DSA_MIN_BITS, KT_DSA_MAX_BITS, flags}, {CKK_DSA}, 1,  \
+            ops, NULL                                                          \
+    }
 #define ECX_ROW(mech, flags, type, ops)                                        \
     {                                                                          \
         mech, #mech, {KT_ECX_MIN_BITS, KT_ECX_MAX_BITS, flags}, {type}, 1,     \
@@ -176,6 +181,14 @@ static const struct kt_mech mechs[] = {
     ECX_ROW(CKM_EDDSA, SIGNS, CKK_EC_EDWARDS, &kt_ops_asym),
     ECX_ROW(CKM_EC_MONTGOMERY_KEY_PAIR_GEN, CKF_GENERATE_KEY_PAIR,
             CKK_EC_MONTGOMERY, NULL),
+    /* DSA: legacy_mechanisms = yes only */
+    DSA_ROW(CKM_DSA_KEY_PAIR_GEN, CKF_GENERATE_KEY_PAIR, NULL),
+    DSA_ROW(CKM_DSA, SIGNS, &kt_ops_asym),
+    DSA_ROW(CKM_DSA_SHA1, SIGNS, &kt_ops_asym),
+    DSA_ROW(CKM_DSA_SHA224, SIGNS, &kt_ops_asym),
+    DSA_ROW(CKM_DSA_SHA256, SIGNS, &kt_ops_asym),
+    DSA_ROW(CKM_DSA_SHA384, SIGNS, &kt_ops_asym),
+    DSA_ROW(CKM_DSA_SHA512, SIGNS, &kt_ops_asym),
     /* --- end RSA and EC */
 };
 
@@ -184,7 +197,8 @@ static const struct kt_mech mechs[] = {
  * everywhere otherwise). */
 static bool legacy_only(CK_MECHANISM_TYPE type)
 {
-    return type == CKM_MD5_RSA_PKCS;
+    return type == CKM_MD5_RSA_PKCS ||
+           (type >= CKM_DSA_KEY_PAIR_GEN && type <= CKM_DSA_SHA512);
 }
 /* --- end RSA and EC legacy */
 

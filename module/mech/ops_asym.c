@@ -46,6 +46,15 @@ static KT_NODISCARD CK_RV key_build(CK_OBJECT_CLASS cls, CK_KEY_TYPE type,
         }
         return kt_ossl_rsa_import(&p, priv, out);
     }
+    if (type == CKK_DSA) {
+        kt_dsa_parts p = {
+            .p = view(a, CKA_PRIME),
+            .q = view(a, CKA_SUBPRIME),
+            .g = view(a, CKA_BASE),
+            .value = view(a, CKA_VALUE),
+        };
+        return kt_ossl_dsa_import(&p, priv, out);
+    }
     if (type == CKK_EC || type == CKK_EC_EDWARDS || type == CKK_EC_MONTGOMERY) {
         kt_ec_parts p = {.params = view(a, CKA_EC_PARAMS)};
         CK_RV rv;
@@ -330,13 +339,40 @@ static KT_NODISCARD CK_RV set_or_match(kt_attrs *a, CK_ATTRIBUTE_TYPE type,
     return kt_attrs_set(a, type, v->data, v->len);
 }
 
+/* CKA_PRIME, CKA_SUBPRIME, CKA_BASE (domain) and CKA_VALUE of a DSA key:
+ * y for the public key, x for the private key (with_private). */
+static KT_NODISCARD CK_RV set_dsa_attrs(kt_attrs *a, const EVP_PKEY *key,
+                                        bool domain, bool with_private)
+{
+    kt_dsa_parts p;
+    CK_RV rv = kt_ossl_dsa_export(key, with_private, &p);
+
+    if (rv != CKR_OK)
+        return rv;
+    if (domain) {
+        rv = kt_attrs_set(a, CKA_PRIME, p.p.data, p.p.len);
+        if (rv == CKR_OK)
+            rv = kt_attrs_set(a, CKA_SUBPRIME, p.q.data, p.q.len);
+        if (rv == CKR_OK)
+            rv = kt_attrs_set(a, CKA_BASE, p.g.data, p.g.len);
+    }
+    if (rv == CKR_OK && (with_private || !domain))
+        rv = kt_attrs_set(a, CKA_VALUE, p.value.data, p.value.len);
+    kt_dsa_parts_free(&p);
+    return rv;
+}
+
 static KT_NODISCARD CK_RV set_public_attrs(kt_attrs *a, const EVP_PKEY *key,
                                            CK_OBJECT_CLASS cls)
 {
     kt_ossl_buf spki = {NULL, 0};
     CK_RV rv;
 
-    if (kt_ossl_key_type(key) == CKK_RSA) {
+    if (kt_ossl_key_type(key) == CKK_DSA) {
+        rv = set_dsa_attrs(a, key, true, false);
+        if (rv == CKR_OK && cls == CKO_PUBLIC_KEY)
+            rv = set_dsa_attrs(a, key, false, false);
+    } else if (kt_ossl_key_type(key) == CKK_RSA) {
         kt_rsa_parts p;
         rv = kt_ossl_rsa_export(key, 0, &p);
         if (rv != CKR_OK)
@@ -375,6 +411,8 @@ static KT_NODISCARD CK_RV set_private_attrs(kt_attrs *a, const EVP_PKEY *key)
 {
     CK_RV rv;
 
+    if (kt_ossl_key_type(key) == CKK_DSA)
+        return set_dsa_attrs(a, key, false, true);
     if (kt_ossl_key_type(key) == CKK_RSA) {
         kt_rsa_parts p;
         rv = kt_ossl_rsa_export(key, 1, &p);
@@ -497,7 +535,7 @@ CK_RV kt_asym_generate_pair(const CK_MECHANISM *m, kt_attrs *pub,
     if (m->pParameter != NULL || m->ulParameterLen != 0)
         return CKR_MECHANISM_PARAM_INVALID;
     if (has_material(priv) || kt_attrs_has(pub, CKA_MODULUS) ||
-        kt_attrs_has(pub, CKA_EC_POINT) ||
+        kt_attrs_has(pub, CKA_VALUE) || kt_attrs_has(pub, CKA_EC_POINT) ||
         kt_attrs_has(pub, CKA_PUBLIC_KEY_INFO))
         return CKR_TEMPLATE_INCONSISTENT;
     switch (m->mechanism) {
@@ -517,6 +555,14 @@ CK_RV kt_asym_generate_pair(const CK_MECHANISM *m, kt_attrs *pub,
     case CKM_EC_MONTGOMERY_KEY_PAIR_GEN:
         rv = generate_curve(pub, priv, CKK_EC_MONTGOMERY, &key);
         break;
+    case CKM_DSA_KEY_PAIR_GEN: {
+        /* the domain comes with the public template */
+        kt_dsa_parts d = {.p = view(pub, CKA_PRIME),
+                          .q = view(pub, CKA_SUBPRIME),
+                          .g = view(pub, CKA_BASE)};
+        rv = kt_ossl_dsa_generate(&d, &key);
+        break;
+    }
     default:
         return CKR_MECHANISM_INVALID;
     }
@@ -589,6 +635,7 @@ static KT_NODISCARD CK_RV sign_digest(EVP_PKEY *key, unsigned char *sig,
     CK_KEY_TYPE type = kt_ossl_key_type(key);
     CK_MECHANISM m = {type == CKK_RSA          ? CKM_RSA_PKCS
                       : type == CKK_EC_EDWARDS ? CKM_EDDSA
+                      : type == CKK_DSA        ? CKM_DSA
                                                : CKM_ECDSA,
                       NULL, 0};
     kt_asym_op *op = NULL;
@@ -658,7 +705,7 @@ CK_RV kt_asym_complete(kt_attrs *a)
     if (rv != CKR_OK)
         return rv;
     if (type != CKK_RSA && type != CKK_EC && type != CKK_EC_EDWARDS &&
-        type != CKK_EC_MONTGOMERY)
+        type != CKK_EC_MONTGOMERY && type != CKK_DSA)
         return CKR_OK;
     /* PKCS#11 v2.40 §2.1.2: CKA_MODULUS_BITS is the token's to compute on
      * C_CreateObject (a consistent value is tolerated). */
@@ -708,7 +755,7 @@ CK_RV kt_asym_attrs_from_key(const EVP_PKEY *key, CK_OBJECT_CLASS cls,
     CK_RV rv;
 
     if ((type != CKK_RSA && type != CKK_EC && type != CKK_EC_EDWARDS &&
-         type != CKK_EC_MONTGOMERY) ||
+         type != CKK_EC_MONTGOMERY && type != CKK_DSA) ||
         (cls != CKO_PUBLIC_KEY && cls != CKO_PRIVATE_KEY) ||
         (cls == CKO_PRIVATE_KEY && !kt_ossl_key_is_private(key)))
         return CKR_KEY_TYPE_INCONSISTENT;

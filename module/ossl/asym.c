@@ -39,6 +39,7 @@
  */
 #define KT_ALG_RSA "1.2.840.113549.1.1.1" /* rsaEncryption */
 #define KT_ALG_EC  "1.2.840.10045.2.1"    /* id-ecPublicKey */
+#define KT_ALG_DSA "1.2.840.10040.4.1"    /* id-dsa */
 
 void kt_ossl_buf_free(kt_ossl_buf *buf)
 {
@@ -59,6 +60,14 @@ void kt_rsa_parts_free(kt_rsa_parts *parts)
     kt_ossl_buf_free(&parts->dp);
     kt_ossl_buf_free(&parts->dq);
     kt_ossl_buf_free(&parts->qinv);
+}
+
+void kt_dsa_parts_free(kt_dsa_parts *parts)
+{
+    kt_ossl_buf_free(&parts->p);
+    kt_ossl_buf_free(&parts->q);
+    kt_ossl_buf_free(&parts->g);
+    kt_ossl_buf_free(&parts->value);
 }
 
 void kt_ec_parts_free(kt_ec_parts *parts)
@@ -198,9 +207,18 @@ static const struct asym_mech asym_mechs[] = {
     {CKM_ECDSA_SHA3_256, CKK_EC, CKM_SHA3_256, PAD_NONE, M_SV},
     {CKM_ECDSA_SHA3_384, CKK_EC, CKM_SHA3_384, PAD_NONE, M_SV},
     {CKM_ECDSA_SHA3_512, CKK_EC, CKM_SHA3_512, PAD_NONE, M_SV},
-    /* Pure Ed25519 / Ed448 (RFC 8032), one-shot only. */
+    /* Pure Ed25519 / Ed448 (RFC 8032). */
     {CKM_EDDSA, CKK_EC_EDWARDS, 0, PAD_EDDSA, M_SV},
+    /* DSA (r || s like ECDSA): legacy_mechanisms = yes only */
+    {CKM_DSA, CKK_DSA, 0, PAD_NONE, M_SV},
+    {CKM_DSA_SHA1, CKK_DSA, CKM_SHA_1, PAD_NONE, M_SV},
+    {CKM_DSA_SHA224, CKK_DSA, CKM_SHA224, PAD_NONE, M_SV},
+    {CKM_DSA_SHA256, CKK_DSA, CKM_SHA256, PAD_NONE, M_SV},
+    {CKM_DSA_SHA384, CKK_DSA, CKM_SHA384, PAD_NONE, M_SV},
+    {CKM_DSA_SHA512, CKK_DSA, CKM_SHA512, PAD_NONE, M_SV},
 };
+
+static int dsa_size_ok(const EVP_PKEY *key, size_t *half);
 
 static const struct asym_mech *mech_find(CK_MECHANISM_TYPE mech)
 {
@@ -297,6 +315,8 @@ CK_KEY_TYPE kt_ossl_key_type(const EVP_PKEY *key)
         return CKK_RSA;
     case EVP_PKEY_EC:
         return CKK_EC;
+    case EVP_PKEY_DSA:
+        return CKK_DSA;
     default:
         c = ecx_curve(key);
         return c != NULL ? c->type : CKK_VENDOR_DEFINED;
@@ -853,6 +873,127 @@ out:
     return rv;
 }
 
+/* p, q, g pushed for a DSA key or domain (bns[0..2] keep the numbers). */
+static int push_domain(OSSL_PARAM_BLD *bld, const kt_dsa_parts *d, BIGNUM **bns)
+{
+    return push_bn(bld, OSSL_PKEY_PARAM_FFC_P, &d->p, &bns[0]) &&
+           push_bn(bld, OSSL_PKEY_PARAM_FFC_Q, &d->q, &bns[1]) &&
+           push_bn(bld, OSSL_PKEY_PARAM_FFC_G, &d->g, &bns[2]);
+}
+
+CK_RV kt_ossl_dsa_generate(const kt_dsa_parts *domain, EVP_PKEY **out)
+{
+    OSSL_PARAM_BLD *bld = OSSL_PARAM_BLD_new();
+    BIGNUM *bns[3] = {NULL};
+    EVP_PKEY *params = NULL;
+    EVP_PKEY_CTX *ctx = NULL;
+    size_t half;
+    CK_RV rv = CKR_HOST_MEMORY;
+
+    *out = NULL;
+    if (!present(&domain->p) || !present(&domain->q) || !present(&domain->g))
+        rv = CKR_TEMPLATE_INCOMPLETE;
+    else if (bld != NULL && push_domain(bld, domain, bns))
+        rv = fromdata(KT_ALG_DSA, EVP_PKEY_KEY_PARAMETERS, bld, &params);
+    if (rv == CKR_OK && !dsa_size_ok(params, &half))
+        rv = CKR_KEY_SIZE_RANGE;
+    if (rv == CKR_OK) {
+        ctx = EVP_PKEY_CTX_new_from_pkey(kt_ossl_libctx(), params, NULL);
+        if (ctx == NULL || EVP_PKEY_keygen_init(ctx) <= 0 ||
+            EVP_PKEY_generate(ctx, out) <= 0)
+            rv = CKR_ATTRIBUTE_VALUE_INVALID;
+    }
+    ERR_clear_error();
+    EVP_PKEY_CTX_free(ctx);
+    EVP_PKEY_free(params);
+    for (size_t i = 0; i < 3; i++)
+        BN_free(bns[i]);
+    OSSL_PARAM_BLD_free(bld);
+    return rv;
+}
+
+CK_RV kt_ossl_dsa_export(const EVP_PKEY *key, int with_private,
+                         kt_dsa_parts *out)
+{
+    CK_RV rv;
+
+    memset(out, 0, sizeof(*out));
+    if (kt_ossl_key_type(key) != CKK_DSA)
+        return CKR_KEY_TYPE_INCONSISTENT;
+    if ((rv = bn_param(key, OSSL_PKEY_PARAM_FFC_P, &out->p, 1)) != CKR_OK ||
+        (rv = bn_param(key, OSSL_PKEY_PARAM_FFC_Q, &out->q, 1)) != CKR_OK ||
+        (rv = bn_param(key, OSSL_PKEY_PARAM_FFC_G, &out->g, 1)) != CKR_OK ||
+        (rv = bn_param(key,
+                       with_private ? OSSL_PKEY_PARAM_PRIV_KEY
+                                    : OSSL_PKEY_PARAM_PUB_KEY,
+                       &out->value, 1)) != CKR_OK)
+        kt_dsa_parts_free(out);
+    return rv;
+}
+
+/* y = g^x mod p of a private key given without it (x in (0, q)). */
+static KT_NODISCARD CK_RV dsa_public(BIGNUM **bns, BIGNUM **y)
+{
+    BN_CTX *bc = BN_CTX_new_ex(kt_ossl_libctx());
+    CK_RV rv = CKR_ATTRIBUTE_VALUE_INVALID;
+
+    *y = BN_new();
+    if (bc == NULL || *y == NULL) {
+        rv = CKR_HOST_MEMORY;
+    } else if (!BN_is_zero(bns[3]) && !BN_is_negative(bns[3]) &&
+               BN_cmp(bns[3], bns[1]) < 0) {
+        BN_set_flags(bns[3], BN_FLG_CONSTTIME);
+        if (BN_mod_exp(*y, bns[2], bns[3], bns[0], bc))
+            rv = CKR_OK;
+    }
+    BN_CTX_free(bc);
+    return rv;
+}
+
+CK_RV kt_ossl_dsa_import(const kt_dsa_parts *parts, int is_private,
+                         EVP_PKEY **out)
+{
+    OSSL_PARAM_BLD *bld = NULL;
+    BIGNUM *bns[4] = {NULL}, *y = NULL;
+    size_t half;
+    CK_RV rv = CKR_HOST_MEMORY;
+
+    *out = NULL;
+    if (!present(&parts->p) || !present(&parts->q) || !present(&parts->g) ||
+        !present(&parts->value))
+        return CKR_TEMPLATE_INCOMPLETE;
+    bld = OSSL_PARAM_BLD_new();
+    if (bld == NULL || !push_domain(bld, parts, bns) ||
+        !push_bn(bld,
+                 is_private ? OSSL_PKEY_PARAM_PRIV_KEY
+                            : OSSL_PKEY_PARAM_PUB_KEY,
+                 &parts->value, &bns[3]))
+        goto out;
+    if (is_private) {
+        rv = dsa_public(bns, &y);
+        if (rv != CKR_OK)
+            goto out;
+        rv = CKR_HOST_MEMORY;
+        if (!OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_PUB_KEY, y))
+            goto out;
+    }
+    rv =
+        fromdata(KT_ALG_DSA,
+                 is_private ? EVP_PKEY_KEYPAIR : EVP_PKEY_PUBLIC_KEY, bld, out);
+    if (rv == CKR_OK && !dsa_size_ok(*out, &half)) {
+        rv = CKR_ATTRIBUTE_VALUE_INVALID;
+        EVP_PKEY_free(*out);
+        *out = NULL;
+    }
+out:
+    ERR_clear_error();
+    for (size_t i = 0; i < 4; i++)
+        BN_clear_free(bns[i]);
+    BN_free(y);
+    OSSL_PARAM_BLD_free(bld);
+    return rv;
+}
+
 /* The raw point inside CKA_EC_POINT. A DER OCTET STRING is what the spec
  * says; some applications send the bare point, accepted when the lengths
  * make the reading unambiguous. */
@@ -1050,6 +1191,7 @@ CK_RV kt_ossl_key_id(const EVP_PKEY *key, unsigned char id[KT_KEY_ID_LEN])
     unsigned char buf[KT_POINT_MAX];
     size_t len = 0;
     kt_rsa_parts rsa;
+    kt_ossl_buf y = {NULL, 0};
     unsigned int md_len = KT_KEY_ID_LEN;
     EVP_MD *sha1 = EVP_MD_fetch(kt_ossl_libctx(), "SHA1", NULL);
     int ok;
@@ -1063,6 +1205,12 @@ CK_RV kt_ossl_key_id(const EVP_PKEY *key, unsigned char id[KT_KEY_ID_LEN])
         ok = sha1 != NULL &&
              EVP_Digest(rsa.n.data, rsa.n.len, id, &md_len, sha1, NULL);
         kt_rsa_parts_free(&rsa);
+        break;
+    case CKK_DSA:
+        /* y, as the public key's CKA_VALUE holds it */
+        ok = bn_param(key, OSSL_PKEY_PARAM_PUB_KEY, &y, 1) == CKR_OK &&
+             sha1 != NULL && EVP_Digest(y.data, y.len, id, &md_len, sha1, NULL);
+        kt_ossl_buf_free(&y);
         break;
     case CKK_EC:
     case CKK_EC_EDWARDS:
@@ -1278,6 +1426,7 @@ struct kt_asym_key {
     CK_ULONG bits;
     int has_private;
     int size_ok; /* RSA size in range, or a supported curve */
+    size_t half; /* ECDSA / DSA: bytes of r and of s */
     pthread_mutex_t lock;
     struct asym_tmpl {
         CK_MECHANISM_TYPE mech;
@@ -1287,6 +1436,22 @@ struct kt_asym_key {
     } tmpl[KT_ASYM_TMPL_MAX];
     size_t n_tmpl;
 };
+
+/* DSA: p of KT_DSA_MIN_BITS to KT_DSA_MAX_BITS, q of 160, 224 or 256
+ * bits (FIPS 186-4 §4.2); the bytes of q in *half. */
+static int dsa_size_ok(const EVP_PKEY *key, size_t *half)
+{
+    BIGNUM *q = NULL;
+    int pbits = EVP_PKEY_get_bits(key), qbits = 0;
+
+    if (EVP_PKEY_get_bn_param(key, OSSL_PKEY_PARAM_FFC_Q, &q))
+        qbits = BN_num_bits(q);
+    BN_free(q);
+    ERR_clear_error();
+    *half = ((size_t)qbits + 7) / 8;
+    return pbits >= KT_DSA_MIN_BITS && pbits <= KT_DSA_MAX_BITS &&
+           (qbits == 160 || qbits == 224 || qbits == 256);
+}
 
 CK_RV kt_ossl_asym_key_new(EVP_PKEY *pkey, kt_asym_key **out)
 {
@@ -1312,6 +1477,10 @@ CK_RV kt_ossl_asym_key_new(EVP_PKEY *pkey, kt_asym_key **out)
     else if (k->type == CKK_EC || k->type == CKK_EC_EDWARDS ||
              k->type == CKK_EC_MONTGOMERY)
         k->size_ok = ec_nid_supported(ec_key_nid(pkey));
+    else if (k->type == CKK_DSA)
+        k->size_ok = dsa_size_ok(pkey, &k->half);
+    if (k->type != CKK_DSA)
+        k->half = (k->bits + 7) / 8;
     ERR_clear_error();
     *out = k;
     return CKR_OK;
@@ -1421,17 +1590,20 @@ static KT_NODISCARD CK_RV asym_check(const CK_MECHANISM *mech,
 
     if (m == NULL || !(m->modes & (1u << mode)))
         return CKR_MECHANISM_INVALID;
+    /* MD5 and DSA: legacy_mechanisms = yes only */
+    if ((m->hash == CKM_MD5 || m->key_type == CKK_DSA) &&
+        !kt_ossl_asym_legacy())
+        return CKR_MECHANISM_INVALID;
     if (kf->type != m->key_type)
         return CKR_KEY_TYPE_INCONSISTENT;
     if (!kf->size_ok)
         return CKR_KEY_SIZE_RANGE;
     if ((mode == KT_ASYM_SIGN || mode == KT_ASYM_DECRYPT) && !kf->has_private)
         return CKR_KEY_TYPE_INCONSISTENT;
-    if (m->key_type == CKK_EC && m->pad == PAD_NONE &&
+    if ((m->key_type == CKK_EC || m->key_type == CKK_DSA) &&
+        m->pad == PAD_NONE &&
         (mech->pParameter != NULL || mech->ulParameterLen != 0))
         return CKR_MECHANISM_PARAM_INVALID;
-    if (m->hash == CKM_MD5 && !kt_ossl_asym_legacy())
-        return CKR_MECHANISM_INVALID;
     if (m->pad == PAD_EDDSA && eddsa_params(mech) != CKR_OK)
         return CKR_MECHANISM_PARAM_INVALID;
     *out = m;
@@ -1455,7 +1627,7 @@ static KT_NODISCARD CK_RV asym_op_new(const struct asym_mech *m,
         return CKR_GENERAL_ERROR;
     }
     op->key = key;
-    if (m->key_type == CKK_EC) {
+    if (m->key_type == CKK_EC || m->key_type == CKK_DSA) {
         op->ec_half = k;
         op->out_len = 2 * k;
     } else if (m->key_type == CKK_EC_EDWARDS) {
@@ -1539,7 +1711,8 @@ CK_RV kt_ossl_asym_init_key(const CK_MECHANISM *mech, kt_asym_key *kf,
     rv = asym_check(mech, kf, mode, &m);
     if (rv != CKR_OK)
         return rv;
-    k = (kf->bits + 7) / 8;
+    k = kf->type == CKK_EC || kf->type == CKK_DSA ? kf->half
+                                                  : (kf->bits + 7) / 8;
     rv = asym_op_new(m, mode, key, k, &op);
     if (rv != CKR_OK)
         return rv;
@@ -1654,7 +1827,8 @@ static KT_NODISCARD CK_RV finish_sig(const kt_asym_op *op,
                                      const unsigned char *tmp, size_t tmp_len,
                                      unsigned char *sig, size_t *sig_len)
 {
-    if (op->m->key_type == CKK_EC) {
+    /* DSA-Sig-Value has the form of ECDSA-Sig-Value (two INTEGERs) */
+    if (op->m->key_type == CKK_EC || op->m->key_type == CKK_DSA) {
         CK_RV rv = ecdsa_der_to_raw(tmp, tmp_len, op->ec_half, sig);
         if (rv != CKR_OK)
             return rv;
@@ -1828,7 +2002,7 @@ static KT_NODISCARD CK_RV prepare_sig(const kt_asym_op *op,
 {
     if (sig_len != op->out_len)
         return CKR_SIGNATURE_LEN_RANGE;
-    if (op->m->key_type == CKK_EC) {
+    if (op->m->key_type == CKK_EC || op->m->key_type == CKK_DSA) {
         CK_RV rv = ecdsa_raw_to_der(sig, op->ec_half, der, der_len);
         if (rv != CKR_OK)
             return rv;

@@ -110,6 +110,32 @@ typedef struct kt_ec_parts {
 
 void kt_ec_parts_free(kt_ec_parts *parts);
 
+/*
+ * DSA components: p, q, g (CKA_PRIME, CKA_SUBPRIME, CKA_BASE) and value
+ * (CKA_VALUE: y of a public key, x of a private key), big-endian. DSA is
+ * offered with legacy_mechanisms = yes only (FIPS 186-5 no longer approves
+ * DSA signatures): p of 1024 to 3072 bits, q of 160, 224 or 256.
+ */
+#define KT_DSA_MIN_BITS 1024
+#define KT_DSA_MAX_BITS 3072
+typedef struct kt_dsa_parts {
+    kt_ossl_buf p, q, g, value;
+} kt_dsa_parts;
+
+void kt_dsa_parts_free(kt_dsa_parts *parts);
+
+/* A DSA key pair on the domain p, q, g (value unused):
+ * CKR_ATTRIBUTE_VALUE_INVALID for a domain OpenSSL refuses,
+ * CKR_KEY_SIZE_RANGE for sizes outside the ones above. */
+KT_NODISCARD CK_RV kt_ossl_dsa_generate(const kt_dsa_parts *domain,
+                                        EVP_PKEY **out);
+/* with_private: value is x (the private object's CKA_VALUE), else y. */
+KT_NODISCARD CK_RV kt_ossl_dsa_export(const EVP_PKEY *key, int with_private,
+                                      kt_dsa_parts *out);
+/* Private: p, q, g, x (y computed); public: p, q, g, y. */
+KT_NODISCARD CK_RV kt_ossl_dsa_import(const kt_dsa_parts *parts, int is_private,
+                                      EVP_PKEY **out);
+
 /* Key generation. bits in [kt_ossl_rsa_min_bits(), 4096] and a multiple of 8;
  * exponent odd and
  * >= 3 (NULL/0 means 65537). */
@@ -180,7 +206,7 @@ void kt_ossl_key_unref(EVP_PKEY *key);
 /* Does the key hold its private half? */
 int kt_ossl_key_is_private(const EVP_PKEY *key);
 
-/* CKK_RSA, CKK_EC, CKK_EC_EDWARDS, CKK_EC_MONTGOMERY, or
+/* CKK_RSA, CKK_EC, CKK_EC_EDWARDS, CKK_EC_MONTGOMERY, CKK_DSA, or
  * CKK_VENDOR_DEFINED for anything else. */
 CK_KEY_TYPE kt_ossl_key_type(const EVP_PKEY *key);
 /* RSA modulus bits, EC order bits (253/456/253/448 for the Edwards and

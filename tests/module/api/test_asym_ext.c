@@ -11,6 +11,7 @@
 
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
+#include <openssl/dsa.h>
 #include <openssl/ec.h>
 #include <openssl/evp.h>
 #include <openssl/kdf.h>
@@ -957,6 +958,127 @@ START_TEST(test_legacy_on)
 }
 END_TEST
 
+/* DSA (legacy_mechanisms = yes): a pair generated on an OpenSSL domain,
+ * every DSA mechanism verified by OpenSSL; an OpenSSL key imported signs
+ * for OpenSSL. */
+static void bn_bytes(EVP_PKEY *k, const char *name, unsigned char *buf,
+                     CK_ULONG *len)
+{
+    BIGNUM *bn = NULL;
+    ck_assert(EVP_PKEY_get_bn_param(k, name, &bn));
+    *len = (CK_ULONG)BN_bn2bin(bn, buf);
+    BN_clear_free(bn);
+}
+
+START_TEST(test_dsa)
+{
+    static const struct {
+        CK_MECHANISM_TYPE m;
+        const char *md;
+    } mechs[] = {{CKM_DSA, NULL},
+                 {CKM_DSA_SHA1, "SHA1"},
+                 {CKM_DSA_SHA224, "SHA224"},
+                 {CKM_DSA_SHA256, "SHA256"},
+                 {CKM_DSA_SHA384, "SHA384"},
+                 {CKM_DSA_SHA512, "SHA512"}};
+    unsigned char p[384], q[32], g[384], x[32], y[384], sig[64], der[80];
+    unsigned char h[32];
+    CK_ULONG pl, ql, gl, xl, yl, len;
+    CK_BBOOL yes = CK_TRUE;
+    CK_OBJECT_HANDLE pub, priv, imp;
+
+    CK(P->C_Finalize(NULL));
+    kt_test_write_config("legacy_mechanisms = yes\n");
+    CK(P->C_Initialize(NULL));
+    slot = kt_test_token_slot("asymx");
+    s = kt_test_user_session(slot);
+    EVP_PKEY_CTX *pc = EVP_PKEY_CTX_new_from_name(NULL, "DSA", NULL);
+    EVP_PKEY *dom = NULL, *ok = NULL;
+    ck_assert(EVP_PKEY_paramgen_init(pc) == 1);
+    ck_assert(EVP_PKEY_CTX_set_dsa_paramgen_bits(pc, 2048) == 1);
+    ck_assert(EVP_PKEY_CTX_set_dsa_paramgen_q_bits(pc, 256) == 1);
+    ck_assert(EVP_PKEY_paramgen(pc, &dom) == 1);
+    EVP_PKEY_CTX_free(pc);
+    bn_bytes(dom, "p", p, &pl);
+    bn_bytes(dom, "q", q, &ql);
+    bn_bytes(dom, "g", g, &gl);
+    CK_MECHANISM gen = {CKM_DSA_KEY_PAIR_GEN, NULL, 0};
+    CK_ATTRIBUTE pt[] = {{CKA_PRIME, p, pl},
+                         {CKA_SUBPRIME, q, ql},
+                         {CKA_BASE, g, gl},
+                         {CKA_VERIFY, &yes, 1}};
+    CK_ATTRIBUTE vt[] = {{CKA_SIGN, &yes, 1}};
+    RV(CKR_OK, P->C_GenerateKeyPair(s, &gen, pt, N(pt), vt, 1, &pub, &priv));
+    EVP_PKEY *k = spki_of(pub);
+    ck_assert(EVP_PKEY_is_a(k, "DSA"));
+    unsigned char *v = attr(pub, CKA_VALUE, &len);
+    bn_bytes(k, "pub", y, &yl);
+    ck_assert_uint_eq(len, yl);
+    ck_assert_mem_eq(v, y, yl);
+    free(v);
+    unsigned int hl = 32;
+    ck_assert(EVP_Digest(msg, sizeof(msg), h, &hl, EVP_sha256(), NULL));
+    for (size_t i = 0; i < N(mechs); i++) {
+        CK_MECHANISM m = {mechs[i].m, NULL, 0};
+        const unsigned char *in = mechs[i].md ? msg : h;
+        CK_ULONG inl = mechs[i].md ? sizeof(msg) : 32, n;
+        n = sign(&m, priv, in, inl, sig);
+        ck_assert_uint_eq(n, 64);
+        size_t dl = ecdsa_der(sig, n, der);
+        if (mechs[i].md != NULL) {
+            ck_assert(ossl_verify(k, mechs[i].md, msg, sizeof(msg), der, dl));
+        } else {
+            EVP_PKEY_CTX *c = EVP_PKEY_CTX_new(k, NULL);
+            ck_assert(EVP_PKEY_verify_init(c) == 1);
+            ck_assert(EVP_PKEY_verify(c, der, dl, h, 32) == 1);
+            EVP_PKEY_CTX_free(c);
+        }
+        RV(CKR_OK, verify(&m, pub, in, inl, sig, n));
+        sig[5] ^= 1;
+        RV(CKR_SIGNATURE_INVALID, verify(&m, pub, in, inl, sig, n));
+    }
+    /* an OpenSSL key on the same domain, imported */
+    pc = EVP_PKEY_CTX_new_from_pkey(NULL, dom, NULL);
+    ck_assert(EVP_PKEY_keygen_init(pc) == 1);
+    ck_assert(EVP_PKEY_generate(pc, &ok) == 1);
+    EVP_PKEY_CTX_free(pc);
+    bn_bytes(ok, "priv", x, &xl);
+    CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
+    CK_KEY_TYPE kt = CKK_DSA;
+    CK_ATTRIBUTE it[] = {{CKA_CLASS, &cls, sizeof(cls)},
+                         {CKA_KEY_TYPE, &kt, sizeof(kt)},
+                         pt[0],
+                         pt[1],
+                         pt[2],
+                         {CKA_SIGN, &yes, 1},
+                         {CKA_VALUE, x, xl}};
+    RV(CKR_OK, P->C_CreateObject(s, it, N(it), &imp));
+    CK_MECHANISM m = {CKM_DSA_SHA256, NULL, 0};
+    CK_ULONG n = sign(&m, imp, msg, sizeof(msg), sig);
+    ck_assert(ossl_verify(ok, "SHA256", msg, sizeof(msg), der,
+                          ecdsa_der(sig, n, der)));
+    /* x not below q */
+    memset(x, 0xff, sizeof(x));
+    it[6].ulValueLen = 32;
+    RV(CKR_ATTRIBUTE_VALUE_INVALID, P->C_CreateObject(s, it, N(it), &imp));
+    /* without the switch: no DSA mechanism, no DSA key */
+    CK(P->C_Finalize(NULL));
+    kt_test_write_config("legacy_mechanisms = no\n");
+    CK(P->C_Initialize(NULL));
+    slot = kt_test_token_slot("asymx");
+    s = kt_test_user_session(slot);
+    ck_assert(!listed(CKM_DSA) && !listed(CKM_DSA_KEY_PAIR_GEN));
+    RV(CKR_MECHANISM_INVALID,
+       P->C_GenerateKeyPair(s, &gen, pt, N(pt), vt, 1, &pub, &priv));
+    bn_bytes(ok, "priv", x, &xl);
+    it[6].ulValueLen = xl;
+    RV(CKR_TEMPLATE_INCONSISTENT, P->C_CreateObject(s, it, N(it), &imp));
+    EVP_PKEY_free(k);
+    EVP_PKEY_free(ok);
+    EVP_PKEY_free(dom);
+}
+END_TEST
+
 Suite *asym_ext_suite(void);
 Suite *asym_ext_suite(void)
 {
@@ -985,6 +1107,7 @@ Suite *asym_ext_suite(void)
     tcase_add_test(rsa, test_sha3_signatures);
     tcase_add_test(leg, test_legacy_off);
     tcase_add_test(leg, test_legacy_on);
+    tcase_add_test(leg, test_dsa);
     return su;
 }
 

@@ -12,7 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/bn.h>
 #include <openssl/core_names.h>
+#include <openssl/dsa.h>
 #include <openssl/evp.h>
 #include <openssl/kdf.h>
 
@@ -297,6 +299,41 @@ START_TEST(test_montgomery_ecdh)
 }
 END_TEST
 
+/* A DSA key from kt_ossl_dsa_generate on a domain OpenSSL made; the
+ * domain's sizes checked (p 2048, q 256; p 512 refused). */
+static EVP_PKEY *dsa_key(void)
+{
+    EVP_PKEY_CTX *pc = EVP_PKEY_CTX_new_from_name(NULL, "DSA", NULL);
+    EVP_PKEY *dom = NULL, *key = NULL;
+    BIGNUM *bn[3] = {NULL};
+    unsigned char b[3][256];
+    kt_dsa_parts d;
+    static const char *names[] = {"p", "q", "g"};
+
+    ck_assert(EVP_PKEY_paramgen_init(pc) == 1);
+    ck_assert(EVP_PKEY_CTX_set_dsa_paramgen_bits(pc, 2048) == 1);
+    ck_assert(EVP_PKEY_CTX_set_dsa_paramgen_q_bits(pc, 256) == 1);
+    ck_assert(EVP_PKEY_paramgen(pc, &dom) == 1);
+    for (int i = 0; i < 3; i++)
+        ck_assert(EVP_PKEY_get_bn_param(dom, names[i], &bn[i]));
+    d.p = (kt_ossl_buf){b[0], (size_t)BN_bn2bin(bn[0], b[0])};
+    d.q = (kt_ossl_buf){b[1], (size_t)BN_bn2bin(bn[1], b[1])};
+    d.g = (kt_ossl_buf){b[2], (size_t)BN_bn2bin(bn[2], b[2])};
+    d.value = (kt_ossl_buf){NULL, 0};
+    ck_assert_uint_eq(kt_ossl_dsa_generate(&d, &key), CKR_OK);
+    ck_assert_uint_eq(kt_ossl_key_type(key), CKK_DSA);
+    d.p.len = 64; /* a 512-bit p */
+    d.p.data[0] |= 0x80;
+    EVP_PKEY *small = NULL;
+    ck_assert_uint_ne(kt_ossl_dsa_generate(&d, &small), CKR_OK);
+    ck_assert_ptr_null(small);
+    for (int i = 0; i < 3; i++)
+        BN_free(bn[i]);
+    EVP_PKEY_free(dom);
+    EVP_PKEY_CTX_free(pc);
+    return key;
+}
+
 /* kt_asym_attrs_from_key and kt_asym_key_from_attrs, the conversions
  * private-key wrapping uses: every key type there and back. */
 START_TEST(test_attrs_roundtrip)
@@ -307,7 +344,9 @@ START_TEST(test_attrs_roundtrip)
     kt_attrs a, pa;
     CK_KEY_TYPE t = 0;
 
-    if (_i == 0)
+    if (_i == 6)
+        key = dsa_key();
+    else if (_i == 0)
         ck_assert_uint_eq(kt_ossl_rsa_generate(2048, NULL, 0, &key), CKR_OK);
     else if (_i == 1)
         ck_assert_uint_eq(kt_ossl_ec_generate(k1, sizeof(k1), &key), CKR_OK);
@@ -357,7 +396,7 @@ static Suite *ecx_suite(void)
     tcase_add_loop_test(tc, test_ecx_roundtrip, 0, 4);
     tcase_add_loop_test(tc, test_eddsa, 0, 2);
     tcase_add_loop_test(tc, test_montgomery_ecdh, 0, 2);
-    tcase_add_loop_test(tc, test_attrs_roundtrip, 0, 6);
+    tcase_add_loop_test(tc, test_attrs_roundtrip, 0, 7);
     suite_add_tcase(s, tc);
     return s;
 }
