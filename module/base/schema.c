@@ -164,6 +164,8 @@ static bool key_attr_valid(CK_OBJECT_CLASS cls, CK_KEY_TYPE kt,
     if (kt == CKK_DSA)
         return type == CKA_PRIME || type == CKA_SUBPRIME || type == CKA_BASE ||
                type == CKA_VALUE;
+    if (kt == CKK_DH)
+        return type == CKA_PRIME || type == CKA_BASE || type == CKA_VALUE;
     if (kt == CKK_EC || kt == CKK_EC_EDWARDS || kt == CKK_EC_MONTGOMERY) {
         if (type == CKA_EC_PARAMS)
             return true;
@@ -322,6 +324,7 @@ static bool key_type_fits(CK_OBJECT_CLASS cls, CK_KEY_TYPE kt)
     case CKK_EC_MONTGOMERY:
         return cls == CKO_PUBLIC_KEY || cls == CKO_PRIVATE_KEY;
     case CKK_DSA: /* legacy_mechanisms = yes only */
+    case CKK_DH:
         return kt_schema_legacy() &&
                (cls == CKO_PUBLIC_KEY || cls == CKO_PRIVATE_KEY);
     default:

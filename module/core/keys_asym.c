@@ -1,5 +1,5 @@
-/* C_GenerateKeyPair and C_DeriveKey (CKM_ECDH1_DERIVE and
- * CKM_ECDH1_COFACTOR_DERIVE) behind p11_keys.c:
+/* C_GenerateKeyPair and C_DeriveKey (CKM_ECDH1_DERIVE,
+ * CKM_ECDH1_COFACTOR_DERIVE, CKM_DH_PKCS_DERIVE) behind p11_keys.c:
  * the asymmetric counterparts of keys.c. Key material is made with no lock
  * held; both halves of a pair are stored, or neither. */
 #include "kt_asym.h"
@@ -94,7 +94,8 @@ CK_RV kt_keys_derive(struct kt_session *s, const CK_MECHANISM *mech,
 
     if (m == NULL || !(m->info.flags & CKF_DERIVE) ||
         (mech->mechanism != CKM_ECDH1_DERIVE &&
-         mech->mechanism != CKM_ECDH1_COFACTOR_DERIVE))
+         mech->mechanism != CKM_ECDH1_COFACTOR_DERIVE &&
+         mech->mechanism != CKM_DH_PKCS_DERIVE))
         return CKR_MECHANISM_INVALID;
     memset(&k, 0, sizeof(k));
     kt_attrs_init(&k.attrs);

@@ -189,6 +189,21 @@ static const struct kt_mech mechs[] = {
     DSA_ROW(CKM_DSA_SHA256, SIGNS, &kt_ops_asym),
     DSA_ROW(CKM_DSA_SHA384, SIGNS, &kt_ops_asym),
     DSA_ROW(CKM_DSA_SHA512, SIGNS, &kt_ops_asym),
+    /* PKCS#3 Diffie-Hellman: legacy_mechanisms = yes only */
+    {CKM_DH_PKCS_KEY_PAIR_GEN,
+     "CKM_DH_PKCS_KEY_PAIR_GEN",
+     {KT_DH_MIN_BITS, KT_DH_MAX_BITS, CKF_GENERATE_KEY_PAIR},
+     {CKK_DH},
+     1,
+     NULL,
+     NULL},
+    {CKM_DH_PKCS_DERIVE,
+     "CKM_DH_PKCS_DERIVE",
+     {KT_DH_MIN_BITS, KT_DH_MAX_BITS, CKF_DERIVE},
+     {CKK_DH},
+     1,
+     NULL,
+     NULL},
     /* --- end RSA and EC */
 };
 
@@ -198,7 +213,8 @@ static const struct kt_mech mechs[] = {
 static bool legacy_only(CK_MECHANISM_TYPE type)
 {
     return type == CKM_MD5_RSA_PKCS ||
-           (type >= CKM_DSA_KEY_PAIR_GEN && type <= CKM_DSA_SHA512);
+           (type >= CKM_DSA_KEY_PAIR_GEN && type <= CKM_DSA_SHA512) ||
+           type == CKM_DH_PKCS_KEY_PAIR_GEN || type == CKM_DH_PKCS_DERIVE;
 }
 /* --- end RSA and EC legacy */
 

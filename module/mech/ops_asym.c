@@ -55,6 +55,14 @@ static KT_NODISCARD CK_RV key_build(CK_OBJECT_CLASS cls, CK_KEY_TYPE type,
         };
         return kt_ossl_dsa_import(&p, priv, out);
     }
+    if (type == CKK_DH) {
+        kt_dsa_parts p = {
+            .p = view(a, CKA_PRIME),
+            .g = view(a, CKA_BASE),
+            .value = view(a, CKA_VALUE),
+        };
+        return kt_ossl_dh_import(&p, priv, out);
+    }
     if (type == CKK_EC || type == CKK_EC_EDWARDS || type == CKK_EC_MONTGOMERY) {
         kt_ec_parts p = {.params = view(a, CKA_EC_PARAMS)};
         CK_RV rv;
@@ -339,19 +347,22 @@ static KT_NODISCARD CK_RV set_or_match(kt_attrs *a, CK_ATTRIBUTE_TYPE type,
     return kt_attrs_set(a, type, v->data, v->len);
 }
 
-/* CKA_PRIME, CKA_SUBPRIME, CKA_BASE (domain) and CKA_VALUE of a DSA key:
- * y for the public key, x for the private key (with_private). */
+/* CKA_PRIME, CKA_SUBPRIME, CKA_BASE (domain) and CKA_VALUE of a DSA or DH
+ * key: y for the public key, x for the private key (with_private). */
 static KT_NODISCARD CK_RV set_dsa_attrs(kt_attrs *a, const EVP_PKEY *key,
                                         bool domain, bool with_private)
 {
     kt_dsa_parts p;
-    CK_RV rv = kt_ossl_dsa_export(key, with_private, &p);
+    CK_RV rv = kt_ossl_key_type(key) == CKK_DH
+                   ? kt_ossl_dh_export(key, with_private, &p)
+                   : kt_ossl_dsa_export(key, with_private, &p);
 
     if (rv != CKR_OK)
         return rv;
     if (domain) {
         rv = kt_attrs_set(a, CKA_PRIME, p.p.data, p.p.len);
-        if (rv == CKR_OK)
+        /* DH (PKCS#3) has no q */
+        if (rv == CKR_OK && p.q.data != NULL)
             rv = kt_attrs_set(a, CKA_SUBPRIME, p.q.data, p.q.len);
         if (rv == CKR_OK)
             rv = kt_attrs_set(a, CKA_BASE, p.g.data, p.g.len);
@@ -368,7 +379,7 @@ static KT_NODISCARD CK_RV set_public_attrs(kt_attrs *a, const EVP_PKEY *key,
     kt_ossl_buf spki = {NULL, 0};
     CK_RV rv;
 
-    if (kt_ossl_key_type(key) == CKK_DSA) {
+    if (kt_ossl_key_type(key) == CKK_DSA || kt_ossl_key_type(key) == CKK_DH) {
         rv = set_dsa_attrs(a, key, true, false);
         if (rv == CKR_OK && cls == CKO_PUBLIC_KEY)
             rv = set_dsa_attrs(a, key, false, false);
@@ -411,7 +422,7 @@ static KT_NODISCARD CK_RV set_private_attrs(kt_attrs *a, const EVP_PKEY *key)
 {
     CK_RV rv;
 
-    if (kt_ossl_key_type(key) == CKK_DSA)
+    if (kt_ossl_key_type(key) == CKK_DSA || kt_ossl_key_type(key) == CKK_DH)
         return set_dsa_attrs(a, key, false, true);
     if (kt_ossl_key_type(key) == CKK_RSA) {
         kt_rsa_parts p;
@@ -555,6 +566,11 @@ CK_RV kt_asym_generate_pair(const CK_MECHANISM *m, kt_attrs *pub,
     case CKM_EC_MONTGOMERY_KEY_PAIR_GEN:
         rv = generate_curve(pub, priv, CKK_EC_MONTGOMERY, &key);
         break;
+    case CKM_DH_PKCS_KEY_PAIR_GEN: {
+        kt_dsa_parts d = {.p = view(pub, CKA_PRIME), .g = view(pub, CKA_BASE)};
+        rv = kt_ossl_dh_generate(&d, &key);
+        break;
+    }
     case CKM_DSA_KEY_PAIR_GEN: {
         /* the domain comes with the public template */
         kt_dsa_parts d = {.p = view(pub, CKA_PRIME),
@@ -664,9 +680,10 @@ static KT_NODISCARD CK_RV pairwise_check(EVP_PKEY *key, const kt_attrs *a)
     EVP_PKEY *ned = NULL;
     CK_RV rv;
 
-    /* An X25519/X448 private key always matches the public key computed
-     * from it (checked against a given CKA_EC_POINT at import). */
-    if (kt_ossl_key_type(key) == CKK_EC_MONTGOMERY)
+    /* An X25519/X448 or DH private key always matches the public key
+     * computed from it (checked against a given CKA_EC_POINT at import). */
+    if (kt_ossl_key_type(key) == CKK_EC_MONTGOMERY ||
+        kt_ossl_key_type(key) == CKK_DH)
         return CKR_OK;
     rv = sign_digest(key, sig, &len);
 
@@ -705,7 +722,7 @@ CK_RV kt_asym_complete(kt_attrs *a)
     if (rv != CKR_OK)
         return rv;
     if (type != CKK_RSA && type != CKK_EC && type != CKK_EC_EDWARDS &&
-        type != CKK_EC_MONTGOMERY && type != CKK_DSA)
+        type != CKK_EC_MONTGOMERY && type != CKK_DSA && type != CKK_DH)
         return CKR_OK;
     /* PKCS#11 v2.40 §2.1.2: CKA_MODULUS_BITS is the token's to compute on
      * C_CreateObject (a consistent value is tolerated). */
@@ -755,7 +772,7 @@ CK_RV kt_asym_attrs_from_key(const EVP_PKEY *key, CK_OBJECT_CLASS cls,
     CK_RV rv;
 
     if ((type != CKK_RSA && type != CKK_EC && type != CKK_EC_EDWARDS &&
-         type != CKK_EC_MONTGOMERY && type != CKK_DSA) ||
+         type != CKK_EC_MONTGOMERY && type != CKK_DSA && type != CKK_DH) ||
         (cls != CKO_PUBLIC_KEY && cls != CKO_PRIVATE_KEY) ||
         (cls == CKO_PRIVATE_KEY && !kt_ossl_key_is_private(key)))
         return CKR_KEY_TYPE_INCONSISTENT;
@@ -779,14 +796,17 @@ CK_RV kt_asym_ecdh(const CK_MECHANISM *m, const struct kt_key *base, size_t len,
     *secret = NULL;
     *secret_len = 0;
     if (base->cls != CKO_PRIVATE_KEY ||
-        (base->type != CKK_EC && base->type != CKK_EC_MONTGOMERY))
+        (base->type != CKK_EC && base->type != CKK_EC_MONTGOMERY &&
+         base->type != CKK_DH))
         return CKR_KEY_TYPE_INCONSISTENT;
     rv = key_get(base, &kc);
     if (rv != CKR_OK)
         return rv;
     /* CKD_NULL: a shorter key takes the leading bytes of Z (ANSI X9.63
      * order); a KDF makes exactly len bytes. */
-    rv = kt_ossl_ecdh_derive(kt_ossl_asym_key_pkey(kc->key), m, len, &s);
+    rv = base->type == CKK_DH
+             ? kt_ossl_dh_derive(kt_ossl_asym_key_pkey(kc->key), m, len, &s)
+             : kt_ossl_ecdh_derive(kt_ossl_asym_key_pkey(kc->key), m, len, &s);
     kt_cache_unref(&kc->base);
     if (rv != CKR_OK)
         return rv;

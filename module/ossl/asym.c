@@ -16,6 +16,7 @@
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
+#include <openssl/dh.h>
 #include <openssl/kdf.h>
 #include <openssl/ec.h>
 #include <openssl/err.h>
@@ -40,6 +41,7 @@
 #define KT_ALG_RSA "1.2.840.113549.1.1.1" /* rsaEncryption */
 #define KT_ALG_EC  "1.2.840.10045.2.1"    /* id-ecPublicKey */
 #define KT_ALG_DSA "1.2.840.10040.4.1"    /* id-dsa */
+#define KT_ALG_DH  "1.2.840.113549.1.3.1" /* dhKeyAgreement (PKCS#3) */
 
 void kt_ossl_buf_free(kt_ossl_buf *buf)
 {
@@ -317,6 +319,8 @@ CK_KEY_TYPE kt_ossl_key_type(const EVP_PKEY *key)
         return CKK_EC;
     case EVP_PKEY_DSA:
         return CKK_DSA;
+    case EVP_PKEY_DH:
+        return CKK_DH;
     default:
         c = ecx_curve(key);
         return c != NULL ? c->type : CKK_VENDOR_DEFINED;
@@ -1207,6 +1211,7 @@ CK_RV kt_ossl_key_id(const EVP_PKEY *key, unsigned char id[KT_KEY_ID_LEN])
         kt_rsa_parts_free(&rsa);
         break;
     case CKK_DSA:
+    case CKK_DH:
         /* y, as the public key's CKA_VALUE holds it */
         ok = bn_param(key, OSSL_PKEY_PARAM_PUB_KEY, &y, 1) == CKR_OK &&
              sha1 != NULL && EVP_Digest(y.data, y.len, id, &md_len, sha1, NULL);
@@ -2143,6 +2148,202 @@ CK_RV kt_ossl_asym_decrypt(kt_asym_op *op, const unsigned char *in,
     *out_len = len;
 out:
     OPENSSL_cleanse(tmp, sizeof(tmp));
+    return rv;
+}
+
+/* ---- Diffie-Hellman (PKCS#3) ------------------------------------------ */
+
+static int dh_size_ok(const EVP_PKEY *key)
+{
+    int bits = EVP_PKEY_get_bits(key);
+    return bits >= KT_DH_MIN_BITS && bits <= KT_DH_MAX_BITS;
+}
+
+/* p and g pushed for a DH key or domain (bns[0], bns[2] keep them). */
+static int push_dh_domain(OSSL_PARAM_BLD *bld, const kt_dsa_parts *d,
+                          BIGNUM **bns)
+{
+    return push_bn(bld, OSSL_PKEY_PARAM_FFC_P, &d->p, &bns[0]) &&
+           push_bn(bld, OSSL_PKEY_PARAM_FFC_G, &d->g, &bns[2]);
+}
+
+CK_RV kt_ossl_dh_generate(const kt_dsa_parts *domain, EVP_PKEY **out)
+{
+    OSSL_PARAM_BLD *bld = OSSL_PARAM_BLD_new();
+    BIGNUM *bns[3] = {NULL};
+    EVP_PKEY *params = NULL;
+    EVP_PKEY_CTX *ctx = NULL;
+    CK_RV rv = CKR_HOST_MEMORY;
+
+    *out = NULL;
+    if (!present(&domain->p) || !present(&domain->g))
+        rv = CKR_TEMPLATE_INCOMPLETE;
+    else if (bld != NULL && push_dh_domain(bld, domain, bns))
+        rv = fromdata(KT_ALG_DH, EVP_PKEY_KEY_PARAMETERS, bld, &params);
+    if (rv == CKR_OK && !dh_size_ok(params))
+        rv = CKR_KEY_SIZE_RANGE;
+    if (rv == CKR_OK) {
+        ctx = EVP_PKEY_CTX_new_from_pkey(kt_ossl_libctx(), params, NULL);
+        if (ctx == NULL || EVP_PKEY_keygen_init(ctx) <= 0 ||
+            EVP_PKEY_generate(ctx, out) <= 0)
+            rv = CKR_ATTRIBUTE_VALUE_INVALID;
+    }
+    ERR_clear_error();
+    EVP_PKEY_CTX_free(ctx);
+    EVP_PKEY_free(params);
+    for (size_t i = 0; i < 3; i++)
+        BN_free(bns[i]);
+    OSSL_PARAM_BLD_free(bld);
+    return rv;
+}
+
+CK_RV kt_ossl_dh_export(const EVP_PKEY *key, int with_private,
+                        kt_dsa_parts *out)
+{
+    CK_RV rv;
+
+    memset(out, 0, sizeof(*out));
+    if (kt_ossl_key_type(key) != CKK_DH)
+        return CKR_KEY_TYPE_INCONSISTENT;
+    if ((rv = bn_param(key, OSSL_PKEY_PARAM_FFC_P, &out->p, 1)) != CKR_OK ||
+        (rv = bn_param(key, OSSL_PKEY_PARAM_FFC_G, &out->g, 1)) != CKR_OK ||
+        (rv = bn_param(key,
+                       with_private ? OSSL_PKEY_PARAM_PRIV_KEY
+                                    : OSSL_PKEY_PARAM_PUB_KEY,
+                       &out->value, 1)) != CKR_OK)
+        kt_dsa_parts_free(out);
+    return rv;
+}
+
+/* y = g^x mod p for a DH private key (1 < x < p - 1). */
+static KT_NODISCARD CK_RV dh_public(BIGNUM **bns, BIGNUM **y)
+{
+    BN_CTX *bc = BN_CTX_new_ex(kt_ossl_libctx());
+    CK_RV rv = CKR_ATTRIBUTE_VALUE_INVALID;
+
+    *y = BN_new();
+    if (bc == NULL || *y == NULL) {
+        rv = CKR_HOST_MEMORY;
+    } else if (BN_cmp(bns[3], BN_value_one()) > 0 &&
+               BN_num_bits(bns[3]) < BN_num_bits(bns[0])) {
+        BN_set_flags(bns[3], BN_FLG_CONSTTIME);
+        if (BN_mod_exp(*y, bns[2], bns[3], bns[0], bc))
+            rv = CKR_OK;
+    }
+    BN_CTX_free(bc);
+    return rv;
+}
+
+CK_RV kt_ossl_dh_import(const kt_dsa_parts *parts, int is_private,
+                        EVP_PKEY **out)
+{
+    OSSL_PARAM_BLD *bld = NULL;
+    BIGNUM *bns[4] = {NULL}, *y = NULL;
+    CK_RV rv = CKR_HOST_MEMORY;
+
+    *out = NULL;
+    if (!present(&parts->p) || !present(&parts->g) || !present(&parts->value))
+        return CKR_TEMPLATE_INCOMPLETE;
+    bld = OSSL_PARAM_BLD_new();
+    if (bld == NULL || !push_dh_domain(bld, parts, bns) ||
+        !push_bn(bld,
+                 is_private ? OSSL_PKEY_PARAM_PRIV_KEY
+                            : OSSL_PKEY_PARAM_PUB_KEY,
+                 &parts->value, &bns[3]))
+        goto out;
+    if (is_private) {
+        rv = dh_public(bns, &y);
+        if (rv != CKR_OK)
+            goto out;
+        rv = CKR_HOST_MEMORY;
+        if (!OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_PUB_KEY, y))
+            goto out;
+    }
+    rv =
+        fromdata(KT_ALG_DH, is_private ? EVP_PKEY_KEYPAIR : EVP_PKEY_PUBLIC_KEY,
+                 bld, out);
+    if (rv == CKR_OK && !dh_size_ok(*out)) {
+        rv = CKR_ATTRIBUTE_VALUE_INVALID;
+        EVP_PKEY_free(*out);
+        *out = NULL;
+    }
+out:
+    ERR_clear_error();
+    for (size_t i = 0; i < 4; i++)
+        BN_clear_free(bns[i]);
+    BN_free(y);
+    OSSL_PARAM_BLD_free(bld);
+    return rv;
+}
+
+/* Z with the peer's y, padded to the length of p (PKCS#3). */
+static KT_NODISCARD CK_RV dh_z(EVP_PKEY *priv, EVP_PKEY *peer, kt_ossl_buf *z)
+{
+    EVP_PKEY_CTX *ctx =
+        EVP_PKEY_CTX_new_from_pkey(kt_ossl_libctx(), priv, NULL);
+    size_t len = 0;
+    CK_RV rv = CKR_GENERAL_ERROR;
+
+    if (ctx == NULL || EVP_PKEY_derive_init(ctx) <= 0 ||
+        EVP_PKEY_CTX_set_dh_pad(ctx, 1) <= 0)
+        goto out;
+    /* the peer's y must lie in [2, p - 2] */
+    rv = CKR_MECHANISM_PARAM_INVALID;
+    if (EVP_PKEY_derive_set_peer(ctx, peer) <= 0 ||
+        EVP_PKEY_derive(ctx, NULL, &len) <= 0 || len == 0)
+        goto out;
+    rv = CKR_HOST_MEMORY;
+    z->data = OPENSSL_malloc(len);
+    if (z->data == NULL)
+        goto out;
+    z->len = len;
+    rv = CKR_MECHANISM_PARAM_INVALID;
+    if (EVP_PKEY_derive(ctx, z->data, &z->len) <= 0)
+        kt_ossl_buf_free(z);
+    else
+        rv = CKR_OK;
+out:
+    EVP_PKEY_CTX_free(ctx);
+    return rv;
+}
+
+/* forward: CKD_NULL's cut of Z (ECDH below) */
+static KT_NODISCARD CK_RV ecdh_cut(kt_ossl_buf *z, size_t len,
+                                   kt_ossl_buf *out);
+
+CK_RV kt_ossl_dh_derive(EVP_PKEY *priv, const CK_MECHANISM *mech, size_t len,
+                        kt_ossl_buf *secret)
+{
+    kt_dsa_parts pp;
+    EVP_PKEY *peer = NULL;
+    kt_ossl_buf z = {NULL, 0};
+    CK_RV rv;
+
+    memset(secret, 0, sizeof(*secret));
+    if (mech == NULL || mech->mechanism != CKM_DH_PKCS_DERIVE ||
+        !kt_ossl_asym_legacy())
+        return CKR_MECHANISM_INVALID;
+    if (mech->pParameter == NULL || mech->ulParameterLen == 0)
+        return CKR_MECHANISM_PARAM_INVALID;
+    rv = kt_ossl_dh_export(priv, 0, &pp);
+    if (rv != CKR_OK)
+        return rv;
+    kt_ossl_buf_free(&pp.value);
+    pp.value.data = mech->pParameter;
+    pp.value.len = mech->ulParameterLen;
+    rv = kt_ossl_dh_import(&pp, 0, &peer);
+    pp.value.data = NULL;
+    pp.value.len = 0;
+    kt_dsa_parts_free(&pp);
+    if (rv != CKR_OK)
+        rv = CKR_MECHANISM_PARAM_INVALID;
+    if (rv == CKR_OK)
+        rv = dh_z(priv, peer, &z);
+    if (rv == CKR_OK)
+        rv = ecdh_cut(&z, len, secret);
+    ERR_clear_error();
+    kt_ossl_buf_free(&z);
+    EVP_PKEY_free(peer);
     return rv;
 }
 

@@ -136,6 +136,24 @@ KT_NODISCARD CK_RV kt_ossl_dsa_export(const EVP_PKEY *key, int with_private,
 KT_NODISCARD CK_RV kt_ossl_dsa_import(const kt_dsa_parts *parts, int is_private,
                                       EVP_PKEY **out);
 
+/*
+ * PKCS#3 Diffie-Hellman keys (CKK_DH) in the same struct: p and g
+ * (CKA_PRIME, CKA_BASE; q unused), value y or x. With legacy_mechanisms =
+ * yes only, p of 1024 to 8192 bits.
+ */
+#define KT_DH_MIN_BITS 1024
+#define KT_DH_MAX_BITS 8192
+KT_NODISCARD CK_RV kt_ossl_dh_generate(const kt_dsa_parts *domain,
+                                       EVP_PKEY **out);
+KT_NODISCARD CK_RV kt_ossl_dh_export(const EVP_PKEY *key, int with_private,
+                                     kt_dsa_parts *out);
+KT_NODISCARD CK_RV kt_ossl_dh_import(const kt_dsa_parts *parts, int is_private,
+                                     EVP_PKEY **out);
+/* CKM_DH_PKCS_DERIVE (the parameter is the peer's y): Z, as long as p,
+ * cut to its first len bytes when len is not 0. */
+KT_NODISCARD CK_RV kt_ossl_dh_derive(EVP_PKEY *priv, const CK_MECHANISM *mech,
+                                     size_t len, kt_ossl_buf *secret);
+
 /* Key generation. bits in [kt_ossl_rsa_min_bits(), 4096] and a multiple of 8;
  * exponent odd and
  * >= 3 (NULL/0 means 65537). */
@@ -206,7 +224,7 @@ void kt_ossl_key_unref(EVP_PKEY *key);
 /* Does the key hold its private half? */
 int kt_ossl_key_is_private(const EVP_PKEY *key);
 
-/* CKK_RSA, CKK_EC, CKK_EC_EDWARDS, CKK_EC_MONTGOMERY, CKK_DSA, or
+/* CKK_RSA, CKK_EC, CKK_EC_EDWARDS, CKK_EC_MONTGOMERY, CKK_DSA, CKK_DH, or
  * CKK_VENDOR_DEFINED for anything else. */
 CK_KEY_TYPE kt_ossl_key_type(const EVP_PKEY *key);
 /* RSA modulus bits, EC order bits (253/456/253/448 for the Edwards and

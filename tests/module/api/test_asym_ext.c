@@ -11,8 +11,10 @@
 
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
+#include <openssl/dh.h>
 #include <openssl/dsa.h>
 #include <openssl/ec.h>
+#include <openssl/obj_mac.h>
 #include <openssl/evp.h>
 #include <openssl/kdf.h>
 #include <openssl/rsa.h>
@@ -1079,6 +1081,103 @@ START_TEST(test_dsa)
 }
 END_TEST
 
+/* PKCS#3 DH (legacy_mechanisms = yes): a pair on the ffdhe2048 domain
+ * derives with an OpenSSL peer what OpenSSL derives (Z padded to p); an
+ * imported OpenSSL key too; bad peer values refused. */
+START_TEST(test_dh)
+{
+    unsigned char p[256], g[8], x[256], py[256], z[256];
+    CK_ULONG pl, gl, xl, pyl, len;
+    size_t zl = sizeof(z);
+    CK_BBOOL yes = CK_TRUE;
+    CK_OBJECT_HANDLE pub, priv, imp, out;
+
+    CK(P->C_Finalize(NULL));
+    kt_test_write_config("legacy_mechanisms = yes\n");
+    CK(P->C_Initialize(NULL));
+    slot = kt_test_token_slot("asymx");
+    s = kt_test_user_session(slot);
+    EVP_PKEY *dom = NULL, *peer = NULL;
+    EVP_PKEY_CTX *pc = EVP_PKEY_CTX_new_from_name(NULL, "DH", NULL);
+    ck_assert(EVP_PKEY_paramgen_init(pc) == 1);
+    ck_assert(EVP_PKEY_CTX_set_dh_nid(pc, NID_ffdhe2048) == 1);
+    ck_assert(EVP_PKEY_paramgen(pc, &dom) == 1);
+    EVP_PKEY_CTX_free(pc);
+    pc = EVP_PKEY_CTX_new_from_pkey(NULL, dom, NULL);
+    ck_assert(EVP_PKEY_keygen_init(pc) == 1);
+    ck_assert(EVP_PKEY_generate(pc, &peer) == 1);
+    EVP_PKEY_CTX_free(pc);
+    bn_bytes(dom, "p", p, &pl);
+    bn_bytes(dom, "g", g, &gl);
+    bn_bytes(peer, "pub", py, &pyl);
+    CK_MECHANISM gen = {CKM_DH_PKCS_KEY_PAIR_GEN, NULL, 0};
+    CK_ATTRIBUTE pt[] = {{CKA_PRIME, p, pl}, {CKA_BASE, g, gl}};
+    CK_ATTRIBUTE vt[] = {{CKA_DERIVE, &yes, 1}};
+    RV(CKR_OK, P->C_GenerateKeyPair(s, &gen, pt, N(pt), vt, 1, &pub, &priv));
+    EVP_PKEY *mine = spki_of(pub);
+    CK_MECHANISM m = {CKM_DH_PKCS_DERIVE, py, pyl};
+    CK_OBJECT_HANDLE k = secret_of(&m, priv, CKK_GENERIC_SECRET, 0);
+    pc = EVP_PKEY_CTX_new(peer, NULL);
+    ck_assert(EVP_PKEY_derive_init(pc) == 1);
+    ck_assert(EVP_PKEY_CTX_set_dh_pad(pc, 1) == 1);
+    ck_assert(EVP_PKEY_derive_set_peer(pc, mine) == 1);
+    ck_assert(EVP_PKEY_derive(pc, z, &zl) == 1);
+    EVP_PKEY_CTX_free(pc);
+    ck_assert_uint_eq(zl, 256);
+    unsigned char *v = attr(k, CKA_VALUE, &len);
+    ck_assert_uint_eq(len, zl);
+    ck_assert_mem_eq(v, z, zl);
+    free(v);
+    k = secret_of(&m, priv, CKK_AES, 32);
+    v = attr(k, CKA_VALUE, &len);
+    ck_assert_uint_eq(len, 32);
+    ck_assert_mem_eq(v, z, 32);
+    free(v);
+    /* the peer's key imported derives the same with our y */
+    bn_bytes(peer, "priv", x, &xl);
+    CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
+    CK_KEY_TYPE kt = CKK_DH;
+    CK_ATTRIBUTE it[] = {{CKA_CLASS, &cls, sizeof(cls)},
+                         {CKA_KEY_TYPE, &kt, sizeof(kt)},
+                         pt[0],
+                         pt[1],
+                         {CKA_DERIVE, &yes, 1},
+                         {CKA_VALUE, x, xl}};
+    RV(CKR_OK, P->C_CreateObject(s, it, N(it), &imp));
+    unsigned char *my = attr(pub, CKA_VALUE, &len);
+    CK_MECHANISM m2 = {CKM_DH_PKCS_DERIVE, my, len};
+    k = secret_of(&m2, imp, CKK_GENERIC_SECRET, 0);
+    v = attr(k, CKA_VALUE, &len);
+    ck_assert_uint_eq(len, zl);
+    ck_assert_mem_eq(v, z, zl);
+    free(v);
+    free(my);
+    /* peer y = 1, no parameter; without the switch: nothing */
+    CK_OBJECT_CLASS sc = CKO_SECRET_KEY;
+    CK_KEY_TYPE gk = CKK_GENERIC_SECRET;
+    CK_ATTRIBUTE t[] = {{CKA_CLASS, &sc, sizeof(sc)},
+                        {CKA_KEY_TYPE, &gk, sizeof(gk)}};
+    unsigned char one = 1;
+    CK_MECHANISM bad = {CKM_DH_PKCS_DERIVE, &one, 1};
+    RV(CKR_MECHANISM_PARAM_INVALID, P->C_DeriveKey(s, &bad, priv, t, 2, &out));
+    bad.pParameter = NULL;
+    bad.ulParameterLen = 0;
+    RV(CKR_MECHANISM_PARAM_INVALID, P->C_DeriveKey(s, &bad, priv, t, 2, &out));
+    CK(P->C_Finalize(NULL));
+    kt_test_write_config("legacy_mechanisms = no\n");
+    CK(P->C_Initialize(NULL));
+    slot = kt_test_token_slot("asymx");
+    s = kt_test_user_session(slot);
+    ck_assert(!listed(CKM_DH_PKCS_DERIVE) && !listed(CKM_DH_PKCS_KEY_PAIR_GEN));
+    RV(CKR_MECHANISM_INVALID,
+       P->C_GenerateKeyPair(s, &gen, pt, N(pt), vt, 1, &pub, &priv));
+    RV(CKR_TEMPLATE_INCONSISTENT, P->C_CreateObject(s, it, N(it), &imp));
+    EVP_PKEY_free(mine);
+    EVP_PKEY_free(peer);
+    EVP_PKEY_free(dom);
+}
+END_TEST
+
 Suite *asym_ext_suite(void);
 Suite *asym_ext_suite(void)
 {
@@ -1108,6 +1207,7 @@ Suite *asym_ext_suite(void)
     tcase_add_test(leg, test_legacy_off);
     tcase_add_test(leg, test_legacy_on);
     tcase_add_test(leg, test_dsa);
+    tcase_add_test(leg, test_dh);
     return su;
 }
 

@@ -14,6 +14,8 @@
 
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
+#include <openssl/dh.h>
+#include <openssl/obj_mac.h>
 #include <openssl/dsa.h>
 #include <openssl/evp.h>
 #include <openssl/kdf.h>
@@ -334,6 +336,32 @@ static EVP_PKEY *dsa_key(void)
     return key;
 }
 
+/* A DH key from kt_ossl_dh_generate on the ffdhe2048 domain. */
+static EVP_PKEY *dh_key(void)
+{
+    EVP_PKEY_CTX *pc = EVP_PKEY_CTX_new_from_name(NULL, "DH", NULL);
+    EVP_PKEY *dom = NULL, *key = NULL;
+    BIGNUM *p = NULL, *g = NULL;
+    unsigned char pb[256], gb[8];
+    kt_dsa_parts d;
+
+    ck_assert(EVP_PKEY_paramgen_init(pc) == 1);
+    ck_assert(EVP_PKEY_CTX_set_dh_nid(pc, NID_ffdhe2048) == 1);
+    ck_assert(EVP_PKEY_paramgen(pc, &dom) == 1);
+    ck_assert(EVP_PKEY_get_bn_param(dom, "p", &p));
+    ck_assert(EVP_PKEY_get_bn_param(dom, "g", &g));
+    memset(&d, 0, sizeof(d));
+    d.p = (kt_ossl_buf){pb, (size_t)BN_bn2bin(p, pb)};
+    d.g = (kt_ossl_buf){gb, (size_t)BN_bn2bin(g, gb)};
+    ck_assert_uint_eq(kt_ossl_dh_generate(&d, &key), CKR_OK);
+    ck_assert_uint_eq(kt_ossl_key_type(key), CKK_DH);
+    BN_free(p);
+    BN_free(g);
+    EVP_PKEY_free(dom);
+    EVP_PKEY_CTX_free(pc);
+    return key;
+}
+
 /* kt_asym_attrs_from_key and kt_asym_key_from_attrs, the conversions
  * private-key wrapping uses: every key type there and back. */
 START_TEST(test_attrs_roundtrip)
@@ -346,6 +374,8 @@ START_TEST(test_attrs_roundtrip)
 
     if (_i == 6)
         key = dsa_key();
+    else if (_i == 7)
+        key = dh_key();
     else if (_i == 0)
         ck_assert_uint_eq(kt_ossl_rsa_generate(2048, NULL, 0, &key), CKR_OK);
     else if (_i == 1)
@@ -396,7 +426,7 @@ static Suite *ecx_suite(void)
     tcase_add_loop_test(tc, test_ecx_roundtrip, 0, 4);
     tcase_add_loop_test(tc, test_eddsa, 0, 2);
     tcase_add_loop_test(tc, test_montgomery_ecdh, 0, 2);
-    tcase_add_loop_test(tc, test_attrs_roundtrip, 0, 7);
+    tcase_add_loop_test(tc, test_attrs_roundtrip, 0, 8);
     suite_add_tcase(s, tc);
     return s;
 }
