@@ -13,6 +13,7 @@
 #include <openssl/evp.h>
 #include <openssl/param_build.h>
 #include <openssl/rsa.h>
+#include <openssl/objects.h>
 #include <openssl/x509.h>
 
 #include "harness.h"
@@ -142,9 +143,71 @@ static CK_ULONG count_objects(void)
     return n;
 }
 
-/* The public key of a module key, parsed by OpenSSL. */
+/* A public key object's key from its values (a module without
+ * CKA_PUBLIC_KEY_INFO, SoftHSM2 2.6). */
+static EVP_PKEY *pub_from_values(CK_OBJECT_HANDLE h)
+{
+    CK_KEY_TYPE kt = 0;
+    CK_ATTRIBUTE q = {CKA_KEY_TYPE, &kt, sizeof(kt)};
+    RV(CKR_OK, P->C_GetAttributeValue(s, h, &q, 1));
+    OSSL_PARAM_BLD *bld = OSSL_PARAM_BLD_new();
+    CK_ULONG l1, l2;
+    unsigned char *v1 =
+        attr(h, kt == CKK_RSA ? CKA_MODULUS : CKA_EC_PARAMS, &l1);
+    unsigned char *v2 =
+        attr(h, kt == CKK_RSA ? CKA_PUBLIC_EXPONENT : CKA_EC_POINT, &l2);
+    BIGNUM *n = NULL, *e = NULL;
+    if (kt == CKK_RSA) {
+        n = BN_bin2bn(v1, (int)l1, NULL);
+        e = BN_bin2bn(v2, (int)l2, NULL);
+        OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_N, n);
+        OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_E, e);
+    } else {
+        const unsigned char *p = v1;
+        ASN1_OBJECT *oid = d2i_ASN1_OBJECT(NULL, &p, (long)l1);
+        ck_assert_ptr_nonnull(oid);
+        OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME,
+                                        OBJ_nid2sn(OBJ_obj2nid(oid)), 0);
+        ASN1_OBJECT_free(oid);
+        p = v2;
+        ASN1_OCTET_STRING *pt = d2i_ASN1_OCTET_STRING(NULL, &p, (long)l2);
+        ck_assert_ptr_nonnull(pt);
+        OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, pt->data,
+                                         (size_t)pt->length);
+        OSSL_PARAM *params = OSSL_PARAM_BLD_to_param(bld);
+        ASN1_OCTET_STRING_free(pt);
+        OSSL_PARAM_BLD_free(bld);
+        bld = NULL;
+        free(v1), free(v2);
+        v1 = v2 = NULL;
+        EVP_PKEY_CTX *c = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL);
+        EVP_PKEY *k = NULL;
+        ck_assert(EVP_PKEY_fromdata_init(c) == 1);
+        ck_assert(EVP_PKEY_fromdata(c, &k, EVP_PKEY_PUBLIC_KEY, params) == 1);
+        EVP_PKEY_CTX_free(c);
+        OSSL_PARAM_free(params);
+        return k;
+    }
+    OSSL_PARAM *params = OSSL_PARAM_BLD_to_param(bld);
+    EVP_PKEY_CTX *c = EVP_PKEY_CTX_new_from_name(NULL, "RSA", NULL);
+    EVP_PKEY *k = NULL;
+    ck_assert(EVP_PKEY_fromdata_init(c) == 1);
+    ck_assert(EVP_PKEY_fromdata(c, &k, EVP_PKEY_PUBLIC_KEY, params) == 1);
+    EVP_PKEY_CTX_free(c);
+    OSSL_PARAM_free(params);
+    OSSL_PARAM_BLD_free(bld);
+    BN_free(n), BN_free(e);
+    free(v1), free(v2);
+    return k;
+}
+
+/* The public key of a module key pair, parsed by OpenSSL from
+ * CKA_PUBLIC_KEY_INFO, or from the values where the module has none. */
 static EVP_PKEY *spki_of(CK_OBJECT_HANDLE h)
 {
+    CK_ATTRIBUTE a = {CKA_PUBLIC_KEY_INFO, NULL, 0};
+    if (P->C_GetAttributeValue(s, h, &a, 1) != CKR_OK || a.ulValueLen == 0)
+        return pub_from_values(h);
     CK_ULONG len;
     unsigned char *der = attr(h, CKA_PUBLIC_KEY_INFO, &len);
     const unsigned char *p = der;
@@ -305,7 +368,7 @@ START_TEST(test_blob_opened_by_openssl)
     pair(kind, true, &pub, &priv);
     EVP_PKEY *pk = spki_of(pub);
 
-    CK_MECHANISM kwp = {CKM_AES_KEY_WRAP_KWP, NULL, 0};
+    CK_MECHANISM kwp = {CKM_AES_KEY_WRAP_PAD, NULL, 0};
     CK_ULONG bl = sizeof(blob);
     RV(CKR_OK, P->C_WrapKey(s, &kwp, wk, priv, blob, &bl));
     size_t pl = ossl_kwp(kv, 32, false, blob, bl, plain);
@@ -369,7 +432,7 @@ START_TEST(test_wrap_refused)
     CK_OBJECT_HANDLE pub, priv, pub2, fixed;
     unsigned char blob[4096];
     CK_ULONG bl = sizeof(blob);
-    CK_MECHANISM kwp = {CKM_AES_KEY_WRAP_KWP, NULL, 0};
+    CK_MECHANISM kwp = {CKM_AES_KEY_WRAP_PAD, NULL, 0};
     pair(P256, false, &pub, &fixed);
     RV(CKR_KEY_UNEXTRACTABLE, P->C_WrapKey(s, &kwp, wk, fixed, blob, &bl));
 
@@ -405,7 +468,7 @@ START_TEST(test_strength)
     CK_OBJECT_HANDLE w128 = kt_test_wrap_key(s, 16, false, false, "w128");
     CK_OBJECT_HANDLE w192 = kt_test_wrap_key(s, 24, false, false, "w192");
     CK_OBJECT_HANDLE pub, p256, p384, p521;
-    CK_MECHANISM kwp = {CKM_AES_KEY_WRAP_KWP, NULL, 0};
+    CK_MECHANISM kwp = {CKM_AES_KEY_WRAP_PAD, NULL, 0};
     unsigned char blob[4096];
     CK_ULONG bl = sizeof(blob);
     pair(P256, true, &pub, &p256);
@@ -443,7 +506,7 @@ START_TEST(test_unwrap_refused)
     unsigned char kv[32], der[8192], blob[8192];
     memset(kv, 0x44, sizeof(kv));
     CK_OBJECT_HANDLE wk = known_wrap_key(32, 0x44), u;
-    CK_MECHANISM kwp = {CKM_AES_KEY_WRAP_KWP, NULL, 0};
+    CK_MECHANISM kwp = {CKM_AES_KEY_WRAP_PAD, NULL, 0};
     EVP_PKEY *k = ossl_key(P256);
     size_t dl = to_pkcs8(k, der);
     size_t bl = ossl_kwp(kv, 32, true, der, dl, blob);
@@ -499,7 +562,7 @@ START_TEST(test_unwrap_inconsistent_rsa)
     unsigned char kv[32], der[8192], blob[8192];
     memset(kv, 0x45, sizeof(kv));
     CK_OBJECT_HANDLE wk = known_wrap_key(32, 0x45), u;
-    CK_MECHANISM kwp = {CKM_AES_KEY_WRAP_KWP, NULL, 0};
+    CK_MECHANISM kwp = {CKM_AES_KEY_WRAP_PAD, NULL, 0};
     EVP_PKEY *a = ossl_key(RSA2048), *b = ossl_key(RSA2048);
     BIGNUM *n = NULL, *e = NULL, *d = NULL, *p = NULL, *q = NULL, *dp = NULL,
            *dq = NULL, *qi = NULL;
