@@ -432,6 +432,10 @@ CK_RV kt_keys_unwrap(struct kt_session *s, const CK_MECHANISM *mech,
     if (cls == CKO_PRIVATE_KEY) {
         rv = unwrap_private(uk, plain, plain_len, len + 16, &a);
         plain = NULL;
+    } else if (kt_asym_is_pkcs8(plain, plain_len)) {
+        /* A private key's PrivateKeyInfo never becomes a secret key's
+         * value, which a template may leave readable (class confusion). */
+        rv = CKR_WRAPPED_KEY_INVALID;
     } else if (!unwrap_strong_enough(uk, &a, plain_len)) {
         /* A key stronger than the unwrapping key never comes in under it
          * (the decrypted value is wiped below, no object is made). */

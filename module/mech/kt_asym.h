@@ -46,6 +46,11 @@ KT_NODISCARD CK_RV kt_asym_to_pkcs8(const struct kt_key *k, unsigned char **der,
 KT_NODISCARD CK_RV kt_asym_from_pkcs8(const unsigned char *der, size_t len,
                                       kt_attrs *a, unsigned *strength);
 
+/* Is p a PKCS#8 PrivateKeyInfo? C_UnwrapKey of a secret key refuses one:
+ * a private key's blob never comes in as a secret key whose value could
+ * then be read. */
+bool kt_asym_is_pkcs8(const unsigned char *p, size_t len);
+
 /* Behind C_GenerateKeyPair and C_DeriveKey (keys_asym.c). */
 KT_NODISCARD CK_RV kt_keys_generate_pair(
     struct kt_session *s, const CK_MECHANISM *mech, const CK_ATTRIBUTE *pub_t,

@@ -741,3 +741,27 @@ out:
     kt_ossl_key_unref(key);
     return rv;
 }
+
+/* A DER SEQUENCE spanning exactly len bytes that OpenSSL decodes as a
+ * PrivateKeyInfo (the header check keeps the decoder off nearly every
+ * secret key value). */
+bool kt_asym_is_pkcs8(const unsigned char *p, size_t len)
+{
+    size_t body = 0, hdr = 0;
+    EVP_PKEY *key = NULL;
+
+    if (len < 2 || p[0] != 0x30)
+        return false;
+    if (p[1] < 0x80)
+        hdr = 2, body = p[1];
+    else if (p[1] == 0x81 && len >= 3)
+        hdr = 3, body = p[2];
+    else if (p[1] == 0x82 && len >= 4)
+        hdr = 4, body = (size_t)p[2] << 8 | p[3];
+    if (hdr == 0 || hdr + body != len)
+        return false;
+    if (kt_ossl_pkcs8_decode(p, len, &key) != CKR_OK)
+        return false;
+    kt_ossl_key_unref(key);
+    return true;
+}
