@@ -449,9 +449,9 @@ CK_RV kt_keys_unwrap(struct kt_session *s, const CK_MECHANISM *mech,
         goto out;
     rv = kt_object_create(s, &a, KT_CREATE_UNWRAP, NULL, NULL, out);
     /* A decrypted value of the wrong size for the key type, or a private
-     * key that fails the checks of an imported one, is a bad blob, not a
-     * bad template. */
-    if (rv == CKR_ATTRIBUTE_VALUE_INVALID)
+     * key that fails the checks of an imported one or is of a size the
+     * module refuses, is a bad blob, not a bad template. */
+    if (rv == CKR_ATTRIBUTE_VALUE_INVALID || rv == CKR_KEY_SIZE_RANGE)
         rv = CKR_WRAPPED_KEY_INVALID;
 out:
     kt_free_secret(plain, len + 16);

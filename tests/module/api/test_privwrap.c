@@ -411,15 +411,19 @@ START_TEST(test_unwrap_openssl_blob)
     CK_MECHANISM m = {CKM_AES_KEY_WRAP_PAD, NULL, 0};
     RV(CKR_OK, unwrap(&m, wk, blob, bl, kind == RSA2048 ? k_rsa : k_ec, &u));
     signs_for(u, k);
-    /* The template may leave the key type to the blob. */
+    /* The template may leave the key type to the blob; a token key is
+     * stored like any other. */
     CK_ATTRIBUTE t[] = {{CKA_CLASS, &c_priv, sizeof(c_priv)},
-                        {CKA_SIGN, &yes, 1}};
+                        {CKA_SIGN, &yes, 1},
+                        {CKA_TOKEN, &yes, 1}};
     CK_OBJECT_HANDLE u2;
     RV(CKR_OK, P->C_UnwrapKey(s, &m, wk, blob, bl, t, N(t), &u2));
     CK_KEY_TYPE kt = 0;
     CK_ATTRIBUTE q = {CKA_KEY_TYPE, &kt, sizeof(kt)};
     RV(CKR_OK, P->C_GetAttributeValue(s, u2, &q, 1));
     ck_assert_uint_eq(kt, kind == RSA2048 ? CKK_RSA : CKK_EC);
+    signs_for(u2, k);
+    CK(P->C_DestroyObject(s, u2));
     EVP_PKEY_free(k);
 }
 END_TEST
@@ -550,6 +554,12 @@ START_TEST(test_unwrap_refused)
     bl = ossl_kwp(kv, 32, true, der, to_pkcs8(pss, der), blob);
     RV(CKR_WRAPPED_KEY_INVALID, unwrap(&kwp, wk, blob, bl, k_rsa, &u));
     EVP_PKEY_free(pss);
+    /* An RSA key below the module's 2048 bits. */
+    EVP_PKEY *small = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)1024);
+    ck_assert_ptr_nonnull(small);
+    bl = ossl_kwp(kv, 32, true, der, to_pkcs8(small, der), blob);
+    RV(CKR_WRAPPED_KEY_INVALID, unwrap(&kwp, wk, blob, bl, k_rsa, &u));
+    EVP_PKEY_free(small);
     ck_assert_uint_eq(count_objects(), before);
     EVP_PKEY_free(k);
 }
