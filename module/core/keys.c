@@ -113,21 +113,15 @@ static bool wrap_strong_enough(const struct kt_key *wk, CK_KEY_TYPE type,
 
 /* The mechanisms a private key leaves and comes in under, as its PKCS#8
  * PrivateKeyInfo: the authenticated AES wraps (RFC 5649 under both its
- * names, GCM), and with legacy_mechanisms = yes CBC-PAD. RFC 3394 takes
- * no length but a multiple of 8, ECB and CBC none but a multiple of 16;
- * RSA encryption is too short for any private key of the module. */
+ * names, GCM). With legacy_mechanisms = yes every mechanism that wraps a
+ * secret key, as other tokens allow (a PrivateKeyInfo of a length the
+ * mechanism cannot take is then CKR_KEY_NOT_WRAPPABLE, see kt_keys_wrap). */
 static bool private_key_mech(CK_MECHANISM_TYPE type)
 {
-    switch (type) {
-    case CKM_AES_KEY_WRAP_KWP:
-    case CKM_AES_KEY_WRAP_PAD:
-    case CKM_AES_GCM:
+    if (kt_schema_legacy())
         return true;
-    case CKM_AES_CBC_PAD:
-        return kt_schema_legacy();
-    default:
-        return false;
-    }
+    return type == CKM_AES_KEY_WRAP_KWP || type == CKM_AES_KEY_WRAP_PAD ||
+           type == CKM_AES_GCM;
 }
 
 static KT_NODISCARD CK_RV map_wrapping_error(CK_RV rv, bool unwrap)
@@ -212,11 +206,31 @@ static KT_NODISCARD CK_RV check_wrappable(const struct kt_key *k,
     return CKR_OK;
 }
 
+/* RFC 3394 (CKM_AES_KEY_WRAP) takes multiples of 8 bytes: PKCS#11 v2.40
+ * §2.14.3 pads a key of another length with zeros. *der (secure heap, len
+ * bytes) is replaced by the padded copy. */
+static KT_NODISCARD CK_RV zero_pad8(unsigned char **der, size_t *len)
+{
+    size_t n = (*len + 7) / 8 * 8;
+    if (n == *len)
+        return CKR_OK;
+    unsigned char *p = kt_secure_alloc(n);
+    if (p == NULL)
+        return CKR_HOST_MEMORY;
+    memcpy(p, *der, *len);
+    memset(p + *len, 0, n - *len);
+    kt_free_secret(*der, *len);
+    *der = p;
+    *len = n;
+    return CKR_OK;
+}
+
 /* What the wrap encrypts: a secret key's value, or a private key's
  * PrivateKeyInfo (*owned, secure heap, freed by the caller with
  * kt_free_secret). */
 static KT_NODISCARD CK_RV wrap_plain(const struct kt_key *k,
                                      const struct kt_key *wk,
+                                     CK_MECHANISM_TYPE mech,
                                      const unsigned char **plain,
                                      size_t *plain_len, unsigned char **owned)
 {
@@ -228,6 +242,8 @@ static KT_NODISCARD CK_RV wrap_plain(const struct kt_key *k,
     }
     unsigned strength = 0;
     CK_RV rv = kt_asym_to_pkcs8(k, owned, plain_len, &strength);
+    if (rv == CKR_OK && mech == CKM_AES_KEY_WRAP)
+        rv = zero_pad8(owned, plain_len);
     if (rv != CKR_OK)
         return rv;
     *plain = *owned;
@@ -287,7 +303,7 @@ CK_RV kt_keys_wrap(struct kt_session *s, const CK_MECHANISM *mech,
     if (rv == CKR_OK)
         rv = check_wrappable(&k, wk, mech->mechanism);
     if (rv == CKR_OK)
-        rv = wrap_plain(&k, wk, &plain, &plain_len, &owned);
+        rv = wrap_plain(&k, wk, mech->mechanism, &plain, &plain_len, &owned);
     if (rv == CKR_OK && g.caller_iv != NULL)
         rv = gcm_draw_iv(s, mech, wrapping, &g, plain_len, &op, out, out_len,
                          &done);
@@ -359,11 +375,13 @@ static KT_NODISCARD CK_RV unwrap_template(const struct kt_key *uk,
  * template; CKR_UNWRAPPING_KEY_SIZE_RANGE for a key stronger than the
  * unwrapping key, before any object is made. */
 static KT_NODISCARD CK_RV unwrap_private(const struct kt_key *uk,
+                                         CK_MECHANISM_TYPE mech,
                                          unsigned char *plain, size_t len,
                                          size_t cap, kt_attrs *a)
 {
     unsigned strength = 0;
-    CK_RV rv = kt_asym_from_pkcs8(plain, len, a, &strength);
+    CK_RV rv =
+        kt_asym_from_pkcs8(plain, len, mech == CKM_AES_KEY_WRAP, a, &strength);
     kt_free_secret(plain, cap);
     if (rv == CKR_OK && !strong_enough(uk, strength))
         rv = CKR_UNWRAPPING_KEY_SIZE_RANGE;
@@ -430,7 +448,8 @@ CK_RV kt_keys_unwrap(struct kt_session *s, const CK_MECHANISM *mech,
         goto out;
     }
     if (cls == CKO_PRIVATE_KEY) {
-        rv = unwrap_private(uk, plain, plain_len, len + 16, &a);
+        rv =
+            unwrap_private(uk, mech->mechanism, plain, plain_len, len + 16, &a);
         plain = NULL;
     } else if (kt_asym_is_pkcs8(plain, plain_len)) {
         /* A private key's PrivateKeyInfo never becomes a secret key's

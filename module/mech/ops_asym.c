@@ -702,12 +702,23 @@ static KT_NODISCARD CK_RV merge_material(kt_attrs *a, const kt_attrs *from)
     return CKR_OK;
 }
 
-CK_RV kt_asym_from_pkcs8(const unsigned char *der, size_t len, kt_attrs *a,
-                         unsigned *strength)
+CK_RV kt_asym_from_pkcs8(const unsigned char *der, size_t len, bool zero_padded,
+                         kt_attrs *a, unsigned *strength)
 {
     EVP_PKEY *key = NULL;
     kt_attrs m;
     CK_KEY_TYPE want = 0;
+    /* RFC 3394 pads a key to a multiple of 8 bytes with zeros (PKCS#11
+     * v2.40 §2.14.3): up to 7 zero bytes may follow the PrivateKeyInfo. */
+    if (zero_padded) {
+        size_t n = kt_ossl_der_seq_len(der, len);
+        if (n == 0 || len - n >= 8)
+            return CKR_WRAPPED_KEY_INVALID;
+        for (size_t i = n; i < len; i++)
+            if (der[i] != 0)
+                return CKR_WRAPPED_KEY_INVALID;
+        len = n;
+    }
     CK_RV rv = kt_ossl_pkcs8_decode(der, len, &key);
 
     if (rv != CKR_OK)
@@ -742,26 +753,7 @@ out:
     return rv;
 }
 
-/* A DER SEQUENCE spanning exactly len bytes that OpenSSL decodes as a
- * PrivateKeyInfo (the header check keeps the decoder off nearly every
- * secret key value). */
 bool kt_asym_is_pkcs8(const unsigned char *p, size_t len)
 {
-    size_t body = 0, hdr = 0;
-    EVP_PKEY *key = NULL;
-
-    if (len < 2 || p[0] != 0x30)
-        return false;
-    if (p[1] < 0x80)
-        hdr = 2, body = p[1];
-    else if (p[1] == 0x81 && len >= 3)
-        hdr = 3, body = p[2];
-    else if (p[1] == 0x82 && len >= 4)
-        hdr = 4, body = (size_t)p[2] << 8 | p[3];
-    if (hdr == 0 || hdr + body != len)
-        return false;
-    if (kt_ossl_pkcs8_decode(p, len, &key) != CKR_OK)
-        return false;
-    kt_ossl_key_unref(key);
-    return true;
+    return kt_ossl_is_pkcs8(p, len);
 }

@@ -7,8 +7,10 @@
 
 #include "pkcs8.h"
 
+#include <limits.h>
 #include <string.h>
 
+#include <openssl/asn1.h>
 #include <openssl/bio.h>
 #include <openssl/buffer.h>
 #include <openssl/decoder.h>
@@ -82,6 +84,37 @@ out:
     EVP_PKEY_free(key);
     OSSL_DECODER_CTX_free(ctx);
     return rv;
+}
+
+size_t kt_ossl_der_seq_len(const unsigned char *p, size_t len)
+{
+    const unsigned char *q = p;
+    long body = 0;
+    int tag = 0, cls = 0;
+    /* Most secret key values fail on the first byte, before the parser
+     * (whose errors would go on the thread's error queue). */
+    if (len < 2 || len > LONG_MAX ||
+        p[0] != (V_ASN1_CONSTRUCTED | V_ASN1_SEQUENCE))
+        return 0;
+    int r = ASN1_get_object(&q, &body, &tag, &cls, (long)len);
+    if ((r & 0x80) != 0 || r != V_ASN1_CONSTRUCTED || tag != V_ASN1_SEQUENCE ||
+        cls != V_ASN1_UNIVERSAL) {
+        ERR_clear_error();
+        return 0;
+    }
+    size_t hdr = (size_t)(q - p);
+    return (size_t)body <= len - hdr ? hdr + (size_t)body : 0;
+}
+
+bool kt_ossl_is_pkcs8(const unsigned char *p, size_t len)
+{
+    EVP_PKEY *key = NULL;
+    if (kt_ossl_der_seq_len(p, len) != len)
+        return false;
+    if (kt_ossl_pkcs8_decode(p, len, &key) != CKR_OK)
+        return false;
+    EVP_PKEY_free(key);
+    return true;
 }
 
 unsigned kt_ossl_key_strength(const EVP_PKEY *key)

@@ -5,6 +5,7 @@
 #ifndef KT_OSSL_PKCS8_H
 #define KT_OSSL_PKCS8_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <p11-kit/pkcs11.h>
 #include <openssl/evp.h>
@@ -24,6 +25,15 @@ KT_NODISCARD CK_RV kt_ossl_pkcs8_encode(const EVP_PKEY *key,
  * its private half; CKR_WRAPPED_KEY_INVALID otherwise. */
 KT_NODISCARD CK_RV kt_ossl_pkcs8_decode(const unsigned char *der, size_t len,
                                         EVP_PKEY **out);
+
+/* The length of the DER SEQUENCE (header and contents) at the start of p,
+ * as OpenSSL's ASN.1 parser reads its header; 0 when p starts with no
+ * definite-length SEQUENCE that fits in len. */
+size_t kt_ossl_der_seq_len(const unsigned char *p, size_t len);
+
+/* Is p, all len bytes of it, a PrivateKeyInfo? The header is read first,
+ * so a value that is none costs no decoder. */
+bool kt_ossl_is_pkcs8(const unsigned char *p, size_t len);
 
 /* The key's security strength in bits (SP 800-57 Part 1 table 2 as OpenSSL
  * computes it: RSA-2048 112, RSA-3072 128, RSA-4096 152, an EC key half its

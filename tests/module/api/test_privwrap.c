@@ -633,7 +633,8 @@ START_TEST(test_legacy)
     unsigned char aad[8] = {0, 2, 4, 8, 16, 32, 64, 128};
     CK_GCM_PARAMS gcm = {iv, sizeof(iv), 64, aad, sizeof(aad), 128};
     CK_MECHANISM mechs[] = {{CKM_AES_CBC_PAD, iv, sizeof(iv)},
-                            {CKM_AES_GCM, &gcm, sizeof(gcm)}};
+                            {CKM_AES_GCM, &gcm, sizeof(gcm)},
+                            {CKM_AES_KEY_WRAP, NULL, 0}};
     pair(P521, true, &pub, &priv);
     EVP_PKEY *pk = spki_of(pub);
     for (size_t i = 0; i < N(mechs); i++) {
@@ -645,11 +646,58 @@ START_TEST(test_legacy)
         /* legacy: the key decrypts as well; the plaintext is PKCS#8 */
         RV(CKR_OK, P->C_DecryptInit(s, &mechs[i], w128));
         RV(CKR_OK, P->C_Decrypt(s, blob, bl, plain, &pl));
-        EVP_PKEY *k = parse_pkcs8(plain, pl);
+        /* RFC 3394: zeros pad the PrivateKeyInfo (241 bytes for P-521)
+         * to a multiple of 8 (PKCS#11 v2.40 §2.14.3) */
+        size_t dl = pl;
+        if (mechs[i].mechanism == CKM_AES_KEY_WRAP) {
+            const unsigned char *p = plain;
+            PKCS8_PRIV_KEY_INFO *p8 =
+                d2i_PKCS8_PRIV_KEY_INFO(NULL, &p, (long)pl);
+            ck_assert_ptr_nonnull(p8);
+            PKCS8_PRIV_KEY_INFO_free(p8);
+            dl = (size_t)(p - plain);
+            ck_assert_uint_ne(dl % 8, 0);
+            ck_assert_uint_eq(pl, (dl + 7) / 8 * 8);
+            for (size_t j = dl; j < pl; j++)
+                ck_assert_uint_eq(plain[j], 0);
+        }
+        EVP_PKEY *k = parse_pkcs8(plain, dl);
         ck_assert_ptr_nonnull(k);
         ck_assert_int_eq(EVP_PKEY_eq(k, pk), 1);
         EVP_PKEY_free(k);
     }
+    EVP_PKEY_free(pk);
+}
+END_TEST
+
+/* With legacy_mechanisms = yes RSA-OAEP carries a private key short
+ * enough for it (a P-256 PrivateKeyInfo under RSA-2048); a longer one is
+ * CKR_KEY_NOT_WRAPPABLE once its length is known. */
+START_TEST(test_legacy_rsa_oaep)
+{
+    CK_ULONG bits = 2048;
+    CK_BYTE e[] = {0x01, 0x00, 0x01};
+    CK_ATTRIBUTE pt[] = {{CKA_MODULUS_BITS, &bits, sizeof(bits)},
+                         {CKA_PUBLIC_EXPONENT, e, sizeof(e)},
+                         {CKA_WRAP, &yes, 1}};
+    CK_ATTRIBUTE vt[] = {{CKA_UNWRAP, &yes, 1}};
+    CK_MECHANISM gen = {CKM_RSA_PKCS_KEY_PAIR_GEN, NULL, 0};
+    CK_OBJECT_HANDLE rpub, rpriv, pub, priv, big_pub, big, u;
+    RV(CKR_OK,
+       P->C_GenerateKeyPair(s, &gen, pt, N(pt), vt, N(vt), &rpub, &rpriv));
+    CK_RSA_PKCS_OAEP_PARAMS op = {CKM_SHA256, CKG_MGF1_SHA256,
+                                  CKZ_DATA_SPECIFIED, NULL, 0};
+    CK_MECHANISM oaep = {CKM_RSA_PKCS_OAEP, &op, sizeof(op)};
+    pair(P256, true, &pub, &priv);
+    EVP_PKEY *pk = spki_of(pub);
+    unsigned char blob[512];
+    CK_ULONG bl = sizeof(blob);
+    RV(CKR_OK, P->C_WrapKey(s, &oaep, rpub, priv, blob, &bl));
+    RV(CKR_OK, unwrap(&oaep, rpriv, blob, bl, k_ec, &u));
+    signs_for(u, pk);
+    pair(P521, true, &big_pub, &big);
+    bl = sizeof(blob);
+    RV(CKR_KEY_NOT_WRAPPABLE, P->C_WrapKey(s, &oaep, rpub, big, blob, &bl));
     EVP_PKEY_free(pk);
 }
 END_TEST
@@ -676,6 +724,7 @@ static Suite *privwrap_suite(void)
     tcase_add_checked_fixture(leg, setup_legacy, kt_test_teardown);
     tcase_set_timeout(leg, 120);
     tcase_add_test(leg, test_legacy);
+    tcase_add_test(leg, test_legacy_rsa_oaep);
     suite_add_tcase(su, leg);
     return su;
 }
