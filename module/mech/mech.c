@@ -10,11 +10,9 @@
 #include "ossl/asym.h" /* KT_RSA_* and KT_EC_* sizes */
 
 #define AES_KEYS {CKK_AES}, 1
-#define HMAC_KEYS                                                              \
-    {CKK_GENERIC_SECRET, CKK_SHA256_HMAC, CKK_SHA384_HMAC, CKK_SHA512_HMAC}, 4
-#define NO_KEYS {0}, 0
-#define CRYPT   (CKF_ENCRYPT | CKF_DECRYPT)
-#define WRAPS   (CKF_WRAP | CKF_UNWRAP)
+#define NO_KEYS  {0}, 0
+#define CRYPT    (CKF_ENCRYPT | CKF_DECRYPT)
+#define WRAPS    (CKF_WRAP | CKF_UNWRAP)
 /* --- RSA and EC */
 #define SIGNS    (CKF_SIGN | CKF_VERIFY)
 #define RSA_KEYS {CKK_RSA}, 1
@@ -121,24 +119,6 @@ static const struct kt_mech mechs[] = {
      NO_KEYS,
      &kt_ops_digest,
      NULL},
-    {CKM_SHA256_HMAC,
-     "CKM_SHA256_HMAC",
-     {1, 512, CKF_SIGN | CKF_VERIFY},
-     HMAC_KEYS,
-     &kt_ops_hmac,
-     NULL},
-    {CKM_SHA384_HMAC,
-     "CKM_SHA384_HMAC",
-     {1, 512, CKF_SIGN | CKF_VERIFY},
-     HMAC_KEYS,
-     &kt_ops_hmac,
-     NULL},
-    {CKM_SHA512_HMAC,
-     "CKM_SHA512_HMAC",
-     {1, 512, CKF_SIGN | CKF_VERIFY},
-     HMAC_KEYS,
-     &kt_ops_hmac,
-     NULL},
     /* --- symmetric: AES-CTR, CMAC, SHA-1/224/SHA-3 digests and HMACs,
      * _GENERAL MACs, HKDF, *_ENCRYPT_DATA (derivations in core/derive.c),
      * and the legacy set (DES, DES3, MD5). Key sizes are bytes. */
@@ -157,27 +137,12 @@ static const struct kt_mech mechs[] = {
     HMAC_ROW(CKM_SHA_1_HMAC_GENERAL, CKK_SHA_1_HMAC),
     HMAC_ROW(CKM_SHA224_HMAC, CKK_SHA224_HMAC),
     HMAC_ROW(CKM_SHA224_HMAC_GENERAL, CKK_SHA224_HMAC),
-    {CKM_SHA256_HMAC_GENERAL,
-     "CKM_SHA256_HMAC_GENERAL",
-     {1, 512, SIGNS},
-     HMAC_KEYS,
-     &kt_ops_hmac,
-     NULL,
-     false},
-    {CKM_SHA384_HMAC_GENERAL,
-     "CKM_SHA384_HMAC_GENERAL",
-     {1, 512, SIGNS},
-     HMAC_KEYS,
-     &kt_ops_hmac,
-     NULL,
-     false},
-    {CKM_SHA512_HMAC_GENERAL,
-     "CKM_SHA512_HMAC_GENERAL",
-     {1, 512, SIGNS},
-     HMAC_KEYS,
-     &kt_ops_hmac,
-     NULL,
-     false},
+    HMAC_ROW(CKM_SHA256_HMAC, CKK_SHA256_HMAC),
+    HMAC_ROW(CKM_SHA256_HMAC_GENERAL, CKK_SHA256_HMAC),
+    HMAC_ROW(CKM_SHA384_HMAC, CKK_SHA384_HMAC),
+    HMAC_ROW(CKM_SHA384_HMAC_GENERAL, CKK_SHA384_HMAC),
+    HMAC_ROW(CKM_SHA512_HMAC, CKK_SHA512_HMAC),
+    HMAC_ROW(CKM_SHA512_HMAC_GENERAL, CKK_SHA512_HMAC),
     HMAC_ROW(CKM_SHA3_224_HMAC, CKK_SHA3_224_HMAC),
     HMAC_ROW(CKM_SHA3_224_HMAC_GENERAL, CKK_SHA3_224_HMAC),
     HMAC_ROW(CKM_SHA3_256_HMAC, CKK_SHA3_256_HMAC),
