@@ -62,6 +62,19 @@ static KT_NODISCARD CK_RV mac_new(CK_MECHANISM_TYPE m, const struct kt_key *k,
     return rv;
 }
 
+/* CMAC computes the block cipher under the key on inputs the caller
+ * steers: a key of the wrap role (SECURITY.md, Mechanism policy and key
+ * roles) does not MAC with it unless legacy_mechanisms = yes, as it does
+ * not derive with *_ENCRYPT_DATA. */
+static bool cmac_on_wrap_key(CK_MECHANISM_TYPE m, const struct kt_key *k)
+{
+    bool cmac = m == CKM_AES_CMAC || m == CKM_AES_CMAC_GENERAL ||
+                m == CKM_DES3_CMAC || m == CKM_DES3_CMAC_GENERAL;
+    return cmac && !kt_schema_legacy() &&
+           (kt_attrs_get_bool(&k->attrs, CKA_WRAP, false) ||
+            kt_attrs_get_bool(&k->attrs, CKA_UNWRAP, false));
+}
+
 static KT_NODISCARD CK_RV hmac_init(struct kt_op *op, const CK_MECHANISM *m,
                                     const struct kt_key *key)
 {
@@ -76,6 +89,8 @@ static KT_NODISCARD CK_RV hmac_init(struct kt_op *op, const CK_MECHANISM *m,
     }
     if (key->value == NULL)
         return CKR_KEY_TYPE_INCONSISTENT;
+    if (cmac_on_wrap_key(m->mechanism, key))
+        return CKR_KEY_FUNCTION_NOT_PERMITTED;
     struct hmac_ctx *c = calloc(1, sizeof(*c));
     if (c == NULL)
         return CKR_HOST_MEMORY;

@@ -365,6 +365,37 @@ START_TEST(test_aes_cmac)
 }
 END_TEST
 
+/* keytier's key roles: a key of the wrap role neither MACs with CMAC nor
+ * derives with *_ENCRYPT_DATA (each computes the cipher under the key on
+ * the caller's input); with legacy_mechanisms = yes it does. */
+START_TEST(test_wrap_key_no_cmac_no_encrypt_data)
+{
+    if (kt_test_is_softhsm())
+        return;
+    for (int legacy = 0; legacy < 2; legacy++) {
+        if (legacy)
+            restart("legacy_mechanisms = yes\n");
+        CK_ULONG len = 32;
+        CK_MECHANISM gen = {CKM_AES_KEY_GEN, NULL, 0};
+        CK_ATTRIBUTE t[] = {{CKA_VALUE_LEN, &len, sizeof(len)},
+                            {CKA_WRAP, &yes, 1},
+                            {CKA_UNWRAP, &yes, 1},
+                            {CKA_SIGN, &yes, 1},
+                            {CKA_DERIVE, &yes, 1}};
+        CK_OBJECT_HANDLE k, h;
+        CK(P->C_GenerateKey(s, &gen, t, N(t), &k));
+        CK_RV want = legacy ? CKR_OK : CKR_KEY_FUNCTION_NOT_PERMITTED;
+        CK_MECHANISM cmac = {CKM_AES_CMAC, NULL, 0};
+        RV(want, P->C_SignInit(s, &cmac, k));
+        unsigned char data[16] = {0};
+        CK_KEY_DERIVATION_STRING_DATA sd = {data, 16};
+        CK_MECHANISM ecb = {CKM_AES_ECB_ENCRYPT_DATA, &sd, sizeof(sd)};
+        CK_ATTRIBUTE dt[] = {{CKA_CLASS, &c_secret, sizeof(c_secret)}};
+        RV(want, P->C_DeriveKey(s, &ecb, k, dt, 1, &h));
+    }
+}
+END_TEST
+
 /* ---- digests and HMACs --------------------------------------------- */
 
 static const struct md_row {
@@ -1045,6 +1076,7 @@ static Suite *sym_suite(void)
     tcase_add_test(tc, test_aes_ctr);
     tcase_add_test(tc, test_aes_ctr_counter_bits);
     tcase_add_test(tc, test_aes_cmac);
+    tcase_add_test(tc, test_wrap_key_no_cmac_no_encrypt_data);
     tcase_add_test(tc, test_digests);
     tcase_add_test(tc, test_hmacs);
     tcase_add_test(tc, test_hkdf);
