@@ -930,6 +930,13 @@ START_TEST(test_legacy_des)
         CK(P->C_GenerateKey(s, &gm, t, N(t), &k));
         ck_assert_uint_eq(get_value(k, kv, sizeof(kv)), rows[i].len);
         check_parity(kv, rows[i].len);
+        /* CKA_CHECK_VALUE: ECB encryption of a zero block, 3 bytes */
+        unsigned char zero[8] = {0}, kcv[8], cv[3];
+        ossl_cipher(rows[i].oecb, kv, NULL, zero, 8, kcv, false);
+        CK_ATTRIBUTE ca = {CKA_CHECK_VALUE, cv, 3};
+        CK(P->C_GetAttributeValue(s, k, &ca, 1));
+        ck_assert_uint_eq(ca.ulValueLen, 3);
+        ck_assert_mem_eq(cv, kcv, 3);
         /* ECB and CBC on whole blocks, CBC-PAD on 29 bytes */
         CK_MECHANISM me = {rows[i].ecb, NULL, 0};
         CK_MECHANISM mc = {rows[i].cbc, iv, 8};
