@@ -40,10 +40,10 @@
 #define CKK_SHA3_512_HMAC 0x39UL
 #endif
 #ifndef CKM_HKDF_DERIVE
-#define CKM_HKDF_DERIVE  0x402AUL
-#define CKM_HKDF_DATA    0x402BUL
-#define CKM_HKDF_KEY_GEN 0x402CUL
-#define CKK_HKDF         0x42UL
+#define CKM_HKDF_DERIVE    0x402AUL
+#define CKM_HKDF_DATA      0x402BUL
+#define CKM_HKDF_KEY_GEN   0x402CUL
+#define CKK_HKDF           0x42UL
 #define CKF_HKDF_SALT_NULL 0x1UL
 #define CKF_HKDF_SALT_DATA 0x2UL
 #define CKF_HKDF_SALT_KEY  0x4UL
