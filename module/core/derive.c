@@ -263,6 +263,18 @@ static enum kt_create_how derived_how(const struct kt_key *base)
     return (enum kt_create_how)how;
 }
 
+/* These derivations are deterministic: the same base key and parameters
+ * give the same value, so a caller who may derive at all can derive it a
+ * second time as an extractable key, or as an encrypt/decrypt key, and
+ * undo whatever the first one wrapped. A key-encryption key never comes
+ * out of them (unless legacy_mechanisms = yes): SECURITY.md, Mechanism
+ * policy and key roles. */
+static bool derives_wrap_key(const kt_attrs *a)
+{
+    return !kt_schema_legacy() && (kt_attrs_get_bool(a, CKA_WRAP, false) ||
+                                   kt_attrs_get_bool(a, CKA_UNWRAP, false));
+}
+
 CK_RV kt_keys_derive_sym(struct kt_session *s, const CK_MECHANISM *mech,
                          CK_OBJECT_HANDLE base, const CK_ATTRIBUTE *t,
                          CK_ULONG n, CK_OBJECT_HANDLE *out)
@@ -289,6 +301,8 @@ CK_RV kt_keys_derive_sym(struct kt_session *s, const CK_MECHANISM *mech,
         rv = kt_keys_apply_template(&k, CKA_DERIVE_TEMPLATE, &a);
     if (rv == CKR_OK)
         rv = derived_template(mech->mechanism, &a, &cls, &want);
+    if (rv == CKR_OK && derives_wrap_key(&a))
+        rv = CKR_TEMPLATE_INCONSISTENT;
     if (rv != CKR_OK)
         goto out;
     if (mech->mechanism == CKM_HKDF_DERIVE || mech->mechanism == CKM_HKDF_DATA)

@@ -728,6 +728,132 @@ START_TEST(test_encrypt_data_oracle_exists_with_legacy)
 }
 END_TEST
 
+/* ---- deterministic derivation: one value, two keys ------------------ */
+
+/* An AES-256 key derived from base with mechanism m, with the template
+ * attributes u besides its class, type and length. */
+static CK_RV derive_aes(CK_OBJECT_HANDLE base, CK_MECHANISM *m,
+                        const CK_ATTRIBUTE *u, CK_ULONG n,
+                        CK_OBJECT_HANDLE *out)
+{
+    CK_KEY_TYPE kt = CKK_AES;
+    CK_ULONG len = 32;
+    CK_ATTRIBUTE t[10] = {{CKA_CLASS, &c_secret, sizeof(c_secret)},
+                          {CKA_KEY_TYPE, &kt, sizeof(kt)},
+                          {CKA_VALUE_LEN, &len, sizeof(len)},
+                          {CKA_TOKEN, &no, 1}};
+    CK_ULONG k = 4;
+    for (CK_ULONG i = 0; i < n && k < N(t); i++)
+        t[k++] = u[i];
+    return P->C_DeriveKey(s, m, base, t, k, out);
+}
+
+/* RFC 3394 unwrap with OpenSSL under a key the attacker holds. */
+static size_t offline_unwrap(const unsigned char kek[32],
+                             const unsigned char *blob, size_t len,
+                             unsigned char *out)
+{
+    EVP_CIPHER *c = EVP_CIPHER_fetch(NULL, "AES-256-WRAP", NULL);
+    EVP_CIPHER_CTX *x = EVP_CIPHER_CTX_new();
+    int l1 = 0, l2 = 0;
+    bool ok = c != NULL && x != NULL &&
+              EVP_DecryptInit_ex2(x, c, kek, NULL, NULL) == 1 &&
+              EVP_DecryptUpdate(x, out, &l1, blob, (int)len) == 1 &&
+              EVP_DecryptFinal_ex(x, out + l1, &l2) == 1;
+    EVP_CIPHER_CTX_free(x);
+    EVP_CIPHER_free(c);
+    return ok ? (size_t)(l1 + l2) : 0;
+}
+
+/* Derives a wrap key and, with the same parameters, an extractable key of
+ * the same value; wraps the sensitive target with the first and unwraps
+ * the blob offline with the value of the second. */
+static bool derive_twice(CK_OBJECT_HANDLE base, CK_MECHANISM *m,
+                         CK_OBJECT_HANDLE target, CK_RV *first)
+{
+    CK_ATTRIBUTE wrap[] = {{CKA_WRAP, &yes, 1}, {CKA_UNWRAP, &yes, 1}};
+    CK_ATTRIBUTE open[] = {{CKA_EXTRACTABLE, &yes, 1},
+                           {CKA_SENSITIVE, &no, 1},
+                           {CKA_ENCRYPT, &yes, 1}};
+    CK_OBJECT_HANDLE w, e;
+    *first = derive_aes(base, m, wrap, N(wrap), &w);
+    if (*first != CKR_OK || derive_aes(base, m, open, N(open), &e) != CKR_OK)
+        return false;
+    unsigned char kv[32], blob[64], plain[64];
+    CK_ATTRIBUTE va = {CKA_VALUE, kv, sizeof(kv)};
+    CK_MECHANISM kw = {CKM_AES_KEY_WRAP, NULL, 0};
+    CK_ULONG bl = sizeof(blob);
+    if (P->C_GetAttributeValue(s, e, &va, 1) != CKR_OK || va.ulValueLen != 32 ||
+        P->C_WrapKey(s, &kw, w, target, blob, &bl) != CKR_OK)
+        return false;
+    size_t pl = offline_unwrap(kv, blob, bl, plain);
+    return pl > 0 && recovered(target, plain, pl);
+}
+
+/* CKM_AES_ECB_ENCRYPT_DATA from an encrypt/decrypt key that may derive. */
+START_TEST(test_derived_wrap_key_twice_encrypt_data)
+{
+    CK_OBJECT_HANDLE base, target;
+    CK_ATTRIBUTE t[] = {{CKA_DERIVE, &yes, 1}, {CKA_ENCRYPT, &yes, 1}};
+    SETUP(gen_aes(32, t, N(t), &base));
+    SETUP(sensitive_target(&target));
+    unsigned char data[32] = "chosen by the attacker, 32 bytes";
+    CK_KEY_DERIVATION_STRING_DATA sd = {data, sizeof(data)};
+    CK_MECHANISM m = {CKM_AES_ECB_ENCRYPT_DATA, &sd, sizeof(sd)};
+    CK_RV first;
+    bool done = derive_twice(base, &m, target, &first);
+    SEC_REFUSED(!done, "a key-encryption key derived twice with the same "
+                       "parameters, once extractable, unwraps what the first "
+                       "wrapped");
+    if (!kt_test_is_softhsm())
+        RV(CKR_TEMPLATE_INCONSISTENT, first);
+}
+END_TEST
+
+/* HKDF: the same with a generic secret base key (keytier; SoftHSM2 has no
+ * HKDF). With legacy_mechanisms = yes the attack code recovers the key. */
+START_TEST(test_derived_wrap_key_twice_hkdf)
+{
+    if (kt_test_is_softhsm()) {
+        SEC_NA("no CKM_HKDF_DERIVE");
+        return;
+    }
+    for (int legacy = 0; legacy < 2; legacy++) {
+        if (legacy)
+            restart("legacy_mechanisms = yes\n");
+        CK_ULONG len = 32;
+        CK_MECHANISM gen = {CKM_GENERIC_SECRET_KEY_GEN, NULL, 0};
+        CK_ATTRIBUTE t[] = {{CKA_VALUE_LEN, &len, sizeof(len)},
+                            {CKA_DERIVE, &yes, 1},
+                            {CKA_TOKEN, &no, 1}};
+        CK_OBJECT_HANDLE base, target;
+        CK(P->C_GenerateKey(s, &gen, t, N(t), &base));
+        CK(sensitive_target(&target));
+        struct {
+            CK_BBOOL extract, expand;
+            CK_MECHANISM_TYPE prf;
+            CK_ULONG salt_type;
+            CK_BYTE_PTR salt;
+            CK_ULONG salt_len;
+            CK_OBJECT_HANDLE salt_key;
+            CK_BYTE_PTR info;
+            CK_ULONG info_len;
+        } p = {CK_TRUE, CK_TRUE, CKM_SHA256, 1, NULL, 0, 0, NULL, 0};
+        CK_MECHANISM m = {0x402AUL /* CKM_HKDF_DERIVE */, &p, sizeof(p)};
+        CK_RV first;
+        bool done = derive_twice(base, &m, target, &first);
+        if (legacy) {
+            ck_assert_msg(done, "legacy: the attack should work (0x%lx)",
+                          first);
+        } else {
+            SEC_REFUSED(!done, "an HKDF key-encryption key derived twice "
+                               "unwraps what the first wrapped");
+            RV(CKR_TEMPLATE_INCONSISTENT, first);
+        }
+    }
+}
+END_TEST
+
 static Suite *policy_suite(void)
 {
     Suite *su = suite_create("policy");
@@ -746,6 +872,8 @@ static Suite *policy_suite(void)
     tcase_add_test(tc, test_ecb_encrypt_data_plants_key);
     tcase_add_test(tc, test_cbc_encrypt_data_plants_key);
     tcase_add_test(tc, test_encrypt_data_oracle_exists_with_legacy);
+    tcase_add_test(tc, test_derived_wrap_key_twice_encrypt_data);
+    tcase_add_test(tc, test_derived_wrap_key_twice_hkdf);
     suite_add_tcase(su, tc);
     return su;
 }
