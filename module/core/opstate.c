@@ -107,8 +107,6 @@ CK_RV kt_op_oneshot(struct kt_session *s, enum kt_op_kind kind,
         rv = op->mech->ops->oneshot(op, in, in_len, out, out_len);
         if (!op_continues(rv, out))
             kt_op_release(op);
-        else
-            op->single = true;
     }
     pthread_mutex_unlock(&s->lock);
     return rv;
@@ -125,9 +123,6 @@ CK_RV kt_op_update(struct kt_session *s, enum kt_op_kind kind,
         rv = CKR_OPERATION_NOT_INITIALIZED;
     } else if (op->need_auth) {
         rv = CKR_USER_NOT_LOGGED_IN; /* context login first */
-        kt_op_release(op);
-    } else if (op->single) {
-        rv = CKR_OPERATION_ACTIVE;
         kt_op_release(op);
     } else {
         op->multi = true;
@@ -149,9 +144,6 @@ CK_RV kt_op_finish(struct kt_session *s, enum kt_op_kind kind,
         rv = CKR_OPERATION_NOT_INITIALIZED;
     } else if (op->need_auth && out != NULL) {
         rv = CKR_USER_NOT_LOGGED_IN; /* context login first */
-        kt_op_release(op);
-    } else if (op->single) {
-        rv = CKR_OPERATION_ACTIVE;
         kt_op_release(op);
     } else {
         rv = kt_op_final(op, out, out_len);

@@ -86,11 +86,7 @@ struct kt_op {
     enum kt_op_kind kind;
     bool active;
     bool multi; /* an Update ran: single-part calls are refused */
-    /* A single-part call answered a length (query or CKR_BUFFER_TOO_SMALL)
-     * and the operation waits for that call again: Update and Final are
-     * refused (CKR_OPERATION_ACTIVE), which ends the operation. */
-    bool single;
-    void *ctx; /* owned by the ops; freed by ops->free */
+    void *ctx;  /* owned by the ops; freed by ops->free */
     /* Result of a Final kept across CKR_BUFFER_TOO_SMALL retries. */
     unsigned char *stash;
     size_t stash_len;
