@@ -229,16 +229,16 @@ static const struct kt_mech mechs[] = {
     /* --- end RSA and EC */
 };
 
-static bool offered(const struct kt_mech *m)
+bool kt_mech_offered(const struct kt_mech *m)
 {
-    return !m->legacy || kt_schema_legacy();
+    return kt_schema_legacy() || !m->legacy;
 }
 
 const struct kt_mech *kt_mech_find(CK_MECHANISM_TYPE type)
 {
     for (size_t i = 0; i < sizeof(mechs) / sizeof(mechs[0]); i++)
         if (mechs[i].type == type)
-            return offered(&mechs[i]) ? &mechs[i] : NULL;
+            return kt_mech_offered(&mechs[i]) ? &mechs[i] : NULL;
     return NULL;
 }
 
@@ -263,18 +263,12 @@ CK_FLAGS kt_mech_flags(const struct kt_mech *m)
 
 size_t kt_mech_count(void)
 {
-    size_t n = 0;
-    for (size_t i = 0; i < sizeof(mechs) / sizeof(mechs[0]); i++)
-        n += offered(&mechs[i]);
-    return n;
+    return sizeof(mechs) / sizeof(mechs[0]);
 }
 
 const struct kt_mech *kt_mech_at(size_t i)
 {
-    for (size_t j = 0; j < sizeof(mechs) / sizeof(mechs[0]); j++)
-        if (offered(&mechs[j]) && i-- == 0)
-            return &mechs[j];
-    return NULL;
+    return i < kt_mech_count() ? &mechs[i] : NULL;
 }
 
 bool kt_mech_key_type_ok(const struct kt_mech *m, CK_KEY_TYPE kt)

@@ -152,7 +152,10 @@ const struct kt_mech *kt_mech_find(CK_MECHANISM_TYPE type);
  * withdrawn from unauthenticated unwrap mechanisms unless
  * legacy_mechanisms = yes. C_GetMechanismInfo and C_UnwrapKey use it. */
 CK_FLAGS kt_mech_flags(const struct kt_mech *m);
-/* The mechanisms offered under the configuration, 0 .. count-1. */
+/* Whether the configuration offers the mechanism: the legacy-only ones
+ * need legacy_mechanisms = yes. kt_mech_find answers NULL for the others;
+ * C_GetMechanismList skips them. */
+bool kt_mech_offered(const struct kt_mech *m);
 size_t kt_mech_count(void);
 const struct kt_mech *kt_mech_at(size_t i);
 bool kt_mech_key_type_ok(const struct kt_mech *m, CK_KEY_TYPE kt);
