@@ -142,9 +142,13 @@ CK_RV C_Initialize(CK_VOID_PTR init_args)
     }
     kt_log_open(cfg.log_level, cfg.log_file);
     kt_secure_init(cfg.secure_heap_size);
-    rv = kt_ossl_init();
+    rv = kt_ossl_init(cfg.legacy_mechanisms);
     if (rv != CKR_OK) {
-        kt_log(KT_LOG_ERROR, "OpenSSL algorithms unavailable");
+        kt_log(KT_LOG_ERROR, "OpenSSL algorithms unavailable%s",
+               cfg.legacy_mechanisms
+                   ? " (legacy_mechanisms = yes needs OpenSSL's legacy "
+                     "provider for DES)"
+                   : "");
         goto out;
     }
     pthread_mutex_lock(&kt_g.lock);

@@ -508,6 +508,10 @@ CK_RV kt_keys_generate(struct kt_session *s, const CK_MECHANISM *mech,
     }
     if (rv == CKR_OK && kt_attrs_has(&a, CKA_VALUE))
         rv = CKR_TEMPLATE_INCONSISTENT;
+    /* A DES key's length is the mechanism's: the template need not say. */
+    if (rv == CKR_OK && kt_mech_fixed_len(m->type) != 0 &&
+        !kt_attrs_has(&a, CKA_VALUE_LEN))
+        rv = kt_attrs_set_ulong(&a, CKA_VALUE_LEN, kt_mech_fixed_len(m->type));
     if (rv == CKR_OK)
         rv = kt_attrs_set_ulong(&a, CKA_CLASS, cls);
     if (rv == CKR_OK)

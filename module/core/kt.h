@@ -18,6 +18,48 @@
 #ifndef CKM_AES_KEY_WRAP_KWP
 #define CKM_AES_KEY_WRAP_KWP 0x210BUL
 #endif
+/* --- symmetric mechanisms of PKCS#11 3.0 the p11-kit headers lack */
+#ifndef CKM_SHA3_256
+#define CKM_SHA3_256              0x2B0UL
+#define CKM_SHA3_256_HMAC         0x2B1UL
+#define CKM_SHA3_256_HMAC_GENERAL 0x2B2UL
+#define CKM_SHA3_224              0x2B5UL
+#define CKM_SHA3_224_HMAC         0x2B6UL
+#define CKM_SHA3_224_HMAC_GENERAL 0x2B7UL
+#define CKM_SHA3_384              0x2C0UL
+#define CKM_SHA3_384_HMAC         0x2C1UL
+#define CKM_SHA3_384_HMAC_GENERAL 0x2C2UL
+#define CKM_SHA3_512              0x2D0UL
+#define CKM_SHA3_512_HMAC         0x2D1UL
+#define CKM_SHA3_512_HMAC_GENERAL 0x2D2UL
+#endif
+#ifndef CKK_SHA3_224_HMAC
+#define CKK_SHA3_224_HMAC 0x36UL
+#define CKK_SHA3_256_HMAC 0x37UL
+#define CKK_SHA3_384_HMAC 0x38UL
+#define CKK_SHA3_512_HMAC 0x39UL
+#endif
+#ifndef CKM_HKDF_DERIVE
+#define CKM_HKDF_DERIVE    0x402AUL
+#define CKM_HKDF_DATA      0x402BUL
+#define CKM_HKDF_KEY_GEN   0x402CUL
+#define CKK_HKDF           0x42UL
+#define CKF_HKDF_SALT_NULL 0x1UL
+#define CKF_HKDF_SALT_DATA 0x2UL
+#define CKF_HKDF_SALT_KEY  0x4UL
+typedef struct CK_HKDF_PARAMS {
+    CK_BBOOL bExtract;
+    CK_BBOOL bExpand;
+    CK_MECHANISM_TYPE prfHashMechanism;
+    CK_ULONG ulSaltType;
+    CK_BYTE_PTR pSalt;
+    CK_ULONG ulSaltLen;
+    CK_OBJECT_HANDLE hSaltKey;
+    CK_BYTE_PTR pInfo;
+    CK_ULONG ulInfoLen;
+} CK_HKDF_PARAMS;
+#endif
+/* --- end symmetric mechanisms */
 
 #define KT_PRINTF(f, a) __attribute__((format(printf, f, a)))
 
@@ -142,7 +184,13 @@ enum kt_create_how {
     KT_CREATE_GENERATE, /* C_GenerateKey / C_GenerateKeyPair */
     KT_CREATE_UNWRAP,   /* C_UnwrapKey */
     KT_CREATE_DERIVE,   /* C_DeriveKey */
+    /* Or'ed into KT_CREATE_DERIVE: the base key is CKA_ALWAYS_SENSITIVE /
+     * CKA_NEVER_EXTRACTABLE, which the derived key inherits (PKCS#11
+     * v2.40 §4.10) if it is sensitive / not extractable itself. */
+    KT_DERIVE_BASE_ALWAYS_SENSITIVE = 0x10,
+    KT_DERIVE_BASE_NEVER_EXTRACTABLE = 0x20,
 };
+#define KT_CREATE_HOW_MASK 0x0f
 /* Checks a template for a new object and completes it with defaults and
  * token-maintained attributes. `keygen_mech` is the generating mechanism
  * (CK_UNAVAILABLE_INFORMATION unless generated). is_so: the SO is the
@@ -674,6 +722,13 @@ KT_NODISCARD CK_RV kt_keys_unwrap(struct kt_session *s,
                                   CK_OBJECT_HANDLE *out);
 /* Forces the base/unwrapping key's CKA_UNWRAP_TEMPLATE or
  * CKA_DERIVE_TEMPLATE (which) on the new key's attributes a. */
+/* C_DeriveKey from a secret key (derive.c): HKDF and *_ENCRYPT_DATA. */
+bool kt_derive_symmetric(CK_MECHANISM_TYPE m);
+KT_NODISCARD CK_RV kt_keys_derive_sym(struct kt_session *s,
+                                      const CK_MECHANISM *mech,
+                                      CK_OBJECT_HANDLE base,
+                                      const CK_ATTRIBUTE *t, CK_ULONG n,
+                                      CK_OBJECT_HANDLE *out);
 KT_NODISCARD CK_RV kt_keys_apply_template(const struct kt_key *k,
                                           CK_ATTRIBUTE_TYPE which, kt_attrs *a);
 KT_NODISCARD CK_RV kt_keys_generate(struct kt_session *s,

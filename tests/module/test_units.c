@@ -14,7 +14,7 @@
 
 static void setup(void)
 {
-    ck_assert_int_eq(kt_ossl_init(), CKR_OK);
+    ck_assert_int_eq(kt_ossl_init(false), CKR_OK);
     kt_g.cfg.pin_kdf_cost = 10;
 }
 
