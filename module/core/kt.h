@@ -108,6 +108,17 @@ static inline unsigned kt_handle_shard(CK_ULONG h)
 {
     return (unsigned)(h % KT_SHARDS);
 }
+/* A pause in a short wait on another core (no system call). */
+static inline void kt_cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#else
+    atomic_signal_fence(memory_order_seq_cst);
+#endif
+}
 void kt_hmap_init(kt_hmap *m);
 void kt_hmap_free(kt_hmap *m);
 KT_NODISCARD CK_RV kt_hmap_put(kt_hmap *m, CK_ULONG key, void *val);
@@ -216,6 +227,10 @@ struct kt_object {
     void *pkey;
     /* Family cache (see struct kt_cache in mech.h), dropped like pkey. */
     struct kt_cache *cache;
+    /* Session objects: a key snapshot was taken of it (kt_key_snapshot,
+     * under the token's `lock`), so a session may keep it cached and its
+     * destruction sweeps the sessions (kt_session_forget_keys). */
+    atomic_bool snapshotted;
 };
 void kt_object_free(struct kt_object *o);
 /* Recomputes the cached fields (class, key type, token, private,
@@ -449,6 +464,15 @@ KT_NODISCARD CK_RV kt_token_modify_object(struct kt_token *t,
                                           kt_change_fn change, void *ctx);
 KT_NODISCARD CK_RV kt_token_destroy_object(struct kt_token *t,
                                            CK_OBJECT_HANDLE h);
+/* C_DestroyObject of a session object, without the store's lock and
+ * without moving objects_seq: removed from its shard under the token's
+ * `lock` (read) and the shard's lock, then freed (wiped) once no lookup can
+ * still hold it. KT_CKR_RETRY if h is no session object (a token object:
+ * kt_token_destroy_object). *snapshotted: a session may cache its
+ * snapshot (the caller then calls kt_session_forget_keys). */
+KT_NODISCARD CK_RV kt_token_destroy_session_object(struct kt_token *t,
+                                                   CK_OBJECT_HANDLE h,
+                                                   bool *snapshotted);
 void kt_token_destroy_session_objects(struct kt_token *t, CK_SESSION_HANDLE s);
 void kt_token_token_info(struct kt_token *t, CK_TOKEN_INFO *info);
 

@@ -370,7 +370,16 @@ out:
 CK_RV kt_object_destroy(struct kt_session *s, CK_OBJECT_HANDLE h)
 {
     struct kt_token *tok = s->token;
-    CK_RV rv = CKR_OK;
+    /* Session objects: neither the store's lock nor a write of the token's
+     * lock, and a sweep only if a session may cache the key. */
+    bool swept = false;
+    CK_RV rv = kt_token_destroy_session_object(tok, h, &swept);
+    if (rv != KT_CKR_RETRY) {
+        if (rv == CKR_OK && swept)
+            kt_session_forget_keys(tok, h);
+        return rv;
+    }
+    rv = CKR_OK;
     /* No store sync here: deleting a row another process already deleted
      * is harmless, and session objects never touch the store. */
     pthread_rwlock_rdlock(&tok->lock);
@@ -534,6 +543,10 @@ CK_RV kt_key_snapshot(struct kt_token *t, CK_OBJECT_HANDLE h,
         rv = CKR_KEY_FUNCTION_NOT_PERMITTED;
     else if (kt_object_sealed(o))
         rv = CKR_USER_NOT_LOGGED_IN;
+    /* Its destruction must reach sessions that keep this snapshot
+     * (kt_token_destroy_session_object reads it). */
+    if (rv == CKR_OK && !o->token)
+        atomic_store_explicit(&o->snapshotted, true, memory_order_relaxed);
     if (rv == CKR_OK) {
         /* The hot path of wrap/unwrap: share one immutable copy of the
          * attributes instead of copying them per operation. Writers hold
