@@ -465,7 +465,12 @@ CK_RV kt_find_init(struct kt_session *s, const CK_ATTRIBUTE *t, CK_ULONG n)
     CK_RV rv = kt_attrs_from_template(&tmpl, t, n);
     if (rv != CKR_OK)
         return rv;
-    rv = kt_token_sync(tok);
+    /* A search for session objects alone (CKA_TOKEN false) can find
+     * nothing another process wrote: no store read (no system call). */
+    bool session_only = kt_attrs_has(&tmpl, CKA_TOKEN) &&
+                        !kt_attrs_get_bool(&tmpl, CKA_TOKEN, true);
+    if (!session_only)
+        rv = kt_token_sync(tok);
     if (rv != CKR_OK)
         goto out;
     pthread_rwlock_rdlock(&tok->lock);
