@@ -306,6 +306,10 @@ struct kt_obj_shard {
     _Alignas(KT_CACHE_LINE) pthread_mutex_t lock;
     kt_hmap objects; /* handle -> struct kt_object (session objects) */
     kt_hmap labels;  /* label hash -> first session object of a chain */
+    /* Destroyed session objects not yet freed (waiting for lookups that
+     * may hold them), chained through label_prev / label_next: a fork
+     * child wipes them with the others (kt_token_fork_wipe_dying). */
+    struct kt_object *dying;
 };
 
 struct kt_token {
@@ -376,10 +380,14 @@ struct kt_token {
     atomic_llong next_check_ms;
     /* Under `lock`: this token's login keeps the process non-dumpable. */
     bool nodump;
-    /* Bumped whenever `lock` is taken for writing (kt_token_wrlock): every
-     * change that can affect an existing object's attributes, visibility or
-     * existence does that. A session's cached key snapshot (struct
-     * kt_session.key_cache) is valid while this has not moved. */
+    /* Bumped by kt_token_wrlock: every change under `lock` that can affect
+     * an existing object's attributes or visibility, and the removal of a
+     * token object, takes it that way. A session's cached key snapshot
+     * (struct kt_session.key_cache) is valid while this has not moved.
+     * Write acquisitions that change none of that take `lock` directly:
+     * installing a parsed key or family cache (object.c) and waiting out
+     * the lookups of a destroyed session object, whose destruction reaches
+     * the snapshots through kt_session_forget_keys instead. */
     atomic_ulong objects_seq;
     struct kt_obj_shard shards[KT_SHARDS];
 };
@@ -473,6 +481,9 @@ KT_NODISCARD CK_RV kt_token_destroy_object(struct kt_token *t,
 KT_NODISCARD CK_RV kt_token_destroy_session_object(struct kt_token *t,
                                                    CK_OBJECT_HANDLE h,
                                                    bool *snapshotted);
+/* Fork child (single-threaded): frees (wipes) the session objects whose
+ * destruction was under way in another thread of the parent. */
+void kt_token_fork_wipe_dying(struct kt_token *t);
 void kt_token_destroy_session_objects(struct kt_token *t, CK_SESSION_HANDLE s);
 void kt_token_token_info(struct kt_token *t, CK_TOKEN_INFO *info);
 

@@ -23,10 +23,12 @@ void kt_object_free(struct kt_object *o)
     free(o);
 }
 
+/* Installing a cache or a parsed key changes no attribute, visibility or
+ * existence: objects_seq stays, and sessions keep their snapshots. */
 void kt_object_set_cache(struct kt_token *t, CK_OBJECT_HANDLE h,
                          struct kt_cache *cache)
 {
-    kt_token_wrlock(t);
+    pthread_rwlock_wrlock(&t->lock);
     struct kt_object *o = kt_token_get(t, h);
     if (o != NULL && o->cache == NULL && o->unsealed) {
         o->cache = cache;
@@ -53,7 +55,7 @@ void kt_object_refresh(struct kt_object *o)
 
 void kt_object_set_pkey(struct kt_token *t, CK_OBJECT_HANDLE h, void *pkey)
 {
-    kt_token_wrlock(t);
+    pthread_rwlock_wrlock(&t->lock);
     struct kt_object *o = kt_token_get(t, h);
     if (o != NULL && o->pkey == NULL && o->unsealed) {
         o->pkey = pkey;
