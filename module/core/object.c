@@ -302,9 +302,13 @@ CK_RV kt_object_set(struct kt_session *s, CK_OBJECT_HANDLE h,
     pthread_rwlock_rdlock(&tok->lock);
     struct kt_object *o = kt_token_object(tok, h);
     bool token = o != NULL && o->token;
+    /* Only the master key matters for a token object: the change reads it
+     * from the store, verified and unsealed. In memory it may be sealed for
+     * a moment while logged in: another thread's sync installs a row
+     * another process changed before it unseals it (outside the lock). */
     if (o == NULL)
         rv = CKR_OBJECT_HANDLE_INVALID;
-    else if (kt_object_sealed(o) || (token && !tok->mk_loaded))
+    else if (token && !tok->mk_loaded)
         rv = CKR_USER_NOT_LOGGED_IN;
     pthread_rwlock_unlock(&tok->lock);
     if (rv != CKR_OK)
