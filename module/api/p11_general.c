@@ -72,6 +72,7 @@ static void kt_atfork_child(void)
             for (size_t j = 0;
                  kt_hmap_iter(&t->shards[sh].objects, &j, NULL, &v);)
                 kt_object_free(v);
+        kt_token_fork_wipe_dying(t);
     }
     void *sv;
     for (unsigned sh = 0; sh < KT_SHARDS; sh++)

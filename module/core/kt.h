@@ -150,6 +150,17 @@ static inline unsigned kt_handle_shard(CK_ULONG h)
 {
     return (unsigned)(h % KT_SHARDS);
 }
+/* A pause in a short wait on another core (no system call). */
+static inline void kt_cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#else
+    atomic_signal_fence(memory_order_seq_cst);
+#endif
+}
 void kt_hmap_init(kt_hmap *m);
 void kt_hmap_free(kt_hmap *m);
 KT_NODISCARD CK_RV kt_hmap_put(kt_hmap *m, CK_ULONG key, void *val);
@@ -264,6 +275,10 @@ struct kt_object {
     void *pkey;
     /* Family cache (see struct kt_cache in mech.h), dropped like pkey. */
     struct kt_cache *cache;
+    /* Session objects: a key snapshot was taken of it (kt_key_snapshot,
+     * under the token's `lock`), so a session may keep it cached and its
+     * destruction sweeps the sessions (kt_session_forget_keys). */
+    atomic_bool snapshotted;
 };
 void kt_object_free(struct kt_object *o);
 /* Recomputes the cached fields (class, key type, token, private,
@@ -339,6 +354,10 @@ struct kt_obj_shard {
     _Alignas(KT_CACHE_LINE) pthread_mutex_t lock;
     kt_hmap objects; /* handle -> struct kt_object (session objects) */
     kt_hmap labels;  /* label hash -> first session object of a chain */
+    /* Destroyed session objects not yet freed (waiting for lookups that
+     * may hold them), chained through label_prev / label_next: a fork
+     * child wipes them with the others (kt_token_fork_wipe_dying). */
+    struct kt_object *dying;
 };
 
 struct kt_token {
@@ -409,10 +428,14 @@ struct kt_token {
     atomic_llong next_check_ms;
     /* Under `lock`: this token's login keeps the process non-dumpable. */
     bool nodump;
-    /* Bumped whenever `lock` is taken for writing (kt_token_wrlock): every
-     * change that can affect an existing object's attributes, visibility or
-     * existence does that. A session's cached key snapshot (struct
-     * kt_session.key_cache) is valid while this has not moved. */
+    /* Bumped by kt_token_wrlock: every change under `lock` that can affect
+     * an existing object's attributes or visibility, and the removal of a
+     * token object, takes it that way. A session's cached key snapshot
+     * (struct kt_session.key_cache) is valid while this has not moved.
+     * Write acquisitions that change none of that take `lock` directly:
+     * installing a parsed key or family cache (object.c) and waiting out
+     * the lookups of a destroyed session object, whose destruction reaches
+     * the snapshots through kt_session_forget_keys instead. */
     atomic_ulong objects_seq;
     struct kt_obj_shard shards[KT_SHARDS];
 };
@@ -497,6 +520,18 @@ KT_NODISCARD CK_RV kt_token_modify_object(struct kt_token *t,
                                           kt_change_fn change, void *ctx);
 KT_NODISCARD CK_RV kt_token_destroy_object(struct kt_token *t,
                                            CK_OBJECT_HANDLE h);
+/* C_DestroyObject of a session object, without the store's lock and
+ * without moving objects_seq: removed from its shard under the token's
+ * `lock` (read) and the shard's lock, then freed (wiped) once no lookup can
+ * still hold it. KT_CKR_RETRY if h is no session object (a token object:
+ * kt_token_destroy_object). *snapshotted: a session may cache its
+ * snapshot (the caller then calls kt_session_forget_keys). */
+KT_NODISCARD CK_RV kt_token_destroy_session_object(struct kt_token *t,
+                                                   CK_OBJECT_HANDLE h,
+                                                   bool *snapshotted);
+/* Fork child (single-threaded): frees (wipes) the session objects whose
+ * destruction was under way in another thread of the parent. */
+void kt_token_fork_wipe_dying(struct kt_token *t);
 void kt_token_destroy_session_objects(struct kt_token *t, CK_SESSION_HANDLE s);
 void kt_token_token_info(struct kt_token *t, CK_TOKEN_INFO *info);
 
