@@ -584,6 +584,11 @@ KT_NODISCARD CK_RV kt_session_close_all(CK_SLOT_ID slot);
 CK_STATE kt_session_state(const struct kt_session *s);
 bool kt_session_rw(const struct kt_session *s);
 void kt_session_reset_ops(struct kt_session *s);
+/* C_SessionCancel: ends the operations named by mechanism flags
+ * (CKF_ENCRYPT, CKF_DECRYPT, CKF_SIGN, CKF_VERIFY, CKF_DIGEST,
+ * KT_CKF_FIND_OBJECTS); those not active are left as they are. */
+#define KT_CKF_FIND_OBJECTS 0x00000040UL /* CKF_FIND_OBJECTS, PKCS#11 3.0 */
+void kt_session_cancel(struct kt_session *s, CK_FLAGS flags);
 /* The session's snapshot of key h for usage (see struct kt_key_cache),
  * taken again only when the token's objects changed; valid while the
  * session's lock (held by the caller) is. */

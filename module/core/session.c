@@ -129,6 +129,24 @@ void kt_session_reset_ops(struct kt_session *s)
     memset(&s->find, 0, sizeof(s->find));
 }
 
+void kt_session_cancel(struct kt_session *s, CK_FLAGS flags)
+{
+    static const CK_FLAGS kind_flag[KT_OP_KIND_MAX] = {
+        [KT_OP_ENCRYPT] = CKF_ENCRYPT, [KT_OP_DECRYPT] = CKF_DECRYPT,
+        [KT_OP_SIGN] = CKF_SIGN,       [KT_OP_VERIFY] = CKF_VERIFY,
+        [KT_OP_DIGEST] = CKF_DIGEST,
+    };
+    pthread_mutex_lock(&s->lock);
+    for (int i = 0; i < KT_OP_KIND_MAX; i++)
+        if (flags & kind_flag[i])
+            kt_op_release(&s->ops[i]);
+    if (flags & KT_CKF_FIND_OBJECTS) {
+        free(s->find.handles);
+        memset(&s->find, 0, sizeof(s->find));
+    }
+    pthread_mutex_unlock(&s->lock);
+}
+
 bool kt_session_rw(const struct kt_session *s)
 {
     return (s->flags & CKF_RW_SESSION) != 0;
