@@ -165,6 +165,18 @@ static KT_NODISCARD CK_RV check_wrappable(const struct kt_key *k,
     return CKR_OK;
 }
 
+bool kt_keys_public_to_private(const struct kt_key *k, const kt_attrs *a)
+{
+    /* Public token keys are sealed until login and made only after one; a
+     * public key (CKO_PUBLIC_KEY) wraps for its private half's holder, as
+     * any imported recipient key does; CKA_TRUSTED is the SO's word. */
+    bool unauthenticated = k->cls != CKO_PUBLIC_KEY &&
+                           !kt_attrs_get_bool(&k->attrs, CKA_PRIVATE, true) &&
+                           !kt_attrs_get_bool(&k->attrs, CKA_TOKEN, false) &&
+                           !kt_attrs_get_bool(&k->attrs, CKA_TRUSTED, false);
+    return unauthenticated && kt_attrs_get_bool(a, CKA_PRIVATE, true);
+}
+
 CK_RV kt_keys_wrap(struct kt_session *s, const CK_MECHANISM *mech,
                    CK_OBJECT_HANDLE wrapping, CK_OBJECT_HANDLE key,
                    unsigned char *out, CK_ULONG *out_len)
@@ -193,6 +205,8 @@ CK_RV kt_keys_wrap(struct kt_session *s, const CK_MECHANISM *mech,
     if (rv != CKR_OK)
         goto out;
     rv = check_wrappable(&k, wk);
+    if (rv == CKR_OK && kt_keys_public_to_private(wk, &k.attrs))
+        rv = CKR_KEY_NOT_WRAPPABLE; /* a public key never wraps a private one */
     if (rv != CKR_OK)
         goto out;
     if (g.caller_iv != NULL) {
@@ -311,6 +325,9 @@ CK_RV kt_keys_unwrap(struct kt_session *s, const CK_MECHANISM *mech,
     CK_RV rv = wrap_op_start(s, mech, unwrapping, true, &op, &uk);
     if (rv == CKR_OK)
         rv = unwrap_template(uk, t, n, &a);
+    if (rv == CKR_OK && kt_keys_public_to_private(uk, &a))
+        rv = s->token->login == CKU_USER ? CKR_TEMPLATE_INCONSISTENT
+                                         : CKR_USER_NOT_LOGGED_IN;
     if (rv != CKR_OK)
         goto out;
     plain = kt_secure_alloc(plain_len);

@@ -681,6 +681,15 @@ KT_NODISCARD CK_RV kt_keys_unwrap(struct kt_session *s,
  * CKA_DERIVE_TEMPLATE (which) on the new key's attributes a. */
 KT_NODISCARD CK_RV kt_keys_apply_template(const struct kt_key *k,
                                           CK_ATTRIBUTE_TYPE which, kt_attrs *a);
+/* Public session objects (any session makes and uses them without login)
+ * never reach private ones: true when k is a public session secret or
+ * private key, not CKA_TRUSTED, and the key a describes is private
+ * (CKA_PRIVATE true or, for a new secret or private key, absent). What such
+ * a key wraps, unwraps or derives, a session without login could unwrap or
+ * derive again into a public key it can read: C_WrapKey refuses it
+ * (CKR_KEY_NOT_WRAPPABLE), C_UnwrapKey and C_DeriveKey too
+ * (CKR_TEMPLATE_INCONSISTENT). */
+bool kt_keys_public_to_private(const struct kt_key *k, const kt_attrs *a);
 KT_NODISCARD CK_RV kt_keys_generate(struct kt_session *s,
                                     const CK_MECHANISM *mech,
                                     const CK_ATTRIBUTE *t, CK_ULONG n,
