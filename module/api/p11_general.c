@@ -81,6 +81,8 @@ static void kt_atfork_child(void)
             struct kt_session *s = sv;
             for (int k = 0; k < KT_OP_KIND_MAX; k++)
                 kt_op_release(&s->ops[k]);
+            kt_msg_release(s, true);
+            kt_msg_release(s, false);
             kt_session_drop_caches(s);
         }
     /* The locks kt_atfork_prepare took on this thread (initialisation,

@@ -206,8 +206,8 @@ CK_RV C_SessionCancel(CK_SESSION_HANDLE h, CK_FLAGS flags)
     return kt_trace("C_SessionCancel", rv);
 }
 
-/* Message-based encryption and signatures (§5.15-5.19) are not offered:
- * the session is checked, then CKR_FUNCTION_NOT_SUPPORTED. */
+/* Message-based signatures (§5.17-5.18) are not offered: the session is
+ * checked, then CKR_FUNCTION_NOT_SUPPORTED. */
 static KT_NODISCARD CK_RV not_offered(const char *fn, CK_SESSION_HANDLE h)
 {
     struct kt_session *s = NULL;
@@ -220,11 +220,95 @@ static KT_NODISCARD CK_RV not_offered(const char *fn, CK_SESSION_HANDLE h)
     return kt_trace(fn, rv);
 }
 
+/* Message-based encryption and decryption (§5.15-5.16): CKM_AES_GCM
+ * (core/msgcrypt.c). args_ok false: CKR_ARGUMENTS_BAD (the message, not
+ * the operation, is what a bad call ends). */
+static KT_NODISCARD CK_RV msg_session(CK_SESSION_HANDLE h, bool args_ok,
+                                      struct kt_session **s)
+{
+    CK_RV rv = kt_check_init();
+    if (rv == CKR_OK && !args_ok)
+        rv = CKR_ARGUMENTS_BAD;
+    if (rv == CKR_OK)
+        rv = kt_session_ref(h, s);
+    return rv;
+}
+
+static KT_NODISCARD CK_RV msg_init(const char *fn, bool enc,
+                                   CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech,
+                                   CK_OBJECT_HANDLE key)
+{
+    struct kt_session *s = NULL;
+    CK_RV rv = msg_session(h, mech != NULL, &s);
+    if (rv == CKR_OK)
+        rv = kt_msg_init(s, enc, mech, key);
+    kt_session_unref(s);
+    return kt_trace(fn, rv);
+}
+
+static KT_NODISCARD CK_RV msg_oneshot(const char *fn, bool enc,
+                                      CK_SESSION_HANDLE h, CK_VOID_PTR param,
+                                      CK_ULONG param_len, CK_BYTE_PTR aad,
+                                      CK_ULONG aad_len, CK_BYTE_PTR in,
+                                      CK_ULONG in_len, CK_BYTE_PTR out,
+                                      CK_ULONG_PTR out_len)
+{
+    struct kt_session *s = NULL;
+    bool ok = (aad != NULL || aad_len == 0) && (in != NULL || in_len == 0) &&
+              out_len != NULL;
+    CK_RV rv = msg_session(h, ok, &s);
+    if (rv == CKR_OK)
+        rv = kt_msg_oneshot(s, enc, param, param_len, aad, aad_len, in, in_len,
+                            out, out_len);
+    kt_session_unref(s);
+    return kt_trace(fn, rv);
+}
+
+static KT_NODISCARD CK_RV msg_begin(const char *fn, bool enc,
+                                    CK_SESSION_HANDLE h, CK_VOID_PTR param,
+                                    CK_ULONG param_len, CK_BYTE_PTR aad,
+                                    CK_ULONG aad_len)
+{
+    struct kt_session *s = NULL;
+    CK_RV rv = msg_session(h, aad != NULL || aad_len == 0, &s);
+    if (rv == CKR_OK)
+        rv = kt_msg_begin(s, enc, param, param_len, aad, aad_len);
+    kt_session_unref(s);
+    return kt_trace(fn, rv);
+}
+
+static KT_NODISCARD CK_RV msg_next(const char *fn, bool enc,
+                                   CK_SESSION_HANDLE h, CK_VOID_PTR param,
+                                   CK_ULONG param_len, CK_BYTE_PTR in,
+                                   CK_ULONG in_len, CK_BYTE_PTR out,
+                                   CK_ULONG_PTR out_len, CK_FLAGS flags)
+{
+    struct kt_session *s = NULL;
+    bool ok = (in != NULL || in_len == 0) && out_len != NULL &&
+              (flags & ~CKF_END_OF_MESSAGE) == 0;
+    CK_RV rv = msg_session(h, ok, &s);
+    if (rv == CKR_OK)
+        rv = kt_msg_next(s, enc, param, param_len, in, in_len, out, out_len,
+                         flags);
+    kt_session_unref(s);
+    return kt_trace(fn, rv);
+}
+
+static KT_NODISCARD CK_RV msg_final(const char *fn, bool enc,
+                                    CK_SESSION_HANDLE h)
+{
+    struct kt_session *s = NULL;
+    CK_RV rv = msg_session(h, true, &s);
+    if (rv == CKR_OK)
+        rv = kt_msg_final(s, enc);
+    kt_session_unref(s);
+    return kt_trace(fn, rv);
+}
+
 CK_RV C_MessageEncryptInit(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech,
                            CK_OBJECT_HANDLE key)
 {
-    (void)mech, (void)key;
-    return not_offered("C_MessageEncryptInit", h);
+    return msg_init("C_MessageEncryptInit", true, h, mech, key);
 }
 
 CK_RV C_EncryptMessage(CK_SESSION_HANDLE h, CK_VOID_PTR param,
@@ -232,17 +316,16 @@ CK_RV C_EncryptMessage(CK_SESSION_HANDLE h, CK_VOID_PTR param,
                        CK_BYTE_PTR in, CK_ULONG in_len, CK_BYTE_PTR out,
                        CK_ULONG_PTR out_len)
 {
-    (void)param, (void)param_len, (void)aad, (void)aad_len;
-    (void)in, (void)in_len, (void)out, (void)out_len;
-    return not_offered("C_EncryptMessage", h);
+    return msg_oneshot("C_EncryptMessage", true, h, param, param_len, aad,
+                       aad_len, in, in_len, out, out_len);
 }
 
 CK_RV C_EncryptMessageBegin(CK_SESSION_HANDLE h, CK_VOID_PTR param,
                             CK_ULONG param_len, CK_BYTE_PTR aad,
                             CK_ULONG aad_len)
 {
-    (void)param, (void)param_len, (void)aad, (void)aad_len;
-    return not_offered("C_EncryptMessageBegin", h);
+    return msg_begin("C_EncryptMessageBegin", true, h, param, param_len, aad,
+                     aad_len);
 }
 
 CK_RV C_EncryptMessageNext(CK_SESSION_HANDLE h, CK_VOID_PTR param,
@@ -250,21 +333,19 @@ CK_RV C_EncryptMessageNext(CK_SESSION_HANDLE h, CK_VOID_PTR param,
                            CK_BYTE_PTR out, CK_ULONG_PTR out_len,
                            CK_FLAGS flags)
 {
-    (void)param, (void)param_len, (void)in, (void)in_len;
-    (void)out, (void)out_len, (void)flags;
-    return not_offered("C_EncryptMessageNext", h);
+    return msg_next("C_EncryptMessageNext", true, h, param, param_len, in,
+                    in_len, out, out_len, flags);
 }
 
 CK_RV C_MessageEncryptFinal(CK_SESSION_HANDLE h)
 {
-    return not_offered("C_MessageEncryptFinal", h);
+    return msg_final("C_MessageEncryptFinal", true, h);
 }
 
 CK_RV C_MessageDecryptInit(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech,
                            CK_OBJECT_HANDLE key)
 {
-    (void)mech, (void)key;
-    return not_offered("C_MessageDecryptInit", h);
+    return msg_init("C_MessageDecryptInit", false, h, mech, key);
 }
 
 CK_RV C_DecryptMessage(CK_SESSION_HANDLE h, CK_VOID_PTR param,
@@ -272,17 +353,16 @@ CK_RV C_DecryptMessage(CK_SESSION_HANDLE h, CK_VOID_PTR param,
                        CK_BYTE_PTR in, CK_ULONG in_len, CK_BYTE_PTR out,
                        CK_ULONG_PTR out_len)
 {
-    (void)param, (void)param_len, (void)aad, (void)aad_len;
-    (void)in, (void)in_len, (void)out, (void)out_len;
-    return not_offered("C_DecryptMessage", h);
+    return msg_oneshot("C_DecryptMessage", false, h, param, param_len, aad,
+                       aad_len, in, in_len, out, out_len);
 }
 
 CK_RV C_DecryptMessageBegin(CK_SESSION_HANDLE h, CK_VOID_PTR param,
                             CK_ULONG param_len, CK_BYTE_PTR aad,
                             CK_ULONG aad_len)
 {
-    (void)param, (void)param_len, (void)aad, (void)aad_len;
-    return not_offered("C_DecryptMessageBegin", h);
+    return msg_begin("C_DecryptMessageBegin", false, h, param, param_len, aad,
+                     aad_len);
 }
 
 CK_RV C_DecryptMessageNext(CK_SESSION_HANDLE h, CK_VOID_PTR param,
@@ -290,14 +370,13 @@ CK_RV C_DecryptMessageNext(CK_SESSION_HANDLE h, CK_VOID_PTR param,
                            CK_BYTE_PTR out, CK_ULONG_PTR out_len,
                            CK_FLAGS flags)
 {
-    (void)param, (void)param_len, (void)in, (void)in_len;
-    (void)out, (void)out_len, (void)flags;
-    return not_offered("C_DecryptMessageNext", h);
+    return msg_next("C_DecryptMessageNext", false, h, param, param_len, in,
+                    in_len, out, out_len, flags);
 }
 
 CK_RV C_MessageDecryptFinal(CK_SESSION_HANDLE h)
 {
-    return not_offered("C_MessageDecryptFinal", h);
+    return msg_final("C_MessageDecryptFinal", false, h);
 }
 
 CK_RV C_MessageSignInit(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech,

@@ -1,9 +1,12 @@
 /* PKCS#11 3.0: C_GetInterfaceList / C_GetInterface as an application finds
  * them (dlsym on the module), the "PKCS 11" interface in versions 3.0 and
- * 2.40, C_GetInfo per interface, and the 3.0 list's functions. */
+ * 2.40, C_GetInfo per interface, and the 3.0 list's functions: message
+ * encryption with AES-GCM checked against OpenSSL. */
 #include <dlfcn.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <openssl/evp.h>
 
 #include "harness.h"
 #include "pkcs11v3.h"
@@ -201,43 +204,271 @@ START_TEST(test_session_cancel)
 }
 END_TEST
 
-/* Message-based encryption and signatures are not offered: each entry
- * point answers CKR_FUNCTION_NOT_SUPPORTED for a valid session and
- * CKR_SESSION_HANDLE_INVALID otherwise. */
-START_TEST(test_message_functions)
+static const unsigned char key32[32] = "message key for AES-256-GCM ok!";
+
+/* An AES-256 key of a known value that may encrypt (use CKA_ENCRYPT) or
+ * decrypt (CKA_DECRYPT), not both. */
+static CK_OBJECT_HANDLE gcm_key(CK_SESSION_HANDLE s, CK_ATTRIBUTE_TYPE use)
+{
+    CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+    CK_KEY_TYPE kt = CKK_AES;
+    CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+    CK_ATTRIBUTE t[] = {
+        {CKA_CLASS, &cls, sizeof(cls)},
+        {CKA_KEY_TYPE, &kt, sizeof(kt)},
+        {CKA_VALUE, (void *)key32, 32},
+        {use, &yes, 1},
+        {use == CKA_ENCRYPT ? CKA_DECRYPT : CKA_ENCRYPT, &no, 1}};
+    CK_OBJECT_HANDLE k;
+    CK(P->C_CreateObject(s, t, sizeof(t) / sizeof(t[0]), &k));
+    return k;
+}
+
+/* AES-256-GCM with OpenSSL: the independent implementation. */
+static void ossl_gcm(bool enc, const unsigned char *iv, int iv_len,
+                     const unsigned char *aad, int aad_len,
+                     const unsigned char *in, int len, unsigned char *out,
+                     unsigned char *tag, int tag_len, bool *ok)
+{
+    EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
+    EVP_CIPHER *g = EVP_CIPHER_fetch(NULL, "AES-256-GCM", NULL);
+    int n = 0, f = 0;
+    bool r =
+        EVP_CipherInit_ex2(c, g, NULL, NULL, enc, NULL) == 1 &&
+        EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_SET_IVLEN, iv_len, NULL) == 1 &&
+        EVP_CipherInit_ex2(c, NULL, key32, iv, enc, NULL) == 1 &&
+        (aad_len == 0 || EVP_CipherUpdate(c, NULL, &n, aad, aad_len)) &&
+        EVP_CipherUpdate(c, out, &n, in, len) == 1 &&
+        (enc ||
+         EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_SET_TAG, tag_len, tag) == 1) &&
+        EVP_CipherFinal_ex(c, out + n, &f) == 1 &&
+        (!enc ||
+         EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_GET_TAG, tag_len, tag) == 1);
+    *ok = r && n + f == len;
+    EVP_CIPHER_free(g);
+    EVP_CIPHER_CTX_free(c);
+}
+
+/* Single-part messages: ciphertext and tag as OpenSSL's, both ways; the
+ * module's IV bits; a bad tag. */
+START_TEST(test_message_gcm_single_part)
 {
     CK_FUNCTION_LIST_3_0_PTR f = list_3_0();
-    CK_SLOT_ID slot = kt_test_new_token("v3");
-    CK_SESSION_HANDLE s = kt_test_user_session(slot);
-    CK_OBJECT_HANDLE k = kt_test_aes_key(s, 32, false, false, "m");
+    CK_SESSION_HANDLE s = kt_test_user_session(kt_test_new_token("v3"));
+    CK_OBJECT_HANDLE ek = gcm_key(s, CKA_ENCRYPT);
+    CK_OBJECT_HANDLE dk = gcm_key(s, CKA_DECRYPT);
+    CK_MECHANISM gcm = {CKM_AES_GCM, NULL, 0};
+    CK_MECHANISM_INFO mi;
+    CK(f->C_GetMechanismInfo(kt_test_token_slot("v3"), CKM_AES_GCM, &mi));
+    ck_assert(mi.flags & CKF_MESSAGE_ENCRYPT);
+    ck_assert(mi.flags & CKF_MESSAGE_DECRYPT);
+    CK(f->C_MessageEncryptInit(s, &gcm, ek));
+    CK(f->C_MessageDecryptInit(s, &gcm, dk));
+    unsigned char pt[45] = "three messages under one key, each its IV";
+    unsigned char aad[20] = "header";
+    for (int i = 0; i < 3; i++) {
+        unsigned char iv[12] = {0xca, 0xfe, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+        unsigned char tag[16], ct[64], back[64], want[64], wtag[16];
+        CK_GCM_MESSAGE_PARAMS p = {iv, 12, 16, CKG_GENERATE_RANDOM, tag, 128};
+        CK_ULONG n = 0;
+        /* A length query draws no IV. */
+        CK(f->C_EncryptMessage(s, &p, sizeof(p), aad, sizeof(aad), pt,
+                               sizeof(pt), NULL, &n));
+        ck_assert_uint_eq(n, sizeof(pt));
+        ck_assert_uint_eq(iv[2] | iv[5] | iv[11], 0);
+        n = 3;
+        RV(CKR_BUFFER_TOO_SMALL,
+           f->C_EncryptMessage(s, &p, sizeof(p), aad, sizeof(aad), pt,
+                               sizeof(pt), ct, &n));
+        n = sizeof(ct);
+        CK(f->C_EncryptMessage(s, &p, sizeof(p), aad, sizeof(aad), pt,
+                               sizeof(pt), ct, &n));
+        ck_assert_uint_eq(n, sizeof(pt));
+        /* The fixed bits stay; the rest is the module's. */
+        ck_assert(iv[0] == 0xca && iv[1] == 0xfe);
+        bool ok;
+        ossl_gcm(true, iv, 12, aad, sizeof(aad), pt, sizeof(pt), want, wtag, 16,
+                 &ok);
+        ck_assert(ok);
+        ck_assert(memcmp(ct, want, sizeof(pt)) == 0);
+        ck_assert(memcmp(tag, wtag, 16) == 0);
+        CK_GCM_MESSAGE_PARAMS d = {iv, 12, 0, CKG_NO_GENERATE, tag, 128};
+        n = sizeof(back);
+        CK(f->C_DecryptMessage(s, &d, sizeof(d), aad, sizeof(aad), ct,
+                               sizeof(pt), back, &n));
+        ck_assert_uint_eq(n, sizeof(pt));
+        ck_assert(memcmp(back, pt, n) == 0);
+        tag[3] ^= 1;
+        n = sizeof(back);
+        RV(CKR_ENCRYPTED_DATA_INVALID,
+           f->C_DecryptMessage(s, &d, sizeof(d), aad, sizeof(aad), ct,
+                               sizeof(pt), back, &n));
+    }
+    /* OpenSSL's message, a caller IV of 16 bytes and a 96-bit tag. */
+    unsigned char iv16[16] = "sixteen byte iv", ct[64], tag[12], back[64];
+    bool ok;
+    ossl_gcm(true, iv16, 16, NULL, 0, pt, sizeof(pt), ct, tag, 12, &ok);
+    ck_assert(ok);
+    CK_GCM_MESSAGE_PARAMS d = {iv16, 16, 0, CKG_NO_GENERATE, tag, 96};
+    CK_ULONG n = sizeof(back);
+    CK(f->C_DecryptMessage(s, &d, sizeof(d), NULL, 0, ct, sizeof(pt), back,
+                           &n));
+    ck_assert(memcmp(back, pt, sizeof(pt)) == 0);
+    CK(f->C_MessageEncryptFinal(s));
+    CK(f->C_MessageDecryptFinal(s));
+    RV(CKR_OPERATION_NOT_INITIALIZED, f->C_MessageEncryptFinal(s));
+}
+END_TEST
+
+/* A message in parts equals the single-part one; decryption returns
+ * nothing before the last part's tag checks. */
+START_TEST(test_message_gcm_parts)
+{
+    CK_FUNCTION_LIST_3_0_PTR f = list_3_0();
+    CK_SESSION_HANDLE s = kt_test_user_session(kt_test_new_token("v3"));
+    CK_OBJECT_HANDLE ek = gcm_key(s, CKA_ENCRYPT);
+    CK_OBJECT_HANDLE dk = gcm_key(s, CKA_DECRYPT);
+    CK_MECHANISM gcm = {CKM_AES_GCM, NULL, 0};
+    unsigned char pt[40] = "a message in three parts of some length";
+    unsigned char iv[12] = "caller's iv", tag[16], ct[64], want[64], wtag[16];
+    CK_GCM_MESSAGE_PARAMS p = {iv, 12, 0, CKG_NO_GENERATE, tag, 128};
+    CK(f->C_MessageEncryptInit(s, &gcm, ek));
+    CK(f->C_EncryptMessageBegin(s, &p, sizeof(p), (CK_BYTE_PTR) "aad", 3));
+    RV(CKR_OPERATION_ACTIVE,
+       f->C_EncryptMessageBegin(s, &p, sizeof(p), (CK_BYTE_PTR) "aad", 3));
+    CK_ULONG n = 0, off = 0;
+    CK(f->C_EncryptMessageNext(s, &p, sizeof(p), pt, 7, NULL, &n, 0));
+    ck_assert_uint_eq(n, 7);
+    n = sizeof(ct);
+    CK(f->C_EncryptMessageNext(s, &p, sizeof(p), pt, 7, ct, &n, 0));
+    off += n;
+    n = sizeof(ct) - off;
+    CK(f->C_EncryptMessageNext(s, &p, sizeof(p), pt + 7, 20, ct + off, &n, 0));
+    off += n;
+    n = sizeof(ct) - off;
+    CK(f->C_EncryptMessageNext(s, &p, sizeof(p), pt + 27, 13, ct + off, &n,
+                               CKF_END_OF_MESSAGE));
+    off += n;
+    ck_assert_uint_eq(off, sizeof(pt));
+    bool ok;
+    ossl_gcm(true, iv, 12, (const unsigned char *)"aad", 3, pt, sizeof(pt),
+             want, wtag, 16, &ok);
+    ck_assert(ok && memcmp(ct, want, sizeof(pt)) == 0);
+    ck_assert(memcmp(tag, wtag, 16) == 0);
+    /* The message ended with its last part. */
+    n = sizeof(ct);
+    RV(CKR_OPERATION_NOT_INITIALIZED,
+       f->C_EncryptMessageNext(s, &p, sizeof(p), pt, 1, ct, &n, 0));
+
+    unsigned char back[64];
+    CK(f->C_MessageDecryptInit(s, &gcm, dk));
+    CK(f->C_DecryptMessageBegin(s, &p, sizeof(p), (CK_BYTE_PTR) "aad", 3));
+    n = sizeof(back);
+    CK(f->C_DecryptMessageNext(s, &p, sizeof(p), ct, 30, back, &n, 0));
+    ck_assert_uint_eq(n, 0); /* held until the tag checks */
+    n = 5;
+    RV(CKR_BUFFER_TOO_SMALL,
+       f->C_DecryptMessageNext(s, &p, sizeof(p), ct + 30, 10, back, &n,
+                               CKF_END_OF_MESSAGE));
+    ck_assert_uint_eq(n, sizeof(pt));
+    n = sizeof(back);
+    CK(f->C_DecryptMessageNext(s, &p, sizeof(p), ct + 30, 10, back, &n,
+                               CKF_END_OF_MESSAGE));
+    ck_assert_uint_eq(n, sizeof(pt));
+    ck_assert(memcmp(back, pt, n) == 0);
+    /* A bad tag: nothing comes out, the message ends, the operation
+     * stays. */
+    tag[0] ^= 0x80;
+    CK(f->C_DecryptMessageBegin(s, &p, sizeof(p), (CK_BYTE_PTR) "aad", 3));
+    memset(back, 0, sizeof(back));
+    n = sizeof(back);
+    RV(CKR_ENCRYPTED_DATA_INVALID,
+       f->C_DecryptMessageNext(s, &p, sizeof(p), ct, sizeof(pt), back, &n,
+                               CKF_END_OF_MESSAGE));
+    ck_assert_uint_eq(back[0] | back[7] | back[39], 0);
+    CK(f->C_DecryptMessageBegin(s, &p, sizeof(p), NULL, 0));
+    /* C_SessionCancel ends the operation. */
+    CK(f->C_SessionCancel(s, CKF_MESSAGE_DECRYPT));
+    RV(CKR_OPERATION_NOT_INITIALIZED, f->C_MessageDecryptFinal(s));
+}
+END_TEST
+
+/* The exact return codes of bad calls; message signatures are not
+ * offered. */
+START_TEST(test_message_errors)
+{
+    CK_FUNCTION_LIST_3_0_PTR f = list_3_0();
+    CK_SESSION_HANDLE s = kt_test_user_session(kt_test_new_token("v3"));
+    CK_OBJECT_HANDLE ek = gcm_key(s, CKA_ENCRYPT);
+    CK_OBJECT_HANDLE dk = gcm_key(s, CKA_DECRYPT);
     CK_BYTE iv[12] = {0}, tag[16], buf[64] = {0};
     CK_GCM_MESSAGE_PARAMS gp = {iv, sizeof(iv), 0, CKG_NO_GENERATE, tag, 128};
     CK_MECHANISM gcm = {CKM_AES_GCM, NULL, 0};
+    CK_MECHANISM cbc = {CKM_AES_CBC_PAD, iv, 16};
+    CK_MECHANISM gcm_p = {CKM_AES_GCM, &gp, sizeof(gp)};
     CK_ULONG n = sizeof(buf);
-    CK_RV nf = CKR_FUNCTION_NOT_SUPPORTED;
-    RV(nf, f->C_MessageEncryptInit(s, &gcm, k));
-    RV(nf, f->C_EncryptMessage(s, &gp, sizeof(gp), NULL, 0, buf, 16, buf, &n));
-    RV(nf, f->C_EncryptMessageBegin(s, &gp, sizeof(gp), NULL, 0));
-    RV(nf, f->C_EncryptMessageNext(s, &gp, sizeof(gp), buf, 16, buf, &n,
-                                   CKF_END_OF_MESSAGE));
-    RV(nf, f->C_MessageEncryptFinal(s));
-    RV(nf, f->C_MessageDecryptInit(s, &gcm, k));
-    RV(nf, f->C_DecryptMessage(s, &gp, sizeof(gp), NULL, 0, buf, 16, buf, &n));
-    RV(nf, f->C_DecryptMessageBegin(s, &gp, sizeof(gp), NULL, 0));
-    RV(nf, f->C_DecryptMessageNext(s, &gp, sizeof(gp), buf, 16, buf, &n, 0));
-    RV(nf, f->C_MessageDecryptFinal(s));
+    RV(CKR_OPERATION_NOT_INITIALIZED,
+       f->C_EncryptMessage(s, &gp, sizeof(gp), NULL, 0, buf, 16, buf, &n));
+    RV(CKR_OPERATION_NOT_INITIALIZED,
+       f->C_EncryptMessageBegin(s, &gp, sizeof(gp), NULL, 0));
+    RV(CKR_OPERATION_NOT_INITIALIZED, f->C_MessageDecryptFinal(s));
+    RV(CKR_ARGUMENTS_BAD, f->C_MessageEncryptInit(s, NULL, ek));
+    RV(CKR_MECHANISM_INVALID, f->C_MessageEncryptInit(s, &cbc, ek));
+    RV(CKR_MECHANISM_PARAM_INVALID, f->C_MessageEncryptInit(s, &gcm_p, ek));
+    RV(CKR_KEY_FUNCTION_NOT_PERMITTED, f->C_MessageEncryptInit(s, &gcm, dk));
+    RV(CKR_KEY_HANDLE_INVALID, f->C_MessageEncryptInit(s, &gcm, 77777));
+    RV(CKR_SESSION_HANDLE_INVALID, f->C_MessageEncryptInit(s + 1000, &gcm, ek));
+    CK(f->C_MessageEncryptInit(s, &gcm, ek));
+    RV(CKR_OPERATION_ACTIVE, f->C_MessageEncryptInit(s, &gcm, ek));
+    RV(CKR_ARGUMENTS_BAD,
+       f->C_EncryptMessage(s, &gp, sizeof(gp), NULL, 0, buf, 16, buf, NULL));
+    RV(CKR_ARGUMENTS_BAD,
+       f->C_EncryptMessage(s, &gp, sizeof(gp), NULL, 4, buf, 16, buf, &n));
+    RV(CKR_MECHANISM_PARAM_INVALID,
+       f->C_EncryptMessage(s, NULL, 0, NULL, 0, buf, 16, buf, &n));
+    RV(CKR_MECHANISM_PARAM_INVALID,
+       f->C_EncryptMessage(s, &gp, sizeof(gp) - 1, NULL, 0, buf, 16, buf, &n));
+    CK_GCM_MESSAGE_PARAMS bad = gp;
+    bad.ulTagBits = 64;
+    RV(CKR_MECHANISM_PARAM_INVALID,
+       f->C_EncryptMessage(s, &bad, sizeof(bad), NULL, 0, buf, 16, buf, &n));
+    bad = gp;
+    bad.ivGenerator = CKG_GENERATE_COUNTER_XOR;
+    RV(CKR_MECHANISM_PARAM_INVALID,
+       f->C_EncryptMessage(s, &bad, sizeof(bad), NULL, 0, buf, 16, buf, &n));
+    bad = gp;
+    bad.ivGenerator = CKG_GENERATE_RANDOM;
+    bad.ulIvFixedBits = 96; /* nothing left to generate */
+    RV(CKR_MECHANISM_PARAM_INVALID,
+       f->C_EncryptMessage(s, &bad, sizeof(bad), NULL, 0, buf, 16, buf, &n));
+    bad = gp;
+    bad.pTag = NULL;
+    RV(CKR_MECHANISM_PARAM_INVALID,
+       f->C_EncryptMessage(s, &bad, sizeof(bad), NULL, 0, buf, 16, buf, &n));
+    /* Errors end no operation. */
+    n = sizeof(buf);
+    CK(f->C_EncryptMessage(s, &gp, sizeof(gp), NULL, 0, buf, 16, buf, &n));
+    RV(CKR_OPERATION_NOT_INITIALIZED,
+       f->C_EncryptMessageNext(s, &gp, sizeof(gp), buf, 16, buf, &n, 0));
+    CK(f->C_EncryptMessageBegin(s, &gp, sizeof(gp), NULL, 0));
+    RV(CKR_OPERATION_ACTIVE,
+       f->C_EncryptMessage(s, &gp, sizeof(gp), NULL, 0, buf, 16, buf, &n));
+    RV(CKR_ARGUMENTS_BAD,
+       f->C_EncryptMessageNext(s, &gp, sizeof(gp), buf, 16, buf, &n, 0x8));
+    CK(f->C_MessageEncryptFinal(s));
+
     CK_MECHANISM hmac = {CKM_SHA256_HMAC, NULL, 0};
-    RV(nf, f->C_MessageSignInit(s, &hmac, k));
+    CK_RV nf = CKR_FUNCTION_NOT_SUPPORTED;
+    RV(nf, f->C_MessageSignInit(s, &hmac, ek));
     RV(nf, f->C_SignMessage(s, NULL, 0, buf, 16, buf, &n));
     RV(nf, f->C_SignMessageBegin(s, NULL, 0));
     RV(nf, f->C_SignMessageNext(s, NULL, 0, buf, 16, buf, &n));
     RV(nf, f->C_MessageSignFinal(s));
-    RV(nf, f->C_MessageVerifyInit(s, &hmac, k));
+    RV(nf, f->C_MessageVerifyInit(s, &hmac, ek));
     RV(nf, f->C_VerifyMessage(s, NULL, 0, buf, 16, buf, 32));
     RV(nf, f->C_VerifyMessageBegin(s, NULL, 0));
     RV(nf, f->C_VerifyMessageNext(s, NULL, 0, buf, 16, buf, 32));
     RV(nf, f->C_MessageVerifyFinal(s));
-    RV(CKR_SESSION_HANDLE_INVALID, f->C_MessageEncryptInit(s + 1000, &gcm, k));
     RV(CKR_SESSION_HANDLE_INVALID, f->C_MessageVerifyFinal(s + 1000));
 }
 END_TEST
@@ -253,7 +484,9 @@ static Suite *v3_suite(void)
     tcase_add_test(tc, test_info_per_interface);
     tcase_add_test(tc, test_login_user);
     tcase_add_test(tc, test_session_cancel);
-    tcase_add_test(tc, test_message_functions);
+    tcase_add_test(tc, test_message_gcm_single_part);
+    tcase_add_test(tc, test_message_gcm_parts);
+    tcase_add_test(tc, test_message_errors);
     suite_add_tcase(su, tc);
     return su;
 }
