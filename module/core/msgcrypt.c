@@ -16,6 +16,10 @@
 #include "ossl/ossl.h"
 #include "pkcs11v3.h"
 
+/* Bound of one message (and of its AAD): below OpenSSL's int lengths and
+ * the size_t sums here; GCM itself allows 2^36 - 32 bytes. */
+#define MSG_MAX ((size_t)1 << 30)
+
 struct kt_msg {
     CK_OBJECT_HANDLE key;
     unsigned char key_val[32];
@@ -116,6 +120,8 @@ static KT_NODISCARD CK_RV message_start(struct kt_msg *m, bool enc,
                                         CK_ULONG aad_len, kt_cipher **c)
 {
     CK_RV rv = CKR_OK;
+    if (aad_len > MSG_MAX)
+        return CKR_ARGUMENTS_BAD;
     if (enc && p->ivGenerator != CKG_NO_GENERATE) {
         size_t fixed = p->ulIvFixedBits / 8;
         rv = kt_ossl_random(p->pIv + fixed, p->ulIvLen - fixed);
@@ -157,8 +163,10 @@ static KT_NODISCARD CK_RV message_finish(kt_cipher *c, bool enc,
 }
 
 static KT_NODISCARD CK_RV out_room(unsigned char *out, CK_ULONG *out_len,
-                                   size_t need, bool *done)
+                                   size_t need, bool *done, bool enc)
 {
+    if (need > MSG_MAX)
+        return enc ? CKR_DATA_LEN_RANGE : CKR_ENCRYPTED_DATA_LEN_RANGE;
     *done = out == NULL || *out_len < need;
     CK_RV rv = out == NULL || *out_len >= need ? CKR_OK : CKR_BUFFER_TOO_SMALL;
     *out_len = need;
@@ -183,7 +191,7 @@ CK_RV kt_msg_oneshot(struct kt_session *s, bool enc, const void *param,
     else
         rv = msg_params(param, param_len, enc, &p);
     if (rv == CKR_OK)
-        rv = out_room(out, out_len, in_len, &done);
+        rv = out_room(out, out_len, in_len, &done, enc);
     if (rv == CKR_OK && !done)
         rv = message_start(m, enc, p, aad, aad_len, &c);
     if (rv == CKR_OK && !done)
@@ -219,13 +227,14 @@ CK_RV kt_msg_begin(struct kt_session *s, bool enc, const void *param,
 static KT_NODISCARD CK_RV hold(struct kt_msg *m, const unsigned char *in,
                                size_t len)
 {
-    if (len > SIZE_MAX - m->buf_len)
-        return CKR_DATA_LEN_RANGE;
+    if (len > MSG_MAX || m->buf_len + len > MSG_MAX)
+        return CKR_ENCRYPTED_DATA_LEN_RANGE;
     if (m->buf_len + len > m->buf_cap) {
         size_t cap = m->buf_cap ? m->buf_cap : 256;
         while (cap < m->buf_len + len)
             cap *= 2;
-        unsigned char *b = kt_secure_alloc(cap);
+        /* Ciphertext: ordinary memory (kt_free_secret frees either). */
+        unsigned char *b = malloc(cap);
         if (b == NULL)
             return CKR_HOST_MEMORY;
         if (m->buf_len > 0)
@@ -251,7 +260,7 @@ static KT_NODISCARD CK_RV next_part(struct kt_msg *m, bool enc,
         return out == NULL ? CKR_OK : hold(m, in, in_len);
     }
     size_t need = enc ? in_len : m->buf_len + in_len;
-    CK_RV rv = out_room(out, out_len, need, done);
+    CK_RV rv = out_room(out, out_len, need, done, enc);
     if (rv != CKR_OK || *done)
         return rv;
     if (enc && !last) {

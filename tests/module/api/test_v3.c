@@ -445,6 +445,10 @@ START_TEST(test_message_errors)
     bad.pTag = NULL;
     RV(CKR_MECHANISM_PARAM_INVALID,
        f->C_EncryptMessage(s, &bad, sizeof(bad), NULL, 0, buf, 16, buf, &n));
+    /* A message longer than the module's bound (1 GiB), never read. */
+    n = 0;
+    RV(CKR_DATA_LEN_RANGE, f->C_EncryptMessage(s, &gp, sizeof(gp), NULL, 0, buf,
+                                               (CK_ULONG)1 << 31, NULL, &n));
     /* Errors end no operation. */
     n = sizeof(buf);
     CK(f->C_EncryptMessage(s, &gp, sizeof(gp), NULL, 0, buf, 16, buf, &n));
