@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "ossl/ossl.h"
+#include "kt_asym.h"
 
 #define KT_WRAPPED_MAX (64u * 1024)
 #define KT_GCM_WRAP_IV 12
@@ -30,8 +31,8 @@ struct gcm_wrap {
     CK_MECHANISM mech;
 };
 
-static KT_NODISCARD CK_RV gcm_wrap_params(const CK_MECHANISM *mech, bool unwrap,
-                                          struct gcm_wrap *g)
+static KT_NODISCARD CK_RV gcm_module_iv(const CK_MECHANISM *mech, bool unwrap,
+                                        struct gcm_wrap *g)
 {
     const void *p = mech->pParameter;
     CK_ULONG pl = mech->ulParameterLen;
@@ -67,6 +68,20 @@ static KT_NODISCARD CK_RV gcm_wrap_params(const CK_MECHANISM *mech, bool unwrap,
     return CKR_OK;
 }
 
+/* With legacy_mechanisms = yes a wrap also takes GCM parameters of the
+ * caller's choosing, IV included, as C_Encrypt does (other tokens do, and
+ * OpenSC's p11test wraps so); a zeroed 12-byte IV still gets the module's. */
+static KT_NODISCARD CK_RV gcm_wrap_params(const CK_MECHANISM *mech, bool unwrap,
+                                          struct gcm_wrap *g)
+{
+    CK_RV rv = gcm_module_iv(mech, unwrap, g);
+    if (rv == CKR_MECHANISM_PARAM_INVALID && kt_schema_legacy()) {
+        g->caller_iv = NULL;
+        return CKR_OK;
+    }
+    return rv;
+}
+
 /* Security strength in bits of a secret key's value (SP 800-57 Part 1
  * table 2): an AES key its size; another secret key its size up to 256
  * (HMAC keys beyond the hash's block add nothing). */
@@ -78,15 +93,35 @@ static size_t key_strength(CK_KEY_TYPE type, size_t value_len)
     return bits < 256 ? bits : 256;
 }
 
-/* A secret wrapping key at least as strong as the key it wraps; RSA keys
+/* A secret wrapping key at least as strong as the key it wraps (STRENGTH
+ * bits; AES-256 is the strongest there is, so it wraps any key); RSA keys
  * (2048 bits at least, the module minimum) may wrap any secret key, see
- * SECURITY.md. */
+ * SECURITY.md. With legacy_mechanisms = yes any key wraps any other, as in
+ * other tokens. */
+static bool strong_enough(const struct kt_key *wk, size_t strength)
+{
+    if (wk->cls != CKO_SECRET_KEY || kt_schema_legacy())
+        return true;
+    return wk->value_len * 8 >= (strength < 256 ? strength : 256);
+}
+
 static bool wrap_strong_enough(const struct kt_key *wk, CK_KEY_TYPE type,
                                size_t value_len)
 {
-    if (wk->cls != CKO_SECRET_KEY)
+    return strong_enough(wk, key_strength(type, value_len));
+}
+
+/* The mechanisms a private key leaves and comes in under, as its PKCS#8
+ * PrivateKeyInfo: the authenticated AES wraps (RFC 5649 under both its
+ * names, GCM). With legacy_mechanisms = yes every mechanism that wraps a
+ * secret key, as other tokens allow (a PrivateKeyInfo of a length the
+ * mechanism cannot take is then CKR_KEY_NOT_WRAPPABLE, see kt_keys_wrap). */
+static bool private_key_mech(CK_MECHANISM_TYPE type)
+{
+    if (kt_schema_legacy())
         return true;
-    return wk->value_len * 8 >= key_strength(type, value_len);
+    return type == CKM_AES_KEY_WRAP_KWP || type == CKM_AES_KEY_WRAP_PAD ||
+           type == CKM_AES_GCM;
 }
 
 static KT_NODISCARD CK_RV map_wrapping_error(CK_RV rv, bool unwrap)
@@ -139,11 +174,15 @@ static KT_NODISCARD CK_RV wrap_op_start(struct kt_session *s,
 
 /* PKCS#11 v2.40 §4.9: a key leaves only if extractable, under a trusted
  * key if it asks for one, and if it matches the wrapping key's
- * CKA_WRAP_TEMPLATE; and only under a key at least as strong. */
+ * CKA_WRAP_TEMPLATE; a private key only under the mechanisms above; and
+ * only under a key at least as strong (a private key's strength is checked
+ * once it is encoded, wrap_plain). */
 static KT_NODISCARD CK_RV check_wrappable(const struct kt_key *k,
-                                          const struct kt_key *wk)
+                                          const struct kt_key *wk,
+                                          CK_MECHANISM_TYPE mech)
 {
-    if (k->cls != CKO_SECRET_KEY || k->value == NULL)
+    bool priv = k->cls == CKO_PRIVATE_KEY;
+    if (!priv && (k->cls != CKO_SECRET_KEY || k->value == NULL))
         return CKR_KEY_NOT_WRAPPABLE;
     if (!kt_attrs_get_bool(&k->attrs, CKA_EXTRACTABLE, false))
         return CKR_KEY_UNEXTRACTABLE;
@@ -160,6 +199,8 @@ static KT_NODISCARD CK_RV check_wrappable(const struct kt_key *k,
         if (!ok)
             return CKR_KEY_NOT_WRAPPABLE;
     }
+    if (priv)
+        return private_key_mech(mech) ? CKR_OK : CKR_KEY_NOT_WRAPPABLE;
     if (!wrap_strong_enough(wk, k->type, k->value_len))
         return CKR_WRAPPING_KEY_SIZE_RANGE;
     return CKR_OK;
@@ -177,65 +218,122 @@ bool kt_keys_public_to_private(const struct kt_key *k, const kt_attrs *a)
     return unauthenticated && kt_attrs_get_bool(a, CKA_PRIVATE, true);
 }
 
+/* RFC 3394 (CKM_AES_KEY_WRAP) takes multiples of 8 bytes: PKCS#11 v2.40
+ * §2.14.3 pads a key of another length with zeros. *der (secure heap, len
+ * bytes) is replaced by the padded copy. */
+static KT_NODISCARD CK_RV zero_pad8(unsigned char **der, size_t *len)
+{
+    size_t n = (*len + 7) / 8 * 8;
+    if (n == *len)
+        return CKR_OK;
+    unsigned char *p = kt_secure_alloc(n);
+    if (p == NULL)
+        return CKR_HOST_MEMORY;
+    memcpy(p, *der, *len);
+    memset(p + *len, 0, n - *len);
+    kt_free_secret(*der, *len);
+    *der = p;
+    *len = n;
+    return CKR_OK;
+}
+
+/* What the wrap encrypts: a secret key's value, or a private key's
+ * PrivateKeyInfo (*owned, secure heap, freed by the caller with
+ * kt_free_secret). */
+static KT_NODISCARD CK_RV wrap_plain(const struct kt_key *k,
+                                     const struct kt_key *wk,
+                                     CK_MECHANISM_TYPE mech,
+                                     const unsigned char **plain,
+                                     size_t *plain_len, unsigned char **owned)
+{
+    *owned = NULL;
+    if (k->cls != CKO_PRIVATE_KEY) {
+        *plain = k->value;
+        *plain_len = k->value_len;
+        return CKR_OK;
+    }
+    unsigned strength = 0;
+    CK_RV rv = kt_asym_to_pkcs8(k, owned, plain_len, &strength);
+    if (rv == CKR_OK && mech == CKM_AES_KEY_WRAP)
+        rv = zero_pad8(owned, plain_len);
+    if (rv != CKR_OK)
+        return rv;
+    *plain = *owned;
+    return strong_enough(wk, strength) ? CKR_OK : CKR_WRAPPING_KEY_SIZE_RANGE;
+}
+
+/* A GCM wrap with the module's IV (g->caller_iv set): the IV is drawn
+ * only for a wrap that writes a blob, since a length query or a short
+ * buffer neither uses nor returns one. The operation set up with the
+ * zeroed IV is set up again with it. *done: answered (length, short). */
+static KT_NODISCARD CK_RV gcm_draw_iv(struct kt_session *s,
+                                      const CK_MECHANISM *mech,
+                                      CK_OBJECT_HANDLE wrapping,
+                                      struct gcm_wrap *g, size_t plain_len,
+                                      struct kt_op *op, unsigned char *out,
+                                      CK_ULONG *out_len, bool *done)
+{
+    const struct kt_key *wk = NULL;
+    CK_RV rv = kt_out_check(out, out_len, plain_len + 16, done);
+    if (*done)
+        return rv;
+    rv = kt_ossl_random(g->iv, sizeof(g->iv));
+    if (rv != CKR_OK)
+        return rv;
+    kt_op_release(op);
+    return wrap_op_start(s, mech, wrapping, false, op, &wk);
+}
+
 CK_RV kt_keys_wrap(struct kt_session *s, const CK_MECHANISM *mech,
                    CK_OBJECT_HANDLE wrapping, CK_OBJECT_HANDLE key,
                    unsigned char *out, CK_ULONG *out_len)
 {
-    struct kt_token *t = s->token;
     const struct kt_key *wk = NULL;
     struct kt_key k;
     struct kt_op op;
+    struct gcm_wrap g;
+    const unsigned char *plain = NULL;
+    unsigned char *owned = NULL;
+    size_t plain_len = 0;
+    bool done = false;
     memset(&k, 0, sizeof(k));
     kt_attrs_init(&k.attrs);
     memset(&op, 0, sizeof(op));
-    struct gcm_wrap g;
     memset(&g, 0, sizeof(g));
     CK_RV rv = CKR_OK;
     if (mech->mechanism == CKM_AES_GCM) {
         rv = gcm_wrap_params(mech, false, &g);
         if (rv != CKR_OK)
             return rv;
-        mech = &g.mech;
+        if (g.caller_iv != NULL)
+            mech = &g.mech;
     }
     pthread_mutex_lock(&s->lock);
     rv = wrap_op_start(s, mech, wrapping, false, &op, &wk);
-    if (rv != CKR_OK)
-        goto out;
-    rv = kt_key_snapshot(t, key, 0, &k);
-    if (rv != CKR_OK)
-        goto out;
-    rv = check_wrappable(&k, wk);
+    if (rv == CKR_OK)
+        rv = kt_key_snapshot(s->token, key, 0, &k);
+    if (rv == CKR_OK)
+        rv = check_wrappable(&k, wk, mech->mechanism);
     if (rv == CKR_OK && kt_keys_public_to_private(wk, &k.attrs))
         rv = CKR_KEY_NOT_WRAPPABLE; /* a public key never wraps a private one */
-    if (rv != CKR_OK)
-        goto out;
-    if (g.caller_iv != NULL) {
-        /* The IV is drawn only for a wrap that writes a blob: a length
-         * query or a short buffer neither uses nor returns one. The
-         * operation set up with the zeroed IV is set up again with it. */
-        size_t need = k.value_len + 16;
-        if (out == NULL || *out_len < need) {
-            rv = out == NULL ? CKR_OK : CKR_BUFFER_TOO_SMALL;
-            *out_len = need;
-            goto out;
-        }
-        rv = kt_ossl_random(g.iv, sizeof(g.iv));
-        if (rv == CKR_OK) {
-            kt_op_release(&op);
-            rv = wrap_op_start(s, mech, wrapping, false, &op, &wk);
-        }
-        if (rv != CKR_OK)
-            goto out;
-    }
-    rv = op.mech->ops->oneshot(&op, k.value, k.value_len, out, out_len);
-    if (rv == CKR_DATA_LEN_RANGE)
-        rv = CKR_KEY_SIZE_RANGE;
-    /* The IV is returned with the blob it protects. */
+    if (rv == CKR_OK)
+        rv = wrap_plain(&k, wk, mech->mechanism, &plain, &plain_len, &owned);
     if (rv == CKR_OK && g.caller_iv != NULL)
+        rv = gcm_draw_iv(s, mech, wrapping, &g, plain_len, &op, out, out_len,
+                         &done);
+    if (rv != CKR_OK || done)
+        goto out;
+    rv = op.mech->ops->oneshot(&op, plain, plain_len, out, out_len);
+    if (rv == CKR_DATA_LEN_RANGE)
+        rv = k.cls == CKO_PRIVATE_KEY ? CKR_KEY_NOT_WRAPPABLE
+                                      : CKR_KEY_SIZE_RANGE;
+    /* The IV is returned with the blob it protects. */
+    if (rv == CKR_OK && g.caller_iv != NULL && out != NULL)
         memcpy(g.caller_iv, g.iv, sizeof(g.iv));
 out:
     kt_op_release(&op);
     pthread_mutex_unlock(&s->lock);
+    kt_free_secret(owned, plain_len);
     kt_key_clear(&k);
     return rv;
 }
@@ -266,10 +364,11 @@ CK_RV kt_keys_apply_template(const struct kt_key *k, CK_ATTRIBUTE_TYPE which,
 
 /* The new key's attributes: the caller's template under the unwrapping
  * key's CKA_UNWRAP_TEMPLATE, a secret key whose value only the unwrap
- * gives. */
+ * gives, or a private key (*cls) under a mechanism that carries one. */
 static KT_NODISCARD CK_RV unwrap_template(const struct kt_key *uk,
+                                          CK_MECHANISM_TYPE mech,
                                           const CK_ATTRIBUTE *t, CK_ULONG n,
-                                          kt_attrs *a)
+                                          kt_attrs *a, CK_OBJECT_CLASS *cls)
 {
     CK_RV rv = kt_attrs_from_template(a, t, n);
     if (rv == CKR_OK)
@@ -278,11 +377,29 @@ static KT_NODISCARD CK_RV unwrap_template(const struct kt_key *uk,
         return rv;
     if (kt_attrs_has(a, CKA_VALUE))
         return CKR_TEMPLATE_INCONSISTENT;
-    CK_OBJECT_CLASS cls = 0;
-    rv = kt_attrs_get_ulong(a, CKA_CLASS, &cls);
+    rv = kt_attrs_get_ulong(a, CKA_CLASS, cls);
     if (rv != CKR_OK)
         return rv;
-    return cls == CKO_SECRET_KEY ? CKR_OK : CKR_TEMPLATE_INCONSISTENT;
+    if (*cls == CKO_PRIVATE_KEY)
+        return private_key_mech(mech) ? CKR_OK : CKR_MECHANISM_INVALID;
+    return *cls == CKO_SECRET_KEY ? CKR_OK : CKR_TEMPLATE_INCONSISTENT;
+}
+
+/* A private key's PrivateKeyInfo (plain, wiped and freed here) joins the
+ * template; CKR_UNWRAPPING_KEY_SIZE_RANGE for a key stronger than the
+ * unwrapping key, before any object is made. */
+static KT_NODISCARD CK_RV unwrap_private(const struct kt_key *uk,
+                                         CK_MECHANISM_TYPE mech,
+                                         unsigned char *plain, size_t len,
+                                         size_t cap, kt_attrs *a)
+{
+    unsigned strength = 0;
+    CK_RV rv =
+        kt_asym_from_pkcs8(plain, len, mech == CKM_AES_KEY_WRAP, a, &strength);
+    kt_free_secret(plain, cap);
+    if (rv == CKR_OK && !strong_enough(uk, strength))
+        rv = CKR_UNWRAPPING_KEY_SIZE_RANGE;
+    return rv;
 }
 
 /* Whether the unwrapping key UK is strong enough for a value of LEN bytes
@@ -309,6 +426,7 @@ CK_RV kt_keys_unwrap(struct kt_session *s, const CK_MECHANISM *mech,
     kt_attrs a;
     unsigned char *plain = NULL;
     CK_ULONG plain_len = len + 16;
+    CK_OBJECT_CLASS cls = 0;
     kt_attrs_init(&a);
     memset(&op, 0, sizeof(op));
     /* No wrapped secret key is anywhere near this size; it also bounds the
@@ -324,7 +442,7 @@ CK_RV kt_keys_unwrap(struct kt_session *s, const CK_MECHANISM *mech,
     pthread_mutex_lock(&s->lock);
     CK_RV rv = wrap_op_start(s, mech, unwrapping, true, &op, &uk);
     if (rv == CKR_OK)
-        rv = unwrap_template(uk, t, n, &a);
+        rv = unwrap_template(uk, mech->mechanism, t, n, &a, &cls);
     if (rv == CKR_OK && kt_keys_public_to_private(uk, &a))
         rv = s->token->login == CKU_USER ? CKR_TEMPLATE_INCONSISTENT
                                          : CKR_USER_NOT_LOGGED_IN;
@@ -346,21 +464,30 @@ CK_RV kt_keys_unwrap(struct kt_session *s, const CK_MECHANISM *mech,
         rv = CKR_WRAPPED_KEY_INVALID;
         goto out;
     }
-    /* A key stronger than the unwrapping key never comes in under it (the
-     * decrypted value is wiped below, no object is made). */
-    if (!unwrap_strong_enough(uk, &a, plain_len)) {
+    if (cls == CKO_PRIVATE_KEY) {
+        rv =
+            unwrap_private(uk, mech->mechanism, plain, plain_len, len + 16, &a);
+        plain = NULL;
+    } else if (kt_asym_is_pkcs8(plain, plain_len)) {
+        /* A private key's PrivateKeyInfo never becomes a secret key's
+         * value, which a template may leave readable (class confusion). */
+        rv = CKR_WRAPPED_KEY_INVALID;
+    } else if (!unwrap_strong_enough(uk, &a, plain_len)) {
+        /* A key stronger than the unwrapping key never comes in under it
+         * (the decrypted value is wiped below, no object is made). */
         rv = CKR_UNWRAPPING_KEY_SIZE_RANGE;
-        goto out;
+    } else {
+        /* The plaintext block (secure heap) becomes the value: no copy. */
+        rv = kt_attrs_set_take(&a, CKA_VALUE, plain, plain_len);
+        plain = NULL;
     }
-    /* The plaintext block (secure heap) becomes the value: no copy. */
-    rv = kt_attrs_set_take(&a, CKA_VALUE, plain, plain_len);
-    plain = NULL;
     if (rv != CKR_OK)
         goto out;
     rv = kt_object_create(s, &a, KT_CREATE_UNWRAP, NULL, NULL, out);
-    /* A decrypted value of the wrong size for the key type is a bad blob,
-     * not a bad template. */
-    if (rv == CKR_ATTRIBUTE_VALUE_INVALID)
+    /* A decrypted value of the wrong size for the key type, or a private
+     * key that fails the checks of an imported one or is of a size the
+     * module refuses, is a bad blob, not a bad template. */
+    if (rv == CKR_ATTRIBUTE_VALUE_INVALID || rv == CKR_KEY_SIZE_RANGE)
         rv = CKR_WRAPPED_KEY_INVALID;
 out:
     kt_free_secret(plain, len + 16);

@@ -31,6 +31,28 @@ KT_NODISCARD CK_RV kt_asym_ecdh(const CK_MECHANISM *m,
                                 const struct kt_key *base, size_t len,
                                 unsigned char **secret, size_t *secret_len);
 
+/* C_WrapKey of a private key: its PKCS#8 PrivateKeyInfo (DER, from
+ * kt_secure_alloc: the caller frees it with kt_free_secret) and the key's
+ * security strength in bits. CKR_KEY_NOT_WRAPPABLE for a key that is no
+ * private key of a type the module parses. */
+KT_NODISCARD CK_RV kt_asym_to_pkcs8(const struct kt_key *k, unsigned char **der,
+                                    size_t *len, unsigned *strength);
+/* C_UnwrapKey of a private key: the key in a PrivateKeyInfo (followed by
+ * up to 7 zero bytes when zero_padded) joins the template a (CKA_KEY_TYPE,
+ * the private and public values, CKA_PUBLIC_KEY_INFO), for
+ * kt_object_create to check as an imported key.
+ * CKR_WRAPPED_KEY_INVALID for a blob that is no PrivateKeyInfo of a key type
+ * the module keeps; CKR_TEMPLATE_INCONSISTENT when the template names
+ * another key type or any of the key's values. *strength as above. */
+KT_NODISCARD CK_RV kt_asym_from_pkcs8(const unsigned char *der, size_t len,
+                                      bool zero_padded, kt_attrs *a,
+                                      unsigned *strength);
+
+/* Is p a PKCS#8 PrivateKeyInfo? C_UnwrapKey of a secret key refuses one:
+ * a private key's blob never comes in as a secret key whose value could
+ * then be read. */
+bool kt_asym_is_pkcs8(const unsigned char *p, size_t len);
+
 /* Behind C_GenerateKeyPair and C_DeriveKey (keys_asym.c). */
 KT_NODISCARD CK_RV kt_keys_generate_pair(
     struct kt_session *s, const CK_MECHANISM *mech, const CK_ATTRIBUTE *pub_t,

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "ossl/asym.h"
+#include "ossl/pkcs8.h"
 
 /* ---- keys from attributes -------------------------------------------- */
 
@@ -653,4 +654,106 @@ CK_RV kt_asym_ecdh(const CK_MECHANISM *m, const struct kt_key *base, size_t len,
     memcpy(*secret, s.data, *secret_len);
     kt_ossl_buf_free(&s);
     return CKR_OK;
+}
+
+/* ---- PKCS#8: C_WrapKey and C_UnwrapKey of private keys -------------- */
+
+/* Every key type key_build() parses and set_private_attrs() exports leaves
+ * and comes in here unchanged: the DER is OpenSSL's (ossl/pkcs8.c). */
+CK_RV kt_asym_to_pkcs8(const struct kt_key *k, unsigned char **der, size_t *len,
+                       unsigned *strength)
+{
+    struct asym_cache *kc = NULL;
+    CK_RV rv;
+
+    *der = NULL;
+    *len = 0;
+    if (k->cls != CKO_PRIVATE_KEY)
+        return CKR_KEY_NOT_WRAPPABLE;
+    rv = key_get(k, &kc);
+    if (rv != CKR_OK)
+        return rv == CKR_HOST_MEMORY ? rv : CKR_KEY_NOT_WRAPPABLE;
+    EVP_PKEY *pkey = kt_ossl_asym_key_pkey(kc->key);
+    *strength = kt_ossl_key_strength(pkey);
+    rv = kt_ossl_pkcs8_encode(pkey, kt_secure_alloc, der, len);
+    kt_cache_unref(&kc->base);
+    return rv;
+}
+
+/* Copies every attribute of from into a; one a already has must be the
+ * same (the template agreeing with the blob), or the template is
+ * inconsistent. */
+static KT_NODISCARD CK_RV merge_material(kt_attrs *a, const kt_attrs *from)
+{
+    for (size_t i = 0; i < from->n; i++) {
+        const CK_ATTRIBUTE *at = &from->v[i];
+        const CK_ATTRIBUTE *have = kt_attrs_find(a, at->type);
+        if (at->type == CKA_CLASS)
+            continue;
+        if (have != NULL) {
+            if (!kt_attr_equal(have, at))
+                return CKR_TEMPLATE_INCONSISTENT;
+            continue;
+        }
+        CK_RV rv = kt_attrs_set(a, at->type, at->pValue, at->ulValueLen);
+        if (rv != CKR_OK)
+            return rv;
+    }
+    return CKR_OK;
+}
+
+CK_RV kt_asym_from_pkcs8(const unsigned char *der, size_t len, bool zero_padded,
+                         kt_attrs *a, unsigned *strength)
+{
+    EVP_PKEY *key = NULL;
+    kt_attrs m;
+    CK_KEY_TYPE want = 0;
+    /* RFC 3394 pads a key to a multiple of 8 bytes with zeros (PKCS#11
+     * v2.40 §2.14.3): up to 7 zero bytes may follow the PrivateKeyInfo. */
+    if (zero_padded) {
+        size_t n = kt_ossl_der_seq_len(der, len);
+        if (n == 0 || len - n >= 8)
+            return CKR_WRAPPED_KEY_INVALID;
+        for (size_t i = n; i < len; i++)
+            if (der[i] != 0)
+                return CKR_WRAPPED_KEY_INVALID;
+        len = n;
+    }
+    CK_RV rv = kt_ossl_pkcs8_decode(der, len, &key);
+
+    if (rv != CKR_OK)
+        return rv;
+    kt_attrs_init(&m);
+    CK_KEY_TYPE type = kt_ossl_key_type(key);
+    *strength = kt_ossl_key_strength(key);
+    /* A key type the module does not keep is no key of this token. */
+    if (type == CKK_VENDOR_DEFINED || !kt_ossl_key_is_private(key)) {
+        rv = CKR_WRAPPED_KEY_INVALID;
+        goto out;
+    }
+    if (kt_attrs_has(a, CKA_KEY_TYPE)) {
+        rv = kt_attrs_get_ulong(a, CKA_KEY_TYPE, &want);
+        if (rv == CKR_OK && want != type)
+            rv = CKR_TEMPLATE_INCONSISTENT;
+    } else {
+        rv = kt_attrs_set_ulong(a, CKA_KEY_TYPE, type);
+    }
+    /* The class first: the private values then get secure blocks. */
+    if (rv == CKR_OK)
+        rv = kt_attrs_set_ulong(&m, CKA_CLASS, CKO_PRIVATE_KEY);
+    if (rv == CKR_OK)
+        rv = set_public_attrs(&m, key, CKO_PRIVATE_KEY);
+    if (rv == CKR_OK)
+        rv = set_private_attrs(&m, key);
+    if (rv == CKR_OK)
+        rv = merge_material(a, &m);
+out:
+    kt_attrs_clear(&m);
+    kt_ossl_key_unref(key);
+    return rv;
+}
+
+bool kt_asym_is_pkcs8(const unsigned char *p, size_t len)
+{
+    return kt_ossl_is_pkcs8(p, len);
 }

@@ -86,6 +86,15 @@ static const char *hash_name(CK_MECHANISM_TYPE hash)
     }
 }
 
+/* The raw PSS signature's hash, fetched from the module's context. */
+static int pss_set_md(EVP_PKEY_CTX *ctx, const char *name)
+{
+    EVP_MD *md = EVP_MD_fetch(kt_ossl_libctx(), name, NULL);
+    int r = md != NULL ? EVP_PKEY_CTX_set_signature_md(ctx, md) : 0;
+    EVP_MD_free(md);
+    return r;
+}
+
 static size_t hash_len(CK_MECHANISM_TYPE hash)
 {
     switch (hash) {
@@ -379,7 +388,7 @@ CK_RV kt_ossl_rsa_generate(CK_ULONG bits, const unsigned char *exp,
         rv = CKR_ATTRIBUTE_VALUE_INVALID;
         goto out;
     }
-    ctx = EVP_PKEY_CTX_new_from_name(NULL, KT_ALG_RSA, NULL);
+    ctx = EVP_PKEY_CTX_new_from_name(kt_ossl_libctx(), KT_ALG_RSA, NULL);
     if (ctx == NULL || EVP_PKEY_keygen_init(ctx) <= 0 ||
         EVP_PKEY_CTX_set_rsa_keygen_bits(ctx, (int)bits) <= 0 ||
         EVP_PKEY_CTX_set1_rsa_keygen_pubexp(ctx, e) <= 0 ||
@@ -405,7 +414,7 @@ CK_RV kt_ossl_ec_generate(const unsigned char *params, size_t params_len,
     if (rv != CKR_OK)
         return rv;
     rv = CKR_GENERAL_ERROR;
-    ctx = EVP_PKEY_CTX_new_from_name(NULL, KT_ALG_EC, NULL);
+    ctx = EVP_PKEY_CTX_new_from_name(kt_ossl_libctx(), KT_ALG_EC, NULL);
     if (ctx == NULL || EVP_PKEY_keygen_init(ctx) <= 0 ||
         EVP_PKEY_CTX_set_group_name(ctx, OBJ_nid2sn(nid)) <= 0 ||
         EVP_PKEY_generate(ctx, out) <= 0)
@@ -589,7 +598,7 @@ static KT_NODISCARD CK_RV fromdata(const char *type, int selection,
     if (params == NULL)
         goto out;
     rv = CKR_ATTRIBUTE_VALUE_INVALID;
-    ctx = EVP_PKEY_CTX_new_from_name(NULL, type, NULL);
+    ctx = EVP_PKEY_CTX_new_from_name(kt_ossl_libctx(), type, NULL);
     if (ctx == NULL || EVP_PKEY_fromdata_init(ctx) <= 0 ||
         EVP_PKEY_fromdata(ctx, out, selection, params) <= 0)
         goto out;
@@ -794,25 +803,30 @@ CK_RV kt_ossl_key_id(const EVP_PKEY *key, unsigned char id[KT_KEY_ID_LEN])
     size_t len = 0;
     kt_rsa_parts rsa;
     unsigned int md_len = KT_KEY_ID_LEN;
+    EVP_MD *sha1 = EVP_MD_fetch(kt_ossl_libctx(), "SHA1", NULL);
     int ok;
 
     switch (kt_ossl_key_type(key)) {
     case CKK_RSA:
-        if (kt_ossl_rsa_export(key, 0, &rsa) != CKR_OK)
+        if (kt_ossl_rsa_export(key, 0, &rsa) != CKR_OK) {
+            EVP_MD_free(sha1);
             return CKR_GENERAL_ERROR;
-        ok = EVP_Digest(rsa.n.data, rsa.n.len, id, &md_len, EVP_sha1(), NULL);
+        }
+        ok = sha1 != NULL &&
+             EVP_Digest(rsa.n.data, rsa.n.len, id, &md_len, sha1, NULL);
         kt_rsa_parts_free(&rsa);
         break;
     case CKK_EC:
         ok = EVP_PKEY_get_octet_string_param(key, OSSL_PKEY_PARAM_PUB_KEY, buf,
                                              sizeof(buf), &len) &&
-             EVP_Digest(buf, len, id, &md_len, EVP_sha1(), NULL);
+             sha1 != NULL && EVP_Digest(buf, len, id, &md_len, sha1, NULL);
         break;
     default:
-        return CKR_KEY_TYPE_INCONSISTENT;
+        ok = -1;
     }
+    EVP_MD_free(sha1);
     ERR_clear_error();
-    return ok ? CKR_OK : CKR_GENERAL_ERROR;
+    return ok < 0 ? CKR_KEY_TYPE_INCONSISTENT : ok ? CKR_OK : CKR_GENERAL_ERROR;
 }
 
 /* ---- certificates ---------------------------------------------------- */
@@ -836,8 +850,8 @@ CK_RV kt_ossl_cert_fields(const unsigned char *der, size_t len,
     memset(out, 0, sizeof(*out));
     if (der == NULL || len == 0 || len > LONG_MAX)
         return rv;
-    x = d2i_X509(NULL, &p, (long)len);
-    if (x == NULL || p != der + len)
+    x = X509_new_ex(kt_ossl_libctx(), NULL);
+    if (x == NULL || d2i_X509(&x, &p, (long)len) == NULL || p != der + len)
         goto out;
     rv = CKR_HOST_MEMORY;
     /* With a NULL output pointer i2d allocates, and allocates nothing when
@@ -956,9 +970,7 @@ static KT_NODISCARD CK_RV set_rsa_padding(kt_asym_op *op, EVP_PKEY_CTX *ctx,
         if (rv != CKR_OK)
             return rv;
         if (EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_PSS_PADDING) <= 0 ||
-            (m->hash == 0 &&
-             EVP_PKEY_CTX_set_signature_md(
-                 ctx, EVP_get_digestbyname(hash_name(pss.hashAlg))) <= 0) ||
+            (m->hash == 0 && pss_set_md(ctx, hash_name(pss.hashAlg)) <= 0) ||
             EVP_PKEY_CTX_set_rsa_mgf1_md_name(ctx, hash_name(pss.hashAlg),
                                               NULL) <= 0 ||
             EVP_PKEY_CTX_set_rsa_pss_saltlen(ctx, (int)pss.sLen) <= 0)
@@ -1186,13 +1198,14 @@ static KT_NODISCARD CK_RV asym_ctx_init(kt_asym_op *op, EVP_PKEY_CTX **ctx)
         if (op->mctx == NULL)
             return CKR_HOST_MEMORY;
         r = op->mode == KT_ASYM_SIGN
-                ? EVP_DigestSignInit_ex(op->mctx, ctx, md, NULL, NULL, op->key,
-                                        NULL)
-                : EVP_DigestVerifyInit_ex(op->mctx, ctx, md, NULL, NULL,
-                                          op->key, NULL);
+                ? EVP_DigestSignInit_ex(op->mctx, ctx, md, kt_ossl_libctx(),
+                                        NULL, op->key, NULL)
+                : EVP_DigestVerifyInit_ex(op->mctx, ctx, md, kt_ossl_libctx(),
+                                          NULL, op->key, NULL);
         return r <= 0 ? CKR_GENERAL_ERROR : CKR_OK;
     }
-    op->pctx = *ctx = EVP_PKEY_CTX_new_from_pkey(NULL, op->key, NULL);
+    op->pctx = *ctx =
+        EVP_PKEY_CTX_new_from_pkey(kt_ossl_libctx(), op->key, NULL);
     if (*ctx == NULL)
         return CKR_GENERAL_ERROR;
     switch (op->mode) {
@@ -1615,7 +1628,7 @@ CK_RV kt_ossl_ecdh_derive(EVP_PKEY *priv, const CK_MECHANISM *mech,
         goto out;
     }
     rv = CKR_GENERAL_ERROR;
-    ctx = EVP_PKEY_CTX_new_from_pkey(NULL, priv, NULL);
+    ctx = EVP_PKEY_CTX_new_from_pkey(kt_ossl_libctx(), priv, NULL);
     if (ctx == NULL || EVP_PKEY_derive_init(ctx) <= 0)
         goto out;
     if (EVP_PKEY_derive_set_peer(ctx, peer) <= 0) {

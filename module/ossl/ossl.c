@@ -10,7 +10,17 @@
 #include <openssl/evp.h>
 #include <openssl/kdf.h>
 #include <openssl/params.h>
+#include <openssl/provider.h>
 #include <openssl/rand.h>
+
+/* The module's own OpenSSL library context, with the default provider
+ * only. The host's default context may hold any provider its configuration
+ * loads, pkcs11-provider among them: a key built or an algorithm fetched
+ * there could be served by a provider that calls back into this module
+ * (C_SignInit -> EVP_PKEY_fromdata -> pkcs11-provider -> C_CreateObject).
+ * Every fetch and every key of the module names this context. */
+static OSSL_LIB_CTX *libctx;
+static OSSL_PROVIDER *default_prov;
 
 /* Algorithms fetched once at C_Initialize: fetching per call costs more than
  * the AES work of a key wrap. */
@@ -28,23 +38,48 @@ static const char *const cipher_names[5][3] = {
 };
 static const char *const md_names[3] = {"SHA256", "SHA384", "SHA512"};
 
+OSSL_LIB_CTX *kt_ossl_libctx(void)
+{
+    return libctx;
+}
+
+static bool libctx_init(void)
+{
+    if (libctx != NULL)
+        return true;
+    /* OSSL_LIB_CTX_new() reads no configuration file: no provider the
+     * host's openssl.cnf names is ever loaded here. */
+    libctx = OSSL_LIB_CTX_new();
+    if (libctx == NULL)
+        return false;
+    default_prov = OSSL_PROVIDER_load(libctx, "default");
+    if (default_prov == NULL) {
+        OSSL_LIB_CTX_free(libctx);
+        libctx = NULL;
+        return false;
+    }
+    return true;
+}
+
 CK_RV kt_ossl_init(void)
 {
+    if (!libctx_init())
+        return CKR_GENERAL_ERROR;
     for (int m = 0; m < 5; m++)
         for (int k = 0; k < 3; k++)
             if (ciphers[m][k] == NULL &&
-                (ciphers[m][k] =
-                     EVP_CIPHER_fetch(NULL, cipher_names[m][k], NULL)) == NULL)
+                (ciphers[m][k] = EVP_CIPHER_fetch(libctx, cipher_names[m][k],
+                                                  NULL)) == NULL)
                 return CKR_GENERAL_ERROR;
     for (int i = 0; i < 3; i++)
         if (mds[i] == NULL &&
-            (mds[i] = EVP_MD_fetch(NULL, md_names[i], NULL)) == NULL)
+            (mds[i] = EVP_MD_fetch(libctx, md_names[i], NULL)) == NULL)
             return CKR_GENERAL_ERROR;
     if (hmac_alg == NULL &&
-        (hmac_alg = EVP_MAC_fetch(NULL, OSSL_MAC_NAME_HMAC, NULL)) == NULL)
+        (hmac_alg = EVP_MAC_fetch(libctx, OSSL_MAC_NAME_HMAC, NULL)) == NULL)
         return CKR_GENERAL_ERROR;
-    if (scrypt_alg == NULL &&
-        (scrypt_alg = EVP_KDF_fetch(NULL, OSSL_KDF_NAME_SCRYPT, NULL)) == NULL)
+    if (scrypt_alg == NULL && (scrypt_alg = EVP_KDF_fetch(
+                                   libctx, OSSL_KDF_NAME_SCRYPT, NULL)) == NULL)
         return CKR_GENERAL_ERROR;
     return CKR_OK;
 }
@@ -64,21 +99,27 @@ void kt_ossl_fini(void)
     hmac_alg = NULL;
     EVP_KDF_free(scrypt_alg);
     scrypt_alg = NULL;
+    OSSL_PROVIDER_unload(default_prov);
+    default_prov = NULL;
+    OSSL_LIB_CTX_free(libctx);
+    libctx = NULL;
 }
 
 CK_RV kt_ossl_random(unsigned char *buf, size_t len)
 {
     if (len == 0)
         return CKR_OK;
-    if (len > INT32_MAX || RAND_bytes(buf, (int)len) != 1)
+    if (len > INT32_MAX || RAND_bytes_ex(libctx, buf, len, 0) != 1)
         return CKR_FUNCTION_FAILED;
     return CKR_OK;
 }
 
 void kt_ossl_seed(const unsigned char *buf, size_t len)
 {
-    if (len > 0 && len <= INT32_MAX)
-        RAND_seed(buf, (int)len);
+    /* Mixed into the context's primary generator as additional input. */
+    EVP_RAND_CTX *drbg = RAND_get0_primary(libctx);
+    if (len > 0 && drbg != NULL)
+        KT_IGNORE_RESULT(EVP_RAND_reseed(drbg, 0, NULL, 0, buf, len));
 }
 
 void kt_ossl_cleanse(void *p, size_t len)
@@ -495,8 +536,10 @@ CK_RV kt_ossl_check_value(CK_KEY_TYPE kt, const unsigned char *key, size_t len,
             kt_ossl_cipher_free(c);
     } else {
         unsigned int l = 0;
-        if (EVP_Digest(key, len, res, &l, EVP_sha1(), NULL) != 1)
+        EVP_MD *sha1 = EVP_MD_fetch(libctx, "SHA1", NULL);
+        if (sha1 == NULL || EVP_Digest(key, len, res, &l, sha1, NULL) != 1)
             rv = CKR_FUNCTION_FAILED;
+        EVP_MD_free(sha1);
     }
     if (rv == CKR_OK)
         memcpy(out, res, 3);
@@ -508,7 +551,7 @@ CK_RV kt_ossl_check_value(CK_KEY_TYPE kt, const unsigned char *key, size_t len,
 
 CK_RV kt_ossl_x25519_keygen(unsigned char priv[32], unsigned char pub[32])
 {
-    EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_name(NULL, "X25519", NULL);
+    EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_name(libctx, "X25519", NULL);
     EVP_PKEY *k = NULL;
     size_t pl = 32, ql = 32;
     CK_RV rv = CKR_FUNCTION_FAILED;
@@ -527,7 +570,7 @@ CK_RV kt_ossl_x25519_keygen(unsigned char priv[32], unsigned char pub[32])
 CK_RV kt_ossl_x25519_public(const unsigned char priv[32], unsigned char pub[32])
 {
     EVP_PKEY *k =
-        EVP_PKEY_new_raw_private_key_ex(NULL, "X25519", NULL, priv, 32);
+        EVP_PKEY_new_raw_private_key_ex(libctx, "X25519", NULL, priv, 32);
     size_t ql = 32;
     CK_RV rv =
         k != NULL && EVP_PKEY_get_raw_public_key(k, pub, &ql) == 1 && ql == 32
@@ -541,11 +584,11 @@ CK_RV kt_ossl_x25519(const unsigned char priv[32], const unsigned char peer[32],
                      unsigned char shared[32])
 {
     EVP_PKEY *k =
-        EVP_PKEY_new_raw_private_key_ex(NULL, "X25519", NULL, priv, 32);
+        EVP_PKEY_new_raw_private_key_ex(libctx, "X25519", NULL, priv, 32);
     EVP_PKEY *p =
-        EVP_PKEY_new_raw_public_key_ex(NULL, "X25519", NULL, peer, 32);
+        EVP_PKEY_new_raw_public_key_ex(libctx, "X25519", NULL, peer, 32);
     EVP_PKEY_CTX *ctx =
-        k != NULL ? EVP_PKEY_CTX_new_from_pkey(NULL, k, NULL) : NULL;
+        k != NULL ? EVP_PKEY_CTX_new_from_pkey(libctx, k, NULL) : NULL;
     size_t len = 32;
     CK_RV rv = CKR_FUNCTION_FAILED;
     /* OpenSSL refuses an all-zero shared secret (a small-order peer). */
@@ -566,7 +609,7 @@ CK_RV kt_ossl_hkdf256(const unsigned char *ikm, size_t ikm_len,
                       const unsigned char *info, size_t info_len,
                       unsigned char *out, size_t out_len)
 {
-    EVP_KDF *alg = EVP_KDF_fetch(NULL, OSSL_KDF_NAME_HKDF, NULL);
+    EVP_KDF *alg = EVP_KDF_fetch(libctx, OSSL_KDF_NAME_HKDF, NULL);
     EVP_KDF_CTX *k = alg != NULL ? EVP_KDF_CTX_new(alg) : NULL;
     OSSL_PARAM params[] = {
         OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, "SHA256", 0),

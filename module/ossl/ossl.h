@@ -10,6 +10,9 @@
 
 KT_NODISCARD CK_RV kt_ossl_init(void);
 void kt_ossl_fini(void);
+/* The module's private library context (default provider only), for every
+ * fetch and every key the module makes; NULL before kt_ossl_init. */
+struct ossl_lib_ctx_st *kt_ossl_libctx(void);
 
 KT_NODISCARD CK_RV kt_ossl_random(unsigned char *buf, size_t len);
 void kt_ossl_seed(const unsigned char *buf, size_t len);

@@ -97,8 +97,21 @@ START_TEST(test_planted_key_wraps_private_key_out)
     bool leaked = rv == CKR_OK && kwp_unwrap(blob, (int)bl, plain) == 32;
     SEC_REFUSED(!leaked, "a public key made before login wraps a private key "
                          "out; the blob opens under the planted value");
-    if (!kt_test_is_softhsm())
-        RV(CKR_KEY_NOT_WRAPPABLE, rv);
+    if (kt_test_is_softhsm())
+        return;
+    RV(CKR_KEY_NOT_WRAPPABLE, rv);
+    /* A private (CKO_PRIVATE_KEY) key as well: its PrivateKeyInfo. */
+    unsigned char p256[] = {0x06, 0x08, 0x2a, 0x86, 0x48,
+                            0xce, 0x3d, 0x03, 0x01, 0x07};
+    CK_ATTRIBUTE pt[] = {{CKA_EC_PARAMS, p256, sizeof(p256)}};
+    CK_ATTRIBUTE st[] = {{CKA_EXTRACTABLE, &yes, 1}, {CKA_SIGN, &yes, 1}};
+    CK_MECHANISM gen = {CKM_EC_KEY_PAIR_GEN, NULL, 0};
+    CK_OBJECT_HANDLE ec_pub, ec_priv;
+    CK(P->C_GenerateKeyPair(pub, &gen, pt, N(pt), st, N(st), &ec_pub,
+                            &ec_priv));
+    unsigned char big[512];
+    bl = sizeof(big);
+    RV(CKR_KEY_NOT_WRAPPABLE, P->C_WrapKey(pub, &m, k, ec_priv, big, &bl));
 }
 END_TEST
 
