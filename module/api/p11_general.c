@@ -73,6 +73,7 @@ static void kt_atfork_child(void)
             for (size_t j = 0;
                  kt_hmap_iter(&t->shards[sh].objects, &j, NULL, &v);)
                 kt_object_free(v);
+        kt_token_fork_wipe_dying(t);
     }
     void *sv;
     for (unsigned sh = 0; sh < KT_SHARDS; sh++)
@@ -145,9 +146,13 @@ CK_RV C_Initialize(CK_VOID_PTR init_args)
     }
     kt_log_open(cfg.log_level, cfg.log_file);
     kt_secure_init(cfg.secure_heap_size);
-    rv = kt_ossl_init();
+    rv = kt_ossl_init(cfg.legacy_mechanisms);
     if (rv != CKR_OK) {
-        kt_log(KT_LOG_ERROR, "OpenSSL algorithms unavailable");
+        kt_log(KT_LOG_ERROR, "OpenSSL algorithms unavailable%s",
+               cfg.legacy_mechanisms
+                   ? " (legacy_mechanisms = yes needs OpenSSL's legacy "
+                     "provider for DES)"
+                   : "");
         goto out;
     }
     pthread_mutex_lock(&kt_g.lock);

@@ -83,7 +83,9 @@ CK_RV C_DeriveKey(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech,
     if (rv == CKR_OK)
         rv = kt_session_ref(h, &s);
     if (rv == CKR_OK)
-        rv = kt_keys_derive(s, mech, base, t, n, out);
+        rv = kt_derive_symmetric(mech->mechanism)
+                 ? kt_keys_derive_sym(s, mech, base, t, n, out)
+                 : kt_keys_derive(s, mech, base, t, n, out);
     kt_session_unref(s);
     return kt_trace("C_DeriveKey", rv);
 }

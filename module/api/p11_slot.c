@@ -99,15 +99,18 @@ CK_RV C_GetMechanismList(CK_SLOT_ID slot, CK_MECHANISM_TYPE_PTR list,
         rv = CKR_SLOT_ID_INVALID;
     pthread_mutex_unlock(&kt_g.lock);
     if (rv == CKR_OK) {
-        size_t n = kt_mech_count();
+        size_t n = 0, all = kt_mech_count();
+        for (size_t i = 0; i < all; i++)
+            n += kt_mech_offered(kt_mech_at(i));
         if (list == NULL) {
             *count = n;
         } else if (*count < n) {
             *count = n;
             rv = CKR_BUFFER_TOO_SMALL;
         } else {
-            for (size_t i = 0; i < n; i++)
-                list[i] = kt_mech_at(i)->type;
+            for (size_t i = 0, j = 0; i < all; i++)
+                if (kt_mech_offered(kt_mech_at(i)))
+                    list[j++] = kt_mech_at(i)->type;
             *count = n;
         }
     }

@@ -33,9 +33,82 @@ static bool secure_made_here;
  * when it is full. 0: no limit (the host's heap, its size unknown). */
 static size_t secure_budget;
 
+/* Small secure blocks (at most KT_SLOT bytes: secret key values, unwrap
+ * buffers) come from slots of one block of a heap made here, taken at
+ * kt_secure_init and kept with the heap, without OpenSSL's global lock:
+ * threads that unwrap and destroy keys would otherwise queue on it (three
+ * acquisitions per key). A slot is claimed and released with one atomic
+ * on its group's word (64 slots a group, each group on its own cache
+ * line; a thread starts at a group of its own) and wiped whole before it
+ * is released. */
+#define KT_SLOT        64
+#define KT_SLOT_GROUPS 16
+struct slot_group {
+    _Alignas(KT_CACHE_LINE) _Atomic uint64_t taken; /* bit i: slot i */
+};
+static struct slot_group slot_groups[KT_SLOT_GROUPS];
+static unsigned char *slot_base;
+static unsigned slot_ngroups;
+static atomic_uint slot_next_group;
+static _Thread_local unsigned slot_home = UINT_MAX;
+
+/* A sixteenth of the heap, at most KT_SLOT_GROUPS groups. */
+static void slots_init(size_t heap)
+{
+    size_t group = (size_t)KT_SLOT * 64;
+    size_t n = heap / 16 / group;
+    if (n > KT_SLOT_GROUPS)
+        n = KT_SLOT_GROUPS;
+    if (n == 0)
+        return;
+    void *p = kt_ossl_secure_malloc(n * group);
+    if (p == NULL)
+        return;
+    slot_base = p;
+    slot_ngroups = (unsigned)n;
+}
+
+static void *slot_alloc(void)
+{
+    unsigned n = slot_ngroups;
+    if (n == 0)
+        return NULL;
+    if (slot_home >= n)
+        slot_home = atomic_fetch_add_explicit(&slot_next_group, 1,
+                                              memory_order_relaxed) %
+                    n;
+    for (unsigned k = 0; k < n; k++) {
+        unsigned g = (slot_home + k) % n;
+        _Atomic uint64_t *w = &slot_groups[g].taken;
+        uint64_t cur = atomic_load_explicit(w, memory_order_relaxed);
+        while (cur != UINT64_MAX) {
+            unsigned bit = (unsigned)__builtin_ctzll(~cur);
+            if (atomic_compare_exchange_weak_explicit(
+                    w, &cur, cur | (UINT64_C(1) << bit), memory_order_acquire,
+                    memory_order_relaxed))
+                return slot_base + ((size_t)g * 64 + bit) * KT_SLOT;
+        }
+    }
+    return NULL;
+}
+
+/* p is a slot: wiped whole and released. */
+static bool slot_free(void *p)
+{
+    const unsigned char *q = p;
+    size_t span = (size_t)slot_ngroups * 64 * KT_SLOT;
+    if (slot_base == NULL || q < slot_base || q >= slot_base + span)
+        return false;
+    size_t i = (size_t)(q - slot_base) / KT_SLOT;
+    kt_ossl_cleanse(slot_base + i * KT_SLOT, KT_SLOT);
+    atomic_fetch_and_explicit(&slot_groups[i / 64].taken,
+                              ~(UINT64_C(1) << (i % 64)), memory_order_release);
+    return true;
+}
+
 void kt_free_secret(void *p, size_t len)
 {
-    if (p == NULL)
+    if (p == NULL || slot_free(p))
         return;
     if (kt_ossl_secure_allocated(p)) {
         kt_ossl_secure_clear_free(p, len);
@@ -84,12 +157,19 @@ void kt_secure_init(size_t size)
      * entry and merge nothing. */
     if (secure_made_here && kt_ossl_secure_malloc(1) == NULL)
         kt_log(KT_LOG_WARNING, "secure heap: cannot reserve its first block");
+    if (secure_made_here)
+        slots_init(size);
 }
 
 void *kt_secure_alloc(size_t len)
 {
     if (len == 0)
         len = 1;
+    if (len <= KT_SLOT) {
+        void *slot = slot_alloc();
+        if (slot != NULL)
+            return slot;
+    }
     /* A full heap is not asked again until a block goes back: each failed
      * try costs a walk of its free lists under its global lock. */
     size_t refused = atomic_load_explicit(&secure_full, memory_order_relaxed);

@@ -308,7 +308,21 @@ static bool key_type_fits(CK_OBJECT_CLASS cls, CK_KEY_TYPE kt)
     case CKK_SHA256_HMAC:
     case CKK_SHA384_HMAC:
     case CKK_SHA512_HMAC:
+    /* --- symmetric key types */
+    case CKK_SHA_1_HMAC:
+    case CKK_SHA224_HMAC:
+    case CKK_SHA3_224_HMAC:
+    case CKK_SHA3_256_HMAC:
+    case CKK_SHA3_384_HMAC:
+    case CKK_SHA3_512_HMAC:
+    case CKK_MD5_HMAC:
+    case CKK_HKDF:
         return cls == CKO_SECRET_KEY;
+    case CKK_DES:
+    case CKK_DES2:
+    case CKK_DES3:
+        return cls == CKO_SECRET_KEY && kt_schema_legacy();
+    /* --- end symmetric key types */
     case CKK_RSA:
     case CKK_EC:
         return cls == CKO_PUBLIC_KEY || cls == CKO_PRIVATE_KEY;
@@ -350,6 +364,10 @@ CK_RV kt_schema_check_value(CK_OBJECT_CLASS cls, CK_KEY_TYPE kt,
         return CKR_TEMPLATE_INCOMPLETE;
     if (kt == CKK_AES && v->ulValueLen != 16 && v->ulValueLen != 24 &&
         v->ulValueLen != 32)
+        return CKR_ATTRIBUTE_VALUE_INVALID;
+    if ((kt == CKK_DES && v->ulValueLen != 8) ||
+        (kt == CKK_DES2 && v->ulValueLen != 16) ||
+        (kt == CKK_DES3 && v->ulValueLen != 24))
         return CKR_ATTRIBUTE_VALUE_INVALID;
     if (v->ulValueLen == 0)
         return CKR_ATTRIBUTE_VALUE_INVALID;
@@ -433,7 +451,9 @@ static KT_NODISCARD CK_RV set_key_origin(kt_attrs *a, unsigned bit,
                                          enum kt_create_how how,
                                          CK_MECHANISM_TYPE keygen_mech)
 {
-    bool generated = how == KT_CREATE_GENERATE;
+    enum kt_create_how kind = (enum kt_create_how)(how & KT_CREATE_HOW_MASK);
+    bool generated = kind == KT_CREATE_GENERATE;
+    bool derived = kind == KT_CREATE_DERIVE;
     CK_RV rv = kt_attrs_set_bool(a, CKA_LOCAL, generated);
     if (rv == CKR_OK)
         rv = kt_attrs_set_ulong(a, CKA_KEY_GEN_MECHANISM,
@@ -442,10 +462,13 @@ static KT_NODISCARD CK_RV set_key_origin(kt_attrs *a, unsigned bit,
     if (rv == CKR_OK && (bit & (C_SECRET | C_PRIV)) != 0) {
         bool sens = kt_attrs_get_bool(a, CKA_SENSITIVE, true);
         bool extr = kt_attrs_get_bool(a, CKA_EXTRACTABLE, false);
-        rv = kt_attrs_set_bool(a, CKA_ALWAYS_SENSITIVE, generated && sens);
+        bool base_as = derived && (how & KT_DERIVE_BASE_ALWAYS_SENSITIVE);
+        bool base_ne = derived && (how & KT_DERIVE_BASE_NEVER_EXTRACTABLE);
+        rv = kt_attrs_set_bool(a, CKA_ALWAYS_SENSITIVE,
+                               (generated || base_as) && sens);
         if (rv == CKR_OK)
-            rv =
-                kt_attrs_set_bool(a, CKA_NEVER_EXTRACTABLE, generated && !extr);
+            rv = kt_attrs_set_bool(a, CKA_NEVER_EXTRACTABLE,
+                                   (generated || base_ne) && !extr);
     }
     return rv;
 }

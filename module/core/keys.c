@@ -215,7 +215,13 @@ bool kt_keys_public_to_private(const struct kt_key *k, const kt_attrs *a)
                            !kt_attrs_get_bool(&k->attrs, CKA_PRIVATE, true) &&
                            !kt_attrs_get_bool(&k->attrs, CKA_TOKEN, false) &&
                            !kt_attrs_get_bool(&k->attrs, CKA_TRUSTED, false);
-    return unauthenticated && kt_attrs_get_bool(a, CKA_PRIVATE, true);
+    /* CKA_PRIVATE's default: true for secret and private keys (a template
+     * without CKA_CLASS makes a secret key here), false for the rest. */
+    CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+    if (kt_attrs_get_ulong(a, CKA_CLASS, &cls) != CKR_OK)
+        cls = CKO_SECRET_KEY;
+    bool dflt = cls == CKO_SECRET_KEY || cls == CKO_PRIVATE_KEY;
+    return unauthenticated && kt_attrs_get_bool(a, CKA_PRIVATE, dflt);
 }
 
 /* RFC 3394 (CKM_AES_KEY_WRAP) takes multiples of 8 bytes: PKCS#11 v2.40
@@ -525,6 +531,10 @@ CK_RV kt_keys_generate(struct kt_session *s, const CK_MECHANISM *mech,
     }
     if (rv == CKR_OK && kt_attrs_has(&a, CKA_VALUE))
         rv = CKR_TEMPLATE_INCONSISTENT;
+    /* A DES key's length is the mechanism's: the template need not say. */
+    if (rv == CKR_OK && kt_mech_fixed_len(m->type) != 0 &&
+        !kt_attrs_has(&a, CKA_VALUE_LEN))
+        rv = kt_attrs_set_ulong(&a, CKA_VALUE_LEN, kt_mech_fixed_len(m->type));
     if (rv == CKR_OK)
         rv = kt_attrs_set_ulong(&a, CKA_CLASS, cls);
     if (rv == CKR_OK)

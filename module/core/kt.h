@@ -18,6 +18,48 @@
 #ifndef CKM_AES_KEY_WRAP_KWP
 #define CKM_AES_KEY_WRAP_KWP 0x210BUL
 #endif
+/* --- symmetric mechanisms of PKCS#11 3.0 the p11-kit headers lack */
+#ifndef CKM_SHA3_256
+#define CKM_SHA3_256              0x2B0UL
+#define CKM_SHA3_256_HMAC         0x2B1UL
+#define CKM_SHA3_256_HMAC_GENERAL 0x2B2UL
+#define CKM_SHA3_224              0x2B5UL
+#define CKM_SHA3_224_HMAC         0x2B6UL
+#define CKM_SHA3_224_HMAC_GENERAL 0x2B7UL
+#define CKM_SHA3_384              0x2C0UL
+#define CKM_SHA3_384_HMAC         0x2C1UL
+#define CKM_SHA3_384_HMAC_GENERAL 0x2C2UL
+#define CKM_SHA3_512              0x2D0UL
+#define CKM_SHA3_512_HMAC         0x2D1UL
+#define CKM_SHA3_512_HMAC_GENERAL 0x2D2UL
+#endif
+#ifndef CKK_SHA3_224_HMAC
+#define CKK_SHA3_224_HMAC 0x36UL
+#define CKK_SHA3_256_HMAC 0x37UL
+#define CKK_SHA3_384_HMAC 0x38UL
+#define CKK_SHA3_512_HMAC 0x39UL
+#endif
+#ifndef CKM_HKDF_DERIVE
+#define CKM_HKDF_DERIVE    0x402AUL
+#define CKM_HKDF_DATA      0x402BUL
+#define CKM_HKDF_KEY_GEN   0x402CUL
+#define CKK_HKDF           0x42UL
+#define CKF_HKDF_SALT_NULL 0x1UL
+#define CKF_HKDF_SALT_DATA 0x2UL
+#define CKF_HKDF_SALT_KEY  0x4UL
+typedef struct CK_HKDF_PARAMS {
+    CK_BBOOL bExtract;
+    CK_BBOOL bExpand;
+    CK_MECHANISM_TYPE prfHashMechanism;
+    CK_ULONG ulSaltType;
+    CK_BYTE_PTR pSalt;
+    CK_ULONG ulSaltLen;
+    CK_OBJECT_HANDLE hSaltKey;
+    CK_BYTE_PTR pInfo;
+    CK_ULONG ulInfoLen;
+} CK_HKDF_PARAMS;
+#endif
+/* --- end symmetric mechanisms */
 
 #define KT_PRINTF(f, a) __attribute__((format(printf, f, a)))
 
@@ -108,6 +150,17 @@ static inline unsigned kt_handle_shard(CK_ULONG h)
 {
     return (unsigned)(h % KT_SHARDS);
 }
+/* A pause in a short wait on another core (no system call). */
+static inline void kt_cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#else
+    atomic_signal_fence(memory_order_seq_cst);
+#endif
+}
 void kt_hmap_init(kt_hmap *m);
 void kt_hmap_free(kt_hmap *m);
 KT_NODISCARD CK_RV kt_hmap_put(kt_hmap *m, CK_ULONG key, void *val);
@@ -142,7 +195,13 @@ enum kt_create_how {
     KT_CREATE_GENERATE, /* C_GenerateKey / C_GenerateKeyPair */
     KT_CREATE_UNWRAP,   /* C_UnwrapKey */
     KT_CREATE_DERIVE,   /* C_DeriveKey */
+    /* Or'ed into KT_CREATE_DERIVE: the base key is CKA_ALWAYS_SENSITIVE /
+     * CKA_NEVER_EXTRACTABLE, which the derived key inherits (PKCS#11
+     * v2.40 §4.10) if it is sensitive / not extractable itself. */
+    KT_DERIVE_BASE_ALWAYS_SENSITIVE = 0x10,
+    KT_DERIVE_BASE_NEVER_EXTRACTABLE = 0x20,
 };
+#define KT_CREATE_HOW_MASK 0x0f
 /* Checks a template for a new object and completes it with defaults and
  * token-maintained attributes. `keygen_mech` is the generating mechanism
  * (CK_UNAVAILABLE_INFORMATION unless generated). is_so: the SO is the
@@ -216,6 +275,10 @@ struct kt_object {
     void *pkey;
     /* Family cache (see struct kt_cache in mech.h), dropped like pkey. */
     struct kt_cache *cache;
+    /* Session objects: a key snapshot was taken of it (kt_key_snapshot,
+     * under the token's `lock`), so a session may keep it cached and its
+     * destruction sweeps the sessions (kt_session_forget_keys). */
+    atomic_bool snapshotted;
 };
 void kt_object_free(struct kt_object *o);
 /* Recomputes the cached fields (class, key type, token, private,
@@ -291,6 +354,10 @@ struct kt_obj_shard {
     _Alignas(KT_CACHE_LINE) pthread_mutex_t lock;
     kt_hmap objects; /* handle -> struct kt_object (session objects) */
     kt_hmap labels;  /* label hash -> first session object of a chain */
+    /* Destroyed session objects not yet freed (waiting for lookups that
+     * may hold them), chained through label_prev / label_next: a fork
+     * child wipes them with the others (kt_token_fork_wipe_dying). */
+    struct kt_object *dying;
 };
 
 struct kt_token {
@@ -361,10 +428,14 @@ struct kt_token {
     atomic_llong next_check_ms;
     /* Under `lock`: this token's login keeps the process non-dumpable. */
     bool nodump;
-    /* Bumped whenever `lock` is taken for writing (kt_token_wrlock): every
-     * change that can affect an existing object's attributes, visibility or
-     * existence does that. A session's cached key snapshot (struct
-     * kt_session.key_cache) is valid while this has not moved. */
+    /* Bumped by kt_token_wrlock: every change under `lock` that can affect
+     * an existing object's attributes or visibility, and the removal of a
+     * token object, takes it that way. A session's cached key snapshot
+     * (struct kt_session.key_cache) is valid while this has not moved.
+     * Write acquisitions that change none of that take `lock` directly:
+     * installing a parsed key or family cache (object.c) and waiting out
+     * the lookups of a destroyed session object, whose destruction reaches
+     * the snapshots through kt_session_forget_keys instead. */
     atomic_ulong objects_seq;
     struct kt_obj_shard shards[KT_SHARDS];
 };
@@ -449,6 +520,18 @@ KT_NODISCARD CK_RV kt_token_modify_object(struct kt_token *t,
                                           kt_change_fn change, void *ctx);
 KT_NODISCARD CK_RV kt_token_destroy_object(struct kt_token *t,
                                            CK_OBJECT_HANDLE h);
+/* C_DestroyObject of a session object, without the store's lock and
+ * without moving objects_seq: removed from its shard under the token's
+ * `lock` (read) and the shard's lock, then freed (wiped) once no lookup can
+ * still hold it. KT_CKR_RETRY if h is no session object (a token object:
+ * kt_token_destroy_object). *snapshotted: a session may cache its
+ * snapshot (the caller then calls kt_session_forget_keys). */
+KT_NODISCARD CK_RV kt_token_destroy_session_object(struct kt_token *t,
+                                                   CK_OBJECT_HANDLE h,
+                                                   bool *snapshotted);
+/* Fork child (single-threaded): frees (wipes) the session objects whose
+ * destruction was under way in another thread of the parent. */
+void kt_token_fork_wipe_dying(struct kt_token *t);
 void kt_token_destroy_session_objects(struct kt_token *t, CK_SESSION_HANDLE s);
 void kt_token_token_info(struct kt_token *t, CK_TOKEN_INFO *info);
 
@@ -704,6 +787,13 @@ KT_NODISCARD CK_RV kt_keys_unwrap(struct kt_session *s,
                                   CK_OBJECT_HANDLE *out);
 /* Forces the base/unwrapping key's CKA_UNWRAP_TEMPLATE or
  * CKA_DERIVE_TEMPLATE (which) on the new key's attributes a. */
+/* C_DeriveKey from a secret key (derive.c): HKDF and *_ENCRYPT_DATA. */
+bool kt_derive_symmetric(CK_MECHANISM_TYPE m);
+KT_NODISCARD CK_RV kt_keys_derive_sym(struct kt_session *s,
+                                      const CK_MECHANISM *mech,
+                                      CK_OBJECT_HANDLE base,
+                                      const CK_ATTRIBUTE *t, CK_ULONG n,
+                                      CK_OBJECT_HANDLE *out);
 KT_NODISCARD CK_RV kt_keys_apply_template(const struct kt_key *k,
                                           CK_ATTRIBUTE_TYPE which, kt_attrs *a);
 /* Public session objects (any session makes and uses them without login)

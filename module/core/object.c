@@ -23,10 +23,12 @@ void kt_object_free(struct kt_object *o)
     free(o);
 }
 
+/* Installing a cache or a parsed key changes no attribute, visibility or
+ * existence: objects_seq stays, and sessions keep their snapshots. */
 void kt_object_set_cache(struct kt_token *t, CK_OBJECT_HANDLE h,
                          struct kt_cache *cache)
 {
-    kt_token_wrlock(t);
+    pthread_rwlock_wrlock(&t->lock);
     struct kt_object *o = kt_token_get(t, h);
     if (o != NULL && o->cache == NULL && o->unsealed) {
         o->cache = cache;
@@ -53,7 +55,7 @@ void kt_object_refresh(struct kt_object *o)
 
 void kt_object_set_pkey(struct kt_token *t, CK_OBJECT_HANDLE h, void *pkey)
 {
-    kt_token_wrlock(t);
+    pthread_rwlock_wrlock(&t->lock);
     struct kt_object *o = kt_token_get(t, h);
     if (o != NULL && o->pkey == NULL && o->unsealed) {
         o->pkey = pkey;
@@ -300,9 +302,13 @@ CK_RV kt_object_set(struct kt_session *s, CK_OBJECT_HANDLE h,
     pthread_rwlock_rdlock(&tok->lock);
     struct kt_object *o = kt_token_object(tok, h);
     bool token = o != NULL && o->token;
+    /* Only the master key matters for a token object: the change reads it
+     * from the store, verified and unsealed. In memory it may be sealed for
+     * a moment while logged in: another thread's sync installs a row
+     * another process changed before it unseals it (outside the lock). */
     if (o == NULL)
         rv = CKR_OBJECT_HANDLE_INVALID;
-    else if (kt_object_sealed(o) || (token && !tok->mk_loaded))
+    else if (token && !tok->mk_loaded)
         rv = CKR_USER_NOT_LOGGED_IN;
     pthread_rwlock_unlock(&tok->lock);
     if (rv != CKR_OK)
@@ -370,7 +376,16 @@ out:
 CK_RV kt_object_destroy(struct kt_session *s, CK_OBJECT_HANDLE h)
 {
     struct kt_token *tok = s->token;
-    CK_RV rv = CKR_OK;
+    /* Session objects: neither the store's lock nor a write of the token's
+     * lock, and a sweep only if a session may cache the key. */
+    bool swept = false;
+    CK_RV rv = kt_token_destroy_session_object(tok, h, &swept);
+    if (rv != KT_CKR_RETRY) {
+        if (rv == CKR_OK && swept)
+            kt_session_forget_keys(tok, h);
+        return rv;
+    }
+    rv = CKR_OK;
     /* No store sync here: deleting a row another process already deleted
      * is harmless, and session objects never touch the store. */
     pthread_rwlock_rdlock(&tok->lock);
@@ -456,7 +471,12 @@ CK_RV kt_find_init(struct kt_session *s, const CK_ATTRIBUTE *t, CK_ULONG n)
     CK_RV rv = kt_attrs_from_template(&tmpl, t, n);
     if (rv != CKR_OK)
         return rv;
-    rv = kt_token_sync(tok);
+    /* A search for session objects alone (CKA_TOKEN false) can find
+     * nothing another process wrote: no store read (no system call). */
+    bool session_only = kt_attrs_has(&tmpl, CKA_TOKEN) &&
+                        !kt_attrs_get_bool(&tmpl, CKA_TOKEN, true);
+    if (!session_only)
+        rv = kt_token_sync(tok);
     if (rv != CKR_OK)
         goto out;
     pthread_rwlock_rdlock(&tok->lock);
@@ -534,6 +554,10 @@ CK_RV kt_key_snapshot(struct kt_token *t, CK_OBJECT_HANDLE h,
         rv = CKR_KEY_FUNCTION_NOT_PERMITTED;
     else if (kt_object_sealed(o))
         rv = CKR_USER_NOT_LOGGED_IN;
+    /* Its destruction must reach sessions that keep this snapshot
+     * (kt_token_destroy_session_object reads it). */
+    if (rv == CKR_OK && !o->token)
+        atomic_store_explicit(&o->snapshotted, true, memory_order_relaxed);
     if (rv == CKR_OK) {
         /* The hot path of wrap/unwrap: share one immutable copy of the
          * attributes instead of copying them per operation. Writers hold

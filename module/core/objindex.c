@@ -167,6 +167,91 @@ static void table_del(struct kt_token *t, struct kt_object *o)
         kt_hmap_del(&t->by_id, (CK_ULONG)o->id);
 }
 
+/* Out of the shard's maps into its dying list (the shard's lock held). */
+static void dying_add(struct kt_obj_shard *sh, struct kt_object *o)
+{
+    shard_del(sh, o);
+    o->label_prev = NULL;
+    o->label_next = sh->dying;
+    if (sh->dying != NULL)
+        sh->dying->label_prev = o;
+    sh->dying = o;
+}
+
+static void dying_del(struct kt_obj_shard *sh, struct kt_object *o)
+{
+    if (o->label_next != NULL)
+        o->label_next->label_prev = o->label_prev;
+    if (o->label_prev != NULL)
+        o->label_prev->label_next = o->label_next;
+    else
+        sh->dying = o->label_next;
+    o->label_prev = o->label_next = NULL;
+}
+
+/* Every lookup that may hold an object removed from its shard holds the
+ * token's `lock` for reading since before the removal: once a write
+ * acquisition succeeds, none does. Readers hold it for table work only, so
+ * a few tries without blocking nearly always succeed; no objects_seq move
+ * (nothing visible changes here). */
+static void wait_readers(struct kt_token *t)
+{
+    for (int i = 0; i < 64; i++) {
+        if (pthread_rwlock_trywrlock(&t->lock) == 0) {
+            pthread_rwlock_unlock(&t->lock);
+            return;
+        }
+        for (int k = 0; k < 32; k++)
+            kt_cpu_relax();
+    }
+    pthread_rwlock_wrlock(&t->lock);
+    pthread_rwlock_unlock(&t->lock);
+}
+
+CK_RV kt_token_destroy_session_object(struct kt_token *t, CK_OBJECT_HANDLE h,
+                                      bool *snapshotted)
+{
+    struct kt_obj_shard *sh = kt_tok_shard_of(t, h);
+    CK_RV rv = CKR_OK;
+    pthread_rwlock_rdlock(&t->lock);
+    pthread_mutex_lock(&sh->lock);
+    struct kt_object *o = kt_hmap_get(&sh->objects, h);
+    if (o == NULL)
+        rv = KT_CKR_RETRY; /* a token object, or none */
+    else if (!kt_token_visible(t, o))
+        rv = CKR_OBJECT_HANDLE_INVALID;
+    else if (!kt_attrs_get_bool(&o->attrs, CKA_DESTROYABLE, true))
+        rv = CKR_ACTION_PROHIBITED;
+    else
+        dying_add(sh, o); /* no lookup finds it from here on */
+    pthread_mutex_unlock(&sh->lock);
+    pthread_rwlock_unlock(&t->lock);
+    if (rv != CKR_OK)
+        return rv;
+    wait_readers(t);
+    /* Set under the token's lock by a snapshot, which wait_readers waited
+     * for: a snapshot taken after the removal found nothing. */
+    *snapshotted = atomic_load(&o->snapshotted);
+    pthread_mutex_lock(&sh->lock);
+    dying_del(sh, o);
+    pthread_mutex_unlock(&sh->lock);
+    kt_object_free(o);
+    return CKR_OK;
+}
+
+void kt_token_fork_wipe_dying(struct kt_token *t)
+{
+    for (unsigned i = 0; i < KT_SHARDS; i++) {
+        struct kt_object *o = t->shards[i].dying;
+        t->shards[i].dying = NULL;
+        while (o != NULL) {
+            struct kt_object *next = o->label_next;
+            kt_object_free(o);
+            o = next;
+        }
+    }
+}
+
 void kt_tok_drop_object(struct kt_token *t, struct kt_object *o)
 {
     table_del(t, o);

@@ -19,11 +19,19 @@ static struct kt_token *token_alloc(CK_SLOT_ID slot)
     if (t == NULL)
         return NULL;
     memset(t, 0, sizeof(*t));
+    /* A shard's lock is held for a few map operations: spinning a little
+     * before sleeping keeps a search over every shard (C_FindObjectsInit)
+     * and other sessions' creations and destructions from waking each
+     * other through the kernel. */
+    pthread_mutexattr_t ma;
+    pthread_mutexattr_init(&ma);
+    pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_ADAPTIVE_NP);
     for (unsigned i = 0; i < KT_SHARDS; i++) {
-        pthread_mutex_init(&t->shards[i].lock, NULL);
+        pthread_mutex_init(&t->shards[i].lock, &ma);
         kt_hmap_init(&t->shards[i].objects);
         kt_hmap_init(&t->shards[i].labels);
     }
+    pthread_mutexattr_destroy(&ma);
     t->slot_id = slot;
     t->lock_fd = -1;
     t->login = KT_NO_LOGIN;

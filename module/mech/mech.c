@@ -11,11 +11,9 @@
 #include "pkcs11v3.h"  /* CKF_MESSAGE_* */
 
 #define AES_KEYS {CKK_AES}, 1
-#define HMAC_KEYS                                                              \
-    {CKK_GENERIC_SECRET, CKK_SHA256_HMAC, CKK_SHA384_HMAC, CKK_SHA512_HMAC}, 4
-#define NO_KEYS {0}, 0
-#define CRYPT   (CKF_ENCRYPT | CKF_DECRYPT)
-#define WRAPS   (CKF_WRAP | CKF_UNWRAP)
+#define NO_KEYS  {0}, 0
+#define CRYPT    (CKF_ENCRYPT | CKF_DECRYPT)
+#define WRAPS    (CKF_WRAP | CKF_UNWRAP)
 /* --- RSA and EC */
 #define SIGNS    (CKF_SIGN | CKF_VERIFY)
 #define RSA_KEYS {CKK_RSA}, 1
@@ -32,6 +30,31 @@
             EC_KEYS, ops, NULL                                                 \
     }
 /* --- end RSA and EC */
+/* --- symmetric */
+#define DES_KEYS      {CKK_DES}, 1
+#define DES3_KEYS     {CKK_DES2, CKK_DES3}, 2
+#define DES2_KEY      {CKK_DES2}, 1
+#define DES3_KEY      {CKK_DES3}, 1
+#define HKDF_KEYS     {CKK_GENERIC_SECRET, CKK_HKDF}, 2
+#define MD5_HMAC_KEYS {CKK_GENERIC_SECRET, CKK_MD5_HMAC}, 2
+#define SYM_ROW(mech, min, max, flags, keys, ops)                              \
+    {                                                                          \
+        mech, #mech, {min, max, flags}, keys, ops, NULL, false                 \
+    }
+#define DIGEST_ROW(mech)                                                       \
+    {                                                                          \
+        mech, #mech, {0, 0, CKF_DIGEST}, NO_KEYS, &kt_ops_digest, NULL, false  \
+    }
+#define HMAC_ROW(mech, kt)                                                     \
+    {                                                                          \
+        mech, #mech, {1, 512, SIGNS}, {CKK_GENERIC_SECRET, kt}, 2,             \
+            &kt_ops_hmac, NULL, false                                          \
+    }
+#define LEGACY_ROW(mech, min, max, flags, keys, ops, gen)                      \
+    {                                                                          \
+        mech, #mech, {min, max, flags}, keys, ops, gen, true                   \
+    }
+/* --- end symmetric */
 
 static const struct kt_mech mechs[] = {
     {CKM_AES_KEY_GEN,
@@ -98,24 +121,78 @@ static const struct kt_mech mechs[] = {
      NO_KEYS,
      &kt_ops_digest,
      NULL},
-    {CKM_SHA256_HMAC,
-     "CKM_SHA256_HMAC",
-     {1, 512, CKF_SIGN | CKF_VERIFY},
-     HMAC_KEYS,
-     &kt_ops_hmac,
-     NULL},
-    {CKM_SHA384_HMAC,
-     "CKM_SHA384_HMAC",
-     {1, 512, CKF_SIGN | CKF_VERIFY},
-     HMAC_KEYS,
-     &kt_ops_hmac,
-     NULL},
-    {CKM_SHA512_HMAC,
-     "CKM_SHA512_HMAC",
-     {1, 512, CKF_SIGN | CKF_VERIFY},
-     HMAC_KEYS,
-     &kt_ops_hmac,
-     NULL},
+    /* --- symmetric: AES-CTR, CMAC, SHA-1/224/SHA-3 digests and HMACs,
+     * _GENERAL MACs, HKDF, *_ENCRYPT_DATA (derivations in core/derive.c),
+     * and the legacy set (DES, DES3, MD5). Key sizes are bytes. */
+    SYM_ROW(CKM_AES_CTR, 16, 32, CRYPT, AES_KEYS, &kt_ops_aes),
+    SYM_ROW(CKM_AES_CMAC, 16, 32, SIGNS, AES_KEYS, &kt_ops_hmac),
+    SYM_ROW(CKM_AES_CMAC_GENERAL, 16, 32, SIGNS, AES_KEYS, &kt_ops_hmac),
+    SYM_ROW(CKM_AES_ECB_ENCRYPT_DATA, 16, 32, CKF_DERIVE, AES_KEYS, NULL),
+    SYM_ROW(CKM_AES_CBC_ENCRYPT_DATA, 16, 32, CKF_DERIVE, AES_KEYS, NULL),
+    DIGEST_ROW(CKM_SHA_1),
+    DIGEST_ROW(CKM_SHA224),
+    DIGEST_ROW(CKM_SHA3_224),
+    DIGEST_ROW(CKM_SHA3_256),
+    DIGEST_ROW(CKM_SHA3_384),
+    DIGEST_ROW(CKM_SHA3_512),
+    HMAC_ROW(CKM_SHA_1_HMAC, CKK_SHA_1_HMAC),
+    HMAC_ROW(CKM_SHA_1_HMAC_GENERAL, CKK_SHA_1_HMAC),
+    HMAC_ROW(CKM_SHA224_HMAC, CKK_SHA224_HMAC),
+    HMAC_ROW(CKM_SHA224_HMAC_GENERAL, CKK_SHA224_HMAC),
+    HMAC_ROW(CKM_SHA256_HMAC, CKK_SHA256_HMAC),
+    HMAC_ROW(CKM_SHA256_HMAC_GENERAL, CKK_SHA256_HMAC),
+    HMAC_ROW(CKM_SHA384_HMAC, CKK_SHA384_HMAC),
+    HMAC_ROW(CKM_SHA384_HMAC_GENERAL, CKK_SHA384_HMAC),
+    HMAC_ROW(CKM_SHA512_HMAC, CKK_SHA512_HMAC),
+    HMAC_ROW(CKM_SHA512_HMAC_GENERAL, CKK_SHA512_HMAC),
+    HMAC_ROW(CKM_SHA3_224_HMAC, CKK_SHA3_224_HMAC),
+    HMAC_ROW(CKM_SHA3_224_HMAC_GENERAL, CKK_SHA3_224_HMAC),
+    HMAC_ROW(CKM_SHA3_256_HMAC, CKK_SHA3_256_HMAC),
+    HMAC_ROW(CKM_SHA3_256_HMAC_GENERAL, CKK_SHA3_256_HMAC),
+    HMAC_ROW(CKM_SHA3_384_HMAC, CKK_SHA3_384_HMAC),
+    HMAC_ROW(CKM_SHA3_384_HMAC_GENERAL, CKK_SHA3_384_HMAC),
+    HMAC_ROW(CKM_SHA3_512_HMAC, CKK_SHA3_512_HMAC),
+    HMAC_ROW(CKM_SHA3_512_HMAC_GENERAL, CKK_SHA3_512_HMAC),
+    {CKM_HKDF_KEY_GEN,
+     "CKM_HKDF_KEY_GEN",
+     {1, 512, CKF_GENERATE},
+     {CKK_HKDF},
+     1,
+     NULL,
+     kt_gen_secret,
+     false},
+    SYM_ROW(CKM_HKDF_DERIVE, 1, 512, CKF_DERIVE, HKDF_KEYS, NULL),
+    SYM_ROW(CKM_HKDF_DATA, 1, 512, CKF_DERIVE, HKDF_KEYS, NULL),
+    /* legacy_mechanisms = yes only */
+    LEGACY_ROW(CKM_DES_KEY_GEN, 8, 8, CKF_GENERATE, DES_KEYS, NULL,
+               kt_gen_secret),
+    LEGACY_ROW(CKM_DES2_KEY_GEN, 16, 16, CKF_GENERATE, DES2_KEY, NULL,
+               kt_gen_secret),
+    LEGACY_ROW(CKM_DES3_KEY_GEN, 24, 24, CKF_GENERATE, DES3_KEY, NULL,
+               kt_gen_secret),
+    LEGACY_ROW(CKM_DES_ECB, 8, 8, CRYPT, DES_KEYS, &kt_ops_aes, NULL),
+    LEGACY_ROW(CKM_DES_CBC, 8, 8, CRYPT, DES_KEYS, &kt_ops_aes, NULL),
+    LEGACY_ROW(CKM_DES_CBC_PAD, 8, 8, CRYPT, DES_KEYS, &kt_ops_aes, NULL),
+    LEGACY_ROW(CKM_DES3_ECB, 16, 24, CRYPT | WRAPS, DES3_KEYS, &kt_ops_aes,
+               NULL),
+    LEGACY_ROW(CKM_DES3_CBC, 16, 24, CRYPT, DES3_KEYS, &kt_ops_aes, NULL),
+    LEGACY_ROW(CKM_DES3_CBC_PAD, 16, 24, CRYPT, DES3_KEYS, &kt_ops_aes, NULL),
+    LEGACY_ROW(CKM_DES3_CMAC, 16, 24, SIGNS, DES3_KEYS, &kt_ops_hmac, NULL),
+    LEGACY_ROW(CKM_DES3_CMAC_GENERAL, 16, 24, SIGNS, DES3_KEYS, &kt_ops_hmac,
+               NULL),
+    LEGACY_ROW(CKM_DES_ECB_ENCRYPT_DATA, 8, 8, CKF_DERIVE, DES_KEYS, NULL,
+               NULL),
+    LEGACY_ROW(CKM_DES_CBC_ENCRYPT_DATA, 8, 8, CKF_DERIVE, DES_KEYS, NULL,
+               NULL),
+    LEGACY_ROW(CKM_DES3_ECB_ENCRYPT_DATA, 16, 24, CKF_DERIVE, DES3_KEYS, NULL,
+               NULL),
+    LEGACY_ROW(CKM_DES3_CBC_ENCRYPT_DATA, 16, 24, CKF_DERIVE, DES3_KEYS, NULL,
+               NULL),
+    LEGACY_ROW(CKM_MD5, 0, 0, CKF_DIGEST, NO_KEYS, &kt_ops_digest, NULL),
+    LEGACY_ROW(CKM_MD5_HMAC, 1, 512, SIGNS, MD5_HMAC_KEYS, &kt_ops_hmac, NULL),
+    LEGACY_ROW(CKM_MD5_HMAC_GENERAL, 1, 512, SIGNS, MD5_HMAC_KEYS, &kt_ops_hmac,
+               NULL),
+    /* --- end symmetric */
     /* --- RSA and EC (ops in ops_asym.c, pairs and ECDH in
      * keys_asym.c). Sizes are modulus bits and curve order bits. */
     {CKM_RSA_PKCS_KEY_PAIR_GEN,
@@ -154,11 +231,16 @@ static const struct kt_mech mechs[] = {
     /* --- end RSA and EC */
 };
 
+bool kt_mech_offered(const struct kt_mech *m)
+{
+    return kt_schema_legacy() || !m->legacy;
+}
+
 const struct kt_mech *kt_mech_find(CK_MECHANISM_TYPE type)
 {
     for (size_t i = 0; i < sizeof(mechs) / sizeof(mechs[0]); i++)
         if (mechs[i].type == type)
-            return &mechs[i];
+            return kt_mech_offered(&mechs[i]) ? &mechs[i] : NULL;
     return NULL;
 }
 
@@ -169,7 +251,8 @@ const struct kt_mech *kt_mech_find(CK_MECHANISM_TYPE type)
 static bool unwrap_oracle(CK_MECHANISM_TYPE type)
 {
     return type == CKM_AES_CBC_PAD || type == CKM_AES_ECB ||
-           type == CKM_RSA_PKCS;
+           type == CKM_RSA_PKCS || type == CKM_DES_CBC_PAD ||
+           type == CKM_DES3_CBC_PAD;
 }
 
 CK_FLAGS kt_mech_flags(const struct kt_mech *m)
@@ -275,18 +358,33 @@ CK_RV kt_op_final(struct kt_op *op, unsigned char *out, CK_ULONG *out_len)
     return CKR_OK;
 }
 
+size_t kt_mech_fixed_len(CK_MECHANISM_TYPE m)
+{
+    return m == CKM_DES_KEY_GEN    ? 8
+           : m == CKM_DES2_KEY_GEN ? 16
+           : m == CKM_DES3_KEY_GEN ? 24
+                                   : 0;
+}
+
 CK_RV kt_gen_secret(const CK_MECHANISM *m, kt_attrs *key)
 {
     CK_ULONG len = 0;
+    size_t fixed = kt_mech_fixed_len(m->mechanism);
     CK_RV rv = kt_attrs_get_ulong(key, CKA_VALUE_LEN, &len);
     if (rv != CKR_OK)
         return rv;
     if (m->mechanism == CKM_AES_KEY_GEN && len != 16 && len != 24 && len != 32)
         return CKR_ATTRIBUTE_VALUE_INVALID;
+    /* DES keys have their one size (C_GenerateKey fills it in) */
+    if (fixed != 0 && len != fixed)
+        return CKR_TEMPLATE_INCONSISTENT;
     if (len < 1 || len > 512)
         return CKR_ATTRIBUTE_VALUE_INVALID;
     unsigned char buf[512];
     rv = kt_ossl_random(buf, len);
+    /* DES: the low bit of each byte makes its parity odd (FIPS 46-3) */
+    if (rv == CKR_OK && fixed != 0)
+        kt_ossl_des_parity(buf, len);
     if (rv == CKR_OK)
         rv = kt_attrs_set(key, CKA_VALUE, buf, len);
     kt_wipe(buf, sizeof(buf));

@@ -143,13 +143,22 @@ struct kt_mech {
     /* Key generation (CKF_GENERATE): fills CKA_VALUE etc. into a template
      * already completed by the schema. */
     CK_RV (*generate)(const CK_MECHANISM *m, kt_attrs *key);
+    /* Only with legacy_mechanisms = yes (DES, DES3, MD5): otherwise absent
+     * from the list and unknown to kt_mech_find. */
+    bool legacy;
 };
 
+/* NULL for a mechanism the module does not offer under its configuration
+ * (a legacy one with legacy_mechanisms = no). */
 const struct kt_mech *kt_mech_find(CK_MECHANISM_TYPE type);
 /* The mechanism's flags under the module configuration: CKF_UNWRAP is
  * withdrawn from unauthenticated unwrap mechanisms unless
  * legacy_mechanisms = yes. C_GetMechanismInfo and C_UnwrapKey use it. */
 CK_FLAGS kt_mech_flags(const struct kt_mech *m);
+/* Whether the configuration offers the mechanism: the legacy-only ones
+ * need legacy_mechanisms = yes. kt_mech_find answers NULL for the others;
+ * C_GetMechanismList skips them. */
+bool kt_mech_offered(const struct kt_mech *m);
 size_t kt_mech_count(void);
 const struct kt_mech *kt_mech_at(size_t i);
 bool kt_mech_key_type_ok(const struct kt_mech *m, CK_KEY_TYPE kt);
@@ -165,10 +174,13 @@ KT_NODISCARD CK_RV kt_op_final(struct kt_op *op, unsigned char *out,
 KT_NODISCARD CK_RV kt_out_check(unsigned char *out, CK_ULONG *out_len,
                                 size_t need, bool *done);
 
-/* Ops families of the core (ops_aes.c, ops_hmac.c, ops_digest.c). */
+/* Ops families of the core (ops_aes.c: also DES/DES3; ops_hmac.c: HMAC
+ * and CMAC; ops_digest.c). */
 extern const struct kt_mech_ops kt_ops_aes;
 extern const struct kt_mech_ops kt_ops_hmac;
 extern const struct kt_mech_ops kt_ops_digest;
 KT_NODISCARD CK_RV kt_gen_secret(const CK_MECHANISM *m, kt_attrs *key);
+/* The one key length (bytes) of a DES key generation mechanism, else 0. */
+size_t kt_mech_fixed_len(CK_MECHANISM_TYPE m);
 
 #endif

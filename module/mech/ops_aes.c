@@ -1,16 +1,25 @@
 /* AES encrypt/decrypt (and through them wrap/unwrap): ECB, CBC, CBC-PAD,
- * GCM, key wrap RFC 3394 and key wrap with padding RFC 5649. */
+ * CTR, GCM, key wrap RFC 3394 and key wrap with padding RFC 5649; and,
+ * with legacy_mechanisms = yes, DES and DES3 ECB, CBC and CBC-PAD (the
+ * same block-mode code with 8-byte blocks). */
 #include "kt.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "ossl/ossl.h"
 
-#define AES_BLOCK 16
+#define AES_BLOCK 16 /* also the largest block: the slack of buffers */
+#define DES_BLOCK 8
 
 struct aes_ctx {
     enum kt_cipher_mode mode;
+    size_t block;
+    /* CTR: bytes the counter can still cover before it wraps within its
+     * ulCounterBits (ctr_limited), a limit over the whole operation */
+    bool ctr_limited;
+    uint64_t ctr_left;
     bool enc;
     bool pad;
     unsigned char key[32];
@@ -52,18 +61,53 @@ static KT_NODISCARD CK_RV dup_param(unsigned char **dst, size_t *dst_len,
     return CKR_OK;
 }
 
+/* CK_AES_CTR_PARAMS (PKCS#11 3.0 §2.10.2): the counter is the low
+ * ulCounterBits bits of the counter block. OpenSSL increments all 128
+ * bits, which gives the same blocks as long as the counter does not wrap;
+ * an operation that would wrap it is refused (the blocks after the wrap
+ * would repeat key stream), as SoftHSM2 and NSS refuse it. */
+static KT_NODISCARD CK_RV ctr_params(struct aes_ctx *c, const void *p,
+                                     CK_ULONG pl)
+{
+    if (p == NULL || pl != sizeof(CK_AES_CTR_PARAMS))
+        return CKR_MECHANISM_PARAM_INVALID;
+    const CK_AES_CTR_PARAMS *cp = p;
+    CK_ULONG bits = cp->ulCounterBits;
+    if (bits < 1 || bits > 128)
+        return CKR_MECHANISM_PARAM_INVALID;
+    unsigned __int128 ctr = 0;
+    for (int i = 0; i < AES_BLOCK; i++)
+        ctr = ctr << 8 | cp->cb[i];
+    unsigned __int128 mask = bits == 128 ? ~(unsigned __int128)0
+                                         : ((unsigned __int128)1 << bits) - 1;
+    /* blocks left = 2^bits - counter; the 128-bit case computed as
+     * (mask - counter) + 1 without overflow */
+    unsigned __int128 left = (mask - (ctr & mask)) + 1;
+    c->ctr_limited = left != 0 && left < ((unsigned __int128)1 << 59);
+    c->ctr_left = c->ctr_limited ? (uint64_t)left * AES_BLOCK : 0;
+    return dup_param(&c->iv, &c->iv_len, cp->cb, AES_BLOCK);
+}
+
 static KT_NODISCARD CK_RV parse_params(struct aes_ctx *c, const CK_MECHANISM *m)
 {
     const void *p = m->pParameter;
     CK_ULONG pl = m->ulParameterLen;
     switch (m->mechanism) {
     case CKM_AES_ECB:
+    case CKM_DES_ECB:
+    case CKM_DES3_ECB:
         return p == NULL && pl == 0 ? CKR_OK : CKR_MECHANISM_PARAM_INVALID;
     case CKM_AES_CBC:
     case CKM_AES_CBC_PAD:
-        if (p == NULL || pl != AES_BLOCK)
+    case CKM_DES_CBC:
+    case CKM_DES_CBC_PAD:
+    case CKM_DES3_CBC:
+    case CKM_DES3_CBC_PAD:
+        if (p == NULL || pl != c->block)
             return CKR_MECHANISM_PARAM_INVALID;
         return dup_param(&c->iv, &c->iv_len, p, pl);
+    case CKM_AES_CTR:
+        return ctr_params(c, p, pl);
     case CKM_AES_KEY_WRAP:
         /* Optional alternative IV (RFC 3394 §2.2.3). */
         if (p == NULL && pl == 0)
@@ -121,13 +165,70 @@ static void aes_free(struct kt_op *op)
     op->ctx = NULL;
 }
 
+/* The cipher mode of mechanism m, with padding (*pad); false: not ours. */
+static bool mode_of(CK_MECHANISM_TYPE m, enum kt_cipher_mode *mode, bool *pad)
+{
+    static const struct {
+        CK_MECHANISM_TYPE m;
+        enum kt_cipher_mode mode;
+        bool pad;
+    } rows[] = {
+        {CKM_AES_ECB, KT_AES_ECB, false},
+        {CKM_AES_CBC, KT_AES_CBC, false},
+        {CKM_AES_CBC_PAD, KT_AES_CBC, true},
+        {CKM_AES_CTR, KT_AES_CTR, false},
+        {CKM_AES_GCM, KT_AES_GCM, false},
+        {CKM_AES_KEY_WRAP, KT_AES_WRAP, false},
+        {CKM_AES_KEY_WRAP_PAD, KT_AES_WRAP_PAD, false},
+        {CKM_AES_KEY_WRAP_KWP, KT_AES_WRAP_PAD, false},
+        {CKM_DES_ECB, KT_DES_ECB, false},
+        {CKM_DES_CBC, KT_DES_CBC, false},
+        {CKM_DES_CBC_PAD, KT_DES_CBC, true},
+        {CKM_DES3_ECB, KT_DES3_ECB, false},
+        {CKM_DES3_CBC, KT_DES3_CBC, false},
+        {CKM_DES3_CBC_PAD, KT_DES3_CBC, true},
+    };
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
+        if (rows[i].m == m) {
+            *mode = rows[i].mode;
+            *pad = rows[i].pad;
+            return true;
+        }
+    return false;
+}
+
+/* The key as the cipher takes it: AES 16, 24 or 32 bytes; DES 8; DES3 24,
+ * a two-key (CKK_DES2) key given as K1 K2 K1. */
+static KT_NODISCARD CK_RV cipher_key(struct aes_ctx *c, const struct kt_key *k)
+{
+    size_t l = k->value_len;
+    if (c->mode == KT_DES_ECB || c->mode == KT_DES_CBC) {
+        if (l != 8)
+            return CKR_KEY_SIZE_RANGE;
+    } else if (c->mode == KT_DES3_ECB || c->mode == KT_DES3_CBC) {
+        if (l != 16 && l != 24)
+            return CKR_KEY_SIZE_RANGE;
+    } else if (l != 16 && l != 24 && l != 32) {
+        return CKR_KEY_SIZE_RANGE;
+    }
+    memcpy(c->key, k->value, l);
+    if (l == 16 && (c->mode == KT_DES3_ECB || c->mode == KT_DES3_CBC)) {
+        memcpy(c->key + 16, k->value, 8);
+        l = 24;
+    }
+    c->key_len = l;
+    return CKR_OK;
+}
+
 static KT_NODISCARD CK_RV aes_init(struct kt_op *op, const CK_MECHANISM *m,
                                    const struct kt_key *key)
 {
+    enum kt_cipher_mode mode;
+    bool pad;
     if (key->value == NULL)
         return CKR_KEY_TYPE_INCONSISTENT;
-    if (key->value_len != 16 && key->value_len != 24 && key->value_len != 32)
-        return CKR_KEY_SIZE_RANGE;
+    if (!mode_of(m->mechanism, &mode, &pad))
+        return CKR_MECHANISM_INVALID;
     /* Its copy of the key lives exactly as long as the OpenSSL cipher
      * context that holds the key's schedule in ordinary memory: like that
      * one, it is kept out of cores by the non-dumpable guard, not the
@@ -139,38 +240,33 @@ static KT_NODISCARD CK_RV aes_init(struct kt_op *op, const CK_MECHANISM *m,
     op->ctx = c;
     c->enc = op->kind == KT_OP_ENCRYPT;
     c->slot = op->cipher_slot;
-    memcpy(c->key, key->value, key->value_len);
-    c->key_len = key->value_len;
-    switch (m->mechanism) {
-    case CKM_AES_ECB:
-        c->mode = KT_AES_ECB;
-        break;
-    case CKM_AES_CBC:
-        c->mode = KT_AES_CBC;
-        break;
-    case CKM_AES_CBC_PAD:
-        c->mode = KT_AES_CBC;
-        c->pad = true;
-        break;
-    case CKM_AES_GCM:
-        c->mode = KT_AES_GCM;
-        break;
-    case CKM_AES_KEY_WRAP:
-        c->mode = KT_AES_WRAP;
-        break;
-    default:
-        c->mode = KT_AES_WRAP_PAD;
-        break;
-    }
-    CK_RV rv = parse_params(c, m);
+    c->mode = mode;
+    c->pad = pad;
+    c->block = mode >= KT_DES_ECB ? DES_BLOCK : AES_BLOCK;
+    CK_RV rv = cipher_key(c, key);
+    if (rv == CKR_OK)
+        rv = parse_params(c, m);
     if (rv != CKR_OK)
         aes_free(op);
     return rv;
 }
 
+/* CTR: n more bytes within the counter's range (and counted), or the
+ * length error. */
+static KT_NODISCARD CK_RV ctr_take(struct aes_ctx *c, size_t n, bool count)
+{
+    if (c->mode != KT_AES_CTR || !c->ctr_limited)
+        return CKR_OK;
+    if (n > c->ctr_left)
+        return c->enc ? CKR_DATA_LEN_RANGE : CKR_ENCRYPTED_DATA_LEN_RANGE;
+    if (count)
+        c->ctr_left -= n;
+    return CKR_OK;
+}
+
 /* Input length checks and the output size (exact unless *exact is false,
  * then an upper bound). */
-static KT_NODISCARD CK_RV aes_need(const struct aes_ctx *c, size_t in_len,
+static KT_NODISCARD CK_RV aes_need(struct aes_ctx *c, size_t in_len,
                                    size_t *need, bool *exact)
 {
     CK_RV bad = c->enc ? CKR_DATA_LEN_RANGE : CKR_ENCRYPTED_DATA_LEN_RANGE;
@@ -178,15 +274,24 @@ static KT_NODISCARD CK_RV aes_need(const struct aes_ctx *c, size_t in_len,
     switch (c->mode) {
     case KT_AES_ECB:
     case KT_AES_CBC:
+    case KT_DES_ECB:
+    case KT_DES_CBC:
+    case KT_DES3_ECB:
+    case KT_DES3_CBC:
         if (c->pad && c->enc) {
-            *need = (in_len / AES_BLOCK + 1) * AES_BLOCK;
+            *need = (in_len / c->block + 1) * c->block;
             return CKR_OK;
         }
-        if (in_len % AES_BLOCK != 0 || (c->pad && in_len == 0))
+        if (in_len % c->block != 0 || (c->pad && in_len == 0))
             return bad;
         *need = in_len;
         *exact = !c->pad;
         return CKR_OK;
+    case KT_AES_CTR:
+        *need = in_len;
+        return ctr_take(c, in_len, false);
+    case KT_CIPHER_MODES:
+        break;
     case KT_AES_GCM:
         if (c->enc) {
             *need = in_len + c->tag_len;
@@ -349,12 +454,16 @@ static KT_NODISCARD CK_RV aes_update(struct kt_op *op, const unsigned char *in,
     /* The exact output of this call (PKCS#11 v2.40 §5.2): a CBC-PAD
      * decryption holds back the last complete block, it may be padding. */
     size_t total = c->held + in_len, need;
-    if (c->mode == KT_AES_GCM)
+    bool stream = c->mode == KT_AES_GCM || c->mode == KT_AES_CTR;
+    if (stream)
         need = in_len;
     else if (c->pad && !c->enc)
-        need = total == 0 ? 0 : (total - 1) / AES_BLOCK * AES_BLOCK;
+        need = total == 0 ? 0 : (total - 1) / c->block * c->block;
     else
-        need = total / AES_BLOCK * AES_BLOCK;
+        need = total / c->block * c->block;
+    rv = ctr_take(c, in_len, false);
+    if (rv != CKR_OK)
+        return rv;
     bool done = false;
     rv = kt_out_check(out, out_len, need, &done);
     if (done)
@@ -368,7 +477,7 @@ static KT_NODISCARD CK_RV aes_update(struct kt_op *op, const unsigned char *in,
      * gets the exact output through a temporary. */
     size_t got = 0;
     unsigned char *tmp = NULL;
-    bool direct = c->mode == KT_AES_GCM || *out_len >= in_len + AES_BLOCK;
+    bool direct = stream || *out_len >= in_len + AES_BLOCK;
     if (!direct) {
         tmp = kt_secure_alloc(in_len + AES_BLOCK);
         if (tmp == NULL)
@@ -384,6 +493,7 @@ static KT_NODISCARD CK_RV aes_update(struct kt_op *op, const unsigned char *in,
     kt_free_secret(tmp, in_len + AES_BLOCK);
     if (rv != CKR_OK)
         return rv;
+    KT_IGNORE_RESULT(ctr_take(c, in_len, true));
     c->held = total - got;
     *out_len = got;
     return CKR_OK;
@@ -398,7 +508,7 @@ static size_t aes_final_len(struct kt_op *op)
         return aes_need(c, c->buf_len, &need, &exact) == CKR_OK ? need : 0;
     if (c->mode == KT_AES_GCM)
         return c->tag_len;
-    return c->pad ? AES_BLOCK : 0;
+    return c->pad ? c->block : 0;
 }
 
 static KT_NODISCARD CK_RV aes_final(struct kt_op *op, unsigned char **out,
@@ -424,9 +534,8 @@ static KT_NODISCARD CK_RV aes_final(struct kt_op *op, unsigned char **out,
         *out_len = got;
         return CKR_OK;
     }
-    if (c->mode != KT_AES_GCM) {
-        if (c->pad ? (!c->enc && c->held != AES_BLOCK)
-                   : c->held % AES_BLOCK != 0)
+    if (c->mode != KT_AES_GCM && c->mode != KT_AES_CTR) {
+        if (c->pad ? (!c->enc && c->held != c->block) : c->held % c->block != 0)
             return c->enc ? CKR_DATA_LEN_RANGE : CKR_ENCRYPTED_DATA_LEN_RANGE;
     }
     if (c->c == NULL) {

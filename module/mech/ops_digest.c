@@ -1,4 +1,4 @@
-/* SHA-2 digests (PKCS#11 v2.40 §2.x CKM_SHA256/384/512). */
+/* Digests: SHA-1, SHA-2, SHA-3 and (legacy_mechanisms = yes) MD5. */
 #include "kt.h"
 
 #include <stdlib.h>
@@ -13,9 +13,28 @@ struct digest_ctx {
 
 static enum kt_md md_of(CK_MECHANISM_TYPE m)
 {
-    return m == CKM_SHA256   ? KT_MD_SHA256
-           : m == CKM_SHA384 ? KT_MD_SHA384
-                             : KT_MD_SHA512;
+    switch (m) {
+    case CKM_SHA_1:
+        return KT_MD_SHA1;
+    case CKM_SHA224:
+        return KT_MD_SHA224;
+    case CKM_SHA256:
+        return KT_MD_SHA256;
+    case CKM_SHA384:
+        return KT_MD_SHA384;
+    case CKM_SHA3_224:
+        return KT_MD_SHA3_224;
+    case CKM_SHA3_256:
+        return KT_MD_SHA3_256;
+    case CKM_SHA3_384:
+        return KT_MD_SHA3_384;
+    case CKM_SHA3_512:
+        return KT_MD_SHA3_512;
+    case CKM_MD5:
+        return KT_MD_MD5;
+    default:
+        return KT_MD_SHA512;
+    }
 }
 
 static KT_NODISCARD CK_RV digest_init(struct kt_op *op, const CK_MECHANISM *m,

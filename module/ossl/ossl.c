@@ -23,20 +23,55 @@ static OSSL_LIB_CTX *libctx;
 static OSSL_PROVIDER *default_prov;
 
 /* Algorithms fetched once at C_Initialize: fetching per call costs more than
- * the AES work of a key wrap. */
-static EVP_CIPHER *ciphers[5][3];
-static EVP_MD *mds[3];
+ * the AES work of a key wrap. Row = enum kt_cipher_mode, column = key size
+ * (AES: 16, 24, 32 bytes; DES and DES3: one size). */
+static EVP_CIPHER *ciphers[KT_CIPHER_MODES][3];
+static EVP_MD *mds[KT_MD_COUNT];
 static EVP_MAC *hmac_alg;
+static EVP_MAC *cmac_alg;
 static EVP_KDF *scrypt_alg;
+static EVP_KDF *hkdf_alg;
+static OSSL_PROVIDER *legacy_prov;
 
-static const char *const cipher_names[5][3] = {
+static const char *const cipher_names[KT_CIPHER_MODES][3] = {
     {"AES-128-ECB", "AES-192-ECB", "AES-256-ECB"},
     {"AES-128-CBC", "AES-192-CBC", "AES-256-CBC"},
     {"AES-128-GCM", "AES-192-GCM", "AES-256-GCM"},
     {"AES-128-WRAP", "AES-192-WRAP", "AES-256-WRAP"},
     {"AES-128-WRAP-PAD", "AES-192-WRAP-PAD", "AES-256-WRAP-PAD"},
+    {"AES-128-CTR", "AES-192-CTR", "AES-256-CTR"},
+    {"DES-ECB", NULL, NULL},
+    {"DES-CBC", NULL, NULL},
+    {"DES-EDE3-ECB", NULL, NULL},
+    {"DES-EDE3-CBC", NULL, NULL},
 };
-static const char *const md_names[3] = {"SHA256", "SHA384", "SHA512"};
+static const char *const md_names[KT_MD_COUNT] = {
+    "SHA256",   "SHA384",   "SHA512",   "SHA1",     "SHA224",
+    "SHA3-224", "SHA3-256", "SHA3-384", "SHA3-512", "MD5",
+};
+static const size_t md_sizes[KT_MD_COUNT] = {32, 48, 64, 20, 28,
+                                             28, 32, 48, 64, 16};
+
+static bool des_mode(int mode)
+{
+    return mode == KT_DES_ECB || mode == KT_DES_CBC;
+}
+
+static bool block_mode(enum kt_cipher_mode mode)
+{
+    return mode == KT_AES_ECB || mode == KT_AES_CBC || des_mode(mode) ||
+           mode == KT_DES3_ECB || mode == KT_DES3_CBC;
+}
+
+/* The column of ciphers[mode] for a key of key_len bytes, or -1. */
+static int cipher_col(enum kt_cipher_mode mode, size_t key_len)
+{
+    if (des_mode(mode))
+        return key_len == 8 ? 0 : -1;
+    if (mode == KT_DES3_ECB || mode == KT_DES3_CBC)
+        return key_len == 24 ? 0 : -1;
+    return key_len == 16 ? 0 : key_len == 24 ? 1 : key_len == 32 ? 2 : -1;
+}
 
 OSSL_LIB_CTX *kt_ossl_libctx(void)
 {
@@ -61,44 +96,69 @@ static bool libctx_init(void)
     return true;
 }
 
-CK_RV kt_ossl_init(void)
+/* Single DES lives in OpenSSL 3's legacy provider: it is loaded into the
+ * module's context only when legacy_mechanisms = yes asks for DES. */
+static bool fetch_ciphers(bool legacy)
 {
-    if (!libctx_init())
+    if (legacy && legacy_prov == NULL &&
+        (legacy_prov = OSSL_PROVIDER_load(libctx, "legacy")) == NULL)
+        return false;
+    for (int m = 0; m < KT_CIPHER_MODES; m++)
+        for (int k = 0; k < 3; k++) {
+            if (cipher_names[m][k] == NULL || ciphers[m][k] != NULL ||
+                (des_mode(m) && !legacy))
+                continue;
+            ciphers[m][k] = EVP_CIPHER_fetch(libctx, cipher_names[m][k], NULL);
+            if (ciphers[m][k] == NULL)
+                return false;
+        }
+    return true;
+}
+
+CK_RV kt_ossl_init(bool legacy)
+{
+    if (!libctx_init() || !fetch_ciphers(legacy))
         return CKR_GENERAL_ERROR;
-    for (int m = 0; m < 5; m++)
-        for (int k = 0; k < 3; k++)
-            if (ciphers[m][k] == NULL &&
-                (ciphers[m][k] = EVP_CIPHER_fetch(libctx, cipher_names[m][k],
-                                                  NULL)) == NULL)
-                return CKR_GENERAL_ERROR;
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < KT_MD_COUNT; i++)
         if (mds[i] == NULL &&
             (mds[i] = EVP_MD_fetch(libctx, md_names[i], NULL)) == NULL)
             return CKR_GENERAL_ERROR;
     if (hmac_alg == NULL &&
         (hmac_alg = EVP_MAC_fetch(libctx, OSSL_MAC_NAME_HMAC, NULL)) == NULL)
         return CKR_GENERAL_ERROR;
+    if (cmac_alg == NULL &&
+        (cmac_alg = EVP_MAC_fetch(libctx, OSSL_MAC_NAME_CMAC, NULL)) == NULL)
+        return CKR_GENERAL_ERROR;
     if (scrypt_alg == NULL && (scrypt_alg = EVP_KDF_fetch(
                                    libctx, OSSL_KDF_NAME_SCRYPT, NULL)) == NULL)
+        return CKR_GENERAL_ERROR;
+    if (hkdf_alg == NULL &&
+        (hkdf_alg = EVP_KDF_fetch(libctx, OSSL_KDF_NAME_HKDF, NULL)) == NULL)
         return CKR_GENERAL_ERROR;
     return CKR_OK;
 }
 
 void kt_ossl_fini(void)
 {
-    for (int m = 0; m < 5; m++)
+    for (int m = 0; m < KT_CIPHER_MODES; m++)
         for (int k = 0; k < 3; k++) {
             EVP_CIPHER_free(ciphers[m][k]);
             ciphers[m][k] = NULL;
         }
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < KT_MD_COUNT; i++) {
         EVP_MD_free(mds[i]);
         mds[i] = NULL;
     }
     EVP_MAC_free(hmac_alg);
     hmac_alg = NULL;
+    EVP_MAC_free(cmac_alg);
+    cmac_alg = NULL;
     EVP_KDF_free(scrypt_alg);
     scrypt_alg = NULL;
+    EVP_KDF_free(hkdf_alg);
+    hkdf_alg = NULL;
+    OSSL_PROVIDER_unload(legacy_prov);
+    legacy_prov = NULL;
     OSSL_PROVIDER_unload(default_prov);
     default_prov = NULL;
     OSSL_LIB_CTX_free(libctx);
@@ -188,9 +248,11 @@ CK_RV kt_ossl_cipher_new(kt_cipher **out, enum kt_cipher_mode mode,
                          const unsigned char *iv, size_t iv_len, bool encrypt,
                          bool pad)
 {
-    int k = key_len == 16 ? 0 : key_len == 24 ? 1 : key_len == 32 ? 2 : -1;
+    int k = cipher_col(mode, key_len);
     if (k < 0)
         return CKR_KEY_SIZE_RANGE;
+    if (ciphers[mode][k] == NULL)
+        return CKR_MECHANISM_INVALID;
     kt_cipher *c = calloc(1, sizeof(*c));
     if (c == NULL)
         return CKR_HOST_MEMORY;
@@ -218,7 +280,7 @@ CK_RV kt_ossl_cipher_new(kt_cipher **out, enum kt_cipher_mode mode,
     }
     if (EVP_CipherInit_ex2(c->ctx, NULL, key, iv, encrypt ? 1 : 0, NULL) != 1)
         goto fail;
-    if (mode == KT_AES_ECB || mode == KT_AES_CBC)
+    if (block_mode(mode))
         EVP_CIPHER_CTX_set_padding(c->ctx, pad ? 1 : 0);
     *out = c;
     return CKR_OK;
@@ -240,7 +302,7 @@ CK_RV kt_ossl_cipher_reuse(kt_cipher **cp, enum kt_cipher_mode mode,
          * stay, only the key schedule is redone. */
         if (EVP_CipherInit_ex2(c->ctx, NULL, key, NULL, encrypt ? 1 : 0,
                                NULL) == 1 &&
-            ((mode != KT_AES_ECB && mode != KT_AES_CBC) ||
+            (!block_mode(mode) ||
              EVP_CIPHER_CTX_set_padding(c->ctx, pad ? 1 : 0) == 1))
             return CKR_OK;
         kt_ossl_cipher_free(c);
@@ -362,7 +424,7 @@ CK_RV kt_ossl_open(const unsigned char key[32], const unsigned char *aad,
 
 size_t kt_ossl_md_size(enum kt_md md)
 {
-    return md == KT_MD_SHA256 ? 32 : md == KT_MD_SHA384 ? 48 : 64;
+    return md_sizes[md];
 }
 
 struct kt_digest {
@@ -429,6 +491,37 @@ CK_RV kt_ossl_hmac_new(kt_hmac **out, enum kt_md md, const unsigned char *key,
     }
     *out = h;
     return CKR_OK;
+}
+
+CK_RV kt_ossl_cmac_new(kt_hmac **out, bool des3, const unsigned char *key,
+                       size_t key_len)
+{
+    const char *name = des3            ? "DES-EDE3-CBC"
+                       : key_len == 16 ? "AES-128-CBC"
+                       : key_len == 24 ? "AES-192-CBC"
+                       : key_len == 32 ? "AES-256-CBC"
+                                       : NULL;
+    if (name == NULL || (des3 && key_len != 24))
+        return CKR_KEY_SIZE_RANGE;
+    kt_hmac *h = calloc(1, sizeof(*h));
+    if (h == NULL)
+        return CKR_HOST_MEMORY;
+    h->size = des3 ? 8 : 16;
+    h->ctx = EVP_MAC_CTX_new(cmac_alg);
+    OSSL_PARAM p[2] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_CIPHER,
+                                                        (char *)name, 0),
+                       OSSL_PARAM_construct_end()};
+    if (h->ctx == NULL || EVP_MAC_init(h->ctx, key, key_len, p) != 1) {
+        kt_ossl_hmac_free(h);
+        return CKR_FUNCTION_FAILED;
+    }
+    *out = h;
+    return CKR_OK;
+}
+
+size_t kt_ossl_mac_size(const kt_hmac *h)
+{
+    return h->size;
 }
 
 CK_RV kt_ossl_hmac_update(kt_hmac *h, const void *in, size_t len)
@@ -511,6 +604,30 @@ void kt_ossl_pkey_free(void *pkey)
     EVP_PKEY_free(pkey);
 }
 
+/* DES, DES2 and DES3 (PKCS#11 v2.40 §2.8): the first 3 bytes of ECB
+ * encryption of a zero block, as for AES. */
+static KT_NODISCARD CK_RV des_check_value(CK_KEY_TYPE kt,
+                                          const unsigned char *key, size_t len,
+                                          unsigned char *res)
+{
+    unsigned char k3[24], block[8] = {0};
+    kt_cipher *c = NULL;
+    size_t l = 0;
+    enum kt_cipher_mode mode = kt == CKK_DES ? KT_DES_ECB : KT_DES3_ECB;
+    if (kt == CKK_DES2 && len == 16) {
+        memcpy(k3, key, 16);
+        memcpy(k3 + 16, key, 8);
+        key = k3;
+        len = 24;
+    }
+    CK_RV rv = kt_ossl_cipher_new(&c, mode, key, len, NULL, 0, true, false);
+    if (rv == CKR_OK)
+        rv = kt_ossl_cipher_update(c, block, 8, res, &l);
+    kt_ossl_cipher_free(c);
+    OPENSSL_cleanse(k3, sizeof(k3));
+    return rv;
+}
+
 CK_RV kt_ossl_check_value(CK_KEY_TYPE kt, const unsigned char *key, size_t len,
                           kt_cipher **reuse, unsigned char out[3])
 {
@@ -534,6 +651,8 @@ CK_RV kt_ossl_check_value(CK_KEY_TYPE kt, const unsigned char *key, size_t len,
         }
         if (reuse == NULL)
             kt_ossl_cipher_free(c);
+    } else if (kt == CKK_DES || kt == CKK_DES2 || kt == CKK_DES3) {
+        rv = des_check_value(kt, key, len, res);
     } else {
         unsigned int l = 0;
         EVP_MD *sha1 = EVP_MD_fetch(libctx, "SHA1", NULL);
@@ -627,4 +746,45 @@ CK_RV kt_ossl_hkdf256(const unsigned char *ikm, size_t ikm_len,
     EVP_KDF_CTX_free(k);
     EVP_KDF_free(alg);
     return rv;
+}
+
+CK_RV kt_ossl_hkdf(enum kt_md md, enum kt_hkdf_mode mode,
+                   const unsigned char *ikm, size_t ikm_len,
+                   const unsigned char *salt, size_t salt_len,
+                   const unsigned char *info, size_t info_len,
+                   unsigned char *out, size_t out_len)
+{
+    static const unsigned char empty[1];
+    int m = mode == KT_HKDF_EXTRACT  ? EVP_KDF_HKDF_MODE_EXTRACT_ONLY
+            : mode == KT_HKDF_EXPAND ? EVP_KDF_HKDF_MODE_EXPAND_ONLY
+                                     : EVP_KDF_HKDF_MODE_EXTRACT_AND_EXPAND;
+    EVP_KDF_CTX *k = EVP_KDF_CTX_new(hkdf_alg);
+    OSSL_PARAM params[6];
+    size_t n = 0;
+    params[n++] = OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST,
+                                                   (char *)md_names[md], 0);
+    params[n++] = OSSL_PARAM_construct_int(OSSL_KDF_PARAM_MODE, &m);
+    params[n++] = OSSL_PARAM_construct_octet_string(
+        OSSL_KDF_PARAM_KEY, (void *)(ikm_len ? ikm : empty), ikm_len);
+    /* No salt: RFC 5869 uses hLen zero bytes, as OpenSSL does. */
+    if (salt_len > 0)
+        params[n++] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT,
+                                                        (void *)salt, salt_len);
+    if (info_len > 0)
+        params[n++] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO,
+                                                        (void *)info, info_len);
+    params[n] = OSSL_PARAM_construct_end();
+    CK_RV rv = k != NULL && EVP_KDF_derive(k, out, out_len, params) == 1
+                   ? CKR_OK
+                   : CKR_FUNCTION_FAILED;
+    EVP_KDF_CTX_free(k);
+    return rv;
+}
+
+void kt_ossl_des_parity(unsigned char *key, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        unsigned char b = key[i] & 0xfe;
+        key[i] = b | (unsigned char)(__builtin_parity(b) ^ 1);
+    }
 }

@@ -8,9 +8,12 @@
 
 #include "nodiscard.h"
 
-KT_NODISCARD CK_RV kt_ossl_init(void);
+/* legacy: the legacy provider joins the module's context too (single DES,
+ * for legacy_mechanisms = yes); CKR_GENERAL_ERROR when it cannot load. */
+KT_NODISCARD CK_RV kt_ossl_init(bool legacy);
 void kt_ossl_fini(void);
-/* The module's private library context (default provider only), for every
+/* The module's private library context (the default provider, and the
+ * legacy provider with legacy_mechanisms = yes), for every
  * fetch and every key the module makes; NULL before kt_ossl_init. */
 struct ossl_lib_ctx_st *kt_ossl_libctx(void);
 
@@ -42,6 +45,12 @@ enum kt_cipher_mode {
     KT_AES_GCM,
     KT_AES_WRAP,     /* RFC 3394 */
     KT_AES_WRAP_PAD, /* RFC 5649 */
+    KT_AES_CTR,      /* iv: the 16-byte counter block */
+    KT_DES_ECB,      /* 8-byte keys (legacy provider) */
+    KT_DES_CBC,
+    KT_DES3_ECB, /* 24-byte keys (a two-key DES2 key given as K1 K2 K1) */
+    KT_DES3_CBC,
+    KT_CIPHER_MODES,
 };
 typedef struct kt_cipher kt_cipher;
 /* pad: PKCS#7 padding for ECB/CBC. iv may be NULL for the wrap modes'
@@ -84,7 +93,19 @@ KT_NODISCARD CK_RV kt_ossl_open(const unsigned char key[32],
                                 const unsigned char *in, size_t in_len,
                                 unsigned char *out);
 
-enum kt_md { KT_MD_SHA256, KT_MD_SHA384, KT_MD_SHA512 };
+enum kt_md {
+    KT_MD_SHA256,
+    KT_MD_SHA384,
+    KT_MD_SHA512,
+    KT_MD_SHA1,
+    KT_MD_SHA224,
+    KT_MD_SHA3_224,
+    KT_MD_SHA3_256,
+    KT_MD_SHA3_384,
+    KT_MD_SHA3_512,
+    KT_MD_MD5,
+    KT_MD_COUNT,
+};
 size_t kt_ossl_md_size(enum kt_md md);
 
 typedef struct kt_digest kt_digest;
@@ -97,6 +118,12 @@ void kt_ossl_digest_free(kt_digest *d);
 typedef struct kt_hmac kt_hmac;
 KT_NODISCARD CK_RV kt_ossl_hmac_new(kt_hmac **h, enum kt_md md,
                                     const unsigned char *key, size_t key_len);
+/* CMAC (SP 800-38B) under AES (16, 24 or 32-byte keys) or, des3, under
+ * three-key DES3 (24-byte keys); the same context type as HMAC. */
+KT_NODISCARD CK_RV kt_ossl_cmac_new(kt_hmac **h, bool des3,
+                                    const unsigned char *key, size_t key_len);
+/* The full MAC length of the context. */
+size_t kt_ossl_mac_size(const kt_hmac *h);
 KT_NODISCARD CK_RV kt_ossl_hmac_update(kt_hmac *h, const void *in, size_t len);
 KT_NODISCARD CK_RV kt_ossl_hmac_final(kt_hmac *h, unsigned char *out);
 void kt_ossl_hmac_free(kt_hmac *h);
@@ -139,5 +166,16 @@ KT_NODISCARD CK_RV kt_ossl_hkdf256(const unsigned char *ikm, size_t ikm_len,
                                    const unsigned char *salt, size_t salt_len,
                                    const unsigned char *info, size_t info_len,
                                    unsigned char *out, size_t out_len);
+
+/* HKDF (RFC 5869) on hash md: extract and expand (out_len bytes), extract
+ * only (out_len = the hash size: the PRK) or expand only (ikm = the PRK). */
+enum kt_hkdf_mode { KT_HKDF_BOTH, KT_HKDF_EXTRACT, KT_HKDF_EXPAND };
+KT_NODISCARD CK_RV kt_ossl_hkdf(enum kt_md md, enum kt_hkdf_mode mode,
+                                const unsigned char *ikm, size_t ikm_len,
+                                const unsigned char *salt, size_t salt_len,
+                                const unsigned char *info, size_t info_len,
+                                unsigned char *out, size_t out_len);
+/* Sets the odd parity bit of every byte of a DES key (FIPS 46-3). */
+void kt_ossl_des_parity(unsigned char *key, size_t len);
 
 #endif

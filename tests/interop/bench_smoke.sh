@@ -39,8 +39,8 @@ assert_contains "$out" "targets" "report"
 rows=("login + logout (user PIN)" "AES-256 keygen (session key)" "wrap AES-256, RFC 5649, token root"
     "unwrap AES-256, RFC 5649, token root" "AES-256-GCM encrypt 4 KiB"
     "create token object (durable)" "find by label among 3"
-    "find by label among 6" "unwrap RFC 5649, 1 thread"
-    "unwrap RFC 5649, 2 threads (total)")
+    "find by label among 6" "unwrap + destroy, 1 thread"
+    "unwrap + destroy, 2 threads (total)")
 asym_rows=("RSA-2048 sign SHA256-RSA-PKCS" "ECDSA P-256 sign (CKM_ECDSA)"
     "RSA-2048 OAEP unwrap AES-256")
 

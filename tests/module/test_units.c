@@ -2,6 +2,7 @@
  * form, the handle table, the config parser, the policy table, sealing and
  * PIN records. */
 #include <check.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,7 +15,7 @@
 
 static void setup(void)
 {
-    ck_assert_int_eq(kt_ossl_init(), CKR_OK);
+    ck_assert_int_eq(kt_ossl_init(false), CKR_OK);
     kt_g.cfg.pin_kdf_cost = 10;
 }
 
@@ -232,6 +233,57 @@ START_TEST(test_handle_shards)
     for (size_t i = 0; i < n; i++)
         for (size_t j = i + 1; j < n; j++)
             ck_assert_uint_ne(seen[i], seen[j]);
+}
+END_TEST
+
+/* Small secure blocks come from the slots of one secure-heap block without
+ * OpenSSL's lock: threads never get the same block twice at once, and a
+ * block is wiped when it goes back. */
+#define SLOT_THREADS 4
+#define SLOT_HELD    300 /* per thread: more than the slots, some spill */
+
+static void *slot_worker(void *arg)
+{
+    unsigned char id = (unsigned char)(uintptr_t)arg;
+    static _Thread_local unsigned char *held[SLOT_HELD];
+    for (int round = 0; round < 200; round++) {
+        for (int i = 0; i < SLOT_HELD; i++) {
+            held[i] = kt_secure_alloc(48);
+            if (held[i] == NULL)
+                return (void *)1;
+            memset(held[i], id, 48);
+        }
+        for (int i = 0; i < SLOT_HELD; i++) {
+            for (int b = 0; b < 48; b++)
+                if (held[i][b] != id)
+                    return (void *)2; /* another thread wrote our block */
+            kt_free_secret(held[i], 48);
+        }
+    }
+    return NULL;
+}
+
+START_TEST(test_secure_slots)
+{
+    kt_secure_init(1u << 20);
+    unsigned char *p = kt_secure_alloc(32);
+    ck_assert_ptr_nonnull(p);
+    ck_assert(kt_ossl_secure_allocated(p));
+    ck_assert_uint_eq((uintptr_t)p % KT_CACHE_LINE, 0);
+    memset(p, 0x5a, 32);
+    kt_free_secret(p, 32);
+    /* The slot stays mapped (it is the module's): wiped on release. */
+    for (int i = 0; i < 32; i++)
+        ck_assert_uint_eq(p[i], 0);
+    pthread_t th[SLOT_THREADS];
+    for (uintptr_t i = 0; i < SLOT_THREADS; i++)
+        ck_assert_int_eq(
+            pthread_create(&th[i], NULL, slot_worker, (void *)(i + 1)), 0);
+    for (int i = 0; i < SLOT_THREADS; i++) {
+        void *r;
+        ck_assert_int_eq(pthread_join(th[i], &r), 0);
+        ck_assert_ptr_null(r);
+    }
 }
 END_TEST
 
@@ -640,6 +692,7 @@ static Suite *units_suite(void)
     tcase_add_test(tc, test_seal_and_mac);
     tcase_add_test(tc, test_pin_records);
     tcase_add_test(tc, test_object_cache);
+    tcase_add_test(tc, test_secure_slots);
     suite_add_tcase(su, tc);
     return su;
 }

@@ -5,6 +5,8 @@
  * keep using a key context it believes gone. Each attack starts an
  * operation, makes one call fail with a NULL pointer the C_* layer refuses
  * (CKR_ARGUMENTS_BAD), then shows whether the operation still answers. */
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -258,6 +260,98 @@ START_TEST(test_length_query_and_short_buffer_keep_operation)
 }
 END_TEST
 
+/* A wrapping key destroyed in one session while another session unwraps
+ * with it on another thread (keeping its snapshot between calls): every
+ * unwrap that starts after C_DestroyObject returned must be refused. A
+ * cached snapshot that survived the destruction would let the key go on
+ * unwrapping after its owner destroyed it. */
+struct unwrapper {
+    CK_OBJECT_HANDLE kek;
+    unsigned char blob[64];
+    CK_ULONG blob_len;
+    atomic_int done;         /* successful unwraps */
+    atomic_bool destroyed;   /* C_DestroyObject returned */
+    atomic_bool late_unwrap; /* an unwrap started after it succeeded */
+    atomic_bool stopped;
+    CK_RV last; /* read after the join */
+};
+
+static void *unwrap_until_refused(void *arg)
+{
+    struct unwrapper *u = arg;
+    CK_MECHANISM wm = {CKM_AES_KEY_WRAP_PAD, NULL, 0};
+    CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+    CK_KEY_TYPE kt = CKK_AES;
+    CK_BBOOL no = CK_FALSE, yes = CK_TRUE;
+    CK_ATTRIBUTE t[] = {{CKA_CLASS, &cls, sizeof(cls)},
+                        {CKA_KEY_TYPE, &kt, sizeof(kt)},
+                        {CKA_TOKEN, &no, sizeof(no)},
+                        {CKA_ENCRYPT, &yes, sizeof(yes)}};
+    for (;;) {
+        bool after = atomic_load(&u->destroyed);
+        CK_OBJECT_HANDLE h;
+        u->last =
+            P->C_UnwrapKey(s, &wm, u->kek, u->blob, u->blob_len, t, 4, &h);
+        if (u->last != CKR_OK)
+            break;
+        if (after) {
+            atomic_store(&u->late_unwrap, true);
+            break;
+        }
+        if (P->C_DestroyObject(s, h) != CKR_OK) {
+            u->last = CKR_GENERAL_ERROR;
+            break;
+        }
+        atomic_fetch_add(&u->done, 1);
+    }
+    atomic_store(&u->stopped, true);
+    return NULL;
+}
+
+START_TEST(test_destroyed_wrapping_key_refused_at_once_in_other_sessions)
+{
+    CK_SESSION_HANDLE b;
+    CK_MECHANISM wm = {CKM_AES_KEY_WRAP_PAD, NULL, 0};
+    CK_SLOT_ID slot;
+    CK_SESSION_INFO si;
+    if (kt_test_is_softhsm()) {
+        SEC_NA("SoftHSM2 2.6.1 crashes (SIGSEGV in C_UnwrapKey) when another "
+               "session destroys the unwrapping key during the call");
+        return;
+    }
+    CK(P->C_GetSessionInfo(s, &si));
+    slot = si.slotID;
+    CK(P->C_OpenSession(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL,
+                        &b));
+    CK_OBJECT_HANDLE dek = kt_test_aes_key(s, 32, false, true, "dek");
+    bool refused = true;
+    for (int round = 0; round < 50 && refused; round++) {
+        static struct unwrapper u;
+        memset(&u, 0, sizeof(u));
+        /* A session key of session b, used from session s. */
+        u.kek = kt_test_wrap_key(b, 32, false, false, "kek");
+        u.blob_len = sizeof(u.blob);
+        CK(P->C_WrapKey(s, &wm, u.kek, dek, u.blob, &u.blob_len));
+        pthread_t th;
+        ck_assert_int_eq(pthread_create(&th, NULL, unwrap_until_refused, &u),
+                         0);
+        /* Let the unwrapper take and keep the snapshot, then destroy. */
+        while (atomic_load(&u.done) < 1 + round % 4 && !atomic_load(&u.stopped))
+            ;
+        CK(P->C_DestroyObject(b, u.kek));
+        atomic_store(&u.destroyed, true);
+        ck_assert_int_eq(pthread_join(th, NULL), 0);
+        if (atomic_load(&u.late_unwrap) ||
+            u.last != CKR_UNWRAPPING_KEY_HANDLE_INVALID)
+            refused = false;
+    }
+    SEC_REFUSED(refused, "unwrap with a wrapping key another session "
+                         "destroyed, through the unwrapping session's kept "
+                         "snapshot");
+    CK(P->C_CloseSession(b));
+}
+END_TEST
+
 static Suite *ops_suite(void)
 {
     Suite *su = suite_create("sec-ops");
@@ -270,6 +364,8 @@ static Suite *ops_suite(void)
     tcase_add_test(tc, test_failed_verify_call_ends_operation);
     tcase_add_test(tc, test_failed_digest_call_ends_operation);
     tcase_add_test(tc, test_length_query_and_short_buffer_keep_operation);
+    tcase_add_test(
+        tc, test_destroyed_wrapping_key_refused_at_once_in_other_sessions);
     suite_add_tcase(su, tc);
     return su;
 }

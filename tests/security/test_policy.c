@@ -599,6 +599,261 @@ START_TEST(test_weak_wrapping_key)
 }
 END_TEST
 
+/* ---- *_ENCRYPT_DATA with a key-encryption key ---------------------- */
+
+/* E_K(block) through C_DeriveKey(CKM_AES_ECB_ENCRYPT_DATA, or CBC with a
+ * zero IV): the derived key's value is the ciphertext. */
+static CK_RV encrypt_data_oracle(CK_OBJECT_HANDLE k, bool cbc,
+                                 const unsigned char in[16],
+                                 unsigned char out[16])
+{
+    CK_KEY_TYPE kt = CKK_GENERIC_SECRET;
+    CK_ATTRIBUTE t[] = {{CKA_CLASS, &c_secret, sizeof(c_secret)},
+                        {CKA_KEY_TYPE, &kt, sizeof(kt)},
+                        {CKA_TOKEN, &no, 1},
+                        {CKA_SENSITIVE, &no, 1},
+                        {CKA_EXTRACTABLE, &yes, 1}};
+    CK_KEY_DERIVATION_STRING_DATA sd = {(CK_BYTE_PTR)in, 16};
+    CK_AES_CBC_ENCRYPT_DATA_PARAMS cp = {{0}, (CK_BYTE_PTR)in, 16};
+    CK_MECHANISM m = {CKM_AES_ECB_ENCRYPT_DATA, &sd, sizeof(sd)};
+    if (cbc)
+        m = (CK_MECHANISM){CKM_AES_CBC_ENCRYPT_DATA, &cp, sizeof(cp)};
+    CK_OBJECT_HANDLE h;
+    CK_RV rv = P->C_DeriveKey(s, &m, k, t, N(t), &h);
+    if (rv != CKR_OK)
+        return rv;
+    CK_ATTRIBUTE v = {CKA_VALUE, out, 16};
+    rv = P->C_GetAttributeValue(s, h, &v, 1);
+    P->C_DestroyObject(s, h);
+    return rv == CKR_OK && v.ulValueLen != 16 ? CKR_GENERAL_ERROR : rv;
+}
+
+/* Forges an RFC 5649 (KWP) blob of a 16-byte key the attacker chose under
+ * kek, with the encryption oracle alone (the wrap function W only
+ * encrypts: RFC 3394 §2.2.1), and unwraps it: the token then holds a key
+ * the attacker knows, as if it came in under its key-encryption key. */
+static bool plant_known_key(CK_OBJECT_HANDLE kek, bool cbc, CK_RV *first)
+{
+    unsigned char v[16] = "attacker's key!",
+                  a[8] = {0xa6, 0x59, 0x59, 0xa6, 0, 0, 0, 16};
+    unsigned char r[2][8], b[16], blob[24];
+    memcpy(r[0], v, 8);
+    memcpy(r[1], v + 8, 8);
+    *first = CKR_OK;
+    for (unsigned j = 0; j < 6; j++)
+        for (unsigned i = 0; i < 2; i++) {
+            unsigned char in[16];
+            memcpy(in, a, 8);
+            memcpy(in + 8, r[i], 8);
+            CK_RV rv = encrypt_data_oracle(kek, cbc, in, b);
+            if (rv != CKR_OK) {
+                *first = rv;
+                return false;
+            }
+            memcpy(a, b, 8);
+            a[7] ^= (unsigned char)(2 * j + i + 1);
+            memcpy(r[i], b + 8, 8);
+        }
+    memcpy(blob, a, 8);
+    memcpy(blob + 8, r[0], 8);
+    memcpy(blob + 16, r[1], 8);
+    CK_KEY_TYPE kt = CKK_AES;
+    CK_ATTRIBUTE t[] = {{CKA_CLASS, &c_secret, sizeof(c_secret)},
+                        {CKA_KEY_TYPE, &kt, sizeof(kt)},
+                        {CKA_TOKEN, &no, 1},
+                        {CKA_ENCRYPT, &yes, 1}};
+    CK_MECHANISM kwp = {CKM_AES_KEY_WRAP_KWP, NULL, 0};
+    CK_OBJECT_HANDLE h;
+    if (P->C_UnwrapKey(s, &kwp, kek, blob, sizeof(blob), t, N(t), &h) !=
+        CKR_OK) {
+        CK_MECHANISM pad = {CKM_AES_KEY_WRAP_PAD, NULL, 0};
+        if (P->C_UnwrapKey(s, &pad, kek, blob, sizeof(blob), t, N(t), &h) !=
+            CKR_OK)
+            return false;
+    }
+    return recovered(h, v, 16);
+}
+
+/* A key-encryption key that may also derive: CKM_AES_ECB_ENCRYPT_DATA (or
+ * CBC) would give E_K of chosen blocks, enough to forge a wrapped key the
+ * attacker knows and plant it through C_UnwrapKey. */
+static void encrypt_data_attack(const char *test, bool cbc)
+{
+    CK_OBJECT_HANDLE kek;
+    CK_ATTRIBUTE t[] = {
+        {CKA_WRAP, &yes, 1}, {CKA_UNWRAP, &yes, 1}, {CKA_DERIVE, &yes, 1}};
+    SETUP(gen_aes(32, t, N(t), &kek));
+    CK_RV first;
+    bool planted = plant_known_key(kek, cbc, &first);
+    if (kt_test_is_softhsm() || !planted)
+        sec_outcome(test, !planted,
+                    "an encryption oracle under a key-encryption key "
+                    "(*_ENCRYPT_DATA derivation) forges a wrapped key the "
+                    "attacker knows and plants it");
+    if (!kt_test_is_softhsm()) {
+        ck_assert(!planted);
+        RV(CKR_KEY_FUNCTION_NOT_PERMITTED, first);
+    }
+}
+
+START_TEST(test_ecb_encrypt_data_plants_key)
+{
+    encrypt_data_attack(__func__, false);
+}
+END_TEST
+
+START_TEST(test_cbc_encrypt_data_plants_key)
+{
+    encrypt_data_attack(__func__, true);
+}
+END_TEST
+
+/* The attack code works where the oracle exists: keytier with
+ * legacy_mechanisms = yes lets a wrap key derive this way. */
+START_TEST(test_encrypt_data_oracle_exists_with_legacy)
+{
+    if (kt_test_is_softhsm()) {
+        SEC_NA("a keytier configuration; see test_ecb_encrypt_data_plants_"
+               "key for SoftHSM2");
+        return;
+    }
+    restart("legacy_mechanisms = yes\n");
+    CK_OBJECT_HANDLE kek;
+    CK_ATTRIBUTE t[] = {
+        {CKA_WRAP, &yes, 1}, {CKA_UNWRAP, &yes, 1}, {CKA_DERIVE, &yes, 1}};
+    CK(gen_aes(32, t, N(t), &kek));
+    CK_RV first;
+    ck_assert_msg(plant_known_key(kek, false, &first),
+                  "legacy: the oracle should plant the key (0x%lx)", first);
+}
+END_TEST
+
+/* ---- deterministic derivation: one value, two keys ------------------ */
+
+/* An AES-256 key derived from base with mechanism m, with the template
+ * attributes u besides its class, type and length. */
+static CK_RV derive_aes(CK_OBJECT_HANDLE base, CK_MECHANISM *m,
+                        const CK_ATTRIBUTE *u, CK_ULONG n,
+                        CK_OBJECT_HANDLE *out)
+{
+    CK_KEY_TYPE kt = CKK_AES;
+    CK_ULONG len = 32;
+    CK_ATTRIBUTE t[10] = {{CKA_CLASS, &c_secret, sizeof(c_secret)},
+                          {CKA_KEY_TYPE, &kt, sizeof(kt)},
+                          {CKA_VALUE_LEN, &len, sizeof(len)},
+                          {CKA_TOKEN, &no, 1}};
+    CK_ULONG k = 4;
+    for (CK_ULONG i = 0; i < n && k < N(t); i++)
+        t[k++] = u[i];
+    return P->C_DeriveKey(s, m, base, t, k, out);
+}
+
+/* RFC 3394 unwrap with OpenSSL under a key the attacker holds. */
+static size_t offline_unwrap(const unsigned char kek[32],
+                             const unsigned char *blob, size_t len,
+                             unsigned char *out)
+{
+    EVP_CIPHER *c = EVP_CIPHER_fetch(NULL, "AES-256-WRAP", NULL);
+    EVP_CIPHER_CTX *x = EVP_CIPHER_CTX_new();
+    int l1 = 0, l2 = 0;
+    bool ok = c != NULL && x != NULL &&
+              EVP_DecryptInit_ex2(x, c, kek, NULL, NULL) == 1 &&
+              EVP_DecryptUpdate(x, out, &l1, blob, (int)len) == 1 &&
+              EVP_DecryptFinal_ex(x, out + l1, &l2) == 1;
+    EVP_CIPHER_CTX_free(x);
+    EVP_CIPHER_free(c);
+    return ok ? (size_t)(l1 + l2) : 0;
+}
+
+/* Derives a wrap key and, with the same parameters, an extractable key of
+ * the same value; wraps the sensitive target with the first and unwraps
+ * the blob offline with the value of the second. */
+static bool derive_twice(CK_OBJECT_HANDLE base, CK_MECHANISM *m,
+                         CK_OBJECT_HANDLE target, CK_RV *first)
+{
+    CK_ATTRIBUTE wrap[] = {{CKA_WRAP, &yes, 1}, {CKA_UNWRAP, &yes, 1}};
+    CK_ATTRIBUTE open[] = {{CKA_EXTRACTABLE, &yes, 1},
+                           {CKA_SENSITIVE, &no, 1},
+                           {CKA_ENCRYPT, &yes, 1}};
+    CK_OBJECT_HANDLE w, e;
+    *first = derive_aes(base, m, wrap, N(wrap), &w);
+    if (*first != CKR_OK || derive_aes(base, m, open, N(open), &e) != CKR_OK)
+        return false;
+    unsigned char kv[32], blob[64], plain[64];
+    CK_ATTRIBUTE va = {CKA_VALUE, kv, sizeof(kv)};
+    CK_MECHANISM kw = {CKM_AES_KEY_WRAP, NULL, 0};
+    CK_ULONG bl = sizeof(blob);
+    if (P->C_GetAttributeValue(s, e, &va, 1) != CKR_OK || va.ulValueLen != 32 ||
+        P->C_WrapKey(s, &kw, w, target, blob, &bl) != CKR_OK)
+        return false;
+    size_t pl = offline_unwrap(kv, blob, bl, plain);
+    return pl > 0 && recovered(target, plain, pl);
+}
+
+/* CKM_AES_ECB_ENCRYPT_DATA from an encrypt/decrypt key that may derive. */
+START_TEST(test_derived_wrap_key_twice_encrypt_data)
+{
+    CK_OBJECT_HANDLE base, target;
+    CK_ATTRIBUTE t[] = {{CKA_DERIVE, &yes, 1}, {CKA_ENCRYPT, &yes, 1}};
+    SETUP(gen_aes(32, t, N(t), &base));
+    SETUP(sensitive_target(&target));
+    unsigned char data[32] = "chosen by the attacker, 32 bytes";
+    CK_KEY_DERIVATION_STRING_DATA sd = {data, sizeof(data)};
+    CK_MECHANISM m = {CKM_AES_ECB_ENCRYPT_DATA, &sd, sizeof(sd)};
+    CK_RV first;
+    bool done = derive_twice(base, &m, target, &first);
+    SEC_REFUSED(!done, "a key-encryption key derived twice with the same "
+                       "parameters, once extractable, unwraps what the first "
+                       "wrapped");
+    if (!kt_test_is_softhsm())
+        RV(CKR_TEMPLATE_INCONSISTENT, first);
+}
+END_TEST
+
+/* HKDF: the same with a generic secret base key (keytier; SoftHSM2 has no
+ * HKDF). With legacy_mechanisms = yes the attack code recovers the key. */
+START_TEST(test_derived_wrap_key_twice_hkdf)
+{
+    if (kt_test_is_softhsm()) {
+        SEC_NA("no CKM_HKDF_DERIVE");
+        return;
+    }
+    for (int legacy = 0; legacy < 2; legacy++) {
+        if (legacy)
+            restart("legacy_mechanisms = yes\n");
+        CK_ULONG len = 32;
+        CK_MECHANISM gen = {CKM_GENERIC_SECRET_KEY_GEN, NULL, 0};
+        CK_ATTRIBUTE t[] = {{CKA_VALUE_LEN, &len, sizeof(len)},
+                            {CKA_DERIVE, &yes, 1},
+                            {CKA_TOKEN, &no, 1}};
+        CK_OBJECT_HANDLE base, target;
+        CK(P->C_GenerateKey(s, &gen, t, N(t), &base));
+        CK(sensitive_target(&target));
+        struct {
+            CK_BBOOL extract, expand;
+            CK_MECHANISM_TYPE prf;
+            CK_ULONG salt_type;
+            CK_BYTE_PTR salt;
+            CK_ULONG salt_len;
+            CK_OBJECT_HANDLE salt_key;
+            CK_BYTE_PTR info;
+            CK_ULONG info_len;
+        } p = {CK_TRUE, CK_TRUE, CKM_SHA256, 1, NULL, 0, 0, NULL, 0};
+        CK_MECHANISM m = {0x402AUL /* CKM_HKDF_DERIVE */, &p, sizeof(p)};
+        CK_RV first;
+        bool done = derive_twice(base, &m, target, &first);
+        if (legacy) {
+            ck_assert_msg(done, "legacy: the attack should work (0x%lx)",
+                          first);
+        } else {
+            SEC_REFUSED(!done, "an HKDF key-encryption key derived twice "
+                               "unwraps what the first wrapped");
+            RV(CKR_TEMPLATE_INCONSISTENT, first);
+        }
+    }
+}
+END_TEST
+
 static Suite *policy_suite(void)
 {
     Suite *su = suite_create("policy");
@@ -614,6 +869,11 @@ static Suite *policy_suite(void)
     tcase_add_test(tc, test_wrap_then_decrypt_default_key);
     tcase_add_test(tc, test_wrap_then_decrypt_second_role);
     tcase_add_test(tc, test_weak_wrapping_key);
+    tcase_add_test(tc, test_ecb_encrypt_data_plants_key);
+    tcase_add_test(tc, test_cbc_encrypt_data_plants_key);
+    tcase_add_test(tc, test_encrypt_data_oracle_exists_with_legacy);
+    tcase_add_test(tc, test_derived_wrap_key_twice_encrypt_data);
+    tcase_add_test(tc, test_derived_wrap_key_twice_hkdf);
     suite_add_tcase(su, tc);
     return su;
 }

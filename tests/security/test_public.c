@@ -192,6 +192,36 @@ START_TEST(test_public_pair_derives_private_key)
 }
 END_TEST
 
+/* The same with a symmetric derivation (*_ENCRYPT_DATA) from a planted
+ * key: the derived value is E_K(data) under the planted value. */
+START_TEST(test_planted_key_derives_private_key)
+{
+    CK_ATTRIBUTE t[] = {{CKA_CLASS, &c_secret, sizeof(c_secret)},
+                        {CKA_KEY_TYPE, &k_aes, sizeof(k_aes)},
+                        {CKA_VALUE, known, 32},
+                        {CKA_PRIVATE, &no, 1},
+                        {CKA_DERIVE, &yes, 1}};
+    CK_OBJECT_HANDLE k;
+    CK(P->C_CreateObject(pub, t, N(t), &k));
+    unsigned char data[16] = "derivation data";
+    CK_KEY_DERIVATION_STRING_DATA dp = {data, sizeof(data)};
+    CK_MECHANISM m = {CKM_AES_ECB_ENCRYPT_DATA, &dp, sizeof(dp)};
+    CK_KEY_TYPE gk = CKK_GENERIC_SECRET;
+    CK_ULONG len = 16;
+    CK_ATTRIBUTE priv_t[] = {{CKA_CLASS, &c_secret, sizeof(c_secret)},
+                             {CKA_KEY_TYPE, &gk, sizeof(gk)},
+                             {CKA_VALUE_LEN, &len, sizeof(len)},
+                             {CKA_SIGN, &yes, 1}};
+    CK_OBJECT_HANDLE d;
+    login();
+    CK_RV rv = P->C_DeriveKey(pub, &m, k, priv_t, N(priv_t), &d);
+    SEC_REFUSED(rv != CKR_OK, "a public key made before login derives a "
+                              "private key whose value its planter knows");
+    if (!kt_test_is_softhsm())
+        RV(CKR_TEMPLATE_INCONSISTENT, rv);
+}
+END_TEST
+
 /* A logged-in copy with CKA_PRIVATE=FALSE would leave a private key usable
  * by every session without login. */
 START_TEST(test_copy_private_key_to_public)
@@ -313,6 +343,7 @@ static Suite *public_suite(void)
     tcase_add_test(tc, test_planted_key_wraps_private_key_out);
     tcase_add_test(tc, test_planted_key_unwraps_into_private_key);
     tcase_add_test(tc, test_public_pair_derives_private_key);
+    tcase_add_test(tc, test_planted_key_derives_private_key);
     tcase_add_test(tc, test_copy_private_key_to_public);
     tcase_add_test(tc, test_public_session_reaches_no_private_object);
     tcase_add_test(tc, test_public_objects_never_stored);

@@ -52,7 +52,7 @@ static CK_ULONG find(CK_SESSION_HANDLE s, CK_OBJECT_CLASS cls,
 static void setup(void)
 {
     kt_test_setup();
-    ck_assert_int_eq(kt_ossl_init(), CKR_OK);
+    ck_assert_int_eq(kt_ossl_init(false), CKR_OK);
 }
 
 /* ---- the offline attack with an old PIN and an old copy of the file -- */

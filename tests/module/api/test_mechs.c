@@ -25,9 +25,40 @@ static bool asymmetric(CK_MECHANISM_TYPE m)
            (m >= 0x1200 && m <= 0x1230);
 }
 
+#ifndef CKM_HKDF_DERIVE
+#define CKM_HKDF_DERIVE 0x402AUL
+#define CKM_HKDF_DATA   0x402BUL
+#define CKK_HKDF        0x42UL
+#endif
+
+/* HMACs (SHA-1 to SHA3-512, MD5, and their _GENERAL forms) and HKDF take
+ * generic secret keys. */
 static bool is_hmac(CK_MECHANISM_TYPE m)
 {
-    return m == CKM_SHA256_HMAC || m == CKM_SHA384_HMAC || m == CKM_SHA512_HMAC;
+    return (m >= 0x211 && m <= 0x272 && (m & 0xf) != 0) ||
+           (m >= 0x2B1 && m <= 0x2D2 && (m & 0xf) != 0 && (m & 0xf) != 5 &&
+            (m & 0xf) != 3 && (m & 0xf) != 8) ||
+           m == CKM_HKDF_DERIVE || m == CKM_HKDF_DATA;
+}
+
+static bool is_general(CK_MECHANISM_TYPE m)
+{
+    return m == CKM_AES_CMAC_GENERAL || m == CKM_DES3_CMAC_GENERAL ||
+           m == CKM_MD5_HMAC_GENERAL || m == CKM_SHA_1_HMAC_GENERAL ||
+           m == CKM_SHA224_HMAC_GENERAL || m == CKM_SHA256_HMAC_GENERAL ||
+           m == CKM_SHA384_HMAC_GENERAL || m == CKM_SHA512_HMAC_GENERAL ||
+           (m >= 0x2B1 && m <= 0x2D2 && (m & 0xf) == 2) || m == 0x2B7;
+}
+
+/* The key type for mechanism m and a key of len bytes. */
+static CK_KEY_TYPE key_type_for(CK_MECHANISM_TYPE m, CK_ULONG len)
+{
+    if (is_hmac(m))
+        return CKK_GENERIC_SECRET;
+    if ((m >= CKM_DES_ECB && m <= CKM_DES3_CMAC) ||
+        (m >= CKM_DES_ECB_ENCRYPT_DATA && m <= CKM_DES3_CBC_ENCRYPT_DATA))
+        return len == 8 ? CKK_DES : len == 16 ? CKK_DES2 : CKK_DES3;
+    return CKK_AES;
 }
 
 /* A key for mechanism m; wrap: a wrapping key (a key has one role), else
@@ -35,7 +66,7 @@ static bool is_hmac(CK_MECHANISM_TYPE m)
 static CK_OBJECT_HANDLE make_key(CK_MECHANISM_TYPE m, CK_ULONG len, bool wrap)
 {
     CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
-    CK_KEY_TYPE kt = is_hmac(m) ? CKK_GENERIC_SECRET : CKK_AES;
+    CK_KEY_TYPE kt = key_type_for(m, len);
     CK_BBOOL yes = CK_TRUE;
     unsigned char v[512];
     memset(v, 0x42, sizeof(v));
@@ -52,6 +83,8 @@ static CK_OBJECT_HANDLE make_key(CK_MECHANISM_TYPE m, CK_ULONG len, bool wrap)
 
 static CK_GCM_PARAMS gcm;
 static unsigned char iv[16] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
+static CK_AES_CTR_PARAMS ctr = {128, {1, 2, 3}};
+static CK_ULONG general_len = 8;
 
 static CK_MECHANISM params_for(CK_MECHANISM_TYPE m)
 {
@@ -59,6 +92,16 @@ static CK_MECHANISM params_for(CK_MECHANISM_TYPE m)
     if (m == CKM_AES_CBC || m == CKM_AES_CBC_PAD) {
         mech.pParameter = iv;
         mech.ulParameterLen = 16;
+    } else if (m == CKM_DES_CBC || m == CKM_DES_CBC_PAD || m == CKM_DES3_CBC ||
+               m == CKM_DES3_CBC_PAD) {
+        mech.pParameter = iv;
+        mech.ulParameterLen = 8;
+    } else if (m == CKM_AES_CTR) {
+        mech.pParameter = &ctr;
+        mech.ulParameterLen = sizeof(ctr);
+    } else if (is_general(m)) {
+        mech.pParameter = &general_len;
+        mech.ulParameterLen = sizeof(general_len);
     } else if (m == CKM_AES_GCM) {
         gcm = (CK_GCM_PARAMS){iv, 12, 96, (CK_BYTE_PTR) "aad", 3, 128};
         mech.pParameter = &gcm;
@@ -117,7 +160,7 @@ static void check_wrap(CK_MECHANISM_TYPE m, CK_OBJECT_HANDLE k, CK_ULONG len,
 
 static void check_sign(CK_MECHANISM_TYPE m, CK_OBJECT_HANDLE k, bool verify)
 {
-    CK_MECHANISM mech = {m, NULL, 0};
+    CK_MECHANISM mech = params_for(m);
     unsigned char sig[128];
     CK_ULONG sl = sizeof(sig);
     CK(P->C_SignInit(s, &mech, k));
@@ -126,6 +169,55 @@ static void check_sign(CK_MECHANISM_TYPE m, CK_OBJECT_HANDLE k, bool verify)
         CK(P->C_VerifyInit(s, &mech, k));
         CK(P->C_Verify(s, (CK_BYTE_PTR) "data", 4, sig, sl));
     }
+}
+
+static CK_OBJECT_HANDLE make_derive_key(CK_MECHANISM_TYPE m, CK_ULONG len)
+{
+    CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+    CK_KEY_TYPE kt = key_type_for(m, len);
+    CK_BBOOL yes = CK_TRUE;
+    unsigned char v[512];
+    memset(v, 0x42, sizeof(v));
+    CK_ATTRIBUTE t[] = {{CKA_CLASS, &cls, sizeof(cls)},
+                        {CKA_KEY_TYPE, &kt, sizeof(kt)},
+                        {CKA_VALUE, v, len},
+                        {CKA_DERIVE, &yes, 1}};
+    CK_OBJECT_HANDLE h;
+    CK(P->C_CreateObject(s, t, 4, &h));
+    return h;
+}
+
+/* A derivation with mechanism m from base key k: a 16-byte generic
+ * secret (or data object, CKM_HKDF_DATA). */
+static void check_derive(CK_MECHANISM_TYPE m, CK_OBJECT_HANDLE k)
+{
+    unsigned char data[32] = {7};
+    CK_KEY_DERIVATION_STRING_DATA sd = {data, 32};
+    CK_AES_CBC_ENCRYPT_DATA_PARAMS acbc = {{0}, data, 32};
+    CK_DES_CBC_ENCRYPT_DATA_PARAMS dcbc = {{0}, data, 32};
+    struct {
+        CK_BBOOL bExtract, bExpand;
+        CK_MECHANISM_TYPE prf;
+        CK_ULONG salt_type;
+        CK_BYTE_PTR salt;
+        CK_ULONG salt_len;
+        CK_OBJECT_HANDLE salt_key;
+        CK_BYTE_PTR info;
+        CK_ULONG info_len;
+    } hk = {CK_TRUE, CK_TRUE, CKM_SHA256, 1, NULL, 0, 0, data, 4};
+    CK_MECHANISM mech = {m, &sd, sizeof(sd)};
+    if (m == CKM_AES_CBC_ENCRYPT_DATA)
+        mech = (CK_MECHANISM){m, &acbc, sizeof(acbc)};
+    else if (m == CKM_DES_CBC_ENCRYPT_DATA || m == CKM_DES3_CBC_ENCRYPT_DATA)
+        mech = (CK_MECHANISM){m, &dcbc, sizeof(dcbc)};
+    else if (m == CKM_HKDF_DERIVE || m == CKM_HKDF_DATA)
+        mech = (CK_MECHANISM){m, &hk, sizeof(hk)};
+    CK_OBJECT_CLASS cls = m == CKM_HKDF_DATA ? CKO_DATA : CKO_SECRET_KEY;
+    CK_ULONG len = 16;
+    CK_ATTRIBUTE t[] = {{CKA_CLASS, &cls, sizeof(cls)},
+                        {CKA_VALUE_LEN, &len, sizeof(len)}};
+    CK_OBJECT_HANDLE h;
+    CK(P->C_DeriveKey(s, &mech, k, t, 2, &h));
 }
 
 static void every_mechanism_every_flag(void)
@@ -145,7 +237,7 @@ static void every_mechanism_every_flag(void)
          * checked in test_v3.c. */
         const CK_FLAGS known = CKF_ENCRYPT | CKF_DECRYPT | CKF_WRAP |
                                CKF_UNWRAP | CKF_SIGN | CKF_VERIFY | CKF_DIGEST |
-                               CKF_GENERATE | 0x2UL | 0x4UL;
+                               CKF_GENERATE | CKF_DERIVE | 0x2UL | 0x4UL;
         ck_assert_msg((info.flags & ~known) == 0,
                       "mechanism 0x%lx claims flags this test cannot check", m);
         if (info.flags & CKF_DIGEST) {
@@ -160,8 +252,9 @@ static void every_mechanism_every_flag(void)
         if (info.flags & CKF_GENERATE) {
             CK_ULONG lens[2] = {info.ulMinKeySize, info.ulMaxKeySize};
             for (int j = 0; j < 2; j++) {
-                /* key gen sizes: bytes for AES, bits for generic secrets */
-                CK_ULONG len = m == CKM_AES_KEY_GEN ? lens[j] : lens[j] / 8;
+                /* key gen sizes: bits for generic secrets, else bytes */
+                CK_ULONG len =
+                    m == CKM_GENERIC_SECRET_KEY_GEN ? lens[j] / 8 : lens[j];
                 CK_MECHANISM mech = {m, NULL, 0};
                 CK_ATTRIBUTE t = {CKA_VALUE_LEN, &len, sizeof(len)};
                 CK_OBJECT_HANDLE h;
@@ -183,6 +276,8 @@ static void every_mechanism_every_flag(void)
                            info.flags);
             if (info.flags & CKF_SIGN)
                 check_sign(m, k, (info.flags & CKF_VERIFY) != 0);
+            if (info.flags & CKF_DERIVE)
+                check_derive(m, make_derive_key(m, sizes[j]));
         }
         checked++;
     }
