@@ -1,4 +1,5 @@
-/* General-purpose functions (PKCS#11 v2.40 §5.4). */
+/* General-purpose functions (PKCS#11 v2.40 §5.4); the 3.0 interfaces are in
+ * p11_v3.c. */
 #include "kt.h"
 
 #include <stdlib.h>
@@ -81,6 +82,8 @@ static void kt_atfork_child(void)
             struct kt_session *s = sv;
             for (int k = 0; k < KT_OP_KIND_MAX; k++)
                 kt_op_release(&s->ops[k]);
+            kt_msg_release(s, true);
+            kt_msg_release(s, false);
             kt_session_drop_caches(s);
         }
     /* The locks kt_atfork_prepare took on this thread (initialisation,
@@ -203,15 +206,20 @@ out:
     return kt_trace("C_Finalize", rv);
 }
 
-CK_RV C_GetInfo(CK_INFO_PTR info)
+/* PKCS#11 3.0 §5.4: the version of the interface the caller holds. A
+ * caller of the 2.40 list (C_GetFunctionList, or the "PKCS 11" 2.40
+ * interface) is told 2.40, so one that checks for major version 2 keeps
+ * working; the 3.0 list's C_GetInfo says 3.0. */
+static KT_NODISCARD CK_RV get_info(const char *fn, CK_INFO_PTR info,
+                                   CK_BYTE major, CK_BYTE minor)
 {
     CK_RV rv = kt_check_init();
     if (rv == CKR_OK && info == NULL)
         rv = CKR_ARGUMENTS_BAD;
     if (rv == CKR_OK) {
         memset(info, 0, sizeof(*info));
-        info->cryptokiVersion.major = 2;
-        info->cryptokiVersion.minor = 40;
+        info->cryptokiVersion.major = major;
+        info->cryptokiVersion.minor = minor;
         kt_p11str_pad(info->manufacturerID, "keytier",
                       sizeof(info->manufacturerID));
         kt_p11str_pad(info->libraryDescription, "keytier software token",
@@ -219,14 +227,24 @@ CK_RV C_GetInfo(CK_INFO_PTR info)
         info->libraryVersion.major = 0;
         info->libraryVersion.minor = 1;
     }
-    return kt_trace("C_GetInfo", rv);
+    return kt_trace(fn, rv);
+}
+
+CK_RV C_GetInfo(CK_INFO_PTR info)
+{
+    return get_info("C_GetInfo", info, 3, 0);
+}
+
+static KT_NODISCARD CK_RV get_info_v240(CK_INFO_PTR info)
+{
+    return get_info("C_GetInfo", info, 2, 40);
 }
 
 static CK_FUNCTION_LIST function_list = {
     {2, 40},
     C_Initialize,
     C_Finalize,
-    C_GetInfo,
+    get_info_v240,
     C_GetFunctionList,
     C_GetSlotList,
     C_GetSlotInfo,

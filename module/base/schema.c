@@ -563,6 +563,11 @@ CK_RV kt_schema_modify(const kt_attrs *obj, const CK_ATTRIBUTE *change,
             return CKR_ATTRIBUTE_READ_ONLY;
         if ((r->flags & F_SO_TRUE) && want && !is_so)
             return CKR_ATTRIBUTE_READ_ONLY;
+        /* A copy never makes key material public: any session could use
+         * a public copy of a private key without login. */
+        if (change->type == CKA_PRIVATE && now && !want &&
+            (cls == CKO_SECRET_KEY || cls == CKO_PRIVATE_KEY))
+            return CKR_ATTRIBUTE_READ_ONLY;
     }
     return CKR_OK;
 }

@@ -301,6 +301,10 @@ CK_RV kt_keys_derive_sym(struct kt_session *s, const CK_MECHANISM *mech,
         rv = kt_keys_apply_template(&k, CKA_DERIVE_TEMPLATE, &a);
     if (rv == CKR_OK)
         rv = derived_template(mech->mechanism, &a, &cls, &want);
+    /* A public session key derives no private object (keys.c). */
+    if (rv == CKR_OK && kt_keys_public_to_private(&k, &a))
+        rv = s->token->login == CKU_USER ? CKR_TEMPLATE_INCONSISTENT
+                                         : CKR_USER_NOT_LOGGED_IN;
     if (rv == CKR_OK && derives_wrap_key(&a))
         rv = CKR_TEMPLATE_INCONSISTENT;
     if (rv != CKR_OK)

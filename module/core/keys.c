@@ -206,6 +206,24 @@ static KT_NODISCARD CK_RV check_wrappable(const struct kt_key *k,
     return CKR_OK;
 }
 
+bool kt_keys_public_to_private(const struct kt_key *k, const kt_attrs *a)
+{
+    /* Public token keys are sealed until login and made only after one; a
+     * public key (CKO_PUBLIC_KEY) wraps for its private half's holder, as
+     * any imported recipient key does; CKA_TRUSTED is the SO's word. */
+    bool unauthenticated = k->cls != CKO_PUBLIC_KEY &&
+                           !kt_attrs_get_bool(&k->attrs, CKA_PRIVATE, true) &&
+                           !kt_attrs_get_bool(&k->attrs, CKA_TOKEN, false) &&
+                           !kt_attrs_get_bool(&k->attrs, CKA_TRUSTED, false);
+    /* CKA_PRIVATE's default: true for secret and private keys (a template
+     * without CKA_CLASS makes a secret key here), false for the rest. */
+    CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+    if (kt_attrs_get_ulong(a, CKA_CLASS, &cls) != CKR_OK)
+        cls = CKO_SECRET_KEY;
+    bool dflt = cls == CKO_SECRET_KEY || cls == CKO_PRIVATE_KEY;
+    return unauthenticated && kt_attrs_get_bool(a, CKA_PRIVATE, dflt);
+}
+
 /* RFC 3394 (CKM_AES_KEY_WRAP) takes multiples of 8 bytes: PKCS#11 v2.40
  * §2.14.3 pads a key of another length with zeros. *der (secure heap, len
  * bytes) is replaced by the padded copy. */
@@ -302,6 +320,8 @@ CK_RV kt_keys_wrap(struct kt_session *s, const CK_MECHANISM *mech,
         rv = kt_key_snapshot(s->token, key, 0, &k);
     if (rv == CKR_OK)
         rv = check_wrappable(&k, wk, mech->mechanism);
+    if (rv == CKR_OK && kt_keys_public_to_private(wk, &k.attrs))
+        rv = CKR_KEY_NOT_WRAPPABLE; /* a public key never wraps a private one */
     if (rv == CKR_OK)
         rv = wrap_plain(&k, wk, mech->mechanism, &plain, &plain_len, &owned);
     if (rv == CKR_OK && g.caller_iv != NULL)
@@ -429,6 +449,9 @@ CK_RV kt_keys_unwrap(struct kt_session *s, const CK_MECHANISM *mech,
     CK_RV rv = wrap_op_start(s, mech, unwrapping, true, &op, &uk);
     if (rv == CKR_OK)
         rv = unwrap_template(uk, mech->mechanism, t, n, &a, &cls);
+    if (rv == CKR_OK && kt_keys_public_to_private(uk, &a))
+        rv = s->token->login == CKU_USER ? CKR_TEMPLATE_INCONSISTENT
+                                         : CKR_USER_NOT_LOGGED_IN;
     if (rv != CKR_OK)
         goto out;
     plain = kt_secure_alloc(plain_len);

@@ -107,6 +107,9 @@ CK_RV kt_keys_derive(struct kt_session *s, const CK_MECHANISM *mech,
         rv = kt_key_snapshot(s->token, base, CKA_DERIVE, &k);
     if (rv == CKR_OK)
         rv = kt_keys_apply_template(&k, CKA_DERIVE_TEMPLATE, &a);
+    if (rv == CKR_OK && kt_keys_public_to_private(&k, &a))
+        rv = s->token->login == CKU_USER ? CKR_TEMPLATE_INCONSISTENT
+                                         : CKR_USER_NOT_LOGGED_IN;
     if (rv != CKR_OK)
         goto out;
     if (kt_attrs_has(&a, CKA_CLASS)) {

@@ -656,6 +656,9 @@ struct kt_session {
      * with zeros between uses); guarded by `lock`, dropped with key_cache. */
     struct kt_cipher *wrap_ciphers[2];
     struct kt_cipher *check_cipher;
+    /* Message-based encryption [0] and decryption [1] (msgcrypt.c), or
+     * NULL; guarded by `lock`. */
+    struct kt_msg *msg[2];
 };
 
 KT_NODISCARD CK_RV kt_session_ref(CK_SESSION_HANDLE h, struct kt_session **out);
@@ -667,6 +670,33 @@ KT_NODISCARD CK_RV kt_session_close_all(CK_SLOT_ID slot);
 CK_STATE kt_session_state(const struct kt_session *s);
 bool kt_session_rw(const struct kt_session *s);
 void kt_session_reset_ops(struct kt_session *s);
+/* C_SessionCancel: ends the operations named by mechanism flags
+ * (CKF_ENCRYPT, CKF_DECRYPT, CKF_SIGN, CKF_VERIFY, CKF_DIGEST, and of
+ * PKCS#11 3.0 CKF_FIND_OBJECTS, CKF_MESSAGE_ENCRYPT, CKF_MESSAGE_DECRYPT);
+ * those not active are left as they are. */
+void kt_session_cancel(struct kt_session *s, CK_FLAGS flags);
+
+/* ---- message-based encryption (msgcrypt.c; PKCS#11 3.0 §5.15-5.16) --- */
+/* CKM_AES_GCM, one operation per direction (enc: encrypt) per session;
+ * param is a CK_GCM_MESSAGE_PARAMS per message. The session's lock is
+ * taken inside; kt_msg_release: with it held (or the session unreachable). */
+KT_NODISCARD CK_RV kt_msg_init(struct kt_session *s, bool enc,
+                               const CK_MECHANISM *mech, CK_OBJECT_HANDLE key);
+KT_NODISCARD CK_RV kt_msg_oneshot(struct kt_session *s, bool enc,
+                                  const void *param, CK_ULONG param_len,
+                                  const unsigned char *aad, CK_ULONG aad_len,
+                                  const unsigned char *in, CK_ULONG in_len,
+                                  unsigned char *out, CK_ULONG *out_len);
+KT_NODISCARD CK_RV kt_msg_begin(struct kt_session *s, bool enc,
+                                const void *param, CK_ULONG param_len,
+                                const unsigned char *aad, CK_ULONG aad_len);
+KT_NODISCARD CK_RV kt_msg_next(struct kt_session *s, bool enc,
+                               const void *param, CK_ULONG param_len,
+                               const unsigned char *in, CK_ULONG in_len,
+                               unsigned char *out, CK_ULONG *out_len,
+                               CK_FLAGS flags);
+KT_NODISCARD CK_RV kt_msg_final(struct kt_session *s, bool enc);
+void kt_msg_release(struct kt_session *s, bool enc);
 /* The session's snapshot of key h for usage (see struct kt_key_cache),
  * taken again only when the token's objects changed; valid while the
  * session's lock (held by the caller) is. */
@@ -766,6 +796,15 @@ KT_NODISCARD CK_RV kt_keys_derive_sym(struct kt_session *s,
                                       CK_OBJECT_HANDLE *out);
 KT_NODISCARD CK_RV kt_keys_apply_template(const struct kt_key *k,
                                           CK_ATTRIBUTE_TYPE which, kt_attrs *a);
+/* Public session objects (any session makes and uses them without login)
+ * never reach private ones: true when k is a public session secret or
+ * private key, not CKA_TRUSTED, and the key a describes is private
+ * (CKA_PRIVATE true or, for a new secret or private key, absent). What such
+ * a key wraps, unwraps or derives, a session without login could unwrap or
+ * derive again into a public key it can read: C_WrapKey refuses it
+ * (CKR_KEY_NOT_WRAPPABLE), C_UnwrapKey and C_DeriveKey too
+ * (CKR_TEMPLATE_INCONSISTENT). */
+bool kt_keys_public_to_private(const struct kt_key *k, const kt_attrs *a);
 KT_NODISCARD CK_RV kt_keys_generate(struct kt_session *s,
                                     const CK_MECHANISM *mech,
                                     const CK_ATTRIBUTE *t, CK_ULONG n,

@@ -2,9 +2,11 @@
  * C_*Init, ended per PKCS#11 v2.40 §5.2 (every result but
  * CKR_BUFFER_TOO_SMALL and a successful length query ends it: errors of the
  * C_* layer's argument checks, CKR_OPERATION_ACTIVE for a single-part call
- * during a multi-part operation, and CKR_USER_NOT_LOGGED_IN for a pending
- * context-specific login included, since §5.8-5.12 say such a call "always
- * terminates the active operation" with only those two exceptions). */
+ * during a multi-part operation or an Update/Final call after a single-part
+ * call asked for the length (§5.2: the operation is one or the other), and
+ * CKR_USER_NOT_LOGGED_IN for a pending context-specific login included, since
+ * §5.8-5.12 say such a call "always terminates the active operation" with only
+ * those two exceptions). */
 #include "kt.h"
 
 #include <string.h>
@@ -107,6 +109,8 @@ CK_RV kt_op_oneshot(struct kt_session *s, enum kt_op_kind kind,
         rv = op->mech->ops->oneshot(op, in, in_len, out, out_len);
         if (!op_continues(rv, out))
             kt_op_release(op);
+        else
+            op->single = true;
     }
     pthread_mutex_unlock(&s->lock);
     return rv;
@@ -121,6 +125,9 @@ CK_RV kt_op_update(struct kt_session *s, enum kt_op_kind kind,
     struct kt_op *op = &s->ops[kind];
     if (!op->active) {
         rv = CKR_OPERATION_NOT_INITIALIZED;
+    } else if (op->single) {
+        rv = CKR_OPERATION_ACTIVE; /* a single-part call is under way */
+        kt_op_release(op);
     } else if (op->need_auth) {
         rv = CKR_USER_NOT_LOGGED_IN; /* context login first */
         kt_op_release(op);
@@ -142,6 +149,9 @@ CK_RV kt_op_finish(struct kt_session *s, enum kt_op_kind kind,
     struct kt_op *op = &s->ops[kind];
     if (!op->active) {
         rv = CKR_OPERATION_NOT_INITIALIZED;
+    } else if (op->single) {
+        rv = CKR_OPERATION_ACTIVE; /* a single-part call is under way */
+        kt_op_release(op);
     } else if (op->need_auth && out != NULL) {
         rv = CKR_USER_NOT_LOGGED_IN; /* context login first */
         kt_op_release(op);
@@ -181,6 +191,9 @@ CK_RV kt_op_verify_finish(struct kt_session *s, const unsigned char *sig,
     struct kt_op *op = &s->ops[KT_OP_VERIFY];
     if (!op->active) {
         rv = CKR_OPERATION_NOT_INITIALIZED;
+    } else if (op->single) {
+        rv = CKR_OPERATION_ACTIVE; /* a single-part call is under way */
+        kt_op_release(op);
     } else {
         rv = op->mech->ops->verify_final(op, sig, sig_len);
         kt_op_release(op);

@@ -2,6 +2,7 @@
  * call uses it so C_CloseSession on another thread cannot free it. */
 #include "kt.h"
 #include "ossl/ossl.h"
+#include "pkcs11v3.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -110,6 +111,8 @@ static void session_free(struct kt_session *s)
     kt_session_drop_caches(s);
     for (int i = 0; i < KT_OP_KIND_MAX; i++)
         kt_op_release(&s->ops[i]);
+    kt_msg_release(s, true);
+    kt_msg_release(s, false);
     free(s->find.handles);
     pthread_mutex_destroy(&s->lock);
     free(s);
@@ -125,8 +128,32 @@ void kt_session_reset_ops(struct kt_session *s)
 {
     for (int i = 0; i < KT_OP_KIND_MAX; i++)
         kt_op_release(&s->ops[i]);
+    kt_msg_release(s, true);
+    kt_msg_release(s, false);
     free(s->find.handles);
     memset(&s->find, 0, sizeof(s->find));
+}
+
+void kt_session_cancel(struct kt_session *s, CK_FLAGS flags)
+{
+    static const CK_FLAGS kind_flag[KT_OP_KIND_MAX] = {
+        [KT_OP_ENCRYPT] = CKF_ENCRYPT, [KT_OP_DECRYPT] = CKF_DECRYPT,
+        [KT_OP_SIGN] = CKF_SIGN,       [KT_OP_VERIFY] = CKF_VERIFY,
+        [KT_OP_DIGEST] = CKF_DIGEST,
+    };
+    pthread_mutex_lock(&s->lock);
+    for (int i = 0; i < KT_OP_KIND_MAX; i++)
+        if (flags & kind_flag[i])
+            kt_op_release(&s->ops[i]);
+    if (flags & CKF_FIND_OBJECTS) {
+        free(s->find.handles);
+        memset(&s->find, 0, sizeof(s->find));
+    }
+    if (flags & CKF_MESSAGE_ENCRYPT)
+        kt_msg_release(s, true);
+    if (flags & CKF_MESSAGE_DECRYPT)
+        kt_msg_release(s, false);
+    pthread_mutex_unlock(&s->lock);
 }
 
 bool kt_session_rw(const struct kt_session *s)

@@ -8,6 +8,7 @@
 #include "ossl/ossl.h"
 #include "kt_asym.h"
 #include "ossl/asym.h" /* KT_RSA_* and KT_EC_* sizes */
+#include "pkcs11v3.h"  /* CKF_MESSAGE_* */
 
 #define AES_KEYS {CKK_AES}, 1
 #define NO_KEYS  {0}, 0
@@ -88,9 +89,10 @@ static const struct kt_mech mechs[] = {
      AES_KEYS,
      &kt_ops_aes,
      NULL},
+    /* Message-based encryption too (PKCS#11 3.0, core/msgcrypt.c). */
     {CKM_AES_GCM,
      "CKM_AES_GCM",
-     {16, 32, CRYPT | WRAPS},
+     {16, 32, CRYPT | WRAPS | CKF_MESSAGE_ENCRYPT | CKF_MESSAGE_DECRYPT},
      AES_KEYS,
      &kt_ops_aes,
      NULL},

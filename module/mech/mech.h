@@ -86,7 +86,10 @@ struct kt_op {
     enum kt_op_kind kind;
     bool active;
     bool multi; /* an Update ran: single-part calls are refused */
-    void *ctx;  /* owned by the ops; freed by ops->free */
+    /* A single-part call asked for the length (or had too small a buffer):
+     * the operation goes on single-part; Update/Final calls are refused. */
+    bool single;
+    void *ctx; /* owned by the ops; freed by ops->free */
     /* Result of a Final kept across CKR_BUFFER_TOO_SMALL retries. */
     unsigned char *stash;
     size_t stash_len;

@@ -55,7 +55,13 @@ group_token()
 {
     local out slot
     expect_ok kt_p11 -I
-    assert_contains "$KT_LAST_OUTPUT" "Cryptoki version 2.40" "-I"
+    # pkcs11-tool asks for the default interface (C_GetInterface): keytier's
+    # is PKCS#11 3.0; SoftHSM2 2.6 has only C_GetFunctionList (2.40).
+    if [ "$module" = keytier ]; then
+        assert_contains "$KT_LAST_OUTPUT" "Cryptoki version 3.0" "-I"
+    else
+        assert_contains "$KT_LAST_OUTPUT" "Cryptoki version 2.40" "-I"
+    fi
 
     expect_ok kt_p11 -L
     assert_contains "$KT_LAST_OUTPUT" "token state:   uninitialized" \

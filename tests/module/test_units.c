@@ -397,7 +397,9 @@ START_TEST(test_schema_table)
         {CKA_EXTRACTABLE, &f, false, false, CKR_OK},
         {CKA_TOKEN, &t, false, false, CKR_ATTRIBUTE_READ_ONLY},
         {CKA_TOKEN, &t, true, false, CKR_OK},
-        {CKA_PRIVATE, &f, true, false, CKR_OK},
+        /* a copy never makes key material public */
+        {CKA_PRIVATE, &f, true, false, CKR_ATTRIBUTE_READ_ONLY},
+        {CKA_PRIVATE, &t, true, false, CKR_OK},
         {CKA_MODIFIABLE, &f, true, false, CKR_OK},
         {CKA_LOCAL, &t, true, false, CKR_ATTRIBUTE_READ_ONLY},
         {CKA_TRUSTED, &t, false, false, CKR_ATTRIBUTE_READ_ONLY},
