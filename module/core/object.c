@@ -5,6 +5,14 @@
 
 #include "ossl/ossl.h"
 #include "kt_asym.h"
+#include "store/store.h"
+
+static CK_OBJECT_CLASS cls_of(const kt_attrs *a)
+{
+    CK_OBJECT_CLASS c = CK_UNAVAILABLE_INFORMATION;
+    KT_IGNORE_RESULT(kt_attrs_get_ulong(a, CKA_CLASS, &c));
+    return c;
+}
 
 void kt_object_attrs_changed(struct kt_object *o)
 {
@@ -131,9 +139,10 @@ CK_RV kt_object_create(struct kt_session *s, kt_attrs *attrs,
         return CKR_SESSION_READ_ONLY;
     if (priv && t->login != CKU_USER)
         return CKR_USER_NOT_LOGGED_IN;
-    /* Token objects are sealed and MACed under the master key, which only
-     * a login provides. */
-    if (token && !t->mk_loaded)
+    /* What a token record seals (key material, a private data object's
+     * value) needs the master key, which only a login provides; a public
+     * certificate, public key or data object is written without one. */
+    if (token && !t->mk_loaded && kt_seal_needs_mk(cls_of(attrs), attrs))
         return CKR_USER_NOT_LOGGED_IN;
     if (gen != NULL) {
         rv = gen->generate(mech, attrs);
@@ -360,7 +369,8 @@ CK_RV kt_object_copy(struct kt_session *s, CK_OBJECT_HANDLE h,
     bool priv = kt_attrs_get_bool(&cur, CKA_PRIVATE, false);
     if (token && !kt_session_rw(s))
         rv = CKR_SESSION_READ_ONLY;
-    else if ((priv && tok->login != CKU_USER) || (token && !tok->mk_loaded))
+    else if ((priv && tok->login != CKU_USER) ||
+             (token && !tok->mk_loaded && kt_seal_needs_mk(cls_of(&cur), &cur)))
         rv = CKR_USER_NOT_LOGGED_IN;
     if (rv == CKR_OK)
         rv = kt_object_new_take(&cur, &o);

@@ -34,10 +34,15 @@ static void keys_pins(struct kt_store_keys *k, struct kt_pin pins[2])
 }
 
 /* Copies of the keys a store write needs (CKR_USER_NOT_LOGGED_IN without
- * the master key). A refused token is never written: a write would carry a
- * tampered or rolled-back file forward under a new manifest. */
+ * the master key when need_mk: the record seals something, or the object
+ * is private). The record MAC and manifest keys come from <serial>.key, so
+ * a public object without secrets is written without a login, as PKCS#11
+ * lets a read/write public session do. A refused token is never written: a
+ * write would carry a tampered or rolled-back file forward under a new
+ * manifest. */
 static KT_NODISCARD CK_RV write_keys(struct kt_token *t,
-                                     struct kt_store_keys *k, unsigned char *mk)
+                                     struct kt_store_keys *k, unsigned char *mk,
+                                     bool need_mk)
 {
     struct kt_pin pins[2];
     pthread_rwlock_rdlock(&t->lock);
@@ -50,7 +55,7 @@ static KT_NODISCARD CK_RV write_keys(struct kt_token *t,
     keys_pins(k, pins);
     if (refused)
         return CKR_DEVICE_ERROR;
-    return loaded ? CKR_OK : CKR_USER_NOT_LOGGED_IN;
+    return loaded || !need_mk ? CKR_OK : CKR_USER_NOT_LOGGED_IN;
 }
 
 /* dblock held, after a commit: <serial>.seq raised to the manifest counter
@@ -129,7 +134,8 @@ static KT_NODISCARD CK_RV seal_into(struct kt_token *t, struct kt_object *o,
     unsigned char mk[32];
     unsigned char *blob = NULL;
     size_t len = 0;
-    CK_RV rv = write_keys(t, k, mk);
+    CK_RV rv = write_keys(t, k, mk,
+                          o->private_ || kt_seal_needs_mk(o->cls, &o->attrs));
     if (rv == CKR_OK)
         rv = kt_seal_object(mk, o->id, o->cls, &o->attrs, &blob, &len);
     if (rv == CKR_OK) {
@@ -500,13 +506,15 @@ static KT_NODISCARD CK_RV destroy_once(struct kt_token *t, CK_OBJECT_HANDLE h)
     struct kt_object *o = kt_token_object(t, h);
     int64_t id = o != NULL ? o->id : 0;
     bool is_token = o != NULL && o->token;
+    bool need_mk = o != NULL && (o->private_ || o->cls == CKO_SECRET_KEY ||
+                                 o->cls == CKO_PRIVATE_KEY);
     pthread_rwlock_unlock(&t->lock);
     if (o == NULL)
         rv = CKR_OBJECT_HANDLE_INVALID;
-    /* The manifest is updated with the deletion: like creation, that
-     * needs the master key. */
+    /* The manifest is updated with the deletion: like creation, a private
+     * or secret-bearing object needs the master key. */
     if (rv == CKR_OK && is_token)
-        rv = write_keys(t, &k, NULL);
+        rv = write_keys(t, &k, NULL, need_mk);
     if (rv == CKR_OK && is_token)
         rv = kt_store_delete_object(t->db, &k, id, &w);
     if (rv == CKR_OK && is_token)

@@ -151,6 +151,15 @@ CK_RV kt_seal_manifest_check(const unsigned char man_key[32],
     return rv;
 }
 
+bool kt_seal_needs_mk(CK_OBJECT_CLASS cls, const kt_attrs *plain)
+{
+    bool priv = kt_attrs_get_bool(plain, CKA_PRIVATE, true);
+    for (size_t i = 0; i < plain->n; i++)
+        if (sealed_attr(cls, priv, plain->v[i].type))
+            return true;
+    return false;
+}
+
 CK_RV kt_seal_object(const unsigned char mk[32], int64_t id,
                      CK_OBJECT_CLASS cls, const kt_attrs *plain,
                      unsigned char **blob, size_t *len)

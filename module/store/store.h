@@ -178,6 +178,10 @@ void kt_seal_seq_key(const unsigned char ik[32], unsigned char out[32]);
 KT_NODISCARD CK_RV kt_seal_pins_digest(const unsigned char man_key[32],
                                        const struct kt_pin pins[2],
                                        unsigned char out[32]);
+/* Whether a record of these attributes holds anything sealed under the
+ * master key (key material, a private data object's value): only such a
+ * record needs a login to be written. */
+bool kt_seal_needs_mk(CK_OBJECT_CLASS cls, const kt_attrs *plain);
 KT_NODISCARD CK_RV kt_seal_object(const unsigned char mk[32], int64_t id,
                                   CK_OBJECT_CLASS cls, const kt_attrs *plain,
                                   unsigned char **blob, size_t *len);

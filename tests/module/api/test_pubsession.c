@@ -212,6 +212,75 @@ START_TEST(test_public_objects_across_login)
 }
 END_TEST
 
+/* A read/write public session writes public token objects that hold
+ * nothing sealed (a public key, a public data object: what a certificate
+ * tool writes before any login), and destroys them; they survive
+ * C_Finalize. Token objects that would seal something (any secret key, a
+ * private data object) still need the login. */
+START_TEST(test_public_token_objects_without_login)
+{
+    CK_OBJECT_HANDLE pub, priv, d, k, found[4];
+    CK_ULONG n = 0, len = 16;
+    CK_MECHANISM eg = {CKM_EC_KEY_PAIR_GEN, NULL, 0};
+    CK_ATTRIBUTE ep[] = {{CKA_EC_PARAMS, p256, sizeof(p256)},
+                         {CKA_PRIVATE, &no, 1}};
+    CK_ATTRIBUTE es[] = {{CKA_PRIVATE, &no, 1}, {CKA_SIGN, &yes, 1}};
+    CK(P->C_GenerateKeyPair(rw, &eg, ep, N(ep), es, N(es), &pub, &priv));
+    unsigned char point[200];
+    CK_ATTRIBUTE pa = {CKA_EC_POINT, point, sizeof(point)};
+    CK(P->C_GetAttributeValue(rw, pub, &pa, 1));
+    CK_OBJECT_CLASS c_pub = CKO_PUBLIC_KEY;
+    CK_KEY_TYPE k_ec = CKK_EC;
+    CK_ATTRIBUTE tp[] = {{CKA_CLASS, &c_pub, sizeof(c_pub)},
+                         {CKA_KEY_TYPE, &k_ec, sizeof(k_ec)},
+                         {CKA_TOKEN, &yes, 1},
+                         {CKA_LABEL, "planted-pub", 11},
+                         {CKA_EC_PARAMS, p256, sizeof(p256)},
+                         {CKA_EC_POINT, point, pa.ulValueLen}};
+    CK(P->C_CreateObject(rw, tp, N(tp), &k));
+    CK_ATTRIBUTE dt[] = {{CKA_CLASS, &c_data, sizeof(c_data)},
+                         {CKA_TOKEN, &yes, 1},
+                         {CKA_PRIVATE, &no, 1},
+                         {CKA_LABEL, "planted-data", 12},
+                         {CKA_VALUE, "public", 6}};
+    CK(P->C_CreateObject(rw, dt, N(dt), &d));
+    /* Sealed records: refused without the login. */
+    CK_ATTRIBUTE pdt[] = {{CKA_CLASS, &c_data, sizeof(c_data)},
+                          {CKA_TOKEN, &yes, 1},
+                          {CKA_PRIVATE, &yes, 1},
+                          {CKA_VALUE, "private", 7}};
+    RV(CKR_USER_NOT_LOGGED_IN, P->C_CreateObject(rw, pdt, N(pdt), &k));
+    CK_MECHANISM g = {CKM_AES_KEY_GEN, NULL, 0};
+    CK_ATTRIBUTE st[] = {{CKA_VALUE_LEN, &len, sizeof(len)},
+                         {CKA_PRIVATE, &no, 1},
+                         {CKA_TOKEN, &yes, 1}};
+    RV(CKR_USER_NOT_LOGGED_IN, P->C_GenerateKey(rw, &g, st, N(st), &k));
+    CK_ATTRIBUTE sc[] = {{CKA_CLASS, &c_secret, sizeof(c_secret)},
+                         {CKA_KEY_TYPE, &k_aes, sizeof(k_aes)},
+                         {CKA_TOKEN, &yes, 1},
+                         {CKA_PRIVATE, &no, 1},
+                         {CKA_VALUE, "0123456789abcdef", 16}};
+    RV(CKR_USER_NOT_LOGGED_IN, P->C_CreateObject(rw, sc, N(sc), &k));
+    /* Both written objects are in the store. */
+    CK(P->C_Finalize(NULL));
+    CK(P->C_Initialize(NULL));
+    slot = kt_test_token_slot("pubsession");
+    CK(P->C_OpenSession(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL,
+                        &rw));
+    CK_ATTRIBUTE tok = {CKA_TOKEN, &yes, 1};
+    CK(P->C_FindObjectsInit(rw, &tok, 1));
+    CK(P->C_FindObjects(rw, found, N(found), &n));
+    CK(P->C_FindObjectsFinal(rw));
+    ck_assert_uint_eq(n, 2);
+    for (CK_ULONG i = 0; i < n; i++)
+        CK(P->C_DestroyObject(rw, found[i]));
+    CK(P->C_FindObjectsInit(rw, &tok, 1));
+    CK(P->C_FindObjects(rw, found, N(found), &n));
+    CK(P->C_FindObjectsFinal(rw));
+    ck_assert_uint_eq(n, 0);
+}
+END_TEST
+
 static Suite *pubsession_suite(void)
 {
     Suite *su = suite_create("pubsession");
@@ -221,6 +290,7 @@ static Suite *pubsession_suite(void)
     tcase_add_test(tc, test_public_session_makes_and_uses_public_objects);
     tcase_add_test(tc, test_public_session_refused_private_and_token_objects);
     tcase_add_test(tc, test_public_objects_across_login);
+    tcase_add_test(tc, test_public_token_objects_without_login);
     suite_add_tcase(su, tc);
     return su;
 }
