@@ -1,11 +1,19 @@
 #!/usr/bin/env bash
 # Configures (or reconfigures) a meson build directory and builds it.
 #   tools/build.sh DIR [meson options...]
+# Quiet when it works; on a failure the last lines of meson's or ninja's
+# output (the compiler's error) go to stderr.
 set -euo pipefail
 dir=$1; shift
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
 if [ -f "$dir/build.ninja" ]; then
-  meson setup --reconfigure "$dir" "$@" >/dev/null
+  setup=(meson setup --reconfigure "$dir" "$@")
 else
-  meson setup "$dir" "$@" >/dev/null
+  setup=(meson setup "$dir" "$@")
 fi
-ninja -C "$dir" >/dev/null
+if ! { "${setup[@]}" && ninja -C "$dir"; } > "$log" 2>&1; then
+  echo "tools/build.sh: building $dir failed:" >&2
+  tail -n 40 "$log" >&2
+  exit 1
+fi

@@ -159,10 +159,13 @@ void kt_ossl_fini(void)
     hkdf_alg = NULL;
     OSSL_PROVIDER_unload(legacy_prov);
     legacy_prov = NULL;
-    OSSL_PROVIDER_unload(default_prov);
-    default_prov = NULL;
-    OSSL_LIB_CTX_free(libctx);
-    libctx = NULL;
+    /* The library context and its default provider stay for the life of
+     * the process (the module is linked -z nodelete, as libcrypto is) and
+     * serve the next C_Initialize. OpenSSL 3.0 keeps per-thread state of a
+     * context (its random generators) in every thread that used it and
+     * frees it when that thread ends (OPENSSL_thread_stop): a context freed
+     * here would be freed again, from a host thread that outlives
+     * C_Finalize. */
 }
 
 CK_RV kt_ossl_random(unsigned char *buf, size_t len)
