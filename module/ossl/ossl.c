@@ -78,8 +78,21 @@ OSSL_LIB_CTX *kt_ossl_libctx(void)
     return libctx;
 }
 
+/* Run by OPENSSL_cleanup at process exit, before OpenSSL frees its own
+ * state: the context would otherwise outlive it (its random generators are
+ * held from secure-heap memory, which leak checkers cannot see into). */
+static void libctx_exit(void)
+{
+    kt_ossl_fini();
+    OSSL_PROVIDER_unload(default_prov);
+    default_prov = NULL;
+    OSSL_LIB_CTX_free(libctx);
+    libctx = NULL;
+}
+
 static bool libctx_init(void)
 {
+    static bool exit_registered;
     if (libctx != NULL)
         return true;
     /* OSSL_LIB_CTX_new() reads no configuration file: no provider the
@@ -93,6 +106,8 @@ static bool libctx_init(void)
         libctx = NULL;
         return false;
     }
+    if (!exit_registered)
+        exit_registered = OPENSSL_atexit(libctx_exit) == 1;
     return true;
 }
 
@@ -160,12 +175,12 @@ void kt_ossl_fini(void)
     OSSL_PROVIDER_unload(legacy_prov);
     legacy_prov = NULL;
     /* The library context and its default provider stay for the life of
-     * the process (the module is linked -z nodelete, as libcrypto is) and
-     * serve the next C_Initialize. OpenSSL 3.0 keeps per-thread state of a
-     * context (its random generators) in every thread that used it and
-     * frees it when that thread ends (OPENSSL_thread_stop): a context freed
-     * here would be freed again, from a host thread that outlives
-     * C_Finalize. */
+     * the process (the module is linked -z nodelete, as libcrypto is;
+     * libctx_exit frees them at exit) and serve the next C_Initialize.
+     * OpenSSL 3.0 keeps per-thread state of a context (its random generators)
+     * in every thread that used it and frees it when that thread ends
+     * (OPENSSL_thread_stop): a context freed here would be freed again, from a
+     * host thread that outlives C_Finalize. */
 }
 
 CK_RV kt_ossl_random(unsigned char *buf, size_t len)
