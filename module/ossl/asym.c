@@ -877,29 +877,81 @@ out:
     return rv;
 }
 
-/* p, q, g pushed for a DSA key or domain (bns[0..2] keep the numbers). */
-static int push_domain(OSSL_PARAM_BLD *bld, const kt_dsa_parts *d, BIGNUM **bns)
+/* DSA and DH keys are both finite-field (FFC) keys: the same domain numbers
+ * and the same OpenSSL parameters. One implementation serves both, so a fix
+ * to one family cannot miss the other; what differs is in struct ffc. */
+struct ffc {
+    const char *alg;  /* OpenSSL algorithm name */
+    CK_KEY_TYPE type; /* what an exported key must be */
+    int has_q;        /* q belongs to the domain (DSA), not to DH's */
+    int (*size_ok)(const EVP_PKEY *key);
+    /* the private value x in range; bns[0..3] hold p, q, g, x */
+    int (*x_ok)(BIGNUM *const *bns);
+};
+
+static int dsa_domain_ok(const EVP_PKEY *key)
+{
+    size_t half;
+
+    return dsa_size_ok(key, &half);
+}
+
+/* DSA: x in (0, q). */
+static int dsa_x_ok(BIGNUM *const *bns)
+{
+    return !BN_is_zero(bns[3]) && !BN_is_negative(bns[3]) &&
+           BN_cmp(bns[3], bns[1]) < 0;
+}
+
+static int dh_size_ok(const EVP_PKEY *key)
+{
+    int bits = EVP_PKEY_get_bits(key);
+    return bits >= KT_DH_MIN_BITS && bits <= KT_DH_MAX_BITS;
+}
+
+/* DH (PKCS#3): 1 < x and x shorter than p, as DH has no q to bound it. */
+static int dh_x_ok(BIGNUM *const *bns)
+{
+    return BN_cmp(bns[3], BN_value_one()) > 0 &&
+           BN_num_bits(bns[3]) < BN_num_bits(bns[0]);
+}
+
+static const struct ffc ffc_dsa = {KT_ALG_DSA, CKK_DSA, 1, dsa_domain_ok,
+                                   dsa_x_ok};
+static const struct ffc ffc_dh = {KT_ALG_DH, CKK_DH, 0, dh_size_ok, dh_x_ok};
+
+/* All the domain numbers of the family are given. */
+static int ffc_domain_present(const struct ffc *f, const kt_dsa_parts *d)
+{
+    return present(&d->p) && (!f->has_q || present(&d->q)) && present(&d->g);
+}
+
+/* p, (q,) g pushed for a key or domain; bns[0..2] keep the numbers, bns[1]
+ * stays NULL when the family has no q. */
+static int push_domain(OSSL_PARAM_BLD *bld, const struct ffc *f,
+                       const kt_dsa_parts *d, BIGNUM **bns)
 {
     return push_bn(bld, OSSL_PKEY_PARAM_FFC_P, &d->p, &bns[0]) &&
-           push_bn(bld, OSSL_PKEY_PARAM_FFC_Q, &d->q, &bns[1]) &&
+           (!f->has_q || push_bn(bld, OSSL_PKEY_PARAM_FFC_Q, &d->q, &bns[1])) &&
            push_bn(bld, OSSL_PKEY_PARAM_FFC_G, &d->g, &bns[2]);
 }
 
-CK_RV kt_ossl_dsa_generate(const kt_dsa_parts *domain, EVP_PKEY **out)
+static KT_NODISCARD CK_RV ffc_generate(const struct ffc *f,
+                                       const kt_dsa_parts *domain,
+                                       EVP_PKEY **out)
 {
     OSSL_PARAM_BLD *bld = OSSL_PARAM_BLD_new();
     BIGNUM *bns[3] = {NULL};
     EVP_PKEY *params = NULL;
     EVP_PKEY_CTX *ctx = NULL;
-    size_t half;
     CK_RV rv = CKR_HOST_MEMORY;
 
     *out = NULL;
-    if (!present(&domain->p) || !present(&domain->q) || !present(&domain->g))
+    if (!ffc_domain_present(f, domain))
         rv = CKR_TEMPLATE_INCOMPLETE;
-    else if (bld != NULL && push_domain(bld, domain, bns))
-        rv = fromdata(KT_ALG_DSA, EVP_PKEY_KEY_PARAMETERS, bld, &params);
-    if (rv == CKR_OK && !dsa_size_ok(params, &half))
+    else if (bld != NULL && push_domain(bld, f, domain, bns))
+        rv = fromdata(f->alg, EVP_PKEY_KEY_PARAMETERS, bld, &params);
+    if (rv == CKR_OK && !f->size_ok(params))
         rv = CKR_KEY_SIZE_RANGE;
     if (rv == CKR_OK) {
         ctx = EVP_PKEY_CTX_new_from_pkey(kt_ossl_libctx(), params, NULL);
@@ -916,16 +968,17 @@ CK_RV kt_ossl_dsa_generate(const kt_dsa_parts *domain, EVP_PKEY **out)
     return rv;
 }
 
-CK_RV kt_ossl_dsa_export(const EVP_PKEY *key, int with_private,
-                         kt_dsa_parts *out)
+static KT_NODISCARD CK_RV ffc_export(const struct ffc *f, const EVP_PKEY *key,
+                                     int with_private, kt_dsa_parts *out)
 {
-    CK_RV rv;
+    CK_RV rv = CKR_OK;
 
     memset(out, 0, sizeof(*out));
-    if (kt_ossl_key_type(key) != CKK_DSA)
+    if (kt_ossl_key_type(key) != f->type)
         return CKR_KEY_TYPE_INCONSISTENT;
     if ((rv = bn_param(key, OSSL_PKEY_PARAM_FFC_P, &out->p, 1)) != CKR_OK ||
-        (rv = bn_param(key, OSSL_PKEY_PARAM_FFC_Q, &out->q, 1)) != CKR_OK ||
+        (f->has_q &&
+         (rv = bn_param(key, OSSL_PKEY_PARAM_FFC_Q, &out->q, 1)) != CKR_OK) ||
         (rv = bn_param(key, OSSL_PKEY_PARAM_FFC_G, &out->g, 1)) != CKR_OK ||
         (rv = bn_param(key,
                        with_private ? OSSL_PKEY_PARAM_PRIV_KEY
@@ -935,8 +988,9 @@ CK_RV kt_ossl_dsa_export(const EVP_PKEY *key, int with_private,
     return rv;
 }
 
-/* y = g^x mod p of a private key given without it (x in (0, q)). */
-static KT_NODISCARD CK_RV dsa_public(BIGNUM **bns, BIGNUM **y)
+/* y = g^x mod p of a private key given without it, once x is in range. */
+static KT_NODISCARD CK_RV ffc_public(const struct ffc *f, BIGNUM **bns,
+                                     BIGNUM **y)
 {
     BN_CTX *bc = BN_CTX_new_ex(kt_ossl_libctx());
     CK_RV rv = CKR_ATTRIBUTE_VALUE_INVALID;
@@ -944,8 +998,7 @@ static KT_NODISCARD CK_RV dsa_public(BIGNUM **bns, BIGNUM **y)
     *y = BN_new();
     if (bc == NULL || *y == NULL) {
         rv = CKR_HOST_MEMORY;
-    } else if (!BN_is_zero(bns[3]) && !BN_is_negative(bns[3]) &&
-               BN_cmp(bns[3], bns[1]) < 0) {
+    } else if (f->x_ok(bns)) {
         BN_set_flags(bns[3], BN_FLG_CONSTTIME);
         if (BN_mod_exp(*y, bns[2], bns[3], bns[0], bc))
             rv = CKR_OK;
@@ -954,37 +1007,35 @@ static KT_NODISCARD CK_RV dsa_public(BIGNUM **bns, BIGNUM **y)
     return rv;
 }
 
-CK_RV kt_ossl_dsa_import(const kt_dsa_parts *parts, int is_private,
-                         EVP_PKEY **out)
+static KT_NODISCARD CK_RV ffc_import(const struct ffc *f,
+                                     const kt_dsa_parts *parts, int is_private,
+                                     EVP_PKEY **out)
 {
     OSSL_PARAM_BLD *bld = NULL;
     BIGNUM *bns[4] = {NULL}, *y = NULL;
-    size_t half;
     CK_RV rv = CKR_HOST_MEMORY;
 
     *out = NULL;
-    if (!present(&parts->p) || !present(&parts->q) || !present(&parts->g) ||
-        !present(&parts->value))
+    if (!ffc_domain_present(f, parts) || !present(&parts->value))
         return CKR_TEMPLATE_INCOMPLETE;
     bld = OSSL_PARAM_BLD_new();
-    if (bld == NULL || !push_domain(bld, parts, bns) ||
+    if (bld == NULL || !push_domain(bld, f, parts, bns) ||
         !push_bn(bld,
                  is_private ? OSSL_PKEY_PARAM_PRIV_KEY
                             : OSSL_PKEY_PARAM_PUB_KEY,
                  &parts->value, &bns[3]))
         goto out;
     if (is_private) {
-        rv = dsa_public(bns, &y);
+        rv = ffc_public(f, bns, &y);
         if (rv != CKR_OK)
             goto out;
         rv = CKR_HOST_MEMORY;
         if (!OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_PUB_KEY, y))
             goto out;
     }
-    rv =
-        fromdata(KT_ALG_DSA,
-                 is_private ? EVP_PKEY_KEYPAIR : EVP_PKEY_PUBLIC_KEY, bld, out);
-    if (rv == CKR_OK && !dsa_size_ok(*out, &half)) {
+    rv = fromdata(f->alg, is_private ? EVP_PKEY_KEYPAIR : EVP_PKEY_PUBLIC_KEY,
+                  bld, out);
+    if (rv == CKR_OK && !f->size_ok(*out)) {
         rv = CKR_ATTRIBUTE_VALUE_INVALID;
         EVP_PKEY_free(*out);
         *out = NULL;
@@ -996,6 +1047,23 @@ out:
     BN_free(y);
     OSSL_PARAM_BLD_free(bld);
     return rv;
+}
+
+CK_RV kt_ossl_dsa_generate(const kt_dsa_parts *domain, EVP_PKEY **out)
+{
+    return ffc_generate(&ffc_dsa, domain, out);
+}
+
+CK_RV kt_ossl_dsa_export(const EVP_PKEY *key, int with_private,
+                         kt_dsa_parts *out)
+{
+    return ffc_export(&ffc_dsa, key, with_private, out);
+}
+
+CK_RV kt_ossl_dsa_import(const kt_dsa_parts *parts, int is_private,
+                         EVP_PKEY **out)
+{
+    return ffc_import(&ffc_dsa, parts, is_private, out);
 }
 
 /* The raw point inside CKA_EC_POINT. A DER OCTET STRING is what the spec
@@ -2153,127 +2221,22 @@ out:
 
 /* ---- Diffie-Hellman (PKCS#3) ------------------------------------------ */
 
-static int dh_size_ok(const EVP_PKEY *key)
-{
-    int bits = EVP_PKEY_get_bits(key);
-    return bits >= KT_DH_MIN_BITS && bits <= KT_DH_MAX_BITS;
-}
-
-/* p and g pushed for a DH key or domain (bns[0], bns[2] keep them). */
-static int push_dh_domain(OSSL_PARAM_BLD *bld, const kt_dsa_parts *d,
-                          BIGNUM **bns)
-{
-    return push_bn(bld, OSSL_PKEY_PARAM_FFC_P, &d->p, &bns[0]) &&
-           push_bn(bld, OSSL_PKEY_PARAM_FFC_G, &d->g, &bns[2]);
-}
-
+/* DH keys share the FFC code with DSA (struct ffc); p and g only. */
 CK_RV kt_ossl_dh_generate(const kt_dsa_parts *domain, EVP_PKEY **out)
 {
-    OSSL_PARAM_BLD *bld = OSSL_PARAM_BLD_new();
-    BIGNUM *bns[3] = {NULL};
-    EVP_PKEY *params = NULL;
-    EVP_PKEY_CTX *ctx = NULL;
-    CK_RV rv = CKR_HOST_MEMORY;
-
-    *out = NULL;
-    if (!present(&domain->p) || !present(&domain->g))
-        rv = CKR_TEMPLATE_INCOMPLETE;
-    else if (bld != NULL && push_dh_domain(bld, domain, bns))
-        rv = fromdata(KT_ALG_DH, EVP_PKEY_KEY_PARAMETERS, bld, &params);
-    if (rv == CKR_OK && !dh_size_ok(params))
-        rv = CKR_KEY_SIZE_RANGE;
-    if (rv == CKR_OK) {
-        ctx = EVP_PKEY_CTX_new_from_pkey(kt_ossl_libctx(), params, NULL);
-        if (ctx == NULL || EVP_PKEY_keygen_init(ctx) <= 0 ||
-            EVP_PKEY_generate(ctx, out) <= 0)
-            rv = CKR_ATTRIBUTE_VALUE_INVALID;
-    }
-    ERR_clear_error();
-    EVP_PKEY_CTX_free(ctx);
-    EVP_PKEY_free(params);
-    for (size_t i = 0; i < 3; i++)
-        BN_free(bns[i]);
-    OSSL_PARAM_BLD_free(bld);
-    return rv;
+    return ffc_generate(&ffc_dh, domain, out);
 }
 
 CK_RV kt_ossl_dh_export(const EVP_PKEY *key, int with_private,
                         kt_dsa_parts *out)
 {
-    CK_RV rv;
-
-    memset(out, 0, sizeof(*out));
-    if (kt_ossl_key_type(key) != CKK_DH)
-        return CKR_KEY_TYPE_INCONSISTENT;
-    if ((rv = bn_param(key, OSSL_PKEY_PARAM_FFC_P, &out->p, 1)) != CKR_OK ||
-        (rv = bn_param(key, OSSL_PKEY_PARAM_FFC_G, &out->g, 1)) != CKR_OK ||
-        (rv = bn_param(key,
-                       with_private ? OSSL_PKEY_PARAM_PRIV_KEY
-                                    : OSSL_PKEY_PARAM_PUB_KEY,
-                       &out->value, 1)) != CKR_OK)
-        kt_dsa_parts_free(out);
-    return rv;
-}
-
-/* y = g^x mod p for a DH private key (1 < x < p - 1). */
-static KT_NODISCARD CK_RV dh_public(BIGNUM **bns, BIGNUM **y)
-{
-    BN_CTX *bc = BN_CTX_new_ex(kt_ossl_libctx());
-    CK_RV rv = CKR_ATTRIBUTE_VALUE_INVALID;
-
-    *y = BN_new();
-    if (bc == NULL || *y == NULL) {
-        rv = CKR_HOST_MEMORY;
-    } else if (BN_cmp(bns[3], BN_value_one()) > 0 &&
-               BN_num_bits(bns[3]) < BN_num_bits(bns[0])) {
-        BN_set_flags(bns[3], BN_FLG_CONSTTIME);
-        if (BN_mod_exp(*y, bns[2], bns[3], bns[0], bc))
-            rv = CKR_OK;
-    }
-    BN_CTX_free(bc);
-    return rv;
+    return ffc_export(&ffc_dh, key, with_private, out);
 }
 
 CK_RV kt_ossl_dh_import(const kt_dsa_parts *parts, int is_private,
                         EVP_PKEY **out)
 {
-    OSSL_PARAM_BLD *bld = NULL;
-    BIGNUM *bns[4] = {NULL}, *y = NULL;
-    CK_RV rv = CKR_HOST_MEMORY;
-
-    *out = NULL;
-    if (!present(&parts->p) || !present(&parts->g) || !present(&parts->value))
-        return CKR_TEMPLATE_INCOMPLETE;
-    bld = OSSL_PARAM_BLD_new();
-    if (bld == NULL || !push_dh_domain(bld, parts, bns) ||
-        !push_bn(bld,
-                 is_private ? OSSL_PKEY_PARAM_PRIV_KEY
-                            : OSSL_PKEY_PARAM_PUB_KEY,
-                 &parts->value, &bns[3]))
-        goto out;
-    if (is_private) {
-        rv = dh_public(bns, &y);
-        if (rv != CKR_OK)
-            goto out;
-        rv = CKR_HOST_MEMORY;
-        if (!OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_PUB_KEY, y))
-            goto out;
-    }
-    rv =
-        fromdata(KT_ALG_DH, is_private ? EVP_PKEY_KEYPAIR : EVP_PKEY_PUBLIC_KEY,
-                 bld, out);
-    if (rv == CKR_OK && !dh_size_ok(*out)) {
-        rv = CKR_ATTRIBUTE_VALUE_INVALID;
-        EVP_PKEY_free(*out);
-        *out = NULL;
-    }
-out:
-    ERR_clear_error();
-    for (size_t i = 0; i < 4; i++)
-        BN_clear_free(bns[i]);
-    BN_free(y);
-    OSSL_PARAM_BLD_free(bld);
-    return rv;
+    return ffc_import(&ffc_dh, parts, is_private, out);
 }
 
 /* Z with the peer's y, padded to the length of p (PKCS#3). */
