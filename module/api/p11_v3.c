@@ -141,40 +141,15 @@ CK_RV C_SessionCancel(CK_SESSION_HANDLE h, CK_FLAGS flags)
     return kt_trace("C_SessionCancel", rv);
 }
 
-/* Message-based signatures (§5.17-5.18) are not offered: the session is
- * checked, then CKR_FUNCTION_NOT_SUPPORTED. */
-static KT_NODISCARD CK_RV not_offered(const char *fn, CK_SESSION_HANDLE h)
-{
-    struct kt_session *s = NULL;
-    CK_RV rv = kt_check_init();
-    if (rv == CKR_OK)
-        rv = kt_session_ref(h, &s);
-    if (rv == CKR_OK)
-        rv = CKR_FUNCTION_NOT_SUPPORTED;
-    kt_session_unref(s);
-    return kt_trace(fn, rv);
-}
-
 /* Message-based encryption and decryption (§5.15-5.16): CKM_AES_GCM
  * (core/msgcrypt.c). args_ok false: CKR_ARGUMENTS_BAD (the message, not
  * the operation, is what a bad call ends). */
-static KT_NODISCARD CK_RV msg_session(CK_SESSION_HANDLE h, bool args_ok,
-                                      struct kt_session **s)
-{
-    CK_RV rv = kt_check_init();
-    if (rv == CKR_OK && !args_ok)
-        rv = CKR_ARGUMENTS_BAD;
-    if (rv == CKR_OK)
-        rv = kt_session_ref(h, s);
-    return rv;
-}
-
 static KT_NODISCARD CK_RV msg_init(const char *fn, bool enc,
                                    CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech,
                                    CK_OBJECT_HANDLE key)
 {
     struct kt_session *s = NULL;
-    CK_RV rv = msg_session(h, mech != NULL, &s);
+    CK_RV rv = kt_session_enter(h, mech != NULL, &s);
     if (rv == CKR_OK)
         rv = kt_msg_init(s, enc, mech, key);
     kt_session_unref(s);
@@ -191,7 +166,7 @@ static KT_NODISCARD CK_RV msg_oneshot(const char *fn, bool enc,
     struct kt_session *s = NULL;
     bool ok = (aad != NULL || aad_len == 0) && (in != NULL || in_len == 0) &&
               out_len != NULL;
-    CK_RV rv = msg_session(h, ok, &s);
+    CK_RV rv = kt_session_enter(h, ok, &s);
     if (rv == CKR_OK)
         rv = kt_msg_oneshot(s, enc, param, param_len, aad, aad_len, in, in_len,
                             out, out_len);
@@ -205,7 +180,7 @@ static KT_NODISCARD CK_RV msg_begin(const char *fn, bool enc,
                                     CK_ULONG aad_len)
 {
     struct kt_session *s = NULL;
-    CK_RV rv = msg_session(h, aad != NULL || aad_len == 0, &s);
+    CK_RV rv = kt_session_enter(h, aad != NULL || aad_len == 0, &s);
     if (rv == CKR_OK)
         rv = kt_msg_begin(s, enc, param, param_len, aad, aad_len);
     kt_session_unref(s);
@@ -221,7 +196,7 @@ static KT_NODISCARD CK_RV msg_next(const char *fn, bool enc,
     struct kt_session *s = NULL;
     bool ok = (in != NULL || in_len == 0) && out_len != NULL &&
               (flags & ~CKF_END_OF_MESSAGE) == 0;
-    CK_RV rv = msg_session(h, ok, &s);
+    CK_RV rv = kt_session_enter(h, ok, &s);
     if (rv == CKR_OK)
         rv = kt_msg_next(s, enc, param, param_len, in, in_len, out, out_len,
                          flags);
@@ -233,7 +208,7 @@ static KT_NODISCARD CK_RV msg_final(const char *fn, bool enc,
                                     CK_SESSION_HANDLE h)
 {
     struct kt_session *s = NULL;
-    CK_RV rv = msg_session(h, true, &s);
+    CK_RV rv = kt_session_enter(h, true, &s);
     if (rv == CKR_OK)
         rv = kt_msg_final(s, enc);
     kt_session_unref(s);
@@ -314,11 +289,13 @@ CK_RV C_MessageDecryptFinal(CK_SESSION_HANDLE h)
     return msg_final("C_MessageDecryptFinal", false, h);
 }
 
+/* Message-based signatures (§5.17-5.18) are not offered: the session is
+ * checked, then CKR_FUNCTION_NOT_SUPPORTED. */
 CK_RV C_MessageSignInit(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech,
                         CK_OBJECT_HANDLE key)
 {
     (void)mech, (void)key;
-    return not_offered("C_MessageSignInit", h);
+    return kt_not_offered("C_MessageSignInit", h);
 }
 
 CK_RV C_SignMessage(CK_SESSION_HANDLE h, CK_VOID_PTR param, CK_ULONG param_len,
@@ -327,14 +304,14 @@ CK_RV C_SignMessage(CK_SESSION_HANDLE h, CK_VOID_PTR param, CK_ULONG param_len,
 {
     (void)param, (void)param_len, (void)data, (void)data_len;
     (void)sig, (void)sig_len;
-    return not_offered("C_SignMessage", h);
+    return kt_not_offered("C_SignMessage", h);
 }
 
 CK_RV C_SignMessageBegin(CK_SESSION_HANDLE h, CK_VOID_PTR param,
                          CK_ULONG param_len)
 {
     (void)param, (void)param_len;
-    return not_offered("C_SignMessageBegin", h);
+    return kt_not_offered("C_SignMessageBegin", h);
 }
 
 CK_RV C_SignMessageNext(CK_SESSION_HANDLE h, CK_VOID_PTR param,
@@ -343,19 +320,19 @@ CK_RV C_SignMessageNext(CK_SESSION_HANDLE h, CK_VOID_PTR param,
 {
     (void)param, (void)param_len, (void)data, (void)data_len;
     (void)sig, (void)sig_len;
-    return not_offered("C_SignMessageNext", h);
+    return kt_not_offered("C_SignMessageNext", h);
 }
 
 CK_RV C_MessageSignFinal(CK_SESSION_HANDLE h)
 {
-    return not_offered("C_MessageSignFinal", h);
+    return kt_not_offered("C_MessageSignFinal", h);
 }
 
 CK_RV C_MessageVerifyInit(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech,
                           CK_OBJECT_HANDLE key)
 {
     (void)mech, (void)key;
-    return not_offered("C_MessageVerifyInit", h);
+    return kt_not_offered("C_MessageVerifyInit", h);
 }
 
 CK_RV C_VerifyMessage(CK_SESSION_HANDLE h, CK_VOID_PTR param,
@@ -364,14 +341,14 @@ CK_RV C_VerifyMessage(CK_SESSION_HANDLE h, CK_VOID_PTR param,
 {
     (void)param, (void)param_len, (void)data, (void)data_len;
     (void)sig, (void)sig_len;
-    return not_offered("C_VerifyMessage", h);
+    return kt_not_offered("C_VerifyMessage", h);
 }
 
 CK_RV C_VerifyMessageBegin(CK_SESSION_HANDLE h, CK_VOID_PTR param,
                            CK_ULONG param_len)
 {
     (void)param, (void)param_len;
-    return not_offered("C_VerifyMessageBegin", h);
+    return kt_not_offered("C_VerifyMessageBegin", h);
 }
 
 CK_RV C_VerifyMessageNext(CK_SESSION_HANDLE h, CK_VOID_PTR param,
@@ -380,10 +357,10 @@ CK_RV C_VerifyMessageNext(CK_SESSION_HANDLE h, CK_VOID_PTR param,
 {
     (void)param, (void)param_len, (void)data, (void)data_len;
     (void)sig, (void)sig_len;
-    return not_offered("C_VerifyMessageNext", h);
+    return kt_not_offered("C_VerifyMessageNext", h);
 }
 
 CK_RV C_MessageVerifyFinal(CK_SESSION_HANDLE h)
 {
-    return not_offered("C_MessageVerifyFinal", h);
+    return kt_not_offered("C_MessageVerifyFinal", h);
 }
