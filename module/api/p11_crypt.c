@@ -95,24 +95,12 @@ CK_RV C_DecryptFinal(CK_SESSION_HANDLE h, CK_BYTE_PTR out, CK_ULONG_PTR out_len)
 }
 
 /* Dual-function operations (§5.12) are not offered. */
-static KT_NODISCARD CK_RV dual(const char *fn, CK_SESSION_HANDLE h)
-{
-    struct kt_session *s = NULL;
-    CK_RV rv = kt_check_init();
-    if (rv == CKR_OK)
-        rv = kt_session_ref(h, &s);
-    if (rv == CKR_OK)
-        rv = CKR_FUNCTION_NOT_SUPPORTED;
-    kt_session_unref(s);
-    return kt_trace(fn, rv);
-}
-
 CK_RV C_DigestEncryptUpdate(CK_SESSION_HANDLE h, CK_BYTE_PTR in,
                             CK_ULONG in_len, CK_BYTE_PTR out,
                             CK_ULONG_PTR out_len)
 {
     (void)in, (void)in_len, (void)out, (void)out_len;
-    return dual("C_DigestEncryptUpdate", h);
+    return kt_not_offered("C_DigestEncryptUpdate", h);
 }
 
 CK_RV C_DecryptDigestUpdate(CK_SESSION_HANDLE h, CK_BYTE_PTR in,
@@ -120,14 +108,14 @@ CK_RV C_DecryptDigestUpdate(CK_SESSION_HANDLE h, CK_BYTE_PTR in,
                             CK_ULONG_PTR out_len)
 {
     (void)in, (void)in_len, (void)out, (void)out_len;
-    return dual("C_DecryptDigestUpdate", h);
+    return kt_not_offered("C_DecryptDigestUpdate", h);
 }
 
 CK_RV C_SignEncryptUpdate(CK_SESSION_HANDLE h, CK_BYTE_PTR in, CK_ULONG in_len,
                           CK_BYTE_PTR out, CK_ULONG_PTR out_len)
 {
     (void)in, (void)in_len, (void)out, (void)out_len;
-    return dual("C_SignEncryptUpdate", h);
+    return kt_not_offered("C_SignEncryptUpdate", h);
 }
 
 CK_RV C_DecryptVerifyUpdate(CK_SESSION_HANDLE h, CK_BYTE_PTR in,
@@ -135,5 +123,5 @@ CK_RV C_DecryptVerifyUpdate(CK_SESSION_HANDLE h, CK_BYTE_PTR in,
                             CK_ULONG_PTR out_len)
 {
     (void)in, (void)in_len, (void)out, (void)out_len;
-    return dual("C_DecryptVerifyUpdate", h);
+    return kt_not_offered("C_DecryptVerifyUpdate", h);
 }

@@ -1,22 +1,11 @@
 /* Signing and verification (PKCS#11 v2.40 §5.11-5.12). */
 #include "kt.h"
 
-static KT_NODISCARD CK_RV with_session(CK_SESSION_HANDLE h,
-                                       struct kt_session **s, bool args_ok)
-{
-    CK_RV rv = kt_check_init();
-    if (rv == CKR_OK && !args_ok)
-        rv = CKR_ARGUMENTS_BAD;
-    if (rv == CKR_OK)
-        rv = kt_session_ref(h, s);
-    return rv;
-}
-
 CK_RV C_SignInit(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech,
                  CK_OBJECT_HANDLE key)
 {
     struct kt_session *s = NULL;
-    CK_RV rv = with_session(h, &s, mech != NULL);
+    CK_RV rv = kt_session_enter(h, mech != NULL, &s);
     if (rv == CKR_OK)
         rv = kt_op_begin(s, KT_OP_SIGN, mech, key);
     kt_session_unref(s);
@@ -59,7 +48,7 @@ CK_RV C_VerifyInit(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech,
                    CK_OBJECT_HANDLE key)
 {
     struct kt_session *s = NULL;
-    CK_RV rv = with_session(h, &s, mech != NULL);
+    CK_RV rv = kt_session_enter(h, mech != NULL, &s);
     if (rv == CKR_OK)
         rv = kt_op_begin(s, KT_OP_VERIFY, mech, key);
     kt_session_unref(s);
@@ -105,7 +94,7 @@ CK_RV C_SignRecoverInit(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech,
 {
     struct kt_session *s = NULL;
     (void)key;
-    CK_RV rv = with_session(h, &s, mech != NULL);
+    CK_RV rv = kt_session_enter(h, mech != NULL, &s);
     if (rv == CKR_OK)
         rv = CKR_MECHANISM_INVALID;
     kt_session_unref(s);
@@ -118,7 +107,7 @@ CK_RV C_SignRecover(CK_SESSION_HANDLE h, CK_BYTE_PTR data, CK_ULONG len,
     struct kt_session *s = NULL;
     (void)sig;
     CK_RV rv =
-        with_session(h, &s, (data != NULL || len == 0) && sig_len != NULL);
+        kt_session_enter(h, (data != NULL || len == 0) && sig_len != NULL, &s);
     if (rv == CKR_OK)
         rv = CKR_OPERATION_NOT_INITIALIZED;
     kt_session_unref(s);
@@ -130,7 +119,7 @@ CK_RV C_VerifyRecoverInit(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech,
 {
     struct kt_session *s = NULL;
     (void)key;
-    CK_RV rv = with_session(h, &s, mech != NULL);
+    CK_RV rv = kt_session_enter(h, mech != NULL, &s);
     if (rv == CKR_OK)
         rv = CKR_MECHANISM_INVALID;
     kt_session_unref(s);
@@ -143,7 +132,7 @@ CK_RV C_VerifyRecover(CK_SESSION_HANDLE h, CK_BYTE_PTR sig, CK_ULONG sig_len,
     struct kt_session *s = NULL;
     (void)data;
     CK_RV rv =
-        with_session(h, &s, (sig != NULL || sig_len == 0) && len != NULL);
+        kt_session_enter(h, (sig != NULL || sig_len == 0) && len != NULL, &s);
     if (rv == CKR_OK)
         rv = CKR_OPERATION_NOT_INITIALIZED;
     kt_session_unref(s);

@@ -6,78 +6,13 @@
 
 #include <string.h>
 
+#include "p11_functions.h"
 #include "pkcs11v3.h"
 
 static CK_FUNCTION_LIST_3_0 function_list_3_0 = {
     {3, 0},
-    C_Initialize,
-    C_Finalize,
-    C_GetInfo,
-    C_GetFunctionList,
-    C_GetSlotList,
-    C_GetSlotInfo,
-    C_GetTokenInfo,
-    C_GetMechanismList,
-    C_GetMechanismInfo,
-    C_InitToken,
-    C_InitPIN,
-    C_SetPIN,
-    C_OpenSession,
-    C_CloseSession,
-    C_CloseAllSessions,
-    C_GetSessionInfo,
-    C_GetOperationState,
-    C_SetOperationState,
-    C_Login,
-    C_Logout,
-    C_CreateObject,
-    C_CopyObject,
-    C_DestroyObject,
-    C_GetObjectSize,
-    C_GetAttributeValue,
-    C_SetAttributeValue,
-    C_FindObjectsInit,
-    C_FindObjects,
-    C_FindObjectsFinal,
-    C_EncryptInit,
-    C_Encrypt,
-    C_EncryptUpdate,
-    C_EncryptFinal,
-    C_DecryptInit,
-    C_Decrypt,
-    C_DecryptUpdate,
-    C_DecryptFinal,
-    C_DigestInit,
-    C_Digest,
-    C_DigestUpdate,
-    C_DigestKey,
-    C_DigestFinal,
-    C_SignInit,
-    C_Sign,
-    C_SignUpdate,
-    C_SignFinal,
-    C_SignRecoverInit,
-    C_SignRecover,
-    C_VerifyInit,
-    C_Verify,
-    C_VerifyUpdate,
-    C_VerifyFinal,
-    C_VerifyRecoverInit,
-    C_VerifyRecover,
-    C_DigestEncryptUpdate,
-    C_DecryptDigestUpdate,
-    C_SignEncryptUpdate,
-    C_DecryptVerifyUpdate,
-    C_GenerateKey,
-    C_GenerateKeyPair,
-    C_WrapKey,
-    C_UnwrapKey,
-    C_DeriveKey,
-    C_SeedRandom,
-    C_GenerateRandom,
-    C_GetFunctionStatus,
-    C_CancelFunction,
-    C_WaitForSlotEvent,
+    KT_P11_FUNCTIONS_2_40(C_GetInfo),
+    /* 3.0 additions (§5.4, §5.6, §5.15-5.19). */
     C_GetInterfaceList,
     C_GetInterface,
     C_LoginUser,
@@ -206,40 +141,15 @@ CK_RV C_SessionCancel(CK_SESSION_HANDLE h, CK_FLAGS flags)
     return kt_trace("C_SessionCancel", rv);
 }
 
-/* Message-based signatures (§5.17-5.18) are not offered: the session is
- * checked, then CKR_FUNCTION_NOT_SUPPORTED. */
-static KT_NODISCARD CK_RV not_offered(const char *fn, CK_SESSION_HANDLE h)
-{
-    struct kt_session *s = NULL;
-    CK_RV rv = kt_check_init();
-    if (rv == CKR_OK)
-        rv = kt_session_ref(h, &s);
-    if (rv == CKR_OK)
-        rv = CKR_FUNCTION_NOT_SUPPORTED;
-    kt_session_unref(s);
-    return kt_trace(fn, rv);
-}
-
 /* Message-based encryption and decryption (§5.15-5.16): CKM_AES_GCM
  * (core/msgcrypt.c). args_ok false: CKR_ARGUMENTS_BAD (the message, not
  * the operation, is what a bad call ends). */
-static KT_NODISCARD CK_RV msg_session(CK_SESSION_HANDLE h, bool args_ok,
-                                      struct kt_session **s)
-{
-    CK_RV rv = kt_check_init();
-    if (rv == CKR_OK && !args_ok)
-        rv = CKR_ARGUMENTS_BAD;
-    if (rv == CKR_OK)
-        rv = kt_session_ref(h, s);
-    return rv;
-}
-
 static KT_NODISCARD CK_RV msg_init(const char *fn, bool enc,
                                    CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech,
                                    CK_OBJECT_HANDLE key)
 {
     struct kt_session *s = NULL;
-    CK_RV rv = msg_session(h, mech != NULL, &s);
+    CK_RV rv = kt_session_enter(h, mech != NULL, &s);
     if (rv == CKR_OK)
         rv = kt_msg_init(s, enc, mech, key);
     kt_session_unref(s);
@@ -256,7 +166,7 @@ static KT_NODISCARD CK_RV msg_oneshot(const char *fn, bool enc,
     struct kt_session *s = NULL;
     bool ok = (aad != NULL || aad_len == 0) && (in != NULL || in_len == 0) &&
               out_len != NULL;
-    CK_RV rv = msg_session(h, ok, &s);
+    CK_RV rv = kt_session_enter(h, ok, &s);
     if (rv == CKR_OK)
         rv = kt_msg_oneshot(s, enc, param, param_len, aad, aad_len, in, in_len,
                             out, out_len);
@@ -270,7 +180,7 @@ static KT_NODISCARD CK_RV msg_begin(const char *fn, bool enc,
                                     CK_ULONG aad_len)
 {
     struct kt_session *s = NULL;
-    CK_RV rv = msg_session(h, aad != NULL || aad_len == 0, &s);
+    CK_RV rv = kt_session_enter(h, aad != NULL || aad_len == 0, &s);
     if (rv == CKR_OK)
         rv = kt_msg_begin(s, enc, param, param_len, aad, aad_len);
     kt_session_unref(s);
@@ -286,7 +196,7 @@ static KT_NODISCARD CK_RV msg_next(const char *fn, bool enc,
     struct kt_session *s = NULL;
     bool ok = (in != NULL || in_len == 0) && out_len != NULL &&
               (flags & ~CKF_END_OF_MESSAGE) == 0;
-    CK_RV rv = msg_session(h, ok, &s);
+    CK_RV rv = kt_session_enter(h, ok, &s);
     if (rv == CKR_OK)
         rv = kt_msg_next(s, enc, param, param_len, in, in_len, out, out_len,
                          flags);
@@ -298,7 +208,7 @@ static KT_NODISCARD CK_RV msg_final(const char *fn, bool enc,
                                     CK_SESSION_HANDLE h)
 {
     struct kt_session *s = NULL;
-    CK_RV rv = msg_session(h, true, &s);
+    CK_RV rv = kt_session_enter(h, true, &s);
     if (rv == CKR_OK)
         rv = kt_msg_final(s, enc);
     kt_session_unref(s);
@@ -379,11 +289,13 @@ CK_RV C_MessageDecryptFinal(CK_SESSION_HANDLE h)
     return msg_final("C_MessageDecryptFinal", false, h);
 }
 
+/* Message-based signatures (§5.17-5.18) are not offered: the session is
+ * checked, then CKR_FUNCTION_NOT_SUPPORTED. */
 CK_RV C_MessageSignInit(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech,
                         CK_OBJECT_HANDLE key)
 {
     (void)mech, (void)key;
-    return not_offered("C_MessageSignInit", h);
+    return kt_not_offered("C_MessageSignInit", h);
 }
 
 CK_RV C_SignMessage(CK_SESSION_HANDLE h, CK_VOID_PTR param, CK_ULONG param_len,
@@ -392,14 +304,14 @@ CK_RV C_SignMessage(CK_SESSION_HANDLE h, CK_VOID_PTR param, CK_ULONG param_len,
 {
     (void)param, (void)param_len, (void)data, (void)data_len;
     (void)sig, (void)sig_len;
-    return not_offered("C_SignMessage", h);
+    return kt_not_offered("C_SignMessage", h);
 }
 
 CK_RV C_SignMessageBegin(CK_SESSION_HANDLE h, CK_VOID_PTR param,
                          CK_ULONG param_len)
 {
     (void)param, (void)param_len;
-    return not_offered("C_SignMessageBegin", h);
+    return kt_not_offered("C_SignMessageBegin", h);
 }
 
 CK_RV C_SignMessageNext(CK_SESSION_HANDLE h, CK_VOID_PTR param,
@@ -408,19 +320,19 @@ CK_RV C_SignMessageNext(CK_SESSION_HANDLE h, CK_VOID_PTR param,
 {
     (void)param, (void)param_len, (void)data, (void)data_len;
     (void)sig, (void)sig_len;
-    return not_offered("C_SignMessageNext", h);
+    return kt_not_offered("C_SignMessageNext", h);
 }
 
 CK_RV C_MessageSignFinal(CK_SESSION_HANDLE h)
 {
-    return not_offered("C_MessageSignFinal", h);
+    return kt_not_offered("C_MessageSignFinal", h);
 }
 
 CK_RV C_MessageVerifyInit(CK_SESSION_HANDLE h, CK_MECHANISM_PTR mech,
                           CK_OBJECT_HANDLE key)
 {
     (void)mech, (void)key;
-    return not_offered("C_MessageVerifyInit", h);
+    return kt_not_offered("C_MessageVerifyInit", h);
 }
 
 CK_RV C_VerifyMessage(CK_SESSION_HANDLE h, CK_VOID_PTR param,
@@ -429,14 +341,14 @@ CK_RV C_VerifyMessage(CK_SESSION_HANDLE h, CK_VOID_PTR param,
 {
     (void)param, (void)param_len, (void)data, (void)data_len;
     (void)sig, (void)sig_len;
-    return not_offered("C_VerifyMessage", h);
+    return kt_not_offered("C_VerifyMessage", h);
 }
 
 CK_RV C_VerifyMessageBegin(CK_SESSION_HANDLE h, CK_VOID_PTR param,
                            CK_ULONG param_len)
 {
     (void)param, (void)param_len;
-    return not_offered("C_VerifyMessageBegin", h);
+    return kt_not_offered("C_VerifyMessageBegin", h);
 }
 
 CK_RV C_VerifyMessageNext(CK_SESSION_HANDLE h, CK_VOID_PTR param,
@@ -445,10 +357,10 @@ CK_RV C_VerifyMessageNext(CK_SESSION_HANDLE h, CK_VOID_PTR param,
 {
     (void)param, (void)param_len, (void)data, (void)data_len;
     (void)sig, (void)sig_len;
-    return not_offered("C_VerifyMessageNext", h);
+    return kt_not_offered("C_VerifyMessageNext", h);
 }
 
 CK_RV C_MessageVerifyFinal(CK_SESSION_HANDLE h)
 {
-    return not_offered("C_MessageVerifyFinal", h);
+    return kt_not_offered("C_MessageVerifyFinal", h);
 }

@@ -663,6 +663,16 @@ struct kt_session {
 
 KT_NODISCARD CK_RV kt_session_ref(CK_SESSION_HANDLE h, struct kt_session **out);
 void kt_session_unref(struct kt_session *s);
+/* The checks an entry point makes before it acts on a session, in the order
+ * PKCS#11 callers see them: CKR_CRYPTOKI_NOT_INITIALIZED, then
+ * CKR_ARGUMENTS_BAD when !args_ok, then CKR_SESSION_HANDLE_INVALID. Shared so
+ * every entry point reports the same error for the same bad call. */
+KT_NODISCARD CK_RV kt_session_enter(CK_SESSION_HANDLE h, bool args_ok,
+                                    struct kt_session **s);
+/* An entry point the module does not offer (dual-function, message-based
+ * signing): the handle is still checked, so a bad one is reported as such
+ * before CKR_FUNCTION_NOT_SUPPORTED; traced as fn. */
+KT_NODISCARD CK_RV kt_not_offered(const char *fn, CK_SESSION_HANDLE h);
 KT_NODISCARD CK_RV kt_session_open(CK_SLOT_ID slot, CK_FLAGS flags,
                                    CK_SESSION_HANDLE *out);
 KT_NODISCARD CK_RV kt_session_close(CK_SESSION_HANDLE h);

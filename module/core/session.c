@@ -7,6 +7,26 @@
 #include <stdlib.h>
 #include <string.h>
 
+CK_RV kt_session_enter(CK_SESSION_HANDLE h, bool args_ok, struct kt_session **s)
+{
+    CK_RV rv = kt_check_init();
+    if (rv == CKR_OK && !args_ok)
+        rv = CKR_ARGUMENTS_BAD;
+    if (rv == CKR_OK)
+        rv = kt_session_ref(h, s);
+    return rv;
+}
+
+CK_RV kt_not_offered(const char *fn, CK_SESSION_HANDLE h)
+{
+    struct kt_session *s = NULL;
+    CK_RV rv = kt_session_enter(h, true, &s);
+    if (rv == CKR_OK)
+        rv = CKR_FUNCTION_NOT_SUPPORTED;
+    kt_session_unref(s);
+    return kt_trace(fn, rv);
+}
+
 CK_RV kt_session_ref(CK_SESSION_HANDLE h, struct kt_session **out)
 {
     struct kt_sess_shard *sh = &kt_g.sess[kt_handle_shard(h)];
