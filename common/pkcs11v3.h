@@ -194,4 +194,69 @@ typedef CK_RV (*CK_C_GetInterface)(CK_UTF8CHAR_PTR, CK_VERSION_PTR,
                                    CK_INTERFACE_PTR_PTR, CK_FLAGS);
 
 #endif /* CKF_INTERFACE_FORK_SAFE */
+
+/* Mechanism and key type names of PKCS#11 3.0 that p11-kit 0.24's header
+ * lacks (each block only where the header has none). */
+#ifndef CKM_AES_KEY_WRAP_KWP
+#define CKM_AES_KEY_WRAP_KWP 0x210BUL
+#endif
+#ifndef CKM_SHA3_256
+#define CKM_SHA3_256              0x2B0UL
+#define CKM_SHA3_256_HMAC         0x2B1UL
+#define CKM_SHA3_256_HMAC_GENERAL 0x2B2UL
+#define CKM_SHA3_224              0x2B5UL
+#define CKM_SHA3_224_HMAC         0x2B6UL
+#define CKM_SHA3_224_HMAC_GENERAL 0x2B7UL
+#define CKM_SHA3_384              0x2C0UL
+#define CKM_SHA3_384_HMAC         0x2C1UL
+#define CKM_SHA3_384_HMAC_GENERAL 0x2C2UL
+#define CKM_SHA3_512              0x2D0UL
+#define CKM_SHA3_512_HMAC         0x2D1UL
+#define CKM_SHA3_512_HMAC_GENERAL 0x2D2UL
+#endif
+#ifndef CKK_SHA3_224_HMAC
+#define CKK_SHA3_224_HMAC 0x36UL
+#define CKK_SHA3_256_HMAC 0x37UL
+#define CKK_SHA3_384_HMAC 0x38UL
+#define CKK_SHA3_512_HMAC 0x39UL
+#endif
+#ifndef CKM_HKDF_DERIVE
+#define CKM_HKDF_DERIVE    0x402AUL
+#define CKM_HKDF_DATA      0x402BUL
+#define CKM_HKDF_KEY_GEN   0x402CUL
+#define CKK_HKDF           0x42UL
+#define CKF_HKDF_SALT_NULL 0x1UL
+#define CKF_HKDF_SALT_DATA 0x2UL
+#define CKF_HKDF_SALT_KEY  0x4UL
+typedef struct CK_HKDF_PARAMS {
+    CK_BBOOL bExtract;
+    CK_BBOOL bExpand;
+    CK_MECHANISM_TYPE prfHashMechanism;
+    CK_ULONG ulSaltType;
+    CK_BYTE_PTR pSalt;
+    CK_ULONG ulSaltLen;
+    CK_OBJECT_HANDLE hSaltKey;
+    CK_BYTE_PTR pInfo;
+    CK_ULONG ulInfoLen;
+} CK_HKDF_PARAMS;
+#endif
+#ifndef CKK_EC_MONTGOMERY
+#define CKK_EC_MONTGOMERY 0x41UL
+#endif
+#ifndef CKM_EC_MONTGOMERY_KEY_PAIR_GEN
+#define CKM_EC_MONTGOMERY_KEY_PAIR_GEN 0x1056UL
+#endif
+#ifndef CKM_SHA3_256_RSA_PKCS
+#define CKM_SHA3_256_RSA_PKCS 0x60UL
+#define CKM_SHA3_384_RSA_PKCS 0x61UL
+#define CKM_SHA3_512_RSA_PKCS 0x62UL
+#define CKM_SHA3_224_RSA_PKCS 0x66UL
+#endif
+#ifndef CKM_ECDSA_SHA3_224
+#define CKM_ECDSA_SHA3_224 0x1047UL
+#define CKM_ECDSA_SHA3_256 0x1048UL
+#define CKM_ECDSA_SHA3_384 0x1049UL
+#define CKM_ECDSA_SHA3_512 0x104AUL
+#endif
+
 #endif

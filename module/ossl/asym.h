@@ -30,31 +30,8 @@
 #define KT_ECX_MIN_BITS 255
 #define KT_ECX_MAX_BITS 448
 
-/* PKCS#11 3.0 names the p11-kit 0.24 header does not have yet. */
-#ifndef CKK_EC_MONTGOMERY
-#define CKK_EC_MONTGOMERY 0x41UL
-#endif
-#ifndef CKM_EC_MONTGOMERY_KEY_PAIR_GEN
-#define CKM_EC_MONTGOMERY_KEY_PAIR_GEN 0x1056UL
-#endif
-#ifndef CKM_SHA3_256
-#define CKM_SHA3_256 0x2B0UL
-#define CKM_SHA3_224 0x2B5UL
-#define CKM_SHA3_384 0x2C0UL
-#define CKM_SHA3_512 0x2D0UL
-#endif
-#ifndef CKM_SHA3_256_RSA_PKCS
-#define CKM_SHA3_256_RSA_PKCS 0x60UL
-#define CKM_SHA3_384_RSA_PKCS 0x61UL
-#define CKM_SHA3_512_RSA_PKCS 0x62UL
-#define CKM_SHA3_224_RSA_PKCS 0x66UL
-#endif
-#ifndef CKM_ECDSA_SHA3_224
-#define CKM_ECDSA_SHA3_224 0x1047UL
-#define CKM_ECDSA_SHA3_256 0x1048UL
-#define CKM_ECDSA_SHA3_384 0x1049UL
-#define CKM_ECDSA_SHA3_512 0x104AUL
-#endif
+#include "pkcs11v3.h" /* 3.0 mechanism and key type names */
+
 /* CK_EDDSA_PARAMS (PKCS#11 3.0 §2.3.14), under a name of our own. */
 struct kt_eddsa_params {
     CK_BBOOL phFlag;
