@@ -146,6 +146,25 @@ KT_NODISCARD keytier_err kt_dep_key_read(
     keytier_ctx *ctx, const struct kt_dep_rec *dep, const keytier_request *req,
     kt_fallback_op op, const struct kt_avail_fill *fill, kt_secret **out);
 
+/* ---- unfinished state changes (settle.c) ---------------------------
+ * A DEP left REGISTERING or ROLLING by a process that died, settled on the
+ * read of its key (kt_dep_key_read calls it): a dead registration is
+ * finished when its three copies prove (else KEYTIER_E_DEP_STATE, the DEP
+ * serves no key), a dead roll committed when its pending copy proves and
+ * rolled back otherwise; each audited.  A change younger than the steps it
+ * had left (avail.admin_deadline_ms each) is another process's, still
+ * running: a registration is then refused (KEYTIER_E_DEP_STATE), a roll
+ * left alone.  *fresh: NULL when dep reads as it is, else the DEP as the
+ * store now has it (free()). */
+KT_NODISCARD keytier_err kt_dep_settle(keytier_ctx *ctx,
+                                       const struct kt_dep_rec *dep,
+                                       struct kt_dep_rec **fresh);
+/* A new DEP's copies (as the store holds them) each unwrapped and checked,
+ * then the DEP REGISTERED (*done false: it was registering no more). */
+KT_NODISCARD keytier_err kt_dep_register_finish(keytier_ctx *ctx,
+                                                const struct kt_dep_rec *dep,
+                                                bool *done);
+
 /* ---- the cache's fast paths ----------------------------------------
  * Cache ids: "dep:" DEP id, "key:" tier key id (KT_AVAIL_CACHE_ID bytes). */
 #define KT_AVAIL_CACHE_ID (4 + KEYTIER_ID_SIZE)

@@ -554,12 +554,18 @@ keytier_err kt_dep_key_read(keytier_ctx *ctx, const struct kt_dep_rec *dep,
     struct kt_read *r = &read;
     char cache_id[KT_AVAIL_CACHE_ID];
     kt_secret *key = NULL;
+    struct kt_dep_rec *fresh = NULL;
     keytier_err e;
 
     *out = NULL;
     e = kt_read_check(r);
+    /* lifecycle: a registration or roll a dead process left half done */
+    if (e == KEYTIER_OK)
+        e = kt_dep_settle(ctx, dep, &fresh);
     if (e != KEYTIER_OK)
         goto out;
+    if (fresh)
+        r->dep = dep = fresh;
     kt_avail_cache_id(cache_id, "dep:", dep->dep_id);
     if (kt_read_cached(r, cache_id, fill, out, &e))
         goto out;
@@ -573,5 +579,9 @@ keytier_err kt_dep_key_read(keytier_ctx *ctx, const struct kt_dep_rec *dep,
 out:
     kt_secret_free(r->res[0].key);
     kt_secret_free(r->res[1].key);
+    if (fresh) {
+        kt_wipe(fresh, sizeof *fresh);
+        free(fresh);
+    }
     return e;
 }

@@ -389,6 +389,21 @@ KT_NODISCARD keytier_err kt_dep_customer_role(keytier_ctx *ctx,
                                               const char *what, const char *uri,
                                               const char *ident);
 
+/* ---- DEP states (keys/dep_state.c) ------------------------------------ */
+
+/* Stores a new DEP (its three copies made and each probed) REGISTERING,
+ * proves every stored copy by an unwrap and marks it REGISTERED; when a
+ * copy does not prove the DEP is removed again and the error returned
+ * (the caller destroys the availability key it made). */
+KT_NODISCARD keytier_err kt_dep_store(keytier_ctx *ctx, struct kt_dep_rec *dep,
+                                      unsigned limit);
+/* A key `what` not found (e KEYTIER_E_NOT_FOUND) of a purged tenant
+ * (every DEP of its workload, NULL: any, PURGED) is KEYTIER_E_PURGED;
+ * any other e comes back as it is, with its detail. */
+KT_NODISCARD keytier_err kt_key_purged(keytier_ctx *ctx, keytier_err e,
+                                       const char *tenant, const char *workload,
+                                       const char *what);
+
 /* ---- tier keys (tier.c) ----------------------------------------------- */
 
 struct kt_cipher_pool;

@@ -384,11 +384,59 @@ typedef struct keytier_status {
     keytier_dep_state dep_state;
     /* The DEP's name given at creation; "" when it has none. */
     char dep_name[KEYTIER_DEP_NAME_MAX + 1];
+    /* ---- purge (keytier_status_get) ---- */
+    /* 1 when the tenant was purged: its keys were destroyed, no key of this
+     * name is left, and whatever was encrypted under it is crypto-shredded
+     * (encrypted is then 0 and dep_state KEYTIER_DEP_PURGED). */
+    int purged;
 } keytier_status;
 
 KEYTIER_API KEYTIER_MUST_CHECK keytier_err
 keytier_status_get(keytier_ctx *ctx, const char *tenant, const char *workload,
                    const char *name, keytier_status *out);
+
+/* ======================================================================
+ * Health of a DEP's root keys
+ * ====================================================================== */
+
+/* What a probe of one root key found. */
+typedef enum keytier_key_health {
+    /* customer key: its wrapped copy unwraps to the DEP key; availability
+     * key: present in the service token */
+    KEYTIER_KEY_REACHABLE = 0,
+    /* the token answers and the key refuses (CKA_UNWRAP off, PIN refused
+     * or locked, the copy refused: the "denied" class of the fallback
+     * rule) */
+    KEYTIER_KEY_REFUSED = 1,
+    /* the token answers and holds no such key */
+    KEYTIER_KEY_DESTROYED = 2,
+    /* the token is absent, hung past the deadline or failing (the "system"
+     * class) */
+    KEYTIER_KEY_UNREACHABLE = 3,
+} keytier_key_health;
+
+typedef struct keytier_health {
+    keytier_key_health key[3]; /* per KEYTIER_ROOT_* */
+    keytier_err err[3];        /* the probe's error; KEYTIER_OK: reachable */
+    char detail[3][512];       /* the probe's error detail; "" when none */
+} keytier_health;
+
+/*
+ * Probes each root of a DEP now, with avail.call_deadline_ms per key:
+ * customer keys A and B by unwrapping their copies (the key is checked
+ * against the DEP and wiped, never used), the availability key by finding
+ * it in the service token (never used: its presence only).  Not audited,
+ * never cached.  tenant NULL: any tenant's DEP.  Errors:
+ * KEYTIER_E_DEP_NOT_FOUND, KEYTIER_E_WRONG_TENANT, KEYTIER_E_PURGED (the
+ * DEP's keys were destroyed: nothing to probe), KEYTIER_E_ARGS.
+ */
+KEYTIER_API KEYTIER_MUST_CHECK keytier_err
+keytier_dep_health(keytier_ctx *ctx, const char *tenant, const char *dep_id,
+                   keytier_health *out);
+/* "reachable", "refused", "destroyed", "unreachable"; for the availability
+ * key (slot KEYTIER_ROOT_AVAIL) "present" and "missing" for reachable and
+ * destroyed.  Never NULL. */
+KEYTIER_API const char *keytier_key_health_name(keytier_key_health h, int slot);
 
 /* ======================================================================
  * Envelopes (format: lib/envelope/ENVELOPE.md)

@@ -474,7 +474,7 @@ KEYTIER_API keytier_err keytier_dep_create_named(
     if (e == KEYTIER_OK && !kt_dep_check_value(key, dep, dep->check))
         e = kt_err(KEYTIER_E_CRYPTO, "deriving the DEP key check value");
     if (e == KEYTIER_OK)
-        e = kt_store_dep_insert(ctx->store, dep, limit);
+        e = kt_dep_store(ctx, dep, limit); /* registering, then proven */
     if (e == KEYTIER_OK) {
         avail_made = false; /* kept: the DEP now owns it */
         kt_dep_info_fill(dep, out);

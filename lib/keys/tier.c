@@ -366,6 +366,12 @@ KEYTIER_API keytier_err keytier_key_create(keytier_key *parent,
                    parent->info.dep_id);
         goto out;
     }
+    if (state == KEYTIER_DEP_REGISTERING) {
+        e = kt_err(KEYTIER_E_DEP_STATE,
+                   "DEP %s is registering: no key until its copies are proven",
+                   parent->info.dep_id);
+        goto out;
+    }
     key = kt_secret_random(KT_KEY_SIZE);
     if (key == NULL || !kt_uuid_new(id)) {
         e = kt_err(KEYTIER_E_CRYPTO, "random generation failed");
@@ -542,6 +548,8 @@ KEYTIER_API keytier_err keytier_key_open_path(keytier_ctx *ctx,
                    "key %s does not belong to tenant %s", key_id, tenant);
     if (e == KEYTIER_OK)
         e = kt_open_chain(ctx, req, tenant, &r, epoch, out);
+    else /* lifecycle: gone with a purge */
+        e = kt_key_purged(ctx, e, tenant, NULL, "key");
     /* lifecycle: a migration moves a site and the keys below it in one
      * transaction, but the chain is read row by row: a read that straddled
      * that commit sees old and new rows mixed and fails to authenticate.
@@ -571,6 +579,8 @@ KEYTIER_API keytier_err keytier_key_open_name(
         kt_store_key_get_by_name(ctx->store, tenant, workload, name, &r);
     if (e == KEYTIER_OK)
         e = kt_open_chain(ctx, req, tenant, &r, epoch, out);
+    else /* lifecycle: gone with a purge */
+        e = kt_key_purged(ctx, e, tenant, workload, name);
     /* lifecycle: as in keytier_key_open_path, once. */
     if (e == KEYTIER_E_AUTH &&
         (epoch = kt_avail_cache_epoch(ctx),
@@ -637,7 +647,14 @@ KEYTIER_API keytier_err keytier_status_get(keytier_ctx *ctx, const char *tenant,
         kt_store_key_get_by_name(ctx->store, tenant, workload, name, &r);
     if (e == KEYTIER_E_NOT_FOUND) {
         kt_err_clear();
-        return KEYTIER_OK; /* not encrypted */
+        /* lifecycle: not encrypted, or gone with a purge */
+        bool purged = false;
+        e = kt_store_tenant_purged(ctx->store, tenant, workload, &purged);
+        if (e == KEYTIER_OK && purged) {
+            out->purged = 1;
+            out->dep_state = KEYTIER_DEP_PURGED;
+        }
+        return e;
     }
     if (e != KEYTIER_OK)
         return e;

@@ -239,7 +239,8 @@ static keytier_err kt_roll_read_back(keytier_ctx *ctx, struct kt_dep_rec *dep,
     const char *what = kt_slot_names[slot];
     CK_RV rv = CKR_OK;
     int pslot;
-    keytier_err e = kt_store_roll_get(ctx->store, dep->dep_id, &pslot, pending);
+    keytier_err e =
+        kt_store_roll_get(ctx->store, dep->dep_id, &pslot, pending, NULL);
     if (e != KEYTIER_OK)
         return e;
     kt_strlcpy(old_uri, dep->roots[slot].uri, KEYTIER_URI_MAX);

@@ -88,6 +88,21 @@ KT_NODISCARD keytier_err kt_store_dep_state(struct kt_store *st,
                                             const char *dep_id, int *state);
 KT_NODISCARD keytier_err kt_store_dep_set_state(struct kt_store *st,
                                                 const char *dep_id, int state);
+/* A DEP's registration (keys/dep_state.c): inserted REGISTERING, then
+ * REGISTERED once every stored copy unwrapped to the key (*done: false when
+ * the DEP was not registering any more, another process finished it), or
+ * removed with its copies when a copy failed (only while registering). */
+KT_NODISCARD keytier_err kt_store_dep_registered(struct kt_store *st,
+                                                 const char *dep_id,
+                                                 bool *done);
+KT_NODISCARD keytier_err kt_store_dep_unregister(struct kt_store *st,
+                                                 const char *dep_id);
+/* The tenant was purged (store_purge.c): it has DEPs (of workload, NULL:
+ * any) and every one of them is PURGED. */
+KT_NODISCARD keytier_err kt_store_tenant_purged(struct kt_store *st,
+                                                const char *tenant,
+                                                const char *workload,
+                                                bool *purged);
 
 /* KEYTIER_E_EXISTS when a level-1 name is taken for the tenant and
  * workload. */
@@ -119,9 +134,12 @@ KT_NODISCARD keytier_err kt_store_roll_begin(struct kt_store *st,
                                              const char *dep_id, int slot,
                                              const struct kt_root_rec *pending,
                                              int64_t now);
+/* The pending copy and, when started is not NULL, when the roll stored it
+ * (the clock the roll gave kt_store_roll_begin). */
 KT_NODISCARD keytier_err kt_store_roll_get(struct kt_store *st,
                                            const char *dep_id, int *slot,
-                                           struct kt_root_rec *out);
+                                           struct kt_root_rec *out,
+                                           int64_t *started);
 KT_NODISCARD keytier_err kt_store_roll_end(struct kt_store *st,
                                            const char *dep_id, bool commit);
 /* Who else names a key: a root of a DEP that is not purged, or the pending

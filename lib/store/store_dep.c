@@ -283,3 +283,46 @@ out:
     pthread_mutex_unlock(&st->mu);
     return e;
 }
+
+/* ---- registration ------------------------------------------------------ */
+
+keytier_err kt_store_dep_registered(struct kt_store *st, const char *dep_id,
+                                    bool *done)
+{
+    const char *t[] = {dep_id};
+    const int64_t registered = KEYTIER_DEP_REGISTERED;
+    pthread_mutex_lock(&st->mu);
+    /* REGISTERING is 0: only a DEP still registering moves. */
+    keytier_err e =
+        kt_db_run(st, "register DEP",
+                  "UPDATE deps SET state = ?2 WHERE dep_id = ?1 AND state = 0",
+                  t, 1, &registered);
+    *done = e == KEYTIER_OK && kt_db_changes(st) == 1;
+    pthread_mutex_unlock(&st->mu);
+    return e;
+}
+
+keytier_err kt_store_dep_unregister(struct kt_store *st, const char *dep_id)
+{
+    const char *t[] = {dep_id};
+    pthread_mutex_lock(&st->mu);
+    keytier_err e = kt_db_begin(st);
+    if (e != KEYTIER_OK)
+        goto out;
+    e = kt_db_run(st, "remove DEP",
+                  "DELETE FROM dep_roots WHERE dep_id = (SELECT dep_id FROM "
+                  "deps WHERE dep_id = ?1 AND state = 0)",
+                  t, 1, NULL);
+    if (e == KEYTIER_OK)
+        e = kt_db_run(st, "remove DEP",
+                      "DELETE FROM deps WHERE dep_id = ?1 AND state = 0", t, 1,
+                      NULL);
+    if (e != KEYTIER_OK) {
+        kt_db_rollback(st);
+        goto out;
+    }
+    e = kt_db_commit(st);
+out:
+    pthread_mutex_unlock(&st->mu);
+    return e;
+}

@@ -175,3 +175,27 @@ out:
     pthread_mutex_unlock(&st->mu);
     return e;
 }
+
+keytier_err kt_store_tenant_purged(struct kt_store *st, const char *tenant,
+                                   const char *workload, bool *purged)
+{
+    struct kt_stmt s;
+    bool row;
+    *purged = false;
+    pthread_mutex_lock(&st->mu);
+    kt_stmt_prep(&s, st, "tenant purged",
+                 "SELECT count(*), coalesce(sum(state = ?3), 0) FROM deps "
+                 "WHERE tenant = ?1 AND (?2 IS NULL OR workload = ?2)");
+    kt_stmt_bind_text(&s, 1, tenant);
+    kt_stmt_bind_text(&s, 2, workload);
+    kt_stmt_bind_int(&s, 3, KEYTIER_DEP_PURGED);
+    keytier_err e = kt_stmt_step(&s, &row);
+    if (e == KEYTIER_OK && row) {
+        int64_t all = kt_stmt_col_int64(&s, 0);
+        *purged = all > 0 && kt_stmt_col_int64(&s, 1) == all;
+        e = kt_stmt_err(&s);
+    }
+    kt_stmt_done(&s);
+    pthread_mutex_unlock(&st->mu);
+    return e;
+}

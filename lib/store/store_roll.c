@@ -56,14 +56,16 @@ out:
 }
 
 keytier_err kt_store_roll_get(struct kt_store *st, const char *dep_id,
-                              int *slot, struct kt_root_rec *out)
+                              int *slot, struct kt_root_rec *out,
+                              int64_t *started)
 {
     struct kt_stmt s;
     bool row;
     pthread_mutex_lock(&st->mu);
-    kt_stmt_prep(&s, st, "read roll",
-                 "SELECT slot, uri, mech, wrapped, ident FROM dep_roll WHERE "
-                 "dep_id = ?1");
+    kt_stmt_prep(
+        &s, st, "read roll",
+        "SELECT slot, uri, mech, wrapped, ident, started FROM dep_roll "
+        "WHERE dep_id = ?1");
     kt_stmt_bind_text(&s, 1, dep_id);
     keytier_err e = kt_stmt_step(&s, &row);
     if (e == KEYTIER_OK && row) {
@@ -72,6 +74,8 @@ keytier_err kt_store_roll_get(struct kt_store *st, const char *dep_id,
         kt_stmt_col_text(&s, 1, out->uri, sizeof out->uri);
         kt_stmt_col_text(&s, 2, out->mech, sizeof out->mech);
         kt_stmt_col_text(&s, 4, out->ident, sizeof out->ident);
+        if (started != NULL)
+            *started = kt_stmt_col_int64(&s, 5);
         bool fits = kt_stmt_col_blob(&s, 3, out->wrapped, sizeof out->wrapped,
                                      &out->wrapped_len);
         e = kt_stmt_err(&s);

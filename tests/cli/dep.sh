@@ -215,9 +215,12 @@ expect_ok kt --json status --tenant globex --mailbox gina
 assert_eq "$name" "$(jf .dep_name <<<"$KT_LAST_OUTPUT")"
 assert_eq "$gdep" "$(jf .dep_id <<<"$KT_LAST_OUTPUT")"
 expect_ok kt status --tenant globex --mailbox gina
-assert_eq "mailbox 'gina' (Exchange): encrypted under DEP $gdep '$name' (policy $gpolicy), DEP registered" "$KT_LAST_OUTPUT"
+assert_eq "mailbox 'gina' (Exchange): encrypted under DEP $gdep '$name' (policy $gpolicy), DEP registered" "$(head -n 1 <<<"$KT_LAST_OUTPUT")"
 expect_ok kt status --tenant acme --mailbox alice
-assert_eq "mailbox 'alice' (Exchange): encrypted under DEP $dep (policy $policy), DEP registered" "$KT_LAST_OUTPUT"
+assert_eq "mailbox 'alice' (Exchange): encrypted under DEP $dep (policy $policy), DEP registered
+  customer key A    reachable
+  customer key B    reachable
+  availability key  present" "$KT_LAST_OUTPUT"
 expect_ok kt --json status --tenant acme --mailbox nobody
 assert_eq false "$(jf .encrypted <<<"$KT_LAST_OUTPUT")"
 assert_eq null "$(jq -r .dep_id <<<"$KT_LAST_OUTPUT")"

@@ -119,6 +119,16 @@ struct cli_progress *cli_progress_start(struct cli *cli, int in_fd,
                                         const char *what);
 void cli_progress_stop(struct cli_progress *p, bool ok);
 
+/* ---- cmd_dep.c: the health of a DEP's root keys --------------------- */
+
+/* Probes dep_id's roots now (keytier_dep_health) and shows each: text
+ * lines starting with indent, or the object "health" added to o (with
+ * --json).  A purged DEP has none: "purged (crypto-shredded)", and in JSON
+ * "health": null.  Returns CLI_OK or the exit code of the error reported. */
+int cli_health_show(struct cli *cli, keytier_ctx *ctx, const char *dep_id,
+                    keytier_dep_state state, json_object *o,
+                    const char *indent);
+
 /* ---- command families ------------------------------------------------ */
 
 extern const struct cli_cmd cli_token_cmds[];

@@ -60,6 +60,54 @@ static void dep_print(const keytier_dep_info *d)
         printf("  %-9s %s (%s)\n", titles[i], d->root_uri[i], d->wrap_mech[i]);
 }
 
+/* ---- health ----------------------------------------------------------- */
+
+static const char *const health_titles[3] = {"customer key A", "customer key B",
+                                             "availability key"};
+
+static json_object *health_json(const keytier_health *h)
+{
+    json_object *o = json_object_new_object();
+    for (int i = 0; i < 3; i++) {
+        json_object *k = json_object_new_object();
+        cli_json_str(k, "state", keytier_key_health_name(h->key[i], i));
+        if (h->err[i] != KEYTIER_OK) {
+            cli_json_str(k, "error", keytier_error_name(h->err[i]));
+            cli_json_str(k, "detail", h->detail[i]);
+        }
+        json_object_object_add(o, slot_names[i], k);
+    }
+    return o;
+}
+
+int cli_health_show(struct cli *cli, keytier_ctx *ctx, const char *dep_id,
+                    keytier_dep_state state, json_object *o, const char *indent)
+{
+    keytier_health h;
+    if (state == KEYTIER_DEP_PURGED) {
+        if (cli->json)
+            json_object_object_add(o, "health", NULL);
+        else
+            printf("%spurged (crypto-shredded): no root key left\n", indent);
+        return CLI_OK;
+    }
+    keytier_err e = keytier_dep_health(ctx, NULL, dep_id, &h);
+    if (e != KEYTIER_OK)
+        return cli_fail_lib_in(cli, e, "DEP %s", dep_id);
+    if (cli->json) {
+        json_object_object_add(o, "health", health_json(&h));
+        return CLI_OK;
+    }
+    for (int i = 0; i < 3; i++) {
+        printf("%s%-17s %s", indent, health_titles[i],
+               keytier_key_health_name(h.key[i], i));
+        if (h.err[i] != KEYTIER_OK)
+            printf(" (%s)", h.detail[i]);
+        putchar('\n');
+    }
+    return CLI_OK;
+}
+
 static int cmd_dep_create(struct cli *cli, int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -190,11 +238,17 @@ static int cmd_dep_show(struct cli *cli, int argc, char **argv)
         keytier_dep_show(ctx, tenant, argv[optind], &d); /* NULL: any */
     if (e != KEYTIER_OK)
         return cli_fail_lib(cli, e);
-    if (cli->json)
-        cli_json_put(dep_json(&d));
-    else
+    json_object *o = cli->json ? dep_json(&d) : NULL;
+    if (!cli->json) {
         dep_print(&d);
-    return CLI_OK;
+        printf("  health\n");
+    }
+    rc = cli_health_show(cli, ctx, d.dep_id, d.state, o, "    ");
+    if (rc == CLI_OK && o != NULL)
+        cli_json_put(o);
+    else
+        json_object_put(o);
+    return rc;
 }
 
 #define DEP_JSON_HELP                                                          \
@@ -235,7 +289,16 @@ const struct cli_cmd cli_dep_cmds[] = {
      "The DEP's ids, name, tenant, state and root keys with their wrap\n"
      "mechanisms. DEP ids are unique across tenants: without --tenant the id\n"
      "alone finds the DEP; with --tenant a DEP of another tenant is refused\n"
-     "(KEYTIER_E_WRONG_TENANT).\n" DEP_JSON_HELP,
+     "(KEYTIER_E_WRONG_TENANT).\n"
+     "Then the health of each root key, probed now with the call deadline:\n"
+     "a customer key is reachable (its copy unwraps), refused (the token\n"
+     "answers and the key refuses: CKA_UNWRAP off, PIN refused), destroyed\n"
+     "(no such key) or unreachable (token absent, hung, failing); the\n"
+     "availability key is present or missing (or refused, unreachable).\n"
+     "The keys are only probed: no data key is used. A purged DEP has none:\n"
+     "purged (crypto-shredded).\n" DEP_JSON_HELP
+     "plus health: {a|b|availability: {state, error, detail}} (error and\n"
+     "detail when not reachable/present; health null when purged)\n",
      cmd_dep_show},
     {0},
 };

@@ -109,7 +109,15 @@ static int cmd_site_create(struct cli *cli, int argc, char **argv)
     return tier_create(cli, argc, argv, "site");
 }
 
-/* status --tenant alone: the tenant's DEPs and their states. */
+/* A DEP's state as status says it: a purged one is crypto-shredded. */
+static const char *status_state_name(keytier_dep_state st)
+{
+    return st == KEYTIER_DEP_PURGED ? "purged (crypto-shredded)"
+                                    : cli_dep_state_name(st);
+}
+
+/* status --tenant alone: the tenant's DEPs, their states and the health of
+ * their root keys. */
 static int status_tenant(struct cli *cli, keytier_ctx *ctx, const char *tenant,
                          const char *wl)
 {
@@ -118,33 +126,68 @@ static int status_tenant(struct cli *cli, keytier_ctx *ctx, const char *tenant,
     keytier_err e = keytier_dep_list(ctx, tenant, wl, &list, &n);
     if (e != KEYTIER_OK)
         return cli_fail_lib(cli, e);
-    if (cli->json) {
-        json_object *o = json_object_new_object();
-        json_object *deps = json_object_new_array();
-        cli_json_str(o, "tenant", tenant);
-        for (size_t i = 0; i < n; i++) {
-            json_object *d = json_object_new_object();
-            cli_json_str(d, "dep_id", list[i].dep_id);
-            cli_json_str(d, "policy_id", list[i].policy_id);
-            cli_json_str(d, "workload", list[i].workload);
-            cli_json_str(d, "state", cli_dep_state_name(list[i].state));
-            json_object_array_add(deps, d);
-        }
-        json_object_object_add(o, "deps", deps);
-        cli_json_put(o);
-    } else {
+    json_object *o = json_object_new_object();
+    json_object *deps = json_object_new_array();
+    cli_json_str(o, "tenant", tenant);
+    json_object_object_add(o, "deps", deps);
+    if (!cli->json)
         printf("tenant %s: %zu DEP%s\n", tenant, n, n == 1 ? "" : "s");
-        for (size_t i = 0; i < n; i++)
+    int rc = CLI_OK;
+    for (size_t i = 0; i < n && rc == CLI_OK; i++) {
+        json_object *d = json_object_new_object();
+        cli_json_str(d, "dep_id", list[i].dep_id);
+        cli_json_str(d, "policy_id", list[i].policy_id);
+        cli_json_str(d, "workload", list[i].workload);
+        cli_json_str(d, "state", cli_dep_state_name(list[i].state));
+        json_object_array_add(deps, d);
+        if (!cli->json)
             printf("  %s (policy %s) %s: %s\n", list[i].dep_id,
                    list[i].policy_id, list[i].workload,
-                   cli_dep_state_name(list[i].state));
+                   status_state_name(list[i].state));
+        rc =
+            cli_health_show(cli, ctx, list[i].dep_id, list[i].state, d, "    ");
     }
+    if (rc == CLI_OK && cli->json)
+        cli_json_put(o);
+    else
+        json_object_put(o);
     keytier_dep_list_free(list);
-    return CLI_OK;
+    return rc;
+}
+
+/* status --mailbox or --site, as JSON. */
+static json_object *status_item_json(const keytier_status *st,
+                                     const char *tenant, const char *kind,
+                                     const char *name, const char *wl)
+{
+    json_object *o = json_object_new_object();
+    cli_json_str(o, "tenant", tenant);
+    cli_json_str(o, "kind", kind);
+    cli_json_str(o, "name", name);
+    cli_json_str(o, "workload", wl);
+    /* purged data was encrypted: it stays ciphertext, under no key */
+    json_object_object_add(
+        o, "encrypted", json_object_new_boolean(st->encrypted || st->purged));
+    cli_json_str(o, "state",
+                 st->purged      ? "purged"
+                 : st->encrypted ? "encrypted"
+                                 : "not encrypted");
+    json_object_object_add(o, "purged", json_object_new_boolean(st->purged));
+    if (st->encrypted) {
+        cli_json_str(o, "dep_id", st->dep_id);
+        cli_json_str(o, "policy_id", st->policy_id);
+        cli_json_str(o, "key_id", st->key_id);
+        cli_json_str(o, "dep_state", cli_dep_state_name(st->dep_state));
+        if (st->dep_name[0] != '\0')
+            cli_json_str(o, "dep_name", st->dep_name);
+        else
+            json_object_object_add(o, "dep_name", NULL); /* no name */
+    }
+    return o;
 }
 
 /* status --mailbox or --site: the DEP a mailbox or site is encrypted
- * under, if any (KIND names which). */
+ * under, if any (KIND names which), and the health of its root keys. */
 static int status_item(struct cli *cli, keytier_ctx *ctx, const char *tenant,
                        const char *kind, const char *name, const char *wl)
 {
@@ -152,25 +195,14 @@ static int status_item(struct cli *cli, keytier_ctx *ctx, const char *tenant,
     keytier_err e = keytier_status_get(ctx, tenant, wl, name, &st);
     if (e != KEYTIER_OK)
         return cli_fail_lib(cli, e);
+    json_object *o =
+        cli->json ? status_item_json(&st, tenant, kind, name, wl) : NULL;
     if (cli->json) {
-        json_object *o = json_object_new_object();
-        cli_json_str(o, "tenant", tenant);
-        cli_json_str(o, "kind", kind);
-        cli_json_str(o, "name", name);
-        cli_json_str(o, "workload", wl);
-        json_object_object_add(o, "encrypted",
-                               json_object_new_boolean(st.encrypted));
-        if (st.encrypted) {
-            cli_json_str(o, "dep_id", st.dep_id);
-            cli_json_str(o, "policy_id", st.policy_id);
-            cli_json_str(o, "key_id", st.key_id);
-            cli_json_str(o, "dep_state", cli_dep_state_name(st.dep_state));
-            if (st.dep_name[0] != '\0')
-                cli_json_str(o, "dep_name", st.dep_name);
-            else
-                json_object_object_add(o, "dep_name", NULL); /* no name */
-        }
-        cli_json_put(o);
+        /* below */
+    } else if (st.purged) {
+        printf("%s '%s' (%s): purged (crypto-shredded): tenant %s was "
+               "purged and its keys destroyed\n",
+               kind, name, wl, tenant);
     } else if (st.encrypted && st.dep_name[0] != '\0') {
         printf("%s '%s' (%s): encrypted under DEP %s '%s' (policy %s), "
                "DEP %s\n",
@@ -184,7 +216,14 @@ static int status_item(struct cli *cli, keytier_ctx *ctx, const char *tenant,
         printf("%s '%s' (%s): not encrypted under a customer key\n", kind, name,
                wl);
     }
-    return CLI_OK;
+    int rc = CLI_OK;
+    if (st.encrypted)
+        rc = cli_health_show(cli, ctx, st.dep_id, st.dep_state, o, "  ");
+    if (rc == CLI_OK && o != NULL)
+        cli_json_put(o);
+    else
+        json_object_put(o);
+    return rc;
 }
 
 static int cmd_status(struct cli *cli, int argc, char **argv)
@@ -256,11 +295,17 @@ const struct cli_cmd cli_tier_cmds[] = {
      "\n"
      "With --mailbox or --site: whether the name is encrypted under a\n"
      "customer-key DEP, its DEP id, policy id and DEP state (workload\n"
-     "default: Exchange for mailboxes, SharePoint for sites). Without: the\n"
-     "tenant's DEPs and their states.\n"
-     "JSON: {tenant, kind, name, workload, encrypted, dep_id, policy_id,\n"
-     "key_id, dep_state} or {tenant, deps: [{dep_id, policy_id, workload,\n"
-     "state}]}\n",
+     "default: Exchange for mailboxes, SharePoint for sites), or 'purged\n"
+     "(crypto-shredded)' when the tenant was purged and its keys destroyed.\n"
+     "Without: the tenant's DEPs and their states. Each DEP's root keys\n"
+     "are probed now, as `keytier dep show` does: customer keys reachable,\n"
+     "refused, destroyed or unreachable, the availability key present or\n"
+     "missing.\n"
+     "JSON: {tenant, kind, name, workload, encrypted, state (encrypted, not\n"
+     "encrypted, purged), purged, dep_id, policy_id, key_id, dep_state,\n"
+     "health} or {tenant, deps: [{dep_id, policy_id, workload, state,\n"
+     "health}]}; health: {a|b|availability: {state, error, detail}}, null\n"
+     "for a purged DEP\n",
      cmd_status},
     {0},
 };

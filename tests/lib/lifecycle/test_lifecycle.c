@@ -413,7 +413,7 @@ static void copy_file(const char *from, const char *to)
     ck_assert_int_eq(system(cmd), 0);
 }
 
-/* In a fresh process: every read of org-1 fails with `want`, org-2's item
+/* In a fresh process: every read of org-1 fails as purged, org-2's item
  * opens.  Exit status 0 when so. */
 static void fresh_process_check(const uint8_t *env1, size_t n1,
                                 const uint8_t *env2, size_t n2)
@@ -426,10 +426,10 @@ static void fresh_process_check(const uint8_t *env1, size_t n1,
             _exit(10);
         keytier_key *k = NULL;
         if (lc_open(ctx, &lc_user, "org-1", "Exchange", "alice", env1, n1,
-                    MSG) != KEYTIER_E_NOT_FOUND)
+                    MSG) != KEYTIER_E_PURGED)
             _exit(11);
         if (lc_open(ctx, &lc_index, "org-1", "Exchange", "alice", env1, n1,
-                    MSG) != KEYTIER_E_NOT_FOUND)
+                    MSG) != KEYTIER_E_PURGED)
             _exit(12);
         keytier_dep_info *l = NULL;
         size_t c = 0;
@@ -507,13 +507,14 @@ START_TEST(purge_tenant)
     ck_assert_uint_eq(rep.tier_keys_deleted, 1);
     ck_assert_uint_ge(rep.cache_entries_wiped, 1);
 
-    /* This process: nothing of org-1 opens, whatever the request kind. */
+    /* This process: nothing of org-1 opens, whatever the request kind,
+     * and the error says the tenant was purged. */
     assert_err(
         lc_open(ctx, &lc_user, "org-1", "Exchange", "alice", env1, n1, MSG),
-        KEYTIER_E_NOT_FOUND);
+        KEYTIER_E_PURGED);
     assert_err(
         lc_open(ctx, &lc_index, "org-1", "Exchange", "alice", env1, n1, MSG),
-        KEYTIER_E_NOT_FOUND);
+        KEYTIER_E_PURGED);
     assert_err(keytier_dep_key_open(ctx, &lc_user, "org-1", d1.dep_id, &dk),
                KEYTIER_E_PURGED);
     keytier_request recover = {KEYTIER_REQUEST_INTERNAL,
@@ -584,7 +585,7 @@ START_TEST(purge_keeps_customer_keys)
     ck_assert_uint_eq(rep.customer_keys_destroyed, 0);
     assert_err(
         keytier_key_open_name(ctx, &lc_user, "org-1", "Exchange", "alice", &dk),
-        KEYTIER_E_NOT_FOUND);
+        KEYTIER_E_PURGED);
     assert_err(keytier_dep_key_open(ctx, &lc_user, "org-1", d1.dep_id, &dk),
                KEYTIER_E_PURGED);
     /* The customer's roots are still there for the customer. */

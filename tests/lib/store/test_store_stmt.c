@@ -334,7 +334,7 @@ START_TEST(roll_failures_keep_the_old_copies)
     detail_has("roll: boom");
     int slot;
     struct kt_root_rec r;
-    ck_assert_int_eq(kt_store_roll_get(st, d.dep_id, &slot, &r),
+    ck_assert_int_eq(kt_store_roll_get(st, d.dep_id, &slot, &r, NULL),
                      KEYTIER_E_NOT_FOUND);
     sql("DROP TRIGGER boom");
     ck_assert_int_eq(kt_store_roll_begin(st, d.dep_id, 0, &pending, 5),
@@ -347,7 +347,8 @@ START_TEST(roll_failures_keep_the_old_copies)
     ck_assert_int_eq(kt_store_dep_get(st, d.dep_id, &got), KEYTIER_OK);
     ck_assert_str_eq(got.roots[0].uri, d.roots[0].uri);
     ck_assert_int_eq(got.state, KEYTIER_DEP_ROLLING);
-    ck_assert_int_eq(kt_store_roll_get(st, d.dep_id, &slot, &r), KEYTIER_OK);
+    ck_assert_int_eq(kt_store_roll_get(st, d.dep_id, &slot, &r, NULL),
+                     KEYTIER_OK);
     ck_assert_str_eq(r.uri, pending.uri);
     sql("DROP TRIGGER boom");
     ck_assert_int_eq(kt_store_roll_end(st, d.dep_id, true), KEYTIER_OK);
