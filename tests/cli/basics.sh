@@ -12,7 +12,8 @@ for code in "0  success" "1  failure" "2  bad command line" \
     "3  data refused" "4  access revoked" "5  keys unavailable" \
     "6  not found" "7  a file could not be read or written" \
     "8  audit log altered" "10 no live approval" \
-    "11 audit log empty: nothing verified"; do
+    "11 audit log empty: nothing verified" \
+    "12 tenant purged: its keys were destroyed"; do
     assert_contains "$top" "  $code"
 done
 cmds=$(awk '/^Commands:/ {on = 1; next} /^$/ {on = 0} on {print $1 " " $2}' <<<"$top")

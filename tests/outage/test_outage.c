@@ -26,7 +26,8 @@
  *   DEP creation with a frozen vault fails naming it and leaves no DEP and
  *   no availability key; a DEP on healthy vaults reads through a customer
  *   key while an unrelated vault is frozen (and a lookup is stuck on it);
- *   keytier_ctx_close returns with calls hung on a frozen vault.
+ *   keytier_ctx_close returns with calls hung on a frozen vault; the
+ *   health of a DEP's roots names a frozen vault's key unreachable.
  *
  * Durations are printed for the log, never asserted.
  */
@@ -1091,6 +1092,52 @@ START_TEST(token_commands_with_a_frozen_vault)
 }
 END_TEST
 
+/* The health of a DEP's roots as `keytier status` shows it
+ * (keytier_dep_health): customer key A on a frozen vault is unreachable
+ * (within the call deadline, not hung), B destroyed while its vault
+ * answers, the availability key missing; thawed, A is reachable again.  A
+ * probe never uses the availability key and writes no audit record. */
+START_TEST(health_with_a_frozen_vault)
+{
+    keytier_dep_info d;
+    keytier_health h;
+    keytier_err e;
+    double t0;
+
+    root_create(addr_a, "VaultA", "rootHA");
+    root_create(addr_b, "VaultB", "rootHB");
+    ctx_open("avail.cache_ttl_ms = 0");
+    dep_create("rootHA", "rootHB", &d);
+    root_destroy(addr_b, "VaultB", "rootHB");
+    avail_destroy(d.root_uri[KEYTIER_ROOT_AVAIL]);
+    server_signal(pid_a, SIGSTOP);
+    t0 = now_ms();
+    assert_ok(keytier_dep_health(ctx, "org-1", d.dep_id, &h));
+    fprintf(stderr, "health with VaultA frozen: %.1f ms\n", now_ms() - t0);
+    ck_assert_msg(h.key[KEYTIER_ROOT_A] == KEYTIER_KEY_UNREACHABLE,
+                  "A: %s (%s)", keytier_key_health_name(h.key[0], 0),
+                  h.detail[0]);
+    ck_assert_int_eq(h.key[KEYTIER_ROOT_B], KEYTIER_KEY_DESTROYED);
+    ck_assert_str_eq(
+        keytier_key_health_name(h.key[KEYTIER_ROOT_AVAIL], KEYTIER_ROOT_AVAIL),
+        "missing");
+    ck_assert_ptr_nonnull(strstr(h.detail[KEYTIER_ROOT_A], "VaultA"));
+    server_signal(pid_a, SIGCONT);
+    /* thawed: bounded wait for A's late call, then A answers again */
+    e = KEYTIER_OK;
+    for (int i = 0; i < 100; i++) {
+        e = keytier_dep_health(ctx, "org-1", d.dep_id, &h);
+        if (e != KEYTIER_OK || h.key[KEYTIER_ROOT_A] == KEYTIER_KEY_REACHABLE)
+            break;
+        usleep(100000);
+    }
+    assert_ok(e);
+    ck_assert_int_eq(h.key[KEYTIER_ROOT_A], KEYTIER_KEY_REACHABLE);
+    ck_assert_uint_eq(stats().fallbacks, 0);
+    ck_assert_int_eq(audit_count("Fallback to availability key", NULL), 0);
+}
+END_TEST
+
 static void once(void)
 {
     root_create(addr_a, "VaultA", "rootA");
@@ -1144,6 +1191,7 @@ int main(void)
     tcase_add_test(tc, close_with_a_frozen_vault);
     tcase_add_test(tc, token_commands_with_a_frozen_vault);
     tcase_add_test(tc, stalled_cache_thread_hit_syncs_itself);
+    tcase_add_test(tc, health_with_a_frozen_vault);
     tcase_add_test(tc, both_killed_availability_key); /* last: kills */
     suite_add_tcase(s, tc);
     sr = srunner_create(s);

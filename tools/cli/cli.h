@@ -35,6 +35,7 @@ enum cli_exit {
     CLI_UNANCHORED = 9,  /* audit log intact, newest records unanchored */
     CLI_APPROVAL = 10,   /* no live approval for a privileged operation */
     CLI_EMPTY = 11,      /* audit log empty: nothing verified */
+    CLI_PURGED = 12,     /* tenant purged: keys destroyed, data shredded */
 };
 
 struct cli {

@@ -67,6 +67,8 @@ static void usage(FILE *f)
         "     approval is expired, used, revoked, altered or for something\n"
         "     else (keytier approval)\n"
         "  11 audit log empty: nothing verified (keytier audit verify)\n"
+        "  12 tenant purged: its keys were destroyed, its data is\n"
+        "     crypto-shredded\n"
         "\n"
         "Errors are one line on stderr: `keytier COMMAND: what failed and\n"
         "why [KEYTIER_E_NAME]`, naming the key URI, token or file and the\n"

@@ -62,6 +62,8 @@ int cli_exit_of(keytier_err e)
         return CLI_UNANCHORED;
     case KEYTIER_E_AUDIT_EMPTY:
         return CLI_EMPTY;
+    case KEYTIER_E_PURGED:
+        return CLI_PURGED;
     case KEYTIER_E_APPROVAL_REQUIRED:
     case KEYTIER_E_APPROVAL_EXPIRED:
     case KEYTIER_E_APPROVAL_INVALID:
