@@ -40,6 +40,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -48,6 +49,7 @@
 #include <json-c/json.h>
 #include <p11-kit/p11-kit.h>
 #include <p11-kit/uri.h>
+#include <sqlite3.h>
 
 #include "keytier.h"
 
@@ -996,6 +998,108 @@ START_TEST(roll_with_a_frozen_vault)
 }
 END_TEST
 
+/* A `dep roll` killed mid-way, for real: a child process rolls A to a new
+ * root while this one watches the store and SIGKILLs it the moment the
+ * DEP shows rolling (its new copy stored, not yet read back; retried with
+ * another root when the roll was quicker).  A read right after leaves the
+ * roll alone (it could be another process's, still running) and reads
+ * through the old copies; once the roll is older than its remaining
+ * steps' deadlines the next read proves the pending copy and commits it,
+ * audited, and the new root alone opens the DEP key. */
+static int store_state(sqlite3_stmt *st)
+{
+    int v = -1;
+
+    sqlite3_reset(st);
+    if (sqlite3_step(st) == SQLITE_ROW)
+        v = sqlite3_column_int(st, 0);
+    return v;
+}
+
+static void roll_child(const char *dep_id, const char *label)
+{
+    keytier_ctx *c = NULL;
+
+    if (keytier_ctx_open(conf, &c) != KEYTIER_OK)
+        _exit(2);
+    _exit(keytier_dep_roll(c, "org-1", dep_id, KEYTIER_ROOT_A,
+                           uri("VaultA", label), NULL) == KEYTIER_OK
+              ? 0
+              : 1);
+}
+
+/* Rolls in a child until one is killed while the DEP is rolling; the new
+ * root's label of that roll into label. */
+static void roll_killed(const char *dep_id, char label[16])
+{
+    char path[700];
+    sqlite3 *db;
+    sqlite3_stmt *st;
+    bool caught = false;
+
+    snprintf(path, sizeof path, "%s/store.db", dir);
+    ck_assert_int_eq(sqlite3_open(path, &db), SQLITE_OK);
+    sqlite3_busy_timeout(db, 10000);
+    ck_assert_int_eq(sqlite3_prepare_v2(db,
+                                        "SELECT state FROM deps WHERE "
+                                        "dep_id = ?1",
+                                        -1, &st, NULL),
+                     SQLITE_OK);
+    sqlite3_bind_text(st, 1, dep_id, -1, SQLITE_TRANSIENT);
+    for (int i = 0; i < 10 && !caught; i++) {
+        int status;
+        snprintf(label, 16, "rootK%d", i);
+        root_create(addr_a, "VaultA", label);
+        pid_t pid = fork();
+        ck_assert_int_ge(pid, 0);
+        if (pid == 0)
+            roll_child(dep_id, label);
+        while (store_state(st) != KEYTIER_DEP_ROLLING &&
+               waitpid(pid, &status, WNOHANG) == 0)
+            ;
+        kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+        caught = store_state(st) == KEYTIER_DEP_ROLLING;
+        fprintf(stderr, "roll %d: %s\n", i,
+                caught ? "killed while rolling" : "finished first");
+    }
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    ck_assert_msg(caught, "no roll was caught rolling");
+}
+
+START_TEST(roll_killed_resumed_by_next_read)
+{
+    keytier_dep_info d, shown;
+    char label[16];
+
+    ctx_open("avail.cache_ttl_ms = 0\n" ADMIN_DEADLINE);
+    dep_create("rootA", "rootB", &d);
+    keytier_ctx_close(ctx);
+    ctx = NULL;
+    roll_killed(d.dep_id, label);
+    ctx_open("avail.cache_ttl_ms = 0\n" ADMIN_DEADLINE);
+    assert_ok(keytier_dep_show(ctx, "org-1", d.dep_id, &shown));
+    ck_assert_int_eq(shown.state, KEYTIER_DEP_ROLLING);
+    const char *before = shown.root_uri[KEYTIER_ROOT_A];
+    ck_assert_str_ne(before, uri("VaultA", label));
+    assert_ok(read_dep(&user, d.dep_id, NULL)); /* the roll may be alive */
+    assert_ok(keytier_dep_show(ctx, "org-1", d.dep_id, &shown));
+    ck_assert_int_eq(shown.state, KEYTIER_DEP_ROLLING);
+    /* 2 steps x 3 s admin deadline + 1 s: the roll is dead */
+    sleep(8);
+    assert_ok(read_dep(&user, d.dep_id, NULL));
+    assert_ok(keytier_dep_show(ctx, "org-1", d.dep_id, &shown));
+    ck_assert_int_eq(shown.state, KEYTIER_DEP_REGISTERED);
+    ck_assert_str_eq(shown.root_uri[KEYTIER_ROOT_A], uri("VaultA", label));
+    ck_assert_int_eq(audit_count("Customer key roll resumed", NULL), 1);
+    server_signal(pid_b, SIGSTOP);
+    assert_ok(read_dep(&user, d.dep_id, NULL)); /* through the new root */
+    server_signal(pid_b, SIGCONT);
+    ck_assert_uint_eq(stats().fallbacks, 0);
+}
+END_TEST
+
 START_TEST(healthy_dep_while_unrelated_vault_frozen)
 {
     keytier_dep_info d, dl;
@@ -1192,6 +1296,7 @@ int main(void)
     tcase_add_test(tc, token_commands_with_a_frozen_vault);
     tcase_add_test(tc, stalled_cache_thread_hit_syncs_itself);
     tcase_add_test(tc, health_with_a_frozen_vault);
+    tcase_add_test(tc, roll_killed_resumed_by_next_read);
     tcase_add_test(tc, both_killed_availability_key); /* last: kills */
     suite_add_tcase(s, tc);
     sr = srunner_create(s);
