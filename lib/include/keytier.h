@@ -267,8 +267,9 @@ typedef struct keytier_dep_info {
  * generated in the service token, a random DEP key is wrapped by all three
  * roots (each wrap verified by an unwrap), and only the wrapped copies are
  * stored, each with the identity of its key (token, class, CKA_ID,
- * CKA_LABEL).  Disabled DEPs count toward the per-tenant, per-workload
- * limit.
+ * CKA_LABEL): the DEP is stored registering and becomes registered once
+ * each stored copy was unwrapped and checked again.  Disabled DEPs count
+ * toward the per-tenant, per-workload limit.
  * Errors: KEYTIER_E_SAME_TOKEN, KEYTIER_E_KEY_NOT_FOUND,
  * KEYTIER_E_KEY_EXTRACTABLE (also: not sensitive), KEYTIER_E_KEY_USAGE,
  * KEYTIER_E_KEY_TYPE, KEYTIER_E_KEY_ROLE, KEYTIER_E_MECHANISM,
@@ -334,14 +335,17 @@ typedef struct keytier_key_info {
  * unwraps to another key), KEYTIER_E_REVOKED and KEYTIER_E_UNAVAILABLE (the
  * fallback rule refuses), KEYTIER_E_ARGS (a request outside the rules of
  * keytier_request), and for a files-shape read through the availability
- * key the errors of keytier_approval_consume. */
+ * key the errors of keytier_approval_consume.  KEYTIER_E_PURGED for a purged
+ * DEP.  A DEP a dead process left rolling or registering is settled first
+ * (docs/DESIGN.md "DEPs"); one still registering gives KEYTIER_E_DEP_STATE. */
 KEYTIER_API KEYTIER_MUST_CHECK keytier_err
 keytier_dep_key_open(keytier_ctx *ctx, const keytier_request *req,
                      const char *tenant, const char *dep_id, keytier_key **out);
 /*
  * Creates a key one level below `parent` (level-1 names, the mailbox or
  * site name, are unique per tenant and workload).  out_id may be NULL.
- * Errors: KEYTIER_E_DEPTH, KEYTIER_E_EXISTS, KEYTIER_E_DEP_DISABLED.
+ * Errors: KEYTIER_E_DEPTH, KEYTIER_E_EXISTS, KEYTIER_E_DEP_DISABLED,
+ * KEYTIER_E_DEP_STATE (the DEP is registering).
  */
 KEYTIER_API KEYTIER_MUST_CHECK keytier_err keytier_key_create(
     keytier_key *parent, const char *name, char out_id[KEYTIER_ID_SIZE]);
@@ -354,11 +358,15 @@ KEYTIER_API KEYTIER_MUST_CHECK keytier_err keytier_key_create(
 KEYTIER_API KEYTIER_MUST_CHECK keytier_err keytier_key_open(keytier_key *parent,
                                                             const char *key_id,
                                                             keytier_key **out);
-/* Opens any key of a tenant by id, unwrapping the chain from its DEP key. */
+/* Opens any key of a tenant by id, unwrapping the chain from its DEP key.
+ * A key gone with its tenant's purge: KEYTIER_E_PURGED (not
+ * KEYTIER_E_NOT_FOUND). */
 KEYTIER_API KEYTIER_MUST_CHECK keytier_err keytier_key_open_path(
     keytier_ctx *ctx, const keytier_request *req, const char *tenant,
     const char *key_id, keytier_key **out);
-/* Opens a level-1 key (mailbox, site) by name. */
+/* Opens a level-1 key (mailbox, site) by name; KEYTIER_E_PURGED when the
+ * tenant was purged (every DEP of the workload), KEYTIER_E_NOT_FOUND for a
+ * name it never had. */
 KEYTIER_API KEYTIER_MUST_CHECK keytier_err keytier_key_open_name(
     keytier_ctx *ctx, const keytier_request *req, const char *tenant,
     const char *workload, const char *name, keytier_key **out);
