@@ -47,8 +47,8 @@ check_alice "before"
 kt_log "dep roll"
 expect_fail "keytier dep roll: customer keys are in the same token: new customer key A $URI_B3 is in token 'vault-b', like customer key B $URI_B [KEYTIER_E_SAME_TOKEN]" \
     kt dep roll --tenant acme --key a --new-key "$URI_B3" "$dep"
-expect_rc 1 kt dep roll --tenant acme --key a --new-key "$URI_B3" "$dep"
-expect_fail "keytier dep roll: --key is a or b, not 'c' (see 'keytier dep roll --help')" \
+expect_rc 12 kt dep roll --tenant acme --key a --new-key "$URI_B3" "$dep"
+expect_fail "keytier dep roll: --key is a or b, not 'c' (see 'keytier dep roll --help') [KEYTIER_E_ARGS]" \
     kt dep roll --tenant acme --key c --new-key "$URI_A2" "$dep"
 expect_rc 2 kt dep roll --tenant acme --key c --new-key "$URI_A2" "$dep"
 expect_rc 6 kt dep roll --tenant acme --key a --new-key "pkcs11:token=vault-a;object=nope" "$dep"
@@ -91,7 +91,7 @@ assert_eq registered "$(kt --json dep show --tenant acme "$dep2" | jf .state)"
 check_alice "after the migration"
 expect_ok kt migrate --tenant acme --status
 assert_contains "$KT_LAST_OUTPUT" "progress   2/2 (100.0%) finished"
-expect_fail "keytier migrate: no migration 00000000-0000-4000-8000-000000000000 for tenant acme" \
+expect_fail "keytier migrate: no migration 00000000-0000-4000-8000-000000000000 for tenant acme [KEYTIER_E_NOT_FOUND]" \
     kt migrate --tenant acme 00000000-0000-4000-8000-000000000000
 expect_rc 6 kt migrate --tenant acme 00000000-0000-4000-8000-000000000000
 expect_ok kt assign --tenant acme --mailbox carol --dep "$dep2"
@@ -144,7 +144,7 @@ expect_ok kt secret show --keyset conn
 assert_contains "$KT_LAST_OUTPUT" "  current   version 2"
 
 kt_log "purge"
-expect_fail "keytier purge: purge destroys tenant acme's keys for good: confirm with --yes (see 'keytier purge --help')" \
+expect_fail "keytier purge: purge destroys tenant acme's keys for good: confirm with --yes (see 'keytier purge --help') [KEYTIER_E_ARGS]" \
     kt purge --tenant acme
 expect_rc 2 kt purge --tenant acme
 expect_rc 10 kt purge --tenant acme --yes
