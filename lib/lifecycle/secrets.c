@@ -315,9 +315,14 @@ KEYTIER_API keytier_err keytier_keyset_rollover_due(
         d.err = kt_ks_maintain(ctx, &list[i], now, dry_run != 0, &d);
         d.detail = d.err == KEYTIER_OK ? "" : keytier_last_error_detail();
         if (d.err != KEYTIER_OK && first == KEYTIER_OK) {
+            /* "keyset N: " goes after the message, not before it. */
+            const char *msg = keytier_strerror(d.err), *p = d.detail;
+            size_t ml = strlen(msg);
+            if (strncmp(p, msg, ml) == 0 && p[ml] == ':' && p[ml + 1] == ' ')
+                p += ml + 2;
             first = d.err;
             snprintf(first_detail, sizeof first_detail, "keyset %s: %s", d.name,
-                     d.detail);
+                     p);
         }
         if (report != NULL) {
             report->keysets++;
