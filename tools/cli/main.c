@@ -119,7 +119,7 @@ static void family_usage(FILE *f, const char *name)
     for (size_t i = 0; i < N_FAMILIES; i++)
         for (const struct cli_cmd *c = families[i]; c->family; c++)
             if (!strcmp(c->family, name))
-                fprintf(f, "  keytier %s %s  %s\n", name,
+                fprintf(f, "  keytier %s %-12s %s\n", name,
                         c->verb ? c->verb : "", c->summary);
     fprintf(f, "\n`keytier %s COMMAND --help` for a command.\n", name);
 }
