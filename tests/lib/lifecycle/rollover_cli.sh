@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # keytier secret rollover --due [--dry-run]: scheduled rollover of every
-# keyset without a protect call, on keytier's module with real time (ages
-# of a few seconds): text and JSON summaries, a dry run that changes
-# nothing, two processes at once rolling each due key exactly once,
-# retirement by age (KEYTIER_E_RETIRED after), and the systemd units in
-# hsm-config/ whose command is run as the timer would run it.
+# keyset without a protect call, on keytier's module: text and JSON
+# summaries, a dry run that changes nothing, two processes at once rolling
+# each due key exactly once, retirement by age (KEYTIER_E_RETIRED after),
+# a keyset that fails, and the systemd units in hsm-config/ whose command
+# is run as the timer would run it.  Keys are aged by moving their times
+# back in the store (ages are data, not waiting).
 . "$KT_SOURCE_ROOT/tests/common.sh"
 . "$KT_SOURCE_ROOT/tests/cli/cli_env.sh"
 cli_setup
 cli_tokens
 w=$KT_TMP
+db=$KT_TMP/store/keytier.db
 
 # version KEYSET: its current version.
 version() { kt --json secret show --keyset "$1" | jf .current_version; }
@@ -18,13 +20,23 @@ audit_count()
 {
     kt --json audit list | jq -c "select(.Activity == \"$1\")" | wc -l
 }
+# age_current SECONDS KEYSET...: the current keys made SECONDS earlier.
+age_current()
+{
+    local secs=$1 k
+    shift
+    for k in "$@"; do
+        sqlite3 "$db" "UPDATE keyset_keys SET created = created - $secs
+            WHERE name = '$k' AND state = 0" || kt_fail "aging $k"
+    done
+}
 
-kt_log "keysets: roll after 3 s; conn retires 4 s after archiving; one never due"
-expect_ok kt secret create --keyset conn --root "$URI_A" --rollover-after 3 \
-    --retire-after 4
+kt_log "keysets: roll over after an hour; conn's archived keys retire 2 h after; one never due"
+expect_ok kt secret create --keyset conn --root "$URI_A" --rollover-after 3600 \
+    --retire-after 7200
 for k in p1 p2 p3 p4; do
     expect_ok kt secret create --keyset "$k" --root "$URI_B" \
-        --rollover-after 3 --retire-after 0
+        --rollover-after 3600 --retire-after 0
 done
 expect_ok kt secret create --keyset never --root "$URI_A" --rollover-after 0 \
     --retire-after 0
@@ -37,7 +49,7 @@ expect_ok kt --json secret rollover --due
 assert_eq 6 "$(jf .keysets <<<"$KT_LAST_OUTPUT")"
 assert_eq 0 "$(jf .rolled <<<"$KT_LAST_OUTPUT")"
 assert_eq false "$(jf .dry_run <<<"$KT_LAST_OUTPUT")"
-sleep 4
+age_current 3600 conn p1 p2 p3 p4 never
 
 kt_log "--dry-run: five due, nothing changes"
 expect_ok kt --json secret rollover --due --dry-run
@@ -75,16 +87,28 @@ kt_log "the secret under the archived key still opens"
 expect_ok kt secret unprotect --keyset conn --context acct -i "$w/s1" -o "$w/back"
 assert_files_eq "$w/secret" "$w/back"
 
-kt_log "4 s after archiving, version 1 retires: text summary, audit, RETIRED"
-sleep 5
+kt_log "2 h after archiving, version 1 retires: text summary, audit, RETIRED"
+sqlite3 "$db" "UPDATE keyset_keys SET archived = archived - 7140
+    WHERE name = 'conn' AND version = 1" || kt_fail "aging version 1"
+expect_ok kt --json secret rollover --due
+assert_eq 0 "$(jf .retired <<<"$KT_LAST_OUTPUT")" "retired a minute early"
+sqlite3 "$db" "UPDATE keyset_keys SET archived = archived - 60
+    WHERE name = 'conn' AND version = 1" || kt_fail "aging version 1"
+expect_ok kt secret rollover --due --dry-run
+assert_contains "$KT_LAST_OUTPUT" "keyset conn: version 2 current; 1 archived version due to retire"
+assert_eq 0 "$(audit_count "Keyset key retired")" "retired by the dry run"
+[ "$(sqlite3 "$db" "SELECT length(wrapped) FROM keyset_keys
+    WHERE name = 'conn' AND version = 1")" -gt 0 ] ||
+    kt_fail "the dry run erased version 1"
 expect_ok kt secret rollover --due
-assert_contains "$KT_LAST_OUTPUT" "keyset conn: version "
-assert_contains "$KT_LAST_OUTPUT" " (rolled over); 1 archived version retired"
-assert_contains "$KT_LAST_OUTPUT" "6 keysets: 5 rolled over, 1 archived version retired"
+assert_contains "$KT_LAST_OUTPUT" "keyset conn: version 2 current; 1 archived version retired"
+assert_contains "$KT_LAST_OUTPUT" "6 keysets: 0 rolled over, 1 archived version retired"
 assert_eq 1 "$(audit_count "Keyset key retired")"
 expect_rc 1 kt secret unprotect --keyset conn --context acct -i "$w/s1" -o "$w/back2"
 assert_contains "$KT_LAST_OUTPUT" "[KEYTIER_E_RETIRED]"
 [ ! -e "$w/back2" ] || kt_fail "output of a retired secret"
+expect_ok kt secret rollover --due
+assert_contains "$KT_LAST_OUTPUT" "6 keysets: 0 rolled over, 0 archived versions retired"
 
 kt_log "hsm-config/keytier-rollover.service: its command works as the timer runs it"
 unit=$KT_SOURCE_ROOT/hsm-config/keytier-rollover.service
@@ -95,7 +119,7 @@ grep -qx 'Environment=KEYTIER_LIB_CONF=/etc/keytier/keytier-lib.conf' "$unit" ||
     kt_fail "the unit names no library configuration"
 read -r -a words <<<"${exec_line#* }"
 v=$(version conn)
-sleep 3
+age_current 3600 conn
 expect_ok env KEYTIER_LIB_CONF="$KEYTIER_LIB_CONF" "$KT_CLI" "${words[@]}"
 assert_contains "$KT_LAST_OUTPUT" "keyset conn: version $((v + 1)) current (rolled over)"
 if command -v systemd-analyze >/dev/null; then
@@ -112,9 +136,9 @@ kt_log "a keyset that fails: exit code and name of its error, the others roll"
 kt token destroy-key --token vault-b --label root-b --pin-env PIN >/dev/null ||
     kt_fail "destroy root-b"
 v=$(version conn)
-sleep 3
+age_current 3600 conn p1 p2 p3 p4
 expect_rc 6 kt secret rollover --due
-assert_contains "$KT_LAST_OUTPUT" "keyset p1: failed: "
+assert_contains "$KT_LAST_OUTPUT" "keyset p1: failed: root key not found: "
 assert_contains "$KT_LAST_OUTPUT" "keytier secret rollover: root key not found: keyset p1: keyset root "
 assert_contains "$KT_LAST_OUTPUT" "[KEYTIER_E_KEY_NOT_FOUND]"
 assert_eq $((v + 1)) "$(version conn)" "conn rolled although p1..p4 failed"
