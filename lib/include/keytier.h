@@ -944,9 +944,10 @@ KEYTIER_API KEYTIER_MUST_CHECK keytier_err keytier_dep_recover(
  *   "KTS1" | u8 name length | name | u32 version (big-endian) |
  *   12-byte nonce | AES-256-GCM ciphertext | 16-byte tag
  * with everything before the ciphertext, then the caller's aad, as GCM AAD.
- * Rollover is automatic: at each protect, a current key older than
- * rollover_after seconds is archived and a new one made.  Archived keys
- * older than retire_after seconds (since archiving) are retired: their
+ * Rollover is automatic: at each protect or unprotect, and for every
+ * keyset at each keytier_keyset_rollover_due (a timer), a current key
+ * older than rollover_after seconds is archived and a new one made.  Archived
+ * keys older than retire_after seconds (since archiving) are retired: their
  * wrapped copy is deleted, and unprotecting a secret still under one fails
  * with KEYTIER_E_RETIRED (the documented error: protect it again before
  * retire_after).  0 disables either.
@@ -970,6 +971,45 @@ keytier_keyset_rollover(keytier_ctx *ctx, const char *name, uint32_t *version);
 /* Automatic rollover and retirement by age, as protect does. */
 KEYTIER_API KEYTIER_MUST_CHECK keytier_err keytier_keyset_maintain(
     keytier_ctx *ctx, const char *name, int *rolled, size_t *retired);
+
+/*
+ * Scheduled rollover of every keyset, without a protect call: for a timer
+ * (`keytier secret rollover --due`, hsm-config/keytier-rollover.timer).
+ * Each keyset whose current key is at least rollover_after seconds old is
+ * rolled over; its archived versions archived at least retire_after
+ * seconds ago are retired (wrapped copy deleted; secrets under them then
+ * fail with KEYTIER_E_RETIRED).  The store does not know which secrets
+ * exist, so retirement goes by age alone: protect a secret again within
+ * retire_after of its key's archiving.  Each rollover and retirement is an
+ * audit record.  Safe to run at once from several processes sharing the
+ * store: each due rollover happens once (the store refuses a second new
+ * version of the same current key), each version retires once.
+ *
+ * With dry_run nothing changes: items and counts say what would happen.
+ * A keyset that fails does not stop the others; the call returns the first
+ * failure (detail naming the keyset) after all were tried.  each (may be
+ * NULL) is called once per keyset, in name order; report (may be NULL)
+ * gets the totals.
+ */
+typedef struct keytier_keyset_due {
+    const char *name;
+    uint32_t version;   /* current version after the call (dry run: now) */
+    int rolled;         /* 1: rolled over (dry run: due for rollover) */
+    size_t retired;     /* versions retired (dry run: due to retire) */
+    keytier_err err;    /* KEYTIER_OK, or this keyset's failure */
+    const char *detail; /* err's detail; "" when KEYTIER_OK */
+} keytier_keyset_due;
+
+typedef struct keytier_keyset_due_report {
+    size_t keysets; /* keysets examined */
+    size_t rolled;  /* keysets rolled over (dry run: due) */
+    size_t retired; /* key versions retired (dry run: due) */
+    size_t failed;  /* keysets whose rollover or retirement failed */
+} keytier_keyset_due_report;
+
+KEYTIER_API KEYTIER_MUST_CHECK keytier_err keytier_keyset_rollover_due(
+    keytier_ctx *ctx, int dry_run, keytier_keyset_due_report *report,
+    void (*each)(void *arg, const keytier_keyset_due *item), void *arg);
 /* *out is malloc'd (free with keytier_secret_free). */
 KEYTIER_API KEYTIER_MUST_CHECK keytier_err keytier_secret_protect(
     keytier_ctx *ctx, const char *keyset, const void *aad, size_t aad_len,

@@ -185,6 +185,26 @@ KEYTIER_API keytier_err keytier_keyset_create(keytier_ctx *ctx,
     return e;
 }
 
+/* Archives version `from` of keyset ks and makes version from + 1 current;
+ * KEYTIER_E_EXISTS when `from` is no longer current (another caller rolled
+ * it: one rollover, not two). */
+static keytier_err kt_ks_roll(keytier_ctx *ctx, const struct kt_keyset_rec *ks,
+                              uint32_t from)
+{
+    struct kt_ks_key_rec *next = calloc(1, sizeof *next);
+    if (next == NULL)
+        return kt_err(KEYTIER_E_NOMEM, NULL);
+    kt_strlcpy(next->name, ks->name, sizeof next->name);
+    next->version = from + 1;
+    keytier_err e = kt_ks_key_new(ctx, ks->root_uri, next);
+    if (e == KEYTIER_OK)
+        e = kt_store_ks_rollover(ctx->store, from, next, kt_lc_clock());
+    if (e == KEYTIER_OK)
+        e = kt_ks_audit(ctx, "Keyset rollover", ks->name, next->version);
+    free(next);
+    return e;
+}
+
 KEYTIER_API keytier_err keytier_keyset_rollover(keytier_ctx *ctx,
                                                 const char *name,
                                                 uint32_t *version)
@@ -194,29 +214,58 @@ KEYTIER_API keytier_err keytier_keyset_rollover(keytier_ctx *ctx,
         return kt_err(KEYTIER_E_ARGS, "keytier_keyset_rollover");
     struct kt_keyset_rec ks;
     struct kt_ks_key_rec *cur = calloc(1, sizeof *cur);
-    struct kt_ks_key_rec *next = calloc(1, sizeof *next);
-    keytier_err e;
-    if (cur == NULL || next == NULL) {
-        e = kt_err(KEYTIER_E_NOMEM, NULL);
-        goto out;
-    }
-    e = kt_store_keyset_get(ctx->store, name, &ks);
+    if (cur == NULL)
+        return kt_err(KEYTIER_E_NOMEM, NULL);
+    keytier_err e = kt_store_keyset_get(ctx->store, name, &ks);
     if (e == KEYTIER_OK)
         e = kt_store_ks_key_get(ctx->store, name, 0, cur);
-    if (e != KEYTIER_OK)
-        goto out;
-    kt_strlcpy(next->name, name, sizeof next->name);
-    next->version = cur->version + 1;
-    e = kt_ks_key_new(ctx, ks.root_uri, next);
     if (e == KEYTIER_OK)
-        e = kt_store_ks_rollover(ctx->store, cur->version, next, kt_lc_clock());
-    if (e == KEYTIER_OK)
-        e = kt_ks_audit(ctx, "Keyset rollover", name, next->version);
+        e = kt_ks_roll(ctx, &ks, cur->version);
     if (e == KEYTIER_OK && version != NULL)
-        *version = next->version;
-out:
+        *version = cur->version + 1;
     free(cur);
-    free(next);
+    return e;
+}
+
+/* Rollover and retirement by age of keyset ks at `now`; with dry_run only
+ * counted.  d->rolled, d->retired and d->version say what happened. */
+static keytier_err kt_ks_maintain(keytier_ctx *ctx,
+                                  const struct kt_keyset_rec *ks, int64_t now,
+                                  bool dry_run, keytier_keyset_due *d)
+{
+    uint32_t versions[KT_SEC_RETIRES];
+    struct kt_ks_key_rec *cur = calloc(1, sizeof *cur);
+    if (cur == NULL)
+        return kt_err(KEYTIER_E_NOMEM, NULL);
+    keytier_err e = kt_store_ks_key_get(ctx->store, ks->name, 0, cur);
+    if (e == KEYTIER_OK)
+        d->version = cur->version;
+    if (e == KEYTIER_OK && ks->rollover_after > 0 &&
+        now - cur->created >= ks->rollover_after) {
+        /* From the version judged due, not whatever is current by now:
+         * a second process that judged the same key due rolls nothing. */
+        e = dry_run ? KEYTIER_OK : kt_ks_roll(ctx, ks, cur->version);
+        if (e == KEYTIER_E_EXISTS) { /* another process rolled it */
+            kt_err_clear();
+            e = KEYTIER_OK;
+        } else if (e == KEYTIER_OK) {
+            d->rolled = 1;
+            d->version = dry_run ? cur->version : cur->version + 1;
+        }
+    }
+    free(cur);
+    if (e != KEYTIER_OK || ks->retire_after <= 0)
+        return e;
+    /* A rollover by this dry run would archive the current key now: it
+     * retires only when retire_after is 0, which disables retirement. */
+    if (dry_run)
+        return kt_store_ks_retire_count(ctx->store, ks->name,
+                                        now - ks->retire_after, &d->retired);
+    e = kt_store_ks_retire(ctx->store, ks->name, now - ks->retire_after,
+                           versions, KT_SEC_RETIRES, &d->retired);
+    for (size_t i = 0; i < d->retired && i < KT_SEC_RETIRES && e == KEYTIER_OK;
+         i++)
+        e = kt_ks_audit(ctx, "Keyset key retired", ks->name, versions[i]);
     return e;
 }
 
@@ -228,37 +277,65 @@ KEYTIER_API keytier_err keytier_keyset_maintain(keytier_ctx *ctx,
     if (ctx == NULL || !kt_text_ok(name, KT_KEYSET_NAME_MAX))
         return kt_err(KEYTIER_E_ARGS, "keytier_keyset_maintain");
     struct kt_keyset_rec ks;
-    struct kt_ks_key_rec *cur = calloc(1, sizeof *cur);
-    uint32_t versions[KT_SEC_RETIRES];
-    size_t n = 0;
-    int64_t now = kt_lc_clock();
-    if (rolled != NULL)
-        *rolled = 0;
-    if (retired != NULL)
-        *retired = 0;
-    if (cur == NULL)
-        return kt_err(KEYTIER_E_NOMEM, NULL);
+    keytier_keyset_due d;
+    memset(&d, 0, sizeof d);
     keytier_err e = kt_store_keyset_get(ctx->store, name, &ks);
     if (e == KEYTIER_OK)
-        e = kt_store_ks_key_get(ctx->store, name, 0, cur);
-    if (e == KEYTIER_OK && ks.rollover_after > 0 &&
-        now - cur->created >= ks.rollover_after) {
-        e = keytier_keyset_rollover(ctx, name, NULL);
-        if (e == KEYTIER_E_EXISTS) /* another process rolled it */
-            e = KEYTIER_OK;
-        else if (e == KEYTIER_OK && rolled != NULL)
-            *rolled = 1;
-    }
-    if (e == KEYTIER_OK && ks.retire_after > 0) {
-        e = kt_store_ks_retire(ctx->store, name, now - ks.retire_after,
-                               versions, KT_SEC_RETIRES, &n);
-        for (size_t i = 0; i < n && e == KEYTIER_OK; i++)
-            e = kt_ks_audit(ctx, "Keyset key retired", name, versions[i]);
-        if (retired != NULL)
-            *retired = n;
-    }
-    free(cur);
+        e = kt_ks_maintain(ctx, &ks, kt_lc_clock(), false, &d);
+    if (rolled != NULL)
+        *rolled = d.rolled;
+    if (retired != NULL)
+        *retired = d.retired;
     return e;
+}
+
+KEYTIER_API keytier_err keytier_keyset_rollover_due(
+    keytier_ctx *ctx, int dry_run, keytier_keyset_due_report *report,
+    void (*each)(void *arg, const keytier_keyset_due *item), void *arg)
+{
+    kt_err_clear();
+    if (report != NULL)
+        memset(report, 0, sizeof *report);
+    if (ctx == NULL)
+        return kt_err(KEYTIER_E_ARGS, "keytier_keyset_rollover_due");
+    struct kt_keyset_rec *list = NULL;
+    size_t n = 0;
+    keytier_err first = KEYTIER_OK;
+    char first_detail[512] = "";
+    keytier_err e = kt_store_keyset_list(ctx->store, &list, &n);
+    if (e != KEYTIER_OK)
+        return e;
+    /* One clock reading: every keyset is judged at the same instant. */
+    int64_t now = kt_lc_clock();
+    for (size_t i = 0; i < n; i++) {
+        keytier_keyset_due d;
+        memset(&d, 0, sizeof d);
+        d.name = list[i].name;
+        kt_err_clear();
+        d.err = kt_ks_maintain(ctx, &list[i], now, dry_run != 0, &d);
+        d.detail = d.err == KEYTIER_OK ? "" : keytier_last_error_detail();
+        if (d.err != KEYTIER_OK && first == KEYTIER_OK) {
+            /* "keyset N: " goes after the message, not before it. */
+            const char *msg = keytier_strerror(d.err), *p = d.detail;
+            size_t ml = strlen(msg);
+            if (strncmp(p, msg, ml) == 0 && p[ml] == ':' && p[ml + 1] == ' ')
+                p += ml + 2;
+            first = d.err;
+            snprintf(first_detail, sizeof first_detail, "keyset %s: %s", d.name,
+                     p);
+        }
+        if (report != NULL) {
+            report->keysets++;
+            report->rolled += (size_t)d.rolled;
+            report->retired += d.retired;
+            report->failed += d.err != KEYTIER_OK;
+        }
+        if (each != NULL)
+            each(arg, &d);
+    }
+    free(list);
+    kt_err_clear();
+    return first == KEYTIER_OK ? KEYTIER_OK : kt_err(first, "%s", first_detail);
 }
 
 KEYTIER_API keytier_err keytier_keyset_get(keytier_ctx *ctx, const char *name,

@@ -277,6 +277,16 @@ KT_NODISCARD keytier_err kt_store_ks_retire(struct kt_store *st,
                                             int64_t archived_before,
                                             uint32_t *versions, size_t max,
                                             size_t *n);
+/* Every keyset, by name; *out is malloc'd (free()). */
+KT_NODISCARD keytier_err kt_store_keyset_list(struct kt_store *st,
+                                              struct kt_keyset_rec **out,
+                                              size_t *count);
+/* How many archived versions of keyset `name` kt_store_ks_retire would
+ * retire now (for dry runs). */
+KT_NODISCARD keytier_err kt_store_ks_retire_count(struct kt_store *st,
+                                                  const char *name,
+                                                  int64_t archived_before,
+                                                  size_t *n);
 /* ==== end lifecycle ==================================================== */
 
 /* ==== cache invalidations ====================================

@@ -4,6 +4,7 @@
  * current, older ones are archived and then retired (their wrapped copy
  * erased).
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include "store_stmt.h"
@@ -241,6 +242,67 @@ keytier_err kt_store_keyset_by_root(struct kt_store *st, const char *uri,
     keytier_err e = kt_stmt_step(&s, &row);
     if (e == KEYTIER_OK && row)
         kt_stmt_col_text(&s, 0, name, cap);
+    if (e == KEYTIER_OK)
+        e = kt_stmt_err(&s);
+    kt_stmt_done(&s);
+    pthread_mutex_unlock(&st->mu);
+    return e;
+}
+
+keytier_err kt_store_keyset_list(struct kt_store *st,
+                                 struct kt_keyset_rec **out, size_t *count)
+{
+    struct kt_stmt s;
+    struct kt_keyset_rec *list = NULL;
+    size_t n = 0, cap = 0;
+    bool row;
+    keytier_err e;
+    pthread_mutex_lock(&st->mu);
+    kt_stmt_prep(&s, st, "list keysets",
+                 "SELECT name, root_uri, rollover_after, retire_after, created "
+                 "FROM keysets ORDER BY name");
+    while ((e = kt_stmt_step(&s, &row)) == KEYTIER_OK && row) {
+        if (!kt_array_reserve((void **)&list, &cap, n, sizeof *list, 8)) {
+            e = kt_err(KEYTIER_E_NOMEM, NULL);
+            break;
+        }
+        struct kt_keyset_rec *ks = &list[n];
+        memset(ks, 0, sizeof *ks);
+        kt_stmt_col_text(&s, 0, ks->name, sizeof ks->name);
+        kt_stmt_col_text(&s, 1, ks->root_uri, sizeof ks->root_uri);
+        ks->rollover_after = kt_stmt_col_int64(&s, 2);
+        ks->retire_after = kt_stmt_col_int64(&s, 3);
+        ks->created = kt_stmt_col_int64(&s, 4);
+        if ((e = kt_stmt_err(&s)) != KEYTIER_OK)
+            break;
+        n++;
+    }
+    kt_stmt_done(&s);
+    pthread_mutex_unlock(&st->mu);
+    if (e != KEYTIER_OK) {
+        free(list);
+        return e;
+    }
+    *out = list;
+    *count = n;
+    return KEYTIER_OK;
+}
+
+keytier_err kt_store_ks_retire_count(struct kt_store *st, const char *name,
+                                     int64_t archived_before, size_t *n)
+{
+    struct kt_stmt s;
+    bool row;
+    *n = 0;
+    pthread_mutex_lock(&st->mu);
+    kt_stmt_prep(&s, st, "count retirable keys",
+                 "SELECT count(*) FROM keyset_keys WHERE name = ?1 AND "
+                 "state = 1 AND archived <= ?2");
+    kt_stmt_bind_text(&s, 1, name);
+    kt_stmt_bind_int64(&s, 2, archived_before);
+    keytier_err e = kt_stmt_step(&s, &row);
+    if (e == KEYTIER_OK && row)
+        *n = (size_t)kt_stmt_col_int64(&s, 0);
     if (e == KEYTIER_OK)
         e = kt_stmt_err(&s);
     kt_stmt_done(&s);

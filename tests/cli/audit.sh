@@ -71,7 +71,7 @@ expect_ok kt audit list --since 2999-01-01
 assert_contains "$KT_LAST_OUTPUT" "0 of 4 records shown"
 expect_ok kt audit list --activity "DEP created" --log "$log"
 assert_contains "$KT_LAST_OUTPUT" "1 of 4 records shown"
-expect_fail "keytier audit list: cannot read audit log $KT_TMP/none.jsonl: No such file or directory" \
+expect_fail "keytier audit list: cannot read audit log $KT_TMP/none.jsonl: No such file or directory [KEYTIER_E_IO]" \
     kt audit list --log "$KT_TMP/none.jsonl"
 expect_rc 7 kt audit list --log "$KT_TMP/none.jsonl"
 

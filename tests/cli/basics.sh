@@ -13,7 +13,8 @@ for code in "0  success" "1  failure" "2  bad command line" \
     "6  not found" "7  a file could not be read or written" \
     "8  audit log altered" "10 no live approval" \
     "11 audit log empty: nothing verified" \
-    "12 tenant purged: its keys were destroyed"; do
+    "12 conflict with the current state" "13 limit reached" \
+    "14 tenant purged: its keys were destroyed"; do
     assert_contains "$top" "  $code"
 done
 cmds=$(awk '/^Commands:/ {on = 1; next} /^$/ {on = 0} on {print $1 " " $2}' <<<"$top")
@@ -52,19 +53,58 @@ assert_contains "$KT_LAST_OUTPUT" "    - system (token absent, device error"
 assert_contains "$KT_LAST_OUTPUT" "    - denied (key destroyed, CKA_UNWRAP off"
 expect_ok kt help envelope
 assert_contains "$KT_LAST_OUTPUT" "before any"
-expect_fail "keytier help: no help topic 'nope' (see 'keytier help --help')" kt help nope
+expect_fail "keytier help: no help topic 'nope' (see 'keytier help --help') [KEYTIER_E_ARGS]" kt help nope
 expect_rc 2 kt help nope
 
 kt_log "usage errors"
 expect_rc 2 kt
 assert_contains "$KT_LAST_OUTPUT" "usage: keytier [--config FILE] [--json] COMMAND"
-expect_fail "keytier: unknown command 'frobnicate' (see keytier --help)" kt frobnicate
+expect_fail "keytier: unknown command 'frobnicate' (see keytier --help) [KEYTIER_E_ARGS]" kt frobnicate
 expect_rc 2 kt frobnicate
-expect_fail "keytier: unknown option --nope (see keytier --help)" kt --nope token list
+expect_fail "keytier: unknown option --nope (see keytier --help) [KEYTIER_E_ARGS]" kt --nope token list
 expect_rc 2 kt token
-assert_contains "$KT_LAST_OUTPUT" "keytier token: commands:"
+assert_contains "$KT_LAST_OUTPUT" "usage: keytier token COMMAND"
 assert_contains "$KT_LAST_OUTPUT" "  keytier token keygen "
-expect_fail "keytier token list: unexpected argument 'extra' (see 'keytier token list --help')" \
+assert_contains "$KT_LAST_OUTPUT" "keytier token: a command is needed (see 'keytier token --help') [KEYTIER_E_ARGS]"
+expect_fail "keytier dep: unknown command 'frob' (see 'keytier dep --help') [KEYTIER_E_ARGS]" kt dep frob
+expect_rc 2 kt dep frob
+
+kt_log "help goes to stdout with exit 0; usage errors to stderr with exit 2"
+# out_err CMD...: stdout into OUT, stderr into ERR, exit code into RC.
+out_err()
+{
+    RC=0
+    OUT=$(kt "$@" 2>"$KT_TMP/stderr") || RC=$?
+    ERR=$(cat "$KT_TMP/stderr")
+}
+for args in "--help" "-h" "dep --help" "dep -h" "token --help" \
+    "secret --help" "dep create --help" "secret rollover --help" \
+    "help configuration" "help fallback" "help envelope" "help --help"; do
+    # shellcheck disable=SC2086 # the words are the command line
+    out_err $args
+    assert_eq 0 "$RC" "keytier $args: exit"
+    assert_eq "" "$ERR" "keytier $args: nothing on stderr"
+    [ -n "$OUT" ] || kt_fail "keytier $args: no help on stdout"
+done
+out_err dep --help
+assert_contains "$OUT" "usage: keytier dep COMMAND"
+assert_contains "$OUT" "  keytier dep create "
+assert_contains "$OUT" "  keytier dep roll "
+out_err help fallback
+assert_contains "$OUT" "keytier help fallback"
+out_err
+assert_eq 2 "$RC" "keytier: exit"
+assert_eq "" "$OUT" "keytier: nothing on stdout"
+assert_contains "$ERR" "usage: keytier [--config FILE]"
+for args in "frobnicate" "dep" "dep frob" "--nope" "help" "help nope" \
+    "dep create --bogus"; do
+    # shellcheck disable=SC2086
+    out_err $args
+    assert_eq 2 "$RC" "keytier $args: exit"
+    assert_eq "" "$OUT" "keytier $args: nothing on stdout"
+    assert_contains "$ERR" "[KEYTIER_E_ARGS]" "keytier $args: named"
+done
+expect_fail "keytier token list: unexpected argument 'extra' (see 'keytier token list --help') [KEYTIER_E_ARGS]" \
     kt token list extra
 
 kt_log "--json errors: one document on stdout, the line on stderr"
@@ -72,7 +112,7 @@ rc=0
 out=$(kt --json dep show --tenant t 00000000-0000-4000-8000-000000000000 \
     --config "$KT_TMP/none" 2>"$KT_TMP/err") || rc=$?
 assert_eq 2 "$rc"
-assert_eq usage "$(jf .error.name <<<"$out")"
+assert_eq KEYTIER_E_ARGS "$(jf .error.name <<<"$out")"
 assert_eq "dep show" "$(jf .error.command <<<"$out")"
 assert_eq 2 "$(jf .error.exit <<<"$out")"
 cat >"$KT_TMP/lib.conf" <<CONF

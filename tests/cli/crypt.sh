@@ -43,7 +43,7 @@ kt_log "decrypt --internal"
 expect_ok kt --json decrypt --tenant acme --mailbox alice --internal index -i ct -o out3
 assert_eq index "$(jf .internal <<<"$KT_LAST_OUTPUT")"
 assert_files_eq pt out3
-expect_fail "keytier encrypt: --internal is for decrypt (see 'keytier encrypt --help')" \
+expect_fail "keytier encrypt: --internal is for decrypt (see 'keytier encrypt --help') [KEYTIER_E_ARGS]" \
     kt encrypt --tenant acme --mailbox alice --internal index -i pt -o x
 kt_log "empty input"
 : >empty
@@ -61,7 +61,7 @@ assert_eq "$bkey" "$(jf .key_id <<<"$KT_LAST_OUTPUT")" "same blob, same key"
 kt decrypt --tenant acme --site finance --blob q3.xlsx --workload Files -i blob >out4 ||
     kt_fail "decrypt blob"
 assert_files_eq pt out4
-expect_fail "keytier decrypt: blob 'q4.xlsx' not found in site 'finance' of tenant acme" \
+expect_fail "keytier decrypt: blob 'q4.xlsx' not found in site 'finance' of tenant acme [KEYTIER_E_NOT_FOUND]" \
     kt decrypt --tenant acme --site finance --blob q4.xlsx --workload Files -i blob -o x
 expect_rc 6 kt decrypt --tenant acme --site finance --blob q4.xlsx --workload Files -i blob -o x
 [ ! -e x ] || kt_fail "output written for a missing blob"
@@ -129,13 +129,13 @@ assert_contains "$KT_LAST_OUTPUT" "[KEYTIER_E_AUTH]"
 no_temp_left
 
 kt_log "unreadable input, unwritable output: exit 7, no partial file"
-expect_fail "keytier encrypt: cannot open input nofile: No such file or directory" \
+expect_fail "keytier encrypt: cannot open input nofile: No such file or directory [KEYTIER_E_IO]" \
     kt encrypt --tenant acme --mailbox alice -i nofile -o x
 expect_rc 7 kt encrypt --tenant acme --mailbox alice -i nofile -o x
-expect_fail "keytier encrypt: cannot write output $w/pt/x: Not a directory" \
+expect_fail "keytier encrypt: cannot write output $w/pt/x: Not a directory [KEYTIER_E_IO]" \
     kt encrypt --tenant acme --mailbox alice -i pt -o "$w/pt/x"
 expect_rc 7 kt encrypt --tenant acme --mailbox alice -i pt -o "$w/pt/x"
-expect_fail "keytier encrypt: cannot write output $w/nodir/x: No such file or directory" \
+expect_fail "keytier encrypt: cannot write output $w/nodir/x: No such file or directory [KEYTIER_E_IO]" \
     kt encrypt --tenant acme --mailbox alice -i pt -o "$w/nodir/x"
 expect_fail "keytier encrypt: $w: input/output error: read: Is a directory [KEYTIER_E_IO]" \
     kt encrypt --tenant acme --mailbox alice -i "$w" -o failed.ct
@@ -158,13 +158,13 @@ tty_out=$(script -qec "'$KT_CLI' --json encrypt --tenant acme --mailbox alice -i
 assert_not_contains "$tty_out" "encrypting [" "progress with --json"
 
 kt_log "usage errors"
-expect_fail "keytier encrypt: give --mailbox M or --site S --blob B (see 'keytier encrypt --help')" \
+expect_fail "keytier encrypt: give --mailbox M or --site S --blob B (see 'keytier encrypt --help') [KEYTIER_E_ARGS]" \
     kt encrypt --tenant acme -i pt -o x
-expect_fail "keytier encrypt: --site needs --blob NAME (see 'keytier encrypt --help')" \
+expect_fail "keytier encrypt: --site needs --blob NAME (see 'keytier encrypt --help') [KEYTIER_E_ARGS]" \
     kt encrypt --tenant acme --site finance -i pt -o x
-expect_fail "keytier decrypt: --tenant is required (see 'keytier decrypt --help')" \
+expect_fail "keytier decrypt: --tenant is required (see 'keytier decrypt --help') [KEYTIER_E_ARGS]" \
     kt decrypt --mailbox alice -i ct -o x
-expect_fail "keytier decrypt: unknown option or missing value: -o (see 'keytier decrypt --help')" \
+expect_fail "keytier decrypt: unknown option or missing value: -o (see 'keytier decrypt --help') [KEYTIER_E_ARGS]" \
     kt decrypt --tenant acme --mailbox alice -o
 expect_rc 2 kt decrypt --tenant acme --mailbox alice -o
 kt_log "ok"

@@ -52,10 +52,10 @@ kt_log "--no-softhsm2: both vaults on keytier's module"
 expect_ok kt demo --no-softhsm2 --module "$KT_MODULE"
 assert_contains "$KT_LAST_OUTPUT" "ok 1: customer vault A: token 'vault-a' on keytier with root key 'contoso-root-a'"
 assert_contains "$KT_LAST_OUTPUT" "== demo complete: 15 steps behaved as claimed"
-expect_fail "keytier demo: --softhsm2 $KT_TMP/none.so: No such file or directory" \
+expect_fail "keytier demo: --softhsm2 $KT_TMP/none.so: No such file or directory [KEYTIER_E_NOT_FOUND]" \
     kt demo --softhsm2 "$KT_TMP/none.so"
 expect_rc 6 kt demo --softhsm2 "$KT_TMP/none.so"
-expect_fail "keytier demo: module $KT_TMP/none.so: No such file or directory" \
+expect_fail "keytier demo: module $KT_TMP/none.so: No such file or directory [KEYTIER_E_NOT_FOUND]" \
     kt demo --module "$KT_TMP/none.so"
 assert_eq "" "$(ls -A "$TMPDIR")" "temp dir left by the demo"
 

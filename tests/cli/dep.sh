@@ -14,7 +14,7 @@ echo "workload.Files.shape = files" >>"$KEYTIER_LIB_CONF"
 kt_log "dep create errors"
 expect_fail "keytier dep create: customer keys are in the same token: customer keys $URI_A and $URI_A are both in token 'vault-a' [KEYTIER_E_SAME_TOKEN]" \
     kt dep create --tenant acme --workload Exchange --key-a "$URI_A" --key-b "$URI_A"
-expect_rc 1 kt dep create --tenant acme --workload Exchange --key-a "$URI_A" --key-b "$URI_A"
+expect_rc 12 kt dep create --tenant acme --workload Exchange --key-a "$URI_A" --key-b "$URI_A"
 expect_fail "keytier dep create: root key not found: customer key A pkcs11:token=vault-a;object=nope: no such key in token 'vault-a' [KEYTIER_E_KEY_NOT_FOUND]" \
     kt dep create --tenant acme --workload Exchange --key-a "pkcs11:token=vault-a;object=nope" --key-b "$URI_B"
 expect_rc 6 kt dep create --tenant acme --workload Exchange --key-a "pkcs11:token=vault-a;object=nope" --key-b "$URI_B"
@@ -27,7 +27,7 @@ expect_fail "keytier dep create: no configured token matches: customer key B pkc
     kt dep create --tenant acme --workload Exchange --key-a "$URI_A" --key-b "pkcs11:token=vault-z;object=root-b"
 expect_fail "keytier dep create: invalid configuration: unknown workload 'Nope' [KEYTIER_E_CONFIG]" \
     kt dep create --tenant acme --workload Nope --key-a "$URI_A" --key-b "$URI_B"
-expect_fail "keytier dep create: --tenant, --workload, --key-a and --key-b are required (see 'keytier dep create --help')" \
+expect_fail "keytier dep create: --tenant, --workload, --key-a and --key-b are required (see 'keytier dep create --help') [KEYTIER_E_ARGS]" \
     kt dep create --tenant acme --key-a "$URI_A"
 expect_rc 2 kt dep create --tenant acme --key-a "$URI_A"
 kt_log "a wrong PIN in the configuration names the token and CKR code"
@@ -144,9 +144,9 @@ expect_rc 1 kt dep show --tenant acme "$gdep"
 expect_fail "keytier dep show: DEP not found: 00000000-0000-4000-8000-000000000000 [KEYTIER_E_DEP_NOT_FOUND]" \
     kt dep show --tenant acme 00000000-0000-4000-8000-000000000000
 expect_rc 6 kt dep show --tenant acme 00000000-0000-4000-8000-000000000000
-expect_fail "keytier dep show: one DEP id expected (see 'keytier dep show --help')" \
+expect_fail "keytier dep show: one DEP id expected (see 'keytier dep show --help') [KEYTIER_E_ARGS]" \
     kt dep show --tenant acme
-expect_fail "keytier dep show: one DEP id expected (see 'keytier dep show --help')" \
+expect_fail "keytier dep show: one DEP id expected (see 'keytier dep show --help') [KEYTIER_E_ARGS]" \
     kt dep show
 kt_log "help texts"
 expect_ok kt dep create --help
@@ -175,9 +175,9 @@ expect_fail "keytier mailbox create: object belongs to another tenant: DEP $dep 
     kt mailbox create --tenant other --dep "$dep" carol
 expect_fail "keytier mailbox create: DEP not found: 00000000-0000-4000-8000-000000000000 [KEYTIER_E_DEP_NOT_FOUND]" \
     kt mailbox create --tenant acme --dep 00000000-0000-4000-8000-000000000000 carol
-expect_fail "keytier site create: DEP $dep is for workload Exchange (mail shape): use 'keytier mailbox create' (see 'keytier site create --help')" \
+expect_fail "keytier site create: DEP $dep is for workload Exchange (mail shape): use 'keytier mailbox create' (see 'keytier site create --help') [KEYTIER_E_ARGS]" \
     kt site create --tenant acme --dep "$dep" finance
-expect_fail "keytier mailbox create: one mailbox name expected (see 'keytier mailbox create --help')" \
+expect_fail "keytier mailbox create: one mailbox name expected (see 'keytier mailbox create --help') [KEYTIER_E_ARGS]" \
     kt mailbox create --tenant acme --dep "$dep"
 expect_ok kt --json site create --tenant acme --dep "$fdep" finance
 assert_eq site "$(jf .kind <<<"$KT_LAST_OUTPUT")"
@@ -192,7 +192,7 @@ assert_eq rsa-oaep-sha256 "$(jf .roots.availability.wrap <<<"$KT_LAST_OUTPUT")"
 assert_contains "$(jf .roots.availability.uri <<<"$KT_LAST_OUTPUT")" ";type=private"
 expect_ok kt site create --tenant acme --dep "$spdep" hr
 assert_contains "$KT_LAST_OUTPUT" "site 'hr' created under DEP $spdep (SharePoint, key "
-expect_fail "keytier mailbox create: DEP $spdep is for workload SharePoint (files shape): use 'keytier site create' (see 'keytier mailbox create --help')" \
+expect_fail "keytier mailbox create: DEP $spdep is for workload SharePoint (files shape): use 'keytier site create' (see 'keytier mailbox create --help') [KEYTIER_E_ARGS]" \
     kt mailbox create --tenant acme --dep "$spdep" carol
 expect_ok kt status --tenant acme --site hr
 assert_contains "$KT_LAST_OUTPUT" "site 'hr' (SharePoint): encrypted under DEP $spdep"
@@ -232,6 +232,6 @@ expect_ok kt --json status --tenant acme
 assert_eq "$dep $fdep $spdep" "$(jq -r '.deps[].dep_id' <<<"$KT_LAST_OUTPUT" | xargs)"
 expect_ok kt status --tenant acme
 assert_contains "$KT_LAST_OUTPUT" "tenant acme: 3 DEPs"
-expect_fail "keytier status: --mailbox and --site exclude each other (see 'keytier status --help')" \
+expect_fail "keytier status: --mailbox and --site exclude each other (see 'keytier status --help') [KEYTIER_E_ARGS]" \
     kt status --tenant acme --mailbox a --site b
 kt_log "ok"

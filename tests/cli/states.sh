@@ -101,7 +101,7 @@ assert_contains "$KT_LAST_OUTPUT" ": purged (crypto-shredded)"
 assert_eq null "$(kt --json dep show "$dep" | jq -r .health)"
 expect_fail "keytier decrypt: mailbox 'alice' of tenant acme (Exchange): tenant purged: its keys were destroyed: alice of tenant acme is gone with them; what was encrypted under it is crypto-shredded and can never be decrypted [KEYTIER_E_PURGED]" \
     kt decrypt --tenant acme --mailbox alice -i "$KT_TMP/alice.kt" -o "$KT_TMP/out"
-expect_rc 12 kt decrypt --tenant acme --mailbox alice -i "$KT_TMP/alice.kt" -o "$KT_TMP/out"
+expect_rc 14 kt decrypt --tenant acme --mailbox alice -i "$KT_TMP/alice.kt" -o "$KT_TMP/out"
 # another tenant's unknown mailbox is still just not encrypted
 dep9=$(kt --json dep create --tenant globex --workload Exchange --key-a "$URI_A9" \
     --key-b "$URI_B9" | jf .dep_id) || kt_fail "dep create globex"

@@ -53,16 +53,16 @@ assert_eq "cmdline vault-a vault-b" \
 kt_log "token init errors"
 expect_fail "keytier token init: already exists: token 'vault-a' already exists in $KT_MODULE [KEYTIER_E_EXISTS]" \
     kt token init --label vault-a --so-pin-env SO_PIN --pin-env PIN
-expect_rc 1 kt token init --label vault-a --so-pin-env SO_PIN --pin-env PIN
-expect_fail "keytier token init: --label is required (see 'keytier token init --help')" \
+expect_rc 12 kt token init --label vault-a --so-pin-env SO_PIN --pin-env PIN
+expect_fail "keytier token init: --label is required (see 'keytier token init --help') [KEYTIER_E_ARGS]" \
     kt token init --so-pin-env SO_PIN --pin-env PIN
 expect_rc 2 kt token init --so-pin-env SO_PIN --pin-env PIN
-expect_fail "keytier token init: SO PIN needed: not on a terminal, use --so-pin-env VAR or --so-pin-file FILE" \
+expect_fail "keytier token init: SO PIN needed: not on a terminal, use --so-pin-env VAR or --so-pin-file FILE [KEYTIER_E_ARGS]" \
     kt token init --label x </dev/null
 expect_rc 2 kt token init --label x </dev/null
-expect_fail "keytier token init: user PIN: environment variable NO_SUCH_VAR is not set or empty" \
+expect_fail "keytier token init: user PIN: environment variable NO_SUCH_VAR is not set or empty [KEYTIER_E_ARGS]" \
     kt token init --label x --so-pin-env SO_PIN --pin-env NO_SUCH_VAR
-expect_fail "keytier token init: SO PIN: PIN file $KT_TMP/none: cannot open: No such file or directory" \
+expect_fail "keytier token init: SO PIN: PIN file $KT_TMP/none: cannot open: No such file or directory [KEYTIER_E_IO]" \
     kt token init --label x --so-pin-file "$KT_TMP/none" --pin-env PIN
 expect_rc 7 kt token init --label x --so-pin-file "$KT_TMP/none" --pin-env PIN
 expect_fail "keytier token init: token operation failed: token 'shortpin': C_InitPIN: CKR_PIN_LEN_RANGE [KEYTIER_E_TOKEN]" \
@@ -101,13 +101,13 @@ expect_fail "keytier token keygen: already exists: token 'vault-a' already has a
 expect_fail "keytier token keygen: no configured token matches: token 'nope' in $KT_MODULE [KEYTIER_E_TOKEN_NOT_FOUND]" \
     kt token keygen --token nope --label k --type aes256 --pin-env PIN
 expect_rc 6 kt token keygen --token nope --label k --type aes256 --pin-env PIN
-expect_fail "keytier token keygen: --type des3: use aes256, rsa2048, rsa3072 or rsa4096 (see 'keytier token keygen --help')" \
+expect_fail "keytier token keygen: --type des3: use aes256, rsa2048, rsa3072 or rsa4096 (see 'keytier token keygen --help') [KEYTIER_E_ARGS]" \
     kt token keygen --token vault-a --label k --type des3 --pin-env PIN
-expect_fail "keytier token keygen: --token, --label and --type are required (see 'keytier token keygen --help')" \
+expect_fail "keytier token keygen: --token, --label and --type are required (see 'keytier token keygen --help') [KEYTIER_E_ARGS]" \
     kt token keygen --token vault-a --pin-env PIN
-expect_fail "keytier token keygen: unknown option --bogus (see 'keytier token keygen --help')" \
+expect_fail "keytier token keygen: unknown option --bogus (see 'keytier token keygen --help') [KEYTIER_E_ARGS]" \
     kt token keygen --bogus
-expect_fail "keytier token keygen: user PIN needed: not on a terminal, use --pin-env VAR or --pin-file FILE" \
+expect_fail "keytier token keygen: user PIN needed: not on a terminal, use --pin-env VAR or --pin-file FILE [KEYTIER_E_ARGS]" \
     kt token keygen --token vault-a --label k --type aes256 </dev/null
 
 kt_log "token destroy-key"

@@ -82,7 +82,7 @@ kt_log "granted by bob (RSA-PSS in keytier's module), used once"
 expect_ok kt --json approval grant "$req" --approver bob --key "$KEY_BOB" --pin-env PIN
 assert_eq granted "$(jf .state <<<"$KT_LAST_OUTPUT")"
 assert_eq bob "$(jf .approver <<<"$KT_LAST_OUTPUT")"
-expect_rc 1 kt approval grant "$req" --approver bob --key "$KEY_BOB" --pin-env PIN
+expect_rc 12 kt approval grant "$req" --approver bob --key "$KEY_BOB" --pin-env PIN
 assert_contains "$KT_LAST_OUTPUT" "[KEYTIER_E_EXISTS]"
 kt_log "another tenant, another operation, another scope"
 expect_fail "keytier purge: approval is for another operation, tenant or scope: purge of globex (approval $req is for tenant acme, not globex) [KEYTIER_E_APPROVAL_SCOPE]" \
@@ -145,7 +145,7 @@ expect_ok kt --json approval keygen --token pkcs11:token=approver-carol \
 KEY_CAROL=$(jf .key <<<"$KT_LAST_OUTPUT")
 FPR_CAROL=$(jf .fingerprint <<<"$KT_LAST_OUTPUT")
 assert_eq "$(kt approval fingerprint --pubkey "$KT_TMP/carol.der")" "$FPR_CAROL"
-expect_rc 1 kt approval keygen --token pkcs11:token=approver-carol \
+expect_rc 12 kt approval keygen --token pkcs11:token=approver-carol \
     --label carol --pubkey-out "$KT_TMP/carol2.der" --pin-env PIN
 assert_contains "$KT_LAST_OUTPUT" "token 'approver-carol' already has a key 'carol' [KEYTIER_E_EXISTS]"
 objs=$(pkcs11-tool --module "$KT_MODULE" --token-label approver-carol --login \

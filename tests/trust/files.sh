@@ -105,7 +105,7 @@ chmod 600 "$pinf"
 expect_ok kt --config "$conf" dep create --tenant pin-file \
     --workload Exchange --key-a "$URI_A" --key-b "$URI_B"
 chmod 640 "$pinf"
-expect_fail "keytier token keygen: user PIN: PIN file $pinf holds a secret but is readable by its group (mode 0640): run chmod go-rwx $pinf" \
+expect_fail "keytier token keygen: user PIN: PIN file $pinf holds a secret but is readable by its group (mode 0640): run chmod go-rwx $pinf [KEYTIER_E_IO]" \
     kt token keygen --token vault-b --label x --type aes256 --pin-file "$pinf"
 expect_rc 7 kt token keygen --token vault-b --label x --type aes256 \
     --pin-file "$pinf"

@@ -59,12 +59,12 @@ files_revoked="keytier decrypt: site 'finance' of tenant acme (Files): access re
 
 kt_log "an internal operation of the caller's making is a usage error"
 valid="one of move, index, malware-scan, ediscovery, dlp, recover"
-expect_fail "keytier decrypt: --internal: internal operation 'foo': $valid (see 'keytier decrypt --help')" \
+expect_fail "keytier decrypt: --internal: internal operation 'foo': $valid (see 'keytier decrypt --help') [KEYTIER_E_ARGS]" \
     kt decrypt --tenant acme --mailbox alice --internal foo -i mail.kt -o out
 expect_rc 2 kt decrypt --tenant acme --mailbox alice --internal foo -i mail.kt -o out
 [ ! -e out ] || kt_fail "plaintext written for --internal foo"
 # the library's own re-encryption is not a caller's to name
-expect_fail "keytier decrypt: --internal: internal operation 'migrate': $valid (see 'keytier decrypt --help')" \
+expect_fail "keytier decrypt: --internal: internal operation 'migrate': $valid (see 'keytier decrypt --help') [KEYTIER_E_ARGS]" \
     kt decrypt --tenant acme --mailbox alice --internal migrate -i mail.kt -o out
 expect_rc 2 kt decrypt --tenant acme --mailbox alice --internal "" -i mail.kt -o out
 expect_rc 2 kt decrypt --tenant acme --mailbox alice --internal Index -i mail.kt -o out

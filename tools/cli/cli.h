@@ -35,13 +35,16 @@ enum cli_exit {
     CLI_UNANCHORED = 9,  /* audit log intact, newest records unanchored */
     CLI_APPROVAL = 10,   /* no live approval for a privileged operation */
     CLI_EMPTY = 11,      /* audit log empty: nothing verified */
-    CLI_PURGED = 12,     /* tenant purged: keys destroyed, data shredded */
+    CLI_CONFLICT = 12,   /* conflicts with the current state: exists... */
+    CLI_LIMIT = 13,      /* a limit is reached: DEPs, tier depth */
+    CLI_PURGED = 14,     /* tenant purged: keys destroyed, data shredded */
 };
 
 struct cli {
     const char *config; /* --config FILE, or NULL (library default) */
     bool json;          /* --json */
-    const char *name;   /* "token init": names the command in errors */
+    const char *name;   /* "token init": names the command in errors; NULL
+                         * before the command is known */
     keytier_ctx *ctx;   /* opened on first use, closed at exit */
 };
 
@@ -64,9 +67,11 @@ int cli_fail_lib(struct cli *cli, keytier_err e);
 /* Same, naming the object first: "mailbox 'bob' of tenant acme: ...". */
 int cli_fail_lib_in(struct cli *cli, keytier_err e, const char *fmt, ...)
     CLI_PRINTF(3, 4);
-/* Reports a CLI-side error with exit code `code`. */
-int cli_fail(struct cli *cli, int code, const char *fmt, ...) CLI_PRINTF(3, 4);
-/* Exit code of a library error. */
+/* Reports a CLI-side error named by e (the line ends with "[KEYTIER_E_...]";
+ * --json: the same name) and returns e's exit code. */
+int cli_error(struct cli *cli, keytier_err e, const char *fmt, ...)
+    CLI_PRINTF(3, 4);
+/* Exit code of an error (the table in util.c). */
 int cli_exit_of(keytier_err e);
 /* Prints one JSON document (a line) on stdout and releases it. */
 void cli_json_put(json_object *obj);

@@ -318,18 +318,18 @@ static int read_spki(struct cli *cli, const char *path, unsigned char *buf,
 {
     FILE *f = fopen(path, "rb");
     if (f == NULL)
-        return cli_fail(cli, CLI_IO, "cannot read %s: %s", path,
-                        strerror(errno));
+        return cli_error(cli, KEYTIER_E_IO, "cannot read %s: %s", path,
+                         strerror(errno));
     *len = fread(buf, 1, SPKI_FILE_MAX, f);
     bool more = fgetc(f) != EOF, bad = ferror(f) != 0;
     fclose(f);
     if (bad)
-        return cli_fail(cli, CLI_IO, "cannot read %s", path);
+        return cli_error(cli, KEYTIER_E_IO, "cannot read %s", path);
     if (more || *len == 0)
-        return cli_fail(cli, CLI_USAGE,
-                        "%s: need a DER public key of 1 to %d bytes (e.g. "
-                        "pkcs11-tool --read-object --type pubkey)",
-                        path, SPKI_FILE_MAX);
+        return cli_error(cli, KEYTIER_E_ARGS,
+                         "%s: need a DER public key of 1 to %d bytes (e.g. "
+                         "pkcs11-tool --read-object --type pubkey)",
+                         path, SPKI_FILE_MAX);
     return CLI_OK;
 }
 
@@ -482,8 +482,8 @@ static int cmd_keygen(struct cli *cli, int argc, char **argv)
         return rc;
     if (write(o.fd, spki, len) != (ssize_t)len) {
         cli_out_abort(&o);
-        return cli_fail(cli, CLI_IO, "cannot write %s: %s", out,
-                        strerror(errno));
+        return cli_error(cli, KEYTIER_E_IO, "cannot write %s: %s", out,
+                         strerror(errno));
     }
     if ((rc = cli_out_commit(cli, &o)) != CLI_OK)
         return rc;

@@ -94,23 +94,23 @@ static int audit_list_line(struct cli *cli, const char *path, const char *line,
                            long n, uint64_t lineno, json_object **rec)
 {
     if (n == -1)
-        return cli_fail(cli, CLI_IO,
-                        "cannot read audit log %s at line %" PRIu64 ": %s",
-                        path, lineno, strerror(errno));
+        return cli_error(cli, KEYTIER_E_IO,
+                         "cannot read audit log %s at line %" PRIu64 ": %s",
+                         path, lineno, strerror(errno));
     if (n == -2)
-        return cli_fail(cli, CLI_TAMPERED,
-                        "audit log %s: line %" PRIu64
-                        " is longer than a record can be (%u bytes) (run "
-                        "keytier audit verify)",
-                        path, lineno, KEYTIER_AUDIT_LINE_MAX);
+        return cli_error(cli, KEYTIER_E_AUDIT_TAMPERED,
+                         "audit log %s: line %" PRIu64
+                         " is longer than a record can be (%u bytes) (run "
+                         "keytier audit verify)",
+                         path, lineno, KEYTIER_AUDIT_LINE_MAX);
     *rec = json_tokener_parse(line);
     if (*rec == NULL || !json_object_is_type(*rec, json_type_object)) {
         json_object_put(*rec);
         *rec = NULL;
-        return cli_fail(cli, CLI_TAMPERED,
-                        "audit log %s: line %" PRIu64 " is not a JSON object "
-                        "(run keytier audit verify)",
-                        path, lineno);
+        return cli_error(cli, KEYTIER_E_AUDIT_TAMPERED,
+                         "audit log %s: line %" PRIu64 " is not a JSON object "
+                         "(run keytier audit verify)",
+                         path, lineno);
     }
     return CLI_OK;
 }
@@ -122,12 +122,12 @@ static int audit_list_file(struct cli *cli, const char *path,
 {
     FILE *f = fopen(path, "re");
     if (f == NULL)
-        return cli_fail(cli, CLI_IO, "cannot read audit log %s: %s", path,
-                        strerror(errno));
+        return cli_error(cli, KEYTIER_E_IO, "cannot read audit log %s: %s",
+                         path, strerror(errno));
     char *line = malloc(KEYTIER_AUDIT_LINE_MAX + 1);
     if (line == NULL) {
         fclose(f);
-        return cli_fail(cli, CLI_ERROR, "out of memory");
+        return cli_error(cli, KEYTIER_E_NOMEM, "out of memory");
     }
     uint64_t lineno = 0, shown = 0;
     long n;

@@ -132,7 +132,8 @@ static int crypt_parse(struct cli *cli, int argc, char **argv, bool decrypt,
         a->workload = a->mailbox ? "Exchange" : "SharePoint";
     if (a->request_id == NULL) {
         if (!cli_uuid(a->uuid))
-            return cli_fail(cli, CLI_ERROR, "no random bytes for a request id");
+            return cli_error(cli, KEYTIER_E_CRYPTO,
+                             "no random bytes for a request id");
         a->request_id = a->uuid;
     }
     return CLI_OK;
@@ -179,9 +180,9 @@ static int crypt_key(struct cli *cli, const struct crypt_args *a, bool create,
     if (id[0] == '\0') {
         if (!create) {
             keytier_key_close(k);
-            return cli_fail(cli, CLI_NOT_FOUND,
-                            "blob '%s' not found in site '%s' of tenant %s",
-                            a->blob, a->site, a->tenant);
+            return cli_error(cli, KEYTIER_E_NOT_FOUND,
+                             "blob '%s' not found in site '%s' of tenant %s",
+                             a->blob, a->site, a->tenant);
         }
         e = keytier_key_create(k, a->blob, id);
         if (e != KEYTIER_OK) {
@@ -215,9 +216,9 @@ static int crypt_rewindable(struct cli *cli, int *in, off_t *start,
         dir = "/tmp";
     int tmp = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
     if (tmp < 0)
-        return cli_fail(cli, CLI_IO,
-                        "cannot spool %s into a temp file in %s: %s", what, dir,
-                        strerror(errno));
+        return cli_error(cli, KEYTIER_E_IO,
+                         "cannot spool %s into a temp file in %s: %s", what,
+                         dir, strerror(errno));
     static unsigned char buf[1 << 16];
     for (;;) {
         ssize_t n = read(*in, buf, sizeof buf);
@@ -226,7 +227,8 @@ static int crypt_rewindable(struct cli *cli, int *in, off_t *start,
         if (n < 0) {
             int err = errno;
             close(tmp);
-            return cli_fail(cli, CLI_IO, "reading %s: %s", what, strerror(err));
+            return cli_error(cli, KEYTIER_E_IO, "reading %s: %s", what,
+                             strerror(err));
         }
         if (n == 0)
             break;
@@ -237,8 +239,8 @@ static int crypt_rewindable(struct cli *cli, int *in, off_t *start,
             if (w < 0) {
                 int err = errno;
                 close(tmp);
-                return cli_fail(cli, CLI_IO, "spooling %s into %s: %s", what,
-                                dir, strerror(err));
+                return cli_error(cli, KEYTIER_E_IO, "spooling %s into %s: %s",
+                                 what, dir, strerror(err));
             }
             off += w;
         }
@@ -248,8 +250,8 @@ static int crypt_rewindable(struct cli *cli, int *in, off_t *start,
     *in = tmp;
     *start = 0;
     if (lseek(tmp, 0, SEEK_SET) != 0)
-        return cli_fail(cli, CLI_IO, "rewinding the spooled %s: %s", what,
-                        strerror(errno));
+        return cli_error(cli, KEYTIER_E_IO, "rewinding the spooled %s: %s",
+                         what, strerror(errno));
     return CLI_OK;
 }
 

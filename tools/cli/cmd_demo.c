@@ -966,13 +966,13 @@ static int cmd_demo(struct cli *cli, int argc, char **argv)
         return cli_usage_error(cli, "unexpected argument '%s'", argv[optind]);
     if (d.softhsm2 != NULL && access(d.softhsm2, R_OK) != 0) {
         if (explicit_softhsm2)
-            return cli_fail(cli, CLI_NOT_FOUND, "--softhsm2 %s: %s", d.softhsm2,
-                            strerror(errno));
+            return cli_error(cli, KEYTIER_E_NOT_FOUND, "--softhsm2 %s: %s",
+                             d.softhsm2, strerror(errno));
         d.softhsm2 = NULL; /* not installed: vault A on keytier too */
     }
     if (access(d.module, R_OK) != 0)
-        return cli_fail(cli, CLI_NOT_FOUND, "module %s: %s", d.module,
-                        strerror(errno));
+        return cli_error(cli, KEYTIER_E_NOT_FOUND, "module %s: %s", d.module,
+                         strerror(errno));
 
     const char *tmp = getenv("TMPDIR");
     if (tmp == NULL || *tmp == '\0' || strlen(tmp) > 128)
@@ -981,8 +981,8 @@ static int cmd_demo(struct cli *cli, int argc, char **argv)
     if (mkdtemp(demo_dir) == NULL) {
         int err = errno;
         demo_dir[0] = '\0';
-        return cli_fail(cli, CLI_IO, "cannot create a temp dir: %s",
-                        strerror(err));
+        return cli_error(cli, KEYTIER_E_IO, "cannot create a temp dir: %s",
+                         strerror(err));
     }
     struct sigaction sa = {.sa_handler = demo_on_signal};
     sigemptyset(&sa.sa_mask);

@@ -32,6 +32,7 @@ enum {
     OPT_CONTEXT,
     OPT_APPROVAL,
     OPT_DRY_RUN,
+    OPT_DUE,
 };
 
 #define UNKNOWN_OPT(cli, argv)                                                 \
@@ -305,8 +306,8 @@ static int cmd_migrate(struct cli *cli, int argc, char **argv)
     }
     free(list);
     if (rc == CLI_OK && only && matched == 0)
-        return cli_fail(cli, CLI_NOT_FOUND, "no migration %s for tenant %s",
-                        only, tenant);
+        return cli_error(cli, KEYTIER_E_NOT_FOUND,
+                         "no migration %s for tenant %s", only, tenant);
     return rc;
 }
 
@@ -520,9 +521,9 @@ static int read_all(struct cli *cli, const char *path, uint8_t **out,
         close(fd);
     if (buf == NULL || r < 0 || n > SECRET_MAX) {
         free(buf);
-        return cli_fail(cli, r < 0 ? CLI_IO : CLI_USAGE, "input %s: %s",
-                        path ? path : "(stdin)",
-                        r < 0 ? "read error" : "larger than 1 MiB");
+        return cli_error(cli, r < 0 ? KEYTIER_E_IO : KEYTIER_E_ARGS,
+                         "input %s: %s", path ? path : "(stdin)",
+                         r < 0 ? "read error" : "larger than 1 MiB");
     }
     *out = buf;
     *len = n;
@@ -541,8 +542,8 @@ static int write_out(struct cli *cli, const char *path, const uint8_t *p,
         ssize_t w = write(o.fd, p + off, n - off);
         if (w <= 0) {
             cli_out_abort(&o);
-            return cli_fail(cli, CLI_IO, "cannot write %s",
-                            path ? path : "(stdout)");
+            return cli_error(cli, KEYTIER_E_IO, "cannot write %s",
+                             path ? path : "(stdout)");
         }
         off += (size_t)w;
     }
@@ -674,9 +675,107 @@ static int cmd_secret_info(struct cli *cli, int argc, char **argv)
     return cmd_secret_show(cli, argc, argv, false);
 }
 
+/* One keyset of `secret rollover --due`: a JSON item or a text line. */
+struct due_out {
+    struct cli *cli;
+    bool dry;
+    json_object *items;
+};
+
+static void due_item(void *arg, const keytier_keyset_due *d)
+{
+    struct due_out *o = arg;
+    if (o->cli->json) {
+        json_object *j = json_object_new_object();
+        cli_json_str(j, "keyset", d->name);
+        json_object_object_add(j, "version", json_object_new_int64(d->version));
+        json_object_object_add(j, "rolled", json_object_new_boolean(d->rolled));
+        json_object_object_add(j, "retired",
+                               json_object_new_int64((int64_t)d->retired));
+        if (d->err != KEYTIER_OK) {
+            cli_json_str(j, "error", keytier_error_name(d->err));
+            cli_json_str(j, "message", d->detail);
+        }
+        json_object_array_add(o->items, j);
+    } else if (d->err != KEYTIER_OK) {
+        printf("keyset %s: failed: %s [%s]\n", d->name, d->detail,
+               keytier_error_name(d->err));
+    } else {
+        printf("keyset %s: version %u current%s; %zu archived version%s %s\n",
+               d->name, (unsigned)d->version,
+               !d->rolled ? ""
+               : o->dry   ? ", rollover due"
+                          : " (rolled over)",
+               d->retired, d->retired == 1 ? "" : "s",
+               o->dry ? "due to retire" : "retired");
+    }
+}
+
+static int secret_rollover_due(struct cli *cli, bool dry)
+{
+    keytier_ctx *ctx;
+    int rc = cli_ctx(cli, &ctx);
+    if (rc != CLI_OK)
+        return rc;
+    struct due_out o = {cli, dry, json_object_new_array()};
+    keytier_keyset_due_report r;
+    keytier_err e = keytier_keyset_rollover_due(ctx, dry, &r, due_item, &o);
+    if (e != KEYTIER_OK) {
+        json_object_put(o.items);
+        return cli_fail_lib(cli, e);
+    }
+    if (cli->json) {
+        json_object *j = json_object_new_object();
+        json_object_object_add(j, "dry_run", json_object_new_boolean(dry));
+        json_object_object_add(j, "keysets",
+                               json_object_new_int64((int64_t)r.keysets));
+        json_object_object_add(j, "rolled",
+                               json_object_new_int64((int64_t)r.rolled));
+        json_object_object_add(j, "retired",
+                               json_object_new_int64((int64_t)r.retired));
+        json_object_object_add(j, "items", o.items);
+        cli_json_put(j);
+        return CLI_OK;
+    }
+    json_object_put(o.items);
+    printf("%s%zu keyset%s: %zu %s over, %zu archived version%s %s\n",
+           dry ? "dry run, nothing changed: " : "", r.keysets,
+           r.keysets == 1 ? "" : "s", r.rolled, dry ? "due to roll" : "rolled",
+           r.retired, r.retired == 1 ? "" : "s",
+           dry ? "due to retire" : "retired");
+    return CLI_OK;
+}
+
 static int cmd_secret_rollover(struct cli *cli, int argc, char **argv)
 {
-    return cmd_secret_show(cli, argc, argv, true);
+    static const struct option opts[] = {
+        {"keyset", required_argument, NULL, OPT_KEYSET},
+        {"due", no_argument, NULL, OPT_DUE},
+        {"dry-run", no_argument, NULL, OPT_DRY_RUN},
+        {0},
+    };
+    bool due = false, dry = false, keyset = false;
+    int c;
+    while ((c = cli_getopt(cli, argc, argv, "", opts)) != -1) {
+        if (c == OPT_DUE)
+            due = true;
+        else if (c == OPT_DRY_RUN)
+            dry = true;
+        else if (c == OPT_KEYSET)
+            keyset = true;
+        else
+            return UNKNOWN_OPT(cli, argv);
+    }
+    if (!due) {
+        if (dry)
+            return cli_usage_error(cli, "--dry-run goes with --due");
+        optind = 0; /* parsed again, as secret show */
+        return cmd_secret_show(cli, argc, argv, true);
+    }
+    if (keyset)
+        return cli_usage_error(cli, "--due and --keyset exclude each other");
+    int rc = no_args(cli, argc, argv);
+    return rc != CLI_OK ? rc : secret_rollover_due(cli, dry);
 }
 
 static int cmd_secret_crypt(struct cli *cli, int argc, char **argv,
@@ -848,11 +947,25 @@ const struct cli_cmd cli_lifecycle_cmds[] = {
      "Opens a secret under whichever key version it names. A retired\n"
      "version fails with KEYTIER_E_RETIRED (exit 1).\n",
      cmd_secret_unprotect},
-    {"secret", "rollover", "roll a keyset over now",
+    {"secret", "rollover", "roll a keyset over now, or every one due",
      "usage: keytier secret rollover --keyset N\n"
+     "       keytier secret rollover --due [--dry-run]\n"
      "\n"
-     "Archives the current key and makes a new one.\n"
-     "JSON: as secret show.\n",
+     "--keyset N: archives the current key of N and makes a new one.\n"
+     "JSON: as secret show.\n"
+     "\n"
+     "--due: scheduled rollover, without any protect call: every keyset\n"
+     "whose current key is --rollover-after old is rolled over, and its\n"
+     "archived keys archived --retire-after ago are retired (secrets still\n"
+     "under them then fail with KEYTIER_E_RETIRED: protect them again\n"
+     "before). Each rollover and retirement is an audit record. Safe to run\n"
+     "from several machines at once: a due key is rolled over once. Meant\n"
+     "for a timer: hsm-config/keytier-rollover.timer and .service.\n"
+     "--dry-run says what is due and changes nothing. A keyset that fails\n"
+     "does not stop the others; the exit code is the first failure's.\n"
+     "Text: one line per keyset, then the counts.\n"
+     "JSON: {dry_run, keysets, rolled, retired, items: [{keyset, version,\n"
+     "rolled, retired}]}\n",
      cmd_secret_rollover},
     {"secret", "show", "show a keyset",
      "usage: keytier secret show --keyset N\n"

@@ -67,12 +67,23 @@ static void usage(FILE *f)
         "     approval is expired, used, revoked, altered or for something\n"
         "     else (keytier approval)\n"
         "  11 audit log empty: nothing verified (keytier audit verify)\n"
-        "  12 tenant purged: its keys were destroyed, its data is\n"
-        "     crypto-shredded\n"
+        "  12 conflict with the current state: already exists\n"
+        "     (KEYTIER_E_EXISTS), both customer keys in one token\n"
+        "     (KEYTIER_E_SAME_TOKEN), DEP disabled, purged, rolling or\n"
+        "     migrating (KEYTIER_E_DEP_STATE, KEYTIER_E_DEP_DISABLED)\n"
+        "  13 limit reached: DEPs per tenant and workload\n"
+        "     (KEYTIER_E_DEP_LIMIT), key tier depth (KEYTIER_E_DEPTH)\n"
+        "  14 tenant purged: its keys were destroyed, its data is\n"
+        "     crypto-shredded (KEYTIER_E_PURGED)\n"
         "\n"
         "Errors are one line on stderr: `keytier COMMAND: what failed and\n"
         "why [KEYTIER_E_NAME]`, naming the key URI, token or file and the\n"
-        "CKR_ code where a token call failed. PINs never appear.\n"
+        "CKR_ code where a token call failed; command-line errors are\n"
+        "KEYTIER_E_ARGS (exit 2), files that cannot be read or written\n"
+        "KEYTIER_E_IO (exit 7). With --json the error document's name is\n"
+        "the same KEYTIER_E_NAME. PINs never appear.\n"
+        "Help (`--help`, `COMMAND --help`, `FAMILY --help`, `help TOPIC`)\n"
+        "goes to stdout with exit 0.\n"
         "Help topics: keytier help configuration | fallback | envelope\n",
         f);
 }
@@ -104,21 +115,44 @@ static bool family_exists(const char *name)
     return false;
 }
 
-static void family_usage(const char *name)
+static void family_usage(FILE *f, const char *name)
 {
-    fprintf(stderr, "keytier %s: commands:\n", name);
+    fprintf(f, "usage: keytier %s COMMAND [ARGS...]\n\nCommands:\n", name);
     for (size_t i = 0; i < N_FAMILIES; i++)
         for (const struct cli_cmd *c = families[i]; c->family; c++)
             if (!strcmp(c->family, name))
-                fprintf(stderr, "  keytier %s %s  %s\n", name,
+                fprintf(f, "  keytier %s %-12s %s\n", name,
                         c->verb ? c->verb : "", c->summary);
+    fprintf(f, "\n`keytier %s COMMAND --help` for a command.\n", name);
+}
+
+static bool is_help(const char *arg)
+{
+    return !strcmp(arg, "--help") || !strcmp(arg, "-h");
+}
+
+/* No command of argv[0]: `keytier FAMILY --help` is help (stdout, 0); an
+ * unknown family or verb is a usage error (stderr, 2). */
+static int no_cmd(struct cli *cli, int argc, char **argv)
+{
+    if (!family_exists(argv[0]))
+        return cli_usage_error(cli, "unknown command '%s'", argv[0]);
+    if (argc > 1 && is_help(argv[1])) {
+        family_usage(stdout, argv[0]);
+        return CLI_OK;
+    }
+    family_usage(stderr, argv[0]);
+    cli->name = argv[0];
+    if (argc == 1)
+        return cli_usage_error(cli, "a command is needed");
+    return cli_usage_error(cli, "unknown command '%s'", argv[1]);
 }
 
 int main(int argc, char **argv)
 {
     /* A remote token whose server died must not kill us on write. */
     signal(SIGPIPE, SIG_IGN);
-    struct cli cli = {.name = "keytier"};
+    struct cli cli = {.name = NULL};
     int i = 1;
     for (; i < argc && argv[i][0] == '-'; i++) {
         if (!strcmp(argv[i], "--json")) {
@@ -127,13 +161,11 @@ int main(int argc, char **argv)
             cli.config = argv[++i];
         } else if (!strncmp(argv[i], "--config=", 9)) {
             cli.config = argv[i] + 9;
-        } else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+        } else if (is_help(argv[i])) {
             usage(stdout);
             return CLI_OK;
         } else {
-            fprintf(stderr, "keytier: unknown option %s (see keytier --help)\n",
-                    argv[i]);
-            return CLI_USAGE;
+            return cli_usage_error(&cli, "unknown option %s", argv[i]);
         }
     }
     if (i == argc) {
@@ -142,16 +174,8 @@ int main(int argc, char **argv)
     }
     int used = 0;
     const struct cli_cmd *cmd = find_cmd(argc - i, argv + i, &used);
-    if (cmd == NULL) {
-        if (family_exists(argv[i])) {
-            family_usage(argv[i]);
-        } else {
-            fprintf(stderr,
-                    "keytier: unknown command '%s' (see keytier --help)\n",
-                    argv[i]);
-        }
-        return CLI_USAGE;
-    }
+    if (cmd == NULL)
+        return no_cmd(&cli, argc - i, argv + i);
     static char name[48];
     snprintf(name, sizeof name, "%s%s%s", cmd->family, cmd->verb ? " " : "",
              cmd->verb ? cmd->verb : "");
@@ -169,8 +193,7 @@ int main(int argc, char **argv)
     for (int j = i + used; j < argc; j++) {
         if (!dashdash && !strcmp(argv[j], "--"))
             dashdash = true;
-        if (!dashdash &&
-            (!strcmp(argv[j], "--help") || !strcmp(argv[j], "-h"))) {
+        if (!dashdash && is_help(argv[j])) {
             fputs(cmd->usage, stdout);
             free(cargv);
             return CLI_OK;
@@ -186,7 +209,8 @@ int main(int argc, char **argv)
     keytier_ctx_close(cli.ctx);
     free(cargv);
     if (fflush(stdout) != 0 && rc == CLI_OK) {
-        fprintf(stderr, "keytier %s: cannot write standard output\n", name);
+        fprintf(stderr, "keytier %s: cannot write standard output [%s]\n", name,
+                keytier_error_name(KEYTIER_E_IO));
         rc = CLI_IO;
     }
     return rc;

@@ -48,15 +48,15 @@ static char *cli_pin_read_file(struct cli *cli, const char *path,
     int fd =
         kt_file_open_trusted(path, KT_FILE_SECRET, "PIN file", err, sizeof err);
     if (fd < 0) {
-        *rc = cli_fail(cli, CLI_IO, "%s: %s", what, err);
+        *rc = cli_error(cli, KEYTIER_E_IO, "%s: %s", what, err);
         cli_pin_free(buf);
         return NULL;
     }
     ssize_t n = read(fd, buf, CLI_PIN_MAX - 1);
     close(fd);
     if (n < 0) {
-        *rc = cli_fail(cli, CLI_IO, "%s: cannot read PIN file %s: %s", what,
-                       path, strerror(errno));
+        *rc = cli_error(cli, KEYTIER_E_IO, "%s: cannot read PIN file %s: %s",
+                        what, path, strerror(errno));
         cli_pin_free(buf);
         return NULL;
     }
@@ -64,7 +64,8 @@ static char *cli_pin_read_file(struct cli *cli, const char *path,
     if (nl != NULL)
         n = nl - buf;
     if (!cli_pin_finish(buf, (size_t)n)) {
-        cli_fail(cli, CLI_USAGE, "%s: PIN file %s holds no PIN", what, path);
+        cli_error(cli, KEYTIER_E_ARGS, "%s: PIN file %s holds no PIN", what,
+                  path);
         cli_pin_free(buf);
         return NULL;
     }
@@ -113,15 +114,15 @@ char *cli_pin_get(struct cli *cli, const struct cli_pin_src *src,
     if (src->env != NULL) {
         const char *v = getenv(src->env);
         if (v == NULL || *v == '\0') {
-            cli_fail(cli, CLI_USAGE,
-                     "%s: environment variable %s is not set or empty", what,
-                     src->env);
+            cli_error(cli, KEYTIER_E_ARGS,
+                      "%s: environment variable %s is not set or empty", what,
+                      src->env);
             return NULL;
         }
         char *buf = calloc(1, CLI_PIN_MAX);
         if (buf == NULL || strlen(v) >= CLI_PIN_MAX) {
-            cli_fail(cli, CLI_USAGE, "%s: PIN in %s is too long", what,
-                     src->env);
+            cli_error(cli, KEYTIER_E_ARGS, "%s: PIN in %s is too long", what,
+                      src->env);
             cli_pin_free(buf);
             return NULL;
         }
@@ -134,7 +135,7 @@ char *cli_pin_get(struct cli *cli, const struct cli_pin_src *src,
         size_t n = strlen(src->value);
         char *buf = calloc(1, CLI_PIN_MAX);
         if (buf == NULL || n == 0 || n >= CLI_PIN_MAX) {
-            cli_fail(cli, CLI_USAGE, "%s: empty or too long", what);
+            cli_error(cli, KEYTIER_E_ARGS, "%s: empty or too long", what);
             cli_pin_free(buf);
             return NULL;
         }
@@ -148,18 +149,19 @@ char *cli_pin_get(struct cli *cli, const struct cli_pin_src *src,
         return buf;
     }
     if (!isatty(STDIN_FILENO)) {
-        cli_fail(cli, CLI_USAGE,
-                 "%s needed: not on a terminal, use --%s-env VAR or "
-                 "--%s-file FILE",
-                 what, strcmp(what, "SO PIN") ? "pin" : "so-pin",
-                 strcmp(what, "SO PIN") ? "pin" : "so-pin");
+        cli_error(cli, KEYTIER_E_ARGS,
+                  "%s needed: not on a terminal, use --%s-env VAR or "
+                  "--%s-file FILE",
+                  what, strcmp(what, "SO PIN") ? "pin" : "so-pin",
+                  strcmp(what, "SO PIN") ? "pin" : "so-pin");
         return NULL;
     }
     char prompt[64];
     snprintf(prompt, sizeof prompt, "%s: ", what);
     char *pin = cli_pin_prompt_once(prompt);
     if (pin == NULL) {
-        cli_fail(cli, CLI_USAGE, "%s: nothing read from the terminal", what);
+        cli_error(cli, KEYTIER_E_ARGS, "%s: nothing read from the terminal",
+                  what);
         return NULL;
     }
     if (confirm) {
@@ -169,7 +171,7 @@ char *cli_pin_get(struct cli *cli, const struct cli_pin_src *src,
         cli_pin_free(again);
         if (!same) {
             cli_pin_free(pin);
-            cli_fail(cli, CLI_USAGE, "%s: the two entries differ", what);
+            cli_error(cli, KEYTIER_E_ARGS, "%s: the two entries differ", what);
             return NULL;
         }
     }

@@ -30,53 +30,59 @@ int cli_ctx(struct cli *cli, keytier_ctx **out)
     return CLI_OK;
 }
 
+/* The exit code of each error: the one table (documented in `keytier
+ * --help`).  An error not listed exits CLI_ERROR; a new row is all a new
+ * error needs. */
+static const struct {
+    keytier_err err;
+    int code;
+} exit_table[] = {
+    {KEYTIER_OK, CLI_OK},
+    {KEYTIER_E_ARGS, CLI_USAGE},
+    {KEYTIER_E_AUTH, CLI_AUTH},
+    {KEYTIER_E_COMMITMENT, CLI_AUTH},
+    {KEYTIER_E_FORMAT, CLI_AUTH},
+    {KEYTIER_E_VERSION, CLI_AUTH},
+    {KEYTIER_E_WRONG_KEY, CLI_AUTH},
+    {KEYTIER_E_TRUNCATED, CLI_AUTH},
+    {KEYTIER_E_REVOKED, CLI_REVOKED},
+    {KEYTIER_E_UNAVAILABLE, CLI_UNAVAILABLE},
+    {KEYTIER_E_UNWRAP, CLI_UNAVAILABLE},
+    {KEYTIER_E_DEP_NOT_FOUND, CLI_NOT_FOUND},
+    {KEYTIER_E_NOT_FOUND, CLI_NOT_FOUND},
+    {KEYTIER_E_TOKEN_NOT_FOUND, CLI_NOT_FOUND},
+    {KEYTIER_E_KEY_NOT_FOUND, CLI_NOT_FOUND},
+    {KEYTIER_E_IO, CLI_IO},
+    {KEYTIER_E_AUDIT_TAMPERED, CLI_TAMPERED},
+    {KEYTIER_E_AUDIT_UNANCHORED, CLI_UNANCHORED},
+    {KEYTIER_E_AUDIT_EMPTY, CLI_EMPTY},
+    {KEYTIER_E_APPROVAL_REQUIRED, CLI_APPROVAL},
+    {KEYTIER_E_APPROVAL_EXPIRED, CLI_APPROVAL},
+    {KEYTIER_E_APPROVAL_INVALID, CLI_APPROVAL},
+    {KEYTIER_E_APPROVAL_SELF, CLI_APPROVAL},
+    {KEYTIER_E_APPROVAL_SCOPE, CLI_APPROVAL},
+    {KEYTIER_E_APPROVAL_USED, CLI_APPROVAL},
+    {KEYTIER_E_APPROVAL_REVOKED, CLI_APPROVAL},
+    {KEYTIER_E_APPROVAL_PENDING, CLI_APPROVAL},
+    {KEYTIER_E_APPROVER, CLI_APPROVAL},
+    /* The request conflicts with the current state. */
+    {KEYTIER_E_EXISTS, CLI_CONFLICT},
+    {KEYTIER_E_SAME_TOKEN, CLI_CONFLICT},
+    {KEYTIER_E_DEP_STATE, CLI_CONFLICT},
+    {KEYTIER_E_DEP_DISABLED, CLI_CONFLICT},
+    /* A configured or built-in limit is reached. */
+    {KEYTIER_E_DEP_LIMIT, CLI_LIMIT},
+    {KEYTIER_E_DEPTH, CLI_LIMIT},
+    /* The tenant was purged: its data is crypto-shredded. */
+    {KEYTIER_E_PURGED, CLI_PURGED},
+};
+
 int cli_exit_of(keytier_err e)
 {
-    switch (e) {
-    case KEYTIER_OK:
-        return CLI_OK;
-    case KEYTIER_E_ARGS:
-        return CLI_USAGE;
-    case KEYTIER_E_AUTH:
-    case KEYTIER_E_COMMITMENT:
-    case KEYTIER_E_FORMAT:
-    case KEYTIER_E_VERSION:
-    case KEYTIER_E_WRONG_KEY:
-    case KEYTIER_E_TRUNCATED:
-        return CLI_AUTH;
-    case KEYTIER_E_REVOKED:
-        return CLI_REVOKED;
-    case KEYTIER_E_UNAVAILABLE:
-    case KEYTIER_E_UNWRAP:
-        return CLI_UNAVAILABLE;
-    case KEYTIER_E_DEP_NOT_FOUND:
-    case KEYTIER_E_NOT_FOUND:
-    case KEYTIER_E_TOKEN_NOT_FOUND:
-    case KEYTIER_E_KEY_NOT_FOUND:
-        return CLI_NOT_FOUND;
-    case KEYTIER_E_IO:
-        return CLI_IO;
-    case KEYTIER_E_AUDIT_TAMPERED:
-        return CLI_TAMPERED;
-    case KEYTIER_E_AUDIT_UNANCHORED:
-        return CLI_UNANCHORED;
-    case KEYTIER_E_AUDIT_EMPTY:
-        return CLI_EMPTY;
-    case KEYTIER_E_PURGED:
-        return CLI_PURGED;
-    case KEYTIER_E_APPROVAL_REQUIRED:
-    case KEYTIER_E_APPROVAL_EXPIRED:
-    case KEYTIER_E_APPROVAL_INVALID:
-    case KEYTIER_E_APPROVAL_SELF:
-    case KEYTIER_E_APPROVAL_SCOPE:
-    case KEYTIER_E_APPROVAL_USED:
-    case KEYTIER_E_APPROVAL_REVOKED:
-    case KEYTIER_E_APPROVAL_PENDING:
-    case KEYTIER_E_APPROVER:
-        return CLI_APPROVAL;
-    default:
-        return CLI_ERROR;
-    }
+    for (size_t i = 0; i < sizeof exit_table / sizeof exit_table[0]; i++)
+        if (exit_table[i].err == e)
+            return exit_table[i].code;
+    return CLI_ERROR;
 }
 
 static void cli_json_error(const char *cmd, const char *name,
@@ -125,17 +131,18 @@ int cli_fail_lib_in(struct cli *cli, keytier_err e, const char *fmt, ...)
     return code;
 }
 
-int cli_fail(struct cli *cli, int code, const char *fmt, ...)
+int cli_error(struct cli *cli, keytier_err e, const char *fmt, ...)
 {
     char msg[2048];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    fprintf(stderr, "keytier %s: %s\n", cli->name, msg);
+    int code = cli_exit_of(e);
+    fprintf(stderr, "keytier%s%s: %s [%s]\n", cli->name ? " " : "",
+            cli->name ? cli->name : "", msg, keytier_error_name(e));
     if (cli->json)
-        cli_json_error(cli->name, code == CLI_USAGE ? "usage" : "error", msg,
-                       code);
+        cli_json_error(cli->name, keytier_error_name(e), msg, code);
     return code;
 }
 
@@ -146,8 +153,10 @@ int cli_usage_error(struct cli *cli, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    return cli_fail(cli, CLI_USAGE, "%s (see 'keytier %s --help')", msg,
-                    cli->name);
+    if (cli->name == NULL)
+        return cli_error(cli, KEYTIER_E_ARGS, "%s (see keytier --help)", msg);
+    return cli_error(cli, KEYTIER_E_ARGS, "%s (see 'keytier %s --help')", msg,
+                     cli->name);
 }
 
 void cli_json_put(json_object *obj)
@@ -215,8 +224,8 @@ int cli_in_open(struct cli *cli, const char *path, int *fd)
     }
     *fd = open(path, O_RDONLY | O_CLOEXEC);
     if (*fd < 0)
-        return cli_fail(cli, CLI_IO, "cannot open input %s: %s", path,
-                        strerror(errno));
+        return cli_error(cli, KEYTIER_E_IO, "cannot open input %s: %s", path,
+                         strerror(errno));
     return CLI_OK;
 }
 
@@ -238,7 +247,7 @@ int cli_out_open(struct cli *cli, struct cli_out *o, const char *path)
         free(dcopy);
         free(bcopy);
         o->tmp = NULL;
-        return cli_fail(cli, CLI_ERROR, "out of memory");
+        return cli_error(cli, KEYTIER_E_NOMEM, "out of memory");
     }
     free(dcopy);
     free(bcopy);
@@ -247,8 +256,8 @@ int cli_out_open(struct cli *cli, struct cli_out *o, const char *path)
         int err = errno;
         free(o->tmp);
         o->tmp = NULL;
-        return cli_fail(cli, CLI_IO, "cannot write output %s: %s", path,
-                        strerror(err));
+        return cli_error(cli, KEYTIER_E_IO, "cannot write output %s: %s", path,
+                         strerror(err));
     }
     return CLI_OK;
 }
@@ -257,22 +266,23 @@ int cli_out_commit(struct cli *cli, struct cli_out *o)
 {
     if (o->path == NULL) {
         if (fflush(stdout) != 0)
-            return cli_fail(cli, CLI_IO, "cannot write standard output: %s",
-                            strerror(errno));
+            return cli_error(cli, KEYTIER_E_IO,
+                             "cannot write standard output: %s",
+                             strerror(errno));
         return CLI_OK;
     }
     int rc = CLI_OK;
     if (fsync(o->fd) != 0 || close(o->fd) != 0) {
-        rc = cli_fail(cli, CLI_IO, "cannot write output %s: %s", o->path,
-                      strerror(errno));
+        rc = cli_error(cli, KEYTIER_E_IO, "cannot write output %s: %s", o->path,
+                       strerror(errno));
         o->fd = -1;
         cli_out_abort(o);
         return rc;
     }
     o->fd = -1;
     if (rename(o->tmp, o->path) != 0) {
-        rc = cli_fail(cli, CLI_IO, "cannot write output %s: %s", o->path,
-                      strerror(errno));
+        rc = cli_error(cli, KEYTIER_E_IO, "cannot write output %s: %s", o->path,
+                       strerror(errno));
         cli_out_abort(o);
         return rc;
     }

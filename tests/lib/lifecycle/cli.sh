@@ -47,8 +47,8 @@ check_alice "before"
 kt_log "dep roll"
 expect_fail "keytier dep roll: customer keys are in the same token: new customer key A $URI_B3 is in token 'vault-b', like customer key B $URI_B [KEYTIER_E_SAME_TOKEN]" \
     kt dep roll --tenant acme --key a --new-key "$URI_B3" "$dep"
-expect_rc 1 kt dep roll --tenant acme --key a --new-key "$URI_B3" "$dep"
-expect_fail "keytier dep roll: --key is a or b, not 'c' (see 'keytier dep roll --help')" \
+expect_rc 12 kt dep roll --tenant acme --key a --new-key "$URI_B3" "$dep"
+expect_fail "keytier dep roll: --key is a or b, not 'c' (see 'keytier dep roll --help') [KEYTIER_E_ARGS]" \
     kt dep roll --tenant acme --key c --new-key "$URI_A2" "$dep"
 expect_rc 2 kt dep roll --tenant acme --key c --new-key "$URI_A2" "$dep"
 expect_rc 6 kt dep roll --tenant acme --key a --new-key "pkcs11:token=vault-a;object=nope" "$dep"
@@ -91,7 +91,7 @@ assert_eq registered "$(kt --json dep show --tenant acme "$dep2" | jf .state)"
 check_alice "after the migration"
 expect_ok kt migrate --tenant acme --status
 assert_contains "$KT_LAST_OUTPUT" "progress   2/2 (100.0%) finished"
-expect_fail "keytier migrate: no migration 00000000-0000-4000-8000-000000000000 for tenant acme" \
+expect_fail "keytier migrate: no migration 00000000-0000-4000-8000-000000000000 for tenant acme [KEYTIER_E_NOT_FOUND]" \
     kt migrate --tenant acme 00000000-0000-4000-8000-000000000000
 expect_rc 6 kt migrate --tenant acme 00000000-0000-4000-8000-000000000000
 expect_ok kt assign --tenant acme --mailbox carol --dep "$dep2"
@@ -144,7 +144,7 @@ expect_ok kt secret show --keyset conn
 assert_contains "$KT_LAST_OUTPUT" "  current   version 2"
 
 kt_log "purge"
-expect_fail "keytier purge: purge destroys tenant acme's keys for good: confirm with --yes (see 'keytier purge --help')" \
+expect_fail "keytier purge: purge destroys tenant acme's keys for good: confirm with --yes (see 'keytier purge --help') [KEYTIER_E_ARGS]" \
     kt purge --tenant acme
 expect_rc 2 kt purge --tenant acme
 expect_rc 10 kt purge --tenant acme --yes
@@ -161,8 +161,8 @@ assert_eq 3 "$(jf .customer_keys_destroyed <<<"$p")"
 assert_eq 1 "$(jf .keys_kept <<<"$p")"
 assert_eq "root of keyset conn" "$(jq -r ".keys[] | select(.uri == \"$URI_C\") | .kept_because" <<<"$p")"
 expect_ok kt secret unprotect --keyset conn --context acct-1 -i "$KT_TMP/s2" -o "$KT_TMP/back"
-expect_rc 12 kt decrypt --tenant acme --mailbox alice -i "$KT_TMP/alice.kt" -o "$KT_TMP/out"
-expect_rc 12 kt decrypt --tenant acme --mailbox alice --internal index -i "$KT_TMP/alice.kt" -o "$KT_TMP/out"
+expect_rc 14 kt decrypt --tenant acme --mailbox alice -i "$KT_TMP/alice.kt" -o "$KT_TMP/out"
+expect_rc 14 kt decrypt --tenant acme --mailbox alice --internal index -i "$KT_TMP/alice.kt" -o "$KT_TMP/out"
 assert_eq purged "$(kt --json dep show --tenant acme "$dep3" | jf .state)"
 expect_ok kt decrypt --tenant other --mailbox olga -i "$KT_TMP/olga.kt" -o "$KT_TMP/out"
 cmp -s "$KT_TMP/plain" "$KT_TMP/out" || kt_fail "other tenant's data differs"

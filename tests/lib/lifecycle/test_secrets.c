@@ -164,6 +164,146 @@ START_TEST(keyset_root_refused)
 }
 END_TEST
 
+/* What keytier_keyset_rollover_due reported, keyset by keyset. */
+struct due_seen {
+    int n;
+    char names[4][16];
+    int rolled[4];
+    size_t retired[4];
+    keytier_err err[4];
+};
+
+static void due_each(void *arg, const keytier_keyset_due *d)
+{
+    struct due_seen *seen = arg;
+    ck_assert_int_lt(seen->n, 4);
+    snprintf(seen->names[seen->n], sizeof seen->names[0], "%s", d->name);
+    seen->rolled[seen->n] = d->rolled;
+    seen->retired[seen->n] = d->retired;
+    seen->err[seen->n] = d->err;
+    ck_assert(d->err != KEYTIER_OK || d->detail[0] == '\0');
+    seen->n++;
+}
+
+static void due_run(keytier_ctx *ctx, int dry, size_t rolled, size_t retired)
+{
+    keytier_keyset_due_report r;
+    struct due_seen seen = {0};
+    assert_ok(keytier_keyset_rollover_due(ctx, dry, &r, due_each, &seen));
+    ck_assert_uint_eq(r.keysets, 3);
+    ck_assert_int_eq(seen.n, 3);
+    ck_assert_str_eq(seen.names[0], "a"); /* in name order */
+    ck_assert_str_eq(seen.names[2], "c");
+    ck_assert_uint_eq(r.rolled, rolled);
+    ck_assert_uint_eq(r.retired, retired);
+    ck_assert_uint_eq(r.failed, 0);
+}
+
+static uint32_t ks_version(keytier_ctx *ctx, const char *name)
+{
+    keytier_keyset_info info;
+    assert_ok(keytier_keyset_get(ctx, name, &info));
+    return info.current_version;
+}
+
+static long long wrapped_len(uint32_t version)
+{
+    char q[128];
+    snprintf(q, sizeof q,
+             "SELECT length(wrapped) FROM keyset_keys WHERE name = ?1 AND "
+             "version = %u",
+             (unsigned)version);
+    return lc_sql_int(T.store, q, "a");
+}
+
+/* Scheduled rollover: keysets roll over and retire by age with no protect
+ * call; a dry run changes nothing; a second run finds nothing due. */
+START_TEST(rollover_due_without_protect)
+{
+    testenv_root_aes(&T, "VaultC", "S1", 0);
+    testenv_write_conf(&T, NULL);
+    keytier_ctx *ctx = testenv_ctx(&T);
+    const char *root = testenv_uri("VaultC", "S1");
+    assert_ok(keytier_keyset_create(ctx, "a", root, 100, 1000));
+    assert_ok(keytier_keyset_create(ctx, "b", root, 0, 0)); /* never */
+    assert_ok(keytier_keyset_create(ctx, "c", root, 50, 0));
+    uint8_t *env = NULL, *out = NULL;
+    size_t env_len = 0, n = 0;
+    assert_ok(
+        keytier_secret_protect(ctx, "a", NULL, 0, "pw", 2, &env, &env_len));
+    due_run(ctx, 0, 0, 0); /* nothing is due yet */
+    fake_now += 100;
+    due_run(ctx, 1, 2, 0); /* a and c are due: the dry run says so... */
+    ck_assert_uint_eq(ks_version(ctx, "a"), 1); /* ...and changes nothing */
+    ck_assert_uint_eq(ks_version(ctx, "c"), 1);
+    ck_assert_int_eq(lc_audit_count(ctx, "\"Keyset rollover\""), 0);
+    due_run(ctx, 0, 2, 0);
+    ck_assert_uint_eq(ks_version(ctx, "a"), 2);
+    ck_assert_uint_eq(ks_version(ctx, "b"), 1);
+    ck_assert_uint_eq(ks_version(ctx, "c"), 2);
+    ck_assert_int_eq(lc_audit_count(ctx, "\"Keyset rollover\""), 2);
+    due_run(ctx, 0, 0, 0); /* idempotent */
+    /* The secret under archived version 1 still opens. */
+    assert_ok(
+        keytier_secret_unprotect(ctx, "a", NULL, 0, env, env_len, &out, &n));
+    keytier_secret_free(out, n);
+    /* 1099 s: a and c roll again; version 1 (archived at 100) not yet. */
+    fake_now += 999;
+    due_run(ctx, 0, 2, 0);
+    ck_assert_int_gt(wrapped_len(1), 0);
+    fake_now += 1;
+    due_run(ctx, 1, 0, 1); /* version 1 is due to retire */
+    ck_assert_int_gt(wrapped_len(1), 0);
+    ck_assert_int_eq(lc_audit_count(ctx, "\"Keyset key retired\""), 0);
+    due_run(ctx, 0, 0, 1);
+    ck_assert_int_eq(wrapped_len(1), 0);
+    ck_assert_int_gt(wrapped_len(2), 0);
+    ck_assert_int_eq(lc_audit_count(ctx, "\"Keyset key retired\""), 1);
+    assert_err(
+        keytier_secret_unprotect(ctx, "a", NULL, 0, env, env_len, &out, &n),
+        KEYTIER_E_RETIRED);
+    due_run(ctx, 0, 0, 0);
+    ck_assert_int_eq(lc_audit_count(ctx, "\"Keyset key retired\""), 1);
+    keytier_secret_free(env, env_len);
+    keytier_ctx_close(ctx);
+}
+END_TEST
+
+/* A keyset whose root is gone fails alone: the others still roll over,
+ * and the call reports the failure naming the keyset. */
+START_TEST(rollover_due_one_fails)
+{
+    testenv_root_aes(&T, "VaultC", "S1", 0);
+    testenv_root_aes(&T, "VaultC", "S2", 0);
+    testenv_write_conf(&T, NULL);
+    keytier_ctx *ctx = testenv_ctx(&T);
+    assert_ok(
+        keytier_keyset_create(ctx, "a", testenv_uri("VaultC", "S2"), 10, 0));
+    assert_ok(
+        keytier_keyset_create(ctx, "b", testenv_uri("VaultC", "S1"), 10, 0));
+    testenv_destroy(&T, "VaultC", "S2");
+    fake_now += 10;
+    keytier_keyset_due_report r;
+    struct due_seen seen = {0};
+    assert_err(keytier_keyset_rollover_due(ctx, 0, &r, due_each, &seen),
+               KEYTIER_E_KEY_NOT_FOUND);
+    ck_assert_ptr_eq(
+        strstr(keytier_last_error_detail(), "root key not found: keyset a: "),
+        keytier_last_error_detail());
+    ck_assert_int_eq(seen.n, 2);
+    ck_assert_int_eq(seen.err[0], KEYTIER_E_KEY_NOT_FOUND);
+    ck_assert_int_eq(seen.err[1], KEYTIER_OK);
+    ck_assert_uint_eq(r.keysets, 2);
+    ck_assert_uint_eq(r.rolled, 1);
+    ck_assert_uint_eq(r.failed, 1);
+    ck_assert_uint_eq(ks_version(ctx, "a"), 1);
+    ck_assert_uint_eq(ks_version(ctx, "b"), 2);
+    assert_err(keytier_keyset_rollover_due(NULL, 0, &r, NULL, NULL),
+               KEYTIER_E_ARGS);
+    keytier_ctx_close(ctx);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("secrets");
@@ -173,6 +313,8 @@ int main(void)
     tcase_add_test(tc, rollover_softhsm2);
     tcase_add_test(tc, rollover_keytier_rsa);
     tcase_add_test(tc, keyset_root_refused);
+    tcase_add_test(tc, rollover_due_without_protect);
+    tcase_add_test(tc, rollover_due_one_fails);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
