@@ -89,6 +89,24 @@ struct kt_avail_cfg {
 void kt_avail_config_defaults(struct kt_avail_cfg *cfg);
 void kt_avail_config_free(struct kt_avail_cfg *cfg);
 
+/* The least time between two refreshes of one entry (ttl - refresh_ahead)
+ * and between two attempts of a failing one (cache_retry_ms). */
+#define KT_CACHE_REFRESH_MIN_MS 1000u
+#define KT_CACHE_RETRY_MIN_MS   100u
+
+/* Which of the cache's refresh keys the file set. */
+struct kt_avail_set {
+    bool ttl, refresh_ahead, retry, alert_after;
+};
+
+/* Gives the refresh keys the file left unset their defaults from the ones
+ * it set (refresh_ahead = ttl / 5, alert_after = refresh_ahead / 2, retry
+ * at most refresh_ahead / 4), then checks the rules between the keys
+ * (config/avail_rules.c): KEYTIER_E_CONFIG naming the keys, values and
+ * rule. */
+KT_NODISCARD keytier_err kt_avail_config_settle(struct kt_avail_cfg *cfg,
+                                                const struct kt_avail_set *set);
+
 struct kt_avail;
 struct kt_dep_rec;
 

@@ -30,7 +30,9 @@ typedef struct kt_centry {
     size_t len;
     void *aux; /* not secret: ids and the like */
     size_t aux_len;
-    uint64_t expires, next_refresh, failing_since;
+    uint64_t expires, next_refresh;
+    unsigned failures; /* refresh attempts failed in a row (backoff) */
+    CK_RV last_rv;     /* of the last failed attempt */
     bool alerted, no_refresh;
     struct kt_centry *next;
 } kt_centry;
@@ -66,6 +68,7 @@ struct kt_cache {
     pthread_cond_t tcond;
     pthread_t thread;
     bool thread_started, stopping, poke;
+    uint64_t alert_next;           /* no alert is due before (cache clock) */
     pthread_mutex_t maintain_lock; /* one maintenance pass at a time */
     /* counters */
     atomic_uint_fast64_t refreshes, refresh_failures, fallbacks, alerts,
@@ -234,9 +237,13 @@ keytier_err kt_cache_new(const kt_cache_config *cfg, kt_cache **out)
     *out = NULL;
     if (!cfg || cfg->ttl_ms == 0)
         return kt_err(KEYTIER_E_CONFIG, "cache ttl must be positive");
-    if (cfg->refresh_ahead_ms > cfg->ttl_ms)
+    /* A refreshed entry is due again ttl - refresh_ahead later: past half
+     * the TTL refreshing costs more unwraps than expiring, and at the TTL
+     * it never pauses. */
+    if (cfg->refresh_ahead_ms > cfg->ttl_ms / 2)
         return kt_err(KEYTIER_E_CONFIG,
-                      "cache refresh_ahead (%llu ms) exceeds ttl (%llu ms)",
+                      "cache refresh_ahead (%llu ms) exceeds half the ttl "
+                      "(%llu ms)",
                       (unsigned long long)cfg->refresh_ahead_ms,
                       (unsigned long long)cfg->ttl_ms);
     if (cfg->refresh_ahead_ms && (!cfg->refresh || cfg->retry_ms == 0))
@@ -348,6 +355,19 @@ static void kt_cache_evict_one(kt_cache *c)
     }
 }
 
+static bool kt_cache_refreshes(const kt_cache *c, const kt_centry *e)
+{
+    return c->cfg.refresh_ahead_ms && !e->no_refresh;
+}
+
+/* The alert's clock starts when the entry's refresh becomes due (not at
+ * its first failure, which a hung vault or a busy thread may put after the
+ * expiry): it fires alert_after_ms later unless a refresh succeeded. */
+static uint64_t kt_cache_alert_due(const kt_cache *c, const kt_centry *e)
+{
+    return e->expires - c->cfg.refresh_ahead_ms + c->cfg.alert_after_ms;
+}
+
 static void kt_cache_poke(kt_cache *c)
 {
     if (!c->thread_started)
@@ -407,6 +427,9 @@ keytier_err kt_cache_put(kt_cache *c, const char *id, const kt_cache_tags *tags,
     now = kt_cache_now(c);
     e->expires = now + c->cfg.ttl_ms;
     e->gen = ++c->next_gen;
+    e->last_rv = KT_CKR_NOT_STARTED;
+    if (kt_cache_refreshes(c, e) && kt_cache_alert_due(c, e) < c->alert_next)
+        c->alert_next = kt_cache_alert_due(c, e);
     pp = kt_cache_slot_of(c, id, h);
     if (*pp)
         kt_cache_remove(c, pp);
@@ -672,15 +695,27 @@ size_t kt_cache_invalidate_all(kt_cache *c)
     return kt_cache_invalidate(c, kt_match_all, "");
 }
 
-/* The refresh of one entry has returned: apply it.  Fires the alert (after
- * unlocking) when refreshing has failed long enough. */
+/* The wait before the next attempt of an entry whose refresh failed:
+ * retry_ms, doubled at each failure in a row, at most an eighth of the
+ * refresh window (so that several attempts still fit before expiry) but
+ * never less than retry_ms.  A failing vault is never asked in a loop. */
+static uint64_t kt_cache_backoff(const kt_cache *c, unsigned failures)
+{
+    uint64_t cap = c->cfg.refresh_ahead_ms / 8, wait = c->cfg.retry_ms;
+
+    if (cap < c->cfg.retry_ms)
+        cap = c->cfg.retry_ms;
+    for (unsigned i = 1; i < failures && wait < cap; i++)
+        wait *= 2;
+    return wait < cap ? wait : cap;
+}
+
+/* The refresh of one entry has returned: apply it (the alert, if due, is
+ * the caller's next step: kt_cache_alerts). */
 static void kt_cache_refresh_done(kt_cache *c, const kt_refresh_job *job,
                                   CK_RV rv, const unsigned char *key,
                                   size_t len)
 {
-    kt_cache_alert alert = {0};
-    char *org = NULL, *dep = NULL;
-    bool fire = false;
     kt_centry **pp, *e;
     uint64_t now;
 
@@ -698,9 +733,11 @@ static void kt_cache_refresh_done(kt_cache *c, const kt_refresh_job *job,
         memcpy(e->key, key, len);
         e->len = len;
         e->expires = now + c->cfg.ttl_ms;
-        e->failing_since = 0;
+        e->failures = 0;
         e->next_refresh = 0;
         e->alerted = false;
+        if (kt_cache_alert_due(c, e) < c->alert_next)
+            c->alert_next = kt_cache_alert_due(c, e);
         atomic_fetch_add(&c->refreshes, 1);
     } else if (kt_ckr_classify(rv) == KT_CKR_CLASS_DENIED) {
         /* The customer revoked the key: nothing may be served from it,
@@ -716,36 +753,90 @@ static void kt_cache_refresh_done(kt_cache *c, const kt_refresh_job *job,
         atomic_fetch_add(&c->invalidations, n);
     } else {
         atomic_fetch_add(&c->refresh_failures, 1);
-        if (!e->failing_since)
-            e->failing_since = now;
-        e->next_refresh = now + c->cfg.retry_ms;
-        if (!e->alerted && now < e->expires &&
-            now - e->failing_since >= c->cfg.alert_after_ms) {
-            e->alerted = true;
-            fire = true;
-            alert.failing_ms = now - e->failing_since;
-            alert.expires_in_ms = e->expires - now;
-            alert.last_error = rv;
-            org = e->org_id ? strdup(e->org_id) : NULL;
-            dep = e->dep_id ? strdup(e->dep_id) : NULL;
-        }
+        e->last_rv = rv == CKR_OK ? CKR_GENERAL_ERROR : rv;
+        e->failures++;
+        e->next_refresh = now + kt_cache_backoff(c, e->failures);
     }
     kt_cache_wrunlock(c);
-    if (!fire)
+}
+
+/* One alert to fire, copied out of the table. */
+typedef struct kt_alert_job {
+    char *id, *org_id, *dep_id;
+    kt_cache_alert alert;
+} kt_alert_job;
+
+/* Marks every entry whose alert is due and copies it into *out.  Under
+ * the write lock.  Moves alert_next to the next due time. */
+static size_t kt_cache_alerts_collect(kt_cache *c, uint64_t now,
+                                      kt_alert_job **out)
+{
+    size_t n = 0, cap = 0;
+    uint64_t next = UINT64_MAX;
+
+    for (size_t b = 0; b < c->nbuckets; b++)
+        for (kt_centry *e = c->buckets[b]; e; e = e->next) {
+            if (!kt_cache_refreshes(c, e) || e->alerted || now >= e->expires)
+                continue;
+            uint64_t due = kt_cache_alert_due(c, e);
+            if (now < due) {
+                next = due < next ? due : next;
+                continue;
+            }
+            if (!kt_array_reserve((void **)out, &cap, n, sizeof **out, 4)) {
+                next = now; /* try again at the next pass */
+                continue;
+            }
+            kt_alert_job *j = &(*out)[n++];
+            e->alerted = true;
+            j->id = strdup(e->id);
+            j->org_id = e->org_id ? strdup(e->org_id) : NULL;
+            j->dep_id = e->dep_id ? strdup(e->dep_id) : NULL;
+            j->alert.failing_ms = now - (e->expires - c->cfg.refresh_ahead_ms);
+            j->alert.expires_in_ms = e->expires - now;
+            j->alert.last_error = e->last_rv;
+        }
+    c->alert_next = next;
+    return n;
+}
+
+/* Fires the alerts that are due: an audit record and the callback. */
+static void kt_cache_alerts(kt_cache *c)
+{
+    kt_alert_job *jobs = NULL;
+    size_t n;
+
+    if (!c->cfg.refresh_ahead_ms)
         return;
-    atomic_fetch_add(&c->alerts, 1);
-    alert.id = job->id;
-    alert.org_id = org;
-    alert.dep_id = dep;
-    if (c->cfg.audit &&
-        kt_audit_cache_alert(c->cfg.audit, org, dep, job->id, alert.failing_ms,
-                             alert.expires_in_ms) != KEYTIER_OK) {
-        /* The callback still fires: the alert must not be lost. */
+    kt_cache_wrlock(c);
+    uint64_t now = kt_cache_now(c);
+    n = now >= c->alert_next ? kt_cache_alerts_collect(c, now, &jobs) : 0;
+    kt_cache_wrunlock(c);
+    for (size_t i = 0; i < n; i++) {
+        kt_alert_job *j = &jobs[i];
+        if (!j->id) { /* out of memory: counted, nothing to name */
+            atomic_fetch_add(&c->alerts, 1);
+            free(j->org_id);
+            free(j->dep_id);
+            continue;
+        }
+        atomic_fetch_add(&c->alerts, 1);
+        j->alert.id = j->id;
+        j->alert.org_id = j->org_id;
+        j->alert.dep_id = j->dep_id;
+        if (c->cfg.audit &&
+            kt_audit_cache_alert(c->cfg.audit, j->org_id, j->dep_id, j->id,
+                                 j->alert.failing_ms,
+                                 j->alert.expires_in_ms) != KEYTIER_OK) {
+            /* The callback still fires: the alert must not be lost. */
+        }
+        if (c->cfg.alert)
+            c->cfg.alert(c->cfg.alert_arg, &j->alert);
+        free(j->id);
+        free(j->org_id);
+        free(j->dep_id);
     }
-    if (c->cfg.alert)
-        c->cfg.alert(c->cfg.alert_arg, &alert);
-    free(org);
-    free(dep);
+    free(jobs);
 }
 
 void kt_cache_maintain(kt_cache *c)
@@ -767,7 +858,7 @@ void kt_cache_maintain(kt_cache *c)
                 continue;
             }
             pp = &e->next;
-            if (!c->cfg.refresh_ahead_ms || e->no_refresh ||
+            if (!kt_cache_refreshes(c, e) ||
                 now < e->expires - c->cfg.refresh_ahead_ms ||
                 now < e->next_refresh)
                 continue;
@@ -783,7 +874,10 @@ void kt_cache_maintain(kt_cache *c)
         }
     }
     kt_cache_wrunlock(c);
-    /* Token calls happen unlocked: hits go on while a vault is slow. */
+    kt_cache_alerts(c);
+    /* Token calls happen unlocked: hits go on while a vault is slow.
+     * Alerts are looked at after each one: a refresh waits at most its
+     * deadlines, so a long pass delays no alert by more than that. */
     for (size_t i = 0; i < njobs; i++) {
         unsigned char key[KT_CACHE_KEY_MAX];
         size_t len = 0;
@@ -791,6 +885,7 @@ void kt_cache_maintain(kt_cache *c)
                                   jobs[i].dep_id, key, &len);
         kt_cache_refresh_done(c, &jobs[i], rv, key, len);
         kt_wipe(key, sizeof key);
+        kt_cache_alerts(c);
         free(jobs[i].id);
         free(jobs[i].dep_id);
     }
@@ -807,12 +902,14 @@ static uint64_t kt_cache_next_due(kt_cache *c)
     for (size_t b = 0; b < c->nbuckets; b++)
         for (kt_centry *e = c->buckets[b]; e; e = e->next) {
             uint64_t t = e->expires;
-            if (c->cfg.refresh_ahead_ms && !e->no_refresh) {
+            if (kt_cache_refreshes(c, e)) {
                 uint64_t r = e->expires - c->cfg.refresh_ahead_ms;
                 if (e->next_refresh > r)
                     r = e->next_refresh;
                 if (r < t)
                     t = r;
+                if (!e->alerted && kt_cache_alert_due(c, e) < t)
+                    t = kt_cache_alert_due(c, e);
             }
             if (t < due)
                 due = t;

@@ -11,11 +11,15 @@
  * kt_cache_maintain() when the owner drives it) calls the refresh callback,
  * which re-unwraps with the customer keys; success replaces the bytes and
  * restarts the TTL; a "denied" failure evicts the entry at once (the key was
- * revoked); a "system" failure is retried every retry_ms, and once refreshing
- * has failed for alert_after_ms while the entry has not expired, an alert
- * fires once: an audit record (if an audit log is set) and the alert
- * callback.  Entries are tagged with their tenant, DEP and root URIs so that
- * revoke, purge and DEP change empty the entries under them at once.
+ * revoked); a "system" failure is retried after retry_ms, doubled at each
+ * failure in a row up to max(retry_ms, refresh_ahead_ms / 8).  The alert's
+ * clock starts when the refresh becomes due (expiry - refresh_ahead_ms),
+ * not at the first failure: if no refresh succeeded alert_after_ms later
+ * and the entry has not expired, an alert fires once per window: an audit
+ * record (if an audit log is set) and the alert callback.  Alerts are
+ * looked at before and after each refresh attempt, so one comes at most
+ * one attempt late.  Entries are tagged with their tenant, DEP and root URIs so
+ * that revoke, purge and DEP change empty the entries under them at once.
  *
  * Tier keys are entries too (tagged with their tenant, DEP and
  * parent, never refreshed), so a DEP, tenant or root invalidation takes
@@ -63,7 +67,7 @@ typedef struct kt_cache_tags {
 
 typedef struct kt_cache_alert {
     const char *id, *org_id, *dep_id;
-    uint64_t failing_ms;    /* how long refreshing has failed */
+    uint64_t failing_ms;    /* since the refresh became due, no success */
     uint64_t expires_in_ms; /* time left before the entry expires */
     CK_RV last_error;
 } kt_cache_alert;
@@ -82,7 +86,7 @@ typedef void (*kt_cache_sync_fn)(void *arg);
 
 typedef struct kt_cache_config {
     uint64_t ttl_ms;
-    uint64_t refresh_ahead_ms; /* <= ttl_ms; 0: no refresh */
+    uint64_t refresh_ahead_ms; /* <= ttl_ms / 2; 0: no refresh */
     uint64_t retry_ms;         /* > 0 when refreshing */
     uint64_t alert_after_ms;   /* < refresh_ahead_ms, so it fires in time */
     size_t max_entries;

@@ -1,4 +1,5 @@
 /* A count of calls still running on worker threads (kt_calls.h). */
+#include <errno.h>
 #include <time.h>
 
 #include "kt_calls.h"
@@ -57,15 +58,40 @@ void kt_deadline_ts(struct timespec *ts, unsigned ms)
     }
 }
 
-bool kt_calls_drain(kt_calls *c, unsigned ms, void (*hung_cb)(void *arg))
+/* The earlier of until and a short slice from now, as a timespec. */
+static void kt_calls_slice(struct timespec *ts, const struct timespec *until)
 {
-    struct timespec ts;
+    kt_deadline_ts(ts, 20);
+    if (ts->tv_sec > until->tv_sec ||
+        (ts->tv_sec == until->tv_sec && ts->tv_nsec > until->tv_nsec))
+        *ts = *until;
+}
+
+bool kt_calls_drain(kt_calls *c, unsigned ms, unsigned (*late)(void *arg),
+                    void (*hung_cb)(void *arg))
+{
+    struct timespec until, ts;
     bool hung;
 
-    kt_deadline_ts(&ts, ms);
-    pthread_mutex_lock(&c->mu);
-    while (c->n > 0 && pthread_cond_timedwait(&c->cv, &c->mu, &ts) == 0)
-        ;
+    kt_deadline_ts(&until, ms);
+    for (;;) {
+        /* Asked without the lock: late() takes its owner's locks. */
+        unsigned left = late ? late(c->arg) : 0;
+        pthread_mutex_lock(&c->mu);
+        if (c->n == 0 || c->n <= left)
+            break;
+        /* In slices when some calls are late: one that becomes late while
+         * we wait is not waited for either. */
+        if (late)
+            kt_calls_slice(&ts, &until);
+        else
+            ts = until;
+        int r = pthread_cond_timedwait(&c->cv, &c->mu, &ts);
+        if (r == ETIMEDOUT && ts.tv_sec == until.tv_sec &&
+            ts.tv_nsec == until.tv_nsec)
+            break;
+        pthread_mutex_unlock(&c->mu);
+    }
     hung = c->n > 0;
     if (hung)
         hung_cb(c->arg);

@@ -33,13 +33,16 @@ void kt_calls_hold(kt_calls *c);
 /* May call last(arg), which may free c: touch nothing of the owner after. */
 void kt_calls_release(kt_calls *c);
 /*
- * Waits at most ms for the count to reach 0.  True when it did: the caller
- * ends the owner itself.  False when calls are still running: hung(arg) is
- * called (under the lock, as the owner may be gone as soon as it is
- * released; it may log, nothing more) and the last of them calls
- * last(arg); the caller must not touch the owner any more.
+ * Waits at most ms for the count to reach 0, and not at all for the calls
+ * late(arg) counts (calls known hung: nobody needs to wait for them; late
+ * may be NULL).  True when it did: the caller ends the owner itself.
+ * False when calls are still running: hung(arg) is called (under the
+ * lock, as the owner may be gone as soon as it is released; it may log,
+ * nothing more) and the last of them calls last(arg); the caller must not
+ * touch the owner any more.
  */
 KT_NODISCARD bool kt_calls_drain(kt_calls *c, unsigned ms,
+                                 unsigned (*late)(void *arg),
                                  void (*hung)(void *arg));
 
 /* The CLOCK_MONOTONIC time ms from now, for a timed wait on a condition

@@ -116,6 +116,8 @@ struct kt_module {
     bool scanning;      /* a start/scan job is under way */
     bool hung;          /* that job missed a deadline: skip the module */
     CK_RV last_rv;      /* why it is not ready (for error details) */
+    /* The scan job's deadline (kt_now_ns): waited for until then only. */
+    uint64_t scan_until;
 };
 
 struct kt_token {

@@ -277,6 +277,7 @@ static enum kt_conf_rc kt_set_approver(void *field, const char *part,
  * kt_avail_config_defaults applies on its own. */
 enum {
     KEY_AVAIL_FIRST = 14,
+    KEY_CACHE_TTL = KEY_AVAIL_FIRST + 5, /* then refresh_ahead, retry, alert */
     KEY_AVAIL_END = 26,
     KT_LIB_KEYS = 31,
 };
@@ -324,8 +325,8 @@ static const struct kt_conf_key kt_lib_keys[KT_LIB_KEYS] = {
      FIELD(avail.cache_ttl_ms)},
     {"avail.cache_refresh_ahead_ms", KT_CONF_UINT, 0, 86400000, NULL, "60000",
      FIELD(avail.cache_refresh_ahead_ms)},
-    {"avail.cache_retry_ms", KT_CONF_UINT, 1, 86400000, NULL, "5000",
-     FIELD(avail.cache_retry_ms)},
+    {"avail.cache_retry_ms", KT_CONF_UINT, KT_CACHE_RETRY_MIN_MS, 86400000,
+     NULL, "5000", FIELD(avail.cache_retry_ms)},
     {"avail.cache_alert_after_ms", KT_CONF_UINT, 0, 86400000, NULL, "30000",
      FIELD(avail.cache_alert_after_ms)},
     {"avail.cache_max_entries", KT_CONF_UINT, 1, 10000000, NULL, "10000",
@@ -417,8 +418,10 @@ static keytier_err kt_default_store(struct kt_config *cfg)
 /* A configuration that names the modules to load and the PINs to use is
  * believed only if nobody but its owner can change it, and, when it holds
  * a PIN itself (pin.LABEL = value:...), read it. */
-static keytier_err kt_config_read(const char *path, struct kt_config *cfg)
+static keytier_err kt_config_read(const char *path, struct kt_config *cfg,
+                                  struct kt_avail_set *set)
 {
+    unsigned lines[KT_LIB_KEYS] = {0};
     char err[KT_CONF_ERR_MAX];
     int fd =
         kt_file_open_trusted(path, KT_FILE_CONFIG, "config", err, sizeof err);
@@ -435,13 +438,19 @@ static keytier_err kt_config_read(const char *path, struct kt_config *cfg)
     char iobuf[4096];
     setvbuf(f, iobuf, _IOFBF, sizeof iobuf);
     enum kt_conf_rc rc =
-        kt_conf_read(&kt_lib_file, cfg, f, path, NULL, err, sizeof err);
+        kt_conf_read(&kt_lib_file, cfg, f, path, lines, err, sizeof err);
     fclose(f);
     kt_wipe(iobuf, sizeof iobuf);
     if (rc == KT_CONF_NOMEM)
         return kt_err(KEYTIER_E_NOMEM, "%s", err);
     if (rc != KT_CONF_OK)
         return kt_err(KEYTIER_E_CONFIG, "%s", err);
+    *set = (struct kt_avail_set){
+        .ttl = lines[KEY_CACHE_TTL] != 0,
+        .refresh_ahead = lines[KEY_CACHE_TTL + 1] != 0,
+        .retry = lines[KEY_CACHE_TTL + 2] != 0,
+        .alert_after = lines[KEY_CACHE_TTL + 3] != 0,
+    };
     for (size_t i = 0; i < cfg->n_pins; i++)
         if (cfg->pins[i].kind == KT_PIN_VALUE && (st.st_mode & 044) != 0)
             return kt_err(KEYTIER_E_CONFIG,
@@ -457,9 +466,12 @@ static keytier_err kt_config_read(const char *path, struct kt_config *cfg)
 
 keytier_err kt_config_load(const char *path, struct kt_config *cfg)
 {
+    struct kt_avail_set set = {0};
     keytier_err e = kt_config_defaults(cfg);
     if (e == KEYTIER_OK && path != NULL)
-        e = kt_config_read(path, cfg);
+        e = kt_config_read(path, cfg, &set);
+    if (e == KEYTIER_OK)
+        e = kt_avail_config_settle(&cfg->avail, &set);
     if (e == KEYTIER_OK && cfg->store_path == NULL)
         e = kt_default_store(cfg);
     if (e != KEYTIER_OK)

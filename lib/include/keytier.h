@@ -592,10 +592,12 @@ KEYTIER_API KEYTIER_MUST_CHECK keytier_err
 keytier_avail_stats_get(keytier_ctx *ctx, keytier_avail_stats *out);
 
 /*
- * The cache alert: refreshing a cached DEP key with the customer keys has
- * failed for avail.cache_alert_after_ms and the entry expires in
- * expires_in_ms.  The same event is written to the audit log.  Called on
- * the cache's thread; the strings are valid during the call only.
+ * The cache alert: no refresh of a cached DEP key with the customer keys
+ * has succeeded avail.cache_alert_after_ms after it became due
+ * (avail.cache_refresh_ahead_ms before expiry; failing_ms counts from
+ * then), and the entry expires in expires_in_ms.  The same event is
+ * written to the audit log.  Called on the cache's thread; the strings are
+ * valid during the call only.
  */
 typedef struct keytier_alert {
     const char *tenant;

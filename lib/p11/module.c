@@ -197,29 +197,34 @@ static bool kt_scan_post(keytier_ctx *ctx, struct kt_module *mod)
     return kt_pool_post(ctx->pool, &call) == CKR_OK;
 }
 
+/* A scan is waited for at most one call deadline in all, from when it was
+ * posted, however many lookups wait for it: a process that met a frozen
+ * vault at its start (a CLI command opening its context) does not wait
+ * for it again at its read. */
 void kt_tokens_scan(keytier_ctx *ctx)
 {
-    uint64_t until =
-        kt_now_ns() + (uint64_t)kt_call_deadline_ms(ctx) * 1000000u;
+    uint64_t deadline_ns = (uint64_t)kt_call_deadline_ms(ctx) * 1000000u;
 
     for (size_t m = 0; m < ctx->n_modules; m++) {
         struct kt_module *mod = &ctx->modules[m];
         pthread_mutex_lock(&mod->mu);
-        if (!mod->hung && !mod->scanning)
+        if (!mod->hung && !mod->scanning) {
+            mod->scan_until = kt_now_ns() + deadline_ns;
             mod->scanning = kt_scan_post(ctx, mod);
+        }
         pthread_mutex_unlock(&mod->mu);
     }
     for (size_t m = 0; m < ctx->n_modules; m++) {
         struct kt_module *mod = &ctx->modules[m];
+        pthread_mutex_lock(&mod->mu);
+        uint64_t until = mod->scan_until;
         struct timespec ts = {.tv_sec = (time_t)(until / 1000000000u),
                               .tv_nsec = (long)(until % 1000000000u)};
-        pthread_mutex_lock(&mod->mu);
-        /* A module that never answered yet (its first start, e.g. slow
-         * under load, or a vault frozen since open) may hold the token
-         * looked for: waited for again, at most the deadline.  One that
-         * answered before and hangs now is skipped: its tokens are known. */
-        while (mod->scanning && (!mod->hung || !mod->ready) &&
-               kt_now_ns() < until)
+        /* Waited for until its own deadline: a module that never answered
+         * yet (slow under load, or a vault frozen since open) may hold the
+         * token looked for.  Once that passed it is skipped until it
+         * answers: a lookup then fails at once, an outage ("system"). */
+        while (mod->scanning && kt_now_ns() < until)
             pthread_cond_timedwait(&mod->cv, &mod->mu, &ts);
         if (mod->scanning && !mod->hung) {
             mod->hung = true;
@@ -230,6 +235,19 @@ void kt_tokens_scan(keytier_ctx *ctx)
         }
         pthread_mutex_unlock(&mod->mu);
     }
+}
+
+unsigned kt_tokens_hung_calls(keytier_ctx *ctx)
+{
+    unsigned n = 0;
+
+    for (size_t m = 0; m < ctx->n_modules; m++) {
+        struct kt_module *mod = &ctx->modules[m];
+        pthread_mutex_lock(&mod->mu);
+        n += mod->hung && mod->scanning;
+        pthread_mutex_unlock(&mod->mu);
+    }
+    return n;
 }
 
 keytier_err kt_tokens_load(keytier_ctx *ctx)

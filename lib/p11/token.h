@@ -15,11 +15,20 @@
 
 /*
  * Starts a scan of every module that is neither hung nor being scanned
- * already, in parallel, and waits for them at most the call deadline.  A
- * module whose scan is still running then is marked hung: it is not asked
- * again until its late calls return.  Never called with tokens_mu held.
+ * already, in parallel, and waits for each scan at most until one call
+ * deadline after it was posted (a scan an earlier caller already waited
+ * out is not waited for again).  A module whose scan is still running
+ * then is marked hung: it is not asked again until its late calls return.
+ * Never called with tokens_mu held.
  */
 void kt_tokens_scan(keytier_ctx *ctx);
+/* The context's calls still running that nobody needs to wait for: the
+ * start and scan of each module marked hung (a vault frozen since it was
+ * started).  Token calls left at their deadline are not counted: a close
+ * still waits for them a bounded time, as a vault thawed a moment before
+ * answers them at once, and their end on a worker while the process
+ * exits would race its exit handlers. */
+unsigned kt_tokens_hung_calls(keytier_ctx *ctx);
 /* The modules that did not answer their last scan (hung past the
  * deadline, or failed to start), as text; false if every module answers. */
 bool kt_modules_down(keytier_ctx *ctx, char *out, size_t cap);

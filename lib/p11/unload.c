@@ -3,9 +3,12 @@
  * call past its deadline keeps its worker until the token answers, and
  * uses the modules, tokens, sessions, logger and PIN configuration of the
  * context.  The context counts such calls (ctx->calls, kt_lib.h); its end
- * gives them one more call deadline; if some are still hung it returns
- * anyway and the last of them ends the context (closing sessions,
- * C_Finalize, then the memory).  Otherwise those token calls run on a
+ * does not wait for the starts and scans of modules marked hung
+ * (kt_tokens_hung_calls: a CLI command that met a frozen vault exits
+ * without waiting for it again) and gives the others one more call
+ * deadline; if some are still running it returns anyway and the
+ * last of them ends the context (closing sessions, C_Finalize, then the
+ * memory).  Otherwise those token calls run on a
  * worker and the end waits for them at most one more call deadline.  A
  * token that never answers keeps the context (and a worker thread) until
  * the process exits: a deliberate, bounded leak (one context's modules,
@@ -25,6 +28,7 @@
 
 #include "call_pool.h"
 #include "kt_lib.h"
+#include "token.h"
 
 /* The memory, once no token job is left and the modules are finalized. */
 static void kt_ctx_free(keytier_ctx *ctx)
@@ -173,9 +177,15 @@ static bool kt_ctx_finish_bounded(keytier_ctx *ctx)
     return true;
 }
 
+static unsigned kt_ctx_late(void *arg)
+{
+    return kt_tokens_hung_calls(arg);
+}
+
 void kt_ctx_drain(keytier_ctx *ctx)
 {
-    if (!kt_calls_drain(&ctx->calls, kt_call_deadline_ms(ctx), kt_ctx_hung))
+    if (!kt_calls_drain(&ctx->calls, kt_call_deadline_ms(ctx), kt_ctx_late,
+                        kt_ctx_hung))
         return; /* ctx belongs to the hung calls now */
     if (!kt_ctx_finish_bounded(ctx))
         kt_ctx_finish(ctx);

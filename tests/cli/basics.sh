@@ -48,6 +48,7 @@ kt_log "help topics"
 expect_ok kt help configuration
 assert_contains "$KT_LAST_OUTPUT" "pin.LABEL = SRC"
 assert_contains "$KT_LAST_OUTPUT" "hsm-config/keytier-lib.conf.example"
+assert_contains "$KT_LAST_OUTPUT" "avail.cache_refresh_ahead_ms (default ttl/5; at most ttl/2"
 expect_ok kt help fallback
 assert_contains "$KT_LAST_OUTPUT" "    - system (token absent, device error"
 assert_contains "$KT_LAST_OUTPUT" "    - denied (key destroyed, CKA_UNWRAP off"

@@ -554,7 +554,11 @@ START_TEST(cache_refresh_alert_while_vaults_down)
     size_t n;
 
     sem_init(&alert_sem, 0, 0);
-    ctx_open("avail.cache_ttl_ms = 8000\navail.cache_refresh_ahead_ms = 7000\n"
+    /* refresh due 4 s after the read, the alert 1 s later, expiry at 8 s:
+     * the alert's clock starts when the refresh became due, so it comes
+     * at the latest when the attempt under way ends (one hedged pair of
+     * deadlines, 1.2 s), 1.8 s before expiry */
+    ctx_open("avail.cache_ttl_ms = 8000\navail.cache_refresh_ahead_ms = 4000\n"
              "avail.cache_retry_ms = 100\navail.cache_alert_after_ms = 1000");
     ck_assert_int_eq(keytier_alert_callback_set(ctx, on_alert, NULL),
                      KEYTIER_OK);
@@ -573,6 +577,8 @@ START_TEST(cache_refresh_alert_while_vaults_down)
     ck_assert_uint_eq(s2.fallbacks, 0);
     ck_assert_uint_gt(alert_seen.expires_in_ms, 0);
     ck_assert_uint_ge(alert_seen.failing_ms, 1000);
+    ck_assert_uint_ge(alert_seen.expires_in_ms,
+                      4000 - 1000 - (HEDGE_MS + DEADLINE_MS));
     ck_assert_str_eq(alert_dep, d.dep_id);
     ck_assert_uint_eq(s2.cache_alerts, 1);
     ck_assert_int_eq(audit_count("Cache refresh failing", &rec), 1);
@@ -625,10 +631,9 @@ START_TEST(stalled_cache_thread_hit_syncs_itself)
 
     sem_init(&stall_sem, 0, 0);
     sem_init(&release_sem, 0, 0);
-    ctx_open(
-        "avail.cache_ttl_ms = 60000\navail.cache_refresh_ahead_ms = 59000\n"
-        "avail.cache_retry_ms = 100\navail.cache_alert_after_ms = 500\n"
-        "avail.cache_sync_ms = 50");
+    ctx_open("avail.cache_ttl_ms = 14000\navail.cache_refresh_ahead_ms = 7000\n"
+             "avail.cache_retry_ms = 100\navail.cache_alert_after_ms = 500\n"
+             "avail.cache_sync_ms = 50");
     ck_assert_int_eq(keytier_alert_callback_set(ctx, on_alert_stall, NULL),
                      KEYTIER_OK);
     dep_create("rootA", "rootB", &d);
@@ -675,10 +680,9 @@ START_TEST(refresh_one_down_one_revoked_evicts)
 
     root_create(addr_a, "VaultA", "rfA");
     root_create(addr_b, "VaultB", "rfB");
-    /* the first refresh 3 s after the read; the entry lives 20 s */
-    ctx_open(
-        "avail.cache_ttl_ms = 20000\navail.cache_refresh_ahead_ms = 17000\n"
-        "avail.cache_retry_ms = 100\navail.cache_alert_after_ms = 5000");
+    /* the first refresh 8 s after the read; the entry lives 16 s */
+    ctx_open("avail.cache_ttl_ms = 16000\navail.cache_refresh_ahead_ms = 8000\n"
+             "avail.cache_retry_ms = 100\navail.cache_alert_after_ms = 5000");
     dep_create("rfA", "rfB", &d);
     assert_ok(read_dep(&user, d.dep_id, NULL));
     ck_assert_uint_eq(stats().cache_entries, 1);

@@ -21,7 +21,8 @@
 static uint64_t fake_now;
 static CK_RV refresh_rv;
 static int refresh_calls;
-static kt_cache *the_cache; /* for callbacks that act on the cache */
+static uint64_t refresh_takes; /* the fake clock moves on during a refresh */
+static kt_cache *the_cache;    /* for callbacks that act on the cache */
 static int invalidate_in_refresh;
 static char last_refresh_dep[64];
 
@@ -40,6 +41,7 @@ static CK_RV test_refresh(void *arg, const char *id, const char *dep_id,
     (void)arg;
     (void)id;
     refresh_calls++;
+    fake_now += refresh_takes;
     snprintf(last_refresh_dep, sizeof last_refresh_dep, "%s",
              dep_id ? dep_id : "");
     if (invalidate_in_refresh)
@@ -108,6 +110,7 @@ static void setup(void)
     fake_now = 0;
     refresh_rv = CKR_OK;
     refresh_calls = 0;
+    refresh_takes = 0;
     alerts_seen = 0;
     alert_saw_hit = 0;
     invalidate_in_refresh = 0;
@@ -418,6 +421,91 @@ START_TEST(test_works_without_mlock)
 }
 END_TEST
 
+/* The alert's clock starts when the refresh became due, not at the first
+ * failure: attempts that each wait out a hung vault (200 ms here) return
+ * their first failure at 900, and the next would end past the expiry at
+ * 1000.  Counted from the first failure the alert never fires; counted
+ * from 700 it fires at 900, with the entry still served. */
+START_TEST(test_alert_clock_starts_when_refresh_due)
+{
+    kt_cache_config cfg = base_config();
+    kt_cache *c = mkcache(&cfg);
+
+    refresh_rv = KT_CKR_TIMEOUT;
+    refresh_takes = 200;
+    ck_assert_int_eq(kt_cache_put(c, "dep:dep-1", &tags1, K1, 32), KEYTIER_OK);
+    fake_now = 700;
+    kt_cache_maintain(c);
+    ck_assert_uint_eq(fake_now, 900);
+    ck_assert_int_eq(refresh_calls, 1);
+    ck_assert_int_eq(alerts_seen, 1);
+    ck_assert_int_eq(alert_saw_hit, 1);
+    ck_assert_uint_eq(last_alert.failing_ms, 200);
+    ck_assert_uint_eq(last_alert.expires_in_ms, 100);
+    ck_assert_uint_eq(last_alert.last_error, KT_CKR_TIMEOUT);
+    kt_cache_free(c);
+}
+END_TEST
+
+/* Refreshing that keeps failing is due again, then alerts, in each
+ * window: after a success the next window has its own alert. */
+START_TEST(test_alert_again_after_success)
+{
+    kt_cache_config cfg = base_config();
+    kt_cache *c = mkcache(&cfg);
+
+    refresh_rv = KT_CKR_TIMEOUT;
+    ck_assert_int_eq(kt_cache_put(c, "dep:dep-1", &tags1, K1, 32), KEYTIER_OK);
+    fake_now = 800;
+    kt_cache_maintain(c);
+    ck_assert_int_eq(alerts_seen, 1);
+    refresh_rv = CKR_OK;
+    fake_now = 850;
+    kt_cache_maintain(c); /* refreshed: expires at 1850 */
+    ck_assert_int_eq(refresh_calls, 2);
+    refresh_rv = KT_CKR_TIMEOUT;
+    fake_now = 1549;
+    kt_cache_maintain(c);
+    ck_assert_int_eq(refresh_calls, 2);
+    fake_now = 1550;
+    kt_cache_maintain(c);
+    ck_assert_int_eq(alerts_seen, 1);
+    fake_now = 1650;
+    kt_cache_maintain(c);
+    ck_assert_int_eq(alerts_seen, 2);
+    ck_assert_uint_eq(last_alert.expires_in_ms, 200);
+    kt_cache_free(c);
+}
+END_TEST
+
+/* A failing refresh backs off: retry_ms doubled at each failure in a row,
+ * at most refresh_ahead / 8.  Driven every millisecond through the whole
+ * window, 10 attempts instead of 48 at a fixed 10 ms. */
+START_TEST(test_failing_refresh_backs_off)
+{
+    kt_cache_config cfg = base_config();
+    kt_cache *c;
+    int calls_at[16], n = 0;
+
+    cfg.refresh_ahead_ms = 480; /* cap 60 ms */
+    cfg.retry_ms = 10;
+    c = mkcache(&cfg);
+    refresh_rv = KT_CKR_TIMEOUT;
+    ck_assert_int_eq(kt_cache_put(c, "dep:dep-1", &tags1, K1, 32), KEYTIER_OK);
+    for (fake_now = 0; fake_now < 1000; fake_now++) {
+        int before = refresh_calls;
+        kt_cache_maintain(c);
+        if (refresh_calls != before && n < 16)
+            calls_at[n++] = (int)fake_now;
+    }
+    ck_assert_int_eq(refresh_calls, 10);
+    const int want[10] = {520, 530, 550, 590, 650, 710, 770, 830, 890, 950};
+    for (int i = 0; i < 10; i++)
+        ck_assert_int_eq(calls_at[i], want[i]);
+    kt_cache_free(c);
+}
+END_TEST
+
 START_TEST(test_background_thread_alerts)
 {
     kt_cache_config cfg = base_config();
@@ -426,7 +514,7 @@ START_TEST(test_background_thread_alerts)
 
     cfg.clock = NULL; /* real monotonic time */
     cfg.background = true;
-    cfg.ttl_ms = 2000;
+    cfg.ttl_ms = 3000;
     cfg.refresh_ahead_ms = 1500;
     cfg.retry_ms = 20;
     cfg.alert_after_ms = 100;
@@ -580,6 +668,9 @@ int main(void)
     tcase_add_test(tc, test_max_entries_evicts_oldest);
     tcase_add_test(tc, test_works_without_mlock);
     tcase_add_test(tc, test_background_thread_alerts);
+    tcase_add_test(tc, test_alert_clock_starts_when_refresh_due);
+    tcase_add_test(tc, test_alert_again_after_success);
+    tcase_add_test(tc, test_failing_refresh_backs_off);
     tcase_add_test(tc, test_concurrent_readers_and_writers);
     tcase_add_test(tc, test_tier_entries_aux_epoch);
     suite_add_tcase(s, tc);

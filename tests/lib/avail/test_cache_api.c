@@ -181,6 +181,45 @@ static void wait_synced(uint64_t base, uint64_t rows, uint64_t entries)
     ck_assert_uint_eq(s.cache_entries, entries);
 }
 
+/* ---- refresh bounded ------------------------------------------------- */
+
+/* The configuration that stormed the vaults: only the TTL set, 60 s.  The
+ * refresh keys' defaults follow it (refresh_ahead 12 s, alert after 6 s,
+ * retry 3 s), so a long-lived process that reads for a few seconds makes
+ * one token read and no refresh (before, refresh_ahead stayed 60 s = the
+ * TTL and the cache thread re-unwrapped without pause). */
+START_TEST(ttl_alone_refreshes_bounded)
+{
+    keytier_dep_info d;
+    keytier_avail_stats s;
+    char lines[sizeof T.dir + 256];
+    struct timespec ts = {0, 100 * 1000 * 1000};
+
+    keytier_ctx_close(ctx);
+    snprintf(lines, sizeof lines,
+             "avail.audit_log = %s/audit.jsonl\n"
+             "avail.cache_ttl_ms = 60000\n"
+             "workload.SharePoint.availability_key = aes256\n",
+             T.dir);
+    testenv_write_conf(&T, lines);
+    ctx = testenv_ctx(&T);
+    ck_assert_uint_eq(ctx->cfg.avail.cache_refresh_ahead_ms, 12000);
+    ck_assert_uint_eq(ctx->cfg.avail.cache_alert_after_ms, 6000);
+    ck_assert_uint_eq(ctx->cfg.avail.cache_retry_ms, 3000);
+    assert_err(keytier_dep_create(ctx, "org-1", "Exchange", URI_A, URI_B, &d),
+               KEYTIER_OK);
+    for (int i = 0; i < 30; i++) {
+        keytier_key_close(dep_open("org-1", d.dep_id));
+        nanosleep(&ts, NULL);
+    }
+    s = stats();
+    ck_assert_uint_eq(s.token_reads, 1);
+    ck_assert_uint_eq(s.cache_refreshes, 0);
+    ck_assert_uint_eq(s.cache_refresh_failures, 0);
+    ck_assert_uint_eq(s.cache_hits, 29);
+}
+END_TEST
+
 /* ---- hits ------------------------------------------------------------- */
 
 START_TEST(hit_reads_no_store_and_no_token)
@@ -516,6 +555,7 @@ int main(int argc, char **argv)
     tc = tcase_create("cache-api");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 240);
+    tcase_add_test(tc, ttl_alone_refreshes_bounded);
     tcase_add_test(tc, hit_reads_no_store_and_no_token);
     tcase_add_test(tc, hit_wrong_tenant_refused_like_slow_path);
     tcase_add_test(tc, tier_hit_wrong_parent_refused_like_slow_path);

@@ -612,7 +612,9 @@ START_TEST(config_errors_name_the_key)
     assert_err(keytier_ctx_open(T.conf, &c2), KEYTIER_E_CONFIG,
                "avail.outage_fallback.SharePoint");
     write_conf("avail.cache_alert_after_ms = 90000\n");
-    assert_err(keytier_ctx_open(T.conf, &c2), KEYTIER_E_CONFIG, "alert window");
+    assert_err(keytier_ctx_open(T.conf, &c2), KEYTIER_E_CONFIG,
+               "avail.cache_alert_after_ms (90000) must be less than "
+               "avail.cache_refresh_ahead_ms (60000, ttl/5 by default)");
     write_conf("avail.hedge_ms = 10\navail.hedge_ms = 20\n");
     assert_err(keytier_ctx_open(T.conf, &c2), KEYTIER_E_CONFIG,
                "avail.hedge_ms: set again (first on line");

@@ -259,7 +259,7 @@ START_TEST(calls_drain_with_none_running_returns_at_once)
     kt_calls_hold(&o.calls);
     kt_calls_release(&o.calls); /* no owner left yet: nothing more */
     uint64_t t0 = kt_now_ns();
-    ck_assert(kt_calls_drain(&o.calls, 5000, owner_hung));
+    ck_assert(kt_calls_drain(&o.calls, 5000, NULL, owner_hung));
     ck_assert_uint_lt(kt_now_ns() - t0, 1000000000u);
     ck_assert_int_eq(o.hung, 0);
     ck_assert_int_eq(o.last, 0);
@@ -283,7 +283,7 @@ START_TEST(calls_drain_waits_for_a_call_that_ends_in_time)
     kt_calls_hold(&o.calls);
     ck_assert_int_eq(pthread_create(&t, NULL, release_later, &o), 0);
     uint64_t t0 = kt_now_ns();
-    ck_assert(kt_calls_drain(&o.calls, 10000, owner_hung));
+    ck_assert(kt_calls_drain(&o.calls, 10000, NULL, owner_hung));
     ck_assert_uint_lt(kt_now_ns() - t0, 5000000000u);
     pthread_join(t, NULL);
     ck_assert_int_eq(o.hung, 0);
@@ -299,7 +299,7 @@ START_TEST(calls_drain_leaves_the_end_to_the_last_call)
     kt_calls_hold(&o.calls);
     kt_calls_hold(&o.calls);
     uint64_t t0 = kt_now_ns();
-    ck_assert(!kt_calls_drain(&o.calls, 50, owner_hung));
+    ck_assert(!kt_calls_drain(&o.calls, 50, NULL, owner_hung));
     ck_assert_uint_ge(kt_now_ns() - t0, 50000000u);
     ck_assert_int_eq(o.hung, 1);
     ck_assert_int_eq(o.last, 0);
@@ -308,6 +308,60 @@ START_TEST(calls_drain_leaves_the_end_to_the_last_call)
     kt_calls_release(&o.calls);
     ck_assert_int_eq(o.last, 1);
     ck_assert_int_eq(o.hung, 1);
+}
+END_TEST
+
+/* Calls the owner knows hung (late) are not waited for: with every call
+ * running late, the drain returns at once and leaves the end to them; a
+ * call that becomes late while the drain waits ends the wait too. */
+static unsigned owner_late_n;
+
+static unsigned owner_late(void *arg)
+{
+    (void)arg;
+    return __atomic_load_n(&owner_late_n, __ATOMIC_SEQ_CST);
+}
+
+static void *late_later(void *arg)
+{
+    (void)arg;
+    usleep(100 * 1000);
+    __atomic_store_n(&owner_late_n, 2, __ATOMIC_SEQ_CST);
+    return NULL;
+}
+
+START_TEST(calls_drain_does_not_wait_for_late_calls)
+{
+    struct calls_owner o = {0};
+    pthread_t t;
+    kt_calls_init(&o.calls, owner_last, &o);
+    kt_calls_hold(&o.calls);
+    kt_calls_hold(&o.calls);
+    owner_late_n = 2;
+    uint64_t t0 = kt_now_ns();
+    ck_assert(!kt_calls_drain(&o.calls, 60000, owner_late, owner_hung));
+    ck_assert_uint_lt(kt_now_ns() - t0, 30000000000u);
+    ck_assert_int_eq(o.hung, 1);
+    kt_calls_release(&o.calls);
+    kt_calls_release(&o.calls);
+    ck_assert_int_eq(o.last, 1);
+
+    /* one of two late at first: waited for until the other is late too */
+    o = (struct calls_owner){0};
+    kt_calls_init(&o.calls, owner_last, &o);
+    kt_calls_hold(&o.calls);
+    kt_calls_hold(&o.calls);
+    owner_late_n = 1;
+    ck_assert_int_eq(pthread_create(&t, NULL, late_later, NULL), 0);
+    t0 = kt_now_ns();
+    ck_assert(!kt_calls_drain(&o.calls, 60000, owner_late, owner_hung));
+    ck_assert_uint_ge(kt_now_ns() - t0, 100000000u);
+    ck_assert_uint_lt(kt_now_ns() - t0, 30000000000u);
+    pthread_join(t, NULL);
+    ck_assert_int_eq(o.hung, 1);
+    kt_calls_release(&o.calls);
+    kt_calls_release(&o.calls);
+    ck_assert_int_eq(o.last, 1);
 }
 END_TEST
 
@@ -326,6 +380,7 @@ int main(void)
     tcase_add_test(tc, calls_drain_with_none_running_returns_at_once);
     tcase_add_test(tc, calls_drain_waits_for_a_call_that_ends_in_time);
     tcase_add_test(tc, calls_drain_leaves_the_end_to_the_last_call);
+    tcase_add_test(tc, calls_drain_does_not_wait_for_late_calls);
     suite_add_tcase(s, tc);
     return testenv_run(s);
 }

@@ -298,7 +298,13 @@ START_TEST(number_bounds)
         unsigned long bound[2] = {keys[i].min, keys[i].max};
         for (int b = 0; b < 2; b++) {
             struct kt_config cfg;
-            snprintf(text, sizeof text, "%s = %lu\n", name, bound[b]);
+            /* A bound of a key that the cache's rules tie to others is
+             * read with the cache off (those rules: cache_rules). */
+            bool tied = !strcmp(name, "avail.call_deadline_ms") ||
+                        !strcmp(name, "avail.cache_refresh_ahead_ms") ||
+                        !strcmp(name, "avail.cache_alert_after_ms");
+            snprintf(text, sizeof text, "%s = %lu\n%s", name, bound[b],
+                     tied ? "avail.cache_ttl_ms = 0\n" : "");
             write_conf(text);
             ck_assert_msg(kt_config_load(path, &cfg) == KEYTIER_OK, "%s: %s",
                           text, keytier_last_error_detail());
@@ -328,6 +334,94 @@ START_TEST(number_bounds)
         }
     }
     ck_assert_uint_eq(tried, 17);
+}
+END_TEST
+
+/* The rules between the cache keys (config/avail_rules.c): each refusal
+ * names the keys, their values and the rule; the refresh keys the file
+ * leaves unset follow its TTL. */
+static void expect_cache(const char *text, uint64_t ttl, uint64_t ahead,
+                         uint64_t retry, uint64_t alert)
+{
+    struct kt_config cfg;
+    write_conf(text);
+    ck_assert_msg(kt_config_load(path, &cfg) == KEYTIER_OK, "%s: %s", text,
+                  keytier_last_error_detail());
+    ck_assert_uint_eq(cfg.avail.cache_ttl_ms, ttl);
+    ck_assert_uint_eq(cfg.avail.cache_refresh_ahead_ms, ahead);
+    ck_assert_uint_eq(cfg.avail.cache_retry_ms, retry);
+    ck_assert_uint_eq(cfg.avail.cache_alert_after_ms, alert);
+    kt_config_free(&cfg);
+}
+
+START_TEST(cache_rules)
+{
+    /* the refresh storm: refresh_ahead = ttl, refreshed without pause */
+    expect_bad("avail.cache_ttl_ms = 60000\n"
+               "avail.cache_refresh_ahead_ms = 60000\n",
+               "avail.cache_refresh_ahead_ms (60000) must be at most half "
+               "of avail.cache_ttl_ms (60000)");
+    /* just above half: more unwraps than no refresh */
+    expect_bad("avail.cache_ttl_ms = 60000\n"
+               "avail.cache_refresh_ahead_ms = 30001\n",
+               "set it to at most 30000, or to 0 for no refresh");
+    /* the default refresh_ahead with a short TTL */
+    expect_bad("avail.cache_ttl_ms = 100000\n"
+               "avail.cache_refresh_ahead_ms = 60000\n",
+               "avail.cache_refresh_ahead_ms (60000) must be at most half");
+    expect_bad("avail.cache_refresh_ahead_ms = 200000\n",
+               "avail.cache_refresh_ahead_ms (200000) must be at most half "
+               "of avail.cache_ttl_ms (300000, default)");
+    /* an entry refreshed more than once a second */
+    expect_bad("avail.cache_ttl_ms = 1800\n"
+               "avail.cache_refresh_ahead_ms = 900\n",
+               "avail.cache_ttl_ms (1800) minus "
+               "avail.cache_refresh_ahead_ms (900) must be at least 1000 ms");
+    /* the alert can never fire before expiry */
+    expect_bad("avail.cache_refresh_ahead_ms = 60000\n"
+               "avail.cache_alert_after_ms = 60000\n",
+               "avail.cache_alert_after_ms (60000) must be less than "
+               "avail.cache_refresh_ahead_ms (60000)");
+    expect_bad("avail.cache_alert_after_ms = 90000\n",
+               "avail.cache_alert_after_ms (90000) must be less than "
+               "avail.cache_refresh_ahead_ms (60000, ttl/5 by default)");
+    /* the alert may be held by an attempt until past expiry:
+     * 60000 - 58000 <= min(150, 2000) + 2000 */
+    expect_bad("avail.cache_alert_after_ms = 58000\n",
+               "avail.cache_refresh_ahead_ms (60000, ttl/5 by default) minus "
+               "avail.cache_alert_after_ms (58000) must exceed one refresh "
+               "attempt, min(avail.hedge_ms, avail.call_deadline_ms) + "
+               "avail.call_deadline_ms (2150 ms)");
+    expect_bad("avail.call_deadline_ms = 20000\navail.hedge_ms = 20000\n",
+               "must exceed one refresh attempt, min(avail.hedge_ms, "
+               "avail.call_deadline_ms) + avail.call_deadline_ms (40000 ms)");
+    /* a TTL alone whose derived refresh keys break that rule: named as
+     * derived */
+    expect_bad("avail.cache_ttl_ms = 10000\n",
+               "avail.cache_refresh_ahead_ms (2000, ttl/5 by default) minus "
+               "avail.cache_alert_after_ms (1000, refresh_ahead/2 by "
+               "default)");
+    /* a failing refresh is never retried in a loop */
+    expect_bad("avail.cache_retry_ms = 99\n",
+               "avail.cache_retry_ms: need a whole number from 100");
+
+    /* defaults, and defaults that follow the TTL */
+    expect_cache("", 300000, 60000, 5000, 30000);
+    expect_cache("avail.cache_ttl_ms = 60000\n", 60000, 12000, 3000, 6000);
+    expect_cache("avail.cache_ttl_ms = 600000\n", 600000, 120000, 5000, 60000);
+    expect_cache("avail.cache_ttl_ms = 60000\n"
+                 "avail.cache_refresh_ahead_ms = 30000\n",
+                 60000, 30000, 5000, 15000);
+    expect_cache("avail.cache_ttl_ms = 60000\navail.cache_retry_ms = 200\n"
+                 "avail.cache_alert_after_ms = 1000\n",
+                 60000, 12000, 200, 1000);
+    /* no refresh, or no cache: nothing to storm */
+    expect_cache("avail.cache_ttl_ms = 60000\n"
+                 "avail.cache_refresh_ahead_ms = 0\n",
+                 60000, 0, 5000, 0);
+    expect_cache("avail.cache_ttl_ms = 0\n"
+                 "avail.cache_refresh_ahead_ms = 60000\n",
+                 0, 60000, 5000, 30000);
 }
 END_TEST
 
@@ -599,6 +693,7 @@ int main(void)
     tcase_add_test(tc, comments_and_defaults);
     tcase_add_test(tc, pin_sources);
     tcase_add_test(tc, ctx_open_errors);
+    tcase_add_test(tc, cache_rules);
     suite_add_tcase(s, tc);
     return testenv_run(s);
 }

@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# One call deadline per CLI read in an outage (run by outage.sh, which
+# serves vaults A and B from two `p11-kit server` processes): with both
+# vaults frozen (SIGSTOP) since before the command starts, `keytier
+# decrypt` of a mailbox (mail shape) falls back to the availability key.
+# Its module start waits out the deadline once; the read then finds the
+# vaults already known hung in this process and does not wait again, and
+# the close does not wait for the hung calls.  Asserted: the read succeeds
+# with the fallback audited, and the whole command takes less than two
+# deadlines plus a second (it took three deadlines when start, read and
+# close each waited one out).
+#   KT_CLI_READ_TIMES=N  prints N timed reads instead, asserting only that
+#                        each succeeds (tools/bench/cli_outage.sh)
+. "$KT_SOURCE_ROOT/tests/common.sh"
+[ -n "${KT_CLI:-}" ] || kt_fail "KT_CLI is not set"
+[ -n "${P11KIT_CLIENT_MODULE:-}" ] || kt_fail "P11KIT_CLIENT_MODULE is not set"
+DEADLINE_MS=${KT_CLI_DEADLINE_MS:-3000}
+dir=$KT_OUTAGE_DIR/cli
+mkdir -p "$dir"
+export PIN=1234
+kt() { "$KT_CLI" "$@"; }
+thaw()
+{
+    kill -CONT "$KT_OUTAGE_PID_A" "$KT_OUTAGE_PID_B" 2>/dev/null || true
+}
+trap thaw EXIT
+
+keygen()
+{
+    P11_KIT_SERVER_ADDRESS=$1 kt token keygen --module "$P11KIT_CLIENT_MODULE" \
+        --token "$2" --label "$3" --type rsa2048 --pin-env PIN ||
+        kt_fail "keygen $3 on $2"
+}
+uri_a=$(keygen "$KT_OUTAGE_ADDR_A" VaultA cliA)
+uri_b=$(keygen "$KT_OUTAGE_ADDR_B" VaultB cliB)
+umask 077
+cat >"$dir/lib.conf" <<CONF
+remote = $KT_OUTAGE_ADDR_A
+remote = $KT_OUTAGE_ADDR_B
+module = $SOFTHSM2_MODULE
+service_token = pkcs11:token=Service
+store = $dir/store.db
+pin.VaultA = env:PIN
+pin.VaultB = env:PIN
+pin.Service = env:PIN
+allow_oaep_sha1 = yes
+approval.required = no
+log_file = $dir/lib.log
+avail.call_deadline_ms = $DEADLINE_MS
+avail.hedge_ms = 200
+CONF
+export KEYTIER_LIB_CONF=$dir/lib.conf
+dep=$(kt --json dep create --tenant acme --workload Exchange --key-a "$uri_a" \
+    --key-b "$uri_b" | jq -er .dep_id) || kt_fail "dep create"
+kt mailbox create --tenant acme --dep "$dep" alice >/dev/null ||
+    kt_fail "mailbox create"
+head -c 5000 /dev/urandom >"$dir/pt"
+kt encrypt --tenant acme --mailbox alice -i "$dir/pt" -o "$dir/ct" ||
+    kt_fail "encrypt"
+
+kill -STOP "$KT_OUTAGE_PID_A" "$KT_OUTAGE_PID_B"
+# One timed read; its wall time in ms on stdout.
+timed_read()
+{
+    local t0 t1
+    rm -f "$dir/out"
+    t0=$(date +%s%N)
+    kt decrypt --tenant acme --mailbox alice -i "$dir/ct" -o "$dir/out" \
+        >"$dir/read.err" 2>&1 || kt_fail "decrypt in the outage: $(cat "$dir/read.err")"
+    t1=$(date +%s%N)
+    cmp -s "$dir/pt" "$dir/out" || kt_fail "decrypt gave other bytes"
+    echo $(((t1 - t0) / 1000000))
+}
+if [ -n "${KT_CLI_READ_TIMES:-}" ]; then # tools/bench/cli_outage.sh
+    for ((i = 1; i <= KT_CLI_READ_TIMES; i++)); do
+        echo "run $i: $(timed_read) ms (deadline $DEADLINE_MS ms)"
+    done
+    exit 0
+fi
+ms=$(timed_read)
+kt_log "keytier decrypt with both vaults frozen: $ms ms (deadline $DEADLINE_MS ms)"
+[ "$ms" -lt $((2 * DEADLINE_MS + 1000)) ] ||
+    kt_fail "decrypt took $ms ms: more than 2 x the deadline ($DEADLINE_MS ms) + 1 s"
+# the read itself fell back (audited)
+grep -q "Fallback to availability key" "$dir/store.db.audit.jsonl" ||
+    kt_fail "no fallback record in $dir/store.db.audit.jsonl"
