@@ -176,6 +176,8 @@ const char *cli_dep_state_name(keytier_dep_state st)
         return "disabled";
     case KEYTIER_DEP_PURGED:
         return "purged";
+    case KEYTIER_DEP_OFFBOARDED:
+        return "offboarded";
     }
     return "unknown";
 }
