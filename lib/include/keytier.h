@@ -391,9 +391,13 @@ KEYTIER_API KEYTIER_MUST_CHECK keytier_err
 keytier_dep_key_open(keytier_ctx *ctx, const keytier_request *req,
                      const char *tenant, const char *dep_id, keytier_key **out);
 /*
- * Creates a key one level below `parent` (level-1 names, the mailbox or
- * site name, are unique per tenant and workload).  out_id may be NULL.
- * Errors: KEYTIER_E_DEPTH, KEYTIER_E_EXISTS, KEYTIER_E_DEP_DISABLED.
+ * Creates a key one level below `parent` (the names of mailboxes and
+ * sites are unique per tenant and workload).  On a files DEP key the site
+ * is created under the DEP's tenant intermediate key (level 2), as under
+ * the TIK itself (keytier_tik_open); keytier_key_open on the DEP key opens
+ * it again.  out_id may be NULL.  Errors: KEYTIER_E_DEPTH,
+ * KEYTIER_E_EXISTS, KEYTIER_E_DEP_DISABLED (also: a DEP key of an
+ * offboarded DEP).
  */
 KEYTIER_API KEYTIER_MUST_CHECK keytier_err keytier_key_create(
     keytier_key *parent, const char *name, char out_id[KEYTIER_ID_SIZE]);
@@ -426,7 +430,7 @@ keytier_key_list(keytier_ctx *ctx, const char *tenant, const char *parent_id,
 KEYTIER_API void keytier_key_list_free(keytier_key_info *list);
 
 /* ======================================================================
- * Status of a mailbox or site (a level-1 key by name)
+ * Status of a mailbox or site (a named key)
  * ====================================================================== */
 
 typedef struct keytier_status {
