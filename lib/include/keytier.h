@@ -1235,7 +1235,7 @@ typedef struct keytier_offboard_report {
  * Errors: KEYTIER_E_DEP_NOT_FOUND (no files DEP in the region),
  * KEYTIER_E_ARGS (not a files workload, bad region),
  * KEYTIER_E_OFFBOARDED (already offboarded), KEYTIER_E_DEP_STATE (a
- * rolling or migrating DEP), KEYTIER_E_REVOKED / KEYTIER_E_UNAVAILABLE
+ * rolling or migrating DEP, or one made before TIKs), KEYTIER_E_REVOKED / KEYTIER_E_UNAVAILABLE
  * (the customer keys refuse or do not answer: nothing is re-protected),
  * KEYTIER_E_CONFIG (no service token), token errors, the approval errors.
  */

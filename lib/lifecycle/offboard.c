@@ -46,10 +46,10 @@ static keytier_err kt_ob_audit(struct kt_ob *ob, const char *activity,
 {
     json_object *f = json_object_new_object();
     if (f != NULL) {
-        json_object_object_add(f, "Region",
-                               json_object_new_string(ob->dep->region[0]
-                                                          ? ob->dep->region
-                                                          : "default"));
+        json_object_object_add(
+            f, "Region",
+            json_object_new_string(
+                ob->dep->region[0] ? ob->dep->region : KEYTIER_REGION_DEFAULT));
         if (step != NULL)
             json_object_object_add(f, "Step", json_object_new_string(step));
         if (ob->j.uri[0] != '\0')
@@ -360,9 +360,22 @@ static keytier_err kt_ob_begin(struct kt_ob *ob, const char *approval_id)
                       "DEP %s is busy (state %d): finish its roll or "
                       "migration, then offboard",
                       d->dep_id, d->state);
-    keytier_err e =
-        kt_approval_gate(ob->ctx, KEYTIER_APPROVAL_FILES_OFFBOARD, d->tenant,
-                         d->dep_id, approval_id, "files offboarding");
+    struct kt_key_rec *tiks = NULL;
+    size_t n = 0;
+    keytier_err e = kt_store_tik_list(ob->ctx->store, d->dep_id, &tiks, &n);
+    if (tiks != NULL)
+        kt_wipe(tiks, n * sizeof *tiks);
+    free(tiks);
+    if (e == KEYTIER_OK && n == 0)
+        e = kt_err(KEYTIER_E_DEP_STATE,
+                   "files DEP %s was made before tenant intermediate keys: "
+                   "its sites are under the DEP key itself and cannot be "
+                   "offboarded (recover or assign them to a new DEP first)",
+                   d->dep_id);
+    if (e == KEYTIER_OK)
+        e = kt_approval_gate(ob->ctx, KEYTIER_APPROVAL_FILES_OFFBOARD,
+                             d->tenant, d->dep_id, approval_id,
+                             "files offboarding");
     if (e != KEYTIER_OK)
         return e;
     memset(&ob->j, 0, sizeof ob->j);

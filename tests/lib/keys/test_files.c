@@ -368,6 +368,20 @@ START_TEST(older_store_keeps_working)
     keytier_key *tik = NULL;
     assert_err(keytier_tik_open(ctx, &user, "org-1", "SharePoint", NULL, &tik),
                KEYTIER_E_DEP_NOT_FOUND);
+    /* Its sites are under the DEP key: no offboarding, nothing made. */
+    assert_err(
+        keytier_files_offboard(ctx, NULL, "org-1", "SharePoint", NULL, NULL),
+        KEYTIER_E_DEP_STATE);
+    sqlite3 *db;
+    sqlite3_stmt *q;
+    ck_assert_int_eq(sqlite3_open(T.store, &db), SQLITE_OK);
+    ck_assert_int_eq(
+        sqlite3_prepare_v2(db, "SELECT count(*) FROM offboards", -1, &q, NULL),
+        SQLITE_OK);
+    ck_assert_int_eq(sqlite3_step(q), SQLITE_ROW);
+    ck_assert_int_eq(sqlite3_column_int(q, 0), 0);
+    sqlite3_finalize(q);
+    sqlite3_close(db);
 }
 END_TEST
 
