@@ -340,6 +340,13 @@ KT_NODISCARD keytier_err kt_root_unwrap(
 KT_NODISCARD keytier_err kt_avail_generate(
     keytier_ctx *ctx, enum kt_avail_type type, const uint8_t id[KT_UUID_BYTES],
     const char *label, struct kt_root *out, CK_SESSION_HANDLE *s, char **uri);
+/* A key the library generated in the service token for a role (the
+ * service-managed key of an offboarded files DEP): in the service token,
+ * labelled exactly `label` (KEYTIER_E_KEY_ROLE otherwise).  Fills ident. */
+KT_NODISCARD keytier_err kt_root_check_service(
+    keytier_ctx *ctx, const struct kt_root *root, CK_SESSION_HANDLE s,
+    const char *what, const char *uri, const char *label,
+    char ident[KEYTIER_URI_MAX], CK_RV *rv);
 /* Destroys the availability key objects (rollback of a failed create). */
 void kt_avail_destroy(struct kt_root *root, CK_SESSION_HANDLE s);
 
@@ -394,17 +401,32 @@ KT_NODISCARD keytier_err kt_dep_customer_role(keytier_ctx *ctx,
 /* ---- DEP states (keys/dep_state.c) ------------------------------------ */
 
 /* Stores a new DEP (its three copies made and each probed) REGISTERING,
- * proves every stored copy by an unwrap and marks it REGISTERED; when a
- * copy does not prove the DEP is removed again and the error returned
- * (the caller destroys the availability key it made). */
+ * with its TIK for the files shape (tik NULL: none; replaces: the DEP a
+ * recovery replaces, as kt_store_dep_insert_files takes it), proves every
+ * stored copy by an unwrap and marks it REGISTERED; when a copy does not
+ * prove the DEP (and its TIK) is removed again and the error returned (the
+ * caller destroys the availability key it made). */
 KT_NODISCARD keytier_err kt_dep_store(keytier_ctx *ctx, struct kt_dep_rec *dep,
-                                      unsigned limit);
+                                      unsigned limit,
+                                      const struct kt_key_rec *tik,
+                                      const char *replaces);
 /* A key `what` not found (e KEYTIER_E_NOT_FOUND) of a purged tenant
  * (every DEP of its workload, NULL: any, PURGED) is KEYTIER_E_PURGED;
  * any other e comes back as it is, with its detail. */
 KT_NODISCARD keytier_err kt_key_purged(keytier_ctx *ctx, keytier_err e,
                                        const char *tenant, const char *workload,
                                        const char *what);
+
+/* What a DEP is created from (keys/dep.c): region NULL is the default
+ * region for the files shape; replaces (NULL: none) is the DEP a recovery
+ * replaces, left out of the one-DEP-per-region rule. */
+struct kt_dep_create_args {
+    const char *tenant, *workload, *region, *uri_a, *uri_b, *name;
+    const char *replaces;
+};
+KT_NODISCARD keytier_err kt_dep_create(keytier_ctx *ctx,
+                                       const struct kt_dep_create_args *a,
+                                       keytier_dep_info *out);
 
 /* ---- tier keys (tier.c) ----------------------------------------------- */
 
@@ -417,6 +439,10 @@ struct keytier_key {
     uint8_t key_id_bin[KT_UUID_BYTES];
     uint8_t dep_id_bin[KT_UUID_BYTES];
     unsigned max_level; /* deepest level of the workload's shape */
+    /* files shape: the tenant intermediate key this key is (its own id) or
+     * is under; "" for the DEP key and keys under no TIK */
+    char tik_id[KEYTIER_ID_SIZE];
+    bool files;         /* the workload has the files shape */
     kt_secret *key;     /* the key itself (wraps children) */
     kt_secret *enc_key; /* envelope encryption key (HKDF) */
     uint8_t commit[32]; /* envelope key commitment (HKDF) */
@@ -433,7 +459,25 @@ struct kt_key_aux {
     uint8_t key_id_bin[KT_UUID_BYTES];
     uint8_t dep_id_bin[KT_UUID_BYTES];
     unsigned max_level;
+    char tik_id[KEYTIER_ID_SIZE];
+    bool files;
 };
+
+/* A key handle for record r (ids and level as stored, checked by the
+ * caller) holding *key (taken, also on failure); its envelope keys are
+ * derived.  (tier.c; keys/tik.c opens service-managed TIKs with it) */
+KT_NODISCARD keytier_err kt_key_handle(keytier_ctx *ctx,
+                                       const struct kt_key_rec *r,
+                                       kt_secret **key, bool files,
+                                       unsigned max_level, keytier_key **out);
+/* The key of TIK record r from its service-managed copy (an offboarded
+ * DEP), unwrapped on the call pool (keys/tik.c). */
+KT_NODISCARD keytier_err kt_tik_managed_key(keytier_ctx *ctx,
+                                            const struct kt_key_rec *r,
+                                            kt_secret **out);
+/* The name of a files DEP's region as shown: its own, or the default for
+ * one stored without ("" for the mail shape) (tier.c). */
+const char *kt_dep_region(keytier_ctx *ctx, const struct kt_dep_rec *d);
 
 /* ---- envelopes (envelope.c) ------------------------------------------- */
 
@@ -455,6 +499,10 @@ struct json_object;
 KT_NODISCARD keytier_err kt_lc_audit(keytier_ctx *ctx, const char *activity,
                                      const struct kt_dep_rec *dep,
                                      struct json_object *fields);
+/* Tests of offboarding (lifecycle/offboard.c): a run stops with
+ * KEYTIER_E_INTERNAL right after finishing this step (enum
+ * kt_offboard_step), as a crash there would; -1: never. */
+extern int kt_offboard_stop_after;
 /* Seconds since the epoch; tests of rollover may move it (internal). */
 extern int64_t (*kt_lc_clock)(void);
 

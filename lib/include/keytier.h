@@ -111,7 +111,12 @@ extern "C" {
     X(KEYTIER_E_APPROVAL_PENDING, 77, "approval not granted yet")              \
     X(KEYTIER_E_APPROVER, 78,                                                  \
       "not an approver: name and key fingerprint must be pinned in the "       \
-      "configuration")
+      "configuration")                                                         \
+    /* 80..84: files workload: regions, tenant intermediate keys, offboard */  \
+    X(KEYTIER_E_DEP_REGION, 80,                                                \
+      "the tenant already has a files DEP in this region")                     \
+    X(KEYTIER_E_OFFBOARDED, 81,                                                \
+      "DEP offboarded: the tenant's files keys are service-managed")
 
 #define KEYTIER_ERROR_ENUM_(name, value, msg) name = value,
 typedef enum keytier_err {
@@ -236,10 +241,28 @@ typedef enum keytier_dep_state {
     KEYTIER_DEP_MIGRATING = 3,
     KEYTIER_DEP_DISABLED = 4,
     KEYTIER_DEP_PURGED = 5,
+    /* files shape: the tenant's keys moved to a service-managed key
+     * (keytier_files_offboard); the DEP key is no longer used */
+    KEYTIER_DEP_OFFBOARDED = 6,
 } keytier_dep_state;
 
-/* Root slots of a DEP. */
-enum { KEYTIER_ROOT_A = 0, KEYTIER_ROOT_B = 1, KEYTIER_ROOT_AVAIL = 2 };
+/* A files DEP belongs to a tenant and a region (geography): one files DEP
+ * per tenant, workload and region that is not disabled, purged or
+ * offboarded.  Region names: 1 to KEYTIER_REGION_MAX bytes of [a-z0-9-].
+ * A files DEP created without a region, and every files DEP of a store
+ * made before regions, is in KEYTIER_REGION_DEFAULT.  DEPs of the mail
+ * shape have no region (""). */
+#define KEYTIER_REGION_MAX     32
+#define KEYTIER_REGION_DEFAULT "default"
+
+/* Root slots of a DEP.  KEYTIER_ROOT_MANAGED is no slot of a DEP: it names
+ * the service-managed key of an offboarded files DEP in purge reports. */
+enum {
+    KEYTIER_ROOT_A = 0,
+    KEYTIER_ROOT_B = 1,
+    KEYTIER_ROOT_AVAIL = 2,
+    KEYTIER_ROOT_MANAGED = 3
+};
 
 typedef struct keytier_dep_info {
     char dep_id[KEYTIER_ID_SIZE];
@@ -255,6 +278,13 @@ typedef struct keytier_dep_info {
     char wrap_mech[3][32];
     /* The human name given at creation; "" when the DEP has none. */
     char name[KEYTIER_DEP_NAME_MAX + 1];
+    /* ---- files shape: region and tenant intermediate key ---- */
+    /* The region of a files DEP ("" for the mail shape). */
+    char region[KEYTIER_REGION_MAX + 1];
+    /* The id of the DEP's tenant intermediate key (the oldest, when a
+     * migration brought others); "" for the mail shape and for files DEPs
+     * made before tenant intermediate keys. */
+    char tik_id[KEYTIER_ID_SIZE];
 } keytier_dep_info;
 
 /*
@@ -288,6 +318,22 @@ KEYTIER_API KEYTIER_MUST_CHECK keytier_err keytier_dep_create_named(
     keytier_ctx *ctx, const char *tenant, const char *workload,
     const char *root_uri_a, const char *root_uri_b, const char *name,
     keytier_dep_info *out);
+/*
+ * keytier_dep_create_named for a files DEP in a region (docs/DESIGN.md §2
+ * "Limits").  region NULL: KEYTIER_REGION_DEFAULT for the files shape,
+ * none for the mail shape; a region for a mail-shape workload is
+ * KEYTIER_E_ARGS.  A files DEP also gets its tenant intermediate key (TIK)
+ * at creation, stored wrapped by the DEP key in the same store
+ * transaction as the DEP; sites are created under it.  A second files DEP
+ * of the tenant and workload in the same region (one not disabled, purged
+ * or offboarded) is refused with KEYTIER_E_DEP_REGION before any token
+ * work, and again in the transaction that inserts.  keytier_dep_create and
+ * keytier_dep_create_named are this function with region NULL.
+ */
+KEYTIER_API KEYTIER_MUST_CHECK keytier_err keytier_dep_create_in_region(
+    keytier_ctx *ctx, const char *tenant, const char *workload,
+    const char *region, const char *root_uri_a, const char *root_uri_b,
+    const char *name, keytier_dep_info *out);
 /* A DEP by its id.  tenant NULL: any tenant's (DEP ids are UUIDs, unique
  * across tenants); otherwise the DEP must be that tenant's.
  * KEYTIER_E_DEP_NOT_FOUND, KEYTIER_E_WRONG_TENANT. */
@@ -308,10 +354,16 @@ keytier_dep_disable(keytier_ctx *ctx, const char *tenant, const char *dep_id);
  * Key tiers
  *
  * Level 0 is the DEP key.  The workload's shape says how deep keys go:
- * mail: DEP key -> mailbox key (level 1) -> items; files: DEP key -> site
- * key (1) -> blob key (2) -> blob.  Every key below the DEP key is stored
- * only wrapped (AES-256-GCM) by its parent, with tenant, DEP, parent, key id,
- * level and name bound as associated data.
+ * mail: DEP key -> mailbox key (level 1) -> items; files: DEP key ->
+ * tenant intermediate key (TIK, level 1, named after the DEP's region) ->
+ * site key (2) -> blob key (3) -> blob.  Every key below the DEP key is
+ * stored only wrapped (AES-256-GCM) by its parent, with tenant, DEP,
+ * parent, key id, level and name bound as associated data; keys below a
+ * TIK bind the TIK's id in the DEP's place, so that moving a TIK to
+ * another DEP (recovery, migration) or to a service-managed key
+ * (offboarding) rewraps the TIK alone.  keytier_key_create on a files DEP
+ * key creates the site under the DEP's TIK.  Files DEPs of stores made
+ * before TIKs keep their sites at level 1 (DEP key -> site -> blob).
  * ====================================================================== */
 
 typedef struct keytier_key keytier_key;
@@ -342,10 +394,13 @@ KEYTIER_API KEYTIER_MUST_CHECK keytier_err
 keytier_dep_key_open(keytier_ctx *ctx, const keytier_request *req,
                      const char *tenant, const char *dep_id, keytier_key **out);
 /*
- * Creates a key one level below `parent` (level-1 names, the mailbox or
- * site name, are unique per tenant and workload).  out_id may be NULL.
- * Errors: KEYTIER_E_DEPTH, KEYTIER_E_EXISTS, KEYTIER_E_DEP_DISABLED,
- * KEYTIER_E_DEP_STATE (the DEP is registering).
+ * Creates a key one level below `parent` (the names of mailboxes and
+ * sites are unique per tenant and workload).  On a files DEP key the site
+ * is created under the DEP's tenant intermediate key (level 2), as under
+ * the TIK itself (keytier_tik_open); keytier_key_open on the DEP key opens
+ * it again.  out_id may be NULL.  Errors: KEYTIER_E_DEPTH,
+ * KEYTIER_E_EXISTS, KEYTIER_E_DEP_DISABLED (also: a DEP key of an
+ * offboarded DEP), KEYTIER_E_DEP_STATE (the DEP is registering).
  */
 KEYTIER_API KEYTIER_MUST_CHECK keytier_err keytier_key_create(
     keytier_key *parent, const char *name, char out_id[KEYTIER_ID_SIZE]);
@@ -364,9 +419,10 @@ KEYTIER_API KEYTIER_MUST_CHECK keytier_err keytier_key_open(keytier_key *parent,
 KEYTIER_API KEYTIER_MUST_CHECK keytier_err keytier_key_open_path(
     keytier_ctx *ctx, const keytier_request *req, const char *tenant,
     const char *key_id, keytier_key **out);
-/* Opens a level-1 key (mailbox, site) by name; KEYTIER_E_PURGED when the
- * tenant was purged (every DEP of the workload), KEYTIER_E_NOT_FOUND for a
- * name it never had. */
+/* Opens a mailbox or site key by name (a site under a TIK, level 2, as
+ * well as a mailbox or an older site at level 1); KEYTIER_E_PURGED when
+ * the tenant was purged (every DEP of the workload), KEYTIER_E_NOT_FOUND
+ * for a name it never had. */
 KEYTIER_API KEYTIER_MUST_CHECK keytier_err keytier_key_open_name(
     keytier_ctx *ctx, const keytier_request *req, const char *tenant,
     const char *workload, const char *name, keytier_key **out);
@@ -381,7 +437,7 @@ keytier_key_list(keytier_ctx *ctx, const char *tenant, const char *parent_id,
 KEYTIER_API void keytier_key_list_free(keytier_key_info *list);
 
 /* ======================================================================
- * Status of a mailbox or site (a level-1 key by name)
+ * Status of a mailbox or site (a named key)
  * ====================================================================== */
 
 typedef struct keytier_status {
@@ -397,6 +453,12 @@ typedef struct keytier_status {
      * name is left, and whatever was encrypted under it is crypto-shredded
      * (encrypted is then 0 and dep_state KEYTIER_DEP_PURGED). */
     int purged;
+    /* ---- files shape: region and who holds the keys ---- */
+    /* The region of the site's DEP ("" for the mail shape). */
+    char region[KEYTIER_REGION_MAX + 1];
+    /* 1: the tenant was offboarded (keytier_files_offboard): the site's
+     * keys are under a service-managed key, not the customer keys. */
+    int service_managed;
 } keytier_status;
 
 KEYTIER_API KEYTIER_MUST_CHECK keytier_err
@@ -760,6 +822,8 @@ typedef struct keytier_purge_report {
     size_t customer_keys_destroyed; /* customer root objects */
     size_t tier_keys_deleted;
     size_t cache_entries_wiped;
+    /* service-managed keys of offboarded files DEPs destroyed */
+    size_t managed_keys_destroyed;
 } keytier_purge_report;
 
 /*
@@ -798,7 +862,7 @@ KEYTIER_API const char *keytier_purge_action_name(keytier_purge_action a);
 
 typedef struct keytier_purge_key {
     char dep_id[KEYTIER_ID_SIZE]; /* the purged DEP that names the key */
-    int slot;                     /* KEYTIER_ROOT_A, _B or _AVAIL */
+    int slot;                     /* KEYTIER_ROOT_A, _B, _AVAIL or _MANAGED */
     char uri[KEYTIER_URI_MAX];    /* as the DEP names it, without query */
     keytier_purge_action action;
     /* KEYTIER_PURGE_KEPT: who else uses it ("customer key A of DEP ID
@@ -1048,6 +1112,7 @@ typedef enum keytier_approval_op {
     KEYTIER_APPROVAL_SERVICE_KEY_REPLACE = 4,
     KEYTIER_APPROVAL_FILES_AVAIL_READ = 5, /* files: availability-key read */
     KEYTIER_APPROVAL_CHANGE_APPROVERS = 6, /* keytier_approver_register */
+    KEYTIER_APPROVAL_FILES_OFFBOARD = 7,   /* keytier_files_offboard */
 } keytier_approval_op;
 
 typedef enum keytier_approval_state {
@@ -1082,7 +1147,8 @@ typedef struct keytier_approval_info {
 } keytier_approval_info;
 
 /* "recover", "purge", "service-key-destroy", "service-key-replace",
- * "files-availability-read", "change-approvers"; NULL for other values. */
+ * "files-availability-read", "change-approvers", "files-offboard"; NULL
+ * for other values. */
 KEYTIER_API const char *keytier_approval_op_name(keytier_approval_op op);
 /* The operation of a name above; KEYTIER_E_ARGS (detail: the names). */
 KEYTIER_API KEYTIER_MUST_CHECK keytier_err
@@ -1213,6 +1279,68 @@ KEYTIER_API KEYTIER_MUST_CHECK keytier_err keytier_root_destroy_approved(
     size_t *destroyed);
 
 /* ==== end approvals ===================================================== */
+
+/* ==== files workload: tenant intermediate keys, offboarding ============
+ * (docs/DESIGN.md §2 "Lifecycle: Offboard").
+ */
+
+/*
+ * Opens the tenant intermediate key of the tenant's files DEP in `region`
+ * (NULL: KEYTIER_REGION_DEFAULT): the DEP that is not disabled or purged,
+ * its TIK read through the DEP key (req as keytier_dep_key_open), or
+ * after offboarding through the service-managed key.  Sites are created
+ * under it with keytier_key_create.  Errors: KEYTIER_E_DEP_NOT_FOUND (no
+ * such DEP, or one made before TIKs), KEYTIER_E_ARGS (not a files-shape
+ * workload), the errors of keytier_dep_key_open.
+ */
+KEYTIER_API KEYTIER_MUST_CHECK keytier_err keytier_tik_open(
+    keytier_ctx *ctx, const keytier_request *req, const char *tenant,
+    const char *workload, const char *region, keytier_key **out);
+
+/* What an offboarding did (keytier_files_offboard). */
+typedef struct keytier_offboard_report {
+    char dep_id[KEYTIER_ID_SIZE];
+    char region[KEYTIER_REGION_MAX + 1];
+    /* The service-managed key in the service token (label
+     * "keytier-managed-" and the DEP id). */
+    char managed_uri[KEYTIER_URI_MAX];
+    size_t tiks; /* TIKs re-protected under it */
+    int resumed; /* 1: an offboarding left unfinished was completed */
+} keytier_offboard_report;
+
+/*
+ * Offboards the tenant's files DEP in `region` (NULL: the default region)
+ * of `workload` to service-managed keys: (1) a journal row is written;
+ * (2) an AES-256 key is generated in the service token with the root
+ * template and the label "keytier-managed-<DEP id>" (or, on a rerun, the
+ * one generated before is found), checked for that role; (3) each TIK of
+ * the DEP is read through the DEP key (customer keys only: the internal
+ * operation "migrate", never the availability key) and stored wrapped by
+ * the service-managed key, each copy read back; (4) the DEP becomes
+ * KEYTIER_DEP_OFFBOARDED.  Each step is one store transaction and an
+ * audit record ("Offboard started", "Offboard step", "Offboard
+ * completed"); a call after a crash at any point finishes the same
+ * offboarding (it needs no new approval: the journal holds the one used).
+ * Afterwards sites and blobs open and are created through the
+ * service-managed key (keytier_key_open_name, keytier_key_open_path,
+ * keytier_tik_open), the customer keys are never used again (they may be
+ * destroyed), and keytier_dep_key_open of the DEP fails with
+ * KEYTIER_E_OFFBOARDED.  A purge of the tenant destroys the service-
+ * managed key.  Needs a live approval KEYTIER_APPROVAL_FILES_OFFBOARD for
+ * the tenant with scope the DEP id (or "*"): KEYTIER_E_APPROVAL_REQUIRED
+ * without one, unless `approval.required = no`.  out may be NULL.
+ * Errors: KEYTIER_E_DEP_NOT_FOUND (no files DEP in the region),
+ * KEYTIER_E_ARGS (not a files workload, bad region),
+ * KEYTIER_E_OFFBOARDED (already offboarded), KEYTIER_E_DEP_STATE (a
+ * rolling or migrating DEP, or one made before TIKs), KEYTIER_E_REVOKED / KEYTIER_E_UNAVAILABLE
+ * (the customer keys refuse or do not answer: nothing is re-protected),
+ * KEYTIER_E_CONFIG (no service token), token errors, the approval errors.
+ */
+KEYTIER_API KEYTIER_MUST_CHECK keytier_err keytier_files_offboard(
+    keytier_ctx *ctx, const char *approval_id, const char *tenant,
+    const char *workload, const char *region, keytier_offboard_report *out);
+
+/* ==== end files workload ================================================ */
 
 #ifdef __cplusplus
 }

@@ -29,6 +29,44 @@ static void kt_dep_info_fill(const struct kt_dep_rec *d, keytier_dep_info *o)
     kt_strlcpy(o->name, d->name, sizeof o->name);
 }
 
+/* The files shape's part of a DEP's info: its region and its (oldest)
+ * TIK. */
+static keytier_err kt_dep_info_files(keytier_ctx *ctx,
+                                     const struct kt_dep_rec *d,
+                                     keytier_dep_info *o)
+{
+    struct kt_key_rec *tiks = NULL;
+    size_t n = 0;
+    kt_strlcpy(o->region, kt_dep_region(ctx, d), sizeof o->region);
+    if (o->region[0] == '\0')
+        return KEYTIER_OK;
+    keytier_err e = kt_store_tik_list(ctx->store, d->dep_id, &tiks, &n);
+    if (e == KEYTIER_OK && n > 0)
+        kt_strlcpy(o->tik_id, tiks[0].key_id, sizeof o->tik_id);
+    if (tiks != NULL)
+        kt_wipe(tiks, n * sizeof *tiks);
+    free(tiks);
+    return e;
+}
+
+/* A region name: 1 to KEYTIER_REGION_MAX bytes of [a-z0-9-]. */
+static keytier_err kt_region_check(const char *region)
+{
+    size_t len = strlen(region);
+    if (len == 0 || len > KEYTIER_REGION_MAX)
+        return kt_err(KEYTIER_E_ARGS,
+                      "region name is %zu bytes long: 1 to %d allowed", len,
+                      KEYTIER_REGION_MAX);
+    for (size_t i = 0; i < len; i++) {
+        char c = region[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-'))
+            return kt_err(KEYTIER_E_ARGS,
+                          "region name: byte %zu is not one of a-z, 0-9, '-'",
+                          i + 1);
+    }
+    return KEYTIER_OK;
+}
+
 /* A DEP name is shown in listings and terminals: at most
  * KEYTIER_DEP_NAME_MAX bytes of valid UTF-8 (OpenSSL's decoder refuses
  * overlong and truncated sequences) without control characters (C0, DEL,
@@ -295,8 +333,27 @@ KEYTIER_API keytier_err keytier_dep_create(keytier_ctx *ctx, const char *tenant,
                                            const char *uri_a, const char *uri_b,
                                            keytier_dep_info *out)
 {
-    return keytier_dep_create_named(ctx, tenant, workload, uri_a, uri_b, NULL,
-                                    out);
+    return keytier_dep_create_in_region(ctx, tenant, workload, NULL, uri_a,
+                                        uri_b, NULL, out);
+}
+
+KEYTIER_API keytier_err keytier_dep_create_named(
+    keytier_ctx *ctx, const char *tenant, const char *workload,
+    const char *uri_a, const char *uri_b, const char *name,
+    keytier_dep_info *out)
+{
+    return keytier_dep_create_in_region(ctx, tenant, workload, NULL, uri_a,
+                                        uri_b, name, out);
+}
+
+KEYTIER_API keytier_err keytier_dep_create_in_region(
+    keytier_ctx *ctx, const char *tenant, const char *workload,
+    const char *region, const char *uri_a, const char *uri_b, const char *name,
+    keytier_dep_info *out)
+{
+    const struct kt_dep_create_args a = {tenant, workload, region, uri_a,
+                                         uri_b,  name,     NULL};
+    return kt_dep_create(ctx, &a, out);
 }
 
 /* The arguments of a creation, the DEP name, the workload (*w) and the
@@ -304,6 +361,7 @@ KEYTIER_API keytier_err keytier_dep_create(keytier_ctx *ctx, const char *tenant,
 static keytier_err kt_dep_create_check(keytier_ctx *ctx, const char *tenant,
                                        const char *workload, const char *uri_a,
                                        const char *uri_b, const char *name,
+                                       const char *region,
                                        keytier_dep_info *out,
                                        const struct kt_workload_cfg **w)
 {
@@ -320,6 +378,16 @@ static keytier_err kt_dep_create_check(keytier_ctx *ctx, const char *tenant,
     *w = kt_config_workload(&ctx->cfg, workload);
     if (*w == NULL)
         return kt_err(KEYTIER_E_CONFIG, "unknown workload '%s'", workload);
+    if (region != NULL && (*w)->shape != KT_SHAPE_FILES)
+        return kt_err(KEYTIER_E_ARGS,
+                      "workload %s has the mail shape: regions are for files "
+                      "DEPs",
+                      workload);
+    if (region != NULL) {
+        keytier_err re = kt_region_check(region);
+        if (re != KEYTIER_OK)
+            return re;
+    }
     keytier_err e = kt_uri_check("customer key A", uri_a);
     if (e == KEYTIER_OK)
         e = kt_uri_check("customer key B", uri_b);
@@ -330,11 +398,15 @@ static keytier_err kt_dep_create_check(keytier_ctx *ctx, const char *tenant,
  * workload (checked again in the store transaction that inserts), and the
  * two customer keys are in two different tokens, the most basic promise
  * of a DEP. */
-static keytier_err kt_dep_create_precheck(keytier_ctx *ctx, const char *tenant,
-                                          const char *workload, unsigned limit,
-                                          const char *uri_a, const char *uri_b)
+static keytier_err kt_dep_create_precheck(keytier_ctx *ctx,
+                                          const struct kt_dep_create_args *a,
+                                          const struct kt_dep_rec *dep,
+                                          unsigned limit)
 {
+    const char *tenant = a->tenant, *workload = a->workload;
+    const char *uri_a = a->uri_a, *uri_b = a->uri_b;
     unsigned count;
+    char other[KEYTIER_ID_SIZE];
     keytier_err e = kt_store_dep_count(ctx->store, tenant, workload, &count);
     if (e != KEYTIER_OK)
         return e;
@@ -343,6 +415,19 @@ static keytier_err kt_dep_create_precheck(keytier_ctx *ctx, const char *tenant,
                       "tenant %s already has %u DEPs for workload %s (limit "
                       "%u)",
                       tenant, count, workload, limit);
+    if (dep->region[0] != '\0') {
+        e = kt_store_dep_in_region(ctx->store, tenant, workload, dep->region,
+                                   a->replaces, other);
+        if (e != KEYTIER_OK)
+            return e;
+        if (other[0] != '\0')
+            return kt_err(KEYTIER_E_DEP_REGION,
+                          "tenant %s already has files DEP %s for workload %s "
+                          "in region %s; one files DEP per tenant and region "
+                          "(disable or offboard it first, or choose another "
+                          "region)",
+                          tenant, other, workload, dep->region);
+    }
     struct kt_token *ta, *tb;
     e = kt_token_find(ctx, uri_a, &ta);
     if (e != KEYTIER_OK)
@@ -429,15 +514,88 @@ static keytier_err kt_dep_wrap_avail(keytier_ctx *ctx,
     return e;
 }
 
-KEYTIER_API keytier_err keytier_dep_create_named(
-    keytier_ctx *ctx, const char *tenant, const char *workload,
-    const char *uri_a, const char *uri_b, const char *name,
-    keytier_dep_info *out)
+/* A files DEP's tenant intermediate key: a random key at level 1 under
+ * the DEP key, named after the region, its own TIK (tik_id = key_id). */
+static keytier_err kt_dep_tik(const struct kt_dep_rec *dep,
+                              const kt_secret *dep_key, struct kt_key_rec *tik)
+{
+    uint8_t id[KT_UUID_BYTES];
+    kt_secret *key = kt_secret_random(KT_KEY_SIZE);
+    keytier_err e = KEYTIER_OK;
+    if (key == NULL || !kt_uuid_new(id))
+        e = kt_err(KEYTIER_E_CRYPTO, "random generation failed");
+    if (e == KEYTIER_OK) {
+        memset(tik, 0, sizeof *tik);
+        kt_uuid_format(id, tik->key_id);
+        kt_strlcpy(tik->tik_id, tik->key_id, sizeof tik->tik_id);
+        kt_strlcpy(tik->tenant, dep->tenant, sizeof tik->tenant);
+        kt_strlcpy(tik->workload, dep->workload, sizeof tik->workload);
+        kt_strlcpy(tik->dep_id, dep->dep_id, sizeof tik->dep_id);
+        kt_strlcpy(tik->parent_id, dep->dep_id, sizeof tik->parent_id);
+        kt_strlcpy(tik->name, dep->region, sizeof tik->name);
+        tik->level = 1;
+        tik->created = dep->created;
+        e = kt_tier_gcm(dep_key, tik, key, 1);
+    }
+    kt_secret_free(key);
+    return e;
+}
+
+/* The roots' copies of a new DEP's key: customer keys A and B (each on
+ * the pool with the administration deadline: a vault that does not
+ * answer fails the creation, naming the key, before the availability key
+ * exists), their roles, then the availability key (*avail_made). */
+static keytier_err
+kt_dep_create_roots(keytier_ctx *ctx, const struct kt_dep_create_args *a,
+                    const struct kt_workload_cfg *w, struct kt_dep_rec *dep,
+                    const uint8_t dep_id[KT_UUID_BYTES], const kt_secret *key,
+                    struct kt_root *avail_root, bool *avail_made)
+{
+    keytier_err e = kt_dep_wrap_customer(ctx, "customer key A", a->uri_a, key,
+                                         &dep->roots[KEYTIER_ROOT_A]);
+    if (e == KEYTIER_OK)
+        e = kt_dep_wrap_customer(ctx, "customer key B", a->uri_b, key,
+                                 &dep->roots[KEYTIER_ROOT_B]);
+    if (e == KEYTIER_OK)
+        e = kt_dep_customer_role(ctx, "customer key A", a->uri_a,
+                                 dep->roots[KEYTIER_ROOT_A].ident);
+    if (e == KEYTIER_OK)
+        e = kt_dep_customer_role(ctx, "customer key B", a->uri_b,
+                                 dep->roots[KEYTIER_ROOT_B].ident);
+    if (e == KEYTIER_OK) {
+        e = kt_dep_wrap_avail(ctx, w, dep, dep_id, key, avail_root);
+        *avail_made = e == KEYTIER_OK;
+    }
+    if (e == KEYTIER_OK && !kt_dep_check_value(key, dep, dep->check))
+        e = kt_err(KEYTIER_E_CRYPTO, "deriving the DEP key check value");
+    return e;
+}
+
+/* Stores a new DEP (a files DEP with its TIK, in one transaction). */
+static keytier_err kt_dep_create_store(keytier_ctx *ctx,
+                                       const struct kt_dep_create_args *a,
+                                       const struct kt_workload_cfg *w,
+                                       struct kt_dep_rec *dep,
+                                       const kt_secret *key, unsigned limit)
+{
+    /* registering, then proven (dep_state.c) */
+    if (w->shape != KT_SHAPE_FILES)
+        return kt_dep_store(ctx, dep, limit, NULL, NULL);
+    struct kt_key_rec tik;
+    keytier_err e = kt_dep_tik(dep, key, &tik);
+    if (e == KEYTIER_OK)
+        e = kt_dep_store(ctx, dep, limit, &tik, a->replaces);
+    kt_wipe(&tik, sizeof tik);
+    return e;
+}
+
+keytier_err kt_dep_create(keytier_ctx *ctx, const struct kt_dep_create_args *a,
+                          keytier_dep_info *out)
 {
     kt_err_clear();
     const struct kt_workload_cfg *w = NULL;
-    keytier_err e =
-        kt_dep_create_check(ctx, tenant, workload, uri_a, uri_b, name, out, &w);
+    keytier_err e = kt_dep_create_check(ctx, a->tenant, a->workload, a->uri_a,
+                                        a->uri_b, a->name, a->region, out, &w);
     if (e != KEYTIER_OK)
         return e;
     unsigned limit = w->dep_limit ? w->dep_limit : ctx->cfg.dep_limit;
@@ -449,35 +607,22 @@ KEYTIER_API keytier_err keytier_dep_create_named(
     memset(&avail_root, 0, sizeof avail_root);
     if (dep == NULL)
         return kt_err(KEYTIER_E_NOMEM, NULL);
-    e = kt_dep_create_precheck(ctx, tenant, workload, limit, uri_a, uri_b);
+    if (w->shape == KT_SHAPE_FILES)
+        kt_strlcpy(dep->region, a->region ? a->region : KEYTIER_REGION_DEFAULT,
+                   sizeof dep->region);
+    e = kt_dep_create_precheck(ctx, a, dep, limit);
     if (e == KEYTIER_OK)
-        e = kt_dep_create_rec(tenant, workload, name, dep, dep_id, &key);
-    /* Each root on the pool with the administration deadline: a vault
-     * that does not answer fails the creation (KEYTIER_E_UNAVAILABLE,
-     * naming the key) before the availability key exists. */
+        e = kt_dep_create_rec(a->tenant, a->workload, a->name, dep, dep_id,
+                              &key);
     if (e == KEYTIER_OK)
-        e = kt_dep_wrap_customer(ctx, "customer key A", uri_a, key,
-                                 &dep->roots[KEYTIER_ROOT_A]);
+        e = kt_dep_create_roots(ctx, a, w, dep, dep_id, key, &avail_root,
+                                &avail_made);
     if (e == KEYTIER_OK)
-        e = kt_dep_wrap_customer(ctx, "customer key B", uri_b, key,
-                                 &dep->roots[KEYTIER_ROOT_B]);
-    if (e == KEYTIER_OK)
-        e = kt_dep_customer_role(ctx, "customer key A", uri_a,
-                                 dep->roots[KEYTIER_ROOT_A].ident);
-    if (e == KEYTIER_OK)
-        e = kt_dep_customer_role(ctx, "customer key B", uri_b,
-                                 dep->roots[KEYTIER_ROOT_B].ident);
-    if (e == KEYTIER_OK) {
-        e = kt_dep_wrap_avail(ctx, w, dep, dep_id, key, &avail_root);
-        avail_made = e == KEYTIER_OK;
-    }
-    if (e == KEYTIER_OK && !kt_dep_check_value(key, dep, dep->check))
-        e = kt_err(KEYTIER_E_CRYPTO, "deriving the DEP key check value");
-    if (e == KEYTIER_OK)
-        e = kt_dep_store(ctx, dep, limit); /* registering, then proven */
+        e = kt_dep_create_store(ctx, a, w, dep, key, limit);
     if (e == KEYTIER_OK) {
         avail_made = false; /* kept: the DEP now owns it */
         kt_dep_info_fill(dep, out);
+        e = kt_dep_info_files(ctx, dep, out);
         kt_log_event(ctx->log, KT_LOG_INFO, "DEP created", dep->dep_id);
     }
     if (avail_made)
@@ -519,8 +664,10 @@ KEYTIER_API keytier_err keytier_dep_show(keytier_ctx *ctx, const char *tenant,
     if (d == NULL)
         return kt_err(KEYTIER_E_NOMEM, NULL);
     keytier_err e = kt_dep_get_tenant(ctx, tenant, dep_id, d);
-    if (e == KEYTIER_OK)
+    if (e == KEYTIER_OK) {
         kt_dep_info_fill(d, out);
+        e = kt_dep_info_files(ctx, d, out);
+    }
     free(d);
     return e;
 }
@@ -544,9 +691,15 @@ KEYTIER_API keytier_err keytier_dep_list(keytier_ctx *ctx, const char *tenant,
         free(recs);
         return kt_err(KEYTIER_E_NOMEM, NULL);
     }
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n && e == KEYTIER_OK; i++) {
         kt_dep_info_fill(&recs[i], &list[i]);
+        e = kt_dep_info_files(ctx, &recs[i], &list[i]);
+    }
     free(recs);
+    if (e != KEYTIER_OK) {
+        free(list);
+        return e;
+    }
     *out = list;
     *count = n;
     return KEYTIER_OK;
@@ -569,6 +722,13 @@ KEYTIER_API keytier_err keytier_dep_disable(keytier_ctx *ctx,
     if (d == NULL)
         return kt_err(KEYTIER_E_NOMEM, NULL);
     keytier_err e = kt_dep_get_tenant(ctx, tenant, dep_id, d);
+    /* files: an offboarded DEP's keys are service-managed; disabling it
+     * would send its reads back to the customer keys */
+    if (e == KEYTIER_OK && d->state == KEYTIER_DEP_OFFBOARDED)
+        e = kt_err(KEYTIER_E_OFFBOARDED,
+                   "DEP %s was offboarded: it takes no new keys under its "
+                   "DEP key already, and its sites stay service-managed",
+                   dep_id);
     free(d);
     if (e != KEYTIER_OK)
         return e;

@@ -16,14 +16,18 @@
 /* ---- registration ------------------------------------------------------ */
 
 keytier_err kt_dep_store(keytier_ctx *ctx, struct kt_dep_rec *dep,
-                         unsigned limit)
+                         unsigned limit, const struct kt_key_rec *tik,
+                         const char *replaces)
 {
     bool done = false;
     dep->state = KEYTIER_DEP_REGISTERING;
     /* the time the row exists: a registration older than the steps it
      * has left is a dead one (settle.c) */
     dep->created = (int64_t)time(NULL);
-    keytier_err e = kt_store_dep_insert(ctx->store, dep, limit);
+    keytier_err e =
+        tik == NULL
+            ? kt_store_dep_insert(ctx->store, dep, limit)
+            : kt_store_dep_insert_files(ctx->store, dep, limit, tik, replaces);
     if (e != KEYTIER_OK)
         return e;
     struct kt_dep_rec *stored = malloc(sizeof *stored);

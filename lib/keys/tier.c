@@ -1,9 +1,13 @@
 /*
  * Key tiers below the DEP key, depth as data: the workload's shape says how
- * many levels there are (mail: mailbox; files: site, blob).  Every tier key
- * is stored only wrapped by its parent with AES-256-GCM; the ids that place
- * it (tenant, workload, DEP, parent, key id, level, name) are the AAD, so a
- * wrapped key moved to another parent or tenant fails to open.
+ * many levels there are (mail: mailbox; files: tenant intermediate key
+ * (TIK), site, blob).  Every tier key is stored only wrapped by its parent
+ * with AES-256-GCM; the ids that place it (tenant, workload, DEP, parent,
+ * key id, level, name) are the AAD, so a wrapped key moved to another
+ * parent or tenant fails to open.  Below a TIK the TIK's id stands where
+ * the DEP's would: the TIK binds its DEP, and a TIK moves to another DEP
+ * or to a service-managed key without its sites being rewrapped.  Files
+ * DEPs made before TIKs keep their sites at level 1 (two levels).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -21,7 +25,7 @@
 /* Levels below the DEP key per shape. */
 static const unsigned kt_shape_depths[] = {
     [KT_SHAPE_MAIL] = 1,  /* mailbox key -> items */
-    [KT_SHAPE_FILES] = 2, /* site key -> blob key -> blob */
+    [KT_SHAPE_FILES] = 3, /* TIK -> site key -> blob key -> blob */
 };
 
 unsigned kt_shape_depth(enum kt_shape shape)
@@ -29,15 +33,26 @@ unsigned kt_shape_depth(enum kt_shape shape)
     return kt_shape_depths[shape];
 }
 
+/* A key below a TIK (not the TIK itself). */
+static bool kt_under_tik(const struct kt_key_rec *r)
+{
+    return r->tik_id[0] != '\0' && strcmp(r->tik_id, r->key_id) != 0;
+}
+
 static bool kt_tier_aad(const struct kt_key_rec *r, uint8_t *buf, size_t cap,
                         size_t *len)
 {
     struct kt_wr wr;
+    bool tik = kt_under_tik(r);
+    const char *dom = tik ? r->tik_id : r->dep_id;
     kt_wr_init(&wr, buf, cap);
-    kt_wr_lv8(&wr, "keytier tier key v1", 19);
+    if (tik)
+        kt_wr_lv8(&wr, "keytier tier key under tik v1", 29);
+    else
+        kt_wr_lv8(&wr, "keytier tier key v1", 19);
     kt_wr_lv8(&wr, r->tenant, strlen(r->tenant));
     kt_wr_lv8(&wr, r->workload, strlen(r->workload));
-    kt_wr_lv8(&wr, r->dep_id, strlen(r->dep_id));
+    kt_wr_lv8(&wr, dom, strlen(dom));
     kt_wr_lv8(&wr, r->parent_id, strlen(r->parent_id));
     kt_wr_lv8(&wr, r->key_id, strlen(r->key_id));
     kt_wr_u8(&wr, (uint8_t)r->level);
@@ -121,12 +136,13 @@ KEYTIER_API void keytier_key_get_info(const keytier_key *key,
 }
 
 static keytier_err kt_shape_of(keytier_ctx *ctx, const char *workload,
-                               unsigned *depth)
+                               unsigned *depth, bool *files)
 {
     const struct kt_workload_cfg *w = kt_config_workload(&ctx->cfg, workload);
     if (w == NULL)
         return kt_err(KEYTIER_E_CONFIG, "unknown workload '%s'", workload);
     *depth = kt_shape_depth(w->shape);
+    *files = w->shape == KT_SHAPE_FILES;
     return KEYTIER_OK;
 }
 
@@ -146,6 +162,8 @@ static void kt_key_aux_of(const keytier_key *k, struct kt_key_aux *a)
     memcpy(a->key_id_bin, k->key_id_bin, KT_UUID_BYTES);
     memcpy(a->dep_id_bin, k->dep_id_bin, KT_UUID_BYTES);
     a->max_level = k->max_level;
+    memcpy(a->tik_id, k->tik_id, sizeof a->tik_id);
+    a->files = k->files;
 }
 
 static void kt_key_from_aux(keytier_key *k, const struct kt_key_aux *a)
@@ -155,6 +173,8 @@ static void kt_key_from_aux(keytier_key *k, const struct kt_key_aux *a)
     memcpy(k->key_id_bin, a->key_id_bin, KT_UUID_BYTES);
     memcpy(k->dep_id_bin, a->dep_id_bin, KT_UUID_BYTES);
     k->max_level = a->max_level;
+    memcpy(k->tik_id, a->tik_id, sizeof k->tik_id);
+    k->files = a->files;
 }
 
 static bool kt_dep_hit_ok(const void *aux, const void *tenant)
@@ -309,11 +329,19 @@ KEYTIER_API keytier_err keytier_dep_key_open(keytier_ctx *ctx,
                    "DEP %s does not belong to tenant %s", dep_id, tenant);
         goto out;
     }
+    if (d->state == KEYTIER_DEP_OFFBOARDED) {
+        e = kt_err(KEYTIER_E_OFFBOARDED,
+                   "DEP %s was offboarded: its DEP key is no longer used; "
+                   "open sites by name or path, or the region's TIK "
+                   "(keytier_tik_open)",
+                   dep_id);
+        goto out;
+    }
     if (!kt_uuid_parse(d->dep_id, k->dep_id_bin)) {
         e = kt_err(KEYTIER_E_FORMAT, "DEP id %s", d->dep_id);
         goto out;
     }
-    e = kt_shape_of(ctx, d->workload, &k->max_level);
+    e = kt_shape_of(ctx, d->workload, &k->max_level, &k->files);
     if (e != KEYTIER_OK)
         goto out;
     memcpy(k->key_id_bin, k->dep_id_bin, KT_UUID_BYTES);
@@ -340,6 +368,62 @@ out:
     return e;
 }
 
+/* The deepest level below a new child of parent: a site of a files DEP
+ * made before TIKs (level 1, under no TIK) has one level less. */
+static unsigned kt_child_max(const keytier_key *parent, const char *tik_id)
+{
+    if (parent->info.level == 0 && parent->files && tik_id[0] == '\0')
+        return parent->max_level - 1;
+    return parent->max_level;
+}
+
+/* A site asked of a files DEP key goes under the DEP's TIK (its oldest),
+ * when the DEP has one: *done says whether it went there. */
+static keytier_err kt_create_under_tik(keytier_key *parent, const char *name,
+                                       char out_id[KEYTIER_ID_SIZE], bool *done)
+{
+    struct kt_key_rec *tiks = NULL;
+    size_t n = 0;
+    keytier_key *tik = NULL;
+    *done = false;
+    if (parent->info.level != 0 || !parent->files)
+        return KEYTIER_OK;
+    keytier_err e =
+        kt_store_tik_list(parent->ctx->store, parent->info.dep_id, &tiks, &n);
+    if (e == KEYTIER_OK && n > 0) {
+        *done = true;
+        e = keytier_key_open(parent, tiks[0].key_id, &tik);
+        if (e == KEYTIER_OK)
+            e = keytier_key_create(tik, name, out_id);
+    }
+    keytier_key_close(tik);
+    if (tiks != NULL)
+        kt_wipe(tiks, n * sizeof *tiks);
+    free(tiks);
+    return e;
+}
+
+/* The DEP of parent accepts new keys: not disabled or purged; an
+ * offboarded DEP only below its TIKs (service-managed). */
+static keytier_err kt_create_state_ok(const keytier_key *parent)
+{
+    int state = 0;
+    keytier_err e =
+        kt_store_dep_state(parent->ctx->store, parent->info.dep_id, &state);
+    if (e != KEYTIER_OK)
+        return e;
+    if (state == KEYTIER_DEP_DISABLED || state == KEYTIER_DEP_PURGED ||
+        (state == KEYTIER_DEP_OFFBOARDED && parent->tik_id[0] == '\0'))
+        return kt_err(KEYTIER_E_DEP_DISABLED, "DEP %s accepts no new keys",
+                      parent->info.dep_id);
+    if (state == KEYTIER_DEP_REGISTERING)
+        return kt_err(KEYTIER_E_DEP_STATE,
+                      "DEP %s is registering: no key until its copies are "
+                      "proven",
+                      parent->info.dep_id);
+    return KEYTIER_OK;
+}
+
 KEYTIER_API keytier_err keytier_key_create(keytier_key *parent,
                                            const char *name,
                                            char out_id[KEYTIER_ID_SIZE])
@@ -357,21 +441,12 @@ KEYTIER_API keytier_err keytier_key_create(keytier_key *parent,
     struct kt_key_rec r;
     kt_secret *key = NULL;
     uint8_t id[KT_UUID_BYTES];
-    int state = 0;
-    keytier_err e = kt_store_dep_state(ctx->store, parent->info.dep_id, &state);
-    if (e != KEYTIER_OK)
+    bool done = false;
+    keytier_err e = kt_create_state_ok(parent);
+    if (e == KEYTIER_OK)
+        e = kt_create_under_tik(parent, name, out_id, &done);
+    if (e != KEYTIER_OK || done)
         goto out;
-    if (state == KEYTIER_DEP_DISABLED || state == KEYTIER_DEP_PURGED) {
-        e = kt_err(KEYTIER_E_DEP_DISABLED, "DEP %s accepts no new keys",
-                   parent->info.dep_id);
-        goto out;
-    }
-    if (state == KEYTIER_DEP_REGISTERING) {
-        e = kt_err(KEYTIER_E_DEP_STATE,
-                   "DEP %s is registering: no key until its copies are proven",
-                   parent->info.dep_id);
-        goto out;
-    }
     key = kt_secret_random(KT_KEY_SIZE);
     if (key == NULL || !kt_uuid_new(id)) {
         e = kt_err(KEYTIER_E_CRYPTO, "random generation failed");
@@ -384,6 +459,8 @@ KEYTIER_API keytier_err keytier_key_create(keytier_key *parent,
     kt_strlcpy(r.dep_id, parent->info.dep_id, sizeof r.dep_id);
     kt_strlcpy(r.parent_id, parent->info.key_id, sizeof r.parent_id);
     kt_strlcpy(r.name, name, sizeof r.name);
+    if (parent->info.level > 0)
+        kt_strlcpy(r.tik_id, parent->tik_id, sizeof r.tik_id);
     r.level = parent->info.level + 1;
     r.created = (int64_t)time(NULL);
     e = kt_tier_gcm(parent->key, &r, key, 1);
@@ -399,42 +476,35 @@ out:
     return e;
 }
 
-/* Opens record r under parent (r already read and checked to be a child of
- * parent). */
-static keytier_err kt_key_open_rec(keytier_key *parent, struct kt_key_rec *r,
-                                   keytier_key **out)
+keytier_err kt_key_handle(keytier_ctx *ctx, const struct kt_key_rec *r,
+                          kt_secret **key, bool files, unsigned max_level,
+                          keytier_key **out)
 {
-    keytier_key *k = kt_key_alloc(parent->ctx);
-    keytier_err e;
-    if (k == NULL || (k->key = kt_secret_new(KT_KEY_SIZE + 16)) == NULL) {
-        e = kt_err(KEYTIER_E_NOMEM, NULL);
-        goto out;
+    keytier_key *k = kt_key_alloc(ctx);
+    keytier_err e = KEYTIER_OK;
+    if (k == NULL) {
+        kt_secret_free(*key);
+        *key = NULL;
+        return kt_err(KEYTIER_E_NOMEM, NULL);
     }
-    /* The AAD is rebuilt from where the key is being opened (the parent
-     * handle), not only from the stored columns. */
-    kt_strlcpy(r->parent_id, parent->info.key_id, sizeof r->parent_id);
-    kt_strlcpy(r->dep_id, parent->info.dep_id, sizeof r->dep_id);
-    kt_strlcpy(r->tenant, parent->info.tenant, sizeof r->tenant);
-    kt_strlcpy(r->workload, parent->workload, sizeof r->workload);
-    r->level = parent->info.level + 1;
-    e = kt_tier_gcm(parent->key, r, k->key, 0);
-    if (e != KEYTIER_OK)
-        goto out;
-    kt_secret_truncate(k->key, KT_KEY_SIZE);
-    if (!kt_uuid_parse(r->key_id, k->key_id_bin)) {
+    k->key = *key;
+    *key = NULL;
+    if (!kt_uuid_parse(r->key_id, k->key_id_bin) ||
+        !kt_uuid_parse(r->dep_id, k->dep_id_bin)) {
         e = kt_err(KEYTIER_E_FORMAT, "key id %s", r->key_id);
         goto out;
     }
-    memcpy(k->dep_id_bin, parent->dep_id_bin, KT_UUID_BYTES);
     kt_strlcpy(k->info.key_id, r->key_id, sizeof k->info.key_id);
     kt_strlcpy(k->info.parent_id, r->parent_id, sizeof k->info.parent_id);
     kt_strlcpy(k->info.dep_id, r->dep_id, sizeof k->info.dep_id);
     kt_strlcpy(k->info.tenant, r->tenant, sizeof k->info.tenant);
     kt_strlcpy(k->info.name, r->name, sizeof k->info.name);
     kt_strlcpy(k->workload, r->workload, sizeof k->workload);
+    kt_strlcpy(k->tik_id, r->tik_id, sizeof k->tik_id);
     k->info.level = r->level;
     k->info.created = r->created;
-    k->max_level = parent->max_level;
+    k->max_level = max_level;
+    k->files = files;
     e = kt_envelope_key_init(k);
     if (e != KEYTIER_OK)
         goto out;
@@ -442,6 +512,58 @@ static keytier_err kt_key_open_rec(keytier_key *parent, struct kt_key_rec *r,
     k = NULL;
 out:
     keytier_key_close(k);
+    return e;
+}
+
+/* Opens record r under parent (r already read and checked to be a child of
+ * parent). */
+static keytier_err kt_key_open_rec(keytier_key *parent, struct kt_key_rec *r,
+                                   keytier_key **out)
+{
+    kt_secret *key = kt_secret_new(KT_KEY_SIZE + 16);
+    if (key == NULL)
+        return kt_err(KEYTIER_E_NOMEM, NULL);
+    /* The AAD is rebuilt from where the key is being opened (the parent
+     * handle), not only from the stored columns: below a TIK the TIK is
+     * the parent's; at level 1 only a TIK names one (itself). */
+    kt_strlcpy(r->parent_id, parent->info.key_id, sizeof r->parent_id);
+    kt_strlcpy(r->dep_id, parent->info.dep_id, sizeof r->dep_id);
+    kt_strlcpy(r->tenant, parent->info.tenant, sizeof r->tenant);
+    kt_strlcpy(r->workload, parent->workload, sizeof r->workload);
+    r->level = parent->info.level + 1;
+    if (parent->info.level > 0)
+        kt_strlcpy(r->tik_id, parent->tik_id, sizeof r->tik_id);
+    else if (!parent->files || strcmp(r->tik_id, r->key_id) != 0)
+        r->tik_id[0] = '\0';
+    keytier_err e = kt_tier_gcm(parent->key, r, key, 0);
+    if (e != KEYTIER_OK) {
+        kt_secret_free(key);
+        return e;
+    }
+    kt_secret_truncate(key, KT_KEY_SIZE);
+    return kt_key_handle(parent->ctx, r, &key, parent->files,
+                         kt_child_max(parent, r->tik_id), out);
+}
+
+/* A site asked of its files DEP key: r is a TIK's child, the TIK being
+ * (as its open checks) under this DEP key. */
+static bool kt_site_of_dep_key(const keytier_key *parent,
+                               const struct kt_key_rec *r)
+{
+    return parent->info.level == 0 && parent->files && r->tik_id[0] != '\0' &&
+           strcmp(r->parent_id, r->tik_id) == 0 &&
+           strcmp(r->tenant, parent->info.tenant) == 0;
+}
+
+static keytier_err kt_key_open_via_tik(keytier_key *parent,
+                                       const struct kt_key_rec *r,
+                                       keytier_key **out)
+{
+    keytier_key *tik = NULL;
+    keytier_err e = keytier_key_open(parent, r->tik_id, &tik);
+    if (e == KEYTIER_OK)
+        e = keytier_key_open(tik, r->key_id, out);
+    keytier_key_close(tik);
     return e;
 }
 
@@ -458,6 +580,11 @@ KEYTIER_API keytier_err keytier_key_open(keytier_key *parent,
     uint64_t epoch = kt_avail_cache_epoch(parent->ctx);
     struct kt_key_rec r;
     keytier_err e = kt_store_key_get(parent->ctx->store, key_id, &r);
+    if (e == KEYTIER_OK && kt_site_of_dep_key(parent, &r)) {
+        e = kt_key_open_via_tik(parent, &r, out);
+        kt_wipe(&r, sizeof r);
+        return e;
+    }
     if (e == KEYTIER_OK && strcmp(r.tenant, parent->info.tenant) != 0)
         e = kt_err(KEYTIER_E_WRONG_TENANT,
                    "key %s does not belong to tenant %s", key_id,
@@ -474,6 +601,31 @@ KEYTIER_API keytier_err keytier_key_open(keytier_key *parent,
 }
 
 #define KT_MAX_DEPTH 8
+
+/* Where a chain starts: the DEP key, or for the TIK of an offboarded DEP
+ * the TIK itself through its service-managed copy (*top_done). */
+static keytier_err kt_chain_start(keytier_ctx *ctx, const keytier_request *req,
+                                  const char *tenant,
+                                  const struct kt_key_rec *top,
+                                  keytier_key **cur, bool *top_done)
+{
+    int state = 0;
+    *top_done = false;
+    if (top->tik_id[0] != '\0' && strcmp(top->tik_id, top->key_id) == 0 &&
+        kt_store_dep_state(ctx->store, top->dep_id, &state) == KEYTIER_OK &&
+        state == KEYTIER_DEP_OFFBOARDED) {
+        *top_done = true;
+        kt_secret *key = NULL;
+        keytier_err e = kt_tik_managed_key(ctx, top, &key);
+        if (e != KEYTIER_OK)
+            return e;
+        /* below the TIK: the TIK's levels of the files shape */
+        return kt_key_handle(ctx, top, &key, true,
+                             kt_shape_depth(KT_SHAPE_FILES), cur);
+    }
+    kt_err_clear();
+    return keytier_dep_key_open(ctx, req, tenant, top->parent_id, cur);
+}
 
 static keytier_err kt_open_chain(keytier_ctx *ctx, const keytier_request *req,
                                  const char *tenant, struct kt_key_rec *leaf,
@@ -501,9 +653,12 @@ static keytier_err kt_open_chain(keytier_ctx *ctx, const keytier_request *req,
         }
         n++;
     }
-    e = keytier_dep_key_open(ctx, req, tenant, chain[n - 1].parent_id, &cur);
+    bool top_done = false;
+    e = kt_chain_start(ctx, req, tenant, &chain[n - 1], &cur, &top_done);
     if (e != KEYTIER_OK)
         goto out;
+    if (top_done)
+        n--;
     while (n > 0) {
         struct kt_key_rec *r = &chain[--n];
         if (strcmp(r->parent_id, cur->info.key_id) != 0) {
@@ -669,7 +824,80 @@ KEYTIER_API keytier_err keytier_status_get(keytier_ctx *ctx, const char *tenant,
         kt_strlcpy(out->key_id, r.key_id, sizeof out->key_id);
         out->dep_state = (keytier_dep_state)d->state;
         kt_strlcpy(out->dep_name, d->name, sizeof out->dep_name);
+        /* files shape */
+        kt_strlcpy(out->region, kt_dep_region(ctx, d), sizeof out->region);
+        out->service_managed = d->state == KEYTIER_DEP_OFFBOARDED;
     }
     free(d);
+    return e;
+}
+
+const char *kt_dep_region(keytier_ctx *ctx, const struct kt_dep_rec *d)
+{
+    const struct kt_workload_cfg *w =
+        kt_config_workload(&ctx->cfg, d->workload);
+    if (d->region[0] != '\0')
+        return d->region;
+    return w != NULL && w->shape == KT_SHAPE_FILES ? KEYTIER_REGION_DEFAULT
+                                                   : "";
+}
+
+/* The files DEP of a region in use (offboarded ones included) and its
+ * oldest TIK. */
+static keytier_err kt_region_tik(keytier_ctx *ctx, const char *tenant,
+                                 const char *workload, const char *region,
+                                 struct kt_key_rec *tik)
+{
+    char dep_id[KEYTIER_ID_SIZE];
+    struct kt_key_rec *tiks = NULL;
+    size_t n = 0;
+    keytier_err e =
+        kt_store_dep_of_region(ctx->store, tenant, workload, region, dep_id);
+    if (e == KEYTIER_OK && dep_id[0] == '\0')
+        return kt_err(KEYTIER_E_DEP_NOT_FOUND,
+                      "tenant %s has no files DEP for workload %s in region "
+                      "%s",
+                      tenant, workload, region);
+    if (e == KEYTIER_OK)
+        e = kt_store_tik_list(ctx->store, dep_id, &tiks, &n);
+    if (e == KEYTIER_OK && n == 0)
+        e = kt_err(KEYTIER_E_DEP_NOT_FOUND,
+                   "files DEP %s was made before tenant intermediate keys: "
+                   "open it with keytier_dep_key_open",
+                   dep_id);
+    if (e == KEYTIER_OK)
+        *tik = tiks[0];
+    if (tiks != NULL)
+        kt_wipe(tiks, n * sizeof *tiks);
+    free(tiks);
+    return e;
+}
+
+KEYTIER_API keytier_err keytier_tik_open(keytier_ctx *ctx,
+                                         const keytier_request *req,
+                                         const char *tenant,
+                                         const char *workload,
+                                         const char *region, keytier_key **out)
+{
+    kt_err_clear();
+    if (ctx == NULL || req == NULL || out == NULL ||
+        !kt_text_ok(tenant, KEYTIER_TENANT_MAX) ||
+        !kt_text_ok(workload, KEYTIER_WORKLOAD_MAX) ||
+        (region != NULL && !kt_text_ok(region, KEYTIER_REGION_MAX)))
+        return kt_err(KEYTIER_E_ARGS, "keytier_tik_open");
+    const struct kt_workload_cfg *w = kt_config_workload(&ctx->cfg, workload);
+    if (w == NULL)
+        return kt_err(KEYTIER_E_CONFIG, "unknown workload '%s'", workload);
+    if (w->shape != KT_SHAPE_FILES)
+        return kt_err(KEYTIER_E_ARGS,
+                      "workload %s has the mail shape: tenant intermediate "
+                      "keys are the files shape's",
+                      workload);
+    struct kt_key_rec tik;
+    keytier_err e = kt_region_tik(
+        ctx, tenant, workload, region ? region : KEYTIER_REGION_DEFAULT, &tik);
+    if (e == KEYTIER_OK)
+        e = keytier_key_open_path(ctx, req, tenant, tik.key_id, out);
+    kt_wipe(&tik, sizeof tik);
     return e;
 }

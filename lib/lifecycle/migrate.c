@@ -199,7 +199,37 @@ static keytier_err kt_mig_subtree(struct kt_mig_run *r,
     return e;
 }
 
-/* Adds the updates that move item t (and its subtree). */
+/* The keys below a TIK moving with it: their wrapped bytes stay (their
+ * AAD names the TIK, not the DEP), only their DEP column changes. */
+static keytier_err kt_mig_subtree_move(struct kt_mig_run *r,
+                                       const char *parent_id, unsigned left)
+{
+    struct kt_key_rec *kids = NULL;
+    size_t n = 0;
+    keytier_err e =
+        kt_store_key_list(r->ctx->store, r->m.tenant, parent_id, &kids, &n);
+    for (size_t i = 0; i < n && e == KEYTIER_OK; i++) {
+        struct kt_mig_update *u = kt_mig_push(r);
+        if (u == NULL) {
+            e = kt_err(KEYTIER_E_NOMEM, NULL);
+            break;
+        }
+        kt_strlcpy(u->key_id, kids[i].key_id, sizeof u->key_id);
+        kt_strlcpy(u->old_dep, kids[i].dep_id, sizeof u->old_dep);
+        kt_strlcpy(u->dep_id, r->m.target_dep, sizeof u->dep_id);
+        kt_strlcpy(u->parent_id, kids[i].parent_id, sizeof u->parent_id);
+        memcpy(u->wrapped, kids[i].wrapped, sizeof u->wrapped);
+        if (left > 1)
+            e = kt_mig_subtree_move(r, kids[i].key_id, left - 1);
+    }
+    free(kids);
+    return e;
+}
+
+/* Adds the updates that move item t (and its subtree): a level-1 key
+ * rewrapped under the target's DEP key; below it, a TIK's keys moved
+ * as they are, an older site's or a mailbox's keys rewrapped (their AAD
+ * names the DEP). */
 static keytier_err kt_mig_item(struct kt_mig_run *r, struct kt_mig_todo *t)
 {
     struct kt_key_rec rec = t->rec;
@@ -238,7 +268,10 @@ static keytier_err kt_mig_item(struct kt_mig_run *r, struct kt_mig_todo *t)
         kt_strlcpy(u->parent_id, nr.parent_id, sizeof u->parent_id);
         memcpy(u->wrapped, nr.wrapped, sizeof u->wrapped);
     }
-    if (e == KEYTIER_OK && r->depth > 1) {
+    if (e == KEYTIER_OK && rec.tik_id[0] != '\0' &&
+        strcmp(rec.tik_id, rec.key_id) == 0) {
+        e = kt_mig_subtree_move(r, rec.key_id, r->depth - 1);
+    } else if (e == KEYTIER_OK && r->depth > 1) {
         kt_secret *k1 = kt_secret_from(kt_secret_cdata(key), KT_KEY_SIZE);
         e = k1 ? kt_mig_subtree(r, &rec, k1, r->depth - 1)
                : kt_err(KEYTIER_E_NOMEM, NULL);
@@ -560,6 +593,19 @@ static keytier_err kt_mig_record(keytier_ctx *ctx, const struct kt_dep_rec *d,
     return e;
 }
 
+/* A named site under a TIK moves only with its TIK. */
+static keytier_err kt_assign_site_alone(const struct kt_key_rec *rec,
+                                        const char *name)
+{
+    if (rec->tik_id[0] == '\0')
+        return KEYTIER_OK;
+    return kt_err(KEYTIER_E_ARGS,
+                  "site %s is under tenant intermediate key %s: sites under "
+                  "a TIK move with it; assign the tenant's whole workload (no "
+                  "name)",
+                  name, rec->tik_id);
+}
+
 KEYTIER_API keytier_err keytier_assign(keytier_ctx *ctx, const char *tenant,
                                        const char *workload, const char *name,
                                        const char *dep_id,
@@ -616,6 +662,8 @@ KEYTIER_API keytier_err keytier_assign(keytier_ctx *ctx, const char *tenant,
             }
             goto out;
         }
+        if (e == KEYTIER_OK)
+            e = kt_assign_site_alone(&rec, name);
         if (e != KEYTIER_OK)
             goto out;
         if (strcmp(rec.dep_id, dep_id) != 0) {
@@ -683,9 +731,11 @@ KEYTIER_API keytier_err keytier_dep_recover_approved(
         goto out;
     /* The new DEP takes over the old one's name: to the tenant it is the
      * same policy with new customer keys. */
-    e = keytier_dep_create_named(ctx, tenant, old->workload, uri_a, uri_b,
-                                 old->name[0] != '\0' ? old->name : NULL,
-                                 &info);
+    const struct kt_dep_create_args a = {
+        tenant,    old->workload, old->region[0] != '\0' ? old->region : NULL,
+        uri_a,     uri_b,         old->name[0] != '\0' ? old->name : NULL,
+        old_dep_id};
+    e = kt_dep_create(ctx, &a, &info);
     if (e != KEYTIER_OK)
         goto out;
     e = kt_store_dep_get(ctx->store, info.dep_id, nd);

@@ -17,7 +17,8 @@
 #include "trust.h"
 
 static const char *const kt_purge_roles[] = {"customer key A", "customer key B",
-                                             "availability key"};
+                                             "availability key",
+                                             "service-managed key"};
 
 /* The references kept per key, to name them in the audit records. */
 #define KT_PURGE_REFS 8
@@ -261,6 +262,8 @@ static keytier_err kt_purge_destroy(struct kt_purge *p, const char *uri,
     ent->k.action = found ? KEYTIER_PURGE_DESTROYED : KEYTIER_PURGE_GONE;
     if (found && ent->k.slot == KEYTIER_ROOT_AVAIL)
         p->d->report.avail_keys_destroyed++;
+    else if (found && ent->k.slot == KEYTIER_ROOT_MANAGED)
+        p->d->report.managed_keys_destroyed++;
     else if (found)
         p->d->report.customer_keys_destroyed++;
     return KEYTIER_OK;
@@ -307,6 +310,51 @@ static keytier_err kt_purge_key(struct kt_purge *p,
     p->d->keys_kept++;
     kt_log_event(p->ctx->log, KT_LOG_WARNING, "purge: key kept, still in use",
                  dep->dep_id);
+    return KEYTIER_OK;
+}
+
+/* The service-managed key of an offboarded (or half offboarded) files DEP:
+ * the journal's, or the one its label names when a run died before
+ * recording it; decided like the roots. */
+static keytier_err kt_purge_managed(struct kt_purge *p,
+                                    const struct kt_dep_rec *dep)
+{
+    struct kt_offboard_rec j;
+    char uri[KEYTIER_URI_MAX];
+    keytier_err e = kt_store_offboard_get(p->ctx->store, dep->dep_id, &j);
+    if (e == KEYTIER_E_NOT_FOUND) {
+        kt_err_clear();
+        return KEYTIER_OK;
+    }
+    if (e != KEYTIER_OK)
+        return e;
+    if (j.uri[0] != '\0')
+        kt_strlcpy(uri, j.uri, sizeof uri);
+    else
+        snprintf(uri, sizeof uri,
+                 "%s;object=keytier-managed-%s;type=secret-key",
+                 p->ctx->cfg.service_token ? p->ctx->cfg.service_token : "",
+                 dep->dep_id);
+    struct kt_purge_ent *ent = &p->plan[p->n_plan];
+    memset(ent, 0, sizeof *ent);
+    kt_strlcpy(ent->k.dep_id, dep->dep_id, sizeof ent->k.dep_id);
+    ent->k.slot = KEYTIER_ROOT_MANAGED;
+    kt_strlcpy(ent->k.uri, uri, sizeof ent->k.uri);
+    bool found = false, used = false;
+    e = kt_purge_key_job(p->ctx, kt_purge_roles[KEYTIER_ROOT_MANAGED], uri,
+                         false, ent->ident, &found);
+    if (e != KEYTIER_OK)
+        return e;
+    p->n_plan++;
+    if (!found) {
+        ent->k.action = KEYTIER_PURGE_GONE;
+        return KEYTIER_OK;
+    }
+    e = kt_purge_others(p, uri, ent, &used);
+    if (e != KEYTIER_OK || !used)
+        return e != KEYTIER_OK ? e : kt_purge_destroy(p, uri, ent);
+    ent->k.action = KEYTIER_PURGE_KEPT;
+    p->d->keys_kept++;
     return KEYTIER_OK;
 }
 
@@ -446,6 +494,8 @@ static keytier_err kt_purge_keys(struct kt_purge *p, unsigned flags,
                 continue;
             e = kt_purge_key(p, &deps[i], slot, &p->idx[3 * i + (size_t)slot]);
         }
+        if (e == KEYTIER_OK)
+            e = kt_purge_managed(p, &deps[i]);
     }
     return e;
 }
@@ -453,7 +503,7 @@ static keytier_err kt_purge_keys(struct kt_purge *p, unsigned flags,
 /* The plan and the other tenants' roots without identity, for n DEPs. */
 static keytier_err kt_purge_new(struct kt_purge *p, size_t n)
 {
-    p->plan = calloc(3 * n + 1, sizeof *p->plan);
+    p->plan = calloc(4 * n + 1, sizeof *p->plan); /* 3 roots, managed key */
     p->idx = calloc(3 * n + 1, sizeof *p->idx);
     if (p->plan == NULL || p->idx == NULL)
         return kt_err(KEYTIER_E_NOMEM, NULL);

@@ -345,6 +345,29 @@ keytier_err kt_root_check_customer(keytier_ctx *ctx, const struct kt_root *root,
     return KEYTIER_OK;
 }
 
+keytier_err kt_root_check_service(keytier_ctx *ctx, const struct kt_root *root,
+                                  CK_SESSION_HANDLE s, const char *what,
+                                  const char *uri, const char *label,
+                                  char ident[KEYTIER_URI_MAX], CK_RV *rv)
+{
+    char have[KT_KEY_LABEL_MAX + 1];
+    keytier_err e = kt_root_identity(root, s, ident, have, rv);
+    if (e != KEYTIER_OK)
+        return kt_err_context(e, "%s %s", what, uri);
+    if (!kt_token_is_service(ctx, root->tok))
+        return kt_err(KEYTIER_E_KEY_ROLE,
+                      "%s %s: it is in token '%s', not in the service token: "
+                      "only a key keytier generated in the service token may "
+                      "hold service-managed keys",
+                      what, uri, root->tok->label);
+    if (strcmp(have, label) != 0)
+        return kt_err(KEYTIER_E_KEY_ROLE,
+                      "%s %s: its label is '%s', not '%s': it is not the key "
+                      "keytier generated for this role",
+                      what, uri, have, label);
+    return KEYTIER_OK;
+}
+
 /* ---- generated roots ---------------------------------------------------- */
 
 /* The one template for root keys keytier creates (availability keys, and

@@ -40,6 +40,9 @@ struct kt_dep_rec {
     struct kt_root_rec roots[3]; /* KEYTIER_ROOT_A, _B, _AVAIL */
     /* "" (stored as NULL): the DEP has no name. */
     char name[KEYTIER_DEP_NAME_MAX + 1];
+    /* "" (NULL): no region (mail), or a files DEP made before regions
+     * (the default region). */
+    char region[KEYTIER_REGION_MAX + 1];
 };
 
 struct kt_key_rec {
@@ -52,6 +55,9 @@ struct kt_key_rec {
     unsigned level;
     int64_t created;
     uint8_t wrapped[KT_TIER_WRAPPED_SIZE];
+    /* The tenant intermediate key: its own id for a TIK, the TIK above it
+     * for a site or blob key, "" (NULL) for keys under no TIK. */
+    char tik_id[KEYTIER_ID_SIZE];
 };
 
 /* Opens (creating and migrating as needed) the store at path; parent
@@ -69,6 +75,29 @@ int kt_store_schema_latest(void);
 KT_NODISCARD keytier_err kt_store_dep_insert(struct kt_store *st,
                                              const struct kt_dep_rec *dep,
                                              unsigned limit);
+/* kt_store_dep_insert for a files DEP: also refuses (KEYTIER_E_DEP_REGION)
+ * when the tenant has another DEP for the workload in dep->region ("":
+ * KEYTIER_REGION_DEFAULT) that is not disabled, purged or offboarded,
+ * leaving out `replaces` (NULL: none; recovery), and inserts tik (NULL:
+ * none), the DEP's tenant intermediate key, in the same transaction. */
+KT_NODISCARD keytier_err kt_store_dep_insert_files(struct kt_store *st,
+                                                   const struct kt_dep_rec *dep,
+                                                   unsigned limit,
+                                                   const struct kt_key_rec *tik,
+                                                   const char *replaces);
+/* The tenant's DEP of the workload in region that is in use (not
+ * disabled, purged or offboarded; leaving out skip, may be NULL) into
+ * dep_id, "" when none. */
+KT_NODISCARD keytier_err kt_store_dep_in_region(
+    struct kt_store *st, const char *tenant, const char *workload,
+    const char *region, const char *skip, char dep_id[KEYTIER_ID_SIZE]);
+/* The newest DEP of the workload in region that is not disabled or
+ * purged (offboarded ones included) into dep_id, "" when none. */
+KT_NODISCARD keytier_err kt_store_dep_of_region(struct kt_store *st,
+                                                const char *tenant,
+                                                const char *workload,
+                                                const char *region,
+                                                char dep_id[KEYTIER_ID_SIZE]);
 KT_NODISCARD keytier_err kt_store_dep_count(struct kt_store *st,
                                             const char *tenant,
                                             const char *workload,
@@ -117,6 +146,11 @@ KT_NODISCARD keytier_err kt_store_key_get_by_name(struct kt_store *st,
                                                   const char *workload,
                                                   const char *name,
                                                   struct kt_key_rec *out);
+/* The TIKs of a DEP, oldest first; *out is malloc'd (free()). */
+KT_NODISCARD keytier_err kt_store_tik_list(struct kt_store *st,
+                                           const char *dep_id,
+                                           struct kt_key_rec **out,
+                                           size_t *count);
 /* Children of parent_id; *out is malloc'd (free()). */
 KT_NODISCARD keytier_err kt_store_key_list(struct kt_store *st,
                                            const char *tenant,
@@ -287,6 +321,63 @@ KT_NODISCARD keytier_err kt_store_ks_retire_count(struct kt_store *st,
                                                   const char *name,
                                                   int64_t archived_before,
                                                   size_t *n);
+
+/* ---- offboarding (lib/lifecycle/offboard.c) ----
+ * The journal of an offboarding (one row per DEP, its step moving 0 ->
+ * 3, each step in one transaction with what it did) and the TIKs it
+ * re-protected under the service-managed key. */
+enum kt_offboard_step {
+    KT_OFFBOARD_STARTED = 0,   /* journal written: managed_id chosen */
+    KT_OFFBOARD_KEY_READY = 1, /* the service-managed key exists: uri */
+    KT_OFFBOARD_PROTECTED = 2, /* every TIK in managed_tiks */
+    KT_OFFBOARD_DONE = 3,      /* the DEP is OFFBOARDED */
+};
+struct kt_offboard_rec {
+    char dep_id[KEYTIER_ID_SIZE];
+    char tenant[KEYTIER_TENANT_MAX + 1];
+    int step;                         /* enum kt_offboard_step */
+    char managed_id[KEYTIER_ID_SIZE]; /* the key's CKA_ID (a UUID) */
+    char approval[KEYTIER_ID_SIZE];   /* "" (NULL): none was needed */
+    char uri[KEYTIER_URI_MAX];        /* from KEY_READY on */
+    char ident[KEYTIER_URI_MAX];
+    int64_t started, updated;
+};
+struct kt_managed_rec {
+    char tik_id[KEYTIER_ID_SIZE];
+    char dep_id[KEYTIER_ID_SIZE];
+    char tenant[KEYTIER_TENANT_MAX + 1];
+    char uri[KEYTIER_URI_MAX];
+    char mech[32];
+    uint8_t wrapped[KT_WRAPPED_MAX];
+    size_t wrapped_len;
+    int64_t created;
+};
+/* KEYTIER_E_NOT_FOUND when the DEP was never offboarded. */
+KT_NODISCARD keytier_err kt_store_offboard_get(struct kt_store *st,
+                                               const char *dep_id,
+                                               struct kt_offboard_rec *out);
+/* Inserts the journal at STARTED (KEYTIER_E_EXISTS: one is there). */
+KT_NODISCARD keytier_err
+kt_store_offboard_begin(struct kt_store *st, const struct kt_offboard_rec *r);
+/* STARTED -> KEY_READY with the key's uri and identity. */
+KT_NODISCARD keytier_err kt_store_offboard_key(struct kt_store *st,
+                                               const char *dep_id,
+                                               const char *uri,
+                                               const char *ident, int64_t now);
+/* KEY_READY -> PROTECTED with the n re-protected TIKs, in one
+ * transaction. */
+KT_NODISCARD keytier_err kt_store_offboard_protect(
+    struct kt_store *st, const char *dep_id, const struct kt_managed_rec *m,
+    size_t n, int64_t now);
+/* PROTECTED -> DONE and the DEP OFFBOARDED, with its cache invalidation,
+ * in one transaction. */
+KT_NODISCARD keytier_err kt_store_offboard_finish(struct kt_store *st,
+                                                  const char *dep_id,
+                                                  int64_t now);
+/* KEYTIER_E_NOT_FOUND when the TIK has no service-managed copy. */
+KT_NODISCARD keytier_err kt_store_managed_get(struct kt_store *st,
+                                              const char *tik_id,
+                                              struct kt_managed_rec *out);
 /* ==== end lifecycle ==================================================== */
 
 /* ==== cache invalidations ====================================

@@ -44,8 +44,8 @@ static keytier_err kt_dep_insert_row(struct kt_store *st,
     struct kt_stmt s;
     kt_stmt_prep(&s, st, "insert DEP",
                  "INSERT INTO deps(dep_id, policy_id, tenant, "
-                 "workload, state, created, key_check, name) "
-                 "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)");
+                 "workload, state, created, key_check, name, region) "
+                 "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)");
     kt_stmt_bind_text(&s, 1, dep->dep_id);
     kt_stmt_bind_text(&s, 2, dep->policy_id);
     kt_stmt_bind_text(&s, 3, dep->tenant);
@@ -55,6 +55,7 @@ static keytier_err kt_dep_insert_row(struct kt_store *st,
     kt_stmt_bind_blob(&s, 7, dep->check, sizeof dep->check);
     /* "": the DEP has no name (NULL) */
     kt_stmt_bind_text(&s, 8, dep->name[0] != '\0' ? dep->name : NULL);
+    kt_stmt_bind_text(&s, 9, dep->region[0] != '\0' ? dep->region : NULL);
     keytier_err e = kt_stmt_exec(&s);
     kt_stmt_done(&s);
     return e;
@@ -78,27 +79,121 @@ static keytier_err kt_dep_insert_root(struct kt_store *st, const char *dep_id,
     return e;
 }
 
+/* The tenant's DEP of the workload in region (NULL in the store: the
+ * default region) whose state is not in the excluded ones, newest first,
+ * leaving out skip; "" when none.  The caller holds st->mu. */
+static keytier_err kt_dep_region_locked(struct kt_store *st, const char *tenant,
+                                        const char *workload,
+                                        const char *region, const char *skip,
+                                        bool offboarded_too,
+                                        char dep_id[KEYTIER_ID_SIZE])
+{
+    struct kt_stmt s;
+    bool row;
+    dep_id[0] = '\0';
+    kt_stmt_prep(&s, st, "DEP of a region",
+                 "SELECT dep_id FROM deps WHERE tenant = ?1 AND workload = ?2 "
+                 "AND COALESCE(region, ?6) = ?3 AND state NOT IN (?4, ?5, ?7) "
+                 "AND (?8 IS NULL OR dep_id != ?8) "
+                 "ORDER BY created DESC, rowid DESC LIMIT 1");
+    kt_stmt_bind_text(&s, 1, tenant);
+    kt_stmt_bind_text(&s, 2, workload);
+    kt_stmt_bind_text(&s, 3,
+                      region[0] != '\0' ? region : KEYTIER_REGION_DEFAULT);
+    kt_stmt_bind_int(&s, 4, KEYTIER_DEP_DISABLED);
+    kt_stmt_bind_int(&s, 5, KEYTIER_DEP_PURGED);
+    kt_stmt_bind_text(&s, 6, KEYTIER_REGION_DEFAULT);
+    kt_stmt_bind_int(
+        &s, 7, offboarded_too ? KEYTIER_DEP_PURGED : KEYTIER_DEP_OFFBOARDED);
+    kt_stmt_bind_text(&s, 8, skip);
+    keytier_err e = kt_stmt_step(&s, &row);
+    if (e == KEYTIER_OK && row)
+        kt_stmt_col_text(&s, 0, dep_id, KEYTIER_ID_SIZE);
+    if (e == KEYTIER_OK)
+        e = kt_stmt_err(&s);
+    kt_stmt_done(&s);
+    return e;
+}
+
+keytier_err kt_store_dep_in_region(struct kt_store *st, const char *tenant,
+                                   const char *workload, const char *region,
+                                   const char *skip,
+                                   char dep_id[KEYTIER_ID_SIZE])
+{
+    pthread_mutex_lock(&st->mu);
+    keytier_err e =
+        kt_dep_region_locked(st, tenant, workload, region, skip, false, dep_id);
+    pthread_mutex_unlock(&st->mu);
+    return e;
+}
+
+keytier_err kt_store_dep_of_region(struct kt_store *st, const char *tenant,
+                                   const char *workload, const char *region,
+                                   char dep_id[KEYTIER_ID_SIZE])
+{
+    pthread_mutex_lock(&st->mu);
+    keytier_err e =
+        kt_dep_region_locked(st, tenant, workload, region, NULL, true, dep_id);
+    pthread_mutex_unlock(&st->mu);
+    return e;
+}
+
+/* The checks of an insert inside its transaction: the DEP limit, and for
+ * a files DEP (region or tik given) one DEP per region. */
+static keytier_err kt_dep_insert_checks(struct kt_store *st,
+                                        const struct kt_dep_rec *dep,
+                                        unsigned limit, bool files,
+                                        const char *replaces)
+{
+    unsigned count = 0;
+    keytier_err e = kt_dep_count_locked(st, dep->tenant, dep->workload, &count);
+    if (e != KEYTIER_OK)
+        return e;
+    if (count >= limit)
+        return kt_err(KEYTIER_E_DEP_LIMIT,
+                      "tenant %s already has %u DEPs for workload %s (limit "
+                      "%u)",
+                      dep->tenant, count, dep->workload, limit);
+    if (!files)
+        return KEYTIER_OK;
+    char other[KEYTIER_ID_SIZE];
+    e = kt_dep_region_locked(st, dep->tenant, dep->workload, dep->region,
+                             replaces, false, other);
+    if (e == KEYTIER_OK && other[0] != '\0')
+        e = kt_err(KEYTIER_E_DEP_REGION,
+                   "tenant %s already has files DEP %s for workload %s in "
+                   "region %s; one files DEP per tenant and region (disable "
+                   "or offboard it first, or choose another region)",
+                   dep->tenant, other, dep->workload,
+                   dep->region[0] ? dep->region : KEYTIER_REGION_DEFAULT);
+    return e;
+}
+
 keytier_err kt_store_dep_insert(struct kt_store *st,
                                 const struct kt_dep_rec *dep, unsigned limit)
 {
-    unsigned count = 0;
+    return kt_store_dep_insert_files(st, dep, limit, NULL, NULL);
+}
+
+keytier_err kt_store_dep_insert_files(struct kt_store *st,
+                                      const struct kt_dep_rec *dep,
+                                      unsigned limit,
+                                      const struct kt_key_rec *tik,
+                                      const char *replaces)
+{
     pthread_mutex_lock(&st->mu);
     keytier_err e = kt_db_begin(st);
     if (e != KEYTIER_OK)
         goto out;
-    e = kt_dep_count_locked(st, dep->tenant, dep->workload, &count);
-    if (e != KEYTIER_OK)
-        goto fail;
-    if (count >= limit) {
-        e = kt_err(KEYTIER_E_DEP_LIMIT,
-                   "tenant %s already has %u DEPs for workload %s (limit %u)",
-                   dep->tenant, count, dep->workload, limit);
-        goto fail;
-    }
-    e = kt_dep_insert_row(st, dep);
+    e = kt_dep_insert_checks(st, dep, limit,
+                             tik != NULL || dep->region[0] != '\0', replaces);
+    if (e == KEYTIER_OK)
+        e = kt_dep_insert_row(st, dep);
     for (int slot = 0; slot < 3 && e == KEYTIER_OK; slot++)
         e = kt_dep_insert_root(st, dep->dep_id, slot, &dep->roots[slot]);
     if (e != KEYTIER_OK)
+        goto fail;
+    if (tik != NULL && (e = kt_key_insert_locked(st, tik)) != KEYTIER_OK)
         goto fail;
     e = kt_db_commit(st);
     goto out;
@@ -110,7 +205,8 @@ out:
 }
 
 #define KT_DEP_COLS                                                            \
-    "dep_id, policy_id, tenant, workload, state, created, key_check, name"
+    "dep_id, policy_id, tenant, workload, state, created, key_check, name, "   \
+    "region"
 
 /* The wrapped copies of d into d->roots: all three, or none for a purged
  * DEP (it keeps its row without them). */
@@ -169,7 +265,8 @@ static keytier_err kt_dep_row(struct kt_store *st, struct kt_stmt *s,
     size_t n;
     bool check = kt_stmt_col_blob(s, 6, d->check, sizeof d->check, &n) &&
                  n == sizeof d->check;
-    kt_stmt_col_text(s, 7, d->name, sizeof d->name); /* NULL: "" */
+    kt_stmt_col_text(s, 7, d->name, sizeof d->name);     /* NULL: "" */
+    kt_stmt_col_text(s, 8, d->region, sizeof d->region); /* NULL: "" */
     if (kt_stmt_err(s) != KEYTIER_OK)
         return kt_stmt_err(s);
     if (!check)
@@ -309,10 +406,16 @@ keytier_err kt_store_dep_unregister(struct kt_store *st, const char *dep_id)
     keytier_err e = kt_db_begin(st);
     if (e != KEYTIER_OK)
         goto out;
+    /* a registering DEP has no key but its TIK (files shape) */
     e = kt_db_run(st, "remove DEP",
-                  "DELETE FROM dep_roots WHERE dep_id = (SELECT dep_id FROM "
+                  "DELETE FROM tier_keys WHERE dep_id = (SELECT dep_id FROM "
                   "deps WHERE dep_id = ?1 AND state = 0)",
                   t, 1, NULL);
+    if (e == KEYTIER_OK)
+        e = kt_db_run(st, "remove DEP",
+                      "DELETE FROM dep_roots WHERE dep_id = (SELECT dep_id "
+                      "FROM deps WHERE dep_id = ?1 AND state = 0)",
+                      t, 1, NULL);
     if (e == KEYTIER_OK)
         e = kt_db_run(st, "remove DEP",
                       "DELETE FROM deps WHERE dep_id = ?1 AND state = 0", t, 1,

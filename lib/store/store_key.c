@@ -1,19 +1,20 @@
 /*
  * Tier keys in the store: the tier_keys table, each key wrapped by its
- * parent (the DEP key for level 1, the key above it otherwise).
+ * parent (the DEP key for level 1, the key above it otherwise), and the
+ * tenant intermediate keys (TIKs) of files DEPs.
  */
 #include <stdlib.h>
 #include <string.h>
 
 #include "store_stmt.h"
 
-keytier_err kt_store_key_insert(struct kt_store *st, const struct kt_key_rec *k)
+keytier_err kt_key_insert_locked(struct kt_store *st,
+                                 const struct kt_key_rec *k)
 {
     struct kt_stmt s;
-    pthread_mutex_lock(&st->mu);
     kt_stmt_prep(&s, st, "insert key",
                  "INSERT INTO tier_keys(" KT_KEY_COLS ") VALUES "
-                 "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)");
+                 "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)");
     kt_stmt_bind_text(&s, 1, k->key_id);
     kt_stmt_bind_text(&s, 2, k->tenant);
     kt_stmt_bind_text(&s, 3, k->workload);
@@ -23,12 +24,20 @@ keytier_err kt_store_key_insert(struct kt_store *st, const struct kt_key_rec *k)
     kt_stmt_bind_text(&s, 7, k->name);
     kt_stmt_bind_int64(&s, 8, k->created);
     kt_stmt_bind_blob(&s, 9, k->wrapped, sizeof k->wrapped);
+    kt_stmt_bind_text(&s, 10, k->tik_id[0] != '\0' ? k->tik_id : NULL);
     keytier_err e = kt_stmt_exec(&s);
     if (kt_stmt_rc(&s) == SQLITE_CONSTRAINT_UNIQUE ||
         kt_stmt_rc(&s) == SQLITE_CONSTRAINT_PRIMARYKEY)
         e = kt_err(KEYTIER_E_EXISTS, "tenant %s already has '%s' in %s",
                    k->tenant, k->name, k->workload);
     kt_stmt_done(&s);
+    return e;
+}
+
+keytier_err kt_store_key_insert(struct kt_store *st, const struct kt_key_rec *k)
+{
+    pthread_mutex_lock(&st->mu);
+    keytier_err e = kt_key_insert_locked(st, k);
     pthread_mutex_unlock(&st->mu);
     return e;
 }
@@ -44,6 +53,7 @@ keytier_err kt_key_row(struct kt_stmt *s, struct kt_key_rec *k)
     k->level = (unsigned)kt_stmt_col_int(s, 5);
     kt_stmt_col_text(s, 6, k->name, sizeof k->name);
     k->created = kt_stmt_col_int64(s, 7);
+    kt_stmt_col_text(s, 9, k->tik_id, sizeof k->tik_id); /* NULL: "" */
     size_t n;
     bool fits = kt_stmt_col_blob(s, 8, k->wrapped, sizeof k->wrapped, &n) &&
                 n == sizeof k->wrapped;
@@ -92,11 +102,11 @@ keytier_err kt_store_key_get_by_name(struct kt_store *st, const char *tenant,
                                      const char *workload, const char *name,
                                      struct kt_key_rec *out)
 {
-    return kt_key_get_one(st,
-                          "SELECT " KT_KEY_COLS " FROM tier_keys WHERE "
-                          "tenant = ?1 AND workload = ?2 AND name = ?3 AND "
-                          "level = 1",
-                          tenant, workload, name, name, out);
+    return kt_key_get_one(
+        st,
+        "SELECT " KT_KEY_COLS " FROM tier_keys WHERE "
+        "tenant = ?1 AND workload = ?2 AND name = ?3 AND " KT_SQL_NAMED,
+        tenant, workload, name, name, out);
 }
 
 keytier_err kt_store_key_list(struct kt_store *st, const char *tenant,
@@ -117,6 +127,40 @@ keytier_err kt_store_key_list(struct kt_store *st, const char *tenant,
     kt_stmt_bind_text(&s, 2, parent_id);
     while ((e = kt_stmt_step(&s, &row)) == KEYTIER_OK && row) {
         if (!kt_array_reserve((void **)&list, &cap, n, sizeof *list, 16)) {
+            e = kt_err(KEYTIER_E_NOMEM, NULL);
+            break;
+        }
+        e = kt_key_row(&s, &list[n]);
+        if (e != KEYTIER_OK)
+            break;
+        n++;
+    }
+    kt_stmt_done(&s);
+    pthread_mutex_unlock(&st->mu);
+    if (e != KEYTIER_OK) {
+        free(list);
+        return e;
+    }
+    *out = list;
+    *count = n;
+    return KEYTIER_OK;
+}
+
+keytier_err kt_store_tik_list(struct kt_store *st, const char *dep_id,
+                              struct kt_key_rec **out, size_t *count)
+{
+    struct kt_stmt s;
+    struct kt_key_rec *list = NULL;
+    size_t n = 0, cap = 0;
+    bool row;
+    keytier_err e;
+    pthread_mutex_lock(&st->mu);
+    kt_stmt_prep(&s, st, "list TIKs",
+                 "SELECT " KT_KEY_COLS " FROM tier_keys WHERE "
+                 "dep_id = ?1 AND tik_id = key_id ORDER BY created, rowid");
+    kt_stmt_bind_text(&s, 1, dep_id);
+    while ((e = kt_stmt_step(&s, &row)) == KEYTIER_OK && row) {
+        if (!kt_array_reserve((void **)&list, &cap, n, sizeof *list, 4)) {
             e = kt_err(KEYTIER_E_NOMEM, NULL);
             break;
         }

@@ -191,18 +191,19 @@ keytier_err kt_store_mig_todo(struct kt_store *st, const char *id, size_t max,
     pthread_mutex_lock(&st->mu);
     /* The items to do with their keys, in one read (a deleted key comes
      * back with NULL columns). */
-    kt_stmt_prep(&s, st, "migration items",
-                 "SELECT k.key_id, k.tenant, k.workload, k.dep_id, "
-                 "k.parent_id, k.level, k.name, k.created, k.wrapped, "
-                 "i.key_id FROM migration_items i LEFT JOIN tier_keys k ON "
-                 "k.key_id = i.key_id WHERE i.migration_id = ?1 AND "
-                 "i.done = 0 LIMIT ?2");
+    kt_stmt_prep(
+        &s, st, "migration items",
+        "SELECT k.key_id, k.tenant, k.workload, k.dep_id, "
+        "k.parent_id, k.level, k.name, k.created, k.wrapped, "
+        "k.tik_id, i.key_id FROM migration_items i LEFT JOIN tier_keys k ON "
+        "k.key_id = i.key_id WHERE i.migration_id = ?1 AND "
+        "i.done = 0 LIMIT ?2");
     kt_stmt_bind_text(&s, 1, id);
     kt_stmt_bind_int64(&s, 2, (int64_t)max);
     while (*n < max && (e = kt_stmt_step(&s, &row)) == KEYTIER_OK && row) {
         struct kt_mig_todo *t = &out[*n];
         memset(t, 0, sizeof *t);
-        kt_stmt_col_text(&s, 9, t->key_id, sizeof t->key_id);
+        kt_stmt_col_text(&s, 10, t->key_id, sizeof t->key_id);
         t->gone = kt_stmt_col_null(&s, 0);
         e = t->gone ? kt_stmt_err(&s) : kt_key_row(&s, &t->rec);
         if (e != KEYTIER_OK)

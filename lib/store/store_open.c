@@ -163,6 +163,42 @@ static const char *const kt_migrations[] = {
     "ALTER TABLE dep_roots ADD COLUMN ident TEXT;"
     "ALTER TABLE dep_roll ADD COLUMN ident TEXT;"
     "CREATE INDEX IF NOT EXISTS dep_roots_ident ON dep_roots(ident);",
+    /* 8 -> 9: the files workload.  A files DEP's region (NULL: the
+     * default region for files DEPs made before, none for mail); a tier
+     * key's tenant intermediate key (tik_id: its own id for a TIK, the
+     * TIK above it for sites and blobs, NULL for mail keys and older
+     * files keys); the named keys (mailboxes, sites) are level 1 without
+     * a TIK or the children of a TIK, and their names stay unique per
+     * tenant and workload.  TIKs re-protected under a service-managed key
+     * (offboarding) and the offboarding's journal. */
+    "ALTER TABLE deps ADD COLUMN region TEXT;"
+    "CREATE INDEX IF NOT EXISTS deps_region ON deps(tenant, workload, "
+    "  region);"
+    "ALTER TABLE tier_keys ADD COLUMN tik_id TEXT;"
+    "DROP INDEX IF EXISTS tier_keys_top_name;"
+    "CREATE UNIQUE INDEX IF NOT EXISTS tier_keys_named ON tier_keys(tenant, "
+    "  workload, name) WHERE (tik_id IS NULL AND level = 1) OR "
+    "  parent_id = tik_id;"
+    "CREATE INDEX IF NOT EXISTS tier_keys_tik ON tier_keys(dep_id) WHERE "
+    "  tik_id = key_id;"
+    "CREATE TABLE IF NOT EXISTS offboards ("
+    "  dep_id TEXT PRIMARY KEY REFERENCES deps(dep_id),"
+    "  tenant TEXT NOT NULL,"
+    "  step INTEGER NOT NULL CHECK (step BETWEEN 0 AND 3),"
+    "  managed_id TEXT NOT NULL,"
+    "  approval TEXT,"
+    "  uri TEXT,"
+    "  ident TEXT,"
+    "  started INTEGER NOT NULL,"
+    "  updated INTEGER NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS managed_tiks ("
+    "  tik_id TEXT PRIMARY KEY,"
+    "  dep_id TEXT NOT NULL REFERENCES deps(dep_id),"
+    "  tenant TEXT NOT NULL,"
+    "  uri TEXT NOT NULL,"
+    "  mech TEXT NOT NULL,"
+    "  wrapped BLOB NOT NULL,"
+    "  created INTEGER NOT NULL);",
 };
 
 #define KT_SCHEMA_LATEST ((int)(sizeof kt_migrations / sizeof kt_migrations[0]))

@@ -127,14 +127,15 @@ static const char *const kt_purge_sql[] = {
     "(SELECT dep_id FROM deps WHERE tenant = ?1)",
     "DELETE FROM dep_roots WHERE dep_id IN "
     "(SELECT dep_id FROM deps WHERE tenant = ?1)",
+    "DELETE FROM managed_tiks WHERE tenant = ?1",
     "DELETE FROM migration_items WHERE migration_id IN "
     "(SELECT migration_id FROM migrations WHERE tenant = ?1)",
     "DELETE FROM migrations WHERE tenant = ?1",
     "DELETE FROM tier_keys WHERE tenant = ?1",
     "UPDATE deps SET state = ?2 WHERE tenant = ?1",
 };
-#define KT_PURGE_TIER_KEYS 4
-#define KT_PURGE_DEPS      5
+#define KT_PURGE_TIER_KEYS 5
+#define KT_PURGE_DEPS      6
 
 keytier_err kt_store_tenant_purge(struct kt_store *st, const char *tenant,
                                   size_t *keys)

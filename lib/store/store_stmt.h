@@ -123,8 +123,13 @@ KT_NODISCARD keytier_err kt_db_run(struct kt_store *st, const char *what,
 /* The columns KT_KEY_COLS of tier_keys into k (store_key.c). */
 #define KT_KEY_COLS                                                            \
     "key_id, tenant, workload, dep_id, parent_id, level, name, created, "      \
-    "wrapped"
+    "wrapped, tik_id"
+/* A named key (mailbox, site): level 1 without a TIK, or a TIK's child. */
+#define KT_SQL_NAMED "((tik_id IS NULL AND level = 1) OR parent_id = tik_id)"
 KT_NODISCARD keytier_err kt_key_row(struct kt_stmt *s, struct kt_key_rec *k);
+/* kt_store_key_insert inside the caller's lock (and transaction). */
+KT_NODISCARD keytier_err kt_key_insert_locked(struct kt_store *st,
+                                              const struct kt_key_rec *k);
 /* Appends an invalidation row inside the caller's transaction
  * (store_inval.c). */
 KT_NODISCARD keytier_err kt_inval_add(struct kt_store *st, int scope,

@@ -56,6 +56,7 @@ static const char *const kt_op_names[] = {
     [KEYTIER_APPROVAL_SERVICE_KEY_REPLACE] = "service-key-replace",
     [KEYTIER_APPROVAL_FILES_AVAIL_READ] = "files-availability-read",
     [KEYTIER_APPROVAL_CHANGE_APPROVERS] = "change-approvers",
+    [KEYTIER_APPROVAL_FILES_OFFBOARD] = "files-offboard",
 };
 #define KT_N_OPS (sizeof kt_op_names / sizeof kt_op_names[0])
 
@@ -76,7 +77,7 @@ KEYTIER_API keytier_err keytier_approval_op_parse(const char *name,
     return kt_err(KEYTIER_E_ARGS,
                   "operation '%s': one of recover, purge, "
                   "service-key-destroy, service-key-replace, "
-                  "files-availability-read, change-approvers",
+                  "files-availability-read, change-approvers, files-offboard",
                   name ? name : "");
 }
 

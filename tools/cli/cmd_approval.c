@@ -503,7 +503,8 @@ static int cmd_keygen(struct cli *cli, int argc, char **argv)
     "*),\n"                                                                    \
     "service-key-destroy and service-key-replace (tenant *, scope: the key\n"  \
     "label), files-availability-read (scope: the DEP id), change-approvers\n"  \
-    "(tenant *, scope: the approver's name).\n"
+    "(tenant *, scope: the approver's name), files-offboard (scope: the\n"     \
+    "files DEP's id).\n"
 
 const struct cli_cmd cli_approval_cmds[] = {
     {"approval", "request", "ask for an approval of a privileged operation",

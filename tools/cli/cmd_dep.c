@@ -8,7 +8,14 @@
 
 #include "cli.h"
 
-enum { OPT_TENANT = 256, OPT_WORKLOAD, OPT_KEY_A, OPT_KEY_B, OPT_NAME };
+enum {
+    OPT_TENANT = 256,
+    OPT_WORKLOAD,
+    OPT_KEY_A,
+    OPT_KEY_B,
+    OPT_NAME,
+    OPT_REGION
+};
 
 static const char *const slot_names[3] = {"a", "b", "availability"};
 
@@ -44,6 +51,18 @@ static json_object *dep_json(const keytier_dep_info *d)
         json_object_object_add(roots, slot_names[i], r);
     }
     json_object_object_add(o, "roots", roots);
+    /* files shape; null for the mail shape (and a DEP made before TIKs) */
+    if (d->region[0] != '\0')
+        cli_json_str(o, "region", d->region);
+    else
+        json_object_object_add(o, "region", NULL);
+    if (d->tik_id[0] != '\0')
+        cli_json_str(o, "tik_id", d->tik_id);
+    else
+        json_object_object_add(o, "tik_id", NULL);
+    cli_json_str(o, "keys",
+                 d->state == KEYTIER_DEP_OFFBOARDED ? "service-managed"
+                                                    : "customer");
     return o;
 }
 
@@ -58,6 +77,11 @@ static void dep_print(const keytier_dep_info *d)
     static const char *const titles[3] = {"key A", "key B", "avail"};
     for (int i = 0; i < 3; i++)
         printf("  %-9s %s (%s)\n", titles[i], d->root_uri[i], d->wrap_mech[i]);
+    if (d->region[0] != '\0')
+        printf("  region    %s\n  TIK       %s\n  keys      %s\n", d->region,
+               d->tik_id[0] ? d->tik_id : "(none: made before TIKs)",
+               d->state == KEYTIER_DEP_OFFBOARDED ? "service-managed"
+                                                  : "customer");
 }
 
 /* ---- health ----------------------------------------------------------- */
@@ -116,10 +140,11 @@ static int cmd_dep_create(struct cli *cli, int argc, char **argv)
         {"key-a", required_argument, NULL, OPT_KEY_A},
         {"key-b", required_argument, NULL, OPT_KEY_B},
         {"name", required_argument, NULL, OPT_NAME},
+        {"region", required_argument, NULL, OPT_REGION},
         {0},
     };
     const char *tenant = NULL, *workload = NULL, *a = NULL, *b = NULL;
-    const char *name = NULL;
+    const char *name = NULL, *region = NULL;
     int c;
     while ((c = cli_getopt(cli, argc, argv, "", opts)) != -1) {
         switch (c) {
@@ -138,6 +163,9 @@ static int cmd_dep_create(struct cli *cli, int argc, char **argv)
         case OPT_NAME:
             name = optarg;
             break;
+        case OPT_REGION:
+            region = optarg;
+            break;
         default:
             return cli_usage_error(cli, "unknown option %s", argv[optind - 1]);
         }
@@ -152,8 +180,8 @@ static int cmd_dep_create(struct cli *cli, int argc, char **argv)
     if (rc != CLI_OK)
         return rc;
     keytier_dep_info d;
-    keytier_err e =
-        keytier_dep_create_named(ctx, tenant, workload, a, b, name, &d);
+    keytier_err e = keytier_dep_create_in_region(ctx, tenant, workload, region,
+                                                 a, b, name, &d);
     if (e != KEYTIER_OK)
         return cli_fail_lib(cli, e);
     if (cli->json)
@@ -196,8 +224,9 @@ static int cmd_dep_list(struct cli *cli, int argc, char **argv)
     if (e != KEYTIER_OK)
         return cli_fail_lib(cli, e);
     if (!cli->json)
-        printf("%-36s %-36s %-16s %-24s %-11s %-20s %s\n", "DEP", "POLICY",
-               "TENANT", "WORKLOAD", "STATE", "CREATED", "NAME");
+        printf("%-36s %-36s %-16s %-24s %-11s %-20s %-12s %s\n", "DEP",
+               "POLICY", "TENANT", "WORKLOAD", "STATE", "CREATED", "REGION",
+               "NAME");
     for (size_t i = 0; i < n; i++) {
         if (cli->json) {
             cli_json_put(dep_json(&list[i]));
@@ -205,9 +234,10 @@ static int cmd_dep_list(struct cli *cli, int argc, char **argv)
         }
         char when[32];
         time_iso(list[i].created, when);
-        printf("%-36s %-36s %-16s %-24s %-11s %-20s %s\n", list[i].dep_id,
+        printf("%-36s %-36s %-16s %-24s %-11s %-20s %-12s %s\n", list[i].dep_id,
                list[i].policy_id, list[i].tenant, list[i].workload,
                cli_dep_state_name(list[i].state), when,
+               list[i].region[0] ? list[i].region : "-",
                list[i].name[0] ? list[i].name : "-");
     }
     keytier_dep_list_free(list);
@@ -253,13 +283,15 @@ static int cmd_dep_show(struct cli *cli, int argc, char **argv)
 
 #define DEP_JSON_HELP                                                          \
     "JSON: {dep_id, policy_id, tenant, workload, name (null: none), state,\n"  \
-    "created, roots: {a|b|availability: {uri, wrap}}}\n"
+    "created, roots: {a|b|availability: {uri, wrap}}, region and tik_id\n"     \
+    "(files shape; null otherwise), keys (customer, or service-managed once\n" \
+    "offboarded)}\n"
 
 const struct cli_cmd cli_dep_cmds[] = {
     {"dep", "create", "create a DEP from two customer root keys",
      "usage: keytier dep create --tenant T --workload W --key-a URI --key-b "
      "URI\n"
-     "                          [--name N]\n"
+     "                          [--name N] [--region R]\n"
      "\n"
      "Creates a data encryption policy for tenant T and workload W (Exchange,\n"
      "SharePoint, M365DataAtRestEncryption or one of the configuration). The\n"
@@ -273,6 +305,12 @@ const struct cli_cmd cli_dep_cmds[] = {
      "--name gives the DEP a human name, shown by list and show: at most 64\n"
      "bytes of printable UTF-8, no control characters (exit 2 otherwise).\n"
      "Names need not be unique; the DEP id is what other commands take.\n"
+     "A files-shape DEP (SharePoint, OneDrive) belongs to a region (--region:\n"
+     "1 to 32 of a-z, 0-9, '-'; default \"default\") and gets its tenant\n"
+     "intermediate key (TIK), under which its sites are made. One files DEP\n"
+     "per tenant and region that is not disabled, purged or offboarded: a\n"
+     "second is refused (KEYTIER_E_DEP_REGION). --region for a mail-shape\n"
+     "workload is refused (exit 2).\n"
      "\n" DEP_JSON_HELP,
      cmd_dep_create},
     {"dep", "list", "list DEPs (every tenant's, or one tenant's)",
@@ -280,7 +318,8 @@ const struct cli_cmd cli_dep_cmds[] = {
      "\n"
      "DEPs, oldest first: tenant T's with --tenant, every tenant's without;\n"
      "--workload W keeps that workload's. Columns: DEP, POLICY, TENANT,\n"
-     "WORKLOAD, STATE, CREATED, NAME (- when the DEP has none).\n"
+     "WORKLOAD, STATE, CREATED, REGION (files shape; - otherwise), NAME (-\n"
+     "when the DEP has none).\n"
      "JSON lines, one per DEP: " DEP_JSON_HELP,
      cmd_dep_list},
     {"dep", "show", "show one DEP",

@@ -1,7 +1,8 @@
 /*
- * keytier mailbox create | site create | status: the level-1 keys of the
+ * keytier mailbox create | site create | status: the named keys of the
  * two shapes (mail: DEP key -> mailbox key -> items; files: DEP key ->
- * site key -> blob key -> blob) and whether a name is encrypted.
+ * tenant intermediate key -> site key -> blob key -> blob) and whether a
+ * name is encrypted, in which region, under whose keys.
  */
 #include <getopt.h>
 #include <stdio.h>
@@ -15,46 +16,50 @@ enum {
     OPT_MAILBOX,
     OPT_SITE,
     OPT_WORKLOAD,
-    OPT_REQUEST_ID
+    OPT_REQUEST_ID,
+    OPT_REGION
 };
 
-static int tier_create(struct cli *cli, int argc, char **argv, const char *kind)
+/* A site made in a region: under the region's tenant intermediate key
+ * (through the customer keys, or the service-managed key once the region
+ * is offboarded). */
+static int site_in_region(struct cli *cli, keytier_ctx *ctx,
+                          const keytier_request *req, const char *tenant,
+                          const char *wl, const char *region, const char *name,
+                          char id[KEYTIER_ID_SIZE])
 {
-    static const struct option opts[] = {
-        {"tenant", required_argument, NULL, OPT_TENANT},
-        {"dep", required_argument, NULL, OPT_DEP},
-        {"request-id", required_argument, NULL, OPT_REQUEST_ID},
-        {0},
-    };
-    const char *tenant = NULL, *dep = NULL, *rid = NULL;
-    int c;
-    while ((c = cli_getopt(cli, argc, argv, "", opts)) != -1) {
-        switch (c) {
-        case OPT_TENANT:
-            tenant = optarg;
-            break;
-        case OPT_DEP:
-            dep = optarg;
-            break;
-        case OPT_REQUEST_ID:
-            rid = optarg;
-            break;
-        default:
-            return cli_usage_error(cli, "unknown option %s", argv[optind - 1]);
-        }
+    keytier_key *tik = NULL;
+    keytier_err e = keytier_tik_open(ctx, req, tenant, wl, region, &tik);
+    if (e == KEYTIER_OK)
+        e = keytier_key_create(tik, name, id);
+    keytier_key_close(tik);
+    if (e != KEYTIER_OK)
+        return cli_fail_lib(cli, e);
+    if (cli->json) {
+        json_object *o = json_object_new_object();
+        cli_json_str(o, "kind", "site");
+        cli_json_str(o, "tenant", tenant);
+        cli_json_str(o, "name", name);
+        cli_json_str(o, "key_id", id);
+        cli_json_str(o, "region", region);
+        cli_json_str(o, "workload", wl);
+        cli_json_str(o, "request_id", req->request_id);
+        cli_json_put(o);
+    } else {
+        printf("site '%s' created in region %s (%s, key %s)\n", name, region,
+               wl, id);
     }
-    if (tenant == NULL || dep == NULL)
-        return cli_usage_error(cli, "--tenant and --dep are required");
-    if (optind + 1 != argc)
-        return cli_usage_error(cli, "one %s name expected", kind);
-    const char *name = argv[optind];
-    char uuid[KEYTIER_ID_SIZE];
-    if (rid == NULL && cli_uuid(uuid))
-        rid = uuid;
-    keytier_ctx *ctx;
-    int rc = cli_ctx(cli, &ctx);
-    if (rc != CLI_OK)
-        return rc;
+    return CLI_OK;
+}
+
+/* A mailbox or site under the DEP key of DEP dep (a site: under the
+ * DEP's tenant intermediate key). */
+static int tier_under_dep(struct cli *cli, keytier_ctx *ctx,
+                          const keytier_request *req, const char *tenant,
+                          const char *dep, const char *kind, const char *name)
+{
+    char id[KEYTIER_ID_SIZE];
+    const char *rid = req->request_id;
     /* The built-in workloads have a fixed shape: a site under a mail DEP
      * (or a mailbox under a files DEP) would never be found by name. */
     keytier_dep_info info;
@@ -71,13 +76,10 @@ static int tier_create(struct cli *cli, int argc, char **argv, const char *kind)
                                "use 'keytier %s create'",
                                dep, info.workload, mail_dep ? "mail" : "files",
                                mail_dep ? "mailbox" : "site");
-    keytier_request req = {KEYTIER_REQUEST_USER, KEYTIER_INTERNAL_NONE, rid,
-                           NULL};
     keytier_key *dk = NULL;
-    e = keytier_dep_key_open(ctx, &req, tenant, dep, &dk);
+    e = keytier_dep_key_open(ctx, req, tenant, dep, &dk);
     if (e != KEYTIER_OK)
         return cli_fail_lib(cli, e);
-    char id[KEYTIER_ID_SIZE];
     e = keytier_key_create(dk, name, id);
     keytier_key_close(dk);
     if (e != KEYTIER_OK)
@@ -99,6 +101,62 @@ static int tier_create(struct cli *cli, int argc, char **argv, const char *kind)
     return CLI_OK;
 }
 
+static int tier_create(struct cli *cli, int argc, char **argv, const char *kind)
+{
+    static const struct option opts[] = {
+        {"tenant", required_argument, NULL, OPT_TENANT},
+        {"dep", required_argument, NULL, OPT_DEP},
+        {"request-id", required_argument, NULL, OPT_REQUEST_ID},
+        {"region", required_argument, NULL, OPT_REGION},
+        {"workload", required_argument, NULL, OPT_WORKLOAD},
+        {0},
+    };
+    const char *tenant = NULL, *dep = NULL, *rid = NULL, *region = NULL;
+    const char *wl = "SharePoint";
+    int c;
+    while ((c = cli_getopt(cli, argc, argv, "", opts)) != -1) {
+        switch (c) {
+        case OPT_TENANT:
+            tenant = optarg;
+            break;
+        case OPT_DEP:
+            dep = optarg;
+            break;
+        case OPT_REQUEST_ID:
+            rid = optarg;
+            break;
+        case OPT_REGION:
+        case OPT_WORKLOAD:
+            if (strcmp(kind, "site") != 0)
+                return cli_usage_error(cli, "%s is for sites",
+                                       argv[optind - 1]);
+            *(c == OPT_REGION ? &region : &wl) = optarg;
+            break;
+        default:
+            return cli_usage_error(cli, "unknown option %s", argv[optind - 1]);
+        }
+    }
+    if (tenant == NULL || (dep == NULL) == (region == NULL))
+        return cli_usage_error(cli, "--tenant and one of --dep%s are required",
+                               strcmp(kind, "site") ? "" : " and --region");
+    if (optind + 1 != argc)
+        return cli_usage_error(cli, "one %s name expected", kind);
+    const char *name = argv[optind];
+    char uuid[KEYTIER_ID_SIZE];
+    if (rid == NULL && cli_uuid(uuid))
+        rid = uuid;
+    keytier_ctx *ctx;
+    int rc = cli_ctx(cli, &ctx);
+    if (rc != CLI_OK)
+        return rc;
+    char id[KEYTIER_ID_SIZE];
+    keytier_request req = {KEYTIER_REQUEST_USER, KEYTIER_INTERNAL_NONE, rid,
+                           NULL};
+    if (region != NULL)
+        return site_in_region(cli, ctx, &req, tenant, wl, region, name, id);
+    return tier_under_dep(cli, ctx, &req, tenant, dep, kind, name);
+}
+
 static int cmd_mailbox_create(struct cli *cli, int argc, char **argv)
 {
     return tier_create(cli, argc, argv, "mailbox");
@@ -116,8 +174,14 @@ static const char *status_state_name(keytier_dep_state st)
                                     : cli_dep_state_name(st);
 }
 
-/* status --tenant alone: the tenant's DEPs, their states and the health of
- * their root keys. */
+/* Whose keys protect a DEP's data. */
+static const char *keys_of(keytier_dep_state state)
+{
+    return state == KEYTIER_DEP_OFFBOARDED ? "service-managed" : "customer";
+}
+
+/* status --tenant alone: the tenant's DEPs, their states, regions and the
+ * health of their root keys. */
 static int status_tenant(struct cli *cli, keytier_ctx *ctx, const char *tenant,
                          const char *wl)
 {
@@ -139,8 +203,18 @@ static int status_tenant(struct cli *cli, keytier_ctx *ctx, const char *tenant,
         cli_json_str(d, "policy_id", list[i].policy_id);
         cli_json_str(d, "workload", list[i].workload);
         cli_json_str(d, "state", cli_dep_state_name(list[i].state));
+        if (list[i].region[0] != '\0')
+            cli_json_str(d, "region", list[i].region);
+        else
+            json_object_object_add(d, "region", NULL);
+        cli_json_str(d, "keys", keys_of(list[i].state));
         json_object_array_add(deps, d);
-        if (!cli->json)
+        if (!cli->json && list[i].region[0] != '\0') /* files shape */
+            printf("  %s (policy %s) %s region %s: %s, %s keys\n",
+                   list[i].dep_id, list[i].policy_id, list[i].workload,
+                   list[i].region, status_state_name(list[i].state),
+                   keys_of(list[i].state));
+        else if (!cli->json)
             printf("  %s (policy %s) %s: %s\n", list[i].dep_id,
                    list[i].policy_id, list[i].workload,
                    status_state_name(list[i].state));
@@ -182,6 +256,12 @@ static json_object *status_item_json(const keytier_status *st,
             cli_json_str(o, "dep_name", st->dep_name);
         else
             json_object_object_add(o, "dep_name", NULL); /* no name */
+        if (st->region[0] != '\0')
+            cli_json_str(o, "region", st->region);
+        else
+            json_object_object_add(o, "region", NULL);
+        cli_json_str(o, "keys",
+                     st->service_managed ? "service-managed" : "customer");
     }
     return o;
 }
@@ -203,15 +283,16 @@ static int status_item(struct cli *cli, keytier_ctx *ctx, const char *tenant,
         printf("%s '%s' (%s): purged (crypto-shredded): tenant %s was "
                "purged and its keys destroyed\n",
                kind, name, wl, tenant);
-    } else if (st.encrypted && st.dep_name[0] != '\0') {
-        printf("%s '%s' (%s): encrypted under DEP %s '%s' (policy %s), "
-               "DEP %s\n",
-               kind, name, wl, st.dep_id, st.dep_name, st.policy_id,
-               cli_dep_state_name(st.dep_state));
     } else if (st.encrypted) {
-        printf("%s '%s' (%s): encrypted under DEP %s (policy %s), DEP %s\n",
-               kind, name, wl, st.dep_id, st.policy_id,
+        printf("%s '%s' (%s): encrypted under DEP %s%s%s%s (policy %s), "
+               "DEP %s",
+               kind, name, wl, st.dep_id, st.dep_name[0] ? " '" : "",
+               st.dep_name, st.dep_name[0] ? "'" : "", st.policy_id,
                cli_dep_state_name(st.dep_state));
+        if (st.region[0] != '\0') /* files shape */
+            printf(", region %s, %s keys", st.region,
+                   st.service_managed ? "service-managed" : "customer");
+        printf("\n");
     } else {
         printf("%s '%s' (%s): not encrypted under a customer key\n", kind, name,
                wl);
@@ -283,11 +364,16 @@ const struct cli_cmd cli_tier_cmds[] = {
      "JSON: {kind, tenant, name, key_id, dep_id, workload, request_id}\n",
      cmd_mailbox_create},
     {"site", "create", "create a site key under a DEP (files shape)",
-     "usage: keytier site create --tenant T --dep ID [--request-id R] NAME\n"
+     "usage: keytier site create --tenant T (--dep ID | --region R\n"
+     "                           [--workload W]) [--request-id R] NAME\n"
      "\n"
-     "Creates site NAME's key under the DEP key; each blob gets its own\n"
-     "blob key under the site key (keytier encrypt --site NAME --blob B).\n"
-     "JSON: {kind, tenant, name, key_id, dep_id, workload, request_id}\n",
+     "Creates site NAME's key under the tenant intermediate key (TIK) of the\n"
+     "files DEP (--dep), or of the tenant's files DEP in region R (--region;\n"
+     "workload default SharePoint), also once that region is offboarded to\n"
+     "service-managed keys. Each blob gets its own blob key under the site\n"
+     "key (keytier encrypt --site NAME --blob B).\n"
+     "JSON: {kind, tenant, name, key_id, dep_id or region, workload,\n"
+     "request_id}\n",
      cmd_site_create},
     {"status", NULL, "is a mailbox or site encrypted, under which DEP",
      "usage: keytier status --tenant T [--mailbox M | --site S] [--workload "
@@ -305,7 +391,9 @@ const struct cli_cmd cli_tier_cmds[] = {
      "encrypted, purged), purged, dep_id, policy_id, key_id, dep_state,\n"
      "health} or {tenant, deps: [{dep_id, policy_id, workload, state,\n"
      "health}]}; health: {a|b|availability: {state, error, detail}}, null\n"
-     "for a purged DEP\n",
+     "for a purged DEP. Both say the region of a files DEP and whose keys\n"
+     "protect the data (keys: customer, or service-managed once the region\n"
+     "was offboarded, 'keytier offboard'); JSON: region, keys.\n",
      cmd_status},
     {0},
 };

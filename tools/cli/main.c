@@ -18,7 +18,7 @@ static const struct cli_cmd *const families[] = {
     cli_token_cmds,    cli_dep_cmds,       cli_tier_cmds,
     cli_crypt_cmds,    cli_audit_cmds,     cli_demo_cmds,
     cli_help_cmds,     cli_lifecycle_cmds, /* lifecycle */
-    cli_approval_cmds,
+    cli_approval_cmds, cli_files_cmds,
 };
 
 #define N_FAMILIES (sizeof families / sizeof families[0])
@@ -70,7 +70,9 @@ static void usage(FILE *f)
         "  12 conflict with the current state: already exists\n"
         "     (KEYTIER_E_EXISTS), both customer keys in one token\n"
         "     (KEYTIER_E_SAME_TOKEN), DEP disabled, purged, rolling or\n"
-        "     migrating (KEYTIER_E_DEP_STATE, KEYTIER_E_DEP_DISABLED)\n"
+        "     migrating (KEYTIER_E_DEP_STATE, KEYTIER_E_DEP_DISABLED), a\n"
+        "     files DEP already in the region (KEYTIER_E_DEP_REGION), an\n"
+        "     offboarded DEP (KEYTIER_E_OFFBOARDED)\n"
         "  13 limit reached: DEPs per tenant and workload\n"
         "     (KEYTIER_E_DEP_LIMIT), key tier depth (KEYTIER_E_DEPTH)\n"
         "  14 tenant purged: its keys were destroyed, its data is\n"

@@ -70,6 +70,8 @@ static const struct {
     {KEYTIER_E_SAME_TOKEN, CLI_CONFLICT},
     {KEYTIER_E_DEP_STATE, CLI_CONFLICT},
     {KEYTIER_E_DEP_DISABLED, CLI_CONFLICT},
+    {KEYTIER_E_DEP_REGION, CLI_CONFLICT},
+    {KEYTIER_E_OFFBOARDED, CLI_CONFLICT},
     /* A configured or built-in limit is reached. */
     {KEYTIER_E_DEP_LIMIT, CLI_LIMIT},
     {KEYTIER_E_DEPTH, CLI_LIMIT},
@@ -187,6 +189,8 @@ const char *cli_dep_state_name(keytier_dep_state st)
         return "disabled";
     case KEYTIER_DEP_PURGED:
         return "purged";
+    case KEYTIER_DEP_OFFBOARDED:
+        return "offboarded";
     }
     return "unknown";
 }

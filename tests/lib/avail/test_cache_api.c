@@ -346,9 +346,9 @@ START_TEST(tier_levels_configurable)
     char site[KEYTIER_ID_SIZE], blob[KEYTIER_ID_SIZE];
     keytier_key *dk, *sk, *bk;
 
-    /* files shape: site (level 1) and blob (level 2) keys */
+    /* files shape: TIK (level 1), site (level 2) and blob (level 3) keys */
     keytier_ctx_close(ctx);
-    write_conf("avail.cache_tier_levels = 2\n");
+    write_conf("avail.cache_tier_levels = 3\n");
     ctx = testenv_ctx(&T);
     assert_err(keytier_dep_create(ctx, "org-1", "SharePoint", URI_A, URI_B, &d),
                KEYTIER_OK);
@@ -358,7 +358,7 @@ START_TEST(tier_levels_configurable)
     assert_err(keytier_key_create(sk, "blob-1", blob), KEYTIER_OK);
     bk = key_open(sk, blob);
     keytier_key_close(bk);
-    ck_assert_uint_eq(stats().cache_entries, 3);
+    ck_assert_uint_eq(stats().cache_entries, 4);
     /* the site key's invalidation takes the blob key below it */
     ck_assert_uint_eq(kt_avail_uncache(ctx, KT_INVAL_KEY, site), 2);
     keytier_key_close(sk);

@@ -64,7 +64,7 @@ START_TEST(text_and_copies)
     ck_assert_str_eq(kt_wrap_mech_name(KT_WRAP_AES_KWP), "aes-key-wrap-pad");
     ck_assert(!kt_wrap_mech_parse("rsa-pkcs1", &m));
     ck_assert_uint_eq(kt_shape_depth(KT_SHAPE_MAIL), 1);
-    ck_assert_uint_eq(kt_shape_depth(KT_SHAPE_FILES), 2);
+    ck_assert_uint_eq(kt_shape_depth(KT_SHAPE_FILES), 3);
 }
 END_TEST
 

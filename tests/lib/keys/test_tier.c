@@ -177,11 +177,12 @@ START_TEST(files_shape)
     assert_err(keytier_key_open(site1, b1, &blob), KEYTIER_OK);
     keytier_key_info info;
     keytier_key_get_info(blob, &info);
-    ck_assert_uint_eq(info.level, 2);
+    ck_assert_uint_eq(info.level, 3); /* DEP -> TIK -> site -> blob */
     ck_assert_str_eq(info.parent_id, s1);
     assert_err(keytier_key_create(blob, "deeper", NULL), KEYTIER_E_DEPTH);
 
-    /* Open the blob key from its id alone: chain DEP -> site -> blob. */
+    /* Open the blob key from its id alone: chain DEP -> TIK -> site ->
+     * blob. */
     assert_err(keytier_key_open_path(ctx, &user, "org-1", b1, &blob2),
                KEYTIER_OK);
     uint8_t env[512], pt[64];

@@ -303,8 +303,11 @@ START_TEST(migrate_in_background)
 }
 END_TEST
 
-/* Files shape: a site's blob keys bind the DEP id and move with it; a
- * name without a key gets one under the assigned DEP at once. */
+/* Files shape: the sites and blob keys are under the DEP's tenant
+ * intermediate key (TIK), which is the one item that moves: its sites and
+ * blobs follow it unchanged; a name without a key gets one under the
+ * assigned DEP at once.  The target DEP is in another region (one files
+ * DEP per tenant and region). */
 START_TEST(assign_files_shape_and_new_name)
 {
     testenv_root_aes(&T, "VaultA", "A1", 0);
@@ -318,9 +321,9 @@ START_TEST(assign_files_shape_and_new_name)
     assert_ok(keytier_dep_create(ctx, "org-1", "Files",
                                  testenv_uri("VaultA", "A1"),
                                  testenv_uri("VaultB", "B1"), &d1));
-    assert_ok(keytier_dep_create(ctx, "org-1", "Files",
-                                 testenv_uri("VaultA", "A2"),
-                                 testenv_uri("VaultB", "B2"), &d2));
+    assert_ok(keytier_dep_create_in_region(
+        ctx, "org-1", "Files", "eu", testenv_uri("VaultA", "A2"),
+        testenv_uri("VaultB", "B2"), NULL, &d2));
     keytier_key *dk = NULL, *site = NULL, *blob = NULL;
     char blob_ids[3][3][KEYTIER_ID_SIZE];
     uint8_t env[3][3][256];
@@ -346,19 +349,34 @@ START_TEST(assign_files_shape_and_new_name)
     keytier_key_close(dk);
     keytier_migration m;
     assert_ok(keytier_assign(ctx, "org-1", "Files", NULL, d2.dep_id, &m));
-    ck_assert_uint_eq(m.total, 3);
-    /* A site deleted between assign and migrate counts as done. */
+    ck_assert_uint_eq(m.total, 1); /* d1's TIK */
+    /* A site deleted between assign and migrate is simply not there. */
     lc_sql_exec(T.store, "DELETE FROM tier_keys WHERE parent_id IN (SELECT "
                          "key_id FROM tier_keys WHERE name = 'site-2'); "
                          "DELETE FROM tier_keys WHERE name = 'site-2'");
+    /* The sites' wrapped bytes before: they must not change. */
+    char *before = lc_sql_text(T.store,
+                               "SELECT group_concat(hex(wrapped), ',') FROM "
+                               "(SELECT wrapped FROM tier_keys WHERE level > "
+                               "1 ORDER BY key_id)",
+                               NULL);
     assert_ok(keytier_migrate_run(ctx, m.migration_id, NULL, NULL, &m));
     ck_assert(m.finished);
-    ck_assert_uint_eq(m.done, 3);
+    ck_assert_uint_eq(m.done, 1);
+    /* 2 sites x (site + 3 blobs), d1's TIK and d2's own */
     ck_assert_int_eq(lc_sql_int(T.store,
                                 "SELECT count(*) FROM tier_keys WHERE "
                                 "dep_id = ?1",
                                 d2.dep_id),
-                     8);
+                     10);
+    char *after = lc_sql_text(T.store,
+                              "SELECT group_concat(hex(wrapped), ',') FROM "
+                              "(SELECT wrapped FROM tier_keys WHERE level > "
+                              "1 ORDER BY key_id)",
+                              NULL);
+    ck_assert_str_eq(before, after); /* one key rewrapped: the TIK */
+    free(before);
+    free(after);
     for (int s = 0; s < 2; s++)
         for (int b = 0; b < 3; b++) {
             uint8_t out[64];
