@@ -191,7 +191,10 @@ static keytier_err kt_roll_dep_get(keytier_ctx *ctx, const char *tenant,
                       dep->state == KEYTIER_DEP_MIGRATING  ? "migrating"
                       : dep->state == KEYTIER_DEP_DISABLED ? "disabled"
                       : dep->state == KEYTIER_DEP_PURGED   ? "purged"
-                                                           : "registering");
+                      : dep->state == KEYTIER_DEP_OFFBOARDED
+                          ? "offboarded: its data is under a service-managed "
+                            "key, no customer key to roll"
+                          : "registering");
     return KEYTIER_OK;
 }
 

@@ -304,10 +304,13 @@ static keytier_err kt_mig_target_open(struct kt_mig_run *r)
     if (e != KEYTIER_OK)
         return e;
     if (r->target->state == KEYTIER_DEP_DISABLED ||
-        r->target->state == KEYTIER_DEP_PURGED)
+        r->target->state == KEYTIER_DEP_PURGED ||
+        r->target->state == KEYTIER_DEP_OFFBOARDED)
         return kt_err(
             KEYTIER_E_DEP_STATE, "target DEP %s is %s", r->target->dep_id,
-            r->target->state == KEYTIER_DEP_PURGED ? "purged" : "disabled");
+            r->target->state == KEYTIER_DEP_PURGED     ? "purged"
+            : r->target->state == KEYTIER_DEP_DISABLED ? "disabled"
+                                                       : "offboarded");
     return kt_dep_key_read(ctx, r->target, &r->req, KT_FALLBACK_OP_REWRAP, NULL,
                            &r->target_key);
 }

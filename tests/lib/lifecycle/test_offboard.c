@@ -156,6 +156,12 @@ START_TEST(offboard_then_customer_keys_destroyed)
     /* Done is done. */
     assert_err(keytier_files_offboard(ctx, NULL, "org-1", "Files", "eu", NULL),
                KEYTIER_E_OFFBOARDED);
+    /* No customer key is left to roll: a roll is refused, naming why. */
+    assert_err(keytier_dep_roll(ctx, "org-1", eu.dep_id, KEYTIER_ROOT_A,
+                                testenv_uri("VaultA", "A2"), NULL),
+               KEYTIER_E_DEP_STATE);
+    ck_assert_ptr_nonnull(
+        strstr(keytier_last_error_detail(), "offboarded: its data is under"));
     keytier_ctx_close(ctx);
     testenv_destroy(&T, "VaultA", "A1");
     testenv_destroy(&T, "VaultB", "B1");
