@@ -702,16 +702,24 @@ static void kt_add_str(json_object *o, const char *key, const char *val)
         json_object_object_add(o, key, json_object_new_string(val));
 }
 
+void kt_audit_add_dep_fields(json_object *o, const char *workload,
+                             const char *tenant, const char *dep_id,
+                             const char *policy_id)
+{
+    kt_add_str(o, "Workload", workload);
+    kt_add_str(o, "OrganizationId", tenant);
+    kt_add_str(o, "DataEncryptionPolicyId", dep_id);
+    kt_add_str(o, "PolicyId", policy_id);
+}
+
 static json_object *kt_audit_request_fields(const kt_audit_request *req)
 {
     json_object *o = json_object_new_object();
 
     if (!o)
         return NULL;
-    kt_add_str(o, "Workload", req->workload);
-    kt_add_str(o, "OrganizationId", req->org_id);
-    kt_add_str(o, "DataEncryptionPolicyId", req->dep_id);
-    kt_add_str(o, "PolicyId", req->policy_id);
+    kt_audit_add_dep_fields(o, req->workload, req->org_id, req->dep_id,
+                            req->policy_id);
     kt_add_str(o, "RequestId", req->request_id);
     kt_add_str(o, "RequestKind", req->kind);
     kt_add_str(o, "Operation", req->operation);

@@ -112,6 +112,13 @@ typedef struct kt_audit_key_error {
     CK_RV rv;
 } kt_audit_key_error;
 
+/* Adds the fields naming a DEP, in this order and each only when not NULL:
+ * Workload, OrganizationId (the tenant), DataEncryptionPolicyId and
+ * PolicyId.  Every record about a DEP carries them under these keys. */
+void kt_audit_add_dep_fields(json_object *o, const char *workload,
+                             const char *tenant, const char *dep_id,
+                             const char *policy_id);
+
 KT_NODISCARD keytier_err kt_audit_fallback(kt_audit *audit,
                                            const kt_audit_request *req,
                                            const kt_audit_key_error errs[2]);

@@ -73,14 +73,8 @@ static void kt_settle_audit(keytier_ctx *ctx, const struct kt_dep_rec *dep,
                      dep->dep_id);
         return;
     }
-    json_object_object_add(f, "Workload",
-                           json_object_new_string(dep->workload));
-    json_object_object_add(f, "OrganizationId",
-                           json_object_new_string(dep->tenant));
-    json_object_object_add(f, "DataEncryptionPolicyId",
-                           json_object_new_string(dep->dep_id));
-    json_object_object_add(f, "PolicyId",
-                           json_object_new_string(dep->policy_id));
+    kt_audit_add_dep_fields(f, dep->workload, dep->tenant, dep->dep_id,
+                            dep->policy_id);
     if (kt_audit_append(av->audit, activity, f, NULL) != KEYTIER_OK)
         kt_log_event(ctx->log, KT_LOG_ERROR, "audit record not written",
                      dep->dep_id);

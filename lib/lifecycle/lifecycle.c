@@ -31,16 +31,9 @@ keytier_err kt_lc_audit(keytier_ctx *ctx, const char *activity,
     json_object *o = fields ? fields : json_object_new_object();
     if (o == NULL)
         return kt_err(KEYTIER_E_NOMEM, "audit record");
-    if (dep != NULL) {
-        json_object_object_add(o, "Workload",
-                               json_object_new_string(dep->workload));
-        json_object_object_add(o, "OrganizationId",
-                               json_object_new_string(dep->tenant));
-        json_object_object_add(o, "DataEncryptionPolicyId",
-                               json_object_new_string(dep->dep_id));
-        json_object_object_add(o, "PolicyId",
-                               json_object_new_string(dep->policy_id));
-    }
+    if (dep != NULL)
+        kt_audit_add_dep_fields(o, dep->workload, dep->tenant, dep->dep_id,
+                                dep->policy_id);
     /* keytier_audit_log_path clears the thread's error: keep ours. */
     keytier_err e = keytier_audit_log_path(ctx, path, sizeof path);
     if (e == KEYTIER_OK)

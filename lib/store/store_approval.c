@@ -150,38 +150,28 @@ keytier_err kt_store_approval_get(struct kt_store *st, const char *id,
     return e;
 }
 
+/* kt_approval_row into the kt_approval_rec at p (kt_stmt_collect). */
+static keytier_err kt_approval_row_any(struct kt_stmt *s, void *p)
+{
+    return kt_approval_row(s, p);
+}
+
 keytier_err kt_store_approval_list(struct kt_store *st, const char *tenant,
                                    struct kt_approval_rec **out, size_t *count)
 {
     struct kt_stmt s;
-    struct kt_approval_rec *list = NULL;
-    size_t n = 0, cap = 0;
-    bool row;
-    keytier_err e;
     pthread_mutex_lock(&st->mu);
     kt_stmt_prep(&s, st, "list approvals",
                  "SELECT " KT_APPROVAL_COLS " FROM approvals "
                  "WHERE (?1 IS NULL OR tenant = ?1) ORDER BY created, rowid");
     kt_stmt_bind_text(&s, 1, tenant);
-    while ((e = kt_stmt_step(&s, &row)) == KEYTIER_OK && row) {
-        if (!kt_array_reserve((void **)&list, &cap, n, sizeof *list, 8)) {
-            e = kt_err(KEYTIER_E_NOMEM, NULL);
-            break;
-        }
-        e = kt_approval_row(&s, &list[n]);
-        if (e != KEYTIER_OK)
-            break;
-        n++;
-    }
-    kt_stmt_done(&s);
+    void *list = NULL;
+    keytier_err e =
+        kt_stmt_collect(&s, sizeof **out, 8, kt_approval_row_any, &list, count);
     pthread_mutex_unlock(&st->mu);
-    if (e != KEYTIER_OK) {
-        free(list);
-        return e;
-    }
-    *out = list;
-    *count = n;
-    return KEYTIER_OK;
+    if (e == KEYTIER_OK)
+        *out = list;
+    return e;
 }
 
 keytier_err kt_store_approval_grant(struct kt_store *st,

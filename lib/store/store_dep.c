@@ -294,15 +294,17 @@ keytier_err kt_store_dep_get(struct kt_store *st, const char *dep_id,
     return e;
 }
 
+/* kt_dep_row into the kt_dep_rec at p (kt_stmt_collect). */
+static keytier_err kt_dep_row_any(struct kt_stmt *s, void *p)
+{
+    return kt_dep_row(s->st, s, p);
+}
+
 keytier_err kt_store_dep_list(struct kt_store *st, const char *tenant,
                               const char *workload, struct kt_dep_rec **out,
                               size_t *count)
 {
     struct kt_stmt s;
-    struct kt_dep_rec *list = NULL;
-    size_t n = 0, cap = 0;
-    bool row;
-    keytier_err e;
     pthread_mutex_lock(&st->mu);
     kt_stmt_prep(&s, st, "list DEPs",
                  "SELECT " KT_DEP_COLS " FROM deps "
@@ -311,25 +313,13 @@ keytier_err kt_store_dep_list(struct kt_store *st, const char *tenant,
                  "ORDER BY created, rowid");
     kt_stmt_bind_text(&s, 1, tenant);
     kt_stmt_bind_text(&s, 2, workload);
-    while ((e = kt_stmt_step(&s, &row)) == KEYTIER_OK && row) {
-        if (!kt_array_reserve((void **)&list, &cap, n, sizeof *list, 8)) {
-            e = kt_err(KEYTIER_E_NOMEM, NULL);
-            break;
-        }
-        e = kt_dep_row(st, &s, &list[n]);
-        if (e != KEYTIER_OK)
-            break;
-        n++;
-    }
-    kt_stmt_done(&s);
+    void *list = NULL;
+    keytier_err e =
+        kt_stmt_collect(&s, sizeof **out, 8, kt_dep_row_any, &list, count);
     pthread_mutex_unlock(&st->mu);
-    if (e != KEYTIER_OK) {
-        free(list);
-        return e;
-    }
-    *out = list;
-    *count = n;
-    return KEYTIER_OK;
+    if (e == KEYTIER_OK)
+        *out = list;
+    return e;
 }
 
 keytier_err kt_store_dep_state(struct kt_store *st, const char *dep_id,

@@ -115,36 +115,27 @@ keytier_err kt_store_inval_prune(struct kt_store *st, int64_t before)
     return e;
 }
 
+/* A DEP id column into the char[KEYTIER_ID_SIZE] at p. */
+static keytier_err kt_dep_id_row(struct kt_stmt *s, void *p)
+{
+    kt_stmt_col_text(s, 0, p, KEYTIER_ID_SIZE);
+    return kt_stmt_err(s);
+}
+
 keytier_err kt_store_inval_root_deps(struct kt_store *st, const char *uri,
                                      char (**ids)[KEYTIER_ID_SIZE], size_t *n)
 {
     struct kt_stmt s;
-    char(*list)[KEYTIER_ID_SIZE] = NULL;
-    size_t cap = 0;
-    bool row;
-    keytier_err e;
     *n = 0;
     pthread_mutex_lock(&st->mu);
     kt_stmt_prep(&s, st, "DEPs of a root",
                  "SELECT DISTINCT dep_id FROM dep_roots WHERE uri = ?1");
     kt_stmt_bind_text(&s, 1, uri);
-    while ((e = kt_stmt_step(&s, &row)) == KEYTIER_OK && row) {
-        if (!kt_array_reserve((void **)&list, &cap, *n, sizeof *list, 8)) {
-            e = kt_err(KEYTIER_E_NOMEM, NULL);
-            break;
-        }
-        kt_stmt_col_text(&s, 0, list[*n], sizeof list[*n]);
-        if ((e = kt_stmt_err(&s)) != KEYTIER_OK)
-            break;
-        (*n)++;
-    }
-    kt_stmt_done(&s);
+    void *list = NULL;
+    keytier_err e =
+        kt_stmt_collect(&s, sizeof **ids, 8, kt_dep_id_row, &list, n);
     pthread_mutex_unlock(&st->mu);
-    if (e != KEYTIER_OK) {
-        free(list);
-        *n = 0;
-        return e;
-    }
-    *ids = list;
-    return KEYTIER_OK;
+    if (e == KEYTIER_OK)
+        *ids = list;
+    return e;
 }

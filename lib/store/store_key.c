@@ -109,15 +109,17 @@ keytier_err kt_store_key_get_by_name(struct kt_store *st, const char *tenant,
         tenant, workload, name, name, out);
 }
 
+/* kt_key_row into the kt_key_rec at p (kt_stmt_collect). */
+static keytier_err kt_key_row_any(struct kt_stmt *s, void *p)
+{
+    return kt_key_row(s, p);
+}
+
 keytier_err kt_store_key_list(struct kt_store *st, const char *tenant,
                               const char *parent_id, struct kt_key_rec **out,
                               size_t *count)
 {
     struct kt_stmt s;
-    struct kt_key_rec *list = NULL;
-    size_t n = 0, cap = 0;
-    bool row;
-    keytier_err e;
     pthread_mutex_lock(&st->mu);
     kt_stmt_prep(&s, st, "list keys",
                  "SELECT " KT_KEY_COLS " FROM tier_keys WHERE "
@@ -125,57 +127,29 @@ keytier_err kt_store_key_list(struct kt_store *st, const char *tenant,
                  "ORDER BY created, rowid");
     kt_stmt_bind_text(&s, 1, tenant);
     kt_stmt_bind_text(&s, 2, parent_id);
-    while ((e = kt_stmt_step(&s, &row)) == KEYTIER_OK && row) {
-        if (!kt_array_reserve((void **)&list, &cap, n, sizeof *list, 16)) {
-            e = kt_err(KEYTIER_E_NOMEM, NULL);
-            break;
-        }
-        e = kt_key_row(&s, &list[n]);
-        if (e != KEYTIER_OK)
-            break;
-        n++;
-    }
-    kt_stmt_done(&s);
+    void *list = NULL;
+    keytier_err e =
+        kt_stmt_collect(&s, sizeof **out, 16, kt_key_row_any, &list, count);
     pthread_mutex_unlock(&st->mu);
-    if (e != KEYTIER_OK) {
-        free(list);
-        return e;
-    }
-    *out = list;
-    *count = n;
-    return KEYTIER_OK;
+    if (e == KEYTIER_OK)
+        *out = list;
+    return e;
 }
 
 keytier_err kt_store_tik_list(struct kt_store *st, const char *dep_id,
                               struct kt_key_rec **out, size_t *count)
 {
     struct kt_stmt s;
-    struct kt_key_rec *list = NULL;
-    size_t n = 0, cap = 0;
-    bool row;
-    keytier_err e;
     pthread_mutex_lock(&st->mu);
     kt_stmt_prep(&s, st, "list TIKs",
                  "SELECT " KT_KEY_COLS " FROM tier_keys WHERE "
                  "dep_id = ?1 AND tik_id = key_id ORDER BY created, rowid");
     kt_stmt_bind_text(&s, 1, dep_id);
-    while ((e = kt_stmt_step(&s, &row)) == KEYTIER_OK && row) {
-        if (!kt_array_reserve((void **)&list, &cap, n, sizeof *list, 4)) {
-            e = kt_err(KEYTIER_E_NOMEM, NULL);
-            break;
-        }
-        e = kt_key_row(&s, &list[n]);
-        if (e != KEYTIER_OK)
-            break;
-        n++;
-    }
-    kt_stmt_done(&s);
+    void *list = NULL;
+    keytier_err e =
+        kt_stmt_collect(&s, sizeof **out, 4, kt_key_row_any, &list, count);
     pthread_mutex_unlock(&st->mu);
-    if (e != KEYTIER_OK) {
-        free(list);
-        return e;
-    }
-    *out = list;
-    *count = n;
-    return KEYTIER_OK;
+    if (e == KEYTIER_OK)
+        *out = list;
+    return e;
 }

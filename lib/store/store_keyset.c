@@ -249,43 +249,34 @@ keytier_err kt_store_keyset_by_root(struct kt_store *st, const char *uri,
     return e;
 }
 
+/* A row of kt_store_keyset_list into the kt_keyset_rec at p. */
+static keytier_err kt_keyset_row(struct kt_stmt *s, void *p)
+{
+    struct kt_keyset_rec *ks = p;
+    memset(ks, 0, sizeof *ks);
+    kt_stmt_col_text(s, 0, ks->name, sizeof ks->name);
+    kt_stmt_col_text(s, 1, ks->root_uri, sizeof ks->root_uri);
+    ks->rollover_after = kt_stmt_col_int64(s, 2);
+    ks->retire_after = kt_stmt_col_int64(s, 3);
+    ks->created = kt_stmt_col_int64(s, 4);
+    return kt_stmt_err(s);
+}
+
 keytier_err kt_store_keyset_list(struct kt_store *st,
                                  struct kt_keyset_rec **out, size_t *count)
 {
     struct kt_stmt s;
-    struct kt_keyset_rec *list = NULL;
-    size_t n = 0, cap = 0;
-    bool row;
-    keytier_err e;
     pthread_mutex_lock(&st->mu);
     kt_stmt_prep(&s, st, "list keysets",
                  "SELECT name, root_uri, rollover_after, retire_after, created "
                  "FROM keysets ORDER BY name");
-    while ((e = kt_stmt_step(&s, &row)) == KEYTIER_OK && row) {
-        if (!kt_array_reserve((void **)&list, &cap, n, sizeof *list, 8)) {
-            e = kt_err(KEYTIER_E_NOMEM, NULL);
-            break;
-        }
-        struct kt_keyset_rec *ks = &list[n];
-        memset(ks, 0, sizeof *ks);
-        kt_stmt_col_text(&s, 0, ks->name, sizeof ks->name);
-        kt_stmt_col_text(&s, 1, ks->root_uri, sizeof ks->root_uri);
-        ks->rollover_after = kt_stmt_col_int64(&s, 2);
-        ks->retire_after = kt_stmt_col_int64(&s, 3);
-        ks->created = kt_stmt_col_int64(&s, 4);
-        if ((e = kt_stmt_err(&s)) != KEYTIER_OK)
-            break;
-        n++;
-    }
-    kt_stmt_done(&s);
+    void *list = NULL;
+    keytier_err e =
+        kt_stmt_collect(&s, sizeof **out, 8, kt_keyset_row, &list, count);
     pthread_mutex_unlock(&st->mu);
-    if (e != KEYTIER_OK) {
-        free(list);
-        return e;
-    }
-    *out = list;
-    *count = n;
-    return KEYTIER_OK;
+    if (e == KEYTIER_OK)
+        *out = list;
+    return e;
 }
 
 keytier_err kt_store_ks_retire_count(struct kt_store *st, const char *name,

@@ -5,6 +5,7 @@
  */
 #include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "store_stmt.h"
@@ -211,6 +212,34 @@ void kt_stmt_done(struct kt_stmt *s)
         }
     (void)sqlite3_finalize(s->q); /* cache full: not kept */
     s->q = NULL;
+}
+
+keytier_err kt_stmt_collect(struct kt_stmt *s, size_t elem_size, size_t grow,
+                            keytier_err (*row)(struct kt_stmt *, void *),
+                            void **out, size_t *count)
+{
+    void *list = NULL;
+    size_t n = 0, cap = 0;
+    bool more;
+    keytier_err e;
+    while ((e = kt_stmt_step(s, &more)) == KEYTIER_OK && more) {
+        if (!kt_array_reserve(&list, &cap, n, elem_size, grow)) {
+            e = kt_err(KEYTIER_E_NOMEM, NULL);
+            break;
+        }
+        e = row(s, (char *)list + n * elem_size);
+        if (e != KEYTIER_OK)
+            break;
+        n++;
+    }
+    kt_stmt_done(s);
+    if (e != KEYTIER_OK) {
+        free(list);
+        return e;
+    }
+    *out = list;
+    *count = n;
+    return KEYTIER_OK;
 }
 
 /* ---- the connection ---------------------------------------------------- */

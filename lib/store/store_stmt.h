@@ -97,6 +97,15 @@ KT_NODISCARD bool kt_stmt_col_blob(struct kt_stmt *s, int col, uint8_t *dst,
  * one already recorded. */
 void kt_stmt_done(struct kt_stmt *s);
 
+/* Steps s to its end, reading each row with row into a new element of a
+ * malloc'd array of elem_size-byte items (grown from grow), and finishes s
+ * (kt_stmt_done).  On success *out is the array (NULL when no row came,
+ * the caller frees it) and *count its length; on any failure the array is
+ * freed and *out and *count are left as they were. */
+KT_NODISCARD keytier_err kt_stmt_collect(
+    struct kt_stmt *s, size_t elem_size, size_t grow,
+    keytier_err (*row)(struct kt_stmt *, void *), void **out, size_t *count);
+
 /* ---- the connection ---------------------------------------------------- */
 
 /* KEYTIER_E_STORE "what: SQLite's message" for a call outside a statement. */
