@@ -1332,9 +1332,10 @@ typedef struct keytier_offboard_report {
  * Errors: KEYTIER_E_DEP_NOT_FOUND (no files DEP in the region),
  * KEYTIER_E_ARGS (not a files workload, bad region),
  * KEYTIER_E_OFFBOARDED (already offboarded), KEYTIER_E_DEP_STATE (a
- * rolling or migrating DEP, or one made before TIKs), KEYTIER_E_REVOKED / KEYTIER_E_UNAVAILABLE
- * (the customer keys refuse or do not answer: nothing is re-protected),
- * KEYTIER_E_CONFIG (no service token), token errors, the approval errors.
+ * rolling or migrating DEP, or one made before TIKs), KEYTIER_E_REVOKED /
+ * KEYTIER_E_UNAVAILABLE (the customer keys refuse or do not answer: nothing is
+ * re-protected), KEYTIER_E_CONFIG (no service token), token errors, the
+ * approval errors.
  */
 KEYTIER_API KEYTIER_MUST_CHECK keytier_err keytier_files_offboard(
     keytier_ctx *ctx, const char *approval_id, const char *tenant,
