@@ -6,7 +6,7 @@ set -euo pipefail
 
 pkgs=(
   gcc libc6-dev pkg-config meson ninja-build          # build
-  clang                                                # the second compiler: tools/test.sh builds with it too
+  clang                                                # the second compiler (tools/test.sh); its runtime has libFuzzer (tools/fuzz.sh)
   libssl-dev openssl libsqlite3-dev sqlite3            # crypto, storage
   libp11-kit-dev p11-kit p11-kit-modules               # PKCS#11 header, URIs, module loading, RPC client
   libjson-c-dev                                        # audit log and --json output
