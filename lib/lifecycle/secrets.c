@@ -13,10 +13,8 @@
 #include <openssl/rand.h>
 
 #include "kt_lib.h"
+#include "secrets.h"
 
-#define KT_SEC_MAGIC   "KTS1"
-#define KT_SEC_NONCE   12
-#define KT_SEC_TAG     16
 #define KT_SEC_MAX     (1u << 20) /* secrets are small */
 #define KT_SEC_RETIRES 64
 
@@ -479,6 +477,24 @@ out:
     return e;
 }
 
+bool kt_sec_parse(const void *env, size_t env_len,
+                  char name[KT_KEYSET_NAME_MAX + 1], uint32_t *version,
+                  size_t *hdr_len)
+{
+    struct kt_rd rd;
+    uint8_t magic[4], name_len;
+    kt_rd_init(&rd, env, env_len);
+    if (!kt_rd_copy(&rd, magic, sizeof magic, 4) ||
+        memcmp(magic, KT_SEC_MAGIC, 4) != 0 || !kt_rd_u8(&rd, &name_len) ||
+        !kt_rd_copy(&rd, name, KT_KEYSET_NAME_MAX, name_len) ||
+        !kt_rd_u32(&rd, version) || *version == 0 ||
+        env_len - rd.pos < KT_SEC_NONCE + KT_SEC_TAG)
+        return false;
+    name[name_len] = '\0';
+    *hdr_len = rd.pos + KT_SEC_NONCE;
+    return true;
+}
+
 KEYTIER_API keytier_err keytier_secret_unprotect(
     keytier_ctx *ctx, const char *keyset, const void *aad, size_t aad_len,
     const void *env, size_t env_len, uint8_t **out, size_t *out_len)
@@ -488,23 +504,15 @@ KEYTIER_API keytier_err keytier_secret_unprotect(
         !kt_text_ok(keyset, KT_KEYSET_NAME_MAX) || (aad == NULL && aad_len) ||
         aad_len > KT_SEC_MAX)
         return kt_err(KEYTIER_E_ARGS, "keytier_secret_unprotect");
-    struct kt_rd rd;
-    uint8_t magic[4], name_len;
     char name[KT_KEYSET_NAME_MAX + 1];
     uint32_t version;
-    kt_rd_init(&rd, env, env_len);
-    if (!kt_rd_copy(&rd, magic, sizeof magic, 4) ||
-        memcmp(magic, KT_SEC_MAGIC, 4) != 0 || !kt_rd_u8(&rd, &name_len) ||
-        !kt_rd_copy(&rd, name, sizeof name - 1, name_len) ||
-        !kt_rd_u32(&rd, &version) || version == 0 ||
-        env_len < rd.pos + KT_SEC_NONCE + KT_SEC_TAG)
+    size_t hdr_len;
+    if (!kt_sec_parse(env, env_len, name, &version, &hdr_len))
         return kt_err(KEYTIER_E_FORMAT, "not a protected secret");
-    name[name_len] = '\0';
     if (strcmp(name, keyset) != 0)
         return kt_err(KEYTIER_E_WRONG_KEY,
                       "secret was protected under keyset %s, not %s", name,
                       keyset);
-    size_t hdr_len = rd.pos + KT_SEC_NONCE;
     size_t ct_len = env_len - hdr_len - KT_SEC_TAG;
     struct kt_keyset_rec ks;
     struct kt_ks_key_rec *k = calloc(1, sizeof *k);
