@@ -3,7 +3,8 @@
 #   . "$KT_SOURCE_ROOT/tests/common.sh"      # or relative to the script
 #
 # Sourcing this file sets `set -euo pipefail`, defines the functions below
-# and nothing else: call kt_tmpdir first. Every helper that starts something
+# and nothing else (but KT_CLI in ASan builds, see KT_OWN_ASAN_OPTIONS
+# below): call kt_tmpdir first. Every helper that starts something
 # registers its own cleanup, so a test only has to call kt_tmpdir and then
 # use the other helpers; on any exit (success, failure, signal) background
 # servers are stopped by PID and the temp dir is removed.
@@ -13,17 +14,43 @@
 #   KT_MODULE        path of keytier-pkcs11.so
 #   SOFTHSM2_MODULE  path of libsofthsm2.so
 #   P11KIT_CLIENT_MODULE  path of p11-kit-client.so
+#   KT_CLI           path of the keytier CLI (the cli, trust, outage and
+#                    lifecycle suites)
+#   KT_OWN_ASAN_OPTIONS  ASan builds only: ASAN_OPTIONS for the programs we
+#                    build (leak detection on). The shell runs with the
+#                    foreign tools' ASAN_OPTIONS (leak detection off), so
+#                    sourcing this file then points KT_CLI at
+#                    tests/keytier-own.sh, which runs the CLI (KT_CLI_BIN)
+#                    with KT_OWN_ASAN_OPTIONS.
 
 set -euo pipefail
 
 KT_SOURCE_ROOT=${KT_SOURCE_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
 SOFTHSM2_MODULE=${SOFTHSM2_MODULE:-/usr/lib/softhsm/libsofthsm2.so}
 P11KIT_CLIENT_MODULE=${P11KIT_CLIENT_MODULE:-/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so}
+if [ -n "${KT_OWN_ASAN_OPTIONS:-}" ] && [ -n "${KT_CLI:-}" ] &&
+    [ -z "${KT_CLI_BIN:-}" ]; then
+    export KT_CLI_BIN=$KT_CLI
+    export KT_CLI=$KT_SOURCE_ROOT/tests/keytier-own.sh
+fi
 
 # PIDs of background servers started by these helpers, stopped at exit.
 KT_SERVER_PIDS=()
 # Extra cleanup commands registered with kt_on_exit, run in reverse order.
 KT_EXIT_CMDS=()
+
+# kt_own PROGRAM ARGS...
+#   Runs PROGRAM, one we build (a test program), with KT_OWN_ASAN_OPTIONS
+#   in ASan builds: leak detection on for it, while the shell and the
+#   foreign tools keep it off.
+kt_own()
+{
+    if [ -n "${KT_OWN_ASAN_OPTIONS:-}" ]; then
+        ASAN_OPTIONS=$KT_OWN_ASAN_OPTIONS "$@"
+    else
+        "$@"
+    fi
+}
 
 # kt_log MESSAGE...
 #   Prints a progress line on stderr, prefixed with the test's name, so the

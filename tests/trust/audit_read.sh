@@ -11,7 +11,7 @@ kt_log "/dev/zero under a memory limit: line 1 too long, not '0 records, intact'
 # (AddressSanitizer reserves its shadow memory up front and cannot start
 # under an address-space limit: there the bound alone is checked.)
 limit=400000
-ldd "$KT_CLI" | grep libasan >/dev/null && limit=unlimited
+ldd "${KT_CLI_BIN:-$KT_CLI}" | grep libasan >/dev/null && limit=unlimited
 rc=0
 out=$( (ulimit -v $limit && exec "$KT_CLI" audit verify --chain-only --log /dev/zero) 2>&1) || rc=$?
 assert_eq 8 "$rc" "exit status; output: $out"

@@ -2,7 +2,7 @@
 # bench-lifecycle completes and prints every figure (never a speed check).
 . "$KT_SOURCE_ROOT/tests/common.sh"
 kt_tmpdir
-out=$(TMPDIR=$KT_TMP "$1" "$KT_MODULE" "$SOFTHSM2_MODULE" 300 2 2>&1) ||
+out=$(TMPDIR=$KT_TMP kt_own "$1" "$KT_MODULE" "$SOFTHSM2_MODULE" 300 2 2>&1) ||
     kt_fail "bench-lifecycle failed: $out"
 for line in "mailbox keys created          300 in " \
     "migration to a new DEP        300 keys in " \
