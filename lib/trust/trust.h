@@ -39,6 +39,14 @@ KT_NODISCARD keytier_err kt_approval_sign(keytier_ctx *ctx, const char *key_uri,
 KT_NODISCARD keytier_err kt_grant_sig_check(const uint8_t *spki, size_t len,
                                             const struct kt_approval_rec *r);
 
+/* The DER SubjectPublicKeyInfo of the P-256 public key whose
+ * CKA_EC_POINT (a DER OCTET STRING, or the bare point some tokens give)
+ * is v, as an approver's token returned it; KEYTIER_E_TOKEN when v is
+ * not an uncompressed P-256 point (approval_keygen.c). */
+KT_NODISCARD keytier_err kt_approver_point_spki(const uint8_t *v, size_t len,
+                                                uint8_t out[KT_SPKI_MAX],
+                                                size_t *out_len);
+
 /* Seconds since the epoch; tests of expiry may move it (internal). */
 extern int64_t (*kt_approval_clock)(void);
 

@@ -11,13 +11,16 @@
  *   8: the grant goes through the store (insert, grant, read back);
  *  16: then one column of the row is overwritten with an input value of
  *      an input type (integer, text, blob, NULL), as someone with write
- *      access to the store could.
+ *      access to the store could;
+ *  32: input bytes are the CKA_EC_POINT an approver's token returned at
+ *      `keytier approval keygen` (kt_approver_point_spki).
  * The fields follow, then an edit of one field after signing.
  * Properties: a grant the target signed verifies, and stops verifying
  * when any field's canonical encoding changes; a row read back holds
  * bounded, terminated strings and a signature of at most its size, and
  * is the row written when nobody edited it; an edited row verifies only
- * if every signed field decodes to what was signed. */
+ * if every signed field decodes to what was signed; a token's point
+ * becomes a public key the approval check accepts, holding that point. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,7 +36,14 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-enum { F_RSA = 1, F_RAW_SIG = 2, F_RAW_SPKI = 4, F_STORE = 8, F_EDIT = 16 };
+enum {
+    F_RSA = 1,
+    F_RAW_SIG = 2,
+    F_RAW_SPKI = 4,
+    F_STORE = 8,
+    F_EDIT = 16,
+    F_POINT = 32
+};
 
 static EVP_PKEY *keys[2];
 static uint8_t spkis[2][KT_SPKI_MAX];
@@ -309,6 +319,27 @@ static void via_store(struct in *in, uint8_t flags, const uint8_t *spki,
         abort(); /* an edited row verified */
 }
 
+/* A point from a token: its public key holds the point, and the
+ * approval check parses it. */
+static void token_point(struct in *in, const struct kt_approval_rec *r)
+{
+    uint8_t v[80], spki[KT_SPKI_MAX], enc[80];
+    size_t len, spki_len = 0, enc_len = 0;
+    raw_bytes(in, v, sizeof v, &len);
+    if (kt_approver_point_spki(v, len, spki, &spki_len) != KEYTIER_OK)
+        return;
+    const uint8_t *p = spki, *point = len == 67 ? v + 2 : v;
+    EVP_PKEY *pk = d2i_PUBKEY(NULL, &p, (long)spki_len);
+    if (pk == NULL || p != spki + spki_len ||
+        EVP_PKEY_get_octet_string_param(pk, "encoded-pub-key", enc, sizeof enc,
+                                        &enc_len) != 1 ||
+        enc_len != 65 || memcmp(enc, point, 65) != 0)
+        abort(); /* not the token's point */
+    EVP_PKEY_free(pk);
+    if (kt_grant_sig_check(spki, spki_len, r) == KEYTIER_E_FORMAT)
+        abort(); /* a key keygen made that registration would refuse */
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     init();
@@ -340,6 +371,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         fprintf(stderr, "signed grant: %s\n", keytier_error_name(e));
         abort(); /* verified after an edit, or refused without one */
     }
+    if (flags & F_POINT)
+        token_point(&in, &r);
     if (flags & F_STORE)
         via_store(&in, flags, spki, spki_len, &r, e);
     return 0;

@@ -450,6 +450,75 @@ static void approvals(void)
     }
 }
 
+/* Points as tokens return CKA_EC_POINT: a real P-256 key's, as a DER
+ * OCTET STRING and bare, then edited. */
+static void points(void)
+{
+    EVP_PKEY *k = EVP_EC_gen("P-256");
+    uint8_t pt65[65];
+    size_t n = 0;
+    if (k == NULL ||
+        EVP_PKEY_get_octet_string_param(k, "encoded-pub-key", pt65, sizeof pt65,
+                                        &n) != 1 ||
+        n != 65)
+        abort();
+    uint8_t v[67] = {0x04, 65};
+    memcpy(v + 2, pt65, 65);
+    const struct {
+        const char *name;
+        const uint8_t *p;
+        size_t n;
+        int flip; /* byte to change, or -1 */
+    } s[] = {{"der", v, 67, -1},          {"bare", pt65, 65, -1},
+             {"off-curve", pt65, 65, 64}, {"der-bad-len", v, 67, 1},
+             {"compressed", pt65, 33, 0}, {"x-only", pt65, 65, 1}};
+    for (size_t i = 0; i < sizeof s / sizeof s[0]; i++) {
+        approval_seed(32, 1, 255, "point-%s", s[i].name);
+        uint8_t b[67];
+        memcpy(b, s[i].p, s[i].n);
+        if (s[i].flip >= 0)
+            b[s[i].flip] ^= (uint8_t)(s[i].flip == 0 ? 6 : 1);
+        put_raw(b, s[i].n);
+        save("approval", "%s", approval_name);
+    }
+    EVP_PKEY_free(k);
+}
+
+/* ---- PIN files (the CLI's and the library's readers) -------------------- */
+
+static void pin_files(void)
+{
+    static const struct {
+        const char *name, *text;
+        size_t n;
+    } s[] = {{"lf", "1234\n", 5},
+             {"bare", "1234", 4},
+             {"crlf", "1234\r\n", 6},
+             {"cr-inside", "12\r34\n", 6},
+             {"nul",
+              "12\0"
+              "34\n",
+              6},
+             {"empty", "", 0},
+             {"empty-line", "\n1234\n", 6},
+             {"two-lines", "1234\n5678\n", 10}};
+    for (size_t i = 0; i < sizeof s / sizeof s[0]; i++) {
+        reset();
+        put(s[i].text, s[i].n);
+        save("clipin", "%s", s[i].name);
+    }
+    const size_t lens[] = {254, 255, 256, 257, 300};
+    for (size_t i = 0; i < sizeof lens / sizeof lens[0]; i++)
+        for (int nl = 0; nl < 2; nl++) {
+            reset();
+            for (size_t j = 0; j < lens[i]; j++)
+                put8((uint8_t)('0' + j % 10));
+            if (nl)
+                put8('\n');
+            save("clipin", "len-%zu%s", lens[i], nl ? "-lf" : "");
+        }
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 3) {
@@ -460,5 +529,7 @@ int main(int argc, char **argv)
     envelopes();
     configs(argv[2]);
     approvals();
+    points();
+    pin_files();
     return 0;
 }
