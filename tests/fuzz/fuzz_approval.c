@@ -101,9 +101,9 @@ static void str(struct in *in, char *dst, size_t cap)
     }
 }
 
-/* The signed message of ENVELOPE-independent reading of approval.c's
- * canonical encoding: the domain with its NUL, then each field as a
- * 32-bit big-endian length and its bytes. */
+/* The signed message, read from approval.c's encoding independently:
+ * the domain with its NUL, then each field as a 32-bit big-endian length
+ * and its bytes. */
 static size_t canonical(const keytier_approval_info *a, uint8_t *m)
 {
     static const char dom[] = "keytier approval v1";
@@ -200,9 +200,9 @@ static void edit(keytier_approval_info *a, uint8_t f, uint8_t v)
     } else if (f == 8) {
         a->single_use = !a->single_use;
     } else if (f == 9) {
-        a->created += v | 1;
+        a->created = (int64_t)((uint64_t)a->created + (v | 1u));
     } else if (f == 10) {
-        a->expires -= v | 1;
+        a->expires = (int64_t)((uint64_t)a->expires - (v | 1u));
     }
 }
 
