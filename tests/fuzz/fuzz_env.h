@@ -212,7 +212,7 @@ static inline size_t fe_header(struct fe_in *in, uint8_t *h, uint32_t *chunk)
     return 88 + tl;
 }
 
-/* Applies op to the chunk list; true if the sequence changed. */
+/* Applies op to the chunk list; true if it did anything. */
 static inline bool fe_apply(struct fe_chunk *ch, size_t *n, uint8_t op,
                             uint8_t a, uint8_t b)
 {
@@ -279,9 +279,16 @@ static inline void fe_build(const uint8_t *data, size_t size, size_t pt_max,
     for (size_t i = 0; i < n; i++)
         ch[i] = (struct fe_chunk){i * c, i + 1 < n ? c : b->pt_len % c, i,
                                   i + 1 == n};
-    bool changed = false;
+    size_t n0 = n;
     for (size_t i = 0; i < n_ops; i++)
-        changed |= fe_apply(ch, &n, ops[i][0], ops[i][1], ops[i][2]);
+        fe_apply(ch, &n, ops[i][0], ops[i][1], ops[i][2]);
+    /* Edits may undo each other (a chunk repeated, then one copy
+     * dropped): what counts is whether the sequence differs in the end. */
+    bool changed = n != n0;
+    for (size_t i = 0; i < n && !changed; i++)
+        changed = ch[i].off != i * c || ch[i].index != i ||
+                  ch[i].final != (i + 1 == n0) ||
+                  ch[i].len != (i + 1 < n0 ? c : b->pt_len % c);
     size_t cap =
         hlen + b->pt_len * (1 + FE_MAX_OPS) + (n + FE_MAX_OPS + 1) * 16 + 512;
     b->env = malloc(cap);

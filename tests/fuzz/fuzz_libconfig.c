@@ -49,6 +49,7 @@ static char *expand(const uint8_t *p, size_t n, size_t *len)
             out[o++] = (char)p[i++];
         }
     }
+    out[o] = '\0'; /* for the searches of check_detail */
     *len = o;
     return out;
 }
