@@ -268,11 +268,11 @@ static void raw_edit(struct in *in)
     sqlite3_stmt *q = NULL;
     if (sqlite3_prepare_v2(store->db, sql, -1, &q, NULL) != SQLITE_OK)
         abort();
-    int64_t v = 0;
+    uint64_t v = 0;
     for (size_t i = 0; i < len && i < 8; i++)
         v = v << 8 | buf[i];
     if (type == 0)
-        sqlite3_bind_int64(q, 1, v);
+        sqlite3_bind_int64(q, 1, (sqlite3_int64)v);
     else if (type == 1)
         sqlite3_bind_text(q, 1, (const char *)buf, (int)len, SQLITE_STATIC);
     else if (type == 2)
