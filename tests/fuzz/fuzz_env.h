@@ -301,21 +301,26 @@ static inline void fe_build(const uint8_t *data, size_t size, size_t pt_max,
                       b->pt + ch[i].off, ch[i].len, b->env + b->len);
         b->len += ch[i].len + 16;
     }
+    /* Byte edits may undo each other too (a bit flipped twice): the
+     * bytes are compared with the sealed ones in the end. */
+    size_t sealed_len = b->len;
+    uint8_t *sealed = malloc(sealed_len + 1);
+    memcpy(sealed, b->env, sealed_len);
     for (size_t i = 0; i < n_ops; i++) {
         uint8_t op = ops[i][0] % FE_N_OPS, x = ops[i][1], y = ops[i][2];
         if (op == FE_CUT && (size_t)x * b->len / 256 < b->len) {
             b->len = (size_t)x * b->len / 256;
             b->header_cut |= b->len < hlen;
-            changed = true;
         } else if (op == FE_APPEND && b->len + y + 1u <= cap) {
             memset(b->env + b->len, x, y + 1u);
             b->len += y + 1u;
-            changed = true;
         } else if (op == FE_FLIP && b->len > hlen) {
             b->env[hlen + ((size_t)x << 8 | y) % (b->len - hlen)] ^= 1;
-            changed = true;
         }
     }
+    changed = changed || b->len != sealed_len ||
+              memcmp(b->env, sealed, sealed_len) != 0;
+    free(sealed);
     if (b->expect == KEYTIER_OK && changed)
         b->expect = KEYTIER_E_AUTH;
 }
