@@ -22,7 +22,9 @@ bool kt_rd_view(struct kt_rd *rd, size_t n, const uint8_t **p)
 {
     if (n > kt_rd_remaining(rd))
         return false;
-    *p = rd->buf + rd->pos;
+    /* An empty reader has no buffer (SQLite gives NULL for an empty blob):
+     * no offset may be added to a null pointer. */
+    *p = rd->buf != NULL ? rd->buf + rd->pos : rd->buf;
     rd->pos += n;
     return true;
 }

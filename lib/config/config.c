@@ -549,6 +549,21 @@ const struct kt_pin_cfg *kt_config_pin(const struct kt_config *cfg,
     return NULL;
 }
 
+/* The longest PIN a PIN file may hold. */
+#define KT_PIN_FILE_MAX 256
+
+/* Reads the first line of f, without its line end, into buf (cap bytes);
+ * returns its length, cap when it does not fit. NUL bytes are kept, so
+ * that the caller sees them. */
+static size_t kt_pin_line(FILE *f, char *buf, size_t cap)
+{
+    size_t n = 0;
+    int ch;
+    while (n < cap && (ch = getc(f)) != EOF && ch != '\n' && ch != '\r')
+        buf[n++] = (char)ch;
+    return n;
+}
+
 keytier_err kt_pin_read(const struct kt_pin_cfg *pin, kt_secret **out)
 {
     if (pin->kind == KT_PIN_VALUE) {
@@ -581,19 +596,24 @@ keytier_err kt_pin_read(const struct kt_pin_cfg *pin, kt_secret **out)
     }
     char iobuf[512];
     setvbuf(f, iobuf, _IOFBF, sizeof iobuf);
-    char buf[257];
+    char buf[KT_PIN_FILE_MAX + 1];
+    size_t n = kt_pin_line(f, buf, sizeof buf);
     keytier_err e = KEYTIER_OK;
-    if (fgets(buf, sizeof buf, f) == NULL) {
+    if (n == 0)
         e = kt_err(KEYTIER_E_PIN, "PIN of token '%s': %s is empty", pin->label,
                    pin->where);
-    } else {
-        size_t n = strcspn(buf, "\r\n");
-        if (n == 0)
-            e = kt_err(KEYTIER_E_PIN, "PIN of token '%s': %s is empty",
-                       pin->label, pin->where);
-        else if ((*out = kt_secret_from(buf, n)) == NULL)
-            e = kt_err(KEYTIER_E_NOMEM, NULL);
-    }
+    else if (n > KT_PIN_FILE_MAX)
+        e = kt_err(KEYTIER_E_PIN,
+                   "PIN of token '%s': the first line of %s is longer than "
+                   "a PIN (%d bytes): put the PIN alone on it",
+                   pin->label, pin->where, KT_PIN_FILE_MAX);
+    else if (memchr(buf, '\0', n) != NULL)
+        e = kt_err(KEYTIER_E_PIN,
+                   "PIN of token '%s': the first line of %s holds a NUL "
+                   "byte: write the PIN as text",
+                   pin->label, pin->where);
+    else if ((*out = kt_secret_from(buf, n)) == NULL)
+        e = kt_err(KEYTIER_E_NOMEM, NULL);
     kt_wipe(buf, sizeof buf);
     fclose(f);
     kt_wipe(iobuf, sizeof iobuf);

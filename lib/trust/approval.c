@@ -149,7 +149,7 @@ static const struct kt_approver_pin *kt_pin_of(const keytier_ctx *ctx,
  * fails here, whatever the row says.
  */
 static keytier_err kt_approver_key(keytier_ctx *ctx, const char *name,
-                                   EVP_PKEY **pk,
+                                   uint8_t spki[KT_SPKI_MAX], size_t *len,
                                    char fpr_text[KEYTIER_FINGERPRINT_SIZE])
 {
     const struct kt_approver_pin *pin = kt_pin_of(ctx, name);
@@ -158,12 +158,11 @@ static keytier_err kt_approver_key(keytier_ctx *ctx, const char *name,
                       "%s is not pinned in the configuration: add "
                       "`approval.approver = %s sha256:HEX`",
                       name, name);
-    uint8_t spki[KT_SPKI_MAX], fpr[32];
-    size_t len = 0;
-    keytier_err e = kt_store_approver_get(ctx->store, name, spki, &len);
+    uint8_t fpr[32];
+    keytier_err e = kt_store_approver_get(ctx->store, name, spki, len);
     if (e != KEYTIER_OK)
         return e;
-    if (EVP_Digest(spki, len, fpr, NULL, EVP_sha256(), NULL) != 1)
+    if (EVP_Digest(spki, *len, fpr, NULL, EVP_sha256(), NULL) != 1)
         return kt_err(KEYTIER_E_CRYPTO, "SHA-256");
     if (!kt_ct_equal(fpr, pin->fpr, sizeof fpr))
         return kt_err(KEYTIER_E_APPROVER,
@@ -172,7 +171,7 @@ static keytier_err kt_approver_key(keytier_ctx *ctx, const char *name,
                       name);
     if (fpr_text != NULL)
         kt_fpr_format(fpr, fpr_text);
-    return pk == NULL ? KEYTIER_OK : kt_spki_parse(spki, len, name, pk);
+    return KEYTIER_OK;
 }
 
 /* The requester may not approve: by name, nor through another name pinned
@@ -280,6 +279,24 @@ static bool kt_sig_ok(EVP_PKEY *pk, const uint8_t digest[32],
     return ok;
 }
 
+keytier_err kt_grant_sig_check(const uint8_t *spki, size_t len,
+                               const struct kt_approval_rec *r)
+{
+    const keytier_approval_info *a = &r->info;
+    EVP_PKEY *pk = NULL;
+    uint8_t digest[32];
+    keytier_err e = kt_spki_parse(spki, len, a->approver, &pk);
+    if (e == KEYTIER_OK)
+        e = kt_approval_digest(a, digest);
+    if (e == KEYTIER_OK && !kt_sig_ok(pk, digest, r->sig, r->sig_len))
+        e = kt_err(KEYTIER_E_APPROVAL_INVALID,
+                   "approval %s: the signature of %s does not verify over "
+                   "the stored request",
+                   a->id, a->approver);
+    EVP_PKEY_free(pk);
+    return e;
+}
+
 /*
  * Everything a grant claims, checked from the configuration and the
  * signature alone: the approver pinned and registered with the key the
@@ -290,26 +307,17 @@ static keytier_err kt_grant_verify(keytier_ctx *ctx,
 {
     const keytier_approval_info *a = &r->info;
     char fpr[KEYTIER_FINGERPRINT_SIZE];
-    EVP_PKEY *pk = NULL;
-    uint8_t digest[32];
-    keytier_err e = kt_approver_key(ctx, a->approver, &pk, fpr);
+    uint8_t spki[KT_SPKI_MAX];
+    size_t len = 0;
+    keytier_err e = kt_approver_key(ctx, a->approver, spki, &len, fpr);
     if (e != KEYTIER_OK)
         return e;
     if (strcmp(fpr, a->approver_key) != 0)
-        e = kt_err(KEYTIER_E_APPROVAL_INVALID,
-                   "approval %s names a key %s is not pinned with", a->id,
-                   a->approver);
-    if (e == KEYTIER_OK)
-        e = kt_not_self(ctx, a->requester, a->approver);
-    if (e == KEYTIER_OK)
-        e = kt_approval_digest(a, digest);
-    if (e == KEYTIER_OK && !kt_sig_ok(pk, digest, r->sig, r->sig_len))
-        e = kt_err(KEYTIER_E_APPROVAL_INVALID,
-                   "approval %s: the signature of %s does not verify over "
-                   "the stored request",
-                   a->id, a->approver);
-    EVP_PKEY_free(pk);
-    return e;
+        return kt_err(KEYTIER_E_APPROVAL_INVALID,
+                      "approval %s names a key %s is not pinned with", a->id,
+                      a->approver);
+    e = kt_not_self(ctx, a->requester, a->approver);
+    return e != KEYTIER_OK ? e : kt_grant_sig_check(spki, len, r);
 }
 
 /* ---- audit records ---------------------------------------------------- */
@@ -513,7 +521,8 @@ KEYTIER_API keytier_err keytier_approval_grant(
         return kt_err(KEYTIER_E_ARGS, "keytier_approval_grant: approval id, "
                                       "approver, key URI and PIN required");
     struct kt_approval_rec r;
-    uint8_t digest[32];
+    uint8_t digest[32], spki[KT_SPKI_MAX];
+    size_t spki_len = 0;
     keytier_err e = kt_store_approval_get(ctx->store, approval_id, &r);
     if (e == KEYTIER_OK)
         e = kt_approval_seen(ctx, &r, kt_approval_clock());
@@ -525,7 +534,7 @@ KEYTIER_API keytier_err keytier_approval_grant(
     if (e == KEYTIER_OK)
         e = kt_not_self(ctx, a->requester, approver);
     if (e == KEYTIER_OK)
-        e = kt_approver_key(ctx, approver, NULL, a->approver_key);
+        e = kt_approver_key(ctx, approver, spki, &spki_len, a->approver_key);
     if (e == KEYTIER_OK) {
         kt_strlcpy(a->approver, approver, sizeof a->approver);
         e = kt_approval_digest(a, digest);

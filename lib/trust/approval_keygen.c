@@ -87,6 +87,18 @@ static keytier_err kt_p256_spki(const uint8_t *point, uint8_t *out,
     return KEYTIER_OK;
 }
 
+keytier_err kt_approver_point_spki(const uint8_t *v, size_t len,
+                                   uint8_t out[KT_SPKI_MAX], size_t *out_len)
+{
+    const uint8_t *p = kt_ec_point(v, len);
+    if (p == NULL)
+        return kt_err(KEYTIER_E_TOKEN,
+                      "CKA_EC_POINT of %zu bytes: not an uncompressed P-256 "
+                      "point",
+                      len);
+    return kt_p256_spki(p, out, out_len);
+}
+
 static keytier_err kt_keygen_here(struct kt_keygen_job *j, struct kt_token *tok,
                                   CK_SESSION_HANDLE s)
 {
@@ -139,11 +151,11 @@ static keytier_err kt_keygen_here(struct kt_keygen_job *j, struct kt_token *tok,
     uint8_t point[KT_P256_POINT + 8];
     CK_ATTRIBUTE pt = {CKA_EC_POINT, point, sizeof point};
     rv = kt_p11_get_attributes(tok, s, pub, &pt, 1);
-    const uint8_t *p = rv == CKR_OK ? kt_ec_point(point, pt.ulValueLen) : NULL;
     keytier_err e =
-        p == NULL ? kt_err(KEYTIER_E_TOKEN, "token '%s': CKA_EC_POINT: %s",
-                           tok->label, kt_ckr_name(rv, nb))
-                  : kt_p256_spki(p, j->spki, &j->spki_len);
+        rv != CKR_OK ? kt_err(KEYTIER_E_TOKEN, "token '%s': CKA_EC_POINT: %s",
+                              tok->label, kt_ckr_name(rv, nb))
+                     : kt_approver_point_spki(point, pt.ulValueLen, j->spki,
+                                              &j->spki_len);
     if (e == KEYTIER_OK)
         e = kt_object_uri(&tok->info, j->label, id, KT_APPROVER_ID_BYTES,
                           CKO_PRIVATE_KEY, j->key_uri);

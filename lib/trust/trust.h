@@ -30,6 +30,23 @@ KT_NODISCARD keytier_err kt_approval_sign(keytier_ctx *ctx, const char *key_uri,
                                           uint8_t sig[KT_APPROVAL_SIG_MAX],
                                           size_t *sig_len);
 
+/* The signature check of a grant, from the bytes as stored: the
+ * approver's DER SubjectPublicKeyInfo (ECDSA P-256 or RSA >= 2048, else
+ * KEYTIER_E_FORMAT) and r's signature (ECDSA r || s, or RSA-PSS SHA-256)
+ * over the canonical encoding of r's fields (KEYTIER_E_APPROVAL_INVALID
+ * when it does not verify). Whether the key is the one pinned for the
+ * approver is kt_grant_verify's check, before this one. */
+KT_NODISCARD keytier_err kt_grant_sig_check(const uint8_t *spki, size_t len,
+                                            const struct kt_approval_rec *r);
+
+/* The DER SubjectPublicKeyInfo of the P-256 public key whose
+ * CKA_EC_POINT (a DER OCTET STRING, or the bare point some tokens give)
+ * is v, as an approver's token returned it; KEYTIER_E_TOKEN when v is
+ * not an uncompressed P-256 point (approval_keygen.c). */
+KT_NODISCARD keytier_err kt_approver_point_spki(const uint8_t *v, size_t len,
+                                                uint8_t out[KT_SPKI_MAX],
+                                                size_t *out_len);
+
 /* Seconds since the epoch; tests of expiry may move it (internal). */
 extern int64_t (*kt_approval_clock)(void);
 

@@ -84,4 +84,14 @@ named 2 KEYTIER_E_ARGS secret rollover --keyset k1 --dry-run
 named 2 KEYTIER_E_ARGS frobnicate
 named 2 KEYTIER_E_ARGS dep frob
 
+kt_log "PIN files: a first line longer than a PIN or holding a NUL is refused, not cut"
+(umask 077 && head -c 300 /dev/zero | tr '\0' 7 >"$w/long.pin" &&
+    { printf '12\000' && printf '34\n'; } >"$w/nul.pin")
+named 2 KEYTIER_E_ARGS token keygen --token vault-a --label k --type aes256 \
+    --pin-file "$w/long.pin"
+grep -q "longer than a PIN" "$w/err" || kt_fail "long PIN file: $(cat "$w/err")"
+named 2 KEYTIER_E_ARGS token keygen --token vault-a --label k --type aes256 \
+    --pin-file "$w/nul.pin"
+grep -q "holds no PIN" "$w/err" || kt_fail "NUL in PIN file: $(cat "$w/err")"
+
 kt_log "ok"

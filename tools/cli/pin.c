@@ -53,19 +53,33 @@ static char *cli_pin_read_file(struct cli *cli, const char *path,
         return NULL;
     }
     ssize_t n = read(fd, buf, CLI_PIN_MAX - 1);
-    close(fd);
     if (n < 0) {
         *rc = cli_error(cli, KEYTIER_E_IO, "%s: cannot read PIN file %s: %s",
                         what, path, strerror(errno));
+        close(fd);
         cli_pin_free(buf);
         return NULL;
     }
-    char *nl = memchr(buf, '\n', (size_t)n);
-    if (nl != NULL)
-        n = nl - buf;
-    if (!cli_pin_finish(buf, (size_t)n)) {
-        cli_error(cli, KEYTIER_E_ARGS, "%s: PIN file %s holds no PIN", what,
-                  path);
+    /* The first line ends at a line feed or carriage return, as the
+     * library reads PIN files; one longer than a PIN is refused, not cut */
+    size_t len = 0;
+    while (len < (size_t)n && buf[len] != '\n' && buf[len] != '\r')
+        len++;
+    char next = '\n';
+    if (len == CLI_PIN_MAX - 1 && read(fd, &next, 1) != 1)
+        next = '\n';
+    close(fd);
+    if (next != '\n' && next != '\r') {
+        *rc = cli_error(cli, KEYTIER_E_ARGS,
+                        "%s: the first line of PIN file %s is longer than a "
+                        "PIN (%d bytes)",
+                        what, path, CLI_PIN_MAX - 1);
+        cli_pin_free(buf);
+        return NULL;
+    }
+    if (!cli_pin_finish(buf, len)) {
+        *rc = cli_error(cli, KEYTIER_E_ARGS, "%s: PIN file %s holds no PIN",
+                        what, path);
         cli_pin_free(buf);
         return NULL;
     }

@@ -3,6 +3,7 @@
  * unknown keys, errors name file, line and key, PINs never show in errors,
  * PIN sources, defaults. */
 #include <check.h>
+#include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <sys/stat.h>
@@ -601,6 +602,15 @@ START_TEST(comments_and_defaults)
 }
 END_TEST
 
+/* Writes n bytes to path, readable by its owner only (a PIN file). */
+static void write_secret(const char *file, const void *p, size_t n)
+{
+    int fd = open(file, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(write(fd, p, n), (ssize_t)n);
+    close(fd);
+}
+
 START_TEST(pin_sources)
 {
     char pinfile[400], text[1024];
@@ -641,6 +651,25 @@ START_TEST(pin_sources)
     ck_assert_int_eq(kt_pin_read(kt_config_pin(&cfg, "F"), &pin),
                      KEYTIER_E_PIN);
     ck_assert_ptr_nonnull(strstr(keytier_last_error_detail(), "is empty"));
+    /* A NUL would cut the PIN short, a line past 256 bytes would be cut:
+     * both refused, not read as another PIN than the file holds. */
+    static const char nul[] = "12\0"
+                              "34\n";
+    write_secret(pinfile, nul, sizeof nul - 1);
+    ck_assert_int_eq(kt_pin_read(kt_config_pin(&cfg, "F"), &pin),
+                     KEYTIER_E_PIN);
+    ck_assert_ptr_nonnull(strstr(keytier_last_error_detail(), "NUL byte"));
+    char longpin[258];
+    memset(longpin, '7', sizeof longpin);
+    write_secret(pinfile, longpin, 257);
+    ck_assert_int_eq(kt_pin_read(kt_config_pin(&cfg, "F"), &pin),
+                     KEYTIER_E_PIN);
+    ck_assert_ptr_nonnull(strstr(keytier_last_error_detail(), "longer than"));
+    longpin[256] = '\r';
+    write_secret(pinfile, longpin, 258);
+    ck_assert_int_eq(kt_pin_read(kt_config_pin(&cfg, "F"), &pin), KEYTIER_OK);
+    ck_assert_uint_eq(kt_secret_len(pin), 256);
+    kt_secret_free(pin);
     kt_config_free(&cfg);
 }
 END_TEST
