@@ -177,11 +177,16 @@ KT_NODISCARD keytier_err kt_dep_key_read(
 KT_NODISCARD keytier_err kt_dep_settle(keytier_ctx *ctx,
                                        const struct kt_dep_rec *dep,
                                        struct kt_dep_rec **fresh);
-/* A new DEP's copies (as the store holds them) each unwrapped and checked,
- * then the DEP REGISTERED (*done false: it was registering no more). */
-KT_NODISCARD keytier_err kt_dep_register_finish(keytier_ctx *ctx,
+/* A new DEP's copies (as the store holds them) each unwrapped and
+ * checked. */
+KT_NODISCARD keytier_err kt_dep_register_prove(keytier_ctx *ctx,
+                                               const struct kt_dep_rec *dep);
+/* Then its audit record ("DEP created" for the creation, "DEP registration
+ * finished" for a dead one settled), durable before the DEP is REGISTERED
+ * (*done false: it was registering no more). */
+KT_NODISCARD keytier_err kt_dep_register_commit(keytier_ctx *ctx,
                                                 const struct kt_dep_rec *dep,
-                                                bool *done);
+                                                bool creating, bool *done);
 
 /* ---- the cache's fast paths ----------------------------------------
  * Cache ids: "dep:" DEP id, "key:" tier key id (KT_AVAIL_CACHE_ID bytes). */
@@ -219,9 +224,5 @@ void kt_avail_publish(keytier_ctx *ctx, int scope, const char *value,
  * service_token). */
 struct kt_audit;
 void kt_audit_anchor_attach(keytier_ctx *ctx, struct kt_audit *a);
-
-/* Writes a "DEP created" audit record. */
-KT_NODISCARD keytier_err kt_avail_dep_created(keytier_ctx *ctx,
-                                              const struct kt_dep_rec *dep);
 
 #endif

@@ -16,7 +16,9 @@
  * by avail.admin_deadline_ms.  Should the two race anyway, the store's
  * transitions are conditional (a roll ends once, a DEP registers once) and
  * the loser finds the state already settled.  Every settlement is an audit
- * record.  Also the proof of a new DEP's copies (keys/dep_state.c).
+ * record.  Also the proof of a new DEP's copies and its registration
+ * (keys/dep_state.c), whose audit record is written before the DEP is
+ * registered.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,10 +46,9 @@ static bool kt_settle_dead(keytier_ctx *ctx, int64_t since, unsigned steps)
     return (int64_t)time(NULL) - since > grace;
 }
 
-keytier_err kt_dep_register_finish(keytier_ctx *ctx,
-                                   const struct kt_dep_rec *dep, bool *done)
+keytier_err kt_dep_register_prove(keytier_ctx *ctx,
+                                  const struct kt_dep_rec *dep)
 {
-    *done = false;
     for (int slot = 0; slot < 3; slot++) {
         kt_secret *key = NULL;
         CK_RV rv = CKR_OK;
@@ -57,12 +58,13 @@ keytier_err kt_dep_register_finish(keytier_ctx *ctx,
         if (e != KEYTIER_OK)
             return e;
     }
-    return kt_store_dep_registered(ctx->store, dep->dep_id, done);
+    return KEYTIER_OK;
 }
 
 /* The settlement's audit record: the DEP's fields, what happened and why. */
-static void kt_settle_audit(keytier_ctx *ctx, const struct kt_dep_rec *dep,
-                            const char *activity, json_object *f)
+static keytier_err kt_settle_audit(keytier_ctx *ctx,
+                                   const struct kt_dep_rec *dep,
+                                   const char *activity, json_object *f)
 {
     struct kt_avail *av = ctx->avail;
     if (f == NULL)
@@ -71,13 +73,49 @@ static void kt_settle_audit(keytier_ctx *ctx, const struct kt_dep_rec *dep,
         json_object_put(f);
         kt_log_event(ctx->log, KT_LOG_ERROR, "audit record not written",
                      dep->dep_id);
-        return;
+        return f == NULL ? kt_err(KEYTIER_E_NOMEM, "audit record") : KEYTIER_OK;
     }
     kt_audit_add_dep_fields(f, dep->workload, dep->tenant, dep->dep_id,
                             dep->policy_id);
-    if (kt_audit_append(av->audit, activity, f, NULL) != KEYTIER_OK)
+    keytier_err e = kt_audit_append(av->audit, activity, f, NULL);
+    if (e != KEYTIER_OK)
         kt_log_event(ctx->log, KT_LOG_ERROR, "audit record not written",
                      dep->dep_id);
+    return e;
+}
+
+/* The "DEP created" record of a creation. */
+static keytier_err kt_register_created(keytier_ctx *ctx,
+                                       const struct kt_dep_rec *dep)
+{
+    kt_audit_request areq = {
+        .workload = dep->workload,
+        .org_id = dep->tenant,
+        .dep_id = dep->dep_id,
+        .policy_id = dep->policy_id,
+    };
+    if (ctx->avail == NULL || ctx->avail->audit == NULL)
+        return KEYTIER_OK;
+    return kt_audit_dep_created(ctx->avail->audit, &areq);
+}
+
+/*
+ * The record comes before the state: a process killed between the two
+ * leaves the DEP registering (refused, then finished and recorded again by
+ * the next read once it is dead), never registered without a record.  A
+ * record that cannot be written leaves the DEP registering.
+ */
+keytier_err kt_dep_register_commit(keytier_ctx *ctx,
+                                   const struct kt_dep_rec *dep, bool creating,
+                                   bool *done)
+{
+    *done = false;
+    keytier_err e =
+        creating ? kt_register_created(ctx, dep)
+                 : kt_settle_audit(ctx, dep, "DEP registration finished", NULL);
+    if (e != KEYTIER_OK)
+        return e;
+    return kt_store_dep_registered(ctx->store, dep->dep_id, done);
 }
 
 /* A registering DEP: refused while its creation may still run; once dead,
@@ -91,7 +129,7 @@ static keytier_err kt_settle_registering(keytier_ctx *ctx,
                       "DEP %s is registering: its creation is still proving "
                       "its wrapped copies; retry in a moment",
                       dep->dep_id);
-    keytier_err e = kt_dep_register_finish(ctx, dep, &done);
+    keytier_err e = kt_dep_register_prove(ctx, dep);
     if (e != KEYTIER_OK) {
         char why[KT_TJOB_DETAIL];
         snprintf(why, sizeof why, "%s", keytier_last_error_detail());
@@ -101,18 +139,18 @@ static keytier_err kt_settle_registering(keytier_ctx *ctx,
                       "(%s); it serves no key",
                       dep->dep_id, why);
     }
-    if (done) {
+    e = kt_dep_register_commit(ctx, dep, false, &done);
+    if (e == KEYTIER_OK && done)
         kt_log_event(ctx->log, KT_LOG_INFO, "DEP registration finished",
                      dep->dep_id);
-        kt_settle_audit(ctx, dep, "DEP registration finished", NULL);
-    }
-    return KEYTIER_OK;
+    return e;
 }
 
 /* The audit record of a roll settled: committed or rolled back, and why. */
-static void kt_settle_roll_audit(keytier_ctx *ctx, const struct kt_dep_rec *dep,
-                                 int slot, const struct kt_root_rec *pending,
-                                 bool commit, const char *why)
+static keytier_err kt_settle_roll_audit(keytier_ctx *ctx,
+                                        const struct kt_dep_rec *dep, int slot,
+                                        const struct kt_root_rec *pending,
+                                        bool commit, const char *why)
 {
     json_object *f = json_object_new_object();
     if (f != NULL) {
@@ -132,10 +170,10 @@ static void kt_settle_roll_audit(keytier_ctx *ctx, const struct kt_dep_rec *dep,
         if (why != NULL)
             json_object_object_add(f, "Reason", json_object_new_string(why));
     }
-    kt_settle_audit(ctx, dep,
-                    commit ? "Customer key roll resumed"
-                           : "Customer key roll rolled back",
-                    f);
+    return kt_settle_audit(ctx, dep,
+                           commit ? "Customer key roll resumed"
+                                  : "Customer key roll rolled back",
+                           f);
 }
 
 /* A rolling DEP whose roll is dead: its pending copy proven and committed,
@@ -169,7 +207,12 @@ static keytier_err kt_settle_roll(keytier_ctx *ctx,
                                        kt_admin_deadline_ms(ctx)) == KEYTIER_OK;
     if (!commit)
         snprintf(why, sizeof why, "%s", keytier_last_error_detail());
-    e = kt_store_roll_end(ctx->store, dep->dep_id, commit);
+    /* The record first, as a roll writes it (lifecycle.c): killed between
+     * the two, the next read settles it again. */
+    e = kt_settle_roll_audit(ctx, dep, slot, &pending, commit,
+                             commit ? NULL : why);
+    if (e == KEYTIER_OK)
+        e = kt_store_roll_end(ctx->store, dep->dep_id, commit);
     if (e == KEYTIER_E_NOT_FOUND) { /* another process ended it first */
         kt_err_clear();
         e = KEYTIER_OK;
@@ -185,7 +228,6 @@ static keytier_err kt_settle_roll(keytier_ctx *ctx,
     else
         kt_log_event(ctx->log, KT_LOG_WARNING, "interrupted roll rolled back",
                      dep->dep_id);
-    kt_settle_roll_audit(ctx, dep, slot, &pending, commit, commit ? NULL : why);
 out:
     kt_secret_free(key);
     kt_wipe(probe, sizeof *probe);

@@ -133,22 +133,6 @@ void kt_avail_free(keytier_ctx *ctx)
     ctx->avail = NULL;
 }
 
-/* ---- audit records ---------------------------------------------------- */
-
-keytier_err kt_avail_dep_created(keytier_ctx *ctx, const struct kt_dep_rec *dep)
-{
-    kt_audit_request areq = {
-        .workload = dep->workload,
-        .org_id = dep->tenant,
-        .dep_id = dep->dep_id,
-        .policy_id = dep->policy_id,
-    };
-
-    if (!ctx->avail)
-        return KEYTIER_OK;
-    return kt_audit_dep_created(ctx->avail->audit, &areq);
-}
-
 /* ---- public API (keytier.h, availability block) ----------------------- */
 
 KEYTIER_API keytier_err keytier_avail_stats_get(keytier_ctx *ctx,

