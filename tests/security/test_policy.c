@@ -794,6 +794,30 @@ START_TEST(test_encrypt_data_oracle_exists_with_legacy)
 }
 END_TEST
 
+/* CMAC under a key-encryption key is the cipher under that key on input
+ * the caller steers (the MAC of one block M is E_K(M xor K1), K1 from
+ * E_K(0)): a wrap key that may also sign must not sign with CMAC. */
+START_TEST(test_cmac_on_wrap_key)
+{
+    CK_OBJECT_HANDLE kek;
+    CK_ATTRIBUTE t[] = {
+        {CKA_WRAP, &yes, 1}, {CKA_UNWRAP, &yes, 1}, {CKA_SIGN, &yes, 1}};
+    SETUP(gen_aes(32, t, N(t), &kek));
+    CK_MECHANISM m = {CKM_AES_CMAC, NULL, 0};
+    CK_RV rv = P->C_SignInit(s, &m, kek);
+    if (rv == CKR_OK) {
+        unsigned char msg[16] = {0}, mac[16];
+        CK_ULONG ml = sizeof(mac);
+        (void)P->C_Sign(s, msg, sizeof(msg), mac, &ml);
+    }
+    sec_outcome(__func__, rv != CKR_OK,
+                "AES-CMAC with a key-encryption key: the cipher under it on "
+                "chosen input");
+    if (!kt_test_is_softhsm())
+        RV(CKR_KEY_FUNCTION_NOT_PERMITTED, rv);
+}
+END_TEST
+
 /* ---- deterministic derivation: one value, two keys ------------------ */
 
 /* An AES-256 key derived from base with mechanism m, with the template
@@ -940,6 +964,7 @@ static Suite *policy_suite(void)
     tcase_add_test(tc, test_ecb_encrypt_data_plants_key);
     tcase_add_test(tc, test_cbc_encrypt_data_plants_key);
     tcase_add_test(tc, test_encrypt_data_oracle_exists_with_legacy);
+    tcase_add_test(tc, test_cmac_on_wrap_key);
     tcase_add_test(tc, test_derived_wrap_key_twice_encrypt_data);
     tcase_add_test(tc, test_derived_wrap_key_twice_hkdf);
     suite_add_tcase(su, tc);

@@ -283,6 +283,51 @@ START_TEST(test_verify_delete)
 }
 END_TEST
 
+/* The forger with the file: recomputes PrevHash and Hash of every line
+ * from `from` on (from > 0), exactly as the writer would. */
+static void rechain(char lines[][4096], int n, int from)
+{
+    const int flags = JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE;
+    json_object *o = json_tokener_parse(lines[from - 1]), *h;
+    char prev[65];
+
+    ck_assert(o && json_object_object_get_ex(o, "Hash", &h));
+    snprintf(prev, sizeof prev, "%s", json_object_get_string(h));
+    json_object_put(o);
+    for (int i = from; i < n; i++) {
+        unsigned char md[32];
+        unsigned int mdlen;
+        size_t tlen;
+        o = json_tokener_parse(lines[i]);
+        ck_assert_ptr_nonnull(o);
+        json_object_object_del(o, "Hash");
+        json_object_object_add(o, "PrevHash", json_object_new_string(prev));
+        const char *text = json_object_to_json_string_length(o, flags, &tlen);
+        ck_assert(EVP_Digest(text, tlen, md, &mdlen, EVP_sha256(), NULL));
+        for (int k = 0; k < 32; k++)
+            sprintf(prev + 2 * k, "%02x", md[k]);
+        json_object_object_add(o, "Hash", json_object_new_string(prev));
+        snprintf(lines[i], 4096, "%s\n",
+                 json_object_to_json_string_ext(o, flags));
+        json_object_put(o);
+    }
+}
+
+/* A record removed from the middle and the chain after it recomputed:
+ * every hash and link holds, but the sequence has a gap, which verify
+ * names at the line where it is. */
+START_TEST(test_verify_delete_rechained)
+{
+    int n = load();
+
+    memmove(work[2], work[3], sizeof work[0] * (size_t)(n - 3));
+    rechain(work, n - 1, 2);
+    expect_bad(work, n - 1, 3);
+    ck_assert_ptr_nonnull(
+        strstr(keytier_last_error_detail(), "has sequence 4, expected 3"));
+}
+END_TEST
+
 START_TEST(test_verify_delete_first)
 {
     int n = load();
@@ -470,6 +515,7 @@ int main(void)
     tcase_add_test(tc, test_verify_edit);
     tcase_add_test(tc, test_verify_edit_whitespace);
     tcase_add_test(tc, test_verify_edit_rehashed);
+    tcase_add_test(tc, test_verify_delete_rechained);
     tcase_add_test(tc, test_verify_delete);
     tcase_add_test(tc, test_verify_delete_first);
     tcase_add_test(tc, test_verify_swap);

@@ -24,10 +24,18 @@ static int refresh_calls;
 static uint64_t refresh_takes; /* the fake clock moves on during a refresh */
 static kt_cache *the_cache;    /* for callbacks that act on the cache */
 static int invalidate_in_refresh;
+static int replace_in_refresh;
 static char last_refresh_dep[64];
 
 static const unsigned char K1[32] = "0123456789abcdef0123456789abcdef";
 static const unsigned char K2[32] = "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345";
+
+static const kt_cache_tags tags1 = {
+    .org_id = "org-1",
+    .dep_id = "dep-1",
+    .roots = {"pkcs11:token=A;object=root", "pkcs11:token=B;object=root",
+              "pkcs11:token=svc;object=avail-1"},
+};
 
 static uint64_t fake_clock(void *arg)
 {
@@ -44,8 +52,12 @@ static CK_RV test_refresh(void *arg, const char *id, const char *dep_id,
     fake_now += refresh_takes;
     snprintf(last_refresh_dep, sizeof last_refresh_dep, "%s",
              dep_id ? dep_id : "");
-    if (invalidate_in_refresh)
+    if (invalidate_in_refresh || replace_in_refresh)
         kt_cache_invalidate_root(the_cache, "pkcs11:token=A;object=root");
+    if (replace_in_refresh)
+        ck_assert_int_eq(
+            kt_cache_put(the_cache, "dep:dep-1", &tags1, K1, sizeof K1),
+            KEYTIER_OK);
     if (refresh_rv != CKR_OK)
         return refresh_rv;
     memcpy(out, K2, sizeof K2);
@@ -74,13 +86,6 @@ static void test_alert(void *arg, const kt_cache_alert *a)
     alert_saw_hit = kt_cache_get(the_cache, a->id, buf, sizeof buf, &len);
     sem_post(&alert_sem);
 }
-
-static const kt_cache_tags tags1 = {
-    .org_id = "org-1",
-    .dep_id = "dep-1",
-    .roots = {"pkcs11:token=A;object=root", "pkcs11:token=B;object=root",
-              "pkcs11:token=svc;object=avail-1"},
-};
 
 static kt_cache_config base_config(void)
 {
@@ -114,6 +119,7 @@ static void setup(void)
     alerts_seen = 0;
     alert_saw_hit = 0;
     invalidate_in_refresh = 0;
+    replace_in_refresh = 0;
     sem_init(&alert_sem, 0, 0);
 }
 
@@ -331,6 +337,24 @@ START_TEST(test_refresh_after_invalidation_dropped)
     kt_cache_maintain(c);
     ck_assert_int_eq(refresh_calls, 1);
     ck_assert(!get_is(c, "dep:dep-1", K2));
+    kt_cache_free(c);
+}
+END_TEST
+
+/* Revoked while the refresh was in flight, and filled again by a read
+ * through the customer keys after the revocation: the refresh's result,
+ * read before the revocation, must not replace the new entry. */
+START_TEST(test_refresh_after_invalidation_keeps_new_entry)
+{
+    kt_cache_config cfg = base_config();
+    kt_cache *c = mkcache(&cfg);
+
+    replace_in_refresh = 1;
+    ck_assert_int_eq(kt_cache_put(c, "dep:dep-1", &tags1, K1, 32), KEYTIER_OK);
+    fake_now = 700;
+    kt_cache_maintain(c);
+    ck_assert_int_eq(refresh_calls, 1);
+    ck_assert(get_is(c, "dep:dep-1", K1));
     kt_cache_free(c);
 }
 END_TEST
@@ -664,6 +688,7 @@ int main(void)
     tcase_add_test(tc, test_refresh_recovers);
     tcase_add_test(tc, test_refresh_denied_evicts);
     tcase_add_test(tc, test_refresh_after_invalidation_dropped);
+    tcase_add_test(tc, test_refresh_after_invalidation_keeps_new_entry);
     tcase_add_test(tc, test_invalidation);
     tcase_add_test(tc, test_max_entries_evicts_oldest);
     tcase_add_test(tc, test_works_without_mlock);
