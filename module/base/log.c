@@ -120,33 +120,29 @@ void kt_free_secret(void *p, size_t len)
     free(p);
 }
 
-void kt_secure_init(size_t size)
+/* OpenSSL documents CRYPTO_secure_malloc_init as not thread-safe: its
+ * flag and lock are plain variables that every secure allocation of the
+ * process reads (OpenSSL's DRBG allocates there on each new thread, in
+ * any module or library). So the heap is made when the module is loaded
+ * (kt_secure_make, from core/module.c's constructor), before any
+ * C_Initialize, not while another module's C_Initialize may run on a
+ * host's parallel workers; C_Initialize only reports it (kt_secure_init). */
+static enum kt_secure_heap secure_kind;
+static size_t secure_size;
+static bool secure_tried;
+static bool secure_reported;
+static bool secure_first_refused;
+
+void kt_secure_make(size_t size)
 {
-    if (secure_made_here)
-        return; /* ours, from an earlier C_Initialize: it outlives them */
-    enum kt_secure_heap h = kt_ossl_secure_heap_init(size);
-    switch (h) {
-    case KT_SECURE_HEAP_NONE:
-        kt_log(KT_LOG_WARNING,
-               "secure heap of %zu bytes not available: key material is "
-               "kept in ordinary memory",
-               size);
+    if (secure_tried)
         return;
-    case KT_SECURE_HEAP_UNLOCKED:
-        kt_log(KT_LOG_WARNING,
-               "secure heap of %zu bytes could not be locked in memory or "
-               "excluded from core dumps (RLIMIT_MEMLOCK?): key material "
-               "may reach swap",
-               size);
-        break;
-    case KT_SECURE_HEAP_HOST:
-        kt_log(KT_LOG_INFO, "using the host process's secure heap");
-        break;
-    case KT_SECURE_HEAP_LOCKED:
-        kt_log(KT_LOG_INFO, "secure heap of %zu bytes for key material", size);
-        break;
-    }
-    secure_made_here = h != KT_SECURE_HEAP_HOST;
+    secure_tried = true;
+    secure_size = size;
+    secure_kind = kt_ossl_secure_heap_init(size);
+    if (secure_kind == KT_SECURE_HEAP_NONE)
+        return;
+    secure_made_here = secure_kind != KT_SECURE_HEAP_HOST;
     secure_budget = secure_made_here ? size / 2 : 0;
     atomic_store(&secure_heap, true);
     /* OpenSSL's secure heap is a buddy allocator: with nothing allocated,
@@ -156,9 +152,53 @@ void kt_secure_init(size_t size)
      * level, so the per-call allocations of C_UnwrapKey take one list
      * entry and merge nothing. */
     if (secure_made_here && kt_ossl_secure_malloc(1) == NULL)
-        kt_log(KT_LOG_WARNING, "secure heap: cannot reserve its first block");
+        secure_first_refused = true;
     if (secure_made_here)
         slots_init(size);
+}
+
+static void secure_report(size_t size)
+{
+    if (secure_first_refused)
+        kt_log(KT_LOG_WARNING, "secure heap: cannot reserve its first block");
+    switch (secure_kind) {
+    case KT_SECURE_HEAP_NONE:
+        kt_log(KT_LOG_WARNING,
+               "secure heap of %zu bytes not available: key material is "
+               "kept in ordinary memory",
+               secure_size);
+        return;
+    case KT_SECURE_HEAP_UNLOCKED:
+        kt_log(KT_LOG_WARNING,
+               "secure heap of %zu bytes could not be locked in memory or "
+               "excluded from core dumps (RLIMIT_MEMLOCK?): key material "
+               "may reach swap",
+               secure_size);
+        break;
+    case KT_SECURE_HEAP_HOST:
+        kt_log(KT_LOG_INFO, "using the host process's secure heap");
+        return;
+    case KT_SECURE_HEAP_LOCKED:
+        kt_log(KT_LOG_INFO, "secure heap of %zu bytes for key material",
+               secure_size);
+        break;
+    }
+    if (size != secure_size)
+        kt_log(KT_LOG_WARNING,
+               "secure_heap_size = %zu is not in effect: the heap of %zu "
+               "bytes was made when the module was loaded (KEYTIER_CONF as "
+               "it was then); the new size applies from the next start of "
+               "the process",
+               size, secure_size);
+}
+
+void kt_secure_init(size_t size)
+{
+    kt_secure_make(size); /* made at load unless the loader skipped it */
+    if (!secure_reported) {
+        secure_reported = true;
+        secure_report(size);
+    }
 }
 
 void *kt_secure_alloc(size_t len)

@@ -117,3 +117,18 @@ CK_RV kt_config_load(struct kt_config *cfg)
     }
     return CKR_OK;
 }
+
+size_t kt_config_heap_size(void)
+{
+    struct kt_config cfg;
+    kt_config_defaults(&cfg);
+    size_t dflt = cfg.secure_heap_size;
+    const char *path = getenv("KEYTIER_CONF");
+    char err[KT_CONF_ERR_MAX];
+    unsigned lines[KT_CONFIG_KEYS];
+    if (path != NULL && path[0] != '\0' &&
+        !kt_conf_parse_file(kt_config_keys, KT_CONFIG_KEYS, &cfg, path, lines,
+                            err, sizeof(err)))
+        return dflt; /* C_Initialize reports the file's error */
+    return cfg.secure_heap_size;
+}

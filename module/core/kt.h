@@ -37,8 +37,12 @@ void kt_free_secret(void *p, size_t len);
  * Blocks of KT_CACHE_LINE bytes or more are aligned to it. Free with
  * kt_free_secret. */
 void *kt_secure_alloc(size_t len);
-/* C_Initialize: the secure heap of this size unless the process already has
- * one (it is process-wide: the host's is used then). */
+/* At load (core/module.c's constructor): the secure heap of this size
+ * unless the process already has one (it is process-wide: the host's is
+ * used then); once per process. */
+void kt_secure_make(size_t size);
+/* C_Initialize: the heap made at load (made here if it was not) logged
+ * once, and a secure_heap_size that differs from it named. */
 void kt_secure_init(size_t size);
 /* allow_core_dumps = no: the process is non-dumpable while any token of the
  * module is logged in. kt_nodump_token (token lock held for writing) follows
@@ -82,6 +86,10 @@ KT_NODISCARD CK_RV kt_config_load(struct kt_config *cfg);
 KT_NODISCARD CK_RV kt_config_parse_file(struct kt_config *cfg,
                                         const char *path);
 void kt_config_defaults(struct kt_config *cfg);
+/* secure_heap_size as KEYTIER_CONF sets it now, without logging (the
+ * module's load, before its log is open); the default if the file does not
+ * parse (C_Initialize then fails and says why). */
+size_t kt_config_heap_size(void);
 struct kt_conf_key;
 const struct kt_conf_key *kt_config_table(size_t *n);
 

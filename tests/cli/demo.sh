@@ -11,7 +11,8 @@ unset KEYTIER_CONF
 
 kt_log "the README's command (tools/demo.sh, on this build) runs every step"
 [ -n "${KT_BUILD_ROOT:-}" ] || kt_fail "KT_BUILD_ROOT is not set"
-expect_ok "$KT_SOURCE_ROOT/tools/demo.sh" --built "$KT_BUILD_ROOT"
+# tools/demo.sh --built execs the CLI at once: kt_own gives it leak detection
+expect_ok kt_own "$KT_SOURCE_ROOT/tools/demo.sh" --built "$KT_BUILD_ROOT"
 out=$KT_LAST_OUTPUT
 printf '%s\n' "$out" >&2
 step()

@@ -18,7 +18,10 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 tap=$tmp/run.tap
 set +e
-CK_TAP_LOG_FILE_NAME=$tap "$bin" >"$tmp/out" 2>&1
+# The binary is ours: leak detection on for it in ASan builds (the shell
+# keeps the foreign tools' ASAN_OPTIONS, tests/meson.build).
+ASAN_OPTIONS=${KT_OWN_ASAN_OPTIONS:-${ASAN_OPTIONS:-}} \
+    CK_TAP_LOG_FILE_NAME=$tap "$bin" >"$tmp/out" 2>&1
 rc=$?
 set -e
 

@@ -23,11 +23,11 @@ fi
 
 # Bad options are refused by name, before any token is touched.
 expect_fail "kt-bench: unknown benchmark 'foo' in --only" \
-    "$bench" "${args[@]}" --only wrap,foo
+    kt_own "$bench" "${args[@]}" --only wrap,foo
 expect_fail "kt-bench: bad --find-sizes 10,5 (increasing counts, at most 4)" \
-    "$bench" "${args[@]}" --find-sizes 10,5
+    kt_own "$bench" "${args[@]}" --find-sizes 10,5
 
-expect_ok "$bench" "${args[@]}" --seconds 0.01 --max-ops 5 \
+expect_ok kt_own "$bench" "${args[@]}" --seconds 0.01 --max-ops 5 \
     --find-sizes 3,6 --fill-threads 2 --kdf-cost 10 --no-openssl-speed \
     --dir "$KT_TMP" --tsv "$KT_TMP/out.tsv"
 out=$KT_LAST_OUTPUT

@@ -65,6 +65,11 @@ void kt_test_write_config(const char *extra)
 
 void kt_test_setup(void)
 {
+    kt_test_setup_with(NULL);
+}
+
+void kt_test_setup_with(const char *extra)
+{
     const char *tmp = getenv("TMPDIR");
     snprintf(kt_test_dir, sizeof(kt_test_dir), "%s/kt-module-XXXXXX",
              tmp != NULL && tmp[0] == '/' ? tmp : "/tmp");
@@ -73,7 +78,7 @@ void kt_test_setup(void)
     char tokens[300];
     snprintf(tokens, sizeof(tokens), "%s/tokens", kt_test_dir);
     ck_assert_int_eq(mkdir(tokens, 0700), 0);
-    kt_test_write_config(NULL);
+    kt_test_write_config(extra);
     const char *mod = getenv("KT_MODULE");
     ck_assert_msg(mod != NULL, "KT_MODULE not set");
     module_handle = dlopen(mod, RTLD_NOW | RTLD_LOCAL);

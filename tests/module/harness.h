@@ -20,6 +20,9 @@ extern char kt_test_log[300];
 
 /* Each test: a fresh temp dir with a config, the module loaded. */
 void kt_test_setup(void);
+/* kt_test_setup with extra configuration lines in place when the module is
+ * loaded (keys read at load: secure_heap_size). */
+void kt_test_setup_with(const char *extra);
 void kt_test_teardown(void);
 /* Writes the config with extra lines appended. */
 void kt_test_write_config(const char *extra);

@@ -7,8 +7,10 @@
 # vaults already known hung in this process and does not wait again, and
 # the close does not wait for the hung calls.  Asserted: the read succeeds
 # with the fallback audited, and the whole command takes less than two
-# deadlines plus a second (it took three deadlines when start, read and
-# close each waited one out).
+# deadlines and a third (it took three deadlines when start, read and
+# close each waited one out); the ThreadSanitizer build gives a longer
+# deadline (tests/outage/meson.build), so the command's own work, several
+# times slower there, fits in the third.
 #   KT_CLI_READ_TIMES=N  prints N timed reads instead, asserting only that
 #                        each succeeds (tools/bench/cli_outage.sh)
 . "$KT_SOURCE_ROOT/tests/common.sh"
@@ -79,8 +81,8 @@ if [ -n "${KT_CLI_READ_TIMES:-}" ]; then # tools/bench/cli_outage.sh
 fi
 ms=$(timed_read)
 kt_log "keytier decrypt with both vaults frozen: $ms ms (deadline $DEADLINE_MS ms)"
-[ "$ms" -lt $((2 * DEADLINE_MS + 1000)) ] ||
-    kt_fail "decrypt took $ms ms: more than 2 x the deadline ($DEADLINE_MS ms) + 1 s"
+[ "$ms" -lt $((2 * DEADLINE_MS + DEADLINE_MS / 3)) ] ||
+    kt_fail "decrypt took $ms ms: more than 2 1/3 x the deadline ($DEADLINE_MS ms)"
 # the read itself fell back (audited)
 grep -q "Fallback to availability key" "$dir/store.db.audit.jsonl" ||
     kt_fail "no fallback record in $dir/store.db.audit.jsonl"

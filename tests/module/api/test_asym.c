@@ -1168,8 +1168,9 @@ END_TEST
 
 static void setup_small_heap(void)
 {
-    kt_test_setup();
-    kt_test_write_config("secure_heap_size = 65536\n");
+    /* The heap is made when the module is loaded: the size is in the
+     * configuration before. */
+    kt_test_setup_with("secure_heap_size = 65536\n");
     CK(P->C_Initialize(NULL));
     slot = kt_test_new_token("asym");
     s = kt_test_user_session(slot);
