@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what is missing, builds with clang (the
 # second compiler: -Wall -Wextra -Werror, no tests run there), builds twice
-# with gcc (plain, and with AddressSanitizer + UndefinedBehaviorSanitizer)
-# and runs every suite in both; then builds with ThreadSanitizer and runs
-# the suites module, lib, avail, lifecycle, fuzz, outage and interop but
-# their tests in suite no-tsan (those load the module into pkcs11-tool,
-# openssl, p11-kit server or java, which cannot load a TSan-built library;
-# cli, trust and conformance are left out whole: tests/README.md
-# "Sanitizers").
+# with gcc (plain, and with AddressSanitizer + UndefinedBehaviorSanitizer
+# and -Dfault_injection=true, whose 'fault' suite fails each allocation,
+# SQLite call, write and fsync of the module's and the library's
+# operations in turn under LeakSanitizer) and runs every suite in both;
+# then builds with ThreadSanitizer and runs the suites module, lib, avail,
+# lifecycle, fuzz, outage and interop but their tests in suite no-tsan
+# (those load the module into pkcs11-tool, openssl, p11-kit server or
+# java, which cannot load a TSan-built library; cli, trust and
+# conformance are left out whole: tests/README.md "Sanitizers").
 # Idempotent; exits non-zero if any test fails, times out or is skipped
 # (every peer a test needs is installed by tools/deps.sh, so a skip would
 # hide an untested path), and if any build runs fewer tests than
@@ -29,7 +31,8 @@ tools/deps.sh
 
 CC=clang tools/build.sh build-clang
 tools/build.sh build
-tools/build.sh build-san -Db_sanitize=address,undefined -Db_lundef=false
+tools/build.sh build-san -Db_sanitize=address,undefined -Db_lundef=false \
+  -Dfault_injection=true
 tsan=()
 if [ $# -eq 0 ]; then
   tools/build.sh build-tsan -Db_sanitize=thread -Db_lundef=false
