@@ -571,6 +571,28 @@ kt_dep_create_roots(keytier_ctx *ctx, const struct kt_dep_create_args *a,
     return e;
 }
 
+/* The "DEP created" record of a DEP just registered.  A DEP whose record
+ * cannot be written goes again, as one whose copies did not prove: back to
+ * registering (it serves no key), then removed; the caller destroys its
+ * availability key.  The audit log then names every DEP there is. */
+static keytier_err kt_dep_create_audit(keytier_ctx *ctx,
+                                       const struct kt_dep_rec *dep)
+{
+    keytier_err e = kt_avail_dep_created(ctx, dep);
+    if (e == KEYTIER_OK)
+        return KEYTIER_OK;
+    char saved[KT_TJOB_DETAIL * 2];
+    snprintf(saved, sizeof saved, "%s", keytier_last_error_detail());
+    if (kt_store_dep_set_state(ctx->store, dep->dep_id,
+                               KEYTIER_DEP_REGISTERING) != KEYTIER_OK ||
+        kt_store_dep_unregister(ctx->store, dep->dep_id) != KEYTIER_OK)
+        kt_log_event(ctx->log, KT_LOG_ERROR,
+                     "DEP without its audit record not removed", dep->dep_id);
+    kt_err_restore(saved);
+    return kt_err_context(e, "DEP %s not created: its audit record",
+                          dep->dep_id);
+}
+
 /* Stores a new DEP (a files DEP with its TIK, in one transaction). */
 static keytier_err kt_dep_create_store(keytier_ctx *ctx,
                                        const struct kt_dep_create_args *a,
@@ -619,6 +641,10 @@ keytier_err kt_dep_create(keytier_ctx *ctx, const struct kt_dep_create_args *a,
                                 &avail_made);
     if (e == KEYTIER_OK)
         e = kt_dep_create_store(ctx, a, w, dep, key, limit);
+    /* No DEP without its record: written once the sessions are back, so
+     * the audit anchor's service token call reuses one. */
+    if (e == KEYTIER_OK)
+        e = kt_dep_create_audit(ctx, dep);
     if (e == KEYTIER_OK) {
         avail_made = false; /* kept: the DEP now owns it */
         kt_dep_info_fill(dep, out);
@@ -627,12 +653,6 @@ keytier_err kt_dep_create(keytier_ctx *ctx, const struct kt_dep_create_args *a,
     }
     if (avail_made)
         kt_dep_avail_rollback(ctx, &avail_root);
-    /* The audit log records every DEP; the DEP exists either
-     * way.  It is written once the sessions are back, so the audit
-     * anchor's service token call reuses one. */
-    if (e == KEYTIER_OK && kt_avail_dep_created(ctx, dep) != KEYTIER_OK)
-        kt_log_event(ctx->log, KT_LOG_ERROR, "DEP created, audit record lost",
-                     dep->dep_id);
     kt_secret_free(key);
     kt_wipe(dep, sizeof *dep);
     free(dep);

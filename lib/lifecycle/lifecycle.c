@@ -272,6 +272,26 @@ static keytier_err kt_roll_audit(keytier_ctx *ctx, const struct kt_dep_rec *dep,
     return kt_lc_audit(ctx, "Customer key rolled", dep, f);
 }
 
+/* A roll whose record cannot be written is undone: the old copy goes back
+ * in the same way the new one came (pending, then swapped), so the audit
+ * log names every roll there was.  Returns e, the audit's error. */
+static keytier_err kt_roll_undo(keytier_ctx *ctx, const char *dep_id, int slot,
+                                const struct kt_root_rec *was, keytier_err e)
+{
+    char saved[KT_TJOB_DETAIL * 2];
+    snprintf(saved, sizeof saved, "%s", keytier_last_error_detail());
+    if (kt_store_roll_begin(ctx->store, dep_id, slot, was, kt_lc_clock()) !=
+            KEYTIER_OK ||
+        kt_store_roll_end(ctx->store, dep_id, true) != KEYTIER_OK)
+        kt_log_event(ctx->log, KT_LOG_ERROR,
+                     "roll without its audit record not undone (the next "
+                     "read settles a pending copy)",
+                     dep_id);
+    (void)kt_lc_uncache(ctx, KT_INVAL_DEP, dep_id);
+    kt_err_restore(saved);
+    return kt_err_context(e, "roll of DEP %s undone: its audit record", dep_id);
+}
+
 KEYTIER_API keytier_err keytier_dep_roll(keytier_ctx *ctx, const char *tenant,
                                          const char *dep_id, int slot,
                                          const char *new_uri,
@@ -288,12 +308,13 @@ KEYTIER_API keytier_err keytier_dep_roll(keytier_ctx *ctx, const char *tenant,
                                  KEYTIER_INTERNAL_ROLL, NULL, NULL};
     struct kt_dep_rec *dep = calloc(1, sizeof *dep);
     struct kt_root_rec *pending = calloc(1, sizeof *pending);
+    struct kt_root_rec *was = calloc(1, sizeof *was);
     kt_secret *key = NULL, *back = NULL;
     bool begun = false;
     char old_uri[KEYTIER_URI_MAX];
     uint64_t t0 = kt_now_ns();
     keytier_err e = KEYTIER_OK;
-    if (dep == NULL || pending == NULL)
+    if (dep == NULL || pending == NULL || was == NULL)
         e = kt_err(KEYTIER_E_NOMEM, NULL);
     if (e == KEYTIER_OK)
         e = kt_roll_dep_get(ctx, tenant, dep_id, dep);
@@ -314,6 +335,7 @@ KEYTIER_API keytier_err keytier_dep_roll(keytier_ctx *ctx, const char *tenant,
     if (e != KEYTIER_OK)
         goto out;
     begun = true;
+    *was = dep->roots[slot];
     e = kt_roll_read_back(ctx, dep, slot, new_uri, key, pending, old_uri,
                           &back);
     if (e == KEYTIER_OK)
@@ -326,6 +348,8 @@ KEYTIER_API keytier_err keytier_dep_roll(keytier_ctx *ctx, const char *tenant,
     dep->state = KEYTIER_DEP_REGISTERED;
     kt_log_event(ctx->log, KT_LOG_INFO, "customer key rolled", dep_id);
     e = kt_roll_audit(ctx, dep, slot, old_uri, new_uri, pending, t0);
+    if (e != KEYTIER_OK)
+        e = kt_roll_undo(ctx, dep_id, slot, was, e);
     if (e == KEYTIER_OK && out != NULL)
         e = keytier_dep_show(ctx, tenant, dep_id, out);
 out:
@@ -338,5 +362,8 @@ out:
         kt_wipe(dep, sizeof *dep);
     free(dep);
     free(pending);
+    if (was != NULL)
+        kt_wipe(was, sizeof *was);
+    free(was);
     return e;
 }
