@@ -617,6 +617,18 @@ static void kt_audit_anchor_head(kt_audit *a, const struct stat *st,
     a->anchor(a->anchor_arg, a, &head);
 }
 
+/* A line not written, or not synced: the caller hears the record was not
+ * written and undoes or refuses what it was about, so the line (or what
+ * part of it was written) goes too, back to the old end. */
+static keytier_err kt_audit_cut(kt_audit *a, off_t size, const char *what)
+{
+    int saved = errno;
+    if (ftruncate(a->fd, size) != 0)
+        a->tail_known = false;
+    return kt_err(KEYTIER_E_AUDIT, "cannot %s audit log %s: %s", what, a->path,
+                  strerror(saved));
+}
+
 keytier_err kt_audit_append(kt_audit *a, const char *activity,
                             json_object *fields, uint64_t *seq_out)
 {
@@ -663,17 +675,12 @@ keytier_err kt_audit_append(kt_audit *a, const char *activity,
     if (err != KEYTIER_OK)
         goto out;
     if (kt_write_all(a->fd, line, len) != KEYTIER_OK) {
-        /* Leave no partial line behind: cut back to the old end. */
-        if (ftruncate(a->fd, size) != 0)
-            a->tail_known = false;
-        err = kt_err(KEYTIER_E_AUDIT, "cannot write audit log %s: %s", a->path,
-                     strerror(errno));
+        err = kt_audit_cut(a, size, "write");
         goto out;
     }
     /* A record reported written must survive a crash. */
     if (fdatasync(a->fd) != 0) {
-        a->tail_known = false;
-        err = kt_err(KEYTIER_E_AUDIT, "cannot sync audit log %s", a->path);
+        err = kt_audit_cut(a, size, "sync");
         goto out;
     }
     memcpy(prev, a->tail_hash, sizeof prev);

@@ -305,7 +305,8 @@ typedef struct keytier_dep_info {
  * KEYTIER_E_KEY_TYPE, KEYTIER_E_KEY_ROLE, KEYTIER_E_MECHANISM,
  * KEYTIER_E_DEP_LIMIT, KEYTIER_E_TOKEN_NOT_FOUND,
  * KEYTIER_E_URI, KEYTIER_E_LOGIN, KEYTIER_E_PIN, KEYTIER_E_CONFIG (unknown
- * workload), KEYTIER_E_ARGS.
+ * workload), KEYTIER_E_ARGS, KEYTIER_E_AUDIT (its "DEP created" record
+ * could not be written: the DEP is removed again).
  */
 KEYTIER_API KEYTIER_MUST_CHECK keytier_err keytier_dep_create(
     keytier_ctx *ctx, const char *tenant, const char *workload,
@@ -806,7 +807,9 @@ keytier_audit_log_path(keytier_ctx *ctx, char *out, size_t cap);
  * keytier_dep_create), KEYTIER_E_SAME_TOKEN (in the other customer
  * key's token), KEYTIER_E_KEY_NOT_FOUND, KEYTIER_E_EXISTS (already this
  * key), KEYTIER_E_DEP_STATE (disabled, purged or migrating DEP),
- * KEYTIER_E_MECHANISM, KEYTIER_E_DEP_NOT_FOUND, KEYTIER_E_WRONG_TENANT.
+ * KEYTIER_E_MECHANISM, KEYTIER_E_DEP_NOT_FOUND, KEYTIER_E_WRONG_TENANT,
+ * KEYTIER_E_AUDIT (its record could not be written: the old copy is put
+ * back).
  */
 KEYTIER_API KEYTIER_MUST_CHECK keytier_err
 keytier_dep_roll(keytier_ctx *ctx, const char *tenant, const char *dep_id,
@@ -1102,7 +1105,8 @@ KEYTIER_API void keytier_secret_free(uint8_t *buf, size_t len);
  * in the store; a key that is not pinned never counts, so nobody with only
  * the store, the command line or the service token can make an approval.
  * Every request, grant, use, expiry and revocation is an audit record
- * naming the approval.
+ * naming the approval; a request, grant or single use whose record cannot
+ * be written is taken back (KEYTIER_E_AUDIT).
  */
 
 typedef enum keytier_approval_op {

@@ -322,11 +322,15 @@ KEYTIER_API keytier_err keytier_dep_roll(keytier_ctx *ctx, const char *tenant,
      * written drops the pending copy. */
     if (e == KEYTIER_OK)
         e = kt_roll_audit(ctx, dep, slot, old_uri, new_uri, pending, t0);
-    if (e == KEYTIER_OK)
-        e = kt_store_roll_end(ctx->store, dep_id, true);
     if (e != KEYTIER_OK)
         goto out;
+    /* Recorded: from here the pending copy is kept whatever happens, so a
+     * commit that fails leaves the DEP rolling for the next read to
+     * settle, as a kill would, never a record of a roll that is undone. */
     begun = false;
+    e = kt_store_roll_end(ctx->store, dep_id, true);
+    if (e != KEYTIER_OK)
+        goto out;
     /* Cached entries are tagged with the old root URI. */
     (void)kt_lc_uncache(ctx, KT_INVAL_DEP, dep_id);
     dep->state = KEYTIER_DEP_REGISTERED;

@@ -506,6 +506,12 @@ KT_NODISCARD keytier_err kt_store_approval_use(struct kt_store *st,
 KT_NODISCARD keytier_err kt_store_approval_set_state(struct kt_store *st,
                                                      const char *id, int state,
                                                      bool *applied);
+/* Takes back the step that brought id to `state` (REQUESTED: the request
+ * goes; GRANTED: requested again, without approver or signature; USED:
+ * granted again), only while id is in that state: for a step whose audit
+ * record could not be written. */
+KT_NODISCARD keytier_err kt_store_approval_undo(struct kt_store *st,
+                                                const char *id, int state);
 /* Marks the expiry of id seen: *first true for the one call that did. */
 KT_NODISCARD keytier_err kt_store_approval_expiry_seen(struct kt_store *st,
                                                        const char *id,

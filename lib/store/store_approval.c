@@ -261,6 +261,32 @@ keytier_err kt_store_approval_set_state(struct kt_store *st, const char *id,
     return e;
 }
 
+keytier_err kt_store_approval_undo(struct kt_store *st, const char *id,
+                                   int state)
+{
+    static const char *const undo[] = {
+        [KEYTIER_APPROVAL_REQUESTED] = "DELETE FROM approvals WHERE id = ?1 "
+                                       "AND state = ?2",
+        [KEYTIER_APPROVAL_GRANTED] =
+            "UPDATE approvals SET state = 0, approver = NULL, approver_key = "
+            "NULL, signature = NULL, granted = NULL WHERE id = ?1 AND "
+            "state = ?2",
+        [KEYTIER_APPROVAL_USED] = "UPDATE approvals SET state = 1, used = "
+                                  "NULL WHERE id = ?1 AND state = ?2",
+    };
+    struct kt_stmt s;
+    if (state < KEYTIER_APPROVAL_REQUESTED || state > KEYTIER_APPROVAL_USED)
+        return kt_err(KEYTIER_E_ARGS, "approval state %d", state);
+    pthread_mutex_lock(&st->mu);
+    kt_stmt_prep(&s, st, "undo approval step", undo[state]);
+    kt_stmt_bind_text(&s, 1, id);
+    kt_stmt_bind_int(&s, 2, state);
+    keytier_err e = kt_stmt_exec(&s);
+    kt_stmt_done(&s);
+    pthread_mutex_unlock(&st->mu);
+    return e;
+}
+
 keytier_err kt_store_approval_expiry_seen(struct kt_store *st, const char *id,
                                           bool *first)
 {

@@ -366,6 +366,29 @@ static keytier_err kt_approval_audit(keytier_ctx *ctx, const char *activity,
     return e;
 }
 
+/* The record of a step that brought a to `state` (request, grant, use),
+ * written after the step is stored: when it cannot be written the step is
+ * taken back, so the audit log names every step there was.  Returns the
+ * audit's error. */
+static keytier_err kt_approval_step_audit(keytier_ctx *ctx,
+                                          const char *activity,
+                                          const keytier_approval_info *a,
+                                          int state, const char *by)
+{
+    keytier_err e = kt_approval_audit(ctx, activity, a, by, NULL);
+    if (e == KEYTIER_OK)
+        return KEYTIER_OK;
+    char saved[KT_TJOB_DETAIL * 2];
+    snprintf(saved, sizeof saved, "%s", keytier_last_error_detail());
+    if (kt_store_approval_undo(ctx->store, a->id, state) != KEYTIER_OK)
+        kt_log_event(ctx->log, KT_LOG_ERROR,
+                     "approval step without its audit record not undone",
+                     a->id);
+    kt_err_restore(saved);
+    return kt_err_context(e, "%s of %s taken back: its audit record", activity,
+                          a->id);
+}
+
 /* The state a reader sees: requested or granted past expiry is expired.
  * The first time an expiry is seen, it is audited. */
 static keytier_err kt_approval_seen(keytier_ctx *ctx, struct kt_approval_rec *r,
@@ -457,7 +480,8 @@ KEYTIER_API keytier_err keytier_approval_request(
     a->expires = a->created + ttl_seconds;
     e = kt_store_approval_insert(ctx->store, &r);
     if (e == KEYTIER_OK)
-        e = kt_approval_audit(ctx, "Approval requested", a, requester, NULL);
+        e = kt_approval_step_audit(ctx, "Approval requested", a,
+                                   KEYTIER_APPROVAL_REQUESTED, requester);
     if (e == KEYTIER_OK && out != NULL)
         *out = *a;
     return e;
@@ -554,7 +578,8 @@ KEYTIER_API keytier_err keytier_approval_grant(
                    a->id);
     if (e == KEYTIER_OK) {
         a->state = KEYTIER_APPROVAL_GRANTED;
-        e = kt_approval_audit(ctx, "Approval granted", a, approver, NULL);
+        e = kt_approval_step_audit(ctx, "Approval granted", a,
+                                   KEYTIER_APPROVAL_GRANTED, approver);
     }
     if (e == KEYTIER_OK && out != NULL)
         *out = *a;
@@ -687,7 +712,11 @@ KEYTIER_API keytier_err keytier_approval_consume(keytier_ctx *ctx,
                    "approval %s was used by another operation first (or "
                    "changed meanwhile)",
                    a->id);
-    if (e == KEYTIER_OK) {
+    if (e == KEYTIER_OK && a->single_use) {
+        a->used = now;
+        e = kt_approval_step_audit(ctx, "Approval used", a,
+                                   KEYTIER_APPROVAL_USED, NULL);
+    } else if (e == KEYTIER_OK) {
         a->used = now;
         e = kt_approval_audit(ctx, "Approval used", a, NULL, NULL);
     }
