@@ -21,7 +21,9 @@ if [ $# -gt 0 ]; then
   targets=("$@")
 else
   targets=()
-  for f in tests/fuzz/fuzz_*.c; do
+  # a target is a fuzz_NAME.c with an entry point (fuzz_module.c is the
+  # module fixture some targets share)
+  for f in $(grep -l LLVMFuzzerTestOneInput tests/fuzz/fuzz_*.c); do
     t=${f#tests/fuzz/fuzz_}
     targets+=("${t%.c}")
   done
