@@ -329,6 +329,8 @@ KEYTIER_API keytier_err keytier_dep_roll(keytier_ctx *ctx, const char *tenant,
      * settle, as a kill would, never a record of a roll that is undone. */
     begun = false;
     e = kt_store_roll_end(ctx->store, dep_id, true);
+    if (e != KEYTIER_OK) /* once more: a failed commit changed nothing */
+        e = kt_store_roll_end(ctx->store, dep_id, true);
     if (e != KEYTIER_OK)
         goto out;
     /* Cached entries are tagged with the old root URI. */

@@ -282,7 +282,9 @@ START_TEST(test_hung_token_bounded)
     stats_init(&other);
     for (int i = 0; i < 2; i++) {
         c = mk(&st, 1, 1, CKR_OK);
-        ck_assert_uint_eq(kt_pool_run(pool, &c, 30), KT_CKR_TIMEOUT);
+        /* long enough for a worker to take the call on a loaded machine:
+         * a call that times out still queued is not a hung one */
+        ck_assert_uint_eq(kt_pool_run(pool, &c, 500), KT_CKR_TIMEOUT);
     }
     ck_assert_uint_eq(kt_pool_hung(pool, 1), 2);
     /* token 1 has per_token hung calls: refused without a worker */
