@@ -149,6 +149,17 @@ static void check_pins(const struct kt_config *c, const uint8_t *pin,
     }
 }
 
+/* Whether the line holding v is a pin.LABEL setting (a "value:" in
+ * another setting's value is no PIN). */
+static bool on_pin_line(const char *text, const char *v)
+{
+    const char *line = v;
+    while (line > text && line[-1] != '\n' && line[-1] != '\r')
+        line--;
+    line += strspn(line, " \t");
+    return strncmp(line, "pin.", 4) == 0;
+}
+
 /* No pin.L = value:PIN (of 12 bytes or more, found once in the text)
  * appears in the error's detail. */
 static void check_detail(const char *text, size_t len)
@@ -159,7 +170,7 @@ static void check_detail(const char *text, size_t len)
     for (const char *v = strstr(text, "value:"); v;
          v = strstr(v + 1, "value:")) {
         size_t n = strcspn(v + 6, "\r\n");
-        if (n < 12 || n > 200)
+        if (n < 12 || n > 200 || !on_pin_line(text, v))
             continue;
         char pin[201];
         memcpy(pin, v + 6, n);
