@@ -149,15 +149,22 @@ static void check_pins(const struct kt_config *c, const uint8_t *pin,
     }
 }
 
-/* Whether the line holding v is a pin.LABEL setting (a "value:" in
- * another setting's value is no PIN). */
+/* Whether v is the value of a pin.LABEL setting (a "value:" elsewhere,
+ * in another setting or in a key, is no PIN). */
 static bool on_pin_line(const char *text, const char *v)
 {
     const char *line = v;
     while (line > text && line[-1] != '\n' && line[-1] != '\r')
         line--;
     line += strspn(line, " \t");
-    return strncmp(line, "pin.", 4) == 0;
+    if (strncmp(line, "pin.", 4) != 0)
+        return false;
+    line += 4 + strcspn(line + 4, " \t=\r\n"); /* the label */
+    line += strspn(line, " \t");
+    if (*line != '=')
+        return false;
+    line++;
+    return line + strspn(line, " \t") == v; /* pin.LABEL = value: */
 }
 
 /* No pin.L = value:PIN (of 12 bytes or more, found once in the text)
