@@ -25,8 +25,8 @@
 #include "crash_area.h"
 #include "keytier.h"
 
-#define MAX_DEPS 2048
-#define MAX_KEYS 8192
+#define MAX_DEPS 16384
+#define MAX_KEYS 65536
 
 struct ldep {
     char id[KEYTIER_ID_SIZE], tenant[24];
