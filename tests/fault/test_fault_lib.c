@@ -8,7 +8,8 @@
  * with n = 0 to count its points P and to learn the new state; then for
  * points n spread over 1..P (every stride-th, at most KT_FAULT_MAX_POINTS
  * per kind, default 3 to keep the suite to minutes under ASan; a large
- * value runs every point; KT_FAULT_POINTS=write:53,alloc:1025 runs exactly
+ * value runs every point, "sqlite:100000,write:100000" every point of
+ * those kinds; KT_FAULT_POINTS=write:53,alloc:1025 runs exactly
  * those) the old state is restored from a snapshot of the store, the audit
  * log and the token directory, the nth call of that kind is made to fail,
  * and the state found by a fresh context must be exactly the old one or
@@ -831,10 +832,24 @@ static void point(enum kt_fault_kind kind, unsigned long n, struct tally *t)
     }
 }
 
-static unsigned long max_points(void)
+/* KT_FAULT_MAX_POINTS: N for every kind, or kind:N,... (e.g.
+ * "alloc:40,sqlite:100000") with the default 3 for kinds not named. */
+static unsigned long max_points(enum kt_fault_kind kind)
 {
     const char *v = getenv("KT_FAULT_MAX_POINTS");
-    return v && atol(v) > 0 ? (unsigned long)atol(v) : 3;
+    if (v == NULL)
+        return 3;
+    if (isdigit((unsigned char)*v))
+        return atol(v) > 0 ? (unsigned long)atol(v) : 3;
+    const char *name = kt_fault_kind_name(kind);
+    size_t len = strlen(name);
+    for (const char *p = v; p != NULL && *p; p = strchr(p, ',')) {
+        p += *p == ',';
+        if (strncmp(p, name, len) == 0 && p[len] == ':' &&
+            atol(p + len + 1) > 0)
+            return (unsigned long)atol(p + len + 1);
+    }
+    return 3;
 }
 
 /* KT_FAULT_POINTS=kind:n,... (e.g. "write:53,alloc:1025"): exactly these
@@ -857,7 +872,7 @@ static bool chosen_points(enum kt_fault_kind kind, struct tally *t)
 static void kind_run(enum kt_fault_kind kind, unsigned long total)
 {
     struct tally t = {0};
-    unsigned long stride = 1, max = max_points();
+    unsigned long stride = 1, max = max_points(kind);
     if (total > max)
         stride = (total + max - 1) / max;
     if (!chosen_points(kind, &t))
