@@ -265,9 +265,10 @@ KEYTIER_API keytier_err keytier_audit_verify_chains(
     if (e == KEYTIER_OK)
         e = kt_chains_unique(work, out);
     if (e == KEYTIER_OK || e == KEYTIER_E_AUDIT_TAMPERED) {
-        if (out->highest_index > out->indexed)
-            out->gaps = out->highest_index - out->indexed;
         e = kt_chains_verdict(out);
+        /* Unused indices, when every chain was read to its end. */
+        if (e != KEYTIER_E_AUDIT_TAMPERED && out->highest_index > out->indexed)
+            out->gaps = out->highest_index - out->indexed;
     }
     for (size_t i = 0; work != NULL && i < out->n_chains; i++)
         free(work[i].indices);
