@@ -270,6 +270,8 @@ KEYTIER_API keytier_err keytier_audit_verify_chains(
         if (e != KEYTIER_E_AUDIT_TAMPERED && out->highest_index > out->indexed)
             out->gaps = out->highest_index - out->indexed;
     }
+    if (e == KEYTIER_OK)
+        kt_err_clear(); /* no chain's detail stands for the whole */
     for (size_t i = 0; work != NULL && i < out->n_chains; i++)
         free(work[i].indices);
     free(work);
