@@ -4,8 +4,9 @@
  * reordered or forged line breaks the chain at a line verify can name.
  *
  * A line is the json-c serialisation (plain, no spaces) of an object whose
- * keys are, in order: Seq, CreationTime, Id, RecordType, Activity, the
- * event's fields, PrevHash and Hash.  Hash is the hex SHA-256 of the same
+ * keys are, in order: Seq, CreationTime, Id, Node and GlobalIndex (a
+ * handle with an index hook, kt_audit_set_node), RecordType, Activity,
+ * the event's fields, PrevHash and Hash.  Hash is the hex SHA-256 of the same
  * serialisation without the Hash key; PrevHash is the previous line's Hash
  * (64 zeros for the first line).  Appends take an exclusive flock (and a
  * mutex, as flock does not exclude threads sharing a descriptor) around

@@ -332,17 +332,30 @@ static void assert_tampered(keytier_ctx *ctx, const char *want)
 }
 
 static uint64_t forged_index;
+static bool forged_take;
 
-/* A writer that takes its index from the store like every node, then
- * writes another chain's index instead. */
+/* A writer that takes its index from the store like every node (or not
+ * at all), then writes forged_index instead. */
 static keytier_err forge_index(void *arg, const char *log_id, const char *node,
                                const char *path, uint64_t *index)
 {
     keytier_ctx *ctx = arg;
-    keytier_err e =
-        kt_store_audit_index_take(ctx->store, log_id, node, path, index);
+    keytier_err e = forged_take ? kt_store_audit_index_take(ctx->store, log_id,
+                                                            node, path, index)
+                                : KEYTIER_OK;
     *index = forged_index;
     return e;
+}
+
+/* Node's chain gets one record with forged_index, anchored as any. */
+static void forge_record(keytier_ctx *ctx, int i)
+{
+    kt_audit *a = NULL;
+    ck_assert_int_eq(kt_audit_open(N[i].log, &a), KEYTIER_OK);
+    kt_audit_anchor_attach(ctx, a);
+    kt_audit_set_node(a, N[i].name, forge_index, ctx);
+    ck_assert_int_eq(kt_audit_append(a, "Forged", NULL, NULL), KEYTIER_OK);
+    kt_audit_close(a);
 }
 
 /* Every node wrote records: the chains verify as one truth. */
@@ -404,16 +417,24 @@ START_TEST(audit_chains_one_truth_and_attacks)
     ck_assert_int_eq(verify(ctx, &r), KEYTIER_OK);
     forged_index = r.chains[0].last_index;
     keytier_audit_chains_report_free(&r);
-    kt_audit *a = NULL;
-    ck_assert_int_eq(kt_audit_open(N[3].log, &a), KEYTIER_OK);
-    kt_audit_anchor_attach(ctx, a);
-    kt_audit_set_node(a, "n3", forge_index, ctx);
-    ck_assert_int_eq(kt_audit_append(a, "Forged", NULL, NULL), KEYTIER_OK);
-    kt_audit_close(a);
+    forged_take = true;
+    forge_record(ctx, 3);
     char want[64];
     snprintf(want, sizeof want, "global index %llu is in the chains of",
              (unsigned long long)forged_index);
     assert_tampered(ctx, want);
+
+    /* An index the store never gave n2's chain. */
+    forged_index += 1000;
+    forged_take = false;
+    forge_record(ctx, 2);
+    ck_assert_int_eq(verify(ctx, &r), KEYTIER_E_AUDIT_TAMPERED);
+    ck_assert_str_eq(r.chains[1].node, "n2");
+    ck_assert_int_eq(r.chains[1].result, KEYTIER_E_AUDIT_TAMPERED);
+    ck_assert_msg(strstr(r.chains[1].reason,
+                         "above the last one the store gave node n2's") != NULL,
+                  "%s", r.chains[1].reason);
+    keytier_audit_chains_report_free(&r);
     keytier_ctx_close(ctx);
     nodes_down();
 }
