@@ -206,6 +206,28 @@ static void kt_chains_file_ids(const char *const *files, size_t n,
             ids[i][0] = '\0';
 }
 
+/*
+ * A chain whose first append took its index and died (or failed its
+ * write) before record 1: one index, no anchor row, and no file holding
+ * its log.  Its index is a gap, not a chain.  (A log whose single record
+ * was never anchored, then deleted, reads the same: the records after the
+ * anchor are what an anchor cannot vouch for, SECURITY.md.)
+ */
+static bool kt_chain_ghost(keytier_ctx *ctx, const struct kt_chain_rec *row,
+                           const char *path)
+{
+    char id[KEYTIER_ID_SIZE];
+    struct kt_anchor_rec *anc = NULL;
+    if (row->first_index != row->last_index ||
+        (kt_audit_log_id(path, id) == KEYTIER_OK && !strcmp(id, row->log_id)) ||
+        (anc = calloc(1, sizeof *anc)) == NULL)
+        return false;
+    bool none = kt_store_anchor_get(ctx->store, row->log_id, anc) ==
+                KEYTIER_E_NOT_FOUND;
+    free(anc);
+    return none;
+}
+
 /* The store's chains and the listed files no chain claimed, as work. */
 static keytier_err kt_chains_plan(keytier_ctx *ctx, const char *dir,
                                   const char *const *files, size_t n_files,
@@ -226,11 +248,15 @@ static keytier_err kt_chains_plan(keytier_ctx *ctx, const char *dir,
     if (e == KEYTIER_OK) {
         kt_chains_file_ids(files, n_files, ids);
         for (size_t i = 0; i < n; i++) {
-            (*work)[i] = (struct kt_chain_work){.row = rows[i], .known = true};
-            kt_chain_locate(&(*work)[i], dir, files, ids, n_files, claimed,
-                            &r->chains[i]);
+            size_t k = r->n_chains;
+            (*work)[k] = (struct kt_chain_work){.row = rows[i], .known = true};
+            kt_chain_locate(&(*work)[k], dir, files, ids, n_files, claimed,
+                            &r->chains[k]);
+            if (!kt_chain_ghost(ctx, &rows[i], r->chains[k].path))
+                r->n_chains++;
+            else /* the slot is the next one's */
+                memset(&(*work)[k], 0, sizeof(*work)[k]);
         }
-        r->n_chains = n;
         for (size_t i = 0; i < n_files; i++)
             if (!claimed[i])
                 kt_strlcpy(r->chains[r->n_chains++].path, files[i],

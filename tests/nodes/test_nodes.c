@@ -383,6 +383,20 @@ START_TEST(audit_chains_one_truth_and_attacks)
     ck_assert_int_eq(keytier_ctx_open(N[0].conf, &ctx), KEYTIER_OK);
     chains_intact(ctx, &r);
     keytier_audit_chains_report_free(&r);
+    /* An append that took an index and died before its first record: a
+     * gap, not a chain, and no tampering. */
+    uint64_t ghost = 0;
+    char ghost_log[600];
+    snprintf(ghost_log, sizeof ghost_log, "%s/chains/n4.audit.jsonl", T.dir);
+    ck_assert_int_eq(kt_store_audit_index_take(
+                         ctx->store, "00000000-0000-4000-8000-000000000004",
+                         "n4", ghost_log, &ghost),
+                     KEYTIER_OK);
+    ck_assert_int_eq(verify(ctx, &r), KEYTIER_OK);
+    ck_assert_uint_eq(r.n_chains, NODES);
+    ck_assert_uint_eq(r.highest_index, ghost);
+    ck_assert_uint_eq(r.gaps, 1);
+    keytier_audit_chains_report_free(&r);
     for (int i = 1; i <= NODES; i++) {
         snprintf(save[i], sizeof save[i], "%s.save", N[i].log);
         copy_file(N[i].log, save[i]);
