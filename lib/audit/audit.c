@@ -19,6 +19,7 @@
 
 #include "audit.h"
 #include "kt_file.h"
+#include "kt_lib.h"
 
 /* json-c flags shared by writer and verifier: the hash covers exactly this
  * serialisation. */
@@ -30,7 +31,8 @@ static const char kt_audit_zero_hash[KT_AUDIT_HASH_HEX + 1] =
     "0000000000000000000000000000000000000000000000000000000000000000";
 
 static const char *const kt_audit_reserved[] = {
-    "Seq", "CreationTime", "Id", "RecordType", "Activity", "PrevHash", "Hash",
+    "Seq",        "CreationTime", "Id",       "Node", "GlobalIndex",
+    "RecordType", "Activity",     "PrevHash", "Hash",
 };
 
 struct kt_audit {
@@ -53,6 +55,11 @@ struct kt_audit {
     kt_audit_anchor_fn anchor;
     void *anchor_arg;
     void (*anchor_release)(void *arg);
+    /* Takes each record's global index, under the lock, before its line
+     * is written (audit_node.c); NULL: records without Node and index. */
+    kt_audit_index_fn index;
+    void *index_arg;
+    char node[KEYTIER_NODE_MAX + 1];
 };
 
 static void kt_hex(const unsigned char *in, size_t n, char *out)
@@ -193,6 +200,16 @@ void kt_audit_set_anchor(kt_audit *a, kt_audit_anchor_fn fn, void *arg,
     a->anchor = fn;
     a->anchor_arg = arg;
     a->anchor_release = release;
+    pthread_mutex_unlock(&a->lock);
+}
+
+void kt_audit_set_node(kt_audit *a, const char *node, kt_audit_index_fn fn,
+                       void *arg)
+{
+    pthread_mutex_lock(&a->lock);
+    kt_strlcpy(a->node, node ? node : "", sizeof a->node);
+    a->index = node ? fn : NULL;
+    a->index_arg = arg;
     pthread_mutex_unlock(&a->lock);
 }
 
@@ -419,8 +436,9 @@ static keytier_err kt_write_all(int fd, const char *p, size_t n)
 
 /* Builds the line for the next record (seq, prev) around fields. */
 static keytier_err kt_audit_build(const char *activity, json_object *fields,
-                                  uint64_t seq, const char *prev, char **line,
-                                  size_t *len, char id[KT_AUDIT_ID_SIZE])
+                                  uint64_t seq, const char *prev,
+                                  const kt_audit_node_fields *nd, char **line,
+                                  size_t *len, const char id[KT_AUDIT_ID_SIZE])
 {
     json_object *rec = json_object_new_object();
     char when[32], hash[KT_AUDIT_HASH_HEX + 1];
@@ -429,13 +447,18 @@ static keytier_err kt_audit_build(const char *activity, json_object *fields,
 
     *line = NULL;
     kt_utc_now(when);
-    if (!rec || !kt_uuid4(id)) {
-        err = kt_err(KEYTIER_E_CRYPTO, "cannot make an audit record id");
+    if (!rec) {
+        err = kt_err(KEYTIER_E_NOMEM, "audit record");
         goto out;
     }
     json_object_object_add(rec, "Seq", json_object_new_int64((int64_t)seq));
     json_object_object_add(rec, "CreationTime", json_object_new_string(when));
     json_object_object_add(rec, "Id", json_object_new_string(id));
+    if (nd) {
+        json_object_object_add(rec, "Node", json_object_new_string(nd->node));
+        json_object_object_add(rec, "GlobalIndex",
+                               json_object_new_int64((int64_t)nd->index));
+    }
     json_object_object_add(rec, "RecordType",
                            json_object_new_string(KT_AUDIT_RECORD_TYPE));
     json_object_object_add(rec, "Activity", json_object_new_string(activity));
@@ -466,7 +489,8 @@ out:
 
 static keytier_err kt_audit_check_line(const char *line, size_t len,
                                        uint64_t line_no, uint64_t want_seq,
-                                       char prev[KT_AUDIT_HASH_HEX + 1]);
+                                       char prev[KT_AUDIT_HASH_HEX + 1],
+                                       kt_audit_node_fields *nd);
 
 /* The offset where the line of record seq starts, counted back from the
  * tail: the newline ending record seq - 1 (none for the first line). */
@@ -573,7 +597,7 @@ keytier_err kt_audit_chain_since(kt_audit *a, uint64_t seq, const char *hash)
     for (uint64_t s = seq + 1; err == KEYTIER_OK && s <= a->tail_seq; s++) {
         err = kt_audit_pread_line(a, &pos, s, line, &len);
         if (err == KEYTIER_OK)
-            err = kt_audit_check_line(line, len, s, s, prev);
+            err = kt_audit_check_line(line, len, s, s, prev, NULL);
     }
     if (err == KEYTIER_OK &&
         (pos != a->tail_size || strcmp(prev, a->tail_hash) != 0))
@@ -590,31 +614,69 @@ keytier_err kt_audit_chain_since(kt_audit *a, uint64_t seq, const char *hash)
  * follow the order of the records).  The record is written whatever
  * happens here: a failed anchor only lags (audit.h).
  */
+/* The identity of the log the record seq (with Id id) goes to: for the
+ * first record its own Id, else the Id of line 1 (read again when the file
+ * is another one than last time). */
+static keytier_err kt_audit_know_id(kt_audit *a, const struct stat *st,
+                                    uint64_t seq, const char *id)
+{
+    if (seq == 1) {
+        memcpy(a->log_id, id, sizeof a->log_id);
+        a->id_known = true;
+    } else if (!a->id_known || a->id_dev != st->st_dev ||
+               a->id_ino != st->st_ino) {
+        a->id_known = false;
+        keytier_err e = kt_audit_first_id(a->fd, a->path, a->log_id);
+        if (e != KEYTIER_OK)
+            return e;
+        a->id_known = true;
+    }
+    a->id_dev = st->st_dev;
+    a->id_ino = st->st_ino;
+    return KEYTIER_OK;
+}
+
 static void kt_audit_anchor_head(kt_audit *a, const struct stat *st,
                                  const char *id, const char *prev)
 {
     kt_audit_head head = {.path = a->real_path ? a->real_path : a->path,
                           .seq = a->tail_seq};
 
-    if (a->tail_seq == 1) {
-        /* We just wrote the first record: its Id names the log. */
-        memcpy(a->log_id, id, sizeof a->log_id);
-        a->id_known = true;
-    } else if (!a->id_known || a->id_dev != st->st_dev ||
-               a->id_ino != st->st_ino) {
-        a->id_known = false;
-        if (kt_audit_first_id(a->fd, a->path, a->log_id) != KEYTIER_OK) {
-            a->anchor(a->anchor_arg, a, NULL); /* reports the error */
-            return;
-        }
-        a->id_known = true;
+    if (kt_audit_know_id(a, st, a->tail_seq, id) != KEYTIER_OK) {
+        a->anchor(a->anchor_arg, a, NULL); /* reports the error */
+        return;
     }
-    a->id_dev = st->st_dev;
-    a->id_ino = st->st_ino;
     memcpy(head.log_id, a->log_id, sizeof head.log_id);
     memcpy(head.hash, a->tail_hash, sizeof head.hash);
     memcpy(head.prev_hash, prev, sizeof head.prev_hash);
     a->anchor(a->anchor_arg, a, &head);
+}
+
+/*
+ * The record's global index, taken from the store (the index hook) for the
+ * log it goes to, before its line is written: a crash or a failed write
+ * after this leaves the index unused (a gap verify accepts), never an
+ * index on two records.  Without the index the record is not written
+ * (KEYTIER_E_AUDIT, or KEYTIER_E_AUDIT_NODE for another node's log).
+ */
+static keytier_err kt_audit_take_index(kt_audit *a, const struct stat *st,
+                                       const char *id, kt_audit_node_fields *nd)
+{
+    if (!a->index)
+        return KEYTIER_OK;
+    keytier_err e = kt_audit_know_id(a, st, a->tail_seq + 1, id);
+    if (e != KEYTIER_OK)
+        return kt_err_context(KEYTIER_E_AUDIT, "audit log %s", a->path);
+    kt_strlcpy(nd->node, a->node, sizeof nd->node);
+    e = a->index(a->index_arg, a->log_id, a->node,
+                 a->real_path ? a->real_path : a->path, &nd->index);
+    if (e == KEYTIER_E_AUDIT_NODE)
+        return e;
+    if (e != KEYTIER_OK)
+        return kt_err_context(KEYTIER_E_AUDIT,
+                              "audit log %s: no global index for the record",
+                              a->path);
+    return KEYTIER_OK;
 }
 
 /* A line not written, or not synced: the caller hears the record was not
@@ -633,6 +695,7 @@ keytier_err kt_audit_append(kt_audit *a, const char *activity,
                             json_object *fields, uint64_t *seq_out)
 {
     char *line = NULL, id[KT_AUDIT_ID_SIZE], prev[KT_AUDIT_HASH_HEX + 1];
+    kt_audit_node_fields nd = {.index = 0};
     size_t len = 0;
     struct stat st;
     off_t size;
@@ -670,8 +733,14 @@ keytier_err kt_audit_append(kt_audit *a, const char *activity,
         if (err != KEYTIER_OK)
             goto out;
     }
-    err = kt_audit_build(activity, fields, a->tail_seq + 1, a->tail_hash, &line,
-                         &len, id);
+    if (!kt_uuid4(id)) {
+        err = kt_err(KEYTIER_E_CRYPTO, "cannot make an audit record id");
+        goto out;
+    }
+    err = kt_audit_take_index(a, &st, id, &nd);
+    if (err == KEYTIER_OK)
+        err = kt_audit_build(activity, fields, a->tail_seq + 1, a->tail_hash,
+                             a->index ? &nd : NULL, &line, &len, id);
     if (err != KEYTIER_OK)
         goto out;
     if (kt_write_all(a->fd, line, len) != KEYTIER_OK) {
@@ -814,10 +883,38 @@ keytier_err kt_audit_cache_alert(kt_audit *a, const char *org_id,
     return kt_audit_append(a, KT_AUDIT_CACHE_ALERT, o, NULL);
 }
 
-/* Checks one line (without its newline) against the chain so far. */
+/* The Node and GlobalIndex of a record (nd->index 0: it has neither, as
+ * records written before nodes); a record with one and not the other, or
+ * with a bad value, is not one keytier wrote. */
+static keytier_err kt_audit_node_of(json_object *obj, uint64_t line_no,
+                                    kt_audit_node_fields *nd)
+{
+    json_object *node, *idx;
+    bool has_node = json_object_object_get_ex(obj, "Node", &node);
+    bool has_idx = json_object_object_get_ex(obj, "GlobalIndex", &idx);
+
+    nd->node[0] = '\0';
+    nd->index = 0;
+    if (!has_node && !has_idx)
+        return KEYTIER_OK;
+    if (!has_node || !has_idx || !json_object_is_type(node, json_type_string) ||
+        !kt_node_name_ok(json_object_get_string(node)) ||
+        !json_object_is_type(idx, json_type_int) ||
+        json_object_get_int64(idx) < 1)
+        return kt_err(KEYTIER_E_AUDIT_TAMPERED,
+                      "line %llu has a bad Node or GlobalIndex",
+                      (unsigned long long)line_no);
+    kt_strlcpy(nd->node, json_object_get_string(node), sizeof nd->node);
+    nd->index = (uint64_t)json_object_get_int64(idx);
+    return KEYTIER_OK;
+}
+
+/* Checks one line (without its newline) against the chain so far; nd (may
+ * be NULL) gets its Node and GlobalIndex. */
 static keytier_err kt_audit_check_line(const char *line, size_t len,
                                        uint64_t line_no, uint64_t want_seq,
-                                       char prev[KT_AUDIT_HASH_HEX + 1])
+                                       char prev[KT_AUDIT_HASH_HEX + 1],
+                                       kt_audit_node_fields *nd)
 {
     json_object *obj = NULL, *seq, *hash, *prev_hash;
     char want[KT_AUDIT_HASH_HEX + 1];
@@ -875,6 +972,8 @@ static keytier_err kt_audit_check_line(const char *line, size_t len,
                (unsigned long long)want_seq);
         goto out;
     }
+    if (nd && kt_audit_node_of(obj, line_no, nd) != KEYTIER_OK)
+        goto out;
     memcpy(prev, want, KT_AUDIT_HASH_HEX + 1);
     err = KEYTIER_OK;
 out:
@@ -902,7 +1001,8 @@ static ssize_t kt_audit_read_line(FILE *f, char *buf, size_t max)
 /* Checks the line the reader gave (n as kt_audit_read_line returns it). */
 static keytier_err kt_audit_scan_line(const char *path, const char *line,
                                       ssize_t n, uint64_t line_no,
-                                      char prev[KT_AUDIT_HASH_HEX + 1])
+                                      char prev[KT_AUDIT_HASH_HEX + 1],
+                                      kt_audit_node_fields *nd)
 {
     if (n == -1)
         return kt_err(KEYTIER_E_IO, "cannot read audit log %s at line %llu: %s",
@@ -918,7 +1018,49 @@ static keytier_err kt_audit_scan_line(const char *path, const char *line,
     if (memchr(line, '\0', (size_t)n) != NULL)
         return kt_err(KEYTIER_E_AUDIT_TAMPERED, "line %llu holds a NUL byte",
                       (unsigned long long)line_no);
-    return kt_audit_check_line(line, (size_t)n - 1, line_no, line_no, prev);
+    return kt_audit_check_line(line, (size_t)n - 1, line_no, line_no, prev, nd);
+}
+
+/*
+ * The rules of one node's chain (DESIGN.md §2 "Audit across nodes"): the
+ * records carrying a global index are all of one node, each index above
+ * the one before (the counter hands them out in order
+ * and the chain's lock orders its appends).  A record of another node is
+ * one copied from its chain.
+ */
+static keytier_err kt_audit_scan_node(kt_audit_scan_result *r,
+                                      const kt_audit_node_fields *nd,
+                                      uint64_t line_no)
+{
+    if (nd->index == 0)
+        return KEYTIER_OK; /* written before nodes, or without a store: the
+                              chain alone orders it */
+    if (r->indexed > 0 && strcmp(nd->node, r->node) != 0)
+        return kt_err(KEYTIER_E_AUDIT_TAMPERED,
+                      "line %llu is a record of node %s in the chain of node "
+                      "%s: copied from another node's chain",
+                      (unsigned long long)line_no, nd->node, r->node);
+    if (r->indexed > 0 && nd->index <= r->last_index)
+        return kt_err(KEYTIER_E_AUDIT_TAMPERED,
+                      "line %llu has global index %llu, not above the %llu "
+                      "before it",
+                      (unsigned long long)line_no,
+                      (unsigned long long)nd->index,
+                      (unsigned long long)r->last_index);
+    if (r->indexed == 0) {
+        kt_strlcpy(r->node, nd->node, sizeof r->node);
+        r->first_index = nd->index;
+    }
+    if (r->collect) {
+        if (!kt_array_reserve((void **)&r->indices, &r->cap_indices, r->indexed,
+                              sizeof *r->indices, 64))
+            return kt_err(KEYTIER_E_NOMEM, "audit log: global indices");
+    }
+    if (r->collect)
+        r->indices[r->indexed] = nd->index;
+    r->indexed++;
+    r->last_index = nd->index;
+    return KEYTIER_OK;
 }
 
 /* Reads the log with a bound on every line: a read or allocation failure
@@ -926,6 +1068,7 @@ static keytier_err kt_audit_scan_line(const char *path, const char *line,
 keytier_err kt_audit_scan(const char *path, kt_audit_scan_result *r)
 {
     char prev[KT_AUDIT_HASH_HEX + 1];
+    kt_audit_node_fields nd;
     uint64_t line_no = 0;
     keytier_err err = KEYTIER_OK;
 
@@ -934,6 +1077,10 @@ keytier_err kt_audit_scan(const char *path, kt_audit_scan_result *r)
     r->bad_line = 0;
     r->records = 0;
     r->at_hash[0] = '\0';
+    r->node[0] = '\0';
+    r->indexed = r->first_index = r->last_index = 0;
+    r->indices = NULL;
+    r->cap_indices = 0;
     char *line = malloc(KT_AUDIT_LINE_MAX);
     if (line == NULL)
         return kt_err(KEYTIER_E_NOMEM, "audit log %s: line buffer", path);
@@ -950,7 +1097,9 @@ keytier_err kt_audit_scan(const char *path, kt_audit_scan_result *r)
         if (n == 0)
             break;
         line_no++;
-        err = kt_audit_scan_line(path, line, n, line_no, prev);
+        err = kt_audit_scan_line(path, line, n, line_no, prev, &nd);
+        if (err == KEYTIER_OK)
+            err = kt_audit_scan_node(r, &nd, line_no);
         if (err != KEYTIER_OK) {
             r->bad_line = err == KEYTIER_E_AUDIT_TAMPERED ? line_no : 0;
             break;

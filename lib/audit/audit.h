@@ -4,8 +4,9 @@
  * reordered or forged line breaks the chain at a line verify can name.
  *
  * A line is the json-c serialisation (plain, no spaces) of an object whose
- * keys are, in order: Seq, CreationTime, Id, RecordType, Activity, the
- * event's fields, PrevHash and Hash.  Hash is the hex SHA-256 of the same
+ * keys are, in order: Seq, CreationTime, Id, Node and GlobalIndex (a
+ * handle with an index hook, kt_audit_set_node), RecordType, Activity,
+ * the event's fields, PrevHash and Hash.  Hash is the hex SHA-256 of the same
  * serialisation without the Hash key; PrevHash is the previous line's Hash
  * (64 zeros for the first line).  Appends take an exclusive flock (and a
  * mutex, as flock does not exclude threads sharing a descriptor) around
@@ -63,6 +64,22 @@ typedef struct kt_audit kt_audit;
 typedef void (*kt_audit_anchor_fn)(void *arg, kt_audit *audit,
                                    const kt_audit_head *head);
 
+/*
+ * Audit across nodes (DESIGN.md §2 "Audit across nodes"): each node writes
+ * its own log, a chain, and every record carries the node's name (Node)
+ * and a global index (GlobalIndex) taken from the store under the append
+ * lock before the line is written.  The hook takes it for the record of
+ * log log_id (the Id of its first record; the record's own for a new log)
+ * at path: KEYTIER_OK with *index, or the error that stops the append.
+ */
+typedef keytier_err (*kt_audit_index_fn)(void *arg, const char *log_id,
+                                         const char *node, const char *path,
+                                         uint64_t *index);
+typedef struct kt_audit_node_fields {
+    char node[KEYTIER_NODE_MAX + 1];
+    uint64_t index; /* 0: none */
+} kt_audit_node_fields;
+
 /* Opens (creating 0600 if needed) the log at path for appending. */
 KT_NODISCARD keytier_err kt_audit_open(const char *path, kt_audit **out);
 void kt_audit_close(kt_audit *audit);
@@ -70,6 +87,10 @@ void kt_audit_close(kt_audit *audit);
  * NULL) frees arg when the hook is replaced or the handle closed. */
 void kt_audit_set_anchor(kt_audit *audit, kt_audit_anchor_fn fn, void *arg,
                          void (*release)(void *arg));
+/* Sets (node NULL: clears) the node whose chain the handle writes and the
+ * hook that takes each record's global index; arg stays the caller's. */
+void kt_audit_set_node(kt_audit *audit, const char *node, kt_audit_index_fn fn,
+                       void *arg);
 /* From inside an anchor hook only (append lock held): that the file's
  * record seq has this Hash and every line after it, up to the record just
  * appended, follows the chain (each line bounded, re-hashed, in sequence).
@@ -148,9 +169,16 @@ KT_NODISCARD keytier_err kt_audit_verify(const char *path, uint64_t *bad_line,
  * records do not reach it). */
 typedef struct kt_audit_scan_result {
     uint64_t at_seq;
+    bool collect; /* set before the call: fill indices (free it after) */
     uint64_t records, bad_line;
     char at_hash[KT_AUDIT_HASH_HEX + 1];
     char head_hash[KT_AUDIT_HASH_HEX + 1];
+    /* The chain's node and the global indices of its records (none: node
+     * "" and indexed 0), checked as one node's chain (kt_audit_scan_node). */
+    char node[KEYTIER_NODE_MAX + 1];
+    uint64_t indexed, first_index, last_index;
+    uint64_t *indices; /* collect: each indexed record's, in order */
+    size_t cap_indices;
 } kt_audit_scan_result;
 KT_NODISCARD keytier_err kt_audit_scan(const char *path,
                                        kt_audit_scan_result *r);

@@ -653,6 +653,7 @@ void kt_audit_anchor_attach(keytier_ctx *ctx, kt_audit *a)
 {
     struct kt_anchor_state *st;
 
+    kt_audit_node_attach(ctx, a);
     if (ctx->cfg.service_token == NULL || ctx->store == NULL ||
         ctx->avail == NULL)
         return;

@@ -219,10 +219,14 @@ size_t kt_avail_uncache(keytier_ctx *ctx, int scope, const char *value);
 void kt_avail_publish(keytier_ctx *ctx, int scope, const char *value,
                       const char *reason);
 
-/* audit_anchor.c: after every append to a, anchor the log's
- * head in ctx's store with the service token's MAC (no-op without a
- * service_token). */
+/* audit_anchor.c: the context's hooks on a log handle: each record
+ * carries the node and its global index (kt_audit_node_attach), and after
+ * every append to a, the log's head is anchored in ctx's store with the
+ * service token's MAC (no anchor without a service_token). */
 struct kt_audit;
 void kt_audit_anchor_attach(keytier_ctx *ctx, struct kt_audit *a);
+/* audit_node.c: every record a writes carries ctx's node and a global index
+ * taken from ctx's store (no-op without a store). */
+void kt_audit_node_attach(keytier_ctx *ctx, struct kt_audit *a);
 
 #endif

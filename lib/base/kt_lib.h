@@ -61,6 +61,7 @@ struct kt_config {
     char *modules[KT_MAX_MODULES];
     size_t n_modules;
     char *service_token; /* PKCS#11 URI naming a token */
+    char *node;          /* this node's name (default: the host name) */
     char *store_path;
     char *log_file;
     enum kt_log_level log_level;
@@ -85,6 +86,9 @@ KT_NODISCARD keytier_err kt_config_load(const char *path,
 struct kt_conf_key;
 const struct kt_conf_key *kt_config_table(size_t *n);
 void kt_config_free(struct kt_config *cfg);
+/* Whether s is a node name: 1..KEYTIER_NODE_MAX bytes of A-Z a-z 0-9 . _ -
+ * (the `node` key). */
+KT_NODISCARD bool kt_node_name_ok(const char *s);
 /* The audit log's path: avail.audit_log, or the store's path and
  * ".audit.jsonl". Returns a string to free, or NULL (out of memory). */
 char *kt_config_audit_log(const struct kt_config *cfg);

@@ -118,6 +118,24 @@ static enum kt_conf_rc kt_set_service_token(void *field, const char *part,
     return *uri != NULL ? KT_CONF_OK : KT_CONF_NOMEM;
 }
 
+/* `node = NAME`: this process's name in the audit records it writes and
+ * its chain's row in the store (DESIGN.md §2 "Audit across nodes"). */
+static enum kt_conf_rc kt_set_node(void *field, const char *part, const char *v,
+                                   char *why, size_t why_len)
+{
+    (void)part;
+    if (!kt_node_name_ok(v)) {
+        snprintf(why, why_len,
+                 "a node name has 1 to %d bytes of A-Z a-z 0-9 . _ -",
+                 KEYTIER_NODE_MAX);
+        return KT_CONF_INVALID;
+    }
+    char **node = field;
+    free(*node);
+    *node = strdup(v);
+    return *node != NULL ? KT_CONF_OK : KT_CONF_NOMEM;
+}
+
 /* ---- pin.LABEL ------------------------------------------------------ */
 
 static void *kt_pin_record(void *dst, const char *label, char *why,
@@ -279,7 +297,7 @@ enum {
     KEY_AVAIL_FIRST = 14,
     KEY_CACHE_TTL = KEY_AVAIL_FIRST + 5, /* then refresh_ahead, retry, alert */
     KEY_AVAIL_END = 26,
-    KT_LIB_KEYS = 31,
+    KT_LIB_KEYS = 32,
 };
 
 /* Every key may be given once, but the list keys module and remote
@@ -346,6 +364,7 @@ static const struct kt_conf_key kt_lib_keys[KT_LIB_KEYS] = {
      FIELD(approval_max_ttl)},
     {"approval.required", KT_CONF_BOOL, 0, 0, NULL, "yes",
      FIELD(approval_required)},
+    {"node", KT_CONF_CUSTOM, 0, 0, NULL, NULL, FIELD(node), .set = kt_set_node},
 };
 
 static const struct kt_conf_file kt_lib_file = {
@@ -397,6 +416,32 @@ static keytier_err kt_config_defaults(struct kt_config *cfg)
 }
 
 /* ---- checks between keys -------------------------------------------- */
+
+bool kt_node_name_ok(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > KEYTIER_NODE_MAX)
+        return false;
+    for (const char *p = s; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+              (*p >= '0' && *p <= '9') || *p == '.' || *p == '_' || *p == '-'))
+            return false;
+    return true;
+}
+
+/* The host name, when `node` is not set: one node per host by default. */
+static keytier_err kt_default_node(struct kt_config *cfg)
+{
+    char host[256] = "";
+    if (gethostname(host, sizeof host - 1) != 0 || !kt_node_name_ok(host))
+        return kt_err(KEYTIER_E_CONFIG,
+                      "no node configured and the host name '%s' is no node "
+                      "name (1 to %d bytes of A-Z a-z 0-9 . _ -): set "
+                      "node = NAME",
+                      host, KEYTIER_NODE_MAX);
+    cfg->node = strdup(host);
+    return cfg->node ? KEYTIER_OK : kt_err(KEYTIER_E_NOMEM, NULL);
+}
 
 static keytier_err kt_default_store(struct kt_config *cfg)
 {
@@ -474,6 +519,8 @@ keytier_err kt_config_load(const char *path, struct kt_config *cfg)
         e = kt_avail_config_settle(&cfg->avail, &set);
     if (e == KEYTIER_OK && cfg->store_path == NULL)
         e = kt_default_store(cfg);
+    if (e == KEYTIER_OK && cfg->node == NULL)
+        e = kt_default_node(cfg);
     if (e != KEYTIER_OK)
         kt_config_free(cfg);
     return e;
@@ -488,6 +535,7 @@ void kt_config_free(struct kt_config *cfg)
         kt_secret_free(cfg->pins[i].value);
     }
     free(cfg->service_token);
+    free(cfg->node);
     free(cfg->store_path);
     free(cfg->log_file);
     kt_avail_config_free(&cfg->avail);

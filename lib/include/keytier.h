@@ -116,7 +116,11 @@ extern "C" {
     X(KEYTIER_E_DEP_REGION, 80,                                                \
       "the tenant already has a files DEP in this region")                     \
     X(KEYTIER_E_OFFBOARDED, 81,                                                \
-      "DEP offboarded: the tenant's files keys are service-managed")
+      "DEP offboarded: the tenant's files keys are service-managed")           \
+    /* 90..92: audit across nodes */                                           \
+    X(KEYTIER_E_AUDIT_NODE, 90,                                                \
+      "audit log is another node's chain: give each node its own "             \
+      "avail.audit_log")
 
 #define KEYTIER_ERROR_ENUM_(name, value, msg) name = value,
 typedef enum keytier_err {
@@ -233,6 +237,7 @@ typedef struct keytier_request {
 #define KEYTIER_NAME_MAX     255 /* mailbox / site / blob names */
 #define KEYTIER_DEP_NAME_MAX 64  /* a DEP's human name, in bytes */
 #define KEYTIER_URI_MAX      1024
+#define KEYTIER_NODE_MAX     64 /* bytes of a node name (`node = NAME`) */
 
 typedef enum keytier_dep_state {
     KEYTIER_DEP_REGISTERING = 0,
@@ -624,6 +629,49 @@ typedef struct keytier_audit_report {
  */
 KEYTIER_API KEYTIER_MUST_CHECK keytier_err keytier_audit_verify_anchored(
     keytier_ctx *ctx, const char *path, keytier_audit_report *out);
+
+/* One node's chain as keytier_audit_verify_chains found it. */
+typedef struct keytier_audit_chain {
+    char node[KEYTIER_NODE_MAX + 1];
+    char log_id[KEYTIER_ID_SIZE];
+    char path[4096];      /* the file checked */
+    uint64_t first_index; /* its records' global indices (0: none) */
+    uint64_t last_index;
+    keytier_err result; /* this chain's verdict (as verify_anchored) */
+    keytier_audit_report report;
+    char reason[512]; /* the detail of a verdict other than KEYTIER_OK */
+} keytier_audit_chain;
+
+typedef struct keytier_audit_chains_report {
+    keytier_audit_chain *chains; /* in the order of their first index */
+    size_t n_chains;
+    uint64_t records;       /* intact records of every chain */
+    uint64_t indexed;       /* of which carry a global index */
+    uint64_t highest_index; /* the store's last index taken */
+    uint64_t gaps; /* indices taken for no record (appends that failed or
+                      died between taking the index and their write) */
+} keytier_audit_chains_report;
+
+/*
+ * Every node's audit chain the store knows (DESIGN.md §2 "Audit across
+ * nodes"): each as keytier_audit_verify_anchored, then across them: every
+ * record of a chain carries its node's name and a global index strictly
+ * above the one before it, no index is in two chains, none above what
+ * the store handed that chain.  A chain's file is found as `files` lists
+ * it (by the Id of its first record), else as `dir`/its file name, else
+ * at the path its node wrote; a chain the store knows with no file is
+ * KEYTIER_E_AUDIT_TAMPERED (deleted), and so is a listed file holding
+ * global indices that no chain of the store owns.  With no chain known
+ * (logs written before nodes) the context's own log is checked.  Returns
+ * the worst verdict: KEYTIER_E_AUDIT_TAMPERED, then any error that left a
+ * chain unchecked, then KEYTIER_E_AUDIT_UNANCHORED, else KEYTIER_OK; the
+ * detail names the chain.  Free out with keytier_audit_chains_report_free.
+ */
+KEYTIER_API KEYTIER_MUST_CHECK keytier_err keytier_audit_verify_chains(
+    keytier_ctx *ctx, const char *dir, const char *const *files, size_t n_files,
+    keytier_audit_chains_report *out);
+KEYTIER_API void
+keytier_audit_chains_report_free(keytier_audit_chains_report *r);
 
 typedef struct keytier_ctx keytier_ctx; /* (also declared above) */
 

@@ -454,6 +454,31 @@ KT_NODISCARD keytier_err kt_store_anchor_other(struct kt_store *st,
                                                const char *path,
                                                const char *log_id,
                                                struct kt_anchor_rec *out);
+
+/* A node's audit chain (schema 10): the log (the Id of its first record)
+ * a node writes, where, and the global indices it was given. */
+struct kt_chain_rec {
+    char log_id[KEYTIER_ID_SIZE];
+    char node[KEYTIER_NODE_MAX + 1];
+    char path[KT_ANCHOR_PATH_MAX];
+    uint64_t first_index, last_index;
+};
+
+/* Takes the next global audit index for a record of chain log_id of node
+ * at path, in one transaction that also records the chain (created with
+ * its first index, else its last index moved): *index gets it.
+ * KEYTIER_E_AUDIT_NODE when log_id is another node's chain (nothing
+ * taken). */
+KT_NODISCARD keytier_err kt_store_audit_index_take(struct kt_store *st,
+                                                   const char *log_id,
+                                                   const char *node,
+                                                   const char *path,
+                                                   uint64_t *index);
+/* Every chain, in the order of their first index (*out to free), and the
+ * last index taken (*highest). */
+KT_NODISCARD keytier_err kt_store_audit_chains(struct kt_store *st,
+                                               struct kt_chain_rec **out,
+                                               size_t *n, uint64_t *highest);
 /* ==== end audit anchors ================================================= */
 
 /* ==== approvals (lib/trust/approval.c) ==================================

@@ -199,6 +199,24 @@ static const char *const kt_migrations[] = {
     "  mech TEXT NOT NULL,"
     "  wrapped BLOB NOT NULL,"
     "  created INTEGER NOT NULL);",
+    /* 9 -> 10: audit across nodes.  One counter hands out the global
+     * index every audit record carries; a row per node chain (a log, by
+     * the Id of its first record) with its node and the indices it was
+     * given, so that verify knows every chain there is and which indices
+     * each may hold. */
+    "CREATE TABLE IF NOT EXISTS audit_counter ("
+    "  name TEXT PRIMARY KEY,"
+    "  value INTEGER NOT NULL);"
+    "INSERT INTO audit_counter (name, value) VALUES ('global', 0) "
+    "  ON CONFLICT (name) DO NOTHING;"
+    "CREATE TABLE IF NOT EXISTS audit_chains ("
+    "  log_id TEXT PRIMARY KEY,"
+    "  node TEXT NOT NULL,"
+    "  path TEXT NOT NULL,"
+    "  first_index INTEGER NOT NULL,"
+    "  last_index INTEGER NOT NULL,"
+    "  created INTEGER NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS audit_chains_node ON audit_chains(node);",
 };
 
 #define KT_SCHEMA_LATEST ((int)(sizeof kt_migrations / sizeof kt_migrations[0]))

@@ -11,7 +11,18 @@
 
 #include "cli.h"
 
-enum { OPT_LOG = 256, OPT_SINCE, OPT_ACTIVITY, OPT_DEP, OPT_CHAIN_ONLY };
+enum {
+    OPT_LOG = 256,
+    OPT_SINCE,
+    OPT_ACTIVITY,
+    OPT_DEP,
+    OPT_CHAIN_ONLY,
+    OPT_DIR,
+    OPT_FILE,
+};
+
+/* Files a verify of every node's chain may be given (--file, repeated). */
+#define AUDIT_FILES_MAX 64
 
 #define AUDIT_PATH_MAX 4096
 
@@ -226,14 +237,13 @@ static int audit_verify_chain(struct cli *cli, const char *path)
     return CLI_OK;
 }
 
-/* What verify found in the log at PATH (E from
- * keytier_audit_verify_anchored, its report REP), as text or JSON, and the
- * exit code that says it. */
-static int audit_verify_report(struct cli *cli, const char *path, keytier_err e,
-                               const keytier_audit_report *rep)
+/* What verify found in the log at PATH as a JSON object. */
+static json_object *audit_verify_json(const char *path, keytier_err e,
+                                      const keytier_audit_report *rep,
+                                      const char *reason)
 {
-    if (cli->json) {
-        json_object *o = json_object_new_object();
+    json_object *o = json_object_new_object();
+    if (o != NULL) {
         cli_json_str(o, "log", path);
         cli_json_str(o, "log_id", rep->log_id[0] ? rep->log_id : NULL);
         json_object_object_add(
@@ -250,33 +260,147 @@ static int audit_verify_report(struct cli *cli, const char *path, keytier_err e,
         if (e != KEYTIER_OK) {
             json_object_object_add(
                 o, "bad_line", json_object_new_int64((int64_t)rep->bad_line));
-            cli_json_str(o, "reason", keytier_last_error_detail());
+            cli_json_str(o, "reason", reason);
         }
-        cli_json_put(o);
     }
+    return o;
+}
+
+/* What verify found in the log at PATH (E from
+ * keytier_audit_verify_anchored, its report REP) as text (and as JSON
+ * when json), and the exit code that says it; what is a suffix of the
+ * intact line. */
+static int audit_verify_report(struct cli *cli, const char *path, keytier_err e,
+                               const keytier_audit_report *rep, bool json,
+                               const char *what, const char *what_reason)
+{
+    const char *reason =
+        what_reason ? what_reason : keytier_last_error_detail();
+    if (cli->json && json)
+        cli_json_put(audit_verify_json(path, e, rep, reason));
     if (e == KEYTIER_E_AUDIT_TAMPERED) {
         if (rep->bad_line > 0)
             fprintf(stderr, "keytier %s: %s: line %" PRIu64 ": %s [%s]\n",
-                    cli->name, path, rep->bad_line, keytier_last_error_detail(),
+                    cli->name, path, rep->bad_line, reason,
                     keytier_error_name(e));
         else
             fprintf(stderr, "keytier %s: %s: %s [%s]\n", cli->name, path,
-                    keytier_last_error_detail(), keytier_error_name(e));
+                    reason, keytier_error_name(e));
         return CLI_TAMPERED;
     }
     if (e == KEYTIER_E_AUDIT_UNANCHORED) {
         fprintf(stderr,
                 "keytier %s: %" PRIu64 " of %" PRIu64 " records unanchored: "
                 "%s [%s]\n",
-                cli->name, rep->unanchored, rep->records,
-                keytier_last_error_detail(), keytier_error_name(e));
+                cli->name, rep->unanchored, rep->records, reason,
+                keytier_error_name(e));
         return CLI_UNANCHORED;
     }
     if (!cli->json)
         printf("audit log %s: %" PRIu64 " records, hash chain intact, "
-               "anchored at record %" PRIu64 "\n",
-               path, rep->records, rep->anchored_seq);
+               "anchored at record %" PRIu64 "%s\n",
+               path, rep->records, rep->anchored_seq, what);
     return CLI_OK;
+}
+
+/* The exit code of the worse of two verdicts (0, 9, 8). */
+static int audit_worse(int a, int b)
+{
+    if (a == CLI_TAMPERED || b == CLI_TAMPERED)
+        return CLI_TAMPERED;
+    return a == CLI_UNANCHORED || b == CLI_UNANCHORED ? CLI_UNANCHORED : CLI_OK;
+}
+
+/* Each chain's verdict as one line (several chains: naming its node and
+ * indices), then, for several, what holds across them. */
+static int audit_chains_text(struct cli *cli,
+                             const keytier_audit_chains_report *r)
+{
+    int rc = CLI_OK;
+    for (size_t i = 0; i < r->n_chains; i++) {
+        const keytier_audit_chain *c = &r->chains[i];
+        char what[256] = "";
+        if (r->n_chains > 1)
+            snprintf(what, sizeof what,
+                     " (node %s, global indices %" PRIu64 "..%" PRIu64 ")",
+                     c->node[0] ? c->node : "-", c->first_index, c->last_index);
+        if (c->result != KEYTIER_OK && c->result != KEYTIER_E_AUDIT_TAMPERED &&
+            c->result != KEYTIER_E_AUDIT_UNANCHORED) {
+            fprintf(stderr, "keytier %s: %s: %s [%s]\n", cli->name, c->path,
+                    c->reason, keytier_error_name(c->result));
+            continue; /* the worst verdict is an alteration (8) */
+        }
+        rc = audit_worse(rc, audit_verify_report(cli, c->path, c->result,
+                                                 &c->report, false, what,
+                                                 c->reason));
+    }
+    if (r->n_chains > 1 && !cli->json)
+        printf("%zu chains: %" PRIu64 " records, %" PRIu64
+               " with a global index, the last index taken %" PRIu64
+               ", %" PRIu64 " unused (appends that did not finish)\n",
+               r->n_chains, r->records, r->indexed, r->highest_index, r->gaps);
+    return rc;
+}
+
+static void audit_chains_json(const keytier_audit_chains_report *r,
+                              keytier_err e)
+{
+    json_object *o, *arr = json_object_new_array();
+    for (size_t i = 0; arr && i < r->n_chains; i++) {
+        const keytier_audit_chain *c = &r->chains[i];
+        json_object *one =
+            audit_verify_json(c->path, c->result, &c->report, c->reason);
+        cli_json_str(one, "node", c->node[0] ? c->node : NULL);
+        json_object_object_add(one, "first_index",
+                               json_object_new_int64((int64_t)c->first_index));
+        json_object_object_add(one, "last_index",
+                               json_object_new_int64((int64_t)c->last_index));
+        json_object_array_add(arr, one);
+    }
+    if (r->n_chains == 1) { /* one chain: the object of a log alone */
+        o = json_object_get(json_object_array_get_idx(arr, 0));
+    } else {
+        o = json_object_new_object();
+        json_object_object_add(
+            o, "intact",
+            json_object_new_boolean(e != KEYTIER_E_AUDIT_TAMPERED));
+        json_object_object_add(o, "records",
+                               json_object_new_int64((int64_t)r->records));
+    }
+    if (r->n_chains > 1)
+        json_object_object_add(o, "chains", arr);
+    else
+        json_object_put(arr);
+    json_object_object_add(o, "indexed",
+                           json_object_new_int64((int64_t)r->indexed));
+    json_object_object_add(o, "highest_index",
+                           json_object_new_int64((int64_t)r->highest_index));
+    json_object_object_add(o, "gaps", json_object_new_int64((int64_t)r->gaps));
+    cli_json_put(o);
+}
+
+/* Every node's chain the store knows (keytier_audit_verify_chains). */
+static int audit_verify_chains(struct cli *cli, const char *dir,
+                               const char *const *files, size_t n_files)
+{
+    keytier_ctx *ctx;
+    int rc = cli_ctx(cli, &ctx);
+    if (rc != CLI_OK)
+        return rc;
+    keytier_audit_chains_report r;
+    keytier_err e = keytier_audit_verify_chains(ctx, dir, files, n_files, &r);
+    /* A chain left unchecked (the token or the store failed), and none
+     * found altered: that error, as for one log. */
+    if (r.n_chains == 0 || (e != KEYTIER_OK && e != KEYTIER_E_AUDIT_TAMPERED &&
+                            e != KEYTIER_E_AUDIT_UNANCHORED)) {
+        keytier_audit_chains_report_free(&r);
+        return cli_fail_lib(cli, e);
+    }
+    if (cli->json)
+        audit_chains_json(&r, e);
+    rc = audit_chains_text(cli, &r);
+    keytier_audit_chains_report_free(&r);
+    return rc;
 }
 
 static int cmd_audit_verify(struct cli *cli, int argc, char **argv)
@@ -284,9 +408,12 @@ static int cmd_audit_verify(struct cli *cli, int argc, char **argv)
     static const struct option opts[] = {
         {"log", required_argument, NULL, OPT_LOG},
         {"chain-only", no_argument, NULL, OPT_CHAIN_ONLY},
+        {"dir", required_argument, NULL, OPT_DIR},
+        {"file", required_argument, NULL, OPT_FILE},
         {0},
     };
-    const char *log = NULL;
+    const char *log = NULL, *dir = NULL, *files[AUDIT_FILES_MAX];
+    size_t n_files = 0;
     bool chain_only = false;
     int c;
     while ((c = cli_getopt(cli, argc, argv, "", opts)) != -1) {
@@ -294,6 +421,12 @@ static int cmd_audit_verify(struct cli *cli, int argc, char **argv)
             log = optarg;
         else if (c == OPT_CHAIN_ONLY)
             chain_only = true;
+        else if (c == OPT_DIR)
+            dir = optarg;
+        else if (c == OPT_FILE && n_files < AUDIT_FILES_MAX)
+            files[n_files++] = optarg;
+        else if (c == OPT_FILE)
+            return cli_usage_error(cli, "more than %d --file", AUDIT_FILES_MAX);
         else
             return cli_usage_error(cli, "unknown option %s", argv[optind - 1]);
     }
@@ -301,6 +434,11 @@ static int cmd_audit_verify(struct cli *cli, int argc, char **argv)
         return cli_usage_error(cli, "unexpected argument '%s'", argv[optind]);
     if (chain_only && log == NULL)
         return cli_usage_error(cli, "--chain-only needs --log FILE");
+    if (log != NULL && (dir != NULL || n_files > 0))
+        return cli_usage_error(cli, "--log FILE checks one log: without "
+                                    "--dir and --file");
+    if (log == NULL)
+        return audit_verify_chains(cli, dir, files, n_files);
     char path[AUDIT_PATH_MAX];
     int rc = audit_path(cli, log, path);
     if (rc != CLI_OK)
@@ -317,7 +455,7 @@ static int cmd_audit_verify(struct cli *cli, int argc, char **argv)
         e != KEYTIER_E_AUDIT_UNANCHORED)
         return cli_fail_lib(cli, e); /* empty (11), or the anchor could not
                                         be checked */
-    return audit_verify_report(cli, path, e, &rep);
+    return audit_verify_report(cli, path, e, &rep, true, "", NULL);
 }
 
 const struct cli_cmd cli_audit_cmds[] = {
@@ -338,7 +476,19 @@ const struct cli_cmd cli_audit_cmds[] = {
      "RequestId, RequestKind, Operation, CustomerKeyErrors, PrevHash, Hash).\n",
      cmd_audit_list},
     {"audit", "verify", "check the audit log's hash chain and anchor",
-     "usage: keytier audit verify [--log FILE] [--chain-only]\n"
+     "usage: keytier audit verify [--dir DIR] [--file FILE]...\n"
+     "       keytier audit verify --log FILE [--chain-only]\n"
+     "\n"
+     "Without --log: every node's chain the store knows (each node writes\n"
+     "its own log, `node` and avail.audit_log in the configuration; every\n"
+     "record carries its Node and a GlobalIndex taken from the store).\n"
+     "Each chain's file is the --file holding its log, else DIR/its file\n"
+     "name, else where its node wrote it; each is checked as below, then\n"
+     "across chains: every record of a chain is of its node, indices rise\n"
+     "within a chain, none is in two chains or above what the store gave\n"
+     "the chain; a chain the store knows with no file is altered (8).\n"
+     "Unused indices (an append that died or failed after taking one) are\n"
+     "counted, not errors.  One line per chain, then a summary.\n"
      "\n"
      "Checks that every record is as written and chained to the one before,\n"
      "and that the log reaches its anchor: the newest record's Seq and Hash\n"
@@ -371,7 +521,9 @@ const struct cli_cmd cli_audit_cmds[] = {
      "     anchor key not found\n"
      "  1  the anchor could not be checked: other token or store errors\n"
      "JSON: {log, log_id, intact, records, tail_checked, anchored_seq,\n"
-     "unanchored, bad_line, reason}\n",
+     "unanchored, bad_line, reason}; without --log also node, first_index,\n"
+     "last_index, and chains (one such object per chain), indexed,\n"
+     "highest_index, gaps (several chains: {intact, records, chains, ...})\n",
      cmd_audit_verify},
     {0},
 };

@@ -19,6 +19,9 @@
 #include <p11-kit/p11-kit.h>
 #include <p11-kit/uri.h>
 
+#include "audit.h"
+#include "kt_lib.h"
+#include "state.h"
 #include "testenv.h"
 
 static struct testenv T;
@@ -674,32 +677,45 @@ END_TEST
  * cannot be written (the audit log cannot grow), the read fails and no key
  * leaves the library; once the log can grow again the same read succeeds
  * with its record. */
-START_TEST(fallback_without_audit_record_refused)
+/* A fallback read of DEP dep while no file may grow past the audit log's
+ * size: refused with KEYTIER_E_AUDIT, the detail holding want. */
+static void fallback_refused_unwritable(const char *dep, const char *want)
 {
-    keytier_dep_info d;
-    json_object *recs[64];
     struct stat st;
     struct rlimit lim;
     keytier_key *k = NULL;
-    keytier_err e;
-    int n;
 
-    assert_err(keytier_dep_create(ctx, "org-1", "Exchange", URI_A, URI_B, &d),
-               KEYTIER_OK, NULL);
-    testenv_destroy(&T, "VaultA", "rootA");
-    testenv_destroy(&T, "VaultB", "rootB");
     /* A write past RLIMIT_FSIZE fails with EFBIG (and SIGXFSZ, ignored). */
     ck_assert_int_eq(stat(audit_path, &st), 0);
     ck_assert_int_eq(getrlimit(RLIMIT_FSIZE, &lim), 0);
     signal(SIGXFSZ, SIG_IGN);
     struct rlimit small = {(rlim_t)st.st_size, lim.rlim_max};
     ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &small), 0);
-    e = keytier_dep_key_open(ctx, &index_op, "org-1", d.dep_id, &k);
+    keytier_err e = keytier_dep_key_open(ctx, &index_op, "org-1", dep, &k);
     /* the limit lifted before any check: the test runner writes files */
     ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &lim), 0);
     ck_assert_ptr_null(k);
     keytier_key_close(k);
-    assert_err(e, KEYTIER_E_AUDIT, "cannot write audit log");
+    assert_err(e, KEYTIER_E_AUDIT, want);
+}
+
+START_TEST(fallback_without_audit_record_refused)
+{
+    keytier_dep_info d;
+    json_object *recs[64];
+    int n;
+
+    assert_err(keytier_dep_create(ctx, "org-1", "Exchange", URI_A, URI_B, &d),
+               KEYTIER_OK, NULL);
+    testenv_destroy(&T, "VaultA", "rootA");
+    testenv_destroy(&T, "VaultB", "rootB");
+    /* The record's global index cannot be taken (the store cannot grow
+     * either): no record, no fallback. */
+    fallback_refused_unwritable(d.dep_id, "no global index for the record");
+    /* The line itself cannot be written (records without an index, as
+     * before nodes): the same. */
+    kt_audit_set_node(ctx->avail->audit, NULL, NULL, NULL);
+    fallback_refused_unwritable(d.dep_id, "cannot write audit log");
     ck_assert_uint_eq(stats().fallbacks, 0);
     n = audit_records(recs, 64);
     ck_assert_int_eq(

@@ -94,7 +94,7 @@ START_TEST(fresh_store_is_latest_wal_0600)
     struct kt_store *st;
     ck_assert_int_eq(kt_store_open(path, &st), KEYTIER_OK);
     ck_assert_int_eq(kt_store_schema_version(st), kt_store_schema_latest());
-    ck_assert_int_eq(kt_store_schema_latest(), 9); /* 7 -> 8 */
+    ck_assert_int_eq(kt_store_schema_latest(), 10); /* 9 -> 10 */
     kt_store_close(st);
     struct stat sb;
     ck_assert_int_eq(stat(path, &sb), 0);
@@ -108,7 +108,7 @@ START_TEST(fresh_store_is_latest_wal_0600)
                      1);
     /* Reopening does not migrate again. */
     ck_assert_int_eq(kt_store_open(path, &st), KEYTIER_OK);
-    ck_assert_int_eq(kt_store_schema_version(st), 9);
+    ck_assert_int_eq(kt_store_schema_version(st), 10);
     kt_store_close(st);
 }
 END_TEST
@@ -130,7 +130,7 @@ START_TEST(migrates_version_1)
                              "'deps_tenant_workload'"),
                      0);
     ck_assert_int_eq(kt_store_open(path, &st), KEYTIER_OK);
-    ck_assert_int_eq(kt_store_schema_version(st), 9);
+    ck_assert_int_eq(kt_store_schema_version(st), 10);
     struct kt_dep_rec got;
     ck_assert_int_eq(kt_store_dep_get(st, d.dep_id, &got), KEYTIER_OK);
     ck_assert_mem_eq(&got, &d, sizeof got);
@@ -153,7 +153,7 @@ START_TEST(migrates_version_3_names_null)
     kt_store_close(st);
     sql(BEFORE_8 "ALTER TABLE deps DROP COLUMN name; PRAGMA user_version = 3");
     ck_assert_int_eq(kt_store_open(path, &st), KEYTIER_OK);
-    ck_assert_int_eq(kt_store_schema_version(st), 9);
+    ck_assert_int_eq(kt_store_schema_version(st), 10);
     struct kt_dep_rec got, named;
     ck_assert_int_eq(kt_store_dep_get(st, d.dep_id, &got), KEYTIER_OK);
     ck_assert_str_eq(got.name, "");
@@ -179,7 +179,7 @@ START_TEST(migrates_version_4_invalidations)
     kt_store_close(st);
     sql(BEFORE_8 "DROP TABLE cache_invalidations; PRAGMA user_version = 4");
     ck_assert_int_eq(kt_store_open(path, &st), KEYTIER_OK);
-    ck_assert_int_eq(kt_store_schema_version(st), 9);
+    ck_assert_int_eq(kt_store_schema_version(st), 10);
     int64_t head = -1;
     ck_assert_int_eq(kt_store_inval_head(st, &head), KEYTIER_OK);
     ck_assert_int_eq(head, 0);
@@ -222,7 +222,7 @@ START_TEST(migrates_version_7_idents_null)
     kt_store_close(st);
     sql(BEFORE_8 "PRAGMA user_version = 7");
     ck_assert_int_eq(kt_store_open(path, &st), KEYTIER_OK);
-    ck_assert_int_eq(kt_store_schema_version(st), 9);
+    ck_assert_int_eq(kt_store_schema_version(st), 10);
     ck_assert_int_eq(kt_store_dep_get(st, d.dep_id, &got), KEYTIER_OK);
     ck_assert_mem_eq(&got, &d, sizeof got);
     dep_rec(&e, 2, "org-2");
@@ -265,7 +265,7 @@ START_TEST(newer_schema_refused)
     ck_assert_int_eq(kt_store_open(path, &st), KEYTIER_E_STORE_VERSION);
     ck_assert_ptr_nonnull(strstr(keytier_last_error_detail(),
                                  "schema version 99, this library knows up "
-                                 "to 9"));
+                                 "to 10"));
 }
 END_TEST
 
