@@ -61,7 +61,8 @@ struct kt_config {
     char *modules[KT_MAX_MODULES];
     size_t n_modules;
     char *service_token; /* PKCS#11 URI naming a token */
-    char *store_path;
+    char *store_path;    /* a SQLite file or a PostgreSQL connection string */
+    char *store_password_file; /* store.password_file (PostgreSQL) */
     char *log_file;
     enum kt_log_level log_level;
     unsigned dep_limit;
@@ -85,6 +86,9 @@ KT_NODISCARD keytier_err kt_config_load(const char *path,
 struct kt_conf_key;
 const struct kt_conf_key *kt_config_table(size_t *n);
 void kt_config_free(struct kt_config *cfg);
+/* Whether a store setting names a PostgreSQL database (postgresql://,
+ * postgres://, libpq's key=value form) rather than a SQLite file. */
+bool kt_config_store_is_pg(const char *where);
 /* The audit log's path: avail.audit_log, or the store's path and
  * ".audit.jsonl". Returns a string to free, or NULL (out of memory). */
 char *kt_config_audit_log(const struct kt_config *cfg);

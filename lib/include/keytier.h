@@ -116,7 +116,10 @@ extern "C" {
     X(KEYTIER_E_DEP_REGION, 80,                                                \
       "the tenant already has a files DEP in this region")                     \
     X(KEYTIER_E_OFFBOARDED, 81,                                                \
-      "DEP offboarded: the tenant's files keys are service-managed")
+      "DEP offboarded: the tenant's files keys are service-managed")           \
+    /* 82..86: the PostgreSQL store */                                         \
+    X(KEYTIER_E_STORE_UNAVAILABLE, 82,                                         \
+      "store unreachable: the connection to PostgreSQL was lost or refused")
 
 #define KEYTIER_ERROR_ENUM_(name, value, msg) name = value,
 typedef enum keytier_err {
