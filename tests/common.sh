@@ -115,6 +115,32 @@ kt_tmpdir()
     export XDG_CONFIG_HOME=$KT_TMP/home/.config
 }
 
+# kt_store_conf FILE
+#   Prints the library configuration's store lines for a store at FILE: a
+#   SQLite file, or, when KT_TEST_PG holds a conninfo (tests/pg.sh, the
+#   PostgreSQL pass of tools/test.sh), a fresh database kt_<random> on that
+#   server, dropped at exit, and the audit log at FILE.audit.jsonl (a
+#   PostgreSQL store has no file to put it beside).  Every test that writes
+#   `store = ` takes it from here, so that the PostgreSQL pass reaches it.
+#   Call it with its output redirected to a file, not inside $(...): the
+#   drop at exit is registered in the calling shell.
+kt_store_conf()
+{
+    local file=$1
+    if [ -z "${KT_TEST_PG:-}" ]; then
+        echo "store = $file"
+        return
+    fi
+    local db
+    db=kt_$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')
+    psql -qAt "$KT_TEST_PG" -c "CREATE DATABASE $db" >/dev/null ||
+        kt_fail "cannot create database $db on $KT_TEST_PG"
+    kt_on_exit "psql -qAt '$KT_TEST_PG' -c 'DROP DATABASE IF EXISTS $db WITH (FORCE)' >/dev/null"
+    mkdir -p "$(dirname "$file")"
+    echo "store = $KT_TEST_PG dbname=$db"
+    echo "avail.audit_log = $file.audit.jsonl"
+}
+
 # kt_keytier_conf DIR [EXTRA_LINE...]
 #   Writes DIR/keytier.conf (the module's format, hsm-config/keytier.conf.example) with token_dir DIR/tokens,
 #   pin_kdf_cost = 10 (fast tests) and log_file DIR/keytier.log, plus each

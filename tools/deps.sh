@@ -8,6 +8,7 @@ pkgs=(
   gcc libc6-dev pkg-config meson ninja-build          # build
   clang                                                # the second compiler (tools/test.sh); its runtime has libFuzzer (tools/fuzz.sh)
   libssl-dev openssl libsqlite3-dev sqlite3            # crypto, storage
+  libpq-dev postgresql                                 # the PostgreSQL store; its test pass starts a throwaway cluster (tests/pg.sh)
   libp11-kit-dev p11-kit p11-kit-modules               # PKCS#11 header, URIs, module loading, RPC client
   libjson-c-dev                                        # audit log and --json output
   check                                                # unit tests

@@ -68,7 +68,8 @@ struct kt_cache {
     pthread_cond_t tcond;
     pthread_t thread;
     bool thread_started, stopping, poke;
-    uint64_t alert_next;           /* no alert is due before (cache clock) */
+    atomic_bool sync_now; /* sync at the next turn (kt_cache_sync_soon) */
+    uint64_t alert_next;  /* no alert is due before (cache clock) */
     pthread_mutex_t maintain_lock; /* one maintenance pass at a time */
     /* counters */
     atomic_uint_fast64_t refreshes, refresh_failures, fallbacks, alerts,
@@ -376,6 +377,12 @@ static void kt_cache_poke(kt_cache *c)
     c->poke = true;
     pthread_cond_signal(&c->tcond);
     pthread_mutex_unlock(&c->tlock);
+}
+
+void kt_cache_sync_soon(kt_cache *c)
+{
+    atomic_store(&c->sync_now, true);
+    kt_cache_poke(c);
 }
 
 keytier_err kt_cache_put(kt_cache *c, const char *id, const kt_cache_tags *tags,
@@ -929,7 +936,8 @@ static void *kt_cache_thread(void *arg)
         struct timespec ts;
 
         pthread_mutex_unlock(&c->tlock);
-        if (c->cfg.sync_ms && kt_cache_real_now() >= next_sync) {
+        if (c->cfg.sync_ms && (atomic_exchange(&c->sync_now, false) ||
+                               kt_cache_real_now() >= next_sync)) {
             c->cfg.sync(c->cfg.sync_arg);
             next_sync = kt_cache_real_now() + c->cfg.sync_ms;
         }

@@ -116,6 +116,9 @@ typedef struct kt_cache_stats {
 KT_NODISCARD keytier_err kt_cache_new(const kt_cache_config *config,
                                       kt_cache **out);
 void kt_cache_free(kt_cache *cache); /* stops the thread, wipes everything */
+/* The thread runs the sync callback at once, not at its next period (a
+ * notification came: avail/inval.c). */
+void kt_cache_sync_soon(kt_cache *c);
 
 /* Inserts or replaces entry id. */
 KT_NODISCARD keytier_err kt_cache_put(kt_cache *cache, const char *id,

@@ -122,6 +122,45 @@ static bool kt_avail_sync_locked(struct kt_avail *av)
     return true;
 }
 
+/* How long the listener waits before it looks at listen_stop again (a
+ * context's close waits at most this). */
+#define KT_LISTEN_WAIT_MS 250
+
+static void *kt_avail_listen_thread(void *arg)
+{
+    struct kt_avail *av = arg;
+    while (!atomic_load(&av->listen_stop))
+        if (kt_store_listen_wait(av->listener, KT_LISTEN_WAIT_MS))
+            kt_cache_sync_soon(av->cache);
+    return NULL;
+}
+
+keytier_err kt_avail_listen_start(struct kt_avail *av)
+{
+    keytier_err e = kt_store_listen_open(av->ctx->store, &av->listener);
+    if (e != KEYTIER_OK || av->listener == NULL)
+        return e;
+    atomic_store(&av->listen_stop, false);
+    if (pthread_create(&av->listen_thread, NULL, kt_avail_listen_thread, av)) {
+        kt_store_listen_close(av->listener);
+        av->listener = NULL;
+        return kt_err(KEYTIER_E_INTERNAL, "cannot start the listener thread");
+    }
+    av->listening = true;
+    return KEYTIER_OK;
+}
+
+void kt_avail_listen_stop(struct kt_avail *av)
+{
+    if (av->listening) {
+        atomic_store(&av->listen_stop, true);
+        pthread_join(av->listen_thread, NULL);
+        av->listening = false;
+    }
+    kt_store_listen_close(av->listener);
+    av->listener = NULL;
+}
+
 /* The cache thread's call, every avail.cache_sync_ms. */
 void kt_avail_sync(void *arg)
 {

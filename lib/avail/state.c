@@ -90,6 +90,8 @@ keytier_err kt_avail_open(keytier_ctx *ctx)
         av->last_sync_ms = kt_avail_now_ms();
         av->last_prune_ms = 0;
         e = kt_cache_new(&cc, &av->cache);
+        if (e == KEYTIER_OK && c->cache_sync_ms)
+            e = kt_avail_listen_start(av);
         if (e != KEYTIER_OK)
             goto fail;
     }
@@ -114,7 +116,9 @@ void kt_avail_close(keytier_ctx *ctx)
     /* The cache thread first: it makes token calls of its own (each
      * bounded by the call deadline).  Root-key reads still running on a
      * worker are late ones: they hold the context, not this state
-     * (keytier_ctx_close never waits for a hung token). */
+     * (keytier_ctx_close never waits for a hung token).  The listener
+     * before it: it pokes the cache. */
+    kt_avail_listen_stop(av);
     kt_cache_free(av->cache);
     av->cache = NULL;
     kt_audit_close(av->audit);

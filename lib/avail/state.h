@@ -32,6 +32,12 @@ struct kt_avail {
     uint64_t last_prune_ms;            /* (sync_mu) */
     atomic_uint_fast64_t last_sync_ms; /* start of the last good sync */
     atomic_uint_fast64_t syncs, sync_applied, sync_failures;
+    /* notifications of them (a PostgreSQL store): a thread waits on the
+     * listener and has the cache sync at once (inval.c) */
+    struct kt_store_listener *listener;
+    pthread_t listen_thread;
+    bool listening;
+    atomic_bool listen_stop;
 };
 
 /* read.c: the cache's refresh callback (kt_cache_config.refresh): the DEP
@@ -46,5 +52,9 @@ uint64_t kt_avail_now_ms(void);
 /* inval.c: the cache's sync callback (kt_cache_config.sync): applies the
  * invalidations other processes recorded since the last sync. */
 void kt_avail_sync(void *arg);
+/* inval.c: the listener thread (nothing on a SQLite store), started once
+ * the cache is, stopped before it is freed. */
+KT_NODISCARD keytier_err kt_avail_listen_start(struct kt_avail *av);
+void kt_avail_listen_stop(struct kt_avail *av);
 
 #endif

@@ -63,6 +63,8 @@ struct kt_config {
     char *service_token; /* PKCS#11 URI naming a token */
     char *node;          /* this node's name (default: the host name) */
     char *store_path;
+    char *store_path;    /* a SQLite file or a PostgreSQL connection string */
+    char *store_password_file; /* store.password_file (PostgreSQL) */
     char *log_file;
     enum kt_log_level log_level;
     unsigned dep_limit;
@@ -89,6 +91,9 @@ void kt_config_free(struct kt_config *cfg);
 /* Whether s is a node name: 1..KEYTIER_NODE_MAX bytes of A-Z a-z 0-9 . _ -
  * (the `node` key). */
 KT_NODISCARD bool kt_node_name_ok(const char *s);
+/* Whether a store setting names a PostgreSQL database (postgresql://,
+ * postgres://, libpq's key=value form) rather than a SQLite file. */
+bool kt_config_store_is_pg(const char *where);
 /* The audit log's path: avail.audit_log, or the store's path and
  * ".audit.jsonl". Returns a string to free, or NULL (out of memory). */
 char *kt_config_audit_log(const struct kt_config *cfg);

@@ -365,6 +365,8 @@ static const struct kt_conf_key kt_lib_keys[KT_LIB_KEYS] = {
     {"approval.required", KT_CONF_BOOL, 0, 0, NULL, "yes",
      FIELD(approval_required)},
     {"node", KT_CONF_CUSTOM, 0, 0, NULL, NULL, FIELD(node), .set = kt_set_node},
+    {"store.password_file", KT_CONF_STR, 1, KT_CONF_TEXT_MAX, NULL, NULL,
+     FIELD(store_password_file)},
 };
 
 static const struct kt_conf_file kt_lib_file = {
@@ -460,6 +462,29 @@ static keytier_err kt_default_store(struct kt_config *cfg)
     return cfg->store_path ? KEYTIER_OK : kt_err(KEYTIER_E_NOMEM, NULL);
 }
 
+bool kt_config_store_is_pg(const char *where)
+{
+    if (!strncmp(where, "postgresql://", 13) ||
+        !strncmp(where, "postgres://", 11))
+        return true;
+    /* libpq's key=value form: a first word "key=", never a path */
+    size_t n = strspn(where, "abcdefghijklmnopqrstuvwxyz_");
+    return n > 0 && where[n] == '=';
+}
+
+/* A PostgreSQL store is shared by nodes that each keep their own audit
+ * log, so its path cannot follow the store's.  (A password in the
+ * connection string, and store.password_file beside a SQLite file, are
+ * refused when the store opens: store_open.c, store_pg.c.) */
+static keytier_err kt_config_store_check(const struct kt_config *cfg)
+{
+    if (kt_config_store_is_pg(cfg->store_path) && cfg->avail.audit_log == NULL)
+        return kt_err(KEYTIER_E_CONFIG,
+                      "store is a PostgreSQL database: set avail.audit_log "
+                      "= PATH (this node's audit log file)");
+    return KEYTIER_OK;
+}
+
 /* A configuration that names the modules to load and the PINs to use is
  * believed only if nobody but its owner can change it, and, when it holds
  * a PIN itself (pin.LABEL = value:...), read it. */
@@ -521,6 +546,8 @@ keytier_err kt_config_load(const char *path, struct kt_config *cfg)
         e = kt_default_store(cfg);
     if (e == KEYTIER_OK && cfg->node == NULL)
         e = kt_default_node(cfg);
+    if (e == KEYTIER_OK)
+        e = kt_config_store_check(cfg);
     if (e != KEYTIER_OK)
         kt_config_free(cfg);
     return e;
@@ -537,6 +564,7 @@ void kt_config_free(struct kt_config *cfg)
     free(cfg->service_token);
     free(cfg->node);
     free(cfg->store_path);
+    free(cfg->store_password_file);
     free(cfg->log_file);
     kt_avail_config_free(&cfg->avail);
     memset(cfg, 0, sizeof *cfg);

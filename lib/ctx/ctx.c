@@ -46,7 +46,8 @@ KEYTIER_API keytier_err keytier_ctx_open(const char *config_path,
      * a vault that does not answer is left to come back on its own. */
     e = kt_tokens_load(ctx);
     if (e == KEYTIER_OK)
-        e = kt_store_open(ctx->cfg.store_path, &ctx->store);
+        e = kt_store_open_with(ctx->cfg.store_path,
+                               ctx->cfg.store_password_file, &ctx->store);
     if (e == KEYTIER_OK)
         e = kt_avail_open(ctx); /* Cache, audit log */
     if (e != KEYTIER_OK) {

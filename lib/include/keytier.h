@@ -117,6 +117,9 @@ extern "C" {
       "the tenant already has a files DEP in this region")                     \
     X(KEYTIER_E_OFFBOARDED, 81,                                                \
       "DEP offboarded: the tenant's files keys are service-managed")           \
+    /* 82..86: the PostgreSQL store */                                         \
+    X(KEYTIER_E_STORE_UNAVAILABLE, 82,                                         \
+      "store unreachable: the connection to PostgreSQL was lost or refused")   \
     /* 90..92: audit across nodes */                                           \
     X(KEYTIER_E_AUDIT_NODE, 90,                                                \
       "audit log is another node's chain: give each node its own "             \

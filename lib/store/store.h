@@ -62,8 +62,27 @@ struct kt_key_rec {
 
 /* Opens (creating and migrating as needed) the store at path; parent
  * directories are created 0700, the file 0600. */
+/* path: a SQLite file, or a PostgreSQL connection string (postgresql://,
+ * postgres:// or libpq's key=value form) without a password, which comes
+ * from password_file (NULL: none; a 0600 file of the caller) or libpq's
+ * PGPASSWORD or PGPASSFILE. */
 KT_NODISCARD keytier_err kt_store_open(const char *path, struct kt_store **out);
+KT_NODISCARD keytier_err kt_store_open_with(const char *path,
+                                            const char *password_file,
+                                            struct kt_store **out);
 void kt_store_close(struct kt_store *st);
+/* Notifications of cache invalidations from every node (PostgreSQL:
+ * LISTEN on a connection of its own; the rows are still read by
+ * kt_store_inval_read).  *out is NULL on SQLite: nothing to listen to. */
+struct kt_store_listener;
+KT_NODISCARD keytier_err kt_store_listen_open(struct kt_store *st,
+                                              struct kt_store_listener **out);
+/* Waits up to ms; true when invalidations may have been recorded since
+ * the last call (a notification came, or the connection was lost and
+ * made again), so the caller syncs at once.  A lost connection is made
+ * again here. */
+bool kt_store_listen_wait(struct kt_store_listener *l, unsigned ms);
+void kt_store_listen_close(struct kt_store_listener *l);
 /* The schema version of an open store (for tests of migrations). */
 int kt_store_schema_version(struct kt_store *st);
 int kt_store_schema_latest(void);

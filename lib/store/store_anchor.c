@@ -166,8 +166,10 @@ keytier_err kt_store_audit_index_take(struct kt_store *st, const char *log_id,
      * (the log is fdatasync'ed): this commit is synced in full, the rest
      * of the store keeps synchronous=NORMAL.  PostgreSQL: a commit is
      * durable with synchronous_commit on, its default. */
+    bool sqlite = st->pg == NULL;
     keytier_err e =
-        kt_db_exec(st, "take audit index", "PRAGMA synchronous=FULL");
+        sqlite ? kt_db_exec(st, "take audit index", "PRAGMA synchronous=FULL")
+               : KEYTIER_OK;
     if (e == KEYTIER_OK)
         e = kt_db_begin(st);
     if (e == KEYTIER_OK) {
@@ -180,7 +182,9 @@ keytier_err kt_store_audit_index_take(struct kt_store *st, const char *log_id,
             kt_db_rollback(st);
     }
     keytier_err back =
-        kt_db_exec(st, "take audit index", "PRAGMA synchronous=NORMAL");
+        sqlite
+            ? kt_db_exec(st, "take audit index", "PRAGMA synchronous=NORMAL")
+            : KEYTIER_OK;
     if (e == KEYTIER_OK)
         e = back;
     pthread_mutex_unlock(&st->mu);

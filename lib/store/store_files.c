@@ -118,9 +118,12 @@ static keytier_err kt_managed_insert(struct kt_store *st,
 {
     struct kt_stmt s;
     kt_stmt_prep(&s, st, "re-protected TIK",
-                 "INSERT OR REPLACE INTO managed_tiks(tik_id, dep_id, tenant, "
-                 "uri, mech, wrapped, created) VALUES "
-                 "(?1, ?2, ?3, ?4, ?5, ?6, ?7)");
+                 "INSERT INTO managed_tiks(tik_id, dep_id, tenant, uri, "
+                 "mech, wrapped, created) VALUES (?1, ?2, ?3, ?4, ?5, ?6, "
+                 "?7) ON CONFLICT (tik_id) DO UPDATE SET dep_id = "
+                 "excluded.dep_id, tenant = excluded.tenant, uri = "
+                 "excluded.uri, mech = excluded.mech, wrapped = "
+                 "excluded.wrapped, created = excluded.created");
     kt_stmt_bind_text(&s, 1, m->tik_id);
     kt_stmt_bind_text(&s, 2, m->dep_id);
     kt_stmt_bind_text(&s, 3, m->tenant);

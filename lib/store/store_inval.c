@@ -48,9 +48,13 @@ keytier_err kt_store_inval_head(struct kt_store *st, int64_t *seq)
     bool row;
     pthread_mutex_lock(&st->mu);
     *seq = 0;
+    /* The last seq given, kept when its row is pruned (on PostgreSQL
+     * in a table of its own: store_pg.c, kt_pg_ddl_extra). */
     kt_stmt_prep(&s, st, "cache invalidations",
-                 "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE "
-                 "name = 'cache_invalidations'), 0)");
+                 KT_DIALECT(st,
+                            "SELECT coalesce((SELECT seq FROM sqlite_sequence "
+                            "WHERE name = 'cache_invalidations'), 0)",
+                            "SELECT seq FROM kt_inval_head"));
     keytier_err e = kt_stmt_step(&s, &row);
     if (e == KEYTIER_OK && row) {
         *seq = kt_stmt_col_int64(&s, 0);

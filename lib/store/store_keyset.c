@@ -205,7 +205,7 @@ keytier_err kt_store_ks_retire(struct kt_store *st, const char *name,
 {
     *n = 0;
     pthread_mutex_lock(&st->mu);
-    keytier_err e = kt_db_exec(st, "retire", "PRAGMA secure_delete = ON");
+    keytier_err e = kt_db_pragma(st, "retire", "PRAGMA secure_delete = ON");
     if (e == KEYTIER_OK)
         e = kt_db_begin(st);
     if (e != KEYTIER_OK)
@@ -216,7 +216,7 @@ keytier_err kt_store_ks_retire(struct kt_store *st, const char *name,
     e = kt_db_commit(st);
     /* Best effort, as after a purge: the rows are gone either way. */
     if (e == KEYTIER_OK && *n > 0 &&
-        kt_db_exec(st, "retire", "PRAGMA wal_checkpoint(TRUNCATE)") !=
+        kt_db_pragma(st, "retire", "PRAGMA wal_checkpoint(TRUNCATE)") !=
             KEYTIER_OK)
         kt_err_clear();
     goto out;

@@ -15,10 +15,11 @@ static keytier_err kt_mig_add_locked(struct kt_store *st,
 {
     struct kt_stmt s;
     kt_stmt_prep(&s, st, "migration items",
-                 "INSERT OR IGNORE INTO migration_items(migration_id, key_id) "
+                 "INSERT INTO migration_items(migration_id, key_id) "
                  "SELECT ?1, key_id FROM tier_keys WHERE tenant = ?2 AND "
                  "workload = ?3 AND level = 1 AND dep_id != ?4 AND "
-                 "(?5 IS NULL OR name = ?5) AND (?6 IS NULL OR dep_id = ?6)");
+                 "(?5 IS NULL OR name = ?5) AND (?6 IS NULL OR dep_id = ?6) "
+                 "ON CONFLICT (migration_id, key_id) DO NOTHING");
     kt_stmt_bind_text(&s, 1, m->migration_id);
     kt_stmt_bind_text(&s, 2, m->tenant);
     kt_stmt_bind_text(&s, 3, m->workload);

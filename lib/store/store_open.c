@@ -231,6 +231,8 @@ int kt_store_schema_latest(void)
  * it. */
 static int kt_user_version(struct kt_store *st)
 {
+    if (st->pg != NULL)
+        return kt_pg_version(st, false);
     sqlite3_stmt *q = NULL;
     int v = -1;
     if (sqlite3_prepare_v2(st->db, "PRAGMA user_version", -1, &q, NULL) ==
@@ -249,12 +251,37 @@ int kt_store_schema_version(struct kt_store *st)
     return v;
 }
 
+/* Runs migration v -> v+1 and records version v+1: the SQLite DDL, on
+ * PostgreSQL translated (store_pg.c) with what it needs beyond it. */
+static keytier_err kt_migrate_one(struct kt_store *st, int v)
+{
+    if (st->pg == NULL) {
+        char bump[64];
+        keytier_err e = kt_db_exec(st, "migration", kt_migrations[v]);
+        snprintf(bump, sizeof bump, "PRAGMA user_version = %d", v + 1);
+        return e != KEYTIER_OK ? e : kt_db_exec(st, "migration", bump);
+    }
+    char *ddl = kt_pg_ddl(kt_migrations[v]);
+    if (ddl == NULL)
+        return kt_err(KEYTIER_E_NOMEM, NULL);
+    keytier_err e = kt_db_exec(st, "migration", ddl);
+    free(ddl);
+    const char *extra = kt_pg_ddl_extra(v);
+    if (e == KEYTIER_OK && extra != NULL)
+        e = kt_db_exec(st, "migration", extra);
+    return e != KEYTIER_OK ? e : kt_pg_set_version(st, v + 1);
+}
+
+/* Several processes may open a fresh store at once: the migration runs in
+ * one transaction (on PostgreSQL under the transactions' advisory lock,
+ * its version table created there), and the version is read inside it. */
 static keytier_err kt_migrate(struct kt_store *st, const char *path)
 {
     keytier_err e = kt_db_begin(st);
     if (e != KEYTIER_OK)
         return e;
-    int v = kt_user_version(st); /* read inside the write lock */
+    int v = st->pg != NULL ? kt_pg_version(st, true)
+                           : kt_user_version(st); /* inside the write lock */
     if (v < 0) {
         e = kt_db_fail(st, path);
         goto fail;
@@ -266,12 +293,7 @@ static keytier_err kt_migrate(struct kt_store *st, const char *path)
         goto fail;
     }
     for (; v < KT_SCHEMA_LATEST; v++) {
-        char bump[64];
-        e = kt_db_exec(st, "migration", kt_migrations[v]);
-        if (e != KEYTIER_OK)
-            goto fail;
-        snprintf(bump, sizeof bump, "PRAGMA user_version = %d", v + 1);
-        e = kt_db_exec(st, "migration", bump);
+        e = kt_migrate_one(st, v);
         if (e != KEYTIER_OK)
             goto fail;
     }
@@ -352,8 +374,41 @@ static keytier_err kt_store_new(struct kt_store **out)
     return KEYTIER_OK;
 }
 
+/* A PostgreSQL store: the connection, then the schema. */
+static keytier_err kt_store_open_pg(const char *conninfo,
+                                    const char *password_file,
+                                    struct kt_store **out)
+{
+    struct kt_store *st = NULL;
+    keytier_err e = kt_store_new(&st);
+    if (e != KEYTIER_OK)
+        return e;
+    e = kt_pg_open(st, conninfo, password_file);
+    if (e == KEYTIER_OK)
+        e = kt_migrate(st, "PostgreSQL store");
+    if (e != KEYTIER_OK) {
+        kt_store_close(st);
+        return e;
+    }
+    *out = st;
+    return KEYTIER_OK;
+}
+
 keytier_err kt_store_open(const char *path, struct kt_store **out)
 {
+    return kt_store_open_with(path, NULL, out);
+}
+
+keytier_err kt_store_open_with(const char *path, const char *password_file,
+                               struct kt_store **out)
+{
+    if (kt_store_is_pg(path))
+        return kt_store_open_pg(path, password_file, out);
+    if (password_file != NULL)
+        return kt_err(KEYTIER_E_CONFIG,
+                      "store.password_file is for a PostgreSQL store; the "
+                      "store %s is a SQLite file: remove the key",
+                      path);
     keytier_err e = kt_mkdirs(path);
     if (e != KEYTIER_OK)
         return e;
@@ -405,6 +460,7 @@ void kt_store_close(struct kt_store *st)
 {
     if (st == NULL)
         return;
+    kt_pg_close(st);
     /* Finalizing repeats a statement's last failure, reported already. */
     for (size_t i = 0; i < KT_STMT_CACHE; i++)
         (void)sqlite3_finalize(st->cache[i].q);

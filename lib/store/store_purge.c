@@ -145,7 +145,7 @@ keytier_err kt_store_tenant_purge(struct kt_store *st, const char *tenant,
     pthread_mutex_lock(&st->mu);
     /* Deleted pages are overwritten with zeros, and the WAL is emptied
      * afterwards: the wrapped copies leave the file, not just the index. */
-    keytier_err e = kt_db_exec(st, "purge", "PRAGMA secure_delete = ON");
+    keytier_err e = kt_db_pragma(st, "purge", "PRAGMA secure_delete = ON");
     if (e == KEYTIER_OK)
         e = kt_db_begin(st);
     if (e != KEYTIER_OK)
@@ -166,7 +166,7 @@ keytier_err kt_store_tenant_purge(struct kt_store *st, const char *tenant,
     /* Best effort: the rows are gone from the database either way; a
      * reader holding the WAL only delays its truncation. */
     if (e == KEYTIER_OK &&
-        kt_db_exec(st, "purge", "PRAGMA wal_checkpoint(TRUNCATE)") !=
+        kt_db_pragma(st, "purge", "PRAGMA wal_checkpoint(TRUNCATE)") !=
             KEYTIER_OK)
         kt_err_clear();
     goto out;
@@ -185,7 +185,8 @@ keytier_err kt_store_tenant_purged(struct kt_store *st, const char *tenant,
     *purged = false;
     pthread_mutex_lock(&st->mu);
     kt_stmt_prep(&s, st, "tenant purged",
-                 "SELECT count(*), coalesce(sum(state = ?3), 0) FROM deps "
+                 "SELECT count(*), coalesce(sum(CASE WHEN state = ?3 THEN 1 "
+                 "ELSE 0 END), 0) FROM deps "
                  "WHERE tenant = ?1 AND (?2 IS NULL OR workload = ?2)");
     kt_stmt_bind_text(&s, 1, tenant);
     kt_stmt_bind_text(&s, 2, workload);

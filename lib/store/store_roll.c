@@ -14,9 +14,12 @@ static keytier_err kt_roll_put(struct kt_store *st, const char *dep_id,
 {
     struct kt_stmt s;
     kt_stmt_prep(&s, st, "roll",
-                 "INSERT OR REPLACE INTO dep_roll(dep_id, slot, uri, mech, "
-                 "wrapped, started, ident) VALUES (?1, ?2, ?3, ?4, ?5, ?6, "
-                 "?7)");
+                 "INSERT INTO dep_roll(dep_id, slot, uri, mech, wrapped, "
+                 "started, ident) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON "
+                 "CONFLICT (dep_id) DO UPDATE SET slot = excluded.slot, uri "
+                 "= excluded.uri, mech = excluded.mech, wrapped = "
+                 "excluded.wrapped, started = excluded.started, ident = "
+                 "excluded.ident");
     kt_stmt_bind_text(&s, 1, dep_id);
     kt_stmt_bind_int(&s, 2, slot);
     kt_stmt_bind_text(&s, 3, pending->uri);

@@ -1,7 +1,9 @@
 /*
- * The checked statement of the SQLite store (store_stmt.h): every SQLite
- * result is looked at, and the first failure of a statement becomes its
- * KEYTIER_E_STORE with the SQL and SQLite's message.
+ * The checked statement of the store (store_stmt.h): every engine result
+ * is looked at, and the first failure of a statement becomes its
+ * KEYTIER_E_STORE (KEYTIER_E_STORE_UNAVAILABLE for a lost PostgreSQL
+ * connection) with the SQL and the engine's message.  The SQLite engine is
+ * here; each entry hands a PostgreSQL store to store_pg.c.
  */
 #include <limits.h>
 #include <stdio.h>
@@ -10,28 +12,31 @@
 
 #include "store_stmt.h"
 
-/* Records the first failure: later ones are consequences of it. */
 static void kt_stmt_fail(struct kt_stmt *s, int rc, const char *how,
                          const char *msg)
 {
-    if (s->err != KEYTIER_OK)
-        return;
-    s->rc = rc;
-    s->err =
-        kt_err(KEYTIER_E_STORE, "%s: %s%s [%s]", s->what, how, msg, s->sql);
+    kt_stmt_fail_code(s, KEYTIER_E_STORE, rc, how, msg);
 }
 
 void kt_stmt_prep(struct kt_stmt *s, struct kt_store *st, const char *what,
                   const char *sql)
 {
-    *s = (struct kt_stmt){.st = st, .sql = sql, .what = what};
+    *s = (struct kt_stmt){.st = st, .sql = sql, .what = what, .slot = -1};
     atomic_fetch_add_explicit(&st->ops, 1, memory_order_relaxed);
     size_t i;
     for (i = 0; i < KT_STMT_CACHE && st->cache[i].sql != NULL; i++)
         if (st->cache[i].sql == sql) {
             s->q = st->cache[i].q;
+            if (st->pg != NULL)
+                kt_pg_prep(s, (int)i);
             return;
         }
+    if (st->pg != NULL) {
+        if (i < KT_STMT_CACHE)
+            st->cache[i].sql = sql;
+        kt_pg_prep(s, i < KT_STMT_CACHE ? (int)i : -1);
+        return;
+    }
     int rc = sqlite3_prepare_v3(st->db, sql, -1, SQLITE_PREPARE_PERSISTENT,
                                 &s->q, NULL);
     if (rc != SQLITE_OK) {
@@ -62,6 +67,10 @@ void kt_stmt_bind_text(struct kt_stmt *s, int i, const char *text)
 {
     if (s->err != KEYTIER_OK)
         return;
+    if (s->st->pg != NULL) {
+        kt_pg_bind_text(s, i, text);
+        return;
+    }
     kt_stmt_bound(s, i,
                   text != NULL
                       ? sqlite3_bind_text(s->q, i, text, -1, SQLITE_STATIC)
@@ -70,13 +79,17 @@ void kt_stmt_bind_text(struct kt_stmt *s, int i, const char *text)
 
 void kt_stmt_bind_int(struct kt_stmt *s, int i, int v)
 {
-    if (s->err == KEYTIER_OK)
+    if (s->err == KEYTIER_OK && s->st->pg != NULL)
+        kt_pg_bind_int64(s, i, v);
+    else if (s->err == KEYTIER_OK)
         kt_stmt_bound(s, i, sqlite3_bind_int(s->q, i, v));
 }
 
 void kt_stmt_bind_int64(struct kt_stmt *s, int i, int64_t v)
 {
-    if (s->err == KEYTIER_OK)
+    if (s->err == KEYTIER_OK && s->st->pg != NULL)
+        kt_pg_bind_int64(s, i, v);
+    else if (s->err == KEYTIER_OK)
         kt_stmt_bound(s, i, sqlite3_bind_int64(s->q, i, (sqlite3_int64)v));
 }
 
@@ -84,6 +97,10 @@ void kt_stmt_bind_blob(struct kt_stmt *s, int i, const void *p, size_t n)
 {
     if (s->err != KEYTIER_OK)
         return;
+    if (s->st->pg != NULL) {
+        kt_pg_bind_blob(s, i, p, n);
+        return;
+    }
     kt_stmt_bound(s, i,
                   n > INT_MAX
                       ? SQLITE_TOOBIG
@@ -95,6 +112,8 @@ keytier_err kt_stmt_step(struct kt_stmt *s, bool *row)
     *row = false;
     if (s->err != KEYTIER_OK)
         return s->err;
+    if (s->st->pg != NULL)
+        return kt_pg_step(s, row);
     int rc = sqlite3_step(s->q);
     if (rc == SQLITE_ROW) {
         *row = true;
@@ -152,16 +171,24 @@ static void kt_stmt_col_nomem(struct kt_stmt *s, int col)
 
 int kt_stmt_col_int(struct kt_stmt *s, int col)
 {
+    if (s->st->pg != NULL)
+        return (int)kt_pg_col_int64(s, col);
     return kt_stmt_col_ok(s, col) ? sqlite3_column_int(s->q, col) : 0;
 }
 
 int64_t kt_stmt_col_int64(struct kt_stmt *s, int col)
 {
+    if (s->st->pg != NULL)
+        return kt_pg_col_int64(s, col);
     return kt_stmt_col_ok(s, col) ? sqlite3_column_int64(s->q, col) : 0;
 }
 
 bool kt_stmt_col_null(struct kt_stmt *s, int col)
 {
+    int len;
+    if (s->st->pg != NULL)
+        return s->err == KEYTIER_OK && kt_pg_col(s, col, &len) == NULL &&
+               s->err == KEYTIER_OK;
     return kt_stmt_col_ok(s, col) &&
            sqlite3_column_type(s->q, col) == SQLITE_NULL;
 }
@@ -169,7 +196,10 @@ bool kt_stmt_col_null(struct kt_stmt *s, int col)
 void kt_stmt_col_text(struct kt_stmt *s, int col, char *dst, size_t cap)
 {
     const unsigned char *t = NULL;
-    if (kt_stmt_col_ok(s, col)) {
+    int len;
+    if (s->st->pg != NULL)
+        t = (const unsigned char *)kt_pg_col(s, col, &len);
+    else if (kt_stmt_col_ok(s, col)) {
         t = sqlite3_column_text(s->q, col);
         if (t == NULL && sqlite3_column_type(s->q, col) != SQLITE_NULL)
             kt_stmt_col_nomem(s, col);
@@ -180,6 +210,8 @@ void kt_stmt_col_text(struct kt_stmt *s, int col, char *dst, size_t cap)
 bool kt_stmt_col_blob(struct kt_stmt *s, int col, uint8_t *dst, size_t cap,
                       size_t *len)
 {
+    if (s->st->pg != NULL)
+        return kt_pg_col_blob(s, col, dst, cap, len);
     if (!kt_stmt_col_ok(s, col))
         return false;
     const void *p = sqlite3_column_blob(s->q, col);
@@ -198,6 +230,10 @@ bool kt_stmt_col_blob(struct kt_stmt *s, int col, uint8_t *dst, size_t cap,
 
 void kt_stmt_done(struct kt_stmt *s)
 {
+    if (s->st->pg != NULL) {
+        kt_pg_done(s);
+        return;
+    }
     if (s->q == NULL)
         return;
     struct kt_store *st = s->st;
@@ -246,24 +282,46 @@ keytier_err kt_stmt_collect(struct kt_stmt *s, size_t elem_size, size_t grow,
 
 keytier_err kt_db_fail(struct kt_store *st, const char *what)
 {
+    if (st->pg != NULL)
+        return kt_err(KEYTIER_E_STORE, "%s: PostgreSQL store", what);
     return kt_err(KEYTIER_E_STORE, "%s: %s", what, sqlite3_errmsg(st->db));
 }
 
 keytier_err kt_db_exec(struct kt_store *st, const char *what, const char *sql)
 {
     atomic_fetch_add_explicit(&st->ops, 1, memory_order_relaxed);
+    if (st->pg != NULL)
+        return kt_pg_exec(st, what, sql);
     if (sqlite3_exec(st->db, sql, NULL, NULL, NULL) != SQLITE_OK)
         return kt_db_fail(st, what);
     return KEYTIER_OK;
 }
 
+keytier_err kt_db_pragma(struct kt_store *st, const char *what, const char *sql)
+{
+    return st->pg != NULL ? KEYTIER_OK : kt_db_exec(st, what, sql);
+}
+
+/* On PostgreSQL, one advisory lock taken at the start (store_pg.c): the
+ * same one-writer-at-a-time as BEGIN IMMEDIATE on SQLite. */
 keytier_err kt_db_begin(struct kt_store *st)
 {
+    if (st->pg != NULL) {
+        atomic_fetch_add_explicit(&st->ops, 1, memory_order_relaxed);
+        return kt_pg_begin(st);
+    }
     return kt_db_exec(st, "begin", "BEGIN IMMEDIATE");
 }
 
 keytier_err kt_db_commit(struct kt_store *st)
 {
+    if (st->pg != NULL) {
+        atomic_fetch_add_explicit(&st->ops, 1, memory_order_relaxed);
+        keytier_err pe = kt_pg_commit(st);
+        if (pe != KEYTIER_OK)
+            kt_pg_rollback(st);
+        return pe;
+    }
     keytier_err e = kt_db_exec(st, "commit", "COMMIT");
     if (e != KEYTIER_OK)
         kt_db_rollback(st);
@@ -275,11 +333,16 @@ void kt_db_rollback(struct kt_store *st)
     /* Fails only when no transaction is open any more (SQLite rolled it
      * back itself): the caller's error is the one to report. */
     atomic_fetch_add_explicit(&st->ops, 1, memory_order_relaxed);
-    (void)sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+    if (st->pg != NULL)
+        kt_pg_rollback(st);
+    else
+        (void)sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
 }
 
 int64_t kt_db_changes(struct kt_store *st)
 {
+    if (st->pg != NULL)
+        return kt_pg_changes(st);
     return sqlite3_changes(st->db);
 }
 

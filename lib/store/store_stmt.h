@@ -1,7 +1,11 @@
 /*
- * store_stmt.h - the inside of the SQLite store (store.h): the connection,
- * its statement cache, transactions, and the checked statement that every
- * store_<family>.c file uses instead of calling SQLite directly.
+ * store_stmt.h - the inside of the store (store.h): the connection, its
+ * statement cache, transactions, and the checked statement that every
+ * store_<family>.c file uses instead of calling an engine directly.  Two
+ * engines sit behind it: SQLite (store_stmt.c, store_open.c) and
+ * PostgreSQL (store_pg.c, when st->pg is set); the family files' SQL is
+ * the same for both (?N parameters, standard SQL), and the SQLite result
+ * codes (SQLITE_CONSTRAINT_UNIQUE, ...) are the codes of both.
  *
  * A struct kt_stmt keeps the first failure of its statement (prepare, bind,
  * step or column read) as a KEYTIER_E_STORE naming what was being done,
@@ -33,9 +37,14 @@
 /* Statements kept prepared per store: more than the store's distinct SQL
  * texts (about 50), so that none is prepared again on every call. */
 #define KT_STMT_CACHE 80
+/* The most parameters a statement of the store has (?1..?16). */
+#define KT_STMT_MAXP 16
+
+struct kt_pg; /* store_pg.c */
 
 struct kt_store {
     sqlite3 *db;
+    struct kt_pg *pg;   /* the PostgreSQL engine when set, db unused */
     pthread_mutex_t mu; /* one connection, statements grouped per call */
     /* Prepared statements, keyed by their SQL text's address (every query
      * is a literal), reused under mu. */
@@ -56,6 +65,14 @@ struct kt_stmt {
     const char *what; /* "insert DEP": the start of every error text */
     keytier_err err;  /* the first failure, KEYTIER_OK while none */
     int rc;           /* its extended SQLite code (SQLITE_OK: none) */
+    /* PostgreSQL: the cache slot (-1: none), the parameters, the result
+     * and its current row. */
+    int slot, np, row, nrows;
+    const char *pv[KT_STMT_MAXP];
+    int plen[KT_STMT_MAXP], pfmt[KT_STMT_MAXP];
+    unsigned ptype[KT_STMT_MAXP];
+    char pnum[KT_STMT_MAXP][24];
+    void *res;
 };
 
 /* Takes sql's cached statement (or prepares and caches it).  sql must be a
@@ -126,6 +143,52 @@ int64_t kt_db_changes(struct kt_store *st);
 KT_NODISCARD keytier_err kt_db_run(struct kt_store *st, const char *what,
                                    const char *sql, const char *const *texts,
                                    size_t n, const int64_t *num);
+
+/* SQLite's settings (PRAGMA): nothing on PostgreSQL. */
+KT_NODISCARD keytier_err kt_db_pragma(struct kt_store *st, const char *what,
+                                      const char *sql);
+/* The channel of cache invalidations on PostgreSQL (LISTEN/NOTIFY). */
+#define KT_PG_INVAL_CHANNEL "keytier_inval"
+/* The SQL of the store's engine where the dialects differ. */
+#define KT_DIALECT(st, sqlite_sql, pg_sql)                                     \
+    ((st)->pg != NULL ? (pg_sql) : (sqlite_sql))
+/* Records the first failure of s with its keytier code (both engines):
+ * later ones are consequences of it. */
+static inline void kt_stmt_fail_code(struct kt_stmt *s, keytier_err code,
+                                     int rc, const char *how, const char *msg)
+{
+    if (s->err != KEYTIER_OK)
+        return;
+    s->rc = rc;
+    s->err = kt_err(code, "%s: %s%s [%s]", s->what, how, msg, s->sql);
+}
+
+/* ---- the PostgreSQL engine (store_pg.c) -------------------------------- */
+
+bool kt_store_is_pg(const char *where);
+KT_NODISCARD keytier_err kt_pg_open(struct kt_store *st, const char *conninfo,
+                                    const char *password_file);
+void kt_pg_close(struct kt_store *st);
+void kt_pg_prep(struct kt_stmt *s, int slot);
+void kt_pg_bind_text(struct kt_stmt *s, int i, const char *text);
+void kt_pg_bind_int64(struct kt_stmt *s, int i, int64_t v);
+void kt_pg_bind_blob(struct kt_stmt *s, int i, const void *p, size_t n);
+KT_NODISCARD keytier_err kt_pg_step(struct kt_stmt *s, bool *row);
+const char *kt_pg_col(struct kt_stmt *s, int col, int *len);
+int64_t kt_pg_col_int64(struct kt_stmt *s, int col);
+KT_NODISCARD bool kt_pg_col_blob(struct kt_stmt *s, int col, uint8_t *dst,
+                                 size_t cap, size_t *len);
+void kt_pg_done(struct kt_stmt *s);
+KT_NODISCARD keytier_err kt_pg_exec(struct kt_store *st, const char *what,
+                                    const char *sql);
+KT_NODISCARD keytier_err kt_pg_begin(struct kt_store *st);
+KT_NODISCARD keytier_err kt_pg_commit(struct kt_store *st);
+void kt_pg_rollback(struct kt_store *st);
+int64_t kt_pg_changes(struct kt_store *st);
+char *kt_pg_ddl(const char *ddl);
+const char *kt_pg_ddl_extra(int v);
+int kt_pg_version(struct kt_store *st, bool create);
+KT_NODISCARD keytier_err kt_pg_set_version(struct kt_store *st, int v);
 
 /* ---- rows shared between families -------------------------------------- */
 

@@ -39,10 +39,12 @@ cli_tokens()
     URI_B=$(kt token keygen --token vault-b --label root-b --type aes256 \
         --pin-env PIN) || kt_fail "keygen root-b"
     export URI_A URI_B
+    # not in $(...): the database's drop is registered in this shell
+    kt_store_conf "$KT_TMP/store/keytier.db" >"$KT_TMP/store.conf"
     cat >"$KT_TMP/lib.conf" <<CONF
 module = $KT_MODULE
 service_token = pkcs11:token=svc
-store = $KT_TMP/store/keytier.db
+$(cat "$KT_TMP/store.conf")
 pin.vault-a = env:PIN
 pin.vault-b = env:PIN
 pin.svc = env:PIN

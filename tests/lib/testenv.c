@@ -1,4 +1,5 @@
 #include <check.h>
+#include <ctype.h>
 #include <dirent.h>
 #include <ftw.h>
 #include <stdio.h>
@@ -19,6 +20,34 @@ static void run(const char *cmd)
     ck_assert_msg(rc == 0, "command failed (%d): %s", rc, cmd);
 }
 
+/* KT_TEST_PG (a conninfo, tests/pg.sh): the store is a fresh database
+ * kt_<random> on that server, dropped by testenv_teardown. */
+static void testenv_pg_create(struct testenv *t)
+{
+    const char *pg = getenv("KT_TEST_PG");
+    if (pg == NULL || *pg == '\0')
+        return;
+    const char *base = strrchr(t->dir, '-'); /* mkdtemp's random part */
+    snprintf(t->pg_db, sizeof t->pg_db, "kt_%s", base ? base + 1 : "x");
+    for (char *p = t->pg_db; *p; p++)
+        if (!isalnum((unsigned char)*p))
+            *p = '_';
+        else
+            *p = (char)tolower((unsigned char)*p);
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd,
+             "psql -qAt '%s' -c 'CREATE DATABASE %s' >/dev/null", pg, t->pg_db);
+    run(cmd);
+    snprintf(t->store, sizeof t->store, "%s dbname=%s", pg, t->pg_db);
+    snprintf(cmd, sizeof cmd, "mkdir -p %s/store", t->dir);
+    run(cmd);
+}
+
+bool testenv_is_pg(const struct testenv *t)
+{
+    return t->pg_db[0] != '\0';
+}
+
 void testenv_setup(struct testenv *t)
 {
     memset(t, 0, sizeof *t);
@@ -37,6 +66,7 @@ void testenv_setup(struct testenv *t)
     snprintf(t->keytier_conf, sizeof t->keytier_conf, "%s/keytier.conf",
              t->dir);
     snprintf(t->store, sizeof t->store, "%s/store/keytier.db", t->dir);
+    testenv_pg_create(t);
     char cmd[1024];
     snprintf(cmd, sizeof cmd, "mkdir -p %s/softhsm", t->dir);
     run(cmd);
@@ -78,6 +108,16 @@ void testenv_teardown(struct testenv *t)
 {
     if (t->dir[0])
         nftw(t->dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    if (t->pg_db[0]) {
+        char cmd[1024];
+        snprintf(cmd, sizeof cmd,
+                 "psql -qAt '%s' -c 'DROP DATABASE IF EXISTS %s WITH "
+                 "(FORCE)' >/dev/null",
+                 getenv("KT_TEST_PG"), t->pg_db);
+        if (system(cmd) != 0)
+            fprintf(stderr, "testenv: could not drop database %s\n", t->pg_db);
+        t->pg_db[0] = '\0';
+    }
 }
 
 /* A raw PKCS#11 session on a SoftHSM2 token, for setting up roots. */
@@ -288,6 +328,10 @@ void testenv_write_conf_mods(struct testenv *t, int mods, const char *extra)
             "pin.VaultC = value:1234\n"
             "pin.Service = value:1234\n",
             t->service, t->store, t->dir);
+    /* A PostgreSQL store has no file to put the audit log beside. */
+    if (testenv_is_pg(t) && (!extra || !strstr(extra, "avail.audit_log")))
+        fprintf(f, "avail.audit_log = %s/store/keytier.db.audit.jsonl\n",
+                t->dir);
     /* A key is set once: extra may choose its own log level. */
     if (!extra || !strstr(extra, "log_level"))
         fputs("log_level = warning\n", f);

@@ -15,7 +15,8 @@ struct testenv {
     char dir[256];
     char softhsm_conf[320];
     char conf[320];
-    char store[320];
+    char store[320]; /* a SQLite file, or a conninfo with KT_TEST_PG */
+    char pg_db[40];  /* the database made for this test ("": SQLite) */
     char softhsm_module[256];
     char keytier_module[256]; /* $KT_MODULE */
     char keytier_conf[320];
@@ -31,6 +32,8 @@ enum { MOD_SOFTHSM = 1, MOD_KEYTIER = 2 };
  * from a file (VaultA), an env var (VaultB) and config values (others). */
 void testenv_setup(struct testenv *t);
 void testenv_teardown(struct testenv *t);
+/* Whether the store is a PostgreSQL database (KT_TEST_PG set). */
+bool testenv_is_pg(const struct testenv *t);
 
 enum {
     ROOT_EXTRACTABLE = 1,
