@@ -29,10 +29,15 @@ static keytier_err kt_mig_claim_pick(struct kt_store *st, const char *id,
     bool row = false;
     keytier_err e = KEYTIER_OK;
     *n = 0;
+    /* In the order of index migration_items_claim (migration_id, done,
+     * lease_until): unclaimed items (lease_until NULL) first, then the
+     * expired ones, the live claims last, so the scan stops after max
+     * rows however many items the migration has. claimed_by and
+     * lease_until are set and cleared together. */
     kt_stmt_prep(&s, st, "claim items",
                  "SELECT key_id, claimed_by IS NOT NULL FROM migration_items "
-                 "WHERE migration_id = ?1 AND done = 0 AND (claimed_by IS "
-                 "NULL OR lease_until <= ?2) ORDER BY key_id LIMIT ?3");
+                 "WHERE migration_id = ?1 AND done = 0 AND (lease_until IS "
+                 "NULL OR lease_until <= ?2) ORDER BY lease_until LIMIT ?3");
     kt_stmt_bind_text(&s, 1, id);
     kt_stmt_bind_int64(&s, 2, now_ms);
     kt_stmt_bind_int64(&s, 3, (int64_t)max);
