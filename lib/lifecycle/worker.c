@@ -24,29 +24,6 @@
 
 #define KT_WORKER_UNSETTLED 256 /* DEPs looked at per pass */
 
-int64_t kt_worker_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-void kt_worker_emit(struct kt_worker *w, keytier_worker_event *ev)
-{
-    if (ev->tenant == NULL)
-        ev->tenant = "";
-    if (ev->id == NULL)
-        ev->id = "";
-    if (ev->detail == NULL)
-        ev->detail = "";
-    if (ev->err != KEYTIER_OK && ev->err != KEYTIER_E_LEASE_LOST &&
-        w->report->failed++ == 0)
-        snprintf(w->first, sizeof w->first, "%s %s: %s", ev->what, ev->id,
-                 ev->detail);
-    if (w->opts->each != NULL)
-        w->opts->each(w->opts->arg, ev);
-}
-
 KEYTIER_API keytier_err keytier_worker_id(char *out, size_t cap)
 {
     kt_err_clear();

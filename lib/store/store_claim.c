@@ -8,7 +8,7 @@
  *
  * SQLite: every change runs under BEGIN IMMEDIATE (one writer at a time),
  * so the rows a claimer selects cannot be claimed by another before its
- * UPDATE.  PostgreSQL needs the selection of kt_mig_claim_pick to read
+ * UPDATE.  PostgreSQL needs the selections of kt_mig_claim_range to read
  * `FOR UPDATE SKIP LOCKED` (claimers skip each other's rows instead of
  * waiting) and the claim check of store_mig.c to lock its row
  * (`FOR UPDATE`).
@@ -18,38 +18,59 @@
 
 #include "store_stmt.h"
 
-/* The candidates of a claim: up to max items not done, unclaimed or with
- * a lease run out, into ids; expired[i] says the item had a claim. */
-static keytier_err kt_mig_claim_pick(struct kt_store *st, const char *id,
-                                     int64_t now_ms, size_t max,
-                                     char (*ids)[KEYTIER_ID_SIZE],
-                                     bool *expired, size_t *n)
+/* Up to max - *n candidates of one kind into ids from *n on: expired
+ * claims (a dead worker's batch, taken over first, oldest lease first)
+ * or unclaimed items.  Both ranges of index migration_items_claim
+ * (migration_id, done, lease_until; claimed_by and lease_until are set
+ * and cleared together), so a scan stops after max rows however many
+ * items the migration has. */
+static keytier_err kt_mig_claim_range(struct kt_store *st, const char *id,
+                                      int64_t now_ms, bool expired_ones,
+                                      size_t max, char (*ids)[KEYTIER_ID_SIZE],
+                                      bool *expired, size_t *n)
 {
     struct kt_stmt s;
     bool row = false;
     keytier_err e = KEYTIER_OK;
-    *n = 0;
-    /* In the order of index migration_items_claim (migration_id, done,
-     * lease_until): unclaimed items (lease_until NULL) first, then the
-     * expired ones, the live claims last, so the scan stops after max
-     * rows however many items the migration has. claimed_by and
-     * lease_until are set and cleared together. */
-    kt_stmt_prep(&s, st, "claim items",
-                 "SELECT key_id, claimed_by IS NOT NULL FROM migration_items "
-                 "WHERE migration_id = ?1 AND done = 0 AND (lease_until IS "
-                 "NULL OR lease_until <= ?2) ORDER BY lease_until LIMIT ?3");
+    if (expired_ones) {
+        kt_stmt_prep(&s, st, "claim items",
+                     "SELECT key_id FROM migration_items WHERE "
+                     "migration_id = ?1 AND done = 0 AND lease_until <= ?3 "
+                     "ORDER BY lease_until LIMIT ?2");
+        kt_stmt_bind_int64(&s, 3, now_ms);
+    } else {
+        kt_stmt_prep(&s, st, "claim items",
+                     "SELECT key_id FROM migration_items WHERE "
+                     "migration_id = ?1 AND done = 0 AND lease_until IS NULL "
+                     "LIMIT ?2");
+    }
     kt_stmt_bind_text(&s, 1, id);
-    kt_stmt_bind_int64(&s, 2, now_ms);
-    kt_stmt_bind_int64(&s, 3, (int64_t)max);
+    kt_stmt_bind_int64(&s, 2, (int64_t)(max - *n));
     while (*n < max && (e = kt_stmt_step(&s, &row)) == KEYTIER_OK && row) {
         kt_stmt_col_text(&s, 0, ids[*n], KEYTIER_ID_SIZE);
-        expired[*n] = kt_stmt_col_int(&s, 1) != 0;
+        expired[*n] = expired_ones;
         e = kt_stmt_err(&s);
         if (e != KEYTIER_OK)
             break;
         (*n)++;
     }
     kt_stmt_done(&s);
+    return e;
+}
+
+/* The candidates of a claim: up to max items not done, first those whose
+ * lease ran out, then unclaimed ones, into ids; expired[i] says the item
+ * had a claim. */
+static keytier_err kt_mig_claim_pick(struct kt_store *st, const char *id,
+                                     int64_t now_ms, size_t max,
+                                     char (*ids)[KEYTIER_ID_SIZE],
+                                     bool *expired, size_t *n)
+{
+    *n = 0;
+    keytier_err e =
+        kt_mig_claim_range(st, id, now_ms, true, max, ids, expired, n);
+    if (e == KEYTIER_OK && *n < max)
+        e = kt_mig_claim_range(st, id, now_ms, false, max, ids, expired, n);
     return e;
 }
 
