@@ -80,6 +80,11 @@ struct kt_config {
     size_t n_approvers;
     unsigned approval_max_ttl; /* seconds */
     bool approval_required;
+    struct {
+        unsigned batch;    /* items a worker claims at once */
+        unsigned lease_ms; /* how long a claim is its worker's own */
+        unsigned poll_ms;  /* a worker's pause when nothing is runnable */
+    } worker;
 };
 
 KT_NODISCARD keytier_err kt_config_load(const char *path,

@@ -297,7 +297,7 @@ enum {
     KEY_AVAIL_FIRST = 14,
     KEY_CACHE_TTL = KEY_AVAIL_FIRST + 5, /* then refresh_ahead, retry, alert */
     KEY_AVAIL_END = 26,
-    KT_LIB_KEYS = 32,
+    KT_LIB_KEYS = 36,
 };
 
 /* Every key may be given once, but the list keys module and remote
@@ -367,6 +367,11 @@ static const struct kt_conf_key kt_lib_keys[KT_LIB_KEYS] = {
     {"node", KT_CONF_CUSTOM, 0, 0, NULL, NULL, FIELD(node), .set = kt_set_node},
     {"store.password_file", KT_CONF_STR, 1, KT_CONF_TEXT_MAX, NULL, NULL,
      FIELD(store_password_file)},
+    {"worker.batch", KT_CONF_UINT, 1, 100000, NULL, "256", FIELD(worker.batch)},
+    {"worker.lease_ms", KT_CONF_UINT, 1000, 86400000, NULL, "30000",
+     FIELD(worker.lease_ms)},
+    {"worker.poll_ms", KT_CONF_UINT, 10, 3600000, NULL, "5000",
+     FIELD(worker.poll_ms)},
 };
 
 static const struct kt_conf_file kt_lib_file = {

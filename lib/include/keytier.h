@@ -120,6 +120,10 @@ extern "C" {
     /* 82..86: the PostgreSQL store */                                         \
     X(KEYTIER_E_STORE_UNAVAILABLE, 82,                                         \
       "store unreachable: the connection to PostgreSQL was lost or refused")   \
+    /* 87..89: workers (keytier worker): claims under a lease */               \
+    X(KEYTIER_E_LEASE_LOST, 87,                                                \
+      "claim lost: another worker took the batch over after its lease ran "    \
+      "out; nothing of it was written")                                        \
     /* 90..92: audit across nodes */                                           \
     X(KEYTIER_E_AUDIT_NODE, 90,                                                \
       "audit log is another node's chain: give each node its own "             \
@@ -1130,6 +1134,79 @@ typedef struct keytier_keyset_due_report {
 KEYTIER_API KEYTIER_MUST_CHECK keytier_err keytier_keyset_rollover_due(
     keytier_ctx *ctx, int dry_run, keytier_keyset_due_report *report,
     void (*each)(void *arg, const keytier_keyset_due *item), void *arg);
+/*
+ * Workers (`keytier worker`, docs/DESIGN.md "Workers"): processes on one or
+ * several nodes sharing a store run the lifecycle work of every tenant -
+ * migrations (assign, recover), DEPs a dead process left rolling or
+ * registering, keysets due for rollover.  A worker claims a batch of a
+ * migration's items under a lease (worker.lease_ms) in one short
+ * transaction, rewraps it, and commits it in one transaction that moves
+ * the keys and marks the items done only where the claim is still its
+ * own; a batch whose claim another worker took over after the lease ran
+ * out is not written (KEYTIER_E_LEASE_LOST in its event).  A dead worker's
+ * claims are taken over once its lease has run out.  Progress (done,
+ * total) is kept with the items, visible to every process.
+ */
+#define KEYTIER_WORKER_ID_MAX 128
+
+typedef struct keytier_worker_event {
+    /* "migration batch", "migration completed", "migration failed",
+     * "DEP settled", "DEP settle failed", "keysets" */
+    const char *what;
+    const char *tenant;     /* "" when not one tenant's */
+    const char *id;         /* migration or DEP id, "" for keysets */
+    size_t claimed;         /* items claimed by this batch */
+    size_t moved;           /* items written by it */
+    size_t lost;            /* items whose claim was taken over */
+    size_t taken_over;      /* items claimed after another's lease ran out */
+    uint64_t done, total;   /* the migration's progress after the batch */
+    size_t rolled, retired; /* "keysets": rollovers, versions retired */
+    keytier_err err;        /* KEYTIER_OK, or this step's failure */
+    const char *detail;     /* err's detail; "" when KEYTIER_OK */
+} keytier_worker_event;
+
+typedef struct keytier_worker_opts {
+    const char *worker_id; /* keytier_worker_id; unique among workers */
+    size_t batch;          /* items per claim; 0: worker.batch */
+    uint32_t lease_ms;     /* 0: worker.lease_ms */
+    /* Asked between batches (may be NULL): non-zero stops the pass; the
+     * current batch is finished or its claims released first. */
+    int (*stop)(void *arg);
+    /* Called after each step (may be NULL). */
+    void (*each)(void *arg, const keytier_worker_event *ev);
+    void *arg;
+} keytier_worker_opts;
+
+typedef struct keytier_worker_report {
+    size_t batches, moved, lost, taken_over;
+    size_t migrations_finished; /* finished by this worker */
+    size_t deps_settled;        /* dead rolls / registrations settled */
+    size_t keysets_rolled, versions_retired;
+    size_t failed; /* steps that failed (each in an event) */
+    int stopped;   /* opts->stop asked to stop */
+} keytier_worker_report;
+
+/* A worker id: this node's name (gethostname), the process id and a
+ * random part ("node:pid:hex").  KEYTIER_E_BUFFER when cap is too small. */
+KEYTIER_API KEYTIER_MUST_CHECK keytier_err keytier_worker_id(char *out,
+                                                             size_t cap);
+/* The configured worker.batch, worker.lease_ms and worker.poll_ms. */
+KEYTIER_API void keytier_worker_defaults(keytier_ctx *ctx, size_t *batch,
+                                         uint32_t *lease_ms, uint32_t *poll_ms);
+/*
+ * One pass over the runnable work of every tenant: DEPs left rolling or
+ * registering by a dead process settled (kt_dep_settle; a live change is
+ * left alone), keysets due rolled over (keytier_keyset_rollover_due), then
+ * each unfinished migration in batches until none of its items is left to
+ * claim; the worker that finds no item left finishes it (once, audited as
+ * keytier_migrate_run does).  A step that fails does not stop the others:
+ * its event carries the error, the pass returns the first failure after
+ * all were tried.  report may be NULL.
+ */
+KEYTIER_API KEYTIER_MUST_CHECK keytier_err
+keytier_worker_pass(keytier_ctx *ctx, const keytier_worker_opts *opts,
+                    keytier_worker_report *report);
+
 /* *out is malloc'd (free with keytier_secret_free). */
 KEYTIER_API KEYTIER_MUST_CHECK keytier_err keytier_secret_protect(
     keytier_ctx *ctx, const char *keyset, const void *aad, size_t aad_len,

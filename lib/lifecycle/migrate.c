@@ -28,6 +28,7 @@
 
 #include "kt_lib.h"
 #include "trust.h"
+#include "worker.h"
 
 #define KT_MIG_BATCH   256
 #define KT_MIG_DEPS    64 /* DEP keys kept open during one run */
@@ -438,12 +439,12 @@ static keytier_err kt_mig_recovered(struct kt_mig_run *r)
  * disabled), p its final state, and a "Migration completed" record. */
 static keytier_err kt_mig_complete(struct kt_mig_run *r,
                                    const char *migration_id,
-                                   keytier_migration *p)
+                                   keytier_migration *p, bool *finished)
 {
     keytier_ctx *ctx = r->ctx;
-    keytier_err e =
-        kt_store_mig_finish(ctx->store, migration_id, r->m.target_dep);
-    if (e != KEYTIER_OK)
+    keytier_err e = kt_store_mig_finish(ctx->store, migration_id,
+                                        r->m.target_dep, finished);
+    if (e != KEYTIER_OK || !*finished) /* finished by another process */
         return e;
     if (strcmp(r->m.operation, "recover") == 0 &&
         strncmp(r->m.scope, "dep:", 4) == 0) {
@@ -461,6 +462,34 @@ static keytier_err kt_mig_complete(struct kt_mig_run *r,
     return kt_lc_audit(ctx, "Migration completed", r->target, kt_mig_fields(p));
 }
 
+/* A run of migration_id: its record, request, depth and the target's DEP
+ * key (not for a finished migration: r->m.state 1).  kt_mig_run_free
+ * frees it, also after a failure. */
+static keytier_err kt_mig_open(struct kt_mig_run *r, keytier_ctx *ctx,
+                               const char *migration_id)
+{
+    memset(r, 0, sizeof *r);
+    r->ctx = ctx;
+    keytier_err e = kt_store_mig_get(ctx->store, migration_id, &r->m);
+    if (e != KEYTIER_OK || r->m.state == 1)
+        return e;
+    keytier_internal_op op;
+    if (!kt_internal_op_lookup(r->m.operation, &op))
+        return kt_err(KEYTIER_E_FORMAT, "migration %s: operation '%s' unknown",
+                      migration_id, r->m.operation);
+    r->req = (keytier_request){KEYTIER_REQUEST_INTERNAL, op, r->m.migration_id,
+                               NULL};
+    const struct kt_workload_cfg *w =
+        kt_config_workload(&ctx->cfg, r->m.workload);
+    if (w == NULL)
+        return kt_err(KEYTIER_E_CONFIG, "unknown workload '%s'", r->m.workload);
+    r->target = malloc(sizeof *r->target);
+    if (r->target == NULL)
+        return kt_err(KEYTIER_E_NOMEM, NULL);
+    r->depth = kt_shape_depth(w->shape);
+    return kt_mig_target_open(r);
+}
+
 KEYTIER_API keytier_err keytier_migrate_run(keytier_ctx *ctx,
                                             const char *migration_id,
                                             keytier_progress_fn fn, void *arg,
@@ -472,44 +501,21 @@ KEYTIER_API keytier_err keytier_migrate_run(keytier_ctx *ctx,
     struct kt_mig_run r;
     keytier_migration p;
     struct kt_mig_todo *todo = NULL;
-    bool paused = false;
-    memset(&r, 0, sizeof r);
-    r.ctx = ctx;
-    keytier_err e = kt_store_mig_get(ctx->store, migration_id, &r.m);
-    if (e != KEYTIER_OK)
-        return e;
+    bool paused = false, finished = false;
+    keytier_err e = kt_mig_open(&r, ctx, migration_id);
     kt_mig_fill(&r.m, &p);
+    if (e != KEYTIER_OK)
+        goto out;
     if (r.m.state == 1)
         goto report;
-    keytier_internal_op op;
-    if (!kt_internal_op_lookup(r.m.operation, &op)) {
-        e = kt_err(KEYTIER_E_FORMAT, "migration %s: operation '%s' unknown",
-                   migration_id, r.m.operation);
-        goto out;
-    }
-    r.req =
-        (keytier_request){KEYTIER_REQUEST_INTERNAL, op, r.m.migration_id, NULL};
-    const struct kt_workload_cfg *w =
-        kt_config_workload(&ctx->cfg, r.m.workload);
-    r.target = malloc(sizeof *r.target);
     todo = calloc(KT_MIG_BATCH, sizeof *todo);
-    if (w == NULL) {
-        e = kt_err(KEYTIER_E_CONFIG, "unknown workload '%s'", r.m.workload);
-        goto out;
-    }
-    if (r.target == NULL || todo == NULL) {
-        e = kt_err(KEYTIER_E_NOMEM, NULL);
-        goto out;
-    }
-    r.depth = kt_shape_depth(w->shape);
-    e = kt_mig_target_open(&r);
-    if (e == KEYTIER_OK)
-        e = kt_mig_batches(&r, migration_id, todo, &p, fn, arg, &paused);
+    e = todo ? kt_mig_batches(&r, migration_id, todo, &p, fn, arg, &paused)
+             : kt_err(KEYTIER_E_NOMEM, NULL);
     if (e != KEYTIER_OK)
         goto out;
     if (paused)
         goto report;
-    e = kt_mig_complete(&r, migration_id, &p);
+    e = kt_mig_complete(&r, migration_id, &p, &finished);
     if (e != KEYTIER_OK)
         goto out;
     if (fn != NULL)
@@ -885,5 +891,197 @@ KEYTIER_API keytier_err keytier_migrate_wait(keytier_migrator *m,
     else if (out != NULL)
         *out = m->progress;
     free(m);
+    return e;
+}
+
+/* ---- claimed batches (keytier worker, lifecycle/worker.c) --------------- */
+
+/* A worker's batch in the run: its claim, when the lease was last moved,
+ * and what the batch did. */
+struct kt_mig_claimed {
+    struct kt_worker *w;
+    struct kt_claim c;
+    uint64_t renewed_ns;
+    size_t n, applied, lost, taken_over;
+};
+
+/* Moves the lease on once a third of it has passed since it was last set:
+ * a batch that waits for a token keeps its claim. */
+static keytier_err kt_mig_keep_lease(struct kt_mig_run *r,
+                                     struct kt_mig_claimed *b)
+{
+    uint64_t third = (uint64_t)b->w->lease_ms * 1000000u / 3;
+    if (kt_now_ns() - b->renewed_ns < third)
+        return KEYTIER_OK;
+    size_t held = 0;
+    b->c.until_ms = kt_worker_now_ms() + b->w->lease_ms;
+    b->renewed_ns = kt_now_ns();
+    return kt_store_mig_renew(r->ctx->store, r->m.migration_id, b->c.worker,
+                              b->c.until_ms, &held);
+}
+
+/* The claimed items rewrapped and applied where the claim is still this
+ * worker's; after a failure its claims are released (another worker takes
+ * them at once). */
+static keytier_err kt_mig_claimed_batch(struct kt_mig_run *r,
+                                        struct kt_mig_todo *todo,
+                                        struct kt_mig_claimed *b)
+{
+    const char *id = r->m.migration_id;
+    keytier_err e = KEYTIER_OK;
+    r->n_u = 0;
+    for (size_t i = 0; i < b->n && e == KEYTIER_OK; i++) {
+        e = kt_mig_item(r, &todo[i]);
+        if (e == KEYTIER_OK)
+            e = kt_mig_keep_lease(r, b);
+    }
+    if (e == KEYTIER_OK)
+        e = kt_store_mig_apply_claimed(r->ctx->store, id, b->c.worker, r->u,
+                                       r->n_u, &b->applied, &b->lost);
+    if (e != KEYTIER_OK) {
+        /* keeps e's detail: the release's own failure leaves the claims
+         * to run out */
+        char detail[512];
+        const char *d = keytier_last_error_detail();
+        size_t ml = strlen(keytier_strerror(e));
+        if (strncmp(d, keytier_strerror(e), ml) == 0 && d[ml] == ':')
+            d += ml + 2; /* kt_err puts the message back */
+        kt_strlcpy(detail, d, sizeof detail);
+        if (kt_store_mig_release(r->ctx->store, id, b->c.worker, NULL) !=
+            KEYTIER_OK)
+            kt_log_event(r->ctx->log, KT_LOG_WARNING,
+                         "claims not released: they run out with their lease",
+                         id);
+        return kt_err(e, "%s", detail);
+    }
+    for (size_t i = 0; i < r->n_u; i++)
+        if (r->u[i].item && !r->u[i].gone)
+            (void)kt_avail_uncache(r->ctx, KT_INVAL_KEY, r->u[i].key_id);
+    return KEYTIER_OK;
+}
+
+/* The event of a batch, with the migration's progress as stored. */
+static void kt_mig_batch_event(struct kt_mig_run *r,
+                               const struct kt_mig_claimed *b,
+                               const keytier_migration *p)
+{
+    keytier_worker_event ev = {.what = "migration batch",
+                               .tenant = r->m.tenant,
+                               .id = r->m.migration_id,
+                               .claimed = b->n,
+                               .moved = b->applied,
+                               .lost = b->lost,
+                               .taken_over = b->taken_over,
+                               .done = p->done,
+                               .total = p->total,
+                               .err = KEYTIER_OK,
+                               .detail = ""};
+    char detail[160];
+    if (b->lost > 0) {
+        snprintf(detail, sizeof detail,
+                 "%zu of %zu claimed items were taken over by another worker "
+                 "and not written",
+                 b->lost, b->n);
+        ev.err = KEYTIER_E_LEASE_LOST;
+        ev.detail = detail;
+    }
+    kt_worker_emit(b->w, &ev);
+}
+
+/* Nothing left to claim: new keys of the scope join in (*more), or, with
+ * no item left to do, the migration is finished (once, by one worker). */
+static keytier_err kt_mig_work_end(struct kt_mig_run *r, struct kt_worker *w,
+                                   keytier_migration *p, bool *more)
+{
+    uint64_t undone = 0, claimed = 0;
+    size_t added = 0;
+    bool finished = false;
+    *more = false;
+    keytier_err e = kt_store_mig_undone(r->ctx->store, r->m.migration_id,
+                                        kt_worker_now_ms(), &undone, &claimed);
+    if (e != KEYTIER_OK || undone > 0) /* held by other workers */
+        return e;
+    if (strncmp(r->m.scope, "name:", 5) != 0) {
+        e = kt_store_mig_add(r->ctx->store, &r->m, &added);
+        if (e != KEYTIER_OK || added > 0) {
+            *more = added > 0;
+            return e;
+        }
+    }
+    e = kt_mig_complete(r, r->m.migration_id, p, &finished);
+    if (e == KEYTIER_OK && finished) {
+        w->report->migrations_finished++;
+        keytier_worker_event ev = {.what = "migration completed",
+                                   .tenant = r->m.tenant,
+                                   .id = r->m.migration_id,
+                                   .done = p->done,
+                                   .total = p->total,
+                                   .detail = ""};
+        kt_worker_emit(w, &ev);
+    }
+    return e;
+}
+
+/* Claims and runs batches until none is left to claim or w asks to stop. */
+static keytier_err kt_mig_work_loop(struct kt_mig_run *r, struct kt_worker *w,
+                                    struct kt_mig_todo *todo,
+                                    keytier_migration *p)
+{
+    const keytier_worker_opts *o = w->opts;
+    uint64_t t0 = kt_now_ns(), moved = 0;
+    int decile = (int)(p->percent / 10);
+    for (;;) {
+        if (o->stop != NULL && o->stop(o->arg)) {
+            w->report->stopped = 1;
+            return KEYTIER_OK;
+        }
+        struct kt_mig_claimed b = {.w = w, .renewed_ns = kt_now_ns()};
+        b.c.worker = o->worker_id;
+        b.c.now_ms = kt_worker_now_ms();
+        b.c.until_ms = b.c.now_ms + w->lease_ms;
+        keytier_err e =
+            kt_store_mig_claim(r->ctx->store, r->m.migration_id, &b.c, w->batch,
+                               todo, &b.n, &b.taken_over);
+        if (e != KEYTIER_OK)
+            return e;
+        if (b.n == 0) {
+            bool more = false;
+            e = kt_mig_work_end(r, w, p, &more);
+            if (e != KEYTIER_OK || !more)
+                return e;
+            continue;
+        }
+        e = kt_mig_claimed_batch(r, todo, &b);
+        if (e != KEYTIER_OK)
+            return e;
+        moved += b.applied;
+        w->report->batches++;
+        w->report->moved += b.applied;
+        w->report->lost += b.lost;
+        w->report->taken_over += b.taken_over;
+        e = kt_mig_progress(r, r->m.migration_id, p, t0, moved, &decile);
+        kt_mig_batch_event(r, &b, p);
+        if (e != KEYTIER_OK)
+            return e;
+    }
+}
+
+keytier_err kt_mig_work(keytier_ctx *ctx, const char *migration_id,
+                        struct kt_worker *w)
+{
+    struct kt_mig_run r;
+    keytier_migration p;
+    struct kt_mig_todo *todo = NULL;
+    keytier_err e = kt_mig_open(&r, ctx, migration_id);
+    kt_mig_fill(&r.m, &p);
+    if (e == KEYTIER_OK && r.m.state != 1) {
+        todo = calloc(w->batch, sizeof *todo);
+        e = todo ? kt_mig_work_loop(&r, w, todo, &p)
+                 : kt_err(KEYTIER_E_NOMEM, NULL);
+    }
+    kt_mig_run_free(&r);
+    if (todo != NULL)
+        kt_wipe(todo, w->batch * sizeof *todo);
+    free(todo);
     return e;
 }

@@ -287,9 +287,64 @@ KT_NODISCARD keytier_err kt_store_mig_todo(struct kt_store *st, const char *id,
 KT_NODISCARD keytier_err kt_store_mig_apply(struct kt_store *st, const char *id,
                                             const struct kt_mig_update *u,
                                             size_t n, size_t *applied);
+/* Like kt_store_mig_apply for a worker's claimed batch (store_claim.c):
+ * an item is applied only while worker still holds its claim; the others
+ * are counted in *lost (taken over: nothing of them is written).  The
+ * claims left (keys moved by another run) are released. */
+KT_NODISCARD keytier_err kt_store_mig_apply_claimed(
+    struct kt_store *st, const char *id, const char *worker,
+    const struct kt_mig_update *u, size_t n, size_t *applied, size_t *lost);
+/* Marks the migration finished, once and only when no item is left to do
+ * (*finished: by this call); the target leaves `migrating` when no other
+ * migration to it runs. */
 KT_NODISCARD keytier_err kt_store_mig_finish(struct kt_store *st,
                                              const char *id,
-                                             const char *target_dep);
+                                             const char *target_dep,
+                                             bool *finished);
+/* The unfinished migrations of every tenant, oldest first; *out is
+ * malloc'd (free()). */
+KT_NODISCARD keytier_err kt_store_mig_runnable(struct kt_store *st,
+                                               struct kt_mig_rec **out,
+                                               size_t *count);
+
+/* ---- claims under a lease (store_claim.c, keytier worker) ------------
+ * A worker claims up to max items of a migration that are not done and
+ * not claimed, or whose lease ran out (lease_until <= now_ms), in one
+ * transaction: they are its own until until_ms.  out gets the items this
+ * call claimed, with their keys; *taken_over counts those whose earlier claim
+ * had expired.  Times are milliseconds since the epoch (the workers' clocks,
+ * which must agree to well within a lease). */
+struct kt_claim {
+    const char *worker;
+    int64_t now_ms, until_ms;
+};
+KT_NODISCARD keytier_err kt_store_mig_claim(struct kt_store *st, const char *id,
+                                            const struct kt_claim *c,
+                                            size_t max, struct kt_mig_todo *out,
+                                            size_t *n, size_t *taken_over);
+/* Moves the lease of worker's claims in migration id to until_ms; *held:
+ * the items it still holds. */
+KT_NODISCARD keytier_err kt_store_mig_renew(struct kt_store *st, const char *id,
+                                            const char *worker,
+                                            int64_t until_ms, size_t *held);
+/* Clears worker's claims in migration id (another worker may take them at
+ * once); *released may be NULL. */
+KT_NODISCARD keytier_err kt_store_mig_release(struct kt_store *st,
+                                              const char *id,
+                                              const char *worker,
+                                              size_t *released);
+/* Items of migration id not done: *undone; of those claimed under a live
+ * lease: *claimed. */
+KT_NODISCARD keytier_err kt_store_mig_undone(struct kt_store *st,
+                                             const char *id, int64_t now_ms,
+                                             uint64_t *undone,
+                                             uint64_t *claimed);
+/* The DEPs of every tenant left registering or rolling (a change under
+ * way, or one a dead process left: kt_dep_settle tells them apart), at
+ * most max ids of KEYTIER_ID_SIZE bytes into ids. */
+KT_NODISCARD keytier_err kt_store_dep_unsettled(struct kt_store *st,
+                                                char (*ids)[KEYTIER_ID_SIZE],
+                                                size_t max, size_t *n);
 
 #define KT_KEYSET_NAME_MAX 128
 

@@ -173,36 +173,58 @@ keytier_err kt_store_mig_list(struct kt_store *st, const char *tenant,
     return e;
 }
 
-keytier_err kt_store_mig_todo(struct kt_store *st, const char *id, size_t max,
-                              struct kt_mig_todo *out, size_t *n)
+keytier_err kt_store_mig_runnable(struct kt_store *st, struct kt_mig_rec **out,
+                                  size_t *count)
 {
     struct kt_stmt s;
+    pthread_mutex_lock(&st->mu);
+    kt_stmt_prep(&s, st, "list migrations",
+                 "SELECT " KT_MIG_COLS " FROM migrations m WHERE "
+                 "m.state = 0 ORDER BY m.created, m.migration_id");
+    void *list = NULL;
+    *count = 0;
+    keytier_err e =
+        kt_stmt_collect(&s, sizeof **out, 4, kt_mig_row_any, &list, count);
+    pthread_mutex_unlock(&st->mu);
+    if (e == KEYTIER_OK)
+        *out = list;
+    return e;
+}
+
+keytier_err kt_mig_todo_rows(struct kt_stmt *s, size_t max,
+                             struct kt_mig_todo *out, size_t *n)
+{
     bool row = false;
     keytier_err e = KEYTIER_OK;
-    *n = 0;
-    pthread_mutex_lock(&st->mu);
-    /* The items to do with their keys, in one read (a deleted key comes
-     * back with NULL columns). */
-    kt_stmt_prep(
-        &s, st, "migration items",
-        "SELECT k.key_id, k.tenant, k.workload, k.dep_id, "
-        "k.parent_id, k.level, k.name, k.created, k.wrapped, "
-        "k.tik_id, i.key_id FROM migration_items i LEFT JOIN tier_keys k ON "
-        "k.key_id = i.key_id WHERE i.migration_id = ?1 AND "
-        "i.done = 0 LIMIT ?2");
-    kt_stmt_bind_text(&s, 1, id);
-    kt_stmt_bind_int64(&s, 2, (int64_t)max);
-    while (*n < max && (e = kt_stmt_step(&s, &row)) == KEYTIER_OK && row) {
+    while (*n < max && (e = kt_stmt_step(s, &row)) == KEYTIER_OK && row) {
         struct kt_mig_todo *t = &out[*n];
         memset(t, 0, sizeof *t);
-        kt_stmt_col_text(&s, 10, t->key_id, sizeof t->key_id);
-        t->gone = kt_stmt_col_null(&s, 0);
-        e = t->gone ? kt_stmt_err(&s) : kt_key_row(&s, &t->rec);
+        kt_stmt_col_text(s, 10, t->key_id, sizeof t->key_id);
+        t->gone = kt_stmt_col_null(s, 0);
+        e = t->gone ? kt_stmt_err(s) : kt_key_row(s, &t->rec);
         if (e != KEYTIER_OK)
             break;
         (*n)++;
     }
-    kt_stmt_done(&s);
+    kt_stmt_done(s);
+    return e;
+}
+
+keytier_err kt_store_mig_todo(struct kt_store *st, const char *id, size_t max,
+                              struct kt_mig_todo *out, size_t *n)
+{
+    struct kt_stmt s;
+    keytier_err e;
+    *n = 0;
+    pthread_mutex_lock(&st->mu);
+    /* The items to do with their keys, in one read (a deleted key comes
+     * back with NULL columns). */
+    kt_stmt_prep(&s, st, "migration items",
+                 "SELECT " KT_MIG_TODO_COLS " WHERE i.migration_id = ?1 AND "
+                 "i.done = 0 LIMIT ?2");
+    kt_stmt_bind_text(&s, 1, id);
+    kt_stmt_bind_int64(&s, 2, (int64_t)max);
+    e = kt_mig_todo_rows(&s, max, out, n);
     pthread_mutex_unlock(&st->mu);
     return e;
 }
@@ -236,7 +258,8 @@ static keytier_err kt_mig_item_done(struct kt_store *st, const char *id,
 {
     const char *t[] = {id, u->key_id};
     keytier_err e = kt_db_run(st, "migrate key",
-                              "UPDATE migration_items SET done = 1 WHERE "
+                              "UPDATE migration_items SET done = 1, "
+                              "claimed_by = NULL, lease_until = NULL WHERE "
                               "migration_id = ?1 AND key_id = ?2 AND done = 0",
                               t, 2, NULL);
     if (e != KEYTIER_OK)
@@ -248,10 +271,32 @@ static keytier_err kt_mig_item_done(struct kt_store *st, const char *id,
     return kt_inval_add(st, KT_INVAL_KEY, u->key_id, "migrate");
 }
 
-/* The rows of a batch, inside the caller's transaction. */
+/* Whether worker still holds the claim of item key_id (not done, claimed
+ * by no one else since).  Inside the applying transaction; PostgreSQL:
+ * SELECT ... FOR UPDATE, so that no claim moves before the commit. */
+static keytier_err kt_mig_claim_held(struct kt_store *st, const char *id,
+                                     const char *key_id, const char *worker,
+                                     bool *held)
+{
+    struct kt_stmt s;
+    kt_stmt_prep(&s, st, "check claim",
+                 "SELECT 1 FROM migration_items WHERE migration_id = ?1 AND "
+                 "key_id = ?2 AND claimed_by = ?3 AND done = 0");
+    kt_stmt_bind_text(&s, 1, id);
+    kt_stmt_bind_text(&s, 2, key_id);
+    kt_stmt_bind_text(&s, 3, worker);
+    keytier_err e = kt_stmt_step(&s, held);
+    kt_stmt_done(&s);
+    return e;
+}
+
+/* The rows of a batch, inside the caller's transaction.  With a worker,
+ * an item whose claim it no longer holds is skipped with its subtree and
+ * counted in *lost: another worker took it over. */
 static keytier_err kt_mig_apply_rows(struct kt_store *st, const char *id,
+                                     const char *worker,
                                      const struct kt_mig_update *u, size_t n,
-                                     size_t *applied)
+                                     size_t *applied, size_t *lost)
 {
     bool skip = false;
     for (size_t i = 0; i < n; i++) {
@@ -259,6 +304,18 @@ static keytier_err kt_mig_apply_rows(struct kt_store *st, const char *id,
             skip = false;
         if (skip)
             continue;
+        if (u[i].item && worker != NULL) {
+            bool held = false;
+            keytier_err e =
+                kt_mig_claim_held(st, id, u[i].key_id, worker, &held);
+            if (e != KEYTIER_OK)
+                return e;
+            if (!held) {
+                (*lost)++;
+                skip = true;
+                continue;
+            }
+        }
         /* gone: the key was deleted since the item was listed */
         if (!u[i].gone) {
             bool moved;
@@ -281,17 +338,45 @@ static keytier_err kt_mig_apply_rows(struct kt_store *st, const char *id,
     return KEYTIER_OK;
 }
 
+/* The claims worker still holds in migration id and did not complete
+ * (a key another run moved first) are let go. */
+static keytier_err kt_mig_release_locked(struct kt_store *st, const char *id,
+                                         const char *worker, size_t *released)
+{
+    const char *t[] = {id, worker};
+    keytier_err e = kt_db_run(st, "release claims",
+                              "UPDATE migration_items SET claimed_by = NULL, "
+                              "lease_until = NULL WHERE migration_id = ?1 AND "
+                              "claimed_by = ?2 AND done = 0",
+                              t, 2, NULL);
+    if (e == KEYTIER_OK && released != NULL)
+        *released = (size_t)kt_db_changes(st);
+    return e;
+}
+
 keytier_err kt_store_mig_apply(struct kt_store *st, const char *id,
                                const struct kt_mig_update *u, size_t n,
                                size_t *applied)
 {
+    size_t lost = 0;
+    return kt_store_mig_apply_claimed(st, id, NULL, u, n, applied, &lost);
+}
+
+keytier_err kt_store_mig_apply_claimed(struct kt_store *st, const char *id,
+                                       const char *worker,
+                                       const struct kt_mig_update *u, size_t n,
+                                       size_t *applied, size_t *lost)
+{
     const char *t[] = {id};
     *applied = 0;
+    *lost = 0;
     pthread_mutex_lock(&st->mu);
     keytier_err e = kt_db_begin(st);
     if (e != KEYTIER_OK)
         goto out;
-    e = kt_mig_apply_rows(st, id, u, n, applied);
+    e = kt_mig_apply_rows(st, id, worker, u, n, applied, lost);
+    if (e == KEYTIER_OK && worker != NULL)
+        e = kt_mig_release_locked(st, id, worker, NULL);
     if (e == KEYTIER_OK && *applied > 0) {
         const int64_t done = (int64_t)*applied;
         e = kt_db_run(st, "migrate key",
@@ -306,24 +391,32 @@ keytier_err kt_store_mig_apply(struct kt_store *st, const char *id,
 fail:
     kt_db_rollback(st);
     *applied = 0;
+    *lost = 0;
 out:
     pthread_mutex_unlock(&st->mu);
     return e;
 }
 
 keytier_err kt_store_mig_finish(struct kt_store *st, const char *id,
-                                const char *target_dep)
+                                const char *target_dep, bool *finished)
 {
     const char *t[] = {id};
     const char *d[] = {target_dep};
     const int64_t done = 1, registered = KEYTIER_DEP_REGISTERED;
+    *finished = false;
     pthread_mutex_lock(&st->mu);
     keytier_err e = kt_db_begin(st);
+    /* Once, and only with no item left to do: of several workers that
+     * find nothing to claim, one finishes it. */
     if (e == KEYTIER_OK)
         e = kt_db_run(st, "finish migration",
                       "UPDATE migrations SET state = ?2 WHERE "
-                      "migration_id = ?1",
+                      "migration_id = ?1 AND state = 0 AND NOT EXISTS "
+                      "(SELECT 1 FROM migration_items i WHERE "
+                      "i.migration_id = ?1 AND i.done = 0)",
                       t, 1, &done);
+    if (e == KEYTIER_OK)
+        *finished = kt_db_changes(st) == 1;
     /* The target leaves `migrating` once no other migration to it runs. */
     if (e == KEYTIER_OK)
         e = kt_db_run(st, "finish migration",

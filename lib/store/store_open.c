@@ -217,6 +217,14 @@ static const char *const kt_migrations[] = {
     "  last_index INTEGER NOT NULL,"
     "  created INTEGER NOT NULL);"
     "CREATE INDEX IF NOT EXISTS audit_chains_node ON audit_chains(node);",
+    /* 10 -> 11: claims of migration items under a lease (keytier worker):
+     * the worker holding an item's claim (NULL: none) and until when, in
+     * milliseconds since the epoch; an item whose lease ran out may be
+     * claimed by another worker. */
+    "ALTER TABLE migration_items ADD COLUMN claimed_by TEXT;"
+    "ALTER TABLE migration_items ADD COLUMN lease_until INTEGER;"
+    "CREATE INDEX IF NOT EXISTS migration_items_claim ON "
+    "  migration_items(migration_id, done, lease_until);",
 };
 
 #define KT_SCHEMA_LATEST ((int)(sizeof kt_migrations / sizeof kt_migrations[0]))

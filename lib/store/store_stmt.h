@@ -192,6 +192,17 @@ KT_NODISCARD keytier_err kt_pg_set_version(struct kt_store *st, int v);
 
 /* ---- rows shared between families -------------------------------------- */
 
+/* A migration item and its key as stored now (store_mig.c): the key's
+ * KT_KEY_COLS (NULL when it was deleted), then the item's key id. */
+#define KT_MIG_TODO_COLS                                                       \
+    "k.key_id, k.tenant, k.workload, k.dep_id, k.parent_id, k.level, "         \
+    "k.name, k.created, k.wrapped, k.tik_id, i.key_id FROM migration_items "   \
+    "i LEFT JOIN tier_keys k ON k.key_id = i.key_id"
+/* Steps s (selecting KT_MIG_TODO_COLS) into out, at most max rows, *n
+ * counting them, and finishes s. */
+KT_NODISCARD keytier_err kt_mig_todo_rows(struct kt_stmt *s, size_t max,
+                                          struct kt_mig_todo *out, size_t *n);
+
 /* The columns KT_KEY_COLS of tier_keys into k (store_key.c). */
 #define KT_KEY_COLS                                                            \
     "key_id, tenant, workload, dep_id, parent_id, level, name, created, "      \

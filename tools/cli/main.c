@@ -18,7 +18,7 @@ static const struct cli_cmd *const families[] = {
     cli_token_cmds,    cli_dep_cmds,       cli_tier_cmds,
     cli_crypt_cmds,    cli_audit_cmds,     cli_demo_cmds,
     cli_help_cmds,     cli_lifecycle_cmds, /* lifecycle */
-    cli_approval_cmds, cli_files_cmds,
+    cli_approval_cmds, cli_files_cmds,     cli_worker_cmds,
 };
 
 #define N_FAMILIES (sizeof families / sizeof families[0])

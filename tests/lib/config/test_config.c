@@ -171,7 +171,7 @@ START_TEST(repeat_every_key)
 {
     size_t n = 0;
     const struct kt_conf_key *keys = kt_config_table(&n);
-    ck_assert_uint_eq(n, 33);
+    ck_assert_uint_eq(n, 36);
     for (size_t i = 0; i < n; i++) {
         char name[128], text[512], want[512];
         const char *v = sample(&keys[i], name, sizeof name);
@@ -336,7 +336,7 @@ START_TEST(number_bounds)
             expect_bad(text, want);
         }
     }
-    ck_assert_uint_eq(tried, 17);
+    ck_assert_uint_eq(tried, 20);
 }
 END_TEST
 

@@ -329,7 +329,10 @@ START_TEST(older_store_keeps_working)
     write_blob("org-1", "old-site", "old data", bid, env, &el);
     keytier_key_close(dk);
     keytier_ctx_close(ctx);
-    sql("DROP TABLE managed_tiks; DROP TABLE offboards; DROP INDEX "
+    sql("DROP INDEX migration_items_claim; ALTER TABLE migration_items DROP "
+        "COLUMN lease_until; ALTER TABLE migration_items DROP COLUMN "
+        "claimed_by; "
+        "DROP TABLE managed_tiks; DROP TABLE offboards; DROP INDEX "
         "deps_region; ALTER TABLE deps DROP COLUMN region; DROP INDEX "
         "tier_keys_named; DROP INDEX tier_keys_tik; ALTER TABLE tier_keys "
         "DROP COLUMN tik_id; CREATE UNIQUE INDEX tier_keys_top_name ON "

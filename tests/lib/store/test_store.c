@@ -77,6 +77,12 @@ static void dep_rec(struct kt_dep_rec *d, int n, const char *tenant)
 
 /* Takes a store back to before version 8 (the roots' key identities), as
  * older releases wrote it. */
+/* Undoes schema 11 (claims of migration items under a lease). */
+#define BEFORE_11                                                              \
+    "DROP INDEX migration_items_claim; ALTER TABLE migration_items DROP "      \
+    "COLUMN lease_until; ALTER TABLE migration_items DROP COLUMN claimed_by; "
+/* Undoes schema 10 (audit across nodes: the global index, node chains). */
+#define BEFORE_10 "DROP TABLE audit_chains; DROP TABLE audit_counter; "
 /* Undoes schema 9 (the files workload: regions, TIKs, offboarding). */
 #define BEFORE_9                                                               \
     "DROP TABLE managed_tiks; DROP TABLE offboards; DROP INDEX deps_region; "  \
@@ -85,16 +91,17 @@ static void dep_rec(struct kt_dep_rec *d, int n, const char *tenant)
     "CREATE UNIQUE INDEX tier_keys_top_name ON tier_keys(tenant, workload, "   \
     "name) WHERE level = 1; "
 #define BEFORE_8                                                               \
-    BEFORE_9 "DROP INDEX dep_roots_ident; ALTER TABLE dep_roots DROP COLUMN "  \
-             "ident; "                                                         \
-             "ALTER TABLE dep_roll DROP COLUMN ident; "
+    BEFORE_11 BEFORE_10 BEFORE_9                                                         \
+        "DROP INDEX dep_roots_ident; ALTER TABLE dep_roots DROP COLUMN "       \
+        "ident; "                                                              \
+        "ALTER TABLE dep_roll DROP COLUMN ident; "
 
 START_TEST(fresh_store_is_latest_wal_0600)
 {
     struct kt_store *st;
     ck_assert_int_eq(kt_store_open(path, &st), KEYTIER_OK);
     ck_assert_int_eq(kt_store_schema_version(st), kt_store_schema_latest());
-    ck_assert_int_eq(kt_store_schema_latest(), 10); /* 9 -> 10 */
+    ck_assert_int_eq(kt_store_schema_latest(), 11); /* 10 -> 11 */
     kt_store_close(st);
     struct stat sb;
     ck_assert_int_eq(stat(path, &sb), 0);
@@ -108,7 +115,7 @@ START_TEST(fresh_store_is_latest_wal_0600)
                      1);
     /* Reopening does not migrate again. */
     ck_assert_int_eq(kt_store_open(path, &st), KEYTIER_OK);
-    ck_assert_int_eq(kt_store_schema_version(st), 10);
+    ck_assert_int_eq(kt_store_schema_version(st), 11);
     kt_store_close(st);
 }
 END_TEST
@@ -130,7 +137,7 @@ START_TEST(migrates_version_1)
                              "'deps_tenant_workload'"),
                      0);
     ck_assert_int_eq(kt_store_open(path, &st), KEYTIER_OK);
-    ck_assert_int_eq(kt_store_schema_version(st), 10);
+    ck_assert_int_eq(kt_store_schema_version(st), 11);
     struct kt_dep_rec got;
     ck_assert_int_eq(kt_store_dep_get(st, d.dep_id, &got), KEYTIER_OK);
     ck_assert_mem_eq(&got, &d, sizeof got);
@@ -153,7 +160,7 @@ START_TEST(migrates_version_3_names_null)
     kt_store_close(st);
     sql(BEFORE_8 "ALTER TABLE deps DROP COLUMN name; PRAGMA user_version = 3");
     ck_assert_int_eq(kt_store_open(path, &st), KEYTIER_OK);
-    ck_assert_int_eq(kt_store_schema_version(st), 10);
+    ck_assert_int_eq(kt_store_schema_version(st), 11);
     struct kt_dep_rec got, named;
     ck_assert_int_eq(kt_store_dep_get(st, d.dep_id, &got), KEYTIER_OK);
     ck_assert_str_eq(got.name, "");
@@ -179,7 +186,7 @@ START_TEST(migrates_version_4_invalidations)
     kt_store_close(st);
     sql(BEFORE_8 "DROP TABLE cache_invalidations; PRAGMA user_version = 4");
     ck_assert_int_eq(kt_store_open(path, &st), KEYTIER_OK);
-    ck_assert_int_eq(kt_store_schema_version(st), 10);
+    ck_assert_int_eq(kt_store_schema_version(st), 11);
     int64_t head = -1;
     ck_assert_int_eq(kt_store_inval_head(st, &head), KEYTIER_OK);
     ck_assert_int_eq(head, 0);
@@ -222,7 +229,7 @@ START_TEST(migrates_version_7_idents_null)
     kt_store_close(st);
     sql(BEFORE_8 "PRAGMA user_version = 7");
     ck_assert_int_eq(kt_store_open(path, &st), KEYTIER_OK);
-    ck_assert_int_eq(kt_store_schema_version(st), 10);
+    ck_assert_int_eq(kt_store_schema_version(st), 11);
     ck_assert_int_eq(kt_store_dep_get(st, d.dep_id, &got), KEYTIER_OK);
     ck_assert_mem_eq(&got, &d, sizeof got);
     dep_rec(&e, 2, "org-2");
@@ -252,6 +259,38 @@ START_TEST(migrates_version_7_idents_null)
                                         NULL, KEYTIER_ROOT_AVAIL, refs, 4, &n),
                      KEYTIER_OK);
     ck_assert_uint_eq(n, 0);
+    kt_store_close(st);
+}
+END_TEST
+
+START_TEST(migrates_version_10_items_unclaimed)
+{
+    /* A version-10 store with a migration under way: its items come
+     * through unclaimed, free for the first worker to claim. */
+    struct kt_store *st;
+    ck_assert_int_eq(kt_store_open(path, &st), KEYTIER_OK);
+    struct kt_dep_rec d;
+    dep_rec(&d, 1, "org-1");
+    ck_assert_int_eq(kt_store_dep_insert(st, &d, 50), KEYTIER_OK);
+    kt_store_close(st);
+    sql(BEFORE_11 "INSERT INTO migrations(migration_id, tenant, workload, "
+                  "target_dep, scope, operation, state, created, total) "
+                  "VALUES ('m1', 'org-1', 'Exchange', "
+                  "'00000000-0000-4000-8000-000000000001', 'all', 'migrate', "
+                  "0, 1, 1); INSERT INTO migration_items(migration_id, "
+                  "key_id) VALUES ('m1', 'k1'); PRAGMA user_version = 10");
+    ck_assert_int_eq(kt_store_open(path, &st), KEYTIER_OK);
+    ck_assert_int_eq(kt_store_schema_version(st), 11);
+    ck_assert_int_eq(sql_int("SELECT count(*) FROM migration_items WHERE "
+                             "claimed_by IS NULL AND lease_until IS NULL"),
+                     1);
+    struct kt_mig_todo todo[2];
+    struct kt_claim c = {"w", 1000, 2000};
+    size_t n = 0, taken = 0;
+    ck_assert_int_eq(kt_store_mig_claim(st, "m1", &c, 2, todo, &n, &taken),
+                     KEYTIER_OK);
+    ck_assert_uint_eq(n, 1);
+    ck_assert(todo[0].gone); /* no such key: nothing to move */
     kt_store_close(st);
 }
 END_TEST
@@ -538,6 +577,7 @@ int main(void)
     tcase_add_test(tc, migrates_version_3_names_null);
     tcase_add_test(tc, migrates_version_4_invalidations);
     tcase_add_test(tc, migrates_version_7_idents_null);
+    tcase_add_test(tc, migrates_version_10_items_unclaimed);
     tcase_add_test(tc, newer_schema_refused);
     tcase_add_test(tc, multi_row_changes_are_atomic);
     tcase_add_test(tc, processes_share_the_store);
