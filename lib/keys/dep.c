@@ -247,16 +247,18 @@ static bool kt_avail_job_destroy(keytier_ctx *ctx, struct kt_root *root,
 {
     CK_SESSION_HANDLE s = CK_INVALID_HANDLE;
     CK_RV rv = CKR_OK;
+    bool gone = false;
     if (kt_session_get(root->tok, &s, &rv) == KEYTIER_OK) {
         rv = kt_avail_destroy(root, s, id, label);
+        gone = rv == CKR_OK;
         kt_session_put(root->tok, s, rv);
     }
-    if (rv != CKR_OK)
+    if (!gone)
         kt_log_event(ctx->log, KT_LOG_ERROR,
                      "availability key of a failed DEP creation not "
                      "destroyed",
                      label);
-    return rv == CKR_OK;
+    return gone;
 }
 
 static keytier_err kt_avail_job_run(struct kt_tjob *tj)
