@@ -41,6 +41,8 @@
 #define KT_AUDIT_FALLBACK    "Fallback to availability key"
 #define KT_AUDIT_DENIED      "Request denied: customer keys revoked"
 #define KT_AUDIT_DEP_CREATED "DEP created"
+/* A creation taken back after its "DEP created" record (keys/dep_state.c) */
+#define KT_AUDIT_DEP_UNDONE  "DEP creation undone"
 #define KT_AUDIT_CACHE_ALERT "Cache refresh failing"
 #define KT_AUDIT_HASH_HEX    64
 #define KT_AUDIT_ID_SIZE     37 /* a record Id (UUID text) and its NUL */

@@ -183,10 +183,18 @@ KT_NODISCARD keytier_err kt_dep_register_prove(keytier_ctx *ctx,
                                                const struct kt_dep_rec *dep);
 /* Then its audit record ("DEP created" for the creation, "DEP registration
  * finished" for a dead one settled), durable before the DEP is REGISTERED
- * (*done false: it was registering no more). */
+ * (a failed update tried once more; *recorded: the record is written;
+ * *done false: it was registering no more). */
 KT_NODISCARD keytier_err kt_dep_register_commit(keytier_ctx *ctx,
                                                 const struct kt_dep_rec *dep,
-                                                bool creating, bool *done);
+                                                bool creating, bool *recorded,
+                                                bool *done);
+/* The record of a creation taken back after its "DEP created" record
+ * ("DEP creation undone", the DEP's fields and Reason: why), written
+ * before the DEP is dropped. */
+KT_NODISCARD keytier_err kt_dep_register_undone(keytier_ctx *ctx,
+                                                const struct kt_dep_rec *dep,
+                                                const char *why);
 
 /* ---- the cache's fast paths ----------------------------------------
  * Cache ids: "dep:" DEP id, "key:" tier key id (KT_AVAIL_CACHE_ID bytes). */

@@ -18,7 +18,7 @@
  * the loser finds the state already settled.  Every settlement is an audit
  * record.  Also the proof of a new DEP's copies and its registration
  * (keys/dep_state.c), whose audit record is written before the DEP is
- * registered.
+ * registered, and the record of a creation undone after its record.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -103,19 +103,42 @@ static keytier_err kt_register_created(keytier_ctx *ctx,
  * The record comes before the state: a process killed between the two
  * leaves the DEP registering (refused, then finished and recorded again by
  * the next read once it is dead), never registered without a record.  A
- * record that cannot be written leaves the DEP registering.
+ * record that cannot be written leaves the DEP registering.  A state update
+ * that fails is tried once more (a failed update changed nothing); *recorded
+ * tells the caller that the record is written, so that a DEP it drops
+ * after all gets its undo record (kt_dep_register_undone).
  */
 keytier_err kt_dep_register_commit(keytier_ctx *ctx,
                                    const struct kt_dep_rec *dep, bool creating,
-                                   bool *done)
+                                   bool *recorded, bool *done)
 {
     *done = false;
+    *recorded = false;
     keytier_err e =
         creating ? kt_register_created(ctx, dep)
                  : kt_settle_audit(ctx, dep, "DEP registration finished", NULL);
     if (e != KEYTIER_OK)
         return e;
-    return kt_store_dep_registered(ctx->store, dep->dep_id, done);
+    *recorded = true;
+    e = kt_store_dep_registered(ctx->store, dep->dep_id, done);
+    if (e != KEYTIER_OK)
+        e = kt_store_dep_registered(ctx->store, dep->dep_id, done);
+    return e;
+}
+
+keytier_err kt_dep_register_undone(keytier_ctx *ctx,
+                                   const struct kt_dep_rec *dep,
+                                   const char *why)
+{
+    json_object *f = json_object_new_object();
+    json_object *r = json_object_new_string(why);
+    if (f == NULL || r == NULL) {
+        json_object_put(f);
+        json_object_put(r);
+        return kt_err(KEYTIER_E_NOMEM, "audit record");
+    }
+    json_object_object_add(f, "Reason", r);
+    return kt_settle_audit(ctx, dep, KT_AUDIT_DEP_UNDONE, f);
 }
 
 /* A registering DEP: refused while its creation may still run; once dead,
@@ -139,7 +162,8 @@ static keytier_err kt_settle_registering(keytier_ctx *ctx,
                       "(%s); it serves no key",
                       dep->dep_id, why);
     }
-    e = kt_dep_register_commit(ctx, dep, false, &done);
+    bool recorded = false;
+    e = kt_dep_register_commit(ctx, dep, false, &recorded, &done);
     if (e == KEYTIER_OK && done)
         kt_log_event(ctx->log, KT_LOG_INFO, "DEP registration finished",
                      dep->dep_id);

@@ -361,8 +361,12 @@ KT_NODISCARD keytier_err kt_root_check_service(
     keytier_ctx *ctx, const struct kt_root *root, CK_SESSION_HANDLE s,
     const char *what, const char *uri, const char *label,
     char ident[KEYTIER_URI_MAX], CK_RV *rv);
-/* Destroys the availability key objects (rollback of a failed create). */
-void kt_avail_destroy(struct kt_root *root, CK_SESSION_HANDLE s);
+/* Destroys an availability key (rollback of a failed create): its objects
+ * by handle, then any object still found under its CKA_ID id and label
+ * (a handle does not survive a logout).  CKR_OK when none is left. */
+KT_NODISCARD CK_RV kt_avail_destroy(struct kt_root *root, CK_SESSION_HANDLE s,
+                                    const uint8_t id[KT_UUID_BYTES],
+                                    const char *label);
 
 /* ---- ids, KDF (util.c) ------------------------------------------------ */
 
@@ -417,13 +421,16 @@ KT_NODISCARD keytier_err kt_dep_customer_role(keytier_ctx *ctx,
 /* Stores a new DEP (its three copies made and each probed) REGISTERING,
  * with its TIK for the files shape (tik NULL: none; replaces: the DEP a
  * recovery replaces, as kt_store_dep_insert_files takes it), proves every
- * stored copy by an unwrap and marks it REGISTERED; when a copy does not
- * prove the DEP (and its TIK) is removed again and the error returned (the
- * caller destroys the availability key it made). */
+ * stored copy by an unwrap, writes its "DEP created" record and marks it
+ * REGISTERED (a failed update tried once more).  On an error the DEP (and
+ * its TIK) is removed again, after a "DEP creation undone" record when
+ * its "DEP created" record was written, and the caller destroys the
+ * availability key it made, unless *kept: the DEP stayed in the store
+ * (registering, for the next read of its key to finish) and owns it. */
 KT_NODISCARD keytier_err kt_dep_store(keytier_ctx *ctx, struct kt_dep_rec *dep,
                                       unsigned limit,
                                       const struct kt_key_rec *tik,
-                                      const char *replaces);
+                                      const char *replaces, bool *kept);
 /* A key `what` not found (e KEYTIER_E_NOT_FOUND) of a purged tenant
  * (every DEP of its workload, NULL: any, PURGED) is KEYTIER_E_PURGED;
  * any other e comes back as it is, with its detail. */

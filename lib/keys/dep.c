@@ -238,20 +238,27 @@ struct kt_avail_job {
     struct kt_root_rec rec;
 };
 
-/* Destroys a generated availability key in a session of its own. */
-static void kt_avail_job_destroy(keytier_ctx *ctx, struct kt_root *root)
+/* Destroys a generated availability key (CKA_ID id, label label) in a
+ * session of its own, found again if its handles went stale; false when
+ * it may still be there. */
+static bool kt_avail_job_destroy(keytier_ctx *ctx, struct kt_root *root,
+                                 const uint8_t id[KT_UUID_BYTES],
+                                 const char *label)
 {
     CK_SESSION_HANDLE s = CK_INVALID_HANDLE;
     CK_RV rv = CKR_OK;
-    if (kt_session_get(root->tok, &s, &rv) != KEYTIER_OK) {
+    bool gone = false;
+    if (kt_session_get(root->tok, &s, &rv) == KEYTIER_OK) {
+        rv = kt_avail_destroy(root, s, id, label);
+        gone = rv == CKR_OK;
+        kt_session_put(root->tok, s, rv);
+    }
+    if (!gone)
         kt_log_event(ctx->log, KT_LOG_ERROR,
                      "availability key of a failed DEP creation not "
                      "destroyed",
-                     root->tok->label);
-        return;
-    }
-    kt_avail_destroy(root, s);
-    kt_session_put(root->tok, s, rv);
+                     label);
+    return gone;
 }
 
 static keytier_err kt_avail_job_run(struct kt_tjob *tj)
@@ -276,7 +283,7 @@ static keytier_err kt_avail_job_run(struct kt_tjob *tj)
     if (e == KEYTIER_OK)
         e = kt_root_identity(&j->root, s, j->rec.ident, label, &rv);
     if (e != KEYTIER_OK)
-        kt_avail_destroy(&j->root, s);
+        KT_IGNORE_RESULT(kt_avail_destroy(&j->root, s, j->id, j->label));
     kt_session_put(j->root.tok, s, rv);
     tj->rv = rv;
     return e;
@@ -285,7 +292,7 @@ static keytier_err kt_avail_job_run(struct kt_tjob *tj)
 static void kt_avail_job_undo(struct kt_tjob *tj)
 {
     struct kt_avail_job *j = (struct kt_avail_job *)tj;
-    kt_avail_job_destroy(tj->ctx, &j->root);
+    KT_IGNORE_RESULT(kt_avail_job_destroy(tj->ctx, &j->root, j->id, j->label));
 }
 
 static void kt_avail_job_cleanup(struct kt_tjob *tj)
@@ -298,33 +305,47 @@ static void kt_avail_job_cleanup(struct kt_tjob *tj)
 struct kt_destroy_job {
     struct kt_tjob base;
     struct kt_root root;
+    uint8_t id[KT_UUID_BYTES];
+    char label[64];
 };
 
 static keytier_err kt_destroy_job_run(struct kt_tjob *tj)
 {
     struct kt_destroy_job *j = (struct kt_destroy_job *)tj;
-    kt_avail_job_destroy(tj->ctx, &j->root);
+    if (!kt_avail_job_destroy(tj->ctx, &j->root, j->id, j->label))
+        return kt_err(KEYTIER_E_TOKEN, "availability key %s not destroyed",
+                      j->label);
     return KEYTIER_OK;
 }
 
-static void kt_dep_avail_rollback(keytier_ctx *ctx, const struct kt_root *root)
+/* The label of a DEP's availability key. */
+static void kt_avail_label(char label[64], const char *dep_id)
+{
+    snprintf(label, 64, "keytier-avail-%s", dep_id);
+}
+
+static void kt_dep_avail_rollback(keytier_ctx *ctx, const struct kt_root *root,
+                                  const uint8_t dep_id[KT_UUID_BYTES],
+                                  const char *dep_id_text)
 {
     struct kt_destroy_job *j = kt_tjob_new(ctx, sizeof *j, kt_destroy_job_run);
     if (j == NULL) {
         kt_log_event(ctx->log, KT_LOG_ERROR,
                      "availability key of a failed DEP creation not "
                      "destroyed",
-                     root->tok->label);
+                     dep_id_text);
         return;
     }
     j->root = *root;
+    memcpy(j->id, dep_id, sizeof j->id);
+    kt_avail_label(j->label, dep_id_text);
     /* A late job still destroys it when the token answers. */
     if (kt_tjob_run(&j->base, "service token", ctx->cfg.service_token,
                     kt_admin_deadline_ms(ctx)) != KEYTIER_OK)
         kt_log_event(ctx->log, KT_LOG_WARNING,
                      "availability key of a failed DEP creation: destroy "
-                     "still pending",
-                     root->tok->label);
+                     "failed or still pending",
+                     dep_id_text);
     kt_tjob_put(&j->base);
 }
 
@@ -500,7 +521,7 @@ static keytier_err kt_dep_wrap_avail(keytier_ctx *ctx,
     aj->base.cleanup = kt_avail_job_cleanup;
     aj->type = w->avail;
     memcpy(aj->id, dep_id, sizeof aj->id);
-    snprintf(aj->label, sizeof aj->label, "keytier-avail-%s", dep->dep_id);
+    kt_avail_label(aj->label, dep->dep_id);
     aj->key = kt_secret_dup(key);
     keytier_err e = aj->key == NULL ? kt_err(KEYTIER_E_NOMEM, NULL)
                                     : kt_tjob_run(&aj->base, "service token",
@@ -571,20 +592,20 @@ kt_dep_create_roots(keytier_ctx *ctx, const struct kt_dep_create_args *a,
     return e;
 }
 
-/* Stores a new DEP (a files DEP with its TIK, in one transaction). */
-static keytier_err kt_dep_create_store(keytier_ctx *ctx,
-                                       const struct kt_dep_create_args *a,
-                                       const struct kt_workload_cfg *w,
-                                       struct kt_dep_rec *dep,
-                                       const kt_secret *key, unsigned limit)
+/* Stores a new DEP (a files DEP with its TIK, in one transaction);
+ * *kept: a failed one stayed in the store (kt_dep_store). */
+static keytier_err
+kt_dep_create_store(keytier_ctx *ctx, const struct kt_dep_create_args *a,
+                    const struct kt_workload_cfg *w, struct kt_dep_rec *dep,
+                    const kt_secret *key, unsigned limit, bool *kept)
 {
     /* registering, then proven (dep_state.c) */
     if (w->shape != KT_SHAPE_FILES)
-        return kt_dep_store(ctx, dep, limit, NULL, NULL);
+        return kt_dep_store(ctx, dep, limit, NULL, NULL, kept);
     struct kt_key_rec tik;
     keytier_err e = kt_dep_tik(dep, key, &tik);
     if (e == KEYTIER_OK)
-        e = kt_dep_store(ctx, dep, limit, &tik, a->replaces);
+        e = kt_dep_store(ctx, dep, limit, &tik, a->replaces, kept);
     kt_wipe(&tik, sizeof tik);
     return e;
 }
@@ -617,8 +638,11 @@ keytier_err kt_dep_create(keytier_ctx *ctx, const struct kt_dep_create_args *a,
     if (e == KEYTIER_OK)
         e = kt_dep_create_roots(ctx, a, w, dep, dep_id, key, &avail_root,
                                 &avail_made);
+    bool kept = false;
     if (e == KEYTIER_OK)
-        e = kt_dep_create_store(ctx, a, w, dep, key, limit);
+        e = kt_dep_create_store(ctx, a, w, dep, key, limit, &kept);
+    if (kept) /* left registering: the next read finishes it */
+        avail_made = false;
     if (e == KEYTIER_OK) {
         avail_made = false; /* kept: the DEP now owns it */
         kt_dep_info_fill(dep, out);
@@ -628,7 +652,7 @@ keytier_err kt_dep_create(keytier_ctx *ctx, const struct kt_dep_create_args *a,
     /* The "DEP created" record was written before the DEP was registered
      * (kt_dep_store): a DEP that serves keys always has one. */
     if (avail_made)
-        kt_dep_avail_rollback(ctx, &avail_root);
+        kt_dep_avail_rollback(ctx, &avail_root, dep_id, dep->dep_id);
     kt_secret_free(key);
     kt_wipe(dep, sizeof *dep);
     free(dep);

@@ -10,16 +10,76 @@
 #include <string.h>
 #include <time.h>
 
+#include "audit.h"
 #include "ckr_class.h"
 #include "p11call.h"
 
 /* ---- registration ------------------------------------------------------ */
 
-keytier_err kt_dep_store(keytier_ctx *ctx, struct kt_dep_rec *dep,
-                         unsigned limit, const struct kt_key_rec *tik,
-                         const char *replaces)
+/* A registration that failed after its "DEP created" record: the DEP
+ * goes, and the log says so.  The undo record ("DEP creation undone", with
+ * why) is written first, so that the log's last word on the DEP is true
+ * whatever stops the drop (a kill, the store): a DEP left behind stays
+ * registering and the next read of its key finishes it ("DEP registration
+ * finished"); so does one whose undo record cannot be written.  *kept: the
+ * DEP is still in the store (its availability key must stay). */
+static void kt_dep_store_undo(keytier_ctx *ctx, const struct kt_dep_rec *dep,
+                              const char *why, bool *kept)
+{
+    *kept = true;
+    if (kt_dep_register_undone(ctx, dep, why) != KEYTIER_OK) {
+        kt_log_event(ctx->log, KT_LOG_ERROR,
+                     "DEP creation not undone (its record was not written): "
+                     "left registering for the next read to finish",
+                     dep->dep_id);
+        return;
+    }
+    if (kt_store_dep_unregister(ctx->store, dep->dep_id) != KEYTIER_OK) {
+        kt_log_event(ctx->log, KT_LOG_ERROR,
+                     "DEP creation recorded as undone but not dropped: left "
+                     "registering for the next read to finish",
+                     dep->dep_id);
+        return;
+    }
+    *kept = false;
+}
+
+/* The stored DEP's copies proven, its record written, its state set;
+ * *recorded: its "DEP created" record is written. */
+static keytier_err kt_dep_store_register(keytier_ctx *ctx,
+                                         const struct kt_dep_rec *dep,
+                                         bool *recorded)
 {
     bool done = false;
+    struct kt_dep_rec *stored = malloc(sizeof *stored);
+    *recorded = false;
+    keytier_err e = stored == NULL
+                        ? kt_err(KEYTIER_E_NOMEM, NULL)
+                        : kt_store_dep_get(ctx->store, dep->dep_id, stored);
+    /* each copy as the store holds it, proven by an unwrap; the "DEP
+     * created" record, then the state */
+    if (e == KEYTIER_OK)
+        e = kt_dep_register_prove(ctx, stored);
+    if (e == KEYTIER_OK)
+        e = kt_dep_register_commit(ctx, stored, true, recorded, &done);
+    if (e == KEYTIER_OK && !done)
+        e = kt_err(KEYTIER_E_DEP_STATE,
+                   "DEP %s left registering meanwhile (registered, disabled "
+                   "or settled by another process): kept as it is",
+                   dep->dep_id);
+    if (stored != NULL) {
+        kt_wipe(stored, sizeof *stored);
+        free(stored);
+    }
+    return e;
+}
+
+keytier_err kt_dep_store(keytier_ctx *ctx, struct kt_dep_rec *dep,
+                         unsigned limit, const struct kt_key_rec *tik,
+                         const char *replaces, bool *kept)
+{
+    bool recorded = false;
+    *kept = false;
     dep->state = KEYTIER_DEP_REGISTERING;
     /* the time the row exists: a registration older than the steps it
      * has left is a dead one (settle.c) */
@@ -30,34 +90,31 @@ keytier_err kt_dep_store(keytier_ctx *ctx, struct kt_dep_rec *dep,
             : kt_store_dep_insert_files(ctx->store, dep, limit, tik, replaces);
     if (e != KEYTIER_OK)
         return e;
-    struct kt_dep_rec *stored = malloc(sizeof *stored);
-    e = stored == NULL ? kt_err(KEYTIER_E_NOMEM, NULL)
-                       : kt_store_dep_get(ctx->store, dep->dep_id, stored);
-    /* each copy as the store holds it, proven by an unwrap; the "DEP
-     * created" record, then the state */
-    if (e == KEYTIER_OK)
-        e = kt_dep_register_prove(ctx, stored);
-    if (e == KEYTIER_OK)
-        e = kt_dep_register_commit(ctx, stored, true, &done);
-    if (e == KEYTIER_OK && !done)
-        e = kt_err(KEYTIER_E_DEP_STATE, "DEP %s left registering meanwhile",
-                   dep->dep_id);
-    if (stored != NULL) {
-        kt_wipe(stored, sizeof *stored);
-        free(stored);
-    }
+    e = kt_dep_store_register(ctx, dep, &recorded);
     if (e == KEYTIER_OK) {
         dep->state = KEYTIER_DEP_REGISTERED;
         return KEYTIER_OK;
     }
-    /* the DEP never served a key: it goes, the caller destroys its
-     * availability key */
-    char saved[KT_TJOB_DETAIL * 2];
+    char saved[KT_TJOB_DETAIL * 2], why[KT_TJOB_DETAIL * 2 + 128];
     snprintf(saved, sizeof saved, "%s", keytier_last_error_detail());
-    if (kt_store_dep_unregister(ctx->store, dep->dep_id) != KEYTIER_OK)
+    if (e == KEYTIER_E_DEP_STATE && recorded) {
+        /* no longer registering: not this creation's to take back */
+        *kept = true;
+    } else if (recorded) {
+        kt_dep_store_undo(ctx, dep, saved, kept);
+        snprintf(why, sizeof why, "%s; DEP %s %s", saved, dep->dep_id,
+                 *kept ? "left registering: the next read of its key "
+                         "finishes its registration"
+                       : "undone (audit record \"" KT_AUDIT_DEP_UNDONE "\")");
+        kt_err_restore(why);
+        return e;
+    } else if (kt_store_dep_unregister(ctx->store, dep->dep_id) != KEYTIER_OK) {
+        /* the DEP never served a key and has no record: it goes, the
+         * caller destroys its availability key */
         kt_log_event(ctx->log, KT_LOG_ERROR,
                      "DEP whose copies did not prove left registering",
                      dep->dep_id);
+    }
     kt_err_restore(saved);
     return e;
 }

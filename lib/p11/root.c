@@ -471,6 +471,8 @@ keytier_err kt_avail_generate(keytier_ctx *ctx, enum kt_avail_type type,
         e = kt_err(KEYTIER_E_TOKEN,
                    "service token '%s': generating the availability key: %s",
                    tok->label, kt_p11_rv_text(rv));
+        /* a generation that failed after it stored the key */
+        KT_IGNORE_RESULT(kt_avail_destroy(out, s, id, label));
         goto fail;
     }
     /* Its URI: the service token's identity, the id and the type. */
@@ -498,17 +500,31 @@ keytier_err kt_avail_generate(keytier_ctx *ctx, enum kt_avail_type type,
     return KEYTIER_OK;
 fail_destroy:
     p11_kit_uri_free(u);
-    kt_avail_destroy(out, s);
+    KT_IGNORE_RESULT(kt_avail_destroy(out, s, id, label));
 fail:
     kt_session_put(tok, s, rv);
     return e;
 }
 
-void kt_avail_destroy(struct kt_root *root, CK_SESSION_HANDLE s)
+CK_RV kt_avail_destroy(struct kt_root *root, CK_SESSION_HANDLE s,
+                       const uint8_t id[KT_UUID_BYTES], const char *label)
 {
     if (root->key != CK_INVALID_HANDLE)
         KT_IGNORE_RESULT(kt_p11_destroy_object(root->tok, s, root->key));
     if (root->pub != CK_INVALID_HANDLE && root->pub != root->key)
         KT_IGNORE_RESULT(kt_p11_destroy_object(root->tok, s, root->pub));
     root->key = root->pub = CK_INVALID_HANDLE;
+    /* A handle may be stale: handles of private objects are invalid for
+     * good once the application was logged out (PKCS#11 v2.40 §5.6
+     * C_Logout), which closing its last session does, as a token error
+     * makes kt_session_put do.  What the token still holds under the key's
+     * CKA_ID and label (both halves of an RSA pair at most) goes too. */
+    CK_ATTRIBUTE t[] = {{CKA_ID, (void *)id, KT_UUID_BYTES},
+                        {CKA_LABEL, (void *)label, strlen(label)}};
+    CK_OBJECT_HANDLE objs[4];
+    CK_ULONG n = 0;
+    CK_RV rv = kt_p11_find_objects(root->tok, s, t, 2, objs, 4, &n);
+    for (CK_ULONG i = 0; rv == CKR_OK && i < n; i++)
+        rv = kt_p11_destroy_object(root->tok, s, objs[i]);
+    return rv;
 }

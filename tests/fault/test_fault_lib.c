@@ -29,7 +29,11 @@
  * when they differ.
  * The approved operation has a third state the design names: the approval
  * consumed and the operation not done ("a failed operation does not give
- * it back", docs/DESIGN.md §2 "Approvals").
+ * it back", docs/DESIGN.md §2 "Approvals").  A DEP creation has one too:
+ * undone after its record ("DEP creation undone", docs/DESIGN.md §2
+ * "Lifecycle"): store and tokens old, and after the old end exactly one
+ * "DEP created" and right after it one "DEP creation undone" with a
+ * reason, both of the same DEP, one the old state does not know.
  *
  * Usage: test_fault_lib SCENARIO (dep-create, dep-roll, migrate,
  * audit-append, approval-request, approval-grant, approval-use).
@@ -353,6 +357,44 @@ static void fp_tokens(struct rows *out)
 
 static char audit_path[4096];
 
+/* Whether the records after the first `skip` are exactly a creation
+ * undone: "DEP created" and right after it "DEP creation undone" with a
+ * Reason, both naming the same DEP, a new one (not of the old state). */
+static bool audit_undone(size_t skip)
+{
+    FILE *f = fopen(audit_path, "r");
+    char *line = NULL;
+    size_t cap = 0, n = 0, got = 0;
+    bool ok = true;
+    char dep[2][KEYTIER_ID_SIZE] = {"", ""};
+    static const char *const want[2] = {KT_AUDIT_DEP_CREATED,
+                                        KT_AUDIT_DEP_UNDONE};
+    ck_assert_ptr_nonnull(f);
+    while (getline(&line, &cap, f) > 0) {
+        if (n++ < skip)
+            continue;
+        if (got == 2) {
+            ok = false;
+            break;
+        }
+        json_object *o = json_tokener_parse(line), *v = NULL;
+        ok = ok && o != NULL && json_object_object_get_ex(o, "Activity", &v) &&
+             strcmp(json_object_get_string(v), want[got]) == 0 &&
+             json_object_object_get_ex(o, "DataEncryptionPolicyId", &v) &&
+             json_object_get_string_len(v) == KEYTIER_ID_SIZE - 1;
+        if (ok)
+            memcpy(dep[got], json_object_get_string(v), KEYTIER_ID_SIZE);
+        if (ok && got == 1)
+            ok = json_object_object_get_ex(o, "Reason", &v) &&
+                 json_object_get_string_len(v) > 0;
+        json_object_put(o);
+        got++;
+    }
+    free(line);
+    fclose(f);
+    return ok && got == 2 && strcmp(dep[0], dep[1]) == 0 && !id_known(dep[0]);
+}
+
 /* The Activity of each audit record after the first `skip`, one a line. */
 static void audit_tail(size_t skip, struct text *out, size_t *records)
 {
@@ -549,19 +591,20 @@ struct scenario_def {
     void (*setup2)(keytier_ctx *ctx); /* on the rewritten configuration */
     keytier_err (*run)(keytier_ctx *ctx);
     bool consumed_state;
+    bool undone_state; /* a DEP creation undone after its record */
 };
 
 static const struct scenario_def scenarios[] = {
-    {"dep-create", setup_base, NULL, run_dep_create, false},
-    {"dep-roll", setup_base, NULL, run_dep_roll, false},
-    {"migrate", setup_migrate, NULL, run_migrate, false},
-    {"audit-append", setup_base, NULL, run_audit_append, false},
+    {"dep-create", setup_base, NULL, run_dep_create, false, true},
+    {"dep-roll", setup_base, NULL, run_dep_roll, false, false},
+    {"migrate", setup_migrate, NULL, run_migrate, false, false},
+    {"audit-append", setup_base, NULL, run_audit_append, false, false},
     {"approval-request", setup_approval_base, setup_registered,
-     run_approval_request, false},
+     run_approval_request, false, false},
     {"approval-grant", setup_approval_base, setup_requested, run_approval_grant,
+     false, false},
+    {"approval-use", setup_approval_base, setup_granted, run_approval_use, true,
      false},
-    {"approval-use", setup_approval_base, setup_granted, run_approval_use,
-     true},
 };
 
 static const struct scenario_def *cur;
@@ -608,6 +651,7 @@ static void env_restore(void)
 struct state {
     struct text store, tokens, audit; /* audit: activities after old end */
     bool keys_ok;                     /* every key opens, the data too */
+    bool undone;                      /* audit: a creation undone */
     bool audit_ok;                    /* chain intact, anchor proves it */
     char why[512];
 };
@@ -685,6 +729,7 @@ static void state_read(struct state *s)
     fp_tokens(&rs);
     rows_out(&rs, &s->tokens, learn);
     audit_tail(old_records, &s->audit, NULL);
+    s->undone = !learn && audit_undone(old_records);
     t[2] = now_s();
     keytier_ctx *ctx = testenv_ctx(&env);
     t[3] = now_s();
@@ -711,7 +756,7 @@ static bool text_eq(const struct text *a, const struct text *b)
     return strcmp(a->s ? a->s : "", b->s ? b->s : "") == 0;
 }
 
-enum verdict { V_OLD, V_NEW, V_CONSUMED, V_MIXED };
+enum verdict { V_OLD, V_NEW, V_CONSUMED, V_UNDONE, V_MIXED };
 
 static struct state st_old, st_new;
 static struct text consumed_audit; /* "Approval used" */
@@ -731,6 +776,8 @@ static enum verdict judge(struct state *s)
     if (cur->consumed_state && st_n && tok_old &&
         text_eq(&s->audit, &consumed_audit))
         return V_CONSUMED;
+    if (cur->undone_state && st_o && tok_old && s->undone)
+        return V_UNDONE;
     if (getenv("KT_FAULT_DEBUG") != NULL) /* the states side by side */
         fprintf(stderr, "--- found\n%s%s--- new\n%s%s--- old\n%s%s", s->store.s,
                 s->tokens.s, st_new.store.s, st_new.tokens.s, st_old.store.s,
@@ -750,8 +797,8 @@ static enum verdict judge(struct state *s)
 /* ---- the run ------------------------------------------------------------ */
 
 struct tally {
-    unsigned long points, injected, errors, recovered, consumed, not_reached,
-        mixed, leaks;
+    unsigned long points, injected, errors, recovered, consumed, undone,
+        not_reached, mixed, leaks;
 };
 
 static int leak_check(void)
@@ -823,6 +870,8 @@ static void point(enum kt_fault_kind kind, unsigned long n, struct tally *t)
         t->recovered++;
     } else if (v == V_CONSUMED) {
         t->consumed++;
+    } else if (v == V_UNDONE) {
+        t->undone++;
     }
     state_free(&s);
     if (leak_check() != 0) {
@@ -879,10 +928,11 @@ static void kind_run(enum kt_fault_kind kind, unsigned long total)
         for (unsigned long n = 1; n <= total; n += stride)
             point(kind, n, &t);
     printf("%-16s %-6s points %5lu stride %3lu injected %4lu errors %4lu "
-           "recovered %3lu consumed %3lu not-reached %3lu mixed %lu leaks "
-           "%lu\n",
+           "recovered %3lu consumed %3lu undone %3lu not-reached %3lu mixed "
+           "%lu leaks %lu\n",
            cur->name, kt_fault_kind_name(kind), total, stride, t.injected,
-           t.errors, t.recovered, t.consumed, t.not_reached, t.mixed, t.leaks);
+           t.errors, t.recovered, t.consumed, t.undone, t.not_reached, t.mixed,
+           t.leaks);
     fflush(stdout);
     ck_assert_msg(t.mixed == 0, "%s %s: %lu points left a mixed state",
                   cur->name, kt_fault_kind_name(kind), t.mixed);

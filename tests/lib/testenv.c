@@ -246,6 +246,20 @@ void testenv_destroy(struct testenv *t, const char *token, const char *label)
     raw_close(&r);
 }
 
+int testenv_count(struct testenv *t, const char *token, const char *label)
+{
+    struct raw r;
+    raw_open(t, token, &r);
+    CK_ATTRIBUTE tmpl[] = {{CKA_LABEL, (void *)label, strlen(label)}};
+    CK_OBJECT_HANDLE objs[8];
+    CK_ULONG n = 0;
+    ck_assert_int_eq(r.fl->C_FindObjectsInit(r.s, tmpl, 1), CKR_OK);
+    ck_assert_int_eq(r.fl->C_FindObjects(r.s, objs, 8, &n), CKR_OK);
+    r.fl->C_FindObjectsFinal(r.s);
+    raw_close(&r);
+    return (int)n;
+}
+
 void testenv_keytier_token(struct testenv *t, const char *label)
 {
     ck_assert_msg(t->keytier_module[0] != '\0', "KT_MODULE not set");

@@ -50,6 +50,8 @@ void testenv_root_rsa(struct testenv *t, const char *token, const char *label,
                       int flags);
 /* Destroys every object labelled `label` in token. */
 void testenv_destroy(struct testenv *t, const char *token, const char *label);
+/* How many objects labelled `label` token holds (private ones included). */
+int testenv_count(struct testenv *t, const char *token, const char *label);
 
 /* Creates an initialised token `label` (user PIN 1234) on keytier's own
  * module; roots made with testenv_root_* in it then live there. */

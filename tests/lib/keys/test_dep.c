@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kt_lib.h"
+#include "p11call.h"
 #include "testenv.h"
 
 static struct testenv T;
@@ -41,6 +43,54 @@ static void assert_err(keytier_err got, keytier_err want, const char *needle)
                       "detail '%s' lacks '%s'", keytier_last_error_detail(),
                       needle);
 }
+
+/* A failed creation destroys the availability key it made even once its
+ * handle is stale: a token error closes the session (kt_session_put), the
+ * last one of the service token logs the application out, and keytier's
+ * module then invalidates every handle of a private object for good
+ * (PKCS#11 v2.40 §5.6 C_Logout).  Destroyed by that handle alone, the key
+ * stayed in the service token, an orphan nothing names. */
+START_TEST(avail_key_destroyed_after_logout)
+{
+    testenv_keytier_token(&T, "KService");
+    T.service = "KService";
+    testenv_write_conf(&T, NULL);
+    keytier_ctx *c = testenv_ctx(&T);
+    struct kt_root root;
+    CK_SESSION_HANDLE s = CK_INVALID_HANDLE;
+    CK_RV rv = CKR_OK;
+    uint8_t id[KT_UUID_BYTES];
+    char text[KEYTIER_ID_SIZE], label[64], *uri = NULL;
+    ck_assert(kt_uuid_new(id));
+    kt_uuid_format(id, text);
+    snprintf(label, sizeof label, "keytier-avail-%s", text);
+    ck_assert_int_eq(
+        kt_avail_generate(c, KT_AVAIL_AES256, id, label, &root, &s, &uri),
+        KEYTIER_OK);
+    free(uri);
+    CK_OBJECT_HANDLE stale = root.key;
+    /* every session of the service token closed, this one after a token
+     * error: the application is logged out */
+    for (;;) {
+        CK_SESSION_HANDLE idle = CK_INVALID_HANDLE;
+        pthread_mutex_lock(&root.tok->mu);
+        if (root.tok->n_idle > 0)
+            idle = root.tok->idle[--root.tok->n_idle];
+        pthread_mutex_unlock(&root.tok->mu);
+        if (idle == CK_INVALID_HANDLE)
+            break;
+        kt_session_put(root.tok, idle, CKR_DEVICE_ERROR);
+    }
+    kt_session_put(root.tok, s, CKR_DEVICE_ERROR);
+    ck_assert_int_eq(kt_session_get(root.tok, &s, &rv), KEYTIER_OK);
+    ck_assert_int_eq(kt_p11_destroy_object(root.tok, s, stale),
+                     CKR_OBJECT_HANDLE_INVALID);
+    ck_assert_int_eq(kt_avail_destroy(&root, s, id, label), CKR_OK);
+    kt_session_put(root.tok, s, CKR_OK);
+    keytier_ctx_close(c);
+    ck_assert_int_eq(testenv_count(&T, "KService", label), 0);
+}
+END_TEST
 
 START_TEST(create_show_list_disable)
 {
@@ -687,6 +737,7 @@ int main(void)
     tcase_add_test(tc, pin_sources);
     tcase_add_test(tc, bad_arguments);
     tcase_add_test(tc, service_token_missing);
+    tcase_add_test(tc, avail_key_destroyed_after_logout);
     tcase_add_test(tc, calls_logged_without_arguments_sessions_reused);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);

@@ -133,6 +133,129 @@ START_TEST(registering_unprovable_stays_refused)
 }
 END_TEST
 
+/* ---- a creation undone after its record ----------------------------- */
+
+/* The DEP id of the audit log's record `from_end` lines before its last
+ * (0: the last) and its Activity; "" when there is no such line. */
+static void audit_nth_last(keytier_ctx *ctx, int from_end,
+                           char dep[KEYTIER_ID_SIZE], char *activity,
+                           size_t cap, char *reason, size_t rcap)
+{
+    char path[4096], line[8192], lines[3][8192];
+    int n = 0;
+    assert_ok(keytier_audit_log_path(ctx, path, sizeof path));
+    FILE *f = fopen(path, "r");
+    ck_assert_ptr_nonnull(f);
+    while (fgets(line, sizeof line, f))
+        snprintf(lines[n++ % 3], sizeof lines[0], "%s", line);
+    fclose(f);
+    ck_assert_int_gt(n, from_end);
+    const char *l = lines[(n - 1 - from_end) % 3];
+    const char *fields[3] = {"\"DataEncryptionPolicyId\":\"", "\"Activity\":\"",
+                             "\"Reason\":\""};
+    char *outs[3] = {dep, activity, reason};
+    size_t caps[3] = {KEYTIER_ID_SIZE, cap, rcap};
+    for (int i = 0; i < 3; i++) {
+        const char *v = strstr(l, fields[i]);
+        size_t len = 0;
+        if (v != NULL) {
+            v += strlen(fields[i]);
+            len = strcspn(v, "\"");
+        }
+        snprintf(outs[i], caps[i], "%.*s", (int)len, v ? v : "");
+    }
+}
+
+/* The last two records: "DEP created" and right after it "DEP creation
+ * undone" of the same DEP, whose id goes to dep, with a reason naming
+ * `why`. */
+static void assert_undone_records(keytier_ctx *ctx, char dep[KEYTIER_ID_SIZE],
+                                  const char *why)
+{
+    char other[KEYTIER_ID_SIZE], act[64], reason[1024];
+    audit_nth_last(ctx, 1, dep, act, sizeof act, reason, sizeof reason);
+    ck_assert_str_eq(act, "DEP created");
+    ck_assert_uint_eq(strlen(dep), KEYTIER_ID_SIZE - 1);
+    audit_nth_last(ctx, 0, other, act, sizeof act, reason, sizeof reason);
+    ck_assert_str_eq(act, "DEP creation undone");
+    ck_assert_str_eq(other, dep);
+    ck_assert_msg(strstr(reason, why) != NULL, "reason '%s' lacks '%s'", reason,
+                  why);
+}
+
+/* The store refuses to mark a new DEP registered (both tries) after its
+ * "DEP created" record is durable: the creation is undone, and the log
+ * says so right after that record, naming the DEP and why; no DEP row and
+ * no availability key are left.  Without the undo record the log would
+ * name a DEP that does not exist; without the undo, the store and the
+ * service token would keep a DEP the caller was told failed. */
+START_TEST(creation_undone_after_its_record)
+{
+    keytier_ctx *ctx = testenv_ctx(&T);
+    keytier_dep_info d;
+    keytier_audit_report rep;
+    char dep[KEYTIER_ID_SIZE], label[64];
+    sql("CREATE TRIGGER no_register BEFORE UPDATE OF state ON deps WHEN "
+        "NEW.state = 1 BEGIN SELECT RAISE(ABORT, 'registration refused'); "
+        "END");
+    assert_err(keytier_dep_create(ctx, "org-1", "Exchange",
+                                  testenv_uri("VaultA", "A1"),
+                                  testenv_uri("VaultB", "B1"), &d),
+               KEYTIER_E_STORE);
+    detail_has("registration refused");
+    detail_has("undone");
+    assert_undone_records(ctx, dep, "registration refused");
+    ck_assert_int_eq(lc_sql_int(T.store, "SELECT count(*) FROM deps", NULL), 0);
+    ck_assert_int_eq(
+        lc_sql_int(T.store, "SELECT count(*) FROM dep_roots", NULL), 0);
+    snprintf(label, sizeof label, "keytier-avail-%s", dep);
+    ck_assert_int_eq(testenv_count(&T, "Service", label), 0);
+    assert_ok(keytier_audit_verify_anchored(ctx, NULL, &rep));
+    /* the store takes registrations again: the next creation is whole */
+    sql("DROP TRIGGER no_register");
+    assert_ok(keytier_dep_create(ctx, "org-1", "Exchange",
+                                 testenv_uri("VaultA", "A1"),
+                                 testenv_uri("VaultB", "B1"), &d));
+    ck_assert_int_eq(d.state, KEYTIER_DEP_REGISTERED);
+    keytier_ctx_close(ctx);
+}
+END_TEST
+
+/* The same, and the store refuses the drop too: the DEP stays registering
+ * with its availability key (the log already says undone, then the next
+ * read of its key, once the creation is dead, finishes the registration
+ * and records that last), never registered without a record and never
+ * without the key its copy is under. */
+START_TEST(creation_undo_refused_left_registering)
+{
+    keytier_ctx *ctx = testenv_ctx(&T);
+    keytier_dep_info d, now;
+    keytier_key *dk = NULL;
+    char dep[KEYTIER_ID_SIZE], label[64];
+    sql("CREATE TRIGGER no_register BEFORE UPDATE OF state ON deps WHEN "
+        "NEW.state = 1 BEGIN SELECT RAISE(ABORT, 'registration refused'); "
+        "END; CREATE TRIGGER no_drop BEFORE DELETE ON deps BEGIN SELECT "
+        "RAISE(ABORT, 'drop refused'); END");
+    assert_err(keytier_dep_create(ctx, "org-1", "Exchange",
+                                  testenv_uri("VaultA", "A1"),
+                                  testenv_uri("VaultB", "B1"), &d),
+               KEYTIER_E_STORE);
+    detail_has("left registering");
+    assert_undone_records(ctx, dep, "registration refused");
+    ck_assert_int_eq(state_of(ctx, dep, &now), KEYTIER_DEP_REGISTERING);
+    snprintf(label, sizeof label, "keytier-avail-%s", dep);
+    ck_assert_int_eq(testenv_count(&T, "Service", label), 1);
+    sql("DROP TRIGGER no_register; DROP TRIGGER no_drop; UPDATE deps SET "
+        "created = 1 WHERE dep_id = '%s'",
+        dep);
+    assert_ok(keytier_dep_key_open(ctx, &lc_user, "org-1", dep, &dk));
+    keytier_key_close(dk);
+    ck_assert_int_eq(state_of(ctx, dep, &now), KEYTIER_DEP_REGISTERED);
+    ck_assert_int_eq(lc_audit_count(ctx, "\"DEP registration finished\""), 1);
+    keytier_ctx_close(ctx);
+}
+END_TEST
+
 /* ---- rolling ---------------------------------------------------------- */
 
 /* slot 0's row of dep_roots as an SQL value list (uri, mech, wrapped,
@@ -374,6 +497,8 @@ int main(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, registering_refused_then_finished);
     tcase_add_test(tc, registering_unprovable_stays_refused);
+    tcase_add_test(tc, creation_undone_after_its_record);
+    tcase_add_test(tc, creation_undo_refused_left_registering);
     tcase_add_test(tc, roll_dead_resumed_by_next_read);
     tcase_add_test(tc, roll_dead_unprovable_rolled_back);
     tcase_add_test(tc, roll_live_left_alone);
