@@ -62,7 +62,6 @@ struct kt_config {
     size_t n_modules;
     char *service_token; /* PKCS#11 URI naming a token */
     char *node;          /* this node's name (default: the host name) */
-    char *store_path;
     char *store_path;    /* a SQLite file or a PostgreSQL connection string */
     char *store_password_file; /* store.password_file (PostgreSQL) */
     char *log_file;
