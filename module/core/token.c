@@ -68,6 +68,10 @@ void kt_token_free(struct kt_token *t)
         kt_hmap_free(&sh->labels);
         pthread_mutex_destroy(&sh->lock);
     }
+    /* A counter reset a failed write left due: one more try before the
+     * process lets the token go (the try stays charged otherwise). */
+    if (t->db != NULL && t->initialized)
+        kt_login_retry_resets(t);
     kt_tokenlock_release(t);
     kt_store_data_version_free(t->dv_stmt);
     if (t->db != NULL)

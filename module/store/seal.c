@@ -225,7 +225,7 @@ CK_RV kt_seal_open_attrs(const unsigned char mk[32], int64_t id,
             kt_ossl_open(mk, aad, sizeof(aad), a->pValue, a->ulValueLen, p);
         if (rv != CKR_OK) {
             kt_free_secret(p, pl ? pl : 1);
-            return CKR_DATA_INVALID;
+            return rv == CKR_HOST_MEMORY ? rv : CKR_DATA_INVALID;
         }
         kt_free_secret(a->pValue, a->ulValueLen);
         a->pValue = p;
