@@ -22,6 +22,25 @@ static void derive_key(const unsigned char ik[32], const char *label,
         memset(out, 0, 32);
 }
 
+CK_RV kt_seal_keys(const unsigned char ik[32], unsigned char mac[32],
+                   unsigned char manifest[32], unsigned char seq[32])
+{
+    CK_RV rv = kt_ossl_hmac256(ik, 32, mac_label, sizeof(mac_label), NULL, 0,
+                               NULL, 0, mac);
+    if (rv == CKR_OK)
+        rv = kt_ossl_hmac256(ik, 32, man_key_label, sizeof(man_key_label), NULL,
+                             0, NULL, 0, manifest);
+    if (rv == CKR_OK)
+        rv = kt_ossl_hmac256(ik, 32, seq_key_label, sizeof(seq_key_label), NULL,
+                             0, NULL, 0, seq);
+    if (rv != CKR_OK) {
+        kt_wipe(mac, 32);
+        kt_wipe(manifest, 32);
+        kt_wipe(seq, 32);
+    }
+    return rv;
+}
+
 void kt_seal_mac_key(const unsigned char ik[32], unsigned char out[32])
 {
     derive_key(ik, mac_label, sizeof(mac_label), out);
