@@ -376,6 +376,14 @@ struct kt_token {
     bool man_stale; /* our write followed another process's: wait for sync */
     bool man_refused;
     struct kt_pin pins[2]; /* [0] SO, [1] user */
+    /* Under `lock`: a role whose right PIN was seen but whose retry counter
+     * could not be reset (the write failed): the reset is retried before
+     * the next try is charged, on the record with this salt. */
+    bool reset_due[2];
+    unsigned char reset_salt[2][16];
+    /* Under dblock: a sync installed objects whose sealed attributes could
+     * not be opened for want of memory; the next sync opens them. */
+    bool unseal_due;
     /* Under kt_g.lock */
     bool busy; /* C_InitToken runs its KDF and writes with kt_g.lock free */
     CK_ULONG session_count;
@@ -533,8 +541,12 @@ KT_NODISCARD CK_RV kt_pin_check_bind(const struct kt_pin *p,
                                      const unsigned char mk[32], int role,
                                      const char serial[KT_SERIAL_LEN],
                                      const unsigned char ik[32]);
+/* Counter resets left due by a failed write, written now if they can be
+ * (login.c; no lock held). */
+void kt_login_retry_resets(struct kt_token *t);
 /* PIN -> key -> private key -> box -> mk (no lock held): CKR_PIN_INCORRECT,
- * or CKR_DEVICE_ERROR for a record that does not open. */
+ * CKR_DEVICE_ERROR for a record that does not open, CKR_HOST_MEMORY when
+ * memory ran out (the record is not judged). */
 KT_NODISCARD CK_RV kt_pin_open(const struct kt_pin *p, const unsigned char *pin,
                                CK_ULONG len, unsigned char mk[32], int role,
                                const char serial[KT_SERIAL_LEN]);
@@ -561,11 +573,11 @@ KT_NODISCARD CK_RV kt_login_verify_pin(struct kt_token *t, int which,
                                        unsigned char mk[32]);
 /* With the master key loaded: check MACs and unseal (lock held for
  * writing). */
-void kt_token_unseal_all(struct kt_token *t);
+KT_NODISCARD CK_RV kt_token_unseal_all(struct kt_token *t);
 void kt_token_reseal_all(struct kt_token *t);
 /* With the master key loaded: verifies and unseals every token object not
  * yet unsealed, the cryptography outside the token lock (takes it). */
-void kt_token_unseal_pending(struct kt_token *t);
+KT_NODISCARD CK_RV kt_token_unseal_pending(struct kt_token *t);
 /* At logout (lock held for writing): private session objects are
  * destroyed, private token objects get new handles. */
 void kt_token_forget_private(struct kt_token *t);

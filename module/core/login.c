@@ -40,21 +40,129 @@ static KT_NODISCARD CK_RV charge_fn(void *ctx, struct kt_pin pins[2])
     return CKR_OK;
 }
 
-static KT_NODISCARD CK_RV reset_fn(void *ctx, struct kt_pin pins[2])
+/* The counter of the record with this salt back to zero (a right PIN),
+ * or one try given back (a PIN that was never judged). A record replaced
+ * meanwhile (a PIN change) is left alone. */
+struct counter_fix {
+    int which;
+    bool reset;
+    unsigned char salt[16];
+};
+
+static KT_NODISCARD CK_RV counter_fn(void *ctx, struct kt_pin pins[2])
 {
-    const int *which = ctx;
-    if (pins[*which].failures == 0)
+    const struct counter_fix *f = ctx;
+    struct kt_pin *p = &pins[f->which];
+    if (!p->present || p->failures == 0 ||
+        memcmp(p->salt, f->salt, sizeof(p->salt)) != 0)
         return KT_CKR_NO_CHANGE;
-    pins[*which].failures = 0;
+    p->failures = f->reset ? 0 : p->failures - 1;
     return CKR_OK;
+}
+
+static const char *role_name(int which)
+{
+    return which == KT_PIN_SO ? "SO" : "user";
+}
+
+/* A reset that failed after a right PIN, retried before the next try is
+ * charged, at logout and when the token is closed (C_Finalize): the
+ * counter never locks out a user who typed the right PIN because a write
+ * failed, and is only reset by a durable write. */
+static void retry_reset(struct kt_token *t, int which)
+{
+    struct counter_fix f = {.which = which, .reset = true};
+    pthread_rwlock_rdlock(&t->lock);
+    bool due = t->reset_due[which];
+    memcpy(f.salt, t->reset_salt[which], sizeof(f.salt));
+    pthread_rwlock_unlock(&t->lock);
+    if (!due || kt_token_pins_write(t, counter_fn, &f, NULL) != CKR_OK)
+        return;
+    pthread_rwlock_wrlock(&t->lock);
+    if (memcmp(f.salt, t->reset_salt[which], sizeof(f.salt)) == 0)
+        t->reset_due[which] = false;
+    pthread_rwlock_unlock(&t->lock);
+    kt_log(KT_LOG_INFO, "token %s: %s PIN retry counter reset (retried)",
+           t->path, role_name(which));
+}
+
+void kt_login_retry_resets(struct kt_token *t)
+{
+    retry_reset(t, KT_PIN_SO);
+    retry_reset(t, KT_PIN_USER);
+}
+
+/* After the PIN was checked: a right PIN resets the counter (a failed
+ * write leaves the reset due, the login still succeeds); a PIN that was
+ * never judged (memory ran out) gets its try back; a wrong PIN or a
+ * damaged record keeps it. */
+static void settle(struct kt_token *t, int which, const struct charge *c,
+                   CK_RV rv)
+{
+    struct counter_fix f = {.which = which, .reset = rv == CKR_OK};
+    memcpy(f.salt, c->rec.salt, sizeof(f.salt));
+    if (rv == CKR_OK || (rv != CKR_PIN_INCORRECT && rv != CKR_DEVICE_ERROR)) {
+        if (kt_token_pins_write(t, counter_fn, &f, NULL) == CKR_OK)
+            return;
+        if (rv == CKR_OK) {
+            pthread_rwlock_wrlock(&t->lock);
+            t->reset_due[which] = true;
+            memcpy(t->reset_salt[which], f.salt, sizeof(f.salt));
+            pthread_rwlock_unlock(&t->lock);
+        }
+        kt_log(KT_LOG_ERROR,
+               "token %s: cannot %s the %s PIN retry counter (the try stays "
+               "charged in the store)%s",
+               t->path, rv == CKR_OK ? "reset" : "give a try back to",
+               role_name(which),
+               rv == CKR_OK ? "; retried before the next login's try" : "");
+    } else if (rv == CKR_PIN_INCORRECT) {
+        kt_log(KT_LOG_WARNING, "token %s: %s PIN incorrect (%lu of %lu tries)",
+               t->path, role_name(which), (unsigned long)c->failures,
+               (unsigned long)kt_g.cfg.pin_max_retries);
+    } else if (c->rec.present) {
+        kt_log(KT_LOG_ERROR,
+               "token %s: %s PIN record damaged (the verifier matched but "
+               "the record does not open the master key)",
+               t->path, role_name(which));
+    }
+}
+
+/* The PIN against the charged record, and the master key it opens against
+ * the integrity key's binding. */
+static KT_NODISCARD CK_RV check_pin(struct kt_token *t, int which,
+                                    const struct charge *c,
+                                    const unsigned char *pin, CK_ULONG len,
+                                    const unsigned char ik[32],
+                                    unsigned char mk[32], bool *unbound)
+{
+    CK_RV rv = kt_pin_open(&c->rec, pin, len, mk, which, t->serial);
+    if (rv != CKR_OK)
+        return rv;
+    /* The integrity key must be the one the master key was bound to: a
+     * replaced <serial>.key (and a database re-MACed with it) is caught
+     * here, by whoever knows a PIN. */
+    rv = kt_pin_check_bind(&c->rec, mk, which, t->serial, ik);
+    if (rv == CKR_DATA_INVALID) {
+        kt_log(KT_LOG_ERROR,
+               "token %s refused: its integrity key file (.key) does not "
+               "belong to its master key (replaced outside the token); login "
+               "refused",
+               t->path);
+        *unbound = true;
+        rv = CKR_DEVICE_ERROR;
+    }
+    if (rv != CKR_OK)
+        kt_wipe(mk, 32);
+    return rv;
 }
 
 /* Checks a PIN against a record. One try is charged to the counter, in the
  * store, BEFORE the PIN is checked, so parallel guesses (threads or
  * processes) never get more than pin_max_retries wrong attempts; a success
- * gives the try back. The counter is part of the authenticated PIN
- * records: a counter reset outside the token refuses the token. The KDF
- * runs with no lock held. */
+ * gives the try back, and so does a check that could not be made (memory).
+ * The counter is part of the authenticated PIN records: a counter reset
+ * outside the token refuses the token. The KDF runs with no lock held. */
 CK_RV kt_login_verify_pin(struct kt_token *t, int which,
                           const unsigned char *pin, CK_ULONG len,
                           unsigned char mk[32])
@@ -82,6 +190,7 @@ CK_RV kt_login_verify_pin(struct kt_token *t, int which,
         rv = CKR_USER_PIN_NOT_INITIALIZED;
         goto out;
     }
+    retry_reset(t, which);
     rv = kt_token_pins_write(t, charge_fn, &c, NULL);
     if (rv != CKR_OK) {
         if (rv == CKR_DEVICE_ERROR)
@@ -91,38 +200,29 @@ CK_RV kt_login_verify_pin(struct kt_token *t, int which,
                    t->path);
         goto out;
     }
-    rv = kt_pin_open(&c.rec, pin, len, mk, which, t->serial);
-    /* The integrity key must be the one the master key was bound to: a
-     * replaced <serial>.key (and a database re-MACed with it) is caught
-     * here, by whoever knows a PIN. */
-    if (rv == CKR_OK &&
-        kt_pin_check_bind(&c.rec, mk, which, t->serial, ik) != CKR_OK) {
-        kt_log(KT_LOG_ERROR,
-               "token %s refused: its integrity key file (.key) does not "
-               "belong to its master key (replaced outside the token); login "
-               "refused",
-               t->path);
-        kt_wipe(mk, 32);
-        rv = CKR_DEVICE_ERROR;
-    }
-    if (rv == CKR_OK) {
-        if (kt_token_pins_write(t, reset_fn, &which, NULL) != CKR_OK)
-            kt_log(KT_LOG_ERROR, "token %s: cannot reset the PIN retry counter",
-                   t->path);
-    } else if (rv == CKR_PIN_INCORRECT) {
-        kt_log(KT_LOG_WARNING, "token %s: %s PIN incorrect (%lu of %lu tries)",
-               t->path, which == KT_PIN_SO ? "SO" : "user",
-               (unsigned long)c.failures,
-               (unsigned long)kt_g.cfg.pin_max_retries);
-    } else if (rv == CKR_DEVICE_ERROR && c.rec.present) {
-        kt_log(KT_LOG_ERROR,
-               "token %s: %s PIN record damaged (the verifier matched but "
-               "the record does not open the master key)",
-               t->path, which == KT_PIN_SO ? "SO" : "user");
-    }
+    bool unbound = false;
+    rv = check_pin(t, which, &c, pin, len, ik, mk, &unbound);
+    if (!unbound) /* logged: the try stays charged */
+        settle(t, which, &c, rv);
 out:
     kt_wipe(&c, sizeof(c));
     kt_wipe(ik, sizeof(ik));
+    return rv;
+}
+
+/* Every object was authenticated when it was loaded; key material is
+ * unsealed once, at login, not per operation, outside the lock. If memory
+ * runs out the login is undone: no key stays sealed behind a CKR_OK. */
+static KT_NODISCARD CK_RV unseal_or_undo(struct kt_token *t, CK_USER_TYPE user)
+{
+    CK_RV rv = kt_token_unseal_pending(t);
+    if (rv == CKR_OK)
+        return rv;
+    kt_token_wrlock(t);
+    if (t->login == user)
+        kt_login_drop_locked(t);
+    pthread_rwlock_unlock(&t->lock);
+    kt_session_forget_keys(t, 0);
     return rv;
 }
 
@@ -145,10 +245,8 @@ CK_RV kt_login(struct kt_token *t, CK_USER_TYPE user, const unsigned char *pin,
         kt_nodump_token(t, true);
     }
     pthread_rwlock_unlock(&t->lock);
-    /* Every object was authenticated when it was loaded; key material is
-     * unsealed once, here, not per operation, outside the lock. */
     if (rv == CKR_OK)
-        kt_token_unseal_pending(t);
+        rv = unseal_or_undo(t, user);
 out:
     kt_wipe(mk, sizeof(mk));
     return rv;
@@ -187,6 +285,7 @@ void kt_login_drop_locked(struct kt_token *t)
 
 void kt_logout(struct kt_token *t)
 {
+    kt_login_retry_resets(t);
     kt_token_wrlock(t);
     kt_login_drop_locked(t);
     pthread_rwlock_unlock(&t->lock);
@@ -216,8 +315,12 @@ static KT_NODISCARD CK_RV rekey_fn(void *ctx, struct kt_pin pins[2])
     /* The record that receives the new master key is checked; without
      * one, the role's own record shows the master key is still current. */
     int w = pins[other].present ? other : r->which;
-    if (!pins[w].present ||
-        kt_pin_check_bind(&pins[w], r->old_mk, w, r->serial, r->ik) != CKR_OK) {
+    CK_RV rv = pins[w].present
+                   ? kt_pin_check_bind(&pins[w], r->old_mk, w, r->serial, r->ik)
+                   : CKR_DATA_INVALID;
+    if (rv == CKR_HOST_MEMORY)
+        return rv; /* not judged */
+    if (rv != CKR_OK) {
         kt_log(KT_LOG_ERROR,
                "token %s: the %s PIN record is not bound to the master key (a "
                "public key substituted outside the token, or a PIN changed "
@@ -225,7 +328,6 @@ static KT_NODISCARD CK_RV rekey_fn(void *ctx, struct kt_pin pins[2])
                r->path, w == KT_PIN_SO ? "SO" : "user");
         return CKR_DEVICE_ERROR;
     }
-    CK_RV rv = CKR_OK;
     if (pins[other].present)
         rv = kt_pin_box(&pins[other], r->new_mk, other, r->serial, r->ik);
     if (rv == CKR_OK)

@@ -68,6 +68,10 @@ void kt_token_free(struct kt_token *t)
         kt_hmap_free(&sh->labels);
         pthread_mutex_destroy(&sh->lock);
     }
+    /* A counter reset a failed write left due: one more try before the
+     * process lets the token go (the try stays charged otherwise). */
+    if (t->db != NULL && t->initialized)
+        kt_login_retry_resets(t);
     kt_tokenlock_release(t);
     kt_store_data_version_free(t->dv_stmt);
     if (t->db != NULL)
@@ -93,12 +97,11 @@ void kt_tok_base(const struct kt_token *t, char out[PATH_MAX])
 
 /* The integrity key and the keys derived from it (token lock held for
  * writing, or the token not yet shared). */
-static void keys_from_ik(struct kt_token *t, const unsigned char ik[32])
+static KT_NODISCARD CK_RV keys_from_ik(struct kt_token *t,
+                                       const unsigned char ik[32])
 {
     memcpy(t->ik, ik, 32);
-    kt_seal_mac_key(ik, t->mac_key);
-    kt_seal_manifest_key(ik, t->man_key);
-    kt_seal_seq_key(ik, t->seq_key);
+    return kt_seal_keys(ik, t->mac_key, t->man_key, t->seq_key);
 }
 
 KT_NODISCARD CK_RV kt_tok_open_key(struct kt_token *t)
@@ -114,7 +117,7 @@ KT_NODISCARD CK_RV kt_tok_open_key(struct kt_token *t)
             close(t->key_fd);
         t->key_fd = fd;
         t->key_ino = ino;
-        keys_from_ik(t, ik);
+        rv = keys_from_ik(t, ik);
     }
     kt_wipe(ik, sizeof(ik));
     return rv;

@@ -51,7 +51,7 @@ static KT_NODISCARD CK_RV reinit(struct kt_token *t,
                                  const unsigned char *so_pin, CK_ULONG len,
                                  const unsigned char *label)
 {
-    unsigned char mk[32], ik[32];
+    unsigned char mk[32], ik[32], seq_key[32];
     struct kt_pin so;
     struct kt_store_keys k;
     struct kt_manifest man;
@@ -62,11 +62,10 @@ static KT_NODISCARD CK_RV reinit(struct kt_token *t,
     CK_RV rv = kt_ossl_random(mk, sizeof(mk));
     if (rv == CKR_OK)
         rv = kt_keyfile_prepare(base, ik);
-    if (rv == CKR_OK) {
-        kt_seal_mac_key(ik, k.mac);
-        kt_seal_manifest_key(ik, k.manifest);
+    if (rv == CKR_OK)
+        rv = kt_seal_keys(ik, k.mac, k.manifest, seq_key);
+    if (rv == CKR_OK)
         rv = new_so(&so, so_pin, len, mk, t->serial, ik);
-    }
     if (rv != CKR_OK) {
         kt_keyfile_discard(base);
         goto out;
@@ -80,12 +79,9 @@ static KT_NODISCARD CK_RV reinit(struct kt_token *t,
         rv = kt_keyfile_install(base);
     else
         kt_keyfile_discard(base);
-    if (rv == CKR_OK) {
-        unsigned char seq_key[32];
-        kt_seal_seq_key(ik, seq_key);
+    if (rv == CKR_OK)
         rv = kt_seq_advance(base, t->key_fd, seq_key, t->serial, man.ctr, true);
-        kt_wipe(seq_key, sizeof(seq_key));
-    }
+    kt_wipe(seq_key, sizeof(seq_key));
     if (rv == CKR_OK) {
         kt_token_wrlock(t);
         rv = kt_tok_open_key(t);
@@ -108,6 +104,7 @@ static KT_NODISCARD CK_RV reinit(struct kt_token *t,
 out:
     kt_wipe(mk, sizeof(mk));
     kt_wipe(ik, sizeof(ik));
+    kt_wipe(seq_key, sizeof(seq_key));
     kt_wipe(&k, sizeof(k));
     kt_wipe(&so, sizeof(so));
     return rv;
@@ -150,10 +147,9 @@ static KT_NODISCARD CK_RV create_files(struct kt_token *t, const char *serial,
     CK_RV rv = kt_keyfile_create(base, ik);
     if (rv != CKR_OK)
         goto out;
-    kt_seal_mac_key(ik, k.mac);
-    kt_seal_manifest_key(ik, k.manifest);
-    kt_seal_seq_key(ik, seq_key);
-    rv = kt_ossl_random(mk, sizeof(mk));
+    rv = kt_seal_keys(ik, k.mac, k.manifest, seq_key);
+    if (rv == CKR_OK)
+        rv = kt_ossl_random(mk, sizeof(mk));
     if (rv == CKR_OK)
         rv = new_so(so, so_pin, len, mk, serial, ik);
     if (rv == CKR_OK)

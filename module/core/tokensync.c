@@ -80,6 +80,7 @@ struct sync_rows {
     size_t n, cap;
     int64_t *dels;
     size_t nd, capd;
+    bool oom; /* a deletion could not be recorded: the sync fails */
 };
 
 /* Lock held for writing: a row read and checked (sync_check) becomes the
@@ -126,8 +127,11 @@ static KT_NODISCARD CK_RV sync_row(struct kt_token *t, const struct sync_row *r)
 }
 
 /* No token lock held: every row read is checked against its record MAC
- * and gets its manifest term, with the integrity key's keys. */
-static void sync_check(const struct kt_store_keys *k, struct sync_rows *rows)
+ * and gets its manifest term, with the integrity key's keys. A check that
+ * could not be made (memory) fails the sync: the row is never taken for
+ * a damaged one (refused, hidden) for want of memory. */
+static KT_NODISCARD CK_RV sync_check(const struct kt_store_keys *k,
+                                     struct sync_rows *rows)
 {
     for (size_t i = 0; i < rows->n; i++) {
         struct sync_row *r = &rows->v[i];
@@ -136,7 +140,10 @@ static void sync_check(const struct kt_store_keys *k, struct sync_rows *rows)
                                        : CKR_DATA_INVALID;
         r->term_rv = kt_seal_manifest_term(k->manifest, r->id, r->gen, r->mac,
                                            r->mac_len, r->term);
+        if (r->verified == CKR_HOST_MEMORY || r->term_rv == CKR_HOST_MEMORY)
+            return CKR_HOST_MEMORY;
     }
+    return CKR_OK;
 }
 
 static KT_NODISCARD CK_RV collect_row(void *ctx, int64_t id, int64_t gen,
@@ -178,8 +185,10 @@ static void collect_del(void *ctx, int64_t id)
     if (r->nd == r->capd) {
         size_t cap = r->capd ? r->capd * 2 : 64;
         int64_t *nd = realloc(r->dels, cap * sizeof(*nd));
-        if (nd == NULL)
-            return; /* reloaded at the next full sync */
+        if (nd == NULL) {
+            r->oom = true;
+            return;
+        }
         r->dels = nd;
         r->capd = cap;
     }
@@ -361,31 +370,48 @@ static KT_NODISCARD CK_RV sync_read(struct kt_token *t, struct sync_snap *s)
     kt_tok_base(t, base);
     s->seq = -1;
     s->seq_why = NULL;
-    if (kt_seq_read(base, t->seq_key, t->serial, &s->seq, &s->seq_why) !=
-        CKR_OK)
-        s->seq = -1;
+    CK_RV rv = kt_seq_read(base, t->seq_key, t->serial, &s->seq, &s->seq_why);
+    if (rv == CKR_HOST_MEMORY)
+        return rv;
+    if (rv != CKR_OK)
+        s->seq = -1; /* missing or not authentic: the token is refused */
     s->max_gen = t->seen_gen;
-    CK_RV rv =
-        kt_store_changes(t->db, t->path, t->seen_gen, collect_row, collect_del,
-                         &s->rows, &s->max_gen, s->pins, &s->man);
+    rv = kt_store_changes(t->db, t->path, t->seen_gen, collect_row, collect_del,
+                          &s->rows, &s->max_gen, s->pins, &s->man);
+    if (rv == CKR_OK && s->rows.oom)
+        rv = CKR_HOST_MEMORY;
     if (rv == CKR_OK && s->dv == 0)
         rv = kt_store_data_version(t->db, &t->dv_stmt, &s->dv);
     return rv;
 }
 
+/* CKR_OK or a verdict (a mismatch): ok is set; a failure to compute
+ * (memory) is returned and judges nothing. */
+static KT_NODISCARD CK_RV verdict(CK_RV rv, bool *ok)
+{
+    *ok = rv == CKR_OK;
+    return rv == CKR_HOST_MEMORY ? rv : CKR_OK;
+}
+
 /* dblock held, no token lock: every row against its record MAC, the
  * manifest's MAC and PIN digest, and the master key this process holds
  * against its role's bind. The keys only change under dblock. */
-static void sync_verify(struct kt_token *t, struct sync_snap *s)
+static KT_NODISCARD CK_RV sync_verify(struct kt_token *t, struct sync_snap *s)
 {
     struct kt_store_keys k;
     unsigned char digest[32];
     memcpy(k.mac, t->mac_key, 32);
     memcpy(k.manifest, t->man_key, 32);
-    sync_check(&k, &s->rows);
-    s->man_ok = kt_seal_manifest_check(k.manifest, &s->man) == CKR_OK;
-    s->pins_ok = kt_seal_pins_digest(k.manifest, s->pins, digest) == CKR_OK &&
-                 kt_ossl_memcmp(digest, s->man.pins, 32) == 0;
+    CK_RV rv = sync_check(&k, &s->rows);
+    if (rv == CKR_OK)
+        rv = verdict(kt_seal_manifest_check(k.manifest, &s->man), &s->man_ok);
+    if (rv == CKR_OK)
+        rv = verdict(kt_seal_pins_digest(k.manifest, s->pins, digest),
+                     &s->pins_ok);
+    s->pins_ok = s->pins_ok && kt_ossl_memcmp(digest, s->man.pins, 32) == 0;
+    kt_wipe(&k, sizeof(k));
+    if (rv != CKR_OK)
+        return rv;
     /* A master key this process holds must still be the one the records
      * are bound to: a PIN change in another process made a new one (and
      * resealed every object under it). */
@@ -397,11 +423,13 @@ static void sync_verify(struct kt_token *t, struct sync_snap *s)
     s->mk_ok = true;
     if (loaded && who != KT_NO_LOGIN) {
         int role = who == CKU_SO ? KT_PIN_SO : KT_PIN_USER;
-        s->mk_ok = s->pins[role].present &&
-                   kt_pin_check_bind(&s->pins[role], s->mk, role, t->serial,
-                                     t->ik) == CKR_OK;
+        s->mk_ok = s->pins[role].present;
+        if (s->mk_ok)
+            rv = verdict(kt_pin_check_bind(&s->pins[role], s->mk, role,
+                                           t->serial, t->ik),
+                         &s->mk_ok);
     }
-    kt_wipe(&k, sizeof(k));
+    return rv;
 }
 
 /* Lock held for writing: the snapshot's rows into the table, its manifest
@@ -437,6 +465,15 @@ static KT_NODISCARD CK_RV sync_install(struct kt_token *t,
     return CKR_OK;
 }
 
+/* dblock held: the loaded objects' sealed attributes opened (logged in);
+ * what ran out of memory is opened by the next sync, and fails this one. */
+static KT_NODISCARD CK_RV unseal_loaded(struct kt_token *t)
+{
+    CK_RV rv = kt_token_unseal_pending(t);
+    t->unseal_due = rv != CKR_OK;
+    return rv;
+}
+
 /* dblock held. <serial>.seq is read first, then the rows, PIN records and
  * manifest in one snapshot (a counter in .seq was committed before it was
  * written, so the snapshot is never behind it unless rolled back). Rows are
@@ -450,14 +487,16 @@ KT_NODISCARD CK_RV kt_tok_sync_locked(struct kt_token *t)
     bool same = false;
     memset(&s, 0, sizeof(s));
     CK_RV rv = sync_unchanged(t, &s, &same);
-    if (rv != CKR_OK || same)
+    if (rv != CKR_OK)
         return rv;
+    if (same)
+        return t->unseal_due ? unseal_loaded(t) : CKR_OK;
     rv = sync_same_token(t);
     if (rv != CKR_OK)
         return rv;
     rv = sync_read(t, &s);
     if (rv == CKR_OK)
-        sync_verify(t, &s);
+        rv = sync_verify(t, &s);
     if (rv == CKR_OK) {
         kt_token_wrlock(t);
         rv = sync_install(t, &s);
@@ -466,7 +505,7 @@ KT_NODISCARD CK_RV kt_tok_sync_locked(struct kt_token *t)
     sync_rows_free(&s.rows);
     kt_wipe(&s, sizeof(s));
     if (rv == CKR_OK)
-        kt_token_unseal_pending(t);
+        rv = unseal_loaded(t);
     return rv;
 }
 

@@ -27,10 +27,14 @@ static void store_keys(const struct kt_token *t, struct kt_store_keys *k,
 
 /* An object write is refused (KT_CKR_RETRY) if the PIN records changed
  * since: the master key this process seals with may be an old one. */
-static void keys_pins(struct kt_store_keys *k, struct kt_pin pins[2])
+static KT_NODISCARD CK_RV keys_pins(struct kt_store_keys *k,
+                                    struct kt_pin pins[2])
 {
-    k->check_pins = kt_seal_pins_digest(k->manifest, pins, k->pins) == CKR_OK;
+    CK_RV rv = kt_seal_pins_digest(k->manifest, pins, k->pins);
+    k->check_pins = rv == CKR_OK;
     kt_wipe(pins, 2 * sizeof(pins[0]));
+    /* Out of memory the check could not be armed: no write without it. */
+    return rv == CKR_HOST_MEMORY ? rv : CKR_OK;
 }
 
 /* Copies of the keys a store write needs (CKR_USER_NOT_LOGGED_IN without
@@ -52,7 +56,9 @@ static KT_NODISCARD CK_RV write_keys(struct kt_token *t,
         memcpy(mk, t->mk, 32);
     store_keys(t, k, pins);
     pthread_rwlock_unlock(&t->lock);
-    keys_pins(k, pins);
+    CK_RV rv = keys_pins(k, pins);
+    if (rv != CKR_OK)
+        return rv;
     if (refused)
         return CKR_DEVICE_ERROR;
     return loaded || !need_mk ? CKR_OK : CKR_USER_NOT_LOGGED_IN;
@@ -388,6 +394,8 @@ static KT_NODISCARD CK_RV modify_cb(void *vctx, int64_t gen,
         rv = kt_attrs_parse(&c->plain, blob, len);
     if (rv == CKR_OK)
         rv = kt_seal_open_attrs(c->mk, c->id, c->cls, &c->plain);
+    if (rv == CKR_HOST_MEMORY)
+        return rv; /* not checked: no verdict */
     if (rv != CKR_OK) {
         kt_log(KT_LOG_ERROR,
                "token %s: object %lld refused: integrity check failed (the "
@@ -438,7 +446,9 @@ static KT_NODISCARD CK_RV modify_once(struct kt_token *t, CK_OBJECT_HANDLE h,
         store_keys(t, &c.keys, pins);
     }
     pthread_rwlock_unlock(&t->lock);
-    keys_pins(&c.keys, pins);
+    CK_RV kp = keys_pins(&c.keys, pins);
+    if (rv == CKR_OK)
+        rv = kp;
     if (rv == CKR_OK)
         rv = kt_store_update_object(t->db, &c.keys, c.id, modify_cb, &c, &w);
     if (rv == CKR_OK)

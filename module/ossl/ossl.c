@@ -10,6 +10,7 @@
 #include <openssl/evp.h>
 #include <openssl/kdf.h>
 #include <openssl/params.h>
+#include <openssl/proverr.h>
 #include <openssl/provider.h>
 #include <openssl/rand.h>
 
@@ -396,7 +397,7 @@ CK_RV kt_ossl_seal(const unsigned char key[32], const unsigned char *aad,
 {
     kt_cipher *c = NULL;
     size_t l1 = 0, l2 = 0;
-    CK_RV rv = kt_ossl_random(out, 12);
+    CK_RV nonce_rv = kt_ossl_random(out, 12), rv = nonce_rv;
     if (rv == CKR_OK)
         rv = kt_ossl_cipher_new(&c, KT_AES_GCM, key, 32, out, 12, true, false);
     if (rv == CKR_OK)
@@ -408,7 +409,8 @@ CK_RV kt_ossl_seal(const unsigned char key[32], const unsigned char *aad,
     if (rv == CKR_OK)
         rv = kt_ossl_cipher_get_tag(c, out + 12 + in_len, 16);
     kt_ossl_cipher_free(c);
-    return rv;
+    /* After the nonce, fixed and valid parameters: a failure is memory. */
+    return rv == CKR_OK || nonce_rv != CKR_OK ? rv : CKR_HOST_MEMORY;
 }
 
 CK_RV kt_ossl_open(const unsigned char key[32], const unsigned char *aad,
@@ -428,12 +430,15 @@ CK_RV kt_ossl_open(const unsigned char key[32], const unsigned char *aad,
         rv = kt_ossl_cipher_update(c, in + 12, ct_len, out, &l1);
     if (rv == CKR_OK)
         rv = kt_ossl_cipher_set_tag(c, in + 12 + ct_len, 16);
-    if (rv == CKR_OK)
-        rv = kt_ossl_cipher_final(c, out + l1, &l2);
-    if (rv != CKR_OK) {
-        OPENSSL_cleanse(out, ct_len);
+    /* Only the tag check judges the input. The steps before it have fixed,
+     * valid parameters (a 32-byte key, a 12-byte nonce): OpenSSL fails them
+     * only for want of memory, which is no verdict on the sealed data. */
+    if (rv != CKR_OK)
+        rv = CKR_HOST_MEMORY;
+    else if (kt_ossl_cipher_final(c, out + l1, &l2) != CKR_OK)
         rv = CKR_ENCRYPTED_DATA_INVALID;
-    }
+    if (rv != CKR_OK)
+        OPENSSL_cleanse(out, ct_len);
     kt_ossl_cipher_free(c);
     return rv;
 }
@@ -579,7 +584,8 @@ CK_RV kt_ossl_hmac256(const unsigned char *key, size_t key_len, const void *p1,
     if (rv == CKR_OK)
         rv = kt_ossl_hmac_final(h, out);
     kt_ossl_hmac_free(h);
-    return rv;
+    /* HMAC-SHA-256 takes any key and message: a failure is memory. */
+    return rv == CKR_OK ? CKR_OK : CKR_HOST_MEMORY;
 }
 
 CK_RV kt_ossl_scrypt(const unsigned char *pin, size_t pin_len,
@@ -603,9 +609,11 @@ CK_RV kt_ossl_scrypt(const unsigned char *pin, size_t pin_len,
         OSSL_PARAM_construct_uint32(OSSL_KDF_PARAM_SCRYPT_P, &p),
         OSSL_PARAM_construct_uint64(OSSL_KDF_PARAM_SCRYPT_MAXMEM, &maxmem),
         OSSL_PARAM_construct_end()};
+    /* The cost is checked above and r, p and maxmem are fixed: scrypt
+     * fails only for want of memory (its table is 2^cost * 1 KiB). */
     CK_RV rv = CKR_OK;
     if (k == NULL || EVP_KDF_derive(k, out, out_len, params) != 1)
-        rv = CKR_FUNCTION_FAILED;
+        rv = CKR_HOST_MEMORY;
     EVP_KDF_CTX_free(k);
     return rv;
 }
@@ -691,7 +699,9 @@ CK_RV kt_ossl_x25519_keygen(unsigned char priv[32], unsigned char pub[32])
     EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_name(libctx, "X25519", NULL);
     EVP_PKEY *k = NULL;
     size_t pl = 32, ql = 32;
-    CK_RV rv = CKR_FUNCTION_FAILED;
+    /* No input to judge: a failure is memory (or the random generator, whose
+     * own failures kt_ossl_random reports where they matter). */
+    CK_RV rv = CKR_HOST_MEMORY;
     if (ctx != NULL && EVP_PKEY_keygen_init(ctx) == 1 &&
         EVP_PKEY_generate(ctx, &k) == 1 &&
         EVP_PKEY_get_raw_private_key(k, priv, &pl) == 1 && pl == 32 &&
@@ -709,12 +719,25 @@ CK_RV kt_ossl_x25519_public(const unsigned char priv[32], unsigned char pub[32])
     EVP_PKEY *k =
         EVP_PKEY_new_raw_private_key_ex(libctx, "X25519", NULL, priv, 32);
     size_t ql = 32;
+    /* Every 32-byte string is an X25519 private key: a failure is memory. */
     CK_RV rv =
         k != NULL && EVP_PKEY_get_raw_public_key(k, pub, &ql) == 1 && ql == 32
             ? CKR_OK
-            : CKR_FUNCTION_FAILED;
+            : CKR_HOST_MEMORY;
     EVP_PKEY_free(k);
     return rv;
+}
+
+/* The failure just seen was OpenSSL refusing an all-zero shared secret (a
+ * small-order peer: the only failure that judges the keys); any other
+ * (allocations, whose error may not even be recorded) is memory. */
+static bool small_order_refused(void)
+{
+    bool found = false;
+    for (unsigned long e; (e = ERR_get_error()) != 0;)
+        found = found || (ERR_GET_LIB(e) == ERR_LIB_PROV &&
+                          ERR_GET_REASON(e) == PROV_R_FAILED_DURING_DERIVATION);
+    return found;
 }
 
 CK_RV kt_ossl_x25519(const unsigned char priv[32], const unsigned char peer[32],
@@ -727,12 +750,15 @@ CK_RV kt_ossl_x25519(const unsigned char priv[32], const unsigned char peer[32],
     EVP_PKEY_CTX *ctx =
         k != NULL ? EVP_PKEY_CTX_new_from_pkey(libctx, k, NULL) : NULL;
     size_t len = 32;
-    CK_RV rv = CKR_FUNCTION_FAILED;
-    /* OpenSSL refuses an all-zero shared secret (a small-order peer). */
+    CK_RV rv = CKR_HOST_MEMORY;
+    ERR_clear_error();
     if (ctx != NULL && p != NULL && EVP_PKEY_derive_init(ctx) == 1 &&
         EVP_PKEY_derive_set_peer(ctx, p) == 1 &&
         EVP_PKEY_derive(ctx, shared, &len) == 1 && len == 32)
         rv = CKR_OK;
+    else if (small_order_refused())
+        rv = CKR_DATA_INVALID;
+    ERR_clear_error();
     if (rv != CKR_OK)
         OPENSSL_cleanse(shared, 32);
     EVP_PKEY_CTX_free(ctx);
@@ -758,9 +784,10 @@ CK_RV kt_ossl_hkdf256(const unsigned char *ikm, size_t ikm_len,
                                           info_len),
         OSSL_PARAM_construct_end(),
     };
+    /* SHA-256 and 32-byte keys: HKDF fails only for want of memory. */
     CK_RV rv = k != NULL && EVP_KDF_derive(k, out, out_len, params) == 1
                    ? CKR_OK
-                   : CKR_FUNCTION_FAILED;
+                   : CKR_HOST_MEMORY;
     EVP_KDF_CTX_free(k);
     EVP_KDF_free(alg);
     return rv;

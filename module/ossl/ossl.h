@@ -82,7 +82,9 @@ KT_NODISCARD CK_RV kt_ossl_cipher_set_tag(kt_cipher *c,
                                           const unsigned char *tag, size_t len);
 void kt_ossl_cipher_free(kt_cipher *c);
 
-/* AES-256-GCM sealing of stored secrets: out = nonce(12) | ct | tag(16). */
+/* AES-256-GCM sealing of stored secrets: out = nonce(12) | ct | tag(16).
+ * kt_ossl_open: CKR_ENCRYPTED_DATA_INVALID only when the input does not
+ * authenticate; CKR_HOST_MEMORY when OpenSSL could not allocate. */
 #define KT_SEAL_OVERHEAD 28
 KT_NODISCARD CK_RV kt_ossl_seal(const unsigned char key[32],
                                 const unsigned char *aad, size_t aad_len,
@@ -151,8 +153,10 @@ KT_NODISCARD CK_RV kt_ossl_scrypt(const unsigned char *pin, size_t pin_len,
                                   unsigned cost, unsigned char *out,
                                   size_t out_len);
 
-/* X25519 key pairs (raw 32-byte keys) and the shared secret; CKR_FUNCTION_
- * FAILED on a peer key of small order. HKDF-SHA-256 (RFC 5869). Used only
+/* X25519 key pairs (raw 32-byte keys) and the shared secret; CKR_DATA_
+ * INVALID on a peer key of small order. HKDF-SHA-256 (RFC 5869). The
+ * record primitives (these, kt_ossl_hmac256, kt_ossl_scrypt) answer
+ * CKR_HOST_MEMORY when OpenSSL could not allocate. Used only
  * when a PIN changes or a role logs in, so the algorithms are fetched per
  * call. */
 KT_NODISCARD CK_RV kt_ossl_x25519_keygen(unsigned char priv[32],

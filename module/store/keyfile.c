@@ -168,18 +168,33 @@ static KT_NODISCARD CK_RV seq_mac(const unsigned char seq_key[32],
  * cut damages only that slot, and the other still holds the counter before
  * it, which the database is at or ahead of. The counter is the larger of
  * the authentic slots. */
-static bool seq_slot(const unsigned char *b, const unsigned char seq_key[32],
-                     const char serial[KT_SERIAL_LEN], int64_t *ctr)
+struct seq_slot {
+    bool ok; /* authentic: ctr holds its counter */
+    int64_t ctr;
+};
+
+/* One slot judged: CKR_OK with s->ok set or not (damaged: no magic, a MAC
+ * that does not match, a counter beyond INT64_MAX), or CKR_HOST_MEMORY
+ * when the MAC could not be computed (no verdict). */
+static KT_NODISCARD CK_RV seq_slot(const unsigned char *b,
+                                   const unsigned char seq_key[32],
+                                   const char serial[KT_SERIAL_LEN],
+                                   struct seq_slot *s)
 {
     unsigned char want[32];
+    s->ok = false;
+    s->ctr = 0;
     if (memcmp(b, seq_magic, 8) != 0)
-        return false;
-    bool ok = seq_mac(seq_key, serial, b + 8, want) == CKR_OK &&
-              kt_ossl_memcmp(want, b + 16, 32) == 0;
+        return CKR_OK;
+    CK_RV rv = seq_mac(seq_key, serial, b + 8, want);
+    uint64_t v = kt_store_get_le64(b + 8);
+    if (rv == CKR_OK && kt_ossl_memcmp(want, b + 16, 32) == 0 &&
+        v <= INT64_MAX) {
+        s->ok = true;
+        s->ctr = (int64_t)v;
+    }
     kt_wipe(want, sizeof(want));
-    if (ok)
-        *ctr = (int64_t)kt_store_get_le64(b + 8);
-    return ok;
+    return rv;
 }
 
 /* Reads both slots from f: the counter and the slot holding it. */
@@ -193,15 +208,22 @@ static KT_NODISCARD CK_RV seq_read_fd(int f, const unsigned char seq_key[32],
         *why = "its write counter file (.seq) is damaged";
         return CKR_DATA_INVALID;
     }
-    int64_t c[2] = {-1, -1};
-    bool ok0 = seq_slot(b, seq_key, serial, &c[0]);
-    bool ok1 = seq_slot(b + SEQ_LEN, seq_key, serial, &c[1]);
-    if (!ok0 && !ok1) {
+    struct seq_slot s[2];
+    CK_RV rv = seq_slot(b, seq_key, serial, &s[0]);
+    if (rv == CKR_OK)
+        rv = seq_slot(b + SEQ_LEN, seq_key, serial, &s[1]);
+    if (rv != CKR_OK) {
+        *why = "its write counter file (.seq) could not be checked (out of "
+               "memory)";
+        return rv;
+    }
+    if (!s[0].ok && !s[1].ok) {
         *why = "its write counter file (.seq) is not authentic";
         return CKR_DATA_INVALID;
     }
-    *slot = c[1] > c[0] ? 1 : 0;
-    *ctr = c[*slot];
+    /* Only an authentic slot is ever chosen. */
+    *slot = !s[0].ok || (s[1].ok && s[1].ctr > s[0].ctr) ? 1 : 0;
+    *ctr = s[*slot].ctr;
     return CKR_OK;
 }
 

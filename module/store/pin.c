@@ -145,6 +145,14 @@ CK_RV kt_pin_box(struct kt_pin *p, const unsigned char mk[32], int role,
     return rv;
 }
 
+/* A verdict on the record (a box or sealed key that does not open, a
+ * small-order key), as opposed to a failure to compute one (memory). */
+static bool damaged(CK_RV rv)
+{
+    return rv == CKR_ENCRYPTED_DATA_INVALID || rv == CKR_DATA_INVALID ||
+           rv == CKR_DEVICE_ERROR;
+}
+
 CK_RV kt_pin_open_box(const struct kt_pin *p, const unsigned char priv[32],
                       unsigned char mk[32], int role,
                       const char serial[KT_SERIAL_LEN])
@@ -161,7 +169,7 @@ CK_RV kt_pin_open_box(const struct kt_pin *p, const unsigned char priv[32],
                           sizeof(p->box) - 32, mk);
     kt_wipe(shared, sizeof(shared));
     kt_wipe(key, sizeof(key));
-    return rv == CKR_OK ? CKR_OK : CKR_DEVICE_ERROR;
+    return damaged(rv) ? CKR_DEVICE_ERROR : rv;
 }
 
 CK_RV kt_pin_open(const struct kt_pin *p, const unsigned char *pin,
@@ -181,8 +189,9 @@ CK_RV kt_pin_open(const struct kt_pin *p, const unsigned char *pin,
         goto out;
     }
     /* Damaged records give CKR_DEVICE_ERROR, logged with the file by the
-     * caller. The public key must be the private key's: the box is opened
-     * with the pair the record names. */
+     * caller; a failure to allocate stays CKR_HOST_MEMORY (the record is
+     * not judged). The public key must be the private key's: the box is
+     * opened with the pair the record names. */
     rv = kt_ossl_open(kek, aad, sizeof(aad), p->priv, sizeof(p->priv), priv);
     if (rv == CKR_OK)
         rv = kt_ossl_x25519_public(priv, pub);
@@ -190,8 +199,10 @@ CK_RV kt_pin_open(const struct kt_pin *p, const unsigned char *pin,
         rv = CKR_DEVICE_ERROR;
     if (rv == CKR_OK)
         rv = kt_pin_open_box(p, priv, mk, role, serial);
-    if (rv != CKR_OK)
+    if (damaged(rv))
         rv = CKR_DEVICE_ERROR;
+    else if (rv != CKR_OK)
+        rv = CKR_HOST_MEMORY;
 out:
     kt_wipe(kek, sizeof(kek));
     kt_wipe(verifier, sizeof(verifier));

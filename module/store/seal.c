@@ -22,6 +22,25 @@ static void derive_key(const unsigned char ik[32], const char *label,
         memset(out, 0, 32);
 }
 
+CK_RV kt_seal_keys(const unsigned char ik[32], unsigned char mac[32],
+                   unsigned char manifest[32], unsigned char seq[32])
+{
+    CK_RV rv = kt_ossl_hmac256(ik, 32, mac_label, sizeof(mac_label), NULL, 0,
+                               NULL, 0, mac);
+    if (rv == CKR_OK)
+        rv = kt_ossl_hmac256(ik, 32, man_key_label, sizeof(man_key_label), NULL,
+                             0, NULL, 0, manifest);
+    if (rv == CKR_OK)
+        rv = kt_ossl_hmac256(ik, 32, seq_key_label, sizeof(seq_key_label), NULL,
+                             0, NULL, 0, seq);
+    if (rv != CKR_OK) {
+        kt_wipe(mac, 32);
+        kt_wipe(manifest, 32);
+        kt_wipe(seq, 32);
+    }
+    return rv;
+}
+
 void kt_seal_mac_key(const unsigned char ik[32], unsigned char out[32])
 {
     derive_key(ik, mac_label, sizeof(mac_label), out);
@@ -225,7 +244,7 @@ CK_RV kt_seal_open_attrs(const unsigned char mk[32], int64_t id,
             kt_ossl_open(mk, aad, sizeof(aad), a->pValue, a->ulValueLen, p);
         if (rv != CKR_OK) {
             kt_free_secret(p, pl ? pl : 1);
-            return CKR_DATA_INVALID;
+            return rv == CKR_HOST_MEMORY ? rv : CKR_DATA_INVALID;
         }
         kt_free_secret(a->pValue, a->ulValueLen);
         a->pValue = p;

@@ -36,6 +36,11 @@ static KT_NODISCARD CK_RV exec(sqlite3 *db, const char *sql)
 static void end_tx(sqlite3 *db, const char *sql)
 {
     CK_RV rv = exec(db, sql);
+    /* A COMMIT or ROLLBACK that failed (SQLite out of memory) can leave the
+     * transaction open, and every later BEGIN of this connection would
+     * fail: rolled back until it is closed. */
+    for (int i = 0; i < 3 && !sqlite3_get_autocommit(db); i++)
+        rv = exec(db, "ROLLBACK");
     (void)rv;
 }
 
@@ -216,7 +221,10 @@ static KT_NODISCARD CK_RV manifest_current(sqlite3 *db,
     if (rv != CKR_OK)
         return rv;
     const char *why = NULL;
-    if (kt_seal_manifest_check(k->manifest, m) != CKR_OK)
+    rv = kt_seal_manifest_check(k->manifest, m);
+    if (rv == CKR_HOST_MEMORY)
+        return rv; /* not checked: no verdict */
+    if (rv != CKR_OK)
         why = "object manifest missing or not authentic";
     else if (m->ctr < k->min_ctr)
         why = "object manifest went back to an older write";

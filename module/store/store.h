@@ -170,6 +170,12 @@ KT_NODISCARD CK_RV kt_seq_advance(const char *base, int lock_fd,
  * and attribute type as AAD, the whole record (id, generation, blob) under
  * an HMAC, the set of records under the manifest. */
 /* Keys derived from the integrity key ik. */
+/* The three keys at once, for the module: CKR_HOST_MEMORY (keys wiped)
+ * when one could not be computed; the single ones below leave zeros. */
+KT_NODISCARD CK_RV kt_seal_keys(const unsigned char ik[32],
+                                unsigned char mac[32],
+                                unsigned char manifest[32],
+                                unsigned char seq[32]);
 void kt_seal_mac_key(const unsigned char ik[32], unsigned char out[32]);
 void kt_seal_manifest_key(const unsigned char ik[32], unsigned char out[32]);
 void kt_seal_seq_key(const unsigned char ik[32], unsigned char out[32]);

@@ -44,6 +44,12 @@ struct fs_scenario {
      * between the two leaves one try charged, which the next good login
      * gives back. Such a state is counted apart, not as a mixture. */
     CK_FLAGS charges;
+    /* An operation whose allocation failures must be precise: answered
+     * CKR_OK, CKR_HOST_MEMORY, CKR_DEVICE_MEMORY or (the store's answer to
+     * SQLite running out) CKR_DEVICE_ERROR, never logged as damage ("damaged",
+     * "refused"), and a CKR_HOST_MEMORY answer costs no try: the state is
+     * exactly the old or the new one. */
+    bool precise;
 };
 
 /* What a reopened module shows of the token: listed or not, label, flags,
@@ -66,6 +72,9 @@ struct fs_state {
  * (hundreds to thousands per operation) every stride-th, or with stride 0
  * about FS_ALLOC_POINTS spread evenly over all of them. */
 void fs_run(const struct fs_scenario *sc, unsigned long stride);
+
+/* Whether the module's log holds a line naming damage or a refusal. */
+bool fs_log_names_damage(void);
 
 /* Slot of the token labelled FS_LABEL. */
 CK_SLOT_ID fs_token_slot(void);

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "fault.h"
 
@@ -293,14 +294,16 @@ static const char *const wrap_names[][2] = {
 
 static const struct fs_scenario login_scenarios[] = {
     {"login-user", setup_objects, prep_public, op_login_user,
-     CKF_USER_PIN_COUNT_LOW},
-    {"login-so", setup_objects, prep_public, op_login_so, CKF_SO_PIN_COUNT_LOW},
+     CKF_USER_PIN_COUNT_LOW, true},
+    {"login-so", setup_objects, prep_public, op_login_so, CKF_SO_PIN_COUNT_LOW,
+     true},
 };
 
 static const struct fs_scenario pin_scenarios[] = {
     {"set-pin-user", setup_objects, prep_user, op_set_pin_user,
-     CKF_USER_PIN_COUNT_LOW},
-    {"set-pin-so", setup_objects, prep_so, op_set_pin_so, CKF_SO_PIN_COUNT_LOW},
+     CKF_USER_PIN_COUNT_LOW, true},
+    {"set-pin-so", setup_objects, prep_so, op_set_pin_so, CKF_SO_PIN_COUNT_LOW,
+     true},
 };
 
 START_TEST(test_token)
@@ -344,6 +347,226 @@ START_TEST(test_pin)
 }
 END_TEST
 
+/* --- a token's objects loaded under faults --- */
+
+/* The objects setup_objects makes, a public data object and a second key:
+ * what a user session must find. */
+#define LOAD_OBJECTS 4
+/* The token's place in the slot list: its label (C_GetTokenInfo) is read
+ * once, in setup_load, as reading it loads the token. */
+static CK_ULONG load_slot_at;
+
+/* After C_Initialize: the token's slot, found without loading it. */
+static CK_SLOT_ID load_slot(void)
+{
+    CK_SLOT_ID slots[16];
+    CK_ULONG n = N(slots);
+    CK(P->C_GetSlotList(CK_TRUE, slots, &n));
+    ck_assert_uint_lt(load_slot_at, n);
+    return slots[load_slot_at];
+}
+
+static void setup_load(void)
+{
+    if (access("/dev/shm", W_OK) == 0)
+        setenv("TMPDIR", "/dev/shm", 1);
+    kt_test_setup();
+    struct fs_ctx ctx;
+    memset(&ctx, 0, sizeof(ctx));
+    CK(P->C_Initialize(NULL));
+    setup_objects(&ctx);
+    CK_SESSION_HANDLE s = fs_session(CKU_USER);
+    CK_OBJECT_CLASS cls = CKO_DATA;
+    CK_ATTRIBUTE t[] = {{CKA_CLASS, &cls, sizeof(cls)},
+                        {CKA_TOKEN, &yes, 1},
+                        {CKA_PRIVATE, &no, 1},
+                        {CKA_LABEL, "p0", 2},
+                        {CKA_VALUE, "public", 6}};
+    CK_OBJECT_HANDLE h;
+    CK(P->C_CreateObject(s, t, N(t), &h));
+    (void)aes_key(s, "k1", CKA_SIGN, CKA_VERIFY);
+    CK(P->C_CloseSession(s));
+    CK(P->C_Finalize(NULL));
+    CK(P->C_Initialize(NULL));
+    CK_SLOT_ID slots[16], slot = fs_token_slot();
+    CK_ULONG n = N(slots);
+    CK(P->C_GetSlotList(CK_TRUE, slots, &n));
+    for (load_slot_at = 0; load_slot_at < n && slots[load_slot_at] != slot;)
+        load_slot_at++;
+    CK(P->C_Finalize(NULL));
+}
+
+/* Every object the session sees (n), or the first error. */
+static CK_RV find_all(CK_SESSION_HANDLE s, CK_ULONG *n)
+{
+    CK_OBJECT_HANDLE h[FS_MAX_OBJECTS];
+    *n = 0;
+    CK_RV rv = P->C_FindObjectsInit(s, NULL, 0);
+    if (rv != CKR_OK)
+        return rv;
+    rv = P->C_FindObjects(s, h, N(h), n);
+    CK_RV r2 = P->C_FindObjectsFinal(s);
+    return rv != CKR_OK ? rv : r2;
+}
+
+/* The load: the first session loads the token, the login unseals its
+ * keys, the search lists them. Each step's answer in rv[]. */
+static void load_op(CK_SLOT_ID slot, CK_SESSION_HANDLE *s, CK_RV rv[3],
+                    CK_ULONG *n)
+{
+    *n = 0;
+    rv[0] = P->C_OpenSession(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL,
+                             NULL, s);
+    rv[1] = rv[0] != CKR_OK
+                ? rv[0]
+                : P->C_Login(*s, CKU_USER, (CK_UTF8CHAR_PTR)USER_PIN,
+                             strlen(USER_PIN));
+    rv[2] = rv[1] != CKR_OK ? rv[1] : find_all(*s, n);
+}
+
+/* After a failed step, unarmed: the same steps again find every object
+ * (the load is retried, nothing stayed hidden). */
+static void load_retry(CK_SLOT_ID slot, CK_SESSION_HANDLE s, const CK_RV rv[3],
+                       unsigned long at)
+{
+    CK_ULONG n = 0;
+    if (rv[0] != CKR_OK)
+        CK(P->C_OpenSession(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL,
+                            NULL, &s));
+    if (rv[1] != CKR_OK)
+        CK(P->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)USER_PIN,
+                      strlen(USER_PIN)));
+    CK(find_all(s, &n));
+    ck_assert_msg(n == LOAD_OBJECTS,
+                  "alloc #%lu: after a failed load, %lu of %d objects found "
+                  "again",
+                  at, (unsigned long)n, LOAD_OBJECTS);
+}
+
+/* Every allocation of a token's load under C_OpenSession, C_Login and
+ * C_FindObjects* fails in turn: each answer is either the whole object set
+ * or an error (CKR_HOST_MEMORY, or the store's CKR_DEVICE_ERROR), never a
+ * part of it with CKR_OK, nothing is logged as damage, and the next calls
+ * find every object. */
+START_TEST(test_load)
+{
+    CK_SESSION_HANDLE s = CK_INVALID_HANDLE;
+    CK_RV rv[3];
+    CK_ULONG n = 0;
+    unsigned long errors = 0, step = stride() ? stride() : 1;
+    setup_load();
+    CK(P->C_Initialize(NULL));
+    CK_SLOT_ID slot = load_slot();
+    kt_fault_arm(KT_FAULT_ALLOC, 0);
+    load_op(slot, &s, rv, &n);
+    kt_fault_disarm();
+    unsigned long count = kt_fault_count(KT_FAULT_ALLOC);
+    CK(rv[2]);
+    ck_assert_uint_eq(n, LOAD_OBJECTS);
+    CK(P->C_Finalize(NULL));
+    for (unsigned long at = 1; at <= count; at += step) {
+        CK(P->C_Initialize(NULL));
+        slot = load_slot();
+        kt_fault_arm(KT_FAULT_ALLOC, at);
+        load_op(slot, &s, rv, &n);
+        kt_fault_disarm();
+        bool damage = fs_log_names_damage();
+        ck_assert_msg(!damage, "alloc #%lu: logged as damage", at);
+        if (rv[2] == CKR_OK) {
+            ck_assert_msg(n == LOAD_OBJECTS,
+                          "alloc #%lu: CKR_OK with %lu of %d objects", at,
+                          (unsigned long)n, LOAD_OBJECTS);
+        } else {
+            ck_assert_msg(rv[2] == CKR_HOST_MEMORY ||
+                              rv[2] == CKR_DEVICE_MEMORY ||
+                              rv[2] == CKR_DEVICE_ERROR,
+                          "alloc #%lu: answer 0x%lx", at, (unsigned long)rv[2]);
+            errors++;
+            load_retry(slot, s, rv, at);
+        }
+        CK(P->C_Finalize(NULL));
+    }
+    printf("fault: load           alloc  calls %4lu, injected %4lu (every "
+           "%lu), errors %4lu\n",
+           count, (count + step - 1) / step, step, errors);
+    ck_assert_uint_gt(errors, 0);
+    kt_test_teardown();
+}
+END_TEST
+
+/* The user's tries, read from the token's flags. */
+static CK_FLAGS pin_flags(void)
+{
+    CK_TOKEN_INFO ti;
+    CK(P->C_GetTokenInfo(fs_token_slot(), &ti));
+    return ti.flags & (CKF_USER_PIN_COUNT_LOW | CKF_USER_PIN_FINAL_TRY |
+                       CKF_USER_PIN_LOCKED);
+}
+
+/* One round: the user at the last try (harness: pin_max_retries = 3),
+ * the right PIN with the nth SQLite call failing. True if the login
+ * succeeded but its counter reset did not reach the store. The due reset
+ * is written at C_Logout, or (even rounds) at C_Finalize. */
+static bool reset_round(unsigned long at)
+{
+    CK_SESSION_HANDLE s = fs_session(FS_PUBLIC);
+    for (int i = 0; i < 2; i++)
+        RV(CKR_PIN_INCORRECT,
+           P->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR) "wrong", 5));
+    ck_assert(pin_flags() & CKF_USER_PIN_FINAL_TRY);
+    kt_fault_arm(KT_FAULT_SQLITE, at);
+    CK_RV rv =
+        P->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)USER_PIN, strlen(USER_PIN));
+    kt_fault_disarm();
+    bool unreset = rv == CKR_OK && pin_flags() != 0;
+    if (unreset) {
+        /* never reset without a durable write: the charged try shows */
+        ck_assert(pin_flags() & CKF_USER_PIN_LOCKED);
+        ck_assert(kt_test_log_contains("cannot reset the user PIN retry"));
+    }
+    if (rv == CKR_OK && unreset && at % 2 == 0) {
+        CK(P->C_Finalize(NULL));
+        CK(P->C_Initialize(NULL));
+        s = fs_session(FS_PUBLIC);
+    } else if (rv == CKR_OK) {
+        CK(P->C_Logout(s));
+    }
+    /* The right PIN again: never locked out by the failed write. */
+    CK(P->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)USER_PIN, strlen(USER_PIN)));
+    ck_assert_uint_eq(pin_flags(), 0);
+    CK(P->C_CloseSession(s));
+    return unreset;
+}
+
+/* A right PIN whose counter reset fails to be written: the login succeeds,
+ * the store keeps the try charged (no reset without a durable write), and
+ * the reset is retried at logout, at C_Finalize and before the next try is
+ * charged, so the user who typed the right PIN at the last try is not
+ * locked out. Every SQLite call of the login fails in turn. */
+START_TEST(test_login_reset_retried)
+{
+    CK_SESSION_HANDLE s;
+    unsigned long unreset = 0;
+    setup_load();
+    CK(P->C_Initialize(NULL));
+    s = fs_session(FS_PUBLIC);
+    kt_fault_arm(KT_FAULT_SQLITE, 0);
+    CK(P->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)USER_PIN, strlen(USER_PIN)));
+    kt_fault_disarm();
+    unsigned long count = kt_fault_count(KT_FAULT_SQLITE);
+    CK(P->C_Finalize(NULL));
+    for (unsigned long at = 1; at <= count; at++) {
+        CK(P->C_Initialize(NULL));
+        unreset += reset_round(at);
+        CK(P->C_Finalize(NULL));
+    }
+    printf("fault: login-reset    sqlite calls %4lu, reset not written %lu\n",
+           count, unreset);
+    ck_assert_uint_gt(unreset, 0);
+    kt_test_teardown();
+}
+END_TEST
+
 static TCase *family(const char *name, const TTest *test, int n)
 {
     TCase *tc = tcase_create(name);
@@ -359,8 +582,14 @@ static Suite *faults_suite(void)
     suite_add_tcase(s, family("objects", test_objects, N(object_scenarios)));
     suite_add_tcase(s, family("wrap", test_wrap, N(wrap_mechs)));
     suite_add_tcase(s, family("unwrap", test_unwrap, N(wrap_mechs)));
-    suite_add_tcase(s, family("login", test_login, N(login_scenarios)));
+    TCase *login = family("login", test_login, N(login_scenarios));
+    tcase_add_test(login, test_login_reset_retried);
+    suite_add_tcase(s, login);
     suite_add_tcase(s, family("pin", test_pin, N(pin_scenarios)));
+    TCase *load = tcase_create("load");
+    tcase_set_timeout(load, 900);
+    tcase_add_test(load, test_load);
+    suite_add_tcase(s, load);
     return s;
 }
 

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "audit.h"
+#include "input_file.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -26,12 +27,7 @@ static uint64_t count_lines(const uint8_t *data, size_t size)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     char path[] = "/tmp/kt-fuzz-audit-XXXXXX";
-    int fd = mkstemp(path);
-    if (fd < 0)
-        abort();
-    if (write(fd, data, size) != (ssize_t)size)
-        abort();
-    close(fd);
+    fz_write_temp(path, data, size);
     uint64_t lines = count_lines(data, size);
     uint64_t bad = 0, records = 0;
     keytier_err e = kt_audit_verify(path, &bad, &records);

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "input_file.h"
 #include "kt_lib.h"
 
 #define CLI_MAX 255 /* the CLI's longest PIN (CLI_PIN_MAX - 1) */
@@ -62,10 +63,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             abort();
         snprintf(path, sizeof path, "%s/pin", dir);
     }
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0 || (size > 0 && write(fd, data, size) != (ssize_t)size))
-        abort();
-    close(fd);
+    fz_write_file(path, data, size);
 
     struct cli cli;
     memset(&cli, 0, sizeof cli);

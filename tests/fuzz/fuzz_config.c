@@ -5,18 +5,14 @@
 #include <unistd.h>
 
 #include "kt.h"
+#include "input_file.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     char path[] = "/tmp/kt-fuzz-config-XXXXXX";
-    int fd = mkstemp(path);
-    if (fd < 0)
-        abort();
-    if (write(fd, data, size) != (ssize_t)size)
-        abort();
-    close(fd);
+    fz_write_temp(path, data, size);
     struct kt_config cfg;
     kt_config_defaults(&cfg);
     kt_log_open(KT_LOG_ERROR, "/dev/null");

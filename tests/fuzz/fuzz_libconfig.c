@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "kt_lib.h"
+#include "input_file.h"
 
 #define PIN_SEP  "\n%%pin\n"
 #define PIN_MAX  256 /* kt_pin_read's longest PIN */
@@ -25,14 +26,6 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static char dir[64];
-
-static void write_file(const char *path, const void *p, size_t n)
-{
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0 || (n > 0 && write(fd, p, n) != (ssize_t)n))
-        abort();
-    close(fd);
-}
 
 /* The text with every DIR_MARK replaced by dir (malloc'd, *len). */
 static char *expand(const uint8_t *p, size_t n, size_t *len)
@@ -205,10 +198,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     char conf[96], pin_path[96];
     snprintf(conf, sizeof conf, "%s/keytier-lib.conf", dir);
     snprintf(pin_path, sizeof pin_path, "%s/pin", dir);
-    write_file(conf, text, len);
+    fz_write_file(conf, text, len);
     unlink(pin_path);
     if (pin != NULL)
-        write_file(pin_path, pin, pin_len);
+        fz_write_file(pin_path, pin, pin_len);
     struct kt_config cfg;
     keytier_err e = kt_config_load(conf, &cfg);
     if (e == KEYTIER_OK) {

@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "fuzz_env.h"
+#include "input_file.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -56,8 +57,8 @@ static void *feed_run(void *arg)
 static int memfd_of(const uint8_t *p, size_t n)
 {
     int fd = memfd_create("kt-fuzz-stream", MFD_CLOEXEC);
-    if (fd < 0 || (n > 0 && write(fd, p, n) != (ssize_t)n) ||
-        lseek(fd, 0, SEEK_SET) != 0)
+    fz_write_fd(fd, p, n);
+    if (lseek(fd, 0, SEEK_SET) != 0)
         abort();
     return fd;
 }

@@ -622,6 +622,84 @@ START_TEST(test_pin_records)
 }
 END_TEST
 
+/* <serial>.seq: two slots of magic | counter | MAC. */
+static void seq_put_slot(const char *path, int slot,
+                         const unsigned char key[32],
+                         const char serial[KT_SERIAL_LEN], uint64_t ctr,
+                         bool good_mac)
+{
+    static const char label[] = "keytier seq v3";
+    unsigned char b[48];
+    memcpy(b, "KTSEQ3\n", 8);
+    kt_store_put_le64(b + 8, ctr);
+    ck_assert_int_eq(kt_ossl_hmac256(key, 32, label, sizeof(label), serial,
+                                     KT_SERIAL_LEN, b + 8, 8, b + 16),
+                     CKR_OK);
+    if (!good_mac)
+        b[30] ^= 1;
+    FILE *fp = fopen(path, "r+b");
+    ck_assert_ptr_nonnull(fp);
+    ck_assert_int_eq(fseek(fp, slot * 48, SEEK_SET), 0);
+    ck_assert_uint_eq(fwrite(b, 1, sizeof(b), fp), sizeof(b));
+    ck_assert_int_eq(fclose(fp), 0);
+}
+
+/* Only an authentic slot is ever read: a damaged slot beside one holding
+ * any counter (a counter beyond INT64_MAX is damage too) never lends its
+ * value, and with both damaged the file is refused. */
+START_TEST(test_seq_slots)
+{
+    const char serial[KT_SERIAL_LEN] = "0123456789abcdef";
+    unsigned char key[32];
+    char dir[] = "/tmp/kt-seq-XXXXXX", base[64], path[80];
+    const char *why = NULL;
+    int64_t ctr = 0;
+    memset(key, 0x33, sizeof(key));
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    snprintf(base, sizeof(base), "%s/tok", dir);
+    snprintf(path, sizeof(path), "%s.seq", base);
+    ck_assert_int_eq(kt_seq_advance(base, -1, key, serial, 3, true), CKR_OK);
+    ck_assert_int_eq(kt_seq_advance(base, -1, key, serial, 9, false), CKR_OK);
+    ck_assert_int_eq(kt_seq_read(base, key, serial, &ctr, &why), CKR_OK);
+    ck_assert_int_eq(ctr, 9);
+    /* slot 0 damaged, slot 1 authentic with a small counter */
+    for (int slot = 0; slot < 2; slot++) {
+        seq_put_slot(path, slot, key, serial, 1, true);
+        seq_put_slot(path, 1 - slot, key, serial, 7, false);
+        ck_assert_int_eq(kt_seq_read(base, key, serial, &ctr, &why), CKR_OK);
+        ck_assert_int_eq(ctr, 1);
+        /* the next raise overwrites the damaged slot, the good one stays */
+        ck_assert_int_eq(kt_seq_advance(base, -1, key, serial, 4, false),
+                         CKR_OK);
+        ck_assert_int_eq(kt_seq_read(base, key, serial, &ctr, &why), CKR_OK);
+        ck_assert_int_eq(ctr, 4);
+    }
+    /* an authentic slot whose counter is not a counter (above INT64_MAX,
+     * negative as int64_t, -1 among them) beside a damaged one */
+    uint64_t huge[] = {UINT64_MAX, (uint64_t)INT64_MAX + 5};
+    for (size_t i = 0; i < 2; i++) {
+        seq_put_slot(path, 0, key, serial, 2, false);
+        seq_put_slot(path, 1, key, serial, huge[i], true);
+        why = NULL;
+        ck_assert_int_eq(kt_seq_read(base, key, serial, &ctr, &why),
+                         CKR_DATA_INVALID);
+        ck_assert_ptr_nonnull(why);
+        ck_assert_ptr_nonnull(strstr(why, "not authentic"));
+        /* beside an authentic one: that one is the counter */
+        seq_put_slot(path, 0, key, serial, 2, true);
+        ck_assert_int_eq(kt_seq_read(base, key, serial, &ctr, &why), CKR_OK);
+        ck_assert_int_eq(ctr, 2);
+    }
+    /* both damaged */
+    seq_put_slot(path, 0, key, serial, 5, false);
+    seq_put_slot(path, 1, key, serial, 6, false);
+    ck_assert_int_eq(kt_seq_read(base, key, serial, &ctr, &why),
+                     CKR_DATA_INVALID);
+    ck_assert_int_eq(unlink(path), 0);
+    ck_assert_int_eq(rmdir(dir), 0);
+}
+END_TEST
+
 struct dummy_cache {
     struct kt_cache c;
     int *destroyed;
@@ -691,6 +769,7 @@ static Suite *units_suite(void)
     tcase_add_test(tc, test_schema_table);
     tcase_add_test(tc, test_seal_and_mac);
     tcase_add_test(tc, test_pin_records);
+    tcase_add_test(tc, test_seq_slots);
     tcase_add_test(tc, test_object_cache);
     tcase_add_test(tc, test_secure_slots);
     suite_add_tcase(su, tc);
