@@ -13,6 +13,10 @@
 #                        (its ExecStart pointed at this build's keytier, its
 #                        man pages those installed)
 . "$KT_SOURCE_ROOT/tests/common.sh"
+# man (groff) and systemd-analyze load nothing of ours: in a sanitizer
+# build they run without the ASan runtime preloaded (groff's own
+# new/delete mismatch would abort them).
+unset LD_PRELOAD
 mode=$1
 build=$KT_BUILD_ROOT
 kt_tmpdir
