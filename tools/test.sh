@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what is missing, builds with clang (the
-# second compiler: -Wall -Wextra -Werror, no tests run there), builds twice
+# second compiler: -Wall -Wextra -Werror, no tests run there) and in the
+# other build types (tools/build-types.sh), builds twice
 # with gcc (plain, and with AddressSanitizer + UndefinedBehaviorSanitizer
 # and -Dfault_injection=true, whose 'fault' suite fails each allocation,
 # SQLite call, write and fsync of the module's and the library's
@@ -35,6 +36,9 @@ tools/deps.sh
 
 CC=clang tools/build.sh build-clang
 tools/build.sh build
+# The build types a packager may choose, warning-free (tools/build-types.sh:
+# kept directories, so only what changed is rebuilt; no tests run there).
+tools/build-types.sh gcc:release gcc:plain gcc:debug clang:release
 tools/build.sh build-san -Db_sanitize=address,undefined -Db_lundef=false \
   -Dfault_injection=true
 tsan=()

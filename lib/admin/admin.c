@@ -254,7 +254,7 @@ KEYTIER_API keytier_err keytier_token_list(const char *module_path,
         return kt_err(KEYTIER_E_ARGS, "keytier_token_list");
     *out = NULL;
     *count = 0;
-    struct kt_admin_job *j;
+    struct kt_admin_job *j = NULL;
     keytier_err e = kt_admin_job_begin(module_path, kt_admin_list_run, &j);
     if (e != KEYTIER_OK)
         return e;
@@ -372,7 +372,7 @@ KEYTIER_API keytier_err keytier_token_init(const char *module_path,
                       KEYTIER_LABEL_MAX);
     if (so_pin == NULL || user_pin == NULL)
         return kt_err(KEYTIER_E_ARGS, "token '%s': PINs required", label);
-    struct kt_admin_job *j;
+    struct kt_admin_job *j = NULL;
     keytier_err e = kt_admin_job_begin(module_path, kt_admin_init_run, &j);
     if (e != KEYTIER_OK)
         return e;
@@ -554,7 +554,7 @@ KEYTIER_API keytier_err keytier_root_generate(
     if (uri == NULL || type < KEYTIER_ROOT_TYPE_AES256 ||
         type > KEYTIER_ROOT_TYPE_RSA4096)
         return kt_err(KEYTIER_E_ARGS, "keytier_root_generate");
-    struct kt_admin_job *j;
+    struct kt_admin_job *j = NULL;
     e = kt_admin_job_begin(module_path, kt_admin_generate_run, &j);
     if (e != KEYTIER_OK)
         return e;
@@ -609,7 +609,7 @@ KEYTIER_API keytier_err keytier_root_destroy(const char *module_path,
     keytier_err e = kt_admin_args(token_label, key_label, user_pin);
     if (e != KEYTIER_OK)
         return e;
-    struct kt_admin_job *j;
+    struct kt_admin_job *j = NULL;
     e = kt_admin_job_begin(module_path, kt_admin_destroy_run, &j);
     if (e != KEYTIER_OK)
         return e;

@@ -178,10 +178,13 @@ static keytier_err kt_avail_customer_read(struct kt_avail *av,
             rv[i] == KT_CKR_TOKEN_HUNG) {
             r->rv = rv[i];
             char name[KT_CKR_NAME_MAX];
-            snprintf(r->detail, sizeof r->detail, "%s %s: %s",
-                     order[i] == KEYTIER_ROOT_A ? "customer key A"
-                                                : "customer key B",
-                     dep->roots[order[i]].uri, kt_ckr_name(rv[i], name));
+            /* A URI too long for the detail is cut, and the cut shown. */
+            if (snprintf(r->detail, sizeof r->detail, "%s %s: %s",
+                         order[i] == KEYTIER_ROOT_A ? "customer key A"
+                                                    : "customer key B",
+                         dep->roots[order[i]].uri,
+                         kt_ckr_name(rv[i], name)) >= (int)sizeof r->detail)
+                memcpy(r->detail + sizeof r->detail - 4, "...", 4);
         }
         if (rv[i] == KT_CKR_TIMEOUT)
             atomic_fetch_add(&av->timeouts, 1);

@@ -134,6 +134,13 @@ typedef struct kt_log kt_log;
 /* path NULL logs to stderr.  Thread-safe; one line per record. */
 KT_NODISCARD keytier_err kt_log_open(const char *path, enum kt_log_level level,
                                      kt_log **out);
+/* Records to the system logger: datagrams "<PRI>keytier[PID]: LEVEL TEXT"
+ * (facility daemon) on the unix socket socket_path (NULL: /dev/log, which
+ * journald and rsyslog serve). KEYTIER_E_CONFIG when the socket cannot be
+ * reached now; later a lost logger costs records, never the operation. */
+KT_NODISCARD keytier_err kt_log_open_syslog(const char *socket_path,
+                                            enum kt_log_level level,
+                                            kt_log **out);
 void kt_log_close(kt_log *log);
 bool kt_log_enabled(const kt_log *log, enum kt_log_level level);
 /* Parses "error" | "warning" | "info" | "debug". */

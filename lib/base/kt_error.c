@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "kt_base.h"
+#include "kt_version.h"
 
 struct kt_error_row {
     keytier_err code;
@@ -26,6 +27,11 @@ static const struct kt_error_row *kt_error_find(keytier_err err)
         if (kt_error_rows[i].code == err)
             return &kt_error_rows[i];
     return NULL;
+}
+
+KEYTIER_API const char *keytier_version(void)
+{
+    return KT_VERSION;
 }
 
 KEYTIER_API const char *keytier_strerror(keytier_err err)

@@ -57,6 +57,14 @@ struct kt_approver_pin {
  * followed by the address. */
 #define KT_REMOTE_PREFIX "remote:"
 
+/* log_target: where the library's log goes. */
+enum kt_log_target {
+    KT_LOG_TO_DEFAULT = 0, /* not in the file: log_file if given, or stderr */
+    KT_LOG_TO_STDERR = 1,
+    KT_LOG_TO_FILE = 2,
+    KT_LOG_TO_SYSLOG = 3,
+};
+
 struct kt_config {
     char *modules[KT_MAX_MODULES];
     size_t n_modules;
@@ -66,6 +74,8 @@ struct kt_config {
     char *store_password_file; /* store.password_file (PostgreSQL) */
     char *log_file;
     enum kt_log_level log_level;
+    enum kt_log_target log_target; /* KT_LOG_TO_DEFAULT: log_file or stderr */
+    char *log_syslog_socket;       /* NULL: /dev/log */
     unsigned dep_limit;
     bool allow_oaep_sha1;
     uint32_t chunk_size;
@@ -88,6 +98,13 @@ struct kt_config {
 
 KT_NODISCARD keytier_err kt_config_load(const char *path,
                                         struct kt_config *cfg);
+/* The configuration file read when none is named (keytier_ctx_open with
+ * NULL and no $KEYTIER_LIB_CONF): the per-user file
+ * $XDG_CONFIG_HOME/keytier/keytier-lib.conf (~/.config without
+ * XDG_CONFIG_HOME) if it exists, else system_path if it exists. Writes it
+ * to buf and returns true; false when neither exists (the built-in
+ * defaults) or the path does not fit. */
+bool kt_config_default_path(const char *system_path, char *buf, size_t len);
 /* The library's keys (config.c), for tests: n receives their number. */
 struct kt_conf_key;
 const struct kt_conf_key *kt_config_table(size_t *n);

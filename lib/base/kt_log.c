@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -13,11 +15,18 @@
 #include "kt_file.h"
 
 struct kt_log {
-    FILE *fp;
+    FILE *fp; /* NULL: syslog */
     bool owned;
     enum kt_log_level level;
     pthread_mutex_t mu;
+    int sock;                  /* syslog: the datagram socket, or -1 */
+    struct sockaddr_un syslog; /* syslog: where records go (/dev/log) */
 };
+
+/* syslog(3)'s facility daemon and the severities of error, warning, info,
+ * debug. */
+#define KT_SYSLOG_DAEMON (3 << 3)
+static const int kt_log_severity[] = {3, 4, 6, 7};
 
 static const char *const kt_log_names[] = {"error", "warning", "info", "debug"};
 
@@ -53,6 +62,51 @@ keytier_err kt_log_open(const char *path, enum kt_log_level level, kt_log **out)
         log->fp = stderr;
     }
     log->level = level;
+    log->sock = -1;
+    pthread_mutex_init(&log->mu, NULL);
+    *out = log;
+    return KEYTIER_OK;
+}
+
+/* Connects log's datagram socket to its syslog address; errno on failure. */
+static bool kt_log_connect(kt_log *log)
+{
+    if (log->sock < 0)
+        log->sock = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    return log->sock >= 0 &&
+           connect(log->sock, (const struct sockaddr *)&log->syslog,
+                   sizeof log->syslog) == 0;
+}
+
+keytier_err kt_log_open_syslog(const char *socket_path, enum kt_log_level level,
+                               kt_log **out)
+{
+    if (socket_path == NULL)
+        socket_path = "/dev/log";
+    kt_log *log = calloc(1, sizeof *log);
+    if (log == NULL)
+        return kt_err(KEYTIER_E_NOMEM, NULL);
+    log->sock = -1;
+    log->level = level;
+    log->syslog.sun_family = AF_UNIX;
+    if (strlen(socket_path) >= sizeof log->syslog.sun_path) {
+        free(log);
+        return kt_err(KEYTIER_E_CONFIG,
+                      "log_syslog_socket %s: longer than a socket path may be",
+                      socket_path);
+    }
+    strcpy(log->syslog.sun_path, socket_path);
+    if (!kt_log_connect(log)) {
+        int e = errno;
+        if (log->sock >= 0)
+            close(log->sock);
+        free(log);
+        return kt_err(KEYTIER_E_CONFIG,
+                      "log_target = syslog: cannot reach %s: %s (is the "
+                      "system logger running? set log_syslog_socket, or "
+                      "log to a file with log_file)",
+                      socket_path, strerror(e));
+    }
     pthread_mutex_init(&log->mu, NULL);
     *out = log;
     return KEYTIER_OK;
@@ -64,6 +118,8 @@ void kt_log_close(kt_log *log)
         return;
     if (log->owned)
         fclose(log->fp);
+    if (log->sock >= 0)
+        close(log->sock);
     pthread_mutex_destroy(&log->mu);
     free(log);
 }
@@ -90,19 +146,42 @@ static void kt_log_stamp(char *buf, size_t cap)
     snprintf(buf + n, cap - n, ".%03ldZ", ts.tv_nsec / 1000000);
 }
 
+/* One record: to the stream with a time stamp, or to syslog as
+ * "<PRI>keytier[PID]: LEVEL TEXT" (the logger adds the time). A logger
+ * that restarted is reconnected once; a record it cannot take is lost,
+ * never the caller's operation. Called with log->mu held. */
+static void kt_log_emit(kt_log *log, enum kt_log_level level, const char *text)
+{
+    if (log->fp != NULL) {
+        char stamp[40];
+        kt_log_stamp(stamp, sizeof stamp);
+        fprintf(log->fp, "%s keytier %s %s\n", stamp, kt_log_names[level],
+                text);
+        fflush(log->fp);
+        return;
+    }
+    char rec[1280];
+    int n = snprintf(rec, sizeof rec, "<%d>keytier[%ld]: %s %s",
+                     KT_SYSLOG_DAEMON | kt_log_severity[level], (long)getpid(),
+                     kt_log_names[level], text);
+    if (n < 0)
+        return;
+    size_t len = (size_t)n < sizeof rec ? (size_t)n : sizeof rec - 1;
+    if (send(log->sock, rec, len, MSG_NOSIGNAL) < 0 && kt_log_connect(log))
+        (void)send(log->sock, rec, len, MSG_NOSIGNAL);
+}
+
 void kt_log_call(kt_log *log, const char *call, unsigned long rv,
                  const char *rv_text, uint64_t latency_ns)
 {
     enum kt_log_level lvl = KT_LOG_DEBUG;
     if (!kt_log_enabled(log, lvl))
         return;
-    char stamp[40];
-    kt_log_stamp(stamp, sizeof stamp);
+    char text[256];
+    snprintf(text, sizeof text, "call=%s rv=0x%08lx (%s) latency_us=%.1f", call,
+             rv, rv_text ? rv_text : "", (double)latency_ns / 1000.0);
     pthread_mutex_lock(&log->mu);
-    fprintf(log->fp, "%s keytier %s call=%s rv=0x%08lx (%s) latency_us=%.1f\n",
-            stamp, kt_log_names[lvl], call, rv, rv_text ? rv_text : "",
-            (double)latency_ns / 1000.0);
-    fflush(log->fp);
+    kt_log_emit(log, lvl, text);
     pthread_mutex_unlock(&log->mu);
 }
 
@@ -111,11 +190,10 @@ void kt_log_event_(kt_log *log, enum kt_log_level level, const char *event,
 {
     if (!kt_log_enabled(log, level))
         return;
-    char stamp[40];
-    kt_log_stamp(stamp, sizeof stamp);
+    char text[1024];
+    snprintf(text, sizeof text, "%s%s%s", event, subject ? ": " : "",
+             subject ? subject : "");
     pthread_mutex_lock(&log->mu);
-    fprintf(log->fp, "%s keytier %s %s%s%s\n", stamp, kt_log_names[level],
-            event, subject ? ": " : "", subject ? subject : "");
-    fflush(log->fp);
+    kt_log_emit(log, level, text);
     pthread_mutex_unlock(&log->mu);
 }

@@ -41,6 +41,13 @@ static const struct kt_workload_cfg kt_default_workloads[] = {
     {"M365DataAtRestEncryption", KT_SHAPE_MAIL, KT_AVAIL_AES256, 0},
 };
 
+static const struct kt_conf_word kt_log_targets[] = {
+    {"stderr", KT_LOG_TO_STDERR},
+    {"file", KT_LOG_TO_FILE},
+    {"syslog", KT_LOG_TO_SYSLOG},
+    {NULL, 0},
+};
+
 static const struct kt_conf_word kt_log_levels[] = {
     {"error", KT_LOG_ERROR},
     {"warning", KT_LOG_WARNING},
@@ -297,7 +304,8 @@ enum {
     KEY_AVAIL_FIRST = 14,
     KEY_CACHE_TTL = KEY_AVAIL_FIRST + 5, /* then refresh_ahead, retry, alert */
     KEY_AVAIL_END = 26,
-    KT_LIB_KEYS = 36,
+    KEY_LOG_TARGET = 31, /* then log_syslog_socket */
+    KT_LIB_KEYS = 38,
 };
 
 /* Every key may be given once, but the list keys module and remote
@@ -364,6 +372,10 @@ static const struct kt_conf_key kt_lib_keys[KT_LIB_KEYS] = {
      FIELD(approval_max_ttl)},
     {"approval.required", KT_CONF_BOOL, 0, 0, NULL, "yes",
      FIELD(approval_required)},
+    [KEY_LOG_TARGET] = {"log_target", KT_CONF_WORD, 0, 0, kt_log_targets, NULL,
+                        FIELD(log_target)},
+    {"log_syslog_socket", KT_CONF_STR, 1, KT_CONF_TEXT_MAX, NULL, NULL,
+     FIELD(log_syslog_socket)},
     {"node", KT_CONF_CUSTOM, 0, 0, NULL, NULL, FIELD(node), .set = kt_set_node},
     {"store.password_file", KT_CONF_STR, 1, KT_CONF_TEXT_MAX, NULL, NULL,
      FIELD(store_password_file)},
@@ -490,6 +502,23 @@ static keytier_err kt_config_store_check(const struct kt_config *cfg)
     return KEYTIER_OK;
 }
 
+bool kt_config_default_path(const char *system_path, char *buf, size_t len)
+{
+    const char *xdg = getenv("XDG_CONFIG_HOME");
+    const char *home = getenv("HOME");
+    int n = -1;
+    if (xdg != NULL && xdg[0] == '/')
+        n = snprintf(buf, len, "%s/keytier/keytier-lib.conf", xdg);
+    else if (home != NULL && home[0] != '\0')
+        n = snprintf(buf, len, "%s/.config/keytier/keytier-lib.conf", home);
+    if (n > 0 && (size_t)n < len && access(buf, F_OK) == 0)
+        return true;
+    if (system_path == NULL || access(system_path, F_OK) != 0)
+        return false;
+    n = snprintf(buf, len, "%s", system_path);
+    return n > 0 && (size_t)n < len;
+}
+
 /* A configuration that names the modules to load and the PINs to use is
  * believed only if nobody but its owner can change it, and, when it holds
  * a PIN itself (pin.LABEL = value:...), read it. */
@@ -539,12 +568,39 @@ static keytier_err kt_config_read(const char *path, struct kt_config *cfg,
     return KEYTIER_OK;
 }
 
+/* log_target against log_file and log_syslog_socket; settles the default
+ * (the file if one is named, else stderr). */
+static keytier_err kt_log_target_settle(struct kt_config *cfg)
+{
+    static const char *const names[] = {"", "stderr", "file", "syslog"};
+    enum kt_log_target t = cfg->log_target;
+    if (t == KT_LOG_TO_DEFAULT)
+        t = cfg->log_file != NULL ? KT_LOG_TO_FILE : KT_LOG_TO_STDERR;
+    if (t == KT_LOG_TO_FILE && cfg->log_file == NULL)
+        return kt_err(KEYTIER_E_CONFIG,
+                      "log_target = file needs log_file = PATH");
+    if (t != KT_LOG_TO_FILE && cfg->log_file != NULL)
+        return kt_err(KEYTIER_E_CONFIG,
+                      "log_file is set but log_target = %s: remove one of "
+                      "them",
+                      names[t]);
+    if (t != KT_LOG_TO_SYSLOG && cfg->log_syslog_socket != NULL)
+        return kt_err(KEYTIER_E_CONFIG,
+                      "log_syslog_socket applies to log_target = syslog "
+                      "only (log_target is %s)",
+                      names[t]);
+    cfg->log_target = t;
+    return KEYTIER_OK;
+}
+
 keytier_err kt_config_load(const char *path, struct kt_config *cfg)
 {
     struct kt_avail_set set = {0};
     keytier_err e = kt_config_defaults(cfg);
     if (e == KEYTIER_OK && path != NULL)
         e = kt_config_read(path, cfg, &set);
+    if (e == KEYTIER_OK)
+        e = kt_log_target_settle(cfg);
     if (e == KEYTIER_OK)
         e = kt_avail_config_settle(&cfg->avail, &set);
     if (e == KEYTIER_OK && cfg->store_path == NULL)
@@ -571,6 +627,7 @@ void kt_config_free(struct kt_config *cfg)
     free(cfg->store_path);
     free(cfg->store_password_file);
     free(cfg->log_file);
+    free(cfg->log_syslog_socket);
     kt_avail_config_free(&cfg->avail);
     memset(cfg, 0, sizeof *cfg);
 }

@@ -5,6 +5,10 @@
 #include "kt_lib.h"
 #include "trust.h"
 
+#ifndef KT_SYSTEM_LIB_CONF
+#define KT_SYSTEM_LIB_CONF "/etc/keytier/keytier-lib.conf"
+#endif
+
 /* The context's part of the end, after its tokens' (kt_ctx_drain, maybe
  * on the worker of the last late token job): the availability state, the
  * logger, the configuration (PIN sources), ctx. */
@@ -22,10 +26,13 @@ KEYTIER_API keytier_err keytier_ctx_open(const char *config_path,
     kt_err_clear();
     if (out == NULL)
         return kt_err(KEYTIER_E_ARGS, "keytier_ctx_open");
+    char dflt[4096];
     if (config_path == NULL) {
         const char *env = getenv("KEYTIER_LIB_CONF");
         if (env != NULL && *env != '\0')
             config_path = env;
+        else if (kt_config_default_path(KT_SYSTEM_LIB_CONF, dflt, sizeof dflt))
+            config_path = dflt;
     }
     keytier_ctx *ctx = calloc(1, sizeof *ctx);
     if (ctx == NULL)
@@ -35,7 +42,11 @@ KEYTIER_API keytier_err keytier_ctx_open(const char *config_path,
         free(ctx);
         return e;
     }
-    e = kt_log_open(ctx->cfg.log_file, ctx->cfg.log_level, &ctx->log);
+    if (ctx->cfg.log_target == KT_LOG_TO_SYSLOG)
+        e = kt_log_open_syslog(ctx->cfg.log_syslog_socket, ctx->cfg.log_level,
+                               &ctx->log);
+    else
+        e = kt_log_open(ctx->cfg.log_file, ctx->cfg.log_level, &ctx->log);
     if (e != KEYTIER_OK) {
         kt_config_free(&ctx->cfg);
         free(ctx);

@@ -144,6 +144,9 @@ KEYTIER_API const char *keytier_error_name(keytier_err err);
  * the object and reason ("root key is extractable: pkcs11:token=A;object=r").
  * Valid until the thread's next libkeytier call.  Never NULL. */
 KEYTIER_API const char *keytier_last_error_detail(void);
+/* Version of the loaded libkeytier ("0.1.0", meson.build's project
+ * version).  Never NULL. */
+KEYTIER_API const char *keytier_version(void);
 
 /* ======================================================================
  * Context
@@ -153,9 +156,13 @@ typedef struct keytier_ctx keytier_ctx;
 
 /*
  * Opens a context from a configuration file (format: hsm-config/
- * keytier-lib.conf.example).  config_path NULL uses $KEYTIER_LIB_CONF, and
- * without it the embedded default (no modules, store at
- * $XDG_DATA_HOME/keytier/keytier.db or ~/.local/share/keytier/keytier.db).
+ * keytier-lib.conf.example).  config_path NULL uses $KEYTIER_LIB_CONF,
+ * else the per-user $XDG_CONFIG_HOME/keytier/keytier-lib.conf
+ * (~/.config/keytier/keytier-lib.conf) if it exists, else the system-wide
+ * SYSCONFDIR/keytier/keytier-lib.conf (/etc/keytier/keytier-lib.conf in
+ * packages) if it exists, and without any the embedded default (no
+ * modules, store at $XDG_DATA_HOME/keytier/keytier.db or
+ * ~/.local/share/keytier/keytier.db).
  * Loads the configured PKCS#11 modules (p11-kit) and opens the store.
  * Errors: KEYTIER_E_CONFIG (file, line and key named in the detail),
  * KEYTIER_E_MODULE, KEYTIER_E_STORE, KEYTIER_E_STORE_VERSION.

@@ -80,7 +80,7 @@ keytier_err kt_token_match(keytier_ctx *ctx, P11KitUri *u, const char *uri,
 
 keytier_err kt_uri_check(const char *what, const char *uri)
 {
-    P11KitUri *u;
+    P11KitUri *u = NULL;
     keytier_err e = kt_uri_parse(uri, &u);
     if (e == KEYTIER_E_URI && strstr(keytier_last_error_detail(), "PINs"))
         return kt_err(KEYTIER_E_URI,
@@ -96,7 +96,7 @@ keytier_err kt_uri_check(const char *what, const char *uri)
 keytier_err kt_token_find(keytier_ctx *ctx, const char *uri,
                           struct kt_token **out)
 {
-    P11KitUri *u;
+    P11KitUri *u = NULL;
     keytier_err e = kt_uri_parse(uri, &u);
     if (e != KEYTIER_OK)
         return e;

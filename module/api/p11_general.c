@@ -8,6 +8,7 @@
 
 #include "ossl/ossl.h"
 #include "p11_functions.h"
+#include "kt_version.h"
 #include "p11str.h"
 
 /* Every session shard for writing, in shard order (C_Initialize,
@@ -146,6 +147,7 @@ CK_RV C_Initialize(CK_VOID_PTR init_args)
         goto out;
     }
     kt_log_open(cfg.log_level, cfg.log_file);
+    kt_config_log_no_dir(&cfg);
     kt_secure_init(cfg.secure_heap_size);
     rv = kt_ossl_init(cfg.legacy_mechanisms);
     if (rv != CKR_OK) {
@@ -225,8 +227,8 @@ static KT_NODISCARD CK_RV get_info(const char *fn, CK_INFO_PTR info,
                       sizeof(info->manufacturerID));
         kt_p11str_pad(info->libraryDescription, "keytier software token",
                       sizeof(info->libraryDescription));
-        info->libraryVersion.major = 0;
-        info->libraryVersion.minor = 1;
+        info->libraryVersion.major = KT_VERSION_MAJOR;
+        info->libraryVersion.minor = KT_VERSION_MINOR;
     }
     return kt_trace(fn, rv);
 }

@@ -1,11 +1,13 @@
-/* KEYTIER_CONF: the module's keys, one table row each; common/kt_conf.c
- * reads the file by this table. */
+/* The module's configuration file ($KEYTIER_CONF, else the system-wide
+ * KT_SYSTEM_CONF): its keys, one table row each; common/kt_conf.c reads
+ * the file by this table. */
 #include "kt.h"
 
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "kt_conf.h"
 
@@ -22,6 +24,10 @@ static const struct kt_conf_word log_levels[] = {
 
 /* Indexes of the keys checked against each other after the file. */
 enum { KEY_PIN_MIN = 4, KEY_PIN_MAX = 5, KT_CONFIG_KEYS = 11 };
+
+#ifndef KT_SYSTEM_CONF
+#define KT_SYSTEM_CONF "/etc/keytier/keytier.conf"
+#endif
 
 /* token_dir has no fixed default (XDG_DATA_HOME or HOME, see
  * kt_config_defaults) and leaves room for a token's file names; log_file
@@ -101,21 +107,49 @@ CK_RV kt_config_parse_file(struct kt_config *cfg, const char *path)
     return CKR_OK;
 }
 
-CK_RV kt_config_load(struct kt_config *cfg)
+const char *kt_config_pick(const char *env, const char *system_path)
+{
+    if (env != NULL && env[0] != '\0')
+        return env;
+    /* A file that exists but cannot be read is the file's error, reported
+     * by the parser; one that does not exist is no configuration. */
+    if (system_path != NULL && access(system_path, F_OK) == 0)
+        return system_path;
+    return NULL;
+}
+
+const char *kt_config_path(void)
+{
+    return kt_config_pick(getenv("KEYTIER_CONF"), KT_SYSTEM_CONF);
+}
+
+CK_RV kt_config_load_from(struct kt_config *cfg, const char *path)
 {
     kt_config_defaults(cfg);
-    const char *path = getenv("KEYTIER_CONF");
-    if (path != NULL && path[0] != '\0') {
+    if (path != NULL) {
         CK_RV rv = kt_config_parse_file(cfg, path);
         if (rv != CKR_OK)
             return rv;
     }
-    if (cfg->token_dir[0] == '\0') {
-        kt_log(KT_LOG_ERROR, "no token_dir: set KEYTIER_CONF, XDG_DATA_HOME "
-                             "or HOME");
-        return CKR_ARGUMENTS_BAD;
-    }
+    /* No token directory (a daemon with no home and no system-wide
+     * file) is no error: no slots (kt_config_log_no_dir). */
     return CKR_OK;
+}
+
+void kt_config_log_no_dir(const struct kt_config *cfg)
+{
+    /* Info, not an error: every program that loads all p11-kit modules
+     * would print it. */
+    if (cfg->token_dir[0] == '\0')
+        kt_log(KT_LOG_INFO,
+               "no token_dir: no slots (set token_dir in %s or "
+               "$KEYTIER_CONF, or XDG_DATA_HOME or HOME)",
+               KT_SYSTEM_CONF);
+}
+
+CK_RV kt_config_load(struct kt_config *cfg)
+{
+    return kt_config_load_from(cfg, kt_config_path());
 }
 
 size_t kt_config_heap_size(void)
@@ -123,10 +157,10 @@ size_t kt_config_heap_size(void)
     struct kt_config cfg;
     kt_config_defaults(&cfg);
     size_t dflt = cfg.secure_heap_size;
-    const char *path = getenv("KEYTIER_CONF");
+    const char *path = kt_config_path();
     char err[KT_CONF_ERR_MAX];
     unsigned lines[KT_CONFIG_KEYS];
-    if (path != NULL && path[0] != '\0' &&
+    if (path != NULL &&
         !kt_conf_parse_file(kt_config_keys, KT_CONFIG_KEYS, &cfg, path, lines,
                             err, sizeof(err)))
         return dflt; /* C_Initialize reports the file's error */

@@ -78,17 +78,29 @@ struct kt_config {
     bool allow_core_dumps;
     size_t secure_heap_size; /* bytes, a power of two */
 };
-/* Reads KEYTIER_CONF (or the defaults). Every key is a row of one table
- * (kt_config_table, read by common/kt_conf.c): a bad value, an unknown key
- * or a key given twice is refused with CKR_ARGUMENTS_BAD and one logged
- * message naming the file, the line, the key and the fix. */
+/* Reads the configuration file (kt_config_path; the defaults without
+ * one). Every key is a row of one table (kt_config_table, read by
+ * common/kt_conf.c): a bad value, an unknown key or a key given twice is
+ * refused with CKR_ARGUMENTS_BAD and one logged message naming the file,
+ * the line, the key and the fix. With no token_dir (none in the file, no
+ * XDG_DATA_HOME or HOME) it succeeds with token_dir empty: no slots. */
 KT_NODISCARD CK_RV kt_config_load(struct kt_config *cfg);
+/* With no token_dir: says so at level info (once the log is open). */
+void kt_config_log_no_dir(const struct kt_config *cfg);
+/* kt_config_load from path (NULL: the defaults alone). */
+KT_NODISCARD CK_RV kt_config_load_from(struct kt_config *cfg, const char *path);
+/* The file to read: env ($KEYTIER_CONF) if set and not empty, else
+ * system_path if it exists, else NULL. */
+const char *kt_config_pick(const char *env, const char *system_path);
+/* kt_config_pick($KEYTIER_CONF, the system-wide file, KT_SYSTEM_CONF:
+ * SYSCONFDIR/keytier/keytier.conf). */
+const char *kt_config_path(void);
 KT_NODISCARD CK_RV kt_config_parse_file(struct kt_config *cfg,
                                         const char *path);
 void kt_config_defaults(struct kt_config *cfg);
-/* secure_heap_size as KEYTIER_CONF sets it now, without logging (the
- * module's load, before its log is open); the default if the file does not
- * parse (C_Initialize then fails and says why). */
+/* secure_heap_size as the configuration file sets it now, without
+ * logging (the module's load, before its log is open); the default if the
+ * file does not parse (C_Initialize then fails and says why). */
 size_t kt_config_heap_size(void);
 struct kt_conf_key;
 const struct kt_conf_key *kt_config_table(size_t *n);

@@ -74,6 +74,8 @@ CK_RV kt_slots_add_free(void)
 CK_RV kt_slots_scan(void)
 {
     const char *dir = kt_g.cfg.token_dir;
+    if (dir[0] == '\0')
+        return CKR_OK; /* no token directory: no slots (kt_config_load) */
     /* A token being created has a file but no slot yet: scan later. */
     for (size_t i = 0; i < kt_g.n_slots; i++)
         if (kt_g.slots[i].token->busy)

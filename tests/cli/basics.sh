@@ -44,10 +44,19 @@ for c in "token init" "token list" "token keygen" "dep create" "dep list" \
     assert_contains "$top" "  $c " "command $c"
 done
 
+kt_log "keytier --version: meson.build's version, of the command and the library"
+version=$(sed -n "s/^  version : '\(.*\)',$/\1/p" "$KT_SOURCE_ROOT/meson.build")
+[ -n "$version" ] || kt_fail "no version in meson.build"
+expect_ok kt --version
+assert_eq "keytier $version (libkeytier $version)" "$KT_LAST_OUTPUT" "keytier --version"
+
 kt_log "help topics"
 expect_ok kt help configuration
 assert_contains "$KT_LAST_OUTPUT" "pin.LABEL = SRC"
-assert_contains "$KT_LAST_OUTPUT" "hsm-config/keytier-lib.conf.example"
+assert_contains "$KT_LAST_OUTPUT" "commented examples: keytier-lib.conf.example"
+assert_contains "$KT_LAST_OUTPUT" "/usr/share/doc/keytier/examples/ when installed"
+assert_contains "$KT_LAST_OUTPUT" "else /etc/keytier/keytier-lib.conf if it exists"
+assert_contains "$KT_LAST_OUTPUT" "log_target = syslog"
 assert_contains "$KT_LAST_OUTPUT" "avail.cache_refresh_ahead_ms (default ttl/5; at most ttl/2"
 expect_ok kt help fallback
 assert_contains "$KT_LAST_OUTPUT" "    - system (token absent, device error"

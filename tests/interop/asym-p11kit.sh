@@ -6,7 +6,8 @@
 #   asym-p11kit.sh keytier|softhsm2
 #
 # For keytier the module and its module file come from `meson install
-# --destdir` of the build under test. Nothing is written to system
+# --destdir` of the build under test; the module file is checked to name the
+# module as installed, then pointed at the destdir's copy. Nothing is written to system
 # directories: as root (p11-kit then reads only the system module config
 # directory) the checks run in a private mount namespace (unshare -m) where
 # the test's own directories are bind-mounted over p11-kit's; otherwise they
@@ -47,9 +48,6 @@ if [ "${1:-}" = --inside ]; then
     # in $KT_TMP for the outer script to check.
     set -euo pipefail
     mount --bind "$KT_TMP/p11kit-modules" "$P11KIT_CONFIGS"
-    if [ -n "${KT_DEST_MODULE_DIR:-}" ]; then
-        mount --bind "$KT_DEST_MODULE_DIR" "$PKCS11_MODULE_DIR"
-    fi
     run_tool "$KT_TMP/list-modules.out" p11-kit list-modules
     GNUTLS_PIN=123456 run_tool "$KT_TMP/p11tool.out" \
         p11tool --login --list-all "pkcs11:token=asym"
@@ -77,13 +75,25 @@ keytier)
     [ -n "${KT_BUILD_ROOT:-}" ] || kt_fail "KT_BUILD_ROOT is not set"
     expect_ok meson install -C "$KT_BUILD_ROOT" --no-rebuild --quiet \
         --destdir "$KT_TMP/dest"
-    [ -f "dest$P11KIT_CONFIGS/keytier.module" ] ||
-        kt_fail "meson install did not install keytier.module into $P11KIT_CONFIGS"
-    [ -f "dest$PKCS11_MODULE_DIR/keytier-pkcs11.so" ] ||
-        kt_fail "meson install did not install the module into $PKCS11_MODULE_DIR"
-    cp "dest$P11KIT_CONFIGS/keytier.module" p11kit-modules/
+    # Where this build installs them (under its prefix: p11-kit's own
+    # directories only with prefix /usr).
+    installed=$(meson introspect "$KT_BUILD_ROOT" --installed)
+    inst() { jq -r --arg n "$1" '.[] | select(endswith("/" + $n))' <<<"$installed"; }
+    mod_file=$(inst keytier.module)
+    mod_so=$(inst keytier-pkcs11.so)
+    [ -n "$mod_file" ] && [ -f "dest$mod_file" ] ||
+        kt_fail "meson install did not install keytier.module (${mod_file:-not listed})"
+    [ -n "$mod_so" ] && [ -f "dest$mod_so" ] ||
+        kt_fail "meson install did not install the module (${mod_so:-not listed})"
+    # The module file names the module p11-kit can load: by name in
+    # p11-kit's module directory, else by its installed path.
+    line=$(grep '^module:' "dest$mod_file")
+    if [ "${mod_so%/*}" = "$PKCS11_MODULE_DIR" ]; then want=keytier-pkcs11.so; else want=$mod_so; fi
+    [ "$line" = "module: $want" ] ||
+        kt_fail "keytier.module says '$line', expected 'module: $want'"
+    sed "s|^module: .*|module: $KT_TMP/dest$mod_so|" "dest$mod_file" \
+        >p11kit-modules/keytier.module
     module_name=keytier
-    export KT_DEST_MODULE_DIR=$KT_TMP/dest$PKCS11_MODULE_DIR
     ;;
 softhsm2)
     echo "module: $KT_P11_MODULE" >p11kit-modules/softhsm2-asym.module
@@ -97,8 +107,7 @@ if [ "$(id -u)" = 0 ]; then
 else
     kt_log "p11-kit and p11tool with the test's own HOME"
     mkdir -p "$HOME/.config/pkcs11/modules"
-    sed "s|^module: keytier-pkcs11.so|module: ${KT_DEST_MODULE_DIR:-}/keytier-pkcs11.so|" \
-        p11kit-modules/*.module >"$HOME/.config/pkcs11/modules/$module_name.module"
+    cp p11kit-modules/*.module "$HOME/.config/pkcs11/modules/"
     run_tool list-modules.out p11-kit list-modules
     GNUTLS_PIN=123456 run_tool p11tool.out \
         p11tool --login --list-all "pkcs11:token=asym"

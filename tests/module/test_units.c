@@ -300,6 +300,39 @@ static CK_RV parse_config(const char *text, struct kt_config *cfg)
     return rv;
 }
 
+/* The system-wide file is read only without $KEYTIER_CONF, and only if it
+ * exists; with neither file nor home there is no token directory, and that
+ * is no error (no slots). */
+START_TEST(test_config_system_file)
+{
+    char path[] = "/tmp/kt-unit-sysconf-XXXXXX";
+    int fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    const char *text = "token_dir = /srv/keytier\n";
+    ck_assert_int_eq(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+    ck_assert_str_eq(kt_config_pick("/env.conf", path), "/env.conf");
+    ck_assert_str_eq(kt_config_pick("", path), path);
+    ck_assert_str_eq(kt_config_pick(NULL, path), path);
+    ck_assert_ptr_null(kt_config_pick(NULL, "/nonexistent/keytier.conf"));
+    ck_assert_ptr_null(kt_config_pick("", NULL));
+    struct kt_config c;
+    unsetenv("XDG_DATA_HOME");
+    unsetenv("HOME");
+    ck_assert_int_eq(kt_config_load_from(&c, NULL), CKR_OK);
+    ck_assert_str_eq(c.token_dir, "");
+    ck_assert_int_eq(kt_config_load_from(&c, path), CKR_OK);
+    ck_assert_str_eq(c.token_dir, "/srv/keytier");
+    setenv("HOME", "/home/u", 1);
+    ck_assert_int_eq(kt_config_load_from(&c, NULL), CKR_OK);
+    ck_assert_str_eq(c.token_dir, "/home/u/.local/share/keytier");
+    /* The file's token_dir wins over the per-user one. */
+    ck_assert_int_eq(kt_config_load_from(&c, path), CKR_OK);
+    ck_assert_str_eq(c.token_dir, "/srv/keytier");
+    unlink(path);
+}
+END_TEST
+
 START_TEST(test_config_parser)
 {
     struct kt_config c;
@@ -765,6 +798,7 @@ static Suite *units_suite(void)
     tcase_add_test(tc, test_attrs_packed_copy);
     tcase_add_test(tc, test_handle_shards);
     tcase_add_test(tc, test_config_parser);
+    tcase_add_test(tc, test_config_system_file);
     tcase_add_test(tc, test_schema_key_roles);
     tcase_add_test(tc, test_schema_table);
     tcase_add_test(tc, test_seal_and_mac);

@@ -11,10 +11,13 @@ static const char help_configuration[] =
     "keytier help configuration\n"
     "\n"
     "The library reads one file: --config FILE, else $KEYTIER_LIB_CONF, else\n"
-    "built-in defaults (no modules; store at $XDG_DATA_HOME/keytier/\n"
-    "keytier.db or ~/.local/share/keytier/keytier.db). A commented example:\n"
-    "hsm-config/keytier-lib.conf.example, and a complete setup with two\n"
-    "remote vaults: hsm-config/keytier-cli.conf.example.\n"
+    "$XDG_CONFIG_HOME/keytier/keytier-lib.conf (~/.config/keytier/...) if it\n"
+    "exists, else /etc/keytier/keytier-lib.conf if it exists, else built-in\n"
+    "defaults (no modules; store at $XDG_DATA_HOME/keytier/keytier.db or\n"
+    "~/.local/share/keytier/keytier.db). keytier.conf(5) describes every\n"
+    "key; commented examples: keytier-lib.conf.example, and a complete\n"
+    "setup with two remote vaults: keytier-cli.conf.example (in hsm-config/\n"
+    "of the sources, /usr/share/doc/keytier/examples/ when installed).\n"
     "\n"
     "Format: `key = value` lines; `#` starts a comment. An unknown key, a bad\n"
     "value or a key given twice is an error naming the file, line and key.\n"
@@ -28,6 +31,8 @@ static const char help_configuration[] =
     "  pin.LABEL = SRC        user PIN of token LABEL: env:VAR, file:PATH or\n"
     "                         value:PIN (then keep the file 0600)\n"
     "  log_level, log_file    error|warning|info|debug; default stderr\n"
+    "  log_target = syslog    to the system logger (journald) instead;\n"
+    "                         log_syslog_socket = PATH (default /dev/log)\n"
     "  dep_limit = 50         DEPs per tenant and workload\n"
     "  allow_oaep_sha1 = no   RSA roots on tokens without OAEP SHA-256\n"
     "  envelope_chunk_size    plaintext bytes per envelope chunk\n"
@@ -57,8 +62,8 @@ static const char help_configuration[] =
     "\n"
     "Token commands (token init/list/keygen) need no configuration: they\n"
     "work on --module PATH, default $KEYTIER_MODULE, else the installed\n"
-    "keytier-pkcs11.so, whose own file is named by $KEYTIER_CONF\n"
-    "(hsm-config/keytier.conf.example).\n";
+    "keytier-pkcs11.so, whose own file is named by $KEYTIER_CONF, else\n"
+    "/etc/keytier/keytier.conf (keytier.conf.example).\n";
 
 static const char help_fallback[] =
     "keytier help fallback\n"

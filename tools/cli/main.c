@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "kt_version.h"
 
 static const struct cli_cmd *const families[] = {
     cli_token_cmds,    cli_dep_cmds,       cli_tier_cmds,
@@ -44,12 +45,14 @@ static void usage(FILE *f)
         "\n"
         "Options:\n"
         "  --config FILE  library configuration (default: $KEYTIER_LIB_CONF,\n"
-        "                 else the built-in defaults; `keytier help\n"
+        "                 else the per-user or the system-wide file, else\n"
+        "                 the built-in defaults; `keytier help\n"
         "                 configuration`)\n"
         "  --json         one JSON document per command on stdout (JSON\n"
         "                 lines for lists); errors as {\"error\": {command,\n"
         "                 name, message, exit}}\n"
         "  --help         this text; `keytier COMMAND --help` for a command\n"
+        "  --version      the versions of keytier and the loaded libkeytier\n"
         "\n"
         "Exit codes:\n"
         "  0  success\n"
@@ -165,6 +168,12 @@ int main(int argc, char **argv)
             cli.config = argv[i] + 9;
         } else if (is_help(argv[i])) {
             usage(stdout);
+            return CLI_OK;
+        } else if (!strcmp(argv[i], "--version")) {
+            /* The library is the one loaded, which a packager may have
+             * upgraded apart from the command. */
+            printf("keytier %s (libkeytier %s)\n", KT_VERSION,
+                   keytier_version());
             return CLI_OK;
         } else {
             return cli_usage_error(&cli, "unknown option %s", argv[i]);

@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "kt_base.h"
@@ -209,6 +211,67 @@ START_TEST(logger_writes_calls_and_events)
 }
 END_TEST
 
+/* A unix datagram socket standing in for /dev/log. */
+static int syslog_server(const char *path)
+{
+    int fd = socket(AF_UNIX, SOCK_DGRAM, 0);
+    ck_assert_int_ge(fd, 0);
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    snprintf(a.sun_path, sizeof a.sun_path, "%s", path);
+    unlink(path);
+    ck_assert_int_eq(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    struct timeval tv = {.tv_sec = 5};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    return fd;
+}
+
+static void syslog_expect(int fd, const char *want)
+{
+    char rec[2048];
+    ssize_t n = recv(fd, rec, sizeof rec - 1, 0);
+    ck_assert_msg(n > 0, "no syslog record (want '%s')", want);
+    rec[n] = 0;
+    ck_assert_str_eq(rec, want);
+}
+
+/* log_target = syslog: RFC 3164 records "<PRI>keytier[PID]: LEVEL TEXT"
+ * (facility daemon) on the socket, levels filtered as for a file, and a
+ * logger that restarted (its socket made anew) gets the next record. */
+START_TEST(logger_syslog_datagrams)
+{
+    char dir[] = "/tmp/kt-syslog-XXXXXX";
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    char path[256], want[512];
+    snprintf(path, sizeof path, "%s/log", dir);
+    kt_log *log;
+    ck_assert_int_eq(kt_log_open_syslog(path, KT_LOG_INFO, &log),
+                     KEYTIER_E_CONFIG);
+    ck_assert_ptr_nonnull(strstr(keytier_last_error_detail(), path));
+    int srv = syslog_server(path);
+    ck_assert_int_eq(kt_log_open_syslog(path, KT_LOG_INFO, &log), KEYTIER_OK);
+    kt_log_call(log, "C_UnwrapKey", 0x30, "CKR_DEVICE_ERROR", 1500);
+    kt_log_event(log, KT_LOG_INFO, "DEP created", "dep-1");
+    snprintf(want, sizeof want, "<30>keytier[%ld]: info DEP created: dep-1",
+             (long)getpid());
+    syslog_expect(srv, want); /* the debug call was not sent */
+    kt_log_event(log, KT_LOG_ERROR, "store unreachable", NULL);
+    snprintf(want, sizeof want, "<27>keytier[%ld]: error store unreachable",
+             (long)getpid());
+    syslog_expect(srv, want);
+    close(srv);
+    srv = syslog_server(path);
+    kt_log_event(log, KT_LOG_WARNING, "token slow", "pkcs11:token=A");
+    snprintf(want, sizeof want,
+             "<28>keytier[%ld]: warning token slow: pkcs11:token=A",
+             (long)getpid());
+    syslog_expect(srv, want);
+    kt_log_close(log);
+    close(srv);
+    unlink(path);
+    rmdir(dir);
+}
+END_TEST
+
 START_TEST(array_reserve_grows_and_refuses_overflow)
 {
     int *a = NULL;
@@ -376,6 +439,7 @@ int main(void)
     tcase_add_test(tc, reader_bounds);
     tcase_add_test(tc, writer_bounds);
     tcase_add_test(tc, logger_writes_calls_and_events);
+    tcase_add_test(tc, logger_syslog_datagrams);
     tcase_add_test(tc, array_reserve_grows_and_refuses_overflow);
     tcase_add_test(tc, calls_drain_with_none_running_returns_at_once);
     tcase_add_test(tc, calls_drain_waits_for_a_call_that_ends_in_time);

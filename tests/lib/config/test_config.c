@@ -171,12 +171,16 @@ START_TEST(repeat_every_key)
 {
     size_t n = 0;
     const struct kt_conf_key *keys = kt_config_table(&n);
-    ck_assert_uint_eq(n, 36);
+    ck_assert_uint_eq(n, 38);
     for (size_t i = 0; i < n; i++) {
         char name[128], text[512], want[512];
         const char *v = sample(&keys[i], name, sizeof name);
         struct kt_config cfg;
-        snprintf(text, sizeof text, "%s = %s\n", name, v);
+        /* log_syslog_socket goes with log_target = syslog only */
+        const char *with = strcmp(name, "log_syslog_socket") == 0
+                               ? "log_target = syslog\n"
+                               : "";
+        snprintf(text, sizeof text, "%s = %s\n%s", name, v, with);
         write_conf(text);
         ck_assert_msg(kt_config_load(path, &cfg) == KEYTIER_OK, "once: %s: %s",
                       text, keytier_last_error_detail());
@@ -707,12 +711,87 @@ START_TEST(ctx_open_errors)
 }
 END_TEST
 
+/* log_target: stderr, file (needs log_file), syslog (log_syslog_socket
+ * only with it); a file named without log_target is the file. */
+START_TEST(log_targets)
+{
+    struct kt_config cfg;
+    write_conf("log_file = /tmp/l\n");
+    ck_assert_int_eq(kt_config_load(path, &cfg), KEYTIER_OK);
+    ck_assert_int_eq(cfg.log_target, KT_LOG_TO_FILE);
+    kt_config_free(&cfg);
+    write_conf("# nothing\n");
+    ck_assert_int_eq(kt_config_load(path, &cfg), KEYTIER_OK);
+    ck_assert_int_eq(cfg.log_target, KT_LOG_TO_STDERR);
+    kt_config_free(&cfg);
+    write_conf("log_target = syslog\nlog_syslog_socket = /run/l.sock\n");
+    ck_assert_int_eq(kt_config_load(path, &cfg), KEYTIER_OK);
+    ck_assert_int_eq(cfg.log_target, KT_LOG_TO_SYSLOG);
+    ck_assert_str_eq(cfg.log_syslog_socket, "/run/l.sock");
+    kt_config_free(&cfg);
+    expect_bad("log_target = file\n", "log_target = file needs log_file");
+    expect_bad("log_target = syslog\nlog_file = /tmp/l\n",
+               "log_file is set but log_target = syslog");
+    expect_bad("log_syslog_socket = /s\n",
+               "log_syslog_socket applies to log_target = syslog only");
+    expect_bad("log_target = journal\n", "log_target");
+}
+END_TEST
+
+/* With no file named: the per-user file (XDG_CONFIG_HOME, else
+ * ~/.config) before the system-wide one, each only if it exists. */
+START_TEST(default_paths)
+{
+    char buf[400], sys[320], user[320], cmd[800];
+    snprintf(sys, sizeof sys, "%s/etc-keytier-lib.conf", dir);
+    unsetenv("XDG_CONFIG_HOME");
+    setenv("HOME", dir, 1);
+    ck_assert(!kt_config_default_path(sys, buf, sizeof buf));
+    ck_assert(!kt_config_default_path(NULL, buf, sizeof buf));
+    write_conf("# system\n");
+    ck_assert_int_eq(rename(path, sys), 0);
+    ck_assert(kt_config_default_path(sys, buf, sizeof buf));
+    ck_assert_str_eq(buf, sys);
+    snprintf(user, sizeof user, "%s/.config/keytier/keytier-lib.conf", dir);
+    snprintf(cmd, sizeof cmd, "mkdir -p %s/.config/keytier && touch %s", dir,
+             user);
+    ck_assert_int_eq(system(cmd), 0);
+    ck_assert(kt_config_default_path(sys, buf, sizeof buf));
+    ck_assert_str_eq(buf, user);
+    /* XDG_CONFIG_HOME replaces ~/.config: there is no file under it. */
+    setenv("XDG_CONFIG_HOME", sys, 1);
+    ck_assert(kt_config_default_path(sys, buf, sizeof buf));
+    ck_assert_str_eq(buf, sys);
+    snprintf(cmd, sizeof cmd, "%s/.config", dir);
+    setenv("XDG_CONFIG_HOME", cmd, 1);
+    ck_assert(kt_config_default_path(sys, buf, sizeof buf));
+    ck_assert_str_eq(buf, user);
+    /* A path that does not fit is no path. */
+    ck_assert(!kt_config_default_path(sys, buf, 10));
+    /* keytier_ctx_open(NULL) reads the per-user file. */
+    char text[512];
+    snprintf(text, sizeof text, "store = %s/user.db\n", dir);
+    FILE *f = fopen(user, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs(text, f);
+    fclose(f);
+    unsetenv("KEYTIER_LIB_CONF");
+    keytier_ctx *ctx = NULL;
+    ck_assert_int_eq(keytier_ctx_open(NULL, &ctx), KEYTIER_OK);
+    keytier_ctx_close(ctx);
+    snprintf(text, sizeof text, "%s/user.db", dir);
+    ck_assert_int_eq(access(text, F_OK), 0);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("config");
     TCase *tc = tcase_create("config");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, example_parses);
+    tcase_add_test(tc, default_paths);
+    tcase_add_test(tc, log_targets);
     tcase_add_test(tc, approvers_pinned);
     tcase_add_test(tc, cli_example_parses);
     tcase_add_test(tc, repeat_every_key);
