@@ -5,8 +5,8 @@
 # its own, build-types/CC-TYPE, kept between runs so that a later run only
 # rebuilds what changed.
 #   tools/build-types.sh [CC:TYPE...]   (default: all five)
-# tools/test.sh runs it for the four its own builds do not cover (its
-# `build` is gcc debugoptimized).
+# tools/test.sh runs it for the three its own builds do not cover (its
+# `build` is gcc debugoptimized, its `build-clang` clang release).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 specs=("$@")
