@@ -1,4 +1,5 @@
 /* The library context: configuration, logger, modules, store. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -20,6 +21,16 @@ static void kt_ctx_free_rest(keytier_ctx *ctx)
     free(ctx);
 }
 
+KEYTIER_API int keytier_config_default(char *buf, size_t len)
+{
+    const char *env = getenv("KEYTIER_LIB_CONF");
+    if (buf == NULL || len == 0)
+        return 0;
+    if (env != NULL && *env != '\0')
+        return (size_t)snprintf(buf, len, "%s", env) < len;
+    return kt_config_default_path(KT_SYSTEM_LIB_CONF, buf, len) ? 1 : 0;
+}
+
 KEYTIER_API keytier_err keytier_ctx_open(const char *config_path,
                                          keytier_ctx **out)
 {
@@ -27,13 +38,8 @@ KEYTIER_API keytier_err keytier_ctx_open(const char *config_path,
     if (out == NULL)
         return kt_err(KEYTIER_E_ARGS, "keytier_ctx_open");
     char dflt[4096];
-    if (config_path == NULL) {
-        const char *env = getenv("KEYTIER_LIB_CONF");
-        if (env != NULL && *env != '\0')
-            config_path = env;
-        else if (kt_config_default_path(KT_SYSTEM_LIB_CONF, dflt, sizeof dflt))
-            config_path = dflt;
-    }
+    if (config_path == NULL && keytier_config_default(dflt, sizeof dflt))
+        config_path = dflt;
     keytier_ctx *ctx = calloc(1, sizeof *ctx);
     if (ctx == NULL)
         return kt_err(KEYTIER_E_NOMEM, NULL);

@@ -169,6 +169,10 @@ typedef struct keytier_ctx keytier_ctx;
  */
 KEYTIER_API KEYTIER_MUST_CHECK keytier_err
 keytier_ctx_open(const char *config_path, keytier_ctx **out);
+/* The configuration file keytier_ctx_open(NULL, ...) reads, in the order
+ * above, copied to buf (len bytes): 1; 0 when there is none (the embedded
+ * default) or the path does not fit. */
+KEYTIER_API int keytier_config_default(char *buf, size_t len);
 /* Closes sessions, finalizes modules, closes the store.  NULL-safe. */
 KEYTIER_API void keytier_ctx_close(keytier_ctx *ctx);
 

@@ -182,9 +182,8 @@ keytier_err kt_store_audit_index_take(struct kt_store *st, const char *log_id,
             kt_db_rollback(st);
     }
     keytier_err back =
-        sqlite
-            ? kt_db_exec(st, "take audit index", "PRAGMA synchronous=NORMAL")
-            : KEYTIER_OK;
+        sqlite ? kt_db_exec(st, "take audit index", "PRAGMA synchronous=NORMAL")
+               : KEYTIER_OK;
     if (e == KEYTIER_OK)
         e = back;
     pthread_mutex_unlock(&st->mu);

@@ -130,6 +130,18 @@ assert_eq 1 "$(kt --json audit list --activity "Approval expired" | grep -c "\"A
 
 kt_log "a key in the service token"
 expect_rc 10 kt token destroy-key --token svc --label keytier-audit-anchor --pin-env PIN
+# The configuration the library finds by itself (no --config, no
+# KEYTIER_LIB_CONF) gates it the same: the per-user file.
+mkdir -p "$KT_TMP/xdg/keytier"
+cp "$KEYTIER_LIB_CONF" "$KT_TMP/xdg/keytier/keytier-lib.conf"
+chmod 600 "$KT_TMP/xdg/keytier/keytier-lib.conf"
+(
+    unset KEYTIER_LIB_CONF
+    export XDG_CONFIG_HOME=$KT_TMP/xdg
+    expect_rc 10 kt token destroy-key --token svc --label keytier-audit-anchor --pin-env PIN
+    assert_contains "$KT_LAST_OUTPUT" "KEYTIER_E_APPROVAL_REQUIRED"
+) || kt_fail "destroy-key in the service token without an approval, default configuration"
+rm -r "$KT_TMP/xdg"
 svc=$(approve service-key-destroy '*' no-such-key)
 expect_fail "keytier token destroy-key: approval is for another operation, tenant or scope: destroying a key in the service token of * (approval $svc covers no-such-key, not keytier-audit-anchor) [KEYTIER_E_APPROVAL_SCOPE]" \
     kt token destroy-key --token svc --label keytier-audit-anchor --pin-env PIN --approval "$svc"

@@ -260,6 +260,15 @@ static int cmd_token_keygen(struct cli *cli, int argc, char **argv)
     return CLI_OK;
 }
 
+/* With the library configuration (--config, or the file the library
+ * finds by itself) the service token is known, and destroying a key in it
+ * needs an approval. */
+static bool lib_config_in_force(const struct cli *cli)
+{
+    char dflt[4096];
+    return cli->config != NULL || keytier_config_default(dflt, sizeof dflt);
+}
+
 static int cmd_token_destroy_key(struct cli *cli, int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -311,10 +320,7 @@ static int cmd_token_destroy_key(struct cli *cli, int argc, char **argv)
         return rc;
     size_t n = 0;
     keytier_err e;
-    /* With the library configuration the service token is known, and
-     * destroying a key in it needs an approval. */
-    if (approval != NULL || cli->config != NULL ||
-        getenv("KEYTIER_LIB_CONF") != NULL) {
+    if (approval != NULL || lib_config_in_force(cli)) {
         keytier_ctx *ctx;
         if ((rc = cli_ctx(cli, &ctx)) != CLI_OK) {
             cli_pin_free(pin);
@@ -395,9 +401,10 @@ const struct cli_cmd cli_token_cmds[] = {
      "halves of an RSA pair). When both customer keys of a DEP are gone,\n"
      "user reads are refused (access revoked, exit 4) while internal\n"
      "operations may still use the availability key.\n"
-     "With the library configuration (--config, $KEYTIER_LIB_CONF), a key\n"
-     "in its service token is destroyed only with a live approval for\n"
-     "operation service-key-destroy of tenant * and scope K (--approval).\n"
+     "With the library configuration (--config, $KEYTIER_LIB_CONF or the\n"
+     "file the library reads by default), a key in its service token is\n"
+     "destroyed only with a live approval for operation\n"
+     "service-key-destroy of tenant * and scope K (--approval).\n"
      "\n"
      "  --module PATH     PKCS#11 module (default: $KEYTIER_MODULE, else the\n"
      "                    installed keytier-pkcs11.so)\n" PIN_HELP
