@@ -63,8 +63,8 @@ static void node_conf(int i)
     char extra[1200];
     struct node *n = &N[i];
     snprintf(n->name, sizeof n->name, "n%d", i);
-    snprintf(n->log, sizeof n->log, "%s/chains/%s.audit.jsonl", T.dir, n->name);
-    snprintf(n->conf, sizeof n->conf, "%s/%s.conf", T.dir, n->name);
+    snprintf(n->log, sizeof n->log, "%s/chains/n%d.audit.jsonl", T.dir, i);
+    snprintf(n->conf, sizeof n->conf, "%s/n%d.conf", T.dir, i);
     snprintf(extra, sizeof extra,
              "node = %s\navail.audit_log = %s\navail.cache_ttl_ms = 60000\n"
              "avail.cache_sync_ms = %d\n",
@@ -100,7 +100,8 @@ static void node_start(int i)
     ck_assert_msg(!strcmp(ready, "ready\n"), "%s: %s", n->name, ready);
 }
 
-static void node_send(int i, const char *fmt, ...)
+__attribute__((format(printf, 2, 3))) static void
+node_send(int i, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -119,7 +120,8 @@ static const char *node_reply(int i, char *buf)
     return buf;
 }
 
-static const char *node_cmd(int i, char *buf, const char *fmt, ...)
+__attribute__((format(printf, 3, 4))) static const char *
+node_cmd(int i, char *buf, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);

@@ -117,10 +117,10 @@ static void updates(const struct kt_mig_todo *todo, size_t n, uint8_t mark,
     for (size_t i = 0; i < n; i++) {
         memset(&u[i], 0, sizeof u[i]);
         u[i].item = true;
-        snprintf(u[i].key_id, sizeof u[i].key_id, "%s", todo[i].key_id);
-        snprintf(u[i].old_dep, sizeof u[i].old_dep, "%s", todo[i].rec.dep_id);
-        snprintf(u[i].dep_id, sizeof u[i].dep_id, "%s", mig.target_dep);
-        snprintf(u[i].parent_id, sizeof u[i].parent_id, "%s", mig.target_dep);
+        kt_strlcpy(u[i].key_id, todo[i].key_id, sizeof u[i].key_id);
+        kt_strlcpy(u[i].old_dep, todo[i].rec.dep_id, sizeof u[i].old_dep);
+        kt_strlcpy(u[i].dep_id, mig.target_dep, sizeof u[i].dep_id);
+        kt_strlcpy(u[i].parent_id, mig.target_dep, sizeof u[i].parent_id);
         memset(u[i].wrapped, mark, sizeof u[i].wrapped);
     }
 }
