@@ -916,7 +916,7 @@ static keytier_err kt_audit_check_line(const char *line, size_t len,
                                        char prev[KT_AUDIT_HASH_HEX + 1],
                                        kt_audit_node_fields *nd)
 {
-    json_object *obj = NULL, *seq, *hash, *prev_hash;
+    json_object *obj = NULL, *seq, *hash, *prev_hash, *id;
     char want[KT_AUDIT_HASH_HEX + 1];
     const char *text;
     size_t tlen;
@@ -940,8 +940,12 @@ static keytier_err kt_audit_check_line(const char *line, size_t len,
         !json_object_object_get_ex(obj, "PrevHash", &prev_hash) ||
         !json_object_is_type(prev_hash, json_type_string) ||
         !json_object_object_get_ex(obj, "Seq", &seq) ||
-        !json_object_is_type(seq, json_type_int)) {
-        kt_err(err, "line %llu lacks Seq, PrevHash or Hash",
+        !json_object_is_type(seq, json_type_int) ||
+        /* the Id a log is known by (kt_audit_log_id): a record's own */
+        !json_object_object_get_ex(obj, "Id", &id) ||
+        !json_object_is_type(id, json_type_string) ||
+        !kt_is_record_id(json_object_get_string(id))) {
+        kt_err(err, "line %llu lacks Seq, Id, PrevHash or Hash",
                (unsigned long long)line_no);
         goto out;
     }
