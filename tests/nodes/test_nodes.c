@@ -100,15 +100,22 @@ static void node_start(int i)
     ck_assert_msg(!strcmp(ready, "ready\n"), "%s: %s", n->name, ready);
 }
 
+/* One command line to node i. */
+__attribute__((format(printf, 2, 0))) static void
+node_vsend(int i, const char *fmt, va_list ap)
+{
+    vfprintf(N[i].in, fmt, ap);
+    fputc('\n', N[i].in);
+    fflush(N[i].in);
+}
+
 __attribute__((format(printf, 2, 3))) static void
 node_send(int i, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    vfprintf(N[i].in, fmt, ap);
+    node_vsend(i, fmt, ap);
     va_end(ap);
-    fputc('\n', N[i].in);
-    fflush(N[i].in);
 }
 
 /* The node's answer, without its newline. */
@@ -125,10 +132,8 @@ node_cmd(int i, char *buf, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    vfprintf(N[i].in, fmt, ap);
+    node_vsend(i, fmt, ap);
     va_end(ap);
-    fputc('\n', N[i].in);
-    fflush(N[i].in);
     return node_reply(i, buf);
 }
 

@@ -91,7 +91,7 @@ static void dep_rec(struct kt_dep_rec *d, int n, const char *tenant)
     "CREATE UNIQUE INDEX tier_keys_top_name ON tier_keys(tenant, workload, "   \
     "name) WHERE level = 1; "
 #define BEFORE_8                                                               \
-    BEFORE_11 BEFORE_10 BEFORE_9                                                         \
+    BEFORE_11 BEFORE_10 BEFORE_9                                               \
         "DROP INDEX dep_roots_ident; ALTER TABLE dep_roots DROP COLUMN "       \
         "ident; "                                                              \
         "ALTER TABLE dep_roll DROP COLUMN ident; "
