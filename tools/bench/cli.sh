@@ -9,35 +9,13 @@
 # disk does not set the pace), removed at the end. The DEP's roots are AES
 # keys on keytier's module (the DEP key is read once per command).
 set -euo pipefail
-cd "$(dirname "$0")/../.."
+. "$(dirname "$0")/common.sh"
 mib=${1:-1024}
-build=${2:-build}
-[ -x "$build/tools/cli/keytier" ] || { echo "build $build first (tools/build.sh $build)" >&2; exit 1; }
-kt=$PWD/$build/tools/cli/keytier
-module=$PWD/$build/module/keytier-pkcs11.so
-dir=$(mktemp -d "${BENCH_DIR:-/dev/shm}/keytier-bench-cli.XXXXXX")
-trap 'rm -rf -- "$dir"' EXIT
-cd "$dir"
-
-printf 'token_dir = %s/tokens\npin_kdf_cost = 10\nlog_file = %s/module.log\n' \
-    "$dir" "$dir" >module.conf
-export KEYTIER_CONF=$dir/module.conf KEYTIER_MODULE=$module
-export PIN=bench-user-pin SO_PIN=bench-so-pin
-for t in vault-a vault-b svc; do
-    "$kt" token init --label $t --so-pin-env SO_PIN --pin-env PIN >/dev/null
-done
-a=$("$kt" token keygen --token vault-a --label ra --type aes256 --pin-env PIN)
-b=$("$kt" token keygen --token vault-b --label rb --type aes256 --pin-env PIN)
-cat >lib.conf <<CONF
-module = $module
-service_token = pkcs11:token=svc
-store = $dir/keytier.db
-pin.vault-a = env:PIN
-pin.vault-b = env:PIN
-pin.svc = env:PIN
-CONF
-export KEYTIER_LIB_CONF=$dir/lib.conf
-dep=$("$kt" --json dep create --tenant bench --workload Exchange --key-a "$a" --key-b "$b" | jq -r .dep_id)
+bench_setup cli "${BENCH_DIR:-/dev/shm}" "${2:-build}"
+a=$(bench_key vault-a ra)
+b=$(bench_key vault-b rb)
+bench_lib_conf sqlite
+dep=$(bench_dep "$a" "$b")
 "$kt" mailbox create --tenant bench --dep "$dep" box >/dev/null
 
 head -c $((mib << 20)) /dev/urandom >data

@@ -2,7 +2,7 @@
  * bench-lib: libkeytier benchmarks (BENCHMARKS.md, "Library" and "Streaming").
  *
  *   bench-lib SOFTHSM2_MODULE KEYTIER_MODULE [mailbox-keys]
- *   env: KT_BENCH_PARTS=1234 (subset to run), KT_BENCH_CHUNK=bytes
+ *   env: KT_BENCH_PARTS=12345 (subset to run), KT_BENCH_CHUNK=bytes
  *        (envelope_chunk_size for the stream, default 65536),
  *        KT_BENCH_STREAM_THREADS=n (stream_threads; default: the
  *        library's, one per online CPU up to 4),
@@ -20,7 +20,13 @@
  *      back to back in each of 5 rounds (medians);
  *   3. opening an item whose DEP key must first be unwrapped by a token
  *      (p50/p99; both tokens, SoftHSM2 alone, keytier alone);
- *   4. creating N (default 100000) mailbox keys, then opening random ones.
+ *   4. creating N (default 100000) mailbox keys, then opening random ones;
+ *   5. DEP-key reads, p50/p99: cold (cache off: the DEP read from the store
+ *      and unwrapped by keytier's module) and cached (a cache hit), beside
+ *      the same unwrap straight through PKCS#11 on keytier's module and on
+ *      SoftHSM2; KT_BENCH_READS=n reads per figure (default 5000).
+ *   env KT_BENCH_STORE: the store (a PostgreSQL conninfo) instead of a
+ *   SQLite file in the temp dir (tools/bench/dep_read.sh runs both).
  */
 #include <fcntl.h>
 #include <pthread.h>
@@ -134,7 +140,21 @@ static void aes_root(const char *module, const char *token, const char *label)
     bench_module_unload(fl);
 }
 
-static void write_conf(int softhsm, int keytier)
+/* The store line(s): a SQLite file in the bench's dir, or the store
+ * KT_BENCH_STORE names (a PostgreSQL conninfo, tools/bench/dep_read.sh)
+ * with the audit log in the bench's dir. */
+static void write_store(FILE *f)
+{
+    const char *store = getenv("KT_BENCH_STORE");
+    if (store == NULL)
+        fprintf(f, "store = %s/store.db\n", dir);
+    else
+        fprintf(f, "store = %s\navail.audit_log = %s/audit.jsonl\n", store,
+                dir);
+}
+
+/* cache: the DEP-key cache on (the library's defaults) or off. */
+static void write_conf(int softhsm, int keytier, int cache)
 {
     FILE *f = fopen(conf, "w");
     if (f != NULL) /* it holds PINs: owner only */
@@ -145,13 +165,12 @@ static void write_conf(int softhsm, int keytier)
         fprintf(f, "module = %s\n", softhsm_mod);
     if (keytier)
         fprintf(f, "module = %s\n", keytier_mod);
-    fprintf(f,
-            "service_token = pkcs11:token=KService\nstore = %s/store.db\n"
-            "pin.VaultA = value:1234\npin.KVaultB = value:1234\n"
-            "pin.KService = value:1234\n"
-            "# every DEP-key read goes to a token (no cache)\n"
-            "avail.cache_ttl_ms = 0\n",
-            dir);
+    fprintf(f, "service_token = pkcs11:token=KService\n"
+               "pin.VaultA = value:1234\npin.KVaultB = value:1234\n"
+               "pin.KService = value:1234\n");
+    write_store(f);
+    if (!cache) /* every DEP-key read goes to a token */
+        fprintf(f, "avail.cache_ttl_ms = 0\n");
     if (getenv("KT_BENCH_CHUNK"))
         fprintf(f, "envelope_chunk_size = %s\n", getenv("KT_BENCH_CHUNK"));
     if (getenv("KT_BENCH_STREAM_THREADS"))
@@ -610,6 +629,129 @@ static void bench_cold(const char *what, const char *mbx_id, int iters)
     free(lat);
 }
 
+/* ---- 5. DEP-key reads, cold and cached, beside the token's unwrap ----- */
+
+static const char *store_name(void)
+{
+    return getenv("KT_BENCH_STORE") != NULL ? "PostgreSQL" : "SQLite";
+}
+
+static void latency_row(const char *what, double *lat, int n)
+{
+    printf("| %s | p50 %.2f us, p99 %.2f us (n=%d) |\n", what,
+           bench_percentile(lat, (size_t)n, 0.5) * 1e6,
+           bench_percentile(lat, (size_t)n, 0.99) * 1e6, n);
+}
+
+/* keytier_dep_key_open, timed read by read (keytier_key_close after each,
+ * untimed), on a context of keytier's module only (root B on KVaultB).
+ * Cold: the cache off, every read reads the DEP from the store and has the
+ * token unwrap it.  Cached: the cache on, a first read fills it; no timed
+ * read may reach a token (keytier_avail_stats_get). */
+static void bench_dep_read(const char *dep_id, int cache, int iters)
+{
+    keytier_ctx *ctx;
+    keytier_key *k;
+    keytier_avail_stats s0, s1;
+    char what[160];
+    double *lat = calloc((size_t)iters, sizeof *lat);
+    write_conf(0, 1, cache);
+    BENCH_CHECK(keytier_ctx_open(conf, &ctx));
+    BENCH_CHECK(keytier_dep_key_open(ctx, &req, "org-1", dep_id, &k));
+    keytier_key_close(k);
+    BENCH_CHECK(keytier_avail_stats_get(ctx, &s0));
+    for (int i = 0; i < iters; i++) {
+        double t0 = bench_now();
+        BENCH_CHECK(keytier_dep_key_open(ctx, &req, "org-1", dep_id, &k));
+        lat[i] = bench_now() - t0;
+        keytier_key_close(k);
+    }
+    BENCH_CHECK(keytier_avail_stats_get(ctx, &s1));
+    uint64_t reads = s1.token_reads - s0.token_reads;
+    if (cache ? reads != 0 : reads < (uint64_t)iters)
+        bench_die("%d %s reads made %llu token reads", iters,
+                  cache ? "cached" : "cold", (unsigned long long)reads);
+    snprintf(what, sizeof what, "DEP-key read, %s, %s store",
+             cache ? "cached (cache hit)"
+                   : "cold (store read + unwrap by keytier's module)",
+             store_name());
+    latency_row(what, lat, iters);
+    keytier_ctx_close(ctx);
+    free(lat);
+}
+
+static CK_OBJECT_HANDLE find_key(CK_FUNCTION_LIST *fl, CK_SESSION_HANDLE s,
+                                 const char *label)
+{
+    CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+    CK_ATTRIBUTE t[] = {{CKA_CLASS, &cls, sizeof cls},
+                        {CKA_LABEL, (void *)label, strlen(label)}};
+    CK_OBJECT_HANDLE h = CK_INVALID_HANDLE;
+    CK_ULONG n = 0;
+    if (fl->C_FindObjectsInit(s, t, 2) != CKR_OK ||
+        fl->C_FindObjects(s, &h, 1, &n) != CKR_OK || n != 1 ||
+        fl->C_FindObjectsFinal(s) != CKR_OK)
+        bench_die("key %s not found", label);
+    return h;
+}
+
+/* The token's part of a cold read straight through PKCS#11, as the library
+ * asks it (lib/p11/wrap.c, kt_root_unwrap): C_UnwrapKey of a 40-byte
+ * RFC 5649 blob under the AES root into an extractable session key,
+ * C_GetAttributeValue(CKA_VALUE), C_DestroyObject. */
+static void bench_raw_unwrap(const char *what, const char *module,
+                             const char *token, const char *root, int iters)
+{
+    CK_FUNCTION_LIST *fl = bench_module_load(module);
+    CK_SESSION_HANDLE s = open_token(fl, token);
+    CK_OBJECT_HANDLE rk = find_key(fl, s, root), key;
+    CK_MECHANISM gen = {CKM_AES_KEY_GEN, NULL, 0};
+    CK_MECHANISM wrap = {CKM_AES_KEY_WRAP_PAD, NULL, 0};
+    CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+    CK_KEY_TYPE kt = CKK_AES;
+    CK_ULONG len = 32, blen = 64;
+    CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+    CK_ATTRIBUTE gt[] = {{CKA_VALUE_LEN, &len, sizeof len},
+                         {CKA_EXTRACTABLE, &yes, sizeof yes}};
+    CK_ATTRIBUTE ut[] = {
+        {CKA_CLASS, &cls, sizeof cls},       {CKA_KEY_TYPE, &kt, sizeof kt},
+        {CKA_TOKEN, &no, sizeof no},         {CKA_SENSITIVE, &no, sizeof no},
+        {CKA_EXTRACTABLE, &yes, sizeof yes},
+    };
+    uint8_t blob[64], val[64];
+    double *lat = calloc((size_t)iters, sizeof *lat);
+    if (fl->C_GenerateKey(s, &gen, gt, 2, &key) != CKR_OK ||
+        fl->C_WrapKey(s, &wrap, rk, key, blob, &blen) != CKR_OK)
+        bench_die("%s: cannot wrap a key under %s", what, root);
+    fl->C_DestroyObject(s, key);
+    for (int i = 0; i < iters; i++) {
+        CK_ATTRIBUTE va = {CKA_VALUE, val, sizeof val};
+        double t0 = bench_now();
+        if (fl->C_UnwrapKey(s, &wrap, rk, blob, blen, ut, 5, &key) != CKR_OK ||
+            fl->C_GetAttributeValue(s, key, &va, 1) != CKR_OK ||
+            va.ulValueLen != 32 || fl->C_DestroyObject(s, key) != CKR_OK)
+            bench_die("%s: raw unwrap failed", what);
+        lat[i] = bench_now() - t0;
+    }
+    latency_row(what, lat, iters);
+    fl->C_CloseSession(s);
+    bench_module_unload(fl);
+    free(lat);
+}
+
+/* 5: the raw unwraps on both tokens, then cold and cached DEP-key reads. */
+static void bench_dep_reads(const char *dep_id)
+{
+    const char *r = getenv("KT_BENCH_READS"); /* default 5000 */
+    int n = r != NULL && atoi(r) > 0 ? atoi(r) : 5000;
+    bench_raw_unwrap("raw C_UnwrapKey + CKA_VALUE + destroy, keytier's module",
+                     keytier_mod, "KVaultB", "rootB", n);
+    bench_raw_unwrap("raw C_UnwrapKey + CKA_VALUE + destroy, SoftHSM2",
+                     softhsm_mod, "VaultA", "rootA", n);
+    bench_dep_read(dep_id, 0, n);
+    bench_dep_read(dep_id, 1, n);
+}
+
 /* 1: alternate rounds so both see the same machine state; best round. */
 static void bench_items(keytier_key *dep, keytier_key *mbx, const char *mbx_id)
 {
@@ -681,7 +823,7 @@ int main(int argc, char **argv)
         bench_die("module path");
     long nkeys = argc > 3 ? atol(argv[3]) : 100000;
     setup();
-    write_conf(1, 1);
+    write_conf(1, 1, 0);
     keytier_ctx *ctx;
     keytier_dep_info d;
     keytier_key *dep, *mbx;
@@ -705,11 +847,13 @@ int main(int argc, char **argv)
     keytier_key_close(dep);
     keytier_ctx_close(ctx);
 
+    if (part(5))
+        bench_dep_reads(d.dep_id);
     if (part(3)) {
         bench_cold("A on SoftHSM2 or B on keytier, random", mbx_id, 300);
-        write_conf(1, 0);
+        write_conf(1, 0, 0);
         bench_cold("SoftHSM2 only", mbx_id, 300);
-        write_conf(0, 1);
+        write_conf(0, 1, 0);
         bench_cold("keytier module only", mbx_id, 300);
     }
     teardown();
