@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # The preamble the shell benchmarks of tools/bench/ share (sourced, not
 # run): a temp dir removed at exit, keytier's module with three tokens
 # (vault-a, vault-b, svc) driven through the `keytier` CLI, the library's
