@@ -20,6 +20,7 @@ static const struct cli_cmd *const families[] = {
     cli_crypt_cmds,    cli_audit_cmds,     cli_demo_cmds,
     cli_help_cmds,     cli_lifecycle_cmds, /* lifecycle */
     cli_approval_cmds, cli_files_cmds,     cli_worker_cmds,
+    cli_ops_cmds,
 };
 
 #define N_FAMILIES (sizeof families / sizeof families[0])
