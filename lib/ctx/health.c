@@ -13,6 +13,7 @@
 
 #include "ckr_class.h"
 #include "kt_lib.h"
+#include "token.h"
 
 /* A token found but not yet probed: how to name it and what it is. */
 struct kt_probe_tok {
@@ -56,6 +57,13 @@ static void kt_probe_one(keytier_ctx *ctx, const char *raw,
         rv = kt_tjob_start(&j->base, "probe", j->uri, deadline);
         if (j->base.taken && j->base.err != KEYTIER_OK)
             snprintf(p->detail, sizeof p->detail, "%s", j->base.detail);
+        /* Not found while a module hangs: it may be that module's token,
+         * which did not answer its scan within the deadline. */
+        if (j->base.taken &&
+            (j->base.err == KEYTIER_E_TOKEN_NOT_FOUND ||
+             j->base.err == KEYTIER_E_UNAVAILABLE) &&
+            kt_tokens_hung_calls(ctx) > 0)
+            rv = KT_CKR_TIMEOUT;
         kt_tjob_put(&j->base);
     }
     p->latency_us = (kt_now_ns() - t0) / 1000;
@@ -66,8 +74,10 @@ static void kt_probe_one(keytier_ctx *ctx, const char *raw,
     if (rv == KT_CKR_TIMEOUT || rv == KT_CKR_TOKEN_HUNG ||
         rv == KT_CKR_NOT_STARTED) {
         p->error_class = KEYTIER_CLASS_TIMEOUT;
-        snprintf(p->detail, sizeof p->detail,
-                 "token '%s' did not answer within %u ms", p->token, deadline);
+        if (!p->detail[0])
+            snprintf(p->detail, sizeof p->detail,
+                     "token '%s' did not answer within %u ms", p->token,
+                     deadline);
     } else {
         p->error_class = kt_ckr_classify(rv) == KT_CKR_CLASS_DENIED
                              ? KEYTIER_CLASS_DENIED
