@@ -155,6 +155,18 @@ assert_contains "$KT_LAST_OUTPUT" "hung or killed"
 kt --json stats >stats.json
 assert_eq true "$(jq -r ".nodes[] | select(.pid == $PUB) | .stale" stats.json)"
 
+if [ -z "${KT_TEST_PG:-}" ]; then
+    kt_log "stats: a row that is not the library's counters is refused"
+    sqlite3 "$KT_TMP/store/keytier.db" "INSERT INTO node_stats VALUES
+        ('forged', 'elsewhere', 1, 0, 200, '{\"avail\": 1}')" ||
+        kt_fail "sqlite3 insert"
+    expect_rc 1 kt stats
+    assert_contains "$KT_LAST_OUTPUT" "node elsewhere, process 1 [KEYTIER_E_OPS_COUNTERS]"
+    expect_rc 1 kt health
+    assert_contains "$KT_LAST_OUTPUT" "why: published counters unread"
+    sqlite3 "$KT_TMP/store/keytier.db" "DELETE FROM node_stats WHERE origin = 'forged'"
+fi
+
 kt_log "health: critical: the audit log altered"
 log=$KT_TMP/store/keytier.db.audit.jsonl
 cp "$log" log.keep

@@ -593,7 +593,7 @@ const struct cli_cmd cli_ops_cmds[] = {
      "cache_alerts_active}, reasons [...]}.\n",
      cmd_health},
     {"stats", NULL, "counters of every publishing process",
-     "usage: keytier stats [--json | --prometheus] [-o FILE]\n"
+     "usage: keytier stats [--json | --prometheus] [-o | --output FILE]\n"
      "\n"
      "Shows the counters each process with a key cache writes to the store\n"
      "every avail.stats_publish_ms (default 10000; the first write one\n"
@@ -612,7 +612,8 @@ const struct cli_cmd cli_ops_cmds[] = {
      "  --prometheus  the Prometheus text format 0.0.4: keytier_*_total\n"
      "                counters, gauges, keytier_token_latency_seconds\n"
      "                histogram; labels node, process, token, class\n"
-     "  -o FILE       write FILE whole: a temporary file beside it renamed\n"
+     "  -o, --output FILE\n"
+     "                write FILE whole: a temporary file beside it renamed\n"
      "                over it, so node_exporter's textfile collector never\n"
      "                reads half a file (e.g. -o /var/lib/prometheus/\n"
      "                node-exporter/keytier.prom from a timer)\n",
