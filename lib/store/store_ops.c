@@ -5,6 +5,7 @@
  * whose tokens `keytier health` probes.
  */
 #include <stdlib.h>
+#include <string.h>
 
 #include <time.h>
 
@@ -40,31 +41,26 @@ keytier_err kt_store_node_stats_put(struct kt_store *st, const char *node,
         kt_stmt_bind_text(&s, 6, counters);
         e = kt_stmt_exec(&s);
         kt_stmt_done(&s);
+        if (e == KEYTIER_OK)
+            e = kt_db_run(st, "prune published counters",
+                          "DELETE FROM node_stats WHERE updated < ?1", NULL, 0,
+                          &prune_before_ms);
+        if (e == KEYTIER_OK)
+            e = kt_db_commit(st);
+        else
+            kt_db_rollback(st);
     }
-    if (e == KEYTIER_OK) {
-        kt_stmt_prep(&s, st, "prune published counters",
-                     "DELETE FROM node_stats WHERE updated < ?1");
-        kt_stmt_bind_int64(&s, 1, prune_before_ms);
-        e = kt_stmt_exec(&s);
-        kt_stmt_done(&s);
-    }
-    if (e == KEYTIER_OK)
-        e = kt_db_commit(st);
-    else
-        kt_db_rollback(st);
     pthread_mutex_unlock(&st->mu);
     return e;
 }
 
 keytier_err kt_store_node_stats_drop(struct kt_store *st)
 {
-    struct kt_stmt s;
+    const char *origin[] = {st->origin};
     pthread_mutex_lock(&st->mu);
-    kt_stmt_prep(&s, st, "withdraw published counters",
-                 "DELETE FROM node_stats WHERE origin = ?1");
-    kt_stmt_bind_text(&s, 1, st->origin);
-    keytier_err e = kt_stmt_exec(&s);
-    kt_stmt_done(&s);
+    keytier_err e =
+        kt_db_run(st, "withdraw published counters",
+                  "DELETE FROM node_stats WHERE origin = ?1", origin, 1, NULL);
     pthread_mutex_unlock(&st->mu);
     return e;
 }
@@ -81,24 +77,36 @@ static keytier_err kt_node_stats_row(struct kt_stmt *s, void *p)
     return kt_stmt_err(s);
 }
 
-keytier_err kt_store_node_stats_list(struct kt_store *st,
-                                     struct kt_node_stats_rec **out, size_t *n)
+/* Every row of sql (its ?1 bound to arg when sql has one) read with row
+ * into a new array of elem-byte items (*out, to free; NULL when none). */
+static keytier_err kt_ops_list(struct kt_store *st, const char *what,
+                               const char *sql, int arg, size_t elem,
+                               keytier_err (*row)(struct kt_stmt *, void *),
+                               void **out, size_t *n)
 {
     struct kt_stmt s;
     void *rows = NULL;
     size_t count = 0;
     pthread_mutex_lock(&st->mu);
-    kt_stmt_prep(&s, st, "published counters",
-                 "SELECT origin, node, pid, updated, interval_ms, counters "
-                 "FROM node_stats ORDER BY node, pid, origin");
-    keytier_err e = kt_stmt_collect(&s, sizeof(struct kt_node_stats_rec), 4,
-                                    kt_node_stats_row, &rows, &count);
+    kt_stmt_prep(&s, st, what, sql);
+    if (strstr(sql, "?1"))
+        kt_stmt_bind_int(&s, 1, arg);
+    keytier_err e = kt_stmt_collect(&s, elem, 4, row, &rows, &count);
     pthread_mutex_unlock(&st->mu);
     if (e == KEYTIER_OK) {
         *out = rows;
         *n = count;
     }
     return e;
+}
+
+keytier_err kt_store_node_stats_list(struct kt_store *st,
+                                     struct kt_node_stats_rec **out, size_t *n)
+{
+    return kt_ops_list(st, "published counters",
+                       "SELECT origin, node, pid, updated, interval_ms, "
+                       "counters FROM node_stats ORDER BY node, pid, origin",
+                       0, sizeof **out, kt_node_stats_row, (void **)out, n);
 }
 
 static keytier_err kt_root_ref_row(struct kt_stmt *s, void *p)
@@ -113,21 +121,10 @@ static keytier_err kt_root_ref_row(struct kt_stmt *s, void *p)
 keytier_err kt_store_dep_root_refs(struct kt_store *st,
                                    struct kt_dep_root_ref **out, size_t *n)
 {
-    struct kt_stmt s;
-    void *rows = NULL;
-    size_t count = 0;
-    pthread_mutex_lock(&st->mu);
-    kt_stmt_prep(&s, st, "roots of the DEPs",
-                 "SELECT r.dep_id, r.slot, r.uri FROM dep_roots r "
-                 "JOIN deps d ON d.dep_id = r.dep_id WHERE d.state <> ?1 "
-                 "ORDER BY r.dep_id, r.slot");
-    kt_stmt_bind_int(&s, 1, KEYTIER_DEP_PURGED);
-    keytier_err e = kt_stmt_collect(&s, sizeof(struct kt_dep_root_ref), 8,
-                                    kt_root_ref_row, &rows, &count);
-    pthread_mutex_unlock(&st->mu);
-    if (e == KEYTIER_OK) {
-        *out = rows;
-        *n = count;
-    }
-    return e;
+    return kt_ops_list(st, "roots of the DEPs",
+                       "SELECT r.dep_id, r.slot, r.uri FROM dep_roots r "
+                       "JOIN deps d ON d.dep_id = r.dep_id WHERE d.state <> ?1 "
+                       "ORDER BY r.dep_id, r.slot",
+                       KEYTIER_DEP_PURGED, sizeof **out, kt_root_ref_row,
+                       (void **)out, n);
 }

@@ -9,53 +9,12 @@
 # is dark); vault B's server killed shows as gone ("system", not a
 # timeout).
 . "$KT_SOURCE_ROOT/tests/common.sh"
-[ -n "${KT_CLI:-}" ] || kt_fail "KT_CLI is not set"
-[ -n "${P11KIT_CLIENT_MODULE:-}" ] || kt_fail "P11KIT_CLIENT_MODULE is not set"
+. "$KT_SOURCE_ROOT/tests/outage/cli_env.sh"
 DEADLINE_MS=${KT_CLI_DEADLINE_MS:-1500}
-dir=$KT_OUTAGE_DIR/ops
-mkdir -p "$dir"
-cd "$dir" || kt_fail "cd"
-export PIN=1234
-kt() { "$KT_CLI" "$@"; }
-thaw()
-{
-    kill -CONT "$KT_OUTAGE_PID_A" "$KT_OUTAGE_PID_B" 2>/dev/null || true
-}
-kt_on_exit thaw
-
-keygen()
-{
-    P11_KIT_SERVER_ADDRESS=$1 kt token keygen --module "$P11KIT_CLIENT_MODULE" \
-        --token "$2" --label "$3" --type rsa2048 --pin-env PIN ||
-        kt_fail "keygen $3 on $2"
-}
-uri_a=$(keygen "$KT_OUTAGE_ADDR_A" VaultA opsA)
-uri_b=$(keygen "$KT_OUTAGE_ADDR_B" VaultB opsB)
-umask 077
-kt_store_conf "$dir/store.db" >store.conf
-cat >lib.conf <<CONF
-remote = $KT_OUTAGE_ADDR_A
-remote = $KT_OUTAGE_ADDR_B
-module = $SOFTHSM2_MODULE
-service_token = pkcs11:token=Service
-$(cat store.conf)
-pin.VaultA = env:PIN
-pin.VaultB = env:PIN
-pin.Service = env:PIN
-allow_oaep_sha1 = yes
-approval.required = no
-log_file = $dir/lib.log
-avail.call_deadline_ms = $DEADLINE_MS
-avail.hedge_ms = 200
-avail.stats_publish_ms = 200
-CONF
-export KEYTIER_LIB_CONF=$dir/lib.conf
-dep=$(kt --json dep create --tenant acme --workload Exchange --key-a "$uri_a" \
-    --key-b "$uri_b" | jq -er .dep_id) || kt_fail "dep create"
-kt mailbox create --tenant acme --dep "$dep" alice >/dev/null ||
-    kt_fail "mailbox create"
-head -c 5000 /dev/urandom >pt
-kt encrypt --tenant acme --mailbox alice -i pt -o ct || kt_fail "encrypt"
+outage_cli_setup ops ops "avail.stats_publish_ms = 200"
+# the reader started below: killed at exit whatever happens
+pub=
+trap 'thaw; [ -z "$pub" ] || kill -9 "$pub" 2>/dev/null || true' EXIT
 
 # health_rc WANT: runs `keytier --json health` into h.json, asserts its exit
 # status; its wall time in ms in HEALTH_MS.
@@ -91,7 +50,6 @@ kill -STOP "$KT_OUTAGE_PID_B"
 mkfifo in.fifo
 "$KT_CLI" decrypt --tenant acme --mailbox alice -i in.fifo -o out 2>dec.err &
 pub=$!
-kt_on_exit "kill -9 $pub 2>/dev/null"
 exec 3>in.fifo
 cat ct >&3
 ok=
