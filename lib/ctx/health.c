@@ -15,16 +15,16 @@
 #include "kt_lib.h"
 #include "token.h"
 
-/* A token found but not yet probed: how to name it and what it is. */
+/* A token to probe, beside its keytier_token_probe: how its URIs name it
+ * (the token= text as written, percent-encoding kept). */
 struct kt_probe_tok {
-    keytier_token_probe *p;
-    char raw[KEYTIER_URI_MAX]; /* the token= text as written */
+    char raw[KEYTIER_URI_MAX];
 };
 
 /* Probe job: the token found and a logged-in session opened. */
 struct kt_probe_job {
     struct kt_tjob base;
-    char uri[KEYTIER_URI_MAX];
+    char uri[KEYTIER_URI_MAX + 16]; /* "pkcs11:token=" and the raw text */
 };
 
 static keytier_err kt_probe_work(struct kt_tjob *tj)
@@ -85,8 +85,8 @@ static void kt_probe_one(keytier_ctx *ctx, const char *raw,
     }
 }
 
-/* The entry of the token a URI (or, raw_label set, a bare label) names,
- * added when new; NULL when the URI names no token or memory runs out. */
+/* The entry of the token a URI names, added when new (with role), else
+ * given role too; NULL when the URI names no token or memory runs out. */
 static struct kt_probe_tok *kt_probe_add(keytier_ops_health *h,
                                          struct kt_probe_tok **toks,
                                          const char *uri, unsigned role)

@@ -158,7 +158,7 @@ assert_eq true "$(jq -r ".nodes[] | select(.pid == $PUB) | .stale" stats.json)"
 if [ -z "${KT_TEST_PG:-}" ]; then
     kt_log "stats: a row that is not the library's counters is refused"
     sqlite3 "$KT_TMP/store/keytier.db" "INSERT INTO node_stats VALUES
-        ('forged', 'elsewhere', 1, 0, 200, '{\"avail\": 1}')" ||
+        ('forged', 'elsewhere', 1, $(date +%s%3N), 200, '{\"avail\": 1}')" ||
         kt_fail "sqlite3 insert"
     expect_rc 1 kt stats
     assert_contains "$KT_LAST_OUTPUT" "node elsewhere, process 1 [KEYTIER_E_OPS_COUNTERS]"

@@ -81,6 +81,8 @@ static void usage(FILE *f)
         "     (KEYTIER_E_DEP_LIMIT), key tier depth (KEYTIER_E_DEPTH)\n"
         "  14 tenant purged: its keys were destroyed, its data is\n"
         "     crypto-shredded (KEYTIER_E_PURGED)\n"
+        "`keytier health` has its own: 0 healthy, 1 degraded, 2 critical,\n"
+        "3 unknown (`keytier health --help`).\n"
         "\n"
         "Errors are one line on stderr: `keytier COMMAND: what failed and\n"
         "why [KEYTIER_E_NAME]`, naming the key URI, token or file and the\n"

@@ -304,7 +304,7 @@ START_TEST(newer_schema_refused)
     ck_assert_int_eq(kt_store_open(path, &st), KEYTIER_E_STORE_VERSION);
     ck_assert_ptr_nonnull(strstr(keytier_last_error_detail(),
                                  "schema version 99, this library knows up "
-                                 "to 11"));
+                                 "to 12"));
 }
 END_TEST
 
