@@ -53,7 +53,7 @@ pub=$!
 exec 3>in.fifo
 cat ct >&3
 ok=
-for ((i = 0; i < 60; i++)); do
+for ((i = 0; i < 120; i++)); do
     if kt --json stats >stats.json 2>/dev/null &&
         jq -e ".nodes[] | select(.pid == $pub) | .counters.fallbacks >= 1 and
             ([.tokens[] | select(.token == \"VaultA\" or .token == \"VaultB\")
