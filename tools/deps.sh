@@ -15,6 +15,7 @@ pkgs=(
   softhsm2 opensc libengine-pkcs11-openssl gnutls-bin  # real peers in tests
   procps time util-linux psmisc                        # test harness (pkill, /usr/bin/time, unshare)
   jq                                                   # cli tests: JSON fields of --json output
+  python3-prometheus-client                            # cli-ops: keytier stats --prometheus parsed by the Prometheus client's parser
   dpkg-dev debhelper lintian fakeroot man-db          # tools/deb-check.sh, the man pages' test
   openjdk-17-jdk-headless                              # interop: keytool and jarsigner through SunPKCS11
 )

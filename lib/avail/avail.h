@@ -40,6 +40,13 @@
  *                                  hit finding the last sync older than
  *                                  twice this applies them first.  0: no
  *                                  sync (one process per store only)
+ *   avail.stats_publish_ms = 10000 how often the cache's thread writes this
+ *                                  context's counters to the store's
+ *                                  node_stats (keytier stats, keytier
+ *                                  health); 0: not published.  Needs the
+ *                                  cache and its sync (cache_ttl_ms and
+ *                                  cache_sync_ms not 0); the first write
+ *                                  comes one interval after the open
  *   avail.audit_log = PATH         default: the store path + ".audit.jsonl"
  *   avail.outage_fallback.WORKLOAD = yes|no
  *                                  default yes for the mail shape, no for
@@ -79,6 +86,7 @@ struct kt_avail_cfg {
     unsigned cache_max_entries;
     unsigned cache_tier_levels;
     uint64_t cache_sync_ms;
+    uint64_t stats_publish_ms; /* 0: counters not published */
     char *audit_log;
     struct kt_avail_override overrides[KT_AVAIL_MAX_OVERRIDES];
     size_t n_overrides;

@@ -999,7 +999,12 @@ void kt_cache_get_stats(kt_cache *c, kt_cache_stats *s)
     s->invalidations = atomic_load(&c->invalidations);
     s->locked_pages = atomic_load(&c->locked_pages);
     s->unlocked_pages = atomic_load(&c->unlocked_pages);
+    uint64_t now = kt_cache_now(c);
     kt_cache_stripe *st = kt_cache_rdlock(c);
     s->entries = c->count;
+    s->alerts_active = 0;
+    for (size_t b = 0; b < c->nbuckets; b++)
+        for (const kt_centry *e = c->buckets[b]; e; e = e->next)
+            s->alerts_active += e->alerted && now < e->expires;
     pthread_rwlock_unlock(&st->lock);
 }

@@ -109,6 +109,7 @@ typedef struct kt_cache_stats {
     uint64_t fallbacks; /* counted by the fallback rule */
     uint64_t alerts, evictions, invalidations;
     uint64_t entries;
+    uint64_t alerts_active; /* entries alerted, not renewed, not expired */
     uint64_t locked_pages, unlocked_pages;
 } kt_cache_stats;
 

@@ -80,7 +80,12 @@ static keytier_err kt_slot_work(struct kt_tjob *tj)
     /* av lives as long as the context (kt_avail_free), which the job
      * holds until its last reference goes. */
     atomic_fetch_add(&j->av->token_reads, 1);
-    return kt_dep_key_unwrap_slot(tj->ctx, &j->dep, j->slot, &j->key, &tj->rv);
+    uint64_t t0 = kt_now_ns();
+    keytier_err e =
+        kt_dep_key_unwrap_slot(tj->ctx, &j->dep, j->slot, &j->key, &tj->rv);
+    kt_avail_count_call(j->av, j->dep.roots[j->slot].uri,
+                        kt_ckr_from_err(e, tj->rv), kt_now_ns() - t0);
+    return e;
 }
 
 static void kt_slot_cleanup(struct kt_tjob *tj)
@@ -188,6 +193,8 @@ static keytier_err kt_avail_customer_read(struct kt_avail *av,
         }
         if (rv[i] == KT_CKR_TIMEOUT)
             atomic_fetch_add(&av->timeouts, 1);
+        if (rv[i] == KT_CKR_TIMEOUT || rv[i] == KT_CKR_TOKEN_HUNG)
+            kt_avail_count_timeout(av, dep->roots[order[i]].uri);
     }
     return KEYTIER_E_UNWRAP;
 }
@@ -457,6 +464,8 @@ static keytier_err kt_read_avail(struct kt_read *r, kt_secret **out)
         kt_fallback_verdict v;
         if (rv == KT_CKR_TIMEOUT)
             atomic_fetch_add(&av->timeouts, 1);
+        if (rv == KT_CKR_TIMEOUT || rv == KT_CKR_TOKEN_HUNG)
+            kt_avail_count_timeout(av, dep->roots[KEYTIER_ROOT_AVAIL].uri);
         r->in.avail = KT_FALLBACK_AVAIL_FAILED;
         v = kt_fallback_decide(&r->in);
         if (v == KT_FALLBACK_DENY_REVOKED) {

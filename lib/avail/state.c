@@ -38,6 +38,14 @@ static void kt_avail_alert(void *arg, const kt_cache_alert *a)
         fn(fn_arg, &pub);
 }
 
+/* The cache's sync callback: the other processes' invalidations applied
+ * (inval.c), then this context's counters published when due (stats.c). */
+static void kt_avail_tick(void *arg)
+{
+    kt_avail_sync(arg);
+    kt_avail_publish_due(arg);
+}
+
 /* ---- open / close ----------------------------------------------------- */
 
 keytier_err kt_avail_open(keytier_ctx *ctx)
@@ -53,7 +61,14 @@ keytier_err kt_avail_open(keytier_ctx *ctx)
     av->cfg = c;
     pthread_mutex_init(&av->lock, NULL);
     pthread_mutex_init(&av->sync_mu, NULL);
+    pthread_mutex_init(&av->tok_mu, NULL);
     ctx->avail = av;
+    av->tok = calloc(KT_TOK_STATS_MAX, sizeof *av->tok);
+    if (!av->tok) {
+        e = kt_err(KEYTIER_E_NOMEM, "token counters");
+        goto fail;
+    }
+    av->last_publish_ms = kt_avail_now_ms(); /* first write: one interval */
     av->pool = ctx->pool;
     path = kt_config_audit_log(&ctx->cfg);
     if (!path) {
@@ -79,7 +94,7 @@ keytier_err kt_avail_open(keytier_ctx *ctx)
             .alert_arg = av,
             .audit = av->audit,
             .sync_ms = c->cache_sync_ms,
-            .sync = kt_avail_sync,
+            .sync = kt_avail_tick,
             .sync_arg = av,
         };
         /* Rows recorded before this context existed concern nothing it
@@ -121,6 +136,7 @@ void kt_avail_close(keytier_ctx *ctx)
     kt_avail_listen_stop(av);
     kt_cache_free(av->cache);
     av->cache = NULL;
+    kt_avail_unpublish(av); /* the thread that wrote the row has stopped */
     kt_audit_close(av->audit);
     av->audit = NULL;
 }
@@ -132,7 +148,9 @@ void kt_avail_free(keytier_ctx *ctx)
     if (!av)
         return;
     pthread_mutex_destroy(&av->sync_mu);
+    pthread_mutex_destroy(&av->tok_mu);
     pthread_mutex_destroy(&av->lock);
+    free(av->tok);
     free(av);
     ctx->avail = NULL;
 }
@@ -142,35 +160,12 @@ void kt_avail_free(keytier_ctx *ctx)
 KEYTIER_API keytier_err keytier_avail_stats_get(keytier_ctx *ctx,
                                                 keytier_avail_stats *out)
 {
-    struct kt_avail *av;
-    kt_cache_stats cs = {0};
-
     kt_err_clear();
     if (!ctx || !out)
         return kt_err(KEYTIER_E_ARGS, "stats: context or output missing");
-    av = ctx->avail;
-    if (!av)
+    if (!ctx->avail)
         return kt_err(KEYTIER_E_INTERNAL, "availability state not open");
-    if (av->cache)
-        kt_cache_get_stats(av->cache, &cs);
-    *out = (keytier_avail_stats){
-        .cache_hits = cs.hits,
-        .cache_misses = cs.misses,
-        .cache_refreshes = cs.refreshes,
-        .cache_refresh_failures = cs.refresh_failures,
-        .cache_alerts = cs.alerts,
-        .cache_entries = cs.entries,
-        .cache_locked_pages = cs.locked_pages,
-        .fallbacks = atomic_load(&av->fallbacks),
-        .denied = atomic_load(&av->denied),
-        .unavailable = atomic_load(&av->unavailable),
-        .token_reads = atomic_load(&av->token_reads),
-        .timeouts = atomic_load(&av->timeouts),
-        .cache_invalidations = cs.invalidations,
-        .cache_syncs = atomic_load(&av->syncs),
-        .cache_sync_rows = atomic_load(&av->sync_applied),
-        .cache_sync_failures = atomic_load(&av->sync_failures),
-    };
+    kt_avail_stats_fill(ctx->avail, out);
     return KEYTIER_OK;
 }
 

@@ -32,6 +32,13 @@ struct kt_avail {
     uint64_t last_prune_ms;            /* (sync_mu) */
     atomic_uint_fast64_t last_sync_ms; /* start of the last good sync */
     atomic_uint_fast64_t syncs, sync_applied, sync_failures;
+    /* each token's root-key reads (stats.c), published with the rest
+     * every stats_publish_ms by the cache's thread */
+    pthread_mutex_t tok_mu;
+    struct kt_tok_stat *tok; /* KT_TOK_STATS_MAX, allocated at open */
+    size_t n_tok;
+    uint64_t last_publish_ms; /* (cache thread) */
+    bool published;           /* a row of ours is in node_stats */
     /* notifications of them (a PostgreSQL store): a thread waits on the
      * listener and has the cache sync at once (inval.c) */
     struct kt_store_listener *listener;
@@ -46,6 +53,28 @@ struct kt_avail {
 KT_NODISCARD CK_RV kt_avail_refresh(void *arg, const char *id,
                                     const char *dep_id, unsigned char *out,
                                     size_t *out_len);
+
+/* stats.c: the most tokens a context counts apart (more share the last
+ * row, named "other"). */
+#define KT_TOK_STATS_MAX 32
+struct kt_tok_stat {
+    char token[KEYTIER_OPS_TOKEN_MAX + 1];
+    uint64_t calls, errors[KEYTIER_CLASS_COUNT], latency_sum_us;
+    uint64_t bucket[KEYTIER_LATENCY_BUCKETS];
+};
+/* stats.c: a root-key read on a worker returned after ns nanoseconds with
+ * rv; a caller stopped waiting for one at its deadline (or it was not
+ * started: the token's calls are hung). */
+void kt_avail_count_call(struct kt_avail *av, const char *uri, CK_RV rv,
+                         uint64_t ns);
+void kt_avail_count_timeout(struct kt_avail *av, const char *uri);
+/* stats.c: this context's counters now. */
+void kt_avail_stats_fill(struct kt_avail *av, keytier_avail_stats *out);
+/* stats.c: on the cache's thread after each sync: writes the counters to
+ * the store when stats_publish_ms have passed since the last write. */
+void kt_avail_publish_due(struct kt_avail *av);
+/* stats.c: the context's close: its row withdrawn. */
+void kt_avail_unpublish(struct kt_avail *av);
 
 /* inval.c: the monotonic clock of the sync bound, in milliseconds. */
 uint64_t kt_avail_now_ms(void);

@@ -260,6 +260,11 @@ void kt_tjob_call(struct kt_tjob *job, const char *what, const char *uri,
 void kt_tjob_put(struct kt_tjob *job);
 /* The pool's identity of the token a URI names (its token= part). */
 uint64_t kt_uri_token_id(const char *uri);
+/* The token= attribute of a PKCS#11 URI: its text as written into raw
+ * (may be NULL) and its percent-decoded value into name (both cut to
+ * their capacity); false when the URI has none. */
+bool kt_uri_token_attr(const char *uri, char *raw, size_t raw_cap, char *name,
+                       size_t cap);
 
 struct kt_root;
 /* A job on one root key: kt_root_resolve(uri, for_wrap) on a worker, then

@@ -303,9 +303,9 @@ static enum kt_conf_rc kt_set_approver(void *field, const char *part,
 enum {
     KEY_AVAIL_FIRST = 14,
     KEY_CACHE_TTL = KEY_AVAIL_FIRST + 5, /* then refresh_ahead, retry, alert */
-    KEY_AVAIL_END = 26,
-    KEY_LOG_TARGET = 31, /* then log_syslog_socket */
-    KT_LIB_KEYS = 38,
+    KEY_AVAIL_END = 27,
+    KEY_LOG_TARGET = 32, /* then log_syslog_socket */
+    KT_LIB_KEYS = 39,
 };
 
 /* Every key may be given once, but the list keys module and remote
@@ -361,6 +361,8 @@ static const struct kt_conf_key kt_lib_keys[KT_LIB_KEYS] = {
      FIELD(avail.cache_tier_levels)},
     {"avail.cache_sync_ms", KT_CONF_UINT, 0, 3600000, NULL, "200",
      FIELD(avail.cache_sync_ms)},
+    {"avail.stats_publish_ms", KT_CONF_UINT, 0, 3600000, NULL, "10000",
+     FIELD(avail.stats_publish_ms)},
     [KEY_AVAIL_END] = {"avail.audit_log", KT_CONF_STR, 1, KT_CONF_TEXT_MAX,
                        NULL, NULL, FIELD(avail.audit_log)},
     {"avail.outage_fallback.*", KT_CONF_BOOL, 0, 0, NULL, NULL,

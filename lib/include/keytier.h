@@ -117,9 +117,13 @@ extern "C" {
       "the tenant already has a files DEP in this region")                     \
     X(KEYTIER_E_OFFBOARDED, 81,                                                \
       "DEP offboarded: the tenant's files keys are service-managed")           \
-    /* 82..86: the PostgreSQL store */                                         \
+    /* 82, 85..86: the PostgreSQL store */                                     \
     X(KEYTIER_E_STORE_UNAVAILABLE, 82,                                         \
       "store unreachable: the connection to PostgreSQL was lost or refused")   \
+    /* 83..84: operations (keytier stats, keytier health) */                   \
+    X(KEYTIER_E_OPS_COUNTERS, 83,                                              \
+      "published counters unreadable: a node_stats row is not the counters "   \
+      "this library writes")                                                   \
     /* 87..89: workers (keytier worker): claims under a lease */               \
     X(KEYTIER_E_LEASE_LOST, 87,                                                \
       "claim lost: another worker took the batch over after its lease ran "    \
@@ -715,6 +719,9 @@ typedef struct keytier_avail_stats {
      * good sync is older than twice the interval, hits sync first). */
     uint64_t cache_invalidations;
     uint64_t cache_syncs, cache_sync_rows, cache_sync_failures;
+    /* Cached DEP keys whose alert (keytier_alert) has fired and that no
+     * refresh has renewed since, and that have not expired: a gauge. */
+    uint64_t cache_alerts_active;
 } keytier_avail_stats;
 
 KEYTIER_API KEYTIER_MUST_CHECK keytier_err
@@ -1485,6 +1492,147 @@ KEYTIER_API KEYTIER_MUST_CHECK keytier_err keytier_files_offboard(
     const char *workload, const char *region, keytier_offboard_report *out);
 
 /* ==== end files workload ================================================ */
+
+/* ==== operations: published counters and health ========================
+ * docs/DESIGN.md §2 "Operations".  `keytier stats` and `keytier health`
+ * run in processes of their own: each context with a cache publishes its
+ * counters to the store (table node_stats) every avail.stats_publish_ms
+ * from the cache's thread, and withdraws them at its close. */
+
+/* The classes a failed token call is counted under (common/ckr.c's classes,
+ * with the deadline's own outcome apart). */
+typedef enum keytier_error_class {
+    KEYTIER_CLASS_TIMEOUT = 0, /* no answer within the call deadline, or not
+                                  asked: the token's calls are hung */
+    KEYTIER_CLASS_SYSTEM = 1,  /* the token failed or is gone (outage) */
+    KEYTIER_CLASS_DENIED = 2,  /* the key or PIN refused (revocation) */
+} keytier_error_class;
+#define KEYTIER_CLASS_COUNT 3
+/* "timeout", "system", "denied"; "unknown" otherwise.  Never NULL. */
+KEYTIER_API const char *keytier_error_class_name(keytier_error_class c);
+
+/* Buckets of the token latency histogram.  keytier_latency_bounds_us
+ * gives their upper bounds in microseconds (rising); a call slower than
+ * the last bound is counted in calls only (the +Inf bucket). */
+#define KEYTIER_LATENCY_BUCKETS 12
+KEYTIER_API const uint64_t *keytier_latency_bounds_us(void);
+
+#define KEYTIER_OPS_TOKEN_MAX 64 /* bytes of a token name in the counters */
+
+/* One token's root-key reads in one process: every unwrap of a DEP key's
+ * stored copy sent to it (customer or availability key, cache refreshes
+ * included) that returned, and the reads whose caller stopped waiting at
+ * the deadline (errors[KEYTIER_CLASS_TIMEOUT]; such a call is counted
+ * again in calls when it returns late). */
+typedef struct keytier_token_stats {
+    char token[KEYTIER_OPS_TOKEN_MAX + 1]; /* the URIs' token= value */
+    uint64_t calls;
+    uint64_t errors[KEYTIER_CLASS_COUNT];
+    uint64_t latency_sum_us;
+    /* calls of at most keytier_latency_bounds_us()[i] (cumulative) */
+    uint64_t latency_bucket[KEYTIER_LATENCY_BUCKETS];
+} keytier_token_stats;
+
+/* One publishing context's counters as it last wrote them. */
+typedef struct keytier_node_stats {
+    char node[KEYTIER_NODE_MAX + 1]; /* its `node` (default: host name) */
+    int64_t pid;
+    int64_t updated_ms;  /* when written, ms since the epoch (its clock) */
+    int64_t interval_ms; /* its avail.stats_publish_ms */
+    int64_t age_ms;      /* how old the figures are (this process's clock) */
+    /* not written for three intervals and a second: the process is hung or
+     * died without its close (a clean close withdraws the row) */
+    int stale;
+    keytier_avail_stats avail;
+    keytier_token_stats *tokens;
+    size_t n_tokens;
+} keytier_node_stats;
+
+/*
+ * Every published row of the store, by node and process id.  Rows not
+ * written for a day are deleted by the next publisher.  Free with
+ * keytier_node_stats_free.  Errors: KEYTIER_E_STORE,
+ * KEYTIER_E_STORE_UNAVAILABLE, KEYTIER_E_OPS_COUNTERS (a row that is not
+ * the counters this library writes).
+ */
+KEYTIER_API KEYTIER_MUST_CHECK keytier_err
+keytier_node_stats_list(keytier_ctx *ctx, keytier_node_stats **out, size_t *n);
+KEYTIER_API void keytier_node_stats_free(keytier_node_stats *stats, size_t n);
+
+/* What a token is to the context (bits of keytier_token_probe.roles). */
+#define KEYTIER_TOKEN_ROLE_CUSTOMER   1u /* holds a DEP's key A or B */
+#define KEYTIER_TOKEN_ROLE_AVAIL      2u /* holds a DEP's availability key */
+#define KEYTIER_TOKEN_ROLE_SERVICE    4u /* `service_token`: audit anchors */
+#define KEYTIER_TOKEN_ROLE_CONFIGURED 8u /* a `pin.LABEL` names it */
+
+/* One token probed: found among the modules, a session opened and logged
+ * in (with its configured PIN), within avail.call_deadline_ms. */
+typedef struct keytier_token_probe {
+    char token[KEYTIER_OPS_TOKEN_MAX + 1];
+    unsigned roles;
+    size_t deps; /* DEPs (not purged) with a root in it */
+    int reachable;
+    uint64_t latency_us;
+    /* when not reachable: the outcome's name ("timeout",
+     * "CKR_DEVICE_ERROR", "unreachable", "CKR_PIN_INCORRECT", ...), its
+     * class and the error detail */
+    char error[32];
+    keytier_error_class error_class;
+    char detail[512];
+} keytier_token_probe;
+
+typedef enum keytier_ops_status {
+    KEYTIER_OPS_HEALTHY = 0,
+    KEYTIER_OPS_DEGRADED = 1, /* served, with less margin (see below) */
+    KEYTIER_OPS_CRITICAL = 2, /* some requests fail, or evidence is lost */
+} keytier_ops_status;
+
+#define KEYTIER_OPS_REASONS 16
+
+typedef struct keytier_ops_health {
+    keytier_ops_status status;
+    /* every token a DEP not purged names, the service token and the
+     * tokens with a configured PIN, by name */
+    keytier_token_probe *tokens;
+    size_t n_tokens;
+    /* the store: a query of its schema version, timed */
+    int store_reachable;
+    int store_schema;
+    char store_engine[16]; /* "sqlite", "postgresql" */
+    uint64_t store_latency_us;
+    /* this context's audit log: keytier_audit_verify_anchored's verdict
+     * and report, its detail when not KEYTIER_OK */
+    keytier_err audit;
+    keytier_audit_report audit_report;
+    char audit_detail[512];
+    /* DEPs not purged; those with no root's token reachable (every read
+     * of theirs fails); those with a customer token unreachable */
+    size_t deps, deps_dark, deps_degraded;
+    /* the published counters: rows, stale rows, active cache alerts */
+    size_t nodes, nodes_stale;
+    uint64_t cache_alerts_active;
+    /* why the status is not healthy, worst first, one line each */
+    char reasons[KEYTIER_OPS_REASONS][256];
+    size_t n_reasons;
+} keytier_ops_health;
+
+/*
+ * Probes the tokens, the store and the audit log now and reads the
+ * published counters.  Critical: the store does not answer, the audit log
+ * is altered (KEYTIER_E_AUDIT_TAMPERED), or a DEP has no token reachable.
+ * Degraded: a token is unreachable (reads fall back, or use the other
+ * customer key), the audit log's newest records are not anchored or it
+ * could not be checked, a cache alert is active, a publisher's counters
+ * are stale.  Healthy otherwise.  Each token costs at most one
+ * avail.call_deadline_ms (a token known hung answers at once).  Never
+ * audited.  Free with keytier_ops_health_free.  Errors: KEYTIER_E_ARGS,
+ * KEYTIER_E_NOMEM (the probes' failures are in *out, not the result).
+ */
+KEYTIER_API KEYTIER_MUST_CHECK keytier_err
+keytier_ops_health_check(keytier_ctx *ctx, keytier_ops_health *out);
+KEYTIER_API void keytier_ops_health_free(keytier_ops_health *h);
+
+/* ==== end operations ==================================================== */
 
 #ifdef __cplusplus
 }

@@ -162,6 +162,42 @@ uint64_t kt_uri_token_id(const char *uri)
     return h;
 }
 
+bool kt_uri_token_attr(const char *uri, char *raw, size_t raw_cap, char *name,
+                       size_t cap)
+{
+    const char *t = uri, *v;
+    size_t n = 0, len;
+
+    if (strncmp(uri, "pkcs11:", 7))
+        return false;
+    for (t = uri + 7; strncmp(t, "token=", 6);) {
+        t += strcspn(t, ";?");
+        if (*t != ';')
+            return false;
+        t++;
+    }
+    v = t + 6;
+    len = strcspn(v, ";?");
+    if (raw && raw_cap) {
+        size_t k = len < raw_cap - 1 ? len : raw_cap - 1;
+        memcpy(raw, v, k);
+        raw[k] = '\0';
+    }
+    for (size_t i = 0; i < len && n + 1 < cap; i++) {
+        unsigned x;
+        if (v[i] == '%' && i + 2 < len + 1 &&
+            sscanf(v + i + 1, "%2x", &x) == 1) {
+            name[n++] = (char)x;
+            i += 2;
+        } else {
+            name[n++] = v[i];
+        }
+    }
+    if (cap)
+        name[n] = '\0';
+    return true;
+}
+
 /* ---- a job on one root key ------------------------------------------- */
 
 static keytier_err kt_root_job_work(struct kt_tjob *tj)

@@ -555,6 +555,47 @@ KT_NODISCARD keytier_err kt_store_audit_chains(struct kt_store *st,
                                                size_t *n, uint64_t *highest);
 /* ==== end audit anchors ================================================= */
 
+/* ==== operations: published counters, the tokens DEPs use (schema 12) ====
+ * store_ops.c */
+
+/* Most bytes of one context's published counters (a JSON object). */
+#define KT_NODE_STATS_MAX 16384
+
+/* One context's published counters: a row of node_stats. */
+struct kt_node_stats_rec {
+    char origin[33]; /* the publishing context's store origin */
+    char node[KEYTIER_NODE_MAX + 1];
+    int64_t pid;
+    int64_t updated_ms;  /* when written, ms since the epoch */
+    int64_t interval_ms; /* the publisher's avail.stats_publish_ms */
+    char counters[KT_NODE_STATS_MAX];
+};
+
+/* Writes (inserts or replaces) this store origin's row, and deletes the
+ * rows of any origin not written since prune_before_ms. */
+KT_NODISCARD keytier_err kt_store_node_stats_put(struct kt_store *st,
+                                                 const char *node, int64_t pid,
+                                                 int64_t interval_ms,
+                                                 const char *counters,
+                                                 int64_t prune_before_ms);
+/* Deletes this store origin's row (a context's close). */
+KT_NODISCARD keytier_err kt_store_node_stats_drop(struct kt_store *st);
+/* Every row, by node and process id (*out to free; NULL when none). */
+KT_NODISCARD keytier_err kt_store_node_stats_list(
+    struct kt_store *st, struct kt_node_stats_rec **out, size_t *n);
+
+/* One root of a DEP not purged: its DEP, slot (KEYTIER_ROOT_*) and URI. */
+struct kt_dep_root_ref {
+    char dep_id[KEYTIER_ID_SIZE];
+    int slot;
+    char uri[KEYTIER_URI_MAX];
+};
+/* Every root of every DEP not purged, by DEP and slot (*out to free). */
+KT_NODISCARD keytier_err kt_store_dep_root_refs(struct kt_store *st,
+                                                struct kt_dep_root_ref **out,
+                                                size_t *n);
+/* ==== end operations ==================================================== */
+
 /* ==== approvals (lib/trust/approval.c) ==================================
  * Approvers' public keys and approval requests with their grants.  Nothing
  * here is trusted: approval.c checks every key against the configuration's

@@ -225,6 +225,17 @@ static const char *const kt_migrations[] = {
     "ALTER TABLE migration_items ADD COLUMN lease_until INTEGER;"
     "CREATE INDEX IF NOT EXISTS migration_items_claim ON "
     "  migration_items(migration_id, done, lease_until);",
+    /* 11 -> 12: each process's published counters (keytier stats): a row
+     * per context that publishes (its store origin), with its node, its
+     * process id, when it last wrote (milliseconds since the epoch), its
+     * publishing interval and its counters as a JSON object. */
+    "CREATE TABLE IF NOT EXISTS node_stats ("
+    "  origin TEXT PRIMARY KEY,"
+    "  node TEXT NOT NULL,"
+    "  pid INTEGER NOT NULL,"
+    "  updated INTEGER NOT NULL,"
+    "  interval_ms INTEGER NOT NULL,"
+    "  counters TEXT NOT NULL);",
 };
 
 #define KT_SCHEMA_LATEST ((int)(sizeof kt_migrations / sizeof kt_migrations[0]))

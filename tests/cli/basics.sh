@@ -36,8 +36,8 @@ done <<<"$cmds"
 # site create, status, encrypt, decrypt, audit list/verify, demo, help
 # lifecycle: dep roll, assign, migrate, recover, purge, secret create/
 # protect/unprotect/rollover/show; approval request/grant/list/revoke/
-# register/keygen/fingerprint; files: offboard; worker
-assert_eq 35 "$n" "commands in keytier --help"
+# register/keygen/fingerprint; files: offboard; worker; ops: health, stats
+assert_eq 37 "$n" "commands in keytier --help"
 for c in "token init" "token list" "token keygen" "dep create" "dep list" \
     "dep show" "mailbox create" "site create" "status" "encrypt" \
     "decrypt" "audit list" "audit verify" "demo" "help"; do

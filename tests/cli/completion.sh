@@ -18,7 +18,7 @@ complete_line()
 }
 help=$("$KT_CLI" --help)
 families=$(complete_line "")
-for f in token dep mailbox status encrypt decrypt audit approval secret offboard; do
+for f in token dep mailbox status encrypt decrypt audit approval secret offboard health stats; do
     assert_contains " $families " " $f " "families offered"
     assert_contains "$help" "  $f" "keytier --help"
 done
@@ -33,3 +33,9 @@ for o in --label --module --so-pin-file --json; do
 done
 opts=$(complete_line --json encrypt --)
 assert_contains " $opts " " --mailbox " "encrypt options after --json"
+opts=$(complete_line stats --)
+for o in --prometheus --output --json; do
+    assert_contains " $opts " " $o " "stats options"
+done
+assert_eq "$(complete_line stats --prometheus -o "$KT_TMP/ho")" "$KT_TMP/home" \
+    "stats -o completes a file name"

@@ -14,51 +14,9 @@
 #   KT_CLI_READ_TIMES=N  prints N timed reads instead, asserting only that
 #                        each succeeds (tools/bench/cli_outage.sh)
 . "$KT_SOURCE_ROOT/tests/common.sh"
-[ -n "${KT_CLI:-}" ] || kt_fail "KT_CLI is not set"
-[ -n "${P11KIT_CLIENT_MODULE:-}" ] || kt_fail "P11KIT_CLIENT_MODULE is not set"
+. "$KT_SOURCE_ROOT/tests/outage/cli_env.sh"
 DEADLINE_MS=${KT_CLI_DEADLINE_MS:-3000}
-dir=$KT_OUTAGE_DIR/cli
-mkdir -p "$dir"
-export PIN=1234
-kt() { "$KT_CLI" "$@"; }
-thaw()
-{
-    kill -CONT "$KT_OUTAGE_PID_A" "$KT_OUTAGE_PID_B" 2>/dev/null || true
-}
-trap thaw EXIT
-
-keygen()
-{
-    P11_KIT_SERVER_ADDRESS=$1 kt token keygen --module "$P11KIT_CLIENT_MODULE" \
-        --token "$2" --label "$3" --type rsa2048 --pin-env PIN ||
-        kt_fail "keygen $3 on $2"
-}
-uri_a=$(keygen "$KT_OUTAGE_ADDR_A" VaultA cliA)
-uri_b=$(keygen "$KT_OUTAGE_ADDR_B" VaultB cliB)
-umask 077
-cat >"$dir/lib.conf" <<CONF
-remote = $KT_OUTAGE_ADDR_A
-remote = $KT_OUTAGE_ADDR_B
-module = $SOFTHSM2_MODULE
-service_token = pkcs11:token=Service
-store = $dir/store.db
-pin.VaultA = env:PIN
-pin.VaultB = env:PIN
-pin.Service = env:PIN
-allow_oaep_sha1 = yes
-approval.required = no
-log_file = $dir/lib.log
-avail.call_deadline_ms = $DEADLINE_MS
-avail.hedge_ms = 200
-CONF
-export KEYTIER_LIB_CONF=$dir/lib.conf
-dep=$(kt --json dep create --tenant acme --workload Exchange --key-a "$uri_a" \
-    --key-b "$uri_b" | jq -er .dep_id) || kt_fail "dep create"
-kt mailbox create --tenant acme --dep "$dep" alice >/dev/null ||
-    kt_fail "mailbox create"
-head -c 5000 /dev/urandom >"$dir/pt"
-kt encrypt --tenant acme --mailbox alice -i "$dir/pt" -o "$dir/ct" ||
-    kt_fail "encrypt"
+outage_cli_setup cli cli
 
 kill -STOP "$KT_OUTAGE_PID_A" "$KT_OUTAGE_PID_B"
 # One timed read; its wall time in ms on stdout.

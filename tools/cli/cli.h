@@ -148,6 +148,7 @@ extern const struct cli_cmd cli_lifecycle_cmds[]; /* lifecycle */
 extern const struct cli_cmd cli_approval_cmds[];
 extern const struct cli_cmd cli_files_cmds[]; /* offboard */
 extern const struct cli_cmd cli_worker_cmds[];
+extern const struct cli_cmd cli_ops_cmds[]; /* health, stats */
 
 /* Default module for token commands: $KEYTIER_MODULE, else the installed
  * keytier-pkcs11.so. */

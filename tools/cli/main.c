@@ -20,6 +20,7 @@ static const struct cli_cmd *const families[] = {
     cli_crypt_cmds,    cli_audit_cmds,     cli_demo_cmds,
     cli_help_cmds,     cli_lifecycle_cmds, /* lifecycle */
     cli_approval_cmds, cli_files_cmds,     cli_worker_cmds,
+    cli_ops_cmds,
 };
 
 #define N_FAMILIES (sizeof families / sizeof families[0])
@@ -80,6 +81,8 @@ static void usage(FILE *f)
         "     (KEYTIER_E_DEP_LIMIT), key tier depth (KEYTIER_E_DEPTH)\n"
         "  14 tenant purged: its keys were destroyed, its data is\n"
         "     crypto-shredded (KEYTIER_E_PURGED)\n"
+        "`keytier health` has its own: 0 healthy, 1 degraded, 2 critical,\n"
+        "3 unknown (`keytier health --help`).\n"
         "\n"
         "Errors are one line on stderr: `keytier COMMAND: what failed and\n"
         "why [KEYTIER_E_NAME]`, naming the key URI, token or file and the\n"

@@ -171,7 +171,7 @@ START_TEST(repeat_every_key)
 {
     size_t n = 0;
     const struct kt_conf_key *keys = kt_config_table(&n);
-    ck_assert_uint_eq(n, 38);
+    ck_assert_uint_eq(n, 39);
     for (size_t i = 0; i < n; i++) {
         char name[128], text[512], want[512];
         const char *v = sample(&keys[i], name, sizeof name);
@@ -340,7 +340,7 @@ START_TEST(number_bounds)
             expect_bad(text, want);
         }
     }
-    ck_assert_uint_eq(tried, 20);
+    ck_assert_uint_eq(tried, 21);
 }
 END_TEST
 
@@ -449,8 +449,8 @@ START_TEST(unknown_keys)
                "avail.cache_ttl_ms, avail.cache_refresh_ahead_ms, "
                "avail.cache_retry_ms, avail.cache_alert_after_ms, "
                "avail.cache_max_entries, avail.cache_tier_levels, "
-               "avail.cache_sync_ms, avail.audit_log, "
-               "avail.outage_fallback.*");
+               "avail.cache_sync_ms, avail.stats_publish_ms, "
+               "avail.audit_log, avail.outage_fallback.*");
     expect_bad("Store = /x\n", "unknown key 'Store'");
     expect_bad("pin. = value:s3cret\n", "unknown key 'pin.'");
     expect_bad("workload..shape = mail\n", "unknown key 'workload..shape'");
@@ -503,6 +503,7 @@ START_TEST(table_defaults)
     ck_assert_uint_eq(a->cache_max_entries, 10000);
     ck_assert_uint_eq(a->cache_tier_levels, 1);
     ck_assert_uint_eq(a->cache_sync_ms, 200);
+    ck_assert_uint_eq(a->stats_publish_ms, 10000);
     ck_assert_ptr_null(a->audit_log);
     struct kt_avail_cfg alone;
     kt_avail_config_defaults(&alone);

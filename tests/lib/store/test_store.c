@@ -101,7 +101,7 @@ START_TEST(fresh_store_is_latest_wal_0600)
     struct kt_store *st;
     ck_assert_int_eq(kt_store_open(path, &st), KEYTIER_OK);
     ck_assert_int_eq(kt_store_schema_version(st), kt_store_schema_latest());
-    ck_assert_int_eq(kt_store_schema_latest(), 11); /* 10 -> 11 */
+    ck_assert_int_eq(kt_store_schema_latest(), 12); /* 11 -> 12 */
     kt_store_close(st);
     struct stat sb;
     ck_assert_int_eq(stat(path, &sb), 0);
@@ -115,7 +115,7 @@ START_TEST(fresh_store_is_latest_wal_0600)
                      1);
     /* Reopening does not migrate again. */
     ck_assert_int_eq(kt_store_open(path, &st), KEYTIER_OK);
-    ck_assert_int_eq(kt_store_schema_version(st), 11);
+    ck_assert_int_eq(kt_store_schema_version(st), 12);
     kt_store_close(st);
 }
 END_TEST
@@ -137,7 +137,7 @@ START_TEST(migrates_version_1)
                              "'deps_tenant_workload'"),
                      0);
     ck_assert_int_eq(kt_store_open(path, &st), KEYTIER_OK);
-    ck_assert_int_eq(kt_store_schema_version(st), 11);
+    ck_assert_int_eq(kt_store_schema_version(st), 12);
     struct kt_dep_rec got;
     ck_assert_int_eq(kt_store_dep_get(st, d.dep_id, &got), KEYTIER_OK);
     ck_assert_mem_eq(&got, &d, sizeof got);
@@ -160,7 +160,7 @@ START_TEST(migrates_version_3_names_null)
     kt_store_close(st);
     sql(BEFORE_8 "ALTER TABLE deps DROP COLUMN name; PRAGMA user_version = 3");
     ck_assert_int_eq(kt_store_open(path, &st), KEYTIER_OK);
-    ck_assert_int_eq(kt_store_schema_version(st), 11);
+    ck_assert_int_eq(kt_store_schema_version(st), 12);
     struct kt_dep_rec got, named;
     ck_assert_int_eq(kt_store_dep_get(st, d.dep_id, &got), KEYTIER_OK);
     ck_assert_str_eq(got.name, "");
@@ -186,7 +186,7 @@ START_TEST(migrates_version_4_invalidations)
     kt_store_close(st);
     sql(BEFORE_8 "DROP TABLE cache_invalidations; PRAGMA user_version = 4");
     ck_assert_int_eq(kt_store_open(path, &st), KEYTIER_OK);
-    ck_assert_int_eq(kt_store_schema_version(st), 11);
+    ck_assert_int_eq(kt_store_schema_version(st), 12);
     int64_t head = -1;
     ck_assert_int_eq(kt_store_inval_head(st, &head), KEYTIER_OK);
     ck_assert_int_eq(head, 0);
@@ -229,7 +229,7 @@ START_TEST(migrates_version_7_idents_null)
     kt_store_close(st);
     sql(BEFORE_8 "PRAGMA user_version = 7");
     ck_assert_int_eq(kt_store_open(path, &st), KEYTIER_OK);
-    ck_assert_int_eq(kt_store_schema_version(st), 11);
+    ck_assert_int_eq(kt_store_schema_version(st), 12);
     ck_assert_int_eq(kt_store_dep_get(st, d.dep_id, &got), KEYTIER_OK);
     ck_assert_mem_eq(&got, &d, sizeof got);
     dep_rec(&e, 2, "org-2");
@@ -280,7 +280,7 @@ START_TEST(migrates_version_10_items_unclaimed)
                   "0, 1, 1); INSERT INTO migration_items(migration_id, "
                   "key_id) VALUES ('m1', 'k1'); PRAGMA user_version = 10");
     ck_assert_int_eq(kt_store_open(path, &st), KEYTIER_OK);
-    ck_assert_int_eq(kt_store_schema_version(st), 11);
+    ck_assert_int_eq(kt_store_schema_version(st), 12);
     ck_assert_int_eq(sql_int("SELECT count(*) FROM migration_items WHERE "
                              "claimed_by IS NULL AND lease_until IS NULL"),
                      1);
@@ -304,7 +304,7 @@ START_TEST(newer_schema_refused)
     ck_assert_int_eq(kt_store_open(path, &st), KEYTIER_E_STORE_VERSION);
     ck_assert_ptr_nonnull(strstr(keytier_last_error_detail(),
                                  "schema version 99, this library knows up "
-                                 "to 11"));
+                                 "to 12"));
 }
 END_TEST
 
