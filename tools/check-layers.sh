@@ -74,12 +74,6 @@ src=$(jq -r '.directories.source' "$build/meson-info/meson-info.json")
 [ -n "$src" ] && [ -d "$src/$tree" ] ||
   { echo "check-layers: cannot find $tree in the source tree" >&2; exit 2; }
 
-level_of() { # folder -> its index in LAYERs, or nothing
-  local i
-  for i in "${!layers[@]}"; do
-    [ "${layers[$i]}" = "$1" ] && { echo "$i"; return; }
-  done
-}
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -87,27 +81,45 @@ fail=0
 broken() { echo "check-layers: $*"; fail=1; }
 
 # source (relative to the root) <TAB> object (absolute), for TREE's files;
-# a file compiled into several targets is checked once.
-jq -r '.[] | [(.directory + "/" + .file), (.directory + "/" + .output)] |
-  @tsv' "$ccdb" | while IFS=$'\t' read -r file obj; do
-  file=$(realpath -m "$file")
-  rel=${file#"$src"/}
-  case $rel in "$tree"/*) printf '%s\t%s\n' "$rel" "$obj" ;; esac
-done | sort -u -t$'\t' -k1,1 >"$work/objs"
+# a file compiled into several targets is checked once.  Each step below is
+# one process for all files (a process per file made the check take
+# minutes on a loaded machine).
+jq -r '.[] | .directory + "/" + .file' "$ccdb" | tr '\n' '\0' |
+  xargs -0 realpath -m -- >"$work/files"
+jq -r '.[] | .directory + "/" + .output' "$ccdb" >"$work/outs"
+paste "$work/files" "$work/outs" |
+  awk -F'\t' -v root="$src/" -v t="$tree/" '
+    index($1, root) == 1 { rel = substr($1, length(root) + 1)
+      if (index(rel, t) == 1) print rel "\t" $2 }' |
+  sort -u -t$'\t' -k1,1 >"$work/objs"
 [ -s "$work/objs" ] || { broken "no object of $tree/ in $ccdb"; exit 1; }
 
-: >"$work/defs"
-: >"$work/uses"
+awk -F'\t' -v t="$tree" -v names="${layers[*]}" '
+  BEGIN { n = split(names, ls, " "); for (i = 1; i <= n; i++) lv[ls[i]] = i }
+  { sub_ = substr($1, length(t) + 2); folder = sub_; sub(/\/.*/, "", folder)
+    if (folder == sub_ || !(folder in lv)) print $1 }' "$work/objs" \
+  >"$work/nolayer"
+while read -r rel; do
+  broken "$rel is in no layer (${layers[*]})"
+done <"$work/nolayer"
 while IFS=$'\t' read -r rel obj; do
-  sub=${rel#"$tree"/}
-  folder=${sub%%/*}
-  if [ "$folder" = "$sub" ] || [ -z "$(level_of "$folder")" ]; then
-    broken "$rel is in no layer (${layers[*]})"
-  fi
   [ -f "$obj" ] || { echo "check-layers: $obj not built" >&2; exit 2; }
-  "$NM" --defined-only -g "$obj" | awk -v f="$rel" 'NF == 3 { print $3 "\t" f }' >>"$work/defs"
-  "$NM" -u "$obj" | awk -v f="$rel" '{ print f "\t" $NF }' >>"$work/uses"
 done <"$work/objs"
+
+# nm -A names the object before each symbol ("OBJ:ADDR T SYM", "OBJ: U
+# SYM"); the objects' sources come from the objs table.
+cut -f2 "$work/objs" | tr '\n' '\0' |
+  xargs -0 "$NM" -A --defined-only -g >"$work/nmdefs"
+cut -f2 "$work/objs" | tr '\n' '\0' | xargs -0 "$NM" -A -u >"$work/nmuses"
+nm_rows='
+  NR == FNR { src[$2] = $1; next }
+  { i = index($0, ".o:"); obj = substr($0, 1, i + 1)
+    n = split(substr($0, i + 3), f, " ")
+    if (!(obj in src)) next
+    if (defs && n == 3) print f[3] "\t" src[obj]
+    if (!defs) print src[obj] "\t" f[n] }'
+awk -F'\t' -v defs=1 "$nm_rows" "$work/objs" "$work/nmdefs" >"$work/defs"
+awk -F'\t' -v defs=0 "$nm_rows" "$work/objs" "$work/nmuses" >"$work/uses"
 
 sort -u "$work/defs" >"$work/defs.s"
 # A symbol defined twice in TREE would make the graph ambiguous.
@@ -146,22 +158,24 @@ if [ -n "$allow" ]; then
   mv "$work/kept" "$work/edges"
 fi
 
-folder_of() { local s=${1#"$tree"/}; echo "${s%%/*}"; }
 
-# Rule 1: nothing calls upwards.
-while IFS=$'\t' read -r a b; do
-  fa=$(folder_of "$a")
-  fb=$(folder_of "$b")
-  la=$(level_of "$fa")
-  lb=$(level_of "$fb")
-  [ -n "$la" ] && [ -n "$lb" ] || continue
-  if [ "$lb" -gt "$la" ]; then
-    syms=$(awk -F'\t' -v a="$a" '$1 == a { print $2 }' "$work/uses" |
-      sort -u | join - <(awk -F'\t' -v b="$b" '$2 == b { print $1 }' \
-        "$work/defs.s") | tr '\n' ' ')
-    broken "$a ($fa) calls $b ($fb, a layer above): $syms"
-  fi
-done <"$work/edges"
+# Rule 1: nothing calls upwards. The levels are looked up in one awk pass
+# (a subshell per edge made this the slow part of the check); only the
+# edges that break the rule are looked at again, for their symbols.
+awk -F'\t' -v t="$tree" -v names="${layers[*]}" '
+  BEGIN { n = split(names, ls, " "); for (i = 1; i <= n; i++) lv[ls[i]] = i }
+  {
+    a = substr($1, length(t) + 2); sub(/\/.*/, "", a)
+    b = substr($2, length(t) + 2); sub(/\/.*/, "", b)
+    if ((a in lv) && (b in lv) && lv[b] > lv[a])
+      print $1 "\t" $2 "\t" a "\t" b
+  }' "$work/edges" >"$work/up"
+while IFS=$'\t' read -r a b fa fb; do
+  syms=$(awk -F'\t' -v a="$a" '$1 == a { print $2 }' "$work/uses" |
+    sort -u | join - <(awk -F'\t' -v b="$b" '$2 == b { print $1 }' \
+      "$work/defs.s") | tr '\n' ' ')
+  broken "$a ($fa) calls $b ($fb, a layer above): $syms"
+done <"$work/up"
 
 # Rule 2: no circle between folders. With rule 1 kept none can exist; the
 # check stands on its own so that a layer list given in the wrong order
