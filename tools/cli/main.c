@@ -80,6 +80,8 @@ static void usage(FILE *f)
         "     (KEYTIER_E_DEP_LIMIT), key tier depth (KEYTIER_E_DEPTH)\n"
         "  14 tenant purged: its keys were destroyed, its data is\n"
         "     crypto-shredded (KEYTIER_E_PURGED)\n"
+        "  15 store unreachable: the PostgreSQL server refused or lost the\n"
+        "     connection (KEYTIER_E_STORE_UNAVAILABLE); retry later\n"
         "\n"
         "Errors are one line on stderr: `keytier COMMAND: what failed and\n"
         "why [KEYTIER_E_NAME]`, naming the key URI, token or file and the\n"
