@@ -105,7 +105,8 @@ static void where(unsigned line, char *buf, size_t len)
 
 /* log_target against log_file and log_syslog_socket, as the library
  * checks them (not set: the file if one is named, else stderr). */
-static CK_RV log_target_settle(struct kt_config *cfg, const char *path)
+static KT_NODISCARD CK_RV log_target_settle(struct kt_config *cfg,
+                                            const char *path)
 {
     static const char *const names[] = {"", "stderr", "file", "syslog"};
     enum kt_log_target t = cfg->log_target;
