@@ -109,8 +109,14 @@ unit_environment()
     local line f
     unit_env=(HOME="$(rooted "$home")" USER="$user" LOGNAME="$user"
         SHELL=/bin/sh PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin
-        # what ldconfig does for a package's libraries
-        LD_LIBRARY_PATH="$KT_TMP/dest$libdir")
+        # what ldconfig does for a package's libraries (and the build's
+        # libkt-fault.so, never installed, for a fault-injection build)
+        LD_LIBRARY_PATH="$KT_TMP/dest$libdir:$build/common")
+    # a sanitizer build's options pass through (the test's, not systemd's)
+    local v
+    for v in ASAN_OPTIONS UBSAN_OPTIONS LSAN_OPTIONS; do
+        [ -z "${!v:-}" ] || unit_env+=("$v=${!v}")
+    done
     while IFS= read -r line; do
         # shellcheck disable=SC2206 # the unit's words, as systemd splits them
         unit_env+=($line)
