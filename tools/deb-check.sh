@@ -16,6 +16,11 @@
 # directories bind-mounted over p11-kit's; otherwise with the user's own
 # p11-kit config (~/.config/pkcs11/modules) in a temp HOME.
 #   tools/deb-check.sh [--keep]   (--keep: leave the temp dir, print it)
+# The package build is the one debian/rules does, made quick for a test
+# run unless DEB_BUILD_OPTIONS is set: nocheck, parallel=<cores>,
+# noautodbgsym (no -dbgsym packages to build and lint); the copy is fresh,
+# so dpkg-buildpackage skips its clean (-nc). Each step prints the seconds
+# since the start.
 # Needs dpkg-dev, debhelper, lintian, p11-kit, p11-kit-modules, opensc,
 # gnutls-bin, man-db (tools/deps.sh installs them).
 set -euo pipefail
@@ -26,7 +31,8 @@ work=$(mktemp -d /tmp/keytier-deb.XXXXXX)
 [ $keep = yes ] && echo "deb-check: work dir $work" >&2 ||
     trap 'rm -rf "$work"' EXIT
 fail() { echo "deb-check: FAIL: $*" >&2; exit 1; }
-step() { echo "deb-check: $*" >&2; }
+step() { echo "deb-check: [${SECONDS}s] $*" >&2; }
+export DEB_BUILD_OPTIONS=${DEB_BUILD_OPTIONS-nocheck parallel=$(nproc) noautodbgsym}
 
 step "copying the tree (tracked and untracked, not ignored files)"
 mkdir "$work/src"
@@ -34,8 +40,8 @@ mkdir "$work/src"
     while IFS= read -r -d '' f; do [ -e "$f" ] && printf '%s\0' "$f"; done |
     xargs -0 cp --parents -t "$work/src")
 
-step "dpkg-buildpackage -us -uc -b"
-(cd "$work/src" && dpkg-buildpackage -us -uc -b) >"$work/build.log" 2>&1 ||
+step "dpkg-buildpackage -us -uc -b -nc (DEB_BUILD_OPTIONS=$DEB_BUILD_OPTIONS)"
+(cd "$work/src" && dpkg-buildpackage -us -uc -b -nc) >"$work/build.log" 2>&1 ||
     { tail -n 40 "$work/build.log" >&2; fail "dpkg-buildpackage failed"; }
 changes=$(ls "$work"/*.changes)
 step "lintian (errors fail)"

@@ -6,27 +6,20 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "kt_base.h"
 #include "kt_file.h"
+#include "kt_syslog.h"
 
 struct kt_log {
     FILE *fp; /* NULL: syslog */
     bool owned;
     enum kt_log_level level;
     pthread_mutex_t mu;
-    int sock;                  /* syslog: the datagram socket, or -1 */
-    struct sockaddr_un syslog; /* syslog: where records go (/dev/log) */
+    struct kt_syslog syslog; /* syslog: the logger's socket */
 };
-
-/* syslog(3)'s facility daemon and the severities of error, warning, info,
- * debug. */
-#define KT_SYSLOG_DAEMON (3 << 3)
-static const int kt_log_severity[] = {3, 4, 6, 7};
 
 static const char *const kt_log_names[] = {"error", "warning", "info", "debug"};
 
@@ -62,45 +55,29 @@ keytier_err kt_log_open(const char *path, enum kt_log_level level, kt_log **out)
         log->fp = stderr;
     }
     log->level = level;
-    log->sock = -1;
+    log->syslog.sock = -1;
     pthread_mutex_init(&log->mu, NULL);
     *out = log;
     return KEYTIER_OK;
-}
-
-/* Connects log's datagram socket to its syslog address; errno on failure. */
-static bool kt_log_connect(kt_log *log)
-{
-    if (log->sock < 0)
-        log->sock = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    return log->sock >= 0 &&
-           connect(log->sock, (const struct sockaddr *)&log->syslog,
-                   sizeof log->syslog) == 0;
 }
 
 keytier_err kt_log_open_syslog(const char *socket_path, enum kt_log_level level,
                                kt_log **out)
 {
     if (socket_path == NULL)
-        socket_path = "/dev/log";
+        socket_path = KT_SYSLOG_SOCKET;
     kt_log *log = calloc(1, sizeof *log);
     if (log == NULL)
         return kt_err(KEYTIER_E_NOMEM, NULL);
-    log->sock = -1;
     log->level = level;
-    log->syslog.sun_family = AF_UNIX;
-    if (strlen(socket_path) >= sizeof log->syslog.sun_path) {
-        free(log);
-        return kt_err(KEYTIER_E_CONFIG,
-                      "log_syslog_socket %s: longer than a socket path may be",
-                      socket_path);
-    }
-    strcpy(log->syslog.sun_path, socket_path);
-    if (!kt_log_connect(log)) {
+    if (!kt_syslog_open(&log->syslog, socket_path)) {
         int e = errno;
-        if (log->sock >= 0)
-            close(log->sock);
         free(log);
+        if (e == ENAMETOOLONG)
+            return kt_err(KEYTIER_E_CONFIG,
+                          "log_syslog_socket %s: longer than a socket path "
+                          "may be",
+                          socket_path);
         return kt_err(KEYTIER_E_CONFIG,
                       "log_target = syslog: cannot reach %s: %s (is the "
                       "system logger running? set log_syslog_socket, or "
@@ -118,8 +95,7 @@ void kt_log_close(kt_log *log)
         return;
     if (log->owned)
         fclose(log->fp);
-    if (log->sock >= 0)
-        close(log->sock);
+    kt_syslog_close(&log->syslog);
     pthread_mutex_destroy(&log->mu);
     free(log);
 }
@@ -160,15 +136,9 @@ static void kt_log_emit(kt_log *log, enum kt_log_level level, const char *text)
         fflush(log->fp);
         return;
     }
-    char rec[1280];
-    int n = snprintf(rec, sizeof rec, "<%d>keytier[%ld]: %s %s",
-                     KT_SYSLOG_DAEMON | kt_log_severity[level], (long)getpid(),
-                     kt_log_names[level], text);
-    if (n < 0)
-        return;
-    size_t len = (size_t)n < sizeof rec ? (size_t)n : sizeof rec - 1;
-    if (send(log->sock, rec, len, MSG_NOSIGNAL) < 0 && kt_log_connect(log))
-        (void)send(log->sock, rec, len, MSG_NOSIGNAL);
+    char rec[KT_SYSLOG_RECORD_MAX];
+    snprintf(rec, sizeof rec, "%s %s", kt_log_names[level], text);
+    kt_syslog_send(&log->syslog, (unsigned)level, "keytier", rec);
 }
 
 void kt_log_call(kt_log *log, const char *call, unsigned long rv,

@@ -146,7 +146,7 @@ CK_RV C_Initialize(CK_VOID_PTR init_args)
         rv = CKR_GENERAL_ERROR;
         goto out;
     }
-    kt_log_open(cfg.log_level, cfg.log_file);
+    kt_log_open_config(&cfg);
     kt_config_log_no_dir(&cfg);
     kt_secure_init(cfg.secure_heap_size);
     rv = kt_ossl_init(cfg.legacy_mechanisms);

@@ -10,12 +10,15 @@
 
 #include "ckr.h"
 #include "kt_file.h"
+#include "kt_syslog.h"
 #include "ossl/ossl.h"
 
 /* The logger only takes a format and values: secrets are never passed to
  * it (keys and PINs have no printable form in this module). */
 static enum kt_log_level log_level = KT_LOG_WARNING;
 static FILE *log_fp;
+/* log_target = syslog: the logger's socket (sock -1: not in use). */
+static struct kt_syslog log_syslog = {.sock = -1};
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static const char *const level_names[] = {"error", "warning", "info", "debug"};
@@ -236,32 +239,68 @@ void *kt_secure_alloc(size_t len)
     return aligned_alloc(KT_CACHE_LINE, n);
 }
 
+/* Opens the file at path, 0600 whatever the umask (a log names tokens and
+ * objects); on failure says why on stderr, which then takes the records. */
+static void log_open_file(const char *path)
+{
+    int fd = kt_file_open_append(path);
+    log_fp = fd >= 0 ? fdopen(fd, "a") : NULL;
+    if (log_fp == NULL && fd >= 0)
+        close(fd);
+    if (log_fp == NULL)
+        fprintf(stderr, "keytier: warning: cannot open log file %s: %s\n", path,
+                strerror(errno));
+}
+
+/* Connects to the system logger at path (NULL: /dev/log); on failure says
+ * why on stderr, which then takes the records. */
+static void log_open_syslog(const char *path)
+{
+    if (kt_syslog_open(&log_syslog, path))
+        return;
+    fprintf(stderr,
+            "keytier: warning: log_target = syslog: cannot reach %s: %s (is "
+            "the system logger running? set log_syslog_socket, or log to a "
+            "file with log_file); logging to stderr\n",
+            path != NULL ? path : KT_SYSLOG_SOCKET, strerror(errno));
+}
+
+static void log_drop_locked(void)
+{
+    if (log_fp != NULL && log_fp != stderr)
+        fclose(log_fp);
+    log_fp = NULL;
+    kt_syslog_close(&log_syslog);
+}
+
 void kt_log_open(enum kt_log_level level, const char *file)
 {
     pthread_mutex_lock(&log_lock);
     log_level = level;
-    if (log_fp != NULL && log_fp != stderr)
-        fclose(log_fp);
-    log_fp = NULL;
-    if (file != NULL && file[0] != '\0') {
-        /* 0600 whatever the umask: a log names tokens and objects */
-        int fd = kt_file_open_append(file);
-        log_fp = fd >= 0 ? fdopen(fd, "a") : NULL;
-        if (log_fp == NULL && fd >= 0)
-            close(fd);
-        if (log_fp == NULL)
-            fprintf(stderr, "keytier: warning: cannot open log file %s: %s\n",
-                    file, strerror(errno));
+    log_drop_locked();
+    if (file != NULL && file[0] != '\0')
+        log_open_file(file);
+    pthread_mutex_unlock(&log_lock);
+}
+
+void kt_log_open_config(const struct kt_config *cfg)
+{
+    if (cfg->log_target != KT_LOG_TO_SYSLOG) {
+        kt_log_open(cfg->log_level, cfg->log_file);
+        return;
     }
+    const char *sock = cfg->log_syslog_socket;
+    pthread_mutex_lock(&log_lock);
+    log_level = cfg->log_level;
+    log_drop_locked();
+    log_open_syslog(sock[0] != '\0' ? sock : NULL);
     pthread_mutex_unlock(&log_lock);
 }
 
 void kt_log_close(void)
 {
     pthread_mutex_lock(&log_lock);
-    if (log_fp != NULL && log_fp != stderr)
-        fclose(log_fp);
-    log_fp = NULL;
+    log_drop_locked();
     log_level = KT_LOG_WARNING;
     pthread_mutex_unlock(&log_lock);
 }
@@ -282,6 +321,13 @@ void kt_log(enum kt_log_level level, const char *fmt, ...)
     gmtime_r(&ts.tv_sec, &tm);
     strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
     pthread_mutex_lock(&log_lock);
+    if (log_syslog.sock >= 0) {
+        char rec[KT_SYSLOG_RECORD_MAX];
+        snprintf(rec, sizeof(rec), "%s: %s", level_names[level], msg);
+        kt_syslog_send(&log_syslog, (unsigned)level, "keytier-pkcs11", rec);
+        pthread_mutex_unlock(&log_lock);
+        return;
+    }
     FILE *fp = log_fp != NULL ? log_fp : stderr;
     fprintf(fp, "%s keytier-pkcs11[%ld]: %s: %s\n", when, (long)getpid(),
             level_names[level], msg);

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "kt_conf.h"
@@ -22,8 +23,20 @@ static const struct kt_conf_word log_levels[] = {
     {NULL, 0},
 };
 
+static const struct kt_conf_word log_targets[] = {
+    {"stderr", KT_LOG_TO_STDERR},
+    {"file", KT_LOG_TO_FILE},
+    {"syslog", KT_LOG_TO_SYSLOG},
+    {NULL, 0},
+};
+
 /* Indexes of the keys checked against each other after the file. */
-enum { KEY_PIN_MIN = 4, KEY_PIN_MAX = 5, KT_CONFIG_KEYS = 11 };
+enum {
+    KEY_PIN_MIN = 4,
+    KEY_PIN_MAX = 5,
+    KEY_LOG_TARGET = 11,
+    KT_CONFIG_KEYS = 13,
+};
 
 #ifndef KT_SYSTEM_CONF
 #define KT_SYSTEM_CONF "/etc/keytier/keytier.conf"
@@ -31,7 +44,8 @@ enum { KEY_PIN_MIN = 4, KEY_PIN_MAX = 5, KT_CONFIG_KEYS = 11 };
 
 /* token_dir has no fixed default (XDG_DATA_HOME or HOME, see
  * kt_config_defaults) and leaves room for a token's file names; log_file
- * has none (stderr). */
+ * has none (stderr); log_target follows log_file unless set
+ * (log_target_settle), log_syslog_socket fits a socket address. */
 static const struct kt_conf_key kt_config_keys[KT_CONFIG_KEYS] = {
     {"token_dir", KT_CONF_PATH, 1, PATH_MAX - 65, NULL, NULL, FIELD(token_dir)},
     {"slots", KT_CONF_UINT, 1, 1024, NULL, "8", FIELD(slots)},
@@ -50,6 +64,11 @@ static const struct kt_conf_key kt_config_keys[KT_CONFIG_KEYS] = {
      FIELD(allow_core_dumps)},
     {"secure_heap_size", KT_CONF_POW2, 1ul << 16, 1ul << 30, NULL, "1048576",
      FIELD(secure_heap_size)},
+    [KEY_LOG_TARGET] = {"log_target", KT_CONF_WORD, 0, 0, log_targets, NULL,
+                        FIELD(log_target)},
+    {"log_syslog_socket", KT_CONF_PATH, 1,
+     sizeof(((struct sockaddr_un *)0)->sun_path) - 1, NULL, NULL,
+     FIELD(log_syslog_socket)},
 };
 
 void kt_config_defaults(struct kt_config *cfg)
@@ -84,6 +103,40 @@ static void where(unsigned line, char *buf, size_t len)
         snprintf(buf, len, "the default");
 }
 
+/* log_target against log_file and log_syslog_socket, as the library
+ * checks them (not set: the file if one is named, else stderr). */
+static KT_NODISCARD CK_RV log_target_settle(struct kt_config *cfg,
+                                            const char *path)
+{
+    static const char *const names[] = {"", "stderr", "file", "syslog"};
+    enum kt_log_target t = cfg->log_target;
+    bool file = cfg->log_file[0] != '\0';
+    if (t == KT_LOG_TO_DEFAULT)
+        t = file ? KT_LOG_TO_FILE : KT_LOG_TO_STDERR;
+    if (t == KT_LOG_TO_FILE && !file) {
+        kt_log(KT_LOG_ERROR,
+               "config %s: log_target = file needs log_file = "
+               "PATH",
+               path);
+        return CKR_ARGUMENTS_BAD;
+    }
+    if (t != KT_LOG_TO_FILE && file) {
+        kt_log(KT_LOG_ERROR,
+               "config %s: log_file is set but log_target = %s: remove one "
+               "of them",
+               path, names[t]);
+        return CKR_ARGUMENTS_BAD;
+    }
+    if (t != KT_LOG_TO_SYSLOG && cfg->log_syslog_socket[0] != '\0') {
+        kt_log(KT_LOG_ERROR,
+               "config %s: log_syslog_socket applies to log_target = syslog "
+               "only (log_target is %s)",
+               path, names[t]);
+        return CKR_ARGUMENTS_BAD;
+    }
+    return CKR_OK;
+}
+
 CK_RV kt_config_parse_file(struct kt_config *cfg, const char *path)
 {
     char err[KT_CONF_ERR_MAX];
@@ -104,7 +157,7 @@ CK_RV kt_config_parse_file(struct kt_config *cfg, const char *path)
                (unsigned long)cfg->pin_max_length, max_at);
         return CKR_ARGUMENTS_BAD;
     }
-    return CKR_OK;
+    return log_target_settle(cfg, path);
 }
 
 const char *kt_config_pick(const char *env, const char *system_path)

@@ -55,16 +55,35 @@ void kt_nodump_reset(bool fork_child);
 /* ---- log (log.c) ---------------------------------------------------- */
 enum kt_log_level { KT_LOG_ERROR, KT_LOG_WARNING, KT_LOG_INFO, KT_LOG_DEBUG };
 void kt_log(enum kt_log_level level, const char *fmt, ...) KT_PRINTF(2, 3);
+/* Logs at level to file (NULL or "": stderr); a file that cannot be
+ * opened is reported on stderr, which then takes the records. */
 void kt_log_open(enum kt_log_level level, const char *file);
+struct kt_config;
+/* Opens the log cfg names at its level: the system logger (log_target =
+ * syslog; one that cannot be reached is reported on stderr, which then
+ * takes the records) or kt_log_open with its log_file. */
+void kt_log_open_config(const struct kt_config *cfg);
 void kt_log_close(void);
 const char *kt_rv_name(CK_RV rv);
 
 /* ---- config (config.c) ---------------------------------------------- */
+/* Where the log goes; DEFAULT (not set) becomes FILE with a log_file,
+ * else STDERR. */
+enum kt_log_target {
+    KT_LOG_TO_DEFAULT,
+    KT_LOG_TO_STDERR,
+    KT_LOG_TO_FILE,
+    KT_LOG_TO_SYSLOG,
+};
 struct kt_config {
     char token_dir[PATH_MAX];
     CK_ULONG slots;
     enum kt_log_level log_level;
     char log_file[PATH_MAX];
+    enum kt_log_target log_target;
+    /* log_target = syslog: the logger's socket ("": /dev/log); a path that
+     * fits a unix socket address */
+    char log_syslog_socket[108];
     CK_ULONG pin_min_length;
     CK_ULONG pin_max_length;
     CK_ULONG pin_max_retries;

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every error is named: each error path the CLI drives (files missing or
 # unreadable, output unwritable, blob not found, same token, DEP limit,
-# already exists, PIN file missing, usage) exits with its documented code,
+# already exists, PIN file missing, store unreachable, usage) exits with its documented code,
 # its stderr line ends with [KEYTIER_E_NAME], and with --json the error
 # document carries the same name and exit code (never a bare "error").
 . "$KT_SOURCE_ROOT/tests/common.sh"
@@ -76,6 +76,21 @@ named 7 KEYTIER_E_IO secret protect --keyset k1 -i "$w/nofile" -o "$w/x"
 named 7 KEYTIER_E_IO secret protect --keyset k1 -i "$w" -o "$w/x"
 named 7 KEYTIER_E_IO secret protect --keyset k1 -i "$w/pt" -o "$w/nodir/x"
 [ ! -e "$w/x" ] || kt_fail "an output file was left by a failed command"
+
+kt_log "store unreachable exits 15: a PostgreSQL store with no server"
+# A socket directory where no server listens: the connection is refused,
+# as when the server is down; the message names the store and the cause.
+mkdir "$w/nopg"
+grep -v '^store\b\|^avail.audit_log\b' "$KEYTIER_LIB_CONF" >"$w/down.conf"
+printf 'store = host=%s dbname=kt\navail.audit_log = %s\n' "$w/nopg" \
+    "$w/down.audit.jsonl" >>"$w/down.conf"
+named 15 KEYTIER_E_STORE_UNAVAILABLE --config "$w/down.conf" dep list \
+    --tenant acme
+grep -q "cannot connect to the PostgreSQL store" "$w/err" ||
+    kt_fail "store unreachable: $(cat "$w/err")"
+named 15 KEYTIER_E_STORE_UNAVAILABLE --config "$w/down.conf" decrypt \
+    --tenant acme --mailbox alice -i "$w/pt" -o "$w/x"
+[ ! -e "$w/x" ] || kt_fail "an output file was left with the store down"
 
 kt_log "usage errors exit 2, named KEYTIER_E_ARGS"
 named 2 KEYTIER_E_ARGS dep show --tenant acme

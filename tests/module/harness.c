@@ -39,7 +39,8 @@ void kt_test_write_config(const char *extra)
     fp = fopen(path, "w");
     ck_assert_ptr_nonnull(fp);
     /* A key may be given once: one that extra sets is left out of the
-     * base lines (a comment keeps the line numbers). */
+     * base lines (a comment keeps the line numbers); log_target in extra
+     * replaces the base's log_file. */
     char base[5][400];
     snprintf(base[0], sizeof(base[0]), "token_dir = %s/tokens", kt_test_dir);
     snprintf(base[1], sizeof(base[1]), "log_file = %s", kt_test_log);
@@ -52,6 +53,8 @@ void kt_test_write_config(const char *extra)
         for (const char *l = extra; l != NULL && *l != '\0';) {
             if (strncmp(l, base[i], klen) == 0 &&
                 (l[klen] == ' ' || l[klen] == '='))
+                given = true;
+            if (i == 1 && strncmp(l, "log_target", 10) == 0)
                 given = true;
             l = strchr(l, '\n');
             l = l != NULL ? l + 1 : NULL;

@@ -38,6 +38,7 @@ enum cli_exit {
     CLI_CONFLICT = 12,   /* conflicts with the current state: exists... */
     CLI_LIMIT = 13,      /* a limit is reached: DEPs, tier depth */
     CLI_PURGED = 14,     /* tenant purged: keys destroyed, data shredded */
+    CLI_STORE_DOWN = 15, /* store unreachable: retry later */
 };
 
 struct cli {

@@ -81,6 +81,8 @@ static void usage(FILE *f)
         "     (KEYTIER_E_DEP_LIMIT), key tier depth (KEYTIER_E_DEPTH)\n"
         "  14 tenant purged: its keys were destroyed, its data is\n"
         "     crypto-shredded (KEYTIER_E_PURGED)\n"
+        "  15 store unreachable: the PostgreSQL server refused or lost the\n"
+        "     connection (KEYTIER_E_STORE_UNAVAILABLE); retry later\n"
         "`keytier health` has its own: 0 healthy, 1 degraded, 2 critical,\n"
         "3 unknown (`keytier health --help`).\n"
         "\n"

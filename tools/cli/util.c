@@ -77,6 +77,8 @@ static const struct {
     {KEYTIER_E_DEPTH, CLI_LIMIT},
     /* The tenant was purged: its data is crypto-shredded. */
     {KEYTIER_E_PURGED, CLI_PURGED},
+    /* The store could not be reached: a script may retry the command. */
+    {KEYTIER_E_STORE_UNAVAILABLE, CLI_STORE_DOWN},
 };
 
 int cli_exit_of(keytier_err e)

@@ -1,8 +1,13 @@
 /* C_Initialize/C_Finalize, info, slots, tokens, mechanisms, sessions,
  * login states, PINs and the retry counter. */
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -449,6 +454,139 @@ START_TEST(test_default_config_location)
 }
 END_TEST
 
+/* A unix datagram socket standing in for /dev/log. */
+static int syslog_server(const char *path)
+{
+    int fd = socket(AF_UNIX, SOCK_DGRAM, 0);
+    ck_assert_int_ge(fd, 0);
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    snprintf(a.sun_path, sizeof(a.sun_path), "%s", path);
+    unlink(path);
+    ck_assert_int_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    struct timeval tv = {.tv_usec = 300000};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    return fd;
+}
+
+/* Takes every record of a socket, one a line, into all, on a thread of
+ * its own: a logger that does not read makes the module's sends wait (a
+ * datagram queue holds a few records). */
+struct syslog_drain {
+    int fd;
+    atomic_bool stop;
+    pthread_t thread;
+    size_t used;
+    char all[1 << 16];
+};
+
+static void *syslog_drain_run(void *arg)
+{
+    struct syslog_drain *d = arg;
+    char rec[2048];
+    for (;;) {
+        ssize_t n = recv(d->fd, rec, sizeof(rec) - 1, 0);
+        if (n <= 0) {
+            if (atomic_load(&d->stop))
+                return NULL;
+            continue;
+        }
+        rec[n] = '\0';
+        size_t cap = sizeof(d->all) - d->used;
+        int w = snprintf(d->all + d->used, cap, "%s\n", rec);
+        if (w > 0 && (size_t)w < cap)
+            d->used += (size_t)w;
+    }
+}
+
+static void syslog_drain_start(struct syslog_drain *d, int fd)
+{
+    d->fd = fd;
+    d->used = 0;
+    d->all[0] = '\0';
+    atomic_store(&d->stop, false);
+    ck_assert_int_eq(pthread_create(&d->thread, NULL, syslog_drain_run, d), 0);
+}
+
+/* Stops d once the socket has been quiet for 0.3 s; d->all then holds
+ * every record. */
+static void syslog_drain_stop(struct syslog_drain *d)
+{
+    atomic_store(&d->stop, true);
+    ck_assert_int_eq(pthread_join(d->thread, NULL), 0);
+}
+
+#define ck_assert_has(hay, needle)                                             \
+    ck_assert_msg(strstr((hay), (needle)) != NULL, "'%s' not in '%s'",         \
+                  (needle), (hay))
+
+/* log_target = syslog: the module's records go to the logger's socket as
+ * "<PRI>keytier-pkcs11[PID]: LEVEL: TEXT" (facility daemon), a logger that
+ * restarted gets the next record, and no record holds a PIN, right or
+ * wrong, even at level debug. A logger that cannot be reached leaves the
+ * records on stderr, saying so: the module still starts. */
+START_TEST(test_log_syslog)
+{
+    if (kt_test_is_softhsm())
+        return;
+    char path[300], extra[700], want[256];
+    static struct syslog_drain d;
+    snprintf(path, sizeof(path), "%s/log.sock", kt_test_dir);
+    snprintf(extra, sizeof(extra),
+             "log_target = syslog\nlog_syslog_socket = %s\nlog_level = "
+             "debug\n",
+             path);
+    kt_test_write_config(extra);
+    int srv = syslog_server(path);
+    syslog_drain_start(&d, srv);
+    CK(P->C_Initialize(NULL));
+    CK_SLOT_ID slot = kt_test_new_token("syslog");
+    CK_SESSION_HANDLE s;
+    CK(P->C_OpenSession(slot, CKF_SERIAL_SESSION, NULL, NULL, &s));
+    RV(CKR_PIN_INCORRECT,
+       P->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR) "wrong-pin-7", 11));
+    CK(P->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)USER_PIN, strlen(USER_PIN)));
+    syslog_drain_stop(&d);
+    long pid = (long)getpid();
+    snprintf(want, sizeof(want),
+             "<31>keytier-pkcs11[%ld]: debug: C_Login -> "
+             "CKR_PIN_INCORRECT\n",
+             pid);
+    ck_assert_has(d.all, want);
+    snprintf(want, sizeof(want), "<28>keytier-pkcs11[%ld]: warning: token ",
+             pid);
+    ck_assert_has(d.all, want);
+    ck_assert_has(d.all, "PIN incorrect (1 of 3 tries)");
+    ck_assert_ptr_null(strstr(d.all, "wrong-pin-7"));
+    ck_assert_ptr_null(strstr(d.all, USER_PIN));
+    ck_assert_ptr_null(strstr(d.all, SO_PIN));
+    /* nothing went to the file a log_file would have named */
+    ck_assert_int_ne(access(kt_test_log, F_OK), 0);
+    /* the logger restarts: its socket is made anew */
+    close(srv);
+    srv = syslog_server(path);
+    syslog_drain_start(&d, srv);
+    CK_INFO info;
+    CK(P->C_GetInfo(&info));
+    syslog_drain_stop(&d);
+    snprintf(want, sizeof(want),
+             "<31>keytier-pkcs11[%ld]: debug: C_GetInfo -> CKR_OK\n", pid);
+    ck_assert_str_eq(d.all, want);
+    CK(P->C_Finalize(NULL));
+    /* no logger: the module starts, stderr says so and takes the records */
+    close(srv);
+    unlink(path);
+    char err_path[300];
+    snprintf(err_path, sizeof(err_path), "%s/stderr.txt", kt_test_dir);
+    ck_assert_ptr_nonnull(freopen(err_path, "w", stderr));
+    CK(P->C_Initialize(NULL));
+    CK(P->C_GetInfo(&info));
+    fflush(stderr);
+    snprintf(kt_test_log, sizeof(kt_test_log), "%s", err_path);
+    ck_assert(kt_test_log_contains("log_target = syslog: cannot reach"));
+    ck_assert(kt_test_log_contains("debug: C_GetInfo -> CKR_OK"));
+}
+END_TEST
+
 START_TEST(test_slots_limit)
 {
     kt_test_write_config("slots = 2\n");
@@ -759,6 +897,7 @@ static Suite *general_suite(void)
     tcase_add_test(tc, test_init_pin_and_set_pin);
     tcase_add_test(tc, test_pin_retry_counter_and_lockout);
     tcase_add_test(tc, test_config_errors);
+    tcase_add_test(tc, test_log_syslog);
     tcase_add_test(tc, test_slots_limit);
     tcase_add_test(tc, test_default_config_location);
     tcase_add_test(tc, test_fork_child_uses_token);

@@ -218,22 +218,27 @@ START_TEST(test_repeat_every_key)
 {
     size_t n = 0;
     const struct kt_conf_key *keys = kt_config_table(&n);
-    ck_assert_uint_eq(n, 11);
+    ck_assert_uint_eq(n, 13);
     for (size_t i = 0; i < n; i++) {
-        const char *v = keys[i].dflt != NULL ? keys[i].dflt : "/tmp/x";
+        const char *v = keys[i].dflt != NULL    ? keys[i].dflt
+                        : keys[i].words != NULL ? keys[i].words[0].word
+                                                : "/tmp/x";
+        /* log_syslog_socket goes with log_target = syslog only */
+        bool sock = strcmp(keys[i].name, "log_syslog_socket") == 0;
+        const char *pre = sock ? "log_target = syslog\n" : "";
         char text[256], want[128], err[KT_CONF_ERR_MAX];
         struct kt_config c;
-        snprintf(text, sizeof(text), "%s = %s\n", keys[i].name, v);
+        snprintf(text, sizeof(text), "%s%s = %s\n", pre, keys[i].name, v);
         ck_assert_msg(module_parse(text, &c) == CKR_OK, "once: %s", text);
-        snprintf(text, sizeof(text), "%s = %s\n# between\n%s = %s\n",
+        snprintf(text, sizeof(text), "%s%s = %s\n# between\n%s = %s\n", pre,
                  keys[i].name, v, keys[i].name, v);
         ck_assert_msg(module_parse(text, &c) == CKR_ARGUMENTS_BAD, "twice: %s",
                       text);
         ck_assert(!engine_parse(text, err, sizeof(err)));
         snprintf(want, sizeof(want),
-                 ":3: %s: set again (first on line 1): keep one of the two "
+                 ":%d: %s: set again (first on line %d): keep one of the two "
                  "lines",
-                 keys[i].name);
+                 3 + sock, keys[i].name, 1 + sock);
         ck_assert_has(err, want);
     }
 }
@@ -253,7 +258,7 @@ START_TEST(test_unknown_keys_and_lines)
                        "of token_dir, slots, log_level, log_file, "
                        "pin_min_length, pin_max_length, pin_max_retries, "
                        "pin_kdf_cost, legacy_mechanisms, allow_core_dumps, "
-                       "secure_heap_size");
+                       "secure_heap_size, log_target, log_syslog_socket");
     ck_assert(!engine_parse("slots 2\n", err, sizeof(err)));
     ck_assert_has(err, ":1: 'slots 2' is not a setting: write 'key = value'");
     /* A line longer than the reader's buffer. */
@@ -381,6 +386,75 @@ START_TEST(test_defaults)
 }
 END_TEST
 
+/* log_target: stderr, file (needs log_file, its default with one),
+ * syslog (log_syslog_socket, a path that fits a socket address); the
+ * combinations that contradict each other are refused, naming the keys. */
+START_TEST(test_log_target)
+{
+    struct kt_config c;
+    ck_assert_int_eq(module_parse("log_target = syslog\n"
+                                  "log_syslog_socket = /run/l.sock\n",
+                                  &c),
+                     CKR_OK);
+    ck_assert_int_eq(c.log_target, KT_LOG_TO_SYSLOG);
+    ck_assert_str_eq(c.log_syslog_socket, "/run/l.sock");
+    ck_assert_int_eq(module_parse("log_target = syslog\n", &c), CKR_OK);
+    ck_assert_str_eq(c.log_syslog_socket, "");
+    ck_assert_int_eq(module_parse("log_target = file\nlog_file = /tmp/l\n", &c),
+                     CKR_OK);
+    ck_assert_int_eq(module_parse("log_target = stderr\n", &c), CKR_OK);
+    static const struct {
+        const char *text, *why;
+    } bad[] = {
+        {"log_target = syslog\nlog_file = /tmp/l\n",
+         "log_file is set but log_target = syslog: remove one of them"},
+        {"log_target = stderr\nlog_file = /tmp/l\n",
+         "log_file is set but log_target = stderr"},
+        {"log_target = file\n", "log_target = file needs log_file = PATH"},
+        {"log_syslog_socket = /s\n",
+         "log_syslog_socket applies to log_target = syslog only (log_target "
+         "is stderr)"},
+        {"log_file = /tmp/l\nlog_syslog_socket = /s\n",
+         "log_syslog_socket applies to log_target = syslog only (log_target "
+         "is file)"},
+    };
+    char log[] = "/tmp/kt-conf-log-XXXXXX";
+    int fd = mkstemp(log);
+    ck_assert_int_ge(fd, 0);
+    close(fd);
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        kt_log_open(KT_LOG_ERROR, log);
+        ck_assert_msg(module_parse(bad[i].text, &c) == CKR_ARGUMENTS_BAD,
+                      "accepted: %s", bad[i].text);
+        kt_log_open(KT_LOG_ERROR, "/dev/null");
+        char got[1024] = "";
+        FILE *fp = fopen(log, "r");
+        ck_assert_ptr_nonnull(fp);
+        size_t n = fread(got, 1, sizeof(got) - 1, fp);
+        got[n] = '\0';
+        fclose(fp);
+        ck_assert_int_eq(truncate(log, 0), 0);
+        ck_assert_has(got, bad[i].why);
+    }
+    unlink(log);
+    /* a socket address holds 107 bytes of path and its NUL */
+    static char path[200];
+    memset(path, 'a', 107);
+    path[0] = '/';
+    char text[300];
+    snprintf(text, sizeof(text),
+             "log_target = syslog\nlog_syslog_socket = %s\n", path);
+    ck_assert_int_eq(module_parse(text, &c), CKR_OK);
+    ck_assert_str_eq(c.log_syslog_socket, path);
+    path[107] = 'a';
+    snprintf(text, sizeof(text),
+             "log_target = syslog\nlog_syslog_socket = %s\n", path);
+    ck_assert_int_eq(module_parse(text, &c), CKR_ARGUMENTS_BAD);
+    ck_assert_int_eq(module_parse("log_target = journal\n", &c),
+                     CKR_ARGUMENTS_BAD);
+}
+END_TEST
+
 /* hsm-config/keytier.conf.example parses and shows the defaults. */
 START_TEST(test_example_file)
 {
@@ -413,6 +487,7 @@ static Suite *conf_suite(void)
     tcase_add_test(tc, test_engine_field_widths);
     tcase_add_test(tc, test_defaults);
     tcase_add_test(tc, test_example_file);
+    tcase_add_test(tc, test_log_target);
     suite_add_tcase(su, tc);
     return su;
 }
