@@ -141,6 +141,24 @@ kt_store_conf()
     echo "avail.audit_log = $file.audit.jsonl"
 }
 
+# kt_sql CONF SQL
+#   Runs SQL (portable between SQLite and PostgreSQL: no quote(),
+#   strftime(), x'' literals) on the store the library configuration CONF
+#   names: sqlite3 on its file, or psql on its database (kt_store_conf), as
+#   an operator or an attacker with the store would; prints the rows (one
+#   value per line, columns separated by |).  Fails when the SQL does.
+kt_sql()
+{
+    local conf=$1 sql=$2 store
+    store=$(sed -n 's/^store = //p' "$conf")
+    [ -n "$store" ] || kt_fail "kt_sql: no store in $conf"
+    case $store in
+    postgres://* | postgresql://* | *=*)
+        psql -qAt -v ON_ERROR_STOP=1 "$store" -c "$sql" ;;
+    *) sqlite3 -bail "$store" "$sql" ;;
+    esac
+}
+
 # kt_keytier_conf DIR [EXTRA_LINE...]
 #   Writes DIR/keytier.conf (the module's format, hsm-config/keytier.conf.example) with token_dir DIR/tokens,
 #   pin_kdf_cost = 10 (fast tests) and log_file DIR/keytier.log, plus each

@@ -12,10 +12,12 @@
 # (those load the module into pkcs11-tool, openssl, p11-kit server or
 # java, which cannot load a TSan-built library; cli, trust and
 # conformance are left out whole: tests/README.md "Sanitizers"); last
-# the PostgreSQL pass ("pg"): the library's tests that run on either store
-# again in the plain build, each with a fresh database on a throwaway
-# cluster (tests/pg.sh: Debian's postgresql, a Unix socket in a temp dir,
-# no TCP port), which is removed at the end even on failure.
+# the PostgreSQL pass ("pg"): the library's suites lib, lifecycle and
+# avail again in the plain build, but their tests in suite no-pg (about
+# the SQLite file itself, tests/README.md) and the layer checks, each
+# test with a fresh database on a throwaway cluster (tests/pg.sh:
+# Debian's postgresql, a Unix socket in a temp dir, no TCP port), which is
+# removed at the end even on failure.
 # Idempotent; exits non-zero if any test fails, times out or is skipped
 # (every peer a test needs is installed by tools/deps.sh, so a skip would
 # hide an untested path), and if any build runs fewer tests than
@@ -55,10 +57,13 @@ export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
 export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$PWD/tests/lsan.supp}
 export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1:suppressions=$PWD/tests/tsan.supp}
 
-# The PostgreSQL pass: these tests, on a database each (KT_TEST_PG); the
-# rest of lib (and avail, lifecycle, trust, cli) are not in it yet: lib-tier
-# and lib-files, among others, edit the SQLite file directly.
-pg_tests=(lib-store-pg lib-dep lib-envelope lib-integration lib-public lib-store-stmt)
+# The PostgreSQL pass: the library's suites, every test on a database of
+# its own (KT_TEST_PG); tests that edit or read the store do it through
+# testenv_sql (tests/lib/testenv.h) and kt_sql (tests/common.sh) on either
+# engine.  Suite no-pg: tests about the SQLite file itself; static: the
+# layer checks (they read the objects, not the store).
+pg_tests=(--suite lib --suite lifecycle --suite avail --no-suite no-pg
+          --no-suite static)
 pg=()
 if [ $# -eq 0 ]; then
   pg_dir=$(mktemp -u "${TMPDIR:-/tmp}/keytier-pg.XXXXXX")

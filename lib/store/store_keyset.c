@@ -181,13 +181,17 @@ static keytier_err kt_ks_retire_rows(struct kt_store *st, const char *name,
     struct kt_stmt s;
     bool row;
     keytier_err e;
-    /* Retired keys lose their wrapped copy: nothing can open under them. */
+    /* Retired keys lose their wrapped copy: nothing can open under them.
+     * The empty value is bound (a literal x'' is a bit string on
+     * PostgreSQL). */
+    static const uint8_t none[1];
     kt_stmt_prep(&s, st, "retire",
-                 "UPDATE keyset_keys SET state = 2, wrapped = x'' WHERE "
+                 "UPDATE keyset_keys SET state = 2, wrapped = ?3 WHERE "
                  "name = ?1 AND state = 1 AND archived <= ?2 RETURNING "
                  "version");
     kt_stmt_bind_text(&s, 1, name);
     kt_stmt_bind_int64(&s, 2, archived_before);
+    kt_stmt_bind_blob(&s, 3, none, 0);
     while ((e = kt_stmt_step(&s, &row)) == KEYTIER_OK && row) {
         uint32_t v = (uint32_t)kt_stmt_col_int64(&s, 0);
         if ((e = kt_stmt_err(&s)) != KEYTIER_OK)

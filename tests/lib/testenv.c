@@ -4,12 +4,15 @@
 #include <ftw.h>
 #include <stdio.h>
 #include <sys/stat.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include <p11-kit/p11-kit.h>
 
+#include "store.h"
+#include "store_stmt.h"
 #include "testenv.h"
 
 static const char *const tokens[] = {"VaultA", "VaultB", "VaultC", "Service"};
@@ -20,10 +23,9 @@ static void run(const char *cmd)
     ck_assert_msg(rc == 0, "command failed (%d): %s", rc, cmd);
 }
 
-/* KT_TEST_PG (a conninfo, tests/pg.sh): the store is a fresh database
- * kt_<random> on that server, dropped by testenv_teardown. */
-static void testenv_pg_create(struct testenv *t)
+void testenv_store_init(struct testenv *t)
 {
+    snprintf(t->store, sizeof t->store, "%s/store/keytier.db", t->dir);
     const char *pg = getenv("KT_TEST_PG");
     if (pg == NULL || *pg == '\0')
         return;
@@ -65,8 +67,7 @@ void testenv_setup(struct testenv *t)
     snprintf(t->keytier_module, sizeof t->keytier_module, "%s", ktm ? ktm : "");
     snprintf(t->keytier_conf, sizeof t->keytier_conf, "%s/keytier.conf",
              t->dir);
-    snprintf(t->store, sizeof t->store, "%s/store/keytier.db", t->dir);
-    testenv_pg_create(t);
+    testenv_store_init(t);
     char cmd[1024];
     snprintf(cmd, sizeof cmd, "mkdir -p %s/softhsm", t->dir);
     run(cmd);
@@ -108,6 +109,11 @@ void testenv_teardown(struct testenv *t)
 {
     if (t->dir[0])
         nftw(t->dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    testenv_store_drop(t);
+}
+
+void testenv_store_drop(struct testenv *t)
+{
     if (t->pg_db[0]) {
         char cmd[1024];
         snprintf(cmd, sizeof cmd,
@@ -116,8 +122,223 @@ void testenv_teardown(struct testenv *t)
                  getenv("KT_TEST_PG"), t->pg_db);
         if (system(cmd) != 0)
             fprintf(stderr, "testenv: could not drop database %s\n", t->pg_db);
+        if (t->pg_copy) {
+            snprintf(cmd, sizeof cmd,
+                     "psql -qAt '%s' -c 'DROP DATABASE IF EXISTS %s_copy "
+                     "WITH (FORCE)' >/dev/null",
+                     getenv("KT_TEST_PG"), t->pg_db);
+            if (system(cmd) != 0)
+                fprintf(stderr, "testenv: could not drop database %s_copy\n",
+                        t->pg_db);
+        }
         t->pg_db[0] = '\0';
     }
+}
+
+/* ---- SQL on the test's store ------------------------------------------- */
+
+static struct kt_store *sql_open(const struct testenv *t)
+{
+    struct kt_store *st = NULL;
+    keytier_err e = kt_store_open(t->store, &st);
+    ck_assert_msg(e == KEYTIER_OK, "open store %s: %s", t->store,
+                  keytier_last_error_detail());
+    pthread_mutex_lock(&st->mu);
+    return st;
+}
+
+static void sql_close(struct kt_store *st)
+{
+    pthread_mutex_unlock(&st->mu);
+    kt_store_close(st);
+}
+
+void testenv_sql(const struct testenv *t, const char *sql)
+{
+    struct kt_store *st = sql_open(t);
+    keytier_err e = kt_db_exec(st, "test SQL", sql);
+    ck_assert_msg(e == KEYTIER_OK, "%s: %s", sql, keytier_last_error_detail());
+    sql_close(st);
+}
+
+/* Prepares sql on st with ?1 bound to arg (when not NULL) and steps it
+ * once; whether it gave a row. */
+static bool sql_first(struct kt_stmt *s, struct kt_store *st, const char *sql,
+                      const char *arg)
+{
+    bool row = false;
+    kt_stmt_prep(s, st, "test SQL", sql);
+    if (arg != NULL)
+        kt_stmt_bind_text(s, 1, arg);
+    keytier_err e = kt_stmt_step(s, &row);
+    ck_assert_msg(e == KEYTIER_OK, "%s: %s", sql, keytier_last_error_detail());
+    return row;
+}
+
+void testenv_sql_bind(const struct testenv *t, const char *sql, const char *arg,
+                      const void *blob, size_t n)
+{
+    struct kt_store *st = sql_open(t);
+    struct kt_stmt s;
+    kt_stmt_prep(&s, st, "test SQL", sql);
+    kt_stmt_bind_text(&s, 1, arg);
+    if (blob != NULL)
+        kt_stmt_bind_blob(&s, 2, blob, n);
+    keytier_err e = kt_stmt_exec(&s);
+    ck_assert_msg(e == KEYTIER_OK, "%s: %s", sql, keytier_last_error_detail());
+    kt_stmt_done(&s);
+    sql_close(st);
+}
+
+long long testenv_sql_int(const struct testenv *t, const char *sql,
+                          const char *arg)
+{
+    struct kt_store *st = sql_open(t);
+    struct kt_stmt s;
+    long long v = -1;
+    if (sql_first(&s, st, sql, arg))
+        v = kt_stmt_col_int64(&s, 0);
+    ck_assert_msg(kt_stmt_err(&s) == KEYTIER_OK, "%s: %s", sql,
+                  keytier_last_error_detail());
+    kt_stmt_done(&s);
+    sql_close(st);
+    return v;
+}
+
+char *testenv_sql_text(const struct testenv *t, const char *sql,
+                       const char *arg)
+{
+    struct kt_store *st = sql_open(t);
+    struct kt_stmt s;
+    char buf[8192] = "";
+    if (sql_first(&s, st, sql, arg))
+        kt_stmt_col_text(&s, 0, buf, sizeof buf);
+    ck_assert_msg(kt_stmt_err(&s) == KEYTIER_OK, "%s: %s", sql,
+                  keytier_last_error_detail());
+    ck_assert_msg(strlen(buf) < sizeof buf - 1, "%s: value too long", sql);
+    kt_stmt_done(&s);
+    sql_close(st);
+    char *v = strdup(buf);
+    ck_assert_ptr_nonnull(v);
+    return v;
+}
+
+/* A column's bytes into out: as they are when every one is printable,
+ * else 'x' and their hex; the length written. */
+static size_t col_repr(char *out, const uint8_t *v, size_t n)
+{
+    size_t i, len = 0;
+    for (i = 0; i < n && isprint(v[i]); i++)
+        ;
+    if (i == n) {
+        memcpy(out, v, n);
+        out[n] = '\0';
+        return n;
+    }
+    out[len++] = 'x';
+    for (i = 0; i < n; i++)
+        len += (size_t)sprintf(out + len, "%02x", v[i]);
+    return len;
+}
+
+char *testenv_sql_rows(const struct testenv *t, const char *sql,
+                       const char *arg, int ncols)
+{
+    struct kt_store *st = sql_open(t);
+    struct kt_stmt s;
+    uint8_t v[4096];
+    size_t len = 0, cap = 1024, n;
+    char *out = malloc(cap);
+    ck_assert_ptr_nonnull(out);
+    out[0] = '\0';
+    for (bool row = sql_first(&s, st, sql, arg); row;) {
+        for (int c = 0; c < ncols; c++) {
+            ck_assert_msg(kt_stmt_col_blob(&s, c, v, sizeof v, &n),
+                          "%s: column %d too long", sql, c);
+            if (len + 2 * n + 4 > cap) {
+                cap = 2 * (len + 2 * n + 4);
+                out = realloc(out, cap);
+                ck_assert_ptr_nonnull(out);
+            }
+            len += col_repr(out + len, v, n);
+            len += (size_t)sprintf(out + len, c + 1 < ncols ? " " : "|");
+        }
+        ck_assert_msg(kt_stmt_step(&s, &row) == KEYTIER_OK, "%s: %s", sql,
+                      keytier_last_error_detail());
+    }
+    ck_assert_msg(kt_stmt_err(&s) == KEYTIER_OK, "%s: %s", sql,
+                  keytier_last_error_detail());
+    kt_stmt_done(&s);
+    sql_close(st);
+    return out;
+}
+
+size_t testenv_sql_blob(const struct testenv *t, const char *sql,
+                        const char *arg, void *buf, size_t cap)
+{
+    struct kt_store *st = sql_open(t);
+    struct kt_stmt s;
+    size_t n = 0;
+    ck_assert_msg(sql_first(&s, st, sql, arg), "%s: no row", sql);
+    ck_assert_msg(kt_stmt_col_blob(&s, 0, buf, cap, &n),
+                  "%s: more than %zu bytes", sql, cap);
+    ck_assert_msg(kt_stmt_err(&s) == KEYTIER_OK, "%s: %s", sql,
+                  keytier_last_error_detail());
+    kt_stmt_done(&s);
+    sql_close(st);
+    return n;
+}
+
+void testenv_sql_refuse(const struct testenv *t, const char *name,
+                        const char *event, const char *table, const char *cond,
+                        const char *msg)
+{
+    char when[512] = "", sql[2048];
+    if (cond != NULL)
+        snprintf(when, sizeof when, "WHEN (%s) ", cond);
+    if (testenv_is_pg(t))
+        snprintf(sql, sizeof sql,
+                 "CREATE FUNCTION %s_fn() RETURNS trigger LANGUAGE plpgsql AS "
+                 "$$BEGIN RAISE EXCEPTION '%s'; END$$; CREATE TRIGGER %s %s ON "
+                 "%s FOR EACH ROW %sEXECUTE FUNCTION %s_fn()",
+                 name, msg, name, event, table, when, name);
+    else
+        snprintf(sql, sizeof sql,
+                 "CREATE TRIGGER %s %s ON %s FOR EACH ROW %sBEGIN SELECT "
+                 "RAISE(ABORT, '%s'); END",
+                 name, event, table, when, msg);
+    testenv_sql(t, sql);
+}
+
+void testenv_sql_allow(const struct testenv *t, const char *name,
+                       const char *table)
+{
+    char sql[512];
+    if (testenv_is_pg(t))
+        snprintf(sql, sizeof sql,
+                 "DROP TRIGGER %s ON %s; DROP FUNCTION %s_fn()", name, table,
+                 name);
+    else
+        snprintf(sql, sizeof sql, "DROP TRIGGER %s", name);
+    testenv_sql(t, sql);
+}
+
+void testenv_store_copy(struct testenv *t, char *out, size_t cap)
+{
+    char cmd[1024];
+    if (testenv_is_pg(t)) {
+        snprintf(cmd, sizeof cmd,
+                 "psql -qAt '%s' -c 'CREATE DATABASE %s_copy TEMPLATE %s' "
+                 ">/dev/null",
+                 getenv("KT_TEST_PG"), t->pg_db, t->pg_db);
+        run(cmd);
+        t->pg_copy = true;
+        snprintf(out, cap, "%s dbname=%s_copy", getenv("KT_TEST_PG"), t->pg_db);
+        return;
+    }
+    snprintf(out, cap, "%.250s/store-copy.db", t->dir);
+    snprintf(cmd, sizeof cmd, "cp '%s' '%s'", t->store, out);
+    run(cmd);
 }
 
 /* A raw PKCS#11 session on a SoftHSM2 token, for setting up roots. */

@@ -18,7 +18,6 @@
 #include <dirent.h>
 #include <pthread.h>
 #include <signal.h>
-#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -162,13 +161,7 @@ static void set_field(int i, const char *key, const char *val)
 
 static void store_sql(const char *stmt)
 {
-    sqlite3 *db;
-    char *err = NULL;
-    ck_assert_int_eq(sqlite3_open(T.store, &db), SQLITE_OK);
-    sqlite3_busy_timeout(db, 5000);
-    ck_assert_msg(sqlite3_exec(db, stmt, NULL, NULL, &err) == SQLITE_OK, "%s",
-                  err ? err : "");
-    sqlite3_close(db);
+    testenv_sql(&T, stmt);
 }
 
 static keytier_err verify(keytier_ctx *ctx, keytier_audit_report *r)
@@ -179,17 +172,7 @@ static keytier_err verify(keytier_ctx *ctx, keytier_audit_report *r)
 /* The one integer a query on the store returns. */
 static long long store_int(const char *stmt)
 {
-    sqlite3 *db;
-    sqlite3_stmt *q;
-    long long v = -1;
-    ck_assert_int_eq(sqlite3_open(T.store, &db), SQLITE_OK);
-    sqlite3_busy_timeout(db, 5000);
-    ck_assert_int_eq(sqlite3_prepare_v2(db, stmt, -1, &q, NULL), SQLITE_OK);
-    if (sqlite3_step(q) == SQLITE_ROW)
-        v = sqlite3_column_int64(q, 0);
-    sqlite3_finalize(q);
-    sqlite3_close(db);
-    return v;
+    return testenv_sql_int(&T, stmt, NULL);
 }
 
 /* n records through an open handle. */
@@ -207,22 +190,12 @@ static void append_on(kt_audit *a, int n)
  * store would. */
 static void store_restore(const struct kt_anchor_rec *rec)
 {
-    sqlite3 *db;
-    sqlite3_stmt *q;
-    ck_assert_int_eq(sqlite3_open(T.store, &db), SQLITE_OK);
-    sqlite3_busy_timeout(db, 5000);
-    ck_assert_int_eq(sqlite3_prepare_v2(db,
-                                        "UPDATE audit_anchors SET seq = ?1, "
-                                        "hash = ?2, mac = ?3 WHERE log_id = ?4",
-                                        -1, &q, NULL),
-                     SQLITE_OK);
-    sqlite3_bind_int64(q, 1, (sqlite3_int64)rec->seq);
-    sqlite3_bind_text(q, 2, rec->hash, -1, SQLITE_STATIC);
-    sqlite3_bind_blob(q, 3, rec->mac, sizeof rec->mac, SQLITE_STATIC);
-    sqlite3_bind_text(q, 4, rec->log_id, -1, SQLITE_STATIC);
-    ck_assert_int_eq(sqlite3_step(q), SQLITE_DONE);
-    sqlite3_finalize(q);
-    sqlite3_close(db);
+    char q[512];
+    snprintf(q, sizeof q,
+             "UPDATE audit_anchors SET seq = %llu, hash = '%s', mac = ?2 "
+             "WHERE log_id = ?1",
+             (unsigned long long)rec->seq, rec->hash);
+    testenv_sql_bind(&T, q, rec->log_id, rec->mac, sizeof rec->mac);
 }
 
 START_TEST(anchor_follows_head_key_stays_in_token)
@@ -398,7 +371,10 @@ START_TEST(forged_anchor_row_detected)
     env_up(_i);
     ctx = testenv_ctx(&T);
     append(ctx, 4, true);
-    store_sql("UPDATE audit_anchors SET mac = zeroblob(32)");
+    static const uint8_t zero[32];
+    /* every row's MAC zeroed (no log has the empty id) */
+    testenv_sql_bind(&T, "UPDATE audit_anchors SET mac = ?2 WHERE log_id <> ?1",
+                     "", zero, sizeof zero);
     assert_err(verify(ctx, &r), KEYTIER_E_AUDIT_TAMPERED,
                "(record 4) fails its MAC");
     /* A deleted anchor row: the service token registered the log. */
@@ -815,7 +791,7 @@ static pid_t outage_conf(const char *sub, unsigned deadline_ms, char conf[600])
     snprintf(T.dir, sizeof T.dir, "%s/%s", top, sub);
     ck_assert_int_eq(mkdir(T.dir, 0700), 0);
     snprintf(logpath, sizeof logpath, "%s/audit.jsonl", T.dir);
-    snprintf(T.store, sizeof T.store, "%s/store.db", T.dir);
+    testenv_store_init(&T);
     snprintf(conf, 600, "%s/lib.conf", T.dir);
     FILE *f = fopen(conf, "w");
     if (f != NULL) /* it holds PINs: owner only */
@@ -862,6 +838,7 @@ START_TEST(frozen_service_token_record_written)
     assert_err(verify_thawed(ctx, &r), KEYTIER_OK, NULL);
     ck_assert_uint_eq(r.anchored_seq, 6);
     keytier_ctx_close(ctx);
+    testenv_store_drop(&T);
 }
 END_TEST
 
@@ -913,6 +890,7 @@ START_TEST(crash_between_append_and_anchor)
     assert_err(verify_thawed(ctx, &r), KEYTIER_OK, NULL);
     ck_assert_uint_eq(r.anchored_seq, 4);
     keytier_ctx_close(ctx);
+    testenv_store_drop(&T);
 }
 END_TEST
 

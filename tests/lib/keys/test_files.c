@@ -4,7 +4,6 @@
  * DEP per tenant and region, sites per region, status and info), and a
  * store made before TIKs and regions that keeps working. */
 #include <check.h>
-#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,13 +41,7 @@ static void teardown(void)
 
 static void sql(const char *stmt)
 {
-    sqlite3 *db;
-    ck_assert_int_eq(sqlite3_open(T.store, &db), SQLITE_OK);
-    sqlite3_busy_timeout(db, 5000);
-    char *err = NULL;
-    ck_assert_msg(sqlite3_exec(db, stmt, NULL, NULL, &err) == SQLITE_OK, "%s",
-                  err ? err : "");
-    sqlite3_close(db);
+    testenv_sql(&T, stmt);
 }
 
 static void dep_in(const char *tenant, const char *region, keytier_dep_info *d)
@@ -336,8 +329,10 @@ START_TEST(older_store_keeps_working)
         "deps_region; ALTER TABLE deps DROP COLUMN region; DROP INDEX "
         "tier_keys_named; DROP INDEX tier_keys_tik; ALTER TABLE tier_keys "
         "DROP COLUMN tik_id; CREATE UNIQUE INDEX tier_keys_top_name ON "
-        "tier_keys(tenant, workload, name) WHERE level = 1; PRAGMA "
-        "user_version = 8");
+        "tier_keys(tenant, workload, name) WHERE level = 1");
+    /* the schema version where each engine keeps it */
+    sql(testenv_is_pg(&T) ? "UPDATE kt_schema SET version = 8"
+                          : "PRAGMA user_version = 8");
     ctx = testenv_ctx(&T);
     read_blob("org-1", bid, env, el, "old data");
     assert_err(keytier_key_open_name(ctx, &user, "org-1", "SharePoint",
@@ -375,16 +370,8 @@ START_TEST(older_store_keeps_working)
     assert_err(
         keytier_files_offboard(ctx, NULL, "org-1", "SharePoint", NULL, NULL),
         KEYTIER_E_DEP_STATE);
-    sqlite3 *db;
-    sqlite3_stmt *q;
-    ck_assert_int_eq(sqlite3_open(T.store, &db), SQLITE_OK);
     ck_assert_int_eq(
-        sqlite3_prepare_v2(db, "SELECT count(*) FROM offboards", -1, &q, NULL),
-        SQLITE_OK);
-    ck_assert_int_eq(sqlite3_step(q), SQLITE_ROW);
-    ck_assert_int_eq(sqlite3_column_int(q, 0), 0);
-    sqlite3_finalize(q);
-    sqlite3_close(db);
+        testenv_sql_int(&T, "SELECT count(*) FROM offboards", NULL), 0);
 }
 END_TEST
 

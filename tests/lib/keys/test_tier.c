@@ -2,7 +2,6 @@
  * error: depth, duplicate name, wrong parent, wrong tenant, disabled DEP,
  * and stored wrapped keys that were altered or moved. */
 #include <check.h>
-#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,13 +60,7 @@ static keytier_key *dep_key(const keytier_dep_info *d)
 
 static void sql(const char *stmt)
 {
-    sqlite3 *db;
-    ck_assert_int_eq(sqlite3_open(T.store, &db), SQLITE_OK);
-    sqlite3_busy_timeout(db, 5000);
-    char *err = NULL;
-    ck_assert_msg(sqlite3_exec(db, stmt, NULL, NULL, &err) == SQLITE_OK, "%s",
-                  err ? err : "");
-    sqlite3_close(db);
+    testenv_sql(&T, stmt);
 }
 
 START_TEST(mail_shape)
@@ -238,6 +231,11 @@ START_TEST(moved_to_other_tenant)
 }
 END_TEST
 
+static const char wrapped_q[] =
+    "SELECT wrapped FROM tier_keys WHERE key_id = ?1";
+static const char wrapped_set[] =
+    "UPDATE tier_keys SET wrapped = ?2 WHERE key_id = ?1";
+
 START_TEST(wrapped_key_tamper)
 {
     /* Every single byte of a stored wrapped tier key (nonce, ciphertext,
@@ -248,31 +246,11 @@ START_TEST(wrapped_key_tamper)
     char stmt[512];
     for (int i = 0; i < 60; i++) {
         /* Read, flip one byte, write back. */
-        sqlite3 *db;
-        ck_assert_int_eq(sqlite3_open(T.store, &db), SQLITE_OK);
-        sqlite3_stmt *q;
-        ck_assert_int_eq(sqlite3_prepare_v2(db,
-                                            "SELECT wrapped FROM tier_keys "
-                                            "WHERE key_id = ?1",
-                                            -1, &q, NULL),
-                         SQLITE_OK);
-        sqlite3_bind_text(q, 1, alice, -1, SQLITE_STATIC);
-        ck_assert_int_eq(sqlite3_step(q), SQLITE_ROW);
         uint8_t w[60];
-        ck_assert_int_eq(sqlite3_column_bytes(q, 0), 60);
-        memcpy(w, sqlite3_column_blob(q, 0), 60);
-        sqlite3_finalize(q);
+        ck_assert_uint_eq(testenv_sql_blob(&T, wrapped_q, alice, w, sizeof w),
+                          60);
         w[i] ^= 0x01;
-        ck_assert_int_eq(sqlite3_prepare_v2(db,
-                                            "UPDATE tier_keys SET wrapped = ?2 "
-                                            "WHERE key_id = ?1",
-                                            -1, &q, NULL),
-                         SQLITE_OK);
-        sqlite3_bind_text(q, 1, alice, -1, SQLITE_STATIC);
-        sqlite3_bind_blob(q, 2, w, 60, SQLITE_STATIC);
-        ck_assert_int_eq(sqlite3_step(q), SQLITE_DONE);
-        sqlite3_finalize(q);
-        sqlite3_close(db);
+        testenv_sql_bind(&T, wrapped_set, alice, w, 60);
 
         m = NULL;
         assert_err(keytier_key_open(d, alice, &m), KEYTIER_E_AUTH);
@@ -280,17 +258,7 @@ START_TEST(wrapped_key_tamper)
 
         /* Restore. */
         w[i] ^= 0x01;
-        ck_assert_int_eq(sqlite3_open(T.store, &db), SQLITE_OK);
-        ck_assert_int_eq(sqlite3_prepare_v2(db,
-                                            "UPDATE tier_keys SET wrapped = ?2 "
-                                            "WHERE key_id = ?1",
-                                            -1, &q, NULL),
-                         SQLITE_OK);
-        sqlite3_bind_text(q, 1, alice, -1, SQLITE_STATIC);
-        sqlite3_bind_blob(q, 2, w, 60, SQLITE_STATIC);
-        ck_assert_int_eq(sqlite3_step(q), SQLITE_DONE);
-        sqlite3_finalize(q);
-        sqlite3_close(db);
+        testenv_sql_bind(&T, wrapped_set, alice, w, 60);
         assert_err(keytier_key_open(d, alice, &m), KEYTIER_OK);
         keytier_key_close(m);
     }
@@ -394,34 +362,19 @@ START_TEST(dep_copy_tamper)
     testenv_write_conf(&T, "pin.Other = value:0");
     ctx = testenv_ctx(&T);
     testenv_destroy(&T, "VaultB", "rootB");
-    sqlite3 *db;
-    ck_assert_int_eq(sqlite3_open(T.store, &db), SQLITE_OK);
-    sqlite3_busy_timeout(db, 5000);
     uint8_t w[64];
-    sqlite3_stmt *q;
-    ck_assert_int_eq(sqlite3_prepare_v2(db,
-                                        "SELECT wrapped FROM dep_roots WHERE "
-                                        "dep_id = ?1 AND slot = 0",
-                                        -1, &q, NULL),
-                     SQLITE_OK);
-    sqlite3_bind_text(q, 1, mail1.dep_id, -1, SQLITE_STATIC);
-    ck_assert_int_eq(sqlite3_step(q), SQLITE_ROW);
-    int n = sqlite3_column_bytes(q, 0);
-    ck_assert_int_eq(n, 40); /* RFC 5649 of 32 bytes */
-    memcpy(w, sqlite3_column_blob(q, 0), (size_t)n);
-    sqlite3_finalize(q);
-    for (int i = 0; i <= n; i++) {
+    size_t n = testenv_sql_blob(&T,
+                                "SELECT wrapped FROM dep_roots WHERE "
+                                "dep_id = ?1 AND slot = 0",
+                                mail1.dep_id, w, sizeof w);
+    ck_assert_uint_eq(n, 40); /* RFC 5649 of 32 bytes */
+    for (size_t i = 0; i <= n; i++) {
         if (i < n)
             w[i] ^= 0x80;
-        ck_assert_int_eq(sqlite3_prepare_v2(db,
-                                            "UPDATE dep_roots SET wrapped = "
-                                            "?2 WHERE dep_id = ?1 AND slot = 0",
-                                            -1, &q, NULL),
-                         SQLITE_OK);
-        sqlite3_bind_text(q, 1, mail1.dep_id, -1, SQLITE_STATIC);
-        sqlite3_bind_blob(q, 2, w, n, SQLITE_STATIC);
-        ck_assert_int_eq(sqlite3_step(q), SQLITE_DONE);
-        sqlite3_finalize(q);
+        testenv_sql_bind(&T,
+                         "UPDATE dep_roots SET wrapped = ?2 WHERE dep_id = "
+                         "?1 AND slot = 0",
+                         mail1.dep_id, w, n);
         keytier_key *k = NULL;
         keytier_err e =
             keytier_dep_key_open(ctx, &user, "org-1", mail1.dep_id, &k);
@@ -437,7 +390,6 @@ START_TEST(dep_copy_tamper)
             keytier_key_close(k);
         }
     }
-    sqlite3_close(db);
 }
 END_TEST
 

@@ -68,40 +68,6 @@ static inline keytier_err lc_open(keytier_ctx *ctx, const keytier_request *req,
 
 #endif
 
-#include <sqlite3.h>
-
-/* An integer from the store file (a second connection, as an auditor). */
-static inline long long lc_sql_int(const char *db_path, const char *q,
-                                   const char *arg)
-{
-    sqlite3 *db;
-    sqlite3_stmt *st;
-    long long v = -1;
-    ck_assert_int_eq(sqlite3_open(db_path, &db), SQLITE_OK);
-    sqlite3_busy_timeout(db, 10000);
-    ck_assert_msg(sqlite3_prepare_v2(db, q, -1, &st, NULL) == SQLITE_OK, "%s",
-                  sqlite3_errmsg(db));
-    if (arg)
-        sqlite3_bind_text(st, 1, arg, -1, SQLITE_STATIC);
-    if (sqlite3_step(st) == SQLITE_ROW)
-        v = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
-    sqlite3_close(db);
-    return v;
-}
-
-/* Runs SQL on the store file (a second connection). */
-static inline void lc_sql_exec(const char *db_path, const char *sql)
-{
-    sqlite3 *db;
-    char *err = NULL;
-    ck_assert_int_eq(sqlite3_open(db_path, &db), SQLITE_OK);
-    sqlite3_busy_timeout(db, 10000);
-    ck_assert_msg(sqlite3_exec(db, sql, NULL, NULL, &err) == SQLITE_OK, "%s",
-                  err ? err : "");
-    sqlite3_close(db);
-}
-
 /* Counts lines of the audit log that contain `needle`. */
 static inline int lc_audit_count(keytier_ctx *ctx, const char *needle)
 {
@@ -115,30 +81,6 @@ static inline int lc_audit_count(keytier_ctx *ctx, const char *needle)
         n += strstr(line, needle) != NULL;
     fclose(f);
     return n;
-}
-
-/* A text value from the store file (a second connection); malloc'd, ""
- * when the query gives no row or NULL. */
-static inline char *lc_sql_text(const char *db_path, const char *q,
-                                const char *arg)
-{
-    sqlite3 *db;
-    sqlite3_stmt *st;
-    char *v = NULL;
-    ck_assert_int_eq(sqlite3_open(db_path, &db), SQLITE_OK);
-    sqlite3_busy_timeout(db, 10000);
-    ck_assert_msg(sqlite3_prepare_v2(db, q, -1, &st, NULL) == SQLITE_OK, "%s",
-                  sqlite3_errmsg(db));
-    if (arg)
-        sqlite3_bind_text(st, 1, arg, -1, SQLITE_STATIC);
-    if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_text(st, 0))
-        v = strdup((const char *)sqlite3_column_text(st, 0));
-    else
-        v = strdup("");
-    ck_assert_ptr_nonnull(v);
-    sqlite3_finalize(st);
-    sqlite3_close(db);
-    return v;
 }
 
 #include <p11-kit/p11-kit.h>

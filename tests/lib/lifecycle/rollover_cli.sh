@@ -11,7 +11,6 @@
 cli_setup
 cli_tokens
 w=$KT_TMP
-db=$KT_TMP/store/keytier.db
 
 # version KEYSET: its current version.
 version() { kt --json secret show --keyset "$1" | jf .current_version; }
@@ -26,7 +25,7 @@ age_current()
     local secs=$1 k
     shift
     for k in "$@"; do
-        sqlite3 "$db" "UPDATE keyset_keys SET created = created - $secs
+        kt_sql "$KEYTIER_LIB_CONF" "UPDATE keyset_keys SET created = created - $secs
             WHERE name = '$k' AND state = 0" || kt_fail "aging $k"
     done
 }
@@ -88,16 +87,16 @@ expect_ok kt secret unprotect --keyset conn --context acct -i "$w/s1" -o "$w/bac
 assert_files_eq "$w/secret" "$w/back"
 
 kt_log "2 h after archiving, version 1 retires: text summary, audit, RETIRED"
-sqlite3 "$db" "UPDATE keyset_keys SET archived = archived - 7140
+kt_sql "$KEYTIER_LIB_CONF" "UPDATE keyset_keys SET archived = archived - 7140
     WHERE name = 'conn' AND version = 1" || kt_fail "aging version 1"
 expect_ok kt --json secret rollover --due
 assert_eq 0 "$(jf .retired <<<"$KT_LAST_OUTPUT")" "retired a minute early"
-sqlite3 "$db" "UPDATE keyset_keys SET archived = archived - 60
+kt_sql "$KEYTIER_LIB_CONF" "UPDATE keyset_keys SET archived = archived - 60
     WHERE name = 'conn' AND version = 1" || kt_fail "aging version 1"
 expect_ok kt secret rollover --due --dry-run
 assert_contains "$KT_LAST_OUTPUT" "keyset conn: version 2 current; 1 archived version due to retire"
 assert_eq 0 "$(audit_count "Keyset key retired")" "retired by the dry run"
-[ "$(sqlite3 "$db" "SELECT length(wrapped) FROM keyset_keys
+[ "$(kt_sql "$KEYTIER_LIB_CONF" "SELECT length(wrapped) FROM keyset_keys
     WHERE name = 'conn' AND version = 1")" -gt 0 ] ||
     kt_fail "the dry run erased version 1"
 expect_ok kt secret rollover --due

@@ -16,8 +16,11 @@
 #define N_KEYS 40
 #define T0     1000000000000LL /* a clock, in ms: leases are data here */
 
-static char dir[64];
-static char path[128];
+/* The store of the test environment (SQLite, or PostgreSQL with
+ * KT_TEST_PG): dir and path are T's. */
+static struct testenv T;
+static char *const dir = T.dir;
+static char *const path = T.store;
 static struct kt_store *st;
 static struct kt_mig_rec mig;
 
@@ -48,9 +51,10 @@ static void key_id(int i, char out[KEYTIER_ID_SIZE])
 
 static void setup(void)
 {
+    memset(&T, 0, sizeof T);
     strcpy(dir, "/tmp/kt-claims-XXXXXX");
     ck_assert_ptr_nonnull(mkdtemp(dir));
-    snprintf(path, sizeof path, "%s/k.db", dir);
+    testenv_store_init(&T);
     ck_assert_int_eq(kt_store_open(path, &st), KEYTIER_OK);
     struct kt_dep_rec d;
     for (int n = 1; n <= 2; n++) {
@@ -89,9 +93,10 @@ static void setup(void)
 static void teardown(void)
 {
     kt_store_close(st);
-    char cmd[200];
+    char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     ck_assert_int_eq(system(cmd), 0);
+    testenv_store_drop(&T);
 }
 
 /* Claims up to max items for worker at now (lease: lease_ms). */

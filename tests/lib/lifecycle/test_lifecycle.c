@@ -43,20 +43,11 @@ static void roll_case(const char *uri_a, const char *uri_b, int slot,
     keytier_key_close(dk);
     size_t n = lc_seal(ctx, "org-1", "Exchange", "alice", MSG, env, sizeof env);
     long long items =
-        lc_sql_int(T.store, "SELECT count(*) FROM tier_keys", NULL);
+        testenv_sql_int(&T, "SELECT count(*) FROM tier_keys", NULL);
     /* The tier key's stored bytes must not change in a roll. */
-    sqlite3 *db;
-    sqlite3_stmt *st;
-    ck_assert_int_eq(sqlite3_open(T.store, &db), SQLITE_OK);
-    ck_assert_int_eq(sqlite3_prepare_v2(db,
-                                        "SELECT wrapped FROM tier_keys WHERE "
-                                        "name = 'alice'",
-                                        -1, &st, NULL),
-                     SQLITE_OK);
-    ck_assert_int_eq(sqlite3_step(st), SQLITE_ROW);
-    int blen = sqlite3_column_bytes(st, 0);
-    memcpy(before, sqlite3_column_blob(st, 0), (size_t)blen);
-    sqlite3_finalize(st);
+    static const char alice_q[] =
+        "SELECT wrapped FROM tier_keys WHERE name = 'alice'";
+    size_t blen = testenv_sql_blob(&T, alice_q, NULL, before, sizeof before);
 
     assert_ok(
         keytier_dep_roll(ctx, "org-1", dep.dep_id, slot, new_uri, &after));
@@ -70,29 +61,23 @@ static void roll_case(const char *uri_a, const char *uri_b, int slot,
 
     /* The store holds only the new copy: one row per slot, the new URI,
      * nothing pending; the tier keys are untouched byte for byte. */
-    ck_assert_int_eq(lc_sql_int(T.store,
-                                "SELECT count(*) FROM dep_roots WHERE "
-                                "dep_id = ?1",
-                                dep.dep_id),
+    ck_assert_int_eq(testenv_sql_int(&T,
+                                     "SELECT count(*) FROM dep_roots WHERE "
+                                     "dep_id = ?1",
+                                     dep.dep_id),
                      3);
-    ck_assert_int_eq(lc_sql_int(T.store, "SELECT count(*) FROM dep_roll", NULL),
-                     0);
-    ck_assert_int_eq(lc_sql_int(T.store,
-                                "SELECT count(*) FROM dep_roots WHERE uri = ?1",
-                                dep.root_uri[slot]),
+    ck_assert_int_eq(testenv_sql_int(&T, "SELECT count(*) FROM dep_roll", NULL),
                      0);
     ck_assert_int_eq(
-        lc_sql_int(T.store, "SELECT count(*) FROM tier_keys", NULL), items);
-    ck_assert_int_eq(sqlite3_prepare_v2(db,
-                                        "SELECT wrapped FROM tier_keys WHERE "
-                                        "name = 'alice'",
-                                        -1, &st, NULL),
-                     SQLITE_OK);
-    ck_assert_int_eq(sqlite3_step(st), SQLITE_ROW);
-    ck_assert_int_eq(sqlite3_column_bytes(st, 0), blen);
-    ck_assert_mem_eq(sqlite3_column_blob(st, 0), before, (size_t)blen);
-    sqlite3_finalize(st);
-    sqlite3_close(db);
+        testenv_sql_int(&T, "SELECT count(*) FROM dep_roots WHERE uri = ?1",
+                        dep.root_uri[slot]),
+        0);
+    ck_assert_int_eq(
+        testenv_sql_int(&T, "SELECT count(*) FROM tier_keys", NULL), items);
+    uint8_t now[2048];
+    ck_assert_uint_eq(testenv_sql_blob(&T, alice_q, NULL, now, sizeof now),
+                      blen);
+    ck_assert_mem_eq(now, before, blen);
     ck_assert_int_eq(lc_audit_count(ctx, "\"Customer key rolled\""), 1);
     char apath[4096];
     uint64_t bad = 0;
@@ -214,7 +199,7 @@ START_TEST(roll_refused)
     assert_ok(keytier_dep_show(ctx, "org-1", dep.dep_id, &now));
     ck_assert_str_eq(now.root_uri[0], dep.root_uri[0]);
     ck_assert_int_eq(now.state, KEYTIER_DEP_REGISTERED);
-    ck_assert_int_eq(lc_sql_int(T.store, "SELECT count(*) FROM dep_roll", NULL),
+    ck_assert_int_eq(testenv_sql_int(&T, "SELECT count(*) FROM dep_roll", NULL),
                      0);
     assert_ok(keytier_dep_disable(ctx, "org-1", dep.dep_id));
     testenv_root_aes(&T, "VaultA", "A2", 0);
@@ -250,14 +235,12 @@ static void roll_revoked_case(enum lc_revoke how)
     keytier_key_close(dk);
     size_t n = lc_seal(ctx, "org-1", "Exchange", "alice", MSG, env, sizeof env);
     static const char roots_q[] =
-        "SELECT group_concat(slot || ' ' || uri || ' ' || mech || ' ' || "
-        "hex(wrapped), '|') FROM (SELECT * FROM dep_roots WHERE dep_id = ?1 "
-        "ORDER BY slot)";
+        "SELECT slot, uri, mech, wrapped FROM dep_roots WHERE dep_id = ?1 "
+        "ORDER BY slot";
     static const char tier_q[] =
-        "SELECT dep_id || ' ' || hex(wrapped) FROM tier_keys WHERE name = "
-        "'alice'";
-    char *roots_before = lc_sql_text(T.store, roots_q, dep.dep_id);
-    char *tier_before = lc_sql_text(T.store, tier_q, NULL);
+        "SELECT dep_id, wrapped FROM tier_keys WHERE name = 'alice'";
+    char *roots_before = testenv_sql_rows(&T, roots_q, dep.dep_id, 4);
+    char *tier_before = testenv_sql_rows(&T, tier_q, NULL, 2);
     ck_assert_ptr_nonnull(strstr(roots_before, "A1"));
     keytier_ctx_close(ctx);
 
@@ -276,11 +259,11 @@ static void roll_revoked_case(enum lc_revoke how)
 
     /* Nothing changed: the old wrapped copies byte for byte, nothing
      * pending, the DEP still registered, no roll record, no fallback. */
-    char *roots_after = lc_sql_text(T.store, roots_q, dep.dep_id);
-    char *tier_after = lc_sql_text(T.store, tier_q, NULL);
+    char *roots_after = testenv_sql_rows(&T, roots_q, dep.dep_id, 4);
+    char *tier_after = testenv_sql_rows(&T, tier_q, NULL, 2);
     ck_assert_str_eq(roots_after, roots_before);
     ck_assert_str_eq(tier_after, tier_before);
-    ck_assert_int_eq(lc_sql_int(T.store, "SELECT count(*) FROM dep_roll", NULL),
+    ck_assert_int_eq(testenv_sql_int(&T, "SELECT count(*) FROM dep_roll", NULL),
                      0);
     assert_ok(keytier_dep_show(ctx, "org-1", dep.dep_id, &now));
     ck_assert_int_eq(now.state, KEYTIER_DEP_REGISTERED);
@@ -356,7 +339,7 @@ START_TEST(roll_interrupted)
     assert_ok(keytier_dep_roll(ctx, "org-1", dep.dep_id, KEYTIER_ROOT_A,
                                testenv_uri("VaultA", "A2"), &now));
     ck_assert_int_eq(now.state, KEYTIER_DEP_REGISTERED);
-    ck_assert_int_eq(lc_sql_int(T.store, "SELECT count(*) FROM dep_roll", NULL),
+    ck_assert_int_eq(testenv_sql_int(&T, "SELECT count(*) FROM dep_roll", NULL),
                      0);
     keytier_ctx_close(ctx);
     read_through_new_only("VaultA", "A1", "VaultB", "B1");
@@ -404,13 +387,6 @@ static CK_ULONG softhsm_root(const char *token, const char *label, bool off)
     p11_kit_module_finalize(fl);
     p11_kit_module_release(fl);
     return count;
-}
-
-static void copy_file(const char *from, const char *to)
-{
-    char cmd[1024];
-    snprintf(cmd, sizeof cmd, "cp '%s' '%s'", from, to);
-    ck_assert_int_eq(system(cmd), 0);
 }
 
 /* In a fresh process: every read of org-1 fails as purged, org-2's item
@@ -482,9 +458,8 @@ START_TEST(purge_tenant)
                         sizeof env2);
     keytier_ctx_close(ctx);
     /* The metadata as it was before the purge, byte for byte. */
-    char snap[300];
-    snprintf(snap, sizeof snap, "%.250s/before-purge.db", T.dir);
-    copy_file(T.store, snap);
+    char snap[sizeof T.store];
+    testenv_store_copy(&T, snap, sizeof snap);
 
     ctx = testenv_ctx(&T);
     assert_ok(
@@ -524,10 +499,10 @@ START_TEST(purge_tenant)
     keytier_dep_info now;
     assert_ok(keytier_dep_show(ctx, "org-1", d1.dep_id, &now));
     ck_assert_int_eq(now.state, KEYTIER_DEP_PURGED);
-    ck_assert_int_eq(lc_sql_int(T.store,
-                                "SELECT count(*) FROM dep_roots WHERE "
-                                "dep_id = ?1",
-                                d1.dep_id),
+    ck_assert_int_eq(testenv_sql_int(&T,
+                                     "SELECT count(*) FROM dep_roots WHERE "
+                                     "dep_id = ?1",
+                                     d1.dep_id),
                      0);
     /* The other tenant is untouched. */
     assert_ok(lc_open(ctx, &lc_user, "org-2", "Exchange", "bob", env2, n2,
@@ -613,16 +588,17 @@ START_TEST(purge_keeps_shared_key)
                                  testenv_uri("VaultA", "A1"),
                                  testenv_uri("VaultB", "B2"), &d2));
     /* One key, whatever its URI. */
-    ck_assert_int_eq(lc_sql_int(T.store,
-                                "SELECT count(DISTINCT ident) FROM dep_roots "
-                                "WHERE slot = 0",
-                                NULL),
-                     1);
+    ck_assert_int_eq(
+        testenv_sql_int(&T,
+                        "SELECT count(DISTINCT ident) FROM dep_roots "
+                        "WHERE slot = 0",
+                        NULL),
+        1);
     char sql[200];
     snprintf(sql, sizeof sql,
              "UPDATE dep_roots SET ident = NULL WHERE dep_id = '%s'",
              d2.dep_id);
-    lc_sql_exec(T.store, sql);
+    testenv_sql(&T, sql);
     static const char legacy_q[] =
         "SELECT count(*) FROM dep_roots WHERE ident IS NULL AND dep_id = ?1";
 
@@ -637,7 +613,7 @@ START_TEST(purge_keeps_shared_key)
     keytier_purge_detail_free(&det);
     ck_assert_uint_eq(softhsm_root("VaultB", "B1", false), 1);
     ck_assert_int_eq(lc_audit_count(ctx, "\"Tenant purged\""), 0);
-    ck_assert_int_eq(lc_sql_int(T.store, legacy_q, d2.dep_id), 3);
+    ck_assert_int_eq(testenv_sql_int(&T, legacy_q, d2.dep_id), 3);
     keytier_dep_info now;
     assert_ok(keytier_dep_show(ctx, "org-1", d1.dep_id, &now));
     ck_assert_int_eq(now.state, KEYTIER_DEP_REGISTERED);
@@ -660,7 +636,7 @@ START_TEST(purge_keeps_shared_key)
     ck_assert_uint_eq(softhsm_root("VaultA", "A1", false), 1);
     ck_assert_uint_eq(softhsm_root("VaultB", "B1", false), 0);
     /* What the purge looked up of org-2's roots is recorded. */
-    ck_assert_int_eq(lc_sql_int(T.store, legacy_q, d2.dep_id), 0);
+    ck_assert_int_eq(testenv_sql_int(&T, legacy_q, d2.dep_id), 0);
     ck_assert_int_eq(lc_audit_count(ctx, "\"Key kept at purge\""), 1);
     ck_assert_int_eq(lc_audit_count(ctx, "\"Action\":\"kept\""), 1);
     keytier_key *dk = NULL;

@@ -73,29 +73,30 @@ static unsigned rnd(unsigned n)
 static void check_invariants(const char *dep1, const char *dep2,
                              const char *mig)
 {
-    long long total = lc_sql_int(
-        T.store, "SELECT count(*) FROM tier_keys WHERE tenant = 'org-1'", NULL);
-    long long under1 = lc_sql_int(
-        T.store, "SELECT count(*) FROM tier_keys WHERE dep_id = ?1", dep1);
-    long long under2 = lc_sql_int(
-        T.store, "SELECT count(*) FROM tier_keys WHERE dep_id = ?1", dep2);
-    long long done = lc_sql_int(T.store,
-                                "SELECT count(*) FROM migration_items WHERE "
-                                "migration_id = ?1 AND done = 1",
-                                mig);
+    long long total = testenv_sql_int(
+        &T, "SELECT count(*) FROM tier_keys WHERE tenant = 'org-1'", NULL);
+    long long under1 = testenv_sql_int(
+        &T, "SELECT count(*) FROM tier_keys WHERE dep_id = ?1", dep1);
+    long long under2 = testenv_sql_int(
+        &T, "SELECT count(*) FROM tier_keys WHERE dep_id = ?1", dep2);
+    long long done =
+        testenv_sql_int(&T,
+                        "SELECT count(*) FROM migration_items WHERE "
+                        "migration_id = ?1 AND done = 1",
+                        mig);
     ck_assert_int_eq(total, N_KEYS);
     ck_assert_int_eq(under1 + under2, N_KEYS);
     ck_assert_int_eq(done, under2);
     /* The progress counters move in the same transactions. */
-    ck_assert_int_eq(lc_sql_int(T.store,
-                                "SELECT done FROM migrations WHERE "
-                                "migration_id = ?1",
-                                mig),
+    ck_assert_int_eq(testenv_sql_int(&T,
+                                     "SELECT done FROM migrations WHERE "
+                                     "migration_id = ?1",
+                                     mig),
                      done);
-    ck_assert_int_eq(lc_sql_int(T.store,
-                                "SELECT total FROM migrations WHERE "
-                                "migration_id = ?1",
-                                mig),
+    ck_assert_int_eq(testenv_sql_int(&T,
+                                     "SELECT total FROM migrations WHERE "
+                                     "migration_id = ?1",
+                                     mig),
                      N_KEYS);
 }
 
@@ -351,29 +352,25 @@ START_TEST(assign_files_shape_and_new_name)
     assert_ok(keytier_assign(ctx, "org-1", "Files", NULL, d2.dep_id, &m));
     ck_assert_uint_eq(m.total, 1); /* d1's TIK */
     /* A site deleted between assign and migrate is simply not there. */
-    lc_sql_exec(T.store, "DELETE FROM tier_keys WHERE parent_id IN (SELECT "
-                         "key_id FROM tier_keys WHERE name = 'site-2'); "
-                         "DELETE FROM tier_keys WHERE name = 'site-2'");
+    testenv_sql(&T, "DELETE FROM tier_keys WHERE parent_id IN (SELECT "
+                    "key_id FROM tier_keys WHERE name = 'site-2'); "
+                    "DELETE FROM tier_keys WHERE name = 'site-2'");
     /* The sites' wrapped bytes before: they must not change. */
-    char *before = lc_sql_text(T.store,
-                               "SELECT group_concat(hex(wrapped), ',') FROM "
-                               "(SELECT wrapped FROM tier_keys WHERE level > "
-                               "1 ORDER BY key_id)",
-                               NULL);
+    char *before = testenv_sql_rows(
+        &T, "SELECT wrapped FROM tier_keys WHERE level > 1 ORDER BY key_id",
+        NULL, 1);
     assert_ok(keytier_migrate_run(ctx, m.migration_id, NULL, NULL, &m));
     ck_assert(m.finished);
     ck_assert_uint_eq(m.done, 1);
     /* 2 sites x (site + 3 blobs), d1's TIK and d2's own */
-    ck_assert_int_eq(lc_sql_int(T.store,
-                                "SELECT count(*) FROM tier_keys WHERE "
-                                "dep_id = ?1",
-                                d2.dep_id),
+    ck_assert_int_eq(testenv_sql_int(&T,
+                                     "SELECT count(*) FROM tier_keys WHERE "
+                                     "dep_id = ?1",
+                                     d2.dep_id),
                      10);
-    char *after = lc_sql_text(T.store,
-                              "SELECT group_concat(hex(wrapped), ',') FROM "
-                              "(SELECT wrapped FROM tier_keys WHERE level > "
-                              "1 ORDER BY key_id)",
-                              NULL);
+    char *after = testenv_sql_rows(
+        &T, "SELECT wrapped FROM tier_keys WHERE level > 1 ORDER BY key_id",
+        NULL, 1);
     ck_assert_str_eq(before, after); /* one key rewrapped: the TIK */
     free(before);
     free(after);
@@ -540,9 +537,8 @@ static void assign_revoked_case(enum lc_revoke how)
     size_t cn = lc_seal(ctx, "org-1", "Exchange", "carol", MSG, carol_env,
                         sizeof carol_env);
     static const char tier_q[] =
-        "SELECT group_concat(name || ' ' || dep_id || ' ' || hex(wrapped), "
-        "'|') FROM (SELECT * FROM tier_keys ORDER BY key_id)";
-    char *tier_before = lc_sql_text(T.store, tier_q, NULL);
+        "SELECT name, dep_id, wrapped FROM tier_keys ORDER BY key_id";
+    char *tier_before = testenv_sql_rows(&T, tier_q, NULL, 3);
     keytier_ctx_close(ctx);
 
     lc_revoke_root(&T, how, "VaultA", "A1");
@@ -567,11 +563,12 @@ static void assign_revoked_case(enum lc_revoke how)
                KEYTIER_E_REVOKED);
     assert_err(keytier_assign(ctx, "org-1", "Exchange", "dave", d1.dep_id, &m),
                KEYTIER_E_REVOKED);
-    ck_assert_int_eq(lc_sql_int(T.store,
-                                "SELECT count(*) FROM tier_keys WHERE name = "
-                                "'dave'",
-                                NULL),
-                     0);
+    ck_assert_int_eq(
+        testenv_sql_int(&T,
+                        "SELECT count(*) FROM tier_keys WHERE name = "
+                        "'dave'",
+                        NULL),
+        0);
     /* Everything to the healthy DEP: recorded, but the run refuses to read
      * d1's key through the availability key. */
     assert_ok(keytier_assign(ctx, "org-1", "Exchange", NULL, d2.dep_id, &m));
@@ -581,7 +578,7 @@ static void assign_revoked_case(enum lc_revoke how)
     ck_assert_ptr_nonnull(strstr(keytier_last_error_detail(), d1.dep_id));
 
     /* Nothing moved, byte for byte; no availability key used. */
-    char *tier_after = lc_sql_text(T.store, tier_q, NULL);
+    char *tier_after = testenv_sql_rows(&T, tier_q, NULL, 3);
     ck_assert_str_eq(tier_after, tier_before);
     keytier_status st;
     assert_ok(keytier_status_get(ctx, "org-1", "Exchange", "alice", &st));
@@ -669,9 +666,8 @@ START_TEST(migrate_into_revoked_target_refused)
                                   testenv_uri("VaultB", "B3"), &e2, &rm));
     ck_assert_str_eq(rm.operation, "recover");
     static const char tier_q[] =
-        "SELECT group_concat(name || ' ' || dep_id || ' ' || hex(wrapped), "
-        "'|') FROM (SELECT * FROM tier_keys ORDER BY key_id)";
-    char *tier_before = lc_sql_text(T.store, tier_q, NULL);
+        "SELECT name, dep_id, wrapped FROM tier_keys ORDER BY key_id";
+    char *tier_before = testenv_sql_rows(&T, tier_q, NULL, 3);
     keytier_ctx_close(ctx);
 
     lc_revoke_root(&T, LC_DESTROY, "VaultA", "A2");
@@ -692,7 +688,7 @@ START_TEST(migrate_into_revoked_target_refused)
                   "%s", keytier_last_error_detail());
 
     /* Nothing moved, byte for byte; no availability key used. */
-    char *tier_after = lc_sql_text(T.store, tier_q, NULL);
+    char *tier_after = testenv_sql_rows(&T, tier_q, NULL, 3);
     ck_assert_str_eq(tier_after, tier_before);
     keytier_avail_stats as;
     assert_ok(keytier_avail_stats_get(ctx, &as));
@@ -744,9 +740,8 @@ START_TEST(migrate_refused_in_customer_outage)
     keytier_key_close(dk);
     size_t n = lc_seal(ctx, "org-1", "Exchange", "alice", MSG, env, sizeof env);
     static const char tier_q[] =
-        "SELECT dep_id || ' ' || hex(wrapped) FROM tier_keys WHERE name = "
-        "'alice'";
-    char *tier_before = lc_sql_text(T.store, tier_q, NULL);
+        "SELECT dep_id, wrapped FROM tier_keys WHERE name = 'alice'";
+    char *tier_before = testenv_sql_rows(&T, tier_q, NULL, 2);
     keytier_ctx_close(ctx);
 
     /* SoftHSM2 (both customer keys of d1) is gone from the configuration. */
@@ -764,7 +759,7 @@ START_TEST(migrate_refused_in_customer_outage)
     ck_assert_ptr_nonnull(strstr(keytier_last_error_detail(), d1.dep_id));
     assert_ok(keytier_avail_stats_get(ctx, &st));
     ck_assert_uint_eq(st.fallbacks, 1);
-    char *tier_after = lc_sql_text(T.store, tier_q, NULL);
+    char *tier_after = testenv_sql_rows(&T, tier_q, NULL, 2);
     ck_assert_str_eq(tier_after, tier_before);
     keytier_ctx_close(ctx);
 

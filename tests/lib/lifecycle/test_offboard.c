@@ -5,7 +5,6 @@
  * and resumed, purge afterwards), and roll and recovery of a files DEP
  * with data written before and read after. */
 #include <check.h>
-#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -124,7 +123,7 @@ START_TEST(offboard_needs_approval)
                                       "org-1", "Files", "eu", NULL),
                KEYTIER_E_NOT_FOUND);
     ck_assert_int_eq(
-        lc_sql_int(T.store, "SELECT count(*) FROM offboards", NULL), 0);
+        testenv_sql_int(&T, "SELECT count(*) FROM offboards", NULL), 0);
     assert_ok(keytier_dep_show(ctx, "org-1", d.dep_id, &d));
     ck_assert_int_eq(d.state, KEYTIER_DEP_REGISTERED);
     keytier_ctx_close(ctx);
@@ -196,14 +195,14 @@ START_TEST(offboard_then_customer_keys_destroyed)
     char q[2048];
     snprintf(q, sizeof q, "UPDATE managed_tiks SET uri = '%s'",
              us.root_uri[KEYTIER_ROOT_AVAIL]);
-    lc_sql_exec(T.store, q);
+    testenv_sql(&T, q);
     assert_err(read_blob(ctx, &b_eu), KEYTIER_E_KEY_ROLE);
     snprintf(q, sizeof q, "UPDATE managed_tiks SET uri = '%s'",
              testenv_uri("VaultA", "A2"));
-    lc_sql_exec(T.store, q);
+    testenv_sql(&T, q);
     assert_err(read_blob(ctx, &b_eu), KEYTIER_E_KEY_ROLE);
     snprintf(q, sizeof q, "UPDATE managed_tiks SET uri = '%s'", r.managed_uri);
-    lc_sql_exec(T.store, q);
+    testenv_sql(&T, q);
     assert_ok(read_blob(ctx, &b_eu));
     /* The region is free for a new customer-keyed DEP. */
     keytier_dep_info eu2;
@@ -233,14 +232,14 @@ START_TEST(offboard_resumes_after_each_step)
                                           regions[step], NULL),
                    KEYTIER_E_INTERNAL);
         kt_offboard_stop_after = -1;
-        ck_assert_int_eq(lc_sql_int(T.store,
-                                    "SELECT step FROM offboards WHERE "
-                                    "dep_id = ?1",
-                                    d.dep_id),
+        ck_assert_int_eq(testenv_sql_int(&T,
+                                         "SELECT step FROM offboards WHERE "
+                                         "dep_id = ?1",
+                                         d.dep_id),
                          step + 1);
         ck_assert_int_eq(
-            lc_sql_int(T.store, "SELECT state FROM deps WHERE dep_id = ?1",
-                       d.dep_id),
+            testenv_sql_int(&T, "SELECT state FROM deps WHERE dep_id = ?1",
+                            d.dep_id),
             step == 2 ? KEYTIER_DEP_OFFBOARDED : KEYTIER_DEP_REGISTERED);
         /* Readable at every point. */
         assert_ok(read_blob(ctx, &b));
@@ -253,11 +252,12 @@ START_TEST(offboard_resumes_after_each_step)
             assert_ok(e);
             ck_assert_int_eq(r.resumed, 1);
         }
-        ck_assert_int_eq(lc_sql_int(T.store,
-                                    "SELECT count(*) FROM managed_tiks WHERE "
-                                    "dep_id = ?1",
-                                    d.dep_id),
-                         1);
+        ck_assert_int_eq(
+            testenv_sql_int(&T,
+                            "SELECT count(*) FROM managed_tiks WHERE "
+                            "dep_id = ?1",
+                            d.dep_id),
+            1);
         assert_ok(read_blob(ctx, &b));
     }
     const char *log = audit_log(ctx);
@@ -298,7 +298,7 @@ START_TEST(purge_after_offboard)
     /* crypto-shredded, and said so: never "not found" */
     assert_err(read_blob(ctx, &b), KEYTIER_E_PURGED);
     ck_assert_int_eq(
-        lc_sql_int(T.store, "SELECT count(*) FROM managed_tiks", NULL), 0);
+        testenv_sql_int(&T, "SELECT count(*) FROM managed_tiks", NULL), 0);
     /* The key is gone from the service token: a purge again finds it
      * gone, and so does the token itself. */
     size_t destroyed = 9;
@@ -334,11 +334,9 @@ START_TEST(roll_and_recover_with_tik)
     testenv_destroy(&T, "VaultA", "A1");
     assert_ok(read_blob(ctx, &b1));
     write_site(ctx, "eu", "lyon", &b2);
-    char *before = lc_sql_text(T.store,
-                               "SELECT group_concat(hex(wrapped), ',') FROM "
-                               "(SELECT wrapped FROM tier_keys WHERE level > "
-                               "1 ORDER BY key_id)",
-                               NULL);
+    char *before = testenv_sql_rows(
+        &T, "SELECT wrapped FROM tier_keys WHERE level > 1 ORDER BY key_id",
+        NULL, 1);
     /* Both customer keys lost: recovery into new keys, same region. */
     testenv_destroy(&T, "VaultA", "A1v2");
     testenv_destroy(&T, "VaultB", "B1");
@@ -351,11 +349,9 @@ START_TEST(roll_and_recover_with_tik)
     ck_assert_uint_eq(m.total, 1); /* the TIK */
     assert_ok(keytier_migrate_run(ctx, m.migration_id, NULL, NULL, &m));
     ck_assert(m.finished);
-    char *after = lc_sql_text(T.store,
-                              "SELECT group_concat(hex(wrapped), ',') FROM "
-                              "(SELECT wrapped FROM tier_keys WHERE level > "
-                              "1 ORDER BY key_id)",
-                              NULL);
+    char *after = testenv_sql_rows(
+        &T, "SELECT wrapped FROM tier_keys WHERE level > 1 ORDER BY key_id",
+        NULL, 1);
     ck_assert_str_eq(before, after);
     free(before);
     free(after);

@@ -107,10 +107,10 @@ static void rollover_case(const char *root_uri)
     assert_ok(unprotect(ctx, &s[3]));
     ck_assert_int_eq(lc_audit_count(ctx, "\"Keyset key retired\""), 1);
     /* Retired in the store: no wrapped copy left. */
-    ck_assert_int_eq(lc_sql_int(T.store,
-                                "SELECT length(wrapped) FROM keyset_keys "
-                                "WHERE version = 1 AND name = ?1",
-                                "connected-accounts"),
+    ck_assert_int_eq(testenv_sql_int(&T,
+                                     "SELECT length(wrapped) FROM keyset_keys "
+                                     "WHERE version = 1 AND name = ?1",
+                                     "connected-accounts"),
                      0);
     /* A fresh context sees the same. */
     keytier_ctx_close(ctx);
@@ -213,7 +213,7 @@ static long long wrapped_len(uint32_t version)
              "SELECT length(wrapped) FROM keyset_keys WHERE name = ?1 AND "
              "version = %u",
              (unsigned)version);
-    return lc_sql_int(T.store, q, "a");
+    return testenv_sql_int(&T, q, "a");
 }
 
 /* Scheduled rollover: keysets roll over and retire by age with no protect

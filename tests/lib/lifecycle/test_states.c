@@ -7,6 +7,7 @@
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include "lctest.h"
 
@@ -50,7 +51,24 @@ static void sql(const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(q, sizeof q, fmt, ap);
     va_end(ap);
-    lc_sql_exec(T.store, q);
+    testenv_sql(&T, q);
+}
+
+/* A pending copy of slot A under A2 that is 40 random bytes (no copy of
+ * the DEP's key), its roll started at `started`. */
+static void pending_random(const char *dep_id, long long started)
+{
+    uint8_t junk[40];
+    char q[512];
+    FILE *f = fopen("/dev/urandom", "rb");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_uint_eq(fread(junk, 1, sizeof junk, f), sizeof junk);
+    fclose(f);
+    snprintf(q, sizeof q,
+             "INSERT INTO dep_roll(dep_id, slot, uri, mech, wrapped, started) "
+             "VALUES (?1, 0, '%s', 'aes-key-wrap-pad', ?2, %lld)",
+             testenv_uri("VaultA", "A2"), started);
+    testenv_sql_bind(&T, q, dep_id, junk, sizeof junk);
 }
 
 static keytier_dep_state state_of(keytier_ctx *ctx, const char *dep_id,
@@ -81,9 +99,8 @@ START_TEST(registering_refused_then_finished)
     uint8_t env[1024];
     size_t n = dep_with_data(ctx, &d, env, sizeof env);
     assert_ok(keytier_dep_key_open(ctx, &lc_user, "org-1", d.dep_id, &dk));
-    sql("UPDATE deps SET state = 0, created = strftime('%%s', 'now') "
-        "WHERE dep_id = '%s'",
-        d.dep_id);
+    sql("UPDATE deps SET state = 0, created = %lld WHERE dep_id = '%s'",
+        (long long)time(NULL), d.dep_id);
     ck_assert_int_eq(state_of(ctx, d.dep_id, &now), KEYTIER_DEP_REGISTERING);
     /* no key is made under it, not even through a handle opened before */
     assert_err(keytier_key_create(dk, "bob", NULL), KEYTIER_E_DEP_STATE);
@@ -195,9 +212,8 @@ START_TEST(creation_undone_after_its_record)
     keytier_dep_info d;
     keytier_audit_report rep;
     char dep[KEYTIER_ID_SIZE], label[64];
-    sql("CREATE TRIGGER no_register BEFORE UPDATE OF state ON deps WHEN "
-        "NEW.state = 1 BEGIN SELECT RAISE(ABORT, 'registration refused'); "
-        "END");
+    testenv_sql_refuse(&T, "no_register", "BEFORE UPDATE OF state", "deps",
+                       "NEW.state = 1", "registration refused");
     assert_err(keytier_dep_create(ctx, "org-1", "Exchange",
                                   testenv_uri("VaultA", "A1"),
                                   testenv_uri("VaultB", "B1"), &d),
@@ -205,14 +221,14 @@ START_TEST(creation_undone_after_its_record)
     detail_has("registration refused");
     detail_has("undone");
     assert_undone_records(ctx, dep, "registration refused");
-    ck_assert_int_eq(lc_sql_int(T.store, "SELECT count(*) FROM deps", NULL), 0);
+    ck_assert_int_eq(testenv_sql_int(&T, "SELECT count(*) FROM deps", NULL), 0);
     ck_assert_int_eq(
-        lc_sql_int(T.store, "SELECT count(*) FROM dep_roots", NULL), 0);
+        testenv_sql_int(&T, "SELECT count(*) FROM dep_roots", NULL), 0);
     snprintf(label, sizeof label, "keytier-avail-%s", dep);
     ck_assert_int_eq(testenv_count(&T, "Service", label), 0);
     assert_ok(keytier_audit_verify_anchored(ctx, NULL, &rep));
     /* the store takes registrations again: the next creation is whole */
-    sql("DROP TRIGGER no_register");
+    testenv_sql_allow(&T, "no_register", "deps");
     assert_ok(keytier_dep_create(ctx, "org-1", "Exchange",
                                  testenv_uri("VaultA", "A1"),
                                  testenv_uri("VaultB", "B1"), &d));
@@ -232,10 +248,10 @@ START_TEST(creation_undo_refused_left_registering)
     keytier_dep_info d, now;
     keytier_key *dk = NULL;
     char dep[KEYTIER_ID_SIZE], label[64];
-    sql("CREATE TRIGGER no_register BEFORE UPDATE OF state ON deps WHEN "
-        "NEW.state = 1 BEGIN SELECT RAISE(ABORT, 'registration refused'); "
-        "END; CREATE TRIGGER no_drop BEFORE DELETE ON deps BEGIN SELECT "
-        "RAISE(ABORT, 'drop refused'); END");
+    testenv_sql_refuse(&T, "no_register", "BEFORE UPDATE OF state", "deps",
+                       "NEW.state = 1", "registration refused");
+    testenv_sql_refuse(&T, "no_drop", "BEFORE DELETE", "deps", NULL,
+                       "drop refused");
     assert_err(keytier_dep_create(ctx, "org-1", "Exchange",
                                   testenv_uri("VaultA", "A1"),
                                   testenv_uri("VaultB", "B1"), &d),
@@ -245,7 +261,9 @@ START_TEST(creation_undo_refused_left_registering)
     ck_assert_int_eq(state_of(ctx, dep, &now), KEYTIER_DEP_REGISTERING);
     snprintf(label, sizeof label, "keytier-avail-%s", dep);
     ck_assert_int_eq(testenv_count(&T, "Service", label), 1);
-    sql("DROP TRIGGER no_register; DROP TRIGGER no_drop; UPDATE deps SET "
+    testenv_sql_allow(&T, "no_register", "deps");
+    testenv_sql_allow(&T, "no_drop", "deps");
+    sql("UPDATE deps SET "
         "created = 1 WHERE dep_id = '%s'",
         dep);
     assert_ok(keytier_dep_key_open(ctx, &lc_user, "org-1", dep, &dk));
@@ -257,17 +275,6 @@ START_TEST(creation_undo_refused_left_registering)
 END_TEST
 
 /* ---- rolling ---------------------------------------------------------- */
-
-/* slot 0's row of dep_roots as an SQL value list (uri, mech, wrapped,
- * ident); malloc'd. */
-static char *slot_a_values(const char *dep_id)
-{
-    return lc_sql_text(T.store,
-                       "SELECT quote(uri) || ', ' || quote(mech) || ', ' || "
-                       "quote(wrapped) || ', ' || quote(ident) FROM dep_roots "
-                       "WHERE dep_id = ?1 AND slot = 0",
-                       dep_id);
-}
 
 /* A roll of A to A2 killed after storing its pending copy and before
  * reading it back: the rows are made from a real roll (the new copy under
@@ -281,23 +288,22 @@ START_TEST(roll_dead_resumed_by_next_read)
     keytier_dep_info d, now;
     uint8_t env[1024];
     size_t n = dep_with_data(ctx, &d, env, sizeof env);
-    char *old = slot_a_values(d.dep_id);
+    /* slot A's row before the roll, kept in a table of the store's own */
+    sql("CREATE TABLE old_root AS SELECT uri, mech, wrapped, ident FROM "
+        "dep_roots WHERE dep_id = '%s' AND slot = 0",
+        d.dep_id);
     assert_ok(keytier_dep_roll(ctx, "org-1", d.dep_id, KEYTIER_ROOT_A,
                                testenv_uri("VaultA", "A2"), NULL));
-    char *new = slot_a_values(d.dep_id);
     keytier_ctx_close(ctx);
-    char q[8192];
-    snprintf(q, sizeof q,
-             "UPDATE dep_roots SET (uri, mech, wrapped, ident) = (%s) WHERE "
-             "dep_id = '%s' AND slot = 0;"
-             "INSERT INTO dep_roll(dep_id, slot, uri, mech, wrapped, ident, "
-             "started) SELECT '%s', 0, column1, column2, column3, column4, 1 "
-             "FROM (VALUES (%s));"
-             "UPDATE deps SET state = 2 WHERE dep_id = '%s'",
-             old, d.dep_id, d.dep_id, new, d.dep_id);
-    lc_sql_exec(T.store, q);
-    free(old);
-    free(new);
+    sql("INSERT INTO dep_roll(dep_id, slot, uri, mech, wrapped, ident, "
+        "started) SELECT dep_id, 0, uri, mech, wrapped, ident, 1 FROM "
+        "dep_roots WHERE dep_id = '%s' AND slot = 0;"
+        "UPDATE dep_roots SET uri = (SELECT uri FROM old_root), mech = "
+        "(SELECT mech FROM old_root), wrapped = (SELECT wrapped FROM "
+        "old_root), ident = (SELECT ident FROM old_root) WHERE dep_id = '%s' "
+        "AND slot = 0;"
+        "UPDATE deps SET state = 2 WHERE dep_id = '%s'; DROP TABLE old_root",
+        d.dep_id, d.dep_id, d.dep_id);
 
     ctx = testenv_ctx(&T);
     ck_assert_int_eq(state_of(ctx, d.dep_id, &now), KEYTIER_DEP_ROLLING);
@@ -306,7 +312,7 @@ START_TEST(roll_dead_resumed_by_next_read)
         lc_open(ctx, &lc_user, "org-1", "Exchange", "alice", env, n, MSG));
     ck_assert_int_eq(state_of(ctx, d.dep_id, &now), KEYTIER_DEP_REGISTERED);
     ck_assert_str_eq(now.root_uri[0], testenv_uri("VaultA", "A2"));
-    ck_assert_int_eq(lc_sql_int(T.store, "SELECT count(*) FROM dep_roll", NULL),
+    ck_assert_int_eq(testenv_sql_int(&T, "SELECT count(*) FROM dep_roll", NULL),
                      0);
     ck_assert_int_eq(lc_audit_count(ctx, "\"Customer key roll resumed\""), 1);
     keytier_ctx_close(ctx);
@@ -334,16 +340,14 @@ START_TEST(roll_dead_unprovable_rolled_back)
     uint8_t env[1024];
     size_t n = dep_with_data(ctx, &d, env, sizeof env);
     keytier_ctx_close(ctx);
-    sql("INSERT INTO dep_roll(dep_id, slot, uri, mech, wrapped, started) "
-        "VALUES ('%s', 0, '%s', 'aes-key-wrap-pad', randomblob(40), 1);",
-        d.dep_id, testenv_uri("VaultA", "A2"));
+    pending_random(d.dep_id, 1);
     sql("UPDATE deps SET state = 2 WHERE dep_id = '%s'", d.dep_id);
     ctx = testenv_ctx(&T);
     assert_ok(
         lc_open(ctx, &lc_user, "org-1", "Exchange", "alice", env, n, MSG));
     ck_assert_int_eq(state_of(ctx, d.dep_id, &now), KEYTIER_DEP_REGISTERED);
     ck_assert_str_eq(now.root_uri[0], testenv_uri("VaultA", "A1"));
-    ck_assert_int_eq(lc_sql_int(T.store, "SELECT count(*) FROM dep_roll", NULL),
+    ck_assert_int_eq(testenv_sql_int(&T, "SELECT count(*) FROM dep_roll", NULL),
                      0);
     ck_assert_int_eq(lc_audit_count(ctx, "\"Customer key roll rolled back\""),
                      1);
@@ -362,16 +366,13 @@ START_TEST(roll_live_left_alone)
     uint8_t env[1024];
     size_t n = dep_with_data(ctx, &d, env, sizeof env);
     keytier_ctx_close(ctx);
-    sql("INSERT INTO dep_roll(dep_id, slot, uri, mech, wrapped, started) "
-        "VALUES ('%s', 0, '%s', 'aes-key-wrap-pad', randomblob(40), "
-        "strftime('%%s', 'now'));",
-        d.dep_id, testenv_uri("VaultA", "A2"));
+    pending_random(d.dep_id, (long long)time(NULL));
     sql("UPDATE deps SET state = 2 WHERE dep_id = '%s'", d.dep_id);
     ctx = testenv_ctx(&T);
     assert_ok(
         lc_open(ctx, &lc_user, "org-1", "Exchange", "alice", env, n, MSG));
     ck_assert_int_eq(state_of(ctx, d.dep_id, &now), KEYTIER_DEP_ROLLING);
-    ck_assert_int_eq(lc_sql_int(T.store, "SELECT count(*) FROM dep_roll", NULL),
+    ck_assert_int_eq(testenv_sql_int(&T, "SELECT count(*) FROM dep_roll", NULL),
                      1);
     ck_assert_int_eq(lc_audit_count(ctx, "Customer key roll"), 0);
     keytier_ctx_close(ctx);

@@ -12,10 +12,9 @@ cli_setup
 cli_tokens
 echo "approval.required = no" >>"$KEYTIER_LIB_CONF"
 w=$KT_TMP
-# The store the test environment configured (its sqlite3 file: the rows a
-# killed roll leaves are written as tests/cli/states.sh does).
-db=$(sed -n 's/^store = //p' "$KEYTIER_LIB_CONF")
-[ -n "$db" ] || kt_fail "no store in $KEYTIER_LIB_CONF"
+# The configuration naming the store the test environment made (SQLite or
+# PostgreSQL): kt_sql writes the rows a killed roll leaves there.
+conf=$KEYTIER_LIB_CONF
 items() { kt_own "$KT_WORKER_ITEMS" "$@"; }
 keygen() { kt token keygen --token "$1" --label "$2" --type aes256 --pin-env PIN; }
 URI_A2=$(keygen vault-a root-a2) || kt_fail "keygen root-a2"
@@ -84,13 +83,15 @@ dep3=$(kt --json dep create --tenant beta --workload Exchange --key-a "$URI_A" \
 expect_ok kt mailbox create --tenant beta --dep "$dep3" bob
 printf 'bob data' >"$w/plain"
 expect_ok kt encrypt --tenant beta --mailbox bob -i "$w/plain" -o "$w/bob.kt"
-row() { sqlite3 "$db" "SELECT quote(uri) || ', ' || quote(mech) || ', ' || quote(wrapped) || ', ' || quote(ident) FROM dep_roots WHERE dep_id = '$dep3' AND slot = 0"; }
-old=$(row)
+# the row before the roll, kept in a table of the store's own
+kt_sql "$conf" "CREATE TABLE old_root AS SELECT uri, mech, wrapped, ident FROM dep_roots WHERE dep_id = '$dep3' AND slot = 0" ||
+    kt_fail "old row"
 expect_ok kt dep roll --tenant beta --key a --new-key "$URI_A3" "$dep3"
-new=$(row)
-sqlite3 "$db" "UPDATE dep_roots SET (uri, mech, wrapped, ident) = ($old) WHERE dep_id = '$dep3' AND slot = 0;
-INSERT INTO dep_roll(dep_id, slot, uri, mech, wrapped, ident, started) SELECT '$dep3', 0, column1, column2, column3, column4, 1 FROM (VALUES ($new));
-UPDATE deps SET state = 2 WHERE dep_id = '$dep3';" || kt_fail "journal rows"
+old() { echo "(SELECT $1 FROM old_root)"; }
+kt_sql "$conf" "INSERT INTO dep_roll(dep_id, slot, uri, mech, wrapped, ident, started) SELECT dep_id, 0, uri, mech, wrapped, ident, 1 FROM dep_roots WHERE dep_id = '$dep3' AND slot = 0;
+UPDATE dep_roots SET uri = $(old uri), mech = $(old mech), wrapped = $(old wrapped), ident = $(old ident) WHERE dep_id = '$dep3' AND slot = 0;
+UPDATE deps SET state = 2 WHERE dep_id = '$dep3';
+DROP TABLE old_root;" || kt_fail "journal rows"
 assert_eq rolling "$(kt --json dep show "$dep3" | jf .state)"
 expect_ok kt --json worker --once
 assert_eq 1 "$(jq -s "[.[] | select(.event == \"DEP settled\" and .id == \"$dep3\")] | length" <<<"$KT_LAST_OUTPUT")"
@@ -102,19 +103,19 @@ expect_ok kt decrypt --tenant beta --mailbox bob -i "$w/bob.kt" -o "$w/out"
 cmp -s "$w/plain" "$w/out" || kt_fail "bob's data differs after the roll"
 
 kt_log "a live roll (started now) is left alone"
-sqlite3 "$db" "INSERT INTO dep_roll(dep_id, slot, uri, mech, wrapped, ident, started) SELECT dep_id, 0, uri, mech, wrapped, ident, CAST(strftime('%s','now') AS INTEGER) FROM dep_roots WHERE dep_id = '$dep3' AND slot = 0;
+kt_sql "$conf" "INSERT INTO dep_roll(dep_id, slot, uri, mech, wrapped, ident, started) SELECT dep_id, 0, uri, mech, wrapped, ident, $(date +%s) FROM dep_roots WHERE dep_id = '$dep3' AND slot = 0;
 UPDATE deps SET state = 2 WHERE dep_id = '$dep3';" || kt_fail "live roll rows"
 expect_ok kt --json worker --once
 assert_eq 0 "$(jq -s '[.[] | select(.event == "DEP settled")] | length' <<<"$KT_LAST_OUTPUT")"
 assert_eq rolling "$(kt --json dep show "$dep3" | jf .state)"
-sqlite3 "$db" "DELETE FROM dep_roll WHERE dep_id = '$dep3'; UPDATE deps SET state = 1 WHERE dep_id = '$dep3';"
+kt_sql "$conf" "DELETE FROM dep_roll WHERE dep_id = '$dep3'; UPDATE deps SET state = 1 WHERE dep_id = '$dep3';"
 
 kt_log "a keyset due for rollover: rolled over once by two workers at once"
 expect_ok kt secret create --keyset conn --root "$URI_A" --rollover-after 3600 \
     --retire-after 0
 expect_ok kt worker --once
 assert_eq 1 "$(kt --json secret show --keyset conn | jf .current_version)"
-sqlite3 "$db" "UPDATE keyset_keys SET created = created - 3600 WHERE name = 'conn' AND state = 0" ||
+kt_sql "$conf" "UPDATE keyset_keys SET created = created - 3600 WHERE name = 'conn' AND state = 0" ||
     kt_fail "aging conn"
 kt --json worker --once >"$w/k1" 2>"$w/k1.err" &
 p1=$!
