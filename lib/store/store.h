@@ -195,6 +195,14 @@ KT_NODISCARD keytier_err kt_store_roll_get(struct kt_store *st,
                                            int64_t *started);
 KT_NODISCARD keytier_err kt_store_roll_end(struct kt_store *st,
                                            const char *dep_id, bool commit);
+/* Claims a roll that kt_store_roll_get read as started at `started` for
+ * the caller's settlement, moving its start to now: *claimed true for the
+ * one process whose claim moved it (any other finds it started since and
+ * leaves it to the claimer until that one is dead in turn). */
+KT_NODISCARD keytier_err kt_store_roll_claim(struct kt_store *st,
+                                             const char *dep_id,
+                                             int64_t started, int64_t now,
+                                             bool *claimed);
 /* Who else names a key: a root of a DEP that is not purged, or the pending
  * copy of a roll, whose identity is ident or (copies stored before
  * identities) whose URI is uri, leaving out the DEPs of skip_tenant (NULL:

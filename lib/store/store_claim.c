@@ -8,10 +8,15 @@
  *
  * SQLite: every change runs under BEGIN IMMEDIATE (one writer at a time),
  * so the rows a claimer selects cannot be claimed by another before its
- * UPDATE.  PostgreSQL needs the selections of kt_mig_claim_range to read
- * `FOR UPDATE SKIP LOCKED` (claimers skip each other's rows instead of
- * waiting) and the claim check of store_mig.c to lock its row
- * (`FOR UPDATE`).
+ * UPDATE.  PostgreSQL: a claim runs without the store-wide lock
+ * (kt_db_begin_rows), its selections read `FOR UPDATE SKIP LOCKED`, so
+ * claimers on every node run at once and each skips the rows another is
+ * claiming instead of waiting for them; under READ COMMITTED a row another
+ * claimer committed meanwhile is checked again as it is now (its new
+ * lease leaves it out).  The claim check of store_mig.c locks its row
+ * (`FOR UPDATE`): an item being written by its holder is skipped by a
+ * claimer, and an item a claimer took over is seen as lost by its old
+ * holder.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -34,15 +39,26 @@ static keytier_err kt_mig_claim_range(struct kt_store *st, const char *id,
     keytier_err e = KEYTIER_OK;
     if (expired_ones) {
         kt_stmt_prep(&s, st, "claim items",
-                     "SELECT key_id FROM migration_items WHERE "
-                     "migration_id = ?1 AND done = 0 AND lease_until <= ?3 "
-                     "ORDER BY lease_until LIMIT ?2");
+                     KT_DIALECT(st,
+                                "SELECT key_id FROM migration_items WHERE "
+                                "migration_id = ?1 AND done = 0 AND "
+                                "lease_until <= ?3 ORDER BY lease_until "
+                                "LIMIT ?2",
+                                "SELECT key_id FROM migration_items WHERE "
+                                "migration_id = ?1 AND done = 0 AND "
+                                "lease_until <= ?3 ORDER BY lease_until "
+                                "LIMIT ?2 FOR UPDATE SKIP LOCKED"));
         kt_stmt_bind_int64(&s, 3, now_ms);
     } else {
         kt_stmt_prep(&s, st, "claim items",
-                     "SELECT key_id FROM migration_items WHERE "
-                     "migration_id = ?1 AND done = 0 AND lease_until IS NULL "
-                     "LIMIT ?2");
+                     KT_DIALECT(st,
+                                "SELECT key_id FROM migration_items WHERE "
+                                "migration_id = ?1 AND done = 0 AND "
+                                "lease_until IS NULL LIMIT ?2",
+                                "SELECT key_id FROM migration_items WHERE "
+                                "migration_id = ?1 AND done = 0 AND "
+                                "lease_until IS NULL LIMIT ?2 FOR UPDATE "
+                                "SKIP LOCKED"));
     }
     kt_stmt_bind_text(&s, 1, id);
     kt_stmt_bind_int64(&s, 2, (int64_t)(max - *n));
@@ -132,7 +148,7 @@ keytier_err kt_store_mig_claim(struct kt_store *st, const char *id,
         return kt_err(KEYTIER_E_NOMEM, NULL);
     }
     pthread_mutex_lock(&st->mu);
-    keytier_err e = kt_db_begin(st);
+    keytier_err e = kt_db_begin_rows(st);
     if (e != KEYTIER_OK)
         goto out;
     e = kt_mig_claim_pick(st, id, c->now_ms, max, ids, expired, &picked);

@@ -140,3 +140,31 @@ out:
     pthread_mutex_unlock(&st->mu);
     return e;
 }
+
+keytier_err kt_store_roll_claim(struct kt_store *st, const char *dep_id,
+                                int64_t started, int64_t now, bool *claimed)
+{
+    struct kt_stmt s;
+    *claimed = false;
+    pthread_mutex_lock(&st->mu);
+    keytier_err e = kt_db_begin(st);
+    if (e != KEYTIER_OK)
+        goto out;
+    kt_stmt_prep(&s, st, "claim roll",
+                 "UPDATE dep_roll SET started = ?3 WHERE dep_id = ?1 AND "
+                 "started = ?2 AND ?3 > ?2");
+    kt_stmt_bind_text(&s, 1, dep_id);
+    kt_stmt_bind_int64(&s, 2, started);
+    kt_stmt_bind_int64(&s, 3, now);
+    e = kt_stmt_exec(&s);
+    kt_stmt_done(&s);
+    bool moved = e == KEYTIER_OK && kt_db_changes(st) == 1;
+    if (e == KEYTIER_OK)
+        e = kt_db_commit(st);
+    else
+        kt_db_rollback(st);
+    *claimed = e == KEYTIER_OK && moved;
+out:
+    pthread_mutex_unlock(&st->mu);
+    return e;
+}
