@@ -48,6 +48,11 @@ static bool kt_settle_dead(keytier_ctx *ctx, int64_t since, unsigned steps)
     return (int64_t)time(NULL) - since > grace;
 }
 
+bool kt_dep_roll_dead(keytier_ctx *ctx, int64_t started)
+{
+    return kt_settle_dead(ctx, started, KT_SETTLE_ROLL_STEPS);
+}
+
 keytier_err kt_dep_register_prove(keytier_ctx *ctx,
                                   const struct kt_dep_rec *dep)
 {

@@ -182,10 +182,16 @@ KT_NODISCARD keytier_err kt_store_key_list(struct kt_store *st,
 
 /* A roll: the new copy of slot's wrapped DEP key waits in dep_roll (state
  * ROLLING) until it has been read back; then one transaction moves it into
- * dep_roots (commit) or drops it (abort), back to REGISTERED. */
+ * dep_roots (commit) or drops it (abort), back to REGISTERED.  Begins only
+ * while the DEP is REGISTERED and the other slot's customer key is still
+ * other_uri, the key the caller checked the new one against (two
+ * different tokens): KEYTIER_E_DEP_STATE otherwise, nothing written, so
+ * that rolls of one DEP by several processes at once cannot put both
+ * customer keys in one token. */
 KT_NODISCARD keytier_err kt_store_roll_begin(struct kt_store *st,
                                              const char *dep_id, int slot,
                                              const struct kt_root_rec *pending,
+                                             const char *other_uri,
                                              int64_t now);
 /* The pending copy and, when started is not NULL, when the roll stored it
  * (the clock the roll gave kt_store_roll_begin). */

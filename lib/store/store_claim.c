@@ -23,6 +23,24 @@
 
 #include "store_stmt.h"
 
+/* Steps s (its column 0 an id) into ids from *n on, up to max, and
+ * finishes s. */
+static keytier_err kt_stmt_ids(struct kt_stmt *s, char (*ids)[KEYTIER_ID_SIZE],
+                               size_t max, size_t *n)
+{
+    bool row = false;
+    keytier_err e = KEYTIER_OK;
+    while (*n < max && (e = kt_stmt_step(s, &row)) == KEYTIER_OK && row) {
+        kt_stmt_col_text(s, 0, ids[*n], KEYTIER_ID_SIZE);
+        e = kt_stmt_err(s);
+        if (e != KEYTIER_OK)
+            break;
+        (*n)++;
+    }
+    kt_stmt_done(s);
+    return e;
+}
+
 /* Up to max - *n candidates of one kind into ids from *n on: expired
  * claims (a dead worker's batch, taken over first, oldest lease first)
  * or unclaimed items.  Both ranges of index migration_items_claim
@@ -35,8 +53,7 @@ static keytier_err kt_mig_claim_range(struct kt_store *st, const char *id,
                                       bool *expired, size_t *n)
 {
     struct kt_stmt s;
-    bool row = false;
-    keytier_err e = KEYTIER_OK;
+    size_t from = *n;
     if (expired_ones) {
         kt_stmt_prep(&s, st, "claim items",
                      KT_DIALECT(st,
@@ -62,15 +79,9 @@ static keytier_err kt_mig_claim_range(struct kt_store *st, const char *id,
     }
     kt_stmt_bind_text(&s, 1, id);
     kt_stmt_bind_int64(&s, 2, (int64_t)(max - *n));
-    while (*n < max && (e = kt_stmt_step(&s, &row)) == KEYTIER_OK && row) {
-        kt_stmt_col_text(&s, 0, ids[*n], KEYTIER_ID_SIZE);
-        expired[*n] = expired_ones;
-        e = kt_stmt_err(&s);
-        if (e != KEYTIER_OK)
-            break;
-        (*n)++;
-    }
-    kt_stmt_done(&s);
+    keytier_err e = kt_stmt_ids(&s, ids, max, n);
+    for (size_t i = from; i < *n; i++)
+        expired[i] = expired_ones;
     return e;
 }
 
@@ -175,42 +186,20 @@ out:
     return e;
 }
 
-keytier_err kt_store_mig_renew(struct kt_store *st, const char *id,
-                               const char *worker, int64_t until_ms,
-                               size_t *held)
-{
-    const char *t[] = {id, worker};
-    *held = 0;
-    pthread_mutex_lock(&st->mu);
-    keytier_err e = kt_db_begin(st);
-    if (e == KEYTIER_OK)
-        e = kt_db_run(st, "renew lease",
-                      "UPDATE migration_items SET lease_until = ?3 WHERE "
-                      "migration_id = ?1 AND claimed_by = ?2 AND done = 0",
-                      t, 2, &until_ms);
-    if (e == KEYTIER_OK) {
-        *held = (size_t)kt_db_changes(st);
-        e = kt_db_commit(st);
-    } else {
-        kt_db_rollback(st);
-    }
-    pthread_mutex_unlock(&st->mu);
-    return e;
-}
-
-keytier_err kt_store_mig_release(struct kt_store *st, const char *id,
-                                 const char *worker, size_t *released)
+/* Runs sql (?1 the migration, ?2 the worker, ?3 *num when not NULL) on
+ * the worker's claims in a transaction: *changed the items it changed
+ * (0 on failure). */
+static keytier_err kt_mig_claims_update(struct kt_store *st, const char *what,
+                                        const char *sql, const char *id,
+                                        const char *worker, const int64_t *num,
+                                        size_t *changed)
 {
     const char *t[] = {id, worker};
     size_t n = 0;
     pthread_mutex_lock(&st->mu);
     keytier_err e = kt_db_begin(st);
     if (e == KEYTIER_OK)
-        e = kt_db_run(st, "release claims",
-                      "UPDATE migration_items SET claimed_by = NULL, "
-                      "lease_until = NULL WHERE migration_id = ?1 AND "
-                      "claimed_by = ?2 AND done = 0",
-                      t, 2, NULL);
+        e = kt_db_run(st, what, sql, t, 2, num);
     if (e == KEYTIER_OK) {
         n = (size_t)kt_db_changes(st);
         e = kt_db_commit(st);
@@ -218,9 +207,30 @@ keytier_err kt_store_mig_release(struct kt_store *st, const char *id,
         kt_db_rollback(st);
     }
     pthread_mutex_unlock(&st->mu);
-    if (released != NULL)
-        *released = e == KEYTIER_OK ? n : 0;
+    if (changed != NULL)
+        *changed = e == KEYTIER_OK ? n : 0;
     return e;
+}
+
+keytier_err kt_store_mig_renew(struct kt_store *st, const char *id,
+                               const char *worker, int64_t until_ms,
+                               size_t *held)
+{
+    return kt_mig_claims_update(
+        st, "renew lease",
+        "UPDATE migration_items SET lease_until = ?3 WHERE "
+        "migration_id = ?1 AND claimed_by = ?2 AND done = 0",
+        id, worker, &until_ms, held);
+}
+
+keytier_err kt_store_mig_release(struct kt_store *st, const char *id,
+                                 const char *worker, size_t *released)
+{
+    return kt_mig_claims_update(
+        st, "release claims",
+        "UPDATE migration_items SET claimed_by = NULL, lease_until = NULL "
+        "WHERE migration_id = ?1 AND claimed_by = ?2 AND done = 0",
+        id, worker, NULL, released);
 }
 
 keytier_err kt_store_mig_undone(struct kt_store *st, const char *id,
@@ -253,8 +263,6 @@ keytier_err kt_store_dep_unsettled(struct kt_store *st,
                                    size_t *n)
 {
     struct kt_stmt s;
-    bool row = false;
-    keytier_err e = KEYTIER_OK;
     *n = 0;
     pthread_mutex_lock(&st->mu);
     kt_stmt_prep(&s, st, "list unsettled DEPs",
@@ -263,14 +271,7 @@ keytier_err kt_store_dep_unsettled(struct kt_store *st,
     kt_stmt_bind_int(&s, 1, KEYTIER_DEP_REGISTERING);
     kt_stmt_bind_int(&s, 2, KEYTIER_DEP_ROLLING);
     kt_stmt_bind_int64(&s, 3, (int64_t)max);
-    while (*n < max && (e = kt_stmt_step(&s, &row)) == KEYTIER_OK && row) {
-        kt_stmt_col_text(&s, 0, ids[*n], KEYTIER_ID_SIZE);
-        e = kt_stmt_err(&s);
-        if (e != KEYTIER_OK)
-            break;
-        (*n)++;
-    }
-    kt_stmt_done(&s);
+    keytier_err e = kt_stmt_ids(&s, ids, max, n);
     pthread_mutex_unlock(&st->mu);
     return e;
 }

@@ -468,12 +468,11 @@ keytier_err kt_pg_exec(struct kt_store *st, const char *what, const char *sql)
 
 keytier_err kt_pg_begin(struct kt_store *st, bool store_lock)
 {
-    keytier_err e =
-        kt_pg_exec(st, "begin",
-                   store_lock
-                       ? "BEGIN ISOLATION LEVEL READ COMMITTED; "
-                         "SELECT pg_advisory_xact_lock(" KT_PG_TX_LOCK ")"
-                       : "BEGIN ISOLATION LEVEL READ COMMITTED");
+    keytier_err e = kt_pg_exec(
+        st, "begin",
+        store_lock ? "BEGIN ISOLATION LEVEL READ COMMITTED; "
+                     "SELECT pg_advisory_xact_lock(" KT_PG_TX_LOCK ")"
+                   : "BEGIN ISOLATION LEVEL READ COMMITTED");
     if (e != KEYTIER_OK) {
         PQclear(PQexec(st->pg->conn, "ROLLBACK"));
         return e;
