@@ -182,6 +182,11 @@ KT_NODISCARD keytier_err kt_dep_key_read(
  * running: a registration is then refused (KEYTIER_E_DEP_STATE), a roll
  * left alone.  *fresh: NULL when dep reads as it is, else the DEP as the
  * store now has it (free()). */
+/* Whether a roll that stored its pending copy at `started` (seconds) is
+ * dead: older than the steps it still had to take, each bounded by
+ * avail.admin_deadline_ms (a live one is another process's, still
+ * running). */
+bool kt_dep_roll_dead(keytier_ctx *ctx, int64_t started);
 KT_NODISCARD keytier_err kt_dep_settle(keytier_ctx *ctx,
                                        const struct kt_dep_rec *dep,
                                        struct kt_dep_rec **fresh);

@@ -15,7 +15,9 @@
  * only when it is older than the steps it still had to take, each bounded
  * by avail.admin_deadline_ms.  Should the two race anyway, the store's
  * transitions are conditional (a roll ends once, a DEP registers once) and
- * the loser finds the state already settled.  Every settlement is an audit
+ * the loser finds the state already settled; a dead roll is claimed first
+ * (kt_store_roll_claim), so that one process settles it and writes its one
+ * record.  Every settlement is an audit
  * record.  Also the proof of a new DEP's copies and its registration
  * (keys/dep_state.c), whose audit record is written before the DEP is
  * registered, and the record of a creation undone after its record.
@@ -44,6 +46,11 @@ static bool kt_settle_dead(keytier_ctx *ctx, int64_t since, unsigned steps)
         (int64_t)steps * (((int64_t)kt_admin_deadline_ms(ctx) + 999) / 1000) +
         1;
     return (int64_t)time(NULL) - since > grace;
+}
+
+bool kt_dep_roll_dead(keytier_ctx *ctx, int64_t started)
+{
+    return kt_settle_dead(ctx, started, KT_SETTLE_ROLL_STEPS);
 }
 
 keytier_err kt_dep_register_prove(keytier_ctx *ctx,
@@ -223,6 +230,13 @@ static keytier_err kt_settle_roll(keytier_ctx *ctx,
         return KEYTIER_OK;
     }
     if (e != KEYTIER_OK || !kt_settle_dead(ctx, started, KT_SETTLE_ROLL_STEPS))
+        goto out;
+    /* One settler only: the others find the roll started since and leave
+     * it (one "roll resumed" record), until this one is dead in turn. */
+    bool claimed = false;
+    e = kt_store_roll_claim(ctx->store, dep->dep_id, started,
+                            (int64_t)time(NULL), &claimed);
+    if (e != KEYTIER_OK || !claimed)
         goto out;
     *probe = *dep;
     probe->roots[slot] = pending;

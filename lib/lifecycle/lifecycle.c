@@ -164,8 +164,35 @@ static keytier_err kt_roll_root(keytier_ctx *ctx, const char *what,
     return e;
 }
 
+/* A rolling DEP's roll, when it is another process's still running:
+ * KEYTIER_E_DEP_STATE (dropping its pending copy would make that roll
+ * commit whatever copy is pending when it ends). */
+static keytier_err kt_roll_live(keytier_ctx *ctx, const char *dep_id)
+{
+    struct kt_root_rec *pending = malloc(sizeof *pending);
+    int64_t started = 0;
+    int slot = 0;
+    if (pending == NULL)
+        return kt_err(KEYTIER_E_NOMEM, NULL);
+    keytier_err e =
+        kt_store_roll_get(ctx->store, dep_id, &slot, pending, &started);
+    kt_wipe(pending, sizeof *pending);
+    free(pending);
+    if (e == KEYTIER_E_NOT_FOUND) { /* ended meanwhile */
+        kt_err_clear();
+        return KEYTIER_OK;
+    }
+    if (e == KEYTIER_OK && !kt_dep_roll_dead(ctx, started))
+        e = kt_err(KEYTIER_E_DEP_STATE,
+                   "DEP %s: a roll of its %s is under way in another "
+                   "process; roll again when it is done",
+                   dep_id, kt_slot_names[slot ? 1 : 0]);
+    return e;
+}
+
 /* The DEP to roll: the tenant's, registered (an earlier roll stopped
- * before its read-back is dropped: its pending copy was never trusted). */
+ * before its read-back is dropped: its pending copy was never trusted;
+ * one still running is left alone, KEYTIER_E_DEP_STATE). */
 static keytier_err kt_roll_dep_get(keytier_ctx *ctx, const char *tenant,
                                    const char *dep_id, struct kt_dep_rec *dep)
 {
@@ -173,7 +200,9 @@ static keytier_err kt_roll_dep_get(keytier_ctx *ctx, const char *tenant,
     if (e != KEYTIER_OK)
         return e;
     if (dep->state == KEYTIER_DEP_ROLLING) {
-        e = kt_store_roll_end(ctx->store, dep_id, false);
+        e = kt_roll_live(ctx, dep_id);
+        if (e == KEYTIER_OK)
+            e = kt_store_roll_end(ctx->store, dep_id, false);
         if (e != KEYTIER_OK)
             return e;
         dep->state = KEYTIER_DEP_REGISTERED;
@@ -310,7 +339,7 @@ KEYTIER_API keytier_err keytier_dep_roll(keytier_ctx *ctx, const char *tenant,
         e = kt_roll_root(ctx, what, new_uri, key, pending);
     if (e == KEYTIER_OK)
         e = kt_store_roll_begin(ctx->store, dep_id, slot, pending,
-                                kt_lc_clock());
+                                dep->roots[1 - slot].uri, kt_lc_clock());
     if (e != KEYTIER_OK)
         goto out;
     begun = true;

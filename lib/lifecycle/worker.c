@@ -5,7 +5,8 @@
  *
  *   - DEPs left rolling or registering: kt_dep_settle settles the ones
  *     whose process is dead (a live change is left alone; the store's
- *     transitions are conditional, so two settlers end it once);
+ *     transitions are conditional, so two settlers end it once, and a
+ *     dead roll is claimed first, so one settler records it);
  *   - keysets due: keytier_keyset_rollover_due (the store refuses a second
  *     new version of the same current key: each rollover happens once);
  *   - migrations: batches of items claimed under a lease

@@ -182,10 +182,16 @@ KT_NODISCARD keytier_err kt_store_key_list(struct kt_store *st,
 
 /* A roll: the new copy of slot's wrapped DEP key waits in dep_roll (state
  * ROLLING) until it has been read back; then one transaction moves it into
- * dep_roots (commit) or drops it (abort), back to REGISTERED. */
+ * dep_roots (commit) or drops it (abort), back to REGISTERED.  Begins only
+ * while the DEP is REGISTERED and the other slot's customer key is still
+ * other_uri, the key the caller checked the new one against (two
+ * different tokens): KEYTIER_E_DEP_STATE otherwise, nothing written, so
+ * that rolls of one DEP by several processes at once cannot put both
+ * customer keys in one token. */
 KT_NODISCARD keytier_err kt_store_roll_begin(struct kt_store *st,
                                              const char *dep_id, int slot,
                                              const struct kt_root_rec *pending,
+                                             const char *other_uri,
                                              int64_t now);
 /* The pending copy and, when started is not NULL, when the roll stored it
  * (the clock the roll gave kt_store_roll_begin). */
@@ -195,6 +201,14 @@ KT_NODISCARD keytier_err kt_store_roll_get(struct kt_store *st,
                                            int64_t *started);
 KT_NODISCARD keytier_err kt_store_roll_end(struct kt_store *st,
                                            const char *dep_id, bool commit);
+/* Claims a roll that kt_store_roll_get read as started at `started` for
+ * the caller's settlement, moving its start to now: *claimed true for the
+ * one process whose claim moved it (any other finds it started since and
+ * leaves it to the claimer until that one is dead in turn). */
+KT_NODISCARD keytier_err kt_store_roll_claim(struct kt_store *st,
+                                             const char *dep_id,
+                                             int64_t started, int64_t now,
+                                             bool *claimed);
 /* Who else names a key: a root of a DEP that is not purged, or the pending
  * copy of a roll, whose identity is ident or (copies stored before
  * identities) whose URI is uri, leaving out the DEPs of skip_tenant (NULL:

@@ -8,15 +8,38 @@
  *
  * SQLite: every change runs under BEGIN IMMEDIATE (one writer at a time),
  * so the rows a claimer selects cannot be claimed by another before its
- * UPDATE.  PostgreSQL needs the selections of kt_mig_claim_range to read
- * `FOR UPDATE SKIP LOCKED` (claimers skip each other's rows instead of
- * waiting) and the claim check of store_mig.c to lock its row
- * (`FOR UPDATE`).
+ * UPDATE.  PostgreSQL: a claim runs without the store-wide lock
+ * (kt_db_begin_rows), its selections read `FOR UPDATE SKIP LOCKED`, so
+ * claimers on every node run at once and each skips the rows another is
+ * claiming instead of waiting for them; under READ COMMITTED a row another
+ * claimer committed meanwhile is checked again as it is now (its new
+ * lease leaves it out).  The claim check of store_mig.c locks its row
+ * (`FOR UPDATE`): an item being written by its holder is skipped by a
+ * claimer, and an item a claimer took over is seen as lost by its old
+ * holder.
  */
 #include <stdlib.h>
 #include <string.h>
 
 #include "store_stmt.h"
+
+/* Steps s (its column 0 an id) into ids from *n on, up to max, and
+ * finishes s. */
+static keytier_err kt_stmt_ids(struct kt_stmt *s, char (*ids)[KEYTIER_ID_SIZE],
+                               size_t max, size_t *n)
+{
+    bool row = false;
+    keytier_err e = KEYTIER_OK;
+    while (*n < max && (e = kt_stmt_step(s, &row)) == KEYTIER_OK && row) {
+        kt_stmt_col_text(s, 0, ids[*n], KEYTIER_ID_SIZE);
+        e = kt_stmt_err(s);
+        if (e != KEYTIER_OK)
+            break;
+        (*n)++;
+    }
+    kt_stmt_done(s);
+    return e;
+}
 
 /* Up to max - *n candidates of one kind into ids from *n on: expired
  * claims (a dead worker's batch, taken over first, oldest lease first)
@@ -30,31 +53,35 @@ static keytier_err kt_mig_claim_range(struct kt_store *st, const char *id,
                                       bool *expired, size_t *n)
 {
     struct kt_stmt s;
-    bool row = false;
-    keytier_err e = KEYTIER_OK;
+    size_t from = *n;
     if (expired_ones) {
         kt_stmt_prep(&s, st, "claim items",
-                     "SELECT key_id FROM migration_items WHERE "
-                     "migration_id = ?1 AND done = 0 AND lease_until <= ?3 "
-                     "ORDER BY lease_until LIMIT ?2");
+                     KT_DIALECT(st,
+                                "SELECT key_id FROM migration_items WHERE "
+                                "migration_id = ?1 AND done = 0 AND "
+                                "lease_until <= ?3 ORDER BY lease_until "
+                                "LIMIT ?2",
+                                "SELECT key_id FROM migration_items WHERE "
+                                "migration_id = ?1 AND done = 0 AND "
+                                "lease_until <= ?3 ORDER BY lease_until "
+                                "LIMIT ?2 FOR UPDATE SKIP LOCKED"));
         kt_stmt_bind_int64(&s, 3, now_ms);
     } else {
         kt_stmt_prep(&s, st, "claim items",
-                     "SELECT key_id FROM migration_items WHERE "
-                     "migration_id = ?1 AND done = 0 AND lease_until IS NULL "
-                     "LIMIT ?2");
+                     KT_DIALECT(st,
+                                "SELECT key_id FROM migration_items WHERE "
+                                "migration_id = ?1 AND done = 0 AND "
+                                "lease_until IS NULL LIMIT ?2",
+                                "SELECT key_id FROM migration_items WHERE "
+                                "migration_id = ?1 AND done = 0 AND "
+                                "lease_until IS NULL LIMIT ?2 FOR UPDATE "
+                                "SKIP LOCKED"));
     }
     kt_stmt_bind_text(&s, 1, id);
     kt_stmt_bind_int64(&s, 2, (int64_t)(max - *n));
-    while (*n < max && (e = kt_stmt_step(&s, &row)) == KEYTIER_OK && row) {
-        kt_stmt_col_text(&s, 0, ids[*n], KEYTIER_ID_SIZE);
-        expired[*n] = expired_ones;
-        e = kt_stmt_err(&s);
-        if (e != KEYTIER_OK)
-            break;
-        (*n)++;
-    }
-    kt_stmt_done(&s);
+    keytier_err e = kt_stmt_ids(&s, ids, max, n);
+    for (size_t i = from; i < *n; i++)
+        expired[i] = expired_ones;
     return e;
 }
 
@@ -132,7 +159,7 @@ keytier_err kt_store_mig_claim(struct kt_store *st, const char *id,
         return kt_err(KEYTIER_E_NOMEM, NULL);
     }
     pthread_mutex_lock(&st->mu);
-    keytier_err e = kt_db_begin(st);
+    keytier_err e = kt_db_begin_rows(st);
     if (e != KEYTIER_OK)
         goto out;
     e = kt_mig_claim_pick(st, id, c->now_ms, max, ids, expired, &picked);
@@ -159,42 +186,20 @@ out:
     return e;
 }
 
-keytier_err kt_store_mig_renew(struct kt_store *st, const char *id,
-                               const char *worker, int64_t until_ms,
-                               size_t *held)
-{
-    const char *t[] = {id, worker};
-    *held = 0;
-    pthread_mutex_lock(&st->mu);
-    keytier_err e = kt_db_begin(st);
-    if (e == KEYTIER_OK)
-        e = kt_db_run(st, "renew lease",
-                      "UPDATE migration_items SET lease_until = ?3 WHERE "
-                      "migration_id = ?1 AND claimed_by = ?2 AND done = 0",
-                      t, 2, &until_ms);
-    if (e == KEYTIER_OK) {
-        *held = (size_t)kt_db_changes(st);
-        e = kt_db_commit(st);
-    } else {
-        kt_db_rollback(st);
-    }
-    pthread_mutex_unlock(&st->mu);
-    return e;
-}
-
-keytier_err kt_store_mig_release(struct kt_store *st, const char *id,
-                                 const char *worker, size_t *released)
+/* Runs sql (?1 the migration, ?2 the worker, ?3 *num when not NULL) on
+ * the worker's claims in a transaction: *changed the items it changed
+ * (0 on failure). */
+static keytier_err kt_mig_claims_update(struct kt_store *st, const char *what,
+                                        const char *sql, const char *id,
+                                        const char *worker, const int64_t *num,
+                                        size_t *changed)
 {
     const char *t[] = {id, worker};
     size_t n = 0;
     pthread_mutex_lock(&st->mu);
     keytier_err e = kt_db_begin(st);
     if (e == KEYTIER_OK)
-        e = kt_db_run(st, "release claims",
-                      "UPDATE migration_items SET claimed_by = NULL, "
-                      "lease_until = NULL WHERE migration_id = ?1 AND "
-                      "claimed_by = ?2 AND done = 0",
-                      t, 2, NULL);
+        e = kt_db_run(st, what, sql, t, 2, num);
     if (e == KEYTIER_OK) {
         n = (size_t)kt_db_changes(st);
         e = kt_db_commit(st);
@@ -202,9 +207,30 @@ keytier_err kt_store_mig_release(struct kt_store *st, const char *id,
         kt_db_rollback(st);
     }
     pthread_mutex_unlock(&st->mu);
-    if (released != NULL)
-        *released = e == KEYTIER_OK ? n : 0;
+    if (changed != NULL)
+        *changed = e == KEYTIER_OK ? n : 0;
     return e;
+}
+
+keytier_err kt_store_mig_renew(struct kt_store *st, const char *id,
+                               const char *worker, int64_t until_ms,
+                               size_t *held)
+{
+    return kt_mig_claims_update(
+        st, "renew lease",
+        "UPDATE migration_items SET lease_until = ?3 WHERE "
+        "migration_id = ?1 AND claimed_by = ?2 AND done = 0",
+        id, worker, &until_ms, held);
+}
+
+keytier_err kt_store_mig_release(struct kt_store *st, const char *id,
+                                 const char *worker, size_t *released)
+{
+    return kt_mig_claims_update(
+        st, "release claims",
+        "UPDATE migration_items SET claimed_by = NULL, lease_until = NULL "
+        "WHERE migration_id = ?1 AND claimed_by = ?2 AND done = 0",
+        id, worker, NULL, released);
 }
 
 keytier_err kt_store_mig_undone(struct kt_store *st, const char *id,
@@ -237,8 +263,6 @@ keytier_err kt_store_dep_unsettled(struct kt_store *st,
                                    size_t *n)
 {
     struct kt_stmt s;
-    bool row = false;
-    keytier_err e = KEYTIER_OK;
     *n = 0;
     pthread_mutex_lock(&st->mu);
     kt_stmt_prep(&s, st, "list unsettled DEPs",
@@ -247,14 +271,7 @@ keytier_err kt_store_dep_unsettled(struct kt_store *st,
     kt_stmt_bind_int(&s, 1, KEYTIER_DEP_REGISTERING);
     kt_stmt_bind_int(&s, 2, KEYTIER_DEP_ROLLING);
     kt_stmt_bind_int64(&s, 3, (int64_t)max);
-    while (*n < max && (e = kt_stmt_step(&s, &row)) == KEYTIER_OK && row) {
-        kt_stmt_col_text(&s, 0, ids[*n], KEYTIER_ID_SIZE);
-        e = kt_stmt_err(&s);
-        if (e != KEYTIER_OK)
-            break;
-        (*n)++;
-    }
-    kt_stmt_done(&s);
+    keytier_err e = kt_stmt_ids(&s, ids, max, n);
     pthread_mutex_unlock(&st->mu);
     return e;
 }

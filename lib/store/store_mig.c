@@ -280,8 +280,13 @@ static keytier_err kt_mig_claim_held(struct kt_store *st, const char *id,
 {
     struct kt_stmt s;
     kt_stmt_prep(&s, st, "check claim",
-                 "SELECT 1 FROM migration_items WHERE migration_id = ?1 AND "
-                 "key_id = ?2 AND claimed_by = ?3 AND done = 0");
+                 KT_DIALECT(st,
+                            "SELECT 1 FROM migration_items WHERE "
+                            "migration_id = ?1 AND key_id = ?2 AND "
+                            "claimed_by = ?3 AND done = 0",
+                            "SELECT 1 FROM migration_items WHERE "
+                            "migration_id = ?1 AND key_id = ?2 AND "
+                            "claimed_by = ?3 AND done = 0 FOR UPDATE"));
     kt_stmt_bind_text(&s, 1, id);
     kt_stmt_bind_text(&s, 2, key_id);
     kt_stmt_bind_text(&s, 3, worker);

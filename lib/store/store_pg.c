@@ -26,8 +26,9 @@
 #include "kt_file.h"
 #include "store_stmt.h"
 
-/* Taken by every transaction (kt_db_begin): writers run one at a time on
- * every node, as BEGIN IMMEDIATE makes them on one SQLite file.  The
+/* Taken by every transaction of kt_db_begin: writers run one at a time on
+ * every node, as BEGIN IMMEDIATE makes them on one SQLite file (claims,
+ * kt_db_begin_rows, lock their rows instead).  The
  * number is "keytier" in ASCII. */
 #define KT_PG_TX_LOCK "7020644312278386"
 /* How long a transaction waits for the lock, as SQLite's busy timeout. */
@@ -465,12 +466,13 @@ keytier_err kt_pg_exec(struct kt_store *st, const char *what, const char *sql)
     return e;
 }
 
-keytier_err kt_pg_begin(struct kt_store *st)
+keytier_err kt_pg_begin(struct kt_store *st, bool store_lock)
 {
-    keytier_err e =
-        kt_pg_exec(st, "begin",
-                   "BEGIN ISOLATION LEVEL READ COMMITTED; "
-                   "SELECT pg_advisory_xact_lock(" KT_PG_TX_LOCK ")");
+    keytier_err e = kt_pg_exec(
+        st, "begin",
+        store_lock ? "BEGIN ISOLATION LEVEL READ COMMITTED; "
+                     "SELECT pg_advisory_xact_lock(" KT_PG_TX_LOCK ")"
+                   : "BEGIN ISOLATION LEVEL READ COMMITTED");
     if (e != KEYTIER_OK) {
         PQclear(PQexec(st->pg->conn, "ROLLBACK"));
         return e;

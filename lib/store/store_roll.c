@@ -32,21 +32,43 @@ static keytier_err kt_roll_put(struct kt_store *st, const char *dep_id,
     return e;
 }
 
+/* REGISTERED -> ROLLING while the other slot's key is other_uri: what
+ * the caller checked is still so, inside the transaction. */
+static keytier_err kt_roll_mark(struct kt_store *st, const char *dep_id,
+                                int slot, const char *other_uri)
+{
+    struct kt_stmt s;
+    kt_stmt_prep(&s, st, "roll",
+                 "UPDATE deps SET state = ?2 WHERE dep_id = ?1 AND state = ?3 "
+                 "AND EXISTS (SELECT 1 FROM dep_roots r WHERE r.dep_id = ?1 "
+                 "AND r.slot = ?4 AND r.uri = ?5)");
+    kt_stmt_bind_text(&s, 1, dep_id);
+    kt_stmt_bind_int(&s, 2, KEYTIER_DEP_ROLLING);
+    kt_stmt_bind_int(&s, 3, KEYTIER_DEP_REGISTERED);
+    kt_stmt_bind_int(&s, 4, 1 - slot);
+    kt_stmt_bind_text(&s, 5, other_uri);
+    keytier_err e = kt_stmt_exec(&s);
+    kt_stmt_done(&s);
+    if (e == KEYTIER_OK && kt_db_changes(st) != 1)
+        e = kt_err(KEYTIER_E_DEP_STATE,
+                   "DEP %s changed while this roll was being checked: another "
+                   "roll began, or its other customer key is no longer %s; "
+                   "nothing was changed, roll again",
+                   dep_id, other_uri);
+    return e;
+}
+
 keytier_err kt_store_roll_begin(struct kt_store *st, const char *dep_id,
                                 int slot, const struct kt_root_rec *pending,
-                                int64_t now)
+                                const char *other_uri, int64_t now)
 {
-    const char *t[] = {dep_id};
-    const int64_t rolling = KEYTIER_DEP_ROLLING;
     pthread_mutex_lock(&st->mu);
     keytier_err e = kt_db_begin(st);
     if (e != KEYTIER_OK)
         goto out;
-    e = kt_roll_put(st, dep_id, slot, pending, now);
+    e = kt_roll_mark(st, dep_id, slot, other_uri);
     if (e == KEYTIER_OK)
-        e = kt_db_run(st, "roll",
-                      "UPDATE deps SET state = ?2 WHERE dep_id = ?1", t, 1,
-                      &rolling);
+        e = kt_roll_put(st, dep_id, slot, pending, now);
     if (e != KEYTIER_OK)
         goto fail;
     e = kt_db_commit(st);
@@ -137,6 +159,26 @@ keytier_err kt_store_roll_end(struct kt_store *st, const char *dep_id,
 fail:
     kt_db_rollback(st);
 out:
+    pthread_mutex_unlock(&st->mu);
+    return e;
+}
+
+keytier_err kt_store_roll_claim(struct kt_store *st, const char *dep_id,
+                                int64_t started, int64_t now, bool *claimed)
+{
+    struct kt_stmt s;
+    /* One conditional UPDATE, atomic alone on both engines (PostgreSQL
+     * checks the condition again on the row it locked). */
+    pthread_mutex_lock(&st->mu);
+    kt_stmt_prep(&s, st, "claim roll",
+                 "UPDATE dep_roll SET started = ?3 WHERE dep_id = ?1 AND "
+                 "started = ?2 AND ?3 > ?2");
+    kt_stmt_bind_text(&s, 1, dep_id);
+    kt_stmt_bind_int64(&s, 2, started);
+    kt_stmt_bind_int64(&s, 3, now);
+    keytier_err e = kt_stmt_exec(&s);
+    kt_stmt_done(&s);
+    *claimed = e == KEYTIER_OK && kt_db_changes(st) == 1;
     pthread_mutex_unlock(&st->mu);
     return e;
 }

@@ -308,9 +308,18 @@ keytier_err kt_db_begin(struct kt_store *st)
 {
     if (st->pg != NULL) {
         atomic_fetch_add_explicit(&st->ops, 1, memory_order_relaxed);
-        return kt_pg_begin(st);
+        return kt_pg_begin(st, true);
     }
     return kt_db_exec(st, "begin", "BEGIN IMMEDIATE");
+}
+
+keytier_err kt_db_begin_rows(struct kt_store *st)
+{
+    if (st->pg != NULL) {
+        atomic_fetch_add_explicit(&st->ops, 1, memory_order_relaxed);
+        return kt_pg_begin(st, false);
+    }
+    return kt_db_begin(st);
 }
 
 keytier_err kt_db_commit(struct kt_store *st)

@@ -133,6 +133,11 @@ KT_NODISCARD keytier_err kt_db_exec(struct kt_store *st, const char *what,
 /* BEGIN IMMEDIATE: the write lock is taken before the first read, so a
  * check and the write that depends on it see the same state. */
 KT_NODISCARD keytier_err kt_db_begin(struct kt_store *st);
+/* A transaction whose statements lock the rows they change or select
+ * `FOR UPDATE` and nothing more: on PostgreSQL without kt_db_begin's
+ * store-wide lock, so that several of them run at once on every node (the
+ * claims of migration items, store_claim.c); on SQLite kt_db_begin. */
+KT_NODISCARD keytier_err kt_db_begin_rows(struct kt_store *st);
 /* COMMIT, rolling back when the commit fails. */
 KT_NODISCARD keytier_err kt_db_commit(struct kt_store *st);
 void kt_db_rollback(struct kt_store *st);
@@ -181,7 +186,7 @@ KT_NODISCARD bool kt_pg_col_blob(struct kt_stmt *s, int col, uint8_t *dst,
 void kt_pg_done(struct kt_stmt *s);
 KT_NODISCARD keytier_err kt_pg_exec(struct kt_store *st, const char *what,
                                     const char *sql);
-KT_NODISCARD keytier_err kt_pg_begin(struct kt_store *st);
+KT_NODISCARD keytier_err kt_pg_begin(struct kt_store *st, bool store_lock);
 KT_NODISCARD keytier_err kt_pg_commit(struct kt_store *st);
 void kt_pg_rollback(struct kt_store *st);
 int64_t kt_pg_changes(struct kt_store *st);

@@ -1,5 +1,7 @@
 /* Claims of migration items under a lease (store/store_claim.c, keytier
- * worker), on the store itself: two claimers never hold the same item, an
+ * worker), on the store itself (testenv's: a SQLite file, or a PostgreSQL
+ * database with KT_TEST_PG, where claims take row locks only): claimers
+ * in several processes never hold the same item and lose none, an
  * expired lease is taken over, a worker whose claim was taken over writes
  * nothing, released claims are free at once, a renewed lease is kept, and
  * a migration is finished once and only with nothing left to do. */
@@ -13,14 +15,11 @@
 #include "kt_lib.h"
 #include "testenv.h"
 
-#define N_KEYS 40
-#define T0     1000000000000LL /* a clock, in ms: leases are data here */
+#define N_KEYS   120
+#define CLAIMERS 4
+#define T0       1000000000000LL /* a clock, in ms: leases are data here */
 
-/* The store of the test environment (SQLite, or PostgreSQL with
- * KT_TEST_PG): dir and path are T's. */
 static struct testenv T;
-static char *const dir = T.dir;
-static char *const path = T.store;
 static struct kt_store *st;
 static struct kt_mig_rec mig;
 
@@ -51,11 +50,8 @@ static void key_id(int i, char out[KEYTIER_ID_SIZE])
 
 static void setup(void)
 {
-    memset(&T, 0, sizeof T);
-    strcpy(dir, "/tmp/kt-claims-XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(dir));
-    testenv_store_init(&T);
-    ck_assert_int_eq(kt_store_open(path, &st), KEYTIER_OK);
+    testenv_setup(&T);
+    ck_assert_int_eq(kt_store_open(T.store, &st), KEYTIER_OK);
     struct kt_dep_rec d;
     for (int n = 1; n <= 2; n++) {
         dep_rec(&d, n);
@@ -93,10 +89,7 @@ static void setup(void)
 static void teardown(void)
 {
     kt_store_close(st);
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    ck_assert_int_eq(system(cmd), 0);
-    testenv_store_drop(&T);
+    testenv_teardown(&T);
 }
 
 /* Claims up to max items for worker at now (lease: lease_ms). */
@@ -137,22 +130,29 @@ static uint64_t done_count(void)
     return m.done;
 }
 
-/* Claims in a child process until nothing is left, writing each claimed
- * key id on fd. */
+/* Claims in a child process until nothing is left, applying each batch
+ * and writing each key id it applied on fd (none may be lost: nothing
+ * expires). */
 static void claimer(const char *worker, int fd)
 {
     struct kt_store *s;
     struct kt_mig_todo todo[3];
-    if (kt_store_open(path, &s) != KEYTIER_OK)
+    struct kt_mig_update u[3];
+    if (kt_store_open(T.store, &s) != KEYTIER_OK)
         _exit(2);
     for (;;) {
         struct kt_claim c = {worker, T0, T0 + 3600000};
-        size_t n = 0, t = 0;
+        size_t n = 0, t = 0, applied = 0, lost = 0;
         if (kt_store_mig_claim(s, mig.migration_id, &c, 3, todo, &n, &t) !=
             KEYTIER_OK)
             _exit(3);
         if (n == 0)
             break;
+        updates(todo, n, 0xcc, u);
+        if (kt_store_mig_apply_claimed(s, mig.migration_id, worker, u, n,
+                                       &applied, &lost) != KEYTIER_OK ||
+            applied != n || lost != 0)
+            _exit(5);
         for (size_t i = 0; i < n; i++)
             if (write(fd, todo[i].key_id, KEYTIER_ID_SIZE) != KEYTIER_ID_SIZE)
                 _exit(4);
@@ -161,22 +161,26 @@ static void claimer(const char *worker, int fd)
     _exit(0);
 }
 
-START_TEST(two_claimers_never_share_an_item)
+START_TEST(claimers_never_share_an_item_and_lose_none)
 {
-    int fds[2][2];
-    pid_t pid[2];
-    for (int w = 0; w < 2; w++) {
+    int fds[CLAIMERS][2];
+    pid_t pid[CLAIMERS];
+    for (int w = 0; w < CLAIMERS; w++) {
+        char worker[32];
+        snprintf(worker, sizeof worker, "node-%d:%d:w", w, w + 1);
         ck_assert_int_eq(pipe(fds[w]), 0);
         pid[w] = fork();
         ck_assert_int_ge(pid[w], 0);
         if (pid[w] == 0) {
+            for (int o = 0; o < w; o++)
+                close(fds[o][0]);
             close(fds[w][0]);
-            claimer(w ? "node-b:2:bb" : "node-a:1:aa", fds[w][1]);
+            claimer(worker, fds[w][1]);
         }
         close(fds[w][1]);
     }
-    int seen[N_KEYS] = {0}, by[2] = {0};
-    for (int w = 0; w < 2; w++) {
+    int seen[N_KEYS] = {0}, by[CLAIMERS] = {0}, total = 0;
+    for (int w = 0; w < CLAIMERS; w++) {
         char id[KEYTIER_ID_SIZE];
         while (read(fds[w][0], id, sizeof id) == (ssize_t)sizeof id) {
             int i = atoi(id + 24);
@@ -192,7 +196,10 @@ START_TEST(two_claimers_never_share_an_item)
     }
     for (int i = 0; i < N_KEYS; i++)
         ck_assert_msg(seen[i] == 1, "key %d claimed %d times", i, seen[i]);
-    ck_assert_int_eq(by[0] + by[1], N_KEYS);
+    for (int w = 0; w < CLAIMERS; w++)
+        total += by[w];
+    ck_assert_int_eq(total, N_KEYS);
+    ck_assert_uint_eq(done_count(), N_KEYS);
 }
 END_TEST
 
@@ -363,7 +370,7 @@ int main(void)
     TCase *tc = tcase_create("claims");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 60);
-    tcase_add_test(tc, two_claimers_never_share_an_item);
+    tcase_add_test(tc, claimers_never_share_an_item_and_lose_none);
     tcase_add_test(tc, live_claims_are_skipped_expired_taken_over);
     tcase_add_test(tc, late_commit_of_a_lost_claim_writes_nothing);
     tcase_add_test(tc, an_unexpired_claim_still_commits);

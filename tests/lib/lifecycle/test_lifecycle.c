@@ -329,8 +329,8 @@ START_TEST(roll_interrupted)
     snprintf(junk.mech, sizeof junk.mech, "aes-key-wrap-pad");
     junk.wrapped_len = 40;
     memset(junk.wrapped, 0xA5, junk.wrapped_len);
-    assert_ok(
-        kt_store_roll_begin(ctx->store, dep.dep_id, KEYTIER_ROOT_A, &junk, 1));
+    assert_ok(kt_store_roll_begin(ctx->store, dep.dep_id, KEYTIER_ROOT_A, &junk,
+                                  dep.root_uri[KEYTIER_ROOT_B], 1));
     assert_ok(keytier_dep_show(ctx, "org-1", dep.dep_id, &now));
     ck_assert_int_eq(now.state, KEYTIER_DEP_ROLLING);
     ck_assert_str_eq(now.root_uri[0], dep.root_uri[0]); /* old copy kept */

@@ -3,7 +3,8 @@
 # leaves no claim behind (a second worker whose claims would be blocked
 # for an hour by any left finishes the migration at once), every key then
 # once under the new DEP and every item readable; a roll a killed process
-# left half done is finished by a worker pass (a live one left alone), a
+# left half done is finished by a worker pass (a live one left alone) and,
+# by three workers at once, settled and recorded once; a
 # keyset due for rollover is rolled over once by two workers at once;
 # options are checked.
 . "$KT_SOURCE_ROOT/tests/common.sh"
@@ -83,15 +84,22 @@ dep3=$(kt --json dep create --tenant beta --workload Exchange --key-a "$URI_A" \
 expect_ok kt mailbox create --tenant beta --dep "$dep3" bob
 printf 'bob data' >"$w/plain"
 expect_ok kt encrypt --tenant beta --mailbox bob -i "$w/plain" -o "$w/bob.kt"
-# the row before the roll, kept in a table of the store's own
-kt_sql "$conf" "CREATE TABLE old_root AS SELECT uri, mech, wrapped, ident FROM dep_roots WHERE dep_id = '$dep3' AND slot = 0" ||
-    kt_fail "old row"
-expect_ok kt dep roll --tenant beta --key a --new-key "$URI_A3" "$dep3"
+# dead_roll URI: the rows a roll of key A to URI killed after storing its
+# new copy leaves (started long ago): a real roll, its new copy moved back
+# into the roll journal and the old copy restored (the row before the roll
+# kept in a table of the store's own, on either engine).
 old() { echo "(SELECT $1 FROM old_root)"; }
-kt_sql "$conf" "INSERT INTO dep_roll(dep_id, slot, uri, mech, wrapped, ident, started) SELECT dep_id, 0, uri, mech, wrapped, ident, 1 FROM dep_roots WHERE dep_id = '$dep3' AND slot = 0;
+dead_roll()
+{
+    kt_sql "$conf" "CREATE TABLE old_root AS SELECT uri, mech, wrapped, ident FROM dep_roots WHERE dep_id = '$dep3' AND slot = 0" ||
+        kt_fail "old row"
+    expect_ok kt dep roll --tenant beta --key a --new-key "$1" "$dep3"
+    kt_sql "$conf" "INSERT INTO dep_roll(dep_id, slot, uri, mech, wrapped, ident, started) SELECT dep_id, 0, uri, mech, wrapped, ident, 1 FROM dep_roots WHERE dep_id = '$dep3' AND slot = 0;
 UPDATE dep_roots SET uri = $(old uri), mech = $(old mech), wrapped = $(old wrapped), ident = $(old ident) WHERE dep_id = '$dep3' AND slot = 0;
 UPDATE deps SET state = 2 WHERE dep_id = '$dep3';
 DROP TABLE old_root;" || kt_fail "journal rows"
+}
+dead_roll "$URI_A3"
 assert_eq rolling "$(kt --json dep show "$dep3" | jf .state)"
 expect_ok kt --json worker --once
 assert_eq 1 "$(jq -s "[.[] | select(.event == \"DEP settled\" and .id == \"$dep3\")] | length" <<<"$KT_LAST_OUTPUT")"
@@ -109,6 +117,42 @@ expect_ok kt --json worker --once
 assert_eq 0 "$(jq -s '[.[] | select(.event == "DEP settled")] | length' <<<"$KT_LAST_OUTPUT")"
 assert_eq rolling "$(kt --json dep show "$dep3" | jf .state)"
 kt_sql "$conf" "DELETE FROM dep_roll WHERE dep_id = '$dep3'; UPDATE deps SET state = 1 WHERE dep_id = '$dep3';"
+
+kt_log "one dead roll, three workers at once: one settles it, one record"
+URI_A4=$(keygen vault-a root-a4) || kt_fail "keygen root-a4"
+dead_roll "$URI_A4"
+# The store's write lock held while the three start: each reads the dead
+# roll, proves its copy and waits at its first write, so that they all
+# settle it at the same moment once the lock is let go.
+# (SQLite: BEGIN IMMEDIATE; PostgreSQL: the advisory lock every write
+# transaction of the store takes, KT_PG_TX_LOCK in lib/store/store_pg.c)
+store=$(sed -n 's/^store = //p' "$conf")
+case $store in
+postgres://* | postgresql://* | *=*)
+    coproc HOLD { psql -qAt "$store"; }
+    echo "BEGIN; SELECT 'held' FROM (SELECT pg_advisory_xact_lock(7020644312278386)) l;" >&"${HOLD[1]}" ;;
+*)
+    coproc HOLD { sqlite3 "$store"; }
+    echo "BEGIN IMMEDIATE; SELECT 'held';" >&"${HOLD[1]}" ;;
+esac
+read -r held <&"${HOLD[0]}"
+assert_eq held "$held"
+for i in 1 2 3; do
+    "$KT_CLI" --json worker --once >"$w/s$i.out" 2>"$w/s$i.err" &
+    spid[$i]=$!
+done
+sleep 3
+echo "COMMIT;" >&"${HOLD[1]}"
+exec {HOLD[1]}>&-
+for i in 1 2 3; do
+    wait "${spid[$i]}" || kt_fail "settling worker $i: $(cat "$w/s$i.err")"
+done
+assert_eq 1 "$(cat "$w/s1.out" "$w/s2.out" "$w/s3.out" | jq -s "[.[] | select(.event == \"DEP settled\" and .id == \"$dep3\")] | length")" \
+    "settlers: $(cat "$w"/s?.out "$w"/s?.err)"
+assert_eq registered "$(kt --json dep show "$dep3" | jf .state)"
+assert_eq "$URI_A4" "$(kt --json dep show "$dep3" | jf .roots.a.uri)"
+expect_ok kt audit list --activity "Customer key roll resumed"
+assert_eq 2 "$(grep -c "$dep3" <<<"$KT_LAST_OUTPUT")" "roll resumed records of $dep3 (the first roll's and this one's)"
 
 kt_log "a keyset due for rollover: rolled over once by two workers at once"
 expect_ok kt secret create --keyset conn --root "$URI_A" --rollover-after 3600 \

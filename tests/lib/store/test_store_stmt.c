@@ -329,16 +329,18 @@ START_TEST(roll_failures_keep_the_old_copies)
     /* The pending copy is stored but the state change fails: neither. */
     sql("CREATE TRIGGER boom BEFORE UPDATE ON deps BEGIN "
         "SELECT RAISE(ABORT, 'boom'); END");
-    ck_assert_int_eq(kt_store_roll_begin(st, d.dep_id, 0, &pending, 5),
-                     KEYTIER_E_STORE);
+    ck_assert_int_eq(
+        kt_store_roll_begin(st, d.dep_id, 0, &pending, d.roots[1].uri, 5),
+        KEYTIER_E_STORE);
     detail_has("roll: boom");
     int slot;
     struct kt_root_rec r;
     ck_assert_int_eq(kt_store_roll_get(st, d.dep_id, &slot, &r, NULL),
                      KEYTIER_E_NOT_FOUND);
     sql("DROP TRIGGER boom");
-    ck_assert_int_eq(kt_store_roll_begin(st, d.dep_id, 0, &pending, 5),
-                     KEYTIER_OK);
+    ck_assert_int_eq(
+        kt_store_roll_begin(st, d.dep_id, 0, &pending, d.roots[1].uri, 5),
+        KEYTIER_OK);
     /* The commit's invalidation fails: the old copy stays, the roll is
      * still pending. */
     sql("CREATE TRIGGER boom BEFORE INSERT ON cache_invalidations BEGIN "
