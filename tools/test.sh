@@ -13,11 +13,13 @@
 # java, which cannot load a TSan-built library; cli, trust and
 # conformance are left out whole: tests/README.md "Sanitizers"); last
 # the PostgreSQL pass ("pg"): the library's suites lib, lifecycle and
-# avail again in the plain build, but their tests in suite no-pg (about
+# avail and the three-node suite nodes again in the plain build, but their
+# tests in suite no-pg (about
 # the SQLite file itself, tests/README.md) and the layer checks, each
 # test with a fresh database on a throwaway cluster (tests/pg.sh:
 # Debian's postgresql, a Unix socket in a temp dir, no TCP port), which is
-# removed at the end even on failure.
+# removed at the end even on failure; then the Debian packages
+# (tools/deb-check.sh), counted as one test.
 # Idempotent; exits non-zero if any test fails, times out or is skipped
 # (every peer a test needs is installed by tools/deps.sh, so a skip would
 # hide an untested path), and if any build runs fewer tests than
@@ -62,8 +64,8 @@ export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1:supp
 # testenv_sql (tests/lib/testenv.h) and kt_sql (tests/common.sh) on either
 # engine.  Suite no-pg: tests about the SQLite file itself; static: the
 # layer checks (they read the objects, not the store).
-pg_tests=(--suite lib --suite lifecycle --suite avail --no-suite no-pg
-          --no-suite static)
+pg_tests=(--suite lib --suite lifecycle --suite avail --suite nodes
+          --no-suite no-pg --no-suite static)
 pg=()
 if [ $# -eq 0 ]; then
   pg_dir=$(mktemp -u "${TMPDIR:-/tmp}/keytier-pg.XXXXXX")
@@ -102,6 +104,18 @@ for dir in build build-san "${tsan[@]}" "${pg[@]}"; do
   [ -n "$ok" ] || total_fail=$((total_fail + 1))   # meson itself failed
   ran[$dir]=$(tools/test-count.sh run "$summary")
 done
+# The Debian packages (tools/deb-check.sh: built, lintian, unpacked into a
+# throwaway root, the module seen by p11-kit, p11tool and the proxy): one
+# more test, counted with the others.
+if [ $# -eq 0 ]; then
+  echo "== tools/deb-check.sh"
+  if tools/deb-check.sh; then
+    total_ok=$((total_ok + 1))
+  else
+    echo "deb-check: FAILED" >&2
+    total_fail=$((total_fail + 1))
+  fi
+fi
 echo "tests: $total_ok passed, $total_fail failed, $total_skip skipped"
 [ "$total_fail" -eq 0 ] && [ "$total_skip" -eq 0 ] || exit 1
 
