@@ -296,6 +296,14 @@ static keytier_err kt_migrate_one(struct kt_store *st, int v)
  * its version table created there), and the version is read inside it. */
 static keytier_err kt_migrate(struct kt_store *st, const char *path)
 {
+    /* A store already at this version (the common case) needs no write
+     * lock: versions only rise, so a version read outside a transaction
+     * that is the latest stays the latest.  Taking the lock anyway would
+     * queue every process that opens the store behind the writers (on
+     * PostgreSQL a store-wide lock), and fail it after the lock timeout
+     * while long batches run. */
+    if (kt_user_version(st) == KT_SCHEMA_LATEST)
+        return KEYTIER_OK;
     keytier_err e = kt_db_begin(st);
     if (e != KEYTIER_OK)
         return e;
