@@ -181,15 +181,17 @@ KT_NODISCARD keytier_err kt_dep_key_read(
  * had left (avail.admin_deadline_ms each) is another process's, still
  * running: a registration is then refused (KEYTIER_E_DEP_STATE), a roll
  * left alone.  *fresh: NULL when dep reads as it is, else the DEP as the
- * store now has it (free()). */
+ * store now has it (free()); *settled (NULL: not asked) whether this call
+ * settled it (false when another process did). */
+KT_NODISCARD keytier_err kt_dep_settle(keytier_ctx *ctx,
+                                       const struct kt_dep_rec *dep,
+                                       struct kt_dep_rec **fresh,
+                                       bool *settled);
 /* Whether a roll that stored its pending copy at `started` (seconds) is
  * dead: older than the steps it still had to take, each bounded by
  * avail.admin_deadline_ms (a live one is another process's, still
  * running). */
 bool kt_dep_roll_dead(keytier_ctx *ctx, int64_t started);
-KT_NODISCARD keytier_err kt_dep_settle(keytier_ctx *ctx,
-                                       const struct kt_dep_rec *dep,
-                                       struct kt_dep_rec **fresh);
 /* A new DEP's copies (as the store holds them) each unwrapped and
  * checked. */
 KT_NODISCARD keytier_err kt_dep_register_prove(keytier_ctx *ctx,

@@ -573,7 +573,7 @@ keytier_err kt_dep_key_read(keytier_ctx *ctx, const struct kt_dep_rec *dep,
     e = kt_read_check(r);
     /* lifecycle: a registration or roll a dead process left half done */
     if (e == KEYTIER_OK)
-        e = kt_dep_settle(ctx, dep, &fresh);
+        e = kt_dep_settle(ctx, dep, &fresh, NULL);
     if (e != KEYTIER_OK)
         goto out;
     if (fresh)

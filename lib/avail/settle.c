@@ -151,9 +151,9 @@ keytier_err kt_dep_register_undone(keytier_ctx *ctx,
 /* A registering DEP: refused while its creation may still run; once dead,
  * finished when its three copies prove, refused otherwise. */
 static keytier_err kt_settle_registering(keytier_ctx *ctx,
-                                         const struct kt_dep_rec *dep)
+                                         const struct kt_dep_rec *dep,
+                                         bool *done)
 {
-    bool done = false;
     if (!kt_settle_dead(ctx, dep->created, KT_SETTLE_REGISTER_STEPS))
         return kt_err(KEYTIER_E_DEP_STATE,
                       "DEP %s is registering: its creation is still proving "
@@ -170,8 +170,8 @@ static keytier_err kt_settle_registering(keytier_ctx *ctx,
                       dep->dep_id, why);
     }
     bool recorded = false;
-    e = kt_dep_register_commit(ctx, dep, false, &recorded, &done);
-    if (e == KEYTIER_OK && done)
+    e = kt_dep_register_commit(ctx, dep, false, &recorded, done);
+    if (e == KEYTIER_OK && *done)
         kt_log_event(ctx->log, KT_LOG_INFO, "DEP registration finished",
                      dep->dep_id);
     return e;
@@ -210,7 +210,7 @@ static keytier_err kt_settle_roll_audit(keytier_ctx *ctx,
 /* A rolling DEP whose roll is dead: its pending copy proven and committed,
  * or dropped.  A live roll is left to finish (the old copies still read). */
 static keytier_err kt_settle_roll(keytier_ctx *ctx,
-                                  const struct kt_dep_rec *dep)
+                                  const struct kt_dep_rec *dep, bool *ended)
 {
     struct kt_dep_rec *probe = malloc(sizeof *probe);
     struct kt_root_rec pending;
@@ -258,6 +258,7 @@ static keytier_err kt_settle_roll(keytier_ctx *ctx,
     }
     if (e != KEYTIER_OK)
         goto out;
+    *ended = true;
     if (commit) /* cached entries name the old root */
         (void)kt_avail_uncache(ctx, KT_INVAL_DEP, dep->dep_id);
     if (commit)
@@ -275,14 +276,17 @@ out:
 }
 
 keytier_err kt_dep_settle(keytier_ctx *ctx, const struct kt_dep_rec *dep,
-                          struct kt_dep_rec **fresh)
+                          struct kt_dep_rec **fresh, bool *settled)
 {
     keytier_err e = KEYTIER_OK;
+    bool mine = false;
     *fresh = NULL;
+    if (settled != NULL)
+        *settled = false;
     if (dep->state == KEYTIER_DEP_REGISTERING)
-        e = kt_settle_registering(ctx, dep);
+        e = kt_settle_registering(ctx, dep, &mine);
     else if (dep->state == KEYTIER_DEP_ROLLING)
-        e = kt_settle_roll(ctx, dep);
+        e = kt_settle_roll(ctx, dep, &mine);
     else
         return KEYTIER_OK;
     if (e != KEYTIER_OK)
@@ -300,5 +304,7 @@ keytier_err kt_dep_settle(keytier_ctx *ctx, const struct kt_dep_rec *dep,
         return e;
     }
     *fresh = d;
+    if (settled != NULL)
+        *settled = mine;
     return KEYTIER_OK;
 }

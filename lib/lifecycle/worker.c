@@ -61,11 +61,12 @@ static keytier_err kt_worker_settle_one(keytier_ctx *ctx, struct kt_worker *w,
     struct kt_dep_rec *d = malloc(sizeof *d), *fresh = NULL;
     if (d == NULL)
         return kt_err(KEYTIER_E_NOMEM, NULL);
+    bool settled = false; /* by this worker, not another process */
     keytier_err e = kt_store_dep_get(ctx->store, dep_id, d);
     if (e == KEYTIER_OK && (d->state == KEYTIER_DEP_ROLLING ||
                             d->state == KEYTIER_DEP_REGISTERING))
-        e = kt_dep_settle(ctx, d, &fresh);
-    if (e == KEYTIER_OK && fresh != NULL && fresh->state != d->state) {
+        e = kt_dep_settle(ctx, d, &fresh, &settled);
+    if (e == KEYTIER_OK && settled) {
         w->report->deps_settled++;
         keytier_worker_event ev = {
             .what = "DEP settled", .tenant = d->tenant, .id = dep_id};
