@@ -1198,7 +1198,7 @@ typedef struct keytier_worker_opts {
 typedef struct keytier_worker_report {
     size_t batches, moved, lost, taken_over;
     size_t migrations_finished; /* finished by this worker */
-    size_t deps_settled;        /* dead rolls / registrations settled */
+    size_t deps_settled;        /* dead rolls / registrations it settled */
     size_t keysets_rolled, versions_retired;
     size_t failed; /* steps that failed (each in an event) */
     int stopped;   /* opts->stop asked to stop */
