@@ -9,7 +9,6 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "kt_lib.h"
@@ -199,13 +198,6 @@ static json_object *kt_stats_json(struct kt_avail *av)
     return o;
 }
 
-static int64_t kt_wall_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 void kt_avail_publish_due(struct kt_avail *av)
 {
     uint64_t now = kt_avail_now_ms();
@@ -223,7 +215,7 @@ void kt_avail_publish_due(struct kt_avail *av)
             ? kt_store_node_stats_put(
                   ctx->store, ctx->cfg.node ? ctx->cfg.node : "",
                   (int64_t)getpid(), (int64_t)av->cfg->stats_publish_ms, text,
-                  kt_wall_now_ms() - KT_STATS_PRUNE_MS)
+                  kt_wall_ms() - KT_STATS_PRUNE_MS)
             : kt_err(KEYTIER_E_NOMEM, "counters too large to publish");
     json_object_put(o);
     if (e == KEYTIER_OK)
@@ -312,7 +304,7 @@ KEYTIER_API keytier_err keytier_node_stats_list(keytier_ctx *ctx,
     struct kt_node_stats_rec *rows = NULL;
     size_t count = 0;
     keytier_node_stats *list = NULL;
-    int64_t now = kt_wall_now_ms();
+    int64_t now = kt_wall_ms();
 
     kt_err_clear();
     if (!ctx || !out || !n)

@@ -160,6 +160,9 @@ void kt_log_event_(kt_log *log, enum kt_log_level level, const char *event,
 
 /* Monotonic clock in nanoseconds (for latencies). */
 uint64_t kt_now_ns(void);
+/* Wall clock in milliseconds since the epoch (times other processes and
+ * nodes compare: published counters). */
+int64_t kt_wall_ms(void);
 
 /* Makes room for one more element in a growing array of elem-byte items
  * holding n (capacity *cap, doubled from first): false, array untouched,

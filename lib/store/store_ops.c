@@ -7,16 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <time.h>
 
 #include "store_stmt.h"
-
-static int64_t kt_wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 keytier_err kt_store_node_stats_put(struct kt_store *st, const char *node,
                                     int64_t pid, int64_t interval_ms,
